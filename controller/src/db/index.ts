@@ -1,0 +1,114 @@
+// Opens the controller's database: embedded PGlite (default, data in `<dataDir>/db`) or PostgreSQL
+// (`DATABASE_URL`, through postgres.js), behind one drizzle `PgDatabase` type, and applies the
+// committed migrations before handing it out.
+import { existsSync, mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
+import postgres from 'postgres';
+import * as schema from './schema/index.ts';
+
+export { schema };
+export type Schema = typeof schema;
+
+/** The drizzle database handle every repository takes; the same type for both drivers. */
+export type Db = PgDatabase<PgQueryResultHKT, Schema>;
+
+/** A drizzle transaction handle (what `db.transaction(async (tx) => ...)` passes). */
+export type Transaction = Parameters<Parameters<Db['transaction']>[0]>[0];
+
+export type DriverName = 'pglite' | 'postgres';
+
+/** An open database: the drizzle handle, which driver backs it, and how to close it. */
+export interface OpenDatabase {
+  db: Db;
+  driver: DriverName;
+  close(): Promise<void>;
+}
+
+export interface OpenDatabaseOptions {
+  /** PostgreSQL URL; when unset the embedded PGlite database in `<dataDir>/db` is used. */
+  url?: string | undefined;
+  /** The controller's data directory (absolute or relative to the working directory). */
+  dataDir: string;
+  /** Run PGlite in memory instead of `<dataDir>/db` (tests only). */
+  inMemory?: boolean;
+  /** postgres.js pool size (default 10). */
+  maxConnections?: number;
+  /** Where the migrations live; defaults to {@link migrationsFolder}. */
+  migrationsFolder?: string;
+}
+
+/**
+ * The committed drizzle-kit migrations. Found next to this file's bundle (`<dist>/drizzle`, where a
+ * bundler step copies `controller/drizzle`) or, when running from source, at `controller/drizzle`.
+ */
+export const migrationsFolder: string = (() => {
+  const candidates = [new URL('./drizzle/', import.meta.url), new URL('../../drizzle/', import.meta.url)];
+  const found = candidates.find((u) => existsSync(new URL('meta/_journal.json', u)));
+  return fileURLToPath(found ?? candidates[candidates.length - 1]!);
+})();
+
+/** Any two replicas starting at once must not both run migrations; this key serializes them. */
+const MIGRATION_LOCK_KEY = 0x6b65656c; // "keel"
+
+/**
+ * Opens the database described by `options` and migrates it to the current schema.
+ *
+ * @example const { db, driver, close } = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir })
+ */
+export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDatabase> {
+  const folder = options.migrationsFolder ?? migrationsFolder;
+  if (options.url) return openPostgres(options.url, folder, options.maxConnections ?? 10);
+  return openPglite(options.inMemory ? undefined : path.resolve(options.dataDir, 'db'), folder);
+}
+
+async function openPglite(dir: string | undefined, folder: string): Promise<OpenDatabase> {
+  if (dir) mkdirSync(dir, { recursive: true });
+  // PGlite is a single connection. It serializes on its own: `transaction()` holds an exclusive
+  // lock until COMMIT/ROLLBACK and every query outside waits for it (see db/index.test.ts).
+  const client = await PGlite.create(dir === undefined ? {} : { dataDir: dir });
+  const db = drizzlePglite({ client, schema });
+  try {
+    await migratePglite(db, { migrationsFolder: folder });
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+  return {
+    db: db as unknown as Db,
+    driver: 'pglite',
+    close: async () => {
+      if (!client.closed) await client.close();
+    },
+  };
+}
+
+async function openPostgres(url: string, folder: string, max: number): Promise<OpenDatabase> {
+  const quiet = { onnotice: () => {} };
+  // Migrate over a dedicated single connection so the session advisory lock and the migrator's
+  // transaction run on the same backend.
+  const migrationClient = postgres(url, { ...quiet, max: 1 });
+  try {
+    await migrationClient`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+    try {
+      await migratePostgres(drizzlePostgres({ client: migrationClient }), { migrationsFolder: folder });
+    } finally {
+      await migrationClient`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`;
+    }
+  } finally {
+    await migrationClient.end();
+  }
+  const client = postgres(url, { ...quiet, max });
+  const db = drizzlePostgres({ client, schema });
+  return {
+    db: db as unknown as Db,
+    driver: 'postgres',
+    close: () => client.end({ timeout: 5 }),
+  };
+}

@@ -1,0 +1,7 @@
+// Every table of the controller's database. Each file in this folder is re-exported here, and
+// drizzle-kit reads this file to generate migrations (`npm run db:generate -w controller`).
+export * from './audit.ts';
+export * from './hosts.ts';
+export * from './join-tokens.ts';
+export * from './streams.ts';
+export * from './users.ts';

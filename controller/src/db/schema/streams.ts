@@ -1,0 +1,70 @@
+// Agent streams (logs, metrics, events) stored as compressed chunks of consecutive records, a
+// per-stream cursor (the highest sequence stored, which is what the controller acks) and the gaps
+// where an agent lost records. A row holds a block of records, never a single one (see DESIGN.md).
+import { bigint, customType, integer, pgTable, primaryKey, smallint, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { hosts } from './hosts.ts';
+
+/**
+ * Raw bytes. PGlite hands back a Uint8Array and postgres.js a Buffer; both become a Buffer view
+ * (no copy). The column's storage is set to EXTERNAL in the migration (see scripts in package.json)
+ * because chunk bodies are already compressed.
+ */
+export const bytea = customType<{ data: Buffer; driverData: Uint8Array }>({
+  dataType: () => 'bytea',
+  toDriver: (value) => value,
+  fromDriver: (value) =>
+    Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength),
+});
+
+/** How a chunk's `data` is encoded. */
+export const chunkCodec = { none: 0, deflateRaw: 1 } as const;
+export type ChunkCodec = (typeof chunkCodec)[keyof typeof chunkCodec];
+
+export const streamChunks = pgTable(
+  'stream_chunks',
+  {
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'cascade' }),
+    stream: text('stream').notNull(),
+    firstSeq: bigint('first_seq', { mode: 'number' }).notNull(),
+    lastSeq: bigint('last_seq', { mode: 'number' }).notNull(),
+    count: integer('count').notNull(),
+    tsFirst: timestamp('ts_first', { withTimezone: true }).notNull(),
+    tsLast: timestamp('ts_last', { withTimezone: true }).notNull(),
+    codec: smallint('codec').$type<ChunkCodec>().notNull(),
+    /** The records in the shared batch format, encoded by `codec`. */
+    data: bytea('data').notNull(),
+  },
+  (t) => [primaryKey({ name: 'stream_chunks_pk', columns: [t.hostId, t.stream, t.firstSeq] })],
+);
+
+export const streamCursors = pgTable(
+  'stream_cursors',
+  {
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'cascade' }),
+    stream: text('stream').notNull(),
+    /** Highest sequence stored (or skipped as a gap); the ack sent to the agent. */
+    ackedSeq: bigint('acked_seq', { mode: 'number' }).notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ name: 'stream_cursors_pk', columns: [t.hostId, t.stream] })],
+);
+
+export const streamGaps = pgTable(
+  'stream_gaps',
+  {
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'cascade' }),
+    stream: text('stream').notNull(),
+    fromSeq: bigint('from_seq', { mode: 'number' }).notNull(),
+    toSeq: bigint('to_seq', { mode: 'number' }).notNull(),
+    recordedAt: timestamp('recorded_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ name: 'stream_gaps_pk', columns: [t.hostId, t.stream, t.fromSeq] })],
+);
+
+export type StreamChunkRow = typeof streamChunks.$inferSelect;

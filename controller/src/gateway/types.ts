@@ -1,0 +1,42 @@
+// What the rest of the controller may ask of the agent gateway: send requests to connected
+// agents, cut sessions, and know who is online.
+import type { HostFacts } from '@keel/shared';
+
+/** A host as the API and the console see it. */
+export interface HostView {
+  id: string;
+  name: string;
+  online: boolean;
+  connectedAt: string | null;
+  lastSeenAt: string | null;
+  enrolledAt: string;
+  revokedAt: string | null;
+  agentVersion: string | null;
+  facts: HostFacts | null;
+}
+
+/** Request methods an agent answers, with their params and results. */
+export interface AgentRequestMap {
+  ping: { params: Record<string, never>; result: { agentTime: number } };
+  'facts.refresh': { params: Record<string, never>; result: { facts: HostFacts } };
+}
+export type AgentRequestMethod = keyof AgentRequestMap;
+
+/** The agent gateway as seen from routes and services. */
+export interface AgentGateway {
+  /**
+   * Sends a request to a host's agent and resolves with its typed result. Waits for an offline
+   * host to come online until the deadline; fails with KeelError 'request.deadline_exceeded',
+   * 'request.disconnected', 'host.revoked' or the agent's own error. Never sends a request twice.
+   */
+  request<M extends AgentRequestMethod>(
+    hostId: string,
+    method: M,
+    params: AgentRequestMap[M]['params'],
+    opts?: { timeoutMs?: number },
+  ): Promise<AgentRequestMap[M]['result']>;
+  /** Closes a host's live session (e.g. on revoke); returns true when one was open. */
+  disconnect(hostId: string, reason: 'revoked'): boolean;
+  /** True when the host has a live, authenticated session on this controller. */
+  isOnline(hostId: string): boolean;
+}

@@ -1,0 +1,62 @@
+// The audit log table: appends that extend the hash chain, and ordered reads to verify it.
+import { asc, desc, gt, sql } from 'drizzle-orm';
+import type { Db } from '../db/index.ts';
+import { auditLog, type AuditRow } from '../db/schema/audit.ts';
+
+export type { AuditRow };
+
+/** What a caller supplies for a new audit row; the chain fields are filled in on append. */
+export interface AuditEntry {
+  at: Date;
+  actor: string;
+  action: string;
+  target: string | null;
+  detail: Record<string, unknown>;
+  ip: string | null;
+}
+
+/** The hash of the row before the first one. */
+export const AUDIT_GENESIS_HASH = '0'.repeat(64);
+
+// Any fixed 64-bit key: the advisory lock that makes appends one-at-a-time across replicas.
+const AUDIT_LOCK_KEY = 0x6b65656c_6175;
+
+/** Audit log access. */
+export function createAuditRepository(db: Db) {
+  return {
+    /**
+     * Appends one row after the current tail, inside a transaction that holds an advisory lock, so
+     * two writers (even on different controller replicas) can never link to the same tail.
+     * `seal(prevHash)` computes the new row's hash.
+     */
+    async append(entry: AuditEntry, seal: (prevHash: string) => string): Promise<AuditRow> {
+      return db.transaction(async (tx) => {
+        await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`);
+        const [tail] = await tx
+          .select({ hash: auditLog.hash })
+          .from(auditLog)
+          .orderBy(desc(auditLog.id))
+          .limit(1);
+        const prevHash = tail?.hash ?? AUDIT_GENESIS_HASH;
+        const [row] = await tx
+          .insert(auditLog)
+          .values({ ...entry, prevHash, hash: seal(prevHash) })
+          .returning();
+        if (!row) throw new Error('audit insert returned no row');
+        return row;
+      });
+    },
+
+    /** Rows with id > afterId in chain order. */
+    async page(afterId: number, limit: number): Promise<AuditRow[]> {
+      return db.select().from(auditLog).where(gt(auditLog.id, afterId)).orderBy(asc(auditLog.id)).limit(limit);
+    },
+
+    /** The newest rows first. */
+    async recent(limit: number): Promise<AuditRow[]> {
+      return db.select().from(auditLog).orderBy(desc(auditLog.id)).limit(limit);
+    },
+  };
+}
+
+export type AuditRepository = ReturnType<typeof createAuditRepository>;

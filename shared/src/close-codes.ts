@@ -1,0 +1,44 @@
+// WebSocket close codes of the agent channel. Each says whether the agent should retry: a fatal
+// code makes `keel-agent run` exit non-zero so systemd (and a person) notices.
+
+/** Close codes the controller and agent use, with their meaning. */
+export const closeCodes = {
+  /** Controller shutting down or agent stopping; retry. */
+  goingAway: 1001,
+  /** Frame larger than the peer's maximum (set by `ws` itself when maxPayload is exceeded). */
+  tooLarge: 1009,
+  /** A frame could not be decoded or failed schema validation. */
+  malformed: 4400,
+  /** The handshake failed (bad signature, bad key, replay). */
+  handshakeFailed: 4401,
+  /** The agent key is not enrolled. Fatal for the agent. */
+  unknownAgent: 4403,
+  /** The controller key did not match the pin. Fatal for the agent. */
+  pinMismatch: 4404,
+  /** The handshake did not complete in time. */
+  handshakeTimeout: 4408,
+  /** A newer session of the same host replaced this one. */
+  replaced: 4409,
+  /** The host was revoked. Fatal for the agent. */
+  revoked: 4410,
+  /** A sealed frame failed authentication (forged, replayed or reordered). */
+  forged: 4411,
+  /** A frame type that is not allowed in this state. */
+  unexpected: 4412,
+  /** Heartbeats stopped. */
+  deadPeer: 4413,
+  /** No protocol version in common. Fatal for the agent. */
+  version: 4426,
+  /** Internal error on the peer; retry. */
+  internal: 4500,
+} as const;
+
+export type CloseCode = (typeof closeCodes)[keyof typeof closeCodes];
+
+/** Close codes after which an agent must stop instead of reconnecting. */
+export const fatalCloseCodes: ReadonlySet<number> = new Set([
+  closeCodes.unknownAgent,
+  closeCodes.pinMismatch,
+  closeCodes.revoked,
+  closeCodes.version,
+]);

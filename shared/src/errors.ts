@@ -1,0 +1,68 @@
+// The catalogue of stable error codes: one place that says what each code means and which HTTP
+// status carries it. API bodies are always `{ error: { code, message } }`.
+
+/** Every error code Keel emits, with its default message and HTTP status. */
+export const errorCatalogue = {
+  'request.invalid': { status: 400, message: 'The request is malformed.' },
+  'request.deadline_exceeded': { status: 504, message: 'The agent did not answer before the deadline.' },
+  'request.unknown_method': { status: 400, message: 'The agent does not know this request method.' },
+  'request.failed': { status: 502, message: 'The agent could not carry out the request.' },
+  'request.disconnected': {
+    status: 502,
+    message: 'The agent disconnected before it answered; the request was not retried.',
+  },
+  'host.not_found': { status: 404, message: 'No such host.' },
+  'host.offline': { status: 409, message: 'The host is offline.' },
+  'host.revoked': { status: 409, message: 'The host is revoked.' },
+  'enroll.token_invalid': { status: 401, message: 'The join token is not valid.' },
+  'enroll.token_expired': { status: 401, message: 'The join token has expired.' },
+  'enroll.token_used': { status: 401, message: 'The join token has already been used.' },
+  'enroll.key_exists': { status: 409, message: 'This agent key is already enrolled.' },
+  'join_token.not_found': { status: 404, message: 'No such join token.' },
+  'auth.required': { status: 401, message: 'Sign in first.' },
+  'auth.invalid_credentials': { status: 401, message: 'Wrong username or password.' },
+  'auth.locked': { status: 429, message: 'Too many failed sign-ins; try again later.' },
+  'auth.csrf': { status: 403, message: 'Missing or wrong CSRF token.' },
+  'auth.forbidden': { status: 403, message: 'Your role does not allow this.' },
+  'user.exists': { status: 409, message: 'A user with this name already exists.' },
+  'handshake.failed': { status: 401, message: 'The handshake failed.' },
+  'handshake.pin_mismatch': {
+    status: 401,
+    message: 'The controller key does not match the pinned fingerprint.',
+  },
+  'handshake.unknown_agent': { status: 401, message: 'This agent key is not enrolled.' },
+  'handshake.revoked': { status: 401, message: 'This agent has been revoked.' },
+  'handshake.version': { status: 426, message: 'No protocol version in common.' },
+  'frame.malformed': { status: 400, message: 'The frame is malformed.' },
+  'frame.unexpected': { status: 400, message: 'This frame is not allowed here.' },
+  'frame.forged': { status: 400, message: 'The frame failed authentication.' },
+  'stream.invalid': { status: 400, message: 'The stream batch is invalid.' },
+  not_found: { status: 404, message: 'Not found.' },
+  internal: { status: 500, message: 'Internal error.' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+/** A stable error code from the catalogue. */
+export type ErrorCode = keyof typeof errorCatalogue;
+
+/** An error with a stable code and a human message, safe to show to a user or send to a peer. */
+export class KeelError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message?: string) {
+    super(message ?? errorCatalogue[code].message);
+    this.name = 'KeelError';
+    this.code = code;
+  }
+  /** HTTP status for this error's code. */
+  get status(): number {
+    return errorCatalogue[this.code].status;
+  }
+  /** The wire/API shape: `{ code, message }`. */
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+/** True when `code` is a known catalogue code (for codes that arrive from a peer). */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(errorCatalogue, code);
+}

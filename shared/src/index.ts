@@ -1,0 +1,10 @@
+// The Keel protocol package: everything agent and controller must agree on, and no I/O.
+export * from './errors.ts';
+export * from './records.ts';
+export * from './messages/facts.ts';
+export * from './keys.ts';
+export * from './sealed.ts';
+export * from './frames.ts';
+export * from './codec.ts';
+export * from './close-codes.ts';
+export * from './handshake.ts';

@@ -1,0 +1,102 @@
+// Human-readable figures for the console: byte sizes, durations, relative times, host state.
+import type { Host, HostFacts, HostState, Timestamp } from './types.ts';
+
+const BYTE_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** Binary-unit size, e.g. `formatBytes(16_777_216)` -> "16 MiB". */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes == null || !Number.isFinite(bytes) || bytes < 0) return '—';
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < BYTE_UNITS.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  const digits = unit === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
+  return `${Number(value.toFixed(digits))} ${BYTE_UNITS[unit]}`;
+}
+
+/** Compact duration, two most significant units: "3d 4h", "5h 12m", "42s". */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds == null || !Number.isFinite(seconds) || seconds < 0) return '—';
+  const s = Math.floor(seconds);
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = s % 60;
+  if (d > 0) return `${d}d ${h}h`;
+  if (h > 0) return `${h}h ${m}m`;
+  if (m > 0) return `${m}m ${sec}s`;
+  return `${sec}s`;
+}
+
+/** Milliseconds since the epoch from an API timestamp, or null. */
+export function toMs(ts: Timestamp | undefined): number | null {
+  if (ts == null) return null;
+  if (typeof ts === 'number') return Number.isFinite(ts) ? ts : null;
+  const ms = Date.parse(ts);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+/** "just now", "5 min ago", "3 h ago", "2 d ago"; future times read "in …". */
+export function formatRelative(ts: Timestamp | undefined, now: number): string {
+  const ms = toMs(ts);
+  if (ms == null) return 'never';
+  const diff = Math.round((now - ms) / 1000);
+  const abs = Math.abs(diff);
+  let text: string;
+  if (abs < 10) return 'just now';
+  if (abs < 60) text = `${abs} s`;
+  else if (abs < 3600) text = `${Math.floor(abs / 60)} min`;
+  else if (abs < 86400) text = `${Math.floor(abs / 3600)} h`;
+  else text = `${Math.floor(abs / 86400)} d`;
+  return diff >= 0 ? `${text} ago` : `in ${text}`;
+}
+
+/** Absolute local date and time, for titles and detail views. */
+export function formatDateTime(ts: Timestamp | undefined): string {
+  const ms = toMs(ts);
+  if (ms == null) return '—';
+  return new Date(ms).toLocaleString(undefined, {
+    year: 'numeric',
+    month: 'short',
+    day: 'numeric',
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+  });
+}
+
+/** The host's boot time in epoch ms; tolerates epoch seconds (values before 1973 in ms). */
+export function bootTimeMs(facts: HostFacts | null | undefined): number | null {
+  if (!facts || !Number.isFinite(facts.bootTime) || facts.bootTime <= 0) return null;
+  return facts.bootTime < 1e11 ? facts.bootTime * 1000 : facts.bootTime;
+}
+
+/** Uptime in seconds at `now`, ticking from the boot time; null when the host is not online. */
+export function uptimeSeconds(host: Host, now: number): number | null {
+  if (hostState(host) !== 'online' || !host.facts) return null;
+  const boot = bootTimeMs(host.facts);
+  if (boot != null) return Math.max(0, (now - boot) / 1000);
+  return host.facts.uptimeSeconds;
+}
+
+/** Online, offline or revoked. */
+export function hostState(host: Host): HostState {
+  if (host.revokedAt != null) return 'revoked';
+  return host.online ? 'online' : 'offline';
+}
+
+/** "Debian GNU/Linux 12" — distro and release without repeating the release. */
+export function formatOs(facts: HostFacts | null | undefined): string {
+  if (!facts) return '—';
+  const { distro, release } = facts.os;
+  if (!distro) return release || facts.os.platform || '—';
+  return release && !distro.includes(release) ? `${distro} ${release}` : distro;
+}
+
+/** Percentage of a disk in use, 0–100, or null for an empty disk size. */
+export function usedPercent(used: number, size: number): number | null {
+  if (!(size > 0)) return null;
+  return Math.min(100, Math.max(0, (used / size) * 100));
+}

@@ -1,0 +1,33 @@
+// Dark/light theme: the choice lives in localStorage ('keel.theme'); with none saved the system
+// preference wins. app.html applies it before first paint, this keeps it in sync afterwards.
+export type Theme = 'dark' | 'light';
+
+const KEY = 'keel.theme';
+
+function initial(): Theme {
+  const set = document.documentElement.dataset.theme;
+  if (set === 'dark' || set === 'light') return set;
+  return matchMedia('(prefers-color-scheme: light)').matches ? 'light' : 'dark';
+}
+
+class ThemeState {
+  current = $state<Theme>(typeof document === 'undefined' ? 'dark' : initial());
+
+  /** Switch to `theme` and remember it. */
+  set(theme: Theme): void {
+    this.current = theme;
+    document.documentElement.dataset.theme = theme;
+    try {
+      localStorage.setItem(KEY, theme);
+    } catch {
+      // Private mode or storage disabled: the theme still applies for this page.
+    }
+  }
+
+  toggle(): void {
+    this.set(this.current === 'dark' ? 'light' : 'dark');
+  }
+}
+
+/** The console's theme. */
+export const theme = new ThemeState();
