@@ -1,7 +1,14 @@
 // The codec of sealed-frame plaintexts and handshake frames. Decoding never throws: it returns a
 // typed error that the caller turns into a close code.
 import type { z } from 'zod';
-import { sessionFrameSchema, type SessionFrame } from './frames.ts';
+import {
+  sessionFrameSchema,
+  type AgentAuth,
+  type AgentHello,
+  type ControllerHello,
+  type HandshakeError,
+  type SessionFrame,
+} from './frames.ts';
 
 /** Largest JSON header of a session frame. Bodies (stream data) are bounded by the frame size. */
 export const MAX_HEADER_BYTES = 256 * 1024;
@@ -44,7 +51,7 @@ export function decodeFrame(plain: Buffer): DecodeResult<DecodedFrame> {
 }
 
 /** Encodes a handshake frame (JSON). */
-export function encodeHandshakeFrame(frame: { type: string }): Buffer {
+export function encodeHandshakeFrame(frame: AgentHello | ControllerHello | AgentAuth | HandshakeError): Buffer {
   return Buffer.from(JSON.stringify(frame), 'utf8');
 }
 

@@ -4,6 +4,7 @@
 /** Every error code Keel emits, with its default message and HTTP status. */
 export const errorCatalogue = {
   'request.invalid': { status: 400, message: 'The request is malformed.' },
+  'request.too_large': { status: 413, message: 'The request body is too large.' },
   'request.deadline_exceeded': { status: 504, message: 'The agent did not answer before the deadline.' },
   'request.unknown_method': { status: 400, message: 'The agent does not know this request method.' },
   'request.failed': { status: 502, message: 'The agent could not carry out the request.' },

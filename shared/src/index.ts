@@ -8,3 +8,4 @@ export * from './frames.ts';
 export * from './codec.ts';
 export * from './close-codes.ts';
 export * from './handshake.ts';
+export * from './channel.ts';

@@ -225,6 +225,11 @@ export function createAuthService(deps: AuthServiceDeps) {
       };
     },
 
+    /** True while the session exists and has not expired (no sliding; for long-lived streams). */
+    async isLive(sessionId: string): Promise<boolean> {
+      return (await sessions.findLive(sessionId, now())) !== null;
+    },
+
     /** Ends a session. */
     async logout(session: AuthenticatedSession, ip: string | null): Promise<void> {
       await sessions.delete(session.sessionId);

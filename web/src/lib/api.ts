@@ -1,14 +1,7 @@
 // Typed client for the controller's REST API (/api/v1): same-origin cookies, the CSRF header on
 // every mutating call, and `ApiError` carrying the stable error code on any non-2xx answer.
 import { session } from './session.svelte.ts';
-import type {
-  CreatedJoinToken,
-  Host,
-  HostEventsPage,
-  JoinToken,
-  PingResult,
-  SessionInfo,
-} from './types.ts';
+import type { CreatedJoinToken, Host, HostEventsPage, JoinToken, PingResult, SessionInfo } from './types.ts';
 
 /** Prefix of every API path. */
 export const API_BASE = '/api/v1';

@@ -100,3 +100,9 @@ export function usedPercent(used: number, size: number): number | null {
   if (!(size > 0)) return null;
   return Math.min(100, Math.max(0, (used / size) * 100));
 }
+
+/** ISO 8601 form of an API timestamp for `<time datetime>`, or undefined. */
+export function toIso(ts: Timestamp | undefined): string | undefined {
+  const ms = toMs(ts);
+  return ms == null ? undefined : new Date(ms).toISOString();
+}

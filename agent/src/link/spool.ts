@@ -1,0 +1,771 @@
+// The on-disk spool of one agent stream: records are appended and numbered (1, 2, 3… for the life
+// of the stream, across restarts), read back in batches for the controller, and deleted once the
+// controller acknowledges them. It is bounded (the oldest segments are dropped, and counted, when
+// it is full), survives kill -9 and power loss, and keeps only a small index in memory.
+//
+// Layout of the stream's directory:
+//   <firstSeq, 20 digits>.seg  segments, each a run of frames
+//                              `u32 BE bodyLength | u32 BE crc32(body) | body`,
+//                              body = `f64 BE firstSeq | u32 BE count | records` (shared record format)
+//   state.json                 { ackedSeq, droppedRecords }, replaced atomically
+//
+// Durability rule (the one PostgreSQL's walsender follows): read() hands out only records that
+// have been fdatasync'd. Otherwise a power loss could take back records the controller already
+// holds, and their sequence numbers would be given to new records that the controller then
+// discards as duplicates — a silent loss. Syncs are group commits: the first append after a quiet
+// period syncs at once, a busy stream syncs every `syncIntervalMs`.
+import {
+  closeSync,
+  fdatasync,
+  fdatasyncSync,
+  fstatSync,
+  fsync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { open as openAsync, unlink as unlinkAsync } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { crc32 } from 'node:zlib';
+import { indexRecords, RECORD_HEADER_BYTES, type RecordBatch, type StreamRecord } from '@keel/shared';
+
+const fdatasyncAsync = promisify(fdatasync);
+const fsyncAsync = promisify(fsync);
+
+/** Bytes in front of each frame's body: length and CRC. */
+const FRAME_HEADER_BYTES = 8;
+/** Bytes at the start of each frame's body: first seq and record count. */
+const BODY_HEADER_BYTES = 12;
+const FRAME_OVERHEAD = FRAME_HEADER_BYTES + BODY_HEADER_BYTES;
+/** A large append is cut into frames of about this many record bytes, so reads can stop between them. */
+const FRAME_TARGET_BYTES = 64 * 1024;
+const SEGMENT_NAME = /^(\d{20})\.seg$/;
+const STATE_FILE = 'state.json';
+
+export interface SpoolOptions {
+  /** The stream's directory (created, with parents, when missing). */
+  dir: string;
+  /** Most bytes the segments may take on disk; beyond it the oldest segments are dropped. Default 64 MiB. */
+  maxBytes?: number;
+  /** Size at which a new segment is started. Default 4 MiB (at most half of maxBytes). */
+  segmentBytes?: number;
+  /** Group-commit period for fdatasync. Default 200; 0 syncs inside every append. */
+  syncIntervalMs?: number;
+}
+
+/** Grow-only pair of arrays: the first seq and byte offset of every frame in a segment. */
+class FrameIndex {
+  seqs = new Float64Array(16);
+  offsets = new Float64Array(16);
+  length = 0;
+
+  push(seq: number, offset: number): void {
+    if (this.length === this.seqs.length) {
+      const seqs = new Float64Array(this.length * 2);
+      seqs.set(this.seqs);
+      this.seqs = seqs;
+      const offsets = new Float64Array(this.length * 2);
+      offsets.set(this.offsets);
+      this.offsets = offsets;
+    }
+    this.seqs[this.length] = seq;
+    this.offsets[this.length] = offset;
+    this.length++;
+  }
+
+  /** Index of the last frame whose first seq is <= seq (the frame that holds seq). */
+  find(seq: number): number {
+    let lo = 0;
+    let hi = this.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.seqs[mid]! <= seq) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+}
+
+interface Segment {
+  /** Seq the file is named by: the first record it holds, or will hold while empty. */
+  firstSeq: number;
+  /** Last seq it holds (firstSeq - 1 while empty). */
+  lastSeq: number;
+  path: string;
+  fd: number;
+  size: number;
+  frames: FrameIndex;
+}
+
+interface SpoolState {
+  ackedSeq: number;
+  droppedRecords: number;
+}
+
+function segmentName(firstSeq: number): string {
+  return `${String(firstSeq).padStart(20, '0')}.seg`;
+}
+
+function isSeq(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+}
+
+/**
+ * A bounded, crash-safe, append-only spool for one stream.
+ *
+ * @example
+ * const spool = await Spool.open({ dir: '/var/lib/keel/streams/events' });
+ * spool.append([{ ts: Date.now(), payload: Buffer.from('{"kind":"started"}') }]);
+ * spool.onAppend(() => send(spool.read(sentSeq, 256 * 1024)));
+ * // later, when the controller acknowledges:
+ * spool.ack(ackedSeq);
+ */
+export class Spool {
+  readonly dir: string;
+  readonly maxBytes: number;
+  readonly segmentBytes: number;
+  readonly syncIntervalMs: number;
+
+  #segments: Segment[] = [];
+  #dirFd: number;
+  #bytes = 0;
+  #lastSeq = 0;
+  #syncedSeq = 0;
+  #ackedSeq = 0;
+  #droppedRecords = 0;
+  /** Set after an ack beyond lastSeq: the next append must start a new segment. */
+  #rollNext = false;
+  #closed = false;
+
+  // Group commit.
+  #dirty = new Set<Segment>();
+  #dirDirty = false;
+  #stateGen = 0; // bumped on every change of ackedSeq/droppedRecords
+  #persistedGen = 0; // generation last renamed into place
+  #timer: NodeJS.Timeout | null = null;
+  #inflight: Promise<void> | null = null;
+  #lastSyncAt = -Infinity;
+  #syncError: unknown = null;
+  /** fds of deleted segments, closed once no async sync can be using them. */
+  #closeLater: number[] = [];
+  #listeners = new Set<() => void>();
+
+  private constructor(opts: Required<SpoolOptions>, dirFd: number) {
+    this.dir = opts.dir;
+    this.maxBytes = opts.maxBytes;
+    this.segmentBytes = opts.segmentBytes;
+    this.syncIntervalMs = opts.syncIntervalMs;
+    this.#dirFd = dirFd;
+  }
+
+  /** Opens (creating if needed) the spool in `opts.dir`, recovering whatever a crash left behind. */
+  static async open(opts: SpoolOptions): Promise<Spool> {
+    const maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
+    if (!(maxBytes >= 4096)) throw new RangeError('spool maxBytes must be at least 4096');
+    const segmentBytes = Math.min(opts.segmentBytes ?? 4 * 1024 * 1024, Math.floor(maxBytes / 2));
+    const syncIntervalMs = opts.syncIntervalMs ?? 200;
+    if (!(syncIntervalMs >= 0)) throw new RangeError('spool syncIntervalMs must be >= 0');
+    mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+    const dirFd = openSync(opts.dir, 'r');
+    const spool = new Spool({ dir: opts.dir, maxBytes, segmentBytes, syncIntervalMs }, dirFd);
+    try {
+      spool.#recover();
+    } catch (err) {
+      spool.#closeAllSync();
+      throw err;
+    }
+    return spool;
+  }
+
+  /** Highest seq appended so far (0 when none ever was). */
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+  /** Highest seq known to be on disk for good; read() returns nothing beyond it. */
+  get syncedSeq(): number {
+    return this.#syncedSeq;
+  }
+  /** Highest seq the controller has acknowledged. */
+  get ackedSeq(): number {
+    return this.#ackedSeq;
+  }
+  /** Records lost because the spool was full (or its files were damaged), over the stream's life. */
+  get droppedRecords(): number {
+    return this.#droppedRecords;
+  }
+  /** Bytes the segments take on disk. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /**
+   * Appends records with one write and returns the seqs they got. When the spool would exceed
+   * maxBytes, the oldest whole segments are dropped first (acknowledged or not) and counted.
+   */
+  append(records: readonly StreamRecord[]): { firstSeq: number; lastSeq: number } {
+    if (this.#closed) throw new Error('spool is closed');
+    const firstSeq = this.#lastSeq + 1;
+    if (records.length === 0) return { firstSeq, lastSeq: this.#lastSeq };
+
+    const { buf, frameStarts } = encodeFrames(records, firstSeq);
+    if (buf.length > this.maxBytes - FRAME_OVERHEAD) {
+      throw new RangeError(`append of ${buf.length} bytes cannot fit a spool of ${this.maxBytes} bytes`);
+    }
+
+    let seg = this.#segments.at(-1);
+    if (!seg || this.#rollNext || (seg.size > 0 && seg.size + buf.length > this.segmentBytes)) {
+      seg = this.#createSegment(firstSeq);
+    }
+    if (this.#bytes + buf.length > this.maxBytes) this.#dropOldest(buf.length);
+
+    try {
+      writeFull(seg.fd, buf, seg.size);
+    } catch (err) {
+      // A part of the frames may have landed (e.g. ENOSPC): cut them off so the file stays whole.
+      try {
+        ftruncateSync(seg.fd, seg.size);
+      } catch {
+        // Recovery will find and cut the torn tail.
+      }
+      throw err;
+    }
+    for (let i = 0; i < frameStarts.length; i++) {
+      const start = frameStarts[i]!;
+      seg.frames.push(buf.readDoubleBE(start + FRAME_HEADER_BYTES), seg.size + start);
+    }
+    seg.size += buf.length;
+    seg.lastSeq = firstSeq + records.length - 1;
+    this.#bytes += buf.length;
+    this.#lastSeq = seg.lastSeq;
+
+    if (this.syncIntervalMs === 0) {
+      fdatasyncSync(seg.fd);
+      if (this.#dirDirty) {
+        fsyncSync(this.#dirFd);
+        this.#dirDirty = false;
+      }
+      this.#syncedSeq = this.#lastSeq;
+      this.#emit();
+    } else {
+      this.#dirty.add(seg);
+      this.#schedule();
+    }
+    return { firstSeq, lastSeq: this.#lastSeq };
+  }
+
+  /**
+   * The durable records after `afterSeq` (or from the oldest still held, when those were dropped)
+   * as one batch of at most about `maxBytes` of records (always at least one record); null when
+   * there is nothing to send. The batch comes from one segment.
+   */
+  read(afterSeq: number, maxBytes: number): RecordBatch | null {
+    if (this.#closed) throw new Error('spool is closed');
+    const limit = this.#syncedSeq;
+    let want = Math.max(afterSeq + 1, 1);
+    if (want > limit) return null;
+    const seg = this.#segmentFor(want);
+    if (!seg) return null;
+    const frames = seg.frames;
+    if (want < frames.seqs[0]!) want = frames.seqs[0]!;
+    if (want > limit) return null;
+
+    const first = frames.find(want);
+    const frameEnd = (i: number): number => (i + 1 < frames.length ? frames.offsets[i + 1]! : seg.size);
+    const frameLast = (i: number): number => (i + 1 < frames.length ? frames.seqs[i + 1]! - 1 : seg.lastSeq);
+
+    // Choose whole frames while they fit; the first frame alone may be cut (below) to fit.
+    let last = first;
+    let recordBytes = frameEnd(first) - frames.offsets[first]! - FRAME_OVERHEAD;
+    while (last + 1 < frames.length && frameLast(last + 1) <= limit) {
+      const next = frameEnd(last + 1) - frames.offsets[last + 1]! - FRAME_OVERHEAD;
+      if (recordBytes + next > maxBytes) break;
+      recordBytes += next;
+      last++;
+    }
+
+    const start = frames.offsets[first]!;
+    const buf = Buffer.allocUnsafe(frameEnd(last) - start);
+    readFull(seg.fd, buf, start);
+
+    // The first frame: skip the records before `want`; alone, it may also be cut at maxBytes.
+    const skip = want - frames.seqs[first]!;
+    let from = FRAME_OVERHEAD;
+    for (let i = 0; i < skip; i++) from += RECORD_HEADER_BYTES + buf.readUInt32BE(from);
+    let end = FRAME_HEADER_BYTES + buf.readUInt32BE(0);
+    let count = buf.readUInt32BE(FRAME_HEADER_BYTES + 8) - skip;
+    if (first === last) {
+      if (end - from > maxBytes) {
+        let cut = from + RECORD_HEADER_BYTES + buf.readUInt32BE(from);
+        let n = 1;
+        for (;;) {
+          const next = cut + RECORD_HEADER_BYTES + buf.readUInt32BE(cut);
+          if (next - from > maxBytes) break;
+          cut = next;
+          n++;
+        }
+        end = cut;
+        count = n;
+      }
+      return { firstSeq: want, count, body: buf.subarray(from, end) };
+    }
+
+    // Several frames: move their records down over the frame headers, in place.
+    buf.copyWithin(0, from, end);
+    let out = end - from;
+    for (let pos = end; pos < buf.length; ) {
+      const frameEndAt = pos + FRAME_HEADER_BYTES + buf.readUInt32BE(pos);
+      count += buf.readUInt32BE(pos + FRAME_HEADER_BYTES + 8);
+      buf.copyWithin(out, pos + FRAME_OVERHEAD, frameEndAt);
+      out += frameEndAt - pos - FRAME_OVERHEAD;
+      pos = frameEndAt;
+    }
+    return { firstSeq: want, count, body: buf.subarray(0, out) };
+  }
+
+  /**
+   * Records that the controller holds everything up to `seq`: whole segments at or below it are
+   * deleted. An ack beyond lastSeq (the controller has records this spool lost, or its directory
+   * was wiped) moves numbering on past it, so new records are never taken for duplicates.
+   */
+  ack(seq: number): void {
+    if (this.#closed || !isSeq(seq) || seq <= this.#ackedSeq) return;
+    this.#ackedSeq = seq;
+    this.#stateGen++;
+    if (seq > this.#lastSeq) {
+      // Numbering now lives only in the state file: write it before the segments go.
+      this.#lastSeq = seq;
+      this.#syncedSeq = seq;
+      this.#rollNext = true;
+      this.#persistStateSync();
+      while (this.#segments.length > 0) this.#deleteSegment(this.#segments[0]!);
+      return;
+    }
+    // The newest segment stays: its name and frames carry lastSeq across a restart.
+    while (this.#segments.length > 1 && this.#segments[0]!.lastSeq <= seq) {
+      this.#deleteSegment(this.#segments[0]!);
+    }
+    if (this.syncIntervalMs === 0) this.#persistStateSync();
+    else this.#schedule();
+  }
+
+  /**
+   * Calls `listener` whenever newly appended records become readable (durable). Returns a function
+   * that removes it.
+   */
+  onAppend(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Syncs everything appended so far and the ack state now; resolves when it is on disk. */
+  async flush(): Promise<void> {
+    while (!this.#closed || this.#inflight) {
+      if (!this.#inflight) {
+        if (!this.#needsSync()) return;
+        if (this.#timer) clearTimeout(this.#timer);
+        this.#timer = null;
+        void this.#runSync();
+      }
+      await this.#inflight;
+      if (this.#syncError) throw this.#syncError;
+    }
+  }
+
+  /** Flushes and closes the spool's files. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.flush();
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    if (this.#inflight) await this.#inflight;
+    if (this.#persistedGen !== this.#stateGen) this.#persistStateSync();
+    this.#listeners.clear();
+    this.#closeAllSync();
+  }
+
+  // --- recovery -------------------------------------------------------------------------------
+
+  #recover(): void {
+    const state = this.#readState();
+    this.#ackedSeq = state.ackedSeq;
+    this.#droppedRecords = state.droppedRecords;
+    const startDropped = state.droppedRecords;
+
+    const names = readdirSync(this.dir);
+    for (const name of names) {
+      // Leftovers of a state write that crashed before its rename.
+      if (name.startsWith(`${STATE_FILE}.`) && name.endsWith('.tmp')) unlinkSync(join(this.dir, name));
+    }
+    const firstSeqs = names
+      .map((n) => SEGMENT_NAME.exec(n)?.[1])
+      .filter((s): s is string => s !== undefined)
+      .map(Number)
+      .sort((a, b) => a - b);
+
+    for (let i = 0; i < firstSeqs.length; i++) {
+      const firstSeq = firstSeqs[i]!;
+      const isNewest = i === firstSeqs.length - 1;
+      const seg = this.#scanSegment(firstSeq);
+      const nextFirst = firstSeqs[i + 1];
+      if (nextFirst !== undefined && seg.lastSeq + 1 < nextFirst && seg.truncated) {
+        // Damage inside an older segment: the records between its last whole frame and the next
+        // segment are gone. Count the ones the controller did not have.
+        const lostFrom = Math.max(seg.lastSeq + 1, this.#ackedSeq + 1);
+        if (nextFirst - 1 >= lostFrom) this.#droppedRecords += nextFirst - lostFrom;
+      }
+      if (seg.segment.size === 0 && !isNewest) {
+        closeSync(seg.segment.fd);
+        unlinkSync(seg.segment.path);
+        continue;
+      }
+      this.#segments.push(seg.segment);
+      this.#bytes += seg.segment.size;
+    }
+
+    const newest = this.#segments.at(-1);
+    this.#lastSeq = Math.max(newest?.lastSeq ?? 0, this.#ackedSeq);
+    if (newest && newest.lastSeq < this.#ackedSeq) this.#rollNext = true;
+    this.#syncedSeq = this.#lastSeq; // whatever survived a restart is what the disk holds
+    // Segments wholly acknowledged before a crash (the deletion ran ahead of the state write).
+    while (this.#segments.length > 1 && this.#segments[0]!.lastSeq <= this.#ackedSeq) {
+      this.#deleteSegment(this.#segments[0]!);
+    }
+    if (this.#droppedRecords !== startDropped) {
+      this.#stateGen++;
+      this.#persistStateSync();
+    }
+    this.#persistedGen = this.#stateGen;
+  }
+
+  /** Reads one segment frame by frame, cutting it after the last whole, valid frame. */
+  #scanSegment(firstSeq: number): { segment: Segment; truncated: boolean } {
+    const path = join(this.dir, segmentName(firstSeq));
+    const fd = openSync(path, 'r+');
+    const fileSize = fstatSync(fd).size;
+    const frames = new FrameIndex();
+    let expected = firstSeq;
+    let offset = 0;
+    // Read in chunks of about a segment, so a long file never sits in memory whole.
+    const chunkBytes = Math.max(this.segmentBytes, FRAME_TARGET_BYTES * 2);
+    let chunk = Buffer.alloc(0);
+    let chunkStart = 0;
+    const bytesAt = (at: number, length: number): Buffer | null => {
+      if (at + length > fileSize) return null;
+      if (at < chunkStart || at + length > chunkStart + chunk.length) {
+        chunk = Buffer.allocUnsafe(Math.min(Math.max(chunkBytes, length), fileSize - at));
+        readFull(fd, chunk, at);
+        chunkStart = at;
+      }
+      return chunk.subarray(at - chunkStart, at - chunkStart + length);
+    };
+    for (;;) {
+      const header = bytesAt(offset, FRAME_HEADER_BYTES);
+      if (!header) break;
+      const bodyLength = header.readUInt32BE(0);
+      const crc = header.readUInt32BE(4);
+      if (bodyLength < BODY_HEADER_BYTES + RECORD_HEADER_BYTES) break;
+      const body = bytesAt(offset + FRAME_HEADER_BYTES, bodyLength);
+      if (!body || crc32(body) !== crc) break;
+      const frameFirst = body.readDoubleBE(0);
+      const count = body.readUInt32BE(8);
+      if (frameFirst !== expected || count === 0) break;
+      if (!indexRecords(body.subarray(BODY_HEADER_BYTES), count)) break;
+      frames.push(frameFirst, offset);
+      expected += count;
+      offset += FRAME_HEADER_BYTES + bodyLength;
+    }
+    const truncated = offset < fileSize;
+    if (truncated) {
+      ftruncateSync(fd, offset);
+      fdatasyncSync(fd);
+    }
+    return {
+      segment: { firstSeq, lastSeq: expected - 1, path, fd, size: offset, frames },
+      truncated,
+    };
+  }
+
+  #readState(): SpoolState {
+    let text: string;
+    try {
+      text = readFileSync(join(this.dir, STATE_FILE), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { ackedSeq: 0, droppedRecords: 0 };
+      throw err;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = null;
+    }
+    const s = parsed as Partial<SpoolState> | null;
+    if (!s || !isSeq(s.ackedSeq) || !isSeq(s.droppedRecords)) {
+      // Only reachable by outside damage (the file is replaced atomically). Starting from zero
+      // resends what is still held, which the controller de-duplicates; it does not lose data.
+      return { ackedSeq: 0, droppedRecords: 0 };
+    }
+    return { ackedSeq: s.ackedSeq, droppedRecords: s.droppedRecords };
+  }
+
+  // --- segments -------------------------------------------------------------------------------
+
+  #segmentFor(seq: number): Segment | undefined {
+    // First segment whose lastSeq >= seq (segments are ordered and do not overlap).
+    const segs = this.#segments;
+    let lo = 0;
+    let hi = segs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (segs[mid]!.lastSeq < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    const seg = segs[lo];
+    return seg && seg.frames.length > 0 ? seg : undefined;
+  }
+
+  #createSegment(firstSeq: number): Segment {
+    const newest = this.#segments.at(-1);
+    if (newest && newest.size === 0) {
+      // An empty newest segment (left by a crash during a roll) is already named right... or not.
+      if (newest.firstSeq === firstSeq) {
+        this.#rollNext = false;
+        return newest;
+      }
+      this.#deleteSegment(newest);
+    }
+    const path = join(this.dir, segmentName(firstSeq));
+    const fd = openSync(path, 'wx+', 0o600);
+    const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, fd, size: 0, frames: new FrameIndex() };
+    this.#segments.push(seg);
+    this.#dirDirty = true;
+    this.#rollNext = false;
+    return seg;
+  }
+
+  /** Drops the oldest segments (never the one being written) until `incoming` more bytes fit. */
+  #dropOldest(incoming: number): void {
+    const victims: Segment[] = [];
+    let bytes = this.#bytes;
+    for (const seg of this.#segments.slice(0, -1)) {
+      if (bytes + incoming <= this.maxBytes) break;
+      victims.push(seg);
+      bytes -= seg.size;
+    }
+    if (victims.length === 0) return;
+    let lost = 0;
+    for (const seg of victims) {
+      const from = Math.max(seg.firstSeq, this.#ackedSeq + 1);
+      if (seg.lastSeq >= from) lost += seg.lastSeq - from + 1;
+    }
+    if (lost > 0) {
+      // The count must be on disk before the records are gone, or a crash would make the loss silent.
+      this.#droppedRecords += lost;
+      this.#stateGen++;
+      this.#persistStateSync();
+    }
+    for (const seg of victims) this.#deleteSegment(seg);
+  }
+
+  #deleteSegment(seg: Segment): void {
+    const i = this.#segments.indexOf(seg);
+    if (i >= 0) this.#segments.splice(i, 1);
+    this.#bytes -= seg.size;
+    this.#dirty.delete(seg);
+    unlinkSync(seg.path);
+    if (this.#inflight) this.#closeLater.push(seg.fd);
+    else closeSync(seg.fd);
+  }
+
+  // --- state and group commit -----------------------------------------------------------------
+
+  #stateText(): string {
+    return `${JSON.stringify({ ackedSeq: this.#ackedSeq, droppedRecords: this.#droppedRecords })}\n`;
+  }
+
+  /** Writes state.json atomically: temp file, fsync, rename, fsync of the directory. */
+  #persistStateSync(): void {
+    const gen = this.#stateGen;
+    const tmp = join(this.dir, `${STATE_FILE}.${gen}.sync.tmp`);
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeSync(fd, this.#stateText());
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, join(this.dir, STATE_FILE));
+    fsyncSync(this.#dirFd);
+    this.#persistedGen = gen;
+  }
+
+  /** The same, off the event loop; loses the race (and discards itself) to any newer write. */
+  async #persistStateAsync(): Promise<void> {
+    const gen = this.#stateGen;
+    const tmp = join(this.dir, `${STATE_FILE}.${gen}.async.tmp`);
+    const file = await openAsync(tmp, 'w', 0o600);
+    try {
+      await file.writeFile(this.#stateText());
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    if (gen <= this.#persistedGen || this.#closed) {
+      await unlinkAsync(tmp).catch(() => undefined);
+      return;
+    }
+    // Check and rename in one synchronous step, so a newer synchronous write cannot be overtaken.
+    renameSync(tmp, join(this.dir, STATE_FILE));
+    this.#persistedGen = gen;
+    await fsyncAsync(this.#dirFd);
+  }
+
+  #needsSync(): boolean {
+    return (
+      this.#dirty.size > 0 ||
+      this.#dirDirty ||
+      this.#syncedSeq < this.#lastSeq ||
+      this.#persistedGen !== this.#stateGen
+    );
+  }
+
+  #schedule(): void {
+    if (this.#timer || this.#inflight || this.#closed) return;
+    const wait = Math.max(0, this.#lastSyncAt + this.syncIntervalMs - performance.now());
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#runSync();
+    }, wait);
+    this.#timer.unref();
+  }
+
+  #runSync(): Promise<void> {
+    const run = this.#sync().then(
+      () => {
+        this.#syncError = null;
+      },
+      (err: unknown) => {
+        this.#syncError = err;
+      },
+    );
+    this.#inflight = run.finally(() => {
+      this.#inflight = null;
+      for (const fd of this.#closeLater.splice(0)) closeSync(fd);
+      if (this.#needsSync() && !this.#closed) this.#schedule();
+    });
+    return this.#inflight;
+  }
+
+  async #sync(): Promise<void> {
+    this.#lastSyncAt = performance.now();
+    const target = this.#lastSeq;
+    const segments = [...this.#dirty];
+    this.#dirty.clear();
+    const dir = this.#dirDirty;
+    this.#dirDirty = false;
+    try {
+      await Promise.all(segments.map((s) => fdatasyncAsync(s.fd)));
+      if (dir) await fsyncAsync(this.#dirFd);
+    } catch (err) {
+      // Leave syncedSeq where it was and try again on the next tick; readers wait meanwhile.
+      for (const s of segments) if (this.#segments.includes(s)) this.#dirty.add(s);
+      this.#dirDirty ||= dir;
+      throw err;
+    }
+    if (target > this.#syncedSeq) {
+      this.#syncedSeq = target;
+      this.#emit();
+    }
+    if (this.#persistedGen !== this.#stateGen) await this.#persistStateAsync();
+  }
+
+  #emit(): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener();
+      } catch {
+        // A listener's failure is its own business; the spool and other listeners go on.
+      }
+    }
+  }
+
+  #closeAllSync(): void {
+    for (const seg of this.#segments) closeSync(seg.fd);
+    this.#segments = [];
+    for (const fd of this.#closeLater.splice(0)) closeSync(fd);
+    closeSync(this.#dirFd);
+    this.#closed = true;
+  }
+}
+
+/** Encodes records as frames numbered from firstSeq, cutting the run every ~64 KiB of records. */
+function encodeFrames(records: readonly StreamRecord[], firstSeq: number): { buf: Buffer; frameStarts: number[] } {
+  let total = 0;
+  let frames = 0;
+  let inFrame = 0;
+  for (const r of records) {
+    const size = RECORD_HEADER_BYTES + r.payload.byteLength;
+    if (inFrame === 0 || inFrame + size > FRAME_TARGET_BYTES) {
+      frames++;
+      total += FRAME_OVERHEAD;
+      inFrame = 0;
+    }
+    inFrame += size;
+    total += size;
+  }
+  const buf = Buffer.allocUnsafe(total);
+  const frameStarts: number[] = [];
+  let off = 0;
+  let frameStart = -1;
+  let frameCount = 0;
+  let seq = firstSeq;
+  const closeFrame = (): void => {
+    if (frameStart < 0) return;
+    buf.writeUInt32BE(off - frameStart - FRAME_HEADER_BYTES, frameStart);
+    buf.writeUInt32BE(frameCount, frameStart + FRAME_HEADER_BYTES + 8);
+    buf.writeUInt32BE(crc32(buf.subarray(frameStart + FRAME_HEADER_BYTES, off)), frameStart + 4);
+  };
+  for (const r of records) {
+    const size = RECORD_HEADER_BYTES + r.payload.byteLength;
+    if (frameStart < 0 || off - frameStart - FRAME_OVERHEAD + size > FRAME_TARGET_BYTES) {
+      closeFrame();
+      frameStart = off;
+      frameStarts.push(off);
+      buf.writeDoubleBE(seq, off + FRAME_HEADER_BYTES);
+      frameCount = 0;
+      off += FRAME_OVERHEAD;
+    }
+    buf.writeUInt32BE(r.payload.byteLength, off);
+    buf.writeDoubleBE(r.ts, off + 4);
+    buf.set(r.payload, off + RECORD_HEADER_BYTES);
+    off += size;
+    frameCount++;
+    seq++;
+  }
+  closeFrame();
+  if (frameStarts.length !== frames) throw new Error('spool frame layout mismatch');
+  return { buf, frameStarts };
+}
+
+function writeFull(fd: number, buf: Buffer, position: number): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, position + done);
+}
+
+function readFull(fd: number, buf: Buffer, position: number): void {
+  let done = 0;
+  while (done < buf.length) {
+    const n = readSync(fd, buf, done, buf.length - done, position + done);
+    if (n === 0) throw new Error('spool segment is shorter than its index');
+    done += n;
+  }
+}

@@ -1,0 +1,107 @@
+// Stream ingest for one host session: validates each batch, stores batches in order (one store
+// call at a time per stream, merging batches that queued up meanwhile into one write), and acks
+// the stored sequence cumulatively. Flow control bounds what can queue: the agent may have at
+// most the window in flight, and a peer that ignores it is disconnected.
+import type { Logger } from 'pino';
+import { closeCodes, indexRecords, type RecordBatch, type StreamDataFrame } from '@keel/shared';
+import type { GatewayStore } from './store.ts';
+
+/** Hard bound on queued bytes per stream, whatever the window: a misbehaving agent is cut off. */
+const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
+interface StreamQueue {
+  batches: RecordBatch[];
+  bytes: number;
+  running: Promise<void> | null;
+}
+
+export interface StreamIngestOptions {
+  hostId: string;
+  store: GatewayStore;
+  ack(stream: string, seq: number): void;
+  fail(code: number, reason: string): void;
+  log: Logger;
+}
+
+export class StreamIngest {
+  #opts: StreamIngestOptions;
+  #streams = new Map<string, StreamQueue>();
+  #stopped = false;
+
+  constructor(opts: StreamIngestOptions) {
+    this.#opts = opts;
+  }
+
+  /** Accepts one stream.data frame. */
+  push(frame: StreamDataFrame, body: Buffer): void {
+    if (this.#stopped) return;
+    if (!indexRecords(body, frame.count)) {
+      this.#opts.fail(closeCodes.malformed, `stream ${frame.stream}: body does not hold ${frame.count} records`);
+      return;
+    }
+    let q = this.#streams.get(frame.stream);
+    if (!q) {
+      q = { batches: [], bytes: 0, running: null };
+      this.#streams.set(frame.stream, q);
+    }
+    // Copy out of the socket's receive buffer so a long queue does not pin larger buffers.
+    q.batches.push({ firstSeq: frame.firstSeq, count: frame.count, body });
+    q.bytes += body.length;
+    if (q.bytes > MAX_QUEUED_BYTES) {
+      this.#opts.fail(closeCodes.malformed, `stream ${frame.stream}: agent ignored flow control`);
+      this.stop();
+      return;
+    }
+    if (!q.running) q.running = this.#run(frame.stream, q);
+  }
+
+  /** Waits until everything queued so far is stored. */
+  async drain(): Promise<void> {
+    await Promise.all([...this.#streams.values()].map((q) => q.running));
+  }
+
+  /** Drops what is queued and stores nothing more (session over; the agent will resend). */
+  stop(): void {
+    this.#stopped = true;
+    for (const q of this.#streams.values()) {
+      q.batches = [];
+      q.bytes = 0;
+    }
+  }
+
+  async #run(stream: string, q: StreamQueue): Promise<void> {
+    try {
+      while (q.batches.length > 0 && !this.#stopped) {
+        const batch = takeContiguous(q);
+        const { ackedSeq } = await this.#opts.store.appendStream(this.#opts.hostId, stream, batch);
+        if (!this.#stopped) this.#opts.ack(stream, ackedSeq);
+      }
+    } catch (err) {
+      this.#opts.log.error({ err, stream }, 'storing stream batch failed');
+      // The agent keeps the data in its spool and resends after reconnect.
+      this.#opts.fail(closeCodes.internal, 'storage error');
+      this.stop();
+    } finally {
+      q.running = null;
+    }
+  }
+}
+
+/** Removes the leading run of contiguous batches (up to ~4 MiB) and merges it into one. */
+function takeContiguous(q: StreamQueue): RecordBatch {
+  const first = q.batches.shift()!;
+  q.bytes -= first.body.length;
+  const parts = [first.body];
+  let count = first.count;
+  let size = first.body.length;
+  while (q.batches.length > 0 && size < 4 * 1024 * 1024) {
+    const next = q.batches[0]!;
+    if (next.firstSeq !== first.firstSeq + count) break;
+    q.batches.shift();
+    q.bytes -= next.body.length;
+    parts.push(next.body);
+    count += next.count;
+    size += next.body.length;
+  }
+  return { firstSeq: first.firstSeq, count, body: parts.length === 1 ? first.body : Buffer.concat(parts, size) };
+}

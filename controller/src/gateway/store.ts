@@ -1,0 +1,23 @@
+// What the gateway needs from storage, kept narrow so the gateway can be tested and benchmarked
+// on its own. main.ts adapts the repositories to it.
+import type { HostFacts, RecordBatch } from '@keel/shared';
+
+/** A host as the gateway sees it at handshake time. */
+export interface GatewayHost {
+  id: string;
+  revoked: boolean;
+}
+
+export interface GatewayStore {
+  /** The host enrolled with this agent key (base64url raw ed25519), or null. */
+  findHostByKey(publicKey: string): Promise<GatewayHost | null>;
+  /** Redeems a join token and creates the host; throws KeelError('enroll.*'). */
+  enroll(input: { publicKey: string; name: string; facts: HostFacts; tokenSecret: string }): Promise<{ id: string }>;
+  markOnline(hostId: string, at: Date, facts?: HostFacts): Promise<void>;
+  markOffline(hostId: string, at: Date): Promise<void>;
+  updateFacts(hostId: string, facts: HostFacts): Promise<void>;
+  /** Where each stream of a host stands (acked sequence numbers). */
+  cursors(hostId: string): Promise<Record<string, number>>;
+  /** Stores a batch (de-duplicating what is already stored) and returns the new cursor. */
+  appendStream(hostId: string, stream: string, batch: RecordBatch): Promise<{ ackedSeq: number }>;
+}

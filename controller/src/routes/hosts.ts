@@ -1,0 +1,188 @@
+// /api/v1/hosts: the fleet list, one host, its event history, and operator actions.
+import { createRoute, z } from '@hono/zod-openapi';
+import { hostFactsSchema } from '@keel/shared';
+import type { HostsService } from '../services/hosts.ts';
+import type { HostEventsReader } from '../services/host-events.ts';
+import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
+import { requireRole } from './middleware.ts';
+
+export const hostFactsApiSchema = hostFactsSchema.openapi('HostFacts');
+
+export const hostSchema = z
+  .object({
+    id: z.string().uuid(),
+    name: z.string(),
+    online: z.boolean(),
+    connectedAt: z.string().datetime().nullable(),
+    lastSeenAt: z.string().datetime().nullable(),
+    enrolledAt: z.string().datetime(),
+    revokedAt: z.string().datetime().nullable(),
+    agentVersion: z.string().nullable(),
+    facts: hostFactsApiSchema.nullable(),
+  })
+  .openapi('Host');
+
+const hostBody = z.object({ host: hostSchema });
+const notFound = errorResponse('No such host (`host.not_found`).');
+
+const listRoute = createRoute({
+  method: 'get',
+  path: '/',
+  tags: ['hosts'],
+  summary: 'Every enrolled host',
+  security: cookieSecurity,
+  responses: {
+    200: { description: 'The fleet.', content: { 'application/json': { schema: z.object({ hosts: z.array(hostSchema) }) } } },
+    401: authErrors[401],
+  },
+});
+
+const getRoute = createRoute({
+  method: 'get',
+  path: '/{id}',
+  tags: ['hosts'],
+  summary: 'One host',
+  security: cookieSecurity,
+  request: { params: idParamSchema },
+  responses: {
+    200: { description: 'The host.', content: { 'application/json': { schema: hostBody } } },
+    400: errorResponse('Malformed id (`request.invalid`).'),
+    401: authErrors[401],
+    404: notFound,
+  },
+});
+
+const agentErrors = {
+  409: errorResponse('The host is revoked (`host.revoked`).'),
+  502: errorResponse('The agent failed or disconnected (`request.failed`, `request.disconnected`).'),
+  504: errorResponse('No answer within 10 s (`request.deadline_exceeded`).'),
+} as const;
+
+const revokeRoute = createRoute({
+  method: 'post',
+  path: '/{id}/revoke',
+  tags: ['hosts'],
+  summary: 'Revoke a host (admin)',
+  description: "The host's key can no longer connect; its live session is closed at once.",
+  security: cookieSecurity,
+  middleware: [requireRole('admin')] as const,
+  request: { params: idParamSchema },
+  responses: {
+    200: { description: 'The revoked host.', content: { 'application/json': { schema: hostBody } } },
+    400: errorResponse('Malformed id (`request.invalid`).'),
+    ...authErrors,
+    404: notFound,
+  },
+});
+
+const pingRoute = createRoute({
+  method: 'post',
+  path: '/{id}/ping',
+  tags: ['hosts'],
+  summary: 'Round trip to the agent (operator)',
+  security: cookieSecurity,
+  middleware: [requireRole('operator')] as const,
+  request: { params: idParamSchema },
+  responses: {
+    200: {
+      description: 'The agent answered.',
+      content: {
+        'application/json': {
+          schema: z.object({
+            rttMs: z.number().openapi({ description: 'Round trip through the controller, in ms.' }),
+            agentTime: z.number().openapi({ description: "The agent's clock when it answered (epoch ms)." }),
+          }),
+        },
+      },
+    },
+    400: errorResponse('Malformed id (`request.invalid`).'),
+    ...authErrors,
+    404: notFound,
+    ...agentErrors,
+  },
+});
+
+const refreshFactsRoute = createRoute({
+  method: 'post',
+  path: '/{id}/refresh-facts',
+  tags: ['hosts'],
+  summary: 'Ask the agent for fresh facts (operator)',
+  security: cookieSecurity,
+  middleware: [requireRole('operator')] as const,
+  request: { params: idParamSchema },
+  responses: {
+    200: { description: 'The host with its new facts.', content: { 'application/json': { schema: hostBody } } },
+    400: errorResponse('Malformed id (`request.invalid`).'),
+    ...authErrors,
+    404: notFound,
+    ...agentErrors,
+  },
+});
+
+const hostEventSchema = z
+  .object({
+    seq: z.number().int(),
+    ts: z.number().openapi({ description: 'When the agent recorded it (epoch ms).' }),
+    kind: z.string(),
+    data: z.record(z.string(), z.unknown()),
+  })
+  .openapi('HostEvent');
+
+const gapSchema = z
+  .object({
+    fromSeq: z.number().int(),
+    toSeq: z.number().int(),
+    at: z.string().datetime().openapi({ description: 'When the controller noticed the gap.' }),
+  })
+  .openapi('StreamGap');
+
+const eventsRoute = createRoute({
+  method: 'get',
+  path: '/{id}/events',
+  tags: ['hosts'],
+  summary: "A host's event stream",
+  description: 'Events with `seq > after`, oldest first, and the gaps (records the agent lost) in that range.',
+  security: cookieSecurity,
+  request: {
+    params: idParamSchema,
+    query: z.object({
+      after: z.coerce.number().int().min(0).default(0),
+      limit: z.coerce.number().int().min(1).max(1000).default(200),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'The events.',
+      content: {
+        'application/json': { schema: z.object({ events: z.array(hostEventSchema), gaps: z.array(gapSchema) }) },
+      },
+    },
+    400: errorResponse('Malformed id or query (`request.invalid`).'),
+    401: authErrors[401],
+    404: notFound,
+  },
+});
+
+export interface HostRoutesDeps {
+  hosts: HostsService;
+  events: HostEventsReader;
+}
+
+/** Host routes (behind the session and CSRF middleware). */
+export function hostRoutes({ hosts, events }: HostRoutesDeps) {
+  const actor = (c: Parameters<typeof sessionOf>[0]) => ({ id: sessionOf(c).user.id, ip: c.get('clientIp') });
+  return createRouter()
+    .openapi(listRoute, async (c) => c.json({ hosts: await hosts.list() }, 200))
+    .openapi(getRoute, async (c) => c.json({ host: await hosts.get(c.req.valid('param').id) }, 200))
+    .openapi(revokeRoute, async (c) => c.json({ host: await hosts.revoke(c.req.valid('param').id, actor(c)) }, 200))
+    .openapi(pingRoute, async (c) => c.json(await hosts.ping(c.req.valid('param').id, actor(c)), 200))
+    .openapi(refreshFactsRoute, async (c) =>
+      c.json({ host: await hosts.refreshFacts(c.req.valid('param').id, actor(c)) }, 200),
+    )
+    .openapi(eventsRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      const { after, limit } = c.req.valid('query');
+      await hosts.get(id);
+      return c.json(await events.read(id, after, limit), 200);
+    });
+}
