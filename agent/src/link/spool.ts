@@ -305,7 +305,7 @@ export class Spool {
       if (end - from > maxBytes) {
         let cut = from + RECORD_HEADER_BYTES + buf.readUInt32BE(from);
         let n = 1;
-        for (;;) {
+        while (cut < end) {
           const next = cut + RECORD_HEADER_BYTES + buf.readUInt32BE(cut);
           if (next - from > maxBytes) break;
           cut = next;
@@ -416,10 +416,10 @@ export class Spool {
       const isNewest = i === firstSeqs.length - 1;
       const seg = this.#scanSegment(firstSeq);
       const nextFirst = firstSeqs[i + 1];
-      if (nextFirst !== undefined && seg.lastSeq + 1 < nextFirst && seg.truncated) {
+      if (nextFirst !== undefined && seg.segment.lastSeq + 1 < nextFirst && seg.truncated) {
         // Damage inside an older segment: the records between its last whole frame and the next
         // segment are gone. Count the ones the controller did not have.
-        const lostFrom = Math.max(seg.lastSeq + 1, this.#ackedSeq + 1);
+        const lostFrom = Math.max(seg.segment.lastSeq + 1, this.#ackedSeq + 1);
         if (nextFirst - 1 >= lostFrom) this.#droppedRecords += nextFirst - lostFrom;
       }
       if (seg.segment.size === 0 && !isNewest) {

@@ -22,12 +22,12 @@ const assets: Record<string, string> = {
 // session's CSRF token with "Try it out" requests, which the API requires for mutations.
 const initScript = `'use strict';
 let csrfToken = null;
-fetch('../auth/session', { credentials: 'same-origin' })
+fetch('/api/v1/auth/session', { credentials: 'same-origin' })
   .then((r) => (r.ok ? r.json() : null))
   .then((s) => { csrfToken = s && s.csrfToken; })
   .catch(() => {});
 window.ui = SwaggerUIBundle({
-  url: '../openapi.json',
+  url: '/api/v1/openapi.json',
   dom_id: '#swagger-ui',
   deepLinking: true,
   presets: [SwaggerUIBundle.presets.apis],
@@ -45,13 +45,13 @@ const page = `<!doctype html>
     <meta charset="utf-8" />
     <meta name="viewport" content="width=device-width, initial-scale=1" />
     <title>Keel API</title>
-    <link rel="stylesheet" href="docs/assets/swagger-ui.css" />
-    <link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png" sizes="32x32" />
+    <link rel="stylesheet" href="/api/v1/docs/assets/swagger-ui.css" />
+    <link rel="icon" type="image/png" href="/api/v1/docs/assets/favicon-32x32.png" sizes="32x32" />
   </head>
   <body>
     <div id="swagger-ui"></div>
-    <script src="docs/assets/swagger-ui-bundle.js"></script>
-    <script src="docs/assets/init.js"></script>
+    <script src="/api/v1/docs/assets/swagger-ui-bundle.js"></script>
+    <script src="/api/v1/docs/assets/init.js"></script>
   </body>
 </html>
 `;
@@ -67,7 +67,7 @@ const csp = [
 ].join('; ');
 
 /**
- * The docs page at `/docs` (relative links resolve against `/api/v1/`) and its assets at
+ * The docs page at `/docs` (mounted under `/api/v1`) and its assets at
  * `/docs/assets/*`. `dir` overrides where swagger-ui-dist lives (for a bundled deployment).
  */
 export function docsRoutes(dir?: string) {

@@ -66,11 +66,11 @@ export const authErrors = {
 export const roleSchema = z.enum(['owner', 'admin', 'operator', 'viewer']).openapi('Role');
 
 export const userSchema = z
-  .object({ id: z.string().uuid(), username: z.string(), role: roleSchema })
+  .object({ id: z.uuid(), username: z.string(), role: roleSchema })
   .openapi('User');
 
 export const idParamSchema = z.object({
-  id: z.string().uuid().openapi({ param: { name: 'id', in: 'path' }, example: '0b6f1a8e-4a3c-4a7e-9a52-6d1c1b1f2a33' }),
+  id: z.uuid().openapi({ param: { name: 'id', in: 'path' }, example: '0b6f1a8e-4a3c-4a7e-9a52-6d1c1b1f2a33' }),
 });
 
 /** Security requirement for routes behind the session cookie. */

@@ -10,13 +10,13 @@ export const hostFactsApiSchema = hostFactsSchema.openapi('HostFacts');
 
 export const hostSchema = z
   .object({
-    id: z.string().uuid(),
+    id: z.uuid(),
     name: z.string(),
     online: z.boolean(),
-    connectedAt: z.string().datetime().nullable(),
-    lastSeenAt: z.string().datetime().nullable(),
-    enrolledAt: z.string().datetime(),
-    revokedAt: z.string().datetime().nullable(),
+    connectedAt: z.iso.datetime().nullable(),
+    lastSeenAt: z.iso.datetime().nullable(),
+    enrolledAt: z.iso.datetime(),
+    revokedAt: z.iso.datetime().nullable(),
     agentVersion: z.string().nullable(),
     facts: hostFactsApiSchema.nullable(),
   })
@@ -132,7 +132,7 @@ const gapSchema = z
   .object({
     fromSeq: z.number().int(),
     toSeq: z.number().int(),
-    at: z.string().datetime().openapi({ description: 'When the controller noticed the gap.' }),
+    at: z.iso.datetime().openapi({ description: 'When the controller noticed the gap.' }),
   })
   .openapi('StreamGap');
 

@@ -9,13 +9,13 @@ const MAX_TTL_SECONDS = 30 * 24 * 60 * 60;
 
 export const joinTokenSchema = z
   .object({
-    id: z.string().uuid(),
+    id: z.uuid(),
     note: z.string().nullable(),
-    createdAt: z.string().datetime(),
-    expiresAt: z.string().datetime(),
+    createdAt: z.iso.datetime(),
+    expiresAt: z.iso.datetime(),
     usesLeft: z.number().int(),
-    lastUsedAt: z.string().datetime().nullable(),
-    createdBy: z.string().uuid().nullable().openapi({ description: 'The user who created it.' }),
+    lastUsedAt: z.iso.datetime().nullable(),
+    createdBy: z.uuid().nullable().openapi({ description: 'The user who created it.' }),
   })
   .openapi('JoinToken');
 

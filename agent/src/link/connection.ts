@@ -1,0 +1,388 @@
+// The agent's link to its controller: dials out, runs the handshake (pin checked before anything
+// secret is sent), answers requests, pushes stream records from the spools under flow control,
+// and reconnects with exponential backoff and jitter. Fatal answers (revoked, unknown key, pin
+// mismatch, no common version) end the link so the process can exit non-zero.
+import WebSocket from 'ws';
+import type { Logger } from 'pino';
+import {
+  AgentHandshake,
+  agentPreAuthFrames,
+  closeCodes,
+  decodeHandshakeFrame,
+  encodeHandshakeFrame,
+  fatalCloseCodes,
+  HandshakeFailure,
+  isErrorCode,
+  KeelError,
+  SealedChannel,
+  type SessionFrame,
+  type SigningIdentity,
+  type WelcomeFrame,
+} from '@keel/shared';
+import type { Spool } from './spool.ts';
+
+/** Answers one request method; throw a KeelError for a typed error. */
+export type RequestHandler = (params: unknown, signal: AbortSignal) => Promise<unknown> | unknown;
+
+/** The controller's WebSocket URL for an `http(s)://` or `ws(s)://` controller address. */
+export function agentSocketUrl(controllerUrl: string): string {
+  const url = new URL(controllerUrl);
+  if (url.protocol === 'http:') url.protocol = 'ws:';
+  else if (url.protocol === 'https:') url.protocol = 'wss:';
+  else if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw new KeelError('request.invalid', `controller URL must be http(s) or ws(s): ${controllerUrl}`);
+  }
+  url.pathname = `${url.pathname.replace(/\/+$/, '')}/agent/v1`;
+  return url.toString();
+}
+
+/** Why a connection attempt or session ended. */
+export class LinkClosed extends Error {
+  constructor(
+    readonly closeCode: number,
+    readonly reason: string,
+    readonly fatal: boolean,
+  ) {
+    super(reason);
+    this.name = 'LinkClosed';
+  }
+}
+
+export interface OpenSessionOptions {
+  controllerUrl: string;
+  identity: SigningIdentity;
+  pin: string;
+  mode: 'connect' | 'enroll';
+  maxFrameBytes?: number;
+  timeoutMs?: number;
+  onFrame(frame: SessionFrame, body: Buffer): void;
+}
+
+/**
+ * Dials the controller and completes the handshake. Resolves with the socket and its sealed
+ * channel; rejects with LinkClosed (fatal for pin mismatch, unknown/revoked key, version).
+ */
+export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; channel: SealedChannel }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(agentSocketUrl(opts.controllerUrl), {
+      maxPayload: opts.maxFrameBytes ?? 16 * 1024 * 1024,
+      perMessageDeflate: false,
+      handshakeTimeout: opts.timeoutMs ?? 10_000,
+    });
+    const handshake = new AgentHandshake({ identity: opts.identity, pin: opts.pin, mode: opts.mode });
+    let channel: SealedChannel | null = null;
+    let settled = false;
+    const fail = (err: LinkClosed) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(err);
+    };
+    const timer = setTimeout(() => {
+      fail(new LinkClosed(closeCodes.handshakeTimeout, 'handshake timed out', false));
+      ws.terminate();
+    }, opts.timeoutMs ?? 10_000);
+    ws.on('open', () => ws.send(encodeHandshakeFrame(handshake.hello)));
+    ws.on('error', (err) => fail(new LinkClosed(1006, err.message, false)));
+    ws.on('close', (code, reason) => {
+      channel?.markClosed();
+      fail(new LinkClosed(code, reason.toString() || `closed with ${code}`, fatalCloseCodes.has(code)));
+    });
+    ws.on('message', (data: Buffer) => {
+      if (channel) return channel.receive(data);
+      const decoded = decodeHandshakeFrame(agentPreAuthFrames, data);
+      if (!decoded.ok) {
+        ws.close(closeCodes.malformed, 'bad handshake frame');
+        return fail(new LinkClosed(closeCodes.malformed, decoded.reason, false));
+      }
+      const frame = decoded.value;
+      if (frame.type === 'error') {
+        const fatal = ['handshake.unknown_agent', 'handshake.revoked', 'handshake.version'].includes(frame.code);
+        return fail(new LinkClosed(closeCodes.handshakeFailed, `${frame.code}: ${frame.message}`, fatal));
+      }
+      try {
+        const { auth, session } = handshake.onControllerHello(frame);
+        ws.send(encodeHandshakeFrame(auth));
+        channel = new SealedChannel(ws, session, { onFrame: opts.onFrame });
+        settled = true;
+        clearTimeout(timer);
+        resolve({ ws, channel });
+      } catch (err) {
+        const failure = err instanceof HandshakeFailure ? err : new HandshakeFailure('handshake.failed', String(err));
+        const code = failure.code === 'handshake.pin_mismatch' ? closeCodes.pinMismatch : closeCodes.handshakeFailed;
+        ws.close(code, failure.code);
+        fail(new LinkClosed(code, `${failure.code}: ${failure.message}`, failure.code !== 'handshake.failed'));
+      }
+    });
+  });
+}
+
+/** Events the link reports to the host event stream. */
+export type LinkEvent =
+  | { kind: 'link.lost'; reason: string; code: number }
+  | { kind: 'link.regained'; downtimeMs: number; attempts: number };
+
+export interface AgentLinkOptions {
+  controllerUrl: string;
+  identity: SigningIdentity;
+  pin: string;
+  log: Logger;
+  /** One spool per stream name, e.g. `events`. */
+  streams: ReadonlyMap<string, Spool>;
+  handlers: Readonly<Record<string, RequestHandler>>;
+  /** Facts sent right after every welcome. */
+  facts(): Promise<import('@keel/shared').HostFacts>;
+  onLinkEvent?(event: LinkEvent): void;
+  heartbeatMs?: number;
+  backoff?: { baseMs: number; maxMs: number };
+  /** Largest batch body read from a spool into one frame. */
+  batchBytes?: number;
+}
+
+interface StreamSender {
+  stream: string;
+  spool: Spool;
+  sentUpTo: number;
+  inflight: { lastSeq: number; bytes: number }[];
+  inflightBytes: number;
+  pump: () => void;
+  unsubscribe: () => void;
+}
+
+/** The long-running link: `run()` resolves only on a fatal close or after `stop()`. */
+export class AgentLink {
+  #opts: AgentLinkOptions;
+  #stopping = false;
+  #ws: WebSocket | null = null;
+  #wake: (() => void) | null = null;
+  #seenRequests = new Set<string>();
+  #senders = new Map<string, StreamSender>();
+  /** Live state for status and tests. */
+  connected = false;
+  hostId: string | null = null;
+
+  constructor(opts: AgentLinkOptions) {
+    this.#opts = opts;
+  }
+
+  /** Connects and stays connected; resolves with the fatal LinkClosed, or null after stop(). */
+  async run(): Promise<LinkClosed | null> {
+    const { baseMs, maxMs } = this.#opts.backoff ?? { baseMs: 500, maxMs: 5_000 };
+    let attempt = 0;
+    let lostAt: number | null = null;
+    while (!this.#stopping) {
+      let welcomed = false;
+      try {
+        const ended = await this.#connectOnce(() => {
+          welcomed = true;
+          if (lostAt !== null) {
+            this.#opts.onLinkEvent?.({ kind: 'link.regained', downtimeMs: Date.now() - lostAt, attempts: attempt });
+            lostAt = null;
+          }
+          attempt = 0;
+        });
+        if (ended.fatal) return ended;
+        if (welcomed && !this.#stopping) {
+          lostAt = Date.now();
+          this.#opts.log.warn({ code: ended.closeCode, reason: ended.reason }, 'link lost');
+          this.#opts.onLinkEvent?.({ kind: 'link.lost', reason: ended.reason, code: ended.closeCode });
+        }
+      } catch (err) {
+        const closed = err instanceof LinkClosed ? err : new LinkClosed(1006, String(err), false);
+        if (closed.fatal) {
+          this.#opts.log.error({ code: closed.closeCode, reason: closed.reason }, 'controller refused this agent');
+          return closed;
+        }
+        this.#opts.log.debug({ code: closed.closeCode, reason: closed.reason }, 'connect failed');
+      }
+      if (this.#stopping) break;
+      attempt++;
+      // Full jitter over an exponential ceiling: a restarted controller is not stampeded.
+      const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt - 1, 16));
+      const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+    return null;
+  }
+
+  /** Closes the link cleanly (SIGTERM). */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wake?.();
+    const ws = this.#ws;
+    if (ws && ws.readyState === ws.OPEN) {
+      await new Promise<void>((resolve) => {
+        ws.once('close', () => resolve());
+        ws.close(closeCodes.goingAway, 'agent stopping');
+        setTimeout(() => {
+          ws.terminate();
+          resolve();
+        }, 1_000).unref();
+      });
+    }
+  }
+
+  async #connectOnce(onWelcome: () => void): Promise<LinkClosed> {
+    let channel: SealedChannel | null = null;
+    const pending: [SessionFrame, Buffer][] = [];
+    const onFrame = (frame: SessionFrame, body: Buffer) => {
+      if (!channel) pending.push([frame, body]);
+      else this.#onFrame(channel, frame, onWelcome);
+    };
+    const opened = await openSession({
+      controllerUrl: this.#opts.controllerUrl,
+      identity: this.#opts.identity,
+      pin: this.#opts.pin,
+      mode: 'connect',
+      onFrame,
+    });
+    const ws = opened.ws;
+    channel = opened.channel;
+    this.#ws = ws;
+    for (const [frame] of pending) this.#onFrame(channel, frame, onWelcome);
+    return new Promise<LinkClosed>((resolve) => {
+      const heartbeatMs = this.#opts.heartbeatMs ?? 5_000;
+      let alive = true;
+      ws.on('pong', () => (alive = true));
+      ws.on('ping', () => (alive = true));
+      ws.on('message', () => (alive = true));
+      const beat = setInterval(() => {
+        if (!alive) {
+          this.#opts.log.warn('controller stopped answering heartbeats');
+          ws.terminate();
+          return;
+        }
+        alive = false;
+        ws.ping();
+      }, heartbeatMs);
+      ws.once('close', (code, reason) => {
+        clearInterval(beat);
+        channel!.markClosed();
+        this.connected = false;
+        this.#ws = null;
+        for (const s of this.#senders.values()) s.unsubscribe();
+        this.#senders.clear();
+        resolve(new LinkClosed(code, reason.toString() || `closed with ${code}`, fatalCloseCodes.has(code)));
+      });
+    });
+  }
+
+  #onFrame(channel: SealedChannel, frame: SessionFrame, onWelcome: () => void): void {
+    switch (frame.type) {
+      case 'welcome':
+        this.#onWelcome(channel, frame);
+        onWelcome();
+        return;
+      case 'req':
+        void this.#onRequest(channel, frame);
+        return;
+      case 'stream.ack':
+        this.#onAck(frame.stream, frame.seq);
+        return;
+      case 'error':
+        this.#opts.log.error({ code: frame.error.code }, frame.error.message);
+        return;
+      default:
+        channel.fail(closeCodes.unexpected, `frame ${frame.type} is not allowed from the controller`);
+    }
+  }
+
+  #onWelcome(channel: SealedChannel, welcome: WelcomeFrame): void {
+    this.connected = true;
+    this.hostId = welcome.hostId;
+    this.#opts.log.info({ host: welcome.hostId }, 'connected to controller');
+    void this.#opts.facts().then(
+      (facts) => channel.send({ type: 'facts', facts }),
+      (err: unknown) => this.#opts.log.warn({ err }, 'collecting facts failed'),
+    );
+    const window = welcome.windowBytes;
+    const batchBytes = Math.min(this.#opts.batchBytes ?? 256 * 1024, Math.floor(welcome.maxFrameBytes / 2));
+    for (const [stream, spool] of this.#opts.streams) {
+      const cursor = welcome.cursors[stream] ?? 0;
+      // The controller is the authority on what it stored: skip what it has; if it has more than
+      // this spool ever numbered (state dir restored from an old copy), continue after it.
+      if (cursor > spool.ackedSeq) spool.ack(cursor);
+      const sender: StreamSender = {
+        stream,
+        spool,
+        sentUpTo: Math.max(cursor, spool.ackedSeq),
+        inflight: [],
+        inflightBytes: 0,
+        pump: () => this.#pump(channel, sender, window, batchBytes),
+        unsubscribe: () => {},
+      };
+      sender.unsubscribe = spool.onAppend(sender.pump);
+      this.#senders.set(stream, sender);
+      sender.pump();
+    }
+  }
+
+  #pump(channel: SealedChannel, s: StreamSender, window: number, batchBytes: number): void {
+    if (channel.closed || this.#senders.get(s.stream) !== s) return;
+    while (s.inflightBytes < window) {
+      if (channel.bufferedAmount > 4 * batchBytes) {
+        // The socket is behind: try again shortly instead of queueing without bound.
+        setTimeout(() => this.#pump(channel, s, window, batchBytes), 2).unref();
+        return;
+      }
+      const batch = s.spool.read(s.sentUpTo, batchBytes);
+      if (!batch || batch.count === 0) return;
+      channel.send({ type: 'stream.data', stream: s.stream, firstSeq: batch.firstSeq, count: batch.count }, batch.body);
+      s.sentUpTo = batch.firstSeq + batch.count - 1;
+      s.inflight.push({ lastSeq: s.sentUpTo, bytes: batch.body.length });
+      s.inflightBytes += batch.body.length;
+    }
+  }
+
+  #onAck(stream: string, seq: number): void {
+    const s = this.#senders.get(stream);
+    if (!s) return;
+    if (seq > s.spool.ackedSeq) s.spool.ack(seq);
+    while (s.inflight.length > 0 && s.inflight[0]!.lastSeq <= seq) s.inflightBytes -= s.inflight.shift()!.bytes;
+    if (seq > s.sentUpTo) s.sentUpTo = seq;
+    s.pump();
+  }
+
+  async #onRequest(channel: SealedChannel, frame: Extract<SessionFrame, { type: 'req' }>): Promise<void> {
+    // At most once: an id seen before is never run again.
+    if (this.#seenRequests.has(frame.id)) return;
+    this.#seenRequests.add(frame.id);
+    if (this.#seenRequests.size > 10_000) {
+      const oldest = this.#seenRequests.values().next().value;
+      if (oldest !== undefined) this.#seenRequests.delete(oldest);
+    }
+    const handler = this.#opts.handlers[frame.method];
+    if (!handler) {
+      channel.send({
+        type: 'res',
+        id: frame.id,
+        ok: false,
+        error: { code: 'request.unknown_method', message: `unknown method ${frame.method.slice(0, 64)}` },
+      });
+      return;
+    }
+    const signal = AbortSignal.timeout(frame.timeoutMs);
+    try {
+      const result = await Promise.race([
+        Promise.resolve(handler(frame.params, signal)),
+        new Promise((_, reject) =>
+          signal.addEventListener('abort', () => reject(new KeelError('request.deadline_exceeded')), { once: true }),
+        ),
+      ]);
+      channel.send({ type: 'res', id: frame.id, ok: true, result: result ?? null });
+    } catch (err) {
+      const error =
+        err instanceof KeelError && isErrorCode(err.code)
+          ? err.toJSON()
+          : { code: 'request.failed', message: err instanceof Error ? err.message : String(err) };
+      channel.send({ type: 'res', id: frame.id, ok: false, error });
+    }
+  }
+}

@@ -1,0 +1,325 @@
+// Proves the stream spool numbers records across restarts, reads and acks them, stays bounded
+// (counting what it drops), and recovers from torn or damaged files and from kill -9 mid-append.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import { decodeRecords, type RecordBatch, type StreamRecord } from '@keel/shared';
+import { Spool } from './spool.ts';
+
+function tempDir(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-spool-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Record whose payload names its seq (and is padded to `size` bytes). */
+function rec(seq: number, size = 20): StreamRecord {
+  return { ts: 1_700_000_000_000 + seq, payload: Buffer.from(`r${seq}`.padEnd(size, '.')) };
+}
+
+function recs(from: number, to: number, size?: number): StreamRecord[] {
+  const out: StreamRecord[] = [];
+  for (let s = from; s <= to; s++) out.push(rec(s, size));
+  return out;
+}
+
+/** Checks that a batch holds exactly the records rec(firstSeq)… in order. */
+function assertBatch(batch: RecordBatch | null, firstSeq: number, count?: number): RecordBatch {
+  assert.ok(batch, `expected a batch from ${firstSeq}`);
+  assert.equal(batch.firstSeq, firstSeq);
+  if (count !== undefined) assert.equal(batch.count, count);
+  const records = decodeRecords(batch.body, batch.count);
+  records.forEach((r, i) => {
+    const seq = firstSeq + i;
+    assert.equal(r.ts, 1_700_000_000_000 + seq);
+    assert.equal(Buffer.from(r.payload).toString().replace(/\.+$/, ''), `r${seq}`);
+  });
+  return batch;
+}
+
+/** Reads everything after `afterSeq` in batches of at most `maxBytes`; returns the seqs seen. */
+function readAll(spool: Spool, afterSeq: number, maxBytes: number): number[] {
+  const seqs: number[] = [];
+  for (let b = spool.read(afterSeq, maxBytes); b; b = spool.read(b.firstSeq + b.count - 1, maxBytes)) {
+    assertBatch(b, b.firstSeq);
+    for (let i = 0; i < b.count; i++) seqs.push(b.firstSeq + i);
+  }
+  return seqs;
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+function segmentFiles(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((n) => n.endsWith('.seg'))
+    .sort();
+}
+
+test('seqs start at 1 and continue after reopen', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir });
+  assert.equal(spool.lastSeq, 0);
+  assert.deepEqual(spool.append(recs(1, 3)), { firstSeq: 1, lastSeq: 3 });
+  assert.deepEqual(spool.append(recs(4, 4)), { firstSeq: 4, lastSeq: 4 });
+  assert.deepEqual(spool.append([]), { firstSeq: 5, lastSeq: 4 });
+  await spool.close();
+
+  spool = await Spool.open({ dir });
+  assert.equal(spool.lastSeq, 4);
+  assert.deepEqual(spool.append(recs(5, 9)), { firstSeq: 5, lastSeq: 9 });
+  assertBatch(spool.read(0, 1 << 20), 1, 4);
+  await spool.close();
+});
+
+test('read hands out only synced records and onAppend fires when they become readable', async (t) => {
+  const spool = await Spool.open({ dir: tempDir(t), syncIntervalMs: 60_000 });
+  t.after(() => spool.close());
+  spool.append(recs(1, 1)); // first append after a quiet period syncs at once
+  await spool.flush();
+  const readable = new Promise<void>((resolve) => spool.onAppend(resolve));
+  spool.append(recs(2, 5)); // within the sync interval: waits for the group commit
+  assert.equal(spool.syncedSeq, 1);
+  assertBatch(spool.read(0, 1 << 20), 1, 1);
+  assert.equal(spool.read(1, 1 << 20), null);
+  await spool.flush();
+  await readable;
+  assert.equal(spool.syncedSeq, 5);
+  assertBatch(spool.read(1, 1 << 20), 2, 4);
+});
+
+test('read/ack round trip: batches split frames, respect maxBytes and resume after any seq', async (t) => {
+  const dir = tempDir(t);
+  const spool = await Spool.open({ dir, syncIntervalMs: 0, segmentBytes: 64 * 1024 });
+  t.after(() => spool.close());
+  // Mixed append sizes: single records, small batches, and a batch cut into several frames.
+  spool.append(recs(1, 1));
+  spool.append(recs(2, 10));
+  spool.append(recs(11, 3000, 60)); // ~216 KiB: several frames, and its own segment
+  spool.append(recs(3001, 3005));
+
+  assert.deepEqual(readAll(spool, 0, 1 << 20), range(1, 3005));
+  assert.deepEqual(readAll(spool, 0, 100), range(1, 3005)); // smaller than a frame: cuts frames
+  assert.deepEqual(readAll(spool, 0, 5000), range(1, 3005));
+  for (const after of [0, 1, 5, 10, 11, 12, 777, 2999, 3000, 3003, 3004]) {
+    const b = assertBatch(spool.read(after, 4096), after + 1);
+    assert.ok(b.count >= 1);
+    assert.ok(b.body.length <= 4096);
+  }
+  assert.equal(spool.read(3005, 4096), null);
+  // One record larger than maxBytes still comes out, alone.
+  spool.append([rec(3006, 10_000)]);
+  assertBatch(spool.read(3005, 100), 3006, 1);
+
+  spool.ack(1000);
+  assert.equal(spool.ackedSeq, 1000);
+  spool.ack(10); // acks never go backwards
+  assert.equal(spool.ackedSeq, 1000);
+  assert.deepEqual(readAll(spool, spool.ackedSeq, 8192), range(1001, 3006));
+});
+
+test('ack deletes whole segments and persists, so a restart does not resend', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, segmentBytes: 4096, syncIntervalMs: 0 });
+  for (let s = 1; s <= 200; s += 5) spool.append(recs(s, s + 4, 40)); // 280 B per append, 14 per segment
+  const before = segmentFiles(dir);
+  assert.ok(before.length >= 5, `expected several segments, got ${before.length}`);
+  const bytesBefore = spool.bytes;
+
+  spool.ack(100);
+  const after = segmentFiles(dir);
+  assert.ok(after.length < before.length);
+  assert.ok(spool.bytes < bytesBefore);
+  // Every remaining segment still holds something unacknowledged, and read resumes after the ack.
+  const firstHeld = Number(after[0]!.replace('.seg', ''));
+  assert.ok(firstHeld <= 101);
+  assert.deepEqual(readAll(spool, 100, 1 << 20), range(101, 200));
+  await spool.close();
+
+  spool = await Spool.open({ dir, segmentBytes: 4096 });
+  assert.equal(spool.ackedSeq, 100);
+  assert.equal(spool.lastSeq, 200);
+  spool.ack(200); // all acked: only the newest segment (the write head) stays
+  assert.equal(segmentFiles(dir).length, 1);
+  await spool.close();
+
+  spool = await Spool.open({ dir, segmentBytes: 4096 });
+  assert.equal(spool.read(spool.ackedSeq, 1 << 20), null);
+  assert.deepEqual(spool.append(recs(201, 201)), { firstSeq: 201, lastSeq: 201 });
+  await spool.close();
+});
+
+test('ack with the default group commit is persisted by the next sync', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, segmentBytes: 4096 });
+  spool.append(recs(1, 50, 40));
+  await spool.flush();
+  spool.ack(30);
+  await spool.flush();
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')), {
+    ackedSeq: 30,
+    droppedRecords: 0,
+  });
+  await spool.close();
+  spool = await Spool.open({ dir });
+  assert.equal(spool.ackedSeq, 30);
+  await spool.close();
+});
+
+test('an ack beyond lastSeq (the spool lost its files) moves numbering past it', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  spool.append(recs(1, 5));
+  spool.ack(500);
+  assert.equal(spool.lastSeq, 500);
+  assert.equal(spool.read(0, 1 << 20), null);
+  assert.equal(spool.bytes, 0);
+  await spool.close();
+
+  spool = await Spool.open({ dir });
+  assert.equal(spool.lastSeq, 500);
+  assert.deepEqual(spool.append(recs(501, 502)), { firstSeq: 501, lastSeq: 502 });
+  await spool.flush();
+  assertBatch(spool.read(spool.ackedSeq, 1 << 20), 501, 2);
+  await spool.close();
+});
+
+test('a torn tail is cut after the last whole frame and numbering continues from there', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  spool.append(recs(1, 10));
+  spool.append(recs(11, 20));
+  spool.append(recs(21, 30));
+  await spool.close();
+  const [file] = segmentFiles(dir);
+  const path = join(dir, file!);
+  truncateSync(path, statSync(path).size - 7); // kill -9 in the middle of the third append
+
+  spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  assert.equal(spool.lastSeq, 20);
+  assert.deepEqual(readAll(spool, 0, 1 << 20), range(1, 20));
+  assert.deepEqual(spool.append(recs(21, 25)), { firstSeq: 21, lastSeq: 25 });
+  assert.deepEqual(readAll(spool, 0, 1 << 20), range(1, 25));
+  await spool.close();
+});
+
+test('a flipped byte fails the CRC: the damaged frame and what follows in its segment are cut', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  spool.append(recs(1, 10));
+  spool.append(recs(11, 20));
+  spool.append(recs(21, 30));
+  await spool.close();
+  const [file] = segmentFiles(dir);
+  const path = join(dir, file!);
+  const bytes = readFileSync(path);
+  const secondFrame = bytes.readUInt32BE(0) + 8;
+  bytes[secondFrame + 40]! ^= 0x01; // inside the second frame's records
+  writeFileSync(path, bytes);
+
+  spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  assert.equal(spool.lastSeq, 10);
+  assert.equal(statSync(path).size, secondFrame);
+  assert.deepEqual(readAll(spool, 0, 1 << 20), range(1, 10));
+  assert.deepEqual(spool.append(recs(11, 12)), { firstSeq: 11, lastSeq: 12 });
+  await spool.close();
+});
+
+test('damage inside an older segment loses only its tail, and the loss is counted', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, syncIntervalMs: 0, segmentBytes: 4096 });
+  for (let s = 1; s <= 100; s += 10) spool.append(recs(s, s + 9, 40));
+  await spool.close();
+  const files = segmentFiles(dir);
+  assert.ok(files.length >= 2);
+  const first = join(dir, files[0]!);
+  const nextFirst = Number(files[1]!.replace('.seg', ''));
+  truncateSync(first, statSync(first).size - 3);
+
+  spool = await Spool.open({ dir, syncIntervalMs: 0, segmentBytes: 4096 });
+  const seqs = readAll(spool, 0, 1 << 20);
+  const lostFrom = seqs.findIndex((s, i) => s !== i + 1) + 1;
+  assert.ok(lostFrom > 1);
+  assert.equal(spool.droppedRecords, nextFirst - lostFrom);
+  assert.deepEqual(seqs, [...range(1, lostFrom - 1), ...range(nextFirst, 100)]);
+  assert.equal(spool.lastSeq, 100);
+  await spool.close();
+});
+
+test('overflow drops the oldest segments, counts exactly what was lost, and reads resume after the gap', async (t) => {
+  const dir = tempDir(t);
+  const maxBytes = 16 * 1024;
+  let spool = await Spool.open({ dir, maxBytes, segmentBytes: 4096, syncIntervalMs: 0 });
+  // 10 records of 40 bytes per append: 20 + 10 * 52 = 540 bytes per frame, 7 frames per segment.
+  for (let s = 1; s <= 1000; s += 10) {
+    spool.append(recs(s, s + 9, 40));
+    assert.ok(spool.bytes <= maxBytes, `spool holds ${spool.bytes} bytes`);
+  }
+  const files = segmentFiles(dir);
+  const oldest = Number(files[0]!.replace('.seg', ''));
+  assert.ok(oldest > 1);
+  assert.equal(spool.droppedRecords, oldest - 1);
+  assert.deepEqual(readAll(spool, 0, 1 << 20), range(oldest, 1000));
+  assert.deepEqual(readAll(spool, 5, 1 << 20), range(oldest, 1000));
+
+  // Acknowledged records are not counted as lost when their segment is dropped.
+  spool.ack(oldest + 100);
+  const droppedBefore = spool.droppedRecords;
+  for (let s = 1001; s <= 1100; s += 10) spool.append(recs(s, s + 9, 40));
+  const oldestNow = Number(segmentFiles(dir)[0]!.replace('.seg', ''));
+  assert.equal(spool.droppedRecords - droppedBefore, Math.max(0, oldestNow - 1 - (oldest + 100)));
+  const dropped = spool.droppedRecords;
+  await spool.close();
+
+  spool = await Spool.open({ dir, maxBytes, segmentBytes: 4096 });
+  assert.equal(spool.droppedRecords, dropped); // persisted
+  await spool.close();
+});
+
+test('an append larger than the whole spool is refused', async (t) => {
+  const spool = await Spool.open({ dir: tempDir(t), maxBytes: 8192, syncIntervalMs: 0 });
+  t.after(() => spool.close());
+  assert.throws(() => spool.append([rec(1, 9000)]), RangeError);
+  assert.equal(spool.lastSeq, 0);
+});
+
+test('kill -9 while appending leaves a spool that opens with a gapless prefix 1..N', async (t) => {
+  const dir = tempDir(t);
+  const writer = join(import.meta.dirname, 'spool-crash-writer.ts');
+  const child = spawn(process.execPath, ['--import', 'tsx', writer, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let reported = 0;
+  await new Promise<void>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`writer exited early with ${code}`)));
+    child.stdout.on('data', (chunk: Buffer) => {
+      const lines = chunk.toString().trim().split('\n');
+      reported = Number(lines.at(-1));
+      // Wait until it has rolled over a good number of segments, then kill it mid-stride.
+      if (reported > 100_000) {
+        child.removeAllListeners('exit');
+        child.kill('SIGKILL');
+        child.on('exit', () => resolve());
+      }
+    });
+  });
+
+  const spool = await Spool.open({ dir, segmentBytes: 256 * 1024 });
+  t.after(() => spool.close());
+  assert.ok(spool.lastSeq >= reported, `lastSeq ${spool.lastSeq} < reported ${reported}`);
+  assert.equal(spool.droppedRecords, 0);
+  let expected = 1;
+  for (let b = spool.read(0, 1 << 20); b; b = spool.read(b.firstSeq + b.count - 1, 1 << 20)) {
+    assert.equal(b.firstSeq, expected);
+    for (const r of decodeRecords(b.body, b.count)) {
+      assert.equal(Number.parseInt(Buffer.from(r.payload).toString(), 10), expected);
+      expected++;
+    }
+  }
+  assert.equal(expected - 1, spool.lastSeq);
+  const { firstSeq } = spool.append(recs(1, 1));
+  assert.equal(firstSeq, spool.lastSeq);
+});

@@ -1,0 +1,204 @@
+// keel-agent: `enroll` redeems a join token with the controller (pinning its key), `run` keeps the
+// host connected, answers requests and ships the host event stream. Exit codes: 0 clean stop,
+// 1 usage or local error, 2 the controller refused this agent (revoked, unknown, pin mismatch).
+import { parseArgs } from 'node:util';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { KeelError, keyFingerprint, type SessionFrame } from '@keel/shared';
+import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
+import { collectFacts, factsChanged } from './facts/index.ts';
+import { AgentLink, LinkClosed, openSession } from './link/connection.ts';
+import { Spool } from './link/spool.ts';
+import { AGENT_VERSION } from './version.ts';
+
+const USAGE = `Usage:
+  keel-agent enroll --controller URL --token TOKEN --pin sha256:FINGERPRINT [--name NAME] [--state-dir DIR]
+  keel-agent run [--state-dir DIR]
+  keel-agent identity [--state-dir DIR]     print this agent's public key and fingerprint
+  keel-agent version
+
+Environment: KEEL_AGENT_STATE_DIR (default /var/lib/keel-agent), KEEL_AGENT_LOG_LEVEL (info),
+KEEL_AGENT_SPOOL_BYTES (67108864), KEEL_AGENT_HEARTBEAT_MS (5000), KEEL_AGENT_TICK_MS (off).`;
+
+/** Exit codes of keel-agent. */
+export const exitCodes = { ok: 0, error: 1, refused: 2 } as const;
+
+function env(name: string): string | undefined {
+  const v = process.env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+function intEnv(name: string, fallback: number): number {
+  const raw = env(name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 0) throw new KeelError('request.invalid', `${name} must be a whole number, got "${raw}"`);
+  return n;
+}
+
+function makeLog() {
+  return pino({ name: 'keel-agent', level: env('KEEL_AGENT_LOG_LEVEL') ?? 'info' });
+}
+
+/** Runs the CLI and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      controller: { type: 'string' },
+      token: { type: 'string' },
+      pin: { type: 'string' },
+      name: { type: 'string' },
+      'state-dir': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help || !command || command === 'help') {
+    console.log(USAGE);
+    return command ? exitCodes.ok : exitCodes.error;
+  }
+  const stateDir = values['state-dir'] ?? env('KEEL_AGENT_STATE_DIR') ?? '/var/lib/keel-agent';
+  switch (command) {
+    case 'version':
+      console.log(AGENT_VERSION);
+      return exitCodes.ok;
+    case 'identity': {
+      const id = await loadOrCreateIdentity(stateDir);
+      console.log(`public key: ${id.publicKeyB64}\nfingerprint: ${keyFingerprint(id.publicKey)}`);
+      return exitCodes.ok;
+    }
+    case 'enroll':
+      if (!values.controller || !values.token || !values.pin) {
+        console.error('enroll needs --controller, --token and --pin\n\n' + USAGE);
+        return exitCodes.error;
+      }
+      return enroll({ controllerUrl: values.controller, token: values.token, pin: values.pin, name: values.name, stateDir });
+    case 'run':
+      return run(stateDir);
+    default:
+      console.error(`unknown command "${command}"\n\n${USAGE}`);
+      return exitCodes.error;
+  }
+}
+
+/** Redeems a join token: handshake in enroll mode, pin checked before the token is sent. */
+export async function enroll(opts: {
+  controllerUrl: string;
+  token: string;
+  pin: string;
+  name?: string;
+  stateDir: string;
+}): Promise<number> {
+  const log = makeLog();
+  const identity = await loadOrCreateIdentity(opts.stateDir);
+  const facts = await collectFacts();
+  try {
+    const hostId = await new Promise<string>((resolve, reject) => {
+      let done = false;
+      const onFrame = (frame: SessionFrame) => {
+        done = true;
+        if (frame.type === 'enrolled') resolve(frame.hostId);
+        else if (frame.type === 'error') reject(new Error(`${frame.error.code}: ${frame.error.message}`));
+        else reject(new Error(`unexpected ${frame.type} from controller`));
+      };
+      openSession({ controllerUrl: opts.controllerUrl, identity, pin: opts.pin, mode: 'enroll', onFrame }).then(
+        ({ ws, channel }) => {
+          channel.send({ type: 'enroll', token: opts.token, name: opts.name ?? hostname(), facts });
+          ws.on('close', (code, reason) => {
+            if (!done) reject(new LinkClosed(code, reason.toString() || `closed with ${code}`, true));
+          });
+        },
+        reject,
+      );
+    });
+    await saveEnrollment(opts.stateDir, {
+      controllerUrl: opts.controllerUrl,
+      controllerPin: opts.pin,
+      hostId,
+      enrolledAt: new Date().toISOString(),
+    });
+    log.info({ host: hostId }, 'enrolled');
+    console.log(`Enrolled as host ${hostId}. Start the agent with: keel-agent run`);
+    return exitCodes.ok;
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    console.error(`enroll failed: ${message}`);
+    return err instanceof LinkClosed && !err.fatal ? exitCodes.error : exitCodes.refused;
+  }
+}
+
+/** Stays connected until SIGTERM/SIGINT (exit 0) or until the controller refuses us (exit 2). */
+export async function run(stateDir: string): Promise<number> {
+  const log = makeLog();
+  const enrollment = await loadEnrollment(stateDir);
+  if (!enrollment) {
+    console.error(`not enrolled: no enrollment in ${stateDir}; run keel-agent enroll first`);
+    return exitCodes.error;
+  }
+  const identity = await loadOrCreateIdentity(stateDir);
+  const events = await Spool.open({
+    dir: join(stateDir, 'spool', 'events'),
+    maxBytes: intEnv('KEEL_AGENT_SPOOL_BYTES', 64 * 1024 * 1024),
+  });
+  const emit = (kind: string, data: Record<string, unknown> = {}) => {
+    events.append([{ ts: Date.now(), payload: Buffer.from(JSON.stringify({ kind, ...data })) }]);
+  };
+  let lastFacts = await collectFacts();
+  const facts = async () => {
+    const next = await collectFacts();
+    const changed = factsChanged(lastFacts, next);
+    if (changed.length > 0) emit('facts.changed', { changed });
+    lastFacts = next;
+    return next;
+  };
+  const link = new AgentLink({
+    controllerUrl: enrollment.controllerUrl,
+    identity,
+    pin: enrollment.controllerPin,
+    log,
+    streams: new Map([['events', events]]),
+    handlers: {
+      ping: () => ({ agentTime: Date.now() }),
+      'facts.refresh': async () => ({ facts: await facts() }),
+    },
+    facts,
+    onLinkEvent: ({ kind, ...rest }) => emit(kind, rest),
+    heartbeatMs: intEnv('KEEL_AGENT_HEARTBEAT_MS', 5_000),
+  });
+  emit('agent.started', { version: AGENT_VERSION, pid: process.pid });
+  const timers: NodeJS.Timeout[] = [];
+  timers.push(
+    setInterval(() => {
+      if (link.connected) return; // while connected, facts go out on refresh; this catches changes
+      void facts().catch(() => {});
+    }, 60_000),
+  );
+  timers.push(setInterval(() => void facts().catch(() => {}), 300_000));
+  const tickMs = intEnv('KEEL_AGENT_TICK_MS', 0);
+  if (tickMs > 0) {
+    // Diagnostics: a numbered heartbeat event, used to prove the stream loses nothing.
+    let n = 0;
+    timers.push(setInterval(() => emit('tick', { n: ++n }), tickMs));
+  }
+  let signalled: string | null = null;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = signal;
+    log.info({ signal }, 'stopping');
+    emit('agent.stopped', { signal });
+    void link.stop();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const fatal = await link.run();
+  for (const t of timers) clearInterval(t);
+  await events.close();
+  if (fatal) {
+    console.error(`the controller refused this agent: ${fatal.reason} (close code ${fatal.closeCode})`);
+    return exitCodes.refused;
+  }
+  return exitCodes.ok;
+}

@@ -1,0 +1,147 @@
+// The controller's HTTP app: the REST API under /api/v1 (with its OpenAPI document and docs page),
+// the health probes, and the console SPA. The agent WebSocket is wired beside it in main.ts.
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { secureHeaders } from 'hono/secure-headers';
+import type { Logger } from 'pino';
+import { KeelError } from '@keel/shared';
+import type { FleetBus } from './bus/index.ts';
+import type { Db } from './db/index.ts';
+import type { AgentGateway } from './gateway/types.ts';
+import { authRoutes } from './routes/auth.ts';
+import { consoleRoutes } from './routes/console.ts';
+import { docsRoutes } from './routes/docs.ts';
+import { createRouter, type AppEnv } from './routes/env.ts';
+import { errorHandler, notFound } from './routes/errors.ts';
+import { eventRoutes, type EventStreamOptions } from './routes/events.ts';
+import { healthRoutes } from './routes/health.ts';
+import { hostRoutes } from './routes/hosts.ts';
+import { joinTokenRoutes } from './routes/join-tokens.ts';
+import {
+  clientAddress,
+  requestLog,
+  requireCsrfToken,
+  requireSession,
+  sameOrigin,
+  type CookieOptions,
+} from './routes/middleware.ts';
+import { createServices, type Services } from './services/index.ts';
+
+/** Largest JSON body the API accepts. */
+const MAX_BODY_BYTES = 64 * 1024;
+
+/** What the HTTP app is built from. */
+export interface AppDeps {
+  /** The controller database (from `openDatabase`). */
+  db: Db;
+  bus: FleetBus;
+  gateway: AgentGateway;
+  /** `publicUrl` (cookie Secure flag, Origin check, enroll command) and the join token default TTL. */
+  config: { publicUrl: string; joinTokenTtlSeconds: number };
+  log: Logger;
+  /** The controller key's fingerprint, which agents pin (printed in enroll commands). */
+  controllerFingerprint: string;
+  /** Resolves true when the controller can serve requests (database reachable); backs /readyz. */
+  ready: () => boolean | Promise<boolean>;
+  /** The console build (web/build); when set, non-API paths serve it with an index.html fallback. */
+  webRoot?: string;
+  /** Services built by the caller (to share them with the gateway); built from `db` otherwise. */
+  services?: Services;
+  /** Take the client address from X-Forwarded-For / X-Forwarded-Proto (behind a reverse proxy). */
+  trustProxy?: boolean;
+  /** SSE tuning (tests shorten the heartbeat). */
+  events?: Partial<EventStreamOptions>;
+  /** Where swagger-ui-dist's files are, when not resolvable from node_modules. */
+  docsAssetsDir?: string;
+}
+
+function buildApi(deps: AppDeps, services: Services) {
+  const cookie: CookieOptions = { publicUrl: deps.config.publicUrl, trustProxy: deps.trustProxy ?? false };
+  const session = requireSession(services.auth, cookie);
+  const csrf = requireCsrfToken();
+
+  const api = createRouter();
+  api.openAPIRegistry.registerComponent('securitySchemes', 'cookieAuth', {
+    type: 'apiKey',
+    in: 'cookie',
+    name: 'keel_session',
+    description: 'Set by POST /auth/login. Mutating requests also need the `x-csrf-token` header.',
+  });
+  api.use('*', async (c, next) => {
+    await next();
+    if (!c.res.headers.has('cache-control')) c.header('cache-control', 'no-store');
+  });
+  api.use('*', sameOrigin(deps.config.publicUrl));
+  api.use(
+    '*',
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new KeelError('request.too_large', `The request body is larger than ${MAX_BODY_BYTES} bytes.`);
+      },
+    }),
+  );
+  for (const prefix of ['/hosts/*', '/join-tokens/*']) api.use(prefix, session, csrf);
+  api.use('/events/*', session);
+
+  const routes = api
+    .route('/auth', authRoutes({ auth: services.auth, cookie }))
+    .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
+    .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
+    .route('/events', eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }));
+
+  api.doc31('/openapi.json', (c) => ({
+    openapi: '3.1.0',
+    info: {
+      title: 'Keel controller API',
+      version: '1',
+      description:
+        'Fleet management API. Sign in with POST /auth/login; the session cookie authenticates the rest. Errors are always `{ "error": { "code", "message" } }`.',
+    },
+    servers: [{ url: `${new URL(c.req.url).origin}/api/v1` }],
+  }));
+  api.route('/', docsRoutes(deps.docsAssetsDir));
+  return routes;
+}
+
+/**
+ * Builds the HTTP app. Serve it with `@hono/node-server`.
+ *
+ * @example serve({ fetch: createApp({ db, bus, gateway, config, log, controllerFingerprint, ready }).fetch, port })
+ */
+export function createApp(deps: AppDeps) {
+  const services =
+    deps.services ??
+    createServices({
+      db: deps.db,
+      bus: deps.bus,
+      gateway: deps.gateway,
+      log: deps.log,
+      config: deps.config,
+      controllerFingerprint: deps.controllerFingerprint,
+    });
+
+  const app = new Hono<AppEnv>();
+  app.onError(errorHandler(deps.log));
+  app.notFound(notFound);
+  app.use('*', clientAddress({ trustProxy: deps.trustProxy ?? false }));
+  app.use('*', requestLog(deps.log));
+  app.use('*', secureHeaders({ strictTransportSecurity: deps.config.publicUrl.startsWith('https:') ? undefined : false }));
+  app.route('/', healthRoutes(deps.ready));
+  const routes = app.route('/api/v1', buildApi(deps, services));
+  if (deps.webRoot) {
+    const spa = consoleRoutes(deps.webRoot);
+    // The SPA never answers for API or agent paths: those 404 as JSON.
+    app.use('*', async (c, next) => {
+      const p = c.req.path;
+      if (p === '/api' || p.startsWith('/api/') || p.startsWith('/agent/')) return next();
+      const res = await spa.fetch(c.req.raw, c.env);
+      if (res.status === 404) return next();
+      return res;
+    });
+  }
+  return routes;
+}
+
+/** The app's type, for typed clients (`hc<AppType>` from hono/client). */
+export type AppType = ReturnType<typeof createApp>;

@@ -1,0 +1,23 @@
+// Probes for supervisors and load balancers: /healthz (the process answers) and /readyz (the
+// database answers). Neither needs a session, and neither says more than ok / not ok.
+import { Hono } from 'hono';
+
+/** `ready()` resolves true when the controller can serve (its database is reachable). */
+export function healthRoutes(ready: () => boolean | Promise<boolean>) {
+  const app = new Hono();
+  app.get('/healthz', (c) => {
+    c.header('cache-control', 'no-store');
+    return c.json({ status: 'ok' }, 200);
+  });
+  app.get('/readyz', async (c) => {
+    c.header('cache-control', 'no-store');
+    let ok = false;
+    try {
+      ok = await ready();
+    } catch {
+      ok = false;
+    }
+    return ok ? c.json({ status: 'ready' }, 200) : c.json({ status: 'not_ready' }, 503);
+  });
+  return app;
+}

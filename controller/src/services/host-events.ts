@@ -1,0 +1,47 @@
+// A host's event stream as the console reads it: stored records of the `events` stream decoded
+// from their UTF-8 JSON payloads (`{ "kind": "...", ...fields }`), with the gaps in between.
+import type { StreamRepository } from '../repositories/streams.ts';
+
+/** The stream agents send host events on. */
+export const EVENTS_STREAM = 'events';
+
+export interface HostEvent {
+  seq: number;
+  ts: number;
+  kind: string;
+  data: Record<string, unknown>;
+}
+
+export interface HostEventPage {
+  events: HostEvent[];
+  gaps: { fromSeq: number; toSeq: number; at: string }[];
+}
+
+/** Decodes one payload; a payload that is not a JSON object becomes kind `unreadable`. */
+export function decodeHostEvent(seq: number, ts: number, payload: Uint8Array): HostEvent {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(payload).toString('utf8'));
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const { kind, ...data } = value as Record<string, unknown>;
+      return { seq, ts, kind: typeof kind === 'string' ? kind : 'unknown', data };
+    }
+  } catch {
+    // fall through: keep the record visible rather than hide it
+  }
+  return { seq, ts, kind: 'unreadable', data: { bytes: payload.byteLength } };
+}
+
+/** Reads pages of a host's events. */
+export function createHostEventsReader(streams: StreamRepository) {
+  return {
+    async read(hostId: string, afterSeq: number, limit: number): Promise<HostEventPage> {
+      const { records, gaps } = await streams.read(hostId, EVENTS_STREAM, afterSeq, limit);
+      return {
+        events: records.map((r) => decodeHostEvent(r.seq, r.ts, r.payload)),
+        gaps: gaps.map((g) => ({ fromSeq: g.fromSeq, toSeq: g.toSeq, at: g.at.toISOString() })),
+      };
+    },
+  };
+}
+
+export type HostEventsReader = ReturnType<typeof createHostEventsReader>;

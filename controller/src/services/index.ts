@@ -1,0 +1,69 @@
+// Builds every controller service over one database, so the HTTP app, the gateway and the CLI
+// share them (one audit writer queue per process).
+import type { Logger } from 'pino';
+import type { FleetBus } from '../bus/index.ts';
+import type { Db } from '../db/index.ts';
+import type { AgentGateway } from '../gateway/types.ts';
+import { createAuditRepository } from '../repositories/audit.ts';
+import { createHostRepository } from '../repositories/hosts.ts';
+import { createJoinTokenRepository } from '../repositories/join-tokens.ts';
+import { createSessionsRepository } from '../repositories/sessions.ts';
+import { createStreamRepository } from '../repositories/streams.ts';
+import { createUsersRepository } from '../repositories/users.ts';
+import { createAuditService, type AuditService } from './audit.ts';
+import { createAuthService, type authPolicy } from './auth.ts';
+import { createHostEventsReader } from './host-events.ts';
+import { createHostsService } from './hosts.ts';
+import { createJoinTokensService } from './join-tokens.ts';
+import { createUsersService } from './users.ts';
+
+export interface ServicesDeps {
+  db: Db;
+  bus: FleetBus;
+  gateway: AgentGateway;
+  log: Logger;
+  config: { publicUrl: string; joinTokenTtlSeconds: number };
+  /** The controller key's fingerprint, pinned by agents (goes into the enroll command). */
+  controllerFingerprint: string;
+  /** An audit service built earlier (e.g. handed to the gateway first); one is made otherwise. */
+  audit?: AuditService;
+  /** Sign-in policy overrides (tests). */
+  authPolicy?: Partial<typeof authPolicy>;
+  now?: () => Date;
+}
+
+/** Every service of the controller. */
+export function createServices(deps: ServicesDeps) {
+  const { db, log, now } = deps;
+  const users = createUsersRepository(db);
+  const audit = deps.audit ?? createAuditService({ audit: createAuditRepository(db), log, now });
+  return {
+    audit,
+    auth: createAuthService({
+      users,
+      sessions: createSessionsRepository(db),
+      audit,
+      log,
+      now,
+      policy: deps.authPolicy,
+    }),
+    users: createUsersService({ users, audit }),
+    hosts: createHostsService({
+      hosts: createHostRepository(db),
+      gateway: deps.gateway,
+      bus: deps.bus,
+      audit,
+      now,
+    }),
+    hostEvents: createHostEventsReader(createStreamRepository(db)),
+    joinTokens: createJoinTokensService({
+      joinTokens: createJoinTokenRepository(db),
+      audit,
+      publicUrl: deps.config.publicUrl,
+      controllerFingerprint: deps.controllerFingerprint,
+      defaultTtlSeconds: deps.config.joinTokenTtlSeconds,
+    }),
+  };
+}
+
+export type Services = ReturnType<typeof createServices>;
