@@ -125,7 +125,7 @@ test('read/ack round trip: batches split frames, respect maxBytes and resume aft
 test('ack deletes whole segments and persists, so a restart does not resend', async (t) => {
   const dir = tempDir(t);
   let spool = await Spool.open({ dir, segmentBytes: 4096, syncIntervalMs: 0 });
-  for (let s = 1; s <= 200; s += 5) spool.append(recs(s, s + 4, 40)); // 280 B per append, 14 per segment
+  for (let s = 1; s <= 600; s += 5) spool.append(recs(s, s + 4, 40)); // 280 B per append, 14 per segment
   const before = segmentFiles(dir);
   assert.ok(before.length >= 5, `expected several segments, got ${before.length}`);
   const bytesBefore = spool.bytes;
@@ -137,19 +137,19 @@ test('ack deletes whole segments and persists, so a restart does not resend', as
   // Every remaining segment still holds something unacknowledged, and read resumes after the ack.
   const firstHeld = Number(after[0]!.replace('.seg', ''));
   assert.ok(firstHeld <= 101);
-  assert.deepEqual(readAll(spool, 100, 1 << 20), range(101, 200));
+  assert.deepEqual(readAll(spool, 100, 1 << 20), range(101, 600));
   await spool.close();
 
   spool = await Spool.open({ dir, segmentBytes: 4096 });
   assert.equal(spool.ackedSeq, 100);
-  assert.equal(spool.lastSeq, 200);
-  spool.ack(200); // all acked: only the newest segment (the write head) stays
+  assert.equal(spool.lastSeq, 600);
+  spool.ack(600); // all acked: only the newest segment (the write head) stays
   assert.equal(segmentFiles(dir).length, 1);
   await spool.close();
 
   spool = await Spool.open({ dir, segmentBytes: 4096 });
   assert.equal(spool.read(spool.ackedSeq, 1 << 20), null);
-  assert.deepEqual(spool.append(recs(201, 201)), { firstSeq: 201, lastSeq: 201 });
+  assert.deepEqual(spool.append(recs(601, 601)), { firstSeq: 601, lastSeq: 601 });
   await spool.close();
 });
 
@@ -287,39 +287,43 @@ test('an append larger than the whole spool is refused', async (t) => {
   assert.equal(spool.lastSeq, 0);
 });
 
-test('kill -9 while appending leaves a spool that opens with a gapless prefix 1..N', async (t) => {
-  const dir = tempDir(t);
+/** Runs the crash writer on `dir` until it reports more than `atLeast` records, then kills it. */
+async function appendUntilKilled(dir: string, atLeast: number): Promise<number> {
   const writer = join(import.meta.dirname, 'spool-crash-writer.ts');
   const child = spawn(process.execPath, ['--import', 'tsx', writer, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let reported = 0;
-  await new Promise<void>((resolve, reject) => {
+  return new Promise<number>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code) => reject(new Error(`writer exited early with ${code}`)));
     child.stdout.on('data', (chunk: Buffer) => {
-      const lines = chunk.toString().trim().split('\n');
-      reported = Number(lines.at(-1));
-      // Wait until it has rolled over a good number of segments, then kill it mid-stride.
-      if (reported > 100_000) {
+      const reported = Number(chunk.toString().trim().split('\n').at(-1));
+      if (reported > atLeast) {
         child.removeAllListeners('exit');
+        child.on('exit', () => resolve(reported));
         child.kill('SIGKILL');
-        child.on('exit', () => resolve());
       }
     });
   });
+}
 
-  const spool = await Spool.open({ dir, segmentBytes: 256 * 1024 });
-  t.after(() => spool.close());
-  assert.ok(spool.lastSeq >= reported, `lastSeq ${spool.lastSeq} < reported ${reported}`);
-  assert.equal(spool.droppedRecords, 0);
-  let expected = 1;
-  for (let b = spool.read(0, 1 << 20); b; b = spool.read(b.firstSeq + b.count - 1, 1 << 20)) {
-    assert.equal(b.firstSeq, expected);
-    for (const r of decodeRecords(b.body, b.count)) {
-      assert.equal(Number.parseInt(Buffer.from(r.payload).toString(), 10), expected);
-      expected++;
+test('kill -9 while appending leaves a spool that opens with a gapless prefix 1..N', async (t) => {
+  const dir = tempDir(t);
+  let lastSeq = 0;
+  // Twice: the second writer recovers what the first left, appends after it, and is killed too.
+  for (const more of [100_000, 50_000]) {
+    const reported = await appendUntilKilled(dir, lastSeq + more);
+    const spool = await Spool.open({ dir, segmentBytes: 256 * 1024 });
+    assert.ok(spool.lastSeq >= reported, `lastSeq ${spool.lastSeq} < reported ${reported}`);
+    assert.equal(spool.droppedRecords, 0);
+    let expected = 1;
+    for (let b = spool.read(0, 1 << 20); b; b = spool.read(b.firstSeq + b.count - 1, 1 << 20)) {
+      assert.equal(b.firstSeq, expected);
+      for (const r of decodeRecords(b.body, b.count)) {
+        assert.equal(Number.parseInt(Buffer.from(r.payload).toString(), 10), expected);
+        expected++;
+      }
     }
+    assert.equal(expected - 1, spool.lastSeq);
+    lastSeq = spool.lastSeq;
+    await spool.close();
   }
-  assert.equal(expected - 1, spool.lastSeq);
-  const { firstSeq } = spool.append(recs(1, 1));
-  assert.equal(firstSeq, spool.lastSeq);
 });

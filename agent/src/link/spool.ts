@@ -47,6 +47,8 @@ const BODY_HEADER_BYTES = 12;
 const FRAME_OVERHEAD = FRAME_HEADER_BYTES + BODY_HEADER_BYTES;
 /** A large append is cut into frames of about this many record bytes, so reads can stop between them. */
 const FRAME_TARGET_BYTES = 64 * 1024;
+/** Largest segment and largest append, so that frame offsets fit the index's u32s. */
+const MAX_SEGMENT_BYTES = 1024 * 1024 * 1024;
 const SEGMENT_NAME = /^(\d{20})\.seg$/;
 const STATE_FILE = 'state.json';
 
@@ -61,33 +63,47 @@ export interface SpoolOptions {
   syncIntervalMs?: number;
 }
 
-/** Grow-only pair of arrays: the first seq and byte offset of every frame in a segment. */
+/**
+ * Where each frame of a segment starts: its first seq (kept relative to the segment's first seq)
+ * and byte offset, 8 bytes a frame in two grow-only typed arrays.
+ */
 class FrameIndex {
-  seqs = new Float64Array(16);
-  offsets = new Float64Array(16);
+  readonly base: number;
+  seqs = new Uint32Array(16);
+  offsets = new Uint32Array(16);
   length = 0;
+
+  constructor(base: number) {
+    this.base = base;
+  }
 
   push(seq: number, offset: number): void {
     if (this.length === this.seqs.length) {
-      const seqs = new Float64Array(this.length * 2);
+      const seqs = new Uint32Array(this.length * 2);
       seqs.set(this.seqs);
       this.seqs = seqs;
-      const offsets = new Float64Array(this.length * 2);
+      const offsets = new Uint32Array(this.length * 2);
       offsets.set(this.offsets);
       this.offsets = offsets;
     }
-    this.seqs[this.length] = seq;
+    this.seqs[this.length] = seq - this.base;
     this.offsets[this.length] = offset;
     this.length++;
   }
 
+  /** First seq of frame i. */
+  seq(i: number): number {
+    return this.base + this.seqs[i]!;
+  }
+
   /** Index of the last frame whose first seq is <= seq (the frame that holds seq). */
   find(seq: number): number {
+    const rel = seq - this.base;
     let lo = 0;
     let hi = this.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >>> 1;
-      if (this.seqs[mid]! <= seq) lo = mid;
+      if (this.seqs[mid]! <= rel) lo = mid;
       else hi = mid - 1;
     }
     return lo;
@@ -170,7 +186,7 @@ export class Spool {
   static async open(opts: SpoolOptions): Promise<Spool> {
     const maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
     if (!(maxBytes >= 4096)) throw new RangeError('spool maxBytes must be at least 4096');
-    const segmentBytes = Math.min(opts.segmentBytes ?? 4 * 1024 * 1024, Math.floor(maxBytes / 2));
+    const segmentBytes = Math.min(opts.segmentBytes ?? 4 * 1024 * 1024, Math.floor(maxBytes / 2), MAX_SEGMENT_BYTES);
     const syncIntervalMs = opts.syncIntervalMs ?? 200;
     if (!(syncIntervalMs >= 0)) throw new RangeError('spool syncIntervalMs must be >= 0');
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
@@ -216,7 +232,7 @@ export class Spool {
     if (records.length === 0) return { firstSeq, lastSeq: this.#lastSeq };
 
     const { buf, frameStarts } = encodeFrames(records, firstSeq);
-    if (buf.length > this.maxBytes - FRAME_OVERHEAD) {
+    if (buf.length > Math.min(this.maxBytes - FRAME_OVERHEAD, MAX_SEGMENT_BYTES)) {
       throw new RangeError(`append of ${buf.length} bytes cannot fit a spool of ${this.maxBytes} bytes`);
     }
 
@@ -274,12 +290,12 @@ export class Spool {
     const seg = this.#segmentFor(want);
     if (!seg) return null;
     const frames = seg.frames;
-    if (want < frames.seqs[0]!) want = frames.seqs[0]!;
+    if (want < frames.seq(0)) want = frames.seq(0);
     if (want > limit) return null;
 
     const first = frames.find(want);
     const frameEnd = (i: number): number => (i + 1 < frames.length ? frames.offsets[i + 1]! : seg.size);
-    const frameLast = (i: number): number => (i + 1 < frames.length ? frames.seqs[i + 1]! - 1 : seg.lastSeq);
+    const frameLast = (i: number): number => (i + 1 < frames.length ? frames.seq(i + 1) - 1 : seg.lastSeq);
 
     // Choose whole frames while they fit; the first frame alone may be cut (below) to fit.
     let last = first;
@@ -296,7 +312,7 @@ export class Spool {
     readFull(seg.fd, buf, start);
 
     // The first frame: skip the records before `want`; alone, it may also be cut at maxBytes.
-    const skip = want - frames.seqs[first]!;
+    const skip = want - frames.seq(first);
     let from = FRAME_OVERHEAD;
     for (let i = 0; i < skip; i++) from += RECORD_HEADER_BYTES + buf.readUInt32BE(from);
     let end = FRAME_HEADER_BYTES + buf.readUInt32BE(0);
@@ -451,7 +467,7 @@ export class Spool {
     const path = join(this.dir, segmentName(firstSeq));
     const fd = openSync(path, 'r+');
     const fileSize = fstatSync(fd).size;
-    const frames = new FrameIndex();
+    const frames = new FrameIndex(firstSeq);
     let expected = firstSeq;
     let offset = 0;
     // Read in chunks of about a segment, so a long file never sits in memory whole.
@@ -545,7 +561,7 @@ export class Spool {
     }
     const path = join(this.dir, segmentName(firstSeq));
     const fd = openSync(path, 'wx+', 0o600);
-    const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, fd, size: 0, frames: new FrameIndex() };
+    const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, fd, size: 0, frames: new FrameIndex(firstSeq) };
     this.#segments.push(seg);
     this.#dirDirty = true;
     this.#rollNext = false;

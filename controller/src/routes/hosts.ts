@@ -6,7 +6,9 @@ import type { HostEventsReader } from '../services/host-events.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
 import { requireRole } from './middleware.ts';
 
-export const hostFactsApiSchema = hostFactsSchema.openapi('HostFacts');
+// The shared schema was built before zod-openapi extended zod, so it has no `.openapi()`; a new
+// object over the same shape does, and validates identically.
+export const hostFactsApiSchema = z.object(hostFactsSchema.shape).openapi('HostFacts');
 
 export const hostSchema = z
   .object({

@@ -1,0 +1,76 @@
+// The local agent that `keel-controller serve --local-agent` (and so `npm start`) runs for this
+// host: enrolled once with a single-use token the controller makes for itself, then kept running
+// as a child process and restarted if it dies, until the controller stops.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import type { Services } from './services/index.ts';
+
+/** The keel-agent launcher in this checkout (source or bundled layout). */
+export function agentLauncher(): string {
+  return fileURLToPath(new URL('../../agent/bin/keel-agent.mjs', import.meta.url));
+}
+
+function runAgent(args: string[], stateDir: string, log: Logger): ChildProcess {
+  const child = spawn(process.execPath, [agentLauncher(), ...args, '--state-dir', stateDir], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, KEEL_AGENT_LOG_LEVEL: process.env.KEEL_AGENT_LOG_LEVEL ?? 'warn' },
+  });
+  child.on('error', (err) => log.error({ err }, 'local agent failed to start'));
+  return child;
+}
+
+function exited(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+}
+
+/** Enrolls (first time) and runs the local agent; returns a stop function. */
+export async function startLocalAgent(opts: {
+  dataDir: string;
+  controllerUrl: string;
+  /** The controller key fingerprint the agent pins. */
+  fingerprint: string;
+  services: Services;
+  log: Logger;
+}): Promise<() => Promise<void>> {
+  const stateDir = join(opts.dataDir, 'agent');
+  const log = opts.log.child({ component: 'local-agent' });
+  if (!existsSync(join(stateDir, 'enrollment.json'))) {
+    const { secret } = await opts.services.joinTokens.create(
+      { ttlSeconds: 300, uses: 1, note: 'local agent' },
+      { id: 'system', ip: null },
+    );
+    const code = await exited(
+      runAgent(['enroll', '--controller', opts.controllerUrl, '--token', secret, '--pin', opts.fingerprint], stateDir, log),
+    );
+    if (code !== 0) throw new Error(`the local agent could not enroll (exit ${code})`);
+  }
+  let stopping = false;
+  let child: ChildProcess | null = null;
+  const loop = (async () => {
+    while (!stopping) {
+      child = runAgent(['run'], stateDir, log);
+      const code = await exited(child);
+      if (stopping) break;
+      if (code === 2) {
+        log.error('the controller refused the local agent (revoked?); not restarting it');
+        break;
+      }
+      log.warn({ code }, 'local agent exited; restarting in 2 s');
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
+  })();
+  return async () => {
+    stopping = true;
+    const c = child as ChildProcess | null;
+    if (c && c.exitCode === null) {
+      c.kill('SIGTERM');
+      const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
+      await exited(c);
+      clearTimeout(timer);
+    }
+    await loop;
+  };
+}

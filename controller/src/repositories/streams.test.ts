@@ -1,0 +1,261 @@
+// Proves stream storage on every test driver: appends de-duplicate by sequence (an overlapping
+// resend stores each record once, even when sent concurrently), gaps are recorded, chunks are
+// compressed and split, the cursor survives a reopen, and reads return records in order with gaps.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { and, asc, eq } from 'drizzle-orm';
+import { encodeRecords, KeelError, type RecordBatch, type StreamRecord } from '@keel/shared';
+import type { Db, OpenDatabase } from '../db/index.ts';
+import { hosts as hostsTable } from '../db/schema/hosts.ts';
+import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
+import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { CHUNK_MAX_RAW_BYTES, createStreamRepository, type StreamRepository } from './streams.ts';
+
+const T0 = Date.UTC(2030, 0, 1);
+
+/** A log-like record for `seq`: what the agent would have captured. */
+function line(seq: number): StreamRecord {
+  return {
+    ts: T0 + seq * 1.5,
+    payload: Buffer.from(`2030-01-01T00:00:00Z web-1 nginx[812]: GET /api/v1/items/${seq} 200 ${seq % 997}ms`),
+  };
+}
+
+/** Records `from..to` of a stream as one batch. */
+function batch(from: number, to: number, make: (seq: number) => StreamRecord = line): RecordBatch {
+  const records: StreamRecord[] = [];
+  for (let s = from; s <= to; s++) records.push(make(s));
+  return { firstSeq: from, count: records.length, body: encodeRecords(records) };
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => err instanceof KeelError && err.code === code);
+}
+
+for (const target of testDatabaseTargets()) {
+  describe(`streams repository (${target.driver})`, () => {
+    let testDb: TestDatabase;
+    let handle: OpenDatabase;
+    let db: Db;
+    let streams: StreamRepository;
+
+    const newHost = async () => {
+      const [row] = await db
+        .insert(hostsTable)
+        .values({ name: 'h', publicKey: randomBytes(32).toString('base64url') })
+        .returning({ id: hostsTable.id });
+      return row!.id;
+    };
+    const chunksOf = (hostId: string, stream: string) =>
+      db
+        .select()
+        .from(streamChunks)
+        .where(and(eq(streamChunks.hostId, hostId), eq(streamChunks.stream, stream)))
+        .orderBy(asc(streamChunks.firstSeq));
+
+    before(async () => {
+      testDb = await target.create();
+      handle = await testDb.open();
+      db = handle.db;
+      streams = createStreamRepository(db);
+    });
+    after(() => testDb.cleanup());
+
+    test('append stores a batch and read returns it in order', async () => {
+      const host = await newHost();
+      assert.equal(await streams.cursor(host, 'logs'), 0);
+      assert.deepEqual(await streams.append(host, 'logs', batch(1, 100)), { ackedSeq: 100 });
+      assert.equal(await streams.cursor(host, 'logs'), 100);
+      const { records, gaps } = await streams.read(host, 'logs', 0, 1000);
+      assert.deepEqual(gaps, []);
+      assert.deepEqual(
+        records.map((r) => r.seq),
+        Array.from({ length: 100 }, (_, i) => i + 1),
+      );
+      for (const r of records) {
+        assert.equal(r.ts, line(r.seq).ts);
+        assert.deepEqual(r.payload, Buffer.from(line(r.seq).payload));
+      }
+    });
+
+    test('an overlapping resend stores each record once', async () => {
+      const host = await newHost();
+      await streams.append(host, 'logs', batch(1, 10));
+      assert.deepEqual(await streams.append(host, 'logs', batch(5, 15)), { ackedSeq: 15 });
+      // Entirely old: nothing stored, the cursor is the answer.
+      assert.deepEqual(await streams.append(host, 'logs', batch(1, 15)), { ackedSeq: 15 });
+      assert.deepEqual(await streams.append(host, 'logs', batch(3, 7)), { ackedSeq: 15 });
+      const { records } = await streams.read(host, 'logs', 0, 100);
+      assert.deepEqual(
+        records.map((r) => r.seq),
+        Array.from({ length: 15 }, (_, i) => i + 1),
+      );
+      for (const r of records) assert.deepEqual(r.payload, Buffer.from(line(r.seq).payload));
+      const chunks = await chunksOf(host, 'logs');
+      assert.deepEqual(
+        chunks.map((c) => [c.firstSeq, c.lastSeq, c.count]),
+        [
+          [1, 10, 10],
+          [11, 15, 5],
+        ],
+      );
+    });
+
+    test('concurrent appends of the same batch store it once', async () => {
+      const host = await newHost();
+      const results = await Promise.all(Array.from({ length: 10 }, () => streams.append(host, 'logs', batch(1, 50))));
+      for (const r of results) assert.equal(r.ackedSeq, 50);
+      assert.equal((await chunksOf(host, 'logs')).length, 1);
+      assert.equal((await streams.read(host, 'logs', 0, 1000)).records.length, 50);
+    });
+
+    test('a jump in sequence is recorded as a gap', async () => {
+      const host = await newHost();
+      await streams.append(host, 'events', batch(1, 10));
+      const res = await streams.append(host, 'events', batch(21, 25));
+      assert.deepEqual(res, { ackedSeq: 25, gap: { fromSeq: 11, toSeq: 20 } });
+      // A late resend of the lost range changes nothing: the cursor is past it.
+      assert.deepEqual(await streams.append(host, 'events', batch(11, 20)), { ackedSeq: 25 });
+      // An empty batch past the cursor says "records up to firstSeq-1 were lost".
+      assert.deepEqual(await streams.append(host, 'events', { firstSeq: 31, count: 0, body: Buffer.alloc(0) }), {
+        ackedSeq: 30,
+        gap: { fromSeq: 26, toSeq: 30 },
+      });
+      assert.deepEqual(await streams.append(host, 'events', { firstSeq: 31, count: 0, body: Buffer.alloc(0) }), {
+        ackedSeq: 30,
+      });
+      // A first batch that does not start at 1 is a gap too.
+      assert.deepEqual(await streams.append(host, 'other', batch(5, 6)), { ackedSeq: 6, gap: { fromSeq: 1, toSeq: 4 } });
+
+      const all = await streams.read(host, 'events', 0, 100);
+      assert.deepEqual(
+        all.records.map((r) => r.seq),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 21, 22, 23, 24, 25],
+      );
+      assert.deepEqual(
+        all.gaps.map((g) => [g.fromSeq, g.toSeq]),
+        [
+          [11, 20],
+          [26, 30],
+        ],
+      );
+      for (const g of all.gaps) assert.ok(g.at instanceof Date);
+      // Paging: the first page ends before the gap, so it does not report it.
+      const page1 = await streams.read(host, 'events', 0, 10);
+      assert.equal(page1.records.at(-1)?.seq, 10);
+      assert.deepEqual(page1.gaps, []);
+      const page2 = await streams.read(host, 'events', 10, 3);
+      assert.deepEqual(
+        page2.records.map((r) => r.seq),
+        [21, 22, 23],
+      );
+      assert.deepEqual(
+        page2.gaps.map((g) => [g.fromSeq, g.toSeq]),
+        [[11, 20]],
+      );
+      const tail = await streams.read(host, 'events', 25, 10);
+      assert.deepEqual(tail.records, []);
+      assert.deepEqual(
+        tail.gaps.map((g) => [g.fromSeq, g.toSeq]),
+        [[26, 30]],
+      );
+    });
+
+    test('read starts inside a chunk and honours the limit', async () => {
+      const host = await newHost();
+      await streams.append(host, 'logs', batch(1, 100));
+      await streams.append(host, 'logs', batch(101, 200));
+      const { records } = await streams.read(host, 'logs', 95, 10);
+      assert.deepEqual(
+        records.map((r) => r.seq),
+        [96, 97, 98, 99, 100, 101, 102, 103, 104, 105],
+      );
+      assert.deepEqual(await streams.read(host, 'logs', 200, 10), { records: [], gaps: [] });
+      assert.deepEqual((await streams.read(host, 'logs', 0, 0)).records, []);
+    });
+
+    test('chunks are deflated, incompressible ones stored raw, big batches split', async () => {
+      const host = await newHost();
+      await streams.append(host, 'logs', batch(1, 500));
+      const [text] = await chunksOf(host, 'logs');
+      assert.equal(text?.codec, chunkCodec.deflateRaw);
+      assert.ok(text!.data.length < batch(1, 500).body.length / 3, `deflated to ${text!.data.length} bytes`);
+      assert.deepEqual([text?.tsFirst, text?.tsLast], [new Date(line(1).ts), new Date(line(500).ts)]);
+
+      const random = batch(1, 1, (seq) => ({ ts: T0 + seq, payload: randomBytes(8192) }));
+      await streams.append(host, 'noise', random);
+      const [raw] = await chunksOf(host, 'noise');
+      assert.equal(raw?.codec, chunkCodec.none);
+      assert.deepEqual(raw?.data, random.body);
+
+      // ~1.1 MiB in one append (the gateway merges queued batches): several chunk rows.
+      const big = batch(1, 12_000);
+      assert.ok(big.body.length > 4 * CHUNK_MAX_RAW_BYTES);
+      assert.deepEqual(await streams.append(host, 'big', big), { ackedSeq: 12_000 });
+      const chunks = await chunksOf(host, 'big');
+      assert.ok(chunks.length >= 5, `${chunks.length} chunks`);
+      let next = 1;
+      for (const c of chunks) {
+        assert.equal(c.firstSeq, next);
+        assert.equal(c.lastSeq - c.firstSeq + 1, c.count);
+        next = c.lastSeq + 1;
+      }
+      assert.equal(next, 12_001);
+      const { records } = await streams.read(host, 'big', 5_000, 7_000);
+      assert.equal(records.length, 7_000);
+      assert.equal(records[0]?.seq, 5_001);
+      assert.equal(records.at(-1)?.seq, 12_000);
+      assert.ok(records.every((r, i) => r.seq === 5_001 + i));
+      assert.deepEqual(records[1234]?.payload, Buffer.from(line(6_235).payload));
+    });
+
+    test('cursors lists every stream of a host', async () => {
+      const host = await newHost();
+      await streams.append(host, 'logs', batch(1, 3));
+      await streams.append(host, 'metrics', batch(1, 7));
+      assert.deepEqual(await streams.cursors(host), { logs: 3, metrics: 7 });
+      assert.deepEqual(await streams.cursors(await newHost()), {});
+    });
+
+    test('malformed batches and unknown hosts are refused and store nothing', async () => {
+      const host = await newHost();
+      const good = batch(1, 5);
+      await rejectsWith(streams.append(host, 'logs', { ...good, count: 6 }), 'stream.invalid');
+      await rejectsWith(streams.append(host, 'logs', { ...good, body: good.body.subarray(0, -1) }), 'stream.invalid');
+      await rejectsWith(streams.append(host, 'logs', { ...good, firstSeq: 0 }), 'stream.invalid');
+      await rejectsWith(streams.append(host, 'logs', { ...good, firstSeq: 1.5 }), 'stream.invalid');
+      assert.equal(await streams.cursor(host, 'logs'), 0);
+      await rejectsWith(streams.append('00000000-0000-4000-8000-000000000000', 'logs', good), 'host.not_found');
+      await rejectsWith(streams.append('bogus', 'logs', good), 'host.not_found');
+    });
+
+    test('deleting a host deletes its stream data', async () => {
+      const host = await newHost();
+      await streams.append(host, 'logs', batch(1, 10));
+      await streams.append(host, 'logs', batch(20, 30));
+      await db.delete(hostsTable).where(eq(hostsTable.id, host));
+      assert.equal((await chunksOf(host, 'logs')).length, 0);
+      assert.equal(await streams.cursor(host, 'logs'), 0);
+      assert.deepEqual((await streams.read(host, 'logs', 0, 100)).gaps, []);
+    });
+
+    // Last in the file: it closes the shared handle.
+    test('the cursor and the data survive closing and reopening the database', async () => {
+      const host = await newHost();
+      await streams.append(host, 'logs', batch(1, 40));
+      await streams.append(host, 'logs', batch(45, 50));
+      await handle.close();
+      const reopened = createStreamRepository((await testDb.open()).db);
+      assert.equal(await reopened.cursor(host, 'logs'), 50);
+      assert.deepEqual(await reopened.cursors(host), { logs: 50 });
+      assert.deepEqual(await reopened.append(host, 'logs', batch(30, 55)), { ackedSeq: 55 });
+      const { records, gaps } = await reopened.read(host, 'logs', 0, 100);
+      assert.equal(records.length, 40 + 6 + 5);
+      assert.deepEqual(
+        gaps.map((g) => [g.fromSeq, g.toSeq]),
+        [[41, 44]],
+      );
+    });
+  });
+}

@@ -1,0 +1,155 @@
+// Starts a whole controller: database (migrated), services, agent gateway and HTTP app on one
+// server, the first admin on a new install, and an optional local agent for this host.
+import { createServer, type Server } from 'node:http';
+import { existsSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { getRequestListener } from '@hono/node-server';
+import type { Logger } from 'pino';
+import type { HostFacts } from '@keel/shared';
+import { createApp } from './app.ts';
+import { createLocalBus, type FleetBus } from './bus/index.ts';
+import type { Config } from './config/index.ts';
+import { openDatabase, type OpenDatabase } from './db/index.ts';
+import { Gateway } from './gateway/index.ts';
+import type { GatewayStore } from './gateway/store.ts';
+import { loadControllerIdentity } from './identity.ts';
+import { createAuditRepository } from './repositories/audit.ts';
+import { createHostRepository, toHostView, type HostRepository } from './repositories/hosts.ts';
+import { createStreamRepository } from './repositories/streams.ts';
+import { createAuditService, type AuditService } from './services/audit.ts';
+import { createServices, type Services } from './services/index.ts';
+
+/** A running controller. */
+export interface Controller {
+  config: Config;
+  url: string;
+  port: number;
+  fingerprint: string;
+  server: Server;
+  gateway: Gateway;
+  services: Services;
+  database: OpenDatabase;
+  bus: FleetBus;
+  /** Set on a brand-new install: the generated first admin, to print once. */
+  firstAdmin: { username: string; password: string } | null;
+  close(): Promise<void>;
+}
+
+/** Where the built console lives, if it was built. */
+export function defaultWebRoot(): string | undefined {
+  const candidates = [
+    new URL('./web/', import.meta.url), // bundled: dist/web
+    new URL('../../web/build/', import.meta.url), // source checkout
+  ];
+  const found = candidates.find((u) => existsSync(new URL('index.html', u)));
+  return found ? fileURLToPath(found) : undefined;
+}
+
+/** Adapts the repositories to what the gateway needs, auditing enrollments. */
+function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: AuditService): GatewayStore {
+  const streams = createStreamRepository(db);
+  return {
+    async findHostByKey(publicKey) {
+      const host = await hosts.findByPublicKey(publicKey);
+      return host ? { id: host.id, revoked: host.revokedAt !== null } : null;
+    },
+    async enroll(input) {
+      const host = await hosts.enroll(input);
+      await audit.record(`agent:${host.id}`, 'host.enroll', `host:${host.id}`, { name: host.name });
+      return { id: host.id };
+    },
+    async markOnline(id, at) {
+      await hosts.markOnline(id, at);
+    },
+    async markOffline(id, at) {
+      await hosts.markOffline(id, at);
+    },
+    async updateFacts(id, facts: HostFacts) {
+      await hosts.updateFacts(id, facts);
+    },
+    cursors: (hostId) => streams.cursors(hostId),
+    appendStream: (hostId, stream, batch) => streams.append(hostId, stream, batch),
+  };
+}
+
+/** Opens storage and starts serving; resolves once listening. */
+export async function startController(config: Config, log: Logger, opts: { webRoot?: string } = {}): Promise<Controller> {
+  const identity = loadControllerIdentity(config.dataDir);
+  const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+  log.info({ driver: database.driver }, 'database ready');
+  const hosts = createHostRepository(database.db);
+  // No session survives a controller restart: whatever the database says, nobody is online now.
+  await hosts.markAllOffline();
+  const bus = createLocalBus();
+  const audit = createAuditService({ audit: createAuditRepository(database.db), log });
+  const publishHost = async (hostId: string) => {
+    const host = await hosts.get(hostId);
+    if (host) bus.publish({ type: 'host', host: toHostView(host) });
+  };
+  const gateway = new Gateway({
+    identity,
+    store: gatewayStore(hosts, database.db, audit),
+    log: log.child({ component: 'gateway' }),
+    maxFrameBytes: config.maxFrameBytes,
+    onHostChanged: (hostId) => {
+      publishHost(hostId).catch((err: unknown) => log.error({ err, host: hostId }, 'publishing host change failed'));
+    },
+  });
+  const services = createServices({
+    db: database.db,
+    bus,
+    gateway,
+    log,
+    config,
+    controllerFingerprint: identity.fingerprint,
+    audit,
+  });
+  const first = await services.users.ensureFirstAdmin();
+  let ready = true;
+  const app = createApp({
+    db: database.db,
+    bus,
+    gateway,
+    config,
+    log,
+    controllerFingerprint: identity.fingerprint,
+    services,
+    ready: () => ready,
+    webRoot: opts.webRoot ?? defaultWebRoot(),
+  });
+  const server = createServer(getRequestListener(app.fetch));
+  gateway.attach(server);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = config.publicUrl;
+  log.info({ port, url, fingerprint: identity.fingerprint }, 'controller listening');
+  let closing: Promise<void> | null = null;
+  return {
+    config,
+    url,
+    port,
+    fingerprint: identity.fingerprint,
+    server,
+    gateway,
+    services,
+    database,
+    bus,
+    firstAdmin: first ? { username: first.user.username, password: first.password } : null,
+    close() {
+      closing ??= (async () => {
+        ready = false;
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await gateway.close();
+        server.closeAllConnections();
+        await closed;
+        await database.close();
+        log.info('controller stopped');
+      })();
+      return closing;
+    },
+  };
+}
