@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { KeelError } from '@keel/shared';
 import { createApp, type AppDeps } from './app.ts';
-import { createLocalBus, type FleetEvent } from './bus/index.ts';
+import { createLocalBus, type FleetBus, type FleetEvent } from './bus/index.ts';
 import { openDatabase } from './db/index.ts';
 import type { AgentGateway, AgentRequestMap, AgentRequestMethod } from './gateway/types.ts';
 import type { UserRole } from './repositories/users.ts';
@@ -64,9 +64,24 @@ export async function openTestApp(opts: { publicUrl?: string; appDeps?: Partial<
       },
     }),
   );
-  const bus = createLocalBus();
+  const localBus = createLocalBus();
   const published: FleetEvent[] = [];
-  bus.subscribe((e) => published.push(e));
+  localBus.subscribe((e) => published.push(e));
+  // The real in-process bus, with a count of live subscriptions (the fixture's own is not counted).
+  const subscriptions = { live: 0 };
+  const bus: FleetBus = {
+    publish: (e) => localBus.publish(e),
+    subscribe(listener) {
+      subscriptions.live++;
+      const off = localBus.subscribe(listener);
+      let done = false;
+      return () => {
+        if (!done) subscriptions.live--;
+        done = true;
+        off();
+      };
+    },
+  };
   const gateway = new StandInGateway();
   const config = { publicUrl: opts.publicUrl ?? 'http://keel.test', joinTokenTtlSeconds: 3600 };
   const services = createServices({
@@ -133,6 +148,7 @@ export async function openTestApp(opts: { publicUrl?: string; appDeps?: Partial<
     db: database.db,
     services,
     bus,
+    subscriptions,
     published,
     gateway,
     log,

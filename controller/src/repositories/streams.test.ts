@@ -189,10 +189,10 @@ for (const target of testDatabaseTargets()) {
       assert.equal(raw?.codec, chunkCodec.none);
       assert.deepEqual(raw?.data, random.body);
 
-      // ~1.1 MiB in one append (the gateway merges queued batches): several chunk rows.
-      const big = batch(1, 12_000);
+      // ~1.3 MiB in one append (the gateway merges queued batches): several chunk rows.
+      const big = batch(1, 15_000);
       assert.ok(big.body.length > 4 * CHUNK_MAX_RAW_BYTES);
-      assert.deepEqual(await streams.append(host, 'big', big), { ackedSeq: 12_000 });
+      assert.deepEqual(await streams.append(host, 'big', big), { ackedSeq: 15_000 });
       const chunks = await chunksOf(host, 'big');
       assert.ok(chunks.length >= 5, `${chunks.length} chunks`);
       let next = 1;
@@ -201,11 +201,11 @@ for (const target of testDatabaseTargets()) {
         assert.equal(c.lastSeq - c.firstSeq + 1, c.count);
         next = c.lastSeq + 1;
       }
-      assert.equal(next, 12_001);
-      const { records } = await streams.read(host, 'big', 5_000, 7_000);
-      assert.equal(records.length, 7_000);
+      assert.equal(next, 15_001);
+      const { records } = await streams.read(host, 'big', 5_000, 10_000);
+      assert.equal(records.length, 10_000);
       assert.equal(records[0]?.seq, 5_001);
-      assert.equal(records.at(-1)?.seq, 12_000);
+      assert.equal(records.at(-1)?.seq, 15_000);
       assert.ok(records.every((r, i) => r.seq === 5_001 + i));
       assert.deepEqual(records[1234]?.payload, Buffer.from(line(6_235).payload));
     });

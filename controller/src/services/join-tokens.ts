@@ -1,5 +1,6 @@
 // Join tokens: what an admin creates so a new host can enroll. The secret is returned once, inside
 // the enroll command to paste on the host; it is stored only hashed and never logged or audited.
+import { isUuid } from '../db/errors.ts';
 import { KeelError } from '@keel/shared';
 import type { JoinToken, JoinTokenRepository } from '../repositories/join-tokens.ts';
 import type { AuditService } from './audit.ts';
@@ -69,7 +70,8 @@ export function createJoinTokensService(deps: JoinTokensServiceDeps) {
         ttlSeconds,
         uses,
         note: input.note ?? null,
-        createdBy: actor.id,
+        // System actors (the local agent bootstrap, the CLI) are not users.
+        createdBy: isUuid(actor.id) ? actor.id : null,
       });
       await audit.record(
         actor.id,

@@ -106,3 +106,15 @@ export function toIso(ts: Timestamp | undefined): string | undefined {
   const ms = toMs(ts);
   return ms == null ? undefined : new Date(ms).toISOString();
 }
+
+/** CPU model without marketing noise for tight columns: "Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz" -> "Intel Xeon E5-2680 v4". */
+export function shortCpuModel(model: string): string {
+  const short = model
+    .replace(/\((R|TM)\)/gi, '')
+    .replace(/\s+@.*$/, '')
+    .replace(/\b\d+-Core Processor\b/i, '')
+    .replace(/\b(CPU|Processor)\b/g, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+  return short || model;
+}

@@ -1,0 +1,106 @@
+// Proves loadConfig: documented defaults, file < env precedence, and errors that name the bad key
+// (without echoing a database password).
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig } from './index.ts';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'keel-config-'));
+function configFile(content: unknown): string {
+  const file = path.join(dir, `${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, typeof content === 'string' ? content : JSON.stringify(content));
+  return file;
+}
+
+function throwsNaming(fn: () => unknown, ...parts: string[]): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, String(err));
+    for (const p of parts) assert.ok(err.message.includes(p), `"${err.message}" should mention ${p}`);
+    return true;
+  });
+}
+
+test('defaults', () => {
+  assert.deepEqual(loadConfig({}), {
+    port: 8080,
+    host: '0.0.0.0',
+    dataDir: path.resolve('data'),
+    databaseUrl: undefined,
+    publicUrl: 'http://localhost:8080',
+    logLevel: 'info',
+    maxFrameBytes: 4 * 1024 * 1024,
+    joinTokenTtlSeconds: 3600,
+    configFile: undefined,
+  });
+});
+
+test('environment variables', () => {
+  const config = loadConfig({
+    KEEL_PORT: '9000',
+    KEEL_HOST: '127.0.0.1',
+    KEEL_DATA_DIR: '/var/lib/keel',
+    DATABASE_URL: 'postgres://keel:pw@db.internal:5432/keel',
+    KEEL_PUBLIC_URL: 'https://keel.example.com/',
+    KEEL_LOG_LEVEL: 'debug',
+    KEEL_MAX_FRAME_BYTES: '1048576',
+    KEEL_JOIN_TOKEN_TTL: '600',
+  });
+  assert.equal(config.port, 9000);
+  assert.equal(config.host, '127.0.0.1');
+  assert.equal(config.dataDir, '/var/lib/keel');
+  assert.equal(config.databaseUrl, 'postgres://keel:pw@db.internal:5432/keel');
+  assert.equal(config.publicUrl, 'https://keel.example.com');
+  assert.equal(config.logLevel, 'debug');
+  assert.equal(config.maxFrameBytes, 1048576);
+  assert.equal(config.joinTokenTtlSeconds, 600);
+});
+
+test('the public URL defaults to the configured port; empty env values count as unset', () => {
+  assert.equal(loadConfig({ KEEL_PORT: '8443' }).publicUrl, 'http://localhost:8443');
+  assert.equal(loadConfig({ KEEL_PORT: '', DATABASE_URL: '' }).port, 8080);
+  assert.equal(loadConfig({ DATABASE_URL: '' }).databaseUrl, undefined);
+});
+
+test('a JSON file (KEEL_CONFIG or argument) is read, and env wins over it', () => {
+  const file = configFile({ port: 7000, logLevel: 'warn', dataDir: '/srv/keel', joinTokenTtlSeconds: 120 });
+  const fromEnvPath = loadConfig({ KEEL_CONFIG: file });
+  assert.equal(fromEnvPath.port, 7000);
+  assert.equal(fromEnvPath.logLevel, 'warn');
+  assert.equal(fromEnvPath.dataDir, '/srv/keel');
+  assert.equal(fromEnvPath.configFile, file);
+  const overridden = loadConfig({ KEEL_PORT: '7001' }, file);
+  assert.equal(overridden.port, 7001);
+  assert.equal(overridden.joinTokenTtlSeconds, 120);
+});
+
+test('the shipped example config is valid', () => {
+  const example = new URL('../../keel-controller.example.json', import.meta.url);
+  const config = loadConfig({}, example.pathname);
+  assert.equal(config.port, 8080);
+});
+
+test('bad values name the key and where it came from', () => {
+  throwsNaming(() => loadConfig({ KEEL_PORT: 'eighty' }), 'KEEL_PORT', 'environment');
+  throwsNaming(() => loadConfig({ KEEL_PORT: '65536' }), 'KEEL_PORT');
+  throwsNaming(() => loadConfig({ KEEL_LOG_LEVEL: 'verbose' }), 'KEEL_LOG_LEVEL', 'verbose');
+  throwsNaming(() => loadConfig({ KEEL_MAX_FRAME_BYTES: '1024' }), 'KEEL_MAX_FRAME_BYTES');
+  throwsNaming(() => loadConfig({ KEEL_JOIN_TOKEN_TTL: '0' }), 'KEEL_JOIN_TOKEN_TTL');
+  throwsNaming(() => loadConfig({ KEEL_PUBLIC_URL: 'keel.example.com' }), 'KEEL_PUBLIC_URL');
+  throwsNaming(() => loadConfig({ DATABASE_URL: 'mysql://root@db/keel' }), 'DATABASE_URL');
+  const file = configFile({ port: '8080' });
+  throwsNaming(() => loadConfig({}, file), '"port"', file, 'number');
+  throwsNaming(() => loadConfig({}, configFile({ prot: 8080 })), 'prot');
+  throwsNaming(() => loadConfig({}, configFile('{ nope')), 'not valid JSON');
+  throwsNaming(() => loadConfig({}, configFile([1])), 'JSON object');
+  throwsNaming(() => loadConfig({ KEEL_CONFIG: path.join(dir, 'missing.json') }), 'missing.json', 'KEEL_CONFIG');
+});
+
+test('a bad DATABASE_URL is named but its value (which may hold a password) is not shown', () => {
+  throwsNaming(() => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/keel' }), 'DATABASE_URL', 'value hidden');
+  assert.throws(
+    () => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/keel' }),
+    (err: Error) => !err.message.includes('hunter2'),
+  );
+});

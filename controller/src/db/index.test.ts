@@ -1,0 +1,138 @@
+// Proves openDatabase on every test driver: the committed migrations apply (with chunk data kept
+// out of PostgreSQL's own compression), reopening re-applies nothing and keeps the data, replicas
+// opening at once do not race, and PGlite's single connection serializes concurrent transactions.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { setImmediate as tick } from 'node:timers/promises';
+import { after, before, describe, test } from 'node:test';
+import { count, eq, sql } from 'drizzle-orm';
+import type { Db, OpenDatabase } from './index.ts';
+import { migrationsFolder } from './index.ts';
+import { joinTokens } from './schema/join-tokens.ts';
+import { testDatabaseTargets, type TestDatabase } from './test-databases.ts';
+
+/** Rows of a raw `db.execute()`: postgres.js returns an array, PGlite `{ rows }`. */
+async function rows<T>(db: Db, query: ReturnType<typeof sql>): Promise<T[]> {
+  const result = (await db.execute(query)) as unknown;
+  return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
+}
+
+const tables = ['audit_log', 'hosts', 'join_tokens', 'sessions', 'stream_chunks', 'stream_cursors', 'stream_gaps', 'users'];
+
+test('the migrations folder is found beside the source and holds the journal', () => {
+  assert.ok(path.isAbsolute(migrationsFolder));
+  assert.ok(existsSync(path.join(migrationsFolder, 'meta', '_journal.json')));
+});
+
+for (const target of testDatabaseTargets()) {
+  describe(`openDatabase (${target.driver})`, () => {
+    let testDb: TestDatabase;
+    let handle: OpenDatabase;
+
+    before(async () => {
+      testDb = await target.create();
+      handle = await testDb.open();
+    });
+    after(() => testDb.cleanup());
+
+    test('applies the migrations: every table, and chunk data stored EXTERNAL', async () => {
+      assert.equal(handle.driver, target.driver);
+      const found = await rows<{ table_name: string }>(
+        handle.db,
+        sql`select table_name from information_schema.tables where table_schema = 'public' order by table_name`,
+      );
+      for (const t of tables) assert.ok(found.some((r) => r.table_name === t), `table ${t} missing`);
+      const [storage] = await rows<{ attstorage: string }>(
+        handle.db,
+        sql`select attstorage from pg_attribute where attrelid = 'stream_chunks'::regclass and attname = 'data'`,
+      );
+      assert.equal(storage?.attstorage, 'e');
+    });
+
+    test('reopening applies nothing twice and keeps the data', async () => {
+      const applied = async (db: Db) =>
+        Number((await rows<{ n: number | string }>(db, sql`select count(*) as n from drizzle.__drizzle_migrations`))[0]?.n);
+      const before = await applied(handle.db);
+      assert.ok(before >= 1);
+      await handle.db.insert(joinTokens).values({ secretHash: 'reopen', expiresAt: new Date(), usesLeft: 1 });
+      // PGlite: one process per data dir, so close first; PostgreSQL: keep both to prove sharing.
+      if (target.driver === 'pglite') await handle.close();
+      const again = await testDb.open();
+      assert.equal(await applied(again.db), before);
+      const [row] = await again.db.select().from(joinTokens).where(eq(joinTokens.secretHash, 'reopen'));
+      assert.equal(row?.usesLeft, 1);
+      handle = again;
+    });
+
+    if (target.driver === 'postgres') {
+      test('replicas opening a fresh database at the same moment both succeed', async () => {
+        const fresh = await target.create();
+        try {
+          const [a, b, c] = await Promise.all([fresh.open(), fresh.open(), fresh.open()]);
+          const [n] = await a!.db.select({ n: count() }).from(joinTokens);
+          assert.equal(n?.n, 0);
+          assert.ok(b && c);
+        } finally {
+          await fresh.cleanup();
+        }
+      });
+    }
+
+    if (target.driver === 'pglite') {
+      test('concurrent transactions on the single connection run one at a time', async () => {
+        const db = handle.db;
+        const [token] = await db
+          .insert(joinTokens)
+          .values({ secretHash: 'counter', expiresAt: new Date(), usesLeft: 0 })
+          .returning();
+        // Read-modify-write with a pause in between: interleaved, these would lose updates.
+        await Promise.all(
+          Array.from({ length: 25 }, () =>
+            db.transaction(async (tx) => {
+              const [row] = await tx.select().from(joinTokens).where(eq(joinTokens.id, token!.id));
+              await tick();
+              await tx
+                .update(joinTokens)
+                .set({ usesLeft: row!.usesLeft + 1 })
+                .where(eq(joinTokens.id, token!.id));
+            }),
+          ),
+        );
+        const [row] = await db.select().from(joinTokens).where(eq(joinTokens.id, token!.id));
+        assert.equal(row?.usesLeft, 25);
+      });
+
+      test('a query outside a transaction waits for it and never sees its rolled-back writes', async () => {
+        const db = handle.db;
+        let release!: () => void;
+        const held = new Promise<void>((resolve) => (release = resolve));
+        let inserted!: () => void;
+        const didInsert = new Promise<void>((resolve) => (inserted = resolve));
+        const tx = db
+          .transaction(async (t) => {
+            await t.insert(joinTokens).values({ secretHash: 'uncommitted', expiresAt: new Date(), usesLeft: 1 });
+            inserted();
+            await held;
+            throw new Error('roll back');
+          })
+          .catch((err: Error) => err.message);
+        await didInsert;
+        let outsideDone = false;
+        const outside = db
+          .select()
+          .from(joinTokens)
+          .where(eq(joinTokens.secretHash, 'uncommitted'))
+          .then((r) => {
+            outsideDone = true;
+            return r;
+          });
+        for (let i = 0; i < 20; i++) await tick();
+        assert.equal(outsideDone, false, 'outside query ran inside the open transaction');
+        release();
+        assert.equal(await tx, 'roll back');
+        assert.deepEqual(await outside, []);
+      });
+    }
+  });
+}

@@ -1,0 +1,50 @@
+// Proves the controller logger writes JSON lines at the configured level and censors secrets.
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { test } from 'node:test';
+import { createLogger } from './log.ts';
+
+function capture() {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { lines, stream };
+}
+
+test('JSON lines at the configured level', () => {
+  const { lines, stream } = capture();
+  const log = createLogger({ logLevel: 'warn' }, stream);
+  log.info('hidden');
+  log.warn({ host: 'h1' }, 'shown');
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0]?.msg, 'shown');
+  assert.equal(lines[0]?.level, 'warn');
+  assert.equal(lines[0]?.host, 'h1');
+  assert.equal(lines[0]?.name, 'keel-controller');
+  assert.equal(typeof lines[0]?.time, 'string');
+});
+
+test('secrets are censored at any of the first three levels', () => {
+  const { lines, stream } = capture();
+  const log = createLogger({ logLevel: 'info' }, stream);
+  log.info(
+    {
+      password: 'p1',
+      token: 't1',
+      user: { name: 'ann', password: 'p2', secret: 's2' },
+      req: { headers: { cookie: 'keel_session=abc', authorization: 'Bearer x', 'set-cookie': 'y', host: 'ok' } },
+      enroll: { tokenSecret: 'kjt_secret' },
+    },
+    'request',
+  );
+  const text = JSON.stringify(lines[0]);
+  for (const secret of ['p1', 't1', 'p2', 's2', 'abc', 'Bearer x', '"y"', 'kjt_secret']) {
+    assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
+  }
+  assert.ok(text.includes('"host":"ok"'));
+  assert.ok(text.includes('"name":"ann"'));
+});

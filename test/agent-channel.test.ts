@@ -1,0 +1,273 @@
+// Proves the agent channel end to end against a real controller: enrollment with join tokens
+// (expired, reused, 50 racing agents -> one host), pinning, the handshake's rejections, sealed
+// frame replay/forgery, bad frames closing only their own connection, and host identity coming
+// only from the handshake key.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import {
+  AgentHandshake,
+  closeCodes,
+  encodeFrame,
+  encodeHandshakeFrame,
+  generateSigningIdentity,
+  keyFingerprint,
+  toB64u,
+  type SessionFrame,
+  type SigningIdentity,
+} from '@keel/shared';
+import { LinkClosed, openSession } from '../agent/src/link/connection.ts';
+import { sampleFacts } from './helpers/facts.ts';
+import { joinToken, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
+
+type Ctl = Awaited<ReturnType<typeof startTestController>>;
+let ctl: Ctl;
+let wsUrl: string;
+
+before(async () => {
+  ctl = await startTestController({ env: { KEEL_MAX_FRAME_BYTES: String(256 * 1024) } });
+  wsUrl = `ws://127.0.0.1:${ctl.port}/agent/v1`;
+});
+after(async () => {
+  await ctl.close();
+  removeDir(ctl.dataDir);
+});
+
+/** Enrolls a fresh identity through the real agent link code; resolves with the host id. */
+async function enroll(identity: SigningIdentity, token: string, pin = ctl.fingerprint): Promise<string> {
+  return new Promise((resolve, reject) => {
+    openSession({
+      controllerUrl: ctl.url,
+      identity,
+      pin,
+      mode: 'enroll',
+      onFrame: (frame: SessionFrame) => {
+        if (frame.type === 'enrolled') resolve(frame.hostId);
+        else if (frame.type === 'error') reject(new Error(frame.error.code));
+      },
+    }).then(({ channel }) => channel.send({ type: 'enroll', token, name: 'h', facts: sampleFacts }), reject);
+  });
+}
+
+/** Opens a connect-mode session and collects what the controller sends. */
+async function connect(identity: SigningIdentity) {
+  const frames: SessionFrame[] = [];
+  const opened = await openSession({
+    controllerUrl: ctl.url,
+    identity,
+    pin: ctl.fingerprint,
+    mode: 'connect',
+    onFrame: (f) => frames.push(f),
+  });
+  const closed = new Promise<number>((resolve) => opened.ws.once('close', (code) => resolve(code)));
+  return { ...opened, frames, closed };
+}
+
+function rawSocket(): Promise<{ ws: WebSocket; closed: Promise<number>; messages: Buffer[] }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(wsUrl);
+    const messages: Buffer[] = [];
+    const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+    ws.on('message', (d: Buffer) => messages.push(d));
+    ws.once('open', () => resolve({ ws, closed, messages }));
+    ws.once('error', reject);
+  });
+}
+
+describe('enrollment and join tokens', () => {
+  test('a valid token enrolls once; reusing it fails', async () => {
+    const token = await joinToken(ctl);
+    const id = await enroll(generateSigningIdentity(), token);
+    assert.ok((await ctl.services.hosts.get(id))?.id);
+    await assert.rejects(enroll(generateSigningIdentity(), token), /enroll\.token_used/);
+  });
+
+  test('an expired token is refused', async () => {
+    const token = await joinToken(ctl, { ttlSeconds: 1 });
+    await new Promise((r) => setTimeout(r, 1100));
+    await assert.rejects(enroll(generateSigningIdentity(), token), /enroll\.token_expired/);
+  });
+
+  test('an unknown token is refused', async () => {
+    await assert.rejects(enroll(generateSigningIdentity(), 'kjt_not-a-real-token'), /enroll\.token_invalid/);
+  });
+
+  test('50 agents racing for one single-use token make exactly one host', async () => {
+    const token = await joinToken(ctl);
+    const before = (await ctl.services.hosts.list()).length;
+    const results = await Promise.allSettled(Array.from({ length: 50 }, () => enroll(generateSigningIdentity(), token)));
+    const ok = results.filter((r) => r.status === 'fulfilled');
+    assert.equal(ok.length, 1, JSON.stringify(results.filter((r) => r.status === 'rejected').slice(0, 2)));
+    for (const r of results) if (r.status === 'rejected') assert.match(String(r.reason), /enroll\.token_used/);
+    assert.equal((await ctl.services.hosts.list()).length, before + 1);
+  });
+
+  test('a wrong pin aborts before the token is sent: the token stays usable', async () => {
+    const token = await joinToken(ctl);
+    const wrongPin = keyFingerprint(generateSigningIdentity().publicKey);
+    const err = await enroll(generateSigningIdentity(), token, wrongPin).catch((e: unknown) => e);
+    assert.ok(err instanceof LinkClosed && err.fatal && err.closeCode === closeCodes.pinMismatch, String(err));
+    // Had the token crossed the wire it would be consumed now.
+    assert.ok(await enroll(generateSigningIdentity(), token));
+  });
+});
+
+describe('handshake', () => {
+  test('an agent key that is not enrolled is rejected with a fatal close', async () => {
+    const err = await connect(generateSigningIdentity()).catch((e: unknown) => e);
+    assert.ok(err instanceof LinkClosed && err.fatal, String(err));
+  });
+
+  test('an enrolled agent gets a welcome with its host id', async () => {
+    const identity = generateSigningIdentity();
+    const hostId = await enroll(identity, await joinToken(ctl));
+    const s = await connect(identity);
+    const welcome = await waitFor(() => s.frames.find((f) => f.type === 'welcome'));
+    assert.equal(welcome.type === 'welcome' && welcome.hostId, hostId);
+    await waitFor(() => ctl.gateway.isOnline(hostId));
+    s.ws.close();
+  });
+
+  test('a replayed hello+auth from a recorded session does not authenticate', async () => {
+    const identity = generateSigningIdentity();
+    await enroll(identity, await joinToken(ctl));
+    // Record a real handshake.
+    const rec = await rawSocket();
+    const hs = new AgentHandshake({ identity, pin: ctl.fingerprint, mode: 'connect' });
+    rec.ws.send(encodeHandshakeFrame(hs.hello));
+    await waitFor(() => rec.messages.length >= 1);
+    const { auth } = hs.onControllerHello(JSON.parse(rec.messages[0]!.toString()));
+    rec.ws.send(encodeHandshakeFrame(auth));
+    rec.ws.close();
+    // Replay both frames on a new connection.
+    const replay = await rawSocket();
+    replay.ws.send(encodeHandshakeFrame(hs.hello));
+    await waitFor(() => replay.messages.length >= 1);
+    replay.ws.send(encodeHandshakeFrame(auth));
+    assert.equal(await replay.closed, closeCodes.handshakeFailed);
+  });
+
+  test('truncated and over-long signatures, all-zero and low-order keys close without harming the controller', async () => {
+    const identity = generateSigningIdentity();
+    await enroll(identity, await joinToken(ctl));
+    for (const tamper of [
+      (sig: string) => sig.slice(0, 50),
+      (sig: string) => sig + 'AAAAAAAA',
+      () => toB64u(Buffer.alloc(64)),
+    ]) {
+      const raw = await rawSocket();
+      const hs = new AgentHandshake({ identity, pin: ctl.fingerprint, mode: 'connect' });
+      raw.ws.send(encodeHandshakeFrame(hs.hello));
+      await waitFor(() => raw.messages.length >= 1);
+      const { auth } = hs.onControllerHello(JSON.parse(raw.messages[0]!.toString()));
+      raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: tamper(auth.signature) }));
+      assert.equal(await raw.closed, closeCodes.handshakeFailed);
+    }
+    for (const field of ['agentKey', 'ephemeralKey'] as const) {
+      const raw = await rawSocket();
+      const hs = new AgentHandshake({ identity: generateSigningIdentity(), pin: ctl.fingerprint, mode: 'enroll' });
+      raw.ws.send(encodeHandshakeFrame({ ...hs.hello, [field]: toB64u(Buffer.alloc(32)) }));
+      if (field === 'ephemeralKey') {
+        await waitFor(() => raw.messages.length >= 1);
+        raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: toB64u(Buffer.alloc(64)) }));
+      } else {
+        await waitFor(() => raw.messages.length >= 1);
+        raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: toB64u(Buffer.alloc(64)) }));
+      }
+      assert.equal(await raw.closed, closeCodes.handshakeFailed);
+    }
+    // Still serving.
+    const s = await connect(identity);
+    await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
+    s.ws.close();
+  });
+
+  test('before the handshake, any non-handshake frame closes the connection', async () => {
+    for (const frame of [
+      { type: 'req', id: 'x', method: 'ping', timeoutMs: 1000, params: {} },
+      { type: 'stream.data', stream: 'events', firstSeq: 1, count: 1 },
+      { type: 'facts', facts: sampleFacts },
+      { type: 'auth', signature: toB64u(Buffer.alloc(64)) },
+    ]) {
+      const raw = await rawSocket();
+      raw.ws.send(Buffer.from(JSON.stringify(frame)));
+      const code = await raw.closed;
+      assert.ok(code === closeCodes.unexpected || code === closeCodes.malformed, `${frame.type} -> ${code}`);
+    }
+    const text = await rawSocket();
+    text.ws.send('hello as text');
+    assert.equal(await text.closed, closeCodes.malformed);
+  });
+});
+
+describe('sealed session', () => {
+  test('a replayed sealed frame closes the session; a forged one too', async () => {
+    const identity = generateSigningIdentity();
+    await enroll(identity, await joinToken(ctl));
+    const s = await connect(identity);
+    await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
+    const sealed = s.channel.session.sealer.seal(encodeFrame({ type: 'facts', facts: sampleFacts }));
+    s.ws.send(sealed);
+    s.ws.send(sealed); // replay
+    assert.equal(await s.closed, closeCodes.forged);
+
+    const s2 = await connect(identity);
+    await waitFor(() => s2.frames.some((f) => f.type === 'welcome'));
+    const forged = s2.channel.session.sealer.seal(encodeFrame({ type: 'facts', facts: sampleFacts }));
+    forged[3]! ^= 0xff;
+    s2.ws.send(forged);
+    assert.equal(await s2.closed, closeCodes.forged);
+  });
+
+  test('oversized, malformed and unknown frames close only that connection', async () => {
+    const a = generateSigningIdentity();
+    const b = generateSigningIdentity();
+    const hostB = await enroll(b, await joinToken(ctl));
+    await enroll(a, await joinToken(ctl));
+    const bystander = await connect(b);
+    await waitFor(() => ctl.gateway.isOnline(hostB));
+
+    const big = await connect(a);
+    await waitFor(() => big.frames.some((f) => f.type === 'welcome'));
+    big.ws.send(Buffer.alloc(300 * 1024)); // above maxPayload (256 KiB here)
+    assert.equal(await big.closed, closeCodes.tooLarge);
+
+    const malformed = await connect(a);
+    await waitFor(() => malformed.frames.some((f) => f.type === 'welcome'));
+    malformed.ws.send(malformed.channel.session.sealer.seal(Buffer.from('{"not":"a frame"}')));
+    assert.equal(await malformed.closed, closeCodes.malformed);
+
+    const unknown = await connect(a);
+    await waitFor(() => unknown.frames.some((f) => f.type === 'welcome'));
+    unknown.channel.send({ type: 'launch-missiles' } as never);
+    assert.equal(await unknown.closed, closeCodes.malformed);
+
+    const wrongDirection = await connect(a);
+    await waitFor(() => wrongDirection.frames.some((f) => f.type === 'welcome'));
+    wrongDirection.channel.send({ type: 'stream.ack', stream: 'events', seq: 1 });
+    assert.equal(await wrongDirection.closed, closeCodes.unexpected);
+
+    // The other agent was never disturbed.
+    assert.equal(ctl.gateway.isOnline(hostB), true);
+    assert.equal(bystander.ws.readyState, WebSocket.OPEN);
+    bystander.ws.close();
+  });
+
+  test('identity comes only from the handshake key: a frame naming another host is rejected', async () => {
+    const a = generateSigningIdentity();
+    const b = generateSigningIdentity();
+    const hostA = await enroll(a, await joinToken(ctl));
+    const hostB = await enroll(b, await joinToken(ctl));
+    const s = await connect(a);
+    await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
+    // Strict schemas: a host id smuggled into a frame is a malformed frame.
+    s.channel.send({ type: 'facts', facts: { ...sampleFacts, hostname: 'evil' }, hostId: hostB } as never);
+    assert.equal(await s.closed, closeCodes.malformed);
+    const s2 = await connect(a);
+    await waitFor(() => s2.frames.some((f) => f.type === 'welcome'));
+    s2.channel.send({ type: 'facts', facts: { ...sampleFacts, hostname: 'from-a' } });
+    await waitFor(async () => (await ctl.services.hosts.get(hostA))?.facts?.hostname === 'from-a');
+    assert.notEqual((await ctl.services.hosts.get(hostB))?.facts?.hostname, 'from-a');
+    s2.ws.close();
+  });
+});

@@ -1,0 +1,135 @@
+// Test fleet: real controllers (in-process or as child processes) on loopback ports, real agent
+// processes with their own state dirs, and small helpers to wait for what they report.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { loadConfig } from '../../controller/src/config/index.ts';
+import { startController, type Controller } from '../../controller/src/server.ts';
+
+export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+export const agentBin = join(repoRoot, 'agent/bin/keel-agent.mjs');
+export const controllerBin = join(repoRoot, 'controller/bin/keel-controller.mjs');
+
+/** A fresh temporary directory, removed by the returned cleanup. */
+export function tempDir(prefix = 'keel-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `check` until it returns a truthy value or the time runs out. */
+export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition'): Promise<NonNullable<T>> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Environment for a controller on `port` with data in `dataDir`. */
+export function controllerEnv(dataDir: string, port: number, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    KEEL_DATA_DIR: dataDir,
+    KEEL_PORT: String(port),
+    KEEL_HOST: '127.0.0.1',
+    KEEL_PUBLIC_URL: `http://127.0.0.1:${port}`,
+    KEEL_LOG_LEVEL: process.env.KEEL_TEST_LOG_LEVEL ?? 'silent',
+    ...extra,
+  };
+}
+
+/** Starts a controller in this process on a free port, with its own data dir. */
+export async function startTestController(
+  opts: { dataDir?: string; port?: number; env?: Record<string, string> } = {},
+): Promise<Controller & { dataDir: string }> {
+  const dataDir = opts.dataDir ?? tempDir('keel-ctl-');
+  const port = opts.port ?? (await freePort());
+  const config = loadConfig(controllerEnv(dataDir, port, opts.env));
+  const log = pino({ level: process.env.KEEL_TEST_LOG_LEVEL ?? 'silent' });
+  const controller = await startController(config, log);
+  return Object.assign(controller, { dataDir });
+}
+
+/** Makes a single-use join token (as the system actor) and returns its secret. */
+export async function joinToken(controller: Controller, opts: { ttlSeconds?: number; uses?: number } = {}): Promise<string> {
+  const { secret } = await controller.services.joinTokens.create(
+    { ttlSeconds: opts.ttlSeconds ?? 600, uses: opts.uses ?? 1, note: 'test' },
+    { id: 'system', ip: null },
+  );
+  return secret;
+}
+
+/** A child process with its output collected. */
+export interface Proc {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+/** Spawns `node <bin> ...args` with extra env; output is collected for assertions and failures. */
+export function spawnNode(bin: string, args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [bin, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+/** Runs `keel-agent enroll` for a state dir and resolves with its exit code and output. */
+export async function enrollAgent(
+  stateDir: string,
+  controllerUrl: string,
+  token: string,
+  pin: string,
+  name?: string,
+): Promise<{ code: number | null; output: string }> {
+  const args = ['enroll', '--controller', controllerUrl, '--token', token, '--pin', pin, '--state-dir', stateDir];
+  if (name) args.push('--name', name);
+  const p = spawnNode(agentBin, args, { KEEL_AGENT_LOG_LEVEL: 'warn' });
+  const code = await p.exited;
+  return { code, output: p.output() };
+}
+
+/** Starts `keel-agent run` for an enrolled state dir. */
+export function runAgent(stateDir: string, env: Record<string, string> = {}): Proc {
+  return spawnNode(agentBin, ['run', '--state-dir', stateDir], {
+    KEEL_AGENT_LOG_LEVEL: 'warn',
+    KEEL_AGENT_HEARTBEAT_MS: '1000',
+    ...env,
+  });
+}
+
+/** Kills a process (SIGKILL by default) and waits for it to exit. */
+export async function kill(proc: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+  if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill(signal);
+  return proc.exited;
+}
