@@ -37,7 +37,8 @@ async function runCase(batch: number, syncIntervalMs: number): Promise<void> {
 
     t0 = performance.now();
     let read = 0;
-    for (let b = spool.read(0, 1 << 20); b; b = spool.read(b.firstSeq + b.count - 1, 1 << 20)) read += b.count;
+    for (let b = spool.read(0, 1 << 20); b; b = spool.read(b.firstSeq + b.count - 1, 1 << 20))
+      read += b.count;
     const readMs = performance.now() - t0;
     if (read !== n) throw new Error(`read ${read} of ${n} records`);
 

@@ -20,7 +20,7 @@ const levels = ['INFO ', 'INFO ', 'INFO ', 'WARN ', 'DEBUG', 'ERROR'];
 /** A plausible ~100-byte access-log line: fixed shape, varying numbers and a random request id. */
 function logLine(i: number, ts: number): string {
   const r = (n: number) => Math.floor(Math.random() * n);
-  return `${new Date(ts).toISOString()} ${levels[i % levels.length]} api[${1000 + (i % 7)}]: GET ${paths[r(paths.length)]}/${r(100000)} ${r(10) ? 200 : 404} ${r(900)}ms req=${randomBytes(4).toString('hex')}`;
+  return `${new Date(ts).toISOString()} ${levels[i % levels.length]} api[${1000 + (i % 7)}]: GET ${paths[r(paths.length)]}/${r(100000)} ${r(10) ? 200 : 404} ${r(900)}ms ua=curl/8.5 req=${randomBytes(4).toString('hex')}`;
 }
 
 /** A run of 64 KiB batches of consecutive records starting at seq 1. */
@@ -65,61 +65,65 @@ async function main(): Promise<void> {
     `deflateRaw level 1 alone: ${mib(rawSample, deflateMs).toFixed(0)} MiB/s, ratio ${(rawSample / deflated).toFixed(2)}x`,
   );
 
+  const merged = mergeBatches(batches, 16);
   const targets = testDatabaseTargets({ KEEL_TEST_DATABASE_URL: url });
   for (const target of targets.reverse()) {
     const testDb = await target.create();
     try {
       const { db } = await testDb.open();
-      const streams = createStreamRepository(db);
       const newHost = async () =>
         (await db.insert(hosts).values({ name: 'bench', publicKey: randomBytes(32).toString('base64url') }).returning())[0]!
           .id;
-
-      // One stream, one append at a time: what a single agent's log stream gets.
-      {
-        const host = await newHost();
-        let i = 0;
-        let bytes = 0;
-        t = performance.now();
-        while (performance.now() - t < SECONDS * 1000 && i < batches.length) {
-          const b = batches[i++]!;
-          await streams.append(host, 'logs', b);
-          bytes += b.body.length;
+      const modes = target.driver === 'postgres' ? [true, false] : [true];
+      for (const synchronousCommit of modes) {
+        const streams = createStreamRepository(db, { synchronousCommit });
+        for (const [label, set] of [
+          ['64 KiB appends', batches],
+          ['1 MiB appends (16 batches merged, as the gateway does under load)', merged],
+        ] as const) {
+          for (const parallel of [1, 4]) {
+            // Each stream appends the same run of batches from seq 1, like `parallel` agents.
+            const hostIds = await Promise.all(Array.from({ length: parallel }, newHost));
+            let appends = 0;
+            let bytes = 0;
+            const deadline = performance.now() + SECONDS * 1000;
+            const t0 = performance.now();
+            await Promise.all(
+              hostIds.map(async (host) => {
+                for (let i = 0; i < set.length && performance.now() < deadline; i++) {
+                  await streams.append(host, 'logs', set[i]!);
+                  bytes += set[i]!.body.length;
+                  appends++;
+                }
+              }),
+            );
+            const ms = performance.now() - t0;
+            console.log(
+              `${target.driver}${target.driver === 'postgres' ? ` synchronous_commit=${synchronousCommit ? 'on ' : 'off'}` : ''}` +
+                ` | ${label} | ${parallel} stream(s) | ${mib(bytes, ms).toFixed(1)} MiB/s raw | ` +
+                `${((appends / ms) * 1000).toFixed(0)} appends/s`,
+            );
+          }
         }
-        const ms = performance.now() - t;
-        console.log(
-          `${target.driver}: 1 stream sequential: ${mib(bytes, ms).toFixed(1)} MiB/s raw, ` +
-            `${((i / ms) * 1000).toFixed(0)} appends/s, ${(ms / i).toFixed(2)} ms/append`,
-        );
-      }
-
-      // Several agents at once (the gateway runs one append chain per host stream).
-      for (const parallel of [4, 8]) {
-        const hostIds = await Promise.all(Array.from({ length: parallel }, newHost));
-        let next = 0;
-        let bytes = 0;
-        const deadline = performance.now() + SECONDS * 1000;
-        t = performance.now();
-        await Promise.all(
-          hostIds.map(async (host) => {
-            for (let i = 0; i < batches.length && performance.now() < deadline; i++) {
-              const b = batches[i]!;
-              await streams.append(host, 'logs', b);
-              bytes += b.body.length;
-              next++;
-            }
-          }),
-        );
-        const ms = performance.now() - t;
-        console.log(
-          `${target.driver}: ${parallel} streams in parallel: ${mib(bytes, ms).toFixed(1)} MiB/s raw, ` +
-            `${((next / ms) * 1000).toFixed(0)} appends/s`,
-        );
       }
     } finally {
       await testDb.cleanup();
     }
   }
+}
+
+/** Concatenates every `n` consecutive batches into one, as the gateway's ingest queue does. */
+function mergeBatches(batches: RecordBatch[], n: number): RecordBatch[] {
+  const out: RecordBatch[] = [];
+  for (let i = 0; i + n <= batches.length; i += n) {
+    const group = batches.slice(i, i + n);
+    out.push({
+      firstSeq: group[0]!.firstSeq,
+      count: group.reduce((c, b) => c + b.count, 0),
+      body: Buffer.concat(group.map((b) => b.body)),
+    });
+  }
+  return out;
 }
 
 await main();

@@ -9,7 +9,6 @@ import { loadControllerIdentity } from './identity.ts';
 import { openDatabase } from './db/index.ts';
 import { createServices } from './services/index.ts';
 import { createLocalBus } from './bus/index.ts';
-import { createAdminCommand } from './cli/create-admin.ts';
 
 const USAGE = `Usage:
   keel-controller [serve] [--local-agent]   run the controller (config: env vars, KEEL_CONFIG file)
@@ -54,6 +53,7 @@ export async function main(argv: string[]): Promise<number> {
           config,
           controllerFingerprint: identity.fingerprint,
         });
+        const { createAdminCommand } = await import('./cli/create-admin.ts');
         return await createAdminCommand(rest, { users: services.users });
       } finally {
         await database.close();

@@ -6,7 +6,13 @@ import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { keyFingerprint, sign, verify } from '@keel/shared';
-import { IdentityError, loadEnrollment, loadOrCreateIdentity, saveEnrollment, type Enrollment } from './index.ts';
+import {
+  IdentityError,
+  loadEnrollment,
+  loadOrCreateIdentity,
+  saveEnrollment,
+  type Enrollment,
+} from './index.ts';
 
 function stateDir(t: TestContext): string {
   const root = mkdtempSync(join(tmpdir(), 'keel-identity-'));

@@ -4,7 +4,13 @@
 //   <stateDir>/            mode 0700 when we create it
 //   <stateDir>/agent.key   PKCS#8 PEM, mode 0600, refused (like ssh does) when others can read it
 //   <stateDir>/enrollment.json
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  type KeyObject,
+} from 'node:crypto';
 import {
   closeSync,
   fsyncSync,
@@ -19,7 +25,6 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { fromB64u, KEY_BYTES, rawPublicKey, toB64u } from '@keel/shared';
 
@@ -73,7 +78,9 @@ export const enrollmentSchema = z.object({
   /** Where the agent dials, e.g. `wss://keel.example.com`. */
   controllerUrl: z.url({ protocol: /^(wss?|https?)$/ }),
   /** Fingerprint of the controller's key from the install command: `sha256:` + base64url(SHA-256). */
-  controllerPin: z.string().regex(/^sha256:[A-Za-z0-9_-]{43}$/, 'must be sha256: and 43 base64url characters'),
+  controllerPin: z
+    .string()
+    .regex(/^sha256:[A-Za-z0-9_-]{43}$/, 'must be sha256: and 43 base64url characters'),
   /** The controller's raw ed25519 public key (base64url), once known. */
   controllerKey: z
     .string()
@@ -107,8 +114,12 @@ export async function loadEnrollment(stateDir: string): Promise<Enrollment | nul
   }
   const parsed = enrollmentSchema.safeParse(json);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new IdentityError(`${path} is damaged (${problems}); restore it or enroll again with keel-agent enroll`);
+    const problems = parsed.error.issues
+      .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+      .join('; ');
+    throw new IdentityError(
+      `${path} is damaged (${problems}); restore it or enroll again with keel-agent enroll`,
+    );
   }
   return parsed.data;
 }

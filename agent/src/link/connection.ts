@@ -15,6 +15,7 @@ import {
   isErrorCode,
   KeelError,
   SealedChannel,
+  type HostFacts,
   type SessionFrame,
   type SigningIdentity,
   type WelcomeFrame,
@@ -131,7 +132,7 @@ export interface AgentLinkOptions {
   streams: ReadonlyMap<string, Spool>;
   handlers: Readonly<Record<string, RequestHandler>>;
   /** Facts sent right after every welcome. */
-  facts(): Promise<import('@keel/shared').HostFacts>;
+  facts(): Promise<HostFacts>;
   onLinkEvent?(event: LinkEvent): void;
   heartbeatMs?: number;
   backoff?: { baseMs: number; maxMs: number };

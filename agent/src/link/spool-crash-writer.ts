@@ -12,7 +12,10 @@ for (;;) {
   const n = 1 + ((round * 7919) % (round % 10 === 0 ? 2000 : 40));
   const records = [];
   for (let i = 1; i <= n; i++) {
-    records.push({ ts: Date.now(), payload: Buffer.from(String(spool.lastSeq + i).padEnd(40 + (i % 60), '.')) });
+    records.push({
+      ts: Date.now(),
+      payload: Buffer.from(String(spool.lastSeq + i).padEnd(40 + (i % 60), '.')),
+    });
   }
   const { lastSeq } = spool.append(records);
   round++;

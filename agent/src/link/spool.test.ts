@@ -1,7 +1,15 @@
 // Proves the stream spool numbers records across restarts, reads and acks them, stays bounded
 // (counting what it drops), and recovers from torn or damaged files and from kill -9 mid-append.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -290,7 +298,9 @@ test('an append larger than the whole spool is refused', async (t) => {
 /** Runs the crash writer on `dir` until it reports more than `atLeast` records, then kills it. */
 async function appendUntilKilled(dir: string, atLeast: number): Promise<number> {
   const writer = join(import.meta.dirname, 'spool-crash-writer.ts');
-  const child = spawn(process.execPath, ['--import', 'tsx', writer, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', writer, dir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return new Promise<number>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code) => reject(new Error(`writer exited early with ${code}`)));
@@ -326,4 +336,12 @@ test('kill -9 while appending leaves a spool that opens with a gapless prefix 1.
     lastSeq = spool.lastSeq;
     await spool.close();
   }
+});
+
+test('one directory can be open by one spool at a time', async (t) => {
+  const dir = tempDir(t);
+  const spool = await Spool.open({ dir });
+  await assert.rejects(Spool.open({ dir }), /already open/);
+  await spool.close();
+  await (await Spool.open({ dir })).close();
 });

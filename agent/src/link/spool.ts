@@ -32,7 +32,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { open as openAsync, unlink as unlinkAsync } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
 import { indexRecords, RECORD_HEADER_BYTES, type RecordBatch, type StreamRecord } from '@keel/shared';
@@ -51,6 +51,8 @@ const FRAME_TARGET_BYTES = 64 * 1024;
 const MAX_SEGMENT_BYTES = 1024 * 1024 * 1024;
 const SEGMENT_NAME = /^(\d{20})\.seg$/;
 const STATE_FILE = 'state.json';
+/** Directories of the spools open in this process. */
+const openDirs = new Set<string>();
 
 export interface SpoolOptions {
   /** The stream's directory (created, with parents, when missing). */
@@ -186,12 +188,20 @@ export class Spool {
   static async open(opts: SpoolOptions): Promise<Spool> {
     const maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
     if (!(maxBytes >= 4096)) throw new RangeError('spool maxBytes must be at least 4096');
-    const segmentBytes = Math.min(opts.segmentBytes ?? 4 * 1024 * 1024, Math.floor(maxBytes / 2), MAX_SEGMENT_BYTES);
+    const segmentBytes = Math.min(
+      opts.segmentBytes ?? 4 * 1024 * 1024,
+      Math.floor(maxBytes / 2),
+      MAX_SEGMENT_BYTES,
+    );
     const syncIntervalMs = opts.syncIntervalMs ?? 200;
     if (!(syncIntervalMs >= 0)) throw new RangeError('spool syncIntervalMs must be >= 0');
-    mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
-    const dirFd = openSync(opts.dir, 'r');
-    const spool = new Spool({ dir: opts.dir, maxBytes, segmentBytes, syncIntervalMs }, dirFd);
+    const dir = resolve(opts.dir);
+    // Two writers would number over each other; within one process that is a bug to catch early.
+    if (openDirs.has(dir)) throw new Error(`spool ${dir} is already open`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const dirFd = openSync(dir, 'r');
+    const spool = new Spool({ dir, maxBytes, segmentBytes, syncIntervalMs }, dirFd);
+    openDirs.add(dir);
     try {
       spool.#recover();
     } catch (err) {
@@ -336,7 +346,7 @@ export class Spool {
     // Several frames: move their records down over the frame headers, in place.
     buf.copyWithin(0, from, end);
     let out = end - from;
-    for (let pos = end; pos < buf.length; ) {
+    for (let pos = end; pos < buf.length;) {
       const frameEndAt = pos + FRAME_HEADER_BYTES + buf.readUInt32BE(pos);
       count += buf.readUInt32BE(pos + FRAME_HEADER_BYTES + 8);
       buf.copyWithin(out, pos + FRAME_OVERHEAD, frameEndAt);
@@ -552,7 +562,7 @@ export class Spool {
   #createSegment(firstSeq: number): Segment {
     const newest = this.#segments.at(-1);
     if (newest && newest.size === 0) {
-      // An empty newest segment (left by a crash during a roll) is already named right... or not.
+      // An empty newest segment (a crash during a roll, or a failed write) is reused when its name fits.
       if (newest.firstSeq === firstSeq) {
         this.#rollNext = false;
         return newest;
@@ -561,7 +571,14 @@ export class Spool {
     }
     const path = join(this.dir, segmentName(firstSeq));
     const fd = openSync(path, 'wx+', 0o600);
-    const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, fd, size: 0, frames: new FrameIndex(firstSeq) };
+    const seg: Segment = {
+      firstSeq,
+      lastSeq: firstSeq - 1,
+      path,
+      fd,
+      size: 0,
+      frames: new FrameIndex(firstSeq),
+    };
     this.#segments.push(seg);
     this.#dirDirty = true;
     this.#rollNext = false;
@@ -720,11 +737,15 @@ export class Spool {
     for (const fd of this.#closeLater.splice(0)) closeSync(fd);
     closeSync(this.#dirFd);
     this.#closed = true;
+    openDirs.delete(this.dir);
   }
 }
 
 /** Encodes records as frames numbered from firstSeq, cutting the run every ~64 KiB of records. */
-function encodeFrames(records: readonly StreamRecord[], firstSeq: number): { buf: Buffer; frameStarts: number[] } {
+function encodeFrames(
+  records: readonly StreamRecord[],
+  firstSeq: number,
+): { buf: Buffer; frameStarts: number[] } {
   let total = 0;
   let frames = 0;
   let inFrame = 0;

@@ -12,35 +12,25 @@ const IMMUTABLE = 'public, max-age=31536000, immutable';
 /** Serves `webRoot` (the console build) for every path the API did not take. */
 export function consoleRoutes(webRoot: string) {
   const absolute = path.resolve(webRoot);
-  // serveStatic wants a root relative to the working directory.
-  const root = path.relative(process.cwd(), absolute) || '.';
-  const indexFile = path.join(root, 'index.html');
   if (!existsSync(path.join(absolute, 'index.html'))) {
     throw new Error(`The console build has no index.html in ${absolute} (run npm run build -w web).`);
   }
+  // serveStatic wants a root relative to the working directory.
+  const root = path.relative(process.cwd(), absolute) || '.';
+  const files = serveStatic({ root });
+  const shell = serveStatic({ path: path.join(root, 'index.html') });
+
   const app = new Hono<AppEnv>();
-  app.get(
-    '*',
-    serveStatic({
-      root,
-      onFound: (file, c) => {
-        c.header(
-          'cache-control',
-          c.req.path.startsWith('/_app/immutable/') ? IMMUTABLE : 'no-cache',
-        );
-      },
-    }),
-    // Not a file: the SPA shell, unless it looked like a missing asset.
-    async (c, next) => {
-      if (c.req.path.startsWith('/_app/') || path.extname(c.req.path) !== '') return next();
-      const serveIndex = serveStatic({
-        path: indexFile,
-        onFound: (_file, ctx) => {
-          ctx.header('cache-control', 'no-cache');
-        },
-      });
-      return serveIndex(c, next);
-    },
-  );
+  app.get('*', async (c, next) => {
+    const immutable = c.req.path.startsWith('/_app/immutable/');
+    let res = await files(c, async () => {});
+    // Not a file: the SPA shell, unless the path looked like an asset.
+    if (!res && !c.req.path.startsWith('/_app/') && path.extname(c.req.path) === '') {
+      res = await shell(c, async () => {});
+    }
+    if (!res) return next();
+    res.headers.set('cache-control', immutable && res.status === 200 ? IMMUTABLE : 'no-cache');
+    return res;
+  });
   return app;
 }

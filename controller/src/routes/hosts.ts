@@ -20,7 +20,8 @@ export const hostSchema = z
     enrolledAt: z.iso.datetime(),
     revokedAt: z.iso.datetime().nullable(),
     agentVersion: z.string().nullable(),
-    facts: hostFactsApiSchema.nullable(),
+    // A union rather than .nullable(): the generator drops nullability on a referenced schema.
+    facts: z.union([hostFactsApiSchema, z.null()]),
   })
   .openapi('Host');
 
@@ -148,8 +149,8 @@ const eventsRoute = createRoute({
   request: {
     params: idParamSchema,
     query: z.object({
-      after: z.coerce.number().int().min(0).default(0),
-      limit: z.coerce.number().int().min(1).max(1000).default(200),
+      after: z.coerce.number().int().min(0).default(0).openapi({ type: 'integer', minimum: 0, default: 0, description: 'Return events with seq > after.' }),
+      limit: z.coerce.number().int().min(1).max(1000).default(200).openapi({ type: 'integer', minimum: 1, maximum: 1000, default: 200, description: 'At most this many events.' }),
     }),
   },
   responses: {

@@ -1,0 +1,91 @@
+// `keel-controller create-admin`: adds an admin account from the command line, e.g. on a fresh
+// install or after losing the first password. The password is generated and printed once, or read
+// from stdin with --password-stdin (so it never appears in argv or shell history).
+import { parseArgs } from 'node:util';
+import type { Readable, Writable } from 'node:stream';
+import type { Logger } from 'pino';
+import { KeelError } from '@keel/shared';
+import type { Db } from '../db/index.ts';
+import { createAuditRepository } from '../repositories/audit.ts';
+import { createUsersRepository } from '../repositories/users.ts';
+import { createAuditService } from '../services/audit.ts';
+import { createUsersService } from '../services/users.ts';
+
+export interface CreateAdminDeps {
+  db: Db;
+  log: Logger;
+  stdin?: Readable;
+  stdout?: Writable;
+  stderr?: Writable;
+}
+
+export const createAdminUsage = `Usage: keel-controller create-admin --username <name> [--role admin|owner] [--password-stdin]
+
+Creates a user who can manage the fleet. Without --password-stdin a password is generated and
+printed once. With it, the password is the first line read from standard input.`;
+
+async function readAll(stream: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * Runs the command with `argv` (the arguments after `create-admin`); resolves to the exit code.
+ * @example process.exitCode = await createAdminCommand(process.argv.slice(3), { db, log })
+ */
+export async function createAdminCommand(argv: string[], deps: CreateAdminDeps): Promise<number> {
+  const stdout = deps.stdout ?? process.stdout;
+  const stderr = deps.stderr ?? process.stderr;
+  let values: { username?: string; role?: string; 'password-stdin'?: boolean; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        username: { type: 'string', short: 'u' },
+        role: { type: 'string', default: 'admin' },
+        'password-stdin': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    stderr.write(`${(err as Error).message}\n\n${createAdminUsage}\n`);
+    return 2;
+  }
+  if (values.help) {
+    stdout.write(`${createAdminUsage}\n`);
+    return 0;
+  }
+  if (!values.username) {
+    stderr.write(`--username is required.\n\n${createAdminUsage}\n`);
+    return 2;
+  }
+  if (values.role !== 'admin' && values.role !== 'owner') {
+    stderr.write(`--role must be admin or owner (got ${JSON.stringify(values.role)}).\n`);
+    return 2;
+  }
+
+  let password: string | undefined;
+  if (values['password-stdin']) {
+    password = (await readAll(deps.stdin ?? process.stdin)).split(/\r?\n/)[0] ?? '';
+  }
+
+  const audit = createAuditService({ audit: createAuditRepository(deps.db), log: deps.log });
+  const users = createUsersService({ users: createUsersRepository(deps.db), audit });
+  try {
+    const created = await users.createAdmin({ username: values.username, password, role: values.role });
+    stdout.write(`Created user "${created.user.username}" with role ${created.user.role}.\n`);
+    if (created.generated) {
+      stdout.write(`Password (shown only now, store it safely): ${created.password}\n`);
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof KeelError) {
+      stderr.write(`${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}

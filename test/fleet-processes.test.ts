@@ -1,0 +1,118 @@
+// Proves the fleet as separate processes: a controller and two agents with their own state dirs
+// come online through the enroll command the API hands out; after kill -9 of the controller and
+// a restart both are back within 10 s; a revoked agent is cut off within 1 s, exits with code 2
+// and cannot reconnect.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { ApiClient, firstAdminFrom } from './helpers/api.ts';
+import {
+  controllerBin,
+  controllerEnv,
+  enrollAgent,
+  freePort,
+  kill,
+  removeDir,
+  runAgent,
+  spawnNode,
+  tempDir,
+  waitFor,
+  type Proc,
+} from './helpers/fleet.ts';
+
+interface HostView {
+  id: string;
+  name: string;
+  online: boolean;
+  revokedAt: string | null;
+}
+
+const procs: Proc[] = [];
+const dirs: string[] = [];
+after(async () => {
+  for (const p of procs) await kill(p);
+  for (const d of dirs) removeDir(d);
+});
+
+function startController(dataDir: string, port: number): Proc {
+  const p = spawnNode(controllerBin, ['serve'], controllerEnv(dataDir, port));
+  procs.push(p);
+  return p;
+}
+
+async function ready(url: string) {
+  await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
+}
+
+/** Splits the console's enroll command into argv (it is plain words, no shell quoting needed). */
+function enrollArgs(command: string): { controller: string; token: string; pin: string } {
+  const words = command.trim().split(/\s+/);
+  const value = (flag: string) => words[words.indexOf(flag) + 1]!;
+  assert.equal(words[0], 'keel-agent');
+  assert.equal(words[1], 'enroll');
+  return { controller: value('--controller'), token: value('--token'), pin: value('--pin') };
+}
+
+test('two agents, controller kill -9 and restart, revocation', async () => {
+  const dataDir = tempDir('keel-ctl-');
+  dirs.push(dataDir);
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  let controller = startController(dataDir, port);
+  await ready(url);
+  const admin = firstAdminFrom(controller.output());
+  assert.ok(admin, `no admin banner in: ${controller.output()}`);
+  const api = new ApiClient(url);
+  await api.login(admin.username, admin.password);
+
+  const agents: { stateDir: string; proc: Proc; hostId?: string }[] = [];
+  for (const name of ['alpha', 'beta']) {
+    const created = await api.post<{ command: string; secret: string }>('/join-tokens', { note: name });
+    assert.equal(created.status, 201);
+    const args = enrollArgs(created.body.command);
+    const stateDir = tempDir(`keel-agent-${name}-`);
+    dirs.push(stateDir);
+    const enrolled = await enrollAgent(stateDir, args.controller, args.token, args.pin, name);
+    assert.equal(enrolled.code, 0, enrolled.output);
+    const proc = runAgent(stateDir);
+    procs.push(proc);
+    agents.push({ stateDir, proc });
+  }
+  const online = async () => {
+    const { body } = await api.get<{ hosts: HostView[] }>('/hosts');
+    return body.hosts.filter((h) => ['alpha', 'beta'].includes(h.name) && h.online);
+  };
+  const hosts = await waitFor(async () => ((await online()).length === 2 ? online() : null), 15_000, 'both agents online');
+  for (const a of agents) a.hostId = hosts.find((h) => h.name === (a === agents[0] ? 'alpha' : 'beta'))!.id;
+
+  // kill -9 the controller, start it again on the same data: both agents are back within 10 s.
+  await kill(controller);
+  controller = startController(dataDir, port);
+  const restartedAt = Date.now();
+  await ready(url);
+  await api.login(admin.username, admin.password);
+  await waitFor(async () => (await online()).length === 2, 10_000, 'both agents back online');
+  const backIn = Date.now() - restartedAt;
+  assert.ok(backIn < 10_000, `back online after ${backIn} ms`);
+
+  // Revoke alpha: its session is cut within 1 s and the agent exits with code 2.
+  const alpha = agents[0]!;
+  const revokedAt = Date.now();
+  const revoked = await api.post<{ host: HostView }>(`/hosts/${alpha.hostId}/revoke`);
+  assert.equal(revoked.status, 200, JSON.stringify(revoked.body));
+  await waitFor(
+    async () => (await api.get<{ host: HostView }>(`/hosts/${alpha.hostId}`)).body.host.online === false,
+    1_000,
+    'revoked host offline',
+  );
+  assert.ok(Date.now() - revokedAt <= 1_500);
+  assert.equal(await alpha.proc.exited, 2, alpha.proc.output());
+  // It cannot come back.
+  const again = runAgent(alpha.stateDir);
+  procs.push(again);
+  assert.equal(await again.exited, 2, again.output());
+  assert.match(again.output(), /revoked/);
+  // beta is untouched.
+  assert.equal((await online()).map((h) => h.name).join(), 'beta');
+  void join;
+});

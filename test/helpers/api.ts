@@ -1,0 +1,46 @@
+// A minimal REST client for tests: signs in like the console does (session cookie + CSRF header).
+export class ApiClient {
+  #cookie = '';
+  #csrf = '';
+  constructor(readonly baseUrl: string) {}
+
+  async login(username: string, password: string): Promise<void> {
+    const res = await fetch(`${this.baseUrl}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: this.baseUrl },
+      body: JSON.stringify({ username, password }),
+    });
+    if (res.status !== 200) throw new Error(`login failed: ${res.status} ${await res.text()}`);
+    const setCookie = res.headers.get('set-cookie') ?? '';
+    this.#cookie = setCookie.split(';')[0] ?? '';
+    this.#csrf = ((await res.json()) as { csrfToken: string }).csrfToken;
+  }
+
+  async request<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    const headers: Record<string, string> = { cookie: this.#cookie, origin: this.baseUrl };
+    if (method !== 'GET') headers['x-csrf-token'] = this.#csrf;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(`${this.baseUrl}/api/v1${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+  }
+
+  get<T = unknown>(path: string) {
+    return this.request<T>('GET', path);
+  }
+
+  post<T = unknown>(path: string, body: unknown = {}) {
+    return this.request<T>('POST', path, body);
+  }
+}
+
+/** Reads the first admin's credentials from the controller's start-up banner. */
+export function firstAdminFrom(output: string): { username: string; password: string } | null {
+  const user = /First admin: (\S+)/.exec(output);
+  const pass = /Password:\s+(\S+)/.exec(output);
+  return user && pass ? { username: user[1]!, password: pass[1]! } : null;
+}
