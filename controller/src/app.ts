@@ -88,7 +88,10 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/auth', authRoutes({ auth: services.auth, cookie }))
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
-    .route('/events', eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }));
+    .route(
+      '/events',
+      eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }),
+    );
 
   api.doc31('/openapi.json', (c) => ({
     openapi: '3.1.0',
@@ -126,7 +129,12 @@ export function createApp(deps: AppDeps) {
   app.notFound(notFound);
   app.use('*', clientAddress({ trustProxy: deps.trustProxy ?? false }));
   app.use('*', requestLog(deps.log));
-  app.use('*', secureHeaders({ strictTransportSecurity: deps.config.publicUrl.startsWith('https:') ? undefined : false }));
+  app.use(
+    '*',
+    secureHeaders({
+      strictTransportSecurity: deps.config.publicUrl.startsWith('https:') ? undefined : false,
+    }),
+  );
   app.route('/', healthRoutes(deps.ready));
   const routes = app.route('/api/v1', buildApi(deps, services));
   if (deps.webRoot) {

@@ -36,9 +36,12 @@ async function run(argv: string[], stdinText = '') {
   let err = '';
   stdout.on('data', (d: Buffer) => (out += d.toString()));
   stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const users = createUsersService({
+    users: usersRepo(),
+    audit: createAuditService({ audit: createAuditRepository(database.db), log }),
+  });
   const code = await createAdminCommand(argv, {
-    db: database.db,
-    log,
+    users,
     stdin: Readable.from([stdinText]),
     stdout,
     stderr,
@@ -78,7 +81,10 @@ describe('create-admin', () => {
   });
 
   test('--password-stdin takes the first line of stdin and prints no password', async () => {
-    const { code, out } = await run(['--username', 'ci', '--password-stdin', '--role', 'owner'], 'a long enough secret\n');
+    const { code, out } = await run(
+      ['--username', 'ci', '--password-stdin', '--role', 'owner'],
+      'a long enough secret\n',
+    );
     assert.equal(code, 0);
     assert.doesNotMatch(out, /Password/);
     const row = await usersRepo().findByUsername('ci');
@@ -88,7 +94,10 @@ describe('create-admin', () => {
 
   test('fails clearly on a taken name, a short password, a bad role or a missing username', async () => {
     assert.equal((await run(['--username', 'ops'])).code, 1);
-    assert.match((await run(['--username', 'short', '--password-stdin'], 'tiny\n')).err, /12-1024 characters/);
+    assert.match(
+      (await run(['--username', 'short', '--password-stdin'], 'tiny\n')).err,
+      /12-1024 characters/,
+    );
     assert.equal((await run(['--username', 'x', '--role', 'viewer'])).code, 2);
     assert.match((await run([])).err, /--username is required/);
     assert.equal((await run(['--bogus'])).code, 2);

@@ -3,17 +3,12 @@
 // from stdin with --password-stdin (so it never appears in argv or shell history).
 import { parseArgs } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
-import type { Logger } from 'pino';
 import { KeelError } from '@keel/shared';
-import type { Db } from '../db/index.ts';
-import { createAuditRepository } from '../repositories/audit.ts';
-import { createUsersRepository } from '../repositories/users.ts';
-import { createAuditService } from '../services/audit.ts';
-import { createUsersService } from '../services/users.ts';
+import type { UsersService } from '../services/users.ts';
 
 export interface CreateAdminDeps {
-  db: Db;
-  log: Logger;
+  /** The users service (`createServices(...).users`). */
+  users: Pick<UsersService, 'createAdmin'>;
   stdin?: Readable;
   stdout?: Writable;
   stderr?: Writable;
@@ -32,7 +27,7 @@ async function readAll(stream: Readable): Promise<string> {
 
 /**
  * Runs the command with `argv` (the arguments after `create-admin`); resolves to the exit code.
- * @example process.exitCode = await createAdminCommand(process.argv.slice(3), { db, log })
+ * @example process.exitCode = await createAdminCommand(process.argv.slice(3), { users: services.users })
  */
 export async function createAdminCommand(argv: string[], deps: CreateAdminDeps): Promise<number> {
   const stdout = deps.stdout ?? process.stdout;
@@ -72,10 +67,8 @@ export async function createAdminCommand(argv: string[], deps: CreateAdminDeps):
     password = (await readAll(deps.stdin ?? process.stdin)).split(/\r?\n/)[0] ?? '';
   }
 
-  const audit = createAuditService({ audit: createAuditRepository(deps.db), log: deps.log });
-  const users = createUsersService({ users: createUsersRepository(deps.db), audit });
   try {
-    const created = await users.createAdmin({ username: values.username, password, role: values.role });
+    const created = await deps.users.createAdmin({ username: values.username, password, role: values.role });
     stdout.write(`Created user "${created.user.username}" with role ${created.user.role}.\n`);
     if (created.generated) {
       stdout.write(`Password (shown only now, store it safely): ${created.password}\n`);

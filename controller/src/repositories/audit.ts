@@ -49,7 +49,12 @@ export function createAuditRepository(db: Db) {
 
     /** Rows with id > afterId in chain order. */
     async page(afterId: number, limit: number): Promise<AuditRow[]> {
-      return db.select().from(auditLog).where(gt(auditLog.id, afterId)).orderBy(asc(auditLog.id)).limit(limit);
+      return db
+        .select()
+        .from(auditLog)
+        .where(gt(auditLog.id, afterId))
+        .orderBy(asc(auditLog.id))
+        .limit(limit);
     },
 
     /** The newest rows first. */

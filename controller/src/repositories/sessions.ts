@@ -51,7 +51,10 @@ export function createSessionsRepository(db: Db) {
 
     /** Removes sessions that expired at or before `now`; returns how many. */
     async deleteExpired(now: Date): Promise<number> {
-      const rows = await db.delete(sessions).where(lte(sessions.expiresAt, now)).returning({ id: sessions.id });
+      const rows = await db
+        .delete(sessions)
+        .where(lte(sessions.expiresAt, now))
+        .returning({ id: sessions.id });
       return rows.length;
     },
   };

@@ -154,10 +154,20 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
   const cursorOf = (hostId: string, stream: string) =>
     and(eq(streamCursors.hostId, hostId), eq(streamCursors.stream, stream));
 
+  // The hot statements of append() are named, which makes drizzle let postgres.js keep them
+  // prepared per connection: an unnamed parameterized query costs postgres.js two round trips
+  // (describe, then execute), a prepared one costs one.
+
   /** Locks the stream's cursor row for this transaction (creating it at 0) and returns its value. */
   async function lockCursor(tx: Transaction, hostId: string, stream: string): Promise<number> {
     const select = () =>
-      tx.select({ ackedSeq: streamCursors.ackedSeq }).from(streamCursors).where(cursorOf(hostId, stream)).for('update');
+      tx
+        .select({ ackedSeq: streamCursors.ackedSeq })
+        .from(streamCursors)
+        .where(cursorOf(hostId, stream))
+        .for('update')
+        .prepare('stream_cursor_lock')
+        .execute();
     const [row] = await select();
     if (row) return row.ackedSeq;
     await tx.insert(streamCursors).values({ hostId, stream, ackedSeq: 0 }).onConflictDoNothing();
@@ -186,12 +196,18 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
             await tx.insert(streamGaps).values({ hostId, stream, ...gap });
           }
           if (pieces.length > 0) {
-            await tx.insert(streamChunks).values(pieces.map((p) => ({ hostId, stream, ...p })));
+            await tx
+              .insert(streamChunks)
+              .values(pieces.map((p) => ({ hostId, stream, ...p })))
+              .prepare('stream_chunks_insert')
+              .execute();
           }
           await tx
             .update(streamCursors)
             .set({ ackedSeq: lastSeq, updatedAt: sql`now()` })
-            .where(cursorOf(hostId, stream));
+            .where(cursorOf(hostId, stream))
+            .prepare('stream_cursor_advance')
+            .execute();
           return gap ? { ackedSeq: lastSeq, gap } : { ackedSeq: lastSeq };
         });
       } catch (err) {

@@ -30,7 +30,11 @@ export function createUsersRepository(db: Db) {
 
     /** Inserts a user; returns null when the username is already taken. */
     async create(input: { username: string; passwordHash: string; role: UserRole }): Promise<UserRow | null> {
-      const rows = await db.insert(users).values(input).onConflictDoNothing({ target: users.username }).returning();
+      const rows = await db
+        .insert(users)
+        .values(input)
+        .onConflictDoNothing({ target: users.username })
+        .returning();
       return rows[0] ?? null;
     },
 
@@ -38,7 +42,11 @@ export function createUsersRepository(db: Db) {
      * Counts one failed sign-in in a single statement (so concurrent failures all count). When the
      * count reaches `maxFailures` the user is locked until `lockUntil` and the counter restarts.
      */
-    async recordFailure(id: string, maxFailures: number, lockUntil: Date): Promise<{ lockedUntil: Date | null }> {
+    async recordFailure(
+      id: string,
+      maxFailures: number,
+      lockUntil: Date,
+    ): Promise<{ lockedUntil: Date | null }> {
       const [row] = await db
         .update(users)
         .set({
@@ -52,7 +60,10 @@ export function createUsersRepository(db: Db) {
 
     /** Clears the failure counter and stamps the sign-in time. */
     async recordSuccess(id: string, at: Date): Promise<void> {
-      await db.update(users).set({ failedLogins: 0, lockedUntil: null, lastLoginAt: at }).where(eq(users.id, id));
+      await db
+        .update(users)
+        .set({ failedLogins: 0, lockedUntil: null, lastLoginAt: at })
+        .where(eq(users.id, id));
     },
 
     async setPasswordHash(id: string, passwordHash: string): Promise<void> {

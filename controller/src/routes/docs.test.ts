@@ -50,7 +50,8 @@ describe('OpenAPI and docs', () => {
     ];
     for (const [p, method] of expected) assert.ok(doc.paths[p]?.[method], `${method} ${p} missing`);
     assert.ok(doc.components.securitySchemes.cookieAuth);
-    for (const name of ['Host', 'HostFacts', 'JoinToken', 'Error', 'User']) assert.ok(doc.components.schemas[name], name);
+    for (const name of ['Host', 'HostFacts', 'JoinToken', 'Error', 'User'])
+      assert.ok(doc.components.schemas[name], name);
   });
 
   test('GET /api/v1/docs serves Swagger UI from local assets only', async () => {

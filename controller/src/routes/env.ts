@@ -16,7 +16,10 @@ export interface AppEnv {
 }
 
 /** Turns zod issues into one readable sentence: `body.username: Too small: expected ...`. */
-export function describeIssues(issues: readonly { path: readonly PropertyKey[]; message: string }[], where: string) {
+export function describeIssues(
+  issues: readonly { path: readonly PropertyKey[]; message: string }[],
+  where: string,
+) {
   return issues
     .slice(0, 5)
     .map((i) => {
@@ -60,17 +63,19 @@ export function errorResponse(description: string) {
 /** Responses every authenticated route may give. */
 export const authErrors = {
   401: errorResponse('Not signed in (`auth.required`).'),
-  403: errorResponse('Wrong CSRF token or origin (`auth.csrf`), or the role does not allow it (`auth.forbidden`).'),
+  403: errorResponse(
+    'Wrong CSRF token or origin (`auth.csrf`), or the role does not allow it (`auth.forbidden`).',
+  ),
 } as const;
 
 export const roleSchema = z.enum(['owner', 'admin', 'operator', 'viewer']).openapi('Role');
 
-export const userSchema = z
-  .object({ id: z.uuid(), username: z.string(), role: roleSchema })
-  .openapi('User');
+export const userSchema = z.object({ id: z.uuid(), username: z.string(), role: roleSchema }).openapi('User');
 
 export const idParamSchema = z.object({
-  id: z.uuid().openapi({ param: { name: 'id', in: 'path' }, example: '0b6f1a8e-4a3c-4a7e-9a52-6d1c1b1f2a33' }),
+  id: z
+    .uuid()
+    .openapi({ param: { name: 'id', in: 'path' }, example: '0b6f1a8e-4a3c-4a7e-9a52-6d1c1b1f2a33' }),
 });
 
 /** Security requirement for routes behind the session cookie. */

@@ -29,4 +29,5 @@ export function errorHandler(log: Logger): ErrorHandler {
 }
 
 /** 404 for any path nothing answered. */
-export const notFound: NotFoundHandler = (c) => sendError(c, 'not_found', `No route for ${c.req.method} ${c.req.path}.`);
+export const notFound: NotFoundHandler = (c) =>
+  sendError(c, 'not_found', `No route for ${c.req.method} ${c.req.path}.`);

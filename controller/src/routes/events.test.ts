@@ -29,7 +29,11 @@ after(async () => {
 });
 
 /** Reads SSE text until `until` matches, or fails after `maxChunks` reads. */
-async function readUntil(reader: ReadableStreamDefaultReader<Uint8Array>, until: RegExp, seen = { text: '' }) {
+async function readUntil(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  until: RegExp,
+  seen = { text: '' },
+) {
   const decoder = new TextDecoder();
   for (let i = 0; i < 100 && !until.test(seen.text); i++) {
     const { value, done } = await reader.read();

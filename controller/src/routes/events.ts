@@ -30,7 +30,10 @@ const eventsRoute = createRoute({
   ].join(' '),
   security: cookieSecurity,
   responses: {
-    200: { description: 'An endless event stream.', content: { 'text/event-stream': { schema: z.string() } } },
+    200: {
+      description: 'An endless event stream.',
+      content: { 'text/event-stream': { schema: z.string() } },
+    },
     401: authErrors[401],
   },
 });

@@ -40,7 +40,11 @@ before(async () => {
   });
   hostId = host.id;
   t.gateway.online.add(hostId);
-  [viewer, operator, admin] = await Promise.all([t.signInAs('viewer'), t.signInAs('operator'), t.signInAs('admin')]);
+  [viewer, operator, admin] = await Promise.all([
+    t.signInAs('viewer'),
+    t.signInAs('operator'),
+    t.signInAs('admin'),
+  ]);
 });
 after(async () => {
   await t.close();
@@ -98,7 +102,10 @@ describe('roles', () => {
     assert.equal(typeof body.rttMs, 'number');
 
     t.gateway.answer['facts.refresh'] = () => ({ facts: { ...facts, kernel: '6.12.0' } });
-    const refresh = await t.request(`/api/v1/hosts/${hostId}/refresh-facts`, { method: 'POST', as: operator });
+    const refresh = await t.request(`/api/v1/hosts/${hostId}/refresh-facts`, {
+      method: 'POST',
+      as: operator,
+    });
     assert.equal(refresh.status, 200);
     const { host } = (await refresh.json()) as { host: { facts: HostFacts } };
     assert.equal(host.facts.kernel, '6.12.0');

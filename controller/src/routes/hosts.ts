@@ -35,7 +35,10 @@ const listRoute = createRoute({
   summary: 'Every enrolled host',
   security: cookieSecurity,
   responses: {
-    200: { description: 'The fleet.', content: { 'application/json': { schema: z.object({ hosts: z.array(hostSchema) }) } } },
+    200: {
+      description: 'The fleet.',
+      content: { 'application/json': { schema: z.object({ hosts: z.array(hostSchema) }) } },
+    },
     401: authErrors[401],
   },
 });
@@ -114,7 +117,10 @@ const refreshFactsRoute = createRoute({
   middleware: [requireRole('operator')] as const,
   request: { params: idParamSchema },
   responses: {
-    200: { description: 'The host with its new facts.', content: { 'application/json': { schema: hostBody } } },
+    200: {
+      description: 'The host with its new facts.',
+      content: { 'application/json': { schema: hostBody } },
+    },
     400: errorResponse('Malformed id (`request.invalid`).'),
     ...authErrors,
     404: notFound,
@@ -144,20 +150,40 @@ const eventsRoute = createRoute({
   path: '/{id}/events',
   tags: ['hosts'],
   summary: "A host's event stream",
-  description: 'Events with `seq > after`, oldest first, and the gaps (records the agent lost) in that range.',
+  description:
+    'Events with `seq > after`, oldest first, and the gaps (records the agent lost) in that range.',
   security: cookieSecurity,
   request: {
     params: idParamSchema,
     query: z.object({
-      after: z.coerce.number().int().min(0).default(0).openapi({ type: 'integer', minimum: 0, default: 0, description: 'Return events with seq > after.' }),
-      limit: z.coerce.number().int().min(1).max(1000).default(200).openapi({ type: 'integer', minimum: 1, maximum: 1000, default: 200, description: 'At most this many events.' }),
+      after: z.coerce
+        .number()
+        .int()
+        .min(0)
+        .default(0)
+        .openapi({ type: 'integer', minimum: 0, default: 0, description: 'Return events with seq > after.' }),
+      limit: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .default(200)
+        .openapi({
+          type: 'integer',
+          minimum: 1,
+          maximum: 1000,
+          default: 200,
+          description: 'At most this many events.',
+        }),
     }),
   },
   responses: {
     200: {
       description: 'The events.',
       content: {
-        'application/json': { schema: z.object({ events: z.array(hostEventSchema), gaps: z.array(gapSchema) }) },
+        'application/json': {
+          schema: z.object({ events: z.array(hostEventSchema), gaps: z.array(gapSchema) }),
+        },
       },
     },
     400: errorResponse('Malformed id or query (`request.invalid`).'),
@@ -177,7 +203,9 @@ export function hostRoutes({ hosts, events }: HostRoutesDeps) {
   return createRouter()
     .openapi(listRoute, async (c) => c.json({ hosts: await hosts.list() }, 200))
     .openapi(getRoute, async (c) => c.json({ host: await hosts.get(c.req.valid('param').id) }, 200))
-    .openapi(revokeRoute, async (c) => c.json({ host: await hosts.revoke(c.req.valid('param').id, actor(c)) }, 200))
+    .openapi(revokeRoute, async (c) =>
+      c.json({ host: await hosts.revoke(c.req.valid('param').id, actor(c)) }, 200),
+    )
     .openapi(pingRoute, async (c) => c.json(await hosts.ping(c.req.valid('param').id, actor(c)), 200))
     .openapi(refreshFactsRoute, async (c) =>
       c.json({ host: await hosts.refreshFacts(c.req.valid('param').id, actor(c)) }, 200),

@@ -23,8 +23,7 @@ after(async () => {
 /** Every row of a table as one JSON string, to search for a value in any column. */
 async function dump(table: string): Promise<string> {
   const result = (await t.db.execute(sql.raw(`select * from ${table}`))) as unknown as
-    | { rows: unknown[] }
-    | unknown[];
+    { rows: unknown[] } | unknown[];
   return JSON.stringify(Array.isArray(result) ? result : result.rows);
 }
 
@@ -64,7 +63,9 @@ describe('join tokens', () => {
   test('an empty body uses the defaults (1 use, 3600 s)', async () => {
     const res = await t.request('/api/v1/join-tokens', { method: 'POST', as: admin });
     assert.equal(res.status, 201);
-    const { token } = (await res.json()) as { token: { usesLeft: number; expiresAt: string; createdAt: string } };
+    const { token } = (await res.json()) as {
+      token: { usesLeft: number; expiresAt: string; createdAt: string };
+    };
     assert.equal(token.usesLeft, 1);
     assert.equal(Date.parse(token.expiresAt) - Date.parse(token.createdAt), 3_600_000);
   });
@@ -87,7 +88,10 @@ describe('join tokens', () => {
     }
     const create = await t.request('/api/v1/join-tokens', { method: 'POST', as: operator, json: {} });
     assert.equal(create.status, 403);
-    const del = await t.request(`/api/v1/join-tokens/${tokens[0]!.id as string}`, { method: 'DELETE', as: operator });
+    const del = await t.request(`/api/v1/join-tokens/${tokens[0]!.id as string}`, {
+      method: 'DELETE',
+      as: operator,
+    });
     assert.equal(del.status, 403);
   });
 
@@ -99,6 +103,9 @@ describe('join tokens', () => {
     const again = await t.request(`/api/v1/join-tokens/${token.id}`, { method: 'DELETE', as: admin });
     assert.equal(again.status, 404);
     assert.equal(((await again.json()) as { error: { code: string } }).error.code, 'join_token.not_found');
-    assert.match(await dump('audit_log'), new RegExp(`join_token\\.delete.*join_token:${token.id}|join_token:${token.id}.*join_token\\.delete`));
+    assert.match(
+      await dump('audit_log'),
+      new RegExp(`join_token\\.delete.*join_token:${token.id}|join_token:${token.id}.*join_token\\.delete`),
+    );
   });
 });

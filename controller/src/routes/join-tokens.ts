@@ -27,8 +27,16 @@ const createBodySchema = z
       .min(60)
       .max(MAX_TTL_SECONDS)
       .optional()
-      .openapi({ description: 'Lifetime in seconds (60 s to 30 days); default 3600 or KEEL_JOIN_TOKEN_TTL.' }),
-    uses: z.number().int().min(1).max(10_000).optional().openapi({ description: 'Enrollments it allows; default 1.' }),
+      .openapi({
+        description: 'Lifetime in seconds (60 s to 30 days); default 3600 or KEEL_JOIN_TOKEN_TTL.',
+      }),
+    uses: z
+      .number()
+      .int()
+      .min(1)
+      .max(10_000)
+      .optional()
+      .openapi({ description: 'Enrollments it allows; default 1.' }),
     note: z.string().trim().max(200).optional(),
   })
   .strict()

@@ -31,7 +31,10 @@ async function reset() {
 
 describe('canonicalJson', () => {
   test('sorts keys at every level and drops undefined', () => {
-    assert.equal(canonicalJson({ b: 1, a: { d: [{ z: 1, y: 2 }], c: undefined } }), '{"a":{"d":[{"y":2,"z":1}]},"b":1}');
+    assert.equal(
+      canonicalJson({ b: 1, a: { d: [{ z: 1, y: 2 }], c: undefined } }),
+      '{"a":{"d":[{"y":2,"z":1}]},"b":1}',
+    );
   });
 });
 
@@ -40,7 +43,13 @@ describe('audit chain', () => {
     await reset();
     const audit = createAuditService({ audit: createAuditRepository(database.db), log });
     const first = await audit.record('system', 'test.one', null, { n: 1 });
-    const second = await audit.record('user-1', 'test.two', 'host:x', { nested: { b: 2, a: 1 } }, '192.0.2.1');
+    const second = await audit.record(
+      'user-1',
+      'test.two',
+      'host:x',
+      { nested: { b: 2, a: 1 } },
+      '192.0.2.1',
+    );
     assert.equal(first.prevHash, AUDIT_GENESIS_HASH);
     assert.equal(second.prevHash, first.hash);
     assert.equal(second.hash, auditRowHash(first.hash, second));
@@ -85,7 +94,9 @@ describe('audit chain', () => {
     for (let i = 0; i < 4; i++) rows.push(await audit.record('system', 'test.row', null, { i }));
     const forged = { ...rows[1]!, actor: 'someone-else' };
     const forgedHash = auditRowHash(forged.prevHash, forged);
-    await database.db.execute(sql`update audit_log set actor = 'someone-else', hash = ${forgedHash} where id = 2`);
+    await database.db.execute(
+      sql`update audit_log set actor = 'someone-else', hash = ${forgedHash} where id = 2`,
+    );
     const result = await audit.verify();
     assert.ok(!result.ok && result.brokenAt === 3);
   });

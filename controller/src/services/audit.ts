@@ -45,7 +45,8 @@ export function auditRowHash(prevHash: string, entry: AuditEntry): string {
 }
 
 /** The outcome of walking the chain. */
-export type AuditVerification = { ok: true; rows: number } | { ok: false; rows: number; brokenAt: number; reason: string };
+export type AuditVerification =
+  { ok: true; rows: number } | { ok: false; rows: number; brokenAt: number; reason: string };
 
 export interface AuditServiceDeps {
   audit: AuditRepository;

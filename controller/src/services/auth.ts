@@ -141,7 +141,13 @@ export function createAuthService(deps: AuthServiceDeps) {
     } else {
       unknownUsers.fail(username, t.getTime());
     }
-    await audit.record('system', 'auth.login_failed', user ? `user:${user.id}` : null, { username, reason }, ip);
+    await audit.record(
+      'system',
+      'auth.login_failed',
+      user ? `user:${user.id}` : null,
+      { username, reason },
+      ip,
+    );
   }
 
   return {

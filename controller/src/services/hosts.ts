@@ -82,7 +82,12 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
     /** Asks the agent for fresh facts, stores them and announces the change. */
     async refreshFacts(id: string, actor: Actor): Promise<HostView> {
       await usable(id);
-      const { facts } = await gateway.request(id, 'facts.refresh', {}, { timeoutMs: AGENT_REQUEST_TIMEOUT_MS });
+      const { facts } = await gateway.request(
+        id,
+        'facts.refresh',
+        {},
+        { timeoutMs: AGENT_REQUEST_TIMEOUT_MS },
+      );
       const updated = await hosts.updateFacts(id, facts, now());
       if (!updated) throw new KeelError('host.not_found');
       const view = toHostView(updated);

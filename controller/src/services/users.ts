@@ -43,9 +43,19 @@ export function createUsersService({ users, audit }: UsersServiceDeps) {
         `A password is ${MIN_PASSWORD_LENGTH}-${MAX_PASSWORD_LENGTH} characters long.`,
       );
     }
-    const row = await users.create({ username, passwordHash: await hashPassword(input.password), role: input.role });
+    const row = await users.create({
+      username,
+      passwordHash: await hashPassword(input.password),
+      role: input.role,
+    });
     if (!row) throw new KeelError('user.exists', `The username "${username}" is taken.`);
-    await audit.record(input.actor, 'user.create', `user:${row.id}`, { username, role: row.role }, input.ip ?? null);
+    await audit.record(
+      input.actor,
+      'user.create',
+      `user:${row.id}`,
+      { username, role: row.role },
+      input.ip ?? null,
+    );
     return publicUser(row);
   }
 
@@ -63,7 +73,12 @@ export function createUsersService({ users, audit }: UsersServiceDeps) {
     }): Promise<{ user: PublicUser; password: string; generated: boolean }> {
       const generated = input.password === undefined;
       const password = input.password ?? generatePassword();
-      const user = await create({ username: input.username, password, role: input.role ?? 'admin', actor: 'system' });
+      const user = await create({
+        username: input.username,
+        password,
+        role: input.role ?? 'admin',
+        actor: 'system',
+      });
       return { user, password, generated };
     },
 

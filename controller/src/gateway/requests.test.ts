@@ -1,0 +1,70 @@
+// Proves the request broker's at-most-once rule: a request waiting for an offline host fails at
+// its deadline and is never sent later; a request sent on a session that drops is failed, not
+// resent; answers from another host or for unknown ids are ignored.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { RequestFrame } from '@keel/shared';
+import { RequestBroker } from './requests.ts';
+
+function broker(online: Set<string>) {
+  const sent: { hostId: string; frame: RequestFrame }[] = [];
+  const b = new RequestBroker((hostId, frame) => {
+    if (!online.has(hostId)) return false;
+    sent.push({ hostId, frame });
+    return true;
+  });
+  return { b, sent };
+}
+
+test('waits for an offline host, then fails at the deadline and never sends afterwards', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+  const online = new Set<string>();
+  const { b, sent } = broker(online);
+  const p = b.request('h1', 'ping', {}, 1000);
+  t.mock.timers.tick(999);
+  assert.equal(sent.length, 0);
+  t.mock.timers.tick(1);
+  await assert.rejects(p, (e: { code?: string; message: string }) => e.code === 'request.deadline_exceeded' && /offline/.test(e.message));
+  online.add('h1');
+  b.hostOnline('h1');
+  assert.equal(sent.length, 0, 'an expired request must not run later');
+  assert.equal(b.size, 0);
+});
+
+test('a host that comes online in time gets the request once, with the remaining deadline', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+  const online = new Set<string>();
+  const { b, sent } = broker(online);
+  const p = b.request('h1', 'ping', {}, 1000);
+  t.mock.timers.tick(400);
+  online.add('h1');
+  b.hostOnline('h1');
+  b.hostOnline('h1');
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0]!.frame.timeoutMs, 600);
+  b.onResponse('h2', { type: 'res', id: sent[0]!.frame.id, ok: true, result: 'wrong host' });
+  b.onResponse('h1', { type: 'res', id: 'unknown', ok: true, result: 'unknown id' });
+  b.onResponse('h1', { type: 'res', id: sent[0]!.frame.id, ok: true, result: { agentTime: 1 } });
+  assert.deepEqual(await p, { agentTime: 1 });
+});
+
+test('a disconnect after sending fails the request and it is not resent on reconnect', async () => {
+  const online = new Set(['h1']);
+  const { b, sent } = broker(online);
+  const p = b.request('h1', 'ping', {}, 5000);
+  assert.equal(sent.length, 1);
+  b.hostOffline('h1');
+  await assert.rejects(p, (e: { code?: string }) => e.code === 'request.disconnected');
+  b.hostOnline('h1');
+  assert.equal(sent.length, 1);
+});
+
+test('agent errors keep their code when known, else become request.failed', async () => {
+  const { b, sent } = broker(new Set(['h1']));
+  const p1 = b.request('h1', 'x', {}, 5000);
+  b.onResponse('h1', { type: 'res', id: sent[0]!.frame.id, ok: false, error: { code: 'request.unknown_method', message: 'no' } });
+  await assert.rejects(p1, (e: { code?: string }) => e.code === 'request.unknown_method');
+  const p2 = b.request('h1', 'x', {}, 5000);
+  b.onResponse('h1', { type: 'res', id: sent[1]!.frame.id, ok: false, error: { code: 'made.up', message: 'boom' } });
+  await assert.rejects(p2, (e: { code?: string; message: string }) => e.code === 'request.failed' && e.message === 'boom');
+});
