@@ -176,6 +176,37 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
     return created.ackedSeq;
   }
 
+  /**
+   * The common case in one statement (one round trip, one implicit transaction): when the batch
+   * continues the stream exactly (cursor = firstSeq - 1), advance the cursor and insert the chunks.
+   * The UPDATE locks the cursor row, so a concurrent append of the same batch waits, re-checks the
+   * cursor, matches nothing and takes the general path. False when the cursor did not match.
+   */
+  async function appendContiguous(hostId: string, stream: string, firstSeq: number, lastSeq: number, pieces: ChunkPiece[]) {
+    const advanced = db.$with('advanced', { one: sql<number>`1` }).as(
+      sql`update "stream_cursors" set "acked_seq" = ${lastSeq}, "updated_at" = now()
+          where "host_id" = ${hostId} and "stream" = ${stream} and "acked_seq" = ${firstSeq - 1}
+          returning 1 as "one"`,
+    );
+    const rows = sql.join(
+      pieces.map(
+        (p) =>
+          sql`select ${hostId}::uuid, ${stream}::text, ${p.firstSeq}::bigint, ${p.lastSeq}::bigint, ${p.count}::integer,
+              ${p.tsFirst.toISOString()}::timestamptz, ${p.tsLast.toISOString()}::timestamptz, ${p.codec}::smallint,
+              ${p.data}::bytea from "advanced"`,
+      ),
+      sql` union all `,
+    );
+    const inserted = await db
+      .with(advanced)
+      .insert(streamChunks)
+      .select(rows)
+      .returning({ firstSeq: streamChunks.firstSeq })
+      .prepare('stream_append_contiguous')
+      .execute();
+    return inserted.length === pieces.length;
+  }
+
   return {
     async append(hostId, stream, batch) {
       const offsets = validate(hostId, stream, batch);
@@ -183,6 +214,9 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
       // Compress before taking the cursor lock: the usual batch has nothing to trim.
       const whole = await toPieces(batch, offsets, 0);
       try {
+        if (whole.length > 0 && (await appendContiguous(hostId, stream, batch.firstSeq, lastSeq, whole))) {
+          return { ackedSeq: lastSeq };
+        }
         return await db.transaction(async (tx) => {
           if (asyncCommit) await tx.execute(sql`set local synchronous_commit = off`);
           const acked = await lockCursor(tx, hostId, stream);

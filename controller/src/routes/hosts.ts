@@ -162,19 +162,13 @@ const eventsRoute = createRoute({
         .min(0)
         .default(0)
         .openapi({ type: 'integer', minimum: 0, default: 0, description: 'Return events with seq > after.' }),
-      limit: z.coerce
-        .number()
-        .int()
-        .min(1)
-        .max(1000)
-        .default(200)
-        .openapi({
-          type: 'integer',
-          minimum: 1,
-          maximum: 1000,
-          default: 200,
-          description: 'At most this many events.',
-        }),
+      limit: z.coerce.number().int().min(1).max(1000).default(200).openapi({
+        type: 'integer',
+        minimum: 1,
+        maximum: 1000,
+        default: 200,
+        description: 'At most this many events.',
+      }),
     }),
   },
   responses: {

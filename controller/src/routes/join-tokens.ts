@@ -21,15 +21,9 @@ export const joinTokenSchema = z
 
 const createBodySchema = z
   .object({
-    ttlSeconds: z
-      .number()
-      .int()
-      .min(60)
-      .max(MAX_TTL_SECONDS)
-      .optional()
-      .openapi({
-        description: 'Lifetime in seconds (60 s to 30 days); default 3600 or KEEL_JOIN_TOKEN_TTL.',
-      }),
+    ttlSeconds: z.number().int().min(60).max(MAX_TTL_SECONDS).optional().openapi({
+      description: 'Lifetime in seconds (60 s to 30 days); default 3600 or KEEL_JOIN_TOKEN_TTL.',
+    }),
     uses: z
       .number()
       .int()
