@@ -9,7 +9,12 @@ import { vitePreprocess } from '@sveltejs/vite-plugin-svelte';
 // editing app.html cannot silently break the Content-Security-Policy.
 const appHtml = readFileSync(new URL('./src/app.html', import.meta.url), 'utf8');
 const appScriptHashes = [...appHtml.matchAll(/<script>([\s\S]*?)<\/script>/g)].map(
-  (m) => /** @type {const} */ (`sha256-${createHash('sha256').update(m[1] ?? '').digest('base64')}`),
+  (m) =>
+    /** @type {const} */ (
+      `sha256-${createHash('sha256')
+        .update(m[1] ?? '')
+        .digest('base64')}`
+    ),
 );
 
 /** @type {import('@sveltejs/kit').Config} */

@@ -170,13 +170,19 @@ export async function run(stateDir: string): Promise<number> {
   });
   emit('agent.started', { version: AGENT_VERSION, pid: process.pid });
   const timers: NodeJS.Timeout[] = [];
+  // Facts that change on their own (disks filling, a kernel upgrade before reboot, hostname) are
+  // noticed within a minute and reported at once; `facts()` emits the facts.changed event.
   timers.push(
     setInterval(() => {
-      if (link.connected) return; // while connected, facts go out on refresh; this catches changes
-      void facts().catch(() => {});
+      const before = lastFacts;
+      facts().then(
+        (next) => {
+          if (factsChanged(before, next).length > 0) link.reportFacts(next);
+        },
+        (err: unknown) => log.warn({ err }, 'collecting facts failed'),
+      );
     }, 60_000),
   );
-  timers.push(setInterval(() => void facts().catch(() => {}), 300_000));
   const tickMs = intEnv('KEEL_AGENT_TICK_MS', 0);
   if (tickMs > 0) {
     // Diagnostics: a numbered heartbeat event, used to prove the stream loses nothing.

@@ -156,6 +156,7 @@ export class AgentLink {
   #stopping = false;
   #ws: WebSocket | null = null;
   #wake: (() => void) | null = null;
+  #channel: SealedChannel | null = null;
   #seenRequests = new Set<string>();
   #senders = new Map<string, StreamSender>();
   /** Live state for status and tests. */
@@ -213,6 +214,11 @@ export class AgentLink {
     return null;
   }
 
+  /** Sends fresh facts now, when connected (they also go out after every welcome). */
+  reportFacts(facts: HostFacts): void {
+    if (this.connected) this.#channel?.send({ type: 'facts', facts });
+  }
+
   /** Closes the link cleanly (SIGTERM). */
   async stop(): Promise<void> {
     this.#stopping = true;
@@ -247,6 +253,7 @@ export class AgentLink {
     const ws = opened.ws;
     channel = opened.channel;
     this.#ws = ws;
+    this.#channel = channel;
     for (const [frame] of pending) this.#onFrame(channel, frame, onWelcome);
     return new Promise<LinkClosed>((resolve) => {
       const heartbeatMs = this.#opts.heartbeatMs ?? 5_000;
@@ -268,6 +275,7 @@ export class AgentLink {
         channel!.markClosed();
         this.connected = false;
         this.#ws = null;
+        this.#channel = null;
         for (const s of this.#senders.values()) s.unsubscribe();
         this.#senders.clear();
         resolve(new LinkClosed(code, reason.toString() || `closed with ${code}`, fatalCloseCodes.has(code)));

@@ -104,9 +104,8 @@ export function joinTokenRoutes({ joinTokens }: { joinTokens: JoinTokensService 
   const actor = (c: Parameters<typeof sessionOf>[0]) => ({ id: sessionOf(c).user.id, ip: c.get('clientIp') });
   return createRouter()
     .openapi(createTokenRoute, async (c) => {
-      // An empty body means all defaults.
-      const body = c.req.header('content-type')?.includes('application/json') ? c.req.valid('json') : {};
-      const created = await joinTokens.create(body ?? {}, actor(c));
+      // Without a JSON body the validator hands over {}: all defaults.
+      const created = await joinTokens.create(c.req.valid('json'), actor(c));
       c.header('cache-control', 'no-store');
       return c.json(created, 201);
     })
