@@ -12,7 +12,9 @@ import { createStreamRepository } from '../controller/src/repositories/streams.t
 const BODY_BYTES = 64 * 1024;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const url =
-  process.env.KEEL_BENCH_DATABASE_URL ?? process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  process.env.KEEL_BENCH_DATABASE_URL ??
+  process.env.KEEL_TEST_DATABASE_URL ??
+  'postgres://postgres@127.0.0.1:5432/test';
 
 const paths = ['/api/v1/hosts', '/api/v1/items', '/login', '/static/app.js', '/healthz', '/api/v1/events'];
 const levels = ['INFO ', 'INFO ', 'INFO ', 'WARN ', 'DEBUG', 'ERROR'];
@@ -56,7 +58,7 @@ async function main(): Promise<void> {
       `${batches[0]!.count} records each, avg payload ${avgRecordBytes.toFixed(0)} B`,
   );
 
-  let t = performance.now();
+  const t = performance.now();
   let deflated = 0;
   for (const b of batches.slice(0, 500)) deflated += deflateRawSync(b.body, { level: 1 }).length;
   const deflateMs = performance.now() - t;
@@ -72,8 +74,12 @@ async function main(): Promise<void> {
     try {
       const { db } = await testDb.open();
       const newHost = async () =>
-        (await db.insert(hosts).values({ name: 'bench', publicKey: randomBytes(32).toString('base64url') }).returning())[0]!
-          .id;
+        (
+          await db
+            .insert(hosts)
+            .values({ name: 'bench', publicKey: randomBytes(32).toString('base64url') })
+            .returning()
+        )[0]!.id;
       const modes = target.driver === 'postgres' ? [true, false] : [true];
       for (const synchronousCommit of modes) {
         const streams = createStreamRepository(db, { synchronousCommit });

@@ -11,9 +11,13 @@ if (!existsSync(`${root}web/build/index.html`)) {
   const built = spawnSync('npm', ['run', 'build', '-w', 'web'], { cwd: root, stdio: 'inherit' });
   if (built.status !== 0) process.exit(built.status ?? 1);
 }
-const child = spawn(process.execPath, [`${root}controller/bin/keel-controller.mjs`, 'serve', '--local-agent'], {
-  cwd: root,
-  stdio: 'inherit',
-});
+const child = spawn(
+  process.execPath,
+  [`${root}controller/bin/keel-controller.mjs`, 'serve', '--local-agent'],
+  {
+    cwd: root,
+    stdio: 'inherit',
+  },
+);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

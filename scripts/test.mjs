@@ -24,14 +24,21 @@ function find(dir, out = []) {
 const args = process.argv.slice(2);
 const files = args.some((a) => !a.startsWith('-'))
   ? []
-  : [...['shared', 'agent', 'controller'].flatMap((w) => find(join(root, w, 'src'))), ...find(join(root, 'test'))];
+  : [
+      ...['shared', 'agent', 'controller'].flatMap((w) => find(join(root, w, 'src'))),
+      ...find(join(root, 'test')),
+    ];
 
 if (!process.env.KEEL_TEST_DATABASE_URL) {
   if (process.env.CI) {
-    console.error('CI must run the storage suite against PostgreSQL: set KEEL_TEST_DATABASE_URL (.ci/run does).');
+    console.error(
+      'CI must run the storage suite against PostgreSQL: set KEEL_TEST_DATABASE_URL (.ci/run does).',
+    );
     process.exit(1);
   }
-  console.log('note: KEEL_TEST_DATABASE_URL is unset, so the PostgreSQL half of the storage suite is skipped.');
+  console.log(
+    'note: KEEL_TEST_DATABASE_URL is unset, so the PostgreSQL half of the storage suite is skipped.',
+  );
 }
 if (!existsSync(join(root, 'web/build/index.html')) || process.env.CI) {
   const built = spawnSync('npm', ['run', 'build', '-w', 'web'], { cwd: root, stdio: 'inherit' });

@@ -95,10 +95,13 @@ describe('enrollment and join tokens', () => {
   test('50 agents racing for one single-use token make exactly one host', async () => {
     const token = await joinToken(ctl);
     const before = (await ctl.services.hosts.list()).length;
-    const results = await Promise.allSettled(Array.from({ length: 50 }, () => enroll(generateSigningIdentity(), token)));
+    const results = await Promise.allSettled(
+      Array.from({ length: 50 }, () => enroll(generateSigningIdentity(), token)),
+    );
     const ok = results.filter((r) => r.status === 'fulfilled');
     assert.equal(ok.length, 1, JSON.stringify(results.filter((r) => r.status === 'rejected').slice(0, 2)));
-    for (const r of results) if (r.status === 'rejected') assert.match(String(r.reason), /enroll\.token_used/);
+    for (const r of results)
+      if (r.status === 'rejected') assert.match(String(r.reason), /enroll\.token_used/);
     assert.equal((await ctl.services.hosts.list()).length, before + 1);
   });
 
@@ -106,7 +109,10 @@ describe('enrollment and join tokens', () => {
     const token = await joinToken(ctl);
     const wrongPin = keyFingerprint(generateSigningIdentity().publicKey);
     const err = await enroll(generateSigningIdentity(), token, wrongPin).catch((e: unknown) => e);
-    assert.ok(err instanceof LinkClosed && err.fatal && err.closeCode === closeCodes.pinMismatch, String(err));
+    assert.ok(
+      err instanceof LinkClosed && err.fatal && err.closeCode === closeCodes.pinMismatch,
+      String(err),
+    );
     // Had the token crossed the wire it would be consumed now.
     assert.ok(await enroll(generateSigningIdentity(), token));
   });
@@ -165,7 +171,11 @@ describe('handshake', () => {
     }
     for (const field of ['agentKey', 'ephemeralKey'] as const) {
       const raw = await rawSocket();
-      const hs = new AgentHandshake({ identity: generateSigningIdentity(), pin: ctl.fingerprint, mode: 'enroll' });
+      const hs = new AgentHandshake({
+        identity: generateSigningIdentity(),
+        pin: ctl.fingerprint,
+        mode: 'enroll',
+      });
       raw.ws.send(encodeHandshakeFrame({ ...hs.hello, [field]: toB64u(Buffer.alloc(32)) }));
       if (field === 'ephemeralKey') {
         await waitFor(() => raw.messages.length >= 1);

@@ -82,7 +82,11 @@ test('two agents, controller kill -9 and restart, revocation', async () => {
     const { body } = await api.get<{ hosts: HostView[] }>('/hosts');
     return body.hosts.filter((h) => ['alpha', 'beta'].includes(h.name) && h.online);
   };
-  const hosts = await waitFor(async () => ((await online()).length === 2 ? online() : null), 15_000, 'both agents online');
+  const hosts = await waitFor(
+    async () => ((await online()).length === 2 ? online() : null),
+    15_000,
+    'both agents online',
+  );
   for (const a of agents) a.hostId = hosts.find((h) => h.name === (a === agents[0] ? 'alpha' : 'beta'))!.id;
 
   // kill -9 the controller, start it again on the same data: both agents are back within 10 s.

@@ -94,7 +94,9 @@ async function allEvents(api: ApiClient, id: string): Promise<{ events: HostEven
   const gaps: Gap[] = [];
   let after = 0;
   for (;;) {
-    const { status, body } = await api.get<{ events: HostEvent[]; gaps: Gap[] }>(`/hosts/${id}/events?after=${after}&limit=1000`);
+    const { status, body } = await api.get<{ events: HostEvent[]; gaps: Gap[] }>(
+      `/hosts/${id}/events?after=${after}&limit=1000`,
+    );
     assert.equal(status, 200);
     events.push(...body.events);
     for (const g of body.gaps) if (!gaps.some((x) => x.fromSeq === g.fromSeq)) gaps.push(g);
@@ -145,7 +147,8 @@ test('events survive kill -9 of the controller and of the agent: every one store
   // Exactly once, in order: seq 1..N with no hole and no repeat, and no gap recorded.
   const seqs = stored.events.map((e) => e.seq);
   assert.equal(seqs[0], 1);
-  for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1]! + 1, `seq ${seqs[i - 1]} then ${seqs[i]}`);
+  for (let i = 1; i < seqs.length; i++)
+    assert.equal(seqs[i], seqs[i - 1]! + 1, `seq ${seqs[i - 1]} then ${seqs[i]}`);
   assert.deepEqual(stored.gaps, []);
   // Within each agent run, ticks count 1, 2, 3… without a hole (a kill -9 may only cut the tail).
   let expected = 0;
@@ -164,7 +167,8 @@ test('events survive kill -9 of the controller and of the agent: every one store
   assert.equal(runs, 3);
   assert.ok(ticks > 500, `only ${ticks} ticks`);
   const kinds = new Set(stored.events.map((e) => e.kind));
-  for (const k of ['agent.started', 'agent.stopped', 'link.lost', 'link.regained']) assert.ok(kinds.has(k), `no ${k} event`);
+  for (const k of ['agent.started', 'agent.stopped', 'link.lost', 'link.regained'])
+    assert.ok(kinds.has(k), `no ${k} event`);
 });
 
 test('a spool filled past its bound records an explicit gap of exactly the dropped records', async () => {
@@ -172,7 +176,10 @@ test('a spool filled past its bound records an explicit gap of exactly the dropp
   const id = await hostId(fleet.api);
   await fleet.killController();
   // 16 KiB spool, 1 ms ticks, controller down: the spool must drop its oldest segments.
-  const agent = runAgent(fleet.stateDir, { KEEL_AGENT_TICK_MS: '1', KEEL_AGENT_SPOOL_BYTES: String(16 * 1024) });
+  const agent = runAgent(fleet.stateDir, {
+    KEEL_AGENT_TICK_MS: '1',
+    KEEL_AGENT_SPOOL_BYTES: String(16 * 1024),
+  });
   procs.push(agent);
   await sleep(2500);
   await kill(agent, 'SIGTERM');
@@ -208,15 +215,23 @@ test('a request to an offline agent fails at its deadline with a clear error', a
   try {
     const stateDir = tempDir('keel-agent-');
     dirs.push(stateDir);
-    const enrolled = await enrollAgent(stateDir, ctl.url.replace('localhost', '127.0.0.1'), await joinToken(ctl), ctl.fingerprint);
+    const enrolled = await enrollAgent(
+      stateDir,
+      ctl.url.replace('localhost', '127.0.0.1'),
+      await joinToken(ctl),
+      ctl.fingerprint,
+    );
     assert.equal(enrolled.code, 0, enrolled.output);
     const [host] = await ctl.services.hosts.list();
     const started = Date.now();
-    await assert.rejects(ctl.gateway.request(host!.id, 'ping', {}, { timeoutMs: 700 }), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'request.deadline_exceeded');
-      assert.match(err.message, /offline/);
-      return true;
-    });
+    await assert.rejects(
+      ctl.gateway.request(host!.id, 'ping', {}, { timeoutMs: 700 }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'request.deadline_exceeded');
+        assert.match(err.message, /offline/);
+        return true;
+      },
+    );
     assert.ok(Date.now() - started >= 650);
     // Online, the same request is answered.
     const agent = runAgent(stateDir);

@@ -33,7 +33,8 @@ function intEnv(name: string, fallback: number): number {
   const raw = env(name);
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < 0) throw new KeelError('request.invalid', `${name} must be a whole number, got "${raw}"`);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new KeelError('request.invalid', `${name} must be a whole number, got "${raw}"`);
   return n;
 }
 
@@ -75,7 +76,13 @@ export async function main(argv: string[]): Promise<number> {
         console.error('enroll needs --controller, --token and --pin\n\n' + USAGE);
         return exitCodes.error;
       }
-      return enroll({ controllerUrl: values.controller, token: values.token, pin: values.pin, name: values.name, stateDir });
+      return enroll({
+        controllerUrl: values.controller,
+        token: values.token,
+        pin: values.pin,
+        name: values.name,
+        stateDir,
+      });
     case 'run':
       return run(stateDir);
     default:
@@ -104,15 +111,18 @@ export async function enroll(opts: {
         else if (frame.type === 'error') reject(new Error(`${frame.error.code}: ${frame.error.message}`));
         else reject(new Error(`unexpected ${frame.type} from controller`));
       };
-      openSession({ controllerUrl: opts.controllerUrl, identity, pin: opts.pin, mode: 'enroll', onFrame }).then(
-        ({ ws, channel }) => {
-          channel.send({ type: 'enroll', token: opts.token, name: opts.name ?? hostname(), facts });
-          ws.on('close', (code, reason) => {
-            if (!done) reject(new LinkClosed(code, reason.toString() || `closed with ${code}`, true));
-          });
-        },
-        reject,
-      );
+      openSession({
+        controllerUrl: opts.controllerUrl,
+        identity,
+        pin: opts.pin,
+        mode: 'enroll',
+        onFrame,
+      }).then(({ ws, channel }) => {
+        channel.send({ type: 'enroll', token: opts.token, name: opts.name ?? hostname(), facts });
+        ws.on('close', (code, reason) => {
+          if (!done) reject(new LinkClosed(code, reason.toString() || `closed with ${code}`, true));
+        });
+      }, reject);
     });
     await saveEnrollment(opts.stateDir, {
       controllerUrl: opts.controllerUrl,

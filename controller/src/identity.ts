@@ -1,6 +1,16 @@
 // The controller's own ed25519 identity: made once, kept in `<dataDir>/controller.key` (0600),
 // never sent anywhere. Agents pin its fingerprint at enrollment.
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+  renameSync,
+  openSync,
+  fsyncSync,
+  closeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { keyFingerprint, signingIdentityFromSeed, type SigningIdentity } from '@keel/shared';
@@ -13,7 +23,9 @@ export function loadControllerIdentity(dataDir: string): SigningIdentity & { fin
   try {
     const mode = statSync(file).mode & 0o777;
     if (mode & 0o077) {
-      throw new Error(`${file} is readable by other users (mode ${mode.toString(8)}); run: chmod 600 ${file}`);
+      throw new Error(
+        `${file} is readable by other users (mode ${mode.toString(8)}); run: chmod 600 ${file}`,
+      );
     }
     seed = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64url');
     if (seed.length !== 32) throw new Error(`${file} does not hold a 32-byte ed25519 seed`);

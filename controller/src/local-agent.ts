@@ -15,7 +15,8 @@ export function agentLauncher(): string {
 
 function runAgent(args: string[], stateDir: string, log: Logger): ChildProcess {
   const child = spawn(process.execPath, [agentLauncher(), ...args, '--state-dir', stateDir], {
-    stdio: ['ignore', 'inherit', 'inherit'],
+    // The agent's own banner ("Enrolled as host …") is for people running it by hand.
+    stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, KEEL_AGENT_LOG_LEVEL: process.env.KEEL_AGENT_LOG_LEVEL ?? 'warn' },
   });
   child.on('error', (err) => log.error({ err }, 'local agent failed to start'));
@@ -43,7 +44,11 @@ export async function startLocalAgent(opts: {
       { id: 'system', ip: null },
     );
     const code = await exited(
-      runAgent(['enroll', '--controller', opts.controllerUrl, '--token', secret, '--pin', opts.fingerprint], stateDir, log),
+      runAgent(
+        ['enroll', '--controller', opts.controllerUrl, '--token', secret, '--pin', opts.fingerprint],
+        stateDir,
+        log,
+      ),
     );
     if (code !== 0) throw new Error(`the local agent could not enroll (exit ${code})`);
   }

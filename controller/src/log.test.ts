@@ -8,7 +8,8 @@ function capture() {
   const lines: Record<string, unknown>[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      for (const l of chunk.toString().split('\n').filter(Boolean))
+        lines.push(JSON.parse(l) as Record<string, unknown>);
       done();
     },
   });
@@ -36,7 +37,9 @@ test('secrets are censored at any of the first three levels', () => {
       password: 'p1',
       token: 't1',
       user: { name: 'ann', password: 'p2', secret: 's2' },
-      req: { headers: { cookie: 'keel_session=abc', authorization: 'Bearer x', 'set-cookie': 'y', host: 'ok' } },
+      req: {
+        headers: { cookie: 'keel_session=abc', authorization: 'Bearer x', 'set-cookie': 'y', host: 'ok' },
+      },
       enroll: { tokenSecret: 'kjt_secret' },
     },
     'request',

@@ -22,13 +22,15 @@ export const secretFields = [
 ] as const;
 
 /** pino redact paths: each secret field at the top level and one or two objects deep. */
-export const redactPaths: string[] = secretFields.flatMap((f) => [f, `*.${f}`, `*.*.${f}`]).concat([
-  // Header bags as hono/node expose them, including `set-cookie` and `x-csrf-token`.
-  '*.headers["set-cookie"]',
-  '*.headers["x-csrf-token"]',
-  '*.*.headers["set-cookie"]',
-  '*.*.headers["x-csrf-token"]',
-]);
+export const redactPaths: string[] = secretFields
+  .flatMap((f) => [f, `*.${f}`, `*.*.${f}`])
+  .concat([
+    // Header bags as hono/node expose them, including `set-cookie` and `x-csrf-token`.
+    '*.headers["set-cookie"]',
+    '*.headers["x-csrf-token"]',
+    '*.*.headers["set-cookie"]',
+    '*.*.headers["x-csrf-token"]',
+  ]);
 
 /**
  * Creates the controller logger. `destination` defaults to stdout; tests pass a stream.

@@ -69,7 +69,11 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function serve(argv: string[], config: ReturnType<typeof loadConfig>, log: ReturnType<typeof createLogger>) {
+async function serve(
+  argv: string[],
+  config: ReturnType<typeof loadConfig>,
+  log: ReturnType<typeof createLogger>,
+) {
   const { values } = parseArgs({ args: argv, options: { 'local-agent': { type: 'boolean' } }, strict: true });
   const controller = await startController(config, log);
   if (controller.firstAdmin) {

@@ -74,7 +74,11 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
 }
 
 /** Opens storage and starts serving; resolves once listening. */
-export async function startController(config: Config, log: Logger, opts: { webRoot?: string } = {}): Promise<Controller> {
+export async function startController(
+  config: Config,
+  log: Logger,
+  opts: { webRoot?: string } = {},
+): Promise<Controller> {
   const identity = loadControllerIdentity(config.dataDir);
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
   log.info({ driver: database.driver }, 'database ready');
@@ -93,7 +97,9 @@ export async function startController(config: Config, log: Logger, opts: { webRo
     log: log.child({ component: 'gateway' }),
     maxFrameBytes: config.maxFrameBytes,
     onHostChanged: (hostId) => {
-      publishHost(hostId).catch((err: unknown) => log.error({ err, host: hostId }, 'publishing host change failed'));
+      publishHost(hostId).catch((err: unknown) =>
+        log.error({ err, host: hostId }, 'publishing host change failed'),
+      );
     },
   });
   const services = createServices({

@@ -51,7 +51,9 @@ export function decodeFrame(plain: Buffer): DecodeResult<DecodedFrame> {
 }
 
 /** Encodes a handshake frame (JSON). */
-export function encodeHandshakeFrame(frame: AgentHello | ControllerHello | AgentAuth | HandshakeError): Buffer {
+export function encodeHandshakeFrame(
+  frame: AgentHello | ControllerHello | AgentAuth | HandshakeError,
+): Buffer {
   return Buffer.from(JSON.stringify(frame), 'utf8');
 }
 

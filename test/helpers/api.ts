@@ -16,7 +16,11 @@ export class ApiClient {
     this.#csrf = ((await res.json()) as { csrfToken: string }).csrfToken;
   }
 
-  async request<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  async request<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }> {
     const headers: Record<string, string> = { cookie: this.#cookie, origin: this.baseUrl };
     if (method !== 'GET') headers['x-csrf-token'] = this.#csrf;
     if (body !== undefined) headers['content-type'] = 'application/json';

@@ -36,7 +36,11 @@ export async function freePort(): Promise<number> {
 }
 
 /** Polls `check` until it returns a truthy value or the time runs out. */
-export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition'): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<NonNullable<T>> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -46,13 +50,20 @@ export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000
     } catch (err) {
       last = err;
     }
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    if (Date.now() > end)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }
 
 /** Environment for a controller on `port` with data in `dataDir`. */
-export function controllerEnv(dataDir: string, port: number, extra: Record<string, string> = {}): Record<string, string> {
+export function controllerEnv(
+  dataDir: string,
+  port: number,
+  extra: Record<string, string> = {},
+): Record<string, string> {
   return {
     KEEL_DATA_DIR: dataDir,
     KEEL_PORT: String(port),
@@ -76,7 +87,10 @@ export async function startTestController(
 }
 
 /** Makes a single-use join token (as the system actor) and returns its secret. */
-export async function joinToken(controller: Controller, opts: { ttlSeconds?: number; uses?: number } = {}): Promise<string> {
+export async function joinToken(
+  controller: Controller,
+  opts: { ttlSeconds?: number; uses?: number } = {},
+): Promise<string> {
   const { secret } = await controller.services.joinTokens.create(
     { ttlSeconds: opts.ttlSeconds ?? 600, uses: opts.uses ?? 1, note: 'test' },
     { id: 'system', ip: null },
@@ -112,7 +126,17 @@ export async function enrollAgent(
   pin: string,
   name?: string,
 ): Promise<{ code: number | null; output: string }> {
-  const args = ['enroll', '--controller', controllerUrl, '--token', token, '--pin', pin, '--state-dir', stateDir];
+  const args = [
+    'enroll',
+    '--controller',
+    controllerUrl,
+    '--token',
+    token,
+    '--pin',
+    pin,
+    '--state-dir',
+    stateDir,
+  ];
   if (name) args.push('--name', name);
   const p = spawnNode(agentBin, args, { KEEL_AGENT_LOG_LEVEL: 'warn' });
   const code = await p.exited;

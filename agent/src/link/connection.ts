@@ -98,7 +98,9 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
       }
       const frame = decoded.value;
       if (frame.type === 'error') {
-        const fatal = ['handshake.unknown_agent', 'handshake.revoked', 'handshake.version'].includes(frame.code);
+        const fatal = ['handshake.unknown_agent', 'handshake.revoked', 'handshake.version'].includes(
+          frame.code,
+        );
         return fail(new LinkClosed(closeCodes.handshakeFailed, `${frame.code}: ${frame.message}`, fatal));
       }
       try {
@@ -109,10 +111,14 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
         clearTimeout(timer);
         resolve({ ws, channel });
       } catch (err) {
-        const failure = err instanceof HandshakeFailure ? err : new HandshakeFailure('handshake.failed', String(err));
-        const code = failure.code === 'handshake.pin_mismatch' ? closeCodes.pinMismatch : closeCodes.handshakeFailed;
+        const failure =
+          err instanceof HandshakeFailure ? err : new HandshakeFailure('handshake.failed', String(err));
+        const code =
+          failure.code === 'handshake.pin_mismatch' ? closeCodes.pinMismatch : closeCodes.handshakeFailed;
         ws.close(code, failure.code);
-        fail(new LinkClosed(code, `${failure.code}: ${failure.message}`, failure.code !== 'handshake.failed'));
+        fail(
+          new LinkClosed(code, `${failure.code}: ${failure.message}`, failure.code !== 'handshake.failed'),
+        );
       }
     });
   });
@@ -178,7 +184,11 @@ export class AgentLink {
         const ended = await this.#connectOnce(() => {
           welcomed = true;
           if (lostAt !== null) {
-            this.#opts.onLinkEvent?.({ kind: 'link.regained', downtimeMs: Date.now() - lostAt, attempts: attempt });
+            this.#opts.onLinkEvent?.({
+              kind: 'link.regained',
+              downtimeMs: Date.now() - lostAt,
+              attempts: attempt,
+            });
             lostAt = null;
           }
           attempt = 0;
@@ -192,7 +202,10 @@ export class AgentLink {
       } catch (err) {
         const closed = err instanceof LinkClosed ? err : new LinkClosed(1006, String(err), false);
         if (closed.fatal) {
-          this.#opts.log.error({ code: closed.closeCode, reason: closed.reason }, 'controller refused this agent');
+          this.#opts.log.error(
+            { code: closed.closeCode, reason: closed.reason },
+            'controller refused this agent',
+          );
           return closed;
         }
         this.#opts.log.debug({ code: closed.closeCode, reason: closed.reason }, 'connect failed');
@@ -343,7 +356,10 @@ export class AgentLink {
       }
       const batch = s.spool.read(s.sentUpTo, batchBytes);
       if (!batch || batch.count === 0) return;
-      channel.send({ type: 'stream.data', stream: s.stream, firstSeq: batch.firstSeq, count: batch.count }, batch.body);
+      channel.send(
+        { type: 'stream.data', stream: s.stream, firstSeq: batch.firstSeq, count: batch.count },
+        batch.body,
+      );
       s.sentUpTo = batch.firstSeq + batch.count - 1;
       s.inflight.push({ lastSeq: s.sentUpTo, bytes: batch.body.length });
       s.inflightBytes += batch.body.length;
@@ -354,7 +370,8 @@ export class AgentLink {
     const s = this.#senders.get(stream);
     if (!s) return;
     if (seq > s.spool.ackedSeq) s.spool.ack(seq);
-    while (s.inflight.length > 0 && s.inflight[0]!.lastSeq <= seq) s.inflightBytes -= s.inflight.shift()!.bytes;
+    while (s.inflight.length > 0 && s.inflight[0]!.lastSeq <= seq)
+      s.inflightBytes -= s.inflight.shift()!.bytes;
     if (seq > s.sentUpTo) s.sentUpTo = seq;
     s.pump();
   }
@@ -382,7 +399,9 @@ export class AgentLink {
       const result = await Promise.race([
         Promise.resolve(handler(frame.params, signal)),
         new Promise((_, reject) =>
-          signal.addEventListener('abort', () => reject(new KeelError('request.deadline_exceeded')), { once: true }),
+          signal.addEventListener('abort', () => reject(new KeelError('request.deadline_exceeded')), {
+            once: true,
+          }),
         ),
       ]);
       channel.send({ type: 'res', id: frame.id, ok: true, result: result ?? null });

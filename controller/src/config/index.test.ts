@@ -94,11 +94,19 @@ test('bad values name the key and where it came from', () => {
   throwsNaming(() => loadConfig({}, configFile({ prot: 8080 })), 'prot');
   throwsNaming(() => loadConfig({}, configFile('{ nope')), 'not valid JSON');
   throwsNaming(() => loadConfig({}, configFile([1])), 'JSON object');
-  throwsNaming(() => loadConfig({ KEEL_CONFIG: path.join(dir, 'missing.json') }), 'missing.json', 'KEEL_CONFIG');
+  throwsNaming(
+    () => loadConfig({ KEEL_CONFIG: path.join(dir, 'missing.json') }),
+    'missing.json',
+    'KEEL_CONFIG',
+  );
 });
 
 test('a bad DATABASE_URL is named but its value (which may hold a password) is not shown', () => {
-  throwsNaming(() => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/keel' }), 'DATABASE_URL', 'value hidden');
+  throwsNaming(
+    () => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/keel' }),
+    'DATABASE_URL',
+    'value hidden',
+  );
   assert.throws(
     () => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/keel' }),
     (err: Error) => !err.message.includes('hunter2'),

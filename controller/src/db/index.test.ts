@@ -18,7 +18,16 @@ async function rows<T>(db: Db, query: ReturnType<typeof sql>): Promise<T[]> {
   return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
 }
 
-const tables = ['audit_log', 'hosts', 'join_tokens', 'sessions', 'stream_chunks', 'stream_cursors', 'stream_gaps', 'users'];
+const tables = [
+  'audit_log',
+  'hosts',
+  'join_tokens',
+  'sessions',
+  'stream_chunks',
+  'stream_cursors',
+  'stream_gaps',
+  'users',
+];
 
 test('the migrations folder is found beside the source and holds the journal', () => {
   assert.ok(path.isAbsolute(migrationsFolder));
@@ -42,7 +51,11 @@ for (const target of testDatabaseTargets()) {
         handle.db,
         sql`select table_name from information_schema.tables where table_schema = 'public' order by table_name`,
       );
-      for (const t of tables) assert.ok(found.some((r) => r.table_name === t), `table ${t} missing`);
+      for (const t of tables)
+        assert.ok(
+          found.some((r) => r.table_name === t),
+          `table ${t} missing`,
+        );
       const [storage] = await rows<{ attstorage: string }>(
         handle.db,
         sql`select attstorage from pg_attribute where attrelid = 'stream_chunks'::regclass and attname = 'data'`,
@@ -52,7 +65,14 @@ for (const target of testDatabaseTargets()) {
 
     test('reopening applies nothing twice and keeps the data', async () => {
       const applied = async (db: Db) =>
-        Number((await rows<{ n: number | string }>(db, sql`select count(*) as n from drizzle.__drizzle_migrations`))[0]?.n);
+        Number(
+          (
+            await rows<{ n: number | string }>(
+              db,
+              sql`select count(*) as n from drizzle.__drizzle_migrations`,
+            )
+          )[0]?.n,
+        );
       const before = await applied(handle.db);
       assert.ok(before >= 1);
       await handle.db.insert(joinTokens).values({ secretHash: 'reopen', expiresAt: new Date(), usesLeft: 1 });
@@ -111,7 +131,9 @@ for (const target of testDatabaseTargets()) {
         const didInsert = new Promise<void>((resolve) => (inserted = resolve));
         const tx = db
           .transaction(async (t) => {
-            await t.insert(joinTokens).values({ secretHash: 'uncommitted', expiresAt: new Date(), usesLeft: 1 });
+            await t
+              .insert(joinTokens)
+              .values({ secretHash: 'uncommitted', expiresAt: new Date(), usesLeft: 1 });
             inserted();
             await held;
             throw new Error('roll back');

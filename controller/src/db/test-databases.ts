@@ -26,7 +26,11 @@ export interface TestDatabaseTarget {
   create(): Promise<TestDatabase>;
 }
 
-function tracked(driver: DriverName, options: OpenDatabaseOptions, remove: () => Promise<void>): TestDatabase {
+function tracked(
+  driver: DriverName,
+  options: OpenDatabaseOptions,
+  remove: () => Promise<void>,
+): TestDatabase {
   const opened: OpenDatabase[] = [];
   return {
     driver,

@@ -120,7 +120,10 @@ export class Gateway implements AgentGateway {
     this.#broker.failHost(hostId, new KeelError('host.revoked'));
     const live = this.#live.get(hostId);
     if (!live) return false;
-    live.channel.send({ type: 'error', error: { code: 'handshake.revoked', message: 'This host was revoked.' } });
+    live.channel.send({
+      type: 'error',
+      error: { code: 'handshake.revoked', message: 'This host was revoked.' },
+    });
     live.ws.close(closeCodes.revoked, reason);
     // Do not wait for the peer's close frame: the session ends now.
     setTimeout(() => live.ws.terminate(), 500).unref();
@@ -181,19 +184,27 @@ export class Gateway implements AgentGateway {
         return;
       }
       if (!isBinary) return reject(closeCodes.malformed, 'frame.malformed', 'handshake frames are binary');
-      if (state === 'checking') return reject(closeCodes.unexpected, 'frame.unexpected', 'frame before hello was answered');
+      if (state === 'checking')
+        return reject(closeCodes.unexpected, 'frame.unexpected', 'frame before hello was answered');
       const decoded = decodeHandshakeFrame(controllerPreAuthFrames, bytes);
       if (!decoded.ok) return reject(closeCodes.malformed, 'frame.malformed', decoded.reason);
       const frame = decoded.value;
       try {
         if (state === 'hello') {
-          if (frame.type !== 'hello') return reject(closeCodes.unexpected, 'frame.unexpected', `expected hello, got ${frame.type}`);
+          if (frame.type !== 'hello')
+            return reject(closeCodes.unexpected, 'frame.unexpected', `expected hello, got ${frame.type}`);
           state = 'checking';
           void this.#checkHello(frame.agentKey, frame.mode).then(
             (verdict) => {
               if (ws.readyState !== ws.OPEN) return;
-              if (verdict === 'unknown') return reject(closeCodes.unknownAgent, 'handshake.unknown_agent', 'agent key is not enrolled');
-              if (verdict === 'revoked') return reject(closeCodes.revoked, 'handshake.revoked', 'agent has been revoked');
+              if (verdict === 'unknown')
+                return reject(
+                  closeCodes.unknownAgent,
+                  'handshake.unknown_agent',
+                  'agent key is not enrolled',
+                );
+              if (verdict === 'revoked')
+                return reject(closeCodes.revoked, 'handshake.revoked', 'agent has been revoked');
               try {
                 ws.send(encodeHandshakeFrame(handshake.onHello(frame)));
                 state = 'auth';
@@ -208,7 +219,8 @@ export class Gateway implements AgentGateway {
           );
           return;
         }
-        if (frame.type !== 'auth') return reject(closeCodes.unexpected, 'frame.unexpected', `expected auth, got ${frame.type}`);
+        if (frame.type !== 'auth')
+          return reject(closeCodes.unexpected, 'frame.unexpected', `expected auth, got ${frame.type}`);
         const session = handshake.onAuth(frame);
         clearTimeout(timer);
         state = 'session';
@@ -237,7 +249,11 @@ export class Gateway implements AgentGateway {
 
     const handshakeError = (err: unknown) => {
       if (err instanceof HandshakeFailure) {
-        reject(err.code === 'handshake.version' ? closeCodes.version : closeCodes.handshakeFailed, err.code, err.message);
+        reject(
+          err.code === 'handshake.version' ? closeCodes.version : closeCodes.handshakeFailed,
+          err.code,
+          err.message,
+        );
       } else {
         log.error({ err }, 'handshake error');
         reject(closeCodes.internal, 'internal', 'internal error');
@@ -262,8 +278,15 @@ export class Gateway implements AgentGateway {
     return host.revoked ? 'revoked' : 'ok';
   }
 
-  async #onEnrollFrame(ws: WebSocket, channel: SealedChannel, agentKey: string, frame: SessionFrame, log: Logger) {
-    if (frame.type !== 'enroll') return channel.fail(closeCodes.unexpected, `expected enroll, got ${frame.type}`);
+  async #onEnrollFrame(
+    ws: WebSocket,
+    channel: SealedChannel,
+    agentKey: string,
+    frame: SessionFrame,
+    log: Logger,
+  ) {
+    if (frame.type !== 'enroll')
+      return channel.fail(closeCodes.unexpected, `expected enroll, got ${frame.type}`);
     try {
       const host = await this.#opts.store.enroll({
         publicKey: agentKey,

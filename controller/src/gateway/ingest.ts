@@ -36,7 +36,10 @@ export class StreamIngest {
   push(frame: StreamDataFrame, body: Buffer): void {
     if (this.#stopped) return;
     if (!indexRecords(body, frame.count)) {
-      this.#opts.fail(closeCodes.malformed, `stream ${frame.stream}: body does not hold ${frame.count} records`);
+      this.#opts.fail(
+        closeCodes.malformed,
+        `stream ${frame.stream}: body does not hold ${frame.count} records`,
+      );
       return;
     }
     let q = this.#streams.get(frame.stream);
@@ -103,5 +106,9 @@ function takeContiguous(q: StreamQueue): RecordBatch {
     count += next.count;
     size += next.body.length;
   }
-  return { firstSeq: first.firstSeq, count, body: parts.length === 1 ? first.body : Buffer.concat(parts, size) };
+  return {
+    firstSeq: first.firstSeq,
+    count,
+    body: parts.length === 1 ? first.body : Buffer.concat(parts, size),
+  };
 }

@@ -24,7 +24,11 @@ test('waits for an offline host, then fails at the deadline and never sends afte
   t.mock.timers.tick(999);
   assert.equal(sent.length, 0);
   t.mock.timers.tick(1);
-  await assert.rejects(p, (e: { code?: string; message: string }) => e.code === 'request.deadline_exceeded' && /offline/.test(e.message));
+  await assert.rejects(
+    p,
+    (e: { code?: string; message: string }) =>
+      e.code === 'request.deadline_exceeded' && /offline/.test(e.message),
+  );
   online.add('h1');
   b.hostOnline('h1');
   assert.equal(sent.length, 0, 'an expired request must not run later');
@@ -62,9 +66,22 @@ test('a disconnect after sending fails the request and it is not resent on recon
 test('agent errors keep their code when known, else become request.failed', async () => {
   const { b, sent } = broker(new Set(['h1']));
   const p1 = b.request('h1', 'x', {}, 5000);
-  b.onResponse('h1', { type: 'res', id: sent[0]!.frame.id, ok: false, error: { code: 'request.unknown_method', message: 'no' } });
+  b.onResponse('h1', {
+    type: 'res',
+    id: sent[0]!.frame.id,
+    ok: false,
+    error: { code: 'request.unknown_method', message: 'no' },
+  });
   await assert.rejects(p1, (e: { code?: string }) => e.code === 'request.unknown_method');
   const p2 = b.request('h1', 'x', {}, 5000);
-  b.onResponse('h1', { type: 'res', id: sent[1]!.frame.id, ok: false, error: { code: 'made.up', message: 'boom' } });
-  await assert.rejects(p2, (e: { code?: string; message: string }) => e.code === 'request.failed' && e.message === 'boom');
+  b.onResponse('h1', {
+    type: 'res',
+    id: sent[1]!.frame.id,
+    ok: false,
+    error: { code: 'made.up', message: 'boom' },
+  });
+  await assert.rejects(
+    p2,
+    (e: { code?: string; message: string }) => e.code === 'request.failed' && e.message === 'boom',
+  );
 });

@@ -49,7 +49,17 @@ export class RequestBroker {
         );
       }, timeoutMs);
       timer.unref?.();
-      const p: Pending = { id, hostId, method, params, deadline: Date.now() + timeoutMs, sent: false, timer, resolve, reject };
+      const p: Pending = {
+        id,
+        hostId,
+        method,
+        params,
+        deadline: Date.now() + timeoutMs,
+        sent: false,
+        timer,
+        resolve,
+        reject,
+      };
       this.#pending.set(id, p);
       this.#trySend(p);
     });
@@ -65,7 +75,12 @@ export class RequestBroker {
     for (const p of [...this.#pending.values()]) {
       if (p.hostId === hostId && p.sent) {
         this.#settle(p.id);
-        p.reject(new KeelError('request.disconnected', `The agent disconnected before answering ${p.method}; it was not retried.`));
+        p.reject(
+          new KeelError(
+            'request.disconnected',
+            `The agent disconnected before answering ${p.method}; it was not retried.`,
+          ),
+        );
       }
     }
   }
@@ -103,7 +118,13 @@ export class RequestBroker {
   #trySend(p: Pending): void {
     const remaining = p.deadline - Date.now();
     if (remaining <= 0) return;
-    const sent = this.#send(p.hostId, { type: 'req', id: p.id, method: p.method, timeoutMs: remaining, params: p.params });
+    const sent = this.#send(p.hostId, {
+      type: 'req',
+      id: p.id,
+      method: p.method,
+      timeoutMs: remaining,
+      params: p.params,
+    });
     if (sent) p.sent = true;
   }
 

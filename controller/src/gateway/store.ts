@@ -12,7 +12,12 @@ export interface GatewayStore {
   /** The host enrolled with this agent key (base64url raw ed25519), or null. */
   findHostByKey(publicKey: string): Promise<GatewayHost | null>;
   /** Redeems a join token and creates the host; throws KeelError('enroll.*'). */
-  enroll(input: { publicKey: string; name: string; facts: HostFacts; tokenSecret: string }): Promise<{ id: string }>;
+  enroll(input: {
+    publicKey: string;
+    name: string;
+    facts: HostFacts;
+    tokenSecret: string;
+  }): Promise<{ id: string }>;
   markOnline(hostId: string, at: Date, facts?: HostFacts): Promise<void>;
   markOffline(hostId: string, at: Date): Promise<void>;
   updateFacts(hostId: string, facts: HostFacts): Promise<void>;

@@ -93,7 +93,10 @@ for (const target of testDatabaseTargets()) {
         ),
       );
       assert.equal(results.filter((r) => r.status === 'fulfilled').length, 3);
-      await rejectsWith(hosts.enroll({ publicKey: newKey(), name: 'x', facts: null, tokenSecret: secret }), 'enroll.token_used');
+      await rejectsWith(
+        hosts.enroll({ publicKey: newKey(), name: 'x', facts: null, tokenSecret: secret }),
+        'enroll.token_used',
+      );
     });
 
     test('expired, used, unknown and revoked tokens are told apart', async () => {
@@ -122,7 +125,12 @@ for (const target of testDatabaseTargets()) {
         'enroll.token_used',
       );
       await rejectsWith(
-        hosts.enroll({ publicKey: newKey(), name: 'x', facts: null, tokenSecret: `kjt_${randomBytes(32).toString('base64url')}` }),
+        hosts.enroll({
+          publicKey: newKey(),
+          name: 'x',
+          facts: null,
+          tokenSecret: `kjt_${randomBytes(32).toString('base64url')}`,
+        }),
         'enroll.token_invalid',
       );
       const revoked = await tokens.create({ ttlSeconds: 3600 });
@@ -144,19 +152,30 @@ for (const target of testDatabaseTargets()) {
       const publicKey = newKey();
       await hosts.enroll({ publicKey, name: 'dup', facts: null, tokenSecret: first.secret });
       const second = await tokens.create({ ttlSeconds: 3600 });
-      await rejectsWith(hosts.enroll({ publicKey, name: 'dup', facts: null, tokenSecret: second.secret }), 'enroll.key_exists');
+      await rejectsWith(
+        hosts.enroll({ publicKey, name: 'dup', facts: null, tokenSecret: second.secret }),
+        'enroll.key_exists',
+      );
       assert.equal((await tokens.get(second.token.id))?.usesLeft, 1);
     });
 
     test('a malformed public key is refused before any token is touched', async () => {
       const { token, secret } = await tokens.create({ ttlSeconds: 3600 });
-      await rejectsWith(hosts.enroll({ publicKey: 'not-a-key', name: 'x', facts: null, tokenSecret: secret }), 'request.invalid');
+      await rejectsWith(
+        hosts.enroll({ publicKey: 'not-a-key', name: 'x', facts: null, tokenSecret: secret }),
+        'request.invalid',
+      );
       assert.equal((await tokens.get(token.id))?.usesLeft, 1);
     });
 
     test('presence, facts and revocation', async () => {
       const { secret } = await tokens.create({ ttlSeconds: 3600 });
-      const host = await hosts.enroll({ publicKey: newKey(), name: 'db-1', facts: null, tokenSecret: secret });
+      const host = await hosts.enroll({
+        publicKey: newKey(),
+        name: 'db-1',
+        facts: null,
+        tokenSecret: secret,
+      });
       assert.equal(host.facts, null);
       assert.equal(host.agentVersion, null);
 
@@ -212,7 +231,10 @@ for (const target of testDatabaseTargets()) {
 
     test('list is ordered by name', async () => {
       const names = (await hosts.list()).map((h) => h.name);
-      assert.deepEqual(names, [...names].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+      assert.deepEqual(
+        names,
+        [...names].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+      );
     });
   });
 }

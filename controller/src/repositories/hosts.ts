@@ -101,7 +101,11 @@ export function createHostRepository(db: Db): HostRepository {
           .returning({ id: joinTokens.id });
         if (consumed.length === 0) {
           const [token] = await tx
-            .select({ expiresAt: joinTokens.expiresAt, usesLeft: joinTokens.usesLeft, revokedAt: joinTokens.revokedAt })
+            .select({
+              expiresAt: joinTokens.expiresAt,
+              usesLeft: joinTokens.usesLeft,
+              revokedAt: joinTokens.revokedAt,
+            })
             .from(joinTokens)
             .where(eq(joinTokens.secretHash, secretHash));
           if (!token || token.revokedAt) throw new KeelError('enroll.token_invalid');
@@ -148,7 +152,10 @@ export function createHostRepository(db: Db): HostRepository {
     },
 
     revoke(id, at) {
-      return updateOne(id, { revokedAt: sql`coalesce(${hosts.revokedAt}, ${at.toISOString()}::timestamptz)`, online: false });
+      return updateOne(id, {
+        revokedAt: sql`coalesce(${hosts.revokedAt}, ${at.toISOString()}::timestamptz)`,
+        online: false,
+      });
     },
 
     list() {

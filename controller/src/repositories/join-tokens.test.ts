@@ -46,8 +46,16 @@ for (const target of testDatabaseTargets()) {
     });
 
     test('list shows tokens newest first and never a secret or hash', async () => {
-      const older = await tokens.create({ ttlSeconds: 60, now: new Date('2031-01-01T00:00:00Z'), note: 'older' });
-      const newer = await tokens.create({ ttlSeconds: 60, now: new Date('2031-01-02T00:00:00Z'), note: 'newer' });
+      const older = await tokens.create({
+        ttlSeconds: 60,
+        now: new Date('2031-01-01T00:00:00Z'),
+        note: 'older',
+      });
+      const newer = await tokens.create({
+        ttlSeconds: 60,
+        now: new Date('2031-01-02T00:00:00Z'),
+        note: 'newer',
+      });
       const list = await tokens.list();
       const ids = list.map((t) => t.id);
       assert.ok(ids.indexOf(newer.token.id) < ids.indexOf(older.token.id));

@@ -18,7 +18,9 @@ const T0 = Date.UTC(2030, 0, 1);
 function line(seq: number): StreamRecord {
   return {
     ts: T0 + seq * 1.5,
-    payload: Buffer.from(`2030-01-01T00:00:00Z web-1 nginx[812]: GET /api/v1/items/${seq} 200 ${seq % 997}ms`),
+    payload: Buffer.from(
+      `2030-01-01T00:00:00Z web-1 nginx[812]: GET /api/v1/items/${seq} 200 ${seq % 997}ms`,
+    ),
   };
 }
 
@@ -104,7 +106,9 @@ for (const target of testDatabaseTargets()) {
 
     test('concurrent appends of the same batch store it once', async () => {
       const host = await newHost();
-      const results = await Promise.all(Array.from({ length: 10 }, () => streams.append(host, 'logs', batch(1, 50))));
+      const results = await Promise.all(
+        Array.from({ length: 10 }, () => streams.append(host, 'logs', batch(1, 50))),
+      );
       for (const r of results) assert.equal(r.ackedSeq, 50);
       assert.equal((await chunksOf(host, 'logs')).length, 1);
       assert.equal((await streams.read(host, 'logs', 0, 1000)).records.length, 50);
@@ -118,15 +122,24 @@ for (const target of testDatabaseTargets()) {
       // A late resend of the lost range changes nothing: the cursor is past it.
       assert.deepEqual(await streams.append(host, 'events', batch(11, 20)), { ackedSeq: 25 });
       // An empty batch past the cursor says "records up to firstSeq-1 were lost".
-      assert.deepEqual(await streams.append(host, 'events', { firstSeq: 31, count: 0, body: Buffer.alloc(0) }), {
-        ackedSeq: 30,
-        gap: { fromSeq: 26, toSeq: 30 },
-      });
-      assert.deepEqual(await streams.append(host, 'events', { firstSeq: 31, count: 0, body: Buffer.alloc(0) }), {
-        ackedSeq: 30,
-      });
+      assert.deepEqual(
+        await streams.append(host, 'events', { firstSeq: 31, count: 0, body: Buffer.alloc(0) }),
+        {
+          ackedSeq: 30,
+          gap: { fromSeq: 26, toSeq: 30 },
+        },
+      );
+      assert.deepEqual(
+        await streams.append(host, 'events', { firstSeq: 31, count: 0, body: Buffer.alloc(0) }),
+        {
+          ackedSeq: 30,
+        },
+      );
       // A first batch that does not start at 1 is a gap too.
-      assert.deepEqual(await streams.append(host, 'other', batch(5, 6)), { ackedSeq: 6, gap: { fromSeq: 1, toSeq: 4 } });
+      assert.deepEqual(await streams.append(host, 'other', batch(5, 6)), {
+        ackedSeq: 6,
+        gap: { fromSeq: 1, toSeq: 4 },
+      });
 
       const all = await streams.read(host, 'events', 0, 100);
       assert.deepEqual(
@@ -222,11 +235,17 @@ for (const target of testDatabaseTargets()) {
       const host = await newHost();
       const good = batch(1, 5);
       await rejectsWith(streams.append(host, 'logs', { ...good, count: 6 }), 'stream.invalid');
-      await rejectsWith(streams.append(host, 'logs', { ...good, body: good.body.subarray(0, -1) }), 'stream.invalid');
+      await rejectsWith(
+        streams.append(host, 'logs', { ...good, body: good.body.subarray(0, -1) }),
+        'stream.invalid',
+      );
       await rejectsWith(streams.append(host, 'logs', { ...good, firstSeq: 0 }), 'stream.invalid');
       await rejectsWith(streams.append(host, 'logs', { ...good, firstSeq: 1.5 }), 'stream.invalid');
       assert.equal(await streams.cursor(host, 'logs'), 0);
-      await rejectsWith(streams.append('00000000-0000-4000-8000-000000000000', 'logs', good), 'host.not_found');
+      await rejectsWith(
+        streams.append('00000000-0000-4000-8000-000000000000', 'logs', good),
+        'host.not_found',
+      );
       await rejectsWith(streams.append('bogus', 'logs', good), 'host.not_found');
     });
 

@@ -7,7 +7,13 @@ import { and, asc, eq, gt, lte, max, sql } from 'drizzle-orm';
 import { KeelError, decodeRecords, indexRecords, RECORD_HEADER_BYTES, type RecordBatch } from '@keel/shared';
 import type { Db, Transaction } from '../db/index.ts';
 import { isUuid, pgErrorCode, sqlState } from '../db/errors.ts';
-import { chunkCodec, streamChunks, streamCursors, streamGaps, type ChunkCodec } from '../db/schema/streams.ts';
+import {
+  chunkCodec,
+  streamChunks,
+  streamCursors,
+  streamGaps,
+  type ChunkCodec,
+} from '../db/schema/streams.ts';
 
 /** One stored record with its sequence number. */
 export interface StoredRecord {
@@ -48,7 +54,12 @@ export interface StreamRepository {
    * Up to `limit` records with seq > `afterSeq`, in order, and the gaps that lie between
    * `afterSeq` and the last record returned (or after it, when the stream's end was reached).
    */
-  read(hostId: string, stream: string, afterSeq: number, limit: number): Promise<{ records: StoredRecord[]; gaps: StreamGap[] }>;
+  read(
+    hostId: string,
+    stream: string,
+    afterSeq: number,
+    limit: number,
+  ): Promise<{ records: StoredRecord[]; gaps: StreamGap[] }>;
 }
 
 /**
@@ -90,7 +101,9 @@ function rangeDate(body: Buffer, recordOffset: number): Date {
  */
 async function encodeChunk(raw: Buffer): Promise<{ codec: ChunkCodec; data: Buffer }> {
   const deflated = await deflateRawAsync(raw, { level: DEFLATE_LEVEL });
-  return deflated.length < raw.length ? { codec: chunkCodec.deflateRaw, data: deflated } : { codec: chunkCodec.none, data: raw };
+  return deflated.length < raw.length
+    ? { codec: chunkCodec.deflateRaw, data: deflated }
+    : { codec: chunkCodec.none, data: raw };
 }
 
 function decodeChunk(codec: number, data: Buffer): Buffer {
@@ -129,13 +142,18 @@ function validate(hostId: string, stream: string, batch: RecordBatch): Uint32Arr
   if (!Number.isSafeInteger(batch.firstSeq) || batch.firstSeq < 1) {
     throw new KeelError('stream.invalid', 'firstSeq must be an integer >= 1.');
   }
-  if (!Number.isSafeInteger(batch.count) || batch.count < 0 || !Number.isSafeInteger(batch.firstSeq + batch.count)) {
+  if (
+    !Number.isSafeInteger(batch.count) ||
+    batch.count < 0 ||
+    !Number.isSafeInteger(batch.firstSeq + batch.count)
+  ) {
     throw new KeelError('stream.invalid', 'count must be a non-negative integer.');
   }
   // Stored bodies must decode later; check record framing before anything is written.
   if (batch.body.length < batch.count * RECORD_HEADER_BYTES) throw new KeelError('stream.invalid');
   const offsets = indexRecords(batch.body, batch.count);
-  if (!offsets) throw new KeelError('stream.invalid', `The body does not hold exactly ${batch.count} records.`);
+  if (!offsets)
+    throw new KeelError('stream.invalid', `The body does not hold exactly ${batch.count} records.`);
   return offsets;
 }
 
@@ -182,23 +200,34 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
    * The UPDATE locks the cursor row, so a concurrent append of the same batch waits, re-checks the
    * cursor, matches nothing and takes the general path. False when the cursor did not match.
    */
-  async function appendContiguous(hostId: string, stream: string, firstSeq: number, lastSeq: number, pieces: ChunkPiece[]) {
+  async function appendContiguous(
+    hostId: string,
+    stream: string,
+    firstSeq: number,
+    lastSeq: number,
+    pieces: ChunkPiece[],
+  ) {
     const advanced = db.$with('advanced', { one: sql<number>`1` }).as(
       sql`update "stream_cursors" set "acked_seq" = ${lastSeq}, "updated_at" = now()
           where "host_id" = ${hostId} and "stream" = ${stream} and "acked_seq" = ${firstSeq - 1}
           returning 1 as "one"`,
     );
+    // set_config(..., true) lasts until this statement's implicit transaction commits. A CTE that
+    // only selects runs when referenced, hence the cross join with it.
+    const asyncCommitCte = db
+      .$with('async_commit', { off: sql<string>`off` })
+      .as(sql`select set_config('synchronous_commit', 'off', true) as "off"`);
+    const source = asyncCommit ? sql`"advanced", "async_commit"` : sql`"advanced"`;
     const rows = sql.join(
       pieces.map(
         (p) =>
           sql`select ${hostId}::uuid, ${stream}::text, ${p.firstSeq}::bigint, ${p.lastSeq}::bigint, ${p.count}::integer,
               ${p.tsFirst.toISOString()}::timestamptz, ${p.tsLast.toISOString()}::timestamptz, ${p.codec}::smallint,
-              ${p.data}::bytea from "advanced"`,
+              ${p.data}::bytea from ${source}`,
       ),
       sql` union all `,
     );
-    const inserted = await db
-      .with(advanced)
+    const inserted = await (asyncCommit ? db.with(advanced, asyncCommitCte) : db.with(advanced))
       .insert(streamChunks)
       .select(rows)
       .returning({ firstSeq: streamChunks.firstSeq })
@@ -299,7 +328,11 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
             const seq = chunk.firstSeq + i;
             if (seq <= after) continue;
             const r = decoded[i]!;
-            records.push({ seq, ts: r.ts, payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength) });
+            records.push({
+              seq,
+              ts: r.ts,
+              payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
+            });
           }
           if (records.length >= want) break;
         }

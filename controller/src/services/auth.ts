@@ -96,9 +96,6 @@ class FailureWindow {
     }
     this.entries.set(key, { count: 1, since: now });
   }
-  clear(key: string): void {
-    this.entries.delete(key);
-  }
 }
 
 export interface AuthServiceDeps {
@@ -124,8 +121,10 @@ export function createAuthService(deps: AuthServiceDeps) {
   // Unknown usernames lock like real ones, so the lockout does not reveal which names exist.
   const unknownUsers = new FailureWindow(policy.maxFailuresPerUser, policy.lockoutMs, policy.throttleEntries);
   // Verified against when the user does not exist, so both paths cost one argon2 verification.
-  let dummyHash: Promise<string> | undefined;
-  const dummy = () => (dummyHash ??= hashPassword(randomBytes(16).toString('base64url')));
+  // Computed up front so the first unknown-user sign-in is not the slow one.
+  const dummyHash = hashPassword(randomBytes(16).toString('base64url'));
+  dummyHash.catch(() => undefined);
+  const dummy = () => dummyHash;
 
   async function fail(user: UserRow | null, username: string, ip: string | null, t: Date, reason: string) {
     if (ip) perIp.fail(ip, t.getTime());
@@ -166,20 +165,20 @@ export function createAuthService(deps: AuthServiceDeps) {
       const username = normalizeUsername(input.username);
       const user = await users.findByUsername(username);
 
-      const ipBlocked = input.ip !== null && perIp.blocked(input.ip, t.getTime());
+      // A blocked address gets a cheap refusal: no hashing, no audit row, so hammering costs us little.
+      if (input.ip !== null && perIp.blocked(input.ip, t.getTime())) {
+        log.debug({ ip: input.ip }, 'sign-in refused: address throttled');
+        throw new KeelError('auth.locked');
+      }
       const userLocked = user
         ? user.lockedUntil !== null && user.lockedUntil > t
         : unknownUsers.blocked(username, t.getTime());
-      if (ipBlocked || userLocked) {
-        // Spend the same time as a real check so a locked name looks like any other.
+      if (userLocked) {
+        // Spend the same time as a real check so a locked name looks like any other, and count
+        // the attempt against the address so one client cannot keep a name locked cheaply.
         await verifyPassword(await dummy(), input.password);
-        await audit.record(
-          'system',
-          'auth.login_throttled',
-          user ? `user:${user.id}` : null,
-          { username, by: ipBlocked ? 'ip' : 'username' },
-          input.ip,
-        );
+        if (input.ip) perIp.fail(input.ip, t.getTime());
+        await audit.record('system', 'auth.login_throttled', user ? `user:${user.id}` : null, { username }, input.ip);
         throw new KeelError('auth.locked');
       }
 
@@ -190,7 +189,11 @@ export function createAuthService(deps: AuthServiceDeps) {
       }
 
       await users.recordSuccess(user.id, t);
-      if (input.ip) perIp.clear(input.ip);
+      // The address's failure count is deliberately not reset: signing in to one account must not
+      // buy more guesses at others.
+      // Expired sessions are swept here rather than on a timer: sign-ins are rare and it is one
+      // indexed delete.
+      await sessions.deleteExpired(t);
       const secret = randomBytes(32).toString('base64url');
       const csrfToken = randomBytes(32).toString('base64url');
       const sessionId = sessionIdOf(secret);

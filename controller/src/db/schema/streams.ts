@@ -1,7 +1,17 @@
 // Agent streams (logs, metrics, events) stored as compressed chunks of consecutive records, a
 // per-stream cursor (the highest sequence stored, which is what the controller acks) and the gaps
 // where an agent lost records. A row holds a block of records, never a single one (see DESIGN.md).
-import { bigint, customType, integer, pgTable, primaryKey, smallint, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import {
+  bigint,
+  customType,
+  integer,
+  pgTable,
+  primaryKey,
+  smallint,
+  text,
+  timestamp,
+  uuid,
+} from 'drizzle-orm/pg-core';
 import { hosts } from './hosts.ts';
 
 /**

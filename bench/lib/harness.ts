@@ -1,0 +1,268 @@
+// Shared pieces of the multi-process benchmarks: a real controller (the keel-controller binary)
+// in its own child process, a scratch PostgreSQL database, /proc memory readings, a forced GC in
+// the controller through the V8 inspector, and enrollment of simulated agents over the real
+// protocol. Nothing here is used by the product.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import postgres from 'postgres';
+import WebSocket from 'ws';
+import type { HostFacts, SessionFrame, SigningIdentity } from '@keel/shared';
+import { openSession } from '../../agent/src/link/connection.ts';
+import { ApiClient, firstAdminFrom } from '../../test/helpers/api.ts';
+import { controllerBin, controllerEnv, freePort, removeDir, tempDir, waitFor } from '../../test/helpers/fleet.ts';
+
+export { ApiClient, freePort, removeDir, tempDir, waitFor };
+
+/** Local PostgreSQL with trust auth (see DESIGN.md "Verified on our machines"). */
+export const PG_ADMIN_URL = process.env.KEEL_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** Resident and peak resident memory of a process, bytes, from /proc/<pid>/status. */
+export function procMemory(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+/** Soft limit on open files of this process (what children inherit). */
+export function openFileLimit(): number {
+  const limits = readFileSync('/proc/self/limits', 'utf8');
+  const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(limits);
+  return m ? (m[1] === 'unlimited' ? Infinity : Number(m[1])) : NaN;
+}
+
+/**
+ * A command line that first raises the soft open-file limit to the hard one (thousands of
+ * sockets), then execs the command in the same process (so its pid is the command's).
+ */
+export function withFileLimit(cmd: string, args: readonly string[]): [string, string[]] {
+  return ['/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', cmd, ...args]];
+}
+
+export const mib = (bytes: number) => bytes / 1024 / 1024;
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A scratch database on the local PostgreSQL, dropped by `drop()`. */
+export async function createScratchDatabase(prefix: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${process.pid}_${Date.now().toString(36)}`;
+  const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database "${name}"`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(PG_ADMIN_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const sql = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+      try {
+        await sql.unsafe(`drop database if exists "${name}" with (force)`);
+      } finally {
+        await sql.end();
+      }
+    },
+  };
+}
+
+export interface BenchController {
+  child: ChildProcess;
+  pid: number;
+  url: string;
+  port: number;
+  dataDir: string;
+  api: ApiClient;
+  admin: { username: string; password: string };
+  /** Forces a full GC in the controller (inspector `HeapProfiler.collectGarbage`); needs `inspect`. */
+  gc(): Promise<void>;
+  /** `process.memoryUsage()` inside the controller; needs `inspect`. */
+  memoryUsage(): Promise<NodeJS.MemoryUsage>;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `keel-controller serve` as a child process and logs in as the first admin. On a data dir
+ * that already has an admin, pass `admin` (the banner prints the password only once).
+ */
+export async function startController(opts: {
+  dataDir: string;
+  port?: number;
+  databaseUrl?: string;
+  inspect?: boolean;
+  admin?: { username: string; password: string };
+  logLevel?: string;
+}): Promise<BenchController> {
+  const port = opts.port ?? (await freePort());
+  const env: Record<string, string> = {
+    ...process.env,
+    ...controllerEnv(opts.dataDir, port, { KEEL_LOG_LEVEL: opts.logLevel ?? 'warn' }),
+  } as Record<string, string>;
+  if (opts.databaseUrl) env.DATABASE_URL = opts.databaseUrl;
+  else delete env.DATABASE_URL;
+  const args = [...(opts.inspect ? ['--inspect=127.0.0.1:0'] : []), controllerBin, 'serve'];
+  const [cmd, argv] = withFileLimit(process.execPath, args);
+  const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  // Keep only the head of the output: it holds the banner; the rest is drained and dropped.
+  child.stdout!.on('data', (d: Buffer) => {
+    if (out.length < 64 * 1024) out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    if (err.length < 64 * 1024) err += d.toString();
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`controller exited: ${err || out}`);
+        return (await fetch(`${url}/readyz`)).ok;
+      },
+      120_000,
+      'controller ready',
+    );
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+  const admin = opts.admin ?? (await waitFor(() => firstAdminFrom(out), 10_000, 'first admin banner'));
+  const api = new ApiClient(url);
+  await api.login(admin.username, admin.password);
+
+  let inspector: WebSocket | null = null;
+  let nextId = 1;
+  const pending = new Map<number, (result: unknown) => void>();
+  const call = async (method: string, params: unknown = {}): Promise<unknown> => {
+    if (!inspector) {
+      const wsUrl = await waitFor(() => /Debugger listening on (ws:\/\/\S+)/.exec(err)?.[1], 10_000, 'inspector url');
+      const ws = new WebSocket(wsUrl);
+      ws.on('message', (data: Buffer) => {
+        const msg = JSON.parse(data.toString()) as { id?: number; result?: unknown };
+        if (msg.id !== undefined) pending.get(msg.id)?.(msg.result);
+      });
+      await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+      inspector = ws;
+    }
+    const id = nextId++;
+    return new Promise((resolve) => {
+      pending.set(id, resolve);
+      inspector!.send(JSON.stringify({ id, method, params }));
+    });
+  };
+  return {
+    child,
+    pid: child.pid!,
+    url,
+    port,
+    dataDir: opts.dataDir,
+    api,
+    admin,
+    async gc() {
+      await call('HeapProfiler.collectGarbage');
+      await call('HeapProfiler.collectGarbage');
+    },
+    async memoryUsage() {
+      const r = (await call('Runtime.evaluate', {
+        expression: 'JSON.stringify(process.memoryUsage())',
+        returnByValue: true,
+      })) as { result: { value: string } };
+      return JSON.parse(r.result.value) as NodeJS.MemoryUsage;
+    },
+    output: () => out + err,
+    async stop() {
+      (inspector as WebSocket | null)?.close();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        await exited;
+        clearTimeout(t);
+      }
+    },
+  };
+}
+
+/** Creates a join token good for `uses` enrollments; returns its secret and the controller pin. */
+export async function createJoinToken(api: ApiClient, uses: number): Promise<{ token: string; pin: string }> {
+  const { status, body } = await api.post<{ command: string; secret: string }>('/join-tokens', {
+    uses,
+    ttlSeconds: 3600,
+    note: 'bench',
+  });
+  if (status !== 201) throw new Error(`join token: ${status} ${JSON.stringify(body)}`);
+  const words = body.command.split(/\s+/);
+  return { token: body.secret, pin: words[words.indexOf('--pin') + 1]! };
+}
+
+/** Facts a simulated agent reports (constant, realistic size). */
+export function benchFacts(name: string): HostFacts {
+  return {
+    hostname: name,
+    os: { platform: 'linux', distro: 'Debian GNU/Linux', release: '12', codename: 'bookworm', arch: 'x64' },
+    kernel: '6.1.0-28-amd64',
+    cpu: { model: 'Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz', cores: 2, physicalCores: 2, speedGHz: 2.4 },
+    memory: { totalBytes: 4 * 1024 ** 3 },
+    disks: [{ mount: '/', fs: '/dev/vda1', type: 'ext4', sizeBytes: 40 * 1024 ** 3, usedBytes: 9 * 1024 ** 3 }],
+    agentVersion: '0.1.0-bench',
+    bootTime: Date.now() - 3_600_000,
+    uptimeSeconds: 3600,
+  };
+}
+
+/** Enrolls one identity over the real protocol (what `keel-agent enroll` does); resolves with the host id. */
+export function enrollIdentity(opts: {
+  controllerUrl: string;
+  identity: SigningIdentity;
+  pin: string;
+  token: string;
+  name: string;
+}): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let done = false;
+    const onFrame = (frame: SessionFrame) => {
+      done = true;
+      if (frame.type === 'enrolled') resolve(frame.hostId);
+      else if (frame.type === 'error') reject(new Error(`${frame.error.code}: ${frame.error.message}`));
+      else reject(new Error(`unexpected ${frame.type} from controller`));
+    };
+    openSession({
+      controllerUrl: opts.controllerUrl,
+      identity: opts.identity,
+      pin: opts.pin,
+      mode: 'enroll',
+      onFrame,
+    }).then(({ ws, channel }) => {
+      channel.send({ type: 'enroll', token: opts.token, name: opts.name, facts: benchFacts(opts.name) });
+      ws.on('close', (code) => {
+        if (!done) reject(new Error(`enroll closed with ${code}`));
+      });
+    }, reject);
+  });
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+export async function pool<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      await fn(items[i]!, i);
+    }
+  });
+  await Promise.all(lanes);
+}
+
+/** The machine, for the report. */
+export function machine(): string {
+  const cpu = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown cpu';
+  const cores = readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s*:/gm)?.length ?? 0;
+  return `${hostname()}: ${cores} cores (${cpu.trim()}), Node ${process.version}`;
+}
+
+/** Percentile of a sorted array. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
