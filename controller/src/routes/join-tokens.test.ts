@@ -46,7 +46,7 @@ describe('join tokens', () => {
     assert.equal(ttl, 600_000);
     assert.equal(
       body.command,
-      `keel-agent enroll --controller https://keel.example.com --token ${body.secret} --pin ${TEST_FINGERPRINT}`,
+      `keel-agent enroll --controller https://keel.example.com --token ${body.secret} --pin ${TEST_FINGERPRINT} && keel-agent run`,
     );
 
     // Stored hashed: the secret is nowhere in the database, its hash is.

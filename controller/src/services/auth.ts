@@ -178,7 +178,13 @@ export function createAuthService(deps: AuthServiceDeps) {
         // the attempt against the address so one client cannot keep a name locked cheaply.
         await verifyPassword(await dummy(), input.password);
         if (input.ip) perIp.fail(input.ip, t.getTime());
-        await audit.record('system', 'auth.login_throttled', user ? `user:${user.id}` : null, { username }, input.ip);
+        await audit.record(
+          'system',
+          'auth.login_throttled',
+          user ? `user:${user.id}` : null,
+          { username },
+          input.ip,
+        );
         throw new KeelError('auth.locked');
       }
 

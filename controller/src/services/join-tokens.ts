@@ -40,9 +40,11 @@ export function shellWord(word: string): string {
  *   // keel-agent enroll --controller https://keel.example.com --token kjt_... --pin SHA256:...
  */
 export function enrollCommand(publicUrl: string, secret: string, fingerprint: string): string {
-  return ['keel-agent', 'enroll', '--controller', publicUrl, '--token', secret, '--pin', fingerprint]
+  // Enroll (pins the controller key, redeems the token), then keep the host connected.
+  const enroll = ['keel-agent', 'enroll', '--controller', publicUrl, '--token', secret, '--pin', fingerprint]
     .map(shellWord)
     .join(' ');
+  return `${enroll} && keel-agent run`;
 }
 
 export interface JoinTokensServiceDeps {

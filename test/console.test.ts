@@ -1,0 +1,118 @@
+// Proves the console in real Chromium against a real controller and real agents: sign in, see
+// this host online with its facts, open "Add host", run the command it shows, and watch the new
+// host appear online without reloading the page; then open the host page.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { openConsole, signIn } from './helpers/browser.ts';
+import {
+  enrollAgent,
+  freePort,
+  joinToken,
+  kill,
+  removeDir,
+  repoRoot,
+  runAgent,
+  startTestController,
+  tempDir,
+  waitFor,
+  type Proc,
+} from './helpers/fleet.ts';
+
+type Ctl = Awaited<ReturnType<typeof startTestController>>;
+let ctl: Ctl;
+const procs: Proc[] = [];
+const dirs: string[] = [];
+const shots = join(repoRoot, 'test-results');
+
+before(async () => {
+  ctl = await startTestController({ port: await freePort() });
+  // A first host, enrolled and running before the browser opens.
+  const stateDir = tempDir('keel-agent-');
+  dirs.push(stateDir);
+  const r = await enrollAgent(
+    stateDir,
+    `http://127.0.0.1:${ctl.port}`,
+    await joinToken(ctl),
+    ctl.fingerprint,
+    'first-host',
+  );
+  assert.equal(r.code, 0, r.output);
+  procs.push(runAgent(stateDir));
+  mkdirSync(shots, { recursive: true });
+});
+
+after(async () => {
+  for (const p of procs) await kill(p, 'SIGTERM');
+  await ctl.close();
+  removeDir(ctl.dataDir);
+  for (const d of dirs) removeDir(d);
+});
+
+test('sign in, see the fleet, add a host with the shown command, see it appear live', async (t) => {
+  const admin = ctl.firstAdmin;
+  assert.ok(admin, 'a new install has a generated first admin');
+  const { browser, page, pageErrors } = await openConsole(ctl.url);
+  t.after(() => browser.close());
+
+  await signIn(page, admin.username, admin.password);
+  const rows = page.locator('[data-testid="host-row"]');
+  const first = rows.filter({ hasText: 'first-host' });
+  await first.waitFor();
+  await waitFor(
+    async () => (await first.getAttribute('data-online')) === 'true',
+    10_000,
+    'first host online',
+  );
+  // Facts are shown: the kernel of this machine appears in the row.
+  const kernel = (await import('node:os')).release();
+  await waitFor(
+    async () => ((await first.textContent()) ?? '').includes(kernel),
+    10_000,
+    'kernel shown in the row',
+  );
+  await page.screenshot({ path: join(shots, 'fleet.png') });
+
+  await page.click('[data-testid="add-host"]');
+  await page.click('button[type="submit"][form="join-token-form"]');
+  const commandBox = page.locator('[data-testid="join-command"]');
+  await commandBox.waitFor();
+  const command = ((await commandBox.textContent()) ?? '').trim();
+  assert.match(
+    command,
+    /^keel-agent enroll --controller \S+ --token kjt_\S+ --pin sha256:\S+ && keel-agent run$/,
+  );
+  await page.screenshot({ path: join(shots, 'add-host.png') });
+
+  // Run exactly that command (with this repository's agent) and start the agent.
+  const words = command.split(/\s+/);
+  const arg = (flag: string) => words[words.indexOf(flag) + 1]!;
+  const stateDir = tempDir('keel-agent-');
+  dirs.push(stateDir);
+  const r = await enrollAgent(stateDir, arg('--controller'), arg('--token'), arg('--pin'), 'second-host');
+  assert.equal(r.code, 0, r.output);
+  procs.push(runAgent(stateDir));
+  await page.keyboard.press('Escape');
+
+  // It appears, online, without a reload.
+  const second = rows.filter({ hasText: 'second-host' });
+  await second.waitFor({ timeout: 10_000 });
+  await waitFor(
+    async () => (await second.getAttribute('data-online')) === 'true',
+    10_000,
+    'second host online',
+  );
+  await page.screenshot({ path: join(shots, 'fleet-two-hosts.png') });
+
+  // The host page opens with its overview.
+  await first.locator('a').first().click();
+  await page.waitForURL(/\/hosts\//);
+  await page.getByText(kernel).filter({ visible: true }).first().waitFor();
+  await page.screenshot({ path: join(shots, 'host.png'), fullPage: true });
+
+  assert.deepEqual(
+    pageErrors.map((e) => e.message),
+    [],
+  );
+});
