@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// keel-agent launcher: runs the built bundle when present (installed hosts), otherwise the
-// TypeScript sources through tsx (a checkout of the repository).
+// keel-agent launcher: in a checkout of the repository it runs the TypeScript sources through tsx
+// (so tests and `npm start` always run what is in src/); on an installed host, where only the
+// bundle from `npm run build` ships, it runs dist/keel-agent.mjs.
 import { existsSync } from 'node:fs';
 
-const dist = new URL('../dist/keel-agent.mjs', import.meta.url);
-if (existsSync(dist)) {
-  await import(dist.href);
-} else {
+const source = new URL('../src/cli.ts', import.meta.url);
+if (existsSync(source)) {
   const { register } = await import('tsx/esm/api');
   register();
-  await import(new URL('../src/cli.ts', import.meta.url).href);
+  await import(source.href);
+} else {
+  await import(new URL('../dist/keel-agent.mjs', import.meta.url).href);
 }

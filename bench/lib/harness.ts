@@ -101,7 +101,9 @@ export async function startController(opts: {
   } as Record<string, string>;
   if (opts.databaseUrl) env.DATABASE_URL = opts.databaseUrl;
   else delete env.DATABASE_URL;
-  const args = [...(opts.inspect ? ['--inspect=127.0.0.1:0'] : []), controllerBin, 'serve'];
+  // KEEL_BENCH_CONTROLLER_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=bench/out/prof`, for profiling.
+  const extra = (process.env.KEEL_BENCH_CONTROLLER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const args = [...extra, ...(opts.inspect ? ['--inspect=127.0.0.1:0'] : []), controllerBin, 'serve'];
   const [cmd, argv] = withFileLimit(process.execPath, args);
   const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

@@ -10,7 +10,7 @@ import type { HostFacts } from '@keel/shared';
 import { createApp } from './app.ts';
 import { createLocalBus, type FleetBus } from './bus/index.ts';
 import type { Config } from './config/index.ts';
-import { openDatabase, type OpenDatabase } from './db/index.ts';
+import { databaseReachable, openDatabase, type OpenDatabase } from './db/index.ts';
 import { Gateway } from './gateway/index.ts';
 import type { GatewayStore } from './gateway/store.ts';
 import { loadControllerIdentity } from './identity.ts';
@@ -121,7 +121,7 @@ export async function startController(
     log,
     controllerFingerprint: identity.fingerprint,
     services,
-    ready: () => ready,
+    ready: async () => ready && (await databaseReachable(database.db)),
     webRoot: opts.webRoot ?? defaultWebRoot(),
   });
   const server = createServer(getRequestListener(app.fetch));

@@ -11,8 +11,6 @@ import {
   type KeyObject,
 } from 'node:crypto';
 
-const ED25519_SPKI = Buffer.from('302a300506032b6570032100', 'hex');
-const X25519_SPKI = Buffer.from('302a300506032b656e032100', 'hex');
 const ED25519_PKCS8 = Buffer.from('302e020100300506032b657004220420', 'hex');
 const X25519_PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
@@ -33,9 +31,18 @@ export function generateSigningIdentity(): SigningIdentity {
   return { publicKey: rawPublicKey(publicKey), privateKey };
 }
 
+// Public keys cross the native boundary as JWK, not DER: on Node 20 (OpenSSL 3) a DER import or
+// export costs ~130-190 us, a JWK one ~10 us, which is most of a handshake's CPU (bench/connect.ts).
+
 /** Raw 32 bytes of an ed25519 or X25519 public KeyObject. */
 export function rawPublicKey(key: KeyObject): Buffer {
-  return key.export({ format: 'der', type: 'spki' }).subarray(-KEY_BYTES);
+  return Buffer.from(key.export({ format: 'jwk' }).x!, 'base64url');
+}
+
+/** A native public key of curve `crv` from raw bytes (throws when they are not a key). */
+function publicKeyFromRaw(crv: 'Ed25519' | 'X25519', raw: Uint8Array): KeyObject {
+  const x = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
+  return createPublicKey({ key: { kty: 'OKP', crv, x }, format: 'jwk' });
 }
 
 /** Raw 32-byte seed of an ed25519 or X25519 private KeyObject. */
@@ -59,7 +66,7 @@ export function x25519PrivateKeyFromRaw(raw: Uint8Array): KeyObject {
 export function ed25519PublicKey(raw: Uint8Array): KeyObject | null {
   if (raw.length !== KEY_BYTES) return null;
   try {
-    return createPublicKey({ key: Buffer.concat([ED25519_SPKI, raw]), format: 'der', type: 'spki' });
+    return publicKeyFromRaw('Ed25519', raw);
   } catch {
     return null;
   }
@@ -104,11 +111,7 @@ export function generateEphemeralKey(): EphemeralKey {
 export function x25519SharedSecret(privateKey: KeyObject, peerPublic: Uint8Array): Buffer | null {
   if (peerPublic.length !== KEY_BYTES) return null;
   try {
-    const publicKey = createPublicKey({
-      key: Buffer.concat([X25519_SPKI, peerPublic]),
-      format: 'der',
-      type: 'spki',
-    });
+    const publicKey = publicKeyFromRaw('X25519', peerPublic);
     const secret = diffieHellman({ privateKey, publicKey });
     return isAllZero(secret) ? null : secret;
   } catch {

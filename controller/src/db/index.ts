@@ -11,6 +11,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { sql } from 'drizzle-orm';
 import * as schema from './schema/index.ts';
 
 export { schema };
@@ -111,4 +112,14 @@ async function openPostgres(url: string, folder: string, max: number): Promise<O
     driver: 'postgres',
     close: () => client.end({ timeout: 5 }),
   };
+}
+
+/** True when the database answers a trivial query (backs /readyz). */
+export async function databaseReachable(db: Db): Promise<boolean> {
+  try {
+    await db.execute(sql`select 1`);
+    return true;
+  } catch {
+    return false;
+  }
 }

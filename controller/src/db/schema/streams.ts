@@ -16,7 +16,7 @@ import { hosts } from './hosts.ts';
 
 /**
  * Raw bytes. PGlite hands back a Uint8Array and postgres.js a Buffer; both become a Buffer view
- * (no copy). The column's storage is set to EXTERNAL in the migration (see scripts in package.json)
+ * (no copy). The column's storage is set to EXTERNAL in the migration (see db/generate-migrations.mjs)
  * because chunk bodies are already compressed.
  */
 export const bytea = customType<{ data: Buffer; driverData: Uint8Array }>({
