@@ -11,6 +11,9 @@
 //   --workers    agent worker processes (default 2)
 //   --concurrency handshakes in flight per worker (default 64)
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism as cores } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -22,10 +25,12 @@ import {
   createScratchDatabase,
   enrollIdentity,
   machine,
+  machineBusyMs,
   mib,
   openFileLimit,
   percentile,
   pool,
+  procCpuMs,
   procMemory,
   removeDir,
   sleep,
@@ -128,6 +133,8 @@ interface Result {
   latencyP50: number;
   latencyP99: number;
   retries: number;
+  /** CPU ms spent during the connect phase: whole machine, controller, agent workers. */
+  cpu: { machine: number; controller: number; agents: number };
   rssBefore: number;
   rssAfter: number;
   heapBefore: number;
@@ -194,12 +201,27 @@ async function runOnce(n: number, opts: { pg: boolean; workers: number; concurre
     const heapBefore = (await controller.memoryUsage()).heapUsed;
 
     // Connect phase: every agent dials once.
+    // KEEL_BENCH_PROFILE=dir: a CPU profile of the controller over the connect phase.
+    const profileDir = process.env.KEEL_BENCH_PROFILE;
+    if (profileDir) await controller.profileStart();
+    const cpu0 = { machine: machineBusyMs(), controller: procCpuMs(controller.pid), agents: workers.reduce((a, w) => a + procCpuMs(w.pid!), 0) };
     t = now();
     const connected = await Promise.all(
       workers.map((w) => request(w, { type: 'connect', url: controller!.url, pin, concurrency: opts.concurrency }, 'connected')),
     );
     const lastWelcome = Math.max(...connected.map((c) => Math.max(...c.welcomes)));
     const connectMs = lastWelcome - t;
+    const cpu = {
+      machine: machineBusyMs() - cpu0.machine,
+      controller: procCpuMs(controller.pid) - cpu0.controller,
+      agents: workers.reduce((a, w) => a + procCpuMs(w.pid!), 0) - cpu0.agents,
+    };
+    if (profileDir) {
+      mkdirSync(profileDir, { recursive: true });
+      const file = join(profileDir, `connect-controller-${n}.cpuprofile`);
+      writeFileSync(file, JSON.stringify(await controller.profileStop()));
+      console.log(`controller profile of the connect phase: ${file}`);
+    }
     const latencies = connected.flatMap((c) => c.welcomes.map((w, i) => w - c.starts[i]!)).sort((a, b) => a - b);
     const retries = connected.reduce((a, c) => a + c.retries, 0);
 
@@ -236,6 +258,7 @@ async function runOnce(n: number, opts: { pg: boolean; workers: number; concurre
       latencyP50: percentile(latencies, 50),
       latencyP99: percentile(latencies, 99),
       retries,
+      cpu,
       rssBefore,
       rssAfter,
       heapBefore,
@@ -286,6 +309,9 @@ async function main(): Promise<void> {
         `  enroll (setup)          ${(r.enrollMs / 1000).toFixed(1)} s, ${(n / (r.enrollMs / 1000)).toFixed(0)} enrollments/s\n` +
         `  connect phase           ${(r.connectMs / 1000).toFixed(2)} s until the last welcome; ${r.retries} retried dials\n` +
         `  handshakes/s            ${r.handshakesPerSec.toFixed(0)}   (target >= 2,000)\n` +
+        `  CPU per handshake       ${(r.cpu.machine / n).toFixed(2)} ms machine-wide: controller ${(r.cpu.controller / n).toFixed(2)}, ` +
+        `agents ${(r.cpu.agents / n).toFixed(2)}, rest (database, kernel) ${((r.cpu.machine - r.cpu.controller - r.cpu.agents) / n).toFixed(2)}; ` +
+        `machine ${((100 * r.cpu.machine) / r.connectMs / cores()).toFixed(0)}% busy\n` +
         `  dial->welcome latency   p50 ${r.latencyP50.toFixed(0)} ms, p99 ${r.latencyP99.toFixed(0)} ms\n` +
         `  all online in API after ${(r.apiOnlineMs / 1000).toFixed(2)} s (GET /api/v1/hosts)\n` +
         `  controller RSS          ${mib(r.rssBefore).toFixed(1)} MiB before -> ${mib(r.rssAfter).toFixed(1)} MiB with ${n} idle sessions\n` +

@@ -24,6 +24,22 @@ export function procMemory(pid: number): { rss: number; hwm: number } {
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
 }
 
+/** CPU time (user + system) a process has used, ms, from /proc/<pid>/stat. */
+export function procCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+}
+
+/** Busy CPU time of the whole machine (all cores, everything but idle and iowait), ms. */
+export function machineBusyMs(): number {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const busy = cpu.reduce((a, b) => a + b, 0) - cpu[3]! - cpu[4]!;
+  return (busy * 1000) / CLOCK_TICKS;
+}
+
+/** USER_HZ: 100 on every Linux we run on. */
+const CLOCK_TICKS = 100;
+
 /** Soft limit on open files of this process (what children inherit). */
 export function openFileLimit(): number {
   const limits = readFileSync('/proc/self/limits', 'utf8');
@@ -78,6 +94,10 @@ export interface BenchController {
   gc(): Promise<void>;
   /** `process.memoryUsage()` inside the controller; needs `inspect`. */
   memoryUsage(): Promise<NodeJS.MemoryUsage>;
+  /** Starts the V8 CPU profiler in the controller; needs `inspect`. */
+  profileStart(): Promise<void>;
+  /** Stops it and returns the profile (a .cpuprofile JSON object). */
+  profileStop(): Promise<unknown>;
   output(): string;
   stop(): Promise<void>;
 }
@@ -172,6 +192,14 @@ export async function startController(opts: {
         returnByValue: true,
       })) as { result: { value: string } };
       return JSON.parse(r.result.value) as NodeJS.MemoryUsage;
+    },
+    async profileStart() {
+      await call('Profiler.enable');
+      await call('Profiler.setSamplingInterval', { interval: 200 });
+      await call('Profiler.start');
+    },
+    async profileStop() {
+      return ((await call('Profiler.stop')) as { profile: unknown }).profile;
     },
     output: () => out + err,
     async stop() {

@@ -123,6 +123,7 @@ export async function startController(
     services,
     ready: async () => ready && (await databaseReachable(database.db)),
     webRoot: opts.webRoot ?? defaultWebRoot(),
+    trustProxy: config.trustProxy,
   });
   const server = createServer(getRequestListener(app.fetch));
   gateway.attach(server);

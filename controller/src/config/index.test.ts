@@ -32,6 +32,7 @@ test('defaults', () => {
     logLevel: 'info',
     maxFrameBytes: 4 * 1024 * 1024,
     joinTokenTtlSeconds: 3600,
+    trustProxy: false,
     configFile: undefined,
   });
 });
@@ -111,4 +112,10 @@ test('a bad DATABASE_URL is named but its value (which may hold a password) is n
     () => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/keel' }),
     (err: Error) => !err.message.includes('hunter2'),
   );
+});
+
+test('KEEL_TRUST_PROXY takes true/false words; a file needs a JSON boolean', () => {
+  assert.equal(loadConfig({ KEEL_TRUST_PROXY: 'true' }).trustProxy, true);
+  assert.equal(loadConfig({ KEEL_TRUST_PROXY: '0' }).trustProxy, false);
+  assert.throws(() => loadConfig({ KEEL_TRUST_PROXY: 'maybe' }), /KEEL_TRUST_PROXY/);
 });

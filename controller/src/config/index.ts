@@ -26,6 +26,8 @@ export interface Config {
   maxFrameBytes: number;
   /** Default lifetime of a new join token, in seconds. */
   joinTokenTtlSeconds: number;
+  /** Trust X-Forwarded-For / X-Forwarded-Proto from a reverse proxy in front of the controller. */
+  trustProxy: boolean;
   /** The JSON config file that was read, if any (absolute path). */
   configFile: string | undefined;
 }
@@ -46,7 +48,7 @@ interface KeyDef {
   env: string;
   file: keyof FileShape;
   /** The JSON type the file must use (env values are always strings and get coerced). */
-  type: 'number' | 'string';
+  type: 'number' | 'string' | 'boolean';
   schema: z.ZodType;
   /** The value may hold a password: never echo it in an error. */
   secret?: boolean;
@@ -62,6 +64,7 @@ interface FileShape {
   logLevel?: LogLevel;
   maxFrameBytes?: number;
   joinTokenTtlSeconds?: number;
+  trustProxy?: boolean;
 }
 
 const keys: Record<keyof FileShape, KeyDef> = {
@@ -98,6 +101,12 @@ const keys: Record<keyof FileShape, KeyDef> = {
     type: 'number',
     schema: positiveInt,
   },
+  trustProxy: {
+    env: 'KEEL_TRUST_PROXY',
+    file: 'trustProxy',
+    type: 'boolean',
+    schema: z.union([z.boolean(), z.stringbool()]),
+  },
 };
 
 const defaults = {
@@ -107,6 +116,7 @@ const defaults = {
   logLevel: 'info' as LogLevel,
   maxFrameBytes: 4 * 1024 * 1024,
   joinTokenTtlSeconds: 3600,
+  trustProxy: false,
 };
 
 function readConfigFile(file: string): Record<string, unknown> {
@@ -184,6 +194,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     logLevel: (values.logLevel as LogLevel | undefined) ?? defaults.logLevel,
     maxFrameBytes: (values.maxFrameBytes as number | undefined) ?? defaults.maxFrameBytes,
     joinTokenTtlSeconds: (values.joinTokenTtlSeconds as number | undefined) ?? defaults.joinTokenTtlSeconds,
+    trustProxy: (values.trustProxy as boolean | undefined) ?? defaults.trustProxy,
     configFile: configPath ? path.resolve(configPath) : undefined,
   };
 }

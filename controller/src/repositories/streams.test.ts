@@ -259,6 +259,23 @@ for (const target of testDatabaseTargets()) {
       assert.deepEqual((await streams.read(host, 'logs', 0, 100)).gaps, []);
     });
 
+    test('with synchronousCommit off, appends (contiguous, overlapping, gapped) behave the same', async () => {
+      const host = await newHost();
+      const fast = createStreamRepository(db, { synchronousCommit: false });
+      assert.deepEqual(await fast.append(host, 'logs', batch(1, 10)), { ackedSeq: 10 });
+      assert.deepEqual(await fast.append(host, 'logs', batch(11, 20)), { ackedSeq: 20 });
+      assert.deepEqual(await fast.append(host, 'logs', batch(15, 25)), { ackedSeq: 25 });
+      assert.deepEqual(await fast.append(host, 'logs', batch(31, 31)), {
+        ackedSeq: 31,
+        gap: { fromSeq: 26, toSeq: 30 },
+      });
+      const { records } = await fast.read(host, 'logs', 0, 100);
+      assert.deepEqual(
+        records.map((r) => r.seq),
+        [...Array.from({ length: 25 }, (_, i) => i + 1), 31],
+      );
+    });
+
     // Last in the file: it closes the shared handle.
     test('the cursor and the data survive closing and reopening the database', async () => {
       const host = await newHost();
