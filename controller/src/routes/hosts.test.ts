@@ -196,5 +196,14 @@ describe('GET /hosts/:id/events', () => {
     const bad = await t.request(`/api/v1/hosts/${hostId}/events?limit=0`, { as: viewer });
     assert.equal(bad.status, 400);
     assert.match(((await bad.json()) as { error: { message: string } }).error.message, /query\.limit/);
+
+    // tail=1: only the newest event, whatever `after` says.
+    const tail = await t.request(`/api/v1/hosts/${hostId}/events?tail=1`, { as: viewer });
+    assert.equal(tail.status, 200);
+    const tailBody = (await tail.json()) as { events: { seq: number }[] };
+    assert.deepEqual(
+      tailBody.events.map((e) => e.seq),
+      [5],
+    );
   });
 });

@@ -151,7 +151,7 @@ const eventsRoute = createRoute({
   tags: ['hosts'],
   summary: "A host's event stream",
   description:
-    'Events with `seq > after`, oldest first, and the gaps (records the agent lost) in that range.',
+    'Events with `seq > after` (or the newest `tail` events), oldest first, and the gaps (records the agent lost) in that range.',
   security: cookieSecurity,
   request: {
     params: idParamSchema,
@@ -168,6 +168,12 @@ const eventsRoute = createRoute({
         maximum: 1000,
         default: 200,
         description: 'At most this many events.',
+      }),
+      tail: z.coerce.number().int().min(1).max(1000).optional().openapi({
+        type: 'integer',
+        minimum: 1,
+        maximum: 1000,
+        description: 'Instead of `after`: the newest `tail` events (what a console shows first).',
       }),
     }),
   },
@@ -206,8 +212,8 @@ export function hostRoutes({ hosts, events }: HostRoutesDeps) {
     )
     .openapi(eventsRoute, async (c) => {
       const { id } = c.req.valid('param');
-      const { after, limit } = c.req.valid('query');
+      const { after, limit, tail } = c.req.valid('query');
       await hosts.get(id);
-      return c.json(await events.read(id, after, limit), 200);
+      return c.json(await (tail ? events.tail(id, tail) : events.read(id, after, limit)), 200);
     });
 }

@@ -34,6 +34,12 @@ export function decodeHostEvent(seq: number, ts: number, payload: Uint8Array): H
 /** Reads pages of a host's events. */
 export function createHostEventsReader(streams: StreamRepository) {
   return {
+    /** The newest `count` events (oldest of them first), without paging through the stream. */
+    async tail(hostId: string, count: number): Promise<HostEventPage> {
+      const cursor = await streams.cursor(hostId, EVENTS_STREAM);
+      return this.read(hostId, Math.max(0, cursor - count), count);
+    },
+
     async read(hostId: string, afterSeq: number, limit: number): Promise<HostEventPage> {
       const { records, gaps } = await streams.read(hostId, EVENTS_STREAM, afterSeq, limit);
       return {

@@ -99,6 +99,11 @@ export const api = {
       undefined,
       { signal },
     ),
+  /** The newest `count` events of a host. */
+  hostEventsTail: (id: string, count: number, signal?: AbortSignal) =>
+    request<HostEventsPage>('GET', `/hosts/${encodeURIComponent(id)}/events?tail=${count}`, undefined, {
+      signal,
+    }),
 
   createJoinToken: (input: { ttlSeconds: number; uses?: number; note?: string }) =>
     request<CreatedJoinToken>('POST', '/join-tokens', input),
