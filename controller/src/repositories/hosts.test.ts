@@ -5,26 +5,15 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { eq } from 'drizzle-orm';
-import { KeelError, type HostFacts } from '@keel/shared';
+import { KeelError } from '@keel/shared';
 import type { Db } from '../db/index.ts';
 import { joinTokens } from '../db/schema/join-tokens.ts';
 import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
 import { createHostRepository, toHostView, type HostRepository } from './hosts.ts';
 import { createJoinTokenRepository, type JoinTokenRepository } from './join-tokens.ts';
+import { sampleFacts } from '../../../test/helpers/facts.ts';
 
 const newKey = () => randomBytes(32).toString('base64url');
-
-const sampleFacts: HostFacts = {
-  hostname: 'web-1',
-  os: { platform: 'linux', distro: 'Debian GNU/Linux', release: '12', codename: 'bookworm', arch: 'x64' },
-  kernel: '6.1.0-18-amd64',
-  cpu: { model: 'AMD EPYC 7B13', cores: 2, physicalCores: 1, speedGHz: 2.45 },
-  memory: { totalBytes: 4_000_000_000 },
-  disks: [{ mount: '/', fs: '/dev/vda1', type: 'ext4', sizeBytes: 40e9, usedBytes: 12e9 }],
-  agentVersion: '0.1.0',
-  bootTime: 1_700_000_000_000,
-  uptimeSeconds: 3600,
-};
 
 async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
