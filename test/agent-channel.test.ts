@@ -208,6 +208,57 @@ describe('handshake', () => {
     text.ws.send('hello as text');
     assert.equal(await text.closed, closeCodes.malformed);
   });
+
+  test('a peer-chosen multibyte frame type cannot crash the controller (close reason is bounded)', async () => {
+    const raw = await rawSocket();
+    raw.ws.send(Buffer.from(JSON.stringify({ type: '你'.repeat(60) })));
+    assert.equal(await raw.closed, closeCodes.malformed);
+    // Same through a sealed enroll-mode session, which needs no credentials.
+    const enrolling = await new Promise<{ closed: Promise<number>; send: (b: Buffer) => void }>(
+      (resolve, reject) => {
+        openSession({
+          controllerUrl: ctl.url,
+          identity: generateSigningIdentity(),
+          pin: ctl.fingerprint,
+          mode: 'enroll',
+          onFrame: () => {},
+        }).then(({ ws, channel }) => {
+          const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+          resolve({ closed, send: (b) => ws.send(channel.session.sealer.seal(b)) });
+        }, reject);
+      },
+    );
+    enrolling.send(
+      encodeFrame({ type: 'enroll', token: 'x', facts: sampleFacts, ['ключ'.repeat(40)]: 1 } as never),
+    );
+    assert.equal(await enrolling.closed, closeCodes.malformed);
+    const identity = generateSigningIdentity();
+    await enroll(identity, await joinToken(ctl));
+    const s = await connect(identity);
+    await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
+    s.ws.close();
+  });
+
+  test('before the handshake a message above 4 KiB is refused, whatever the session limit', async () => {
+    const raw = await rawSocket();
+    raw.ws.send(Buffer.alloc(8 * 1024, 0x20));
+    assert.equal(await raw.closed, closeCodes.tooLarge);
+  });
+
+  test('a host revoked while not connected cannot start a session', async () => {
+    const identity = generateSigningIdentity();
+    const hostId = await enroll(identity, await joinToken(ctl));
+    assert.equal(ctl.gateway.disconnect(hostId, 'revoked'), false);
+    const err = await connect(identity).then(
+      (s) => s.closed,
+      (e: unknown) => e,
+    );
+    assert.ok(
+      (err instanceof LinkClosed && err.fatal) || err === closeCodes.revoked,
+      `expected a refusal, got ${String(err)}`,
+    );
+    assert.equal(ctl.gateway.isOnline(hostId), false);
+  });
 });
 
 describe('sealed session', () => {

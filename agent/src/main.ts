@@ -153,8 +153,16 @@ export async function run(stateDir: string): Promise<number> {
     dir: join(stateDir, 'spool', 'events'),
     maxBytes: intEnv('KEEL_AGENT_SPOOL_BYTES', 64 * 1024 * 1024),
   });
+  let emitFailures = 0;
   const emit = (kind: string, data: Record<string, unknown> = {}) => {
-    events.append([{ ts: Date.now(), payload: Buffer.from(JSON.stringify({ kind, ...data })) }]);
+    try {
+      events.append([{ ts: Date.now(), payload: Buffer.from(JSON.stringify({ kind, ...data })) }]);
+    } catch (err) {
+      // A full or failing disk must not take the agent down with it: the host stays reachable,
+      // and the loss is logged with a count.
+      emitFailures++;
+      log.error({ err, kind, failures: emitFailures }, 'could not write an event to the spool');
+    }
   };
   let lastFacts = await collectFacts();
   const facts = async () => {

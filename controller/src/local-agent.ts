@@ -24,6 +24,8 @@ function runAgent(args: string[], stateDir: string, log: Logger): ChildProcess {
 }
 
 function exited(child: ChildProcess): Promise<number> {
+  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+  if (child.signalCode !== null) return Promise.resolve(128);
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
 }
 
@@ -70,7 +72,7 @@ export async function startLocalAgent(opts: {
   return async () => {
     stopping = true;
     const c = child as ChildProcess | null;
-    if (c && c.exitCode === null) {
+    if (c && c.exitCode === null && c.signalCode === null) {
       c.kill('SIGTERM');
       const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
       await exited(c);

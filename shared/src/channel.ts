@@ -1,7 +1,7 @@
 // A sealed channel over any message socket: seals outgoing frames, opens and validates incoming
 // ones, and closes the socket with the documented code on the first bad frame. Agent and
 // controller both use it after the handshake; it does no I/O of its own.
-import { closeCodes } from './close-codes.ts';
+import { closeCodes, closeReason } from './close-codes.ts';
 import { decodeFrame, encodeFrame } from './codec.ts';
 import type { SessionFrame } from './frames.ts';
 import type { Session } from './handshake.ts';
@@ -10,6 +10,8 @@ import type { Session } from './handshake.ts';
 export interface MessageSocket {
   send(data: Buffer, cb?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
+  /** Drops the connection at once (used when a graceful close fails). */
+  terminate?(): void;
   readonly bufferedAmount: number;
 }
 
@@ -62,7 +64,11 @@ export class SealedChannel {
     if (this.#closed) return;
     this.#closed = true;
     this.#handlers.onProtocolError?.(code, reason);
-    this.#socket.close(code, reason.slice(0, 120));
+    try {
+      this.#socket.close(code, closeReason(reason));
+    } catch {
+      this.#socket.terminate?.();
+    }
   }
 
   /** Marks the channel closed without touching the socket (the socket closed first). */

@@ -42,3 +42,15 @@ export const fatalCloseCodes: ReadonlySet<number> = new Set([
   closeCodes.revoked,
   closeCodes.version,
 ]);
+
+/** Longest close reason a WebSocket allows, in UTF-8 bytes. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * A close reason that always fits the WebSocket limit (123 UTF-8 bytes): peer-chosen text such as
+ * a frame type can be multibyte, and `ws` throws on an over-long reason.
+ */
+export function closeReason(text: string): string {
+  const ascii = text.replace(/[^\x20-\x7e]/g, '?');
+  return ascii.length <= 120 ? ascii : `${ascii.slice(0, 117)}...`;
+}

@@ -57,6 +57,8 @@ export interface OpenSessionOptions {
   maxFrameBytes?: number;
   timeoutMs?: number;
   onFrame(frame: SessionFrame, body: Buffer): void;
+  /** Called with the socket as soon as it exists (so a stop can close a connection in progress). */
+  onSocket?(ws: WebSocket): void;
 }
 
 /**
@@ -70,6 +72,7 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
       perMessageDeflate: false,
       handshakeTimeout: opts.timeoutMs ?? 10_000,
     });
+    opts.onSocket?.(ws);
     const handshake = new AgentHandshake({ identity: opts.identity, pin: opts.pin, mode: opts.mode });
     let channel: SealedChannel | null = null;
     let settled = false;
@@ -123,6 +126,9 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
     });
   });
 }
+
+/** Largest request result, as JSON, that fits a frame header with room to spare. */
+const MAX_RESULT_JSON = 200 * 1024;
 
 /** Events the link reports to the host event stream. */
 export type LinkEvent =
@@ -237,7 +243,8 @@ export class AgentLink {
     this.#stopping = true;
     this.#wake?.();
     const ws = this.#ws;
-    if (ws && ws.readyState === ws.OPEN) {
+    if (ws && ws.readyState === ws.CONNECTING) ws.terminate();
+    else if (ws && ws.readyState === ws.OPEN) {
       await new Promise<void>((resolve) => {
         ws.once('close', () => resolve());
         ws.close(closeCodes.goingAway, 'agent stopping');
@@ -262,8 +269,14 @@ export class AgentLink {
       pin: this.#opts.pin,
       mode: 'connect',
       onFrame,
+      onSocket: (socket) => (this.#ws = socket),
     });
     const ws = opened.ws;
+    if (this.#stopping) {
+      // stop() arrived during the handshake.
+      ws.close(closeCodes.goingAway, 'agent stopping');
+      return new LinkClosed(closeCodes.goingAway, 'agent stopping', false);
+    }
     channel = opened.channel;
     this.#ws = ws;
     this.#channel = channel;
@@ -404,13 +417,21 @@ export class AgentLink {
           }),
         ),
       ]);
-      channel.send({ type: 'res', id: frame.id, ok: true, result: result ?? null });
+      const value = result ?? null;
+      if (JSON.stringify(value).length > MAX_RESULT_JSON) {
+        throw new KeelError('request.failed', `the result of ${frame.method} is too large to send`);
+      }
+      channel.send({ type: 'res', id: frame.id, ok: true, result: value });
     } catch (err) {
-      const error =
-        err instanceof KeelError && isErrorCode(err.code)
-          ? err.toJSON()
-          : { code: 'request.failed', message: err instanceof Error ? err.message : String(err) };
-      channel.send({ type: 'res', id: frame.id, ok: false, error });
+      const code = err instanceof KeelError && isErrorCode(err.code) ? err.code : 'request.failed';
+      const message = err instanceof Error ? err.message : String(err);
+      // Bounded to the frame schema: an over-long message would make the whole frame invalid.
+      channel.send({
+        type: 'res',
+        id: frame.id,
+        ok: false,
+        error: { code, message: message.slice(0, 2000) },
+      });
     }
   }
 }

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import {
   closeCodes,
+  closeReason,
   controllerPreAuthFrames,
   ControllerHandshake,
   decodeHandshakeFrame,
@@ -41,18 +42,33 @@ export interface GatewayOptions {
 /** The path agents dial. */
 export const AGENT_PATH = '/agent/v1';
 
-interface LiveSession {
-  hostId: string;
+/** One authenticated agent connection, from the handshake until it closes. */
+interface AgentSession {
   ws: WebSocket;
   channel: SealedChannel;
-  ingest: StreamIngest;
+  /** Set once the key is matched to an enrolled host. */
+  hostId: string | null;
+  ingest: StreamIngest | null;
+  /** Welcome sent: frames are dispatched, requests may be sent. */
+  ready: boolean;
+  ended: boolean;
+  /** Frames that arrived before the session was ready (bounded). */
+  early: [SessionFrame, Buffer][];
+  log: Logger;
 }
+
+/** Frames an agent may send before its welcome; more is a protocol violation. */
+const MAX_EARLY_FRAMES = 64;
+/** Largest handshake message; the socket's limit is raised to maxFrameBytes only after auth. */
+const PRE_AUTH_MAX_PAYLOAD = 4096;
 
 /** The running gateway: attach it to an HTTP server, use it through the AgentGateway contract. */
 export class Gateway implements AgentGateway {
   readonly wss: WebSocketServer;
   #opts: Required<Omit<GatewayOptions, 'onHostChanged'>> & Pick<GatewayOptions, 'onHostChanged'>;
-  #live = new Map<string, LiveSession>();
+  #live = new Map<string, AgentSession>();
+  #revoked = new Set<string>();
+  #presence = new Map<string, Promise<void>>();
   #broker: RequestBroker;
   #heartbeat: NodeJS.Timeout;
   #alive = new WeakMap<WebSocket, boolean>();
@@ -75,9 +91,9 @@ export class Gateway implements AgentGateway {
     });
     this.#broker = new RequestBroker((hostId, frame) => {
       const live = this.#live.get(hostId);
-      if (!live || live.channel.closed) return false;
+      if (!live || !live.ready || live.ended || live.channel.closed) return null;
       live.channel.send(frame);
-      return true;
+      return live;
     });
     this.#heartbeat = setInterval(() => this.#beat(), this.#opts.heartbeatMs);
     this.#heartbeat.unref();
@@ -102,7 +118,7 @@ export class Gateway implements AgentGateway {
   }
 
   isOnline(hostId: string): boolean {
-    return this.#live.has(hostId);
+    return this.#live.get(hostId)?.ready === true;
   }
 
   request<M extends AgentRequestMethod>(
@@ -111,12 +127,16 @@ export class Gateway implements AgentGateway {
     params: AgentRequestMap[M]['params'],
     opts: { timeoutMs?: number } = {},
   ): Promise<AgentRequestMap[M]['result']> {
+    if (this.#revoked.has(hostId)) return Promise.reject(new KeelError('host.revoked'));
     return this.#broker.request(hostId, method, params, opts.timeoutMs ?? 10_000) as Promise<
       AgentRequestMap[M]['result']
     >;
   }
 
   disconnect(hostId: string, reason: 'revoked'): boolean {
+    // Remembered so a session that is still starting (its host looked up before the revoke
+    // committed) is refused too.
+    this.#revoked.add(hostId);
     this.#broker.failHost(hostId, new KeelError('host.revoked'));
     const live = this.#live.get(hostId);
     if (!live) return false;
@@ -124,8 +144,9 @@ export class Gateway implements AgentGateway {
       type: 'error',
       error: { code: 'handshake.revoked', message: 'This host was revoked.' },
     });
-    live.ws.close(closeCodes.revoked, reason);
-    // Do not wait for the peer's close frame: the session ends now.
+    // The session ends now: nothing more is dispatched or stored, whatever the peer still sends.
+    void this.#ended(live);
+    safeClose(live.ws, closeCodes.revoked, reason);
     setTimeout(() => live.ws.terminate(), 500).unref();
     return true;
   }
@@ -135,10 +156,11 @@ export class Gateway implements AgentGateway {
     this.#closing = true;
     clearInterval(this.#heartbeat);
     this.#broker.close();
-    for (const ws of this.wss.clients) ws.close(closeCodes.goingAway, 'controller shutting down');
     const sessions = [...this.#live.values()];
-    await Promise.all(sessions.map((s) => s.ingest.drain()));
+    for (const ws of this.wss.clients) safeClose(ws, closeCodes.goingAway, 'controller shutting down');
+    await Promise.all(sessions.map((s) => s.ingest?.drain()));
     await Promise.all(sessions.map((s) => this.#ended(s)));
+    await Promise.all([...this.#presence.values()]);
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
@@ -155,15 +177,17 @@ export class Gateway implements AgentGateway {
 
   #accept(ws: WebSocket, req: IncomingMessage): void {
     const log = this.#opts.log.child({ peer: req.socket.remoteAddress });
+    setMaxPayload(ws, PRE_AUTH_MAX_PAYLOAD);
     this.#alive.set(ws, true);
     ws.on('pong', () => this.#alive.set(ws, true));
     ws.on('error', (err) => log.debug({ err: err.message }, 'agent socket error'));
     const handshake = new ControllerHandshake({ identity: this.#opts.identity });
-    let live: LiveSession | null = null;
+    let session: AgentSession | null = null;
     let enrolling: SealedChannel | null = null;
-    let state: 'hello' | 'checking' | 'auth' | 'session' = 'hello';
+    let state: 'hello' | 'checking' | 'auth' | 'session' | 'enroll' = 'hello';
+    // Runs until a connect-mode session starts or an enroll frame arrives.
     const timer = setTimeout(() => {
-      if (state !== 'session') reject(closeCodes.handshakeTimeout, 'handshake.failed', 'handshake timed out');
+      reject(closeCodes.handshakeTimeout, 'handshake.failed', 'handshake timed out');
     }, this.#opts.handshakeTimeoutMs);
     timer.unref();
 
@@ -171,81 +195,12 @@ export class Gateway implements AgentGateway {
       clearTimeout(timer);
       log.info({ code, errorCode, reason: message }, 'agent rejected');
       if (ws.readyState === ws.OPEN) {
-        ws.send(encodeHandshakeFrame({ type: 'error', code: errorCode, message }));
-        ws.close(code, message.slice(0, 120));
+        if (state !== 'session' && state !== 'enroll') {
+          ws.send(encodeHandshakeFrame({ type: 'error', code: errorCode, message: message.slice(0, 500) }));
+        }
+        safeClose(ws, code, message);
       }
     };
-
-    ws.on('message', (data: RawData, isBinary: boolean) => {
-      this.#alive.set(ws, true);
-      const bytes = toBuffer(data);
-      if (state === 'session') {
-        (live?.channel ?? enrolling)?.receive(bytes);
-        return;
-      }
-      if (!isBinary) return reject(closeCodes.malformed, 'frame.malformed', 'handshake frames are binary');
-      if (state === 'checking')
-        return reject(closeCodes.unexpected, 'frame.unexpected', 'frame before hello was answered');
-      const decoded = decodeHandshakeFrame(controllerPreAuthFrames, bytes);
-      if (!decoded.ok) return reject(closeCodes.malformed, 'frame.malformed', decoded.reason);
-      const frame = decoded.value;
-      try {
-        if (state === 'hello') {
-          if (frame.type !== 'hello')
-            return reject(closeCodes.unexpected, 'frame.unexpected', `expected hello, got ${frame.type}`);
-          state = 'checking';
-          void this.#checkHello(frame.agentKey, frame.mode).then(
-            (verdict) => {
-              if (ws.readyState !== ws.OPEN) return;
-              if (verdict === 'unknown')
-                return reject(
-                  closeCodes.unknownAgent,
-                  'handshake.unknown_agent',
-                  'agent key is not enrolled',
-                );
-              if (verdict === 'revoked')
-                return reject(closeCodes.revoked, 'handshake.revoked', 'agent has been revoked');
-              try {
-                ws.send(encodeHandshakeFrame(handshake.onHello(frame)));
-                state = 'auth';
-              } catch (err) {
-                handshakeError(err);
-              }
-            },
-            (err: unknown) => {
-              log.error({ err }, 'hello check failed');
-              reject(closeCodes.internal, 'internal', 'internal error');
-            },
-          );
-          return;
-        }
-        if (frame.type !== 'auth')
-          return reject(closeCodes.unexpected, 'frame.unexpected', `expected auth, got ${frame.type}`);
-        const session = handshake.onAuth(frame);
-        clearTimeout(timer);
-        state = 'session';
-        this.handshakes++;
-        const agentKey = toB64u(session.peerKey);
-        if (handshake.mode === 'enroll') {
-          enrolling = new SealedChannel(ws, session, {
-            onFrame: (f) => void this.#onEnrollFrame(ws, enrolling!, agentKey, f, log),
-            onProtocolError: (code, reason) => log.info({ code, reason }, 'enrolling agent sent a bad frame'),
-          });
-          return;
-        }
-        void this.#startSession(ws, session, agentKey, log).then(
-          (s) => {
-            live = s;
-          },
-          (err: unknown) => {
-            log.error({ err }, 'session start failed');
-            ws.close(closeCodes.internal, 'internal error');
-          },
-        );
-      } catch (err) {
-        handshakeError(err);
-      }
-    });
 
     const handshakeError = (err: unknown) => {
       if (err instanceof HandshakeFailure) {
@@ -260,13 +215,108 @@ export class Gateway implements AgentGateway {
       }
     };
 
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      this.#alive.set(ws, true);
+      const bytes = toBuffer(data);
+      if (state === 'session') return session?.channel.receive(bytes);
+      if (state === 'enroll') return enrolling?.receive(bytes);
+      if (!isBinary) return reject(closeCodes.malformed, 'frame.malformed', 'handshake frames are binary');
+      if (state === 'checking') {
+        return reject(closeCodes.unexpected, 'frame.unexpected', 'frame before hello was answered');
+      }
+      const decoded = decodeHandshakeFrame(controllerPreAuthFrames, bytes);
+      if (!decoded.ok) return reject(closeCodes.malformed, 'frame.malformed', decoded.reason);
+      const frame = decoded.value;
+      try {
+        if (state === 'hello') {
+          if (frame.type !== 'hello') {
+            return reject(closeCodes.unexpected, 'frame.unexpected', `expected hello, got ${frame.type}`);
+          }
+          state = 'checking';
+          void this.#checkHello(frame.agentKey, frame.mode).then(
+            (verdict) => {
+              if (ws.readyState !== ws.OPEN) return;
+              if (verdict === 'unknown') {
+                return reject(
+                  closeCodes.unknownAgent,
+                  'handshake.unknown_agent',
+                  'agent key is not enrolled',
+                );
+              }
+              if (verdict === 'revoked') {
+                return reject(closeCodes.revoked, 'handshake.revoked', 'agent has been revoked');
+              }
+              try {
+                ws.send(encodeHandshakeFrame(handshake.onHello(frame)));
+                state = 'auth';
+              } catch (err) {
+                handshakeError(err);
+              }
+            },
+            (err: unknown) => {
+              log.error({ err }, 'hello check failed');
+              reject(closeCodes.internal, 'internal', 'internal error');
+            },
+          );
+          return;
+        }
+        if (frame.type !== 'auth') {
+          return reject(closeCodes.unexpected, 'frame.unexpected', `expected auth, got ${frame.type}`);
+        }
+        const sealed = handshake.onAuth(frame);
+        this.handshakes++;
+        setMaxPayload(ws, this.#opts.maxFrameBytes);
+        const agentKey = toB64u(sealed.peerKey);
+        if (handshake.mode === 'enroll') {
+          // The handshake timer keeps running until the enroll frame arrives.
+          state = 'enroll';
+          enrolling = new SealedChannel(ws, sealed, {
+            onFrame: (f) => {
+              clearTimeout(timer);
+              void this.#onEnrollFrame(ws, enrolling!, agentKey, f, log);
+            },
+            onProtocolError: (code, reason) => log.info({ code, reason }, 'enrolling agent sent a bad frame'),
+          });
+          return;
+        }
+        clearTimeout(timer);
+        state = 'session';
+        const s: AgentSession = {
+          ws,
+          hostId: null,
+          ingest: null,
+          ready: false,
+          ended: false,
+          early: [],
+          log,
+          channel: new SealedChannel(ws, sealed, {
+            onFrame: (f, body) => {
+              if (s.ended) return;
+              if (s.ready) return this.#onSessionFrame(s, f, body);
+              if (s.early.length >= MAX_EARLY_FRAMES)
+                return s.channel.fail(closeCodes.unexpected, 'too many frames before welcome');
+              s.early.push([f, body]);
+            },
+            onProtocolError: (code, reason) =>
+              s.log.warn({ code, reason }, 'agent sent a bad frame; closing'),
+          }),
+        };
+        session = s;
+        void this.#startSession(s, agentKey).catch((err: unknown) => {
+          s.log.error({ err }, 'session start failed');
+          safeClose(ws, closeCodes.internal, 'internal error');
+        });
+      } catch (err) {
+        handshakeError(err);
+      }
+    });
+
     ws.on('close', (code) => {
       clearTimeout(timer);
-      if (live) {
-        const ended = live;
-        live = null;
-        log.info({ host: ended.hostId, code }, 'agent disconnected');
-        void this.#ended(ended);
+      enrolling?.markClosed();
+      if (session) {
+        session.log.info({ host: session.hostId, code }, 'agent disconnected');
+        void this.#ended(session);
       }
     });
   }
@@ -275,7 +325,7 @@ export class Gateway implements AgentGateway {
     if (mode === 'enroll') return 'ok';
     const host = await this.#opts.store.findHostByKey(agentKey);
     if (!host) return 'unknown';
-    return host.revoked ? 'revoked' : 'ok';
+    return host.revoked || this.#revoked.has(host.id) ? 'revoked' : 'ok';
   }
 
   async #onEnrollFrame(
@@ -297,99 +347,143 @@ export class Gateway implements AgentGateway {
       log.info({ host: host.id }, 'agent enrolled');
       channel.send({ type: 'enrolled', hostId: host.id });
       this.#opts.onHostChanged?.(host.id);
-      ws.close(1000, 'enrolled');
+      safeClose(ws, 1000, 'enrolled');
     } catch (err) {
       const error = err instanceof KeelError ? err : new KeelError('internal');
       if (!(err instanceof KeelError)) log.error({ err }, 'enroll failed');
       channel.send({ type: 'error', error: error.toJSON() });
-      ws.close(closeCodes.unknownAgent, error.code);
+      safeClose(ws, closeCodes.unknownAgent, error.code);
     }
   }
 
-  async #startSession(
-    ws: WebSocket,
-    session: ConstructorParameters<typeof SealedChannel>[1],
-    agentKey: string,
-    log: Logger,
-  ): Promise<LiveSession | null> {
+  async #startSession(s: AgentSession, agentKey: string): Promise<void> {
     const host = await this.#opts.store.findHostByKey(agentKey);
-    if (!host || host.revoked) {
-      ws.close(host ? closeCodes.revoked : closeCodes.unknownAgent, host ? 'revoked' : 'unknown agent');
-      return null;
-    }
-    const hostLog = log.child({ host: host.id, session: session.id });
-    const previous = this.#live.get(host.id);
-    if (previous) {
-      hostLog.info('a newer session replaces the previous one');
-      this.#live.delete(host.id);
-      previous.ws.close(closeCodes.replaced, 'replaced by a newer session');
-      await this.#ended(previous, false);
+    if (s.ended) return;
+    if (!host || host.revoked || this.#revoked.has(host.id)) {
+      safeClose(
+        s.ws,
+        host ? closeCodes.revoked : closeCodes.unknownAgent,
+        host ? 'revoked' : 'unknown agent',
+      );
+      return;
     }
     // Identity comes only from the handshake key: nothing in a frame can name another host.
     const hostId = host.id;
-    let liveRef: LiveSession | null = null;
-    const channel = new SealedChannel(ws, session, {
-      onFrame: (frame, body) => this.#onSessionFrame(liveRef!, frame, body, hostLog),
-      onProtocolError: (code, reason) => hostLog.warn({ code, reason }, 'agent sent a bad frame; closing'),
-    });
-    const ingest = new StreamIngest({
+    s.hostId = hostId;
+    s.log = s.log.child({ host: hostId, session: s.channel.session.id });
+    s.ingest = new StreamIngest({
       hostId,
       store: this.#opts.store,
-      ack: (stream, seq) => channel.send({ type: 'stream.ack', stream, seq }),
-      fail: (code, reason) => channel.fail(code, reason),
-      log: hostLog,
+      ack: (stream, seq) => s.channel.send({ type: 'stream.ack', stream, seq }),
+      fail: (code, reason) => s.channel.fail(code, reason),
+      log: s.log,
     });
-    liveRef = { hostId, ws, channel, ingest };
-    if (ws.readyState !== ws.OPEN) return null;
-    this.#live.set(hostId, liveRef);
+    const previous = this.#live.get(hostId);
+    this.#live.set(hostId, s);
+    if (previous) {
+      s.log.info('a newer session replaces the previous one');
+      safeClose(previous.ws, closeCodes.replaced, 'replaced by a newer session');
+      await this.#ended(previous);
+    }
     const cursors = await this.#opts.store.cursors(hostId);
-    await this.#opts.store.markOnline(hostId, new Date());
-    if (ws.readyState !== ws.OPEN || this.#live.get(hostId) !== liveRef) return liveRef;
-    channel.send({
+    await this.#presenceWrite(hostId, () => this.#opts.store.markOnline(hostId, new Date()));
+    if (s.ended || this.#live.get(hostId) !== s) return;
+    if (this.#revoked.has(hostId)) {
+      s.channel.fail(closeCodes.revoked, 'revoked');
+      return;
+    }
+    s.channel.send({
       type: 'welcome',
       hostId,
       cursors,
       maxFrameBytes: this.#opts.maxFrameBytes,
       windowBytes: this.#opts.windowBytes,
     });
-    hostLog.info('agent online');
+    s.ready = true;
+    s.log.info('agent online');
+    for (const [frame, body] of s.early.splice(0)) this.#onSessionFrame(s, frame, body);
     this.#opts.onHostChanged?.(hostId);
     this.#broker.hostOnline(hostId);
-    return liveRef;
   }
 
-  #onSessionFrame(live: LiveSession, frame: SessionFrame, body: Buffer, log: Logger): void {
+  #onSessionFrame(s: AgentSession, frame: SessionFrame, body: Buffer): void {
+    const hostId = s.hostId!;
     switch (frame.type) {
       case 'res':
-        this.#broker.onResponse(live.hostId, frame);
+        this.#broker.onResponse(hostId, frame);
         return;
       case 'stream.data':
-        live.ingest.push(frame, body);
+        s.ingest!.push(frame, body);
         return;
       case 'facts':
-        void this.#opts.store.updateFacts(live.hostId, frame.facts).then(
-          () => this.#opts.onHostChanged?.(live.hostId),
-          (err: unknown) => log.error({ err }, 'storing facts failed'),
+        void this.#opts.store.updateFacts(hostId, frame.facts).then(
+          () => this.#opts.onHostChanged?.(hostId),
+          (err: unknown) => s.log.error({ err }, 'storing facts failed'),
         );
         return;
       default:
-        live.channel.fail(closeCodes.unexpected, `frame ${frame.type} is not allowed from an agent`);
+        s.channel.fail(closeCodes.unexpected, `frame ${frame.type} is not allowed from an agent`);
     }
   }
 
-  async #ended(live: LiveSession, markOffline = true): Promise<void> {
-    if (this.#live.get(live.hostId) === live) this.#live.delete(live.hostId);
-    live.channel.markClosed();
-    this.#broker.hostOffline(live.hostId);
-    live.ingest.stop();
-    if (!markOffline || this.#live.has(live.hostId)) return;
+  /** Ends a session once, whichever comes first: its close, a replacement, a revoke, shutdown. */
+  async #ended(s: AgentSession): Promise<void> {
+    if (s.ended) return;
+    s.ended = true;
+    s.ready = false;
+    s.early = [];
+    s.channel.markClosed();
+    s.ingest?.stop();
+    const hostId = s.hostId;
+    if (!hostId) return;
+    if (this.#live.get(hostId) === s) this.#live.delete(hostId);
+    this.#broker.hostOffline(hostId, s);
     try {
-      await this.#opts.store.markOffline(live.hostId, new Date());
-      this.#opts.onHostChanged?.(live.hostId);
+      // Checked inside the per-host queue: a newer session may have come online meanwhile.
+      const wrote = await this.#presenceWrite(hostId, async () => {
+        if (this.#live.has(hostId)) return false;
+        await this.#opts.store.markOffline(hostId, new Date());
+        return true;
+      });
+      if (wrote) this.#opts.onHostChanged?.(hostId);
     } catch (err) {
-      this.#opts.log.error({ err, host: live.hostId }, 'marking host offline failed');
+      this.#opts.log.error({ err, host: hostId }, 'marking host offline failed');
     }
   }
+
+  /** Runs presence writes of one host in order, so an old session's offline never lands last. */
+  #presenceWrite<T>(hostId: string, write: () => Promise<T>): Promise<T> {
+    const before = this.#presence.get(hostId) ?? Promise.resolve();
+    const run = before.then(write);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#presence.set(hostId, settled);
+    void settled.then(() => {
+      if (this.#presence.get(hostId) === settled) this.#presence.delete(hostId);
+    });
+    return run;
+  }
+}
+
+/** Closes a socket with a reason that always fits; falls back to terminate. */
+function safeClose(ws: WebSocket, code: number, reason: string): void {
+  try {
+    ws.close(code, closeReason(reason));
+  } catch {
+    ws.terminate();
+  }
+}
+
+/**
+ * Sets the largest message this socket accepts. `ws` has one limit per server, so a pre-auth
+ * peer could otherwise make it buffer maxFrameBytes; this narrows it per connection until the
+ * handshake is done (a test asserts a larger pre-auth message is refused with 1009).
+ */
+function setMaxPayload(ws: WebSocket, bytes: number): void {
+  const receiver = (ws as unknown as { _receiver?: { _maxPayload?: number } })._receiver;
+  if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = bytes;
 }
 
 function toBuffer(data: RawData): Buffer {

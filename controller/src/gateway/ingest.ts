@@ -8,6 +8,8 @@ import type { GatewayStore } from './store.ts';
 
 /** Hard bound on queued bytes per stream, whatever the window: a misbehaving agent is cut off. */
 const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+/** Streams one session may open; each has its own window, so this bounds a host's memory too. */
+export const MAX_STREAMS_PER_SESSION = 64;
 
 interface StreamQueue {
   batches: RecordBatch[];
@@ -43,11 +45,15 @@ export class StreamIngest {
       return;
     }
     let q = this.#streams.get(frame.stream);
+    if (!q && this.#streams.size >= MAX_STREAMS_PER_SESSION) {
+      this.#opts.fail(closeCodes.unexpected, `more than ${MAX_STREAMS_PER_SESSION} streams in one session`);
+      this.stop();
+      return;
+    }
     if (!q) {
       q = { batches: [], bytes: 0, running: null };
       this.#streams.set(frame.stream, q);
     }
-    // Copy out of the socket's receive buffer so a long queue does not pin larger buffers.
     q.batches.push({ firstSeq: frame.firstSeq, count: frame.count, body });
     q.bytes += body.length;
     if (q.bytes > MAX_QUEUED_BYTES) {

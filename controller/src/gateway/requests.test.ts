@@ -6,14 +6,28 @@ import assert from 'node:assert/strict';
 import type { RequestFrame } from '@keel/shared';
 import { RequestBroker } from './requests.ts';
 
+/** Each host's current session object (a new object per connection). */
 function broker(online: Set<string>) {
   const sent: { hostId: string; frame: RequestFrame }[] = [];
+  const sessions = new Map<string, object>();
+  const session = (hostId: string) => {
+    if (!sessions.has(hostId)) sessions.set(hostId, {});
+    return sessions.get(hostId)!;
+  };
   const b = new RequestBroker((hostId, frame) => {
-    if (!online.has(hostId)) return false;
+    if (!online.has(hostId)) return null;
     sent.push({ hostId, frame });
-    return true;
+    return session(hostId);
   });
-  return { b, sent };
+  /** Ends a host's current session; the next send opens a new one. */
+  const endSession = (hostId: string) => {
+    const s = session(hostId);
+    sessions.delete(hostId);
+    b.hostOffline(hostId, s);
+  };
+  /** A new session takes over without the old one's end being reported yet. */
+  const replaceSession = (hostId: string) => sessions.set(hostId, {});
+  return { b, sent, endSession, session, replaceSession };
 }
 
 test('waits for an offline host, then fails at the deadline and never sends afterwards', async (t) => {
@@ -54,13 +68,28 @@ test('a host that comes online in time gets the request once, with the remaining
 
 test('a disconnect after sending fails the request and it is not resent on reconnect', async () => {
   const online = new Set(['h1']);
-  const { b, sent } = broker(online);
+  const { b, sent, endSession } = broker(online);
   const p = b.request('h1', 'ping', {}, 5000);
   assert.equal(sent.length, 1);
-  b.hostOffline('h1');
+  endSession('h1');
   await assert.rejects(p, (e: { code?: string }) => e.code === 'request.disconnected');
   b.hostOnline('h1');
   assert.equal(sent.length, 1);
+});
+
+test('the late end of a replaced session does not fail requests sent on the new one', async () => {
+  const online = new Set(['h1']);
+  const { b, sent, session, replaceSession } = broker(online);
+  const sessionA = session('h1');
+  const first = b.request('h1', 'ping', {}, 5000);
+  replaceSession('h1'); // session B takes over before A's close event arrives
+  const second = b.request('h1', 'ping', {}, 5000);
+  assert.notEqual(session('h1'), sessionA);
+  // A's close arrives late: only what was sent on A fails.
+  b.hostOffline('h1', sessionA);
+  await assert.rejects(first, (e: { code?: string }) => e.code === 'request.disconnected');
+  b.onResponse('h1', { type: 'res', id: sent[1]!.frame.id, ok: true, result: 'ok' });
+  assert.equal(await second, 'ok');
 });
 
 test('agent errors keep their code when known, else become request.failed', async () => {

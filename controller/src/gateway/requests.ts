@@ -11,13 +11,21 @@ interface Pending {
   params: unknown;
   deadline: number;
   sent: boolean;
+  /** The session it was sent on: only that session's end can fail it. */
+  sentOn: object | null;
   timer: NodeJS.Timeout;
   resolve(value: unknown): void;
   reject(err: Error): void;
 }
 
-/** Sends a request frame on a host's live channel; returns false when the host is not connected. */
-export type RequestSender = (hostId: string, frame: RequestFrame) => boolean;
+/**
+ * Sends a request frame on a host's live session and returns that session (any object that
+ * identifies it), or null when the host is not connected.
+ */
+export type RequestSender = (hostId: string, frame: RequestFrame) => object | null;
+
+/** Longest deadline a request frame may carry (the schema's bound). */
+const MAX_TIMEOUT_MS = 86_400_000;
 
 /** Tracks requests in flight and waiting, per host. */
 export class RequestBroker {
@@ -34,7 +42,8 @@ export class RequestBroker {
   }
 
   /** Starts a request; resolves with the agent's result or rejects with a KeelError. */
-  request(hostId: string, method: string, params: unknown, timeoutMs: number): Promise<unknown> {
+  request(hostId: string, method: string, params: unknown, requestedTimeoutMs: number): Promise<unknown> {
+    const timeoutMs = Math.min(MAX_TIMEOUT_MS, Math.max(1, Math.round(requestedTimeoutMs)));
     return new Promise((resolve, reject) => {
       const id = randomUUID();
       const timer = setTimeout(() => {
@@ -56,6 +65,7 @@ export class RequestBroker {
         params,
         deadline: Date.now() + timeoutMs,
         sent: false,
+        sentOn: null,
         timer,
         resolve,
         reject,
@@ -71,9 +81,9 @@ export class RequestBroker {
   }
 
   /** A host's session ended: fail what was sent on it (never resend: it may have run). */
-  hostOffline(hostId: string): void {
+  hostOffline(hostId: string, session: object): void {
     for (const p of [...this.#pending.values()]) {
-      if (p.hostId === hostId && p.sent) {
+      if (p.hostId === hostId && p.sent && p.sentOn === session) {
         this.#settle(p.id);
         p.reject(
           new KeelError(
@@ -116,16 +126,19 @@ export class RequestBroker {
   }
 
   #trySend(p: Pending): void {
-    const remaining = p.deadline - Date.now();
+    const remaining = Math.round(p.deadline - Date.now());
     if (remaining <= 0) return;
-    const sent = this.#send(p.hostId, {
+    const session = this.#send(p.hostId, {
       type: 'req',
       id: p.id,
       method: p.method,
       timeoutMs: remaining,
       params: p.params,
     });
-    if (sent) p.sent = true;
+    if (session) {
+      p.sent = true;
+      p.sentOn = session;
+    }
   }
 
   #settle(id: string): void {
