@@ -109,6 +109,9 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
   await first.locator('a').first().click();
   await page.waitForURL(/\/hosts\//);
   await page.getByText(kernel).filter({ visible: true }).first().waitFor();
+  // Ping goes through the controller to the agent and back.
+  await page.click('[data-testid="ping"]');
+  await page.getByText(/Pong in [\d.]+ ms/).waitFor();
   await page.screenshot({ path: join(shots, 'host.png'), fullPage: true });
 
   assert.deepEqual(

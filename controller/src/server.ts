@@ -96,6 +96,7 @@ export async function startController(
     store: gatewayStore(hosts, database.db, audit),
     log: log.child({ component: 'gateway' }),
     maxFrameBytes: config.maxFrameBytes,
+    heartbeatMs: config.heartbeatMs,
     onHostChanged: (hostId) => {
       publishHost(hostId).catch((err: unknown) =>
         log.error({ err, host: hostId }, 'publishing host change failed'),

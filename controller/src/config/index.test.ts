@@ -33,6 +33,7 @@ test('defaults', () => {
     maxFrameBytes: 4 * 1024 * 1024,
     joinTokenTtlSeconds: 3600,
     trustProxy: false,
+    heartbeatMs: 5000,
     configFile: undefined,
   });
 });

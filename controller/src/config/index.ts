@@ -26,6 +26,8 @@ export interface Config {
   maxFrameBytes: number;
   /** Default lifetime of a new join token, in seconds. */
   joinTokenTtlSeconds: number;
+  /** Agent heartbeat period; an agent silent for a whole period after a ping is dropped. */
+  heartbeatMs: number;
   /** Trust X-Forwarded-For / X-Forwarded-Proto from a reverse proxy in front of the controller. */
   trustProxy: boolean;
   /** The JSON config file that was read, if any (absolute path). */
@@ -65,6 +67,7 @@ interface FileShape {
   maxFrameBytes?: number;
   joinTokenTtlSeconds?: number;
   trustProxy?: boolean;
+  heartbeatMs?: number;
 }
 
 const keys: Record<keyof FileShape, KeyDef> = {
@@ -101,6 +104,12 @@ const keys: Record<keyof FileShape, KeyDef> = {
     type: 'number',
     schema: positiveInt,
   },
+  heartbeatMs: {
+    env: 'KEEL_HEARTBEAT_MS',
+    file: 'heartbeatMs',
+    type: 'number',
+    schema: positiveInt.min(100).max(300_000),
+  },
   trustProxy: {
     env: 'KEEL_TRUST_PROXY',
     file: 'trustProxy',
@@ -117,6 +126,7 @@ const defaults = {
   maxFrameBytes: 4 * 1024 * 1024,
   joinTokenTtlSeconds: 3600,
   trustProxy: false,
+  heartbeatMs: 5000,
 };
 
 function readConfigFile(file: string): Record<string, unknown> {
@@ -195,6 +205,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     maxFrameBytes: (values.maxFrameBytes as number | undefined) ?? defaults.maxFrameBytes,
     joinTokenTtlSeconds: (values.joinTokenTtlSeconds as number | undefined) ?? defaults.joinTokenTtlSeconds,
     trustProxy: (values.trustProxy as boolean | undefined) ?? defaults.trustProxy,
+    heartbeatMs: (values.heartbeatMs as number | undefined) ?? defaults.heartbeatMs,
     configFile: configPath ? path.resolve(configPath) : undefined,
   };
 }

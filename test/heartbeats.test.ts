@@ -1,0 +1,88 @@
+// Proves dead-peer detection both ways with real processes: a frozen agent (SIGSTOP) is shown
+// offline within seconds and comes back by itself; a frozen controller is noticed by the agent,
+// which records link.lost and link.regained once the controller answers again.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ApiClient, firstAdminFrom } from './helpers/api.ts';
+import {
+  controllerBin,
+  controllerEnv,
+  enrollAgent,
+  freePort,
+  kill,
+  removeDir,
+  runAgent,
+  spawnNode,
+  tempDir,
+  waitFor,
+  type Proc,
+} from './helpers/fleet.ts';
+
+const procs: Proc[] = [];
+const dirs: string[] = [];
+after(async () => {
+  for (const p of procs) {
+    p.child.kill('SIGCONT');
+    await kill(p);
+  }
+  for (const d of dirs) removeDir(d);
+});
+
+test('heartbeats detect a frozen agent and a frozen controller within seconds', async () => {
+  const dataDir = tempDir('keel-ctl-');
+  const stateDir = tempDir('keel-agent-');
+  dirs.push(dataDir, stateDir);
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const controller = spawnNode(
+    controllerBin,
+    ['serve'],
+    controllerEnv(dataDir, port, { KEEL_HEARTBEAT_MS: '500' }),
+  );
+  procs.push(controller);
+  await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
+  const admin = firstAdminFrom(controller.output())!;
+  const api = new ApiClient(url);
+  await api.login(admin.username, admin.password);
+  const { body } = await api.post<{ command: string }>('/join-tokens', {});
+  const words = body.command.split(/\s+/);
+  const arg = (f: string) => words[words.indexOf(f) + 1]!;
+  assert.equal((await enrollAgent(stateDir, url, arg('--token'), arg('--pin'))).code, 0);
+  const agent = runAgent(stateDir, { KEEL_AGENT_HEARTBEAT_MS: '500' });
+  procs.push(agent);
+  const host = async () =>
+    (await api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts[0];
+  await waitFor(async () => (await host())?.online, 15_000, 'agent online');
+  const id = (await host())!.id;
+
+  // Freeze the agent: the controller drops it within a few heartbeat periods.
+  agent.child.kill('SIGSTOP');
+  const frozenAt = Date.now();
+  await waitFor(async () => (await host())?.online === false, 5_000, 'frozen agent shown offline');
+  assert.ok(Date.now() - frozenAt < 5_000);
+  agent.child.kill('SIGCONT');
+  await waitFor(async () => (await host())?.online, 15_000, 'agent back after thaw');
+
+  // Freeze the controller: the agent notices, and reconnects once it answers again.
+  const kindsNow = async () =>
+    (await api.get<{ events: { kind: string }[] }>(`/hosts/${id}/events?tail=200`)).body.events.map(
+      (e) => e.kind,
+    );
+  // The thaw above already cost one link.lost/link.regained pair; wait until it is stored.
+  await waitFor(async () => (await kindsNow()).includes('link.regained'), 10_000, 'first regain stored');
+  const lostBefore = (await kindsNow()).filter((k) => k === 'link.lost').length;
+  controller.child.kill('SIGSTOP');
+  await new Promise((r) => setTimeout(r, 3_000));
+  controller.child.kill('SIGCONT');
+  await waitFor(
+    async () => {
+      const kinds = await kindsNow();
+      const lost = kinds.lastIndexOf('link.lost');
+      const lostCount = kinds.filter((k) => k === 'link.lost').length;
+      return lostCount > lostBefore && kinds.indexOf('link.regained', lost) > lost;
+    },
+    20_000,
+    'link.lost then link.regained after the controller froze',
+  );
+  assert.equal((await host())?.online, true);
+});
