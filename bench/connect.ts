@@ -36,6 +36,7 @@ import {
   sleep,
   startController,
   tempDir,
+  track,
   waitFor,
   withFileLimit,
 } from './lib/harness.ts';
@@ -43,13 +44,23 @@ import {
 // ---- worker: a share of the simulated agents ------------------------------------------------
 
 type ToWorker =
-  | { type: 'enroll'; url: string; token: string; pin: string; count: number; offset: number; concurrency: number }
+  | {
+      type: 'enroll';
+      url: string;
+      token: string;
+      pin: string;
+      count: number;
+      offset: number;
+      concurrency: number;
+    }
   | { type: 'connect'; url: string; pin: string; concurrency: number };
 type FromWorker =
   | { type: 'enrolled'; failures: number; error?: string }
   | { type: 'connected'; starts: number[]; welcomes: number[]; retries: number };
 
 const now = () => performance.timeOrigin + performance.now();
+/** Idle time before each memory reading (longer than V8's 8 s memory-reducer delay). */
+const SETTLE_MS = 10_000;
 
 function runWorker(): void {
   const send = (m: FromWorker) => process.send!(m);
@@ -137,6 +148,8 @@ interface Result {
   cpu: { machine: number; controller: number; agents: number };
   rssBefore: number;
   rssAfter: number;
+  anonBefore: number;
+  anonAfter: number;
   heapBefore: number;
   heapAfter: number;
   workerRss: number;
@@ -145,7 +158,7 @@ interface Result {
 function spawnWorker(): ChildProcess {
   const file = fileURLToPath(import.meta.url);
   const [cmd, argv] = withFileLimit(process.execPath, ['--import', 'tsx', file, '--role', 'agents']);
-  return spawn(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return track(spawn(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
 }
 
 function request<T extends FromWorker['type']>(
@@ -165,7 +178,10 @@ function request<T extends FromWorker['type']>(
   });
 }
 
-async function runOnce(n: number, opts: { pg: boolean; workers: number; concurrency: number }): Promise<Result> {
+async function runOnce(
+  n: number,
+  opts: { pg: boolean; workers: number; concurrency: number },
+): Promise<Result> {
   const dataDir = tempDir('keel-bench-connect-');
   const scratch = opts.pg ? await createScratchDatabase('keel_bench_connect') : null;
   const workers: ChildProcess[] = [];
@@ -182,7 +198,15 @@ async function runOnce(n: number, opts: { pg: boolean; workers: number; concurre
     let offset = 0;
     const enrolled = await Promise.all(
       workers.map((w, i) => {
-        const m: ToWorker = { type: 'enroll', url: controller!.url, token, pin, count: shares[i]!, offset, concurrency: 16 };
+        const m: ToWorker = {
+          type: 'enroll',
+          url: controller!.url,
+          token,
+          pin,
+          count: shares[i]!,
+          offset,
+          concurrency: 16,
+        };
         offset += shares[i]!;
         return request(w, m, 'enrolled');
       }),
@@ -194,20 +218,36 @@ async function runOnce(n: number, opts: { pg: boolean; workers: number; concurre
     // A fresh controller process on the same data: its memory holds no trace of enrollment.
     await controller.stop();
     controller = await startController({ dataDir, port, databaseUrl: scratch?.url, inspect: true, admin });
-    await sleep(1000);
-    await controller.gc();
-    await sleep(500);
-    const rssBefore = procMemory(controller.pid).rss;
+    // Memory is read after the same idle settle both times: V8's memory reducer gives back heap
+    // pages only some seconds after the last GC, so a reading right after start-up runs high.
+    const settle = async () => {
+      await controller!.gc();
+      await sleep(SETTLE_MS);
+      await controller!.gc();
+      await sleep(1000);
+    };
+    await settle();
+    const memBefore = procMemory(controller.pid);
     const heapBefore = (await controller.memoryUsage()).heapUsed;
 
     // Connect phase: every agent dials once.
     // KEEL_BENCH_PROFILE=dir: a CPU profile of the controller over the connect phase.
     const profileDir = process.env.KEEL_BENCH_PROFILE;
     if (profileDir) await controller.profileStart();
-    const cpu0 = { machine: machineBusyMs(), controller: procCpuMs(controller.pid), agents: workers.reduce((a, w) => a + procCpuMs(w.pid!), 0) };
+    const cpu0 = {
+      machine: machineBusyMs(),
+      controller: procCpuMs(controller.pid),
+      agents: workers.reduce((a, w) => a + procCpuMs(w.pid!), 0),
+    };
     t = now();
     const connected = await Promise.all(
-      workers.map((w) => request(w, { type: 'connect', url: controller!.url, pin, concurrency: opts.concurrency }, 'connected')),
+      workers.map((w) =>
+        request(
+          w,
+          { type: 'connect', url: controller!.url, pin, concurrency: opts.concurrency },
+          'connected',
+        ),
+      ),
     );
     const lastWelcome = Math.max(...connected.map((c) => Math.max(...c.welcomes)));
     const connectMs = lastWelcome - t;
@@ -222,7 +262,9 @@ async function runOnce(n: number, opts: { pg: boolean; workers: number; concurre
       writeFileSync(file, JSON.stringify(await controller.profileStop()));
       console.log(`controller profile of the connect phase: ${file}`);
     }
-    const latencies = connected.flatMap((c) => c.welcomes.map((w, i) => w - c.starts[i]!)).sort((a, b) => a - b);
+    const latencies = connected
+      .flatMap((c) => c.welcomes.map((w, i) => w - c.starts[i]!))
+      .sort((a, b) => a - b);
     const retries = connected.reduce((a, c) => a + c.retries, 0);
 
     // The controller's view: every host online in GET /api/v1/hosts.
@@ -238,14 +280,13 @@ async function runOnce(n: number, opts: { pg: boolean; workers: number; concurre
     const apiOnlineMs = now() - t;
 
     // Idle: let the facts writes and a heartbeat round pass, then measure after a full GC.
-    await sleep(6000);
-    await controller.gc();
-    await sleep(1000);
-    const rssAfter = procMemory(controller.pid).rss;
+    await settle();
+    const memAfter = procMemory(controller.pid);
     const heapAfter = (await controller.memoryUsage()).heapUsed;
     const { body } = await api.get<{ hosts: { online: boolean }[] }>('/hosts');
     const stillOnline = body.hosts.filter((h) => h.online).length;
-    if (stillOnline !== n) throw new Error(`only ${stillOnline} of ${n} hosts still online after the idle period`);
+    if (stillOnline !== n)
+      throw new Error(`only ${stillOnline} of ${n} hosts still online after the idle period`);
     const workerRss = workers.reduce((a, w) => a + procMemory(w.pid!).rss, 0);
 
     return {
@@ -259,8 +300,10 @@ async function runOnce(n: number, opts: { pg: boolean; workers: number; concurre
       latencyP99: percentile(latencies, 99),
       retries,
       cpu,
-      rssBefore,
-      rssAfter,
+      rssBefore: memBefore.rss,
+      rssAfter: memAfter.rss,
+      anonBefore: memBefore.anon,
+      anonAfter: memAfter.anon,
       heapBefore,
       heapAfter,
       workerRss,
@@ -303,7 +346,7 @@ async function main(): Promise<void> {
   for (const n of ns) {
     const r = await runOnce(n, { pg: values.pg, workers, concurrency });
     results.push(r);
-    const perConn = (r.rssAfter - r.rssBefore) / n;
+    const perConn = (r.anonAfter - r.anonBefore) / n;
     console.log(
       `\nN=${n} (${r.driver})\n` +
         `  enroll (setup)          ${(r.enrollMs / 1000).toFixed(1)} s, ${(n / (r.enrollMs / 1000)).toFixed(0)} enrollments/s\n` +
@@ -314,22 +357,27 @@ async function main(): Promise<void> {
         `machine ${((100 * r.cpu.machine) / r.connectMs / cores()).toFixed(0)}% busy\n` +
         `  dial->welcome latency   p50 ${r.latencyP50.toFixed(0)} ms, p99 ${r.latencyP99.toFixed(0)} ms\n` +
         `  all online in API after ${(r.apiOnlineMs / 1000).toFixed(2)} s (GET /api/v1/hosts)\n` +
-        `  controller RSS          ${mib(r.rssBefore).toFixed(1)} MiB before -> ${mib(r.rssAfter).toFixed(1)} MiB with ${n} idle sessions\n` +
-        `  per idle connection     ${(perConn / 1024).toFixed(1)} KiB RSS (target <= 30 KB; ws alone 9.1 KB), ` +
-        `${((r.heapAfter - r.heapBefore) / n / 1024).toFixed(1)} KiB JS heap\n` +
+        `  controller memory       RSS ${mib(r.rssBefore).toFixed(1)} -> ${mib(r.rssAfter).toFixed(1)} MiB, ` +
+        `anonymous RSS ${mib(r.anonBefore).toFixed(1)} -> ${mib(r.anonAfter).toFixed(1)} MiB with ${n} idle sessions\n` +
+        `  per idle connection     ${(perConn / 1024).toFixed(1)} KiB anonymous RSS, ${((r.rssAfter - r.rssBefore) / n / 1024).toFixed(1)} KiB RSS ` +
+        `(target <= 30 KB; ws alone 9.1 KB), ` +
+        `${((r.heapAfter - r.heapBefore) / n / 1024).toFixed(1)} KiB JS heap` +
+        (r.driver === 'pglite'
+          ? '\n                          (PGlite lives in this process and its memory moves by tens of MiB: use --pg for RSS per connection)\n'
+          : '\n') +
         `  simulated agents        ${mib(r.workerRss).toFixed(0)} MiB RSS in ${workers} workers`,
     );
   }
   console.log(
     '\npeers: `ws` idle connection ~9.1 KB server memory; node:crypto ed25519 sign 10,300/s, verify 6,400/s ' +
-      '(a handshake costs each side one sign + one verify + X25519: ~2,500/s per core, and the agents share the 2 cores)',
+      '(a handshake costs each side one sign, one verify and an X25519 keygen + agreement: ~0.25 ms per side here; the agents share the 2 cores)',
   );
-  console.log('\n| N | driver | handshakes/s | all online (API) | p99 dial->welcome | RSS/idle conn |');
+  console.log('\n| N | driver | handshakes/s | all online (API) | p99 dial->welcome | anon RSS/idle conn |');
   console.log('|---|---|---|---|---|---|');
   for (const r of results) {
     console.log(
       `| ${r.n} | ${r.driver} | ${r.handshakesPerSec.toFixed(0)} | ${(r.apiOnlineMs / 1000).toFixed(2)} s | ` +
-        `${r.latencyP99.toFixed(0)} ms | ${((r.rssAfter - r.rssBefore) / r.n / 1024).toFixed(1)} KiB |`,
+        `${r.latencyP99.toFixed(0)} ms | ${((r.anonAfter - r.anonBefore) / r.n / 1024).toFixed(1)} KiB |`,
     );
   }
 }

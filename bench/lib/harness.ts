@@ -10,18 +10,43 @@ import WebSocket from 'ws';
 import type { HostFacts, SessionFrame, SigningIdentity } from '@keel/shared';
 import { openSession } from '../../agent/src/link/connection.ts';
 import { ApiClient, firstAdminFrom } from '../../test/helpers/api.ts';
-import { controllerBin, controllerEnv, freePort, removeDir, tempDir, waitFor } from '../../test/helpers/fleet.ts';
+import {
+  controllerBin,
+  controllerEnv,
+  freePort,
+  removeDir,
+  tempDir,
+  waitFor,
+} from '../../test/helpers/fleet.ts';
 
 export { ApiClient, freePort, removeDir, tempDir, waitFor };
+
+/** Child processes to kill if the benchmark stops early (time limit, error). */
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
+/** Registers a child process to be killed when this process exits. */
+export function track<T extends ChildProcess>(child: T): T {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
 
 /** Local PostgreSQL with trust auth (see DESIGN.md "Verified on our machines"). */
 export const PG_ADMIN_URL = process.env.KEEL_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-/** Resident and peak resident memory of a process, bytes, from /proc/<pid>/status. */
-export function procMemory(pid: number): { rss: number; hwm: number } {
+/**
+ * Resident, peak resident and anonymous resident memory of a process, bytes, from
+ * /proc/<pid>/status. RssAnon leaves out file-backed pages (the node binary, mapped files), which
+ * the kernel may drop and fault back in at any time (this VM runs DAMON reclaim).
+ */
+export function procMemory(pid: number): { rss: number; hwm: number; anon: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
-  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+  const kb = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM'), anon: kb('RssAnon') };
 }
 
 /** CPU time (user + system) a process has used, ms, from /proc/<pid>/stat. */
@@ -125,7 +150,7 @@ export async function startController(opts: {
   const extra = (process.env.KEEL_BENCH_CONTROLLER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   const args = [...extra, ...(opts.inspect ? ['--inspect=127.0.0.1:0'] : []), controllerBin, 'serve'];
   const [cmd, argv] = withFileLimit(process.execPath, args);
-  const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = track(spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
   let err = '';
   // Keep only the head of the output: it holds the banner; the rest is drained and dropped.
@@ -159,7 +184,11 @@ export async function startController(opts: {
   const pending = new Map<number, (result: unknown) => void>();
   const call = async (method: string, params: unknown = {}): Promise<unknown> => {
     if (!inspector) {
-      const wsUrl = await waitFor(() => /Debugger listening on (ws:\/\/\S+)/.exec(err)?.[1], 10_000, 'inspector url');
+      const wsUrl = await waitFor(
+        () => /Debugger listening on (ws:\/\/\S+)/.exec(err)?.[1],
+        10_000,
+        'inspector url',
+      );
       const ws = new WebSocket(wsUrl);
       ws.on('message', (data: Buffer) => {
         const msg = JSON.parse(data.toString()) as { id?: number; result?: unknown };
@@ -234,7 +263,9 @@ export function benchFacts(name: string): HostFacts {
     kernel: '6.1.0-28-amd64',
     cpu: { model: 'Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz', cores: 2, physicalCores: 2, speedGHz: 2.4 },
     memory: { totalBytes: 4 * 1024 ** 3 },
-    disks: [{ mount: '/', fs: '/dev/vda1', type: 'ext4', sizeBytes: 40 * 1024 ** 3, usedBytes: 9 * 1024 ** 3 }],
+    disks: [
+      { mount: '/', fs: '/dev/vda1', type: 'ext4', sizeBytes: 40 * 1024 ** 3, usedBytes: 9 * 1024 ** 3 },
+    ],
     agentVersion: '0.1.0-bench',
     bootTime: Date.now() - 3_600_000,
     uptimeSeconds: 3600,
@@ -273,7 +304,11 @@ export function enrollIdentity(opts: {
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight. */
-export async function pool<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+export async function pool<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
     while (next < items.length) {
