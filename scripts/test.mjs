@@ -25,7 +25,7 @@ const args = process.argv.slice(2);
 const files = args.some((a) => !a.startsWith('-'))
   ? []
   : [
-      ...['shared', 'agent', 'controller'].flatMap((w) => find(join(root, w, 'src'))),
+      ...['shared', 'agent', 'controller', 'web'].flatMap((w) => find(join(root, w, 'src'))),
       ...find(join(root, 'test')),
     ];
 

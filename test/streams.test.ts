@@ -118,16 +118,28 @@ test('events survive kill -9 of the controller and of the agent: every one store
   let agent = runAgent(fleet.stateDir, tick);
   procs.push(agent);
   const id = await hostId(fleet.api);
-  await sleep(1500);
+  // Each step waits until the agent is connected (under load an agent takes a while to start), then
+  // lets it stream for a moment, so every kill lands mid-stream on a live session.
+  const online = () =>
+    waitFor(
+      async () => (await fleet.api.get<{ host: { online: boolean } }>(`/hosts/${id}`)).body.host.online,
+      20_000,
+      'agent online',
+    );
+  await online();
+  await sleep(1000);
   await fleet.killController(); // agent keeps emitting into its spool
   await sleep(1500);
   await fleet.startController();
+  await online();
   await sleep(1000);
   await kill(agent); // kill -9 the agent mid-stream
   agent = runAgent(fleet.stateDir, tick);
   procs.push(agent);
-  await sleep(1500);
+  await online();
+  await sleep(1000);
   await fleet.restartController(); // and the controller once more
+  await online();
   await sleep(1000);
   await kill(agent, 'SIGTERM');
   // Ship what is left in the spool, without new ticks, then stop.

@@ -1,7 +1,10 @@
-// Typed client for the controller's REST API (/api/v1): same-origin cookies, the CSRF header on
-// every mutating call, and `ApiError` carrying the stable error code on any non-2xx answer.
+// Typed client for the controller's REST API (/api/v1), built with `hc<AppType>` from the
+// controller's own route types: same-origin cookies, the CSRF header on every mutating call, and
+// `ApiError` carrying the stable error code on any non-2xx answer.
+import type { AppType } from '@keel/controller';
+import { hc, type ClientResponse } from 'hono/client';
+import type { SuccessStatusCode } from 'hono/utils/http-status';
 import { session } from './session.svelte.ts';
-import type { CreatedJoinToken, Host, HostEventsPage, JoinToken, PingResult, SessionInfo } from './types.ts';
 
 /** Prefix of every API path. */
 export const API_BASE = '/api/v1';
@@ -18,8 +21,6 @@ export class ApiError extends Error {
   }
 }
 
-type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
-
 let onUnauthorized: (() => void) | null = null;
 
 /** Called when an authenticated call comes back 401 (session expired or revoked elsewhere). */
@@ -27,7 +28,7 @@ export function setUnauthorizedHandler(handler: (() => void) | null): void {
   onUnauthorized = handler;
 }
 
-async function readError(res: Response): Promise<ApiError> {
+async function readError(res: Pick<Response, 'status' | 'statusText' | 'json'>): Promise<ApiError> {
   let code = `http.${res.status}`;
   let message = res.statusText || `Request failed with status ${res.status}`;
   try {
@@ -41,28 +42,39 @@ async function readError(res: Response): Promise<ApiError> {
   return new ApiError(res.status, code, message);
 }
 
+// hc builds the URL, method and JSON body from the route types; this adds what every call needs.
+// The CSRF token is read per request, so a token from a later sign-in is picked up.
+const client = hc<AppType>('/', {
+  fetch: (input: RequestInfo | URL, init: RequestInit = {}) => {
+    const headers = new Headers(init.headers);
+    headers.set('accept', 'application/json');
+    const method = init.method ?? 'GET';
+    if (method !== 'GET' && session.csrfToken) headers.set('x-csrf-token', session.csrfToken);
+    return fetch(input, { ...init, headers, credentials: 'same-origin' });
+  },
+}).api.v1;
+
+/** The JSON body of a call's 2xx answers (undefined for a 204). */
+type Ok<R> =
+  R extends ClientResponse<infer Body, infer Status, infer Format>
+    ? Status extends SuccessStatusCode
+      ? Format extends 'json'
+        ? Body
+        : undefined
+      : never
+    : never;
+
 /**
- * Call the API and parse the JSON answer.
- * @example const { hosts } = await request<{ hosts: Host[] }>('GET', '/hosts');
+ * Await an `hc` call and return its parsed 2xx body; any other answer throws `ApiError`.
+ * @example const { hosts } = await call(client.hosts.$get());
  */
-export async function request<T>(
-  method: Method,
-  path: string,
-  body?: unknown,
-  opts: { signal?: AbortSignal; quiet401?: boolean } = {},
-): Promise<T> {
-  const headers: Record<string, string> = { accept: 'application/json' };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  if (method !== 'GET' && session.csrfToken) headers['x-csrf-token'] = session.csrfToken;
-  let res: Response;
+async function call<R extends ClientResponse<unknown>>(
+  pending: Promise<R>,
+  opts: { quiet401?: boolean } = {},
+): Promise<Ok<R>> {
+  let res: R;
   try {
-    res = await fetch(API_BASE + path, {
-      method,
-      headers,
-      credentials: 'same-origin',
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: opts.signal,
-    });
+    res = await pending;
   } catch (cause) {
     if (cause instanceof DOMException && cause.name === 'AbortError') throw cause;
     throw new ApiError(0, 'network', 'Cannot reach the controller. Check your connection.');
@@ -72,41 +84,52 @@ export async function request<T>(
     if (res.status === 401 && !opts.quiet401) onUnauthorized?.();
     throw err;
   }
-  if (res.status === 204) return undefined as T;
+  if (res.status === 204) return undefined as Ok<R>;
   const text = await res.text();
-  return (text ? JSON.parse(text) : undefined) as T;
+  return (text ? JSON.parse(text) : undefined) as Ok<R>;
 }
+
+/** Per-call fetch options: the caller's abort signal. */
+const withSignal = (signal?: AbortSignal) => ({ init: { signal } });
+
+/** Path parameter for `/{id}` routes; hc does not encode it. */
+const byId = (id: string) => ({ param: { id: encodeURIComponent(id) } });
 
 /** The calls the console makes, one per endpoint in docs/contracts.md. */
 export const api = {
   login: (username: string, password: string) =>
-    request<SessionInfo>('POST', '/auth/login', { username, password }, { quiet401: true }),
+    call(client.auth.login.$post({ json: { username, password } }), { quiet401: true }),
   session: (signal?: AbortSignal) =>
-    request<SessionInfo>('GET', '/auth/session', undefined, { signal, quiet401: true }),
-  logout: () => request<void>('POST', '/auth/logout'),
+    call(client.auth.session.$get(undefined, withSignal(signal)), { quiet401: true }),
+  logout: async (): Promise<void> => {
+    await call(client.auth.logout.$post());
+  },
 
-  listHosts: (signal?: AbortSignal) => request<{ hosts: Host[] }>('GET', '/hosts', undefined, { signal }),
-  getHost: (id: string, signal?: AbortSignal) =>
-    request<{ host: Host }>('GET', `/hosts/${encodeURIComponent(id)}`, undefined, { signal }),
-  pingHost: (id: string) => request<PingResult>('POST', `/hosts/${encodeURIComponent(id)}/ping`),
-  refreshFacts: (id: string) =>
-    request<{ host: Host }>('POST', `/hosts/${encodeURIComponent(id)}/refresh-facts`),
-  revokeHost: (id: string) => request<{ host: Host }>('POST', `/hosts/${encodeURIComponent(id)}/revoke`),
+  listHosts: (signal?: AbortSignal) => call(client.hosts.$get(undefined, withSignal(signal))),
+  getHost: (id: string, signal?: AbortSignal) => call(client.hosts[':id'].$get(byId(id), withSignal(signal))),
+  pingHost: (id: string) => call(client.hosts[':id'].ping.$post(byId(id))),
+  refreshFacts: (id: string) => call(client.hosts[':id']['refresh-facts'].$post(byId(id))),
+  revokeHost: (id: string) => call(client.hosts[':id'].revoke.$post(byId(id))),
   hostEvents: (id: string, after = 0, limit = 200, signal?: AbortSignal) =>
-    request<HostEventsPage>(
-      'GET',
-      `/hosts/${encodeURIComponent(id)}/events?after=${after}&limit=${limit}`,
-      undefined,
-      { signal },
+    call(
+      client.hosts[':id'].events.$get(
+        { ...byId(id), query: { after: String(after), limit: String(limit) } },
+        withSignal(signal),
+      ),
     ),
   /** The newest `count` events of a host. */
   hostEventsTail: (id: string, count: number, signal?: AbortSignal) =>
-    request<HostEventsPage>('GET', `/hosts/${encodeURIComponent(id)}/events?tail=${count}`, undefined, {
-      signal,
-    }),
+    call(
+      client.hosts[':id'].events.$get({ ...byId(id), query: { tail: String(count) } }, withSignal(signal)),
+    ),
 
   createJoinToken: (input: { ttlSeconds: number; uses?: number; note?: string }) =>
-    request<CreatedJoinToken>('POST', '/join-tokens', input),
-  listJoinTokens: () => request<{ tokens: JoinToken[] }>('GET', '/join-tokens'),
-  deleteJoinToken: (id: string) => request<void>('DELETE', `/join-tokens/${encodeURIComponent(id)}`),
+    call(client['join-tokens'].$post({ json: input })),
+  listJoinTokens: () => call(client['join-tokens'].$get()),
+  deleteJoinToken: async (id: string): Promise<void> => {
+    await call(client['join-tokens'][':id'].$delete(byId(id)));
+  },
 };
+
+/** What a call resolves to, e.g. `Answer<'listHosts'>` is `{ hosts: Host[] }`. */
+export type Answer<K extends keyof typeof api> = Awaited<ReturnType<(typeof api)[K]>>;

@@ -31,7 +31,7 @@ const host: Host = {
   online: true,
   connectedAt: null,
   lastSeenAt: null,
-  enrolledAt: null,
+  enrolledAt: '2025-01-01T00:00:00Z',
   revokedAt: null,
   agentVersion: '0.1.0',
   facts,
