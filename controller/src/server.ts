@@ -6,7 +6,6 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
-import type { HostFacts } from '@keel/shared';
 import { createApp } from './app.ts';
 import { createLocalBus, type FleetBus } from './bus/index.ts';
 import type { Config } from './config/index.ts';
@@ -59,14 +58,8 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
       await audit.record(`agent:${host.id}`, 'host.enroll', `host:${host.id}`, { name: host.name });
       return { id: host.id };
     },
-    async markOnline(id, at) {
-      await hosts.markOnline(id, at);
-    },
-    async markOffline(id, at) {
-      await hosts.markOffline(id, at);
-    },
-    async updateFacts(id, facts: HostFacts) {
-      await hosts.updateFacts(id, facts);
+    async applyPresence(changes, at) {
+      return (await hosts.applyPresence(changes, at)).map(toHostView);
     },
     cursors: (hostId) => streams.cursors(hostId),
     appendStream: (hostId, stream, batch) => streams.append(hostId, stream, batch),

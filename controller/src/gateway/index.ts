@@ -19,8 +19,8 @@ import {
   type SessionFrame,
   type SigningIdentity,
 } from '@keel/shared';
-import type { AgentGateway, AgentRequestMap, AgentRequestMethod } from './types.ts';
-import type { GatewayStore } from './store.ts';
+import type { AgentGateway, AgentRequestMap, AgentRequestMethod, HostView } from './types.ts';
+import type { GatewayHost, GatewayStore, PresenceChange } from './store.ts';
 import { RequestBroker } from './requests.ts';
 import { StreamIngest } from './ingest.ts';
 
@@ -35,8 +35,10 @@ export interface GatewayOptions {
   /** Heartbeat period; a peer silent for two periods is dropped. */
   heartbeatMs?: number;
   handshakeTimeoutMs?: number;
-  /** Called after a host's online state or facts changed. */
+  /** Called after a host was enrolled (its row is to be read and published). */
   onHostChanged?: (hostId: string) => void;
+  /** Called with the hosts whose presence or facts a group commit just stored. */
+  onHostViews?: (hosts: HostView[]) => void;
 }
 
 /** The path agents dial. */
@@ -57,6 +59,9 @@ interface AgentSession {
   log: Logger;
 }
 
+/** How long an enrolled key is trusted from the cache; revocations on this controller apply at once. */
+const KEY_CACHE_MS = 60_000;
+const KEY_CACHE_MAX = 100_000;
 /** Frames an agent may send before its welcome; more is a protocol violation. */
 const MAX_EARLY_FRAMES = 64;
 /** Largest handshake message; the socket's limit is raised to maxFrameBytes only after auth. */
@@ -65,10 +70,15 @@ const PRE_AUTH_MAX_PAYLOAD = 4096;
 /** The running gateway: attach it to an HTTP server, use it through the AgentGateway contract. */
 export class Gateway implements AgentGateway {
   readonly wss: WebSocketServer;
-  #opts: Required<Omit<GatewayOptions, 'onHostChanged'>> & Pick<GatewayOptions, 'onHostChanged'>;
+  #opts: Required<Omit<GatewayOptions, 'onHostChanged' | 'onHostViews'>> &
+    Pick<GatewayOptions, 'onHostChanged' | 'onHostViews'>;
   #live = new Map<string, AgentSession>();
   #revoked = new Set<string>();
-  #presence = new Map<string, Promise<void>>();
+  /** Presence and facts waiting for the next group commit; the latest change per host wins. */
+  #pendingPresence = new Map<string, PresenceChange>();
+  #flushing: Promise<void> | null = null;
+  /** Enrolled keys seen recently, so a reconnect storm does not cost a query per handshake. */
+  #hostByKey = new Map<string, { host: GatewayHost; at: number }>();
   #broker: RequestBroker;
   #heartbeat: NodeJS.Timeout;
   #alive = new WeakMap<WebSocket, boolean>();
@@ -160,7 +170,7 @@ export class Gateway implements AgentGateway {
     for (const ws of this.wss.clients) safeClose(ws, closeCodes.goingAway, 'controller shutting down');
     await Promise.all(sessions.map((s) => s.ingest?.drain()));
     await Promise.all(sessions.map((s) => this.#ended(s)));
-    await Promise.all([...this.#presence.values()]);
+    await this.flushPresence();
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
@@ -184,6 +194,7 @@ export class Gateway implements AgentGateway {
     const handshake = new ControllerHandshake({ identity: this.#opts.identity });
     let session: AgentSession | null = null;
     let enrolling: SealedChannel | null = null;
+    let knownHost: GatewayHost | null = null;
     let state: 'hello' | 'checking' | 'auth' | 'session' | 'enroll' = 'hello';
     // Runs until a connect-mode session starts or an enroll frame arrives.
     const timer = setTimeout(() => {
@@ -234,7 +245,8 @@ export class Gateway implements AgentGateway {
           }
           state = 'checking';
           void this.#checkHello(frame.agentKey, frame.mode).then(
-            (verdict) => {
+            ({ verdict, host }) => {
+              knownHost = host;
               if (ws.readyState !== ws.OPEN) return;
               if (verdict === 'unknown') {
                 return reject(
@@ -302,7 +314,7 @@ export class Gateway implements AgentGateway {
           }),
         };
         session = s;
-        void this.#startSession(s, agentKey).catch((err: unknown) => {
+        void this.#startSession(s, knownHost).catch((err: unknown) => {
           s.log.error({ err }, 'session start failed');
           safeClose(ws, closeCodes.internal, 'internal error');
         });
@@ -321,11 +333,28 @@ export class Gateway implements AgentGateway {
     });
   }
 
-  async #checkHello(agentKey: string, mode: 'connect' | 'enroll'): Promise<'ok' | 'unknown' | 'revoked'> {
-    if (mode === 'enroll') return 'ok';
+  /** The host enrolled with this key, from a short-lived cache or the store. */
+  async #hostForKey(agentKey: string): Promise<GatewayHost | null> {
+    const cached = this.#hostByKey.get(agentKey);
+    if (cached && Date.now() - cached.at < KEY_CACHE_MS) return cached.host;
     const host = await this.#opts.store.findHostByKey(agentKey);
-    if (!host) return 'unknown';
-    return host.revoked || this.#revoked.has(host.id) ? 'revoked' : 'ok';
+    if (host && !host.revoked) {
+      if (this.#hostByKey.size >= KEY_CACHE_MAX) this.#hostByKey.clear();
+      this.#hostByKey.set(agentKey, { host, at: Date.now() });
+    } else {
+      this.#hostByKey.delete(agentKey);
+    }
+    return host;
+  }
+
+  async #checkHello(
+    agentKey: string,
+    mode: 'connect' | 'enroll',
+  ): Promise<{ verdict: 'ok' | 'unknown' | 'revoked'; host: GatewayHost | null }> {
+    if (mode === 'enroll') return { verdict: 'ok', host: null };
+    const host = await this.#hostForKey(agentKey);
+    if (!host) return { verdict: 'unknown', host };
+    return { verdict: host.revoked || this.#revoked.has(host.id) ? 'revoked' : 'ok', host };
   }
 
   async #onEnrollFrame(
@@ -356,8 +385,8 @@ export class Gateway implements AgentGateway {
     }
   }
 
-  async #startSession(s: AgentSession, agentKey: string): Promise<void> {
-    const host = await this.#opts.store.findHostByKey(agentKey);
+  async #startSession(s: AgentSession, host: GatewayHost | null): Promise<void> {
+    // The host was looked up for this very handshake (hello); revocations since then are in #revoked.
     if (s.ended) return;
     if (!host || host.revoked || this.#revoked.has(host.id)) {
       safeClose(
@@ -386,7 +415,6 @@ export class Gateway implements AgentGateway {
       await this.#ended(previous);
     }
     const cursors = await this.#opts.store.cursors(hostId);
-    await this.#presenceWrite(hostId, () => this.#opts.store.markOnline(hostId, new Date()));
     if (s.ended || this.#live.get(hostId) !== s) return;
     if (this.#revoked.has(hostId)) {
       s.channel.fail(closeCodes.revoked, 'revoked');
@@ -401,8 +429,8 @@ export class Gateway implements AgentGateway {
     });
     s.ready = true;
     s.log.info('agent online');
+    this.#queuePresence(hostId, { online: true });
     for (const [frame, body] of s.early.splice(0)) this.#onSessionFrame(s, frame, body);
-    this.#opts.onHostChanged?.(hostId);
     this.#broker.hostOnline(hostId);
   }
 
@@ -416,10 +444,7 @@ export class Gateway implements AgentGateway {
         s.ingest!.push(frame, body);
         return;
       case 'facts':
-        void this.#opts.store.updateFacts(hostId, frame.facts).then(
-          () => this.#opts.onHostChanged?.(hostId),
-          (err: unknown) => s.log.error({ err }, 'storing facts failed'),
-        );
+        this.#queuePresence(hostId, { facts: frame.facts });
         return;
       default:
         s.channel.fail(closeCodes.unexpected, `frame ${frame.type} is not allowed from an agent`);
@@ -438,32 +463,38 @@ export class Gateway implements AgentGateway {
     if (!hostId) return;
     if (this.#live.get(hostId) === s) this.#live.delete(hostId);
     this.#broker.hostOffline(hostId, s);
+    // A newer session of the same host may already be live: then it stays online.
+    if (!this.#live.has(hostId)) this.#queuePresence(hostId, { online: false });
+  }
+
+  /** Records a presence/facts change for the next group commit and starts one if idle. */
+  #queuePresence(hostId: string, change: PresenceChange): void {
+    const merged = { ...this.#pendingPresence.get(hostId), ...change };
+    this.#pendingPresence.set(hostId, merged);
+    this.#flushing ??= this.#flushLoop();
+  }
+
+  /** Writes pending presence in batches, one transaction at a time, until none is left. */
+  async #flushLoop(): Promise<void> {
     try {
-      // Checked inside the per-host queue: a newer session may have come online meanwhile.
-      const wrote = await this.#presenceWrite(hostId, async () => {
-        if (this.#live.has(hostId)) return false;
-        await this.#opts.store.markOffline(hostId, new Date());
-        return true;
-      });
-      if (wrote) this.#opts.onHostChanged?.(hostId);
-    } catch (err) {
-      this.#opts.log.error({ err, host: hostId }, 'marking host offline failed');
+      while (this.#pendingPresence.size > 0) {
+        const batch = this.#pendingPresence;
+        this.#pendingPresence = new Map();
+        try {
+          const views = await this.#opts.store.applyPresence(batch, new Date());
+          this.#opts.onHostViews?.(views);
+        } catch (err) {
+          this.#opts.log.error({ err, hosts: batch.size }, 'storing host presence failed');
+        }
+      }
+    } finally {
+      this.#flushing = null;
     }
   }
 
-  /** Runs presence writes of one host in order, so an old session's offline never lands last. */
-  #presenceWrite<T>(hostId: string, write: () => Promise<T>): Promise<T> {
-    const before = this.#presence.get(hostId) ?? Promise.resolve();
-    const run = before.then(write);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#presence.set(hostId, settled);
-    void settled.then(() => {
-      if (this.#presence.get(hostId) === settled) this.#presence.delete(hostId);
-    });
-    return run;
+  /** Resolves when every presence change queued so far is stored. */
+  async flushPresence(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
   }
 }
 

@@ -1,6 +1,13 @@
 // What the gateway needs from storage, kept narrow so the gateway can be tested and benchmarked
 // on its own. main.ts adapts the repositories to it.
 import type { HostFacts, RecordBatch } from '@keel/shared';
+import type { HostView } from './types.ts';
+
+/** One host's pending presence/facts change. */
+export interface PresenceChange {
+  online?: boolean;
+  facts?: HostFacts;
+}
 
 /** A host as the gateway sees it at handshake time. */
 export interface GatewayHost {
@@ -18,9 +25,12 @@ export interface GatewayStore {
     facts: HostFacts;
     tokenSecret: string;
   }): Promise<{ id: string }>;
-  markOnline(hostId: string, at: Date, facts?: HostFacts): Promise<void>;
-  markOffline(hostId: string, at: Date): Promise<void>;
-  updateFacts(hostId: string, facts: HostFacts): Promise<void>;
+  /**
+   * Writes many hosts' presence (online/offline) and facts in one transaction — the gateway's
+   * group commit, so a burst of connects costs one commit, not one per host — and returns the
+   * changed hosts for publishing.
+   */
+  applyPresence(changes: ReadonlyMap<string, PresenceChange>, at: Date): Promise<HostView[]>;
   /** Where each stream of a host stands (acked sequence numbers). */
   cursors(hostId: string): Promise<Record<string, number>>;
   /** Stores a batch (de-duplicating what is already stored) and returns the new cursor. */

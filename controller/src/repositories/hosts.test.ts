@@ -55,6 +55,32 @@ for (const target of testDatabaseTargets()) {
       assert.ok(after?.lastUsedAt instanceof Date);
     });
 
+    test('applyPresence writes many hosts in one go and never marks a revoked host online', async () => {
+      const make = async (name: string) => {
+        const { secret } = await tokens.create({ ttlSeconds: 3600 });
+        return hosts.enroll({ publicKey: newKey(), name, facts: null, tokenSecret: secret });
+      };
+      const [a, b, c] = [await make('p-a'), await make('p-b'), await make('p-c')];
+      await hosts.revoke(c.id, new Date());
+      const at = new Date();
+      const rows = await hosts.applyPresence(
+        new Map([
+          [a.id, { online: true, facts: { ...sampleFacts, hostname: 'a' } }],
+          [b.id, { online: false }],
+          [c.id, { online: true }],
+        ]),
+        at,
+      );
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      assert.equal(byId.get(a.id)?.online, true);
+      assert.equal(byId.get(a.id)?.facts?.hostname, 'a');
+      assert.equal(byId.get(a.id)?.connectedAt?.getTime(), at.getTime());
+      assert.equal(byId.get(b.id)?.online, false);
+      assert.equal(byId.get(b.id)?.lastSeenAt?.getTime(), at.getTime());
+      assert.equal(byId.get(c.id)?.online, false, 'revoked stays offline');
+      assert.deepEqual(await hosts.applyPresence(new Map(), at), []);
+    });
+
     test('50 concurrent enrolls with one single-use token make exactly one host', async () => {
       const { secret } = await tokens.create({ ttlSeconds: 3600 });
       const before = (await hosts.list()).length;

@@ -1,5 +1,5 @@
 // Hosts: enrollment (which consumes a join token), presence, facts and revocation.
-import { and, asc, eq, gt, isNull, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, isNull, sql } from 'drizzle-orm';
 import type { PgUpdateSetSource } from 'drizzle-orm/pg-core';
 import { KeelError, type HostFacts } from '@keel/shared';
 import type { Db } from '../db/index.ts';
@@ -43,9 +43,20 @@ export interface HostRepository {
   updateFacts(id: string, facts: HostFacts, at?: Date): Promise<Host | null>;
   /** Revokes a host (idempotent: the first revocation time is kept) and marks it offline. Null when no such host. */
   revoke(id: string, at: Date): Promise<Host | null>;
+  /**
+   * Applies many hosts' presence and facts changes in one transaction (the gateway's group
+   * commit) and returns the changed rows. A revoked host is never marked online.
+   */
+  applyPresence(changes: ReadonlyMap<string, PresenceChange>, at: Date): Promise<Host[]>;
   /** Every host, by name. */
   list(): Promise<Host[]>;
   get(id: string): Promise<Host | null>;
+}
+
+/** One host's pending presence/facts change. */
+export interface PresenceChange {
+  online?: boolean;
+  facts?: HostFacts;
 }
 
 /** The API/console shape of a host (ISO dates, no key material). */
@@ -149,6 +160,34 @@ export function createHostRepository(db: Db): HostRepository {
 
     updateFacts(id, facts, at = new Date()) {
       return updateOne(id, { facts, factsUpdatedAt: at, agentVersion: facts.agentVersion });
+    },
+
+    async applyPresence(changes, at) {
+      const ids = [...changes.keys()].filter(isUuid);
+      if (ids.length === 0) return [];
+      const online = ids.filter((id) => changes.get(id)!.online === true);
+      const offline = ids.filter((id) => changes.get(id)!.online === false);
+      return db.transaction(async (tx) => {
+        if (online.length > 0) {
+          await tx
+            .update(hosts)
+            .set({ online: true, connectedAt: at, lastSeenAt: at })
+            .where(and(inArray(hosts.id, online), isNull(hosts.revokedAt)));
+        }
+        if (offline.length > 0) {
+          await tx.update(hosts).set({ online: false, lastSeenAt: at }).where(inArray(hosts.id, offline));
+        }
+        for (const id of ids) {
+          const facts = changes.get(id)!.facts;
+          if (facts) {
+            await tx
+              .update(hosts)
+              .set({ facts, factsUpdatedAt: at, agentVersion: facts.agentVersion })
+              .where(eq(hosts.id, id));
+          }
+        }
+        return tx.select().from(hosts).where(inArray(hosts.id, ids));
+      });
     },
 
     revoke(id, at) {
