@@ -95,6 +95,9 @@ export async function startController(
         log.error({ err, host: hostId }, 'publishing host change failed'),
       );
     },
+    onHostViews: (views) => {
+      for (const host of views) bus.publish({ type: 'host', host });
+    },
   });
   const services = createServices({
     db: database.db,
