@@ -49,9 +49,9 @@ export function defaultWebRoot(): string | undefined {
 function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: AuditService): GatewayStore {
   const streams = createStreamRepository(db);
   return {
-    async findHostByKey(publicKey) {
-      const host = await hosts.findByPublicKey(publicKey);
-      return host ? { id: host.id, revoked: host.revokedAt !== null } : null;
+    async findHostsByKeys(publicKeys) {
+      const rows = await hosts.findByPublicKeys(publicKeys);
+      return new Map(rows.map((h) => [h.publicKey, { id: h.id, revoked: h.revokedAt !== null }]));
     },
     async enroll(input) {
       const host = await hosts.enroll(input);
@@ -61,7 +61,7 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
     async applyPresence(changes, at) {
       return (await hosts.applyPresence(changes, at)).map(toHostView);
     },
-    cursors: (hostId) => streams.cursors(hostId),
+    cursorsOf: (hostIds) => streams.cursorsOf(hostIds),
     appendStream: (hostId, stream, batch) => streams.append(hostId, stream, batch),
   };
 }

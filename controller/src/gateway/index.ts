@@ -23,6 +23,7 @@ import type { AgentGateway, AgentRequestMap, AgentRequestMethod, HostView } from
 import type { GatewayHost, GatewayStore, PresenceChange } from './store.ts';
 import { RequestBroker } from './requests.ts';
 import { StreamIngest } from './ingest.ts';
+import { BatchLoader } from './batch-loader.ts';
 
 export interface GatewayOptions {
   identity: SigningIdentity;
@@ -62,6 +63,8 @@ interface AgentSession {
 /** How long an enrolled key is trusted from the cache; revocations on this controller apply at once. */
 const KEY_CACHE_MS = 60_000;
 const KEY_CACHE_MAX = 100_000;
+/** How long presence changes gather before a group commit; online state shows this much later. */
+const PRESENCE_LINGER_MS = 20;
 /** Frames an agent may send before its welcome; more is a protocol violation. */
 const MAX_EARLY_FRAMES = 64;
 /** Largest handshake message; the socket's limit is raised to maxFrameBytes only after auth. */
@@ -79,6 +82,8 @@ export class Gateway implements AgentGateway {
   #flushing: Promise<void> | null = null;
   /** Enrolled keys seen recently, so a reconnect storm does not cost a query per handshake. */
   #hostByKey = new Map<string, { host: GatewayHost; at: number }>();
+  #hostLoader: BatchLoader<string, GatewayHost>;
+  #cursorLoader: BatchLoader<string, Record<string, number>>;
   #broker: RequestBroker;
   #heartbeat: NodeJS.Timeout;
   #alive = new WeakMap<WebSocket, boolean>();
@@ -105,6 +110,8 @@ export class Gateway implements AgentGateway {
       live.channel.send(frame);
       return live;
     });
+    this.#hostLoader = new BatchLoader((keys) => this.#opts.store.findHostsByKeys(keys));
+    this.#cursorLoader = new BatchLoader((ids) => this.#opts.store.cursorsOf(ids));
     this.#heartbeat = setInterval(() => this.#beat(), this.#opts.heartbeatMs);
     this.#heartbeat.unref();
   }
@@ -337,7 +344,7 @@ export class Gateway implements AgentGateway {
   async #hostForKey(agentKey: string): Promise<GatewayHost | null> {
     const cached = this.#hostByKey.get(agentKey);
     if (cached && Date.now() - cached.at < KEY_CACHE_MS) return cached.host;
-    const host = await this.#opts.store.findHostByKey(agentKey);
+    const host = (await this.#hostLoader.load(agentKey)) ?? null;
     if (host && !host.revoked) {
       if (this.#hostByKey.size >= KEY_CACHE_MAX) this.#hostByKey.clear();
       this.#hostByKey.set(agentKey, { host, at: Date.now() });
@@ -414,7 +421,7 @@ export class Gateway implements AgentGateway {
       safeClose(previous.ws, closeCodes.replaced, 'replaced by a newer session');
       await this.#ended(previous);
     }
-    const cursors = await this.#opts.store.cursors(hostId);
+    const cursors = (await this.#cursorLoader.load(hostId)) ?? {};
     if (s.ended || this.#live.get(hostId) !== s) return;
     if (this.#revoked.has(hostId)) {
       s.channel.fail(closeCodes.revoked, 'revoked');
@@ -471,7 +478,10 @@ export class Gateway implements AgentGateway {
   #queuePresence(hostId: string, change: PresenceChange): void {
     const merged = { ...this.#pendingPresence.get(hostId), ...change };
     this.#pendingPresence.set(hostId, merged);
-    this.#flushing ??= this.#flushLoop();
+    // A short linger lets a burst of connects (a controller restart) share one commit.
+    this.#flushing ??= new Promise((resolve) => setTimeout(resolve, PRESENCE_LINGER_MS)).then(() =>
+      this.#flushLoop(),
+    );
   }
 
   /** Writes pending presence in batches, one transaction at a time, until none is left. */

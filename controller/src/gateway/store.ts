@@ -16,8 +16,8 @@ export interface GatewayHost {
 }
 
 export interface GatewayStore {
-  /** The host enrolled with this agent key (base64url raw ed25519), or null. */
-  findHostByKey(publicKey: string): Promise<GatewayHost | null>;
+  /** The hosts enrolled with these agent keys (base64url raw ed25519), by key; unknown keys are absent. */
+  findHostsByKeys(publicKeys: string[]): Promise<Map<string, GatewayHost>>;
   /** Redeems a join token and creates the host; throws KeelError('enroll.*'). */
   enroll(input: {
     publicKey: string;
@@ -31,8 +31,8 @@ export interface GatewayStore {
    * changed hosts for publishing.
    */
   applyPresence(changes: ReadonlyMap<string, PresenceChange>, at: Date): Promise<HostView[]>;
-  /** Where each stream of a host stands (acked sequence numbers). */
-  cursors(hostId: string): Promise<Record<string, number>>;
+  /** Where each stream of these hosts stands (acked sequence numbers), by host id. */
+  cursorsOf(hostIds: string[]): Promise<Map<string, Record<string, number>>>;
   /** Stores a batch (de-duplicating what is already stored) and returns the new cursor. */
   appendStream(hostId: string, stream: string, batch: RecordBatch): Promise<{ ackedSeq: number }>;
 }

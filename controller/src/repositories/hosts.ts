@@ -27,6 +27,8 @@ export interface EnrollInput {
 export interface HostRepository {
   /** The host enrolled with this public key (revoked or not), or null. */
   findByPublicKey(publicKey: string): Promise<Host | null>;
+  /** The hosts enrolled with any of these keys, in one query. */
+  findByPublicKeys(publicKeys: readonly string[]): Promise<Host[]>;
   /**
    * Consumes one use of the join token and creates the host, in one transaction. Throws KeelError
    * `enroll.token_invalid` (unknown or revoked token), `enroll.token_expired`, `enroll.token_used`
@@ -88,6 +90,14 @@ export function createHostRepository(db: Db): HostRepository {
     async findByPublicKey(publicKey) {
       const [row] = await db.select().from(hosts).where(eq(hosts.publicKey, publicKey)).limit(1);
       return row ?? null;
+    },
+
+    async findByPublicKeys(publicKeys) {
+      if (publicKeys.length === 0) return [];
+      return db
+        .select()
+        .from(hosts)
+        .where(inArray(hosts.publicKey, [...publicKeys]));
     },
 
     async enroll({ publicKey, name, facts, tokenSecret, at = new Date() }) {
@@ -177,14 +187,19 @@ export function createHostRepository(db: Db): HostRepository {
         if (offline.length > 0) {
           await tx.update(hosts).set({ online: false, lastSeenAt: at }).where(inArray(hosts.id, offline));
         }
-        for (const id of ids) {
+        const withFacts = ids.flatMap((id) => {
           const facts = changes.get(id)!.facts;
-          if (facts) {
-            await tx
-              .update(hosts)
-              .set({ facts, factsUpdatedAt: at, agentVersion: facts.agentVersion })
-              .where(eq(hosts.id, id));
-          }
+          return facts ? [{ id, facts }] : [];
+        });
+        if (withFacts.length > 0) {
+          // One statement for the whole batch: the facts travel as one JSON document.
+          await tx.execute(sql`
+            update ${hosts} set
+              facts = v.facts,
+              facts_updated_at = ${at.toISOString()}::timestamptz,
+              agent_version = v.facts->>'agentVersion'
+            from jsonb_to_recordset(${JSON.stringify(withFacts)}::jsonb) as v(id uuid, facts jsonb)
+            where ${hosts.id} = v.id`);
         }
         return tx.select().from(hosts).where(inArray(hosts.id, ids));
       });

@@ -1,0 +1,49 @@
+// Coalesces single-key lookups into batch queries: while one batch is in flight, new keys wait
+// and go out together in the next. A burst of agents reconnecting (a controller restart) then
+// costs a few queries instead of one per agent.
+
+type Waiter<V> = { resolve(value: V | undefined): void; reject(err: unknown): void };
+
+/** Loads values by key through a batch function, one batch in flight at a time. */
+export class BatchLoader<K, V> {
+  #pending = new Map<K, Waiter<V>[]>();
+  #running = false;
+  #loadMany: (keys: K[]) => Promise<Map<K, V>>;
+  #maxBatch: number;
+
+  constructor(loadMany: (keys: K[]) => Promise<Map<K, V>>, maxBatch = 500) {
+    this.#loadMany = loadMany;
+    this.#maxBatch = maxBatch;
+  }
+
+  /** Resolves with the value for `key`, or undefined when the batch function has none. */
+  load(key: K): Promise<V | undefined> {
+    return new Promise((resolve, reject) => {
+      const waiters = this.#pending.get(key);
+      if (waiters) waiters.push({ resolve, reject });
+      else this.#pending.set(key, [{ resolve, reject }]);
+      if (!this.#running) {
+        this.#running = true;
+        setImmediate(() => void this.#drain());
+      }
+    });
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#pending.size > 0) {
+      const batch = new Map<K, Waiter<V>[]>();
+      for (const [key, waiters] of this.#pending) {
+        batch.set(key, waiters);
+        this.#pending.delete(key);
+        if (batch.size >= this.#maxBatch) break;
+      }
+      try {
+        const values = await this.#loadMany([...batch.keys()]);
+        for (const [key, waiters] of batch) for (const w of waiters) w.resolve(values.get(key));
+      } catch (err) {
+        for (const waiters of batch.values()) for (const w of waiters) w.reject(err);
+      }
+    }
+    this.#running = false;
+  }
+}
