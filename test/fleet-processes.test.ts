@@ -120,3 +120,32 @@ test('two agents, controller kill -9 and restart, revocation', async () => {
   assert.equal((await online()).map((h) => h.name).join(), 'beta');
   void join;
 });
+
+test('a second agent on the same state dir is refused while the first runs', async () => {
+  const { startTestController, joinToken } = await import('./helpers/fleet.ts');
+  const ctl = await startTestController();
+  dirs.push(ctl.dataDir);
+  try {
+    const stateDir = tempDir('keel-agent-');
+    dirs.push(stateDir);
+    const enrolled = await enrollAgent(
+      stateDir,
+      `http://127.0.0.1:${ctl.port}`,
+      await joinToken(ctl),
+      ctl.fingerprint,
+    );
+    assert.equal(enrolled.code, 0, enrolled.output);
+    const first = runAgent(stateDir);
+    procs.push(first);
+    const [host] = await ctl.services.hosts.list();
+    await waitFor(() => ctl.gateway.isOnline(host!.id), 15_000, 'first agent online');
+    const second = runAgent(stateDir);
+    procs.push(second);
+    assert.equal(await second.exited, 1);
+    assert.match(second.output(), /another keel-agent \(pid \d+\) is running/);
+    assert.equal(ctl.gateway.isOnline(host!.id), true);
+    await kill(first, 'SIGTERM');
+  } finally {
+    await ctl.close();
+  }
+});

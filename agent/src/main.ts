@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { KeelError, keyFingerprint, type SessionFrame } from '@keel/shared';
 import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
+import { lockStateDir, StateDirLocked } from './identity/lock.ts';
 import { collectFacts, factsChanged } from './facts/index.ts';
 import { AgentLink, LinkClosed, openSession } from './link/connection.ts';
 import { Spool } from './link/spool.ts';
@@ -149,6 +150,14 @@ export async function run(stateDir: string): Promise<number> {
     return exitCodes.error;
   }
   const identity = await loadOrCreateIdentity(stateDir);
+  let release: () => void;
+  try {
+    release = lockStateDir(stateDir);
+  } catch (err) {
+    if (!(err instanceof StateDirLocked)) throw err;
+    console.error(`${err.message}; stop it first (or use another --state-dir)`);
+    return exitCodes.error;
+  }
   const events = await Spool.open({
     dir: join(stateDir, 'spool', 'events'),
     maxBytes: intEnv('KEEL_AGENT_SPOOL_BYTES', 64 * 1024 * 1024),
@@ -220,6 +229,7 @@ export async function run(stateDir: string): Promise<number> {
   const fatal = await link.run();
   for (const t of timers) clearInterval(t);
   await events.close();
+  release();
   if (fatal) {
     console.error(`the controller refused this agent: ${fatal.reason} (close code ${fatal.closeCode})`);
     return exitCodes.refused;
