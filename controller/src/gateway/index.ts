@@ -63,6 +63,10 @@ interface AgentSession {
 /** How long an enrolled key is trusted from the cache; revocations on this controller apply at once. */
 const KEY_CACHE_MS = 60_000;
 const KEY_CACHE_MAX = 100_000;
+/** Unacknowledged stream data the gateway plans for across all sessions. */
+const INGEST_BUDGET_BYTES = 512 * 1024 * 1024;
+/** Smallest window offered: one batch of 256 KiB in flight, so every host still makes progress. */
+const MIN_WINDOW_BYTES = 256 * 1024;
 /** How long presence changes gather before a group commit; online state shows this much later. */
 const PRESENCE_LINGER_MS = 20;
 /** Frames an agent may send before its welcome; more is a protocol violation. */
@@ -432,7 +436,7 @@ export class Gateway implements AgentGateway {
       hostId,
       cursors,
       maxFrameBytes: this.#opts.maxFrameBytes,
-      windowBytes: this.#opts.windowBytes,
+      windowBytes: streamWindow(this.#opts.windowBytes, this.#live.size),
     });
     s.ready = true;
     s.log.info('agent online');
@@ -506,6 +510,16 @@ export class Gateway implements AgentGateway {
   async flushPresence(): Promise<void> {
     while (this.#flushing) await this.#flushing;
   }
+}
+
+/**
+ * The stream window offered to a new session: the configured window while the fleet is small,
+ * shrinking as it grows so that, with one busy stream per host, all hosts' unacknowledged data
+ * stays near the ingest budget (a slow database then costs bounded memory however many stream).
+ */
+export function streamWindow(configured: number, sessions: number): number {
+  const share = Math.floor(INGEST_BUDGET_BYTES / Math.max(1, sessions));
+  return Math.max(MIN_WINDOW_BYTES, Math.min(configured, share));
 }
 
 /** Closes a socket with a reason that always fits; falls back to terminate. */
