@@ -4,20 +4,18 @@
 // and cannot reconnect.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { ApiClient, firstAdminFrom } from './helpers/api.ts';
 import {
-  controllerBin,
-  controllerEnv,
   enrollAgent,
-  freePort,
+  joinToken,
+  startTestController,
   kill,
   removeDir,
   runAgent,
-  spawnNode,
   tempDir,
   waitFor,
   type Proc,
+  startControllerProcess,
+  enrollThroughApi,
 } from './helpers/fleet.ts';
 
 interface HostView {
@@ -34,46 +32,17 @@ after(async () => {
   for (const d of dirs) removeDir(d);
 });
 
-function startController(dataDir: string, port: number): Proc {
-  const p = spawnNode(controllerBin, ['serve'], controllerEnv(dataDir, port));
-  procs.push(p);
-  return p;
-}
-
-async function ready(url: string) {
-  await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
-}
-
-/** Splits the console's enroll command into argv (it is plain words, no shell quoting needed). */
-function enrollArgs(command: string): { controller: string; token: string; pin: string } {
-  const words = command.trim().split(/\s+/);
-  const value = (flag: string) => words[words.indexOf(flag) + 1]!;
-  assert.equal(words[0], 'keel-agent');
-  assert.equal(words[1], 'enroll');
-  return { controller: value('--controller'), token: value('--token'), pin: value('--pin') };
-}
-
 test('two agents, controller kill -9 and restart, revocation', async () => {
-  const dataDir = tempDir('keel-ctl-');
-  dirs.push(dataDir);
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  let controller = startController(dataDir, port);
-  await ready(url);
-  const admin = firstAdminFrom(controller.output());
-  assert.ok(admin, `no admin banner in: ${controller.output()}`);
-  const api = new ApiClient(url);
-  await api.login(admin.username, admin.password);
+  const ctl = await startControllerProcess(procs);
+  dirs.push(ctl.dataDir);
+  const { api } = ctl;
 
   const agents: { stateDir: string; proc: Proc; hostId?: string }[] = [];
   for (const name of ['alpha', 'beta']) {
-    const created = await api.post<{ command: string; secret: string }>('/join-tokens', { note: name });
-    assert.equal(created.status, 201);
-    const args = enrollArgs(created.body.command);
     const stateDir = tempDir(`keel-agent-${name}-`);
     dirs.push(stateDir);
-    const enrolled = await enrollAgent(stateDir, args.controller, args.token, args.pin, name);
-    assert.equal(enrolled.code, 0, enrolled.output);
+    // Exactly the command the console shows, run with this repository's agent.
+    await enrollThroughApi(api, stateDir, name);
     const proc = runAgent(stateDir);
     procs.push(proc);
     agents.push({ stateDir, proc });
@@ -90,11 +59,9 @@ test('two agents, controller kill -9 and restart, revocation', async () => {
   for (const a of agents) a.hostId = hosts.find((h) => h.name === (a === agents[0] ? 'alpha' : 'beta'))!.id;
 
   // kill -9 the controller, start it again on the same data: both agents are back within 10 s.
-  await kill(controller);
-  controller = startController(dataDir, port);
+  await ctl.kill();
   const restartedAt = Date.now();
-  await ready(url);
-  await api.login(admin.username, admin.password);
+  await ctl.start();
   await waitFor(async () => (await online()).length === 2, 10_000, 'both agents back online');
   const backIn = Date.now() - restartedAt;
   assert.ok(backIn < 10_000, `back online after ${backIn} ms`);
@@ -118,11 +85,9 @@ test('two agents, controller kill -9 and restart, revocation', async () => {
   assert.match(again.output(), /revoked/);
   // beta is untouched.
   assert.equal((await online()).map((h) => h.name).join(), 'beta');
-  void join;
 });
 
 test('a second agent on the same state dir is refused while the first runs', async () => {
-  const { startTestController, joinToken } = await import('./helpers/fleet.ts');
   const ctl = await startTestController();
   dirs.push(ctl.dataDir);
   try {

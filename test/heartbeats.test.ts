@@ -3,19 +3,15 @@
 // which records link.lost and link.regained once the controller answers again.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ApiClient, firstAdminFrom } from './helpers/api.ts';
 import {
-  controllerBin,
-  controllerEnv,
-  enrollAgent,
-  freePort,
   kill,
   removeDir,
   runAgent,
-  spawnNode,
   tempDir,
   waitFor,
   type Proc,
+  startControllerProcess,
+  enrollThroughApi,
 } from './helpers/fleet.ts';
 
 const procs: Proc[] = [];
@@ -29,25 +25,12 @@ after(async () => {
 });
 
 test('heartbeats detect a frozen agent and a frozen controller within seconds', async () => {
-  const dataDir = tempDir('keel-ctl-');
   const stateDir = tempDir('keel-agent-');
-  dirs.push(dataDir, stateDir);
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const controller = spawnNode(
-    controllerBin,
-    ['serve'],
-    controllerEnv(dataDir, port, { KEEL_HEARTBEAT_MS: '500' }),
-  );
-  procs.push(controller);
-  await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
-  const admin = firstAdminFrom(controller.output())!;
-  const api = new ApiClient(url);
-  await api.login(admin.username, admin.password);
-  const { body } = await api.post<{ command: string }>('/join-tokens', {});
-  const words = body.command.split(/\s+/);
-  const arg = (f: string) => words[words.indexOf(f) + 1]!;
-  assert.equal((await enrollAgent(stateDir, url, arg('--token'), arg('--pin'))).code, 0);
+  const ctl = await startControllerProcess(procs, { env: { KEEL_HEARTBEAT_MS: '500' } });
+  dirs.push(ctl.dataDir, stateDir);
+  const { api } = ctl;
+  const controller = ctl.proc;
+  await enrollThroughApi(api, stateDir);
   const agent = runAgent(stateDir, { KEEL_AGENT_HEARTBEAT_MS: '500' });
   procs.push(agent);
   const host = async () =>

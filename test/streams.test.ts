@@ -6,21 +6,19 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Spool } from '../agent/src/link/spool.ts';
-import { ApiClient, firstAdminFrom } from './helpers/api.ts';
+import type { ApiClient } from './helpers/api.ts';
 import {
-  controllerBin,
-  controllerEnv,
   enrollAgent,
-  freePort,
   kill,
   removeDir,
   runAgent,
-  spawnNode,
   startTestController,
   joinToken,
   tempDir,
   waitFor,
   type Proc,
+  startControllerProcess,
+  enrollThroughApi,
 } from './helpers/fleet.ts';
 
 interface HostEvent {
@@ -44,43 +42,16 @@ after(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function startFleet() {
-  const dataDir = tempDir('keel-ctl-');
   const stateDir = tempDir('keel-agent-');
-  dirs.push(dataDir, stateDir);
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const start = () => {
-    const p = spawnNode(controllerBin, ['serve'], controllerEnv(dataDir, port));
-    procs.push(p);
-    return p;
-  };
-  let controller = start();
-  await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
-  const admin = firstAdminFrom(controller.output())!;
-  const api = new ApiClient(url);
-  await api.login(admin.username, admin.password);
-  const token = await api.post<{ command: string }>('/join-tokens', {});
-  const words = token.body.command.split(/\s+/);
-  const arg = (f: string) => words[words.indexOf(f) + 1]!;
-  const enrolled = await enrollAgent(stateDir, url, arg('--token'), arg('--pin'));
-  assert.equal(enrolled.code, 0, enrolled.output);
+  const controller = await startControllerProcess(procs);
+  dirs.push(controller.dataDir, stateDir);
+  await enrollThroughApi(controller.api, stateDir);
   return {
-    url,
-    api,
+    api: controller.api,
     stateDir,
-    admin,
-    async restartController() {
-      await kill(controller);
-      controller = start();
-      await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
-      await api.login(admin.username, admin.password);
-    },
-    killController: () => kill(controller),
-    startController: async () => {
-      controller = start();
-      await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
-      await api.login(admin.username, admin.password);
-    },
+    restartController: () => controller.restart(),
+    killController: () => controller.kill(),
+    startController: () => controller.start(),
   };
 }
 

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
+import { ApiClient, firstAdminFrom } from './api.ts';
 import { loadConfig } from '../../controller/src/config/index.ts';
 import { startController, type Controller } from '../../controller/src/server.ts';
 
@@ -156,4 +157,64 @@ export function runAgent(stateDir: string, env: Record<string, string> = {}): Pr
 export async function kill(proc: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
   if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill(signal);
   return proc.exited;
+}
+
+/** A `keel-controller serve` child process on its own data dir, signed in as the first admin. */
+export interface ControllerProcess {
+  dataDir: string;
+  url: string;
+  api: ApiClient;
+  proc: Proc;
+  /** Starts the controller again on the same data (after kill) and signs in. */
+  start(): Promise<void>;
+  /** kill -9. */
+  kill(): Promise<number | null>;
+  /** kill -9, then start. */
+  restart(): Promise<void>;
+}
+
+/** Starts a controller process and waits until it is ready; the caller kills it (see `procs`). */
+export async function startControllerProcess(
+  procs: Proc[],
+  opts: { dataDir?: string; env?: Record<string, string> } = {},
+): Promise<ControllerProcess> {
+  const dataDir = opts.dataDir ?? tempDir('keel-ctl-');
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const api = new ApiClient(url);
+  let admin: { username: string; password: string } | null = null;
+  const self: ControllerProcess = {
+    dataDir,
+    url,
+    api,
+    proc: undefined as unknown as Proc,
+    async start() {
+      self.proc = spawnNode(controllerBin, ['serve'], controllerEnv(dataDir, port, opts.env));
+      procs.push(self.proc);
+      await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
+      admin ??= firstAdminFrom(self.proc.output());
+      if (!admin) throw new Error(`no first-admin banner in: ${self.proc.output()}`);
+      await api.login(admin.username, admin.password);
+    },
+    kill: () => kill(self.proc),
+    async restart() {
+      await self.kill();
+      await self.start();
+    },
+  };
+  await self.start();
+  return self;
+}
+
+/** Creates a join token through the API and enrolls `stateDir` with exactly the command it returns. */
+export async function enrollThroughApi(api: ApiClient, stateDir: string, name?: string): Promise<void> {
+  const created = await api.post<{ command: string }>('/join-tokens', { note: name });
+  if (created.status !== 201)
+    throw new Error(`join token: ${created.status} ${JSON.stringify(created.body)}`);
+  const words = created.body.command.trim().split(/\s+/);
+  if (words[0] !== 'keel-agent' || words[1] !== 'enroll')
+    throw new Error(`unexpected command: ${created.body.command}`);
+  const arg = (flag: string) => words[words.indexOf(flag) + 1]!;
+  const r = await enrollAgent(stateDir, arg('--controller'), arg('--token'), arg('--pin'), name);
+  if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
 }
