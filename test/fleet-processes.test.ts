@@ -4,6 +4,8 @@
 // and cannot reconnect.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { cpSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   enrollAgent,
   joinToken,
@@ -109,6 +111,46 @@ test('a second agent on the same state dir is refused while the first runs', asy
     assert.equal(await second.exited, 1);
     assert.match(second.output(), /another keel-agent \(pid \d+\) is running/);
     assert.equal(ctl.gateway.isOnline(host!.id), true);
+    await kill(first, 'SIGTERM');
+  } finally {
+    await ctl.close();
+  }
+});
+
+test('a cloned state dir (same key, another machine) is refused while the host is connected', async () => {
+  const ctl = await startTestController();
+  dirs.push(ctl.dataDir);
+  try {
+    const original = tempDir('keel-agent-');
+    dirs.push(original);
+    const enrolled = await enrollAgent(
+      original,
+      `http://127.0.0.1:${ctl.port}`,
+      await joinToken(ctl),
+      ctl.fingerprint,
+    );
+    assert.equal(enrolled.code, 0, enrolled.output);
+    const first = runAgent(original);
+    procs.push(first);
+    const [host] = await ctl.services.hosts.list();
+    await waitFor(() => ctl.gateway.isOnline(host!.id), 15_000, 'original online');
+    // A disk image of the host, booted elsewhere: same key and enrollment, its own running agent.
+    const clone = tempDir('keel-agent-clone-');
+    dirs.push(clone);
+    cpSync(original, clone, { recursive: true });
+    rmSync(join(clone, 'agent.pid'));
+    const second = runAgent(clone);
+    procs.push(second);
+    await waitFor(
+      () => /another machine is connected with this agent key/.test(second.output()),
+      15_000,
+      'clone refused',
+    );
+    // The original kept its session: it still answers, and never lost its link.
+    const pong = await ctl.gateway.request(host!.id, 'ping', {}, { timeoutMs: 5_000 });
+    assert.equal(typeof pong.agentTime, 'number');
+    assert.doesNotMatch(first.output(), /link lost/);
+    await kill(second);
     await kill(first, 'SIGTERM');
   } finally {
     await ctl.close();

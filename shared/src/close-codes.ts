@@ -27,6 +27,11 @@ export const closeCodes = {
   unexpected: 4412,
   /** Heartbeats stopped. */
   deadPeer: 4413,
+  /**
+   * Another machine holds this host's key and its session is alive (a cloned disk image): the
+   * newcomer is refused, not the working session. The agent retries slowly.
+   */
+  conflict: 4419,
   /** No protocol version in common. Fatal for the agent. */
   version: 4426,
   /** Internal error on the peer; retry. */

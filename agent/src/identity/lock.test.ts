@@ -2,21 +2,33 @@
 // is taken over, and release frees the directory only for its own holder.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LOCK_FILE, lockStateDir, StateDirLocked } from './lock.ts';
 
-test('a second holder is refused while the first lives; release frees it', (t) => {
+test('a live keel-agent holder refuses a second; release frees it', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const release = lockStateDir(dir);
-  // Another live process (our parent) appears to hold it.
-  assert.throws(() => lockStateDir(dir, process.ppid), StateDirLocked);
+  // A live process whose command line names keel-agent holds the directory.
+  const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)', 'keel-agent'], {
+    stdio: 'ignore',
+  });
+  t.after(() => holder.kill('SIGKILL'));
+  const release = lockStateDir(dir, holder.pid!);
+  assert.throws(() => lockStateDir(dir), StateDirLocked);
   release();
   assert.equal(existsSync(join(dir, LOCK_FILE)), false);
-  lockStateDir(dir, process.ppid)();
+  lockStateDir(dir)();
+});
+
+test('a pid that now belongs to another program (after a reboot) does not hold the directory', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // Our parent is alive but is not a keel-agent.
+  writeFileSync(join(dir, LOCK_FILE), `${process.ppid}\n`);
+  lockStateDir(dir)();
 });
 
 test('a lock left by a dead process is taken over', (t) => {

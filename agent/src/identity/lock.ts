@@ -17,12 +17,20 @@ export class StateDirLocked extends Error {
   }
 }
 
-function alive(pid: number): boolean {
+/**
+ * True when `pid` is a running keel-agent. After a reboot (or on a cloned disk image) the pid in
+ * a stale lock may belong to some other process: only a keel-agent holds the directory.
+ */
+function agentAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('keel-agent');
+  } catch {
+    return true; // no /proc to ask: a live process is taken to be the holder
   }
 }
 
@@ -52,7 +60,7 @@ export function lockStateDir(stateDir: string, pid = process.pid): () => void {
       } catch {
         // vanished between open and read: try again
       }
-      if (Number.isSafeInteger(holder) && holder > 0 && holder !== pid && alive(holder)) {
+      if (Number.isSafeInteger(holder) && holder > 0 && holder !== pid && agentAlive(holder)) {
         throw new StateDirLocked(path, holder);
       }
       // Stale (or unreadable) lock: remove it and try again.

@@ -127,6 +127,9 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
   });
 }
 
+/** Pause before retrying after the controller refused a second machine with this key. */
+const CONFLICT_RETRY_MS = 30_000;
+
 /** Largest request result, as JSON, that fits a frame header with room to spare. */
 const MAX_RESULT_JSON = 200 * 1024;
 
@@ -184,6 +187,7 @@ export class AgentLink {
     const { baseMs, maxMs } = this.#opts.backoff ?? { baseMs: 500, maxMs: 5_000 };
     let attempt = 0;
     let lostAt: number | null = null;
+    let conflict = false;
     while (!this.#stopping) {
       let welcomed = false;
       try {
@@ -200,6 +204,12 @@ export class AgentLink {
           attempt = 0;
         });
         if (ended.fatal) return ended;
+        if (ended.closeCode === closeCodes.conflict) {
+          conflict = true;
+          this.#opts.log.error(
+            'another machine is connected with this agent key (a cloned disk image?); retrying in 30 s',
+          );
+        }
         if (welcomed && !this.#stopping) {
           lostAt = Date.now();
           this.#opts.log.warn({ code: ended.closeCode, reason: ended.reason }, 'link lost');
@@ -218,19 +228,30 @@ export class AgentLink {
       }
       if (this.#stopping) break;
       attempt++;
+      if (conflict) {
+        // Another machine is connected with this key; hammering would not help. Try again slowly,
+        // so the host can take over if the other machine goes away.
+        conflict = false;
+        await this.#pause(CONFLICT_RETRY_MS);
+        continue;
+      }
       // Full jitter over an exponential ceiling: a restarted controller is not stampeded.
       const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt - 1, 16));
-      const delay = ceiling / 2 + Math.random() * (ceiling / 2);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
-        this.#wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.#wake = null;
+      await this.#pause(ceiling / 2 + Math.random() * (ceiling / 2));
     }
     return null;
+  }
+
+  /** Waits `ms`, or less when stop() is called. */
+  async #pause(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.#wake = null;
   }
 
   /** Sends fresh facts now, when connected (they also go out after every welcome). */

@@ -63,6 +63,8 @@ interface AgentSession {
 /** How long an enrolled key is trusted from the cache; revocations on this controller apply at once. */
 const KEY_CACHE_MS = 60_000;
 const KEY_CACHE_MAX = 100_000;
+/** How long a live session gets to answer before a newcomer with its key replaces it. */
+const CONFLICT_PROBE_MS = 2_000;
 /** Unacknowledged stream data the gateway plans for across all sessions. */
 const INGEST_BUDGET_BYTES = 512 * 1024 * 1024;
 /** Smallest window offered: one batch of 256 KiB in flight, so every host still makes progress. */
@@ -419,11 +421,20 @@ export class Gateway implements AgentGateway {
       log: s.log,
     });
     const previous = this.#live.get(hostId);
+    if (previous && previous.ready && (await answersPing(previous.ws, CONFLICT_PROBE_MS))) {
+      // The existing session is alive, so this is another machine with the same key (a cloned
+      // image), not a reconnect: keep the working session and refuse the newcomer.
+      this.#warnConflict(hostId, s.log);
+      safeClose(s.ws, closeCodes.conflict, 'another machine is connected with this agent key');
+      return;
+    }
+    if (s.ended) return;
+    const current = this.#live.get(hostId);
     this.#live.set(hostId, s);
-    if (previous) {
+    if (current) {
       s.log.info('a newer session replaces the previous one');
-      safeClose(previous.ws, closeCodes.replaced, 'replaced by a newer session');
-      await this.#ended(previous);
+      safeClose(current.ws, closeCodes.replaced, 'replaced by a newer session');
+      await this.#ended(current);
     }
     const cursors = (await this.#cursorLoader.load(hostId)) ?? {};
     if (s.ended || this.#live.get(hostId) !== s) return;
@@ -460,6 +471,19 @@ export class Gateway implements AgentGateway {
       default:
         s.channel.fail(closeCodes.unexpected, `frame ${frame.type} is not allowed from an agent`);
     }
+  }
+
+  #conflictWarnedAt = new Map<string, number>();
+
+  /** Logs a key conflict at most once a minute per host (a clone retries every half minute). */
+  #warnConflict(hostId: string, log: Logger): void {
+    const last = this.#conflictWarnedAt.get(hostId) ?? 0;
+    if (Date.now() - last < 60_000) return;
+    this.#conflictWarnedAt.set(hostId, Date.now());
+    log.warn(
+      { host: hostId },
+      'a second machine presents this host key while the host is connected (cloned disk image?); refused it',
+    );
   }
 
   /** Ends a session once, whichever comes first: its close, a replacement, a revoke, shutdown. */
@@ -520,6 +544,25 @@ export class Gateway implements AgentGateway {
 export function streamWindow(configured: number, sessions: number): number {
   const share = Math.floor(INGEST_BUDGET_BYTES / Math.max(1, sessions));
   return Math.max(MIN_WINDOW_BYTES, Math.min(configured, share));
+}
+
+/** Resolves true when the peer answers a ping within `ms` (its connection is alive). */
+function answersPing(ws: WebSocket, ms: number): Promise<boolean> {
+  if (ws.readyState !== ws.OPEN) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (alive: boolean) => {
+      clearTimeout(timer);
+      ws.off('pong', onPong);
+      ws.off('close', onClose);
+      resolve(alive);
+    };
+    const onPong = () => done(true);
+    const onClose = () => done(false);
+    const timer = setTimeout(() => done(false), ms);
+    ws.on('pong', onPong);
+    ws.on('close', onClose);
+    ws.ping();
+  });
 }
 
 /** Closes a socket with a reason that always fits; falls back to terminate. */
