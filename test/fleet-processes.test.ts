@@ -156,3 +156,23 @@ test('a cloned state dir (same key, another machine) is refused while the host i
     await ctl.close();
   }
 });
+
+test('SIGTERM stops the controller cleanly; its agents wait and come back when it returns', async () => {
+  const ctl = await startControllerProcess(procs);
+  dirs.push(ctl.dataDir);
+  const stateDir = tempDir('keel-agent-');
+  dirs.push(stateDir);
+  await enrollThroughApi(ctl.api, stateDir, 'gamma');
+  const agent = runAgent(stateDir);
+  procs.push(agent);
+  const online = async () =>
+    (await ctl.api.get<{ hosts: HostView[] }>('/hosts')).body.hosts.find((h) => h.name === 'gamma')?.online;
+  await waitFor(online, 15_000, 'agent online');
+  ctl.proc.child.kill('SIGTERM');
+  const stoppedAt = Date.now();
+  assert.equal(await ctl.proc.exited, 0, ctl.proc.output());
+  assert.ok(Date.now() - stoppedAt < 10_000);
+  assert.equal(agent.child.exitCode, null, 'the agent keeps running');
+  await ctl.start();
+  await waitFor(online, 15_000, 'agent back online');
+});
