@@ -18,6 +18,7 @@ import {
 } from '@keel/shared';
 import { LinkClosed, openSession } from '../agent/src/link/connection.ts';
 import { sampleFacts } from './helpers/facts.ts';
+import { createHostRepository } from '../controller/src/repositories/hosts.ts';
 import { joinToken, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
@@ -243,6 +244,23 @@ describe('handshake', () => {
     const raw = await rawSocket();
     raw.ws.send(Buffer.alloc(8 * 1024, 0x20));
     assert.equal(await raw.closed, closeCodes.tooLarge);
+  });
+
+  test('a revocation written by another controller is honoured despite the key cache', async () => {
+    const identity = generateSigningIdentity();
+    const hostId = await enroll(identity, await joinToken(ctl));
+    const first = await connect(identity); // caches the enrolled key
+    await waitFor(() => first.frames.some((f) => f.type === 'welcome'));
+    first.ws.close();
+    await first.closed;
+    // Another replica revokes it in the shared database; this gateway was not told.
+    await createHostRepository(ctl.database.db).revoke(hostId, new Date());
+    const again = await connect(identity).then(
+      (s) => s.closed,
+      (e: unknown) => e,
+    );
+    assert.ok(again === closeCodes.revoked || (again instanceof LinkClosed && again.fatal), String(again));
+    assert.equal(ctl.gateway.isOnline(hostId), false);
   });
 
   test('a host revoked while not connected cannot start a session', async () => {

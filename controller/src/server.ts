@@ -61,7 +61,10 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
     async applyPresence(changes, at) {
       return (await hosts.applyPresence(changes, at)).map(toHostView);
     },
-    cursorsOf: (hostIds) => streams.cursorsOf(hostIds),
+    async sessionInfoOf(hostIds) {
+      const [revoked, cursors] = await Promise.all([hosts.revokedAmong(hostIds), streams.cursorsOf(hostIds)]);
+      return new Map(hostIds.map((id) => [id, { revoked: revoked.has(id), cursors: cursors.get(id) ?? {} }]));
+    },
     appendStream: (hostId, stream, batch) => streams.append(hostId, stream, batch),
   };
 }

@@ -1,6 +1,6 @@
 // One running agent per state directory: `keel-agent run` holds `<stateDir>/agent.pid`, so a second
 // copy (a manual run beside the systemd unit) cannot write the same spool and corrupt its numbering.
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The lock file's name inside the state directory. */
@@ -40,11 +40,17 @@ function agentAlive(pid: number): boolean {
  */
 export function lockStateDir(stateDir: string, pid = process.pid): () => void {
   const path = join(stateDir, LOCK_FILE);
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (let attempt = 0; attempt < 5; attempt++) {
     try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, `${pid}\n`);
-      closeSync(fd);
+      // Created with its content in one step (link fails if the lock exists), so no other
+      // starter can ever read an empty lock and mistake it for a stale one.
+      const fresh = `${path}.${pid}.new`;
+      writeFileSync(fresh, `${pid}\n`, { mode: 0o600 });
+      try {
+        linkSync(fresh, path);
+      } finally {
+        unlinkSync(fresh);
+      }
       return () => {
         try {
           if (Number(readFileSync(path, 'utf8').trim()) === pid) unlinkSync(path);
@@ -63,11 +69,31 @@ export function lockStateDir(stateDir: string, pid = process.pid): () => void {
       if (Number.isSafeInteger(holder) && holder > 0 && holder !== pid && agentAlive(holder)) {
         throw new StateDirLocked(path, holder);
       }
-      // Stale (or unreadable) lock: remove it and try again.
+      // Stale (or unreadable) lock. Take it over without racing another starter: move it aside
+      // under a name of our own, and only delete it if it is still the stale one we judged.
+      const aside = `${path}.${pid}.stale`;
       try {
-        unlinkSync(path);
+        renameSync(path, aside);
       } catch {
-        // someone else removed it first
+        continue; // someone else moved it first
+      }
+      let moved = NaN;
+      try {
+        moved = Number.parseInt(readFileSync(aside, 'utf8').trim(), 10);
+      } catch {
+        // unreadable: treat as stale
+      }
+      if (Object.is(moved, holder)) {
+        unlinkSync(aside);
+      } else {
+        // We moved a fresh lock another starter had just taken: put it back, unless yet another
+        // lock appeared meanwhile, and let that holder win.
+        try {
+          linkSync(aside, path);
+        } catch {
+          // a newer lock exists
+        }
+        unlinkSync(aside);
       }
     }
   }

@@ -20,7 +20,7 @@ import {
   type SigningIdentity,
 } from '@keel/shared';
 import type { AgentGateway, AgentRequestMap, AgentRequestMethod, HostView } from './types.ts';
-import type { GatewayHost, GatewayStore, PresenceChange } from './store.ts';
+import type { GatewayHost, GatewayStore, PresenceChange, SessionInfo } from './store.ts';
 import { RequestBroker } from './requests.ts';
 import { StreamIngest } from './ingest.ts';
 import { BatchLoader } from './batch-loader.ts';
@@ -58,6 +58,8 @@ interface AgentSession {
   /** Frames that arrived before the session was ready (bounded). */
   early: [SessionFrame, Buffer][];
   log: Logger;
+  /** Stream window offered in this session's welcome. */
+  windowBytes: number;
 }
 
 /** How long an enrolled key is trusted from the cache; revocations on this controller apply at once. */
@@ -89,7 +91,7 @@ export class Gateway implements AgentGateway {
   /** Enrolled keys seen recently, so a reconnect storm does not cost a query per handshake. */
   #hostByKey = new Map<string, { host: GatewayHost; at: number }>();
   #hostLoader: BatchLoader<string, GatewayHost>;
-  #cursorLoader: BatchLoader<string, Record<string, number>>;
+  #sessionLoader: BatchLoader<string, SessionInfo>;
   #broker: RequestBroker;
   #heartbeat: NodeJS.Timeout;
   #alive = new WeakMap<WebSocket, boolean>();
@@ -117,7 +119,7 @@ export class Gateway implements AgentGateway {
       return live;
     });
     this.#hostLoader = new BatchLoader((keys) => this.#opts.store.findHostsByKeys(keys));
-    this.#cursorLoader = new BatchLoader((ids) => this.#opts.store.cursorsOf(ids));
+    this.#sessionLoader = new BatchLoader((ids) => this.#opts.store.sessionInfoOf(ids));
     this.#heartbeat = setInterval(() => this.#beat(), this.#opts.heartbeatMs);
     this.#heartbeat.unref();
   }
@@ -314,6 +316,7 @@ export class Gateway implements AgentGateway {
           ended: false,
           early: [],
           log,
+          windowBytes: streamWindow(this.#opts.windowBytes, this.#live.size + 1),
           channel: new SealedChannel(ws, sealed, {
             onFrame: (f, body) => {
               if (s.ended) return;
@@ -419,9 +422,11 @@ export class Gateway implements AgentGateway {
       ack: (stream, seq) => s.channel.send({ type: 'stream.ack', stream, seq }),
       fail: (code, reason) => s.channel.fail(code, reason),
       log: s.log,
+      windowBytes: s.windowBytes,
+      maxFrameBytes: this.#opts.maxFrameBytes,
     });
     const previous = this.#live.get(hostId);
-    if (previous && previous.ready && (await answersPing(previous.ws, CONFLICT_PROBE_MS))) {
+    if (previous && (await answersPing(previous.ws, CONFLICT_PROBE_MS))) {
       // The existing session is alive, so this is another machine with the same key (a cloned
       // image), not a reconnect: keep the working session and refuse the newcomer.
       this.#warnConflict(hostId, s.log);
@@ -436,8 +441,11 @@ export class Gateway implements AgentGateway {
       safeClose(current.ws, closeCodes.replaced, 'replaced by a newer session');
       await this.#ended(current);
     }
-    const cursors = (await this.#cursorLoader.load(hostId)) ?? {};
-    if (s.ended || this.#live.get(hostId) !== s) return;
+    const info = await this.#sessionLoader.load(hostId);
+    if (s.ended || this.#closing || this.#live.get(hostId) !== s) return;
+    // Revoked since the key was cached (possibly by another controller): refuse now.
+    if (info?.revoked) this.#revoked.add(hostId);
+    const cursors = info?.cursors ?? {};
     if (this.#revoked.has(hostId)) {
       s.channel.fail(closeCodes.revoked, 'revoked');
       return;
@@ -447,7 +455,7 @@ export class Gateway implements AgentGateway {
       hostId,
       cursors,
       maxFrameBytes: this.#opts.maxFrameBytes,
-      windowBytes: streamWindow(this.#opts.windowBytes, this.#live.size),
+      windowBytes: s.windowBytes,
     });
     s.ready = true;
     s.log.info('agent online');
@@ -518,16 +526,37 @@ export class Gateway implements AgentGateway {
       while (this.#pendingPresence.size > 0) {
         const batch = this.#pendingPresence;
         this.#pendingPresence = new Map();
+        let views: HostView[];
         try {
-          const views = await this.#opts.store.applyPresence(batch, new Date());
-          this.#opts.onHostViews?.(views);
+          views = await this.#opts.store.applyPresence(batch, new Date());
         } catch (err) {
-          this.#opts.log.error({ err, hosts: batch.size }, 'storing host presence failed');
+          // Nothing is dropped: the batch goes back under any newer changes and is retried, host
+          // by host if need be, so one bad row cannot hold the whole fleet's presence hostage.
+          this.#opts.log.error({ err, hosts: batch.size }, 'storing host presence failed; retrying');
+          views = await this.#applyOneByOne(batch);
         }
+        this.#opts.onHostViews?.(views);
       }
     } finally {
       this.#flushing = null;
     }
+  }
+
+  /** Stores a failed batch host by host; a host whose write still fails is retried later. */
+  async #applyOneByOne(batch: Map<string, PresenceChange>): Promise<HostView[]> {
+    const views: HostView[] = [];
+    for (const [hostId, change] of batch) {
+      try {
+        views.push(...(await this.#opts.store.applyPresence(new Map([[hostId, change]]), new Date())));
+      } catch (err) {
+        this.#opts.log.error({ err, host: hostId }, 'storing this host presence failed; will retry');
+        const newer = this.#pendingPresence.get(hostId);
+        this.#pendingPresence.set(hostId, { ...change, ...newer });
+        // Back off so a database outage does not spin.
+        await new Promise((resolve) => setTimeout(resolve, 1_000).unref());
+      }
+    }
+    return views;
   }
 
   /** Resolves when every presence change queued so far is stored. */
@@ -559,6 +588,7 @@ function answersPing(ws: WebSocket, ms: number): Promise<boolean> {
     const onPong = () => done(true);
     const onClose = () => done(false);
     const timer = setTimeout(() => done(false), ms);
+    timer.unref();
     ws.on('pong', onPong);
     ws.on('close', onClose);
     ws.ping();

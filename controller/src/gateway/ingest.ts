@@ -14,6 +14,8 @@ export const MAX_STREAMS_PER_SESSION = 64;
 interface StreamQueue {
   batches: RecordBatch[];
   bytes: number;
+  /** Received and not yet acknowledged (queued or being stored): what the window bounds. */
+  unacked: number;
   running: Promise<void> | null;
 }
 
@@ -23,6 +25,10 @@ export interface StreamIngestOptions {
   ack(stream: string, seq: number): void;
   fail(code: number, reason: string): void;
   log: Logger;
+  /** The window offered in the welcome; an agent with more unacknowledged bytes is cut off. */
+  windowBytes?: number;
+  /** Slack over the window: one frame may be in the pipe when an ack crosses it. */
+  maxFrameBytes?: number;
 }
 
 export class StreamIngest {
@@ -51,12 +57,17 @@ export class StreamIngest {
       return;
     }
     if (!q) {
-      q = { batches: [], bytes: 0, running: null };
+      q = { batches: [], bytes: 0, unacked: 0, running: null };
       this.#streams.set(frame.stream, q);
     }
     q.batches.push({ firstSeq: frame.firstSeq, count: frame.count, body });
     q.bytes += body.length;
-    if (q.bytes > MAX_QUEUED_BYTES) {
+    q.unacked += body.length;
+    const limit = Math.min(
+      MAX_QUEUED_BYTES,
+      (this.#opts.windowBytes ?? MAX_QUEUED_BYTES) + (this.#opts.maxFrameBytes ?? 0),
+    );
+    if (q.unacked > limit) {
       this.#opts.fail(closeCodes.malformed, `stream ${frame.stream}: agent ignored flow control`);
       this.stop();
       return;
@@ -75,6 +86,7 @@ export class StreamIngest {
     for (const q of this.#streams.values()) {
       q.batches = [];
       q.bytes = 0;
+      q.unacked = 0;
     }
   }
 
@@ -83,6 +95,7 @@ export class StreamIngest {
       while (q.batches.length > 0 && !this.#stopped) {
         const batch = takeContiguous(q);
         const { ackedSeq } = await this.#opts.store.appendStream(this.#opts.hostId, stream, batch);
+        q.unacked -= batch.body.length;
         if (!this.#stopped) this.#opts.ack(stream, ackedSeq);
       }
     } catch (err) {

@@ -9,6 +9,13 @@ export interface PresenceChange {
   facts?: HostFacts;
 }
 
+/** A host's state when its session starts. */
+export interface SessionInfo {
+  revoked: boolean;
+  /** Acked sequence per stream. */
+  cursors: Record<string, number>;
+}
+
 /** A host as the gateway sees it at handshake time. */
 export interface GatewayHost {
   id: string;
@@ -31,8 +38,8 @@ export interface GatewayStore {
    * changed hosts for publishing.
    */
   applyPresence(changes: ReadonlyMap<string, PresenceChange>, at: Date): Promise<HostView[]>;
-  /** Where each stream of these hosts stands (acked sequence numbers), by host id. */
-  cursorsOf(hostIds: string[]): Promise<Map<string, Record<string, number>>>;
+  /** What a starting session needs: revocation (as stored now) and stream cursors, by host id. */
+  sessionInfoOf(hostIds: string[]): Promise<Map<string, SessionInfo>>;
   /** Stores a batch (de-duplicating what is already stored) and returns the new cursor. */
   appendStream(hostId: string, stream: string, batch: RecordBatch): Promise<{ ackedSeq: number }>;
 }

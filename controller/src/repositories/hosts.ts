@@ -27,6 +27,8 @@ export interface EnrollInput {
 export interface HostRepository {
   /** The host enrolled with this public key (revoked or not), or null. */
   findByPublicKey(publicKey: string): Promise<Host | null>;
+  /** Which of these hosts are revoked (or gone), in one query. */
+  revokedAmong(ids: readonly string[]): Promise<Set<string>>;
   /** The hosts enrolled with any of these keys, in one query. */
   findByPublicKeys(publicKeys: readonly string[]): Promise<Host[]>;
   /**
@@ -90,6 +92,19 @@ export function createHostRepository(db: Db): HostRepository {
     async findByPublicKey(publicKey) {
       const [row] = await db.select().from(hosts).where(eq(hosts.publicKey, publicKey)).limit(1);
       return row ?? null;
+    },
+
+    async revokedAmong(ids) {
+      const valid = ids.filter(isUuid);
+      const rows =
+        valid.length === 0
+          ? []
+          : await db
+              .select({ id: hosts.id, revokedAt: hosts.revokedAt })
+              .from(hosts)
+              .where(inArray(hosts.id, valid));
+      const live = new Set(rows.filter((r) => r.revokedAt === null).map((r) => r.id));
+      return new Set(ids.filter((id) => !live.has(id)));
     },
 
     async findByPublicKeys(publicKeys) {

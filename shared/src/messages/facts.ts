@@ -1,34 +1,45 @@
 // Host facts: what an agent reports about its machine on connect and when something changes.
 import { z } from 'zod';
 
+/**
+ * Text that PostgreSQL can store as JSON: no NUL and no unpaired UTF-16 surrogate (both pass
+ * JSON.parse but make a jsonb cast fail, which would fail the whole batch they are written in).
+ */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const text = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => !s.includes('\u0000') && !LONE_SURROGATE.test(s), 'must be storable text');
+
 export const diskFactSchema = z.object({
-  mount: z.string().max(4096),
-  fs: z.string().max(4096),
-  type: z.string().max(64),
+  mount: text(4096),
+  fs: text(4096),
+  type: text(64),
   sizeBytes: z.number().nonnegative(),
   usedBytes: z.number().nonnegative(),
 });
 
 /** The facts an agent reports about its host. */
 export const hostFactsSchema = z.object({
-  hostname: z.string().max(255),
+  hostname: text(255),
   os: z.object({
-    platform: z.string().max(64),
-    distro: z.string().max(128),
-    release: z.string().max(128),
-    codename: z.string().max(128),
-    arch: z.string().max(32),
+    platform: text(64),
+    distro: text(128),
+    release: text(128),
+    codename: text(128),
+    arch: text(32),
   }),
-  kernel: z.string().max(256),
+  kernel: text(256),
   cpu: z.object({
-    model: z.string().max(256),
+    model: text(256),
     cores: z.number().int().nonnegative(),
     physicalCores: z.number().int().nonnegative(),
     speedGHz: z.number().nonnegative(),
   }),
   memory: z.object({ totalBytes: z.number().nonnegative() }),
   disks: z.array(diskFactSchema).max(256),
-  agentVersion: z.string().max(64),
+  agentVersion: text(64),
   bootTime: z.number().nonnegative(),
   uptimeSeconds: z.number().nonnegative(),
 });

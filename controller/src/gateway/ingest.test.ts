@@ -1,0 +1,52 @@
+// Proves stream ingest enforces the offered window: an agent that sends more unacknowledged data
+// than it was offered (plus one frame of slack) is cut off, while one that waits for acks is not.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pino from 'pino';
+import { encodeRecords } from '@keel/shared';
+import { StreamIngest } from './ingest.ts';
+import type { GatewayStore } from './store.ts';
+
+const KiB = 1024;
+const body = encodeRecords([{ ts: 1, payload: Buffer.alloc(100 * KiB - 12) }]); // one 100 KiB record
+
+function ingest(storeDelay: Promise<void>) {
+  const failures: string[] = [];
+  const acks: number[] = [];
+  const store = {
+    appendStream: async (_h: string, _s: string, batch: { firstSeq: number; count: number }) => {
+      await storeDelay;
+      return { ackedSeq: batch.firstSeq + batch.count - 1 };
+    },
+  } as unknown as GatewayStore;
+  const i = new StreamIngest({
+    hostId: 'h',
+    store,
+    ack: (_s, seq) => acks.push(seq),
+    fail: (_code, reason) => failures.push(reason),
+    log: pino({ level: 'silent' }),
+    windowBytes: 256 * KiB,
+    maxFrameBytes: 128 * KiB,
+  });
+  return { i, failures, acks };
+}
+
+test('more than window + one frame unacknowledged cuts the agent off', () => {
+  const { i, failures } = ingest(new Promise(() => {})); // the database never answers
+  for (let seq = 1; seq <= 3; seq++)
+    i.push({ type: 'stream.data', stream: 'logs', firstSeq: seq, count: 1 }, body);
+  assert.deepEqual(failures, []); // 300 KiB <= 256 + 128
+  i.push({ type: 'stream.data', stream: 'logs', firstSeq: 4, count: 1 }, body);
+  assert.equal(failures.length, 1);
+  assert.match(failures[0]!, /flow control/);
+});
+
+test('an agent that waits for acks may send far more than the window in total', async () => {
+  const { i, failures, acks } = ingest(Promise.resolve());
+  for (let seq = 1; seq <= 20; seq++) {
+    i.push({ type: 'stream.data', stream: 'logs', firstSeq: seq, count: 1 }, body);
+    await i.drain();
+  }
+  assert.deepEqual(failures, []);
+  assert.equal(acks.at(-1), 20);
+});
