@@ -54,7 +54,9 @@ export function requestLog(log: Logger): MiddlewareHandler<AppEnv> {
       userId: session?.user.id,
     };
     if (c.res.status >= 500) log.error(entry, 'request failed');
-    else log.info(entry, 'request');
+    // API calls are worth a line each; console assets and health probes only when debugging.
+    else if (c.req.path.startsWith('/api/')) log.info(entry, 'request');
+    else log.debug(entry, 'request');
   });
 }
 
