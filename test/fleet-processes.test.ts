@@ -7,8 +7,6 @@ import assert from 'node:assert/strict';
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  enrollAgent,
-  joinToken,
   startTestController,
   kill,
   removeDir,
@@ -18,6 +16,7 @@ import {
   type Proc,
   startControllerProcess,
   enrollThroughApi,
+  enrollNewAgent,
 } from './helpers/fleet.ts';
 
 interface HostView {
@@ -93,15 +92,8 @@ test('a second agent on the same state dir is refused while the first runs', asy
   const ctl = await startTestController();
   dirs.push(ctl.dataDir);
   try {
-    const stateDir = tempDir('keel-agent-');
+    const stateDir = await enrollNewAgent(ctl);
     dirs.push(stateDir);
-    const enrolled = await enrollAgent(
-      stateDir,
-      `http://127.0.0.1:${ctl.port}`,
-      await joinToken(ctl),
-      ctl.fingerprint,
-    );
-    assert.equal(enrolled.code, 0, enrolled.output);
     const first = runAgent(stateDir);
     procs.push(first);
     const [host] = await ctl.services.hosts.list();
@@ -121,15 +113,8 @@ test('a cloned state dir (same key, another machine) is refused while the host i
   const ctl = await startTestController();
   dirs.push(ctl.dataDir);
   try {
-    const original = tempDir('keel-agent-');
+    const original = await enrollNewAgent(ctl);
     dirs.push(original);
-    const enrolled = await enrollAgent(
-      original,
-      `http://127.0.0.1:${ctl.port}`,
-      await joinToken(ctl),
-      ctl.fingerprint,
-    );
-    assert.equal(enrolled.code, 0, enrolled.output);
     const first = runAgent(original);
     procs.push(first);
     const [host] = await ctl.services.hosts.list();

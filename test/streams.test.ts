@@ -8,17 +8,16 @@ import { join } from 'node:path';
 import { Spool } from '../agent/src/link/spool.ts';
 import type { ApiClient } from './helpers/api.ts';
 import {
-  enrollAgent,
   kill,
   removeDir,
   runAgent,
   startTestController,
-  joinToken,
   tempDir,
   waitFor,
   type Proc,
   startControllerProcess,
   enrollThroughApi,
+  enrollNewAgent,
 } from './helpers/fleet.ts';
 
 interface HostEvent {
@@ -196,15 +195,8 @@ test('a request to an offline agent fails at its deadline with a clear error', a
   const ctl = await startTestController();
   dirs.push(ctl.dataDir);
   try {
-    const stateDir = tempDir('keel-agent-');
+    const stateDir = await enrollNewAgent(ctl);
     dirs.push(stateDir);
-    const enrolled = await enrollAgent(
-      stateDir,
-      ctl.url.replace('localhost', '127.0.0.1'),
-      await joinToken(ctl),
-      ctl.fingerprint,
-    );
-    assert.equal(enrolled.code, 0, enrolled.output);
     const [host] = await ctl.services.hosts.list();
     const started = Date.now();
     await assert.rejects(

@@ -218,3 +218,20 @@ export async function enrollThroughApi(api: ApiClient, stateDir: string, name?: 
   const r = await enrollAgent(stateDir, arg('--controller'), arg('--token'), arg('--pin'), name);
   if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
 }
+
+/**
+ * Enrolls a new agent state dir with an in-process controller (a fresh single-use token) and
+ * returns the dir; the caller removes it.
+ */
+export async function enrollNewAgent(controller: Controller, name?: string): Promise<string> {
+  const stateDir = tempDir('keel-agent-');
+  const r = await enrollAgent(
+    stateDir,
+    `http://127.0.0.1:${controller.port}`,
+    await joinToken(controller),
+    controller.fingerprint,
+    name,
+  );
+  if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
+  return stateDir;
+}
