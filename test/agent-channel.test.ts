@@ -16,7 +16,7 @@ import {
   type SessionFrame,
   type SigningIdentity,
 } from '@keel/shared';
-import { LinkClosed, openSession } from '../agent/src/link/connection.ts';
+import { LinkClosed, openSession, redeemJoinToken } from '../agent/src/link/connection.ts';
 import { sampleFacts } from './helpers/facts.ts';
 import { createHostRepository } from '../controller/src/repositories/hosts.ts';
 import { joinToken, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
@@ -35,19 +35,8 @@ after(async () => {
 });
 
 /** Enrolls a fresh identity through the real agent link code; resolves with the host id. */
-async function enroll(identity: SigningIdentity, token: string, pin = ctl.fingerprint): Promise<string> {
-  return new Promise((resolve, reject) => {
-    openSession({
-      controllerUrl: ctl.url,
-      identity,
-      pin,
-      mode: 'enroll',
-      onFrame: (frame: SessionFrame) => {
-        if (frame.type === 'enrolled') resolve(frame.hostId);
-        else if (frame.type === 'error') reject(new Error(frame.error.code));
-      },
-    }).then(({ channel }) => channel.send({ type: 'enroll', token, name: 'h', facts: sampleFacts }), reject);
-  });
+function enroll(identity: SigningIdentity, token: string, pin = ctl.fingerprint): Promise<string> {
+  return redeemJoinToken({ controllerUrl: ctl.url, identity, pin, token, name: 'h', facts: sampleFacts });
 }
 
 /** Opens a connect-mode session and collects what the controller sends. */

@@ -5,11 +5,11 @@ import { parseArgs } from 'node:util';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { KeelError, keyFingerprint, type SessionFrame } from '@keel/shared';
+import { KeelError, keyFingerprint } from '@keel/shared';
 import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
 import { lockStateDir, StateDirLocked } from './identity/lock.ts';
 import { collectFacts, factsChanged } from './facts/index.ts';
-import { AgentLink, LinkClosed, openSession } from './link/connection.ts';
+import { AgentLink, LinkClosed, redeemJoinToken } from './link/connection.ts';
 import { Spool } from './link/spool.ts';
 import { AGENT_VERSION } from './version.ts';
 
@@ -104,26 +104,13 @@ export async function enroll(opts: {
   const identity = await loadOrCreateIdentity(opts.stateDir);
   const facts = await collectFacts();
   try {
-    const hostId = await new Promise<string>((resolve, reject) => {
-      let done = false;
-      const onFrame = (frame: SessionFrame) => {
-        done = true;
-        if (frame.type === 'enrolled') resolve(frame.hostId);
-        else if (frame.type === 'error') reject(new Error(`${frame.error.code}: ${frame.error.message}`));
-        else reject(new Error(`unexpected ${frame.type} from controller`));
-      };
-      openSession({
-        controllerUrl: opts.controllerUrl,
-        identity,
-        pin: opts.pin,
-        mode: 'enroll',
-        onFrame,
-      }).then(({ ws, channel }) => {
-        channel.send({ type: 'enroll', token: opts.token, name: opts.name ?? hostname(), facts });
-        ws.on('close', (code, reason) => {
-          if (!done) reject(new LinkClosed(code, reason.toString() || `closed with ${code}`, true));
-        });
-      }, reject);
+    const hostId = await redeemJoinToken({
+      controllerUrl: opts.controllerUrl,
+      identity,
+      pin: opts.pin,
+      token: opts.token,
+      name: opts.name ?? hostname(),
+      facts,
     });
     await saveEnrollment(opts.stateDir, {
       controllerUrl: opts.controllerUrl,

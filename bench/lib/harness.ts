@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import postgres from 'postgres';
 import WebSocket from 'ws';
-import type { HostFacts, SessionFrame, SigningIdentity } from '@keel/shared';
-import { openSession } from '../../agent/src/link/connection.ts';
+import type { HostFacts, SigningIdentity } from '@keel/shared';
+import { redeemJoinToken } from '../../agent/src/link/connection.ts';
 import { ApiClient, firstAdminFrom } from '../../test/helpers/api.ts';
 import {
   controllerBin,
@@ -280,27 +280,7 @@ export function enrollIdentity(opts: {
   token: string;
   name: string;
 }): Promise<string> {
-  return new Promise<string>((resolve, reject) => {
-    let done = false;
-    const onFrame = (frame: SessionFrame) => {
-      done = true;
-      if (frame.type === 'enrolled') resolve(frame.hostId);
-      else if (frame.type === 'error') reject(new Error(`${frame.error.code}: ${frame.error.message}`));
-      else reject(new Error(`unexpected ${frame.type} from controller`));
-    };
-    openSession({
-      controllerUrl: opts.controllerUrl,
-      identity: opts.identity,
-      pin: opts.pin,
-      mode: 'enroll',
-      onFrame,
-    }).then(({ ws, channel }) => {
-      channel.send({ type: 'enroll', token: opts.token, name: opts.name, facts: benchFacts(opts.name) });
-      ws.on('close', (code) => {
-        if (!done) reject(new Error(`enroll closed with ${code}`));
-      });
-    }, reject);
-  });
+  return redeemJoinToken({ ...opts, facts: benchFacts(opts.name) });
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight. */

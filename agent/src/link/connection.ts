@@ -133,6 +133,42 @@ const CONFLICT_RETRY_MS = 30_000;
 /** Largest request result, as JSON, that fits a frame header with room to spare. */
 const MAX_RESULT_JSON = 200 * 1024;
 
+/**
+ * Redeems a join token: an enroll-mode session (the pin is checked before the token is sent),
+ * one `enroll` frame, and the host id from `enrolled`. Rejects with the controller's error
+ * (`enroll.token_used: …`) or with LinkClosed (fatal when the controller refused the agent).
+ */
+export function redeemJoinToken(opts: {
+  controllerUrl: string;
+  identity: SigningIdentity;
+  pin: string;
+  token: string;
+  name: string;
+  facts: HostFacts;
+}): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let done = false;
+    const onFrame = (frame: SessionFrame) => {
+      done = true;
+      if (frame.type === 'enrolled') resolve(frame.hostId);
+      else if (frame.type === 'error') reject(new Error(`${frame.error.code}: ${frame.error.message}`));
+      else reject(new Error(`unexpected ${frame.type} from controller`));
+    };
+    openSession({
+      controllerUrl: opts.controllerUrl,
+      identity: opts.identity,
+      pin: opts.pin,
+      mode: 'enroll',
+      onFrame,
+    }).then(({ ws, channel }) => {
+      channel.send({ type: 'enroll', token: opts.token, name: opts.name, facts: opts.facts });
+      ws.on('close', (code, reason) => {
+        if (!done) reject(new LinkClosed(code, reason.toString() || `closed with ${code}`, true));
+      });
+    }, reject);
+  });
+}
+
 /** Events the link reports to the host event stream. */
 export type LinkEvent =
   | { kind: 'link.lost'; reason: string; code: number }
