@@ -12,6 +12,7 @@
 //   --concurrency handshakes in flight per worker (default 64)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import inspector from 'node:inspector';
 import { availableParallelism as cores } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +33,7 @@ import {
   pool,
   procCpuMs,
   procMemory,
+  procSyscalls,
   removeDir,
   sleep,
   startController,
@@ -53,7 +55,7 @@ type ToWorker =
       offset: number;
       concurrency: number;
     }
-  | { type: 'connect'; url: string; pin: string; concurrency: number };
+  | { type: 'connect'; url: string; pin: string; concurrency: number; profile?: string };
 type FromWorker =
   | { type: 'enrolled'; failures: number; error?: string }
   | { type: 'connected'; starts: number[]; welcomes: number[]; retries: number };
@@ -83,6 +85,7 @@ function runWorker(): void {
       return;
     }
     if (msg.type === 'connect') {
+      const profiler = msg.profile ? startProfile() : undefined;
       let retries = 0;
       // The link logs a failed dial at debug level as 'connect failed': count those.
       const log = pino(
@@ -125,11 +128,32 @@ function runWorker(): void {
           links.push(link);
           void link.run();
         });
-      }).then(() => {
+      }).then(async () => {
+        if (profiler && msg.profile) writeFileSync(msg.profile, JSON.stringify(await profiler.stop()));
         if (welcomed === identities.length) send({ type: 'connected', starts, welcomes, retries });
       });
     }
   });
+}
+
+/** A CPU profile of this process (KEEL_BENCH_PROFILE), through the in-process inspector. */
+function startProfile(): { stop(): Promise<unknown> } {
+  const session = new inspector.Session();
+  session.connect();
+  const post = (method: string, params?: object) =>
+    new Promise<unknown>((resolve, reject) =>
+      session.post(method, params, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+  void post('Profiler.enable')
+    .then(() => post('Profiler.setSamplingInterval', { interval: 200 }))
+    .then(() => post('Profiler.start'));
+  return {
+    async stop() {
+      const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+      session.disconnect();
+      return profile;
+    },
+  };
 }
 
 // ---- main: controller, workers, measurements ------------------------------------------------
@@ -146,6 +170,8 @@ interface Result {
   retries: number;
   /** CPU ms spent during the connect phase: whole machine, controller, agent workers. */
   cpu: { machine: number; controller: number; agents: number };
+  /** The controller's read and write system calls during the connect phase. */
+  syscalls: { reads: number; writes: number };
   rssBefore: number;
   rssAfter: number;
   anonBefore: number;
@@ -233,7 +259,11 @@ async function runOnce(
     // Connect phase: every agent dials once.
     // KEEL_BENCH_PROFILE=dir: a CPU profile of the controller over the connect phase.
     const profileDir = process.env.KEEL_BENCH_PROFILE;
-    if (profileDir) await controller.profileStart();
+    if (profileDir) {
+      mkdirSync(profileDir, { recursive: true });
+      await controller.profileStart();
+    }
+    const sys0 = procSyscalls(controller.pid);
     const cpu0 = {
       machine: machineBusyMs(),
       controller: procCpuMs(controller.pid),
@@ -241,16 +271,24 @@ async function runOnce(
     };
     t = now();
     const connected = await Promise.all(
-      workers.map((w) =>
+      workers.map((w, i) =>
         request(
           w,
-          { type: 'connect', url: controller!.url, pin, concurrency: opts.concurrency },
+          {
+            type: 'connect',
+            url: controller!.url,
+            pin,
+            concurrency: opts.concurrency,
+            profile: profileDir ? join(profileDir, `connect-agents-${n}-${i}.cpuprofile`) : undefined,
+          },
           'connected',
         ),
       ),
     );
     const lastWelcome = Math.max(...connected.map((c) => Math.max(...c.welcomes)));
     const connectMs = lastWelcome - t;
+    const sys1 = procSyscalls(controller.pid);
+    const syscalls = { reads: sys1.reads - sys0.reads, writes: sys1.writes - sys0.writes };
     const cpu = {
       machine: machineBusyMs() - cpu0.machine,
       controller: procCpuMs(controller.pid) - cpu0.controller,
@@ -300,6 +338,7 @@ async function runOnce(
       latencyP99: percentile(latencies, 99),
       retries,
       cpu,
+      syscalls,
       rssBefore: memBefore.rss,
       rssAfter: memAfter.rss,
       anonBefore: memBefore.anon,
@@ -355,6 +394,7 @@ async function main(): Promise<void> {
         `  CPU per handshake       ${(r.cpu.machine / n).toFixed(2)} ms machine-wide: controller ${(r.cpu.controller / n).toFixed(2)}, ` +
         `agents ${(r.cpu.agents / n).toFixed(2)}, rest (database, kernel) ${((r.cpu.machine - r.cpu.controller - r.cpu.agents) / n).toFixed(2)}; ` +
         `machine ${((100 * r.cpu.machine) / r.connectMs / cores()).toFixed(0)}% busy\n` +
+        `  controller syscalls     ${(r.syscalls.reads / n).toFixed(1)} reads, ${(r.syscalls.writes / n).toFixed(1)} writes per handshake\n` +
         `  dial->welcome latency   p50 ${r.latencyP50.toFixed(0)} ms, p99 ${r.latencyP99.toFixed(0)} ms\n` +
         `  all online in API after ${(r.apiOnlineMs / 1000).toFixed(2)} s (GET /api/v1/hosts)\n` +
         `  controller memory       RSS ${mib(r.rssBefore).toFixed(1)} -> ${mib(r.rssAfter).toFixed(1)} MiB, ` +

@@ -39,7 +39,9 @@ export const redactPaths: string[] = secretFields
  */
 export function createLogger(
   options: { logLevel: LogLevel; name?: string },
-  destination: DestinationStream = pino.destination(1),
+  // Asynchronous: a burst of lines (a reconnect storm) goes out in a few writes, not one syscall
+  // per line; pino flushes what is buffered when the process exits.
+  destination: DestinationStream = pino.destination({ dest: 1, sync: false }),
 ): Logger {
   return pino(
     {

@@ -53,6 +53,10 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
       const rows = await hosts.findByPublicKeys(publicKeys);
       return new Map(rows.map((h) => [h.publicKey, { id: h.id, revoked: h.revokedAt !== null }]));
     },
+    async activeHostKeys() {
+      const rows = await hosts.activeKeys();
+      return new Map(rows.map((h) => [h.publicKey, { id: h.id, revoked: false }]));
+    },
     async enroll(input) {
       const host = await hosts.enroll(input);
       await audit.record(`agent:${host.id}`, 'host.enroll', `host:${host.id}`, { name: host.name });
@@ -61,10 +65,7 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
     async applyPresence(changes, at) {
       return (await hosts.applyPresence(changes, at)).map(toHostView);
     },
-    async sessionInfoOf(hostIds) {
-      const [revoked, cursors] = await Promise.all([hosts.revokedAmong(hostIds), streams.cursorsOf(hostIds)]);
-      return new Map(hostIds.map((id) => [id, { revoked: revoked.has(id), cursors: cursors.get(id) ?? {} }]));
-    },
+    sessionInfoOf: (hostIds) => hosts.sessionStates(hostIds),
     appendStream: (hostId, stream, batch) => streams.append(hostId, stream, batch),
   };
 }
@@ -126,6 +127,8 @@ export async function startController(
     trustProxy: config.trustProxy,
   });
   const server = createServer(getRequestListener(app.fetch));
+  const keys = await gateway.loadKeys();
+  log.debug({ hosts: keys }, 'agent key index loaded');
   gateway.attach(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

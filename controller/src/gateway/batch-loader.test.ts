@@ -8,14 +8,17 @@ test('concurrent loads become few batches, one in flight at a time', async () =>
   const batches: number[][] = [];
   let inFlight = 0;
   let maxInFlight = 0;
-  const loader = new BatchLoader<number, string>(async (keys) => {
-    inFlight++;
-    maxInFlight = Math.max(maxInFlight, inFlight);
-    batches.push(keys);
-    await new Promise((r) => setTimeout(r, 5));
-    inFlight--;
-    return new Map(keys.filter((k) => k % 2 === 0).map((k) => [k, `v${k}`]));
-  }, 100);
+  const loader = new BatchLoader<number, string>(
+    async (keys) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      batches.push(keys);
+      await new Promise((r) => setTimeout(r, 5));
+      inFlight--;
+      return new Map(keys.filter((k) => k % 2 === 0).map((k) => [k, `v${k}`]));
+    },
+    { maxBatch: 100 },
+  );
   const keys = Array.from({ length: 250 }, (_, i) => i);
   const results = await Promise.all([...keys, 4, 4].map((k) => loader.load(k)));
   assert.equal(results[4], 'v4');
@@ -38,4 +41,20 @@ test('a failing batch rejects its waiters only', async () => {
   const first = loader.load('a');
   await assert.rejects(first, /db down/);
   assert.equal(await loader.load('abc'), 3);
+});
+
+test('with a linger, keys that arrive over a few milliseconds share one batch', async () => {
+  const batches: string[][] = [];
+  const loader = new BatchLoader<string, string>(
+    async (keys) => {
+      batches.push(keys);
+      return new Map(keys.map((k) => [k, k.toUpperCase()]));
+    },
+    { lingerMs: 20 },
+  );
+  const first = loader.load('a');
+  await new Promise((r) => setTimeout(r, 5));
+  const second = loader.load('b');
+  assert.deepEqual(await Promise.all([first, second]), ['A', 'B']);
+  assert.deepEqual(batches, [['a', 'b']]);
 });

@@ -1,6 +1,6 @@
-// Coalesces single-key lookups into batch queries: while one batch is in flight, new keys wait
-// and go out together in the next. A burst of agents reconnecting (a controller restart) then
-// costs a few queries instead of one per agent.
+// Coalesces single-key lookups into batch queries: keys gather for a short linger, and while one
+// batch is in flight new keys wait and go out together in the next. A burst of agents
+// reconnecting (a controller restart) then costs a few queries instead of one per agent.
 
 type Waiter<V> = { resolve(value: V | undefined): void; reject(err: unknown): void };
 
@@ -10,10 +10,19 @@ export class BatchLoader<K, V> {
   #running = false;
   #loadMany: (keys: K[]) => Promise<Map<K, V>>;
   #maxBatch: number;
+  #lingerMs: number;
 
-  constructor(loadMany: (keys: K[]) => Promise<Map<K, V>>, maxBatch = 500) {
+  /**
+   * `lingerMs`: how long the first key of a batch waits for others (0: until the current event
+   * loop turn ends). A few milliseconds turn a reconnect storm into batches of dozens.
+   */
+  constructor(
+    loadMany: (keys: K[]) => Promise<Map<K, V>>,
+    opts: { maxBatch?: number; lingerMs?: number } = {},
+  ) {
     this.#loadMany = loadMany;
-    this.#maxBatch = maxBatch;
+    this.#maxBatch = opts.maxBatch ?? 500;
+    this.#lingerMs = opts.lingerMs ?? 0;
   }
 
   /** Resolves with the value for `key`, or undefined when the batch function has none. */
@@ -24,7 +33,8 @@ export class BatchLoader<K, V> {
       else this.#pending.set(key, [{ resolve, reject }]);
       if (!this.#running) {
         this.#running = true;
-        setImmediate(() => void this.#drain());
+        if (this.#lingerMs > 0) setTimeout(() => void this.#drain(), this.#lingerMs);
+        else setImmediate(() => void this.#drain());
       }
     });
   }
@@ -42,6 +52,10 @@ export class BatchLoader<K, V> {
         for (const [key, waiters] of batch) for (const w of waiters) w.resolve(values.get(key));
       } catch (err) {
         for (const waiters of batch.values()) for (const w of waiters) w.reject(err);
+      }
+      // Let the next batch gather too, unless it is already full.
+      if (this.#lingerMs > 0 && this.#pending.size > 0 && this.#pending.size < this.#maxBatch) {
+        await new Promise((resolve) => setTimeout(resolve, this.#lingerMs));
       }
     }
     this.#running = false;

@@ -57,14 +57,12 @@ interface AgentSession {
   ended: boolean;
   /** Frames that arrived before the session was ready (bounded). */
   early: [SessionFrame, Buffer][];
-  log: Logger;
+  /** The peer's address, for log lines. */
+  peer: string | undefined;
   /** Stream window offered in this session's welcome. */
   windowBytes: number;
 }
 
-/** How long an enrolled key is trusted from the cache; revocations on this controller apply at once. */
-const KEY_CACHE_MS = 60_000;
-const KEY_CACHE_MAX = 100_000;
 /** How long a live session gets to answer before a newcomer with its key replaces it. */
 const CONFLICT_PROBE_MS = 2_000;
 /** Unacknowledged stream data the gateway plans for across all sessions. */
@@ -73,6 +71,8 @@ const INGEST_BUDGET_BYTES = 512 * 1024 * 1024;
 const MIN_WINDOW_BYTES = 256 * 1024;
 /** How long presence changes gather before a group commit; online state shows this much later. */
 const PRESENCE_LINGER_MS = 20;
+/** How long session starts gather before their cursors are read in one query. */
+const SESSION_INFO_LINGER_MS = 5;
 /** Frames an agent may send before its welcome; more is a protocol violation. */
 const MAX_EARLY_FRAMES = 64;
 /** Largest handshake message; the socket's limit is raised to maxFrameBytes only after auth. */
@@ -88,8 +88,14 @@ export class Gateway implements AgentGateway {
   /** Presence and facts waiting for the next group commit; the latest change per host wins. */
   #pendingPresence = new Map<string, PresenceChange>();
   #flushing: Promise<void> | null = null;
-  /** Enrolled keys seen recently, so a reconnect storm does not cost a query per handshake. */
-  #hostByKey = new Map<string, { host: GatewayHost; at: number }>();
+  /**
+   * Enrolled agent keys -> hosts, so a handshake needs no database read: every active host is
+   * loaded at start (loadKeys), enrollments on this controller are added, and a key that is not
+   * here (enrolled through another controller) is looked up in the store and kept. Revocations on
+   * this controller apply at once (#revoked); one made by another controller is caught when the
+   * session starts (sessionInfoOf reads it from the store).
+   */
+  #hostByKey = new Map<string, GatewayHost>();
   #hostLoader: BatchLoader<string, GatewayHost>;
   #sessionLoader: BatchLoader<string, SessionInfo>;
   #broker: RequestBroker;
@@ -119,9 +125,19 @@ export class Gateway implements AgentGateway {
       return live;
     });
     this.#hostLoader = new BatchLoader((keys) => this.#opts.store.findHostsByKeys(keys));
-    this.#sessionLoader = new BatchLoader((ids) => this.#opts.store.sessionInfoOf(ids));
+    // Every session start reads its host's cursors: a short linger batches a reconnect storm.
+    this.#sessionLoader = new BatchLoader((ids) => this.#opts.store.sessionInfoOf(ids), {
+      lingerMs: SESSION_INFO_LINGER_MS,
+    });
     this.#heartbeat = setInterval(() => this.#beat(), this.#opts.heartbeatMs);
     this.#heartbeat.unref();
+  }
+
+  /** Loads the key index (every active host); call once before attaching. Returns its size. */
+  async loadKeys(): Promise<number> {
+    const keys = await this.#opts.store.activeHostKeys();
+    for (const [key, host] of keys) this.#hostByKey.set(key, host);
+    return keys.size;
   }
 
   /** Routes upgrade requests for /agent/v1 on `server` to the gateway. */
@@ -201,11 +217,14 @@ export class Gateway implements AgentGateway {
   }
 
   #accept(ws: WebSocket, req: IncomingMessage): void {
-    const log = this.#opts.log.child({ peer: req.socket.remoteAddress });
+    // One logger for all sessions, with the peer and host as fields: a child logger per
+    // connection costs more than the rest of the session's bookkeeping.
+    const log = this.#opts.log;
+    const peer = req.socket.remoteAddress;
     setMaxPayload(ws, PRE_AUTH_MAX_PAYLOAD);
     this.#alive.set(ws, true);
     ws.on('pong', () => this.#alive.set(ws, true));
-    ws.on('error', (err) => log.debug({ err: err.message }, 'agent socket error'));
+    ws.on('error', (err) => log.debug({ peer, err: err.message }, 'agent socket error'));
     const handshake = new ControllerHandshake({ identity: this.#opts.identity });
     let session: AgentSession | null = null;
     let enrolling: SealedChannel | null = null;
@@ -219,7 +238,7 @@ export class Gateway implements AgentGateway {
 
     const reject = (code: number, errorCode: string, message: string) => {
       clearTimeout(timer);
-      log.info({ code, errorCode, reason: message }, 'agent rejected');
+      log.info({ peer, code, errorCode, reason: message }, 'agent rejected');
       if (ws.readyState === ws.OPEN) {
         if (state !== 'session' && state !== 'enroll') {
           ws.send(encodeHandshakeFrame({ type: 'error', code: errorCode, message: message.slice(0, 500) }));
@@ -236,7 +255,7 @@ export class Gateway implements AgentGateway {
           err.message,
         );
       } else {
-        log.error({ err }, 'handshake error');
+        log.error({ peer, err }, 'handshake error');
         reject(closeCodes.internal, 'internal', 'internal error');
       }
     };
@@ -259,32 +278,29 @@ export class Gateway implements AgentGateway {
             return reject(closeCodes.unexpected, 'frame.unexpected', `expected hello, got ${frame.type}`);
           }
           state = 'checking';
-          void this.#checkHello(frame.agentKey, frame.mode).then(
-            ({ verdict, host }) => {
-              knownHost = host;
-              if (ws.readyState !== ws.OPEN) return;
-              if (verdict === 'unknown') {
-                return reject(
-                  closeCodes.unknownAgent,
-                  'handshake.unknown_agent',
-                  'agent key is not enrolled',
-                );
-              }
-              if (verdict === 'revoked') {
-                return reject(closeCodes.revoked, 'handshake.revoked', 'agent has been revoked');
-              }
-              try {
-                ws.send(encodeHandshakeFrame(handshake.onHello(frame)));
-                state = 'auth';
-              } catch (err) {
-                handshakeError(err);
-              }
-            },
-            (err: unknown) => {
-              log.error({ err }, 'hello check failed');
-              reject(closeCodes.internal, 'internal', 'internal error');
-            },
-          );
+          const answer = (host: GatewayHost | null) => {
+            knownHost = host;
+            if (ws.readyState !== ws.OPEN) return;
+            if (frame.mode === 'connect' && !host) {
+              return reject(closeCodes.unknownAgent, 'handshake.unknown_agent', 'agent key is not enrolled');
+            }
+            if (host && (host.revoked || this.#revoked.has(host.id))) {
+              return reject(closeCodes.revoked, 'handshake.revoked', 'agent has been revoked');
+            }
+            try {
+              ws.send(encodeHandshakeFrame(handshake.onHello(frame)));
+              state = 'auth';
+            } catch (err) {
+              handshakeError(err);
+            }
+          };
+          // Enrolling agents have no host yet; known keys are answered at once, others looked up.
+          const indexed = frame.mode === 'connect' ? this.#hostByKey.get(frame.agentKey) : undefined;
+          if (frame.mode === 'enroll' || indexed) return answer(indexed ?? null);
+          void this.#lookUpKey(frame.agentKey).then(answer, (err: unknown) => {
+            log.error({ peer, err }, 'hello check failed');
+            reject(closeCodes.internal, 'internal', 'internal error');
+          });
           return;
         }
         if (frame.type !== 'auth') {
@@ -300,9 +316,10 @@ export class Gateway implements AgentGateway {
           enrolling = new SealedChannel(ws, sealed, {
             onFrame: (f) => {
               clearTimeout(timer);
-              void this.#onEnrollFrame(ws, enrolling!, agentKey, f, log);
+              void this.#onEnrollFrame(ws, enrolling!, agentKey, f, peer);
             },
-            onProtocolError: (code, reason) => log.info({ code, reason }, 'enrolling agent sent a bad frame'),
+            onProtocolError: (code, reason) =>
+              log.info({ peer, code, reason }, 'enrolling agent sent a bad frame'),
           });
           return;
         }
@@ -315,7 +332,7 @@ export class Gateway implements AgentGateway {
           ready: false,
           ended: false,
           early: [],
-          log,
+          peer,
           windowBytes: streamWindow(this.#opts.windowBytes, this.#live.size + 1),
           channel: new SealedChannel(ws, sealed, {
             onFrame: (f, body) => {
@@ -326,12 +343,12 @@ export class Gateway implements AgentGateway {
               s.early.push([f, body]);
             },
             onProtocolError: (code, reason) =>
-              s.log.warn({ code, reason }, 'agent sent a bad frame; closing'),
+              log.warn({ peer, host: s.hostId, code, reason }, 'agent sent a bad frame; closing'),
           }),
         };
         session = s;
         void this.#startSession(s, knownHost).catch((err: unknown) => {
-          s.log.error({ err }, 'session start failed');
+          log.error({ peer, host: s.hostId, err }, 'session start failed');
           safeClose(ws, closeCodes.internal, 'internal error');
         });
       } catch (err) {
@@ -343,34 +360,17 @@ export class Gateway implements AgentGateway {
       clearTimeout(timer);
       enrolling?.markClosed();
       if (session) {
-        session.log.info({ host: session.hostId, code }, 'agent disconnected');
+        if (session.hostId) log.info({ peer, host: session.hostId, code }, 'agent disconnected');
         void this.#ended(session);
       }
     });
   }
 
-  /** The host enrolled with this key, from a short-lived cache or the store. */
-  async #hostForKey(agentKey: string): Promise<GatewayHost | null> {
-    const cached = this.#hostByKey.get(agentKey);
-    if (cached && Date.now() - cached.at < KEY_CACHE_MS) return cached.host;
+  /** A key missing from the index, looked up in the store (enrolled through another controller?). */
+  async #lookUpKey(agentKey: string): Promise<GatewayHost | null> {
     const host = (await this.#hostLoader.load(agentKey)) ?? null;
-    if (host && !host.revoked) {
-      if (this.#hostByKey.size >= KEY_CACHE_MAX) this.#hostByKey.clear();
-      this.#hostByKey.set(agentKey, { host, at: Date.now() });
-    } else {
-      this.#hostByKey.delete(agentKey);
-    }
+    if (host && !host.revoked) this.#hostByKey.set(agentKey, host);
     return host;
-  }
-
-  async #checkHello(
-    agentKey: string,
-    mode: 'connect' | 'enroll',
-  ): Promise<{ verdict: 'ok' | 'unknown' | 'revoked'; host: GatewayHost | null }> {
-    if (mode === 'enroll') return { verdict: 'ok', host: null };
-    const host = await this.#hostForKey(agentKey);
-    if (!host) return { verdict: 'unknown', host };
-    return { verdict: host.revoked || this.#revoked.has(host.id) ? 'revoked' : 'ok', host };
   }
 
   async #onEnrollFrame(
@@ -378,8 +378,9 @@ export class Gateway implements AgentGateway {
     channel: SealedChannel,
     agentKey: string,
     frame: SessionFrame,
-    log: Logger,
+    peer: string | undefined,
   ) {
+    const log = this.#opts.log;
     if (frame.type !== 'enroll')
       return channel.fail(closeCodes.unexpected, `expected enroll, got ${frame.type}`);
     try {
@@ -389,13 +390,14 @@ export class Gateway implements AgentGateway {
         facts: frame.facts,
         tokenSecret: frame.token,
       });
-      log.info({ host: host.id }, 'agent enrolled');
+      this.#hostByKey.set(agentKey, { id: host.id, revoked: false });
+      log.info({ peer, host: host.id }, 'agent enrolled');
       channel.send({ type: 'enrolled', hostId: host.id });
       this.#opts.onHostChanged?.(host.id);
       safeClose(ws, 1000, 'enrolled');
     } catch (err) {
       const error = err instanceof KeelError ? err : new KeelError('internal');
-      if (!(err instanceof KeelError)) log.error({ err }, 'enroll failed');
+      if (!(err instanceof KeelError)) log.error({ peer, err }, 'enroll failed');
       channel.send({ type: 'error', error: error.toJSON() });
       safeClose(ws, closeCodes.unknownAgent, error.code);
     }
@@ -415,13 +417,13 @@ export class Gateway implements AgentGateway {
     // Identity comes only from the handshake key: nothing in a frame can name another host.
     const hostId = host.id;
     s.hostId = hostId;
-    s.log = s.log.child({ host: hostId, session: s.channel.session.id });
+    const log = this.#opts.log;
     s.ingest = new StreamIngest({
       hostId,
       store: this.#opts.store,
       ack: (stream, seq) => s.channel.send({ type: 'stream.ack', stream, seq }),
       fail: (code, reason) => s.channel.fail(code, reason),
-      log: s.log,
+      log,
       windowBytes: s.windowBytes,
       maxFrameBytes: this.#opts.maxFrameBytes,
     });
@@ -429,7 +431,7 @@ export class Gateway implements AgentGateway {
     if (previous && (await answersPing(previous.ws, CONFLICT_PROBE_MS))) {
       // The existing session is alive, so this is another machine with the same key (a cloned
       // image), not a reconnect: keep the working session and refuse the newcomer.
-      this.#warnConflict(hostId, s.log);
+      this.#warnConflict(hostId);
       safeClose(s.ws, closeCodes.conflict, 'another machine is connected with this agent key');
       return;
     }
@@ -437,7 +439,7 @@ export class Gateway implements AgentGateway {
     const current = this.#live.get(hostId);
     this.#live.set(hostId, s);
     if (current) {
-      s.log.info('a newer session replaces the previous one');
+      log.info({ peer: s.peer, host: hostId }, 'a newer session replaces the previous one');
       safeClose(current.ws, closeCodes.replaced, 'replaced by a newer session');
       await this.#ended(current);
     }
@@ -458,7 +460,7 @@ export class Gateway implements AgentGateway {
       windowBytes: s.windowBytes,
     });
     s.ready = true;
-    s.log.info('agent online');
+    log.info({ peer: s.peer, host: hostId, session: s.channel.session.id }, 'agent online');
     this.#queuePresence(hostId, { online: true });
     for (const [frame, body] of s.early.splice(0)) this.#onSessionFrame(s, frame, body);
     this.#broker.hostOnline(hostId);
@@ -484,11 +486,11 @@ export class Gateway implements AgentGateway {
   #conflictWarnedAt = new Map<string, number>();
 
   /** Logs a key conflict at most once a minute per host (a clone retries every half minute). */
-  #warnConflict(hostId: string, log: Logger): void {
+  #warnConflict(hostId: string): void {
     const last = this.#conflictWarnedAt.get(hostId) ?? 0;
     if (Date.now() - last < 60_000) return;
     this.#conflictWarnedAt.set(hostId, Date.now());
-    log.warn(
+    this.#opts.log.warn(
       { host: hostId },
       'a second machine presents this host key while the host is connected (cloned disk image?); refused it',
     );
@@ -524,6 +526,7 @@ export class Gateway implements AgentGateway {
   async #flushLoop(): Promise<void> {
     try {
       while (this.#pendingPresence.size > 0) {
+        const started = Date.now();
         const batch = this.#pendingPresence;
         this.#pendingPresence = new Map();
         let views: HostView[];
@@ -536,6 +539,11 @@ export class Gateway implements AgentGateway {
           views = await this.#applyOneByOne(batch);
         }
         this.#opts.onHostViews?.(views);
+        // The next batch gathers for a linger too, so a storm of connects shares few commits.
+        const wait = PRESENCE_LINGER_MS - (Date.now() - started);
+        if (this.#pendingPresence.size > 0 && wait > 0 && !this.#closing) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+        }
       }
     } finally {
       this.#flushing = null;

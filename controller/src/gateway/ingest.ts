@@ -99,7 +99,7 @@ export class StreamIngest {
         if (!this.#stopped) this.#opts.ack(stream, ackedSeq);
       }
     } catch (err) {
-      this.#opts.log.error({ err, stream }, 'storing stream batch failed');
+      this.#opts.log.error({ err, host: this.#opts.hostId, stream }, 'storing stream batch failed');
       // The agent keeps the data in its spool and resends after reconnect.
       this.#opts.fail(closeCodes.internal, 'storage error');
       this.stop();

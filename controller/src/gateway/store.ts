@@ -25,6 +25,8 @@ export interface GatewayHost {
 export interface GatewayStore {
   /** The hosts enrolled with these agent keys (base64url raw ed25519), by key; unknown keys are absent. */
   findHostsByKeys(publicKeys: string[]): Promise<Map<string, GatewayHost>>;
+  /** Every host that is not revoked, by agent key: the gateway's key index at start. */
+  activeHostKeys(): Promise<Map<string, GatewayHost>>;
   /** Redeems a join token and creates the host; throws KeelError('enroll.*'). */
   enroll(input: {
     publicKey: string;

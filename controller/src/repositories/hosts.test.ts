@@ -8,6 +8,7 @@ import { eq } from 'drizzle-orm';
 import { KeelError } from '@keel/shared';
 import type { Db } from '../db/index.ts';
 import { joinTokens } from '../db/schema/join-tokens.ts';
+import { streamCursors } from '../db/schema/streams.ts';
 import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
 import { createHostRepository, toHostView, type HostRepository } from './hosts.ts';
 import { createJoinTokenRepository, type JoinTokenRepository } from './join-tokens.ts';
@@ -78,7 +79,51 @@ for (const target of testDatabaseTargets()) {
       assert.equal(byId.get(b.id)?.online, false);
       assert.equal(byId.get(b.id)?.lastSeenAt?.getTime(), at.getTime());
       assert.equal(byId.get(c.id)?.online, false, 'revoked stays offline');
+      assert.equal(byId.get(c.id)?.connectedAt, null, 'revoked never connected');
       assert.deepEqual(await hosts.applyPresence(new Map(), at), []);
+
+      // Facts alone leave presence as it is; presence alone leaves facts as they are.
+      const later = new Date(at.getTime() + 1000);
+      const [factsOnly] = await hosts.applyPresence(
+        new Map([[a.id, { facts: { ...sampleFacts, hostname: 'a2', agentVersion: '9.9.9' } }]]),
+        later,
+      );
+      assert.equal(factsOnly?.online, true);
+      assert.equal(factsOnly?.connectedAt?.getTime(), at.getTime());
+      assert.equal(factsOnly?.facts?.hostname, 'a2');
+      assert.equal(factsOnly?.agentVersion, '9.9.9');
+      assert.equal(factsOnly?.factsUpdatedAt?.getTime(), later.getTime());
+      const [offline] = await hosts.applyPresence(new Map([[a.id, { online: false }]]), later);
+      assert.equal(offline?.online, false);
+      assert.equal(offline?.facts?.hostname, 'a2');
+      assert.equal(offline?.lastSeenAt?.getTime(), later.getTime());
+    });
+
+    test('sessionStates reads revocation and cursors of many hosts in one query; activeKeys lists live keys', async () => {
+      const make = async (name: string) => {
+        const { secret } = await tokens.create({ ttlSeconds: 3600 });
+        return hosts.enroll({ publicKey: newKey(), name, facts: null, tokenSecret: secret });
+      };
+      const [a, b] = [await make('s-a'), await make('s-b')];
+      await db.insert(streamCursors).values([
+        { hostId: a.id, stream: 'events', ackedSeq: 41 },
+        { hostId: a.id, stream: 'logs', ackedSeq: 7 },
+      ]);
+      await hosts.revoke(b.id, new Date());
+      const gone = '00000000-0000-4000-8000-000000000000';
+      const states = await hosts.sessionStates([a.id, b.id, gone, 'not-a-uuid']);
+      assert.deepEqual(states.get(a.id), { revoked: false, cursors: { events: 41, logs: 7 } });
+      assert.deepEqual(states.get(b.id), { revoked: true, cursors: {} });
+      assert.deepEqual(states.get(gone), { revoked: true, cursors: {} }, 'a missing host counts as revoked');
+      assert.deepEqual(states.get('not-a-uuid'), { revoked: true, cursors: {} });
+
+      const keys = new Map((await hosts.activeKeys()).map((k) => [k.publicKey, k.id]));
+      assert.equal(keys.get(a.publicKey), a.id);
+      assert.equal(keys.has(b.publicKey), false, 'revoked hosts are not in the key index');
+      assert.deepEqual(
+        (await hosts.findByPublicKeys([a.publicKey, b.publicKey])).map((k) => k.id).sort(),
+        [a.id, b.id].sort(),
+      );
     });
 
     test('50 concurrent enrolls with one single-use token make exactly one host', async () => {

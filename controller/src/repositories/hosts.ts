@@ -6,11 +6,21 @@ import type { Db } from '../db/index.ts';
 import { isUuid } from '../db/errors.ts';
 import { hosts, type HostRow } from '../db/schema/hosts.ts';
 import { joinTokens } from '../db/schema/join-tokens.ts';
+import { streamCursors } from '../db/schema/streams.ts';
 import type { HostView } from '../gateway/types.ts';
 import { hashJoinTokenSecret } from './join-tokens.ts';
 
 /** A host as stored; dates are Date objects (see {@link toHostView} for the API shape). */
 export type Host = HostRow;
+
+/** A host's identity as the agent gateway checks it. */
+export interface HostKey {
+  id: string;
+  publicKey: string;
+  revokedAt: Date | null;
+}
+
+const hostKeyColumns = { id: hosts.id, publicKey: hosts.publicKey, revokedAt: hosts.revokedAt };
 
 /** What an agent presents to enroll. */
 export interface EnrollInput {
@@ -27,10 +37,17 @@ export interface EnrollInput {
 export interface HostRepository {
   /** The host enrolled with this public key (revoked or not), or null. */
   findByPublicKey(publicKey: string): Promise<Host | null>;
-  /** Which of these hosts are revoked (or gone), in one query. */
-  revokedAmong(ids: readonly string[]): Promise<Set<string>>;
-  /** The hosts enrolled with any of these keys, in one query. */
-  findByPublicKeys(publicKeys: readonly string[]): Promise<Host[]>;
+  /**
+   * What a starting agent session needs, in one query: whether each host is revoked (or gone)
+   * and its stream cursors (acked sequence per stream).
+   */
+  sessionStates(
+    ids: readonly string[],
+  ): Promise<Map<string, { revoked: boolean; cursors: Record<string, number> }>>;
+  /** The hosts enrolled with any of these keys (revoked or not), in one query. */
+  findByPublicKeys(publicKeys: readonly string[]): Promise<HostKey[]>;
+  /** Every host that is not revoked, as key -> id (the gateway's in-memory index at start). */
+  activeKeys(): Promise<HostKey[]>;
   /**
    * Consumes one use of the join token and creates the host, in one transaction. Throws KeelError
    * `enroll.token_invalid` (unknown or revoked token), `enroll.token_expired`, `enroll.token_used`
@@ -94,25 +111,39 @@ export function createHostRepository(db: Db): HostRepository {
       return row ?? null;
     },
 
-    async revokedAmong(ids) {
+    async sessionStates(ids) {
+      // A host that does not exist (deleted) counts as revoked: no session may start for it.
+      const out = new Map(ids.map((id) => [id, { revoked: true, cursors: {} as Record<string, number> }]));
       const valid = ids.filter(isUuid);
-      const rows =
-        valid.length === 0
-          ? []
-          : await db
-              .select({ id: hosts.id, revokedAt: hosts.revokedAt })
-              .from(hosts)
-              .where(inArray(hosts.id, valid));
-      const live = new Set(rows.filter((r) => r.revokedAt === null).map((r) => r.id));
-      return new Set(ids.filter((id) => !live.has(id)));
+      if (valid.length === 0) return out;
+      const rows = await db
+        .select({
+          id: hosts.id,
+          revokedAt: hosts.revokedAt,
+          stream: streamCursors.stream,
+          ackedSeq: streamCursors.ackedSeq,
+        })
+        .from(hosts)
+        .leftJoin(streamCursors, eq(streamCursors.hostId, hosts.id))
+        .where(inArray(hosts.id, valid));
+      for (const r of rows) {
+        const state = out.get(r.id)!;
+        state.revoked = r.revokedAt !== null;
+        if (r.stream !== null && r.ackedSeq !== null) state.cursors[r.stream] = r.ackedSeq;
+      }
+      return out;
     },
 
     async findByPublicKeys(publicKeys) {
       if (publicKeys.length === 0) return [];
       return db
-        .select()
+        .select(hostKeyColumns)
         .from(hosts)
         .where(inArray(hosts.publicKey, [...publicKeys]));
+    },
+
+    async activeKeys() {
+      return db.select(hostKeyColumns).from(hosts).where(isNull(hosts.revokedAt));
     },
 
     async enroll({ publicKey, name, facts, tokenSecret, at = new Date() }) {
@@ -188,36 +219,30 @@ export function createHostRepository(db: Db): HostRepository {
     },
 
     async applyPresence(changes, at) {
-      const ids = [...changes.keys()].filter(isUuid);
-      if (ids.length === 0) return [];
-      const online = ids.filter((id) => changes.get(id)!.online === true);
-      const offline = ids.filter((id) => changes.get(id)!.online === false);
-      return db.transaction(async (tx) => {
-        if (online.length > 0) {
-          await tx
-            .update(hosts)
-            .set({ online: true, connectedAt: at, lastSeenAt: at })
-            .where(and(inArray(hosts.id, online), isNull(hosts.revokedAt)));
-        }
-        if (offline.length > 0) {
-          await tx.update(hosts).set({ online: false, lastSeenAt: at }).where(inArray(hosts.id, offline));
-        }
-        const withFacts = ids.flatMap((id) => {
-          const facts = changes.get(id)!.facts;
-          return facts ? [{ id, facts }] : [];
-        });
-        if (withFacts.length > 0) {
-          // One statement for the whole batch: the facts travel as one JSON document.
-          await tx.execute(sql`
-            update ${hosts} set
-              facts = v.facts,
-              facts_updated_at = ${at.toISOString()}::timestamptz,
-              agent_version = v.facts->>'agentVersion'
-            from jsonb_to_recordset(${JSON.stringify(withFacts)}::jsonb) as v(id uuid, facts jsonb)
-            where ${hosts.id} = v.id`);
-        }
-        return tx.select().from(hosts).where(inArray(hosts.id, ids));
-      });
+      const rows = [...changes].flatMap(([id, c]) =>
+        isUuid(id) ? [{ id, online: c.online ?? null, facts: c.facts ?? null }] : [],
+      );
+      if (rows.length === 0) return [];
+      // One statement for the whole batch (atomic without a transaction, one round trip): the
+      // changes travel as one JSON document. A revoked host is never marked online.
+      const at_ = sql`${at.toISOString()}::timestamptz`;
+      const goesOnline = sql`(v.online is true and ${hosts.revokedAt} is null)`;
+      const goesOffline = sql`(v.online is false)`;
+      return db
+        .update(hosts)
+        .set({
+          online: sql`case when ${goesOnline} then true when ${goesOffline} then false else ${hosts.online} end`,
+          connectedAt: sql`case when ${goesOnline} then ${at_} else ${hosts.connectedAt} end`,
+          lastSeenAt: sql`case when ${goesOnline} or ${goesOffline} then ${at_} else ${hosts.lastSeenAt} end`,
+          facts: sql`coalesce(v.facts, ${hosts.facts})`,
+          factsUpdatedAt: sql`case when v.facts is null then ${hosts.factsUpdatedAt} else ${at_} end`,
+          agentVersion: sql`case when v.facts is null then ${hosts.agentVersion} else v.facts->>'agentVersion' end`,
+        })
+        .from(
+          sql`jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, online boolean, facts jsonb)`,
+        )
+        .where(sql`${hosts.id} = v.id`)
+        .returning();
     },
 
     revoke(id, at) {

@@ -3,7 +3,7 @@
 // rows where an agent's sequence jumped (records it lost). See docs/contracts.md "Storage".
 import { promisify } from 'node:util';
 import { deflateRaw, inflateRawSync } from 'node:zlib';
-import { and, asc, eq, gt, inArray, lte, max, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, lte, max, sql } from 'drizzle-orm';
 import { KeelError, decodeRecords, indexRecords, RECORD_HEADER_BYTES, type RecordBatch } from '@keel/shared';
 import type { Db, Transaction } from '../db/index.ts';
 import { isUuid, pgErrorCode, sqlState } from '../db/errors.ts';
@@ -50,8 +50,6 @@ export interface StreamRepository {
   cursor(hostId: string, stream: string): Promise<number>;
   /** Every stream cursor of a host, by stream name. */
   cursors(hostId: string): Promise<Record<string, number>>;
-  /** The stream cursors of many hosts in one query (hosts without any are absent). */
-  cursorsOf(hostIds: readonly string[]): Promise<Map<string, Record<string, number>>>;
   /**
    * Up to `limit` records with seq > `afterSeq`, in order, and the gaps that lie between
    * `afterSeq` and the last record returned (or after it, when the stream's end was reached).
@@ -297,26 +295,6 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
         .from(streamCursors)
         .where(eq(streamCursors.hostId, hostId));
       return Object.fromEntries(rows.map((r) => [r.stream, r.ackedSeq]));
-    },
-
-    async cursorsOf(hostIds) {
-      const ids = hostIds.filter(isUuid);
-      const out = new Map<string, Record<string, number>>();
-      if (ids.length === 0) return out;
-      const rows = await db
-        .select({
-          hostId: streamCursors.hostId,
-          stream: streamCursors.stream,
-          ackedSeq: streamCursors.ackedSeq,
-        })
-        .from(streamCursors)
-        .where(inArray(streamCursors.hostId, ids));
-      for (const r of rows) {
-        const cursors = out.get(r.hostId) ?? {};
-        cursors[r.stream] = r.ackedSeq;
-        out.set(r.hostId, cursors);
-      }
-      return out;
     },
 
     async read(hostId, stream, afterSeq, limit) {
