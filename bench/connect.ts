@@ -10,7 +10,8 @@
 //   --pg         PostgreSQL (a scratch database on the local server) instead of embedded PGlite
 //   --workers    agent worker processes (default 2)
 //   --concurrency handshakes in flight per worker (default 64)
-import { spawn, type ChildProcess } from 'node:child_process';
+//   --no-floor   skip the ceiling run (bench/handshake-floor.ts with the same N) after each size
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import inspector from 'node:inspector';
 import { availableParallelism as cores } from 'node:os';
@@ -57,6 +58,7 @@ type ToWorker =
     }
   | { type: 'connect'; url: string; pin: string; concurrency: number; profile?: string };
 type FromWorker =
+  | { type: 'ready' }
   | { type: 'enrolled'; failures: number; error?: string }
   | { type: 'connected'; starts: number[]; welcomes: number[]; retries: number };
 
@@ -134,6 +136,8 @@ function runWorker(): void {
       });
     }
   });
+  // Messages sent before this listener existed would be lost: the main process waits for this.
+  send({ type: 'ready' });
 }
 
 /** A CPU profile of this process (KEEL_BENCH_PROFILE), through the in-process inspector. */
@@ -179,12 +183,36 @@ interface Result {
   heapBefore: number;
   heapAfter: number;
   workerRss: number;
+  /** handshakes/s of bench/handshake-floor.ts with the same N and layout (the ceiling). */
+  floor?: number;
 }
+
+/** Runs the handshake-floor benchmark (bare ws + the same crypto) with the same N and layout. */
+function handshakeFloor(n: number, workers: number, concurrency: number): number {
+  const file = fileURLToPath(new URL('./handshake-floor.ts', import.meta.url));
+  const [cmd, argv] = withFileLimit(process.execPath, [
+    '--import',
+    'tsx',
+    file,
+    '--json',
+    ...['--n', String(n), '--workers', String(workers), '--concurrency', String(concurrency)],
+  ]);
+  const out = execFileSync(cmd, argv, { encoding: 'utf8', timeout: 60_000 });
+  return (JSON.parse(out.trim().split('\n').pop()!) as { handshakesPerSec: number }).handshakesPerSec;
+}
+
+/** Resolves when a worker is listening for requests. */
+const workerReady = new WeakMap<ChildProcess, Promise<unknown>>();
 
 function spawnWorker(): ChildProcess {
   const file = fileURLToPath(import.meta.url);
   const [cmd, argv] = withFileLimit(process.execPath, ['--import', 'tsx', file, '--role', 'agents']);
-  return track(spawn(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  workerReady.set(
+    child,
+    new Promise((resolve) => child.on('message', (m: FromWorker) => m.type === 'ready' && resolve(m))),
+  );
+  return child;
 }
 
 function request<T extends FromWorker['type']>(
@@ -200,7 +228,7 @@ function request<T extends FromWorker['type']>(
     };
     w.on('message', onMessage);
     w.once('exit', (code) => reject(new Error(`agent worker exited with ${code}`)));
-    w.send(msg);
+    void workerReady.get(w)!.then(() => w.send(msg));
   });
 }
 
@@ -363,7 +391,9 @@ async function main(): Promise<void> {
       workers: { type: 'string', default: '2' },
       concurrency: { type: 'string', default: '64' },
       role: { type: 'string' },
+      floor: { type: 'boolean', default: true },
     },
+    allowNegative: true,
   });
   if (values.role === 'agents') return runWorker();
   const ns = (values.n ?? ['1000', '5000']).flatMap((v) => v.split(',')).map(Number);
@@ -373,7 +403,7 @@ async function main(): Promise<void> {
   setTimeout(() => {
     console.error('connect benchmark: time limit reached, stopping');
     process.exit(2);
-  }, 280_000).unref();
+  }, 400_000).unref();
 
   console.log(`connect benchmark — ${machine()}`);
   console.log(
@@ -384,6 +414,7 @@ async function main(): Promise<void> {
   const results: Result[] = [];
   for (const n of ns) {
     const r = await runOnce(n, { pg: values.pg, workers, concurrency });
+    r.floor = values.floor ? handshakeFloor(n, workers, concurrency) : undefined;
     results.push(r);
     const perConn = (r.anonAfter - r.anonBefore) / n;
     console.log(
@@ -391,6 +422,10 @@ async function main(): Promise<void> {
         `  enroll (setup)          ${(r.enrollMs / 1000).toFixed(1)} s, ${(n / (r.enrollMs / 1000)).toFixed(0)} enrollments/s\n` +
         `  connect phase           ${(r.connectMs / 1000).toFixed(2)} s until the last welcome; ${r.retries} retried dials\n` +
         `  handshakes/s            ${r.handshakesPerSec.toFixed(0)}   (target >= 2,000)\n` +
+        (r.floor
+          ? `  ceiling on these cores  ${r.floor.toFixed(0)}/s: the same handshake over bare ws, no Keel (handshake-floor); ` +
+            `Keel reaches ${((100 * r.handshakesPerSec) / r.floor).toFixed(0)}% of it\n`
+          : '') +
         `  CPU per handshake       ${(r.cpu.machine / n).toFixed(2)} ms machine-wide: controller ${(r.cpu.controller / n).toFixed(2)}, ` +
         `agents ${(r.cpu.agents / n).toFixed(2)}, rest (database, kernel) ${((r.cpu.machine - r.cpu.controller - r.cpu.agents) / n).toFixed(2)}; ` +
         `machine ${((100 * r.cpu.machine) / r.connectMs / cores()).toFixed(0)}% busy\n` +
@@ -412,11 +447,13 @@ async function main(): Promise<void> {
     '\npeers: `ws` idle connection ~9.1 KB server memory; node:crypto ed25519 sign 10,300/s, verify 6,400/s ' +
       '(a handshake costs each side one sign, one verify and an X25519 keygen + agreement: ~0.25 ms per side here; the agents share the 2 cores)',
   );
-  console.log('\n| N | driver | handshakes/s | all online (API) | p99 dial->welcome | anon RSS/idle conn |');
-  console.log('|---|---|---|---|---|---|');
+  console.log(
+    '\n| N | driver | handshakes/s | ceiling (handshake-floor) | all online (API) | p99 dial->welcome | anon RSS/idle conn |',
+  );
+  console.log('|---|---|---|---|---|---|---|');
   for (const r of results) {
     console.log(
-      `| ${r.n} | ${r.driver} | ${r.handshakesPerSec.toFixed(0)} | ${(r.apiOnlineMs / 1000).toFixed(2)} s | ` +
+      `| ${r.n} | ${r.driver} | ${r.handshakesPerSec.toFixed(0)} | ${r.floor?.toFixed(0) ?? '-'} | ${(r.apiOnlineMs / 1000).toFixed(2)} s | ` +
         `${r.latencyP99.toFixed(0)} ms | ${((r.anonAfter - r.anonBefore) / r.n / 1024).toFixed(1)} KiB |`,
     );
   }

@@ -4,7 +4,8 @@
 // server process, 2 client processes, 64 handshakes in flight each. Whatever Keel adds on either
 // side comes on top of this, so `connect` cannot beat it on the same cores.
 //
-// Run: npm run bench -- handshake-floor [--n 5000] [--workers 2] [--concurrency 64]
+// Run: npm run bench -- handshake-floor [--n 5000] [--workers 2] [--concurrency 64] [--json]
+// (`npm run bench -- connect` runs it too, with its own N, and prints both.)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import { availableParallelism as cores } from 'node:os';
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     role: { type: 'string' },
     port: { type: 'string' },
     seed: { type: 'string' },
+    json: { type: 'boolean', default: false },
   },
 });
 
@@ -92,6 +94,7 @@ function runClient(port: number, pin: string): void {
       });
     }).then(() => process.send!({ done: true }));
   });
+  process.send!({ ready: true });
 }
 
 function spawnRole(args: string[]): ChildProcess {
@@ -119,7 +122,7 @@ async function main(): Promise<void> {
   const clients = Array.from({ length: workers }, () =>
     spawnRole(['--role', 'client', '--port', String(port), '--seed', pin]),
   );
-  await new Promise((r) => setTimeout(r, 1500)); // clients loaded
+  await Promise.all(clients.map((c) => once(c))); // each is listening
   const cpu0 = {
     machine: machineBusyMs(),
     server: procCpuMs(server.pid!),
@@ -140,10 +143,15 @@ async function main(): Promise<void> {
     clients: clients.reduce((a, c) => a + procCpuMs(c.pid!), 0) - cpu0.clients,
   };
   for (const c of [server, ...clients]) c.kill('SIGKILL');
+  const handshakesPerSec = (n * 1000) / ms;
+  if (values.json) {
+    console.log(JSON.stringify({ n, handshakesPerSec, cpuMs: cpu }));
+    return;
+  }
   console.log(`handshake floor — ${machine()}`);
   console.log(
     `bare ws + Keel's handshake crypto, ${workers} client processes x ${concurrency} in flight, N=${n}\n` +
-      `  handshakes/s        ${((n * 1000) / ms).toFixed(0)}   (the most \`connect\` can show on these cores)\n` +
+      `  handshakes/s        ${handshakesPerSec.toFixed(0)}   (the most \`connect\` can show on these cores)\n` +
       `  CPU per handshake   ${(cpu.machine / n).toFixed(2)} ms machine-wide: server ${(cpu.server / n).toFixed(2)}, ` +
       `clients ${(cpu.clients / n).toFixed(2)}, kernel/other ${((cpu.machine - cpu.server - cpu.clients) / n).toFixed(2)}; ` +
       `machine ${((100 * cpu.machine) / ms / cores()).toFixed(0)}% busy`,

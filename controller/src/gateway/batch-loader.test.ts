@@ -2,7 +2,7 @@
 // size, answers duplicates and misses, and hands a failure to exactly the waiters of that batch.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BatchLoader } from './batch-loader.ts';
+import { BatchLoader, BatchTimeout } from './batch-loader.ts';
 
 test('concurrent loads become few batches, one in flight at a time', async () => {
   const batches: number[][] = [];
@@ -57,4 +57,23 @@ test('with a linger, keys that arrive over a few milliseconds share one batch', 
   const second = loader.load('b');
   assert.deepEqual(await Promise.all([first, second]), ['A', 'B']);
   assert.deepEqual(batches, [['a', 'b']]);
+});
+
+test('a stalled batch times out its waiters and the next batch still goes out', async () => {
+  let calls = 0;
+  const loader = new BatchLoader<string, number>(
+    (keys) => {
+      calls++;
+      // The first query never answers (a stuck connection); later ones do.
+      if (calls === 1) return new Promise(() => {});
+      return Promise.resolve(new Map(keys.map((k) => [k, k.length])));
+    },
+    { timeoutMs: 50 },
+  );
+  const stuck = loader.load('a');
+  await new Promise((r) => setImmediate(r));
+  const next = loader.load('abcd');
+  await assert.rejects(stuck, BatchTimeout);
+  assert.equal(await next, 4);
+  assert.equal(calls, 2);
 });

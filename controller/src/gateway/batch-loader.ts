@@ -2,6 +2,14 @@
 // batch is in flight new keys wait and go out together in the next. A burst of agents
 // reconnecting (a controller restart) then costs a few queries instead of one per agent.
 
+/** A batch lookup that did not answer in time (its query may still be running). */
+export class BatchTimeout extends Error {
+  constructor(ms: number) {
+    super(`batch lookup did not answer within ${ms} ms`);
+    this.name = 'BatchTimeout';
+  }
+}
+
 type Waiter<V> = { resolve(value: V | undefined): void; reject(err: unknown): void };
 
 /** Loads values by key through a batch function, one batch in flight at a time. */
@@ -11,18 +19,22 @@ export class BatchLoader<K, V> {
   #loadMany: (keys: K[]) => Promise<Map<K, V>>;
   #maxBatch: number;
   #lingerMs: number;
+  #timeoutMs: number;
 
   /**
    * `lingerMs`: how long the first key of a batch waits for others (0: until the current event
    * loop turn ends). A few milliseconds turn a reconnect storm into batches of dozens.
+   * `timeoutMs`: a batch that has not answered by then fails its waiters with BatchTimeout and
+   * the next batch goes out, so one stalled query cannot hold up every later lookup.
    */
   constructor(
     loadMany: (keys: K[]) => Promise<Map<K, V>>,
-    opts: { maxBatch?: number; lingerMs?: number } = {},
+    opts: { maxBatch?: number; lingerMs?: number; timeoutMs?: number } = {},
   ) {
     this.#loadMany = loadMany;
     this.#maxBatch = opts.maxBatch ?? 500;
     this.#lingerMs = opts.lingerMs ?? 0;
+    this.#timeoutMs = opts.timeoutMs ?? 10_000;
   }
 
   /** Resolves with the value for `key`, or undefined when the batch function has none. */
@@ -47,11 +59,19 @@ export class BatchLoader<K, V> {
         this.#pending.delete(key);
         if (batch.size >= this.#maxBatch) break;
       }
+      let timer: NodeJS.Timeout | undefined;
       try {
-        const values = await this.#loadMany([...batch.keys()]);
+        const values = await Promise.race([
+          this.#loadMany([...batch.keys()]),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new BatchTimeout(this.#timeoutMs)), this.#timeoutMs);
+          }),
+        ]);
         for (const [key, waiters] of batch) for (const w of waiters) w.resolve(values.get(key));
       } catch (err) {
         for (const waiters of batch.values()) for (const w of waiters) w.reject(err);
+      } finally {
+        clearTimeout(timer);
       }
       // Let the next batch gather too, unless it is already full.
       if (this.#lingerMs > 0 && this.#pending.size > 0 && this.#pending.size < this.#maxBatch) {
