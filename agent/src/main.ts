@@ -155,9 +155,10 @@ export async function run(stateDir: string): Promise<number> {
       events.append([{ ts: Date.now(), payload: Buffer.from(JSON.stringify({ kind, ...data })) }]);
     } catch (err) {
       // A full or failing disk must not take the agent down with it: the host stays reachable,
+      // the lost event keeps its sequence number (the controller records the hole as a gap),
       // and the loss is logged with a count.
       emitFailures++;
-      log.error({ err, kind, failures: emitFailures }, 'could not write an event to the spool');
+      log.error({ err, kind, failures: emitFailures }, 'could not write an event to the spool; it is lost');
     }
   };
   let lastFacts = await collectFacts();

@@ -7,6 +7,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   truncateSync,
   writeFileSync,
 } from 'node:fs';
@@ -15,7 +16,7 @@ import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { decodeRecords, type RecordBatch, type StreamRecord } from '@keel/shared';
-import { Spool } from './spool.ts';
+import { Spool, SpoolWriteError } from './spool.ts';
 
 function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'keel-spool-'));
@@ -344,4 +345,31 @@ test('one directory can be open by one spool at a time', async (t) => {
   await assert.rejects(Spool.open({ dir }), /already open/);
   await spool.close();
   await (await Spool.open({ dir })).close();
+});
+
+test('a write that fails (disk full) loses its records explicitly: their numbers become a gap', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  spool.append(recs(1, 3));
+  await spool.close();
+  // The next segment is /dev/full: every write to it fails with ENOSPC, as on a full disk.
+  symlinkSync('/dev/full', join(dir, `${String(4).padStart(20, '0')}.seg`));
+  spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  assert.equal(spool.lastSeq, 3);
+  assert.throws(
+    () => spool.append(recs(4, 5)),
+    (err: unknown) => err instanceof SpoolWriteError && err.firstSeq === 4 && err.lastSeq === 5,
+  );
+  assert.equal(spool.lastSeq, 5, 'the lost records keep their numbers');
+  assert.equal(spool.droppedRecords, 2);
+  // The numbering survives a restart even though nothing else was written.
+  await spool.close();
+  spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  assert.equal(spool.lastSeq, 5);
+  assert.equal(spool.droppedRecords, 2);
+  // Later records continue after the hole; a reader past 3 gets them, so the controller sees 4..5 missing.
+  assert.deepEqual(spool.append([rec(6), rec(7)]), { firstSeq: 6, lastSeq: 7 });
+  assertBatch(spool.read(0, 1 << 20), 1, 3);
+  assertBatch(spool.read(3, 1 << 20), 6, 2);
+  await spool.close();
 });

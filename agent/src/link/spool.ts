@@ -54,6 +54,23 @@ const STATE_FILE = 'state.json';
 /** Directories of the spools open in this process. */
 const openDirs = new Set<string>();
 
+/**
+ * An append that could not be written (disk full, I/O error). Its records are lost but keep their
+ * sequence numbers, so the controller records the hole as a gap; `droppedRecords` counts them.
+ */
+export class SpoolWriteError extends Error {
+  constructor(
+    readonly firstSeq: number,
+    readonly lastSeq: number,
+    readonly cause: unknown,
+  ) {
+    super(
+      `spool write failed, records ${firstSeq}..${lastSeq} lost: ${(cause as Error)?.message ?? String(cause)}`,
+    );
+    this.name = 'SpoolWriteError';
+  }
+}
+
 export interface SpoolOptions {
   /** The stream's directory (created, with parents, when missing). */
   dir: string;
@@ -261,7 +278,8 @@ export class Spool {
       } catch {
         // Recovery will find and cut the torn tail.
       }
-      throw err;
+      this.#lose(firstSeq, records.length);
+      throw new SpoolWriteError(firstSeq, firstSeq + records.length - 1, err);
     }
     for (let i = 0; i < frameStarts.length; i++) {
       const start = frameStarts[i]!;
@@ -541,6 +559,29 @@ export class Spool {
       return { ackedSeq: 0, droppedRecords: 0 };
     }
     return { ackedSeq: s.ackedSeq, droppedRecords: s.droppedRecords };
+  }
+
+  /**
+   * Records that could not be written keep their numbers, so the loss is explicit: the next
+   * records continue after them in a new segment, the controller sees the hole as a gap, and
+   * the count goes to `droppedRecords`. The new segment is created empty right away (creating a
+   * file needs no data blocks, so it usually works on a full disk): its name keeps the numbering
+   * past a restart even if nothing else is written before it.
+   */
+  #lose(firstSeq: number, count: number): void {
+    this.#lastSeq = firstSeq + count - 1;
+    this.#droppedRecords += count;
+    this.#stateGen++;
+    try {
+      this.#persistStateSync();
+    } catch {
+      // The count is kept in memory and written with the next state change.
+    }
+    try {
+      this.#createSegment(this.#lastSeq + 1);
+    } catch {
+      this.#rollNext = true; // at least in this process, the next append starts a new segment
+    }
   }
 
   // --- segments -------------------------------------------------------------------------------
