@@ -139,7 +139,7 @@ export async function run(stateDir: string): Promise<number> {
   const identity = await loadOrCreateIdentity(stateDir);
   let release: () => void;
   try {
-    release = lockStateDir(stateDir);
+    release = await lockStateDir(stateDir);
   } catch (err) {
     if (!(err instanceof StateDirLocked)) throw err;
     console.error(`${err.message}; stop it first (or use another --state-dir)`);

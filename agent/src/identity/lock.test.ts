@@ -1,5 +1,6 @@
-// Proves one agent per state directory: a live holder refuses a second, a stale lock (dead pid)
-// is taken over, and release frees the directory only for its own holder.
+// Proves one agent per state directory: a live holder refuses a second (also when it has our own
+// pid, as containers do), a stale lock (dead pid, closed socket) is taken over, and release frees
+// the directory only for its own holder.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -16,22 +17,34 @@ test('a live keel-agent holder refuses a second; release frees it', async (t) =>
     stdio: 'ignore',
   });
   t.after(() => holder.kill('SIGKILL'));
-  const release = lockStateDir(dir, holder.pid!);
-  assert.throws(() => lockStateDir(dir), StateDirLocked);
+  const release = await lockStateDir(dir, holder.pid!);
+  await assert.rejects(lockStateDir(dir), StateDirLocked);
   release();
   assert.equal(existsSync(join(dir, LOCK_FILE)), false);
-  lockStateDir(dir)();
+  (await lockStateDir(dir))();
 });
 
-test('a pid that now belongs to another program (after a reboot) does not hold the directory', (t) => {
+test('a holder with our own pid (another container on a shared volume) is told apart by its socket', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // Both containers run the agent as pid 1: the pid in the lock is our own, yet its holder is live.
+  const release = await lockStateDir(dir, 1);
+  await assert.rejects(lockStateDir(dir, 1), StateDirLocked);
+  release();
+  // The same lock left by a container that stopped (its socket is gone) is taken over.
+  writeFileSync(join(dir, LOCK_FILE), '1\n');
+  (await lockStateDir(dir, 1))();
+});
+
+test('a pid that now belongs to another program (after a reboot) does not hold the directory', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   // Our parent is alive but is not a keel-agent.
   writeFileSync(join(dir, LOCK_FILE), `${process.ppid}\n`);
-  lockStateDir(dir)();
+  (await lockStateDir(dir))();
 });
 
-test('a lock left by a dead process is taken over', (t) => {
+test('a lock left by a dead process is taken over', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const dead = spawnSync(process.execPath, [
@@ -39,8 +52,8 @@ test('a lock left by a dead process is taken over', (t) => {
     'process.stdout.write(String(process.pid))',
   ]).stdout.toString();
   writeFileSync(join(dir, LOCK_FILE), `${dead}\n`);
-  const release = lockStateDir(dir);
+  const release = await lockStateDir(dir);
   release();
   writeFileSync(join(dir, LOCK_FILE), 'garbage');
-  lockStateDir(dir)();
+  (await lockStateDir(dir))();
 });
