@@ -13,7 +13,6 @@
 //   --no-floor   skip the ceiling run (bench/handshake-floor.ts with the same N) after each size
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import inspector from 'node:inspector';
 import { availableParallelism as cores } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +34,7 @@ import {
   procCpuMs,
   procMemory,
   procSyscalls,
+  startCpuProfile,
   removeDir,
   sleep,
   startController,
@@ -87,7 +87,7 @@ function runWorker(): void {
       return;
     }
     if (msg.type === 'connect') {
-      const profiler = msg.profile ? startProfile() : undefined;
+      const profiler = msg.profile ? startCpuProfile() : undefined;
       let retries = 0;
       // The link logs a failed dial at debug level as 'connect failed': count those.
       const log = pino(
@@ -138,26 +138,6 @@ function runWorker(): void {
   });
   // Messages sent before this listener existed would be lost: the main process waits for this.
   send({ type: 'ready' });
-}
-
-/** A CPU profile of this process (KEEL_BENCH_PROFILE), through the in-process inspector. */
-function startProfile(): { stop(): Promise<unknown> } {
-  const session = new inspector.Session();
-  session.connect();
-  const post = (method: string, params?: object) =>
-    new Promise<unknown>((resolve, reject) =>
-      session.post(method, params, (err, res) => (err ? reject(err) : resolve(res))),
-    );
-  void post('Profiler.enable')
-    .then(() => post('Profiler.setSamplingInterval', { interval: 200 }))
-    .then(() => post('Profiler.start'));
-  return {
-    async stop() {
-      const { profile } = (await post('Profiler.stop')) as { profile: unknown };
-      session.disconnect();
-      return profile;
-    },
-  };
 }
 
 // ---- main: controller, workers, measurements ------------------------------------------------

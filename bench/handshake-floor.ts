@@ -7,7 +7,9 @@
 // Run: npm run bench -- handshake-floor [--n 5000] [--workers 2] [--concurrency 64] [--json]
 // (`npm run bench -- connect` runs it too, with its own N, and prints both.)
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { join } from 'node:path';
 import { availableParallelism as cores } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -24,7 +26,15 @@ import {
   SealedChannel,
   signingIdentityFromSeed,
 } from '@keel/shared';
-import { machine, machineBusyMs, pool, procCpuMs, track, withFileLimit } from './lib/harness.ts';
+import {
+  machine,
+  machineBusyMs,
+  pool,
+  procCpuMs,
+  startCpuProfile,
+  track,
+  withFileLimit,
+} from './lib/harness.ts';
 
 const { values } = parseArgs({
   options: {
@@ -71,7 +81,8 @@ function runServer(seed: Buffer): void {
 
 /** A client process: `count` handshakes, `concurrency` in flight; reports when all are done. */
 function runClient(port: number, pin: string): void {
-  process.once('message', (msg: { count: number; concurrency: number }) => {
+  process.once('message', (msg: { count: number; concurrency: number; profile?: string }) => {
+    const profiler = msg.profile ? startCpuProfile() : undefined;
     const identity = generateSigningIdentity();
     const sockets: WebSocket[] = [];
     void pool(Array.from({ length: msg.count }), msg.concurrency, () => {
@@ -92,7 +103,10 @@ function runClient(port: number, pin: string): void {
           channel = new SealedChannel(ws, session, { onFrame: () => resolve() });
         });
       });
-    }).then(() => process.send!({ done: true }));
+    }).then(async () => {
+      if (profiler && msg.profile) writeFileSync(msg.profile, JSON.stringify(await profiler.stop()));
+      process.send!({ done: true });
+    });
   });
   process.send!({ ready: true });
 }
@@ -132,7 +146,14 @@ async function main(): Promise<void> {
   await Promise.all(
     clients.map((c, i) => {
       const done = once(c);
-      c.send({ count: Math.floor(n / workers) + (i < n % workers ? 1 : 0), concurrency });
+      const profileDir = process.env.KEEL_BENCH_PROFILE;
+      if (profileDir) mkdirSync(profileDir, { recursive: true });
+      c.send({
+        count: Math.floor(n / workers) + (i < n % workers ? 1 : 0),
+        concurrency,
+        // KEEL_BENCH_PROFILE=dir: a CPU profile of each client process.
+        profile: profileDir ? join(profileDir, `floor-client-${n}-${i}.cpuprofile`) : undefined,
+      });
       return done;
     }),
   );

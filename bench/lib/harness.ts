@@ -3,6 +3,7 @@
 // the controller through the V8 inspector, and enrollment of simulated agents over the real
 // protocol. Nothing here is used by the product.
 import { spawn, type ChildProcess } from 'node:child_process';
+import inspector from 'node:inspector';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import postgres from 'postgres';
@@ -317,4 +318,24 @@ export function machine(): string {
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** A CPU profile of this process (KEEL_BENCH_PROFILE), through the in-process inspector. */
+export function startCpuProfile(): { stop(): Promise<unknown> } {
+  const session = new inspector.Session();
+  session.connect();
+  const post = (method: string, params?: object) =>
+    new Promise<unknown>((resolve, reject) =>
+      session.post(method, params, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+  void post('Profiler.enable')
+    .then(() => post('Profiler.setSamplingInterval', { interval: 200 }))
+    .then(() => post('Profiler.start'));
+  return {
+    async stop() {
+      const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+      session.disconnect();
+      return profile;
+    },
+  };
 }
