@@ -17,6 +17,7 @@ import { eventRoutes, type EventStreamOptions } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
 import { hostRoutes } from './routes/hosts.ts';
 import { joinTokenRoutes } from './routes/join-tokens.ts';
+import { auditRoutes } from './routes/audit.ts';
 import {
   clientAddress,
   requestLog,
@@ -81,13 +82,14 @@ function buildApi(deps: AppDeps, services: Services) {
       },
     }),
   );
-  for (const prefix of ['/hosts/*', '/join-tokens/*']) api.use(prefix, session, csrf);
+  for (const prefix of ['/hosts/*', '/join-tokens/*', '/audit/*']) api.use(prefix, session, csrf);
   api.use('/events/*', session);
 
   const routes = api
     .route('/auth', authRoutes({ auth: services.auth, cookie }))
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
+    .route('/audit', auditRoutes({ audit: services.audit }))
     .route(
       '/events',
       eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }),

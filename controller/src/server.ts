@@ -66,6 +66,9 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
       return (await hosts.applyPresence(changes, at)).map(toHostView);
     },
     sessionInfoOf: (hostIds) => hosts.sessionStates(hostIds),
+    async recordKeyConflict(hostId, peer) {
+      await audit.record(`agent:${hostId}`, 'host.key_conflict', `host:${hostId}`, { peer }, peer);
+    },
     appendStream: (hostId, stream, batch) => streams.append(hostId, stream, batch),
   };
 }

@@ -431,7 +431,7 @@ export class Gateway implements AgentGateway {
     if (previous && (await answersPing(previous.ws, CONFLICT_PROBE_MS))) {
       // The existing session is alive, so this is another machine with the same key (a cloned
       // image), not a reconnect: keep the working session and refuse the newcomer.
-      this.#warnConflict(hostId);
+      this.#warnConflict(hostId, s.peer);
       safeClose(s.ws, closeCodes.conflict, 'another machine is connected with this agent key');
       return;
     }
@@ -485,15 +485,21 @@ export class Gateway implements AgentGateway {
 
   #conflictWarnedAt = new Map<string, number>();
 
-  /** Logs a key conflict at most once a minute per host (a clone retries every half minute). */
-  #warnConflict(hostId: string): void {
+  /**
+   * Logs and audits a key conflict at most once a minute per host (a clone retries every half
+   * minute): the trail shows admins which host was cloned and from where.
+   */
+  #warnConflict(hostId: string, peer: string | undefined): void {
     const last = this.#conflictWarnedAt.get(hostId) ?? 0;
     if (Date.now() - last < 60_000) return;
     this.#conflictWarnedAt.set(hostId, Date.now());
     this.#opts.log.warn(
-      { host: hostId },
+      { host: hostId, peer },
       'a second machine presents this host key while the host is connected (cloned disk image?); refused it',
     );
+    this.#opts.store
+      .recordKeyConflict(hostId, peer ?? null)
+      .catch((err: unknown) => this.#opts.log.error({ err, host: hostId }, 'auditing a key conflict failed'));
   }
 
   /** Ends a session once, whichever comes first: its close, a replacement, a revoke, shutdown. */

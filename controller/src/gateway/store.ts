@@ -42,6 +42,11 @@ export interface GatewayStore {
   applyPresence(changes: ReadonlyMap<string, PresenceChange>, at: Date): Promise<HostView[]>;
   /** What a starting session needs: revocation (as stored now) and stream cursors, by host id. */
   sessionInfoOf(hostIds: string[]): Promise<Map<string, SessionInfo>>;
+  /**
+   * Records (in the audit trail) that a second machine presented this host's key while the host
+   * was connected: a cloned disk image, or a stolen key.
+   */
+  recordKeyConflict(hostId: string, peer: string | null): Promise<void>;
   /** Stores a batch (de-duplicating what is already stored) and returns the new cursor. */
   appendStream(hostId: string, stream: string, batch: RecordBatch): Promise<{ ackedSeq: number }>;
 }

@@ -1,7 +1,8 @@
 // The audit log table: appends that extend the hash chain, and ordered reads to verify it.
-import { asc, desc, gt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, like, lt, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { auditLog, type AuditRow } from '../db/schema/audit.ts';
+import { users } from '../db/schema/users.ts';
 
 export type { AuditRow };
 
@@ -60,6 +61,32 @@ export function createAuditRepository(db: Db) {
     /** The newest rows first. */
     async recent(limit: number): Promise<AuditRow[]> {
       return db.select().from(auditLog).orderBy(desc(auditLog.id)).limit(limit);
+    },
+
+    /**
+     * Rows newest first, older than `beforeId` when given, optionally only one target's or one
+     * action family's (`host.` matches every `host.*` action); each with the acting user's name.
+     */
+    async list(query: {
+      beforeId?: number;
+      limit: number;
+      target?: string;
+      actionPrefix?: string;
+    }): Promise<(AuditRow & { actorName: string | null })[]> {
+      const where: SQL[] = [];
+      if (query.beforeId !== undefined) where.push(lt(auditLog.id, query.beforeId));
+      if (query.target !== undefined) where.push(eq(auditLog.target, query.target));
+      if (query.actionPrefix !== undefined) {
+        where.push(like(auditLog.action, `${query.actionPrefix.replace(/[\\%_]/g, '\\$&')}%`));
+      }
+      const rows = await db
+        .select({ row: auditLog, actorName: users.username })
+        .from(auditLog)
+        .leftJoin(users, sql`${users.id}::text = ${auditLog.actor}`)
+        .where(where.length > 0 ? and(...where) : undefined)
+        .orderBy(desc(auditLog.id))
+        .limit(query.limit);
+      return rows.map((r) => ({ ...r.row, actorName: r.actorName }));
     },
   };
 }

@@ -87,6 +87,9 @@ export function createAuditService({ audit, log, now = () => new Date() }: Audit
       return appended;
     },
 
+    /** One page of the trail, newest first (see AuditRepository.list). */
+    list: audit.list,
+
     /** Walks the whole chain in order; reports the first row whose link or hash is wrong. */
     async verify(): Promise<AuditVerification> {
       let prevHash = AUDIT_GENESIS_HASH;
