@@ -1,6 +1,6 @@
 // Proves the console in real Chromium against a real controller and real agents: sign in, see
 // this host online with its facts, open "Add host", run the command it shows, and watch the new
-// host appear online without reloading the page; then open the host page.
+// host appear online without reloading the page; then open the host page, and the audit trail.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -113,6 +113,15 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
   await page.click('[data-testid="ping"]');
   await page.getByText(/Pong in [\d.]+ ms/).waitFor();
   await page.screenshot({ path: join(shots, 'host.png'), fullPage: true });
+
+  // The audit trail (admins): the sign-in is there, and the hash chain verifies.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Audit' }).click();
+  await page.waitForURL(/\/audit$/);
+  await page.locator('[data-testid="audit-row"]').filter({ hasText: 'auth.login' }).first().waitFor();
+  await page.click('[data-testid="audit-verify"]');
+  const verdict = page.locator('[data-testid="audit-verdict"]');
+  await verdict.waitFor();
+  assert.match((await verdict.textContent()) ?? '', /Chain intact: \d+ entr(y|ies)/);
 
   assert.deepEqual(
     pageErrors.map((e) => e.message),

@@ -123,7 +123,7 @@ test('a cloned state dir (same key, another machine) is refused while the host i
     const clone = tempDir('keel-agent-clone-');
     dirs.push(clone);
     // (An image copy would carry the liveness socket as a dead socket file; cpSync cannot copy one.)
-    cpSync(original, clone, { recursive: true, filter: (src) => !src.endsWith('agent.sock') });
+    cpSync(original, clone, { recursive: true, filter: (src) => !src.endsWith('.sock') });
     rmSync(join(clone, 'agent.pid'));
     const second = runAgent(clone);
     procs.push(second);

@@ -31,9 +31,40 @@ test('a holder with our own pid (another container on a shared volume) is told a
   const release = await lockStateDir(dir, 1);
   await assert.rejects(lockStateDir(dir, 1), StateDirLocked);
   release();
-  // The same lock left by a container that stopped (its socket is gone) is taken over.
+  // The same lock left by a container that stopped is taken over: without a socket, and with one
+  // that nobody listens on any more.
   writeFileSync(join(dir, LOCK_FILE), '1\n');
   (await lockStateDir(dir, 1))();
+  writeFileSync(join(dir, LOCK_FILE), '1 0123456789abcdef agent.0123456789abcdef.sock\n');
+  writeFileSync(join(dir, 'agent.0123456789abcdef.sock'), '');
+  (await lockStateDir(dir, 1))();
+  assert.equal(existsSync(join(dir, 'agent.0123456789abcdef.sock')), false, 'the dead socket is removed');
+});
+
+test('two starters with the same pid at the same moment (two containers): exactly one wins', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const lockModule = new URL('./lock.ts', import.meta.url).href;
+  // Each child waits for the same instant, tries the lock as pid 1, holds it for a while, says.
+  const child = (startAt: number) =>
+    new Promise<string>((resolve) => {
+      const script =
+        `const { lockStateDir } = await import(${JSON.stringify(lockModule)});` +
+        `while (Date.now() < ${startAt}) {}` +
+        `try { const r = await lockStateDir(${JSON.stringify(dir)}, 1); console.log('won');` +
+        ` await new Promise((s) => setTimeout(s, 1500)); r(); }` +
+        ` catch (e) { console.log(e.name); }`;
+      const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script]);
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.on('exit', () => resolve(out.trim()));
+    });
+  for (const stale of [false, true, false, true]) {
+    if (stale) writeFileSync(join(dir, LOCK_FILE), '1\n'); // a stopped container's lock
+    const startAt = Date.now() + 1500;
+    const results = await Promise.all([child(startAt), child(startAt)]);
+    assert.deepEqual(results.sort(), ['StateDirLocked', 'won'], `stale lock: ${stale}`);
+  }
 });
 
 test('a pid that now belongs to another program (after a reboot) does not hold the directory', async (t) => {

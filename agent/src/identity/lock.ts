@@ -1,18 +1,22 @@
 // One running agent per state directory: `keel-agent run` holds `<stateDir>/agent.pid`, so a second
 // copy (a manual run beside the systemd unit) cannot write the same spool and corrupt its numbering.
-// The holder also listens on `<stateDir>/agent.sock`: a socket that answers proves a live holder
-// even where its pid means nothing to us (two containers sharing one state volume are both pid 1,
-// and a restarted container finds its own pid in the stale lock it left).
+//
+// The lock file says `<pid> <nonce> <socket>`. Before publishing it, the holder listens on a unix
+// socket of its own (`agent.<nonce>.sock`), so a lock that anyone can see has a live socket behind
+// it for as long as its holder runs: a socket that answers proves a live holder even where its pid
+// means nothing to us (two containers sharing one state volume are both pid 1, and a restarted
+// container finds its own pid in the lock it left). Locks without a socket (older agents, or a file
+// system without sockets) fall back to asking whether the pid is a running keel-agent.
+import { randomBytes } from 'node:crypto';
 import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 
 /** The lock file's name inside the state directory. */
 export const LOCK_FILE = 'agent.pid';
-/** The holder's liveness socket inside the state directory. */
-export const LOCK_SOCKET = 'agent.sock';
-/** Longest path a unix socket can have (sun_path, with its NUL). */
+/** Longest path a unix socket can have (sun_path, with its NUL), in bytes. */
 const MAX_SOCKET_PATH = 107;
+const SOCKET_NAME = /^agent\.[0-9a-f]{16}\.sock$/;
 
 /** Thrown when another live agent holds the state directory. */
 export class StateDirLocked extends Error {
@@ -23,6 +27,19 @@ export class StateDirLocked extends Error {
     super(`another keel-agent (pid ${pid}) is running with this state directory (${path})`);
     this.name = 'StateDirLocked';
   }
+}
+
+interface LockInfo {
+  pid: number;
+  /** The holder's liveness socket (a file name in the state directory), when it has one. */
+  socket: string | null;
+}
+
+function parseLock(text: string): LockInfo | null {
+  const [pidText, , socket] = text.trim().split(' ');
+  const pid = Number.parseInt(pidText ?? '', 10);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return null;
+  return { pid, socket: socket && SOCKET_NAME.test(socket) ? socket : null };
 }
 
 /**
@@ -44,7 +61,6 @@ function agentAlive(pid: number): boolean {
 
 /** Resolves true when something accepts a connection on the unix socket at `path`. */
 function socketAnswers(path: string): Promise<boolean> {
-  if (path.length > MAX_SOCKET_PATH) return Promise.resolve(false);
   return new Promise((resolve) => {
     const socket = connect(path);
     const done = (alive: boolean) => {
@@ -58,82 +74,94 @@ function socketAnswers(path: string): Promise<boolean> {
   });
 }
 
-/** Listens on the liveness socket (replacing a stale one); null where no socket can be made. */
-async function listenLiveness(path: string): Promise<Server | null> {
-  if (path.length > MAX_SOCKET_PATH) return null;
-  try {
-    unlinkSync(path); // we hold the pid lock: any socket file here is a dead holder's
-  } catch {
-    // none
-  }
+/** Listens on a fresh liveness socket; null (with the reason) where none can be made. */
+async function listenLiveness(path: string): Promise<{ server: Server | null; why?: string }> {
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) return { server: null, why: 'the path is too long' };
   const server = createServer((c) => c.end());
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(path, () => resolve());
     });
-  } catch {
-    return null; // e.g. a file system without sockets: the pid lock still applies
+  } catch (err) {
+    return { server: null, why: (err as Error).message };
   }
   server.unref();
-  return server;
+  return { server };
+}
+
+function readText(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
 }
 
 /**
  * Takes the state directory for this process; resolves with the release function. A lock left by
- * a process that no longer exists (kill -9, power loss, a restarted container) is taken over.
+ * a process that no longer exists (kill -9, power loss, a stopped container) is taken over.
+ * `warn` hears about a lock that can only rely on the pid (no liveness socket could be made).
  */
-export async function lockStateDir(stateDir: string, pid = process.pid): Promise<() => void> {
+export async function lockStateDir(
+  stateDir: string,
+  pid = process.pid,
+  warn: (message: string) => void = () => {},
+): Promise<() => void> {
   const path = join(stateDir, LOCK_FILE);
-  const socketPath = join(stateDir, LOCK_SOCKET);
-  for (let attempt = 0; attempt < 5; attempt++) {
-    try {
+  const nonce = randomBytes(8).toString('hex');
+  const socketName = `agent.${nonce}.sock`;
+  const { server, why } = await listenLiveness(join(stateDir, socketName));
+  if (!server) {
+    warn(`no liveness socket in ${stateDir} (${why}); the state-dir lock relies on the pid alone`);
+  }
+  const content = `${pid} ${nonce}${server ? ` ${socketName}` : ''}\n`;
+  const release = () => {
+    server?.close(); // removes our own socket file
+    if (readText(path) === content) unlinkQuietly(path);
+  };
+  try {
+    for (let attempt = 0; attempt < 5; attempt++) {
       // Created with its content in one step (link fails if the lock exists), so no other
-      // starter can ever read an empty lock and mistake it for a stale one.
-      const fresh = `${path}.${pid}.new`;
-      writeFileSync(fresh, `${pid}\n`, { mode: 0o600 });
+      // starter can ever read an empty or half-written lock and mistake it for a stale one.
+      const fresh = `${path}.${nonce}.new`;
+      writeFileSync(fresh, content, { mode: 0o600 });
       try {
         linkSync(fresh, path);
+        return release;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       } finally {
-        unlinkSync(fresh);
+        unlinkQuietly(fresh);
       }
-      const server = await listenLiveness(socketPath);
-      return () => {
-        server?.close();
-        try {
-          if (Number(readFileSync(path, 'utf8').trim()) === pid) unlinkSync(path);
-        } catch {
-          // already gone
-        }
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      let holder = NaN;
-      try {
-        holder = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
-      } catch {
-        // vanished between open and read: try again
-      }
-      const live =
-        (await socketAnswers(socketPath)) ||
-        (Number.isSafeInteger(holder) && holder > 0 && holder !== pid && agentAlive(holder));
-      if (live) throw new StateDirLocked(path, holder);
+      const text = readText(path);
+      if (text === null) continue; // vanished between link and read: try again
+      const holder = parseLock(text);
+      const live = !holder
+        ? false
+        : holder.socket
+          ? await socketAnswers(join(stateDir, holder.socket))
+          : holder.pid !== pid && agentAlive(holder.pid);
+      if (live) throw new StateDirLocked(path, holder!.pid);
       // Stale (or unreadable) lock. Take it over without racing another starter: move it aside
       // under a name of our own, and only delete it if it is still the stale one we judged.
-      const aside = `${path}.${pid}.stale`;
+      const aside = `${path}.${nonce}.stale`;
       try {
         renameSync(path, aside);
       } catch {
         continue; // someone else moved it first
       }
-      let moved = NaN;
-      try {
-        moved = Number.parseInt(readFileSync(aside, 'utf8').trim(), 10);
-      } catch {
-        // unreadable: treat as stale
-      }
-      if (Object.is(moved, holder)) {
-        unlinkSync(aside);
+      if (readText(aside) === text) {
+        unlinkQuietly(aside);
+        if (holder?.socket) unlinkQuietly(join(stateDir, holder.socket)); // the dead holder's
       } else {
         // We moved a fresh lock another starter had just taken: put it back, unless yet another
         // lock appeared meanwhile, and let that holder win.
@@ -142,9 +170,12 @@ export async function lockStateDir(stateDir: string, pid = process.pid): Promise
         } catch {
           // a newer lock exists
         }
-        unlinkSync(aside);
+        unlinkQuietly(aside);
       }
     }
+    throw new Error(`could not take ${path}`);
+  } catch (err) {
+    server?.close();
+    throw err;
   }
-  throw new Error(`could not take ${path}`);
 }

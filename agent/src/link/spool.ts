@@ -582,6 +582,8 @@ export class Spool {
     } catch {
       this.#rollNext = true; // at least in this process, the next append starts a new segment
     }
+    // The new segment's directory entry (and the state, if it failed above) go out with the next sync.
+    if (this.syncIntervalMs > 0) this.#schedule();
   }
 
   // --- segments -------------------------------------------------------------------------------
@@ -672,12 +674,22 @@ export class Spool {
     const tmp = join(this.dir, `${STATE_FILE}.${gen}.sync.tmp`);
     const fd = openSync(tmp, 'w', 0o600);
     try {
-      writeSync(fd, this.#stateText());
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+      try {
+        writeSync(fd, this.#stateText());
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, join(this.dir, STATE_FILE));
+    } catch (err) {
+      // A full disk must not leave a temp file per attempt behind (each would cost an inode).
+      try {
+        unlinkSync(tmp);
+      } catch {
+        // already gone
+      }
+      throw err;
     }
-    renameSync(tmp, join(this.dir, STATE_FILE));
     fsyncSync(this.#dirFd);
     this.#persistedGen = gen;
   }
@@ -690,9 +702,12 @@ export class Spool {
     try {
       await file.writeFile(this.#stateText());
       await file.sync();
-    } finally {
-      await file.close();
+    } catch (err) {
+      await file.close().catch(() => undefined);
+      await unlinkAsync(tmp).catch(() => undefined);
+      throw err;
     }
+    await file.close();
     if (gen <= this.#persistedGen || this.#closed) {
       await unlinkAsync(tmp).catch(() => undefined);
       return;

@@ -20,12 +20,15 @@ export class BatchLoader<K, V> {
   #maxBatch: number;
   #lingerMs: number;
   #timeoutMs: number;
+  /** A timed-out batch's query is still running. */
+  #abandoned = false;
 
   /**
    * `lingerMs`: how long the first key of a batch waits for others (0: until the current event
    * loop turn ends). A few milliseconds turn a reconnect storm into batches of dozens.
-   * `timeoutMs`: a batch that has not answered by then fails its waiters with BatchTimeout and
-   * the next batch goes out, so one stalled query cannot hold up every later lookup.
+   * `timeoutMs`: a batch that has not answered by then fails its waiters with BatchTimeout, so a
+   * stalled query cannot hold up later lookups forever; while it is still running, later batches
+   * fail at once with BatchTimeout instead of piling more queries onto a store that is not answering.
    */
   constructor(
     loadMany: (keys: K[]) => Promise<Map<K, V>>,
@@ -59,12 +62,29 @@ export class BatchLoader<K, V> {
         this.#pending.delete(key);
         if (batch.size >= this.#maxBatch) break;
       }
+      if (this.#abandoned) {
+        // A batch that timed out is still running: the store is not answering. Fail fast rather
+        // than pile more queries onto it (at most one abandoned query per loader).
+        const err = new BatchTimeout(this.#timeoutMs);
+        for (const waiters of batch.values()) for (const w of waiters) w.reject(err);
+        continue;
+      }
       let timer: NodeJS.Timeout | undefined;
+      const keys = [...batch.keys()];
+      // Through then(): a batch function that throws synchronously rejects like one that fails later.
+      const query = Promise.resolve().then(() => this.#loadMany(keys));
       try {
         const values = await Promise.race([
-          this.#loadMany([...batch.keys()]),
+          query,
           new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new BatchTimeout(this.#timeoutMs)), this.#timeoutMs);
+            timer = setTimeout(() => {
+              const settled = () => {
+                this.#abandoned = false;
+              };
+              this.#abandoned = true;
+              query.then(settled, settled);
+              reject(new BatchTimeout(this.#timeoutMs));
+            }, this.#timeoutMs);
           }),
         ]);
         for (const [key, waiters] of batch) for (const w of waiters) w.resolve(values.get(key));

@@ -116,6 +116,8 @@ for (const target of testDatabaseTargets()) {
       assert.deepEqual(states.get(b.id), { revoked: true, cursors: {} });
       assert.deepEqual(states.get(gone), { revoked: true, cursors: {} }, 'a missing host counts as revoked');
       assert.deepEqual(states.get('not-a-uuid'), { revoked: true, cursors: {} });
+      const upper = await hosts.sessionStates([a.id.toUpperCase()]);
+      assert.deepEqual(upper.get(a.id.toUpperCase()), { revoked: false, cursors: { events: 41, logs: 7 } });
 
       const keys = new Map((await hosts.activeKeys()).map((k) => [k.publicKey, k.id]));
       assert.equal(keys.get(a.publicKey), a.id);

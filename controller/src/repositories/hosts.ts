@@ -113,25 +113,27 @@ export function createHostRepository(db: Db): HostRepository {
 
     async sessionStates(ids) {
       // A host that does not exist (deleted) counts as revoked: no session may start for it.
-      const out = new Map(ids.map((id) => [id, { revoked: true, cursors: {} as Record<string, number> }]));
-      const valid = ids.filter(isUuid);
-      if (valid.length === 0) return out;
-      const rows = await db
-        .select({
-          id: hosts.id,
-          revokedAt: hosts.revokedAt,
-          stream: streamCursors.stream,
-          ackedSeq: streamCursors.ackedSeq,
-        })
-        .from(hosts)
-        .leftJoin(streamCursors, eq(streamCursors.hostId, hosts.id))
-        .where(inArray(hosts.id, valid));
-      for (const r of rows) {
-        const state = out.get(r.id)!;
-        state.revoked = r.revokedAt !== null;
-        if (r.stream !== null && r.ackedSeq !== null) state.cursors[r.stream] = r.ackedSeq;
+      // Ids are matched case-insensitively (the database hands uuids back in lower case).
+      const byId = new Map<string, { revoked: boolean; cursors: Record<string, number> }>();
+      const valid = [...new Set(ids.filter(isUuid).map((id) => id.toLowerCase()))];
+      if (valid.length > 0) {
+        const rows = await db
+          .select({
+            id: hosts.id,
+            revokedAt: hosts.revokedAt,
+            stream: streamCursors.stream,
+            ackedSeq: streamCursors.ackedSeq,
+          })
+          .from(hosts)
+          .leftJoin(streamCursors, eq(streamCursors.hostId, hosts.id))
+          .where(inArray(hosts.id, valid));
+        for (const r of rows) {
+          const state = byId.get(r.id) ?? { revoked: r.revokedAt !== null, cursors: {} };
+          byId.set(r.id, state);
+          if (r.stream !== null && r.ackedSeq !== null) state.cursors[r.stream] = r.ackedSeq;
+        }
       }
-      return out;
+      return new Map(ids.map((id) => [id, byId.get(id.toLowerCase()) ?? { revoked: true, cursors: {} }]));
     },
 
     async findByPublicKeys(publicKeys) {

@@ -129,6 +129,26 @@ export const api = {
   deleteJoinToken: async (id: string): Promise<void> => {
     await call(client['join-tokens'][':id'].$delete(byId(id)));
   },
+
+  /** One page of the audit trail, newest first; `before` is the previous page's `nextBefore`. */
+  listAudit: (
+    filter: { before?: number; limit?: number; action?: string; target?: string } = {},
+    signal?: AbortSignal,
+  ) =>
+    call(
+      client.audit.$get(
+        {
+          query: {
+            before: filter.before?.toString(),
+            limit: filter.limit?.toString(),
+            action: filter.action || undefined,
+            target: filter.target || undefined,
+          },
+        },
+        withSignal(signal),
+      ),
+    ),
+  verifyAudit: () => call(client.audit.verify.$get()),
 };
 
 /** What a call resolves to, e.g. `Answer<'listHosts'>` is `{ hosts: Host[] }`. */

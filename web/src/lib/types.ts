@@ -20,6 +20,9 @@ export type SessionInfo = Answer<'session'>;
 /** A console user. */
 export type User = SessionInfo['user'];
 
+/** What a user may do: viewer < operator < admin < owner. */
+export type Role = User['role'];
+
 /** `GET /hosts/:id/events`. */
 export type HostEventsPage = Answer<'hostEvents'>;
 
@@ -31,3 +34,12 @@ export type StreamGap = HostEventsPage['gaps'][number];
 
 /** `POST /join-tokens`: the secret and install command are shown once. */
 export type CreatedJoinToken = Answer<'createJoinToken'>;
+
+/** `GET /audit`: one page, newest first. */
+export type AuditPage = Answer<'listAudit'>;
+
+/** One row of the hash-chained audit trail. */
+export type AuditEntry = AuditPage['entries'][number];
+
+/** `GET /audit/verify`: the verdict on the hash chain. */
+export type AuditVerification = Answer<'verifyAudit'>;
