@@ -51,7 +51,9 @@ export interface SignedIn {
   userId: string;
 }
 
-export async function openTestApp(opts: { publicUrl?: string; appDeps?: Partial<AppDeps> } = {}) {
+export async function openTestApp(
+  opts: { publicUrl?: string; appDeps?: Partial<AppDeps>; now?: () => Date } = {},
+) {
   const dir = mkdtempSync(path.join(tmpdir(), 'keel-app-test-'));
   const database = await openDatabase({ dataDir: dir });
   const logLines: string[] = [];
@@ -91,6 +93,7 @@ export async function openTestApp(opts: { publicUrl?: string; appDeps?: Partial<
     log,
     config,
     controllerFingerprint: TEST_FINGERPRINT,
+    now: opts.now,
   });
   let isReady = true;
   const app = createApp({

@@ -263,3 +263,31 @@ describe('error shapes', () => {
     assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'request.too_large');
   });
 });
+
+describe('session lifetime', () => {
+  test('a session slides 12 h at a time while used, but ends 7 days after sign-in', async () => {
+    let clock = Date.parse('2026-01-05T08:00:00Z');
+    const app = await openTestApp({ now: () => new Date(clock) });
+    try {
+      await app.createUser('dora', 'viewer');
+      const me = await app.login('dora');
+      const hour = 3_600_000;
+      const session = () => app.request('/api/v1/auth/session', { as: me });
+      // Idle for 13 h: expired (12 h sliding window).
+      const idle = await app.login('dora');
+      clock += 13 * hour;
+      assert.equal((await app.request('/api/v1/auth/session', { as: idle })).status, 401);
+      clock -= 13 * hour;
+      // Used every 11 h: alive for days...
+      for (let h = 11; h < 7 * 24; h += 11) {
+        clock += 11 * hour;
+        assert.equal((await session()).status, 200, `after ${h} h`);
+      }
+      // ...until 7 days after sign-in, however busy.
+      clock = Date.parse('2026-01-05T08:00:00Z') + 7 * 24 * hour + 1000;
+      assert.equal((await session()).status, 401);
+    } finally {
+      await app.close();
+    }
+  });
+});

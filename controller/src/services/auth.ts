@@ -1,6 +1,7 @@
 // Sign-in, sessions and passwords. Passwords are argon2id; a session is a random 32-byte secret
 // in an HttpOnly cookie, stored only as its SHA-256, with a per-session CSRF token and a 12-hour
-// sliding lifetime. Failed sign-ins lock a username for 15 minutes after 5 tries and are also
+// sliding lifetime that never reaches past 7 days from sign-in (then the user signs in again, so a
+// stolen cookie that is kept busy does not live forever). Failed sign-ins lock a username for 15 minutes after 5 tries and are also
 // limited per client address.
 import { createHash, randomBytes } from 'node:crypto';
 import { hash as argon2Hash, verify as argon2Verify, type Algorithm } from '@node-rs/argon2';
@@ -13,6 +14,8 @@ import type { AuditService } from './audit.ts';
 /** Sign-in and session policy; the defaults are what the handbook promises. */
 export const authPolicy = {
   sessionTtlMs: 12 * 60 * 60 * 1000,
+  /** Absolute lifetime: however active, a session ends this long after sign-in. */
+  sessionMaxAgeMs: 7 * 24 * 60 * 60 * 1000,
   /** Write last_seen/expires_at at most this often, not on every request. */
   sessionTouchIntervalMs: 60 * 1000,
   maxFailuresPerUser: 5,
@@ -203,7 +206,7 @@ export function createAuthService(deps: AuthServiceDeps) {
       const secret = randomBytes(32).toString('base64url');
       const csrfToken = randomBytes(32).toString('base64url');
       const sessionId = sessionIdOf(secret);
-      const expiresAt = new Date(t.getTime() + policy.sessionTtlMs);
+      const expiresAt = new Date(t.getTime() + Math.min(policy.sessionTtlMs, policy.sessionMaxAgeMs));
       await sessions.create({
         id: sessionId,
         userId: user.id,
@@ -227,7 +230,12 @@ export function createAuthService(deps: AuthServiceDeps) {
       let expiresAt = found.session.expiresAt;
       let renewed = false;
       if (t.getTime() - found.session.lastSeenAt.getTime() >= policy.sessionTouchIntervalMs) {
-        expiresAt = new Date(t.getTime() + policy.sessionTtlMs);
+        expiresAt = new Date(
+          Math.min(
+            t.getTime() + policy.sessionTtlMs,
+            found.session.createdAt.getTime() + policy.sessionMaxAgeMs,
+          ),
+        );
         await sessions.touch(found.session.id, t, expiresAt);
         renewed = true;
       }
