@@ -333,7 +333,12 @@ export class Gateway implements AgentGateway {
           ended: false,
           early: [],
           peer,
-          windowBytes: streamWindow(this.#opts.windowBytes, this.#live.size + 1),
+          // Shared by the whole fleet, not only who is connected now: after a restart the first
+          // hosts back must not take the budget the rest will need.
+          windowBytes: streamWindow(
+            this.#opts.windowBytes,
+            Math.max(this.#live.size + 1, this.#hostByKey.size),
+          ),
           channel: new SealedChannel(ws, sealed, {
             onFrame: (f, body) => {
               if (s.ended) return;
@@ -580,8 +585,8 @@ export class Gateway implements AgentGateway {
 }
 
 /**
- * The stream window offered to a new session: the configured window while the fleet is small,
- * shrinking as it grows so that, with one busy stream per host, all hosts' unacknowledged data
+ * The stream window offered to a new session: the configured window while the fleet (enrolled
+ * hosts, or live sessions if more) is small, shrinking as it grows so that, with one busy stream per host, all hosts' unacknowledged data
  * stays near the ingest budget (a slow database then costs bounded memory however many stream).
  */
 export function streamWindow(configured: number, sessions: number): number {
