@@ -126,7 +126,9 @@ export function createHostRepository(db: Db): HostRepository {
           })
           .from(hosts)
           .leftJoin(streamCursors, eq(streamCursors.hostId, hosts.id))
-          .where(inArray(hosts.id, valid));
+          // One array parameter, not one per id: the statement text stays the same whatever the
+          // batch size, so the database prepares it once instead of once per size.
+          .where(sql`${hosts.id} = any(${sql.param(valid)}::uuid[])`);
         for (const r of rows) {
           const state = byId.get(r.id) ?? { revoked: r.revokedAt !== null, cursors: {} };
           byId.set(r.id, state);
