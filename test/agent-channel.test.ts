@@ -339,3 +339,81 @@ describe('sealed session', () => {
     s2.ws.close();
   });
 });
+
+describe('handshakes in progress are bounded', () => {
+  let bounded: Ctl;
+  before(async () => {
+    bounded = await startTestController({
+      env: {
+        KEEL_TRUST_PROXY: 'true',
+        KEEL_MAX_PENDING_HANDSHAKES: '5',
+        KEEL_MAX_PENDING_HANDSHAKES_PER_ADDRESS: '3',
+      },
+    });
+  });
+  after(async () => {
+    await bounded.close();
+    removeDir(bounded.dataDir);
+  });
+
+  /** Opens an agent socket "from" an address (through the trusted proxy header); never says hello. */
+  function dial(from: string): Promise<{ status: number; ws: WebSocket }> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${bounded.port}/agent/v1`, {
+        headers: { 'x-forwarded-for': `192.0.2.99, ${from}` },
+      });
+      ws.once('open', () => resolve({ status: 101, ws }));
+      ws.once('unexpected-response', (_req, res) => {
+        resolve({ status: res.statusCode ?? 0, ws });
+        res.resume();
+      });
+      ws.once('error', reject);
+    });
+  }
+
+  test('per address and in all; a finished or abandoned handshake frees its place', async () => {
+    const a = await Promise.all([dial('10.0.0.1'), dial('10.0.0.1'), dial('10.0.0.1')]);
+    assert.deepEqual(
+      a.map((d) => d.status),
+      [101, 101, 101],
+    );
+    assert.equal((await dial('10.0.0.1')).status, 503, 'a fourth from the same address waits');
+    const b = await Promise.all([dial('10.0.0.2'), dial('10.0.0.2')]);
+    assert.deepEqual(
+      b.map((d) => d.status),
+      [101, 101],
+    );
+    assert.equal(bounded.gateway.pendingHandshakes, 5);
+    assert.equal((await dial('10.0.0.3')).status, 503, 'the total is reached');
+
+    // One gives up: its place is free again.
+    a[0]!.ws.terminate();
+    await waitFor(() => bounded.gateway.pendingHandshakes === 4, 5_000, 'place freed');
+    const again = await dial('10.0.0.3');
+    assert.equal(again.status, 101);
+
+    // An agent that completes its handshake does not hold a place: the real link still gets in
+    // once the half-open sockets are gone, and is not counted afterwards.
+    for (const d of [...a, ...b, again]) d.ws.terminate();
+    await waitFor(() => bounded.gateway.pendingHandshakes === 0, 5_000, 'all freed');
+    const identity = generateSigningIdentity();
+    const hostId = await redeemJoinToken({
+      controllerUrl: bounded.url,
+      identity,
+      pin: bounded.fingerprint,
+      token: await joinToken(bounded),
+      name: 'bounded',
+      facts: sampleFacts,
+    });
+    const session = await openSession({
+      controllerUrl: bounded.url,
+      identity,
+      pin: bounded.fingerprint,
+      mode: 'connect',
+      onFrame: () => {},
+    });
+    await waitFor(() => bounded.gateway.isOnline(hostId), 5_000, 'session live');
+    assert.equal(bounded.gateway.pendingHandshakes, 0);
+    session.ws.close();
+  });
+});

@@ -97,6 +97,9 @@ export async function startController(
     log: log.child({ component: 'gateway' }),
     maxFrameBytes: config.maxFrameBytes,
     heartbeatMs: config.heartbeatMs,
+    maxPendingHandshakes: config.maxPendingHandshakes,
+    maxPendingHandshakesPerAddress: config.maxPendingHandshakesPerAddress,
+    trustProxy: config.trustProxy,
     onHostChanged: (hostId) => {
       publishHost(hostId).catch((err: unknown) =>
         log.error({ err, host: hostId }, 'publishing host change failed'),

@@ -34,6 +34,8 @@ test('defaults', () => {
     joinTokenTtlSeconds: 3600,
     trustProxy: false,
     heartbeatMs: 5000,
+    maxPendingHandshakes: 4096,
+    maxPendingHandshakesPerAddress: 512,
     configFile: undefined,
   });
 });
@@ -119,4 +121,15 @@ test('KEEL_TRUST_PROXY takes true/false words; a file needs a JSON boolean', () 
   assert.equal(loadConfig({ KEEL_TRUST_PROXY: 'true' }).trustProxy, true);
   assert.equal(loadConfig({ KEEL_TRUST_PROXY: '0' }).trustProxy, false);
   assert.throws(() => loadConfig({ KEEL_TRUST_PROXY: 'maybe' }), /KEEL_TRUST_PROXY/);
+});
+
+test('handshake bounds: defaults, env overrides, and nonsense refused', () => {
+  const d = loadConfig({});
+  assert.equal(d.maxPendingHandshakes, 4096);
+  assert.equal(d.maxPendingHandshakesPerAddress, 512);
+  const c = loadConfig({ KEEL_MAX_PENDING_HANDSHAKES: '100', KEEL_MAX_PENDING_HANDSHAKES_PER_ADDRESS: '7' });
+  assert.equal(c.maxPendingHandshakes, 100);
+  assert.equal(c.maxPendingHandshakesPerAddress, 7);
+  assert.throws(() => loadConfig({ KEEL_MAX_PENDING_HANDSHAKES: '0' }), /KEEL_MAX_PENDING_HANDSHAKES/);
+  assert.throws(() => loadConfig({ KEEL_MAX_PENDING_HANDSHAKES_PER_ADDRESS: 'lots' }), /PER_ADDRESS/);
 });

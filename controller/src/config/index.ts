@@ -28,6 +28,10 @@ export interface Config {
   joinTokenTtlSeconds: number;
   /** Agent heartbeat period; an agent silent for a whole period after a ping is dropped. */
   heartbeatMs: number;
+  /** Agent handshakes in progress (upgraded, not yet authenticated) at once; more get 503. */
+  maxPendingHandshakes: number;
+  /** The same per client address (the forwarded one when trustProxy is set). */
+  maxPendingHandshakesPerAddress: number;
   /** Trust X-Forwarded-For / X-Forwarded-Proto from a reverse proxy in front of the controller. */
   trustProxy: boolean;
   /** The JSON config file that was read, if any (absolute path). */
@@ -68,6 +72,8 @@ interface FileShape {
   joinTokenTtlSeconds?: number;
   trustProxy?: boolean;
   heartbeatMs?: number;
+  maxPendingHandshakes?: number;
+  maxPendingHandshakesPerAddress?: number;
 }
 
 const keys: Record<keyof FileShape, KeyDef> = {
@@ -110,6 +116,18 @@ const keys: Record<keyof FileShape, KeyDef> = {
     type: 'number',
     schema: positiveInt.min(100).max(300_000),
   },
+  maxPendingHandshakes: {
+    env: 'KEEL_MAX_PENDING_HANDSHAKES',
+    file: 'maxPendingHandshakes',
+    type: 'number',
+    schema: positiveInt.max(1_000_000),
+  },
+  maxPendingHandshakesPerAddress: {
+    env: 'KEEL_MAX_PENDING_HANDSHAKES_PER_ADDRESS',
+    file: 'maxPendingHandshakesPerAddress',
+    type: 'number',
+    schema: positiveInt.max(1_000_000),
+  },
   trustProxy: {
     env: 'KEEL_TRUST_PROXY',
     file: 'trustProxy',
@@ -127,6 +145,8 @@ const defaults = {
   joinTokenTtlSeconds: 3600,
   trustProxy: false,
   heartbeatMs: 5000,
+  maxPendingHandshakes: 4096,
+  maxPendingHandshakesPerAddress: 512,
 };
 
 function readConfigFile(file: string): Record<string, unknown> {
@@ -206,6 +226,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     joinTokenTtlSeconds: (values.joinTokenTtlSeconds as number | undefined) ?? defaults.joinTokenTtlSeconds,
     trustProxy: (values.trustProxy as boolean | undefined) ?? defaults.trustProxy,
     heartbeatMs: (values.heartbeatMs as number | undefined) ?? defaults.heartbeatMs,
+    maxPendingHandshakes:
+      (values.maxPendingHandshakes as number | undefined) ?? defaults.maxPendingHandshakes,
+    maxPendingHandshakesPerAddress:
+      (values.maxPendingHandshakesPerAddress as number | undefined) ??
+      defaults.maxPendingHandshakesPerAddress,
     configFile: configPath ? path.resolve(configPath) : undefined,
   };
 }

@@ -36,6 +36,12 @@ export interface GatewayOptions {
   /** Heartbeat period; a peer silent for two periods is dropped. */
   heartbeatMs?: number;
   handshakeTimeoutMs?: number;
+  /** Handshakes in progress at once (upgraded, not yet authenticated); beyond it: HTTP 503. */
+  maxPendingHandshakes?: number;
+  /** The same per client address; the bound a single address can hold of the above. */
+  maxPendingHandshakesPerAddress?: number;
+  /** Take the client address from X-Forwarded-For (the controller is behind a proxy). */
+  trustProxy?: boolean;
   /** Called after a host was enrolled (its row is to be read and published). */
   onHostChanged?: (hostId: string) => void;
   /** Called with the hosts whose presence or facts a group commit just stored. */
@@ -102,6 +108,11 @@ export class Gateway implements AgentGateway {
   #heartbeat: NodeJS.Timeout;
   #alive = new WeakMap<WebSocket, boolean>();
   #closing = false;
+  /** Handshakes in progress, in all and per client address. */
+  #pending = 0;
+  #pendingByPeer = new Map<string, number>();
+  #refusedSince = 0;
+  #refusedWarnAt = 0;
   /** Handshakes completed since start (for the connect benchmark and /metrics). */
   handshakes = 0;
 
@@ -110,6 +121,9 @@ export class Gateway implements AgentGateway {
       windowBytes: 8 * 1024 * 1024,
       heartbeatMs: 5_000,
       handshakeTimeoutMs: 10_000,
+      maxPendingHandshakes: 4096,
+      maxPendingHandshakesPerAddress: 512,
+      trustProxy: false,
       ...opts,
     };
     this.wss = new WebSocketServer({
@@ -149,8 +163,53 @@ export class Gateway implements AgentGateway {
         socket.destroy();
         return;
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, req));
+      // Unauthenticated peers get a bounded share: a flood of half-done handshakes (or of
+      // enroll-mode hellos, which the controller signs) cannot take every socket and the CPU.
+      const peer = clientAddress(req, this.#opts.trustProxy);
+      const fromPeer = this.#pendingByPeer.get(peer) ?? 0;
+      if (
+        this.#pending >= this.#opts.maxPendingHandshakes ||
+        fromPeer >= this.#opts.maxPendingHandshakesPerAddress
+      ) {
+        this.#refuse(socket, peer);
+        return;
+      }
+      this.#pending++;
+      this.#pendingByPeer.set(peer, fromPeer + 1);
+      let counted = true;
+      const settle = () => {
+        if (!counted) return;
+        counted = false;
+        this.#pending--;
+        const left = (this.#pendingByPeer.get(peer) ?? 1) - 1;
+        if (left > 0) this.#pendingByPeer.set(peer, left);
+        else this.#pendingByPeer.delete(peer);
+      };
+      socket.once('close', settle);
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, peer, settle));
     });
+  }
+
+  /** Answers an upgrade over the pending-handshake bounds with 503 (agents retry with backoff). */
+  #refuse(socket: Duplex, peer: string): void {
+    this.#refusedSince++;
+    const now = Date.now();
+    if (now - this.#refusedWarnAt >= 10_000) {
+      this.#opts.log.warn(
+        { peer, refused: this.#refusedSince, pending: this.#pending },
+        'too many agent handshakes in progress; refusing new ones for now',
+      );
+      this.#refusedWarnAt = now;
+      this.#refusedSince = 0;
+    }
+    socket.end(
+      'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n',
+    );
+  }
+
+  /** Handshakes in progress (for tests and /metrics). */
+  get pendingHandshakes(): number {
+    return this.#pending;
   }
 
   /** Number of live authenticated sessions. */
@@ -216,11 +275,10 @@ export class Gateway implements AgentGateway {
     }
   }
 
-  #accept(ws: WebSocket, req: IncomingMessage): void {
+  #accept(ws: WebSocket, peer: string, settle: () => void): void {
     // One logger for all sessions, with the peer and host as fields: a child logger per
     // connection costs more than the rest of the session's bookkeeping.
     const log = this.#opts.log;
-    const peer = req.socket.remoteAddress;
     setMaxPayload(ws, PRE_AUTH_MAX_PAYLOAD);
     this.#alive.set(ws, true);
     ws.on('pong', () => this.#alive.set(ws, true));
@@ -310,6 +368,7 @@ export class Gateway implements AgentGateway {
         this.handshakes++;
         setMaxPayload(ws, this.#opts.maxFrameBytes);
         const agentKey = toB64u(sealed.peerKey);
+        settle(); // authenticated: no longer a pending handshake
         if (handshake.mode === 'enroll') {
           // The handshake timer keeps running until the enroll frame arrives.
           state = 'enroll';
@@ -612,6 +671,16 @@ function answersPing(ws: WebSocket, ms: number): Promise<boolean> {
     ws.on('close', onClose);
     ws.ping();
   });
+}
+
+/** The client's address: the last X-Forwarded-For hop when the proxy is trusted, else the socket's. */
+function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
+  if (trustProxy) {
+    const forwarded = req.headers['x-forwarded-for'];
+    const last = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded)?.split(',').pop()?.trim();
+    if (last) return last.slice(0, 64);
+  }
+  return req.socket.remoteAddress ?? 'unknown';
 }
 
 /** Closes a socket with a reason that always fits; falls back to terminate. */
