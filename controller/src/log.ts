@@ -39,9 +39,10 @@ export const redactPaths: string[] = secretFields
  */
 export function createLogger(
   options: { logLevel: LogLevel; name?: string },
-  // Asynchronous: a burst of lines (a reconnect storm) goes out in a few writes, not one syscall
-  // per line; pino flushes what is buffered when the process exits.
-  destination: DestinationStream = pino.destination({ dest: 1, sync: false }),
+  // Synchronous: every line is whole and in order with whatever else writes to stdout (the
+  // first-start banner, the local agent's forwarded output). An asynchronous destination saved
+  // little in a reconnect storm and let those writes land inside a log line.
+  destination: DestinationStream = pino.destination({ dest: 1, sync: true }),
 ): Logger {
   return pino(
     {
