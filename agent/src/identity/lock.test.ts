@@ -45,25 +45,47 @@ test('two starters with the same pid at the same moment (two containers): exactl
   const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const lockModule = new URL('./lock.ts', import.meta.url).href;
-  // Each child waits for the same instant, tries the lock as pid 1, holds it for a while, says.
-  const child = (startAt: number) =>
-    new Promise<string>((resolve) => {
-      const script =
-        `const { lockStateDir } = await import(${JSON.stringify(lockModule)});` +
-        `while (Date.now() < ${startAt}) {}` +
-        `try { const r = await lockStateDir(${JSON.stringify(dir)}, 1); console.log('won');` +
-        ` await new Promise((s) => setTimeout(s, 1500)); r(); }` +
-        ` catch (e) { console.log(e.name); }`;
-      const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script]);
-      let out = '';
-      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      p.on('exit', () => resolve(out.trim()));
+  // Each child loads the module, says "ready", waits for "go" on stdin, tries the lock as pid 1,
+  // says how it went, and holds what it got until stdin closes. The parent sends "go" to both
+  // only when both are ready, so the two attempts start within a millisecond or so.
+  const script =
+    `const { lockStateDir } = await import(${JSON.stringify(lockModule)});` +
+    `const lines = process.stdin; lines.setEncoding('utf8');` +
+    `console.log('ready');` +
+    `await new Promise((go) => lines.once('data', go));` +
+    `let release = () => {};` +
+    `try { release = await lockStateDir(${JSON.stringify(dir)}, 1); console.log('won'); }` +
+    ` catch (e) { console.log(e.name); }` +
+    `lines.on('end', () => { release(); process.exit(0); }); lines.resume();`;
+  const start = () => {
+    const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['pipe', 'pipe', 'inherit'],
     });
+    const lines: string[] = [];
+    const waiters: (() => void)[] = [];
+    p.stdout.setEncoding('utf8');
+    p.stdout.on('data', (d: string) => {
+      lines.push(...d.split('\n').filter(Boolean));
+      for (const w of waiters.splice(0)) w();
+    });
+    const line = (n: number) =>
+      new Promise<string>((resolve) => {
+        const check = () => (lines.length > n ? resolve(lines[n]!) : waiters.push(check));
+        check();
+      });
+    const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
+    return { p, line, exited };
+  };
   for (const stale of [false, true, false, true]) {
     if (stale) writeFileSync(join(dir, LOCK_FILE), '1\n'); // a stopped container's lock
-    const startAt = Date.now() + 1500;
-    const results = await Promise.all([child(startAt), child(startAt)]);
+    const pair = [start(), start()];
+    t.after(() => pair.forEach((c) => c.p.kill('SIGKILL')));
+    await Promise.all(pair.map((c) => c.line(0))); // both loaded
+    for (const c of pair) c.p.stdin.write('go\n');
+    const results = await Promise.all(pair.map((c) => c.line(1)));
     assert.deepEqual(results.sort(), ['StateDirLocked', 'won'], `stale lock: ${stale}`);
+    for (const c of pair) c.p.stdin.end();
+    await Promise.all(pair.map((c) => c.exited));
   }
 });
 
