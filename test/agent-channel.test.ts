@@ -4,6 +4,7 @@
 // only from the handshake key.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect as connectTcp } from 'node:net';
 import WebSocket from 'ws';
 import {
   AgentHandshake,
@@ -378,6 +379,28 @@ describe('handshakes in progress are bounded', () => {
       [101, 101, 101],
     );
     assert.equal((await dial('10.0.0.1')).status, 503, 'a fourth from the same address waits');
+    // A refused peer that never closes its side is still cut off: the controller closes the socket
+    // fully, so the peer's later writes fail (no half-open sockets piling up).
+    const raw = connectTcp({ port: bounded.port, host: '127.0.0.1', allowHalfOpen: true });
+    let answer = '';
+    raw.on('data', (d: Buffer) => (answer += d.toString()));
+    raw.on('error', () => {}); // EPIPE / ECONNRESET: what we wait for
+    const rawClosed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+    raw.once('end', () => {
+      const poke = setInterval(() => raw.writable && raw.write('x'), 50);
+      raw.once('close', () => clearInterval(poke));
+    });
+    raw.write(
+      'GET /agent/v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+        'X-Forwarded-For: 10.0.0.1\r\n\r\n',
+    );
+    await Promise.race([
+      rawClosed,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('refused socket left open')), 5_000)),
+    ]);
+    raw.destroy();
+    assert.match(answer, /^HTTP\/1\.1 503 /);
     const b = await Promise.all([dial('10.0.0.2'), dial('10.0.0.2')]);
     assert.deepEqual(
       b.map((d) => d.status),
@@ -415,5 +438,19 @@ describe('handshakes in progress are bounded', () => {
     await waitFor(() => bounded.gateway.isOnline(hostId), 5_000, 'session live');
     assert.equal(bounded.gateway.pendingHandshakes, 0);
     session.ws.close();
+
+    // An enrolling agent has only proved a key it may have just made: it keeps its place until
+    // its connection ends, even after auth.
+    const enrolling = await openSession({
+      controllerUrl: bounded.url,
+      identity: generateSigningIdentity(),
+      pin: bounded.fingerprint,
+      mode: 'enroll',
+      onFrame: () => {},
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(bounded.gateway.pendingHandshakes, 1);
+    enrolling.ws.terminate();
+    await waitFor(() => bounded.gateway.pendingHandshakes === 0, 5_000, 'enrolling socket freed');
   });
 });

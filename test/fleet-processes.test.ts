@@ -134,12 +134,11 @@ test('a cloned state dir (same key, another machine) is refused while the host i
     );
     // Admins see it in the audit trail: which host, and from where.
     await waitFor(
-      async () =>
-        (await ctl.services.audit.list({ limit: 10, actionPrefix: 'host.key_conflict' })).length > 0,
+      async () => (await ctl.services.audit.list({ limit: 10, action: 'host.key_conflict' })).length > 0,
       5_000,
       'key conflict audited',
     );
-    const [conflict] = await ctl.services.audit.list({ limit: 10, actionPrefix: 'host.key_conflict' });
+    const [conflict] = await ctl.services.audit.list({ limit: 10, action: 'host.key_conflict' });
     assert.equal(conflict?.target, `host:${host!.id}`);
     assert.equal(conflict?.detail.peer, '127.0.0.1');
     // The original kept its session: it still answers, and never lost its link.

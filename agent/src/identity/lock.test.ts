@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LOCK_FILE, lockStateDir, StateDirLocked } from './lock.ts';
@@ -109,4 +109,23 @@ test('a lock left by a dead process is taken over', async (t) => {
   release();
   writeFileSync(join(dir, LOCK_FILE), 'garbage');
   (await lockStateDir(dir))();
+});
+
+test('the holder removes what crashed starters left once it is old; release leaves a newer lock alone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const old = new Date(Date.now() - 5 * 60_000);
+  const leftovers = ['agent.pid.00000000000000aa.new', 'agent.00000000000000bb.sock'];
+  for (const name of leftovers) {
+    writeFileSync(join(dir, name), '');
+    utimesSync(join(dir, name), old, old);
+  }
+  writeFileSync(join(dir, 'agent.pid.00000000000000cc.new'), ''); // fresh: another starter's
+  const release = await lockStateDir(dir);
+  for (const name of leftovers) assert.equal(existsSync(join(dir, name)), false, name);
+  assert.equal(existsSync(join(dir, 'agent.pid.00000000000000cc.new')), true);
+  // Someone replaced the lock meanwhile (an operator, a takeover): release must not remove it.
+  writeFileSync(join(dir, LOCK_FILE), '4242 00000000000000dd\n');
+  release();
+  assert.equal(readFileSync(join(dir, LOCK_FILE), 'utf8'), '4242 00000000000000dd\n');
 });

@@ -8,7 +8,15 @@
 // container finds its own pid in the lock it left). Locks without a socket (older agents, or a file
 // system without sockets) fall back to asking whether the pid is a running keel-agent.
 import { randomBytes } from 'node:crypto';
-import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  linkSync,
+  lstatSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 
@@ -106,6 +114,35 @@ function unlinkQuietly(path: string): void {
   }
 }
 
+/** How old a leftover of a crashed starter must be before the lock holder removes it. */
+const LEFTOVER_MS = 60_000;
+
+/**
+ * Removes what crashed starters left (temp lock files, sockets nobody listens on) once they are
+ * old enough that no starter can still be using them.
+ */
+function removeLeftovers(stateDir: string, ownSocket: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(stateDir);
+  } catch {
+    return;
+  }
+  const now = Date.now();
+  for (const name of names) {
+    const leftover =
+      (SOCKET_NAME.test(name) && name !== ownSocket) ||
+      /^agent\.pid\.[0-9a-f]{16}\.(new|stale|release)$/.test(name);
+    if (!leftover) continue;
+    const file = join(stateDir, name);
+    try {
+      if (now - lstatSync(file).mtimeMs > LEFTOVER_MS) unlinkSync(file);
+    } catch {
+      // gone already
+    }
+  }
+}
+
 /**
  * Takes the state directory for this process; resolves with the release function. A lock left by
  * a process that no longer exists (kill -9, power loss, a stopped container) is taken over.
@@ -125,8 +162,23 @@ export async function lockStateDir(
   }
   const content = `${pid} ${nonce}${server ? ` ${socketName}` : ''}\n`;
   const release = () => {
+    // The lock goes first, while our socket still proves us alive: closing the socket first would
+    // let another starter take the lock over, and our unlink could then remove its new lock.
+    const aside = `${path}.${nonce}.release`;
+    try {
+      renameSync(path, aside);
+      if (readText(aside) !== content) {
+        try {
+          linkSync(aside, path); // not ours after all: put it back
+        } catch {
+          // a newer lock exists
+        }
+      }
+      unlinkQuietly(aside);
+    } catch {
+      // no lock left
+    }
     server?.close(); // removes our own socket file
-    if (readText(path) === content) unlinkQuietly(path);
   };
   try {
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -136,6 +188,7 @@ export async function lockStateDir(
       writeFileSync(fresh, content, { mode: 0o600 });
       try {
         linkSync(fresh, path);
+        removeLeftovers(stateDir, socketName);
         return release;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -145,10 +198,13 @@ export async function lockStateDir(
       const text = readText(path);
       if (text === null) continue; // vanished between link and read: try again
       const holder = parseLock(text);
+      // The holder's socket decides; without one (older agents, no socket possible, or a path
+      // too long for us to reach, e.g. the volume mounted deeper here) the pid does.
+      const holderSocket = holder?.socket ? join(stateDir, holder.socket) : null;
       const live = !holder
         ? false
-        : holder.socket
-          ? await socketAnswers(join(stateDir, holder.socket))
+        : holderSocket && Buffer.byteLength(holderSocket) <= MAX_SOCKET_PATH
+          ? await socketAnswers(holderSocket)
           : holder.pid !== pid && agentAlive(holder.pid);
       if (live) throw new StateDirLocked(path, holder!.pid);
       // Stale (or unreadable) lock. Take it over without racing another starter: move it aside

@@ -202,6 +202,10 @@ export class Gateway implements AgentGateway {
       this.#refusedWarnAt = now;
       this.#refusedSince = 0;
     }
+    // The HTTP server allows half-open sockets: destroy once the answer is out (or soon after),
+    // so a peer that never closes its side cannot keep refused sockets around.
+    socket.once('finish', () => socket.destroy());
+    setTimeout(() => socket.destroy(), 1_000).unref();
     socket.end(
       'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n',
     );
@@ -368,7 +372,9 @@ export class Gateway implements AgentGateway {
         this.handshakes++;
         setMaxPayload(ws, this.#opts.maxFrameBytes);
         const agentKey = toB64u(sealed.peerKey);
-        settle(); // authenticated: no longer a pending handshake
+        // A connect-mode agent proved an enrolled key: no longer a pending handshake. An enrolling
+        // one only proved a key it may have just made up, so it keeps its place until it closes.
+        if (handshake.mode !== 'enroll') settle();
         if (handshake.mode === 'enroll') {
           // The handshake timer keeps running until the enroll frame arrives.
           state = 'enroll';

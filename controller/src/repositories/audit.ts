@@ -64,20 +64,26 @@ export function createAuditRepository(db: Db) {
     },
 
     /**
-     * Rows newest first, older than `beforeId` when given, optionally only one target's or one
-     * action family's (`host.` matches every `host.*` action); each with the acting user's name.
+     * Rows newest first, older than `beforeId` when given, optionally only one target's, one
+     * action's, or one action family's (`host.` matches every `host.*` action); each with the
+     * acting user's name.
      */
     async list(query: {
       beforeId?: number;
       limit: number;
       target?: string;
-      actionPrefix?: string;
+      action?: string;
     }): Promise<(AuditRow & { actorName: string | null })[]> {
       const where: SQL[] = [];
       if (query.beforeId !== undefined) where.push(lt(auditLog.id, query.beforeId));
       if (query.target !== undefined) where.push(eq(auditLog.target, query.target));
-      if (query.actionPrefix !== undefined) {
-        where.push(like(auditLog.action, `${query.actionPrefix.replace(/[\\%_]/g, '\\$&')}%`));
+      if (query.action !== undefined) {
+        // `host.` is a family (every host.* action); anything else is one action exactly.
+        where.push(
+          query.action.endsWith('.')
+            ? like(auditLog.action, `${query.action.replace(/[\\%_]/g, '\\$&')}%`)
+            : eq(auditLog.action, query.action),
+        );
       }
       const rows = await db
         .select({ row: auditLog, actorName: users.username })

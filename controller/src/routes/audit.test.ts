@@ -75,8 +75,18 @@ describe('audit', () => {
     const tokens = await page('?action=join_token.');
     assert.ok(tokens.entries.length >= 1);
     assert.ok(tokens.entries.every((e) => e.action.startsWith('join_token.')));
+    // One action exactly (a failed sign-in is `auth.login_failed`, not `auth.login`)...
+    await t.request('/api/v1/auth/login', {
+      method: 'POST',
+      json: { username: 'nobody', password: 'x'.repeat(12) },
+    });
     const logins = await page('?action=auth.login');
+    assert.ok(logins.entries.length >= 2);
     assert.ok(logins.entries.every((e) => e.action === 'auth.login'));
+    // ...or a family.
+    const auth = await page('?action=auth.');
+    assert.ok(auth.entries.some((e) => e.action === 'auth.login_failed'));
+    assert.ok(auth.entries.every((e) => e.action.startsWith('auth.')));
     const one = await page(`?target=${encodeURIComponent(`join_token:${tokenId}`)}`);
     assert.deepEqual(
       one.entries.map((e) => e.action),

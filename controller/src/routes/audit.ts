@@ -39,7 +39,9 @@ const listQuerySchema = z.object({
     .regex(/^[a-z_]+(\.[a-z_]*)*$/, 'an action name or prefix such as host. or auth.login')
     .max(100)
     .optional()
-    .openapi({ description: 'Action prefix: `host.` for every host action, or one action.' }),
+    .openapi({
+      description: 'One action (`auth.login`), or a family ending in a dot (`host.` for every host action).',
+    }),
 });
 
 const listRoute = createRoute({
@@ -105,7 +107,7 @@ export function auditRoutes({ audit }: { audit: AuditService }) {
         beforeId: q.before,
         limit: q.limit,
         target: q.target,
-        actionPrefix: q.action,
+        action: q.action,
       });
       const entries = rows.map((r) => ({
         id: r.id,

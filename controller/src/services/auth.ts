@@ -227,6 +227,9 @@ export function createAuthService(deps: AuthServiceDeps) {
       const t = now();
       const found = await sessions.findLive(sessionIdOf(secret), t);
       if (!found) return null;
+      // The absolute lifetime holds whatever the stored expiry says (sessions made under an
+      // older, longer policy, or between two touches).
+      if (t.getTime() >= found.session.createdAt.getTime() + policy.sessionMaxAgeMs) return null;
       let expiresAt = found.session.expiresAt;
       let renewed = false;
       if (t.getTime() - found.session.lastSeenAt.getTime() >= policy.sessionTouchIntervalMs) {

@@ -29,6 +29,14 @@ test('auditDetail is one line of key=value pairs', () => {
   );
 });
 
+test('auditDetail quotes strings that could pass for more pairs or reorder the line', () => {
+  // A failed sign-in's username is chosen by whoever tried.
+  assert.equal(auditDetail({ username: 'x  reason=ok' }), 'username="x  reason=ok"');
+  assert.equal(auditDetail({ username: 'a\u202egnp.exe' }), 'username="a\\u202egnp.exe"');
+  assert.equal(auditDetail({ username: 'tab\there' }), 'username="tab\\there"');
+  assert.equal(auditDetail({ note: 'plain-text_1' }), 'note=plain-text_1');
+});
+
 test('shortId keeps short ids and cuts uuids', () => {
   assert.equal(shortId('abc'), 'abc');
   assert.equal(shortId(HOST), '0b6f1a8e…');

@@ -34,11 +34,27 @@ export function shortId(id: string): string {
   return id.length > 12 ? `${id.slice(0, 8)}…` : id;
 }
 
-/** The detail object as `key=value` pairs on one line; strings bare, everything else as JSON. */
+/** Whitespace, `=`, quotes, control and bidi-override characters: a bare value could mislead. */
+const NEEDS_QUOTES = /[\s="'\p{Cc}\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
+
+/**
+ * The detail object as `key=value` pairs on one line. Plain strings go bare; a string that could
+ * pass for more pairs or reorder the line (`x  reason=ok`, bidi controls: values such as the
+ * username of a failed sign-in come from anyone) is JSON-quoted, with controls escaped; other
+ * values are JSON.
+ */
 export function auditDetail(detail: Record<string, unknown> | null | undefined): string {
   if (!detail) return '';
   return Object.entries(detail)
     .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .map(([k, v]) => `${k}=${typeof v === 'string' && !NEEDS_QUOTES.test(v) ? v : quote(v)}`)
     .join('  ');
+}
+
+function quote(v: unknown): string {
+  // JSON escapes C0 controls; escape the C1 and bidi ones too so they cannot act on the line.
+  return JSON.stringify(v).replace(
+    /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
