@@ -112,6 +112,8 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
   // Ping goes through the controller to the agent and back.
   await page.click('[data-testid="ping"]');
   await page.getByText(/Pong in [\d.]+ ms/).waitFor();
+  // Its history (admins) shows the audit entry of its enrollment.
+  await page.locator('[data-testid="host-history-row"]').filter({ hasText: 'host.enroll' }).first().waitFor();
   await page.screenshot({ path: join(shots, 'host.png'), fullPage: true });
 
   // The audit trail (admins): the sign-in is there, and the hash chain verifies.
