@@ -43,10 +43,15 @@ export class SealedChannel {
     return this.#closed;
   }
 
-  /** Seals and sends one frame (with a body for stream data). */
-  send(frame: SessionFrame, body?: Uint8Array): void {
+  /**
+   * Seals and sends one frame (with a body for stream or channel data). `written`, when given, is
+   * called once the socket has written it (the send scheduler counts bytes in flight with it).
+   */
+  send(frame: SessionFrame, body?: Uint8Array, written?: (err?: Error) => void): void {
     if (this.#closed) return;
-    this.#socket.send(this.session.sealer.seal(encodeFrame(frame, body)));
+    const sealed = this.session.sealer.seal(encodeFrame(frame, body));
+    if (written) this.#socket.send(sealed, written);
+    else this.#socket.send(sealed);
   }
 
   /** Feeds one received WebSocket message. Bad frames close the socket with a close code. */

@@ -44,7 +44,7 @@ export function decodeFrame(plain: Buffer): DecodeResult<DecodedFrame> {
   const result = sessionFrameSchema.safeParse(parsed.value);
   if (!result.success) return { ok: false, reason: describeIssues(result.error) };
   const body = plain.subarray(4 + headerLength);
-  if (body.length > 0 && result.data.type !== 'stream.data') {
+  if (body.length > 0 && result.data.type !== 'stream.data' && result.data.type !== 'chan.data') {
     return { ok: false, reason: `frame ${result.data.type} carries no body` };
   }
   return { ok: true, value: { frame: result.data, body } };

@@ -38,6 +38,14 @@ export const errorCatalogue = {
   'frame.unexpected': { status: 400, message: 'This frame is not allowed here.' },
   'frame.forged': { status: 400, message: 'The frame failed authentication.' },
   'stream.invalid': { status: 400, message: 'The stream batch is invalid.' },
+  'channel.unknown_kind': { status: 400, message: 'No such channel kind.' },
+  'channel.ticket_invalid': {
+    status: 401,
+    message: 'The channel ticket is unknown, expired or already used.',
+  },
+  'channel.origin': { status: 403, message: 'Channel sockets are only opened from the console origin.' },
+  'channel.limit': { status: 429, message: 'Too many channels are open on this host.' },
+  'channel.refused': { status: 502, message: 'The agent refused to open the channel.' },
   not_found: { status: 404, message: 'Not found.' },
   internal: { status: 500, message: 'Internal error.' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -3,6 +3,13 @@
 // and its plaintext is `u32 BE header length | JSON header | optional binary body`.
 import { z } from 'zod';
 import { hostFactsSchema } from './messages/facts.ts';
+import {
+  channelCloseFrameSchema,
+  channelCreditFrameSchema,
+  channelDataFrameSchema,
+  channelOpenedFrameSchema,
+  channelOpenFrameSchema,
+} from './messages/channels.ts';
 
 /** Protocol versions this build speaks, newest last. */
 export const PROTOCOL_VERSIONS = [1] as const;
@@ -152,6 +159,11 @@ export const sessionFrameSchema = z.discriminatedUnion('type', [
   enrollFrameSchema,
   enrolledFrameSchema,
   errorFrameSchema,
+  channelOpenFrameSchema,
+  channelOpenedFrameSchema,
+  channelDataFrameSchema,
+  channelCreditFrameSchema,
+  channelCloseFrameSchema,
 ]);
 
 export type RequestFrame = z.infer<typeof requestFrameSchema>;
@@ -166,4 +178,4 @@ export type ErrorFrame = z.infer<typeof errorFrameSchema>;
 export type SessionFrame = z.infer<typeof sessionFrameSchema>;
 
 /** Frames that carry a binary body after the header. */
-export type BodyFrame = StreamDataFrame;
+export type BodyFrame = StreamDataFrame | z.infer<typeof channelDataFrameSchema>;
