@@ -11,3 +11,4 @@ export * from './codec.ts';
 export * from './close-codes.ts';
 export * from './handshake.ts';
 export * from './channel.ts';
+export * from './frame-router.ts';

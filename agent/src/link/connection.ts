@@ -11,6 +11,7 @@ import {
   decodeHandshakeFrame,
   encodeHandshakeFrame,
   fatalCloseCodes,
+  FrameRouter,
   HandshakeFailure,
   isErrorCode,
   KeelError,
@@ -210,12 +211,40 @@ export class AgentLink {
   #channel: SealedChannel | null = null;
   #seenRequests = new Set<string>();
   #senders = new Map<string, StreamSender>();
+  /** Called once the current connection got its welcome (set by run() for each connection). */
+  #welcomed: () => void = () => {};
+  /**
+   * Sealed frames from the controller, by `type`, with the session's channel. A frame family
+   * plugs in with one `register` call; a frame with no handler closes the session with `unexpected`.
+   */
+  readonly router = new FrameRouter<SealedChannel>();
   /** Live state for status and tests. */
   connected = false;
   hostId: string | null = null;
 
   constructor(opts: AgentLinkOptions) {
     this.#opts = opts;
+    this.router
+      .register('welcome', (frame, _body, channel) => {
+        this.#onWelcome(channel, frame);
+        this.#welcomed();
+      })
+      .register('req', (frame, _body, channel) => void this.#onRequest(channel, frame))
+      .register('stream.ack', (frame) => this.#onAck(frame.stream, frame.seq))
+      .register('error', (frame) => this.#opts.log.error({ code: frame.error.code }, frame.error.message));
+  }
+
+  #endListeners = new Set<(channel: SealedChannel) => void>();
+
+  /** Calls `listener` with the channel of every session that ends (closed, lost, stopped). */
+  onSessionEnded(listener: (channel: SealedChannel) => void): () => void {
+    this.#endListeners.add(listener);
+    return () => this.#endListeners.delete(listener);
+  }
+
+  /** The current session's channel, when connected (to send frames on it). */
+  get channel(): SealedChannel | null {
+    return this.connected ? this.#channel : null;
   }
 
   /** Connects and stays connected; resolves with the fatal LinkClosed, or null after stop(). */
@@ -316,9 +345,10 @@ export class AgentLink {
   async #connectOnce(onWelcome: () => void): Promise<LinkClosed> {
     let channel: SealedChannel | null = null;
     const pending: [SessionFrame, Buffer][] = [];
+    this.#welcomed = onWelcome;
     const onFrame = (frame: SessionFrame, body: Buffer) => {
       if (!channel) pending.push([frame, body]);
-      else this.#onFrame(channel, frame, onWelcome);
+      else this.#onFrame(channel, frame, body);
     };
     const opened = await openSession({
       controllerUrl: this.#opts.controllerUrl,
@@ -337,7 +367,7 @@ export class AgentLink {
     channel = opened.channel;
     this.#ws = ws;
     this.#channel = channel;
-    for (const [frame] of pending) this.#onFrame(channel, frame, onWelcome);
+    for (const [frame, body] of pending) this.#onFrame(channel, frame, body);
     return new Promise<LinkClosed>((resolve) => {
       const heartbeatMs = this.#opts.heartbeatMs ?? 5_000;
       let alive = true;
@@ -361,28 +391,21 @@ export class AgentLink {
         this.#channel = null;
         for (const s of this.#senders.values()) s.unsubscribe();
         this.#senders.clear();
+        for (const listener of this.#endListeners) {
+          try {
+            listener(channel!);
+          } catch (err) {
+            this.#opts.log.error({ err }, 'a session-end listener failed');
+          }
+        }
         resolve(new LinkClosed(code, reason.toString() || `closed with ${code}`, fatalCloseCodes.has(code)));
       });
     });
   }
 
-  #onFrame(channel: SealedChannel, frame: SessionFrame, onWelcome: () => void): void {
-    switch (frame.type) {
-      case 'welcome':
-        this.#onWelcome(channel, frame);
-        onWelcome();
-        return;
-      case 'req':
-        void this.#onRequest(channel, frame);
-        return;
-      case 'stream.ack':
-        this.#onAck(frame.stream, frame.seq);
-        return;
-      case 'error':
-        this.#opts.log.error({ code: frame.error.code }, frame.error.message);
-        return;
-      default:
-        channel.fail(closeCodes.unexpected, `frame ${frame.type} is not allowed from the controller`);
+  #onFrame(channel: SealedChannel, frame: SessionFrame, body: Buffer): void {
+    if (!this.router.dispatch(frame, body, channel)) {
+      channel.fail(closeCodes.unexpected, `frame ${frame.type} is not allowed from the controller`);
     }
   }
 
