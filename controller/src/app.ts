@@ -27,6 +27,8 @@ import {
   type CookieOptions,
 } from './routes/middleware.ts';
 import { createServices, type Services } from './services/index.ts';
+import { permit } from './routes/permit.ts';
+import { channelRoutes } from './channels/routes.ts';
 
 /** Largest JSON body the API accepts. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -88,6 +90,7 @@ function buildApi(deps: AppDeps, services: Services) {
   const routes = api
     .route('/auth', authRoutes({ auth: services.auth, cookie }))
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
+    .route('/hosts', channelRoutes({ channels: services.channels }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .route('/audit', auditRoutes({ audit: services.audit }))
     .route(
@@ -95,6 +98,7 @@ function buildApi(deps: AppDeps, services: Services) {
       eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }),
     );
 
+  api.get('/openapi.json', permit.public());
   api.doc31('/openapi.json', (c) => ({
     openapi: '3.1.0',
     info: {

@@ -3,7 +3,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { AuditService } from '../services/audit.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse } from './env.ts';
-import { requireRole } from './middleware.ts';
+import { permit } from './permit.ts';
 
 const MAX_PAGE = 200;
 
@@ -50,7 +50,7 @@ const listRoute = createRoute({
   tags: ['audit'],
   summary: 'The audit trail, newest first (admin)',
   security: cookieSecurity,
-  middleware: [requireRole('admin')] as const,
+  middleware: [permit('audit.read')] as const,
   request: { query: listQuerySchema },
   responses: {
     200: {
@@ -77,7 +77,7 @@ const verifyRoute = createRoute({
     'Walks every row in order. A row edited, inserted or deleted in the database breaks the chain ' +
     'at that row; the answer names the first such row.',
   security: cookieSecurity,
-  middleware: [requireRole('admin')] as const,
+  middleware: [permit('audit.read')] as const,
   responses: {
     200: {
       description: 'The verdict.',

@@ -9,6 +9,7 @@ import {
   setSessionCookie,
   type CookieOptions,
 } from './middleware.ts';
+import { permit } from './permit.ts';
 
 const loginBodySchema = z
   .object({
@@ -27,6 +28,7 @@ const sessionBodySchema = z
 const loginRoute = createRoute({
   method: 'post',
   path: '/login',
+  middleware: [permit.public()] as const,
   tags: ['auth'],
   summary: 'Sign in',
   description:
@@ -44,6 +46,7 @@ const loginRoute = createRoute({
 const sessionRoute = createRoute({
   method: 'get',
   path: '/session',
+  middleware: [permit.signedIn()] as const,
   tags: ['auth'],
   summary: 'The current session',
   security: cookieSecurity,
@@ -56,6 +59,7 @@ const sessionRoute = createRoute({
 const logoutRoute = createRoute({
   method: 'post',
   path: '/logout',
+  middleware: [permit.signedIn()] as const,
   tags: ['auth'],
   summary: 'Sign out',
   security: cookieSecurity,

@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Hono } from 'hono';
 import type { AppEnv } from './env.ts';
+import { permit } from './permit.ts';
 
 /** The directory holding swagger-ui-dist's files. */
 export function swaggerUiDir(): string {
@@ -73,18 +74,18 @@ const csp = [
 export function docsRoutes(dir?: string) {
   const cache = new Map<string, Buffer>();
   const app = new Hono<AppEnv>();
-  app.get('/docs', (c) => {
+  app.get('/docs', permit.public(), (c) => {
     c.header('content-security-policy', csp);
     c.header('cache-control', 'no-cache');
     return c.html(page);
   });
-  app.get('/docs/', (c) => c.redirect('/api/v1/docs', 301));
-  app.get('/docs/assets/init.js', (c) => {
+  app.get('/docs/', permit.public(), (c) => c.redirect('/api/v1/docs', 301));
+  app.get('/docs/assets/init.js', permit.public(), (c) => {
     c.header('content-type', 'text/javascript; charset=utf-8');
     c.header('cache-control', 'no-cache');
     return c.body(initScript);
   });
-  app.get('/docs/assets/:file', async (c) => {
+  app.get('/docs/assets/:file', permit.public(), async (c) => {
     const file = c.req.param('file');
     const type = assets[file];
     if (!type) return c.notFound();

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { FleetBus, FleetEvent } from '../bus/index.ts';
 import type { AuthService } from '../services/auth.ts';
 import { authErrors, cookieSecurity, createRouter, sessionOf } from './env.ts';
+import { permit } from './permit.ts';
 
 export interface EventStreamOptions {
   /** A comment line this often keeps proxies from closing an idle stream (and re-checks the session). */
@@ -20,6 +21,7 @@ export const defaultEventStreamOptions: EventStreamOptions = { heartbeatMs: 15_0
 const eventsRoute = createRoute({
   method: 'get',
   path: '/',
+  middleware: [permit('host.view')] as const,
   tags: ['events'],
   summary: 'Fleet changes (Server-Sent Events)',
   description: [

@@ -4,7 +4,7 @@ import { hostFactsSchema } from '@keel/shared';
 import type { HostsService } from '../services/hosts.ts';
 import type { HostEventsReader } from '../services/host-events.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
-import { requireRole } from './middleware.ts';
+import { permit } from './permit.ts';
 
 // The shared schema was built before zod-openapi extended zod, so it has no `.openapi()`; a new
 // object over the same shape does, and validates identically.
@@ -31,6 +31,7 @@ const notFound = errorResponse('No such host (`host.not_found`).');
 const listRoute = createRoute({
   method: 'get',
   path: '/',
+  middleware: [permit('host.view')] as const,
   tags: ['hosts'],
   summary: 'Every enrolled host',
   security: cookieSecurity,
@@ -46,6 +47,7 @@ const listRoute = createRoute({
 const getRoute = createRoute({
   method: 'get',
   path: '/{id}',
+  middleware: [permit('host.view')] as const,
   tags: ['hosts'],
   summary: 'One host',
   security: cookieSecurity,
@@ -71,7 +73,7 @@ const revokeRoute = createRoute({
   summary: 'Revoke a host (admin)',
   description: "The host's key can no longer connect; its live session is closed at once.",
   security: cookieSecurity,
-  middleware: [requireRole('admin')] as const,
+  middleware: [permit('host.manage')] as const,
   request: { params: idParamSchema },
   responses: {
     200: { description: 'The revoked host.', content: { 'application/json': { schema: hostBody } } },
@@ -87,7 +89,7 @@ const pingRoute = createRoute({
   tags: ['hosts'],
   summary: 'Round trip to the agent (operator)',
   security: cookieSecurity,
-  middleware: [requireRole('operator')] as const,
+  middleware: [permit('host.operate')] as const,
   request: { params: idParamSchema },
   responses: {
     200: {
@@ -114,7 +116,7 @@ const refreshFactsRoute = createRoute({
   tags: ['hosts'],
   summary: 'Ask the agent for fresh facts (operator)',
   security: cookieSecurity,
-  middleware: [requireRole('operator')] as const,
+  middleware: [permit('host.operate')] as const,
   request: { params: idParamSchema },
   responses: {
     200: {
@@ -148,6 +150,7 @@ const gapSchema = z
 const eventsRoute = createRoute({
   method: 'get',
   path: '/{id}/events',
+  middleware: [permit('host.view')] as const,
   tags: ['hosts'],
   summary: "A host's event stream",
   description:

@@ -3,7 +3,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { JoinTokensService } from '../services/join-tokens.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
-import { requireRole } from './middleware.ts';
+import { permit } from './permit.ts';
 
 const MAX_TTL_SECONDS = 30 * 24 * 60 * 60;
 
@@ -43,7 +43,7 @@ const createTokenRoute = createRoute({
   summary: 'Create a join token (admin)',
   description: 'Returns the secret and the enroll command once; only a hash of the secret is stored.',
   security: cookieSecurity,
-  middleware: [requireRole('admin')] as const,
+  middleware: [permit('tokens.manage')] as const,
   request: { body: { content: { 'application/json': { schema: createBodySchema } }, required: false } },
   responses: {
     201: {
@@ -55,7 +55,11 @@ const createTokenRoute = createRoute({
               token: joinTokenSchema,
               secret: z.string().openapi({ example: 'kjt_…' }),
               command: z.string().openapi({
-                example: 'keel-agent enroll --controller https://keel.example.com --token kjt_… --pin …',
+                example:
+                  'KEEL_JOIN_TOKEN=kjt_… keel-agent enroll --controller https://keel.example.com --pin … && keel-agent run',
+              }),
+              requirements: z.string().openapi({
+                description: 'What the host needs before the command works (runtime, how to get the agent).',
               }),
             })
             .openapi('CreatedJoinToken'),
@@ -70,6 +74,7 @@ const createTokenRoute = createRoute({
 const listTokensRoute = createRoute({
   method: 'get',
   path: '/',
+  middleware: [permit('tokens.view')] as const,
   tags: ['join tokens'],
   summary: 'Every join token (no secrets)',
   security: cookieSecurity,
@@ -89,7 +94,7 @@ const deleteTokenRoute = createRoute({
   summary: 'Delete a join token (admin)',
   description: 'Hosts already enrolled with it stay enrolled.',
   security: cookieSecurity,
-  middleware: [requireRole('admin')] as const,
+  middleware: [permit('tokens.manage')] as const,
   request: { params: idParamSchema },
   responses: {
     204: { description: 'Deleted.' },

@@ -16,6 +16,7 @@ import { createHostEventsReader } from './host-events.ts';
 import { createHostsService } from './hosts.ts';
 import { createJoinTokensService } from './join-tokens.ts';
 import { createUsersService } from './users.ts';
+import { createChannelsService } from '../channels/service.ts';
 
 export interface ServicesDeps {
   db: Db;
@@ -55,6 +56,7 @@ export function createServices(deps: ServicesDeps) {
       audit,
       now,
     }),
+    channels: createChannelsService({ hosts: createHostRepository(db), gateway: deps.gateway, audit }),
     hostEvents: createHostEventsReader(createStreamRepository(db)),
     joinTokens: createJoinTokensService({
       joinTokens: createJoinTokenRepository(db),

@@ -1,0 +1,298 @@
+// The channel relay: joins a client WebSocket (a browser or an API client, admitted by a ticket)
+// to a channel on the agent session of its host, and carries bytes both ways under the credit
+// window. Memory per channel stays within a window each way: data from the agent is credited back
+// only once the client socket has written it, and a client's socket is paused while the agent has
+// not granted credit for what is already queued. A channel ends on every side when any side goes:
+// the client closes (the agent gets chan.close), the agent closes it or its session ends (the
+// client gets a `close` message and the socket closes), or the controller shuts down.
+import type { Logger } from 'pino';
+import type { RawData, WebSocket } from 'ws';
+import {
+  CHANNEL_WINDOW_BYTES,
+  CHANNEL_WS_CLOSE_AGENT_GONE,
+  CHANNEL_WS_CLOSE_GOING_AWAY,
+  CHANNEL_WS_CLOSE_NORMAL,
+  CHANNEL_WS_CLOSE_PROTOCOL,
+  ChannelInbox,
+  ChannelOutbox,
+  closeReason,
+  MAX_CHANNELS_PER_SESSION,
+  type ChannelClientMessage,
+  type ChannelEnd,
+  type Lane,
+  type OutgoingFrame,
+  type SessionFrame,
+} from '@keel/shared';
+import type { ChannelGrant } from './tickets.ts';
+
+/** What the hub needs of one live agent session; the gateway provides it. */
+export interface AgentChannelLink {
+  readonly hostId: string;
+  /** Channel kinds the agent announced in its handshake (null: it announced nothing). */
+  readonly channelKinds: readonly string[] | null;
+  /** Sends a control frame now (chan.open, chan.credit, chan.close). */
+  sendNow(frame: SessionFrame): void;
+  /** A lane of the session's fair scheduler, for one channel's data. */
+  lane(pull: () => OutgoingFrame | null): Lane;
+}
+
+/** How long an agent gets to answer chan.open. */
+const OPEN_TIMEOUT_MS = 10_000;
+
+interface Relay {
+  id: string;
+  kind: string;
+  session: SessionChannels;
+  ws: WebSocket;
+  outbox: ChannelOutbox;
+  lane: Lane;
+  inbox: ChannelInbox;
+  opened: boolean;
+  ended: boolean;
+  paused: boolean;
+  openTimer: NodeJS.Timeout;
+}
+
+interface SessionChannels {
+  link: AgentChannelLink;
+  relays: Map<string, Relay>;
+}
+
+/** Every live channel of this controller, by agent session. */
+export class ChannelHub {
+  #sessions = new Map<string, SessionChannels>();
+  #log: Logger;
+  #nextId = 0;
+  #closing = false;
+  #maxPerSession: number;
+
+  constructor(opts: { log: Logger; maxPerSession?: number }) {
+    this.#log = opts.log;
+    this.#maxPerSession = opts.maxPerSession ?? MAX_CHANNELS_PER_SESSION;
+  }
+
+  /** Channels open now (for tests and /metrics). */
+  get openCount(): number {
+    let n = 0;
+    for (const s of this.#sessions.values()) n += s.relays.size;
+    return n;
+  }
+
+  /** An agent session became ready: channels to its host go through `link` from now on. */
+  sessionStarted(link: AgentChannelLink): void {
+    const previous = this.#sessions.get(link.hostId);
+    if (previous) this.#endAll(previous, 'agent reconnected', CHANNEL_WS_CLOSE_AGENT_GONE);
+    this.#sessions.set(link.hostId, { link, relays: new Map() });
+  }
+
+  /** An agent session ended: every channel on it ends for its client. */
+  sessionEnded(link: AgentChannelLink, reason = 'agent disconnected'): void {
+    const s = this.#sessions.get(link.hostId);
+    if (!s || s.link !== link) return;
+    this.#sessions.delete(link.hostId);
+    this.#endAll(s, reason, CHANNEL_WS_CLOSE_AGENT_GONE);
+  }
+
+  /** Handles a chan.* frame from an agent session (other frames are not the hub's). */
+  onAgentFrame(link: AgentChannelLink, frame: SessionFrame, body: Buffer): void {
+    const s = this.#sessions.get(link.hostId);
+    if (!s || s.link !== link || !('id' in frame)) return;
+    const relay = s.relays.get(frame.id);
+    // A frame for a channel that already ended on this side (they cross): nothing to do.
+    if (!relay || relay.ended) return;
+    switch (frame.type) {
+      case 'chan.opened':
+        if (relay.opened) return;
+        relay.opened = true;
+        clearTimeout(relay.openTimer);
+        this.#toClient(relay, { type: 'opened', id: relay.id });
+        return;
+      case 'chan.data':
+        if (!relay.inbox.received(body.length)) {
+          this.#end(relay, { reason: 'agent sent beyond its credit', code: 'frame.unexpected' }, 'both');
+          return;
+        }
+        relay.ws.send(body, () => {
+          // Written to the client's socket: only now may the agent send that much more.
+          const credit = relay.inbox.consumed(body.length);
+          if (credit > 0 && !relay.ended)
+            relay.session.link.sendNow({ type: 'chan.credit', id: relay.id, bytes: credit });
+        });
+        return;
+      case 'chan.credit':
+        relay.outbox.grant(frame.bytes);
+        return;
+      case 'chan.close':
+        this.#end(
+          relay,
+          { reason: frame.reason, code: frame.code, exitCode: frame.exitCode },
+          'client',
+          CHANNEL_WS_CLOSE_NORMAL,
+        );
+        return;
+      default:
+        return;
+    }
+  }
+
+  /**
+   * Opens the channel a ticket granted, on a client socket that just connected. The client is
+   * told `opened` when the agent accepted, or `close` with the reason.
+   */
+  open(grant: ChannelGrant, ws: WebSocket): void {
+    const s = this.#sessions.get(grant.hostId);
+    const refuse = (end: ChannelEnd) => {
+      sendText(ws, { type: 'close', ...end });
+      safeClose(ws, CHANNEL_WS_CLOSE_NORMAL, end.reason);
+    };
+    if (this.#closing) return refuse({ reason: 'controller shutting down', code: 'internal' });
+    if (!s) return refuse({ reason: 'the host is offline', code: 'host.offline' });
+    if (s.link.channelKinds && !s.link.channelKinds.includes(grant.kind)) {
+      return refuse({
+        reason: `this agent does not offer ${grant.kind} channels; upgrade it`,
+        code: 'agent.unsupported',
+      });
+    }
+    if (s.relays.size >= this.#maxPerSession) {
+      return refuse({ reason: 'too many channels are open on this host', code: 'channel.limit' });
+    }
+    const id = `c${(this.#nextId++).toString(36)}`;
+    const outbox = new ChannelOutbox(id);
+    const relay: Relay = {
+      id,
+      kind: grant.kind,
+      session: s,
+      ws,
+      outbox,
+      lane: s.link.lane(() => outbox.pull()),
+      inbox: new ChannelInbox(CHANNEL_WINDOW_BYTES),
+      opened: false,
+      ended: false,
+      paused: false,
+      openTimer: setTimeout(() => {
+        if (!relay.opened)
+          this.#end(
+            relay,
+            { reason: 'the agent did not open the channel in time', code: 'request.deadline_exceeded' },
+            'both',
+          );
+      }, OPEN_TIMEOUT_MS),
+    };
+    relay.openTimer.unref();
+    outbox.onReady = () => relay.lane.wake();
+    s.relays.set(id, relay);
+    s.link.sendNow({ type: 'chan.open', id, kind: grant.kind, params: grant.params });
+    this.#log.info(
+      { host: grant.hostId, channel: id, kind: grant.kind, user: grant.userId },
+      'channel opened',
+    );
+
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      if (relay.ended) return;
+      if (!isBinary) {
+        this.#end(
+          relay,
+          { reason: 'channel sockets carry binary messages only', code: 'request.invalid' },
+          'both',
+          CHANNEL_WS_CLOSE_PROTOCOL,
+        );
+        return;
+      }
+      if (!relay.outbox.push(toBytes(data)) && !relay.paused) {
+        // The agent has not taken what is queued: stop reading the client until it does.
+        relay.paused = true;
+        ws.pause();
+        void relay.outbox.writable().then(() => {
+          relay.paused = false;
+          if (!relay.ended) ws.resume();
+        });
+      }
+    });
+    ws.on('close', () => this.#end(relay, { reason: 'client closed the channel' }, 'agent'));
+    ws.on('error', (err) => this.#log.debug({ channel: id, err: err.message }, 'channel socket error'));
+  }
+
+  /** Ends every channel (controller shutting down). */
+  close(): void {
+    this.#closing = true;
+    for (const s of this.#sessions.values()) {
+      for (const relay of [...s.relays.values()]) {
+        this.#end(
+          relay,
+          { reason: 'controller shutting down', code: 'internal' },
+          'both',
+          CHANNEL_WS_CLOSE_GOING_AWAY,
+        );
+      }
+    }
+    this.#sessions.clear();
+  }
+
+  #endAll(s: SessionChannels, reason: string, wsCode: number): void {
+    for (const relay of [...s.relays.values()]) {
+      this.#end(relay, { reason, code: 'request.disconnected' }, 'client', wsCode);
+    }
+  }
+
+  /** Ends a channel once; tells the client, the agent or both. */
+  #end(
+    relay: Relay,
+    end: ChannelEnd,
+    tell: 'client' | 'agent' | 'both',
+    wsCode = CHANNEL_WS_CLOSE_NORMAL,
+  ): void {
+    if (relay.ended) return;
+    relay.ended = true;
+    clearTimeout(relay.openTimer);
+    relay.lane.remove();
+    relay.outbox.clear();
+    relay.session.relays.delete(relay.id);
+    if (tell !== 'client') {
+      relay.session.link.sendNow({
+        type: 'chan.close',
+        id: relay.id,
+        reason: end.reason.slice(0, 500),
+        ...(end.code ? { code: end.code.slice(0, 64) } : {}),
+      });
+    }
+    if (tell !== 'agent') {
+      this.#toClient(relay, { type: 'close', ...end });
+      safeClose(relay.ws, wsCode, end.reason);
+    }
+    this.#log.info(
+      {
+        host: relay.session.link.hostId,
+        channel: relay.id,
+        kind: relay.kind,
+        reason: end.reason,
+        code: end.code,
+        exitCode: end.exitCode,
+      },
+      'channel closed',
+    );
+  }
+
+  #toClient(relay: Relay, message: ChannelClientMessage): void {
+    sendText(relay.ws, message);
+  }
+}
+
+function sendText(ws: WebSocket, message: ChannelClientMessage): void {
+  if (ws.readyState !== ws.OPEN) return;
+  ws.send(JSON.stringify(message));
+}
+
+function safeClose(ws: WebSocket, code: number, reason: string): void {
+  if (ws.readyState === ws.CLOSED || ws.readyState === ws.CLOSING) return;
+  try {
+    ws.close(code, closeReason(reason));
+  } catch {
+    ws.terminate();
+  }
+}
+
+function toBytes(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}

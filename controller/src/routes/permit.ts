@@ -1,0 +1,56 @@
+// The route-level permission declaration: every API route names the permission it needs
+// (`permit('host.view')`), or says it is open to anyone (`permit.public()`) or to any signed-in
+// user (`permit.signedIn()`). A test walks every route of the app and fails on one that declares
+// none, so a new route cannot ship without deciding who may call it.
+import type { MiddlewareHandler } from 'hono';
+import { createMiddleware } from 'hono/factory';
+import { KeelError } from '@keel/shared';
+import { requireAccess, type Permission } from '../services/access.ts';
+import type { AppEnv } from './env.ts';
+
+/** What a route declared: a permission, `public` or `signed-in`. */
+export type RouteAccess = Permission | 'public' | 'signed-in';
+
+const declared = new WeakMap<object, RouteAccess>();
+
+/** The declaration a handler carries, if it is a `permit` middleware. */
+export function declaredAccess(handler: unknown): RouteAccess | undefined {
+  return typeof handler === 'function' ? declared.get(handler) : undefined;
+}
+
+function mark(handler: MiddlewareHandler<AppEnv>, access: RouteAccess): MiddlewareHandler<AppEnv> {
+  declared.set(handler, access);
+  return handler;
+}
+
+/**
+ * Requires the signed-in user to hold `permission` (403 `auth.forbidden`, 401 without a session).
+ * @example createRoute({ ..., middleware: [permit('host.manage')] as const })
+ */
+export function permit(permission: Permission): MiddlewareHandler<AppEnv> {
+  return mark(
+    createMiddleware<AppEnv>(async (c, next) => {
+      const session = c.get('session') as AppEnv['Variables']['session'] | undefined;
+      requireAccess(session?.user, permission);
+      await next();
+    }),
+    permission,
+  );
+}
+
+/** Declares a route open to anyone (sign-in, health, API docs). */
+permit.public = (): MiddlewareHandler<AppEnv> =>
+  mark(
+    createMiddleware<AppEnv>(async (_c, next) => next()),
+    'public',
+  );
+
+/** Declares a route open to any signed-in user, whatever their role (their own session). */
+permit.signedIn = (): MiddlewareHandler<AppEnv> =>
+  mark(
+    createMiddleware<AppEnv>(async (c, next) => {
+      if (!c.get('session')) throw new KeelError('auth.required');
+      await next();
+    }),
+    'signed-in',
+  );
