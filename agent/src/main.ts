@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { KeelError, keyFingerprint } from '@keel/shared';
+import { KeelError, keyFingerprint, logFormat } from '@keel/shared';
 import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
 import { lockStateDir, StateDirLocked } from './identity/lock.ts';
 import { collectFacts, factsChanged } from './facts/index.ts';
@@ -40,7 +40,8 @@ function intEnv(name: string, fallback: number): number {
 }
 
 function makeLog() {
-  return pino({ name: 'keel-agent', level: env('KEEL_AGENT_LOG_LEVEL') ?? 'info' });
+  // The same line format as the controller's (level names, ISO time): shared/src/log-format.ts.
+  return pino({ name: 'keel-agent', level: env('KEEL_AGENT_LOG_LEVEL') ?? 'info', ...logFormat });
 }
 
 /** Runs the CLI and returns the exit code. */

@@ -1,7 +1,11 @@
-// Proves the controller logger writes JSON lines at the configured level and censors secrets.
+// Proves the controller logger writes JSON lines at the configured level (in the format the agent
+// shares), censors secrets, and never logs the parameters of a failed database query.
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
+import { sql } from 'drizzle-orm';
+import { openDatabase } from './db/index.ts';
+import { users } from './db/schema/users.ts';
 import { createLogger } from './log.ts';
 
 function capture() {
@@ -50,4 +54,35 @@ test('secrets are censored at any of the first three levels', () => {
   }
   assert.ok(text.includes('"host":"ok"'));
   assert.ok(text.includes('"name":"ann"'));
+});
+
+test('a failing insert is logged without its query parameters (a secret it carried stays out)', async () => {
+  const { lines, stream } = capture();
+  const log = createLogger({ logLevel: 'info' }, stream);
+  const database = await openDatabase({ dataDir: '.', inMemory: true });
+  try {
+    const secret = 'argon2-hash-that-must-not-leak-7f3a';
+    await database.db.insert(users).values({ username: 'ann', passwordHash: 'first', role: 'viewer' });
+    // A unique violation (the username) with a secret among the parameters...
+    const dup = await database.db
+      .insert(users)
+      .values({ username: 'ann', passwordHash: secret, role: 'viewer' })
+      .catch((err: unknown) => err);
+    // ...and a value PostgreSQL quotes in its own message.
+    const bad = await database.db
+      .execute(sql`select ${`not-a-uuid-${secret}`}::uuid`)
+      .catch((err: unknown) => err);
+    assert.ok(dup instanceof Error && bad instanceof Error);
+    log.error({ err: dup }, 'insert failed');
+    log.error({ err: bad }, 'select failed');
+    log.error({ error: dup }, 'under another key');
+    const text = JSON.stringify(lines);
+    assert.ok(!text.includes(secret), 'the secret reached the log');
+    assert.equal(lines.length, 3);
+    // What helps an operator stays: the SQL text and PostgreSQL's reason.
+    assert.match(text, /insert into \\"users\\"/);
+    assert.match(text, /duplicate key value violates unique constraint/);
+  } finally {
+    await database.close();
+  }
 });

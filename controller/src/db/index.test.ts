@@ -1,14 +1,27 @@
 // Proves openDatabase on every test driver: the committed migrations apply (with chunk data kept
 // out of PostgreSQL's own compression), reopening re-applies nothing and keeps the data, replicas
 // opening at once do not race, and PGlite's single connection serializes concurrent transactions.
+// The embedded driver is durable (fsync on, and every commit reaches fsync(2)), refuses a second
+// process on its directory, and tightens the modes of a data dir that was open to other users.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { count, eq, sql } from 'drizzle-orm';
 import type { Db, OpenDatabase } from './index.ts';
-import { migrationsFolder } from './index.ts';
+import { migrationsFolder, openDatabase } from './index.ts';
+import { DatabaseInUse } from './lock.ts';
 import { joinTokens } from './schema/join-tokens.ts';
 import { testDatabaseTargets, type TestDatabase } from './test-databases.ts';
 
@@ -100,6 +113,33 @@ for (const target of testDatabaseTargets()) {
     }
 
     if (target.driver === 'pglite') {
+      test('durable: fsync on, WAL synced with fsync, and each commit reaches fsync(2)', async () => {
+        const [fsync] = await rows<{ fsync: string }>(handle.db, sql`show fsync`);
+        assert.equal(fsync?.fsync, 'on');
+        const [method] = await rows<{ wal_sync_method: string }>(handle.db, sql`show wal_sync_method`);
+        assert.equal(method?.wal_sync_method, 'fsync');
+        const before = handle.fsyncs!();
+        for (let i = 0; i < 3; i++) {
+          await handle.db
+            .insert(joinTokens)
+            .values({ secretHash: `durable-${i}`, expiresAt: new Date(), usesLeft: 1 });
+        }
+        assert.ok(
+          handle.fsyncs!() - before >= 3,
+          `fsync(2) calls for 3 commits: ${handle.fsyncs!() - before}`,
+        );
+      });
+
+      test('a second open of the same directory is refused while the first holds it', async () => {
+        await assert.rejects(testDb.open(), (err: unknown) => {
+          assert.ok(err instanceof DatabaseInUse);
+          assert.match(err.message, /in use by another keel-controller process \(pid \d+\)/);
+          return true;
+        });
+        // The holder still works.
+        await handle.db.select().from(joinTokens).limit(1);
+      });
+
       test('concurrent transactions on the single connection run one at a time', async () => {
         const db = handle.db;
         const [token] = await db
@@ -158,3 +198,31 @@ for (const target of testDatabaseTargets()) {
     }
   });
 }
+
+test('an existing data dir open to other users is tightened at open (PGlite)', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'keel-modes-'));
+  try {
+    chmodSync(dir, 0o755);
+    writeFileSync(path.join(dir, 'notes.txt'), 'x', { mode: 0o666 });
+    chmodSync(path.join(dir, 'notes.txt'), 0o666);
+    mkdirSync(path.join(dir, 'db'), { mode: 0o777 });
+    chmodSync(path.join(dir, 'db'), 0o777);
+    const handle = await openDatabase({ dataDir: dir });
+    try {
+      const open: string[] = [];
+      const walk = (p: string) => {
+        const st = statSync(p);
+        if (st.mode & 0o077) open.push(`${p} ${(st.mode & 0o777).toString(8)}`);
+        if (st.isDirectory()) for (const name of readdirSync(p)) walk(path.join(p, name));
+      };
+      walk(dir);
+      assert.deepEqual(open, []);
+      assert.equal(statSync(dir).mode & 0o777, 0o700);
+      assert.equal(statSync(path.join(dir, 'notes.txt')).mode & 0o777, 0o600);
+    } finally {
+      await handle.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

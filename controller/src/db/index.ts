@@ -12,6 +12,9 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { sql } from 'drizzle-orm';
+import { secureDataDir } from '../config/data-dir.ts';
+import { lockDatabaseDir } from './lock.ts';
+import { DurableNodeFS, durableStartParams } from './pglite-durable.ts';
 import * as schema from './schema/index.ts';
 
 export { schema };
@@ -29,11 +32,16 @@ export type DriverName = 'pglite' | 'postgres';
 export interface OpenDatabase {
   db: Db;
   driver: DriverName;
+  /** fsync(2) calls the embedded database has made so far (PGlite on disk only; tests read it). */
+  fsyncs?: () => number;
   close(): Promise<void>;
 }
 
 export interface OpenDatabaseOptions {
-  /** PostgreSQL URL; when unset the embedded PGlite database in `<dataDir>/db` is used. */
+  /**
+   * PostgreSQL URL; when unset the embedded PGlite database in `<dataDir>/db` is used (durable:
+   * fsync on; one process at a time, else DatabaseInUse from ./lock.ts).
+   */
   url?: string | undefined;
   /** The controller's data directory (absolute or relative to the working directory). */
   dataDir: string;
@@ -66,26 +74,45 @@ const MIGRATION_LOCK_KEY = 0x6b65656c; // "keel"
 export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDatabase> {
   const folder = options.migrationsFolder ?? migrationsFolder;
   if (options.url) return openPostgres(options.url, folder, options.maxConnections ?? 10);
-  return openPglite(options.inMemory ? undefined : path.resolve(options.dataDir, 'db'), folder);
+  if (options.inMemory) return openPglite(undefined, folder);
+  return openPglite(path.resolve(options.dataDir), folder);
 }
 
-async function openPglite(dir: string | undefined, folder: string): Promise<OpenDatabase> {
-  if (dir) mkdirSync(dir, { recursive: true });
-  // PGlite is a single connection. It serializes on its own: `transaction()` holds an exclusive
-  // lock until COMMIT/ROLLBACK and every query outside waits for it (see db/index.test.ts).
-  const client = await PGlite.create(dir === undefined ? {} : { dataDir: dir });
+async function openPglite(dataDir: string | undefined, folder: string): Promise<OpenDatabase> {
+  const dir = dataDir === undefined ? undefined : path.join(dataDir, 'db');
+  if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  if (dir !== undefined) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // One process per directory (see lock.ts): a second one would lose or corrupt writes.
+  const unlock = dir === undefined ? async () => {} : await lockDatabaseDir(dir);
+  let client: PGlite;
+  let fs: DurableNodeFS | undefined;
+  try {
+    // Durable: fsync on, and an fsync that reaches the disk (see pglite-durable.ts). PGlite is a
+    // single connection. It serializes on its own: `transaction()` holds an exclusive lock until
+    // COMMIT/ROLLBACK and every query outside waits for it (see db/index.test.ts).
+    fs = dir === undefined ? undefined : new DurableNodeFS(dir);
+    client = await PGlite.create(fs ? { fs, startParams: durableStartParams } : {});
+    // PGlite makes its files with the process umask; nothing in the data dir is for other users.
+    if (dataDir !== undefined) secureDataDir(dataDir);
+  } catch (err) {
+    await unlock();
+    throw err;
+  }
   const db = drizzlePglite({ client, schema });
   try {
     await migratePglite(db, { migrationsFolder: folder });
   } catch (err) {
     await client.close();
+    await unlock();
     throw err;
   }
   return {
     db: db as unknown as Db,
     driver: 'pglite',
+    fsyncs: () => fs?.fsyncs ?? 0,
     close: async () => {
       if (!client.closed) await client.close();
+      await unlock();
     },
   };
 }

@@ -104,6 +104,25 @@ describe('audit', () => {
     }
   });
 
+  test('a numeric query value that is not a number says so and quotes it (not "received NaN")', async () => {
+    const cases: [string, RegExp][] = [
+      ['?before=abc', /^query\.before: must be a number \(got "abc"\)$/],
+      ['?limit=1.5', /^query\.limit: must be a whole number \(got "1\.5"\)$/],
+      [
+        '?limit=x&before=y',
+        /query\.before: must be a number \(got "y"\); query\.limit: must be a number|query\.limit: must be a number \(got "x"\); query\.before/,
+      ],
+    ];
+    for (const [q, message] of cases) {
+      const res = await t.request(`/api/v1/audit${q}`, { as: admin });
+      assert.equal(res.status, 400, q);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'request.invalid');
+      assert.match(body.error.message, message);
+      assert.doesNotMatch(body.error.message, /NaN/);
+    }
+  });
+
   test('operators and anonymous callers are refused', async () => {
     assert.equal((await t.request('/api/v1/audit', { as: operator })).status, 403);
     assert.equal((await t.request('/api/v1/audit/verify', { as: operator })).status, 403);

@@ -130,6 +130,21 @@ describe('POST /api/v1/auth/login', () => {
     assert.equal(((await notJson.json()) as { error: { code: string } }).error.code, 'request.invalid');
   });
 
+  test('a body that is not JSON is 415 request.unsupported_media_type', async () => {
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'text/plain;charset=UTF-8']) {
+      const res = await t.request('/api/v1/auth/login', {
+        method: 'POST',
+        headers: { 'content-type': type },
+        body: JSON.stringify({ username: 'x', password: 'y' }),
+      });
+      assert.equal(res.status, 415, type);
+      assert.equal(
+        ((await res.json()) as { error: { code: string } }).error.code,
+        'request.unsupported_media_type',
+      );
+    }
+  });
+
   test('a cross-origin login is refused', async () => {
     await t.createUser('erin', 'viewer');
     const res = await t.request('/api/v1/auth/login', {

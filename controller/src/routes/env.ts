@@ -15,16 +15,39 @@ export interface AppEnv {
   };
 }
 
-/** Turns zod issues into one readable sentence: `body.username: Too small: expected ...`. */
-export function describeIssues(
-  issues: readonly { path: readonly PropertyKey[]; message: string }[],
-  where: string,
-) {
+/** The zod issue fields describeIssues reads. */
+interface Issue {
+  path: readonly PropertyKey[];
+  message: string;
+  code?: string;
+  expected?: string;
+  received?: string;
+}
+
+/**
+ * Says what a query or path value must be in words a caller can act on: z.coerce turns "abc" into
+ * NaN and zod then reports "expected number, received NaN", which names neither the rule nor the
+ * value that broke it.
+ */
+function plainMessage(issue: Issue): string {
+  if (issue.code === 'invalid_type' && issue.expected === 'int') return 'must be a whole number';
+  if (issue.code === 'invalid_type' && issue.expected === 'number') return 'must be a number';
+  return issue.message;
+}
+
+/**
+ * Turns zod issues into one readable sentence: `body.username: Too small: expected ...`. With the
+ * raw `input` (query or path parameters), a rejected value is quoted: `query.after: must be a
+ * number (got "abc")`.
+ */
+export function describeIssues(issues: readonly Issue[], where: string, input?: Record<string, unknown>) {
   return issues
     .slice(0, 5)
     .map((i) => {
       const path = i.path.map(String).join('.');
-      return `${where}${path ? `.${path}` : ''}: ${i.message}`;
+      const raw = i.path.length === 1 && input ? input[String(i.path[0])] : undefined;
+      const got = typeof raw === 'string' && raw.length <= 40 ? ` (got ${JSON.stringify(raw)})` : '';
+      return `${where}${path ? `.${path}` : ''}: ${plainMessage(i)}${got}`;
     })
     .join('; ');
 }
@@ -32,10 +55,13 @@ export function describeIssues(
 /** A router whose validation failures become 400 `request.invalid` with a human message. */
 export function createRouter() {
   return new OpenAPIHono<AppEnv>({
-    defaultHook: (result) => {
+    defaultHook: (result, c) => {
       if (!result.success) {
         const where = result.target === 'json' ? 'body' : result.target;
-        throw new KeelError('request.invalid', describeIssues(result.error.issues, where));
+        // Query and path values are short text the caller typed; bodies are not quoted back.
+        const input =
+          result.target === 'query' ? c.req.query() : result.target === 'param' ? c.req.param() : undefined;
+        throw new KeelError('request.invalid', describeIssues(result.error.issues, where, input));
       }
     },
   });

@@ -21,6 +21,7 @@ export function errorHandler(log: Logger): ErrorHandler {
       const status = err.status;
       if (status === 404) return sendError(c, 'not_found');
       if (status === 413) return sendError(c, 'request.too_large');
+      if (status === 415) return sendError(c, 'request.unsupported_media_type');
       if (status >= 400 && status < 500) return sendError(c, 'request.invalid', err.message || undefined);
     }
     log.error({ err, method: c.req.method, path: c.req.path }, 'unhandled error');
