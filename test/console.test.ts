@@ -81,7 +81,7 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
   const command = ((await commandBox.textContent()) ?? '').trim();
   assert.match(
     command,
-    /^keel-agent enroll --controller \S+ --token kjt_\S+ --pin sha256:\S+ && keel-agent run$/,
+    /^KEEL_JOIN_TOKEN=kjt_\S+ keel-agent enroll --controller \S+ --pin sha256:\S+ && keel-agent run$/,
   );
   await page.screenshot({ path: join(shots, 'add-host.png') });
 
@@ -90,7 +90,8 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
   const arg = (flag: string) => words[words.indexOf(flag) + 1]!;
   const stateDir = tempDir('keel-agent-');
   dirs.push(stateDir);
-  const r = await enrollAgent(stateDir, arg('--controller'), arg('--token'), arg('--pin'), 'second-host');
+  const token = words[0]!.slice('KEEL_JOIN_TOKEN='.length);
+  const r = await enrollAgent(stateDir, arg('--controller'), token, arg('--pin'), 'second-host');
   assert.equal(r.code, 0, r.output);
   procs.push(runAgent(stateDir));
   await page.keyboard.press('Escape');

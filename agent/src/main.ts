@@ -1,26 +1,19 @@
 // keel-agent: `enroll` redeems a join token with the controller (pinning its key), `run` keeps the
 // host connected, answers requests and ships the host event stream. Exit codes: 0 clean stop,
-// 1 usage or local error, 2 the controller refused this agent (revoked, unknown, pin mismatch).
-import { parseArgs } from 'node:util';
+// 1 local error, 2 the controller refused this agent (revoked, unknown, pin mismatch) — or, from
+// cli.ts, which reads the command line, a usage mistake.
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { KeelError, keyFingerprint, logFormat } from '@keel/shared';
+import { KeelError, logFormat } from '@keel/shared';
 import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
 import { lockStateDir, StateDirLocked } from './identity/lock.ts';
 import { collectFacts, factsChanged } from './facts/index.ts';
 import { AgentLink, LinkClosed, redeemJoinToken } from './link/connection.ts';
 import { Spool } from './link/spool.ts';
 import { AGENT_VERSION } from './version.ts';
-
-const USAGE = `Usage:
-  keel-agent enroll --controller URL --token TOKEN --pin sha256:FINGERPRINT [--name NAME] [--state-dir DIR]
-  keel-agent run [--state-dir DIR]
-  keel-agent identity [--state-dir DIR]     print this agent's public key and fingerprint
-  keel-agent version
-
-Environment: KEEL_AGENT_STATE_DIR (default /var/lib/keel-agent), KEEL_AGENT_LOG_LEVEL (info),
-KEEL_AGENT_SPOOL_BYTES (67108864), KEEL_AGENT_HEARTBEAT_MS (5000), KEEL_AGENT_TICK_MS (off).`;
+import { AgentChannelHub } from './channels/hub.ts';
+import { diagnosticsCapability } from './diagnostics/index.ts';
 
 /** Exit codes of keel-agent. */
 export const exitCodes = { ok: 0, error: 1, refused: 2 } as const;
@@ -44,55 +37,6 @@ function makeLog() {
   return pino({ name: 'keel-agent', level: env('KEEL_AGENT_LOG_LEVEL') ?? 'info', ...logFormat });
 }
 
-/** Runs the CLI and returns the exit code. */
-export async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      controller: { type: 'string' },
-      token: { type: 'string' },
-      pin: { type: 'string' },
-      name: { type: 'string' },
-      'state-dir': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  });
-  if (values.help || !command || command === 'help') {
-    console.log(USAGE);
-    return command ? exitCodes.ok : exitCodes.error;
-  }
-  const stateDir = values['state-dir'] ?? env('KEEL_AGENT_STATE_DIR') ?? '/var/lib/keel-agent';
-  switch (command) {
-    case 'version':
-      console.log(AGENT_VERSION);
-      return exitCodes.ok;
-    case 'identity': {
-      const id = await loadOrCreateIdentity(stateDir);
-      console.log(`public key: ${id.publicKeyB64}\nfingerprint: ${keyFingerprint(id.publicKey)}`);
-      return exitCodes.ok;
-    }
-    case 'enroll':
-      if (!values.controller || !values.token || !values.pin) {
-        console.error('enroll needs --controller, --token and --pin\n\n' + USAGE);
-        return exitCodes.error;
-      }
-      return enroll({
-        controllerUrl: values.controller,
-        token: values.token,
-        pin: values.pin,
-        name: values.name,
-        stateDir,
-      });
-    case 'run':
-      return run(stateDir);
-    default:
-      console.error(`unknown command "${command}"\n\n${USAGE}`);
-      return exitCodes.error;
-  }
-}
-
 /** Redeems a join token: handshake in enroll mode, pin checked before the token is sent. */
 export async function enroll(opts: {
   controllerUrl: string;
@@ -100,6 +44,8 @@ export async function enroll(opts: {
   pin: string;
   name?: string;
   stateDir: string;
+  /** The command that starts this agent afterwards, shown on success. Default `keel-agent run`. */
+  runCommand?: string;
 }): Promise<number> {
   const log = makeLog();
   const identity = await loadOrCreateIdentity(opts.stateDir);
@@ -120,7 +66,7 @@ export async function enroll(opts: {
       enrolledAt: new Date().toISOString(),
     });
     log.info({ host: hostId }, 'enrolled');
-    console.log(`Enrolled as host ${hostId}. Start the agent with: keel-agent run`);
+    console.log(`Enrolled as host ${hostId}. Start the agent with: ${opts.runCommand ?? 'keel-agent run'}`);
     return exitCodes.ok;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
@@ -184,6 +130,8 @@ export async function run(stateDir: string): Promise<number> {
     onLinkEvent: ({ kind, ...rest }) => emit(kind, rest),
     heartbeatMs: intEnv('KEEL_AGENT_HEARTBEAT_MS', 5_000),
   });
+  // Live channels, of the kinds the capabilities serve (today: diagnostics' echo).
+  new AgentChannelHub({ kinds: { ...diagnosticsCapability().channels }, log }).attach(link);
   emit('agent.started', { version: AGENT_VERSION, pid: process.pid });
   const timers: NodeJS.Timeout[] = [];
   // Facts that change on their own (disks filling, a kernel upgrade before reboot, hostname) are

@@ -13,13 +13,28 @@ export function agentLauncher(): string {
   return fileURLToPath(new URL('../../agent/bin/keel-agent.mjs', import.meta.url));
 }
 
-function runAgent(args: string[], stateDir: string, log: Logger): ChildProcess {
+/**
+ * Starts `keel-agent <args> --state-dir <stateDir>`; `stdin`, when given, is written to the agent's
+ * standard input (how the join token travels: never on a command line, where every local user
+ * could read it in /proc/<pid>/cmdline, nor in the environment).
+ */
+function runAgent(args: string[], stateDir: string, log: Logger, stdin?: string): ChildProcess {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    KEEL_AGENT_LOG_LEVEL: process.env.KEEL_AGENT_LOG_LEVEL ?? 'warn',
+    KEEL_JOIN_TOKEN: undefined,
+  };
   const child = spawn(process.execPath, [agentLauncher(), ...args, '--state-dir', stateDir], {
     // The agent's own banner ("Enrolled as host …") is for people running it by hand.
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, KEEL_AGENT_LOG_LEVEL: process.env.KEEL_AGENT_LOG_LEVEL ?? 'warn' },
+    stdio: [stdin === undefined ? 'ignore' : 'pipe', 'ignore', 'inherit'],
+    env,
   });
   child.on('error', (err) => log.error({ err }, 'local agent failed to start'));
+  if (stdin !== undefined) {
+    // An agent that exits before reading gives EPIPE here; its exit code tells what happened.
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(stdin);
+  }
   return child;
 }
 
@@ -47,9 +62,10 @@ export async function startLocalAgent(opts: {
     );
     const code = await exited(
       runAgent(
-        ['enroll', '--controller', opts.controllerUrl, '--token', secret, '--pin', opts.fingerprint],
+        ['enroll', '--controller', opts.controllerUrl, '--token-file', '-', '--pin', opts.fingerprint],
         stateDir,
         log,
+        secret,
       ),
     );
     if (code !== 0) throw new Error(`the local agent could not enroll (exit ${code})`);

@@ -127,19 +127,10 @@ export async function enrollAgent(
   pin: string,
   name?: string,
 ): Promise<{ code: number | null; output: string }> {
-  const args = [
-    'enroll',
-    '--controller',
-    controllerUrl,
-    '--token',
-    token,
-    '--pin',
-    pin,
-    '--state-dir',
-    stateDir,
-  ];
+  // The token goes in the environment, as the command the controller hands out does it.
+  const args = ['enroll', '--controller', controllerUrl, '--pin', pin, '--state-dir', stateDir];
   if (name) args.push('--name', name);
-  const p = spawnNode(agentBin, args, { KEEL_AGENT_LOG_LEVEL: 'warn' });
+  const p = spawnNode(agentBin, args, { KEEL_AGENT_LOG_LEVEL: 'warn', KEEL_JOIN_TOKEN: token });
   const code = await p.exited;
   return { code, output: p.output() };
 }
@@ -212,10 +203,11 @@ export async function enrollThroughApi(api: ApiClient, stateDir: string, name?: 
   if (created.status !== 201)
     throw new Error(`join token: ${created.status} ${JSON.stringify(created.body)}`);
   const words = created.body.command.trim().split(/\s+/);
-  if (words[0] !== 'keel-agent' || words[1] !== 'enroll')
+  const token = /^KEEL_JOIN_TOKEN=(\S+)$/.exec(words[0] ?? '')?.[1];
+  if (!token || words[1] !== 'keel-agent' || words[2] !== 'enroll')
     throw new Error(`unexpected command: ${created.body.command}`);
   const arg = (flag: string) => words[words.indexOf(flag) + 1]!;
-  const r = await enrollAgent(stateDir, arg('--controller'), arg('--token'), arg('--pin'), name);
+  const r = await enrollAgent(stateDir, arg('--controller'), token, arg('--pin'), name);
   if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
 }
 

@@ -39,6 +39,7 @@ describe('join tokens', () => {
       token: { id: string; note: string; usesLeft: number; expiresAt: string; createdAt: string };
       secret: string;
       command: string;
+      requirements: string;
     };
     assert.equal(body.token.note, 'rack 3');
     assert.equal(body.token.usesLeft, 2);
@@ -46,8 +47,10 @@ describe('join tokens', () => {
     assert.equal(ttl, 600_000);
     assert.equal(
       body.command,
-      `keel-agent enroll --controller https://keel.example.com --token ${body.secret} --pin ${TEST_FINGERPRINT} && keel-agent run`,
+      `KEEL_JOIN_TOKEN=${body.secret} keel-agent enroll --controller https://keel.example.com --pin ${TEST_FINGERPRINT} && keel-agent run`,
     );
+    assert.match(body.requirements, /Node\.js 20\.19/);
+    assert.match(body.requirements, /keel-agent/);
 
     // Stored hashed: the secret is nowhere in the database, its hash is.
     const tokens = await dump('join_tokens');

@@ -35,17 +35,31 @@ export function shellWord(word: string): string {
 }
 
 /**
- * The command an operator pastes on the new host.
+ * The command an operator pastes on the new host. The token goes in the environment of the
+ * enroll process, not on its command line, where every local user could read it in
+ * /proc/<pid>/cmdline (`--token-file FILE` and `--token-file -` for stdin work too).
  * @example enrollCommand('https://keel.example.com', 'kjt_...', 'SHA256:...')
- *   // keel-agent enroll --controller https://keel.example.com --token kjt_... --pin SHA256:...
+ *   // KEEL_JOIN_TOKEN=kjt_... keel-agent enroll --controller https://keel.example.com --pin SHA256:... && keel-agent run
  */
 export function enrollCommand(publicUrl: string, secret: string, fingerprint: string): string {
   // Enroll (pins the controller key, redeems the token), then keep the host connected.
-  const enroll = ['keel-agent', 'enroll', '--controller', publicUrl, '--token', secret, '--pin', fingerprint]
-    .map(shellWord)
-    .join(' ');
+  const enroll = [
+    `KEEL_JOIN_TOKEN=${shellWord(secret)}`,
+    ...['keel-agent', 'enroll', '--controller', publicUrl, '--pin', fingerprint].map(shellWord),
+  ].join(' ');
   return `${enroll} && keel-agent run`;
 }
+
+/**
+ * What the new host needs before the enroll command works, shown beside it. There is no
+ * installer yet, so this names the runtime and how to put the agent on the PATH.
+ */
+export const AGENT_REQUIREMENTS =
+  'The host needs Node.js 20.19 or newer and the keel-agent program (Keel has no installer yet). ' +
+  'To get the agent there: copy or clone the Keel repository to the host, run `npm ci` in it, then ' +
+  '`ln -s "$PWD/agent/bin/keel-agent.mjs" /usr/local/bin/keel-agent`. Then run the command as root ' +
+  '(the agent keeps its key in /var/lib/keel-agent; add --state-dir DIR to both commands to use ' +
+  'another directory).';
 
 export interface JoinTokensServiceDeps {
   joinTokens: JoinTokenRepository;
@@ -61,11 +75,14 @@ export interface JoinTokensServiceDeps {
 export function createJoinTokensService(deps: JoinTokensServiceDeps) {
   const { joinTokens, audit } = deps;
   return {
-    /** Creates a token; the result's `secret` and `command` are shown once and never stored. */
+    /**
+     * Creates a token; the result's `secret` and `command` are shown once and never stored, with
+     * `requirements`: what the host needs for the command to work.
+     */
     async create(
       input: { ttlSeconds?: number; uses?: number; note?: string | null },
       actor: Actor,
-    ): Promise<{ token: JoinTokenView; secret: string; command: string }> {
+    ): Promise<{ token: JoinTokenView; secret: string; command: string; requirements: string }> {
       const ttlSeconds = input.ttlSeconds ?? deps.defaultTtlSeconds;
       const uses = input.uses ?? 1;
       const { token, secret } = await joinTokens.create({
@@ -86,6 +103,7 @@ export function createJoinTokensService(deps: JoinTokensServiceDeps) {
         token: toJoinTokenView(token),
         secret,
         command: enrollCommand(deps.publicUrl, secret, deps.controllerFingerprint),
+        requirements: AGENT_REQUIREMENTS,
       };
     },
 

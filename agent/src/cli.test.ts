@@ -1,0 +1,112 @@
+// Proves the keel-agent command line as a user meets it (the real launcher in a child process):
+// --help, help and `<command> --help` print usage and exit 0; an unknown command or flag, a
+// missing value or a missing/doubled join token gives one clear line and exit 2.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const launcher = fileURLToPath(new URL('../bin/keel-agent.mjs', import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function agent(args: string[], opts: { env?: Record<string, string>; stdin?: string } = {}): Promise<Run> {
+  // Only the token a case gives: one in this process's environment must not leak into the cases.
+  const env: NodeJS.ProcessEnv = { ...process.env, KEEL_JOIN_TOKEN: undefined };
+  Object.assign(env, { KEEL_AGENT_LOG_LEVEL: 'silent' }, opts.env);
+  const child = spawn(process.execPath, [launcher, ...args], { env, stdio: 'pipe' });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdin.end(opts.stdin ?? '');
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+test(
+  '--help, -h, help and <command> --help print the usage text and exit 0',
+  { timeout: 60_000 },
+  async () => {
+    const forms = [['--help'], ['-h'], ['help'], ['help', 'enroll'], ['run', '--help'], ['enroll', '-h']];
+    const runs = await Promise.all(forms.map((args) => agent(args)));
+    runs.forEach((r, i) => {
+      const form = forms[i]!.join(' ');
+      assert.equal(r.code, 0, `${form}: ${r.stderr}`);
+      assert.match(r.stdout, /^Usage:/, form);
+      assert.match(r.stdout, /keel-agent enroll .*--pin/, form);
+      assert.match(r.stdout, /--token-file/, form);
+      assert.match(r.stdout, /KEEL_JOIN_TOKEN/, form);
+      assert.match(r.stdout, /Node\.js >= 20\.19/, form);
+    });
+  },
+);
+
+test('usage mistakes give one line naming the mistake and exit 2', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-cli-'));
+  try {
+    const empty = join(dir, 'empty-token');
+    writeFileSync(empty, '\n');
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, 'kjt_x\n');
+    const enroll = ['enroll', '--controller', 'http://127.0.0.1:9', '--pin', 'sha256:x', '--state-dir', dir];
+    const cases: [string[], RegExp][] = [
+      [['--bogus'], /unknown option --bogus/],
+      [['frobnicate'], /unknown command "frobnicate"/],
+      [['run', '--bogus'], /unknown option --bogus for "run"/],
+      [['run', '--state-dir'], /option --state-dir needs a value/],
+      [['version', 'extra'], /unexpected argument "extra"/],
+      [['help', 'frobnicate'], /unknown command "frobnicate"/],
+      [['enroll', '--pin', 'sha256:x'], /needs --controller/],
+      [enroll, /needs a join token: set KEEL_JOIN_TOKEN or give --token-file/],
+      [[...enroll, '--token', 'kjt_x', '--token-file', tokenFile], /--token-file or --token, not both/],
+      [[...enroll, '--token-file', empty], /join token from .* is empty/],
+    ];
+    const runs = await Promise.all(cases.map(([args]) => agent(args)));
+    runs.forEach((r, i) => {
+      const [args, message] = cases[i]!;
+      const form = args.join(' ');
+      assert.equal(r.code, 2, `${form}: exit ${r.code}, ${r.stderr}`);
+      assert.equal(r.stdout, '', form);
+      const lines = r.stderr.trimEnd().split('\n');
+      assert.equal(lines.length, 1, `${form}: ${r.stderr}`);
+      assert.match(lines[0]!, /^keel-agent: /, form);
+      assert.match(lines[0]!, message, form);
+    });
+    // No command at all: the usage text, on stderr, exit 2.
+    const bare = await agent([]);
+    assert.equal(bare.code, 2);
+    assert.match(bare.stderr, /^Usage:/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('enroll takes the join token from KEEL_JOIN_TOKEN, a file or stdin', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-cli-'));
+  try {
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, 'kjt_from_file\n');
+    // Nothing listens on port 9: each form gets past the command line and fails to connect (exit 1),
+    // which is what a usage mistake (exit 2) would not do.
+    const base = ['enroll', '--controller', 'http://127.0.0.1:9', '--pin', 'sha256:x'];
+    const runs = await Promise.all([
+      agent([...base, '--state-dir', join(dir, 'a')], { env: { KEEL_JOIN_TOKEN: 'kjt_from_env' } }),
+      agent([...base, '--state-dir', join(dir, 'b'), '--token-file', tokenFile]),
+      agent([...base, '--state-dir', join(dir, 'c'), '--token-file', '-'], { stdin: 'kjt_from_stdin\n' }),
+    ]);
+    for (const r of runs) {
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /enroll failed/);
+      assert.doesNotMatch(r.stderr, /kjt_/, 'the token is never printed');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,87 @@
+// Proves the controller's own local agent enrolls and comes online without its join token ever
+// appearing on a command line (/proc/<pid>/cmdline, readable by every local user) or in its
+// environment: the token travels on the enroll process's stdin.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import pino from 'pino';
+import { removeDir, startTestController, waitFor } from '../../test/helpers/fleet.ts';
+import { startLocalAgent } from './local-agent.ts';
+import type { Services } from './services/index.ts';
+
+/** Command lines and environments of this process's children right now, by pid. */
+function children(): Map<number, { cmdline: string; environ: string }> {
+  const found = new Map<number, { cmdline: string; environ: string }>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== process.pid) continue;
+      found.set(Number(name), {
+        cmdline: readFileSync(`/proc/${name}/cmdline`, 'utf8').replaceAll('\0', ' '),
+        environ: readFileSync(`/proc/${name}/environ`, 'utf8'),
+      });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+test(
+  'the local agent enrolls with its token on stdin, not in /proc/<pid>/cmdline',
+  { timeout: 90_000 },
+  async () => {
+    const ctl = await startTestController();
+    let stop: (() => Promise<void>) | null = null;
+    try {
+      let secret: string | null = null;
+      const joinTokens: Services['joinTokens'] = {
+        ...ctl.services.joinTokens,
+        async create(input, actor) {
+          const created = await ctl.services.joinTokens.create(input, actor);
+          secret = created.secret;
+          return created;
+        },
+      };
+      const seen = new Map<number, { cmdline: string; environ: string }>();
+      const watch = setInterval(() => {
+        for (const [pid, p] of children()) if (!seen.has(pid)) seen.set(pid, p);
+      }, 10);
+      try {
+        stop = await startLocalAgent({
+          dataDir: ctl.dataDir,
+          controllerUrl: `http://127.0.0.1:${ctl.port}`,
+          fingerprint: ctl.fingerprint,
+          services: { ...ctl.services, joinTokens },
+          log: pino({ level: 'silent' }),
+        });
+        const [host] = await ctl.services.hosts.list();
+        assert.ok(host, 'the local agent enrolled');
+        await waitFor(() => ctl.gateway.isOnline(host.id), 30_000, 'local agent online');
+      } finally {
+        clearInterval(watch);
+      }
+      assert.ok(secret, 'a join token was made');
+      const agents = [...seen.values()].filter((p) => p.cmdline.includes('keel-agent'));
+      assert.ok(
+        agents.some((p) => / enroll /.test(p.cmdline)),
+        `the enroll process was observed: ${JSON.stringify(agents.map((p) => p.cmdline))}`,
+      );
+      assert.ok(
+        agents.some((p) => / run /.test(p.cmdline)),
+        'the run process was observed',
+      );
+      for (const p of agents) {
+        assert.ok(!p.cmdline.includes(secret), `token in the command line: ${p.cmdline}`);
+        assert.ok(!p.environ.includes(secret), 'token in the environment');
+        assert.doesNotMatch(p.cmdline, / --token /);
+      }
+    } finally {
+      await stop?.();
+      await ctl.close();
+      removeDir(ctl.dataDir);
+    }
+  },
+);
