@@ -14,8 +14,9 @@ import {
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { keyFingerprint, signingIdentityFromSeed, type SigningIdentity } from '@keel/shared';
+import { secureDataDir } from './config/data-dir.ts';
 
-/** Loads the controller key from the data dir, creating it on first start. */
+/** Loads the controller key from the data dir, creating it on first start; tightens the dir's modes. */
 export function loadControllerIdentity(dataDir: string): SigningIdentity & { fingerprint: string } {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = join(dataDir, 'controller.key');
@@ -40,6 +41,9 @@ export function loadControllerIdentity(dataDir: string): SigningIdentity & { fin
     renameSync(tmp, file);
     chmodSync(file, 0o600);
   }
+  // The key checked (a key others could read is refused above, not quietly fixed: it may have
+  // leaked), the rest of the data dir is tightened whatever the database driver.
+  secureDataDir(dataDir);
   const identity = signingIdentityFromSeed(seed);
   return { ...identity, fingerprint: keyFingerprint(identity.publicKey) };
 }

@@ -1,80 +1,136 @@
 // keel-controller: `serve` (default) runs the controller; `create-admin` adds an admin account;
-// `fingerprint` prints the key fingerprint agents pin. Graceful shutdown on SIGTERM/SIGINT.
+// `fingerprint` prints the key fingerprint agents pin; `--help` prints the usage. A usage error
+// (unknown command or option) is one line on stderr and exit 2. Graceful shutdown on SIGTERM/SIGINT.
 import { parseArgs } from 'node:util';
 import { loadConfig, ConfigError } from './config/index.ts';
 import { createLogger } from './log.ts';
 import { startController } from './server.ts';
 import { startLocalAgent } from './local-agent.ts';
 import { loadControllerIdentity } from './identity.ts';
-import { openDatabase } from './db/index.ts';
+import { openDatabase, type OpenDatabase } from './db/index.ts';
+import { DatabaseInUse } from './db/lock.ts';
 import { createServices } from './services/index.ts';
 import { createLocalBus } from './bus/index.ts';
 
-const USAGE = `Usage:
+export const USAGE = `Usage:
   keel-controller [serve] [--local-agent]   run the controller (config: env vars, KEEL_CONFIG file)
   keel-controller create-admin --username NAME [--password-stdin] [--role owner|admin]
   keel-controller fingerprint               print the controller key fingerprint agents pin
-See docs/operations.md for every setting.`;
+  keel-controller help | --help             this text
+
+Common settings (environment): KEEL_PORT (8080), KEEL_DATA_DIR (./data), KEEL_PUBLIC_URL (the URL
+agents and browsers use; set it when other hosts connect), DATABASE_URL (PostgreSQL; embedded
+PGlite when unset), KEEL_LOG_LEVEL (info). See docs/operations.md for every setting.`;
+
+/** Exit codes: 0 done, 1 failed, 2 usage error (unknown command or option). */
+export const exitCodes = { ok: 0, error: 1, usage: 2 } as const;
+
+const commands = new Set(['serve', 'create-admin', 'fingerprint', 'help']);
+const serveOptions = {
+  'local-agent': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** One line for a usage error, pointing at the help. */
+function usageError(message: string): number {
+  console.error(`keel-controller: ${message} (see keel-controller --help)`);
+  return exitCodes.usage;
+}
 
 /** Runs the CLI; resolves with the exit code (serve resolves when the server has stopped). */
 export async function main(argv: string[]): Promise<number> {
   const command = argv[0] && !argv[0].startsWith('-') ? argv[0] : 'serve';
   const rest = command === argv[0] ? argv.slice(1) : argv;
+  if (!commands.has(command)) return usageError(`unknown command "${command}"`);
+  // Usage is checked before anything is read or opened, so --help works whatever the config says.
+  let serveArgs: { 'local-agent'?: boolean; help?: boolean } = {};
+  if (command === 'serve' || command === 'fingerprint' || command === 'help') {
+    try {
+      serveArgs = parseArgs({
+        args: rest,
+        options: command === 'serve' ? serveOptions : { help: serveOptions.help },
+        strict: true,
+        allowPositionals: false,
+      }).values as typeof serveArgs;
+    } catch (err) {
+      return usageError((err as Error).message.split('\n')[0]!.replace(/\. To specify .*$/, ''));
+    }
+    if (command === 'help' || serveArgs.help) {
+      console.log(USAGE);
+      return exitCodes.ok;
+    }
+  }
+  const { createAdminCommand, createAdminUsage } = await import('./cli/create-admin.ts');
+  if (command === 'create-admin' && (rest.includes('--help') || rest.includes('-h'))) {
+    console.log(createAdminUsage);
+    return exitCodes.ok;
+  }
+
   let config;
   try {
     config = loadConfig(process.env, process.env.KEEL_CONFIG);
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`configuration error: ${err.message}`);
-      return 1;
+      return exitCodes.error;
     }
     throw err;
   }
+  // Whatever the controller creates (database files, keys, the local agent's state) is its own.
+  process.umask(0o077);
   const log = createLogger({ logLevel: config.logLevel });
   switch (command) {
     case 'serve':
-      return serve(rest, config, log);
+      return serve(serveArgs, config, log);
     case 'fingerprint':
       console.log(loadControllerIdentity(config.dataDir).fingerprint);
-      return 0;
-    case 'create-admin': {
+      return exitCodes.ok;
+    default: {
+      // create-admin
       const identity = loadControllerIdentity(config.dataDir);
-      const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+      let database: OpenDatabase | null = null;
       try {
-        const services = createServices({
-          db: database.db,
-          bus: createLocalBus(),
-          gateway: {
-            request: () => Promise.reject(new Error('no gateway in the CLI')),
-            disconnect: () => false,
-            isOnline: () => false,
+        return await createAdminCommand(rest, {
+          users: async () => {
+            database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+            return createServices({
+              db: database.db,
+              bus: createLocalBus(),
+              gateway: {
+                request: () => Promise.reject(new Error('no gateway in the CLI')),
+                disconnect: () => false,
+                isOnline: () => false,
+              },
+              log,
+              config,
+              controllerFingerprint: identity.fingerprint,
+            }).users;
           },
-          log,
-          config,
-          controllerFingerprint: identity.fingerprint,
         });
-        const { createAdminCommand } = await import('./cli/create-admin.ts');
-        return await createAdminCommand(rest, { users: services.users });
+      } catch (err) {
+        if (err instanceof DatabaseInUse) {
+          // PGlite is one process: writing beside the running controller would be lost.
+          console.error(
+            `keel-controller create-admin: the controller is running on ${config.dataDir}` +
+              `${err.pid ? ` (pid ${err.pid})` : ''}, and its embedded database allows one process at a time. ` +
+              'Stop it (systemctl stop keel-controller, or Ctrl-C on npm start), run create-admin, then start it again; ' +
+              'or add the user from the console while it runs.',
+          );
+          return exitCodes.error;
+        }
+        throw err;
       } finally {
-        await database.close();
+        await (database as OpenDatabase | null)?.close();
       }
     }
-    case 'help':
-    case '--help':
-      console.log(USAGE);
-      return 0;
-    default:
-      console.error(`unknown command "${command}"\n\n${USAGE}`);
-      return 1;
   }
 }
 
 async function serve(
-  argv: string[],
+  values: { 'local-agent'?: boolean },
   config: ReturnType<typeof loadConfig>,
   log: ReturnType<typeof createLogger>,
 ) {
-  const { values } = parseArgs({ args: argv, options: { 'local-agent': { type: 'boolean' } }, strict: true });
   const controller = await startController(config, log);
   if (controller.firstAdmin) {
     // Printed once, on the install that created it; never logged as a field.

@@ -6,9 +6,14 @@ import type { Readable, Writable } from 'node:stream';
 import { KeelError } from '@keel/shared';
 import type { UsersService } from '../services/users.ts';
 
+type AdminCreator = Pick<UsersService, 'createAdmin'>;
+
 export interface CreateAdminDeps {
-  /** The users service (`createServices(...).users`). */
-  users: Pick<UsersService, 'createAdmin'>;
+  /**
+   * The users service (`createServices(...).users`), or a function that opens it: called only once
+   * the arguments are valid, so a usage error never opens the database.
+   */
+  users: AdminCreator | (() => Promise<AdminCreator>);
   stdin?: Readable;
   stdout?: Writable;
   stderr?: Writable;
@@ -46,7 +51,9 @@ export async function createAdminCommand(argv: string[], deps: CreateAdminDeps):
       allowPositionals: false,
     }));
   } catch (err) {
-    stderr.write(`${(err as Error).message}\n\n${createAdminUsage}\n`);
+    // One line, as for every usage error: what was wrong and where the help is.
+    const reason = (err as Error).message.split('\n')[0]!.replace(/\. To specify .*$/, '');
+    stderr.write(`keel-controller create-admin: ${reason} (see keel-controller create-admin --help)\n`);
     return 2;
   }
   if (values.help) {
@@ -54,7 +61,9 @@ export async function createAdminCommand(argv: string[], deps: CreateAdminDeps):
     return 0;
   }
   if (!values.username) {
-    stderr.write(`--username is required.\n\n${createAdminUsage}\n`);
+    stderr.write(
+      'keel-controller create-admin: --username is required (see keel-controller create-admin --help)\n',
+    );
     return 2;
   }
   if (values.role !== 'admin' && values.role !== 'owner') {
@@ -68,7 +77,8 @@ export async function createAdminCommand(argv: string[], deps: CreateAdminDeps):
   }
 
   try {
-    const created = await deps.users.createAdmin({ username: values.username, password, role: values.role });
+    const users = typeof deps.users === 'function' ? await deps.users() : deps.users;
+    const created = await users.createAdmin({ username: values.username, password, role: values.role });
     stdout.write(`Created user "${created.user.username}" with role ${created.user.role}.\n`);
     if (created.generated) {
       stdout.write(`Password (shown only now, store it safely): ${created.password}\n`);
