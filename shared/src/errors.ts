@@ -12,6 +12,14 @@ export const errorCatalogue = {
     status: 502,
     message: 'The agent disconnected before it answered; the request was not retried.',
   },
+  'agent.bad_result': {
+    status: 502,
+    message: 'The agent answered with a malformed result; nothing was stored.',
+  },
+  'agent.unsupported': {
+    status: 409,
+    message: "This host's agent does not support this; upgrade the agent.",
+  },
   'host.not_found': { status: 404, message: 'No such host.' },
   'host.offline': { status: 409, message: 'The host is offline.' },
   'host.revoked': { status: 409, message: 'The host is revoked.' },

@@ -12,3 +12,7 @@ export * from './close-codes.ts';
 export * from './handshake.ts';
 export * from './channel.ts';
 export * from './frame-router.ts';
+export * from './definitions.ts';
+export * from './catalogue.ts';
+export * from './messages/agent.ts';
+export * from './messages/events.ts';

@@ -13,7 +13,6 @@ import {
   fatalCloseCodes,
   FrameRouter,
   HandshakeFailure,
-  isErrorCode,
   KeelError,
   SealedChannel,
   type HostFacts,
@@ -22,9 +21,9 @@ import {
   type WelcomeFrame,
 } from '@keel/shared';
 import type { Spool } from './spool.ts';
+import { serveRequest, type RequestHandler } from './requests.ts';
 
-/** Answers one request method; throw a KeelError for a typed error. */
-export type RequestHandler = (params: unknown, signal: AbortSignal) => Promise<unknown> | unknown;
+export type { RequestContext, RequestHandler } from './requests.ts';
 
 /** The controller's WebSocket URL for an `http(s)://` or `ws(s)://` controller address. */
 export function agentSocketUrl(controllerUrl: string): string {
@@ -130,9 +129,6 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
 
 /** Pause before retrying after the controller refused a second machine with this key. */
 const CONFLICT_RETRY_MS = 30_000;
-
-/** Largest request result, as JSON, that fits a frame header with room to spare. */
-const MAX_RESULT_JSON = 200 * 1024;
 
 /**
  * Redeems a join token: an enroll-mode session (the pin is checked before the token is sent),
@@ -477,41 +473,6 @@ export class AgentLink {
       const oldest = this.#seenRequests.values().next().value;
       if (oldest !== undefined) this.#seenRequests.delete(oldest);
     }
-    const handler = this.#opts.handlers[frame.method];
-    if (!handler) {
-      channel.send({
-        type: 'res',
-        id: frame.id,
-        ok: false,
-        error: { code: 'request.unknown_method', message: `unknown method ${frame.method.slice(0, 64)}` },
-      });
-      return;
-    }
-    const signal = AbortSignal.timeout(frame.timeoutMs);
-    try {
-      const result = await Promise.race([
-        Promise.resolve(handler(frame.params, signal)),
-        new Promise((_, reject) =>
-          signal.addEventListener('abort', () => reject(new KeelError('request.deadline_exceeded')), {
-            once: true,
-          }),
-        ),
-      ]);
-      const value = result ?? null;
-      if (JSON.stringify(value).length > MAX_RESULT_JSON) {
-        throw new KeelError('request.failed', `the result of ${frame.method} is too large to send`);
-      }
-      channel.send({ type: 'res', id: frame.id, ok: true, result: value });
-    } catch (err) {
-      const code = err instanceof KeelError && isErrorCode(err.code) ? err.code : 'request.failed';
-      const message = err instanceof Error ? err.message : String(err);
-      // Bounded to the frame schema: an over-long message would make the whole frame invalid.
-      channel.send({
-        type: 'res',
-        id: frame.id,
-        ok: false,
-        error: { code, message: message.slice(0, 2000) },
-      });
-    }
+    channel.send(await serveRequest(frame, this.#opts.handlers, this.#opts.log));
   }
 }

@@ -6,7 +6,14 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { closeCodes, FrameRouter, KeelError, type SigningIdentity } from '@keel/shared';
+import {
+  closeCodes,
+  describeSchemaError,
+  FrameRouter,
+  KeelError,
+  requestDefinition,
+  type SigningIdentity,
+} from '@keel/shared';
 import type { AgentGateway, AgentRequestMap, AgentRequestMethod, HostView } from './types.ts';
 import type { GatewayHost, GatewayStore, SessionInfo } from './store.ts';
 import { RequestBroker } from './requests.ts';
@@ -198,10 +205,30 @@ export class Gateway implements AgentGateway {
     params: AgentRequestMap[M]['params'],
     opts: { timeoutMs?: number } = {},
   ): Promise<AgentRequestMap[M]['result']> {
+    const def = requestDefinition(method);
+    if (!def) {
+      return Promise.reject(new KeelError('request.unknown_method', `No agent request is named ${method}.`));
+    }
+    const checked = def.params.safeParse(params);
+    if (!checked.success) {
+      return Promise.reject(
+        new KeelError('request.invalid', `Bad params for ${method}: ${describeSchemaError(checked.error)}`),
+      );
+    }
     if (this.#revoked.has(hostId)) return Promise.reject(new KeelError('host.revoked'));
-    return this.#broker.request(hostId, method, params, opts.timeoutMs ?? 10_000) as Promise<
-      AgentRequestMap[M]['result']
-    >;
+    return this.#broker
+      .request(hostId, method, checked.data, opts.timeoutMs ?? def.timeoutMs)
+      .then((result) => {
+        // An agent is untrusted: its answer is validated here, before anything stores or shows it.
+        const valid = def.result.safeParse(result);
+        if (valid.success) return valid.data as AgentRequestMap[M]['result'];
+        const why = describeSchemaError(valid.error);
+        this.#opts.log.warn({ host: hostId, method, why }, 'agent answered with a malformed result');
+        throw new KeelError(
+          'agent.bad_result',
+          `The agent's answer to ${method} is malformed (${why}); nothing was stored.`,
+        );
+      });
   }
 
   disconnect(hostId: string, reason: 'revoked'): boolean {

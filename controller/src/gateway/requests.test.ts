@@ -114,3 +114,24 @@ test('agent errors keep their code when known, else become request.failed', asyn
     (e: { code?: string; message: string }) => e.code === 'request.failed' && e.message === 'boom',
   );
 });
+
+test("an agent's error code that would read as the controller's fault (500) becomes request.failed", async () => {
+  const online = new Set(['h1']);
+  const { b, sent } = broker(online);
+  const p = b.request('h1', 'ping', {}, 5000);
+  b.onResponse('h1', {
+    type: 'res',
+    id: sent[0]!.frame.id,
+    ok: false,
+    error: { code: 'internal', message: 'x' },
+  });
+  await assert.rejects(p, (e: { code?: string }) => e.code === 'request.failed');
+  const q = b.request('h1', 'ping', {}, 5000);
+  b.onResponse('h1', {
+    type: 'res',
+    id: sent[1]!.frame.id,
+    ok: false,
+    error: { code: 'host.offline', message: 'x' },
+  });
+  await assert.rejects(q, (e: { code?: string }) => e.code === 'host.offline');
+});

@@ -2,7 +2,7 @@
 // offline host waits for it until the deadline; once sent it is never sent again, so it runs at
 // most once; a disconnect before the answer fails it with `request.disconnected`.
 import { randomUUID } from 'node:crypto';
-import { isErrorCode, KeelError, type RequestFrame, type ResponseFrame } from '@keel/shared';
+import { errorCatalogue, isErrorCode, KeelError, type RequestFrame, type ResponseFrame } from '@keel/shared';
 
 interface Pending {
   id: string;
@@ -112,7 +112,10 @@ export class RequestBroker {
     this.#settle(p.id);
     if (frame.ok) p.resolve(frame.result);
     else {
-      const code = isErrorCode(frame.error.code) ? frame.error.code : 'request.failed';
+      // A peer's code is kept when the catalogue knows it, except ones that would read as the
+      // controller's own fault (500): an agent cannot make the API answer "internal error".
+      const known = isErrorCode(frame.error.code) ? frame.error.code : 'request.failed';
+      const code = errorCatalogue[known].status === 500 ? 'request.failed' : known;
       p.reject(new KeelError(code, frame.error.message));
     }
   }

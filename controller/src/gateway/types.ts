@@ -1,6 +1,6 @@
 // What the rest of the controller may ask of the agent gateway: send requests to connected
 // agents, cut sessions, and know who is online.
-import type { HostFacts } from '@keel/shared';
+import type { HostFacts, RequestName, RequestParams, RequestResult } from '@keel/shared';
 
 /** A host as the API and the console see it. */
 export interface HostView {
@@ -15,19 +15,24 @@ export interface HostView {
   facts: HostFacts | null;
 }
 
-/** Request methods an agent answers, with their params and results. */
-export interface AgentRequestMap {
-  ping: { params: Record<string, never>; result: { agentTime: number } };
-  'facts.refresh': { params: Record<string, never>; result: { facts: HostFacts } };
-}
-export type AgentRequestMethod = keyof AgentRequestMap;
+/**
+ * Request methods an agent answers, with their params and results: derived from the request
+ * catalogue (`shared/src/catalogue.ts`), where each request is defined once.
+ */
+export type AgentRequestMap = {
+  [N in RequestName]: { params: RequestParams<N>; result: RequestResult<N> };
+};
+export type AgentRequestMethod = RequestName;
 
 /** The agent gateway as seen from routes and services. */
 export interface AgentGateway {
   /**
-   * Sends a request to a host's agent and resolves with its typed result. Waits for an offline
-   * host to come online until the deadline; fails with KeelError 'request.deadline_exceeded',
-   * 'request.disconnected', 'host.revoked' or the agent's own error. Never sends a request twice.
+   * Sends a request to a host's agent and resolves with its typed result, validated against the
+   * catalogue's result schema. Waits for an offline host to come online until the deadline; fails
+   * with KeelError 'request.invalid' (params), 'request.unknown_method', 'agent.unsupported' (the
+   * agent did not announce it; no round trip), 'agent.bad_result' (a malformed answer),
+   * 'request.deadline_exceeded', 'request.disconnected', 'host.revoked' or the agent's own error.
+   * Never sends a request twice.
    */
   request<M extends AgentRequestMethod>(
     hostId: string,

@@ -1,5 +1,6 @@
 // Host facts: what an agent reports about its machine on connect and when something changes.
 import { z } from 'zod';
+import { defineRequest } from '../definitions.ts';
 
 /**
  * Text that PostgreSQL can store as JSON: no NUL and no unpaired UTF-16 surrogate (both pass
@@ -46,3 +47,10 @@ export const hostFactsSchema = z.object({
 
 export type HostFacts = z.infer<typeof hostFactsSchema>;
 export type DiskFact = z.infer<typeof diskFactSchema>;
+
+/** Collect the host's facts now (the controller stores them and publishes the host). */
+export const factsRefreshRequest = defineRequest('facts.refresh', {
+  params: z.strictObject({}),
+  result: z.strictObject({ facts: hostFactsSchema }),
+  timeoutMs: 10_000,
+});

@@ -1,0 +1,69 @@
+// How a capability declares what travels on the agent link: requests (controller -> agent, typed
+// params and result, a default deadline, the agent version that first served it) and stream kinds
+// (agent -> controller records, their codec and durability). Definitions live in
+// `shared/src/messages/<family>.ts` and are collected in `shared/src/catalogue.ts`.
+import type { z } from 'zod';
+
+/** The agent version every request or stream of the first release is assumed to be served by. */
+export const BASELINE_AGENT_VERSION = '0.1.0';
+
+/** One agent request: its name, params and result schemas, default deadline, first agent version. */
+export interface RequestDefinition<
+  N extends string = string,
+  P extends z.ZodType = z.ZodType,
+  R extends z.ZodType = z.ZodType,
+> {
+  readonly name: N;
+  readonly params: P;
+  readonly result: R;
+  /** Deadline when the caller gives none, ms. */
+  readonly timeoutMs: number;
+  /** The first agent version that serves it (named in `agent.unsupported` errors). */
+  readonly since: string;
+}
+
+/**
+ * Defines an agent request.
+ *
+ * @example
+ * export const pingRequest = defineRequest('ping', {
+ *   params: z.strictObject({}),
+ *   result: z.strictObject({ agentTime: z.number() }),
+ *   timeoutMs: 10_000,
+ * });
+ */
+export function defineRequest<N extends string, P extends z.ZodType, R extends z.ZodType>(
+  name: N,
+  def: { params: P; result: R; timeoutMs: number; since?: string },
+): RequestDefinition<N, P, R> {
+  return Object.freeze({ name, since: BASELINE_AGENT_VERSION, ...def });
+}
+
+/**
+ * How a stream's records are encoded: `json` records are UTF-8 JSON objects (host events), `bytes`
+ * records are opaque (log lines). Either way the batch format is the one of `records.ts`.
+ */
+export type StreamCodec = 'json' | 'bytes';
+
+/**
+ * A stream's durability class. `durable`: fsync'd in the agent's spool, acked by the controller
+ * only after a database commit, replayed after reconnect (events, logs, metrics).
+ */
+export type StreamDurability = 'durable';
+
+/** One stream kind. */
+export interface StreamDefinition<N extends string = string> {
+  readonly name: N;
+  readonly codec: StreamCodec;
+  readonly durability: StreamDurability;
+  /** The first agent version that sends it. */
+  readonly since: string;
+}
+
+/** Defines a stream kind, e.g. `defineStream('events', { codec: 'json', durability: 'durable' })`. */
+export function defineStream<N extends string>(
+  name: N,
+  def: { codec: StreamCodec; durability: StreamDurability; since?: string },
+): StreamDefinition<N> {
+  return Object.freeze({ name, since: BASELINE_AGENT_VERSION, ...def });
+}
