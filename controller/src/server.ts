@@ -18,6 +18,9 @@ import { createHostRepository, toHostView, type HostRepository } from './reposit
 import { createStreamRepository } from './repositories/streams.ts';
 import { createAuditService, type AuditService } from './services/audit.ts';
 import { createServices, type Services } from './services/index.ts';
+import { ChannelHub } from './channels/hub.ts';
+import { linkForHost, wireChannels } from './channels/gateway-link.ts';
+import { attachChannelSockets } from './channels/socket.ts';
 
 /** A running controller. */
 export interface Controller {
@@ -27,6 +30,8 @@ export interface Controller {
   fingerprint: string;
   server: Server;
   gateway: Gateway;
+  /** Live channels relayed by this controller. */
+  channels: ChannelHub;
   services: Services;
   database: OpenDatabase;
   bus: FleetBus;
@@ -136,6 +141,17 @@ export async function startController(
   const keys = await gateway.loadKeys();
   log.debug({ hosts: keys }, 'agent key index loaded');
   gateway.attach(server);
+  const channels = new ChannelHub({
+    log: log.child({ component: 'channels' }),
+    linkFor: linkForHost(gateway),
+  });
+  wireChannels(gateway, channels);
+  const closeChannels = attachChannelSockets(server, {
+    hub: channels,
+    tickets: services.channels.tickets,
+    publicUrl: config.publicUrl,
+    log: log.child({ component: 'channels' }),
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());
@@ -151,6 +167,7 @@ export async function startController(
     fingerprint: identity.fingerprint,
     server,
     gateway,
+    channels,
     services,
     database,
     bus,
@@ -159,6 +176,7 @@ export async function startController(
       closing ??= (async () => {
         ready = false;
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await closeChannels();
         await gateway.close();
         server.closeAllConnections();
         await closed;

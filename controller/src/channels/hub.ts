@@ -60,14 +60,21 @@ interface SessionChannels {
 
 /** Every live channel of this controller, by agent session. */
 export class ChannelHub {
-  #sessions = new Map<string, SessionChannels>();
+  #sessions = new Map<AgentChannelLink, SessionChannels>();
+  #linkFor: (hostId: string) => AgentChannelLink | undefined;
   #log: Logger;
   #nextId = 0;
   #closing = false;
   #maxPerSession: number;
 
-  constructor(opts: { log: Logger; maxPerSession?: number }) {
+  /** `linkFor` finds the host's ready agent session (the gateway's sessionOf, adapted). */
+  constructor(opts: {
+    log: Logger;
+    linkFor: (hostId: string) => AgentChannelLink | undefined;
+    maxPerSession?: number;
+  }) {
     this.#log = opts.log;
+    this.#linkFor = opts.linkFor;
     this.#maxPerSession = opts.maxPerSession ?? MAX_CHANNELS_PER_SESSION;
   }
 
@@ -78,25 +85,18 @@ export class ChannelHub {
     return n;
   }
 
-  /** An agent session became ready: channels to its host go through `link` from now on. */
-  sessionStarted(link: AgentChannelLink): void {
-    const previous = this.#sessions.get(link.hostId);
-    if (previous) this.#endAll(previous, 'agent reconnected', CHANNEL_WS_CLOSE_AGENT_GONE);
-    this.#sessions.set(link.hostId, { link, relays: new Map() });
-  }
-
   /** An agent session ended: every channel on it ends for its client. */
   sessionEnded(link: AgentChannelLink, reason = 'agent disconnected'): void {
-    const s = this.#sessions.get(link.hostId);
-    if (!s || s.link !== link) return;
-    this.#sessions.delete(link.hostId);
+    const s = this.#sessions.get(link);
+    if (!s) return;
+    this.#sessions.delete(link);
     this.#endAll(s, reason, CHANNEL_WS_CLOSE_AGENT_GONE);
   }
 
   /** Handles a chan.* frame from an agent session (other frames are not the hub's). */
   onAgentFrame(link: AgentChannelLink, frame: SessionFrame, body: Buffer): void {
-    const s = this.#sessions.get(link.hostId);
-    if (!s || s.link !== link || !('id' in frame)) return;
+    const s = this.#sessions.get(link);
+    if (!s || !('id' in frame)) return;
     const relay = s.relays.get(frame.id);
     // A frame for a channel that already ended on this side (they cross): nothing to do.
     if (!relay || relay.ended) return;
@@ -140,18 +140,23 @@ export class ChannelHub {
    * told `opened` when the agent accepted, or `close` with the reason.
    */
   open(grant: ChannelGrant, ws: WebSocket): void {
-    const s = this.#sessions.get(grant.hostId);
+    const link = this.#closing ? undefined : this.#linkFor(grant.hostId);
     const refuse = (end: ChannelEnd) => {
       sendText(ws, { type: 'close', ...end });
       safeClose(ws, CHANNEL_WS_CLOSE_NORMAL, end.reason);
     };
     if (this.#closing) return refuse({ reason: 'controller shutting down', code: 'internal' });
-    if (!s) return refuse({ reason: 'the host is offline', code: 'host.offline' });
-    if (s.link.channelKinds && !s.link.channelKinds.includes(grant.kind)) {
+    if (!link) return refuse({ reason: 'the host is offline', code: 'host.offline' });
+    if (link.channelKinds && !link.channelKinds.includes(grant.kind)) {
       return refuse({
         reason: `this agent does not offer ${grant.kind} channels; upgrade it`,
         code: 'agent.unsupported',
       });
+    }
+    let s = this.#sessions.get(link);
+    if (!s) {
+      s = { link, relays: new Map() };
+      this.#sessions.set(link, s);
     }
     if (s.relays.size >= this.#maxPerSession) {
       return refuse({ reason: 'too many channels are open on this host', code: 'channel.limit' });

@@ -36,13 +36,15 @@ export function attachChannelSockets(server: Server, opts: ChannelSocketOptions)
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname !== CHANNEL_SOCKET_PATH) return; // the agent gateway's, or nobody's
     if (closing) return refuse(socket, new KeelError('internal', 'The controller is shutting down.'));
+    // The ticket is struck off at its first presentation, even when the Origin is then refused: a
+    // ticket seen from a foreign page has leaked and must not work a second time.
+    const grant = opts.tickets.redeem(url.searchParams.get('ticket'));
     const origin = req.headers.origin;
     // API clients send no Origin; a browser always does, and it must be the console's.
     if (origin !== undefined && origin !== publicOrigin && origin !== requestOrigin(req)) {
       opts.log.warn({ origin }, 'channel socket from a foreign origin refused');
       return refuse(socket, new KeelError('channel.origin'));
     }
-    const grant = opts.tickets.redeem(url.searchParams.get('ticket'));
     if (!grant) return refuse(socket, new KeelError('channel.ticket_invalid'));
     wss.handleUpgrade(req, socket, head, (ws) => opts.hub.open(grant, ws));
   });
