@@ -17,6 +17,7 @@ import { createAuditRepository } from './repositories/audit.ts';
 import { createHostRepository, toHostView, type HostRepository } from './repositories/hosts.ts';
 import { createStreamRepository } from './repositories/streams.ts';
 import { createAuditService, type AuditService } from './services/audit.ts';
+import { fileAuditAnchor } from './services/audit-anchor.ts';
 import { createServices, type Services } from './services/index.ts';
 import { ChannelHub } from './channels/hub.ts';
 import { linkForHost, wireChannels } from './channels/gateway-link.ts';
@@ -91,7 +92,12 @@ export async function startController(
   // No session survives a controller restart: whatever the database says, nobody is online now.
   await hosts.markAllOffline();
   const bus = createLocalBus();
-  const audit = createAuditService({ audit: createAuditRepository(database.db), log });
+  // The chain's head is anchored beside the controller key, out of reach of a database edit.
+  const audit = createAuditService({
+    audit: createAuditRepository(database.db),
+    log,
+    anchor: fileAuditAnchor(config.dataDir),
+  });
   const publishHost = async (hostId: string) => {
     const host = await hosts.get(hostId);
     if (host) bus.publish({ type: 'host', host: toHostView(host) });

@@ -1,5 +1,5 @@
 // The audit log table: appends that extend the hash chain, and ordered reads to verify it.
-import { and, asc, desc, eq, gt, like, lt, sql, type SQL } from 'drizzle-orm';
+import { and, asc, count, desc, eq, gt, like, lt, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { auditLog, type AuditRow } from '../db/schema/audit.ts';
 import { users } from '../db/schema/users.ts';
@@ -28,24 +28,55 @@ export function createAuditRepository(db: Db) {
     /**
      * Appends one row after the current tail, inside a transaction that holds an advisory lock, so
      * two writers (even on different controller replicas) can never link to the same tail.
-     * `seal(prevHash)` computes the new row's hash.
+     * `seal(prevHash)` computes the new row's hash. With `anchored` (the head this process last
+     * anchored) it also says how many rows the chain now has, and whether that anchored row is
+     * still there with its hash (false: rows were removed or changed behind our back).
      */
-    async append(entry: AuditEntry, seal: (prevHash: string) => string): Promise<AuditRow> {
+    async append(
+      entry: AuditEntry,
+      seal: (prevHash: string) => string,
+      anchored: { id: number; hash: string; count: number } | null = null,
+    ): Promise<{ row: AuditRow; count: number; anchoredIntact: boolean | null }> {
       return db.transaction(async (tx) => {
         await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`);
         const [tail] = await tx
-          .select({ hash: auditLog.hash })
+          .select({ id: auditLog.id, hash: auditLog.hash })
           .from(auditLog)
           .orderBy(desc(auditLog.id))
           .limit(1);
         const prevHash = tail?.hash ?? AUDIT_GENESIS_HASH;
+        // The chain's length without counting the table each time: from our own anchored row on
+        // (index range), and a full count only when there is no intact anchored row to start from.
+        let anchoredIntact: boolean | null = null;
+        let before: number;
+        if (anchored) {
+          const [still] = await tx
+            .select({ hash: auditLog.hash })
+            .from(auditLog)
+            .where(eq(auditLog.id, anchored.id))
+            .limit(1);
+          anchoredIntact = still?.hash === anchored.hash;
+        }
+        if (anchored && anchoredIntact) {
+          const [later] = await tx.select({ n: count() }).from(auditLog).where(gt(auditLog.id, anchored.id));
+          before = anchored.count + (later?.n ?? 0);
+        } else {
+          const [all] = await tx.select({ n: count() }).from(auditLog);
+          before = all?.n ?? 0;
+        }
         const [row] = await tx
           .insert(auditLog)
           .values({ ...entry, prevHash, hash: seal(prevHash) })
           .returning();
         if (!row) throw new Error('audit insert returned no row');
-        return row;
+        return { row, count: before + 1, anchoredIntact };
       });
+    },
+
+    /** The row with this id, if it exists. */
+    async byId(id: number): Promise<AuditRow | null> {
+      const [row] = await db.select().from(auditLog).where(eq(auditLog.id, id)).limit(1);
+      return row ?? null;
     },
 
     /** Rows with id > afterId in chain order. */

@@ -75,7 +75,8 @@ const verifyRoute = createRoute({
   summary: 'Check the hash chain (admin)',
   description:
     'Walks every row in order. A row edited, inserted or deleted in the database breaks the chain ' +
-    'at that row; the answer names the first such row.',
+    'at that row; the answer names the first such row. The head is checked against the anchor in ' +
+    "the controller's data dir, so removing the newest rows, or all of them, is found too.",
   security: cookieSecurity,
   middleware: [permit('audit.read')] as const,
   responses: {
@@ -89,6 +90,10 @@ const verifyRoute = createRoute({
               rows: z.number().int().openapi({ description: 'Rows checked (up to the first broken one).' }),
               brokenAt: z.number().int().optional(),
               reason: z.string().optional(),
+              anchored: z.boolean().openapi({
+                description:
+                  'Whether the chain head was also checked against the anchor kept outside the database (so the newest rows removed, or all of them, are found too).',
+              }),
             })
             .openapi('AuditVerification'),
         },
