@@ -59,6 +59,7 @@ CREATE TABLE "stream_cursors" (
 	"host_id" uuid NOT NULL,
 	"stream" text NOT NULL,
 	"acked_seq" bigint NOT NULL,
+	"seq_base" bigint DEFAULT 0 NOT NULL,
 	"updated_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "stream_cursors_pk" PRIMARY KEY("host_id","stream")
 );
@@ -68,6 +69,7 @@ CREATE TABLE "stream_gaps" (
 	"stream" text NOT NULL,
 	"from_seq" bigint NOT NULL,
 	"to_seq" bigint NOT NULL,
+	"reason" text DEFAULT 'lost' NOT NULL,
 	"recorded_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "stream_gaps_pk" PRIMARY KEY("host_id","stream","from_seq")
 );

@@ -417,13 +417,20 @@ export class AgentLink {
     const batchBytes = Math.min(this.#opts.batchBytes ?? 256 * 1024, Math.floor(welcome.maxFrameBytes / 2));
     for (const [stream, spool] of this.#opts.streams) {
       const cursor = welcome.cursors[stream] ?? 0;
-      // The controller is the authority on what it stored: skip what it has; if it has more than
-      // this spool ever numbered (state dir restored from an old copy), continue after it.
-      if (cursor > spool.ackedSeq) spool.ack(cursor);
+      // Nothing is acked from the welcome: after a wiped or restored spool the controller's cursor
+      // counts other records under these numbers. Whatever is unacked is sent again; the controller
+      // drops true resends (it compares them) and restarts the stream after a marked gap when they
+      // differ, so no new record is lost (see spool.ts, repositories/streams.ts).
+      if (cursor > spool.lastSeq) {
+        this.#opts.log.warn(
+          { stream, controllerSeq: cursor, spoolSeq: spool.lastSeq },
+          'the controller holds more of this stream than the spool ever numbered (spool wiped or restored): it will record a restart',
+        );
+      }
       const sender: StreamSender = {
         stream,
         spool,
-        sentUpTo: Math.max(cursor, spool.ackedSeq),
+        sentUpTo: spool.ackedSeq,
         inflight: [],
         inflightBytes: 0,
         pump: () => this.#pump(channel, sender, window, batchBytes),

@@ -1,5 +1,6 @@
-// Proves the stream spool numbers records across restarts, reads and acks them, stays bounded
-// (counting what it drops), and recovers from torn or damaged files and from kill -9 mid-append.
+// Proves the stream spool numbers records across restarts, reads and acks them (an ack never
+// covers records it did not hand out), stays bounded (counting what it drops), and recovers from
+// torn or damaged files and from kill -9 mid-append.
 import { spawn } from 'node:child_process';
 import {
   mkdtempSync,
@@ -139,6 +140,7 @@ test('ack deletes whole segments and persists, so a restart does not resend', as
   assert.ok(before.length >= 5, `expected several segments, got ${before.length}`);
   const bytesBefore = spool.bytes;
 
+  assert.deepEqual(readAll(spool, 0, 1 << 20), range(1, 600)); // sent, so it can be acked
   spool.ack(100);
   const after = segmentFiles(dir);
   assert.ok(after.length < before.length);
@@ -152,6 +154,7 @@ test('ack deletes whole segments and persists, so a restart does not resend', as
   spool = await Spool.open({ dir, segmentBytes: 4096 });
   assert.equal(spool.ackedSeq, 100);
   assert.equal(spool.lastSeq, 600);
+  readAll(spool, 100, 1 << 20);
   spool.ack(600); // all acked: only the newest segment (the write head) stays
   assert.equal(segmentFiles(dir).length, 1);
   await spool.close();
@@ -167,6 +170,7 @@ test('ack with the default group commit is persisted by the next sync', async (t
   let spool = await Spool.open({ dir, segmentBytes: 4096 });
   spool.append(recs(1, 50, 40));
   await spool.flush();
+  readAll(spool, 0, 1 << 20);
   spool.ack(30);
   await spool.flush();
   assert.deepEqual(JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')), {
@@ -179,18 +183,45 @@ test('ack with the default group commit is persisted by the next sync', async (t
   await spool.close();
 });
 
-test('an ack beyond lastSeq (the spool lost its files) moves numbering past it', async (t) => {
+test('an ack covers only what read() handed out, so new records of a wiped spool are not acked away', async (t) => {
+  // The controller's cursor can be far ahead of a spool whose directory was wiped or restored:
+  // it holds other records under these numbers. Such an ack must not cover unsent records.
   const dir = tempDir(t);
   let spool = await Spool.open({ dir, syncIntervalMs: 0 });
   spool.append(recs(1, 5));
+  spool.ack(500); // nothing was read: nothing is acked
+  assert.equal(spool.ackedSeq, 0);
+  assert.equal(spool.lastSeq, 5);
+  assertBatch(spool.read(0, 1 << 20), 1, 5);
+  spool.ack(500); // what was read, no further
+  assert.equal(spool.ackedSeq, 5);
+  assert.deepEqual(spool.append(recs(6, 7)), { firstSeq: 6, lastSeq: 7 });
   spool.ack(500);
-  assert.equal(spool.lastSeq, 500);
-  assert.equal(spool.read(0, 1 << 20), null);
-  assert.equal(spool.bytes, 0);
+  assert.equal(spool.ackedSeq, 5);
+  assertBatch(spool.read(spool.ackedSeq, 1 << 20), 6, 2);
   await spool.close();
 
+  // After a restart, nothing beyond the persisted ack counts as handed out.
+  spool = await Spool.open({ dir });
+  assert.equal(spool.ackedSeq, 5);
+  assert.equal(spool.lastSeq, 7);
+  spool.ack(7);
+  assert.equal(spool.ackedSeq, 5);
+  assertBatch(spool.read(spool.ackedSeq, 1 << 20), 6, 2);
+  spool.ack(7);
+  assert.equal(spool.ackedSeq, 7);
+  await spool.close();
+});
+
+test('a state file acked beyond the segments (older agents) continues numbering after the ack', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  spool.append(recs(1, 5));
+  await spool.close();
+  writeFileSync(join(dir, 'state.json'), JSON.stringify({ ackedSeq: 500, droppedRecords: 0 }));
   spool = await Spool.open({ dir });
   assert.equal(spool.lastSeq, 500);
+  assert.equal(spool.read(spool.ackedSeq, 1 << 20), null);
   assert.deepEqual(spool.append(recs(501, 502)), { firstSeq: 501, lastSeq: 502 });
   await spool.flush();
   assertBatch(spool.read(spool.ackedSeq, 1 << 20), 501, 2);

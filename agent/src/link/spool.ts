@@ -9,6 +9,11 @@
 //                              body = `f64 BE firstSeq | u32 BE count | records` (shared record format)
 //   state.json                 { ackedSeq, droppedRecords }, replaced atomically
 //
+// Acks count only what this spool handed out: an ack for a number read() never returned (the
+// controller holds records under numbers a wiped or restored spool gives again) is cut down to
+// what was read, so new records are never acked away unsent. The controller tells a resend from
+// new records under old numbers by comparing them (see controller/src/repositories/streams.ts).
+//
 // Durability rule (the one PostgreSQL's walsender follows): read() hands out only records that
 // have been fdatasync'd. Otherwise a power loss could take back records the controller already
 // holds, and their sequence numbers would be given to new records that the controller then
@@ -175,8 +180,14 @@ export class Spool {
   #lastSeq = 0;
   #syncedSeq = 0;
   #ackedSeq = 0;
+  /** Highest seq read() has handed out since open (at least ackedSeq): the most an ack can cover. */
+  #readSeq = 0;
   #droppedRecords = 0;
-  /** Set after an ack beyond lastSeq: the next append must start a new segment. */
+  /**
+   * Set when numbering continues past the newest segment (a failed write, or a state file whose
+   * ack is beyond the segments, written by agents before acks were cut to what was read): the
+   * next append must start a new segment.
+   */
   #rollNext = false;
   #closed = false;
 
@@ -358,6 +369,7 @@ export class Spool {
         end = cut;
         count = n;
       }
+      this.#handOut(want + count - 1);
       return { firstSeq: want, count, body: buf.subarray(from, end) };
     }
 
@@ -371,27 +383,27 @@ export class Spool {
       out += frameEndAt - pos - FRAME_OVERHEAD;
       pos = frameEndAt;
     }
+    this.#handOut(want + count - 1);
     return { firstSeq: want, count, body: buf.subarray(0, out) };
+  }
+
+  #handOut(lastSeq: number): void {
+    if (lastSeq > this.#readSeq) this.#readSeq = lastSeq;
   }
 
   /**
    * Records that the controller holds everything up to `seq`: whole segments at or below it are
-   * deleted. An ack beyond lastSeq (the controller has records this spool lost, or its directory
-   * was wiped) moves numbering on past it, so new records are never taken for duplicates.
+   * deleted. An ack is cut down to the highest seq read() has handed out: the controller can hold
+   * only what it was sent, and a higher number means it holds other records under it (this
+   * spool's directory was wiped or restored from an older copy), which must not take new records
+   * with them.
    */
   ack(seq: number): void {
-    if (this.#closed || !isSeq(seq) || seq <= this.#ackedSeq) return;
+    if (this.#closed || !isSeq(seq)) return;
+    seq = Math.min(seq, this.#readSeq);
+    if (seq <= this.#ackedSeq) return;
     this.#ackedSeq = seq;
     this.#stateGen++;
-    if (seq > this.#lastSeq) {
-      // Numbering now lives only in the state file: write it before the segments go.
-      this.#lastSeq = seq;
-      this.#syncedSeq = seq;
-      this.#rollNext = true;
-      this.#persistStateSync();
-      while (this.#segments.length > 0) this.#deleteSegment(this.#segments[0]!);
-      return;
-    }
     // The newest segment stays: its name and frames carry lastSeq across a restart.
     while (this.#segments.length > 1 && this.#segments[0]!.lastSeq <= seq) {
       this.#deleteSegment(this.#segments[0]!);
@@ -441,6 +453,7 @@ export class Spool {
   #recover(): void {
     const state = this.#readState();
     this.#ackedSeq = state.ackedSeq;
+    this.#readSeq = state.ackedSeq;
     this.#droppedRecords = state.droppedRecords;
     const startDropped = state.droppedRecords;
 

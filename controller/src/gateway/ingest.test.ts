@@ -1,5 +1,6 @@
 // Proves stream ingest enforces the offered window: an agent that sends more unacknowledged data
-// than it was offered (plus one frame of slack) is cut off, while one that waits for acks is not.
+// than it was offered (plus one frame of slack) is cut off, while one that waits for acks is not;
+// a restart of an agent's numbering is acked and logged.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
@@ -49,4 +50,24 @@ test('an agent that waits for acks may send far more than the window in total', 
   }
   assert.deepEqual(failures, []);
   assert.equal(acks.at(-1), 20);
+});
+
+test('a restart of the agent numbering is acked like any batch and logged as a warning', async () => {
+  const lines: { level: number; msg: string; atSeq?: number }[] = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const acks: number[] = [];
+  const store = {
+    appendStream: async (_h: string, _s: string, batch: { firstSeq: number; count: number }) => ({
+      ackedSeq: batch.firstSeq + batch.count - 1,
+      restart: { atSeq: 101 },
+    }),
+  } as unknown as GatewayStore;
+  const i = new StreamIngest({ hostId: 'h', store, ack: (_s, seq) => acks.push(seq), fail: () => {}, log });
+  i.push({ type: 'stream.data', stream: 'events', firstSeq: 1, count: 1 }, body);
+  await i.drain();
+  assert.deepEqual(acks, [1]);
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0]!.level, 40);
+  assert.match(lines[0]!.msg, /stream restarted/);
+  assert.equal(lines[0]!.atSeq, 101);
 });

@@ -1,7 +1,8 @@
 // Stream ingest for one host session: validates each batch, stores batches in order (one store
 // call at a time per stream, merging batches that queued up meanwhile into one write), and acks
-// the stored sequence cumulatively. Flow control bounds what can queue: the agent may have at
-// most the window in flight, and a peer that ignores it is disconnected.
+// the stored sequence cumulatively (never past what the agent sent; a restart of the agent's
+// numbering is logged). Flow control bounds what can queue: the agent may have at most the
+// window in flight, and a peer that ignores it is disconnected.
 import type { Logger } from 'pino';
 import { closeCodes, indexRecords, type RecordBatch, type StreamDataFrame } from '@keel/shared';
 import type { GatewayStore } from './store.ts';
@@ -94,7 +95,15 @@ export class StreamIngest {
     try {
       while (q.batches.length > 0 && !this.#stopped) {
         const batch = takeContiguous(q);
-        const { ackedSeq } = await this.#opts.store.appendStream(this.#opts.hostId, stream, batch);
+        const { ackedSeq, restart } = await this.#opts.store.appendStream(this.#opts.hostId, stream, batch);
+        if (restart) {
+          // Visible in the stream as a `restart` gap; said here too, since it means a host's
+          // spool was wiped or restored from an older copy.
+          this.#opts.log.warn(
+            { host: this.#opts.hostId, stream, agentSeq: batch.firstSeq, atSeq: restart.atSeq },
+            "stream restarted: the agent's numbering went backwards (spool wiped or restored); new records are kept after the marker",
+          );
+        }
         q.unacked -= batch.body.length;
         if (!this.#stopped) this.#opts.ack(stream, ackedSeq);
       }

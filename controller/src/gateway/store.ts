@@ -47,6 +47,13 @@ export interface GatewayStore {
    * was connected: a cloned disk image, or a stolen key.
    */
   recordKeyConflict(hostId: string, peer: string | null): Promise<void>;
-  /** Stores a batch (de-duplicating what is already stored) and returns the new cursor. */
-  appendStream(hostId: string, stream: string, batch: RecordBatch): Promise<{ ackedSeq: number }>;
+  /**
+   * Stores a batch (de-duplicating what is already stored) and returns the seq to ack; `restart`
+   * when the agent's numbering went backwards and the stream restarted after a marked gap.
+   */
+  appendStream(
+    hostId: string,
+    stream: string,
+    batch: RecordBatch,
+  ): Promise<{ ackedSeq: number; restart?: { atSeq: number } }>;
 }

@@ -1,6 +1,8 @@
 // Proves stream storage on every test driver: appends de-duplicate by sequence (an overlapping
-// resend stores each record once, even when sent concurrently), gaps are recorded, chunks are
-// compressed and split, the cursor survives a reopen, and reads return records in order with gaps.
+// resend stores each record once, even when sent concurrently), gaps are recorded, an agent whose
+// numbering went backwards (wiped or restored spool) restarts the stream after a marked gap with
+// none of its new records dropped, chunks are compressed and split, the cursor survives a reopen,
+// and reads return records in order with gaps.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
@@ -85,9 +87,9 @@ for (const target of testDatabaseTargets()) {
       const host = await newHost();
       await streams.append(host, 'logs', batch(1, 10));
       assert.deepEqual(await streams.append(host, 'logs', batch(5, 15)), { ackedSeq: 15 });
-      // Entirely old: nothing stored, the cursor is the answer.
+      // Entirely old: nothing stored; the ack covers the batch (never records not yet sent).
       assert.deepEqual(await streams.append(host, 'logs', batch(1, 15)), { ackedSeq: 15 });
-      assert.deepEqual(await streams.append(host, 'logs', batch(3, 7)), { ackedSeq: 15 });
+      assert.deepEqual(await streams.append(host, 'logs', batch(3, 7)), { ackedSeq: 7 });
       const { records } = await streams.read(host, 'logs', 0, 100);
       assert.deepEqual(
         records.map((r) => r.seq),
@@ -119,8 +121,6 @@ for (const target of testDatabaseTargets()) {
       await streams.append(host, 'events', batch(1, 10));
       const res = await streams.append(host, 'events', batch(21, 25));
       assert.deepEqual(res, { ackedSeq: 25, gap: { fromSeq: 11, toSeq: 20 } });
-      // A late resend of the lost range changes nothing: the cursor is past it.
-      assert.deepEqual(await streams.append(host, 'events', batch(11, 20)), { ackedSeq: 25 });
       // An empty batch past the cursor says "records up to firstSeq-1 were lost".
       assert.deepEqual(
         await streams.append(host, 'events', { firstSeq: 31, count: 0, body: Buffer.alloc(0) }),
@@ -154,6 +154,7 @@ for (const target of testDatabaseTargets()) {
         ],
       );
       for (const g of all.gaps) assert.ok(g.at instanceof Date);
+      for (const g of all.gaps) assert.equal(g.reason, 'lost');
       // Paging: the first page ends before the gap, so it does not report it.
       const page1 = await streams.read(host, 'events', 0, 10);
       assert.equal(page1.records.at(-1)?.seq, 10);
@@ -172,6 +173,103 @@ for (const target of testDatabaseTargets()) {
       assert.deepEqual(
         tail.gaps.map((g) => [g.fromSeq, g.toSeq]),
         [[26, 30]],
+      );
+    });
+
+    test('records that differ under numbers already stored (a wiped spool) restart the stream; none is dropped', async () => {
+      const host = await newHost();
+      await streams.append(host, 'events', batch(1, 20));
+      // The agent's spool was wiped: it numbers from 1 again, with new records.
+      const fresh = (seq: number): StreamRecord => ({
+        ts: T0 + 1e6 + seq,
+        payload: Buffer.from(`{"kind":"agent.started","run":2,"n":${seq}}`),
+      });
+      assert.deepEqual(await streams.append(host, 'events', batch(1, 5, fresh)), {
+        ackedSeq: 5,
+        restart: { atSeq: 21 },
+      });
+      // It goes on (the common one-statement path) and resends (compared, stored once).
+      assert.deepEqual(await streams.append(host, 'events', batch(6, 8, fresh)), { ackedSeq: 8 });
+      assert.deepEqual(await streams.append(host, 'events', batch(4, 10, fresh)), { ackedSeq: 10 });
+      assert.deepEqual(await streams.append(host, 'events', batch(9, 10, fresh)), { ackedSeq: 10 });
+      assert.equal(await streams.cursor(host, 'events'), 31);
+      assert.deepEqual(await streams.cursors(host), { events: 31 });
+
+      const all = await streams.read(host, 'events', 0, 100);
+      assert.deepEqual(
+        all.records.map((r) => r.seq),
+        [...Array.from({ length: 20 }, (_, i) => i + 1), ...Array.from({ length: 10 }, (_, i) => i + 22)],
+      );
+      for (const r of all.records) {
+        const want = r.seq <= 20 ? line(r.seq) : fresh(r.seq - 21);
+        assert.equal(r.ts, want.ts, `seq ${r.seq}`);
+        assert.deepEqual(r.payload, Buffer.from(want.payload), `seq ${r.seq}`);
+      }
+      assert.deepEqual(
+        all.gaps.map((g) => [g.fromSeq, g.toSeq, g.reason]),
+        [[21, 21, 'restart']],
+      );
+      // Paging across the marker reports it on the page that reaches past it.
+      assert.deepEqual(
+        (await streams.read(host, 'events', 0, 20)).gaps.map((g) => g.fromSeq),
+        [],
+      );
+      assert.deepEqual(
+        (await streams.read(host, 'events', 20, 1)).gaps.map((g) => [g.fromSeq, g.reason]),
+        [[21, 'restart']],
+      );
+    });
+
+    test('a spool restored from an older copy, and a resend into a lost range, restart the stream too', async () => {
+      const host = await newHost();
+      await streams.append(host, 'events', batch(1, 30));
+      // Restored to where it stood at 10: its new records take numbers 11.. again.
+      const restored = (seq: number): StreamRecord => ({
+        ts: T0 + 2e6 + seq,
+        payload: Buffer.from(`r${seq}`),
+      });
+      // What it still held from before (6..10) is a true resend; 11.. are new.
+      assert.deepEqual(
+        await streams.append(
+          host,
+          'events',
+          batch(6, 14, (s) => (s <= 10 ? line(s) : restored(s))),
+        ),
+        {
+          ackedSeq: 14,
+          restart: { atSeq: 31 },
+        },
+      );
+      const all = await streams.read(host, 'events', 0, 100);
+      assert.equal(all.records.length, 30 + 9, 'the whole batch is kept after the marker');
+      assert.deepEqual(
+        all.records.slice(30).map((r) => r.seq),
+        Array.from({ length: 9 }, (_, i) => i + 32),
+      );
+      assert.deepEqual(
+        all.records.slice(-4).map((r) => r.payload.toString()),
+        ['r11', 'r12', 'r13', 'r14'],
+      );
+
+      // Numbers recorded as lost were never stored: records arriving under them are not duplicates.
+      const other = await newHost();
+      await streams.append(other, 'events', batch(1, 5));
+      await streams.append(other, 'events', batch(11, 12));
+      assert.deepEqual(await streams.append(other, 'events', batch(6, 10)), {
+        ackedSeq: 10,
+        restart: { atSeq: 13 },
+      });
+      const kept = await streams.read(other, 'events', 0, 100);
+      assert.deepEqual(
+        kept.records.map((r) => r.seq),
+        [1, 2, 3, 4, 5, 11, 12, 14, 15, 16, 17, 18],
+      );
+      assert.deepEqual(
+        kept.gaps.map((g) => [g.fromSeq, g.toSeq, g.reason]),
+        [
+          [6, 10, 'lost'],
+          [13, 13, 'restart'],
+        ],
       );
     });
 
@@ -285,7 +383,7 @@ for (const target of testDatabaseTargets()) {
       const reopened = createStreamRepository((await testDb.open()).db);
       assert.equal(await reopened.cursor(host, 'logs'), 50);
       assert.deepEqual(await reopened.cursors(host), { logs: 50 });
-      assert.deepEqual(await reopened.append(host, 'logs', batch(30, 55)), { ackedSeq: 55 });
+      assert.deepEqual(await reopened.append(host, 'logs', batch(46, 55)), { ackedSeq: 55 });
       const { records, gaps } = await reopened.read(host, 'logs', 0, 100);
       assert.equal(records.length, 40 + 6 + 5);
       assert.deepEqual(

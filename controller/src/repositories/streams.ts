@@ -1,9 +1,16 @@
 // Agent streams at rest: batches become compressed chunk rows (many records per row, so the row
 // rate stays far below the record rate), a cursor per stream that de-duplicates replays, and gap
-// rows where an agent's sequence jumped (records it lost). See docs/contracts.md "Storage".
+// rows where an agent's sequence jumped (records it lost) or went backwards (its spool was wiped
+// or restored: a restart). See docs/contracts.md "Storage".
+//
+// A resend is only taken for a duplicate when it is one: records at or below the cursor are
+// compared with the stored ones, and when they differ the agent's numbering has gone backwards
+// (an agent whose spool was wiped numbers from 1 again). Then nothing is dropped: the stream
+// restarts after a `restart` gap, and the agent's numbers map to stored ones through the
+// cursor's `seq_base` (stored = seq_base + agent seq).
 import { promisify } from 'node:util';
 import { deflateRaw, inflateRawSync } from 'node:zlib';
-import { and, asc, eq, gt, lte, max, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, lte, max, sql } from 'drizzle-orm';
 import { KeelError, decodeRecords, indexRecords, RECORD_HEADER_BYTES, type RecordBatch } from '@keel/shared';
 import type { Db, Transaction } from '../db/index.ts';
 import { isUuid, pgErrorCode, sqlState } from '../db/errors.ts';
@@ -11,8 +18,10 @@ import {
   chunkCodec,
   streamChunks,
   streamCursors,
+  streamGapReason,
   streamGaps,
   type ChunkCodec,
+  type StreamGapReason,
 } from '../db/schema/streams.ts';
 
 /** One stored record with its sequence number. */
@@ -23,32 +32,48 @@ export interface StoredRecord {
   payload: Buffer;
 }
 
-/** Records an agent lost (e.g. its spool overflowed): `fromSeq..toSeq` inclusive. */
+/**
+ * A hole in a stream, `fromSeq..toSeq` inclusive (stored numbers): records the agent lost (e.g.
+ * its spool overflowed), or the one number that marks a restart of the agent's numbering.
+ */
 export interface StreamGap {
   fromSeq: number;
   toSeq: number;
+  reason: StreamGapReason;
   /** When the controller noticed. */
   at: Date;
 }
 
 export interface AppendResult {
-  /** The stream's cursor after this append: every seq up to it is stored or recorded as a gap. */
+  /**
+   * The agent's seq up to which everything of this batch is stored or recorded as a gap (its last
+   * seq): what to ack. Never beyond the batch, so an ack cannot cover records the agent has not
+   * sent yet — they may not be what the controller holds under those numbers.
+   */
   ackedSeq: number;
-  /** Set when this append skipped over missing records. */
+  /** Set when this append skipped over missing records (stored numbers). */
   gap?: { fromSeq: number; toSeq: number };
+  /**
+   * Set when the batch's records at or below the cursor differed from the stored ones: the
+   * agent's numbering went backwards, and the stream restarted after a `restart` gap.
+   */
+  restart?: { atSeq: number };
 }
 
 export interface StreamRepository {
   /**
-   * Stores a batch in one transaction: drops records at or below the cursor, records a gap when
-   * the batch starts past `cursor + 1`, writes the rest as compressed chunk rows and advances the
-   * cursor. An empty batch starting past `cursor + 1` only records the gap. Throws KeelError
-   * `stream.invalid` (malformed batch) or `host.not_found`.
+   * Stores a batch (numbered as the agent numbers it) in one transaction: drops records at or
+   * below the cursor when they equal the stored ones (a resend), records a gap when the batch
+   * starts past `cursor + 1`, writes the rest as compressed chunk rows and advances the cursor.
+   * When records at or below the cursor differ from the stored ones, the agent's numbering went
+   * backwards: a `restart` gap is recorded and the whole batch is stored after it. An empty batch
+   * starting past `cursor + 1` only records the gap. Throws KeelError `stream.invalid` (malformed
+   * batch) or `host.not_found`.
    */
   append(hostId: string, stream: string, batch: RecordBatch): Promise<AppendResult>;
-  /** The stream's cursor (highest seq stored), 0 when nothing was stored. */
+  /** The stream's highest stored seq (as the events API numbers it), 0 when nothing was stored. */
   cursor(hostId: string, stream: string): Promise<number>;
-  /** Every stream cursor of a host, by stream name. */
+  /** Every stream's highest stored seq for a host, by stream name. */
   cursors(hostId: string): Promise<Record<string, number>>;
   /**
    * Up to `limit` records with seq > `afterSeq`, in order, and the gaps that lie between
@@ -77,7 +102,7 @@ const READ_PAGE_CHUNKS = 16;
 
 const deflateRawAsync = promisify(deflateRaw);
 
-/** A chunk row ready to insert. */
+/** A chunk row ready to insert, numbered as the agent numbers it (add the cursor's seq_base). */
 interface ChunkPiece {
   firstSeq: number;
   lastSeq: number;
@@ -176,22 +201,75 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
   // prepared per connection: an unnamed parameterized query costs postgres.js two round trips
   // (describe, then execute), a prepared one costs one.
 
-  /** Locks the stream's cursor row for this transaction (creating it at 0) and returns its value. */
-  async function lockCursor(tx: Transaction, hostId: string, stream: string): Promise<number> {
+  /** Locks the stream's cursor row for this transaction (creating it at 0) and returns it. */
+  async function lockCursor(
+    tx: Transaction,
+    hostId: string,
+    stream: string,
+  ): Promise<{ ackedSeq: number; seqBase: number }> {
     const select = () =>
       tx
-        .select({ ackedSeq: streamCursors.ackedSeq })
+        .select({ ackedSeq: streamCursors.ackedSeq, seqBase: streamCursors.seqBase })
         .from(streamCursors)
         .where(cursorOf(hostId, stream))
         .for('update')
         .prepare('stream_cursor_lock')
         .execute();
     const [row] = await select();
-    if (row) return row.ackedSeq;
+    if (row) return row;
     await tx.insert(streamCursors).values({ hostId, stream, ackedSeq: 0 }).onConflictDoNothing();
     const [created] = await select();
     if (!created) throw new Error('stream cursor row vanished');
-    return created.ackedSeq;
+    return created;
+  }
+
+  /**
+   * Whether the stored records `from..from+count-1` (stored numbers) are exactly these bytes
+   * (records back to back, as in a batch body). A number with no stored record (a gap, or data
+   * retention removed it) does not match: a true resend only repeats what was stored.
+   */
+  async function storedEquals(
+    tx: Transaction,
+    hostId: string,
+    stream: string,
+    from: number,
+    count: number,
+    bytes: Buffer,
+  ): Promise<boolean> {
+    const to = from + count - 1;
+    const ofStream = and(eq(streamChunks.hostId, hostId), eq(streamChunks.stream, stream));
+    const [holder] = await tx
+      .select({ firstSeq: max(streamChunks.firstSeq) })
+      .from(streamChunks)
+      .where(and(ofStream, lte(streamChunks.firstSeq, from)));
+    if (holder?.firstSeq === null || holder?.firstSeq === undefined) return false;
+    const chunks = await tx
+      .select({
+        firstSeq: streamChunks.firstSeq,
+        count: streamChunks.count,
+        codec: streamChunks.codec,
+        data: streamChunks.data,
+      })
+      .from(streamChunks)
+      .where(and(ofStream, gte(streamChunks.firstSeq, holder.firstSeq), lte(streamChunks.firstSeq, to)))
+      .orderBy(asc(streamChunks.firstSeq));
+    let next = from; // the stored number whose record is compared next
+    let at = 0; // its offset in `bytes`
+    for (const chunk of chunks) {
+      if (chunk.firstSeq > next) return false; // a hole in what is stored
+      const raw = decodeChunk(chunk.codec, chunk.data);
+      const offsets = indexRecords(raw, chunk.count);
+      if (!offsets) return false;
+      const skip = next - chunk.firstSeq;
+      const take = Math.min(chunk.count - skip, to - next + 1);
+      if (take <= 0) continue;
+      const part = raw.subarray(offsets[skip], offsets[skip + take]);
+      if (!part.equals(bytes.subarray(at, at + part.length))) return false;
+      at += part.length;
+      next += take;
+      if (next > to) return at === bytes.length;
+    }
+    return false;
   }
 
   /**
@@ -207,10 +285,10 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
     lastSeq: number,
     pieces: ChunkPiece[],
   ) {
-    const advanced = db.$with('advanced', { one: sql<number>`1` }).as(
+    const advanced = db.$with('advanced', { base: sql<number>`0` }).as(
       sql`update "stream_cursors" set "acked_seq" = ${lastSeq}, "updated_at" = now()
           where "host_id" = ${hostId} and "stream" = ${stream} and "acked_seq" = ${firstSeq - 1}
-          returning 1 as "one"`,
+          returning "seq_base" as "base"`,
     );
     // set_config(..., true) lasts until this statement's implicit transaction commits. A CTE that
     // only selects runs when referenced, hence the cross join with it.
@@ -221,7 +299,8 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
     const rows = sql.join(
       pieces.map(
         (p) =>
-          sql`select ${hostId}::uuid, ${stream}::text, ${p.firstSeq}::bigint, ${p.lastSeq}::bigint, ${p.count}::integer,
+          sql`select ${hostId}::uuid, ${stream}::text, "advanced"."base" + ${p.firstSeq}::bigint,
+              "advanced"."base" + ${p.lastSeq}::bigint, ${p.count}::integer,
               ${p.tsFirst.toISOString()}::timestamptz, ${p.tsLast.toISOString()}::timestamptz, ${p.codec}::smallint,
               ${p.data}::bytea from ${source}`,
       ),
@@ -248,30 +327,63 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
         }
         return await db.transaction(async (tx) => {
           if (asyncCommit) await tx.execute(sql`set local synchronous_commit = off`);
-          const acked = await lockCursor(tx, hostId, stream);
-          if (lastSeq <= acked) return { ackedSeq: acked };
-          const skip = Math.max(0, acked + 1 - batch.firstSeq);
+          const cursor = await lockCursor(tx, hostId, stream);
+          let acked = cursor.ackedSeq;
+          let base = cursor.seqBase;
+          let restart: AppendResult['restart'];
+          let skip = Math.max(0, Math.min(acked + 1 - batch.firstSeq, batch.count));
+          if (skip > 0) {
+            // A resend, or the agent numbering from further back than it ever was stored.
+            const same = await storedEquals(
+              tx,
+              hostId,
+              stream,
+              base + batch.firstSeq,
+              skip,
+              batch.body.subarray(0, offsets[skip]),
+            );
+            if (!same) {
+              // Keep the new records: the stream restarts after one marked number.
+              const atSeq = base + acked + 1;
+              await tx
+                .insert(streamGaps)
+                .values({ hostId, stream, fromSeq: atSeq, toSeq: atSeq, reason: streamGapReason.restart });
+              restart = { atSeq };
+              base = atSeq + 1 - batch.firstSeq;
+              acked = batch.firstSeq - 1;
+              skip = 0;
+            }
+          }
+          if (lastSeq <= acked) return { ackedSeq: lastSeq };
           const pieces = skip === 0 ? whole : await toPieces(batch, offsets, skip);
           const storedFrom = batch.firstSeq + skip;
           let gap: AppendResult['gap'];
           if (storedFrom > acked + 1) {
-            gap = { fromSeq: acked + 1, toSeq: storedFrom - 1 };
+            gap = { fromSeq: base + acked + 1, toSeq: base + storedFrom - 1 };
             await tx.insert(streamGaps).values({ hostId, stream, ...gap });
           }
           if (pieces.length > 0) {
             await tx
               .insert(streamChunks)
-              .values(pieces.map((p) => ({ hostId, stream, ...p })))
+              .values(
+                pieces.map((p) => ({
+                  hostId,
+                  stream,
+                  ...p,
+                  firstSeq: base + p.firstSeq,
+                  lastSeq: base + p.lastSeq,
+                })),
+              )
               .prepare('stream_chunks_insert')
               .execute();
           }
           await tx
             .update(streamCursors)
-            .set({ ackedSeq: lastSeq, updatedAt: sql`now()` })
+            .set({ ackedSeq: lastSeq, seqBase: base, updatedAt: sql`now()` })
             .where(cursorOf(hostId, stream))
             .prepare('stream_cursor_advance')
             .execute();
-          return gap ? { ackedSeq: lastSeq, gap } : { ackedSeq: lastSeq };
+          return { ackedSeq: lastSeq, ...(gap && { gap }), ...(restart && { restart }) };
         });
       } catch (err) {
         if (pgErrorCode(err) === sqlState.foreignKeyViolation) throw new KeelError('host.not_found');
@@ -282,19 +394,23 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
     async cursor(hostId, stream) {
       if (!isUuid(hostId)) return 0;
       const [row] = await db
-        .select({ ackedSeq: streamCursors.ackedSeq })
+        .select({ ackedSeq: streamCursors.ackedSeq, seqBase: streamCursors.seqBase })
         .from(streamCursors)
         .where(cursorOf(hostId, stream));
-      return row?.ackedSeq ?? 0;
+      return row ? row.seqBase + row.ackedSeq : 0;
     },
 
     async cursors(hostId) {
       if (!isUuid(hostId)) return {};
       const rows = await db
-        .select({ stream: streamCursors.stream, ackedSeq: streamCursors.ackedSeq })
+        .select({
+          stream: streamCursors.stream,
+          ackedSeq: streamCursors.ackedSeq,
+          seqBase: streamCursors.seqBase,
+        })
         .from(streamCursors)
         .where(eq(streamCursors.hostId, hostId));
-      return Object.fromEntries(rows.map((r) => [r.stream, r.ackedSeq]));
+      return Object.fromEntries(rows.map((r) => [r.stream, r.seqBase + r.ackedSeq]));
     },
 
     async read(hostId, stream, afterSeq, limit) {
@@ -344,7 +460,12 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
       }
       const lastReturned = records.at(-1)?.seq;
       const gapRows = await db
-        .select({ fromSeq: streamGaps.fromSeq, toSeq: streamGaps.toSeq, at: streamGaps.recordedAt })
+        .select({
+          fromSeq: streamGaps.fromSeq,
+          toSeq: streamGaps.toSeq,
+          reason: streamGaps.reason,
+          at: streamGaps.recordedAt,
+        })
         .from(streamGaps)
         .where(
           and(

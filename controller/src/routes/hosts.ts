@@ -143,6 +143,10 @@ const gapSchema = z
   .object({
     fromSeq: z.number().int(),
     toSeq: z.number().int(),
+    reason: z.enum(['lost', 'restart']).openapi({
+      description:
+        "`lost`: records the agent numbered and lost (e.g. its spool overflowed). `restart`: the agent's numbering went backwards (its spool was wiped or restored from an older copy); this one seq holds no record, the records after it are the new run, and what the old spool had not delivered is unknown.",
+    }),
     at: z.iso.datetime().openapi({ description: 'When the controller noticed the gap.' }),
   })
   .openapi('StreamGap');
@@ -154,7 +158,7 @@ const eventsRoute = createRoute({
   tags: ['hosts'],
   summary: "A host's event stream",
   description:
-    'Events with `seq > after` (or the newest `tail` events), oldest first, and the gaps (records the agent lost) in that range.',
+    'Events with `seq > after` (or the newest `tail` events), oldest first, and the gaps (records the agent lost, or a restart of its numbering) in that range.',
   security: cookieSecurity,
   request: {
     params: idParamSchema,

@@ -1,5 +1,6 @@
 // A host's event stream as the console reads it: stored records of the `events` stream decoded
 // from their UTF-8 JSON payloads (`{ "kind": "...", ...fields }`), with the gaps in between.
+import type { StreamGapReason } from '../db/schema/streams.ts';
 import type { StreamRepository } from '../repositories/streams.ts';
 
 /** The stream agents send host events on. */
@@ -14,7 +15,8 @@ export interface HostEvent {
 
 export interface HostEventPage {
   events: HostEvent[];
-  gaps: { fromSeq: number; toSeq: number; at: string }[];
+  /** `lost`: records the agent lost; `restart`: its numbering went back (spool wiped or restored). */
+  gaps: { fromSeq: number; toSeq: number; reason: StreamGapReason; at: string }[];
 }
 
 /** Decodes one payload; a payload that is not a JSON object becomes kind `unreadable`. */
@@ -44,7 +46,12 @@ export function createHostEventsReader(streams: StreamRepository) {
       const { records, gaps } = await streams.read(hostId, EVENTS_STREAM, afterSeq, limit);
       return {
         events: records.map((r) => decodeHostEvent(r.seq, r.ts, r.payload)),
-        gaps: gaps.map((g) => ({ fromSeq: g.fromSeq, toSeq: g.toSeq, at: g.at.toISOString() })),
+        gaps: gaps.map((g) => ({
+          fromSeq: g.fromSeq,
+          toSeq: g.toSeq,
+          reason: g.reason,
+          at: g.at.toISOString(),
+        })),
       };
     },
   };

@@ -1,6 +1,7 @@
 // Agent streams (logs, metrics, events) stored as compressed chunks of consecutive records, a
 // per-stream cursor (the highest sequence stored, which is what the controller acks) and the gaps
-// where an agent lost records. A row holds a block of records, never a single one (see DESIGN.md).
+// where an agent lost records or its numbering restarted. A row holds a block of records, never
+// a single one (see DESIGN.md).
 import {
   bigint,
   customType,
@@ -30,6 +31,16 @@ export const bytea = customType<{ data: Buffer; driverData: Uint8Array }>({
 export const chunkCodec = { none: 0, deflateRaw: 1 } as const;
 export type ChunkCodec = (typeof chunkCodec)[keyof typeof chunkCodec];
 
+/**
+ * Why a stream has a gap. `lost`: the agent numbered records it could not deliver (its spool was
+ * full, a write failed); the gap covers exactly their numbers. `restart`: the agent's numbering
+ * went backwards — its spool was wiped or restored from an older copy — so the records after it
+ * are a new run of the stream; the gap holds one sequence number and no record, and whatever the
+ * old spool had not yet delivered is unknown.
+ */
+export const streamGapReason = { lost: 'lost', restart: 'restart' } as const;
+export type StreamGapReason = (typeof streamGapReason)[keyof typeof streamGapReason];
+
 export const streamChunks = pgTable(
   'stream_chunks',
   {
@@ -56,8 +67,17 @@ export const streamCursors = pgTable(
       .notNull()
       .references(() => hosts.id, { onDelete: 'cascade' }),
     stream: text('stream').notNull(),
-    /** Highest sequence stored (or skipped as a gap); the ack sent to the agent. */
+    /**
+     * Highest sequence stored (or skipped as a gap), numbered as the agent numbers it: the ack
+     * sent to the agent and the cursor in its welcome.
+     */
     ackedSeq: bigint('acked_seq', { mode: 'number' }).notNull(),
+    /**
+     * Added to the agent's numbers to get the stored ones. 0 until the agent's numbering went
+     * backwards (its spool was wiped or restored from an older copy): then the stream restarts
+     * after a `restart` gap and the new records are stored after everything stored before.
+     */
+    seqBase: bigint('seq_base', { mode: 'number' }).notNull().default(0),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ name: 'stream_cursors_pk', columns: [t.hostId, t.stream] })],
@@ -72,6 +92,8 @@ export const streamGaps = pgTable(
     stream: text('stream').notNull(),
     fromSeq: bigint('from_seq', { mode: 'number' }).notNull(),
     toSeq: bigint('to_seq', { mode: 'number' }).notNull(),
+    /** Why: `lost` (records the agent numbered and lost) or `restart` (see streamGapReason). */
+    reason: text('reason').$type<StreamGapReason>().notNull().default('lost'),
     recordedAt: timestamp('recorded_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ name: 'stream_gaps_pk', columns: [t.hostId, t.stream, t.fromSeq] })],
