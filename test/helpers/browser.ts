@@ -1,8 +1,82 @@
-// Real Chromium (Debian's package) driven by playwright-core, for console tests.
-import { chromium, type Browser, type Page } from 'playwright-core';
+// Real Chromium (Debian's package) driven by playwright-core, for console tests: launching, pages
+// in a given theme and viewport, signing in, and axe-core's WCAG checks run inside the page.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+
+/**
+ * An element as page-side callbacks (`page.evaluate(() => …)`) see it. They run in Chromium; the
+ * test program is compiled without the DOM library, so the little they use is declared here.
+ */
+export interface PageElement {
+  id: string;
+  tagName: string;
+  textContent: string | null;
+  scrollWidth: number;
+  clientWidth: number;
+  parentElement: PageElement | null;
+  getAttribute(name: string): string | null;
+  closest(selector: string): PageElement | null;
+  contains(other: PageElement | null): boolean;
+  getBoundingClientRect(): { left: number; right: number; width: number };
+}
+/** `document` as page-side callbacks see it (declare it in the test module that uses it). */
+export interface PageDocument {
+  activeElement: PageElement | null;
+  body: PageElement;
+  documentElement: PageElement;
+  querySelector(selector: string): PageElement | null;
+}
 
 /** Chromium from the Debian package; override with KEEL_CHROMIUM. */
 export const chromiumPath = process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium';
+
+/** The viewports every page is checked in. */
+export const viewports = {
+  desktop: { width: 1280, height: 800 },
+  phone: { width: 390, height: 844 },
+} as const;
+export type ViewportName = keyof typeof viewports;
+export type ThemeName = 'dark' | 'light';
+
+/** Starts headless Chromium; the caller closes it. */
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: chromiumPath,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+}
+
+/**
+ * A fresh context (own cookies) and page at `baseUrl` in a theme (through the system colour
+ * scheme the console follows when nothing is saved) and viewport. Uncaught page errors are
+ * collected in `pageErrors` so a test can assert the console stayed healthy.
+ */
+export async function openPage(
+  browser: Browser,
+  baseUrl: string,
+  opts: { viewport?: ViewportName; theme?: ThemeName } = {},
+): Promise<{ context: BrowserContext; page: Page; pageErrors: Error[] }> {
+  const phone = opts.viewport === 'phone';
+  const context = await browser.newContext({
+    baseURL: baseUrl,
+    viewport: viewports[opts.viewport ?? 'desktop'],
+    colorScheme: opts.theme ?? 'dark',
+    isMobile: phone,
+    hasTouch: phone,
+  });
+  try {
+    const page = await context.newPage();
+    page.setDefaultTimeout(15_000);
+    const pageErrors: Error[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err));
+    await page.goto(baseUrl);
+    return { context, page, pageErrors };
+  } catch (err) {
+    await context.close();
+    throw err;
+  }
+}
 
 /**
  * Launches headless Chromium and opens `baseUrl`. Uncaught page errors are collected in
@@ -12,10 +86,7 @@ export async function openConsole(
   baseUrl: string,
   viewport = { width: 1280, height: 800 },
 ): Promise<{ browser: Browser; page: Page; pageErrors: Error[] }> {
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  const browser = await launchChromium();
   try {
     const context = await browser.newContext({ baseURL: baseUrl, viewport });
     const page = await context.newPage();
@@ -37,4 +108,40 @@ export async function signIn(page: Page, username: string, password: string): Pr
   await page.fill('#login-password', password);
   await page.click('[data-testid="login-submit"]');
   await page.waitForURL((url) => !url.pathname.startsWith('/login'));
+}
+
+let axeSource: string | undefined;
+
+/** The WCAG rule sets the console is held to (the handbook's standard: 2.1 A and AA). */
+export const wcagTags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+
+/**
+ * Runs axe-core's WCAG 2.1 A/AA rules on the page as it is now and returns one line per failing
+ * element ("rule: target — summary"); empty when the page passes. axe is evaluated through the
+ * DevTools protocol, so the console's Content-Security-Policy stays on.
+ */
+export async function axeViolations(page: Page): Promise<string[]> {
+  axeSource ??= readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+  if (!(await page.evaluate(() => 'axe' in globalThis))) await page.evaluate(axeSource);
+  const violations = await page.evaluate(async (tags) => {
+    const { axe, document } = globalThis as unknown as { axe: AxeRunner; document: PageDocument };
+    const result = await axe.run(document, { runOnly: { type: 'tag', values: tags } });
+    return result.violations.map((v) => ({
+      id: v.id,
+      nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary ?? '' })),
+    }));
+  }, wcagTags);
+  return violations.flatMap((v) =>
+    v.nodes.map((n) => `${v.id}: ${n.target} — ${n.summary.replace(/\s+/g, ' ').trim()}`),
+  );
+}
+
+/** The part of axe's browser API this file uses. */
+interface AxeRunner {
+  run(
+    context: PageDocument,
+    options: { runOnly: { type: 'tag'; values: string[] } },
+  ): Promise<{
+    violations: { id: string; nodes: { target: string[]; failureSummary?: string }[] }[];
+  }>;
 }

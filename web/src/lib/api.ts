@@ -4,6 +4,7 @@
 import type { AppType } from '@keel/controller';
 import { hc, type ClientResponse } from 'hono/client';
 import type { SuccessStatusCode } from 'hono/utils/http-status';
+import { parseHost, parseHosts, type Host } from './host.ts';
 import { session } from './session.svelte.ts';
 
 /** Prefix of every API path. */
@@ -95,6 +96,18 @@ const withSignal = (signal?: AbortSignal) => ({ init: { signal } });
 /** Path parameter for `/{id}` routes; hc does not encode it. */
 const byId = (id: string) => ({ param: { id: encodeURIComponent(id) } });
 
+/** An answer the console cannot read (a proxy's page, a newer or broken controller). */
+function unreadable(what: string): ApiError {
+  return new ApiError(0, 'console.unreadable', `The controller sent ${what} the console cannot read.`);
+}
+
+/** The host of a `{ host }` answer, read at the boundary (host.ts). */
+async function oneHost(pending: Promise<{ host: unknown }>): Promise<{ host: Host }> {
+  const host = parseHost(((await pending) as { host?: unknown } | null | undefined)?.host);
+  if (!host) throw unreadable('a host');
+  return { host };
+}
+
 /** The calls the console makes, one per endpoint in docs/contracts.md. */
 export const api = {
   login: (username: string, password: string) =>
@@ -105,11 +118,18 @@ export const api = {
     await call(client.auth.logout.$post());
   },
 
-  listHosts: (signal?: AbortSignal) => call(client.hosts.$get(undefined, withSignal(signal))),
-  getHost: (id: string, signal?: AbortSignal) => call(client.hosts[':id'].$get(byId(id), withSignal(signal))),
+  // Hosts pass through host.ts: whatever the database holds, the pages get a renderable shape.
+  listHosts: async (signal?: AbortSignal): Promise<{ hosts: Host[] }> => {
+    const body: unknown = await call(client.hosts.$get(undefined, withSignal(signal)));
+    const raw = (body as { hosts?: unknown } | null | undefined)?.hosts;
+    if (!Array.isArray(raw)) throw unreadable('a host list');
+    return { hosts: parseHosts(raw) };
+  },
+  getHost: (id: string, signal?: AbortSignal) =>
+    oneHost(call(client.hosts[':id'].$get(byId(id), withSignal(signal)))),
   pingHost: (id: string) => call(client.hosts[':id'].ping.$post(byId(id))),
-  refreshFacts: (id: string) => call(client.hosts[':id']['refresh-facts'].$post(byId(id))),
-  revokeHost: (id: string) => call(client.hosts[':id'].revoke.$post(byId(id))),
+  refreshFacts: (id: string) => oneHost(call(client.hosts[':id']['refresh-facts'].$post(byId(id)))),
+  revokeHost: (id: string) => oneHost(call(client.hosts[':id'].revoke.$post(byId(id)))),
   hostEvents: (id: string, after = 0, limit = 200, signal?: AbortSignal) =>
     call(
       client.hosts[':id'].events.$get(
@@ -151,5 +171,8 @@ export const api = {
   verifyAudit: () => call(client.audit.verify.$get()),
 };
 
-/** What a call resolves to, e.g. `Answer<'listHosts'>` is `{ hosts: Host[] }`. */
+/** A host as the API declares it in `GET /hosts`, before the boundary reads it (host.ts). */
+export type ApiHost = Ok<Awaited<ReturnType<typeof client.hosts.$get>>>['hosts'][number];
+
+/** What a call resolves to, e.g. `Answer<'listAudit'>` is one page of the audit trail. */
 export type Answer<K extends keyof typeof api> = Awaited<ReturnType<(typeof api)[K]>>;

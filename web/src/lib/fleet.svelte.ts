@@ -1,6 +1,8 @@
 // The fleet as the console sees it: the host list from GET /hosts kept current by the
-// Server-Sent Events stream GET /events (`event: host`, data = Host), shared by every page.
+// Server-Sent Events stream GET /events (`event: host`, data = Host), shared by every page. Every
+// host comes through the client boundary (host.ts), so whatever the database holds renders.
 import { api, API_BASE, ApiError } from './api.ts';
+import { parseHost } from './host.ts';
 import type { Host } from './types.ts';
 
 /** Live-update link state, shown in the UI so a stale view never looks live. */
@@ -85,8 +87,8 @@ class Fleet {
     });
     source.addEventListener('host', (ev) => {
       try {
-        const host = JSON.parse((ev as MessageEvent<string>).data) as Host;
-        if (host && typeof host.id === 'string') this.upsert(host);
+        const host = parseHost(JSON.parse((ev as MessageEvent<string>).data));
+        if (host) this.upsert(host);
       } catch {
         // A malformed event is dropped; the next list reload corrects the view.
       }

@@ -35,6 +35,7 @@ const host: Host = {
   revokedAt: null,
   agentVersion: '0.1.0',
   facts,
+  capabilities: null,
 };
 
 test('formatBytes uses binary units', () => {
@@ -61,7 +62,7 @@ test('host state, uptime from boot time (ms or s), OS and CPU labels', () => {
   assert.equal(hostState(host), 'online');
   assert.equal(hostState({ ...host, online: false }), 'offline');
   assert.equal(hostState({ ...host, revokedAt: '2025-01-01T00:00:00Z' }), 'revoked');
-  assert.equal(uptimeSeconds(host, facts.bootTime + 90_000), 90);
+  assert.equal(uptimeSeconds(host, 1_700_000_000_000 + 90_000), 90);
   assert.equal(bootTimeMs({ ...facts, bootTime: 1_700_000_000 }), 1_700_000_000_000);
   assert.equal(uptimeSeconds({ ...host, online: false }, Date.now()), null);
   assert.equal(formatOs(facts), 'Debian GNU/Linux 12');
@@ -69,4 +70,14 @@ test('host state, uptime from boot time (ms or s), OS and CPU labels', () => {
   assert.equal(shortCpuModel('AMD EPYC 7543P 32-Core Processor'), 'AMD EPYC 7543P');
   assert.equal(usedPercent(50, 200), 25);
   assert.equal(usedPercent(1, 0), null);
+  assert.equal(usedPercent(null, 10), null);
+});
+
+test('facts with unknown fields format as placeholders', () => {
+  const os = { platform: null, distro: null, release: null, codename: null, arch: null };
+  assert.equal(formatOs({ ...facts, os }), '—');
+  assert.equal(formatOs({ ...facts, os: { ...os, platform: 'linux' } }), 'linux');
+  assert.equal(bootTimeMs({ ...facts, bootTime: null }), null);
+  assert.equal(uptimeSeconds({ ...host, facts: { ...facts, bootTime: null, uptimeSeconds: null } }, 0), null);
+  assert.equal(shortCpuModel(null), '');
 });

@@ -69,8 +69,9 @@ export function formatDateTime(ts: Timestamp | undefined): string {
 
 /** The host's boot time in epoch ms; tolerates epoch seconds (values before 1973 in ms). */
 export function bootTimeMs(facts: HostFacts | null | undefined): number | null {
-  if (!facts || !Number.isFinite(facts.bootTime) || facts.bootTime <= 0) return null;
-  return facts.bootTime < 1e11 ? facts.bootTime * 1000 : facts.bootTime;
+  const boot = facts?.bootTime;
+  if (boot == null || !Number.isFinite(boot) || boot <= 0) return null;
+  return boot < 1e11 ? boot * 1000 : boot;
 }
 
 /** Uptime in seconds at `now`, ticking from the boot time; null when the host is not online. */
@@ -90,14 +91,14 @@ export function hostState(host: Host): HostState {
 /** "Debian GNU/Linux 12" — distro and release without repeating the release. */
 export function formatOs(facts: HostFacts | null | undefined): string {
   if (!facts) return '—';
-  const { distro, release } = facts.os;
-  if (!distro) return release || facts.os.platform || '—';
+  const { distro, release, platform } = facts.os;
+  if (!distro) return release || platform || '—';
   return release && !distro.includes(release) ? `${distro} ${release}` : distro;
 }
 
-/** Percentage of a disk in use, 0–100, or null for an empty disk size. */
-export function usedPercent(used: number, size: number): number | null {
-  if (!(size > 0)) return null;
+/** Percentage of a disk in use, 0–100, or null when either figure is unknown or the size is 0. */
+export function usedPercent(used: number | null, size: number | null): number | null {
+  if (used == null || size == null || !(size > 0)) return null;
   return Math.min(100, Math.max(0, (used / size) * 100));
 }
 
@@ -108,7 +109,8 @@ export function toIso(ts: Timestamp | undefined): string | undefined {
 }
 
 /** CPU model without marketing noise for tight columns: "Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz" -> "Intel Xeon E5-2680 v4". */
-export function shortCpuModel(model: string): string {
+export function shortCpuModel(model: string | null): string {
+  if (!model) return '';
   const short = model
     .replace(/\((R|TM)\)/gi, '')
     .replace(/\s+@.*$/, '')

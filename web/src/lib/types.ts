@@ -5,11 +5,8 @@ import type { Answer } from './api.ts';
 /** A timestamp as the API sends it: ISO 8601 string or epoch milliseconds; null when not (yet) set. */
 export type Timestamp = string | number | null;
 
-/** An enrolled host as the controller stores it (`GET /hosts`, and the `host` SSE event). */
-export type Host = Answer<'listHosts'>['hosts'][number];
-
-/** What an agent reports about its machine (shared `hostFactsSchema`); null on a host until reported once. */
-export type HostFacts = NonNullable<Host['facts']>;
+/** Hosts as the pages render them, read at the client boundary (host.ts). */
+export type { DiskFacts, Host, HostCapabilities, HostFacts } from './host.ts';
 
 /** The host's state as the console shows it. */
 export type HostState = 'online' | 'offline' | 'revoked';

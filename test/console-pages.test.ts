@@ -1,0 +1,443 @@
+// Proves every console page in real Chromium, in the dark and light themes, on a desktop and a
+// phone: no axe-core WCAG 2.1 A/AA violation, usable by keyboard, rendering whatever the database
+// holds (hosts with null, partial, mistyped or huge facts never leave the fleet page loading or
+// throw), and long text cut with its full value on hover so no table grows past the viewport.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { sampleFacts } from './helpers/facts.ts';
+import {
+  axeViolations,
+  launchChromium,
+  openPage,
+  signIn,
+  type PageDocument,
+  type ThemeName,
+  type ViewportName,
+} from './helpers/browser.ts';
+import {
+  enrollNewAgent,
+  kill,
+  removeDir,
+  repoRoot,
+  runAgent,
+  startTestController,
+  waitFor,
+  type Proc,
+} from './helpers/fleet.ts';
+import { storeHost } from './helpers/stored-hosts.ts';
+
+// Page-side callbacks run in Chromium; this program has no DOM library (see helpers/browser.ts).
+declare const document: PageDocument;
+declare const innerWidth: number;
+
+type Ctl = Awaited<ReturnType<typeof startTestController>>;
+let ctl: Ctl;
+let browser: Browser;
+let agent: Proc;
+let agentDir: string;
+const shots = join(repoRoot, 'test-results');
+
+/** A 255-character host name (the longest enroll accepts). */
+const LONG_NAME = `edge-${'0123456789abcdef'.repeat(16)}`.slice(0, 250) + '-tail';
+/** Stored hosts by role, filled in `before`. */
+const ids: Record<string, string> = {};
+
+/** Odd stored facts: each must render with placeholders. */
+const ODD_HOSTS: Record<string, unknown> = {
+  'odd-null-os': { ...sampleFacts, os: null },
+  'odd-partial': { hostname: 'only-a-hostname' },
+  'odd-types': {
+    ...sampleFacts,
+    hostname: 42,
+    kernel: ['6.1'],
+    cpu: 'fast',
+    memory: { totalBytes: '4 GB' },
+    disks: [null, 'sda', { mount: '/', sizeBytes: -1 }, { mount: '/', sizeBytes: 5 }],
+    bootTime: 'yesterday',
+  },
+  'odd-huge': {
+    ...sampleFacts,
+    hostname: 'h'.repeat(100_000),
+    kernel: 'k'.repeat(200_000),
+    cpu: { ...sampleFacts.cpu, model: 'c'.repeat(100_000) },
+    os: { ...sampleFacts.os, distro: 'd'.repeat(50_000) },
+  },
+  'odd-string': 'facts as a bare string',
+  'odd-controls': { ...sampleFacts, hostname: 'bell\u0007tab\tbidi\u202eevil' },
+};
+
+before(async () => {
+  ctl = await startTestController();
+  agentDir = await enrollNewAgent(ctl, 'real-host');
+  agent = runAgent(agentDir);
+  ids.long = await storeHost(ctl, { name: LONG_NAME, facts: sampleFacts, agentVersion: '0.1.0' });
+  for (const [name, facts] of Object.entries(ODD_HOSTS)) ids[name] = await storeHost(ctl, { name, facts });
+  ids['odd-none'] = await storeHost(ctl, { name: 'odd-none', facts: null, lastSeenAt: null });
+  // Long values in the audit trail: a revoked host with a long name (its target cell) and a failed
+  // sign-in with a long username (its detail).
+  ids.revoked = await storeHost(ctl, { name: `gone-${LONG_NAME.slice(5)}`, facts: sampleFacts });
+  await ctl.services.hosts.revoke(ids.revoked, { id: 'system', ip: null });
+  await fetch(`${ctl.url}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', origin: ctl.url },
+    body: JSON.stringify({ username: 'u'.repeat(120), password: 'wrong' }),
+  });
+  browser = await launchChromium();
+  mkdirSync(shots, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+  if (agent) await kill(agent, 'SIGTERM');
+  await ctl?.close();
+  if (ctl) removeDir(ctl.dataDir);
+  if (agentDir) removeDir(agentDir);
+});
+
+function admin() {
+  const a = ctl.firstAdmin;
+  assert.ok(a, 'a new install has a generated first admin');
+  return a;
+}
+
+/** Every violation axe finds on pages checked so far, with where it was found. */
+const violations: string[] = [];
+
+/** Runs axe on the page as it is now; the test fails at its end with everything found. */
+async function checkAccessible(page: Page, where: string): Promise<void> {
+  for (const v of await axeViolations(page)) violations.push(`${where}: ${v}`);
+}
+
+/** The fleet page with every host row rendered. */
+async function fleetReady(page: Page): Promise<void> {
+  await page.locator('[data-testid="host-row"]').filter({ hasText: 'real-host' }).waitFor();
+  await waitFor(
+    async () => (await page.locator('[data-testid="host-row"]').count()) === Object.keys(ids).length + 1,
+    10_000,
+    'every host row',
+  );
+}
+
+async function realHostId(page: Page): Promise<string> {
+  const id = await page
+    .locator('[data-testid="host-row"]')
+    .filter({ hasText: 'real-host' })
+    .getAttribute('data-host-id');
+  assert.ok(id);
+  return id;
+}
+
+test(
+  'every page passes axe WCAG 2.1 A/AA in dark and light, on desktop and phone',
+  { timeout: 180_000 },
+  async () => {
+    const { username, password } = admin();
+    for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
+      for (const theme of ['dark', 'light'] as ThemeName[]) {
+        const where = (p: string) => `${p} (${theme}, ${viewport})`;
+        const shot = (p: string) => join(shots, `a11y-${p}-${theme}-${viewport}.png`);
+        const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme });
+        try {
+          await page.locator('#login-username').waitFor();
+          await checkAccessible(page, where('login'));
+          await page.screenshot({ path: shot('login') });
+          await signIn(page, username, password);
+
+          await fleetReady(page);
+          await checkAccessible(page, where('fleet'));
+          await page.screenshot({ path: shot('fleet'), fullPage: true });
+
+          await page.click('[data-testid="add-host"]');
+          await page.locator('[data-testid="add-host-dialog"] #join-note').waitFor();
+          await checkAccessible(page, where('add-host dialog'));
+          await page.screenshot({ path: shot('add-host') });
+          await page.click('button[type="submit"][form="join-token-form"]');
+          await page.locator('[data-testid="join-command"]').waitFor();
+          await checkAccessible(page, where('add-host dialog with its command'));
+          await page.screenshot({ path: shot('add-host-command') });
+          await page.keyboard.press('Escape');
+          await page.locator('[data-testid="join-command"]').waitFor({ state: 'detached' });
+
+          const realId = await realHostId(page);
+          await page.goto(`/hosts/${realId}`);
+          await page.locator('[data-testid="host-history-row"]').first().waitFor();
+          await page.locator('[data-testid="host-capabilities"]').waitFor();
+          await checkAccessible(page, where('host page'));
+          await page.screenshot({ path: shot('host'), fullPage: true });
+
+          await page.goto(`/hosts/${ids['odd-types']}`);
+          await page.locator('h1', { hasText: 'odd-types' }).waitFor();
+          await checkAccessible(page, where('host page with odd facts'));
+
+          await page.goto(`/hosts/${ids.long}`);
+          await page.locator('h1').filter({ hasText: 'edge-' }).waitFor();
+          await page.click('[data-testid="revoke"]');
+          await page.locator('[data-testid="revoke-dialog"] h2').waitFor();
+          await checkAccessible(page, where('revoke dialog'));
+          await page.screenshot({ path: shot('revoke') });
+          await page.keyboard.press('Escape');
+
+          await page.goto('/audit');
+          await page.locator('[data-testid="audit-row"]').first().waitFor();
+          await checkAccessible(page, where('audit'));
+          await page.screenshot({ path: shot('audit'), fullPage: true });
+
+          await page.click('[data-testid="user-menu"]');
+          await page.locator('[data-testid="logout"]').waitFor();
+          await checkAccessible(page, where('user menu'));
+          assert.deepEqual(
+            pageErrors.map((e) => e.message),
+            [],
+          );
+        } finally {
+          await context.close();
+        }
+      }
+    }
+    assert.deepEqual(violations, [], `axe (WCAG 2.1 A/AA) found:\n${violations.join('\n')}`);
+  },
+);
+
+test(
+  'keyboard: tab to the main actions, Escape closes dialogs and menus, focus returns',
+  { timeout: 60_000 },
+  async () => {
+    const { username, password } = admin();
+    const { context, page, pageErrors } = await openPage(browser, ctl.url);
+    try {
+      await signIn(page, username, password);
+      await fleetReady(page);
+      const focused = () =>
+        page.evaluate(
+          () =>
+            document.activeElement?.getAttribute('data-testid') ??
+            document.activeElement?.textContent?.trim() ??
+            '',
+        );
+
+      /** Presses Tab until `match` is focused (at most `max` times). */
+      async function tabTo(
+        match: (el: { testid: string | null; text: string; tag: string }) => boolean,
+        max = 40,
+      ) {
+        for (let i = 0; i < max; i++) {
+          await page.keyboard.press('Tab');
+          const el = await page.evaluate(() => ({
+            testid: document.activeElement?.getAttribute('data-testid') ?? null,
+            text: (document.activeElement?.textContent ?? '').trim(),
+            tag: document.activeElement?.tagName ?? '',
+          }));
+          if (match(el)) return;
+        }
+        assert.fail(`not reached by Tab within ${max} presses`);
+      }
+
+      // The first Tab on a fresh page lands on "Skip to content", which moves focus to the page.
+      await page.goto('/');
+      await fleetReady(page);
+      await page.keyboard.press('Tab');
+      assert.equal(await focused(), 'Skip to content');
+      await page.keyboard.press('Enter');
+      assert.equal(await page.evaluate(() => document.activeElement?.id), 'main');
+
+      // Add host: reached by Tab, opened by Enter, focus inside; Escape closes and focus comes back.
+      await tabTo((el) => el.testid === 'add-host');
+      await page.keyboard.press('Enter');
+      const dialog = page.locator('[data-testid="add-host-dialog"]');
+      await dialog.locator('#join-note').waitFor();
+      assert.ok(await dialog.evaluate((d) => d.contains(document.activeElement)), 'focus is in the dialog');
+      // Tab stays inside the modal dialog.
+      for (let i = 0; i < 8; i++) {
+        await page.keyboard.press('Tab');
+        assert.ok(
+          await page.evaluate(
+            () => !!document.activeElement?.closest('dialog') || document.activeElement === document.body,
+          ),
+          'Tab stays in the dialog',
+        );
+      }
+      await page.keyboard.press('Escape');
+      await dialog.locator('#join-note').waitFor({ state: 'detached' });
+      assert.equal(await focused(), 'add-host', 'focus returns to Add host');
+
+      // The user menu: Enter opens it on its item, Escape closes it and returns to the button.
+      await page.locator('[data-testid="user-menu"]').focus();
+      await page.keyboard.press('Enter');
+      await waitFor(async () => (await focused()) === 'logout', 5000, 'menu item focused');
+      await page.keyboard.press('Escape');
+      assert.equal(await focused(), 'user-menu');
+
+      // A host: its link is reached by Tab and opens the host page, where Ping is reached by Tab.
+      await page.locator('#host-filter').focus();
+      await tabTo((el) => el.tag === 'A' && el.text === 'real-host');
+      await page.keyboard.press('Enter');
+      await page.waitForURL(/\/hosts\//);
+      await page.locator('[data-testid="ping"]:not([disabled])').waitFor();
+      await tabTo((el) => el.testid === 'ping');
+      await page.keyboard.press('Enter');
+      await page.getByText(/Pong in [\d.]+ ms/).waitFor();
+      // Revoke opens its dialog on Enter; Escape cancels it and focus goes back to Revoke.
+      await tabTo((el) => el.testid === 'revoke');
+      await page.keyboard.press('Enter');
+      await page.locator('[data-testid="revoke-confirm"]').waitFor();
+      await page.keyboard.press('Escape');
+      await page.locator('[data-testid="revoke-confirm"]').waitFor({ state: 'detached' });
+      assert.equal(await focused(), 'revoke');
+      assert.deepEqual(
+        pageErrors.map((e) => e.message),
+        [],
+      );
+    } finally {
+      await context.close();
+    }
+  },
+);
+
+test(
+  'hosts with null, partial, mistyped or huge stored facts render with placeholders',
+  { timeout: 60_000 },
+  async () => {
+    const { username, password } = admin();
+    const { context, page, pageErrors } = await openPage(browser, ctl.url);
+    try {
+      await signIn(page, username, password);
+      await fleetReady(page);
+      assert.equal(await page.getByText('Loading hosts…').count(), 0);
+      const row = (name: string) => page.locator('[data-testid="host-row"]').filter({ hasText: name });
+      assert.match((await row('odd-none').textContent()) ?? '', /no facts yet/);
+      assert.match((await row('odd-string').textContent()) ?? '', /no facts yet/);
+      assert.match((await row('odd-partial').textContent()) ?? '', /only-a-hostname/);
+      // Controls and bidi overrides are shown as U+FFFD, never acted on.
+      assert.match((await row('odd-controls').textContent()) ?? '', /bell\uFFFDtab\uFFFDbidi\uFFFDevil/);
+
+      for (const name of [...Object.keys(ODD_HOSTS), 'odd-none']) {
+        await page.goto(`/hosts/${ids[name]}`);
+        await page.locator('h1', { hasText: name }).waitFor();
+        await page.locator('#sys-title').waitFor();
+        await page.locator('[data-testid="host-capabilities"]').waitFor();
+      }
+      // Two disks with the same mount both show.
+      await page.goto(`/hosts/${ids['odd-types']}`);
+      await waitFor(
+        async () => (await page.locator('[data-testid="disk-row"]').count()) === 2,
+        5000,
+        'two disks',
+      );
+
+      // What the database cannot hold (NUL) or a future API might send (wrong top-level types, a host
+      // without an id, capabilities) reaches the console through the same boundary.
+      await page.route('**/api/v1/hosts', async (route) => {
+        const res = await route.fetch();
+        const body = (await res.json()) as { hosts: Record<string, unknown>[] };
+        body.hosts.push(
+          { name: 'no id at all' },
+          { id: 'x-nul', name: 'nul\u0000name', online: 'yes', facts: { hostname: 'a\u0000b', cpu: null } },
+          {
+            id: 'x-caps',
+            name: 'with-capabilities',
+            online: true,
+            enrolledAt: 12,
+            facts: null,
+            capabilities: {
+              agentVersion: '9.9.9',
+              requests: ['ping', 'facts.refresh'],
+              streams: ['events'],
+              channels: [7],
+            },
+          },
+        );
+        await route.fulfill({ response: res, json: body });
+      });
+      await page.goto('/');
+      await row('nul\uFFFDname').waitFor();
+      await row('with-capabilities').waitFor();
+      assert.equal(await row('no id at all').count(), 0);
+      await page.route('**/api/v1/hosts/x-caps', (route) =>
+        route.fulfill({ status: 404, json: { error: { code: 'host.not_found', message: 'No such host.' } } }),
+      );
+      await row('with-capabilities').locator('a').click();
+      const caps = page.locator('[data-testid="host-capabilities"]');
+      await caps.getByText('facts.refresh').waitFor();
+      assert.match(
+        (await caps.textContent()) ?? '',
+        /Requests\s*ping\s*facts\.refresh\s*Streams\s*events\s*Channels\s*none/,
+      );
+      assert.deepEqual(
+        pageErrors.map((e) => e.message),
+        [],
+      );
+    } finally {
+      await context.close();
+    }
+  },
+);
+
+test(
+  'a 255-character host name and huge facts never widen a page; the full value is on hover',
+  { timeout: 60_000 },
+  async () => {
+    const { username, password } = admin();
+    for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
+      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport });
+      try {
+        await signIn(page, username, password);
+        await fleetReady(page);
+        const fits = async (what: string) => {
+          const m = await page.evaluate(() => {
+            const table = document.querySelector('table');
+            return {
+              page: document.documentElement.scrollWidth,
+              view: innerWidth,
+              table: table ? Math.ceil(table.getBoundingClientRect().right) : 0,
+              tableScroll: table?.parentElement?.scrollWidth ?? 0,
+              wrap: table?.parentElement?.clientWidth ?? 0,
+            };
+          });
+          assert.ok(
+            m.page <= m.view,
+            `${what} (${viewport}): page ${m.page} px wide in a ${m.view} px viewport`,
+          );
+          assert.ok(m.table <= m.view, `${what} (${viewport}): table ends at ${m.table} px of ${m.view}`);
+          assert.ok(
+            m.tableScroll <= m.wrap,
+            `${what} (${viewport}): table scrolls ${m.tableScroll} px in ${m.wrap}`,
+          );
+        };
+        await fits('fleet');
+        const link = page.locator(`[data-testid="host-row"][data-host-id="${ids.long}"] a`);
+        assert.equal(await link.getAttribute('title'), LONG_NAME);
+        assert.ok(await link.evaluate((a) => a.scrollWidth > a.clientWidth), 'the long name is cut');
+        await page.screenshot({ path: join(shots, `long-name-fleet-${viewport}.png`), fullPage: true });
+
+        for (const id of [ids.long, ids['odd-huge']]) {
+          await page.goto(`/hosts/${id}`);
+          await page.locator('#sys-title').waitFor();
+          await fits('host page');
+        }
+        await page.goto(`/hosts/${ids.long}`);
+        const h1 = page.locator('h1');
+        assert.equal(await h1.getAttribute('title'), LONG_NAME);
+        assert.ok(await h1.evaluate((h) => h.getBoundingClientRect().right <= innerWidth));
+        await page.screenshot({ path: join(shots, `long-name-host-${viewport}.png`) });
+        await page.click('[data-testid="revoke"]');
+        const title = page.locator('[data-testid="revoke-dialog"] h2');
+        assert.equal(await title.getAttribute('title'), `Revoke ${LONG_NAME}?`);
+        assert.ok(await title.evaluate((h) => h.getBoundingClientRect().right <= innerWidth));
+        await page.keyboard.press('Escape');
+
+        await page.goto('/audit');
+        await page.locator('[data-testid="audit-row"]').first().waitFor();
+        await fits('audit');
+        assert.deepEqual(
+          pageErrors.map((e) => e.message),
+          [],
+        );
+      } finally {
+        await context.close();
+      }
+    }
+  },
+);
