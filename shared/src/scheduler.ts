@@ -137,6 +137,21 @@ export class FairScheduler {
   }
 }
 
+const schedulers = new WeakMap<FrameSink, FairScheduler>();
+
+/**
+ * The fair scheduler of one link session (made on first use): stream batches and channel data of
+ * the same session take turns on it, whoever asks first.
+ */
+export function schedulerFor(sink: FrameSink): FairScheduler {
+  let scheduler = schedulers.get(sink);
+  if (!scheduler) {
+    scheduler = new FairScheduler(sink);
+    schedulers.set(sink, scheduler);
+  }
+  return scheduler;
+}
+
 /**
  * The sending half of one channel's credit window: bytes queue here and go out as `chan.data`
  * frames only as far as the reader granted credit. The producer keeps the queue short by waiting

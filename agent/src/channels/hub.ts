@@ -7,7 +7,8 @@ import {
   CHANNEL_WINDOW_BYTES,
   ChannelInbox,
   ChannelOutbox,
-  FairScheduler,
+  schedulerFor,
+  type FairScheduler,
   MAX_CHANNELS_PER_SESSION,
   type ChannelEnd,
   type ChannelKindDefinition,
@@ -50,6 +51,8 @@ export interface ChannelHandler<P = unknown> {
 /** The part of the agent link the hub plugs into (AgentLink satisfies it). */
 export interface ChannelLinkHost {
   readonly router: FrameRouter<SealedChannel>;
+  /** Channel kinds the link announces to the controller. */
+  readonly channelKinds?: Set<string>;
   onSessionEnded(listener: (channel: SealedChannel) => void): () => void;
 }
 
@@ -90,6 +93,7 @@ export class AgentChannelHub {
 
   /** Registers the channel frames on the link and ends channels when its session ends. */
   attach(link: ChannelLinkHost): void {
+    for (const kind of this.#kinds.keys()) link.channelKinds?.add(kind);
     link.router
       .register('chan.open', (frame, _body, channel) => this.#open(channel, frame))
       .register('chan.data', (frame, body, channel) => this.#data(channel, frame.id, body))
@@ -123,7 +127,7 @@ export class AgentChannelHub {
   #state(channel: SealedChannel): LinkChannels {
     let state = this.#links.get(channel);
     if (!state) {
-      state = { scheduler: new FairScheduler(channel), open: new Map() };
+      state = { scheduler: schedulerFor(channel), open: new Map() };
       this.#links.set(channel, state);
     }
     return state;

@@ -1,7 +1,7 @@
 // Plugs channels into the agent gateway: the chan.* frames from agents go to the hub through the
 // gateway's frame router, every agent session gets a fair send scheduler for its channel data
 // (control frames first, then channels in turn), and a session that ends ends its channels.
-import { FairScheduler } from '@keel/shared';
+import { schedulerFor } from '@keel/shared';
 import type { AgentSession, Gateway } from '../gateway/index.ts';
 import type { AgentChannelLink, ChannelHub } from './hub.ts';
 
@@ -11,7 +11,7 @@ const links = new WeakMap<AgentSession, AgentChannelLink>();
 export function channelLinkOf(session: AgentSession): AgentChannelLink {
   let link = links.get(session);
   if (!link) {
-    const scheduler = new FairScheduler(session.channel);
+    const scheduler = schedulerFor(session.channel);
     const announced = (session as { capabilities?: { channels?: readonly string[] } | null }).capabilities;
     link = {
       hostId: session.hostId!,
