@@ -365,6 +365,10 @@ test(
         (await caps.textContent()) ?? '',
         /Requests\s*ping\s*facts\.refresh\s*Streams\s*events\s*Channels\s*none/,
       );
+      assert.equal(
+        (await caps.locator('[data-testid="capabilities-source"]').textContent())?.trim(),
+        'announced by keel-agent 9.9.9',
+      );
       assert.deepEqual(
         pageErrors.map((e) => e.message),
         [],

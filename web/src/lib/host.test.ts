@@ -30,6 +30,7 @@ const good = {
     requests: ['ping', 'facts.refresh'],
     streams: ['events'],
     channels: [],
+    announced: true,
   },
 };
 
@@ -37,9 +38,11 @@ test('a well-formed host passes through unchanged', () => {
   assert.deepEqual(parseHost(good), good);
 });
 
-test('an older controller without capabilities gives capabilities null', () => {
+test('capabilities: absent (an older controller) is null; an assumed baseline stays marked', () => {
   const { capabilities: _drop, ...old } = good;
   assert.equal(parseHost(old)?.capabilities, null);
+  const assumed = parseHost({ ...good, capabilities: { ...good.capabilities, announced: false } });
+  assert.equal(assumed?.capabilities?.announced, false);
 });
 
 test('null, partial and mistyped facts become placeholders, never a throw', () => {
@@ -105,7 +108,13 @@ test('wrong top-level types: no id is left out, the rest falls back', () => {
   assert.equal(odd.facts, null);
   assert.equal(odd.capabilities, null);
   const caps = parseHost({ ...good, capabilities: { requests: ['ping', 3, null], streams: 'events' } })!;
-  assert.deepEqual(caps.capabilities, { agentVersion: null, requests: ['ping'], streams: [], channels: [] });
+  assert.deepEqual(caps.capabilities, {
+    agentVersion: null,
+    requests: ['ping'],
+    streams: [],
+    channels: [],
+    announced: true,
+  });
   assert.deepEqual(
     parseHosts([good, { name: 'no id' }, 'x']).map((h) => h.id),
     [good.id],

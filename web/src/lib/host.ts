@@ -83,6 +83,8 @@ const capabilitiesSchema = z.object({
   requests: names,
   streams: names,
   channels: names,
+  /** False: the agent announced nothing (it predates announcements) and the lists are assumed. */
+  announced: z.boolean().catch(true),
 });
 
 const hostSchema = z.object({
@@ -104,7 +106,7 @@ export type HostFacts = z.output<typeof factsSchema>;
 /** One disk of a host. */
 export type DiskFacts = HostFacts['disks'][number];
 
-/** What a host's agent announced it supports (null: never announced, e.g. an older agent). */
+/** What a host's agent supports, as its live session announced it (null: not connected). */
 export type HostCapabilities = z.output<typeof capabilitiesSchema>;
 
 /** An enrolled host as the console renders it; `name` falls back to the id. */
