@@ -32,14 +32,21 @@ const loginRoute = createRoute({
   tags: ['auth'],
   summary: 'Sign in',
   description:
-    'Checks the password and sets the `keel_session` cookie (HttpOnly, SameSite=Strict). A username locks for 15 minutes after 5 failures; failures are also limited per client address.',
+    'Checks the password and sets the `keel_session` cookie (HttpOnly, SameSite=Strict). A username, existing or not, locks for 15 minutes after 5 failures (addresses the user signed in from before have their own budget); an address after 20; password checks running at once are bounded. Every refusal is 429 with Retry-After.',
   request: { body: { content: { 'application/json': { schema: loginBodySchema } }, required: true } },
   responses: {
     200: { description: 'Signed in.', content: { 'application/json': { schema: sessionBodySchema } } },
     400: errorResponse('Malformed body (`request.invalid`).'),
     401: errorResponse('Wrong username or password (`auth.invalid_credentials`).'),
     403: errorResponse('Cross-origin request (`auth.csrf`).'),
-    429: errorResponse('Too many failures (`auth.locked`).'),
+    429: {
+      ...errorResponse(
+        'Too many failures or attempts at once (`auth.locked`); try again after `Retry-After` seconds.',
+      ),
+      headers: z.object({
+        'retry-after': z.string().openapi({ description: 'Seconds to wait.', example: '900' }),
+      }),
+    },
   },
 });
 

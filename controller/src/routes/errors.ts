@@ -15,7 +15,12 @@ export function sendError(c: Context, code: ErrorCode, message?: string): Respon
 /** Maps KeelError, Hono's HTTPException and anything else to the API error shape. */
 export function errorHandler(log: Logger): ErrorHandler {
   return (err, c) => {
-    if (err instanceof KeelError) return sendError(c, err.code, err.message);
+    if (err instanceof KeelError) {
+      // Throttling errors say when to come back (RFC 9110 Retry-After, in seconds).
+      const retryAfter = (err as { retryAfterSeconds?: unknown }).retryAfterSeconds;
+      if (typeof retryAfter === 'number') c.header('retry-after', String(Math.max(1, Math.ceil(retryAfter))));
+      return sendError(c, err.code, err.message);
+    }
     if (err instanceof HTTPException) {
       // Hono raises these for malformed JSON bodies, body limits and the like.
       const status = err.status;

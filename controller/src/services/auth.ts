@@ -1,8 +1,14 @@
 // Sign-in, sessions and passwords. Passwords are argon2id; a session is a random 32-byte secret
 // in an HttpOnly cookie, stored only as its SHA-256, with a per-session CSRF token and a 12-hour
 // sliding lifetime that never reaches past 7 days from sign-in (then the user signs in again, so a
-// stolen cookie that is kept busy does not live forever). Failed sign-ins lock a username for 15 minutes after 5 tries and are also
-// limited per client address.
+// stolen cookie that is kept busy does not live forever).
+//
+// Sign-in throttling (LoginThrottle below): every attempt is counted before its password check, so
+// parallel tries cannot get past the limits; a username (existing or not: same windows, same
+// answers) locks for 15 minutes after 5 failures, an address after 20; at most 8 password checks run
+// at once (2 per address, 1 per username), and anything over a limit is a cheap 429 with
+// Retry-After. An address the user signed in from before has its own budget for that user, so
+// strangers failing on a name cannot keep its owner out for ever.
 import { createHash, randomBytes } from 'node:crypto';
 import { hash as argon2Hash, verify as argon2Verify, type Algorithm } from '@node-rs/argon2';
 import type { Logger } from 'pino';
@@ -18,11 +24,19 @@ export const authPolicy = {
   sessionMaxAgeMs: 7 * 24 * 60 * 60 * 1000,
   /** Write last_seen/expires_at at most this often, not on every request. */
   sessionTouchIntervalMs: 60 * 1000,
+  /** Failures (counted from the first in the window) that lock a username, existing or not. */
   maxFailuresPerUser: 5,
+  /** How long a username is locked once it reached its failures; also its counting window. */
   lockoutMs: 15 * 60 * 1000,
   maxFailuresPerIp: 20,
   ipWindowMs: 15 * 60 * 1000,
-  /** Bound on the in-memory throttle tables (oldest entries are forgotten first). */
+  /** Password checks (argon2, ~40 ms and 19 MiB each) running at once, in all. */
+  maxChecksInFlight: 8,
+  /** ...from one client address. */
+  maxChecksInFlightPerAddress: 2,
+  /** ...for one username. */
+  maxChecksInFlightPerUser: 1,
+  /** Bound on the in-memory throttle tables (oldest idle entries are forgotten first). */
   throttleEntries: 10_000,
 };
 
@@ -69,35 +83,117 @@ export interface AuthenticatedSession {
   renewed: boolean;
 }
 
-/** Counts failures per key in fixed windows, in bounded memory. */
-class FailureWindow {
-  private readonly entries = new Map<string, { count: number; since: number }>();
+/** Thrown for a refused sign-in attempt: 429 `auth.locked`, with when to try again. */
+export class SignInThrottled extends KeelError {
+  constructor(readonly retryAfterSeconds: number) {
+    super('auth.locked', `Too many sign-in attempts; try again in ${retryAfterSeconds} s.`);
+  }
+}
+
+interface ThrottleEntry {
+  failures: number;
+  /** Attempts whose password check is running: they count against the limit until they end. */
+  inFlight: number;
+  /** Start of the counting window (the first failure in it). */
+  since: number;
+  /** Set when the failures reached the limit: refused until then. */
+  lockedUntil: number;
+}
+
+/**
+ * Failure windows per key (a username, an address), in bounded memory. An attempt is counted
+ * when it starts (`begin`), before its password check, and settled when the check ends (`end`),
+ * so a burst of parallel attempts sees the ones still running.
+ */
+class LoginThrottle {
+  private readonly entries = new Map<string, ThrottleEntry>();
   constructor(
     private readonly limit: number,
     private readonly windowMs: number,
+    private readonly maxInFlight: number,
     private readonly maxEntries: number,
   ) {}
-  blocked(key: string, now: number): boolean {
+
+  private live(key: string, now: number): ThrottleEntry | undefined {
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    if (e.lockedUntil <= now && now - e.since >= this.windowMs) {
+      // The window is over: start afresh (attempts still running count into the new one).
+      if (e.inFlight === 0) {
+        this.entries.delete(key);
+        return undefined;
+      }
+      e.failures = 0;
+      e.since = now;
+      e.lockedUntil = 0;
+    }
+    return e;
+  }
+
+  /** Milliseconds until `key` may try again; 0 when it may now. */
+  wait(key: string, now: number): number {
+    const e = this.live(key, now);
+    if (!e) return 0;
+    if (e.lockedUntil > now) return e.lockedUntil - now;
+    // The running checks would use up what is left of the budget, or too many run already: they
+    // end within a second or so.
+    if (e.failures + e.inFlight >= this.limit || e.inFlight >= this.maxInFlight) return 1000;
+    return 0;
+  }
+
+  begin(key: string, now: number): void {
+    let e = this.live(key, now);
+    if (!e) {
+      if (this.entries.size >= this.maxEntries) this.evictOne();
+      e = { failures: 0, inFlight: 0, since: now, lockedUntil: 0 };
+      this.entries.set(key, e);
+    }
+    e.inFlight++;
+  }
+
+  /** Settles an attempt; returns true when this failure locked the key. */
+  end(key: string, failed: boolean, now: number): boolean {
     const e = this.entries.get(key);
     if (!e) return false;
-    if (now - e.since >= this.windowMs) {
-      this.entries.delete(key);
-      return false;
+    e.inFlight = Math.max(0, e.inFlight - 1);
+    if (!failed) return false;
+    if (e.failures === 0) e.since = now;
+    e.failures++;
+    if (e.failures >= this.limit && e.lockedUntil <= now) {
+      e.lockedUntil = now + this.windowMs;
+      return true;
     }
-    return e.count >= this.limit;
+    return false;
   }
-  fail(key: string, now: number): void {
-    const e = this.entries.get(key);
-    if (e && now - e.since < this.windowMs) {
-      e.count++;
-      return;
+
+  private evictOne(): void {
+    for (const [key, e] of this.entries) {
+      if (e.inFlight === 0) {
+        this.entries.delete(key);
+        return;
+      }
     }
-    this.entries.delete(key);
-    if (this.entries.size >= this.maxEntries) {
-      const oldest = this.entries.keys().next();
-      if (!oldest.done) this.entries.delete(oldest.value);
+  }
+}
+
+/** A bounded set of recent `username|address` pairs that signed in successfully. */
+class KnownAddresses {
+  private readonly seen = new Map<string, number>();
+  constructor(
+    private readonly maxEntries: number,
+    private readonly ttlMs: number,
+  ) {}
+  has(key: string, now: number): boolean {
+    const at = this.seen.get(key);
+    return at !== undefined && now - at < this.ttlMs;
+  }
+  add(key: string, now: number): void {
+    this.seen.delete(key);
+    if (this.seen.size >= this.maxEntries) {
+      const oldest = this.seen.keys().next();
+      if (!oldest.done) this.seen.delete(oldest.value);
     }
-    this.entries.set(key, { count: 1, since: now });
+    this.seen.set(key, now);
   }
 }
 
@@ -108,6 +204,8 @@ export interface AuthServiceDeps {
   log: Logger;
   now?: () => Date;
   policy?: Partial<typeof authPolicy>;
+  /** The password check (tests count calls); argon2id verification by default. */
+  checkPassword?: (passwordHash: string, password: string) => Promise<boolean>;
 }
 
 /** Normalizes a username the way it is stored: trimmed, lower case. */
@@ -120,29 +218,32 @@ export function createAuthService(deps: AuthServiceDeps) {
   const { users, sessions, audit, log } = deps;
   const now = deps.now ?? (() => new Date());
   const policy = { ...authPolicy, ...deps.policy };
-  const perIp = new FailureWindow(policy.maxFailuresPerIp, policy.ipWindowMs, policy.throttleEntries);
-  // Unknown usernames lock like real ones, so the lockout does not reveal which names exist.
-  const unknownUsers = new FailureWindow(policy.maxFailuresPerUser, policy.lockoutMs, policy.throttleEntries);
+  const checkPassword = deps.checkPassword ?? verifyPassword;
+  const perIp = new LoginThrottle(
+    policy.maxFailuresPerIp,
+    policy.ipWindowMs,
+    policy.maxChecksInFlightPerAddress,
+    policy.throttleEntries,
+  );
+  // Keyed by the username as typed (normalized), whether it exists or not: the same windows and
+  // the same answers for both, so the lockout does not tell which names exist.
+  const perUser = new LoginThrottle(
+    policy.maxFailuresPerUser,
+    policy.lockoutMs,
+    policy.maxChecksInFlightPerUser,
+    policy.throttleEntries,
+  );
+  // A user's own addresses (a sign-in succeeded from there in the last 30 days) get their own
+  // budget for that user: failures by others on the name do not lock its owner out.
+  const known = new KnownAddresses(policy.throttleEntries, 30 * 24 * 60 * 60 * 1000);
+  let checksInFlight = 0;
   // Verified against when the user does not exist, so both paths cost one argon2 verification.
   // Computed up front so the first unknown-user sign-in is not the slow one.
   const dummyHash = hashPassword(randomBytes(16).toString('base64url'));
   dummyHash.catch(() => undefined);
   const dummy = () => dummyHash;
 
-  async function fail(user: UserRow | null, username: string, ip: string | null, t: Date, reason: string) {
-    if (ip) perIp.fail(ip, t.getTime());
-    if (user) {
-      const { lockedUntil } = await users.recordFailure(
-        user.id,
-        policy.maxFailuresPerUser,
-        new Date(t.getTime() + policy.lockoutMs),
-      );
-      if (lockedUntil && lockedUntil > t) {
-        await audit.record(user.id, 'auth.lockout', `user:${user.id}`, { username, until: lockedUntil }, ip);
-      }
-    } else {
-      unknownUsers.fail(username, t.getTime());
-    }
+  async function fail(user: UserRow | null, username: string, ip: string | null, reason: string) {
     await audit.record(
       'system',
       'auth.login_failed',
@@ -154,8 +255,9 @@ export function createAuthService(deps: AuthServiceDeps) {
 
   return {
     /**
-     * Checks a username and password and opens a session. Throws `auth.locked` (429) while the
-     * username or the client address is throttled, `auth.invalid_credentials` (401) otherwise.
+     * Checks a username and password and opens a session. Throws SignInThrottled (429
+     * `auth.locked`, with Retry-After) while the username or the client address is throttled or
+     * too many checks run, `auth.invalid_credentials` (401) for a wrong name or password.
      * The returned `secret` goes into the cookie and nowhere else.
      */
     async login(input: {
@@ -165,37 +267,59 @@ export function createAuthService(deps: AuthServiceDeps) {
       userAgent: string | null;
     }): Promise<AuthenticatedSession & { secret: string }> {
       const t = now();
+      const at = t.getTime();
       const username = normalizeUsername(input.username);
-      const user = await users.findByUsername(username);
+      const userKey =
+        input.ip !== null && known.has(`${username}|${input.ip}`, at) ? `${username}|${input.ip}` : username;
 
-      // A blocked address gets a cheap refusal: no hashing, no audit row, so hammering costs us little.
-      if (input.ip !== null && perIp.blocked(input.ip, t.getTime())) {
-        log.debug({ ip: input.ip }, 'sign-in refused: address throttled');
-        throw new KeelError('auth.locked');
-      }
-      const userLocked = user
-        ? user.lockedUntil !== null && user.lockedUntil > t
-        : unknownUsers.blocked(username, t.getTime());
-      if (userLocked) {
-        // Spend the same time as a real check so a locked name looks like any other, and count
-        // the attempt against the address so one client cannot keep a name locked cheaply.
-        await verifyPassword(await dummy(), input.password);
-        if (input.ip) perIp.fail(input.ip, t.getTime());
-        await audit.record(
-          'system',
-          'auth.login_throttled',
-          user ? `user:${user.id}` : null,
-          { username },
-          input.ip,
-        );
-        throw new KeelError('auth.locked');
+      // Refusals cost nothing: no database, no hashing, no audit row (a lockout is audited once,
+      // when it starts). Existing and unknown names go through exactly the same checks.
+      const wait = Math.max(
+        input.ip === null ? 0 : perIp.wait(input.ip, at),
+        perUser.wait(userKey, at),
+        checksInFlight >= policy.maxChecksInFlight ? 1000 : 0,
+      );
+      if (wait > 0) {
+        log.debug({ ip: input.ip }, 'sign-in refused: throttled');
+        throw new SignInThrottled(Math.ceil(wait / 1000));
       }
 
-      const ok = await verifyPassword(user?.passwordHash ?? (await dummy()), input.password);
+      // Counted before the check, settled after it.
+      if (input.ip !== null) perIp.begin(input.ip, at);
+      perUser.begin(userKey, at);
+      checksInFlight++;
+      let ok = false;
+      let user: UserRow | null = null;
+      try {
+        user = await users.findByUsername(username);
+        ok = await checkPassword(user?.passwordHash ?? (await dummy()), input.password);
+        ok = ok && user !== null;
+      } finally {
+        checksInFlight--;
+        const done = now().getTime();
+        if (input.ip !== null) perIp.end(input.ip, !ok, done);
+        const locked = perUser.end(userKey, !ok, done);
+        if (locked) {
+          await audit
+            .record(
+              user ? user.id : 'system',
+              'auth.lockout',
+              user ? `user:${user.id}` : null,
+              {
+                username,
+                until: new Date(done + policy.lockoutMs),
+                ...(userKey !== username ? { address: input.ip } : {}),
+              },
+              input.ip,
+            )
+            .catch(() => undefined);
+        }
+      }
       if (!user || !ok) {
-        await fail(user, username, input.ip, t, user ? 'wrong_password' : 'unknown_user');
+        await fail(user, username, input.ip, user ? 'wrong_password' : 'unknown_user');
         throw new KeelError('auth.invalid_credentials');
       }
+      if (input.ip !== null) known.add(`${username}|${input.ip}`, at);
 
       await users.recordSuccess(user.id, t);
       // The address's failure count is deliberately not reset: signing in to one account must not

@@ -1,0 +1,212 @@
+// Proves sign-in throttling holds under concurrency: 200 parallel attempts get at most the
+// documented number of password checks (1 at a time per username, 5 failures per 15-minute
+// window), every refusal is 429 with Retry-After, the right password works once the window is
+// over, existing and unknown usernames get the same answers, a user's own address is not locked
+// out by strangers failing on the name, and at most 8 checks run at once in all. Time is a
+// controlled clock; the password check is the real argon2id, counted.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Hono } from 'hono';
+import pino from 'pino';
+import { openDatabase, type OpenDatabase } from '../db/index.ts';
+import { createAuditRepository } from '../repositories/audit.ts';
+import { createSessionsRepository } from '../repositories/sessions.ts';
+import { createUsersRepository } from '../repositories/users.ts';
+import { authRoutes } from '../routes/auth.ts';
+import type { AppEnv } from '../routes/env.ts';
+import { errorHandler } from '../routes/errors.ts';
+import { clientAddress } from '../routes/middleware.ts';
+import { createAuditService } from './audit.ts';
+import { authPolicy, createAuthService, verifyPassword } from './auth.ts';
+import { createUsersService } from './users.ts';
+
+const PASSWORD = 'correct horse battery staple';
+const log = pino({ level: 'silent' });
+let dir: string;
+let database: OpenDatabase;
+
+before(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'keel-auth-test-'));
+  database = await openDatabase({ dataDir: dir });
+  const audit = createAuditService({ audit: createAuditRepository(database.db), log });
+  const users = createUsersService({ users: createUsersRepository(database.db), audit });
+  for (const username of ['admin', 'erin', 'owner']) {
+    await users.create({ username, password: PASSWORD, role: 'admin', actor: 'system' });
+  }
+});
+after(async () => {
+  await database.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A sign-in endpoint on its own throttle state, with a controlled clock and counted checks. */
+function signIn() {
+  let clock = Date.parse('2026-03-02T09:00:00Z');
+  const checks = { total: 0, running: 0, most: 0 };
+  // While held, checks wait for release(): a burst is all in before any check ends, however
+  // busy the machine, so the counts below do not depend on timing.
+  let gate: Promise<void> | null = null;
+  let open = () => {};
+  const auth = createAuthService({
+    users: createUsersRepository(database.db),
+    sessions: createSessionsRepository(database.db),
+    audit: createAuditService({ audit: createAuditRepository(database.db), log }),
+    log,
+    now: () => new Date(clock),
+    checkPassword: async (hash, password) => {
+      checks.total++;
+      checks.running++;
+      checks.most = Math.max(checks.most, checks.running);
+      try {
+        await gate;
+        return await verifyPassword(hash, password);
+      } finally {
+        checks.running--;
+      }
+    },
+  });
+  const app = new Hono<AppEnv>();
+  app.onError(errorHandler(log));
+  app.use('*', clientAddress({ trustProxy: false }));
+  app.route('/auth', authRoutes({ auth, cookie: { publicUrl: 'http://keel.test', trustProxy: false } }));
+  async function login(username: string, password: string, ip = '198.51.100.7') {
+    const res = await app.request(
+      'http://keel.test/auth/login',
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username, password }),
+      },
+      { incoming: { socket: { remoteAddress: ip, remotePort: 40000 } } },
+    );
+    const body = (await res.json()) as { error?: { code: string } };
+    return { status: res.status, retryAfter: res.headers.get('retry-after'), code: body.error?.code };
+  }
+  /** Sends all `attempts` at once, holding the checks until every other attempt was answered. */
+  async function burst(attempts: [username: string, password: string, ip?: string][], checked: number) {
+    gate = new Promise<void>((resolve) => (open = resolve));
+    let answered = 0;
+    const results = attempts.map(async ([u, p, ip]) => {
+      const r = await login(u, p, ip);
+      if (++answered === attempts.length - checked) open();
+      return r;
+    });
+    const all = await Promise.all(results);
+    gate = null;
+    return all;
+  }
+  return {
+    login,
+    burst,
+    checks,
+    advance: (ms: number) => {
+      clock += ms;
+    },
+  };
+}
+
+const lockoutSeconds = String(authPolicy.lockoutMs / 1000);
+
+describe('sign-in throttling', () => {
+  test('200 concurrent wrong passwords: one check at a time, five in the window, then locked; the right password after the window works', async () => {
+    const s = signIn();
+    const burst = await s.burst(
+      Array.from({ length: 200 }, (_, i) => ['admin', `guess-${i}`] as [string, string]),
+      1,
+    );
+    assert.equal(s.checks.total, 1, 'password checks for a burst of 200 on one name');
+    assert.equal(burst.filter((r) => r.status === 401).length, 1);
+    for (const r of burst.filter((r) => r.status !== 401)) {
+      assert.equal(r.status, 429);
+      assert.equal(r.code, 'auth.locked');
+      assert.equal(r.retryAfter, '1');
+    }
+    // The burst over, the name has 4 failures left in its window; bursts can only use those.
+    for (let round = 0; round < 4; round++) {
+      await Promise.all(Array.from({ length: 50 }, (_, i) => s.login('admin', `guess-${round}-${i}`)));
+    }
+    assert.equal(s.checks.total, authPolicy.maxFailuresPerUser);
+    // Locked: even the right password, from an address the user never used, is refused unchecked.
+    const locked = await s.login('admin', PASSWORD, '203.0.113.50');
+    assert.equal(locked.status, 429);
+    assert.equal(locked.retryAfter, lockoutSeconds);
+    assert.equal(s.checks.total, authPolicy.maxFailuresPerUser);
+    s.advance(authPolicy.lockoutMs - 1000);
+    assert.equal((await s.login('admin', PASSWORD, '203.0.113.50')).retryAfter, '1');
+    s.advance(1000);
+    assert.equal((await s.login('admin', PASSWORD, '203.0.113.50')).status, 200);
+  });
+
+  test('200 concurrent attempts from 200 addresses: still one check at a time and five per window', async () => {
+    const s = signIn();
+    for (let round = 0; round < 6; round++) {
+      await Promise.all(
+        Array.from({ length: 200 }, (_, i) => s.login('erin', 'wrong', `10.${round}.${i >> 8}.${i & 255}`)),
+      );
+    }
+    assert.equal(s.checks.total, authPolicy.maxFailuresPerUser);
+    assert.equal(s.checks.most, 1);
+  });
+
+  test('existing and unknown usernames get the same answers, windows and Retry-After', async () => {
+    const answers: string[][] = [];
+    for (const username of ['erin', 'nobody-here']) {
+      const s = signIn();
+      const seen: string[] = [];
+      for (let i = 0; i < 7; i++) {
+        const r = await s.login(username, 'wrong', `192.0.2.${i}`);
+        seen.push(`${r.status} ${r.code} ${r.retryAfter}`);
+      }
+      s.advance(authPolicy.lockoutMs);
+      const r = await s.login(username, 'wrong', '192.0.2.99');
+      seen.push(`${r.status} ${r.code} ${r.retryAfter}`);
+      answers.push(seen);
+    }
+    assert.deepEqual(answers[0], answers[1]);
+    assert.deepEqual(answers[0]!.slice(4, 7), [
+      '401 auth.invalid_credentials null',
+      `429 auth.locked ${lockoutSeconds}`,
+      `429 auth.locked ${lockoutSeconds}`,
+    ]);
+    assert.equal(answers[0]![7], '401 auth.invalid_credentials null');
+  });
+
+  test('strangers failing on a name do not lock its owner out of an address they signed in from', async () => {
+    const s = signIn();
+    const home = '192.0.2.200';
+    assert.equal((await s.login('owner', PASSWORD, home)).status, 200);
+    for (let lock = 0; lock < 3; lock++) {
+      for (let i = 0; i < 6; i++) await s.login('owner', 'wrong', `203.0.113.${lock * 10 + i}`);
+      assert.equal(
+        (await s.login('owner', PASSWORD, '203.0.113.99')).status,
+        429,
+        'a new address is locked out',
+      );
+      assert.equal((await s.login('owner', PASSWORD, home)).status, 200, 'the owner, from home, is not');
+      s.advance(authPolicy.lockoutMs);
+    }
+  });
+
+  test('at most 8 password checks run at once in all (and 2 per address)', async () => {
+    const s = signIn();
+    const many = await s.burst(
+      Array.from(
+        { length: 100 },
+        (_, i) => [`user-${i}`, 'wrong', `10.9.${i}.1`] as [string, string, string],
+      ),
+      authPolicy.maxChecksInFlight,
+    );
+    assert.ok(s.checks.most <= authPolicy.maxChecksInFlight, `${s.checks.most} at once`);
+    assert.equal(s.checks.total, authPolicy.maxChecksInFlight);
+    assert.equal(many.filter((r) => r.status === 429 && r.retryAfter === '1').length, 100 - 8);
+    const one = signIn();
+    await one.burst(
+      Array.from({ length: 20 }, (_, i) => [`name-${i}`, 'wrong', '10.8.0.1'] as [string, string, string]),
+      authPolicy.maxChecksInFlightPerAddress,
+    );
+    assert.equal(one.checks.total, authPolicy.maxChecksInFlightPerAddress);
+  });
+});
