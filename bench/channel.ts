@@ -133,49 +133,35 @@ async function startSshd(): Promise<Sshd> {
   return { port, args: base, stop: () => sshd.kill('SIGTERM') };
 }
 
-/** 1-byte round trips through `ssh -tt` to a raw-mode pty running cat. */
+/**
+ * 1-byte round trips through `ssh -tt` to a raw-mode pty running cat. Each send is a different
+ * letter and waits for that letter to come back, so a stray echo cannot end a wait early.
+ */
 async function sshRoundTrips(sshd: Sshd, sends: number): Promise<number[]> {
-  const ssh = track(spawn('ssh', ['-tt', ...sshd.args, 'stty raw -echo; exec cat'], { stdio: 'pipe' }));
-  let waiting: (() => void) | null = null;
-  let pending = 0;
+  const ssh = track(
+    spawn('ssh', ['-tt', ...sshd.args, 'stty raw -echo; echo READY; exec cat'], { stdio: 'pipe' }),
+  );
+  let seen = '';
+  let waitingFor: { byte: number; resolve: () => void } | null = null;
   ssh.stdout!.on('data', (d: Buffer) => {
-    pending -= d.length;
-    if (pending <= 0 && waiting) {
-      const w = waiting;
-      waiting = null;
-      w();
+    if (seen.length < 4096) seen += d.toString('latin1');
+    if (waitingFor && d.includes(waitingFor.byte)) {
+      const w = waitingFor;
+      waitingFor = null;
+      w.resolve();
     }
   });
-  // Wait for the remote side to be in raw mode: echo until a marker comes back.
-  await waitFor(
-    async () => {
-      const got = new Promise<boolean>((resolve) => {
-        const onData = (d: Buffer) => {
-          if (d.includes(0x21)) {
-            ssh.stdout!.off('data', onData);
-            resolve(true);
-          }
-        };
-        ssh.stdout!.on('data', onData);
-        setTimeout(() => resolve(false), 200);
-      });
-      ssh.stdin!.write('!');
-      return got;
-    },
-    15_000,
-    'ssh cat ready',
-  );
-  await sleep(300);
-  pending = 0;
+  await waitFor(() => seen.includes('READY'), 15_000, 'ssh cat ready');
+  await sleep(200);
   const times: number[] = [];
-  for (let i = 0; i < sends; i++) {
+  for (let i = 0; i < sends + 50; i++) {
+    const byte = 0x61 + (i % 26);
     const started = performance.now();
     await new Promise<void>((resolve) => {
-      waiting = resolve;
-      pending = 1;
-      ssh.stdin!.write('x');
+      waitingFor = { byte, resolve };
+      ssh.stdin!.write(Buffer.of(byte));
     });
-    times.push(performance.now() - started);
+    if (i >= 50) times.push(performance.now() - started); // the first 50 warm up
   }
   ssh.kill('SIGTERM');
   return times;
@@ -203,19 +189,20 @@ async function sshThroughput(sshd: Sshd, bytes: number): Promise<number> {
 
 async function channelRoundTrips(client: ChannelClient, sends: number): Promise<number[]> {
   const times: number[] = [];
-  const one = Buffer.from('x');
-  for (let i = 0; i < 50; i++) await echo(client, one); // warm-up
-  for (let i = 0; i < sends; i++) {
+  for (let i = 0; i < sends + 50; i++) {
+    const one = Buffer.of(0x61 + (i % 26));
     const started = performance.now();
     await echo(client, one);
-    times.push(performance.now() - started);
+    if (i >= 50) times.push(performance.now() - started); // the first 50 warm up
   }
   return times;
 }
 
 function echo(client: ChannelClient, bytes: Buffer): Promise<void> {
   return new Promise((resolve) => {
-    client.onData = () => resolve();
+    client.onData = (chunk) => {
+      if (chunk.includes(bytes[0]!)) resolve();
+    };
     client.ws.send(bytes);
   });
 }
