@@ -14,6 +14,7 @@ import {
   openPage,
   signIn,
   type PageDocument,
+  type PageElement,
   type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
@@ -32,6 +33,7 @@ import { storeHost } from './helpers/stored-hosts.ts';
 // Page-side callbacks run in Chromium; this program has no DOM library (see helpers/browser.ts).
 declare const document: PageDocument;
 declare const innerWidth: number;
+declare function getComputedStyle(el: PageElement): { outlineStyle: string; outlineWidth: string };
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
 let ctl: Ctl;
@@ -230,7 +232,15 @@ test(
             text: (document.activeElement?.textContent ?? '').trim(),
             tag: document.activeElement?.tagName ?? '',
           }));
-          if (match(el)) return;
+          if (match(el)) {
+            // Focus is visible (WCAG 2.4.7, which axe cannot see): an outline is drawn.
+            const outline = await page.evaluate(() => {
+              const style = getComputedStyle(document.activeElement!);
+              return `${style.outlineStyle} ${style.outlineWidth}`;
+            });
+            assert.doesNotMatch(outline, /^none|\b0px$/, `focus outline of ${JSON.stringify(el)}`);
+            return;
+          }
         }
         assert.fail(`not reached by Tab within ${max} presses`);
       }
@@ -286,6 +296,14 @@ test(
       await page.keyboard.press('Escape');
       await page.locator('[data-testid="revoke-confirm"]').waitFor({ state: 'detached' });
       assert.equal(await focused(), 'revoke');
+
+      // The audit trail: the filter and "Verify chain" are reached by Tab and work from the keyboard.
+      await page.goto('/audit');
+      await page.locator('[data-testid="audit-row"]').first().waitFor();
+      await tabTo((el) => el.testid === 'audit-filter');
+      await tabTo((el) => el.testid === 'audit-verify');
+      await page.keyboard.press('Enter');
+      await page.locator('[data-testid="audit-verdict"][data-ok="true"]').waitFor();
       assert.deepEqual(
         pageErrors.map((e) => e.message),
         [],
