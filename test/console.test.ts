@@ -81,16 +81,17 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
   const command = ((await commandBox.textContent()) ?? '').trim();
   assert.match(
     command,
-    /^KEEL_JOIN_TOKEN=kjt_\S+ keel-agent enroll --controller \S+ --pin sha256:\S+ && keel-agent run$/,
+    /^curl -fsSL \S+\/install\.sh \| KEEL_JOIN_TOKEN=kjt_\S+ sh -s -- agent --controller \S+ --pin sha256:\S+$/,
   );
   await page.screenshot({ path: join(shots, 'add-host.png') });
 
-  // Run exactly that command (with this repository's agent) and start the agent.
+  // Enroll with that command's controller, pin and token (this repository's agent; test/install.test.ts
+  // runs the whole install line) and start the agent.
   const words = command.split(/\s+/);
   const arg = (flag: string) => words[words.indexOf(flag) + 1]!;
   const stateDir = tempDir('keel-agent-');
   dirs.push(stateDir);
-  const token = words[0]!.slice('KEEL_JOIN_TOKEN='.length);
+  const token = words.find((w) => w.startsWith('KEEL_JOIN_TOKEN='))!.slice('KEEL_JOIN_TOKEN='.length);
   const r = await enrollAgent(stateDir, arg('--controller'), token, arg('--pin'), 'second-host');
   assert.equal(r.code, 0, r.output);
   procs.push(runAgent(stateDir));

@@ -15,6 +15,7 @@ import { createRouter, type AppEnv } from './routes/env.ts';
 import { errorHandler, notFound } from './routes/errors.ts';
 import { eventRoutes, type EventStreamOptions } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
+import { installRoutes, type InstallSources } from './routes/install.ts';
 import { hostRoutes } from './routes/hosts.ts';
 import { joinTokenRoutes } from './routes/join-tokens.ts';
 import { auditRoutes } from './routes/audit.ts';
@@ -56,6 +57,8 @@ export interface AppDeps {
   events?: Partial<EventStreamOptions>;
   /** Where swagger-ui-dist's files are, when not resolvable from node_modules. */
   docsAssetsDir?: string;
+  /** Where install.sh and the agent bundles are (default: beside the bundle or in the checkout). */
+  installSources?: InstallSources;
 }
 
 function buildApi(deps: AppDeps, services: Services) {
@@ -142,6 +145,22 @@ export function createApp(deps: AppDeps) {
     }),
   );
   app.route('/', healthRoutes(deps.ready));
+  app.route(
+    '/',
+    installRoutes({
+      publicUrl: deps.config.publicUrl,
+      controllerFingerprint: deps.controllerFingerprint,
+      hostOnline: (id) =>
+        services.hosts.get(id).then(
+          (h) => h.online,
+          (err: unknown) => {
+            if (err instanceof KeelError && err.code === 'host.not_found') return null;
+            throw err;
+          },
+        ),
+      sources: deps.installSources,
+    }),
+  );
   const routes = app.route('/api/v1', buildApi(deps, services));
   if (deps.webRoot) {
     const spa = consoleRoutes(deps.webRoot);

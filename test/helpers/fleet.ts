@@ -199,13 +199,13 @@ export async function startControllerProcess(
 
 /** Creates a join token through the API and enrolls `stateDir` with exactly the command it returns. */
 export async function enrollThroughApi(api: ApiClient, stateDir: string, name?: string): Promise<void> {
-  const created = await api.post<{ command: string }>('/join-tokens', { note: name });
+  const created = await api.post<{ enrollCommand: string }>('/join-tokens', { note: name });
   if (created.status !== 201)
     throw new Error(`join token: ${created.status} ${JSON.stringify(created.body)}`);
-  const words = created.body.command.trim().split(/\s+/);
+  const words = created.body.enrollCommand.trim().split(/\s+/);
   const token = /^KEEL_JOIN_TOKEN=(\S+)$/.exec(words[0] ?? '')?.[1];
   if (!token || words[1] !== 'keel-agent' || words[2] !== 'enroll')
-    throw new Error(`unexpected command: ${created.body.command}`);
+    throw new Error(`unexpected command: ${created.body.enrollCommand}`);
   const arg = (flag: string) => words[words.indexOf(flag) + 1]!;
   const r = await enrollAgent(stateDir, arg('--controller'), token, arg('--pin'), name);
   if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);

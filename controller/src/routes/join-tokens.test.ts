@@ -39,6 +39,7 @@ describe('join tokens', () => {
       token: { id: string; note: string; usesLeft: number; expiresAt: string; createdAt: string };
       secret: string;
       command: string;
+      enrollCommand: string;
       requirements: string;
     };
     assert.equal(body.token.note, 'rack 3');
@@ -47,6 +48,10 @@ describe('join tokens', () => {
     assert.equal(ttl, 600_000);
     assert.equal(
       body.command,
+      `curl -fsSL https://keel.example.com/install.sh | KEEL_JOIN_TOKEN=${body.secret} sh -s -- agent --controller https://keel.example.com --pin ${TEST_FINGERPRINT}`,
+    );
+    assert.equal(
+      body.enrollCommand,
       `KEEL_JOIN_TOKEN=${body.secret} keel-agent enroll --controller https://keel.example.com --pin ${TEST_FINGERPRINT} && keel-agent run`,
     );
     assert.match(body.requirements, /Node\.js 20\.19/);

@@ -55,8 +55,15 @@ const createTokenRoute = createRoute({
               token: joinTokenSchema,
               secret: z.string().openapi({ example: 'kjt_…' }),
               command: z.string().openapi({
+                description:
+                  'Installs the agent from this controller (install.sh), enrolls the host and starts it.',
                 example:
-                  'KEEL_JOIN_TOKEN=kjt_… keel-agent enroll --controller https://keel.example.com --pin … && keel-agent run',
+                  'curl -fsSL https://keel.example.com/install.sh | KEEL_JOIN_TOKEN=kjt_… sh -s -- agent --controller https://keel.example.com --pin sha256:…',
+              }),
+              enrollCommand: z.string().openapi({
+                description: 'Enrolls a host that already has the keel-agent program.',
+                example:
+                  'KEEL_JOIN_TOKEN=kjt_… keel-agent enroll --controller https://keel.example.com --pin sha256:… && keel-agent run',
               }),
               requirements: z.string().openapi({
                 description: 'What the host needs before the command works (runtime, how to get the agent).',

@@ -51,15 +51,29 @@ export function enrollCommand(publicUrl: string, secret: string, fingerprint: st
 }
 
 /**
- * What the new host needs before the enroll command works, shown beside it. There is no
- * installer yet, so this names the runtime and how to put the agent on the PATH.
+ * The one line an operator pastes on a new host: it fetches install.sh from this controller, which
+ * downloads the agent bundle from the controller too, checks its SHA-256, checks that `--pin` is
+ * the key of the controller that served it, enrolls, starts keel-agent.service and waits until
+ * the host is online. The token rides in the environment of `sh` only, never on a command line.
+ * @example installCommand('https://keel.example.com', 'kjt_...', 'sha256:...')
+ *   // curl -fsSL https://keel.example.com/install.sh | KEEL_JOIN_TOKEN=kjt_... sh -s -- agent --controller https://keel.example.com --pin sha256:...
  */
+export function installCommand(publicUrl: string, secret: string, fingerprint: string): string {
+  const base = publicUrl.replace(/\/+$/, '');
+  return [
+    ...['curl', '-fsSL', `${base}/install.sh`].map(shellWord),
+    '|',
+    `KEEL_JOIN_TOKEN=${shellWord(secret)}`,
+    ...['sh', '-s', '--', 'agent', '--controller', base, '--pin', fingerprint].map(shellWord),
+  ].join(' ');
+}
+
+/** What the new host needs before the install command works, shown beside it. */
 export const AGENT_REQUIREMENTS =
-  'The host needs Node.js 20.19 or newer and the keel-agent program (Keel has no installer yet). ' +
-  'To get the agent there: copy or clone the Keel repository to the host, run `npm ci` in it, then ' +
-  '`ln -s "$PWD/agent/bin/keel-agent.mjs" /usr/local/bin/keel-agent`. Then run the command as root ' +
-  '(the agent keeps its key in /var/lib/keel-agent; add --state-dir DIR to both commands to use ' +
-  'another directory).';
+  'Run it as root on a Linux host with systemd, curl and Node.js 20.19 or newer (the installer checks ' +
+  'and says what is missing). It downloads the agent from this controller, verifies its SHA-256, ' +
+  'enrolls the host, starts keel-agent.service and waits until the host is online. A host that ' +
+  'already has the keel-agent program can enroll with `enrollCommand` from the API instead.';
 
 export interface JoinTokensServiceDeps {
   joinTokens: JoinTokenRepository;
@@ -76,13 +90,20 @@ export function createJoinTokensService(deps: JoinTokensServiceDeps) {
   const { joinTokens, audit } = deps;
   return {
     /**
-     * Creates a token; the result's `secret` and `command` are shown once and never stored, with
-     * `requirements`: what the host needs for the command to work.
+     * Creates a token; the result's `secret` and commands are shown once and never stored:
+     * `command` installs the agent from this controller (install.sh), `enrollCommand` enrolls a
+     * host that already has keel-agent; `requirements` says what the host needs.
      */
     async create(
       input: { ttlSeconds?: number; uses?: number; note?: string | null },
       actor: Actor,
-    ): Promise<{ token: JoinTokenView; secret: string; command: string; requirements: string }> {
+    ): Promise<{
+      token: JoinTokenView;
+      secret: string;
+      command: string;
+      enrollCommand: string;
+      requirements: string;
+    }> {
       const ttlSeconds = input.ttlSeconds ?? deps.defaultTtlSeconds;
       const uses = input.uses ?? 1;
       const { token, secret } = await joinTokens.create({
@@ -102,7 +123,8 @@ export function createJoinTokensService(deps: JoinTokensServiceDeps) {
       return {
         token: toJoinTokenView(token),
         secret,
-        command: enrollCommand(deps.publicUrl, secret, deps.controllerFingerprint),
+        command: installCommand(deps.publicUrl, secret, deps.controllerFingerprint),
+        enrollCommand: enrollCommand(deps.publicUrl, secret, deps.controllerFingerprint),
         requirements: AGENT_REQUIREMENTS,
       };
     },

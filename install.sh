@@ -1,0 +1,698 @@
+#!/bin/sh
+# Keel installer: puts the Keel agent (or the controller) on this Linux host under systemd.
+#
+# The usual way, from the console's "Add host" dialog (run as root):
+#   curl -fsSL https://keel.example.com/install.sh | KEEL_JOIN_TOKEN=kjt_... sh -s -- agent \
+#     --controller https://keel.example.com --pin sha256:...
+# The controller serves this script with its own URL, key fingerprint and agent bundle checksum
+# filled in below, and serves the agent bundle too: nothing is fetched from anywhere else.
+#
+#   install.sh agent      [options]   install (or repair) the agent, enroll, start, wait until online
+#   install.sh controller [options]   install the controller from a bundle (keel-controller-*.tar.gz)
+#   install.sh upgrade    [agent|controller] [options]   new bundle; the agent rolls back by itself
+#                                                        when it does not come back online
+#   install.sh uninstall  [agent|controller] [--purge]   remove it; keeps data unless --purge
+# Run `install.sh help` for every option. Every option has an environment variable, so the
+# script runs unattended; when a needed value is missing and a terminal is attached, it asks.
+# Re-running it is safe: what is already in place is kept.
+#
+# For tests and staging only: KEEL_ROOT=DIR installs under DIR instead of / (the files written
+# name the prefixed paths, so the result runs in place), and KEEL_SYSTEMCTL=PROGRAM is called
+# instead of systemctl. With --no-systemd nothing is started.
+set -eu
+
+# >>> served defaults (filled in by the controller that served this script)
+KEEL_SERVED_CONTROLLER=''
+KEEL_SERVED_PIN=''
+KEEL_SERVED_AGENT_VERSION=''
+KEEL_SERVED_AGENT_SHA256=''
+# <<< served defaults
+
+NODE_MIN_MAJOR=20
+NODE_MIN_MINOR=19
+
+ROOT=${KEEL_ROOT:-}
+SYSTEMCTL=${KEEL_SYSTEMCTL:-systemctl}
+OPT=$ROOT/opt/keel
+BIN=$ROOT/usr/local/bin
+ETC=$ROOT/etc/keel
+UNITS=$ROOT/etc/systemd/system
+AGENT_STATE=$ROOT/var/lib/keel-agent
+CONTROLLER_DATA=$ROOT/var/lib/keel-controller
+
+# ---- output ----------------------------------------------------------------------------------
+
+STEP=0
+say() { printf '%s\n' "$*"; }
+step() {
+  STEP=$((STEP + 1))
+  printf '[%s] %s\n' "$STEP" "$*"
+}
+warn() { printf 'keel-install: warning: %s\n' "$*" >&2; }
+die() {
+  printf 'keel-install: %s\n' "$*" >&2
+  exit 1
+}
+
+usage() {
+  cat <<'EOF'
+Usage: install.sh agent|controller|upgrade|uninstall|help [options]
+
+  agent        install the agent, enroll this host, start keel-agent.service, wait until online
+    --controller URL        the controller (default: the one that served this script)  KEEL_CONTROLLER
+    --pin sha256:FP         the controller key's fingerprint; must match the served one KEEL_PIN
+    --token-file FILE|-     read the join token from FILE or stdin                      KEEL_JOIN_TOKEN_FILE
+    --token TOKEN           the join token (visible in the process list: prefer the
+                            environment variable)                                       KEEL_JOIN_TOKEN
+    --name NAME             the host's name in the console (default: hostname)         KEEL_HOST_NAME
+    --bundle FILE           install this agent bundle instead of downloading it;
+                            FILE.sha256 (or --sha256) must match                        KEEL_BUNDLE
+  controller   install the controller
+    --bundle FILE           keel-controller-<version>-linux-<arch>.tar.gz (required)    KEEL_BUNDLE
+    --public-url URL        the URL agents and browsers use                             KEEL_PUBLIC_URL
+    --port N                HTTP port (default 8080)                                    KEEL_PORT
+    --database-url URL      PostgreSQL (default: the embedded database)                 DATABASE_URL
+  upgrade [agent|controller]      install the newer bundle and restart; an agent that does not
+                                  come back online is rolled back to the previous bundle
+  uninstall [agent|controller]    stop and remove the program; --purge also removes its data
+                                  and configuration                                     KEEL_PURGE=1
+  common
+    --sha256 HEX            expected SHA-256 of --bundle                                KEEL_BUNDLE_SHA256
+    --node PATH             the Node.js binary (>= 20.19; default: node on PATH)        KEEL_NODE
+    --wait SECONDS          how long to wait for online / ready (default 60)            KEEL_WAIT_SECONDS
+    --no-systemd            install the files only; start nothing                       KEEL_NO_SYSTEMD=1
+EOF
+}
+
+# ---- small tools -----------------------------------------------------------------------------
+
+TMP=''
+cleanup() { if [ -n "$TMP" ]; then rm -rf "$TMP"; fi; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+need_value() {
+  if [ $# -lt 2 ] || [ -z "$2" ]; then die "option $1 needs a value (see install.sh help)"; fi
+}
+
+# fetch URL FILE: downloads with curl or wget, failing on HTTP errors.
+fetch() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL --retry 3 -o "$2" "$1"
+  elif command -v wget >/dev/null 2>&1; then
+    wget -q -O "$2" "$1"
+  else
+    die "neither curl nor wget is installed"
+  fi
+}
+
+# fetch_text URL: prints the body (empty on failure).
+fetch_text() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS --max-time 5 "$1" 2>/dev/null || true
+  else
+    wget -q -T 5 -O - "$1" 2>/dev/null || true
+  fi
+}
+
+sha256_of() {
+  if command -v sha256sum >/dev/null 2>&1; then
+    sha256sum "$1" | cut -d ' ' -f 1
+  elif command -v shasum >/dev/null 2>&1; then
+    shasum -a 256 "$1" | cut -d ' ' -f 1
+  else
+    die "neither sha256sum nor shasum is installed; cannot verify the bundle"
+  fi
+}
+
+# json_field NAME: the string value of "NAME" in the JSON on stdin (flat objects only).
+json_field() {
+  tr -d '\n' | sed -n "s/.*\"$1\"[[:space:]]*:[[:space:]]*\"\([^\"]*\)\".*/\1/p"
+}
+
+# ask VAR PROMPT [secret]: reads a value from the terminal when one is attached.
+ask() {
+  if [ ! -r /dev/tty ] || ! : </dev/tty 2>/dev/null; then return 1; fi
+  printf '%s: ' "$2" >/dev/tty
+  if [ "${3:-}" = secret ]; then stty -echo </dev/tty 2>/dev/null || true; fi
+  IFS= read -r KEEL_ANSWER </dev/tty || KEEL_ANSWER=''
+  if [ "${3:-}" = secret ]; then
+    stty echo </dev/tty 2>/dev/null || true
+    printf '\n' >/dev/tty
+  fi
+  eval "$1=\$KEEL_ANSWER"
+  [ -n "$KEEL_ANSWER" ]
+}
+
+# write_if_changed FILE MODE: replaces FILE with stdin when different; returns 0 when it changed.
+write_if_changed() {
+  mkdir -p "$(dirname "$1")"
+  cat >"$1.keel-new"
+  chmod "$2" "$1.keel-new"
+  if [ -f "$1" ] && cmp -s "$1" "$1.keel-new"; then
+    rm -f "$1.keel-new"
+    return 1
+  fi
+  mv -f "$1.keel-new" "$1"
+  return 0
+}
+
+# unit_text FILE: a unit from a bundle, with the paths moved under KEEL_ROOT when set.
+unit_text() {
+  if [ -z "$ROOT" ]; then
+    cat "$1"
+  else
+    sed -e "s#/usr/local/bin/#$BIN/#g" -e "s#/etc/keel/#$ETC/#g" \
+      -e "s#/var/lib/keel-agent#$AGENT_STATE#g" -e "s#/var/lib/keel-controller#$CONTROLLER_DATA#g" "$1"
+  fi
+}
+
+# ---- checks ----------------------------------------------------------------------------------
+
+check_root() {
+  if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+    die "run this as root (e.g. with sudo): it installs a system service"
+  fi
+}
+
+check_node() {
+  step "Checking Node.js"
+  NODE=${NODE:-$(command -v node 2>/dev/null || true)}
+  if [ -z "$NODE" ] || [ ! -x "$NODE" ]; then
+    die "Keel needs Node.js $NODE_MIN_MAJOR.$NODE_MIN_MINOR or newer and none was found. Install it (your distribution's nodejs package if new enough, or https://nodejs.org), or name it with --node PATH, then run this again."
+  fi
+  version=$("$NODE" -p 'process.versions.node' 2>/dev/null || true)
+  major=${version%%.*}
+  rest=${version#*.}
+  minor=${rest%%.*}
+  case "$major$minor" in '' | *[!0-9]*) die "could not read the version of $NODE" ;; esac
+  if [ "$major" -lt "$NODE_MIN_MAJOR" ] || { [ "$major" -eq "$NODE_MIN_MAJOR" ] && [ "$minor" -lt "$NODE_MIN_MINOR" ]; }; then
+    die "Keel needs Node.js $NODE_MIN_MAJOR.$NODE_MIN_MINOR or newer; $NODE is $version. Upgrade Node.js (or point --node at a newer one) and run this again."
+  fi
+  say "    Node.js $version ($NODE)"
+}
+
+check_systemd() {
+  if [ "$NO_SYSTEMD" = 1 ]; then return 0; fi
+  if [ -z "${KEEL_SYSTEMCTL:-}" ] && [ ! -d /run/systemd/system ]; then
+    die "systemd is not running on this host, so the service cannot be started. Use --no-systemd to install the files only and start the program yourself."
+  fi
+}
+
+# ---- bundles ---------------------------------------------------------------------------------
+
+# verify FILE EXPECTED: the bundle's SHA-256 must equal EXPECTED.
+verify() {
+  actual=$(sha256_of "$1")
+  if [ "$actual" != "$2" ]; then
+    die "checksum mismatch for $(basename "$1"): expected $2, got $actual. Nothing was installed."
+  fi
+  say "    SHA-256 verified: $actual"
+}
+
+# local_bundle_sum FILE: the expected checksum of a bundle given with --bundle.
+local_bundle_sum() {
+  if [ -n "$SHA256" ]; then
+    printf '%s' "$SHA256"
+  elif [ -f "$1.sha256" ]; then
+    cut -d ' ' -f 1 <"$1.sha256"
+  else
+    die "no checksum for $1: put its .sha256 file beside it or give --sha256 HEX"
+  fi
+}
+
+# install_release KIND FILE VERSION SUM: unpacks a verified bundle to OPT/KIND/releases/VERSION.
+install_release() {
+  releases=$OPT/$1/releases
+  target=$releases/$3
+  mkdir -p "$releases"
+  chmod 755 "$OPT" "$OPT/$1" "$releases"
+  if [ -f "$target/.bundle-sha256" ] && [ "$(cat "$target/.bundle-sha256")" = "$4" ]; then
+    say "    $1 $3 is already unpacked in $target"
+    return 0
+  fi
+  rm -rf "$target.keel-new"
+  mkdir -p "$target.keel-new"
+  tar -xzf "$2" -C "$target.keel-new" --strip-components=1 --no-same-owner
+  printf '%s\n' "$4" >"$target.keel-new/.bundle-sha256"
+  chmod -R go-w "$target.keel-new"
+  rm -rf "$target"
+  mv "$target.keel-new" "$target"
+  say "    unpacked to $target"
+}
+
+# switch_current KIND VERSION: points OPT/KIND/current at a release, atomically.
+switch_current() {
+  ln -sfn "releases/$2" "$OPT/$1/current.keel-new"
+  mv -fT "$OPT/$1/current.keel-new" "$OPT/$1/current"
+}
+
+current_version() {
+  link=$(readlink "$OPT/$1/current" 2>/dev/null || true)
+  printf '%s' "${link#releases/}"
+}
+
+# prune KIND KEEP...: removes releases other than the ones named.
+prune() {
+  kind=$1
+  shift
+  for dir in "$OPT/$kind"/releases/*; do
+    [ -d "$dir" ] || continue
+    keep=0
+    for v in "$@"; do if [ "$(basename "$dir")" = "$v" ]; then keep=1; fi; done
+    if [ "$keep" = 0 ]; then rm -rf "$dir"; fi
+  done
+}
+
+# ---- service control -------------------------------------------------------------------------
+
+service_active() { "$SYSTEMCTL" is-active --quiet "$1" 2>/dev/null; }
+
+# start_service UNIT CHANGED: enables the unit and (re)starts it when something changed.
+start_service() {
+  if [ "$NO_SYSTEMD" = 1 ]; then
+    say "    --no-systemd: not starting $1"
+    return 0
+  fi
+  "$SYSTEMCTL" daemon-reload
+  "$SYSTEMCTL" enable "$1" >/dev/null 2>&1 || "$SYSTEMCTL" enable "$1"
+  if [ "$2" = 1 ] || ! service_active "$1"; then
+    "$SYSTEMCTL" restart "$1"
+    say "    started $1"
+  else
+    say "    $1 is running and nothing changed"
+  fi
+}
+
+# ---- agent -----------------------------------------------------------------------------------
+
+agent_host_id() {
+  json_field hostId <"$AGENT_STATE/enrollment.json" 2>/dev/null || true
+}
+
+agent_controller() {
+  json_field controllerUrl <"$AGENT_STATE/enrollment.json" 2>/dev/null || true
+}
+
+# fetch_agent_bundle: sets BUNDLE_FILE, BUNDLE_VERSION, BUNDLE_SUM to a verified agent bundle.
+fetch_agent_bundle() {
+  step "Getting the agent bundle"
+  if [ -n "$BUNDLE" ]; then
+    [ -f "$BUNDLE" ] || die "no such bundle: $BUNDLE"
+    BUNDLE_FILE=$BUNDLE
+    BUNDLE_SUM=$(local_bundle_sum "$BUNDLE")
+    BUNDLE_VERSION=$(basename "$BUNDLE" .tar.gz)
+    BUNDLE_VERSION=${BUNDLE_VERSION#keel-agent-}
+  else
+    BUNDLE_VERSION=$KEEL_SERVED_AGENT_VERSION
+    BUNDLE_SUM=$KEEL_SERVED_AGENT_SHA256
+    if [ -z "$BUNDLE_VERSION" ] && [ -z "$KEEL_SERVED_CONTROLLER" ]; then
+      # Not served by a controller (a copy from the repository): ask the controller what it has.
+      manifest=$(fetch_text "$CONTROLLER/install/agent.json")
+      BUNDLE_VERSION=$(printf '%s' "$manifest" | json_field version)
+      BUNDLE_SUM=$(printf '%s' "$manifest" | json_field sha256)
+    fi
+    if [ -z "$BUNDLE_VERSION" ] || [ -z "$BUNDLE_SUM" ]; then
+      die "the controller at $CONTROLLER has no agent bundle to give (build it there with npm run build, or pass --bundle FILE)"
+    fi
+    BUNDLE_FILE=$TMP/keel-agent-$BUNDLE_VERSION.tar.gz
+    say "    downloading keel-agent $BUNDLE_VERSION from $CONTROLLER"
+    fetch "$CONTROLLER/install/agent/keel-agent-$BUNDLE_VERSION.tar.gz" "$BUNDLE_FILE" ||
+      die "could not download the agent bundle from $CONTROLLER"
+  fi
+  case "$BUNDLE_VERSION" in '' | *[!0-9A-Za-z.-]*) die "not an agent bundle name: $BUNDLE_FILE" ;; esac
+  verify "$BUNDLE_FILE" "$BUNDLE_SUM"
+}
+
+write_agent_files() {
+  step "Writing the program, configuration and service"
+  mkdir -p "$BIN" "$ETC" "$AGENT_STATE"
+  chmod 755 "$ETC"
+  chmod 700 "$AGENT_STATE"
+  CHANGED=0
+  # The wrapper pins the Node.js found now, so a PATH change cannot swap the runtime.
+  if write_if_changed "$BIN/keel-agent" 755 <<EOF; then CHANGED=1; fi
+#!/bin/sh
+# keel-agent, written by Keel's install.sh: the installed agent on the Node.js it was installed with.
+: "\${KEEL_AGENT_STATE_DIR:=$AGENT_STATE}"
+export KEEL_AGENT_STATE_DIR
+exec '$NODE' '$OPT/agent/current/bin/keel-agent.mjs' "\$@"
+EOF
+  if [ -f "$ETC/agent.env" ]; then
+    say "    keeping $ETC/agent.env"
+  else
+    write_if_changed "$ETC/agent.env" 600 <<EOF || true
+# Keel agent settings (docs/operations.md lists them all). Written once by install.sh; edit freely.
+KEEL_AGENT_STATE_DIR=$AGENT_STATE
+KEEL_AGENT_LOG_LEVEL=info
+EOF
+    say "    wrote $ETC/agent.env"
+  fi
+  if unit_text "$OPT/agent/current/systemd/keel-agent.service" | write_if_changed "$UNITS/keel-agent.service" 644; then
+    CHANGED=1
+    say "    wrote $UNITS/keel-agent.service"
+  fi
+}
+
+enroll_agent() {
+  step "Enrolling this host"
+  if [ -f "$AGENT_STATE/enrollment.json" ]; then
+    say "    already enrolled as host $(agent_host_id) with $(agent_controller); keeping it"
+    return 0
+  fi
+  if [ -z "$TOKEN" ] && [ -z "$TOKEN_FILE" ]; then
+    ask TOKEN "Join token (from Add host in the console)" secret ||
+      die "a join token is needed: set KEEL_JOIN_TOKEN, or give --token-file FILE (Add host in the console makes one)"
+  fi
+  set -- enroll --controller "$CONTROLLER" --pin "$PIN"
+  if [ -n "$NAME" ]; then set -- "$@" --name "$NAME"; fi
+  if [ -n "$TOKEN_FILE" ]; then set -- "$@" --token-file "$TOKEN_FILE"; fi
+  # The token travels in the environment, never on a command line (every local user can read
+  # those in /proc).
+  KEEL_JOIN_TOKEN=$TOKEN "$BIN/keel-agent" "$@" || die "enrollment failed (see above); nothing was started"
+  CHANGED=1
+}
+
+# wait_online: polls the controller until it shows this host online; returns 1 on timeout.
+wait_online() {
+  id=$(agent_host_id)
+  url=$(agent_controller)
+  if [ -z "$id" ] || [ -z "$url" ]; then die "no enrollment found in $AGENT_STATE"; fi
+  printf '    waiting for host %s to come online ' "$id"
+  waited=0
+  while [ "$waited" -lt "$WAIT" ]; do
+    case "$(fetch_text "$url/install/hosts/$id")" in
+      *'"online":true'*)
+        printf ' online\n'
+        return 0
+        ;;
+    esac
+    printf '.'
+    sleep 1
+    waited=$((waited + 1))
+  done
+  printf ' not online after %ss\n' "$WAIT"
+  return 1
+}
+
+agent_hint() {
+  if [ "$NO_SYSTEMD" = 1 ]; then
+    printf 'run it with: %s run' "$BIN/keel-agent"
+  else
+    printf 'see: journalctl -u keel-agent -n 50'
+  fi
+}
+
+install_agent() {
+  check_root
+  check_systemd
+  check_node
+  CONTROLLER=${CONTROLLER:-$KEEL_SERVED_CONTROLLER}
+  if [ -f "$AGENT_STATE/enrollment.json" ] && [ -z "$CONTROLLER" ]; then CONTROLLER=$(agent_controller); fi
+  [ -n "$CONTROLLER" ] || ask CONTROLLER "Controller URL" || die "give the controller's URL with --controller URL"
+  CONTROLLER=${CONTROLLER%/}
+  if [ -n "$KEEL_SERVED_PIN" ]; then
+    if [ -n "$PIN" ] && [ "$PIN" != "$KEEL_SERVED_PIN" ]; then
+      die "the pin given ($PIN) is not the key of the controller that served this script ($KEEL_SERVED_PIN): refusing to install. Copy the command again from the console."
+    fi
+    PIN=$KEEL_SERVED_PIN
+  fi
+  if [ ! -f "$AGENT_STATE/enrollment.json" ] && [ -z "$PIN" ]; then
+    ask PIN "Controller key fingerprint (sha256:...)" || die "give the controller key's fingerprint with --pin sha256:..."
+  fi
+  TMP=$(mktemp -d)
+  fetch_agent_bundle
+  step "Installing keel-agent $BUNDLE_VERSION"
+  previous=$(current_version agent)
+  install_release agent "$BUNDLE_FILE" "$BUNDLE_VERSION" "$BUNDLE_SUM"
+  switch_current agent "$BUNDLE_VERSION"
+  write_agent_files
+  if [ "$previous" != "$BUNDLE_VERSION" ]; then CHANGED=1; fi
+  enroll_agent
+  step "Starting the agent"
+  start_service keel-agent.service "$CHANGED"
+  prune agent "$BUNDLE_VERSION" "$previous"
+  if [ "$NO_SYSTEMD" = 1 ]; then
+    say "Installed keel-agent $BUNDLE_VERSION; not started (--no-systemd): $(agent_hint)"
+    return 0
+  fi
+  step "Waiting for the controller to see this host"
+  wait_online || die "the agent is installed but the controller does not show it online yet; $(agent_hint)"
+  say "Done: this host is online at $(agent_controller) (keel-agent $BUNDLE_VERSION)."
+}
+
+upgrade_agent() {
+  check_root
+  [ -f "$AGENT_STATE/enrollment.json" ] || die "the agent is not installed and enrolled here; install it first"
+  check_systemd
+  check_node
+  CONTROLLER=${CONTROLLER:-${KEEL_SERVED_CONTROLLER:-$(agent_controller)}}
+  CONTROLLER=${CONTROLLER%/}
+  TMP=$(mktemp -d)
+  fetch_agent_bundle
+  previous=$(current_version agent)
+  if [ "$previous" = "$BUNDLE_VERSION" ] &&
+    [ "$(cat "$OPT/agent/releases/$previous/.bundle-sha256" 2>/dev/null)" = "$BUNDLE_SUM" ]; then
+    say "keel-agent $BUNDLE_VERSION is already installed; nothing to do."
+    return 0
+  fi
+  step "Upgrading keel-agent ${previous:-?} -> $BUNDLE_VERSION"
+  install_release agent "$BUNDLE_FILE" "$BUNDLE_VERSION" "$BUNDLE_SUM"
+  switch_current agent "$BUNDLE_VERSION"
+  write_agent_files
+  step "Restarting the agent"
+  start_service keel-agent.service 1
+  if [ "$NO_SYSTEMD" = 1 ]; then
+    say "Upgraded to keel-agent $BUNDLE_VERSION; not restarted (--no-systemd)."
+    return 0
+  fi
+  step "Waiting for the controller to see this host"
+  if wait_online; then
+    prune agent "$BUNDLE_VERSION" "$previous"
+    say "Done: keel-agent $BUNDLE_VERSION is online."
+    return 0
+  fi
+  if [ -z "$previous" ] || [ ! -d "$OPT/agent/releases/$previous" ]; then
+    die "keel-agent $BUNDLE_VERSION did not come online and there is no previous bundle to go back to; $(agent_hint)"
+  fi
+  step "Rolling back to keel-agent $previous"
+  switch_current agent "$previous"
+  "$SYSTEMCTL" restart keel-agent.service
+  wait_online || warn "the previous bundle did not come online either; $(agent_hint)"
+  die "keel-agent $BUNDLE_VERSION did not come online within ${WAIT}s; rolled back to $previous"
+}
+
+uninstall_agent() {
+  check_root
+  step "Removing the agent"
+  if [ "$NO_SYSTEMD" != 1 ] && [ -f "$UNITS/keel-agent.service" ]; then
+    "$SYSTEMCTL" disable --now keel-agent.service >/dev/null 2>&1 || true
+  fi
+  rm -f "$UNITS/keel-agent.service" "$BIN/keel-agent"
+  if [ "$NO_SYSTEMD" != 1 ]; then "$SYSTEMCTL" daemon-reload >/dev/null 2>&1 || true; fi
+  rm -rf "$OPT/agent"
+  rmdir "$OPT" 2>/dev/null || true
+  if [ "$PURGE" = 1 ]; then
+    id=$(agent_host_id)
+    rm -rf "$AGENT_STATE" "$ETC/agent.env"
+    rmdir "$ETC" 2>/dev/null || true
+    say "Removed the agent, its key and its settings.${id:+ Revoke host $id in the console too.}"
+  else
+    say "Removed the agent. Kept its key and enrollment in $AGENT_STATE and $ETC/agent.env (--purge removes them)."
+  fi
+}
+
+# ---- controller ------------------------------------------------------------------------------
+
+ensure_keel_user() {
+  if [ -z "$ROOT" ]; then
+    if ! getent passwd keel >/dev/null 2>&1; then
+      useradd --system --user-group --home-dir /var/lib/keel-controller --no-create-home \
+        --shell /usr/sbin/nologin keel
+      say "    created system user keel"
+    fi
+    OWNER=keel:keel
+  elif [ -f "$ROOT/etc/passwd" ]; then
+    if ! grep -q '^keel:' "$ROOT/etc/passwd"; then
+      useradd --prefix "$ROOT" --system --user-group --home-dir /var/lib/keel-controller \
+        --no-create-home --shell /usr/sbin/nologin keel
+      say "    created system user keel in $ROOT"
+    fi
+    OWNER=$(sed -n 's/^keel:[^:]*:\([0-9]*\):\([0-9]*\):.*/\1:\2/p' "$ROOT/etc/passwd")
+  else
+    say "    $ROOT has no etc/passwd: files stay owned by $(id -un) (test root)"
+    OWNER=$(id -u):$(id -g)
+  fi
+}
+
+install_controller() {
+  check_root
+  check_systemd
+  check_node
+  [ -n "$BUNDLE" ] || ask BUNDLE "Controller bundle (keel-controller-*.tar.gz)" ||
+    die "give the controller bundle with --bundle FILE (npm run build makes it in dist/)"
+  [ -f "$BUNDLE" ] || die "no such bundle: $BUNDLE"
+  step "Verifying the controller bundle"
+  sum=$(local_bundle_sum "$BUNDLE")
+  verify "$BUNDLE" "$sum"
+  version=$(basename "$BUNDLE" .tar.gz)
+  version=${version#keel-controller-}
+  version=${version%-linux-*}
+  case "$version" in '' | *[!0-9A-Za-z.-]*) die "not a controller bundle name: $BUNDLE" ;; esac
+  step "Creating the keel user and directories"
+  ensure_keel_user
+  mkdir -p "$CONTROLLER_DATA" "$ETC" "$BIN"
+  chmod 700 "$CONTROLLER_DATA"
+  chown "$OWNER" "$CONTROLLER_DATA"
+  chmod 755 "$ETC"
+  step "Installing keel-controller $version"
+  previous=$(current_version controller)
+  install_release controller "$BUNDLE" "$version" "$sum"
+  switch_current controller "$version"
+  CHANGED=0
+  if [ "$previous" != "$version" ]; then CHANGED=1; fi
+  if write_if_changed "$BIN/keel-controller" 755 <<EOF; then CHANGED=1; fi
+#!/bin/sh
+# keel-controller, written by Keel's install.sh: the installed controller on the Node.js it was installed with.
+: "\${KEEL_DATA_DIR:=$CONTROLLER_DATA}"
+export KEEL_DATA_DIR
+exec '$NODE' '$OPT/controller/current/bin/keel-controller.mjs' "\$@"
+EOF
+  step "Writing the configuration and service"
+  PORT=${PORT:-8080}
+  if [ -f "$ETC/controller.env" ]; then
+    say "    keeping $ETC/controller.env"
+  else
+    [ -n "$PUBLIC_URL" ] || PUBLIC_URL="http://$(hostname -f 2>/dev/null || hostname):$PORT"
+    {
+      say "# Keel controller settings (docs/operations.md lists them all). Written once by install.sh."
+      say "KEEL_PUBLIC_URL=$PUBLIC_URL"
+      say "KEEL_PORT=$PORT"
+      say "KEEL_DATA_DIR=$CONTROLLER_DATA"
+      if [ -n "$DATABASE_URL" ]; then say "DATABASE_URL=$DATABASE_URL"; fi
+    } | write_if_changed "$ETC/controller.env" 640 || true
+    chown "root:${OWNER#*:}" "$ETC/controller.env"
+    CHANGED=1
+    say "    wrote $ETC/controller.env"
+  fi
+  if unit_text "$OPT/controller/current/systemd/keel-controller.service" |
+    write_if_changed "$UNITS/keel-controller.service" 644; then
+    CHANGED=1
+    say "    wrote $UNITS/keel-controller.service"
+  fi
+  step "Starting the controller"
+  start_service keel-controller.service "$CHANGED"
+  prune controller "$version" "$previous"
+  if [ "$NO_SYSTEMD" = 1 ]; then
+    say "Installed keel-controller $version; not started (--no-systemd)."
+    return 0
+  fi
+  port=$(sed -n 's/^KEEL_PORT=//p' "$ETC/controller.env")
+  printf '    waiting for http://127.0.0.1:%s/readyz ' "${port:-8080}"
+  waited=0
+  until [ -n "$(fetch_text "http://127.0.0.1:${port:-8080}/readyz")" ]; do
+    waited=$((waited + 1))
+    [ "$waited" -lt "$WAIT" ] || die "the controller is not ready after ${WAIT}s; see: journalctl -u keel-controller -n 50"
+    printf '.'
+    sleep 1
+  done
+  printf ' ready\n'
+  say "Done: keel-controller $version is running. On a first install the admin password is in its log"
+  say "(journalctl -u keel-controller | grep -A1 'First admin'); add hosts with Add host in the console."
+}
+
+uninstall_controller() {
+  check_root
+  step "Removing the controller"
+  if [ "$NO_SYSTEMD" != 1 ] && [ -f "$UNITS/keel-controller.service" ]; then
+    "$SYSTEMCTL" disable --now keel-controller.service >/dev/null 2>&1 || true
+  fi
+  rm -f "$UNITS/keel-controller.service" "$BIN/keel-controller"
+  if [ "$NO_SYSTEMD" != 1 ]; then "$SYSTEMCTL" daemon-reload >/dev/null 2>&1 || true; fi
+  rm -rf "$OPT/controller"
+  rmdir "$OPT" 2>/dev/null || true
+  if [ "$PURGE" = 1 ]; then
+    rm -rf "$CONTROLLER_DATA" "$ETC/controller.env"
+    rmdir "$ETC" 2>/dev/null || true
+    say "Removed the controller, its data and settings (an external PostgreSQL database is left alone)."
+  else
+    say "Removed the controller. Kept its data in $CONTROLLER_DATA and $ETC/controller.env (--purge removes them)."
+  fi
+}
+
+# ---- command line ----------------------------------------------------------------------------
+
+CONTROLLER=${KEEL_CONTROLLER:-}
+PIN=${KEEL_PIN:-}
+TOKEN=${KEEL_JOIN_TOKEN:-}
+# Only the enroll step gets the token; curl, systemctl and the rest do not inherit it.
+unset KEEL_JOIN_TOKEN
+TOKEN_FILE=${KEEL_JOIN_TOKEN_FILE:-}
+NAME=${KEEL_HOST_NAME:-}
+BUNDLE=${KEEL_BUNDLE:-}
+SHA256=${KEEL_BUNDLE_SHA256:-}
+NODE=${KEEL_NODE:-}
+WAIT=${KEEL_WAIT_SECONDS:-60}
+NO_SYSTEMD=${KEEL_NO_SYSTEMD:-0}
+PURGE=${KEEL_PURGE:-0}
+PUBLIC_URL=${KEEL_PUBLIC_URL:-}
+PORT=${KEEL_PORT:-}
+DATABASE_URL=${DATABASE_URL:-}
+
+MODE=${1:-}
+[ $# -gt 0 ] && shift
+TARGET=agent
+if [ "$MODE" = upgrade ] || [ "$MODE" = uninstall ]; then
+  case "${1:-}" in agent | controller)
+    TARGET=$1
+    shift
+    ;;
+  esac
+fi
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --controller) need_value "$@"; CONTROLLER=$2; shift 2 ;;
+    --pin) need_value "$@"; PIN=$2; shift 2 ;;
+    --token)
+      need_value "$@"
+      TOKEN=$2
+      warn "--token shows the join token to every local user (process list); prefer KEEL_JOIN_TOKEN"
+      shift 2
+      ;;
+    --token-file) need_value "$@"; TOKEN_FILE=$2; shift 2 ;;
+    --name) need_value "$@"; NAME=$2; shift 2 ;;
+    --bundle) need_value "$@"; BUNDLE=$2; shift 2 ;;
+    --sha256) need_value "$@"; SHA256=$2; shift 2 ;;
+    --node) need_value "$@"; NODE=$2; shift 2 ;;
+    --wait) need_value "$@"; WAIT=$2; shift 2 ;;
+    --public-url) need_value "$@"; PUBLIC_URL=$2; shift 2 ;;
+    --port) need_value "$@"; PORT=$2; shift 2 ;;
+    --database-url) need_value "$@"; DATABASE_URL=$2; shift 2 ;;
+    --no-systemd) NO_SYSTEMD=1; shift ;;
+    --purge) PURGE=1; shift ;;
+    -h | --help) MODE=help; shift ;;
+    *) die "unknown option $1 (see install.sh help)" ;;
+  esac
+done
+case "$WAIT" in '' | *[!0-9]*) die "--wait needs a number of seconds" ;; esac
+if [ -n "$TOKEN" ] && [ -n "$TOKEN_FILE" ]; then die "give the join token once: --token-file or KEEL_JOIN_TOKEN/--token"; fi
+# umask for everything written: nothing group- or world-writable, secrets set their own modes.
+umask 022
+
+case "$MODE" in
+  agent) install_agent ;;
+  controller) install_controller ;;
+  upgrade)
+    if [ "$TARGET" = controller ]; then install_controller; else upgrade_agent; fi
+    ;;
+  uninstall)
+    if [ "$TARGET" = controller ]; then uninstall_controller; else uninstall_agent; fi
+    ;;
+  help) usage ;;
+  '')
+    usage >&2
+    exit 2
+    ;;
+  *) die "unknown command \"$MODE\" (see install.sh help)" ;;
+esac

@@ -1,0 +1,260 @@
+// Proves the one-line install: the Add host command, run as given, fetches install.sh and the agent
+// bundle from a real controller, verifies them, installs into a temporary root (KEEL_ROOT) with
+// tight permissions, enrolls, starts the real agent and waits until the controller shows it online;
+// a re-run changes nothing, a wrong pin or checksum installs nothing, uninstall keeps the data
+// unless --purge. Also: install.sh is shellcheck clean and the installed units pass systemd-analyze.
+//
+// systemd is not PID 1 on this machine, so the script is given a stand-in systemctl (named
+// as such below) that runs a unit's ExecStart with its environment, as systemd would.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import {
+  removeDir,
+  repoRoot,
+  startControllerProcess,
+  tempDir,
+  waitFor,
+  type ControllerProcess,
+  type Proc,
+} from './helpers/fleet.ts';
+
+const has = (program: string) => spawnSync('sh', ['-c', `command -v ${program}`]).status === 0;
+/** CI installs the linters (.ci/run); elsewhere a missing one skips its test rather than failing. */
+const need = (program: string) => (has(program) || process.env.CI ? false : `${program} is not installed`);
+
+const STAND_IN_SYSTEMCTL = `#!/bin/sh
+# Stand-in for systemctl (systemd is not PID 1 here): runs a unit's ExecStart with its
+# Environment= and EnvironmentFile= in the background and tracks its pid. Test use only.
+set -eu
+dir=$KEEL_ROOT/etc/systemd/system
+run=$KEEL_ROOT/run/stand-in
+mkdir -p "$run"
+echo "$*" >>"$run/calls"
+cmd=$1; shift
+if [ "$cmd" = is-active ] && [ "\${1:-}" = --quiet ]; then shift; fi
+if [ "$cmd" = disable ] && [ "\${1:-}" = --now ]; then shift; cmd=disable-now; fi
+unit=\${1:-}
+pidfile=$run/$unit.pid
+alive() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+stop() {
+  if alive; then
+    kill "$(cat "$pidfile")"
+    n=0
+    while alive && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  fi
+  rm -f "$pidfile"
+}
+start() {
+  exec_start=$(sed -n 's/^ExecStart=//p' "$dir/$unit")
+  env_file=$(sed -n 's/^EnvironmentFile=-\\{0,1\\}//p' "$dir/$unit")
+  (
+    for kv in $(sed -n 's/^Environment=//p' "$dir/$unit"); do export "$kv"; done
+    if [ -f "$env_file" ]; then set -a; . "$env_file"; set +a; fi
+    exec $exec_start
+  ) </dev/null >>"$run/$unit.log" 2>&1 &
+  echo $! >"$pidfile"
+}
+case $cmd in
+  daemon-reload | enable | disable) ;;
+  start) alive || start ;;
+  restart) stop; start ;;
+  stop | disable-now) stop ;;
+  is-active) alive ;;
+  *) echo "stand-in systemctl: $cmd not supported" >&2; exit 1 ;;
+esac
+`;
+
+/** Runs a shell command line with the test root's environment; resolves with its code and output. */
+function sh(
+  line: string,
+  env: Record<string, string>,
+  timeoutMs = 90_000,
+): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('sh', ['-c', line], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+const mode = (path: string) => statSync(path).mode & 0o777;
+
+describe('install.sh', { timeout: 240_000 }, () => {
+  const procs: Proc[] = [];
+  const dirs: string[] = [];
+  let controller: ControllerProcess;
+  let work: string;
+  let bundles: string;
+
+  before(async () => {
+    work = tempDir('keel-install-');
+    dirs.push(work);
+    bundles = join(work, 'bundles');
+    // The agent bundle exactly as `npm run build` makes it, served by the controller.
+    const built = spawnSync(
+      process.execPath,
+      [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', bundles],
+      {
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(built.status, 0, built.stderr);
+    controller = await startControllerProcess(procs, { env: { KEEL_AGENT_BUNDLE_DIR: bundles } });
+    dirs.push(controller.dataDir);
+    writeFileSync(join(work, 'systemctl'), STAND_IN_SYSTEMCTL, { mode: 0o755 });
+  });
+
+  after(async () => {
+    // Any agent a failed test left running under the stand-in.
+    spawnSync('sh', [
+      '-c',
+      `for f in ${work}/root*/run/stand-in/*.pid; do [ -f "$f" ] && kill "$(cat "$f")"; done; true`,
+    ]);
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exited));
+    for (const d of dirs) removeDir(d);
+  });
+
+  const rootEnv = (root: string) => ({
+    KEEL_ROOT: root,
+    KEEL_SYSTEMCTL: join(work, 'systemctl'),
+    KEEL_WAIT_SECONDS: '30',
+  });
+
+  test('the Add host command installs, enrolls and brings the host online; a re-run changes nothing', async () => {
+    const root = join(work, 'root-a');
+    const created = await controller.api.post<{ command: string }>('/join-tokens', { note: 'install test' });
+    assert.equal(created.status, 201);
+    const command = created.body.command;
+    assert.match(
+      command,
+      /^curl -fsSL http:\/\/127\.0\.0\.1:\d+\/install\.sh \| KEEL_JOIN_TOKEN=kjt_\S+ sh -s -- agent /,
+    );
+
+    // Exactly the command from the console, in the test root.
+    const first = await sh(command, rootEnv(root));
+    assert.equal(first.code, 0, first.out);
+    assert.match(first.out, /SHA-256 verified/);
+    assert.match(first.out, /Done: this host is online/);
+    assert.ok(!first.out.includes(command.split('KEEL_JOIN_TOKEN=')[1]!.split(' ')[0]!), 'token printed');
+
+    // Files and permissions.
+    assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.0');
+    assert.equal(mode(join(root, 'var/lib/keel-agent')), 0o700);
+    assert.equal(mode(join(root, 'etc/keel/agent.env')), 0o600);
+    assert.equal(mode(join(root, 'usr/local/bin/keel-agent')), 0o755);
+    assert.equal(mode(join(root, 'etc/systemd/system/keel-agent.service')), 0o644);
+    assert.ok(statSync(join(root, 'var/lib/keel-agent/enrollment.json')).isFile());
+    const unit = readFileSync(join(root, 'etc/systemd/system/keel-agent.service'), 'utf8');
+    assert.match(unit, new RegExp(`^ExecStart=${root}/usr/local/bin/keel-agent run$`, 'm'));
+    const release = join(root, 'opt/keel/agent/releases/0.1.0');
+    for (const f of ['bin/keel-agent.mjs', 'dist/keel-agent.mjs', 'package.json']) {
+      assert.equal(mode(join(release, f)) & 0o022, 0, `${f} is group/world writable`);
+    }
+
+    // The controller sees it: online, on the installed version.
+    const hosts = await controller.api.get<{
+      hosts: { name: string; online: boolean; agentVersion: string }[];
+    }>('/hosts');
+    assert.equal(hosts.body.hosts.length, 1);
+    assert.equal(hosts.body.hosts[0]!.online, true);
+    assert.equal(hosts.body.hosts[0]!.agentVersion, '0.1.0');
+    const pid = readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8');
+
+    // Idempotent: the same command again (its token is used up) keeps everything as it is.
+    const again = await sh(command, rootEnv(root));
+    assert.equal(again.code, 0, again.out);
+    assert.match(again.out, /already enrolled/);
+    assert.match(again.out, /already unpacked/);
+    assert.match(again.out, /running and nothing changed/);
+    assert.equal(readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8'), pid);
+    assert.equal((await controller.api.get<{ hosts: unknown[] }>('/hosts')).body.hosts.length, 1);
+
+    // Installed units pass systemd's own checks (their paths exist in the test root).
+    if (has('systemd-analyze')) {
+      const verify = spawnSync(
+        'systemd-analyze',
+        ['verify', join(root, 'etc/systemd/system/keel-agent.service')],
+        {
+          encoding: 'utf8',
+        },
+      );
+      assert.equal(verify.status, 0, verify.stderr);
+    }
+
+    // Uninstall stops it and keeps the key; --purge removes that too.
+    const removed = await sh(`sh ${repoRoot}install.sh uninstall`, rootEnv(root));
+    assert.equal(removed.code, 0, removed.out);
+    assert.match(removed.out, /Kept its key/);
+    assert.ok(!existsSync(join(root, 'opt/keel')));
+    assert.ok(!existsSync(join(root, 'usr/local/bin/keel-agent')));
+    assert.ok(!existsSync(join(root, 'etc/systemd/system/keel-agent.service')));
+    assert.ok(existsSync(join(root, 'var/lib/keel-agent/enrollment.json')));
+    await waitFor(
+      async () =>
+        !(await controller.api.get<{ hosts: { online: boolean }[] }>('/hosts')).body.hosts[0]!.online,
+      10_000,
+      'host offline after uninstall',
+    );
+    const purged = await sh(`sh ${repoRoot}install.sh uninstall agent --purge`, rootEnv(root));
+    assert.equal(purged.code, 0, purged.out);
+    assert.ok(!existsSync(join(root, 'var/lib/keel-agent')));
+    assert.ok(!existsSync(join(root, 'etc/keel/agent.env')));
+  });
+
+  test('a pin that is not the serving controller key installs nothing', async () => {
+    const root = join(work, 'root-b');
+    const script = join(work, 'install.sh');
+    const served = await fetch(`${controller.url}/install.sh`);
+    writeFileSync(script, await served.text());
+    const r = await sh(`sh ${script} agent --pin sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA`, {
+      ...rootEnv(root),
+      KEEL_JOIN_TOKEN: 'kjt_unused',
+    });
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /is not the key of the controller that served this script/);
+    assert.ok(!existsSync(join(root, 'opt')));
+  });
+
+  test('a bundle whose checksum does not match installs nothing', async () => {
+    const root = join(work, 'root-c');
+    const bundle = join(bundles, 'keel-agent-0.1.0.tar.gz');
+    const r = await sh(`sh ${repoRoot}install.sh agent --bundle ${bundle} --sha256 ${'0'.repeat(64)}`, {
+      ...rootEnv(root),
+      KEEL_CONTROLLER: controller.url,
+      KEEL_PIN: 'sha256:x',
+      KEEL_JOIN_TOKEN: 'kjt_unused',
+    });
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /checksum mismatch/);
+    assert.ok(!existsSync(join(root, 'opt/keel/agent/releases/0.1.0')));
+    assert.ok(!existsSync(join(root, 'opt/keel/agent/current')));
+  });
+
+  test('an old Node.js is refused with a clear message', async () => {
+    const fakeNode = join(work, 'node18');
+    writeFileSync(fakeNode, '#!/bin/sh\necho 18.20.4\n', { mode: 0o755 });
+    const r = await sh(`sh ${repoRoot}install.sh agent --node ${fakeNode} --no-systemd`, {
+      ...rootEnv(join(work, 'root-d')),
+    });
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /Keel needs Node\.js 20\.19 or newer; .* is 18\.20\.4/);
+  });
+
+  test('install.sh is shellcheck clean', { skip: need('shellcheck') }, () => {
+    const r = spawnSync('shellcheck', ['--shell=sh', join(repoRoot, 'install.sh')], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+  });
+});
