@@ -10,6 +10,7 @@ import { KeelError } from '@keel/shared';
 import { createApp, type AppDeps } from './app.ts';
 import { createLocalBus, type FleetBus, type FleetEvent } from './bus/index.ts';
 import { openDatabase } from './db/index.ts';
+import { seedDatabase } from '../../test/helpers/database-template.ts';
 import type { AgentGateway, AgentRequestMap, AgentRequestMethod } from './gateway/types.ts';
 import type { UserRole } from './repositories/users.ts';
 import { createServices } from './services/index.ts';
@@ -55,6 +56,7 @@ export async function openTestApp(
   opts: { publicUrl?: string; appDeps?: Partial<AppDeps>; now?: () => Date } = {},
 ) {
   const dir = mkdtempSync(path.join(tmpdir(), 'keel-app-test-'));
+  await seedDatabase(dir); // a copy of a migrated empty database: no initdb per test file
   const database = await openDatabase({ dataDir: dir });
   const logLines: string[] = [];
   const log = pino(

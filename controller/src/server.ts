@@ -186,6 +186,7 @@ export async function startController(
         await gateway.close();
         server.closeAllConnections();
         await closed;
+        await audit.flushAnchor(); // the audit anchor holds the last head before we go
         await database.close();
         log.info('controller stopped');
       })();

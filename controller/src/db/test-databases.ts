@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import postgres from 'postgres';
+import { seedDatabase } from '../../../test/helpers/database-template.ts';
 import { openDatabase, type DriverName, type OpenDatabase, type OpenDatabaseOptions } from './index.ts';
 
 /** One fresh database for a test file. */
@@ -51,6 +52,7 @@ const pglite: TestDatabaseTarget = {
   driver: 'pglite',
   async create() {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'keel-test-'));
+    await seedDatabase(dataDir); // a copy of a migrated empty database: no initdb per test file
     return tracked('pglite', { dataDir }, () => rm(dataDir, { recursive: true, force: true }));
   },
 };

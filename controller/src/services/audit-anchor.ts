@@ -4,7 +4,8 @@
 // append this controller writes the head it just made (row id, hash, rows in the chain) to
 // `<dataDir>/audit-head.json`, beside its key, where an edit of the database does not reach;
 // verify checks that the table still holds that row with that hash at that position.
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 
@@ -26,7 +27,7 @@ export interface AuditAnchor {
   /** Where it lives (for messages). */
   readonly where: string;
   read(): AuditAnchorState | null;
-  write(state: AuditAnchorState): void;
+  write(state: AuditAnchorState): Promise<void>;
 }
 
 const headSchema = z.object({
@@ -56,18 +57,19 @@ export function fileAuditAnchor(dataDir: string): AuditAnchor {
       if (!parsed.success) throw new Error(`${file} is not an audit anchor`);
       return parsed.data;
     },
-    write(state) {
+    async write(state) {
       // Written whole to a temp file, synced, then renamed over the old one: a crash leaves the
-      // old anchor or the new one, never half of one.
+      // old anchor or the new one, never half of one. Asynchronous, so a slow disk holds up
+      // neither the event loop nor the append (see the coalescing in audit.ts).
       const tmp = `${file}.${process.pid}.tmp`;
-      writeFileSync(tmp, `${JSON.stringify(state)}\n`, { mode: 0o600 });
-      const fd = openSync(tmp, 'r');
+      const handle = await open(tmp, 'w', 0o600);
       try {
-        fsyncSync(fd);
+        await handle.writeFile(`${JSON.stringify(state)}\n`);
+        await handle.sync();
       } finally {
-        closeSync(fd);
+        await handle.close();
       }
-      renameSync(tmp, file);
+      await rename(tmp, file);
     },
   };
 }
@@ -82,6 +84,7 @@ export function memoryAuditAnchor(): AuditAnchor & { state: AuditAnchorState | n
     },
     write(state) {
       this.state = structuredClone(state);
+      return Promise.resolve();
     },
   };
 }

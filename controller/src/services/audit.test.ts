@@ -115,6 +115,7 @@ describe('audit anchor (the head kept outside the database)', () => {
 
   test('the anchor file follows each append (id, hash, rows in the chain) and verify checks it', async () => {
     const { anchor, audit } = await anchoredTrail(3);
+    await audit.flushAnchor();
     const state = anchor.read();
     const [newest] = await createAuditRepository(database.db).recent(1);
     assert.deepEqual(state, { head: { id: newest!.id, hash: newest!.hash, count: 3 } });
