@@ -439,6 +439,7 @@ test(
           await page.locator('#sys-title').waitFor();
           await fits('host page');
         }
+        await page.screenshot({ path: join(shots, `huge-facts-host-${viewport}.png`) });
         await page.goto(`/hosts/${ids.long}`);
         const h1 = page.locator('h1');
         assert.equal(await h1.getAttribute('title'), LONG_NAME);
