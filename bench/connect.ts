@@ -117,15 +117,15 @@ function runWorker(): void {
             log,
             streams: new Map(),
             handlers: { ping: () => ({ agentTime: Date.now() }) },
-            // Called right after every welcome: the session is up.
-            facts: async () => {
-              if (welcomes[i] === 0) {
-                welcomes[i] = now();
-                welcomed++;
-                resolve();
-              }
-              return benchFacts(`bench-${i}`);
-            },
+          });
+          // Called right after every welcome: the session is up.
+          link.onSessionReady((channel) => {
+            if (welcomes[i] === 0) {
+              welcomes[i] = now();
+              welcomed++;
+              resolve();
+            }
+            channel.send({ type: 'facts', facts: benchFacts(`bench-${i}`) });
           });
           links.push(link);
           void link.run();

@@ -102,10 +102,10 @@ async function runAgent(): Promise<void> {
     log: pino({ level: 'warn' }),
     streams: new Map([[STREAM, spool]]),
     handlers: {},
-    facts: async () => {
-      welcomed();
-      return benchFacts('bench-stream');
-    },
+  });
+  link.onSessionReady((channel) => {
+    welcomed();
+    channel.send({ type: 'facts', facts: benchFacts('bench-stream') });
   });
   const running = link.run();
   await welcome;

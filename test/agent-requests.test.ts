@@ -14,7 +14,7 @@ let hostId: string;
 /** What the hostile agent answers next, by method. */
 let answers: Record<string, unknown> = {};
 let received: string[] = [];
-let close: () => void;
+let close: () => void = () => {};
 
 before(async () => {
   ctl = await startTestController();
@@ -47,8 +47,8 @@ before(async () => {
 });
 after(async () => {
   close();
-  await ctl.close();
-  removeDir(ctl.dataDir);
+  await ctl?.close();
+  if (ctl) removeDir(ctl.dataDir);
 });
 
 const actor = { id: 'system', ip: null };

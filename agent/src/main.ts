@@ -8,7 +8,14 @@ import pino from 'pino';
 import { KeelError, logFormat } from '@keel/shared';
 import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
 import { lockStateDir, StateDirLocked } from './identity/lock.ts';
-import { collectFacts, factsChanged } from './facts/index.ts';
+import { collectFacts } from './facts/index.ts';
+import { factsCapability } from './facts/capability.ts';
+import {
+  composeCapabilities,
+  startCapabilities,
+  stopCapabilities,
+  type AgentCapability,
+} from './capabilities.ts';
 import { AgentLink, LinkClosed, redeemJoinToken } from './link/connection.ts';
 import { Spool } from './link/spool.ts';
 import { AGENT_VERSION } from './version.ts';
@@ -108,45 +115,30 @@ export async function run(stateDir: string): Promise<number> {
       log.error({ err, kind, failures: emitFailures }, 'could not write an event to the spool; it is lost');
     }
   };
-  let lastFacts = await collectFacts();
-  const facts = async () => {
-    const next = await collectFacts();
-    const changed = factsChanged(lastFacts, next);
-    if (changed.length > 0) emit('facts.changed', { changed });
-    lastFacts = next;
-    return next;
-  };
+  // The capabilities this agent serves; the link announces their union to the controller.
+  const capabilities: AgentCapability[] = [factsCapability(), diagnosticsCapability()];
+  const composed = composeCapabilities(capabilities);
   const link = new AgentLink({
     controllerUrl: enrollment.controllerUrl,
     identity,
     pin: enrollment.controllerPin,
     log,
+    // The host event stream belongs to the agent itself (link and capabilities emit into it).
     streams: new Map([['events', events]]),
-    handlers: {
-      ping: () => ({ agentTime: Date.now() }),
-      'facts.refresh': async () => ({ facts: await facts() }),
-    },
-    facts,
+    handlers: composed.handlers,
     onLinkEvent: ({ kind, ...rest }) => emit(kind, rest),
     heartbeatMs: intEnv('KEEL_AGENT_HEARTBEAT_MS', 5_000),
   });
   // Live channels, of the kinds the capabilities serve (today: diagnostics' echo).
-  new AgentChannelHub({ kinds: { ...diagnosticsCapability().channels }, log }).attach(link);
+  new AgentChannelHub({ kinds: composed.channels, log }).attach(link);
+  await startCapabilities(capabilities, {
+    log,
+    emit,
+    send: (frame) => link.send(frame),
+    onSession: (listener) => link.onSessionReady(() => listener()),
+  });
   emit('agent.started', { version: AGENT_VERSION, pid: process.pid });
   const timers: NodeJS.Timeout[] = [];
-  // Facts that change on their own (disks filling, a kernel upgrade before reboot, hostname) are
-  // noticed within a minute and reported at once; `facts()` emits the facts.changed event.
-  timers.push(
-    setInterval(() => {
-      const before = lastFacts;
-      facts().then(
-        (next) => {
-          if (factsChanged(before, next).length > 0) link.reportFacts(next);
-        },
-        (err: unknown) => log.warn({ err }, 'collecting facts failed'),
-      );
-    }, 60_000),
-  );
   const tickMs = intEnv('KEEL_AGENT_TICK_MS', 0);
   if (tickMs > 0) {
     // Diagnostics: a numbered heartbeat event, used to prove the stream loses nothing.
@@ -165,6 +157,7 @@ export async function run(stateDir: string): Promise<number> {
   process.on('SIGINT', onSignal);
   const fatal = await link.run();
   for (const t of timers) clearInterval(t);
+  await stopCapabilities(capabilities, log);
   await events.close();
   release();
   if (fatal) {

@@ -3,6 +3,7 @@
 // and its plaintext is `u32 BE header length | JSON header | optional binary body`.
 import { z } from 'zod';
 import { hostFactsSchema } from './messages/facts.ts';
+import { capabilitiesFrameSchema } from './messages/capabilities.ts';
 import {
   channelCloseFrameSchema,
   channelCreditFrameSchema,
@@ -11,8 +12,11 @@ import {
   channelOpenFrameSchema,
 } from './messages/channels.ts';
 
-/** Protocol versions this build speaks, newest last. */
-export const PROTOCOL_VERSIONS = [1] as const;
+/**
+ * Protocol versions this build speaks, newest last. 2: the agent's first sealed frame is its
+ * capabilities announcement (`messages/capabilities.ts`); 1: no announcement (agents up to 0.1.0).
+ */
+export const PROTOCOL_VERSIONS = [1, 2] as const;
 
 const b64u = (bytes: number) =>
   z
@@ -159,6 +163,7 @@ export const sessionFrameSchema = z.discriminatedUnion('type', [
   enrollFrameSchema,
   enrolledFrameSchema,
   errorFrameSchema,
+  capabilitiesFrameSchema,
   channelOpenFrameSchema,
   channelOpenedFrameSchema,
   channelDataFrameSchema,

@@ -45,6 +45,8 @@ test('fixed vector: transcript, signatures and session keys are deterministic an
     identity: agentId,
     pin: keyFingerprint(controllerId.publicKey),
     mode: 'connect',
+    // The vector as recorded with protocol 1 (the transcript layout is the same for every version).
+    versions: [1],
     fixed: { ephemeral: ephemeralKeyFromRaw(seed(3)), nonce: seed(4) },
   });
   const controller = new ControllerHandshake({

@@ -16,3 +16,4 @@ export * from './definitions.ts';
 export * from './catalogue.ts';
 export * from './messages/agent.ts';
 export * from './messages/events.ts';
+export * from './messages/capabilities.ts';

@@ -1,7 +1,8 @@
 // Host facts: what the agent tells the controller about its machine on connect and when something
 // changes. Read with systeminformation; what cannot change while the agent runs is read once.
 import { hostname, uptime } from 'node:os';
-import si, { type Systeminformation } from 'systeminformation';
+import type * as SiModule from 'systeminformation';
+import type { Systeminformation } from 'systeminformation';
 import { hostFactsSchema, type DiskFact, type HostFacts } from '@keel/shared';
 import { AGENT_VERSION } from '../version.ts';
 
@@ -44,6 +45,12 @@ const DISK_USED_CHANGE = 0.01;
 const OS_TTL_MS = 60 * 60 * 1000;
 
 type Cached<T> = { value: T; at: number };
+/** The parts of systeminformation that facts read. */
+type SystemInformation = Pick<typeof SiModule, 'cpu' | 'osInfo' | 'mem' | 'fsSize'>;
+/** systeminformation is large: loaded on the first facts reading, not at agent start. */
+let siModule: Promise<SystemInformation> | null = null;
+const loadSi = (): Promise<SystemInformation> =>
+  (siModule ??= import('systeminformation').then((m) => m.default));
 let cpuFacts: Promise<HostFacts['cpu']> | null = null;
 let osFacts: Cached<Promise<Pick<HostFacts, 'os' | 'kernel'>>> | null = null;
 let bootTime: number | null = null;
@@ -54,7 +61,8 @@ let bootTime: number | null = null;
  * (CPU and OS facts are cached).
  */
 export async function collectFacts(): Promise<HostFacts> {
-  const [cpu, os, mem, fs] = await Promise.all([readCpu(), readOs(), si.mem(), si.fsSize()]);
+  const si = await loadSi();
+  const [cpu, os, mem, fs] = await Promise.all([readCpu(si), readOs(si), si.mem(), si.fsSize()]);
   // The same two readings si.time() returns, without the `date` child process it runs
   // synchronously (5-20 ms of blocked event loop) for a time zone that facts do not carry.
   const now = Date.now();
@@ -91,7 +99,7 @@ export function factsChanged(a: HostFacts, b: HostFacts): string[] {
   return changed;
 }
 
-async function readCpu(): Promise<HostFacts['cpu']> {
+async function readCpu(si: SystemInformation): Promise<HostFacts['cpu']> {
   cpuFacts ??= si.cpu().then((c) => ({
     model: clip([c.manufacturer, c.brand].filter(Boolean).join(' ').trim(), 256),
     cores: Math.max(0, Math.trunc(c.cores)),
@@ -104,7 +112,7 @@ async function readCpu(): Promise<HostFacts['cpu']> {
   });
 }
 
-async function readOs(): Promise<Pick<HostFacts, 'os' | 'kernel'>> {
+async function readOs(si: SystemInformation): Promise<Pick<HostFacts, 'os' | 'kernel'>> {
   const now = Date.now();
   if (!osFacts || now - osFacts.at > OS_TTL_MS) {
     const value = si.osInfo().then((o) => ({

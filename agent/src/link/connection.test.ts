@@ -6,7 +6,6 @@ import { WebSocketServer } from 'ws';
 import pino from 'pino';
 import { generateSigningIdentity, keyFingerprint } from '@keel/shared';
 import { AgentLink, agentSocketUrl } from './connection.ts';
-import { sampleFacts } from '../../../test/helpers/facts.ts';
 
 test('controller URLs map to the agent socket URL', () => {
   assert.equal(agentSocketUrl('http://127.0.0.1:8080'), 'ws://127.0.0.1:8080/agent/v1');
@@ -27,7 +26,6 @@ test('stop() during a hanging handshake ends run() promptly', async () => {
     log: pino({ level: 'silent' }),
     streams: new Map(),
     handlers: {},
-    facts: async () => sampleFacts,
   });
   const running = link.run();
   await connected;

@@ -12,6 +12,8 @@ import {
   FrameRouter,
   KeelError,
   requestDefinition,
+  type HostCapabilities,
+  type RequestDefinition,
   type SigningIdentity,
 } from '@keel/shared';
 import type { AgentGateway, AgentRequestMap, AgentRequestMethod, HostView } from './types.ts';
@@ -117,6 +119,9 @@ export class Gateway implements AgentGateway {
     this.#broker = new RequestBroker((hostId, frame) => {
       const live = this.#sessions.get(hostId);
       if (!live || !live.ready || live.ended || live.channel.closed) return null;
+      // A request that waited for its host is checked against what the host's agent serves now.
+      const def = requestDefinition(frame.method);
+      if (def) assertServes(live.capabilities, def);
       live.channel.send(frame);
       return live;
     });
@@ -124,7 +129,9 @@ export class Gateway implements AgentGateway {
     this.#presence = new PresenceWriter({
       store: opts.store,
       log: opts.log,
-      onHostViews: opts.onHostViews,
+      onHostViews: opts.onHostViews
+        ? (views) => opts.onHostViews?.(views.map((v) => ({ ...v, capabilities: this.capabilitiesOf(v.id) })))
+        : undefined,
     });
     this.#sessions = new SessionTable({
       store: opts.store,
@@ -188,6 +195,12 @@ export class Gateway implements AgentGateway {
     return this.#sessions.get(hostId)?.ready === true;
   }
 
+  /** What the host's agent serves, from its ready session on this controller; null when none. */
+  capabilitiesOf(hostId: string): HostCapabilities | null {
+    const s = this.#sessions.get(hostId);
+    return s?.ready && s.capabilities ? s.capabilities : null;
+  }
+
   /** The host's ready session, if it has one on this controller (to send frames on it). */
   sessionOf(hostId: string): AgentSession | undefined {
     const s = this.#sessions.get(hostId);
@@ -216,6 +229,13 @@ export class Gateway implements AgentGateway {
       );
     }
     if (this.#revoked.has(hostId)) return Promise.reject(new KeelError('host.revoked'));
+    // Refused without a round trip when the connected agent did not announce it. (A host that is
+    // offline now is checked when its session starts, before the request is sent.)
+    try {
+      assertServes(this.capabilitiesOf(hostId), def);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     return this.#broker
       .request(hostId, method, checked.data, opts.timeoutMs ?? def.timeoutMs)
       .then((result) => {
@@ -315,6 +335,18 @@ export class Gateway implements AgentGateway {
     if (host && !host.revoked) this.#hostByKey.set(agentKey, host);
     return host;
   }
+}
+
+/** Throws `agent.unsupported`, naming the agent version needed, when `caps` lacks the request. */
+function assertServes(caps: HostCapabilities | null, def: RequestDefinition): void {
+  if (!caps || caps.requests.includes(def.name)) return;
+  const agent = caps.agentVersion
+    ? `keel-agent ${caps.agentVersion}`
+    : 'an agent that announces nothing (0.1.0 or older)';
+  throw new KeelError(
+    'agent.unsupported',
+    `This host runs ${agent}, which does not serve ${def.name}; it needs keel-agent ${def.since} or newer.`,
+  );
 }
 
 /**

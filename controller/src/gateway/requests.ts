@@ -20,7 +20,8 @@ interface Pending {
 
 /**
  * Sends a request frame on a host's live session and returns that session (any object that
- * identifies it), or null when the host is not connected.
+ * identifies it), or null when the host is not connected; throws a KeelError to refuse the
+ * request (it is failed with it and never sent).
  */
 export type RequestSender = (hostId: string, frame: RequestFrame) => object | null;
 
@@ -131,13 +132,21 @@ export class RequestBroker {
   #trySend(p: Pending): void {
     const remaining = Math.round(p.deadline - Date.now());
     if (remaining <= 0) return;
-    const session = this.#send(p.hostId, {
-      type: 'req',
-      id: p.id,
-      method: p.method,
-      timeoutMs: remaining,
-      params: p.params,
-    });
+    let session: object | null;
+    try {
+      session = this.#send(p.hostId, {
+        type: 'req',
+        id: p.id,
+        method: p.method,
+        timeoutMs: remaining,
+        params: p.params,
+      });
+    } catch (err) {
+      // The sender refused it (the host's agent does not serve it): fail now, never send.
+      this.#settle(p.id);
+      p.reject(err instanceof KeelError ? err : new KeelError('request.failed'));
+      return;
+    }
     if (session) {
       p.sent = true;
       p.sentOn = session;

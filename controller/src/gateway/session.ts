@@ -4,7 +4,14 @@
 // cursors, sends `welcome`, and from then on hands every sealed frame to the frame router.
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { closeCodes, SealedChannel, type FrameRouter, type SessionFrame } from '@keel/shared';
+import {
+  baselineCapabilities,
+  closeCodes,
+  SealedChannel,
+  type FrameRouter,
+  type HostCapabilities,
+  type SessionFrame,
+} from '@keel/shared';
 import type { Authenticated, Conversation } from './handshake.ts';
 import type { GatewayHost, GatewayStore, SessionInfo } from './store.ts';
 import type { BatchLoader } from './batch-loader.ts';
@@ -15,6 +22,8 @@ import { answersPing, safeClose } from './socket.ts';
 
 /** How long a live session gets to answer before a newcomer with its key replaces it. */
 const CONFLICT_PROBE_MS = 2_000;
+/** How long a protocol-2 agent has to announce its capabilities after the handshake. */
+const ANNOUNCE_TIMEOUT_MS = 10_000;
 /** Frames an agent may send before its welcome; more is a protocol violation. */
 const MAX_EARLY_FRAMES = 64;
 
@@ -29,12 +38,18 @@ export class AgentSession {
   /** Set once the key is matched to an enrolled host. */
   hostId: string | null = null;
   ingest: StreamIngest | null = null;
+  /**
+   * What the agent serves: its announcement (protocol 2, the first sealed frame), or the baseline
+   * for an agent that speaks only protocol 1 and announces nothing.
+   */
+  capabilities: HostCapabilities | null;
   /** Welcome sent: frames are dispatched, requests may be sent. */
   ready = false;
   ended = false;
   /** Frames that arrived before the session was ready (bounded). */
   #early: [SessionFrame, Buffer][] = [];
   #dispatch: (s: AgentSession, frame: SessionFrame, body: Buffer) => void;
+  #announced: () => void = () => {};
 
   constructor(
     conn: Authenticated,
@@ -48,9 +63,18 @@ export class AgentSession {
     this.peer = conn.peer;
     this.windowBytes = opts.windowBytes;
     this.#dispatch = opts.dispatch;
+    this.capabilities = conn.sealed.version >= 2 ? null : baselineCapabilities();
     this.channel = new SealedChannel(conn.ws, conn.sealed, {
       onFrame: (f, body) => {
         if (this.ended) return;
+        // Protocol 2: the announcement comes first and once; nothing else is taken before it.
+        if (f.type === 'capabilities' || this.capabilities === null) {
+          if (f.type !== 'capabilities' || this.capabilities !== null)
+            return this.channel.fail(closeCodes.unexpected, `frame ${f.type} where capabilities belong`);
+          const { type: _type, ...announced } = f;
+          this.capabilities = { ...announced, announced: true };
+          return this.#announced();
+        }
         if (this.ready) return this.#dispatch(this, f, body);
         if (this.#early.length >= MAX_EARLY_FRAMES)
           return this.channel.fail(closeCodes.unexpected, 'too many frames before welcome');
@@ -61,6 +85,19 @@ export class AgentSession {
           { peer: this.peer, host: this.hostId, code, reason },
           'agent sent a bad frame; closing',
         ),
+    });
+  }
+
+  /** Resolves true once the agent announced its capabilities (at once for protocol 1), false at `ms`. */
+  announcement(ms: number): Promise<boolean> {
+    if (this.capabilities) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      timer.unref();
+      this.#announced = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
     });
   }
 
@@ -172,6 +209,11 @@ export class SessionTable {
       );
       return;
     }
+    if (!(await s.announcement(ANNOUNCE_TIMEOUT_MS))) {
+      s.channel.fail(closeCodes.unexpected, 'no capabilities announcement');
+      return;
+    }
+    if (s.ended) return;
     // Identity comes only from the handshake key: nothing in a frame can name another host.
     const hostId = host.id;
     s.hostId = hostId;

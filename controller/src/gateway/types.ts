@@ -1,6 +1,6 @@
 // What the rest of the controller may ask of the agent gateway: send requests to connected
 // agents, cut sessions, and know who is online.
-import type { HostFacts, RequestName, RequestParams, RequestResult } from '@keel/shared';
+import type { HostCapabilities, HostFacts, RequestName, RequestParams, RequestResult } from '@keel/shared';
 
 /** A host as the API and the console see it. */
 export interface HostView {
@@ -13,6 +13,11 @@ export interface HostView {
   revokedAt: string | null;
   agentVersion: string | null;
   facts: HostFacts | null;
+  /**
+   * What the host's agent serves, from its live session's announcement (the baseline, with
+   * `announced: false`, for an agent that announces nothing); null while it is not connected here.
+   */
+  capabilities: HostCapabilities | null;
 }
 
 /**
@@ -44,4 +49,6 @@ export interface AgentGateway {
   disconnect(hostId: string, reason: 'revoked'): boolean;
   /** True when the host has a live, authenticated session on this controller. */
   isOnline(hostId: string): boolean;
+  /** The capabilities of the host's live session on this controller, or null. */
+  capabilitiesOf?(hostId: string): HostCapabilities | null;
 }

@@ -92,6 +92,8 @@ export function toHostView(host: Host): HostView {
     revokedAt: host.revokedAt?.toISOString() ?? null,
     agentVersion: host.agentVersion,
     facts: host.facts,
+    // Known only to the gateway holding the host's session (see HostsService / the gateway).
+    capabilities: null,
   };
 }
 

@@ -16,6 +16,7 @@ const host: HostView = {
   revokedAt: null,
   agentVersion: '0.1.0',
   facts: null,
+  capabilities: null,
 };
 
 let t: TestApp;

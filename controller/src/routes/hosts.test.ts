@@ -58,6 +58,7 @@ describe('reading hosts', () => {
     assert.equal(hosts.length, 1);
     assert.deepEqual(Object.keys(hosts[0]!).sort(), [
       'agentVersion',
+      'capabilities',
       'connectedAt',
       'enrolledAt',
       'facts',

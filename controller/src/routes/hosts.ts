@@ -10,6 +10,26 @@ import { permit } from './permit.ts';
 // object over the same shape does, and validates identically.
 export const hostFactsApiSchema = z.object(hostFactsSchema.shape).openapi('HostFacts');
 
+export const hostCapabilitiesSchema = z
+  .object({
+    agentVersion: z
+      .string()
+      .nullable()
+      .openapi({ description: 'As announced; null when the agent announced nothing.' }),
+    requests: z
+      .array(z.string())
+      .openapi({ description: 'Agent requests it serves (`ping`, `facts.refresh`, …).' }),
+    streams: z.array(z.string()).openapi({ description: 'Streams it sends (`events`, …).' }),
+    channels: z.array(z.string()).openapi({ description: 'Live channel kinds it opens (`echo`, …).' }),
+    announced: z.boolean().openapi({
+      description:
+        'False for an agent that announces nothing (0.1.0): the lists are the baseline it is assumed to serve.',
+    }),
+  })
+  .openapi('HostCapabilities', {
+    description: "What the host's agent supports, from its live session; null while it is not connected.",
+  });
+
 export const hostSchema = z
   .object({
     id: z.uuid(),
@@ -22,6 +42,7 @@ export const hostSchema = z
     agentVersion: z.string().nullable(),
     // A union rather than .nullable(): the generator drops nullability on a referenced schema.
     facts: z.union([hostFactsApiSchema, z.null()]),
+    capabilities: z.union([hostCapabilitiesSchema, z.null()]),
   })
   .openapi('Host');
 
@@ -61,8 +82,12 @@ const getRoute = createRoute({
 });
 
 const agentErrors = {
-  409: errorResponse('The host is revoked (`host.revoked`).'),
-  502: errorResponse('The agent failed or disconnected (`request.failed`, `request.disconnected`).'),
+  409: errorResponse(
+    'The host is revoked (`host.revoked`), or its agent does not serve this request (`agent.unsupported`, naming the agent version needed).',
+  ),
+  502: errorResponse(
+    'The agent failed or disconnected (`request.failed`, `request.disconnected`), or answered with a malformed result (`agent.bad_result`; nothing is stored).',
+  ),
   504: errorResponse('No answer within 10 s (`request.deadline_exceeded`).'),
 } as const;
 

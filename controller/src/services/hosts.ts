@@ -26,6 +26,11 @@ export interface HostsServiceDeps {
 
 /** Host reads and operator actions. */
 export function createHostsService({ hosts, gateway, bus, audit, now = () => new Date() }: HostsServiceDeps) {
+  /** The API view of a stored host, with what its live session announced. */
+  function view(host: Host): HostView {
+    return { ...toHostView(host), capabilities: gateway.capabilitiesOf?.(host.id) ?? null };
+  }
+
   async function found(id: string): Promise<Host> {
     const host = await hosts.get(id);
     if (!host) throw new KeelError('host.not_found');
@@ -41,11 +46,11 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
 
   return {
     async list(): Promise<HostView[]> {
-      return (await hosts.list()).map(toHostView);
+      return (await hosts.list()).map(view);
     },
 
     async get(id: string): Promise<HostView> {
-      return toHostView(await found(id));
+      return view(await found(id));
     },
 
     /**
@@ -57,8 +62,8 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
       const revoked = await hosts.revoke(id, now());
       if (!revoked) throw new KeelError('host.not_found');
       const hadSession = gateway.disconnect(id, 'revoked');
-      const view = toHostView(revoked);
-      bus.publish({ type: 'host', host: view });
+      const revokedView = view(revoked);
+      bus.publish({ type: 'host', host: revokedView });
       await audit.record(
         actor.id,
         'host.revoke',
@@ -66,7 +71,7 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
         { name: revoked.name, alreadyRevoked: before.revokedAt !== null, hadSession },
         actor.ip,
       );
-      return view;
+      return revokedView;
     },
 
     /** Round trip to the agent; `agentTime` is the agent's clock (epoch ms) when it answered. */
@@ -90,10 +95,10 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
       );
       const updated = await hosts.updateFacts(id, facts, now());
       if (!updated) throw new KeelError('host.not_found');
-      const view = toHostView(updated);
-      bus.publish({ type: 'host', host: view });
+      const updatedView = view(updated);
+      bus.publish({ type: 'host', host: updatedView });
       await audit.record(actor.id, 'host.refresh_facts', `host:${id}`, {}, actor.ip);
-      return view;
+      return updatedView;
     },
   };
 }
