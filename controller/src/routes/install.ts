@@ -99,8 +99,8 @@ export function agentBundleReader(dir: string | undefined) {
       recorded = undefined;
     }
     if (recorded !== sha256) {
-      throw new KeelError(
-        'internal',
+      // A plain Error: logged with this detail, answered as a bare 500 (no server path leaks).
+      throw new Error(
         `${full}.sha256 is missing or does not match the bundle; rebuild it with npm run build`,
       );
     }
