@@ -105,6 +105,21 @@ test('bad values name the key and where it came from', () => {
   );
 });
 
+test('a value that is not a number says so, never "received NaN"', () => {
+  for (const [env, message] of [
+    [{ KEEL_PORT: 'eighty' }, 'Invalid KEEL_PORT (environment variable): must be a number (got "eighty")'],
+    [
+      { KEEL_HEARTBEAT_MS: '1.5' },
+      'Invalid KEEL_HEARTBEAT_MS (environment variable): must be a whole number (got "1.5")',
+    ],
+  ] as const) {
+    assert.throws(
+      () => loadConfig(env),
+      (err: unknown) => err instanceof ConfigError && err.message === message,
+    );
+  }
+});
+
 test('a bad DATABASE_URL is named but its value (which may hold a password) is not shown', () => {
   throwsNaming(
     () => loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db/keel' }),

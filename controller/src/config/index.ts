@@ -175,6 +175,13 @@ function readConfigFile(file: string): Record<string, unknown> {
   return record;
 }
 
+/** A zod issue in words: z.coerce turns "eighty" into NaN, which zod reports as "received NaN". */
+function plainIssue(issue: { code?: string; expected?: string; message: string }): string {
+  if (issue.code === 'invalid_type' && issue.expected === 'int') return 'must be a whole number';
+  if (issue.code === 'invalid_type' && issue.expected === 'number') return 'must be a number';
+  return issue.message;
+}
+
 /**
  * Reads the configuration from `env` and an optional JSON file (`file`, else `env.KEEL_CONFIG`).
  * Environment variables win over the file, the file over the defaults. Empty env values count as
@@ -207,7 +214,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     }
     const result = def.schema.safeParse(raw);
     if (!result.success) {
-      const reason = result.error.issues.map((i) => i.message).join('; ');
+      const reason = result.error.issues.map(plainIssue).join('; ');
       throw new ConfigError(`Invalid ${source}: ${reason} (${shown(raw)})`);
     }
     values[name] = result.data;
