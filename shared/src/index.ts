@@ -1,5 +1,6 @@
 // The Keel protocol package: everything agent and controller must agree on, and no I/O.
 export * from './errors.ts';
+export * from './log-format.ts';
 export * from './records.ts';
 export * from './messages/facts.ts';
 export * from './messages/channels.ts';
