@@ -14,15 +14,20 @@ import {
   FrameRouter,
   HandshakeFailure,
   KeelError,
+  requestDefinition,
+  requestNames,
   SealedChannel,
+  streamNames,
   schedulerFor,
   type OutgoingFrame,
+  type AgentCapabilities,
   type HostFacts,
   type SessionFrame,
   type SigningIdentity,
   type WelcomeFrame,
 } from '@keel/shared';
 import type { Spool } from './spool.ts';
+import { AGENT_VERSION } from '../version.ts';
 import { serveRequest, type RequestHandler } from './requests.ts';
 
 export type { RequestContext, RequestHandler } from './requests.ts';
@@ -56,6 +61,13 @@ export interface OpenSessionOptions {
   identity: SigningIdentity;
   pin: string;
   mode: 'connect' | 'enroll';
+  /** Protocol versions offered (default: all this build speaks; tests offer [1] to act as an old agent). */
+  versions?: readonly number[];
+  /**
+   * Connect mode, protocol 2: the announcement sent as the first sealed frame (default: every
+   * catalogue request and stream, no channels). null sends none (tests of a misbehaving agent).
+   */
+  capabilities?: AgentCapabilities | null;
   maxFrameBytes?: number;
   timeoutMs?: number;
   onFrame(frame: SessionFrame, body: Buffer): void;
@@ -75,7 +87,12 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
       handshakeTimeout: opts.timeoutMs ?? 10_000,
     });
     opts.onSocket?.(ws);
-    const handshake = new AgentHandshake({ identity: opts.identity, pin: opts.pin, mode: opts.mode });
+    const handshake = new AgentHandshake({
+      identity: opts.identity,
+      pin: opts.pin,
+      mode: opts.mode,
+      versions: opts.versions,
+    });
     let channel: SealedChannel | null = null;
     let settled = false;
     const fail = (err: LinkClosed) => {
@@ -112,6 +129,10 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
         const { auth, session } = handshake.onControllerHello(frame);
         ws.send(encodeHandshakeFrame(auth));
         channel = new SealedChannel(ws, session, { onFrame: opts.onFrame });
+        // Protocol 2: the announcement is the first sealed frame; the controller waits for it.
+        if (opts.mode === 'connect' && session.version >= 2 && opts.capabilities !== null) {
+          channel.send({ type: 'capabilities', ...(opts.capabilities ?? defaultAnnouncement()) });
+        }
         settled = true;
         clearTimeout(timer);
         resolve({ ws, channel });
@@ -127,6 +148,16 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
       }
     });
   });
+}
+
+/** What an agent link announces when told nothing else: the whole catalogue, no channels. */
+function defaultAnnouncement(): AgentCapabilities {
+  return {
+    agentVersion: AGENT_VERSION,
+    requests: [...requestNames],
+    streams: [...streamNames],
+    channels: [],
+  };
 }
 
 /** Pause before retrying after the controller refused a second machine with this key. */
@@ -180,14 +211,20 @@ export interface AgentLinkOptions {
   log: Logger;
   /** One spool per stream name, e.g. `events`. */
   streams: ReadonlyMap<string, Spool>;
+  /**
+   * Request handlers by catalogue name (composed from the capabilities; see capabilities.ts).
+   * `ping` is served by the link itself unless given.
+   */
   handlers: Readonly<Record<string, RequestHandler>>;
-  /** Facts sent right after every welcome. */
-  facts(): Promise<HostFacts>;
   onLinkEvent?(event: LinkEvent): void;
   heartbeatMs?: number;
   backoff?: { baseMs: number; maxMs: number };
   /** Largest batch body read from a spool into one frame. */
   batchBytes?: number;
+  /** Version announced to the controller (default: this build's). */
+  agentVersion?: string;
+  /** Protocol versions offered (default: all this build speaks). */
+  versions?: readonly number[];
 }
 
 interface StreamSender {
@@ -216,12 +253,15 @@ export class AgentLink {
    * plugs in with one `register` call; a frame with no handler closes the session with `unexpected`.
    */
   readonly router = new FrameRouter<SealedChannel>();
+  /** Live channel kinds this agent opens, announced with its requests and streams. */
+  readonly channelKinds = new Set<string>();
   /** Live state for status and tests. */
   connected = false;
   hostId: string | null = null;
 
   constructor(opts: AgentLinkOptions) {
     this.#opts = opts;
+    this.#handlers = { ping: () => ({ agentTime: Date.now() }), ...opts.handlers };
     this.router
       .register('welcome', (frame, _body, channel) => {
         this.#onWelcome(channel, frame);
@@ -233,6 +273,9 @@ export class AgentLink {
   }
 
   #endListeners = new Set<(channel: SealedChannel) => void>();
+  #readyListeners = new Set<(channel: SealedChannel) => void>();
+  /** The handlers served: the link's own `ping` and the capabilities'. */
+  #handlers: Readonly<Record<string, RequestHandler>>;
 
   /** Calls `listener` with the channel of every session that ends (closed, lost, stopped). */
   onSessionEnded(listener: (channel: SealedChannel) => void): () => void {
@@ -317,9 +360,28 @@ export class AgentLink {
     this.#wake = null;
   }
 
-  /** Sends fresh facts now, when connected (they also go out after every welcome). */
-  reportFacts(facts: HostFacts): void {
-    if (this.connected) this.#channel?.send({ type: 'facts', facts });
+  /**
+   * What this agent announces (protocol 2, first sealed frame): the catalogue requests it has a
+   * handler for, its streams and its channel kinds.
+   */
+  announcement(): AgentCapabilities {
+    return {
+      agentVersion: this.#opts.agentVersion ?? AGENT_VERSION,
+      requests: Object.keys(this.#handlers).filter((name) => requestDefinition(name) !== undefined),
+      streams: [...this.#opts.streams.keys()],
+      channels: [...this.channelKinds],
+    };
+  }
+
+  /** Sends a frame on the current session; dropped while not connected. */
+  send(frame: SessionFrame, body?: Uint8Array): void {
+    if (this.connected) this.#channel?.send(frame, body);
+  }
+
+  /** Calls `listener` with the channel after every welcome (each new session). */
+  onSessionReady(listener: (channel: SealedChannel) => void): () => void {
+    this.#readyListeners.add(listener);
+    return () => this.#readyListeners.delete(listener);
   }
 
   /** Closes the link cleanly (SIGTERM). */
@@ -353,6 +415,8 @@ export class AgentLink {
       identity: this.#opts.identity,
       pin: this.#opts.pin,
       mode: 'connect',
+      versions: this.#opts.versions,
+      capabilities: this.announcement(),
       onFrame,
       onSocket: (socket) => (this.#ws = socket),
     });
@@ -411,10 +475,13 @@ export class AgentLink {
     this.connected = true;
     this.hostId = welcome.hostId;
     this.#opts.log.info({ host: welcome.hostId }, 'connected to controller');
-    void this.#opts.facts().then(
-      (facts) => channel.send({ type: 'facts', facts }),
-      (err: unknown) => this.#opts.log.warn({ err }, 'collecting facts failed'),
-    );
+    for (const listener of this.#readyListeners) {
+      try {
+        listener(channel);
+      } catch (err) {
+        this.#opts.log.error({ err }, 'a session-ready listener failed');
+      }
+    }
     const window = welcome.windowBytes;
     const batchBytes = Math.min(this.#opts.batchBytes ?? 256 * 1024, Math.floor(welcome.maxFrameBytes / 2));
     for (const [stream, spool] of this.#opts.streams) {
@@ -489,6 +556,6 @@ export class AgentLink {
       const oldest = this.#seenRequests.values().next().value;
       if (oldest !== undefined) this.#seenRequests.delete(oldest);
     }
-    channel.send(await serveRequest(frame, this.#opts.handlers, this.#opts.log));
+    channel.send(await serveRequest(frame, this.#handlers, this.#opts.log));
   }
 }
