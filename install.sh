@@ -373,7 +373,16 @@ enroll_agent() {
   CHANGED=1
 }
 
-# wait_online: polls the controller until it shows this host online; returns 1 on timeout.
+# online_as JSON [VERSION]: true when a presence answer says online (running VERSION when given).
+online_as() {
+  case "$1" in *'"online":true'*) ;; *) return 1 ;; esac
+  if [ -z "$2" ]; then return 0; fi
+  case "$1" in *"\"agentVersion\":\"$2\""*) return 0 ;; esac
+  return 1
+}
+
+# wait_online [VERSION]: polls the controller until it shows this host online (running agent
+# VERSION, when given: after an upgrade, the old agent's session must not count); 1 on timeout.
 wait_online() {
   id=$(agent_host_id)
   url=$(agent_controller)
@@ -381,12 +390,10 @@ wait_online() {
   printf '    waiting for host %s to come online ' "$id"
   waited=0
   while [ "$waited" -lt "$WAIT" ]; do
-    case "$(fetch_text "$url/install/hosts/$id")" in
-      *'"online":true'*)
-        printf ' online\n'
-        return 0
-        ;;
-    esac
+    if online_as "$(fetch_text "$url/install/hosts/$id")" "${1:-}"; then
+      printf ' online\n'
+      return 0
+    fi
     printf '.'
     sleep 1
     waited=$((waited + 1))
@@ -437,7 +444,7 @@ install_agent() {
     return 0
   fi
   step "Waiting for the controller to see this host"
-  wait_online || die "the agent is installed but the controller does not show it online yet; $(agent_hint)"
+  wait_online "$BUNDLE_VERSION" || die "the agent is installed but the controller does not show it online yet; $(agent_hint)"
   say "Done: this host is online at $(agent_controller) (keel-agent $BUNDLE_VERSION)."
 }
 
@@ -466,8 +473,8 @@ upgrade_agent() {
     say "Upgraded to keel-agent $BUNDLE_VERSION; not restarted (--no-systemd)."
     return 0
   fi
-  step "Waiting for the controller to see this host"
-  if wait_online; then
+  step "Waiting for the controller to see keel-agent $BUNDLE_VERSION online"
+  if wait_online "$BUNDLE_VERSION"; then
     prune agent "$BUNDLE_VERSION" "$previous"
     say "Done: keel-agent $BUNDLE_VERSION is online."
     return 0
@@ -478,7 +485,7 @@ upgrade_agent() {
   step "Rolling back to keel-agent $previous"
   switch_current agent "$previous"
   "$SYSTEMCTL" restart keel-agent.service
-  wait_online || warn "the previous bundle did not come online either; $(agent_hint)"
+  wait_online "$previous" || warn "the previous bundle did not come online either; $(agent_hint)"
   die "keel-agent $BUNDLE_VERSION did not come online within ${WAIT}s; rolled back to $previous"
 }
 

@@ -8,7 +8,17 @@
 // as such below) that runs a unit's ExecStart with its environment, as systemd would.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -127,6 +137,24 @@ describe('install.sh', { timeout: 240_000 }, () => {
     for (const d of dirs) removeDir(d);
   });
 
+  /** Puts keel-agent-<version>.tar.gz (+ .sha256) beside 0.1.0 in the served directory: the 0.1.0
+   * bundle renamed, and with `main` as its program when given (a broken bundle). */
+  function repack(version: string, main?: string) {
+    const unpacked = join(work, `repack-${version}`);
+    const top = join(unpacked, `keel-agent-${version}`);
+    mkdirSync(unpacked);
+    spawnSync('tar', ['-xzf', join(bundles, 'keel-agent-0.1.0.tar.gz'), '-C', unpacked]);
+    renameSync(join(unpacked, 'keel-agent-0.1.0'), top);
+    const pkg = JSON.parse(readFileSync(join(top, 'package.json'), 'utf8')) as { version: string };
+    writeFileSync(join(top, 'package.json'), JSON.stringify({ ...pkg, version }));
+    if (main) writeFileSync(join(top, 'dist/keel-agent.mjs'), main);
+    const file = join(bundles, `keel-agent-${version}.tar.gz`);
+    const r = spawnSync('tar', ['-czf', file, '-C', unpacked, `keel-agent-${version}`]);
+    assert.equal(r.status, 0, String(r.stderr));
+    const sum = createHash('sha256').update(readFileSync(file)).digest('hex');
+    writeFileSync(`${file}.sha256`, `${sum}  keel-agent-${version}.tar.gz\n`);
+  }
+
   const rootEnv = (root: string) => ({
     KEEL_ROOT: root,
     KEEL_SYSTEMCTL: join(work, 'systemctl'),
@@ -192,6 +220,28 @@ describe('install.sh', { timeout: 240_000 }, () => {
         },
       );
       assert.equal(verify.status, 0, verify.stderr);
+    }
+
+    // Upgrade to what the controller serves now; a broken bundle is rolled back by the script.
+    const hostVersion = async () =>
+      (await controller.api.get<{ hosts: { online: boolean; agentVersion: string }[] }>('/hosts')).body
+        .hosts[0]!;
+    repack('0.1.1');
+    const upgrade = `curl -fsSL ${controller.url}/install.sh | sh -s -- upgrade`;
+    const up = await sh(upgrade, rootEnv(root));
+    assert.equal(up.code, 0, up.out);
+    assert.match(up.out, /Done: keel-agent 0\.1\.1 is online/);
+    assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
+    assert.equal((await hostVersion()).agentVersion, '0.1.1');
+    repack('0.1.2', 'process.exit(1);\n');
+    const broken = await sh(upgrade, { ...rootEnv(root), KEEL_WAIT_SECONDS: '4' });
+    assert.equal(broken.code, 1, broken.out);
+    assert.match(broken.out, /did not come online within 4s; rolled back to 0\.1\.1/);
+    assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
+    await waitFor(async () => (await hostVersion()).online, 10_000, 'host back online on 0.1.1');
+    assert.equal((await hostVersion()).agentVersion, '0.1.1');
+    for (const v of ['0.1.1', '0.1.2']) {
+      for (const f of [`keel-agent-${v}.tar.gz`, `keel-agent-${v}.tar.gz.sha256`]) rmSync(join(bundles, f));
     }
 
     // Uninstall stops it and keeps the key; --purge removes that too.

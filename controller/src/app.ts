@@ -150,9 +150,9 @@ export function createApp(deps: AppDeps) {
     installRoutes({
       publicUrl: deps.config.publicUrl,
       controllerFingerprint: deps.controllerFingerprint,
-      hostOnline: (id) =>
+      hostPresence: (id) =>
         services.hosts.get(id).then(
-          (h) => h.online,
+          (h) => ({ online: h.online, agentVersion: h.agentVersion }),
           (err: unknown) => {
             if (err instanceof KeelError && err.code === 'host.not_found') return null;
             throw err;

@@ -41,7 +41,8 @@ function app(online: Record<string, boolean> = {}) {
     installRoutes({
       publicUrl: 'https://keel.example.com/',
       controllerFingerprint: 'sha256:abc',
-      hostOnline: (id) => Promise.resolve(online[id] ?? null),
+      hostPresence: (id) =>
+        Promise.resolve(id in online ? { online: online[id]!, agentVersion: '0.1.0' } : null),
       sources: { script, agentDir: bundles },
     }),
   );
@@ -97,7 +98,10 @@ test('values with quotes are quoted for the shell', () => {
 test('presence: online or not for a known host, 404 otherwise, 400 for a malformed id', async () => {
   const id = '0b7f5f8e-5f4e-4b7a-9a51-2f0f2c8e1a11';
   const a = app({ [id]: true });
-  assert.deepEqual(await (await a.request(`/install/hosts/${id}`)).json(), { online: true });
+  assert.deepEqual(await (await a.request(`/install/hosts/${id}`)).json(), {
+    online: true,
+    agentVersion: '0.1.0',
+  });
   assert.equal((await a.request('/install/hosts/1b7f5f8e-5f4e-4b7a-9a51-2f0f2c8e1a11')).status, 404);
   assert.equal((await a.request('/install/hosts/nope')).status, 400);
 });

@@ -4,8 +4,8 @@
 //                                        agent bundle (version + SHA-256) filled in
 //   GET /install/agent.json              which agent bundle this controller hands out
 //   GET /install/agent/<file>            the agent bundle (keel-agent-<version>.tar.gz) and its .sha256
-//   GET /install/hosts/:id               { online } for one host, so the installer can say when
-//                                        the host it enrolled shows as online
+//   GET /install/hosts/:id               { online, agentVersion } for one host, so the installer
+//                                        can say when the host it enrolled (or upgraded) is online
 // All are public: the script and the bundle hold no secret (the join token is never in them), and
 // the presence answer needs the host's random id, which only its console users and the host know.
 import { createHash } from 'node:crypto';
@@ -146,8 +146,8 @@ export interface InstallRoutesDeps {
   publicUrl: string;
   /** The controller key's fingerprint (agents pin it). */
   controllerFingerprint: string;
-  /** Presence of one host: true/false, or null when there is no such host. */
-  hostOnline: (id: string) => Promise<boolean | null>;
+  /** Presence of one host and the agent version it last reported, or null when there is no such host. */
+  hostPresence: (id: string) => Promise<{ online: boolean; agentVersion: string | null } | null>;
   sources?: InstallSources;
 }
 
@@ -199,10 +199,10 @@ export function installRoutes(deps: InstallRoutesDeps) {
   app.get('/install/hosts/:id', permit.public(), async (c) => {
     const id = c.req.param('id');
     if (!UUID.test(id)) throw new KeelError('request.invalid', 'The host id must be a uuid.');
-    const online = await deps.hostOnline(id.toLowerCase());
-    if (online === null) throw new KeelError('host.not_found');
+    const presence = await deps.hostPresence(id.toLowerCase());
+    if (presence === null) throw new KeelError('host.not_found');
     c.header('cache-control', 'no-store');
-    return c.json({ online }, 200);
+    return c.json({ online: presence.online, agentVersion: presence.agentVersion }, 200);
   });
 
   return app;
