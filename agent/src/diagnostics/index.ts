@@ -3,6 +3,7 @@
 // `echo` sends every byte back, `sink` discards what arrives and closes once `bytes` arrived,
 // `source` sends `bytes` zero bytes as fast as the client reads, then closes.
 import { CHANNEL_CHUNK_BYTES, echoChannel, type EchoChannelParams } from '@keel/shared';
+import type { AgentCapability } from '../capabilities.ts';
 import type { ChannelHandler, ChannelSession } from '../channels/hub.ts';
 
 /** The echo channel handler. */
@@ -37,7 +38,7 @@ export const echoChannelHandler: ChannelHandler<EchoChannelParams> = {
   },
 };
 
-/** The diagnostic capability's parts: its channel kinds. */
-export function diagnosticsCapability() {
+/** The diagnostic capability: its channel kinds (no requests or streams). */
+export function diagnosticsCapability(): AgentCapability {
   return { name: 'diagnostics', channels: { echo: echoChannelHandler as ChannelHandler } };
 }
