@@ -158,6 +158,20 @@ test(
           await page.screenshot({ path: shot('add-host') });
           await page.click('button[type="submit"][form="join-token-form"]');
           await page.locator('[data-testid="join-command"]').waitFor();
+          // The install command first, what the host needs, then (folded) the plain enroll.
+          assert.match(
+            (await page.locator('[data-testid="join-command"]').textContent()) ?? '',
+            /install\.sh/,
+          );
+          assert.match(
+            (await page.locator('[data-testid="join-requirements"]').textContent()) ?? '',
+            /Node\.js 20\.19/,
+          );
+          await page.locator('[data-testid="join-enroll"] summary').click();
+          assert.match(
+            (await page.locator('[data-testid="join-enroll-command"]').textContent()) ?? '',
+            /^KEEL_JOIN_TOKEN=\S+ keel-agent enroll /,
+          );
           await checkAccessible(page, where('add-host dialog with its command'));
           await page.screenshot({ path: shot('add-host-command') });
           await page.keyboard.press('Escape');
