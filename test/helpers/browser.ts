@@ -62,6 +62,8 @@ export async function openPage(
     baseURL: baseUrl,
     viewport: viewports[opts.viewport ?? 'desktop'],
     colorScheme: opts.theme ?? 'dark',
+    // No transitions (app.css honours it): colours are checked at rest, never mid-fade.
+    reducedMotion: 'reduce',
     isMobile: phone,
     hasTouch: phone,
   });
