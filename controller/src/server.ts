@@ -119,6 +119,7 @@ export async function startController(
     onHostViews: (views) => {
       for (const host of views) bus.publish({ type: 'host', host });
     },
+    onStreamStored: (stored) => bus.publish({ type: 'stream.stored', ...stored }),
   });
   const services = createServices({
     db: database.db,

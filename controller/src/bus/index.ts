@@ -2,9 +2,16 @@
 // that a host changed. In-process implementation now; the contract is what later adapters keep.
 import { EventEmitter } from 'node:events';
 import type { HostView } from '../gateway/types.ts';
+import type { StoredRecords } from '../gateway/sinks.ts';
 
-/** Something that happened in the fleet, as published on the bus. */
-export type FleetEvent = { type: 'host'; host: HostView } | { type: 'host.removed'; hostId: string };
+/**
+ * Something that happened in the fleet, as published on the bus: a host changed or was removed,
+ * or a stream sink stored records (for live views; not sent to the console's fleet SSE).
+ */
+export type FleetEvent =
+  | { type: 'host'; host: HostView }
+  | { type: 'host.removed'; hostId: string }
+  | ({ type: 'stream.stored' } & StoredRecords);
 
 /** Publish/subscribe of fleet events. */
 export interface FleetBus {

@@ -9,6 +9,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import {
   closeCodes,
   describeSchemaError,
+  eventsStream,
   FrameRouter,
   KeelError,
   requestDefinition,
@@ -26,6 +27,7 @@ import { startEnrollment } from './enrollment.ts';
 import { PresenceWriter } from './presence.ts';
 import { SessionTable, type AgentSession } from './session.ts';
 import { safeClose } from './socket.ts';
+import { chunkSink, StreamSinks, type StoredRecords } from './sinks.ts';
 
 export { AgentSession } from './session.ts';
 
@@ -50,6 +52,8 @@ export interface GatewayOptions {
   onHostChanged?: (hostId: string) => void;
   /** Called with the hosts whose presence or facts a group commit just stored. */
   onHostViews?: (hosts: HostView[]) => void;
+  /** Called with the records a stream sink just stored (published on the bus for live views). */
+  onStreamStored?: (stored: StoredRecords) => void;
 }
 
 /** The path agents dial. */
@@ -70,8 +74,13 @@ export class Gateway implements AgentGateway {
    * frame with no handler closes the session with `unexpected`.
    */
   readonly router = new FrameRouter<AgentSession>();
-  #opts: Required<Omit<GatewayOptions, 'onHostChanged' | 'onHostViews'>> &
-    Pick<GatewayOptions, 'onHostChanged' | 'onHostViews'>;
+  #opts: Required<Omit<GatewayOptions, 'onHostChanged' | 'onHostViews' | 'onStreamStored'>> &
+    Pick<GatewayOptions, 'onHostChanged' | 'onHostViews' | 'onStreamStored'>;
+  /**
+   * The sink of each stream kind: `events` in chunks, published as stored; a kind without a sink
+   * of its own is stored in chunks too. A new kind registers here with one line.
+   */
+  readonly sinks: StreamSinks;
   #revoked = new Set<string>();
   /**
    * Enrolled agent keys -> hosts, so a handshake needs no database read: every active host is
@@ -133,8 +142,13 @@ export class Gateway implements AgentGateway {
         ? (views) => opts.onHostViews?.(views.map((v) => ({ ...v, capabilities: this.capabilitiesOf(v.id) })))
         : undefined,
     });
+    this.sinks = new StreamSinks(chunkSink({ store: opts.store })).register(
+      eventsStream.name,
+      chunkSink({ store: opts.store, publish: (stored) => this.#opts.onStreamStored?.(stored) }),
+    );
     this.#sessions = new SessionTable({
       store: opts.store,
+      sinks: this.sinks,
       // Every session start reads its host's cursors: a short linger batches a reconnect storm.
       sessionLoader: new BatchLoader<string, SessionInfo>((ids) => this.#opts.store.sessionInfoOf(ids), {
         lingerMs: SESSION_INFO_LINGER_MS,

@@ -22,7 +22,8 @@ interface StreamQueue {
 
 export interface StreamIngestOptions {
   hostId: string;
-  store: GatewayStore;
+  /** Where batches go: the gateway passes its stream sinks (sinks.ts). */
+  store: Pick<GatewayStore, 'appendStream'>;
   ack(stream: string, seq: number): void;
   fail(code: number, reason: string): void;
   log: Logger;

@@ -17,6 +17,7 @@ import type { GatewayHost, GatewayStore, SessionInfo } from './store.ts';
 import type { BatchLoader } from './batch-loader.ts';
 import type { RequestBroker } from './requests.ts';
 import type { PresenceWriter } from './presence.ts';
+import type { StreamSinks } from './sinks.ts';
 import { StreamIngest } from './ingest.ts';
 import { answersPing, safeClose } from './socket.ts';
 
@@ -129,6 +130,8 @@ export interface SessionTableDeps {
   sessionLoader: BatchLoader<string, SessionInfo>;
   broker: RequestBroker;
   presence: PresenceWriter;
+  /** Where each stream kind's batches are stored. */
+  sinks: StreamSinks;
   router: FrameRouter<AgentSession>;
   log: Logger;
   maxFrameBytes: number;
@@ -220,7 +223,7 @@ export class SessionTable {
     const log = deps.log;
     s.ingest = new StreamIngest({
       hostId,
-      store: deps.store,
+      store: { appendStream: (id, stream, batch) => deps.sinks.append(id, stream, batch) },
       ack: (stream, seq) => s.channel.send({ type: 'stream.ack', stream, seq }),
       fail: (code, reason) => s.channel.fail(code, reason),
       log,

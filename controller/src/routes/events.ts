@@ -40,9 +40,12 @@ const eventsRoute = createRoute({
   },
 });
 
-function toMessage(event: FleetEvent): { event: string; data: string } {
+/** The SSE message of a fleet event; null for events the fleet stream does not carry. */
+function toMessage(event: FleetEvent): { event: string; data: string } | null {
   if (event.type === 'host') return { event: 'host', data: JSON.stringify(event.host) };
-  return { event: 'host.removed', data: JSON.stringify({ id: event.hostId }) };
+  if (event.type === 'host.removed')
+    return { event: 'host.removed', data: JSON.stringify({ id: event.hostId }) };
+  return null;
 }
 
 export interface EventRoutesDeps {
@@ -76,14 +79,15 @@ export function eventRoutes({ bus, auth, log, options }: EventRoutesDeps) {
 
       // Subscribe before the first await so nothing published after the response starts is missed.
       const unsubscribe = bus.subscribe((event) => {
-        if (done) return;
+        const message = toMessage(event);
+        if (done || !message) return;
         if (queue.length >= opts.maxQueuedEvents) {
           stop('client too slow');
           // Unblocks a write stuck on the slow client and ends the response.
           stream.abort();
           return;
         }
-        queue.push(toMessage(event));
+        queue.push(message);
         signal();
       });
       const heartbeat = setInterval(() => {
