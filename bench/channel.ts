@@ -4,7 +4,8 @@
 //     pty (key auth; our own sshd on a loopback port with a throwaway host key, not the system one).
 //  2. One-way throughput of 100 MB through one channel (client -> agent `sink`) against
 //     `ssh ... 'cat > /dev/null'` fed the same 100 MB.
-//  3. 1 GiB agent -> client (`source`) at full speed, with the peak RSS of agent and controller.
+//  3. 1 GiB agent -> client (`source`) to a slow reader (reads half the time), with the peak RSS
+//     of agent and controller.
 //  4. The agent's idle RSS and CPU, running the dist bundle (`npm run build -w agent`).
 //
 // Run: npm run bench -- channel [--sends 2000] [--mb 100] [--gib 1] [--idle-seconds 20]
@@ -305,6 +306,16 @@ async function main() {
       peak.controller = Math.max(peak.controller, procMemory(ctl.pid).rss);
     }, 100);
     const sourceStarted = performance.now();
+    // The reader is slow: it stops reading from its socket for 50 ms out of every 100 ms, so the
+    // agent produces faster than the client consumes and backpressure has to hold it.
+    let done = false;
+    void source.closed.then(() => (done = true));
+    while (!done) {
+      source.ws.pause();
+      await sleep(50);
+      source.ws.resume();
+      await sleep(50);
+    }
     await source.closed;
     const sourceSeconds = (performance.now() - sourceStarted) / 1000;
     clearInterval(sampler);
@@ -325,7 +336,7 @@ async function main() {
       `\n${rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(28) : c.padStart(16))).join('')).join('\n')}`,
     );
     console.log(
-      `\n${(SOURCE_BYTES / 1024 ** 3).toFixed(1)} GiB agent -> client: ${mbps(SOURCE_BYTES, sourceSeconds).toFixed(1)} MB/s; RSS agent ${mib(base.agent).toFixed(0)} -> peak ${mib(peak.agent).toFixed(0)} MiB, controller ${mib(base.controller).toFixed(0)} -> peak ${mib(peak.controller).toFixed(0)} MiB`,
+      `\n${(SOURCE_BYTES / 1024 ** 3).toFixed(1)} GiB agent -> slow client: ${mbps(SOURCE_BYTES, sourceSeconds).toFixed(1)} MB/s; RSS agent ${mib(base.agent).toFixed(0)} -> peak ${mib(peak.agent).toFixed(0)} MiB, controller ${mib(base.controller).toFixed(0)} -> peak ${mib(peak.controller).toFixed(0)} MiB`,
     );
     console.log(
       `idle agent (dist bundle, ${IDLE_SECONDS} s): RSS ${mib(idle.rss).toFixed(1)} MiB (anon ${mib(idle.anon).toFixed(1)}), CPU ${idleCpuPct.toFixed(2)} % of one core`,
