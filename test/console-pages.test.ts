@@ -468,6 +468,13 @@ test(
         await page.goto('/audit');
         await page.locator('[data-testid="audit-row"]').first().waitFor();
         await fits('audit');
+        // Beside a long host name the "host" label keeps its one line; only the name is cut.
+        const label = page
+          .locator('[data-testid="audit-row"]', { hasText: 'host.revoke' })
+          .locator('.target .line > .faint');
+        assert.equal(await label.textContent(), 'host');
+        const box = await label.boundingBox();
+        assert.ok(box && box.height < 24 && box.width > 20, `host label box ${JSON.stringify(box)}`);
         assert.deepEqual(
           pageErrors.map((e) => e.message),
           [],
