@@ -35,47 +35,8 @@ const has = (program: string) => spawnSync('sh', ['-c', `command -v ${program}`]
 /** CI installs the linters (.ci/run); elsewhere a missing one skips its test rather than failing. */
 const need = (program: string) => (has(program) || process.env.CI ? false : `${program} is not installed`);
 
-const STAND_IN_SYSTEMCTL = `#!/bin/sh
-# Stand-in for systemctl (systemd is not PID 1 here): runs a unit's ExecStart with its
-# Environment= and EnvironmentFile= in the background and tracks its pid. Test use only.
-set -eu
-dir=$KEEL_ROOT/etc/systemd/system
-run=$KEEL_ROOT/run/stand-in
-mkdir -p "$run"
-echo "$*" >>"$run/calls"
-cmd=$1; shift
-if [ "$cmd" = is-active ] && [ "\${1:-}" = --quiet ]; then shift; fi
-if [ "$cmd" = disable ] && [ "\${1:-}" = --now ]; then shift; cmd=disable-now; fi
-unit=\${1:-}
-pidfile=$run/$unit.pid
-alive() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
-stop() {
-  if alive; then
-    kill "$(cat "$pidfile")"
-    n=0
-    while alive && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-  fi
-  rm -f "$pidfile"
-}
-start() {
-  exec_start=$(sed -n 's/^ExecStart=//p' "$dir/$unit")
-  env_file=$(sed -n 's/^EnvironmentFile=-\\{0,1\\}//p' "$dir/$unit")
-  (
-    for kv in $(sed -n 's/^Environment=//p' "$dir/$unit"); do export "$kv"; done
-    if [ -f "$env_file" ]; then set -a; . "$env_file"; set +a; fi
-    exec $exec_start
-  ) </dev/null >>"$run/$unit.log" 2>&1 &
-  echo $! >"$pidfile"
-}
-case $cmd in
-  daemon-reload | enable | disable) ;;
-  start) alive || start ;;
-  restart) stop; start ;;
-  stop | disable-now) stop ;;
-  is-active) alive ;;
-  *) echo "stand-in systemctl: $cmd not supported" >&2; exit 1 ;;
-esac
-`;
+/** A stand-in for systemctl (systemd is not PID 1 here), named as such in its header. */
+const standInSystemctl = join(repoRoot, 'test/install-stand-in-systemctl.sh');
 
 /** Runs a shell command line with the test root's environment; resolves with its code and output. */
 function sh(
@@ -123,7 +84,6 @@ describe('install.sh', { timeout: 240_000 }, () => {
     assert.equal(built.status, 0, built.stderr);
     controller = await startControllerProcess(procs, { env: { KEEL_AGENT_BUNDLE_DIR: bundles } });
     dirs.push(controller.dataDir);
-    writeFileSync(join(work, 'systemctl'), STAND_IN_SYSTEMCTL, { mode: 0o755 });
   });
 
   after(async () => {
@@ -157,7 +117,7 @@ describe('install.sh', { timeout: 240_000 }, () => {
 
   const rootEnv = (root: string) => ({
     KEEL_ROOT: root,
-    KEEL_SYSTEMCTL: join(work, 'systemctl'),
+    KEEL_SYSTEMCTL: standInSystemctl,
     KEEL_WAIT_SECONDS: '30',
   });
 
