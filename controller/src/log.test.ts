@@ -76,9 +76,10 @@ test('a failing insert is logged without its query parameters (a secret it carri
     log.error({ err: dup }, 'insert failed');
     log.error({ err: bad }, 'select failed');
     log.error({ error: dup }, 'under another key');
+    log.error(dup as Error, 'the error itself as the object');
     const text = JSON.stringify(lines);
     assert.ok(!text.includes(secret), 'the secret reached the log');
-    assert.equal(lines.length, 3);
+    assert.equal(lines.length, 4);
     // What helps an operator stays: the SQL text and PostgreSQL's reason.
     assert.match(text, /insert into \\"users\\"/);
     assert.match(text, /duplicate key value violates unique constraint/);
