@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import type { ApiHost } from './api.ts';
 
-/** Longest text the console shows from a host; more is cut with an ellipsis (full value never needed). */
+/** Longest text the console keeps from a host field; more is cut with an ellipsis. */
 export const MAX_TEXT = 1024;
 
 // C0 and C1 controls (NUL among them) and the bidi controls that could reorder what a line reads.
