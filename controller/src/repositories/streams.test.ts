@@ -235,21 +235,22 @@ for (const target of testDatabaseTargets()) {
           'events',
           batch(6, 14, (s) => (s <= 10 ? line(s) : restored(s))),
         ),
-        {
-          ackedSeq: 14,
-          restart: { atSeq: 31 },
-        },
+        { ackedSeq: 14, restart: { atSeq: 31 } },
       );
       const all = await streams.read(host, 'events', 0, 100);
-      assert.equal(all.records.length, 30 + 9, 'the whole batch is kept after the marker');
+      assert.equal(all.records.length, 30 + 4, 'the resent part once, the new records after the marker');
       assert.deepEqual(
-        all.records.slice(30).map((r) => r.seq),
-        Array.from({ length: 9 }, (_, i) => i + 32),
+        all.records.slice(30).map((r) => [r.seq, r.payload.toString()]),
+        [
+          [32, 'r11'],
+          [33, 'r12'],
+          [34, 'r13'],
+          [35, 'r14'],
+        ],
       );
-      assert.deepEqual(
-        all.records.slice(-4).map((r) => r.payload.toString()),
-        ['r11', 'r12', 'r13', 'r14'],
-      );
+      // It goes on under the new mapping.
+      assert.deepEqual(await streams.append(host, 'events', batch(15, 15, restored)), { ackedSeq: 15 });
+      assert.equal(await streams.cursor(host, 'events'), 36);
 
       // Numbers recorded as lost were never stored: records arriving under them are not duplicates.
       const other = await newHost();

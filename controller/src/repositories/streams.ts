@@ -66,7 +66,8 @@ export interface StreamRepository {
    * below the cursor when they equal the stored ones (a resend), records a gap when the batch
    * starts past `cursor + 1`, writes the rest as compressed chunk rows and advances the cursor.
    * When records at or below the cursor differ from the stored ones, the agent's numbering went
-   * backwards: a `restart` gap is recorded and the whole batch is stored after it. An empty batch
+   * backwards: a `restart` gap is recorded and the batch, from its first differing record on, is
+   * stored after it (the records before that are a true resend). An empty batch
    * starting past `cursor + 1` only records the gap. Throws KeelError `stream.invalid` (malformed
    * batch) or `host.not_found`.
    */
@@ -224,25 +225,27 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
   }
 
   /**
-   * Whether the stored records `from..from+count-1` (stored numbers) are exactly these bytes
-   * (records back to back, as in a batch body). A number with no stored record (a gap, or data
-   * retention removed it) does not match: a true resend only repeats what was stored.
+   * How many of the batch's first `count` records equal the stored records under the same
+   * numbers (stored `from`, `from + 1`, …), counting from the first until one differs. A number
+   * with no stored record (a gap, or retention removed it) ends the run: a true resend only
+   * repeats what was stored.
    */
-  async function storedEquals(
+  async function resentPrefix(
     tx: Transaction,
     hostId: string,
     stream: string,
     from: number,
     count: number,
-    bytes: Buffer,
-  ): Promise<boolean> {
+    batch: RecordBatch,
+    offsets: Uint32Array,
+  ): Promise<number> {
     const to = from + count - 1;
     const ofStream = and(eq(streamChunks.hostId, hostId), eq(streamChunks.stream, stream));
     const [holder] = await tx
       .select({ firstSeq: max(streamChunks.firstSeq) })
       .from(streamChunks)
       .where(and(ofStream, lte(streamChunks.firstSeq, from)));
-    if (holder?.firstSeq === null || holder?.firstSeq === undefined) return false;
+    if (holder?.firstSeq === null || holder?.firstSeq === undefined) return 0;
     const chunks = await tx
       .select({
         firstSeq: streamChunks.firstSeq,
@@ -253,23 +256,21 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
       .from(streamChunks)
       .where(and(ofStream, gte(streamChunks.firstSeq, holder.firstSeq), lte(streamChunks.firstSeq, to)))
       .orderBy(asc(streamChunks.firstSeq));
-    let next = from; // the stored number whose record is compared next
-    let at = 0; // its offset in `bytes`
+    let same = 0; // records of the batch matched so far; the next one is stored number from + same
     for (const chunk of chunks) {
-      if (chunk.firstSeq > next) return false; // a hole in what is stored
+      const next = from + same;
+      if (chunk.firstSeq > next) return same; // a hole in what is stored
+      if (chunk.firstSeq + chunk.count <= next) continue;
       const raw = decodeChunk(chunk.codec, chunk.data);
-      const offsets = indexRecords(raw, chunk.count);
-      if (!offsets) return false;
-      const skip = next - chunk.firstSeq;
-      const take = Math.min(chunk.count - skip, to - next + 1);
-      if (take <= 0) continue;
-      const part = raw.subarray(offsets[skip], offsets[skip + take]);
-      if (!part.equals(bytes.subarray(at, at + part.length))) return false;
-      at += part.length;
-      next += take;
-      if (next > to) return at === bytes.length;
+      const stored = indexRecords(raw, chunk.count);
+      if (!stored) return same;
+      for (let i = next - chunk.firstSeq; i < chunk.count && same < count; i++, same++) {
+        const mine = batch.body.subarray(offsets[same], offsets[same + 1]);
+        if (!mine.equals(raw.subarray(stored[i], stored[i + 1]))) return same;
+      }
+      if (same === count) return same;
     }
-    return false;
+    return same;
   }
 
   /**
@@ -334,24 +335,18 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           let skip = Math.max(0, Math.min(acked + 1 - batch.firstSeq, batch.count));
           if (skip > 0) {
             // A resend, or the agent numbering from further back than it ever was stored.
-            const same = await storedEquals(
-              tx,
-              hostId,
-              stream,
-              base + batch.firstSeq,
-              skip,
-              batch.body.subarray(0, offsets[skip]),
-            );
-            if (!same) {
-              // Keep the new records: the stream restarts after one marked number.
+            const same = await resentPrefix(tx, hostId, stream, base + batch.firstSeq, skip, batch, offsets);
+            if (same < skip) {
+              // From the first record that differs on, these are new records under numbers
+              // already used: keep them, after one marked number where the stream restarts.
               const atSeq = base + acked + 1;
               await tx
                 .insert(streamGaps)
                 .values({ hostId, stream, fromSeq: atSeq, toSeq: atSeq, reason: streamGapReason.restart });
               restart = { atSeq };
-              base = atSeq + 1 - batch.firstSeq;
-              acked = batch.firstSeq - 1;
-              skip = 0;
+              base = atSeq + 1 - (batch.firstSeq + same);
+              acked = batch.firstSeq + same - 1;
+              skip = same;
             }
           }
           if (lastSeq <= acked) return { ackedSeq: lastSeq };
