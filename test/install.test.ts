@@ -21,7 +21,9 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { ApiClient, firstAdminFrom } from './helpers/api.ts';
 import {
+  freePort,
   removeDir,
   repoRoot,
   startControllerProcess,
@@ -267,6 +269,89 @@ describe('install.sh', { timeout: 240_000 }, () => {
     const r = spawnSync('shellcheck', ['--shell=sh', join(repoRoot, 'install.sh')], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stdout + r.stderr);
   });
+});
+
+describe('install.sh controller', { timeout: 240_000 }, () => {
+  const built = existsSync(join(repoRoot, 'web/build/index.html'));
+  const dirs: string[] = [];
+  let work = '';
+  after(() => {
+    if (work) {
+      spawnSync('sh', [
+        '-c',
+        `for f in ${work}/root*/run/stand-in/*.pid; do [ -f "$f" ] && kill "$(cat "$f")"; done; true`,
+      ]);
+    }
+    for (const d of dirs) removeDir(d);
+  });
+
+  test(
+    'installs the controller bundle, which runs and serves the agent install to a new host',
+    // npm test builds the console first; a lone run without it has no controller bundle to make.
+    { skip: built || process.env.CI ? false : 'the console is not built (npm run build -w web)' },
+    async () => {
+      work = tempDir('keel-install-ctl-');
+      dirs.push(work);
+      const out = join(work, 'bundles');
+      const build = spawnSync(
+        process.execPath,
+        [join(repoRoot, 'scripts/build-release.mjs'), 'controller', '--out', out],
+        {
+          encoding: 'utf8',
+        },
+      );
+      assert.equal(build.status, 0, build.stderr);
+      const bundle = join(out, `keel-controller-0.1.0-linux-${process.arch}.tar.gz`);
+      const root = join(work, 'root-ctl');
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}`;
+      const env = { KEEL_ROOT: root, KEEL_SYSTEMCTL: standInSystemctl, KEEL_WAIT_SECONDS: '90' };
+      const installLine = `sh ${repoRoot}install.sh controller --bundle ${bundle} --public-url ${url} --port ${port}`;
+
+      const first = await sh(installLine, env, 150_000);
+      assert.equal(first.code, 0, first.out);
+      assert.match(first.out, /SHA-256 verified/);
+      assert.match(first.out, /keel-controller 0\.1\.0 is running/);
+      assert.equal(readlinkSync(join(root, 'opt/keel/controller/current')), 'releases/0.1.0');
+      assert.equal(mode(join(root, 'var/lib/keel-controller')), 0o700);
+      assert.equal(mode(join(root, 'etc/keel/controller.env')), 0o640);
+      const config = readFileSync(join(root, 'etc/keel/controller.env'), 'utf8');
+      assert.match(config, new RegExp(`^KEEL_PUBLIC_URL=${url}$`, 'm'));
+      assert.match(config, new RegExp(`^KEEL_DATA_DIR=${root}/var/lib/keel-controller$`, 'm'));
+      assert.ok(existsSync(join(root, 'var/lib/keel-controller/controller.key')));
+      if (has('systemd-analyze')) {
+        const unit = join(root, 'etc/systemd/system/keel-controller.service');
+        const verify = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
+        assert.equal(verify.status, 0, verify.stderr);
+      }
+
+      // The installed controller serves the agent bundle it was built with: a new host installs
+      // from it alone.
+      const log = readFileSync(join(root, 'run/stand-in/keel-controller.service.log'), 'utf8');
+      const admin = firstAdminFrom(log);
+      assert.ok(admin, log);
+      const api = new ApiClient(url);
+      await api.login(admin.username, admin.password);
+      const created = await api.post<{ command: string }>('/join-tokens', {
+        note: 'from installed controller',
+      });
+      const agent = await sh(created.body.command, { ...env, KEEL_ROOT: join(work, 'root-host') });
+      assert.equal(agent.code, 0, agent.out);
+      assert.match(agent.out, /Done: this host is online/);
+
+      // Idempotent re-run; uninstall keeps the data.
+      const again = await sh(installLine, env, 150_000);
+      assert.equal(again.code, 0, again.out);
+      assert.match(again.out, /keeping .*controller\.env/);
+      assert.match(again.out, /running and nothing changed/);
+      await sh(`sh ${repoRoot}install.sh uninstall agent`, { ...env, KEEL_ROOT: join(work, 'root-host') });
+      const removed = await sh(`sh ${repoRoot}install.sh uninstall controller`, env);
+      assert.equal(removed.code, 0, removed.out);
+      assert.ok(!existsSync(join(root, 'opt/keel')));
+      assert.ok(existsSync(join(root, 'var/lib/keel-controller/controller.key')));
+      assert.ok(existsSync(join(root, 'etc/keel/controller.env')));
+    },
+  );
 });
 
 describe('systemd units', () => {
