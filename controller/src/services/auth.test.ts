@@ -43,7 +43,7 @@ after(async () => {
 });
 
 /** A sign-in endpoint on its own throttle state, with a controlled clock and counted checks. */
-function signIn() {
+function signIn(policy: Partial<typeof authPolicy> = {}) {
   let clock = Date.parse('2026-03-02T09:00:00Z');
   const checks = { total: 0, running: 0, most: 0 };
   // While held, checks wait for release(): a burst is all in before any check ends, however
@@ -56,6 +56,7 @@ function signIn() {
     audit: createAuditService({ audit: createAuditRepository(database.db), log }),
     log,
     now: () => new Date(clock),
+    policy,
     checkPassword: async (hash, password) => {
       checks.total++;
       checks.running++;
@@ -188,6 +189,14 @@ describe('sign-in throttling', () => {
       assert.equal((await s.login('owner', PASSWORD, home)).status, 200, 'the owner, from home, is not');
       s.advance(authPolicy.lockoutMs);
     }
+  });
+
+  test('spraying more names than the throttle table holds does not unlock a locked name', async () => {
+    const s = signIn({ throttleEntries: 20 });
+    for (let i = 0; i < 5; i++) await s.login('admin', 'wrong', `10.7.0.${i}`);
+    assert.equal((await s.login('admin', PASSWORD, '10.7.1.1')).status, 429);
+    for (let i = 0; i < 60; i++) await s.login(`spray-${i}`, 'wrong', `10.7.2.${i}`);
+    assert.equal((await s.login('admin', PASSWORD, '10.7.1.2')).status, 429, 'the lock was evicted');
   });
 
   test('at most 8 password checks run at once in all (and 2 per address)', async () => {

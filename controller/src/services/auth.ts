@@ -144,7 +144,7 @@ class LoginThrottle {
   begin(key: string, now: number): void {
     let e = this.live(key, now);
     if (!e) {
-      if (this.entries.size >= this.maxEntries) this.evictOne();
+      if (this.entries.size >= this.maxEntries) this.evictOne(now);
       e = { failures: 0, inFlight: 0, since: now, lockedUntil: 0 };
       this.entries.set(key, e);
     }
@@ -166,13 +166,21 @@ class LoginThrottle {
     return false;
   }
 
-  private evictOne(): void {
+  /**
+   * Forgets the oldest idle entry, a locked one only when every idle entry is locked: spraying
+   * many names must not push a locked name out of the table and so unlock it.
+   */
+  private evictOne(now: number): void {
+    let lockedCandidate: string | null = null;
     for (const [key, e] of this.entries) {
-      if (e.inFlight === 0) {
+      if (e.inFlight > 0) continue;
+      if (e.lockedUntil <= now) {
         this.entries.delete(key);
         return;
       }
+      lockedCandidate ??= key;
     }
+    if (lockedCandidate !== null) this.entries.delete(lockedCandidate);
   }
 }
 
