@@ -38,6 +38,12 @@ function recordingLink() {
   return { link, control, data };
 }
 
+/** The `code` of the last `close` message, if any. */
+function closeCode(messages: ChannelClientMessage[]): string | undefined {
+  const last = messages.at(-1);
+  return last?.type === 'close' ? last.code : undefined;
+}
+
 let server: Server;
 let hub: ChannelHub;
 let current: ReturnType<typeof recordingLink>;
@@ -117,7 +123,7 @@ test('an agent sending beyond its credit ends the channel', async () => {
     hub.onAgentFrame(c.rec.link, { type: 'chan.data', id: c.id }, chunk);
   }
   assert.equal(await c.closed, 1000);
-  assert.equal(c.messages.at(-1)?.type === 'close' && c.messages.at(-1)?.code, 'frame.unexpected');
+  assert.equal(closeCode(c.messages), 'frame.unexpected');
   assert.ok(c.rec.control.some((f) => f.type === 'chan.close' && f.id === c.id));
 });
 
@@ -141,5 +147,5 @@ test("the end of the agent's session ends the channel with 4502", async () => {
   await c.until(() => c.messages.some((m) => m.type === 'opened'));
   hub.sessionEnded(c.rec.link);
   assert.equal(await c.closed, 4502);
-  assert.equal(c.messages.at(-1)?.type === 'close' && c.messages.at(-1)?.code, 'request.disconnected');
+  assert.equal(closeCode(c.messages), 'request.disconnected');
 });
