@@ -2,8 +2,11 @@
 // agent's state: nobody but the controller's user may read or change any of it. A directory made
 // by us is 0700 from the start, but one that already existed (made by hand, by a package, or by an
 // older Keel) may be 0755, and PGlite creates its files with the process umask (0644, or 0666 under
-// umask 0). So at every start the whole tree is checked and tightened: no group or other bits on
-// anything. What cannot be tightened (another owner) stops the start with a message saying so.
+// umask 0). So at every start the data dir and what Keel keeps in it are checked and tightened: no
+// group or other bits. Only Keel's own entries are walked (a data dir pointed at a home directory
+// by mistake must not have the user's other files changed); the data dir's own 0700 already keeps
+// everything else in it from other users. What cannot be tightened (another owner) stops the
+// start with a message saying so.
 import { chmodSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -21,10 +24,13 @@ export interface DataDirFixes {
   fixed: { path: string; mode: number }[];
 }
 
+/** What Keel keeps in its data dir: walked and tightened (everything else is left as it is). */
+export const dataDirEntries = ['db', 'agent', 'controller.key', 'audit-head.json'];
+
 /**
- * Removes group and other permission bits from `dir` and everything under it (symbolic links are
- * left alone: their own mode means nothing, and their targets are not ours to change). A missing
- * `dir` is fine (it is created 0700 later).
+ * Removes group and other permission bits from `dir` and from Keel's entries in it, recursively
+ * (symbolic links are left alone: their own mode means nothing, and their targets are not ours
+ * to change). A missing `dir` is fine (it is created 0700 later).
  *
  * @example const { fixed } = secureDataDir(config.dataDir); if (fixed.length) log.warn(...)
  */
@@ -52,8 +58,9 @@ export function secureDataDir(dir: string): DataDirFixes {
       }
       fixes.fixed.push({ path, mode });
     }
-    if (stat.isDirectory()) for (const name of readdirSync(path)) visit(join(path, name));
+    if (stat.isDirectory() && path !== dir) for (const name of readdirSync(path)) visit(join(path, name));
   };
   visit(dir);
+  for (const name of dataDirEntries) visit(join(dir, name));
   return fixes;
 }

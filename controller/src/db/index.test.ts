@@ -202,23 +202,29 @@ for (const target of testDatabaseTargets()) {
 test('an existing data dir open to other users is tightened at open (PGlite)', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'keel-modes-'));
   try {
+    // A data dir made by hand (0755) holding world-writable database and agent files.
     chmodSync(dir, 0o755);
-    writeFileSync(path.join(dir, 'notes.txt'), 'x', { mode: 0o666 });
-    chmodSync(path.join(dir, 'notes.txt'), 0o666);
-    mkdirSync(path.join(dir, 'db'), { mode: 0o777 });
-    chmodSync(path.join(dir, 'db'), 0o777);
+    for (const sub of ['db', 'agent', 'agent/spool']) {
+      mkdirSync(path.join(dir, sub));
+      chmodSync(path.join(dir, sub), 0o777);
+    }
+    for (const file of ['agent/agent.key', 'agent/spool/00000001.seg', 'notes.txt']) {
+      writeFileSync(path.join(dir, file), 'x');
+      chmodSync(path.join(dir, file), 0o666);
+    }
     const handle = await openDatabase({ dataDir: dir });
     try {
       const open: string[] = [];
       const walk = (p: string) => {
         const st = statSync(p);
-        if (st.mode & 0o077) open.push(`${p} ${(st.mode & 0o777).toString(8)}`);
+        if (st.mode & 0o077) open.push(`${path.relative(dir, p)} ${(st.mode & 0o777).toString(8)}`);
         if (st.isDirectory()) for (const name of readdirSync(p)) walk(path.join(p, name));
       };
       walk(dir);
-      assert.deepEqual(open, []);
+      // Everything of Keel's is owner-only now, PGlite's own files included; a file that is not
+      // Keel's is left as it was, and the 0700 data dir keeps it from other users anyway.
+      assert.deepEqual(open, ['notes.txt 666']);
       assert.equal(statSync(dir).mode & 0o777, 0o700);
-      assert.equal(statSync(path.join(dir, 'notes.txt')).mode & 0o777, 0o600);
     } finally {
       await handle.close();
     }
