@@ -1,7 +1,14 @@
 #!/usr/bin/env node
-// `npm test`: the whole suite with node:test — unit tests beside the code in every workspace, then
-// the cross-package tests in test/ (multi-process, browser). The storage suite also runs against
-// PostgreSQL when KEEL_TEST_DATABASE_URL is set (CI always sets it). Extra args pass to node --test.
+// `npm test`: the whole suite with node:test — the cross-package tests in test/ (multi-process,
+// browser) and the unit tests beside the code in every workspace. The storage suite also runs
+// against PostgreSQL when KEEL_TEST_DATABASE_URL is set (CI always sets it). Extra args pass to
+// node --test.
+//
+// Limits are per test: each slow test names its own `timeout`. On Node 20 `--test-timeout` given
+// to the runner limits each whole file instead (it cancelled a file whose tests all passed, on a
+// loaded machine), so the runner gets only a hang guard far beyond any file's run time.
+// Two files run at once (the machines here have 2 cores); the long end-to-end files start first,
+// so a slow one does not begin last and leave the other core idle.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -25,9 +32,19 @@ const args = process.argv.slice(2);
 const files = args.some((a) => !a.startsWith('-'))
   ? []
   : [
-      ...['shared', 'agent', 'controller', 'web'].flatMap((w) => find(join(root, w, 'src'))),
-      ...find(join(root, 'test')),
+      ...find(join(root, 'test')).sort(bySlowness),
+      ...['controller', 'agent', 'shared', 'web'].flatMap((w) => find(join(root, w, 'src'))),
     ];
+
+/** End-to-end files that start several processes (measured slowest) go first, the rest by name. */
+function bySlowness(a, b) {
+  const slow = ['streams', 'fleet-processes', 'channels', 'console'];
+  const rank = (f) => {
+    const i = slow.findIndex((s) => f.includes(`/${s}`));
+    return i < 0 ? slow.length : i;
+  };
+  return rank(a) - rank(b) || a.localeCompare(b);
+}
 
 if (!process.env.KEEL_TEST_DATABASE_URL) {
   if (process.env.CI) {
@@ -46,7 +63,8 @@ if (!existsSync(join(root, 'web/build/index.html')) || process.env.CI) {
 }
 const result = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=120000', ...args, ...files],
+  // The hang guard: 15 minutes for a file that runs 0.5-2 minutes on a busy machine.
+  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=900000', ...args, ...files],
   { cwd: root, stdio: 'inherit' },
 );
 process.exit(result.status ?? 1);

@@ -23,6 +23,9 @@ import { createHostRepository } from '../controller/src/repositories/hosts.ts';
 import { joinToken, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
+
+/** Each test's own limit (a loaded 2-core machine is far slower than a quiet one). */
+const limit = { timeout: 60_000 };
 let ctl: Ctl;
 let wsUrl: string;
 
@@ -66,24 +69,24 @@ function rawSocket(): Promise<{ ws: WebSocket; closed: Promise<number>; messages
 }
 
 describe('enrollment and join tokens', () => {
-  test('a valid token enrolls once; reusing it fails', async () => {
+  test('a valid token enrolls once; reusing it fails', limit, async () => {
     const token = await joinToken(ctl);
     const id = await enroll(generateSigningIdentity(), token);
     assert.ok((await ctl.services.hosts.get(id))?.id);
     await assert.rejects(enroll(generateSigningIdentity(), token), /enroll\.token_used/);
   });
 
-  test('an expired token is refused', async () => {
+  test('an expired token is refused', limit, async () => {
     const token = await joinToken(ctl, { ttlSeconds: 1 });
     await new Promise((r) => setTimeout(r, 1100));
     await assert.rejects(enroll(generateSigningIdentity(), token), /enroll\.token_expired/);
   });
 
-  test('an unknown token is refused', async () => {
+  test('an unknown token is refused', limit, async () => {
     await assert.rejects(enroll(generateSigningIdentity(), 'kjt_not-a-real-token'), /enroll\.token_invalid/);
   });
 
-  test('50 agents racing for one single-use token make exactly one host', async () => {
+  test('50 agents racing for one single-use token make exactly one host', limit, async () => {
     const token = await joinToken(ctl);
     const before = (await ctl.services.hosts.list()).length;
     const results = await Promise.allSettled(
@@ -96,12 +99,13 @@ describe('enrollment and join tokens', () => {
     assert.equal((await ctl.services.hosts.list()).length, before + 1);
   });
 
-  test('a wrong pin aborts before the token is sent: the token stays usable', async () => {
+  test('a wrong pin aborts before the token is sent: the token stays usable', limit, async () => {
     const token = await joinToken(ctl);
     const wrongPin = keyFingerprint(generateSigningIdentity().publicKey);
     const err = await enroll(generateSigningIdentity(), token, wrongPin).catch((e: unknown) => e);
+    // Not fatal: a key that is not the pinned one is also what a man in the middle presents.
     assert.ok(
-      err instanceof LinkClosed && err.fatal && err.closeCode === closeCodes.pinMismatch,
+      err instanceof LinkClosed && !err.fatal && err.closeCode === closeCodes.pinMismatch,
       String(err),
     );
     // Had the token crossed the wire it would be consumed now.
@@ -110,12 +114,12 @@ describe('enrollment and join tokens', () => {
 });
 
 describe('handshake', () => {
-  test('an agent key that is not enrolled is rejected with a fatal close', async () => {
+  test('an agent key that is not enrolled is rejected with a fatal close', limit, async () => {
     const err = await connect(generateSigningIdentity()).catch((e: unknown) => e);
     assert.ok(err instanceof LinkClosed && err.fatal, String(err));
   });
 
-  test('an enrolled agent gets a welcome with its host id', async () => {
+  test('an enrolled agent gets a welcome with its host id', limit, async () => {
     const identity = generateSigningIdentity();
     const hostId = await enroll(identity, await joinToken(ctl));
     const s = await connect(identity);
@@ -125,7 +129,7 @@ describe('handshake', () => {
     s.ws.close();
   });
 
-  test('a replayed hello+auth from a recorded session does not authenticate', async () => {
+  test('a replayed hello+auth from a recorded session does not authenticate', limit, async () => {
     const identity = generateSigningIdentity();
     await enroll(identity, await joinToken(ctl));
     // Record a real handshake.
@@ -144,46 +148,50 @@ describe('handshake', () => {
     assert.equal(await replay.closed, closeCodes.handshakeFailed);
   });
 
-  test('truncated and over-long signatures, all-zero and low-order keys close without harming the controller', async () => {
-    const identity = generateSigningIdentity();
-    await enroll(identity, await joinToken(ctl));
-    for (const tamper of [
-      (sig: string) => sig.slice(0, 50),
-      (sig: string) => sig + 'AAAAAAAA',
-      () => toB64u(Buffer.alloc(64)),
-    ]) {
-      const raw = await rawSocket();
-      const hs = new AgentHandshake({ identity, pin: ctl.fingerprint, mode: 'connect' });
-      raw.ws.send(encodeHandshakeFrame(hs.hello));
-      await waitFor(() => raw.messages.length >= 1);
-      const { auth } = hs.onControllerHello(JSON.parse(raw.messages[0]!.toString()));
-      raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: tamper(auth.signature) }));
-      assert.equal(await raw.closed, closeCodes.handshakeFailed);
-    }
-    for (const field of ['agentKey', 'ephemeralKey'] as const) {
-      const raw = await rawSocket();
-      const hs = new AgentHandshake({
-        identity: generateSigningIdentity(),
-        pin: ctl.fingerprint,
-        mode: 'enroll',
-      });
-      raw.ws.send(encodeHandshakeFrame({ ...hs.hello, [field]: toB64u(Buffer.alloc(32)) }));
-      if (field === 'ephemeralKey') {
+  test(
+    'truncated and over-long signatures, all-zero and low-order keys close without harming the controller',
+    limit,
+    async () => {
+      const identity = generateSigningIdentity();
+      await enroll(identity, await joinToken(ctl));
+      for (const tamper of [
+        (sig: string) => sig.slice(0, 50),
+        (sig: string) => sig + 'AAAAAAAA',
+        () => toB64u(Buffer.alloc(64)),
+      ]) {
+        const raw = await rawSocket();
+        const hs = new AgentHandshake({ identity, pin: ctl.fingerprint, mode: 'connect' });
+        raw.ws.send(encodeHandshakeFrame(hs.hello));
         await waitFor(() => raw.messages.length >= 1);
-        raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: toB64u(Buffer.alloc(64)) }));
-      } else {
-        await waitFor(() => raw.messages.length >= 1);
-        raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: toB64u(Buffer.alloc(64)) }));
+        const { auth } = hs.onControllerHello(JSON.parse(raw.messages[0]!.toString()));
+        raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: tamper(auth.signature) }));
+        assert.equal(await raw.closed, closeCodes.handshakeFailed);
       }
-      assert.equal(await raw.closed, closeCodes.handshakeFailed);
-    }
-    // Still serving.
-    const s = await connect(identity);
-    await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
-    s.ws.close();
-  });
+      for (const field of ['agentKey', 'ephemeralKey'] as const) {
+        const raw = await rawSocket();
+        const hs = new AgentHandshake({
+          identity: generateSigningIdentity(),
+          pin: ctl.fingerprint,
+          mode: 'enroll',
+        });
+        raw.ws.send(encodeHandshakeFrame({ ...hs.hello, [field]: toB64u(Buffer.alloc(32)) }));
+        if (field === 'ephemeralKey') {
+          await waitFor(() => raw.messages.length >= 1);
+          raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: toB64u(Buffer.alloc(64)) }));
+        } else {
+          await waitFor(() => raw.messages.length >= 1);
+          raw.ws.send(encodeHandshakeFrame({ type: 'auth', signature: toB64u(Buffer.alloc(64)) }));
+        }
+        assert.equal(await raw.closed, closeCodes.handshakeFailed);
+      }
+      // Still serving.
+      const s = await connect(identity);
+      await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
+      s.ws.close();
+    },
+  );
 
-  test('before the handshake, any non-handshake frame closes the connection', async () => {
+  test('before the handshake, any non-handshake frame closes the connection', limit, async () => {
     for (const frame of [
       { type: 'req', id: 'x', method: 'ping', timeoutMs: 1000, params: {} },
       { type: 'stream.data', stream: 'events', firstSeq: 1, count: 1 },
@@ -200,43 +208,51 @@ describe('handshake', () => {
     assert.equal(await text.closed, closeCodes.malformed);
   });
 
-  test('a peer-chosen multibyte frame type cannot crash the controller (close reason is bounded)', async () => {
-    const raw = await rawSocket();
-    raw.ws.send(Buffer.from(JSON.stringify({ type: '你'.repeat(60) })));
-    assert.equal(await raw.closed, closeCodes.malformed);
-    // Same through a sealed enroll-mode session, which needs no credentials.
-    const enrolling = await new Promise<{ closed: Promise<number>; send: (b: Buffer) => void }>(
-      (resolve, reject) => {
-        openSession({
-          controllerUrl: ctl.url,
-          identity: generateSigningIdentity(),
-          pin: ctl.fingerprint,
-          mode: 'enroll',
-          onFrame: () => {},
-        }).then(({ ws, channel }) => {
-          const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
-          resolve({ closed, send: (b) => ws.send(channel.session.sealer.seal(b)) });
-        }, reject);
-      },
-    );
-    enrolling.send(
-      encodeFrame({ type: 'enroll', token: 'x', facts: sampleFacts, ['ключ'.repeat(40)]: 1 } as never),
-    );
-    assert.equal(await enrolling.closed, closeCodes.malformed);
-    const identity = generateSigningIdentity();
-    await enroll(identity, await joinToken(ctl));
-    const s = await connect(identity);
-    await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
-    s.ws.close();
-  });
+  test(
+    'a peer-chosen multibyte frame type cannot crash the controller (close reason is bounded)',
+    limit,
+    async () => {
+      const raw = await rawSocket();
+      raw.ws.send(Buffer.from(JSON.stringify({ type: '你'.repeat(60) })));
+      assert.equal(await raw.closed, closeCodes.malformed);
+      // Same through a sealed enroll-mode session, which needs no credentials.
+      const enrolling = await new Promise<{ closed: Promise<number>; send: (b: Buffer) => void }>(
+        (resolve, reject) => {
+          openSession({
+            controllerUrl: ctl.url,
+            identity: generateSigningIdentity(),
+            pin: ctl.fingerprint,
+            mode: 'enroll',
+            onFrame: () => {},
+          }).then(({ ws, channel }) => {
+            const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+            resolve({ closed, send: (b) => ws.send(channel.session.sealer.seal(b)) });
+          }, reject);
+        },
+      );
+      enrolling.send(
+        encodeFrame({ type: 'enroll', token: 'x', facts: sampleFacts, ['ключ'.repeat(40)]: 1 } as never),
+      );
+      assert.equal(await enrolling.closed, closeCodes.malformed);
+      const identity = generateSigningIdentity();
+      await enroll(identity, await joinToken(ctl));
+      const s = await connect(identity);
+      await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
+      s.ws.close();
+    },
+  );
 
-  test('before the handshake a message above 4 KiB is refused, whatever the session limit', async () => {
-    const raw = await rawSocket();
-    raw.ws.send(Buffer.alloc(8 * 1024, 0x20));
-    assert.equal(await raw.closed, closeCodes.tooLarge);
-  });
+  test(
+    'before the handshake a message above 4 KiB is refused, whatever the session limit',
+    limit,
+    async () => {
+      const raw = await rawSocket();
+      raw.ws.send(Buffer.alloc(8 * 1024, 0x20));
+      assert.equal(await raw.closed, closeCodes.tooLarge);
+    },
+  );
 
-  test('a revocation written by another controller is honoured despite the key cache', async () => {
+  test('a revocation written by another controller is honoured despite the key cache', limit, async () => {
     const identity = generateSigningIdentity();
     const hostId = await enroll(identity, await joinToken(ctl));
     const first = await connect(identity); // caches the enrolled key
@@ -253,7 +269,7 @@ describe('handshake', () => {
     assert.equal(ctl.gateway.isOnline(hostId), false);
   });
 
-  test('a host revoked while not connected cannot start a session', async () => {
+  test('a host revoked while not connected cannot start a session', limit, async () => {
     const identity = generateSigningIdentity();
     const hostId = await enroll(identity, await joinToken(ctl));
     assert.equal(ctl.gateway.disconnect(hostId, 'revoked'), false);
@@ -270,7 +286,7 @@ describe('handshake', () => {
 });
 
 describe('sealed session', () => {
-  test('a replayed sealed frame closes the session; a forged one too', async () => {
+  test('a replayed sealed frame closes the session; a forged one too', limit, async () => {
     const identity = generateSigningIdentity();
     await enroll(identity, await joinToken(ctl));
     const s = await connect(identity);
@@ -288,7 +304,7 @@ describe('sealed session', () => {
     assert.equal(await s2.closed, closeCodes.forged);
   });
 
-  test('oversized, malformed and unknown frames close only that connection', async () => {
+  test('oversized, malformed and unknown frames close only that connection', limit, async () => {
     const a = generateSigningIdentity();
     const b = generateSigningIdentity();
     const hostB = await enroll(b, await joinToken(ctl));
@@ -322,23 +338,27 @@ describe('sealed session', () => {
     bystander.ws.close();
   });
 
-  test('identity comes only from the handshake key: a frame naming another host is rejected', async () => {
-    const a = generateSigningIdentity();
-    const b = generateSigningIdentity();
-    const hostA = await enroll(a, await joinToken(ctl));
-    const hostB = await enroll(b, await joinToken(ctl));
-    const s = await connect(a);
-    await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
-    // Strict schemas: a host id smuggled into a frame is a malformed frame.
-    s.channel.send({ type: 'facts', facts: { ...sampleFacts, hostname: 'evil' }, hostId: hostB } as never);
-    assert.equal(await s.closed, closeCodes.malformed);
-    const s2 = await connect(a);
-    await waitFor(() => s2.frames.some((f) => f.type === 'welcome'));
-    s2.channel.send({ type: 'facts', facts: { ...sampleFacts, hostname: 'from-a' } });
-    await waitFor(async () => (await ctl.services.hosts.get(hostA))?.facts?.hostname === 'from-a');
-    assert.notEqual((await ctl.services.hosts.get(hostB))?.facts?.hostname, 'from-a');
-    s2.ws.close();
-  });
+  test(
+    'identity comes only from the handshake key: a frame naming another host is rejected',
+    limit,
+    async () => {
+      const a = generateSigningIdentity();
+      const b = generateSigningIdentity();
+      const hostA = await enroll(a, await joinToken(ctl));
+      const hostB = await enroll(b, await joinToken(ctl));
+      const s = await connect(a);
+      await waitFor(() => s.frames.some((f) => f.type === 'welcome'));
+      // Strict schemas: a host id smuggled into a frame is a malformed frame.
+      s.channel.send({ type: 'facts', facts: { ...sampleFacts, hostname: 'evil' }, hostId: hostB } as never);
+      assert.equal(await s.closed, closeCodes.malformed);
+      const s2 = await connect(a);
+      await waitFor(() => s2.frames.some((f) => f.type === 'welcome'));
+      s2.channel.send({ type: 'facts', facts: { ...sampleFacts, hostname: 'from-a' } });
+      await waitFor(async () => (await ctl.services.hosts.get(hostA))?.facts?.hostname === 'from-a');
+      assert.notEqual((await ctl.services.hosts.get(hostB))?.facts?.hostname, 'from-a');
+      s2.ws.close();
+    },
+  );
 });
 
 describe('handshakes in progress are bounded', () => {
@@ -372,7 +392,7 @@ describe('handshakes in progress are bounded', () => {
     });
   }
 
-  test('per address and in all; a finished or abandoned handshake frees its place', async () => {
+  test('per address and in all; a finished or abandoned handshake frees its place', limit, async () => {
     const a = await Promise.all([dial('10.0.0.1'), dial('10.0.0.1'), dial('10.0.0.1')]);
     assert.deepEqual(
       a.map((d) => d.status),

@@ -1,13 +1,15 @@
 // Proves the fleet as separate processes: a controller and two agents with their own state dirs
 // come online through the enroll command the API hands out; after kill -9 of the controller and
 // a restart both are back within 10 s; a revoked agent is cut off within 1 s, exits with code 2
-// and cannot reconnect.
+// and cannot reconnect. The tests share one controller process and one in-process controller
+// (each test has its own hosts); limits are per test.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   startTestController,
+  type ControllerProcess,
   kill,
   removeDir,
   runAgent,
@@ -28,14 +30,41 @@ interface HostView {
 
 const procs: Proc[] = [];
 const dirs: string[] = [];
+let inProcess: Promise<Awaited<ReturnType<typeof startTestController>>> | null = null;
+let controllerProcess: Promise<ControllerProcess> | null = null;
 after(async () => {
   for (const p of procs) await kill(p);
+  if (inProcess) await (await inProcess).close();
   for (const d of dirs) removeDir(d);
 });
 
-test('two agents, controller kill -9 and restart, revocation', async () => {
-  const ctl = await startControllerProcess(procs);
-  dirs.push(ctl.dataDir);
+/** The file's in-process controller, started on first use. */
+function sharedController() {
+  inProcess ??= startTestController().then((c) => {
+    dirs.push(c.dataDir);
+    return c;
+  });
+  return inProcess;
+}
+
+/** The file's controller process, started on first use (a test may kill and start it again). */
+function sharedControllerProcess() {
+  controllerProcess ??= startControllerProcess(procs).then((c) => {
+    dirs.push(c.dataDir);
+    return c;
+  });
+  return controllerProcess;
+}
+
+/** The id of the host enrolled as `name` on the in-process controller. */
+async function hostNamed(ctl: Awaited<ReturnType<typeof startTestController>>, name: string) {
+  const host = (await ctl.services.hosts.list()).find((h) => h.name === name);
+  assert.ok(host, `host ${name}`);
+  return host;
+}
+
+test('two agents, controller kill -9 and restart, revocation', { timeout: 120_000 }, async () => {
+  const ctl = await sharedControllerProcess();
   const { api } = ctl;
 
   const agents: { stateDir: string; proc: Proc; hostId?: string }[] = [];
@@ -88,15 +117,16 @@ test('two agents, controller kill -9 and restart, revocation', async () => {
   assert.equal((await online()).map((h) => h.name).join(), 'beta');
 });
 
-test('a second agent on the same state dir is refused while the first runs', async () => {
-  const ctl = await startTestController();
-  dirs.push(ctl.dataDir);
-  try {
-    const stateDir = await enrollNewAgent(ctl);
+test(
+  'a second agent on the same state dir is refused while the first runs',
+  { timeout: 90_000 },
+  async () => {
+    const ctl = await sharedController();
+    const stateDir = await enrollNewAgent(ctl, 'locked');
     dirs.push(stateDir);
     const first = runAgent(stateDir);
     procs.push(first);
-    const [host] = await ctl.services.hosts.list();
+    const host = await hostNamed(ctl, 'locked');
     await waitFor(() => ctl.gateway.isOnline(host!.id), 15_000, 'first agent online');
     const second = runAgent(stateDir);
     procs.push(second);
@@ -104,20 +134,19 @@ test('a second agent on the same state dir is refused while the first runs', asy
     assert.match(second.output(), /another keel-agent \(pid \d+\) is running/);
     assert.equal(ctl.gateway.isOnline(host!.id), true);
     await kill(first, 'SIGTERM');
-  } finally {
-    await ctl.close();
-  }
-});
+  },
+);
 
-test('a cloned state dir (same key, another machine) is refused while the host is connected', async () => {
-  const ctl = await startTestController();
-  dirs.push(ctl.dataDir);
-  try {
-    const original = await enrollNewAgent(ctl);
+test(
+  'a cloned state dir (same key, another machine) is refused while the host is connected',
+  { timeout: 90_000 },
+  async () => {
+    const ctl = await sharedController();
+    const original = await enrollNewAgent(ctl, 'cloned');
     dirs.push(original);
     const first = runAgent(original);
     procs.push(first);
-    const [host] = await ctl.services.hosts.list();
+    const host = await hostNamed(ctl, 'cloned');
     await waitFor(() => ctl.gateway.isOnline(host!.id), 15_000, 'original online');
     // A disk image of the host, booted elsewhere: same key and enrollment, its own running agent.
     const clone = tempDir('keel-agent-clone-');
@@ -147,27 +176,28 @@ test('a cloned state dir (same key, another machine) is refused while the host i
     assert.doesNotMatch(first.output(), /link lost/);
     await kill(second);
     await kill(first, 'SIGTERM');
-  } finally {
-    await ctl.close();
-  }
-});
+  },
+);
 
-test('SIGTERM stops the controller cleanly; its agents wait and come back when it returns', async () => {
-  const ctl = await startControllerProcess(procs);
-  dirs.push(ctl.dataDir);
-  const stateDir = tempDir('keel-agent-');
-  dirs.push(stateDir);
-  await enrollThroughApi(ctl.api, stateDir, 'gamma');
-  const agent = runAgent(stateDir);
-  procs.push(agent);
-  const online = async () =>
-    (await ctl.api.get<{ hosts: HostView[] }>('/hosts')).body.hosts.find((h) => h.name === 'gamma')?.online;
-  await waitFor(online, 15_000, 'agent online');
-  ctl.proc.child.kill('SIGTERM');
-  const stoppedAt = Date.now();
-  assert.equal(await ctl.proc.exited, 0, ctl.proc.output());
-  assert.ok(Date.now() - stoppedAt < 10_000);
-  assert.equal(agent.child.exitCode, null, 'the agent keeps running');
-  await ctl.start();
-  await waitFor(online, 15_000, 'agent back online');
-});
+test(
+  'SIGTERM stops the controller cleanly; its agents wait and come back when it returns',
+  { timeout: 90_000 },
+  async () => {
+    const ctl = await sharedControllerProcess();
+    const stateDir = tempDir('keel-agent-');
+    dirs.push(stateDir);
+    await enrollThroughApi(ctl.api, stateDir, 'gamma');
+    const agent = runAgent(stateDir);
+    procs.push(agent);
+    const online = async () =>
+      (await ctl.api.get<{ hosts: HostView[] }>('/hosts')).body.hosts.find((h) => h.name === 'gamma')?.online;
+    await waitFor(online, 15_000, 'agent online');
+    ctl.proc.child.kill('SIGTERM');
+    const stoppedAt = Date.now();
+    assert.equal(await ctl.proc.exited, 0, ctl.proc.output());
+    assert.ok(Date.now() - stoppedAt < 10_000);
+    assert.equal(agent.child.exitCode, null, `the agent keeps running: ${agent.output()}`);
+    await ctl.start();
+    await waitFor(online, 15_000, 'agent back online');
+  },
+);

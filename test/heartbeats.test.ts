@@ -24,48 +24,52 @@ after(async () => {
   for (const d of dirs) removeDir(d);
 });
 
-test('heartbeats detect a frozen agent and a frozen controller within seconds', async () => {
-  const stateDir = tempDir('keel-agent-');
-  const ctl = await startControllerProcess(procs, { env: { KEEL_HEARTBEAT_MS: '500' } });
-  dirs.push(ctl.dataDir, stateDir);
-  const { api } = ctl;
-  const controller = ctl.proc;
-  await enrollThroughApi(api, stateDir);
-  const agent = runAgent(stateDir, { KEEL_AGENT_HEARTBEAT_MS: '500' });
-  procs.push(agent);
-  const host = async () =>
-    (await api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts[0];
-  await waitFor(async () => (await host())?.online, 15_000, 'agent online');
-  const id = (await host())!.id;
+test(
+  'heartbeats detect a frozen agent and a frozen controller within seconds',
+  { timeout: 90_000 },
+  async () => {
+    const stateDir = tempDir('keel-agent-');
+    const ctl = await startControllerProcess(procs, { env: { KEEL_HEARTBEAT_MS: '500' } });
+    dirs.push(ctl.dataDir, stateDir);
+    const { api } = ctl;
+    const controller = ctl.proc;
+    await enrollThroughApi(api, stateDir);
+    const agent = runAgent(stateDir, { KEEL_AGENT_HEARTBEAT_MS: '500' });
+    procs.push(agent);
+    const host = async () =>
+      (await api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts[0];
+    await waitFor(async () => (await host())?.online, 15_000, 'agent online');
+    const id = (await host())!.id;
 
-  // Freeze the agent: the controller drops it within a few heartbeat periods.
-  agent.child.kill('SIGSTOP');
-  const frozenAt = Date.now();
-  await waitFor(async () => (await host())?.online === false, 5_000, 'frozen agent shown offline');
-  assert.ok(Date.now() - frozenAt < 5_000);
-  agent.child.kill('SIGCONT');
-  await waitFor(async () => (await host())?.online, 15_000, 'agent back after thaw');
+    // Freeze the agent: the controller drops it within a few heartbeat periods.
+    agent.child.kill('SIGSTOP');
+    const frozenAt = Date.now();
+    await waitFor(async () => (await host())?.online === false, 5_000, 'frozen agent shown offline');
+    assert.ok(Date.now() - frozenAt < 5_000);
+    agent.child.kill('SIGCONT');
+    await waitFor(async () => (await host())?.online, 15_000, 'agent back after thaw');
 
-  // Freeze the controller: the agent notices, and reconnects once it answers again.
-  const kindsNow = async () =>
-    (await api.get<{ events: { kind: string }[] }>(`/hosts/${id}/events?tail=200`)).body.events.map(
-      (e) => e.kind,
+    // Freeze the controller: the agent notices, and reconnects once it answers again.
+    const kindsNow = async () =>
+      (await api.get<{ events: { kind: string }[] }>(`/hosts/${id}/events?tail=200`)).body.events.map(
+        (e) => e.kind,
+      );
+    // The thaw above already cost one link.lost/link.regained pair; wait until it is stored.
+    await waitFor(async () => (await kindsNow()).includes('link.regained'), 10_000, 'first regain stored');
+    const lostBefore = (await kindsNow()).filter((k) => k === 'link.lost').length;
+    controller.child.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 3_000));
+    controller.child.kill('SIGCONT');
+    await waitFor(
+      async () => {
+        const kinds = await kindsNow();
+        const lost = kinds.lastIndexOf('link.lost');
+        const lostCount = kinds.filter((k) => k === 'link.lost').length;
+        return lostCount > lostBefore && kinds.indexOf('link.regained', lost) > lost;
+      },
+      20_000,
+      'link.lost then link.regained after the controller froze',
     );
-  // The thaw above already cost one link.lost/link.regained pair; wait until it is stored.
-  await waitFor(async () => (await kindsNow()).includes('link.regained'), 10_000, 'first regain stored');
-  const lostBefore = (await kindsNow()).filter((k) => k === 'link.lost').length;
-  controller.child.kill('SIGSTOP');
-  await new Promise((r) => setTimeout(r, 3_000));
-  controller.child.kill('SIGCONT');
-  await waitFor(
-    async () => {
-      const kinds = await kindsNow();
-      const lost = kinds.lastIndexOf('link.lost');
-      const lostCount = kinds.filter((k) => k === 'link.lost').length;
-      return lostCount > lostBefore && kinds.indexOf('link.regained', lost) > lost;
-    },
-    20_000,
-    'link.lost then link.regained after the controller froze',
-  );
-  assert.equal((await host())?.online, true);
-});
+    assert.equal((await host())?.online, true);
+  },
+);
