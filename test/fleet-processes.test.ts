@@ -1,7 +1,8 @@
 // Proves the fleet as separate processes: a controller and two agents with their own state dirs
 // come online through the enroll command the API hands out; after kill -9 of the controller and
 // a restart both are back within 10 s; a revoked agent is cut off within 1 s, exits with code 2
-// and cannot reconnect. The tests share one controller process and one in-process controller
+// and cannot reconnect; enroll's hint to start the agent keeps the --state-dir it was given.
+// The tests share one controller process and one in-process controller
 // (each test has its own hosts); limits are per test.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,8 +18,10 @@ import {
   waitFor,
   type Proc,
   startControllerProcess,
+  enrollAgent,
   enrollThroughApi,
   enrollNewAgent,
+  joinToken,
 } from './helpers/fleet.ts';
 
 interface HostView {
@@ -122,8 +125,21 @@ test(
   { timeout: 90_000 },
   async () => {
     const ctl = await sharedController();
-    const stateDir = await enrollNewAgent(ctl, 'locked');
+    const stateDir = tempDir('keel-agent-');
     dirs.push(stateDir);
+    const enrolled = await enrollAgent(
+      stateDir,
+      `http://127.0.0.1:${ctl.port}`,
+      await joinToken(ctl),
+      ctl.fingerprint,
+      'locked',
+    );
+    assert.equal(enrolled.code, 0, enrolled.output);
+    // The hint names the state dir it was given, or `run` would look in the default one.
+    assert.match(
+      enrolled.output,
+      new RegExp(`Start the agent with: keel-agent run --state-dir ${stateDir}\\n`),
+    );
     const first = runAgent(stateDir);
     procs.push(first);
     const host = await hostNamed(ctl, 'locked');
