@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { sql } from 'drizzle-orm';
+import pino from 'pino';
+import { logFormat } from '@keel/shared';
 import { openDatabase } from './db/index.ts';
 import { users } from './db/schema/users.ts';
 import { createLogger } from './log.ts';
@@ -31,6 +33,18 @@ test('JSON lines at the configured level', () => {
   assert.equal(lines[0]?.host, 'h1');
   assert.equal(lines[0]?.name, 'keel-controller');
   assert.equal(typeof lines[0]?.time, 'string');
+});
+
+test('the same level and time format as the agent (shared/src/log-format.ts)', () => {
+  const controller = capture();
+  createLogger({ logLevel: 'info' }, controller.stream).info('x');
+  const agent = capture();
+  // What agent/src/main.ts builds its logger from.
+  pino({ name: 'keel-agent', level: 'info', ...logFormat }, agent.stream).info('x');
+  for (const line of [controller.lines[0], agent.lines[0]]) {
+    assert.equal(line?.level, 'info');
+    assert.match(String(line?.time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  }
 });
 
 test('secrets are censored at any of the first three levels', () => {
