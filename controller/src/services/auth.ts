@@ -6,7 +6,7 @@
 // Sign-in throttling (LoginThrottle below): every attempt is counted before its password check, so
 // parallel tries cannot get past the limits; a username (existing or not: same windows, same
 // answers) locks for 15 minutes after 5 failures, an address after 20; at most 8 password checks run
-// at once (2 per address, 1 per username), and anything over a limit is a cheap 429 with
+// at once (4 per address, 1 per username), and anything over a limit is a cheap 429 with
 // Retry-After. An address the user signed in from before has its own budget for that user, so
 // strangers failing on a name cannot keep its owner out for ever.
 import { createHash, randomBytes } from 'node:crypto';
@@ -33,7 +33,7 @@ export const authPolicy = {
   /** Password checks (argon2, ~40 ms and 19 MiB each) running at once, in all. */
   maxChecksInFlight: 8,
   /** ...from one client address. */
-  maxChecksInFlightPerAddress: 2,
+  maxChecksInFlightPerAddress: 4, // people behind one NAT address sign in at the same moment
   /** ...for one username. */
   maxChecksInFlightPerUser: 1,
   /** Bound on the in-memory throttle tables (oldest idle entries are forgotten first). */
