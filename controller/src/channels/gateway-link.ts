@@ -12,10 +12,9 @@ export function channelLinkOf(session: AgentSession): AgentChannelLink {
   let link = links.get(session);
   if (!link) {
     const scheduler = schedulerFor(session.channel);
-    const announced = (session as { capabilities?: { channels?: readonly string[] } | null }).capabilities;
     link = {
       hostId: session.hostId!,
-      channelKinds: announced?.channels ?? null,
+      channelKinds: session.capabilities?.channels ?? null,
       sendNow: (frame) => scheduler.sendNow(frame),
       lane: (pull) => scheduler.lane(pull),
     };

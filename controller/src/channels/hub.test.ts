@@ -149,3 +149,15 @@ test("the end of the agent's session ends the channel with 4502", async () => {
   assert.equal(await c.closed, 4502);
   assert.equal(closeCode(c.messages), 'request.disconnected');
 });
+
+test('a kind the agent did not announce is refused without a frame to the agent', async () => {
+  current = recordingLink();
+  current.link = { ...current.link, channelKinds: [] };
+  const ws = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+  const messages: ChannelClientMessage[] = [];
+  ws.on('message', (d: Buffer) => messages.push(JSON.parse(d.toString()) as ChannelClientMessage));
+  const code = await new Promise<number>((resolve) => ws.once('close', (c) => resolve(c)));
+  assert.equal(code, 1000);
+  assert.equal(closeCode(messages), 'agent.unsupported');
+  assert.deepEqual(current.control, []);
+});
