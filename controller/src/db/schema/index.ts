@@ -1,7 +1,9 @@
 // Every table of the controller's database. Each file in this folder is re-exported here, and
 // drizzle-kit reads this file to generate migrations (`npm run db:generate -w controller`).
 export * from './audit.ts';
+export * from './groups.ts';
 export * from './hosts.ts';
 export * from './join-tokens.ts';
 export * from './streams.ts';
+export * from './tokens.ts';
 export * from './users.ts';
