@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { ApiClient, firstAdminFrom } from './api.ts';
 import { loadConfig } from '../../controller/src/config/index.ts';
+import { seedDatabase } from './database-template.ts';
 import { startController, type Controller } from '../../controller/src/server.ts';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -81,6 +82,7 @@ export async function startTestController(
 ): Promise<Controller & { dataDir: string }> {
   const dataDir = opts.dataDir ?? tempDir('keel-ctl-');
   const port = opts.port ?? (await freePort());
+  await seedDatabase(dataDir, opts.env);
   const config = loadConfig(controllerEnv(dataDir, port, opts.env));
   const log = pino({ level: process.env.KEEL_TEST_LOG_LEVEL ?? 'silent' });
   const controller = await startController(config, log);
@@ -180,6 +182,7 @@ export async function startControllerProcess(
     api,
     proc: undefined as unknown as Proc,
     async start() {
+      await seedDatabase(dataDir, opts.env);
       self.proc = spawnNode(controllerBin, ['serve'], controllerEnv(dataDir, port, opts.env));
       procs.push(self.proc);
       await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
