@@ -5,6 +5,10 @@
 export const errorCatalogue = {
   'request.invalid': { status: 400, message: 'The request is malformed.' },
   'request.too_large': { status: 413, message: 'The request body is too large.' },
+  'request.unsupported_media_type': {
+    status: 415,
+    message: 'The request body must be JSON (Content-Type: application/json).',
+  },
   'request.deadline_exceeded': { status: 504, message: 'The agent did not answer before the deadline.' },
   'request.unknown_method': { status: 400, message: 'The agent does not know this request method.' },
   'request.failed': { status: 502, message: 'The agent could not carry out the request.' },
