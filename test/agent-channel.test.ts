@@ -11,6 +11,7 @@ import {
   closeCodes,
   encodeFrame,
   encodeHandshakeFrame,
+  encodeRecords,
   generateSigningIdentity,
   keyFingerprint,
   toB64u,
@@ -473,4 +474,87 @@ describe('handshakes in progress are bounded', () => {
     enrolling.ws.terminate();
     await waitFor(() => bounded.gateway.pendingHandshakes === 0, 5_000, 'enrolling socket freed');
   });
+});
+
+describe('what a connection may cost before it is answered', () => {
+  test(
+    'bytes before welcome stay under the bound with parallel sessions; a refused session drops its buffer at once',
+    limit,
+    async () => {
+      const identity = generateSigningIdentity();
+      const hostId = await enroll(identity, await joinToken(ctl));
+      const live = await connect(identity);
+      await waitFor(() => ctl.gateway.isOnline(hostId));
+      // The live session stops answering pings: newcomers with its key wait 2 s in the conflict
+      // probe before their welcome, and meanwhile send stream data (120 KiB a frame).
+      live.ws.pause();
+      const body = encodeRecords([{ ts: 1, payload: Buffer.alloc(120 * 1024) }]);
+      const newcomers = await Promise.all([1, 2, 3, 4].map(() => connect(identity)));
+      let peak = 0;
+      for (const s of newcomers) {
+        for (let i = 0; i < 3; i++) {
+          s.channel.send({ type: 'stream.data', stream: 'events', firstSeq: 1 + i, count: 1 }, body);
+        }
+      }
+      const codes = await Promise.all(
+        newcomers.map(async (s) => {
+          const code = await s.closed;
+          peak = Math.max(peak, ctl.gateway.bytesBeforeWelcome);
+          return code;
+        }),
+      );
+      // Each was cut off at its third frame (over 256 KiB before its welcome), not buffered.
+      assert.deepEqual(codes, [4412, 4412, 4412, 4412]);
+      assert.ok(peak <= 4 * 256 * 1024, `peak ${peak}`);
+      await waitFor(() => ctl.gateway.bytesBeforeWelcome === 0, 5_000, 'buffers released');
+
+      // A newcomer under the bound, refused because the live session answers again: its buffer
+      // is dropped when it is refused.
+      live.ws.resume();
+      const clone = await connect(identity);
+      clone.channel.send({ type: 'stream.data', stream: 'events', firstSeq: 1, count: 1 }, body);
+      assert.equal(await clone.closed, closeCodes.conflict);
+      assert.equal(ctl.gateway.bytesBeforeWelcome, 0);
+      live.ws.close();
+    },
+  );
+
+  test(
+    'one enroll attempt per connection: a second enroll frame is refused, unprocessed',
+    limit,
+    async () => {
+      const good = await joinToken(ctl);
+      const session = await openSession({
+        controllerUrl: ctl.url,
+        identity: generateSigningIdentity(),
+        pin: ctl.fingerprint,
+        mode: 'enroll',
+        onFrame: () => {},
+      });
+      const closed = new Promise<number>((resolve) => session.ws.once('close', (code) => resolve(code)));
+      session.channel.send({ type: 'enroll', token: 'kjt_not-a-real-token', name: 'x', facts: sampleFacts });
+      session.channel.send({ type: 'enroll', token: good, name: 'x', facts: sampleFacts });
+      assert.equal(await closed, closeCodes.unexpected);
+      // The second attempt never ran: its token is still good.
+      assert.ok(await enroll(generateSigningIdentity(), good));
+    },
+  );
+
+  test(
+    'a host name with NUL is a clear typed error (not internal), and the token stays usable',
+    limit,
+    async () => {
+      const token = await joinToken(ctl);
+      const err = await redeemJoinToken({
+        controllerUrl: ctl.url,
+        identity: generateSigningIdentity(),
+        pin: ctl.fingerprint,
+        token,
+        name: 'web\u00001',
+        facts: sampleFacts,
+      }).catch((e: unknown) => e);
+      assert.match(String(err), /request\.invalid: Bad host name/);
+      assert.ok(await enroll(generateSigningIdentity(), token));
+    },
+  );
 });

@@ -1,5 +1,5 @@
-// WebSocket close codes of the agent channel. Each says whether the agent should retry: a fatal
-// code makes `keel-agent run` exit non-zero so systemd (and a person) notices.
+// WebSocket close codes of the agent channel. A close code is not authenticated, so none of them
+// stops an agent by itself: `keel-agent run` exits 2 only on a refusal it can verify.
 
 /** Close codes the controller and agent use, with their meaning. */
 export const closeCodes = {
@@ -11,15 +11,15 @@ export const closeCodes = {
   malformed: 4400,
   /** The handshake failed (bad signature, bad key, replay). */
   handshakeFailed: 4401,
-  /** The agent key is not enrolled. Fatal for the agent. */
+  /** The agent key is not enrolled (fatal with a verified refusal). */
   unknownAgent: 4403,
-  /** The controller key did not match the pin. Fatal for the agent. */
+  /** The controller key did not match the pin (closed by the agent, which retries). */
   pinMismatch: 4404,
   /** The handshake did not complete in time. */
   handshakeTimeout: 4408,
   /** A newer session of the same host replaced this one. */
   replaced: 4409,
-  /** The host was revoked. Fatal for the agent. */
+  /** The host was revoked (fatal with a verified refusal). */
   revoked: 4410,
   /** A sealed frame failed authentication (forged, replayed or reordered). */
   forged: 4411,
@@ -32,7 +32,7 @@ export const closeCodes = {
    * newcomer is refused, not the working session. The agent retries slowly.
    */
   conflict: 4419,
-  /** No protocol version in common. Fatal for the agent. */
+  /** No protocol version in common (fatal with a verified refusal). */
   version: 4426,
   /** Internal error on the peer; retry. */
   internal: 4500,
@@ -40,7 +40,11 @@ export const closeCodes = {
 
 export type CloseCode = (typeof closeCodes)[keyof typeof closeCodes];
 
-/** Close codes after which an agent must stop instead of reconnecting. */
+/**
+ * Close codes that accompany a refusal (revoked, unknown key, pin mismatch, no common version).
+ * A close code alone never stops an agent — it is not authenticated; only a sealed refusal or a
+ * pre-auth refusal signed by the pinned controller key does (`FATAL_REFUSALS` in handshake.ts).
+ */
 export const fatalCloseCodes: ReadonlySet<number> = new Set([
   closeCodes.unknownAgent,
   closeCodes.pinMismatch,

@@ -4,8 +4,16 @@
 // `shared/src/messages/<family>.ts` and are collected in `shared/src/catalogue.ts`.
 import type { z } from 'zod';
 
-/** The agent version every request or stream of the first release is assumed to be served by. */
+/**
+ * The agent version before announcements (protocol 1): what it served is the baseline an agent
+ * that announces nothing is assumed to serve — the definitions marked `since: BASELINE_AGENT_VERSION`.
+ */
 export const BASELINE_AGENT_VERSION = '0.1.0';
+/**
+ * The `since` of a definition that names none: the next release. So a request added without
+ * thinking about versions is never assumed to be served by an agent that announces nothing.
+ */
+export const NEXT_AGENT_VERSION = '0.2.0';
 
 /** One agent request: its name, params and result schemas, default deadline, first agent version. */
 export interface RequestDefinition<
@@ -18,7 +26,7 @@ export interface RequestDefinition<
   readonly result: R;
   /** Deadline when the caller gives none, ms. */
   readonly timeoutMs: number;
-  /** The first agent version that serves it (named in `agent.unsupported` errors). */
+  /** The first agent version that serves it (named in `agent.unsupported` errors; default: the next release). */
   readonly since: string;
 }
 
@@ -30,13 +38,14 @@ export interface RequestDefinition<
  *   params: z.strictObject({}),
  *   result: z.strictObject({ agentTime: z.number() }),
  *   timeoutMs: 10_000,
+ *   since: '0.2.0', // the first agent version that serves it
  * });
  */
 export function defineRequest<N extends string, P extends z.ZodType, R extends z.ZodType>(
   name: N,
   def: { params: P; result: R; timeoutMs: number; since?: string },
 ): RequestDefinition<N, P, R> {
-  return Object.freeze({ name, since: BASELINE_AGENT_VERSION, ...def });
+  return Object.freeze({ name, since: NEXT_AGENT_VERSION, ...def });
 }
 
 /**
@@ -65,5 +74,5 @@ export function defineStream<N extends string>(
   name: N,
   def: { codec: StreamCodec; durability: StreamDurability; since?: string },
 ): StreamDefinition<N> {
-  return Object.freeze({ name, since: BASELINE_AGENT_VERSION, ...def });
+  return Object.freeze({ name, since: NEXT_AGENT_VERSION, ...def });
 }

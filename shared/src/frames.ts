@@ -52,11 +52,16 @@ export const agentAuthSchema = z.strictObject({
   signature: z.string().max(200),
 });
 
-/** Either side, before closing during the handshake: why. */
+/**
+ * Either side, before closing during the handshake: why. From protocol 2 a refusal the agent should
+ * stop on is signed by the controller key over the agent's hello (`refusalFrame` in handshake.ts).
+ */
 export const handshakeErrorSchema = z.strictObject({
   type: z.literal('error'),
   code: z.string().max(64),
   message: z.string().max(500),
+  controllerKey: b64u(32).optional(),
+  signature: z.string().max(200).optional(),
 });
 
 export type AgentHello = z.infer<typeof agentHelloSchema>;

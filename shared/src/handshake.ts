@@ -5,7 +5,7 @@
 // from HKDF over the ephemeral shared secret salted with the transcript hash.
 import { createHash, hkdfSync, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import type { AgentAuth, AgentHello, ControllerHello } from './frames.ts';
+import type { AgentAuth, AgentHello, ControllerHello, HandshakeError } from './frames.ts';
 import { PROTOCOL_VERSIONS } from './frames.ts';
 import {
   fingerprintMatches,
@@ -25,6 +25,48 @@ const TRANSCRIPT_LABEL = Buffer.from('keel/handshake/v1', 'utf8');
 const CONTROLLER_SIG_LABEL = Buffer.from('keel/v1 controller signature', 'utf8');
 const AGENT_SIG_LABEL = Buffer.from('keel/v1 agent signature', 'utf8');
 const KEYS_INFO = Buffer.from('keel/v1 session keys', 'utf8');
+const REFUSAL_SIG_LABEL = Buffer.from('keel/v2 controller refusal', 'utf8');
+
+/**
+ * Refusals after which an agent stops for good (exit 2) — but only when it can verify them: sealed
+ * in the session, or, before it, signed by the pinned controller key over the agent's own hello.
+ * A close code or an unsigned error frame proves nothing (anyone on the path can send one).
+ */
+export const FATAL_REFUSALS: ReadonlySet<string> = new Set([
+  'handshake.unknown_agent',
+  'handshake.revoked',
+  'handshake.version',
+]);
+
+/** What a pre-auth refusal signs: its code and message, bound to the hello it answers. */
+function refusalPayload(hello: AgentHello, code: string, message: string): Buffer {
+  const h = createHash('sha256');
+  h.update(REFUSAL_SIG_LABEL);
+  h.update(Buffer.from(hello.agentKey, 'utf8'));
+  h.update(Buffer.from(hello.nonce, 'utf8'));
+  h.update(Buffer.from([0]));
+  h.update(Buffer.from(code, 'utf8'));
+  h.update(Buffer.from([0]));
+  h.update(Buffer.from(message, 'utf8'));
+  return h.digest();
+}
+
+/**
+ * The controller's handshake `error` for a hello it refuses, signed with its static key over the
+ * agent's hello (fresh nonce, so it cannot be replayed to another connection) when the agent
+ * speaks protocol 2 (a protocol-1 agent's strict schema would not accept the extra fields).
+ */
+export function refusalFrame(
+  identity: { publicKey: Buffer; privateKey: KeyObject },
+  hello: AgentHello | null,
+  code: string,
+  message: string,
+): HandshakeError {
+  const frame: HandshakeError = { type: 'error', code, message };
+  if (!hello || !hello.versions.some((v) => v >= 2) || !FATAL_REFUSALS.has(code)) return frame;
+  const signature = sign(identity.privateKey, refusalPayload(hello, code, message));
+  return { ...frame, controllerKey: toB64u(identity.publicKey), signature: toB64u(signature) };
+}
 
 /** An authenticated, encrypted session: seal what you send, open what you receive. */
 export interface Session {
@@ -129,6 +171,18 @@ export class AgentHandshake {
       ephemeralKey: toB64u(this.#ephemeral.publicKey),
       nonce: toB64u(opts.fixed?.nonce ?? randomBytes(32)),
     };
+  }
+
+  /**
+   * True when a pre-auth `error` is a refusal this agent can trust: signed by the pinned
+   * controller key over this very hello. Anything else may come from anyone on the path.
+   */
+  verifyRefusal(frame: HandshakeError): boolean {
+    if (!frame.controllerKey || !frame.signature) return false;
+    const controllerKey = fromB64u(frame.controllerKey, KEY_BYTES);
+    const signature = fromB64u(frame.signature, SIGNATURE_BYTES);
+    if (!controllerKey || !signature || !fingerprintMatches(controllerKey, this.#opts.pin)) return false;
+    return verify(controllerKey, refusalPayload(this.hello, frame.code, frame.message), signature);
   }
 
   onControllerHello(frame: ControllerHello): { auth: AgentAuth; session: Session } {

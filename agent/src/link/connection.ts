@@ -1,7 +1,8 @@
 // The agent's link to its controller: dials out, runs the handshake (pin checked before anything
 // secret is sent), answers requests, pushes stream records from the spools under flow control,
-// and reconnects with exponential backoff and jitter. Fatal answers (revoked, unknown key, pin
-// mismatch, no common version) end the link so the process can exit non-zero.
+// and reconnects with exponential backoff and jitter. Only a refusal the agent can verify ends
+// the link for good (revoked, unknown key, no common version — sealed in the session, or signed
+// by the pinned controller key before it); close codes and unsigned errors are retried.
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
 import {
@@ -10,6 +11,7 @@ import {
   closeCodes,
   decodeHandshakeFrame,
   encodeHandshakeFrame,
+  FATAL_REFUSALS,
   fatalCloseCodes,
   FrameRouter,
   HandshakeFailure,
@@ -77,7 +79,7 @@ export interface OpenSessionOptions {
 
 /**
  * Dials the controller and completes the handshake. Resolves with the socket and its sealed
- * channel; rejects with LinkClosed (fatal for pin mismatch, unknown/revoked key, version).
+ * channel; rejects with LinkClosed (fatal only for a refusal signed by the pinned controller key).
  */
 export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; channel: SealedChannel }> {
   return new Promise((resolve, reject) => {
@@ -95,11 +97,24 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
     });
     let channel: SealedChannel | null = null;
     let settled = false;
+    /** Why this side ends the attempt: reported once the socket closed (a clean close, not a reset). */
+    let ending: LinkClosed | null = null;
+    /** A pre-auth refusal, reported with the close code that follows it. */
+    let refusal: { text: string; fatal: boolean } | null = null;
     const fail = (err: LinkClosed) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       reject(err);
+    };
+    const endWith = (err: LinkClosed, code: number, reason: string) => {
+      ending ??= err;
+      try {
+        ws.close(code, reason);
+      } catch {
+        ws.terminate();
+      }
+      setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
     };
     const timer = setTimeout(() => {
       fail(new LinkClosed(closeCodes.handshakeTimeout, 'handshake timed out', false));
@@ -109,21 +124,37 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
     ws.on('error', (err) => fail(new LinkClosed(1006, err.message, false)));
     ws.on('close', (code, reason) => {
       channel?.markClosed();
-      fail(new LinkClosed(code, reason.toString() || `closed with ${code}`, fatalCloseCodes.has(code)));
+      if (ending) return fail(ending);
+      // A close code proves nothing (anyone on the path can send one): the attempt ends as a
+      // network error unless a refusal was verified; the code reported is the one received.
+      fail(
+        new LinkClosed(
+          code,
+          refusal?.text ?? (reason.toString() || `closed with ${code}`),
+          refusal?.fatal ?? false,
+        ),
+      );
     });
     ws.on('message', (data: Buffer) => {
       if (channel) return channel.receive(data);
       const decoded = decodeHandshakeFrame(agentPreAuthFrames, data);
       if (!decoded.ok) {
-        ws.close(closeCodes.malformed, 'bad handshake frame');
-        return fail(new LinkClosed(closeCodes.malformed, decoded.reason, false));
+        return endWith(
+          new LinkClosed(closeCodes.malformed, decoded.reason, false),
+          closeCodes.malformed,
+          'bad handshake frame',
+        );
       }
       const frame = decoded.value;
       if (frame.type === 'error') {
-        const fatal = ['handshake.unknown_agent', 'handshake.revoked', 'handshake.version'].includes(
-          frame.code,
-        );
-        return fail(new LinkClosed(closeCodes.handshakeFailed, `${frame.code}: ${frame.message}`, fatal));
+        // Fatal only when signed by the pinned controller key over this hello (protocol 2).
+        const verified = handshake.verifyRefusal(frame);
+        refusal = {
+          text: `${frame.code}: ${frame.message}${verified ? '' : ' (unauthenticated: retrying)'}`,
+          fatal: verified && FATAL_REFUSALS.has(frame.code),
+        };
+        // The controller closes next; if it does not, the handshake timer ends the attempt.
+        return;
       }
       try {
         const { auth, session } = handshake.onControllerHello(frame);
@@ -141,10 +172,8 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
           err instanceof HandshakeFailure ? err : new HandshakeFailure('handshake.failed', String(err));
         const code =
           failure.code === 'handshake.pin_mismatch' ? closeCodes.pinMismatch : closeCodes.handshakeFailed;
-        ws.close(code, failure.code);
-        fail(
-          new LinkClosed(code, `${failure.code}: ${failure.message}`, failure.code !== 'handshake.failed'),
-        );
+        // Not fatal either: a wrong key (pin mismatch) is what a man in the middle presents too.
+        endWith(new LinkClosed(code, `${failure.code}: ${failure.message}`, false), code, failure.code);
       }
     });
   });
@@ -160,13 +189,16 @@ function defaultAnnouncement(): AgentCapabilities {
   };
 }
 
+/** How long this side waits for the peer's close before dropping the connection. */
+const CLOSE_GRACE_MS = 2_000;
+
 /** Pause before retrying after the controller refused a second machine with this key. */
 const CONFLICT_RETRY_MS = 30_000;
 
 /**
  * Redeems a join token: an enroll-mode session (the pin is checked before the token is sent),
  * one `enroll` frame, and the host id from `enrolled`. Rejects with the controller's error
- * (`enroll.token_used: …`) or with LinkClosed (fatal when the controller refused the agent).
+ * (`enroll.token_used: …`, sealed) or with LinkClosed (a network error: no sealed answer came).
  */
 export function redeemJoinToken(opts: {
   controllerUrl: string;
@@ -177,12 +209,18 @@ export function redeemJoinToken(opts: {
   facts: HostFacts;
 }): Promise<string> {
   return new Promise<string>((resolve, reject) => {
-    let done = false;
+    /** The controller's answer (sealed, so trusted); settled once the socket has closed cleanly. */
+    let outcome: { hostId: string } | { error: Error } | null = null;
+    let socket: WebSocket | null = null;
     const onFrame = (frame: SessionFrame) => {
-      done = true;
-      if (frame.type === 'enrolled') resolve(frame.hostId);
-      else if (frame.type === 'error') reject(new Error(`${frame.error.code}: ${frame.error.message}`));
-      else reject(new Error(`unexpected ${frame.type} from controller`));
+      if (outcome) return;
+      if (frame.type === 'enrolled') outcome = { hostId: frame.hostId };
+      else if (frame.type === 'error')
+        outcome = { error: new Error(`${frame.error.code}: ${frame.error.message}`) };
+      else outcome = { error: new Error(`unexpected ${frame.type} from controller`) };
+      // The controller closes now; should it not, close from this side after a grace period.
+      const ws = socket;
+      if (ws) setTimeout(() => ws.close(1000, 'done'), CLOSE_GRACE_MS).unref();
     };
     openSession({
       controllerUrl: opts.controllerUrl,
@@ -191,9 +229,13 @@ export function redeemJoinToken(opts: {
       mode: 'enroll',
       onFrame,
     }).then(({ ws, channel }) => {
+      socket = ws;
       channel.send({ type: 'enroll', token: opts.token, name: opts.name, facts: opts.facts });
       ws.on('close', (code, reason) => {
-        if (!done) reject(new LinkClosed(code, reason.toString() || `closed with ${code}`, true));
+        if (outcome && 'hostId' in outcome) resolve(outcome.hostId);
+        else if (outcome) reject(outcome.error);
+        // Closed without a (sealed) answer: a network error, whatever the code says.
+        else reject(new LinkClosed(code, reason.toString() || `closed with ${code}`, false));
       });
     }, reject);
   });
@@ -248,6 +290,8 @@ export class AgentLink {
   #senders = new Map<string, StreamSender>();
   /** Called once the current connection got its welcome (set by run() for each connection). */
   #welcomed: () => void = () => {};
+  /** A sealed refusal received in the current session (fatal once the session closes). */
+  #refusal: { code: string; message: string } | null = null;
   /**
    * Sealed frames from the controller, by `type`, with the session's channel. A frame family
    * plugs in with one `register` call; a frame with no handler closes the session with `unexpected`.
@@ -269,7 +313,11 @@ export class AgentLink {
       })
       .register('req', (frame, _body, channel) => void this.#onRequest(channel, frame))
       .register('stream.ack', (frame) => this.#onAck(frame.stream, frame.seq))
-      .register('error', (frame) => this.#opts.log.error({ code: frame.error.code }, frame.error.message));
+      .register('error', (frame) => {
+        this.#opts.log.error({ code: frame.error.code }, frame.error.message);
+        // Sealed: the controller's own word. A refusal of this agent ends the link for good.
+        if (FATAL_REFUSALS.has(frame.error.code)) this.#refusal = frame.error;
+      });
   }
 
   #endListeners = new Set<(channel: SealedChannel) => void>();
@@ -330,7 +378,14 @@ export class AgentLink {
           );
           return closed;
         }
-        this.#opts.log.debug({ code: closed.closeCode, reason: closed.reason }, 'connect failed');
+        if (fatalCloseCodes.has(closed.closeCode)) {
+          // Looks like a refusal but proves nothing (a close code, an unsigned error, a key that
+          // is not the pinned one): someone on the path may have sent it. Said loudly; retried.
+          this.#opts.log.warn(
+            { code: closed.closeCode, reason: closed.reason },
+            'connection refused without proof from the pinned controller key; retrying',
+          );
+        } else this.#opts.log.debug({ code: closed.closeCode, reason: closed.reason }, 'connect failed');
       }
       if (this.#stopping) break;
       attempt++;
@@ -460,7 +515,16 @@ export class AgentLink {
             this.#opts.log.error({ err }, 'a session-end listener failed');
           }
         }
-        resolve(new LinkClosed(code, reason.toString() || `closed with ${code}`, fatalCloseCodes.has(code)));
+        // Fatal only after a sealed refusal in this session; a close code alone proves nothing.
+        const refusal = this.#refusal;
+        this.#refusal = null;
+        resolve(
+          new LinkClosed(
+            code,
+            refusal ? `${refusal.code}: ${refusal.message}` : reason.toString() || `closed with ${code}`,
+            refusal !== null,
+          ),
+        );
       });
     });
   }

@@ -1,7 +1,14 @@
 // An enroll-mode connection after its handshake: the agent sends one `enroll` frame with a join
 // token; the controller creates the host, answers `enrolled` (or an error) and closes.
 import type { Logger } from 'pino';
-import { closeCodes, KeelError, SealedChannel, type SessionFrame } from '@keel/shared';
+import {
+  closeCodes,
+  describeSchemaError,
+  KeelError,
+  SealedChannel,
+  storableText,
+  type SessionFrame,
+} from '@keel/shared';
 import type { Authenticated, Conversation } from './handshake.ts';
 import type { GatewayStore } from './store.ts';
 import { safeClose } from './socket.ts';
@@ -13,13 +20,27 @@ export interface EnrollmentDeps {
   onEnrolled(agentKey: string, hostId: string): void;
 }
 
-/** Takes over an authenticated enroll-mode connection. */
+/** A host name as the agent may give it: like the facts' text fields, and not blank. */
+const hostName = storableText(255);
+
+/**
+ * Takes over an authenticated enroll-mode connection: one enroll attempt per connection; once
+ * the answer is decided nothing more from the connection is processed.
+ */
 export function startEnrollment(conn: Authenticated, deps: EnrollmentDeps): Conversation {
   const { ws, peer, agentKey } = conn;
   const log = deps.log;
+  let attempted = false;
   const channel: SealedChannel = new SealedChannel(ws, conn.sealed, {
     onFrame: (frame) => {
       conn.stopTimer();
+      if (attempted) {
+        // One attempt per connection: a second frame (another token to try) ends it, unanswered.
+        log.info({ peer }, 'enrolling agent sent a second frame; closing');
+        channel.fail(closeCodes.unexpected, 'one enroll attempt per connection');
+        return;
+      }
+      attempted = true;
       void onEnrollFrame(frame);
     },
     onProtocolError: (code, reason) => log.info({ peer, code, reason }, 'enrolling agent sent a bad frame'),
@@ -28,22 +49,32 @@ export function startEnrollment(conn: Authenticated, deps: EnrollmentDeps): Conv
   const onEnrollFrame = async (frame: SessionFrame) => {
     if (frame.type !== 'enroll')
       return channel.fail(closeCodes.unexpected, `expected enroll, got ${frame.type}`);
+    /** Answers once and closes; nothing is processed after this. */
+    const finish = (answer: SessionFrame, code: number, reason: string) => {
+      if (channel.closed) return;
+      channel.send(answer);
+      channel.markClosed();
+      safeClose(ws, code, reason);
+    };
+    const name = hostName.safeParse(frame.name?.trim() || frame.facts.hostname);
+    if (!name.success) {
+      const error = new KeelError('request.invalid', `Bad host name: ${describeSchemaError(name.error)}.`);
+      return finish({ type: 'error', error: error.toJSON() }, closeCodes.malformed, error.code);
+    }
     try {
       const host = await deps.store.enroll({
         publicKey: agentKey,
-        name: frame.name?.trim() || frame.facts.hostname,
+        name: name.data,
         facts: frame.facts,
         tokenSecret: frame.token,
       });
       log.info({ peer, host: host.id }, 'agent enrolled');
       deps.onEnrolled(agentKey, host.id);
-      channel.send({ type: 'enrolled', hostId: host.id });
-      safeClose(ws, 1000, 'enrolled');
+      finish({ type: 'enrolled', hostId: host.id }, 1000, 'enrolled');
     } catch (err) {
       const error = err instanceof KeelError ? err : new KeelError('internal');
       if (!(err instanceof KeelError)) log.error({ peer, err }, 'enroll failed');
-      channel.send({ type: 'error', error: error.toJSON() });
-      safeClose(ws, closeCodes.unknownAgent, error.code);
+      finish({ type: 'error', error: error.toJSON() }, closeCodes.unknownAgent, error.code);
     }
   };
 

@@ -12,7 +12,9 @@ import {
   decodeHandshakeFrame,
   encodeHandshakeFrame,
   HandshakeFailure,
+  refusalFrame,
   toB64u,
+  type AgentHello,
   type Session,
   type SigningIdentity,
 } from '@keel/shared';
@@ -67,6 +69,8 @@ export function runHandshake(ws: WebSocket, peer: string, settle: () => void, de
   const handshake = new ControllerHandshake({ identity: deps.identity });
   let conversation: Conversation | null = null;
   let knownHost: GatewayHost | null = null;
+  /** The agent's hello, once received: a refusal of it is signed (protocol 2). */
+  let hello: AgentHello | null = null;
   let state: 'hello' | 'checking' | 'auth' | 'authenticated' = 'hello';
   // Runs until a connect-mode session starts or an enroll frame arrives.
   const timer = setTimeout(() => {
@@ -79,7 +83,7 @@ export function runHandshake(ws: WebSocket, peer: string, settle: () => void, de
     log.info({ peer, code, errorCode, reason: message }, 'agent rejected');
     if (ws.readyState === ws.OPEN) {
       if (state !== 'authenticated') {
-        ws.send(encodeHandshakeFrame({ type: 'error', code: errorCode, message: message.slice(0, 500) }));
+        ws.send(encodeHandshakeFrame(refusalFrame(deps.identity, hello, errorCode, message.slice(0, 500))));
       }
       safeClose(ws, code, message);
     }
@@ -115,6 +119,7 @@ export function runHandshake(ws: WebSocket, peer: string, settle: () => void, de
           return reject(closeCodes.unexpected, 'frame.unexpected', `expected hello, got ${frame.type}`);
         }
         state = 'checking';
+        hello = frame;
         const answer = (host: GatewayHost | null) => {
           knownHost = host;
           if (ws.readyState !== ws.OPEN) return;

@@ -25,7 +25,7 @@ import { Admission } from './admission.ts';
 import { runHandshake } from './handshake.ts';
 import { startEnrollment } from './enrollment.ts';
 import { PresenceWriter } from './presence.ts';
-import { SessionTable, type AgentSession } from './session.ts';
+import { EarlyBudget, SessionTable, type AgentSession } from './session.ts';
 import { safeClose } from './socket.ts';
 import { chunkSink, StreamSinks, type StoredRecords } from './sinks.ts';
 
@@ -63,6 +63,8 @@ export const AGENT_PATH = '/agent/v1';
 const INGEST_BUDGET_BYTES = 512 * 1024 * 1024;
 /** Smallest window offered: one batch of 256 KiB in flight, so every host still makes progress. */
 const MIN_WINDOW_BYTES = 256 * 1024;
+/** Bytes buffered before welcome across all connections (each also has its own bound). */
+const MAX_EARLY_BYTES_TOTAL = 64 * 1024 * 1024;
 /** How long session starts gather before their cursors are read in one query. */
 const SESSION_INFO_LINGER_MS = 5;
 
@@ -98,6 +100,7 @@ export class Gateway implements AgentGateway {
   #heartbeat: NodeJS.Timeout;
   #alive = new WeakMap<WebSocket, boolean>();
   #closing = false;
+  #earlyBudget = new EarlyBudget(MAX_EARLY_BYTES_TOTAL);
   /** Handshakes completed since start (for the connect benchmark and /metrics). */
   handshakes = 0;
 
@@ -159,6 +162,7 @@ export class Gateway implements AgentGateway {
       log: opts.log,
       maxFrameBytes: opts.maxFrameBytes,
       revoked: this.#revoked,
+      earlyBudget: this.#earlyBudget,
       closing: () => this.#closing,
       // Shared by the whole fleet, not only who is connected now: after a restart the first
       // hosts back must not take the budget the rest will need.
@@ -198,6 +202,11 @@ export class Gateway implements AgentGateway {
   /** Handshakes in progress (for tests and /metrics). */
   get pendingHandshakes(): number {
     return this.#admission.pending;
+  }
+
+  /** Bytes agents sent before their welcome that are buffered now, in all (for tests and /metrics). */
+  get bytesBeforeWelcome(): number {
+    return this.#earlyBudget.used;
   }
 
   /** Number of live authenticated sessions. */

@@ -27,6 +27,17 @@ const CONFLICT_PROBE_MS = 2_000;
 const ANNOUNCE_TIMEOUT_MS = 10_000;
 /** Frames an agent may send before its welcome; more is a protocol violation. */
 const MAX_EARLY_FRAMES = 64;
+/**
+ * Bytes one connection may send before its welcome (an honest agent sends only its announcement
+ * then: it needs the welcome's cursors and window before any stream data).
+ */
+export const MAX_EARLY_BYTES = 256 * 1024;
+
+/** Bytes buffered before welcome across all connections, against a bound. */
+export class EarlyBudget {
+  used = 0;
+  constructor(readonly max: number) {}
+}
 
 /** One authenticated agent connection, from the handshake until it closes. */
 export class AgentSession {
@@ -47,8 +58,10 @@ export class AgentSession {
   /** Welcome sent: frames are dispatched, requests may be sent. */
   ready = false;
   ended = false;
-  /** Frames that arrived before the session was ready (bounded). */
+  /** Frames that arrived before the session was ready (bounded in count and bytes). */
   #early: [SessionFrame, Buffer][] = [];
+  #earlyBytes = 0;
+  #budget: EarlyBudget;
   #dispatch: (s: AgentSession, frame: SessionFrame, body: Buffer) => void;
   #announced: () => void = () => {};
 
@@ -57,9 +70,11 @@ export class AgentSession {
     opts: {
       windowBytes: number;
       log: Logger;
+      budget: EarlyBudget;
       dispatch: (s: AgentSession, frame: SessionFrame, body: Buffer) => void;
     },
   ) {
+    this.#budget = opts.budget;
     this.ws = conn.ws;
     this.peer = conn.peer;
     this.windowBytes = opts.windowBytes;
@@ -77,8 +92,12 @@ export class AgentSession {
           return this.#announced();
         }
         if (this.ready) return this.#dispatch(this, f, body);
-        if (this.#early.length >= MAX_EARLY_FRAMES)
-          return this.channel.fail(closeCodes.unexpected, 'too many frames before welcome');
+        if (this.#early.length >= MAX_EARLY_FRAMES) return this.#dropEarly('too many frames before welcome');
+        const bytes = body.length + JSON.stringify(f).length;
+        if (this.#earlyBytes + bytes > MAX_EARLY_BYTES || this.#budget.used + bytes > this.#budget.max)
+          return this.#dropEarly('too much data before welcome');
+        this.#earlyBytes += bytes;
+        this.#budget.used += bytes;
         this.#early.push([f, body]);
       },
       onProtocolError: (code, reason) =>
@@ -107,10 +126,29 @@ export class AgentSession {
     if (!this.ended) this.channel.send(frame, body);
   }
 
+  /** Bytes buffered before welcome (for tests and metrics). */
+  get earlyBytes(): number {
+    return this.#earlyBytes;
+  }
+
   /** Marks the session ready and dispatches what arrived before its welcome. */
   open(): void {
     this.ready = true;
-    for (const [frame, body] of this.#early.splice(0)) this.#dispatch(this, frame, body);
+    const early = this.#early.splice(0);
+    this.#releaseEarly();
+    for (const [frame, body] of early) this.#dispatch(this, frame, body);
+  }
+
+  #releaseEarly(): void {
+    this.#early = [];
+    this.#budget.used -= this.#earlyBytes;
+    this.#earlyBytes = 0;
+  }
+
+  /** Closes a connection that sent too much before its welcome, and drops what it sent at once. */
+  #dropEarly(reason: string): void {
+    this.#releaseEarly();
+    this.channel.fail(closeCodes.unexpected, reason);
   }
 
   /** Marks the session ended: nothing more is dispatched or stored. Returns false if it already was. */
@@ -118,7 +156,7 @@ export class AgentSession {
     if (this.ended) return false;
     this.ended = true;
     this.ready = false;
-    this.#early = [];
+    this.#releaseEarly();
     this.channel.markClosed();
     this.ingest?.stop();
     return true;
@@ -141,6 +179,8 @@ export interface SessionTableDeps {
   closing(): boolean;
   /** The window to offer a new session. */
   windowFor(): number;
+  /** Bytes buffered before welcome, across all sessions. */
+  earlyBudget: EarlyBudget;
 }
 
 /** The live sessions, one per host. */
@@ -179,6 +219,7 @@ export class SessionTable {
     const s = new AgentSession(conn, {
       windowBytes: this.#deps.windowFor(),
       log,
+      budget: this.#deps.earlyBudget,
       dispatch: (session, frame, body) => this.#dispatch(session, frame, body),
     });
     void this.#start(s, conn.host).catch((err: unknown) => {
@@ -205,15 +246,17 @@ export class SessionTable {
     // The host was looked up for this very handshake (hello); revocations since then are in `revoked`.
     if (s.ended) return;
     if (!host || host.revoked || deps.revoked.has(host.id)) {
-      safeClose(
-        s.ws,
+      // Sealed, so the agent can trust it and stop (a bare close code proves nothing).
+      this.#refuse(
+        s,
         host ? closeCodes.revoked : closeCodes.unknownAgent,
-        host ? 'revoked' : 'unknown agent',
+        host ? 'handshake.revoked' : 'handshake.unknown_agent',
       );
       return;
     }
     if (!(await s.announcement(ANNOUNCE_TIMEOUT_MS))) {
       s.channel.fail(closeCodes.unexpected, 'no capabilities announcement');
+      this.end(s);
       return;
     }
     if (s.ended) return;
@@ -236,6 +279,8 @@ export class SessionTable {
       // image), not a reconnect: keep the working session and refuse the newcomer.
       this.#warnConflict(hostId, s.peer);
       safeClose(s.ws, closeCodes.conflict, 'another machine is connected with this agent key');
+      // Refused: what it sent meanwhile is dropped now, not when its socket finally closes.
+      this.end(s);
       return;
     }
     if (s.ended) return;
@@ -252,7 +297,7 @@ export class SessionTable {
     if (info?.revoked) deps.revoked.add(hostId);
     const cursors = info?.cursors ?? {};
     if (deps.revoked.has(hostId)) {
-      s.channel.fail(closeCodes.revoked, 'revoked');
+      this.#refuse(s, closeCodes.revoked, 'handshake.revoked');
       return;
     }
     s.channel.send({
@@ -266,6 +311,20 @@ export class SessionTable {
     log.info({ peer: s.peer, host: hostId, session: s.channel.session.id }, 'agent online');
     deps.presence.queue(hostId, { online: true });
     deps.broker.hostOnline(hostId);
+  }
+
+  /** Refuses a session with a sealed error (which the agent can verify), closes it, drops its buffer. */
+  #refuse(s: AgentSession, code: number, errorCode: 'handshake.revoked' | 'handshake.unknown_agent'): void {
+    s.channel.send({
+      type: 'error',
+      error: {
+        code: errorCode,
+        message:
+          errorCode === 'handshake.revoked' ? 'This host was revoked.' : 'This agent key is not enrolled.',
+      },
+    });
+    safeClose(s.ws, code, errorCode === 'handshake.revoked' ? 'revoked' : 'unknown agent');
+    this.end(s);
   }
 
   /**

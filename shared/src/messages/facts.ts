@@ -1,17 +1,19 @@
 // Host facts: what an agent reports about its machine on connect and when something changes.
 import { z } from 'zod';
-import { defineRequest } from '../definitions.ts';
+import { BASELINE_AGENT_VERSION, defineRequest } from '../definitions.ts';
 
 /**
  * Text that PostgreSQL can store as JSON: no NUL and no unpaired UTF-16 surrogate (both pass
  * JSON.parse but make a jsonb cast fail, which would fail the whole batch they are written in).
  */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-const text = (max: number) =>
+/** Text of at most `max` characters that PostgreSQL can store (no NUL, no unpaired surrogate). */
+export const storableText = (max: number) =>
   z
     .string()
     .max(max)
     .refine((s) => !s.includes('\u0000') && !LONE_SURROGATE.test(s), 'must be storable text');
+const text = storableText;
 
 export const diskFactSchema = z.object({
   mount: text(4096),
@@ -53,4 +55,5 @@ export const factsRefreshRequest = defineRequest('facts.refresh', {
   params: z.strictObject({}),
   result: z.strictObject({ facts: hostFactsSchema }),
   timeoutMs: 10_000,
+  since: BASELINE_AGENT_VERSION,
 });
