@@ -1,13 +1,15 @@
 // Proves the Ansible rollout: ansible/site.yml (role keel_agent) run against two local test hosts
 // (connection local, each with its own install prefix) installs the agent from a real controller,
 // enrolls both with one multi-use join token and brings them online; a second run and a --check
-// run report changed=0. Also: the role and playbook are ansible-lint clean.
+// run report changed=0; a newer bundle on the controller is rolled out canary first, and a broken
+// one is rolled back on the canary by itself and stops the rollout before the next host.
+// Also: the role and playbook are ansible-lint clean.
 //
 // systemd is not PID 1 on this machine: the hosts get the stand-in systemctl that
 // test/install.test.ts uses (test/install-stand-in-systemctl.sh).
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -15,36 +17,15 @@ import {
   repoRoot,
   startControllerProcess,
   tempDir,
+  waitFor,
   type ControllerProcess,
   type Proc,
 } from './helpers/fleet.ts';
+import { repackAgentBundle, run, standInSystemctl } from './install-helpers.ts';
 
 const has = (program: string) => spawnSync('sh', ['-c', `command -v ${program}`]).status === 0;
 /** CI installs Ansible (.ci/run); elsewhere a missing tool skips its test rather than failing. */
 const need = (program: string) => (has(program) || process.env.CI ? false : `${program} is not installed`);
-
-/** Runs a program; resolves with its exit code and output. */
-function run(
-  argv: string[],
-  env: Record<string, string>,
-  timeoutMs = 150_000,
-): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(argv[0]!, argv.slice(1), {
-      cwd: repoRoot,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
-  });
-}
 
 /** changed=N of each host in the PLAY RECAP. */
 function recap(out: string): Record<string, number> {
@@ -60,11 +41,12 @@ describe('ansible rollout', { timeout: 300_000, skip: need('ansible-playbook') }
   const dirs: string[] = [];
   let controller: ControllerProcess;
   let work: string;
+  let bundles: string;
 
   before(async () => {
     work = tempDir('keel-ansible-');
     dirs.push(work);
-    const bundles = join(work, 'bundles');
+    bundles = join(work, 'bundles');
     const built = spawnSync(
       process.execPath,
       [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', bundles],
@@ -85,7 +67,7 @@ describe('ansible rollout', { timeout: 300_000, skip: need('ansible-playbook') }
     for (const d of dirs) removeDir(d);
   });
 
-  test('site.yml enrolls every host and brings it online; a second run and --check change nothing', async () => {
+  test('site.yml enrolls every host, changes nothing on a second run or --check, upgrades canary first and halts on a broken bundle', async () => {
     const token = await controller.api.post<{ secret: string }>('/join-tokens', { uses: 2, note: 'ansible' });
     assert.equal(token.status, 201);
     const pin = /^KEEL_SERVED_PIN='([^']+)'$/m.exec(
@@ -93,7 +75,7 @@ describe('ansible rollout', { timeout: 300_000, skip: need('ansible-playbook') }
     )![1]!;
     const hostVars = (name: string) =>
       `      ${name}:\n        keel_root: ${join(work, `root-${name}`)}\n` +
-      `        keel_systemctl: ${join(repoRoot, 'test/install-stand-in-systemctl.sh')}\n`;
+      `        keel_systemctl: ${standInSystemctl}\n`;
     const inventory = join(work, 'inventory.yml');
     writeFileSync(
       inventory,
@@ -131,6 +113,39 @@ describe('ansible rollout', { timeout: 300_000, skip: need('ansible-playbook') }
     const check = await run([...playbook, '--check'], env);
     assert.equal(check.code, 0, check.out);
     assert.deepEqual(recap(check.out), { 'host-a': 0, 'host-b': 0 }, check.out);
+
+    // The controller serves a newer bundle: the same playbook upgrades the fleet, canary first.
+    const versions = async () =>
+      Object.fromEntries(
+        (
+          await controller.api.get<{ hosts: { name: string; online: boolean; agentVersion: string }[] }>(
+            '/hosts',
+          )
+        ).body.hosts.map((h) => [h.name, `${h.agentVersion}${h.online ? '' : ' (offline)'}`]),
+      );
+    repackAgentBundle(bundles, work, '0.1.1');
+    const upgrade = await run(playbook, env);
+    assert.equal(upgrade.code, 0, upgrade.out);
+    assert.match(upgrade.out, /Done: keel-agent 0\.1\.1 is online/);
+    assert.deepEqual(await versions(), { 'host-a': '0.1.1', 'host-b': '0.1.1' });
+
+    // A broken bundle: the canary rolls itself back, the play stops, the second host is untouched.
+    repackAgentBundle(bundles, work, '0.1.2', 'process.exit(1);\n');
+    const broken = await run([...playbook, '-e', 'keel_wait_seconds=4'], env);
+    assert.notEqual(broken.code, 0, broken.out);
+    assert.match(broken.out, /rolled back to 0\.1\.1/);
+    // The canary unpacked 0.1.2 and went back; the next batch never started.
+    assert.ok(existsSync(join(work, 'root-host-a/opt/keel/agent/releases/0.1.2')));
+    assert.ok(!existsSync(join(work, 'root-host-b/opt/keel/agent/releases/0.1.2')), broken.out);
+    for (const host of ['host-a', 'host-b']) {
+      assert.equal(readlinkSync(join(work, `root-${host}`, 'opt/keel/agent/current')), 'releases/0.1.1');
+    }
+    await waitFor(
+      async () =>
+        JSON.stringify(await versions()) === JSON.stringify({ 'host-a': '0.1.1', 'host-b': '0.1.1' }),
+      10_000,
+      'both hosts online on 0.1.1',
+    );
   });
 
   test('the role and playbook are ansible-lint clean', { skip: need('ansible-lint') }, async () => {

@@ -8,13 +8,10 @@
 // as such below) that runs a unit's ExecStart with its environment, as systemd would.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import {
   existsSync,
-  mkdirSync,
   readFileSync,
   readlinkSync,
-  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -22,6 +19,7 @@ import {
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ApiClient, firstAdminFrom } from './helpers/api.ts';
+import { repackAgentBundle, standInSystemctl } from './install-helpers.ts';
 import {
   freePort,
   removeDir,
@@ -36,9 +34,6 @@ import {
 const has = (program: string) => spawnSync('sh', ['-c', `command -v ${program}`]).status === 0;
 /** CI installs the linters (.ci/run); elsewhere a missing one skips its test rather than failing. */
 const need = (program: string) => (has(program) || process.env.CI ? false : `${program} is not installed`);
-
-/** A stand-in for systemctl (systemd is not PID 1 here), named as such in its header. */
-const standInSystemctl = join(repoRoot, 'test/install-stand-in-systemctl.sh');
 
 /** Runs a shell command line with the test root's environment; resolves with its code and output. */
 function sh(
@@ -99,23 +94,7 @@ describe('install.sh', { timeout: 240_000 }, () => {
     for (const d of dirs) removeDir(d);
   });
 
-  /** Puts keel-agent-<version>.tar.gz (+ .sha256) beside 0.1.0 in the served directory: the 0.1.0
-   * bundle renamed, and with `main` as its program when given (a broken bundle). */
-  function repack(version: string, main?: string) {
-    const unpacked = join(work, `repack-${version}`);
-    const top = join(unpacked, `keel-agent-${version}`);
-    mkdirSync(unpacked);
-    spawnSync('tar', ['-xzf', join(bundles, 'keel-agent-0.1.0.tar.gz'), '-C', unpacked]);
-    renameSync(join(unpacked, 'keel-agent-0.1.0'), top);
-    const pkg = JSON.parse(readFileSync(join(top, 'package.json'), 'utf8')) as { version: string };
-    writeFileSync(join(top, 'package.json'), JSON.stringify({ ...pkg, version }));
-    if (main) writeFileSync(join(top, 'dist/keel-agent.mjs'), main);
-    const file = join(bundles, `keel-agent-${version}.tar.gz`);
-    const r = spawnSync('tar', ['-czf', file, '-C', unpacked, `keel-agent-${version}`]);
-    assert.equal(r.status, 0, String(r.stderr));
-    const sum = createHash('sha256').update(readFileSync(file)).digest('hex');
-    writeFileSync(`${file}.sha256`, `${sum}  keel-agent-${version}.tar.gz\n`);
-  }
+  const repack = (version: string, main?: string) => repackAgentBundle(bundles, work, version, main);
 
   const rootEnv = (root: string) => ({
     KEEL_ROOT: root,
