@@ -7,8 +7,8 @@
 // Limits are per test: each slow test names its own `timeout`. On Node 20 `--test-timeout` given
 // to the runner limits each whole file instead (it cancelled a file whose tests all passed, on a
 // loaded machine), so the runner gets only a hang guard far beyond any file's run time.
-// Two files run at once (the machines here have 2 cores); the long end-to-end files start first,
-// so a slow one does not begin last and leave the other core idle.
+// Two files run at once (the machines here have 2 cores); the longest files start first, so a
+// slow one does not begin last and leave the other core idle.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -32,18 +32,34 @@ const args = process.argv.slice(2);
 const files = args.some((a) => !a.startsWith('-'))
   ? []
   : [
-      ...find(join(root, 'test')).sort(bySlowness),
+      ...find(join(root, 'test')),
       ...['controller', 'agent', 'shared', 'web'].flatMap((w) => find(join(root, w, 'src'))),
-    ];
+    ].sort(bySlowness);
 
-/** End-to-end files that start several processes (measured slowest) go first, the rest by name. */
+/**
+ * The files measured slowest here (wall time on a loaded 2-core machine, slowest first) start
+ * first; then the other end-to-end files, then the rest in workspace order.
+ */
 function bySlowness(a, b) {
-  const slow = ['streams', 'fleet-processes', 'channels', 'console'];
+  const slow = [
+    'test/streams.',
+    'test/console-pages.',
+    'test/channels.',
+    'test/fleet-processes.',
+    'test/install-ansible.',
+    'test/install.',
+    'controller/src/main.',
+    'test/agent-channel.',
+    'test/heartbeats.',
+    'test/console.',
+    'controller/src/repositories/streams.',
+    'controller/src/cli/create-admin.',
+  ];
   const rank = (f) => {
-    const i = slow.findIndex((s) => f.includes(`/${s}`));
-    return i < 0 ? slow.length : i;
+    const i = slow.findIndex((s) => f.startsWith(s));
+    return i >= 0 ? i : f.startsWith('test/') ? slow.length : slow.length + 1;
   };
-  return rank(a) - rank(b) || a.localeCompare(b);
+  return rank(a) - rank(b);
 }
 
 if (!process.env.KEEL_TEST_DATABASE_URL) {
