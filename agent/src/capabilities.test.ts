@@ -54,6 +54,7 @@ test('facts: sent after every session, on change, and by facts.refresh (with a f
     emit: (kind, data) => events.push({ kind, data }),
     send: (frame) => sent.push(frame),
     onSession: (listener) => sessions.push(listener),
+    stream: () => assert.fail('facts declares no stream'),
   });
   assert.equal(sessions.length, 1);
   sessions[0]!();

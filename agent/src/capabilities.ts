@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { RequestName, RequestParams, RequestResult, SessionFrame } from '@keel/shared';
 import type { ChannelHandler } from './channels/hub.ts';
 import type { RequestContext, RequestHandler } from './link/requests.ts';
+import type { Spool } from './link/spool.ts';
 
 /** What a started capability may use. */
 export interface CapabilityContext {
@@ -17,6 +18,8 @@ export interface CapabilityContext {
   send(frame: SessionFrame): void;
   /** Calls `listener` after every welcome (each new session with the controller). */
   onSession(listener: () => void): void;
+  /** The spool of a stream the capability declared in `streams` (the link sends what is appended). */
+  stream(name: string): Spool;
 }
 
 /** Typed handlers for catalogue requests: params and result types come from the catalogue. */

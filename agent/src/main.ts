@@ -21,6 +21,7 @@ import { Spool } from './link/spool.ts';
 import { AGENT_VERSION } from './version.ts';
 import { AgentChannelHub } from './channels/hub.ts';
 import { diagnosticsCapability } from './diagnostics/index.ts';
+import { supervisorCapability } from './supervisor/index.ts';
 
 /** Exit codes of keel-agent. */
 export const exitCodes = { ok: 0, error: 1, refused: 2 } as const;
@@ -116,15 +117,30 @@ export async function run(stateDir: string): Promise<number> {
     }
   };
   // The capabilities this agent serves; the link announces their union to the controller.
-  const capabilities: AgentCapability[] = [factsCapability(), diagnosticsCapability()];
+  const capabilities: AgentCapability[] = [
+    factsCapability(),
+    diagnosticsCapability(),
+    supervisorCapability({ dir: join(stateDir, 'processes') }),
+  ];
   const composed = composeCapabilities(capabilities);
+  // One spool per stream a capability declared, beside the events spool.
+  const spools = new Map<string, Spool>([['events', events]]);
+  for (const name of composed.streams) {
+    spools.set(
+      name,
+      await Spool.open({
+        dir: join(stateDir, 'spool', name),
+        maxBytes: intEnv('KEEL_AGENT_SPOOL_BYTES', 64 * 1024 * 1024),
+      }),
+    );
+  }
   const link = new AgentLink({
     controllerUrl: enrollment.controllerUrl,
     identity,
     pin: enrollment.controllerPin,
     log,
     // The host event stream belongs to the agent itself (link and capabilities emit into it).
-    streams: new Map([['events', events]]),
+    streams: spools,
     handlers: composed.handlers,
     onLinkEvent: ({ kind, ...rest }) => emit(kind, rest),
     heartbeatMs: intEnv('KEEL_AGENT_HEARTBEAT_MS', 5_000),
@@ -136,6 +152,11 @@ export async function run(stateDir: string): Promise<number> {
     emit,
     send: (frame) => link.send(frame),
     onSession: (listener) => link.onSessionReady(() => listener()),
+    stream: (name) => {
+      const spool = spools.get(name);
+      if (!spool) throw new Error(`no spool for stream ${name}: declare it in the capability's streams`);
+      return spool;
+    },
   });
   emit('agent.started', { version: AGENT_VERSION, pid: process.pid });
   const timers: NodeJS.Timeout[] = [];
@@ -158,7 +179,7 @@ export async function run(stateDir: string): Promise<number> {
   const fatal = await link.run();
   for (const t of timers) clearInterval(t);
   await stopCapabilities(capabilities, log);
-  await events.close();
+  for (const spool of spools.values()) await spool.close();
   release();
   if (fatal) {
     console.error(`the controller refused this agent: ${fatal.reason} (close code ${fatal.closeCode})`);

@@ -6,16 +6,19 @@ import type { RequestDefinition, StreamDefinition } from './definitions.ts';
 import { pingRequest } from './messages/agent.ts';
 import { factsRefreshRequest } from './messages/facts.ts';
 import { eventsStream } from './messages/events.ts';
+import * as processes from './messages/processes.ts';
 
 /** Every agent request, by name. */
 export const requestCatalogue = {
   [pingRequest.name]: pingRequest,
   [factsRefreshRequest.name]: factsRefreshRequest,
+  ...processes.processRequests,
 } as const;
 
 /** Every stream kind, by name. */
 export const streamCatalogue = {
   [eventsStream.name]: eventsStream,
+  [processes.logsStream.name]: processes.logsStream,
 } as const;
 
 export type RequestName = keyof typeof requestCatalogue;

@@ -18,3 +18,4 @@ export * from './catalogue.ts';
 export * from './messages/agent.ts';
 export * from './messages/events.ts';
 export * from './messages/capabilities.ts';
+export * from './messages/processes.ts';

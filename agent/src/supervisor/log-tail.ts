@@ -1,0 +1,223 @@
+// The log pipeline's first half: a supervised process writes its stdout and stderr straight into
+// files (it keeps writing while the agent is down), and the agent tails those files into the
+// `logs` stream's spool, one record per line. The file is the spool before the spool.
+//
+// Exactly once across an agent crash: before each append to the spool the tailer writes (atomic
+// rename) an intent `{ seq, offsets, prev }` — the spool's last seq once this append is in, the
+// file offsets after it, and the offsets before it. On start, a spool whose last seq reached
+// `seq` has the append (resume at `offsets`); otherwise it does not (resume at `prev`). A line is
+// thus never appended twice and never skipped.
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { encodeLogLine, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shared';
+
+/** Bytes read from one file per tick: bounds memory and lets the other files have their turn. */
+const READ_BYTES = 1024 * 1024;
+/** A partial line (no newline yet) older than this is flushed as a `continued` record. */
+const PARTIAL_FLUSH_MS = 1_000;
+
+/** Splits bytes into lines: CRLF or LF, lines over `max` cut into `continued` parts, binary-safe. */
+export class LineSplitter {
+  #pending: Buffer = Buffer.alloc(0);
+  constructor(readonly max = MAX_LOG_LINE_BYTES) {}
+
+  /** Bytes held for a line not yet ended. */
+  get pendingBytes(): number {
+    return this.#pending.length;
+  }
+
+  /** Lines completed by `chunk` (each with whether it continues in the next one). */
+  push(chunk: Buffer): { line: Buffer; continued: boolean }[] {
+    const out: { line: Buffer; continued: boolean }[] = [];
+    let buf = this.#pending.length > 0 ? Buffer.concat([this.#pending, chunk]) : chunk;
+    for (;;) {
+      const nl = buf.indexOf(10);
+      if (nl < 0 || nl > this.max) {
+        if (buf.length >= this.max) {
+          out.push({ line: Buffer.from(buf.subarray(0, this.max)), continued: true });
+          buf = buf.subarray(this.max);
+          continue;
+        }
+        break;
+      }
+      const end = nl > 0 && buf[nl - 1] === 13 ? nl - 1 : nl;
+      out.push({ line: Buffer.from(buf.subarray(0, end)), continued: false });
+      buf = buf.subarray(nl + 1);
+    }
+    this.#pending = Buffer.from(buf);
+    return out;
+  }
+
+  /** Hands out the partial line (flagged continued: the rest, if any, follows in the next record). */
+  flush(): { line: Buffer; continued: boolean } | null {
+    if (this.#pending.length === 0) return null;
+    const line = this.#pending;
+    this.#pending = Buffer.alloc(0);
+    return { line, continued: true };
+  }
+}
+
+/** The files of one process's output. */
+export interface TailedFile {
+  process: string;
+  stream: 'stdout' | 'stderr';
+  path: string;
+}
+
+interface FileState extends TailedFile {
+  /** Offset up to which lines were handed to the spool (a held partial line starts here). */
+  committed: number;
+  /** Offset read up to (committed + the partial line's bytes). */
+  readTo: number;
+  splitter: LineSplitter;
+  partialSince: number;
+}
+
+/** The part of a spool the tailer needs. */
+export interface LogSpool {
+  readonly lastSeq: number;
+  append(records: readonly StreamRecord[]): { firstSeq: number; lastSeq: number };
+}
+
+type Offsets = Record<string, number>;
+
+/** Tails the output files of every process into the logs spool. Call `tick()` on a timer. */
+export class LogTailer {
+  #files = new Map<string, FileState>();
+  #intentPath: string;
+  #resumeAt: Offsets;
+  #spool: LogSpool;
+  #now: () => number;
+
+  constructor(opts: { dir: string; spool: LogSpool; now?: () => number }) {
+    this.#intentPath = join(opts.dir, 'tail-offsets.json');
+    this.#spool = opts.spool;
+    this.#now = opts.now ?? Date.now;
+    this.#resumeAt = this.#readIntent();
+  }
+
+  #readIntent(): Offsets {
+    if (!existsSync(this.#intentPath)) return {};
+    try {
+      const intent = JSON.parse(readFileSync(this.#intentPath, 'utf8')) as {
+        seq: number;
+        offsets: Offsets;
+        prev: Offsets;
+      };
+      return this.#spool.lastSeq >= intent.seq ? intent.offsets : intent.prev;
+    } catch {
+      return {};
+    }
+  }
+
+  /** Starts tailing a file, from where an earlier agent left it (or from 0). */
+  add(file: TailedFile): void {
+    if (this.#files.has(file.path)) return;
+    const at = this.#resumeAt[file.path] ?? 0;
+    this.#files.set(file.path, {
+      ...file,
+      committed: at,
+      readTo: at,
+      splitter: new LineSplitter(),
+      partialSince: 0,
+    });
+  }
+
+  /** Stops tailing a file (after a last tick, so what it holds is kept). */
+  remove(path: string): void {
+    this.#files.delete(path);
+  }
+
+  /** The offset up to which a file has been handed to the spool. */
+  committedOffset(path: string): number | undefined {
+    return this.#files.get(path)?.committed;
+  }
+
+  /** Restarts a file at offset 0 (it was truncated for a new run). */
+  reset(path: string): void {
+    const f = this.#files.get(path);
+    if (!f) return;
+    f.committed = 0;
+    f.readTo = 0;
+    f.splitter = new LineSplitter();
+  }
+
+  /**
+   * Reads what the files gained since the last tick and appends their lines to the spool.
+   * `flushPartial` also hands out partial lines at once (a process that ended).
+   * Returns the number of records appended.
+   */
+  tick(flushPartial = false): number {
+    const records: StreamRecord[] = [];
+    const prev: Offsets = {};
+    const next: Offsets = {};
+    const now = this.#now();
+    for (const f of this.#files.values()) {
+      prev[f.path] = f.committed;
+      const emit = (line: Buffer, continued: boolean) => {
+        records.push({
+          ts: now,
+          payload: encodeLogLine({ process: f.process, stream: f.stream, line, continued }),
+        });
+      };
+      let fd: number;
+      try {
+        fd = openSync(f.path, 'r');
+      } catch {
+        next[f.path] = f.committed;
+        continue;
+      }
+      try {
+        const size = fstatSync(fd).size;
+        if (size < f.readTo) {
+          // Truncated behind our back: start over at its beginning.
+          f.committed = 0;
+          f.readTo = 0;
+          f.splitter = new LineSplitter();
+        }
+        if (size > f.readTo) {
+          const buf = Buffer.allocUnsafe(Math.min(READ_BYTES, size - f.readTo));
+          const n = readSync(fd, buf, 0, buf.length, f.readTo);
+          f.readTo += n;
+          for (const { line, continued } of f.splitter.push(buf.subarray(0, n))) emit(line, continued);
+          // Lines that ended: committed moves to where the held partial line begins.
+          f.committed = f.readTo - f.splitter.pendingBytes;
+          f.partialSince = f.splitter.pendingBytes > 0 ? f.partialSince || now : 0;
+        }
+        if (
+          f.splitter.pendingBytes > 0 &&
+          (flushPartial || (f.partialSince > 0 && now - f.partialSince >= PARTIAL_FLUSH_MS))
+        ) {
+          const part = f.splitter.flush();
+          if (part) emit(part.line, true);
+          f.committed = f.readTo;
+          f.partialSince = 0;
+        }
+      } finally {
+        closeSync(fd);
+      }
+      next[f.path] = f.committed;
+    }
+    if (records.length === 0) return 0;
+    const seq = this.#spool.lastSeq + records.length;
+    const tmp = `${this.#intentPath}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ seq, offsets: next, prev }));
+    renameSync(tmp, this.#intentPath);
+    try {
+      this.#spool.append(records);
+    } catch (err) {
+      // A failed append keeps its sequence numbers (the controller records the gap): resume after it.
+      if (this.#spool.lastSeq < seq) throw err;
+    }
+    return records.length;
+  }
+}

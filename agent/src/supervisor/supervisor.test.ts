@@ -1,0 +1,323 @@
+// Proves the supervisor with real processes: output reaches the logs spool line by line (CRLF,
+// long lines, partial lines), arguments reach the program literally, a crash loop backs off and
+// ends in `crash-loop`, stop kills a process ignoring SIGTERM and its child (by pid), and a new
+// supervisor over the same directory adopts a running process (same pid, output written while
+// no supervisor watched is kept exactly once, stdin still works).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import {
+  decodeLogLine,
+  MAX_LOG_LINE_BYTES,
+  processSpecSchema,
+  type ProcessSpecInput,
+  type StreamRecord,
+} from '@keel/shared';
+import { LineSplitter, LogTailer } from './log-tail.ts';
+import { Supervisor } from './supervisor.ts';
+import { isSameProcess } from './proc.ts';
+
+const log = pino({ level: 'silent' });
+
+/** An in-memory stand-in for the logs spool (the real Spool is tested in link/spool.test.ts). */
+class MemorySpool {
+  records: StreamRecord[] = [];
+  get lastSeq() {
+    return this.records.length;
+  }
+  append(records: readonly StreamRecord[]) {
+    const firstSeq = this.records.length + 1;
+    this.records.push(...records);
+    return { firstSeq, lastSeq: this.records.length };
+  }
+  lines(name: string, stream = 'stdout') {
+    return this.records
+      .map((r) => decodeLogLine(r.payload)!)
+      .filter((l) => l.process === name && l.stream === stream)
+      .map((l) => Buffer.from(l.line).toString('utf8'));
+  }
+}
+
+function setup(t: { after(fn: () => void): void }) {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-sup-'));
+  const spool = new MemorySpool();
+  const events: { kind: string; data: Record<string, unknown> }[] = [];
+  const pids: number[] = [];
+  const make = () => {
+    const tailer = new LogTailer({ dir, spool });
+    const sup = new Supervisor({ dir, tailer, log, emit: (kind, data) => events.push({ kind, data }) });
+    return { sup, tailer };
+  };
+  t.after(() => {
+    for (const pid of pids) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { dir, spool, events, pids, make };
+}
+
+const spec = (s: ProcessSpecInput) => processSpecSchema.parse(s);
+
+async function until<T>(what: string, fn: () => T | undefined | false, ms = 5_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('LineSplitter: LF and CRLF, partial lines held, long lines cut with continued, binary kept', () => {
+  const s = new LineSplitter(8);
+  assert.deepEqual(
+    s.push(Buffer.from('a\r\nbb\nccc')).map((l) => [l.line.toString(), l.continued]),
+    [
+      ['a', false],
+      ['bb', false],
+    ],
+  );
+  assert.equal(s.pendingBytes, 3);
+  assert.deepEqual(
+    s.push(Buffer.from('0123456789\n')).map((l) => [l.line.toString(), l.continued]),
+    [
+      ['ccc01234', true],
+      ['56789', false],
+    ],
+  );
+  const bin = Buffer.from([0, 255, 254, 10]);
+  assert.deepEqual(s.push(bin)[0]!.line, Buffer.from([0, 255, 254]));
+  s.push(Buffer.from('tail'));
+  assert.deepEqual(s.flush(), { line: Buffer.from('tail'), continued: true });
+  assert.equal(s.flush(), null);
+});
+
+test(
+  'LogTailer: a crash between the intent and the append resumes before it (exactly once)',
+  { timeout: 20_000 },
+  (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-tail-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'out.log');
+    writeFileSync(file, 'one\ntwo\n');
+    const spool = new MemorySpool();
+    const a = new LogTailer({ dir, spool });
+    a.add({ process: 'p', stream: 'stdout', path: file });
+    assert.equal(a.tick(), 2);
+    writeFileSync(file, 'one\ntwo\nthree\n');
+    // The append of "three" is lost with the crash: the spool stays at 2 while the intent says 3.
+    const lossy = { lastSeq: 2, append: () => ({ firstSeq: 3, lastSeq: 3 }) };
+    const b = new LogTailer({ dir, spool: lossy });
+    b.add({ process: 'p', stream: 'stdout', path: file });
+    b.tick();
+    const c = new LogTailer({ dir, spool });
+    c.add({ process: 'p', stream: 'stdout', path: file });
+    assert.equal(c.tick(), 1);
+    assert.deepEqual(spool.lines('p'), ['one', 'two', 'three']);
+    // And once the append did happen, a new tailer does not repeat it.
+    const d = new LogTailer({ dir, spool });
+    d.add({ process: 'p', stream: 'stdout', path: file });
+    assert.equal(d.tick(), 0);
+  },
+);
+
+test(
+  'output of a process reaches the spool; arguments reach it literally; a 100 KiB line is cut',
+  { timeout: 20_000 },
+  async (t) => {
+    const { spool, make, pids } = setup(t);
+    const { sup, tailer } = make();
+    t.after(() => sup.close());
+    const args = ['a;b', '$(id)', '-x', 'two\nlines', '`whoami`', "'q'"];
+    const st = await sup.apply(
+      spec({ name: 'args', argv: ['printf', '%s|', ...args], restart: { policy: 'never' } }),
+    );
+    pids.push(st.pid!);
+    await until('exit', () => sup.status('args').state === 'exited');
+    tailer.tick(true);
+    assert.deepEqual(spool.lines('args').join('\n'), `${args.join('|')}|`);
+    assert.equal(sup.status('args').exitCode, 0);
+
+    const long = await sup.apply(
+      spec({
+        name: 'long',
+        argv: ['sh', '-c', 'head -c 102400 /dev/zero | tr "\\0" x; printf "\\r\\nend\\n" >&2; echo after'],
+        restart: { policy: 'never' },
+      }),
+    );
+    pids.push(long.pid!);
+    await until('exit', () => sup.status('long').state === 'exited');
+    tailer.tick(true);
+    const parts = spool.records.map((r) => decodeLogLine(r.payload)!).filter((l) => l.process === 'long');
+    const out = parts.filter((l) => l.stream === 'stdout');
+    assert.deepEqual(
+      out.map((l) => [l.line.length, l.continued]),
+      [
+        [MAX_LOG_LINE_BYTES, true],
+        // The x's end without a newline, so "after" completes their line.
+        [102400 - MAX_LOG_LINE_BYTES + 'after'.length, false],
+      ],
+    );
+    assert.deepEqual(spool.lines('long', 'stderr'), ['', 'end']);
+  },
+);
+
+test(
+  'a process that keeps failing backs off and ends in crash-loop; start clears it',
+  { timeout: 20_000 },
+  async (t) => {
+    const { make, events, pids } = setup(t);
+    const { sup } = make();
+    t.after(() => sup.close());
+    const started = Date.now();
+    await sup.apply(
+      spec({
+        name: 'crashy',
+        argv: ['sh', '-c', 'exit 3'],
+        restart: {
+          policy: 'on-failure',
+          backoffMs: 100,
+          maxBackoffMs: 1_000,
+          maxRestarts: 3,
+          windowSeconds: 60,
+        },
+      }),
+    );
+    await until('crash-loop', () => sup.status('crashy').state === 'crash-loop');
+    // Three restarts after 100, 200 and 400 ms of backoff.
+    assert.ok(Date.now() - started >= 700, `backed off (${Date.now() - started} ms)`);
+    const st = sup.status('crashy');
+    assert.equal(st.restarts, 3);
+    assert.equal(st.exitCode, 3);
+    assert.deepEqual(
+      events.filter((e) => e.data.process === 'crashy').map((e) => e.kind),
+      [
+        'process.started',
+        'process.exited',
+        'process.restarting',
+        'process.started',
+        'process.exited',
+        'process.restarting',
+        'process.started',
+        'process.exited',
+        'process.restarting',
+        'process.started',
+        'process.exited',
+        'process.crash-loop',
+      ],
+    );
+    const again = await sup.start('crashy');
+    if (again.pid) pids.push(again.pid);
+    assert.equal(again.restarts, 0);
+    await sup.stop('crashy');
+    assert.equal(sup.status('crashy').state, 'stopped');
+  },
+);
+
+test(
+  'stop kills a process that ignores SIGTERM and its child: the whole group, by pid',
+  { timeout: 20_000 },
+  async (t) => {
+    const { dir, make, pids } = setup(t);
+    const { sup } = make();
+    t.after(() => sup.close());
+    const childFile = join(dir, 'child.pid');
+    const st = await sup.apply(
+      spec({
+        name: 'stubborn',
+        argv: ['sh', '-c', `trap "" TERM; sleep 1000 & echo $! > ${childFile}; echo ready; wait; wait`],
+        stop: { signal: 'SIGTERM', graceMs: 300 },
+      }),
+    );
+    pids.push(st.pid!);
+    const child = await until('child pid', () => {
+      try {
+        return Number(readFileSync(childFile, 'utf8').trim()) || undefined;
+      } catch {
+        return undefined;
+      }
+    });
+    const began = Date.now();
+    const stopped = await sup.stop('stubborn');
+    assert.equal(stopped.state, 'stopped');
+    assert.ok(Date.now() - began >= 300, 'waited the grace period before SIGKILL');
+    for (const pid of [st.pid!, child]) {
+      // Gone, or a zombie waiting for init to reap it.
+      assert.ok(!isSameProcess(pid, readStatTicksOrZero(pid)), `pid ${pid} is gone`);
+    }
+    assert.equal(sup.status('stubborn').desired, 'stopped');
+  },
+);
+
+test(
+  'a new supervisor adopts a running process: same pid, output while unwatched kept once, stdin works',
+  { timeout: 20_000 },
+  async (t) => {
+    const { spool, make, pids } = setup(t);
+    const first = make();
+    const st = await first.sup.apply(
+      spec({
+        name: 'echo',
+        argv: ['sh', '-c', 'echo up; while read l; do echo "got $l"; done'],
+      }),
+    );
+    pids.push(st.pid!);
+    first.sup.stdin('echo', 'one');
+    await until('got one', () => (first.tailer.tick(), spool.lines('echo').includes('got one')));
+    // The agent goes away (no stop): the process keeps running.
+    first.sup.close();
+    const fifoWriter = join(first.sup.outputFile('echo', 'stdout'), '..', 'stdin');
+    // Output while nobody watches: written by the process itself.
+    writeFileSync(fifoWriter, 'while-down\n');
+    await new Promise((r) => setTimeout(r, 100));
+
+    const second = make();
+    t.after(() => second.sup.close());
+    await second.sup.load();
+    const adopted = second.sup.status('echo');
+    assert.equal(adopted.state, 'running');
+    assert.equal(adopted.pid, st.pid);
+    assert.equal(adopted.adopted, true);
+    assert.ok(isSameProcess(st.pid!, readStatTicks(st.pid!)));
+    second.sup.stdin('echo', 'two');
+    await until('got two', () => (second.tailer.tick(), spool.lines('echo').includes('got two')));
+    assert.deepEqual(spool.lines('echo'), ['up', 'got one', 'got while-down', 'got two']);
+    const stopped = await second.sup.stop('echo');
+    assert.equal(stopped.state, 'stopped');
+    assert.ok(!isSameProcess(st.pid!, readStatTicksOrZero(st.pid!)));
+  },
+);
+
+function readStatTicksOrZero(pid: number): number {
+  try {
+    return readStatTicks(pid);
+  } catch {
+    return 0;
+  }
+}
+
+function readStatTicks(pid: number): number {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[19]);
+}
+
+test(
+  'stdin to a process that is not running is refused; an unknown process is process.not_found',
+  { timeout: 20_000 },
+  async (t) => {
+    const { make } = setup(t);
+    const { sup } = make();
+    t.after(() => sup.close());
+    await sup.apply(spec({ name: 'idle', argv: ['true'], autostart: false }));
+    assert.throws(() => sup.stdin('idle', 'x'), { code: 'process.not_running' });
+    assert.throws(() => sup.stdin('nope', 'x'), { code: 'process.not_found' });
+  },
+);

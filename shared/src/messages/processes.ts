@@ -1,0 +1,250 @@
+// Supervised processes and their logs: the process spec a controller hands an agent, the states a
+// process goes through, the `process.*` requests, the `logs` stream and its record format, and the
+// `process.logs` live channel (the agent tails a process's output to a browser).
+//
+// A process is named per host (`web`, `mc-1`); the agent keeps its desired state on disk so it
+// survives agent restarts, and the controller keeps the definition so the console can edit it.
+import { z } from 'zod';
+import { defineRequest, defineStream } from '../definitions.ts';
+import { defineChannel } from './channels.ts';
+
+/** A process name: unique per host, safe as a directory name. */
+export const processNameSchema = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-", starting alphanumeric');
+
+/** Text without NUL (argv, env and paths cannot hold one). */
+const noNul = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => !s.includes('\u0000'), 'must not contain NUL');
+
+/** Signals a process may be stopped with. */
+export const stopSignals = [
+  'SIGTERM',
+  'SIGINT',
+  'SIGQUIT',
+  'SIGHUP',
+  'SIGUSR1',
+  'SIGUSR2',
+  'SIGKILL',
+] as const;
+
+/** Restart policy: when the supervisor starts a process again after it exits. */
+export const restartPolicySchema = z.strictObject({
+  /** `never`; `on-failure` (non-zero exit or a signal); `always` (also after exit 0). */
+  policy: z.enum(['never', 'on-failure', 'always']).default('on-failure'),
+  /** First delay before a restart; doubles on each consecutive failure. */
+  backoffMs: z.number().int().min(100).max(60_000).default(1_000),
+  /** Largest delay between restarts. */
+  maxBackoffMs: z.number().int().min(100).max(3_600_000).default(30_000),
+  /** More restarts than this within `windowSeconds` puts the process into `crash-loop`. */
+  maxRestarts: z.number().int().min(0).max(1_000).default(5),
+  windowSeconds: z.number().int().min(1).max(86_400).default(60),
+});
+
+/** How a process is stopped: a signal (or a line on stdin, e.g. a game server's `stop`), then SIGKILL. */
+export const stopSpecSchema = z.strictObject({
+  signal: z.enum(stopSignals).default('SIGTERM'),
+  /** Sent to stdin instead of the signal when set (the signal follows if it is still running at half the grace). */
+  stdinLine: noNul(4096)
+    .refine((s) => !/[\r\n]/.test(s), 'one line')
+    .optional(),
+  /** How long to wait before SIGKILL of the whole process group. */
+  graceMs: z.number().int().min(0).max(60_000).default(10_000),
+});
+
+/** What to run and how to keep it running. argv is passed to the program as is: no shell. */
+export const processSpecSchema = z.strictObject({
+  name: processNameSchema,
+  argv: z.array(noNul(4096)).min(1).max(256),
+  /** Working directory (absolute); the agent's state dir for the process when absent. */
+  cwd: noNul(4096)
+    .refine((s) => s.startsWith('/'), 'must be an absolute path')
+    .optional(),
+  env: z
+    .record(
+      z
+        .string()
+        .min(1)
+        .max(256)
+        .regex(/^[A-Za-z_][A-Za-z0-9_]*$/),
+      noNul(32_768),
+    )
+    .default({}),
+  restart: restartPolicySchema.default(restartPolicySchema.parse({})),
+  stop: stopSpecSchema.default(stopSpecSchema.parse({})),
+  /** Desired state after `process.apply`, and after the host boots. */
+  autostart: z.boolean().default(true),
+});
+export type ProcessSpec = z.output<typeof processSpecSchema>;
+export type ProcessSpecInput = z.input<typeof processSpecSchema>;
+
+/** Where a process is in its life. `exited` carries the exit code or signal; `crash-loop` gave up restarting. */
+export const processStates = ['starting', 'running', 'stopping', 'stopped', 'exited', 'crash-loop'] as const;
+export type ProcessState = (typeof processStates)[number];
+
+/** One process as the agent sees it now. */
+export const processStatusSchema = z.strictObject({
+  name: processNameSchema,
+  state: z.enum(processStates),
+  desired: z.enum(['running', 'stopped']),
+  pid: z.number().int().positive().nullable(),
+  /** When the current (or last) run started, epoch ms. */
+  startedAt: z.number().nullable(),
+  /** Exit code of the last run (null: killed by a signal, or unknown for an adopted process). */
+  exitCode: z.number().int().nullable(),
+  exitSignal: z.string().max(16).nullable(),
+  /** Restarts the supervisor made since the process was last started by hand. */
+  restarts: z.number().int().nonnegative(),
+  /** When the next automatic restart is due (epoch ms), while backing off. */
+  nextRestartAt: z.number().nullable(),
+  /** CPU use of the process group since the previous sample, % of one core. */
+  cpuPercent: z.number().nonnegative().nullable(),
+  /** Resident memory of the process group, bytes. */
+  rssBytes: z.number().nonnegative().nullable(),
+  /** True when this run was started by an earlier agent and taken over after a restart. */
+  adopted: z.boolean(),
+  spec: processSpecSchema,
+});
+export type ProcessStatus = z.infer<typeof processStatusSchema>;
+
+const byName = z.strictObject({ name: processNameSchema });
+const oneProcess = z.strictObject({ process: processStatusSchema });
+
+/** Every process on the host. */
+export const processListRequest = defineRequest('process.list', {
+  params: z.strictObject({}),
+  result: z.strictObject({ processes: z.array(processStatusSchema).max(1_000) }),
+  timeoutMs: 10_000,
+});
+
+/** Creates or replaces a process definition; a new one with `autostart` starts. A running process keeps running on its old spec until restarted. */
+export const processApplyRequest = defineRequest('process.apply', {
+  params: z.strictObject({ spec: processSpecSchema }),
+  result: oneProcess,
+  timeoutMs: 15_000,
+});
+
+/** Starts a process (clears crash-loop). */
+export const processStartRequest = defineRequest('process.start', {
+  params: byName,
+  result: oneProcess,
+  timeoutMs: 15_000,
+});
+
+/** Stops a process: stop signal or line, grace, then SIGKILL of its whole group. Answers once it is gone. */
+export const processStopRequest = defineRequest('process.stop', {
+  params: byName,
+  result: oneProcess,
+  timeoutMs: 75_000,
+});
+
+/** Stops (as process.stop) and starts again. */
+export const processRestartRequest = defineRequest('process.restart', {
+  params: byName,
+  result: oneProcess,
+  timeoutMs: 90_000,
+});
+
+/** Stops a process and forgets it (its log files are deleted). */
+export const processRemoveRequest = defineRequest('process.remove', {
+  params: byName,
+  result: z.strictObject({ removed: z.literal(true) }),
+  timeoutMs: 75_000,
+});
+
+/** One line to a running process's stdin (a newline is added). */
+export const processStdinRequest = defineRequest('process.stdin', {
+  params: z.strictObject({
+    name: processNameSchema,
+    line: z
+      .string()
+      .max(4096)
+      .refine((s) => !/[\r\n]/.test(s) && !s.includes('\u0000'), 'one line without NUL'),
+  }),
+  result: z.strictObject({ bytes: z.number().int().nonnegative() }),
+  timeoutMs: 10_000,
+});
+
+// ---- the logs stream ------------------------------------------------------------------------
+
+/**
+ * The `logs` stream: one record per output line of a supervised process, timestamped when the
+ * agent read it. Payload (binary, see `encodeLogLine`):
+ * `u8 flags | u8 nameLength | name (UTF-8) | line bytes (without the newline)`,
+ * flags bit 0 = stderr, bit 1 = the line continues in the next record (split at MAX_LOG_LINE_BYTES,
+ * or the process ended without a final newline).
+ */
+export const logsStream = defineStream('logs', { codec: 'bytes', durability: 'durable' });
+
+/** Longest line stored as one record; longer lines are split, the parts flagged `continued`. */
+export const MAX_LOG_LINE_BYTES = 64 * 1024;
+
+/** One captured line. */
+export interface LogLine {
+  process: string;
+  stream: 'stdout' | 'stderr';
+  /** The line's bytes (may be invalid UTF-8 or binary). */
+  line: Uint8Array;
+  /** The line was split: the next record of this process and stream continues it. */
+  continued: boolean;
+}
+
+/** Encodes a log line record payload. */
+export function encodeLogLine(l: LogLine): Buffer {
+  const name = Buffer.from(l.process, 'utf8');
+  if (name.length > 255) throw new RangeError('process name too long');
+  const head = Buffer.from([(l.stream === 'stderr' ? 1 : 0) | (l.continued ? 2 : 0), name.length]);
+  return Buffer.concat([head, name, l.line]);
+}
+
+/** Decodes a log line record payload; null when it is malformed. */
+export function decodeLogLine(payload: Uint8Array): LogLine | null {
+  if (payload.length < 2) return null;
+  const flags = payload[0]!;
+  const nameLength = payload[1]!;
+  if (payload.length < 2 + nameLength) return null;
+  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  return {
+    process: buf.toString('utf8', 2, 2 + nameLength),
+    stream: flags & 1 ? 'stderr' : 'stdout',
+    continued: (flags & 2) !== 0,
+    line: buf.subarray(2 + nameLength),
+  };
+}
+
+// ---- the live output channel -----------------------------------------------------------------
+
+/**
+ * `process.logs`: the live output of one process, tailed from its log files by the agent (so it
+ * works while the controller's storage is slow or down). Bytes are UTF-8 JSON lines
+ * `{"s":"out"|"err","t":epochMs,"l":"text"}\n`, and `{"skipped":bytes}\n` where a slow reader
+ * fell behind and the tail jumped ahead. `backlogBytes` of each file are sent first.
+ */
+export const processLogsChannel = defineChannel('process.logs', {
+  params: z.strictObject({
+    name: processNameSchema,
+    backlogBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(1024 * 1024)
+      .default(16 * 1024),
+  }),
+});
+export type ProcessLogsChannelParams = z.infer<typeof processLogsChannel.params>;
+
+/** The process requests, by name (spread into the catalogue). */
+export const processRequests = {
+  [processListRequest.name]: processListRequest,
+  [processApplyRequest.name]: processApplyRequest,
+  [processStartRequest.name]: processStartRequest,
+  [processStopRequest.name]: processStopRequest,
+  [processRestartRequest.name]: processRestartRequest,
+  [processRemoveRequest.name]: processRemoveRequest,
+  [processStdinRequest.name]: processStdinRequest,
+} as const;
