@@ -72,6 +72,16 @@ CREATE TABLE "join_tokens" (
 	CONSTRAINT "join_tokens_uses_left_nonnegative" CHECK ("join_tokens"."uses_left" >= 0)
 );
 --> statement-breakpoint
+CREATE TABLE "process_definitions" (
+	"id" uuid PRIMARY KEY DEFAULT gen_random_uuid() NOT NULL,
+	"host_id" uuid NOT NULL,
+	"name" text NOT NULL,
+	"spec" jsonb NOT NULL,
+	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
+	"updated_at" timestamp with time zone DEFAULT now() NOT NULL,
+	CONSTRAINT "process_definitions_host_name" UNIQUE("host_id","name")
+);
+--> statement-breakpoint
 CREATE TABLE "stream_chunks" (
 	"host_id" uuid NOT NULL,
 	"stream" text NOT NULL,
@@ -167,6 +177,7 @@ ALTER TABLE "host_group_members" ADD CONSTRAINT "host_group_members_group_id_hos
 ALTER TABLE "host_group_members" ADD CONSTRAINT "host_group_members_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "host_tags" ADD CONSTRAINT "host_tags_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "join_tokens" ADD CONSTRAINT "join_tokens_created_by_users_id_fk" FOREIGN KEY ("created_by") REFERENCES "public"."users"("id") ON DELETE set null ON UPDATE no action;--> statement-breakpoint
+ALTER TABLE "process_definitions" ADD CONSTRAINT "process_definitions_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "stream_chunks" ADD CONSTRAINT "stream_chunks_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "stream_cursors" ADD CONSTRAINT "stream_cursors_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "stream_gaps" ADD CONSTRAINT "stream_gaps_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
