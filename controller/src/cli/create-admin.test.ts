@@ -9,6 +9,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { openDatabase, type OpenDatabase } from '../db/index.ts';
+import { seedDatabase } from '../../../test/helpers/database-template.ts';
 import { createAuditRepository } from '../repositories/audit.ts';
 import { createUsersRepository } from '../repositories/users.ts';
 import { createAuditService } from '../services/audit.ts';
@@ -22,6 +23,7 @@ const log = pino({ level: 'silent' });
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'keel-cli-test-'));
+  await seedDatabase(dir); // a copy of a migrated empty database: no initdb
   database = await openDatabase({ dataDir: dir });
 });
 after(async () => {

@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { sql } from 'drizzle-orm';
 import pino from 'pino';
 import { openDatabase, type OpenDatabase } from '../db/index.ts';
+import { seedDatabase } from '../../../test/helpers/database-template.ts';
 import { AUDIT_GENESIS_HASH, createAuditRepository } from '../repositories/audit.ts';
 import { fileAuditAnchor, memoryAuditAnchor } from './audit-anchor.ts';
 import { auditRowHash, canonicalJson, createAuditService } from './audit.ts';
@@ -20,6 +21,7 @@ const log = pino({ level: 'silent' });
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'keel-audit-test-'));
+  await seedDatabase(dir); // a copy of a migrated empty database: no initdb
   database = await openDatabase({ dataDir: dir });
 });
 after(async () => {

@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { Hono } from 'hono';
 import pino from 'pino';
 import { openDatabase, type OpenDatabase } from '../db/index.ts';
+import { seedDatabase } from '../../../test/helpers/database-template.ts';
 import { createAuditRepository } from '../repositories/audit.ts';
 import { createSessionsRepository } from '../repositories/sessions.ts';
 import { createUsersRepository } from '../repositories/users.ts';
@@ -30,6 +31,7 @@ let database: OpenDatabase;
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'keel-auth-test-'));
+  await seedDatabase(dir); // a copy of a migrated empty database: no initdb
   database = await openDatabase({ dataDir: dir });
   const audit = createAuditService({ audit: createAuditRepository(database.db), log });
   const users = createUsersService({ users: createUsersRepository(database.db), audit });
