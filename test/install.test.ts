@@ -52,29 +52,33 @@ function sh(
 
 const mode = (path: string) => statSync(path).mode & 0o777;
 
-describe('install.sh', { timeout: 240_000 }, () => {
+describe('install.sh', () => {
   const procs: Proc[] = [];
   const dirs: string[] = [];
   let controller: ControllerProcess;
   let work: string;
   let bundles: string;
 
-  before(async () => {
-    work = tempDir('keel-install-');
-    dirs.push(work);
-    bundles = join(work, 'bundles');
-    // The agent bundle exactly as `npm run build` makes it, served by the controller.
-    const built = spawnSync(
-      process.execPath,
-      [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', bundles],
-      {
-        encoding: 'utf8',
-      },
-    );
-    assert.equal(built.status, 0, built.stderr);
-    controller = await startControllerProcess(procs, { env: { KEEL_AGENT_BUNDLE_DIR: bundles } });
-    dirs.push(controller.dataDir);
-  });
+  // Builds the agent bundle and starts a controller: seconds, more on a busy machine.
+  before(
+    async () => {
+      work = tempDir('keel-install-');
+      dirs.push(work);
+      bundles = join(work, 'bundles');
+      // The agent bundle exactly as `npm run build` makes it, served by the controller.
+      const built = spawnSync(
+        process.execPath,
+        [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', bundles],
+        {
+          encoding: 'utf8',
+        },
+      );
+      assert.equal(built.status, 0, built.stderr);
+      controller = await startControllerProcess(procs, { env: { KEEL_AGENT_BUNDLE_DIR: bundles } });
+      dirs.push(controller.dataDir);
+    },
+    { timeout: 150_000 },
+  );
 
   after(async () => {
     // Any agent a failed test left running under the stand-in.
@@ -95,110 +99,116 @@ describe('install.sh', { timeout: 240_000 }, () => {
     KEEL_WAIT_SECONDS: '30',
   });
 
-  test('the Add host command installs, enrolls and brings the host online; a re-run changes nothing', async () => {
-    const root = join(work, 'root-a');
-    const created = await controller.api.post<{ command: string }>('/join-tokens', { note: 'install test' });
-    assert.equal(created.status, 201);
-    const command = created.body.command;
-    assert.match(
-      command,
-      /^curl -fsSL http:\/\/127\.0\.0\.1:\d+\/install\.sh \| KEEL_JOIN_TOKEN=kjt_\S+ sh -s -- agent /,
-    );
-
-    // Exactly the command from the console, in the test root.
-    const first = await sh(command, rootEnv(root));
-    assert.equal(first.code, 0, first.out);
-    assert.match(first.out, /SHA-256 verified/);
-    assert.match(first.out, /Done: this host is online/);
-    assert.ok(!first.out.includes(command.split('KEEL_JOIN_TOKEN=')[1]!.split(' ')[0]!), 'token printed');
-
-    // Files and permissions.
-    assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.0');
-    assert.equal(mode(join(root, 'var/lib/keel-agent')), 0o700);
-    assert.equal(mode(join(root, 'etc/keel/agent.env')), 0o600);
-    assert.equal(mode(join(root, 'usr/local/bin/keel-agent')), 0o755);
-    assert.equal(mode(join(root, 'etc/systemd/system/keel-agent.service')), 0o644);
-    assert.ok(statSync(join(root, 'var/lib/keel-agent/enrollment.json')).isFile());
-    const unit = readFileSync(join(root, 'etc/systemd/system/keel-agent.service'), 'utf8');
-    assert.match(unit, new RegExp(`^ExecStart=${root}/usr/local/bin/keel-agent run$`, 'm'));
-    const release = join(root, 'opt/keel/agent/releases/0.1.0');
-    for (const f of ['bin/keel-agent.mjs', 'dist/keel-agent.mjs', 'package.json']) {
-      assert.equal(mode(join(release, f)) & 0o022, 0, `${f} is group/world writable`);
-    }
-
-    // The controller sees it: online, on the installed version.
-    const hosts = await controller.api.get<{
-      hosts: { name: string; online: boolean; agentVersion: string }[];
-    }>('/hosts');
-    assert.equal(hosts.body.hosts.length, 1);
-    assert.equal(hosts.body.hosts[0]!.online, true);
-    assert.equal(hosts.body.hosts[0]!.agentVersion, '0.1.0');
-    const pid = readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8');
-
-    // Idempotent: the same command again (its token is used up) keeps everything as it is.
-    const again = await sh(command, rootEnv(root));
-    assert.equal(again.code, 0, again.out);
-    assert.match(again.out, /already enrolled/);
-    assert.match(again.out, /already unpacked/);
-    assert.match(again.out, /running and nothing changed/);
-    assert.equal(readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8'), pid);
-    assert.equal((await controller.api.get<{ hosts: unknown[] }>('/hosts')).body.hosts.length, 1);
-
-    // Installed units pass systemd's own checks (their paths exist in the test root).
-    if (has('systemd-analyze')) {
-      const verify = spawnSync(
-        'systemd-analyze',
-        ['verify', join(root, 'etc/systemd/system/keel-agent.service')],
-        {
-          encoding: 'utf8',
-        },
+  test(
+    'the Add host command installs, enrolls and brings the host online; a re-run changes nothing',
+    { timeout: 180_000 },
+    async () => {
+      const root = join(work, 'root-a');
+      const created = await controller.api.post<{ command: string }>('/join-tokens', {
+        note: 'install test',
+      });
+      assert.equal(created.status, 201);
+      const command = created.body.command;
+      assert.match(
+        command,
+        /^curl -fsSL http:\/\/127\.0\.0\.1:\d+\/install\.sh \| KEEL_JOIN_TOKEN=kjt_\S+ sh -s -- agent /,
       );
-      assert.equal(verify.status, 0, verify.stderr);
-    }
 
-    // Upgrade to what the controller serves now; a broken bundle is rolled back by the script.
-    const hostVersion = async () =>
-      (await controller.api.get<{ hosts: { online: boolean; agentVersion: string }[] }>('/hosts')).body
-        .hosts[0]!;
-    repack('0.1.1');
-    const upgrade = `curl -fsSL ${controller.url}/install.sh | sh -s -- upgrade`;
-    const up = await sh(upgrade, rootEnv(root));
-    assert.equal(up.code, 0, up.out);
-    assert.match(up.out, /Done: keel-agent 0\.1\.1 is online/);
-    assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
-    assert.equal((await hostVersion()).agentVersion, '0.1.1');
-    repack('0.1.2', 'process.exit(1);\n');
-    const broken = await sh(upgrade, { ...rootEnv(root), KEEL_WAIT_SECONDS: '4' });
-    assert.equal(broken.code, 1, broken.out);
-    assert.match(broken.out, /did not come online within 4s; rolled back to 0\.1\.1/);
-    assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
-    await waitFor(async () => (await hostVersion()).online, 10_000, 'host back online on 0.1.1');
-    assert.equal((await hostVersion()).agentVersion, '0.1.1');
-    for (const v of ['0.1.1', '0.1.2']) {
-      for (const f of [`keel-agent-${v}.tar.gz`, `keel-agent-${v}.tar.gz.sha256`]) rmSync(join(bundles, f));
-    }
+      // Exactly the command from the console, in the test root.
+      const first = await sh(command, rootEnv(root));
+      assert.equal(first.code, 0, first.out);
+      assert.match(first.out, /SHA-256 verified/);
+      assert.match(first.out, /Done: this host is online/);
+      assert.ok(!first.out.includes(command.split('KEEL_JOIN_TOKEN=')[1]!.split(' ')[0]!), 'token printed');
 
-    // Uninstall stops it and keeps the key; --purge removes that too.
-    const removed = await sh(`sh ${repoRoot}install.sh uninstall`, rootEnv(root));
-    assert.equal(removed.code, 0, removed.out);
-    assert.match(removed.out, /Kept its key/);
-    assert.ok(!existsSync(join(root, 'opt/keel')));
-    assert.ok(!existsSync(join(root, 'usr/local/bin/keel-agent')));
-    assert.ok(!existsSync(join(root, 'etc/systemd/system/keel-agent.service')));
-    assert.ok(existsSync(join(root, 'var/lib/keel-agent/enrollment.json')));
-    await waitFor(
-      async () =>
-        !(await controller.api.get<{ hosts: { online: boolean }[] }>('/hosts')).body.hosts[0]!.online,
-      10_000,
-      'host offline after uninstall',
-    );
-    const purged = await sh(`sh ${repoRoot}install.sh uninstall agent --purge`, rootEnv(root));
-    assert.equal(purged.code, 0, purged.out);
-    assert.ok(!existsSync(join(root, 'var/lib/keel-agent')));
-    assert.ok(!existsSync(join(root, 'etc/keel/agent.env')));
-  });
+      // Files and permissions.
+      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.0');
+      assert.equal(mode(join(root, 'var/lib/keel-agent')), 0o700);
+      assert.equal(mode(join(root, 'etc/keel/agent.env')), 0o600);
+      assert.equal(mode(join(root, 'usr/local/bin/keel-agent')), 0o755);
+      assert.equal(mode(join(root, 'etc/systemd/system/keel-agent.service')), 0o644);
+      assert.ok(statSync(join(root, 'var/lib/keel-agent/enrollment.json')).isFile());
+      const unit = readFileSync(join(root, 'etc/systemd/system/keel-agent.service'), 'utf8');
+      assert.match(unit, new RegExp(`^ExecStart=${root}/usr/local/bin/keel-agent run$`, 'm'));
+      const release = join(root, 'opt/keel/agent/releases/0.1.0');
+      for (const f of ['bin/keel-agent.mjs', 'dist/keel-agent.mjs', 'package.json']) {
+        assert.equal(mode(join(release, f)) & 0o022, 0, `${f} is group/world writable`);
+      }
 
-  test('a pin that is not the serving controller key installs nothing', async () => {
+      // The controller sees it: online, on the installed version.
+      const hosts = await controller.api.get<{
+        hosts: { name: string; online: boolean; agentVersion: string }[];
+      }>('/hosts');
+      assert.equal(hosts.body.hosts.length, 1);
+      assert.equal(hosts.body.hosts[0]!.online, true);
+      assert.equal(hosts.body.hosts[0]!.agentVersion, '0.1.0');
+      const pid = readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8');
+
+      // Idempotent: the same command again (its token is used up) keeps everything as it is.
+      const again = await sh(command, rootEnv(root));
+      assert.equal(again.code, 0, again.out);
+      assert.match(again.out, /already enrolled/);
+      assert.match(again.out, /already unpacked/);
+      assert.match(again.out, /running and nothing changed/);
+      assert.equal(readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8'), pid);
+      assert.equal((await controller.api.get<{ hosts: unknown[] }>('/hosts')).body.hosts.length, 1);
+
+      // Installed units pass systemd's own checks (their paths exist in the test root).
+      if (has('systemd-analyze')) {
+        const verify = spawnSync(
+          'systemd-analyze',
+          ['verify', join(root, 'etc/systemd/system/keel-agent.service')],
+          {
+            encoding: 'utf8',
+          },
+        );
+        assert.equal(verify.status, 0, verify.stderr);
+      }
+
+      // Upgrade to what the controller serves now; a broken bundle is rolled back by the script.
+      const hostVersion = async () =>
+        (await controller.api.get<{ hosts: { online: boolean; agentVersion: string }[] }>('/hosts')).body
+          .hosts[0]!;
+      repack('0.1.1');
+      const upgrade = `curl -fsSL ${controller.url}/install.sh | sh -s -- upgrade`;
+      const up = await sh(upgrade, rootEnv(root));
+      assert.equal(up.code, 0, up.out);
+      assert.match(up.out, /Done: keel-agent 0\.1\.1 is online/);
+      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
+      assert.equal((await hostVersion()).agentVersion, '0.1.1');
+      repack('0.1.2', 'process.exit(1);\n');
+      const broken = await sh(upgrade, { ...rootEnv(root), KEEL_WAIT_SECONDS: '4' });
+      assert.equal(broken.code, 1, broken.out);
+      assert.match(broken.out, /did not come online within 4s; rolled back to 0\.1\.1/);
+      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
+      await waitFor(async () => (await hostVersion()).online, 10_000, 'host back online on 0.1.1');
+      assert.equal((await hostVersion()).agentVersion, '0.1.1');
+      for (const v of ['0.1.1', '0.1.2']) {
+        for (const f of [`keel-agent-${v}.tar.gz`, `keel-agent-${v}.tar.gz.sha256`]) rmSync(join(bundles, f));
+      }
+
+      // Uninstall stops it and keeps the key; --purge removes that too.
+      const removed = await sh(`sh ${repoRoot}install.sh uninstall`, rootEnv(root));
+      assert.equal(removed.code, 0, removed.out);
+      assert.match(removed.out, /Kept its key/);
+      assert.ok(!existsSync(join(root, 'opt/keel')));
+      assert.ok(!existsSync(join(root, 'usr/local/bin/keel-agent')));
+      assert.ok(!existsSync(join(root, 'etc/systemd/system/keel-agent.service')));
+      assert.ok(existsSync(join(root, 'var/lib/keel-agent/enrollment.json')));
+      await waitFor(
+        async () =>
+          !(await controller.api.get<{ hosts: { online: boolean }[] }>('/hosts')).body.hosts[0]!.online,
+        10_000,
+        'host offline after uninstall',
+      );
+      const purged = await sh(`sh ${repoRoot}install.sh uninstall agent --purge`, rootEnv(root));
+      assert.equal(purged.code, 0, purged.out);
+      assert.ok(!existsSync(join(root, 'var/lib/keel-agent')));
+      assert.ok(!existsSync(join(root, 'etc/keel/agent.env')));
+    },
+  );
+
+  test('a pin that is not the serving controller key installs nothing', { timeout: 30_000 }, async () => {
     const root = join(work, 'root-b');
     const script = join(work, 'install.sh');
     const served = await fetch(`${controller.url}/install.sh`);
@@ -212,7 +222,7 @@ describe('install.sh', { timeout: 240_000 }, () => {
     assert.ok(!existsSync(join(root, 'opt')));
   });
 
-  test('a bundle whose checksum does not match installs nothing', async () => {
+  test('a bundle whose checksum does not match installs nothing', { timeout: 30_000 }, async () => {
     const root = join(work, 'root-c');
     const bundle = join(bundles, 'keel-agent-0.1.0.tar.gz');
     const r = await sh(`sh ${repoRoot}install.sh agent --bundle ${bundle} --sha256 ${'0'.repeat(64)}`, {
@@ -227,7 +237,7 @@ describe('install.sh', { timeout: 240_000 }, () => {
     assert.ok(!existsSync(join(root, 'opt/keel/agent/current')));
   });
 
-  test('an old Node.js is refused with a clear message', async () => {
+  test('an old Node.js is refused with a clear message', { timeout: 30_000 }, async () => {
     const fakeNode = join(work, 'node18');
     writeFileSync(fakeNode, '#!/bin/sh\necho 18.20.4\n', { mode: 0o755 });
     const r = await sh(`sh ${repoRoot}install.sh agent --node ${fakeNode} --no-systemd`, {
@@ -237,13 +247,13 @@ describe('install.sh', { timeout: 240_000 }, () => {
     assert.match(r.out, /Keel needs Node\.js 20\.19 or newer; .* is 18\.20\.4/);
   });
 
-  test('install.sh is shellcheck clean', { skip: need('shellcheck') }, () => {
+  test('install.sh is shellcheck clean', { timeout: 60_000, skip: need('shellcheck') }, () => {
     const r = spawnSync('shellcheck', ['--shell=sh', join(repoRoot, 'install.sh')], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stdout + r.stderr);
   });
 });
 
-describe('install.sh controller', { timeout: 240_000 }, () => {
+describe('install.sh controller', () => {
   const built = existsSync(join(repoRoot, 'web/build/index.html'));
   const dirs: string[] = [];
   let work = '';
@@ -260,7 +270,10 @@ describe('install.sh controller', { timeout: 240_000 }, () => {
   test(
     'installs the controller bundle, which runs and serves the agent install to a new host',
     // npm test builds the console first; a lone run without it has no controller bundle to make.
-    { skip: built || process.env.CI ? false : 'the console is not built (npm run build -w web)' },
+    {
+      timeout: 240_000,
+      skip: built || process.env.CI ? false : 'the console is not built (npm run build -w web)',
+    },
     async () => {
       work = tempDir('keel-install-ctl-');
       dirs.push(work);
