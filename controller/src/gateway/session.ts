@@ -63,7 +63,7 @@ export class AgentSession {
   #earlyBytes = 0;
   #budget: EarlyBudget;
   #dispatch: (s: AgentSession, frame: SessionFrame, body: Buffer) => void;
-  #announced: () => void = () => {};
+  #announced: (ok: boolean) => void = () => {};
 
   constructor(
     conn: Authenticated,
@@ -89,7 +89,7 @@ export class AgentSession {
             return this.channel.fail(closeCodes.unexpected, `frame ${f.type} where capabilities belong`);
           const { type: _type, ...announced } = f;
           this.capabilities = { ...announced, announced: true };
-          return this.#announced();
+          return this.#announced(true);
         }
         if (this.ready) return this.#dispatch(this, f, body);
         if (this.#early.length >= MAX_EARLY_FRAMES) return this.#dropEarly('too many frames before welcome');
@@ -114,9 +114,9 @@ export class AgentSession {
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), ms);
       timer.unref();
-      this.#announced = () => {
+      this.#announced = (ok) => {
         clearTimeout(timer);
-        resolve(true);
+        resolve(ok);
       };
     });
   }
@@ -157,6 +157,7 @@ export class AgentSession {
     this.ended = true;
     this.ready = false;
     this.#releaseEarly();
+    this.#announced(false); // a start still waiting for the announcement gives up now
     this.channel.markClosed();
     this.ingest?.stop();
     return true;
