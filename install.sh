@@ -43,7 +43,9 @@ CONTROLLER_DATA=$ROOT/var/lib/keel-controller
 # ---- output ----------------------------------------------------------------------------------
 
 STEP=0
+STARTED=$(date +%s)
 say() { printf '%s\n' "$*"; }
+elapsed() { printf '%ss' "$(($(date +%s) - STARTED))"; }
 step() {
   STEP=$((STEP + 1))
   printf '[%s] %s\n' "$STEP" "$*"
@@ -445,7 +447,7 @@ install_agent() {
   fi
   step "Waiting for the controller to see this host"
   wait_online "$BUNDLE_VERSION" || die "the agent is installed but the controller does not show it online yet; $(agent_hint)"
-  say "Done: this host is online at $(agent_controller) (keel-agent $BUNDLE_VERSION)."
+  say "Done: this host is online at $(agent_controller) (keel-agent $BUNDLE_VERSION, $(elapsed))."
 }
 
 upgrade_agent() {

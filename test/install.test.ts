@@ -253,6 +253,64 @@ describe('install.sh', () => {
   });
 });
 
+describe('release bundles', () => {
+  test(
+    'the agent bundle is reproducible, self-contained and runs outside the repository',
+    { timeout: 90_000 },
+    () => {
+      const work = tempDir('keel-release-');
+      try {
+        const sums = ['a', 'b'].map((name) => {
+          const out = join(work, name);
+          const r = spawnSync(
+            process.execPath,
+            [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', out],
+            {
+              encoding: 'utf8',
+            },
+          );
+          assert.equal(r.status, 0, r.stderr);
+          const line = readFileSync(join(out, 'keel-agent-0.1.0.tar.gz.sha256'), 'utf8');
+          assert.equal(readFileSync(join(out, 'SHA256SUMS'), 'utf8'), line);
+          return line;
+        });
+        assert.equal(sums[0], sums[1], 'two builds of the same tree differ');
+        const listing = spawnSync('tar', ['-tzf', join(work, 'a/keel-agent-0.1.0.tar.gz')], {
+          encoding: 'utf8',
+        });
+        assert.deepEqual(
+          listing.stdout
+            .trim()
+            .split('\n')
+            .filter((f) => !f.endsWith('/'))
+            .sort(),
+          [
+            'keel-agent-0.1.0/bin/keel-agent.mjs',
+            'keel-agent-0.1.0/dist/keel-agent.mjs',
+            'keel-agent-0.1.0/package.json',
+            'keel-agent-0.1.0/systemd/keel-agent.service',
+          ],
+        );
+        // Unpacked where no node_modules can be found: every dependency is inside the bundle.
+        spawnSync('tar', ['-xzf', join(work, 'a/keel-agent-0.1.0.tar.gz'), '-C', work]);
+        const agent = join(work, 'keel-agent-0.1.0/bin/keel-agent.mjs');
+        const version = spawnSync(process.execPath, [agent, 'version'], { encoding: 'utf8' });
+        assert.equal(version.stdout.trim(), '0.1.0', version.stderr);
+        const identity = spawnSync(
+          process.execPath,
+          [agent, 'identity', '--state-dir', join(work, 'state')],
+          {
+            encoding: 'utf8',
+          },
+        );
+        assert.match(identity.stdout, /^fingerprint: sha256:/m, identity.stderr);
+      } finally {
+        removeDir(work);
+      }
+    },
+  );
+});
+
 describe('install.sh controller', () => {
   const built = existsSync(join(repoRoot, 'web/build/index.html'));
   const dirs: string[] = [];
