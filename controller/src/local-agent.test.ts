@@ -48,7 +48,7 @@ test(
       const seen = new Map<number, { cmdline: string; environ: string }>();
       const watch = setInterval(() => {
         for (const [pid, p] of children()) if (!seen.has(pid)) seen.set(pid, p);
-      }, 10);
+      }, 25);
       try {
         stop = await startLocalAgent({
           dataDir: ctl.dataDir,
