@@ -1,7 +1,7 @@
 // keel-agent: `enroll` redeems a join token with the controller (pinning its key), `run` keeps the
 // host connected, answers requests and ships the host event stream. Exit codes: 0 clean stop,
-// 1 local error, 2 the controller refused this agent (revoked, unknown, pin mismatch) — or, from
-// cli.ts, which reads the command line, a usage mistake.
+// 1 local error (or a network error, a pin mismatch included), 2 the controller refused this agent
+// in a way the agent verified (revoked, unknown key) — or, from cli.ts, a usage mistake.
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
