@@ -63,7 +63,8 @@ Usage: install.sh agent|controller|upgrade|uninstall|help [options]
   agent        install the agent, enroll this host, start keel-agent.service, wait until online
     --controller URL        the controller (default: the one that served this script)  KEEL_CONTROLLER
     --pin sha256:FP         the controller key's fingerprint; must match the served one KEEL_PIN
-    --token-file FILE|-     read the join token from FILE or stdin                      KEEL_JOIN_TOKEN_FILE
+    --token-file FILE|-     read the join token from FILE, or stdin ("-": only when this
+                            script runs from a file, not piped into sh)                 KEEL_JOIN_TOKEN_FILE
     --token TOKEN           the join token (visible in the process list: prefer the
                             environment variable)                                       KEEL_JOIN_TOKEN
     --name NAME             the host's name in the console (default: hostname)         KEEL_HOST_NAME
@@ -360,6 +361,9 @@ enroll_agent() {
   step "Enrolling this host"
   if [ -f "$AGENT_STATE/enrollment.json" ]; then
     say "    already enrolled as host $(agent_host_id) with $(agent_controller); keeping it"
+    if [ "$(agent_controller)" != "$CONTROLLER" ]; then
+      warn "this host stays enrolled with $(agent_controller), not $CONTROLLER; to move it, run install.sh uninstall --purge first"
+    fi
     return 0
   fi
   if [ -z "$TOKEN" ] && [ -z "$TOKEN_FILE" ]; then
