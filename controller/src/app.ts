@@ -30,6 +30,7 @@ import {
 import { createServices, type Services } from './services/index.ts';
 import { permit } from './routes/permit.ts';
 import { channelRoutes } from './channels/routes.ts';
+import { processRoutes } from './routes/processes.ts';
 
 /** Largest JSON body the API accepts. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -94,6 +95,7 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/auth', authRoutes({ auth: services.auth, cookie }))
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/hosts', channelRoutes({ channels: services.channels }))
+    .route('/hosts', processRoutes({ processes: services.processes }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .route('/audit', auditRoutes({ audit: services.audit }))
     .route(

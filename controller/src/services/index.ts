@@ -17,6 +17,8 @@ import { createHostsService } from './hosts.ts';
 import { createJoinTokensService } from './join-tokens.ts';
 import { createUsersService } from './users.ts';
 import { createChannelsService } from '../channels/service.ts';
+import { createProcessRepository } from '../repositories/processes.ts';
+import { createProcessesService } from './processes.ts';
 
 export interface ServicesDeps {
   db: Db;
@@ -58,6 +60,12 @@ export function createServices(deps: ServicesDeps) {
     }),
     channels: createChannelsService({ hosts: createHostRepository(db), gateway: deps.gateway, audit }),
     hostEvents: createHostEventsReader(createStreamRepository(db)),
+    processes: createProcessesService({
+      hosts: createHostRepository(db),
+      processes: createProcessRepository(db, createStreamRepository(db)),
+      gateway: deps.gateway,
+      audit,
+    }),
     joinTokens: createJoinTokensService({
       joinTokens: createJoinTokenRepository(db),
       audit,

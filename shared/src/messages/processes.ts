@@ -8,12 +8,16 @@ import { z } from 'zod';
 import { defineRequest, defineStream } from '../definitions.ts';
 import { defineChannel } from './channels.ts';
 
+/** What a process name looks like: unique per host, safe as a directory name. */
+export const PROCESS_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
 /** A process name: unique per host, safe as a directory name. */
 export const processNameSchema = z
   .string()
-  .min(1)
-  .max(63)
-  .regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-", starting alphanumeric');
+  .regex(
+    PROCESS_NAME_PATTERN,
+    'at most 63 lower-case letters, digits, ".", "_" and "-", starting alphanumeric',
+  );
 
 /** Text without NUL (argv, env and paths cannot hold one). */
 const noNul = (max: number) =>
