@@ -19,6 +19,8 @@ import { installRoutes, type InstallSources } from './routes/install.ts';
 import { hostRoutes } from './routes/hosts.ts';
 import { joinTokenRoutes } from './routes/join-tokens.ts';
 import { auditRoutes } from './routes/audit.ts';
+import { groupRoutes, hostTagRoutes } from './routes/groups.ts';
+import { userRoutes } from './routes/users.ts';
 import {
   clientAddress,
   requestLog,
@@ -88,7 +90,9 @@ function buildApi(deps: AppDeps, services: Services) {
       },
     }),
   );
-  for (const prefix of ['/hosts/*', '/join-tokens/*', '/audit/*']) api.use(prefix, session, csrf);
+  for (const prefix of ['/hosts/*', '/join-tokens/*', '/audit/*', '/users/*', '/groups/*', '/host-tags/*']) {
+    api.use(prefix, session, csrf);
+  }
   api.use('/events/*', session);
 
   const routes = api
@@ -98,6 +102,9 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/hosts', processRoutes({ processes: services.processes }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .route('/audit', auditRoutes({ audit: services.audit }))
+    .route('/users', userRoutes({ users: services.users }))
+    .route('/groups', groupRoutes({ groups: services.groups }))
+    .route('/host-tags', hostTagRoutes({ groups: services.groups }))
     .route(
       '/events',
       eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }),

@@ -58,7 +58,7 @@ export function channelRoutes({ channels }: { channels: ChannelsService }) {
   return createRouter().openapi(openRoute, async (c) => {
     const session = sessionOf(c);
     const { kind, params } = c.req.valid('json');
-    const actor = { id: session.user.id, role: session.user.role, ip: c.get('clientIp') };
+    const actor = { ...session.actor, ip: c.get('clientIp') };
     return c.json(await channels.open(actor, c.req.valid('param').id, kind, params), 201);
   });
 }

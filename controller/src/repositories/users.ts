@@ -29,7 +29,12 @@ export function createUsersRepository(db: Db) {
     },
 
     /** Inserts a user; returns null when the username is already taken. */
-    async create(input: { username: string; passwordHash: string; role: UserRole }): Promise<UserRow | null> {
+    async create(input: {
+      username: string;
+      passwordHash: string;
+      role: UserRole;
+      scoped?: boolean;
+    }): Promise<UserRow | null> {
       const rows = await db
         .insert(users)
         .values(input)
@@ -66,8 +71,25 @@ export function createUsersRepository(db: Db) {
         .where(eq(users.id, id));
     },
 
-    async setPasswordHash(id: string, passwordHash: string): Promise<void> {
-      await db.update(users).set({ passwordHash }).where(eq(users.id, id));
+    async setPasswordHash(id: string, passwordHash: string, at: Date = new Date()): Promise<void> {
+      await db.update(users).set({ passwordHash, passwordChangedAt: at }).where(eq(users.id, id));
+    },
+
+    /** Changes role and/or scope; returns the updated row or null. */
+    async update(id: string, input: { role?: UserRole; scoped?: boolean }): Promise<UserRow | null> {
+      const [row] = await db.update(users).set(input).where(eq(users.id, id)).returning();
+      return row ?? null;
+    },
+
+    async delete(id: string): Promise<boolean> {
+      const rows = await db.delete(users).where(eq(users.id, id)).returning({ id: users.id });
+      return rows.length > 0;
+    },
+
+    /** How many owners exist (the last one cannot be removed or demoted). */
+    async countOwners(): Promise<number> {
+      const [row] = await db.select({ n: count() }).from(users).where(eq(users.role, 'owner'));
+      return row?.n ?? 0;
     },
   };
 }

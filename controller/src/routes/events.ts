@@ -6,6 +6,7 @@ import { streamSSE } from 'hono/streaming';
 import type { Logger } from 'pino';
 import type { FleetBus, FleetEvent } from '../bus/index.ts';
 import type { AuthService } from '../services/auth.ts';
+import { canSeeHost } from '../services/access.ts';
 import { authErrors, cookieSecurity, createRouter, sessionOf } from './env.ts';
 import { permit } from './permit.ts';
 
@@ -81,6 +82,10 @@ export function eventRoutes({ bus, auth, log, options }: EventRoutesDeps) {
       const unsubscribe = bus.subscribe((event) => {
         const message = toMessage(event);
         if (done || !message) return;
+        // Only hosts the user may see (their grants as of when the stream opened).
+        const hostId =
+          event.type === 'host' ? event.host.id : event.type === 'host.removed' ? event.hostId : null;
+        if (hostId !== null && !canSeeHost(session.actor, hostId)) return;
         if (queue.length >= opts.maxQueuedEvents) {
           stop('client too slow');
           // Unblocks a write stuck on the slow client and ends the response.

@@ -231,10 +231,14 @@ export interface HostRoutesDeps {
 
 /** Host routes (behind the session and CSRF middleware). */
 export function hostRoutes({ hosts, events }: HostRoutesDeps) {
-  const actor = (c: Parameters<typeof sessionOf>[0]) => ({ id: sessionOf(c).user.id, ip: c.get('clientIp') });
+  const actor = (c: Parameters<typeof sessionOf>[0]) => ({
+    id: sessionOf(c).user.id,
+    ip: c.get('clientIp'),
+    access: sessionOf(c).actor,
+  });
   return createRouter()
-    .openapi(listRoute, async (c) => c.json({ hosts: await hosts.list() }, 200))
-    .openapi(getRoute, async (c) => c.json({ host: await hosts.get(c.req.valid('param').id) }, 200))
+    .openapi(listRoute, async (c) => c.json({ hosts: await hosts.list(actor(c)) }, 200))
+    .openapi(getRoute, async (c) => c.json({ host: await hosts.get(c.req.valid('param').id, actor(c)) }, 200))
     .openapi(revokeRoute, async (c) =>
       c.json({ host: await hosts.revoke(c.req.valid('param').id, actor(c)) }, 200),
     )
@@ -245,7 +249,7 @@ export function hostRoutes({ hosts, events }: HostRoutesDeps) {
     .openapi(eventsRoute, async (c) => {
       const { id } = c.req.valid('param');
       const { after, limit, tail } = c.req.valid('query');
-      await hosts.get(id);
+      await hosts.get(id, actor(c));
       return c.json(await (tail ? events.tail(id, tail) : events.read(id, after, limit)), 200);
     });
 }

@@ -31,7 +31,7 @@ export function permit(permission: Permission): MiddlewareHandler<AppEnv> {
   return mark(
     createMiddleware<AppEnv>(async (c, next) => {
       const session = c.get('session') as AppEnv['Variables']['session'] | undefined;
-      requireAccess(session?.user, permission);
+      requireAccess(session?.actor, permission);
       await next();
     }),
     permission,

@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import { KeelError } from '@keel/shared';
 import type { SessionsRepository } from '../repositories/sessions.ts';
 import type { UserRole, UserRow, UsersRepository } from '../repositories/users.ts';
+import { actorOf, type Actor } from './access.ts';
 import type { AuditService } from './audit.ts';
 
 /** Sign-in and session policy; the defaults are what the handbook promises. */
@@ -76,6 +77,8 @@ export function publicUser(user: UserRow): PublicUser {
 /** A live, authenticated session. */
 export interface AuthenticatedSession {
   user: PublicUser;
+  /** What the user may do (role, scope and grants), for `permit` and `requireHostAccess`. */
+  actor: Actor;
   sessionId: string;
   csrfToken: string;
   expiresAt: Date;
@@ -214,6 +217,8 @@ export interface AuthServiceDeps {
   policy?: Partial<typeof authPolicy>;
   /** The password check (tests count calls); argon2id verification by default. */
   checkPassword?: (passwordHash: string, password: string) => Promise<boolean>;
+  /** Turns a user into the actor checks run against (grants); the role alone by default. */
+  resolveActor?: (user: UserRow) => Promise<Actor>;
 }
 
 /** Normalizes a username the way it is stored: trimmed, lower case. */
@@ -227,6 +232,7 @@ export function createAuthService(deps: AuthServiceDeps) {
   const now = deps.now ?? (() => new Date());
   const policy = { ...authPolicy, ...deps.policy };
   const checkPassword = deps.checkPassword ?? verifyPassword;
+  const resolveActor = deps.resolveActor ?? ((user: UserRow) => Promise.resolve(actorOf(user)));
   const perIp = new LoginThrottle(
     policy.maxFailuresPerIp,
     policy.ipWindowMs,
@@ -350,7 +356,15 @@ export function createAuthService(deps: AuthServiceDeps) {
       });
       await audit.record(user.id, 'auth.login', `user:${user.id}`, {}, input.ip);
       log.info({ userId: user.id }, 'user signed in');
-      return { user: publicUser(user), sessionId, csrfToken, expiresAt, renewed: true, secret };
+      return {
+        user: publicUser(user),
+        actor: await resolveActor(user),
+        sessionId,
+        csrfToken,
+        expiresAt,
+        renewed: true,
+        secret,
+      };
     },
 
     /** The live session for a cookie secret (sliding its expiry forward), or null. */
@@ -376,6 +390,7 @@ export function createAuthService(deps: AuthServiceDeps) {
       }
       return {
         user: publicUser(found.user),
+        actor: await resolveActor(found.user),
         sessionId: found.session.id,
         csrfToken: found.session.csrfToken,
         expiresAt,

@@ -5,15 +5,24 @@ import { KeelError } from '@keel/shared';
 import type { FleetBus } from '../bus/index.ts';
 import type { AgentGateway, HostView } from '../gateway/types.ts';
 import { toHostView, type Host, type HostRepository } from '../repositories/hosts.ts';
+import { canSeeHost, requireHostAccess, type Actor as AccessActor, type Permission } from './access.ts';
 import type { AuditService } from './audit.ts';
 
 /** How long an API call waits for an agent to answer. */
 export const AGENT_REQUEST_TIMEOUT_MS = 10_000;
 
-/** Who asked, for the audit log. */
+/**
+ * Who asked: for the audit log, and (`access`) for the per-host check. Calls made by the
+ * controller itself (install routes, CLI) pass no `access` and are not checked.
+ */
 export interface Actor {
   id: string;
   ip: string | null;
+  access?: AccessActor;
+}
+
+function check(actor: Actor | undefined, permission: Permission, hostId: string): void {
+  if (actor?.access) requireHostAccess(actor.access, permission, [hostId]);
 }
 
 export interface HostsServiceDeps {
@@ -45,11 +54,15 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
   }
 
   return {
-    async list(): Promise<HostView[]> {
-      return (await hosts.list()).map(view);
+    /** Every host, or with an actor the hosts it may see. */
+    async list(actor?: Actor): Promise<HostView[]> {
+      const all = await hosts.list();
+      const access = actor?.access;
+      return (access ? all.filter((h) => canSeeHost(access, h.id)) : all).map(view);
     },
 
-    async get(id: string): Promise<HostView> {
+    async get(id: string, actor?: Actor): Promise<HostView> {
+      check(actor, 'host.view', id);
       return view(await found(id));
     },
 
@@ -58,6 +71,7 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
      * the change goes out on the bus. Revoking twice keeps the first revocation time.
      */
     async revoke(id: string, actor: Actor): Promise<HostView> {
+      check(actor, 'host.manage', id);
       const before = await found(id);
       const revoked = await hosts.revoke(id, now());
       if (!revoked) throw new KeelError('host.not_found');
@@ -76,6 +90,7 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
 
     /** Round trip to the agent; `agentTime` is the agent's clock (epoch ms) when it answered. */
     async ping(id: string, actor: Actor): Promise<{ rttMs: number; agentTime: number }> {
+      check(actor, 'host.operate', id);
       await usable(id);
       const started = performance.now();
       const { agentTime } = await gateway.request(id, 'ping', {}, { timeoutMs: AGENT_REQUEST_TIMEOUT_MS });
@@ -86,6 +101,7 @@ export function createHostsService({ hosts, gateway, bus, audit, now = () => new
 
     /** Asks the agent for fresh facts, stores them and announces the change. */
     async refreshFacts(id: string, actor: Actor): Promise<HostView> {
+      check(actor, 'host.operate', id);
       await usable(id);
       const { facts } = await gateway.request(
         id,

@@ -10,6 +10,8 @@ import { createJoinTokenRepository } from '../repositories/join-tokens.ts';
 import { createSessionsRepository } from '../repositories/sessions.ts';
 import { createStreamRepository } from '../repositories/streams.ts';
 import { createUsersRepository } from '../repositories/users.ts';
+import { createGroupsRepository } from '../repositories/groups.ts';
+import { createActorResolver, createGroupsService } from './groups.ts';
 import { createAuditService, type AuditService } from './audit.ts';
 import { createAuthService, type authPolicy } from './auth.ts';
 import { createHostEventsReader } from './host-events.ts';
@@ -39,18 +41,22 @@ export interface ServicesDeps {
 export function createServices(deps: ServicesDeps) {
   const { db, log, now } = deps;
   const users = createUsersRepository(db);
+  const groups = createGroupsRepository(db);
+  const sessions = createSessionsRepository(db);
   const audit = deps.audit ?? createAuditService({ audit: createAuditRepository(db), log, now });
   return {
     audit,
     auth: createAuthService({
       users,
-      sessions: createSessionsRepository(db),
+      sessions,
       audit,
       log,
       now,
       policy: deps.authPolicy,
+      resolveActor: createActorResolver(groups),
     }),
-    users: createUsersService({ users, audit }),
+    users: createUsersService({ users, audit, groups, sessions, now }),
+    groups: createGroupsService({ groups, hosts: createHostRepository(db), audit }),
     hosts: createHostsService({
       hosts: createHostRepository(db),
       gateway: deps.gateway,
