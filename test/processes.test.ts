@@ -1,0 +1,259 @@
+// Proves supervised processes end to end with a real controller process and a real agent process:
+// a process's output is stored; after kill -9 of the agent the process keeps running (same pid),
+// what it printed meanwhile is stored once and in order (a checker compares the numbers), and its
+// stdin still works; every stdin line is audited; a crash loop ends in `crash-loop`; stop kills the
+// whole group (a child ignoring SIGTERM too, checked by pid); malformed params are refused.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import {
+  enrollThroughApi,
+  kill,
+  removeDir,
+  runAgent,
+  startControllerProcess,
+  tempDir,
+  waitFor,
+  type ControllerProcess,
+  type Proc,
+} from './helpers/fleet.ts';
+
+interface ProcessView {
+  name: string;
+  status: {
+    state: string;
+    pid: number | null;
+    adopted: boolean;
+    restarts: number;
+    rssBytes: number | null;
+  } | null;
+}
+interface LogPage {
+  lines: { seq: number; stream: string; text: string }[];
+  nextAfter: number;
+  end: boolean;
+}
+
+const procs: Proc[] = [];
+const dirs: string[] = [];
+let ctl: ControllerProcess;
+let agent: Proc;
+let agentDir: string;
+let hostId: string;
+
+function startAgent() {
+  agent = runAgent(agentDir);
+  procs.push(agent);
+}
+
+async function online(): Promise<void> {
+  await waitFor(
+    async () => {
+      const res = await ctl.api.get<{ host: { online: boolean } }>(`/hosts/${hostId}`);
+      return res.body.host?.online;
+    },
+    30_000,
+    'the agent online',
+  );
+}
+
+async function list(): Promise<ProcessView[]> {
+  const res = await ctl.api.get<{ processes: ProcessView[] }>(`/hosts/${hostId}/processes`);
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body.processes;
+}
+
+async function status(name: string) {
+  return (await list()).find((p) => p.name === name)?.status ?? null;
+}
+
+/** Every stored line of a process, paging from the start. */
+async function storedLines(name: string): Promise<string[]> {
+  const out: string[] = [];
+  let after = 0;
+  for (;;) {
+    const res = await ctl.api.get<LogPage>(
+      `/hosts/${hostId}/processes/${name}/logs?after=${after}&limit=5000`,
+    );
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    out.push(...res.body.lines.map((l) => l.text));
+    if (res.body.end) return out;
+    after = res.body.nextAfter;
+  }
+}
+
+async function apply(spec: Record<string, unknown>) {
+  const res = await ctl.api.post<{ process: ProcessView }>(`/hosts/${hostId}/processes`, spec);
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body.process;
+}
+
+before(async () => {
+  ctl = await startControllerProcess(procs);
+  agentDir = tempDir('keel-agent-');
+  dirs.push(ctl.dataDir, agentDir);
+  await enrollThroughApi(ctl.api, agentDir, 'process-host');
+  startAgent();
+  hostId = await waitFor(
+    async () => (await ctl.api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts[0]?.id,
+    30_000,
+    'the host',
+  );
+  await online();
+});
+
+after(async () => {
+  // The processes outlive the agent by design: kill their groups by the pids the agent recorded.
+  const root = join(agentDir, 'processes');
+  for (const name of (() => {
+    try {
+      return readdirSync(root);
+    } catch {
+      return [];
+    }
+  })()) {
+    try {
+      const { pid } = JSON.parse(readFileSync(join(root, name, 'run.json'), 'utf8')) as { pid: number };
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // not running
+    }
+  }
+  for (const p of procs) await kill(p);
+  for (const d of dirs) removeDir(d);
+});
+
+test(
+  'output is stored; after kill -9 of the agent the process runs on, its output is stored once and in order, stdin works and is audited',
+  { timeout: 90_000 },
+  async () => {
+    await apply({
+      name: 'counter',
+      argv: ['sh', '-c', 'i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo "n $i"; sleep 0.01; done'],
+    });
+    await apply({ name: 'echo', argv: ['sh', '-c', 'echo ready; while read l; do echo "got $l"; done'] });
+    await waitFor(async () => (await storedLines('counter')).length >= 5, 20_000, 'counter output stored');
+    const stdin = await ctl.api.post<{ bytes: number }>(`/hosts/${hostId}/processes/echo/stdin`, {
+      line: 'hello',
+    });
+    assert.equal(stdin.status, 200, JSON.stringify(stdin.body));
+    await waitFor(
+      async () => (await storedLines('echo')).includes('got hello'),
+      20_000,
+      'echo answer stored',
+    );
+
+    const before = await status('counter');
+    assert.equal(before?.state, 'running');
+    const pid = before.pid!;
+
+    await kill(agent);
+    // The counter keeps printing while no agent runs.
+    await new Promise((r) => setTimeout(r, 1_000));
+    process.kill(pid, 0);
+    startAgent();
+    await online();
+    const adopted = await status('counter');
+    assert.equal(adopted?.pid, pid, 'same pid after the agent restart');
+    assert.equal(adopted?.adopted, true);
+    assert.equal(adopted?.state, 'running');
+    assert.ok((adopted?.rssBytes ?? 0) > 0);
+
+    const again = await ctl.api.post(`/hosts/${hostId}/processes/echo/stdin`, { line: 'after restart' });
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    await waitFor(
+      async () => (await storedLines('echo')).includes('got after restart'),
+      20_000,
+      'stdin after restart',
+    );
+
+    const stopped = await ctl.api.post<{ process: ProcessView }>(`/hosts/${hostId}/processes/counter/stop`);
+    assert.equal(stopped.status, 200);
+    assert.equal(stopped.body.process.status?.state, 'stopped');
+    // Everything it printed arrives; the checker wants exactly 1..N.
+    let lines: string[] = [];
+    await waitFor(
+      async () => {
+        lines = await storedLines('counter');
+        const last = Number(lines.at(-1)?.slice(2));
+        return last > 0 && lines.length === last;
+      },
+      20_000,
+      'all counter lines',
+    );
+    const numbers = lines.map((l) => Number(l.slice(2)));
+    assert.ok(numbers.length > 100, `${numbers.length} lines across the agent restart`);
+    numbers.forEach((n, i) => assert.equal(n, i + 1, `line ${i + 1} is n ${i + 1}`));
+    assert.deepEqual(await storedLines('echo'), ['ready', 'got hello', 'got after restart']);
+
+    const audit = await ctl.api.get<{ entries: { action: string; detail: Record<string, unknown> }[] }>(
+      '/audit?action=process.stdin',
+    );
+    assert.deepEqual(audit.body.entries.map((e) => e.detail.line).sort(), ['after restart', 'hello']);
+  },
+);
+
+test('a process that keeps failing ends in crash-loop', { timeout: 30_000 }, async () => {
+  await apply({
+    name: 'crashy',
+    argv: ['sh', '-c', 'echo boom; exit 2'],
+    restart: { policy: 'on-failure', backoffMs: 100, maxBackoffMs: 400, maxRestarts: 2, windowSeconds: 60 },
+  });
+  await waitFor(async () => (await status('crashy'))?.state === 'crash-loop', 20_000, 'crash-loop');
+  assert.equal((await status('crashy'))?.restarts, 2);
+  await waitFor(async () => (await storedLines('crashy')).length === 3, 10_000, 'three runs stored');
+});
+
+test('stop kills the whole group: a child ignoring SIGTERM too (by pid)', { timeout: 30_000 }, async () => {
+  await apply({
+    name: 'tree',
+    argv: ['sh', '-c', 'trap "" TERM; sleep 1000 & echo "child $!"; wait; wait'],
+    stop: { signal: 'SIGTERM', graceMs: 300 },
+  });
+  const child = await waitFor(
+    async () => {
+      const l = (await storedLines('tree')).find((x) => x.startsWith('child '));
+      return l ? Number(l.slice(6)) : undefined;
+    },
+    20_000,
+    'child pid',
+  );
+  const leader = (await status('tree'))!.pid!;
+  const res = await ctl.api.post<{ process: ProcessView }>(`/hosts/${hostId}/processes/tree/stop`);
+  assert.equal(res.status, 200);
+  for (const pid of [leader, child]) {
+    let alive = true;
+    try {
+      alive = !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      alive = false;
+    }
+    assert.equal(alive, false, `pid ${pid} is gone`);
+  }
+});
+
+test('malformed params are refused; an unknown process is 404', { timeout: 30_000 }, async () => {
+  const bad = [
+    { name: 'x', argv: 'echo hi' },
+    { name: 'Bad Name', argv: ['true'] },
+    { name: 'x', argv: [] },
+    { name: 'x', argv: ['true'], restart: { policy: 'sometimes' } },
+    { name: 'x', argv: ['true'], cwd: 'relative' },
+  ];
+  for (const body of bad) {
+    const res = await ctl.api.post<{ error: { code: string } }>(`/hosts/${hostId}/processes`, body);
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(res.body.error.code, 'request.invalid');
+  }
+  const twoLines = await ctl.api.post<{ error: { code: string } }>(`/hosts/${hostId}/processes/echo/stdin`, {
+    line: 'a\nb',
+  });
+  assert.equal(twoLines.status, 400);
+  const missing = await ctl.api.post<{ error: { code: string } }>(`/hosts/${hostId}/processes/nope/start`);
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, 'process.not_found');
+  const del = await ctl.api.request('DELETE', `/hosts/${hostId}/processes/crashy`);
+  assert.equal(del.status, 204);
+  assert.equal(await status('crashy'), null);
+});
