@@ -13,7 +13,11 @@ import { seedDatabase } from './database-template.ts';
 import { startController, type Controller } from '../../controller/src/server.ts';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-export const agentBin = join(repoRoot, 'agent/bin/keel-agent.mjs');
+/**
+ * The agent the tests run: `npm test` bundles it from src/ once per run (KEEL_TEST_AGENT_BIN,
+ * see scripts/test.mjs: a third of the launcher's start-up CPU); otherwise the launcher.
+ */
+export const agentBin = process.env.KEEL_TEST_AGENT_BIN ?? join(repoRoot, 'agent/bin/keel-agent.mjs');
 export const controllerBin = join(repoRoot, 'controller/bin/keel-controller.mjs');
 
 /** A fresh temporary directory, removed by the returned cleanup. */
