@@ -102,7 +102,7 @@ describe('install.sh', () => {
   test(
     'the Add host command installs, enrolls and brings the host online; a re-run changes nothing',
     { timeout: 180_000 },
-    async () => {
+    async (t) => {
       const root = join(work, 'root-a');
       const created = await controller.api.post<{ command: string }>('/join-tokens', {
         note: 'install test',
@@ -119,6 +119,8 @@ describe('install.sh', () => {
       assert.equal(first.code, 0, first.out);
       assert.match(first.out, /SHA-256 verified/);
       assert.match(first.out, /Done: this host is online/);
+      // The figure issue 11 asks for: curl | sh to online (download, Node start, enroll, connect).
+      t.diagnostic(/Done: .*/.exec(first.out)?.[0] ?? '');
       assert.ok(!first.out.includes(command.split('KEEL_JOIN_TOKEN=')[1]!.split(' ')[0]!), 'token printed');
 
       // Files and permissions.
