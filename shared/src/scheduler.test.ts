@@ -93,10 +93,34 @@ test('an outbox sends no more than its credit and resumes on grant', async () =>
 });
 
 test('an inbox returns credit in batches and detects an overrun', () => {
-  const inbox = new ChannelInbox(1000);
-  assert.equal(inbox.received(600), true);
-  assert.equal(inbox.consumed(100), 0);
-  assert.equal(inbox.consumed(200), 300);
-  assert.equal(inbox.received(700), true);
+  const inbox = new ChannelInbox(4000);
+  assert.equal(inbox.received(2400), true);
+  assert.equal(inbox.consumed(400), 0);
+  assert.equal(inbox.consumed(800), 1200);
+  assert.equal(inbox.received(2800), true);
+  assert.equal(inbox.received(1), false);
+});
+
+test('small writes go out together, and every frame costs at least the minimum credit', async () => {
+  const sink = slowSink();
+  const scheduler = new FairScheduler(sink);
+  const box = new ChannelOutbox('k', { credit: 1024, queueLimit: 1e9 });
+  const lane = scheduler.lane(() => box.pull());
+  box.onReady = () => lane.wake();
+  for (let i = 0; i < 100; i++) box.push(Buffer.from('k'));
+  await tick();
+  // One frame carries all 100 keystrokes, and costs 256 of the 1024 credit.
+  assert.equal(sink.sent.length, 1);
+  assert.equal(sink.sent[0]!.bytes, 100);
+  assert.equal(box.credit, 1024 - 256);
+  // With less credit than a frame costs, nothing more goes out until the reader returns some.
+  const tight = new ChannelOutbox('t', { credit: 200, queueLimit: 1e9 });
+  tight.push(Buffer.from('x'));
+  assert.equal(tight.pull(), null);
+  tight.grant(56);
+  assert.equal(tight.pull()?.body?.byteLength, 1);
+  // The reader charges the same: 4 one-byte frames use 1024 of its 1024.
+  const inbox = new ChannelInbox(1024);
+  for (let i = 0; i < 4; i++) assert.equal(inbox.received(1), true);
   assert.equal(inbox.received(1), false);
 });

@@ -10,7 +10,10 @@
 // highWaterBytes / link throughput (plus one frame), and every other lane gets its turn before the
 // flooding one sends again.
 import type { SessionFrame } from './frames.ts';
-import { CHANNEL_CHUNK_BYTES, CHANNEL_WINDOW_BYTES } from './messages/channels.ts';
+import { CHANNEL_CHUNK_BYTES, CHANNEL_FRAME_MIN_CREDIT, CHANNEL_WINDOW_BYTES } from './messages/channels.ts';
+
+/** Memory a queued piece costs beyond its bytes (array slot, buffer object), for the queue limit. */
+const PIECE_OVERHEAD = 64;
 
 /** One frame ready to go out. */
 export interface OutgoingFrame {
@@ -185,7 +188,7 @@ export class ChannelOutbox {
 
   /** True while the queue is at or over its limit: the producer should wait (see writable()). */
   get full(): boolean {
-    return this.#queued >= this.#limit;
+    return this.#queued + this.#queue.length * PIECE_OVERHEAD >= this.#limit;
   }
 
   /** Queues bytes (split into chunks). Returns false when the producer should now wait. */
@@ -211,11 +214,16 @@ export class ChannelOutbox {
     if (this.#queue.length > 0) this.onReady();
   }
 
-  /** The next data frame within credit, or null (the lane's `pull`). */
+  /**
+   * The next data frame within credit, or null (the lane's `pull`). Small pieces queued one after
+   * another (keystrokes, short writes) go out together in one frame, up to a chunk; a frame costs
+   * at least CHANNEL_FRAME_MIN_CREDIT of credit.
+   */
   pull(): OutgoingFrame | null {
-    if (this.#credit <= 0) return null;
-    let head = this.#queue[0];
-    if (!head) return null;
+    // Below the least a frame costs, nothing may go out (the reader returns credit long before).
+    if (this.#credit < CHANNEL_FRAME_MIN_CREDIT || this.#queue.length === 0) return null;
+    this.#coalesce();
+    let head = this.#queue[0]!;
     if (head.byteLength > this.#credit) {
       // Send what the credit allows now; the rest waits for more.
       this.#queue[0] = head.subarray(this.#credit);
@@ -223,12 +231,24 @@ export class ChannelOutbox {
     } else {
       this.#queue.shift();
     }
-    this.#credit -= head.byteLength;
+    this.#credit -= Math.max(head.byteLength, CHANNEL_FRAME_MIN_CREDIT);
     this.#queued -= head.byteLength;
     if (!this.full && this.#waiters.length > 0) {
       for (const wake of this.#waiters.splice(0)) wake();
     }
     return { frame: { type: 'chan.data', id: this.id }, body: head };
+  }
+
+  /** Joins small pieces at the head of the queue into one, up to a chunk. */
+  #coalesce(): void {
+    let bytes = 0;
+    let count = 0;
+    for (const piece of this.#queue) {
+      if (bytes + piece.byteLength > CHANNEL_CHUNK_BYTES) break;
+      bytes += piece.byteLength;
+      count++;
+    }
+    if (count > 1) this.#queue.unshift(Buffer.concat(this.#queue.splice(0, count), bytes));
   }
 
   /** Drops what is queued and releases waiting producers (the channel closed). */
@@ -242,7 +262,8 @@ export class ChannelOutbox {
 /**
  * The reading half of one channel's credit window: counts bytes the reader consumed and says when
  * to return them as credit (in batches of a quarter window, not one frame per chunk). Bytes
- * received beyond what was granted are a protocol violation (`overrun`).
+ * received beyond what was granted are a protocol violation. Call it once per frame: a frame costs
+ * at least CHANNEL_FRAME_MIN_CREDIT, on both ends alike.
  */
 export class ChannelInbox {
   #granted: number;
@@ -254,15 +275,15 @@ export class ChannelInbox {
     this.#batch = Math.max(1, Math.floor(window / 4));
   }
 
-  /** Records received bytes; returns false when the sender exceeded its credit. */
+  /** Records a received frame's bytes; returns false when the sender exceeded its credit. */
   received(bytes: number): boolean {
-    this.#granted -= bytes;
+    this.#granted -= Math.max(bytes, CHANNEL_FRAME_MIN_CREDIT);
     return this.#granted >= 0;
   }
 
-  /** Records consumed bytes; returns the credit to send now (0 = not yet). */
+  /** Records a consumed frame's bytes; returns the credit to send now (0 = not yet). */
   consumed(bytes: number): number {
-    this.#unreturned += bytes;
+    this.#unreturned += Math.max(bytes, CHANNEL_FRAME_MIN_CREDIT);
     if (this.#unreturned < this.#batch) return 0;
     const give = this.#unreturned;
     this.#unreturned = 0;

@@ -19,6 +19,12 @@ import { z } from 'zod';
 export const CHANNEL_WINDOW_BYTES = 512 * 1024;
 /** Largest body of one chan.data frame; a longer write is split. */
 export const CHANNEL_CHUNK_BYTES = 64 * 1024;
+/**
+ * Least credit one chan.data frame costs, however small its body: a window then holds at most
+ * window / 256 frames, so a peer sending one-byte frames cannot make a relay keep hundreds of
+ * thousands of tiny buffers (each costs far more memory than its byte).
+ */
+export const CHANNEL_FRAME_MIN_CREDIT = 256;
 /** Channels one agent session may have open at once. */
 export const MAX_CHANNELS_PER_SESSION = 128;
 
