@@ -21,6 +21,7 @@ import { joinTokenRoutes } from './routes/join-tokens.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { groupRoutes, hostTagRoutes } from './routes/groups.ts';
 import { userRoutes } from './routes/users.ts';
+import { tokenRoutes } from './routes/tokens.ts';
 import {
   clientAddress,
   requestLog,
@@ -90,7 +91,15 @@ function buildApi(deps: AppDeps, services: Services) {
       },
     }),
   );
-  for (const prefix of ['/hosts/*', '/join-tokens/*', '/audit/*', '/users/*', '/groups/*', '/host-tags/*']) {
+  for (const prefix of [
+    '/hosts/*',
+    '/join-tokens/*',
+    '/audit/*',
+    '/users/*',
+    '/groups/*',
+    '/host-tags/*',
+    '/tokens/*',
+  ]) {
     api.use(prefix, session, csrf);
   }
   api.use('/events/*', session);
@@ -105,6 +114,7 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/users', userRoutes({ users: services.users }))
     .route('/groups', groupRoutes({ groups: services.groups }))
     .route('/host-tags', hostTagRoutes({ groups: services.groups }))
+    .route('/tokens', tokenRoutes({ tokens: services.tokens }))
     .route(
       '/events',
       eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }),

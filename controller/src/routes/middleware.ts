@@ -92,9 +92,24 @@ export function clearSessionCookie(c: Context, opts: CookieOptions): void {
   });
 }
 
-/** Requires a live session (401 `auth.required`); re-sends the cookie when the expiry slid. */
+/**
+ * Requires a live session (401 `auth.required`); re-sends the cookie when the expiry slid. An
+ * `Authorization: Bearer` API token is accepted instead of the cookie (API routes only: the console
+ * pages are static and never look at it).
+ */
 export function requireSession(auth: AuthService, cookie: CookieOptions): MiddlewareHandler<AppEnv> {
   return createMiddleware<AppEnv>(async (c, next) => {
+    const authorization = c.req.header('authorization');
+    if (authorization !== undefined) {
+      const [scheme, value] = authorization.split(/\s+/, 2);
+      const bearer =
+        scheme?.toLowerCase() === 'bearer' && value
+          ? await auth.authenticateBearer(value, c.get('clientIp'))
+          : null;
+      if (!bearer) throw new KeelError('auth.required', 'The API token is unknown, expired or revoked.');
+      c.set('session', bearer);
+      return next();
+    }
     const secret = getCookie(c, SESSION_COOKIE);
     const session = await auth.authenticate(secret);
     if (!session || !secret) throw new KeelError('auth.required');
@@ -130,7 +145,8 @@ export function sameOrigin(publicUrl: string): MiddlewareHandler<AppEnv> {
 /** Requires `x-csrf-token` to equal the session's CSRF token on mutating requests. */
 export function requireCsrfToken(): MiddlewareHandler<AppEnv> {
   return createMiddleware<AppEnv>(async (c, next) => {
-    if (MUTATING.has(c.req.method)) {
+    // A bearer token is never sent by a browser on its own: there is no cross-site request to forge.
+    if (MUTATING.has(c.req.method) && c.get('session').via !== 'token') {
       const header = c.req.header('x-csrf-token');
       if (!header || !sameText(header, c.get('session').csrfToken)) throw new KeelError('auth.csrf');
     }

@@ -45,11 +45,16 @@ permit.public = (): MiddlewareHandler<AppEnv> =>
     'public',
   );
 
-/** Declares a route open to any signed-in user, whatever their role (their own session). */
+/**
+ * Declares a route open to any signed-in user, whatever their role (their own session and account).
+ * Not to API tokens: a token cannot change its user's password, 2FA, sessions or tokens.
+ */
 permit.signedIn = (): MiddlewareHandler<AppEnv> =>
   mark(
     createMiddleware<AppEnv>(async (c, next) => {
-      if (!c.get('session')) throw new KeelError('auth.required');
+      const session = c.get('session') as AppEnv['Variables']['session'] | undefined;
+      if (!session) throw new KeelError('auth.required');
+      if (session.via === 'token') throw new KeelError('auth.forbidden', 'Not with an API token: sign in.');
       await next();
     }),
     'signed-in',

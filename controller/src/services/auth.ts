@@ -84,6 +84,8 @@ export interface AuthenticatedSession {
   expiresAt: Date;
   /** True when this lookup slid the expiry forward (the cookie should be re-sent). */
   renewed: boolean;
+  /** How the request authenticated: the session cookie, or an API token (`Authorization: Bearer`). */
+  via?: 'cookie' | 'token';
 }
 
 /** Thrown for a refused sign-in attempt: 429 `auth.locked`, with when to try again. */
@@ -219,6 +221,14 @@ export interface AuthServiceDeps {
   checkPassword?: (passwordHash: string, password: string) => Promise<boolean>;
   /** Turns a user into the actor checks run against (grants); the role alone by default. */
   resolveActor?: (user: UserRow) => Promise<Actor>;
+  /** API tokens (bearer authentication); without it bearer tokens are refused. */
+  tokens?: {
+    authenticate(
+      secret: string,
+      ip: string | null,
+    ): Promise<{ token: { id: string; expiresAt: Date }; user: UserRow; actor: Actor } | null>;
+    isLive(id: string): Promise<boolean>;
+  };
 }
 
 /** Normalizes a username the way it is stored: trimmed, lower case. */
@@ -398,8 +408,28 @@ export function createAuthService(deps: AuthServiceDeps) {
       };
     },
 
-    /** True while the session exists and has not expired (no sliding; for long-lived streams). */
+    /**
+     * The request's identity for an API token (`Authorization: Bearer kat_…`), or null. Its
+     * `sessionId` is `token:<id>` and it carries no CSRF token (a browser never adds this header
+     * on its own, so a bearer request cannot be forged cross-site).
+     */
+    async authenticateBearer(secret: string, ip: string | null): Promise<AuthenticatedSession | null> {
+      const found = await deps.tokens?.authenticate(secret, ip);
+      if (!found) return null;
+      return {
+        user: publicUser(found.user),
+        actor: found.actor,
+        sessionId: `token:${found.token.id}`,
+        csrfToken: '',
+        expiresAt: found.token.expiresAt,
+        renewed: false,
+        via: 'token',
+      };
+    },
+
+    /** True while the session (or API token) is live (no sliding; for long-lived streams). */
     async isLive(sessionId: string): Promise<boolean> {
+      if (sessionId.startsWith('token:')) return (await deps.tokens?.isLive(sessionId.slice(6))) ?? false;
       return (await sessions.findLive(sessionId, now())) !== null;
     },
 

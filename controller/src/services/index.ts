@@ -12,6 +12,8 @@ import { createStreamRepository } from '../repositories/streams.ts';
 import { createUsersRepository } from '../repositories/users.ts';
 import { createGroupsRepository } from '../repositories/groups.ts';
 import { createActorResolver, createGroupsService } from './groups.ts';
+import { createTokensRepository } from '../repositories/tokens.ts';
+import { createTokensService } from './tokens.ts';
 import { createAuditService, type AuditService } from './audit.ts';
 import { createAuthService, type authPolicy } from './auth.ts';
 import { createHostEventsReader } from './host-events.ts';
@@ -43,9 +45,19 @@ export function createServices(deps: ServicesDeps) {
   const users = createUsersRepository(db);
   const groups = createGroupsRepository(db);
   const sessions = createSessionsRepository(db);
+  const resolveActor = createActorResolver(groups);
   const audit = deps.audit ?? createAuditService({ audit: createAuditRepository(db), log, now });
+  const tokens = createTokensService({
+    tokens: createTokensRepository(db),
+    users,
+    groups,
+    audit,
+    resolveActor,
+    now,
+  });
   return {
     audit,
+    tokens,
     auth: createAuthService({
       users,
       sessions,
@@ -53,7 +65,8 @@ export function createServices(deps: ServicesDeps) {
       log,
       now,
       policy: deps.authPolicy,
-      resolveActor: createActorResolver(groups),
+      resolveActor,
+      tokens,
     }),
     users: createUsersService({ users, audit, groups, sessions, now }),
     groups: createGroupsService({ groups, hosts: createHostRepository(db), audit }),
