@@ -75,6 +75,8 @@ Usage: install.sh agent|controller|upgrade|uninstall|help [options]
     --public-url URL        the URL agents and browsers use                             KEEL_PUBLIC_URL
     --port N                HTTP port (default 8080)                                    KEEL_PORT
     --database-url URL      PostgreSQL (default: the embedded database)                 DATABASE_URL
+    --with-agent            also install the agent on this host, enrolled with this
+                            controller (proxy + panel on one machine)                   KEEL_WITH_AGENT=1
   upgrade [agent|controller]      install the newer bundle and restart; an agent that does not
                                   come back online is rolled back to the previous bundle
   uninstall [agent|controller]    stop and remove the program; --purge also removes its data
@@ -538,6 +540,34 @@ ensure_keel_user() {
   fi
 }
 
+# as_keel COMMAND...: runs a command as the keel user, with the controller's settings from
+# controller.env in its environment (read as KEY=value lines, never sourced as shell).
+as_keel() {
+  (
+    while IFS='=' read -r key value; do
+      case "$key" in '' | \#*) continue ;; esac
+      export "$key=$value"
+    done <"$ETC/controller.env"
+    if [ -n "$ROOT" ] || [ "$(id -un)" = keel ]; then
+      exec "$@"
+    elif command -v runuser >/dev/null 2>&1; then
+      exec runuser -u keel -- "$@"
+    else
+      exec setpriv --reuid=keel --regid=keel --init-groups -- "$@"
+    fi
+  )
+}
+
+# controller_join_token: a single-use join token for this host's own agent, from the controller's
+# CLI. The embedded database allows one process, so a running controller on it is stopped first.
+controller_join_token() {
+  if [ "$NO_SYSTEMD" != 1 ] && service_active keel-controller.service &&
+    ! grep -q '^DATABASE_URL=' "$ETC/controller.env"; then
+    "$SYSTEMCTL" stop keel-controller.service
+  fi
+  as_keel "$BIN/keel-controller" join-token --ttl 600 --note "this host's agent (install.sh --with-agent)"
+}
+
 install_controller() {
   check_root
   check_systemd
@@ -593,6 +623,12 @@ EOF
     CHANGED=1
     say "    wrote $UNITS/keel-controller.service"
   fi
+  AGENT_TOKEN=''
+  if [ "$WITH_AGENT" = 1 ] && [ ! -f "$AGENT_STATE/enrollment.json" ]; then
+    step "Making a join token for this host's agent"
+    AGENT_TOKEN=$(controller_join_token) || die "could not make a join token with keel-controller join-token"
+    CHANGED=1
+  fi
   step "Starting the controller"
   start_service keel-controller.service "$CHANGED"
   prune controller "$version" "$previous"
@@ -612,6 +648,26 @@ EOF
   printf ' ready\n'
   say "Done: keel-controller $version is running. On a first install the admin password is in its log"
   say "(journalctl -u keel-controller | grep -A1 'First admin'); add hosts with Add host in the console."
+  if [ "$WITH_AGENT" = 1 ]; then install_local_agent; fi
+}
+
+# install_local_agent: the agent for the controller's own host, from the bundle the controller
+# carries, enrolled with the token made above (or already enrolled).
+install_local_agent() {
+  CONTROLLER=$(sed -n 's/^KEEL_PUBLIC_URL=//p' "$ETC/controller.env")
+  PIN=$(as_keel "$BIN/keel-controller" fingerprint) || die "could not read the controller key's fingerprint"
+  BUNDLE=''
+  for f in "$OPT/controller/current/dist/agent/"keel-agent-*.tar.gz; do
+    if [ -f "$f" ]; then BUNDLE=$f; fi
+  done
+  [ -n "$BUNDLE" ] || die "this controller bundle carries no agent bundle"
+  SHA256=''
+  TOKEN=$AGENT_TOKEN
+  TOKEN_FILE=''
+  # This script was not served for the agent: the local controller's values apply.
+  KEEL_SERVED_CONTROLLER=''
+  KEEL_SERVED_PIN=''
+  install_agent
 }
 
 uninstall_controller() {
@@ -651,6 +707,7 @@ PURGE=${KEEL_PURGE:-0}
 PUBLIC_URL=${KEEL_PUBLIC_URL:-}
 PORT=${KEEL_PORT:-}
 DATABASE_URL=${DATABASE_URL:-}
+WITH_AGENT=${KEEL_WITH_AGENT:-0}
 
 MODE=${1:-}
 [ $# -gt 0 ] && shift
@@ -683,6 +740,7 @@ while [ $# -gt 0 ]; do
     --port) need_value "$@"; PORT=$2; shift 2 ;;
     --database-url) need_value "$@"; DATABASE_URL=$2; shift 2 ;;
     --no-systemd) NO_SYSTEMD=1; shift ;;
+    --with-agent) WITH_AGENT=1; shift ;;
     --purge) PURGE=1; shift ;;
     -h | --help) MODE=help; shift ;;
     *) die "unknown option $1 (see install.sh help)" ;;

@@ -152,6 +152,8 @@ describe('install.sh', () => {
       assert.match(again.out, /already enrolled/);
       assert.match(again.out, /already unpacked/);
       assert.match(again.out, /running and nothing changed/);
+      assert.match(again.out, /already enrolled/);
+      assert.doesNotMatch(again.out, /Making a join token/);
       assert.equal(readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8'), pid);
       assert.equal((await controller.api.get<{ hosts: unknown[] }>('/hosts')).body.hosts.length, 1);
 
@@ -328,7 +330,7 @@ describe('install.sh controller', () => {
   });
 
   test(
-    'installs the controller bundle, which runs and serves the agent install to a new host',
+    'installs the controller bundle with its own agent; it runs and serves the agent install to a new host',
     // npm test builds the console first; a lone run without it has no controller bundle to make.
     {
       timeout: 240_000,
@@ -351,12 +353,17 @@ describe('install.sh controller', () => {
       const port = await freePort();
       const url = `http://127.0.0.1:${port}`;
       const env = { KEEL_ROOT: root, KEEL_SYSTEMCTL: standInSystemctl, KEEL_WAIT_SECONDS: '90' };
-      const installLine = `sh ${repoRoot}install.sh controller --bundle ${bundle} --public-url ${url} --port ${port}`;
+      const installLine = `sh ${repoRoot}install.sh controller --bundle ${bundle} --public-url ${url} --port ${port} --with-agent`;
 
       const first = await sh(installLine, env, 150_000);
       assert.equal(first.code, 0, first.out);
       assert.match(first.out, /SHA-256 verified/);
       assert.match(first.out, /keel-controller 0\.1\.0 is running/);
+      // --with-agent: this host's agent, from the bundle the controller carries, enrolled with a
+      // token from keel-controller join-token, online.
+      assert.match(first.out, /Making a join token for this host's agent/);
+      assert.match(first.out, /Done: this host is online/);
+      assert.ok(existsSync(join(root, 'var/lib/keel-agent/enrollment.json')));
       assert.equal(readlinkSync(join(root, 'opt/keel/controller/current')), 'releases/0.1.0');
       assert.equal(mode(join(root, 'var/lib/keel-controller')), 0o700);
       assert.equal(mode(join(root, 'etc/keel/controller.env')), 0o640);
@@ -383,13 +390,21 @@ describe('install.sh controller', () => {
       const agent = await sh(created.body.command, { ...env, KEEL_ROOT: join(work, 'root-host') });
       assert.equal(agent.code, 0, agent.out);
       assert.match(agent.out, /Done: this host is online/);
+      const hosts = await api.get<{ hosts: { online: boolean }[] }>('/hosts');
+      assert.deepEqual(
+        hosts.body.hosts.map((h) => h.online),
+        [true, true],
+      );
 
       // Idempotent re-run; uninstall keeps the data.
       const again = await sh(installLine, env, 150_000);
       assert.equal(again.code, 0, again.out);
       assert.match(again.out, /keeping .*controller\.env/);
       assert.match(again.out, /running and nothing changed/);
+      assert.match(again.out, /already enrolled/);
+      assert.doesNotMatch(again.out, /Making a join token/);
       await sh(`sh ${repoRoot}install.sh uninstall agent`, { ...env, KEEL_ROOT: join(work, 'root-host') });
+      await sh(`sh ${repoRoot}install.sh uninstall agent`, env);
       const removed = await sh(`sh ${repoRoot}install.sh uninstall controller`, env);
       assert.equal(removed.code, 0, removed.out);
       assert.ok(!existsSync(join(root, 'opt/keel')));

@@ -1,6 +1,7 @@
 // keel-controller: `serve` (default) runs the controller; `create-admin` adds an admin account;
-// `fingerprint` prints the key fingerprint agents pin; `--help` prints the usage. A usage error
-// (unknown command or option) is one line on stderr and exit 2. Graceful shutdown on SIGTERM/SIGINT.
+// `join-token` prints a new join token's secret (install.sh --with-agent); `fingerprint` prints
+// the key fingerprint agents pin; `--help` prints the usage. A usage error (unknown command or
+// option) is one line on stderr and exit 2. Graceful shutdown on SIGTERM/SIGINT.
 import { parseArgs } from 'node:util';
 import { loadConfig, ConfigError } from './config/index.ts';
 import { createLogger } from './log.ts';
@@ -15,6 +16,7 @@ import { createLocalBus } from './bus/index.ts';
 export const USAGE = `Usage:
   keel-controller [serve] [--local-agent]   run the controller (config: env vars, KEEL_CONFIG file)
   keel-controller create-admin --username NAME [--password-stdin] [--role owner|admin]
+  keel-controller join-token [--uses N] [--ttl SECONDS] [--note TEXT]   print a new join token's secret
   keel-controller fingerprint               print the controller key fingerprint agents pin
   keel-controller help | --help             this text
 
@@ -25,7 +27,7 @@ PGlite when unset), KEEL_LOG_LEVEL (info). See docs/operations.md for every sett
 /** Exit codes: 0 done, 1 failed, 2 usage error (unknown command or option). */
 export const exitCodes = { ok: 0, error: 1, usage: 2 } as const;
 
-const commands = new Set(['serve', 'create-admin', 'fingerprint', 'help']);
+const commands = new Set(['serve', 'create-admin', 'join-token', 'fingerprint', 'help']);
 const serveOptions = {
   'local-agent': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -65,6 +67,11 @@ export async function main(argv: string[]): Promise<number> {
     console.log(createAdminUsage);
     return exitCodes.ok;
   }
+  const { joinTokenCommand, joinTokenUsage } = await import('./cli/join-token.ts');
+  if (command === 'join-token' && (rest.includes('--help') || rest.includes('-h'))) {
+    console.log(joinTokenUsage);
+    return exitCodes.ok;
+  }
 
   let config;
   try {
@@ -86,35 +93,37 @@ export async function main(argv: string[]): Promise<number> {
       console.log(loadControllerIdentity(config.dataDir).fingerprint);
       return exitCodes.ok;
     default: {
-      // create-admin
+      // create-admin, join-token
       const identity = loadControllerIdentity(config.dataDir);
       let database: OpenDatabase | null = null;
       try {
-        return await createAdminCommand(rest, {
-          users: async () => {
-            database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
-            return createServices({
-              db: database.db,
-              bus: createLocalBus(),
-              gateway: {
-                request: () => Promise.reject(new Error('no gateway in the CLI')),
-                disconnect: () => false,
-                isOnline: () => false,
-              },
-              log,
-              config,
-              controllerFingerprint: identity.fingerprint,
-            }).users;
-          },
-        });
+        const services = async () => {
+          database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+          return createServices({
+            db: database.db,
+            bus: createLocalBus(),
+            gateway: {
+              request: () => Promise.reject(new Error('no gateway in the CLI')),
+              disconnect: () => false,
+              isOnline: () => false,
+            },
+            log,
+            config,
+            controllerFingerprint: identity.fingerprint,
+          });
+        };
+        if (command === 'join-token') {
+          return await joinTokenCommand(rest, { joinTokens: async () => (await services()).joinTokens });
+        }
+        return await createAdminCommand(rest, { users: async () => (await services()).users });
       } catch (err) {
         if (err instanceof DatabaseInUse) {
           // PGlite is one process: writing beside the running controller would be lost.
           console.error(
-            `keel-controller create-admin: the controller is running on ${config.dataDir}` +
+            `keel-controller ${command}: the controller is running on ${config.dataDir}` +
               `${err.pid ? ` (pid ${err.pid})` : ''}, and its embedded database allows one process at a time. ` +
-              'Stop it (systemctl stop keel-controller, or Ctrl-C on npm start), run create-admin, then start it again; ' +
-              'or add the user from the console while it runs.',
+              `Stop it (systemctl stop keel-controller, or Ctrl-C on npm start), run ${command}, then start it again; ` +
+              'or do it from the console while it runs.',
           );
           return exitCodes.error;
         }
