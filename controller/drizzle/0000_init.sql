@@ -82,6 +82,21 @@ CREATE TABLE "process_definitions" (
 	CONSTRAINT "process_definitions_host_name" UNIQUE("host_id","name")
 );
 --> statement-breakpoint
+CREATE TABLE "recordings" (
+	"id" uuid PRIMARY KEY NOT NULL,
+	"host_id" uuid NOT NULL,
+	"user_id" uuid,
+	"kind" text NOT NULL,
+	"started_at" timestamp with time zone NOT NULL,
+	"ended_at" timestamp with time zone,
+	"exit_code" integer,
+	"end_reason" text,
+	"cols" integer NOT NULL,
+	"rows" integer NOT NULL,
+	"output_bytes" bigint DEFAULT 0 NOT NULL,
+	"input_recorded" boolean DEFAULT false NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE "stream_chunks" (
 	"host_id" uuid NOT NULL,
 	"stream" text NOT NULL,
@@ -178,6 +193,8 @@ ALTER TABLE "host_group_members" ADD CONSTRAINT "host_group_members_host_id_host
 ALTER TABLE "host_tags" ADD CONSTRAINT "host_tags_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "join_tokens" ADD CONSTRAINT "join_tokens_created_by_users_id_fk" FOREIGN KEY ("created_by") REFERENCES "public"."users"("id") ON DELETE set null ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "process_definitions" ADD CONSTRAINT "process_definitions_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
+ALTER TABLE "recordings" ADD CONSTRAINT "recordings_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
+ALTER TABLE "recordings" ADD CONSTRAINT "recordings_user_id_users_id_fk" FOREIGN KEY ("user_id") REFERENCES "public"."users"("id") ON DELETE set null ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "stream_chunks" ADD CONSTRAINT "stream_chunks_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "stream_cursors" ADD CONSTRAINT "stream_cursors_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "stream_gaps" ADD CONSTRAINT "stream_gaps_host_id_hosts_id_fk" FOREIGN KEY ("host_id") REFERENCES "public"."hosts"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
@@ -188,6 +205,8 @@ CREATE INDEX "audit_log_at_idx" ON "audit_log" USING btree ("at");--> statement-
 CREATE INDEX "audit_log_actor_idx" ON "audit_log" USING btree ("actor");--> statement-breakpoint
 CREATE INDEX "host_group_members_host_idx" ON "host_group_members" USING btree ("host_id");--> statement-breakpoint
 CREATE INDEX "host_tags_tag_idx" ON "host_tags" USING btree ("tag");--> statement-breakpoint
+CREATE INDEX "recordings_host_started" ON "recordings" USING btree ("host_id","started_at");--> statement-breakpoint
+CREATE INDEX "recordings_started" ON "recordings" USING btree ("started_at");--> statement-breakpoint
 CREATE INDEX "api_tokens_user_idx" ON "api_tokens" USING btree ("user_id");--> statement-breakpoint
 CREATE INDEX "sessions_user_id_idx" ON "sessions" USING btree ("user_id");--> statement-breakpoint
 CREATE INDEX "sessions_expires_at_idx" ON "sessions" USING btree ("expires_at");--> statement-breakpoint

@@ -5,6 +5,7 @@ export * from './groups.ts';
 export * from './hosts.ts';
 export * from './join-tokens.ts';
 export * from './processes.ts';
+export * from './recordings.ts';
 export * from './streams.ts';
 export * from './tokens.ts';
 export * from './users.ts';
