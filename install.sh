@@ -377,7 +377,12 @@ enroll_agent() {
   if [ -n "$TOKEN_FILE" ]; then set -- "$@" --token-file "$TOKEN_FILE"; fi
   # The token travels in the environment, never on a command line (every local user can read
   # those in /proc).
-  KEEL_JOIN_TOKEN=$TOKEN "$BIN/keel-agent" "$@" || die "enrollment failed (see above); nothing was started"
+  # Under `curl | sh` stdin is the rest of this script: the agent reads it only for --token-file -.
+  if [ "$TOKEN_FILE" = - ]; then
+    KEEL_JOIN_TOKEN=$TOKEN "$BIN/keel-agent" "$@" || die "enrollment failed (see above); nothing was started"
+  else
+    KEEL_JOIN_TOKEN=$TOKEN "$BIN/keel-agent" "$@" </dev/null || die "enrollment failed (see above); nothing was started"
+  fi
   CHANGED=1
 }
 
