@@ -21,7 +21,9 @@ import { Spool } from './link/spool.ts';
 import { AGENT_VERSION } from './version.ts';
 import { AgentChannelHub } from './channels/hub.ts';
 import { diagnosticsCapability } from './diagnostics/index.ts';
+import { terminalCapability } from './terminal/index.ts';
 import { supervisorCapability } from './supervisor/index.ts';
+import { metricsCapability, metricsIntervalFromEnv } from './metrics/index.ts';
 
 /** Exit codes of keel-agent. */
 export const exitCodes = { ok: 0, error: 1, refused: 2 } as const;
@@ -120,7 +122,13 @@ export async function run(stateDir: string): Promise<number> {
   const capabilities: AgentCapability[] = [
     factsCapability(),
     diagnosticsCapability(),
+    terminalCapability({
+      user: env('KEEL_TERMINAL_USER'),
+      idleTimeoutMs: intEnv('KEEL_TERMINAL_IDLE_MINUTES', 30) * 60_000,
+      log,
+    }),
     supervisorCapability({ dir: join(stateDir, 'processes') }),
+    metricsCapability({ intervalSeconds: metricsIntervalFromEnv(env('KEEL_AGENT_METRICS_INTERVAL')) }),
   ];
   const composed = composeCapabilities(capabilities);
   // One spool per stream a capability declared, beside the events spool.

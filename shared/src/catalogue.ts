@@ -7,6 +7,7 @@ import { pingRequest } from './messages/agent.ts';
 import { factsRefreshRequest } from './messages/facts.ts';
 import { eventsStream } from './messages/events.ts';
 import * as processes from './messages/processes.ts';
+import { metricsStream } from './messages/metrics.ts';
 
 /** Every agent request, by name. */
 export const requestCatalogue = {
@@ -19,6 +20,7 @@ export const requestCatalogue = {
 export const streamCatalogue = {
   [eventsStream.name]: eventsStream,
   [processes.logsStream.name]: processes.logsStream,
+  [metricsStream.name]: metricsStream,
 } as const;
 
 export type RequestName = keyof typeof requestCatalogue;
