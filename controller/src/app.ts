@@ -22,6 +22,9 @@ import { auditRoutes } from './routes/audit.ts';
 import { groupRoutes, hostTagRoutes } from './routes/groups.ts';
 import { userRoutes } from './routes/users.ts';
 import { tokenRoutes } from './routes/tokens.ts';
+import { sessionRoutes } from './routes/sessions.ts';
+import { twoFactorRoutes } from './routes/two-factor.ts';
+import { checkPasswordPolicy } from './services/users.ts';
 import {
   clientAddress,
   requestLog,
@@ -99,22 +102,29 @@ function buildApi(deps: AppDeps, services: Services) {
     '/groups/*',
     '/host-tags/*',
     '/tokens/*',
+    '/sessions/*',
+    '/two-factor/*',
   ]) {
     api.use(prefix, session, csrf);
   }
   api.use('/events/*', session);
 
   const routes = api
-    .route('/auth', authRoutes({ auth: services.auth, cookie }))
+    .route('/auth', authRoutes({ auth: services.auth, cookie, checkPasswordPolicy }))
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/hosts', channelRoutes({ channels: services.channels }))
     .route('/hosts', processRoutes({ processes: services.processes }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .route('/audit', auditRoutes({ audit: services.audit }))
-    .route('/users', userRoutes({ users: services.users }))
+    .route(
+      '/users',
+      userRoutes({ users: services.users, auth: services.auth, twoFactor: services.twoFactor }),
+    )
     .route('/groups', groupRoutes({ groups: services.groups }))
     .route('/host-tags', hostTagRoutes({ groups: services.groups }))
     .route('/tokens', tokenRoutes({ tokens: services.tokens }))
+    .route('/sessions', sessionRoutes({ auth: services.auth }))
+    .route('/two-factor', twoFactorRoutes({ twoFactor: services.twoFactor }))
     .route(
       '/events',
       eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }),

@@ -16,6 +16,7 @@ import { createLocalBus } from './bus/index.ts';
 export const USAGE = `Usage:
   keel-controller [serve] [--local-agent]   run the controller (config: env vars, KEEL_CONFIG file)
   keel-controller create-admin --username NAME [--password-stdin] [--role owner|admin]
+  keel-controller reset-password --username NAME [--password-stdin]
   keel-controller join-token [--uses N] [--ttl SECONDS] [--note TEXT]   print a new join token's secret
   keel-controller fingerprint               print the controller key fingerprint agents pin
   keel-controller help | --help             this text
@@ -27,7 +28,7 @@ PGlite when unset), KEEL_LOG_LEVEL (info). See docs/operations.md for every sett
 /** Exit codes: 0 done, 1 failed, 2 usage error (unknown command or option). */
 export const exitCodes = { ok: 0, error: 1, usage: 2 } as const;
 
-const commands = new Set(['serve', 'create-admin', 'join-token', 'fingerprint', 'help']);
+const commands = new Set(['serve', 'create-admin', 'reset-password', 'join-token', 'fingerprint', 'help']);
 const serveOptions = {
   'local-agent': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -65,6 +66,11 @@ export async function main(argv: string[]): Promise<number> {
   const { createAdminCommand, createAdminUsage } = await import('./cli/create-admin.ts');
   if (command === 'create-admin' && (rest.includes('--help') || rest.includes('-h'))) {
     console.log(createAdminUsage);
+    return exitCodes.ok;
+  }
+  const { resetPasswordCommand, resetPasswordUsage } = await import('./cli/reset-password.ts');
+  if (command === 'reset-password' && (rest.includes('--help') || rest.includes('-h'))) {
+    console.log(resetPasswordUsage);
     return exitCodes.ok;
   }
   const { joinTokenCommand, joinTokenUsage } = await import('./cli/join-token.ts');
@@ -114,6 +120,9 @@ export async function main(argv: string[]): Promise<number> {
         };
         if (command === 'join-token') {
           return await joinTokenCommand(rest, { joinTokens: async () => (await services()).joinTokens });
+        }
+        if (command === 'reset-password') {
+          return await resetPasswordCommand(rest, { users: async () => (await services()).users });
         }
         return await createAdminCommand(rest, { users: async () => (await services()).users });
       } catch (err) {

@@ -28,6 +28,7 @@ export const errorCatalogue = {
   'host.offline': { status: 409, message: 'The host is offline.' },
   'host.revoked': { status: 409, message: 'The host is revoked.' },
   'process.not_found': { status: 404, message: 'No such process on this host.' },
+  'recording.not_found': { status: 404, message: 'No such recording.' },
   'process.not_running': { status: 409, message: 'The process is not running.' },
   'process.stdin_full': {
     status: 409,

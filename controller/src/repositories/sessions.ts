@@ -1,5 +1,5 @@
 // Console sessions, keyed by the SHA-256 of the cookie secret.
-import { and, eq, gt, lte } from 'drizzle-orm';
+import { and, desc, eq, gt, lte, ne } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { sessions, users, type SessionRow, type UserRow } from '../db/schema/users.ts';
 
@@ -16,6 +16,8 @@ export function createSessionsRepository(db: Db) {
       expiresAt: Date;
       ip: string | null;
       userAgent: string | null;
+      /** False while the second factor is still owed. */
+      verified?: boolean;
     }): Promise<SessionRow> {
       const [row] = await db
         .insert(sessions)
@@ -45,8 +47,33 @@ export function createSessionsRepository(db: Db) {
       await db.delete(sessions).where(eq(sessions.id, id));
     },
 
-    async deleteForUser(userId: string): Promise<void> {
-      await db.delete(sessions).where(eq(sessions.userId, userId));
+    async deleteForUser(userId: string, except?: string): Promise<void> {
+      await db
+        .delete(sessions)
+        .where(and(eq(sessions.userId, userId), except ? ne(sessions.id, except) : undefined));
+    },
+
+    /** One user's unexpired sessions, newest first. */
+    async listForUser(userId: string, now: Date): Promise<SessionRow[]> {
+      return db
+        .select()
+        .from(sessions)
+        .where(and(eq(sessions.userId, userId), gt(sessions.expiresAt, now)))
+        .orderBy(desc(sessions.lastSeenAt));
+    },
+
+    /** Deletes one session of one user; false when there is none. */
+    async deleteOfUser(userId: string, id: string): Promise<boolean> {
+      const rows = await db
+        .delete(sessions)
+        .where(and(eq(sessions.userId, userId), eq(sessions.id, id)))
+        .returning({ id: sessions.id });
+      return rows.length > 0;
+    },
+
+    /** Marks the second factor done and gives the session its normal expiry. */
+    async markVerified(id: string, expiresAt: Date): Promise<void> {
+      await db.update(sessions).set({ verified: true, expiresAt }).where(eq(sessions.id, id));
     },
 
     /** Removes sessions that expired at or before `now`; returns how many. */

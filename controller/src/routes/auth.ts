@@ -2,7 +2,9 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { AuthService } from '../services/auth.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, sessionOf, userSchema } from './env.ts';
+import { getCookie } from 'hono/cookie';
 import {
+  SESSION_COOKIE,
   clearSessionCookie,
   requireCsrfToken,
   requireSession,
@@ -22,6 +24,10 @@ const sessionBodySchema = z
   .object({
     user: userSchema,
     csrfToken: z.string().openapi({ description: 'Send as `x-csrf-token` on every mutating request.' }),
+    stage: z.enum(['ok', 'second-factor', 'enroll']).openapi({
+      description:
+        '`second-factor`: send a code to POST /auth/two-factor next; `enroll`: the role must use two-factor sign-in, set it up (/two-factor/setup) before anything else.',
+    }),
   })
   .openapi('Session');
 
@@ -53,7 +59,7 @@ const loginRoute = createRoute({
 const sessionRoute = createRoute({
   method: 'get',
   path: '/session',
-  middleware: [permit.signedIn()] as const,
+  middleware: [permit.signingIn()] as const,
   tags: ['auth'],
   summary: 'The current session',
   security: cookieSecurity,
@@ -66,23 +72,91 @@ const sessionRoute = createRoute({
 const logoutRoute = createRoute({
   method: 'post',
   path: '/logout',
-  middleware: [permit.signedIn()] as const,
+  middleware: [permit.signingIn()] as const,
   tags: ['auth'],
   summary: 'Sign out',
   security: cookieSecurity,
   responses: { 204: { description: 'Signed out; the cookie is cleared.' }, ...authErrors },
 });
 
+const secondFactorRoute = createRoute({
+  method: 'post',
+  path: '/two-factor',
+  middleware: [permit.signingIn()] as const,
+  tags: ['auth'],
+  summary: 'Finish sign-in with a TOTP code or a recovery code',
+  description:
+    'After a password sign-in that answered `stage: second-factor`. Each code works once; failures count in the sign-in throttle (429 with Retry-After).',
+  security: cookieSecurity,
+  request: {
+    body: {
+      required: true,
+      content: {
+        'application/json': {
+          schema: z.union([
+            z.object({ code: z.string().regex(/^\d{6}$/) }).strict(),
+            z.object({ recoveryCode: z.string().min(8).max(32) }).strict(),
+          ]),
+        },
+      },
+    },
+  },
+  responses: {
+    200: { description: 'Signed in.', content: { 'application/json': { schema: sessionBodySchema } } },
+    400: errorResponse('Malformed body, or the session owes no second factor (`request.invalid`).'),
+    401: errorResponse('Wrong or already used code (`auth.invalid_code`), or no session.'),
+    403: authErrors[403],
+    429: errorResponse('Too many failures (`auth.locked`); try again after `Retry-After` seconds.'),
+  },
+});
+
+const passwordRoute = createRoute({
+  method: 'post',
+  path: '/password',
+  middleware: [permit.signedIn()] as const,
+  tags: ['auth'],
+  summary: 'Change your password',
+  description:
+    'Checks the current password (through the sign-in throttle); every other session of yours ends.',
+  security: cookieSecurity,
+  request: {
+    body: {
+      required: true,
+      content: {
+        'application/json': {
+          schema: z
+            .object({
+              currentPassword: z.string().min(1).max(1024),
+              newPassword: z.string().min(1).max(1024),
+            })
+            .strict(),
+        },
+      },
+    },
+  },
+  responses: {
+    204: { description: 'Changed.' },
+    400: errorResponse('The new password breaks the policy (`user.weak_password`).'),
+    401: errorResponse('The current password is wrong (`auth.invalid_credentials`).'),
+    403: authErrors[403],
+    429: errorResponse('Too many failures (`auth.locked`).'),
+  },
+});
+
 export interface AuthRoutesDeps {
   auth: AuthService;
   cookie: CookieOptions;
+  /** The password policy check (users service). */
+  checkPasswordPolicy?: (password: string, username: string) => void;
 }
 
 /** Sign-in routes. Login is open; the rest need a session (and logout the CSRF token). */
-export function authRoutes({ auth, cookie }: AuthRoutesDeps) {
+export function authRoutes({ auth, cookie, checkPasswordPolicy = () => undefined }: AuthRoutesDeps) {
   const app = createRouter();
   app.use('/session', requireSession(auth, cookie));
   app.use('/logout', requireSession(auth, cookie), requireCsrfToken());
+  app.use('/two-factor', requireSession(auth, cookie), requireCsrfToken());
+  app.use('/password', requireSession(auth, cookie), requireCsrfToken());
   return app
     .openapi(loginRoute, async (c) => {
       const { username, password } = c.req.valid('json');
@@ -94,12 +168,26 @@ export function authRoutes({ auth, cookie }: AuthRoutesDeps) {
       });
       setSessionCookie(c, result.secret, result.expiresAt, cookie);
       c.header('cache-control', 'no-store');
-      return c.json({ user: result.user, csrfToken: result.csrfToken }, 200);
+      return c.json({ user: result.user, csrfToken: result.csrfToken, stage: result.stage ?? 'ok' }, 200);
     })
     .openapi(sessionRoute, (c) => {
       const session = sessionOf(c);
       c.header('cache-control', 'no-store');
-      return c.json({ user: session.user, csrfToken: session.csrfToken }, 200);
+      return c.json({ user: session.user, csrfToken: session.csrfToken, stage: session.stage ?? 'ok' }, 200);
+    })
+    .openapi(secondFactorRoute, async (c) => {
+      const session = sessionOf(c);
+      await auth.completeSecondFactor(session, c.req.valid('json'), c.get('clientIp'));
+      const secret = getCookie(c, SESSION_COOKIE);
+      const after = await auth.authenticate(secret);
+      // The cookie was set for the few minutes the second factor may take: now the full lifetime.
+      if (after && secret) setSessionCookie(c, secret, after.expiresAt, cookie);
+      c.header('cache-control', 'no-store');
+      return c.json({ user: session.user, csrfToken: session.csrfToken, stage: after?.stage ?? 'ok' }, 200);
+    })
+    .openapi(passwordRoute, async (c) => {
+      await auth.changePassword(sessionOf(c), c.req.valid('json'), c.get('clientIp'), checkPasswordPolicy);
+      return c.body(null, 204);
     })
     .openapi(logoutRoute, async (c) => {
       const session = sessionOf(c);

@@ -18,6 +18,12 @@ export function declaredAccess(handler: unknown): RouteAccess | undefined {
   return typeof handler === 'function' ? declared.get(handler) : undefined;
 }
 
+/** A session that finished sign-in (second factor given, or enrolled where it is required). */
+function requireSignedIn(session: AppEnv['Variables']['session'] | undefined): void {
+  if (!session) throw new KeelError('auth.required');
+  if ((session.stage ?? 'ok') !== 'ok') throw new KeelError('auth.two_factor_required');
+}
+
 function mark(handler: MiddlewareHandler<AppEnv>, access: RouteAccess): MiddlewareHandler<AppEnv> {
   declared.set(handler, access);
   return handler;
@@ -31,6 +37,7 @@ export function permit(permission: Permission): MiddlewareHandler<AppEnv> {
   return mark(
     createMiddleware<AppEnv>(async (c, next) => {
       const session = c.get('session') as AppEnv['Variables']['session'] | undefined;
+      requireSignedIn(session);
       requireAccess(session?.actor, permission);
       await next();
     }),
@@ -50,6 +57,21 @@ permit.public = (): MiddlewareHandler<AppEnv> =>
  * Not to API tokens: a token cannot change its user's password, 2FA, sessions or tokens.
  */
 permit.signedIn = (): MiddlewareHandler<AppEnv> =>
+  mark(
+    createMiddleware<AppEnv>(async (c, next) => {
+      const session = c.get('session') as AppEnv['Variables']['session'] | undefined;
+      requireSignedIn(session);
+      if (session?.via === 'token') throw new KeelError('auth.forbidden', 'Not with an API token: sign in.');
+      await next();
+    }),
+    'signed-in',
+  );
+
+/**
+ * Declares a route open to a session at any stage of sign-in: one that still owes its second
+ * factor or must enroll one (finishing sign-in, enrolling, signing out). Not to API tokens.
+ */
+permit.signingIn = (): MiddlewareHandler<AppEnv> =>
   mark(
     createMiddleware<AppEnv>(async (c, next) => {
       const session = c.get('session') as AppEnv['Variables']['session'] | undefined;

@@ -1,7 +1,10 @@
 // /api/v1/users: accounts (list, create, change role/scope, delete, reset password) and their
 // grants on host groups. Everything here needs `users.manage`; only owners touch owners.
 import { createRoute, z } from '@hono/zod-openapi';
+import type { AuthService } from '../services/auth.ts';
+import type { TwoFactorService } from '../services/two-factor.ts';
 import type { UsersService } from '../services/users.ts';
+import { sessionIdParam, sessionViewSchema } from './sessions.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, roleSchema, sessionOf } from './env.ts';
 import { permit } from './permit.ts';
 
@@ -158,12 +161,52 @@ const revokeGrantRoute = createRoute({
   },
 });
 
+const userSessionsRoute = createRoute({
+  ...common,
+  method: 'get',
+  path: '/{id}/sessions',
+  summary: "A user's sessions (admin)",
+  request: { params: idParams },
+  responses: { 200: json(z.object({ sessions: z.array(sessionViewSchema) })), ...authErrors, 404: notFound },
+});
+
+const revokeUserSessionRoute = createRoute({
+  ...common,
+  method: 'delete',
+  path: '/{id}/sessions/{sessionId}',
+  summary: "End a user's session (admin)",
+  request: { params: z.object({ id: uuidParam('id'), sessionId: sessionIdParam }) },
+  responses: {
+    204: { description: 'Ended.' },
+    ...authErrors,
+    404: errorResponse('No such session (`session.not_found`).'),
+  },
+});
+
+const resetTwoFactorRoute = createRoute({
+  ...common,
+  method: 'post',
+  path: '/{id}/reset-two-factor',
+  summary: "Turn a user's two-factor sign-in off (admin; lost phone and codes)",
+  description: 'Their sessions end; if their role must use 2FA they enroll again after signing in.',
+  request: { params: idParams },
+  responses: { 204: { description: 'Reset.' }, ...authErrors, 404: notFound },
+});
+
 function grantView(g: { id: string; userId: string; groupId: string; role: string; createdAt: Date }) {
   return { ...g, role: g.role as z.infer<typeof roleSchema>, createdAt: g.createdAt.toISOString() };
 }
 
 /** User management routes (behind the session and CSRF middleware). */
-export function userRoutes({ users }: { users: UsersService }) {
+export function userRoutes({
+  users,
+  auth,
+  twoFactor,
+}: {
+  users: UsersService;
+  auth: AuthService;
+  twoFactor: TwoFactorService;
+}) {
   const manager = (c: Parameters<typeof sessionOf>[0]) => ({
     id: sessionOf(c).user.id,
     role: sessionOf(c).user.role,
@@ -193,6 +236,23 @@ export function userRoutes({ users }: { users: UsersService }) {
     .openapi(revokeGrantRoute, async (c) => {
       const { id, grantId } = c.req.valid('param');
       await users.revokeGrant(manager(c), id, grantId);
+      return c.body(null, 204);
+    })
+    .openapi(userSessionsRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      await users.get(id);
+      return c.json({ sessions: await auth.listSessions(id, sessionOf(c).sessionId) }, 200);
+    })
+    .openapi(revokeUserSessionRoute, async (c) => {
+      const { id, sessionId } = c.req.valid('param');
+      await users.checkManageable(manager(c), id);
+      await auth.revokeSession(manager(c), id, sessionId);
+      return c.body(null, 204);
+    })
+    .openapi(resetTwoFactorRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      await users.checkManageable(manager(c), id);
+      await twoFactor.reset(manager(c), id);
       return c.body(null, 204);
     });
 }

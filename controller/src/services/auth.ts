@@ -86,7 +86,18 @@ export interface AuthenticatedSession {
   renewed: boolean;
   /** How the request authenticated: the session cookie, or an API token (`Authorization: Bearer`). */
   via?: 'cookie' | 'token';
+  /**
+   * `ok`; `second-factor`: the password was right and a TOTP or recovery code is still owed;
+   * `enroll`: the user's role must use 2FA and they have not set it up (they may only enroll).
+   */
+  stage?: SessionStage;
 }
+
+/** How far a session got through sign-in. */
+export type SessionStage = 'ok' | 'second-factor' | 'enroll';
+
+/** How long a session may wait for its second factor. */
+export const SECOND_FACTOR_WINDOW_MS = 5 * 60 * 1000;
 
 /** Thrown for a refused sign-in attempt: 429 `auth.locked`, with when to try again. */
 export class SignInThrottled extends KeelError {
@@ -229,6 +240,14 @@ export interface AuthServiceDeps {
     ): Promise<{ token: { id: string; expiresAt: Date }; user: UserRow; actor: Actor } | null>;
     isLive(id: string): Promise<boolean>;
   };
+  /** Two-factor checks and policy; without it no second factor is asked. */
+  twoFactor?: {
+    requiredRoles(): Promise<UserRole[]>;
+    check(
+      user: UserRow,
+      input: { code?: string; recoveryCode?: string },
+    ): Promise<'totp' | 'recovery' | null>;
+  };
 }
 
 /** Normalizes a username the way it is stored: trimmed, lower case. */
@@ -243,6 +262,19 @@ export function createAuthService(deps: AuthServiceDeps) {
   const policy = { ...authPolicy, ...deps.policy };
   const checkPassword = deps.checkPassword ?? verifyPassword;
   const resolveActor = deps.resolveActor ?? ((user: UserRow) => Promise.resolve(actorOf(user)));
+
+  /** Where a session stands: owes its second factor, must enroll one, or is done. */
+  async function stageOf(user: UserRow, verified: boolean): Promise<SessionStage> {
+    if (!verified) return 'second-factor';
+    if (
+      deps.twoFactor &&
+      user.totpEnabledAt === null &&
+      (await deps.twoFactor.requiredRoles()).includes(user.role)
+    ) {
+      return 'enroll';
+    }
+    return 'ok';
+  }
   const perIp = new LoginThrottle(
     policy.maxFailuresPerIp,
     policy.ipWindowMs,
@@ -354,8 +386,14 @@ export function createAuthService(deps: AuthServiceDeps) {
       const secret = randomBytes(32).toString('base64url');
       const csrfToken = randomBytes(32).toString('base64url');
       const sessionId = sessionIdOf(secret);
-      const expiresAt = new Date(t.getTime() + Math.min(policy.sessionTtlMs, policy.sessionMaxAgeMs));
+      // With 2FA on, the session can only finish sign-in, and only for a few minutes.
+      const pending = deps.twoFactor !== undefined && user.totpEnabledAt !== null;
+      const expiresAt = new Date(
+        t.getTime() +
+          (pending ? SECOND_FACTOR_WINDOW_MS : Math.min(policy.sessionTtlMs, policy.sessionMaxAgeMs)),
+      );
       await sessions.create({
+        verified: !pending,
         id: sessionId,
         userId: user.id,
         csrfToken,
@@ -364,8 +402,14 @@ export function createAuthService(deps: AuthServiceDeps) {
         ip: input.ip,
         userAgent: input.userAgent?.slice(0, 512) ?? null,
       });
-      await audit.record(user.id, 'auth.login', `user:${user.id}`, {}, input.ip);
-      log.info({ userId: user.id }, 'user signed in');
+      await audit.record(
+        user.id,
+        'auth.login',
+        `user:${user.id}`,
+        pending ? { secondFactor: 'owed' } : {},
+        input.ip,
+      );
+      log.info({ userId: user.id }, pending ? 'password accepted, second factor owed' : 'user signed in');
       return {
         user: publicUser(user),
         actor: await resolveActor(user),
@@ -374,6 +418,7 @@ export function createAuthService(deps: AuthServiceDeps) {
         expiresAt,
         renewed: true,
         secret,
+        stage: pending ? 'second-factor' : await stageOf(user, true),
       };
     },
 
@@ -405,7 +450,117 @@ export function createAuthService(deps: AuthServiceDeps) {
         csrfToken: found.session.csrfToken,
         expiresAt,
         renewed,
+        via: 'cookie',
+        stage: await stageOf(found.user, found.session.verified),
       };
+    },
+
+    /**
+     * Finishes a sign-in that owes its second factor: a TOTP code or a recovery code. Counted in
+     * the same throttle as passwords (per username and per address), so codes cannot be guessed
+     * faster than passwords. Throws SignInThrottled, or `auth.invalid_code` (401).
+     */
+    async completeSecondFactor(
+      session: AuthenticatedSession,
+      input: { code?: string; recoveryCode?: string },
+      ip: string | null,
+    ): Promise<void> {
+      if (session.stage !== 'second-factor' || !deps.twoFactor) {
+        throw new KeelError('request.invalid', 'This session owes no second factor.');
+      }
+      const t = now();
+      const at = t.getTime();
+      const username = session.user.username;
+      const wait = Math.max(ip === null ? 0 : perIp.wait(ip, at), perUser.wait(username, at));
+      if (wait > 0) throw new SignInThrottled(Math.ceil(wait / 1000));
+      if (ip !== null) perIp.begin(ip, at);
+      perUser.begin(username, at);
+      let kind: 'totp' | 'recovery' | null = null;
+      try {
+        const user = await users.findById(session.user.id);
+        kind = user ? await deps.twoFactor.check(user, input) : null;
+      } finally {
+        const done = now().getTime();
+        if (ip !== null) perIp.end(ip, kind === null, done);
+        if (perUser.end(username, kind === null, done)) {
+          await audit
+            .record(
+              session.user.id,
+              'auth.lockout',
+              `user:${session.user.id}`,
+              { username, step: 'second-factor' },
+              ip,
+            )
+            .catch(() => undefined);
+        }
+      }
+      if (kind === null) {
+        await audit.record(session.user.id, 'auth.two_factor_failed', `user:${session.user.id}`, {}, ip);
+        throw new KeelError('auth.invalid_code');
+      }
+      await sessions.markVerified(
+        session.sessionId,
+        new Date(at + Math.min(policy.sessionTtlMs, policy.sessionMaxAgeMs)),
+      );
+      await audit.record(session.user.id, 'auth.two_factor', `user:${session.user.id}`, { kind }, ip);
+    },
+
+    /**
+     * Changes the signed-in user's password (the current one is checked, through the sign-in
+     * throttle); every other session of the user ends.
+     */
+    async changePassword(
+      session: AuthenticatedSession,
+      input: { currentPassword: string; newPassword: string },
+      ip: string | null,
+      checkPolicy: (password: string, username: string) => void,
+    ): Promise<void> {
+      const at = now().getTime();
+      const username = session.user.username;
+      const wait = perUser.wait(username, at);
+      if (wait > 0) throw new SignInThrottled(Math.ceil(wait / 1000));
+      perUser.begin(username, at);
+      let ok = false;
+      try {
+        const user = await users.findById(session.user.id);
+        ok = !!user && (await checkPassword(user.passwordHash, input.currentPassword));
+      } finally {
+        perUser.end(username, !ok, now().getTime());
+      }
+      if (!ok) throw new KeelError('auth.invalid_credentials', 'The current password is wrong.');
+      checkPolicy(input.newPassword, username);
+      await users.setPasswordHash(session.user.id, await hashPassword(input.newPassword), now());
+      await sessions.deleteForUser(session.user.id, session.sessionId);
+      await audit.record(session.user.id, 'user.password_change', `user:${session.user.id}`, {}, ip);
+    },
+
+    /** A user's live sessions (`current` marks the caller's). */
+    async listSessions(userId: string, currentId?: string) {
+      return (await sessions.listForUser(userId, now())).map((s) => ({
+        id: s.id,
+        createdAt: s.createdAt.toISOString(),
+        lastSeenAt: s.lastSeenAt.toISOString(),
+        expiresAt: s.expiresAt.toISOString(),
+        ip: s.ip,
+        userAgent: s.userAgent,
+        current: s.id === currentId,
+      }));
+    },
+
+    /** Ends one session of a user (by the user or an admin); audited. */
+    async revokeSession(
+      by: { id: string; ip: string | null },
+      userId: string,
+      sessionId: string,
+    ): Promise<void> {
+      if (!(await sessions.deleteOfUser(userId, sessionId))) throw new KeelError('session.not_found');
+      await audit.record(
+        by.id,
+        'session.revoke',
+        `user:${userId}`,
+        { session: sessionId.slice(0, 12) },
+        by.ip,
+      );
     },
 
     /**
@@ -424,6 +579,7 @@ export function createAuthService(deps: AuthServiceDeps) {
         expiresAt: found.token.expiresAt,
         renewed: false,
         via: 'token',
+        stage: 'ok',
       };
     },
 

@@ -14,8 +14,10 @@ import { createGroupsRepository } from '../repositories/groups.ts';
 import { createActorResolver, createGroupsService } from './groups.ts';
 import { createTokensRepository } from '../repositories/tokens.ts';
 import { createTokensService } from './tokens.ts';
+import { createTwoFactorRepository } from '../repositories/two-factor.ts';
+import { createTwoFactorService } from './two-factor.ts';
 import { createAuditService, type AuditService } from './audit.ts';
-import { createAuthService, type authPolicy } from './auth.ts';
+import { createAuthService, verifyPassword, type authPolicy } from './auth.ts';
 import { createHostEventsReader } from './host-events.ts';
 import { createHostsService } from './hosts.ts';
 import { createJoinTokensService } from './join-tokens.ts';
@@ -55,9 +57,18 @@ export function createServices(deps: ServicesDeps) {
     resolveActor,
     now,
   });
+  const twoFactor = createTwoFactorService({
+    users,
+    twoFactor: createTwoFactorRepository(db),
+    sessions,
+    audit,
+    checkPassword: verifyPassword,
+    now,
+  });
   return {
     audit,
     tokens,
+    twoFactor,
     auth: createAuthService({
       users,
       sessions,
@@ -67,6 +78,7 @@ export function createServices(deps: ServicesDeps) {
       policy: deps.authPolicy,
       resolveActor,
       tokens,
+      twoFactor,
     }),
     users: createUsersService({ users, audit, groups, sessions, now }),
     groups: createGroupsService({ groups, hosts: createHostRepository(db), audit }),

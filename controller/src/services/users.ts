@@ -140,6 +140,11 @@ export function createUsersService({
   return {
     create,
 
+    /** Throws unless `manager` may manage user `id` (exists; owners only by owners). */
+    async checkManageable(manager: Manager, id: string): Promise<void> {
+      mayManage(manager, (await found(id)).role);
+    },
+
     async list(): Promise<UserView[]> {
       return (await users.list()).map(userView);
     },
@@ -227,6 +232,13 @@ export function createUsersService({
         manager?.ip ?? null,
       );
       return { password: next, generated: password === undefined };
+    },
+
+    /** The CLI's reset (`keel-controller reset-password`): by username, audited as `system`. */
+    async resetPasswordByName(username: string, password?: string) {
+      const row = await users.findByUsername(normalizeUsername(username));
+      if (!row) throw new KeelError('user.not_found', `No user "${username}".`);
+      return this.resetPassword(null, row.id, password);
     },
 
     /** A user's grants. */

@@ -1,0 +1,88 @@
+// TOTP state, recovery codes and the 2FA policy row: the only file that writes them.
+import { and, eq, isNull, lt, or, sql } from 'drizzle-orm';
+import type { Db } from '../db/index.ts';
+import { accessSettings, recoveryCodes, users, type UserRole } from '../db/schema/users.ts';
+
+/** Two-factor table access. */
+export function createTwoFactorRepository(db: Db) {
+  return {
+    /** Stores a secret being enrolled (not in force until `enable`). */
+    async setPendingSecret(userId: string, secret: string): Promise<void> {
+      await db
+        .update(users)
+        .set({ totpSecret: secret, totpEnabledAt: null, totpLastStep: null })
+        .where(eq(users.id, userId));
+    },
+
+    /** Puts the secret in force and replaces the recovery codes, in one transaction. */
+    async enable(userId: string, at: Date, step: number, codeHashes: string[]): Promise<void> {
+      await db.transaction(async (tx) => {
+        await tx.update(users).set({ totpEnabledAt: at, totpLastStep: step }).where(eq(users.id, userId));
+        await tx.delete(recoveryCodes).where(eq(recoveryCodes.userId, userId));
+        await tx.insert(recoveryCodes).values(codeHashes.map((codeHash) => ({ userId, codeHash })));
+      });
+    },
+
+    async disable(userId: string): Promise<void> {
+      await db.transaction(async (tx) => {
+        await tx
+          .update(users)
+          .set({ totpSecret: null, totpEnabledAt: null, totpLastStep: null })
+          .where(eq(users.id, userId));
+        await tx.delete(recoveryCodes).where(eq(recoveryCodes.userId, userId));
+      });
+    },
+
+    /**
+     * Records `step` as the last accepted TOTP step unless it is not newer than the stored one:
+     * false means the code was already used (a replay), even by a concurrent request.
+     */
+    async acceptStep(userId: string, step: number): Promise<boolean> {
+      const rows = await db
+        .update(users)
+        .set({ totpLastStep: step })
+        .where(and(eq(users.id, userId), or(isNull(users.totpLastStep), lt(users.totpLastStep, step))))
+        .returning({ id: users.id });
+      return rows.length > 0;
+    },
+
+    /** Uses a recovery code once: false when unknown or already used. */
+    async useRecoveryCode(userId: string, codeHash: string, at: Date): Promise<boolean> {
+      const rows = await db
+        .update(recoveryCodes)
+        .set({ usedAt: at })
+        .where(
+          and(
+            eq(recoveryCodes.userId, userId),
+            eq(recoveryCodes.codeHash, codeHash),
+            isNull(recoveryCodes.usedAt),
+          ),
+        )
+        .returning({ userId: recoveryCodes.userId });
+      return rows.length > 0;
+    },
+
+    async recoveryCodesLeft(userId: string): Promise<number> {
+      const [row] = await db
+        .select({ n: sql<number>`count(*)::int` })
+        .from(recoveryCodes)
+        .where(and(eq(recoveryCodes.userId, userId), isNull(recoveryCodes.usedAt)));
+      return row?.n ?? 0;
+    },
+
+    /** Roles that must use two-factor sign-in. */
+    async requiredRoles(): Promise<UserRole[]> {
+      const [row] = await db.select().from(accessSettings).where(eq(accessSettings.id, 1)).limit(1);
+      return (row?.twoFactorRoles ?? []) as UserRole[];
+    },
+
+    async setRequiredRoles(roles: UserRole[], at: Date): Promise<void> {
+      await db
+        .insert(accessSettings)
+        .values({ id: 1, twoFactorRoles: roles, updatedAt: at })
+        .onConflictDoUpdate({ target: accessSettings.id, set: { twoFactorRoles: roles, updatedAt: at } });
+    },
+  };
+}
+
+export type TwoFactorRepository = ReturnType<typeof createTwoFactorRepository>;
