@@ -118,7 +118,7 @@ async function buildAgent() {
       format: 'esm',
       minifySyntax: true,
       legalComments: 'eof',
-      external: optionalNative,
+      external: [...optionalNative, 'node-pty'], // node-pty loads when present, else `script` serves
       banner,
       logLevel: 'warning',
     });

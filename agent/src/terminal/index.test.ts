@@ -1,0 +1,164 @@
+// Proves the terminal channel handler on both PTY backends (node-pty, and util-linux `script` as
+// the fallback): a login shell with TERM=xterm-256color answers typed commands, a resize reaches
+// `stty size`, several sessions run at once, a `yes` flood into a port that does not read stays
+// bounded and ^C stops it, the whole session ends with the channel (no orphaned shell), and an
+// idle session is closed.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { encodeTerminalInput, encodeTerminalResize, type ChannelEnd } from '@keel/shared';
+import type { ChannelPort, ChannelSession } from '../channels/hub.ts';
+import { terminalChannelHandler, type TerminalOptions } from './index.ts';
+import { processesInSessions } from './pty.ts';
+
+interface FakeChannel {
+  session: ChannelSession;
+  text: () => string;
+  bytes: () => number;
+  closed: Promise<ChannelEnd>;
+  /** While set, writes do not resolve (a client that does not read). */
+  stall: (on: boolean) => void;
+  type: (s: string) => Promise<void>;
+  until: (re: RegExp, ms?: number) => Promise<string>;
+  end: () => void;
+}
+
+function open(opts: TerminalOptions, size = { cols: 80, rows: 24 }): FakeChannel {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  let stalled = false;
+  let release: () => void = () => {};
+  let markClosed: (end: ChannelEnd) => void = () => {};
+  const closed = new Promise<ChannelEnd>((r) => (markClosed = r));
+  const abort = new AbortController();
+  let isClosed = false;
+  let session: ChannelSession = {};
+  const port: ChannelPort = {
+    id: 't1',
+    async write(bytes) {
+      chunks.push(Buffer.from(bytes));
+      total += bytes.length;
+      if (stalled) await new Promise<void>((r) => (release = r));
+    },
+    close(end) {
+      if (isClosed) return;
+      isClosed = true;
+      abort.abort();
+      markClosed(end);
+      session.onClose?.(end);
+    },
+    get closed() {
+      return isClosed;
+    },
+    signal: abort.signal,
+  };
+  session = terminalChannelHandler(opts).open(port, size);
+  const text = () => Buffer.concat(chunks).toString('utf8');
+  return {
+    session,
+    text,
+    bytes: () => total,
+    closed,
+    stall(on) {
+      stalled = on;
+      if (!on) release();
+    },
+    async type(s) {
+      await session.onData?.(Buffer.from(encodeTerminalInput(s)));
+    },
+    async until(re, ms = 5_000) {
+      const deadline = Date.now() + ms;
+      while (Date.now() < deadline) {
+        const m = re.exec(text());
+        if (m) return m[1] ?? m[0];
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error(`no ${re} in output: ${JSON.stringify(text().slice(-500))}`);
+    },
+    end() {
+      port.close({ reason: 'client closed the channel' });
+    },
+  };
+}
+
+async function gone(pid: number, ms = 5_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if ((await processesInSessions([pid])).length === 0) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return true;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
+}
+
+for (const backend of ['node-pty', 'script'] as const) {
+  describe(`terminal on ${backend}`, () => {
+    const opts: TerminalOptions = { backend, killGraceMs: 300, idleTimeoutMs: 0 };
+
+    test(
+      'a login shell answers, TERM is xterm-256color, a resize reaches stty',
+      { timeout: 20_000 },
+      async () => {
+        const ch = open(opts, { cols: 100, rows: 30 });
+        await ch.type('echo "t=$TERM"\r');
+        assert.equal(await ch.until(/t=([\w-]+)\r\n/), 'xterm-256color');
+        await ch.type('stty size\r');
+        assert.equal(await ch.until(/(30 100)/), '30 100');
+        await ch.session.onData?.(Buffer.from(encodeTerminalResize(132, 43)));
+        await new Promise((r) => setTimeout(r, 100));
+        await ch.type('stty size\r');
+        assert.equal(await ch.until(/(43 132)/), '43 132');
+        await ch.type('exit 3\r');
+        const end = await ch.closed;
+        assert.equal(end.exitCode, 3);
+      },
+    );
+
+    test('closing the channel ends the shell and its jobs (no orphans)', { timeout: 20_000 }, async () => {
+      const ch = open(opts);
+      await ch.type('sleep 300 & echo "pid=$$"\r');
+      const pid = Number(await ch.until(/pid=(\d+)/));
+      assert.ok(pid > 1);
+      // A second session at the same time works on its own.
+      const other = open(opts);
+      await other.type('echo "other=$$"\r');
+      const otherPid = Number(await other.until(/other=(\d+)/));
+      assert.notEqual(otherPid, pid);
+      ch.end();
+      assert.ok(await gone(pid), 'the shell and its background job are gone');
+      assert.equal((await processesInSessions([pid])).length, 0);
+      process.kill(otherPid, 0); // still there
+      other.end();
+      assert.ok(await gone(otherPid));
+    });
+
+    test('a yes flood into a stalled client stays bounded; ^C stops it', { timeout: 20_000 }, async () => {
+      const ch = open(opts);
+      await ch.type('echo ready\r');
+      await ch.until(/ready\r\n/);
+      ch.stall(true);
+      await ch.type('yes\r');
+      await new Promise((r) => setTimeout(r, 500));
+      const held = ch.bytes();
+      await new Promise((r) => setTimeout(r, 500));
+      // The PTY is not read while the client holds its writes: at most a chunk or two more.
+      assert.ok(ch.bytes() - held < 256 * 1024, `read on while stalled: ${ch.bytes() - held} bytes`);
+      await ch.type('\x03');
+      ch.stall(false);
+      await ch.type('echo "done=$((6*7))"\r');
+      await ch.until(/done=(42)/, 10_000);
+      ch.end();
+    });
+  });
+}
+
+test('an idle session is closed', { timeout: 10_000 }, async () => {
+  const ch = open({ idleTimeoutMs: 300, killGraceMs: 100 });
+  const end = await ch.closed;
+  assert.equal(end.code, 'terminal.idle');
+  assert.match(ch.text(), /session closed/);
+});
