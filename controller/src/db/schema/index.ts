@@ -4,6 +4,7 @@ export * from './audit.ts';
 export * from './groups.ts';
 export * from './hosts.ts';
 export * from './join-tokens.ts';
+export * from './metrics.ts';
 export * from './processes.ts';
 export * from './recordings.ts';
 export * from './streams.ts';
