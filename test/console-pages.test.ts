@@ -4,7 +4,7 @@
 // throw), and long text cut with its full value on hover so no table grows past the viewport.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { sampleFacts } from './helpers/facts.ts';
@@ -94,6 +94,16 @@ before(async () => {
 after(async () => {
   await browser?.close();
   if (agent) await kill(agent, 'SIGTERM');
+  // Supervised processes outlive their agent: end the ones the Processes page started.
+  const supervised = agentDir ? join(agentDir, 'processes') : '';
+  for (const name of supervised && existsSync(supervised) ? readdirSync(supervised) : []) {
+    try {
+      const run = join(supervised, name, 'run.json');
+      process.kill(-(JSON.parse(readFileSync(run, 'utf8')) as { pid: number }).pid, 'SIGKILL');
+    } catch {
+      // not running
+    }
+  }
   await ctl?.close();
   if (ctl) removeDir(ctl.dataDir);
   if (agentDir) removeDir(agentDir);
@@ -111,6 +121,51 @@ const violations: string[] = [];
 /** Runs axe on the page as it is now; the test fails at its end with everything found. */
 async function checkAccessible(page: Page, where: string): Promise<void> {
   for (const v of await axeViolations(page)) violations.push(`${where}: ${v}`);
+}
+
+/**
+ * The Processes tab: create a process through the form, see it running, open its console, see its
+ * live output, type a line and see the answer; markup and escapes in its output stay inert text.
+ */
+async function processesPage(
+  page: Page,
+  hostId: string,
+  tag: string,
+  where: (p: string) => string,
+  shot: (p: string) => string,
+): Promise<void> {
+  await page.goto(`/hosts/${hostId}/processes`);
+  await page.click('[data-testid="new-process"]');
+  await page.locator('[data-testid="process-form"]').waitFor();
+  await checkAccessible(page, where('new process form'));
+  await page.fill('#p-name', 'console-echo');
+  await page.fill('#p-argv', 'sh\n-c\necho ready; while read l; do echo "got $l"; done');
+  // Enter in a field submits, as a keyboard user would (the polled table above may shift the layout under a pointer).
+  await page.press('#p-name', 'Enter');
+  const row = page.locator('[data-testid="process-row"]').filter({ hasText: 'console-echo' });
+  await row.locator('[data-testid="process-state"]', { hasText: 'running' }).waitFor();
+  await row.locator('[data-testid="open-console"]').click();
+  const output = page.locator('[data-testid="console-output"]');
+  await output.filter({ hasText: 'ready' }).waitFor();
+  await page.fill('[data-testid="console-input"]', `hi ${tag}`);
+  await page.keyboard.press('Enter');
+  await output.filter({ hasText: `got hi ${tag}` }).waitFor();
+  // Short words: the line also lands in the host's audit history, which wraps at spaces.
+  const hostile = `<img src=x onerror=alert(1)> <script>alert(2)</script> \u001b[31m red \u001b[0m`;
+  await page.fill('[data-testid="console-input"]', hostile);
+  await page.keyboard.press('Enter');
+  await output.filter({ hasText: 'got <img src=x' }).waitFor();
+  assert.equal(await output.locator('img, script').count(), 0, 'output markup is text');
+  assert.ok(
+    (await output.innerText()).includes('<script>alert(2)</script>  red '),
+    'escapes removed, text kept',
+  );
+  await checkAccessible(page, where('process console'));
+  await page.screenshot({ path: shot('processes'), fullPage: true });
+  assert.ok(
+    await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
+    'the Processes page is no wider than the viewport',
+  );
 }
 
 /** The fleet page with every host row rendered. */
@@ -183,6 +238,8 @@ test(
           await page.locator('[data-testid="host-capabilities"]').waitFor();
           await checkAccessible(page, where('host page'));
           await page.screenshot({ path: shot('host'), fullPage: true });
+
+          await processesPage(page, realId, `${theme}-${viewport}`, where, shot);
 
           await page.goto(`/hosts/${ids['odd-types']}`);
           await page.locator('h1', { hasText: 'odd-types' }).waitFor();

@@ -169,7 +169,34 @@ export const api = {
       ),
     ),
   verifyAudit: () => call(client.audit.verify.$get()),
+
+  ...processCalls(),
 };
+
+/** The processes capability's calls (web/src/routes/(app)/hosts/[id]/processes). */
+function processCalls() {
+  const one = (id: string, name: string) => ({
+    param: { id: encodeURIComponent(id), name: encodeURIComponent(name) },
+  });
+  const proc = client.hosts[':id'].processes;
+  return {
+    listProcesses: (id: string, signal?: AbortSignal) => call(proc.$get(byId(id), withSignal(signal))),
+    applyProcess: (id: string, spec: Parameters<typeof proc.$post>[0]['json']) =>
+      call(proc.$post({ ...byId(id), json: spec })),
+    processAction: (id: string, name: string, action: 'start' | 'stop' | 'restart') =>
+      call(proc[':name'][action].$post(one(id, name))),
+    deleteProcess: async (id: string, name: string): Promise<void> => {
+      await call(proc[':name'].$delete(one(id, name)));
+    },
+    processStdin: (id: string, name: string, line: string) =>
+      call(proc[':name'].stdin.$post({ ...one(id, name), json: { line } })),
+    processLogsTail: (id: string, name: string, tail: number, signal?: AbortSignal) =>
+      call(proc[':name'].logs.$get({ ...one(id, name), query: { tail: String(tail) } }, withSignal(signal))),
+    /** A ticket for a live channel of `kind` on a host (then a WebSocket to its `url`). */
+    openChannel: (id: string, kind: string, params: Record<string, unknown>) =>
+      call(client.hosts[':id'].channels.$post({ ...byId(id), json: { kind, params } })),
+  };
+}
 
 /** A host as the API declares it in `GET /hosts`, before the boundary reads it (host.ts). */
 export type ApiHost = Ok<Awaited<ReturnType<typeof client.hosts.$get>>>['hosts'][number];

@@ -9,7 +9,10 @@ export interface HostTab {
 }
 
 /** Tabs in display order. */
-export const hostTabs: readonly HostTab[] = [{ id: 'overview', label: 'Overview', path: '' }];
+export const hostTabs: readonly HostTab[] = [
+  { id: 'overview', label: 'Overview', path: '' },
+  { id: 'processes', label: 'Processes', path: '/processes' },
+];
 
 /** The tab that `pathname` belongs to: the longest matching path wins. */
 export function activeHostTab(pathname: string, hostId: string): HostTab | undefined {
