@@ -68,6 +68,8 @@ Usage: install.sh agent|controller|upgrade|uninstall|help [options]
     --token TOKEN           the join token (visible in the process list: prefer the
                             environment variable)                                       KEEL_JOIN_TOKEN
     --name NAME             the host's name in the console (default: hostname)         KEEL_HOST_NAME
+    --version V             the agent version to install or upgrade to (default: the
+                            newest the controller holds)                                KEEL_AGENT_VERSION
     --bundle FILE           install this agent bundle instead of downloading it;
                             FILE.sha256 (or --sha256) must match                        KEEL_BUNDLE
   controller   install the controller
@@ -308,6 +310,11 @@ fetch_agent_bundle() {
     BUNDLE_SUM=$(local_bundle_sum "$BUNDLE")
     BUNDLE_VERSION=$(basename "$BUNDLE" .tar.gz)
     BUNDLE_VERSION=${BUNDLE_VERSION#keel-agent-}
+  elif [ -n "$VERSION" ] && [ "$VERSION" != "$KEEL_SERVED_AGENT_VERSION" ]; then
+    # A version other than the one served in this script: its checksum from the controller.
+    BUNDLE_VERSION=$VERSION
+    BUNDLE_SUM=$(fetch_text "$CONTROLLER/install/agent/keel-agent-$VERSION.tar.gz.sha256" | cut -d ' ' -f 1)
+    [ -n "$BUNDLE_SUM" ] || die "the controller at $CONTROLLER does not hold keel-agent $VERSION"
   else
     BUNDLE_VERSION=$KEEL_SERVED_AGENT_VERSION
     BUNDLE_SUM=$KEEL_SERVED_AGENT_SHA256
@@ -320,6 +327,8 @@ fetch_agent_bundle() {
     if [ -z "$BUNDLE_VERSION" ] || [ -z "$BUNDLE_SUM" ]; then
       die "the controller at $CONTROLLER has no agent bundle to give (build it there with npm run build, or pass --bundle FILE)"
     fi
+  fi
+  if [ -z "$BUNDLE" ]; then
     BUNDLE_FILE=$TMP/keel-agent-$BUNDLE_VERSION.tar.gz
     say "    downloading keel-agent $BUNDLE_VERSION from $CONTROLLER"
     fetch "$CONTROLLER/install/agent/keel-agent-$BUNDLE_VERSION.tar.gz" "$BUNDLE_FILE" ||
@@ -713,6 +722,7 @@ PUBLIC_URL=${KEEL_PUBLIC_URL:-}
 PORT=${KEEL_PORT:-}
 DATABASE_URL=${DATABASE_URL:-}
 WITH_AGENT=${KEEL_WITH_AGENT:-0}
+VERSION=${KEEL_AGENT_VERSION:-}
 
 MODE=${1:-}
 [ $# -gt 0 ] && shift
@@ -738,6 +748,7 @@ while [ $# -gt 0 ]; do
     --token-file) need_value "$@"; TOKEN_FILE=$2; shift 2 ;;
     --name) need_value "$@"; NAME=$2; shift 2 ;;
     --bundle) need_value "$@"; BUNDLE=$2; shift 2 ;;
+    --version) need_value "$@"; VERSION=$2; shift 2 ;;
     --sha256) need_value "$@"; SHA256=$2; shift 2 ;;
     --node) need_value "$@"; NODE=$2; shift 2 ;;
     --wait) need_value "$@"; WAIT=$2; shift 2 ;;
@@ -752,6 +763,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$WAIT" in '' | *[!0-9]*) die "--wait needs a number of seconds" ;; esac
+case "$VERSION" in *[!0-9A-Za-z.-]*) die "--version takes a version such as 1.2.3" ;; esac
 if [ -n "$TOKEN" ] && [ -n "$TOKEN_FILE" ]; then die "give the join token once: --token-file or KEEL_JOIN_TOKEN/--token"; fi
 # umask for everything written: nothing group- or world-writable, secrets set their own modes.
 umask 022

@@ -72,7 +72,7 @@ describe('ansible rollout', { skip: need('ansible-playbook') }, () => {
   });
 
   test(
-    'site.yml enrolls every host, changes nothing on a second run or --check, upgrades canary first and halts on a broken bundle',
+    'site.yml enrolls every host, changes nothing on a second run or --check, upgrades canary first, halts on a broken bundle, holds a chosen version',
     { timeout: 300_000 },
     async () => {
       const token = await controller.api.post<{ secret: string }>('/join-tokens', {
@@ -156,6 +156,20 @@ describe('ansible rollout', { skip: need('ansible-playbook') }, () => {
         10_000,
         'both hosts online on 0.1.1',
       );
+
+      // A fleet held at a version the controller holds (back to 0.1.0); held, a run changes nothing.
+      const pinned = [...playbook, '-e', 'keel_agent_version=0.1.0'];
+      const back = await run(pinned, env);
+      assert.equal(back.code, 0, back.out);
+      await waitFor(
+        async () =>
+          JSON.stringify(await versions()) === JSON.stringify({ 'host-a': '0.1.0', 'host-b': '0.1.0' }),
+        10_000,
+        'both hosts online on 0.1.0',
+      );
+      const held = await run(pinned, env);
+      assert.equal(held.code, 0, held.out);
+      assert.deepEqual(recap(held.out), { 'host-a': 0, 'host-b': 0 }, held.out);
     },
   );
 

@@ -187,6 +187,12 @@ describe('install.sh', () => {
       assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
       await waitFor(async () => (await hostVersion()).online, 10_000, 'host back online on 0.1.1');
       assert.equal((await hostVersion()).agentVersion, '0.1.1');
+      // Any version the controller holds can be chosen, an older one included.
+      const back = await sh(`${upgrade} --version 0.1.0`, rootEnv(root));
+      assert.equal(back.code, 0, back.out);
+      assert.match(back.out, /Done: keel-agent 0\.1\.0 is online/);
+      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.0');
+      assert.equal((await hostVersion()).agentVersion, '0.1.0');
       for (const v of ['0.1.1', '0.1.2']) {
         for (const f of [`keel-agent-${v}.tar.gz`, `keel-agent-${v}.tar.gz.sha256`]) rmSync(join(bundles, f));
       }

@@ -49,7 +49,7 @@ function app(online: Record<string, boolean> = {}) {
   return a;
 }
 
-test('install.sh carries the controller, pin and the newest bundle; the bundle and its checksum are served', async () => {
+test('install.sh carries the controller, pin and the newest bundle; every held bundle and its checksum are served', async () => {
   mkdirSync(bundles, { recursive: true });
   bundle('0.9.0', 'old');
   bundle('0.10.0-rc.1', 'rc');
@@ -66,14 +66,20 @@ test('install.sh carries the controller, pin and the newest bundle; the bundle a
   assert.match(text, /echo hi\n$/);
 
   const manifest = await (await a.request('/install/agent.json')).json();
-  assert.deepEqual(manifest, { version: '0.10.0', file: 'keel-agent-0.10.0.tar.gz', sha256: sum });
+  assert.deepEqual(manifest, {
+    version: '0.10.0',
+    file: 'keel-agent-0.10.0.tar.gz',
+    sha256: sum,
+    versions: ['0.9.0', '0.10.0-rc.1', '0.10.0'],
+  });
   const body = await a.request('/install/agent/keel-agent-0.10.0.tar.gz');
   assert.equal(body.status, 200);
   assert.equal(await body.text(), 'new');
   const check = await a.request('/install/agent/keel-agent-0.10.0.tar.gz.sha256');
   assert.equal(await check.text(), `${sum}  keel-agent-0.10.0.tar.gz\n`);
-  // Only the current bundle's names; nothing else in the directory is reachable.
-  for (const other of ['keel-agent-0.9.0.tar.gz', '..%2Finstall.sh', 'x']) {
+  // Older versions stay downloadable (pinning, going back); nothing else in the directory is.
+  assert.equal(await (await a.request('/install/agent/keel-agent-0.9.0.tar.gz')).text(), 'old');
+  for (const other of ['keel-agent-0.8.0.tar.gz', '..%2Finstall.sh', 'install.sh.sha256', 'x']) {
     assert.equal((await a.request(`/install/agent/${other}`)).status, 404, other);
   }
 });

@@ -2,8 +2,9 @@
 // air-gapped fleet fetches nothing from anywhere else):
 //   GET /install.sh                      install.sh with this controller's URL, key fingerprint and
 //                                        agent bundle (version + SHA-256) filled in
-//   GET /install/agent.json              which agent bundle this controller hands out
-//   GET /install/agent/<file>            the agent bundle (keel-agent-<version>.tar.gz) and its .sha256
+//   GET /install/agent.json              which agent bundle this controller hands out (the newest),
+//                                        and every version it holds
+//   GET /install/agent/<file>            an agent bundle (keel-agent-<version>.tar.gz) and its .sha256
 //   GET /install/hosts/:id               { online, agentVersion } for one host, so the installer
 //                                        can say when the host it enrolled (or upgraded) is online
 // All are public: the script and the bundle hold no secret (the join token is never in them), and
@@ -73,23 +74,25 @@ function compareBundles(a: string, b: string): number {
 }
 
 /**
- * Reads the newest agent bundle in `dir` and checks it against its `.sha256` file: a bundle whose
- * file and checksum disagree is refused (a half-copied upload must not reach a fleet).
- * Cached while the file's size and mtime stay the same.
+ * The agent bundles in `dir`, each checked against its `.sha256` file when read: a bundle whose
+ * file and checksum disagree is refused (a half-copied upload must not reach a fleet). Every
+ * version held stays downloadable, so a host can be pinned to or put back on an older one.
+ * Each file is cached while its size and mtime stay the same.
  */
-export function agentBundleReader(dir: string | undefined) {
-  let cached: { key: string; bundle: AgentBundle } | null = null;
-  return (): AgentBundle | null => {
-    if (!dir || !existsSync(dir)) return null;
-    const names = readdirSync(dir)
-      .filter((f) => BUNDLE_NAME.test(f))
-      .sort(compareBundles);
-    const file = names.at(-1);
-    if (!file) return null;
-    const full = path.join(dir, file);
+export function agentBundleStore(dir: string | undefined) {
+  const cache = new Map<string, { key: string; bundle: AgentBundle }>();
+  const names = (): string[] =>
+    dir && existsSync(dir)
+      ? readdirSync(dir)
+          .filter((f) => BUNDLE_NAME.test(f))
+          .sort(compareBundles)
+      : [];
+  const load = (file: string): AgentBundle => {
+    const full = path.join(dir!, file);
     const st = statSync(full);
-    const key = `${full}:${st.size}:${st.mtimeMs}`;
-    if (cached?.key === key) return cached.bundle;
+    const key = `${st.size}:${st.mtimeMs}`;
+    const hit = cache.get(file);
+    if (hit?.key === key) return hit.bundle;
     const bytes = readFileSync(full);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     let recorded: string | undefined;
@@ -105,8 +108,19 @@ export function agentBundleReader(dir: string | undefined) {
       );
     }
     const bundle = { version: file.slice('keel-agent-'.length, -'.tar.gz'.length), file, sha256, bytes };
-    cached = { key, bundle };
+    cache.set(file, { key, bundle });
     return bundle;
+  };
+  return {
+    /** Versions held, oldest first (names only: nothing is read). */
+    versions: (): string[] => names().map((f) => f.slice('keel-agent-'.length, -'.tar.gz'.length)),
+    /** The newest bundle, which install.sh installs unless told a version. */
+    newest: (): AgentBundle | null => {
+      const file = names().at(-1);
+      return file ? load(file) : null;
+    },
+    /** The bundle named `file`, if held. */
+    get: (file: string): AgentBundle | null => (names().includes(file) ? load(file) : null),
   };
 }
 
@@ -154,13 +168,13 @@ export interface InstallRoutesDeps {
 /** GET /install.sh, the agent bundle and the installer's presence check (public). */
 export function installRoutes(deps: InstallRoutesDeps) {
   const sources = deps.sources ?? defaultInstallSources();
-  const bundle = agentBundleReader(sources.agentDir);
+  const bundles = agentBundleStore(sources.agentDir);
   const publicUrl = deps.publicUrl.replace(/\/+$/, '');
   const app = new Hono<AppEnv>();
 
   app.get('/install.sh', permit.public(), (c) => {
     if (!sources.script) throw new KeelError('not_found', 'This controller has no install.sh.');
-    const current = bundle();
+    const current = bundles.newest();
     const text = servedScript(readFileSync(sources.script, 'utf8'), {
       controller: publicUrl,
       pin: deps.controllerFingerprint,
@@ -174,16 +188,19 @@ export function installRoutes(deps: InstallRoutesDeps) {
   });
 
   app.get('/install/agent.json', permit.public(), (c) => {
-    const current = bundle();
+    const current = bundles.newest();
     if (!current) throw new KeelError('not_found', 'This controller has no agent bundle.');
     c.header('cache-control', 'no-store');
-    return c.json({ version: current.version, file: current.file, sha256: current.sha256 }, 200);
+    return c.json(
+      { version: current.version, file: current.file, sha256: current.sha256, versions: bundles.versions() },
+      200,
+    );
   });
 
   app.get('/install/agent/:file', permit.public(), (c) => {
-    const current = bundle();
     const file = c.req.param('file');
-    if (!current || (file !== current.file && file !== `${current.file}.sha256`)) {
+    const current = bundles.get(file.endsWith('.sha256') ? file.slice(0, -'.sha256'.length) : file);
+    if (!current) {
       throw new KeelError('not_found', `No agent bundle named ${JSON.stringify(file.slice(0, 100))}.`);
     }
     c.header('cache-control', 'no-cache');
