@@ -27,6 +27,7 @@ import { twoFactorRoutes } from './routes/two-factor.ts';
 import { checkPasswordPolicy } from './services/users.ts';
 import {
   clientAddress,
+  contentSecurityPolicy,
   requestLog,
   requireCsrfToken,
   requireSession,
@@ -170,9 +171,12 @@ export function createApp(deps: AppDeps) {
   app.use(
     '*',
     secureHeaders({
-      strictTransportSecurity: deps.config.publicUrl.startsWith('https:') ? undefined : false,
+      // `undefined` would override the default (true) and drop the header over https.
+      strictTransportSecurity: deps.config.publicUrl.startsWith('https:'),
+      xFrameOptions: 'DENY',
     }),
   );
+  app.use('*', contentSecurityPolicy());
   app.route('/', healthRoutes(deps.ready));
   app.route(
     '/',

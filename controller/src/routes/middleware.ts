@@ -126,19 +126,42 @@ function sameText(a: string, b: string): boolean {
 }
 
 /**
- * Rejects a mutating request whose Origin header names another site (403 `auth.csrf`). Same-origin
- * means the controller's public URL or the origin the request was addressed to.
+ * Rejects an API request whose Origin header names another site (403 `auth.csrf`), whatever the
+ * method: mutations, and also reads a page elsewhere could start (the `/events` stream, a
+ * WebSocket upgrade). Same-origin means the controller's public URL or the origin the request was
+ * addressed to. Clients that are not browsers send no Origin and are not affected.
  */
 export function sameOrigin(publicUrl: string): MiddlewareHandler<AppEnv> {
   const publicOrigin = new URL(publicUrl).origin;
   return createMiddleware<AppEnv>(async (c, next) => {
-    if (MUTATING.has(c.req.method)) {
-      const origin = c.req.header('origin');
-      if (origin !== undefined && origin !== publicOrigin && origin !== new URL(c.req.url).origin) {
-        throw new KeelError('auth.csrf', 'Cross-origin requests are not allowed.');
-      }
+    const origin = c.req.header('origin');
+    if (origin !== undefined && origin !== publicOrigin && origin !== new URL(c.req.url).origin) {
+      throw new KeelError('auth.csrf', 'Cross-origin requests are not allowed.');
     }
     await next();
+  });
+}
+
+/** CSP for API answers: JSON is never a document to run or embed. */
+export const API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/**
+ * CSP header for console pages, on top of the strict policy the page's own <meta> carries (scripts
+ * only from the origin or by hash, no inline script): what a <meta> policy cannot say.
+ */
+export const CONSOLE_CSP = "frame-ancestors 'none'; object-src 'none'; base-uri 'self'";
+
+/**
+ * Sets a Content-Security-Policy header on answers that have none (the API docs page sets its own),
+ * and a Permissions-Policy turning off device features the console never uses.
+ */
+export function contentSecurityPolicy(): MiddlewareHandler<AppEnv> {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    await next();
+    if (!c.res.headers.has('content-security-policy')) {
+      const api = c.req.path === '/api' || c.req.path.startsWith('/api/');
+      c.res.headers.set('content-security-policy', api ? API_CSP : CONSOLE_CSP);
+    }
+    c.res.headers.set('permissions-policy', 'camera=(), microphone=(), geolocation=(), payment=(), usb=()');
   });
 }
 
