@@ -130,9 +130,6 @@ export async function startController(
     controllerFingerprint: identity.fingerprint,
     audit,
   });
-  // Metrics are stored one row per tick (not in chunks) and rolled up every minute.
-  gateway.sinks.register('metrics', services.metrics.sink);
-  services.metrics.start();
   const first = await services.users.ensureFirstAdmin();
   let ready = true;
   const app = createApp({
@@ -190,7 +187,6 @@ export async function startController(
         await gateway.close();
         server.closeAllConnections();
         await closed;
-        await services.metrics.stop();
         await audit.flushAnchor(); // the audit anchor holds the last head before we go
         await database.close();
         log.info('controller stopped');

@@ -25,8 +25,6 @@ import { createUsersService } from './users.ts';
 import { createChannelsService } from '../channels/service.ts';
 import { createProcessRepository } from '../repositories/processes.ts';
 import { createProcessesService } from './processes.ts';
-import { createMetricsRepository } from '../repositories/metrics.ts';
-import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 
 export interface ServicesDeps {
   db: Db;
@@ -98,13 +96,6 @@ export function createServices(deps: ServicesDeps) {
       processes: createProcessRepository(db, createStreamRepository(db)),
       gateway: deps.gateway,
       audit,
-    }),
-    metrics: createMetricsService({
-      hosts: createHostRepository(db),
-      metrics: createMetricsRepository(db),
-      log: log.child({ component: 'metrics' }),
-      retention: metricsRetentionFromEnv(),
-      now: now ? () => now().getTime() : undefined,
     }),
     joinTokens: createJoinTokensService({
       joinTokens: createJoinTokenRepository(db),
