@@ -2,11 +2,13 @@
 // a process's output is stored; after kill -9 of the agent the process keeps running (same pid),
 // what it printed meanwhile is stored once and in order (a checker compares the numbers), and its
 // stdin still works; every stdin line is audited; a crash loop ends in `crash-loop`; stop kills the
-// whole group (a child ignoring SIGTERM too, checked by pid); malformed params are refused.
+// whole group (a child ignoring SIGTERM too, checked by pid); malformed params are refused; a viewer
+// reads output but cannot change a process or write to it.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { ApiClient } from './helpers/api.ts';
 import {
   enrollThroughApi,
   kill,
@@ -257,3 +259,31 @@ test('malformed params are refused; an unknown process is 404', { timeout: 30_00
   assert.equal(del.status, 204);
   assert.equal(await status('crashy'), null);
 });
+
+test(
+  'a viewer reads logs but cannot change a process or write to its input',
+  { timeout: 30_000 },
+  async () => {
+    const created = await ctl.api.post<{ password: string }>('/users', {
+      username: 'proc-viewer',
+      role: 'viewer',
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const viewer = new ApiClient(ctl.url);
+    await viewer.login('proc-viewer', created.body.password);
+    const logs = await viewer.get<LogPage>(`/hosts/${hostId}/processes/echo/logs?tail=10`);
+    assert.equal(logs.status, 200);
+    assert.ok(logs.body.lines.some((l) => l.text === 'got hello'));
+    assert.equal((await viewer.get(`/hosts/${hostId}/processes`)).status, 200);
+    for (const [path, body] of [
+      [`/hosts/${hostId}/processes/echo/stdin`, { line: 'sneaky' }],
+      [`/hosts/${hostId}/processes/echo/stop`, {}],
+      [`/hosts/${hostId}/processes`, { name: 'evil', argv: ['true'] }],
+    ] as const) {
+      const res = await viewer.post<{ error: { code: string } }>(path, body);
+      assert.equal(res.status, 403, path);
+      assert.equal(res.body.error.code, 'auth.forbidden');
+    }
+    assert.ok(!(await storedLines('echo')).includes('got sneaky'));
+  },
+);
