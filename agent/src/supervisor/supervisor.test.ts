@@ -296,6 +296,49 @@ test(
   },
 );
 
+test(
+  'a 10 MB line and a binary blob are cut into 64 KiB records without holding them whole',
+  { timeout: 30_000 },
+  async (t) => {
+    const { spool, make, pids } = setup(t);
+    const { sup, tailer } = make();
+    t.after(() => sup.close());
+    const st = await sup.apply(
+      spec({
+        name: 'flood',
+        argv: [
+          'sh',
+          '-c',
+          'head -c 10485760 /dev/zero | tr "\\0" x; echo; head -c 200000 /dev/urandom; echo; echo done',
+        ],
+        restart: { policy: 'never' },
+      }),
+    );
+    pids.push(st.pid!);
+    const rssBefore = process.memoryUsage().rss;
+    await until(
+      'done',
+      () => {
+        tailer.tick();
+        const last = spool.records.at(-1);
+        return last && Buffer.from(decodeLogLine(last.payload)!.line).toString() === 'done';
+      },
+      20_000,
+    );
+    const out = spool.records.map((r) => decodeLogLine(r.payload)!).filter((l) => l.process === 'flood');
+    assert.ok(out.every((l) => l.line.length <= MAX_LOG_LINE_BYTES));
+    const xs = out.slice(0, 161);
+    assert.equal(
+      xs.reduce((n, l) => n + l.line.length, 0),
+      10 * 1024 * 1024,
+    );
+    assert.ok(xs.slice(0, 160).every((l) => l.continued));
+    assert.deepEqual([xs[160]!.line.length, xs[160]!.continued], [0, false]);
+    // The records are held by this test's in-memory spool (~10 MiB); the tailer adds reads of 1 MiB at most.
+    assert.ok(process.memoryUsage().rss - rssBefore < 64 * 1024 * 1024, 'memory stays bounded');
+  },
+);
+
 function readStatTicksOrZero(pid: number): number {
   try {
     return readStatTicks(pid);
