@@ -1,5 +1,5 @@
 // Proves supervised processes end to end with a real controller process and a real agent process:
-// a process's output is stored; after kill -9 of the agent the process keeps running (same pid),
+// a process's output is stored; after kill -9 of the agent, then of the controller, the process keeps running (same pid),
 // what it printed meanwhile is stored once and in order (a checker compares the numbers), and its
 // stdin still works; every stdin line is audited; a crash loop ends in `crash-loop`; stop kills the
 // whole group (a child ignoring SIGTERM too, checked by pid); malformed params are refused; a viewer
@@ -127,7 +127,7 @@ after(async () => {
 });
 
 test(
-  'output is stored; after kill -9 of the agent the process runs on, its output is stored once and in order, stdin works and is audited',
+  'output is stored; across kill -9 of the agent and of the controller the process runs on (same pid), its output is stored once and in order, stdin works and is audited',
   { timeout: 90_000 },
   async () => {
     await apply({
@@ -169,6 +169,11 @@ test(
       20_000,
       'stdin after restart',
     );
+
+    // And the controller goes away (kill -9) and comes back while the counter prints on.
+    await ctl.restart();
+    await online();
+    assert.equal((await status('counter'))?.pid, pid, 'same pid after the controller restart');
 
     const stopped = await ctl.api.post<{ process: ProcessView }>(`/hosts/${hostId}/processes/counter/stop`);
     assert.equal(stopped.status, 200);

@@ -38,6 +38,7 @@ import { createServices, type Services } from './services/index.ts';
 import { permit } from './routes/permit.ts';
 import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
+import { recordingRoutes } from './routes/recordings.ts';
 
 /** Largest JSON body the API accepts. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -105,6 +106,7 @@ function buildApi(deps: AppDeps, services: Services) {
     '/tokens/*',
     '/sessions/*',
     '/two-factor/*',
+    '/recordings/*',
   ]) {
     api.use(prefix, session, csrf);
   }
@@ -114,6 +116,7 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/auth', authRoutes({ auth: services.auth, cookie, checkPasswordPolicy }))
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/hosts', channelRoutes({ channels: services.channels }))
+    .route('/recordings', recordingRoutes({ recordings: services.recordings }))
     .route('/hosts', processRoutes({ processes: services.processes }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .route('/audit', auditRoutes({ audit: services.audit }))

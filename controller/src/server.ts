@@ -3,6 +3,7 @@
 import { createServer, type Server } from 'node:http';
 import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
@@ -129,8 +130,13 @@ export async function startController(
     config,
     controllerFingerprint: identity.fingerprint,
     audit,
+    recordings: {
+      dir: join(config.dataDir, 'recordings'),
+      recordInput: process.env.KEEL_TERMINAL_RECORD_INPUT === '1',
+    },
   });
   const first = await services.users.ensureFirstAdmin();
+  await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
   let ready = true;
   const app = createApp({
     db: database.db,
@@ -151,6 +157,7 @@ export async function startController(
   const channels = new ChannelHub({
     log: log.child({ component: 'channels' }),
     linkFor: linkForHost(gateway),
+    tap: services.recordings.tap,
   });
   wireChannels(gateway, channels);
   const closeChannels = attachChannelSockets(server, {

@@ -36,6 +36,13 @@ export interface AgentChannelLink {
   lane(pull: () => OutgoingFrame | null): Lane;
 }
 
+/** Sees a channel's bytes as they pass (the terminal's recorder); must not block. */
+export interface ChannelTap {
+  toAgent?(bytes: Buffer): void;
+  toClient?(bytes: Buffer): void;
+  ended?(end: ChannelEnd): void;
+}
+
 /** How long an agent gets to answer chan.open. */
 const OPEN_TIMEOUT_MS = 10_000;
 
@@ -51,6 +58,7 @@ interface Relay {
   ended: boolean;
   paused: boolean;
   openTimer: NodeJS.Timeout;
+  tap: ChannelTap | undefined;
 }
 
 interface SessionChannels {
@@ -66,13 +74,17 @@ export class ChannelHub {
   #nextId = 0;
   #closing = false;
   #maxPerSession: number;
+  #tap: ((grant: ChannelGrant, channelId: string) => ChannelTap | undefined) | undefined;
 
   /** `linkFor` finds the host's ready agent session (the gateway's sessionOf, adapted). */
   constructor(opts: {
     log: Logger;
     linkFor: (hostId: string) => AgentChannelLink | undefined;
     maxPerSession?: number;
+    /** Called when a channel opens; the tap it returns sees the channel's bytes both ways. */
+    tap?: (grant: ChannelGrant, channelId: string) => ChannelTap | undefined;
   }) {
+    this.#tap = opts.tap;
     this.#log = opts.log;
     this.#linkFor = opts.linkFor;
     this.#maxPerSession = opts.maxPerSession ?? MAX_CHANNELS_PER_SESSION;
@@ -112,6 +124,7 @@ export class ChannelHub {
           this.#end(relay, { reason: 'agent sent beyond its credit', code: 'frame.unexpected' }, 'both');
           return;
         }
+        relay.tap?.toClient?.(body);
         relay.ws.send(body, () => {
           // Written to the client's socket: only now may the agent send that much more.
           const credit = relay.inbox.consumed(body.length);
@@ -182,10 +195,12 @@ export class ChannelHub {
             'both',
           );
       }, OPEN_TIMEOUT_MS),
+      tap: undefined,
     };
     relay.openTimer.unref();
     outbox.onReady = () => relay.lane.wake();
     s.relays.set(id, relay);
+    relay.tap = this.#tap?.(grant, id);
     s.link.sendNow({ type: 'chan.open', id, kind: grant.kind, params: grant.params });
     this.#log.info(
       { host: grant.hostId, channel: id, kind: grant.kind, user: grant.userId },
@@ -203,7 +218,9 @@ export class ChannelHub {
         );
         return;
       }
-      if (!relay.outbox.push(toBytes(data)) && !relay.paused) {
+      const bytes = toBytes(data);
+      relay.tap?.toAgent?.(bytes);
+      if (!relay.outbox.push(bytes) && !relay.paused) {
         // The agent has not taken what is queued: stop reading the client until it does.
         relay.paused = true;
         ws.pause();
@@ -252,6 +269,7 @@ export class ChannelHub {
     relay.lane.remove();
     relay.outbox.clear();
     relay.session.relays.delete(relay.id);
+    relay.tap?.ended?.(end);
     if (tell !== 'client') {
       relay.session.link.sendNow({
         type: 'chan.close',

@@ -25,6 +25,8 @@ import { createUsersService } from './users.ts';
 import { createChannelsService } from '../channels/service.ts';
 import { createProcessRepository } from '../repositories/processes.ts';
 import { createProcessesService } from './processes.ts';
+import { createRecordingsRepository } from '../repositories/recordings.ts';
+import { createRecordingsService } from './recordings.ts';
 
 export interface ServicesDeps {
   db: Db;
@@ -39,6 +41,8 @@ export interface ServicesDeps {
   /** Sign-in policy overrides (tests). */
   authPolicy?: Partial<typeof authPolicy>;
   now?: () => Date;
+  /** Terminal recordings: where the .cast files go (null/absent: not recorded) and the input policy. */
+  recordings?: { dir: string | null; recordInput?: boolean };
 }
 
 /** Every service of the controller. */
@@ -91,6 +95,14 @@ export function createServices(deps: ServicesDeps) {
     }),
     channels: createChannelsService({ hosts: createHostRepository(db), gateway: deps.gateway, audit }),
     hostEvents: createHostEventsReader(createStreamRepository(db)),
+    recordings: createRecordingsService({
+      recordings: createRecordingsRepository(db),
+      audit,
+      log,
+      now,
+      dir: deps.recordings?.dir ?? null,
+      recordInput: deps.recordings?.recordInput,
+    }),
     processes: createProcessesService({
       hosts: createHostRepository(db),
       processes: createProcessRepository(db, createStreamRepository(db)),

@@ -1,0 +1,177 @@
+// Terminal session recordings. The controller relays every byte of a terminal channel, so it
+// records there (an agent or a browser cannot skip it): each session becomes an asciicast v2 file
+// in `<data dir>/recordings/<id>.cast` — a header line, then `[t, "o", text]` for output,
+// `[t, "r", "COLSxROWS"]` for resizes and, when the input policy is on, `[t, "i", text]` for what
+// was typed — and a row with host, user, start, end and exit. The file is line by line, so a
+// session cut short (agent killed, browser gone, controller stopped) still plays up to its end;
+// the row is ended by the channel's end, or at the next start for a controller that died.
+// Start and end go to the audit log.
+import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { KeelError, TerminalRecordReader, terminalChannel } from '@keel/shared';
+import type { ChannelTap } from '../channels/hub.ts';
+import type { ChannelGrant } from '../channels/tickets.ts';
+import type { RecordingRow, RecordingsRepository } from '../repositories/recordings.ts';
+import { canSeeHost, requireAccess, type Actor } from './access.ts';
+import type { AuditService } from './audit.ts';
+
+/** A recording as the API shows it. */
+export interface RecordingView {
+  id: string;
+  hostId: string;
+  userId: string | null;
+  kind: string;
+  startedAt: string;
+  endedAt: string | null;
+  exitCode: number | null;
+  endReason: string | null;
+  cols: number;
+  rows: number;
+  outputBytes: number;
+  inputRecorded: boolean;
+}
+
+export interface RecordingsServiceDeps {
+  recordings: RecordingsRepository;
+  audit: AuditService;
+  /** Where the .cast files go; null: sessions are not recorded (tests of other parts). */
+  dir: string | null;
+  /** Record what is typed too (`KEEL_TERMINAL_RECORD_INPUT`; off by default: passwords are typed). */
+  recordInput?: boolean;
+  log: Logger;
+  now?: () => Date;
+}
+
+export function createRecordingsService(deps: RecordingsServiceDeps) {
+  const now = deps.now ?? (() => new Date());
+  const { dir, log } = deps;
+  if (dir) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const pathOf = (id: string) => join(dir ?? '/nonexistent', `${id}.cast`);
+
+  /** Starts recording a terminal channel; the hub calls the tap with its bytes. */
+  function tap(grant: ChannelGrant, channelId: string): ChannelTap | undefined {
+    if (grant.kind !== terminalChannel.kind || !dir) return undefined;
+    const parsed = terminalChannel.params.safeParse(grant.params);
+    const size = parsed.success ? parsed.data : { cols: 80, rows: 24 };
+    const id = randomUUID();
+    const started = now();
+    const t0 = performance.now();
+    const inputRecorded = deps.recordInput === true;
+    const file: WriteStream = createWriteStream(pathOf(id), { mode: 0o600 });
+    file.on('error', (err) => log.error({ err, recording: id }, 'writing a recording failed'));
+    const line = (value: unknown) => file.write(`${JSON.stringify(value)}\n`);
+    const at = () => Math.round(performance.now() - t0) / 1000;
+    line({
+      version: 2,
+      width: size.cols,
+      height: size.rows,
+      timestamp: Math.floor(started.getTime() / 1000),
+      env: { TERM: 'xterm-256color' },
+      title: `keel ${grant.hostId}`,
+    });
+    const output = new TextDecoder('utf-8');
+    const input = new TextDecoder('utf-8');
+    const reader = new TerminalRecordReader();
+    let outputBytes = 0;
+    const stored = deps.recordings
+      .start({
+        id,
+        hostId: grant.hostId,
+        userId: grant.userId,
+        kind: grant.kind,
+        startedAt: started,
+        cols: size.cols,
+        rows: size.rows,
+        inputRecorded,
+      })
+      .then(() =>
+        deps.audit.record(grant.userId, 'terminal.start', `host:${grant.hostId}`, {
+          recording: id,
+          channel: channelId,
+        }),
+      )
+      .catch((err: unknown) => log.error({ err, recording: id }, 'storing a recording failed'));
+    return {
+      toClient(bytes) {
+        outputBytes += bytes.length;
+        const text = output.decode(bytes, { stream: true });
+        if (text) line([at(), 'o', text]);
+      },
+      toAgent(bytes) {
+        for (const record of reader.push(bytes)) {
+          if (record.type === 'resize') line([at(), 'r', `${record.cols}x${record.rows}`]);
+          else if (record.type === 'input' && inputRecorded) {
+            const text = input.decode(record.data, { stream: true });
+            if (text) line([at(), 'i', text]);
+          }
+        }
+      },
+      ended(end) {
+        const rest = output.decode();
+        if (rest) line([at(), 'o', rest]);
+        file.end();
+        const exitCode = end.exitCode ?? null;
+        void stored
+          .then(async () => {
+            await deps.recordings.finish(id, {
+              endedAt: now(),
+              exitCode,
+              endReason: end.reason.slice(0, 500),
+              outputBytes,
+            });
+            await deps.audit.record(grant.userId, 'terminal.end', `host:${grant.hostId}`, {
+              recording: id,
+              exitCode,
+              reason: end.reason.slice(0, 200),
+              ...(end.code ? { code: end.code } : {}),
+            });
+          })
+          .catch((err: unknown) => log.error({ err, recording: id }, 'ending a recording failed'));
+      },
+    };
+  }
+
+  const view = (r: RecordingRow): RecordingView => ({
+    id: r.id,
+    hostId: r.hostId,
+    userId: r.userId,
+    kind: r.kind,
+    startedAt: r.startedAt.toISOString(),
+    endedAt: r.endedAt?.toISOString() ?? null,
+    exitCode: r.exitCode,
+    endReason: r.endReason,
+    cols: r.cols,
+    rows: r.rows,
+    outputBytes: r.outputBytes,
+    inputRecorded: r.inputRecorded,
+  });
+
+  return {
+    tap,
+
+    /** Ends rows left open by a controller that stopped mid-session (call at start). */
+    finishOrphans: () => deps.recordings.finishOrphans(now()),
+
+    /** Recordings the actor may read (audit.read, and hosts it can see), newest first. */
+    async list(actor: Actor, q: { hostId?: string; before?: Date; limit: number }): Promise<RecordingView[]> {
+      requireAccess(actor, 'audit.read');
+      const rows = await deps.recordings.list(q);
+      return rows.filter((r) => canSeeHost(actor, r.hostId)).map(view);
+    },
+
+    /** One recording's row and its asciicast file as a stream. */
+    async open(actor: Actor, id: string) {
+      requireAccess(actor, 'audit.read');
+      const row = await deps.recordings.get(id);
+      if (!row || !canSeeHost(actor, row.hostId) || !dir) throw new KeelError('recording.not_found');
+      const info = await stat(pathOf(id)).catch(() => null);
+      if (!info) throw new KeelError('recording.not_found');
+      return { recording: view(row), size: info.size, stream: () => createReadStream(pathOf(id)) };
+    },
+  };
+}
+
+export type RecordingsService = ReturnType<typeof createRecordingsService>;

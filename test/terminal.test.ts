@@ -1,0 +1,263 @@
+// Proves the remote terminal end to end with a real controller and a real agent process, through
+// the channel client an API user (or the console) uses: type `echo hi` and see `hi`, resize and
+// see `stty size` change, exit and get the exit code; the session's asciicast recording is listed,
+// downloadable and complete (and `asciinema cat` reads it where asciinema is installed); closing
+// the client socket ends the shell (its pid is gone); a `yes` flood stays interruptible by ^C with
+// a reader that stops reading and bounded memory on agent and controller; a user without
+// terminal.open is refused; kill -9 of the agent mid-session ends the client's channel and still
+// finalizes the recording. Start and end are in the audit log.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { encodeTerminalInput, encodeTerminalResize } from '@keel/shared';
+import { ApiClient } from './helpers/api.ts';
+import { channelTicket, connectChannel, rssOf, type ChannelClient } from './helpers/channels.ts';
+import {
+  enrollThroughApi,
+  kill,
+  removeDir,
+  runAgent,
+  startControllerProcess,
+  tempDir,
+  waitFor,
+  type ControllerProcess,
+  type Proc,
+} from './helpers/fleet.ts';
+
+const procs: Proc[] = [];
+const dirs: string[] = [];
+let ctl: ControllerProcess;
+let agent: Proc;
+let hostId: string;
+
+interface Terminal extends ChannelClient {
+  text(): string;
+  type(s: string): void;
+  resize(cols: number, rows: number): void;
+  until(re: RegExp, ms?: number): Promise<string>;
+}
+
+async function openTerminal(api: ApiClient, params = { cols: 80, rows: 24 }): Promise<Terminal> {
+  const { url } = await channelTicket(api, hostId, 'terminal', params);
+  const client = await connectChannel(api.baseUrl, url);
+  const chunks: Buffer[] = [];
+  client.onData = (chunk) => chunks.push(chunk);
+  await Promise.race([
+    client.opened,
+    client.closed.then(({ end }) => {
+      throw new Error(`closed before it opened: ${JSON.stringify(end)}`);
+    }),
+  ]);
+  const text = () => Buffer.concat(chunks).toString('utf8');
+  return Object.assign(client, {
+    text,
+    type: (s: string) => client.ws.send(encodeTerminalInput(s)),
+    resize: (cols: number, rows: number) => client.ws.send(encodeTerminalResize(cols, rows)),
+    async until(re: RegExp, ms = 10_000) {
+      return waitFor(() => re.exec(text())?.[1], ms, `${re} in ${JSON.stringify(text().slice(-300))}`);
+    },
+  });
+}
+
+interface RecordingView {
+  id: string;
+  hostId: string;
+  userId: string | null;
+  endedAt: string | null;
+  exitCode: number | null;
+  endReason: string | null;
+  outputBytes: number;
+}
+
+async function recordings(): Promise<RecordingView[]> {
+  const res = await ctl.api.get<{ recordings: RecordingView[] }>(`/recordings?hostId=${hostId}`);
+  assert.equal(res.status, 200);
+  return res.body.recordings;
+}
+
+/** Downloads a .cast with a session of its own (the API helper parses JSON bodies). */
+async function download(id: string): Promise<{ status: number; type: string | null; text: string }> {
+  const res = await fetch(`${ctl.url}/api/v1/recordings/${id}.cast`, { headers: await adminCookie() });
+  return { status: res.status, type: res.headers.get('content-type'), text: await res.text() };
+}
+
+let cookie: Record<string, string> | null = null;
+async function adminCookie(): Promise<Record<string, string>> {
+  if (cookie) return cookie;
+  const { firstAdminFrom } = await import('./helpers/api.ts');
+  const admin = firstAdminFrom(ctl.proc.output());
+  assert.ok(admin);
+  const res = await fetch(`${ctl.url}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', origin: ctl.url },
+    body: JSON.stringify(admin),
+  });
+  assert.equal(res.status, 200);
+  cookie = { cookie: (res.headers.get('set-cookie') ?? '').split(';')[0] ?? '' };
+  return cookie;
+}
+
+function pidGone(pid: number): boolean {
+  return !existsSync(`/proc/${pid}`);
+}
+
+before(async () => {
+  ctl = await startControllerProcess(procs, { env: { KEEL_HEARTBEAT_MS: '1000' } });
+  const agentDir = tempDir('keel-agent-');
+  dirs.push(ctl.dataDir, agentDir);
+  await enrollThroughApi(ctl.api, agentDir, 'terminal-host');
+  agent = runAgent(agentDir, { KEEL_AGENT_LOG_LEVEL: 'info' });
+  procs.push(agent);
+  hostId = await waitFor(
+    async () =>
+      (await ctl.api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts.find(
+        (h) => h.online,
+      )?.id,
+    30_000,
+    'the agent online',
+  );
+});
+
+after(async () => {
+  for (const p of procs) await kill(p);
+  for (const d of dirs) removeDir(d);
+});
+
+test('echo hi, resize, exit: the recording is complete and downloadable', { timeout: 30_000 }, async () => {
+  const term = await openTerminal(ctl.api, { cols: 100, rows: 30 });
+  term.type('echo "h""i"\r');
+  await term.until(/[\r\n](hi)\r\n/);
+  term.resize(132, 43);
+  term.type('stty size\r');
+  assert.equal(await term.until(/[\r\n](43 132)\r\n/), '43 132');
+  term.type('exit 7\r');
+  const { end } = await term.closed;
+  assert.equal(end?.type, 'close');
+  assert.equal(end.type === 'close' ? end.exitCode : undefined, 7);
+
+  const rec = await waitFor(
+    async () => (await recordings()).find((r) => r.endedAt !== null && r.exitCode === 7),
+    10_000,
+    'the recording ended',
+  );
+  assert.ok(rec.outputBytes > 0);
+  const cast = await download(rec.id);
+  assert.equal(cast.status, 200);
+  assert.equal(cast.type, 'application/x-asciicast');
+  const lines = cast.text.trimEnd().split('\n');
+  const header = JSON.parse(lines[0]!) as { version: number; width: number; height: number };
+  assert.deepEqual([header.version, header.width, header.height], [2, 100, 30]);
+  const events = lines.slice(1).map((l) => JSON.parse(l) as [number, string, string]);
+  const output = events
+    .filter((e) => e[1] === 'o')
+    .map((e) => e[2])
+    .join('');
+  assert.match(output, /[\r\n]hi\r\n/);
+  assert.match(output, /[\r\n]43 132\r\n/);
+  assert.ok(events.some((e) => e[1] === 'r' && e[2] === '132x43'));
+  assert.ok(!events.some((e) => e[1] === 'i'), 'input is not recorded by default');
+  for (let i = 1; i < events.length; i++) assert.ok(events[i]![0] >= events[i - 1]![0], 'times ascend');
+
+  // The Debian player reads it (asciinema is installed by CI where available).
+  if (existsSync('/usr/bin/asciinema')) {
+    const file = join(ctl.dataDir, 'downloaded.cast');
+    writeFileSync(file, cast.text);
+    // asciinema cat insists on a terminal: give it one (script), the file name is our own.
+    const played = execFileSync('script', ['-qec', `asciinema cat '${file}'`, '/dev/null'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    assert.match(played, /[\r\n]hi\r/);
+    assert.match(played, /43 132/);
+  }
+
+  const audit = await ctl.api.get<{ entries: { action: string; detail: Record<string, unknown> }[] }>(
+    '/audit?action=terminal.',
+  );
+  const actions = audit.body.entries.filter((e) => e.detail.recording === rec.id).map((e) => e.action);
+  assert.deepEqual(actions.sort(), ['terminal.end', 'terminal.start']);
+
+  const missing = await download('00000000-0000-4000-8000-000000000000');
+  assert.equal(missing.status, 404);
+});
+
+test('closing the client socket ends the shell and its jobs', { timeout: 30_000 }, async () => {
+  const term = await openTerminal(ctl.api);
+  term.type('sleep 600 & echo "pid=$$ job=$!"\r');
+  const pid = Number(await term.until(/pid=(\d+) job=\d+/));
+  const job = Number(await term.until(/pid=\d+ job=(\d+)/));
+  assert.ok(!pidGone(pid) && !pidGone(job));
+  term.ws.close();
+  await waitFor(() => pidGone(pid) && pidGone(job), 10_000, 'shell and job gone');
+  await waitFor(
+    async () => (await recordings()).find((r) => r.endReason === 'client closed the channel'),
+    10_000,
+    'the recording ended by the client',
+  );
+});
+
+test('a yes flood with a stalled reader stays bounded; ^C stops it', { timeout: 40_000 }, async () => {
+  const term = await openTerminal(ctl.api);
+  term.type('echo "re""ady"\r');
+  await term.until(/[\r\n](ready)\r\n/);
+  const ctlRss = await rssOf(ctl.proc.child.pid!);
+  const agentRss = await rssOf(agent.child.pid!);
+  term.type('yes\r');
+  await term.until(/(y\r\ny\r\ny\r\n)/);
+  term.ws.pause(); // the client stops reading: the flood must wait, not pile up
+  await new Promise((r) => setTimeout(r, 1_500));
+  const ctlGrowth = (await rssOf(ctl.proc.child.pid!)) - ctlRss;
+  const agentGrowth = (await rssOf(agent.child.pid!)) - agentRss;
+  assert.ok(ctlGrowth < 40 * 1024 * 1024, `controller grew ${ctlGrowth} bytes`);
+  assert.ok(agentGrowth < 40 * 1024 * 1024, `agent grew ${agentGrowth} bytes`);
+  term.type('\x03');
+  term.ws.resume();
+  const started = Date.now();
+  term.type('echo "done=$((6*7))"\r');
+  await term.until(/(done=42)/, 15_000);
+  assert.ok(Date.now() - started < 10_000);
+  term.ws.close();
+});
+
+test('a user without terminal.open is refused', { timeout: 20_000 }, async () => {
+  const created = await ctl.api.post<{ password: string }>('/users', {
+    username: 'terminal-operator',
+    role: 'operator',
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const operator = new ApiClient(ctl.url);
+  await operator.login('terminal-operator', created.body.password);
+  const res = await operator.post<{ error: { code: string } }>(`/hosts/${hostId}/channels`, {
+    kind: 'terminal',
+  });
+  assert.equal(res.status, 403);
+  assert.equal(res.body.error.code, 'auth.forbidden');
+  const list = await operator.get<{ error: { code: string } }>('/recordings');
+  assert.equal(list.status, 403);
+});
+
+test(
+  'kill -9 of the agent mid-session: the client is told, the recording is finalized',
+  { timeout: 30_000 },
+  async () => {
+    const term = await openTerminal(ctl.api);
+    term.type('echo "be""fore"\r');
+    await term.until(/[\r\n](before)\r\n/);
+    await kill(agent);
+    const { end } = await term.closed;
+    assert.equal(end?.type, 'close');
+    const rec = await waitFor(
+      async () =>
+        (await recordings()).find(
+          (r) => r.endedAt !== null && r.exitCode === null && r.endReason !== 'client closed the channel',
+        ),
+      15_000,
+      'the recording finalized',
+    );
+    const cast = await download(rec.id);
+    assert.match(cast.text, /before/);
+    for (const line of cast.text.trimEnd().split('\n')) JSON.parse(line);
+  },
+);
