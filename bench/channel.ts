@@ -38,6 +38,8 @@ const { values: args } = parseArgs({
     mb: { type: 'string', default: '100' },
     gib: { type: 'string', default: '1' },
     'idle-seconds': { type: 'string', default: '20' },
+    // `idle`: only the idle agent (for memory work); default: everything.
+    only: { type: 'string' },
   },
 });
 const SENDS = Number(args.sends);
@@ -56,9 +58,12 @@ function buildAgent(): string {
   return join(repoRoot, 'agent/dist/keel-agent.mjs');
 }
 
+/** KEEL_BENCH_AGENT_NODE_ARGS, e.g. `--max-semi-space-size=1` or `--import probe.mjs`. */
+const agentNodeArgs = (process.env.KEEL_BENCH_AGENT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+
 function runBundle(bundle: string, argv: string[]): ChildProcess {
   return track(
-    spawn(process.execPath, [bundle, ...argv], {
+    spawn(process.execPath, [...agentNodeArgs, bundle, ...argv], {
       env: { ...process.env, KEEL_AGENT_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
@@ -273,6 +278,13 @@ async function main() {
     await sleep(IDLE_SECONDS * 1000);
     const idleCpuPct = ((procCpuMs(agentPid) - cpu0) / (IDLE_SECONDS * 1000)) * 100;
     const idle = procMemory(agentPid);
+    if (args.only === 'idle') {
+      console.log(
+        `idle agent (dist bundle, ${IDLE_SECONDS} s): RSS ${mib(idle.rss).toFixed(1)} MiB (anon ${mib(idle.anon).toFixed(1)}), CPU ${idleCpuPct.toFixed(2)} % of one core`,
+      );
+      console.log(JSON.stringify({ idle: { rss: idle.rss, anon: idle.anon, cpuPct: idleCpuPct } }));
+      return;
+    }
 
     // Round trips.
     const { url } = await channelTicket(ctl.api, hostId, 'echo');
