@@ -6,7 +6,9 @@
 //     `ssh ... 'cat > /dev/null'` fed the same 100 MB.
 //  3. 1 GiB agent -> client (`source`) to a slow reader (reads half the time), with the peak RSS
 //     of agent and controller.
-//  4. The agent's idle RSS and CPU, running the dist bundle (`npm run build -w agent`).
+//  4. The agent's idle RSS and CPU, running the dist bundle (`scripts/bundle.mjs agent`).
+//  5. The floor (bench/channel-floor.ts): 1 and 2 over the same three Node hops on bare `ws`,
+//     plain and with ChaCha20-Poly1305 on the middle hop, and Keel's share of it.
 //
 // Run: npm run bench -- channel [--sends 2000] [--mb 100] [--gib 1] [--idle-seconds 20]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -15,6 +17,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { channelTicket, connectChannel, type ChannelClient } from '../test/helpers/channels.ts';
+import { runChannelFloor } from './channel-floor.ts';
 import { repoRoot } from '../test/helpers/fleet.ts';
 import {
   createJoinToken,
@@ -304,6 +307,9 @@ async function main() {
     const keelSeconds = await channelThroughput(sink, BYTES);
     const sshSeconds = await sshThroughput(sshd, BYTES);
 
+    // The floor: the same hops on bare ws, plain and sealed.
+    const floor = await runChannelFloor({ sends: SENDS, bytes: BYTES });
+
     // 1 GiB agent -> client at full speed, with peak memory.
     const source = await connectChannel(
       ctl.url,
@@ -334,18 +340,41 @@ async function main() {
     if (received !== SOURCE_BYTES) throw new Error(`source delivered ${received} of ${SOURCE_BYTES}`);
 
     const mbps = (bytes: number, s: number) => bytes / 1_000_000 / s;
+    const keelMbps = mbps(BYTES, keelSeconds);
     const rows = [
-      ['', 'Keel channel', 'ssh (same run)'],
-      ['1-byte round trip p50 (ms)', fmt(percentile(keel, 50)), fmt(percentile(ssh, 50))],
-      ['1-byte round trip p99 (ms)', fmt(percentile(keel, 99)), fmt(percentile(ssh, 99))],
+      ['', 'Keel channel', 'ssh (same run)', 'floor, plain', 'floor, sealed'],
+      [
+        '1-byte round trip p50 (ms)',
+        fmt(percentile(keel, 50)),
+        fmt(percentile(ssh, 50)),
+        fmt(floor.plain.p50),
+        fmt(floor.sealed.p50),
+      ],
+      [
+        '1-byte round trip p99 (ms)',
+        fmt(percentile(keel, 99)),
+        fmt(percentile(ssh, 99)),
+        fmt(floor.plain.p99),
+        fmt(floor.sealed.p99),
+      ],
       [
         `${BYTES / 1_000_000} MB one way (MB/s)`,
-        mbps(BYTES, keelSeconds).toFixed(1),
+        keelMbps.toFixed(1),
         mbps(BYTES, sshSeconds).toFixed(1),
+        floor.plain.mbps.toFixed(1),
+        floor.sealed.mbps.toFixed(1),
       ],
     ];
     console.log(
       `\n${rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(28) : c.padStart(16))).join('')).join('\n')}`,
+    );
+    // Keel's share: what it adds above the sealed floor (the same hops and cipher, nothing else).
+    const added = percentile(keel, 50) - floor.sealed.p50;
+    console.log(
+      `\nKeel's share of the round trip p50: ${fmt(added)} ms above the sealed floor ` +
+        `(${((100 * added) / percentile(keel, 50)).toFixed(0)} % of Keel's p50); ` +
+        `throughput ${((100 * keelMbps) / floor.sealed.mbps).toFixed(0)} % of the sealed floor, ` +
+        `${((100 * keelMbps) / floor.plain.mbps).toFixed(0)} % of the plain floor`,
     );
     console.log(
       `\n${(SOURCE_BYTES / 1024 ** 3).toFixed(1)} GiB agent -> slow client: ${mbps(SOURCE_BYTES, sourceSeconds).toFixed(1)} MB/s; RSS agent ${mib(base.agent).toFixed(0)} -> peak ${mib(peak.agent).toFixed(0)} MiB, controller ${mib(base.controller).toFixed(0)} -> peak ${mib(peak.controller).toFixed(0)} MiB`,
@@ -362,6 +391,7 @@ async function main() {
       JSON.stringify({
         keel: { p50: percentile(keel, 50), p99: percentile(keel, 99), mbps: mbps(BYTES, keelSeconds) },
         ssh: { p50: percentile(ssh, 50), p99: percentile(ssh, 99), mbps: mbps(BYTES, sshSeconds) },
+        floor,
         source: { mbps: mbps(SOURCE_BYTES, sourceSeconds), peakRss: peak, baseRss: base },
         idle: { rss: idle.rss, anon: idle.anon, cpuPct: idleCpuPct },
       }),
