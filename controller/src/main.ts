@@ -17,6 +17,7 @@ export const USAGE = `Usage:
   keel-controller [serve] [--local-agent]   run the controller (config: env vars, KEEL_CONFIG file)
   keel-controller create-admin --username NAME [--password-stdin] [--role owner|admin]
   keel-controller reset-password --username NAME [--password-stdin]
+  keel-controller audit verify [--json]     check the audit trail's hash chain and anchor
   keel-controller join-token [--uses N] [--ttl SECONDS] [--note TEXT]   print a new join token's secret
   keel-controller fingerprint               print the controller key fingerprint agents pin
   keel-controller help | --help             this text
@@ -28,7 +29,15 @@ PGlite when unset), KEEL_LOG_LEVEL (info). See docs/operations.md for every sett
 /** Exit codes: 0 done, 1 failed, 2 usage error (unknown command or option). */
 export const exitCodes = { ok: 0, error: 1, usage: 2 } as const;
 
-const commands = new Set(['serve', 'create-admin', 'reset-password', 'join-token', 'fingerprint', 'help']);
+const commands = new Set([
+  'serve',
+  'create-admin',
+  'reset-password',
+  'audit',
+  'join-token',
+  'fingerprint',
+  'help',
+]);
 const serveOptions = {
   'local-agent': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -72,6 +81,11 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'reset-password' && (rest.includes('--help') || rest.includes('-h'))) {
     console.log(resetPasswordUsage);
     return exitCodes.ok;
+  }
+  const { auditCommand, auditUsage } = await import('./cli/audit.ts');
+  if (command === 'audit' && (rest.length === 0 || rest.includes('--help') || rest.includes('-h'))) {
+    console.log(auditUsage);
+    return rest.length === 0 ? exitCodes.usage : exitCodes.ok;
   }
   const { joinTokenCommand, joinTokenUsage } = await import('./cli/join-token.ts');
   if (command === 'join-token' && (rest.includes('--help') || rest.includes('-h'))) {
@@ -120,6 +134,9 @@ export async function main(argv: string[]): Promise<number> {
         };
         if (command === 'join-token') {
           return await joinTokenCommand(rest, { joinTokens: async () => (await services()).joinTokens });
+        }
+        if (command === 'audit') {
+          return await auditCommand(rest, { audit: async () => (await services()).audit });
         }
         if (command === 'reset-password') {
           return await resetPasswordCommand(rest, { users: async () => (await services()).users });

@@ -95,7 +95,7 @@ export function createAuditRepository(db: Db) {
     },
 
     /**
-     * Rows newest first, older than `beforeId` when given, optionally only one target's, one
+     * Rows newest first, older than `beforeId` when given, optionally only one actor's, one target's, one
      * action's, or one action family's (`host.` matches every `host.*` action); each with the
      * acting user's name.
      */
@@ -104,8 +104,11 @@ export function createAuditRepository(db: Db) {
       limit: number;
       target?: string;
       action?: string;
+      /** One actor: a user id, `system`, or `agent:<hostId>`. */
+      actor?: string;
     }): Promise<(AuditRow & { actorName: string | null })[]> {
       const where: SQL[] = [];
+      if (query.actor !== undefined) where.push(eq(auditLog.actor, query.actor));
       if (query.beforeId !== undefined) where.push(lt(auditLog.id, query.beforeId));
       if (query.target !== undefined) where.push(eq(auditLog.target, query.target));
       if (query.action !== undefined) {
