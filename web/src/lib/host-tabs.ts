@@ -12,6 +12,7 @@ export interface HostTab {
 export const hostTabs: readonly HostTab[] = [
   { id: 'overview', label: 'Overview', path: '' },
   { id: 'processes', label: 'Processes', path: '/processes' },
+  { id: 'terminal', label: 'Terminal', path: '/terminal' },
 ];
 
 /** The tab that `pathname` belongs to: the longest matching path wins. */

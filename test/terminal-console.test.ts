@@ -1,0 +1,129 @@
+// Proves the console's Terminal tab in real Chromium against a real controller and agent: the
+// shell goes live, typing `echo hi` shows `hi`, resizing the page changes `stty size`, the page
+// passes axe's WCAG checks with the terminal on it, `exit` says the shell ended, and the session's
+// recording is listed and downloads as asciicast.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Page } from 'playwright-core';
+import { axeViolations, openConsole, signIn } from './helpers/browser.ts';
+import {
+  enrollAgent,
+  freePort,
+  joinToken,
+  kill,
+  removeDir,
+  runAgent,
+  startTestController,
+  tempDir,
+  waitFor,
+  type Proc,
+} from './helpers/fleet.ts';
+
+type Ctl = Awaited<ReturnType<typeof startTestController>>;
+let ctl: Ctl;
+const procs: Proc[] = [];
+const dirs: string[] = [];
+let hostId: string;
+
+before(async () => {
+  ctl = await startTestController({ port: await freePort() });
+  const stateDir = tempDir('keel-agent-');
+  dirs.push(stateDir);
+  const r = await enrollAgent(
+    stateDir,
+    `http://127.0.0.1:${ctl.port}`,
+    await joinToken(ctl),
+    ctl.fingerprint,
+    'terminal-host',
+  );
+  assert.equal(r.code, 0, r.output);
+  procs.push(runAgent(stateDir));
+  hostId = await waitFor(
+    async () => (await ctl.services.hosts.list()).find((h: { online: boolean }) => h.online)?.id,
+    30_000,
+    'the agent online',
+  );
+});
+
+after(async () => {
+  for (const p of procs) await kill(p, 'SIGTERM');
+  await ctl.close();
+  removeDir(ctl.dataDir);
+  for (const d of dirs) removeDir(d);
+});
+
+/** The terminal's visible text (xterm's buffer, through the element the page hangs it on). */
+function screen(page: Page): Promise<string> {
+  return page.evaluate(() => {
+    const el = (
+      globalThis as unknown as { document: { querySelector(s: string): unknown } }
+    ).document.querySelector('[data-testid="terminal"]') as {
+      keelTerminal?: {
+        buffer: {
+          active: {
+            length: number;
+            getLine(i: number): { translateToString(trim: boolean): string } | undefined;
+          };
+        };
+      };
+    } | null;
+    const buf = el?.keelTerminal?.buffer.active;
+    if (!buf) return '';
+    const lines: string[] = [];
+    for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? '');
+    return lines.join('\n');
+  });
+}
+
+async function seen(page: Page, re: RegExp, what: string): Promise<string> {
+  return waitFor(async () => re.exec(await screen(page))?.[1], 15_000, what);
+}
+
+test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 90_000 }, async (t) => {
+  const admin = ctl.firstAdmin;
+  assert.ok(admin);
+  const { browser, page, pageErrors } = await openConsole(ctl.url);
+  t.after(() => browser.close());
+  await signIn(page, admin.username, admin.password);
+  await page.goto(`${ctl.url}/hosts/${hostId}/terminal`);
+  await page.locator('[data-testid="terminal-status"]', { hasText: 'Live' }).waitFor();
+  await page.locator('[data-testid="terminal"]').click();
+  await page.keyboard.type('echo "h""i"');
+  await page.keyboard.press('Enter');
+  assert.equal(await seen(page, /^(hi)$/m, 'hi on the screen'), 'hi');
+
+  await page.keyboard.type('stty size');
+  await page.keyboard.press('Enter');
+  const before = await seen(page, /^(\d+ \d+)$/m, 'a first stty size');
+  await page.setViewportSize({ width: 800, height: 600 });
+  await new Promise((r) => setTimeout(r, 300));
+  // The newest `stty size` answer, asked again until the shell sees the new size.
+  const after = await waitFor(
+    async () => {
+      await page.keyboard.type('stty size');
+      await page.keyboard.press('Enter');
+      await new Promise((r) => setTimeout(r, 300));
+      const sizes = [...(await screen(page)).matchAll(/^(\d+ \d+)$/gm)].map((m) => m[1]);
+      const last = sizes.at(-1);
+      return last !== before ? last : undefined;
+    },
+    15_000,
+    'stty size to change with the page',
+  );
+  assert.notEqual(after, before, 'stty size changed with the page');
+
+  assert.deepEqual(await axeViolations(page), []);
+
+  await page.keyboard.type('exit 4');
+  await page.keyboard.press('Enter');
+  await page.locator('[data-testid="terminal-note"]', { hasText: 'exited with code 4' }).waitFor();
+  await page.locator('[data-testid="terminal-new"]').waitFor();
+  const link = page.locator('[data-testid="recordings"] a').first();
+  await link.waitFor();
+  const href = await link.getAttribute('href');
+  assert.match(href ?? '', /^\/api\/v1\/recordings\/[0-9a-f-]{36}\.cast$/);
+  const cast = await page.evaluate(async (url) => (await fetch(url)).text(), href!);
+  assert.match(cast.split('\n')[0] ?? '', /"version":2/);
+  assert.match(cast, /\\r\\nhi\\r\\n|\\rhi\\r\\n/);
+  assert.deepEqual(pageErrors, []);
+});
