@@ -3,8 +3,9 @@
 // .tar.gz with a SHA-256 checksum file beside it, plus SHA256SUMS over all of them, in dist/.
 //
 //   keel-agent-<version>.tar.gz            keel-agent-<version>/{package.json, bin/, dist/, systemd/}
-//     One esbuild bundle with every dependency inside: the agent has no native parts, so the same
-//     file runs on every Linux architecture. A host needs Node.js >= 20.19 and nothing else.
+//     One esbuild bundle with every dependency inside but the optional native node-pty (the
+//     terminal uses util-linux script(1) without it), so the same file runs on every Linux
+//     architecture. A host needs Node.js >= 20.19 and nothing else.
 //   keel-controller-<version>-linux-<arch>.tar.gz
 //     The controller bundled the same way, with its migrations, the built console (dist/web),
 //     install.sh and the agent bundle it serves to hosts (dist/agent/), the systemd units, and the
