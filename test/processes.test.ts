@@ -260,6 +260,18 @@ test('malformed params are refused; an unknown process is 404', { timeout: 30_00
   const missing = await ctl.api.post<{ error: { code: string } }>(`/hosts/${hostId}/processes/nope/start`);
   assert.equal(missing.status, 404);
   assert.equal(missing.body.error.code, 'process.not_found');
+  const tooLate = await ctl.api.get<LogPage>(
+    `/hosts/${hostId}/processes/echo/logs?since=${Date.now() + 60_000}`,
+  );
+  assert.equal(tooLate.status, 200);
+  assert.deepEqual(tooLate.body.lines, []);
+  const inRange = await ctl.api.get<LogPage>(
+    `/hosts/${hostId}/processes/echo/logs?since=0&until=${Date.now() + 60_000}&contains=hello`,
+  );
+  assert.deepEqual(
+    inRange.body.lines.map((l) => l.text),
+    ['got hello'],
+  );
   const del = await ctl.api.request('DELETE', `/hosts/${hostId}/processes/crashy`);
   assert.equal(del.status, 204);
   assert.equal(await status('crashy'), null);
@@ -290,5 +302,10 @@ test(
       assert.equal(res.body.error.code, 'auth.forbidden');
     }
     assert.ok(!(await storedLines('echo')).includes('got sneaky'));
+
+    // And kill (an operator's) ends it at once.
+    const killed = await ctl.api.post<{ process: ProcessView }>(`/hosts/${hostId}/processes/echo/kill`);
+    assert.equal(killed.status, 200, JSON.stringify(killed.body));
+    assert.equal(killed.body.process.status?.state, 'stopped');
   },
 );

@@ -116,6 +116,7 @@ export function supervisorCapability(opts: { dir: string }) {
       'process.start': async ({ name }) => ({ process: await sup().start(name) }),
       'process.stop': async ({ name }) => ({ process: await sup().stop(name) }),
       'process.restart': async ({ name }) => ({ process: await sup().restart(name) }),
+      'process.kill': async ({ name }) => ({ process: await sup().kill(name) }),
       'process.remove': async ({ name }) => {
         await sup().remove(name);
         return { removed: true as const };

@@ -339,6 +339,33 @@ test(
   },
 );
 
+test(
+  'kill ends the whole group at once, without the grace period, and keeps it stopped',
+  { timeout: 20_000 },
+  async (t) => {
+    const { make, pids } = setup(t);
+    const { sup } = make();
+    t.after(() => sup.close());
+    const st = await sup.apply(
+      spec({
+        name: 'hard',
+        argv: ['sh', '-c', 'trap "" TERM; sleep 1000 & wait; wait'],
+        restart: { policy: 'always' },
+        stop: { graceMs: 60_000 },
+      }),
+    );
+    pids.push(st.pid!);
+    const began = Date.now();
+    const killed = await sup.kill('hard');
+    assert.ok(Date.now() - began < 10_000, 'no grace period');
+    assert.equal(killed.state, 'stopped');
+    assert.equal(killed.desired, 'stopped');
+    assert.ok(!isSameProcess(st.pid!, readStatTicksOrZero(st.pid!)));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(sup.status('hard').state, 'stopped', 'not restarted');
+  },
+);
+
 function readStatTicksOrZero(pid: number): number {
   try {
     return readStatTicks(pid);

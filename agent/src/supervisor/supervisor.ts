@@ -254,6 +254,17 @@ export class Supervisor {
     return this.status(name);
   }
 
+  /** Kills the whole group at once (SIGKILL, no stop line, no grace) and keeps it stopped. */
+  async kill(name: string): Promise<ProcessStatus> {
+    const m = this.#get(name);
+    m.desired = 'stopped';
+    this.#persist(m);
+    this.#cancelRestart(m);
+    await this.#stopRun(m, { signal: 'SIGKILL', graceMs: 0 });
+    if (m.state !== 'running') m.state = 'stopped';
+    return this.status(name);
+  }
+
   /** Stops (if running) and starts again. */
   async restart(name: string): Promise<ProcessStatus> {
     await this.stop(name);
@@ -503,12 +514,12 @@ export class Supervisor {
     m.nextRestartAt = null;
   }
 
-  async #stopRun(m: Managed): Promise<void> {
+  async #stopRun(m: Managed, how: ProcessSpec['stop'] = m.spec.stop): Promise<void> {
     const run = m.run;
     if (!run) return;
     const pgid = run.pid;
     m.state = 'stopping';
-    const { signal, stdinLine, graceMs } = m.spec.stop;
+    const { signal, stdinLine, graceMs } = how;
     const deadline = Date.now() + graceMs;
     if (stdinLine !== undefined) {
       try {

@@ -38,6 +38,10 @@ export interface LogQuery {
   limit: number;
   /** Only lines containing this text. */
   contains?: string;
+  /** Only lines captured at or after this time (epoch ms). */
+  since?: number;
+  /** Only lines captured before this time (epoch ms); the scan stops at the first one after it. */
+  until?: number;
   /** Stop scanning after this many records of the host (bounds one request's work). */
   scanLimit?: number;
 }
@@ -99,6 +103,8 @@ export function createProcessRepository(db: Db, streams: StreamRepository) {
         gaps.push(...page.gaps);
         for (const r of page.records) {
           after = r.seq;
+          if (q.until !== undefined && r.ts >= q.until) return { lines, gaps, nextAfter: after, end: true };
+          if (q.since !== undefined && r.ts < q.since) continue;
           const l = decodeLogLine(r.payload);
           if (!l || l.process !== process) continue;
           const text = Buffer.from(l.line).toString('utf8');

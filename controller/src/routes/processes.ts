@@ -82,7 +82,7 @@ const applyRoute = createRoute({
   },
 });
 
-const actionRoute = (action: 'start' | 'stop' | 'restart', summary: string) =>
+const actionRoute = (action: 'start' | 'stop' | 'restart' | 'kill', summary: string) =>
   createRoute({
     method: 'post',
     path: `/{id}/processes/{name}/${action}`,
@@ -170,7 +170,7 @@ const logsRoute = createRoute({
   tags: ['processes'],
   summary: "A process's stored output",
   description:
-    'Lines with `seq > after` (or the newest `tail` lines), oldest first, optionally only those containing `contains`. `nextAfter` continues the read; `gaps` are lines the agent lost.',
+    'Lines with `seq > after` (or the newest `tail` lines), oldest first, optionally only those containing `contains` and captured between `since` and `until`. `nextAfter` continues the read; `gaps` are lines the agent lost.',
   security: cookieSecurity,
   request: {
     params: nameParams,
@@ -191,6 +191,14 @@ const logsRoute = createRoute({
         .optional()
         .openapi({ type: 'integer', minimum: 1, maximum: 5000 }),
       contains: z.string().min(1).max(1000).optional(),
+      since: z.coerce.number().int().min(0).optional().openapi({
+        type: 'integer',
+        description: 'Only lines captured at or after this time (epoch ms).',
+      }),
+      until: z.coerce.number().int().min(0).optional().openapi({
+        type: 'integer',
+        description: 'Only lines captured before this time (epoch ms).',
+      }),
     }),
   },
   responses: {
@@ -245,6 +253,13 @@ export function processRoutes({ processes }: { processes: ProcessesService }) {
       const { id, name } = c.req.valid('param');
       return c.json({ process: await processes.restart(actor(c), id, name) }, 200);
     })
+    .openapi(
+      actionRoute('kill', 'Kill a process and its children at once: SIGKILL of its group (operator)'),
+      async (c) => {
+        const { id, name } = c.req.valid('param');
+        return c.json({ process: await processes.kill(actor(c), id, name) }, 200);
+      },
+    )
     .openapi(removeRoute, async (c) => {
       const { id, name } = c.req.valid('param');
       await processes.remove(actor(c), id, name);

@@ -53,7 +53,7 @@ export function createProcessesService({ hosts, processes, gateway, audit }: Pro
     actor: ProcessActor,
     hostId: string,
     name: string,
-    action: 'start' | 'stop' | 'restart',
+    action: 'start' | 'stop' | 'restart' | 'kill',
   ): Promise<ProcessView> {
     await usable(actor, 'process.control', hostId);
     online(hostId);
@@ -116,6 +116,7 @@ export function createProcessesService({ hosts, processes, gateway, audit }: Pro
     start: (actor: ProcessActor, hostId: string, name: string) => control(actor, hostId, name, 'start'),
     stop: (actor: ProcessActor, hostId: string, name: string) => control(actor, hostId, name, 'stop'),
     restart: (actor: ProcessActor, hostId: string, name: string) => control(actor, hostId, name, 'restart'),
+    kill: (actor: ProcessActor, hostId: string, name: string) => control(actor, hostId, name, 'kill'),
 
     /** Stops the process, removes it from the agent and forgets its definition. */
     async remove(actor: ProcessActor, hostId: string, name: string): Promise<void> {
@@ -153,7 +154,7 @@ export function createProcessesService({ hosts, processes, gateway, audit }: Pro
       actor: ProcessActor,
       hostId: string,
       name: string,
-      q: { after: number; limit: number; contains?: string; tail?: number },
+      q: { after: number; limit: number; contains?: string; tail?: number; since?: number; until?: number },
     ): Promise<LogPage> {
       await usable(actor, 'logs.read', hostId);
       if (q.tail) {
@@ -163,11 +164,19 @@ export function createProcessesService({ hosts, processes, gateway, audit }: Pro
           afterSeq: Math.max(0, cursor - window),
           limit: Number.MAX_SAFE_INTEGER,
           contains: q.contains,
+          since: q.since,
+          until: q.until,
           scanLimit: window,
         });
         return { ...page, lines: page.lines.slice(-q.tail) };
       }
-      return processes.readLogs(hostId, name, { afterSeq: q.after, limit: q.limit, contains: q.contains });
+      return processes.readLogs(hostId, name, {
+        afterSeq: q.after,
+        limit: q.limit,
+        contains: q.contains,
+        since: q.since,
+        until: q.until,
+      });
     },
   };
 }

@@ -147,6 +147,13 @@ export const processStopRequest = defineRequest('process.stop', {
   timeoutMs: 75_000,
 });
 
+/** Kills the process's whole group at once (SIGKILL, no grace) and keeps it stopped. */
+export const processKillRequest = defineRequest('process.kill', {
+  params: byName,
+  result: oneProcess,
+  timeoutMs: 15_000,
+});
+
 /** Stops (as process.stop) and starts again. */
 export const processRestartRequest = defineRequest('process.restart', {
   params: byName,
@@ -248,6 +255,7 @@ export const processRequests = {
   [processApplyRequest.name]: processApplyRequest,
   [processStartRequest.name]: processStartRequest,
   [processStopRequest.name]: processStopRequest,
+  [processKillRequest.name]: processKillRequest,
   [processRestartRequest.name]: processRestartRequest,
   [processRemoveRequest.name]: processRemoveRequest,
   [processStdinRequest.name]: processStdinRequest,
