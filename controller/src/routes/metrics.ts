@@ -1,0 +1,75 @@
+// GET /api/v1/hosts/:id/metrics: one host's series over a time range as uPlot columnar arrays, at
+// most two points per pixel of the chart's `width`; the service picks raw ticks, minute or hour
+// roll-ups. Permission: host.view on the host.
+import { createRoute, z } from '@hono/zod-openapi';
+import { metricSeriesNames } from '@keel/shared';
+import type { MetricsService } from '../services/metrics.ts';
+import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
+import { permit } from './permit.ts';
+
+const epochMs = (description: string) =>
+  z.coerce.number().int().min(0).optional().openapi({ type: 'integer', minimum: 0, description });
+
+const metricsRangeSchema = z
+  .object({
+    resolution: z.enum(['raw', '1m', '1h']),
+    stepMs: z.number().int(),
+    from: z.number(),
+    to: z.number(),
+    series: z.array(z.string()),
+    data: z.array(z.array(z.number().nullable())).openapi({
+      description:
+        'uPlot columns: `data[0]` bucket starts (epoch seconds), then one array per series (averages).',
+    }),
+  })
+  .openapi('MetricsRange');
+
+const rangeRoute = createRoute({
+  method: 'get',
+  path: '/{id}/metrics',
+  middleware: [permit('host.view')] as const,
+  tags: ['metrics'],
+  summary: "A host's metrics over a time range",
+  description:
+    'Buckets of `max(resolution step, (to - from) / (2 * width))`: raw ticks while `from` is within their retention (48 h by default), then 1-minute (30 days) and 1-hour (1 year) roll-ups. Buckets without data are absent.',
+  security: cookieSecurity,
+  request: {
+    params: idParamSchema,
+    query: z.object({
+      from: epochMs('Start, epoch ms (default: an hour before `to`).'),
+      to: epochMs('End (exclusive), epoch ms (default: now).'),
+      width: z.coerce.number().int().min(1).max(10_000).default(1_000).openapi({
+        type: 'integer',
+        minimum: 1,
+        maximum: 10_000,
+        default: 1_000,
+        description: 'Chart width in pixels: at most 2 points per pixel are returned.',
+      }),
+      series: z
+        .string()
+        .max(2_000)
+        .optional()
+        .openapi({
+          description: `Comma-separated series (default: cpu, load1, mem_used, mem_total, disk_used_max_pct, net_rx_bps, net_tx_bps). Known: ${metricSeriesNames.join(', ')}.`,
+        }),
+    }),
+  },
+  responses: {
+    200: { description: 'The series.', content: { 'application/json': { schema: metricsRangeSchema } } },
+    400: errorResponse('Malformed id or query, unknown series (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
+export function metricsRoutes({ metrics }: { metrics: MetricsService }) {
+  return createRouter().openapi(rangeRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    const { from, to, width, series } = c.req.valid('query');
+    const list = series
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    return c.json(await metrics.range(sessionOf(c).actor, id, { from, to, width, series: list }), 200);
+  });
+}

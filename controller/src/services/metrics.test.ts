@@ -1,0 +1,53 @@
+// Proves the metrics service's rules without a database: a range picks the coarsest resolution
+// that still fills the chart and whose retention reaches back far enough, never returns more
+// buckets than two per pixel, and retention settings read from the environment in their units.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { defaultMetricsRetention, metricsRetentionFromEnv, pickResolution } from './metrics.ts';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const now = Date.UTC(2030, 5, 1);
+
+test('pickResolution: raw for short ranges, roll-ups as ranges grow or leave raw retention', () => {
+  const pick = (span: number, width = 800, to = now) =>
+    pickResolution(to - span, to, width * 2, now, defaultMetricsRetention);
+  assert.deepEqual(pick(15 * 60_000), { resolution: 'raw', stepMs: 1_000 });
+  assert.equal(pick(2 * HOUR).resolution, 'raw');
+  assert.equal(pick(DAY).resolution, 'raw'); // 54 s buckets: finer than a minute
+  assert.equal(pick(2 * DAY).resolution, '1m');
+  assert.equal(pick(30 * DAY).resolution, '1m');
+  assert.equal(pick(365 * DAY).resolution, '1h');
+  // An hour from three days ago: raw is gone, minutes remain.
+  assert.equal(pick(HOUR, 800, now - 3 * DAY).resolution, '1m');
+  // Two months ago: only hours.
+  assert.equal(pick(HOUR, 800, now - 60 * DAY).resolution, '1h');
+});
+
+test('pickResolution: never more buckets than requested points', () => {
+  for (const span of [1_000, 59_999, HOUR + 17, 7 * DAY + 3, 400 * DAY]) {
+    for (const points of [2, 3, 10, 1999, 20_000]) {
+      for (const offset of [0, 1, 499, 59_999]) {
+        const to = now - offset;
+        const { stepMs } = pickResolution(to - span, to, points, now, defaultMetricsRetention);
+        // Buckets are aligned to the epoch: count those [from, to) touches.
+        const buckets = Math.floor((to - 1) / stepMs) - Math.floor((to - span) / stepMs) + 1;
+        assert.ok(buckets <= points, `span ${span}, ${points} points: ${buckets} buckets of ${stepMs}`);
+      }
+    }
+  }
+});
+
+test('metricsRetentionFromEnv: defaults 48 h, 30 d, 365 d; whole units only', () => {
+  assert.deepEqual(metricsRetentionFromEnv({}), { raw: 48 * HOUR, '1m': 30 * DAY, '1h': 365 * DAY });
+  assert.deepEqual(
+    metricsRetentionFromEnv({
+      KEEL_METRICS_RAW_RETENTION_HOURS: '6',
+      KEEL_METRICS_1M_RETENTION_DAYS: '7',
+      KEEL_METRICS_1H_RETENTION_DAYS: '90',
+    }),
+    { raw: 6 * HOUR, '1m': 7 * DAY, '1h': 90 * DAY },
+  );
+  assert.throws(() => metricsRetentionFromEnv({ KEEL_METRICS_RAW_RETENTION_HOURS: '0' }));
+  assert.throws(() => metricsRetentionFromEnv({ KEEL_METRICS_1H_RETENTION_DAYS: '1.5' }));
+});

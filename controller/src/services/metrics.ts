@@ -1,0 +1,202 @@
+// Metrics as a rule: the `metrics` stream's sink (stores ticks, notes which time the roll-ups must
+// revisit), the roll-up and retention job, and range queries that pick the resolution so a chart
+// gets at most two points per pixel. Reading a host's metrics needs host.view on that host.
+import type { Logger } from 'pino';
+import { decodeRecords, KeelError, metricSeriesNames, type MetricSeriesName } from '@keel/shared';
+import type { StreamSink } from '../gateway/sinks.ts';
+import type { HostRepository } from '../repositories/hosts.ts';
+import { resolutions, type MetricResolution, type MetricsRepository } from '../repositories/metrics.ts';
+import { requireHostAccess, type Actor } from './access.ts';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+/** How long each resolution is kept, ms. */
+export interface MetricsRetention {
+  raw: number;
+  '1m': number;
+  '1h': number;
+}
+
+/** Defaults: raw 48 h, minutes 30 days, hours a year. */
+export const defaultMetricsRetention: MetricsRetention = { raw: 48 * HOUR, '1m': 30 * DAY, '1h': 365 * DAY };
+
+/**
+ * Reads retention from `KEEL_METRICS_RAW_RETENTION_HOURS`, `KEEL_METRICS_1M_RETENTION_DAYS` and
+ * `KEEL_METRICS_1H_RETENTION_DAYS` (whole numbers >= 1; defaults 48, 30, 365).
+ */
+export function metricsRetentionFromEnv(env: NodeJS.ProcessEnv = process.env): MetricsRetention {
+  const read = (name: string, fallback: number, unit: number) => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback * unit;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a whole number >= 1, got "${raw}"`);
+    return n * unit;
+  };
+  return {
+    raw: read('KEEL_METRICS_RAW_RETENTION_HOURS', 48, HOUR),
+    '1m': read('KEEL_METRICS_1M_RETENTION_DAYS', 30, DAY),
+    '1h': read('KEEL_METRICS_1H_RETENTION_DAYS', 365, DAY),
+  };
+}
+
+/** What a range query answers: uPlot's columnar data (x in epoch seconds, then one array per series). */
+export interface MetricsRangeView {
+  resolution: MetricResolution;
+  /** Bucket width, ms. */
+  stepMs: number;
+  from: number;
+  to: number;
+  series: MetricSeriesName[];
+  data: [number[], ...(number | null)[][]];
+}
+
+/** Series a chart gets when the query names none. */
+export const defaultChartSeries: MetricSeriesName[] = [
+  'cpu',
+  'load1',
+  'mem_used',
+  'mem_total',
+  'disk_used_max_pct',
+  'net_rx_bps',
+  'net_tx_bps',
+];
+
+/** Largest width a query may ask for (pixels). */
+export const MAX_WIDTH = 10_000;
+
+/**
+ * The resolution and bucket for a range: the coarsest stored resolution whose step still fits the
+ * bucket a `maxPoints` chart needs (finer rows would only be averaged again), among those whose
+ * retention reaches back to `from`; the bucket is never finer than the resolution's step and
+ * always wide enough that [from, to) holds at most `maxPoints` buckets.
+ */
+export function pickResolution(
+  from: number,
+  to: number,
+  maxPoints: number,
+  now: number,
+  retention: MetricsRetention,
+): { resolution: MetricResolution; stepMs: number } {
+  const span = Math.max(1, to - from);
+  // Buckets are aligned to the epoch, so a range can straddle one more than span/step.
+  const bucket = Math.ceil(span / Math.max(1, maxPoints - 1));
+  const order: MetricResolution[] = ['raw', '1m', '1h'];
+  const usable = order.filter((r) => from >= now - retention[r]);
+  const candidates = usable.length > 0 ? usable : (['1h'] as MetricResolution[]);
+  let resolution = candidates[0]!;
+  for (const r of candidates) if (resolutions[r].stepMs <= bucket) resolution = r;
+  return { resolution, stepMs: Math.max(resolutions[resolution].stepMs, bucket) };
+}
+
+export interface MetricsServiceDeps {
+  hosts: Pick<HostRepository, 'get'>;
+  metrics: MetricsRepository;
+  log: Logger;
+  retention?: MetricsRetention;
+  now?: () => number;
+}
+
+export function createMetricsService(deps: MetricsServiceDeps) {
+  const { metrics, log } = deps;
+  const retention = deps.retention ?? defaultMetricsRetention;
+  const now = deps.now ?? Date.now;
+  /** Earliest tick stored since the roll-ups last ran (replays after an outage land in the past). */
+  let dirtyFrom: number | null = null;
+  let lastRun: number | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let running: Promise<void> | null = null;
+
+  const sink: StreamSink = {
+    async append(hostId, stream, batch) {
+      const result = await metrics.append(hostId, stream, batch);
+      if (result.stored > 0) {
+        const first = decodeRecords(batch.body, batch.count).reduce((m, r) => Math.min(m, r.ts), Infinity);
+        if (Number.isFinite(first)) dirtyFrom = Math.min(dirtyFrom ?? first, first);
+      }
+      if (result.rejected > 0) {
+        log.warn(
+          { host: hostId, rejected: result.rejected },
+          'metrics records that are not samples were skipped',
+        );
+      }
+      if (result.gap) log.warn({ host: hostId, gap: result.gap }, 'metrics ticks lost on the agent');
+      return { ackedSeq: result.ackedSeq };
+    },
+  };
+
+  /** Rolls up what changed since the last run (or the last `catchUpMs` after a start) and prunes. */
+  async function maintain(catchUpMs = 2 * HOUR): Promise<void> {
+    const at = now();
+    const since = Math.min(dirtyFrom ?? Infinity, lastRun ?? at - catchUpMs);
+    dirtyFrom = null;
+    const minuteFrom = Math.floor(since / 60_000) * 60_000;
+    const hourFrom = Math.floor(since / HOUR) * HOUR;
+    const end = new Date(at + 1);
+    await metrics.rollup('1m', new Date(Math.max(minuteFrom, at - retention['1m'])), end);
+    await metrics.rollup('1h', new Date(Math.max(hourFrom, at - retention['1h'])), end);
+    const pruned = await metrics.prune({
+      raw: new Date(at - retention.raw),
+      '1m': new Date(at - retention['1m']),
+      '1h': new Date(at - retention['1h']),
+    });
+    lastRun = at;
+    if (pruned.raw + pruned['1m'] + pruned['1h'] > 0) log.debug({ pruned }, 'metrics retention');
+  }
+
+  return {
+    sink,
+    maintain,
+    /** Runs `maintain` now and then every `everyMs` (default a minute) until stop(). */
+    start(everyMs = 60_000): void {
+      const run = () => {
+        running ??= maintain()
+          .catch((err: unknown) => log.error({ err }, 'metrics roll-up failed'))
+          .finally(() => (running = null));
+      };
+      run();
+      timer = setInterval(run, everyMs);
+      timer.unref();
+    },
+    async stop(): Promise<void> {
+      if (timer) clearInterval(timer);
+      timer = null;
+      await running;
+    },
+
+    /** One host's series over [from, to) for a chart `width` pixels wide (at most 2 points per pixel). */
+    async range(
+      actor: Actor,
+      hostId: string,
+      q: { from?: number; to?: number; width?: number; series?: string[] },
+    ): Promise<MetricsRangeView> {
+      requireHostAccess(actor, 'host.view', [hostId]);
+      const host = await deps.hosts.get(hostId);
+      if (!host) throw new KeelError('host.not_found');
+      const to = q.to ?? now();
+      const from = q.from ?? to - HOUR;
+      if (!(from < to)) throw new KeelError('request.invalid', 'from must be before to.');
+      const width = q.width ?? 1_000;
+      if (!Number.isInteger(width) || width < 1 || width > MAX_WIDTH) {
+        throw new KeelError('request.invalid', `width must be a whole number from 1 to ${MAX_WIDTH}.`);
+      }
+      const series = (q.series && q.series.length > 0 ? q.series : defaultChartSeries) as MetricSeriesName[];
+      for (const s of series) {
+        if (!metricSeriesNames.includes(s))
+          throw new KeelError('request.invalid', `Unknown metric series "${s}".`);
+      }
+      const { resolution, stepMs } = pickResolution(from, to, width * 2, now(), retention);
+      const { x, values } = await metrics.range(
+        hostId,
+        resolution,
+        new Date(from),
+        new Date(to),
+        stepMs,
+        series,
+      );
+      return { resolution, stepMs, from, to, series, data: [x, ...values] };
+    },
+  };
+}
+
+export type MetricsService = ReturnType<typeof createMetricsService>;
