@@ -38,6 +38,7 @@ import { createServices, type Services } from './services/index.ts';
 import { permit } from './routes/permit.ts';
 import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
+import { metricsRoutes } from './routes/metrics.ts';
 import { recordingRoutes } from './routes/recordings.ts';
 
 /** Largest JSON body the API accepts. */
@@ -118,6 +119,7 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/hosts', channelRoutes({ channels: services.channels }))
     .route('/recordings', recordingRoutes({ recordings: services.recordings }))
     .route('/hosts', processRoutes({ processes: services.processes }))
+    .route('/hosts', metricsRoutes({ metrics: services.metrics }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .route('/audit', auditRoutes({ audit: services.audit }))
     .route(

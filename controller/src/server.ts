@@ -135,6 +135,9 @@ export async function startController(
       recordInput: process.env.KEEL_TERMINAL_RECORD_INPUT === '1',
     },
   });
+  // Metrics are stored one row per tick (not in chunks) and rolled up every minute.
+  gateway.sinks.register('metrics', services.metrics.sink);
+  services.metrics.start();
   const first = await services.users.ensureFirstAdmin();
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
   let ready = true;
@@ -194,6 +197,7 @@ export async function startController(
         await gateway.close();
         server.closeAllConnections();
         await closed;
+        await services.metrics.stop();
         await audit.flushAnchor(); // the audit anchor holds the last head before we go
         await database.close();
         log.info('controller stopped');

@@ -25,6 +25,8 @@ import { createUsersService } from './users.ts';
 import { createChannelsService } from '../channels/service.ts';
 import { createProcessRepository } from '../repositories/processes.ts';
 import { createProcessesService } from './processes.ts';
+import { createMetricsRepository } from '../repositories/metrics.ts';
+import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 import { createRecordingsRepository } from '../repositories/recordings.ts';
 import { createRecordingsService } from './recordings.ts';
 
@@ -108,6 +110,13 @@ export function createServices(deps: ServicesDeps) {
       processes: createProcessRepository(db, createStreamRepository(db)),
       gateway: deps.gateway,
       audit,
+    }),
+    metrics: createMetricsService({
+      hosts: createHostRepository(db),
+      metrics: createMetricsRepository(db),
+      log: log.child({ component: 'metrics' }),
+      retention: metricsRetentionFromEnv(),
+      now: now ? () => now().getTime() : undefined,
     }),
     joinTokens: createJoinTokensService({
       joinTokens: createJoinTokenRepository(db),
