@@ -67,9 +67,15 @@ export function createProcessesService({ hosts, processes, gateway, audit }: Pro
     async list(actor: ProcessActor, hostId: string): Promise<ProcessView[]> {
       await usable(actor, 'host.view', hostId);
       const defs = await processes.list(hostId);
-      const live = gateway.isOnline(hostId)
-        ? (await gateway.request(hostId, 'process.list', {})).processes
-        : [];
+      let live: ProcessStatus[] = [];
+      if (gateway.isOnline(hostId)) {
+        try {
+          live = (await gateway.request(hostId, 'process.list', {})).processes;
+        } catch (err) {
+          // An agent from before the supervisor: show the stored definitions without live state.
+          if (!(err instanceof KeelError && err.code === 'agent.unsupported')) throw err;
+        }
+      }
       const byName = new Map<string, ProcessView>();
       for (const d of defs) {
         byName.set(d.name, {
