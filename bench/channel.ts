@@ -55,7 +55,9 @@ const fmt = (ms: number) => ms.toFixed(3);
 
 // ---- the agent: the dist bundle --------------------------------------------------------------
 
+/** Builds the agent bundle; KEEL_BENCH_AGENT_BUNDLE=file runs that one instead (for A/B runs). */
 function buildAgent(): string {
+  if (process.env.KEEL_BENCH_AGENT_BUNDLE) return process.env.KEEL_BENCH_AGENT_BUNDLE;
   const r = spawnSync(process.execPath, [join(repoRoot, 'scripts/bundle.mjs'), 'agent'], { stdio: 'pipe' });
   if (r.status !== 0) throw new Error(`agent bundle failed: ${r.stderr.toString()}`);
   return join(repoRoot, 'agent/dist/keel-agent.mjs');

@@ -20,7 +20,13 @@ if (which !== 'agent' && which !== 'controller') {
 }
 const dir = fileURLToPath(new URL(`../${which}/`, import.meta.url));
 const pkg = JSON.parse(readFileSync(`${dir}package.json`, 'utf8'));
-const external = Object.keys(pkg.dependencies ?? {}).filter((d) => d !== '@keel/shared');
+// The agent is bundled as the release ships it (scripts/build-release.mjs): every dependency
+// inside but node-pty (native, loaded when present) and the optional native add-ons, so what the
+// benchmarks measure is what hosts run. The controller keeps its dependencies beside it.
+const external =
+  which === 'agent'
+    ? ['node-pty', 'bufferutil', 'utf-8-validate', 'osx-temperature-sensor']
+    : Object.keys(pkg.dependencies ?? {}).filter((d) => d !== '@keel/shared');
 /** Package -> the functions imported from it, each loaded on first call. */
 const lazy = which === 'agent' ? { execa: ['execa', 'execaSync'] } : {};
 /** @type {import('esbuild').Plugin} */
@@ -30,11 +36,10 @@ const lazyDependencies = {
     const names = Object.keys(lazy);
     if (names.length === 0) return;
     const filter = new RegExp(`^(${names.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})$`);
+    // The shim's own require() resolves to the package itself: bundled, esbuild wraps it in an
+    // initializer that runs on that first require(); external, Node loads it then.
     b.onResolve({ filter }, (args) =>
-      // The shim's own require() of the package must stay external.
-      args.namespace === 'lazy-dependency'
-        ? { path: args.path, external: true }
-        : { path: args.path, namespace: 'lazy-dependency' },
+      args.namespace === 'lazy-dependency' ? undefined : { path: args.path, namespace: 'lazy-dependency' },
     );
     b.onLoad({ filter: /.*/, namespace: 'lazy-dependency' }, (args) => ({
       contents: [
@@ -43,6 +48,7 @@ const lazyDependencies = {
         ...lazy[args.path].map((f) => `export function ${f}(...a) { return load().${f}(...a); }`),
       ].join('\n'),
       loader: 'js',
+      resolveDir: `${dir}src`, // the workspace's node_modules
     }));
   },
 };
@@ -55,6 +61,7 @@ await build({
   target: 'node20',
   format: 'esm',
   sourcemap: true,
+  minifySyntax: which === 'agent',
   external: [...external, ...external.map((d) => `${d}/*`)],
   banner: {
     js: "import { createRequire as __keelRequire } from 'node:module'; const require = __keelRequire(import.meta.url);",

@@ -183,7 +183,7 @@ function processCalls() {
     listProcesses: (id: string, signal?: AbortSignal) => call(proc.$get(byId(id), withSignal(signal))),
     applyProcess: (id: string, spec: Parameters<typeof proc.$post>[0]['json']) =>
       call(proc.$post({ ...byId(id), json: spec })),
-    processAction: (id: string, name: string, action: 'start' | 'stop' | 'restart') =>
+    processAction: (id: string, name: string, action: 'start' | 'stop' | 'restart' | 'kill') =>
       call(proc[':name'][action].$post(one(id, name))),
     deleteProcess: async (id: string, name: string): Promise<void> => {
       await call(proc[':name'].$delete(one(id, name)));
