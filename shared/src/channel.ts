@@ -2,7 +2,7 @@
 // ones, and closes the socket with the documented code on the first bad frame. Agent and
 // controller both use it after the handshake; it does no I/O of its own.
 import { closeCodes, closeReason } from './close-codes.ts';
-import { decodeFrame, encodeFrame } from './codec.ts';
+import { decodeFrame, encodeFrameHead } from './codec.ts';
 import type { SessionFrame } from './frames.ts';
 import type { Session } from './handshake.ts';
 
@@ -49,7 +49,7 @@ export class SealedChannel {
    */
   send(frame: SessionFrame, body?: Uint8Array, written?: (err?: Error) => void): void {
     if (this.#closed) return;
-    const sealed = this.session.sealer.seal(encodeFrame(frame, body));
+    const sealed = this.session.sealer.seal(encodeFrameHead(frame), body);
     if (written) this.#socket.send(sealed, written);
     else this.#socket.send(sealed);
   }

@@ -24,11 +24,21 @@ export type DecodeResult<T> = { ok: true; value: T } | { ok: false; reason: stri
 
 /** Encodes a session frame plaintext: `u32 BE header length | JSON header | body`. */
 export function encodeFrame(frame: SessionFrame, body?: Uint8Array): Buffer {
-  const header = Buffer.from(JSON.stringify(frame), 'utf8');
-  const out = Buffer.allocUnsafe(4 + header.length + (body?.byteLength ?? 0));
-  out.writeUInt32BE(header.length, 0);
-  header.copy(out, 4);
-  if (body) out.set(body, 4 + header.length);
+  const head = encodeFrameHead(frame);
+  return body && body.byteLength > 0 ? Buffer.concat([head, body]) : head;
+}
+
+/**
+ * The part of a session frame plaintext before its body: `u32 BE header length | JSON header`.
+ * The sender seals it and the body one after the other (FrameSealer.seal(head, body)), so a
+ * 64 KiB body is not copied into a joined plaintext first.
+ */
+export function encodeFrameHead(frame: SessionFrame): Buffer {
+  const json = JSON.stringify(frame);
+  const length = Buffer.byteLength(json, 'utf8');
+  const out = Buffer.allocUnsafe(4 + length);
+  out.writeUInt32BE(length, 0);
+  out.write(json, 4, 'utf8');
   return out;
 }
 

@@ -21,14 +21,19 @@ export class FrameSealer {
     if (key.length !== 32) throw new RangeError('key must be 32 bytes');
     this.#key = key;
   }
-  /** Seals one frame: ciphertext followed by the 16-byte tag. */
-  seal(plaintext: Uint8Array): Buffer {
+  /**
+   * Seals one frame: ciphertext followed by the 16-byte tag. With `rest`, the plaintext is
+   * `plaintext` then `rest` (a frame's head and its body), sealed as one frame without joining
+   * them first: the result is the same bytes as `seal(concat(plaintext, rest))`.
+   */
+  seal(plaintext: Uint8Array, rest?: Uint8Array): Buffer {
     const cipher = createCipheriv('chacha20-poly1305', this.#key, counterNonce(this.#counter++), {
       authTagLength: TAG_BYTES,
     });
     const head = cipher.update(plaintext);
+    const tail = rest && rest.byteLength > 0 ? cipher.update(rest) : null;
     cipher.final();
-    return Buffer.concat([head, cipher.getAuthTag()]);
+    return Buffer.concat(tail ? [head, tail, cipher.getAuthTag()] : [head, cipher.getAuthTag()]);
   }
 }
 
