@@ -11,6 +11,7 @@
 //     plain and with ChaCha20-Poly1305 on the middle hop, and Keel's share of it.
 //
 // Run: npm run bench -- channel [--sends 2000] [--mb 100] [--gib 1] [--idle-seconds 20]
+//      [--driver pglite|postgres] [--only idle]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -21,6 +22,7 @@ import { runChannelFloor } from './channel-floor.ts';
 import { repoRoot } from '../test/helpers/fleet.ts';
 import {
   createJoinToken,
+  createScratchDatabase,
   freePort,
   machine,
   mib,
@@ -43,6 +45,8 @@ const { values: args } = parseArgs({
     'idle-seconds': { type: 'string', default: '20' },
     // `idle`: only the idle agent (for memory work); default: everything.
     only: { type: 'string' },
+    // `postgres`: the controller on a scratch database of the local PostgreSQL instead of PGlite.
+    driver: { type: 'string', default: 'pglite' },
   },
 });
 const SENDS = Number(args.sends);
@@ -238,7 +242,7 @@ async function channelThroughput(client: ChannelClient, bytes: number): Promise<
 
 async function main() {
   console.log(
-    `channel benchmark on ${machine()}; load average ${loadavg()
+    `channel benchmark on ${machine()}, controller on ${args.driver}; load average ${loadavg()
       .map((l) => l.toFixed(1))
       .join(' ')}`,
   );
@@ -246,7 +250,8 @@ async function main() {
   const dataDir = tempDir('keel-bench-ctl-');
   const agentDir = tempDir('keel-bench-agent-');
   scratch.push(dataDir, agentDir);
-  const ctl = await startController({ dataDir });
+  const db = args.driver === 'postgres' ? await createScratchDatabase('keel_bench_channel') : null;
+  const ctl = await startController({ dataDir, databaseUrl: db?.url });
   let agent: ChildProcess | null = null;
   let sshd: Sshd | null = null;
   try {
@@ -402,6 +407,7 @@ async function main() {
     sshd?.stop();
     agent?.kill('SIGTERM');
     await ctl.stop();
+    await db?.drop();
     for (const d of scratch) removeDir(d);
   }
 }
