@@ -258,6 +258,27 @@ test(
           await checkAccessible(page, where('audit'));
           await page.screenshot({ path: shot('audit'), fullPage: true });
 
+          await page.goto('/admin/users');
+          await page.locator('[data-testid="user-row"]').first().waitFor();
+          await checkAccessible(page, where('users and groups'));
+          await page.screenshot({ path: shot('users'), fullPage: true });
+
+          // My account, then 2FA enrollment up to the QR code (not confirmed: later rounds sign in
+          // with the password alone).
+          await page.goto('/settings/account');
+          await page.locator('[data-testid="two-factor-setup"]').waitFor();
+          await page.locator('[data-testid="sessions"] tbody tr').first().waitFor();
+          await checkAccessible(page, where('my account'));
+          await page.fill('#tf-password', password);
+          await page.click('[data-testid="two-factor-setup"]');
+          await page.locator('[data-testid="two-factor-qr"]').waitFor();
+          assert.match(
+            (await page.locator('[data-testid="two-factor-qr"]').getAttribute('src')) ?? '',
+            /^data:image\/svg\+xml;base64,/,
+          );
+          await checkAccessible(page, where('2FA enrollment'));
+          await page.screenshot({ path: shot('two-factor'), fullPage: true });
+
           await page.click('[data-testid="user-menu"]');
           await page.locator('[data-testid="logout"]').waitFor();
           await checkAccessible(page, where('user menu'));
@@ -344,10 +365,10 @@ test(
       await dialog.locator('#join-note').waitFor({ state: 'detached' });
       assert.equal(await focused(), 'add-host', 'focus returns to Add host');
 
-      // The user menu: Enter opens it on its item, Escape closes it and returns to the button.
+      // The user menu: Enter opens it on its first item, Escape closes it and returns to the button.
       await page.locator('[data-testid="user-menu"]').focus();
       await page.keyboard.press('Enter');
-      await waitFor(async () => (await focused()) === 'logout', 5000, 'menu item focused');
+      await waitFor(async () => (await focused()) === 'my-account', 5000, 'menu item focused');
       await page.keyboard.press('Escape');
       assert.equal(await focused(), 'user-menu');
 
