@@ -53,11 +53,11 @@ after(async () => {
 });
 
 /** The terminal's visible text (xterm's buffer, through the element the page hangs it on). */
-function screen(page: Page): Promise<string> {
-  return page.evaluate(() => {
+function screen(page: Page, testId = 'terminal'): Promise<string> {
+  return page.evaluate((testId) => {
     const el = (
       globalThis as unknown as { document: { querySelector(s: string): unknown } }
-    ).document.querySelector('[data-testid="terminal"]') as {
+    ).document.querySelector(`[data-testid="${testId}"]`) as {
       keelTerminal?: {
         buffer: {
           active: {
@@ -72,11 +72,11 @@ function screen(page: Page): Promise<string> {
     const lines: string[] = [];
     for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? '');
     return lines.join('\n');
-  });
+  }, testId);
 }
 
-async function seen(page: Page, re: RegExp, what: string): Promise<string> {
-  return waitFor(async () => re.exec(await screen(page))?.[1], 15_000, what);
+async function seen(page: Page, re: RegExp, what: string, testId = 'terminal'): Promise<string> {
+  return waitFor(async () => re.exec(await screen(page, testId))?.[1], 15_000, what);
 }
 
 test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 90_000 }, async (t) => {
@@ -124,6 +124,24 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 90_000 
   assert.match(href ?? '', /^\/api\/v1\/recordings\/[0-9a-f-]{36}\.cast$/);
   const cast = await page.evaluate(async (url) => (await fetch(url)).text(), href!);
   assert.match(cast.split('\n')[0] ?? '', /"version":2/);
-  assert.match(cast, /\\r\\nhi\\r\\n|\\rhi\\r\\n/);
+  const output = cast
+    .trimEnd()
+    .split('\n')
+    .slice(1)
+    .map((l) => JSON.parse(l) as [number, string, string])
+    .filter((e) => e[1] === 'o')
+    .map((e) => e[2])
+    .join('');
+  assert.match(output, /[\r\n]hi\r\n/);
+
+  // The player: play, change speed, seek to the end: the screen shows what the session showed.
+  await page.locator('[data-testid="recording-play"]').first().click();
+  await page.locator('[data-testid="player"]').waitFor();
+  await page.selectOption('[data-testid="player-speed"]', '8');
+  await page
+    .locator('[data-testid="player-position"]')
+    .fill((await page.locator('[data-testid="player-position"]').getAttribute('max')) ?? '0');
+  assert.equal(await seen(page, /^(hi)$/m, 'hi in the player', 'player-screen'), 'hi');
+  assert.deepEqual(await axeViolations(page), []);
   assert.deepEqual(pageErrors, []);
 });

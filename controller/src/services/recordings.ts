@@ -50,6 +50,8 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
   const { dir, log } = deps;
   if (dir) mkdirSync(dir, { recursive: true, mode: 0o700 });
   const pathOf = (id: string) => join(dir ?? '/nonexistent', `${id}.cast`);
+  /** Files of sessions that ended but are still being flushed: a download waits for them. */
+  const closing = new Map<string, Promise<void>>();
 
   /** Starts recording a terminal channel; the hub calls the tap with its bytes. */
   function tap(grant: ChannelGrant, channelId: string): ChannelTap | undefined {
@@ -112,7 +114,12 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
       ended(end) {
         const rest = output.decode();
         if (rest) line([at(), 'o', rest]);
-        file.end();
+        const flushed = new Promise<void>((resolve) => {
+          file.once('close', resolve);
+          file.once('error', () => resolve());
+          file.end();
+        }).finally(() => closing.delete(id));
+        closing.set(id, flushed);
         const exitCode = end.exitCode ?? null;
         void stored
           .then(async () => {
@@ -167,6 +174,7 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
       requireAccess(actor, 'audit.read');
       const row = await deps.recordings.get(id);
       if (!row || !canSeeHost(actor, row.hostId) || !dir) throw new KeelError('recording.not_found');
+      await closing.get(id);
       const info = await stat(pathOf(id)).catch(() => null);
       if (!info) throw new KeelError('recording.not_found');
       return { recording: view(row), size: info.size, stream: () => createReadStream(pathOf(id)) };
