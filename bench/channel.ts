@@ -13,7 +13,7 @@
 // Run: npm run bench -- channel [--sends 2000] [--mb 100] [--gib 1] [--idle-seconds 20]
 //      [--driver pglite|postgres] [--only idle]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -67,8 +67,18 @@ function buildAgent(): string {
   return join(repoRoot, 'agent/dist/keel-agent.mjs');
 }
 
-/** KEEL_BENCH_AGENT_NODE_ARGS, e.g. `--max-semi-space-size=1` or `--import probe.mjs`. */
-const agentNodeArgs = (process.env.KEEL_BENCH_AGENT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+/**
+ * The agent's Node options: those its systemd unit sets (NODE_OPTIONS in systemd/keel-agent.service),
+ * so the agent runs as on a host; KEEL_BENCH_AGENT_NODE_ARGS replaces them (e.g. `` for V8's
+ * defaults, or `--cpu-prof --cpu-prof-dir=DIR`).
+ */
+const unitNodeOptions =
+  /^Environment=NODE_OPTIONS=(.*)$/m.exec(
+    readFileSync(join(repoRoot, 'systemd/keel-agent.service'), 'utf8'),
+  )?.[1] ?? '';
+const agentNodeArgs = (process.env.KEEL_BENCH_AGENT_NODE_ARGS ?? unitNodeOptions)
+  .split(/\s+/)
+  .filter(Boolean);
 
 function runBundle(bundle: string, argv: string[]): ChildProcess {
   return track(
@@ -290,7 +300,7 @@ async function main() {
     const idle = procMemory(agentPid);
     if (args.only === 'idle') {
       console.log(
-        `idle agent (dist bundle, ${IDLE_SECONDS} s): RSS ${mib(idle.rss).toFixed(1)} MiB (anon ${mib(idle.anon).toFixed(1)}), CPU ${idleCpuPct.toFixed(2)} % of one core`,
+        `idle agent (dist bundle, node ${agentNodeArgs.join(' ') || 'defaults'}, ${IDLE_SECONDS} s): RSS ${mib(idle.rss).toFixed(1)} MiB (anon ${mib(idle.anon).toFixed(1)}), CPU ${idleCpuPct.toFixed(2)} % of one core`,
       );
       console.log(JSON.stringify({ idle: { rss: idle.rss, anon: idle.anon, cpuPct: idleCpuPct } }));
       return;
@@ -387,7 +397,7 @@ async function main() {
       `\n${(SOURCE_BYTES / 1024 ** 3).toFixed(1)} GiB agent -> slow client: ${mbps(SOURCE_BYTES, sourceSeconds).toFixed(1)} MB/s; RSS agent ${mib(base.agent).toFixed(0)} -> peak ${mib(peak.agent).toFixed(0)} MiB, controller ${mib(base.controller).toFixed(0)} -> peak ${mib(peak.controller).toFixed(0)} MiB`,
     );
     console.log(
-      `idle agent (dist bundle, ${IDLE_SECONDS} s): RSS ${mib(idle.rss).toFixed(1)} MiB (anon ${mib(idle.anon).toFixed(1)}), CPU ${idleCpuPct.toFixed(2)} % of one core`,
+      `idle agent (dist bundle, node ${agentNodeArgs.join(' ') || 'defaults'}, ${IDLE_SECONDS} s): RSS ${mib(idle.rss).toFixed(1)} MiB (anon ${mib(idle.anon).toFixed(1)}), CPU ${idleCpuPct.toFixed(2)} % of one core`,
     );
     console.log(
       `load average after: ${loadavg()
