@@ -22,7 +22,6 @@ import { AGENT_VERSION } from './version.ts';
 import { AgentChannelHub } from './channels/hub.ts';
 import { diagnosticsCapability } from './diagnostics/index.ts';
 import { terminalCapability } from './terminal/index.ts';
-import { terminalCapability } from './terminal/index.ts';
 import { supervisorCapability } from './supervisor/index.ts';
 import { metricsCapability, metricsIntervalFromEnv } from './metrics/index.ts';
 
@@ -123,11 +122,6 @@ export async function run(stateDir: string): Promise<number> {
   const capabilities: AgentCapability[] = [
     factsCapability(),
     diagnosticsCapability(),
-    terminalCapability({
-      user: env('KEEL_TERMINAL_USER'),
-      idleTimeoutMs: intEnv('KEEL_TERMINAL_IDLE_MINUTES', 30) * 60_000,
-      log,
-    }),
     terminalCapability({
       user: env('KEEL_TERMINAL_USER'),
       idleTimeoutMs: intEnv('KEEL_TERMINAL_IDLE_MINUTES', 30) * 60_000,

@@ -20,5 +20,4 @@ export * from './messages/events.ts';
 export * from './messages/capabilities.ts';
 export * from './messages/processes.ts';
 export * from './messages/terminal.ts';
-export * from './messages/terminal.ts';
 export * from './messages/metrics.ts';
