@@ -238,6 +238,23 @@ test('a user without terminal.open is refused', { timeout: 20_000 }, async () =>
   assert.equal(list.status, 403);
 });
 
+test('a user who loses terminal.open is cut off', { timeout: 30_000 }, async () => {
+  const created = await ctl.api.post<{ user: { id: string }; password: string }>('/users', {
+    username: 'terminal-admin',
+    role: 'admin',
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const admin = new ApiClient(ctl.url);
+  await admin.login('terminal-admin', created.body.password);
+  const term = await openTerminal(admin);
+  term.type('echo "st""ill"\r');
+  await term.until(/[\r\n](still)\r\n/);
+  const changed = await ctl.api.request('PATCH', `/users/${created.body.user.id}`, { role: 'operator' });
+  assert.equal(changed.status, 200, JSON.stringify(changed.body));
+  const { end } = await term.closed;
+  assert.equal(end?.type === 'close' ? end.code : undefined, 'auth.forbidden');
+});
+
 test(
   'kill -9 of the agent mid-session: the client is told, the recording is finalized',
   { timeout: 30_000 },

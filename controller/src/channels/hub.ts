@@ -43,6 +43,13 @@ export interface ChannelTap {
   ended?(end: ChannelEnd): void;
 }
 
+/** Makes the tap of a channel that opens; `end` ends the channel on every side. */
+export type ChannelTapFactory = (
+  grant: ChannelGrant,
+  channelId: string,
+  end: (end: ChannelEnd) => void,
+) => ChannelTap | undefined;
+
 /** How long an agent gets to answer chan.open. */
 const OPEN_TIMEOUT_MS = 10_000;
 
@@ -74,7 +81,7 @@ export class ChannelHub {
   #nextId = 0;
   #closing = false;
   #maxPerSession: number;
-  #tap: ((grant: ChannelGrant, channelId: string) => ChannelTap | undefined) | undefined;
+  #tap: ChannelTapFactory | undefined;
 
   /** `linkFor` finds the host's ready agent session (the gateway's sessionOf, adapted). */
   constructor(opts: {
@@ -82,7 +89,7 @@ export class ChannelHub {
     linkFor: (hostId: string) => AgentChannelLink | undefined;
     maxPerSession?: number;
     /** Called when a channel opens; the tap it returns sees the channel's bytes both ways. */
-    tap?: (grant: ChannelGrant, channelId: string) => ChannelTap | undefined;
+    tap?: ChannelTapFactory;
   }) {
     this.#tap = opts.tap;
     this.#log = opts.log;
@@ -200,7 +207,7 @@ export class ChannelHub {
     relay.openTimer.unref();
     outbox.onReady = () => relay.lane.wake();
     s.relays.set(id, relay);
-    relay.tap = this.#tap?.(grant, id);
+    relay.tap = this.#tap?.(grant, id, (end) => this.#end(relay, end, 'both'));
     s.link.sendNow({ type: 'chan.open', id, kind: grant.kind, params: grant.params });
     this.#log.info(
       { host: grant.hostId, channel: id, kind: grant.kind, user: grant.userId },

@@ -29,6 +29,7 @@ import { createMetricsRepository } from '../repositories/metrics.ts';
 import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 import { createRecordingsRepository } from '../repositories/recordings.ts';
 import { createRecordingsService } from './recordings.ts';
+import { hasHostPermission } from './access.ts';
 
 export interface ServicesDeps {
   db: Db;
@@ -104,6 +105,10 @@ export function createServices(deps: ServicesDeps) {
       now,
       dir: deps.recordings?.dir ?? null,
       recordInput: deps.recordings?.recordInput,
+      stillAllowed: async (userId, hostId) => {
+        const user = await users.findById(userId);
+        return user !== null && hasHostPermission(await resolveActor(user), 'terminal.open', hostId);
+      },
     }),
     processes: createProcessesService({
       hosts: createHostRepository(db),

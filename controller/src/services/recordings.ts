@@ -12,6 +12,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { KeelError, TerminalRecordReader, terminalChannel } from '@keel/shared';
+import type { ChannelEnd } from '@keel/shared';
 import type { ChannelTap } from '../channels/hub.ts';
 import type { ChannelGrant } from '../channels/tickets.ts';
 import type { RecordingRow, RecordingsRepository } from '../repositories/recordings.ts';
@@ -43,6 +44,13 @@ export interface RecordingsServiceDeps {
   recordInput?: boolean;
   log: Logger;
   now?: () => Date;
+  /**
+   * Whether a user still holds terminal.open on a host. Checked every `recheckMs` for every open
+   * session: a user whose role, grants or account changed is cut off.
+   */
+  stillAllowed?: (userId: string, hostId: string) => Promise<boolean>;
+  /** Default 5 s. */
+  recheckMs?: number;
 }
 
 export function createRecordingsService(deps: RecordingsServiceDeps) {
@@ -52,9 +60,44 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
   const pathOf = (id: string) => join(dir ?? '/nonexistent', `${id}.cast`);
   /** Files of sessions that ended but are still being flushed: a download waits for them. */
   const closing = new Map<string, Promise<void>>();
+  /** Open sessions, for the permission re-check. */
+  const live = new Map<string, { userId: string; hostId: string; end: (end: ChannelEnd) => void }>();
+  let recheck: NodeJS.Timeout | null = null;
+  const recheckAll = async () => {
+    for (const [id, s] of live) {
+      const allowed = await deps.stillAllowed!(s.userId, s.hostId).catch((err: unknown) => {
+        log.warn({ err, recording: id }, 'checking terminal.open failed; the session stays');
+        return true;
+      });
+      if (!allowed && live.has(id)) {
+        log.info(
+          { recording: id, user: s.userId, host: s.hostId },
+          'terminal.open withdrawn: session cut off',
+        );
+        s.end({ reason: 'terminal.open was withdrawn from this user', code: 'auth.forbidden' });
+      }
+    }
+  };
+  const watch = (id: string, session: { userId: string; hostId: string; end: (end: ChannelEnd) => void }) => {
+    if (!deps.stillAllowed) return;
+    live.set(id, session);
+    recheck ??= setInterval(() => void recheckAll(), deps.recheckMs ?? 5_000);
+    recheck.unref();
+  };
+  const unwatch = (id: string) => {
+    live.delete(id);
+    if (live.size === 0 && recheck) {
+      clearInterval(recheck);
+      recheck = null;
+    }
+  };
 
   /** Starts recording a terminal channel; the hub calls the tap with its bytes. */
-  function tap(grant: ChannelGrant, channelId: string): ChannelTap | undefined {
+  function tap(
+    grant: ChannelGrant,
+    channelId: string,
+    endChannel?: (end: ChannelEnd) => void,
+  ): ChannelTap | undefined {
     if (grant.kind !== terminalChannel.kind || !dir) return undefined;
     const parsed = terminalChannel.params.safeParse(grant.params);
     const size = parsed.success ? parsed.data : { cols: 80, rows: 24 };
@@ -96,6 +139,7 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
         }),
       )
       .catch((err: unknown) => log.error({ err, recording: id }, 'storing a recording failed'));
+    if (endChannel) watch(id, { userId: grant.userId, hostId: grant.hostId, end: endChannel });
     return {
       toClient(bytes) {
         outputBytes += bytes.length;
@@ -112,6 +156,7 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
         }
       },
       ended(end) {
+        unwatch(id);
         const rest = output.decode();
         if (rest) line([at(), 'o', rest]);
         const flushed = new Promise<void>((resolve) => {
