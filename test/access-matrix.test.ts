@@ -127,7 +127,7 @@ async function call(key: string, who: SignedIn, id: string, body?: unknown) {
     ...(method === 'GET' || method === 'DELETE' ? {} : { json: body ?? bodies[path] ?? {} }),
   });
   const text = await res.text().catch(() => '');
-  const code = res.headers.get('content-type')?.includes('json')
+  const code = res.headers.get('content-type')?.startsWith('application/json')
     ? (JSON.parse(text || '{}').error?.code ?? '')
     : '';
   return { status: res.status, code: code as string };
