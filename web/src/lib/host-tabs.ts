@@ -12,6 +12,7 @@ export interface HostTab {
 export const hostTabs: readonly HostTab[] = [
   { id: 'overview', label: 'Overview', path: '' },
   { id: 'processes', label: 'Processes', path: '/processes' },
+  { id: 'metrics', label: 'Metrics', path: '/metrics' },
   { id: 'terminal', label: 'Terminal', path: '/terminal' },
 ];
 
