@@ -191,7 +191,51 @@ export const api = {
   verifyAudit: () => call(client.audit.verify.$get()),
 
   ...processCalls(),
+  ...accessCalls(),
 };
+
+/** Users, groups, grants, API tokens, 2FA and sessions (settings/account, admin/users). */
+function accessCalls() {
+  const user = (id: string) => client.users[':id'];
+  return {
+    secondFactor: (input: { code: string } | { recoveryCode: string }) =>
+      call(client.auth['two-factor'].$post({ json: input }), { quiet401: true }),
+    changePassword: async (currentPassword: string, newPassword: string): Promise<void> => {
+      await call(client.auth.password.$post({ json: { currentPassword, newPassword } }));
+    },
+    twoFactorStatus: () => call(client['two-factor'].$get()),
+    twoFactorSetup: (password: string) => call(client['two-factor'].setup.$post({ json: { password } })),
+    twoFactorConfirm: (code: string) => call(client['two-factor'].confirm.$post({ json: { code } })),
+    twoFactorDisable: async (password: string, code: string): Promise<void> => {
+      await call(client['two-factor'].disable.$post({ json: { password, code } }));
+    },
+    listSessions: () => call(client.sessions.$get()),
+    revokeSession: async (sessionId: string): Promise<void> => {
+      await call(client.sessions[':sessionId'].$delete({ param: { sessionId } }));
+    },
+    listTokens: () => call(client.tokens.$get({ query: {} })),
+    createToken: (input: Parameters<typeof client.tokens.$post>[0]['json']) =>
+      call(client.tokens.$post({ json: input })),
+    revokeToken: (id: string) => call(client.tokens[':id'].$delete(byId(id))),
+    listUsers: () => call(client.users.$get()),
+    createUser: (input: Parameters<typeof client.users.$post>[0]['json']) =>
+      call(client.users.$post({ json: input })),
+    deleteUser: async (id: string): Promise<void> => {
+      await call(user(id).$delete(byId(id)));
+    },
+    userGrants: (id: string) => call(user(id).grants.$get(byId(id))),
+    grant: (id: string, groupId: string, role: 'admin' | 'operator' | 'viewer') =>
+      call(user(id).grants.$post({ ...byId(id), json: { groupId, role } })),
+    revokeGrant: async (id: string, grantId: string): Promise<void> => {
+      await call(user(id).grants[':grantId'].$delete({ param: { id, grantId } }));
+    },
+    listGroups: () => call(client.groups.$get()),
+    createGroup: (input: { name: string; tags?: string[] }) => call(client.groups.$post({ json: input })),
+    deleteGroup: async (id: string): Promise<void> => {
+      await call(client.groups[':id'].$delete(byId(id)));
+    },
+  };
+}
 
 /** The processes capability's calls (web/src/routes/(app)/hosts/[id]/processes). */
 function processCalls() {
