@@ -241,6 +241,11 @@ test(
 
           await processesPage(page, realId, `${theme}-${viewport}`, where, shot);
 
+          await page.goto(`/hosts/${realId}/metrics`);
+          await page.locator('[data-testid="metrics-chart"] canvas').first().waitFor();
+          await checkAccessible(page, where('host metrics'));
+          await page.screenshot({ path: shot('metrics'), fullPage: true });
+
           await page.goto(`/hosts/${ids['odd-types']}`);
           await page.locator('h1', { hasText: 'odd-types' }).waitFor();
           await checkAccessible(page, where('host page with odd facts'));
