@@ -114,6 +114,36 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 90_000 
 
   assert.deepEqual(await axeViolations(page), []);
 
+  // Hostile output: OSC 52 (write the clipboard), an OSC 8 link, a title change and terminal
+  // queries (DA, DSR, window-size report) must not touch the page, its clipboard or its title.
+  const title = await page.title();
+  const dialogs: string[] = [];
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
+  await page.keyboard.type(
+    "printf '\\033]52;c;%s\\a\\033]8;;javascript:alert(1)\\033\\\\link\\033]8;;\\033\\\\\\033]0;pwned\\a\\033[c\\033[6n\\033[14t'" +
+      ' "$(printf owned | base64)"; echo; echo "af""ter"',
+  );
+  await page.keyboard.press('Enter');
+  await seen(page, /^(after)$/m, 'the shell alive after the sequences');
+  assert.equal(await page.title(), title, 'the page title is untouched');
+  const clipboard = await page.evaluate(async () => {
+    try {
+      return await (
+        globalThis as unknown as { navigator: { clipboard: { readText(): Promise<string> } } }
+      ).navigator.clipboard.readText();
+    } catch {
+      return '(no access)';
+    }
+  });
+  assert.notEqual(clipboard, 'owned');
+  assert.deepEqual(dialogs, []);
+  // The terminal's answers to the queries arrive as typed input: clear the line before going on.
+  await new Promise((r) => setTimeout(r, 500));
+  await page.keyboard.press('Control+C');
+
   await page.keyboard.type('exit 4');
   await page.keyboard.press('Enter');
   await page.locator('[data-testid="terminal-note"]', { hasText: 'exited with code 4' }).waitFor();
