@@ -1,40 +1,28 @@
 // Proves the Ansible rollout: ansible/site.yml (role keel_agent) run against two local test hosts
 // (connection local, each with its own install prefix) installs the agent from a real controller,
-// enrolls both with one multi-use join token and brings them online; a second run and a --check
-// run report changed=0; a newer bundle on the controller is rolled out canary first, and a broken
-// one is rolled back on the canary by itself and stops the rollout before the next host.
-// Also: the role and playbook are ansible-lint clean.
+// enrolls both with one multi-use join token and brings them online; a second run, a --check run,
+// and a run holding the fleet at its version while the controller offers a newer one report
+// changed=0. (Upgrades: install-ansible-upgrade.test.ts; ansible-lint: install-artifacts.test.ts.)
 //
 // systemd is not PID 1 on this machine: the hosts get the stand-in systemctl that
 // test/install.test.ts uses (test/install-stand-in-systemctl.sh).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, readlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   removeDir,
-  repoRoot,
   startControllerProcess,
   tempDir,
-  waitFor,
   type ControllerProcess,
   type Proc,
 } from './helpers/fleet.ts';
-import { repackAgentBundle, run, standInSystemctl } from './install-helpers.ts';
-
-const has = (program: string) => spawnSync('sh', ['-c', `command -v ${program}`]).status === 0;
-/** CI installs Ansible (.ci/run); elsewhere a missing tool skips its test rather than failing. */
-const need = (program: string) => (has(program) || process.env.CI ? false : `${program} is not installed`);
-
-/** changed=N of each host in the PLAY RECAP. */
-function recap(out: string): Record<string, number> {
-  const hosts: Record<string, number> = {};
-  for (const m of out.matchAll(/^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0/gm)) {
-    hosts[m[1]!] = Number(m[2]);
-  }
-  return hosts;
-}
+import {
+  ansibleFleet,
+  buildAgentBundle,
+  need,
+  recap,
+  repackAgentBundle,
+  stopStandInServices,
+} from './install-helpers.ts';
 
 describe('ansible rollout', { skip: need('ansible-playbook') }, () => {
   const procs: Proc[] = [];
@@ -48,65 +36,32 @@ describe('ansible rollout', { skip: need('ansible-playbook') }, () => {
     async () => {
       work = tempDir('keel-ansible-');
       dirs.push(work);
-      bundles = join(work, 'bundles');
-      const built = spawnSync(
-        process.execPath,
-        [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', bundles],
-        { encoding: 'utf8' },
-      );
-      assert.equal(built.status, 0, built.stderr);
+      bundles = buildAgentBundle(work);
       controller = await startControllerProcess(procs, { env: { KEEL_AGENT_BUNDLE_DIR: bundles } });
       dirs.push(controller.dataDir);
     },
-    { timeout: 150_000 },
+    { timeout: 100_000 },
   );
 
   after(async () => {
-    spawnSync('sh', [
-      '-c',
-      `for f in ${work}/root-*/run/stand-in/*.pid; do [ -f "$f" ] && kill "$(cat "$f")"; done; true`,
-    ]);
+    stopStandInServices(work);
     for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.exited));
     for (const d of dirs) removeDir(d);
   });
 
   test(
-    'site.yml enrolls every host, changes nothing on a second run or --check, upgrades canary first, halts on a broken bundle, holds a chosen version',
-    { timeout: 300_000 },
+    'site.yml enrolls every host; a second run, --check and a held version change nothing',
+    { timeout: 110_000 },
     async () => {
       const token = await controller.api.post<{ secret: string }>('/join-tokens', {
         uses: 2,
         note: 'ansible',
       });
       assert.equal(token.status, 201);
-      const pin = /^KEEL_SERVED_PIN='([^']+)'$/m.exec(
-        await (await fetch(`${controller.url}/install.sh`)).text(),
-      )![1]!;
-      const hostVars = (name: string) =>
-        `      ${name}:\n        keel_root: ${join(work, `root-${name}`)}\n` +
-        `        keel_systemctl: ${standInSystemctl}\n`;
-      const inventory = join(work, 'inventory.yml');
-      writeFileSync(
-        inventory,
-        `keel_agents:\n  hosts:\n${hostVars('host-a')}${hostVars('host-b')}  vars:\n` +
-          `    ansible_connection: local\n    ansible_python_interpreter: /usr/bin/python3\n` +
-          `    keel_controller_url: ${controller.url}\n    keel_controller_pin: "${pin}"\n` +
-          `    keel_wait_seconds: 30\n`,
-      );
-      const env = {
-        ANSIBLE_NOCOLOR: '1',
-        ANSIBLE_LOCAL_TEMP: join(work, 'ansible-tmp'),
-        ANSIBLE_REMOTE_TEMP: join(work, 'ansible-tmp'),
-        ANSIBLE_RETRY_FILES_ENABLED: '0',
-        ANSIBLE_GATHERING: 'explicit',
-      };
-      const playbook = ['ansible-playbook', '-i', inventory, 'ansible/site.yml'];
-      // The token as extra vars from a file (0600), as a vault would hand it over: not on argv.
-      const secrets = join(work, 'secrets.yml');
-      writeFileSync(secrets, `keel_join_token: ${token.body.secret}\n`, { mode: 0o600 });
+      const fleet = await ansibleFleet(work, controller.url, token.body.secret);
 
-      const first = await run([...playbook, '-e', `@${secrets}`], env);
+      const first = await fleet.play();
       assert.equal(first.code, 0, first.out);
       // Make the directory, download install.sh, run it: 3 changes on each host.
       assert.deepEqual(recap(first.out), { 'host-a': 3, 'host-b': 3 }, first.out);
@@ -116,71 +71,19 @@ describe('ansible rollout', { skip: need('ansible-playbook') }, () => {
         ['host-b', true],
       ]);
 
-      const second = await run([...playbook, '-e', `@${secrets}`], env);
+      const second = await fleet.play();
       assert.equal(second.code, 0, second.out);
       assert.deepEqual(recap(second.out), { 'host-a': 0, 'host-b': 0 }, second.out);
 
-      const check = await run([...playbook, '--check'], env);
+      const check = await fleet.play('--check');
       assert.equal(check.code, 0, check.out);
       assert.deepEqual(recap(check.out), { 'host-a': 0, 'host-b': 0 }, check.out);
 
-      // The controller serves a newer bundle: the same playbook upgrades the fleet, canary first.
-      const versions = async () =>
-        Object.fromEntries(
-          (
-            await controller.api.get<{ hosts: { name: string; online: boolean; agentVersion: string }[] }>(
-              '/hosts',
-            )
-          ).body.hosts.map((h) => [h.name, `${h.agentVersion}${h.online ? '' : ' (offline)'}`]),
-        );
+      // The controller now offers 0.1.1; a fleet held at 0.1.0 stays there.
       repackAgentBundle(bundles, work, '0.1.1');
-      const upgrade = await run(playbook, env);
-      assert.equal(upgrade.code, 0, upgrade.out);
-      assert.match(upgrade.out, /Done: keel-agent 0\.1\.1 is online/);
-      assert.deepEqual(await versions(), { 'host-a': '0.1.1', 'host-b': '0.1.1' });
-
-      // A broken bundle: the canary rolls itself back, the play stops, the second host is untouched.
-      repackAgentBundle(bundles, work, '0.1.2', 'process.exit(1);\n');
-      const broken = await run([...playbook, '-e', 'keel_wait_seconds=4'], env);
-      assert.notEqual(broken.code, 0, broken.out);
-      assert.match(broken.out, /rolled back to 0\.1\.1/);
-      // The canary unpacked 0.1.2 and went back; the next batch never started.
-      assert.ok(existsSync(join(work, 'root-host-a/opt/keel/agent/releases/0.1.2')));
-      assert.ok(!existsSync(join(work, 'root-host-b/opt/keel/agent/releases/0.1.2')), broken.out);
-      for (const host of ['host-a', 'host-b']) {
-        assert.equal(readlinkSync(join(work, `root-${host}`, 'opt/keel/agent/current')), 'releases/0.1.1');
-      }
-      await waitFor(
-        async () =>
-          JSON.stringify(await versions()) === JSON.stringify({ 'host-a': '0.1.1', 'host-b': '0.1.1' }),
-        10_000,
-        'both hosts online on 0.1.1',
-      );
-
-      // A fleet held at a version the controller holds (back to 0.1.0); held, a run changes nothing.
-      const pinned = [...playbook, '-e', 'keel_agent_version=0.1.0'];
-      const back = await run(pinned, env);
-      assert.equal(back.code, 0, back.out);
-      await waitFor(
-        async () =>
-          JSON.stringify(await versions()) === JSON.stringify({ 'host-a': '0.1.0', 'host-b': '0.1.0' }),
-        10_000,
-        'both hosts online on 0.1.0',
-      );
-      const held = await run(pinned, env);
+      const held = await fleet.play('-e', 'keel_agent_version=0.1.0');
       assert.equal(held.code, 0, held.out);
       assert.deepEqual(recap(held.out), { 'host-a': 0, 'host-b': 0 }, held.out);
-    },
-  );
-
-  test(
-    'the role and playbook are ansible-lint clean',
-    { timeout: 120_000, skip: need('ansible-lint') },
-    async () => {
-      const r = await run(['ansible-lint', '--nocolor', 'ansible/'], {
-        ANSIBLE_LOCAL_TEMP: join(work, 'ansible-tmp'),
-      });
-      assert.equal(r.code, 0, r.out);
     },
   );
 });
