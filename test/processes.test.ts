@@ -272,6 +272,10 @@ test('malformed params are refused; an unknown process is 404', { timeout: 30_00
     inRange.body.lines.map((l) => l.text),
     ['got hello'],
   );
+  const download = await ctl.api.fetchRaw(`/hosts/${hostId}/processes/echo/logs.txt`);
+  assert.equal(download.status, 200);
+  assert.match(download.headers.get('content-disposition') ?? '', /attachment; filename="echo.log"/);
+  assert.match(await download.text(), /^\d{4}-\d\d-\d\dT[\d:.]+Z out ready\n.* out got hello\n/s);
   const del = await ctl.api.request('DELETE', `/hosts/${hostId}/processes/crashy`);
   assert.equal(del.status, 204);
   assert.equal(await status('crashy'), null);

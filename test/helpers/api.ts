@@ -33,6 +33,13 @@ export class ApiClient {
     return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
   }
 
+  /** A GET whose answer is not JSON (downloads): the raw Response. */
+  fetchRaw(path: string): Promise<Response> {
+    return fetch(`${this.baseUrl}/api/v1${path}`, {
+      headers: { cookie: this.#cookie, origin: this.baseUrl },
+    });
+  }
+
   get<T = unknown>(path: string) {
     return this.request<T>('GET', path);
   }

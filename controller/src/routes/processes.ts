@@ -228,6 +228,30 @@ const logsRoute = createRoute({
   },
 });
 
+const downloadRoute = createRoute({
+  method: 'get',
+  path: '/{id}/processes/{name}/logs.txt',
+  middleware: [permit('logs.read')] as const,
+  tags: ['processes'],
+  summary: "Download a process's stored output as text",
+  description:
+    'Every stored line (or those captured between `since` and `until`), one per line: ISO time, `out` or `err`, the text.',
+  security: cookieSecurity,
+  request: {
+    params: nameParams,
+    query: z.object({
+      since: z.coerce.number().int().min(0).optional().openapi({ type: 'integer' }),
+      until: z.coerce.number().int().min(0).optional().openapi({ type: 'integer' }),
+    }),
+  },
+  responses: {
+    200: { description: 'The lines.', content: { 'text/plain': { schema: z.string() } } },
+    400: errorResponse('Malformed query (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
 /** Process routes (behind the session and CSRF middleware), mounted at /hosts. */
 export function processRoutes({ processes }: { processes: ProcessesService }) {
   const actor = (c: Parameters<typeof sessionOf>[0]) => ({ ...sessionOf(c).actor, ip: c.get('clientIp') });
@@ -268,6 +292,31 @@ export function processRoutes({ processes }: { processes: ProcessesService }) {
     .openapi(stdinRoute, async (c) => {
       const { id, name } = c.req.valid('param');
       return c.json(await processes.stdin(actor(c), id, name, c.req.valid('json').line), 200);
+    })
+    .openapi(downloadRoute, async (c) => {
+      const { id, name } = c.req.valid('param');
+      const lines = processes.logText(actor(c), id, name, c.req.valid('query'));
+      // The first page is read before the answer starts, so a refusal is still a JSON error.
+      const first = await lines.next();
+      const encoder = new TextEncoder();
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          if (!first.done) controller.enqueue(encoder.encode(first.value));
+        },
+        async pull(controller) {
+          const next = await lines.next();
+          if (next.done) controller.close();
+          else controller.enqueue(encoder.encode(next.value));
+        },
+        async cancel() {
+          await lines.return(undefined);
+        },
+      });
+      // A stream is a valid body; the route's typed answer is declared as text (what the client gets).
+      return c.text(body as unknown as string, 200, {
+        'content-type': 'text/plain; charset=utf-8',
+        'content-disposition': `attachment; filename="${name}.log"`,
+      });
     })
     .openapi(logsRoute, async (c) => {
       const { id, name } = c.req.valid('param');

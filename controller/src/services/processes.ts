@@ -184,6 +184,32 @@ export function createProcessesService({ hosts, processes, gateway, audit }: Pro
         until: q.until,
       });
     },
+
+    /**
+     * Every stored line of a process as text (`<ISO time> <out|err> <line>\n`), page by page, for
+     * a download: memory holds one page, whatever the process printed.
+     */
+    async *logText(
+      actor: ProcessActor,
+      hostId: string,
+      name: string,
+      q: { since?: number; until?: number } = {},
+    ): AsyncGenerator<string> {
+      await usable(actor, 'logs.read', hostId);
+      let after = 0;
+      for (;;) {
+        const page = await processes.readLogs(hostId, name, { afterSeq: after, limit: 5_000, ...q });
+        if (page.lines.length > 0) {
+          yield page.lines
+            .map(
+              (l) => `${new Date(l.ts).toISOString()} ${l.stream === 'stderr' ? 'err' : 'out'} ${l.text}\n`,
+            )
+            .join('');
+        }
+        if (page.end) return;
+        after = page.nextAfter;
+      }
+    },
   };
 }
 
