@@ -1,7 +1,7 @@
 // Host metrics at rest: one row per host per tick (`metric_samples`), and min/avg/max roll-ups per
 // minute and per hour. Each series of `metricSeries` (shared/src/messages/metrics.ts) is a `real`
 // column: aggregates and roll-ups are plain SQL (`min(cpu)`, `avg(cpu)`), a chart reads only the
-// columns it draws, and a row of 27 four-byte values with a null bitmap is ~140 bytes. Per-core,
+// columns it draws, and a row of 28 four-byte values with a null bitmap is ~150 bytes. Per-core,
 // per-mount, per-interface and temperature detail rides along in the raw row as jsonb (not rolled
 // up). See docs/metrics.md for why columns and not an array, and what retention keeps.
 import { index, integer, jsonb, pgTable, primaryKey, real, timestamp, uuid } from 'drizzle-orm/pg-core';
