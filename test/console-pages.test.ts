@@ -189,7 +189,8 @@ async function realHostId(page: Page): Promise<string> {
 
 test(
   'every page passes axe WCAG 2.1 A/AA in dark and light, on desktop and phone',
-  { timeout: 180_000 },
+  // Three more checks since issue 13 (users, my account, 2FA enrollment), x2 themes x2 viewports.
+  { timeout: 300_000 },
   async () => {
     const { username, password } = admin();
     for (const viewport of ['desktop', 'phone'] as ViewportName[]) {

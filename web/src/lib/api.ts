@@ -196,7 +196,7 @@ export const api = {
 
 /** Users, groups, grants, API tokens, 2FA and sessions (settings/account, admin/users). */
 function accessCalls() {
-  const user = (id: string) => client.users[':id'];
+  const user = client.users[':id'];
   return {
     secondFactor: (input: { code: string } | { recoveryCode: string }) =>
       call(client.auth['two-factor'].$post({ json: input }), { quiet401: true }),
@@ -221,16 +221,17 @@ function accessCalls() {
     createUser: (input: Parameters<typeof client.users.$post>[0]['json']) =>
       call(client.users.$post({ json: input })),
     deleteUser: async (id: string): Promise<void> => {
-      await call(user(id).$delete(byId(id)));
+      await call(user.$delete(byId(id)));
     },
-    userGrants: (id: string) => call(user(id).grants.$get(byId(id))),
+    userGrants: (id: string) => call(user.grants.$get(byId(id))),
     grant: (id: string, groupId: string, role: 'admin' | 'operator' | 'viewer') =>
-      call(user(id).grants.$post({ ...byId(id), json: { groupId, role } })),
+      call(user.grants.$post({ ...byId(id), json: { groupId, role } })),
     revokeGrant: async (id: string, grantId: string): Promise<void> => {
-      await call(user(id).grants[':grantId'].$delete({ param: { id, grantId } }));
+      await call(user.grants[':grantId'].$delete({ param: { id, grantId } }));
     },
     listGroups: () => call(client.groups.$get()),
-    createGroup: (input: { name: string; tags?: string[] }) => call(client.groups.$post({ json: input })),
+    createGroup: (input: { name: string; tags?: string[]; hostIds?: string[] }) =>
+      call(client.groups.$post({ json: input })),
     deleteGroup: async (id: string): Promise<void> => {
       await call(client.groups[':id'].$delete(byId(id)));
     },
