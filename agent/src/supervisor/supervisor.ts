@@ -97,6 +97,18 @@ function killGroup(pgid: number, signal: NodeJS.Signals): void {
   }
 }
 
+/** uid, primary gid and home of a user (from the system's user database), or a KeelError. */
+function userAccount(user: string): { uid: number; gid: number; home: string } {
+  if (process.getuid?.() !== 0) {
+    throw new KeelError('request.invalid', `running a process as ${user} needs the agent to run as root`);
+  }
+  const entry = execaSync('getent', ['passwd', user], { reject: false }).stdout;
+  const [, , uid, gid, , home] = String(entry).split(':');
+  if (!uid || !gid) throw new KeelError('request.invalid', `no user named ${user} on this host`);
+  // A system user's home may not exist (nobody: /nonexistent); such a process starts in /.
+  return { uid: Number(uid), gid: Number(gid), home: home && existsSync(home) ? home : '/' };
+}
+
 function writeJson(path: string, value: unknown): void {
   writeFileSync(`${path}.tmp`, JSON.stringify(value));
   renameSync(`${path}.tmp`, path);
@@ -213,6 +225,7 @@ export class Supervisor {
 
   /** Creates or replaces a definition. A new one with autostart starts; a running one keeps its run. */
   async apply(spec: ProcessSpec): Promise<ProcessStatus> {
+    if (spec.user !== undefined) userAccount(spec.user);
     const existing = this.#procs.get(spec.name);
     if (existing) {
       existing.spec = spec;
@@ -366,6 +379,8 @@ export class Supervisor {
   async #spawn(m: Managed): Promise<void> {
     const name = m.spec.name;
     const dir = this.#path(name);
+    // Before any state changes: an unknown user (or an agent not running as root) fails the start.
+    const account = m.spec.user === undefined ? null : userAccount(m.spec.user);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     m.state = 'starting';
     m.adopted = false;
@@ -389,6 +404,7 @@ export class Supervisor {
     const errFd = openSync(join(dir, 'stderr.log'), 'a', 0o600);
     const env: Record<string, string> = {};
     for (const k of INHERITED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k];
+    if (account) Object.assign(env, { USER: m.spec.user, LOGNAME: m.spec.user, HOME: account.home });
     Object.assign(env, m.spec.env);
     let ended!: () => void;
     m.ended = new Promise<void>((r) => (ended = r));
@@ -396,7 +412,9 @@ export class Supervisor {
     const [file, ...args] = m.spec.argv as [string, ...string[]];
     try {
       const options = {
-        cwd: m.spec.cwd ?? dir,
+        // The state dir is the agent's own (0700): another user starts in its home directory.
+        cwd: m.spec.cwd ?? (account ? account.home : dir),
+        ...(account ? { uid: account.uid, gid: account.gid } : {}),
         env,
         extendEnv: false,
         detached: true,

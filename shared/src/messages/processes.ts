@@ -79,6 +79,11 @@ export const processSpecSchema = z.strictObject({
       noNul(32_768),
     )
     .default({}),
+  /** Run as this user (and its primary group); needs an agent running as root. */
+  user: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$/i, 'a user name')
+    .optional(),
   restart: restartPolicySchema.default(restartPolicySchema.parse({})),
   stop: stopSpecSchema.default(stopSpecSchema.parse({})),
   /** Desired state after `process.apply`, and after the host boots. */
