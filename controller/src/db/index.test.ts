@@ -6,10 +6,12 @@
 import assert from 'node:assert/strict';
 import {
   chmodSync,
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -45,6 +47,40 @@ const tables = [
 test('the migrations folder is found beside the source and holds the journal', () => {
   assert.ok(path.isAbsolute(migrationsFolder));
   assert.ok(existsSync(path.join(migrationsFolder, 'meta', '_journal.json')));
+});
+
+test('a database made by the first release (0000_init only) is carried forward by the later migrations', async (t) => {
+  // Committed migrations are never rewritten (generate-migrations.mjs): a data dir from an earlier
+  // release has the older journal entries applied and must start on this build with its rows kept.
+  const first = mkdtempSync(path.join(tmpdir(), 'keel-mig-first-'));
+  t.after(() => rmSync(first, { recursive: true, force: true }));
+  mkdirSync(path.join(first, 'meta'));
+  const journal = JSON.parse(readFileSync(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as {
+    entries: { tag: string }[];
+  };
+  assert.ok(journal.entries.length > 1, 'expected migrations after 0000_init');
+  const firstTag = journal.entries[0]!.tag;
+  writeFileSync(
+    path.join(first, 'meta', '_journal.json'),
+    JSON.stringify({ ...journal, entries: journal.entries.slice(0, 1) }),
+  );
+  copyFileSync(path.join(migrationsFolder, `${firstTag}.sql`), path.join(first, `${firstTag}.sql`));
+
+  const old = await openDatabase({ dataDir: '', inMemory: true, migrationsFolder: first });
+  // A row written by the old schema, then this build's migrator on the same database.
+  await old.db.execute(
+    sql`INSERT INTO join_tokens (secret_hash, expires_at, uses_left) VALUES (${'ab'.repeat(32)}, now() + interval '1 hour', 1)`,
+  );
+  const { migrate } = await import('drizzle-orm/pglite/migrator');
+  await migrate(old.db as never, { migrationsFolder });
+  const [kept] = await rows<{ n: number }>(old.db, sql`SELECT count(*)::int AS n FROM join_tokens`);
+  assert.equal(kept?.n, 1);
+  const [latest] = await rows<{ n: number }>(
+    old.db,
+    sql`SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'stream_gaps' AND column_name = 'reason'`,
+  );
+  assert.equal(latest?.n, 1, 'the later migrations ran');
+  await old.close();
 });
 
 for (const target of testDatabaseTargets()) {
