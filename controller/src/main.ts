@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig, ConfigError } from './config/index.ts';
 import { createLogger } from './log.ts';
+import { argsErrorReason } from './cli/args.ts';
 import { startController } from './server.ts';
 import { startLocalAgent } from './local-agent.ts';
 import { loadControllerIdentity } from './identity.ts';
@@ -65,7 +66,7 @@ export async function main(argv: string[]): Promise<number> {
         allowPositionals: false,
       }).values as typeof serveArgs;
     } catch (err) {
-      return usageError((err as Error).message.split('\n')[0]!.replace(/\. To specify .*$/, ''));
+      return usageError(argsErrorReason(err));
     }
     if (command === 'help' || serveArgs.help) {
       console.log(USAGE);

@@ -1,10 +1,10 @@
 // `keel-controller create-admin`: adds an admin account from the command line, e.g. on a fresh
 // install or after losing the first password. The password is generated and printed once, or read
 // from stdin with --password-stdin (so it never appears in argv or shell history).
-import { parseArgs } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { KeelError } from '@keel/shared';
 import type { UsersService } from '../services/users.ts';
+import { parseCommandArgs, readFirstLine, usageFailure } from './args.ts';
 
 type AdminCreator = Pick<UsersService, 'createAdmin'>;
 
@@ -24,12 +24,6 @@ export const createAdminUsage = `Usage: keel-controller create-admin --username 
 Creates a user who can manage the fleet. Without --password-stdin a password is generated and
 printed once. With it, the password is the first line read from standard input.`;
 
-async function readAll(stream: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 /**
  * Runs the command with `argv` (the arguments after `create-admin`); resolves to the exit code.
  * @example process.exitCode = await createAdminCommand(process.argv.slice(3), { users: services.users })
@@ -37,34 +31,21 @@ async function readAll(stream: Readable): Promise<string> {
 export async function createAdminCommand(argv: string[], deps: CreateAdminDeps): Promise<number> {
   const stdout = deps.stdout ?? process.stdout;
   const stderr = deps.stderr ?? process.stderr;
-  let values: { username?: string; role?: string; 'password-stdin'?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        username: { type: 'string', short: 'u' },
-        role: { type: 'string', default: 'admin' },
-        'password-stdin': { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    // One line, as for every usage error: what was wrong and where the help is.
-    const reason = (err as Error).message.split('\n')[0]!.replace(/\. To specify .*$/, '');
-    stderr.write(`keel-controller create-admin: ${reason} (see keel-controller create-admin --help)\n`);
-    return 2;
-  }
-  if (values.help) {
-    stdout.write(`${createAdminUsage}\n`);
-    return 0;
-  }
+  const values = parseCommandArgs(
+    'create-admin',
+    argv,
+    {
+      username: { type: 'string', short: 'u' },
+      role: { type: 'string', default: 'admin' },
+      'password-stdin': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    createAdminUsage,
+    { stdout, stderr },
+  );
+  if (typeof values === 'number') return values;
   if (!values.username) {
-    stderr.write(
-      'keel-controller create-admin: --username is required (see keel-controller create-admin --help)\n',
-    );
-    return 2;
+    return usageFailure('create-admin', '--username is required', stderr);
   }
   if (values.role !== 'admin' && values.role !== 'owner') {
     stderr.write(`--role must be admin or owner (got ${JSON.stringify(values.role)}).\n`);
@@ -73,7 +54,7 @@ export async function createAdminCommand(argv: string[], deps: CreateAdminDeps):
 
   let password: string | undefined;
   if (values['password-stdin']) {
-    password = (await readAll(deps.stdin ?? process.stdin)).split(/\r?\n/)[0] ?? '';
+    password = await readFirstLine(deps.stdin ?? process.stdin);
   }
 
   try {

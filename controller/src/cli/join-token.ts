@@ -2,9 +2,9 @@
 // on stdout, once. install.sh uses it for `controller --with-agent` (the controller host enrolls
 // its own agent before anyone has signed in); scripts can use it too. The secret is never logged;
 // the creation is audited as the system actor `cli`.
-import { parseArgs } from 'node:util';
 import type { Writable } from 'node:stream';
 import type { JoinTokensService } from '../services/join-tokens.ts';
+import { parseCommandArgs, usageFailure } from './args.ts';
 
 type TokenMaker = Pick<JoinTokensService, 'create'>;
 
@@ -36,30 +36,20 @@ function intWithin(raw: string | undefined, min: number, max: number): number | 
 export async function joinTokenCommand(argv: string[], deps: JoinTokenDeps): Promise<number> {
   const stdout = deps.stdout ?? process.stdout;
   const stderr = deps.stderr ?? process.stderr;
-  const fail = (message: string) => {
-    stderr.write(`keel-controller join-token: ${message} (see keel-controller join-token --help)\n`);
-    return 2;
-  };
-  let values: { uses?: string; ttl?: string; note?: string; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        uses: { type: 'string' },
-        ttl: { type: 'string' },
-        note: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return fail((err as Error).message.split('\n')[0]!.replace(/\. To specify .*$/, ''));
-  }
-  if (values.help) {
-    stdout.write(`${joinTokenUsage}\n`);
-    return 0;
-  }
+  const fail = (message: string) => usageFailure('join-token', message, stderr);
+  const values = parseCommandArgs(
+    'join-token',
+    argv,
+    {
+      uses: { type: 'string' },
+      ttl: { type: 'string' },
+      note: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    joinTokenUsage,
+    { stdout, stderr },
+  );
+  if (typeof values === 'number') return values;
   const uses = values.uses === undefined ? 1 : intWithin(values.uses, 1, 10_000);
   if (uses === undefined) return fail('--uses must be a whole number from 1 to 10000');
   const ttlSeconds = values.ttl === undefined ? undefined : intWithin(values.ttl, 60, MAX_TTL_SECONDS);

@@ -1,10 +1,10 @@
 // `keel-controller reset-password`: sets a new password for a user from the command line (an admin
 // locked out, or the only owner who forgot theirs). The password is generated and printed once, or
 // read from stdin with --password-stdin; every session of the user ends; audited as `system`.
-import { parseArgs } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { KeelError } from '@keel/shared';
 import type { UsersService } from '../services/users.ts';
+import { parseCommandArgs, readFirstLine, usageFailure } from './args.ts';
 
 type PasswordResetter = Pick<UsersService, 'resetPasswordByName'>;
 
@@ -21,46 +21,27 @@ export const resetPasswordUsage = `Usage: keel-controller reset-password --usern
 Sets a new password for the user and ends their sessions. Without --password-stdin a password is
 generated and printed once. With it, the password is the first line read from standard input.`;
 
-async function readAll(stream: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 /** Runs the command with `argv` (the arguments after `reset-password`); resolves to the exit code. */
 export async function resetPasswordCommand(argv: string[], deps: ResetPasswordDeps): Promise<number> {
   const stdout = deps.stdout ?? process.stdout;
   const stderr = deps.stderr ?? process.stderr;
-  let values: { username?: string; 'password-stdin'?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        username: { type: 'string', short: 'u' },
-        'password-stdin': { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    const reason = (err as Error).message.split('\n')[0]!.replace(/\. To specify .*$/, '');
-    stderr.write(`keel-controller reset-password: ${reason} (see keel-controller reset-password --help)\n`);
-    return 2;
-  }
-  if (values.help) {
-    stdout.write(`${resetPasswordUsage}\n`);
-    return 0;
-  }
+  const values = parseCommandArgs(
+    'reset-password',
+    argv,
+    {
+      username: { type: 'string', short: 'u' },
+      'password-stdin': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    resetPasswordUsage,
+    { stdout, stderr },
+  );
+  if (typeof values === 'number') return values;
   if (!values.username) {
-    stderr.write(
-      'keel-controller reset-password: --username is required (see keel-controller reset-password --help)\n',
-    );
-    return 2;
+    return usageFailure('reset-password', '--username is required', stderr);
   }
   let password: string | undefined;
-  if (values['password-stdin'])
-    password = (await readAll(deps.stdin ?? process.stdin)).split(/\r?\n/)[0] ?? '';
+  if (values['password-stdin']) password = await readFirstLine(deps.stdin ?? process.stdin);
   try {
     const users = typeof deps.users === 'function' ? await deps.users() : deps.users;
     const result = await users.resetPasswordByName(values.username, password);
