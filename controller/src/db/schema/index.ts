@@ -6,6 +6,7 @@ export * from './hosts.ts';
 export * from './join-tokens.ts';
 export * from './metrics.ts';
 export * from './processes.ts';
+export * from './proxy-nodes.ts';
 export * from './recordings.ts';
 export * from './streams.ts';
 export * from './tokens.ts';
