@@ -3,6 +3,7 @@
 export * from './audit.ts';
 export * from './groups.ts';
 export * from './hosts.ts';
+export * from './jobs.ts';
 export * from './join-tokens.ts';
 export * from './metrics.ts';
 export * from './processes.ts';
@@ -10,4 +11,5 @@ export * from './proxy-nodes.ts';
 export * from './recordings.ts';
 export * from './streams.ts';
 export * from './tokens.ts';
+export * from './traffic.ts';
 export * from './users.ts';
