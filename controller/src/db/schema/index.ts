@@ -1,6 +1,8 @@
 // Every table of the controller's database. Each file in this folder is re-exported here, and
 // drizzle-kit reads this file to generate migrations (`npm run db:generate -w controller`).
+export * from './alerts.ts';
 export * from './audit.ts';
+export * from './checks.ts';
 export * from './groups.ts';
 export * from './hosts.ts';
 export * from './jobs.ts';
