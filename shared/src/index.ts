@@ -21,3 +21,4 @@ export * from './messages/capabilities.ts';
 export * from './messages/processes.ts';
 export * from './messages/terminal.ts';
 export * from './messages/metrics.ts';
+export * from './proxy-links.ts';
