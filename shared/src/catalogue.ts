@@ -8,12 +8,14 @@ import { factsRefreshRequest } from './messages/facts.ts';
 import { eventsStream } from './messages/events.ts';
 import * as processes from './messages/processes.ts';
 import { metricsStream } from './messages/metrics.ts';
+import { configRequests } from './messages/configs.ts';
 
 /** Every agent request, by name. */
 export const requestCatalogue = {
   [pingRequest.name]: pingRequest,
   [factsRefreshRequest.name]: factsRefreshRequest,
   ...processes.processRequests,
+  ...configRequests,
 } as const;
 
 /** Every stream kind, by name. */

@@ -34,6 +34,17 @@ export const errorCatalogue = {
     status: 409,
     message: 'The process is not reading its input; the line was not sent.',
   },
+  'config.stale_generation': {
+    status: 409,
+    message: 'A newer (or the same) configuration generation is already applied on this host.',
+  },
+  'config.invalid': { status: 422, message: 'The proxy refused the configuration; nothing was changed.' },
+  'config.unhealthy': {
+    status: 502,
+    message: 'The proxy failed its health check after the change; the previous configuration was restored.',
+  },
+  'config.apply_failed': { status: 502, message: 'The configuration could not be applied.' },
+  'config.not_found': { status: 404, message: 'No such proxy instance on this host.' },
   'enroll.token_invalid': { status: 401, message: 'The join token is not valid.' },
   'enroll.token_expired': { status: 401, message: 'The join token has expired.' },
   'enroll.token_used': { status: 401, message: 'The join token has already been used.' },

@@ -21,4 +21,5 @@ export * from './messages/capabilities.ts';
 export * from './messages/processes.ts';
 export * from './messages/terminal.ts';
 export * from './messages/metrics.ts';
+export * from './messages/configs.ts';
 export * from './proxy-links.ts';
