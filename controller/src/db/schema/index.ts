@@ -12,6 +12,7 @@ export * from './processes.ts';
 export * from './proxy-nodes.ts';
 export * from './proxy-users.ts';
 export * from './recordings.ts';
+export * from './rollouts.ts';
 export * from './streams.ts';
 export * from './tokens.ts';
 export * from './traffic.ts';
