@@ -36,6 +36,10 @@ export const permissions = [
   'channel.echo',
   /** Create host groups, set their members and host tags. */
   'groups.manage',
+  /** Create, change and delete one's own proxy users (secrets, limits, nodes); read their links. */
+  'proxy.users.manage',
+  /** The same for every owner's proxy users (without it, only the proxy users one owns). */
+  'proxy.users.all',
 ] as const;
 
 /** One permission. */
@@ -47,6 +51,7 @@ const operator: readonly Permission[] = [
   'host.operate',
   'process.control',
   'config.apply',
+  'proxy.users.manage',
   'files.read',
 ];
 const admin: readonly Permission[] = [
@@ -57,6 +62,7 @@ const admin: readonly Permission[] = [
   'audit.read',
   'users.manage',
   'tokens.manage',
+  'proxy.users.all',
   'channel.echo',
   'groups.manage',
 ];
