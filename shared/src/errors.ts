@@ -29,6 +29,9 @@ export const errorCatalogue = {
   'host.revoked': { status: 409, message: 'The host is revoked.' },
   'process.not_found': { status: 404, message: 'No such process on this host.' },
   'recording.not_found': { status: 404, message: 'No such recording.' },
+  'proxy.user_not_found': { status: 404, message: 'No such proxy user.' },
+  'proxy.user_exists': { status: 409, message: 'A proxy user with this name exists.' },
+  'proxy.subscription_not_found': { status: 404, message: 'No such subscription.' },
   'process.not_running': { status: 409, message: 'The process is not running.' },
   'process.stdin_full': {
     status: 409,
