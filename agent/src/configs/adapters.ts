@@ -1,0 +1,16 @@
+// The adapters by proxy kind: adding a kind is its file plus one line here (and its settings
+// schema in shared/src/messages/configs.ts).
+import type { ProxyAdapter } from '@keel/shared';
+import type { ProxyAdapterDefinition } from './adapter.ts';
+import { nginxAdapter } from './nginx.ts';
+
+const adapters: Partial<Record<ProxyAdapter, ProxyAdapterDefinition<never>>> = {
+  nginx: nginxAdapter as ProxyAdapterDefinition<never>,
+};
+
+/** The adapter of a proxy kind. */
+export function adapterFor(kind: ProxyAdapter): ProxyAdapterDefinition<never> {
+  const a = adapters[kind];
+  if (!a) throw new Error(`no adapter for ${kind}`);
+  return a;
+}
