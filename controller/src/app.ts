@@ -40,6 +40,7 @@ import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { recordingRoutes } from './routes/recordings.ts';
+import { hostProxyRoutes, proxyRoutes } from './routes/proxy-nodes.ts';
 
 /** Largest JSON body the API accepts. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -108,6 +109,7 @@ function buildApi(deps: AppDeps, services: Services) {
     '/sessions/*',
     '/two-factor/*',
     '/recordings/*',
+    '/proxies/*',
   ]) {
     api.use(prefix, session, csrf);
   }
@@ -120,6 +122,8 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/recordings', recordingRoutes({ recordings: services.recordings }))
     .route('/hosts', processRoutes({ processes: services.processes }))
     .route('/hosts', metricsRoutes({ metrics: services.metrics }))
+    .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))
+    .route('/proxies', proxyRoutes({ proxyNodes: services.proxyNodes, auth: services.auth }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .route('/audit', auditRoutes({ audit: services.audit }))
     .route(

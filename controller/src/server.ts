@@ -138,6 +138,7 @@ export async function startController(
   // Metrics are stored one row per tick (not in chunks) and rolled up every minute.
   gateway.sinks.register('metrics', services.metrics.sink);
   services.metrics.start();
+  await services.proxyNodes.start(); // drift events; rollouts the last run left mid-way become halted
   const first = await services.users.ensureFirstAdmin();
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
   let ready = true;
@@ -198,6 +199,7 @@ export async function startController(
         server.closeAllConnections();
         await closed;
         await services.metrics.stop();
+        await services.proxyNodes.stop();
         await audit.flushAnchor(); // the audit anchor holds the last head before we go
         await database.close();
         log.info('controller stopped');

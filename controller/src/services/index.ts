@@ -30,6 +30,8 @@ import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 import { createRecordingsRepository } from '../repositories/recordings.ts';
 import { createRecordingsService } from './recordings.ts';
 import { hasHostPermission } from './access.ts';
+import { createProxyNodeRepository } from '../repositories/proxy-nodes.ts';
+import { createProxyNodesService } from './proxy-nodes.ts';
 
 export interface ServicesDeps {
   db: Db;
@@ -122,6 +124,14 @@ export function createServices(deps: ServicesDeps) {
       log: log.child({ component: 'metrics' }),
       retention: metricsRetentionFromEnv(),
       now: now ? () => now().getTime() : undefined,
+    }),
+    proxyNodes: createProxyNodesService({
+      hosts: createHostRepository(db),
+      nodes: createProxyNodeRepository(db),
+      gateway: deps.gateway,
+      audit,
+      bus: deps.bus,
+      log: log.child({ component: 'proxy-nodes' }),
     }),
     joinTokens: createJoinTokensService({
       joinTokens: createJoinTokenRepository(db),
