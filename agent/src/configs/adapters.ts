@@ -3,9 +3,11 @@
 import type { ProxyAdapter } from '@keel/shared';
 import type { ProxyAdapterDefinition } from './adapter.ts';
 import { nginxAdapter } from './nginx.ts';
+import { v2rayAdapter } from './v2ray.ts';
 
 const adapters: Partial<Record<ProxyAdapter, ProxyAdapterDefinition<never>>> = {
   nginx: nginxAdapter as ProxyAdapterDefinition<never>,
+  v2ray: v2rayAdapter as ProxyAdapterDefinition<never>,
 };
 
 /** The adapter of a proxy kind. */
