@@ -4,10 +4,12 @@ import type { ProxyAdapter } from '@keel/shared';
 import type { ProxyAdapterDefinition } from './adapter.ts';
 import { nginxAdapter } from './nginx.ts';
 import { v2rayAdapter } from './v2ray.ts';
+import { shadowsocksAdapter } from './shadowsocks.ts';
 
 const adapters: Partial<Record<ProxyAdapter, ProxyAdapterDefinition<never>>> = {
   nginx: nginxAdapter as ProxyAdapterDefinition<never>,
   v2ray: v2rayAdapter as ProxyAdapterDefinition<never>,
+  shadowsocks: shadowsocksAdapter as ProxyAdapterDefinition<never>,
 };
 
 /** The adapter of a proxy kind. */

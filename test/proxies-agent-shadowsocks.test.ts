@@ -1,0 +1,137 @@
+// Proves the shadowsocks-libev adapter with the real ss-manager/ss-server and `ss-local` as the
+// client: a user's port carries a request to a local target; adding a user goes through
+// ss-manager's API (same pid) while another user's open connection keeps carrying bytes; an
+// invalid change (two users on one port) is refused and the old config keeps serving; a change
+// whose new port is taken by another program fails the health check and is rolled back by itself;
+// traffic per user is read; an older generation after a newer one is refused.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer, type Server } from 'node:net';
+import type { KeelError, ProxyUserSpec } from '@keel/shared';
+import { need } from './install-helpers.ts';
+import {
+  echoTarget,
+  freePort,
+  harness,
+  httpTarget,
+  httpThroughSocks,
+  roundTrip,
+  socks5Connect,
+} from './proxies-agent-setup.ts';
+import { waitForPort } from '../agent/src/configs/adapter.ts';
+
+const skip = need('ss-manager') || need('ss-local');
+
+test(
+  'shadowsocks: serves per-user ports, API adds keep connections, invalid refused, rollback',
+  { skip, timeout: 150_000 },
+  async (t) => {
+    const h = await harness();
+    t.after(() => h.close());
+    const target = await httpTarget('hello through shadowsocks');
+    const echo = await echoTarget();
+    t.after(() => target.close());
+    t.after(() => echo.close());
+    const method = 'chacha20-ietf-poly1305';
+    const settings = { listenAddress: '127.0.0.1', method, mode: 'tcp_only' };
+    const alice: ProxyUserSpec = { id: 'alice', password: 'alice-ss-password', port: await freePort() };
+    const bob: ProxyUserSpec = { id: 'bob', password: 'bob-ss-password', port: await freePort() };
+
+    const r1 = await h.engine.apply({
+      instance: 'ss-1',
+      adapter: 'shadowsocks',
+      generation: 1,
+      settings,
+      users: [alice],
+    });
+    assert.equal(r1.method, 'restart');
+    const pid = h.supervisor.status('proxy-ss-1').pid;
+
+    const local = async (u: ProxyUserSpec) => {
+      const port = await freePort();
+      const child = spawn(
+        'ss-local',
+        [
+          '-s',
+          '127.0.0.1',
+          '-p',
+          String(u.port),
+          '-l',
+          String(port),
+          '-b',
+          '127.0.0.1',
+          '-k',
+          u.password!,
+          '-m',
+          method,
+        ],
+        {
+          stdio: 'ignore',
+        },
+      );
+      t.after(() => child.kill('SIGKILL'));
+      await waitForPort('127.0.0.1', port, 10_000);
+      return port;
+    };
+    const socksA = await local(alice);
+    assert.match(await httpThroughSocks(socksA, target.port), /hello through shadowsocks/);
+
+    const open = await socks5Connect(socksA, '127.0.0.1', echo.port);
+    t.after(() => open.destroy());
+    assert.equal(await roundTrip(open, 'before'), 'before');
+    const r2 = await h.engine.apply({
+      instance: 'ss-1',
+      adapter: 'shadowsocks',
+      generation: 2,
+      settings,
+      users: [alice, bob],
+    });
+    assert.equal(r2.method, 'api');
+    assert.equal(h.supervisor.status('proxy-ss-1').pid, pid);
+    assert.equal(await roundTrip(open, 'after-adding-bob'), 'after-adding-bob');
+    const socksB = await local(bob);
+    assert.match(await httpThroughSocks(socksB, target.port), /hello through shadowsocks/);
+
+    // Invalid: two users on one port.
+    await assert.rejects(
+      h.engine.apply({
+        instance: 'ss-1',
+        adapter: 'shadowsocks',
+        generation: 3,
+        settings,
+        users: [alice, bob, { id: 'carol', password: 'carol-ss-password', port: alice.port }],
+      }),
+      (err: KeelError) => err.code === 'config.invalid' && /share port/.test(err.message),
+    );
+    assert.equal(await roundTrip(open, 'after-invalid'), 'after-invalid');
+
+    // A new user's port is held by another program: ss-server cannot serve it; rolled back.
+    const squatter: Server = createServer((s) => s.destroy());
+    await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
+    t.after(() => squatter.close());
+    const taken = (squatter.address() as { port: number }).port;
+    await assert.rejects(
+      h.engine.apply({
+        instance: 'ss-1',
+        adapter: 'shadowsocks',
+        generation: 4,
+        settings,
+        users: [alice, bob, { id: 'carol', password: 'carol-ss-password', port: taken }],
+      }),
+      (err: KeelError) => err.code === 'config.unhealthy' && /held by/.test(err.message),
+    );
+    assert.equal((await h.engine.status()).instances[0]!.generation, 2);
+    assert.doesNotMatch((await h.engine.status()).instances[0]!.files[0]!.path, /carol/);
+    assert.match(await httpThroughSocks(socksB, target.port), /hello through shadowsocks/);
+
+    const traffic = await h.engine.traffic('ss-1');
+    assert.ok(traffic.users.find((u) => u.id === 'alice')!.downBytes >= 0);
+    assert.deepEqual(traffic.users.map((u) => u.id).sort(), ['alice', 'bob']);
+
+    await assert.rejects(
+      h.engine.apply({ instance: 'ss-1', adapter: 'shadowsocks', generation: 1, settings, users: [alice] }),
+      (err: KeelError) => err.code === 'config.stale_generation',
+    );
+  },
+);
