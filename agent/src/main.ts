@@ -22,6 +22,7 @@ import { AGENT_VERSION } from './version.ts';
 import { AgentChannelHub } from './channels/hub.ts';
 import { diagnosticsCapability } from './diagnostics/index.ts';
 import { terminalCapability } from './terminal/index.ts';
+import { jobsCapability } from './jobs/index.ts';
 import { supervisorCapability } from './supervisor/index.ts';
 import { metricsCapability, metricsIntervalFromEnv } from './metrics/index.ts';
 
@@ -129,6 +130,7 @@ export async function run(stateDir: string): Promise<number> {
     }),
     supervisorCapability({ dir: join(stateDir, 'processes') }),
     metricsCapability({ intervalSeconds: metricsIntervalFromEnv(env('KEEL_AGENT_METRICS_INTERVAL')) }),
+    jobsCapability({ log }),
   ];
   const composed = composeCapabilities(capabilities);
   // One spool per stream a capability declared, beside the events spool.

@@ -40,6 +40,7 @@ import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { recordingRoutes } from './routes/recordings.ts';
+import { jobRoutes } from './routes/jobs.ts';
 import { hostProxyRoutes, proxyRoutes } from './routes/proxy-nodes.ts';
 
 /** Largest JSON body the API accepts. */
@@ -109,6 +110,7 @@ function buildApi(deps: AppDeps, services: Services) {
     '/sessions/*',
     '/two-factor/*',
     '/recordings/*',
+    '/jobs/*',
     '/proxies/*',
   ]) {
     api.use(prefix, session, csrf);
@@ -120,6 +122,7 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/hosts', channelRoutes({ channels: services.channels }))
     .route('/recordings', recordingRoutes({ recordings: services.recordings }))
+    .route('/jobs', jobRoutes({ jobs: services.jobs, schedules: services.schedules, bus: deps.bus }))
     .route('/hosts', processRoutes({ processes: services.processes }))
     .route('/hosts', metricsRoutes({ metrics: services.metrics }))
     .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))

@@ -164,6 +164,9 @@ export async function startController(
     tap: services.recordings.tap,
   });
   wireChannels(gateway, channels);
+  // Jobs open their channels through the same hub; the scheduler starts once they can.
+  services.jobs.attach(channels);
+  services.schedules.start();
   const closeChannels = attachChannelSockets(server, {
     hub: channels,
     tickets: services.channels.tickets,
@@ -193,6 +196,8 @@ export async function startController(
     close() {
       closing ??= (async () => {
         ready = false;
+        await services.schedules.stop();
+        await services.jobs.stop();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         await closeChannels();
         await gateway.close();

@@ -20,6 +20,7 @@ export * from './messages/events.ts';
 export * from './messages/capabilities.ts';
 export * from './messages/processes.ts';
 export * from './messages/terminal.ts';
+export * from './messages/jobs.ts';
 export * from './messages/metrics.ts';
 export * from './messages/configs.ts';
 export * from './proxy-links.ts';

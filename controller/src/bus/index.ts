@@ -3,6 +3,7 @@
 import { EventEmitter } from 'node:events';
 import type { HostView } from '../gateway/types.ts';
 import type { StoredRecords } from '../gateway/sinks.ts';
+import type { JobBusEvent } from '../services/jobs.ts';
 
 /**
  * Something that happened in the fleet, as published on the bus: a host changed or was removed,
@@ -11,7 +12,8 @@ import type { StoredRecords } from '../gateway/sinks.ts';
 export type FleetEvent =
   | { type: 'host'; host: HostView }
   | { type: 'host.removed'; hostId: string }
-  | ({ type: 'stream.stored' } & StoredRecords);
+  | ({ type: 'stream.stored' } & StoredRecords)
+  | JobBusEvent;
 
 /** Publish/subscribe of fleet events. */
 export interface FleetBus {

@@ -21,6 +21,8 @@ export const permissions = [
   'logs.read',
   /** Open a terminal on a host. */
   'terminal.open',
+  /** Run commands on hosts (run-on-many jobs and schedules); as strong as a terminal. */
+  'job.run',
   /** Apply proxy and service configurations. */
   'config.apply',
   'files.read',
@@ -58,6 +60,7 @@ const admin: readonly Permission[] = [
   ...operator,
   'host.manage',
   'terminal.open',
+  'job.run',
   'files.write',
   'audit.read',
   'users.manage',
@@ -91,6 +94,7 @@ export const hostPermissions: ReadonlySet<Permission> = new Set<Permission>([
   'process.control',
   'logs.read',
   'terminal.open',
+  'job.run',
   'config.apply',
   'files.read',
   'files.write',

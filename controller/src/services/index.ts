@@ -30,6 +30,9 @@ import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 import { createRecordingsRepository } from '../repositories/recordings.ts';
 import { createRecordingsService } from './recordings.ts';
 import { hasHostPermission } from './access.ts';
+import { createJobsRepository } from '../repositories/jobs.ts';
+import { createJobsService } from './jobs.ts';
+import { createSchedulesService } from './schedules.ts';
 import { createProxyNodeRepository } from '../repositories/proxy-nodes.ts';
 import { createProxyNodesService } from './proxy-nodes.ts';
 
@@ -48,6 +51,8 @@ export interface ServicesDeps {
   now?: () => Date;
   /** Terminal recordings: where the .cast files go (null/absent: not recorded) and the input policy. */
   recordings?: { dir: string | null; recordInput?: boolean };
+  /** Job scheduler tuning (tests). */
+  jobs?: { tickMs?: number };
 }
 
 /** Every service of the controller. */
@@ -74,7 +79,31 @@ export function createServices(deps: ServicesDeps) {
     checkPassword: verifyPassword,
     now,
   });
+  const jobsRepository = createJobsRepository(db);
+  const jobs = createJobsService({
+    jobs: jobsRepository,
+    hosts: createHostRepository(db),
+    groups,
+    gateway: deps.gateway,
+    audit,
+    bus: deps.bus,
+    log: log.child({ component: 'jobs' }),
+    now,
+  });
   return {
+    jobs,
+    schedules: createSchedulesService({
+      jobs: jobsRepository,
+      runs: jobs,
+      users,
+      resolveActor,
+      groups,
+      hosts: createHostRepository(db),
+      audit,
+      log: log.child({ component: 'schedules' }),
+      now,
+      tickMs: deps.jobs?.tickMs,
+    }),
     audit,
     tokens,
     twoFactor,

@@ -1,0 +1,375 @@
+// Scheduled jobs: a command on a host selection on a cron schedule (croner: 5 fields, or 6 with
+// seconds) in a time zone. Every controller replica ticks; a due slot is claimed in the database
+// (compare-and-set of `next_run_at`, and the run row is unique per schedule and slot), so a slot
+// runs once however many replicas there are and across restarts. A slot whose previous run is still
+// running is skipped (recorded as such); a slot missed while no controller ran (more than a minute
+// late) is recorded as missed, not run late. A scheduled run acts with its owner's rights at the
+// time it fires: hosts the owner may no longer run on are recorded as refused.
+import { randomUUID } from 'node:crypto';
+import { Cron } from 'croner';
+import type { Logger } from 'pino';
+import { KeelError, jobCommandSchema, JOB_MAX_TIMEOUT_SECONDS } from '@keel/shared';
+import { z } from 'zod';
+import type { JobTarget } from '../db/schema/jobs.ts';
+import type { JobScheduleRow, JobsRepository } from '../repositories/jobs.ts';
+import type { UserRow } from '../repositories/users.ts';
+import { canSeeHost, hasHostPermission, requireAccess, rolePermissions, type Actor } from './access.ts';
+import type { AuditService } from './audit.ts';
+import { jobTargetSchema, runView, type JobRunView, type JobsService } from './jobs.ts';
+
+/** How late a slot may still start; later, it is recorded as missed. */
+const MISSED_AFTER_MS = 60_000;
+/** Sweep for orphaned runs every this many ticks. */
+const SWEEP_EVERY_TICKS = 10;
+
+export const scheduleInputSchema = z.strictObject({
+  name: z.string().trim().min(1).max(120),
+  command: jobCommandSchema,
+  target: jobTargetSchema,
+  concurrency: z.number().int().min(1).max(1000).default(20),
+  timeoutSeconds: z.number().int().min(1).max(JOB_MAX_TIMEOUT_SECONDS).default(300),
+  cron: z.string().trim().min(1).max(200),
+  timezone: z.string().min(1).max(64).default('UTC'),
+  enabled: z.boolean().default(true),
+});
+export const schedulePatchSchema = scheduleInputSchema.partial();
+
+/** A schedule as the API shows it. */
+export interface ScheduleView {
+  id: string;
+  name: string;
+  command: JobScheduleRow['command'];
+  target: JobTarget;
+  concurrency: number;
+  timeoutSeconds: number;
+  cron: string;
+  timezone: string;
+  enabled: boolean;
+  nextRunAt: string | null;
+  ownerId: string | null;
+  createdAt: string;
+  updatedAt: string;
+  lastRun: JobRunView | null;
+}
+
+function view(row: JobScheduleRow, last?: Parameters<typeof runView>[0]): ScheduleView {
+  return {
+    id: row.id,
+    name: row.name,
+    command: row.command,
+    target: row.target,
+    concurrency: row.concurrency,
+    timeoutSeconds: row.timeoutSeconds,
+    cron: row.cron,
+    timezone: row.timezone,
+    enabled: row.enabled,
+    nextRunAt: row.nextRunAt?.toISOString() ?? null,
+    ownerId: row.ownerId,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+    lastRun: last ? runView(last) : null,
+  };
+}
+
+/** The next slot of a pattern after `from`, or a `schedule.invalid_cron` error. */
+export function nextSlot(cron: string, timezone: string, from: Date): Date | null {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: timezone });
+  } catch {
+    throw new KeelError('schedule.invalid_cron', `Unknown time zone "${timezone.slice(0, 64)}".`);
+  }
+  let job: Cron;
+  try {
+    job = new Cron(cron, { timezone, paused: true });
+  } catch (err) {
+    throw new KeelError(
+      'schedule.invalid_cron',
+      `Invalid cron expression: ${(err as Error).message}`.slice(0, 300),
+    );
+  }
+  return job.nextRun(from);
+}
+
+function parse<T extends z.ZodType>(schema: T, body: unknown): z.output<T> {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new KeelError(
+      'request.invalid',
+      `body${issue?.path.length ? `.${issue.path.join('.')}` : ''}: ${issue?.message ?? 'invalid'}`,
+    );
+  }
+  return parsed.data;
+}
+
+export interface SchedulesServiceDeps {
+  jobs: JobsRepository;
+  runs: JobsService;
+  users: { findById(id: string): Promise<UserRow | null> };
+  resolveActor: (user: UserRow) => Promise<Actor>;
+  groups: { hostsOf(groupIds: readonly string[]): Promise<string[]> };
+  hosts: { list(): Promise<{ id: string; name: string; revokedAt: Date | null }[]> };
+  audit: AuditService;
+  log: Logger;
+  now?: () => Date;
+  /** How often the scheduler looks for due slots (default 1 s). */
+  tickMs?: number;
+}
+
+export function createSchedulesService(deps: SchedulesServiceDeps) {
+  const now = deps.now ?? (() => new Date());
+  const { jobs, log } = deps;
+  let timer: NodeJS.Timeout | null = null;
+  let ticking: Promise<void> | null = null;
+  let ticks = 0;
+
+  const fleetWide = (actor: Actor) => (actor.fleet ?? rolePermissions[actor.role])?.has('job.run') ?? false;
+  const visible = (actor: Actor, row: JobScheduleRow) => row.ownerId === actor.id || fleetWide(actor);
+
+  async function visibleSchedule(actor: Actor, id: string): Promise<JobScheduleRow> {
+    requireAccess(actor, 'job.run');
+    const row = await jobs.getSchedule(id);
+    if (!row || !visible(actor, row)) throw new KeelError('schedule.not_found');
+    return row;
+  }
+
+  /** Hosts of a target split into those the owner may run on now and those refused. */
+  async function hostsFor(actor: Actor, target: JobTarget) {
+    const ids = new Set(target.hostIds ?? []);
+    if (target.groupId) for (const h of await deps.groups.hostsOf([target.groupId])) ids.add(h);
+    if (target.tag) for (const h of await jobs.hostsTagged(target.tag)) ids.add(h);
+    const byId = new Map((await deps.hosts.list()).map((h) => [h.id, h]));
+    const hosts: { id: string; name: string }[] = [];
+    const refused: { id: string; name: string }[] = [];
+    for (const id of ids) {
+      const h = byId.get(id);
+      if (!h || h.revokedAt) continue;
+      if (canSeeHost(actor, id) && hasHostPermission(actor, 'job.run', id)) hosts.push({ id, name: h.name });
+      else refused.push({ id, name: h.name });
+    }
+    return { hosts, refused };
+  }
+
+  /** Records a slot that did not run (skipped, missed, owner gone). */
+  async function recordNotRun(s: JobScheduleRow, slot: Date | null, status: string, note: string) {
+    const at = now();
+    await jobs.createRun(
+      {
+        id: randomUUID(),
+        scheduleId: s.id,
+        scheduledFor: slot,
+        trigger: 'schedule',
+        userId: s.ownerId,
+        command: s.command,
+        target: s.target,
+        concurrency: s.concurrency,
+        timeoutSeconds: s.timeoutSeconds,
+        maxOutputBytes: 256 * 1024,
+        status,
+        note,
+        startedAt: at,
+        endedAt: at,
+        heartbeatAt: at,
+      },
+      [],
+    );
+    log.info({ schedule: s.id, slot, status, note }, 'scheduled slot not run');
+  }
+
+  /** Starts a schedule's run now (a claimed slot, or "run now"). */
+  async function fire(s: JobScheduleRow, slot: Date | null, trigger: string): Promise<JobRunView | null> {
+    const owner = s.ownerId ? await deps.users.findById(s.ownerId) : null;
+    if (!owner) {
+      await recordNotRun(s, slot, 'failed', 'the schedule owner no longer exists');
+      return null;
+    }
+    const actor = await deps.resolveActor(owner);
+    const { hosts, refused } = await hostsFor(actor, s.target);
+    if (hosts.length + refused.length === 0) {
+      await recordNotRun(s, slot, 'skipped', 'the selection holds no hosts');
+      return null;
+    }
+    return deps.runs.startRun(
+      actor,
+      {
+        command: { ...s.command, env: s.command.env ?? {} },
+        target: s.target as never,
+        concurrency: s.concurrency,
+        timeoutSeconds: s.timeoutSeconds,
+        maxOutputBytes: 256 * 1024,
+      },
+      {
+        userId: owner.id,
+        trigger,
+        scheduleId: s.id,
+        scheduleName: s.name,
+        scheduledFor: slot,
+        hosts,
+        refused,
+      },
+    );
+  }
+
+  /** One look for due slots; each is claimed before it runs. */
+  async function tick(): Promise<void> {
+    ticks++;
+    if (ticks % SWEEP_EVERY_TICKS === 1) await deps.runs.sweepOrphans();
+    const at = now();
+    for (const s of await jobs.dueSchedules(at)) {
+      const slot = s.nextRunAt!;
+      let next: Date | null;
+      try {
+        next = nextSlot(s.cron, s.timezone, at);
+      } catch {
+        next = null;
+      }
+      if (!(await jobs.claimSlot(s.id, slot, next))) continue; // another replica took it
+      try {
+        if (at.getTime() - slot.getTime() > MISSED_AFTER_MS)
+          await recordNotRun(
+            s,
+            slot,
+            'skipped',
+            `missed: no controller was running at ${slot.toISOString()}`,
+          );
+        else if (await jobs.scheduleRunning(s.id))
+          await recordNotRun(s, slot, 'skipped', 'the previous run was still running');
+        else await fire(s, slot, 'schedule');
+      } catch (err) {
+        log.error({ err, schedule: s.id }, 'starting a scheduled run failed');
+      }
+    }
+  }
+
+  return {
+    /** Starts the scheduler loop. */
+    start() {
+      if (timer) return;
+      timer = setInterval(() => {
+        if (ticking) return;
+        ticking = tick()
+          .catch((err: unknown) => log.error({ err }, 'scheduler tick failed'))
+          .finally(() => (ticking = null));
+      }, deps.tickMs ?? 1_000);
+      timer.unref();
+    },
+    async stop() {
+      if (timer) clearInterval(timer);
+      timer = null;
+      await ticking;
+    },
+    /** One scheduler pass now (tests with an injected clock). */
+    tick,
+
+    async list(actor: Actor): Promise<ScheduleView[]> {
+      requireAccess(actor, 'job.run');
+      const rows = (await jobs.listSchedules()).filter((r) => visible(actor, r));
+      const last = await jobs.lastRuns(rows.map((r) => r.id));
+      return rows.map((r) => view(r, last.get(r.id)));
+    },
+
+    async get(actor: Actor, id: string): Promise<ScheduleView> {
+      const row = await visibleSchedule(actor, id);
+      return view(row, (await jobs.lastRuns([id])).get(id));
+    },
+
+    async create(actor: Actor & { ip?: string | null }, body: unknown): Promise<ScheduleView> {
+      requireAccess(actor, 'job.run');
+      const input = parse(scheduleInputSchema, body);
+      await deps.runs.resolveTarget(actor, input.target as JobTarget);
+      const at = now();
+      const next = nextSlot(input.cron, input.timezone, at);
+      const row = await jobs.createSchedule({
+        id: randomUUID(),
+        name: input.name,
+        command: input.command,
+        target: input.target as JobTarget,
+        concurrency: input.concurrency,
+        timeoutSeconds: input.timeoutSeconds,
+        cron: input.cron,
+        timezone: input.timezone,
+        enabled: input.enabled,
+        nextRunAt: input.enabled ? next : null,
+        ownerId: actor.id,
+        createdAt: at,
+        updatedAt: at,
+      });
+      await deps.audit.record(
+        actor.id,
+        'schedule.create',
+        `schedule:${row.id}`,
+        {
+          name: row.name,
+          cron: row.cron,
+          timezone: row.timezone,
+          argv: row.command.argv,
+          target: row.target,
+        },
+        actor.ip ?? null,
+      );
+      return view(row);
+    },
+
+    async update(actor: Actor & { ip?: string | null }, id: string, body: unknown): Promise<ScheduleView> {
+      const row = await visibleSchedule(actor, id);
+      const patch = parse(schedulePatchSchema, body);
+      const merged = { ...row, ...patch, target: (patch.target ?? row.target) as JobTarget };
+      await deps.runs.resolveTarget(actor, merged.target);
+      const at = now();
+      const next = nextSlot(merged.cron, merged.timezone, at);
+      const updated = await jobs.updateSchedule(id, {
+        name: merged.name,
+        command: merged.command,
+        target: merged.target,
+        concurrency: merged.concurrency,
+        timeoutSeconds: merged.timeoutSeconds,
+        cron: merged.cron,
+        timezone: merged.timezone,
+        enabled: merged.enabled,
+        nextRunAt: merged.enabled ? next : null,
+        // The schedule now runs with the rights of whoever saved it last.
+        ownerId: actor.id,
+        updatedAt: at,
+      });
+      if (!updated) throw new KeelError('schedule.not_found');
+      await deps.audit.record(
+        actor.id,
+        'schedule.update',
+        `schedule:${id}`,
+        { changed: Object.keys(patch) },
+        actor.ip ?? null,
+      );
+      return view(updated, (await jobs.lastRuns([id])).get(id));
+    },
+
+    async remove(actor: Actor & { ip?: string | null }, id: string): Promise<void> {
+      const row = await visibleSchedule(actor, id);
+      await jobs.deleteSchedule(id);
+      await deps.audit.record(
+        actor.id,
+        'schedule.delete',
+        `schedule:${id}`,
+        { name: row.name },
+        actor.ip ?? null,
+      );
+    },
+
+    /** Runs a schedule's job now (outside its slots), with the caller's rights checked too. */
+    async runNow(actor: Actor & { ip?: string | null }, id: string): Promise<JobRunView> {
+      const row = await visibleSchedule(actor, id);
+      await deps.runs.resolveTarget(actor, row.target);
+      await deps.audit.record(
+        actor.id,
+        'schedule.run_now',
+        `schedule:${id}`,
+        { name: row.name },
+        actor.ip ?? null,
+      );
+      const run = await fire(row, null, 'run-now');
+      if (!run) throw new KeelError('job.no_hosts');
+      return run;
+    },
+  };
+}
+
+export type SchedulesService = ReturnType<typeof createSchedulesService>;

@@ -1,0 +1,458 @@
+// Proves run-on-many and scheduled jobs end to end with real agent processes and a real controller:
+// one command on 3 hosts gives each host's output and exit code (one host fails, the others
+// succeed), live output reaches the run's SSE view, output past the cap is cut with a visible
+// note, a timeout and a cancel kill the command's whole process group, a host the user may not see
+// is refused; a schedule fires on its (second-level) cron pattern and keeps its history, a slot
+// whose previous run still runs is skipped, a failed run publishes `job.failed` on the bus, and a
+// schedule neither double-fires after a controller restart nor when two controllers share one
+// PostgreSQL database.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import postgres from 'postgres';
+import { TEST_PASSWORD } from '../controller/src/app-fixture.ts';
+import type { FleetEvent } from '../controller/src/bus/index.ts';
+import type { Controller } from '../controller/src/server.ts';
+import { ApiClient } from './helpers/api.ts';
+import {
+  enrollNewAgent,
+  kill,
+  removeDir,
+  runAgent,
+  startTestController,
+  tempDir,
+  waitFor,
+  type Proc,
+} from './helpers/fleet.ts';
+
+interface RunView {
+  id: string;
+  status: string;
+  note: string | null;
+  trigger: string;
+  scheduleId: string | null;
+  scheduledFor: string | null;
+  hostCount: number;
+  failedCount: number;
+}
+interface HostResult {
+  hostId: string;
+  hostName: string;
+  status: string;
+  exitCode: number | null;
+  error: string | null;
+  durationMs: number | null;
+  stdout: string;
+  stderr: string;
+  stdoutBytes: number;
+  stdoutTruncated: boolean;
+}
+
+const procs: Proc[] = [];
+const dirs: string[] = [];
+let ctl: Controller & { dataDir: string };
+let api: ApiClient;
+const hostIds: string[] = [];
+const events: FleetEvent[] = [];
+const work = tempDir('keel-jobs-');
+dirs.push(work);
+
+async function runTo(body: unknown): Promise<{ status: number; body: { run: RunView } }> {
+  return api.post<{ run: RunView }>('/jobs/runs', body);
+}
+async function finished(id: string, ms = 30_000): Promise<{ run: RunView; hosts: HostResult[] }> {
+  return waitFor(
+    async () => {
+      const r = await api.get<{ run: RunView; hosts: HostResult[] }>(`/jobs/runs/${id}`);
+      return r.body.run.status !== 'running' ? r.body : null;
+    },
+    ms,
+    `run ${id} to end`,
+  );
+}
+const pidGone = (pid: number) =>
+  !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2] === 'Z';
+
+before(async () => {
+  ctl = await startTestController({ env: { KEEL_HEARTBEAT_MS: '1000' } });
+  dirs.push(ctl.dataDir);
+  ctl.bus.subscribe((e) => events.push(e));
+  api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
+  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  // Three agents; the third runs with TZ=Etc/GMT+1, which the test command turns into a failure.
+  for (const [i, tz] of ['UTC', 'UTC', 'Etc/GMT+1'].entries()) {
+    const dir = await enrollNewAgent(ctl, `jobs-host-${i + 1}`);
+    dirs.push(dir);
+    procs.push(runAgent(dir, { TZ: tz }));
+  }
+  const online = await waitFor(
+    async () => {
+      const hosts = (await api.get<{ hosts: { id: string; name: string; online: boolean }[] }>('/hosts')).body
+        .hosts;
+      return hosts.filter((h) => h.online).length === 3 ? hosts : null;
+    },
+    60_000,
+    'three agents online',
+  );
+  for (const h of online.sort((a, b) => a.name.localeCompare(b.name))) hostIds.push(h.id);
+});
+
+after(async () => {
+  await ctl?.close();
+  for (const p of procs) await kill(p);
+  for (const d of dirs) removeDir(d);
+});
+
+describe('run on many hosts', () => {
+  test(
+    '3 hosts: output and exit code per host, one fails, live output on the SSE view',
+    { timeout: 60_000 },
+    async () => {
+      const script = 'echo "out $TZ"; sleep 1; echo "err $TZ" >&2; test "$TZ" != Etc/GMT+1';
+      const started = await runTo({ command: { argv: ['/bin/sh', '-c', script] }, target: { hostIds } });
+      assert.equal(started.status, 201, JSON.stringify(started.body));
+      const live = await api.fetchRaw(`/jobs/runs/${started.body.run.id}/events`);
+      assert.equal(live.status, 200);
+      const sse = await live.text(); // the stream ends when the run ends
+      assert.match(sse, /event: snapshot/);
+      assert.match(sse, /event: output\ndata: .*"text":"out UTC\\n"/);
+      assert.match(sse, /event: run\ndata: .*"status":"failed"/);
+
+      const { run, hosts } = await finished(started.body.run.id);
+      assert.equal(run.status, 'failed');
+      assert.equal(run.hostCount, 3);
+      assert.equal(run.failedCount, 1);
+      const byName = new Map(hosts.map((h) => [h.hostName, h]));
+      for (const name of ['jobs-host-1', 'jobs-host-2']) {
+        const h = byName.get(name)!;
+        assert.equal(h.status, 'succeeded', JSON.stringify(h));
+        assert.equal(h.exitCode, 0);
+        assert.equal(h.stdout, 'out UTC\n');
+        assert.equal(h.stderr, 'err UTC\n');
+        assert.ok(h.durationMs! >= 900, `duration ${h.durationMs}`);
+      }
+      const bad = byName.get('jobs-host-3')!;
+      assert.equal(bad.status, 'failed');
+      assert.equal(bad.exitCode, 1);
+      assert.equal(bad.stdout, 'out Etc/GMT+1\n');
+      const failed = events.find((e) => e.type === 'job.failed' && e.runId === run.id);
+      assert.ok(failed && failed.type === 'job.failed');
+      assert.deepEqual(
+        failed.failedHosts.map((h) => [h.hostName, h.status, h.exitCode]),
+        [['jobs-host-3', 'failed', 1]],
+      );
+      const audit = await api.get<{ entries: { action: string; target: string }[] }>('/audit?limit=50');
+      assert.ok(audit.body.entries.some((e) => e.action === 'job.run' && e.target === `job:${run.id}`));
+    },
+  );
+
+  test('output past the cap is cut and flagged', { timeout: 30_000 }, async () => {
+    const started = await runTo({
+      command: { argv: ['/bin/sh', '-c', 'head -c 300000 /dev/zero | tr "\\0" a; echo done >&2'] },
+      target: { hostIds: [hostIds[0]] },
+      maxOutputBytes: 10_240,
+    });
+    assert.equal(started.status, 201);
+    const { hosts } = await finished(started.body.run.id);
+    const h = hosts[0]!;
+    assert.equal(h.status, 'succeeded');
+    assert.equal(h.stdout.length, 10_240);
+    assert.equal(h.stdoutTruncated, true);
+    assert.equal(h.stderr, 'done\n');
+  });
+
+  test('a timeout kills the whole process group', { timeout: 30_000 }, async () => {
+    const pidFile = join(work, 'timeout.pid');
+    const started = await runTo({
+      command: { argv: ['/bin/sh', '-c', `sleep 300 & echo $! > ${pidFile}; sleep 300`] },
+      target: { hostIds: [hostIds[0]] },
+      timeoutSeconds: 2,
+    });
+    const { run, hosts } = await finished(started.body.run.id);
+    assert.equal(run.status, 'failed');
+    assert.equal(hosts[0]!.status, 'timeout');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    await waitFor(() => pidGone(pid), 5_000, 'the background sleep gone');
+  });
+
+  test('cancel ends running hosts and kills their groups', { timeout: 30_000 }, async () => {
+    const pidFile = join(work, 'cancel.pid');
+    const started = await runTo({
+      command: { argv: ['/bin/sh', '-c', `sleep 300 & echo $! > ${pidFile}; wait`] },
+      target: { hostIds: [hostIds[1]] },
+    });
+    await waitFor(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim(), 10_000, 'the pid file');
+    const cancelled = await api.post<{ run: RunView }>(`/jobs/runs/${started.body.run.id}/cancel`);
+    assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+    assert.equal(cancelled.body.run.status, 'cancelled');
+    const { hosts } = await finished(started.body.run.id);
+    assert.equal(hosts[0]!.status, 'cancelled');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    await waitFor(() => pidGone(pid), 5_000, 'the background sleep gone');
+    const again = await api.post(`/jobs/runs/${started.body.run.id}/cancel`);
+    assert.equal(again.status, 409);
+  });
+
+  test('argv is not a shell: metacharacters reach the program as they are', { timeout: 30_000 }, async () => {
+    const started = await runTo({
+      command: { argv: ['echo', '$HOME; id', '`x`'] },
+      target: { hostIds: [hostIds[0]] },
+    });
+    const { hosts } = await finished(started.body.run.id);
+    assert.equal(hosts[0]!.stdout, '$HOME; id `x`\n');
+  });
+
+  test(
+    'a host the user may not see is refused; a tag reaching it is narrowed',
+    { timeout: 30_000 },
+    async () => {
+      const group = await api.post<{ group: { id: string } }>('/groups', {
+        name: 'jobs-a',
+        hostIds: [hostIds[0]],
+      });
+      assert.equal(group.status, 201, JSON.stringify(group.body));
+      const user = await api.post<{ user: { id: string } }>('/users', {
+        username: 'jobs-scoped',
+        password: TEST_PASSWORD,
+        role: 'operator',
+        scoped: true,
+      });
+      assert.equal(user.status, 201, JSON.stringify(user.body));
+      await api.post(`/users/${user.body.user.id}/grants`, { groupId: group.body.group.id, role: 'admin' });
+      for (const id of hostIds) await api.request('PUT', `/host-tags/${id}`, { tags: ['jobs-all'] });
+      const scoped = new ApiClient(api.baseUrl);
+      await scoped.login('jobs-scoped', TEST_PASSWORD);
+      const command = { argv: ['true'] };
+      const refused = await scoped.post<{ error: { code: string } }>('/jobs/runs', {
+        command,
+        target: { hostIds: [hostIds[1]] },
+      });
+      assert.equal(refused.status, 404);
+      assert.equal(refused.body.error.code, 'host.not_found');
+      const mixed = await scoped.post('/jobs/runs', {
+        command,
+        target: { hostIds: [hostIds[0], hostIds[2]] },
+      });
+      assert.equal(mixed.status, 404);
+      const byTag = await scoped.post<{ run: RunView }>('/jobs/runs', {
+        command,
+        target: { tag: 'jobs-all' },
+      });
+      assert.equal(byTag.status, 201);
+      assert.equal(byTag.body.run.hostCount, 1);
+      const { hosts } = await finished(byTag.body.run.id);
+      assert.deepEqual(
+        hosts.map((h) => h.hostId),
+        [hostIds[0]],
+      );
+      // Runs that touched a host the scoped user cannot see are not theirs to read (runs on their
+      // own hosts are, whoever started them).
+      const list = await scoped.get<{ runs: RunView[] }>('/jobs/runs?limit=200');
+      assert.ok(list.body.runs.some((r) => r.id === byTag.body.run.id));
+      const all = await api.get<{ runs: RunView[] }>('/jobs/runs?limit=200');
+      const wide = all.body.runs.filter((r) => r.hostCount === 3);
+      assert.ok(wide.length > 0);
+      for (const r of wide) assert.ok(!list.body.runs.some((x) => x.id === r.id));
+      assert.equal((await scoped.get(`/jobs/runs/${wide[0]!.id}`)).status, 404);
+      const viewer = await api.post<{ user: { id: string } }>('/users', {
+        username: 'jobs-viewer',
+        password: TEST_PASSWORD,
+        role: 'viewer',
+      });
+      assert.equal(viewer.status, 201);
+      const v = new ApiClient(api.baseUrl);
+      await v.login('jobs-viewer', TEST_PASSWORD);
+      assert.equal((await v.post('/jobs/runs', { command, target: { hostIds } })).status, 403);
+    },
+  );
+});
+
+describe('scheduled jobs', () => {
+  test('fires on its schedule, keeps history, publishes job.failed', { timeout: 60_000 }, async () => {
+    const created = await api.post<{ schedule: { id: string; nextRunAt: string } }>('/jobs/schedules', {
+      name: 'every two seconds',
+      command: { argv: ['/bin/sh', '-c', 'echo tick; exit 3'] },
+      target: { hostIds: [hostIds[0]] },
+      cron: '*/2 * * * * *',
+      timezone: 'Europe/Berlin',
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const id = created.body.schedule.id;
+    const runs = await waitFor(
+      async () => {
+        const r = await api.get<{ runs: RunView[] }>(`/jobs/runs?scheduleId=${id}`);
+        const done = r.body.runs.filter((x) => x.status !== 'running');
+        return done.length >= 2 ? done : null;
+      },
+      30_000,
+      'two scheduled runs',
+    );
+    for (const r of runs) {
+      assert.equal(r.trigger, 'schedule');
+      assert.equal(r.status, 'failed');
+      assert.equal(new Date(r.scheduledFor!).getUTCSeconds() % 2, 0);
+    }
+    const detail = await api.get<{ run: RunView; hosts: HostResult[] }>(`/jobs/runs/${runs[0]!.id}`);
+    assert.equal(detail.body.hosts[0]!.exitCode, 3);
+    assert.equal(detail.body.hosts[0]!.stdout, 'tick\n');
+    const failed = events.filter((e) => e.type === 'job.failed' && e.scheduleId === id);
+    assert.ok(failed.length >= 2);
+    assert.equal(failed[0]!.type === 'job.failed' && failed[0]!.scheduleName, 'every two seconds');
+    const list = await api.get<{ schedules: { id: string; lastRun: RunView | null }[] }>('/jobs/schedules');
+    assert.ok(list.body.schedules.find((s) => s.id === id)?.lastRun);
+    const off = await api.request<{ schedule: { enabled: boolean; nextRunAt: string | null } }>(
+      'PATCH',
+      `/jobs/schedules/${id}`,
+      { enabled: false },
+    );
+    assert.equal(off.status, 200);
+    assert.equal(off.body.schedule.nextRunAt, null);
+    const count = (await api.get<{ runs: RunView[] }>(`/jobs/runs?scheduleId=${id}`)).body.runs.length;
+    await new Promise((r) => setTimeout(r, 3_000));
+    assert.equal((await api.get<{ runs: RunView[] }>(`/jobs/runs?scheduleId=${id}`)).body.runs.length, count);
+    const now = await api.post<{ run: RunView }>(`/jobs/schedules/${id}/run`);
+    assert.equal(now.status, 201);
+    assert.equal(now.body.run.trigger, 'run-now');
+    assert.equal((await api.request('DELETE', `/jobs/schedules/${id}`)).status, 204);
+  });
+
+  test('a slot whose previous run is still running is skipped', { timeout: 60_000 }, async () => {
+    const created = await api.post<{ schedule: { id: string } }>('/jobs/schedules', {
+      name: 'overlapping',
+      command: { argv: ['sleep', '3'] },
+      target: { hostIds: [hostIds[1]] },
+      cron: '* * * * * *',
+    });
+    assert.equal(created.status, 201);
+    const id = created.body.schedule.id;
+    const runs = await waitFor(
+      async () => {
+        const r = (await api.get<{ runs: RunView[] }>(`/jobs/runs?scheduleId=${id}`)).body.runs;
+        return r.some((x) => x.status === 'skipped') && r.some((x) => x.status === 'succeeded') ? r : null;
+      },
+      30_000,
+      'a skipped and a finished run',
+    );
+    await api.request('PATCH', `/jobs/schedules/${id}`, { enabled: false });
+    assert.ok(
+      runs
+        .filter((r) => r.status === 'skipped')
+        .every((r) => r.note === 'the previous run was still running'),
+    );
+    // Never two at once: runs that ran do not overlap.
+    const detail = await Promise.all(
+      runs
+        .filter((r) => r.status !== 'skipped')
+        .map((r) =>
+          api.get<{ run: RunView & { startedAt: string; endedAt: string | null } }>(`/jobs/runs/${r.id}`),
+        ),
+    );
+    const spans = detail
+      .map((d) => d.body.run)
+      .filter((r) => r.endedAt)
+      .sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+    for (let i = 1; i < spans.length; i++) assert.ok(spans[i]!.startedAt >= spans[i - 1]!.endedAt!);
+  });
+
+  test('a bad cron expression or time zone is refused', async () => {
+    const base = { name: 'x', command: { argv: ['true'] }, target: { hostIds: [hostIds[0]] } };
+    const bad = await api.post<{ error: { code: string } }>('/jobs/schedules', {
+      ...base,
+      cron: 'every day',
+    });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.code, 'schedule.invalid_cron');
+    const tz = await api.post<{ error: { code: string } }>('/jobs/schedules', {
+      ...base,
+      cron: '0 * * * *',
+      timezone: 'Mars/Olympus',
+    });
+    assert.equal(tz.body.error.code, 'schedule.invalid_cron');
+  });
+});
+
+describe('no double fire', () => {
+  const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  test(
+    'two controllers on one PostgreSQL and a restart run each slot once',
+    { timeout: 90_000 },
+    async (t) => {
+      const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+      try {
+        await admin`select 1`;
+      } catch {
+        await admin.end();
+        if (process.env.CI) throw new Error(`PostgreSQL is needed at ${adminUrl}`);
+        t.skip('no PostgreSQL here');
+        return;
+      }
+      const name = `keel_jobs_${process.pid}_${Date.now()}`;
+      await admin.unsafe(`create database "${name}"`);
+      const url = new URL(adminUrl);
+      url.pathname = `/${name}`;
+      const env = { DATABASE_URL: url.toString() };
+      const a = await startTestController({ env });
+      const b = await startTestController({ env });
+      const opened: { close(): Promise<void>; dataDir: string }[] = [a, b];
+      try {
+        const dir = await enrollNewAgent(a, 'replica-host');
+        dirs.push(dir);
+        const agent = runAgent(dir);
+        procs.push(agent);
+        const client = new ApiClient(`http://127.0.0.1:${a.port}`);
+        await client.login(a.firstAdmin!.username, a.firstAdmin!.password);
+        const hostId = await waitFor(
+          async () =>
+            (await client.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts.find(
+              (h) => h.online,
+            )?.id,
+          30_000,
+          'agent online',
+        );
+        const created = await client.post<{ schedule: { id: string } }>('/jobs/schedules', {
+          name: 'replicas',
+          command: { argv: ['true'] },
+          target: { hostIds: [hostId] },
+          cron: '* * * * * *',
+        });
+        assert.equal(created.status, 201);
+        const id = created.body.schedule.id;
+        const slots = async () =>
+          (await client.get<{ runs: RunView[] }>(`/jobs/runs?scheduleId=${id}&limit=200`)).body.runs;
+        await waitFor(async () => (await slots()).length >= 4, 30_000, 'four slots');
+        // Restart controller A (the one the agent is on) on the same database.
+        await a.close();
+        const a2 = await startTestController({ env, dataDir: a.dataDir });
+        opened.push(a2);
+        const client2 = new ApiClient(`http://127.0.0.1:${a2.port}`);
+        await client2.login(a.firstAdmin!.username, a.firstAdmin!.password);
+        const before = (await slots().catch(() => [])).length;
+        await waitFor(
+          async () =>
+            (await client2.get<{ runs: RunView[] }>(`/jobs/runs?scheduleId=${id}&limit=200`)).body.runs
+              .length >=
+            before + 3,
+          30_000,
+          'three more slots after the restart',
+        );
+        await client2.request('PATCH', `/jobs/schedules/${id}`, { enabled: false });
+        const runs = (await client2.get<{ runs: RunView[] }>(`/jobs/runs?scheduleId=${id}&limit=200`)).body
+          .runs;
+        const seen = new Set<string>();
+        for (const r of runs) {
+          assert.ok(r.scheduledFor);
+          assert.ok(!seen.has(r.scheduledFor), `slot ${r.scheduledFor} ran twice`);
+          seen.add(r.scheduledFor);
+        }
+        // Both replicas started runs (one of them reaches the host, the other finds it offline).
+        assert.ok(runs.length >= 7);
+      } finally {
+        for (const c of opened.reverse()) await c.close().catch(() => {});
+        for (const c of [a, b]) removeDir(c.dataDir);
+        await admin.unsafe(`drop database if exists "${name}" with (force)`);
+        await admin.end();
+      }
+    },
+  );
+});
