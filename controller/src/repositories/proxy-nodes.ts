@@ -5,7 +5,7 @@
 import { and, asc, desc, eq, inArray, lt, sql } from 'drizzle-orm';
 import { KeelError } from '@keel/shared';
 import type { Db } from '../db/index.ts';
-import { pgErrorCode, sqlState } from '../db/errors.ts';
+import { isUuid, pgErrorCode, sqlState } from '../db/errors.ts';
 import {
   configGenerations,
   configRollouts,
@@ -332,6 +332,7 @@ export function createProxyNodeRepository(db: Db) {
     },
 
     async getRollout(id: string): Promise<RolloutWithSteps | null> {
+      if (!isUuid(id)) return null;
       const [row] = await db.select().from(configRollouts).where(eq(configRollouts.id, id));
       if (!row) return null;
       const steps = await db
