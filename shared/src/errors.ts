@@ -45,6 +45,7 @@ export const errorCatalogue = {
   'proxy.user_not_found': { status: 404, message: 'No such proxy user.' },
   'proxy.user_exists': { status: 409, message: 'A proxy user with this name exists.' },
   'proxy.subscription_not_found': { status: 404, message: 'No such subscription.' },
+  'request.rate_limited': { status: 429, message: 'Too many requests; try again later.' },
   'process.not_running': { status: 409, message: 'The process is not running.' },
   'process.stdin_full': {
     status: 409,
