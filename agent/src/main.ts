@@ -25,6 +25,7 @@ import { terminalCapability } from './terminal/index.ts';
 import { jobsCapability } from './jobs/index.ts';
 import { supervisorCapability } from './supervisor/index.ts';
 import { metricsCapability, metricsIntervalFromEnv } from './metrics/index.ts';
+import { checksCapability } from './checks/index.ts';
 
 /** Exit codes of keel-agent. */
 export const exitCodes = { ok: 0, error: 1, refused: 2 } as const;
@@ -130,6 +131,7 @@ export async function run(stateDir: string): Promise<number> {
     }),
     supervisorCapability({ dir: join(stateDir, 'processes') }),
     metricsCapability({ intervalSeconds: metricsIntervalFromEnv(env('KEEL_AGENT_METRICS_INTERVAL')) }),
+    checksCapability({ dir: join(stateDir, 'checks') }),
     jobsCapability({ log }),
   ];
   const composed = composeCapabilities(capabilities);

@@ -40,6 +40,8 @@ import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { recordingRoutes } from './routes/recordings.ts';
+import { checkRoutes } from './routes/checks.ts';
+import { alertRoutes } from './routes/alerts.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { hostProxyRoutes, proxyRoutes } from './routes/proxy-nodes.ts';
 
@@ -110,6 +112,8 @@ function buildApi(deps: AppDeps, services: Services) {
     '/sessions/*',
     '/two-factor/*',
     '/recordings/*',
+    '/checks/*',
+    '/alerts/*',
     '/jobs/*',
     '/proxies/*',
   ]) {
@@ -128,6 +132,8 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))
     .route('/proxies', proxyRoutes({ proxyNodes: services.proxyNodes, auth: services.auth }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
+    .route('/checks', checkRoutes({ checks: services.checks }))
+    .route('/alerts', alertRoutes({ alerts: services.alerts, notifications: services.notifications }))
     .route('/audit', auditRoutes({ audit: services.audit }))
     .route(
       '/users',

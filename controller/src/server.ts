@@ -80,6 +80,16 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
   };
 }
 
+/** `KEEL_ALERTS_EVAL_SECONDS` (1-3600, default 15) in ms. */
+function alertsEvalMs(): number {
+  const raw = process.env.KEEL_ALERTS_EVAL_SECONDS;
+  const n = raw === undefined || raw === '' ? 15 : Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 3600) {
+    throw new Error(`KEEL_ALERTS_EVAL_SECONDS must be a whole number from 1 to 3600, got "${raw}"`);
+  }
+  return n * 1000;
+}
+
 /** Opens storage and starts serving; resolves once listening. */
 export async function startController(
   config: Config,
@@ -138,6 +148,10 @@ export async function startController(
   // Metrics are stored one row per tick (not in chunks) and rolled up every minute.
   gateway.sinks.register('metrics', services.metrics.sink);
   services.metrics.start();
+  // Check results are stored one row per run; alerts are evaluated and delivered every 15 s.
+  gateway.sinks.register('checks', services.checks.sink);
+  services.checks.start();
+  services.alerts.start(alertsEvalMs());
   await services.proxyNodes.start(); // drift events; rollouts the last run left mid-way become halted
   const first = await services.users.ensureFirstAdmin();
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
@@ -204,6 +218,8 @@ export async function startController(
         server.closeAllConnections();
         await closed;
         await services.metrics.stop();
+        services.checks.stop();
+        await services.alerts.stop();
         await services.proxyNodes.stop();
         await audit.flushAnchor(); // the audit anchor holds the last head before we go
         await database.close();

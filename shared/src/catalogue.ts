@@ -8,6 +8,7 @@ import { factsRefreshRequest } from './messages/facts.ts';
 import { eventsStream } from './messages/events.ts';
 import * as processes from './messages/processes.ts';
 import { metricsStream } from './messages/metrics.ts';
+import { checksApplyRequest, checksStream } from './messages/checks.ts';
 import { configRequests } from './messages/configs.ts';
 
 /** Every agent request, by name. */
@@ -15,6 +16,7 @@ export const requestCatalogue = {
   [pingRequest.name]: pingRequest,
   [factsRefreshRequest.name]: factsRefreshRequest,
   ...processes.processRequests,
+  [checksApplyRequest.name]: checksApplyRequest,
   ...configRequests,
 } as const;
 
@@ -23,6 +25,7 @@ export const streamCatalogue = {
   [eventsStream.name]: eventsStream,
   [processes.logsStream.name]: processes.logsStream,
   [metricsStream.name]: metricsStream,
+  [checksStream.name]: checksStream,
 } as const;
 
 export type RequestName = keyof typeof requestCatalogue;

@@ -22,5 +22,6 @@ export * from './messages/processes.ts';
 export * from './messages/terminal.ts';
 export * from './messages/jobs.ts';
 export * from './messages/metrics.ts';
+export * from './messages/checks.ts';
 export * from './messages/configs.ts';
 export * from './proxy-links.ts';

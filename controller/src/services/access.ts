@@ -38,6 +38,12 @@ export const permissions = [
   'channel.echo',
   /** Create host groups, set their members and host tags. */
   'groups.manage',
+  /** See service checks, alert rules, firing alerts and their history. */
+  'monitoring.view',
+  /** Silence alerts and set maintenance windows. */
+  'monitoring.silence',
+  /** Create and change checks, alert rules and notification channels (secrets included). */
+  'monitoring.manage',
   /** Create, change and delete one's own proxy users (secrets, limits, nodes); read their links. */
   'proxy.users.manage',
   /** The same for every owner's proxy users (without it, only the proxy users one owns). */
@@ -47,7 +53,7 @@ export const permissions = [
 /** One permission. */
 export type Permission = (typeof permissions)[number];
 
-const viewer: readonly Permission[] = ['host.view', 'logs.read', 'tokens.view'];
+const viewer: readonly Permission[] = ['host.view', 'logs.read', 'tokens.view', 'monitoring.view'];
 const operator: readonly Permission[] = [
   ...viewer,
   'host.operate',
@@ -55,6 +61,7 @@ const operator: readonly Permission[] = [
   'config.apply',
   'proxy.users.manage',
   'files.read',
+  'monitoring.silence',
 ];
 const admin: readonly Permission[] = [
   ...operator,
@@ -68,6 +75,7 @@ const admin: readonly Permission[] = [
   'proxy.users.all',
   'channel.echo',
   'groups.manage',
+  'monitoring.manage',
 ];
 
 /**

@@ -30,6 +30,12 @@ import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 import { createRecordingsRepository } from '../repositories/recordings.ts';
 import { createRecordingsService } from './recordings.ts';
 import { hasHostPermission } from './access.ts';
+import { createChecksRepository } from '../repositories/checks.ts';
+import { createChecksService, checksRetentionFromEnv } from './checks.ts';
+import { createAlertsRepository } from '../repositories/alerts.ts';
+import { createAlertsService } from './alerts.ts';
+import { createNotificationsRepository } from '../repositories/notifications.ts';
+import { createNotificationsService } from './notifications.ts';
 import { createJobsRepository } from '../repositories/jobs.ts';
 import { createJobsService } from './jobs.ts';
 import { createSchedulesService } from './schedules.ts';
@@ -90,7 +96,40 @@ export function createServices(deps: ServicesDeps) {
     log: log.child({ component: 'jobs' }),
     now,
   });
+  // Service checks, alert rules and notifications (docs/alerts.md).
+  const clock = now ? () => now().getTime() : undefined;
+  const checks = createChecksService({
+    checks: createChecksRepository(db),
+    hosts: createHostRepository(db),
+    gateway: deps.gateway,
+    bus: deps.bus,
+    audit,
+    log: log.child({ component: 'checks' }),
+    now: clock,
+    retentionDays: checksRetentionFromEnv(),
+  });
+  const notifications = createNotificationsService({
+    notifications: createNotificationsRepository(db),
+    audit,
+    log: log.child({ component: 'notifications' }),
+    now: clock,
+    publicUrl: deps.config.publicUrl,
+  });
+  const alerts = createAlertsService({
+    alerts: createAlertsRepository(db),
+    checks: createChecksRepository(db),
+    groups,
+    notifications,
+    audit,
+    bus: deps.bus,
+    log: log.child({ component: 'alerts' }),
+    now: clock,
+    publicUrl: deps.config.publicUrl,
+  });
   return {
+    checks,
+    alerts,
+    notifications,
     jobs,
     schedules: createSchedulesService({
       jobs: jobsRepository,
