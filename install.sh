@@ -348,9 +348,56 @@ write_agent_files() {
   if write_if_changed "$BIN/keel-agent" 755 <<EOF; then CHANGED=1; fi
 #!/bin/sh
 # keel-agent, written by Keel's install.sh: the installed agent on the Node.js it was installed with.
+# For \`run\` it is also the upgrade watchdog (docs/operations.md, Agent upgrades): exit 75 means
+# "start again" (into the release an upgrade switched \`current\` to); while an upgrade's trial
+# record exists, a release that has not reached the controller by its deadline, or has started
+# max_starts times, is switched back to the previous release and the record moved to rolled-back.
 : "\${KEEL_AGENT_STATE_DIR:=$AGENT_STATE}"
 export KEEL_AGENT_STATE_DIR
-exec '$NODE' '$OPT/agent/current/bin/keel-agent.mjs' "\$@"
+home='$OPT/agent'
+if [ "\${1:-}" != run ]; then exec '$NODE' "\$home/current/bin/keel-agent.mjs" "\$@"; fi
+KEEL_AGENT_HOME=\$home
+export KEEL_AGENT_HOME
+trial=\$KEEL_AGENT_STATE_DIR/upgrade/trial
+field() { sed -n "s/^\$1=//p" "\$trial" | head -n 1; }
+child=
+stopping=
+trap 'stopping=1; [ -n "\$child" ] && kill -TERM "\$child" 2>/dev/null' TERM INT
+while :; do
+  timer=
+  if [ -f "\$trial" ]; then
+    previous=\$(field previous); deadline=\$(field deadline); starts=\$(field starts); most=\$(field max_starts)
+    now=\$(date +%s)
+    reason=
+    if [ "\$now" -ge "\${deadline:-0}" ]; then reason="it did not reach the controller in time"
+    elif [ "\${starts:-0}" -ge "\${most:-1}" ]; then reason="it exited \$starts times without reaching the controller"
+    fi
+    if [ -n "\$reason" ] && [ -d "\$home/releases/\$previous" ]; then
+      ln -sfn "releases/\$previous" "\$home/current.keel-back" && mv -fT "\$home/current.keel-back" "\$home/current"
+      { cat "\$trial"; echo "reason=\$reason"; echo "at=\$now"; } >"\$trial.back" && mv -f "\$trial.back" "\${trial%/trial}/rolled-back"
+      rm -f "\$trial"
+      echo "keel-agent: rolled back to \$previous: \$reason" >&2
+    else
+      sed "s/^starts=.*/starts=\$((\${starts:-0} + 1))/" "\$trial" >"\$trial.next" && mv -f "\$trial.next" "\$trial"
+    fi
+  fi
+  '$NODE' "\$home/current/bin/keel-agent.mjs" "\$@" &
+  child=\$!
+  if [ -f "\$trial" ]; then
+    # The deadline also ends a start that hangs without reaching the controller.
+    (sleep "\$((\${deadline:-0} - \$(date +%s) + 1))"; [ -f "\$trial" ] && kill -TERM "\$child" 2>/dev/null) &
+    timer=\$!
+  fi
+  code=0
+  wait "\$child" || code=\$?
+  while kill -0 "\$child" 2>/dev/null; do code=0; wait "\$child" || code=\$?; done
+  if [ -n "\$timer" ]; then kill "\$timer" 2>/dev/null || true; fi
+  child=
+  if [ -n "\$stopping" ]; then exit "\$code"; fi
+  if [ "\$code" -eq 75 ]; then continue; fi
+  if [ -f "\$trial" ]; then sleep 1; continue; fi
+  exit "\$code"
+done
 EOF
   if [ -f "$ETC/agent.env" ]; then
     say "    keeping $ETC/agent.env"

@@ -12,8 +12,10 @@
 //     only parts that cannot be bundled in node_modules/: PGlite (WebAssembly and data files),
 //     @node-rs/argon2 (a prebuilt native addon for this platform) and Swagger UI's four assets.
 //
-// Usage: node scripts/build-release.mjs [agent|controller|all] [--out DIR]
+// Usage: node scripts/build-release.mjs [agent|controller|all] [--out DIR] [--agent-version V]
 // (default all, into <repo>/dist). The controller needs the console built first (web/build).
+// --agent-version builds the agent from the same sources under another version (its package.json
+// and the version it reports): how the upgrade tests make a real newer release.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -35,12 +37,20 @@ import { parseArgs } from 'node:util';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const { values, positionals } = parseArgs({
-  options: { out: { type: 'string' } },
+  options: { out: { type: 'string' }, 'agent-version': { type: 'string' } },
   allowPositionals: true,
 });
 const which = positionals[0] ?? 'all';
 if (!['agent', 'controller', 'all'].includes(which)) {
-  console.error('usage: build-release.mjs [agent|controller|all] [--out DIR]');
+  console.error('usage: build-release.mjs [agent|controller|all] [--out DIR] [--agent-version V]');
+  process.exit(2);
+}
+const agentVersion = values['agent-version'];
+if (
+  agentVersion !== undefined &&
+  !/^\d{1,6}\.\d{1,6}\.\d{1,6}(?:-[0-9A-Za-z.-]{1,40})?$/.test(agentVersion)
+) {
+  console.error(`build-release.mjs: --agent-version must look like 1.2.3 or 1.2.3-rc.1, not ${agentVersion}`);
   process.exit(2);
 }
 const out = resolve(values.out ?? join(root, 'dist'));
@@ -106,6 +116,17 @@ function bundlePackageJson(pkg, binName) {
 /** Builds the agent bundle into `out`; returns its file name. */
 async function buildAgent() {
   const pkg = readJson(join(root, 'agent/package.json'));
+  if (agentVersion) pkg.version = agentVersion;
+  // The version the agent reports comes from its package.json, inlined by esbuild: give it this one.
+  const versionPlugin = {
+    name: 'keel-agent-version',
+    setup(b) {
+      b.onLoad({ filter: /[\\/]agent[\\/]package\.json$/ }, () => ({
+        contents: JSON.stringify(pkg),
+        loader: 'json',
+      }));
+    },
+  };
   const name = `keel-agent-${pkg.version}`;
   const work = mkdtempSync(join(tmpdir(), 'keel-build-'));
   try {
@@ -121,6 +142,7 @@ async function buildAgent() {
       legalComments: 'eof',
       external: [...optionalNative, 'node-pty'], // node-pty loads when present, else `script` serves
       banner,
+      plugins: [versionPlugin],
       logLevel: 'warning',
     });
     writeFileSync(join(top, 'package.json'), bundlePackageJson(pkg, 'keel-agent'));

@@ -1,0 +1,281 @@
+// Proves staged agent upgrades end to end: five hosts installed by install.sh from real release
+// bundles refuse a bundle whose SHA-256 differs, stop a broken release at the canary (which
+// switches itself back to the old release and comes back online by itself, and the rollout
+// halts), then all move to a newer release built from the same sources through a staged rollout
+// that carries on across a controller restart.
+//
+// systemd is not PID 1 here: install.sh gets the stand-in systemctl (test/install-stand-in-systemctl.sh),
+// which runs the unit's ExecStart — the real keel-agent launcher install.sh writes, whose restart
+// on exit 75 and trial watchdog are what this test exercises.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { KeelError } from '@keel/shared';
+import { ApiClient } from './helpers/api.ts';
+import { removeDir, repoRoot, startTestController, tempDir, waitFor } from './helpers/fleet.ts';
+import { buildAgentBundle, sh, standInSystemctl, stopStandInServices } from './install-helpers.ts';
+import type { Controller } from '../controller/src/server.ts';
+
+const base = (JSON.parse(readFileSync(join(repoRoot, 'agent/package.json'), 'utf8')) as { version: string })
+  .version;
+const bump = (v: string, n: number) => v.replace(/\d+$/, (p) => String(Number(p) + n));
+/** A newer release built from the same sources, and a broken one (crashes at start). */
+const next = bump(base, 1);
+const broken = bump(base, 2);
+const HOSTS = 5;
+
+interface RolloutView {
+  id: string;
+  state: string;
+  reason: string | null;
+  hosts: { hostId: string; name: string; state: string; reason: string | null; fromVersion: string | null }[];
+}
+
+describe('staged agent upgrades', () => {
+  let work: string;
+  let bundles: string;
+  let controller: Controller & { dataDir: string };
+  let api: ApiClient;
+  let admin: { username: string; password: string };
+  const roots: string[] = [];
+  const hostIds: string[] = [];
+
+  const rootEnv = (root: string) => ({
+    KEEL_ROOT: root,
+    KEEL_SYSTEMCTL: standInSystemctl,
+    KEEL_WAIT_SECONDS: '60',
+  });
+
+  /** Builds the agent at `version` from the sources into the bundle directory. */
+  const build = (version: string) => {
+    const r = spawnSync(
+      process.execPath,
+      [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', bundles, '--agent-version', version],
+      { encoding: 'utf8' },
+    );
+    assert.equal(r.status, 0, r.stderr);
+  };
+
+  const hostRow = async (id: string) => (await controller.services.hosts.list()).find((h) => h.id === id)!;
+  const currentOf = (root: string) => readlinkSync(join(root, 'opt/keel/agent/current'));
+
+  before(
+    async () => {
+      work = tempDir('keel-upgrades-');
+      // The release exactly as `npm run build` makes it, a newer one from the same sources, and a
+      // broken one: the newer build with a program that throws at start.
+      bundles = buildAgentBundle(work);
+      build(next);
+      build(broken);
+      const unpacked = join(work, 'broken');
+      spawnSync('mkdir', ['-p', unpacked]);
+      spawnSync('tar', ['-xzf', join(bundles, `keel-agent-${broken}.tar.gz`), '-C', unpacked]);
+      writeFileSync(
+        join(unpacked, `keel-agent-${broken}/dist/keel-agent.mjs`),
+        "throw new Error('broken on purpose');\n",
+      );
+      const brokenFile = join(bundles, `keel-agent-${broken}.tar.gz`);
+      assert.equal(spawnSync('tar', ['-czf', brokenFile, '-C', unpacked, `keel-agent-${broken}`]).status, 0);
+      const sum = createHash('sha256').update(readFileSync(brokenFile)).digest('hex');
+      writeFileSync(`${brokenFile}.sha256`, `${sum}  keel-agent-${broken}.tar.gz\n`);
+
+      process.env.KEEL_AGENT_BUNDLE_DIR = bundles;
+      controller = await startTestController();
+      admin = controller.firstAdmin!;
+      api = new ApiClient(controller.url);
+      await api.login(admin.username, admin.password);
+
+      // Five hosts, each installed with the one-line command on the base release.
+      const installs = [];
+      for (let i = 0; i < HOSTS; i++) {
+        const root = join(work, `root-${i}`);
+        roots.push(root);
+        const created = await api.post<{ command: string }>('/join-tokens', { note: `host-${i}` });
+        assert.equal(created.status, 201);
+        installs.push(
+          sh(`${created.body.command} --name host-${i} --version ${base}`, rootEnv(root), 150_000),
+        );
+      }
+      for (const r of await Promise.all(installs)) assert.equal(r.code, 0, r.out);
+      const hosts = await waitFor(
+        async () => {
+          const list = await controller.services.hosts.list();
+          return list.length === HOSTS && list.every((h) => h.online && h.agentVersion === base)
+            ? list
+            : null;
+        },
+        60_000,
+        'five hosts online',
+      );
+      // In name order: host-0 is the canary of a rollout over every host.
+      for (const h of hosts.sort((a, b) => a.name.localeCompare(b.name))) hostIds.push(h.id);
+    },
+    { timeout: 240_000 },
+  );
+
+  after(async () => {
+    stopStandInServices(work);
+    await controller?.close();
+    delete process.env.KEEL_AGENT_BUNDLE_DIR;
+    if (controller) removeDir(controller.dataDir);
+    removeDir(work);
+  });
+
+  test('a bundle whose SHA-256 differs is refused and nothing is switched', { timeout: 60_000 }, async () => {
+    const size = statSync(join(bundles, `keel-agent-${next}.tar.gz`)).size;
+    await assert.rejects(
+      controller.gateway.request(hostIds[0]!, 'agent.upgrade', {
+        version: next,
+        sha256: 'a'.repeat(64),
+        size,
+        confirmSeconds: 30,
+        maxStarts: 2,
+      }),
+      (err: unknown) => err instanceof KeelError && err.code === 'upgrade.checksum_mismatch',
+    );
+    // A wrong size is caught while downloading, before the hash.
+    await assert.rejects(
+      controller.gateway.request(hostIds[0]!, 'agent.upgrade', {
+        version: next,
+        sha256: 'a'.repeat(64),
+        size: 1000,
+        confirmSeconds: 30,
+        maxStarts: 2,
+      }),
+      (err: unknown) => err instanceof KeelError && err.code === 'upgrade.checksum_mismatch',
+    );
+    assert.equal(currentOf(roots[0]!), `releases/${base}`);
+    assert.ok(!existsSync(join(roots[0]!, `opt/keel/agent/releases/${next}`)));
+    assert.ok(!existsSync(join(roots[0]!, 'var/lib/keel-agent/upgrade/trial')));
+    assert.ok(controller.gateway.isOnline(hostIds[0]!));
+  });
+
+  test(
+    'a broken release halts the rollout at the canary, which switches itself back and comes online',
+    { timeout: 120_000 },
+    async () => {
+      const started = await api.post<{ rollout: RolloutView }>('/agent-rollouts', {
+        version: broken,
+        canary: 1,
+        batchSize: 2,
+        confirmSeconds: 20,
+      });
+      assert.equal(started.status, 201, JSON.stringify(started.body));
+      const id = started.body.rollout.id;
+      assert.deepEqual(
+        started.body.rollout.hosts.map((h) => h.hostId),
+        hostIds,
+      );
+      const halted = await waitFor(
+        async () => {
+          const r = (await api.get<{ rollout: RolloutView }>(`/agent-rollouts/${id}`)).body.rollout;
+          return r.state === 'halted' ? r : null;
+        },
+        90_000,
+        'the rollout halted',
+      );
+      const [canary, ...rest] = halted.hosts;
+      assert.equal(canary!.state, 'rolled-back', JSON.stringify(canary));
+      assert.match(canary!.reason!, /switched itself back/);
+      assert.match(halted.reason!, /host-0/);
+      // The rest were never touched.
+      for (const h of rest) assert.equal(h.state, 'cancelled');
+      for (const root of roots.slice(1)) assert.equal(currentOf(root), `releases/${base}`);
+      // The canary is back on the old release, online, by itself; the broken release is gone.
+      assert.equal(currentOf(roots[0]!), `releases/${base}`);
+      const row = await hostRow(hostIds[0]!);
+      assert.equal(row.online, true);
+      assert.equal(row.agentVersion, base);
+      await waitFor(
+        () => !existsSync(join(roots[0]!, `opt/keel/agent/releases/${broken}`)),
+        30_000,
+        'the broken release removed',
+      );
+      // The watchdog's account reached the controller as a host event.
+      await waitFor(
+        async () => {
+          const events = await controller.services.hostEvents.tail(hostIds[0]!, 200);
+          return JSON.stringify(events).includes('agent.upgrade.rolled-back');
+        },
+        30_000,
+        'the rolled-back event',
+      ).catch(() => assert.fail('no agent.upgrade.rolled-back event'));
+    },
+  );
+
+  test(
+    'a good release reaches every host in stages, across a controller restart',
+    { timeout: 200_000 },
+    async () => {
+      const started = await api.post<{ rollout: RolloutView }>('/agent-rollouts', {
+        version: next,
+        canary: 1,
+        batchSize: 2,
+        confirmSeconds: 60,
+      });
+      assert.equal(started.status, 201, JSON.stringify(started.body));
+      const id = started.body.rollout.id;
+      // A second rollout while one runs is refused.
+      const second = await api.post<{ error: { code: string } }>('/agent-rollouts', { version: next });
+      assert.equal(second.status, 409);
+      assert.equal(second.body.error.code, 'upgrade.rollout_active');
+
+      // Never more than one batch away at once: watched while the rollout runs.
+      let mostUpgrading = 0;
+      const view = async () =>
+        (await api.get<{ rollout: RolloutView }>(`/agent-rollouts/${id}`)).body.rollout;
+      await waitFor(
+        async () => {
+          const r = await view();
+          mostUpgrading = Math.max(mostUpgrading, r.hosts.filter((h) => h.state === 'upgrading').length);
+          return r.hosts[0]!.state === 'ok' ? r : null;
+        },
+        90_000,
+        'the canary upgraded',
+      );
+      // The controller restarts mid-rollout; the rollout goes on from its rows.
+      const { dataDir, port } = { dataDir: controller.dataDir, port: controller.port };
+      await controller.close();
+      controller = await startTestController({ dataDir, port });
+      api = new ApiClient(controller.url);
+      await api.login(admin.username, admin.password);
+      const done = await waitFor(
+        async () => {
+          const r = await view();
+          mostUpgrading = Math.max(mostUpgrading, r.hosts.filter((h) => h.state === 'upgrading').length);
+          if (r.state === 'halted') assert.fail(`halted: ${r.reason}`);
+          return r.state === 'done' ? r : null;
+        },
+        150_000,
+        'the rollout done',
+      );
+      assert.ok(mostUpgrading <= 2, `at most one batch at once, saw ${mostUpgrading}`);
+      for (const h of done.hosts) assert.equal(h.state, 'ok', JSON.stringify(h));
+      for (const id of hostIds) {
+        const row = await waitFor(async () => {
+          const r = await hostRow(id);
+          return r.online ? r : null;
+        });
+        assert.equal(row.agentVersion, next);
+      }
+      for (const root of roots) {
+        assert.equal(currentOf(root), `releases/${next}`);
+        // The trial ended; the previous release is kept for a manual step back.
+        assert.ok(!existsSync(join(root, 'var/lib/keel-agent/upgrade/trial')));
+        assert.ok(existsSync(join(root, `opt/keel/agent/releases/${base}`)));
+      }
+      const overview = await api.get<{ fleet: { version: string; hosts: number }[] }>('/agent-rollouts');
+      assert.deepEqual(overview.body.fleet, [{ version: next, hosts: HOSTS, online: HOSTS }]);
+      // Audited: the start (by the admin) and the end (by the system).
+      const audit = await api.get<{ entries: { action: string }[] }>('/audit?limit=200');
+      const actions = JSON.stringify(audit.body);
+      assert.match(actions, /rollout\.start/);
+      assert.match(actions, /rollout\.done/);
+      assert.match(actions, /rollout\.halt/);
+      rmSync(join(work, 'broken'), { recursive: true, force: true });
+    },
+  );
+});
