@@ -25,6 +25,7 @@ import { terminalCapability } from './terminal/index.ts';
 import { jobsCapability } from './jobs/index.ts';
 import { supervisorCapability } from './supervisor/index.ts';
 import { metricsCapability, metricsIntervalFromEnv } from './metrics/index.ts';
+import { RESTART_EXIT_CODE, upgradeCapability } from './upgrade/index.ts';
 import { checksCapability } from './checks/index.ts';
 
 /** Exit codes of keel-agent. */
@@ -120,6 +121,9 @@ export async function run(stateDir: string): Promise<number> {
       log.error({ err, kind, failures: emitFailures }, 'could not write an event to the spool; it is lost');
     }
   };
+  // Set by an upgrade: stop as on SIGTERM, then exit 75 for the launcher to start the new release.
+  let restartRequested = false;
+  let requestStop = () => {};
   // The capabilities this agent serves; the link announces their union to the controller.
   const capabilities: AgentCapability[] = [
     factsCapability(),
@@ -133,6 +137,15 @@ export async function run(stateDir: string): Promise<number> {
     metricsCapability({ intervalSeconds: metricsIntervalFromEnv(env('KEEL_AGENT_METRICS_INTERVAL')) }),
     checksCapability({ dir: join(stateDir, 'checks') }),
     jobsCapability({ log }),
+    upgradeCapability({
+      stateDir,
+      controllerUrl: enrollment.controllerUrl,
+      home: env('KEEL_AGENT_HOME'),
+      restart: () => {
+        restartRequested = true;
+        requestStop();
+      },
+    }),
   ];
   const composed = composeCapabilities(capabilities);
   // One spool per stream a capability declared, beside the events spool.
@@ -188,6 +201,12 @@ export async function run(stateDir: string): Promise<number> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  requestStop = () => {
+    if (signalled) return;
+    signalled = 'upgrade';
+    log.info('restarting into the new release');
+    void link.stop();
+  };
   const fatal = await link.run();
   for (const t of timers) clearInterval(t);
   await stopCapabilities(capabilities, log);
@@ -197,5 +216,5 @@ export async function run(stateDir: string): Promise<number> {
     console.error(`the controller refused this agent: ${fatal.reason} (close code ${fatal.closeCode})`);
     return exitCodes.refused;
   }
-  return exitCodes.ok;
+  return restartRequested ? RESTART_EXIT_CODE : exitCodes.ok;
 }

@@ -18,6 +18,7 @@ import { healthRoutes } from './routes/health.ts';
 import { installRoutes, type InstallSources } from './routes/install.ts';
 import { hostRoutes } from './routes/hosts.ts';
 import { joinTokenRoutes } from './routes/join-tokens.ts';
+import { agentRolloutRoutes } from './routes/agent-upgrades.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { groupRoutes, hostTagRoutes } from './routes/groups.ts';
 import { userRoutes } from './routes/users.ts';
@@ -104,6 +105,7 @@ function buildApi(deps: AppDeps, services: Services) {
   for (const prefix of [
     '/hosts/*',
     '/join-tokens/*',
+    '/agent-rollouts/*',
     '/audit/*',
     '/users/*',
     '/groups/*',
@@ -134,6 +136,7 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .route('/checks', checkRoutes({ checks: services.checks }))
     .route('/alerts', alertRoutes({ alerts: services.alerts, notifications: services.notifications }))
+    .route('/agent-rollouts', agentRolloutRoutes({ agentUpgrades: services.agentUpgrades }))
     .route('/audit', auditRoutes({ audit: services.audit }))
     .route(
       '/users',

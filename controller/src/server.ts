@@ -152,6 +152,7 @@ export async function startController(
   gateway.sinks.register('checks', services.checks.sink);
   services.checks.start();
   services.alerts.start(alertsEvalMs());
+  services.agentUpgrades.run(); // agent rollouts left running by the last controller go on
   await services.proxyNodes.start(); // drift events; rollouts the last run left mid-way become halted
   const first = await services.users.ensureFirstAdmin();
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
@@ -220,6 +221,7 @@ export async function startController(
         await services.metrics.stop();
         services.checks.stop();
         await services.alerts.stop();
+        await services.agentUpgrades.stop();
         await services.proxyNodes.stop();
         await audit.flushAnchor(); // the audit anchor holds the last head before we go
         await database.close();

@@ -4,6 +4,7 @@
 import type { z } from 'zod';
 import type { RequestDefinition, StreamDefinition } from './definitions.ts';
 import { pingRequest } from './messages/agent.ts';
+import { agentUpgradeRequest } from './messages/agent-upgrade.ts';
 import { factsRefreshRequest } from './messages/facts.ts';
 import { eventsStream } from './messages/events.ts';
 import * as processes from './messages/processes.ts';
@@ -14,6 +15,7 @@ import { configRequests } from './messages/configs.ts';
 /** Every agent request, by name. */
 export const requestCatalogue = {
   [pingRequest.name]: pingRequest,
+  [agentUpgradeRequest.name]: agentUpgradeRequest,
   [factsRefreshRequest.name]: factsRefreshRequest,
   ...processes.processRequests,
   [checksApplyRequest.name]: checksApplyRequest,

@@ -113,6 +113,24 @@ export const errorCatalogue = {
   'channel.origin': { status: 403, message: 'Channel sockets are only opened from the console origin.' },
   'channel.limit': { status: 429, message: 'Too many channels are open on this host.' },
   'channel.refused': { status: 502, message: 'The agent refused to open the channel.' },
+  'upgrade.unsupported': {
+    status: 409,
+    message:
+      'This agent cannot upgrade itself: it does not run from an installed release under the keel-agent launcher (install it with install.sh).',
+  },
+  'upgrade.checksum_mismatch': {
+    status: 502,
+    message: 'The downloaded agent bundle does not match its SHA-256; nothing was installed.',
+  },
+  'upgrade.failed': { status: 502, message: 'The agent could not prepare the new release; nothing was switched.' },
+  'upgrade.busy': { status: 409, message: 'An upgrade of this agent is already in progress.' },
+  'upgrade.bundle_not_found': { status: 404, message: 'This controller holds no agent bundle of that version.' },
+  'upgrade.rollout_not_found': { status: 404, message: 'No such agent rollout.' },
+  'upgrade.rollout_state': { status: 409, message: 'The agent rollout is not in a state that allows this.' },
+  'upgrade.rollout_active': {
+    status: 409,
+    message: 'Another agent rollout is running or paused; finish or cancel it first.',
+  },
   not_found: { status: 404, message: 'Not found.' },
   internal: { status: 500, message: 'Internal error.' },
 } as const satisfies Record<string, { status: number; message: string }>;

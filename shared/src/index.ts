@@ -16,6 +16,7 @@ export * from './frame-router.ts';
 export * from './definitions.ts';
 export * from './catalogue.ts';
 export * from './messages/agent.ts';
+export * from './messages/agent-upgrade.ts';
 export * from './messages/events.ts';
 export * from './messages/capabilities.ts';
 export * from './messages/processes.ts';

@@ -44,10 +44,8 @@ export const permissions = [
   'monitoring.silence',
   /** Create and change checks, alert rules and notification channels (secrets included). */
   'monitoring.manage',
-  /** Create, change and delete one's own proxy users (secrets, limits, nodes); read their links. */
-  'proxy.users.manage',
-  /** The same for every owner's proxy users (without it, only the proxy users one owns). */
-  'proxy.users.all',
+  /** Upgrade the fleet's agents: start, pause, resume and cancel agent rollouts. */
+  'fleet.upgrade',
 ] as const;
 
 /** One permission. */
@@ -80,6 +78,7 @@ const admin: readonly Permission[] = [
 
 /**
  * What each of today's roles may do. The mapping keeps the behaviour the role checks had before
+  'fleet.upgrade',
  * permissions (viewer reads, operator acts on hosts, admin manages) and places the new
  * capabilities: a terminal or writing files is as strong as a root shell, so admins only.
  */

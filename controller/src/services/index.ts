@@ -40,6 +40,9 @@ import { createJobsRepository } from '../repositories/jobs.ts';
 import { createJobsService } from './jobs.ts';
 import { createSchedulesService } from './schedules.ts';
 import { createProxyNodeRepository } from '../repositories/proxy-nodes.ts';
+import { createAgentUpgradeRepository } from '../repositories/agent-upgrades.ts';
+import { createAgentUpgradesService } from './agent-upgrades.ts';
+import { agentBundleStore, defaultInstallSources } from '../routes/install.ts';
 import { createProxyNodesService } from './proxy-nodes.ts';
 
 export interface ServicesDeps {
@@ -59,6 +62,8 @@ export interface ServicesDeps {
   recordings?: { dir: string | null; recordInput?: boolean };
   /** Job scheduler tuning (tests). */
   jobs?: { tickMs?: number };
+  /** The agent bundles rollouts hand out (default: the directory GET /install/agent serves). */
+  agentBundleDir?: string;
 }
 
 /** Every service of the controller. */
@@ -212,3 +217,12 @@ export function createServices(deps: ServicesDeps) {
 }
 
 export type Services = ReturnType<typeof createServices>;
+    agentUpgrades: createAgentUpgradesService({
+      rollouts: createAgentUpgradeRepository(db),
+      hosts: createHostRepository(db),
+      gateway: deps.gateway,
+      audit,
+      log,
+      now,
+      bundles: agentBundleStore(deps.agentBundleDir ?? defaultInstallSources().agentDir),
+    }),
