@@ -38,6 +38,10 @@ export const permissions = [
   'channel.echo',
   /** Create host groups, set their members and host tags. */
   'groups.manage',
+  /** Create, change and delete one's own proxy users (secrets, limits, nodes); read their links. */
+  'proxy.users.manage',
+  /** The same for every owner's proxy users (without it, only the proxy users one owns). */
+  'proxy.users.all',
   /** See service checks, alert rules, firing alerts and their history. */
   'monitoring.view',
   /** Silence alerts and set maintenance windows. */
@@ -74,11 +78,11 @@ const admin: readonly Permission[] = [
   'channel.echo',
   'groups.manage',
   'monitoring.manage',
+  'fleet.upgrade',
 ];
 
 /**
  * What each of today's roles may do. The mapping keeps the behaviour the role checks had before
-  'fleet.upgrade',
  * permissions (viewer reads, operator acts on hosts, admin manages) and places the new
  * capabilities: a terminal or writing files is as strong as a root shell, so admins only.
  */
