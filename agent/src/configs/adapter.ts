@@ -93,7 +93,7 @@ export interface ProxyAdapterDefinition<S = unknown> {
   /** Parses the pushed settings (zod, from `adapterSettingsSchemas`). */
   settingsSchema: z.ZodType<S>;
   /** Pure: settings + users -> files (names inside the instance dir). Throws `config.invalid` for what cannot be rendered. */
-  render(settings: S, users: ProxyUserSpec[], ctx: AdapterContext): RenderedFile[];
+  render(settings: S, users: ProxyUserSpec[], ctx: AdapterContext): RenderedFile[] | Promise<RenderedFile[]>;
   /** The real program's own check of the files written to `stagingDir`; throws `config.invalid` with its output. */
   validate(stagingDir: string, next: Desired<S>, ctx: AdapterContext): Promise<void>;
   /**

@@ -5,16 +5,16 @@ import type { ProxyAdapterDefinition } from './adapter.ts';
 import { nginxAdapter } from './nginx.ts';
 import { v2rayAdapter } from './v2ray.ts';
 import { shadowsocksAdapter } from './shadowsocks.ts';
+import { telemtAdapter } from './telemt.ts';
 
-const adapters: Partial<Record<ProxyAdapter, ProxyAdapterDefinition<never>>> = {
+const adapters: Record<ProxyAdapter, ProxyAdapterDefinition<never>> = {
   nginx: nginxAdapter as ProxyAdapterDefinition<never>,
   v2ray: v2rayAdapter as ProxyAdapterDefinition<never>,
   shadowsocks: shadowsocksAdapter as ProxyAdapterDefinition<never>,
+  telemt: telemtAdapter as ProxyAdapterDefinition<never>,
 };
 
 /** The adapter of a proxy kind. */
 export function adapterFor(kind: ProxyAdapter): ProxyAdapterDefinition<never> {
-  const a = adapters[kind];
-  if (!a) throw new Error(`no adapter for ${kind}`);
-  return a;
+  return adapters[kind];
 }

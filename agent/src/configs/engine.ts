@@ -237,7 +237,7 @@ export class ConfigEngine {
         if (ids.has(u.id)) throw new KeelError('config.invalid', `user ${u.id} is listed twice`);
         ids.add(u.id);
       }
-      const files = adapter.render(settings, users, ctx);
+      const files = await adapter.render(settings, users, ctx);
       for (const f of files) confined(ctx.dir, f.name);
       const next: Desired<unknown> = { settings, users, files };
       const previous: Desired<unknown> | null = current
