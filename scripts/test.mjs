@@ -1,18 +1,30 @@
 #!/usr/bin/env node
 // `npm test`: the whole suite with node:test — the cross-package tests in test/ (multi-process,
 // browser) and the unit tests beside the code in every workspace. The storage suite also runs
-// against PostgreSQL when KEEL_TEST_DATABASE_URL is set (CI always sets it). Extra args pass to
-// node --test.
+// against PostgreSQL when KEEL_TEST_DATABASE_URL is set (CI always sets it).
+// `node scripts/test.mjs [node:test flags] [files]`: named files only, with their full output.
 //
-// Limits are per test: each slow test names its own `timeout`. On Node 20 `--test-timeout` given
-// to the runner limits each whole file instead (it cancelled a file whose tests all passed, on a
-// loaded machine), so the runner gets only a hang guard far beyond any file's run time.
-// Two files run at once (the machines here have 2 cores); the longest files start first, so a
-// slow one does not begin last and leave the other core idle.
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// This runner schedules the files itself (node --test sorts them by name, so the slowest
+// end-to-end files started last): each job is one node process, heavy files alone, light files
+// several to a process; the longest jobs start first (durations measured by the last runs),
+// `KEEL_TEST_CONCURRENCY` (default: cores + 1) at once. It prints each file's time, the slowest
+// files and the totals. Limits are per test (each slow test names its `timeout`); a process gets
+// only a hang guard far beyond any file's time. See docs/operations.md, "Test suite".
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const skip = new Set(['node_modules', 'dist', 'build', '.svelte-kit', 'data']);
@@ -29,37 +41,68 @@ function find(dir, out = []) {
 }
 
 const args = process.argv.slice(2);
-const files = args.some((a) => !a.startsWith('-'))
-  ? []
+/** node:test flags (`--test-name-pattern=x`: give values with `=`); the rest are files. */
+const flags = args.filter((a) => a.startsWith('-'));
+const named = args.filter((a) => !a.startsWith('-'));
+const files = named.length
+  ? named.map((f) => relative(root, resolve(f)))
   : [
       ...find(join(root, 'test')),
       ...['controller', 'agent', 'shared', 'web'].flatMap((w) => find(join(root, w, 'src'))),
-    ].sort(bySlowness);
+    ];
+
+const cacheDir = join(root, 'node_modules/.cache/keel-test');
+const readJson = (file) => {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    return {};
+  }
+};
+/**
+ * How long each file took (ms): the last runs here (node_modules/.cache), else the figures
+ * committed in scripts/test-durations.json (a clean clone, CI), else a guess by kind.
+ */
+const measured = {
+  ...readJson(join(root, 'scripts/test-durations.json')),
+  ...readJson(join(cacheDir, 'durations.json')),
+};
+const estimate = (f) => measured[f] ?? (f.startsWith('test/') ? 60_000 : 5_000);
 
 /**
- * The files measured slowest here (wall time on a loaded 2-core machine, slowest first) start
- * first; then the other end-to-end files, then the rest in workspace order.
+ * A light file shares a node process with other light files: starting node with tsx and the
+ * controller's modules costs ~1 s of CPU per process, more than many files' tests. Such a file
+ * may have root before/after hooks (they run around the whole batch, see docs/operations.md,
+ * "Test suite") but not root beforeEach/afterEach (they would run around every file's tests) nor
+ * a top-level await (a later file's hooks would be registered after the first tests started).
+ * `// keel-test: own process` in a file keeps it alone.
  */
-function bySlowness(a, b) {
-  const slow = [
-    'test/streams.',
-    'test/console-pages.',
-    'test/channels.',
-    'test/fleet-processes.',
-    'test/install-ansible.',
-    'test/install.',
-    'controller/src/main.',
-    'test/agent-channel.',
-    'test/heartbeats.',
-    'test/console.',
-    'controller/src/repositories/streams.',
-    'controller/src/cli/create-admin.',
-  ];
-  const rank = (f) => {
-    const i = slow.findIndex((s) => f.startsWith(s));
-    return i >= 0 ? i : f.startsWith('test/') ? slow.length : slow.length + 1;
-  };
-  return rank(a) - rank(b);
+const LIGHT_MS = 15_000;
+const BATCH_MS = 25_000;
+function batchable(f) {
+  if (estimate(f) > LIGHT_MS) return false;
+  const src = readFileSync(join(root, f), 'utf8');
+  return (
+    !/^(beforeEach|afterEach)\(/m.test(src) &&
+    !/^(await |for await|(export )?(const|let|var) [^=\n]+= ?await )/m.test(src) &&
+    !src.includes('keel-test: own process')
+  );
+}
+
+/** The jobs, each one node process: heavy files alone, light ones packed up to BATCH_MS. */
+function plan() {
+  const jobs = [];
+  const light = [];
+  for (const f of files) (batchable(f) ? light : jobs).push({ files: [f], ms: estimate(f) });
+  for (const f of light.map((j) => j.files[0]).sort((a, b) => estimate(b) - estimate(a))) {
+    const batch = jobs.find((j) => j.batch && j.ms + estimate(f) <= BATCH_MS);
+    if (batch) {
+      batch.files.push(f);
+      batch.ms += estimate(f);
+    } else jobs.push({ files: [f], ms: estimate(f), batch: true });
+  }
+  // Longest first: a long file that starts last keeps one core busy while the other idles.
+  return jobs.sort((a, b) => b.ms - a.ms);
 }
 
 if (!process.env.KEEL_TEST_DATABASE_URL) {
@@ -115,14 +158,148 @@ async function bundleAgent() {
 }
 
 const agentBin = process.env.KEEL_TEST_AGENT_BIN ?? (await bundleAgent());
-const result = spawnSync(
-  process.execPath,
-  // The hang guard: 15 minutes for a file that runs 0.5-2 minutes on a busy machine.
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=900000', ...args, ...files],
-  {
-    cwd: root,
-    stdio: 'inherit',
-    env: agentBin ? { ...process.env, KEEL_TEST_AGENT_BIN: agentBin } : process.env,
-  },
+const env = agentBin ? { ...process.env, KEEL_TEST_AGENT_BIN: agentBin } : { ...process.env };
+
+/** Files at once: the cores, plus one (the end-to-end files spend much of their time waiting). */
+const concurrency = Number(process.env.KEEL_TEST_CONCURRENCY) || availableParallelism() + 1;
+/** The hang guard per process: far beyond any file's run time on a busy machine. */
+const hangMs = Number(process.env.KEEL_TEST_HANG_MS) || 15 * 60_000;
+/** Print every file's test-by-test output (default when files are named), else failures only. */
+const verbose = process.env.KEEL_TEST_VERBOSE ? process.env.KEEL_TEST_VERBOSE !== '0' : named.length > 0;
+const reporter = join(root, 'scripts/test-reporter.mjs');
+const runDir = mkdtempSync(join(tmpdir(), 'keel-test-run-'));
+const running = new Set();
+
+const seconds = (ms) => `${(ms / 1000).toFixed(1).padStart(6)} s`;
+const toFile = (f) => relative(root, f.startsWith('file:') ? fileURLToPath(f) : f);
+
+/** Ends a job's whole process group: agents or browsers a failed test left behind go with it. */
+function killGroup(pid) {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    for (const pid of running) killGroup(pid);
+    process.exit(130);
+  });
+}
+
+/** Runs one job's files in one node process; resolves with its outcome, counts and timings. */
+function runJob(job, n) {
+  const events = join(runDir, `job-${n}.jsonl`);
+  let entry = job.files[0];
+  if (job.files.length > 1) {
+    entry = join(runDir, `batch-${n}.mjs`);
+    writeFileSync(
+      entry,
+      job.files.map((f) => `import ${JSON.stringify(pathToFileURL(join(root, f)).href)};\n`).join(''),
+    );
+  }
+  const started = Date.now();
+  return new Promise((done) => {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--test-reporter=spec',
+        '--test-reporter-destination=stdout',
+        `--test-reporter=${reporter}`,
+        `--test-reporter-destination=${events}`,
+        ...flags,
+        entry,
+      ],
+      { cwd: root, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    running.add(child.pid);
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    let hung = false;
+    const guard = setTimeout(() => {
+      hung = true;
+      killGroup(child.pid);
+    }, hangMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(guard);
+      killGroup(child.pid);
+      running.delete(child.pid);
+      const ms = Date.now() - started;
+      const counts = {};
+      const perFile = Object.fromEntries(job.files.map((f) => [f, 0]));
+      for (const line of existsSync(events) ? readFileSync(events, 'utf8').split('\n') : []) {
+        if (!line) continue;
+        const e = JSON.parse(line);
+        if (e.kind === 'count') counts[e.name] = (counts[e.name] ?? 0) + e.n;
+        else if (e.file && toFile(e.file) in perFile) perFile[toFile(e.file)] += e.ms;
+      }
+      // In a batch a file's time is its tests' time plus its share of the process's start.
+      const tests = Object.values(perFile).reduce((a, b) => a + b, 0);
+      const share = Math.max(0, ms - tests) / job.files.length;
+      const durations = Object.fromEntries(
+        job.files.map((f) => [f, job.files.length > 1 ? Math.round(perFile[f] + share) : ms]),
+      );
+      const ok = code === 0 && !hung && !counts.fail && !counts.cancelled && counts.tests !== undefined;
+      done({
+        job,
+        ok,
+        ms,
+        counts,
+        durations,
+        output,
+        why: hung ? `hang guard (${hangMs} ms)` : (signal ?? `exit ${code}`),
+      });
+    });
+  });
+}
+
+const began = Date.now();
+const jobs = plan();
+console.log(
+  `${files.length} files in ${jobs.length} processes, ${concurrency} at once (KEEL_TEST_CONCURRENCY)`,
 );
-process.exit(result.status ?? 1);
+const results = [];
+let next = 0;
+await Promise.all(
+  Array.from({ length: Math.min(concurrency, jobs.length) }, async () => {
+    while (next < jobs.length) {
+      const n = next++;
+      const r = await runJob(jobs[n], n);
+      results.push(r);
+      if (verbose || !r.ok) process.stdout.write(r.output);
+      const count = r.counts.tests ?? '?';
+      const what = r.job.files.length > 1 ? `${r.job.files.length} files` : r.job.files[0];
+      console.log(
+        `${r.ok ? '✔' : '✖'} ${seconds(r.ms)}  ${what} (${count} tests)${r.ok ? '' : ` FAILED: ${r.why}`}`,
+      );
+    }
+  }),
+);
+rmSync(runDir, { recursive: true, force: true });
+
+const durations = Object.assign({}, ...results.map((r) => r.durations));
+mkdirSync(cacheDir, { recursive: true });
+writeFileSync(
+  join(cacheDir, 'durations.json'),
+  `${JSON.stringify({ ...readJson(join(cacheDir, 'durations.json')), ...durations }, null, 1)}\n`,
+);
+const total = {};
+for (const r of results) for (const [k, v] of Object.entries(r.counts)) total[k] = (total[k] ?? 0) + v;
+const failed = results.filter((r) => !r.ok);
+console.log('\nslowest files:');
+for (const [f, ms] of Object.entries(durations)
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, 10))
+  console.log(`  ${seconds(ms)}  ${f}`);
+console.log(
+  `\n${['tests', 'suites', 'pass', 'fail', 'cancelled', 'skipped', 'todo'].map((k) => `${k} ${total[k] ?? 0}`).join(', ')}` +
+    `\n${files.length} files, ${jobs.length} processes, ${concurrency} at once: ${((Date.now() - began) / 1000).toFixed(1)} s`,
+);
+if (failed.length) {
+  console.log(`failed: ${failed.map((r) => r.job.files.join(' + ')).join(', ')}`);
+  process.exit(1);
+}

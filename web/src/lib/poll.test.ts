@@ -6,6 +6,15 @@ import { poll } from './poll.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits for `done()` (not a fixed time: on a busy machine a 5 ms timer may fire much later). */
+async function until(done: () => boolean, limitMs = 10_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!done()) {
+    assert.ok(Date.now() < end, 'timed out');
+    await sleep(5);
+  }
+}
+
 test('loads now and after each load; reports failures; stop ends it and aborts', async () => {
   let calls = 0;
   let running = 0;
@@ -25,7 +34,7 @@ test('loads now and after each load; reports failures; stop ends it and aborts',
     5,
     (err) => outcomes.push(err === null ? 'ok' : (err as Error).message),
   );
-  await sleep(60);
+  await until(() => outcomes.length >= 3);
   stop();
   const seen = calls;
   assert.ok(seen >= 3, `only ${seen} loads`);
