@@ -1,11 +1,15 @@
 // Proves the controller logger writes JSON lines at the configured level (in the format the agent
 // shares), censors secrets, and never logs the parameters of a failed database query.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { sql } from 'drizzle-orm';
 import pino from 'pino';
 import { logFormat } from '@keel/shared';
+import { seedDatabase } from '../../test/helpers/database-template.ts';
 import { openDatabase } from './db/index.ts';
 import { users } from './db/schema/users.ts';
 import { createLogger } from './log.ts';
@@ -70,10 +74,13 @@ test('secrets are censored at any of the first three levels', () => {
   assert.ok(text.includes('"name":"ann"'));
 });
 
-test('a failing insert is logged without its query parameters (a secret it carried stays out)', async () => {
+test('a failing insert is logged without its query parameters (a secret it carried stays out)', async (t) => {
   const { lines, stream } = capture();
   const log = createLogger({ logLevel: 'info' }, stream);
-  const database = await openDatabase({ dataDir: '.', inMemory: true });
+  const dir = mkdtempSync(path.join(tmpdir(), 'keel-log-test-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  await seedDatabase(dir); // a copy of a migrated empty database: no initdb
+  const database = await openDatabase({ dataDir: dir });
   try {
     const secret = 'argon2-hash-that-must-not-leak-7f3a';
     await database.db.insert(users).values({ username: 'ann', passwordHash: 'first', role: 'viewer' });

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, test, type TestContext } from 'node:test';
+import { seedDatabase } from '../../test/helpers/database-template.ts';
 import { openDatabase } from './db/index.ts';
 import { main } from './main.ts';
 
@@ -70,7 +71,9 @@ describe('create-admin beside a running controller', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   test('refuses with a clear message while the embedded database is held, works once it is not', async () => {
-    // This process plays the running controller: it holds the database, as `serve` does.
+    // This process plays the running controller: it holds the database, as `serve` does (a copy
+    // of the migrated test template: no initdb).
+    await seedDatabase(dir);
     const holder = await openDatabase({ dataDir: dir });
     const env = { ...process.env, KEEL_DATA_DIR: dir, KEEL_LOG_LEVEL: 'silent' };
     const cli = promisify(execFile);

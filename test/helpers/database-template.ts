@@ -1,7 +1,8 @@
 // A migrated, empty embedded database that tests start from instead of running initdb each
 // time: creating one costs ~4 s of CPU, copying it ~0.3 s, and nearly every controller test
 // (unit and end-to-end) opens at least one. Made once, kept in the temp dir under a name that
-// changes with the migrations and the PGlite version.
+// changes with the migrations and the PGlite version. A test of the migrations themselves can
+// start from a template of its own folder (e.g. only the first release's migration applied).
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,18 +12,19 @@ import { openDatabase } from '../../controller/src/db/index.ts';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
-let template: Promise<string> | null = null;
+const templates = new Map<string, Promise<string>>();
 
 /** The template's directory, made on first use (a concurrent maker loses the rename race). */
-function databaseTemplate(): Promise<string> {
-  template ??= (async () => {
+function databaseTemplate(migrations = join(repoRoot, 'controller/drizzle')): Promise<string> {
+  let template = templates.get(migrations);
+  if (template) return template;
+  template = (async () => {
     const hash = createHash('sha256');
     // PGlite's version (its package.json is not exported, so it is read where npm put it).
     const pglite = ['node_modules', 'controller/node_modules']
       .map((d) => join(repoRoot, d, '@electric-sql/pglite/package.json'))
       .find((f) => existsSync(f));
     hash.update(pglite ? readFileSync(pglite) : 'unknown');
-    const migrations = join(repoRoot, 'controller/drizzle');
     for (const name of readdirSync(migrations, { recursive: true, encoding: 'utf8' }).sort()) {
       const file = join(migrations, name);
       if (name.endsWith('.sql') || name.endsWith('.json')) hash.update(name).update(readFileSync(file));
@@ -31,7 +33,7 @@ function databaseTemplate(): Promise<string> {
     if (existsSync(join(dir, 'PG_VERSION'))) return dir;
     const work = mkdtempSync(join(tmpdir(), 'keel-test-db-make-'));
     try {
-      await (await openDatabase({ dataDir: work })).close();
+      await (await openDatabase({ dataDir: work, migrationsFolder: migrations })).close();
       try {
         renameSync(join(work, 'db'), dir);
       } catch (err) {
@@ -42,6 +44,7 @@ function databaseTemplate(): Promise<string> {
     }
     return dir;
   })();
+  templates.set(migrations, template);
   return template;
 }
 
@@ -49,11 +52,15 @@ function databaseTemplate(): Promise<string> {
  * Puts a copy of the migrated empty database into a new data dir (`<dataDir>/db`, where
  * openDatabase looks), so opening it takes a fraction of initdb's time. Does nothing when the
  * data dir already has a database (a restart) or `env` names a PostgreSQL DATABASE_URL.
+ * `migrationsFolder`: migrated with these migrations instead of the controller's.
+ *
+ * @example await seedDatabase(dir); const { db } = await openDatabase({ dataDir: dir });
  */
 export async function seedDatabase(
   dataDir: string,
   env: Record<string, string | undefined> = {},
+  migrationsFolder?: string,
 ): Promise<void> {
   if (env.DATABASE_URL || existsSync(join(dataDir, 'db'))) return;
-  cpSync(await databaseTemplate(), join(dataDir, 'db'), { recursive: true });
+  cpSync(await databaseTemplate(migrationsFolder), join(dataDir, 'db'), { recursive: true });
 }

@@ -26,6 +26,7 @@ import { migrationsFolder, openDatabase } from './index.ts';
 import { DatabaseInUse } from './lock.ts';
 import { joinTokens } from './schema/join-tokens.ts';
 import { testDatabaseTargets, type TestDatabase } from './test-databases.ts';
+import { seedDatabase } from '../../../test/helpers/database-template.ts';
 
 /** Rows of a raw `db.execute()`: postgres.js returns an array, PGlite `{ rows }`. */
 async function rows<T>(db: Db, query: ReturnType<typeof sql>): Promise<T[]> {
@@ -66,7 +67,11 @@ test('a database made by the first release (0000_init only) is carried forward b
   );
   copyFileSync(path.join(migrationsFolder, `${firstTag}.sql`), path.join(first, `${firstTag}.sql`));
 
-  const old = await openDatabase({ dataDir: '', inMemory: true, migrationsFolder: first });
+  // A copy of a database made with 0000_init alone (made once and kept, as the test template is).
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'keel-mig-data-'));
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  await seedDatabase(dataDir, {}, first);
+  const old = await openDatabase({ dataDir, migrationsFolder: first });
   // A row written by the old schema, then this build's migrator on the same database.
   await old.db.execute(
     sql`INSERT INTO join_tokens (secret_hash, expires_at, uses_left) VALUES (${'ab'.repeat(32)}, now() + interval '1 hour', 1)`,
@@ -238,9 +243,17 @@ for (const target of testDatabaseTargets()) {
 test('an existing data dir open to other users is tightened at open (PGlite)', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'keel-modes-'));
   try {
-    // A data dir made by hand (0755) holding world-writable database and agent files.
+    // A data dir made by hand (0755) holding world-writable database and agent files: every file
+    // of an existing database (a copy of the test template) made 0666, every directory 0777.
     chmodSync(dir, 0o755);
-    for (const sub of ['db', 'agent', 'agent/spool']) {
+    await seedDatabase(dir);
+    const loosen = (p: string) => {
+      const isDir = statSync(p).isDirectory();
+      chmodSync(p, isDir ? 0o777 : 0o666);
+      if (isDir) for (const name of readdirSync(p)) loosen(path.join(p, name));
+    };
+    loosen(path.join(dir, 'db'));
+    for (const sub of ['agent', 'agent/spool']) {
       mkdirSync(path.join(dir, sub));
       chmodSync(path.join(dir, sub), 0o777);
     }
