@@ -1,0 +1,150 @@
+// Proves the Jobs and Recordings pages in real Chromium: run a script on two real agents from the
+// Jobs page and see each host's live output pane end with its status and exit code, the run in the
+// history, a schedule saved from the form listed and disabled; the fleet-wide Recordings page lists
+// a terminal session and plays it; both pages pass axe-core WCAG 2.1 A/AA in dark and light, on a
+// desktop and a phone, and the Run button is reached and pressed by keyboard.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import { encodeTerminalInput } from '@keel/shared';
+import { ApiClient } from './helpers/api.ts';
+import {
+  axeViolations,
+  launchChromium,
+  openPage,
+  signIn,
+  type ThemeName,
+  type ViewportName,
+} from './helpers/browser.ts';
+import { channelTicket, connectChannel } from './helpers/channels.ts';
+import {
+  enrollNewAgent,
+  kill,
+  removeDir,
+  runAgent,
+  startTestController,
+  waitFor,
+  type Proc,
+} from './helpers/fleet.ts';
+
+let ctl: Awaited<ReturnType<typeof startTestController>>;
+let browser: Browser;
+const procs: Proc[] = [];
+const dirs: string[] = [];
+
+before(async () => {
+  ctl = await startTestController();
+  dirs.push(ctl.dataDir);
+  for (const name of ['console-a', 'console-b']) {
+    const dir = await enrollNewAgent(ctl, name);
+    dirs.push(dir);
+    procs.push(runAgent(dir));
+  }
+  const api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
+  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  const hostId = await waitFor(
+    async () => {
+      const hosts = (await api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts;
+      return hosts.filter((h) => h.online).length === 2 ? hosts[0]!.id : null;
+    },
+    60_000,
+    'two agents online',
+  );
+  // One recorded terminal session for the Recordings page.
+  const { url } = await channelTicket(api, hostId, 'terminal', { cols: 80, rows: 24 });
+  const term = await connectChannel(api.baseUrl, url);
+  await term.opened;
+  term.ws.send(encodeTerminalInput('echo recorded-session; exit\r'));
+  await term.closed;
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  await ctl?.close();
+  for (const p of procs) await kill(p);
+  for (const d of dirs) removeDir(d);
+});
+
+async function signedIn(viewport: ViewportName, theme: ThemeName) {
+  const opened = await openPage(browser, `http://127.0.0.1:${ctl.port}`, { viewport, theme });
+  await signIn(opened.page, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  return opened;
+}
+
+async function runFromPage(page: Page) {
+  await page.goto('/jobs');
+  await page.locator('[data-testid="job-host"]').first().waitFor();
+  for (const box of await page.locator('[data-testid="job-host"]').all()) await box.check();
+  await page.fill('[data-testid="job-script"]', 'echo "hello from $(hostname)"; exit 0');
+  // Keyboard: focus the Run button and press Enter.
+  await page.focus('[data-testid="job-run"]');
+  await page.keyboard.press('Enter');
+  await page.locator('[data-testid="job-pane"]').nth(1).waitFor();
+  await waitFor(
+    async () => (await page.locator('[data-testid="job-status"]').textContent())?.startsWith('succeeded'),
+    30_000,
+    'the run to succeed in the page',
+  );
+  const outputs = await page.locator('[data-testid="job-output"]').allTextContents();
+  assert.equal(outputs.length, 2);
+  for (const o of outputs) assert.match(o, /^hello from /);
+  const statuses = await page.locator('[data-testid="job-pane-status"]').allTextContents();
+  assert.deepEqual(statuses, ['succeeded', 'succeeded']);
+  await page.locator('[data-testid="job-history"] tbody tr').first().waitFor();
+}
+
+test('run on two hosts from the Jobs page; save and disable a schedule', { timeout: 120_000 }, async () => {
+  const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+  try {
+    await runFromPage(page);
+    await page.fill('#schedule-name', 'nightly uptime');
+    await page.fill('#schedule-cron', '0 3 * * *');
+    await page.fill('#schedule-tz', 'UTC');
+    await page.click('[data-testid="schedule-save"]');
+    await page.locator('[data-testid="schedules"] tbody tr', { hasText: 'nightly uptime' }).waitFor();
+    await page.locator('[data-testid="schedules"] button', { hasText: 'Disable' }).click();
+    await page.locator('[data-testid="schedules"] td', { hasText: 'disabled' }).waitFor();
+    assert.deepEqual(pageErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the Recordings page lists the session and plays it', { timeout: 60_000 }, async () => {
+  const { page, context, pageErrors } = await signedIn('desktop', 'light');
+  try {
+    await page.goto('/recordings');
+    const row = page.locator('[data-testid="fleet-recordings"] tbody tr').first();
+    await row.waitFor();
+    assert.match((await row.textContent()) ?? '', /console-/);
+    await page.click('[data-testid="fleet-recording-play"]');
+    await waitFor(
+      async () => (await page.textContent('body'))?.includes('recorded-session'),
+      15_000,
+      'playback',
+    );
+    assert.deepEqual(pageErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('Jobs and Recordings pass axe in dark and light, desktop and phone', { timeout: 240_000 }, async () => {
+  const found: string[] = [];
+  for (const viewport of ['desktop', 'phone'] as const) {
+    for (const theme of ['dark', 'light'] as const) {
+      const { page, context } = await signedIn(viewport, theme);
+      try {
+        await runFromPage(page);
+        for (const v of await axeViolations(page)) found.push(`jobs ${viewport} ${theme}: ${v}`);
+        await page.goto('/recordings');
+        await page.locator('[data-testid="fleet-recordings"]').waitFor();
+        for (const v of await axeViolations(page)) found.push(`recordings ${viewport} ${theme}: ${v}`);
+      } finally {
+        await context.close();
+      }
+    }
+  }
+  assert.deepEqual(found, []);
+});
