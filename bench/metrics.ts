@@ -1,95 +1,415 @@
-// Benchmark: metrics ingest — samples/s stored into PostgreSQL through the metrics repository (one
-// row per host per tick) from 1,000 simulated hosts, each sending batches of ticks as an agent does
-// (one tick per batch live, a minute of ticks after a reconnect). Target: >= 200,000 samples/s.
-// The agent-footprint and 30-day query parts of issue 9's benchmark are not here yet (docs/metrics.md).
-// Run: npm run bench -- metrics   (PostgreSQL from KEEL_BENCH_DATABASE_URL, else
-// KEEL_TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test.)
-import { randomBytes } from 'node:crypto';
+// Benchmark: issue 9's metrics figures, each beside its peer or target in the same run.
+//  ingest     samples/s stored into PostgreSQL from 1,000 simulated hosts through the metrics write
+//             queue (group commits, as the controller's sink runs it), each host with one batch in
+//             flight as the gateway allows; beside it, in the same run, one transaction per batch
+//             (the path before the queue). Target: >= 200,000 samples/s.
+//  query      a 30-day CPU chart of one host (the API's range read, 800 px) with a year of hourly and
+//             30 days of minute roll-ups for 1,000 hosts loaded (rows made by generate_series).
+//             Target: p95 < 50 ms.
+//  footprint  the agent (dist bundle, its systemd unit's Node options, connected to a controller)
+//             at 5 s and 1 s sampling beside Debian's prometheus-node-exporter scraped at the same
+//             interval: CPU and RSS of both over the same minutes. Targets: agent RSS <= 60 MB, CPU
+//             at or below node_exporter's.
+// Run: npm run bench -- metrics [--part ingest,query,footprint] [--seconds 10] [--hosts 1000]
+//      [--footprint-seconds 300]
+// PostgreSQL from KEEL_BENCH_DATABASE_URL, else KEEL_TEST_DATABASE_URL, else
+// postgres://postgres@127.0.0.1:5432/test (a scratch database is made and dropped).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { parseArgs } from 'node:util';
+import { sql } from 'drizzle-orm';
+import postgres from 'postgres';
 import { encodeRecords, metricSeriesNames, type MetricSample, type RecordBatch } from '@keel/shared';
+import type { Db } from '../controller/src/db/index.ts';
 import { hosts } from '../controller/src/db/schema/hosts.ts';
 import { testDatabaseTargets } from '../controller/src/db/test-databases.ts';
 import { createMetricsRepository } from '../controller/src/repositories/metrics.ts';
+import {
+  createMetricsWriteQueue,
+  pickResolution,
+  defaultMetricsRetention,
+} from '../controller/src/services/metrics.ts';
+import { startBundledAgent } from './lib/bundled-agent.ts';
+import {
+  freePort,
+  machine,
+  mib,
+  percentile,
+  procCpuMs,
+  procMemory,
+  removeDir,
+  sleep,
+  startController,
+  tempDir,
+  track,
+  waitFor,
+} from './lib/harness.ts';
 
-const HOSTS = Number(process.env.BENCH_HOSTS ?? 1000);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
-const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 8);
+const { values: args } = parseArgs({
+  options: {
+    part: { type: 'string', default: 'ingest,query,footprint' },
+    seconds: { type: 'string', default: '10' },
+    hosts: { type: 'string', default: '1000' },
+    'footprint-seconds': { type: 'string', default: '300' },
+  },
+});
+const parts = new Set(args.part.split(','));
+const HOSTS = Number(args.hosts);
+const SECONDS = Number(args.seconds);
+const FOOTPRINT_SECONDS = Number(args['footprint-seconds']);
 const url =
   process.env.KEEL_BENCH_DATABASE_URL ??
   process.env.KEEL_TEST_DATABASE_URL ??
   'postgres://postgres@127.0.0.1:5432/test';
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ');
 
 /** A tick as a 2-core host with one disk and two interfaces sends it (every series set). */
-function sample(t: number): MetricSample {
-  const r = () => Math.random() * 100;
+function sample(t: number, counter: number): MetricSample {
+  const r = () => Math.round(Math.random() * 10_000) / 100;
   return {
     t,
     v: Object.fromEntries(metricSeriesNames.map((n) => [n, r()])) as MetricSample['v'],
     cores: [r(), r()],
     mounts: [{ mount: '/', fs: 'ext4', size: 100e9, used: 40e9 }],
     ifaces: [
-      { name: 'eth0', rxBps: r(), txBps: r(), rxBytes: 1e9, txBytes: 2e9 },
-      { name: 'wg0', rxBps: r(), txBps: r(), rxBytes: 1e6, txBytes: 2e6 },
+      { name: 'eth0', rxBps: r(), txBps: r(), rxBytes: 1e9 + counter, txBytes: 2e9 + counter },
+      { name: 'wg0', rxBps: r(), txBps: r(), rxBytes: 1e6 + counter, txBytes: 2e6 + counter },
     ],
   };
 }
 
+// Each host's ticks come from one JSON template with the time and the counters patched in, so the
+// benchmark process spends its CPU on what the controller does with a tick, not on making one.
+const T_MARK = 1_111_111_111_111;
+const C_MARK = 777_777_777;
+const templates: string[] = Array.from({ length: 64 }, () => JSON.stringify(sample(T_MARK, C_MARK)));
+
 function batch(firstSeq: number, t0: number, ticks: number): RecordBatch {
+  const template = templates[firstSeq % templates.length]!;
   const records = Array.from({ length: ticks }, (_, i) => {
     const t = t0 + i * 5_000;
-    return { ts: t, payload: Buffer.from(JSON.stringify(sample(t))) };
+    const payload = template
+      .replace(String(T_MARK), String(t))
+      .replaceAll(String(1e9 + C_MARK), String(1e9 + t / 1000))
+      .replaceAll(String(2e9 + C_MARK), String(2e9 + t / 1000))
+      .replaceAll(String(1e6 + C_MARK), String(1e6 + t / 1000))
+      .replaceAll(String(2e6 + C_MARK), String(2e6 + t / 1000));
+    return { ts: t, payload: Buffer.from(payload) };
   });
   return { firstSeq, count: ticks, body: encodeRecords(records) };
 }
 
-async function main(): Promise<void> {
-  const target = testDatabaseTargets({ KEEL_TEST_DATABASE_URL: url }).find((t) => t.driver === 'postgres');
-  if (!target) throw new Error('no PostgreSQL target');
-  const testDb = await target.create();
+/** CPU ms used so far by this process and by the database's backends serving it. */
+async function cpuNow(db: Db): Promise<{ node: number; pg: number }> {
+  const rows = (await db.execute(
+    sql`select pid from pg_stat_activity where datname = current_database()`,
+  )) as unknown as { pid: number }[];
+  let pg = 0;
+  for (const r of rows) {
+    try {
+      pg += procCpuMs(r.pid);
+    } catch {
+      // a backend that ended meanwhile
+    }
+  }
+  const u = process.cpuUsage();
+  return { node: (u.user + u.system) / 1000, pg };
+}
+
+/** The peer in the same run: narrow rows (host, ts, metric, value) with their key, by COPY. */
+async function copyNarrowRows(url: string, seconds: number): Promise<number> {
+  const pg = postgres(url, { max: 1, onnotice: () => {} });
   try {
-    const { db } = await testDb.open();
-    const ids: string[] = [];
-    for (let i = 0; i < HOSTS; i += 500) {
-      const rows = await db
-        .insert(hosts)
-        .values(
-          Array.from({ length: Math.min(500, HOSTS - i) }, (_, k) => ({
-            name: `bench-${i + k}`,
-            publicKey: randomBytes(32).toString('base64url'),
-          })),
-        )
-        .returning({ id: hosts.id });
-      ids.push(...rows.map((r) => r.id));
+    await pg`create table "bench_narrow" ("host_id" uuid not null, "ts" timestamptz not null, "metric" smallint not null, "value" real, primary key ("host_id", "ts", "metric"))`;
+    const host = randomUUID();
+    let rows = 0;
+    let t = Date.UTC(2030, 0, 1);
+    const t0 = performance.now();
+    while (performance.now() - t0 < seconds * 1000) {
+      const lines: string[] = [];
+      for (let i = 0; i < 10_000; i++, t += 1) {
+        const ts = new Date(t).toISOString();
+        lines.push(`${host}\t${ts}\t${i % 28}\t${(i % 1000) / 10}`);
+      }
+      const stream = await pg`copy "bench_narrow" from stdin`.writable();
+      await new Promise<void>((resolve, reject) => {
+        stream.on('error', reject);
+        stream.on('finish', resolve);
+        stream.end(lines.join('\n') + '\n');
+      });
+      rows += lines.length;
     }
-    const metrics = createMetricsRepository(db);
-    for (const ticksPerBatch of [1, 12]) {
-      const seq = new Map(ids.map((id) => [id, 1]));
-      const clock = new Map(ids.map((id) => [id, Date.UTC(2030, 0, 1)]));
-      let rows = 0;
-      let next = 0;
-      const deadline = performance.now() + SECONDS * 1000;
-      const t0 = performance.now();
-      await Promise.all(
-        Array.from({ length: PARALLEL }, async () => {
-          while (performance.now() < deadline) {
-            const id = ids[next++ % ids.length]!;
-            const b = batch(seq.get(id)!, clock.get(id)!, ticksPerBatch);
-            const r = await metrics.append(id, 'metrics', b);
-            rows += r.stored;
-            seq.set(id, seq.get(id)! + ticksPerBatch);
-            clock.set(id, clock.get(id)! + ticksPerBatch * 5_000);
-          }
-        }),
-      );
-      const s = (performance.now() - t0) / 1000;
-      console.log(
-        `postgres | ${HOSTS} hosts | ${ticksPerBatch} tick(s) per batch | ${PARALLEL} appends in flight | ` +
-          `${(rows / s).toFixed(0)} rows/s = ${((rows * metricSeriesNames.length) / s).toFixed(0)} samples/s ` +
-          `(${metricSeriesNames.length} series a row; target 200,000)`,
-      );
-    }
+    return rows / ((performance.now() - t0) / 1000);
   } finally {
-    await testDb.cleanup();
+    await pg`drop table if exists "bench_narrow"`;
+    await pg.end();
   }
 }
 
+async function makeHosts(db: Db, n: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i += 500) {
+    const rows = await db
+      .insert(hosts)
+      .values(
+        Array.from({ length: Math.min(500, n - i) }, (_, k) => ({
+          name: `bench-${i + k}`,
+          publicKey: randomBytes(32).toString('base64url'),
+        })),
+      )
+      .returning({ id: hosts.id });
+    ids.push(...rows.map((r) => r.id));
+  }
+  return ids;
+}
+
+// ---- ingest ----------------------------------------------------------------------------------
+
+async function ingest(db: Db, ids: string[], dbUrl: string): Promise<void> {
+  const metrics = createMetricsRepository(db);
+  const queue = createMetricsWriteQueue(metrics);
+  const seq = new Map(ids.map((id) => [id, 1]));
+  const clock = new Map(ids.map((id) => [id, Date.UTC(2030, 0, 1)]));
+  /** Runs for `seconds` with `lanes` senders; returns rows stored per second. */
+  const run = async (
+    label: string,
+    ticksPerBatch: number,
+    lanes: number,
+    store: (id: string, b: RecordBatch) => Promise<{ stored: number }>,
+    seconds: number,
+  ) => {
+    let rows = 0;
+    let next = 0;
+    let commits = 0;
+    const cpu0 = await cpuNow(db);
+    const deadline = performance.now() + seconds * 1000;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: lanes }, async () => {
+        while (performance.now() < deadline) {
+          const id = ids[next++ % ids.length]!;
+          const b = batch(seq.get(id)!, clock.get(id)!, ticksPerBatch);
+          seq.set(id, seq.get(id)! + ticksPerBatch);
+          clock.set(id, clock.get(id)! + ticksPerBatch * 5_000);
+          const r = await store(id, b);
+          rows += r.stored;
+          commits++;
+        }
+      }),
+    );
+    const s = (performance.now() - t0) / 1000;
+    const cpu1 = await cpuNow(db);
+    const perSec = rows / s;
+    const samples = rows * metricSeriesNames.length;
+    // CPU per 1,000 samples: this process (decode, validate, queue, driver) and PostgreSQL.
+    const nodeMs = ((cpu1.node - cpu0.node) / samples) * 1000;
+    const pgMs = ((cpu1.pg - cpu0.pg) / samples) * 1000;
+    console.log(
+      `${label.padEnd(44)} | ${String(ticksPerBatch).padStart(2)} tick(s)/batch | ${String(lanes).padStart(4)} in flight | ` +
+        `${perSec.toFixed(0).padStart(6)} rows/s = ${(perSec * metricSeriesNames.length).toFixed(0).padStart(7)} samples/s` +
+        ` (${(commits / s).toFixed(0)} batches/s) | CPU per 1,000 samples: node ${nodeMs.toFixed(2)} ms, PostgreSQL ${pgMs.toFixed(2)} ms` +
+        ` -> ${(1_000_000 / Math.max(nodeMs, pgMs, 1e-9) / 1000).toFixed(0)}k samples/s with a free core each`,
+    );
+    return perSec * metricSeriesNames.length;
+  };
+  console.log(
+    `\ningest into PostgreSQL, ${ids.length} hosts, ${metricSeriesNames.length} series a row (+ per-core, mount and interface detail, traffic accounting); load average ${load()}`,
+  );
+  const best: number[] = [];
+  for (const ticks of [1, 12]) {
+    // Peer in the same run: one transaction per batch, as before the queue (8 in flight).
+    await run(
+      'one transaction per batch (before)',
+      ticks,
+      8,
+      (id, b) => metrics.append(id, 'metrics', b),
+      Math.min(5, SECONDS),
+    );
+    best.push(
+      await run(
+        'write queue, group commits (controller sink)',
+        ticks,
+        ids.length,
+        (id, b) => queue.append({ hostId: id, stream: 'metrics', batch: b }),
+        SECONDS,
+      ),
+    );
+  }
+  const copyRows = await copyNarrowRows(dbUrl, Math.min(5, SECONDS));
+  console.log(
+    `peer, same run: COPY of narrow rows (host, ts, metric, value) with their key: ${copyRows.toFixed(0)} rows/s = samples/s as one row per sample`,
+  );
+  console.log(
+    `ingest: ${best.map((b) => b.toFixed(0)).join(' / ')} samples/s (1 / 12 ticks a batch) against the target 200,000; load average ${load()}`,
+  );
+}
+
+// ---- query -----------------------------------------------------------------------------------
+
+async function query(db: Db, ids: string[]): Promise<void> {
+  const metrics = createMetricsRepository(db);
+  const now = Date.now();
+  const hour = 3_600_000;
+  const cols = metricSeriesNames.flatMap((n) => [n, `${n}_min`, `${n}_max`]);
+  const values = cols.map(() => 'random() * 100').join(', ');
+  const colList = cols.map((c) => `"${c}"`).join(', ');
+  console.log(
+    `\nquery: loading a year of hourly and 30 days of minute roll-ups for ${ids.length} hosts (generate_series)…`,
+  );
+  const t0 = performance.now();
+  // Per host: 8,760 hourly rows and 43,200 minute rows (the retention defaults).
+  for (let i = 0; i < ids.length; i += 50) {
+    const chunk = JSON.stringify(ids.slice(i, i + 50));
+    await db.execute(
+      sql.raw(`insert into "metric_rollups_1h" ("host_id", "ts", "n", ${colList})
+        select h::uuid, g, 720, ${values}
+        from jsonb_array_elements_text('${chunk}'::jsonb) h,
+          generate_series(date_trunc('hour', now()) - interval '365 days', now(), interval '1 hour') g`),
+    );
+    await db.execute(
+      sql.raw(`insert into "metric_rollups_1m" ("host_id", "ts", "n", ${colList})
+        select h::uuid, g, 12, ${values}
+        from jsonb_array_elements_text('${chunk}'::jsonb) h,
+          generate_series(date_trunc('minute', now()) - interval '30 days', now(), interval '1 minute') g`),
+    );
+  }
+  await db.execute(sql`analyze "metric_rollups_1h"`);
+  await db.execute(sql`analyze "metric_rollups_1m"`);
+  const [{ rows1h, rows1m }] = (await db.execute(
+    sql`select (select count(*) from "metric_rollups_1h")::int as "rows1h", (select count(*) from "metric_rollups_1m")::int as "rows1m"`,
+  )) as unknown as [{ rows1h: number; rows1m: number }];
+  console.log(
+    `loaded ${rows1h} hourly + ${rows1m} minute rows in ${((performance.now() - t0) / 1000).toFixed(0)} s; load average ${load()}`,
+  );
+  // The chart the console draws for "30 d": 800 px wide, 2 points per pixel.
+  const from = now - 30 * 24 * hour;
+  const { resolution, stepMs } = pickResolution(from, now, 1_600, now, defaultMetricsRetention);
+  const plan = (await db.execute(
+    sql.raw(`explain select 1 from "${resolution === '1m' ? 'metric_rollups_1m' : 'metric_rollups_1h'}"
+      where "host_id" = '${ids[0]}' and "ts" >= now() - interval '30 days'`),
+  )) as unknown as { 'QUERY PLAN': string }[];
+  console.log(`plan: ${plan.map((r) => r['QUERY PLAN'].trim()).join(' / ')}`);
+  const times: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const id = ids[Math.floor(Math.random() * ids.length)]!;
+    const started = performance.now();
+    const r = await metrics.range(id, resolution, new Date(from), new Date(now), stepMs, ['cpu']);
+    times.push(performance.now() - started);
+    if (i === 0 && r.x.length === 0) throw new Error('the range read returned nothing');
+  }
+  times.sort((a, b) => a - b);
+  console.log(
+    `30-day CPU chart (${resolution} roll-ups, ${stepMs / 1000} s buckets), 200 reads of random hosts: ` +
+      `p50 ${percentile(times, 50).toFixed(1)} ms, p95 ${percentile(times, 95).toFixed(1)} ms, p99 ${percentile(times, 99).toFixed(1)} ms ` +
+      `(target p95 < 50 ms); load average ${load()}`,
+  );
+}
+
+// ---- footprint -------------------------------------------------------------------------------
+
+/** CPU % of one core and RSS of a process over `seconds`, sampled every second. */
+async function watch(
+  pid: number,
+  seconds: number,
+): Promise<{ cpuPct: number; rss: number[]; anon: number[] }> {
+  const rss: number[] = [];
+  const anon: number[] = [];
+  const cpu0 = procCpuMs(pid);
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000) {
+    await sleep(1_000);
+    const m = procMemory(pid);
+    rss.push(m.rss);
+    anon.push(m.anon);
+  }
+  return { cpuPct: ((procCpuMs(pid) - cpu0) / (performance.now() - t0)) * 100, rss, anon };
+}
+
+async function footprint(): Promise<void> {
+  const exporterBin = '/usr/bin/prometheus-node-exporter';
+  if (!existsSync(exporterBin)) {
+    console.log('\nfootprint: skipped (Debian prometheus-node-exporter is not installed)');
+    return;
+  }
+  for (const interval of [5, 1]) {
+    console.log(
+      `\nfootprint at ${interval} s sampling, ${FOOTPRINT_SECONDS} s each, side by side; load average ${load()}`,
+    );
+    const dataDir = tempDir('keel-bench-ctl-');
+    const ctl = await startController({ dataDir });
+    let exporter: ChildProcess | null = null;
+    const agent = await startBundledAgent(ctl, { KEEL_AGENT_METRICS_INTERVAL: String(interval) });
+    try {
+      const port = await freePort();
+      exporter = track(
+        spawn(exporterBin, [`--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], {
+          stdio: 'ignore',
+        }),
+      );
+      const target = `http://127.0.0.1:${port}/metrics`;
+      await waitFor(
+        async () => (await fetch(target).catch(() => null))?.ok === true,
+        15_000,
+        'node_exporter up',
+      );
+      // Prometheus scrapes node_exporter at the interval the agent samples at.
+      let scrapes = 0;
+      let scraping = true;
+      const scraper = (async () => {
+        while (scraping) {
+          const r = await fetch(target);
+          await r.arrayBuffer();
+          scrapes++;
+          await sleep(interval * 1000);
+        }
+      })();
+      await sleep(5_000); // both settled (the agent's first ticks, the exporter's first scrape)
+      const [a, e] = await Promise.all([
+        watch(agent.pid, FOOTPRINT_SECONDS),
+        watch(exporter.pid!, FOOTPRINT_SECONDS),
+      ]);
+      scraping = false;
+      await scraper;
+      const line = (name: string, w: Awaited<ReturnType<typeof watch>>) =>
+        `${name.padEnd(40)} CPU ${w.cpuPct.toFixed(2).padStart(5)} % of one core | RSS mean ${mib(avg(w.rss)).toFixed(1)} MiB, max ${mib(Math.max(...w.rss)).toFixed(1)} MiB (anon ${mib(avg(w.anon)).toFixed(1)})`;
+      console.log(line(`keel-agent (dist, ${agent.nodeArgs.join(' ') || 'V8 defaults'})`, a));
+      console.log(line(`prometheus-node-exporter (${scrapes} scrapes)`, e));
+      console.log(
+        `agent CPU / node_exporter CPU = ${(a.cpuPct / Math.max(e.cpuPct, 1e-9)).toFixed(2)}; agent RSS ${mib(Math.max(...a.rss)).toFixed(1)} MiB (target <= 57.2 MiB = 60 MB); load average ${load()}`,
+      );
+    } finally {
+      exporter?.kill('SIGTERM');
+      await agent.stop();
+      await ctl.stop();
+      removeDir(dataDir);
+    }
+  }
+}
+
+const avg = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length);
+
+async function main(): Promise<void> {
+  console.log(`metrics benchmark on ${machine()}; parts: ${[...parts].join(', ')}; load average ${load()}`);
+  if (parts.has('ingest') || parts.has('query')) {
+    const target = testDatabaseTargets({ KEEL_TEST_DATABASE_URL: url }).find((t) => t.driver === 'postgres');
+    if (!target) throw new Error('no PostgreSQL target');
+    const testDb = await target.create();
+    try {
+      const { db } = await testDb.open();
+      const ids = await makeHosts(db, HOSTS);
+      if (parts.has('ingest')) await ingest(db, ids, (testDb.options as { url: string }).url);
+      if (parts.has('query')) await query(db, ids);
+    } finally {
+      await testDb.cleanup();
+    }
+  }
+  if (parts.has('footprint')) await footprint();
+}
+
 await main();
+process.exit(0);

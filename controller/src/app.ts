@@ -41,10 +41,12 @@ import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { recordingRoutes } from './routes/recordings.ts';
+import { proxyUserRoutes } from './routes/proxy-users.ts';
+import { subscriptionRoutes } from './routes/subscriptions.ts';
+import { hostProxyRoutes, proxyRoutes } from './routes/proxy-nodes.ts';
 import { checkRoutes } from './routes/checks.ts';
 import { alertRoutes } from './routes/alerts.ts';
 import { jobRoutes } from './routes/jobs.ts';
-import { hostProxyRoutes, proxyRoutes } from './routes/proxy-nodes.ts';
 
 /** Largest JSON body the API accepts. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -114,10 +116,11 @@ function buildApi(deps: AppDeps, services: Services) {
     '/sessions/*',
     '/two-factor/*',
     '/recordings/*',
+    '/proxy-users/*',
+    '/proxies/*',
     '/checks/*',
     '/alerts/*',
     '/jobs/*',
-    '/proxies/*',
   ]) {
     api.use(prefix, session, csrf);
   }
@@ -128,9 +131,10 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/hosts', channelRoutes({ channels: services.channels }))
     .route('/recordings', recordingRoutes({ recordings: services.recordings }))
+    .route('/proxy-users', proxyUserRoutes({ proxyUsers: services.proxyUsers }))
     .route('/jobs', jobRoutes({ jobs: services.jobs, schedules: services.schedules, bus: deps.bus }))
     .route('/hosts', processRoutes({ processes: services.processes }))
-    .route('/hosts', metricsRoutes({ metrics: services.metrics }))
+    .route('/hosts', metricsRoutes({ metrics: services.metrics, traffic: services.traffic }))
     .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))
     .route('/proxies', proxyRoutes({ proxyNodes: services.proxyNodes, auth: services.auth }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
@@ -199,6 +203,7 @@ export function createApp(deps: AppDeps) {
   );
   app.use('*', contentSecurityPolicy());
   app.route('/', healthRoutes(deps.ready));
+  app.route('/', subscriptionRoutes({ proxyUsers: services.proxyUsers }));
   app.route(
     '/',
     installRoutes({

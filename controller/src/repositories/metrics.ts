@@ -3,20 +3,21 @@
 // resolution keeps, and range reads bucket any resolution to a step in SQL so a chart never gets
 // more points than it can draw. Series names are interpolated as identifiers only after they were
 // checked against `metricSeries` (the API validates them; `columnsOf` checks again).
-import { and, eq, sql, type SQL } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import {
   decodeRecords,
   KeelError,
   metricSampleSchema,
   metricSeries,
   metricSeriesNames,
+  type MetricSample,
   type MetricSeriesName,
   type RecordBatch,
 } from '@keel/shared';
 import type { Db } from '../db/index.ts';
 import { isUuid, pgErrorCode } from '../db/errors.ts';
-import { metricSamples, type MetricDetail } from '../db/schema/metrics.ts';
-import { streamCursors, streamGaps } from '../db/schema/streams.ts';
+import type { MetricDetail } from '../db/schema/metrics.ts';
+import { accountTraffic, type TrafficReading } from './traffic.ts';
 
 /** Where a range is read from. */
 export type MetricResolution = 'raw' | '1m' | '1h';
@@ -27,9 +28,6 @@ export const resolutions: Record<MetricResolution, { table: string; stepMs: numb
   '1m': { table: 'metric_rollups_1m', stepMs: 60_000 },
   '1h': { table: 'metric_rollups_1h', stepMs: 3_600_000 },
 };
-
-/** Rows per INSERT: 1,000 rows x 29 parameters stays far below PostgreSQL's 65,535. */
-const INSERT_ROWS = 1_000;
 
 export interface MetricsAppendResult {
   ackedSeq: number;
@@ -65,6 +63,12 @@ export interface MetricsRepository {
    * batch, `host.not_found` for an unknown host.
    */
   append(hostId: string, stream: string, batch: RecordBatch): Promise<MetricsAppendResult>;
+  /**
+   * Stores batches of many hosts in one transaction (the metrics write queue's group commit), one
+   * outcome per input in order. A batch that is malformed fails alone; if the group's transaction
+   * fails (a host deleted meanwhile), each batch is retried on its own so only the bad one fails.
+   */
+  appendMany(inputs: readonly MetricsAppendInput[]): Promise<MetricsGroupOutcome[]>;
   /** Recomputes the roll-up buckets of `level` whose start is in [from, to). Returns rows written. */
   rollup(level: '1m' | '1h', from: Date, to: Date): Promise<number>;
   /** Deletes rows older than each cutoff. Returns rows deleted per resolution. */
@@ -87,82 +91,223 @@ export interface MetricsRepository {
 /** The number of a stored value (PGlite and postgres.js both return real as number; avg as string on some). */
 const num = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 
-export function createMetricsRepository(db: Db): MetricsRepository {
+/** One batch of a group append. */
+export interface MetricsAppendInput {
+  hostId: string;
+  stream: string;
+  batch: RecordBatch;
+}
+
+/** Each batch's outcome in a group append: its result, or the error that batch alone failed with. */
+export type MetricsGroupOutcome = { ok: true; result: MetricsAppendResult } | { ok: false; error: unknown };
+
+/** A batch decoded and checked, ready for the group's transaction. */
+interface PreparedBatch {
+  index: number;
+  hostId: string;
+  stream: string;
+  firstSeq: number;
+  lastSeq: number;
+  rejected: number;
+  rows: { ts: number; v: MetricSample['v']; detail: MetricDetail | null; uptime: number | null }[];
+}
+
+const SERIES_RECORD_TYPE = sql.raw(
+  [
+    '"host_id" uuid',
+    '"ts" timestamptz',
+    ...metricSeriesNames.map((n) => `"${n}" real`),
+    '"detail" jsonb',
+  ].join(', '),
+);
+const SERIES_COLUMNS = sql.raw(
+  ['"host_id"', '"ts"', ...metricSeriesNames.map((n) => `"${n}"`), '"detail"'].join(', '),
+);
+
+/** Decodes and validates one batch (throws `host.not_found` / `stream.invalid`). */
+function prepare(input: MetricsAppendInput, index: number): PreparedBatch {
+  const { batch } = input;
+  if (!isUuid(input.hostId)) throw new KeelError('host.not_found');
+  if (!Number.isSafeInteger(batch.firstSeq) || batch.firstSeq < 1 || !Number.isSafeInteger(batch.count)) {
+    throw new KeelError('stream.invalid', 'firstSeq must be an integer >= 1.');
+  }
+  let records;
+  try {
+    records = decodeRecords(batch.body, batch.count);
+  } catch {
+    throw new KeelError('stream.invalid', `The body does not hold exactly ${batch.count} records.`);
+  }
+  let rejected = 0;
+  const rows: PreparedBatch['rows'] = [];
+  for (const r of records) {
+    let sample;
+    try {
+      sample = metricSampleSchema.parse(JSON.parse(Buffer.from(r.payload).toString('utf8')));
+    } catch {
+      rejected++;
+      continue;
+    }
+    if (Number.isNaN(new Date(sample.t).getTime())) {
+      rejected++;
+      continue;
+    }
+    const { cores, mounts, ifaces, temps } = sample;
+    const detail: MetricDetail = {};
+    if (cores) detail.cores = cores;
+    if (mounts) detail.mounts = mounts;
+    if (ifaces) detail.ifaces = ifaces;
+    if (temps) detail.temps = temps;
+    rows.push({
+      ts: sample.t,
+      v: sample.v,
+      detail: Object.keys(detail).length > 0 ? detail : null,
+      uptime: sample.v.uptime ?? null,
+    });
+  }
   return {
+    index,
+    hostId: input.hostId.toLowerCase(),
+    stream: input.stream,
+    firstSeq: batch.firstSeq,
+    lastSeq: batch.firstSeq + batch.count - 1,
+    rejected,
+    rows,
+  };
+}
+
+/**
+ * Stores prepared batches of any number of hosts in one transaction: cursors created and locked
+ * (in key order, so two writers cannot deadlock), gaps recorded, every tick inserted by one
+ * statement (a resent tick hits the key and is skipped), traffic accounted from the ticks that were
+ * new, cursors advanced by one statement.
+ */
+async function storeGroup(db: Db, group: PreparedBatch[]): Promise<MetricsAppendResult[]> {
+  return db.transaction(async (tx) => {
+    const keys = [...new Map(group.map((g) => [`${g.hostId}\u0000${g.stream}`, g])).values()]
+      .map((g) => ({ host: g.hostId, stream: g.stream }))
+      .sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : a.stream < b.stream ? -1 : 1));
+    const keysJson = JSON.stringify(keys);
+    // Creates the missing cursors and locks all of them in one statement (an upsert locks the row
+    // it conflicts with), in key order so two writers cannot deadlock.
+    const cursorRows = rowsOf(
+      await tx.execute(sql`
+        insert into "stream_cursors" ("host_id", "stream", "acked_seq")
+        select "host", "stream", 0 from jsonb_to_recordset(${keysJson}::jsonb) as k("host" uuid, "stream" text)
+        order by 1, 2
+        on conflict ("host_id", "stream") do update set "acked_seq" = "stream_cursors"."acked_seq"
+        returning "host_id"::text as "host", "stream", "acked_seq"::float8 as "acked"`),
+    );
+    const acked = new Map(
+      cursorRows.map((r) => [`${String(r.host)}\u0000${String(r.stream)}`, Number(r.acked)]),
+    );
+    const gaps: { host: string; stream: string; from: number; to: number }[] = [];
+    const results = new Map<number, MetricsAppendResult>();
+    // Batches of one stream in seq order (the gateway sends one at a time per stream; be safe).
+    for (const g of [...group].sort((a, b) => a.firstSeq - b.firstSeq)) {
+      const key = `${g.hostId}\u0000${g.stream}`;
+      const cursor = acked.get(key) ?? 0;
+      const result: MetricsAppendResult = { ackedSeq: g.lastSeq, stored: 0, rejected: g.rejected };
+      if (g.firstSeq > cursor + 1) {
+        result.gap = { fromSeq: cursor + 1, toSeq: g.firstSeq - 1 };
+        gaps.push({ host: g.hostId, stream: g.stream, from: cursor + 1, to: g.firstSeq - 1 });
+      }
+      acked.set(key, Math.max(cursor, g.lastSeq));
+      results.set(g.index, result);
+    }
+    if (gaps.length > 0) {
+      await tx.execute(sql`
+        insert into "stream_gaps" ("host_id", "stream", "from_seq", "to_seq")
+        select "host", "stream", "from", "to"
+        from jsonb_to_recordset(${JSON.stringify(gaps)}::jsonb) as v("host" uuid, "stream" text, "from" bigint, "to" bigint)
+        on conflict do nothing`);
+    }
+    // Every tick is inserted whatever its number: a resent one hits the key and is skipped, and an
+    // agent whose spool was wiped (numbering from 1 again) loses nothing.
+    const rows: Record<string, unknown>[] = [];
+    const owner = new Map<string, { g: PreparedBatch; row: PreparedBatch['rows'][number] }>();
+    for (const g of group) {
+      for (const row of g.rows) {
+        const key = `${g.hostId}\u0000${row.ts}`;
+        if (owner.has(key)) continue;
+        owner.set(key, { g, row });
+        rows.push({ host_id: g.hostId, ts: new Date(row.ts).toISOString(), ...row.v, detail: row.detail });
+      }
+    }
+    const stored: { host: string; t: number }[] = [];
+    if (rows.length > 0) {
+      const inserted = rowsOf(
+        await tx.execute(sql`
+          insert into "metric_samples" (${SERIES_COLUMNS})
+          select ${SERIES_COLUMNS} from json_to_recordset(${JSON.stringify(rows)}::json) as r(${SERIES_RECORD_TYPE})
+          on conflict do nothing
+          returning "host_id"::text as "host", (extract(epoch from "ts") * 1000)::float8 as "t"`),
+      );
+      for (const r of inserted) stored.push({ host: String(r.host), t: Math.round(Number(r.t)) });
+    }
+    const readings: TrafficReading[] = [];
+    for (const s of stored) {
+      const key = `${s.host}\u0000${s.t}`;
+      const hit = owner.get(key);
+      if (!hit) continue;
+      results.get(hit.g.index)!.stored++;
+      const ifaces = hit.row.detail?.ifaces?.filter((i) => i.name !== 'lo') ?? [];
+      if (ifaces.length > 0) readings.push({ hostId: hit.g.hostId, ts: s.t, uptime: hit.row.uptime, ifaces });
+    }
+    await accountTraffic(tx, readings);
+    const advanced = [...acked].map(([key, seq]) => {
+      const [host, stream] = key.split('\u0000') as [string, string];
+      return { host, stream, seq };
+    });
+    await tx.execute(sql`
+      update "stream_cursors" c set "acked_seq" = greatest(c."acked_seq", v."seq"), "updated_at" = now()
+      from jsonb_to_recordset(${JSON.stringify(advanced)}::jsonb) as v("host" uuid, "stream" text, "seq" bigint)
+      where c."host_id" = v."host" and c."stream" = v."stream"`);
+    return group.map((g) => results.get(g.index)!);
+  });
+}
+
+export function createMetricsRepository(db: Db): MetricsRepository {
+  const repo: MetricsRepository = {
     async append(hostId, stream, batch) {
-      if (!isUuid(hostId)) throw new KeelError('host.not_found');
-      if (!Number.isSafeInteger(batch.firstSeq) || batch.firstSeq < 1 || !Number.isSafeInteger(batch.count)) {
-        throw new KeelError('stream.invalid', 'firstSeq must be an integer >= 1.');
-      }
-      let records;
-      try {
-        records = decodeRecords(batch.body, batch.count);
-      } catch {
-        throw new KeelError('stream.invalid', `The body does not hold exactly ${batch.count} records.`);
-      }
-      const lastSeq = batch.firstSeq + batch.count - 1;
-      let rejected = 0;
-      const rows: (typeof metricSamples.$inferInsert)[] = [];
-      for (const r of records) {
-        let sample;
+      const [outcome] = await repo.appendMany([{ hostId, stream, batch }]);
+      if (!outcome!.ok) throw outcome!.error;
+      return outcome!.result;
+    },
+
+    async appendMany(inputs) {
+      const outcomes: MetricsGroupOutcome[] = new Array(inputs.length);
+      const prepared: PreparedBatch[] = [];
+      inputs.forEach((input, i) => {
         try {
-          sample = metricSampleSchema.parse(JSON.parse(Buffer.from(r.payload).toString('utf8')));
-        } catch {
-          rejected++;
-          continue;
+          prepared.push(prepare(input, i));
+        } catch (error) {
+          outcomes[i] = { ok: false, error };
         }
-        const ts = new Date(sample.t);
-        if (Number.isNaN(ts.getTime())) {
-          rejected++;
-          continue;
+      });
+      const run = async (group: PreparedBatch[]) => {
+        const results = await storeGroup(db, group);
+        group.forEach((g, k) => (outcomes[g.index] = { ok: true, result: results[k]! }));
+      };
+      if (prepared.length > 0) {
+        try {
+          await run(prepared);
+        } catch (err) {
+          if (prepared.length === 1) {
+            outcomes[prepared[0]!.index] = { ok: false, error: storeError(err) };
+          } else {
+            // One batch spoiled the group (a host deleted meanwhile): store each on its own so only
+            // that one fails.
+            for (const g of prepared) {
+              try {
+                await run([g]);
+              } catch (e) {
+                outcomes[g.index] = { ok: false, error: storeError(e) };
+              }
+            }
+          }
         }
-        const { cores, mounts, ifaces, temps } = sample;
-        const detail: MetricDetail = {};
-        if (cores) detail.cores = cores;
-        if (mounts) detail.mounts = mounts;
-        if (ifaces) detail.ifaces = ifaces;
-        if (temps) detail.temps = temps;
-        rows.push({ hostId, ts, ...sample.v, detail: Object.keys(detail).length > 0 ? detail : null });
       }
-      try {
-        return await db.transaction(async (tx) => {
-          await tx.insert(streamCursors).values({ hostId, stream, ackedSeq: 0 }).onConflictDoNothing();
-          const [cursor] = await tx
-            .select({ ackedSeq: streamCursors.ackedSeq })
-            .from(streamCursors)
-            .where(and(eq(streamCursors.hostId, hostId), eq(streamCursors.stream, stream)))
-            .for('update');
-          const acked = cursor?.ackedSeq ?? 0;
-          let gap: MetricsAppendResult['gap'];
-          if (batch.firstSeq > acked + 1) {
-            gap = { fromSeq: acked + 1, toSeq: batch.firstSeq - 1 };
-            await tx
-              .insert(streamGaps)
-              .values({ hostId, stream, ...gap })
-              .onConflictDoNothing();
-          }
-          // Every tick is inserted whatever its number: a resent one hits the key and is skipped,
-          // and an agent whose spool was wiped (numbering from 1 again) loses nothing.
-          let stored = 0;
-          for (let i = 0; i < rows.length; i += INSERT_ROWS) {
-            const inserted = await tx
-              .insert(metricSamples)
-              .values(rows.slice(i, i + INSERT_ROWS))
-              .onConflictDoNothing()
-              .returning({ ts: metricSamples.ts });
-            stored += inserted.length;
-          }
-          await tx
-            .update(streamCursors)
-            .set({ ackedSeq: sql`greatest(${streamCursors.ackedSeq}, ${lastSeq})`, updatedAt: new Date() })
-            .where(and(eq(streamCursors.hostId, hostId), eq(streamCursors.stream, stream)));
-          return { ackedSeq: lastSeq, stored, rejected, ...(gap ? { gap } : {}) };
-        });
-      } catch (err) {
-        // A host deleted meanwhile (foreign key) is a host that does not exist.
-        if (pgErrorCode(err) === '23503') throw new KeelError('host.not_found');
-        throw err;
-      }
+      return outcomes;
     },
 
     async rollup(level, from, to) {
@@ -240,6 +385,12 @@ export function createMetricsRepository(db: Db): MetricsRepository {
       return { x, values };
     },
   };
+  return repo;
+}
+
+/** A host deleted meanwhile (foreign key) is a host that does not exist. */
+function storeError(err: unknown): unknown {
+  return pgErrorCode(err) === '23503' ? new KeelError('host.not_found') : err;
 }
 
 /** Affected rows of an execute() result on either driver. */

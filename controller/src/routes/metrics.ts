@@ -4,6 +4,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { metricSeriesNames } from '@keel/shared';
 import type { MetricsService } from '../services/metrics.ts';
+import type { TrafficService } from '../services/traffic.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
 import { permit } from './permit.ts';
 
@@ -62,14 +63,89 @@ const rangeRoute = createRoute({
   },
 });
 
-export function metricsRoutes({ metrics }: { metrics: MetricsService }) {
-  return createRouter().openapi(rangeRoute, async (c) => {
-    const { id } = c.req.valid('param');
-    const { from, to, width, series } = c.req.valid('query');
-    const list = series
-      ?.split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    return c.json(await metrics.range(sessionOf(c).actor, id, { from, to, width, series: list }), 200);
-  });
+const trafficSchema = z
+  .object({
+    hostId: z.string(),
+    resetDay: z.number().int().openapi({ description: 'Day of the month the cycle resets on (UTC).' }),
+    quotaBytes: z.number().int().nullable(),
+    cycle: z
+      .object({ start: z.number(), end: z.number() })
+      .openapi({ description: 'Epoch ms, [start, end).' }),
+    interfaces: z.array(z.object({ iface: z.string(), rxBytes: z.number(), txBytes: z.number() })),
+    rxBytes: z.number(),
+    txBytes: z.number(),
+    totalBytes: z.number(),
+    quotaUsedPct: z.number().nullable(),
+  })
+  .openapi('TrafficUsage');
+
+const trafficRoute = createRoute({
+  method: 'get',
+  path: '/{id}/traffic',
+  middleware: [permit('host.view')] as const,
+  tags: ['metrics'],
+  summary: "A host's transfer in its billing cycle",
+  description:
+    'Bytes received and sent per interface (loopback excluded) in the billing cycle holding `at` (default now). Cycles run from midnight UTC of the reset day; bytes are counted per UTC day from the interface counters, across counter resets, reboots and 32-bit wraps.',
+  security: cookieSecurity,
+  request: { params: idParamSchema, query: z.object({ at: epochMs('A time inside the cycle, epoch ms.') }) },
+  responses: {
+    200: { description: 'The cycle.', content: { 'application/json': { schema: trafficSchema } } },
+    400: errorResponse('Malformed id (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
+const trafficPlanRoute = createRoute({
+  method: 'put',
+  path: '/{id}/traffic-plan',
+  middleware: [permit('host.manage')] as const,
+  tags: ['metrics'],
+  summary: "Sets a host's billing cycle reset day and quota",
+  security: cookieSecurity,
+  request: {
+    params: idParamSchema,
+    body: {
+      content: {
+        'application/json': {
+          schema: z.strictObject({
+            resetDay: z.number().int().min(1).max(31),
+            quotaBytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).nullable(),
+          }),
+        },
+      },
+    },
+  },
+  responses: {
+    200: {
+      description: 'The current cycle under the new plan.',
+      content: { 'application/json': { schema: trafficSchema } },
+    },
+    400: errorResponse('Malformed body (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
+export function metricsRoutes({ metrics, traffic }: { metrics: MetricsService; traffic: TrafficService }) {
+  return createRouter()
+    .openapi(rangeRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      const { from, to, width, series } = c.req.valid('query');
+      const list = series
+        ?.split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+      return c.json(await metrics.range(sessionOf(c).actor, id, { from, to, width, series: list }), 200);
+    })
+    .openapi(trafficRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      return c.json(await traffic.view(sessionOf(c).actor, id, c.req.valid('query').at), 200);
+    })
+    .openapi(trafficPlanRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      const body = c.req.valid('json');
+      return c.json(await traffic.setPlan(sessionOf(c).actor, id, body, c.get('clientIp')), 200);
+    });
 }

@@ -27,22 +27,26 @@ import { createProcessRepository } from '../repositories/processes.ts';
 import { createProcessesService } from './processes.ts';
 import { createMetricsRepository } from '../repositories/metrics.ts';
 import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
+import { createTrafficRepository } from '../repositories/traffic.ts';
+import { createTrafficService } from './traffic.ts';
 import { createRecordingsRepository } from '../repositories/recordings.ts';
 import { createRecordingsService } from './recordings.ts';
-import { hasHostPermission } from './access.ts';
+import { hasHostPermission, narrowActor } from './access.ts';
+import { createProxyUsersRepository } from '../repositories/proxy-users.ts';
+import { createProxyUsersService, linkProxyUsers } from './proxy-users.ts';
 import { createChecksRepository } from '../repositories/checks.ts';
 import { createChecksService, checksRetentionFromEnv } from './checks.ts';
 import { createAlertsRepository } from '../repositories/alerts.ts';
 import { createAlertsService } from './alerts.ts';
 import { createNotificationsRepository } from '../repositories/notifications.ts';
 import { createNotificationsService } from './notifications.ts';
+import { createAgentUpgradeRepository } from '../repositories/agent-upgrades.ts';
+import { createAgentUpgradesService } from './agent-upgrades.ts';
+import { agentBundleStore, defaultInstallSources } from '../routes/install.ts';
 import { createJobsRepository } from '../repositories/jobs.ts';
 import { createJobsService } from './jobs.ts';
 import { createSchedulesService } from './schedules.ts';
 import { createProxyNodeRepository } from '../repositories/proxy-nodes.ts';
-import { createAgentUpgradeRepository } from '../repositories/agent-upgrades.ts';
-import { createAgentUpgradesService } from './agent-upgrades.ts';
-import { agentBundleStore, defaultInstallSources } from '../routes/install.ts';
 import { createProxyNodesService } from './proxy-nodes.ts';
 
 export interface ServicesDeps {
@@ -58,12 +62,12 @@ export interface ServicesDeps {
   /** Sign-in policy overrides (tests). */
   authPolicy?: Partial<typeof authPolicy>;
   now?: () => Date;
+  /** The agent bundles rollouts hand out (default: the directory GET /install/agent serves). */
+  agentBundleDir?: string;
   /** Terminal recordings: where the .cast files go (null/absent: not recorded) and the input policy. */
   recordings?: { dir: string | null; recordInput?: boolean };
   /** Job scheduler tuning (tests). */
   jobs?: { tickMs?: number };
-  /** The agent bundles rollouts hand out (default: the directory GET /install/agent serves). */
-  agentBundleDir?: string;
 }
 
 /** Every service of the controller. */
@@ -74,8 +78,9 @@ export function createServices(deps: ServicesDeps) {
   const sessions = createSessionsRepository(db);
   const resolveActor = createActorResolver(groups);
   const audit = deps.audit ?? createAuditService({ audit: createAuditRepository(db), log, now });
+  const tokensRepository = createTokensRepository(db);
   const tokens = createTokensService({
-    tokens: createTokensRepository(db),
+    tokens: tokensRepository,
     users,
     groups,
     audit,
@@ -131,7 +136,17 @@ export function createServices(deps: ServicesDeps) {
     now: clock,
     publicUrl: deps.config.publicUrl,
   });
-  return {
+  const proxyUsers = createProxyUsersService({
+    repo: createProxyUsersRepository(db),
+    audit,
+    log: log.child({ component: 'proxy-users' }),
+    publicUrl: deps.config.publicUrl,
+    readTraffic: (node) => deps.gateway.request(node.hostId, 'config.traffic', { instance: node.instance }),
+    isOnline: (hostId) => deps.gateway.isOnline(hostId),
+    now,
+  });
+  const services = {
+    proxyUsers,
     checks,
     alerts,
     notifications,
@@ -180,9 +195,18 @@ export function createServices(deps: ServicesDeps) {
       now,
       dir: deps.recordings?.dir ?? null,
       recordInput: deps.recordings?.recordInput,
-      stillAllowed: async (userId, hostId) => {
+      stillAllowed: async (userId, hostId, tokenId) => {
         const user = await users.findById(userId);
-        return user !== null && hasHostPermission(await resolveActor(user), 'terminal.open', hostId);
+        if (!user) return false;
+        let actor = await resolveActor(user);
+        if (tokenId) {
+          // Opened through an API token: the token's own scope (permissions, groups) as it is now.
+          const token = await tokensRepository.get(tokenId);
+          if (!token || token.revokedAt || token.expiresAt.getTime() <= Date.now()) return false;
+          const hostIds = token.groupIds ? new Set(await groups.hostsOf(token.groupIds)) : null;
+          actor = narrowActor(actor, new Set(token.permissions), hostIds);
+        }
+        return hasHostPermission(actor, 'terminal.open', hostId);
       },
     }),
     processes: createProcessesService({
@@ -194,8 +218,15 @@ export function createServices(deps: ServicesDeps) {
     metrics: createMetricsService({
       hosts: createHostRepository(db),
       metrics: createMetricsRepository(db),
+      traffic: createTrafficRepository(db),
       log: log.child({ component: 'metrics' }),
       retention: metricsRetentionFromEnv(),
+      now: now ? () => now().getTime() : undefined,
+    }),
+    traffic: createTrafficService({
+      hosts: createHostRepository(db),
+      traffic: createTrafficRepository(db),
+      audit,
       now: now ? () => now().getTime() : undefined,
     }),
     proxyNodes: createProxyNodesService({
@@ -206,6 +237,16 @@ export function createServices(deps: ServicesDeps) {
       bus: deps.bus,
       log: log.child({ component: 'proxy-nodes' }),
     }),
+    agentUpgrades: createAgentUpgradesService({
+      rollouts: createAgentUpgradeRepository(db),
+      hosts: createHostRepository(db),
+      hostEvents: createHostEventsReader(createStreamRepository(db)),
+      gateway: deps.gateway,
+      audit,
+      log,
+      now,
+      bundles: agentBundleStore(deps.agentBundleDir ?? defaultInstallSources().agentDir),
+    }),
     joinTokens: createJoinTokensService({
       joinTokens: createJoinTokenRepository(db),
       audit,
@@ -214,15 +255,8 @@ export function createServices(deps: ServicesDeps) {
       defaultTtlSeconds: deps.config.joinTokenTtlSeconds,
     }),
   };
+  linkProxyUsers(services);
+  return services;
 }
 
 export type Services = ReturnType<typeof createServices>;
-    agentUpgrades: createAgentUpgradesService({
-      rollouts: createAgentUpgradeRepository(db),
-      hosts: createHostRepository(db),
-      gateway: deps.gateway,
-      audit,
-      log,
-      now,
-      bundles: agentBundleStore(deps.agentBundleDir ?? defaultInstallSources().agentDir),
-    }),

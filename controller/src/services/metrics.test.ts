@@ -1,9 +1,16 @@
 // Proves the metrics service's rules without a database: a range picks the coarsest resolution
 // that still fills the chart and whose retention reaches back far enough, never returns more
-// buckets than two per pixel, and retention settings read from the environment in their units.
+// buckets than two per pixel, retention settings read from the environment in their units, and
+// the write queue groups batches that wait into one commit while answering each on its own.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { defaultMetricsRetention, metricsRetentionFromEnv, pickResolution } from './metrics.ts';
+import {
+  createMetricsWriteQueue,
+  defaultMetricsRetention,
+  MAX_GROUP_TICKS,
+  metricsRetentionFromEnv,
+  pickResolution,
+} from './metrics.ts';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -50,4 +57,51 @@ test('metricsRetentionFromEnv: defaults 48 h, 30 d, 365 d; whole units only', ()
   );
   assert.throws(() => metricsRetentionFromEnv({ KEEL_METRICS_RAW_RETENTION_HOURS: '0' }));
   assert.throws(() => metricsRetentionFromEnv({ KEEL_METRICS_1H_RETENTION_DAYS: '1.5' }));
+});
+
+test('write queue: batches arriving together go in one group commit, each gets its own outcome', async () => {
+  const groups: number[] = [];
+  let release: () => void = () => {};
+  let hold = true;
+  const queue = createMetricsWriteQueue({
+    async appendMany(inputs) {
+      groups.push(inputs.length);
+      if (hold) {
+        hold = false;
+        await new Promise<void>((r) => (release = r));
+      }
+      return inputs.map((input) =>
+        input.hostId === 'bad'
+          ? { ok: false as const, error: new Error('bad host') }
+          : { ok: true as const, result: { ackedSeq: input.batch.firstSeq, stored: 1, rejected: 0 } },
+      );
+    },
+  });
+  const input = (hostId: string, firstSeq: number, count = 1) => ({
+    hostId,
+    stream: 'metrics',
+    batch: { firstSeq, count, body: Buffer.alloc(0) },
+  });
+  // Three in the same turn: one commit; two more while it runs: the next commit.
+  const first = [queue.append(input('a', 1)), queue.append(input('b', 2)), queue.append(input('bad', 3))];
+  await new Promise((r) => setImmediate(r));
+  const second = [queue.append(input('c', 4)), queue.append(input('d', 5))];
+  assert.equal(queue.waiting, 2);
+  release();
+  assert.deepEqual((await first[0]!).ackedSeq, 1);
+  assert.deepEqual((await first[1]!).ackedSeq, 2);
+  await assert.rejects(first[2]!, /bad host/);
+  assert.deepEqual(
+    (await Promise.all(second)).map((r) => r.ackedSeq),
+    [4, 5],
+  );
+  assert.deepEqual(groups, [3, 2]);
+  // A group never holds more than MAX_GROUP_TICKS ticks (one oversized batch still goes alone).
+  groups.length = 0;
+  await Promise.all([
+    queue.append(input('e', 1, MAX_GROUP_TICKS - 1)),
+    queue.append(input('f', 1, 2)),
+    queue.append(input('g', 1, MAX_GROUP_TICKS + 5)),
+  ]);
+  assert.deepEqual(groups, [1, 1, 1]);
 });

@@ -5,7 +5,14 @@ import type { Logger } from 'pino';
 import { decodeRecords, KeelError, metricSeriesNames, type MetricSeriesName } from '@keel/shared';
 import type { StreamSink } from '../gateway/sinks.ts';
 import type { HostRepository } from '../repositories/hosts.ts';
-import { resolutions, type MetricResolution, type MetricsRepository } from '../repositories/metrics.ts';
+import type { TrafficRepository } from '../repositories/traffic.ts';
+import {
+  resolutions,
+  type MetricResolution,
+  type MetricsAppendInput,
+  type MetricsAppendResult,
+  type MetricsRepository,
+} from '../repositories/metrics.ts';
 import { requireHostAccess, type Actor } from './access.ts';
 
 const HOUR = 3_600_000;
@@ -89,9 +96,80 @@ export function pickResolution(
   return { resolution, stepMs: Math.max(resolutions[resolution].stepMs, bucket) };
 }
 
+/** Most ticks one group commit stores (a bound on the statement's size and the transaction's time). */
+export const MAX_GROUP_TICKS = 20_000;
+
+/**
+ * The metrics write queue: batches of every host wait here while a commit runs, then the next
+ * commit stores all of them in one transaction (`appendMany`) and answers each — a group commit, as
+ * the agent's spool does. One commit at a time, so a busy fleet gets larger groups, not more
+ * transactions: at one tick per batch, 1,000 hosts cost one commit instead of 1,000.
+ */
+export function createMetricsWriteQueue(metrics: Pick<MetricsRepository, 'appendMany'>) {
+  type Waiter = {
+    input: MetricsAppendInput;
+    ticks: number;
+    resolve: (r: MetricsAppendResult) => void;
+    reject: (e: unknown) => void;
+  };
+  let waiting: Waiter[] = [];
+  let running = false;
+
+  async function drain(): Promise<void> {
+    running = true;
+    try {
+      while (waiting.length > 0) {
+        let ticks = 0;
+        let take = 0;
+        while (take < waiting.length && (take === 0 || ticks + waiting[take]!.ticks <= MAX_GROUP_TICKS)) {
+          ticks += waiting[take]!.ticks;
+          take++;
+        }
+        const group = waiting.slice(0, take);
+        waiting = waiting.slice(take);
+        let outcomes: Awaited<ReturnType<MetricsRepository['appendMany']>>;
+        try {
+          outcomes = await metrics.appendMany(group.map((w) => w.input));
+        } catch (err) {
+          for (const w of group) w.reject(err);
+          continue;
+        }
+        group.forEach((w, i) => {
+          const o = outcomes[i];
+          if (o?.ok) w.resolve(o.result);
+          else w.reject(o ? o.error : new Error('metrics group commit gave no outcome'));
+        });
+      }
+    } finally {
+      running = false;
+    }
+  }
+
+  return {
+    /** Queues one batch; resolves once the commit that stored it is durable. */
+    append(input: MetricsAppendInput): Promise<MetricsAppendResult> {
+      return new Promise((resolve, reject) => {
+        waiting.push({ input, ticks: Math.max(1, input.batch.count), resolve, reject });
+        // Start on the next turn of the event loop, so batches that arrived on other sockets in
+        // the same turn join the first commit.
+        if (!running) {
+          running = true;
+          setImmediate(() => void drain());
+        }
+      });
+    },
+    /** Batches waiting for the next commit. */
+    get waiting(): number {
+      return waiting.length;
+    },
+  };
+}
+
 export interface MetricsServiceDeps {
   hosts: Pick<HostRepository, 'get'>;
   metrics: MetricsRepository;
+  /** Traffic days are pruned with the metrics (kept as long as hourly roll-ups, plus a cycle). */
+  traffic?: Pick<TrafficRepository, 'prune'>;
   log: Logger;
   retention?: MetricsRetention;
   now?: () => number;
@@ -107,9 +185,10 @@ export function createMetricsService(deps: MetricsServiceDeps) {
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<void> | null = null;
 
+  const queue = createMetricsWriteQueue(metrics);
   const sink: StreamSink = {
     async append(hostId, stream, batch) {
-      const result = await metrics.append(hostId, stream, batch);
+      const result = await queue.append({ hostId, stream, batch });
       if (result.stored > 0) {
         const first = decodeRecords(batch.body, batch.count).reduce((m, r) => Math.min(m, r.ts), Infinity);
         if (Number.isFinite(first)) dirtyFrom = Math.min(dirtyFrom ?? first, first);
@@ -140,6 +219,10 @@ export function createMetricsService(deps: MetricsServiceDeps) {
       '1m': new Date(at - retention['1m']),
       '1h': new Date(at - retention['1h']),
     });
+    if (deps.traffic) {
+      const cutoff = new Date(at - retention['1h'] - 31 * DAY).toISOString().slice(0, 10);
+      await deps.traffic.prune(cutoff);
+    }
     lastRun = at;
     if (pruned.raw + pruned['1m'] + pruned['1h'] > 0) log.debug({ pruned }, 'metrics retention');
   }
