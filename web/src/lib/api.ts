@@ -191,6 +191,7 @@ export const api = {
   verifyAudit: () => call(client.audit.verify.$get()),
 
   ...processCalls(),
+  ...proxyCalls(),
   ...accessCalls(),
 };
 
@@ -260,6 +261,53 @@ function processCalls() {
     /** A ticket for a live channel of `kind` on a host (then a WebSocket to its `url`). */
     openChannel: (id: string, kind: string, params: Record<string, unknown>) =>
       call(client.hosts[':id'].channels.$post({ ...byId(id), json: { kind, params } })),
+  };
+}
+
+/** Proxy nodes, generations, drift and rollouts (hosts/[id]/proxies and /proxies). */
+function proxyCalls() {
+  const one = (id: string, instance: string) => ({
+    param: { id: encodeURIComponent(id), instance: encodeURIComponent(instance) },
+  });
+  const node = client.hosts[':id'].proxies[':instance'];
+  const rollouts = client.proxies.rollouts;
+  const rollout = (rolloutId: string) => ({ param: { rolloutId: encodeURIComponent(rolloutId) } });
+  return {
+    listProxyNodes: (signal?: AbortSignal) => call(client.proxies.$get(undefined, withSignal(signal))),
+    hostProxyNodes: (id: string, signal?: AbortSignal) =>
+      call(client.hosts[':id'].proxies.$get(byId(id), withSignal(signal))),
+    createProxyNode: (
+      id: string,
+      input: Parameters<(typeof client.hosts)[':id']['proxies']['$post']>[0]['json'],
+    ) => call(client.hosts[':id'].proxies.$post({ ...byId(id), json: input })),
+    updateProxyNode: (id: string, instance: string, input: Parameters<typeof node.$put>[0]['json']) =>
+      call(node.$put({ ...one(id, instance), json: input })),
+    deleteProxyNode: async (id: string, instance: string): Promise<void> => {
+      await call(node.$delete(one(id, instance)));
+    },
+    applyProxyNode: (id: string, instance: string, reason?: string) =>
+      call(node.apply.$post({ ...one(id, instance), json: reason ? { reason } : {} })),
+    proxyGenerations: (id: string, instance: string, signal?: AbortSignal) =>
+      call(node.generations.$get({ ...one(id, instance), query: { limit: '100' } }, withSignal(signal))),
+    proxyDiff: (id: string, instance: string, from: number, to: number, signal?: AbortSignal) =>
+      call(
+        node.diff.$get(
+          { ...one(id, instance), query: { from: String(from), to: String(to) } },
+          withSignal(signal),
+        ),
+      ),
+    rollbackProxyNode: (id: string, instance: string, generation: number) =>
+      call(node.rollback.$post({ ...one(id, instance), json: { generation } })),
+    proxyDrift: (id: string, instance: string, signal?: AbortSignal) =>
+      call(node.drift.$get(one(id, instance), withSignal(signal))),
+    resolveProxyDrift: (id: string, instance: string, action: 'adopt' | 'overwrite') =>
+      call(node.drift.$post({ ...one(id, instance), json: { action } })),
+    listProxyRollouts: (signal?: AbortSignal) =>
+      call(rollouts.$get({ query: { limit: '20' } }, withSignal(signal))),
+    startProxyRollout: (input: Parameters<typeof rollouts.$post>[0]['json']) =>
+      call(rollouts.$post({ json: input })),
+    resumeProxyRollout: (rolloutId: string) => call(rollouts[':rolloutId'].resume.$post(rollout(rolloutId))),
+    cancelProxyRollout: (rolloutId: string) => call(rollouts[':rolloutId'].cancel.$post(rollout(rolloutId))),
   };
 }
 

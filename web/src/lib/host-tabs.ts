@@ -13,6 +13,7 @@ export const hostTabs: readonly HostTab[] = [
   { id: 'overview', label: 'Overview', path: '' },
   { id: 'processes', label: 'Processes', path: '/processes' },
   { id: 'metrics', label: 'Metrics', path: '/metrics' },
+  { id: 'proxies', label: 'Proxies', path: '/proxies' },
   { id: 'terminal', label: 'Terminal', path: '/terminal' },
 ];
 
