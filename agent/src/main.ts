@@ -27,6 +27,7 @@ import { supervisorCapability } from './supervisor/index.ts';
 import { metricsCapability, metricsIntervalFromEnv } from './metrics/index.ts';
 import { RESTART_EXIT_CODE, upgradeCapability } from './upgrade/index.ts';
 import { checksCapability } from './checks/index.ts';
+import { configsCapability } from './configs/index.ts';
 
 /** Exit codes of keel-agent. */
 export const exitCodes = { ok: 0, error: 1, refused: 2 } as const;
@@ -125,6 +126,7 @@ export async function run(stateDir: string): Promise<number> {
   let restartRequested = false;
   let requestStop = () => {};
   // The capabilities this agent serves; the link announces their union to the controller.
+  const supervision = supervisorCapability({ dir: join(stateDir, 'processes') });
   const capabilities: AgentCapability[] = [
     factsCapability(),
     diagnosticsCapability(),
@@ -133,7 +135,8 @@ export async function run(stateDir: string): Promise<number> {
       idleTimeoutMs: intEnv('KEEL_TERMINAL_IDLE_MINUTES', 30) * 60_000,
       log,
     }),
-    supervisorCapability({ dir: join(stateDir, 'processes') }),
+    supervision,
+    configsCapability({ dir: join(stateDir, 'configs'), supervisor: () => supervision.supervisor() }),
     metricsCapability({ intervalSeconds: metricsIntervalFromEnv(env('KEEL_AGENT_METRICS_INTERVAL')) }),
     checksCapability({ dir: join(stateDir, 'checks') }),
     jobsCapability({ log }),

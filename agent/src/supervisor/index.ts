@@ -105,7 +105,7 @@ export function supervisorCapability(opts: { dir: string }) {
     },
   };
 
-  return {
+  const capability = {
     name: 'supervisor',
     streams: [logsStream.name],
     channels: { [processLogsChannel.kind]: logsChannel as ChannelHandler },
@@ -142,4 +142,6 @@ export function supervisorCapability(opts: { dir: string }) {
       supervisor?.close();
     },
   } satisfies AgentCapability;
+  // The running supervisor, for capabilities that run their programs under it (configs).
+  return Object.assign(capability, { supervisor: (): Supervisor | null => supervisor });
 }

@@ -1,0 +1,79 @@
+// The configs capability: serves `config.apply`, `config.status`, `config.drift.resolve` and
+// `config.traffic` for the proxies on this host (nginx, v2ray, shadowsocks-libev, telemt), each
+// run as a supervised process `proxy-<instance>`. The engine and its heavy modules (chokidar,
+// diff, smol-toml) load on first use — or at start when instances were applied before, so drift
+// is watched again after an agent restart. See README.md here and docs/proxies.md.
+import { existsSync, readdirSync } from 'node:fs';
+import { KeelError, type ProxyUserSpec } from '@keel/shared';
+import type { AgentCapability, CapabilityContext } from '../capabilities.ts';
+import type { Supervisor } from '../supervisor/supervisor.ts';
+import type { ConfigEngine } from './engine.ts';
+
+/**
+ * A request result must fit one frame (~200 KiB of JSON): when the rendered files are larger, their
+ * content is left empty (path and sha256 stay) and the controller keeps what it rendered itself.
+ */
+const MAX_CONTENT_CHARS = 150 * 1024;
+function fitFrame<T extends { files: { content: string }[] }>(result: T): T {
+  const total = result.files.reduce((n, f) => n + f.content.length, 0);
+  if (total <= MAX_CONTENT_CHARS) return result;
+  return { ...result, files: result.files.map((f) => ({ ...f, content: '' })) };
+}
+
+/**
+ * The configs capability.
+ *
+ * @example configsCapability({ dir: join(stateDir, 'configs'), supervisor: supervision.supervisor })
+ */
+export function configsCapability(opts: { dir: string; supervisor: () => Supervisor | null }) {
+  let ctx: CapabilityContext | null = null;
+  let engine: Promise<ConfigEngine> | null = null;
+  const get = (): Promise<ConfigEngine> => {
+    engine ??= (async () => {
+      if (!ctx) throw new KeelError('request.failed', 'the configs capability is not started');
+      const sup = opts.supervisor();
+      if (!sup) throw new KeelError('request.failed', 'the supervisor is not started');
+      const [{ ConfigEngine }, { processHostOf, programsFromEnv }] = await Promise.all([
+        import('./engine.ts'),
+        import('./adapter.ts'),
+      ]);
+      const e = new ConfigEngine({
+        root: opts.dir,
+        processes: processHostOf(sup),
+        programs: programsFromEnv(),
+        log: ctx.log.child({ capability: 'configs' }),
+        emit: ctx.emit,
+      });
+      await e.load();
+      return e;
+    })();
+    engine.catch(() => {
+      engine = null;
+    });
+    return engine;
+  };
+
+  return {
+    name: 'configs',
+    requests: {
+      'config.apply': async (params) =>
+        fitFrame(await (await get()).apply({ ...params, users: params.users as ProxyUserSpec[] })),
+      'config.status': async () => (await get()).status(),
+      'config.drift.resolve': async ({ instance, action }) =>
+        fitFrame(await (await get()).resolveDrift(instance, action)),
+      'config.traffic': async ({ instance }) => (await get()).traffic(instance),
+    },
+    async start(c) {
+      ctx = c;
+      // Instances applied before this start: load now so their files are watched for drift.
+      if (existsSync(opts.dir) && readdirSync(opts.dir).length > 0) {
+        await get().catch((err: unknown) => c.log.error({ err }, 'could not load the proxy configs'));
+      }
+    },
+    async stop() {
+      const e = engine;
+      engine = null;
+      if (e) await (await e).close();
+    },
+  } satisfies AgentCapability;
+}
