@@ -148,6 +148,7 @@ export async function startController(
   // Metrics are stored one row per tick (not in chunks) and rolled up every minute.
   gateway.sinks.register('metrics', services.metrics.sink);
   services.metrics.start();
+  services.proxyUsers.start(); // traffic scrapes every KEEL_PROXY_SCRAPE_SECONDS, quotas, expiries, resets
   // Check results are stored one row per run; alerts are evaluated and delivered every 15 s.
   gateway.sinks.register('checks', services.checks.sink);
   services.checks.start();
@@ -219,6 +220,7 @@ export async function startController(
         server.closeAllConnections();
         await closed;
         await services.metrics.stop();
+        await services.proxyUsers.stop();
         services.checks.stop();
         await services.alerts.stop();
         await services.agentUpgrades.stop();
