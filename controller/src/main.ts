@@ -21,6 +21,8 @@ export const USAGE = `Usage:
   keel-controller audit verify [--json]     check the audit trail's hash chain and anchor
   keel-controller join-token [--uses N] [--ttl SECONDS] [--note TEXT]   print a new join token's secret
   keel-controller fingerprint               print the controller key fingerprint agents pin
+  keel-controller backup FILE               write the key, data dir and database to FILE (0600)
+  keel-controller restore [--force] FILE    put a backup back (every controller stopped)
   keel-controller help | --help             this text
 
 Common settings (environment): KEEL_PORT (8080), KEEL_DATA_DIR (./data), KEEL_PUBLIC_URL (the URL
@@ -37,6 +39,8 @@ const commands = new Set([
   'audit',
   'join-token',
   'fingerprint',
+  'backup',
+  'restore',
   'help',
 ]);
 const serveOptions = {
@@ -94,6 +98,13 @@ export async function main(argv: string[]): Promise<number> {
     return exitCodes.ok;
   }
 
+  const { backupCommand, backupUsage } = await import('./cli/backup.ts');
+  const { restoreCommand, restoreUsage } = await import('./cli/restore.ts');
+  if ((command === 'backup' || command === 'restore') && (rest.includes('--help') || rest.includes('-h'))) {
+    console.log(command === 'backup' ? backupUsage : restoreUsage);
+    return exitCodes.ok;
+  }
+
   let config;
   try {
     config = loadConfig(process.env, process.env.KEEL_CONFIG);
@@ -113,6 +124,10 @@ export async function main(argv: string[]): Promise<number> {
     case 'fingerprint':
       console.log(loadControllerIdentity(config.dataDir).fingerprint);
       return exitCodes.ok;
+    case 'backup':
+      return backupCommand(rest, config);
+    case 'restore':
+      return restoreCommand(rest, config);
     default: {
       // create-admin, join-token
       const identity = loadControllerIdentity(config.dataDir);
