@@ -4,7 +4,7 @@
 // or did not come back within the bound). Everything a rollout is lives in its rows; a driver
 // ticks every second and moves each running rollout one step, so a restarted controller carries
 // on where the last one stopped. Needs `fleet.upgrade`; every change is audited.
-import { KeelError, agentBundleFile, type ErrorCode } from '@keel/shared';
+import { KeelError, agentBundleFile, agentUpgradeEvents, type ErrorCode } from '@keel/shared';
 import type { Logger } from 'pino';
 import type { AgentGateway } from '../gateway/types.ts';
 import type { HostRepository } from '../repositories/hosts.ts';
@@ -16,6 +16,7 @@ import type {
   RolloutState,
 } from '../repositories/agent-upgrades.ts';
 import type { AuditService } from './audit.ts';
+import type { HostEventsReader } from './host-events.ts';
 import { requireAccess, type Actor as AccessActor } from './access.ts';
 
 /** Who acts, and from where (for the audit trail). */
@@ -31,6 +32,8 @@ export interface HeldBundle {
 export interface AgentUpgradesDeps {
   rollouts: AgentUpgradeRepository;
   hosts: HostRepository;
+  /** The host event stream (where a host reports that it rolled itself back). */
+  hostEvents: Pick<HostEventsReader, 'tail'>;
   gateway: AgentGateway;
   audit: AuditService;
   log: Logger;
@@ -92,11 +95,6 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
   let ticking: Promise<void> | null = null;
   /** Upgrade requests in flight on this controller, by `${rollout}:${host}`. */
   const inFlight = new Set<string>();
-  /**
-   * The session (its capabilities object) each host answered its upgrade on, so that session is
-   * never taken for the host coming back. In memory: after a restart the stored times decide.
-   */
-  const answeredOn = new Map<string, object | null>();
   /** Hosts of a batch found offline, since when (ms), by `${rollout}:${host}`. */
   const offlineSince = new Map<string, number>();
 
@@ -201,9 +199,7 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
       })
       .then(
         async () => {
-          // The agent restarts now: only a session that starts after this answer can be the new
-          // release (the one it answered on, or a reconnect racing the request, is the old one).
-          answeredOn.set(key, deps.gateway.capabilitiesOf?.(host.hostId) ?? null);
+          // The agent restarts now: the bound for coming back counts from here.
           await deps.rollouts.setHost(r.id, host.hostId, { startedAt: now() });
           log.info(
             { rollout: r.id, host: host.hostId, version: r.version },
@@ -238,46 +234,38 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
       return 'halted';
     }
     const t0 = host.startedAt.getTime();
-    const key = `${r.id}:${host.hostId}`;
+    // On the new version: only the new release can say so — in the hello of its session on this
+    // controller, or in the facts it stored.
     const live = deps.gateway.capabilitiesOf?.(host.hostId) ?? null;
-    let back: boolean;
-    let version = row.agentVersion;
-    if (live && answeredOn.has(key)) {
-      // Its session on this controller: back when it is not the one the upgrade was answered on.
-      back = live !== answeredOn.get(key);
-      version = live.agentVersion ?? version;
-    } else {
-      // Otherwise from the stored presence: a session that began after the agent answered, whose
-      // facts (with the version) came after that too.
-      back =
-        !inFlight.has(key) &&
-        row.online &&
-        row.connectedAt !== null &&
-        row.connectedAt.getTime() > t0 &&
-        row.factsUpdatedAt !== null &&
-        row.factsUpdatedAt.getTime() >= row.connectedAt.getTime();
-    }
-    if (back && version === r.version) {
-      answeredOn.delete(key);
+    const version = live ? live.agentVersion : row.online ? row.agentVersion : null;
+    if (version === r.version) {
       await deps.rollouts.setHost(r.id, host.hostId, { state: 'ok', finishedAt: now(), reason: null });
       return 'ok';
     }
-    if (back && version === host.fromVersion) {
-      answeredOn.delete(key);
-      await halt(
-        r,
-        host,
-        'rolled-back',
-        `keel-agent ${r.version} did not come up; the host switched itself back to ${host.fromVersion}`,
+    // Rolled back: the previous release, back, reports what its launcher recorded.
+    if (version === host.fromVersion && !inFlight.has(`${r.id}:${host.hostId}`)) {
+      const { events } = await deps.hostEvents.tail(host.hostId, 50);
+      const back = events.find(
+        (e) =>
+          e.kind === agentUpgradeEvents.rolledBack && e.data.version === r.version && e.ts >= t0 - 60_000,
       );
-      return 'halted';
+      if (back) {
+        const why = typeof back.data.reason === 'string' ? back.data.reason.slice(0, 300) : 'no reason given';
+        await halt(
+          r,
+          host,
+          'rolled-back',
+          `keel-agent ${r.version} did not come up (${why}); the host switched itself back to ${host.fromVersion}`,
+        );
+        return 'halted';
+      }
     }
     if (now().getTime() - t0 > (r.confirmSeconds + GRACE_SECONDS) * 1000) {
       await halt(
         r,
         host,
         'failed',
-        `did not come back online within ${r.confirmSeconds + GRACE_SECONDS} s (now ${row.online ? `online on ${row.agentVersion}` : 'offline'})`,
+        `did not come back online on ${r.version} within ${r.confirmSeconds + GRACE_SECONDS} s (now ${row.online ? `online on ${row.agentVersion}` : 'offline'})`,
       );
       return 'halted';
     }

@@ -44,10 +44,7 @@ export const agentRolloutHosts = pgTable(
     startedAt: timestamp('started_at', { withTimezone: true }),
     finishedAt: timestamp('finished_at', { withTimezone: true }),
   },
-  (t) => [
-    primaryKey({ columns: [t.rolloutId, t.hostId] }),
-    index('agent_rollout_hosts_host').on(t.hostId),
-  ],
+  (t) => [primaryKey({ columns: [t.rolloutId, t.hostId] }), index('agent_rollout_hosts_host').on(t.hostId)],
 );
 
 export type AgentRolloutRow = typeof agentRollouts.$inferSelect;
