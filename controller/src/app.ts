@@ -40,6 +40,7 @@ import { permit } from './routes/permit.ts';
 import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
 import { metricsRoutes } from './routes/metrics.ts';
+import { prometheusRoutes } from './routes/prometheus.ts';
 import { recordingRoutes } from './routes/recordings.ts';
 import { proxyUserRoutes } from './routes/proxy-users.ts';
 import { subscriptionRoutes } from './routes/subscriptions.ts';
@@ -203,6 +204,16 @@ export function createApp(deps: AppDeps) {
   );
   app.use('*', contentSecurityPolicy());
   app.route('/', healthRoutes(deps.ready));
+  app.route(
+    '/',
+    prometheusRoutes({
+      prometheus: services.prometheus,
+      session: requireSession(services.auth, {
+        publicUrl: deps.config.publicUrl,
+        trustProxy: deps.trustProxy ?? false,
+      }),
+    }),
+  );
   app.route('/', subscriptionRoutes({ proxyUsers: services.proxyUsers }));
   app.route(
     '/',

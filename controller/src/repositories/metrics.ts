@@ -39,6 +39,15 @@ export interface MetricsAppendResult {
   gap?: { fromSeq: number; toSeq: number };
 }
 
+/** A host's newest stored tick. */
+export interface LatestSample {
+  hostId: string;
+  /** Tick time, epoch ms. */
+  ts: number;
+  values: Partial<Record<MetricSeriesName, number | null>>;
+  detail: MetricDetail | null;
+}
+
 /** Columns a range read returns: x in epoch seconds (uPlot's default), one array per series. */
 export interface MetricsColumns {
   x: number[];
@@ -69,6 +78,11 @@ export interface MetricsRepository {
    * fails (a host deleted meanwhile), each batch is retried on its own so only the bad one fails.
    */
   appendMany(inputs: readonly MetricsAppendInput[]): Promise<MetricsGroupOutcome[]>;
+  /**
+   * The newest tick of each of `hostIds` stored at or after `since` (hosts without one are absent):
+   * what the Prometheus exposition shows. One index probe per host (the key is (host_id, ts)).
+   */
+  latest(hostIds: readonly string[], since: Date): Promise<LatestSample[]>;
   /** Recomputes the roll-up buckets of `level` whose start is in [from, to). Returns rows written. */
   rollup(level: '1m' | '1h', from: Date, to: Date): Promise<number>;
   /** Deletes rows older than each cutoff. Returns rows deleted per resolution. */
@@ -308,6 +322,25 @@ export function createMetricsRepository(db: Db): MetricsRepository {
         }
       }
       return outcomes;
+    },
+
+    async latest(hostIds, since) {
+      const ids = hostIds.filter(isUuid);
+      if (ids.length === 0) return [];
+      const result = await db.execute(sql`
+        select h."id"::text as "host_id", (extract(epoch from s."ts") * 1000)::float8 as "t", s.*
+        from (select (jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))::uuid as "id") h
+        cross join lateral (
+          select * from "metric_samples" m
+          where m."host_id" = h."id" and m."ts" >= ${since.toISOString()}::timestamptz
+          order by m."ts" desc limit 1
+        ) s`);
+      return rowsOf(result).map((row) => ({
+        hostId: String(row.host_id),
+        ts: Number(row.t),
+        values: Object.fromEntries(metricSeriesNames.map((n) => [n, num(row[n])])),
+        detail: (typeof row.detail === 'string' ? JSON.parse(row.detail) : row.detail) as MetricDetail | null,
+      }));
     },
 
     async rollup(level, from, to) {

@@ -50,12 +50,23 @@ export const permissions = [
   'monitoring.manage',
   /** Upgrade the fleet's agents: start, pause, resume and cancel agent rollouts. */
   'fleet.upgrade',
+  /**
+   * Scrape `/metrics` (Prometheus): the latest figures of the hosts one sees, plus the controller's
+   * own. Its own permission so a scraper's API token can hold it and nothing else.
+   */
+  'metrics.read',
 ] as const;
 
 /** One permission. */
 export type Permission = (typeof permissions)[number];
 
-const viewer: readonly Permission[] = ['host.view', 'logs.read', 'tokens.view', 'monitoring.view'];
+const viewer: readonly Permission[] = [
+  'host.view',
+  'logs.read',
+  'tokens.view',
+  'monitoring.view',
+  'metrics.read',
+];
 const operator: readonly Permission[] = [
   ...viewer,
   'host.operate',
@@ -110,6 +121,7 @@ export const hostPermissions: ReadonlySet<Permission> = new Set<Permission>([
   'files.read',
   'files.write',
   'channel.echo',
+  'metrics.read',
 ]);
 
 /** Roles a scoped user may have, and roles a grant may give (owner is fleet-wide by definition). */

@@ -29,6 +29,7 @@ import { createMetricsRepository } from '../repositories/metrics.ts';
 import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 import { createTrafficRepository } from '../repositories/traffic.ts';
 import { createTrafficService } from './traffic.ts';
+import { createPrometheusService } from './prometheus.ts';
 import { createRecordingsRepository } from '../repositories/recordings.ts';
 import { createRecordingsService } from './recordings.ts';
 import { hasHostPermission, narrowActor } from './access.ts';
@@ -145,6 +146,20 @@ export function createServices(deps: ServicesDeps) {
     isOnline: (hostId) => deps.gateway.isOnline(hostId),
     now,
   });
+  const metrics = createMetricsService({
+    hosts: createHostRepository(db),
+    metrics: createMetricsRepository(db),
+    traffic: createTrafficRepository(db),
+    log: log.child({ component: 'metrics' }),
+    retention: metricsRetentionFromEnv(),
+    now: now ? () => now().getTime() : undefined,
+  });
+  const traffic = createTrafficService({
+    hosts: createHostRepository(db),
+    traffic: createTrafficRepository(db),
+    audit,
+    now: now ? () => now().getTime() : undefined,
+  });
   const services = {
     proxyUsers,
     checks,
@@ -215,19 +230,16 @@ export function createServices(deps: ServicesDeps) {
       gateway: deps.gateway,
       audit,
     }),
-    metrics: createMetricsService({
+    metrics,
+    traffic,
+    prometheus: createPrometheusService({
       hosts: createHostRepository(db),
       metrics: createMetricsRepository(db),
-      traffic: createTrafficRepository(db),
-      log: log.child({ component: 'metrics' }),
-      retention: metricsRetentionFromEnv(),
-      now: now ? () => now().getTime() : undefined,
-    }),
-    traffic: createTrafficService({
-      hosts: createHostRepository(db),
-      traffic: createTrafficRepository(db),
-      audit,
-      now: now ? () => now().getTime() : undefined,
+      traffic,
+      controller: {
+        handshakes: () => (deps.gateway as { handshakes?: number }).handshakes ?? 0,
+        metricsQueueWaiting: () => metrics.queueWaiting,
+      },
     }),
     proxyNodes: createProxyNodesService({
       hosts: createHostRepository(db),

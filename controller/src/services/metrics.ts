@@ -230,6 +230,10 @@ export function createMetricsService(deps: MetricsServiceDeps) {
   return {
     sink,
     maintain,
+    /** Metrics batches waiting for the next group commit (the /metrics exposition shows it). */
+    get queueWaiting(): number {
+      return queue.waiting;
+    },
     /** Runs `maintain` now and then every `everyMs` (default a minute) until stop(). */
     start(everyMs = 60_000): void {
       const run = () => {

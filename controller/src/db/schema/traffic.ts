@@ -1,9 +1,19 @@
 // Traffic accounting (issue 9 item 4): bytes each host's interfaces moved, per UTC day, so a billing
 // cycle of any reset day is a sum of whole days. Bytes come from the interface counters in each
 // stored metrics tick, turned into deltas against the last reading kept per host and interface
-// (robust to counter resets, reboots and 32-bit wraps: services/traffic.ts), in the same
+// (robust to counter resets, reboots and 32-bit wraps: repositories/traffic.ts), in the same
 // transaction that stores the tick, so a resent tick is never counted twice. See docs/metrics.md.
-import { bigint, date, pgTable, primaryKey, real, smallint, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import {
+  bigint,
+  date,
+  pgTable,
+  primaryKey,
+  real,
+  smallint,
+  text,
+  timestamp,
+  uuid,
+} from 'drizzle-orm/pg-core';
 import { hosts } from './hosts.ts';
 
 /** Bytes received and sent per host, interface and UTC day. */
