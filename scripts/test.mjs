@@ -20,10 +20,11 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -89,11 +90,18 @@ function batchable(f) {
   );
 }
 
+/**
+ * `// keel-test: exclusive <name>` in a file: no two files naming the same <name> run at once
+ * (the Ansible files: each keeps both cores busy for a minute, side by side they time out).
+ */
+const exclusive = (f) => /keel-test: exclusive ([\w-]+)/.exec(readFileSync(join(root, f), 'utf8'))?.[1];
+
 /** The jobs, each one node process: heavy files alone, light ones packed up to BATCH_MS. */
 function plan() {
   const jobs = [];
   const light = [];
-  for (const f of files) (batchable(f) ? light : jobs).push({ files: [f], ms: estimate(f) });
+  for (const f of files)
+    (batchable(f) ? light : jobs).push({ files: [f], ms: estimate(f), exclusive: exclusive(f) });
   for (const f of light.map((j) => j.files[0]).sort((a, b) => estimate(b) - estimate(a))) {
     const batch = jobs.find((j) => j.batch && j.ms + estimate(f) <= BATCH_MS);
     if (batch) {
@@ -157,8 +165,75 @@ async function bundleAgent() {
   }
 }
 
-const agentBin = process.env.KEEL_TEST_AGENT_BIN ?? (await bundleAgent());
-const env = agentBin ? { ...process.env, KEEL_TEST_AGENT_BIN: agentBin } : { ...process.env };
+/**
+ * The end-to-end tests start ~20 controller processes (and restart several). Through the launcher
+ * and tsx one start costs ~6.5 s of CPU here, from a bundle ~4 s (the rest is PGlite), so the
+ * controller is bundled from src/ for this run as the release build bundles it (PGlite, argon2 and
+ * Swagger UI stay in node_modules), beside links to what the bundled layout finds next to it:
+ * migrations, the built console, install.sh, the agent bundles of dist/. test/helpers/fleet.ts
+ * uses it through KEEL_TEST_CONTROLLER_BIN; controller/src/main.test.ts tests the launcher itself.
+ */
+async function bundleController() {
+  const top = join(root, 'node_modules/.cache/keel-test/controller');
+  const outfile = join(top, 'dist/keel-controller.mjs');
+  try {
+    const { build } = await import('esbuild');
+    mkdirSync(join(top, 'dist'), { recursive: true });
+    copyFileSync(join(root, 'controller/package.json'), join(top, 'package.json'));
+    const unbundled = ['@electric-sql/pglite', '@node-rs/argon2', 'swagger-ui-dist'];
+    await build({
+      entryPoints: [join(root, 'controller/src/cli.ts')],
+      outfile,
+      bundle: true,
+      platform: 'node',
+      target: 'node20',
+      format: 'esm',
+      external: [
+        'bufferutil',
+        'utf-8-validate',
+        'osx-temperature-sensor',
+        ...unbundled,
+        ...unbundled.map((d) => `${d}/*`),
+      ],
+      banner: {
+        js: "import { createRequire as __keelRequire } from 'node:module'; const require = __keelRequire(import.meta.url);",
+      },
+      logLevel: 'warning',
+    });
+    for (const [name, target] of [
+      ['drizzle', 'controller/drizzle'],
+      ['web', 'web/build'],
+      ['install.sh', 'install.sh'],
+      ['agent', 'dist'],
+    ]) {
+      rmSync(join(top, 'dist', name), { force: true });
+      symlinkSync(join(root, target), join(top, 'dist', name));
+    }
+    return outfile;
+  } catch (err) {
+    console.log(
+      `note: controller not bundled for the tests (${err.message}); they use controller/bin/keel-controller.mjs`,
+    );
+    return undefined;
+  }
+}
+
+const [agentBin, controllerBin] = await Promise.all([
+  process.env.KEEL_TEST_AGENT_BIN ?? bundleAgent(),
+  process.env.KEEL_TEST_CONTROLLER_BIN ?? bundleController(),
+]);
+const env = { ...process.env };
+if (agentBin) {
+  env.KEEL_TEST_AGENT_BIN = agentBin;
+  // The controller bundle's local agent (serve --local-agent) is the agent bundle, through a copy
+  // of the launcher (it runs ../dist/keel-agent.mjs when there is no ../src beside it).
+  mkdirSync(join(dirname(dirname(agentBin)), 'bin'), { recursive: true });
+  copyFileSync(
+    join(root, 'agent/bin/keel-agent.mjs'),
+    join(dirname(dirname(agentBin)), 'bin/keel-agent.mjs'),
+  );
+}
+if (controllerBin) env.KEEL_TEST_CONTROLLER_BIN = controllerBin;
 
 /** Files at once: the cores, plus one (the end-to-end files spend much of their time waiting). */
 const concurrency = Number(process.env.KEEL_TEST_CONCURRENCY) || availableParallelism() + 1;
@@ -263,12 +338,24 @@ console.log(
   `${files.length} files in ${jobs.length} processes, ${concurrency} at once (KEEL_TEST_CONCURRENCY)`,
 );
 const results = [];
-let next = 0;
+const waiting = jobs.map((job, n) => ({ job, n }));
+const held = new Set();
+const sleepers = [];
+const wake = () => sleepers.splice(0).forEach((r) => r());
 await Promise.all(
   Array.from({ length: Math.min(concurrency, jobs.length) }, async () => {
-    while (next < jobs.length) {
-      const n = next++;
-      const r = await runJob(jobs[n], n);
+    while (waiting.length) {
+      // The longest job waiting whose exclusive name no running job holds.
+      const i = waiting.findIndex(({ job }) => !job.exclusive || !held.has(job.exclusive));
+      if (i < 0) {
+        await new Promise((r) => sleepers.push(r));
+        continue;
+      }
+      const [{ job, n }] = waiting.splice(i, 1);
+      if (job.exclusive) held.add(job.exclusive);
+      const r = await runJob(job, n);
+      if (job.exclusive) held.delete(job.exclusive);
+      wake();
       results.push(r);
       if (verbose || !r.ok) process.stdout.write(r.output);
       const count = r.counts.tests ?? '?';

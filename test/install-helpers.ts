@@ -1,11 +1,33 @@
-// Shared by the install tests (test/install*.test.ts): the stand-in systemctl, a shell runner, and
-// agent bundles of other versions made from a built one (a good upgrade, or a broken one).
+// Shared by the install tests (test/install*.test.ts): their fixture (a work dir, the agent bundle
+// built once per change of its sources, a controller serving it; `useInstallFleet`), the stand-in
+// systemctl, a shell runner, and agent bundles of other versions made from a built one (a good
+// upgrade, or a broken one).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repoRoot } from './helpers/fleet.ts';
+import { after, before } from 'node:test';
+import {
+  removeDir,
+  repoRoot,
+  startControllerProcess,
+  tempDir,
+  type ControllerProcess,
+  type Proc,
+} from './helpers/fleet.ts';
 
 /** A stand-in for systemctl (systemd is not PID 1 here), named as such in its header. */
 export const standInSystemctl = join(repoRoot, 'test/install-stand-in-systemctl.sh');
@@ -79,16 +101,105 @@ export function recap(out: string): Record<string, number> {
   return hosts;
 }
 
-/** Builds the agent bundle into `<work>/bundles` (as `npm run build` does) and returns that dir. */
+/** What the agent bundle is made from: a change to any of these makes a new bundle. */
+const bundleSources = [
+  'agent/src',
+  'agent/bin',
+  'agent/package.json',
+  'shared/src',
+  'shared/package.json',
+  'systemd',
+  'scripts/build-release.mjs',
+  'package-lock.json',
+];
+
+/** The agent bundle for the current sources, built on first use and kept in the temp dir. */
+function cachedAgentBundle(): string {
+  const hash = createHash('sha256');
+  const add = (rel: string) => {
+    const abs = join(repoRoot, rel);
+    if (!existsSync(abs)) return;
+    if (!statSync(abs).isDirectory()) {
+      hash.update(rel).update(readFileSync(abs));
+      return;
+    }
+    for (const name of readdirSync(abs).sort()) add(join(rel, name));
+  };
+  for (const rel of bundleSources) add(rel);
+  const dir = join(tmpdir(), `keel-test-agent-bundle-${hash.digest('hex').slice(0, 16)}`);
+  if (existsSync(join(dir, 'done'))) return dir;
+  const work = mkdtempSync(join(tmpdir(), 'keel-test-agent-bundle-make-'));
+  try {
+    const built = spawnSync(
+      process.execPath,
+      [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', join(work, 'bundle')],
+      { encoding: 'utf8' },
+    );
+    assert.equal(built.status, 0, built.stderr);
+    writeFileSync(join(work, 'bundle/done'), '');
+    try {
+      renameSync(join(work, 'bundle'), dir);
+    } catch (err) {
+      // Another test file made it at the same moment.
+      if (!existsSync(join(dir, 'done'))) throw err;
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  return dir;
+}
+
+/**
+ * Puts the agent bundle (exactly as `npm run build` makes it) into `<work>/bundles` and returns
+ * that dir. Built once per change of its sources (several install test files need it), then copied.
+ */
 export function buildAgentBundle(work: string): string {
   const bundles = join(work, 'bundles');
-  const built = spawnSync(
-    process.execPath,
-    [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', bundles],
-    { encoding: 'utf8' },
-  );
-  assert.equal(built.status, 0, built.stderr);
+  cpSync(cachedAgentBundle(), bundles, { recursive: true, filter: (src) => !src.endsWith('/done') });
   return bundles;
+}
+
+/** An install test file's fixture; the fields are set once its `before` hook has run. */
+export interface InstallFleet {
+  /** The work dir: hosts' install roots, inventories, repacked bundles. */
+  work: string;
+  /** The bundles the controller serves (KEEL_AGENT_BUNDLE_DIR): add versions with repackAgentBundle. */
+  bundles: string;
+  controller: ControllerProcess;
+  procs: Proc[];
+}
+
+/**
+ * Call inside a `describe`: before its tests, a work dir, the agent bundle and a controller process
+ * serving it; after them, the stand-in services stopped, the processes killed, the dirs removed.
+ *
+ * @example describe('install.sh', () => { const fleet = useInstallFleet('keel-install-'); ... });
+ */
+export function useInstallFleet(prefix: string): InstallFleet {
+  const dirs: string[] = [];
+  const fleet = { procs: [] as Proc[] } as InstallFleet;
+  // The bundle is cached and copied, the controller starts from the database template: seconds,
+  // more on a busy machine.
+  before(
+    async () => {
+      fleet.work = tempDir(prefix);
+      dirs.push(fleet.work);
+      fleet.bundles = buildAgentBundle(fleet.work);
+      fleet.controller = await startControllerProcess(fleet.procs, {
+        env: { KEEL_AGENT_BUNDLE_DIR: fleet.bundles },
+      });
+      dirs.push(fleet.controller.dataDir);
+    },
+    { timeout: 180_000 },
+  );
+  after(async () => {
+    // Any agent a failed test left running under the stand-in.
+    if (fleet.work) stopStandInServices(fleet.work);
+    for (const p of fleet.procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await Promise.all(fleet.procs.map((p) => p.exited));
+    for (const d of dirs) removeDir(d);
+  });
+  return fleet;
 }
 
 /** Kills what the stand-in systemctl started under `<work>/root*`. */

@@ -11,56 +11,17 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import {
-  removeDir,
-  repoRoot,
-  startControllerProcess,
-  tempDir,
-  waitFor,
-  type ControllerProcess,
-  type Proc,
-} from './helpers/fleet.ts';
-import {
-  buildAgentBundle,
-  has,
-  repackAgentBundle,
-  sh,
-  standInSystemctl,
-  stopStandInServices,
-} from './install-helpers.ts';
+import { describe, test } from 'node:test';
+import { repoRoot, waitFor } from './helpers/fleet.ts';
+import { has, repackAgentBundle, sh, standInSystemctl, useInstallFleet } from './install-helpers.ts';
 
 const mode = (path: string) => statSync(path).mode & 0o777;
 
 describe('install.sh', () => {
-  const procs: Proc[] = [];
-  const dirs: string[] = [];
-  let controller: ControllerProcess;
-  let work: string;
-  let bundles: string;
+  const fixture = useInstallFleet('keel-install-');
 
-  // Builds the agent bundle and starts a controller: seconds, more on a busy machine.
-  before(
-    async () => {
-      work = tempDir('keel-install-');
-      dirs.push(work);
-      // The agent bundle exactly as `npm run build` makes it, served by the controller.
-      bundles = buildAgentBundle(work);
-      controller = await startControllerProcess(procs, { env: { KEEL_AGENT_BUNDLE_DIR: bundles } });
-      dirs.push(controller.dataDir);
-    },
-    { timeout: 100_000 },
-  );
-
-  after(async () => {
-    // Any agent a failed test left running under the stand-in.
-    stopStandInServices(work);
-    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
-    await Promise.all(procs.map((p) => p.exited));
-    for (const d of dirs) removeDir(d);
-  });
-
-  const repack = (version: string, main?: string) => repackAgentBundle(bundles, work, version, main);
+  const repack = (version: string, main?: string) =>
+    repackAgentBundle(fixture.bundles, fixture.work, version, main);
 
   const rootEnv = (root: string) => ({
     KEEL_ROOT: root,
@@ -72,8 +33,8 @@ describe('install.sh', () => {
     'the Add host command installs, enrolls and brings the host online; a re-run changes nothing',
     { timeout: 110_000 },
     async (t) => {
-      const root = join(work, 'root-a');
-      const created = await controller.api.post<{ command: string }>('/join-tokens', {
+      const root = join(fixture.work, 'root-a');
+      const created = await fixture.controller.api.post<{ command: string }>('/join-tokens', {
         note: 'install test',
       });
       assert.equal(created.status, 201);
@@ -107,7 +68,7 @@ describe('install.sh', () => {
       }
 
       // The controller sees it: online, on the installed version.
-      const hosts = await controller.api.get<{
+      const hosts = await fixture.controller.api.get<{
         hosts: { name: string; online: boolean; agentVersion: string }[];
       }>('/hosts');
       assert.equal(hosts.body.hosts.length, 1);
@@ -124,7 +85,7 @@ describe('install.sh', () => {
       assert.match(again.out, /already enrolled/);
       assert.doesNotMatch(again.out, /Making a join token/);
       assert.equal(readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8'), pid);
-      assert.equal((await controller.api.get<{ hosts: unknown[] }>('/hosts')).body.hosts.length, 1);
+      assert.equal((await fixture.controller.api.get<{ hosts: unknown[] }>('/hosts')).body.hosts.length, 1);
 
       // Installed units pass systemd's own checks (their paths exist in the test root).
       if (has('systemd-analyze')) {
@@ -140,10 +101,10 @@ describe('install.sh', () => {
 
       // Upgrade to what the controller serves now; a broken bundle is rolled back by the script.
       const hostVersion = async () =>
-        (await controller.api.get<{ hosts: { online: boolean; agentVersion: string }[] }>('/hosts')).body
-          .hosts[0]!;
+        (await fixture.controller.api.get<{ hosts: { online: boolean; agentVersion: string }[] }>('/hosts'))
+          .body.hosts[0]!;
       repack('0.1.1');
-      const upgrade = `curl -fsSL ${controller.url}/install.sh | sh -s -- upgrade`;
+      const upgrade = `curl -fsSL ${fixture.controller.url}/install.sh | sh -s -- upgrade`;
       const up = await sh(upgrade, rootEnv(root));
       assert.equal(up.code, 0, up.out);
       assert.match(up.out, /Done: keel-agent 0\.1\.1 is online/);
@@ -163,7 +124,8 @@ describe('install.sh', () => {
       assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.0');
       assert.equal((await hostVersion()).agentVersion, '0.1.0');
       for (const v of ['0.1.1', '0.1.2']) {
-        for (const f of [`keel-agent-${v}.tar.gz`, `keel-agent-${v}.tar.gz.sha256`]) rmSync(join(bundles, f));
+        for (const f of [`keel-agent-${v}.tar.gz`, `keel-agent-${v}.tar.gz.sha256`])
+          rmSync(join(fixture.bundles, f));
       }
 
       // Uninstall stops it and keeps the key; --purge removes that too.
@@ -176,7 +138,8 @@ describe('install.sh', () => {
       assert.ok(existsSync(join(root, 'var/lib/keel-agent/enrollment.json')));
       await waitFor(
         async () =>
-          !(await controller.api.get<{ hosts: { online: boolean }[] }>('/hosts')).body.hosts[0]!.online,
+          !(await fixture.controller.api.get<{ hosts: { online: boolean }[] }>('/hosts')).body.hosts[0]!
+            .online,
         10_000,
         'host offline after uninstall',
       );
@@ -188,9 +151,9 @@ describe('install.sh', () => {
   );
 
   test('a pin that is not the serving controller key installs nothing', { timeout: 30_000 }, async () => {
-    const root = join(work, 'root-b');
-    const script = join(work, 'install.sh');
-    const served = await fetch(`${controller.url}/install.sh`);
+    const root = join(fixture.work, 'root-b');
+    const script = join(fixture.work, 'install.sh');
+    const served = await fetch(`${fixture.controller.url}/install.sh`);
     writeFileSync(script, await served.text());
     const r = await sh(`sh ${script} agent --pin sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA`, {
       ...rootEnv(root),
@@ -202,11 +165,11 @@ describe('install.sh', () => {
   });
 
   test('a bundle whose checksum does not match installs nothing', { timeout: 30_000 }, async () => {
-    const root = join(work, 'root-c');
-    const bundle = join(bundles, 'keel-agent-0.1.0.tar.gz');
+    const root = join(fixture.work, 'root-c');
+    const bundle = join(fixture.bundles, 'keel-agent-0.1.0.tar.gz');
     const r = await sh(`sh ${repoRoot}install.sh agent --bundle ${bundle} --sha256 ${'0'.repeat(64)}`, {
       ...rootEnv(root),
-      KEEL_CONTROLLER: controller.url,
+      KEEL_CONTROLLER: fixture.controller.url,
       KEEL_PIN: 'sha256:x',
       KEEL_JOIN_TOKEN: 'kjt_unused',
     });
@@ -217,10 +180,10 @@ describe('install.sh', () => {
   });
 
   test('an old Node.js is refused with a clear message', { timeout: 30_000 }, async () => {
-    const fakeNode = join(work, 'node18');
+    const fakeNode = join(fixture.work, 'node18');
     writeFileSync(fakeNode, '#!/bin/sh\necho 18.20.4\n', { mode: 0o755 });
     const r = await sh(`sh ${repoRoot}install.sh agent --node ${fakeNode} --no-systemd`, {
-      ...rootEnv(join(work, 'root-d')),
+      ...rootEnv(join(fixture.work, 'root-d')),
     });
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /Keel needs Node\.js 20\.19 or newer; .* is 18\.20\.4/);
