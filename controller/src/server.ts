@@ -20,6 +20,7 @@ import { createStreamRepository } from './repositories/streams.ts';
 import { createAuditService, type AuditService } from './services/audit.ts';
 import { fileAuditAnchor } from './services/audit-anchor.ts';
 import { createServices, type Services } from './services/index.ts';
+import { recordingLimitsFromEnv } from './services/recordings.ts';
 import { ChannelHub } from './channels/hub.ts';
 import { linkForHost, wireChannels } from './channels/gateway-link.ts';
 import { attachChannelSockets } from './channels/socket.ts';
@@ -143,6 +144,7 @@ export async function startController(
     recordings: {
       dir: join(config.dataDir, 'recordings'),
       recordInput: process.env.KEEL_TERMINAL_RECORD_INPUT === '1',
+      ...recordingLimitsFromEnv(process.env),
     },
   });
   // Metrics are stored one row per tick (not in chunks) and rolled up every minute.
@@ -157,6 +159,7 @@ export async function startController(
   await services.proxyNodes.start(); // drift events; rollouts the last run left mid-way become halted
   const first = await services.users.ensureFirstAdmin();
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
+  services.recordings.start(); // retention sweep
   let ready = true;
   const app = createApp({
     db: database.db,
@@ -214,6 +217,7 @@ export async function startController(
         ready = false;
         await services.schedules.stop();
         await services.jobs.stop();
+        services.recordings.stop();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         await closeChannels();
         await gateway.close();

@@ -58,7 +58,9 @@ export function channelRoutes({ channels }: { channels: ChannelsService }) {
   return createRouter().openapi(openRoute, async (c) => {
     const session = sessionOf(c);
     const { kind, params } = c.req.valid('json');
-    const actor = { ...session.actor, ip: c.get('clientIp') };
+    // Through an API token, the ticket remembers it: its narrower scope is re-checked while open.
+    const tokenId = session.via === 'token' ? session.sessionId.replace(/^token:/, '') : undefined;
+    const actor = { ...session.actor, ip: c.get('clientIp'), ...(tokenId ? { tokenId } : {}) };
     return c.json(await channels.open(actor, c.req.valid('param').id, kind, params), 201);
   });
 }

@@ -38,7 +38,7 @@ export function createChannelsService({
      * @example const { url } = await channels.open(actor, hostId, 'echo', { mode: 'echo' })
      */
     async open(
-      actor: Actor & { ip: string | null },
+      actor: Actor & { ip: string | null; tokenId?: string },
       hostId: string,
       kind: string,
       params: unknown,
@@ -59,7 +59,13 @@ export function createChannelsService({
       if (host.revokedAt) throw new KeelError('host.revoked');
       if (!gateway.isOnline(hostId)) throw new KeelError('host.offline');
       await audit.record(actor.id, 'channel.open', `host:${hostId}`, { kind }, actor.ip);
-      const issued = tickets.issue({ userId: actor.id, hostId, kind, params: parsed.data });
+      const issued = tickets.issue({
+        userId: actor.id,
+        hostId,
+        kind,
+        params: parsed.data,
+        ...(actor.tokenId ? { tokenId: actor.tokenId } : {}),
+      });
       return {
         ticket: issued.ticket,
         url: `${CHANNEL_SOCKET_PATH}?ticket=${issued.ticket}`,

@@ -16,6 +16,8 @@ export interface ChannelGrant {
   hostId: string;
   kind: string;
   params: unknown;
+  /** The API token the ticket was issued through (its scope is re-checked on long sessions). */
+  tokenId?: string;
   /** Epoch ms after which the ticket no longer works. */
   expiresAt: number;
 }

@@ -1,6 +1,6 @@
 // Terminal session recordings: the rows (who, host, when, how it ended). The asciicast files are
 // the recordings service's, in the data dir.
-import { and, desc, eq, isNull, lt, sql } from 'drizzle-orm';
+import { and, desc, eq, inArray, isNotNull, isNull, lt, sql } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { recordings, type RecordingRow } from '../db/schema/recordings.ts';
 
@@ -48,6 +48,26 @@ export function createRecordingsRepository(db: Db) {
         .from(recordings)
         .where(eq(recordings.id, id))
         .then((r) => r[0]);
+    },
+
+    /** Ids of ended recordings that started before `before` (the retention sweep), oldest first. */
+    async endedBefore(before: Date, limit: number): Promise<string[]> {
+      const rows = await db
+        .select({ id: recordings.id })
+        .from(recordings)
+        .where(and(lt(recordings.startedAt, before), isNotNull(recordings.endedAt)))
+        .orderBy(recordings.startedAt)
+        .limit(limit);
+      return rows.map((r) => r.id);
+    },
+
+    async remove(ids: readonly string[]): Promise<number> {
+      if (ids.length === 0) return 0;
+      const rows = await db
+        .delete(recordings)
+        .where(inArray(recordings.id, [...ids]))
+        .returning({ id: recordings.id });
+      return rows.length;
     },
 
     /** Newest first; `before` pages back by start time. */

@@ -66,7 +66,7 @@ export interface ServicesDeps {
   /** The agent bundles rollouts hand out (default: the directory GET /install/agent serves). */
   agentBundleDir?: string;
   /** Terminal recordings: where the .cast files go (null/absent: not recorded) and the input policy. */
-  recordings?: { dir: string | null; recordInput?: boolean };
+  recordings?: { dir: string | null; recordInput?: boolean; maxBytes?: number; retentionDays?: number };
   /** Job scheduler tuning (tests). */
   jobs?: { tickMs?: number };
 }
@@ -210,6 +210,8 @@ export function createServices(deps: ServicesDeps) {
       now,
       dir: deps.recordings?.dir ?? null,
       recordInput: deps.recordings?.recordInput,
+      maxBytes: deps.recordings?.maxBytes,
+      retentionDays: deps.recordings?.retentionDays,
       stillAllowed: async (userId, hostId, tokenId) => {
         const user = await users.findById(userId);
         if (!user) return false;

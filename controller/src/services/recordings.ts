@@ -8,7 +8,7 @@
 // Start and end go to the audit log.
 import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { KeelError, TerminalRecordReader, terminalChannel } from '@keel/shared';
@@ -48,9 +48,51 @@ export interface RecordingsServiceDeps {
    * Whether a user still holds terminal.open on a host. Checked every `recheckMs` for every open
    * session: a user whose role, grants or account changed is cut off.
    */
-  stillAllowed?: (userId: string, hostId: string) => Promise<boolean>;
+  stillAllowed?: (userId: string, hostId: string, tokenId?: string) => Promise<boolean>;
   /** Default 5 s. */
   recheckMs?: number;
+  /**
+   * Largest .cast file of one session, bytes (`KEEL_TERMINAL_RECORDING_MAX_BYTES`, default 64 MiB;
+   * 0: no cap). Past it the recording stops with a note in the file; the session goes on.
+   */
+  maxBytes?: number;
+  /** Recordings older than this many days are deleted by the sweep (0: kept forever). */
+  retentionDays?: number;
+}
+
+/** Default cap of one recording. */
+export const DEFAULT_RECORDING_MAX_BYTES = 64 * 1024 * 1024;
+/** Default retention of recordings, days. */
+export const DEFAULT_RECORDING_RETENTION_DAYS = 90;
+const CAPPED_NOTE = ' (the recording stopped at its size cap)';
+
+/**
+ * `KEEL_TERMINAL_RECORDING_MAX_BYTES` (0 or 4096 up to 2^40; default 64 MiB) and
+ * `KEEL_RECORDINGS_RETENTION_DAYS` (0-36500; default 90; 0 keeps recordings forever).
+ */
+export function recordingLimitsFromEnv(env: Record<string, string | undefined>): {
+  maxBytes: number;
+  retentionDays: number;
+} {
+  const read = (name: string, fallback: number, ok: (n: number) => boolean) => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || !ok(n)) throw new Error(`${name} is out of range: "${raw}"`);
+    return n;
+  };
+  return {
+    maxBytes: read(
+      'KEEL_TERMINAL_RECORDING_MAX_BYTES',
+      DEFAULT_RECORDING_MAX_BYTES,
+      (n) => n === 0 || (n >= 4096 && n <= 2 ** 40),
+    ),
+    retentionDays: read(
+      'KEEL_RECORDINGS_RETENTION_DAYS',
+      DEFAULT_RECORDING_RETENTION_DAYS,
+      (n) => n >= 0 && n <= 36_500,
+    ),
+  };
 }
 
 export function createRecordingsService(deps: RecordingsServiceDeps) {
@@ -61,11 +103,14 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
   /** Files of sessions that ended but are still being flushed: a download waits for them. */
   const closing = new Map<string, Promise<void>>();
   /** Open sessions, for the permission re-check. */
-  const live = new Map<string, { userId: string; hostId: string; end: (end: ChannelEnd) => void }>();
+  const live = new Map<
+    string,
+    { userId: string; hostId: string; tokenId?: string; end: (end: ChannelEnd) => void }
+  >();
   let recheck: NodeJS.Timeout | null = null;
   const recheckAll = async () => {
     for (const [id, s] of live) {
-      const allowed = await deps.stillAllowed!(s.userId, s.hostId).catch((err: unknown) => {
+      const allowed = await deps.stillAllowed!(s.userId, s.hostId, s.tokenId).catch((err: unknown) => {
         log.warn({ err, recording: id }, 'checking terminal.open failed; the session stays');
         return true;
       });
@@ -74,11 +119,19 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
           { recording: id, user: s.userId, host: s.hostId },
           'terminal.open withdrawn: session cut off',
         );
-        s.end({ reason: 'terminal.open was withdrawn from this user', code: 'auth.forbidden' });
+        s.end({
+          reason: s.tokenId
+            ? 'terminal.open was withdrawn from this user or the API token the session was opened with'
+            : 'terminal.open was withdrawn from this user',
+          code: 'auth.forbidden',
+        });
       }
     }
   };
-  const watch = (id: string, session: { userId: string; hostId: string; end: (end: ChannelEnd) => void }) => {
+  const watch = (
+    id: string,
+    session: { userId: string; hostId: string; tokenId?: string; end: (end: ChannelEnd) => void },
+  ) => {
     if (!deps.stillAllowed) return;
     live.set(id, session);
     recheck ??= setInterval(() => void recheckAll(), deps.recheckMs ?? 5_000);
@@ -107,7 +160,25 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
     const inputRecorded = deps.recordInput === true;
     const file: WriteStream = createWriteStream(pathOf(id), { mode: 0o600 });
     file.on('error', (err) => log.error({ err, recording: id }, 'writing a recording failed'));
-    const line = (value: unknown) => file.write(`${JSON.stringify(value)}\n`);
+    const maxBytes = deps.maxBytes ?? DEFAULT_RECORDING_MAX_BYTES;
+    let written = 0;
+    let capped = false;
+    const line = (value: unknown) => {
+      if (capped) return;
+      const text = `${JSON.stringify(value)}\n`;
+      const size = Buffer.byteLength(text);
+      if (maxBytes > 0 && written + size > maxBytes) {
+        // Stop here with a visible note; the session itself goes on.
+        capped = true;
+        file.write(
+          `${JSON.stringify([at(), 'o', `\r\n[keel: the recording stopped here at its size cap of ${maxBytes} bytes; the session went on]\r\n`])}\n`,
+        );
+        log.info({ recording: id, maxBytes }, 'recording reached its size cap');
+        return;
+      }
+      written += size;
+      file.write(text);
+    };
     const at = () => Math.round(performance.now() - t0) / 1000;
     line({
       version: 2,
@@ -139,7 +210,8 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
         }),
       )
       .catch((err: unknown) => log.error({ err, recording: id }, 'storing a recording failed'));
-    if (endChannel) watch(id, { userId: grant.userId, hostId: grant.hostId, end: endChannel });
+    if (endChannel)
+      watch(id, { userId: grant.userId, hostId: grant.hostId, tokenId: grant.tokenId, end: endChannel });
     return {
       toClient(bytes) {
         outputBytes += bytes.length;
@@ -171,7 +243,7 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
             await deps.recordings.finish(id, {
               endedAt: now(),
               exitCode,
-              endReason: end.reason.slice(0, 500),
+              endReason: `${end.reason.slice(0, 400)}${capped ? CAPPED_NOTE : ''}`,
               outputBytes,
             });
             await deps.audit.record(grant.userId, 'terminal.end', `host:${grant.hostId}`, {
@@ -201,8 +273,40 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
     inputRecorded: r.inputRecorded,
   });
 
+  let sweeper: NodeJS.Timeout | null = null;
+  /** Deletes recordings (rows and files) that ended and started more than retentionDays before `at`. */
+  async function sweep(at: Date = now()): Promise<number> {
+    const days = deps.retentionDays ?? DEFAULT_RECORDING_RETENTION_DAYS;
+    if (days <= 0) return 0;
+    const cutoff = new Date(at.getTime() - days * 86_400_000);
+    let removed = 0;
+    for (;;) {
+      const ids = await deps.recordings.endedBefore(cutoff, 500);
+      if (ids.length === 0) break;
+      for (const id of ids) await unlink(pathOf(id)).catch(() => {});
+      removed += await deps.recordings.remove(ids);
+      if (ids.length < 500) break;
+    }
+    if (removed > 0) log.info({ removed, cutoff }, 'old recordings deleted');
+    return removed;
+  }
+
   return {
     tap,
+    sweep,
+
+    /** Runs the retention sweep now and then hourly. */
+    start() {
+      if (sweeper || !dir) return;
+      const run = () => void sweep().catch((err: unknown) => log.error({ err }, 'recordings sweep failed'));
+      run();
+      sweeper = setInterval(run, 3_600_000);
+      sweeper.unref();
+    },
+    stop() {
+      if (sweeper) clearInterval(sweeper);
+      sweeper = null;
+    },
 
     /** Ends rows left open by a controller that stopped mid-session (call at start). */
     finishOrphans: () => deps.recordings.finishOrphans(now()),
