@@ -94,8 +94,17 @@ export interface ProxyAdapterDefinition<S = unknown> {
   settingsSchema: z.ZodType<S>;
   /** Pure: settings + users -> files (names inside the instance dir). Throws `config.invalid` for what cannot be rendered. */
   render(settings: S, users: ProxyUserSpec[], ctx: AdapterContext): RenderedFile[] | Promise<RenderedFile[]>;
-  /** The real program's own check of the files written to `stagingDir`; throws `config.invalid` with its output. */
-  validate(stagingDir: string, next: Desired<S>, ctx: AdapterContext): Promise<void>;
+  /**
+   * The real program's own check of the files written to `stagingDir`; throws `config.invalid` with
+   * its output. `previous` (the applied config, null on the first apply or an adopted edit) lets an
+   * adapter skip a slow check when only schema-checked user entries changed.
+   */
+  validate(
+    stagingDir: string,
+    next: Desired<S>,
+    ctx: AdapterContext,
+    previous?: Desired<S> | null,
+  ): Promise<void>;
   /**
    * Makes the running proxy use the files now in `ctx.dir` (start, API update, hot reload, reload
    * or restart, preferring what keeps connections). `previous` is null on the first apply.

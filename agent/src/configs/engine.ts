@@ -291,7 +291,7 @@ export class ConfigEngine {
       mkdirSync(staging, { recursive: true, mode: 0o700 });
       try {
         for (const f of files) writeFileAtomic(confined(staging, f.name), f.content);
-        await adapter.validate(staging, next, ctx);
+        await adapter.validate(staging, next, ctx, previous);
       } finally {
         rmSync(staging, { recursive: true, force: true });
       }
