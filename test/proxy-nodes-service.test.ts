@@ -6,7 +6,7 @@
 // settings; a recreated node continues the numbering; diff shows files, settings and users; a
 // rollout halts at the first failing host with its progress stored, resumes, and one cut off by a
 // controller stop is halted and resumable; drift events from the bus are stored and adopted as a
-// host-edit generation; permissions (viewer reads only, a host outside the actor's grants is 404).
+// host-edit generation; old generations are pruned past the kept number; permissions (viewer reads only, a host outside the actor's grants is 404).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
@@ -120,8 +120,9 @@ for (const target of testDatabaseTargets()) {
     const owner: ProxyUserActor = { id: 'owner-1', role: 'owner', ip: '127.0.0.1' };
     const log = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
 
-    const make = () =>
+    const make = (keepGenerations?: number) =>
       createProxyNodesService({
+        keepGenerations,
         hosts: createHostRepository(db),
         nodes: createProxyNodeRepository(db),
         gateway: agents,
@@ -424,6 +425,22 @@ for (const target of testDatabaseTargets()) {
       assert.match(g.files[0]!.content!, /edited on the host/);
       const d = await service.diff(owner, h, 'edge', before, before + 1);
       assert.match(d.parts.find((p) => p.kind === 'file')!.diff, /^\+# edited on the host$/m);
+    });
+
+    test('old generations are pruned past the kept number; the one the host runs is kept', async () => {
+      const h = hostIds[1]!;
+      const small = make(3);
+      await small.create(owner, h, { instance: 'pruned', adapter: 'nginx', settings: site('p.test') });
+      await small.apply(owner, h, 'pruned');
+      agents.refusing.add(h);
+      for (let i = 0; i < 4; i++) await assert.rejects(small.apply(owner, h, 'pruned'));
+      agents.refusing.delete(h);
+      const left = await small.generations(owner, h, 'pruned', { limit: 100 });
+      assert.deepEqual(
+        left.map((g) => g.generation),
+        [5, 4, 3, 1],
+        'the newest three and generation 1, which the host still runs',
+      );
     });
 
     test('permissions: a viewer reads but cannot push; a host outside a scoped actor is 404', async () => {

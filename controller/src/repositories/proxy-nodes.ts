@@ -252,6 +252,32 @@ export function createProxyNodeRepository(db: Db) {
       return row ?? null;
     },
 
+    /**
+     * Keeps the newest `keep` generations of a host's instance (and the one it runs, however
+     * old); deletes the rest. Returns how many went.
+     */
+    async pruneGenerations(
+      hostId: string,
+      instance: string,
+      keep: number,
+      current: number | null,
+    ): Promise<number> {
+      const rows = await db
+        .delete(configGenerations)
+        .where(
+          and(
+            gens(hostId, instance),
+            sql`${configGenerations.generation} < (
+              select g.generation from ${configGenerations} g
+              where g.host_id = ${hostId} and g.instance = ${instance}
+              order by g.generation desc offset ${keep - 1} limit 1)`,
+            sql`${configGenerations.generation} <> ${current ?? 0}`,
+          ),
+        )
+        .returning({ id: configGenerations.id });
+      return rows.length;
+    },
+
     /** The host's generations of an instance, newest first, without file contents. */
     async listGenerations(
       hostId: string,

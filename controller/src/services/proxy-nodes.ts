@@ -139,7 +139,12 @@ export interface ProxyNodesServiceDeps {
   log: Logger;
   usersForNode?: UsersForNode;
   now?: () => number;
+  /** Generations kept per host and instance (the one it runs is always kept); default 200. */
+  keepGenerations?: number;
 }
+
+/** Generations kept per host and instance unless `KEEL_PROXY_GENERATIONS_KEEP` says otherwise. */
+export const DEFAULT_KEEP_GENERATIONS = 200;
 
 /** Largest rollout (nodes). */
 export const MAX_ROLLOUT_NODES = 10_000;
@@ -241,6 +246,10 @@ export function parseSettings(adapter: string, settings: unknown): Record<string
 export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
   const { hosts, nodes, gateway, audit, bus, log } = deps;
   const now = deps.now ?? Date.now;
+  const keep = Math.max(
+    deps.keepGenerations ?? (Number(process.env.KEEL_PROXY_GENERATIONS_KEEP) || DEFAULT_KEEP_GENERATIONS),
+    2,
+  );
   let usersForNode: UsersForNode = deps.usersForNode ?? (async () => []);
   const changes = new EventEmitter();
   changes.setMaxListeners(0);
@@ -378,6 +387,9 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       ...(opts.rollbackOf ? { rollbackOf: opts.rollbackOf } : {}),
       ...(opts.reason ? { reason: opts.reason } : {}),
     });
+    // Old generations go (each holds its rendered files: with many users, a large config).
+    const after = await nodes.getNode(hostId, instance);
+    await nodes.pruneGenerations(hostId, instance, keep, after?.currentGeneration ?? null);
     emit({ type: 'node', hostId, instance });
     return { generation: stored!, error };
   }

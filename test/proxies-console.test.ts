@@ -1,0 +1,227 @@
+// Proves the Proxies pages in real Chromium with a real agent and real nginx: a node created from
+// the host's Proxies tab is pushed as generation 1; after a change the history lists both, the
+// diff between them shows the changed line, and Roll back makes generation 3; an edit of the
+// applied file on the host appears on the tab as a drift warning with its diff (live, without a
+// reload); the fleet page lists the node and a rollout started by keyboard completes with its
+// progress shown; both pages pass axe-core WCAG 2.1 A/AA in dark and light, desktop and phone.
+import assert from 'node:assert/strict';
+import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import {
+  axeViolations,
+  launchChromium,
+  openPage,
+  signIn,
+  type ThemeName,
+  type ViewportName,
+} from './helpers/browser.ts';
+import { ApiClient } from './helpers/api.ts';
+import {
+  enrollNewAgent,
+  kill,
+  removeDir,
+  runAgent,
+  startTestController,
+  waitFor,
+  type Proc,
+} from './helpers/fleet.ts';
+import { need } from './install-helpers.ts';
+import { freePort, httpTarget } from './proxies-agent-setup.ts';
+
+/** Supervised processes outlive their agent by design: end the ones a test's agent started (nginx). */
+function endSupervised(stateDir: string): void {
+  const dir = join(stateDir, 'processes');
+  for (const name of existsSync(dir) ? readdirSync(dir) : []) {
+    try {
+      const { pid } = JSON.parse(readFileSync(join(dir, name, 'run.json'), 'utf8')) as { pid: number };
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // not running
+    }
+  }
+}
+
+const skip = need('nginx') || need('chromium');
+
+type Ctl = Awaited<ReturnType<typeof startTestController>>;
+let ctl: Ctl;
+let api: ApiClient;
+let browser: Browser;
+let agent: Proc;
+let agentDir: string;
+let hostId: string;
+let port: number;
+const targets: { port: number; close(): Promise<void> }[] = [];
+
+const settings = (upstreamPort: number) => ({
+  listenAddress: '127.0.0.1',
+  sites: [{ serverNames: ['app.example.test'], port, upstream: `http://127.0.0.1:${upstreamPort}` }],
+});
+
+before(async () => {
+  if (skip) return;
+  ctl = await startTestController();
+  api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
+  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  agentDir = await enrollNewAgent(ctl, 'proxy-host');
+  agent = runAgent(agentDir);
+  const { body } = await api.get<{ hosts: { id: string; name: string }[] }>('/hosts');
+  hostId = body.hosts.find((h) => h.name === 'proxy-host')!.id;
+  await waitFor(() => ctl.gateway.isOnline(hostId), 60_000, 'agent online');
+  targets.push(await httpTarget('A'), await httpTarget('B'));
+  port = await freePort();
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  if (agent) await kill(agent, 'SIGTERM');
+  await ctl?.close();
+  for (const t of targets) await t.close();
+  if (agentDir) endSupervised(agentDir);
+  if (agentDir) removeDir(agentDir);
+  if (ctl) removeDir(ctl.dataDir);
+});
+
+async function signedIn(viewport: ViewportName, theme: ThemeName) {
+  const opened = await openPage(browser, `http://127.0.0.1:${ctl.port}`, { viewport, theme });
+  await signIn(opened.page, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  return opened;
+}
+
+const historyRows = (page: Page) => page.locator('[data-testid="proxy-generation"]');
+
+test(
+  'Proxies tab: create and push, history, diff, rollback, drift warning live',
+  { skip, timeout: 180_000 },
+  async () => {
+    const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+    try {
+      await page.goto(`/hosts/${hostId}/proxies`);
+      await page.locator('[data-testid="no-proxy-nodes"]').waitFor();
+      await page.click('[data-testid="new-proxy-node"]');
+      await page.fill('#n-instance', 'edge');
+      await page.fill('#n-settings', JSON.stringify(settings(targets[0]!.port), null, 2));
+      await page.click('[data-testid="create-proxy-node"]');
+      await page
+        .locator('[data-testid="proxy-node-generation"]', { hasText: 'runs generation 1' })
+        .waitFor({ timeout: 60_000 });
+      assert.equal(await page.textContent('[data-testid="proxy-node-state"]'), 'applied');
+
+      // A change made elsewhere (the API) shows up live, then the diff between 1 and 2.
+      const put = await api.request('PUT', `/hosts/${hostId}/proxies/edge`, {
+        settings: settings(targets[1]!.port),
+        apply: true,
+      });
+      assert.equal(put.status, 200, JSON.stringify(put.body));
+      await waitFor(async () => (await historyRows(page).count()) === 2, 30_000, 'two generations listed');
+      await page.selectOption('#from-edge', '1');
+      await page.selectOption('#to-edge', '2');
+      await page.click('[data-testid="proxy-show-diff"]');
+      const diffText = (await page.locator('[data-testid="proxy-diff-view"]').textContent()) ?? '';
+      assert.match(diffText, new RegExp(`-\\s*proxy_pass http://127\\.0\\.0\\.1:${targets[0]!.port};`));
+      assert.match(diffText, new RegExp(`\\+\\s*proxy_pass http://127\\.0\\.0\\.1:${targets[1]!.port};`));
+
+      // Roll back by keyboard: focus the button of generation 1 and press Enter.
+      await page.focus('[data-testid="proxy-rollback"]');
+      await page.keyboard.press('Enter');
+      await page
+        .locator('[data-testid="proxy-node-generation"]', { hasText: 'runs generation 3' })
+        .waitFor({ timeout: 60_000 });
+      await waitFor(async () => (await historyRows(page).count()) === 3, 15_000, 'three generations');
+      assert.match((await historyRows(page).first().textContent()) ?? '', /rollback\s*of 1/);
+
+      // Drift: edit the applied file on the host; the warning and its diff appear without a reload.
+      const gen = await api.get<{ generation: { files: { path: string }[] } }>(
+        `/hosts/${hostId}/proxies/edge/generations/3`,
+      );
+      appendFileSync(gen.body.generation.files[0]!.path, '# tuned by hand\n');
+      await page.locator('[data-testid="proxy-drift"]').waitFor({ timeout: 30_000 });
+      assert.match(
+        (await page.locator('[data-testid="proxy-drift"]').textContent()) ?? '',
+        /\+# tuned by hand/,
+      );
+      assert.deepEqual(pageErrors, []);
+    } finally {
+      await context.close();
+    }
+  },
+);
+
+test(
+  'fleet Proxies page: the node with its drift, a rollout started by keyboard completes',
+  { skip, timeout: 120_000 },
+  async () => {
+    const { page, context, pageErrors } = await signedIn('desktop', 'light');
+    try {
+      await page.goto('/proxies');
+      await page.locator('[data-testid="fleet-proxy-row"]').first().waitFor();
+      await page.locator('[data-testid="fleet-drift"]').waitFor();
+      await page.check('input[aria-label="Roll out to edge on proxy-host"]');
+      await page.fill('#r-reason', 'browser rollout');
+      await page.focus('[data-testid="start-rollout"]');
+      await page.keyboard.press('Enter');
+      const rollout = page.locator('[data-testid="rollout"]', { hasText: 'browser rollout' });
+      await rollout.waitFor();
+      await rollout
+        .locator('[data-testid="rollout-state"]', { hasText: 'completed' })
+        .waitFor({ timeout: 60_000 });
+      assert.equal(
+        await rollout.locator('[data-testid="rollout-step-state"]').first().textContent(),
+        'applied',
+      );
+      assert.deepEqual(pageErrors, []);
+    } finally {
+      await context.close();
+    }
+  },
+);
+
+test(
+  'Proxies tab (with drift and a diff open) and fleet page pass axe in dark and light, desktop and phone',
+  { skip, timeout: 240_000 },
+  async () => {
+    // Drift again (the rollout wrote the applied files back), so the warning is part of the check.
+    const node = await api.get<{ node: { currentGeneration: number } }>(`/hosts/${hostId}/proxies/edge`);
+    const gen = await api.get<{ generation: { files: { path: string }[] } }>(
+      `/hosts/${hostId}/proxies/edge/generations/${node.body.node.currentGeneration}`,
+    );
+    appendFileSync(gen.body.generation.files[0]!.path, '# tuned again\n');
+    await waitFor(
+      async () =>
+        (await api.get<{ node: { drift: unknown[] } }>(`/hosts/${hostId}/proxies/edge`)).body.node.drift
+          .length > 0,
+      30_000,
+      'drift stored',
+    );
+    const found: string[] = [];
+    for (const viewport of ['desktop', 'phone'] as const) {
+      for (const theme of ['dark', 'light'] as const) {
+        const { page, context } = await signedIn(viewport, theme);
+        try {
+          await page.goto(`/hosts/${hostId}/proxies`);
+          await page.locator('[data-testid="proxy-drift"]').waitFor();
+          await page.focus('[data-testid="proxy-show-diff"]');
+          await page.keyboard.press('Enter');
+          await page.locator('[data-testid="proxy-diff-view"]').waitFor();
+          for (const v of await axeViolations(page)) found.push(`host tab ${viewport} ${theme}: ${v}`);
+          // The node's panel fits the viewport (its history table scrolls inside it).
+          const box = (await page.locator('[data-testid="proxy-node"]').boundingBox())!;
+          const viewportWidth = page.viewportSize()!.width;
+          assert.ok(
+            box.x + box.width <= viewportWidth + 1,
+            `host tab ${viewport}: the node panel ends at ${box.x + box.width}px in a ${viewportWidth}px viewport`,
+          );
+          await page.goto('/proxies');
+          await page.locator('[data-testid="rollout"]').first().waitFor();
+          for (const v of await axeViolations(page)) found.push(`fleet ${viewport} ${theme}: ${v}`);
+        } finally {
+          await context.close();
+        }
+      }
+    }
+    assert.deepEqual(found, []);
+  },
+);
