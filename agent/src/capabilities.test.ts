@@ -1,6 +1,6 @@
 // Proves the agent capability contract: capabilities compose into one set of handlers, streams
 // and channel kinds (a name claimed twice is refused); facts is a capability that reports after
-// every session and on change; heavy modules (systeminformation) load on first use, not at start.
+// every session and on change; facts are read without systeminformation (never loaded at all).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -19,13 +19,13 @@ const log = pino({ level: 'silent' });
 const loaded = (name: string) =>
   Object.keys(createRequire(import.meta.url).cache).some((path) => path.includes(`/node_modules/${name}/`));
 
-test('the agent entry loads without systeminformation; the first facts reading loads it', async () => {
+test('the agent loads no systeminformation, at start or to read facts', async () => {
   await import('./main.ts');
   assert.equal(loaded('systeminformation'), false, 'loaded at start');
   const { collectFacts } = await import('./facts/index.ts');
   const facts = await collectFacts();
   assert.equal(typeof facts.hostname, 'string');
-  assert.equal(loaded('systeminformation'), true);
+  assert.equal(loaded('systeminformation'), false, 'loaded by a facts reading');
 });
 
 test('capabilities compose; a request, stream or channel kind declared twice is refused', () => {

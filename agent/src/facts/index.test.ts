@@ -1,11 +1,12 @@
 // Proves collectFacts reads this machine's real facts (valid against hostFactsSchema, plausible
-// values, only real filesystems, quickly) and factsChanged reports the keys that changed.
+// values, only real filesystems, quickly, from /proc and os-release without systeminformation), the
+// cpuinfo and os-release parsers on fixtures, and factsChanged reports the keys that changed.
 import { hostname } from 'node:os';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { hostFactsSchema, type HostFacts } from '@keel/shared';
 import { AGENT_VERSION } from '../version.ts';
-import { collectFacts, factsChanged } from './index.ts';
+import { collectFacts, cpuFactsFrom, factsChanged, parseOsRelease } from './index.ts';
 
 test('collectFacts reports plausible, schema-valid facts of this host', async () => {
   const facts = await collectFacts();
@@ -59,4 +60,32 @@ test('factsChanged lists changed top-level keys, ignoring uptime and small disk 
     }),
     ['hostname', 'os', 'kernel', 'memory'],
   );
+});
+
+test('cpu facts from /proc/cpuinfo (x86 and arm) and os-release parsing', () => {
+  const x86 = [0, 1, 2, 3]
+    .map(
+      (p) =>
+        `processor\t: ${p}\nmodel name\t: Intel(R) Xeon(R) CPU\ncpu MHz\t\t: 2400.000\nphysical id\t: 0\ncore id\t\t: ${p % 2}\n`,
+    )
+    .join('\n');
+  assert.deepEqual(cpuFactsFrom(x86, null), {
+    model: 'Intel(R) Xeon(R) CPU',
+    cores: 4,
+    physicalCores: 2,
+    speedGHz: 2.4,
+  });
+  assert.equal(cpuFactsFrom(x86, 3_500_000).speedGHz, 3.5, 'cpufreq max wins over the current MHz');
+  const arm =
+    'processor\t: 0\nBogoMIPS\t: 50.00\n\nprocessor\t: 1\nBogoMIPS\t: 50.00\n\nModel\t\t: Raspberry Pi 4 Model B\n';
+  const a = cpuFactsFrom(arm, null);
+  assert.equal(a.cores, 2);
+  assert.equal(a.physicalCores, 2, 'no core ids: physical = logical');
+  assert.equal(a.model, 'Raspberry Pi 4 Model B');
+  const o = parseOsRelease(
+    'NAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n# comment\nID=debian\n',
+  );
+  assert.equal(o.get('NAME'), 'Debian GNU/Linux');
+  assert.equal(o.get('VERSION_ID'), '12');
+  assert.equal(o.get('VERSION_CODENAME'), 'bookworm');
 });

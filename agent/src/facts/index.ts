@@ -1,8 +1,9 @@
 // Host facts: what the agent tells the controller about its machine on connect and when something
-// changes. Read with systeminformation; what cannot change while the agent runs is read once.
-import { hostname, uptime } from 'node:os';
-import type * as SiModule from 'systeminformation';
-import type { Systeminformation } from 'systeminformation';
+// changes. Read from /proc, /etc/os-release, statfs and node:os — no child process and no large
+// module (systeminformation, which this used before, cost ~2 MB of an idle agent's memory and ran
+// `df` every minute); what cannot change while the agent runs is read once.
+import { readFile, statfs } from 'node:fs/promises';
+import { arch, cpus, hostname, platform, release, totalmem, uptime } from 'node:os';
 import { hostFactsSchema, type DiskFact, type HostFacts } from '@keel/shared';
 import { AGENT_VERSION } from '../version.ts';
 
@@ -45,26 +46,28 @@ const DISK_USED_CHANGE = 0.01;
 const OS_TTL_MS = 60 * 60 * 1000;
 
 type Cached<T> = { value: T; at: number };
-/** The parts of systeminformation that facts read. */
-type SystemInformation = Pick<typeof SiModule, 'cpu' | 'osInfo' | 'mem' | 'fsSize'>;
-/** systeminformation is large: loaded on the first facts reading, not at agent start. */
-let siModule: Promise<SystemInformation> | null = null;
-const loadSi = (): Promise<SystemInformation> =>
-  (siModule ??= import('systeminformation').then((m) => m.default));
 let cpuFacts: Promise<HostFacts['cpu']> | null = null;
 let osFacts: Cached<Promise<Pick<HostFacts, 'os' | 'kernel'>>> | null = null;
 let bootTime: number | null = null;
 
+/** Where the readings come from (tests point it at fixtures). */
+export interface FactsSources {
+  /** Reads a file (a path under /proc, /etc, /sys); rejects when missing. */
+  read(path: string): Promise<string>;
+  statfs(path: string): Promise<{ blocks: number; bfree: number; bsize: number }>;
+}
+
+const realSources: FactsSources = {
+  read: (path) => readFile(path, 'utf8'),
+  statfs: (path) => statfs(path),
+};
+
 /**
- * Collects the host's facts and validates them against `hostFactsSchema`. The first call takes a
- * few hundred ms (systeminformation warms up), later ones ~10-30 ms, most of it `df` for the disks
- * (CPU and OS facts are cached).
+ * Collects the host's facts and validates them against `hostFactsSchema`. A few ms: CPU and OS
+ * facts are cached, the disks are one statfs each.
  */
-export async function collectFacts(): Promise<HostFacts> {
-  const si = await loadSi();
-  const [cpu, os, mem, fs] = await Promise.all([readCpu(si), readOs(si), si.mem(), si.fsSize()]);
-  // The same two readings si.time() returns, without the `date` child process it runs
-  // synchronously (5-20 ms of blocked event loop) for a time zone that facts do not carry.
+export async function collectFacts(sources: FactsSources = realSources): Promise<HostFacts> {
+  const [cpu, os, disks] = await Promise.all([readCpu(sources), readOs(sources), readDisks(sources)]);
   const now = Date.now();
   const uptimeSeconds = Math.max(0, Math.floor(uptime()));
   // Boot time from clock minus uptime wobbles by a second between calls; keep the first answer
@@ -76,8 +79,8 @@ export async function collectFacts(): Promise<HostFacts> {
     os: os.os,
     kernel: os.kernel,
     cpu,
-    memory: { totalBytes: Math.max(0, mem.total) },
-    disks: realDisks(fs).slice(0, 256),
+    memory: { totalBytes: Math.max(0, totalmem()) },
+    disks: disks.slice(0, 256),
     agentVersion: clip(AGENT_VERSION, 64),
     bootTime,
     uptimeSeconds,
@@ -99,48 +102,113 @@ export function factsChanged(a: HostFacts, b: HostFacts): string[] {
   return changed;
 }
 
-async function readCpu(si: SystemInformation): Promise<HostFacts['cpu']> {
-  cpuFacts ??= si.cpu().then((c) => ({
-    model: clip([c.manufacturer, c.brand].filter(Boolean).join(' ').trim(), 256),
-    cores: Math.max(0, Math.trunc(c.cores)),
-    physicalCores: Math.max(0, Math.trunc(c.physicalCores)),
-    speedGHz: Math.max(0, Number(c.speedMax) || Number(c.speed) || 0),
-  }));
-  return cpuFacts.catch((err: unknown) => {
-    cpuFacts = null; // do not cache a failure
-    throw err;
-  });
+/** CPU model, logical and physical cores, top speed: /proc/cpuinfo, cpufreq, then node:os. */
+export function cpuFactsFrom(cpuinfo: string, maxFreqKHz: number | null): HostFacts['cpu'] {
+  const list = cpus();
+  let model = '';
+  let mhz = 0;
+  const physical = new Set<string>();
+  let processors = 0;
+  let physicalId = '';
+  for (const line of cpuinfo.split('\n')) {
+    const i = line.indexOf(':');
+    if (i < 0) continue;
+    const key = line.slice(0, i).trim();
+    const value = line.slice(i + 1).trim();
+    if (key === 'processor') processors++;
+    else if (key === 'model name' || (key === 'Model' && !model) || (key === 'cpu model' && !model))
+      model ||= value;
+    else if (key === 'cpu MHz') mhz = Math.max(mhz, Number(value) || 0);
+    else if (key === 'physical id') physicalId = value;
+    else if (key === 'core id') physical.add(`${physicalId}/${value}`);
+  }
+  const cores = processors || list.length;
+  const speedMHz = maxFreqKHz ? maxFreqKHz / 1000 : mhz || (list[0]?.speed ?? 0);
+  return {
+    model: clip(model || (list[0]?.model ?? '').trim(), 256),
+    cores: Math.max(0, cores),
+    physicalCores: Math.max(0, physical.size || cores),
+    speedGHz: Math.max(0, Math.round(speedMHz) / 1000),
+  };
 }
 
-async function readOs(si: SystemInformation): Promise<Pick<HostFacts, 'os' | 'kernel'>> {
+async function readCpu(src: FactsSources): Promise<HostFacts['cpu']> {
+  cpuFacts ??= (async () => {
+    const [info, freq] = await Promise.all([
+      src.read('/proc/cpuinfo').catch(() => ''),
+      src.read('/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq').catch(() => ''),
+    ]);
+    return cpuFactsFrom(info, Number(freq.trim()) || null);
+  })();
+  return cpuFacts;
+}
+
+/** os-release `KEY=value` pairs (values unquoted). */
+export function parseOsRelease(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (!m) continue;
+    let v = m[2]!;
+    if (/^(["']).*\1$/.test(v)) v = v.slice(1, -1).replace(/\\(.)/g, '$1');
+    out.set(m[1]!, v);
+  }
+  return out;
+}
+
+async function readOs(src: FactsSources): Promise<Pick<HostFacts, 'os' | 'kernel'>> {
   const now = Date.now();
   if (!osFacts || now - osFacts.at > OS_TTL_MS) {
-    const value = si.osInfo().then((o) => ({
-      os: {
-        platform: clip(o.platform, 64),
-        distro: clip(o.distro, 128),
-        release: clip(o.release, 128),
-        codename: clip(o.codename, 128),
-        arch: clip(o.arch, 32),
-      },
-      kernel: clip(o.kernel, 256),
-    }));
+    const value = (async () => {
+      const text = await src
+        .read('/etc/os-release')
+        .catch(() => src.read('/usr/lib/os-release').catch(() => ''));
+      const o = parseOsRelease(text);
+      return {
+        os: {
+          platform: clip(platform(), 64),
+          distro: clip(o.get('NAME') ?? o.get('ID') ?? '', 128),
+          release: clip(o.get('VERSION_ID') ?? '', 128),
+          codename: clip(o.get('VERSION_CODENAME') ?? '', 128),
+          arch: clip(arch(), 32),
+        },
+        kernel: clip(release(), 256),
+      };
+    })();
     osFacts = { value, at: now };
   }
-  const cached = osFacts;
-  return cached.value.catch((err: unknown) => {
-    if (osFacts === cached) osFacts = null;
-    throw err;
-  });
+  return osFacts.value;
 }
 
-/** Real, data-holding filesystems, one entry per device (the shortest mount path wins). */
-function realDisks(list: Systeminformation.FsSizeData[]): DiskFact[] {
+/** Real, data-holding filesystems from /proc/self/mounts, one entry per device (the shortest mount path wins). */
+async function readDisks(src: FactsSources): Promise<DiskFact[]> {
+  const mounts = await src.read('/proc/self/mounts').catch(() => '');
+  const candidates: { mount: string; fs: string; type: string }[] = [];
+  for (const line of mounts.split('\n')) {
+    const f = line.split(' ');
+    if (f.length < 3) continue;
+    const fs = f[0]!;
+    const mount = f[1]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const type = f[2]!;
+    const t = type.toLowerCase();
+    if (VIRTUAL_FS.has(t) || t.startsWith('fuse.') || (!fs.startsWith('/') && t !== 'zfs' && t !== 'btrfs'))
+      continue;
+    if (fs.startsWith('/dev/loop') || mount.startsWith('/snap/')) continue;
+    candidates.push({ mount, fs, type });
+  }
+  const sized = await Promise.all(
+    candidates.map(async (c) => {
+      try {
+        const s = await src.statfs(c.mount);
+        return { ...c, size: s.blocks * s.bsize, used: (s.blocks - s.bfree) * s.bsize };
+      } catch {
+        return null; // unmounted meanwhile, or not ours to read
+      }
+    }),
+  );
   const byDevice = new Map<string, DiskFact>();
-  for (const f of list) {
-    const type = f.type.toLowerCase();
-    if (VIRTUAL_FS.has(type) || type.startsWith('fuse.') || !(f.size > 0)) continue;
-    if (f.fs.startsWith('/dev/loop') || f.mount.startsWith('/snap/')) continue;
+  for (const f of sized) {
+    if (!f || !(f.size > 0)) continue;
     const disk: DiskFact = {
       mount: clip(f.mount, 4096),
       fs: clip(f.fs, 4096),
