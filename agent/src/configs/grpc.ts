@@ -89,67 +89,86 @@ export function typed(type: string, value: Buffer): PbField[] {
   ];
 }
 
+/** A gRPC connection: unary calls share one HTTP/2 session (many user changes, one connection). */
+export interface GrpcConnection {
+  unary(path: string, message: Buffer, timeoutMs?: number): Promise<Buffer>;
+  close(): void;
+}
+
+/** Opens an HTTP/2 session to `http://host:port` for gRPC calls. */
+export function openGrpc(host: string, port: number): GrpcConnection {
+  const session = connect(`http://${host.includes(':') ? `[${host}]` : host}:${port}`);
+  let broken: Error | null = null;
+  session.on('error', (err) => {
+    broken = err;
+  });
+  return {
+    close: () => session.close(),
+    unary: (path, message, timeoutMs = 5_000) =>
+      new Promise((resolve, reject) => {
+        if (broken) return reject(broken);
+        const frame = Buffer.alloc(5 + message.length);
+        frame.writeUInt8(0, 0);
+        frame.writeUInt32BE(message.length, 1);
+        message.copy(frame, 5);
+        const req = session.request({
+          [constants.HTTP2_HEADER_METHOD]: 'POST',
+          [constants.HTTP2_HEADER_PATH]: path,
+          'content-type': 'application/grpc',
+          te: 'trailers',
+        });
+        const timer = setTimeout(() => {
+          req.close();
+          reject(new Error(`gRPC ${path} timed out`));
+        }, timeoutMs);
+        const chunks: Buffer[] = [];
+        let status: string | undefined;
+        let statusMessage = '';
+        req.on('response', (headers) => {
+          if (headers['grpc-status'] !== undefined) {
+            status = String(headers['grpc-status']);
+            statusMessage = decodeURIComponent(String(headers['grpc-message'] ?? ''));
+          }
+        });
+        req.on('trailers', (trailers) => {
+          status = String(trailers['grpc-status'] ?? status ?? '');
+          statusMessage = decodeURIComponent(String(trailers['grpc-message'] ?? statusMessage));
+        });
+        req.on('data', (d: Buffer) => chunks.push(d));
+        req.on('error', (err) => {
+          clearTimeout(timer);
+          reject(broken ?? err);
+        });
+        req.on('end', () => {
+          clearTimeout(timer);
+          if (status !== '0') {
+            reject(new Error(`gRPC ${path} failed: status ${status ?? 'none'} ${statusMessage}`.trim()));
+            return;
+          }
+          const body = Buffer.concat(chunks);
+          if (body.length < 5) return resolve(Buffer.alloc(0));
+          resolve(body.subarray(5, 5 + body.readUInt32BE(1)));
+        });
+        req.end(frame);
+      }),
+  };
+}
+
 /**
- * One gRPC unary call to `http://host:port` `path` (`/package.Service/Method`); resolves with the
- * response message bytes, rejects with the grpc-status message on failure.
+ * One gRPC unary call to `http://host:port` `path` (`/package.Service/Method`) on its own
+ * connection; resolves with the response message bytes, rejects with the grpc-status message.
  */
-export function grpcUnary(
+export async function grpcUnary(
   host: string,
   port: number,
   path: string,
   message: Buffer,
   timeoutMs = 5_000,
 ): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const authority = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    const session = connect(authority);
-    const timer = setTimeout(() => {
-      session.destroy();
-      reject(new Error(`gRPC ${path} timed out`));
-    }, timeoutMs);
-    const fail = (err: Error) => {
-      clearTimeout(timer);
-      session.destroy();
-      reject(err);
-    };
-    session.on('error', fail);
-    const frame = Buffer.alloc(5 + message.length);
-    frame.writeUInt8(0, 0);
-    frame.writeUInt32BE(message.length, 1);
-    message.copy(frame, 5);
-    const req = session.request({
-      [constants.HTTP2_HEADER_METHOD]: 'POST',
-      [constants.HTTP2_HEADER_PATH]: path,
-      'content-type': 'application/grpc',
-      te: 'trailers',
-    });
-    const chunks: Buffer[] = [];
-    let status: string | undefined;
-    let statusMessage = '';
-    req.on('response', (headers) => {
-      if (headers['grpc-status'] !== undefined) {
-        status = String(headers['grpc-status']);
-        statusMessage = decodeURIComponent(String(headers['grpc-message'] ?? ''));
-      }
-    });
-    req.on('trailers', (trailers) => {
-      status = String(trailers['grpc-status'] ?? status ?? '');
-      statusMessage = decodeURIComponent(String(trailers['grpc-message'] ?? statusMessage));
-    });
-    req.on('data', (d: Buffer) => chunks.push(d));
-    req.on('error', fail);
-    req.on('end', () => {
-      clearTimeout(timer);
-      session.close();
-      if (status !== '0') {
-        reject(new Error(`gRPC ${path} failed: status ${status ?? 'none'} ${statusMessage}`.trim()));
-        return;
-      }
-      const body = Buffer.concat(chunks);
-      if (body.length < 5) return resolve(Buffer.alloc(0));
-      const len = body.readUInt32BE(1);
-      resolve(body.subarray(5, 5 + len));
-    });
-    req.end(frame);
-  });
+  const c = openGrpc(host, port);
+  try {
+    return await c.unary(path, message, timeoutMs);
+  } finally {
+    c.close();
+  }
 }

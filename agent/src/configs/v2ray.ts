@@ -22,7 +22,7 @@ import {
   runProcess,
   waitForPort,
 } from './adapter.ts';
-import { grpcUnary, pb, readFields, typed, type PbField } from './grpc.ts';
+import { grpcUnary, openGrpc, pb, readFields, typed, type GrpcConnection, type PbField } from './grpc.ts';
 
 type Settings = AdapterSettings<'v2ray'>;
 type Inbound = Settings['inbounds'][number];
@@ -163,10 +163,8 @@ function account(protocol: string, c: Record<string, unknown>): PbField[] {
   }
 }
 
-async function alter(port: number, tag: string, operation: PbField[]): Promise<void> {
-  await grpcUnary(
-    '127.0.0.1',
-    port,
+async function alter(api: GrpcConnection, tag: string, operation: PbField[]): Promise<void> {
+  await api.unary(
     HANDLER,
     pb([
       [1, tag],
@@ -176,7 +174,7 @@ async function alter(port: number, tag: string, operation: PbField[]): Promise<v
 }
 
 async function addUser(
-  port: number,
+  api: GrpcConnection,
   tag: string,
   protocol: string,
   c: Record<string, unknown>,
@@ -186,11 +184,11 @@ async function addUser(
     [2, String(c.email)],
     [3, account(protocol, c)],
   ];
-  await alter(port, tag, typed('v2ray.core.app.proxyman.command.AddUserOperation', pb([[1, user]])));
+  await alter(api, tag, typed('v2ray.core.app.proxyman.command.AddUserOperation', pb([[1, user]])));
 }
 
-async function removeUser(port: number, tag: string, email: string): Promise<void> {
-  await alter(port, tag, typed('v2ray.core.app.proxyman.command.RemoveUserOperation', pb([[1, email]])));
+async function removeUser(api: GrpcConnection, tag: string, email: string): Promise<void> {
+  await alter(api, tag, typed('v2ray.core.app.proxyman.command.RemoveUserOperation', pb([[1, email]])));
 }
 
 /** Stats by name matching `pattern` (StatsService.QueryStats, not reset). */
@@ -244,7 +242,7 @@ export const v2rayAdapter: ProxyAdapterDefinition<Settings> = {
       const before = v2rayConfig(previous.settings, previous.users);
       const after = v2rayConfig(next.settings, next.users);
       if (structure(before) === structure(after)) {
-        const port = next.settings.apiPort;
+        const api = openGrpc('127.0.0.1', next.settings.apiPort);
         try {
           const was = clientsByInbound(before);
           let changes = 0;
@@ -253,14 +251,14 @@ export const v2rayAdapter: ProxyAdapterDefinition<Settings> = {
             for (const [email, c] of old) {
               const now = ib.clients.get(email);
               if (!now || JSON.stringify(now) !== JSON.stringify(c)) {
-                await removeUser(port, tag, email);
+                await removeUser(api, tag, email);
                 changes++;
               }
             }
             for (const [email, c] of ib.clients) {
               const then = old.get(email);
               if (!then || JSON.stringify(then) !== JSON.stringify(c)) {
-                await addUser(port, tag, ib.protocol, c);
+                await addUser(api, tag, ib.protocol, c);
                 changes++;
               }
             }
@@ -268,6 +266,8 @@ export const v2rayAdapter: ProxyAdapterDefinition<Settings> = {
           return changes > 0 ? 'api' : 'unchanged';
         } catch (err) {
           ctx.log.warn({ err }, 'v2ray API update failed; restarting v2ray on the new file instead');
+        } finally {
+          api.close();
         }
       }
     }
