@@ -157,6 +157,9 @@ export const api = {
         withSignal(signal),
       ),
     ),
+  /** A host's transfer in its current billing cycle, per interface. */
+  hostTraffic: (id: string, signal?: AbortSignal) =>
+    call(client.hosts[':id'].traffic.$get({ ...byId(id), query: {} }, withSignal(signal))),
   /** The newest `count` events of a host. */
   hostEventsTail: (id: string, count: number, signal?: AbortSignal) =>
     call(
