@@ -107,7 +107,10 @@ test(
       await page.click('[data-testid="create-proxy-node"]');
       await page
         .locator('[data-testid="proxy-node-generation"]', { hasText: 'runs generation 1' })
-        .waitFor({ timeout: 60_000 });
+        .waitFor({ timeout: 90_000 })
+        .catch(async (err: unknown) => {
+          throw new Error(`no generation 1 on the page: ${await page.textContent('main')}`, { cause: err });
+        });
       assert.equal(await page.textContent('[data-testid="proxy-node-state"]'), 'applied');
 
       // A change made elsewhere (the API) shows up live, then the diff between 1 and 2.
