@@ -4,7 +4,8 @@
 // that serves the old target again; an older generation pushed straight to the agent is refused;
 // a rollout over the three agents halts at the host whose nginx refuses its config (`nginx -t`),
 // with each host's progress stored; an edit of the applied file on the host reaches the API as a
-// drift diff, and adopting it stores a generation made by host edit.
+// drift diff, overwriting writes the applied content back, adopting stores a generation made by host
+// edit; the change stream (SSE) tells a client of a push.
 import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -239,7 +240,7 @@ describe('proxy nodes with real agents and nginx', { skip, timeout: 240_000 }, (
   );
 
   test(
-    'an edit of the applied file on the host shows as a diff, and is adopted as a host-edit generation',
+    'an edit of the applied file on the host shows as a diff; overwrite writes it back, adopt makes a host-edit generation',
     { timeout: 60_000 },
     async () => {
       const [h] = hostIds;
@@ -248,6 +249,26 @@ describe('proxy nodes with real agents and nginx', { skip, timeout: 240_000 }, (
       const gen = (
         await api.get<{ generation: Generation }>(`/hosts/${h}/proxies/edge/generations/${current}`)
       ).body.generation;
+      const driftOnNode = () =>
+        waitFor(
+          async () => {
+            const n = (await api.get<{ node: NodeView }>(`/hosts/${h}/proxies/edge`)).body.node;
+            return n.drift.length > 0 ? n : null;
+          },
+          30_000,
+          'drift on the node',
+        );
+      // Overwrite: the applied content is written back and the drift is gone.
+      appendFileSync(gen.files[0]!.path, '# a mistake\n');
+      assert.match((await driftOnNode()).drift[0]!.diff, /^\+# a mistake$/m);
+      const over = await api.post<{ node: NodeView }>(`/hosts/${h}/proxies/edge/drift`, {
+        action: 'overwrite',
+      });
+      assert.equal(over.status, 200, JSON.stringify(over.body));
+      assert.equal(over.body.node.drift.length, 0);
+      assert.equal(over.body.node.currentGeneration, current, 'overwrite makes no generation');
+      assert.equal(readFileSync(gen.files[0]!.path, 'utf8'), gen.files[0]!.content);
+
       appendFileSync(gen.files[0]!.path, '# tuned by hand\n');
       // The agent's config.drift event arrives on the events stream and is stored on the node.
       const node = await waitFor(
@@ -276,4 +297,37 @@ describe('proxy nodes with real agents and nginx', { skip, timeout: 240_000 }, (
       assert.match(made.files[0]!.content!, /# tuned by hand/);
     },
   );
+
+  test('GET /proxies/events tells an EventSource client of a push', { timeout: 60_000 }, async () => {
+    const base = `http://127.0.0.1:${ctl.port}`;
+    const login = await fetch(`${base}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: base },
+      body: JSON.stringify(ctl.firstAdmin),
+    });
+    const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const plain = await fetch(`${base}/api/v1/proxies/events`, { headers: { cookie } });
+    assert.equal(plain.status, 400, 'not an event-stream client: refused, not held open');
+    const ctrl = new AbortController();
+    const res = await fetch(`${base}/api/v1/proxies/events`, {
+      headers: { cookie, accept: 'text/event-stream' },
+      signal: ctrl.signal,
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    let text = '';
+    const read = async (until: RegExp) => {
+      while (!until.test(text)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+    };
+    await read(/event: ready/);
+    const pushed = await api.post(`/hosts/${hostIds[0]}/proxies/edge/apply`, { reason: 'stream test' });
+    assert.equal(pushed.status, 200, JSON.stringify(pushed.body));
+    await read(/event: node\ndata: \{"hostId":"[0-9a-f-]+","instance":"edge"\}/);
+    assert.match(text, new RegExp(`"hostId":"${hostIds[0]}"`));
+    ctrl.abort();
+  });
 });
