@@ -413,12 +413,17 @@ export class ConfigEngine {
       if (action === 'overwrite') {
         if (drift.length > 0) {
           this.#writeFiles(ctx, state.files);
-          await adapter.activate(current, null, ctx).catch((err: unknown) => {
+          try {
+            await adapter.activate(current, null, ctx);
+            await adapter.health(current, ctx);
+          } catch (err) {
             throw new KeelError(
               'config.apply_failed',
-              trimOutput(`could not reload after overwrite: ${(err as Error).message}`),
+              trimOutput(
+                `the applied files were written back but the proxy did not take them: ${(err as Error).message}`,
+              ),
             );
-          });
+          }
         }
       } else if (drift.length > 0) {
         const adopted = state.files.map((f) => {
@@ -436,7 +441,25 @@ export class ConfigEngine {
           rmSync(staging, { recursive: true, force: true });
         }
         // Restart-class activation: the adopted file may differ anywhere, so no API diff applies.
-        await adapter.activate({ ...current, files: adopted }, null, ctx);
+        try {
+          await adapter.activate({ ...current, files: adopted }, null, ctx);
+          await adapter.health({ ...current, files: adopted }, ctx);
+        } catch (err) {
+          // The edit does not serve: back to the applied files, as a failed apply would.
+          await this.#rollBack(
+            adapter,
+            ctx,
+            { ...current, files: adopted },
+            current,
+            `adopting the host's edit failed: ${(err as Error).message}`,
+          );
+          throw new KeelError(
+            'config.unhealthy',
+            trimOutput(
+              `the host's edit did not serve (${(err as Error).message}); generation ${state.generation} was restored`,
+            ),
+          );
+        }
         state.files = adopted;
         this.#persist(state);
       }
