@@ -23,7 +23,10 @@ test('pickResolution: raw for short ranges, roll-ups as ranges grow or leave raw
   assert.equal(pick(2 * HOUR).resolution, 'raw');
   assert.equal(pick(DAY).resolution, 'raw'); // 54 s buckets: finer than a minute
   assert.equal(pick(2 * DAY).resolution, '1m');
-  assert.equal(pick(30 * DAY).resolution, '1m');
+  assert.equal(pick(7 * DAY).resolution, '1m'); // 168 hours would be under a point per 2 px
+  // 30 days: hourly roll-ups give 720 points for 800 px, enough; 43,200 minute rows are not read.
+  assert.deepEqual(pick(30 * DAY), { resolution: '1h', stepMs: HOUR });
+  assert.equal(pick(30 * DAY, 2_000).resolution, '1m', 'a wide chart still gets minutes');
   assert.equal(pick(365 * DAY).resolution, '1h');
   // An hour from three days ago: raw is gone, minutes remain.
   assert.equal(pick(HOUR, 800, now - 3 * DAY).resolution, '1m');

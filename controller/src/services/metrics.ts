@@ -93,6 +93,20 @@ export function pickResolution(
   const candidates = usable.length > 0 ? usable : (['1h'] as MetricResolution[]);
   let resolution = candidates[0]!;
   for (const r of candidates) if (resolutions[r].stepMs <= bucket) resolution = r;
+  // Among roll-ups, a coarser one that still gives a point per two pixels (maxPoints is two per
+  // pixel) is read instead: a 30-day chart from 720 hourly rows rather than 43,200 minute rows
+  // (~40x fewer rows; docs/benchmarks.md, query). Raw ticks are kept where they fit, so a short
+  // chart shows the newest tick before the roll-up job has run.
+  if (resolution !== 'raw') {
+    for (const r of candidates) {
+      if (
+        resolutions[r].stepMs > resolutions[resolution].stepMs &&
+        span / resolutions[r].stepMs >= maxPoints / 4
+      ) {
+        resolution = r;
+      }
+    }
+  }
   return { resolution, stepMs: Math.max(resolutions[resolution].stepMs, bucket) };
 }
 
