@@ -389,6 +389,35 @@ for (const target of testDatabaseTargets()) {
       const diff = `--- ${path}\n+++ ${path}\n@@ -1 +1,2 @@\n x\n+# edited\n`;
       const payload = Buffer.from(JSON.stringify({ kind: 'config.drift', instance: 'edge', path, diff }));
       const ts = Date.now() + 1000;
+      const published = (seq: number, body: Buffer) =>
+        bus.publish({
+          type: 'stream.stored',
+          hostId: h,
+          stream: 'events',
+          ackedSeq: seq,
+          records: [{ seq, ts, payload: body }],
+        });
+      const settledDrift = async (count: number) => {
+        let n = await service.get(owner, h, 'edge');
+        for (let i = 0; i < 100 && n.drift.length !== count; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          n = await service.get(owner, h, 'edge');
+        }
+        return n;
+      };
+      // A replayed event of drift the agent no longer has: its status (asked on each event) wins.
+      published(100, payload);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal((await service.get(owner, h, 'edge')).drift.length, 0, 'the agent reports no drift');
+      // The agent cannot be asked: the event itself is stored.
+      agents.online.delete(h);
+      published(101, payload);
+      assert.equal((await settledDrift(1)).drift[0]!.path, path);
+      agents.online.add(h);
+      await service.resolveDrift(owner, h, 'edge', 'overwrite');
+      assert.equal((await service.get(owner, h, 'edge')).drift.length, 0, 'overwrite clears it');
+
+      agents.drift.set(`${h}/edge`, [{ path, diff }]);
       bus.publish({
         type: 'stream.stored',
         hostId: h,
@@ -413,7 +442,6 @@ for (const target of testDatabaseTargets()) {
       assert.equal(node.drift[0]!.path, path);
       assert.match(node.drift[0]!.diff, /\+# edited/);
 
-      agents.drift.set(`${h}/edge`, [{ path, diff }]);
       assert.equal((await service.drift(owner, h, 'edge')).drift.length, 1);
       const before = (await service.get(owner, h, 'edge')).currentGeneration!;
       const adopted = await service.resolveDrift(owner, h, 'edge', 'adopt');

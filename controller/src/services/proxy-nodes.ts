@@ -409,33 +409,45 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
     }
   }
 
-  /** Stores drift the agent reported on the event stream (late replays of resolved drift are dropped). */
+  /**
+   * Stores drift the agent reported on the event stream. The agent's own status is the authority
+   * when it answers (an event may be a late replay of drift resolved since, and comparing the
+   * agent's clock with ours would drop real edits on a host whose clock is behind); the event
+   * itself is stored when the agent cannot be asked.
+   */
   async function onDriftEvent(hostId: string, ts: number, payload: Record<string, unknown>): Promise<void> {
     const instance = proxyInstanceSchema.safeParse(payload.instance);
     if (!instance.success || typeof payload.path !== 'string' || typeof payload.diff !== 'string') return;
     const row = await nodes.getNode(hostId, instance.data);
     if (!row) return;
-    if (row.currentGeneration !== null) {
-      const current = await nodes.getGeneration(hostId, row.instance, row.currentGeneration);
-      if (current?.finishedAt && ts < current.finishedAt.getTime()) return;
-    }
-    const entry: DriftEntry = {
-      path: payload.path.slice(0, 4096),
-      diff: payload.diff.slice(0, 65_536),
-      at: ts,
-    };
-    if (entry.diff === '') {
-      // The file is back to what was applied.
+    const at = now();
+    try {
+      const status = await gateway.request(hostId, 'config.status', {});
+      const mine = status.instances.find((i) => i.instance === row.instance);
       await nodes.setDrift(
         hostId,
         row.instance,
-        row.drift.filter((d) => d.path !== entry.path),
-        {
-          replace: true,
-        },
+        (mine?.drift ?? []).map((d) => ({
+          path: d.path,
+          diff: d.diff,
+          at: row.drift.find((o) => o.path === d.path)?.at ?? at,
+        })),
+        { replace: true },
       );
-    } else {
-      await nodes.setDrift(hostId, row.instance, [entry]);
+    } catch (err) {
+      if (!(err instanceof KeelError)) throw err;
+      const entry: DriftEntry = {
+        path: payload.path.slice(0, 4096),
+        diff: payload.diff.slice(0, 65_536),
+        at: ts,
+      };
+      if (entry.diff === '') {
+        // The file is back to what was applied.
+        const rest = row.drift.filter((d) => d.path !== entry.path);
+        await nodes.setDrift(hostId, row.instance, rest, { replace: true });
+      } else {
+        await nodes.setDrift(hostId, row.instance, [entry]);
+      }
     }
     emit({ type: 'node', hostId, instance: row.instance });
   }
