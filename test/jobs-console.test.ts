@@ -2,8 +2,12 @@
 // Jobs page and see each host's live output pane end with its status and exit code, the run in the
 // history, a schedule saved from the form listed and disabled; the fleet-wide Recordings page lists
 // a terminal session and plays it; both pages pass axe-core WCAG 2.1 A/AA in dark and light, on a
-// desktop and a phone, and the Run button is reached and pressed by keyboard.
+// desktop and a phone, and the Run button is reached and pressed by keyboard. A 1 MiB paste into the
+// host's terminal page arrives whole and in order (the page paces it within the channel window).
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { encodeTerminalInput } from '@keel/shared';
@@ -18,6 +22,7 @@ import {
 } from './helpers/browser.ts';
 import { channelTicket, connectChannel } from './helpers/channels.ts';
 import {
+  tempDir,
   enrollNewAgent,
   kill,
   removeDir,
@@ -29,6 +34,7 @@ import {
 
 let ctl: Awaited<ReturnType<typeof startTestController>>;
 let browser: Browser;
+let hostId: string;
 const procs: Proc[] = [];
 const dirs: string[] = [];
 
@@ -42,7 +48,7 @@ before(async () => {
   }
   const api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
   await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-  const hostId = await waitFor(
+  hostId = await waitFor(
     async () => {
       const hosts = (await api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts;
       return hosts.filter((h) => h.online).length === 2 ? hosts[0]!.id : null;
@@ -147,4 +153,47 @@ test('Jobs and Recordings pass axe in dark and light, desktop and phone', { time
     }
   }
   assert.deepEqual(found, []);
+});
+
+declare const document: { querySelector(s: string): unknown };
+
+test('a 1 MiB paste into the terminal arrives whole and in order', { timeout: 120_000 }, async () => {
+  const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+  const dir = tempDir('keel-paste-');
+  dirs.push(dir);
+  const file = join(dir, 'pasted');
+  try {
+    await page.goto(`/hosts/${hostId}/terminal`);
+    await waitFor(
+      async () => (await page.textContent('[data-testid="terminal-status"]')) === 'Live',
+      30_000,
+      'live',
+    );
+    // Raw mode: the tty passes every byte through (no line limit, no echo), head takes exactly 1 MiB.
+    const paste = Array.from({ length: 1 << 20 }, (_, i) =>
+      String.fromCharCode(97 + ((i * 7 + (i >> 10)) % 26)),
+    ).join('');
+    const input = (data: string) =>
+      page.evaluate(
+        ([d]) =>
+          (
+            document.querySelector('[data-testid="terminal"]') as { keelTerminal: { input(s: string): void } }
+          ).keelTerminal.input(d!),
+        [data],
+      );
+    await input(`stty raw -echo; touch ${file}.ready; head -c 1048576 > ${file}; stty sane\r`);
+    // Paste only once the tty is raw (a cooked tty would cut lines at 4 KiB).
+    await waitFor(() => existsSync(`${file}.ready`), 30_000, 'the tty in raw mode');
+    await input(paste);
+    await waitFor(
+      () => existsSync(file) && readFileSync(file).length === 1 << 20,
+      60_000,
+      'the whole paste on the host',
+    );
+    const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
+    assert.equal(sha(readFileSync(file)), sha(paste));
+    assert.deepEqual(pageErrors, []);
+  } finally {
+    await context.close();
+  }
 });
