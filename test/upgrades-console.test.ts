@@ -1,0 +1,86 @@
+// Proves the Fleet upgrades page in real Chromium: versions in the fleet and the bundles held are
+// listed, a rollout is started from the form and its per-host progress appears (canary first),
+// it is cancelled by keyboard, and the page passes axe (WCAG 2.1 A/AA) in dark desktop and light
+// phone. (The upgrade itself is proven end to end by upgrades.test.ts.)
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Browser } from 'playwright-core';
+import { axeViolations, launchChromium, openPage, signIn } from './helpers/browser.ts';
+import { removeDir, startTestController, tempDir } from './helpers/fleet.ts';
+import { storeHost } from './helpers/stored-hosts.ts';
+import { buildAgentBundle } from './install-helpers.ts';
+
+type Ctl = Awaited<ReturnType<typeof startTestController>>;
+let ctl: Ctl;
+let browser: Browser;
+let work: string;
+
+before(
+  async () => {
+    work = tempDir('keel-upgrades-console-');
+    process.env.KEEL_AGENT_BUNDLE_DIR = buildAgentBundle(work);
+    ctl = await startTestController();
+    for (const name of ['alpha', 'bravo', 'charlie']) {
+      await storeHost(ctl, { name, agentVersion: '0.0.9', online: false });
+    }
+    browser = await launchChromium();
+  },
+  { timeout: 120_000 },
+);
+
+after(async () => {
+  await browser?.close();
+  await ctl?.close();
+  delete process.env.KEEL_AGENT_BUNDLE_DIR;
+  if (ctl) removeDir(ctl.dataDir);
+  removeDir(work);
+});
+
+test('start a rollout, see per-host progress, cancel it; accessible', { timeout: 180_000 }, async () => {
+  const violations: string[] = [];
+  const { username, password } = ctl.firstAdmin!;
+  for (const [theme, viewport] of [
+    ['dark', 'desktop'],
+    ['light', 'phone'],
+  ] as const) {
+    const { context, page, pageErrors } = await openPage(browser, ctl.url, { theme, viewport });
+    try {
+      await signIn(page, username, password);
+      await page.goto('/upgrades');
+      await page.locator('[data-testid="fleet-versions"] li').first().waitFor();
+      assert.match(
+        await page.locator('[data-testid="fleet-versions"]').innerText(),
+        /0\.0\.9 — 3 hosts, 0 online/,
+      );
+      assert.equal(await page.locator('[data-testid="bundles"] li').count(), 1);
+      for (const v of await axeViolations(page)) violations.push(`${theme} ${viewport} page: ${v}`);
+
+      await page.click('[data-testid="rollout-start"]');
+      const rows = page.locator('[data-testid="rollout-hosts"] tbody tr');
+      await rows.nth(2).waitFor();
+      const table = await page.locator('[data-testid="rollout-hosts"]').innerText();
+      assert.match(table, /alpha\s+canary/);
+      assert.match(table, /bravo\s+batch 1/);
+      assert.match(await page.locator('[data-testid="rollout-state"]').innerText(), /Running/);
+      for (const v of await axeViolations(page)) violations.push(`${theme} ${viewport} rollout: ${v}`);
+
+      // Cancel by keyboard (the confirm dialog accepted).
+      page.once('dialog', (d) => void d.accept());
+      const cancel = page.getByRole('button', { name: 'Cancel' });
+      await cancel.focus();
+      await page.keyboard.press('Enter');
+      await page.locator('[data-testid="rollout-state"]', { hasText: 'Cancelled' }).waitFor();
+      assert.match(await page.locator('[data-testid="rollout-hosts"]').innerText(), /Not started/);
+      assert.deepEqual(
+        pageErrors.map((e) => e.message),
+        [],
+      );
+    } finally {
+      await context.close();
+    }
+  }
+  assert.deepEqual(violations, [], `axe (WCAG 2.1 A/AA) found:\n${violations.join('\n')}`);
+  // Both rollouts are in the audit trail.
+  const audit = await ctl.services.audit.verify();
+  assert.equal(audit.ok, true);
+});
