@@ -1,6 +1,6 @@
 // Proves the host Metrics tab in real Chromium against a real controller and an agent sampling
 // every second: the six charts draw on their canvases from stored data, the legends and the charts'
-// accessible summaries carry values, switching the range changes the resolution (hourly averages
+// accessible summaries carry values, the transfer of the billing cycle shows, switching the range changes the resolution (hourly averages
 // for a year, samples for 15 minutes), and the page passes axe's WCAG 2.1 A/AA checks in the dark
 // theme on a desktop and the light theme on a phone.
 import assert from 'node:assert/strict';
@@ -14,19 +14,9 @@ import {
   type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
-import {
-  enrollAgent,
-  freePort,
-  joinToken,
-  kill,
-  removeDir,
-  runAgent,
-  startTestController,
-  tempDir,
-  type Proc,
-} from './helpers/fleet.ts';
+import { kill, removeDir, type Proc, startFleet, type TestController } from './helpers/fleet.ts';
 
-type Ctl = Awaited<ReturnType<typeof startTestController>>;
+type Ctl = TestController;
 let ctl: Ctl;
 let browser: Browser;
 const procs: Proc[] = [];
@@ -34,21 +24,13 @@ const dirs: string[] = [];
 let hostId: string;
 
 before(async () => {
-  ctl = await startTestController({ port: await freePort() });
-  const stateDir = tempDir('keel-agent-');
-  dirs.push(stateDir);
-  const r = await enrollAgent(
-    stateDir,
-    `http://127.0.0.1:${ctl.port}`,
-    await joinToken(ctl),
-    ctl.fingerprint,
-    'metrics-host',
-  );
-  assert.equal(r.code, 0, r.output);
-  procs.push(runAgent(stateDir, { KEEL_AGENT_METRICS_INTERVAL: '1' }));
-  const hosts = await ctl.services.hosts.list();
-  hostId = hosts.find((h: { name: string }) => h.name === 'metrics-host')!.id;
-  browser = await launchChromium();
+  // The browser starts while the fleet does.
+  const chromium = launchChromium();
+  ({ ctl, hostId } = await startFleet(procs, dirs, {
+    name: 'metrics-host',
+    agentEnv: { KEEL_AGENT_METRICS_INTERVAL: '1' },
+  }));
+  browser = await chromium;
 });
 
 after(async () => {
@@ -93,6 +75,14 @@ for (const [viewport, theme] of [
           .filter({ hasNotText: '–' })
           .waitFor({ timeout: 30_000 });
         assert.equal(await page.evaluate(DRAWN_CANVASES), 6, 'every chart painted its canvas');
+        // The billing cycle's transfer, from the agent's interface counters (GET /hosts/:id/traffic).
+        const transfer = page.locator('[data-testid="transfer"]');
+        await transfer.waitFor();
+        assert.match((await transfer.textContent()) ?? '', /Transfer this cycle[\s\S]*resets on day 1/);
+        assert.match(
+          (await page.locator('[data-testid="transfer-total"]').textContent()) ?? '',
+          /^\d[\d.,]* ?[KMGT]?i?B$/,
+        );
         const label = (await memory.locator('[role="img"]').getAttribute('aria-label')) ?? '';
         assert.match(label, /^Memory: used latest \d/);
         assert.match(
