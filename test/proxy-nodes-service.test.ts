@@ -194,6 +194,13 @@ for (const target of testDatabaseTargets()) {
       assert.match(full.files[0]!.content!, /a\.test/);
       const after1 = await service.get(owner, h, 'web');
       assert.equal(after1.state, 'applied');
+      assert.equal(after1.latest?.generation, 1);
+      assert.equal(
+        (await service.list(owner, h))[0]!.latest?.generation,
+        1,
+        'the host list reads the newest',
+      );
+      assert.equal((await service.list(owner)).find((n) => n.hostId === h)!.latest?.outcome, 'applied');
       assert.equal(after1.currentGeneration, 1);
       const rows = await createAuditRepository(db).list({ limit: 50 });
       assert.ok(

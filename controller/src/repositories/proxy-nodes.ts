@@ -297,6 +297,15 @@ export function createProxyNodeRepository(db: Db) {
         .limit(opts.limit);
     },
 
+    /** The newest generation of every host+instance (or one host's), without file contents: one query. */
+    async latestGenerations(filter: { hostId?: string } = {}): Promise<GenerationSummary[]> {
+      return db
+        .selectDistinctOn([configGenerations.hostId, configGenerations.instance], summaryColumns)
+        .from(configGenerations)
+        .where(filter.hostId ? eq(configGenerations.hostId, filter.hostId) : undefined)
+        .orderBy(configGenerations.hostId, configGenerations.instance, desc(configGenerations.generation));
+    },
+
     /** One generation with its files' contents. */
     async getGeneration(
       hostId: string,

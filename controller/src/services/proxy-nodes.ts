@@ -285,8 +285,13 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
     return row;
   }
 
-  async function view(row: ProxyNodeRow, hostName?: string): Promise<ProxyNodeView> {
-    const [latest] = await nodes.listGenerations(row.hostId, row.instance, { limit: 1 });
+  async function view(
+    row: ProxyNodeRow,
+    hostName?: string,
+    known?: GenerationSummary | null,
+  ): Promise<ProxyNodeView> {
+    const latest =
+      known !== undefined ? known : (await nodes.listGenerations(row.hostId, row.instance, { limit: 1 }))[0];
     return {
       hostId: row.hostId,
       hostName: hostName ?? (await hosts.get(row.hostId))?.name ?? '',
@@ -597,7 +602,16 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       const rows = (await nodes.listNodes(hostId ? { hostId } : {})).filter((r) =>
         canSeeHost(actor, r.hostId),
       );
-      const views = await Promise.all(rows.map((r) => view(r, names.get(r.hostId))));
+      // The newest generation of every node in one query, not one per node.
+      const latest = new Map(
+        (await nodes.latestGenerations(hostId ? { hostId } : {})).map((g) => [
+          `${g.hostId}/${g.instance}`,
+          g,
+        ]),
+      );
+      const views = await Promise.all(
+        rows.map((r) => view(r, names.get(r.hostId), latest.get(`${r.hostId}/${r.instance}`) ?? null)),
+      );
       return views.sort(
         (a, b) => a.hostName.localeCompare(b.hostName) || a.instance.localeCompare(b.instance),
       );
