@@ -1,5 +1,5 @@
 // TOTP state, recovery codes and the 2FA policy row: the only file that writes them.
-import { and, eq, isNull, lt, or, sql } from 'drizzle-orm';
+import { and, eq, isNotNull, isNull, lt, or, sql } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { accessSettings, recoveryCodes, users, type UserRole } from '../db/schema/users.ts';
 
@@ -20,6 +20,24 @@ export function createTwoFactorRepository(db: Db) {
         await tx.update(users).set({ totpEnabledAt: at, totpLastStep: step }).where(eq(users.id, userId));
         await tx.delete(recoveryCodes).where(eq(recoveryCodes.userId, userId));
         await tx.insert(recoveryCodes).values(codeHashes.map((codeHash) => ({ userId, codeHash })));
+      });
+    },
+
+    /**
+     * Replaces every recovery code (used or not) with new ones, in one transaction, for a user
+     * whose 2FA is on: false (nothing changed) when it is not on.
+     */
+    async replaceRecoveryCodes(userId: string, codeHashes: string[]): Promise<boolean> {
+      return db.transaction(async (tx) => {
+        const [on] = await tx
+          .select({ id: users.id })
+          .from(users)
+          .where(and(eq(users.id, userId), isNotNull(users.totpEnabledAt)))
+          .for('update');
+        if (!on) return false;
+        await tx.delete(recoveryCodes).where(eq(recoveryCodes.userId, userId));
+        await tx.insert(recoveryCodes).values(codeHashes.map((codeHash) => ({ userId, codeHash })));
+        return true;
       });
     },
 

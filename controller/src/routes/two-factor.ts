@@ -83,6 +83,28 @@ const disableRoute = createRoute({
   },
 });
 
+const recoveryCodesRoute = createRoute({
+  method: 'post',
+  path: '/recovery-codes',
+  middleware: permit.signedIn(),
+  tags: ['two-factor'],
+  security: cookieSecurity,
+  summary: 'Issue a fresh set of recovery codes (the old ones stop working); shown once',
+  description: 'Needs your current password or a current code from your app (exactly one).',
+  request: body(
+    z
+      .union([z.object({ password: z.string().min(1).max(1024) }).strict(), z.object({ code }).strict()])
+      .openapi('RecoveryCodesProof'),
+  ),
+  responses: {
+    200: json(z.object({ recoveryCodes: z.array(z.string()) })),
+    400: errorResponse('Neither or both of password and code (`request.invalid`).'),
+    401: errorResponse('Wrong password or code.'),
+    403: authErrors[403],
+    409: errorResponse('Two-factor sign-in is not on (`two_factor.not_enrolled`).'),
+  },
+});
+
 const getPolicyRoute = createRoute({
   method: 'get',
   path: '/policy',
@@ -128,6 +150,14 @@ export function twoFactorRoutes({ twoFactor }: { twoFactor: TwoFactorService }) 
       }
       await twoFactor.disable(user.id, c.req.valid('json'), c.get('clientIp'));
       return c.body(null, 204);
+    })
+    .openapi(recoveryCodesRoute, async (c) => {
+      c.header('cache-control', 'no-store');
+      const proof = c.req.valid('json');
+      return c.json(
+        await twoFactor.regenerateRecoveryCodes(sessionOf(c).user.id, proof, c.get('clientIp')),
+        200,
+      );
     })
     .openapi(getPolicyRoute, async (c) => c.json({ roles: await twoFactor.requiredRoles() }, 200))
     .openapi(setPolicyRoute, async (c) => {

@@ -155,6 +155,35 @@ export function createTwoFactorService(deps: TwoFactorServiceDeps) {
       await audit.record(userId, 'two_factor.disable', `user:${userId}`, {}, ip);
     },
 
+    /**
+     * Issues a fresh set of recovery codes (shown once); the old ones stop working at once. Needs
+     * the current password or a current TOTP code (a code is used up like at sign-in). The audit
+     * entry never holds the codes.
+     */
+    async regenerateRecoveryCodes(
+      userId: string,
+      input: { password?: string; code?: string },
+      ip: string | null,
+    ): Promise<{ recoveryCodes: string[] }> {
+      const user = await found(userId);
+      if (!user.totpEnabledAt) throw new KeelError('two_factor.not_enrolled');
+      if (input.password !== undefined) await requirePassword(user, input.password);
+      else if (input.code !== undefined) {
+        if ((await this.check(user, { code: input.code })) === null) throw new KeelError('auth.invalid_code');
+      } else throw new KeelError('request.invalid', 'Give your password or a code from your app.');
+      const codes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
+      if (!(await twoFactor.replaceRecoveryCodes(userId, codes.map(recoveryCodeHash))))
+        throw new KeelError('two_factor.not_enrolled');
+      await audit.record(
+        userId,
+        'two_factor.recovery_codes',
+        `user:${userId}`,
+        { count: codes.length, proof: input.password !== undefined ? 'password' : 'totp' },
+        ip,
+      );
+      return { recoveryCodes: codes };
+    },
+
     /** An admin turns a user's 2FA off (lost phone and codes); the user's sessions end. */
     async reset(by: { id: string; ip: string | null }, userId: string): Promise<void> {
       await found(userId);

@@ -210,6 +210,9 @@ function accessCalls() {
     twoFactorStatus: () => call(client['two-factor'].$get()),
     twoFactorSetup: (password: string) => call(client['two-factor'].setup.$post({ json: { password } })),
     twoFactorConfirm: (code: string) => call(client['two-factor'].confirm.$post({ json: { code } })),
+    /** A fresh set of recovery codes (the old ones stop working), for the password or a current code. */
+    twoFactorRecoveryCodes: (proof: { password: string } | { code: string }) =>
+      call(client['two-factor']['recovery-codes'].$post({ json: proof })),
     twoFactorDisable: async (password: string, code: string): Promise<void> => {
       await call(client['two-factor'].disable.$post({ json: { password, code } }));
     },
