@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodeTerminalInput } from '@keel/shared';
 import { channelTicket, connectChannel, type ChannelClient } from '../test/helpers/channels.ts';
-import { startBundledAgent } from './lib/bundled-agent.ts';
+import { buildAgentBundle, startBundledAgent } from './lib/bundled-agent.ts';
 import {
   freePort,
   machine,
@@ -154,6 +154,7 @@ async function main() {
   const file = join(files, 'big.txt');
   const line = `${'keel terminal benchmark line '.repeat(3).slice(0, 99)}\n`;
   writeFileSync(file, line.repeat(Math.ceil(BYTES / line.length)).slice(0, BYTES));
+  buildAgentBundle(); // before the controller: a long build idles the API client's keep-alive socket
   const ctl = await startController({ dataDir });
   const agent = await startBundledAgent(ctl).catch((err: unknown) => {
     console.error(ctl.output().slice(-3000));
