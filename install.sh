@@ -140,8 +140,9 @@ json_field() {
 # ask VAR PROMPT [secret]: reads a value from the terminal when one is attached.
 ask() {
   if [ ! -r /dev/tty ] || ! : </dev/tty 2>/dev/null; then return 1; fi
-  printf '%s: ' "$2" >/dev/tty
+  # Echo goes off before the prompt shows, so nothing typed (or pasted) at once is echoed.
   if [ "${3:-}" = secret ]; then stty -echo </dev/tty 2>/dev/null || true; fi
+  printf '%s: ' "$2" >/dev/tty
   IFS= read -r KEEL_ANSWER </dev/tty || KEEL_ANSWER=''
   if [ "${3:-}" = secret ]; then
     stty echo </dev/tty 2>/dev/null || true
