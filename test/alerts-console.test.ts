@@ -1,0 +1,187 @@
+// Proves the Alerts and Checks pages in real Chromium against a real controller: the firing alert
+// shows in "Firing now" and in the top bar's bell, a channel's "Send test" reaches a local webhook
+// receiver and says so, a rule is created by keyboard alone, the Checks page lists a check with
+// its status, uptime and latency line and opens its history; both pages pass axe-core's WCAG 2.1
+// A/AA checks in the dark theme on a desktop and the light theme on a phone (dialogs open too).
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import type { Browser } from 'playwright-core';
+import { encodeRecords, type CheckResult } from '@keel/shared';
+import { sampleFacts } from './helpers/facts.ts';
+import {
+  axeViolations,
+  launchChromium,
+  openPage,
+  signIn,
+  type ThemeName,
+  type ViewportName,
+} from './helpers/browser.ts';
+import { removeDir, startTestController } from './helpers/fleet.ts';
+import { storeHost } from './helpers/stored-hosts.ts';
+
+type Ctl = Awaited<ReturnType<typeof startTestController>>;
+let ctl: Ctl;
+let browser: Browser;
+const received: string[] = [];
+const hook = createServer((req, res) => {
+  let body = '';
+  req.on('data', (c: Buffer) => (body += c.toString()));
+  req.on('end', () => {
+    received.push(body);
+    res.end('ok');
+  });
+});
+
+before(async () => {
+  ctl = await startTestController();
+  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+  const hostId = await storeHost(ctl, { name: 'web-1', facts: sampleFacts });
+  const actor = { id: '00000000-0000-4000-8000-000000000000', role: 'owner' as const };
+  const check = await ctl.services.checks.create(actor, {
+    name: 'shop front',
+    kind: 'http',
+    target: { url: 'https://shop.example/health', bodyContains: 'ok' },
+    hostIds: [hostId],
+    intervalSeconds: 30,
+  });
+  const now = Date.now();
+  const results: CheckResult[] = Array.from({ length: 8 }, (_, i) => ({
+    checkId: check.id,
+    t: now - (8 - i) * 600_000,
+    ok: i !== 3,
+    latencyMs: 40 + i * 5,
+    status: i !== 3 ? 200 : 503,
+    ...(i !== 3 ? { certExpiresAt: now + 20 * 86_400_000 } : { error: 'HTTP status 503' }),
+  }));
+  await ctl.services.checks.sink.append(hostId, 'checks', {
+    firstSeq: 1,
+    count: results.length,
+    body: encodeRecords(results.map((r) => ({ ts: r.t, payload: Buffer.from(JSON.stringify(r)) }))),
+  });
+  const channel = await ctl.services.notifications.create(actor, {
+    name: 'ops hook',
+    kind: 'webhook',
+    config: { url: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook` },
+    secret: 'signing-secret',
+  });
+  await ctl.services.alerts.createRule(actor, {
+    name: 'Host unreachable',
+    kind: 'host_offline',
+    forSeconds: 0,
+    channelIds: [channel.id],
+  });
+  await ctl.services.alerts.evaluate(); // web-1 has no session: offline, fires now
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  hook.close();
+  await ctl?.close();
+  if (ctl) removeDir(ctl.dataDir);
+});
+
+for (const [viewport, theme] of [
+  ['desktop', 'dark'],
+  ['phone', 'light'],
+] as [ViewportName, ThemeName][]) {
+  test(
+    `the Alerts page: firing now, bell, send test, a rule by keyboard (${viewport}, ${theme})`,
+    { timeout: 120_000 },
+    async () => {
+      const admin = ctl.firstAdmin!;
+      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme });
+      try {
+        await signIn(page, admin.username, admin.password);
+        await page.goto('/alerts');
+        const firing = page.locator('[data-testid="alerts-active"]');
+        await firing.waitFor();
+        assert.match((await firing.textContent()) ?? '', /Host unreachable[\s\S]*web-1[\s\S]*Firing/);
+        const bell = page.locator('[data-testid="alert-bell"]');
+        await page.locator('[data-testid="alert-bell"][aria-label="Alerts: 1 firing"]').waitFor();
+        assert.equal(await bell.getAttribute('href'), '/alerts');
+        assert.deepEqual(await axeViolations(page), []);
+
+        const before = received.length;
+        // By keyboard: focus the channel's "Send test" and press Enter.
+        await page.locator('[data-testid="channel-test"]').first().focus();
+        await page.keyboard.press('Enter');
+        await page
+          .locator('[data-testid="channel-test-result"]', { hasText: 'Test sent through ops hook' })
+          .waitFor();
+        assert.equal(received.length, before + 1);
+        assert.equal(JSON.parse(received.at(-1)!).event, 'test');
+
+        // Keyboard only: focus "New rule", open it, fill the name, submit with Enter.
+        await page.locator('[data-testid="rule-new"]').focus();
+        await page.keyboard.press('Enter');
+        await page.locator('[data-testid="rule-form"] #r-name').waitFor();
+        assert.equal(
+          await page.evaluate(
+            () =>
+              (globalThis as unknown as { document: { activeElement: { id: string } } }).document
+                .activeElement.id,
+          ),
+          'r-name',
+        );
+        const ruleName = `CPU hot ${viewport}`;
+        await page.keyboard.type(ruleName);
+        assert.deepEqual(await axeViolations(page), [], 'the rule dialog passes axe');
+        await page.keyboard.press('Enter');
+        await page.locator('[data-testid="alerts-rules"]', { hasText: ruleName }).waitFor();
+        const rules = await ctl.services.alerts.listRules({ id: admin.username, role: 'owner' });
+        const made = rules.find((r) => r.name === ruleName);
+        assert.ok(made, 'the rule is stored');
+        assert.equal(made.kind, 'metric');
+        assert.deepEqual(made.params, { series: 'cpu', comparator: '>', threshold: 90, windowSeconds: 60 });
+        assert.deepEqual(await axeViolations(page), []);
+        await page
+          .screenshot({ path: `test-results/alerts-${viewport}-${theme}.png`, fullPage: true })
+          .catch(() => {});
+        assert.deepEqual(pageErrors, []);
+      } finally {
+        await context.close();
+      }
+    },
+  );
+
+  test(
+    `the Checks page: status, uptime, latency line and history (${viewport}, ${theme})`,
+    { timeout: 120_000 },
+    async () => {
+      const admin = ctl.firstAdmin!;
+      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme });
+      try {
+        await signIn(page, admin.username, admin.password);
+        await page.goto('/checks');
+        const row = page.locator('[data-testid="check-row"]', { hasText: 'shop front' });
+        await row.waitFor();
+        assert.equal((await row.locator('[data-testid="check-status"]').textContent())?.trim(), 'Up');
+        assert.match((await row.textContent()) ?? '', /87\.50 %/);
+        const spark = row.locator('svg[role="img"]');
+        assert.match(
+          (await spark.getAttribute('aria-label')) ?? '',
+          /^shop front latency over 24 hours: latest \d+ ms, highest \d+ ms$/,
+        );
+        assert.ok((await spark.locator('polyline').count()) === 1, 'the line is drawn');
+        assert.deepEqual(await axeViolations(page), []);
+        await row.getByRole('button', { name: /History/ }).click();
+        const history = page.locator('[data-testid="check-history"]');
+        await history.locator('table').waitFor();
+        assert.equal(await history.locator('tbody tr').count(), 8);
+        assert.match((await history.textContent()) ?? '', /HTTP status 503/);
+        assert.deepEqual(await axeViolations(page), [], 'the history dialog passes axe');
+        await page.keyboard.press('Escape');
+        await history.locator('table').waitFor({ state: 'detached' });
+        await page
+          .screenshot({ path: `test-results/checks-${viewport}-${theme}.png`, fullPage: true })
+          .catch(() => {});
+        assert.deepEqual(pageErrors, []);
+      } finally {
+        await context.close();
+      }
+    },
+  );
+}
