@@ -2,6 +2,7 @@
 import { and, desc, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { apiTokens, type ApiTokenRow } from '../db/schema/tokens.ts';
+import { users } from '../db/schema/users.ts';
 
 export type { ApiTokenRow };
 
@@ -28,6 +29,17 @@ export function createTokensRepository(db: Db) {
         .from(apiTokens)
         .where(eq(apiTokens.userId, userId))
         .orderBy(desc(apiTokens.createdAt));
+    },
+
+    /** Every user's tokens with their owner's username, newest first (at most `limit`). */
+    async listAll(limit: number): Promise<(ApiTokenRow & { ownerName: string })[]> {
+      const rows = await db
+        .select({ token: apiTokens, ownerName: users.username })
+        .from(apiTokens)
+        .innerJoin(users, eq(users.id, apiTokens.userId))
+        .orderBy(desc(apiTokens.createdAt))
+        .limit(limit);
+      return rows.map((r) => ({ ...r.token, ownerName: r.ownerName }));
     },
 
     async get(id: string): Promise<ApiTokenRow | null> {

@@ -1,6 +1,7 @@
 // /api/v1/tokens: the signed-in user's API tokens (create: the secret is in this answer only;
 // list; revoke). User managers may list and revoke anyone's. Not reachable with an API token.
 import { createRoute, z } from '@hono/zod-openapi';
+import { KeelError } from '@keel/shared';
 import { permissions } from '../services/access.ts';
 import { MAX_TOKEN_DAYS, type TokensService } from '../services/tokens.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
@@ -37,6 +38,21 @@ const listRoute = createRoute({
   summary: 'API tokens (yours, or `userId`’s for user managers)',
   request: { query: z.object({ userId: z.uuid().optional() }) },
   responses: { 200: json(z.object({ tokens: z.array(apiTokenSchema) })), ...authErrors },
+});
+
+const listAllRoute = createRoute({
+  tags: ['api tokens'],
+  security: cookieSecurity,
+  middleware: permit('users.manage'),
+  method: 'get',
+  path: '/all',
+  summary: 'Every user’s API tokens with their owner (user managers)',
+  description:
+    'Name, owner, permissions, groups, created, expires, revoked and last use: never a secret (only its hash is stored). Newest first, at most 1000. Revoke any with `DELETE /tokens/{id}`. Not with an API token.',
+  responses: {
+    200: json(z.object({ tokens: z.array(apiTokenSchema.extend({ ownerName: z.string() })) })),
+    ...authErrors,
+  },
 });
 
 const createTokenRoute = createRoute({
@@ -100,6 +116,12 @@ export function tokenRoutes({ tokens }: { tokens: TokensService }) {
     .openapi(listRoute, async (c) =>
       c.json({ tokens: await tokens.list(by(c), c.req.valid('query').userId) }, 200),
     )
+    .openapi(listAllRoute, async (c) => {
+      // Like every token route: a bearer token cannot reach it, even one holding users.manage.
+      if (sessionOf(c).via === 'token')
+        throw new KeelError('auth.forbidden', 'Not with an API token: sign in.');
+      return c.json({ tokens: await tokens.listAll(by(c)) }, 200);
+    })
     .openapi(createTokenRoute, async (c) => {
       c.header('cache-control', 'no-store');
       return c.json(await tokens.create(by(c), c.req.valid('json')), 201);

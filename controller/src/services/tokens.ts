@@ -121,6 +121,17 @@ export function createTokensService(deps: TokensServiceDeps) {
       return (await tokens.listForUser(userId)).map(tokenView);
     },
 
+    /**
+     * Every user's tokens with their owner (never a secret: only its hash is stored), for a holder
+     * of `users.manage`; newest first, at most 1000.
+     */
+    async listAll(by: TokenActor): Promise<(TokenView & { ownerName: string })[]> {
+      if (!hasPermission(by.actor, 'users.manage')) {
+        throw new KeelError('auth.forbidden', "Only user managers see every user's tokens.");
+      }
+      return (await tokens.listAll(1000)).map((row) => ({ ...tokenView(row), ownerName: row.ownerName }));
+    },
+
     /** Revokes a token: its own user's, or anyone's for a holder of `users.manage`. */
     async revoke(by: TokenActor, id: string): Promise<TokenView> {
       const row = await tokens.get(id);

@@ -224,6 +224,8 @@ function accessCalls() {
     createToken: (input: Parameters<typeof client.tokens.$post>[0]['json']) =>
       call(client.tokens.$post({ json: input })),
     revokeToken: (id: string) => call(client.tokens[':id'].$delete(byId(id))),
+    /** Every user's tokens with their owner (user managers). */
+    listAllTokens: () => call(client.tokens.all.$get()),
     listUsers: () => call(client.users.$get()),
     createUser: (input: Parameters<typeof client.users.$post>[0]['json']) =>
       call(client.users.$post({ json: input })),
