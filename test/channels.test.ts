@@ -6,17 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { channelTicket, connectChannel, openEcho, rssOf, type ChannelClient } from './helpers/channels.ts';
-import {
-  enrollThroughApi,
-  kill,
-  removeDir,
-  runAgent,
-  startControllerProcess,
-  tempDir,
-  waitFor,
-  type ControllerProcess,
-  type Proc,
-} from './helpers/fleet.ts';
+import { kill, removeDir, waitFor, type ControllerProcess, type Proc, startFleet } from './helpers/fleet.ts';
 
 /** How much longer than at rest a request may take while a channel floods the link (documented in docs/protocol.md). */
 const FLOOD_REQUEST_BOUND_MS = 250;
@@ -25,7 +15,6 @@ const procs: Proc[] = [];
 const dirs: string[] = [];
 let ctl: ControllerProcess;
 let agent: Proc;
-let agentDir: string;
 let hostId: string;
 
 async function onlineHost(): Promise<string> {
@@ -64,13 +53,12 @@ function echoOnce(client: ChannelClient, message: Buffer): Promise<Buffer> {
 }
 
 before(async () => {
-  ctl = await startControllerProcess(procs, { env: { KEEL_HEARTBEAT_MS: '1000' } });
-  agentDir = tempDir('keel-agent-');
-  dirs.push(ctl.dataDir, agentDir);
-  await enrollThroughApi(ctl.api, agentDir, 'channel-host');
-  agent = runAgent(agentDir, { KEEL_AGENT_LOG_LEVEL: 'info' });
-  procs.push(agent);
-  hostId = await onlineHost();
+  ({ ctl, agent, hostId } = await startFleet(procs, dirs, {
+    controller: 'process',
+    env: { KEEL_HEARTBEAT_MS: '1000' },
+    agentEnv: { KEEL_AGENT_LOG_LEVEL: 'info' },
+    name: 'channel-host',
+  }));
 });
 
 after(async () => {
@@ -168,6 +156,16 @@ describe('live channels', () => {
       };
       const quiet: number[] = [];
       for (let i = 0; i < 10; i++) quiet.push(await ping());
+      // Another channel on the same agent, its echo timed at rest too: the bound is on how much
+      // the flood adds (docs/protocol.md), not on what a busy machine costs without it.
+      const other = await openEcho(ctl.api, hostId);
+      const timeEcho = async () => {
+        const started = performance.now();
+        await echoOnce(other, Buffer.from('ping'));
+        return performance.now() - started;
+      };
+      const echoQuiet: number[] = [];
+      for (let i = 0; i < 10; i++) echoQuiet.push(await timeEcho());
       // The agent sends as fast as the link goes, to a client that reads as fast as it can.
       const flood = await openEcho(ctl.api, hostId, { mode: 'source', bytes: 16 * 1024 ** 3 });
       let received = 0;
@@ -175,14 +173,9 @@ describe('live channels', () => {
       await waitFor(() => received > 32 * 1024 * 1024, 20_000, 'the flood under way');
       const flooded: number[] = [];
       for (let i = 0; i < 20; i++) flooded.push(await ping());
-      // Another channel on the same agent still gets its turn.
-      const other = await openEcho(ctl.api, hostId);
+      // The other channel still gets its turn.
       const echoTimes: number[] = [];
-      for (let i = 0; i < 20; i++) {
-        const started = performance.now();
-        await echoOnce(other, Buffer.from('ping'));
-        echoTimes.push(performance.now() - started);
-      }
+      for (let i = 0; i < 20; i++) echoTimes.push(await timeEcho());
       other.ws.close();
       const before = received;
       await new Promise((r) => setTimeout(r, 200));
@@ -197,10 +190,12 @@ describe('live channels', () => {
       console.log(
         `request rtt at rest: median ${median(quiet).toFixed(1)} ms; under flood: median ${median(flooded).toFixed(1)} ms, worst ${worst.toFixed(1)} ms (${(before / 1048576).toFixed(0)} MiB flowed)`,
       );
-      console.log(`another channel's echo under the flood: median ${median(echoTimes).toFixed(1)} ms`);
+      console.log(
+        `another channel's echo at rest: median ${median(echoQuiet).toFixed(1)} ms; under the flood: median ${median(echoTimes).toFixed(1)} ms`,
+      );
       assert.ok(
-        median(echoTimes) < FLOOD_REQUEST_BOUND_MS,
-        `another channel's echo took ${median(echoTimes)} ms (median) under the flood`,
+        median(echoTimes) - median(echoQuiet) < FLOOD_REQUEST_BOUND_MS,
+        `another channel's echo took ${median(echoTimes)} ms (median) under the flood, ${median(echoQuiet)} ms at rest`,
       );
       assert.ok(
         median(flooded) - median(quiet) < FLOOD_REQUEST_BOUND_MS,

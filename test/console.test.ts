@@ -8,38 +8,26 @@ import { join } from 'node:path';
 import { openConsole, signIn } from './helpers/browser.ts';
 import {
   enrollAgent,
-  freePort,
-  joinToken,
   kill,
   removeDir,
   repoRoot,
   runAgent,
-  startTestController,
   tempDir,
   waitFor,
   type Proc,
+  startFleet,
+  type TestController,
 } from './helpers/fleet.ts';
 
-type Ctl = Awaited<ReturnType<typeof startTestController>>;
+type Ctl = TestController;
 let ctl: Ctl;
 const procs: Proc[] = [];
 const dirs: string[] = [];
 const shots = join(repoRoot, 'test-results');
 
 before(async () => {
-  ctl = await startTestController({ port: await freePort() });
   // A first host, enrolled and running before the browser opens.
-  const stateDir = tempDir('keel-agent-');
-  dirs.push(stateDir);
-  const r = await enrollAgent(
-    stateDir,
-    `http://127.0.0.1:${ctl.port}`,
-    await joinToken(ctl),
-    ctl.fingerprint,
-    'first-host',
-  );
-  assert.equal(r.code, 0, r.output);
-  procs.push(runAgent(stateDir));
+  ({ ctl } = await startFleet(procs, dirs, { name: 'first-host' }));
   mkdirSync(shots, { recursive: true });
 });
 

@@ -10,15 +10,13 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ApiClient } from './helpers/api.ts';
 import {
-  enrollThroughApi,
   kill,
   removeDir,
   runAgent,
-  startControllerProcess,
-  tempDir,
   waitFor,
   type ControllerProcess,
   type Proc,
+  startFleet,
 } from './helpers/fleet.ts';
 
 interface ProcessView {
@@ -92,17 +90,10 @@ async function apply(spec: Record<string, unknown>) {
 }
 
 before(async () => {
-  ctl = await startControllerProcess(procs);
-  agentDir = tempDir('keel-agent-');
-  dirs.push(ctl.dataDir, agentDir);
-  await enrollThroughApi(ctl.api, agentDir, 'process-host');
-  startAgent();
-  hostId = await waitFor(
-    async () => (await ctl.api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts[0]?.id,
-    30_000,
-    'the host',
-  );
-  await online();
+  ({ ctl, agent, agentDir, hostId } = await startFleet(procs, dirs, {
+    controller: 'process',
+    name: 'process-host',
+  }));
 });
 
 after(async () => {
@@ -128,7 +119,7 @@ after(async () => {
 
 test(
   'output is stored; across kill -9 of the agent and of the controller the process runs on (same pid), its output is stored once and in order, stdin works and is audited',
-  { timeout: 90_000 },
+  { timeout: 180_000 },
   async () => {
     await apply({
       name: 'counter',
@@ -156,7 +147,8 @@ test(
     process.kill(pid, 0);
     startAgent();
     await online();
-    const adopted = await status('counter');
+    // The agent reports its processes just after it connects: wait for the report, not a moment.
+    const adopted = await waitFor(() => status('counter'), 20_000, 'counter status after the agent restart');
     assert.equal(adopted?.pid, pid, 'same pid after the agent restart');
     assert.equal(adopted?.adopted, true);
     assert.equal(adopted?.state, 'running');
@@ -173,7 +165,12 @@ test(
     // And the controller goes away (kill -9) and comes back while the counter prints on.
     await ctl.restart();
     await online();
-    assert.equal((await status('counter'))?.pid, pid, 'same pid after the controller restart');
+    const restarted = await waitFor(
+      async () => (await status('counter'))?.pid,
+      20_000,
+      'counter status after the controller restart',
+    );
+    assert.equal(restarted, pid, 'same pid after the controller restart');
 
     const stopped = await ctl.api.post<{ process: ProcessView }>(`/hosts/${hostId}/processes/counter/stop`);
     assert.equal(stopped.status, 200);

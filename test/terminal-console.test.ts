@@ -6,43 +6,16 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { axeViolations, openConsole, signIn } from './helpers/browser.ts';
-import {
-  enrollAgent,
-  freePort,
-  joinToken,
-  kill,
-  removeDir,
-  runAgent,
-  startTestController,
-  tempDir,
-  waitFor,
-  type Proc,
-} from './helpers/fleet.ts';
+import { kill, removeDir, waitFor, type Proc, startFleet, type TestController } from './helpers/fleet.ts';
 
-type Ctl = Awaited<ReturnType<typeof startTestController>>;
+type Ctl = TestController;
 let ctl: Ctl;
 const procs: Proc[] = [];
 const dirs: string[] = [];
 let hostId: string;
 
 before(async () => {
-  ctl = await startTestController({ port: await freePort() });
-  const stateDir = tempDir('keel-agent-');
-  dirs.push(stateDir);
-  const r = await enrollAgent(
-    stateDir,
-    `http://127.0.0.1:${ctl.port}`,
-    await joinToken(ctl),
-    ctl.fingerprint,
-    'terminal-host',
-  );
-  assert.equal(r.code, 0, r.output);
-  procs.push(runAgent(stateDir));
-  hostId = await waitFor(
-    async () => (await ctl.services.hosts.list()).find((h: { online: boolean }) => h.online)?.id,
-    30_000,
-    'the agent online',
-  );
+  ({ ctl, hostId } = await startFleet(procs, dirs, { name: 'terminal-host' }));
 });
 
 after(async () => {

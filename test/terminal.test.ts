@@ -14,17 +14,7 @@ import { after, before, test } from 'node:test';
 import { encodeTerminalInput, encodeTerminalResize } from '@keel/shared';
 import { ApiClient } from './helpers/api.ts';
 import { channelTicket, connectChannel, rssOf, type ChannelClient } from './helpers/channels.ts';
-import {
-  enrollThroughApi,
-  kill,
-  removeDir,
-  runAgent,
-  startControllerProcess,
-  tempDir,
-  waitFor,
-  type ControllerProcess,
-  type Proc,
-} from './helpers/fleet.ts';
+import { kill, removeDir, waitFor, type ControllerProcess, type Proc, startFleet } from './helpers/fleet.ts';
 
 const procs: Proc[] = [];
 const dirs: string[] = [];
@@ -104,20 +94,12 @@ function pidGone(pid: number): boolean {
 }
 
 before(async () => {
-  ctl = await startControllerProcess(procs, { env: { KEEL_HEARTBEAT_MS: '1000' } });
-  const agentDir = tempDir('keel-agent-');
-  dirs.push(ctl.dataDir, agentDir);
-  await enrollThroughApi(ctl.api, agentDir, 'terminal-host');
-  agent = runAgent(agentDir, { KEEL_AGENT_LOG_LEVEL: 'info' });
-  procs.push(agent);
-  hostId = await waitFor(
-    async () =>
-      (await ctl.api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts.find(
-        (h) => h.online,
-      )?.id,
-    30_000,
-    'the agent online',
-  );
+  ({ ctl, agent, hostId } = await startFleet(procs, dirs, {
+    controller: 'process',
+    env: { KEEL_HEARTBEAT_MS: '1000' },
+    agentEnv: { KEEL_AGENT_LOG_LEVEL: 'info' },
+    name: 'terminal-host',
+  }));
 });
 
 after(async () => {
