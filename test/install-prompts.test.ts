@@ -53,7 +53,7 @@ test('on a terminal, install.sh asks for what is missing and installs', { timeou
       ...(process.env as Record<string, string>),
       KEEL_ROOT: root,
       KEEL_SYSTEMCTL: standInSystemctl,
-      KEEL_WAIT_SECONDS: '30',
+      KEEL_WAIT_SECONDS: '60',
     },
   });
   let screen = '';
