@@ -21,6 +21,7 @@ import {
   type ProxyUserSpec,
 } from '@keel/shared';
 import type {
+  ActiveProxyUser,
   NodeDescription,
   NodeKey,
   ProxyUserNodeRow,
@@ -359,7 +360,7 @@ export function createProxyUsersService(deps: ProxyUsersServiceDeps) {
     }
   }
 
-  function specOf(u: ProxyUserRow, place: ProxyUserNodeRow): ProxyUserSpec {
+  function specOf(u: ActiveProxyUser, place: ProxyUserNodeRow): ProxyUserSpec {
     return {
       id: u.name,
       secret: u.secret,
@@ -843,6 +844,9 @@ export function createProxyUsersService(deps: ProxyUsersServiceDeps) {
     const places = await repo.nodesOf([row.id]);
     const nodes = new Map((await repo.describeNodes(places)).map((d) => [nodeKey(d), d]));
     const out = [];
+    // By host name, then instance: the order a person reads them in.
+    const label = (p: NodeKey) => `${nodes.get(nodeKey(p))?.hostName ?? ''}\u0000${p.instance}`;
+    places.sort((a, b) => label(a).localeCompare(label(b)));
     for (const p of places) {
       const d = nodes.get(nodeKey(p));
       if (d) for (const e of endpointsOf(row, d, p)) out.push({ ...e, node: d });
