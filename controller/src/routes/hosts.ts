@@ -5,6 +5,7 @@ import type { HostsService } from '../services/hosts.ts';
 import type { HostEventsReader } from '../services/host-events.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
 import { permit } from './permit.ts';
+import { hasHostPermission, hostPermissions, permissions as permissionList } from '../services/access.ts';
 
 // The shared schema was built before zod-openapi extended zod, so it has no `.openapi()`; a new
 // object over the same shape does, and validates identically.
@@ -47,6 +48,15 @@ export const hostSchema = z
   .openapi('Host');
 
 const hostBody = z.object({ host: hostSchema });
+/** One host with what the caller may do on it, so the console offers only the actions the API allows. */
+const hostDetailBody = z.object({
+  host: hostSchema,
+  permissions: z
+    .array(z.string())
+    .describe(
+      "The caller's permissions on this host (host.operate: ping and refresh, host.manage: revoke, …).",
+    ),
+});
 const notFound = errorResponse('No such host (`host.not_found`).');
 
 const listRoute = createRoute({
@@ -74,7 +84,7 @@ const getRoute = createRoute({
   security: cookieSecurity,
   request: { params: idParamSchema },
   responses: {
-    200: { description: 'The host.', content: { 'application/json': { schema: hostBody } } },
+    200: { description: 'The host.', content: { 'application/json': { schema: hostDetailBody } } },
     400: errorResponse('Malformed id (`request.invalid`).'),
     401: authErrors[401],
     404: notFound,
@@ -238,7 +248,15 @@ export function hostRoutes({ hosts, events }: HostRoutesDeps) {
   });
   return createRouter()
     .openapi(listRoute, async (c) => c.json({ hosts: await hosts.list(actor(c)) }, 200))
-    .openapi(getRoute, async (c) => c.json({ host: await hosts.get(c.req.valid('param').id, actor(c)) }, 200))
+    .openapi(getRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      const host = await hosts.get(id, actor(c));
+      const access = sessionOf(c).actor;
+      const permissions = permissionList.filter(
+        (p) => hostPermissions.has(p) && hasHostPermission(access, p, id),
+      );
+      return c.json({ host, permissions }, 200);
+    })
     .openapi(revokeRoute, async (c) =>
       c.json({ host: await hosts.revoke(c.req.valid('param').id, actor(c)) }, 200),
     )

@@ -125,8 +125,14 @@ export const api = {
     if (!Array.isArray(raw)) throw unreadable('a host list');
     return { hosts: parseHosts(raw) };
   },
-  getHost: (id: string, signal?: AbortSignal) =>
-    oneHost(call(client.hosts[':id'].$get(byId(id), withSignal(signal)))),
+  /** One host, with the caller's permissions on it (an unreadable list reads as none). */
+  getHost: async (id: string, signal?: AbortSignal): Promise<{ host: Host; permissions: string[] }> => {
+    const body: unknown = await call(client.hosts[':id'].$get(byId(id), withSignal(signal)));
+    const { host } = await oneHost(Promise.resolve(body as { host: unknown }));
+    const raw = (body as { permissions?: unknown } | null | undefined)?.permissions;
+    const permissions = Array.isArray(raw) ? raw.filter((p): p is string => typeof p === 'string') : [];
+    return { host, permissions };
+  },
   pingHost: (id: string) => call(client.hosts[':id'].ping.$post(byId(id))),
   refreshFacts: (id: string) => oneHost(call(client.hosts[':id']['refresh-facts'].$post(byId(id)))),
   revokeHost: (id: string) => oneHost(call(client.hosts[':id'].revoke.$post(byId(id)))),
