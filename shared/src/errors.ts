@@ -122,9 +122,15 @@ export const errorCatalogue = {
     status: 502,
     message: 'The downloaded agent bundle does not match its SHA-256; nothing was installed.',
   },
-  'upgrade.failed': { status: 502, message: 'The agent could not prepare the new release; nothing was switched.' },
+  'upgrade.failed': {
+    status: 502,
+    message: 'The agent could not prepare the new release; nothing was switched.',
+  },
   'upgrade.busy': { status: 409, message: 'An upgrade of this agent is already in progress.' },
-  'upgrade.bundle_not_found': { status: 404, message: 'This controller holds no agent bundle of that version.' },
+  'upgrade.bundle_not_found': {
+    status: 404,
+    message: 'This controller holds no agent bundle of that version.',
+  },
   'upgrade.rollout_not_found': { status: 404, message: 'No such agent rollout.' },
   'upgrade.rollout_state': { status: 409, message: 'The agent rollout is not in a state that allows this.' },
   'upgrade.rollout_active': {

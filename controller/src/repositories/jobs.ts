@@ -37,17 +37,15 @@ export function createJobsRepository(db: Db) {
           .returning({ id: jobRuns.id });
         if (inserted.length === 0) return false;
         if (hosts.length > 0)
-          await tx
-            .insert(jobRunHosts)
-            .values(
-              hosts.map((h) => ({
-                runId: run.id!,
-                hostId: h.hostId,
-                hostName: h.hostName,
-                status: h.status,
-                error: h.error ?? null,
-              })),
-            );
+          await tx.insert(jobRunHosts).values(
+            hosts.map((h) => ({
+              runId: run.id!,
+              hostId: h.hostId,
+              hostName: h.hostName,
+              status: h.status,
+              error: h.error ?? null,
+            })),
+          );
         return true;
       });
     },

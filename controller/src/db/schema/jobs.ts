@@ -20,7 +20,6 @@ import { hosts } from './hosts.ts';
 import { bytea } from './streams.ts';
 import { users } from './users.ts';
 
-
 /** Which hosts a job targets (any mix; the union, restricted to hosts the actor may run on). */
 export interface JobTarget {
   hostIds?: string[];
