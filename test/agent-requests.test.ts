@@ -37,6 +37,17 @@ before(async () => {
     onFrame: (frame) => {
       if (frame.type !== 'req') return;
       received.push(frame.method);
+      // What the controller asks by itself on connect (the check set, …) is not scripted: refuse it
+      // plainly, so only the scripted answers are malformed.
+      if (!Object.hasOwn(answers, frame.method)) {
+        send?.({
+          type: 'res',
+          id: frame.id,
+          ok: false,
+          error: { code: 'request.failed', message: 'not scripted in this test' },
+        });
+        return;
+      }
       send?.({ type: 'res', id: frame.id, ok: true, result: answers[frame.method] });
     },
   });
