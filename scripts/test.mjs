@@ -23,7 +23,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, homedir, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -124,6 +124,26 @@ if (!process.env.KEEL_TEST_DATABASE_URL) {
     'note: KEEL_TEST_DATABASE_URL is unset, so the PostgreSQL half of the storage suite is skipped.',
   );
 }
+/**
+ * The terminal tests open login shells of the user running the tests. On a machine whose shell
+ * profile runs `pyenv init` (as root's does on our CI machines), a login shell killed during its
+ * `pyenv rehash` leaves the rehash lock `~/.pyenv/shims/.pyenv-shim` behind, and every later login
+ * shell waits 60 s for it: the terminal tests then time out with no output. A lock older than a
+ * minute belongs to no running rehash (one takes well under a second), so it is removed here.
+ */
+function clearStaleShellLock() {
+  const lock = join(homedir(), '.pyenv/shims/.pyenv-shim');
+  try {
+    if (Date.now() - statSync(lock).mtimeMs > 60_000) {
+      rmSync(lock, { force: true });
+      console.log(`note: removed a stale pyenv rehash lock (${lock}) that would stall login shells`);
+    }
+  } catch {
+    // No lock: nothing to do.
+  }
+}
+clearStaleShellLock();
+
 if (!existsSync(join(root, 'web/build/index.html')) || process.env.CI) {
   const built = spawnSync('npm', ['run', 'build', '-w', 'web'], { cwd: root, stdio: 'inherit' });
   if (built.status !== 0) process.exit(built.status ?? 1);
