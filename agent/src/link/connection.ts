@@ -16,6 +16,7 @@ import {
   FrameRouter,
   HandshakeFailure,
   KeelError,
+  Liveness,
   requestDefinition,
   requestNames,
   SealedChannel,
@@ -30,7 +31,8 @@ import {
 } from '@keel/shared';
 import type { Spool } from './spool.ts';
 import { AGENT_VERSION } from '../version.ts';
-import { serveRequest, type RequestHandler } from './requests.ts';
+import { answerRequest, type RequestHandler } from './requests.ts';
+import { LinkParts } from './parts.ts';
 
 export type { RequestContext, RequestHandler } from './requests.ts';
 
@@ -311,7 +313,12 @@ export class AgentLink {
         this.#onWelcome(channel, frame);
         this.#welcomed();
       })
-      .register('req', (frame, _body, channel) => void this.#onRequest(channel, frame))
+      .register('req', (frame, _body, channel) =>
+        this.#parts.onRequest(channel, frame, (f) => void this.#onRequest(channel, f)),
+      )
+      .register('part', (frame, body, channel) =>
+        this.#parts.onPart(channel, frame, body, (f) => void this.#onRequest(channel, f)),
+      )
       .register('stream.ack', (frame) => this.#onAck(frame.stream, frame.seq))
       .register('error', (frame) => {
         this.#opts.log.error({ code: frame.error.code }, frame.error.message);
@@ -320,7 +327,9 @@ export class AgentLink {
       });
   }
 
-  #endListeners = new Set<(channel: SealedChannel) => void>();
+  #endListeners = new Set<(channel: SealedChannel) => void>([(channel) => this.#parts.end(channel)]);
+  /** Large request params and results (protocol 3). */
+  #parts = new LinkParts();
   #readyListeners = new Set<(channel: SealedChannel) => void>();
   /** The handlers served: the link's own `ping` and the capabilities'. */
   #handlers: Readonly<Record<string, RequestHandler>>;
@@ -487,17 +496,17 @@ export class AgentLink {
     for (const [frame, body] of pending) this.#onFrame(channel, frame, body);
     return new Promise<LinkClosed>((resolve) => {
       const heartbeatMs = this.#opts.heartbeatMs ?? 5_000;
-      let alive = true;
-      ws.on('pong', () => (alive = true));
-      ws.on('ping', () => (alive = true));
-      ws.on('message', () => (alive = true));
+      const liveness = new Liveness(heartbeatMs);
+      const heard = () => liveness.heard();
+      ws.on('pong', heard);
+      ws.on('ping', heard);
+      ws.on('message', heard);
       const beat = setInterval(() => {
-        if (!alive) {
+        if (liveness.tick()) {
           this.#opts.log.warn('controller stopped answering heartbeats');
           ws.terminate();
           return;
         }
-        alive = false;
         ws.ping();
       }, heartbeatMs);
       ws.once('close', (code, reason) => {
@@ -546,6 +555,7 @@ export class AgentLink {
         this.#opts.log.error({ err }, 'a session-ready listener failed');
       }
     }
+    this.#parts.welcome(channel, welcome.maxFrameBytes);
     const window = welcome.windowBytes;
     const batchBytes = Math.min(this.#opts.batchBytes ?? 256 * 1024, Math.floor(welcome.maxFrameBytes / 2));
     for (const [stream, spool] of this.#opts.streams) {
@@ -620,6 +630,9 @@ export class AgentLink {
       const oldest = this.#seenRequests.values().next().value;
       if (oldest !== undefined) this.#seenRequests.delete(oldest);
     }
-    channel.send(await serveRequest(frame, this.#handlers, this.#opts.log));
+    const answer = await answerRequest(frame, this.#handlers, this.#opts.log, {
+      maxResultBytes: this.#parts.maxResultBytes(channel),
+    });
+    this.#parts.respond(channel, answer);
   }
 }

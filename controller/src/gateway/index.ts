@@ -12,6 +12,7 @@ import {
   eventsStream,
   FrameRouter,
   KeelError,
+  Liveness,
   requestDefinition,
   type HostCapabilities,
   type RequestDefinition,
@@ -27,6 +28,7 @@ import { startEnrollment } from './enrollment.ts';
 import { PresenceWriter } from './presence.ts';
 import { EarlyBudget, SessionTable, type AgentSession } from './session.ts';
 import { safeClose } from './socket.ts';
+import { dropParts, encodeParams, onResponseHeader, onResultPart, sendRequest } from './parts.ts';
 import { chunkSink, StreamSinks, type StoredRecords } from './sinks.ts';
 
 export { AgentSession } from './session.ts';
@@ -98,7 +100,7 @@ export class Gateway implements AgentGateway {
   #presence: PresenceWriter;
   #sessions: SessionTable;
   #heartbeat: NodeJS.Timeout;
-  #alive = new WeakMap<WebSocket, boolean>();
+  #liveness = new WeakMap<WebSocket, Liveness>();
   #closing = false;
   #earlyBudget = new EarlyBudget(MAX_EARLY_BYTES_TOTAL);
   /** Handshakes completed since start (for the connect benchmark and /metrics). */
@@ -134,7 +136,7 @@ export class Gateway implements AgentGateway {
       // A request that waited for its host is checked against what the host's agent serves now.
       const def = requestDefinition(frame.method);
       if (def) assertServes(live.capabilities, def);
-      live.channel.send(frame);
+      sendRequest(live, frame);
       return live;
     });
     this.#hostLoader = new BatchLoader((keys) => this.#opts.store.findHostsByKeys(keys));
@@ -170,9 +172,11 @@ export class Gateway implements AgentGateway {
         streamWindow(this.#opts.windowBytes, Math.max(this.#sessions.size + 1, this.#hostByKey.size)),
     });
     this.router
-      .register('res', (frame, _body, s) => this.#broker.onResponse(s.hostId!, frame))
+      .register('res', (frame, _body, s) => onResponseHeader(s, frame, this.#broker))
+      .register('part', (frame, body, s) => onResultPart(s, frame, body, this.#broker))
       .register('stream.data', (frame, body, s) => s.ingest!.push(frame, body))
       .register('facts', (frame, _body, s) => this.#presence.queue(s.hostId!, { facts: frame.facts }));
+    this.#sessions.onEnded((s) => dropParts(s));
     this.#heartbeat = setInterval(() => this.#beat(), this.#opts.heartbeatMs);
     this.#heartbeat.unref();
   }
@@ -252,6 +256,11 @@ export class Gateway implements AgentGateway {
       );
     }
     if (this.#revoked.has(hostId)) return Promise.reject(new KeelError('host.revoked'));
+    try {
+      encodeParams(method, checked.data);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     // Refused without a round trip when the connected agent did not announce it. (A host that is
     // offline now is checked when its session starts, before the request is sent.)
     try {
@@ -313,11 +322,10 @@ export class Gateway implements AgentGateway {
 
   #beat(): void {
     for (const ws of this.wss.clients) {
-      if (this.#alive.get(ws) === false) {
+      if (this.#liveness.get(ws)?.tick()) {
         ws.terminate();
         continue;
       }
-      this.#alive.set(ws, false);
       ws.ping();
     }
   }
@@ -326,9 +334,11 @@ export class Gateway implements AgentGateway {
     // One logger for all sessions, with the peer and host as fields: a child logger per
     // connection costs more than the rest of the session's bookkeeping.
     const log = this.#opts.log;
-    this.#alive.set(ws, true);
-    ws.on('pong', () => this.#alive.set(ws, true));
-    ws.on('message', () => this.#alive.set(ws, true));
+    const liveness = new Liveness(this.#opts.heartbeatMs);
+    this.#liveness.set(ws, liveness);
+    ws.on('pong', () => liveness.heard());
+    ws.on('ping', () => liveness.heard());
+    ws.on('message', () => liveness.heard());
     ws.on('error', (err) => log.debug({ peer, err: err.message }, 'agent socket error'));
     runHandshake(ws, peer, settle, {
       identity: this.#opts.identity,
