@@ -137,7 +137,15 @@ export async function run(stateDir: string): Promise<number> {
     }),
     supervision,
     configsCapability({ dir: join(stateDir, 'configs'), supervisor: () => supervision.supervisor() }),
-    metricsCapability({ intervalSeconds: metricsIntervalFromEnv(env('KEEL_AGENT_METRICS_INTERVAL')) }),
+    metricsCapability({
+      intervalSeconds: metricsIntervalFromEnv(env('KEEL_AGENT_METRICS_INTERVAL')),
+      sampler: {
+        supervised: () => {
+          const s = supervision.supervisor();
+          return s && s.size > 0 ? s.list() : [];
+        },
+      },
+    }),
     checksCapability({ dir: join(stateDir, 'checks') }),
     jobsCapability({ log }),
     upgradeCapability({

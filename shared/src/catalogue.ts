@@ -8,7 +8,7 @@ import { agentUpgradeRequest } from './messages/agent-upgrade.ts';
 import { factsRefreshRequest } from './messages/facts.ts';
 import { eventsStream } from './messages/events.ts';
 import * as processes from './messages/processes.ts';
-import { metricsStream } from './messages/metrics.ts';
+import { metricsConfigureRequest, metricsStream } from './messages/metrics.ts';
 import { checksApplyRequest, checksStream } from './messages/checks.ts';
 import { configRequests } from './messages/configs.ts';
 
@@ -19,6 +19,7 @@ export const requestCatalogue = {
   [factsRefreshRequest.name]: factsRefreshRequest,
   ...processes.processRequests,
   [checksApplyRequest.name]: checksApplyRequest,
+  [metricsConfigureRequest.name]: metricsConfigureRequest,
   ...configRequests,
 } as const;
 

@@ -3,20 +3,30 @@
 // not acked across outages and agent restarts and the link replays it, so history has no gap
 // (until the spool bound; then the loss is numbered and shown as a gap by the controller).
 // Ticks are aligned to multiples of the interval, so a fleet's samples line up in time.
-import { metricSampleSchema, metricsStream, type MetricSample } from '@keel/shared';
+// The controller may set the interval per host (`metrics.configure`, sent on every change and each
+// time the host comes online); it takes effect from the next tick, without a restart. `null` goes
+// back to the agent's own setting (KEEL_AGENT_METRICS_INTERVAL).
+import {
+  METRICS_INTERVAL_DEFAULT_SECONDS,
+  METRICS_INTERVAL_MAX_SECONDS,
+  METRICS_INTERVAL_MIN_SECONDS,
+  metricSampleSchema,
+  metricsStream,
+  type MetricSample,
+} from '@keel/shared';
 import type { AgentCapability } from '../capabilities.ts';
 import { MetricsSampler, type SamplerOptions } from './sampler.ts';
 
 /** Default sampling interval, seconds. */
-export const DEFAULT_METRICS_INTERVAL_SECONDS = 5;
+export const DEFAULT_METRICS_INTERVAL_SECONDS = METRICS_INTERVAL_DEFAULT_SECONDS;
 
 /** Reads `KEEL_AGENT_METRICS_INTERVAL` (seconds, 1-60); throws on anything else. */
 export function metricsIntervalFromEnv(raw: string | undefined): number {
   if (raw === undefined || raw === '') return DEFAULT_METRICS_INTERVAL_SECONDS;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 60) {
+  if (!Number.isInteger(n) || n < METRICS_INTERVAL_MIN_SECONDS || n > METRICS_INTERVAL_MAX_SECONDS) {
     throw new Error(
-      `KEEL_AGENT_METRICS_INTERVAL must be a whole number of seconds from 1 to 60, got "${raw}"`,
+      `KEEL_AGENT_METRICS_INTERVAL must be a whole number of seconds from ${METRICS_INTERVAL_MIN_SECONDS} to ${METRICS_INTERVAL_MAX_SECONDS}, got "${raw}"`,
     );
   }
   return n;
@@ -31,20 +41,53 @@ export function metricsCapability(
     now?: () => number;
   } = {},
 ) {
-  const intervalMs = (opts.intervalSeconds ?? DEFAULT_METRICS_INTERVAL_SECONDS) * 1000;
+  const ownSeconds = opts.intervalSeconds ?? DEFAULT_METRICS_INTERVAL_SECONDS;
+  let intervalMs = ownSeconds * 1000;
   const now = opts.now ?? Date.now;
   let timer: NodeJS.Timeout | null = null;
   let stopped = false;
+  let started = false;
+  let tick: (() => Promise<void>) | null = null;
+  let ticking: Promise<void> | null = null;
 
-  return {
+  // One timer at a time: the next tick is scheduled after the current one finished, at the next
+  // multiple of the interval in force then (so a change applies from the next tick).
+  const schedule = () => {
+    if (stopped || !tick) return;
+    if (timer) clearTimeout(timer);
+    const wait = intervalMs - (now() % intervalMs);
+    timer = setTimeout(() => {
+      timer = null;
+      const run = tick!;
+      ticking = run().finally(() => {
+        ticking = null;
+        schedule();
+      });
+    }, wait);
+    timer.unref();
+  };
+
+  const capability = {
     name: 'metrics',
     streams: [metricsStream.name],
+    requests: {
+      'metrics.configure': ({ intervalSeconds }) => {
+        const next = (intervalSeconds ?? ownSeconds) * 1000;
+        if (next !== intervalMs) {
+          intervalMs = next;
+          // A tick in progress reschedules itself when done; otherwise move the waiting timer.
+          if (started && !ticking) schedule();
+        }
+        return { intervalSeconds: intervalMs / 1000 };
+      },
+    },
     start(ctx) {
+      started = true;
       const spool = ctx.stream(metricsStream.name);
       const sampler = new MetricsSampler(opts.sampler);
       const sample = opts.sample ?? ((t: number) => sampler.sample(t));
       let failures = 0;
-      const tick = async () => {
+      tick = async () => {
         const t = Math.floor(now() / intervalMs) * intervalMs;
         try {
           const record = metricSampleSchema.parse(await sample(t));
@@ -57,16 +100,11 @@ export function metricsCapability(
           }
         }
       };
-      const schedule = () => {
-        if (stopped) return;
-        const wait = intervalMs - (now() % intervalMs);
-        timer = setTimeout(() => {
-          void tick().finally(schedule);
-        }, wait);
-        timer.unref();
-      };
       // The first tick only primes the counters (rates need two readings); it is stored too.
-      void tick().finally(schedule);
+      ticking = tick().finally(() => {
+        ticking = null;
+        schedule();
+      });
     },
     stop() {
       stopped = true;
@@ -74,4 +112,8 @@ export function metricsCapability(
       timer = null;
     },
   } satisfies AgentCapability;
+  return Object.assign(capability, {
+    /** The interval in force, seconds. */
+    intervalSeconds: (): number => intervalMs / 1000,
+  });
 }

@@ -1,11 +1,12 @@
 // Proves the metrics sampler turns two recorded /proc readings (fixtures/a, fixtures/b) into the
 // exact figures (CPU %, per core, memory, disk and network rates across a 32-bit wrap and a reset,
 // connections, mounts, temperatures, the agent's own CPU), that parsers tolerate what real hosts
-// vary in, and that the capability appends schema-valid ticks to its spool on aligned times.
+// vary in, that the capability appends schema-valid ticks to its spool on aligned times, that
+// metrics.configure changes the interval live, and that supervised processes ride in each tick.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { metricSampleSchema } from '@keel/shared';
+import { MAX_PROCESS_SERIES, metricSampleSchema, metricsConfigureRequest } from '@keel/shared';
 import { MetricsSampler } from './sampler.ts';
 import { counterDelta, parseMounts, parseTcpEstablished } from './proc.ts';
 import { metricsCapability, metricsIntervalFromEnv } from './index.ts';
@@ -156,4 +157,61 @@ test('the capability appends one schema-valid record per aligned tick', async (t
     [1_000_000_000, 1_000_005_000, 1_000_010_000],
   );
   for (const r of appended) metricSampleSchema.parse(JSON.parse(r.payload.toString()));
+});
+
+test('metrics.configure changes the interval live, from the next tick; null returns to the own one', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 1_000_000_000 });
+  const appended: number[] = [];
+  const cap = metricsCapability({ intervalSeconds: 5, sample: async (t) => ({ t, v: { cpu: 1 } }) });
+  const configure = cap.requests['metrics.configure'];
+  cap.start({
+    log: { error: (o: unknown) => assert.fail(String(o)) } as never,
+    emit: () => {},
+    send: () => {},
+    onSession: () => {},
+    stream: () =>
+      ({ append: (records: { ts: number }[]) => appended.push(...records.map((r) => r.ts)) }) as never,
+  });
+  const settle = async () => {
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+  };
+  const advance = async (ms: number, step = 500) => {
+    for (let done = 0; done < ms; done += step) {
+      t.mock.timers.tick(step);
+      await settle();
+    }
+  };
+  await settle();
+  await advance(5_000); // 1_000_005_000
+  assert.deepEqual(configure({ intervalSeconds: 1 }, {} as never), { intervalSeconds: 1 });
+  assert.equal(cap.intervalSeconds(), 1);
+  await advance(3_000); // three 1 s ticks
+  assert.deepEqual(configure({ intervalSeconds: null }, {} as never), { intervalSeconds: 5 });
+  await advance(10_000);
+  cap.stop();
+  assert.deepEqual(
+    appended,
+    [1_000_000_000, 1_000_005_000, 1_000_006_000, 1_000_007_000, 1_000_008_000, 1_000_010_000, 1_000_015_000],
+  );
+  assert.throws(() => metricsConfigureRequest.params.parse({ intervalSeconds: 0 }));
+  assert.throws(() => metricsConfigureRequest.params.parse({ intervalSeconds: 61 }));
+});
+
+test('supervised processes ride in the tick, at most MAX_PROCESS_SERIES', async () => {
+  const sampler = new MetricsSampler({
+    root: fixture('a'),
+    statfs,
+    supervised: () =>
+      Array.from({ length: MAX_PROCESS_SERIES + 3 }, (_, i) => ({
+        name: `p${i}`,
+        cpuPercent: i === 0 ? null : 12.5,
+        rssBytes: i === 0 ? null : 4096 * i,
+      })),
+  });
+  const s = metricSampleSchema.parse(await sampler.sample(1_000_000));
+  assert.equal(s.processes?.length, MAX_PROCESS_SERIES);
+  assert.deepEqual(s.processes?.[0], { name: 'p0', cpu: null, rss: null });
+  assert.deepEqual(s.processes?.[2], { name: 'p2', cpu: 12.5, rss: 8192 });
+  const none = await new MetricsSampler({ root: fixture('a'), statfs, supervised: () => [] }).sample(1);
+  assert.equal(none.processes, undefined, 'no processes: no field');
 });

@@ -4,7 +4,7 @@
 // /proc/net/snmp, a host without sensors) leaves its series null instead of failing the tick.
 import { readdir, readFile, statfs as fsStatfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { MetricSample, MetricSeriesName } from '@keel/shared';
+import { MAX_PROCESS_SERIES, type MetricSample, type MetricSeriesName } from '@keel/shared';
 import {
   counterDelta,
   cpuPercent,
@@ -36,6 +36,11 @@ export interface SamplerOptions {
   statfs?: StatfsFn;
   /** The agent's own CPU time and RSS (default: this process). */
   self?: () => { cpuMicros: number; rssBytes: number };
+  /**
+   * Supervised processes with their group's CPU (% of one core) and RSS (the supervisor computes
+   * them from its /proc scan); their series ride in each tick.
+   */
+  supervised?: () => { name: string; cpuPercent: number | null; rssBytes: number | null }[];
 }
 
 interface Counters {
@@ -184,7 +189,21 @@ export class MetricsSampler {
     if (mountFigures.length > 0) sample.mounts = mountFigures;
     if (ifaces.length > 0) sample.ifaces = ifaces;
     if (temps.length > 0) sample.temps = temps;
+    const supervised = this.#supervised();
+    if (supervised.length > 0) sample.processes = supervised;
     return sample;
+  }
+
+  #supervised(): NonNullable<MetricSample['processes']> {
+    if (!this.#opts.supervised) return [];
+    try {
+      return this.#opts
+        .supervised()
+        .slice(0, MAX_PROCESS_SERIES)
+        .map((p) => ({ name: p.name, cpu: p.cpuPercent, rss: p.rssBytes }));
+    } catch {
+      return []; // the supervisor is not started yet
+    }
   }
 
   async #processCount(): Promise<number | null> {

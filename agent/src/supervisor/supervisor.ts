@@ -571,6 +571,11 @@ export class Supervisor {
     }
   }
 
+  /** How many processes it holds (metrics skip the /proc scan of `list()` when none). */
+  get size(): number {
+    return this.#procs.size;
+  }
+
   /** Names of the processes (for tests and the log channel). */
   has(name: string): boolean {
     return this.#procs.has(name);

@@ -3,8 +3,9 @@
 // is the one place a host-wide figure is named: the agent fills it, the controller stores one
 // column per series (one row per host per tick) and the API and console chart it by these names.
 import { z } from 'zod';
-import { defineStream } from '../definitions.ts';
+import { defineRequest, defineStream } from '../definitions.ts';
 import { storableText } from './facts.ts';
+import { processNameSchema } from './processes.ts';
 
 /** The durable stream of metric samples, one record per tick. */
 export const metricsStream = defineStream('metrics', { codec: 'json', durability: 'durable' });
@@ -58,6 +59,9 @@ export const metricSeries = {
 export type MetricSeriesName = keyof typeof metricSeries;
 export const metricSeriesNames = Object.keys(metricSeries) as MetricSeriesName[];
 
+/** The most supervised processes a tick carries figures for. */
+export const MAX_PROCESS_SERIES = 256;
+
 const figure = z.number().finite().nullable();
 const label = storableText(128).refine((s) => s.length > 0, 'must not be empty');
 
@@ -102,5 +106,36 @@ export const metricSampleSchema = z.strictObject({
     .array(z.strictObject({ name: label, c: z.number().finite() }))
     .max(256)
     .optional(),
+  /**
+   * Supervised processes: CPU (% of one core) and resident bytes of each process's group; null
+   * while it is not running (or on its first reading, for CPU).
+   */
+  processes: z
+    .array(z.strictObject({ name: processNameSchema, cpu: figure, rss: figure }))
+    .max(MAX_PROCESS_SERIES)
+    .optional(),
 });
 export type MetricSample = z.infer<typeof metricSampleSchema>;
+
+/** Sampling interval bounds, seconds (issue 9: 1-60 s per host; 5 s by default). */
+export const METRICS_INTERVAL_MIN_SECONDS = 1;
+export const METRICS_INTERVAL_MAX_SECONDS = 60;
+export const METRICS_INTERVAL_DEFAULT_SECONDS = 5;
+
+/** A sampling interval, whole seconds within the bounds. */
+export const metricsIntervalSchema = z
+  .number()
+  .int()
+  .min(METRICS_INTERVAL_MIN_SECONDS)
+  .max(METRICS_INTERVAL_MAX_SECONDS);
+
+/**
+ * Sets the host's sampling interval (the controller sends it on every change and whenever the host
+ * comes online; `null` returns to the agent's own setting, KEEL_AGENT_METRICS_INTERVAL). The agent
+ * applies it from the next tick on, without a restart, and answers the interval it now uses.
+ */
+export const metricsConfigureRequest = defineRequest('metrics.configure', {
+  params: z.strictObject({ intervalSeconds: metricsIntervalSchema.nullable() }),
+  result: z.strictObject({ intervalSeconds: metricsIntervalSchema }),
+  timeoutMs: 10_000,
+});
