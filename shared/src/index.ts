@@ -22,6 +22,7 @@ export * from './messages/agent-upgrade.ts';
 export * from './messages/events.ts';
 export * from './messages/capabilities.ts';
 export * from './messages/processes.ts';
+export * from './process-templates.ts';
 export * from './messages/terminal.ts';
 export * from './messages/jobs.ts';
 export * from './messages/metrics.ts';

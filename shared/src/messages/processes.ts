@@ -61,6 +61,20 @@ export const stopSpecSchema = z.strictObject({
   graceMs: z.number().int().min(0).max(60_000).default(10_000),
 });
 
+/** A file a process needs, written by the agent before each start (relative to the working directory). */
+export const processFileSchema = z.strictObject({
+  path: noNul(255).refine(
+    (p) =>
+      !p.startsWith('/') &&
+      !p.includes('\\') &&
+      p.split('/').every((s) => s !== '' && s !== '.' && s !== '..'),
+    'a relative path inside the working directory (no "..", no leading "/")',
+  ),
+  content: z.string().max(128 * 1024),
+  mode: z.number().int().min(0).max(0o777).default(0o644),
+});
+export type ProcessFile = z.output<typeof processFileSchema>;
+
 /** What to run and how to keep it running. argv is passed to the program as is: no shell. */
 export const processSpecSchema = z.strictObject({
   name: processNameSchema,
@@ -88,6 +102,18 @@ export const processSpecSchema = z.strictObject({
   stop: stopSpecSchema.default(stopSpecSchema.parse({})),
   /** Desired state after `process.apply`, and after the host boots. */
   autostart: z.boolean().default(true),
+  /**
+   * Files written into the working directory before every start (a template's config files):
+   * whole files at relative paths inside it, never outside (see docs/processes.md, Templates).
+   */
+  files: z
+    .array(processFileSchema)
+    .max(32)
+    .refine(
+      (files) => files.reduce((n, f) => n + Buffer.byteLength(f.content), 0) <= 128 * 1024,
+      'at most 128 KiB of file content in all (a request must fit one agent frame)',
+    )
+    .optional(),
 });
 export type ProcessSpec = z.output<typeof processSpecSchema>;
 export type ProcessSpecInput = z.input<typeof processSpecSchema>;

@@ -9,6 +9,7 @@ export * from './jobs.ts';
 export * from './join-tokens.ts';
 export * from './metrics.ts';
 export * from './processes.ts';
+export * from './process-templates.ts';
 export * from './proxy-nodes.ts';
 export * from './proxy-users.ts';
 export * from './recordings.ts';
