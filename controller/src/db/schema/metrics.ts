@@ -4,7 +4,17 @@
 // columns it draws, and a row of 28 four-byte values with a null bitmap is ~150 bytes. Per-core,
 // per-mount, per-interface and temperature detail rides along in the raw row as jsonb (not rolled
 // up). See docs/metrics.md for why columns and not an array, and what retention keeps.
-import { index, integer, jsonb, pgTable, primaryKey, real, timestamp, uuid } from 'drizzle-orm/pg-core';
+import {
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  real,
+  smallint,
+  timestamp,
+  uuid,
+} from 'drizzle-orm/pg-core';
 import { metricSeriesNames, type MetricSample, type MetricSeriesName } from '@keel/shared';
 import { hosts } from './hosts.ts';
 
@@ -27,8 +37,21 @@ const rollupColumns = () =>
     >;
   };
 
-/** Per-tick detail that is not a host-wide series. */
-export type MetricDetail = Pick<MetricSample, 'cores' | 'mounts' | 'ifaces' | 'temps'>;
+/** Per-tick detail that is not a host-wide series (supervised processes included). */
+export type MetricDetail = Pick<MetricSample, 'cores' | 'mounts' | 'ifaces' | 'temps' | 'processes'>;
+
+/**
+ * One supervised process in a roll-up bucket: average and maximum CPU (% of one core) and RSS
+ * (bytes), and how many ticks had a value (weights the hourly average).
+ */
+export interface ProcessRollup {
+  name: string;
+  n: number;
+  cpu: number | null;
+  cpu_max: number | null;
+  rss: number | null;
+  rss_max: number | null;
+}
 
 export const metricSamples = pgTable(
   'metric_samples',
@@ -57,6 +80,8 @@ function rollupTable<N extends string>(name: N) {
       /** Raw ticks the bucket summarizes (weights the hourly average). */
       n: integer('n').notNull(),
       ...rollupColumns(),
+      /** Supervised processes' CPU and RSS in the bucket (null when the host supervises none). */
+      processes: jsonb('processes').$type<ProcessRollup[]>(),
     },
     (t) => [primaryKey({ name: `${name}_pk`, columns: [t.hostId, t.ts] }), index(`${name}_ts`).on(t.ts)],
   );
@@ -66,3 +91,13 @@ function rollupTable<N extends string>(name: N) {
 export const metricRollups1m = rollupTable('metric_rollups_1m');
 /** One row per host per hour. */
 export const metricRollups1h = rollupTable('metric_rollups_1h');
+
+/** A host's sampling interval set from the controller (no row: the agent's own setting). */
+export const metricSettings = pgTable('metric_settings', {
+  hostId: uuid('host_id')
+    .primaryKey()
+    .references(() => hosts.id, { onDelete: 'cascade' }),
+  /** Seconds between ticks, 1-60. */
+  intervalSeconds: smallint('interval_seconds').notNull(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
