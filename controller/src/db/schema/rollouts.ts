@@ -17,6 +17,8 @@ export const agentRollouts = pgTable('agent_rollouts', {
   batchSize: integer('batch_size').notNull(),
   /** How long a host's new agent has to come back online (the agent's own watchdog bound too). */
   confirmSeconds: integer('confirm_seconds').notNull(),
+  /** Starts a host's new agent gets (the first included) before its launcher switches it back. */
+  maxStarts: integer('max_starts').notNull().default(3),
   /** Why it halted or was cancelled. */
   reason: text('reason'),
   createdBy: text('created_by').notNull(),

@@ -1,0 +1,1 @@
+ALTER TABLE "agent_rollouts" ADD COLUMN "max_starts" integer DEFAULT 3 NOT NULL;
