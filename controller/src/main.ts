@@ -9,6 +9,7 @@ import { argsErrorReason } from './cli/args.ts';
 import { startController } from './server.ts';
 import { startLocalAgent } from './local-agent.ts';
 import { loadControllerIdentity } from './identity.ts';
+import { loadSecretBox } from './secrets.ts';
 import { openDatabase, type OpenDatabase } from './db/index.ts';
 import { DatabaseInUse } from './db/lock.ts';
 import { createServices } from './services/index.ts';
@@ -146,6 +147,7 @@ export async function main(argv: string[]): Promise<number> {
             log,
             config,
             controllerFingerprint: identity.fingerprint,
+            secrets: loadSecretBox({ dataDir: config.dataDir }),
           });
         };
         if (command === 'join-token') {

@@ -14,6 +14,7 @@ import { databaseReachable, openDatabase, type OpenDatabase } from './db/index.t
 import { Gateway } from './gateway/index.ts';
 import type { GatewayStore } from './gateway/store.ts';
 import { loadControllerIdentity } from './identity.ts';
+import { loadSecretBox } from './secrets.ts';
 import { createAuditRepository } from './repositories/audit.ts';
 import { createHostRepository, toHostView, type HostRepository } from './repositories/hosts.ts';
 import { createStreamRepository } from './repositories/streams.ts';
@@ -98,6 +99,9 @@ export async function startController(
   opts: { webRoot?: string } = {},
 ): Promise<Controller> {
   const identity = loadControllerIdentity(config.dataDir);
+  // The master key for secrets at rest (KEEL_MASTER_KEY or <dataDir>/master.key); only its id is logged.
+  const secrets = loadSecretBox({ dataDir: config.dataDir });
+  log.info({ keyId: secrets.keyId, source: secrets.source }, 'master key loaded');
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
   log.info({ driver: database.driver }, 'database ready');
   const hosts = createHostRepository(database.db);
@@ -141,6 +145,7 @@ export async function startController(
     config,
     controllerFingerprint: identity.fingerprint,
     audit,
+    secrets,
     recordings: {
       dir: join(config.dataDir, 'recordings'),
       recordInput: process.env.KEEL_TERMINAL_RECORD_INPUT === '1',
@@ -158,6 +163,9 @@ export async function startController(
   services.agentUpgrades.run(); // agent rollouts left running by the last controller go on
   await services.proxyNodes.start(); // drift events; rollouts the last run left mid-way become halted
   const first = await services.users.ensureFirstAdmin();
+  const resealed = await services.twoFactor.sealStoredSecrets(); // plaintext or retired-key rows
+  if (resealed)
+    log.info({ rows: resealed, holder: 'users.totp_secret' }, 'secrets sealed under the master key');
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
   services.recordings.start(); // retention sweep
   let ready = true;

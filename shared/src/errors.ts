@@ -93,6 +93,10 @@ export const errorCatalogue = {
   },
   'auth.invalid_code': { status: 401, message: 'Wrong or already used two-factor code.' },
   'two_factor.not_enrolled': { status: 409, message: 'Two-factor sign-in is not set up for this user.' },
+  'secret.unreadable': {
+    status: 500,
+    message: 'A stored secret could not be opened with the master key (docs/security.md, Secrets at rest).',
+  },
   'handshake.failed': { status: 401, message: 'The handshake failed.' },
   'handshake.pin_mismatch': {
     status: 401,

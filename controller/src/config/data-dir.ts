@@ -25,7 +25,7 @@ export interface DataDirFixes {
 }
 
 /** What Keel keeps in its data dir: walked and tightened (everything else is left as it is). */
-export const dataDirEntries = ['db', 'agent', 'controller.key', 'audit-head.json'];
+export const dataDirEntries = ['db', 'agent', 'controller.key', 'master.key', 'audit-head.json'];
 
 /**
  * Removes group and other permission bits from `dir` and from Keel's entries in it, recursively

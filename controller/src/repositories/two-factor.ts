@@ -6,12 +6,31 @@ import { accessSettings, recoveryCodes, users, type UserRole } from '../db/schem
 /** Two-factor table access. */
 export function createTwoFactorRepository(db: Db) {
   return {
-    /** Stores a secret being enrolled (not in force until `enable`). */
+    /** Stores a secret being enrolled (sealed by the caller; not in force until `enable`). */
     async setPendingSecret(userId: string, secret: string): Promise<void> {
       await db
         .update(users)
         .set({ totpSecret: secret, totpEnabledAt: null, totpLastStep: null })
         .where(eq(users.id, userId));
+    },
+
+    /** Every stored TOTP secret (sealed or legacy plaintext), for re-sealing at start. */
+    async storedSecrets(): Promise<{ id: string; totpSecret: string }[]> {
+      const rows = await db
+        .select({ id: users.id, totpSecret: users.totpSecret })
+        .from(users)
+        .where(isNotNull(users.totpSecret));
+      return rows.map((r) => ({ id: r.id, totpSecret: r.totpSecret! }));
+    },
+
+    /** Replaces a stored secret with its re-sealed form, unless it changed meanwhile. */
+    async resealSecret(userId: string, from: string, to: string): Promise<boolean> {
+      const rows = await db
+        .update(users)
+        .set({ totpSecret: to })
+        .where(and(eq(users.id, userId), eq(users.totpSecret, from)))
+        .returning({ id: users.id });
+      return rows.length > 0;
     },
 
     /** Puts the secret in force and replaces the recovery codes, in one transaction. */

@@ -49,6 +49,8 @@ import { createJobsService } from './jobs.ts';
 import { createSchedulesService } from './schedules.ts';
 import { createProxyNodeRepository } from '../repositories/proxy-nodes.ts';
 import { createProxyNodesService } from './proxy-nodes.ts';
+import { createSecretBox, type SecretBox } from '../secrets.ts';
+import { randomBytes } from 'node:crypto';
 
 export interface ServicesDeps {
   db: Db;
@@ -69,11 +71,17 @@ export interface ServicesDeps {
   recordings?: { dir: string | null; recordInput?: boolean; maxBytes?: number; retentionDays?: number };
   /** Job scheduler tuning (tests). */
   jobs?: { tickMs?: number };
+  /**
+   * Seals secrets at rest under the master key (secrets.ts `loadSecretBox`). The server and the CLI
+   * pass the loaded key; when absent (tests) a random key that lives as long as the process is used.
+   */
+  secrets?: SecretBox;
 }
 
 /** Every service of the controller. */
 export function createServices(deps: ServicesDeps) {
   const { db, log, now } = deps;
+  const secrets = deps.secrets ?? createSecretBox(randomBytes(32));
   const users = createUsersRepository(db);
   const groups = createGroupsRepository(db);
   const sessions = createSessionsRepository(db);
@@ -94,6 +102,7 @@ export function createServices(deps: ServicesDeps) {
     sessions,
     audit,
     checkPassword: verifyPassword,
+    secrets,
     now,
   });
   const jobsRepository = createJobsRepository(db);
@@ -161,6 +170,7 @@ export function createServices(deps: ServicesDeps) {
     now: now ? () => now().getTime() : undefined,
   });
   const services = {
+    secrets,
     proxyUsers,
     checks,
     alerts,

@@ -2,7 +2,8 @@
 // code, ten single-use recovery codes (stored as SHA-256), codes accepted within ±30 s of clock
 // skew and never twice (the last accepted time step is stored and only a newer one passes, in one
 // UPDATE, so two concurrent requests cannot both use a code), and the policy of which roles must
-// use it.
+// use it. The secret is stored sealed under the master key (secrets.ts), bound to its user;
+// `sealStoredSecrets` seals legacy plaintext rows (and rows of a retired key) at start.
 import { createHash, randomBytes } from 'node:crypto';
 import { generateSecret, generateURI, verify } from 'otplib';
 import QRCode from 'qrcode';
@@ -11,6 +12,7 @@ import type { SessionsRepository } from '../repositories/sessions.ts';
 import type { TwoFactorRepository } from '../repositories/two-factor.ts';
 import type { UserRole, UserRow, UsersRepository } from '../repositories/users.ts';
 import type { AuditService } from './audit.ts';
+import type { SecretBox } from '../secrets.ts';
 
 /** Clock skew accepted either way, in seconds (one 30 s step before and after). */
 export const TOTP_TOLERANCE_SECONDS = 30;
@@ -37,6 +39,8 @@ export interface TwoFactorServiceDeps {
   sessions: SessionsRepository;
   audit: AuditService;
   checkPassword: (passwordHash: string, password: string) => Promise<boolean>;
+  /** Seals the TOTP secrets at rest. */
+  secrets: SecretBox;
   now?: () => Date;
   /** Shown in authenticator apps. */
   issuer?: string;
@@ -48,6 +52,10 @@ export function createTwoFactorService(deps: TwoFactorServiceDeps) {
   const now = deps.now ?? (() => new Date());
   const issuer = deps.issuer ?? 'Keel';
   let policyCache: { roles: UserRole[]; at: number } | null = null;
+  const secretContext = (userId: string) => `users.totp_secret:${userId}`;
+  /** The user's TOTP secret in clear (null when none is stored). */
+  const secretOf = (user: UserRow): string | null =>
+    user.totpSecret ? deps.secrets.open(user.totpSecret, secretContext(user.id)) : null;
 
   async function found(id: string): Promise<UserRow> {
     const row = await users.findById(id);
@@ -73,6 +81,21 @@ export function createTwoFactorService(deps: TwoFactorServiceDeps) {
   }
 
   return {
+    /**
+     * Seals every TOTP secret still stored in plaintext (written before secrets were sealed) or
+     * under a retired master key; returns how many rows were rewritten. Run at start.
+     */
+    async sealStoredSecrets(): Promise<number> {
+      let changed = 0;
+      for (const row of await twoFactor.storedSecrets()) {
+        if (!deps.secrets.needsReseal(row.totpSecret)) continue;
+        const context = secretContext(row.id);
+        const sealed = deps.secrets.seal(deps.secrets.open(row.totpSecret, context), context);
+        if (await twoFactor.resealSecret(row.id, row.totpSecret, sealed)) changed++;
+      }
+      return changed;
+    },
+
     /** Roles that must use two-factor sign-in (read at most every 5 s). */
     async requiredRoles(): Promise<UserRole[]> {
       const t = Date.now();
@@ -101,7 +124,7 @@ export function createTwoFactorService(deps: TwoFactorServiceDeps) {
         throw new KeelError('request.invalid', 'Two-factor sign-in is already on; turn it off first.');
       }
       const secret = generateSecret();
-      await twoFactor.setPendingSecret(userId, secret);
+      await twoFactor.setPendingSecret(userId, deps.secrets.seal(secret, secretContext(userId)));
       const uri = generateURI({ issuer, label: user.username, secret });
       const svg = await QRCode.toString(uri, { type: 'svg', errorCorrectionLevel: 'M', margin: 2 });
       await audit.record(userId, 'two_factor.setup', `user:${userId}`, {}, ip);
@@ -111,8 +134,9 @@ export function createTwoFactorService(deps: TwoFactorServiceDeps) {
     /** Confirms enrollment with a code from the app; returns the recovery codes (shown once). */
     async confirm(userId: string, code: string, ip: string | null): Promise<{ recoveryCodes: string[] }> {
       const user = await found(userId);
-      if (!user.totpSecret || user.totpEnabledAt) throw new KeelError('two_factor.not_enrolled');
-      const step = await matchStep(user.totpSecret, code);
+      const secret = secretOf(user);
+      if (!secret || user.totpEnabledAt) throw new KeelError('two_factor.not_enrolled');
+      const step = await matchStep(secret, code);
       if (step === null) throw new KeelError('auth.invalid_code');
       const codes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
       await twoFactor.enable(userId, now(), step, codes.map(recoveryCodeHash));
@@ -128,9 +152,10 @@ export function createTwoFactorService(deps: TwoFactorServiceDeps) {
       user: UserRow,
       input: { code?: string; recoveryCode?: string },
     ): Promise<'totp' | 'recovery' | null> {
-      if (!user.totpSecret || !user.totpEnabledAt) return null;
+      const secret = secretOf(user);
+      if (!secret || !user.totpEnabledAt) return null;
       if (input.code !== undefined) {
-        const step = await matchStep(user.totpSecret, input.code);
+        const step = await matchStep(secret, input.code);
         return step !== null && (await twoFactor.acceptStep(user.id, step)) ? 'totp' : null;
       }
       if (input.recoveryCode !== undefined) {
