@@ -18,3 +18,4 @@ export * from './streams.ts';
 export * from './tokens.ts';
 export * from './traffic.ts';
 export * from './users.ts';
+export * from './wallets.ts';

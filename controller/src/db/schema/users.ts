@@ -50,11 +50,15 @@ export const recoveryCodes = pgTable(
   (t) => [primaryKey({ columns: [t.userId, t.codeHash] })],
 );
 
-/** Controller-wide access settings (one row, id 1): which roles must use two-factor sign-in. */
+/** Controller-wide access settings (one row, id 1): which roles must use two-factor sign-in, wallet sign-in. */
 export const accessSettings = pgTable('access_settings', {
   id: integer('id').primaryKey(),
   /** Roles that must enroll TOTP before they can do anything but enroll. */
   twoFactorRoles: text('two_factor_roles').array().notNull().default([]),
+  /** Wallet sign-in (EIP-4361) on: linked wallets may sign in. Off by default. */
+  walletSignIn: boolean('wallet_sign_in').notNull().default(false),
+  /** EIP-155 chain ids a sign-in message may name (1: Ethereum mainnet). */
+  walletChainIds: integer('wallet_chain_ids').array().notNull().default([1]),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
 
