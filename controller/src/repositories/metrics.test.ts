@@ -2,7 +2,8 @@
 // twice, a lost run of ticks is a gap, a malformed record is skipped and still acked), roll-ups
 // over a known synthetic series are exact (minute from raw, hour from minutes with a weighted
 // average), retention deletes only what is older than each cutoff, and range reads bucket to the
-// requested step.
+// requested step; supervised processes' CPU/RSS roll up exactly too and read back per process; a
+// host's sampling interval is set and cleared.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
@@ -168,6 +169,98 @@ for (const target of testDatabaseTargets()) {
       await assert.rejects(
         metrics.range(host, 'raw', new Date(T0), end, 1000, ['cpu; drop table hosts']),
         (e: unknown) => e instanceof KeelError && e.code === 'request.invalid',
+      );
+    });
+
+    test("supervised processes' series roll up exactly and read back as one column per process", async () => {
+      const host = await newHost();
+      const T1 = T0 + 10 * 3_600_000;
+      // Two hours of 5 s ticks; "a" runs throughout (cpu i % 12, rss 1000 i); "b" only in the first
+      // hour, with no CPU figure on even ticks (its first reading after a restart).
+      const records = range(0, 2 * 720 - 1).map((i) => {
+        const s: MetricSample = {
+          t: T1 + i * TICK,
+          v: { cpu: 1 },
+          processes: [{ name: 'a', cpu: i % 12, rss: 1000 * i }],
+        };
+        if (i < 720) s.processes!.push({ name: 'b', cpu: i % 2 === 0 ? null : 50, rss: 7 });
+        return { ts: s.t, payload: Buffer.from(JSON.stringify(s)) };
+      });
+      await metrics.append(host, 'metrics', {
+        firstSeq: 1,
+        count: records.length,
+        body: encodeRecords(records),
+      });
+      const end = new Date(T1 + 2 * 3_600_000);
+      await metrics.rollup('1m', new Date(T1), end);
+      assert.ok((await metrics.rollupProcesses('1m', new Date(T1), end)) >= 120);
+      await metrics.rollup('1h', new Date(T1), end);
+      assert.ok((await metrics.rollupProcesses('1h', new Date(T1), end)) >= 2);
+
+      const [m0] = await db
+        .select({ processes: metricRollups1m.processes })
+        .from(metricRollups1m)
+        .where(and(eq(metricRollups1m.hostId, host), eq(metricRollups1m.ts, new Date(T1))));
+      // Minute 0: ticks 0..11.
+      assert.deepEqual(m0!.processes, [
+        { name: 'a', n: 12, cpu: 5.5, cpu_max: 11, rss: 5500, rss_max: 11000 },
+        { name: 'b', n: 12, cpu: 50, cpu_max: 50, rss: 7, rss_max: 7 },
+      ]);
+      const hours = await db
+        .select({ processes: metricRollups1h.processes })
+        .from(metricRollups1h)
+        .where(eq(metricRollups1h.hostId, host))
+        .orderBy(asc(metricRollups1h.ts));
+      assert.equal(hours.length, 2);
+      const h0a = hours[0]!.processes!.find((p) => p.name === 'a')!;
+      assert.equal(h0a.n, 720);
+      assert.equal(h0a.cpu, 5.5);
+      assert.equal(h0a.rss_max, 719_000);
+      assert.ok(Math.abs(h0a.rss! - 359_500) < 1e-6, `weighted rss ${h0a.rss}`);
+      assert.deepEqual(
+        hours[1]!.processes!.map((p) => p.name),
+        ['a'],
+        'b stopped in the first hour',
+      );
+
+      // Raw in 10-minute buckets; hourly rows as they are.
+      const raw = await metrics.processRange(host, 'raw', new Date(T1), end, 600_000);
+      assert.deepEqual(raw.names, ['a', 'b']);
+      assert.equal(raw.x.length, 12);
+      assert.equal(raw.x[0], T1 / 1000);
+      assert.equal(raw.cpu[0]![0], 5.5);
+      assert.equal(raw.rss[0]![0], (1000 * (0 + 119)) / 2);
+      assert.equal(raw.cpu[1]![0], 50, 'null readings do not count in the average');
+      assert.equal(raw.cpu[1]![11], null, 'b is absent in the second hour');
+      const hourly = await metrics.processRange(host, '1h', new Date(T1), end, 3_600_000);
+      assert.deepEqual(hourly.x, [T1 / 1000, T1 / 1000 + 3600]);
+      assert.deepEqual(hourly.cpu, [
+        [5.5, 5.5],
+        [50, null],
+      ]);
+      const none = await metrics.processRange(host, '1m', new Date(T0 - 3_600_000), new Date(T0), 60_000);
+      assert.deepEqual(none, { x: [], names: [], cpu: [], rss: [] });
+    });
+
+    test("a host's sampling interval is set, changed and cleared", async () => {
+      const host = await newHost();
+      const other = await newHost();
+      assert.equal((await metrics.intervals([host])).size, 0);
+      await metrics.setInterval(host, 10);
+      await metrics.setInterval(host, 2);
+      await metrics.setInterval(other, 60);
+      assert.deepEqual(
+        [...(await metrics.intervals([host, other, 'not-a-uuid']))].sort(),
+        [
+          [host, 2],
+          [other, 60],
+        ].sort(),
+      );
+      await metrics.setInterval(host, null);
+      assert.deepEqual([...(await metrics.intervals([host, other]))], [[other, 60]]);
+      await assert.rejects(
+        metrics.setInterval('00000000-0000-4000-8000-000000000000', 5),
+        (e: unknown) => e instanceof KeelError && e.code === 'host.not_found',
       );
     });
 

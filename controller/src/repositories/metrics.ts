@@ -85,6 +85,28 @@ export interface MetricsRepository {
   latest(hostIds: readonly string[], since: Date): Promise<LatestSample[]>;
   /** Recomputes the roll-up buckets of `level` whose start is in [from, to). Returns rows written. */
   rollup(level: '1m' | '1h', from: Date, to: Date): Promise<number>;
+  /**
+   * Recomputes the supervised processes' figures of the `level` buckets in [from, to) (run after
+   * `rollup`, which makes the rows): minutes from the raw ticks' `detail.processes`, hours from
+   * the minutes (averages weighted by ticks).
+   */
+  rollupProcesses(level: '1m' | '1h', from: Date, to: Date): Promise<number>;
+  /**
+   * Supervised processes' CPU and RSS of one host over [from, to) from `resolution`, averaged into
+   * epoch-aligned buckets of `stepMs`: x in epoch seconds, process names sorted, one column per
+   * process for each figure (null where the process had no value in a bucket).
+   */
+  processRange(
+    hostId: string,
+    resolution: MetricResolution,
+    from: Date,
+    to: Date,
+    stepMs: number,
+  ): Promise<ProcessColumns>;
+  /** The sampling interval set for each host that has one (seconds). */
+  intervals(hostIds: readonly string[]): Promise<Map<string, number>>;
+  /** Sets (or with null clears) a host's sampling interval. */
+  setInterval(hostId: string, seconds: number | null): Promise<void>;
   /** Deletes rows older than each cutoff. Returns rows deleted per resolution. */
   prune(before: Record<MetricResolution, Date>): Promise<Record<MetricResolution, number>>;
   /**
@@ -100,6 +122,14 @@ export interface MetricsRepository {
     stepMs: number,
     series: readonly string[],
   ): Promise<MetricsColumns>;
+}
+
+/** Supervised processes' series as columns (see `processRange`). */
+export interface ProcessColumns {
+  x: number[];
+  names: string[];
+  cpu: (number | null)[][];
+  rss: (number | null)[][];
 }
 
 /** The number of a stored value (PGlite and postgres.js both return real as number; avg as string on some). */
@@ -165,8 +195,9 @@ function prepare(input: MetricsAppendInput, index: number): PreparedBatch {
       rejected++;
       continue;
     }
-    const { cores, mounts, ifaces, temps } = sample;
+    const { cores, mounts, ifaces, temps, processes } = sample;
     const detail: MetricDetail = {};
+    if (processes) detail.processes = processes;
     if (cores) detail.cores = cores;
     if (mounts) detail.mounts = mounts;
     if (ifaces) detail.ifaces = ifaces;
@@ -376,6 +407,97 @@ export function createMetricsRepository(db: Db): MetricsRepository {
             sql`, `,
           )}`);
       return rowCount(result);
+    },
+
+    async rollupProcesses(level, from, to) {
+      const target = sql.raw(level === '1m' ? '"metric_rollups_1m"' : '"metric_rollups_1h"');
+      const bucket = level === '1m' ? sql`interval '1 minute'` : sql`interval '1 hour'`;
+      const origin = sql`timestamptz '2000-01-01 00:00:00+00'`;
+      const start = sql`date_bin(${bucket}, ${from.toISOString()}::timestamptz, ${origin})`;
+      const end = sql`${to.toISOString()}::timestamptz`;
+      const f = (k: string) => sql.raw(`(e->>'${k}')::float8`);
+      const perProcess =
+        level === '1m'
+          ? sql`
+            select "host_id", date_bin(${bucket}, "ts", ${origin}) as "bucket", e->>'name' as "name",
+              count(*)::int as "n", avg(${f('cpu')}) as "cpu", max(${f('cpu')}) as "cpu_max",
+              avg(${f('rss')}) as "rss", max(${f('rss')}) as "rss_max"
+            from "metric_samples", jsonb_array_elements("detail"->'processes') e
+            where "ts" >= ${start} and "ts" < ${end} and jsonb_typeof("detail"->'processes') = 'array'
+            group by 1, 2, 3`
+          : sql`
+            select "host_id", date_bin(${bucket}, "ts", ${origin}) as "bucket", e->>'name' as "name",
+              sum(${f('n')})::int as "n",
+              sum(${f('cpu')} * ${f('n')}) / nullif(sum(case when e->>'cpu' is null then 0 else ${f('n')} end), 0) as "cpu",
+              max(${f('cpu_max')}) as "cpu_max",
+              sum(${f('rss')} * ${f('n')}) / nullif(sum(case when e->>'rss' is null then 0 else ${f('n')} end), 0) as "rss",
+              max(${f('rss_max')}) as "rss_max"
+            from "metric_rollups_1m", jsonb_array_elements("processes") e
+            where "ts" >= ${start} and "ts" < ${end} and jsonb_typeof("processes") = 'array'
+            group by 1, 2, 3`;
+      const result = await db.execute(sql`
+        update ${target} r set "processes" = p."agg"
+        from (
+          select "host_id", "bucket", jsonb_agg(jsonb_build_object('name', "name", 'n', "n", 'cpu', "cpu",
+            'cpu_max', "cpu_max", 'rss', "rss", 'rss_max', "rss_max") order by "name") as "agg"
+          from (${perProcess}) q
+          group by 1, 2
+        ) p
+        where r."host_id" = p."host_id" and r."ts" = p."bucket"`);
+      return rowCount(result);
+    },
+
+    async processRange(hostId, resolution, from, to, stepMs) {
+      if (!isUuid(hostId)) throw new KeelError('host.not_found');
+      if (!Number.isSafeInteger(stepMs) || stepMs < 1) throw new KeelError('request.invalid', 'Bad step.');
+      const table = sql.raw(`"${resolutions[resolution].table}"`);
+      const list = sql.raw(resolution === 'raw' ? `"detail"->'processes'` : `"processes"`);
+      const step = sql`${stepMs / 1000} * interval '1 second'`;
+      const result = await db.execute(sql`
+        select (extract(epoch from date_bin(${step}, "ts", timestamptz '1970-01-01 00:00:00+00')) * 1000)::float8 as "b",
+          e->>'name' as "name", avg((e->>'cpu')::float8)::float8 as "cpu", avg((e->>'rss')::float8)::float8 as "rss"
+        from ${table}, jsonb_array_elements(${list}) e
+        where "host_id" = ${hostId}::uuid and "ts" >= ${from.toISOString()}::timestamptz
+          and "ts" < ${to.toISOString()}::timestamptz and jsonb_typeof(${list}) = 'array'
+        group by 1, 2 order by 1`);
+      const rows = rowsOf(result);
+      const x = [...new Set(rows.map((r) => Number(r.b)))].sort((a, b) => a - b);
+      const names = [...new Set(rows.map((r) => String(r.name)))].sort();
+      const at = new Map(x.map((b, i) => [b, i]));
+      const col = new Map(names.map((n, i) => [n, i]));
+      const cpu = names.map(() => x.map((): number | null => null));
+      const rss = names.map(() => x.map((): number | null => null));
+      for (const r of rows) {
+        const i = at.get(Number(r.b))!;
+        const k = col.get(String(r.name))!;
+        cpu[k]![i] = num(r.cpu);
+        rss[k]![i] = num(r.rss);
+      }
+      return { x: x.map((b) => b / 1000), names, cpu, rss };
+    },
+
+    async intervals(hostIds) {
+      const ids = hostIds.filter(isUuid);
+      if (ids.length === 0) return new Map();
+      const result = await db.execute(sql`
+        select "host_id"::text as "host", "interval_seconds" as "s" from "metric_settings"
+        where "host_id" in (select (jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))::uuid)`);
+      return new Map(rowsOf(result).map((r) => [String(r.host), Number(r.s)]));
+    },
+
+    async setInterval(hostId, seconds) {
+      if (!isUuid(hostId)) throw new KeelError('host.not_found');
+      try {
+        if (seconds === null) {
+          await db.execute(sql`delete from "metric_settings" where "host_id" = ${hostId}::uuid`);
+        } else {
+          await db.execute(sql`
+            insert into "metric_settings" ("host_id", "interval_seconds") values (${hostId}::uuid, ${seconds})
+            on conflict ("host_id") do update set "interval_seconds" = excluded."interval_seconds", "updated_at" = now()`);
+        }
+      } catch (err) {
+        throw storeError(err);
+      }
     },
 
     async prune(before) {

@@ -1,6 +1,7 @@
 // GET /api/v1/hosts/:id/metrics: one host's series over a time range as uPlot columnar arrays, at
 // most two points per pixel of the chart's `width`; the service picks raw ticks, minute or hour
-// roll-ups. Permission: host.view on the host.
+// roll-ups. Permission: host.view on the host. Also the supervised processes' series
+// (GET /hosts/:id/metrics/processes) and the host's sampling interval (GET/PUT /metrics-settings).
 import { createRoute, z } from '@hono/zod-openapi';
 import { metricSeriesNames } from '@keel/shared';
 import type { MetricsService } from '../services/metrics.ts';
@@ -128,6 +129,116 @@ const trafficPlanRoute = createRoute({
   },
 });
 
+const settingsSchema = z
+  .object({
+    hostId: z.string(),
+    intervalSeconds: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: "Seconds between ticks set for this host; null: the agent's own setting." }),
+    appliedSeconds: z.number().int().nullable().openapi({
+      description:
+        'After a change: the interval the agent confirmed it uses now (null when it was offline; it gets the setting when it comes online).',
+    }),
+    bounds: z.object({ min: z.number().int(), max: z.number().int(), default: z.number().int() }),
+  })
+  .openapi('MetricsSettings');
+
+const settingsRoute = createRoute({
+  method: 'get',
+  path: '/{id}/metrics-settings',
+  middleware: [permit('host.view')] as const,
+  tags: ['metrics'],
+  summary: "A host's sampling interval",
+  security: cookieSecurity,
+  request: { params: idParamSchema },
+  responses: {
+    200: { description: 'The setting.', content: { 'application/json': { schema: settingsSchema } } },
+    400: errorResponse('Malformed id (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
+const setSettingsRoute = createRoute({
+  method: 'put',
+  path: '/{id}/metrics-settings',
+  middleware: [permit('host.manage')] as const,
+  tags: ['metrics'],
+  summary: "Sets a host's sampling interval",
+  description:
+    "Whole seconds from 1 to 60, or null for the agent's own setting (KEEL_AGENT_METRICS_INTERVAL, 5 s by default). The agent applies it from its next tick without a restart; an offline host gets it when it comes online. Audited as `host.metrics_settings`.",
+  security: cookieSecurity,
+  request: {
+    params: idParamSchema,
+    body: {
+      content: {
+        'application/json': {
+          schema: z.strictObject({ intervalSeconds: z.number().int().min(1).max(60).nullable() }),
+        },
+      },
+    },
+  },
+  responses: {
+    200: { description: 'The new setting.', content: { 'application/json': { schema: settingsSchema } } },
+    400: errorResponse('Malformed id or body, interval out of bounds (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
+const processMetricsSchema = z
+  .object({
+    resolution: z.enum(['raw', '1m', '1h']),
+    stepMs: z.number().int(),
+    from: z.number(),
+    to: z.number(),
+    processes: z.array(z.string()).openapi({ description: 'Process names, in column order.' }),
+    cpu: z.array(z.array(z.number().nullable())).openapi({
+      description:
+        'uPlot columns: `cpu[0]` bucket starts (epoch seconds), then CPU % of one core per process.',
+    }),
+    rss: z.array(z.array(z.number().nullable())).openapi({
+      description: 'uPlot columns: `rss[0]` bucket starts (epoch seconds), then resident bytes per process.',
+    }),
+  })
+  .openapi('ProcessMetrics');
+
+const processRangeRoute = createRoute({
+  method: 'get',
+  path: '/{id}/metrics/processes',
+  middleware: [permit('host.view')] as const,
+  tags: ['metrics'],
+  summary: "A host's supervised processes' CPU and RSS over a time range",
+  description:
+    "Each supervised process's group CPU (% of one core) and resident memory, from the metrics ticks (raw, then minute and hour roll-ups, as for host series), at most two points per pixel of `width`.",
+  security: cookieSecurity,
+  request: {
+    params: idParamSchema,
+    query: z.object({
+      from: epochMs('Start, epoch ms (default: an hour before `to`).'),
+      to: epochMs('End (exclusive), epoch ms (default: now).'),
+      width: z.coerce.number().int().min(1).max(10_000).default(1_000).openapi({
+        type: 'integer',
+        minimum: 1,
+        maximum: 10_000,
+        default: 1_000,
+        description: 'Chart width in pixels.',
+      }),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'The series.',
+      content: { 'application/json': { schema: processMetricsSchema } },
+    },
+    400: errorResponse('Malformed id or query (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
 export function metricsRoutes({ metrics, traffic }: { metrics: MetricsService; traffic: TrafficService }) {
   return createRouter()
     .openapi(rangeRoute, async (c) => {
@@ -138,6 +249,19 @@ export function metricsRoutes({ metrics, traffic }: { metrics: MetricsService; t
         .map((s) => s.trim())
         .filter(Boolean);
       return c.json(await metrics.range(sessionOf(c).actor, id, { from, to, width, series: list }), 200);
+    })
+    .openapi(processRangeRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      return c.json(await metrics.processRange(sessionOf(c).actor, id, c.req.valid('query')), 200);
+    })
+    .openapi(settingsRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      return c.json(await metrics.settings(sessionOf(c).actor, id), 200);
+    })
+    .openapi(setSettingsRoute, async (c) => {
+      const { id } = c.req.valid('param');
+      const body = c.req.valid('json');
+      return c.json(await metrics.setSettings(sessionOf(c).actor, id, body, c.get('clientIp')), 200);
     })
     .openapi(trafficRoute, async (c) => {
       const { id } = c.req.valid('param');

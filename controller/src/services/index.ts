@@ -162,6 +162,9 @@ export function createServices(deps: ServicesDeps) {
     log: log.child({ component: 'metrics' }),
     retention: metricsRetentionFromEnv(),
     now: now ? () => now().getTime() : undefined,
+    gateway: deps.gateway,
+    bus: deps.bus,
+    audit,
   });
   const traffic = createTrafficService({
     hosts: createHostRepository(db),

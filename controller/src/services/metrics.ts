@@ -1,9 +1,20 @@
 // Metrics as a rule: the `metrics` stream's sink (stores ticks, notes which time the roll-ups must
 // revisit), the roll-up and retention job, and range queries that pick the resolution so a chart
 // gets at most two points per pixel. Reading a host's metrics needs host.view on that host.
+// It also holds each host's sampling interval (host.manage, audited) and sends it to the agent
+// (`metrics.configure`) on every change and whenever the host comes online.
 import type { Logger } from 'pino';
-import { decodeRecords, KeelError, metricSeriesNames, type MetricSeriesName } from '@keel/shared';
+import {
+  decodeRecords,
+  KeelError,
+  METRICS_INTERVAL_MAX_SECONDS,
+  METRICS_INTERVAL_MIN_SECONDS,
+  metricSeriesNames,
+  type MetricSeriesName,
+} from '@keel/shared';
+import type { FleetBus } from '../bus/index.ts';
 import type { StreamSink } from '../gateway/sinks.ts';
+import type { AgentGateway } from '../gateway/types.ts';
 import type { HostRepository } from '../repositories/hosts.ts';
 import type { TrafficRepository } from '../repositories/traffic.ts';
 import {
@@ -14,6 +25,7 @@ import {
   type MetricsRepository,
 } from '../repositories/metrics.ts';
 import { requireHostAccess, type Actor } from './access.ts';
+import type { AuditService } from './audit.ts';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -187,6 +199,30 @@ export interface MetricsServiceDeps {
   log: Logger;
   retention?: MetricsRetention;
   now?: () => number;
+  /** For the per-host sampling interval (without them the interval cannot be set). */
+  gateway?: Pick<AgentGateway, 'isOnline' | 'request'>;
+  bus?: Pick<FleetBus, 'subscribe'>;
+  audit?: Pick<AuditService, 'record'>;
+}
+
+/** A host's sampling interval: the one set from the controller (null: the agent's own setting). */
+export interface MetricsSettingsView {
+  hostId: string;
+  intervalSeconds: number | null;
+  /** The interval the agent confirmed it uses now, when it was reached (online and new enough). */
+  appliedSeconds: number | null;
+  bounds: { min: number; max: number; default: number };
+}
+
+/** Supervised processes' CPU and RSS as uPlot columns (x in epoch seconds, one column per process). */
+export interface ProcessMetricsView {
+  resolution: MetricResolution;
+  stepMs: number;
+  from: number;
+  to: number;
+  processes: string[];
+  cpu: [number[], ...(number | null)[][]];
+  rss: [number[], ...(number | null)[][]];
 }
 
 export function createMetricsService(deps: MetricsServiceDeps) {
@@ -226,8 +262,12 @@ export function createMetricsService(deps: MetricsServiceDeps) {
     const minuteFrom = Math.floor(since / 60_000) * 60_000;
     const hourFrom = Math.floor(since / HOUR) * HOUR;
     const end = new Date(at + 1);
-    await metrics.rollup('1m', new Date(Math.max(minuteFrom, at - retention['1m'])), end);
-    await metrics.rollup('1h', new Date(Math.max(hourFrom, at - retention['1h'])), end);
+    const minuteStart = new Date(Math.max(minuteFrom, at - retention['1m']));
+    const hourStart = new Date(Math.max(hourFrom, at - retention['1h']));
+    await metrics.rollup('1m', minuteStart, end);
+    await metrics.rollupProcesses('1m', minuteStart, end);
+    await metrics.rollup('1h', hourStart, end);
+    await metrics.rollupProcesses('1h', hourStart, end);
     const pruned = await metrics.prune({
       raw: new Date(at - retention.raw),
       '1m': new Date(at - retention['1m']),
@@ -241,9 +281,103 @@ export function createMetricsService(deps: MetricsServiceDeps) {
     if (pruned.raw + pruned['1m'] + pruned['1h'] > 0) log.debug({ pruned }, 'metrics retention');
   }
 
+  let unsubscribe: (() => void) | null = null;
+
+  /** Sends a host its interval (null: back to its own); the interval the agent now uses, or null. */
+  async function pushInterval(hostId: string, seconds: number | null): Promise<number | null> {
+    const gateway = deps.gateway;
+    if (!gateway?.isOnline(hostId)) return null;
+    try {
+      const r = await gateway.request(hostId, 'metrics.configure', { intervalSeconds: seconds });
+      return r.intervalSeconds;
+    } catch (err) {
+      const code = err instanceof KeelError ? err.code : undefined;
+      if (code === 'agent.unsupported') log.debug({ host: hostId }, 'agent cannot change its interval');
+      else log.warn({ err, host: hostId }, 'sending the sampling interval failed');
+      return null;
+    }
+  }
+
+  const bounds = {
+    min: METRICS_INTERVAL_MIN_SECONDS,
+    max: METRICS_INTERVAL_MAX_SECONDS,
+    default: 5,
+  };
+
+  async function requireHost(actor: Actor, hostId: string, permission: 'host.view' | 'host.manage') {
+    requireHostAccess(actor, permission, [hostId]);
+    const host = await deps.hosts.get(hostId);
+    if (!host) throw new KeelError('host.not_found');
+  }
+
   return {
     sink,
     maintain,
+    pushInterval,
+
+    /** A host's sampling interval as set (host.view). */
+    async settings(actor: Actor, hostId: string): Promise<MetricsSettingsView> {
+      await requireHost(actor, hostId, 'host.view');
+      const set = (await metrics.intervals([hostId])).get(hostId) ?? null;
+      return { hostId, intervalSeconds: set, appliedSeconds: null, bounds };
+    },
+
+    /**
+     * Sets a host's sampling interval (1-60 s; null: the agent's own setting), host.manage,
+     * audited; sent to the agent at once when it is online, else when it comes online.
+     */
+    async setSettings(
+      actor: Actor,
+      hostId: string,
+      body: { intervalSeconds: number | null },
+      ip: string | null = null,
+    ): Promise<MetricsSettingsView> {
+      await requireHost(actor, hostId, 'host.manage');
+      const s = body.intervalSeconds;
+      if (s !== null && (!Number.isInteger(s) || s < bounds.min || s > bounds.max)) {
+        throw new KeelError(
+          'request.invalid',
+          `intervalSeconds must be a whole number of seconds from ${bounds.min} to ${bounds.max}, or null.`,
+        );
+      }
+      await metrics.setInterval(hostId, s);
+      await deps.audit?.record(
+        actor.id,
+        'host.metrics_settings',
+        `host:${hostId}`,
+        { intervalSeconds: s },
+        ip,
+      );
+      const applied = await pushInterval(hostId, s);
+      return { hostId, intervalSeconds: s, appliedSeconds: applied, bounds };
+    },
+
+    /** Supervised processes' CPU and RSS of one host over [from, to), at most 2 points per pixel. */
+    async processRange(
+      actor: Actor,
+      hostId: string,
+      q: { from?: number; to?: number; width?: number },
+    ): Promise<ProcessMetricsView> {
+      await requireHost(actor, hostId, 'host.view');
+      const to = q.to ?? now();
+      const from = q.from ?? to - HOUR;
+      if (!(from < to)) throw new KeelError('request.invalid', 'from must be before to.');
+      const width = q.width ?? 1_000;
+      if (!Number.isInteger(width) || width < 1 || width > MAX_WIDTH) {
+        throw new KeelError('request.invalid', `width must be a whole number from 1 to ${MAX_WIDTH}.`);
+      }
+      const { resolution, stepMs } = pickResolution(from, to, width * 2, now(), retention);
+      const c = await metrics.processRange(hostId, resolution, new Date(from), new Date(to), stepMs);
+      return {
+        resolution,
+        stepMs,
+        from,
+        to,
+        processes: c.names,
+        cpu: [c.x, ...c.cpu],
+        rss: [c.x, ...c.rss],
+      };
+    },
     /** Metrics batches waiting for the next group commit (the /metrics exposition shows it). */
     get queueWaiting(): number {
       return queue.waiting;
@@ -258,8 +392,20 @@ export function createMetricsService(deps: MetricsServiceDeps) {
       run();
       timer = setInterval(run, everyMs);
       timer.unref();
+      // A host that comes online gets the interval set for it (an agent restart forgets it).
+      unsubscribe =
+        deps.bus?.subscribe((event) => {
+          if (event.type !== 'host' || !event.host.online) return;
+          const id = event.host.id;
+          void metrics
+            .intervals([id])
+            .then((m) => (m.has(id) ? pushInterval(id, m.get(id)!) : null))
+            .catch((err: unknown) => log.warn({ err, host: id }, 'reading the sampling interval failed'));
+        }) ?? null;
     },
     async stop(): Promise<void> {
+      unsubscribe?.();
+      unsubscribe = null;
       if (timer) clearInterval(timer);
       timer = null;
       await running;
