@@ -39,6 +39,8 @@ import { createServices, type Services } from './services/index.ts';
 import { permit } from './routes/permit.ts';
 import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
+import { processTemplateRoutes } from './routes/process-templates.ts';
+import { fleetProcessRoutes } from './routes/fleet-processes.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { prometheusRoutes } from './routes/prometheus.ts';
 import { recordingRoutes } from './routes/recordings.ts';
@@ -122,6 +124,9 @@ function buildApi(deps: AppDeps, services: Services) {
     '/checks/*',
     '/alerts/*',
     '/jobs/*',
+    '/process-templates/*',
+    '/processes/*',
+    '/logs/*',
   ]) {
     api.use(prefix, session, csrf);
   }
@@ -135,6 +140,8 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/proxy-users', proxyUserRoutes({ proxyUsers: services.proxyUsers }))
     .route('/jobs', jobRoutes({ jobs: services.jobs, schedules: services.schedules, bus: deps.bus }))
     .route('/hosts', processRoutes({ processes: services.processes }))
+    .route('/', processTemplateRoutes({ templates: services.processTemplates }))
+    .route('/', fleetProcessRoutes({ fleet: services.fleetProcesses, logSearch: services.logSearch }))
     .route('/hosts', metricsRoutes({ metrics: services.metrics, traffic: services.traffic }))
     .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))
     .route('/proxies', proxyRoutes({ proxyNodes: services.proxyNodes, auth: services.auth }))

@@ -51,6 +51,14 @@ export const errorCatalogue = {
     status: 409,
     message: 'The process is not reading its input; the line was not sent.',
   },
+  'template.not_found': { status: 404, message: 'No such process template.' },
+  'template.exists': { status: 409, message: 'A process template with this id exists.' },
+  'template.built_in': { status: 409, message: 'Built-in templates cannot be changed or deleted.' },
+  'template.invalid': { status: 400, message: 'The template or its values are not valid.' },
+  'search.invalid_pattern': {
+    status: 400,
+    message: 'The search pattern is not a usable regular expression.',
+  },
   'config.stale_generation': {
     status: 409,
     message: 'A newer (or the same) configuration generation is already applied on this host.',

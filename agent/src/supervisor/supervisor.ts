@@ -25,6 +25,7 @@ import type { Logger } from 'pino';
 import { KeelError, type ProcessSpec, type ProcessState, type ProcessStatus } from '@keel/shared';
 import { cpuPercent, groupMembers, isSameProcess, readStat, sampleGroups } from './proc.ts';
 import type { LogTailer } from './log-tail.ts';
+import { writeProcessFiles } from './files.ts';
 
 /** How often an adopted process (not our child: no exit event) is checked for life. */
 const ADOPTED_POLL_MS = 500;
@@ -382,6 +383,9 @@ export class Supervisor {
     // Before any state changes: an unknown user (or an agent not running as root) fails the start.
     const account = m.spec.user === undefined ? null : userAccount(m.spec.user);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // A template's config files, rewritten before every start (a bad path fails the start).
+    if (m.spec.files?.length)
+      writeProcessFiles(m.spec.cwd ?? (account ? account.home : dir), m.spec.files, account);
     m.state = 'starting';
     m.adopted = false;
     m.nextRestartAt = null;

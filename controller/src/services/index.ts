@@ -25,6 +25,11 @@ import { createUsersService } from './users.ts';
 import { createChannelsService } from '../channels/service.ts';
 import { createProcessRepository } from '../repositories/processes.ts';
 import { createProcessesService } from './processes.ts';
+import { createProcessTemplateRepository } from '../repositories/process-templates.ts';
+import { createProcessTemplatesService } from './process-templates.ts';
+import { createFleetProcessesService } from './fleet-processes.ts';
+import { createLogSearchRepository } from '../repositories/log-search.ts';
+import { createLogSearchService } from './log-search.ts';
 import { createMetricsRepository } from '../repositories/metrics.ts';
 import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 import { createTrafficRepository } from '../repositories/traffic.ts';
@@ -283,7 +288,21 @@ export function createServices(deps: ServicesDeps) {
     }),
   };
   linkProxyUsers(services);
-  return services;
+  const processTemplates = createProcessTemplatesService({
+    templates: createProcessTemplateRepository(db),
+    processes: services.processes,
+    audit,
+  });
+  const fleetProcesses = createFleetProcessesService({
+    hosts: createHostRepository(db),
+    processes: services.processes,
+    isOnline: (hostId) => deps.gateway.isOnline(hostId),
+  });
+  const logSearch = createLogSearchService({
+    hosts: createHostRepository(db),
+    logs: createLogSearchRepository(db),
+  });
+  return { ...services, processTemplates, fleetProcesses, logSearch };
 }
 
 export type Services = ReturnType<typeof createServices>;

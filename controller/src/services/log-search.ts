@@ -1,0 +1,347 @@
+// Log search across the fleet: a substring or a regular expression, within a time range, over one
+// process, one host or every host the caller may read logs of (logs.read, per host). Results are
+// produced as they are found (an async generator the route streams as NDJSON) and bounded: at
+// most `limit` matches, at most `maxSeconds` of scanning, stopped as soon as the client goes.
+//
+// Regular expressions are JavaScript's, which can backtrack catastrophically (`(a+)+$` on a long
+// line of `a`s takes longer than the universe). So a pattern is at most 512 characters, and it
+// runs in a worker thread: each batch of lines (at most 1 MiB of text) must come back within
+// REGEX_BATCH_MS, or the worker is terminated — the controller's event loop never runs a
+// user's pattern — and the search ends with reason `pattern-too-slow`.
+import { Worker } from 'node:worker_threads';
+import { KeelError, decodeLogLine } from '@keel/shared';
+import type { HostRepository } from '../repositories/hosts.ts';
+import type { LogSearchRepository } from '../repositories/log-search.ts';
+import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
+import type { ProcessActor } from './processes.ts';
+
+/** What to look for, and where. */
+export interface LogSearchQuery {
+  q: string;
+  regex?: boolean;
+  caseSensitive?: boolean;
+  hostId?: string;
+  process?: string;
+  stream?: 'stdout' | 'stderr' | 'both';
+  since?: number;
+  until?: number;
+  limit?: number;
+  maxSeconds?: number;
+}
+
+/** One line found, with the ranges that matched ([start, end) in UTF-16 units of `text`). */
+export interface LogSearchMatch {
+  type: 'match';
+  hostId: string;
+  hostName: string;
+  process: string;
+  seq: number;
+  ts: number;
+  stream: 'stdout' | 'stderr';
+  text: string;
+  /** The line was longer than MAX_TEXT and `text` is its start. */
+  cut: boolean;
+  ranges: [number, number][];
+}
+
+export type LogSearchEvent =
+  | LogSearchMatch
+  | { type: 'host'; hostId: string; hostName: string; matches: number; scannedLines: number }
+  | {
+      type: 'end';
+      matches: number;
+      scannedLines: number;
+      hosts: number;
+      /** done: everything in range was read; limit / time: a bound ended it; pattern-too-slow: see above. */
+      reason: 'done' | 'limit' | 'time' | 'pattern-too-slow' | 'cancelled';
+      elapsedMs: number;
+    };
+
+export const MAX_PATTERN = 512;
+export const MAX_MATCHES = 2_000;
+export const MAX_SECONDS = 120;
+/** Longest line text sent back (the match ranges are clipped to it). */
+const MAX_TEXT = 4_096;
+/** A regex batch must come back within this, or the pattern is stopped. */
+export const REGEX_BATCH_MS = 2_000;
+/** Largest batch of line text sent to the regex worker at once. */
+const REGEX_BATCH_BYTES = 1024 * 1024;
+/** Ranges reported per line. */
+const MAX_RANGES = 32;
+
+// Plain JavaScript (CommonJS) evaluated as the worker: no loader needed, bundles as a string.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const re = new RegExp(workerData.pattern, workerData.flags);
+parentPort.on('message', ({ id, texts }) => {
+  const out = [];
+  for (let i = 0; i < texts.length; i++) {
+    const t = texts[i];
+    re.lastIndex = 0;
+    const ranges = [];
+    let hit = false;
+    let m;
+    while ((m = re.exec(t)) !== null) {
+      hit = true;
+      if (m[0].length === 0) {
+        re.lastIndex++;
+        if (re.lastIndex > t.length) break;
+        continue;
+      }
+      ranges.push([m.index, m.index + m[0].length]);
+      if (ranges.length >= ${MAX_RANGES}) break;
+    }
+    if (hit) out.push([i, ranges]);
+  }
+  parentPort.postMessage({ id, out });
+});
+`;
+
+type Matcher = {
+  /** Index -> ranges for the texts that match; null when the pattern ran out of time. */
+  match(texts: string[]): Promise<Map<number, [number, number][]> | null>;
+  close(): void;
+};
+
+function substringMatcher(needle: string, caseSensitive: boolean): Matcher {
+  const n = caseSensitive ? needle : needle.toLowerCase();
+  return {
+    match(texts) {
+      const out = new Map<number, [number, number][]>();
+      texts.forEach((t, i) => {
+        const hay = caseSensitive ? t : t.toLowerCase();
+        const ranges: [number, number][] = [];
+        for (
+          let at = hay.indexOf(n);
+          at >= 0 && ranges.length < MAX_RANGES;
+          at = hay.indexOf(n, at + n.length)
+        ) {
+          ranges.push([at, at + n.length]);
+        }
+        if (ranges.length > 0) out.set(i, ranges);
+      });
+      return Promise.resolve(out);
+    },
+    close() {},
+  };
+}
+
+function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
+  const flags = `g${caseSensitive ? '' : 'i'}u`;
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { pattern, flags } });
+  worker.unref();
+  let nextId = 0;
+  let dead = false;
+  const pending = new Map<number, (out: [number, [number, number][]][] | null) => void>();
+  worker.on('message', ({ id, out }: { id: number; out: [number, [number, number][]][] }) => {
+    pending.get(id)?.(out);
+    pending.delete(id);
+  });
+  const fail = () => {
+    dead = true;
+    for (const resolve of pending.values()) resolve(null);
+    pending.clear();
+  };
+  worker.on('error', fail);
+  worker.on('exit', fail);
+  return {
+    async match(texts) {
+      if (dead) return null;
+      const id = nextId++;
+      const result = await new Promise<[number, [number, number][]][] | null>((resolve) => {
+        const timer = setTimeout(() => {
+          pending.delete(id);
+          resolve(null);
+          void worker.terminate();
+        }, REGEX_BATCH_MS);
+        pending.set(id, (out) => {
+          clearTimeout(timer);
+          resolve(out);
+        });
+        worker.postMessage({ id, texts });
+      });
+      return result ? new Map(result) : null;
+    },
+    close() {
+      void worker.terminate();
+    },
+  };
+}
+
+/** Fleet log search. */
+export function createLogSearchService(deps: { hosts: HostRepository; logs: LogSearchRepository }) {
+  const { hosts, logs } = deps;
+  return {
+    /**
+     * Checks the query and the caller's access (throws before anything is streamed), then returns
+     * the search as an async generator of events; `signal` aborts it (the client went away).
+     */
+    async start(
+      actor: ProcessActor,
+      query: LogSearchQuery,
+      signal?: AbortSignal,
+    ): Promise<AsyncGenerator<LogSearchEvent>> {
+      requireAccess(actor, 'logs.read');
+      if (!query.q || query.q.length > MAX_PATTERN) {
+        throw new KeelError('request.invalid', `The search text is 1 to ${MAX_PATTERN} characters.`);
+      }
+      if (query.regex) {
+        try {
+          new RegExp(query.q, 'gu');
+        } catch (err) {
+          throw new KeelError(
+            'search.invalid_pattern',
+            `Not a valid regular expression: ${(err as Error).message}`,
+          );
+        }
+      }
+      let targets: { id: string; name: string }[];
+      if (query.hostId) {
+        requireHostAccess(actor, 'logs.read', [query.hostId]);
+        const host = await hosts.get(query.hostId);
+        if (!host) throw new KeelError('host.not_found');
+        targets = [{ id: host.id, name: host.name }];
+      } else {
+        targets = (await hosts.list())
+          .filter((h) => hasHostPermission(actor, 'logs.read', h.id))
+          .map((h) => ({ id: h.id, name: h.name }));
+      }
+      const limit = Math.min(query.limit ?? 500, MAX_MATCHES);
+      const deadline = Date.now() + Math.min(query.maxSeconds ?? 30, MAX_SECONDS) * 1000;
+      const caseSensitive = query.caseSensitive ?? false;
+      const stream = query.stream ?? 'both';
+      return (async function* run(): AsyncGenerator<LogSearchEvent> {
+        const started = Date.now();
+        const matcher = query.regex
+          ? regexMatcher(query.q, caseSensitive)
+          : substringMatcher(query.q, caseSensitive);
+        let matches = 0;
+        let scannedLines = 0;
+        let reason: Extract<LogSearchEvent, { type: 'end' }>['reason'] = 'done';
+        try {
+          scan: for (const host of targets) {
+            let hostMatches = 0;
+            let hostLines = 0;
+            const pages = logs.pages(host.id, { since: query.since, until: query.until });
+            try {
+              for await (const records of pages) {
+                if (signal?.aborted) {
+                  reason = 'cancelled';
+                  break scan;
+                }
+                if (Date.now() > deadline) {
+                  reason = 'time';
+                  break scan;
+                }
+                // The lines of this page that are in range, then matched in batches of bounded size.
+                let batch: {
+                  seq: number;
+                  ts: number;
+                  process: string;
+                  stream: 'stdout' | 'stderr';
+                  text: string;
+                }[] = [];
+                let bytes = 0;
+                const yieldQueue: LogSearchEvent[] = [];
+                const flush = async (): Promise<boolean> => {
+                  if (batch.length === 0) return true;
+                  const found = await matcher.match(batch.map((l) => l.text));
+                  if (found === null) {
+                    reason = 'pattern-too-slow';
+                    return false;
+                  }
+                  for (const [i, ranges] of [...found.entries()].sort((a, b) => a[0] - b[0])) {
+                    if (signal?.aborted) {
+                      reason = 'cancelled';
+                      return false;
+                    }
+                    const l = batch[i]!;
+                    matches++;
+                    hostMatches++;
+                    yieldQueue.push({
+                      type: 'match',
+                      hostId: host.id,
+                      hostName: host.name,
+                      process: l.process,
+                      seq: l.seq,
+                      ts: l.ts,
+                      stream: l.stream,
+                      text: l.text.slice(0, MAX_TEXT),
+                      cut: l.text.length > MAX_TEXT,
+                      ranges: ranges
+                        .filter(([s]) => s < MAX_TEXT)
+                        .map(([s, e]) => [s, Math.min(e, MAX_TEXT)] as [number, number]),
+                    });
+                    if (matches >= limit) {
+                      reason = 'limit';
+                      return false;
+                    }
+                  }
+                  batch = [];
+                  bytes = 0;
+                  return true;
+                };
+                let go = true;
+                for (const r of records) {
+                  if (query.since !== undefined && r.ts < query.since) continue;
+                  if (query.until !== undefined && r.ts >= query.until) continue;
+                  const line = decodeLogLine(r.payload);
+                  if (!line) continue;
+                  if (query.process !== undefined && line.process !== query.process) continue;
+                  if (stream !== 'both' && line.stream !== stream) continue;
+                  hostLines++;
+                  scannedLines++;
+                  const text = Buffer.from(line.line).toString('utf8');
+                  batch.push({ seq: r.seq, ts: r.ts, process: line.process, stream: line.stream, text });
+                  bytes += text.length;
+                  if (bytes >= REGEX_BATCH_BYTES) {
+                    go = await flush();
+                    for (const e of yieldQueue.splice(0)) {
+                      if (signal?.aborted) break;
+                      yield e;
+                    }
+                    if (!go) break;
+                  }
+                }
+                if (go) {
+                  go = await flush();
+                  for (const e of yieldQueue.splice(0)) {
+                    if (signal?.aborted) {
+                      reason = 'cancelled';
+                      go = false;
+                      break;
+                    }
+                    yield e;
+                  }
+                }
+                if (!go) break scan;
+              }
+            } finally {
+              await pages.return(undefined);
+            }
+            yield {
+              type: 'host',
+              hostId: host.id,
+              hostName: host.name,
+              matches: hostMatches,
+              scannedLines: hostLines,
+            };
+          }
+          if (signal?.aborted) reason = 'cancelled';
+        } finally {
+          matcher.close();
+        }
+        yield {
+          type: 'end',
+          matches,
+          scannedLines,
+          hosts: targets.length,
+          reason,
+          elapsedMs: Date.now() - started,
+        };
+      })();
+    },
+  };
+}
+
+export type LogSearchService = ReturnType<typeof createLogSearchService>;

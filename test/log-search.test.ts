@@ -1,0 +1,224 @@
+// Proves fleet log search over stored log chunks (the real stream storage, lines appended as the
+// agent link appends them): substring (case-insensitive by default) and regex hits with their
+// ranges, within a time range, for one process, one host or the whole fleet; results arrive as
+// NDJSON events ending with an `end` event; the match limit ends a search; a scoped user only
+// searches the hosts of their grant (and another host is 404); a malformed pattern is a 400; a
+// catastrophically backtracking regex is stopped by its time bound without stalling the
+// controller (another request is answered meanwhile); and a client that goes away ends the scan.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { encodeLogLine, encodeRecords } from '@keel/shared';
+import { openTestApp, TEST_PASSWORD, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
+import { hosts } from '../controller/src/db/schema/hosts.ts';
+import { createStreamRepository } from '../controller/src/repositories/streams.ts';
+
+let t: TestApp;
+let owner: SignedIn;
+let scoped: SignedIn;
+const ids: Record<string, string> = {};
+const T0 = Date.UTC(2026, 10, 1, 12, 0, 0);
+const TIMEOUT = { timeout: 60_000 };
+
+async function storeHost(name: string): Promise<string> {
+  const [row] = await t.db
+    .insert(hosts)
+    .values({ name, publicKey: randomBytes(32).toString('base64url'), lastSeenAt: new Date() })
+    .returning({ id: hosts.id });
+  return row!.id;
+}
+
+/** Appends lines to a host's logs stream as one batch (as the agent link would). */
+async function append(
+  hostId: string,
+  firstSeq: number,
+  lines: { process: string; text: string; ts: number; stderr?: boolean }[],
+) {
+  const body = encodeRecords(
+    lines.map((l) => ({
+      ts: l.ts,
+      payload: encodeLogLine({
+        process: l.process,
+        stream: l.stderr ? 'stderr' : 'stdout',
+        line: Buffer.from(l.text),
+        continued: false,
+      }),
+    })),
+  );
+  await createStreamRepository(t.db).append(hostId, 'logs', { firstSeq, count: lines.length, body });
+}
+
+type Event = Record<string, unknown> & { type: string };
+
+async function search(
+  query: Record<string, string>,
+  as: SignedIn = owner,
+): Promise<{ status: number; events: Event[] }> {
+  const res = await t.request(`/api/v1/logs/search?${new URLSearchParams(query)}`, { as });
+  const text = await res.text();
+  if (res.status !== 200) return { status: res.status, events: [JSON.parse(text) as Event] };
+  assert.match(res.headers.get('content-type') ?? '', /application\/x-ndjson/);
+  return {
+    status: 200,
+    events: text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Event),
+  };
+}
+
+const matches = (events: Event[]) => events.filter((e) => e.type === 'match');
+const end = (events: Event[]) => events.at(-1) as Event & { reason: string; matches: number };
+
+before(async () => {
+  t = await openTestApp();
+  owner = await t.signInAs('owner');
+  ids.game = await storeHost('game-1');
+  ids.proxy = await storeHost('proxy-1');
+  await append(ids.game, 1, [
+    { process: 'mc', text: 'Starting server on port 25565', ts: T0 },
+    { process: 'mc', text: 'Player Alice joined the game', ts: T0 + 1_000 },
+    { process: 'web', text: 'GET /index.html 200', ts: T0 + 2_000 },
+    { process: 'mc', text: 'ERROR: player bob lost connection', ts: T0 + 3_000, stderr: true },
+    { process: 'mc', text: 'player carol joined the game', ts: T0 + 60_000 },
+  ]);
+  const many = Array.from({ length: 3_000 }, (_, i) => ({
+    process: 'mc',
+    text: `tick ${i} player count ${i % 7}`,
+    ts: T0 + 100_000 + i,
+  }));
+  await append(ids.game, 6, many);
+  await append(ids.proxy, 1, [
+    { process: 'telemt', text: 'player proxy connection from 10.0.0.1', ts: T0 + 500 },
+    { process: 'telemt', text: 'a'.repeat(40) + '!', ts: T0 + 600 },
+  ]);
+  // A scoped viewer granted on a group holding only the proxy host.
+  const post = async (path: string, json: unknown, method = 'POST') => {
+    const res = await t.request(path, { method, json, as: owner });
+    assert.ok(res.status < 300, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
+    return res.json() as Promise<Record<string, { id: string }>>;
+  };
+  const group = (await post('/api/v1/groups', { name: 'proxies', hostIds: [ids.proxy] })).group!.id;
+  const made = await post('/api/v1/users', {
+    username: 'reseller',
+    password: TEST_PASSWORD,
+    role: 'viewer',
+    scoped: true,
+  });
+  await post(`/api/v1/users/${made.user!.id}/grants`, { groupId: group, role: 'viewer' });
+  scoped = await t.login('reseller');
+});
+after(async () => t?.close());
+
+describe('log search', () => {
+  test(
+    'substring across the fleet, case-insensitive, with ranges; events end with `end`',
+    TIMEOUT,
+    async () => {
+      const { status, events } = await search({ q: 'JOINED', limit: '100' });
+      assert.equal(status, 200);
+      const found = matches(events);
+      assert.deepEqual(
+        found.map((m) => m.text),
+        ['Player Alice joined the game', 'player carol joined the game'],
+      );
+      assert.deepEqual(found[0]!.ranges, [[13, 19]]);
+      assert.equal(found[0]!.hostName, 'game-1');
+      assert.equal(found[0]!.process, 'mc');
+      assert.equal(end(events).reason, 'done');
+      assert.ok(
+        events.some((e) => e.type === 'host' && e.hostId === ids.proxy),
+        'every host reported',
+      );
+      // Case-sensitive finds none.
+      assert.equal(matches((await search({ q: 'JOINED', caseSensitive: 'true' })).events).length, 0);
+    },
+  );
+
+  test('regex, a time range, one host, one process, one stream', TIMEOUT, async () => {
+    let r = await search({ q: 'player (alice|bob|carol)', regex: 'true', hostId: ids.game!, process: 'mc' });
+    assert.equal(matches(r.events).length, 3);
+    r = await search({
+      q: 'player (alice|bob|carol)',
+      regex: 'true',
+      since: String(T0 + 500),
+      until: String(T0 + 10_000),
+    });
+    assert.deepEqual(
+      matches(r.events).map((m) => m.text),
+      ['Player Alice joined the game', 'ERROR: player bob lost connection'],
+    );
+    r = await search({ q: 'player', stream: 'stderr' });
+    assert.deepEqual(
+      matches(r.events).map((m) => [m.stream, m.text]),
+      [['stderr', 'ERROR: player bob lost connection']],
+    );
+    r = await search({ q: '\\d+\\.\\d+\\.\\d+\\.\\d+', regex: 'true', hostId: ids.proxy! });
+    assert.deepEqual(matches(r.events)[0]!.ranges, [[29, 37]]);
+  });
+
+  test('the match limit ends the search', TIMEOUT, async () => {
+    const r = await search({ q: 'tick', limit: '50' });
+    assert.equal(matches(r.events).length, 50);
+    assert.equal(end(r.events).reason, 'limit');
+  });
+
+  test('a scoped user searches only the hosts they may see; another host is 404', TIMEOUT, async () => {
+    const r = await search({ q: 'player' }, scoped);
+    assert.equal(r.status, 200);
+    assert.ok(matches(r.events).length > 0);
+    assert.ok(matches(r.events).every((m) => m.hostId === ids.proxy));
+    assert.equal(end(r.events).matches, matches(r.events).length);
+    assert.equal((await search({ q: 'player', hostId: ids.game! }, scoped)).status, 404);
+  });
+
+  test('bad patterns are refused before anything is streamed', TIMEOUT, async () => {
+    let r = await search({ q: 'a(b', regex: 'true' });
+    assert.equal(r.status, 400);
+    assert.equal((r.events[0] as { error: { code: string } }).error.code, 'search.invalid_pattern');
+    r = await search({ q: 'x'.repeat(513) });
+    assert.equal(r.status, 400);
+  });
+
+  test(
+    'a catastrophically backtracking regex is stopped; the controller keeps answering',
+    TIMEOUT,
+    async () => {
+      const started = Date.now();
+      const pending = search({ q: '(a+)+$', regex: 'true', hostId: ids.proxy! });
+      // While the worker spins, the controller still answers other requests.
+      const other = await t.request('/api/v1/process-templates', { as: owner });
+      assert.equal(other.status, 200);
+      const r = await pending;
+      assert.equal(end(r.events).reason, 'pattern-too-slow');
+      assert.ok(Date.now() - started < 30_000, 'bounded');
+    },
+  );
+
+  test('a client that goes away ends the scan', TIMEOUT, async () => {
+    // Through HTTP: cancelling the body mid-stream is fine for the server.
+    const res = await t.request(`/api/v1/logs/search?${new URLSearchParams({ q: 'tick', limit: '2000' })}`, {
+      as: owner,
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    // The route aborts the search's signal when its body is cancelled: the scan stops at once.
+    const abort = new AbortController();
+    const actor = { id: owner.userId, role: 'owner' as const, ip: null };
+    const events = await t.services.logSearch.start(actor, { q: 'tick', limit: 2000 }, abort.signal);
+    const first = await events.next();
+    assert.equal(first.value?.type, 'match');
+    abort.abort();
+    let last: { type: string; reason?: string } | undefined;
+    let count = 0;
+    for await (const e of events) {
+      last = e;
+      count++;
+    }
+    assert.equal(last?.type, 'end');
+    assert.equal(last?.reason, 'cancelled');
+    assert.ok(count < 2000, `${count} events after the abort`);
+  });
+});
