@@ -107,7 +107,10 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
   await page.screenshot({ path: join(shots, 'host.png'), fullPage: true });
 
   // The audit trail (admins): the sign-in is there, and the hash chain verifies.
-  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Audit' }).click();
+  // The main navigation groups sections by area; Audit sits under Admin.
+  const mainNav = page.getByRole('navigation', { name: 'Main' });
+  await mainNav.getByRole('button', { name: 'Admin' }).click();
+  await mainNav.getByRole('link', { name: 'Audit' }).click();
   await page.waitForURL(/\/audit$/);
   await page.locator('[data-testid="audit-row"]').filter({ hasText: 'auth.login' }).first().waitFor();
   await page.click('[data-testid="audit-verify"]');
