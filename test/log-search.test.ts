@@ -175,7 +175,10 @@ describe('log search', () => {
   test('bad patterns are refused before anything is streamed', TIMEOUT, async () => {
     let r = await search({ q: 'a(b', regex: 'true' });
     assert.equal(r.status, 400);
-    assert.equal((r.events[0] as { error: { code: string } }).error.code, 'search.invalid_pattern');
+    assert.equal(
+      (r.events[0] as unknown as { error: { code: string } }).error.code,
+      'search.invalid_pattern',
+    );
     r = await search({ q: 'x'.repeat(513) });
     assert.equal(r.status, 400);
   });

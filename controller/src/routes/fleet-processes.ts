@@ -203,9 +203,10 @@ export function fleetProcessRoutes({
           await events.return(undefined);
         },
       });
-      return c.text(body as unknown as string, 200, {
+      // A stream is a valid body; the declared answer (NDJSON text) is what the client reads.
+      return c.body(body, 200, {
         'content-type': 'application/x-ndjson; charset=utf-8',
         'x-content-type-options': 'nosniff',
-      });
+      }) as never;
     });
 }

@@ -200,6 +200,7 @@ export const api = {
   verifyAudit: () => call(client.audit.verify.$get()),
 
   ...processCalls(),
+  ...processTemplateCalls(),
   ...proxyCalls(),
   ...accessCalls(),
 };
@@ -275,6 +276,42 @@ function processCalls() {
     /** A ticket for a live channel of `kind` on a host (then a WebSocket to its `url`). */
     openChannel: (id: string, kind: string, params: Record<string, unknown>) =>
       call(client.hosts[':id'].channels.$post({ ...byId(id), json: { kind, params } })),
+  };
+}
+
+/** Process templates: catalogue, import, install on a host (hosts/[id]/processes, /processes). */
+function processTemplateCalls() {
+  const templates = client['process-templates'];
+  return {
+    listTemplates: (signal?: AbortSignal) => call(templates.$get(undefined, withSignal(signal))),
+    importTemplate: (input: Parameters<typeof templates.import.$post>[0]['json']) =>
+      call(templates.import.$post({ json: input })),
+    deleteTemplate: async (templateId: string): Promise<void> => {
+      await call(templates[':templateId'].$delete({ param: { templateId: encodeURIComponent(templateId) } }));
+    },
+    /** Every process on the hosts the caller sees (filters: host, state, name). */
+    listFleetProcesses: (query: { hostId?: string; state?: string; name?: string }, signal?: AbortSignal) =>
+      call(
+        client.processes.$get(
+          {
+            query: {
+              ...(query.hostId ? { hostId: query.hostId } : {}),
+              ...(query.state ? { state: query.state as never } : {}),
+              ...(query.name ? { name: query.name } : {}),
+            },
+          },
+          withSignal(signal),
+        ),
+      ),
+    /** One action on many processes of many hosts. */
+    fleetProcessAction: (
+      action: 'start' | 'stop' | 'restart' | 'kill',
+      targets: { hostId: string; name: string }[],
+    ) => call(client.processes.actions.$post({ json: { action, targets } })),
+    installTemplate: (
+      id: string,
+      input: Parameters<(typeof client.hosts)[':id']['processes']['from-template']['$post']>[0]['json'],
+    ) => call(client.hosts[':id'].processes['from-template'].$post({ ...byId(id), json: input })),
   };
 }
 
