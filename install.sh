@@ -353,6 +353,7 @@ write_agent_files() {
 # "start again" (into the release an upgrade switched \`current\` to); while an upgrade's trial
 # record exists, a release that has not reached the controller by its deadline, or has started
 # max_starts times, is switched back to the previous release and the record moved to rolled-back.
+# While the controller itself does not answer, the deadline moves on: the release is not judged.
 : "\${KEEL_AGENT_STATE_DIR:=$AGENT_STATE}"
 export KEEL_AGENT_STATE_DIR
 home='$OPT/agent'
@@ -360,23 +361,57 @@ if [ "\${1:-}" != run ]; then exec '$NODE' "\$home/current/bin/keel-agent.mjs" "
 KEEL_AGENT_HOME=\$home
 export KEEL_AGENT_HOME
 trial=\$KEEL_AGENT_STATE_DIR/upgrade/trial
+hold=\$trial-hold
 field() { sed -n "s/^\$1=//p" "\$trial" | head -n 1; }
+# The trial's deadline, or later: while the controller did not answer, the hold file moved it on.
+deadline() {
+  d=\$(field deadline); h=\$(head -n 1 "\$hold" 2>/dev/null || true)
+  case \$h in '' | *[!0-9]*) h=0 ;; esac
+  if [ "\${h:-0}" -gt "\${d:-0}" ]; then echo "\$h"; else echo "\${d:-0}"; fi
+}
+# Exit status 0 when the enrolled controller answers /readyz (asked by this Node.js, not by the
+# release on trial; TLS unchecked: it only asks whether the controller is there).
+controller_answers() {
+  '$NODE' -e '
+const u = new URL(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).controllerUrl);
+const tls = u.protocol === "https:" || u.protocol === "wss:";
+u.protocol = tls ? "https:" : "http:";
+u.pathname = u.pathname.replace(/\/+\$/, "") + "/readyz";
+u.search = "";
+const req = require(tls ? "https" : "http").get(u, { rejectUnauthorized: false, timeout: 10000 }, (res) => process.exit(res.statusCode === 200 ? 0 : 1));
+req.on("error", () => process.exit(1));
+req.on("timeout", () => process.exit(1));
+' "\$KEEL_AGENT_STATE_DIR/enrollment.json" >/dev/null 2>&1
+}
+# Past the deadline while the controller does not answer, the release is not judged: the deadline
+# moves on by the trial's window (for at most KEEL_AGENT_TRIAL_HOLD_SECONDS, default a day, from the
+# upgrade). Exit status 0 when it moved.
+held() {
+  started=\$(field started); window=\$((\$(field deadline) - \${started:-0}))
+  if [ "\$window" -lt 10 ]; then window=60; fi
+  now=\$(date +%s)
+  if [ "\$now" -ge "\$((\${started:-0} + \${KEEL_AGENT_TRIAL_HOLD_SECONDS:-86400}))" ] || controller_answers; then return 1; fi
+  echo "\$((now + window))" >"\$hold.new" && mv -f "\$hold.new" "\$hold"
+  echo "keel-agent: the controller does not answer; the trial of \$(field version) waits for it" >&2
+  return 0
+}
 child=
+timer=
 stopping=
 trap 'stopping=1; [ -n "\$child" ] && kill -TERM "\$child" 2>/dev/null' TERM INT
+trap '[ -n "\$timer" ] && kill "\$timer" 2>/dev/null' EXIT
 while :; do
   timer=
   if [ -f "\$trial" ]; then
-    previous=\$(field previous); deadline=\$(field deadline); starts=\$(field starts); most=\$(field max_starts)
-    now=\$(date +%s)
+    previous=\$(field previous); starts=\$(field starts); most=\$(field max_starts)
     reason=
-    if [ "\$now" -ge "\${deadline:-0}" ]; then reason="it did not reach the controller in time"
-    elif [ "\${starts:-0}" -ge "\${most:-1}" ]; then reason="it exited \$starts times without reaching the controller"
+    if [ "\${starts:-0}" -ge "\${most:-1}" ]; then reason="it exited \$starts times without reaching the controller"
+    elif [ "\$(date +%s)" -ge "\$(deadline)" ] && ! held; then reason="it did not reach the controller in time"
     fi
     if [ -n "\$reason" ] && [ -d "\$home/releases/\$previous" ]; then
       ln -sfn "releases/\$previous" "\$home/current.keel-back" && mv -fT "\$home/current.keel-back" "\$home/current"
-      { cat "\$trial"; echo "reason=\$reason"; echo "at=\$now"; } >"\$trial.back" && mv -f "\$trial.back" "\${trial%/trial}/rolled-back"
-      rm -f "\$trial"
+      { cat "\$trial"; echo "reason=\$reason"; echo "at=\$(date +%s)"; } >"\$trial.back" && mv -f "\$trial.back" "\${trial%/trial}/rolled-back"
+      rm -f "\$trial" "\$hold"
       echo "keel-agent: rolled back to \$previous: \$reason" >&2
     else
       sed "s/^starts=.*/starts=\$((\${starts:-0} + 1))/" "\$trial" >"\$trial.next" && mv -f "\$trial.next" "\$trial"
@@ -385,8 +420,19 @@ while :; do
   '$NODE' "\$home/current/bin/keel-agent.mjs" "\$@" &
   child=\$!
   if [ -f "\$trial" ]; then
-    # The deadline also ends a start that hangs without reaching the controller.
-    (sleep "\$((\${deadline:-0} - \$(date +%s) + 1))"; [ -f "\$trial" ] && kill -TERM "\$child" 2>/dev/null) &
+    # The deadline also ends a start that hangs without reaching the controller (the controller
+    # answering). Wakes at least every 5 s, and ends with the child.
+    (
+      while [ -f "\$trial" ] && kill -0 "\$child" 2>/dev/null; do
+        left=\$((\$(deadline) - \$(date +%s)))
+        if [ "\$left" -ge 0 ]; then
+          if [ "\$left" -gt 4 ]; then sleep 5; else sleep "\$((left + 1))"; fi
+        elif ! held; then
+          [ -f "\$trial" ] && kill -TERM "\$child" 2>/dev/null
+          break
+        fi
+      done
+    ) &
     timer=\$!
   fi
   code=0

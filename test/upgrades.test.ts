@@ -2,7 +2,9 @@
 // bundles refuse a bundle whose SHA-256 differs, stop a broken release at the canary (which
 // switches itself back to the old release and comes back online by itself, and the rollout
 // halts), then all move to a newer release built from the same sources through a staged rollout
-// that carries on across a controller restart.
+// that carries on across a controller restart which outlasts a host's trial deadline (its launcher
+// holds the trial while the controller does not answer, and a request whose answer the restart
+// lost is sent again), while a supervised process on every host keeps its pid.
 //
 // systemd is not PID 1 here: install.sh gets the stand-in systemctl (test/install-stand-in-systemctl.sh),
 // which runs the unit's ExecStart — the real keel-agent launcher install.sh writes, whose restart
@@ -59,6 +61,21 @@ describe('staged agent upgrades', () => {
     assert.equal(r.status, 0, r.stderr);
   };
 
+  /** Pids of the supervised processes the tests started (they outlive agents by design). */
+  const keepers: number[] = [];
+  /** The pid of the running `keeper` process on a host, as its agent reports it. */
+  const keeperPid = (id: string) =>
+    waitFor(
+      async () => {
+        const res = await api.get<{
+          processes: { name: string; status: { state: string; pid: number | null } | null }[];
+        }>(`/hosts/${id}/processes`);
+        const p = res.body.processes?.find((x) => x.name === 'keeper');
+        return p?.status?.state === 'running' ? p.status.pid : null;
+      },
+      60_000,
+      'the keeper process running',
+    );
   const hostRow = async (id: string) => (await controller.services.hosts.list()).find((h) => h.id === id)!;
   const currentOf = (root: string) => readlinkSync(join(root, 'opt/keel/agent/current'));
 
@@ -118,6 +135,13 @@ describe('staged agent upgrades', () => {
 
   after(async () => {
     stopStandInServices(work);
+    for (const pid of keepers) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
     await controller?.close();
     delete process.env.KEEL_AGENT_BUNDLE_DIR;
     if (controller) removeDir(controller.dataDir);
@@ -207,23 +231,30 @@ describe('staged agent upgrades', () => {
   );
 
   test(
-    'a good release reaches every host in stages, across a controller restart',
-    {
-      timeout: 200_000,
-      // Skipped, not passing: under `npm test` (bundled controller and agents) a host of the second
-      // stage, after the controller restart, comes back on the old release ("did not come back
-      // online on 0.1.1 within 90 s"); it passes when the file runs alone under tsx. Left on
-      // issue 11 to find why; the canary path and the watchdog are proven by the tests above.
-      skip: 'a second-stage host rolls back after the controller restart under npm test (issue 11)',
-    },
+    'a good release reaches every host in stages across a controller restart longer than the trial, supervised processes keep their pids',
+    { timeout: 300_000 },
     async () => {
-      const started = await api.post<{ rollout: RolloutView }>('/agent-rollouts', {
+      // A supervised process on every host: an upgrade restarts the agent, never them.
+      const pids: number[] = [];
+      for (const id of hostIds) {
+        const res = await api.post<{ process: { name: string } }>(`/hosts/${id}/processes`, {
+          name: 'keeper',
+          argv: ['sleep', '3600'],
+        });
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        pids.push(await keeperPid(id));
+      }
+      keepers.push(...pids);
+
+      const started = await api.post<{ rollout: RolloutView & { maxStarts: number } }>('/agent-rollouts', {
         version: next,
         canary: 1,
         batchSize: 2,
-        confirmSeconds: 60,
+        confirmSeconds: 20,
+        maxStarts: 4,
       });
       assert.equal(started.status, 201, JSON.stringify(started.body));
+      assert.equal(started.body.rollout.maxStarts, 4);
       const id = started.body.rollout.id;
       // A second rollout while one runs is refused.
       const second = await api.post<{ error: { code: string } }>('/agent-rollouts', { version: next });
@@ -243,9 +274,22 @@ describe('staged agent upgrades', () => {
         90_000,
         'the canary upgraded',
       );
-      // The controller restarts mid-rollout; the rollout goes on from its rows.
+      // The controller goes away as soon as a host of the second stage has switched to the new
+      // release (its trial runs; the answer to the other host's request may be lost with the
+      // controller), and stays away past that trial's deadline: the host's launcher must hold the
+      // trial while the controller does not answer, not switch a good release back.
+      await waitFor(() => currentOf(roots[1]!) === `releases/${next}`, 90_000, 'host-1 switched');
+      const trial = readFileSync(join(roots[1]!, 'var/lib/keel-agent/upgrade/trial'), 'utf8');
+      assert.match(trial, /^max_starts=4$/m);
       const { dataDir, port } = { dataDir: controller.dataDir, port: controller.port };
       await controller.close();
+      await waitFor(
+        () => existsSync(join(roots[1]!, 'var/lib/keel-agent/upgrade/trial-hold')),
+        90_000,
+        "host-1's launcher holding the trial past its deadline",
+      );
+      assert.equal(currentOf(roots[1]!), `releases/${next}`);
+      // The rollout goes on from its rows.
       controller = await startTestController({ dataDir, port });
       api = new ApiClient(controller.url);
       await api.login(admin.username, admin.password);
@@ -256,7 +300,7 @@ describe('staged agent upgrades', () => {
           if (r.state === 'halted') assert.fail(`halted: ${r.reason}`);
           return r.state === 'done' ? r : null;
         },
-        150_000,
+        180_000,
         'the rollout done',
       );
       assert.ok(mostUpgrading <= 2, `at most one batch at once, saw ${mostUpgrading}`);
@@ -274,6 +318,8 @@ describe('staged agent upgrades', () => {
         assert.ok(!existsSync(join(root, 'var/lib/keel-agent/upgrade/trial')));
         assert.ok(existsSync(join(root, `opt/keel/agent/releases/${base}`)));
       }
+      // The supervised processes ran through the upgrade: the same pids, adopted by the new agent.
+      for (const [i, id] of hostIds.entries()) assert.equal(await keeperPid(id), pids[i], `host-${i}`);
       const overview = await api.get<{ fleet: { version: string; hosts: number }[] }>('/agent-rollouts');
       assert.deepEqual(overview.body.fleet, [{ version: next, hosts: HOSTS, online: HOSTS }]);
       // Audited: the start (by the admin) and the end (by the system).

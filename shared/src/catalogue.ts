@@ -4,7 +4,7 @@
 import type { z } from 'zod';
 import type { RequestDefinition, StreamDefinition } from './definitions.ts';
 import { pingRequest } from './messages/agent.ts';
-import { agentUpgradeRequest } from './messages/agent-upgrade.ts';
+import { agentUpgradeRequest, agentUpgradeStatusRequest } from './messages/agent-upgrade.ts';
 import { factsRefreshRequest } from './messages/facts.ts';
 import { eventsStream } from './messages/events.ts';
 import * as processes from './messages/processes.ts';
@@ -16,6 +16,7 @@ import { configRequests } from './messages/configs.ts';
 export const requestCatalogue = {
   [pingRequest.name]: pingRequest,
   [agentUpgradeRequest.name]: agentUpgradeRequest,
+  [agentUpgradeStatusRequest.name]: agentUpgradeStatusRequest,
   [factsRefreshRequest.name]: factsRefreshRequest,
   ...processes.processRequests,
   [checksApplyRequest.name]: checksApplyRequest,

@@ -11,7 +11,10 @@
 // The keel-agent launcher install.sh writes restarts the agent on 75 and watches the trial: a
 // release that does not reach the controller before the deadline, or starts `maxStarts` times
 // without doing so, is switched back to the previous one, and the record moves to
-// `<state>/upgrade/rolled-back`, which the previous release reports as an event when it is back.
+// `<state>/upgrade/rolled-back`, which the previous release reports as an event when it is back
+// and keeps as `<state>/upgrade/last-rollback` (what `agent.upgrade.status` answers). While the
+// controller itself does not answer, the launcher does not judge the release: it moves the
+// deadline on (a good release is never switched back because the controller was away).
 // The new release ends the trial after its first welcome from the controller.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -23,6 +26,7 @@ import {
   agentUpgradeEvents,
   KeelError,
   MAX_AGENT_BUNDLE_BYTES,
+  type AgentRollbackRecord,
   type AgentUpgradeParams,
 } from '@keel/shared';
 import type { AgentCapability, CapabilityContext } from '../capabilities.ts';
@@ -145,6 +149,9 @@ export function upgradeCapability(opts: UpgradeCapabilityOptions): AgentCapabili
   const dir = join(opts.stateDir, 'upgrade');
   const trialFile = join(dir, 'trial');
   const rolledBackFile = join(dir, 'rolled-back');
+  const lastRollbackFile = join(dir, 'last-rollback');
+  /** Where the launcher moves a trial's deadline on while the controller does not answer. */
+  const holdFile = join(dir, 'trial-hold');
   let busy = false;
   let ctx: CapabilityContext | null = null;
 
@@ -168,6 +175,7 @@ export function upgradeCapability(opts: UpgradeCapabilityOptions): AgentCapabili
     const trial = await readRecord(trialFile);
     if (!trial || trial.version !== AGENT_VERSION) return;
     await rm(trialFile, { force: true });
+    await rm(holdFile, { force: true });
     ctx?.log.info({ version: AGENT_VERSION, previous: trial.previous }, 'upgrade confirmed');
     ctx?.emit(agentUpgradeEvents.confirmed, { version: AGENT_VERSION, previous: trial.previous ?? null });
     const installed = installedRelease(opts.home);
@@ -236,6 +244,7 @@ export function upgradeCapability(opts: UpgradeCapabilityOptions): AgentCapabili
         max_starts: String(params.maxStarts),
         started: String(now),
       };
+      await rm(holdFile, { force: true });
       await writeFile(`${trialFile}.new`, formatRecord(trial), { mode: 0o600 });
       await rename(`${trialFile}.new`, trialFile);
       const link = join(installed.home, `current.keel-new-${tag}`);
@@ -255,10 +264,27 @@ export function upgradeCapability(opts: UpgradeCapabilityOptions): AgentCapabili
     }
   };
 
+  /** The last release the launcher switched back here, if any. */
+  const lastRollback = async (): Promise<AgentRollbackRecord | null> => {
+    const r = await readRecord(lastRollbackFile);
+    if (!r?.version) return null;
+    return {
+      version: r.version.slice(0, 64),
+      previous: (r.previous ?? '').slice(0, 64),
+      reason: (r.reason ?? 'no reason recorded').slice(0, 500),
+      at: Math.max(0, Number.parseInt(r.at ?? '0', 10) || 0),
+    };
+  };
+
   return {
     name: 'upgrade',
     requests: {
       'agent.upgrade': (params, rctx) => upgrade(params, rctx.signal),
+      'agent.upgrade.status': async () => ({
+        version: AGENT_VERSION,
+        upgrading: busy || (await readRecord(trialFile)) !== null,
+        lastRollback: await lastRollback(),
+      }),
     },
     async start(c) {
       ctx = c;
@@ -280,7 +306,9 @@ export function upgradeCapability(opts: UpgradeCapabilityOptions): AgentCapabili
         ) {
           await rm(join(installed.home, 'releases', back.version), { recursive: true, force: true });
         }
-        await rm(rolledBackFile, { force: true });
+        // Kept (the last one only) for agent.upgrade.status: the event may reach a controller that
+        // restarted after it was sent the upgrade, and asks.
+        await rename(rolledBackFile, lastRollbackFile).catch(() => rm(rolledBackFile, { force: true }));
       }
       // A trial of another release is stale (the launcher would have moved it on a rollback).
       const trial = await readRecord(trialFile);

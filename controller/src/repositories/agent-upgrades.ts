@@ -25,6 +25,7 @@ export interface CreateRolloutInput {
   canary: number;
   batchSize: number;
   confirmSeconds: number;
+  maxStarts: number;
   createdBy: string;
   /** In order: the first `canary` are the canaries. */
   hostIds: string[];
@@ -66,6 +67,7 @@ export function createAgentUpgradeRepository(db: Db): AgentUpgradeRepository {
             canary: input.canary,
             batchSize: input.batchSize,
             confirmSeconds: input.confirmSeconds,
+            maxStarts: input.maxStarts,
             createdBy: input.createdBy,
             createdAt: input.now,
             updatedAt: input.now,

@@ -27,6 +27,7 @@ const rolloutSchema = z
     canary: z.number().int(),
     batchSize: z.number().int(),
     confirmSeconds: z.number().int(),
+    maxStarts: z.number().int(),
     reason: z.string().nullable().openapi({ description: 'Why it halted or was cancelled.' }),
     createdBy: z.string(),
     createdAt: z.iso.datetime(),
@@ -79,7 +80,11 @@ const startBodySchema = z
       .openapi({ description: 'Hosts upgraded at once after the canaries. Default: a quarter of them.' }),
     confirmSeconds: z.number().int().min(10).max(3600).optional().openapi({
       description:
-        'How long a new agent has to reach the controller before its host switches back (default 60).',
+        'How long a new agent has to reach the controller before its host switches back (default 60). Time while the controller itself does not answer does not count.',
+    }),
+    maxStarts: z.number().int().min(1).max(20).optional().openapi({
+      description:
+        'How many times a new agent may start (the first included) without reaching the controller before its host switches back (default 3).',
     }),
   })
   .strict()

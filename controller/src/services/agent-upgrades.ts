@@ -69,6 +69,7 @@ export interface RolloutView {
   canary: number;
   batchSize: number;
   confirmSeconds: number;
+  maxStarts: number;
   reason: string | null;
   createdBy: string;
   createdAt: string;
@@ -97,6 +98,13 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
   const inFlight = new Set<string>();
   /** Hosts of a batch found offline, since when (ms), by `${rollout}:${host}`. */
   const offlineSince = new Map<string, number>();
+  /** When each upgrading host was last asked `agent.upgrade.status` (ms), by `${rollout}:${host}`. */
+  const askedAt = new Map<string, number>();
+  /**
+   * When this controller started: a host's bound to come back counts from here at the earliest,
+   * so time while the controller itself was down never counts against a host.
+   */
+  const startedAtMs = now().getTime();
 
   const held = (version: string): HeldBundle | null => {
     const b = deps.bundles.get(agentBundleFile(version));
@@ -115,6 +123,7 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
       canary: r.canary,
       batchSize: r.batchSize,
       confirmSeconds: r.confirmSeconds,
+      maxStarts: r.maxStarts,
       reason: r.reason,
       createdBy: r.createdBy,
       createdAt: r.createdAt.toISOString(),
@@ -156,7 +165,7 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
   };
 
   /** Sends the upgrade request; its answer (or error) is handled when it comes. */
-  const begin = async (r: AgentRollout, host: AgentRolloutHost, maxStarts: number) => {
+  const begin = async (r: AgentRollout, host: AgentRolloutHost) => {
     const row = await deps.hosts.get(host.hostId);
     if (!row || row.revokedAt) return halt(r, host, 'failed', 'the host is revoked or gone');
     if (row.agentVersion === r.version) {
@@ -195,7 +204,7 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
         sha256: r.sha256,
         size: r.size,
         confirmSeconds: r.confirmSeconds,
-        maxStarts,
+        maxStarts: r.maxStarts,
       })
       .then(
         async () => {
@@ -233,6 +242,7 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
       await halt(r, host, 'failed', 'the host is gone');
       return 'halted';
     }
+    const key = `${r.id}:${host.hostId}`;
     const t0 = host.startedAt.getTime();
     // On the new version: only the new release can say so — in the hello of its session on this
     // controller, or in the facts it stored.
@@ -242,25 +252,57 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
       await deps.rollouts.setHost(r.id, host.hostId, { state: 'ok', finishedAt: now(), reason: null });
       return 'ok';
     }
-    // Rolled back: the previous release, back, reports what its launcher recorded.
-    if (version === host.fromVersion && !inFlight.has(`${r.id}:${host.hostId}`)) {
+    // Still on the old release, with no upgrade request of this controller under way.
+    if (version === host.fromVersion && !inFlight.has(key)) {
+      const rolledBack = async (why: string) => {
+        await halt(
+          r,
+          host,
+          'rolled-back',
+          `keel-agent ${r.version} did not come up (${why.slice(0, 300)}); the host switched itself back to ${host.fromVersion}`,
+        );
+        return 'halted' as const;
+      };
+      // Rolled back: the previous release, back, reports what its launcher recorded.
       const { events } = await deps.hostEvents.tail(host.hostId, 50);
       const back = events.find(
         (e) =>
           e.kind === agentUpgradeEvents.rolledBack && e.data.version === r.version && e.ts >= t0 - 60_000,
       );
-      if (back) {
-        const why = typeof back.data.reason === 'string' ? back.data.reason.slice(0, 300) : 'no reason given';
-        await halt(
-          r,
-          host,
-          'rolled-back',
-          `keel-agent ${r.version} did not come up (${why}); the host switched itself back to ${host.fromVersion}`,
-        );
-        return 'halted';
+      if (back)
+        return rolledBack(typeof back.data.reason === 'string' ? back.data.reason : 'no reason given');
+      // Or the request never took effect: its answer was lost with a restart of this controller or
+      // a dropped link, and the host may have never got it, or failed it (its download cut off by
+      // that restart). An agent that serves agent.upgrade.status says which; an older one is given
+      // the bound below.
+      const asked = askedAt.get(key) ?? 0;
+      if (live?.requests.includes('agent.upgrade.status') && now().getTime() - asked >= 2_000) {
+        askedAt.set(key, now().getTime());
+        const status = await deps.gateway
+          .request(host.hostId, 'agent.upgrade.status', {})
+          .catch((err: unknown) => {
+            log.debug({ err, rollout: r.id, host: host.hostId }, 'agent.upgrade.status failed');
+            return null;
+          });
+        if (status && status.version === host.fromVersion) {
+          const last = status.lastRollback;
+          if (last && last.version === r.version && last.at * 1000 >= t0 - 60_000) {
+            return rolledBack(last.reason);
+          }
+          if (!status.upgrading && !inFlight.has(key)) {
+            log.info(
+              { rollout: r.id, host: host.hostId, version: r.version },
+              'the host is still on its old release and not upgrading: sending the upgrade again',
+            );
+            askedAt.delete(key);
+            await begin(r, host);
+            return 'waiting';
+          }
+        }
       }
     }
-    if (now().getTime() - t0 > (r.confirmSeconds + GRACE_SECONDS) * 1000) {
+    // The bound counts from the request (or its answer), and never from before this controller started.
+    if (now().getTime() - Math.max(t0, startedAtMs) > (r.confirmSeconds + GRACE_SECONDS) * 1000) {
       await halt(
         r,
         host,
@@ -295,7 +337,7 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
     for (const h of pending.filter((x) => batchOf(x.position) === next)) {
       const fresh = await deps.rollouts.get(r.id);
       if (fresh?.state !== 'running') return;
-      await begin(fresh, h, 3);
+      await begin(fresh, h);
     }
   };
 
@@ -376,6 +418,7 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
         canary,
         batchSize: input.batchSize ?? Math.max(1, Math.ceil(hostIds.length / 4)),
         confirmSeconds: input.confirmSeconds ?? 60,
+        maxStarts: input.maxStarts ?? 3,
         createdBy: actor!.id,
         hostIds,
         now: now(),
@@ -384,7 +427,15 @@ export function createAgentUpgradesService(deps: AgentUpgradesDeps) {
         actor!.id,
         'rollout.start',
         `rollout:${r.id}`,
-        { version: r.version, sha256: r.sha256, hosts: hostIds.length, canary, batchSize: r.batchSize },
+        {
+          version: r.version,
+          sha256: r.sha256,
+          hosts: hostIds.length,
+          canary,
+          batchSize: r.batchSize,
+          confirmSeconds: r.confirmSeconds,
+          maxStarts: r.maxStarts,
+        },
         actor!.ip ?? null,
       );
       void this.tick();

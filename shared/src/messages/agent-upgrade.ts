@@ -41,6 +41,38 @@ export const agentUpgradeRequest = defineRequest('agent.upgrade', {
   timeoutMs: 180_000,
 });
 
+/** The last upgrade this host's launcher switched back, as the agent keeps it (`upgrade/last-rollback`). */
+export const agentRollbackRecordSchema = z.strictObject({
+  /** The release that was switched back. */
+  version: z.string().max(64),
+  /** The release it went back to. */
+  previous: z.string().max(64),
+  /** What the launcher saw: the deadline passed with the controller answering, or too many starts. */
+  reason: z.string().max(500),
+  /** When the launcher switched back (Unix seconds). */
+  at: z.number().int().nonnegative(),
+});
+export type AgentRollbackRecord = z.infer<typeof agentRollbackRecordSchema>;
+
+/**
+ * Where this agent is in an upgrade. The controller asks when it cannot tell from the host's
+ * version alone — a host still on its old release after an `agent.upgrade` whose answer it never
+ * saw (the controller restarted, or the link dropped): was the request lost (send it again), is
+ * it still under way, or was the new release switched back (halt, with the launcher's reason)?
+ */
+export const agentUpgradeStatusRequest = defineRequest('agent.upgrade.status', {
+  params: z.strictObject({}),
+  result: z.strictObject({
+    /** The release running now. */
+    version: z.string().max(64),
+    /** An upgrade is being downloaded or installed, or a new release is on trial. */
+    upgrading: z.boolean(),
+    lastRollback: agentRollbackRecordSchema.nullable(),
+  }),
+  timeoutMs: 15_000,
+  since: '0.2.0',
+});
+
 /** Events an agent records about upgrades (host event stream). */
 export const agentUpgradeEvents = {
   /** The bundle is verified and unpacked; the agent restarts into it. */
