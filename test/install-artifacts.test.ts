@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { removeDir, repoRoot, tempDir } from './helpers/fleet.ts';
-import { need, run } from './install-helpers.ts';
+import { agentVersion, need, run } from './install-helpers.ts';
 
 describe('release bundles', () => {
   test(
@@ -27,12 +27,12 @@ describe('release bundles', () => {
             },
           );
           assert.equal(r.status, 0, r.stderr);
-          const line = readFileSync(join(out, 'keel-agent-0.1.0.tar.gz.sha256'), 'utf8');
+          const line = readFileSync(join(out, `keel-agent-${agentVersion}.tar.gz.sha256`), 'utf8');
           assert.equal(readFileSync(join(out, 'SHA256SUMS'), 'utf8'), line);
           return line;
         });
         assert.equal(sums[0], sums[1], 'two builds of the same tree differ');
-        const listing = spawnSync('tar', ['-tzf', join(work, 'a/keel-agent-0.1.0.tar.gz')], {
+        const listing = spawnSync('tar', ['-tzf', join(work, `a/keel-agent-${agentVersion}.tar.gz`)], {
           encoding: 'utf8',
         });
         assert.deepEqual(
@@ -42,17 +42,17 @@ describe('release bundles', () => {
             .filter((f) => !f.endsWith('/'))
             .sort(),
           [
-            'keel-agent-0.1.0/bin/keel-agent.mjs',
-            'keel-agent-0.1.0/dist/keel-agent.mjs',
-            'keel-agent-0.1.0/package.json',
-            'keel-agent-0.1.0/systemd/keel-agent.service',
+            `keel-agent-${agentVersion}/bin/keel-agent.mjs`,
+            `keel-agent-${agentVersion}/dist/keel-agent.mjs`,
+            `keel-agent-${agentVersion}/package.json`,
+            `keel-agent-${agentVersion}/systemd/keel-agent.service`,
           ],
         );
         // Unpacked where no node_modules can be found: every dependency is inside the bundle.
-        spawnSync('tar', ['-xzf', join(work, 'a/keel-agent-0.1.0.tar.gz'), '-C', work]);
-        const agent = join(work, 'keel-agent-0.1.0/bin/keel-agent.mjs');
+        spawnSync('tar', ['-xzf', join(work, `a/keel-agent-${agentVersion}.tar.gz`), '-C', work]);
+        const agent = join(work, `keel-agent-${agentVersion}/bin/keel-agent.mjs`);
         const version = spawnSync(process.execPath, [agent, 'version'], { encoding: 'utf8' });
-        assert.equal(version.stdout.trim(), '0.1.0', version.stderr);
+        assert.equal(version.stdout.trim(), agentVersion, version.stderr);
         const identity = spawnSync(
           process.execPath,
           [agent, 'identity', '--state-dir', join(work, 'state')],

@@ -11,7 +11,14 @@ import { after, describe, test } from 'node:test';
 import { ApiClient, firstAdminFrom } from './helpers/api.ts';
 import { seedDatabase } from './helpers/database-template.ts';
 import { freePort, removeDir, repoRoot, tempDir } from './helpers/fleet.ts';
-import { has, sh, standInSystemctl, stopStandInServices } from './install-helpers.ts';
+import {
+  controllerVersion,
+  has,
+  sh,
+  standInSystemctl,
+  stopStandInServices,
+  versionRe,
+} from './install-helpers.ts';
 
 const mode = (path: string) => statSync(path).mode & 0o777;
 
@@ -43,7 +50,7 @@ describe('install.sh controller', () => {
         },
       );
       assert.equal(build.status, 0, build.stderr);
-      const bundle = join(out, `keel-controller-0.1.0-linux-${process.arch}.tar.gz`);
+      const bundle = join(out, `keel-controller-${controllerVersion}-linux-${process.arch}.tar.gz`);
       const root = join(work, 'root-ctl');
       // The migrated empty database the other tests start from, so the first open skips initdb.
       await seedDatabase(join(root, 'var/lib/keel-controller'));
@@ -55,13 +62,13 @@ describe('install.sh controller', () => {
       const first = await sh(installLine, env, 150_000);
       assert.equal(first.code, 0, first.out);
       assert.match(first.out, /SHA-256 verified/);
-      assert.match(first.out, /keel-controller 0\.1\.0 is running/);
+      assert.match(first.out, new RegExp(`keel-controller ${versionRe(controllerVersion)} is running`));
       // --with-agent: this host's agent, from the bundle the controller carries, enrolled with a
       // token from keel-controller join-token, online.
       assert.match(first.out, /Making a join token for this host's agent/);
       assert.match(first.out, /Done: this host is online/);
       assert.ok(existsSync(join(root, 'var/lib/keel-agent/enrollment.json')));
-      assert.equal(readlinkSync(join(root, 'opt/keel/controller/current')), 'releases/0.1.0');
+      assert.equal(readlinkSync(join(root, 'opt/keel/controller/current')), `releases/${controllerVersion}`);
       assert.equal(mode(join(root, 'var/lib/keel-controller')), 0o700);
       assert.equal(mode(join(root, 'etc/keel/controller.env')), 0o640);
       const config = readFileSync(join(root, 'etc/keel/controller.env'), 'utf8');

@@ -56,15 +56,15 @@ export function run(
 }
 
 /**
- * Writes keel-agent-<version>.tar.gz (+ .sha256) into `bundles`, made from the 0.1.0 bundle there
+ * Writes keel-agent-<version>.tar.gz (+ .sha256) into `bundles`, made from this tree's bundle there
  * with its version changed, and with `main` as its program when given (a broken bundle).
  */
 export function repackAgentBundle(bundles: string, work: string, version: string, main?: string): void {
   const unpacked = join(work, `repack-${version}`);
   const top = join(unpacked, `keel-agent-${version}`);
   mkdirSync(unpacked);
-  spawnSync('tar', ['-xzf', join(bundles, 'keel-agent-0.1.0.tar.gz'), '-C', unpacked]);
-  renameSync(join(unpacked, 'keel-agent-0.1.0'), top);
+  spawnSync('tar', ['-xzf', join(bundles, `keel-agent-${agentVersion}.tar.gz`), '-C', unpacked]);
+  renameSync(join(unpacked, `keel-agent-${agentVersion}`), top);
   const pkg = JSON.parse(readFileSync(join(top, 'package.json'), 'utf8')) as { version: string };
   writeFileSync(join(top, 'package.json'), JSON.stringify({ ...pkg, version }));
   if (main) writeFileSync(join(top, 'dist/keel-agent.mjs'), main);
@@ -74,6 +74,18 @@ export function repackAgentBundle(bundles: string, work: string, version: string
   const sum = createHash('sha256').update(readFileSync(file)).digest('hex');
   writeFileSync(`${file}.sha256`, `${sum}  keel-agent-${version}.tar.gz\n`);
 }
+
+const versionOf = (workspace: string) =>
+  (JSON.parse(readFileSync(join(repoRoot, workspace, 'package.json'), 'utf8')) as { version: string })
+    .version;
+/** This tree's agent version (the bundle `npm run build` makes): tests derive from it, never hard-code. */
+export const agentVersion = versionOf('agent');
+/** This tree's controller version. */
+export const controllerVersion = versionOf('controller');
+/** `v` with its patch number raised by `n` (a newer release made from this one): 0.2.0, 1 -> 0.2.1. */
+export const bumpVersion = (v: string, n: number): string => v.replace(/\d+$/, (p) => String(Number(p) + n));
+/** A version as RegExp source (its dots escaped). */
+export const versionRe = (v: string): string => v.replace(/\./g, '\\.');
 
 /** True when `program` is on the PATH. */
 export const has = (program: string): boolean =>

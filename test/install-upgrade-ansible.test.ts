@@ -11,13 +11,20 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { waitFor } from './helpers/fleet.ts';
 import {
+  agentVersion,
   ansibleFleet,
+  bumpVersion,
   need,
   repackAgentBundle,
   sh,
   standInSystemctl,
   useInstallFleet,
+  versionRe,
 } from './install-helpers.ts';
+
+/** Newer releases made from this tree's bundle: a good one, then a broken one. */
+const v1 = bumpVersion(agentVersion, 1);
+const v2 = bumpVersion(agentVersion, 2);
 
 describe('ansible staged upgrade', { skip: need('ansible-playbook') }, () => {
   const fixture = useInstallFleet('keel-ansible-up-');
@@ -43,7 +50,7 @@ describe('ansible staged upgrade', { skip: need('ansible-playbook') }, () => {
             ).body.hosts.map((h) => [h.name, `${h.agentVersion}${h.online ? '' : ' (offline)'}`]),
           ),
         );
-      // The fleet starts on 0.1.0, installed by install.sh itself (cheaper than a playbook run).
+      // The fleet starts on this tree's release, installed by install.sh itself (cheaper than a playbook run).
       for (const host of ['host-a', 'host-b']) {
         const r = await sh(
           `curl -fsSL ${fixture.controller.url}/install.sh | sh -s -- agent --name ${host}`,
@@ -57,29 +64,29 @@ describe('ansible staged upgrade', { skip: need('ansible-playbook') }, () => {
         assert.equal(r.code, 0, r.out);
       }
 
-      repackAgentBundle(fixture.bundles, fixture.work, '0.1.1');
+      repackAgentBundle(fixture.bundles, fixture.work, v1);
       const upgrade = await fleet.play();
       assert.equal(upgrade.code, 0, upgrade.out);
-      assert.match(upgrade.out, /Done: keel-agent 0\.1\.1 is online/);
-      assert.equal(await versions(), JSON.stringify({ 'host-a': '0.1.1', 'host-b': '0.1.1' }));
+      assert.match(upgrade.out, new RegExp(`Done: keel-agent ${versionRe(v1)} is online`));
+      assert.equal(await versions(), JSON.stringify({ 'host-a': v1, 'host-b': v1 }));
 
-      repackAgentBundle(fixture.bundles, fixture.work, '0.1.2', 'process.exit(1);\n');
+      repackAgentBundle(fixture.bundles, fixture.work, v2, 'process.exit(1);\n');
       const broken = await fleet.play('-e', 'keel_wait_seconds=4');
       assert.notEqual(broken.code, 0, broken.out);
-      assert.match(broken.out, /rolled back to 0\.1\.1/);
-      // The canary unpacked 0.1.2 and went back; the next batch never started.
-      assert.ok(existsSync(join(fixture.work, 'root-host-a/opt/keel/agent/releases/0.1.2')));
-      assert.ok(!existsSync(join(fixture.work, 'root-host-b/opt/keel/agent/releases/0.1.2')), broken.out);
+      assert.match(broken.out, new RegExp(`rolled back to ${versionRe(v1)}`));
+      // The canary unpacked the broken release and went back; the next batch never started.
+      assert.ok(existsSync(join(fixture.work, `root-host-a/opt/keel/agent/releases/${v2}`)));
+      assert.ok(!existsSync(join(fixture.work, `root-host-b/opt/keel/agent/releases/${v2}`)), broken.out);
       for (const host of ['host-a', 'host-b']) {
         assert.equal(
           readlinkSync(join(fixture.work, `root-${host}`, 'opt/keel/agent/current')),
-          'releases/0.1.1',
+          `releases/${v1}`,
         );
       }
       await waitFor(
-        async () => (await versions()) === JSON.stringify({ 'host-a': '0.1.1', 'host-b': '0.1.1' }),
+        async () => (await versions()) === JSON.stringify({ 'host-a': v1, 'host-b': v1 }),
         10_000,
-        'both hosts online on 0.1.1',
+        `both hosts online on ${v1}`,
       );
     },
   );

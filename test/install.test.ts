@@ -13,9 +13,21 @@ import { existsSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { repoRoot, waitFor } from './helpers/fleet.ts';
-import { has, repackAgentBundle, sh, standInSystemctl, useInstallFleet } from './install-helpers.ts';
+import {
+  agentVersion as base,
+  bumpVersion,
+  has,
+  repackAgentBundle,
+  sh,
+  standInSystemctl,
+  useInstallFleet,
+  versionRe,
+} from './install-helpers.ts';
 
 const mode = (path: string) => statSync(path).mode & 0o777;
+/** Newer releases made from this tree's bundle: a good one, then a broken one. */
+const v1 = bumpVersion(base, 1);
+const v2 = bumpVersion(base, 2);
 
 describe('install.sh', () => {
   const fixture = useInstallFleet('keel-install-');
@@ -54,7 +66,7 @@ describe('install.sh', () => {
       assert.ok(!first.out.includes(command.split('KEEL_JOIN_TOKEN=')[1]!.split(' ')[0]!), 'token printed');
 
       // Files and permissions.
-      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.0');
+      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), `releases/${base}`);
       assert.equal(mode(join(root, 'var/lib/keel-agent')), 0o700);
       assert.equal(mode(join(root, 'etc/keel/agent.env')), 0o600);
       assert.equal(mode(join(root, 'usr/local/bin/keel-agent')), 0o755);
@@ -62,7 +74,7 @@ describe('install.sh', () => {
       assert.ok(statSync(join(root, 'var/lib/keel-agent/enrollment.json')).isFile());
       const unit = readFileSync(join(root, 'etc/systemd/system/keel-agent.service'), 'utf8');
       assert.match(unit, new RegExp(`^ExecStart=${root}/usr/local/bin/keel-agent run$`, 'm'));
-      const release = join(root, 'opt/keel/agent/releases/0.1.0');
+      const release = join(root, `opt/keel/agent/releases/${base}`);
       for (const f of ['bin/keel-agent.mjs', 'dist/keel-agent.mjs', 'package.json']) {
         assert.equal(mode(join(release, f)) & 0o022, 0, `${f} is group/world writable`);
       }
@@ -73,7 +85,7 @@ describe('install.sh', () => {
       }>('/hosts');
       assert.equal(hosts.body.hosts.length, 1);
       assert.equal(hosts.body.hosts[0]!.online, true);
-      assert.equal(hosts.body.hosts[0]!.agentVersion, '0.1.0');
+      assert.equal(hosts.body.hosts[0]!.agentVersion, base);
       const pid = readFileSync(join(root, 'run/stand-in/keel-agent.service.pid'), 'utf8');
 
       // Idempotent: the same command again (its token is used up) keeps everything as it is.
@@ -103,27 +115,27 @@ describe('install.sh', () => {
       const hostVersion = async () =>
         (await fixture.controller.api.get<{ hosts: { online: boolean; agentVersion: string }[] }>('/hosts'))
           .body.hosts[0]!;
-      repack('0.1.1');
+      repack(v1);
       const upgrade = `curl -fsSL ${fixture.controller.url}/install.sh | sh -s -- upgrade`;
       const up = await sh(upgrade, rootEnv(root));
       assert.equal(up.code, 0, up.out);
-      assert.match(up.out, /Done: keel-agent 0\.1\.1 is online/);
-      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
-      assert.equal((await hostVersion()).agentVersion, '0.1.1');
-      repack('0.1.2', 'process.exit(1);\n');
+      assert.match(up.out, new RegExp(`Done: keel-agent ${versionRe(v1)} is online`));
+      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), `releases/${v1}`);
+      assert.equal((await hostVersion()).agentVersion, v1);
+      repack(v2, 'process.exit(1);\n');
       const broken = await sh(upgrade, { ...rootEnv(root), KEEL_WAIT_SECONDS: '4' });
       assert.equal(broken.code, 1, broken.out);
-      assert.match(broken.out, /did not come online within 4s; rolled back to 0\.1\.1/);
-      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.1');
-      await waitFor(async () => (await hostVersion()).online, 10_000, 'host back online on 0.1.1');
-      assert.equal((await hostVersion()).agentVersion, '0.1.1');
+      assert.match(broken.out, new RegExp(`did not come online within 4s; rolled back to ${versionRe(v1)}`));
+      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), `releases/${v1}`);
+      await waitFor(async () => (await hostVersion()).online, 10_000, `host back online on ${v1}`);
+      assert.equal((await hostVersion()).agentVersion, v1);
       // Any version the controller holds can be chosen, an older one included.
-      const back = await sh(`${upgrade} --version 0.1.0`, rootEnv(root));
+      const back = await sh(`${upgrade} --version ${base}`, rootEnv(root));
       assert.equal(back.code, 0, back.out);
-      assert.match(back.out, /Done: keel-agent 0\.1\.0 is online/);
-      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), 'releases/0.1.0');
-      assert.equal((await hostVersion()).agentVersion, '0.1.0');
-      for (const v of ['0.1.1', '0.1.2']) {
+      assert.match(back.out, new RegExp(`Done: keel-agent ${versionRe(base)} is online`));
+      assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), `releases/${base}`);
+      assert.equal((await hostVersion()).agentVersion, base);
+      for (const v of [v1, v2]) {
         for (const f of [`keel-agent-${v}.tar.gz`, `keel-agent-${v}.tar.gz.sha256`])
           rmSync(join(fixture.bundles, f));
       }
@@ -166,7 +178,7 @@ describe('install.sh', () => {
 
   test('a bundle whose checksum does not match installs nothing', { timeout: 30_000 }, async () => {
     const root = join(fixture.work, 'root-c');
-    const bundle = join(fixture.bundles, 'keel-agent-0.1.0.tar.gz');
+    const bundle = join(fixture.bundles, `keel-agent-${base}.tar.gz`);
     const r = await sh(`sh ${repoRoot}install.sh agent --bundle ${bundle} --sha256 ${'0'.repeat(64)}`, {
       ...rootEnv(root),
       KEEL_CONTROLLER: fixture.controller.url,
@@ -175,7 +187,7 @@ describe('install.sh', () => {
     });
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /checksum mismatch/);
-    assert.ok(!existsSync(join(root, 'opt/keel/agent/releases/0.1.0')));
+    assert.ok(!existsSync(join(root, `opt/keel/agent/releases/${base}`)));
     assert.ok(!existsSync(join(root, 'opt/keel/agent/current')));
   });
 
