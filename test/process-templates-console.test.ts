@@ -1,0 +1,241 @@
+// Proves the template and fleet process pages in real Chromium against a real controller and a real
+// agent: on a host's Processes tab, "New from template" offers an imported Pterodactyl egg as a
+// form built from its variables; creating the process opens its console, it runs, its live output
+// shows the egg's done line, a command typed into the console gets the server's answer, and Stop
+// stops it (the egg's stop command reaches it). The fleet Processes page lists it with filters and
+// restarts it as a bulk action; the Log search page finds its lines with the hit highlighted (as
+// text). The template form, console, Processes page and Log search page pass axe WCAG 2.1 A/AA in
+// dark and light, on desktop and phone.
+import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import { ApiClient } from './helpers/api.ts';
+import {
+  axeViolations,
+  launchChromium,
+  openPage,
+  signIn,
+  type ThemeName,
+  type ViewportName,
+} from './helpers/browser.ts';
+import {
+  kill,
+  removeDir,
+  repoRoot,
+  startFleet,
+  tempDir,
+  waitFor,
+  type Proc,
+  type TestController,
+} from './helpers/fleet.ts';
+import { testEgg } from './helpers/pterodactyl-egg.ts';
+
+const SERVER = `
+console.log('Loading world...');
+console.log('Done (0.01s)! For help, type "help"');
+let buf = '';
+process.stdin.on('data', (d) => {
+  buf += d;
+  let i;
+  while ((i = buf.indexOf('\\n')) >= 0) {
+    const line = buf.slice(0, i);
+    buf = buf.slice(i + 1);
+    if (line === 'stop') { console.log('Stopping the server'); process.exit(0); }
+    if (line.startsWith('say ')) console.log('[Server] ' + line.slice(4));
+  }
+});
+`;
+
+const procs: Proc[] = [];
+const dirs: string[] = [];
+let ctl: TestController;
+let agentDir: string;
+let hostId: string;
+let browser: Browser;
+let serverDir: string;
+const shots = join(repoRoot, 'test-results');
+
+before(async () => {
+  const fleetReady = startFleet(procs, dirs, { name: 'template-console-host' });
+  browser = await launchChromium();
+  ({ ctl, agentDir, hostId } = await fleetReady);
+  serverDir = tempDir('keel-egg-console-');
+  dirs.push(serverDir);
+  writeFileSync(join(serverDir, 'server.cjs'), SERVER);
+  const admin = ctl.firstAdmin!;
+  const api = new ApiClient(ctl.url);
+  await api.login(admin.username, admin.password);
+  const imported = await api.post('/process-templates/import', {
+    document: JSON.stringify(testEgg),
+    id: 'echo-egg',
+  });
+  assert.equal(imported.status, 201, JSON.stringify(imported.body));
+  mkdirSync(shots, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+  const root = join(agentDir ?? '', 'processes');
+  let names: string[] = [];
+  try {
+    names = readdirSync(root);
+  } catch {
+    // none
+  }
+  for (const name of names) {
+    try {
+      const { pid } = JSON.parse(readFileSync(join(root, name, 'run.json'), 'utf8')) as { pid: number };
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // not running
+    }
+  }
+  for (const p of procs) await kill(p);
+  await ctl?.close();
+  for (const d of dirs) removeDir(d);
+});
+
+async function clean(page: Page, where: string): Promise<void> {
+  assert.deepEqual(await axeViolations(page), [], `axe: ${where}`);
+}
+
+test(
+  'create a process from a template, see it run and its output, answer on its console, stop it',
+  { timeout: 180_000 },
+  async () => {
+    const admin = ctl.firstAdmin!;
+    const { context, page, pageErrors } = await openPage(browser, ctl.url, {
+      viewport: 'desktop',
+      theme: 'dark',
+    });
+    try {
+      await signIn(page, admin.username, admin.password);
+      await page.goto(`/hosts/${hostId}/processes`);
+      await page.click('[data-testid="new-from-template"]');
+      const form = page.locator('[data-testid="template-form"]');
+      await form.waitFor();
+      await page.selectOption('[data-testid="template-select"]', 'echo-egg');
+      // The egg's Docker-only parts are told, its variables are fields with their defaults.
+      await form.getByText(/Parts of the egg not applied/).waitFor();
+      assert.equal(await page.inputValue('[data-testid="template-var-MOTD"]'), 'hello world');
+      await page.fill('[data-testid="template-name"]', 'echo-game');
+      await page.fill('[data-testid="template-var-NODE_BIN"]', process.execPath);
+      await page.fill('[data-testid="template-var-SERVER_PORT"]', '4567');
+      await page.fill('[data-testid="template-cwd"]', serverDir);
+      await clean(page, 'template form');
+      await page.click('[data-testid="install-template"]');
+
+      // The console opens on the new process: its live output shows the done line.
+      const output = page.locator('[data-testid="console-output"]');
+      await output.filter({ hasText: 'Done (0.01s)! For help' }).waitFor({ timeout: 60_000 });
+      const row = page.locator('[data-testid="process-row"]').filter({ hasText: 'echo-game' });
+      await row.locator('[data-testid="process-state"]', { hasText: 'running' }).waitFor({ timeout: 60_000 });
+
+      await page.fill('[data-testid="console-input"]', 'say hello from the browser');
+      await page.keyboard.press('Enter');
+      await output.filter({ hasText: '[Server] hello from the browser' }).waitFor({ timeout: 30_000 });
+      await clean(page, 'console of a template process');
+      await page.screenshot({ path: join(shots, 'template-console.png'), fullPage: true });
+
+      // Stop: the egg's stop command goes to its input, the server says so and exits.
+      await row.getByRole('button', { name: /^Stop/ }).click();
+      await row.locator('[data-testid="process-state"]', { hasText: 'stopped' }).waitFor({ timeout: 60_000 });
+      await output.filter({ hasText: 'Stopping the server' }).waitFor({ timeout: 30_000 });
+      assert.deepEqual(
+        pageErrors.map((e) => e.message),
+        [],
+      );
+    } finally {
+      await context.close();
+    }
+  },
+);
+
+test(
+  'fleet Processes page filters and acts in bulk; Log search highlights hits; both pass axe in every theme and viewport',
+  { timeout: 240_000 },
+  async () => {
+    const admin = ctl.firstAdmin!;
+    for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
+      for (const theme of ['dark', 'light'] as ThemeName[]) {
+        const where = (p: string) => `${p} (${theme}, ${viewport})`;
+        const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme });
+        try {
+          await signIn(page, admin.username, admin.password);
+          await page.goto('/processes');
+          const row = page.locator('[data-testid="fleet-process-row"][data-name="echo-game"]');
+          await row.waitFor();
+          await page.fill('[data-testid="filter-name"]', 'no-such-process');
+          await page.locator('[data-testid="no-fleet-processes"]').waitFor();
+          await page.fill('[data-testid="filter-name"]', 'echo');
+          await row.waitFor();
+          await clean(page, where('processes page'));
+          if (viewport === 'desktop' && theme === 'dark') {
+            // Bulk: select it and start it (it was stopped by the first test).
+            await row.locator('[data-testid="select-row"]').check();
+            await page.getByRole('button', { name: 'Start selected' }).click();
+            await page
+              .locator('[data-testid="bulk-results"]')
+              .getByText(/echo-game: running/)
+              .waitFor();
+            await row.locator('[data-testid="fleet-process-state"]', { hasText: 'running' }).waitFor();
+          }
+          await page.screenshot({
+            path: join(shots, `fleet-processes-${theme}-${viewport}.png`),
+            fullPage: true,
+          });
+          assert.ok(
+            await page.evaluate(
+              () =>
+                (globalThis as unknown as { document: { documentElement: { scrollWidth: number } } }).document
+                  .documentElement.scrollWidth <=
+                (globalThis as unknown as { innerWidth: number }).innerWidth,
+            ),
+            'the Processes page is no wider than the viewport',
+          );
+
+          await page.goto('/logs');
+          await page.fill('[data-testid="log-search-q"]', 'for help');
+          await page.press('[data-testid="log-search-q"]', 'Enter');
+          const hit = page.locator('[data-testid="log-search-hit"]').first();
+          await hit.waitFor();
+          assert.equal(await hit.locator('mark').first().innerText(), 'For help');
+          await page.locator('[data-testid="log-search-status"]', { hasText: /found in/ }).waitFor();
+          await clean(page, where('log search'));
+          await page.screenshot({ path: join(shots, `log-search-${theme}-${viewport}.png`), fullPage: true });
+          assert.deepEqual(
+            pageErrors.map((e) => e.message),
+            [],
+          );
+        } finally {
+          await context.close();
+        }
+      }
+    }
+  },
+);
+
+test('the regex search shows a refused pattern as a message', { timeout: 60_000 }, async () => {
+  const admin = ctl.firstAdmin!;
+  const { context, page } = await openPage(browser, ctl.url);
+  try {
+    await signIn(page, admin.username, admin.password);
+    await page.goto('/logs');
+    await page.check('[data-testid="log-search-regex"]');
+    await page.fill('[data-testid="log-search-q"]', 'a(b');
+    await page.click('[data-testid="log-search-submit"]');
+    await page
+      .getByRole('alert')
+      .filter({ hasText: /regular expression/ })
+      .waitFor();
+    await waitFor(
+      async () => (await page.locator('[data-testid="log-search-hit"]').count()) === 0,
+      5_000,
+      'no hits',
+    );
+  } finally {
+    await context.close();
+  }
+});
