@@ -54,7 +54,8 @@ export function decodeFrame(plain: Buffer): DecodeResult<DecodedFrame> {
   const result = sessionFrameSchema.safeParse(parsed.value);
   if (!result.success) return { ok: false, reason: describeIssues(result.error) };
   const body = plain.subarray(4 + headerLength);
-  if (body.length > 0 && result.data.type !== 'stream.data' && result.data.type !== 'chan.data') {
+  const type = result.data.type;
+  if (body.length > 0 && type !== 'stream.data' && type !== 'chan.data' && type !== 'part') {
     return { ok: false, reason: `frame ${result.data.type} carries no body` };
   }
   return { ok: true, value: { frame: result.data, body } };

@@ -11,12 +11,14 @@ import {
   channelOpenedFrameSchema,
   channelOpenFrameSchema,
 } from './messages/channels.ts';
+import { partFrameSchema, payloadSizeSchema } from './parts.ts';
 
 /**
- * Protocol versions this build speaks, newest last. 2: the agent's first sealed frame is its
+ * Protocol versions this build speaks, newest last. 3: request params and results too large for a
+ * frame header come in `part` frames (`parts.ts`); 2: the agent's first sealed frame is its
  * capabilities announcement (`messages/capabilities.ts`); 1: no announcement (agents up to 0.1.0).
  */
-export const PROTOCOL_VERSIONS = [1, 2] as const;
+export const PROTOCOL_VERSIONS = [1, 2, 3] as const;
 
 const b64u = (bytes: number) =>
   z
@@ -103,11 +105,20 @@ export const requestFrameSchema = z.strictObject({
   method: z.string().min(1).max(64),
   timeoutMs: z.number().int().positive().max(86_400_000),
   params: z.unknown(),
+  /** Protocol 3: the params' JSON is this many bytes, sent after this header (params null) in `part` frames. */
+  size: payloadSizeSchema.optional(),
 });
 
 /** Agent -> controller: the typed result or typed error of a request. */
 export const responseFrameSchema = z.discriminatedUnion('ok', [
-  z.strictObject({ type: z.literal('res'), id: requestId, ok: z.literal(true), result: z.unknown() }),
+  z.strictObject({
+    type: z.literal('res'),
+    id: requestId,
+    ok: z.literal(true),
+    result: z.unknown(),
+    /** Protocol 3: the result's JSON is this many bytes, sent after this header (result null) in `part` frames. */
+    size: payloadSizeSchema.optional(),
+  }),
   z.strictObject({ type: z.literal('res'), id: requestId, ok: z.literal(false), error: wireErrorSchema }),
 ]);
 
@@ -174,6 +185,7 @@ export const sessionFrameSchema = z.discriminatedUnion('type', [
   channelDataFrameSchema,
   channelCreditFrameSchema,
   channelCloseFrameSchema,
+  partFrameSchema,
 ]);
 
 export type RequestFrame = z.infer<typeof requestFrameSchema>;
@@ -188,4 +200,5 @@ export type ErrorFrame = z.infer<typeof errorFrameSchema>;
 export type SessionFrame = z.infer<typeof sessionFrameSchema>;
 
 /** Frames that carry a binary body after the header. */
-export type BodyFrame = StreamDataFrame | z.infer<typeof channelDataFrameSchema>;
+export type BodyFrame =
+  StreamDataFrame | z.infer<typeof channelDataFrameSchema> | z.infer<typeof partFrameSchema>;

@@ -10,13 +10,15 @@ import type { Supervisor } from '../supervisor/supervisor.ts';
 import type { ConfigEngine } from './engine.ts';
 
 /**
- * A request result must fit one frame (~200 KiB of JSON): when the rendered files are larger, their
- * content is left empty (path and sha256 stay) and the controller keeps what it rendered itself.
+ * A result must fit what the link carries (16 MiB from protocol 3, ~200 KiB before): when the
+ * rendered files would not, their content is left empty (path and sha256 stay) and the controller
+ * shows the hashes only. The rest of the result is small; a quarter of the limit stays spare.
  */
-const MAX_CONTENT_CHARS = 150 * 1024;
-function fitFrame<T extends { files: { content: string }[] }>(result: T): T {
-  const total = result.files.reduce((n, f) => n + f.content.length, 0);
-  if (total <= MAX_CONTENT_CHARS) return result;
+function fitResult<T extends { files: { content: string }[] }>(result: T, maxResultBytes: number): T {
+  const total = result.files.reduce((n, f) => n + Buffer.byteLength(f.content, 'utf8'), 0);
+  // JSON escapes grow a text at most ~6x for control characters; configs are plain text, where
+  // quotes and newlines are the only escapes: 1.25x covers them with room.
+  if (total * 1.25 <= maxResultBytes * 0.75) return result;
   return { ...result, files: result.files.map((f) => ({ ...f, content: '' })) };
 }
 
@@ -56,11 +58,14 @@ export function configsCapability(opts: { dir: string; supervisor: () => Supervi
   return {
     name: 'configs',
     requests: {
-      'config.apply': async (params) =>
-        fitFrame(await (await get()).apply({ ...params, users: params.users as ProxyUserSpec[] })),
+      'config.apply': async (params, { maxResultBytes }) =>
+        fitResult(
+          await (await get()).apply({ ...params, users: params.users as ProxyUserSpec[] }),
+          maxResultBytes,
+        ),
       'config.status': async () => (await get()).status(),
-      'config.drift.resolve': async ({ instance, action }) =>
-        fitFrame(await (await get()).resolveDrift(instance, action)),
+      'config.drift.resolve': async ({ instance, action }, { maxResultBytes }) =>
+        fitResult(await (await get()).resolveDrift(instance, action), maxResultBytes),
       'config.traffic': async ({ instance }) => (await get()).traffic(instance),
     },
     async start(c) {

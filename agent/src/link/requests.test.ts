@@ -1,10 +1,11 @@
 // Proves how the agent serves a request: bad params are a typed error and the handler never runs;
-// an unknown or unserved request is a typed error; a handler's malformed result is never sent.
+// an unknown or unserved request is a typed error; a handler's malformed result is never sent; a
+// result over what the link carries is request.too_large.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import type { RequestFrame } from '@keel/shared';
-import { serveRequest, type RequestHandler } from './requests.ts';
+import { MAX_PAYLOAD_BYTES, type RequestFrame } from '@keel/shared';
+import { answerRequest, serveRequest, type RequestHandler } from './requests.ts';
 
 const log = pino({ level: 'silent' });
 const req = (method: string, params: unknown): RequestFrame => ({
@@ -62,4 +63,19 @@ test('a typed error from the handler keeps its code; anything else is request.fa
   assert.deepEqual(!a.ok && a.error, { code: 'host.offline', message: 'busy' });
   const b = await serveRequest(req('facts.refresh', {}), handlers, log);
   assert.deepEqual(!b.ok && b.error, { code: 'request.failed', message: 'disk on fire' });
+});
+
+test('a result over what the link carries is request.too_large; a large one under it comes as JSON for parts', async () => {
+  const users = Array.from({ length: 20_000 }, (_, i) => ({ id: `user-${i}`, upBytes: i, downBytes: i }));
+  const handlers: Record<string, RequestHandler> = {
+    'config.traffic': () => ({ instance: 'vpn', counterEpoch: 'e', users }),
+  };
+  const frame = req('config.traffic', { instance: 'vpn' });
+  // Protocol 2 peer: ~200 KiB of JSON at most.
+  const small = await serveRequest(frame, handlers, log);
+  assert.equal(!small.ok && small.error.code, 'request.too_large');
+  const large = await answerRequest(frame, handlers, log, { maxResultBytes: MAX_PAYLOAD_BYTES });
+  assert.equal(large.frame.ok, true);
+  assert.ok(large.json && large.json.length > 500_000);
+  assert.equal((JSON.parse(large.json.toString()) as { users: unknown[] }).users.length, 20_000);
 });

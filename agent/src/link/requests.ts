@@ -4,6 +4,7 @@
 import type { Logger } from 'pino';
 import {
   describeSchemaError,
+  INLINE_PAYLOAD_BYTES,
   isErrorCode,
   KeelError,
   requestDefinition,
@@ -16,6 +17,11 @@ import {
 export interface RequestContext {
   /** Aborted at the request's deadline. */
   signal: AbortSignal;
+  /**
+   * Largest result, as JSON bytes, this session carries (MAX_PAYLOAD_BYTES from protocol 3, about
+   * 200 KiB before): a handler with an optional bulky part (e.g. file contents) can leave it out.
+   */
+  maxResultBytes: number;
 }
 
 /**
@@ -24,21 +30,39 @@ export interface RequestContext {
  */
 export type RequestHandler = (params: never, ctx: RequestContext) => Promise<unknown> | unknown;
 
-/** Largest request result, as JSON, that fits a frame header with room to spare. */
-const MAX_RESULT_JSON = 200 * 1024;
+/** Largest request result, as JSON, that fits a frame header with room to spare (protocol 1-2). */
+export const MAX_INLINE_RESULT_JSON = 200 * 1024;
 
 /** Runs the handler of a request frame and returns the response frame to send (never throws). */
 export async function serveRequest(
   frame: RequestFrame,
   handlers: Readonly<Record<string, RequestHandler>>,
   log: Logger,
+  opts: { maxResultBytes?: number } = {},
 ): Promise<ResponseFrame> {
-  const fail = (code: ErrorCode, message: string): ResponseFrame => ({
-    type: 'res',
-    id: frame.id,
-    ok: false,
-    // Bounded to the frame schema: an over-long message would make the whole frame invalid.
-    error: { code, message: message.slice(0, 2000) },
+  return (await answerRequest(frame, handlers, log, opts)).frame;
+}
+
+/**
+ * Like serveRequest, and also answers the result's JSON when it is larger than a frame header
+ * takes (the caller then sends the header with `size` and the JSON in parts).
+ */
+export async function answerRequest(
+  frame: RequestFrame,
+  handlers: Readonly<Record<string, RequestHandler>>,
+  log: Logger,
+  opts: { maxResultBytes?: number } = {},
+): Promise<{ frame: ResponseFrame; json: Buffer | null }> {
+  const maxResultBytes = opts.maxResultBytes ?? MAX_INLINE_RESULT_JSON;
+  const fail = (code: ErrorCode, message: string) => ({
+    frame: {
+      type: 'res',
+      id: frame.id,
+      ok: false,
+      // Bounded to the frame schema: an over-long message would make the whole frame invalid.
+      error: { code, message: message.slice(0, 2000) },
+    } satisfies ResponseFrame,
+    json: null,
   });
   const def = requestDefinition(frame.method);
   const handler = def && Object.hasOwn(handlers, frame.method) ? handlers[frame.method] : undefined;
@@ -50,7 +74,9 @@ export async function serveRequest(
   const signal = AbortSignal.timeout(frame.timeoutMs);
   try {
     const result = await Promise.race([
-      Promise.resolve((handler as (p: unknown, ctx: RequestContext) => unknown)(params.data, { signal })),
+      Promise.resolve(
+        (handler as (p: unknown, ctx: RequestContext) => unknown)(params.data, { signal, maxResultBytes }),
+      ),
       new Promise((_, reject) =>
         signal.addEventListener('abort', () => reject(new KeelError('request.deadline_exceeded')), {
           once: true,
@@ -66,10 +92,17 @@ export async function serveRequest(
       return fail('request.failed', `the agent produced an invalid result for ${def.name}`);
     }
     const value: unknown = checked.data;
-    if (JSON.stringify(value).length > MAX_RESULT_JSON) {
-      return fail('request.failed', `the result of ${def.name} is too large to send`);
+    const json = Buffer.from(JSON.stringify(value), 'utf8');
+    if (json.length > maxResultBytes) {
+      return fail(
+        'request.too_large',
+        `the result of ${def.name} is ${json.length} bytes of JSON; this link carries at most ${maxResultBytes}`,
+      );
     }
-    return { type: 'res', id: frame.id, ok: true, result: value };
+    return {
+      frame: { type: 'res', id: frame.id, ok: true, result: value },
+      json: json.length > INLINE_PAYLOAD_BYTES ? json : null,
+    };
   } catch (err) {
     const code = err instanceof KeelError && isErrorCode(err.code) ? err.code : 'request.failed';
     return fail(code, err instanceof Error ? err.message : String(err));

@@ -28,7 +28,7 @@ import { startEnrollment } from './enrollment.ts';
 import { PresenceWriter } from './presence.ts';
 import { EarlyBudget, SessionTable, type AgentSession } from './session.ts';
 import { safeClose } from './socket.ts';
-import { dropParts, encodeParams, onResponseHeader, onResultPart, sendRequest } from './parts.ts';
+import { dropParts, checkParamsSize, onResponseHeader, onResultPart, sendRequest } from './parts.ts';
 import { chunkSink, StreamSinks, type StoredRecords } from './sinks.ts';
 
 export { AgentSession } from './session.ts';
@@ -249,6 +249,12 @@ export class Gateway implements AgentGateway {
     if (!def) {
       return Promise.reject(new KeelError('request.unknown_method', `No agent request is named ${method}.`));
     }
+    // Size first: validating a value far over the limit would hold the event loop for seconds.
+    try {
+      checkParamsSize(method, params);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     const checked = def.params.safeParse(params);
     if (!checked.success) {
       return Promise.reject(
@@ -256,11 +262,6 @@ export class Gateway implements AgentGateway {
       );
     }
     if (this.#revoked.has(hostId)) return Promise.reject(new KeelError('host.revoked'));
-    try {
-      encodeParams(method, checked.data);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
     // Refused without a round trip when the connected agent did not announce it. (A host that is
     // offline now is checked when its session starts, before the request is sent.)
     try {

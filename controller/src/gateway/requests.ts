@@ -106,6 +106,12 @@ export class RequestBroker {
     }
   }
 
+  /** True while request `id` was sent to `hostId` and waits for its answer (parts may follow). */
+  awaits(hostId: string, id: string): boolean {
+    const p = this.#pending.get(id);
+    return p !== undefined && p.hostId === hostId && p.sent;
+  }
+
   /** An answer arrived from `hostId`. Answers to unknown ids, or from another host, are ignored. */
   onResponse(hostId: string, frame: ResponseFrame): void {
     const p = this.#pending.get(frame.id);
