@@ -25,6 +25,7 @@ import { userRoutes } from './routes/users.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { sessionRoutes } from './routes/sessions.ts';
 import { twoFactorRoutes } from './routes/two-factor.ts';
+import { walletRoutes } from './routes/wallets.ts';
 import { checkPasswordPolicy } from './services/users.ts';
 import {
   clientAddress,
@@ -118,6 +119,7 @@ function buildApi(deps: AppDeps, services: Services) {
     '/tokens/*',
     '/sessions/*',
     '/two-factor/*',
+    '/wallets/*',
     '/recordings/*',
     '/proxy-users/*',
     '/proxies/*',
@@ -133,7 +135,10 @@ function buildApi(deps: AppDeps, services: Services) {
   api.use('/events/*', session);
 
   const routes = api
-    .route('/auth', authRoutes({ auth: services.auth, cookie, checkPasswordPolicy }))
+    .route(
+      '/auth',
+      authRoutes({ auth: services.auth, cookie, checkPasswordPolicy, wallets: services.wallets }),
+    )
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/hosts', channelRoutes({ channels: services.channels }))
     .route('/recordings', recordingRoutes({ recordings: services.recordings }))
@@ -159,6 +164,7 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/tokens', tokenRoutes({ tokens: services.tokens }))
     .route('/sessions', sessionRoutes({ auth: services.auth }))
     .route('/two-factor', twoFactorRoutes({ twoFactor: services.twoFactor }))
+    .route('/wallets', walletRoutes({ wallets: services.wallets, auth: services.auth }))
     .route(
       '/events',
       eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }),

@@ -101,6 +101,29 @@ export const errorCatalogue = {
   },
   'auth.invalid_code': { status: 401, message: 'Wrong or already used two-factor code.' },
   'two_factor.not_enrolled': { status: 409, message: 'Two-factor sign-in is not set up for this user.' },
+  'wallet.disabled': { status: 403, message: 'Wallet sign-in is off on this controller.' },
+  'wallet.invalid_message': { status: 400, message: 'Not an EIP-4361 (Sign-In with Ethereum) message.' },
+  'wallet.domain_mismatch': { status: 401, message: 'The message was written for another site.' },
+  'wallet.chain_not_allowed': {
+    status: 401,
+    message: 'The message names a chain this controller does not accept.',
+  },
+  'wallet.expired': { status: 401, message: 'The message is expired or not valid yet.' },
+  'wallet.bad_signature': {
+    status: 401,
+    message: 'The signature does not match the message and its address.',
+  },
+  'wallet.nonce_invalid': {
+    status: 401,
+    message: 'The nonce is unknown, expired or already used; ask for a new one.',
+  },
+  'wallet.nonce_limit': {
+    status: 429,
+    message: 'Too many sign-in nonces outstanding; use one or wait a few minutes.',
+  },
+  'wallet.not_linked': { status: 401, message: 'This wallet is not linked to any user.' },
+  'wallet.linked': { status: 409, message: 'This wallet is already linked to a user.' },
+  'wallet.not_found': { status: 404, message: 'No such linked wallet.' },
   'secret.unreadable': {
     status: 500,
     message: 'A stored secret could not be opened with the master key (docs/security.md, Secrets at rest).',

@@ -1,8 +1,11 @@
-// /api/v1/auth: sign in, the current session, sign out.
+// /api/v1/auth: sign in (password, or a wallet's EIP-4361 message), the current session, sign out.
 import { createRoute, z } from '@hono/zod-openapi';
 import type { AuthService } from '../services/auth.ts';
+import type { WalletsService } from '../services/wallets.ts';
+import { signedMessageSchema, walletChallengeSchema } from './wallets.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, sessionOf, userSchema } from './env.ts';
 import { getCookie } from 'hono/cookie';
+import { KeelError } from '@keel/shared';
 import {
   SESSION_COOKIE,
   clearSessionCookie,
@@ -143,15 +146,72 @@ const passwordRoute = createRoute({
   },
 });
 
+const walletStatusRoute = createRoute({
+  method: 'get',
+  path: '/wallet',
+  middleware: [permit.public()] as const,
+  tags: ['auth'],
+  summary: 'Whether wallet sign-in (EIP-4361) is on, and the chain ids it accepts',
+  responses: {
+    200: {
+      description: 'OK.',
+      content: {
+        'application/json': {
+          schema: z.object({ enabled: z.boolean(), chainIds: z.array(z.number().int()) }),
+        },
+      },
+    },
+  },
+});
+
+const walletChallengeRoute = createRoute({
+  method: 'post',
+  path: '/wallet/challenge',
+  middleware: [permit.public()] as const,
+  tags: ['auth'],
+  summary: 'A nonce for a wallet sign-in message (5 minutes, single use)',
+  description:
+    'Write an EIP-4361 message with this nonce, `domain` and `uri`, one of `chainIds`, version 1 and an Issued At within the nonce lifetime; have the wallet sign it (personal_sign) and send both to POST /auth/wallet/login. Outstanding nonces are bounded per client address (429 `wallet.nonce_limit`).',
+  responses: {
+    200: { description: 'OK.', content: { 'application/json': { schema: walletChallengeSchema } } },
+    403: errorResponse('Wallet sign-in is off (`wallet.disabled`), or a cross-origin request.'),
+    429: errorResponse('Too many nonces outstanding (`wallet.nonce_limit`).'),
+  },
+});
+
+const walletLoginRoute = createRoute({
+  method: 'post',
+  path: '/wallet/login',
+  middleware: [permit.public()] as const,
+  tags: ['auth'],
+  summary: 'Sign in with a linked wallet',
+  description:
+    'Checks the message (domain, URI, chain id, times, nonce used once) and its signature, and signs in the user the wallet is linked to; like a password sign-in, a user with two-factor sign-in on then owes a code (`stage: second-factor`). Throttled like passwords: per client address and per wallet address (429 with Retry-After).',
+  request: {
+    body: { content: { 'application/json': { schema: signedMessageSchema.strict() } }, required: true },
+  },
+  responses: {
+    200: { description: 'Signed in.', content: { 'application/json': { schema: sessionBodySchema } } },
+    400: errorResponse('Not an EIP-4361 message (`wallet.invalid_message`).'),
+    401: errorResponse(
+      'Refused: `wallet.domain_mismatch`, `wallet.chain_not_allowed`, `wallet.expired`, `wallet.bad_signature`, `wallet.nonce_invalid`, `wallet.not_linked`.',
+    ),
+    403: errorResponse('Wallet sign-in is off (`wallet.disabled`), or a cross-origin request.'),
+    429: errorResponse('Too many failures (`auth.locked`); try again after `Retry-After` seconds.'),
+  },
+});
+
 export interface AuthRoutesDeps {
   auth: AuthService;
   cookie: CookieOptions;
   /** The password policy check (users service). */
   checkPasswordPolicy?: (password: string, username: string) => void;
+  /** Wallet sign-in; without it the wallet routes answer `wallet.disabled`. */
+  wallets?: WalletsService;
 }
 
 /** Sign-in routes. Login is open; the rest need a session (and logout the CSRF token). */
-export function authRoutes({ auth, cookie, checkPasswordPolicy = () => undefined }: AuthRoutesDeps) {
+export function authRoutes({ auth, cookie, checkPasswordPolicy = () => undefined, wallets }: AuthRoutesDeps) {
   const app = createRouter();
   app.use('/session', requireSession(auth, cookie));
   app.use('/logout', requireSession(auth, cookie), requireCsrfToken());
@@ -163,6 +223,26 @@ export function authRoutes({ auth, cookie, checkPasswordPolicy = () => undefined
       const result = await auth.login({
         username,
         password,
+        ip: c.get('clientIp'),
+        userAgent: c.req.header('user-agent') ?? null,
+      });
+      setSessionCookie(c, result.secret, result.expiresAt, cookie);
+      c.header('cache-control', 'no-store');
+      return c.json({ user: result.user, csrfToken: result.csrfToken, stage: result.stage ?? 'ok' }, 200);
+    })
+    .openapi(walletStatusRoute, async (c) => {
+      return c.json(wallets ? await wallets.policy() : { enabled: false, chainIds: [] }, 200);
+    })
+    .openapi(walletChallengeRoute, async (c) => {
+      if (!wallets) throw new KeelError('wallet.disabled');
+      c.header('cache-control', 'no-store');
+      return c.json(await wallets.challenge('login', null, c.get('clientIp')), 200);
+    })
+    .openapi(walletLoginRoute, async (c) => {
+      const { message, signature } = c.req.valid('json');
+      const result = await auth.walletLogin({
+        message,
+        signature,
         ip: c.get('clientIp'),
         userAgent: c.req.header('user-agent') ?? null,
       });

@@ -240,6 +240,11 @@ export interface AuthServiceDeps {
     ): Promise<{ token: { id: string; expiresAt: Date }; user: UserRow; actor: Actor } | null>;
     isLive(id: string): Promise<boolean>;
   };
+  /** Wallet sign-in (EIP-4361); without it wallet sign-in is refused. */
+  wallets?: {
+    claimedAddress(message: string): string | null;
+    signIn(message: string, signature: string): Promise<{ user: UserRow; address: string }>;
+  };
   /** Two-factor checks and policy; without it no second factor is asked. */
   twoFactor?: {
     requiredRoles(): Promise<UserRole[]>;
@@ -307,6 +312,63 @@ export function createAuthService(deps: AuthServiceDeps) {
       { username, reason },
       ip,
     );
+  }
+
+  /**
+   * Opens a session for a user who proved who they are (password or wallet): owing the second
+   * factor when their 2FA is on. The returned `secret` goes into the cookie and nowhere else.
+   */
+  async function openSession(
+    user: UserRow,
+    t: Date,
+    ip: string | null,
+    userAgent: string | null,
+    details: Record<string, unknown>,
+  ): Promise<AuthenticatedSession & { secret: string }> {
+    const input = { ip, userAgent };
+    await users.recordSuccess(user.id, t);
+    // The address's failure count is deliberately not reset: signing in to one account must not
+    // buy more guesses at others.
+    // Expired sessions are swept here rather than on a timer: sign-ins are rare and it is one
+    // indexed delete.
+    await sessions.deleteExpired(t);
+    const secret = randomBytes(32).toString('base64url');
+    const csrfToken = randomBytes(32).toString('base64url');
+    const sessionId = sessionIdOf(secret);
+    // With 2FA on, the session can only finish sign-in, and only for a few minutes.
+    const pending = deps.twoFactor !== undefined && user.totpEnabledAt !== null;
+    const expiresAt = new Date(
+      t.getTime() +
+        (pending ? SECOND_FACTOR_WINDOW_MS : Math.min(policy.sessionTtlMs, policy.sessionMaxAgeMs)),
+    );
+    await sessions.create({
+      verified: !pending,
+      id: sessionId,
+      userId: user.id,
+      csrfToken,
+      createdAt: t,
+      expiresAt,
+      ip: input.ip,
+      userAgent: input.userAgent?.slice(0, 512) ?? null,
+    });
+    await audit.record(
+      user.id,
+      'auth.login',
+      `user:${user.id}`,
+      { ...details, ...(pending ? { secondFactor: 'owed' } : {}) },
+      input.ip,
+    );
+    log.info({ userId: user.id }, pending ? 'password accepted, second factor owed' : 'user signed in');
+    return {
+      user: publicUser(user),
+      actor: await resolveActor(user),
+      sessionId,
+      csrfToken,
+      expiresAt,
+      renewed: true,
+      secret,
+      stage: pending ? 'second-factor' : await stageOf(user, true),
+    };
   }
 
   return {
@@ -377,49 +439,79 @@ export function createAuthService(deps: AuthServiceDeps) {
       }
       if (input.ip !== null) known.add(`${username}|${input.ip}`, at);
 
-      await users.recordSuccess(user.id, t);
-      // The address's failure count is deliberately not reset: signing in to one account must not
-      // buy more guesses at others.
-      // Expired sessions are swept here rather than on a timer: sign-ins are rare and it is one
-      // indexed delete.
-      await sessions.deleteExpired(t);
-      const secret = randomBytes(32).toString('base64url');
-      const csrfToken = randomBytes(32).toString('base64url');
-      const sessionId = sessionIdOf(secret);
-      // With 2FA on, the session can only finish sign-in, and only for a few minutes.
-      const pending = deps.twoFactor !== undefined && user.totpEnabledAt !== null;
-      const expiresAt = new Date(
-        t.getTime() +
-          (pending ? SECOND_FACTOR_WINDOW_MS : Math.min(policy.sessionTtlMs, policy.sessionMaxAgeMs)),
-      );
-      await sessions.create({
-        verified: !pending,
-        id: sessionId,
-        userId: user.id,
-        csrfToken,
-        createdAt: t,
-        expiresAt,
-        ip: input.ip,
-        userAgent: input.userAgent?.slice(0, 512) ?? null,
+      return openSession(user, t, input.ip, input.userAgent, {});
+    },
+
+    /**
+     * Signs in with a wallet: an EIP-4361 message and its personal_sign signature (wallets.ts checks
+     * them). Throttled like passwords: per client address, and per claimed address as the
+     * "username" (5 failures lock it for 15 minutes). Every refusal is audited as a failed sign-in.
+     */
+    async walletLogin(input: {
+      message: string;
+      signature: string;
+      ip: string | null;
+      userAgent: string | null;
+    }): Promise<AuthenticatedSession & { secret: string }> {
+      if (!deps.wallets) throw new KeelError('wallet.disabled');
+      const t = now();
+      const at = t.getTime();
+      const claimed = deps.wallets.claimedAddress(input.message);
+      const key = `wallet:${claimed ?? 'malformed'}`;
+      const wait = Math.max(input.ip === null ? 0 : perIp.wait(input.ip, at), perUser.wait(key, at));
+      if (wait > 0) throw new SignInThrottled(Math.ceil(wait / 1000));
+      if (input.ip !== null) perIp.begin(input.ip, at);
+      perUser.begin(key, at);
+      let found: { user: UserRow; address: string } | null = null;
+      let refusal: unknown = null;
+      try {
+        found = await deps.wallets.signIn(input.message, input.signature);
+      } catch (err) {
+        refusal = err;
+      } finally {
+        const done = now().getTime();
+        if (input.ip !== null) perIp.end(input.ip, found === null, done);
+        if (perUser.end(key, found === null, done)) {
+          await audit
+            .record(
+              'system',
+              'auth.lockout',
+              null,
+              { wallet: claimed, until: new Date(done + policy.lockoutMs) },
+              input.ip,
+            )
+            .catch(() => undefined);
+        }
+      }
+      if (!found) {
+        const code = refusal instanceof KeelError ? refusal.code : 'internal';
+        await audit.record('system', 'auth.login_failed', null, { wallet: claimed, reason: code }, input.ip);
+        throw refusal;
+      }
+      return openSession(found.user, t, input.ip, input.userAgent, {
+        method: 'wallet',
+        address: found.address,
       });
-      await audit.record(
-        user.id,
-        'auth.login',
-        `user:${user.id}`,
-        pending ? { secondFactor: 'owed' } : {},
-        input.ip,
-      );
-      log.info({ userId: user.id }, pending ? 'password accepted, second factor owed' : 'user signed in');
-      return {
-        user: publicUser(user),
-        actor: await resolveActor(user),
-        sessionId,
-        csrfToken,
-        expiresAt,
-        renewed: true,
-        secret,
-        stage: pending ? 'second-factor' : await stageOf(user, true),
-      };
+    },
+
+    /**
+     * Checks the signed-in user's password again before a sensitive change (linking a wallet),
+     * through the sign-in throttle. Throws `auth.invalid_credentials` or SignInThrottled.
+     */
+    async confirmPassword(session: AuthenticatedSession, password: string): Promise<void> {
+      const at = now().getTime();
+      const username = session.user.username;
+      const wait = perUser.wait(username, at);
+      if (wait > 0) throw new SignInThrottled(Math.ceil(wait / 1000));
+      perUser.begin(username, at);
+      let ok = false;
+      try {
+        const user = await users.findById(session.user.id);
+        ok = !!user && (await checkPassword(user.passwordHash, password));
+      } finally {
+        perUser.end(username, !ok, now().getTime());
+      }
+      if (!ok) throw new KeelError('auth.invalid_credentials', 'The password is wrong.');
     },
 
     /** The live session for a cookie secret (sliding its expiry forward), or null. */

@@ -55,6 +55,8 @@ import { createSchedulesService } from './schedules.ts';
 import { createProxyNodeRepository } from '../repositories/proxy-nodes.ts';
 import { createProxyNodesService } from './proxy-nodes.ts';
 import { createSecretBox, type SecretBox } from '../secrets.ts';
+import { createWalletsRepository } from '../repositories/wallets.ts';
+import { createWalletsService } from './wallets.ts';
 import { randomBytes } from 'node:crypto';
 
 export interface ServicesDeps {
@@ -108,6 +110,13 @@ export function createServices(deps: ServicesDeps) {
     audit,
     checkPassword: verifyPassword,
     secrets,
+    now,
+  });
+  const wallets = createWalletsService({
+    wallets: createWalletsRepository(db),
+    users,
+    audit,
+    publicUrl: deps.config.publicUrl,
     now,
   });
   const jobsRepository = createJobsRepository(db);
@@ -179,6 +188,7 @@ export function createServices(deps: ServicesDeps) {
   });
   const services = {
     secrets,
+    wallets,
     proxyUsers,
     checks,
     alerts,
@@ -209,6 +219,7 @@ export function createServices(deps: ServicesDeps) {
       resolveActor,
       tokens,
       twoFactor,
+      wallets,
     }),
     users: createUsersService({ users, audit, groups, sessions, now }),
     groups: createGroupsService({ groups, hosts: createHostRepository(db), audit }),
