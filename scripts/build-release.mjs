@@ -34,6 +34,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { agentBundleOptions, asciiOnly } from './agent-bundle.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const { values, positionals } = parseArgs({
@@ -131,20 +132,11 @@ async function buildAgent() {
   const work = mkdtempSync(join(tmpdir(), 'keel-build-'));
   try {
     const top = join(work, name);
-    await build({
-      entryPoints: [join(root, 'agent/src/cli.ts')],
-      outfile: join(top, 'dist/keel-agent.mjs'),
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      format: 'esm',
-      minifySyntax: true,
-      legalComments: 'eof',
-      external: [...optionalNative, 'node-pty'], // node-pty loads when present, else `script` serves
-      banner,
-      plugins: [versionPlugin],
-      logLevel: 'warning',
-    });
+    // scripts/agent-bundle.mjs: node-pty stays out (it loads when present, else `script` serves),
+    // execa loads on first use, ASCII-only source (half the heap for it).
+    const agentFile = join(top, 'dist/keel-agent.mjs');
+    await build(agentBundleOptions(root, { outfile: agentFile, plugins: [versionPlugin] }));
+    asciiOnly(agentFile);
     writeFileSync(join(top, 'package.json'), bundlePackageJson(pkg, 'keel-agent'));
     mkdirSync(join(top, 'bin'));
     cpSync(join(root, 'agent/bin/keel-agent.mjs'), join(top, 'bin/keel-agent.mjs'));

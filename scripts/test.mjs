@@ -61,14 +61,17 @@ const readJson = (file) => {
   }
 };
 /**
- * How long each file took (ms): the last runs here (node_modules/.cache), else the figures
- * committed in scripts/test-durations.json (a clean clone, CI), else a guess by kind.
+ * What each file cost the last time: wall ms and CPU seconds (the file's process and every
+ * process it started), from the last runs here (node_modules/.cache), else the figures committed
+ * in scripts/test-durations.json (a clean clone, CI: `{ file: { ms, cpu } }`), else a guess.
  */
-const measured = {
-  ...readJson(join(root, 'scripts/test-durations.json')),
-  ...readJson(join(cacheDir, 'durations.json')),
-};
-const estimate = (f) => measured[f] ?? (f.startsWith('test/') ? 60_000 : 5_000);
+const measured = {};
+for (const file of [join(root, 'scripts/test-durations.json'), join(cacheDir, 'durations.json')])
+  for (const [f, v] of Object.entries(readJson(file)))
+    measured[f] = { ...measured[f], ...(typeof v === 'number' ? { ms: v } : v) };
+const estimate = (f) => measured[f]?.ms ?? (f.startsWith('test/') ? 60_000 : 5_000);
+/** CPU seconds a file is expected to use; unknown: half a core for its expected time. */
+const cpuEstimate = (f) => measured[f]?.cpu ?? estimate(f) / 2000;
 
 /**
  * A light file shares a node process with other light files: starting node with tsx and the
@@ -101,13 +104,19 @@ function plan() {
   const jobs = [];
   const light = [];
   for (const f of files)
-    (batchable(f) ? light : jobs).push({ files: [f], ms: estimate(f), exclusive: exclusive(f) });
+    (batchable(f) ? light : jobs).push({
+      files: [f],
+      ms: estimate(f),
+      cpu: cpuEstimate(f),
+      exclusive: exclusive(f),
+    });
   for (const f of light.map((j) => j.files[0]).sort((a, b) => estimate(b) - estimate(a))) {
     const batch = jobs.find((j) => j.batch && j.ms + estimate(f) <= BATCH_MS);
     if (batch) {
       batch.files.push(f);
       batch.ms += estimate(f);
-    } else jobs.push({ files: [f], ms: estimate(f), batch: true });
+      batch.cpu += cpuEstimate(f);
+    } else jobs.push({ files: [f], ms: estimate(f), cpu: cpuEstimate(f), batch: true });
   }
   // Longest first: a long file that starts last keeps one core busy while the other idles.
   return jobs.sort((a, b) => b.ms - a.ms);
@@ -255,18 +264,115 @@ if (agentBin) {
 }
 if (controllerBin) env.KEEL_TEST_CONTROLLER_BIN = controllerBin;
 
-/** Files at once: the cores, plus one (the end-to-end files spend much of their time waiting). */
-const concurrency = Number(process.env.KEEL_TEST_CONCURRENCY) || availableParallelism() + 1;
+/**
+ * How many files run at once. Most end-to-end files spend most of their time waiting (timers,
+ * sockets, a browser), so a fixed count either leaves cores idle or overloads them. Each job's
+ * expected load is its CPU seconds over its wall time from the last runs; a job starts while the
+ * running jobs' loads add up to at most `KEEL_TEST_CPU_BUDGET` cores (default: all of them) and
+ * fewer than `KEEL_TEST_CONCURRENCY` jobs run (default: 3 per core). One job always runs.
+ */
+const cores = availableParallelism();
+const concurrency = Number(process.env.KEEL_TEST_CONCURRENCY) || cores * 3;
+const cpuBudget = Number(process.env.KEEL_TEST_CPU_BUDGET) || cores;
+/** A job's expected load in cores (CPU seconds per wall second), at least 0.05. */
+const loadOf = (job) => Math.max(0.05, Math.min(cores, job.cpu / Math.max(1, job.ms / 1000)));
 /** The hang guard per process: far beyond any file's run time on a busy machine. */
 const hangMs = Number(process.env.KEEL_TEST_HANG_MS) || 15 * 60_000;
 /** Print every file's test-by-test output (default when files are named), else failures only. */
 const verbose = process.env.KEEL_TEST_VERBOSE ? process.env.KEEL_TEST_VERBOSE !== '0' : named.length > 0;
 const reporter = join(root, 'scripts/test-reporter.mjs');
 const runDir = mkdtempSync(join(tmpdir(), 'keel-test-run-'));
+/**
+ * The tests' temporary files go to memory when the machine has a tmpfs at /dev/shm: every
+ * end-to-end test copies a PGlite data dir (~2,700 files, 41 MB) and removes it, PGlite fsyncs
+ * each commit, Chromium writes a profile — on a disk that is system time and I/O waits, on tmpfs
+ * a fraction of it. TMPDIR is one directory per run, removed at its end with whatever a test left
+ * behind; what is worth keeping between runs (the migrated database template) goes to
+ * KEEL_TEST_CACHE_DIR. `KEEL_TEST_TMPDIR=disk` keeps the system's temp dir.
+ */
+function memoryTmp() {
+  if (process.env.KEEL_TEST_TMPDIR === 'disk') return undefined;
+  try {
+    if (!statSync('/dev/shm').isDirectory()) return undefined;
+    return mkdtempSync('/dev/shm/keel-test-run-');
+  } catch {
+    return undefined;
+  }
+}
+const testTmp = memoryTmp();
+/**
+ * The cache keeps the newest few database templates and agent bundles (each a whole data dir or
+ * release, ~40 MB in memory): the migrations and agent sources change often during a day's work.
+ */
+function pruneCache(dir, keep = 4) {
+  let entries;
+  try {
+    entries = readdirSync(dir).map((name) => ({ name, at: statSync(join(dir, name)).mtimeMs }));
+  } catch {
+    return;
+  }
+  for (const prefix of ['keel-test-db-', 'keel-test-agent-bundle-']) {
+    const made = entries
+      .filter((e) => e.name.startsWith(prefix) && !e.name.startsWith(`${prefix}make-`))
+      .sort((a, b) => b.at - a.at);
+    for (const e of made.slice(keep)) rmSync(join(dir, e.name), { recursive: true, force: true });
+  }
+  // Half-made ones an interrupted run left (a maker renames its work dir within seconds).
+  for (const e of entries)
+    if (e.name.includes('-make-') && Date.now() - e.at > 30 * 60_000)
+      rmSync(join(dir, e.name), { recursive: true, force: true });
+}
+if (testTmp) {
+  env.TMPDIR = testTmp;
+  env.KEEL_TEST_CACHE_DIR ??= '/dev/shm/keel-test-cache';
+  pruneCache(env.KEEL_TEST_CACHE_DIR);
+}
 const running = new Set();
 
 const seconds = (ms) => `${(ms / 1000).toFixed(1).padStart(6)} s`;
 const toFile = (f) => relative(root, f.startsWith('file:') ? fileURLToPath(f) : f);
+
+/**
+ * CPU time is what the suite's speed is judged by on a shared machine (wall time there depends on
+ * everyone else's work): each job runs under GNU time, which reports the user+system seconds of
+ * the node process and of every descendant it waited for (agents, controllers, Chromium), and the
+ * runner adds up its own children's seconds at the end (the bundles and the console build too).
+ * A process a test left orphaned is not counted (nor was it waited for).
+ */
+const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+function readCpu(file) {
+  try {
+    const [user, sys] = readFileSync(file, 'utf8').trim().split('\n').at(-1).split(' ').map(Number);
+    return Number.isFinite(user + sys) ? user + sys : undefined;
+  } catch {
+    return undefined;
+  }
+}
+/** User+system seconds of this process and of its children that ended (from /proc/self/stat). */
+function ownCpu() {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .split(' ')
+      .map(Number);
+    // utime, stime, cutime, cstime are fields 14-17 (1-based); the slice starts at field 3.
+    return fields.slice(11, 15).reduce((a, b) => a + b, 0) / 100;
+  } catch {
+    return undefined;
+  }
+}
+/** The test process's own CPU seconds (without its children), written by scripts/test-cpu.mjs. */
+function readSelfCpu(file) {
+  try {
+    const { userCPUTime, systemCPUTime } = JSON.parse(readFileSync(file, 'utf8'));
+    return (userCPUTime + systemCPUTime) / 1e6;
+  } catch {
+    return undefined;
+  }
+}
+const cpuProbe = pathToFileURL(join(root, 'scripts/test-cpu.mjs')).href;
+const cpuText = (s) => (s === undefined ? '      ? cpu-s' : `${s.toFixed(1).padStart(6)} cpu-s`);
 
 /** Ends a job's whole process group: agents or browsers a failed test left behind go with it. */
 function killGroup(pid) {
@@ -279,6 +385,7 @@ function killGroup(pid) {
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
     for (const pid of running) killGroup(pid);
+    if (testTmp) rmSync(testTmp, { recursive: true, force: true });
     process.exit(130);
   });
 }
@@ -295,12 +402,16 @@ function runJob(job, n) {
     );
   }
   const started = Date.now();
+  const cpuFile = join(runDir, `job-${n}.cpu`);
   return new Promise((done) => {
     const child = spawn(
-      process.execPath,
+      timeBin ?? process.execPath,
       [
+        ...(timeBin ? ['-f', '%U %S', '-o', cpuFile, process.execPath] : []),
         '--import',
         'tsx',
+        '--import',
+        cpuProbe,
         '--test-reporter=spec',
         '--test-reporter-destination=stdout',
         `--test-reporter=${reporter}`,
@@ -308,7 +419,12 @@ function runJob(job, n) {
         ...flags,
         entry,
       ],
-      { cwd: root, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+      {
+        cwd: root,
+        env: { ...env, KEEL_TEST_CPU_FILE: `${cpuFile}.self` },
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
     );
     running.add(child.pid);
     let output = '';
@@ -339,10 +455,19 @@ function runJob(job, n) {
         job.files.map((f) => [f, job.files.length > 1 ? Math.round(perFile[f] + share) : ms]),
       );
       const ok = code === 0 && !hung && !counts.fail && !counts.cancelled && counts.tests !== undefined;
+      const cpu = readCpu(cpuFile);
+      const self = readSelfCpu(`${cpuFile}.self`);
+      // A batch's CPU is shared among its files as their times are.
+      const cpus = Object.fromEntries(
+        job.files.map((f) => [f, cpu === undefined ? undefined : (cpu * durations[f]) / Math.max(1, ms)]),
+      );
       done({
         job,
         ok,
         ms,
+        cpu,
+        self,
+        cpus,
         counts,
         durations,
         output,
@@ -355,56 +480,79 @@ function runJob(job, n) {
 const began = Date.now();
 const jobs = plan();
 console.log(
-  `${files.length} files in ${jobs.length} processes, ${concurrency} at once (KEEL_TEST_CONCURRENCY)`,
+  `${files.length} files in ${jobs.length} processes, up to ${concurrency} at once (KEEL_TEST_CONCURRENCY) ` +
+    `while their expected loads fit ${cpuBudget} cores (KEEL_TEST_CPU_BUDGET)`,
 );
 const results = [];
 const waiting = jobs.map((job, n) => ({ job, n }));
 const held = new Set();
-const sleepers = [];
-const wake = () => sleepers.splice(0).forEach((r) => r());
-await Promise.all(
-  Array.from({ length: Math.min(concurrency, jobs.length) }, async () => {
-    while (waiting.length) {
-      // The longest job waiting whose exclusive name no running job holds.
-      const i = waiting.findIndex(({ job }) => !job.exclusive || !held.has(job.exclusive));
-      if (i < 0) {
-        await new Promise((r) => sleepers.push(r));
-        continue;
-      }
-      const [{ job, n }] = waiting.splice(i, 1);
-      if (job.exclusive) held.add(job.exclusive);
-      const r = await runJob(job, n);
-      if (job.exclusive) held.delete(job.exclusive);
-      wake();
-      results.push(r);
-      if (verbose || !r.ok) process.stdout.write(r.output);
-      const count = r.counts.tests ?? '?';
-      const what = r.job.files.length > 1 ? `${r.job.files.length} files` : r.job.files[0];
-      console.log(
-        `${r.ok ? '✔' : '✖'} ${seconds(r.ms)}  ${what} (${count} tests)${r.ok ? '' : ` FAILED: ${r.why}`}`,
-      );
-    }
-  }),
-);
+/** Running jobs: their promises and loads. */
+const active = new Map();
+let load = 0;
+function report(r) {
+  results.push(r);
+  if (verbose || !r.ok) process.stdout.write(r.output);
+  const count = r.counts.tests ?? '?';
+  const what = r.job.files.length > 1 ? `${r.job.files.length} files` : r.job.files[0];
+  const inProcess =
+    r.self === undefined || r.cpu === undefined
+      ? ''
+      : ` (${Math.min(100, Math.round((100 * r.self) / Math.max(r.cpu, 0.01)))}% in the test process)`;
+  console.log(
+    `${r.ok ? '✔' : '✖'} ${seconds(r.ms)} ${cpuText(r.cpu)}${inProcess}  ${what} (${count} tests)${r.ok ? '' : ` FAILED: ${r.why}`}`,
+  );
+}
+while (waiting.length || active.size) {
+  // The longest waiting job that fits: its exclusive name free, its load within the budget.
+  const i = waiting.findIndex(
+    ({ job }) =>
+      (!job.exclusive || !held.has(job.exclusive)) &&
+      (active.size === 0 || (active.size < concurrency && load + loadOf(job) <= cpuBudget + 1e-9)),
+  );
+  if (i >= 0) {
+    const [{ job, n }] = waiting.splice(i, 1);
+    if (job.exclusive) held.add(job.exclusive);
+    load += loadOf(job);
+    active.set(
+      n,
+      runJob(job, n).then((r) => {
+        if (job.exclusive) held.delete(job.exclusive);
+        load -= loadOf(job);
+        active.delete(n);
+        report(r);
+      }),
+    );
+    continue;
+  }
+  await Promise.race(active.values());
+}
 rmSync(runDir, { recursive: true, force: true });
+if (testTmp) rmSync(testTmp, { recursive: true, force: true });
 
 const durations = Object.assign({}, ...results.map((r) => r.durations));
+const cpus = Object.assign({}, ...results.map((r) => r.cpus));
 mkdirSync(cacheDir, { recursive: true });
-writeFileSync(
-  join(cacheDir, 'durations.json'),
-  `${JSON.stringify({ ...readJson(join(cacheDir, 'durations.json')), ...durations }, null, 1)}\n`,
-);
+const cached = readJson(join(cacheDir, 'durations.json'));
+for (const [f, ms] of Object.entries(durations)) {
+  const cpu = cpus[f] === undefined ? undefined : Math.round(cpus[f] * 10) / 10;
+  cached[f] = { ms, ...(cpu === undefined ? {} : { cpu }) };
+}
+writeFileSync(join(cacheDir, 'durations.json'), `${JSON.stringify(cached, null, 1)}\n`);
 const total = {};
 for (const r of results) for (const [k, v] of Object.entries(r.counts)) total[k] = (total[k] ?? 0) + v;
 const failed = results.filter((r) => !r.ok);
-console.log('\nslowest files:');
-for (const [f, ms] of Object.entries(durations)
+console.log('\nmost CPU (user+system seconds, the file and every process it started and ended):');
+for (const [f, s] of Object.entries(cpus)
+  .filter(([, s]) => s !== undefined)
   .sort((a, b) => b[1] - a[1])
-  .slice(0, 10))
-  console.log(`  ${seconds(ms)}  ${f}`);
+  .slice(0, 15))
+  console.log(`  ${cpuText(s)} ${seconds(durations[f])}  ${f}`);
+const jobsCpu = results.reduce((a, r) => a + (r.cpu ?? 0), 0);
 console.log(
   `\n${['tests', 'suites', 'pass', 'fail', 'cancelled', 'skipped', 'todo'].map((k) => `${k} ${total[k] ?? 0}`).join(', ')}` +
-    `\n${files.length} files, ${jobs.length} processes, ${concurrency} at once: ${((Date.now() - began) / 1000).toFixed(1)} s`,
+    `\n${files.length} files, ${jobs.length} processes (up to ${concurrency} at once, within ${cpuBudget} cores): ${((Date.now() - began) / 1000).toFixed(1)} s` +
+    `\nCPU: ${jobsCpu.toFixed(1)} s in the test processes, ${(ownCpu() ?? 0).toFixed(1)} s in all with the builds and this runner` +
+    ` (= ${((ownCpu() ?? jobsCpu) / cores).toFixed(0)} s of ${cores} busy cores)`,
 );
 if (failed.length) {
   console.log(`failed: ${failed.map((r) => r.job.files.join(' + ')).join(', ')}`);

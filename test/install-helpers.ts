@@ -122,10 +122,14 @@ const bundleSources = [
   'shared/package.json',
   'systemd',
   'scripts/build-release.mjs',
+  'scripts/agent-bundle.mjs',
   'package-lock.json',
 ];
 
-/** The agent bundle for the current sources, built on first use and kept in the temp dir. */
+/**
+ * The agent bundle for the current sources, built on first use and kept in KEEL_TEST_CACHE_DIR
+ * (`npm test` sets it, see test/helpers/database-template.ts) or the temp dir.
+ */
 function cachedAgentBundle(): string {
   const hash = createHash('sha256');
   const add = (rel: string) => {
@@ -138,9 +142,11 @@ function cachedAgentBundle(): string {
     for (const name of readdirSync(abs).sort()) add(join(rel, name));
   };
   for (const rel of bundleSources) add(rel);
-  const dir = join(tmpdir(), `keel-test-agent-bundle-${hash.digest('hex').slice(0, 16)}`);
+  const cache = process.env.KEEL_TEST_CACHE_DIR ?? tmpdir();
+  mkdirSync(cache, { recursive: true });
+  const dir = join(cache, `keel-test-agent-bundle-${hash.digest('hex').slice(0, 16)}`);
   if (existsSync(join(dir, 'done'))) return dir;
-  const work = mkdtempSync(join(tmpdir(), 'keel-test-agent-bundle-make-'));
+  const work = mkdtempSync(join(cache, 'keel-test-agent-bundle-make-'));
   try {
     const built = spawnSync(
       process.execPath,

@@ -1,10 +1,20 @@
 // A migrated, empty embedded database that tests start from instead of running initdb each
 // time: creating one costs ~4 s of CPU, copying it ~0.3 s, and nearly every controller test
-// (unit and end-to-end) opens at least one. Made once, kept in the temp dir under a name that
-// changes with the migrations and the PGlite version. A test of the migrations themselves can
+// (unit and end-to-end) opens at least one. Made once, kept under a name that changes with the
+// migrations and the PGlite version, in KEEL_TEST_CACHE_DIR (`npm test` puts it in memory,
+// /dev/shm/keel-test-cache, see scripts/test.mjs) or else the temp dir. A test of the migrations themselves can
 // start from a template of its own folder (e.g. only the first release's migration applied).
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,9 +39,11 @@ function databaseTemplate(migrations = join(repoRoot, 'controller/drizzle')): Pr
       const file = join(migrations, name);
       if (name.endsWith('.sql') || name.endsWith('.json')) hash.update(name).update(readFileSync(file));
     }
-    const dir = join(tmpdir(), `keel-test-db-${hash.digest('hex').slice(0, 16)}`);
+    const cache = process.env.KEEL_TEST_CACHE_DIR ?? tmpdir();
+    mkdirSync(cache, { recursive: true });
+    const dir = join(cache, `keel-test-db-${hash.digest('hex').slice(0, 16)}`);
     if (existsSync(join(dir, 'PG_VERSION'))) return dir;
-    const work = mkdtempSync(join(tmpdir(), 'keel-test-db-make-'));
+    const work = mkdtempSync(join(cache, 'keel-test-db-make-'));
     try {
       await (await openDatabase({ dataDir: work, migrationsFolder: migrations })).close();
       try {
