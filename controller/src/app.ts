@@ -42,7 +42,7 @@ import { channelRoutes } from './channels/routes.ts';
 import { processRoutes } from './routes/processes.ts';
 import { processTemplateRoutes } from './routes/process-templates.ts';
 import { fleetProcessRoutes } from './routes/fleet-processes.ts';
-import { metricsRoutes } from './routes/metrics.ts';
+import { fleetMetricsRoutes, metricsRoutes } from './routes/metrics.ts';
 import { prometheusRoutes } from './routes/prometheus.ts';
 import { recordingRoutes } from './routes/recordings.ts';
 import { proxyUserRoutes } from './routes/proxy-users.ts';
@@ -148,6 +148,7 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/', processTemplateRoutes({ templates: services.processTemplates }))
     .route('/', fleetProcessRoutes({ fleet: services.fleetProcesses, logSearch: services.logSearch }))
     .route('/hosts', metricsRoutes({ metrics: services.metrics, traffic: services.traffic }))
+    .route('/fleet', fleetMetricsRoutes({ metrics: services.metrics }))
     .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))
     .route('/proxies', proxyRoutes({ proxyNodes: services.proxyNodes, auth: services.auth }))
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))

@@ -103,6 +103,19 @@ export interface MetricsRepository {
     to: Date,
     stepMs: number,
   ): Promise<ProcessColumns>;
+  /**
+   * The fleet overview in two statements: per host, CPU % and memory % (used / total) averaged into
+   * `stepMs` buckets of [from, to) from the minute roll-ups (one scan of the time index for every
+   * host), and each host's newest raw tick since `since` (one key probe per host) with the figures
+   * the fleet table shows.
+   */
+  overview(
+    hostIds: readonly string[],
+    from: Date,
+    to: Date,
+    stepMs: number,
+    since: Date,
+  ): Promise<FleetOverviewRows>;
   /** The sampling interval set for each host that has one (seconds). */
   intervals(hostIds: readonly string[]): Promise<Map<string, number>>;
   /** Sets (or with null clears) a host's sampling interval. */
@@ -122,6 +135,20 @@ export interface MetricsRepository {
     stepMs: number,
     series: readonly string[],
   ): Promise<MetricsColumns>;
+}
+
+/** What `overview` reads: sparkline buckets and the newest figures per host. */
+export interface FleetOverviewRows {
+  buckets: { hostId: string; b: number; cpu: number | null; mem: number | null }[];
+  latest: {
+    hostId: string;
+    ts: number;
+    cpu: number | null;
+    mem: number | null;
+    disk: number | null;
+    rx: number | null;
+    tx: number | null;
+  }[];
 }
 
 /** Supervised processes' series as columns (see `processRange`). */
@@ -474,6 +501,46 @@ export function createMetricsRepository(db: Db): MetricsRepository {
         rss[k]![i] = num(r.rss);
       }
       return { x: x.map((b) => b / 1000), names, cpu, rss };
+    },
+
+    async overview(hostIds, from, to, stepMs, since) {
+      const ids = hostIds.filter(isUuid);
+      if (ids.length === 0) return { buckets: [], latest: [] };
+      if (!Number.isSafeInteger(stepMs) || stepMs < 1) throw new KeelError('request.invalid', 'Bad step.');
+      const list = JSON.stringify(ids);
+      const step = sql`${stepMs / 1000} * interval '1 second'`;
+      const buckets = rowsOf(
+        await db.execute(sql`
+          select "host_id"::text as "h",
+            (extract(epoch from date_bin(${step}, "ts", timestamptz '1970-01-01 00:00:00+00')) * 1000)::float8 as "b",
+            avg("cpu")::float8 as "cpu", avg("mem_used" / nullif("mem_total", 0) * 100)::float8 as "mem"
+          from "metric_rollups_1m"
+          where "ts" >= ${from.toISOString()}::timestamptz and "ts" < ${to.toISOString()}::timestamptz
+            and "host_id" in (select (jsonb_array_elements_text(${list}::jsonb))::uuid)
+          group by 1, 2`),
+      ).map((r) => ({ hostId: String(r.h), b: Number(r.b), cpu: num(r.cpu), mem: num(r.mem) }));
+      const latest = rowsOf(
+        await db.execute(sql`
+          select h."id"::text as "h", (extract(epoch from s."ts") * 1000)::float8 as "t", s."cpu"::float8 as "cpu",
+            (s."mem_used" / nullif(s."mem_total", 0) * 100)::float8 as "mem",
+            s."disk_used_max_pct"::float8 as "disk", s."net_rx_bps"::float8 as "rx", s."net_tx_bps"::float8 as "tx"
+          from (select (jsonb_array_elements_text(${list}::jsonb))::uuid as "id") h
+          cross join lateral (
+            select "ts", "cpu", "mem_used", "mem_total", "disk_used_max_pct", "net_rx_bps", "net_tx_bps"
+            from "metric_samples" m
+            where m."host_id" = h."id" and m."ts" >= ${since.toISOString()}::timestamptz
+            order by m."ts" desc limit 1
+          ) s`),
+      ).map((r) => ({
+        hostId: String(r.h),
+        ts: Number(r.t),
+        cpu: num(r.cpu),
+        mem: num(r.mem),
+        disk: num(r.disk),
+        rx: num(r.rx),
+        tx: num(r.tx),
+      }));
+      return { buckets, latest };
     },
 
     async intervals(hostIds) {

@@ -273,3 +273,52 @@ export function metricsRoutes({ metrics, traffic }: { metrics: MetricsService; t
       return c.json(await traffic.setPlan(sessionOf(c).actor, id, body, c.get('clientIp')), 200);
     });
 }
+
+const fleetMetricsSchema = z
+  .object({
+    from: z.number(),
+    to: z.number(),
+    stepMs: z.number().int(),
+    x: z.array(z.number()).openapi({ description: 'Bucket starts (epoch seconds), shared by every host.' }),
+    hosts: z.record(
+      z.string(),
+      z.object({
+        cpu: z.array(z.number().nullable()).openapi({ description: 'CPU busy %, one per bucket.' }),
+        mem: z.array(z.number().nullable()).openapi({ description: 'Memory used %, one per bucket.' }),
+        latest: z
+          .object({
+            at: z.number(),
+            cpu: z.number().nullable(),
+            mem: z.number().nullable(),
+            disk: z.number().nullable(),
+            rx: z.number().nullable(),
+            tx: z.number().nullable(),
+          })
+          .nullable()
+          .openapi({ description: 'The newest tick of the last five minutes (null: none).' }),
+      }),
+    ),
+  })
+  .openapi('FleetMetrics');
+
+const fleetMetricsRoute = createRoute({
+  method: 'get',
+  path: '/metrics',
+  middleware: [permit('host.view')] as const,
+  tags: ['metrics'],
+  summary: 'Sparklines and newest figures of every host',
+  description:
+    'For each host the caller may view: CPU and memory % over the last hour in 2.5-minute buckets (from the minute roll-ups, one statement for the whole fleet) and the newest tick of the last five minutes (CPU %, memory %, fullest disk %, network bytes/s).',
+  security: cookieSecurity,
+  responses: {
+    200: { description: 'The overview.', content: { 'application/json': { schema: fleetMetricsSchema } } },
+    ...authErrors,
+  },
+});
+
+/** GET /api/v1/fleet/metrics: the fleet overview's sparklines and figures (mounted at /fleet). */
+export function fleetMetricsRoutes({ metrics }: { metrics: MetricsService }) {
+  return createRouter().openapi(fleetMetricsRoute, async (c) =>
+    c.json(await metrics.overview(sessionOf(c).actor), 200),
+  );
+}

@@ -24,7 +24,7 @@ import {
   type MetricsAppendResult,
   type MetricsRepository,
 } from '../repositories/metrics.ts';
-import { requireHostAccess, type Actor } from './access.ts';
+import { canSeeHost, requireHostAccess, type Actor } from './access.ts';
 import type { AuditService } from './audit.ts';
 
 const HOUR = 3_600_000;
@@ -192,7 +192,7 @@ export function createMetricsWriteQueue(metrics: Pick<MetricsRepository, 'append
 }
 
 export interface MetricsServiceDeps {
-  hosts: Pick<HostRepository, 'get'>;
+  hosts: Pick<HostRepository, 'get' | 'list'>;
   metrics: MetricsRepository;
   /** Traffic days are pruned with the metrics (kept as long as hourly roll-ups, plus a cycle). */
   traffic?: Pick<TrafficRepository, 'prune'>;
@@ -213,6 +213,33 @@ export interface MetricsSettingsView {
   appliedSeconds: number | null;
   bounds: { min: number; max: number; default: number };
 }
+
+/** The fleet overview: sparklines (CPU %, memory %) and the newest figures of every visible host. */
+export interface FleetMetricsView {
+  from: number;
+  to: number;
+  stepMs: number;
+  /** Bucket starts, epoch seconds, shared by every host's sparklines. */
+  x: number[];
+  hosts: Record<
+    string,
+    {
+      cpu: (number | null)[];
+      mem: (number | null)[];
+      latest: {
+        at: number;
+        cpu: number | null;
+        mem: number | null;
+        disk: number | null;
+        rx: number | null;
+        tx: number | null;
+      } | null;
+    }
+  >;
+}
+
+/** Span and points of the fleet sparklines: the last hour in 24 buckets of 2.5 minutes. */
+export const FLEET_SPARK = { spanMs: HOUR, stepMs: 150_000 };
 
 /** Supervised processes' CPU and RSS as uPlot columns (x in epoch seconds, one column per process). */
 export interface ProcessMetricsView {
@@ -350,6 +377,39 @@ export function createMetricsService(deps: MetricsServiceDeps) {
       );
       const applied = await pushInterval(hostId, s);
       return { hostId, intervalSeconds: s, appliedSeconds: applied, bounds };
+    },
+
+    /**
+     * Sparklines and newest figures for every host the actor sees (host.view on each), in two
+     * statements whatever the fleet's size.
+     */
+    async overview(actor: Actor): Promise<FleetMetricsView> {
+      const ids = (await deps.hosts.list()).map((h) => h.id).filter((id) => canSeeHost(actor, id));
+      const { spanMs, stepMs } = FLEET_SPARK;
+      const to = Math.ceil(now() / stepMs) * stepMs;
+      const from = to - spanMs;
+      const x = Array.from({ length: spanMs / stepMs }, (_, i) => (from + i * stepMs) / 1000);
+      const rows = await metrics.overview(
+        ids,
+        new Date(from),
+        new Date(to),
+        stepMs,
+        new Date(now() - 5 * 60_000),
+      );
+      const hosts: FleetMetricsView['hosts'] = {};
+      for (const id of ids) hosts[id] = { cpu: x.map(() => null), mem: x.map(() => null), latest: null };
+      for (const r of rows.buckets) {
+        const h = hosts[r.hostId];
+        const i = Math.round((r.b - from) / stepMs);
+        if (!h || i < 0 || i >= x.length) continue;
+        h.cpu[i] = r.cpu;
+        h.mem[i] = r.mem;
+      }
+      for (const r of rows.latest) {
+        const h = hosts[r.hostId];
+        if (h) h.latest = { at: r.ts, cpu: r.cpu, mem: r.mem, disk: r.disk, rx: r.rx, tx: r.tx };
+      }
+      return { from, to, stepMs, x, hosts };
     },
 
     /** Supervised processes' CPU and RSS of one host over [from, to), at most 2 points per pixel. */

@@ -200,6 +200,7 @@ export const api = {
   verifyAudit: () => call(client.audit.verify.$get()),
 
   ...processCalls(),
+  ...metricsCalls(),
   ...processTemplateCalls(),
   ...proxyCalls(),
   ...accessCalls(),
@@ -312,6 +313,29 @@ function processTemplateCalls() {
       id: string,
       input: Parameters<(typeof client.hosts)[':id']['processes']['from-template']['$post']>[0]['json'],
     ) => call(client.hosts[':id'].processes['from-template'].$post({ ...byId(id), json: input })),
+  };
+}
+
+/** Metrics settings, supervised-process series, billing plan and the fleet overview. */
+function metricsCalls() {
+  const host = client.hosts[':id'];
+  return {
+    /** Supervised processes' CPU and RSS over [from, to) as uPlot columns. */
+    hostProcessMetrics: (id: string, q: { from: number; to: number; width: number }, signal?: AbortSignal) =>
+      call(
+        host.metrics.processes.$get(
+          { ...byId(id), query: { from: String(q.from), to: String(q.to), width: String(q.width) } },
+          withSignal(signal),
+        ),
+      ),
+    hostMetricsSettings: (id: string, signal?: AbortSignal) =>
+      call(host['metrics-settings'].$get(byId(id), withSignal(signal))),
+    setHostMetricsSettings: (id: string, intervalSeconds: number | null) =>
+      call(host['metrics-settings'].$put({ ...byId(id), json: { intervalSeconds } })),
+    setTrafficPlan: (id: string, plan: { resetDay: number; quotaBytes: number | null }) =>
+      call(host['traffic-plan'].$put({ ...byId(id), json: plan })),
+    /** Every visible host's sparklines (CPU, memory %) and newest figures, in one call. */
+    fleetMetrics: (signal?: AbortSignal) => call(client.fleet.metrics.$get(undefined, withSignal(signal))),
   };
 }
 
