@@ -349,7 +349,7 @@ write_agent_files() {
   if write_if_changed "$BIN/keel-agent" 755 <<EOF; then CHANGED=1; fi
 #!/bin/sh
 # keel-agent, written by Keel's install.sh: the installed agent on the Node.js it was installed with.
-# For \`run\` it is also the upgrade watchdog (docs/operations.md, Agent upgrades): exit 75 means
+# For \`run\` it is also the upgrade watchdog (docs/deployment.md, Agent upgrades): exit 75 means
 # "start again" (into the release an upgrade switched \`current\` to); while an upgrade's trial
 # record exists, a release that has not reached the controller by its deadline, or has started
 # max_starts times, is switched back to the previous release and the record moved to rolled-back.
@@ -605,12 +605,32 @@ upgrade_agent() {
   die "keel-agent $BUNDLE_VERSION did not come online within ${WAIT}s; rolled back to $previous"
 }
 
+# stop_supervised: the processes the agent supervised run in sessions of their own and outlive it
+# by design (the unit's KillMode=process); removing the agent stops them, each process group
+# checked first by its pid and start time (as the agent adopts them: a reused pid is not ours).
+stop_supervised() {
+  for run in "$AGENT_STATE"/processes/*/run.json; do
+    [ -f "$run" ] || continue
+    pid=$(tr -d '\n' <"$run" | sed -n 's/.*"pid"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p')
+    ticks=$(tr -d '\n' <"$run" | sed -n 's/.*"startTicks"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p')
+    stat=$(cat "/proc/${pid:-0}/stat" 2>/dev/null) || continue
+    # Field 22 of /proc/PID/stat is the start time; the fields after the command name's ")".
+    # shellcheck disable=SC2086 # split into fields on purpose
+    set -- ${stat##*) }
+    shift 19
+    if [ "${1:-}" = "$ticks" ] && kill -TERM -"$pid" 2>/dev/null; then
+      say "    stopped supervised process $(basename "$(dirname "$run")") (pid $pid)"
+    fi
+  done
+}
+
 uninstall_agent() {
   check_root
   step "Removing the agent"
   if [ "$NO_SYSTEMD" != 1 ] && [ -f "$UNITS/keel-agent.service" ]; then
     "$SYSTEMCTL" disable --now keel-agent.service >/dev/null 2>&1 || true
   fi
+  stop_supervised
   rm -f "$UNITS/keel-agent.service" "$BIN/keel-agent"
   if [ "$NO_SYSTEMD" != 1 ]; then "$SYSTEMCTL" daemon-reload >/dev/null 2>&1 || true; fi
   rm -rf "$OPT/agent"

@@ -1,6 +1,7 @@
 // Proves the release artifacts and deployment files: the agent bundle is reproducible and
 // self-contained; install.sh and the stand-in systemctl are shellcheck clean; the systemd units
-// have their hardening and pass systemd-analyze; the Ansible role and playbook are ansible-lint
+// have their hardening (the agent's KillMode=process: its supervised processes survive a restart)
+// and pass systemd-analyze; the Ansible role and playbook are ansible-lint
 // clean.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -136,7 +137,12 @@ describe('systemd units', () => {
     ]) {
       assert.equal(controller.get(key!)?.[0], value, `controller ${key}`);
     }
-    assert.equal(service(read('keel-agent.service')).get('RestartPreventExitStatus')?.[0], '2');
+    const agent = service(read('keel-agent.service'));
+    assert.equal(agent.get('RestartPreventExitStatus')?.[0], '2');
+    // A restart or stop signals the agent alone: supervised processes (own sessions, adopted by
+    // the next agent) must survive it, which systemd's default control-group mode would not allow.
+    assert.deepEqual(agent.get('KillMode'), ['process']);
+    assert.equal(controller.get('KillMode'), undefined, 'the controller unit keeps control-group');
   });
 
   test(
@@ -160,7 +166,7 @@ describe('systemd units', () => {
         const score = Number(
           /Overall exposure level for \S+: ([\d.]+)/.exec(security.stdout + security.stderr)?.[1],
         );
-        assert.ok(score <= 2, `controller exposure ${score} (docs/operations.md says 1.6)`);
+        assert.ok(score <= 2, `controller exposure ${score} (docs/deployment.md says 1.6)`);
       } finally {
         removeDir(dir);
       }

@@ -4,7 +4,8 @@
 // halts), then all move to a newer release built from the same sources through a staged rollout
 // that carries on across a controller restart which outlasts a host's trial deadline (its launcher
 // holds the trial while the controller does not answer, and a request whose answer the restart
-// lost is sent again), while a supervised process on every host keeps its pid.
+// lost is sent again), while a supervised process on every host keeps its pid; restarting the
+// agent's service keeps that process too, and uninstalling the agent stops it.
 //
 // systemd is not PID 1 here: install.sh gets the stand-in systemctl (test/install-stand-in-systemctl.sh),
 // which runs the unit's ExecStart — the real keel-agent launcher install.sh writes, whose restart
@@ -329,6 +330,44 @@ describe('staged agent upgrades', () => {
       assert.match(actions, /rollout\.done/);
       assert.match(actions, /rollout\.halt/);
       rmSync(join(work, 'broken'), { recursive: true, force: true });
+    },
+  );
+
+  test(
+    "restarting the agent's service keeps supervised processes; uninstalling the agent stops them",
+    { timeout: 120_000 },
+    async () => {
+      assert.equal(keepers.length, HOSTS, 'the rollout test started a keeper on every host');
+      // The stand-in systemctl signals the unit's main process alone (the launcher), as systemd does
+      // with the unit's KillMode=process (asserted on the unit in test/install-artifacts.test.ts).
+      const events = controller.services.hostEvents;
+      const before = (await events.tail(hostIds[0]!, 1)).events.at(-1)?.seq ?? 0;
+      const adoptions = async () =>
+        (await events.read(hostIds[0]!, before, 1000)).events.filter((e) => e.kind === 'process.adopted')
+          .length;
+      const restarted = spawnSync(standInSystemctl, ['restart', 'keel-agent.service'], {
+        env: { ...process.env, ...rootEnv(roots[0]!) },
+        encoding: 'utf8',
+      });
+      assert.equal(restarted.status, 0, restarted.stderr);
+      await waitFor(async () => (await adoptions()) > 0, 60_000, "host-0's new agent adopted its process");
+      assert.equal(await keeperPid(hostIds[0]!), keepers[0]);
+      // Uninstall stops what the agent supervised (checked by pid and start time), else it would run on unmanaged.
+      const removed = await sh(`sh ${join(repoRoot, 'install.sh')} uninstall`, rootEnv(roots[4]!));
+      assert.equal(removed.code, 0, removed.out);
+      assert.match(removed.out, /stopped supervised process keeper/);
+      await waitFor(
+        () => {
+          try {
+            process.kill(keepers[4]!, 0);
+            return false;
+          } catch {
+            return true;
+          }
+        },
+        10_000,
+        "host-4's keeper gone",
+      );
     },
   );
 });

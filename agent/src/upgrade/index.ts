@@ -5,7 +5,7 @@
 //    request names a version, never a URL), stopping past the announced size.
 // 2. Check its SHA-256 against the request's. The request arrives sealed on a session whose
 //    handshake the pinned controller key signed, so the hash is as authentic as a signature by
-//    that key would make it; a separate signature would add nothing (docs/operations.md).
+//    that key would make it; a separate signature would add nothing (docs/deployment.md).
 // 3. Unpack it beside the running release, check that it is the release asked for.
 // 4. Write the trial record `<state>/upgrade/trial`, switch `current` atomically, answer, exit 75.
 // The keel-agent launcher install.sh writes restarts the agent on 75 and watches the trial: a

@@ -3,7 +3,7 @@
 // checks its size and SHA-256, unpacks it beside the running release, writes a trial record that
 // its launcher watches, switches `current` and restarts into it. A release that does not reach
 // the controller in time, or exits again and again, is switched back by the launcher
-// (docs/operations.md, Agent upgrades).
+// (docs/deployment.md, Agent upgrades).
 import { z } from 'zod';
 import { defineRequest } from '../definitions.ts';
 
