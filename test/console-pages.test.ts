@@ -242,6 +242,26 @@ test(
 
           await processesPage(page, realId, `${theme}-${viewport}`, where, shot);
 
+          // The fleet-wide Processes page and Log search (test/process-templates-console.test.ts
+          // drives them; here they join every page's axe round).
+          await page.goto('/processes');
+          await page.locator('[data-testid="fleet-process-row"][data-name="console-echo"]').waitFor();
+          await checkAccessible(page, where('fleet processes'));
+          await page.goto('/logs');
+          await page.fill('[data-testid="log-search-q"]', 'got hi');
+          // The console line is stored a moment after it was shown live: search until it is.
+          await waitFor(
+            async () => {
+              await page.press('[data-testid="log-search-q"]', 'Enter');
+              const status = page.locator('[data-testid="log-search-status"]');
+              await waitFor(async () => /found in/.test(await status.innerText()), 15_000, 'search ended');
+              return (await page.locator('[data-testid="log-search-hit"] mark').count()) > 0;
+            },
+            30_000,
+            'the console line found by log search',
+          );
+          await checkAccessible(page, where('log search'));
+
           await page.goto(`/hosts/${realId}/metrics`);
           await page.locator('[data-testid="metrics-chart"] canvas').first().waitFor();
           await checkAccessible(page, where('host metrics'));

@@ -175,7 +175,7 @@ test(
           if (viewport === 'desktop' && theme === 'dark') {
             // Bulk: select it and start it (it was stopped by the first test).
             await row.locator('[data-testid="select-row"]').check();
-            await page.getByRole('button', { name: 'Start selected' }).click();
+            await page.getByRole('button', { name: 'Start selected', exact: true }).click();
             await page
               .locator('[data-testid="bulk-results"]')
               .getByText(/echo-game: running/)
@@ -202,7 +202,8 @@ test(
           const hit = page.locator('[data-testid="log-search-hit"]').first();
           await hit.waitFor();
           assert.equal(await hit.locator('mark').first().innerText(), 'For help');
-          await page.locator('[data-testid="log-search-status"]', { hasText: /found in/ }).waitFor();
+          const status = page.locator('[data-testid="log-search-status"]');
+          await waitFor(async () => /found in/.test(await status.innerText()), 30_000, where('search ended'));
           await clean(page, where('log search'));
           await page.screenshot({ path: join(shots, `log-search-${theme}-${viewport}.png`), fullPage: true });
           assert.deepEqual(
