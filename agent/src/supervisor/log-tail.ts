@@ -97,6 +97,7 @@ export class LogTailer {
   #resumeAt: Offsets;
   #spool: LogSpool;
   #now: () => number;
+  #lineListener: ((process: string, stream: 'stdout' | 'stderr', line: Buffer) => void) | null = null;
 
   constructor(opts: { dir: string; spool: LogSpool; now?: () => number }) {
     this.#intentPath = join(opts.dir, 'tail-offsets.json');
@@ -117,6 +118,11 @@ export class LogTailer {
     } catch {
       return {};
     }
+  }
+
+  /** Hears every line handed to the spool (the supervisor's output health checks). */
+  onLine(listener: (process: string, stream: 'stdout' | 'stderr', line: Buffer) => void): void {
+    this.#lineListener = listener;
   }
 
   /** Starts tailing a file, from where an earlier agent left it (or from 0). */
@@ -164,6 +170,7 @@ export class LogTailer {
     for (const f of this.#files.values()) {
       prev[f.path] = f.committed;
       const emit = (line: Buffer, continued: boolean) => {
+        this.#lineListener?.(f.process, f.stream, line);
         records.push({
           ts: now,
           payload: encodeLogLine({ process: f.process, stream: f.stream, line, continued }),

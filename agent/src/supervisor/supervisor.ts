@@ -8,7 +8,10 @@
 // the agent was down is in its files and goes out through the log tailer (log-tail.ts).
 //
 // Layout of `<dir>/<name>/`: spec.json ({ spec, desired }), run.json ({ pid, startTicks,
-// startedAt }), stdout.log, stderr.log, stdin (FIFO).
+// startedAt, healthyAt, cgroup }), stdout.log, stderr.log, stdin (FIFO).
+//
+// A process with a health check stays `starting` until the check first passes (health.ts); one
+// with limits runs in a cgroup v2 of its own where the host allows it (cgroup.ts).
 import {
   constants as fsc,
   existsSync,
@@ -22,9 +25,24 @@ import { renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } 
 import { join } from 'node:path';
 import { execa, execaSync, type Options } from 'execa';
 import type { Logger } from 'pino';
-import { KeelError, type ProcessSpec, type ProcessState, type ProcessStatus } from '@keel/shared';
+import {
+  KeelError,
+  type ProcessHealthCheck,
+  type ProcessSpec,
+  type ProcessState,
+  type ProcessStatus,
+} from '@keel/shared';
 import { cpuPercent, groupMembers, isSameProcess, readStat, sampleGroups } from './proc.ts';
 import type { LogTailer } from './log-tail.ts';
+import { outputMatcher, probe } from './health.ts';
+import {
+  detectCgroupHost,
+  enterCgroup,
+  gatedArgv,
+  oomKills,
+  prepareCgroup,
+  type CgroupHost,
+} from './cgroup.ts';
 import { writeProcessFiles } from './files.ts';
 
 /** How often an adopted process (not our child: no exit event) is checked for life. */
@@ -40,7 +58,14 @@ interface Run {
   pid: number;
   startTicks: number;
   startedAt: number;
+  /** When the run first passed its health check (kept so an adopted run stays `running`). */
+  healthyAt?: number;
+  /** Whether the run's limits hold (and its cgroup), kept for an adopting agent. */
+  limits?: LimitsView;
 }
+
+type HealthView = NonNullable<ProcessStatus['health']>;
+type LimitsView = NonNullable<ProcessStatus['limits']>;
 
 interface Managed {
   spec: ProcessSpec;
@@ -62,6 +87,17 @@ interface Managed {
   ended: Promise<void> | null;
   endRun: (() => void) | null;
   stdinFd: number | null;
+  /** The current run's health (null: the spec has no check, or no run yet). */
+  health: HealthView | null;
+  /** The next health probe, and the end of the wait for the first pass. */
+  probeTimer: NodeJS.Timeout | null;
+  startDeadline: NodeJS.Timeout | null;
+  /** Matches output lines while an output check waits for its line. */
+  outputMatch: ((stream: string, line: string) => boolean) | null;
+  /** The run is being stopped because it turned unhealthy (its exit counts as a failure). */
+  unhealthyStop: boolean;
+  /** Whether spec.limits hold for the current run. */
+  limits: LimitsView | null;
 }
 
 /** What the supervisor reports as it goes (host events). */
@@ -73,6 +109,8 @@ export interface SupervisorOptions {
   tailer: LogTailer;
   log: Logger;
   emit?: SupervisorEmit;
+  /** The cgroup v2 mount and the agent's cgroup (detected from /proc when absent; for tests). */
+  cgroups?: CgroupHost;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -121,10 +159,12 @@ export class Supervisor {
   #opts: SupervisorOptions;
   #cpu = new Map<string, { ticks: number; at: number; percent: number | null }>();
   #closed = false;
+  #cgroupHost: CgroupHost | null = null;
 
   constructor(opts: SupervisorOptions) {
     this.#opts = opts;
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+    opts.tailer.onLine((process, stream, line) => this.#onOutputLine(process, stream, line));
   }
 
   #emit(kind: string, data: Record<string, unknown>): void {
@@ -163,6 +203,12 @@ export class Supervisor {
       ended: null,
       endRun: null,
       stdinFd: null,
+      health: null,
+      probeTimer: null,
+      startDeadline: null,
+      outputMatch: null,
+      unhealthyStop: false,
+      limits: null,
     };
   }
 
@@ -189,9 +235,12 @@ export class Supervisor {
         m.run = run;
         m.state = 'running';
         m.adopted = true;
+        if (m.spec.limits) m.limits = run.limits ?? null;
         this.#watchAdopted(m);
+        // A run that had passed its check stays running; one still starting waits for it again.
+        if (m.spec.health) this.#startHealth(m, m.spec.health, run.healthyAt ?? null);
         this.#opts.log.info({ process: name, pid: run.pid }, 'process adopted');
-        this.#emit('process.adopted', { process: name, pid: run.pid });
+        this.#emit('process.adopted', { process: name, pid: run.pid, state: m.state });
         continue;
       }
       if (run) {
@@ -360,6 +409,8 @@ export class Supervisor {
         this.#cpu.set(name, { ticks: g.cpuTicks, at: now, percent: null });
       }
     }
+    const limits =
+      m.limits && m.limits.cgroup ? { ...m.limits, oomKills: oomKills(m.limits.cgroup) } : m.limits;
     return {
       name,
       state: m.state,
@@ -374,6 +425,8 @@ export class Supervisor {
       rssBytes: g ? g.rssBytes : null,
       adopted: m.adopted,
       spec: m.spec,
+      health: m.spec.health ? (m.health ? { ...m.health } : null) : null,
+      limits: m.spec.limits ? limits : null,
     };
   }
 
@@ -389,6 +442,9 @@ export class Supervisor {
     m.state = 'starting';
     m.adopted = false;
     m.nextRestartAt = null;
+    this.#stopHealth(m);
+    m.health = null;
+    m.limits = null;
     const fifo = join(dir, 'stdin');
     if (!existsSync(fifo)) execaSync('mkfifo', ['-m', '600', fifo]);
     // Output files fully handed to the spool start over for the new run (the files stay bounded
@@ -413,7 +469,18 @@ export class Supervisor {
     let ended!: () => void;
     m.ended = new Promise<void>((r) => (ended = r));
     m.endRun = ended;
-    const [file, ...args] = m.spec.argv as [string, ...string[]];
+    // Limits: a cgroup of its own where the host delegates one; else the run goes on without.
+    const limits = m.spec.limits;
+    const cgroup =
+      limits && (limits.memoryBytes !== undefined || limits.cpuPercent !== undefined)
+        ? prepareCgroup((this.#cgroupHost ??= this.#opts.cgroups ?? detectCgroupHost()), name, limits)
+        : null;
+    if (cgroup && !cgroup.ok) {
+      m.limits = { applied: false, cgroup: null, message: cgroup.message, oomKills: null };
+      this.#opts.log.warn({ process: name, reason: cgroup.message }, 'process limits not applied');
+    }
+    const argv = cgroup?.ok ? gatedArgv(cgroup.relative, m.spec.argv) : m.spec.argv;
+    const [file, ...args] = argv as [string, ...string[]];
     try {
       const options = {
         // The state dir is the agent's own (0700): another user starts in its home directory.
@@ -432,12 +499,24 @@ export class Supervisor {
       const child = execa(file, args, options);
       const pid = child.pid;
       if (pid !== undefined) {
+        if (cgroup?.ok) {
+          const failed = enterCgroup(cgroup, pid);
+          m.limits = failed
+            ? { applied: false, cgroup: null, message: failed, oomKills: null }
+            : { applied: true, cgroup: cgroup.path, message: null, oomKills: oomKills(cgroup.path) };
+        }
         const stat = readStat(pid);
         m.run = { pid, startTicks: stat?.startTicks ?? 0, startedAt: Date.now() };
+        if (m.limits) m.run.limits = m.limits;
         writeJson(this.#path(name, 'run.json'), m.run);
-        m.state = 'running';
+        m.state = m.spec.health ? 'starting' : 'running';
         this.#opts.log.info({ process: name, pid }, 'process started');
-        this.#emit('process.started', { process: name, pid });
+        this.#emit('process.started', {
+          process: name,
+          pid,
+          ...(m.limits ? { limits: m.limits.applied ? 'applied' : m.limits.message } : {}),
+        });
+        if (m.spec.health) this.#startHealth(m, m.spec.health, null);
       }
       child.unref();
       void child.then((result) => {
@@ -471,6 +550,9 @@ export class Supervisor {
     if (!m.run && m.state !== 'starting') return;
     if (m.pollTimer) clearInterval(m.pollTimer);
     m.pollTimer = null;
+    this.#stopHealth(m);
+    const unhealthy = m.unhealthyStop;
+    m.unhealthyStop = false;
     const name = m.spec.name;
     const ranMs = m.run ? Date.now() - m.run.startedAt : 0;
     m.run = null;
@@ -481,7 +563,8 @@ export class Supervisor {
     this.#opts.tailer.tick(true);
     m.exitCode = code;
     m.exitSignal = signal;
-    const wasStopping = m.state === 'stopping';
+    // Stopped because it turned unhealthy: an exit (a failed run), not a stop someone asked for.
+    const wasStopping = m.state === 'stopping' && !unhealthy;
     m.state = wasStopping ? 'stopped' : 'exited';
     const endRun = m.endRun;
     m.endRun = null;
@@ -493,14 +576,120 @@ export class Supervisor {
       exitCode: code,
       signal,
       ...(error ? { error: error.slice(0, 300) } : {}),
+      ...(unhealthy ? { reason: 'unhealthy' } : {}),
+      ...(m.limits?.cgroup ? { oomKills: oomKills(m.limits.cgroup) } : {}),
     });
     if (wasStopping || m.desired !== 'running') return;
-    const failed = code !== 0 || signal !== null;
+    const failed = unhealthy || code !== 0 || signal !== null;
     const policy = m.spec.restart.policy;
     if (policy === 'never' || (policy === 'on-failure' && !failed)) return;
     // A run that lasted longer than the crash-loop window was healthy: back off from the start.
     if (ranMs > m.spec.restart.windowSeconds * 1000) m.failures = 0;
     this.#scheduleRestart(m, failed);
+  }
+
+  /**
+   * Watches the current run's health: probes every `intervalMs` (TCP/HTTP) or waits for the line
+   * (output). The run is `starting` until the first pass (then `running`, event process.healthy);
+   * a start that takes longer than `startTimeoutSeconds`, or `failures` failed probes in a row once
+   * running, make it unhealthy: it is stopped and its exit counts as a failure.
+   */
+  #startHealth(m: Managed, check: ProcessHealthCheck, healthyAt: number | null): void {
+    const run = m.run;
+    if (!run) return;
+    m.health = { status: healthyAt ? 'healthy' : 'starting', failures: 0, lastError: null, healthyAt };
+    m.state = healthyAt ? 'running' : 'starting';
+    if (!healthyAt) {
+      m.startDeadline = setTimeout(() => {
+        m.startDeadline = null;
+        if (m.run !== run || m.health?.status !== 'starting') return;
+        const last = m.health.lastError ? `${m.health.lastError}; ` : '';
+        this.#unhealthy(m, `${last}not healthy within ${check.startTimeoutSeconds} s`);
+      }, check.startTimeoutSeconds * 1000);
+      m.startDeadline.unref();
+    }
+    if (check.type === 'output') {
+      if (!healthyAt) m.outputMatch = outputMatcher(check);
+      return;
+    }
+    const loop = () => {
+      m.probeTimer = setTimeout(() => {
+        m.probeTimer = null;
+        void probe(check).then((error) => {
+          if (this.#closed || m.run !== run || m.state === 'stopping') return;
+          this.#healthResult(m, error);
+          if (m.run === run && m.health?.status !== 'unhealthy') loop();
+        });
+      }, check.intervalMs);
+      m.probeTimer.unref();
+    };
+    loop();
+  }
+
+  #stopHealth(m: Managed): void {
+    if (m.probeTimer) clearTimeout(m.probeTimer);
+    if (m.startDeadline) clearTimeout(m.startDeadline);
+    m.probeTimer = null;
+    m.startDeadline = null;
+    m.outputMatch = null;
+  }
+
+  /** One probe's outcome (null: passed). */
+  #healthResult(m: Managed, error: string | null): void {
+    const h = m.health;
+    const run = m.run;
+    if (!h || !run) return;
+    if (error === null) {
+      h.failures = 0;
+      if (h.status !== 'healthy') {
+        h.status = 'healthy';
+        h.lastError = null;
+        h.healthyAt = Date.now();
+        m.state = 'running';
+        m.outputMatch = null;
+        if (m.startDeadline) clearTimeout(m.startDeadline);
+        m.startDeadline = null;
+        run.healthyAt = h.healthyAt;
+        writeJson(this.#path(m.spec.name, 'run.json'), run);
+        this.#opts.log.info({ process: m.spec.name, pid: run.pid }, 'process healthy');
+        this.#emit('process.healthy', {
+          process: m.spec.name,
+          pid: run.pid,
+          afterMs: h.healthyAt - run.startedAt,
+        });
+      }
+      return;
+    }
+    h.lastError = error.slice(0, 500);
+    // While starting, failures are expected: only the start deadline ends the wait.
+    if (h.status === 'starting') return;
+    h.failures++;
+    const check = m.spec.health;
+    if (check && check.type !== 'output' && h.failures >= check.failures) {
+      this.#unhealthy(m, `${h.failures} failed checks in a row: ${h.lastError}`);
+    }
+  }
+
+  /** The run turned unhealthy: stop it; its exit then counts as a failed run (restart policy). */
+  #unhealthy(m: Managed, reason: string): void {
+    const run = m.run;
+    if (!run || !m.health || m.state === 'stopping') return;
+    m.health.status = 'unhealthy';
+    m.health.lastError = reason.slice(0, 500);
+    this.#stopHealth(m);
+    m.unhealthyStop = true;
+    this.#opts.log.warn({ process: m.spec.name, pid: run.pid, reason }, 'process unhealthy');
+    this.#emit('process.unhealthy', { process: m.spec.name, pid: run.pid, reason: m.health.lastError });
+    this.#stopRun(m).catch((err: unknown) =>
+      this.#opts.log.error({ err, process: m.spec.name }, 'stopping an unhealthy process failed'),
+    );
+  }
+
+  /** Output lines, for output health checks waiting for their line. */
+  #onOutputLine(name: string, stream: 'stdout' | 'stderr', line: Buffer): void {
+    const m = this.#procs.get(name);
+    if (!m?.outputMatch || !m.run || m.health?.status !== 'starting') return;
+    if (m.outputMatch(stream, line.toString('utf8'))) this.#healthResult(m, null);
   }
 
   #scheduleRestart(m: Managed, failed: boolean): void {
@@ -571,6 +760,7 @@ export class Supervisor {
     for (const m of this.#procs.values()) {
       if (m.restartTimer) clearTimeout(m.restartTimer);
       if (m.pollTimer) clearInterval(m.pollTimer);
+      this.#stopHealth(m);
       this.#closeStdin(m);
     }
   }

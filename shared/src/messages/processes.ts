@@ -61,6 +61,88 @@ export const stopSpecSchema = z.strictObject({
   graceMs: z.number().int().min(0).max(60_000).default(10_000),
 });
 
+/** Timing shared by every kind of health check. */
+const healthTiming = {
+  /**
+   * How long the process may stay `starting` before its first passing check; past it the start
+   * counts as failed: the process is stopped and its restart policy applies.
+   */
+  startTimeoutSeconds: z.number().int().min(1).max(3_600).default(120),
+};
+
+/** Timing of the checks that probe (TCP, HTTP), repeated while the process runs. */
+const probeTiming = {
+  ...healthTiming,
+  /** Time between probes (while starting and while running). */
+  intervalMs: z.number().int().min(200).max(3_600_000).default(2_000),
+  /** How long one probe may take. */
+  timeoutMs: z.number().int().min(50).max(60_000).default(1_000),
+  /** Consecutive failed probes that make a running process unhealthy (it is then restarted). */
+  failures: z.number().int().min(1).max(100).default(3),
+};
+
+/**
+ * When a process counts as up: a TCP port accepting connections, an HTTP URL answering 2xx/3xx,
+ * or a line of its output (a game server's "Done"). It stays `starting` until the check passes.
+ */
+export const processHealthCheckSchema = z
+  .discriminatedUnion('type', [
+    z.strictObject({
+      type: z.literal('tcp'),
+      host: z
+        .string()
+        .min(1)
+        .max(253)
+        .regex(/^[A-Za-z0-9.:_-]+$/, 'a host name or address')
+        .default('127.0.0.1'),
+      port: z.number().int().min(1).max(65_535),
+      ...probeTiming,
+    }),
+    z.strictObject({
+      type: z.literal('http'),
+      url: z
+        .string()
+        .max(2_048)
+        .refine((s) => /^https?:\/\/[^\s]+$/.test(s) && URL.canParse(s), 'an http:// or https:// URL'),
+      ...probeTiming,
+    }),
+    z.strictObject({
+      type: z.literal('output'),
+      /** Text a line must contain (or a regular expression when `regex`), e.g. `Done (`. */
+      match: noNul(1_024).min(1),
+      regex: z.boolean().default(false),
+      stream: z.enum(['stdout', 'stderr', 'both']).default('both'),
+      ...healthTiming,
+    }),
+  ])
+  .refine((c) => {
+    if (c.type !== 'output' || !c.regex) return true;
+    try {
+      new RegExp(c.match);
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'match must be a valid regular expression');
+export type ProcessHealthCheck = z.output<typeof processHealthCheckSchema>;
+
+/**
+ * Resource limits, applied through a cgroup v2 of the process's own where the host delegates the
+ * controllers to the agent; where it cannot, the process runs and its status says why not.
+ */
+export const processLimitsSchema = z.strictObject({
+  /** Memory of the whole process group (cgroup `memory.max`); past it the kernel OOM-kills. */
+  memoryBytes: z
+    .number()
+    .int()
+    .min(4 * 1024 * 1024)
+    .max(2 ** 50)
+    .optional(),
+  /** CPU time as a share of one core (cgroup `cpu.max`): 50 = half a core, 200 = two cores. */
+  cpuPercent: z.number().int().min(1).max(100_000).optional(),
+});
+export type ProcessLimits = z.output<typeof processLimitsSchema>;
+
 /** A file a process needs, written by the agent before each start (relative to the working directory). */
 export const processFileSchema = z.strictObject({
   path: noNul(255).refine(
@@ -114,6 +196,10 @@ export const processSpecSchema = z.strictObject({
       'at most 128 KiB of file content in all (a request must fit one agent frame)',
     )
     .optional(),
+  /** When the process counts as up (absent: as soon as it was started). */
+  health: processHealthCheckSchema.optional(),
+  /** Memory and CPU limits through cgroup v2 (absent: none). */
+  limits: processLimitsSchema.optional(),
 });
 export type ProcessSpec = z.output<typeof processSpecSchema>;
 export type ProcessSpecInput = z.input<typeof processSpecSchema>;
@@ -144,6 +230,33 @@ export const processStatusSchema = z.strictObject({
   /** True when this run was started by an earlier agent and taken over after a restart. */
   adopted: z.boolean(),
   spec: processSpecSchema,
+  /** The health check's view of the current run (absent from agents before health checks; null without a check). */
+  health: z
+    .strictObject({
+      status: z.enum(['starting', 'healthy', 'unhealthy']),
+      /** Consecutive failed probes. */
+      failures: z.number().int().nonnegative(),
+      /** What the last failed probe saw (or why the start timed out). */
+      lastError: z.string().max(500).nullable(),
+      /** When the current run first passed its check, epoch ms. */
+      healthyAt: z.number().nullable(),
+    })
+    .nullable()
+    .optional(),
+  /**
+   * Whether `spec.limits` hold for the current run (absent from older agents; null without limits):
+   * `applied` false with the reason where the host does not delegate cgroup v2 controllers.
+   */
+  limits: z
+    .strictObject({
+      applied: z.boolean(),
+      cgroup: z.string().max(4_096).nullable(),
+      message: z.string().max(500).nullable(),
+      /** Times the kernel OOM-killed a process of the group under `memory.max` (cgroup `memory.events`). */
+      oomKills: z.number().int().nonnegative().nullable(),
+    })
+    .nullable()
+    .optional(),
 });
 export type ProcessStatus = z.infer<typeof processStatusSchema>;
 
