@@ -176,6 +176,14 @@ describe('Pterodactyl eggs', () => {
       assert.match(notes, new RegExp(part.replace('.', '\\.')), part);
     }
     const r = renderTemplate(t, 'echo', { MOTD: 'two words; $(id)', SERVER_PORT: 4000 });
+    assert.deepEqual(r.spec.health, {
+      type: 'output',
+      match: ')! For help, type ',
+      regex: false,
+      startTimeoutSeconds: 600,
+    });
+    const two = renderTemplate({ ...t, doneLines: ['Done (', 'ready.'] }, 'echo', {});
+    assert.equal(two.spec.health?.type === 'output' && two.spec.health.match, 'Done \\(|ready\\.');
     assert.deepEqual(r.spec.argv, [
       'node',
       'server.cjs',

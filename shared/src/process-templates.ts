@@ -20,6 +20,8 @@ export const TEMPLATE_VARIABLE_KEY = /^[A-Z_][A-Z0-9_]{0,63}$/;
 const PLACEHOLDER = /\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}/g;
 /** An argv element that is only one placeholder (where an `args` variable may expand). */
 const WHOLE_PLACEHOLDER = /^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$/;
+/** How long a template process may take to print its done line before the start counts as failed. */
+export const DONE_LINE_START_TIMEOUT_SECONDS = 600;
 /** Longest value a variable may hold (the agent's argv element limit). */
 export const MAX_VARIABLE_VALUE = 4096;
 
@@ -423,6 +425,21 @@ export function renderTemplate(
       ...(stdinLine ? { stdinLine } : {}),
     },
     autostart: overrides.autostart ?? true,
+    // The done line is the readiness signal: the process stays `starting` until it prints one
+    // (a large game world may take minutes to load, hence the long start timeout).
+    ...(template.doneLines.length > 0
+      ? {
+          health: {
+            type: 'output' as const,
+            match:
+              template.doneLines.length === 1
+                ? template.doneLines[0]!
+                : template.doneLines.map((d) => d.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'),
+            regex: template.doneLines.length > 1,
+            startTimeoutSeconds: DONE_LINE_START_TIMEOUT_SECONDS,
+          },
+        }
+      : {}),
   };
   return { spec, ports, doneLines: template.doneLines, values };
 }
