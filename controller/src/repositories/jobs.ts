@@ -1,6 +1,6 @@
 // Run-on-many jobs and schedules: runs with their per-host results, schedules, and the claims that
 // keep a scheduled slot from running twice (compare-and-set of next_run_at, unique run per slot).
-import { and, desc, eq, inArray, isNotNull, lt, lte, sql } from 'drizzle-orm';
+import { and, desc, eq, gt, inArray, isNotNull, lt, lte, ne, sql } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import {
   jobRunHosts,
@@ -233,6 +233,31 @@ export function createJobsRepository(db: Db) {
         .where(inArray(jobRuns.scheduleId, [...scheduleIds]))
         .orderBy(jobRuns.scheduleId, desc(jobRuns.startedAt));
       return new Map(rows.map((r) => [r.scheduleId!, r]));
+    },
+
+    /**
+     * Deletes the runs of each schedule beyond its newest `keep` (history retention; a run still
+     * running is never deleted). At most `batch` runs per call; returns how many.
+     */
+    async trimScheduleRuns(keep: number, batch = 5_000): Promise<number> {
+      const rank = sql<number>`row_number() over (partition by ${jobRuns.scheduleId} order by ${jobRuns.startedAt} desc)`;
+      const ranked = db
+        .select({ id: jobRuns.id, rank: rank.as('rank') })
+        .from(jobRuns)
+        .where(and(isNotNull(jobRuns.scheduleId), ne(jobRuns.status, 'running')))
+        .as('ranked');
+      const old = await db.select({ id: ranked.id }).from(ranked).where(gt(ranked.rank, keep)).limit(batch);
+      if (old.length === 0) return 0;
+      const rows = await db
+        .delete(jobRuns)
+        .where(
+          inArray(
+            jobRuns.id,
+            old.map((r) => r.id),
+          ),
+        )
+        .returning({ id: jobRuns.id });
+      return rows.length;
     },
 
     /** Deletes runs that ended before `before` (history retention); returns how many. */

@@ -21,6 +21,35 @@ import { jobTargetSchema, runView, type JobRunView, type JobsService } from './j
 const MISSED_AFTER_MS = 60_000;
 /** Sweep for orphaned runs every this many ticks. */
 const SWEEP_EVERY_TICKS = 10;
+/** Apply the history retention every this many ticks (10 minutes at the default tick). */
+const RETENTION_EVERY_TICKS = 600;
+
+/** How much run history is kept (docs/jobs.md, "Results and history"). */
+export interface JobHistoryRetention {
+  /** Runs that started more than this many days ago are deleted; 0 keeps them forever. */
+  days: number;
+  /** Each schedule keeps its newest this many runs; 0: no limit. */
+  runsPerSchedule: number;
+}
+
+/**
+ * Retention from `KEEL_JOB_HISTORY_DAYS` (default 90) and `KEEL_JOB_HISTORY_RUNS_PER_SCHEDULE`
+ * (default 1000); 0 turns either off. A malformed value is a start-up error naming the variable.
+ */
+export function jobHistoryFromEnv(env: Record<string, string | undefined>): JobHistoryRetention {
+  const read = (name: string, fallback: number, max: number) => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 0 || n > max)
+      throw new Error(`${name} must be a whole number from 0 to ${max}, got "${raw.slice(0, 40)}"`);
+    return n;
+  };
+  return {
+    days: read('KEEL_JOB_HISTORY_DAYS', 90, 36_500),
+    runsPerSchedule: read('KEEL_JOB_HISTORY_RUNS_PER_SCHEDULE', 1000, 10_000_000),
+  };
+}
 
 export const scheduleInputSchema = z.strictObject({
   name: z.string().trim().min(1).max(120),
@@ -114,6 +143,8 @@ export interface SchedulesServiceDeps {
   now?: () => Date;
   /** How often the scheduler looks for due slots (default 1 s). */
   tickMs?: number;
+  /** Run history kept (default: from the environment, see jobHistoryFromEnv). */
+  history?: JobHistoryRetention;
 }
 
 export function createSchedulesService(deps: SchedulesServiceDeps) {
@@ -122,6 +153,24 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
   let timer: NodeJS.Timeout | null = null;
   let ticking: Promise<void> | null = null;
   let ticks = 0;
+  const history = deps.history ?? jobHistoryFromEnv(process.env);
+
+  /** Deletes run history past the retention (age, then runs per schedule); returns how many. */
+  async function sweepHistory(): Promise<number> {
+    let removed = 0;
+    if (history.days > 0)
+      removed += await jobs.deleteRunsBefore(new Date(now().getTime() - history.days * 86_400_000));
+    if (history.runsPerSchedule > 0) {
+      // In batches, so one sweep never holds the database long; the rest goes at the next one.
+      for (let i = 0; i < 20; i++) {
+        const n = await jobs.trimScheduleRuns(history.runsPerSchedule);
+        removed += n;
+        if (n === 0) break;
+      }
+    }
+    if (removed > 0) log.info({ removed, ...history }, 'job history past its retention deleted');
+    return removed;
+  }
 
   const fleetWide = (actor: Actor) => (actor.fleet ?? rolePermissions[actor.role])?.has('job.run') ?? false;
   const visible = (actor: Actor, row: JobScheduleRow) => row.ownerId === actor.id || fleetWide(actor);
@@ -214,6 +263,8 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
   async function tick(): Promise<void> {
     ticks++;
     if (ticks % SWEEP_EVERY_TICKS === 1) await deps.runs.sweepOrphans();
+    if (ticks % RETENTION_EVERY_TICKS === 1)
+      await sweepHistory().catch((err: unknown) => log.error({ err }, 'job history retention failed'));
     const at = now();
     for (const s of await jobs.dueSchedules(at)) {
       const slot = s.nextRunAt!;
@@ -260,6 +311,8 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
     },
     /** One scheduler pass now (tests with an injected clock). */
     tick,
+    /** Applies the run history retention now (it also runs every 10 minutes of ticks). */
+    sweepHistory,
 
     async list(actor: Actor): Promise<ScheduleView[]> {
       requireAccess(actor, 'job.run');
