@@ -3,10 +3,15 @@
 //            user change through the proxy users service (what the PATCH route calls) until the new
 //            config is applied on all 20 nodes. The path is the real one: coalesced re-apply, one
 //            batch query for every node's users, the proxy nodes service assigning and storing
-//            each generation (users' ids and rendered files), and a simulated agent per node that
-//            renders the v2ray config with the agent's own adapter (v2rayAdapter.render, 10,000
-//            clients) and answers config.apply; a user-only change skips `v2ray -test` on the
-//            agent (see docs/proxies.md), so the simulated agent does not run it either.
+//            each generation (users by reference to a stored user set, rendered files by
+//            content hash), the controller's side of the gateway (params size check and validation,
+//            result validation), and a simulated agent per node that renders the v2ray config with
+//            the agent's own adapter (v2rayAdapter.render, 10,000 clients) and answers config.apply.
+//            Real agents render on their own hosts at the same time, so the simulated agents render
+//            a given users list once and every node with that list waits for it (the wall time of
+//            20 parallel renders is one render; rendering 20 times in this one process would
+//            measure this machine's core count instead). A user-only change skips `v2ray -test` on
+//            the agent (see docs/proxies.md), so the simulated agent does not run it either.
 //            Target: < 2 s.
 //  enforce   the delay from a node's counters crossing a user's quota to the user being gone from
 //            the rendered config of all 20 nodes, with the scraper running at a 2 s interval.
@@ -20,7 +25,8 @@ import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { adapterSettingsSchemas, type ProxyUserSpec } from '@keel/shared';
+import { adapterSettingsSchemas, requestDefinition, type ProxyUserSpec } from '@keel/shared';
+import { checkParamsSize } from '../controller/src/gateway/parts.ts';
 import { v2rayAdapter } from '../agent/src/configs/v2ray.ts';
 import type { AdapterContext } from '../agent/src/configs/adapter.ts';
 import { createLocalBus } from '../controller/src/bus/index.ts';
@@ -71,40 +77,65 @@ const applied = new Map<string, Set<string>>();
 const counters = new Map<string, Map<string, number>>();
 const counterEpoch = `bench-${Date.now()}`;
 
-/** Simulated agents: render with the agent's v2ray adapter and answer; counters from the map. */
+/** Renders per users list (see the header: real agents render in parallel on their hosts). */
+const renders = new WeakMap<object, ReturnType<typeof v2rayAdapter.render>>();
+let rendersDone = 0;
+
+/**
+ * Simulated agents behind the controller's side of the real gateway: params size-checked and
+ * validated, results validated, as Gateway.request does; render with the agent's v2ray adapter.
+ */
 function simulatedGateway(): AgentGateway {
   const gw = {
     isOnline: () => true,
     disconnect: () => false,
     async request(hostId: string, method: string, params: Record<string, unknown>) {
-      if (method === 'config.apply') {
-        const users = params.users as ProxyUserSpec[];
-        const files = await v2rayAdapter.render(settings, users, ctxFor(params.instance as string));
-        applied.set(hostId, new Set(users.map((u) => u.id)));
-        return {
-          instance: params.instance,
-          generation: params.generation,
-          method: 'api',
-          files: files.map((f) => ({
-            path: `/etc/keel/${params.instance as string}/${f.name}`,
-            sha256: createHash('sha256').update(f.content).digest('hex'),
-            content: f.content,
-          })),
-          appliedAt: Date.now(),
-        };
-      }
-      if (method === 'config.traffic') {
-        const c = counters.get(hostId) ?? new Map<string, number>();
-        return {
-          instance: params.instance,
-          counterEpoch,
-          users: [...c].map(([id, bytes]) => ({ id, upBytes: bytes, downBytes: 0 })),
-        };
-      }
-      throw new Error(`simulated agent: ${method} not simulated`);
+      const def = requestDefinition(method)!;
+      checkParamsSize(method, params);
+      if (!def.params.safeParse(params).success)
+        throw new Error(`simulated gateway: bad params for ${method}`);
+      const result = await answer(hostId, method, params);
+      const checked = def.result.safeParse(result);
+      if (!checked.success) throw new Error(`simulated gateway: bad result for ${method}`);
+      return checked.data;
     },
   };
   return gw as unknown as AgentGateway;
+}
+
+/** A simulated agent's answer. */
+async function answer(hostId: string, method: string, params: Record<string, unknown>) {
+  if (method === 'config.apply') {
+    const users = params.users as ProxyUserSpec[];
+    let rendering = renders.get(users);
+    if (!rendering) {
+      rendering = v2rayAdapter.render(settings, users, ctxFor(params.instance as string));
+      renders.set(users, rendering);
+      rendersDone++;
+    }
+    const files = await rendering;
+    applied.set(hostId, new Set(users.map((u) => u.id)));
+    return {
+      instance: params.instance,
+      generation: params.generation,
+      method: 'api',
+      files: files.map((f) => ({
+        path: `/etc/keel/${params.instance as string}/${f.name}`,
+        sha256: createHash('sha256').update(f.content).digest('hex'),
+        content: f.content,
+      })),
+      appliedAt: Date.now(),
+    };
+  }
+  if (method === 'config.traffic') {
+    const c = counters.get(hostId) ?? new Map<string, number>();
+    return {
+      instance: params.instance,
+      counterEpoch,
+      users: [...c].map(([id, bytes]) => ({ id, upBytes: bytes, downBytes: 0 })),
+    };
+  }
+  throw new Error(`simulated agent: ${method} not simulated`);
 }
 
 async function main(): Promise<void> {
@@ -195,9 +226,12 @@ async function main(): Promise<void> {
       const id = userIds[r % userIds.length]!;
       const done = allNodesApplied();
       const start = performance.now();
+      const rendersBefore = rendersDone;
       await svc.update(owner, id, { note: `change ${r}`, maxConnections: 10 + r });
       await done;
       const took = performance.now() - start;
+      if (rendersDone - rendersBefore !== 1)
+        console.log(`  (${rendersDone - rendersBefore} distinct renders)`);
       if (r > 0) times.push(took); // the first run warms caches and JIT
       console.log(
         `  ${r === 0 ? 'warm-up' : `run ${r}`}: one user change -> applied on ${NODES} nodes in ${ms(took)}`,

@@ -2,12 +2,15 @@
 // (who may, what is pushed, when a rollout halts) are in services/proxy-nodes.ts; this file only
 // stores and reads. Generation numbers come from one atomic counter per node, so two pushes never
 // share a number even across controller replicas.
+import { createHash } from 'node:crypto';
 import { and, asc, desc, eq, inArray, lt, sql } from 'drizzle-orm';
 import { KeelError } from '@keel/shared';
 import type { Db } from '../db/index.ts';
 import { isUuid, pgErrorCode, sqlState } from '../db/errors.ts';
 import {
+  configContents,
   configGenerations,
+  configUserSets,
   configRollouts,
   configRolloutSteps,
   proxyNodes,
@@ -20,6 +23,7 @@ import {
   type RenderedFile,
   type RolloutState,
   type RolloutStepState,
+  type StoredFile,
 } from '../db/schema/proxy-nodes.ts';
 
 export type {
@@ -35,9 +39,12 @@ export type {
 };
 
 /** A generation in a list: its files named with their hashes, without the content. */
-export type GenerationSummary = Omit<ConfigGenerationRow, 'files'> & {
+export type GenerationSummary = Omit<ConfigGenerationRow, 'files' | 'userSet'> & {
   files: { path: string; sha256: string }[];
 };
+
+/** A generation with its user ids and its files' contents (read back from their stores). */
+export type GenerationRecord = Omit<ConfigGenerationRow, 'files' | 'userSet'> & { files: RenderedFile[] };
 
 /** What a new generation is made of. */
 export interface NewGeneration {
@@ -83,7 +90,8 @@ const summaryColumns = {
   generation: configGenerations.generation,
   adapter: configGenerations.adapter,
   settings: configGenerations.settings,
-  userIds: configGenerations.userIds,
+  userIds: sql<string[]>`coalesce((select s.user_ids from ${configUserSets} s
+    where s.sha256 = ${configGenerations.userSet}), ${configGenerations.userIds})`,
   files: sql<{ path: string; sha256: string }[]>`(
     select coalesce(jsonb_agg(jsonb_build_object('path', f->'path', 'sha256', f->'sha256')), '[]'::jsonb)
     from jsonb_array_elements(${configGenerations.files}) as f)`,
@@ -99,8 +107,107 @@ const summaryColumns = {
   finishedAt: configGenerations.finishedAt,
 };
 
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
 /** Proxy nodes, generations and rollouts. */
 export function createProxyNodeRepository(db: Db) {
+  /**
+   * Stores the files' contents by their hash (once, whoever else stored the same) and answers the
+   * entries a generation row keeps. The key is hashed here, not taken from the agent's `sha256`:
+   * an agent cannot make another node's generation read its content.
+   */
+  async function storeFiles(files: readonly RenderedFile[]): Promise<StoredFile[]> {
+    const entries = files.map((f) => ({
+      path: f.path,
+      sha256: f.sha256,
+      ...(f.content !== '' ? { ref: sha256(f.content) } : {}),
+    }));
+    const fresh = new Map<string, string>();
+    files.forEach((f, i) => {
+      const ref = entries[i]!.ref;
+      if (ref) fresh.set(ref, f.content);
+    });
+    if (fresh.size > 0) {
+      const have = new Set(
+        (
+          await db
+            .select({ sha256: configContents.sha256 })
+            .from(configContents)
+            .where(inArray(configContents.sha256, [...fresh.keys()]))
+        ).map((r) => r.sha256),
+      );
+      if (have.size > 0) {
+        await db
+          .update(configContents)
+          .set({ usedAt: sql`now()` })
+          .where(inArray(configContents.sha256, [...have]));
+      }
+      const missing = [...fresh].filter(([k]) => !have.has(k));
+      if (missing.length > 0) {
+        await db
+          .insert(configContents)
+          .values(missing.map(([k, content]) => ({ sha256: k, content, bytes: Buffer.byteLength(content) })))
+          .onConflictDoNothing();
+      }
+    }
+    return entries;
+  }
+
+  /** The user set's key, stored once (ids sorted: the same users in any order are one set). */
+  async function storeUserSet(ids: readonly string[]): Promise<string> {
+    const sorted = [...ids].sort();
+    const key = sha256(sorted.join('\n'));
+    const [have] = await db
+      .select({ sha256: configUserSets.sha256 })
+      .from(configUserSets)
+      .where(eq(configUserSets.sha256, key));
+    if (have) {
+      await db
+        .update(configUserSets)
+        .set({ usedAt: sql`now()` })
+        .where(eq(configUserSets.sha256, key));
+    } else {
+      await db
+        .insert(configUserSets)
+        .values({ sha256: key, userIds: sorted, count: sorted.length })
+        .onConflictDoNothing();
+    }
+    return key;
+  }
+
+  /** A generation row with its user ids and file contents read back. */
+  async function resolve(row: ConfigGenerationRow): Promise<GenerationRecord> {
+    const refs = row.files.flatMap((f) => (f.ref ? [f.ref] : []));
+    const contents = new Map(
+      refs.length > 0
+        ? (
+            await db
+              .select({ sha256: configContents.sha256, content: configContents.content })
+              .from(configContents)
+              .where(inArray(configContents.sha256, refs))
+          ).map((r) => [r.sha256, r.content])
+        : [],
+    );
+    let userIds = row.userIds;
+    if (row.userSet) {
+      const [set] = await db
+        .select({ userIds: configUserSets.userIds })
+        .from(configUserSets)
+        .where(eq(configUserSets.sha256, row.userSet));
+      userIds = set?.userIds ?? [];
+    }
+    const { userSet: _set, ...rest } = row;
+    return {
+      ...rest,
+      userIds,
+      files: row.files.map((f) => ({
+        path: f.path,
+        sha256: f.sha256,
+        content: f.ref ? (contents.get(f.ref) ?? '') : (f.content ?? ''),
+      })),
+    };
+  }
+
   return {
     /** Every node, or a host's nodes, ordered by host then instance. */
     async listNodes(filter: { hostId?: string } = {}): Promise<ProxyNodeRow[]> {
@@ -185,19 +292,22 @@ export function createProxyNodeRepository(db: Db) {
         .where(node(hostId, instance));
     },
 
-    async insertGeneration(input: NewGeneration): Promise<ConfigGenerationRow> {
+    async insertGeneration(input: NewGeneration): Promise<GenerationRecord> {
+      const { userIds, files, ...fields } = input;
       const [row] = await db
         .insert(configGenerations)
         .values({
-          ...input,
+          ...fields,
+          userIds: [],
+          userSet: await storeUserSet(userIds),
           rollbackOf: input.rollbackOf ?? null,
           reason: input.reason ?? null,
-          files: input.files ?? [],
+          files: files ? await storeFiles(files) : [],
           method: input.method ?? null,
           finishedAt: input.outcome && input.outcome !== 'pending' ? sql`now()` : null,
         })
         .returning();
-      return row!;
+      return { ...(await resolve({ ...row!, files: [] })), files: files ?? [], userIds: [...userIds] };
     },
 
     /** Records how a pushed generation ended. */
@@ -206,12 +316,13 @@ export function createProxyNodeRepository(db: Db) {
       instance: string,
       generation: number,
       result: GenerationResult,
-    ): Promise<ConfigGenerationRow | null> {
+    ): Promise<GenerationRecord | null> {
+      const files = result.files ?? [];
       const [row] = await db
         .update(configGenerations)
         .set({
           outcome: result.outcome,
-          files: result.files ?? [],
+          files: await storeFiles(files),
           method: result.method ?? null,
           errorCode: result.errorCode ?? null,
           errorMessage: result.errorMessage ?? null,
@@ -219,7 +330,9 @@ export function createProxyNodeRepository(db: Db) {
         })
         .where(and(gens(hostId, instance), eq(configGenerations.generation, generation)))
         .returning();
-      return row ?? null;
+      if (!row) return null;
+      // The caller has the contents it just stored: only the user ids are read back.
+      return { ...(await resolve({ ...row, files: [] })), files };
     },
 
     /**
@@ -274,7 +387,33 @@ export function createProxyNodeRepository(db: Db) {
             sql`${configGenerations.generation} <> ${current ?? 0}`,
           ),
         )
-        .returning({ id: configGenerations.id });
+        .returning({ files: configGenerations.files, userSet: configGenerations.userSet });
+      if (rows.length === 0) return 0;
+      // Contents and user sets the pruned rows named, unless another generation still names them
+      // or a push used them lately (it may be about to store a generation naming them).
+      const refs = [...new Set(rows.flatMap((r) => r.files.flatMap((f) => (f.ref ? [f.ref] : []))))];
+      const sets = [...new Set(rows.flatMap((r) => (r.userSet ? [r.userSet] : [])))];
+      if (refs.length > 0) {
+        await db.delete(configContents).where(
+          and(
+            inArray(configContents.sha256, refs),
+            sql`${configContents.usedAt} < now() - interval '10 minutes'`,
+            sql`not exists (select 1 from ${configGenerations} g
+              where g.files @> jsonb_build_array(jsonb_build_object('ref', ${configContents.sha256})))`,
+          ),
+        );
+      }
+      if (sets.length > 0) {
+        await db
+          .delete(configUserSets)
+          .where(
+            and(
+              inArray(configUserSets.sha256, sets),
+              sql`${configUserSets.usedAt} < now() - interval '10 minutes'`,
+              sql`not exists (select 1 from ${configGenerations} g where g.user_set = ${configUserSets.sha256})`,
+            ),
+          );
+      }
       return rows.length;
     },
 
@@ -311,12 +450,12 @@ export function createProxyNodeRepository(db: Db) {
       hostId: string,
       instance: string,
       generation: number,
-    ): Promise<ConfigGenerationRow | null> {
+    ): Promise<GenerationRecord | null> {
       const [row] = await db
         .select()
         .from(configGenerations)
         .where(and(gens(hostId, instance), eq(configGenerations.generation, generation)));
-      return row ?? null;
+      return row ? resolve(row) : null;
     },
 
     /**

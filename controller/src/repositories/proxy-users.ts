@@ -2,8 +2,14 @@
 // on many nodes: one node's reading is one transaction that locks that node's counter row, turns
 // cumulative counters into deltas (a new counter epoch or a smaller value counts from zero), adds
 // them to the users (one UPDATE over a JSON record set) and to the hourly buckets (one upsert each).
-import { and, asc, count, eq, ilike, inArray, or, sql, type SQL } from 'drizzle-orm';
+//
+// The users' protocol secrets (MTProxy secret, VLESS/VMess uuid, Trojan/Shadowsocks password) are
+// sealed at rest under the master key (secrets.ts) and opened here only: every row this file
+// answers carries them in clear, every write seals them, each bound to its row and column.
+import { randomUUID } from 'node:crypto';
+import { and, asc, count, eq, ilike, inArray, isNotNull, isNull, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
+import type { SecretBox } from '../secrets.ts';
 import { hosts } from '../db/schema/hosts.ts';
 import { proxyNodes } from '../db/schema/proxy-nodes.ts';
 import {
@@ -95,8 +101,49 @@ export function counterDeltas(
   return { deltas, counters };
 }
 
-/** Proxy users storage. */
-export function createProxyUsersRepository(db: Db) {
+/** The columns sealed at rest. */
+const SEALED_COLUMNS = ['secret', 'uuid', 'password'] as const;
+type SealedColumn = (typeof SEALED_COLUMNS)[number];
+/** Opened values kept (sealed value -> clear) so a fan-out does not open 30,000 values each time. */
+const MAX_OPENED = 200_000;
+
+/**
+ * Proxy users storage. With `secrets`, the protocol secrets are sealed at rest (without it they are
+ * stored and read as they are: only for tools that fill a scratch database).
+ */
+export function createProxyUsersRepository(db: Db, secrets?: SecretBox) {
+  const opened = new Map<string, string>();
+  const context = (column: SealedColumn, id: string) => `proxy_users.${column}:${id}`;
+  /** The row with its secrets in clear (the object is changed in place and returned). */
+  function openRow<T extends { id: string } & Partial<Record<SealedColumn, string>>>(row: T): T {
+    if (!secrets) return row;
+    for (const column of SEALED_COLUMNS) {
+      const value = row[column];
+      if (value === undefined) continue;
+      const key = `${context(column, row.id)}\u0000${value}`;
+      let clear = opened.get(key);
+      if (clear === undefined) {
+        clear = secrets.open(value, context(column, row.id));
+        if (opened.size >= MAX_OPENED) opened.clear();
+        opened.set(key, clear);
+      }
+      (row as Record<SealedColumn, string>)[column] = clear;
+    }
+    return row;
+  }
+  /** The values to write for row `id`, with its secrets sealed. */
+  function sealValues<T extends Partial<Record<SealedColumn, string>>>(id: string, values: T): T {
+    if (!secrets) return values;
+    const out = { ...values };
+    for (const column of SEALED_COLUMNS) {
+      const value = out[column];
+      if (value !== undefined)
+        (out as Record<SealedColumn, string>)[column] = secrets.seal(value, context(column, id));
+    }
+    return out;
+  }
+  const sealsAny = (patch: Partial<ProxyUserInsert>) => SEALED_COLUMNS.some((c) => patch[c] !== undefined);
+
   function scope(q: Pick<ProxyUserQuery, 'ownerId' | 'search' | 'status'>): SQL | undefined {
     const parts: (SQL | undefined)[] = [];
     if (q.ownerId !== null) parts.push(eq(proxyUsers.ownerId, q.ownerId));
@@ -119,20 +166,22 @@ export function createProxyUsersRepository(db: Db) {
         .limit(q.limit)
         .offset(q.offset);
       const [total] = await db.select({ n: count() }).from(proxyUsers).where(where);
-      return { rows, total: total?.n ?? 0 };
+      return { rows: rows.map(openRow), total: total?.n ?? 0 };
     },
 
     async get(id: string): Promise<ProxyUserRow | null> {
       const [row] = await db.select().from(proxyUsers).where(eq(proxyUsers.id, id)).limit(1);
-      return row ?? null;
+      return row ? openRow(row) : null;
     },
 
     async getMany(ids: readonly string[]): Promise<ProxyUserRow[]> {
       if (ids.length === 0) return [];
-      return db
-        .select()
-        .from(proxyUsers)
-        .where(inArray(proxyUsers.id, [...ids]));
+      return (
+        await db
+          .select()
+          .from(proxyUsers)
+          .where(inArray(proxyUsers.id, [...ids]))
+      ).map(openRow);
     },
 
     async byToken(token: string): Promise<ProxyUserRow | null> {
@@ -141,38 +190,93 @@ export function createProxyUsersRepository(db: Db) {
         .from(proxyUsers)
         .where(eq(proxyUsers.subscriptionToken, token))
         .limit(1);
-      return row ?? null;
+      return row ? openRow(row) : null;
     },
 
     async create(values: ProxyUserInsert): Promise<ProxyUserRow> {
-      const [row] = await db.insert(proxyUsers).values(values).returning();
-      return row!;
+      // The id is made here: the sealed values are bound to it.
+      const id = values.id ?? randomUUID();
+      const [row] = await db
+        .insert(proxyUsers)
+        .values(sealValues(id, { ...values, id }))
+        .returning();
+      return openRow(row!);
     },
 
     async update(id: string, patch: Partial<ProxyUserInsert>): Promise<ProxyUserRow | null> {
       const [row] = await db
         .update(proxyUsers)
-        .set({ ...patch, updatedAt: new Date() })
+        .set({ ...sealValues(id, patch), updatedAt: new Date() })
         .where(eq(proxyUsers.id, id))
         .returning();
-      return row ?? null;
+      return row ? openRow(row) : null;
     },
 
     async updateMany(ids: readonly string[], patch: Partial<ProxyUserInsert>): Promise<ProxyUserRow[]> {
       if (ids.length === 0) return [];
-      return db
-        .update(proxyUsers)
-        .set({ ...patch, updatedAt: new Date() })
-        .where(inArray(proxyUsers.id, [...ids]))
-        .returning();
+      if (secrets && sealsAny(patch)) {
+        // Each row's secrets are sealed for that row.
+        const rows: ProxyUserRow[] = [];
+        for (const id of ids) {
+          const [row] = await db
+            .update(proxyUsers)
+            .set({ ...sealValues(id, patch), updatedAt: new Date() })
+            .where(eq(proxyUsers.id, id))
+            .returning();
+          if (row) rows.push(openRow(row));
+        }
+        return rows;
+      }
+      return (
+        await db
+          .update(proxyUsers)
+          .set({ ...patch, updatedAt: new Date() })
+          .where(inArray(proxyUsers.id, [...ids]))
+          .returning()
+      ).map(openRow);
     },
 
     async remove(ids: readonly string[]): Promise<ProxyUserRow[]> {
       if (ids.length === 0) return [];
-      return db
-        .delete(proxyUsers)
-        .where(inArray(proxyUsers.id, [...ids]))
-        .returning();
+      return (
+        await db
+          .delete(proxyUsers)
+          .where(inArray(proxyUsers.id, [...ids]))
+          .returning()
+      ).map(openRow);
+    },
+
+    /**
+     * Seals secrets stored in clear or under a retired key (rows from before sealing, or after a
+     * key rotation); returns how many rows changed. Run at controller start.
+     */
+    async sealStoredSecrets(): Promise<number> {
+      if (!secrets) return 0;
+      const rows = await db
+        .select({
+          id: proxyUsers.id,
+          secret: proxyUsers.secret,
+          uuid: proxyUsers.uuid,
+          password: proxyUsers.password,
+        })
+        .from(proxyUsers);
+      let changed = 0;
+      for (const row of rows) {
+        const stale = SEALED_COLUMNS.filter((c) => secrets.needsReseal(row[c]));
+        if (stale.length === 0) continue;
+        const clear = openRow({ ...row });
+        const patch = Object.fromEntries(stale.map((c) => [c, clear[c]])) as Partial<
+          Record<SealedColumn, string>
+        >;
+        // Only if unchanged since read (a concurrent write sealed it already).
+        const done = await db
+          .update(proxyUsers)
+          .set(sealValues(row.id, patch))
+          .where(and(eq(proxyUsers.id, row.id), ...stale.map((c) => eq(proxyUsers[c], row[c]))))
+          .returning({ id: proxyUsers.id });
+        changed += done.length;
+      }
+      return changed;
     },
 
     /** The nodes of these users. */
@@ -255,13 +359,44 @@ export function createProxyUsersRepository(db: Db) {
         )
         .orderBy(asc(proxyUsers.name));
       if (users.length === 0) return out;
-      const byId = new Map(users.map((u) => [u.id, u]));
-      const places = await db.select().from(proxyUserNodes).where(onNodes);
-      const order = new Map(users.map((u, i) => [u.id, i]));
-      places.sort((a, b) => (order.get(a.userId) ?? 0) - (order.get(b.userId) ?? 0));
-      for (const place of places) {
-        const user = byId.get(place.userId);
-        if (user) out.get(nodeKey(place))?.push({ user, place });
+      for (const u of users) openRow(u);
+      // Placements on all inbounds without a port (nearly all) come as one id list per node: 20
+      // rows of comma-joined ids instead of 200,000 rows to parse. The rest come as rows.
+      const plain = await db
+        .select({
+          hostId: proxyUserNodes.hostId,
+          instance: proxyUserNodes.instance,
+          ids: sql<string>`string_agg(${proxyUserNodes.userId}::text, ',')`,
+        })
+        .from(proxyUserNodes)
+        .where(and(onNodes, isNull(proxyUserNodes.inbounds), isNull(proxyUserNodes.port)))
+        .groupBy(proxyUserNodes.hostId, proxyUserNodes.instance);
+      const places: ProxyUserNodeRow[] = await db
+        .select()
+        .from(proxyUserNodes)
+        .where(and(onNodes, or(isNotNull(proxyUserNodes.inbounds), isNotNull(proxyUserNodes.port))));
+      // Per node: user id -> place; then each node's list in the users' (name) order, no sort.
+      const placed = new Map<string, Map<string, ProxyUserNodeRow>>();
+      const at = (hostId: string, instance: string) => {
+        const k = nodeKey({ hostId, instance });
+        let m = placed.get(k);
+        if (!m) placed.set(k, (m = new Map()));
+        return m;
+      };
+      for (const p of plain) {
+        const m = at(p.hostId, p.instance);
+        for (const userId of p.ids.split(',')) {
+          m.set(userId, { userId, hostId: p.hostId, instance: p.instance, inbounds: null, port: null });
+        }
+      }
+      for (const place of places) at(place.hostId, place.instance).set(place.userId, place);
+      for (const [k, m] of placed) {
+        const list = out.get(k);
+        if (!list) continue;
+        for (const u of users) {
+          const place = m.get(u.id);
+          if (place) list.push({ user: u, place });
+        }
       }
       return out;
     },

@@ -24,10 +24,10 @@ import type { FleetBus, FleetEvent } from '../bus/index.ts';
 import type { AgentGateway } from '../gateway/types.ts';
 import type { HostRepository } from '../repositories/hosts.ts';
 import type {
-  ConfigGenerationRow,
   ConfigRolloutStepRow,
   DriftEntry,
   GenerationOutcome,
+  GenerationRecord,
   GenerationSummary,
   ProxyNodeRepository,
   ProxyNodeRow,
@@ -176,7 +176,7 @@ function outcomeOf(code: string): Exclude<GenerationOutcome, 'pending' | 'applie
   return 'failed';
 }
 
-function toGenerationView(row: GenerationSummary | ConfigGenerationRow): GenerationView {
+function toGenerationView(row: GenerationSummary | GenerationRecord): GenerationView {
   return {
     generation: row.generation,
     adapter: row.adapter,
@@ -336,7 +336,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       reason?: string | null;
       rollbackOf?: number | null;
     },
-  ): Promise<{ generation: ConfigGenerationRow; error: KeelError | null }> {
+  ): Promise<{ generation: GenerationRecord; error: KeelError | null }> {
     const { hostId, instance } = row;
     if (!gateway.isOnline(hostId)) throw new KeelError('host.offline');
     const users = await usersForNode(hostId, instance);
@@ -354,7 +354,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       reason: opts.reason ?? null,
     });
     let error: KeelError | null = null;
-    let stored: ConfigGenerationRow | null;
+    let stored: GenerationRecord | null;
     try {
       const result = await gateway.request(hostId, 'config.apply', {
         instance,

@@ -24,6 +24,41 @@ export interface RenderedFile {
   content: string;
 }
 
+/** A file as a generation row holds it: the content by hash (inline only in rows from before 0.2). */
+export interface StoredFile {
+  path: string;
+  /** As the agent reported it. */
+  sha256: string;
+  /** The config_contents key (SHA-256 of the content, computed by the controller); absent when empty. */
+  ref?: string;
+  /** Rows from before config_contents hold the content here. */
+  content?: string;
+}
+
+/**
+ * Rendered file contents by SHA-256, stored once however many generations and nodes share them (a
+ * user change fanned out to 20 nodes renders 20 identical files). Rows no generation refers to are
+ * deleted when generations are pruned, once unused for a while (`usedAt`: a push may be about to
+ * refer to a row it found).
+ */
+export const configContents = pgTable('config_contents', {
+  sha256: text('sha256').primaryKey(),
+  content: text('content').notNull(),
+  bytes: integer('bytes').notNull(),
+  usedAt: timestamp('used_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/**
+ * The sorted user ids rendered into generations, by the SHA-256 of the list: a generation names its
+ * set instead of holding 10,000 ids, and nodes with the same users share one row.
+ */
+export const configUserSets = pgTable('config_user_sets', {
+  sha256: text('sha256').primaryKey(),
+  userIds: jsonb('user_ids').$type<string[]>().notNull(),
+  count: integer('count').notNull(),
+  usedAt: timestamp('used_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
 /** A local edit of an applied file, as the agent reported it. */
 export interface DriftEntry {
   path: string;
@@ -76,11 +111,19 @@ export const configGenerations = pgTable(
     generation: integer('generation').notNull(),
     adapter: text('adapter').notNull(),
     settings: jsonb('settings').$type<Record<string, unknown>>().notNull(),
-    /** The ids of the proxy users rendered into it (their secrets live with the users). */
+    /**
+     * The ids of the proxy users rendered into it (their secrets live with the users), for rows
+     * written before user sets; `[]` when `userSet` names them.
+     */
     userIds: jsonb('user_ids').$type<string[]>().notNull(),
-    /** The rendered files as the agent applied them (empty when it did not apply). */
+    /** The user set (config_user_sets.sha256) rendered into it: 20 nodes with the same users share one. */
+    userSet: text('user_set'),
+    /**
+     * The rendered files as the agent applied them (empty when it did not apply): path and sha256,
+     * the content in config_contents by its hash (rows written before that carry it inline).
+     */
     files: jsonb('files')
-      .$type<RenderedFile[]>()
+      .$type<StoredFile[]>()
       .notNull()
       .default(sql`'[]'::jsonb`),
     /** `apply`, `rollback`, `rollout`, `host-edit` (adopted drift), `overwrite` (drift undone). */
@@ -98,7 +141,10 @@ export const configGenerations = pgTable(
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     finishedAt: timestamp('finished_at', { withTimezone: true }),
   },
-  (t) => [unique('config_generations_host_instance_generation').on(t.hostId, t.instance, t.generation)],
+  (t) => [
+    unique('config_generations_host_instance_generation').on(t.hostId, t.instance, t.generation),
+    index('config_generations_user_set').on(t.userSet),
+  ],
 );
 
 export type ConfigGenerationRow = typeof configGenerations.$inferSelect;
