@@ -125,6 +125,7 @@ function buildApi(deps: AppDeps, services: Services) {
     '/proxies/*',
     '/checks/*',
     '/alerts/*',
+    '/fleet/*',
     '/jobs/*',
     '/process-templates/*',
     '/processes/*',
