@@ -178,7 +178,7 @@ test(
             await page.getByRole('button', { name: 'Start selected', exact: true }).click();
             await page
               .locator('[data-testid="bulk-results"]')
-              .getByText(/echo-game: running/)
+              .getByText(/echo-game: (starting|running)/)
               .waitFor();
             await row.locator('[data-testid="fleet-process-state"]', { hasText: 'running' }).waitFor();
           }
