@@ -147,7 +147,14 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/jobs', jobRoutes({ jobs: services.jobs, schedules: services.schedules, bus: deps.bus }))
     .route('/hosts', processRoutes({ processes: services.processes }))
     .route('/', processTemplateRoutes({ templates: services.processTemplates }))
-    .route('/', fleetProcessRoutes({ fleet: services.fleetProcesses, logSearch: services.logSearch }))
+    .route(
+      '/',
+      fleetProcessRoutes({
+        fleet: services.fleetProcesses,
+        logSearch: services.logSearch,
+        logRetention: services.logRetention,
+      }),
+    )
     .route('/hosts', metricsRoutes({ metrics: services.metrics, traffic: services.traffic }))
     .route('/fleet', fleetMetricsRoutes({ metrics: services.metrics }))
     .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))

@@ -168,6 +168,7 @@ export async function startController(
     log.info({ rows: resealed, holder: 'users.totp_secret' }, 'secrets sealed under the master key');
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
   services.recordings.start(); // retention sweep
+  services.logRetention.start(); // per-process log retention (KEEL_LOG_RETENTION_*)
   let ready = true;
   const app = createApp({
     db: database.db,
@@ -226,6 +227,7 @@ export async function startController(
         await services.schedules.stop();
         await services.jobs.stop();
         services.recordings.stop();
+        services.logRetention.stop();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         await closeChannels();
         await gateway.close();

@@ -9,6 +9,7 @@ import type { FleetProcessesService } from '../services/fleet-processes.ts';
 import { MAX_BULK_TARGETS } from '../services/fleet-processes.ts';
 import type { LogSearchService } from '../services/log-search.ts';
 import { MAX_MATCHES, MAX_PATTERN, MAX_SECONDS } from '../services/log-search.ts';
+import type { LogRetentionService } from '../services/log-retention.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, sessionOf } from './env.ts';
 import { permit } from './permit.ts';
 
@@ -156,16 +157,86 @@ const searchRoute = createRoute({
   },
 });
 
+const retentionParams = z.object({
+  id: z.uuid().openapi({ param: { name: 'id', in: 'path' } }),
+  name: z
+    .string()
+    .regex(PROCESS_NAME_PATTERN)
+    .openapi({ param: { name: 'name', in: 'path' }, example: 'web' }),
+});
+const retentionLimits = z.object({
+  maxAgeDays: z.number().int().min(1).max(36_500).nullable(),
+  maxBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(2 ** 50)
+    .nullable(),
+});
+const retentionBody = z
+  .object({ set: retentionLimits, effective: z.object({ maxAgeDays: z.number(), maxBytes: z.number() }) })
+  .openapi('LogRetention');
+
+const getRetentionRoute = createRoute({
+  method: 'get',
+  path: '/hosts/{id}/processes/{name}/log-retention',
+  middleware: [permit('logs.read')] as const,
+  tags: ['processes'],
+  summary: "A process's log retention (age and size)",
+  security: cookieSecurity,
+  request: { params: retentionParams },
+  responses: {
+    200: {
+      description: 'As set (null: the default) and in force.',
+      content: { 'application/json': { schema: retentionBody } },
+    },
+    400: errorResponse('Malformed id or name (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
+const setRetentionRoute = createRoute({
+  method: 'put',
+  path: '/hosts/{id}/processes/{name}/log-retention',
+  middleware: [permit('process.control')] as const,
+  tags: ['processes'],
+  summary: "Set a process's log retention (operator)",
+  description:
+    "Lines older than `maxAgeDays`, and beyond the newest `maxBytes` of the process's output, are removed by the retention job (KEEL_LOG_RETENTION_INTERVAL_SECONDS). null: the default (KEEL_LOG_RETENTION_DAYS, KEEL_LOG_RETENTION_BYTES).",
+  security: cookieSecurity,
+  request: {
+    params: retentionParams,
+    body: { content: { 'application/json': { schema: retentionLimits } }, required: true },
+  },
+  responses: {
+    200: { description: 'Set.', content: { 'application/json': { schema: retentionBody } } },
+    400: errorResponse('Malformed limits (`request.invalid`).'),
+    ...authErrors,
+    404: errorResponse('No such host (`host.not_found`).'),
+  },
+});
+
 /** Fleet process and log search routes, mounted at the API root. */
 export function fleetProcessRoutes({
   fleet,
   logSearch,
+  logRetention,
 }: {
   fleet: FleetProcessesService;
   logSearch: LogSearchService;
+  logRetention: LogRetentionService;
 }) {
   const actor = (c: Parameters<typeof sessionOf>[0]) => ({ ...sessionOf(c).actor, ip: c.get('clientIp') });
   return createRouter()
+    .openapi(getRetentionRoute, async (c) => {
+      const { id, name } = c.req.valid('param');
+      return c.json(await logRetention.get(actor(c), id, name), 200);
+    })
+    .openapi(setRetentionRoute, async (c) => {
+      const { id, name } = c.req.valid('param');
+      return c.json(await logRetention.set(actor(c), id, name, c.req.valid('json')), 200);
+    })
     .openapi(listRoute, async (c) => {
       const q = c.req.valid('query');
       const hostIds = q.hostId === undefined ? undefined : Array.isArray(q.hostId) ? q.hostId : [q.hostId];

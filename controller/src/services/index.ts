@@ -30,6 +30,8 @@ import { createProcessTemplatesService } from './process-templates.ts';
 import { createFleetProcessesService } from './fleet-processes.ts';
 import { createLogSearchRepository } from '../repositories/log-search.ts';
 import { createLogSearchService } from './log-search.ts';
+import { createLogRetentionRepository } from '../repositories/log-retention.ts';
+import { createLogRetentionService } from './log-retention.ts';
 import { createMetricsRepository } from '../repositories/metrics.ts';
 import { createMetricsService, metricsRetentionFromEnv } from './metrics.ts';
 import { createTrafficRepository } from '../repositories/traffic.ts';
@@ -313,7 +315,13 @@ export function createServices(deps: ServicesDeps) {
     hosts: createHostRepository(db),
     logs: createLogSearchRepository(db),
   });
-  return { ...services, processTemplates, fleetProcesses, logSearch };
+  const logRetention = createLogRetentionService({
+    retention: createLogRetentionRepository(db),
+    hosts: createHostRepository(db),
+    audit,
+    log: log.child({ component: 'log-retention' }),
+  });
+  return { ...services, processTemplates, fleetProcesses, logSearch, logRetention };
 }
 
 export type Services = ReturnType<typeof createServices>;

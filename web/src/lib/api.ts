@@ -309,6 +309,25 @@ function processTemplateCalls() {
       action: 'start' | 'stop' | 'restart' | 'kill',
       targets: { hostId: string; name: string }[],
     ) => call(client.processes.actions.$post({ json: { action, targets } })),
+    /** A process's log retention, as set (null: the default) and in force. */
+    processLogRetention: (id: string, name: string, signal?: AbortSignal) =>
+      call(
+        client.hosts[':id'].processes[':name']['log-retention'].$get(
+          { param: { id: encodeURIComponent(id), name: encodeURIComponent(name) } },
+          withSignal(signal),
+        ),
+      ),
+    setProcessLogRetention: (
+      id: string,
+      name: string,
+      limits: { maxAgeDays: number | null; maxBytes: number | null },
+    ) =>
+      call(
+        client.hosts[':id'].processes[':name']['log-retention'].$put({
+          param: { id: encodeURIComponent(id), name: encodeURIComponent(name) },
+          json: limits,
+        }),
+      ),
     installTemplate: (
       id: string,
       input: Parameters<(typeof client.hosts)[':id']['processes']['from-template']['$post']>[0]['json'],

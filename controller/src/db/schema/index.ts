@@ -10,6 +10,7 @@ export * from './join-tokens.ts';
 export * from './metrics.ts';
 export * from './processes.ts';
 export * from './process-templates.ts';
+export * from './log-retention.ts';
 export * from './proxy-nodes.ts';
 export * from './proxy-users.ts';
 export * from './recordings.ts';

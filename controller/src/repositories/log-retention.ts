@@ -1,0 +1,215 @@
+// Storage side of per-process log retention: the limits per process, chunk summaries (lines and
+// bytes per process in each chunk of a host's `logs` stream), and the two ways a chunk gives up
+// lines — deleted whole when every line in it expired, or rewritten with the expired records
+// replaced by empty tombstones (so the records keep their sequence numbers and the stream's reads,
+// resends and gaps stay exact) when only some did.
+import { and, asc, desc, eq, gt, inArray, isNull, sql } from 'drizzle-orm';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { decodeLogLine, decodeRecords, encodeRecords } from '@keel/shared';
+import type { Db } from '../db/index.ts';
+import { logChunkSummaries, processLogRetention, type ChunkSummary } from '../db/schema/log-retention.ts';
+import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
+import { LOGS_STREAM } from './processes.ts';
+
+/** A process's limits (null: the default). */
+export interface RetentionLimits {
+  maxAgeDays: number | null;
+  maxBytes: number | null;
+}
+
+/** One chunk's summary, newest chunks first when listed. */
+export interface SummaryRow {
+  firstSeq: number;
+  tsFirst: number;
+  tsLast: number;
+  summary: ChunkSummary;
+}
+
+const ofLogs = (hostId: string) => and(eq(streamChunks.hostId, hostId), eq(streamChunks.stream, LOGS_STREAM));
+
+function decode(codec: number, data: Buffer): Buffer {
+  return codec === chunkCodec.deflateRaw ? inflateRawSync(data) : data;
+}
+
+/** Lines and bytes per process of a decoded chunk body. */
+function summarise(raw: Buffer, count: number): ChunkSummary {
+  const out: ChunkSummary = {};
+  for (const r of decodeRecords(raw, count)) {
+    const line = decodeLogLine(r.payload);
+    if (!line) continue; // a tombstone, or malformed
+    const s = (out[line.process] ??= [0, 0, 0]);
+    s[0]++;
+    s[1] += line.line.byteLength;
+    s[2] = Math.max(s[2], r.ts);
+  }
+  return out;
+}
+
+/** Retention storage. */
+export function createLogRetentionRepository(db: Db) {
+  return {
+    async limits(hostId: string): Promise<Map<string, RetentionLimits>> {
+      const rows = await db.select().from(processLogRetention).where(eq(processLogRetention.hostId, hostId));
+      return new Map(rows.map((r) => [r.process, { maxAgeDays: r.maxAgeDays, maxBytes: r.maxBytes }]));
+    },
+
+    async get(hostId: string, process: string): Promise<RetentionLimits | null> {
+      const [row] = await db
+        .select()
+        .from(processLogRetention)
+        .where(and(eq(processLogRetention.hostId, hostId), eq(processLogRetention.process, process)));
+      return row ? { maxAgeDays: row.maxAgeDays, maxBytes: row.maxBytes } : null;
+    },
+
+    async set(hostId: string, process: string, limits: RetentionLimits): Promise<void> {
+      await db
+        .insert(processLogRetention)
+        .values({ hostId, process, ...limits })
+        .onConflictDoUpdate({
+          target: [processLogRetention.hostId, processLogRetention.process],
+          set: { ...limits, updatedAt: sql`now()` },
+        });
+    },
+
+    /** Hosts that have stored logs. */
+    async hostsWithLogs(): Promise<string[]> {
+      const rows = await db
+        .selectDistinct({ hostId: streamChunks.hostId })
+        .from(streamChunks)
+        .where(eq(streamChunks.stream, LOGS_STREAM));
+      return rows.map((r) => r.hostId);
+    },
+
+    /** Summarises up to `limit` chunks of the host that have no summary yet; returns how many. */
+    async summariseMissing(hostId: string, limit: number): Promise<number> {
+      const rows = await db
+        .select({
+          firstSeq: streamChunks.firstSeq,
+          count: streamChunks.count,
+          codec: streamChunks.codec,
+          data: streamChunks.data,
+        })
+        .from(streamChunks)
+        .leftJoin(
+          logChunkSummaries,
+          and(
+            eq(logChunkSummaries.hostId, streamChunks.hostId),
+            eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
+          ),
+        )
+        .where(and(ofLogs(hostId), isNull(logChunkSummaries.firstSeq)))
+        .orderBy(asc(streamChunks.firstSeq))
+        .limit(limit);
+      if (rows.length === 0) return 0;
+      await db
+        .insert(logChunkSummaries)
+        .values(
+          rows.map((r) => ({
+            hostId,
+            firstSeq: r.firstSeq,
+            summary: summarise(decode(r.codec, r.data), r.count),
+          })),
+        )
+        .onConflictDoNothing();
+      return rows.length;
+    },
+
+    /** Every summarised chunk of the host, newest first (small rows: a few numbers per process). */
+    async summaries(hostId: string): Promise<SummaryRow[]> {
+      const rows = await db
+        .select({
+          firstSeq: streamChunks.firstSeq,
+          tsFirst: streamChunks.tsFirst,
+          tsLast: streamChunks.tsLast,
+          summary: logChunkSummaries.summary,
+        })
+        .from(streamChunks)
+        .innerJoin(
+          logChunkSummaries,
+          and(
+            eq(logChunkSummaries.hostId, streamChunks.hostId),
+            eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
+          ),
+        )
+        .where(ofLogs(hostId))
+        .orderBy(desc(streamChunks.firstSeq));
+      return rows.map((r) => ({
+        firstSeq: r.firstSeq,
+        tsFirst: r.tsFirst.getTime(),
+        tsLast: r.tsLast.getTime(),
+        summary: r.summary,
+      }));
+    },
+
+    /** Deletes whole chunks (and their summaries). */
+    async deleteChunks(hostId: string, firstSeqs: readonly number[]): Promise<number> {
+      if (firstSeqs.length === 0) return 0;
+      return db.transaction(async (tx) => {
+        const gone = await tx
+          .delete(streamChunks)
+          .where(and(ofLogs(hostId), inArray(streamChunks.firstSeq, [...firstSeqs])))
+          .returning({ firstSeq: streamChunks.firstSeq });
+        await tx
+          .delete(logChunkSummaries)
+          .where(
+            and(eq(logChunkSummaries.hostId, hostId), inArray(logChunkSummaries.firstSeq, [...firstSeqs])),
+          );
+        return gone.length;
+      });
+    },
+
+    /**
+     * Rewrites one chunk with the records `expired(process, ts)` says are gone replaced by empty
+     * tombstones (same count, same sequence numbers), and its summary. Returns the records removed.
+     */
+    async rewriteChunk(
+      hostId: string,
+      firstSeq: number,
+      expired: (process: string, ts: number) => boolean,
+    ): Promise<number> {
+      return db.transaction(async (tx) => {
+        const [row] = await tx
+          .select({ count: streamChunks.count, codec: streamChunks.codec, data: streamChunks.data })
+          .from(streamChunks)
+          .where(and(ofLogs(hostId), eq(streamChunks.firstSeq, firstSeq)))
+          .for('update');
+        if (!row) return 0;
+        const records = decodeRecords(decode(row.codec, row.data), row.count);
+        let removed = 0;
+        const kept = records.map((r) => {
+          const line = decodeLogLine(r.payload);
+          if (line && expired(line.process, r.ts)) {
+            removed++;
+            return { ts: r.ts, payload: new Uint8Array(0) };
+          }
+          return r;
+        });
+        if (removed === 0) return 0;
+        const raw = encodeRecords(kept);
+        const deflated = deflateRawSync(raw, { level: 1 });
+        const [codec, data] =
+          deflated.length < raw.length ? [chunkCodec.deflateRaw, deflated] : [chunkCodec.none, raw];
+        await tx
+          .update(streamChunks)
+          .set({ codec, data })
+          .where(and(ofLogs(hostId), eq(streamChunks.firstSeq, firstSeq)));
+        await tx
+          .update(logChunkSummaries)
+          .set({ summary: summarise(raw, kept.length) })
+          .where(and(eq(logChunkSummaries.hostId, hostId), eq(logChunkSummaries.firstSeq, firstSeq)));
+        return removed;
+      });
+    },
+
+    /** Chunks of the host after `afterSeq` (tests). */
+    async chunkCount(hostId: string, afterSeq = -1): Promise<number> {
+      const [row] = await db
+        .select({ n: sql<number>`count(*)::int` })
+        .from(streamChunks)
+        .where(and(ofLogs(hostId), gt(streamChunks.firstSeq, afterSeq)));
+      return row?.n ?? 0;
+    },
+  };
+}
+
+export type LogRetentionRepository = ReturnType<typeof createLogRetentionRepository>;
