@@ -4,13 +4,15 @@
 // NDJSON events ending with an `end` event; the match limit ends a search; a scoped user only
 // searches the hosts of their grant (and another host is 404); a malformed pattern is a 400; a
 // catastrophically backtracking regex is stopped by its time bound without stalling the
-// controller (another request is answered meanwhile); and a client that goes away ends the scan.
+// controller (another request is answered meanwhile); a client that goes away ends the scan; and a
+// search for one process skips the chunks the retention job's summaries show without it.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import { openTestApp, TEST_PASSWORD, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
 import { hosts } from '../controller/src/db/schema/hosts.ts';
+import { createLogRetentionRepository } from '../controller/src/repositories/log-retention.ts';
 import { createStreamRepository } from '../controller/src/repositories/streams.ts';
 
 let t: TestApp;
@@ -155,6 +157,22 @@ describe('log search', () => {
     );
     r = await search({ q: '\\d+\\.\\d+\\.\\d+\\.\\d+', regex: 'true', hostId: ids.proxy! });
     assert.deepEqual(matches(r.events)[0]!.ranges, [[29, 37]]);
+  });
+
+  test('a search for one process skips the chunks its summaries show without it', TIMEOUT, async () => {
+    const query = { q: 'GET', hostId: ids.game!, process: 'web' };
+    let r = await search(query);
+    assert.equal(matches(r.events).length, 1);
+    const before = end(r.events) as unknown as { readRecords: number };
+    assert.equal(before.readRecords, 5 + 3_000, 'no summaries yet: every chunk is read');
+    await createLogRetentionRepository(t.db).summariseMissing(ids.game!, 100);
+    r = await search(query);
+    assert.equal(matches(r.events).length, 1);
+    assert.equal(
+      (end(r.events) as unknown as { readRecords: number }).readRecords,
+      5,
+      'the mc-only chunk skipped',
+    );
   });
 
   test('the match limit ends the search', TIMEOUT, async () => {

@@ -1,10 +1,12 @@
 // Reads of the `logs` stream for search: a host's chunks whose time range meets [since, until),
-// oldest first, page by page (keyset on first_seq through the primary key), decoded into records.
+// oldest first, page by page (keyset on first_seq through the primary key), decoded into records;
+// for one process, chunks the retention job's summaries show without it are skipped.
 // Search reads whole blocks, never a row per line (DESIGN.md, Storage).
-import { and, asc, eq, gt, gte, lt } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, lt, sql } from 'drizzle-orm';
 import { inflateRawSync } from 'node:zlib';
 import { decodeRecords } from '@keel/shared';
 import type { Db } from '../db/index.ts';
+import { logChunkSummaries } from '../db/schema/log-retention.ts';
 import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
 import { LOGS_STREAM } from './processes.ts';
 
@@ -25,7 +27,10 @@ export function createLogSearchRepository(db: Db) {
      * The host's logs records in chunks meeting [since, until), a page of chunks at a time (the
      * caller filters records by their own time). Stops when the generator is returned.
      */
-    async *pages(hostId: string, range: { since?: number; until?: number }): AsyncGenerator<LogRecord[]> {
+    async *pages(
+      hostId: string,
+      range: { since?: number; until?: number; process?: string },
+    ): AsyncGenerator<LogRecord[]> {
       let after = -1;
       for (;;) {
         const rows = await db
@@ -36,9 +41,21 @@ export function createLogSearchRepository(db: Db) {
             data: streamChunks.data,
           })
           .from(streamChunks)
+          .leftJoin(
+            logChunkSummaries,
+            and(
+              eq(logChunkSummaries.hostId, streamChunks.hostId),
+              eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
+            ),
+          )
           .where(
             and(
               eq(streamChunks.hostId, hostId),
+              // One process: skip chunks whose summary (written by the retention job) says it has
+              // no line there; chunks not summarised yet are read.
+              range.process === undefined
+                ? undefined
+                : sql`(${logChunkSummaries.summary} is null or jsonb_exists(${logChunkSummaries.summary}, ${range.process}))`,
               eq(streamChunks.stream, LOGS_STREAM),
               gt(streamChunks.firstSeq, after),
               range.since === undefined ? undefined : gte(streamChunks.tsLast, new Date(range.since)),

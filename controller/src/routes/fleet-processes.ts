@@ -121,7 +121,7 @@ const searchRoute = createRoute({
   middleware: [permit('logs.read')] as const,
   tags: ['processes'],
   summary: 'Search stored process output across the fleet (streamed NDJSON)',
-  description: `One JSON object per line, sent as found: \`{"type":"match",hostId,hostName,process,seq,ts,stream,text,cut,ranges}\` (ranges: [start,end) of each hit in text), \`{"type":"host",…}\` when a host is done, and last \`{"type":"end",matches,scannedLines,hosts,reason,elapsedMs}\` (reason: done, limit, time, pattern-too-slow, cancelled). At most ${MAX_MATCHES} matches and ${MAX_SECONDS} s; a regex runs in a worker with a time bound per batch of lines. Only hosts you may read logs of are searched.`,
+  description: `One JSON object per line, sent as found: \`{"type":"match",hostId,hostName,process,seq,ts,stream,text,cut,ranges}\` (ranges: [start,end) of each hit in text), \`{"type":"host",…}\` when a host is done, and last \`{"type":"end",matches,scannedLines,readRecords,hosts,reason,elapsedMs}\` (reason: done, limit, time, pattern-too-slow, cancelled). At most ${MAX_MATCHES} matches and ${MAX_SECONDS} s; a regex runs in a worker with a time bound per batch of lines. Only hosts you may read logs of are searched.`,
   security: cookieSecurity,
   request: {
     query: z.object({

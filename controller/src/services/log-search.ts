@@ -51,6 +51,8 @@ export type LogSearchEvent =
       type: 'end';
       matches: number;
       scannedLines: number;
+      /** Records read from storage (all processes of the chunks read). */
+      readRecords: number;
       hosts: number;
       /** done: everything in range was read; limit / time: a bound ended it; pattern-too-slow: see above. */
       reason: 'done' | 'limit' | 'time' | 'pattern-too-slow' | 'cancelled';
@@ -217,14 +219,20 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
           : substringMatcher(query.q, caseSensitive);
         let matches = 0;
         let scannedLines = 0;
+        let readRecords = 0;
         let reason: Extract<LogSearchEvent, { type: 'end' }>['reason'] = 'done';
         try {
           scan: for (const host of targets) {
             let hostMatches = 0;
             let hostLines = 0;
-            const pages = logs.pages(host.id, { since: query.since, until: query.until });
+            const pages = logs.pages(host.id, {
+              since: query.since,
+              until: query.until,
+              process: query.process,
+            });
             try {
               for await (const records of pages) {
+                readRecords += records.length;
                 if (signal?.aborted) {
                   reason = 'cancelled';
                   break scan;
@@ -335,6 +343,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
           type: 'end',
           matches,
           scannedLines,
+          readRecords,
           hosts: targets.length,
           reason,
           elapsedMs: Date.now() - started,
