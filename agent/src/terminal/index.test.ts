@@ -1,13 +1,14 @@
 // Proves the terminal channel handler on both PTY backends (node-pty, and util-linux `script` as
 // the fallback): a login shell with TERM=xterm-256color answers typed commands, a resize reaches
-// `stty size`, several sessions run at once, a `yes` flood into a port that does not read stays
+// `stty size`, several sessions run at once, a huge paste into a program that does not read is
+// held back (bounded agent memory), a `yes` flood into a port that does not read stays
 // bounded and ^C stops it, the whole session ends with the channel (no orphaned shell), and an
 // idle session is closed.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { encodeTerminalInput, encodeTerminalResize, type ChannelEnd } from '@keel/shared';
 import type { ChannelPort, ChannelSession } from '../channels/hub.ts';
-import { terminalChannelHandler, type TerminalOptions } from './index.ts';
+import { TERMINAL_INPUT_HIGH_WATER, terminalChannelHandler, type TerminalOptions } from './index.ts';
 import { processesInSessions } from './pty.ts';
 
 interface FakeChannel {
@@ -135,6 +136,45 @@ for (const backend of ['node-pty', 'script'] as const) {
       other.end();
       assert.ok(await gone(otherPid));
     });
+
+    test(
+      'a huge paste into a program that does not read is held back, not queued',
+      // util-linux `script` (2.35+) reads its stdin into a buffer of its own whatever the PTY takes,
+      // so on that backend a paste waits in `script`, not paced by the agent (docs/terminal.md).
+      { timeout: 30_000, skip: backend === 'script' ? 'script buffers input itself' : false },
+      async () => {
+        const ch = open(opts);
+        await ch.type('stty raw -echo; echo "ready=$((6*7))"; sleep 60\r');
+        await ch.until(/ready=(42)/);
+        // 4 MiB in 64 KiB chunks, taken one after another as the channel hands them over. The shell's
+        // program never reads, so after the PTY's own buffer and the agent's high-water mark the next
+        // chunk must wait (the channel then keeps the rest of the paste with the client).
+        const chunk = Buffer.from(encodeTerminalInput('x'.repeat(64 * 1024)));
+        let taken = 0;
+        let held: Promise<void> | null = null;
+        for (let i = 0; i < 64; i++) {
+          const p = Promise.resolve(ch.session.onData?.(chunk));
+          const done = await Promise.race([
+            p.then(() => true),
+            new Promise((r) => setTimeout(r, 1_000, false)),
+          ]);
+          if (!done) {
+            held = p;
+            break;
+          }
+          taken++;
+        }
+        assert.ok(held, 'the paste was never held back');
+        // What the agent took: at most its high-water mark, one chunk and what the PTY buffers itself.
+        assert.ok(
+          taken * 64 * 1024 <= TERMINAL_INPUT_HIGH_WATER + 64 * 1024 + 256 * 1024,
+          `took ${taken} chunks`,
+        );
+        // The held chunk settles when the channel ends (the shell is gone), so nothing hangs.
+        ch.end();
+        await held;
+      },
+    );
 
     test('a yes flood into a stalled client stays bounded; ^C stops it', { timeout: 20_000 }, async () => {
       const ch = open(opts);

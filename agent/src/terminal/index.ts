@@ -27,6 +27,12 @@ export interface TerminalOptions {
   log?: Logger;
 }
 
+/**
+ * Input (a paste) the agent lets wait for the PTY before it takes the next chunk from the channel:
+ * beyond this, the channel's credit holds the rest back to the browser.
+ */
+export const TERMINAL_INPUT_HIGH_WATER = 64 * 1024;
+
 interface PasswdEntry {
   name: string;
   uid: number;
@@ -88,7 +94,7 @@ export function terminalChannelHandler(opts: TerminalOptions = {}): ChannelHandl
     definition: terminalChannel,
     open(port, params): ChannelSession {
       const session = new TerminalSession(port, opts, idleMs);
-      void session.start(params);
+      session.starting(session.start(params));
       return {
         onData: (chunk) => session.input(chunk),
         onClose: () => session.end(),
@@ -105,12 +111,18 @@ class TerminalSession {
   #idle: NodeJS.Timeout | null = null;
   #ended = false;
   #earlyInput: Buffer[] = [];
+  #started: Promise<void> = Promise.resolve();
 
   constructor(
     private port: ChannelPort,
     private opts: TerminalOptions,
     private idleMs: number,
   ) {}
+
+  /** Input before the shell exists waits for it (bounded by the window, not queued without end). */
+  starting(started: Promise<void>): void {
+    this.#started = started;
+  }
 
   async start(params: TerminalChannelParams): Promise<void> {
     try {
@@ -158,17 +170,24 @@ class TerminalSession {
       });
   }
 
-  input(chunk: Buffer): void {
+  /**
+   * Takes one chunk of input records. The returned promise settles once the PTY has room for more
+   * (the channel returns the chunk's credit only then), so a paste is paced by the program reading
+   * it: at most TERMINAL_INPUT_HIGH_WATER bytes wait in the agent, the rest stays with the client.
+   */
+  input(chunk: Buffer): void | Promise<void> {
     if (this.#ended) return;
     if (!this.#proc) {
       this.#earlyInput.push(chunk);
-      return;
+      return this.#started;
     }
     this.#touch();
+    const proc = this.#proc;
     for (const record of this.#reader.push(chunk)) {
-      if (record.type === 'input') this.#proc.write(record.data);
-      else if (record.type === 'resize') this.#proc.resize(record.cols, record.rows);
+      if (record.type === 'input') proc.write(record.data);
+      else if (record.type === 'resize') proc.resize(record.cols, record.rows);
     }
+    if (proc.pendingInput() >= TERMINAL_INPUT_HIGH_WATER) return proc.inputRoom(TERMINAL_INPUT_HIGH_WATER);
   }
 
   #touch(): void {

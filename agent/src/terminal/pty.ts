@@ -16,6 +16,14 @@ export interface TerminalProcess {
   onData(listener: (chunk: Buffer) => void): void;
   onExit(listener: (exitCode: number) => void): void;
   write(bytes: Buffer): void;
+  /** Input written and not yet taken by the PTY, in bytes (what a paste has queued). */
+  pendingInput(): number;
+  /**
+   * Resolves once less than `limit` bytes of input wait for the PTY: the terminal awaits it before
+   * it takes the next chunk, so a huge paste into a program that does not read is held by the
+   * channel's credit, not queued in the agent's memory.
+   */
+  inputRoom(limit: number): Promise<void>;
   resize(cols: number, rows: number): void;
   /** Stops reading output (the PTY's buffer fills and the program blocks: flow control). */
   pause(): void;
@@ -59,6 +67,22 @@ export async function spawnTerminal(
   return spawnScript(spec);
 }
 
+/** How often a full PTY is looked at again while input waits (node-pty has no drain event). */
+const INPUT_POLL_MS = 10;
+
+/**
+ * Bytes queued in node-pty's own write queue (node-pty 1.x keeps unwritten input in
+ * `_writeStream._writeQueue` and retries on EAGAIN); 0 when that shape is not there.
+ */
+function nodePtyQueued(proc: unknown): number {
+  const queue = (proc as { _writeStream?: { _writeQueue?: { buffer: Uint8Array; offset: number }[] } })
+    ._writeStream?._writeQueue;
+  if (!Array.isArray(queue)) return 0;
+  let n = 0;
+  for (const task of queue) n += (task.buffer?.byteLength ?? 0) - (task.offset ?? 0);
+  return n;
+}
+
 function spawnNodePty(pty: NodePty, spec: TerminalSpawn): TerminalProcess {
   const proc = pty.spawn(spec.file, spec.args, {
     name: spec.env.TERM ?? 'xterm-256color',
@@ -68,6 +92,8 @@ function spawnNodePty(pty: NodePty, spec: TerminalSpawn): TerminalProcess {
     env: spec.env,
     encoding: null,
   });
+  let exited = false;
+  proc.onExit(() => (exited = true));
   return {
     backend: 'node-pty',
     pid: proc.pid,
@@ -78,6 +104,10 @@ function spawnNodePty(pty: NodePty, spec: TerminalSpawn): TerminalProcess {
       proc.onExit(({ exitCode, signal }) => listener(signal ? 128 + signal : exitCode));
     },
     write: (bytes) => proc.write(bytes as unknown as string),
+    pendingInput: () => nodePtyQueued(proc),
+    inputRoom: async (limit) => {
+      while (!exited && nodePtyQueued(proc) >= limit) await new Promise((r) => setTimeout(r, INPUT_POLL_MS));
+    },
     resize: (cols, rows) => {
       try {
         proc.resize(cols, rows);
@@ -151,6 +181,14 @@ function spawnScript(spec: TerminalSpawn): TerminalProcess {
     onExit: (listener) => child.once('exit', (code, signal) => listener(code ?? (signal ? 128 : 1))),
     write: (bytes) => {
       if (!child.stdin.destroyed) child.stdin.write(bytes);
+    },
+    pendingInput: () => child.stdin.writableLength,
+    inputRoom: async (limit) => {
+      while (!exited && !child.stdin.destroyed && child.stdin.writableLength >= limit)
+        await new Promise((r) => {
+          child.stdin.once('drain', r);
+          child.once('exit', r);
+        });
     },
     resize: (cols, rows) => {
       size = { cols, rows };
