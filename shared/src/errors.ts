@@ -87,6 +87,7 @@ export const errorCatalogue = {
   'group.not_found': { status: 404, message: 'No such host group.' },
   'check.not_found': { status: 404, message: 'No such service check.' },
   'alert.rule_not_found': { status: 404, message: 'No such alert rule.' },
+  'alert.not_found': { status: 404, message: 'No such alert.' },
   'alert.silence_not_found': { status: 404, message: 'No such silence.' },
   'alert.maintenance_not_found': { status: 404, message: 'No such maintenance window.' },
   'notification.channel_not_found': { status: 404, message: 'No such notification channel.' },

@@ -82,6 +82,22 @@ export function createAlertsRepository(db: Db) {
         .returning();
       return row ?? null;
     },
+    /** Marks an alert acknowledged by `userId` (first acknowledgement wins); null if there is none. */
+    async acknowledge(id: string, userId: string | null, at: Date): Promise<AlertRow | null> {
+      if (!isUuid(id)) return null;
+      const [row] = await db
+        .update(alerts)
+        .set({
+          acknowledgedAt: sql`coalesce(${alerts.acknowledgedAt}, ${at.toISOString()}::timestamptz)`,
+          acknowledgedBy: sql`coalesce(${alerts.acknowledgedBy}, ${userId}::uuid)`,
+          updatedAt: at,
+        })
+        .where(eq(alerts.id, id))
+        .returning();
+      return row ?? null;
+    },
+    get: async (id: string): Promise<AlertRow | null> =>
+      isUuid(id) ? ((await db.select().from(alerts).where(eq(alerts.id, id)))[0] ?? null) : null,
     async deleteAlert(id: string): Promise<void> {
       await db.delete(alerts).where(eq(alerts.id, id));
     },

@@ -62,6 +62,8 @@ const alertSchema = z
     startedAt: z.string(),
     firedAt: z.string().nullable(),
     resolvedAt: z.string().nullable(),
+    acknowledgedAt: z.string().nullable(),
+    acknowledgedBy: z.string().nullable().openapi({ description: 'The user id that acknowledged it.' }),
   })
   .openapi('Alert');
 
@@ -325,6 +327,19 @@ const testChannelRoute = createRoute({
   },
 });
 
+const acknowledgeRoute = createRoute({
+  ...on('monitoring.silence'),
+  method: 'post',
+  path: '/{id}/acknowledge',
+  summary: 'Acknowledge an active alert (someone is on it); audited, the first acknowledgement stays',
+  request: { params: idParamSchema },
+  responses: {
+    200: json(z.object({ alert: alertSchema })),
+    ...authErrors,
+    404: errorResponse('No such active alert (`alert.not_found`).'),
+  },
+});
+
 /** Alert routes (behind the session and CSRF middleware). */
 export function alertRoutes({
   alerts,
@@ -393,5 +408,8 @@ export function alertRoutes({
     })
     .openapi(testChannelRoute, async (c) =>
       c.json(await notifications.test(actor(c), c.req.valid('param').id, ip(c)), 200),
+    )
+    .openapi(acknowledgeRoute, async (c) =>
+      c.json({ alert: await alerts.acknowledge(actor(c), c.req.valid('param').id, ip(c)) }, 200),
     );
 }

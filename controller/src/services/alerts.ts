@@ -26,6 +26,7 @@ import type {
 import type { ChecksRepository } from '../repositories/checks.ts';
 import type { GroupsRepository } from '../repositories/groups.ts';
 import type { AuditService } from './audit.ts';
+import type { TrafficUsage } from './traffic.ts';
 import type { NotificationPayload, NotificationsService } from './notifications.ts';
 import { canSeeHost, requireAccess, type Actor } from './access.ts';
 
@@ -58,6 +59,15 @@ export const ruleParamSchemas = {
   check_failing: z.strictObject({ checkId: z.uuid().optional() }),
   /** An HTTPS check's certificate expires within `days`. */
   cert_expiry: z.strictObject({ checkId: z.uuid().optional(), days: z.number().min(0).max(365).default(14) }),
+  /**
+   * The host's transfer this billing cycle (received + sent) reached `percent` of its quota; hosts
+   * without a quota are not watched. Resolves below `resolvePercent` (default: `percent`), which a
+   * new cycle brings.
+   */
+  transfer_quota: z.strictObject({
+    percent: z.number().min(1).max(1_000).default(80),
+    resolvePercent: z.number().min(0).max(1_000).optional(),
+  }),
   /** The fullest file system, extrapolated linearly from the last `lookbackHours`, is full within `hours`. */
   disk_forecast: z.strictObject({
     hours: z
@@ -206,6 +216,8 @@ export interface AlertsServiceDeps {
   publicUrl?: string;
   /** Resolved alerts kept, days (default 90). */
   historyDays?: number;
+  /** Hosts' transfer in their current billing cycles (the transfer_quota rule). */
+  trafficUsage?: (hostIds: readonly string[], at: number) => Promise<Map<string, TrafficUsage>>;
 }
 
 export function createAlertsService(deps: AlertsServiceDeps) {
@@ -343,6 +355,27 @@ export function createAlertsService(deps: AlertsServiceDeps) {
               summary: `the certificate of ${check.name} expires ${result.certExpiresAt.toISOString()} (${Math.round(daysLeft * 10) / 10} days)`,
             });
           }
+        }
+        break;
+      }
+      case 'transfer_quota': {
+        const p = parsed.data as z.output<(typeof ruleParamSchemas)['transfer_quota']>;
+        if (!deps.trafficUsage || scoped.length === 0) break;
+        const usage = await deps.trafficUsage(scoped, at);
+        const gb = (b: number) => `${(b / 1e9).toFixed(b < 1e10 ? 2 : 1)} GB`;
+        for (const hostId of scoped) {
+          const u = usage.get(hostId);
+          if (!u || u.quotaUsedPct === null || u.quotaBytes === null) continue;
+          const pct = u.quotaUsedPct;
+          out.push({
+            subject: `host:${hostId}`,
+            hostId,
+            checkId: null,
+            active: pct >= p.percent,
+            clear: pct < (p.resolvePercent ?? p.percent),
+            value: Math.round(pct * 10) / 10,
+            summary: `${gb(u.totalBytes)} of the ${gb(u.quotaBytes)} transfer quota used this cycle (${Math.round(pct * 10) / 10} %, resets ${new Date(u.cycle.end).toISOString().slice(0, 10)})`,
+          });
         }
         break;
       }
@@ -569,6 +602,8 @@ export function createAlertsService(deps: AlertsServiceDeps) {
     startedAt: a.startedAt.toISOString(),
     firedAt: a.firedAt?.toISOString() ?? null,
     resolvedAt: a.resolvedAt?.toISOString() ?? null,
+    acknowledgedAt: a.acknowledgedAt?.toISOString() ?? null,
+    acknowledgedBy: a.acknowledgedBy,
   });
   const ruleView = (r: AlertRuleRow) => ({
     id: r.id,
@@ -685,6 +720,28 @@ export function createAlertsService(deps: AlertsServiceDeps) {
             rules.find((r) => r.id === a.ruleId),
           ),
         );
+    },
+
+    /**
+     * Acknowledges an active alert (someone is on it): shown in the console, audited; the first
+     * acknowledgement stays. A resolved alert or one on a host the actor cannot see: not found.
+     */
+    async acknowledge(actor: Actor, id: string, ip: string | null = null) {
+      requireAccess(actor, 'monitoring.silence');
+      const current = await repo.get(id);
+      if (
+        !current ||
+        current.state === 'resolved' ||
+        (current.hostId !== null && !canSeeHost(actor, current.hostId))
+      ) {
+        throw new KeelError('alert.not_found');
+      }
+      const by = /^[0-9a-f-]{36}$/i.test(actor.id) ? actor.id : null;
+      const row = await repo.acknowledge(id, by, new Date(now()));
+      if (!row) throw new KeelError('alert.not_found');
+      await audit.record(actor.id, 'alert.acknowledge', `alert:${id}`, { subject: row.subject }, ip);
+      const rule = await repo.getRule(row.ruleId);
+      return alertView(row, rule ?? undefined);
     },
 
     async listSilences(actor: Actor) {

@@ -161,6 +161,7 @@ export function createServices(deps: ServicesDeps) {
     log: log.child({ component: 'alerts' }),
     now: clock,
     publicUrl: deps.config.publicUrl,
+    trafficUsage: (hostIds, at) => traffic.usageMany(hostIds, at),
   });
   const proxyUsers = createProxyUsersService({
     repo: createProxyUsersRepository(db),

@@ -94,4 +94,6 @@ export interface AlertView {
   startedAt: string;
   firedAt: string | null;
   resolvedAt: string | null;
+  acknowledgedAt: string | null;
+  acknowledgedBy: string | null;
 }

@@ -62,6 +62,10 @@ export const alerts = pgTable(
     clearSince: timestamp('clear_since', { withTimezone: true }),
     /** True when it fired inside a silence or maintenance window (no notification was sent). */
     silenced: boolean('silenced').notNull().default(false),
+    /** When someone said they are on it (the console shows who; notifications are unchanged). */
+    acknowledgedAt: timestamp('acknowledged_at', { withTimezone: true }),
+    /** The user who acknowledged it. */
+    acknowledgedBy: uuid('acknowledged_by'),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [
