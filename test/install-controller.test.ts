@@ -35,7 +35,8 @@ describe('install.sh controller', () => {
     'installs the controller bundle with its own agent; it runs and serves the agent install to a new host',
     // npm test builds the console first; a lone run without it has no controller bundle to make.
     {
-      timeout: 115_000,
+      // Builds the controller bundle, installs it and an agent, starts both: 106 s seen at load 30.
+      timeout: 240_000,
       skip: built || process.env.CI ? false : 'the console is not built (npm run build -w web)',
     },
     async () => {
