@@ -131,13 +131,14 @@ export class ChannelHub {
           this.#end(relay, { reason: 'agent sent beyond its credit', code: 'frame.unexpected' }, 'both');
           return;
         }
-        relay.tap?.toClient?.(body);
         relay.ws.send(body, () => {
           // Written to the client's socket: only now may the agent send that much more.
           const credit = relay.inbox.consumed(body.length);
           if (credit > 0 && !relay.ended)
             relay.session.link.sendNow({ type: 'chan.credit', id: relay.id, bytes: credit });
         });
+        // The recorder sees the bytes after they are on their way: it is not on the echo's path.
+        relay.tap?.toClient?.(body);
         return;
       case 'chan.credit':
         relay.outbox.grant(frame.bytes);
@@ -226,8 +227,11 @@ export class ChannelHub {
         return;
       }
       const bytes = toBytes(data);
-      relay.tap?.toAgent?.(bytes);
-      if (!relay.outbox.push(bytes) && !relay.paused) {
+      const room = relay.outbox.push(bytes);
+      // After the scheduler's send (queued first): the recorder is not on the keystroke's path.
+      const tap = relay.tap;
+      if (tap?.toAgent) queueMicrotask(() => tap.toAgent!(bytes));
+      if (!room && !relay.paused) {
         // The agent has not taken what is queued: stop reading the client until it does.
         relay.paused = true;
         ws.pause();

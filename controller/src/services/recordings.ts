@@ -163,6 +163,20 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
     const maxBytes = deps.maxBytes ?? DEFAULT_RECORDING_MAX_BYTES;
     let written = 0;
     let capped = false;
+    // Lines of one turn of the event loop go to the file in one write (a flood of small outputs
+    // would otherwise cost a file-system request each).
+    let pending: string[] = [];
+    let flushing: NodeJS.Immediate | null = null;
+    const flush = () => {
+      flushing = null;
+      if (pending.length === 0) return;
+      file.write(pending.join(''));
+      pending = [];
+    };
+    const put = (text: string) => {
+      pending.push(text);
+      flushing ??= setImmediate(flush);
+    };
     const line = (value: unknown) => {
       if (capped) return;
       const text = `${JSON.stringify(value)}\n`;
@@ -170,14 +184,14 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
       if (maxBytes > 0 && written + size > maxBytes) {
         // Stop here with a visible note; the session itself goes on.
         capped = true;
-        file.write(
+        put(
           `${JSON.stringify([at(), 'o', `\r\n[keel: the recording stopped here at its size cap of ${maxBytes} bytes; the session went on]\r\n`])}\n`,
         );
         log.info({ recording: id, maxBytes }, 'recording reached its size cap');
         return;
       }
       written += size;
-      file.write(text);
+      put(text);
     };
     const at = () => Math.round(performance.now() - t0) / 1000;
     line({
@@ -231,6 +245,8 @@ export function createRecordingsService(deps: RecordingsServiceDeps) {
         unwatch(id);
         const rest = output.decode();
         if (rest) line([at(), 'o', rest]);
+        if (flushing) clearImmediate(flushing);
+        flush();
         const flushed = new Promise<void>((resolve) => {
           file.once('close', resolve);
           file.once('error', () => resolve());
