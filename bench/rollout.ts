@@ -164,13 +164,26 @@ type RolloutHost = {
   finishedAt: string | null;
 };
 let final: { state: string; reason: string | null; hosts: RolloutHost[] } | null = null;
+let sampleErrors = 0;
 for (;;) {
-  const [rows, r] = await Promise.all([
+  if (ctl.child.exitCode !== null || ctl.child.signalCode !== null) {
+    throw new Error(
+      `the controller exited mid-rollout (${ctl.child.exitCode ?? ctl.child.signalCode}): ${ctl.output().slice(-2000)}`,
+    );
+  }
+  // A sample that fails (a reset connection on a machine this loaded) is counted and skipped.
+  const got = await Promise.all([
     list(),
     ctl.api.get<{ rollout: { state: string; reason: string | null; hosts: RolloutHost[] } }>(
       `/agent-rollouts/${id}`,
     ),
-  ]);
+  ]).catch(() => null);
+  if (!got) {
+    sampleErrors++;
+    await sleep(250);
+    continue;
+  }
+  const [rows, r] = got;
   samples++;
   mostOffline = Math.max(mostOffline, rows.filter((h) => !h.online).length);
   mostUpgrading = Math.max(mostUpgrading, r.body.rollout.hosts.filter((h) => h.state === 'upgrading').length);
@@ -204,7 +217,7 @@ console.log(`  on ${TO} afterwards: ${onNew}/${N}`);
 console.log(
   `  most hosts offline at once: ${mostOffline} (batch size ${BATCH}; target: never more than one batch)`,
 );
-console.log(`  most hosts upgrading at once: ${mostUpgrading}; ${samples} samples`);
+console.log(`  most hosts upgrading at once: ${mostUpgrading}; ${samples} samples (${sampleErrors} failed)`);
 console.log(
   `  seconds per batch (canary first): ${perBatch.join(', ')} (each includes a ${RESTART_MS} ms simulated restart)`,
 );
