@@ -60,7 +60,7 @@ test(
     ).json()) as { secret: string };
     const pending = await storedSecret(dora.id);
     assert.ok(pending?.startsWith(SEALED_PREFIX), 'sealed while pending');
-    assert.ok(!pending.includes(setup.secret));
+    assert.ok(!pending?.includes(setup.secret));
     const confirm = await t.request('/api/v1/two-factor/confirm', {
       method: 'POST',
       json: { code: await codeFor(setup.secret) },

@@ -183,10 +183,10 @@ test('metrics.configure changes the interval live, from the next tick; null retu
   };
   await settle();
   await advance(5_000); // 1_000_005_000
-  assert.deepEqual(configure({ intervalSeconds: 1 }, {} as never), { intervalSeconds: 1 });
+  assert.deepEqual(configure({ intervalSeconds: 1 }), { intervalSeconds: 1 });
   assert.equal(cap.intervalSeconds(), 1);
   await advance(3_000); // three 1 s ticks
-  assert.deepEqual(configure({ intervalSeconds: null }, {} as never), { intervalSeconds: 5 });
+  assert.deepEqual(configure({ intervalSeconds: null }), { intervalSeconds: 5 });
   await advance(10_000);
   cap.stop();
   assert.deepEqual(
