@@ -166,6 +166,9 @@ export async function startController(
   const resealed = await services.twoFactor.sealStoredSecrets(); // plaintext or retired-key rows
   if (resealed)
     log.info({ rows: resealed, holder: 'users.totp_secret' }, 'secrets sealed under the master key');
+  const proxySealed = await services.proxyUsers.sealStoredSecrets(); // proxy users' protocol secrets
+  if (proxySealed)
+    log.info({ rows: proxySealed, holder: 'proxy_users' }, 'secrets sealed under the master key');
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
   services.recordings.start(); // retention sweep
   services.logRetention.start(); // per-process log retention (KEEL_LOG_RETENTION_*)

@@ -30,12 +30,39 @@ const PROCESS_BUDGET_BYTES = 256 * 1024 * 1024;
 const processBudget = new PartBudget(PROCESS_BUDGET_BYTES);
 const gathering = new WeakMap<AgentSession, PartAssembler>();
 
+/** JSON of frozen arrays met in params (a users list pushed to 20 nodes is encoded once). */
+const frozenJson = new WeakMap<object, string>();
+/**
+ * The JSON of request params. A frozen array at the top level of params (a validated users list,
+ * `checkedUserList`) is encoded once and spliced into every request that carries it.
+ */
+export function encodeParams(params: unknown): Buffer {
+  let text: string;
+  if (params && typeof params === 'object' && !Array.isArray(params)) {
+    const spliced: [string, string][] = [];
+    const shallow: Record<string, unknown> = { ...(params as Record<string, unknown>) };
+    for (const [key, value] of Object.entries(shallow)) {
+      if (!Array.isArray(value) || !Object.isFrozen(value) || value.length < 100) continue;
+      let json = frozenJson.get(value);
+      if (json === undefined) frozenJson.set(value, (json = JSON.stringify(value)));
+      const mark = `\u0000keel-splice-${spliced.length}\u0000`;
+      shallow[key] = mark;
+      spliced.push([JSON.stringify(mark), json]);
+    }
+    text = JSON.stringify(shallow);
+    for (const [mark, json] of spliced) text = text.replace(mark, () => json);
+  } else {
+    text = JSON.stringify(params ?? null);
+  }
+  return Buffer.from(text, 'utf8');
+}
+
 /**
  * Checks request params against the documented limit (before they are validated: validating a
  * value far over it would hold the event loop). Throws `request.too_large` over MAX_PAYLOAD_BYTES.
  */
 export function checkParamsSize(method: string, params: unknown): void {
-  const bytes = Buffer.byteLength(JSON.stringify(params ?? null), 'utf8');
+  const bytes = encodeParams(params).length;
   if (bytes > MAX_PAYLOAD_BYTES) {
     throw new KeelError(
       'request.too_large',
@@ -50,7 +77,7 @@ export function checkParamsSize(method: string, params: unknown): void {
  * speaks a protocol before parts and the params do not fit a header.
  */
 export function sendRequest(s: AgentSession, frame: RequestFrame): void {
-  const json = Buffer.from(JSON.stringify(frame.params ?? null), 'utf8');
+  const json = encodeParams(frame.params);
   if (json.length <= INLINE_PAYLOAD_BYTES) {
     s.channel.send(frame);
     return;

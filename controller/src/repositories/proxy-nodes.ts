@@ -153,10 +153,18 @@ export function createProxyNodeRepository(db: Db) {
     return entries;
   }
 
+  /** Keys of id lists seen (a fan-out passes one list for all its nodes). */
+  const setKeys = new WeakMap<readonly string[], { key: string; sorted: string[] }>();
+
   /** The user set's key, stored once (ids sorted: the same users in any order are one set). */
   async function storeUserSet(ids: readonly string[]): Promise<string> {
-    const sorted = [...ids].sort();
-    const key = sha256(sorted.join('\n'));
+    let known = setKeys.get(ids);
+    if (!known) {
+      const sorted = [...ids].sort();
+      known = { key: sha256(sorted.join('\n')), sorted };
+      setKeys.set(ids, known);
+    }
+    const { key, sorted } = known;
     const [have] = await db
       .select({ sha256: configUserSets.sha256 })
       .from(configUserSets)

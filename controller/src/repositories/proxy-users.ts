@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { and, asc, count, eq, ilike, inArray, isNotNull, isNull, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
-import type { SecretBox } from '../secrets.ts';
+import { SEALED_PREFIX, type SecretBox } from '../secrets.ts';
 import { hosts } from '../db/schema/hosts.ts';
 import { proxyNodes } from '../db/schema/proxy-nodes.ts';
 import {
@@ -37,6 +37,9 @@ export interface ProxyUserNodeRow extends NodeKey {
   inbounds: string[] | null;
   port: number | null;
 }
+
+/** Where a user is on one node, as a config needs it (shared by every plain placement of a node). */
+export type ProxyUserPlace = Pick<ProxyUserNodeRow, 'hostId' | 'instance' | 'inbounds' | 'port'>;
 
 /** What a node's config needs of an active user. */
 export type ActiveProxyUser = Pick<
@@ -119,7 +122,7 @@ export function createProxyUsersRepository(db: Db, secrets?: SecretBox) {
     if (!secrets) return row;
     for (const column of SEALED_COLUMNS) {
       const value = row[column];
-      if (value === undefined) continue;
+      if (value === undefined || !value.startsWith(SEALED_PREFIX)) continue; // clear (legacy) as it is
       const key = `${context(column, row.id)}\u0000${value}`;
       let clear = opened.get(key);
       if (clear === undefined) {
@@ -264,7 +267,12 @@ export function createProxyUsersRepository(db: Db, secrets?: SecretBox) {
       for (const row of rows) {
         const stale = SEALED_COLUMNS.filter((c) => secrets.needsReseal(row[c]));
         if (stale.length === 0) continue;
-        const clear = openRow({ ...row });
+        let clear: typeof row;
+        try {
+          clear = openRow({ ...row });
+        } catch {
+          continue; // sealed under a key this controller does not hold: left as is, reads say so
+        }
         const patch = Object.fromEntries(stale.map((c) => [c, clear[c]])) as Partial<
           Record<SealedColumn, string>
         >;
@@ -324,8 +332,8 @@ export function createProxyUsersRepository(db: Db, secrets?: SecretBox) {
     /** Active users on each of these nodes, with their place there (one query for all nodes). */
     async activeOnNodes(
       nodes: readonly NodeKey[],
-    ): Promise<Map<string, { user: ActiveProxyUser; place: ProxyUserNodeRow }[]>> {
-      const out = new Map<string, { user: ActiveProxyUser; place: ProxyUserNodeRow }[]>();
+    ): Promise<Map<string, { user: ActiveProxyUser; place: ProxyUserPlace }[]>> {
+      const out = new Map<string, { user: ActiveProxyUser; place: ProxyUserPlace }[]>();
       for (const n of nodes) out.set(nodeKey(n), []);
       if (nodes.length === 0) return out;
       // One OR of (host, instance) pairs: the planner uses the (host_id, instance) index for each.
@@ -375,27 +383,35 @@ export function createProxyUsersRepository(db: Db, secrets?: SecretBox) {
         .select()
         .from(proxyUserNodes)
         .where(and(onNodes, or(isNotNull(proxyUserNodes.inbounds), isNotNull(proxyUserNodes.port))));
-      // Per node: user id -> place; then each node's list in the users' (name) order, no sort.
-      const placed = new Map<string, Map<string, ProxyUserNodeRow>>();
+      // Per node: the plain placements as a set of user ids (one shared place object), the rest by
+      // user id; then each node's list in the users' (name) order, no sort.
+      const placed = new Map<
+        string,
+        { plain: Set<string>; place: ProxyUserPlace; other: Map<string, ProxyUserPlace> }
+      >();
       const at = (hostId: string, instance: string) => {
         const k = nodeKey({ hostId, instance });
         let m = placed.get(k);
-        if (!m) placed.set(k, (m = new Map()));
+        if (!m) {
+          m = { plain: new Set(), place: { hostId, instance, inbounds: null, port: null }, other: new Map() };
+          placed.set(k, m);
+        }
         return m;
       };
       for (const p of plain) {
         const m = at(p.hostId, p.instance);
-        for (const userId of p.ids.split(',')) {
-          m.set(userId, { userId, hostId: p.hostId, instance: p.instance, inbounds: null, port: null });
-        }
+        for (const userId of p.ids.split(',')) m.plain.add(userId);
       }
-      for (const place of places) at(place.hostId, place.instance).set(place.userId, place);
+      for (const place of places) at(place.hostId, place.instance).other.set(place.userId, place);
       for (const [k, m] of placed) {
         const list = out.get(k);
         if (!list) continue;
         for (const u of users) {
-          const place = m.get(u.id);
-          if (place) list.push({ user: u, place });
+          if (m.plain.has(u.id)) list.push({ user: u, place: m.place });
+          else {
+            const place = m.other.get(u.id);
+            if (place) list.push({ user: u, place });
+          }
         }
       }
       return out;

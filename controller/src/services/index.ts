@@ -164,7 +164,7 @@ export function createServices(deps: ServicesDeps) {
     trafficUsage: (hostIds, at) => traffic.usageMany(hostIds, at),
   });
   const proxyUsers = createProxyUsersService({
-    repo: createProxyUsersRepository(db),
+    repo: createProxyUsersRepository(db, secrets),
     audit,
     log: log.child({ component: 'proxy-users' }),
     publicUrl: deps.config.publicUrl,

@@ -242,6 +242,14 @@ export function parseSettings(adapter: string, settings: unknown): Record<string
   return parsed.data as Record<string, unknown>;
 }
 
+/** The ids of a users list, once per list (a fan-out pushes one list to every node). */
+const userIdLists = new WeakMap<readonly ProxyUserSpec[], string[]>();
+function idsOf(users: readonly ProxyUserSpec[]): string[] {
+  let ids = userIdLists.get(users);
+  if (!ids) userIdLists.set(users, (ids = users.map((u) => u.id)));
+  return ids;
+}
+
 /** Proxy nodes, generations, rollouts and drift. */
 export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
   const { hosts, nodes, gateway, audit, bus, log } = deps;
@@ -347,7 +355,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       generation,
       adapter: row.adapter,
       settings: opts.settings,
-      userIds: users.map((u) => u.id),
+      userIds: idsOf(users),
       origin: opts.origin,
       rollbackOf: opts.rollbackOf ?? null,
       actor: actor.id,

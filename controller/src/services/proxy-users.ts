@@ -26,6 +26,7 @@ import type {
   NodeDescription,
   NodeKey,
   ProxyUserNodeRow,
+  ProxyUserPlace,
   ProxyUserRow,
   ProxyUsersRepository,
   ProxyUserStatus,
@@ -366,16 +367,19 @@ export function createProxyUsersService(deps: ProxyUsersServiceDeps) {
    * 20 nodes, 10,000 users each) share one frozen list, which config.apply does not validate again.
    */
   function sharedLists(
-    active: Map<string, { user: ActiveProxyUser; place: ProxyUserNodeRow }[]>,
+    active: Map<string, { user: ActiveProxyUser; place: ProxyUserPlace }[]>,
   ): Map<string, ProxyUserSpec[]> {
-    const byContent = new Map<string, ProxyUserSpec[]>();
+    const samePlace = (a: ProxyUserPlace, b: ProxyUserPlace) =>
+      a === b || (a.port === b.port && (a.inbounds ?? null)?.join(',') === (b.inbounds ?? null)?.join(','));
+    // The repository hands every node the same user objects, so equal lists compare by identity.
+    const same = (
+      a: { user: ActiveProxyUser; place: ProxyUserPlace }[],
+      b: { user: ActiveProxyUser; place: ProxyUserPlace }[],
+    ) => a.length === b.length && a.every((x, i) => x.user === b[i]!.user && samePlace(x.place, b[i]!.place));
+    const seen: { list: { user: ActiveProxyUser; place: ProxyUserPlace }[]; specs: ProxyUserSpec[] }[] = [];
     const out = new Map<string, ProxyUserSpec[]>();
     for (const [k, list] of active) {
-      // What a spec depends on beside the user row: the placement's inbounds and port.
-      const key = list
-        .map((x) => `${x.user.id}:${x.place.inbounds?.join(',') ?? '*'}:${x.place.port ?? ''}`)
-        .join('|');
-      let specs = byContent.get(key);
+      let specs = seen.find((x) => same(x.list, list))?.specs;
       if (!specs) {
         const plain = list.map((x) => specOf(x.user, x.place));
         try {
@@ -383,14 +387,14 @@ export function createProxyUsersService(deps: ProxyUsersServiceDeps) {
         } catch {
           specs = plain; // each push then fails with the schema's typed error, as before
         }
-        byContent.set(key, specs);
+        seen.push({ list, specs });
       }
       out.set(k, specs);
     }
     return out;
   }
 
-  function specOf(u: ActiveProxyUser, place: ProxyUserNodeRow): ProxyUserSpec {
+  function specOf(u: ActiveProxyUser, place: ProxyUserPlace): ProxyUserSpec {
     return {
       id: u.name,
       secret: u.secret,

@@ -34,8 +34,8 @@ export const proxyUsers = pgTable(
     status: text('status').$type<ProxyUserStatus>().notNull().default('active'),
     /** MTProxy secret: 32 lower-case hex. */
     secret: text('secret').notNull(),
-    /** VLESS / VMess id. */
-    uuid: uuid('uuid').notNull(),
+    /** VLESS / VMess id (sealed at rest, like secret and password: repositories/proxy-users.ts). */
+    uuid: text('uuid').notNull(),
     /** Trojan / Shadowsocks password. */
     password: text('password').notNull(),
     /** Bytes (up + down) allowed per period; null: unlimited. */

@@ -1,0 +1,1 @@
+ALTER TABLE "proxy_users" ALTER COLUMN "uuid" SET DATA TYPE text;
