@@ -6,10 +6,11 @@
 //
 // This runner schedules the files itself (node --test sorts them by name, so the slowest
 // end-to-end files started last): each job is one node process, heavy files alone, light files
-// several to a process; the longest jobs start first (durations measured by the last runs),
-// `KEEL_TEST_CONCURRENCY` (default: cores + 1) at once. It prints each file's time, the slowest
-// files and the totals. Limits are per test (each slow test names its `timeout`); a process gets
-// only a hang guard far beyond any file's time. See docs/operations.md, "Test suite".
+// several to a process; the longest jobs start first, as many at once as their expected CPU loads
+// fit the cores (figures from the last runs). It prints each file's wall time and CPU seconds (its
+// process and everything it started), the most CPU-hungry files and the totals: on a shared machine
+// CPU is what the suite costs. Limits are per test (each slow test names its `timeout`); a process
+// gets only a hang guard far beyond any file's time. See docs/testing.md.
 import { spawn, spawnSync } from 'node:child_process';
 import {
   copyFileSync,
@@ -75,20 +76,27 @@ const cpuEstimate = (f) => measured[f]?.cpu ?? estimate(f) / 2000;
 
 /**
  * A light file shares a node process with other light files: starting node with tsx and the
- * controller's modules costs ~1 s of CPU per process, more than many files' tests. Such a file
- * may have root before/after hooks (they run around the whole batch, see docs/operations.md,
- * "Test suite") but not root beforeEach/afterEach (they would run around every file's tests) nor
- * a top-level await (a later file's hooks would be registered after the first tests started).
- * `// keel-test: own process` in a file keeps it alone.
+ * controller's modules costs ~1.5 s of CPU per process, more than many files' tests. A file is light
+ * when it used at most LIGHT_CPU seconds of CPU and LIGHT_MS of wall time the last time (without a
+ * CPU figure: LIGHT_MS/2 of wall); a batch holds files up to BATCH_CPU seconds and BATCH_MS. Such
+ * a file may have root before/after hooks (they run around the whole batch, see docs/testing.md)
+ * but not root beforeEach/afterEach (they would run around every file's tests), a top-level await
+ * (a later file's hooks would be registered after the first tests started), or assignments to
+ * process.env (they would leak into the other files). `// keel-test: own process` keeps it alone.
  */
-const LIGHT_MS = 15_000;
-const BATCH_MS = 25_000;
+const LIGHT_CPU = 4;
+const LIGHT_MS = 40_000;
+const BATCH_CPU = 10;
+const BATCH_MS = 60_000;
 function batchable(f) {
-  if (estimate(f) > LIGHT_MS) return false;
+  const cpu = measured[f]?.cpu;
+  if (cpu === undefined ? estimate(f) > LIGHT_MS / 2 : cpu > LIGHT_CPU || estimate(f) > LIGHT_MS)
+    return false;
   const src = readFileSync(join(root, f), 'utf8');
   return (
     !/^(beforeEach|afterEach)\(/m.test(src) &&
     !/^(await |for await|(export )?(const|let|var) [^=\n]+= ?await )/m.test(src) &&
+    !/process\.env(\.\w+|\[[^\]]+\])\s*=[^=]|delete process\.env/.test(src) &&
     !src.includes('keel-test: own process')
   );
 }
@@ -99,7 +107,7 @@ function batchable(f) {
  */
 const exclusive = (f) => /keel-test: exclusive ([\w-]+)/.exec(readFileSync(join(root, f), 'utf8'))?.[1];
 
-/** The jobs, each one node process: heavy files alone, light ones packed up to BATCH_MS. */
+/** The jobs, each one node process: heavy files alone, light ones packed up to BATCH_CPU/BATCH_MS. */
 function plan() {
   const jobs = [];
   const light = [];
@@ -111,7 +119,9 @@ function plan() {
       exclusive: exclusive(f),
     });
   for (const f of light.map((j) => j.files[0]).sort((a, b) => estimate(b) - estimate(a))) {
-    const batch = jobs.find((j) => j.batch && j.ms + estimate(f) <= BATCH_MS);
+    const batch = jobs.find(
+      (j) => j.batch && j.ms + estimate(f) <= BATCH_MS && j.cpu + cpuEstimate(f) <= BATCH_CPU,
+    );
     if (batch) {
       batch.files.push(f);
       batch.ms += estimate(f);
@@ -122,6 +132,14 @@ function plan() {
   return jobs.sort((a, b) => b.ms - a.ms);
 }
 
+if (process.env.KEEL_TEST_DRY_RUN) {
+  // The plan only: which files share a process, and each job's expected wall time and CPU.
+  for (const job of plan())
+    console.log(
+      `${(job.ms / 1000).toFixed(0).padStart(4)} s ${job.cpu.toFixed(1).padStart(5)} cpu-s  ${job.files.join(' + ')}${job.exclusive ? ` (exclusive ${job.exclusive})` : ''}`,
+    );
+  process.exit(0);
+}
 if (!process.env.KEEL_TEST_DATABASE_URL) {
   if (process.env.CI) {
     console.error(
@@ -159,34 +177,25 @@ if (!existsSync(join(root, 'web/build/index.html')) || process.env.CI) {
 }
 
 /**
- * The end-to-end tests start dozens of agent processes. Through the launcher and tsx one costs
- * ~0.9 s of CPU here, from one bundled file ~0.35 s; so the agent is bundled from src/ for this
- * run (what the tests run is still what is in src/), into node_modules/.cache beside a copy of
- * its package.json (it reads its version from there). test/helpers/fleet.ts uses it through
- * KEEL_TEST_AGENT_BIN; agent/src/cli.test.ts keeps testing the launcher itself.
+ * The end-to-end tests start ~150 agent processes. Through the launcher and tsx one costs ~0.9 s of
+ * CPU here; from one bundled file with its dependencies outside ~0.45 s; bundled as the release
+ * bundles it (scripts/agent-bundle.mjs: dependencies inside, execa on first use) ~0.25 s. So the
+ * agent is bundled from src/ that way for this run (what the tests run is still what is in src/,
+ * and it is what hosts run), into node_modules/.cache beside a copy of its package.json (it reads
+ * its version from there; node-pty, left out, resolves from the repository's node_modules).
+ * test/helpers/fleet.ts uses it through KEEL_TEST_AGENT_BIN; agent/src/cli.test.ts keeps testing
+ * the launcher itself.
  */
 async function bundleAgent() {
   const top = join(root, 'node_modules/.cache/keel-test/agent');
   const outfile = join(top, 'dist/keel-agent.mjs');
   try {
     const { build } = await import('esbuild');
-    const pkg = JSON.parse(readFileSync(join(root, 'agent/package.json'), 'utf8'));
-    const external = Object.keys(pkg.dependencies ?? {}).filter((d) => d !== '@keel/shared');
+    const { agentBundleOptions, asciiOnly } = await import('./agent-bundle.mjs');
     mkdirSync(join(top, 'dist'), { recursive: true });
     copyFileSync(join(root, 'agent/package.json'), join(top, 'package.json'));
-    await build({
-      entryPoints: [join(root, 'agent/src/cli.ts')],
-      outfile,
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      format: 'esm',
-      external: [...external, ...external.map((d) => `${d}/*`)],
-      banner: {
-        js: "import { createRequire as __keelRequire } from 'node:module'; const require = __keelRequire(import.meta.url);",
-      },
-      logLevel: 'warning',
-    });
+    await build(agentBundleOptions(root, { outfile }));
+    asciiOnly(outfile);
     return outfile;
   } catch (err) {
     console.log(`note: agent not bundled for the tests (${err.message}); they use agent/bin/keel-agent.mjs`);
@@ -322,6 +331,16 @@ function pruneCache(dir, keep = 4) {
     if (e.name.includes('-make-') && Date.now() - e.at > 30 * 60_000)
       rmSync(join(dir, e.name), { recursive: true, force: true });
 }
+/**
+ * V8 options for the test processes and the controllers and agents they start
+ * (KEEL_TEST_NODE_ARGS, which test/helpers/fleet.ts passes on). `--liftoff-only`: PGlite is 8 MB
+ * of WebAssembly, and V8 spends ~1.3 s of CPU on background threads optimizing it at every open
+ * (a controller process's start: 2.7 s of CPU with it, 1.4 s without); a test opens a database a
+ * few times and runs little SQL, so the baseline compiler's code is the cheaper one. Benchmarks
+ * and production keep V8's defaults.
+ */
+const nodeArgs = (process.env.KEEL_TEST_NODE_ARGS ?? '--liftoff-only').split(/\s+/).filter(Boolean);
+env.KEEL_TEST_NODE_ARGS = nodeArgs.join(' ');
 if (testTmp) {
   env.TMPDIR = testTmp;
   env.KEEL_TEST_CACHE_DIR ??= '/dev/shm/keel-test-cache';
@@ -408,6 +427,7 @@ function runJob(job, n) {
       timeBin ?? process.execPath,
       [
         ...(timeBin ? ['-f', '%U %S', '-o', cpuFile, process.execPath] : []),
+        ...nodeArgs,
         '--import',
         'tsx',
         '--import',

@@ -16,11 +16,12 @@
 //     for (const d of dirs) removeDir(d);
 //   });
 //
-// What is cheap and what is not (2 busy cores): an in-process controller (startTestController,
-// the default) costs a copy of the database template; a controller process (`controller:
-// 'process'`, for a file that kills or restarts it, or measures its memory) ~4 s of CPU from the
-// bundle `npm test` makes, ~6.5 s through the launcher; an agent start ~0.35 s (bundled). Share one
-// fleet per file (tests that need a host of their own enroll another with enrollNewAgent or
+// What is cheap and what is not (2 busy cores; `npm test` prints each file's CPU seconds): an
+// in-process controller (startTestController, the default) costs a copy of the database template
+// and ~1 s of CPU to open it; a controller process (`controller: 'process'`, for a file that kills
+// or restarts it, or measures its memory) ~1.5 s of CPU from the bundle and Node options `npm test`
+// gives it (~6.5 s through the launcher with V8's defaults); an agent start ~0.25 s (bundled as
+// released). Share one fleet per file (tests that need a host of their own enroll another with enrollNewAgent or
 // enrollThroughApi); limits go on each test (`{ timeout }`), generous, never on the file. Wait for
 // a condition (waitFor) rather than sleeping a fixed time.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -140,9 +141,16 @@ export interface Proc {
   exited: Promise<number | null>;
 }
 
+/**
+ * Node options for the processes tests start (controllers, agents), from KEEL_TEST_NODE_ARGS, which
+ * `npm test` sets to what it gives the test processes themselves (scripts/test.mjs: V8's WebAssembly
+ * baseline compiler only, so a controller start does not spend a second of CPU optimizing PGlite).
+ */
+const testNodeArgs = (process.env.KEEL_TEST_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+
 /** Spawns `node <bin> ...args` with extra env; output is collected for assertions and failures. */
 export function spawnNode(bin: string, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [bin, ...args], {
+  const child = spawn(process.execPath, [...testNodeArgs, bin, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
