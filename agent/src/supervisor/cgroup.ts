@@ -1,8 +1,8 @@
 // Memory and CPU limits for supervised processes through cgroup v2, where the host delegates the
 // controllers to the agent. Each limited process gets a cgroup of its own, `keel-<name>`, beside
-// the agent's, with `memory.max` and `cpu.max` written before the program runs (see
-// `gatedArgv`: a tiny fixed shell gate waits until the agent has moved it in, then execs the
-// program, so the pid is the program's and nothing it allocates or forks escapes the limit).
+// the agent's, with `memory.max` and `cpu.max` written before the program runs (the keeper waits
+// until the agent has moved it in before it starts the program, so nothing the program allocates
+// or forks escapes the limit: keeper.ts).
 //
 // Where the host cannot (cgroup v1 or a hybrid host whose v2 hierarchy lacks the controllers, a
 // read-only /sys/fs/cgroup in a container, a unit without Delegate=yes) nothing is changed on the
@@ -161,18 +161,4 @@ export function oomKills(path: string): number | null {
   } catch {
     return null;
   }
-}
-
-/**
- * The argv that runs `argv` inside cgroup `relative`: a fixed `sh` gate (never built from input:
- * the program's argv are its positional parameters) waits until the agent has moved it into the
- * cgroup (at most ~3 s, then runs anyway and the status says the limits were not applied), then
- * execs the program in its place — same pid, its memory and children charged to the cgroup.
- */
-export function gatedArgv(relative: string, argv: readonly string[]): string[] {
-  const gate =
-    'cg=$1; shift; i=0; ' +
-    'while [ "$i" -lt 300 ] && ! grep -qxF "0::$cg" /proc/self/cgroup; do sleep 0.01; i=$((i+1)); done; ' +
-    'exec "$@"';
-  return ['/bin/sh', '-c', gate, 'keel-gate', relative, ...argv];
 }

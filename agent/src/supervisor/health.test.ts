@@ -6,7 +6,7 @@
 // without one (this machine: memory and cpu on cgroup v1) runs the process and says why not.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,19 @@ import { Supervisor } from './supervisor.ts';
 import { cpuMax, detectCgroupHost, prepareCgroup, type CgroupHost } from './cgroup.ts';
 
 const log = pino({ level: 'silent' });
+
+/** The process groups of every run recorded under `dir` (the keepers' pids in run.json). */
+function groupsIn(dir: string): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync(dir)) {
+    try {
+      out.push((JSON.parse(readFileSync(join(dir, name, 'run.json'), 'utf8')) as { pid: number }).pid);
+    } catch {
+      // no run
+    }
+  }
+  return out;
+}
 
 class MemorySpool {
   records: StreamRecord[] = [];
@@ -52,17 +65,14 @@ function setup(t: { after(fn: () => void): void }, cgroups?: CgroupHost) {
   };
   t.after(() => {
     for (const timer of timers) clearInterval(timer);
-    for (const sup of sups) {
-      for (const p of sup.list()) {
-        if (p.pid) {
-          try {
-            process.kill(-p.pid, 'SIGKILL');
-          } catch {
-            // gone
-          }
-        }
+    for (const sup of sups) sup.close();
+    // Each run's process group is led by its keeper, whose pid run.json holds.
+    for (const pid of groupsIn(dir)) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // gone
       }
-      sup.close();
     }
     rmSync(dir, { recursive: true, force: true });
   });
@@ -315,15 +325,20 @@ test(
     assert.equal(readFileSync(join(parent, 'keel-agent', 'cgroup.procs'), 'utf8'), String(process.pid));
     assert.equal(readFileSync(join(parent, 'cgroup.subtree_control'), 'utf8'), '+memory +cpu');
     assert.equal(cpuMax(250), '250000 100000');
-    // Past the gate (it waits for the kernel's move, which a plain directory never makes), the
-    // program itself runs under the same pid: the gate execs it.
-    await until('the program in place of the gate', () => {
-      try {
-        return readFileSync(`/proc/${st.pid}/cmdline`, 'utf8') === 'sleep\u0000600\u0000';
-      } catch {
-        return false;
-      }
-    });
+    // Past the gate (the keeper waits for the kernel's move, which a plain directory never makes,
+    // then gives up after ~3 s) the program runs as the keeper's child: status.pid becomes its pid.
+    await until(
+      'the program under its keeper',
+      () => {
+        const pid = sup.status('capped').pid;
+        try {
+          return pid !== st.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'sleep\u0000600\u0000';
+        } catch {
+          return false;
+        }
+      },
+      20_000,
+    );
   },
 );
 

@@ -7,6 +7,13 @@
 // file offsets after it, and the offsets before it. On start, a spool whose last seq reached
 // `seq` has the append (resume at `offsets`); otherwise it does not (resume at `prev`). A line is
 // thus never appended twice and never skipped.
+//
+// Bounded files during a long run: the process holds its output files open (O_APPEND) for as long
+// as it runs, so they cannot be renamed away or truncated without losing what it writes meanwhile.
+// Instead, the part of a file already handed to the spool is given back to the file system by
+// punching a hole in it (fallocate PUNCH_HOLE): offsets do not move, so the exactly-once
+// bookkeeping is untouched, and the disk holds at most `keepBytes` + `punchEveryBytes` of each
+// file. The file's apparent size still grows (it is sparse) until the next run truncates it.
 import {
   closeSync,
   existsSync,
@@ -18,6 +25,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { encodeLogLine, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shared';
 
 /** Bytes read from one file per tick: bounds memory and lets the other files have their turn. */
@@ -80,6 +88,8 @@ interface FileState extends TailedFile {
   readTo: number;
   splitter: LineSplitter;
   partialSince: number;
+  /** Offset below which the file has been punched out (0: nothing yet). */
+  punchedTo: number;
 }
 
 /** The part of a spool the tailer needs. */
@@ -99,7 +109,22 @@ export class LogTailer {
   #now: () => number;
   #lineListener: ((process: string, stream: 'stdout' | 'stderr', line: Buffer) => void) | null = null;
 
-  constructor(opts: { dir: string; spool: LogSpool; now?: () => number }) {
+  #keepBytes: number;
+  #punchEveryBytes: number;
+  /** Why punching failed (e.g. a file system without hole punching); output then grows as before. */
+  punchError: string | null = null;
+
+  constructor(opts: {
+    dir: string;
+    spool: LogSpool;
+    now?: () => number;
+    /** Bytes kept below the spooled offset (the live tail's backlog reads them); default 4 MiB. */
+    keepBytes?: number;
+    /** Punch once this much more has been spooled; default 16 MiB. */
+    punchEveryBytes?: number;
+  }) {
+    this.#keepBytes = opts.keepBytes ?? 4 * 1024 * 1024;
+    this.#punchEveryBytes = opts.punchEveryBytes ?? 16 * 1024 * 1024;
     this.#intentPath = join(opts.dir, 'tail-offsets.json');
     this.#spool = opts.spool;
     this.#now = opts.now ?? Date.now;
@@ -135,6 +160,7 @@ export class LogTailer {
       readTo: at,
       splitter: new LineSplitter(),
       partialSince: 0,
+      punchedTo: 0,
     });
   }
 
@@ -154,7 +180,23 @@ export class LogTailer {
     if (!f) return;
     f.committed = 0;
     f.readTo = 0;
+    f.punchedTo = 0;
     f.splitter = new LineSplitter();
+  }
+
+  /** Gives back the disk blocks of what was spooled, keeping the last `keepBytes` (see the header). */
+  #punch(f: FileState): void {
+    if (this.punchError !== null) return;
+    const to = Math.floor(Math.max(0, f.committed - this.#keepBytes) / 4096) * 4096;
+    if (to - f.punchedTo < this.#punchEveryBytes) return;
+    try {
+      execFileSync('fallocate', ['--punch-hole', '--offset', '0', '--length', String(to), f.path], {
+        stdio: 'ignore',
+      });
+      f.punchedTo = to;
+    } catch (err) {
+      this.punchError = `punching spooled output out of ${f.path} failed: ${(err as Error).message}`;
+    }
   }
 
   /**
@@ -189,6 +231,7 @@ export class LogTailer {
           // Truncated behind our back: start over at its beginning.
           f.committed = 0;
           f.readTo = 0;
+          f.punchedTo = 0;
           f.splitter = new LineSplitter();
         }
         if (size > f.readTo) {
@@ -213,6 +256,7 @@ export class LogTailer {
         closeSync(fd);
       }
       next[f.path] = f.committed;
+      this.#punch(f);
     }
     if (records.length === 0) return 0;
     const seq = this.#spool.lastSeq + records.length;

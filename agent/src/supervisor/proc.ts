@@ -11,6 +11,7 @@ const PAGE_BYTES = 4096;
 export interface ProcStat {
   pid: number;
   state: string;
+  ppid: number;
   pgrp: number;
   /** utime + stime, in clock ticks. */
   cpuTicks: number;
@@ -34,6 +35,7 @@ export function parseStat(text: string): ProcStat | null {
   return {
     pid,
     state: f[0] ?? '?',
+    ppid: at(4),
     pgrp: at(5),
     cpuTicks: at(14) + at(15),
     startTicks: at(22),

@@ -5,7 +5,7 @@
 // no supervisor watched is kept exactly once, stdin still works).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -21,6 +21,19 @@ import { Supervisor } from './supervisor.ts';
 import { isSameProcess } from './proc.ts';
 
 const log = pino({ level: 'silent' });
+
+/** The process groups of every run recorded under `dir` (the keepers' pids in run.json). */
+function groupsIn(dir: string): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync(dir)) {
+    try {
+      out.push((JSON.parse(readFileSync(join(dir, name, 'run.json'), 'utf8')) as { pid: number }).pid);
+    } catch {
+      // no run
+    }
+  }
+  return out;
+}
 
 /** An in-memory stand-in for the logs spool (the real Spool is tested in link/spool.test.ts). */
 class MemorySpool {
@@ -52,7 +65,11 @@ function setup(t: { after(fn: () => void): void }) {
     return { sup, tailer };
   };
   t.after(() => {
+    // Each run's process group is led by its keeper, whose pid run.json holds.
+    pids.push(...groupsIn(dir));
     for (const pid of pids) {
+      // A run that already ended reports pid null: -0 would be this test's own process group.
+      if (!(pid > 0)) continue;
       try {
         process.kill(-pid, 'SIGKILL');
       } catch {
@@ -418,5 +435,54 @@ test(
     await sup.apply(spec({ name: 'idle', argv: ['true'], autostart: false }));
     assert.throws(() => sup.stdin('idle', 'x'), { code: 'process.not_running' });
     assert.throws(() => sup.stdin('nope', 'x'), { code: 'process.not_found' });
+  },
+);
+
+test(
+  'an adopted process reports how it ended (code or signal), also when it ended while no supervisor watched',
+  { timeout: 30_000 },
+  async (t) => {
+    const { dir, make, events } = setup(t);
+    const { sup: first } = make();
+    const ender = await first.apply(
+      spec({ name: 'ender', argv: ['sh', '-c', 'read x; exit 7'], restart: { policy: 'never' } }),
+    );
+    const victim = await first.apply(
+      spec({ name: 'victim', argv: ['sleep', '600'], restart: { policy: 'never' } }),
+    );
+    await first.apply(
+      spec({ name: 'gone', argv: ['sh', '-c', 'read x; exit 5'], restart: { policy: 'never' } }),
+    );
+    // The reported pid is the program's (the keeper is its parent), as `ps` would show it.
+    assert.equal(readFileSync(`/proc/${victim.pid}/cmdline`, 'utf8'), 'sleep\u0000600\u0000');
+    first.close();
+    // While no supervisor watches, `gone` ends.
+    writeFileSync(join(dir, 'gone', 'stdin'), 'bye\n');
+    const goneRun = JSON.parse(readFileSync(join(dir, 'gone', 'run.json'), 'utf8')) as {
+      pid: number;
+      startTicks: number;
+    };
+    await until('gone ended', () => !isSameProcess(goneRun.pid, goneRun.startTicks));
+    const { sup } = make();
+    await sup.load();
+    assert.equal(sup.status('ender').adopted, true);
+    assert.equal(sup.status('ender').pid, ender.pid);
+    const g = sup.status('gone');
+    assert.equal(g.state, 'exited');
+    assert.equal(g.exitCode, 5, 'the code of a run that ended while the agent was away');
+    sup.stdin('ender', 'bye');
+    await until('ender exited', () => sup.status('ender').state === 'exited');
+    assert.equal(sup.status('ender').exitCode, 7);
+    process.kill(victim.pid!, 'SIGTERM');
+    await until('victim exited', () => sup.status('victim').state === 'exited');
+    assert.equal(sup.status('victim').exitCode, null);
+    assert.equal(sup.status('victim').exitSignal, 'SIGTERM');
+    const exits = events.filter((e) => e.kind === 'process.exited');
+    assert.deepEqual(exits.map((e) => [e.data.process, e.data.exitCode, e.data.signal]).sort(), [
+      ['ender', 7, null],
+      ['gone', 5, null],
+      ['victim', null, 'SIGTERM'],
+    ]);
+    sup.close();
   },
 );

@@ -35,20 +35,16 @@ import {
 import { cpuPercent, groupMembers, isSameProcess, readStat, sampleGroups } from './proc.ts';
 import type { LogTailer } from './log-tail.ts';
 import { outputMatcher, probe } from './health.ts';
-import {
-  detectCgroupHost,
-  enterCgroup,
-  gatedArgv,
-  oomKills,
-  prepareCgroup,
-  type CgroupHost,
-} from './cgroup.ts';
+import { detectCgroupHost, enterCgroup, oomKills, prepareCgroup, type CgroupHost } from './cgroup.ts';
 import { writeProcessFiles } from './files.ts';
+import { keeperArgv, readExitStatus } from './keeper.ts';
 
 /** How often an adopted process (not our child: no exit event) is checked for life. */
 const ADOPTED_POLL_MS = 500;
 /** How often the group of a stopping process is checked for members. */
 const STOP_POLL_MS = 25;
+/** How long a start waits for the keeper to fork the program (so the reported pid is the program's). */
+const PROGRAM_WAIT_MS = 1_000;
 /** After SIGKILL, how long to wait for the group to be gone before reporting failure. */
 const KILL_WAIT_MS = 5_000;
 /** Environment passed on from the agent (the rest of the agent's environment stays private). */
@@ -62,6 +58,8 @@ interface Run {
   healthyAt?: number;
   /** Whether the run's limits hold (and its cgroup), kept for an adopting agent. */
   limits?: LimitsView;
+  /** `pid` is the run's keeper (keeper.ts), the program its child; absent for runs of older agents. */
+  keeper?: boolean;
 }
 
 type HealthView = NonNullable<ProcessStatus['health']>;
@@ -98,6 +96,8 @@ interface Managed {
   unhealthyStop: boolean;
   /** Whether spec.limits hold for the current run. */
   limits: LimitsView | null;
+  /** The program's pid under its keeper, once seen. */
+  programPid: number | null;
 }
 
 /** What the supervisor reports as it goes (host events). */
@@ -146,6 +146,16 @@ function userAccount(user: string): { uid: number; gid: number; home: string } {
   if (!uid || !gid) throw new KeelError('request.invalid', `no user named ${user} on this host`);
   // A system user's home may not exist (nobody: /nonexistent); such a process starts in /.
   return { uid: Number(uid), gid: Number(gid), home: home && existsSync(home) ? home : '/' };
+}
+
+/** The keeper's own short-lived children while it waits for its cgroup (keeper.ts). */
+function isGateStep(pid: number): boolean {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return cmd.startsWith('grep\u0000-qxF\u0000') || cmd === 'sleep\u00000.01\u0000';
+  } catch {
+    return true;
+  }
 }
 
 function writeJson(path: string, value: unknown): void {
@@ -209,6 +219,7 @@ export class Supervisor {
       outputMatch: null,
       unhealthyStop: false,
       limits: null,
+      programPid: null,
     };
   }
 
@@ -244,10 +255,18 @@ export class Supervisor {
         continue;
       }
       if (run) {
-        // It ended while the agent was down; its exit status went to init, not to us.
+        // It ended while the agent was down: its keeper wrote how (older runs: unknown).
+        const end = run.keeper ? readExitStatus(this.#path(name, 'exit-status')) : null;
         m.state = 'exited';
+        m.exitCode = end?.code ?? null;
+        m.exitSignal = end?.signal ?? null;
         this.#clearRun(name);
-        this.#emit('process.exited', { process: name, exitCode: null, signal: null, whileAgentDown: true });
+        this.#emit('process.exited', {
+          process: name,
+          exitCode: m.exitCode,
+          signal: m.exitSignal,
+          whileAgentDown: true,
+        });
         if (m.desired === 'running' && m.spec.restart.policy !== 'never') this.#scheduleRestart(m, true);
       } else if (m.desired === 'running') {
         await this.#spawn(m);
@@ -415,7 +434,7 @@ export class Supervisor {
       name,
       state: m.state,
       desired: m.desired,
-      pid: m.run?.pid ?? null,
+      pid: m.run ? this.#programPid(m, m.run) : null,
       startedAt: m.run?.startedAt ?? null,
       exitCode: m.exitCode,
       exitSignal: m.exitSignal,
@@ -462,6 +481,8 @@ export class Supervisor {
     const inFd = openSync(fifo, fsc.O_RDWR);
     const outFd = openSync(join(dir, 'stdout.log'), 'a', 0o600);
     const errFd = openSync(join(dir, 'stderr.log'), 'a', 0o600);
+    // The keeper writes the program's end here (its fd 3), whatever user it runs as.
+    const statusFd = openSync(join(dir, 'exit-status'), 'w', 0o600);
     const env: Record<string, string> = {};
     for (const k of INHERITED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k];
     if (account) Object.assign(env, { USER: m.spec.user, LOGNAME: m.spec.user, HOME: account.home });
@@ -479,8 +500,9 @@ export class Supervisor {
       m.limits = { applied: false, cgroup: null, message: cgroup.message, oomKills: null };
       this.#opts.log.warn({ process: name, reason: cgroup.message }, 'process limits not applied');
     }
-    const argv = cgroup?.ok ? gatedArgv(cgroup.relative, m.spec.argv) : m.spec.argv;
+    const argv = keeperArgv(cgroup?.ok ? cgroup.relative : null, m.spec.argv);
     const [file, ...args] = argv as [string, ...string[]];
+    m.programPid = null;
     try {
       const options = {
         // The state dir is the agent's own (0700): another user starts in its home directory.
@@ -492,9 +514,7 @@ export class Supervisor {
         cleanup: false,
         reject: false,
         // execa's types spell file descriptors as the literals 3-9; any open fd works at run time.
-        stdin: inFd as 3,
-        stdout: outFd as 3,
-        stderr: errFd as 3,
+        stdio: [inFd as 3, outFd as 3, errFd as 3, statusFd as 3],
       } satisfies Options;
       const child = execa(file, args, options);
       const pid = child.pid;
@@ -506,7 +526,7 @@ export class Supervisor {
             : { applied: true, cgroup: cgroup.path, message: null, oomKills: oomKills(cgroup.path) };
         }
         const stat = readStat(pid);
-        m.run = { pid, startTicks: stat?.startTicks ?? 0, startedAt: Date.now() };
+        m.run = { pid, startTicks: stat?.startTicks ?? 0, startedAt: Date.now(), keeper: true };
         if (m.limits) m.run.limits = m.limits;
         writeJson(this.#path(name, 'run.json'), m.run);
         m.state = m.spec.health ? 'starting' : 'running';
@@ -517,6 +537,13 @@ export class Supervisor {
           ...(m.limits ? { limits: m.limits.applied ? 'applied' : m.limits.message } : {}),
         });
         if (m.spec.health) this.#startHealth(m, m.spec.health, null);
+        // The keeper forks the program at once (after its cgroup move, when limited): wait a
+        // moment for it, so the pid reported from here on is the program's, not the keeper's.
+        const until = Date.now() + PROGRAM_WAIT_MS;
+        const run = m.run;
+        while (m.run === run && this.#programPid(m, run) === run.pid && Date.now() < until) {
+          await sleep(STOP_POLL_MS / 5);
+        }
       }
       child.unref();
       void child.then((result) => {
@@ -530,7 +557,23 @@ export class Supervisor {
       closeSync(inFd);
       closeSync(outFd);
       closeSync(errFd);
+      closeSync(statusFd);
     }
+  }
+
+  /** The program's pid: the keeper's child (found once, by its parent pid), or the run's pid. */
+  #programPid(m: Managed, run: Run): number {
+    if (!run.keeper) return run.pid;
+    if (m.programPid !== null && readStat(m.programPid)?.ppid === run.pid) return m.programPid;
+    m.programPid = null;
+    for (const pid of groupMembers(run.pid)) {
+      if (pid !== run.pid && readStat(pid)?.ppid === run.pid && !isGateStep(pid)) {
+        m.programPid = pid;
+        return pid;
+      }
+    }
+    // Not forked yet (the keeper may still wait for its cgroup): the keeper stands for it.
+    return run.pid;
   }
 
   #watchAdopted(m: Managed): void {
@@ -540,8 +583,9 @@ export class Supervisor {
     const run = m.run!;
     m.pollTimer = setInterval(() => {
       if (isSameProcess(run.pid, run.startTicks)) return;
-      // Not our child: its exit status went to init.
-      this.#onExit(m, null, null);
+      // Not our child: its keeper wrote how the program ended (runs of older agents: unknown).
+      const end = run.keeper ? readExitStatus(this.#path(m.spec.name, 'exit-status')) : null;
+      this.#onExit(m, end?.code ?? null, end?.signal ?? null);
     }, ADOPTED_POLL_MS);
     m.pollTimer.unref();
   }

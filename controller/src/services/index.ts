@@ -263,6 +263,7 @@ export function createServices(deps: ServicesDeps) {
       processes: createProcessRepository(db, createStreamRepository(db)),
       gateway: deps.gateway,
       audit,
+      bus: deps.bus,
     }),
     metrics,
     traffic,

@@ -14,6 +14,8 @@ import type { HostRepository } from '../repositories/hosts.ts';
 import type { LogPage, ProcessRepository } from '../repositories/processes.ts';
 import { requireHostAccess, type Actor, type Permission } from './access.ts';
 import type { AuditService } from './audit.ts';
+import type { FleetBus } from '../bus/index.ts';
+import { auditProcessEvents } from './process-audit.ts';
 
 /** Who asks, with the address for the audit trail. */
 export type ProcessActor = Actor & { ip: string | null };
@@ -32,10 +34,13 @@ export interface ProcessesServiceDeps {
   processes: ProcessRepository;
   gateway: AgentGateway;
   audit: AuditService;
+  /** Where agents' process events arrive; each goes into the audit trail (process-audit.ts). */
+  bus?: FleetBus;
 }
 
 /** Processes on hosts: list, define, control, console input, stored output. */
-export function createProcessesService({ hosts, processes, gateway, audit }: ProcessesServiceDeps) {
+export function createProcessesService({ hosts, processes, gateway, audit, bus }: ProcessesServiceDeps) {
+  if (bus) auditProcessEvents({ bus, audit });
   async function usable(actor: ProcessActor, permission: Permission, hostId: string): Promise<void> {
     requireHostAccess(actor, permission, [hostId]);
     const host = await hosts.get(hostId);

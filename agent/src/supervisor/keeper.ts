@@ -1,0 +1,52 @@
+// The keeper: a few lines of `sh` that stay the parent of a supervised program, so its exit
+// status is known even when the agent that started it is gone. A program adopted after an agent
+// restart is not the new agent's child: without a parent of its own its status would go to init.
+//
+// `sh -c KEEPER keel-keeper <cgroup> <argv...>` — the script is fixed, the program's argv are
+// positional parameters (never parsed by a shell). The keeper leads the process group; it
+//  1. waits (at most ~3 s) until the agent has moved it into `<cgroup>` when one is given, so the
+//     program and everything it forks are charged to it (cgroup.ts);
+//  2. runs the program as a foreground child, with every stop signal trapped by a no-op: the
+//     signals the agent sends to the group reach the program (which gets default dispositions:
+//     traps are reset for a child, and a foreground child does not get SIGINT/SIGQUIT ignored),
+//     and the keeper lives to see the end;
+//  3. writes the program's status ($?, 128+n for signal n) to fd 3, a file the agent opened
+//     (`exit-status`, which it can read whatever user the keeper runs as), and ends the same way
+//     the program did: the same code, or the same signal raised on itself.
+import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+
+const KEEPER =
+  'cg=$1; shift; ' +
+  'if [ -n "$cg" ]; then i=0; ' +
+  'while [ "$i" -lt 300 ] && ! grep -qxF "0::$cg" /proc/self/cgroup; do sleep 0.01; i=$((i+1)); done; fi; ' +
+  'trap : HUP INT QUIT TERM USR1 USR2 ALRM PIPE; ' +
+  '"$@" 3>&-; s=$?; ' +
+  'echo "$s" >&3; exec 3>&-; ' +
+  'if [ "$s" -gt 128 ] && [ "$s" -lt 160 ]; then trap - $((s-128)); kill -$((s-128)) $$; fi; ' +
+  'exit "$s"';
+
+/** The argv that runs `argv` under a keeper (in `cgroup`, a path inside the cgroup2 mount, when given). */
+export function keeperArgv(cgroup: string | null, argv: readonly string[]): string[] {
+  return ['/bin/sh', '-c', KEEPER, 'keel-keeper', cgroup ?? '', ...argv];
+}
+
+const signalNames = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+
+/**
+ * The program's end as its keeper wrote it (`exit-status`): its exit code, or the signal that
+ * killed it (a shell status of 128+n). Null when nothing was written (the keeper itself was
+ * killed, e.g. by the SIGKILL that ends a stop).
+ */
+export function readExitStatus(path: string): { code: number | null; signal: string | null } | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch {
+    return null;
+  }
+  if (!/^\d+$/.test(text)) return null;
+  const s = Number(text);
+  if (s > 128 && s < 160) return { code: null, signal: signalNames.get(s - 128) ?? `SIG${s - 128}` };
+  return { code: s, signal: null };
+}
