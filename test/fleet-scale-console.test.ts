@@ -11,6 +11,14 @@ import type { Browser } from 'playwright-core';
 import { launchChromium, openPage, signIn } from './helpers/browser.ts';
 import { removeDir, startTestController, type TestController } from './helpers/fleet.ts';
 
+// The page functions below run in Chromium; these declare the little of the DOM they use (the test
+// project compiles for Node, without the DOM library).
+declare const document: {
+  querySelectorAll(selector: string): { length: number };
+  querySelector(selector: string): { textContent: string | null } | null;
+};
+declare function requestAnimationFrame(callback: () => void): number;
+
 const HOSTS = Number(process.env.KEEL_TEST_FLEET_HOSTS ?? 1_000);
 /** The host the filter looks for, and the highest CPU figure (host i has i % 100). */
 const PICK = Math.min(777, HOSTS - 1);
