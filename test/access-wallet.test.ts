@@ -209,6 +209,36 @@ describe('sign-in', () => {
     assert.equal(list.wallets[0]?.lastUsedAt, clock.toISOString());
   });
 
+  test(
+    'naming the wallet gets the whole message to sign (what the console does)',
+    { timeout: 30_000 },
+    async () => {
+      advance(900);
+      const address = addressOfSecretKey(aliceKey); // lower case, as wallets often answer
+      const res = await t.request('/api/v1/auth/wallet/challenge', {
+        method: 'POST',
+        json: { address, chainId: 10 },
+        ip: '198.51.100.20',
+      });
+      const challenge = await json<Challenge & { message: string }>(res);
+      assert.match(challenge.message, new RegExp(`\n${addressOf(aliceKey)}\n`), 'checksummed');
+      assert.match(challenge.message, /\nChain ID: 10\n/);
+      assert.match(challenge.message, new RegExp(`\nNonce: ${challenge.nonce}\n`));
+      const ok = await walletLogin(
+        challenge.message,
+        signPersonalMessage(challenge.message, aliceKey),
+        '198.51.100.20',
+      );
+      assert.equal(ok.status, 200);
+      const refused = await t.request('/api/v1/auth/wallet/challenge', {
+        method: 'POST',
+        json: { address, chainId: 5 },
+        ip: '198.51.100.20',
+      });
+      assert.equal(await errorCode(refused), 'wallet.chain_not_allowed');
+    },
+  );
+
   test('a message for another domain, URI, scheme or chain is refused', { timeout: 30_000 }, async () => {
     advance(900); // past the replay's failure above
     const cases: [Partial<SiweMessage>, string][] = [

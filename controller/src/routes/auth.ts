@@ -2,7 +2,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { AuthService } from '../services/auth.ts';
 import type { WalletsService } from '../services/wallets.ts';
-import { signedMessageSchema, walletChallengeSchema } from './wallets.ts';
+import { challengeBodySchema, signedMessageSchema, walletChallengeSchema } from './wallets.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, sessionOf, userSchema } from './env.ts';
 import { getCookie } from 'hono/cookie';
 import { KeelError } from '@keel/shared';
@@ -170,8 +170,9 @@ const walletChallengeRoute = createRoute({
   middleware: [permit.public()] as const,
   tags: ['auth'],
   summary: 'A nonce for a wallet sign-in message (5 minutes, single use)',
+  request: challengeBodySchema,
   description:
-    'Write an EIP-4361 message with this nonce, `domain` and `uri`, one of `chainIds`, version 1 and an Issued At within the nonce lifetime; have the wallet sign it (personal_sign) and send both to POST /auth/wallet/login. Outstanding nonces are bounded per client address (429 `wallet.nonce_limit`).',
+    'Name your wallet address (and chain id) to get the whole message to sign in `message`; or write an EIP-4361 message with this nonce, `domain` and `uri`, one of `chainIds`, version 1 and an Issued At within the nonce lifetime; have the wallet sign it (personal_sign) and send both to POST /auth/wallet/login. Outstanding nonces are bounded per client address (429 `wallet.nonce_limit`).',
   responses: {
     200: { description: 'OK.', content: { 'application/json': { schema: walletChallengeSchema } } },
     403: errorResponse('Wallet sign-in is off (`wallet.disabled`), or a cross-origin request.'),
@@ -236,7 +237,8 @@ export function authRoutes({ auth, cookie, checkPasswordPolicy = () => undefined
     .openapi(walletChallengeRoute, async (c) => {
       if (!wallets) throw new KeelError('wallet.disabled');
       c.header('cache-control', 'no-store');
-      return c.json(await wallets.challenge('login', null, c.get('clientIp')), 200);
+      const forWallet = c.req.header('content-type')?.includes('json') ? c.req.valid('json') : undefined;
+      return c.json(await wallets.challenge('login', null, c.get('clientIp'), forWallet), 200);
     })
     .openapi(walletLoginRoute, async (c) => {
       const { message, signature } = c.req.valid('json');

@@ -34,8 +34,30 @@ export const walletChallengeSchema = z
     statement: z.string().openapi({ description: 'A statement to put in the message (optional).' }),
     issuedAt: z.iso.datetime(),
     expiresAt: z.iso.datetime().openapi({ description: 'The nonce is refused after this.' }),
+    message: z
+      .string()
+      .optional()
+      .openapi({ description: 'The whole message, ready to sign, when the request named an address.' }),
   })
   .openapi('WalletChallenge');
+
+/** Optional: the wallet's address (and chain), to get the message written for it. */
+export const challengeBodySchema = {
+  body: {
+    required: false,
+    content: {
+      'application/json': {
+        schema: z
+          .object({
+            address: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
+            chainId: z.number().int().positive().optional(),
+          })
+          .strict()
+          .openapi('WalletChallengeRequest'),
+      },
+    },
+  },
+};
 
 export const signedMessageSchema = z.object({
   message: z.string().min(1).max(8192).openapi({ description: 'The EIP-4361 message text, as signed.' }),
@@ -79,6 +101,7 @@ const challengeRoute = createRoute({
   tags: ['wallets'],
   security: cookieSecurity,
   summary: 'A nonce for linking a wallet (yours only, 5 minutes, single use)',
+  request: challengeBodySchema,
   responses: {
     200: json(walletChallengeSchema),
     ...authErrors,
@@ -172,7 +195,8 @@ export function walletRoutes({ wallets, auth }: { wallets: WalletsService; auth:
     .openapi(challengeRoute, async (c) => {
       const { user } = sessionOf(c);
       c.header('cache-control', 'no-store');
-      return c.json(await wallets.challenge('link', user, c.get('clientIp')), 200);
+      const forWallet = c.req.header('content-type')?.includes('json') ? c.req.valid('json') : undefined;
+      return c.json(await wallets.challenge('link', user, c.get('clientIp'), forWallet), 200);
     })
     .openapi(linkRoute, async (c) => {
       const session = sessionOf(c);

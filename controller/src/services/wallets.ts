@@ -10,7 +10,13 @@ import { KeelError } from '@keel/shared';
 import type { NoncePurpose, WalletRow, WalletsRepository } from '../repositories/wallets.ts';
 import type { UserRow, UsersRepository } from '../repositories/users.ts';
 import type { AuditService } from './audit.ts';
-import { parseSiweMessage, recoverPersonalSigner, type SiweMessage } from './siwe.ts';
+import {
+  formatSiweMessage,
+  parseSiweMessage,
+  recoverPersonalSigner,
+  toChecksumAddress,
+  type SiweMessage,
+} from './siwe.ts';
 
 /** Wallet sign-in limits. */
 export const walletPolicy = {
@@ -59,6 +65,8 @@ export interface WalletChallenge {
   statement: string;
   issuedAt: string;
   expiresAt: string;
+  /** The whole message for `address`, ready to sign, when the caller named its address. */
+  message?: string;
 }
 
 /** Wallet linking, sign-in checks and the policy. */
@@ -147,7 +155,12 @@ export function createWalletsService(deps: WalletsServiceDeps) {
      * A nonce and what the message must say. `login` nonces are for anyone (bounded per client
      * address and in all); `link` nonces belong to the signed-in user who asked.
      */
-    async challenge(purpose: NoncePurpose, user: { id: string; username: string } | null, ip: string | null) {
+    async challenge(
+      purpose: NoncePurpose,
+      user: { id: string; username: string } | null,
+      ip: string | null,
+      forWallet?: { address: string; chainId?: number },
+    ) {
       const policy = await requireEnabled();
       const t = now();
       const count = await wallets.sweepAndCount(ip, t);
@@ -170,6 +183,22 @@ export function createWalletsService(deps: WalletsServiceDeps) {
         issuedAt: t.toISOString(),
         expiresAt: expiresAt.toISOString(),
       };
+      if (forWallet) {
+        const chainId = forWallet.chainId ?? policy.chainIds[0]!;
+        if (!policy.chainIds.includes(chainId)) {
+          throw new KeelError('wallet.chain_not_allowed', `Chain ${chainId} is not accepted here.`);
+        }
+        challenge.message = formatSiweMessage({
+          domain: challenge.domain,
+          address: toChecksumAddress(forWallet.address),
+          statement: challenge.statement,
+          uri: challenge.uri,
+          version: '1',
+          chainId,
+          nonce,
+          issuedAt: challenge.issuedAt,
+        });
+      }
       return challenge;
     },
 

@@ -252,6 +252,35 @@ function accessCalls() {
     deleteGroup: async (id: string): Promise<void> => {
       await call(client.groups[':id'].$delete(byId(id)));
     },
+    /** Change a user's role or scope. */
+    updateUser: (id: string, input: { role?: 'owner' | 'admin' | 'operator' | 'viewer'; scoped?: boolean }) =>
+      call(user.$patch({ ...byId(id), json: input })),
+    /** Rename a group, set its tags or its hand-picked hosts. */
+    updateGroup: (id: string, input: { name?: string; tags?: string[]; hostIds?: string[] }) =>
+      call(client.groups[':id'].$patch({ ...byId(id), json: input })),
+    hostTags: (id: string) => call(client['host-tags'][':id'].$get(byId(id))),
+    setHostTags: (id: string, tags: string[]) =>
+      call(client['host-tags'][':id'].$put({ ...byId(id), json: { tags } })),
+    /** Wallet sign-in: whether it is on (public), a nonce to sign, link and unlink (My account). */
+    walletStatus: () => call(client.auth.wallet.$get()),
+    walletLoginChallenge: (wallet: { address: string; chainId?: number }) =>
+      call(client.auth.wallet.challenge.$post({ json: wallet })),
+    walletLogin: (message: string, signature: string) =>
+      call(client.auth.wallet.login.$post({ json: { message, signature } }), { quiet401: true }),
+    listWallets: () => call(client.wallets.$get()),
+    walletLinkChallenge: (wallet: { address: string; chainId?: number }) =>
+      call(client.wallets.challenge.$post({ json: wallet })),
+    linkWallet: (input: { message: string; signature: string; password: string }) =>
+      call(client.wallets.$post({ json: input })),
+    unlinkWallet: async (address: string): Promise<void> => {
+      await call(client.wallets[':address'].$delete({ param: { address } }));
+    },
+    twoFactorPolicy: () => call(client['two-factor'].policy.$get()),
+    setTwoFactorPolicy: (roles: ('owner' | 'admin' | 'operator' | 'viewer')[]) =>
+      call(client['two-factor'].policy.$put({ json: { roles } })),
+    walletPolicy: () => call(client.wallets.policy.$get()),
+    setWalletPolicy: (input: { enabled: boolean; chainIds: number[] }) =>
+      call(client.wallets.policy.$put({ json: input })),
   };
 }
 
