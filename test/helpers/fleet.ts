@@ -25,7 +25,7 @@
 // enrollThroughApi); limits go on each test (`{ timeout }`), generous, never on the file. Wait for
 // a condition (waitFor) rather than sleeping a fixed time.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,7 @@ import pino from 'pino';
 import { ApiClient, firstAdminFrom } from './api.ts';
 import { loadConfig } from '../../controller/src/config/index.ts';
 import { seedDatabase } from './database-template.ts';
+import { isSameProcess } from '../../agent/src/supervisor/proc.ts';
 import { startController, type Controller } from '../../controller/src/server.ts';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -55,7 +56,36 @@ export function tempDir(prefix = 'keel-test-'): string {
 }
 
 export function removeDir(dir: string): void {
+  killSupervised(dir);
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Kills the process groups an agent state dir still supervises. Supervised processes outlive their
+ * agent by design (kill -9 of the agent leaves them running), so a test that ends early, or never
+ * stops what it started, would leave them behind on the machine: a spinner, a proxy, a game server.
+ * Only a group whose leader is still the process the run recorded (pid and start time) is killed.
+ */
+export function killSupervised(stateDir: string): void {
+  const dir = join(stateDir, 'processes');
+  if (!existsSync(dir)) return;
+  for (const name of readdirSync(dir)) {
+    try {
+      const run = JSON.parse(readFileSync(join(dir, name, 'run.json'), 'utf8')) as {
+        pid?: number;
+        startTicks?: number;
+      };
+      if (
+        typeof run.pid === 'number' &&
+        typeof run.startTicks === 'number' &&
+        isSameProcess(run.pid, run.startTicks)
+      ) {
+        process.kill(-run.pid, 'SIGKILL');
+      }
+    } catch {
+      // No run recorded, or the group is gone already.
+    }
+  }
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */
