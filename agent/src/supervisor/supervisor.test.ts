@@ -462,7 +462,13 @@ test(
       pid: number;
       startTicks: number;
     };
-    await until('gone ended', () => !isSameProcess(goneRun.pid, goneRun.startTicks));
+    // Ended: its keeper wrote how, and is gone itself (on a busy host the two are a moment apart).
+    await until(
+      'gone ended',
+      () =>
+        readFileSync(join(dir, 'gone', 'exit-status'), 'utf8').trim() !== '' &&
+        !isSameProcess(goneRun.pid, goneRun.startTicks),
+    );
     const { sup } = make();
     await sup.load();
     assert.equal(sup.status('ender').adopted, true);
