@@ -11,6 +11,7 @@ import {
   repoRoot,
   startControllerProcess,
   tempDir,
+  waitFor,
   type ControllerProcess,
   type Proc,
 } from './helpers/fleet.ts';
@@ -82,9 +83,11 @@ test('on a terminal, install.sh asks for what is missing and installs', { timeou
   // The token was typed with echo off: it never reached the screen.
   assert.ok(!screen.includes(created.body.secret), 'the join token was echoed');
   assert.ok(screen.includes(controller.url), 'the URL was echoed as typed');
-  const hosts = await controller.api.get<{ hosts: { name: string; online: boolean }[] }>('/hosts');
-  assert.deepEqual(
-    hosts.body.hosts.map((h) => [h.name, h.online]),
-    [['tty-host', true]],
-  );
+  // The script saw it online; the fleet list agrees (a busy host may have reconnected since).
+  const hosts = async () =>
+    (await controller.api.get<{ hosts: { name: string; online: boolean }[] }>('/hosts')).body.hosts.map(
+      (h) => [h.name, h.online],
+    );
+  await waitFor(async () => (await hosts())[0]?.[1] === true, 20_000, 'tty-host online').catch(() => {});
+  assert.deepEqual(await hosts(), [['tty-host', true]]);
 });
