@@ -32,6 +32,8 @@ import { encodeLogLine, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shar
 const READ_BYTES = 1024 * 1024;
 /** A partial line (no newline yet) older than this is flushed as a `continued` record. */
 const PARTIAL_FLUSH_MS = 1_000;
+/** `drain()` reads at most this many chunks of READ_BYTES (256 MiB) before it gives up the loop. */
+const DRAIN_MAX_READS = 256;
 
 /** Splits bytes into lines: CRLF or LF, lines over `max` cut into `continued` parts, binary-safe. */
 export class LineSplitter {
@@ -200,11 +202,30 @@ export class LogTailer {
   }
 
   /**
-   * Reads what the files gained since the last tick and appends their lines to the spool.
-   * `flushPartial` also hands out partial lines at once (a process that ended).
+   * Reads every file to its current end (a process that ended or is removed: a tick reads at most
+   * READ_BYTES of a file, and a fast writer can be megabytes ahead), handing out partial lines at
+   * the end. Bounded by DRAIN_MAX_READS; returns the number of records appended.
+   */
+  drain(): number {
+    let total = 0;
+    for (let i = 0; i < DRAIN_MAX_READS; i++) {
+      total += this.tick(true);
+      if (this.#caughtUp) break;
+    }
+    return total;
+  }
+
+  /** Whether the last tick read every file to the end it had then. */
+  #caughtUp = true;
+
+  /**
+   * Reads what the files gained since the last tick (at most READ_BYTES of each) and appends their
+   * lines to the spool. `flushPartial` also hands out a partial line at once (a process that
+   * ended) once its file has been read to the end: a line is never cut at a read boundary.
    * Returns the number of records appended.
    */
   tick(flushPartial = false): number {
+    this.#caughtUp = true;
     const records: StreamRecord[] = [];
     const prev: Offsets = {};
     const next: Offsets = {};
@@ -238,12 +259,19 @@ export class LogTailer {
           const buf = Buffer.allocUnsafe(Math.min(READ_BYTES, size - f.readTo));
           const n = readSync(fd, buf, 0, buf.length, f.readTo);
           f.readTo += n;
-          for (const { line, continued } of f.splitter.push(buf.subarray(0, n))) emit(line, continued);
+          const lines = f.splitter.push(buf.subarray(0, n));
+          for (const { line, continued } of lines) emit(line, continued);
           // Lines that ended: committed moves to where the held partial line begins.
           f.committed = f.readTo - f.splitter.pendingBytes;
-          f.partialSince = f.splitter.pendingBytes > 0 ? f.partialSince || now : 0;
+          // The held partial line's age counts from when it began (the last line that ended).
+          if (f.splitter.pendingBytes === 0) f.partialSince = 0;
+          else if (lines.length > 0 || f.partialSince === 0) f.partialSince = now;
         }
+        // A partial line is handed out only at the file's end: behind it, the next read ends it.
+        const atEnd = f.readTo >= size;
+        if (!atEnd) this.#caughtUp = false;
         if (
+          atEnd &&
           f.splitter.pendingBytes > 0 &&
           (flushPartial || (f.partialSince > 0 && now - f.partialSince >= PARTIAL_FLUSH_MS))
         ) {

@@ -358,7 +358,7 @@ export class Supervisor {
     const m = this.#get(name);
     await this.stop(name);
     // What it printed last is handed to the spool before its files go.
-    this.#opts.tailer.tick(true);
+    this.#opts.tailer.drain();
     for (const stream of ['stdout', 'stderr']) this.#opts.tailer.remove(this.#path(name, `${stream}.log`));
     this.#closeStdin(m);
     this.#procs.delete(name);
@@ -468,7 +468,7 @@ export class Supervisor {
     if (!existsSync(fifo)) execaSync('mkfifo', ['-m', '600', fifo]);
     // Output files fully handed to the spool start over for the new run (the files stay bounded
     // by one run's output; see docs/processes.md).
-    this.#opts.tailer.tick(true);
+    this.#opts.tailer.drain();
     for (const stream of ['stdout', 'stderr']) {
       const file = join(dir, `${stream}.log`);
       if (existsSync(file) && this.#opts.tailer.committedOffset(file) === statSync(file).size) {
