@@ -16,12 +16,20 @@
 //  enforce   the delay from a node's counters crossing a user's quota to the user being gone from
 //            the rendered config of all 20 nodes, with the scraper running at a 2 s interval.
 //            Target: one scrape interval.
+//  peer      Ansible pushing the same change the way operators without a panel do: the rendered
+//            10,000-client v2ray config (one user changed each run) copied to 20 local hosts
+//            (ansible_connection=local, forks 20, `copy` module: checksum, temp file, rename), in
+//            the same run. It does not reload v2ray or render per host, so it is a floor for the
+//            peer. Skipped when `ansible` is not installed or with --no-peer.
 // Render + validate of one 10,000-user config: `npm run bench -- proxies-render` (the agent side).
-// Run: npm run bench -- proxies [--users 10000] [--nodes 20] [--runs 5]
+// Run: npm run bench -- proxies [--users 10000] [--nodes 20] [--runs 5] [--no-peer]
 // PostgreSQL from KEEL_BENCH_DATABASE_URL, else KEEL_TEST_DATABASE_URL, else
 // postgres://postgres@127.0.0.1:5432/test (a scratch database is made and dropped).
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { cpus, loadavg } from 'node:os';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -44,6 +52,7 @@ const { values: args } = parseArgs({
     users: { type: 'string', default: '10000' },
     nodes: { type: 'string', default: '20' },
     runs: { type: 'string', default: '5' },
+    'no-peer': { type: 'boolean', default: false },
   },
   allowPositionals: true,
 });
@@ -262,6 +271,57 @@ async function main(): Promise<void> {
     console.log(
       `fan-out: median ${ms(pct(times, 0.5))}, max ${ms(Math.max(...times))} (target < 2000 ms), CPU of this process median ${ms(pct(cpuTimes, 0.5))}; of which one node's render in this process ~${ms(renderOne)} (x${NODES} here; on real nodes each agent renders its own in parallel)`,
     );
+
+    // ---- peer: Ansible copying the same rendered config to 20 local hosts ----
+    if (!args['no-peer'] && spawnSync('ansible', ['--version'], { stdio: 'ignore' }).status === 0) {
+      const dir = mkdtempSync(join(tmpdir(), 'keel-bench-proxies-ansible-'));
+      try {
+        const inventory = join(dir, 'inventory.ini');
+        writeFileSync(
+          inventory,
+          `[all]\n${hostIds.map((_, i) => `node${i} ansible_connection=local ansible_python_interpreter=/usr/bin/python3`).join('\n')}\n`,
+        );
+        for (let i = 0; i < NODES; i++) mkdirSync(join(dir, `node${i}`));
+        const users = await svc.usersForNode(hostIds[0]!, 'vpn');
+        const peer: number[] = [];
+        for (let r = 0; r <= Math.min(RUNS, 3); r++) {
+          // One user changed, as in the Keel runs: a new file each time, so every host copies.
+          const changed = users.map((u, k) => (k === r ? { ...u, uuid: randomUUID() } : u));
+          const [file] = await v2rayAdapter.render(settings, changed, ctxFor('vpn'));
+          const src = join(dir, 'config.json');
+          writeFileSync(src, file!.content);
+          const started = performance.now();
+          const out = spawnSync(
+            'ansible',
+            [
+              'all',
+              '-i',
+              inventory,
+              '-m',
+              'copy',
+              '-a',
+              `src=${src} dest=${dir}/{{ inventory_hostname }}/config.json mode=0600`,
+              '-f',
+              String(NODES),
+              '-o',
+            ],
+            { env: { ...process.env, ANSIBLE_LOCAL_TEMP: dir }, stdio: 'pipe' },
+          );
+          const took = performance.now() - started;
+          if (out.status !== 0)
+            throw new Error(`ansible exited ${out.status}: ${out.stderr.toString().slice(0, 500)}`);
+          if (r > 0) peer.push(took);
+          console.log(
+            `  ansible ${r === 0 ? 'warm-up' : `run ${r}`}: ${(file!.content.length / 1e6).toFixed(2)} MB config copied to ${NODES} local hosts in ${ms(took)} (load ${load()})`,
+          );
+        }
+        console.log(
+          `peer: ansible copy of the same config to ${NODES} local hosts, median ${ms(pct(peer, 0.5))} (no render per host, no reload: a floor for the peer); keel fan-out median ${ms(pct(times, 0.5))}`,
+        );
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
 
     // ---- enforcement delay ----
     const victim = userIds[USERS - 1]!;
