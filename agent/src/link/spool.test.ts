@@ -320,11 +320,36 @@ test('overflow drops the oldest segments, counts exactly what was lost, and read
   await spool.close();
 });
 
-test('an append larger than the whole spool is refused', async (t) => {
-  const spool = await Spool.open({ dir: tempDir(t), maxBytes: 8192, syncIntervalMs: 0 });
+// Found by test/processes-gap.test.ts: the log tailer appends up to 1 MiB of a file's lines per
+// tick, more than a 1 MiB spool holds; the refused append threw the lines away with no count.
+test('an append larger than the whole spool keeps its newest records and counts the rest as dropped', async (t) => {
+  const dir = tempDir(t);
+  const maxBytes = 8192;
+  let spool = await Spool.open({ dir, maxBytes, segmentBytes: 4096, syncIntervalMs: 0 });
+  spool.append(recs(1, 10, 100));
+  // 200 records of 100 bytes (~22 KiB) into an 8 KiB spool.
+  const r = spool.append(recs(11, 210, 100));
+  assert.deepEqual(r, { firstSeq: 11, lastSeq: 210 });
+  assert.equal(spool.lastSeq, 210);
+  assert.ok(spool.bytes <= maxBytes, `spool holds ${spool.bytes} bytes`);
+  const held = readAll(spool, 0, 1 << 20);
+  assert.equal(held.at(-1), 210, 'the newest records are kept');
+  assert.deepEqual(held, range(held[0]!, 210), 'what is kept is one run, in order');
+  assert.ok(held.length > 50, `a spool's worth is kept (${held.length})`);
+  // Every record not held is counted: the 10 before and the front of the big append.
+  assert.equal(spool.droppedRecords, held[0]! - 1);
+  // A record larger than the spool on its own is counted too, and numbering goes on after it.
+  assert.deepEqual(spool.append([rec(211, 9000)]), { firstSeq: 211, lastSeq: 211 });
+  assert.equal(spool.droppedRecords, held[0]!);
+  spool.append(recs(212, 213, 100));
+  assert.deepEqual(readAll(spool, 210, 1 << 20), [212, 213]);
+  const dropped = spool.droppedRecords;
+  await spool.close();
+  // The count and the numbering survive a restart.
+  spool = await Spool.open({ dir, maxBytes, segmentBytes: 4096, syncIntervalMs: 0 });
   t.after(() => spool.close());
-  assert.throws(() => spool.append([rec(1, 9000)]), RangeError);
-  assert.equal(spool.lastSeq, 0);
+  assert.equal(spool.droppedRecords, dropped);
+  assert.equal(spool.lastSeq, 213);
 });
 
 /** Runs the crash writer on `dir` until it reports more than `atLeast` records, then kills it. */

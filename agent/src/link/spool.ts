@@ -263,15 +263,30 @@ export class Spool {
   /**
    * Appends records with one write and returns the seqs they got. When the spool would exceed
    * maxBytes, the oldest whole segments are dropped first (acknowledged or not) and counted.
+   * An append larger than the whole spool keeps its newest records that fit: the ones before
+   * them get their seqs and are counted as dropped (the controller sees them as a gap), like
+   * records dropped from a full spool, never lost without a count.
    */
   append(records: readonly StreamRecord[]): { firstSeq: number; lastSeq: number } {
     if (this.#closed) throw new Error('spool is closed');
     const firstSeq = this.#lastSeq + 1;
     if (records.length === 0) return { firstSeq, lastSeq: this.#lastSeq };
 
-    const { buf, frameStarts } = encodeFrames(records, firstSeq);
-    if (buf.length > Math.min(this.maxBytes - FRAME_OVERHEAD, MAX_SEGMENT_BYTES)) {
-      throw new RangeError(`append of ${buf.length} bytes cannot fit a spool of ${this.maxBytes} bytes`);
+    const fits = Math.min(this.maxBytes - FRAME_OVERHEAD, MAX_SEGMENT_BYTES);
+    let { buf, frameStarts } = encodeFrames(records, firstSeq);
+    if (buf.length > fits) {
+      // Drop from the front until the rest fits (frame headers shrink with the records: re-encode).
+      let from = 0;
+      while (buf.length > fits && from < records.length) {
+        let excess = buf.length - fits;
+        while (excess > 0 && from < records.length)
+          excess -= RECORD_HEADER_BYTES + records[from++]!.payload.byteLength;
+        if (from < records.length)
+          ({ buf, frameStarts } = encodeFrames(records.slice(from), firstSeq + from));
+      }
+      this.#lose(firstSeq, from);
+      if (from === records.length) return { firstSeq, lastSeq: this.#lastSeq };
+      return { firstSeq, lastSeq: this.append(records.slice(from)).lastSeq };
     }
 
     let seg = this.#segments.at(-1);

@@ -101,16 +101,19 @@ export function createProcessRepository(db: Db, streams: StreamRepository) {
       for (;;) {
         const page = await streams.read(hostId, LOGS_STREAM, after, SCAN_PAGE);
         gaps.push(...page.gaps);
+        // A page stopped early returns the gaps up to where it stopped; the next page returns the rest.
+        const upTo = (at: number) => gaps.filter((g) => g.fromSeq <= at);
         for (const r of page.records) {
           after = r.seq;
-          if (q.until !== undefined && r.ts >= q.until) return { lines, gaps, nextAfter: after, end: true };
+          if (q.until !== undefined && r.ts >= q.until)
+            return { lines, gaps: upTo(after), nextAfter: after, end: true };
           if (q.since !== undefined && r.ts < q.since) continue;
           const l = decodeLogLine(r.payload);
           if (!l || l.process !== process) continue;
           const text = Buffer.from(l.line).toString('utf8');
           if (q.contains !== undefined && !text.includes(q.contains)) continue;
           lines.push({ seq: r.seq, ts: r.ts, stream: l.stream, text, continued: l.continued });
-          if (lines.length >= q.limit) return { lines, gaps, nextAfter: after, end: false };
+          if (lines.length >= q.limit) return { lines, gaps: upTo(after), nextAfter: after, end: false };
         }
         scanned += page.records.length;
         if (page.records.length < SCAN_PAGE) return { lines, gaps, nextAfter: after, end: true };
