@@ -38,7 +38,11 @@ export function clientAddress(opts: { trustProxy: boolean }): MiddlewareHandler<
   });
 }
 
-/** One log line per request: method, path (no query), status, time; never headers or bodies. */
+/**
+ * One log line per request: method, path (no query), status, time, user and API token; never
+ * headers or bodies. (Reads made with a token are visible here; the audit trail has its sign-ins
+ * and mutating requests.)
+ */
 export function requestLog(log: Logger): MiddlewareHandler<AppEnv> {
   return createMiddleware<AppEnv>(async (c, next) => {
     const started = performance.now();
@@ -52,6 +56,7 @@ export function requestLog(log: Logger): MiddlewareHandler<AppEnv> {
       ms,
       ip: c.get('clientIp'),
       userId: session?.user.id,
+      tokenId: session?.token?.id,
     };
     if (c.res.status >= 500) log.error(entry, 'request failed');
     // API calls are worth a line each; console assets and health probes only when debugging.
@@ -104,11 +109,29 @@ export function requireSession(auth: AuthService, cookie: CookieOptions): Middle
       const [scheme, value] = authorization.split(/\s+/, 2);
       const bearer =
         scheme?.toLowerCase() === 'bearer' && value
-          ? await auth.authenticateBearer(value, c.get('clientIp'))
+          ? await auth.authenticateBearer(value, c.get('clientIp'), {
+              userAgent: c.req.header('user-agent') ?? null,
+            })
           : null;
       if (!bearer) throw new KeelError('auth.required', 'The API token is unknown, expired or revoked.');
       c.set('session', bearer);
-      return next();
+      if (!MUTATING.has(c.req.method)) return next();
+      // Every mutating request made with a token is audited with its outcome, allowed or not.
+      let status = 500;
+      try {
+        await next();
+        status = c.res.status;
+      } catch (err) {
+        if (err instanceof KeelError) status = err.status;
+        throw err;
+      } finally {
+        await auth.recordTokenRequest(
+          bearer,
+          { method: c.req.method, path: c.req.path, status },
+          c.get('clientIp'),
+        );
+      }
+      return;
     }
     const secret = getCookie(c, SESSION_COOKIE);
     const session = await auth.authenticate(secret);

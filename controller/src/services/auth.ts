@@ -86,6 +86,8 @@ export interface AuthenticatedSession {
   renewed: boolean;
   /** How the request authenticated: the session cookie, or an API token (`Authorization: Bearer`). */
   via?: 'cookie' | 'token';
+  /** The API token, when `via` is `token`. */
+  token?: { id: string; name: string };
   /**
    * `ok`; `second-factor`: the password was right and a TOTP or recovery code is still owed;
    * `enroll`: the user's role must use 2FA and they have not set it up (they may only enroll).
@@ -237,8 +239,15 @@ export interface AuthServiceDeps {
     authenticate(
       secret: string,
       ip: string | null,
-    ): Promise<{ token: { id: string; expiresAt: Date }; user: UserRow; actor: Actor } | null>;
+      meta?: { userAgent?: string | null },
+    ): Promise<{ token: { id: string; name: string; expiresAt: Date }; user: UserRow; actor: Actor } | null>;
     isLive(id: string): Promise<boolean>;
+    currentActor(id: string): Promise<Actor | null>;
+    recordRequest(
+      token: { id: string; name: string; userId: string },
+      request: { method: string; path: string; status: number },
+      ip: string | null,
+    ): Promise<void>;
   };
   /** Wallet sign-in (EIP-4361); without it wallet sign-in is refused. */
   wallets?: {
@@ -660,10 +669,15 @@ export function createAuthService(deps: AuthServiceDeps) {
      * `sessionId` is `token:<id>` and it carries no CSRF token (a browser never adds this header
      * on its own, so a bearer request cannot be forged cross-site).
      */
-    async authenticateBearer(secret: string, ip: string | null): Promise<AuthenticatedSession | null> {
-      const found = await deps.tokens?.authenticate(secret, ip);
+    async authenticateBearer(
+      secret: string,
+      ip: string | null,
+      meta: { userAgent?: string | null } = {},
+    ): Promise<AuthenticatedSession | null> {
+      const found = await deps.tokens?.authenticate(secret, ip, meta);
       if (!found) return null;
       return {
+        token: { id: found.token.id, name: found.token.name },
         user: publicUser(found.user),
         actor: found.actor,
         sessionId: `token:${found.token.id}`,
@@ -675,10 +689,36 @@ export function createAuthService(deps: AuthServiceDeps) {
       };
     },
 
+    /** Audits a mutating request made with an API token (`api_token.request`). */
+    async recordTokenRequest(
+      session: AuthenticatedSession,
+      request: { method: string; path: string; status: number },
+      ip: string | null,
+    ): Promise<void> {
+      if (!session.token || !deps.tokens) return;
+      await deps.tokens.recordRequest({ ...session.token, userId: session.user.id }, request, ip);
+    },
+
     /** True while the session (or API token) is live (no sliding; for long-lived streams). */
     async isLive(sessionId: string): Promise<boolean> {
       if (sessionId.startsWith('token:')) return (await deps.tokens?.isLive(sessionId.slice(6))) ?? false;
       return (await sessions.findLive(sessionId, now())) !== null;
+    },
+
+    /**
+     * What a session (or `token:<id>`) may do now, re-read from the database — role, scope, grants,
+     * group members — or null when it ended, expired, its user is gone or it no longer is a full
+     * sign-in (a 2FA the policy now requires). Never slides the expiry: for long-lived streams.
+     */
+    async currentActor(sessionId: string): Promise<Actor | null> {
+      if (sessionId.startsWith('token:'))
+        return (await deps.tokens?.currentActor(sessionId.slice(6))) ?? null;
+      const t = now();
+      const found = await sessions.findLive(sessionId, t);
+      if (!found) return null;
+      if (t.getTime() >= found.session.createdAt.getTime() + policy.sessionMaxAgeMs) return null;
+      if ((await stageOf(found.user, found.session.verified)) !== 'ok') return null;
+      return resolveActor(found.user);
     },
 
     /** Ends a session. */

@@ -15,6 +15,15 @@ export const TOKEN_PREFIX = 'kat_';
 export const MAX_TOKEN_DAYS = 365;
 /** last_used is written at most this often per token. */
 const TOUCH_INTERVAL_MS = 60_000;
+/**
+ * A token used after this long unused counts as signing in again (`api_token.use`), as does its
+ * first use and a use from a new address.
+ */
+export const TOKEN_IDLE_SIGN_IN_MS = 60 * 60 * 1000;
+/** A revoked or expired token presented again is audited at most this often (`api_token.refused`). */
+const REFUSED_AUDIT_INTERVAL_MS = 60_000;
+/** Longest User-Agent kept in an audit entry. */
+const MAX_USER_AGENT = 200;
 
 /** Hex SHA-256 of a token secret. */
 export function tokenHashOf(secret: string): string {
@@ -71,6 +80,15 @@ export function createTokensService(deps: TokensServiceDeps) {
   const { tokens, users, groups, audit, resolveActor } = deps;
   const now = deps.now ?? (() => new Date());
   const lastTouched = new Map<string, number>();
+  /** Per token: the last use this process saw (the stored last use can lag by a minute). */
+  const lastUse = new Map<string, { at: number; ip: string | null }>();
+  const lastRefusal = new Map<string, number>();
+  /** Keeps a per-token table bounded (oldest entries forgotten first). */
+  const remember = <V>(map: Map<string, V>, key: string, value: V) => {
+    map.delete(key);
+    map.set(key, value);
+    if (map.size > 10_000) map.delete(map.keys().next().value!);
+  };
 
   return {
     /**
@@ -153,28 +171,107 @@ export function createTokensService(deps: TokensServiceDeps) {
 
     /**
      * The user and narrowed actor for a bearer secret, or null (unknown, expired, revoked, or its
-     * user gone). Stamps last use (time and address) at most once a minute.
+     * user gone). Stamps last use (time and address) at most once a minute. A token's first use, a
+     * use from another address than its last, and a use after an hour unused are audited as
+     * `api_token.use` (the token "signs in"); a revoked or expired token presented again is audited
+     * as `api_token.refused` (at most once a minute per token). Unknown secrets are not audited:
+     * anyone could fill the trail with them.
      */
     async authenticate(
       secret: string,
       ip: string | null,
+      meta: { userAgent?: string | null } = {},
     ): Promise<{ token: ApiTokenRow; user: UserRow; actor: Actor } | null> {
       if (!secret.startsWith(TOKEN_PREFIX) || secret.length > 128) return null;
       const row = await tokens.findBySecretHash(tokenHashOf(secret));
       const t = now();
-      if (!row || row.revokedAt || row.expiresAt.getTime() <= t.getTime()) return null;
+      if (!row) return null;
+      const userAgent = meta.userAgent ? meta.userAgent.slice(0, MAX_USER_AGENT) : null;
+      if (row.revokedAt || row.expiresAt.getTime() <= t.getTime()) {
+        const last = lastRefusal.get(row.id) ?? 0;
+        if (t.getTime() - last >= REFUSED_AUDIT_INTERVAL_MS) {
+          remember(lastRefusal, row.id, t.getTime());
+          await audit.record(
+            row.userId,
+            'api_token.refused',
+            `api_token:${row.id}`,
+            { name: row.name, reason: row.revokedAt ? 'revoked' : 'expired', userAgent },
+            ip,
+          );
+        }
+        return null;
+      }
       const user = await users.findById(row.userId);
       if (!user) return null;
       const full = await resolveActor(user);
       const hostIds = row.groupIds ? new Set(await groups.hostsOf(row.groupIds)) : null;
       const actor = narrowActor(full, new Set(row.permissions), hostIds);
-      const last = lastTouched.get(row.id) ?? row.lastUsedAt?.getTime() ?? 0;
-      if (t.getTime() - last >= TOUCH_INTERVAL_MS || row.lastUsedIp !== ip) {
-        lastTouched.set(row.id, t.getTime());
-        if (lastTouched.size > 10_000) lastTouched.delete(lastTouched.keys().next().value!);
-        await tokens.touch(row.id, t, ip);
+      // Decided synchronously (no await between reading and writing the tables), so parallel
+      // first requests of one token give one `api_token.use`, not one each.
+      const previous = lastUse.get(row.id) ?? {
+        at: row.lastUsedAt?.getTime() ?? null,
+        ip: row.lastUsedIp,
+      };
+      remember(lastUse, row.id, { at: t.getTime(), ip });
+      const signIn =
+        previous.at === null
+          ? 'first_use'
+          : previous.ip !== ip
+            ? 'new_address'
+            : t.getTime() - previous.at >= TOKEN_IDLE_SIGN_IN_MS
+              ? 'idle'
+              : null;
+      const touched = lastTouched.get(row.id) ?? row.lastUsedAt?.getTime() ?? 0;
+      const touch = t.getTime() - touched >= TOUCH_INTERVAL_MS || previous.ip !== ip;
+      if (touch) remember(lastTouched, row.id, t.getTime());
+      if (signIn) {
+        await audit.record(
+          row.userId,
+          'api_token.use',
+          `api_token:${row.id}`,
+          {
+            name: row.name,
+            reason: signIn,
+            previousIp: signIn === 'new_address' ? previous.ip : undefined,
+            userAgent,
+          },
+          ip,
+        );
       }
+      if (touch) await tokens.touch(row.id, t, ip);
       return { token: row, user, actor };
+    },
+
+    /**
+     * Audits one mutating request made with a token (`api_token.request`): who (the token's user
+     * and the token), from where, what (method and path, never the body or query) and how it
+     * ended (status). Recorded whether the request was allowed or refused.
+     */
+    async recordRequest(
+      token: { id: string; name: string; userId: string },
+      request: { method: string; path: string; status: number },
+      ip: string | null,
+    ): Promise<void> {
+      await audit.record(
+        token.userId,
+        'api_token.request',
+        `api_token:${token.id}`,
+        { name: token.name, method: request.method, path: request.path, status: request.status },
+        ip,
+      );
+    },
+
+    /**
+     * What a live token may do now (its user's current access, narrowed as at sign-in), or null
+     * when it is revoked, expired or its user is gone. No last-use stamp: for long-lived streams.
+     */
+    async currentActor(id: string): Promise<Actor | null> {
+      const row = await tokens.get(id);
+      if (!row || row.revokedAt || row.expiresAt.getTime() <= now().getTime()) return null;
+      const user = await users.findById(row.userId);
+      if (!user) return null;
+      const hostIds = row.groupIds ? new Set(await groups.hostsOf(row.groupIds)) : null;
+      return narrowActor(await resolveActor(user), new Set(row.permissions), hostIds);
     },
 
     /** True while the token is neither revoked nor expired (long-lived streams re-check this). */
