@@ -10,6 +10,9 @@
 //     signals the agent sends to the group reach the program (which gets default dispositions:
 //     traps are reset for a child, and a foreground child does not get SIGINT/SIGQUIT ignored),
 //     and the keeper lives to see the end;
+//     The keeper's own stderr is /dev/null (the program gets the real one, kept on fd 4): dash
+//     reports a foreground child killed by a signal ("Terminated", "User defined signal 1") on its
+//     stderr, which is the program's log — Keel must not add its own words to a program's output;
 //  3. writes the program's status ($?, 128+n for signal n) to fd 3, a file the agent opened
 //     (`exit-status`, which it can read whatever user the keeper runs as), and ends the same way
 //     the program did: the same code, or the same signal raised on itself.
@@ -17,11 +20,11 @@ import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 
 const KEEPER =
-  'cg=$1; shift; ' +
+  'cg=$1; shift; exec 4>&2 2>/dev/null; ' +
   'if [ -n "$cg" ]; then i=0; ' +
   'while [ "$i" -lt 300 ] && ! grep -qxF "0::$cg" /proc/self/cgroup; do sleep 0.01; i=$((i+1)); done; fi; ' +
   'trap : HUP INT QUIT TERM USR1 USR2 ALRM PIPE; ' +
-  '"$@" 3>&-; s=$?; ' +
+  '(exec "$@" 2>&4 3>&- 4>&-); s=$?; ' +
   'echo "$s" >&3; exec 3>&-; ' +
   'if [ "$s" -gt 128 ] && [ "$s" -lt 160 ]; then trap - $((s-128)); kill -$((s-128)) $$; fi; ' +
   'exit "$s"';
