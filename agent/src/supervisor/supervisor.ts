@@ -592,6 +592,11 @@ export class Supervisor {
 
   #onExit(m: Managed, code: number | null, signal: string | null, error?: string): void {
     if (!m.run && m.state !== 'starting') return;
+    // A closed supervisor has handed its runs to the next one (processes outlive the agent): the
+    // keeper wrote how the program ended, and the next supervisor reads it with run.json. Clearing
+    // run.json here (an agent restarted in-process, or tests) raced that supervisor's load, which
+    // then found no run and started the process again instead of reporting its exit.
+    if (this.#closed) return;
     if (m.pollTimer) clearInterval(m.pollTimer);
     m.pollTimer = null;
     this.#stopHealth(m);
@@ -613,7 +618,6 @@ export class Supervisor {
     const endRun = m.endRun;
     m.endRun = null;
     endRun?.();
-    if (this.#closed) return;
     this.#opts.log.info({ process: name, exitCode: code, signal, error }, 'process exited');
     this.#emit(wasStopping ? 'process.stopped' : 'process.exited', {
       process: name,
