@@ -78,6 +78,11 @@ export const proxyNodes = pgTable(
     instance: text('instance').notNull(),
     adapter: text('adapter').notNull(),
     settings: jsonb('settings').$type<Record<string, unknown>>().notNull(),
+    /**
+     * The DNS name or address users' share links and subscriptions point at (a node behind NAT or
+     * a CDN is reached at another address than the host's name); null: the host's name.
+     */
+    publicAddress: text('public_address'),
     /** `pending` (settings not applied yet), `applied`, `failed` (the last push did not apply). */
     state: text('state').$type<'pending' | 'applied' | 'failed'>().notNull().default('pending'),
     /** The generation the agent runs (the last one applied or adopted), null before the first. */

@@ -1,0 +1,1 @@
+ALTER TABLE "proxy_nodes" ADD COLUMN "public_address" text;
