@@ -11,7 +11,7 @@ import {
 } from '@keel/shared';
 import type { AgentCapability } from '../capabilities.ts';
 import type { ChannelHandler, ChannelPort } from '../channels/hub.ts';
-import { LineSplitter, LogTailer } from './log-tail.ts';
+import { LineSplitter, LogTailer, tailContinuously } from './log-tail.ts';
 import { Supervisor } from './supervisor.ts';
 
 /** How often the output files are read into the logs spool. */
@@ -84,7 +84,7 @@ async function liveTail(port: ChannelPort, files: { s: 'out' | 'err'; path: stri
  */
 export function supervisorCapability(opts: { dir: string }) {
   let supervisor: Supervisor | null = null;
-  let timer: NodeJS.Timeout | null = null;
+  let stopTail: (() => void) | null = null;
   const sup = (): Supervisor => {
     if (!supervisor) throw new KeelError('request.failed', 'the supervisor is not started');
     return supervisor;
@@ -127,18 +127,15 @@ export function supervisorCapability(opts: { dir: string }) {
       const tailer = new LogTailer({ dir: opts.dir, spool: ctx.stream(logsStream.name) });
       supervisor = new Supervisor({ dir: opts.dir, tailer, log: ctx.log, emit: ctx.emit });
       await supervisor.load();
-      timer = setInterval(() => {
-        try {
-          tailer.tick();
-        } catch (err) {
-          ctx.log.error({ err }, 'reading process output failed');
-        }
-      }, TAIL_MS);
-      timer.unref();
+      // Every TAIL_MS, and back to back while a fast writer is ahead of the tailer.
+      stopTail = tailContinuously(tailer, {
+        everyMs: TAIL_MS,
+        onError: (err) => ctx.log.error({ err }, 'reading process output failed'),
+      });
     },
     stop() {
-      if (timer) clearInterval(timer);
-      timer = null;
+      stopTail?.();
+      stopTail = null;
       supervisor?.close();
     },
   } satisfies AgentCapability;

@@ -48,23 +48,35 @@ export class LineSplitter {
   /** Lines completed by `chunk` (each with whether it continues in the next one). */
   push(chunk: Buffer): { line: Buffer; continued: boolean }[] {
     const out: { line: Buffer; continued: boolean }[] = [];
+    this.each(chunk, (line, continued) => out.push({ line: Buffer.from(line), continued }));
+    return out;
+  }
+
+  /**
+   * Calls `emit` with each line completed by `chunk`, as a view into `chunk` (or into the held
+   * partial line) that is valid only during the call: no copy per line. Returns how many.
+   */
+  each(chunk: Buffer, emit: (line: Buffer, continued: boolean) => void): number {
+    let n = 0;
     let buf = this.#pending.length > 0 ? Buffer.concat([this.#pending, chunk]) : chunk;
     for (;;) {
       const nl = buf.indexOf(10);
       if (nl < 0 || nl > this.max) {
         if (buf.length >= this.max) {
-          out.push({ line: Buffer.from(buf.subarray(0, this.max)), continued: true });
+          emit(buf.subarray(0, this.max), true);
+          n++;
           buf = buf.subarray(this.max);
           continue;
         }
         break;
       }
       const end = nl > 0 && buf[nl - 1] === 13 ? nl - 1 : nl;
-      out.push({ line: Buffer.from(buf.subarray(0, end)), continued: false });
+      emit(buf.subarray(0, end), false);
+      n++;
       buf = buf.subarray(nl + 1);
     }
     this.#pending = Buffer.from(buf);
-    return out;
+    return n;
   }
 
   /** Hands out the partial line (flagged continued: the rest, if any, follows in the next record). */
@@ -215,8 +227,15 @@ export class LogTailer {
     return total;
   }
 
-  /** Whether the last tick read every file to the end it had then. */
   #caughtUp = true;
+
+  /**
+   * Whether the last tick read every file to the end it had then. When not, the caller ticks again
+   * at once (a fast writer: a tick reads at most READ_BYTES of a file).
+   */
+  get caughtUp(): boolean {
+    return this.#caughtUp;
+  }
 
   /**
    * Reads what the files gained since the last tick (at most READ_BYTES of each) and appends their
@@ -230,14 +249,21 @@ export class LogTailer {
     const prev: Offsets = {};
     const next: Offsets = {};
     const now = this.#now();
+    const read: FileState[] = [];
     for (const f of this.#files.values()) {
       prev[f.path] = f.committed;
+      read.push(f);
+      // Each record is the file's header (flags, name) and the line, built in one buffer.
+      const heads = [false, true].map((continued) =>
+        encodeLogLine({ process: f.process, stream: f.stream, line: Buffer.alloc(0), continued }),
+      ) as [Buffer, Buffer];
       const emit = (line: Buffer, continued: boolean) => {
-        this.#lineListener?.(f.process, f.stream, line);
-        records.push({
-          ts: now,
-          payload: encodeLogLine({ process: f.process, stream: f.stream, line, continued }),
-        });
+        const head = heads[continued ? 1 : 0];
+        const payload = Buffer.allocUnsafe(head.length + line.length);
+        head.copy(payload, 0);
+        line.copy(payload, head.length);
+        this.#lineListener?.(f.process, f.stream, payload.subarray(head.length));
+        records.push({ ts: now, payload });
       };
       let fd: number;
       try {
@@ -259,13 +285,12 @@ export class LogTailer {
           const buf = Buffer.allocUnsafe(Math.min(READ_BYTES, size - f.readTo));
           const n = readSync(fd, buf, 0, buf.length, f.readTo);
           f.readTo += n;
-          const lines = f.splitter.push(buf.subarray(0, n));
-          for (const { line, continued } of lines) emit(line, continued);
+          const lines = f.splitter.each(buf.subarray(0, n), emit);
           // Lines that ended: committed moves to where the held partial line begins.
           f.committed = f.readTo - f.splitter.pendingBytes;
           // The held partial line's age counts from when it began (the last line that ended).
           if (f.splitter.pendingBytes === 0) f.partialSince = 0;
-          else if (lines.length > 0 || f.partialSince === 0) f.partialSince = now;
+          else if (lines > 0 || f.partialSince === 0) f.partialSince = now;
         }
         // A partial line is handed out only at the file's end: behind it, the next read ends it.
         const atEnd = f.readTo >= size;
@@ -284,7 +309,6 @@ export class LogTailer {
         closeSync(fd);
       }
       next[f.path] = f.committed;
-      this.#punch(f);
     }
     if (records.length === 0) return 0;
     const seq = this.#spool.lastSeq + records.length;
@@ -294,9 +318,53 @@ export class LogTailer {
     try {
       this.#spool.append(records);
     } catch (err) {
-      // A failed append keeps its sequence numbers (the controller records the gap): resume after it.
-      if (this.#spool.lastSeq < seq) throw err;
+      // A failed append that kept its sequence numbers is a counted gap (the spool counted it, the
+      // controller records it): go on after it. One that took no numbers handed nothing over:
+      // read the same lines again next time (as a restarted agent would, from `prev`).
+      if (this.#spool.lastSeq < seq) {
+        for (const f of read) {
+          f.committed = prev[f.path]!;
+          f.readTo = f.committed;
+          f.splitter = new LineSplitter();
+          f.partialSince = 0;
+        }
+        this.#caughtUp = true;
+        throw err;
+      }
     }
+    for (const f of read) this.#punch(f);
     return records.length;
   }
+}
+
+/**
+ * Ticks `tailer` now and every `everyMs`, and again at once while a tick did not catch up (a writer more
+ * than READ_BYTES ahead), yielding to the event loop between ticks. Returns the function that stops it.
+ *
+ * @example const stop = tailContinuously(tailer, { everyMs: 200, onError: (err) => log.error({ err }) });
+ */
+export function tailContinuously(
+  tailer: LogTailer,
+  opts: { everyMs: number; onError: (err: unknown) => void },
+): () => void {
+  let timer: NodeJS.Timeout | null = null;
+  let stopped = false;
+  const loop = () => {
+    timer = null;
+    try {
+      tailer.tick();
+    } catch (err) {
+      opts.onError(err);
+    }
+    if (stopped) return;
+    timer = setTimeout(loop, tailer.caughtUp ? opts.everyMs : 0);
+    timer.unref();
+  };
+  timer = setTimeout(loop, 0);
+  timer.unref();
+  return () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+    timer = null;
+  };
 }

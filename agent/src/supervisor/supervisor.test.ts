@@ -16,7 +16,7 @@ import {
   type ProcessSpecInput,
   type StreamRecord,
 } from '@keel/shared';
-import { LineSplitter, LogTailer } from './log-tail.ts';
+import { LineSplitter, LogTailer, tailContinuously } from './log-tail.ts';
 import { Supervisor } from './supervisor.ts';
 import { isSameProcess } from './proc.ts';
 
@@ -145,6 +145,51 @@ test(
     assert.equal(d.tick(), 0);
   },
 );
+
+test('LogTailer: an append that failed without taking numbers is read again (nothing lost, nothing twice)', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-tail-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'out.log');
+  writeFileSync(file, 'one\ntwo\npart');
+  const spool = new MemorySpool();
+  let fail = true;
+  const flaky = {
+    get lastSeq() {
+      return spool.lastSeq;
+    },
+    append(records: readonly StreamRecord[]) {
+      if (fail) throw new Error('spool is closed');
+      return spool.append(records);
+    },
+  };
+  const tailer = new LogTailer({ dir, spool: flaky });
+  tailer.add({ process: 'p', stream: 'stdout', path: file });
+  assert.throws(() => tailer.tick(true), /spool is closed/);
+  assert.equal(tailer.committedOffset(file), 0);
+  fail = false;
+  writeFileSync(file, 'one\ntwo\npartial\nfour\n');
+  assert.equal(tailer.tick(), 4);
+  assert.deepEqual(spool.lines('p'), ['one', 'two', 'partial', 'four']);
+});
+
+test('tailContinuously reads a writer far ahead back to back, not one READ_BYTES per interval', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-tail-'));
+  const spool = new MemorySpool();
+  const tailer = new LogTailer({ dir, spool });
+  const file = join(dir, 'out.log');
+  // ~6 MiB: six reads of 1 MiB. With an interval of 10 minutes only back-to-back ticks get there.
+  const lines = Array.from({ length: 60_000 }, (_, i) => `line ${i} ${'x'.repeat(90)}`);
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  tailer.add({ process: 'p', stream: 'stdout', path: file });
+  const stop = tailContinuously(tailer, { everyMs: 600_000, onError: (err) => assert.fail(String(err)) });
+  t.after(() => {
+    stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await until('every line read', () => spool.records.length === lines.length, 60_000);
+  assert.deepEqual(spool.lines('p'), lines);
+  assert.equal(tailer.caughtUp, true);
+});
 
 test(
   'output of a process reaches the spool; arguments reach it literally; a 100 KiB line is cut',
