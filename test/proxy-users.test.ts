@@ -2,7 +2,8 @@
 // app.request): usage is summed over nodes and a user over quota on two nodes combined is taken
 // off both; counter resets neither double-count nor lose traffic (also with two scrapers at once);
 // expiry and period resets; owner scoping (a user without proxy.users.all sees only its own);
-// links (tg:// with ee + secret + hex domain, vless), regenerate, rotate subscription, bulk actions,
+// links (tg:// with ee + secret + hex domain, vless; a node's public address over its host's
+// name), regenerate, rotate subscription, bulk actions,
 // the public subscription in base64, Clash (YAML parsed back) and sing-box with the
 // subscription-userinfo header, its rate limit, and the audit trail. The counters come from a
 // stand-in for the agents' config.traffic and applies go to a recording stand-in for the proxy
@@ -430,6 +431,67 @@ describe('routes', () => {
       assert.equal((await api(`/${user.id}`, as.owner)).status, 404);
     },
   );
+
+  test("a node's public address is where its links and subscription point", { timeout: 60_000 }, async () => {
+    const node = (path: string, init: { method?: string; json?: unknown } = {}, who = as.operator) =>
+      t.request(`/api/v1/hosts/${hostB}/proxies/vpn${path}`, { ...init, as: who });
+    const made = await api('', as.owner, {
+      method: 'POST',
+      json: { name: 'gina', nodes: [{ hostId: hostB, instance: 'vpn', inbounds: ['vless-in'] }] },
+    });
+    assert.equal(made.status, 201, await made.clone().text());
+    const { user } = (await made.json()) as UserBody;
+    const linksOf = async () =>
+      ((await (await api(`/${user.id}/links`, as.owner)).json()) as { links: { link: string }[] }).links.map(
+        (l) => l.link,
+      );
+    assert.ok(
+      (await linksOf())[0]!.startsWith(`vless://${user.uuid}@vpn.example.net:8443?`),
+      'host name first',
+    );
+
+    // Bad addresses are refused with the field named; a viewer may not set one.
+    for (const bad of ['vpn.example.net:443', '[2001:db8::7]', '300.1.1.1', 'a b', '*.example.net']) {
+      const r = await node('', { method: 'PUT', json: { publicAddress: bad } });
+      assert.equal(r.status, 400, bad);
+      const body = (await r.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'request.invalid');
+      assert.match(body.error.message, /^publicAddress/);
+    }
+    assert.equal(
+      (await node('', { method: 'PUT', json: { publicAddress: 'x.example' } }, as.viewer)).status,
+      403,
+    );
+
+    const before = (await (await node('')).json()) as { node: { settings: unknown; state: string } };
+    const set = await node('', { method: 'PUT', json: { publicAddress: 'edge.cdn.example.org' } });
+    assert.equal(set.status, 200, await set.clone().text());
+    const after = (
+      (await set.json()) as { node: { publicAddress: string; settings: unknown; state: string } }
+    ).node;
+    assert.equal(after.publicAddress, 'edge.cdn.example.org');
+    assert.deepEqual(after.settings, before.node.settings, 'settings untouched');
+    assert.equal(after.state, before.node.state, 'an address alone does not make the node pending');
+    assert.ok((await linksOf())[0]!.startsWith(`vless://${user.uuid}@edge.cdn.example.org:8443?`));
+    const sub = await t.request(new URL(user.subscriptionUrl).pathname, { ip: '198.51.100.40' });
+    assert.equal(sub.status, 200);
+    assert.match(Buffer.from(await sub.text(), 'base64').toString(), /@edge\.cdn\.example\.org:8443\?/);
+
+    // IPv6 goes in brackets in the link; null goes back to the host's name.
+    assert.equal((await node('', { method: 'PUT', json: { publicAddress: '2001:db8::7' } })).status, 200);
+    assert.ok((await linksOf())[0]!.startsWith(`vless://${user.uuid}@[2001:db8::7]:8443?`));
+    assert.equal((await node('', { method: 'PUT', json: { publicAddress: null } })).status, 200);
+    assert.ok((await linksOf())[0]!.startsWith(`vless://${user.uuid}@vpn.example.net:8443?`));
+
+    const audit = (await (await t.request('/api/v1/audit?limit=50', { as: as.owner })).json()) as {
+      entries: { action: string; detail: { publicAddress?: { from: string | null; to: string | null } } }[];
+    };
+    const changes = audit.entries
+      .filter((e) => e.action === 'proxy.node.update' && e.detail.publicAddress)
+      .map((e) => e.detail.publicAddress!.to);
+    assert.deepEqual(changes.sort(), ['2001:db8::7', 'edge.cdn.example.org', null].sort());
+    assert.equal((await api(`/${user.id}`, as.owner, { method: 'DELETE' })).status, 204);
+  });
 
   test('the subscription route refuses bad tokens and limits requests per address', async () => {
     assert.equal((await t.request('/sub/not-a-token', { ip: '198.51.100.7' })).status, 404);

@@ -241,6 +241,7 @@ export function createProxyNodeRepository(db: Db) {
       instance: string;
       adapter: string;
       settings: Record<string, unknown>;
+      publicAddress?: string | null;
     }): Promise<ProxyNodeRow> {
       try {
         const [row] = await db
@@ -258,11 +259,11 @@ export function createProxyNodeRepository(db: Db) {
       }
     },
 
-    /** Changes a node's adapter, settings or state; null when there is no such node. */
+    /** Changes a node's adapter, settings, public address or state; null when there is no such node. */
     async updateNode(
       hostId: string,
       instance: string,
-      patch: Partial<Pick<ProxyNodeRow, 'adapter' | 'settings' | 'state'>>,
+      patch: Partial<Pick<ProxyNodeRow, 'adapter' | 'settings' | 'state' | 'publicAddress'>>,
     ): Promise<ProxyNodeRow | null> {
       const [row] = await db
         .update(proxyNodes)

@@ -52,6 +52,8 @@ export interface NodeDescription extends NodeKey {
   adapter: string;
   settings: Record<string, unknown>;
   hostName: string;
+  /** Where links point (null: the host's name). */
+  publicAddress: string | null;
 }
 
 /** What a list shows: paging, search on name and note, a status filter, the owner scope. */
@@ -429,6 +431,7 @@ export function createProxyUsersRepository(db: Db, secrets?: SecretBox) {
           adapter: proxyNodes.adapter,
           settings: proxyNodes.settings,
           hostName: hosts.name,
+          publicAddress: proxyNodes.publicAddress,
         })
         .from(proxyNodes)
         .innerJoin(hosts, eq(hosts.id, proxyNodes.hostId))

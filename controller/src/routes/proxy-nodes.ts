@@ -15,6 +15,11 @@ const errorSchema = z.object({ code: z.string(), message: z.string() });
 const settingsSchema = z.record(z.string(), z.unknown()).openapi({
   description: "The adapter's settings (docs/proxies.md; `adapterSettingsSchemas` in @keel/shared).",
 });
+const publicAddressSchema = z.string().max(253).nullable().optional().openapi({
+  description:
+    "The DNS name or address users' share links and subscriptions point at (no port); null or absent: the host's name. Not the agent's connect address.",
+  example: 'vpn.example.net',
+});
 const reasonSchema = z
   .string()
   .max(500)
@@ -47,6 +52,7 @@ const nodeSchema = z
     instance: z.string(),
     adapter: z.string(),
     settings: settingsSchema,
+    publicAddress: z.string().nullable(),
     state: z.enum(['pending', 'applied', 'failed']),
     currentGeneration: z.number().int().nullable(),
     lastGeneration: z.number().int(),
@@ -157,6 +163,7 @@ const createNodeRoute = createRoute({
         instance: z.string().regex(PROCESS_NAME_PATTERN),
         adapter: z.enum(proxyAdapters),
         settings: settingsSchema,
+        publicAddress: publicAddressSchema,
         apply: z.boolean().optional(),
         reason: reasonSchema,
       }),
@@ -191,15 +198,17 @@ const updateNodeRoute = createRoute({
   path: '/{id}/proxies/{instance}',
   middleware: [permit('config.apply')] as const,
   tags: ['proxies'],
-  summary: "Replace a node's settings (operator)",
-  description: 'The node is `pending` until pushed; with `apply: true` it is pushed at once.',
+  summary: "Replace a node's settings or public address (operator)",
+  description:
+    'New `settings` make the node `pending` until pushed; with `apply: true` it is pushed at once. `publicAddress` alone changes only where links and subscriptions point (nothing is pushed).',
   security: cookieSecurity,
   request: {
     params: nodeParams,
     ...body(
       z.object({
         adapter: z.enum(proxyAdapters).optional(),
-        settings: settingsSchema,
+        settings: settingsSchema.optional(),
+        publicAddress: publicAddressSchema,
         apply: z.boolean().optional(),
         reason: reasonSchema,
       }),

@@ -15,6 +15,7 @@ import {
   adapterSettingsSchemas,
   describeSchemaError,
   KeelError,
+  proxyPublicAddressSchema,
   proxyAdapters,
   proxyInstanceSchema,
   type ProxyAdapter,
@@ -61,6 +62,8 @@ export interface ProxyNodeView {
   instance: string;
   adapter: string;
   settings: Record<string, unknown>;
+  /** Where share links point users (null: the host's name). */
+  publicAddress: string | null;
   state: ProxyNodeRow['state'];
   currentGeneration: number | null;
   lastGeneration: number;
@@ -242,6 +245,16 @@ export function parseSettings(adapter: string, settings: unknown): Record<string
   return parsed.data as Record<string, unknown>;
 }
 
+/** Checks a node's public address (null clears it); 400 naming the field. */
+export function parsePublicAddress(value: string | null | undefined): string | null | undefined {
+  if (value === undefined || value === null) return value;
+  if (value.trim() === '') return null;
+  const parsed = proxyPublicAddressSchema.safeParse(value.trim());
+  if (!parsed.success)
+    throw new KeelError('request.invalid', `publicAddress: ${parsed.error.issues[0]?.message}`);
+  return parsed.data;
+}
+
 /** The ids of a users list, once per list (a fan-out pushes one list to every node). */
 const userIdLists = new WeakMap<readonly ProxyUserSpec[], string[]>();
 function idsOf(users: readonly ProxyUserSpec[]): string[] {
@@ -306,6 +319,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       instance: row.instance,
       adapter: row.adapter,
       settings: row.settings,
+      publicAddress: row.publicAddress,
       state: row.state,
       currentGeneration: row.currentGeneration,
       lastGeneration: row.lastGeneration,
@@ -634,7 +648,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
     async create(
       actor: ProxyUserActor,
       hostId: string,
-      input: { instance: string; adapter: string; settings: unknown },
+      input: { instance: string; adapter: string; settings: unknown; publicAddress?: string | null },
     ): Promise<ProxyNodeView> {
       const host = await usable(actor, 'config.apply', hostId);
       if (host.revokedAt) throw new KeelError('host.revoked');
@@ -642,31 +656,57 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       if (!instance.success)
         throw new KeelError('request.invalid', `instance: ${instance.error.issues[0]?.message}`);
       const settings = parseSettings(input.adapter, input.settings);
+      const publicAddress = parsePublicAddress(input.publicAddress) ?? null;
       const row = await nodes.createNode({
         hostId,
         instance: instance.data,
         adapter: input.adapter,
         settings,
+        publicAddress,
       });
-      await record(actor, 'proxy.node.create', hostId, { instance: row.instance, adapter: row.adapter });
+      await record(actor, 'proxy.node.create', hostId, {
+        instance: row.instance,
+        adapter: row.adapter,
+        ...(publicAddress ? { publicAddress } : {}),
+      });
       emit({ type: 'node', hostId, instance: row.instance });
       return view(row, host.name);
     },
 
-    /** Replaces a node's settings (and adapter); `pending` until pushed. */
+    /**
+     * Replaces a node's settings (and adapter) and/or its public address. New settings make it
+     * `pending` until pushed; a public address alone changes only links and subscriptions.
+     */
     async update(
       actor: ProxyUserActor,
       hostId: string,
       instance: string,
-      input: { adapter?: string; settings: unknown },
+      input: { adapter?: string; settings?: unknown; publicAddress?: string | null },
     ): Promise<ProxyNodeView> {
       const host = await usable(actor, 'config.apply', hostId);
       const current = await nodeOf(hostId, instance);
       const adapter = input.adapter ?? current.adapter;
-      const settings = parseSettings(adapter, input.settings);
-      const row = await nodes.updateNode(hostId, instance, { adapter, settings, state: 'pending' });
+      if (input.settings === undefined && adapter !== current.adapter) {
+        throw new KeelError('request.invalid', 'settings: required when the adapter changes');
+      }
+      const settings = input.settings === undefined ? undefined : parseSettings(adapter, input.settings);
+      const publicAddress = parsePublicAddress(input.publicAddress);
+      // New settings wait for a push (as before, even when equal: the admin asked for them).
+      const configChanged = settings !== undefined;
+      const row = await nodes.updateNode(hostId, instance, {
+        ...(settings !== undefined ? { adapter, settings } : {}),
+        ...(configChanged ? { state: 'pending' as const } : {}),
+        ...(publicAddress !== undefined ? { publicAddress } : {}),
+      });
       if (!row) throw new KeelError('proxy.node_not_found');
-      await record(actor, 'proxy.node.update', hostId, { instance, adapter });
+      await record(actor, 'proxy.node.update', hostId, {
+        instance,
+        adapter,
+        ...(settings !== undefined ? { settings: 'replaced' } : {}),
+        ...(publicAddress !== undefined && publicAddress !== current.publicAddress
+          ? { publicAddress: { from: current.publicAddress, to: publicAddress } }
+          : {}),
+      });
       emit({ type: 'node', hostId, instance });
       return view(row, host.name);
     },

@@ -165,7 +165,8 @@ export function endpointsOf(
   place: Pick<ProxyUserNodeRow, 'inbounds' | 'port'>,
 ): (ProxyEndpoint & { inbound: string | null })[] {
   const s = node.settings as Record<string, unknown>;
-  const server = node.hostName;
+  // The node's public address when set (behind NAT or a CDN), else the host's name.
+  const server = node.publicAddress ?? node.hostName;
   const label = (suffix: string) => `${user.name}@${node.hostName}-${suffix}`;
   if (node.adapter === 'telemt') {
     const modes = (s.modes ?? {}) as { tls?: boolean };

@@ -127,6 +127,43 @@ export const domainSchema = z
     'a domain name',
   );
 
+/**
+ * A proxy node's public address: the DNS name, IPv4 or IPv6 address that share links and
+ * subscriptions point users at (not the agent's connect address). No port, no brackets.
+ */
+export const proxyPublicAddressSchema = z
+  .string()
+  .min(1)
+  .max(253)
+  .refine(
+    (s) =>
+      (!/^[\d.]+$/.test(s) &&
+        /^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(
+          s,
+        )) ||
+      /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/.test(s) ||
+      (/^[0-9A-Fa-f:.]+$/.test(s) && s.includes(':') && isIpv6(s)),
+    'a DNS name, an IPv4 or an IPv6 address (no port, no brackets)',
+  );
+
+/** Whether `s` is an IPv6 address (textual forms of RFC 4291 §2.2, IPv4 tail allowed). */
+function isIpv6(s: string): boolean {
+  let text = s;
+  let groups = 8;
+  const v4 = /:((\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}))$/.exec(text);
+  if (v4) {
+    if (v4.slice(2).some((o) => Number(o) > 255)) return false;
+    text = text.slice(0, v4.index + 1) + '0';
+    groups = 7;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return false;
+  const parts = halves.map((h) => (h === '' ? [] : h.split(':')));
+  if (parts.some((p) => p.some((g) => !/^[0-9A-Fa-f]{1,4}$/.test(g)))) return false;
+  const n = parts.reduce((a, p) => a + p.length, 0);
+  return halves.length === 2 ? n < groups : n === groups;
+}
+
 /** An IPv4 or IPv6 listen address. */
 export const listenAddressSchema = z.union([z.ipv4(), z.ipv6()]);
 
