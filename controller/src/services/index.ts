@@ -204,6 +204,7 @@ export function createServices(deps: ServicesDeps) {
       resolveActor,
       groups,
       hosts: createHostRepository(db),
+      isOnline: (hostId) => deps.gateway.isOnline(hostId),
       audit,
       log: log.child({ component: 'schedules' }),
       now,
@@ -279,6 +280,7 @@ export function createServices(deps: ServicesDeps) {
     proxyNodes: createProxyNodesService({
       hosts: createHostRepository(db),
       nodes: createProxyNodeRepository(db),
+      groups,
       gateway: deps.gateway,
       audit,
       bus: deps.bus,

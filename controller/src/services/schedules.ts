@@ -2,8 +2,12 @@
 // seconds) in a time zone. Every controller replica ticks; a due slot is claimed in the database
 // (compare-and-set of `next_run_at`, and the run row is unique per schedule and slot), so a slot
 // runs once however many replicas there are and across restarts. A slot whose previous run is still
-// running is skipped (recorded as such); a slot missed while no controller ran (more than a minute
-// late) is recorded as missed, not run late. A scheduled run acts with its owner's rights at the
+// running is skipped (recorded as such). Every slot leaves exactly one run row: the next slot is
+// computed from the slot just claimed, never from the clock, so a late tick (a busy machine, a stalled
+// event loop) catches up on the slots it passed; slots more than a minute late (no controller was
+// running) are recorded together as one missed row, not run late. With several replicas, the one
+// holding a target host's link claims first (the others wait a few seconds), so a host connected to
+// one replica is not reported offline by another. A scheduled run acts with its owner's rights at the
 // time it fires: hosts the owner may no longer run on are recorded as refused.
 import { randomUUID } from 'node:crypto';
 import { Cron } from 'croner';
@@ -17,8 +21,17 @@ import { canSeeHost, hasHostPermission, requireAccess, rolePermissions, type Act
 import type { AuditService } from './audit.ts';
 import { jobTargetSchema, runView, type JobRunView, type JobsService } from './jobs.ts';
 
-/** How late a slot may still start; later, it is recorded as missed. */
-const MISSED_AFTER_MS = 60_000;
+/** How late a slot may still start (the catch-up bound); later, it is recorded as missed. */
+export const MISSED_AFTER_MS = 60_000;
+/**
+ * How long a replica holding none of a schedule's hosts leaves a due slot to a replica that holds
+ * one (which claims it at its next tick); after this it claims the slot itself.
+ */
+export const HOLDER_GRACE_MS = 5_000;
+/** At most this many slots of one schedule are handled in one tick (the rest at the next). */
+const MAX_SLOTS_PER_TICK = 100;
+/** Missed slots counted one by one up to this many (croner steps one slot at a time). */
+const MISSED_COUNT_CAP = 100;
 /** Sweep for orphaned runs every this many ticks. */
 const SWEEP_EVERY_TICKS = 10;
 /** Apply the history retention every this many ticks (10 minutes at the default tick). */
@@ -102,21 +115,24 @@ function view(row: JobScheduleRow, last?: Parameters<typeof runView>[0]): Schedu
 
 /** The next slot of a pattern after `from`, or a `schedule.invalid_cron` error. */
 export function nextSlot(cron: string, timezone: string, from: Date): Date | null {
+  return pattern(cron, timezone).nextRun(from);
+}
+
+/** A parsed pattern (croner), or a `schedule.invalid_cron` error. */
+function pattern(cron: string, timezone: string): Cron {
   try {
     new Intl.DateTimeFormat('en', { timeZone: timezone });
   } catch {
     throw new KeelError('schedule.invalid_cron', `Unknown time zone "${timezone.slice(0, 64)}".`);
   }
-  let job: Cron;
   try {
-    job = new Cron(cron, { timezone, paused: true });
+    return new Cron(cron, { timezone, paused: true });
   } catch (err) {
     throw new KeelError(
       'schedule.invalid_cron',
       `Invalid cron expression: ${(err as Error).message}`.slice(0, 300),
     );
   }
-  return job.nextRun(from);
 }
 
 function parse<T extends z.ZodType>(schema: T, body: unknown): z.output<T> {
@@ -138,6 +154,8 @@ export interface SchedulesServiceDeps {
   resolveActor: (user: UserRow) => Promise<Actor>;
   groups: { hostsOf(groupIds: readonly string[]): Promise<string[]> };
   hosts: { list(): Promise<{ id: string; name: string; revokedAt: Date | null }[]> };
+  /** Whether a host's link is held by this controller (replicas defer slots to the holder). */
+  isOnline?: (hostId: string) => boolean;
   audit: AuditService;
   log: Logger;
   now?: () => Date;
@@ -259,6 +277,74 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
     );
   }
 
+  /** Whether this controller holds the link of at least one host of a target. */
+  async function holdsAnyHost(target: JobTarget): Promise<boolean> {
+    const isOnline = deps.isOnline;
+    if (!isOnline) return true;
+    if ((target.hostIds ?? []).some(isOnline)) return true;
+    if (target.groupId && (await deps.groups.hostsOf([target.groupId])).some(isOnline)) return true;
+    if (target.tag && (await jobs.hostsTagged(target.tag)).some(isOnline)) return true;
+    return false;
+  }
+
+  /** The slots from `first` up to (not including) `resume`, counted up to MISSED_COUNT_CAP. */
+  function describeMissed(cron: Cron, first: Date, resume: Date | null): string {
+    let count = 1;
+    let last = first;
+    for (let t = cron.nextRun(first); t && (!resume || t < resume); t = cron.nextRun(t)) {
+      if (count === MISSED_COUNT_CAP)
+        return `missed more than ${MISSED_COUNT_CAP} slots from ${first.toISOString()} until ${resume?.toISOString() ?? 'the end of the pattern'}: no controller ran them within ${MISSED_AFTER_MS / 1000} s`;
+      count++;
+      last = t;
+    }
+    return count === 1
+      ? `missed: no controller ran the slot at ${first.toISOString()} within ${MISSED_AFTER_MS / 1000} s`
+      : `missed ${count} slots from ${first.toISOString()} to ${last.toISOString()}: no controller ran them within ${MISSED_AFTER_MS / 1000} s`;
+  }
+
+  /**
+   * Handles the due slots of one schedule, oldest first: each is claimed (compare-and-set of
+   * `next_run_at` from that slot to the one after it) and then run, or recorded as skipped. Slots
+   * past the catch-up bound are claimed in one step and recorded as one missed row.
+   */
+  async function catchUp(s: JobScheduleRow, at: Date): Promise<void> {
+    let cron: Cron;
+    try {
+      cron = pattern(s.cron, s.timezone);
+    } catch (err) {
+      // Saved patterns were checked; one croner no longer takes stops the schedule, visibly.
+      if (await jobs.claimSlot(s.id, s.nextRunAt!, null))
+        await recordNotRun(s, s.nextRunAt, 'failed', (err as Error).message.slice(0, 300));
+      return;
+    }
+    let holds: boolean | null = null;
+    let slot: Date | null = s.nextRunAt;
+    for (let i = 0; slot && slot.getTime() <= at.getTime() && i < MAX_SLOTS_PER_TICK; i++) {
+      const late = at.getTime() - slot.getTime();
+      if (late < HOLDER_GRACE_MS) {
+        holds ??= await holdsAnyHost(s.target);
+        if (!holds) return; // a replica holding a host takes it; if none does, this one will
+      }
+      if (late > MISSED_AFTER_MS) {
+        const resume = cron.nextRun(new Date(at.getTime() - MISSED_AFTER_MS));
+        if (!(await jobs.claimSlot(s.id, slot, resume))) return; // another replica took it
+        await recordNotRun(s, slot, 'skipped', describeMissed(cron, slot, resume));
+        slot = resume;
+        continue;
+      }
+      const next = cron.nextRun(slot);
+      if (!(await jobs.claimSlot(s.id, slot, next))) return;
+      try {
+        if (await jobs.scheduleRunning(s.id))
+          await recordNotRun(s, slot, 'skipped', 'the previous run was still running');
+        else await fire(s, slot, 'schedule');
+      } catch (err) {
+        log.error({ err, schedule: s.id, slot }, 'starting a scheduled run failed');
+      }
+      slot = next;
+    }
+  }
+
   /** One look for due slots; each is claimed before it runs. */
   async function tick(): Promise<void> {
     ticks++;
@@ -266,30 +352,8 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
     if (ticks % RETENTION_EVERY_TICKS === 1)
       await sweepHistory().catch((err: unknown) => log.error({ err }, 'job history retention failed'));
     const at = now();
-    for (const s of await jobs.dueSchedules(at)) {
-      const slot = s.nextRunAt!;
-      let next: Date | null;
-      try {
-        next = nextSlot(s.cron, s.timezone, at);
-      } catch {
-        next = null;
-      }
-      if (!(await jobs.claimSlot(s.id, slot, next))) continue; // another replica took it
-      try {
-        if (at.getTime() - slot.getTime() > MISSED_AFTER_MS)
-          await recordNotRun(
-            s,
-            slot,
-            'skipped',
-            `missed: no controller was running at ${slot.toISOString()}`,
-          );
-        else if (await jobs.scheduleRunning(s.id))
-          await recordNotRun(s, slot, 'skipped', 'the previous run was still running');
-        else await fire(s, slot, 'schedule');
-      } catch (err) {
-        log.error({ err, schedule: s.id }, 'starting a scheduled run failed');
-      }
-    }
+    for (const s of await jobs.dueSchedules(at))
+      await catchUp(s, at).catch((err: unknown) => log.error({ err, schedule: s.id }, 'scheduling failed'));
   }
 
   return {
