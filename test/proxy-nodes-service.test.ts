@@ -5,7 +5,9 @@
 // pushes at once get distinct numbers in order; rollback is a new generation with the old
 // settings; a recreated node continues the numbering; diff shows files, settings and users; a
 // rollout halts at the first failing host with its progress stored, resumes, and one cut off by a
-// controller stop is halted and resumable; drift events from the bus are stored and adopted as a
+// controller stop is halted and resumable; a rollout aimed at a host group or a tag takes every
+// matching node (only those of the adapter with settings; a scoped operator's reach only), audited
+// with the group or tag; drift events from the bus are stored and adopted as a
 // host-edit generation; old generations are pruned past the kept number; permissions (viewer reads only, a host outside the actor's grants is 404).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -18,6 +20,7 @@ import type { Db } from '../controller/src/db/index.ts';
 import { testDatabaseTargets, type TestDatabase } from '../controller/src/db/test-databases.ts';
 import type { AgentGateway, AgentRequestMap, AgentRequestMethod } from '../controller/src/gateway/types.ts';
 import { createAuditRepository } from '../controller/src/repositories/audit.ts';
+import { createGroupsRepository } from '../controller/src/repositories/groups.ts';
 import { createHostRepository } from '../controller/src/repositories/hosts.ts';
 import { createJoinTokenRepository } from '../controller/src/repositories/join-tokens.ts';
 import { createProxyNodeRepository } from '../controller/src/repositories/proxy-nodes.ts';
@@ -125,6 +128,7 @@ for (const target of testDatabaseTargets()) {
         keepGenerations,
         hosts: createHostRepository(db),
         nodes: createProxyNodeRepository(db),
+        groups: createGroupsRepository(db),
         gateway: agents,
         audit: createAuditService({ audit: createAuditRepository(db), log }),
         bus,
@@ -389,6 +393,81 @@ for (const target of testDatabaseTargets()) {
         ['applied', 'applied', 'applied'],
       );
       await next.stop();
+    });
+
+    test("a rollout aimed at a host group or a tag takes its nodes, within the actor's reach, audited", async () => {
+      const groups = createGroupsRepository(db);
+      const audit = createAuditRepository(db);
+      // edge-1 and edge-3 carry the tag; the group has edge-2 by hand and the tag's hosts.
+      await groups.setHostTags(hostIds[0]!, ['tier-a']);
+      await groups.setHostTags(hostIds[2]!, ['tier-a']);
+      const group = (await groups.create({ name: 'proxies-a', description: '', tags: ['tier-a'] }))!;
+      await groups.setMembers(group.id, [hostIds[1]!]);
+      // A second instance of another adapter on edge-1: a group push of nginx settings leaves it out.
+      await service.create(owner, hostIds[0]!, {
+        instance: 'mt',
+        adapter: 'telemt',
+        settings: { tlsDomain: 'www.example.com', port: 8443 },
+      });
+      const stepsOf = (r: { steps: { hostId: string; instance: string }[] }) =>
+        r.steps.map((s) => `${hostIds.indexOf(s.hostId)}/${s.instance}`);
+
+      const byTag = await service.startRollout(owner, { tag: 'tier-a', instance: 'edge', batchSize: 5 });
+      assert.deepEqual(stepsOf(byTag), ['0/edge', '2/edge']);
+      assert.equal(byTag.reason, 'rollout to tag tier-a, instance edge');
+      await service.settled();
+      assert.equal((await service.rollout(owner, byTag.id)).state, 'completed');
+
+      const byGroup = await service.startRollout(owner, {
+        groupId: group.id,
+        adapter: 'nginx',
+        settings: site('group.test'),
+      });
+      assert.deepEqual(stepsOf(byGroup), ['0/edge', '0/web', '1/edge', '2/edge'], 'nginx nodes only, not mt');
+      await service.settled();
+      assert.equal((await service.rollout(owner, byGroup.id)).state, 'completed');
+      for (const h of hostIds)
+        assert.match(JSON.stringify((await service.get(owner, h, 'edge')).settings), /group\.test/);
+      assert.match(JSON.stringify((await service.get(owner, hostIds[0]!, 'mt')).settings), /example\.com/);
+
+      // A scoped operator granted edge-3 only: the group reaches just that host; the rest is counted.
+      const scoped = {
+        ...actorOf({ id: 'op-2', role: 'operator', scoped: true }, [
+          { hostId: hostIds[2]!, role: 'operator' },
+        ]),
+        ip: null,
+      };
+      const mine = await service.startRollout(scoped, { groupId: group.id, instance: 'edge' });
+      assert.deepEqual(stepsOf(mine), ['2/edge']);
+      await service.settled();
+      const entries = (await audit.recent(20)).filter((e) => e.action === 'config.rollout.start');
+      const scopedEntry = entries.find((e) => (e.detail as { rollout?: string }).rollout === mine.id)!;
+      assert.equal(scopedEntry.actor, 'op-2');
+      assert.deepEqual(
+        {
+          groupId: (scopedEntry.detail as Record<string, unknown>).groupId,
+          leftOut: (scopedEntry.detail as Record<string, unknown>).leftOut,
+        },
+        { groupId: group.id, leftOut: 2 },
+      );
+      const tagEntry = entries.find((e) => (e.detail as { rollout?: string }).rollout === byTag.id)!;
+      assert.equal((tagEntry.detail as { tag?: string }).tag, 'tier-a');
+
+      // Exactly one kind of target; an unknown group; a tag without nodes.
+      await assert.rejects(
+        service.startRollout(owner, { tag: 'tier-a', targets: [{ hostId: hostIds[0]!, instance: 'edge' }] }),
+        (e: unknown) => e instanceof KeelError && e.code === 'request.invalid',
+      );
+      await assert.rejects(
+        service.startRollout(owner, { groupId: '00000000-0000-4000-8000-000000000000' }),
+        (e: unknown) => e instanceof KeelError && e.code === 'group.not_found',
+      );
+      await assert.rejects(
+        service.startRollout(owner, { tag: 'nobody-has-this' }),
+        (e: unknown) =>
+          e instanceof KeelError && e.code === 'request.invalid' && /no proxy node/.test(e.message),
+      );
+      await service.remove(owner, hostIds[0]!, 'mt');
     });
 
     test('drift events from the bus are stored, read from the agent, and adopted as a host-edit generation', async () => {

@@ -25,6 +25,7 @@ import {
   type RolloutStepState,
   type StoredFile,
 } from '../db/schema/proxy-nodes.ts';
+import { hostTags } from '../db/schema/groups.ts';
 
 export type {
   ConfigGenerationRow,
@@ -217,6 +218,12 @@ export function createProxyNodeRepository(db: Db) {
   }
 
   return {
+    /** The hosts carrying a tag (a rollout aimed at a tag). */
+    async hostsTagged(tag: string): Promise<string[]> {
+      const rows = await db.select({ hostId: hostTags.hostId }).from(hostTags).where(eq(hostTags.tag, tag));
+      return rows.map((r) => r.hostId);
+    },
+
     /** Every node, or a host's nodes, ordered by host then instance. */
     async listNodes(filter: { hostId?: string } = {}): Promise<ProxyNodeRow[]> {
       return db

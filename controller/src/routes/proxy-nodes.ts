@@ -431,7 +431,7 @@ const startRolloutRoute = createRoute({
   tags: ['proxies'],
   summary: 'Start a staged rollout (operator)',
   description:
-    'The first `canary` nodes go first, then stages of `batchSize` nodes in parallel; the rollout halts after the first stage in which a node failed. With `settings` (and `adapter`), every node gets those settings; without, each node is pushed its own settings again. Progress: GET /proxies/rollouts/{rolloutId} or the /proxies/events stream.',
+    'Aimed at nodes picked by hand (`targets`), or every node of a host group (`groupId`) or a tag (`tag`), optionally one `instance` name; with `settings`, a group or tag takes only the nodes running `adapter`. The first `canary` nodes go first, then stages of `batchSize` nodes in parallel; the rollout halts after the first stage in which a node failed. With `settings` (and `adapter`), every node gets those settings; without, each node is pushed its own settings again. Audited as config.rollout.start with the group or tag. Progress: GET /proxies/rollouts/{rolloutId} or the /proxies/events stream.',
   security: cookieSecurity,
   request: {
     ...body(
@@ -439,7 +439,23 @@ const startRolloutRoute = createRoute({
         targets: z
           .array(z.object({ hostId: z.uuid(), instance: z.string().regex(PROCESS_NAME_PATTERN) }))
           .min(1)
-          .max(10_000),
+          .max(10_000)
+          .optional()
+          .openapi({ description: 'Nodes picked by hand (exactly one of targets, groupId, tag).' }),
+        groupId: z.uuid().optional().openapi({
+          description:
+            "Every node on the hosts of this host group (explicit members and tag matches); hosts you may not apply configs to are left out (counted in the audit entry's leftOut).",
+        }),
+        tag: z
+          .string()
+          .regex(/^[a-z0-9][a-z0-9._:-]{0,63}$/)
+          .optional()
+          .openapi({ description: 'Every node on the hosts carrying this tag.' }),
+        instance: z
+          .string()
+          .regex(PROCESS_NAME_PATTERN)
+          .optional()
+          .openapi({ description: 'With groupId or tag: only nodes of this instance name.' }),
         adapter: z.enum(proxyAdapters).optional(),
         settings: settingsSchema.optional(),
         canary: z.number().int().min(0).max(100).optional(),
@@ -452,7 +468,7 @@ const startRolloutRoute = createRoute({
     201: json(z.object({ rollout: rolloutSchema }), 'Started.'),
     400: errorResponse('Malformed rollout (`request.invalid`).'),
     ...authErrors,
-    404: agentErrors[404],
+    404: errorResponse('No such node or host group (`proxy.node_not_found`, `group.not_found`).'),
   },
 });
 

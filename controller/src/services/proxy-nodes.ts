@@ -35,7 +35,14 @@ import type {
   RenderedFile,
   RolloutWithSteps,
 } from '../repositories/proxy-nodes.ts';
-import { canSeeHost, requireAccess, requireHostAccess, type Actor, type Permission } from './access.ts';
+import {
+  canSeeHost,
+  hasHostPermission,
+  requireAccess,
+  requireHostAccess,
+  type Actor,
+  type Permission,
+} from './access.ts';
 import type { AuditService } from './audit.ts';
 
 /** A person (or API token) acting, with the address for the audit trail. */
@@ -141,6 +148,8 @@ export interface ProxyNodesServiceDeps {
   bus: FleetBus;
   log: Logger;
   usersForNode?: UsersForNode;
+  /** Host groups, for rollouts aimed at a group (absent: a group target is refused). */
+  groups?: { get(id: string): Promise<unknown>; hostsOf(ids: readonly string[]): Promise<string[]> };
   now?: () => number;
   /** Generations kept per host and instance (the one it runs is always kept); default 200. */
   keepGenerations?: number;
@@ -151,6 +160,15 @@ export const DEFAULT_KEEP_GENERATIONS = 200;
 
 /** Largest rollout (nodes). */
 export const MAX_ROLLOUT_NODES = 10_000;
+/** What a rollout is aimed at: nodes picked by hand, every node of a host group, or of a tag. */
+export interface RolloutTargetInput {
+  targets?: { hostId: string; instance: string }[];
+  groupId?: string;
+  tag?: string;
+  /** With a group or tag: only nodes of this instance name. */
+  instance?: string;
+}
+
 /** A file larger than this is not diffed line by line (a note says so). */
 const MAX_DIFF_BYTES = 4 * 1024 * 1024;
 
@@ -580,6 +598,66 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
     running.set(id, run);
   }
 
+  /**
+   * The nodes a rollout is aimed at. Nodes picked by hand must all be on hosts the actor may apply
+   * configs to (403 otherwise); a group or tag may reach hosts the actor may not, whose nodes are
+   * left out and counted (`left`), as a job run on a group does. With settings, a group or tag
+   * takes only the nodes of that adapter (a group mixing nginx and v2ray gets v2ray settings on
+   * its v2ray nodes); `instance` narrows it to one instance name.
+   */
+  async function resolveTargets(
+    actor: ProxyUserActor,
+    input: RolloutTargetInput & { adapter?: string; settings?: unknown },
+  ): Promise<{ targets: { hostId: string; instance: string }[]; left: number; label: string | null }> {
+    const kinds = [input.targets !== undefined, input.groupId !== undefined, input.tag !== undefined];
+    if (kinds.filter(Boolean).length !== 1) {
+      throw new KeelError('request.invalid', 'targets, groupId or tag: exactly one of them');
+    }
+    if (input.targets) return { targets: input.targets, left: 0, label: null };
+    let hostIds: string[];
+    let label: string;
+    if (input.groupId) {
+      const group = deps.groups ? ((await deps.groups.get(input.groupId)) as { name?: string } | null) : null;
+      if (!deps.groups || !group) throw new KeelError('group.not_found');
+      hostIds = await deps.groups.hostsOf([input.groupId]);
+      label = `group ${group.name ?? input.groupId}`;
+    } else {
+      hostIds = await nodes.hostsTagged(input.tag!);
+      label = `tag ${input.tag!}`;
+    }
+    if (input.instance) label += `, instance ${input.instance}`;
+    const reach = new Set(hostIds);
+    let left = 0;
+    const targets: { hostId: string; instance: string }[] = [];
+    const names = new Map((await hosts.list()).map((h) => [h.id, h]));
+    for (const row of await nodes.listNodes()) {
+      if (!reach.has(row.hostId)) continue;
+      if (input.instance && row.instance !== input.instance) continue;
+      if (input.settings !== undefined && input.adapter && row.adapter !== input.adapter) continue;
+      if (!input.settings && input.adapter && row.adapter !== input.adapter) continue;
+      const host = names.get(row.hostId);
+      if (!host || host.revokedAt) continue;
+      if (!canSeeHost(actor, row.hostId) || !hasHostPermission(actor, 'config.apply', row.hostId)) {
+        left++;
+        continue;
+      }
+      targets.push({ hostId: row.hostId, instance: row.instance });
+    }
+    // In the order a person reads them: by host name, then instance.
+    targets.sort(
+      (a, b) =>
+        (names.get(a.hostId)?.name ?? '').localeCompare(names.get(b.hostId)?.name ?? '') ||
+        a.instance.localeCompare(b.instance),
+    );
+    if (targets.length === 0) {
+      throw new KeelError(
+        'request.invalid',
+        `${input.groupId ? 'groupId' : 'tag'}: no proxy node${input.instance ? ` named ${input.instance}` : ''}${input.adapter ? ` running ${input.adapter}` : ''} on its hosts that you may apply to`,
+      );
+    }
+    return { targets, left, label };
+  }
+
   async function visibleRollout(actor: Actor, id: string): Promise<RolloutWithSteps> {
     const r = await nodes.getRollout(id);
     if (!r || !r.steps.every((s) => canSeeHost(actor, s.hostId)))
@@ -954,8 +1032,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
      */
     async startRollout(
       actor: ProxyUserActor,
-      input: {
-        targets: { hostId: string; instance: string }[];
+      input: RolloutTargetInput & {
         adapter?: string;
         settings?: unknown;
         canary?: number;
@@ -964,8 +1041,9 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       },
     ): Promise<RolloutView> {
       requireAccess(actor, 'config.apply');
+      const picked = await resolveTargets(actor, input);
       const seen = new Set<string>();
-      const targets = input.targets.filter((t) => {
+      const targets = picked.targets.filter((t) => {
         const key = `${t.hostId}\u0000${t.instance}`;
         if (seen.has(key)) return false;
         seen.add(key);
@@ -1005,12 +1083,16 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
           canary,
           batchSize,
           actor: actor.id,
-          reason: input.reason ?? null,
+          reason: input.reason ?? (picked.label ? `rollout to ${picked.label}` : null),
         },
         steps,
       );
       await record(actor, 'config.rollout.start', null, {
         rollout: rollout.id,
+        ...(input.groupId ? { groupId: input.groupId } : {}),
+        ...(input.tag ? { tag: input.tag } : {}),
+        ...(input.instance && (input.groupId || input.tag) ? { instance: input.instance } : {}),
+        ...(picked.left > 0 ? { leftOut: picked.left } : {}),
         nodes: targets.length,
         canary,
         batchSize,
