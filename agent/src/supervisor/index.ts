@@ -34,7 +34,8 @@ async function liveTail(port: ChannelPort, files: { s: 'out' | 'err'; path: stri
     }
     return { ...f, pos, splitter: new LineSplitter(), skipFirst: pos > 0 };
   });
-  const buf = Buffer.allocUnsafe(64 * 1024);
+  // Up to 256 KiB a read: a fast writer is followed in large steps, skipped only when the reader lags.
+  const buf = Buffer.allocUnsafe(256 * 1024);
   while (!port.closed) {
     let any = false;
     for (const f of state) {
