@@ -393,6 +393,62 @@ function readSelfCpu(file) {
 const cpuProbe = pathToFileURL(join(root, 'scripts/test-cpu.mjs')).href;
 const cpuText = (s) => (s === undefined ? '      ? cpu-s' : `${s.toFixed(1).padStart(6)} cpu-s`);
 
+/**
+ * One Chromium for the run, when a file uses the browser helpers: a launch costs ~1 s of CPU and
+ * a context a few milliseconds, so the browser tests connect to this one (KEEL_TEST_BROWSER_WS,
+ * launchChromium in test/helpers/browser.ts) and each opens its own contexts. Its CPU is counted
+ * in the run's total and printed on its own line at the end. `KEEL_TEST_SHARED_BROWSER=0`: each
+ * file launches its own, as outside the runner.
+ */
+const browserCpuFile = join(tmpdir(), `keel-test-browser-${process.pid}.cpu`);
+async function startSharedBrowser() {
+  if (process.env.KEEL_TEST_SHARED_BROWSER === '0' || process.env.KEEL_TEST_BROWSER_WS) return undefined;
+  if (!files.some((f) => readFileSync(join(root, f), 'utf8').includes('helpers/browser.ts')))
+    return undefined;
+  const script = join(root, 'scripts/test-browser.mjs');
+  const child = spawn(
+    timeBin ?? process.execPath,
+    [...(timeBin ? ['-f', '%U %S', '-o', browserCpuFile, process.execPath] : []), script],
+    { cwd: root, env, detached: true, stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  const endpoint = await new Promise((resolveEndpoint) => {
+    let out = '';
+    const timer = setTimeout(() => resolveEndpoint(undefined), 60_000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = /^(ws:\/\/\S+)\n/.exec(out)?.[1];
+      if (line) {
+        clearTimeout(timer);
+        resolveEndpoint(line);
+      }
+    });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolveEndpoint(undefined);
+    });
+  });
+  if (!endpoint) {
+    console.log('note: the shared Chromium did not start; each browser test file launches its own');
+    killGroup(child.pid);
+    return undefined;
+  }
+  env.KEEL_TEST_BROWSER_WS = endpoint;
+  const exited = new Promise((r) => child.once('exit', r));
+  return {
+    pid: child.pid,
+    /** Closes the browser (its stdin ends), waits for it, and returns its CPU seconds. */
+    async stop() {
+      child.stdin.end();
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      killGroup(child.pid);
+      const cpu = readCpu(browserCpuFile);
+      rmSync(browserCpuFile, { force: true });
+      return cpu;
+    },
+  };
+}
+const sharedBrowser = await startSharedBrowser();
+
 /** Ends a job's whole process group: agents or browsers a failed test left behind go with it. */
 function killGroup(pid) {
   try {
@@ -404,6 +460,7 @@ function killGroup(pid) {
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
     for (const pid of running) killGroup(pid);
+    if (sharedBrowser) killGroup(sharedBrowser.pid);
     if (testTmp) rmSync(testTmp, { recursive: true, force: true });
     process.exit(130);
   });
@@ -546,6 +603,7 @@ while (waiting.length || active.size) {
   }
   await Promise.race(active.values());
 }
+const browserCpu = await sharedBrowser?.stop();
 rmSync(runDir, { recursive: true, force: true });
 if (testTmp) rmSync(testTmp, { recursive: true, force: true });
 
@@ -568,6 +626,10 @@ for (const [f, s] of Object.entries(cpus)
   .slice(0, 15))
   console.log(`  ${cpuText(s)} ${seconds(durations[f])}  ${f}`);
 const jobsCpu = results.reduce((a, r) => a + (r.cpu ?? 0), 0);
+if (sharedBrowser)
+  console.log(
+    `\nthe shared Chromium: ${cpuText(browserCpu)} (in no file's figure above, in the total below)`,
+  );
 console.log(
   `\n${['tests', 'suites', 'pass', 'fail', 'cancelled', 'skipped', 'todo'].map((k) => `${k} ${total[k] ?? 0}`).join(', ')}` +
     `\n${files.length} files, ${jobs.length} processes (up to ${concurrency} at once, within ${cpuBudget} cores): ${((Date.now() - began) / 1000).toFixed(1)} s` +

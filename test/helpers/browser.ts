@@ -39,10 +39,25 @@ export const viewports = {
 export type ViewportName = keyof typeof viewports;
 export type ThemeName = 'dark' | 'light';
 
-/** Starts headless Chromium; the caller closes it. */
-export function launchChromium(): Promise<Browser> {
+/**
+ * Headless Chromium; the caller closes it. Under `npm test` the whole run shares one browser
+ * (scripts/test-browser.mjs, its endpoint in KEEL_TEST_BROWSER_WS): this connects to it, and
+ * `close()` then closes only the contexts this process opened. A browser launch costs ~1 s of CPU
+ * here, a context a few milliseconds. Without the shared browser (or when it cannot be reached)
+ * this process launches its own.
+ */
+export async function launchChromium(): Promise<Browser> {
+  const shared = process.env.KEEL_TEST_BROWSER_WS;
+  if (shared) {
+    try {
+      return await chromium.connect(shared, { timeout: 30_000 });
+    } catch (err) {
+      console.error(`note: shared Chromium not reachable (${String(err)}); launching one`);
+    }
+  }
   return chromium.launch({
     executablePath: chromiumPath,
+    // The same switches as the shared browser of scripts/test-browser.mjs.
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
   });
 }
@@ -113,6 +128,8 @@ export async function signIn(page: Page, username: string, password: string): Pr
 }
 
 let axeSource: string | undefined;
+/** Contexts whose new documents get axe-core at their start (see axeViolations). */
+const axeContexts = new WeakSet<BrowserContext>();
 
 /** The WCAG rule sets the console is held to (the handbook's standard: 2.1 A and AA). */
 export const wcagTags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
@@ -121,13 +138,27 @@ export const wcagTags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
  * Runs axe-core's WCAG 2.1 A/AA rules on the page as it is now and returns one line per failing
  * element ("rule: target — summary"); empty when the page passes. axe is evaluated through the
  * DevTools protocol, so the console's Content-Security-Policy stays on.
+ *
+ * Cost (it is most of a console test's browser CPU): axe-core is 500 KB of script. The first check
+ * in a context also registers it as an init script of the context, so every later document there
+ * has it from its start: sent once, and Chromium reuses its compiled code (~10 ms a page against
+ * ~80 ms to send and evaluate it again after each navigation). Only violations are reported in
+ * full (`resultTypes`): axe then skips building selectors for every passing element.
  */
 export async function axeViolations(page: Page): Promise<string[]> {
   axeSource ??= readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+  const context = page.context();
+  if (!axeContexts.has(context)) {
+    axeContexts.add(context);
+    await context.addInitScript({ content: axeSource });
+  }
   if (!(await page.evaluate(() => 'axe' in globalThis))) await page.evaluate(axeSource);
   const violations = await page.evaluate(async (tags) => {
     const { axe, document } = globalThis as unknown as { axe: AxeRunner; document: PageDocument };
-    const result = await axe.run(document, { runOnly: { type: 'tag', values: tags } });
+    const result = await axe.run(document, {
+      runOnly: { type: 'tag', values: tags },
+      resultTypes: ['violations'],
+    });
     return result.violations.map((v) => ({
       id: v.id,
       nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary ?? '' })),
@@ -142,7 +173,7 @@ export async function axeViolations(page: Page): Promise<string[]> {
 interface AxeRunner {
   run(
     context: PageDocument,
-    options: { runOnly: { type: 'tag'; values: string[] } },
+    options: { runOnly: { type: 'tag'; values: string[] }; resultTypes: string[] },
   ): Promise<{
     violations: { id: string; nodes: { target: string[]; failureSummary?: string }[] }[];
   }>;
