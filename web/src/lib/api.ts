@@ -303,6 +303,17 @@ function processCalls() {
       call(proc[':name'].stdin.$post({ ...one(id, name), json: { line } })),
     processLogsTail: (id: string, name: string, tail: number, signal?: AbortSignal) =>
       call(proc[':name'].logs.$get({ ...one(id, name), query: { tail: String(tail) } }, withSignal(signal))),
+    /** A page of stored output: the newest `tail` lines, or lines after `after` (filters: contains, since, until). */
+    processLogs: (
+      id: string,
+      name: string,
+      q: { after?: number; limit?: number; tail?: number; contains?: string; since?: number; until?: number },
+      signal?: AbortSignal,
+    ) => {
+      const query: Record<string, string> = {};
+      for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== '') query[k] = String(v);
+      return call(proc[':name'].logs.$get({ ...one(id, name), query }, withSignal(signal)));
+    },
     /** A ticket for a live channel of `kind` on a host (then a WebSocket to its `url`). */
     openChannel: (id: string, kind: string, params: Record<string, unknown>) =>
       call(client.hosts[':id'].channels.$post({ ...byId(id), json: { kind, params } })),
