@@ -36,6 +36,7 @@ import { startBundledAgent } from './lib/bundled-agent.ts';
 import {
   createScratchDatabase,
   machine,
+  procCpuMs,
   removeDir,
   sleep,
   startController,
@@ -259,6 +260,7 @@ if (!args['skip-fleet']) {
     });
     await opened;
 
+    const cpu0 = { agent: procCpuMs(agent.pid), controller: procCpuMs(ctl.pid) };
     writeFileSync(go, '');
     const cursor = async () =>
       Number(
@@ -268,6 +270,10 @@ if (!args['skip-fleet']) {
       );
     await until(async () => (await cursor()) >= lines, 900_000, 'every line stored in PostgreSQL', 50);
     const durableAt = Date.now();
+    const cpu = {
+      agent: (procCpuMs(agent.pid) - cpu0.agent) / 1000,
+      controller: (procCpuMs(ctl.pid) - cpu0.controller) / 1000,
+    };
     const w = readReport(out);
     const ms = durableAt - w.t0;
     const [gaps] =
@@ -276,7 +282,7 @@ if (!args['skip-fleet']) {
       await sql`select coalesce(sum(count), 0)::int as n from stream_chunks where host_id = ${agent.hostId} and stream = 'logs'`;
     const zeroLoss = gaps!.n === 0 && stored!.n === lines;
     console.log(
-      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps)`,
+      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s, controller ${cpu.controller.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s)`,
     );
     // The live view has nothing more to say once it was quiet for 2 s after storage caught up.
     await until(() => Date.now() - Math.max(lastLiveAt, durableAt) > 2_000, 60_000, 'live view quiet', 100);
@@ -305,10 +311,12 @@ if (!args['skip-fleet']) {
       limit: '2000',
       maxSeconds: '120',
     });
+    const searchCpu0 = procCpuMs(ctl.pid);
     const s0 = performance.now();
     const res = await ctl.api.fetchRaw(`/logs/search?${q}`);
     const body = await res.text();
     const searchMs = performance.now() - s0;
+    const searchCpu = (procCpuMs(ctl.pid) - searchCpu0) / 1000;
     const events = body
       .trim()
       .split('\n')
@@ -320,7 +328,7 @@ if (!args['skip-fleet']) {
     const grepCount = Number(grep.stdout.toString().trim());
     const plainMiB = statSync(plain).size / MiB;
     console.log(
-      `search regex /${PATTERN}/ over ${plainMiB.toFixed(0)} MiB stored: ${(searchMs / 1000).toFixed(2)} s, ${end?.matches} matches, ${end?.readRecords?.toLocaleString('en')} records read, end ${end?.reason}` +
+      `search regex /${PATTERN}/ over ${plainMiB.toFixed(0)} MiB stored: ${(searchMs / 1000).toFixed(2)} s, ${end?.matches} matches, ${end?.readRecords?.toLocaleString('en')} records read, end ${end?.reason}, controller CPU ${searchCpu.toFixed(1)} s` +
         ` — grep -cE over the same lines as a file: ${(grepMs / 1000).toFixed(2)} s, ${grepCount} matches (${(searchMs / grepMs).toFixed(1)}x grep)`,
     );
   } finally {
@@ -331,5 +339,9 @@ if (!args['skip-fleet']) {
     await db.drop();
   }
 }
+// The raw leg again: on a shared machine the first one alone says little about the others' moment.
+spawnSync('sh', ['-c', 'exec node "$1" "$2" "$3" "$4" > /dev/null', 'sh', writer, rawOut, ...legArgs]);
+const raw2 = readReport(rawOut);
+console.log(`raw into /dev/null again:  ${fmt(raw2.lines, raw2.bytes, raw2.ms)}`);
 console.log(`load average at the end ${load()}`);
 rmSync(dir, { recursive: true, force: true });
