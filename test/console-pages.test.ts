@@ -189,8 +189,9 @@ async function realHostId(page: Page): Promise<string> {
 
 test(
   'every page passes axe WCAG 2.1 A/AA in dark and light, on desktop and phone',
-  // Three more checks since issue 13 (users, my account, 2FA enrollment), x2 themes x2 viewports.
-  { timeout: 300_000 },
+  // Three more checks since issue 13 (users, my account, 2FA enrollment), the process page since
+  // issue 8, x2 themes x2 viewports.
+  { timeout: 360_000 },
   async () => {
     const { username, password } = admin();
     for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
@@ -241,6 +242,21 @@ test(
           await page.screenshot({ path: shot('host'), fullPage: true });
 
           await processesPage(page, realId, `${theme}-${viewport}`, where, shot);
+
+          // The process page: its live console (the hostile line's colour drawn as a span, its
+          // markup as text) and its stored output.
+          await page.goto(`/hosts/${realId}/processes/console-echo`);
+          await page
+            .locator('[data-testid="console-output"]')
+            .filter({ hasText: `got hi ${theme}-${viewport}` })
+            .waitFor();
+          await page.locator('[data-testid="log-line"]').first().waitFor();
+          await checkAccessible(page, where('process page'));
+          await page.screenshot({ path: shot('process'), fullPage: true });
+          assert.ok(
+            await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
+            'the process page is no wider than the viewport',
+          );
 
           // The fleet-wide Processes page and Log search (test/process-templates-console.test.ts
           // drives them; here they join every page's axe round).
