@@ -1,9 +1,10 @@
 // Proves the Proxies pages in real Chromium with a real agent and real nginx: a node created from
-// the host's Proxies tab is pushed as generation 1; after a change the history lists both, the
+// the host's Proxies tab in nginx's own fields (a bad upstream is named at its field and nothing is
+// created) is pushed as generation 1; its settings are edited in the same fields and pushed; after a change the history lists both, the
 // diff between them shows the changed line, and Roll back makes generation 3; an edit of the
 // applied file on the host appears on the tab as a drift warning with its diff (live, without a
 // reload); the fleet page lists the node and a rollout started by keyboard completes with its
-// progress shown; both pages pass axe-core WCAG 2.1 A/AA in dark and light, desktop and phone.
+// progress shown, and one aimed at a host tag completes and is audited with the tag; both pages pass axe-core WCAG 2.1 A/AA in dark and light, desktop and phone.
 import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -103,7 +104,25 @@ test(
       await page.locator('[data-testid="no-proxy-nodes"]').waitFor();
       await page.click('[data-testid="new-proxy-node"]');
       await page.fill('#n-instance', 'edge');
-      await page.fill('#n-settings', JSON.stringify(settings(targets[0]!.port), null, 2));
+      // nginx's own fields: a wrong upstream is named at its field, and nothing is sent.
+      await page.fill('#n-listenAddress', '127.0.0.1');
+      await page.fill('#n-sites-0-serverNames', 'app.example.test');
+      await page.fill('#n-sites-0-port', String(port));
+      await page.fill('#n-sites-0-upstream', 'ftp://127.0.0.1');
+      await page.click('[data-testid="create-proxy-node"]');
+      await page.locator('#n-sites-0-upstream-error').waitFor();
+      assert.equal(await page.getAttribute('#n-sites-0-upstream', 'aria-invalid'), 'true');
+      assert.equal(
+        await page.evaluate(() => document.activeElement?.id),
+        'n-sites-0-upstream',
+        'focus moves to the wrong field',
+      );
+      assert.equal(
+        (await api.get<{ nodes: unknown[] }>(`/hosts/${hostId}/proxies`)).body.nodes.length,
+        0,
+        'nothing created',
+      );
+      await page.fill('#n-sites-0-upstream', `http://127.0.0.1:${targets[0]!.port}`);
       await page.click('[data-testid="create-proxy-node"]');
       await page
         .locator('[data-testid="proxy-node-generation"]', { hasText: 'runs generation 1' })
@@ -112,6 +131,12 @@ test(
           throw new Error(`no generation 1 on the page: ${await page.textContent('main')}`, { cause: err });
         });
       assert.equal(await page.textContent('[data-testid="proxy-node-state"]'), 'applied');
+      const created = await api.get<{ node: { settings: unknown } }>(`/hosts/${hostId}/proxies/edge`);
+      assert.deepEqual(
+        (created.body.node.settings as { sites: unknown[] }).sites,
+        [{ serverNames: ['app.example.test'], port, upstream: `http://127.0.0.1:${targets[0]!.port}` }],
+        'the fields made these settings',
+      );
 
       // A change made elsewhere (the API) shows up live, then the diff between 1 and 2.
       const put = await api.request('PUT', `/hosts/${hostId}/proxies/edge`, {
@@ -120,6 +145,21 @@ test(
       });
       assert.equal(put.status, 200, JSON.stringify(put.body));
       await waitFor(async () => (await historyRows(page).count()) === 2, 30_000, 'two generations listed');
+      // The settings open in the same fields, filled from the node; worker processes 2, pushed.
+      await page.getByRole('button', { name: 'Settings of edge' }).click();
+      assert.equal(await page.inputValue('#s-edge-sites-0-upstream'), `http://127.0.0.1:${targets[1]!.port}`);
+      await page.fill('#s-edge-workerProcesses', '2');
+      await page.click('[data-testid="proxy-save-push"]');
+      type NodeBody = { node: { settings: { workerProcesses: number }; currentGeneration: number } };
+      await waitFor(
+        async () =>
+          (await api.get<NodeBody>(`/hosts/${hostId}/proxies/edge`)).body.node.currentGeneration === 3,
+        60_000,
+        'generation 3 applied',
+      );
+      const edited = await api.get<NodeBody>(`/hosts/${hostId}/proxies/edge`);
+      assert.equal(edited.body.node.settings.workerProcesses, 2);
+      await waitFor(async () => (await historyRows(page).count()) === 3, 30_000, 'three generations listed');
       await page.selectOption('#from-edge', '1');
       await page.selectOption('#to-edge', '2');
       await page.click('[data-testid="proxy-show-diff"]');
@@ -128,17 +168,17 @@ test(
       assert.match(diffText, new RegExp(`\\+\\s*proxy_pass http://127\\.0\\.0\\.1:${targets[1]!.port};`));
 
       // Roll back by keyboard: focus the button of generation 1 and press Enter.
-      await page.focus('[data-testid="proxy-rollback"]');
+      await historyRows(page).last().locator('[data-testid="proxy-rollback"]').focus();
       await page.keyboard.press('Enter');
       await page
-        .locator('[data-testid="proxy-node-generation"]', { hasText: 'runs generation 3' })
+        .locator('[data-testid="proxy-node-generation"]', { hasText: 'runs generation 4' })
         .waitFor({ timeout: 60_000 });
-      await waitFor(async () => (await historyRows(page).count()) === 3, 15_000, 'three generations');
+      await waitFor(async () => (await historyRows(page).count()) === 4, 15_000, 'four generations');
       assert.match((await historyRows(page).first().textContent()) ?? '', /rollback\s*of 1/);
 
       // Drift: edit the applied file on the host; the warning and its diff appear without a reload.
       const gen = await api.get<{ generation: { files: { path: string }[] } }>(
-        `/hosts/${hostId}/proxies/edge/generations/3`,
+        `/hosts/${hostId}/proxies/edge/generations/4`,
       );
       appendFileSync(gen.body.generation.files[0]!.path, '# tuned by hand\n');
       await page.locator('[data-testid="proxy-drift"]').waitFor({ timeout: 30_000 });
@@ -175,6 +215,27 @@ test(
         await rollout.locator('[data-testid="rollout-step-state"]').first().textContent(),
         'applied',
       );
+
+      // Aimed at a tag: the controller picks the tagged host's nodes; the entry names the tag.
+      const tagged = await api.request('PUT', `/host-tags/${hostId}`, { tags: ['edge-tier'] });
+      assert.equal(tagged.status, 200, JSON.stringify(tagged.body));
+      await page.check('#r-aim-tag');
+      await page.fill('[data-testid="rollout-tag"]', 'edge-tier');
+      await page.fill('#r-reason', '');
+      await page.click('[data-testid="start-rollout"]');
+      const byTag = page.locator('[data-testid="rollout"]', { hasText: 'rollout to tag edge-tier' });
+      await byTag.waitFor({ timeout: 30_000 });
+      await byTag
+        .locator('[data-testid="rollout-state"]', { hasText: 'completed' })
+        .waitFor({ timeout: 60_000 });
+      assert.equal(await byTag.locator('[data-testid="rollout-step"]').count(), 1);
+      const audit = await api.get<{ entries: { action: string; detail: { tag?: string } }[] }>(
+        '/audit?limit=20',
+      );
+      assert.ok(
+        audit.body.entries.some((e) => e.action === 'config.rollout.start' && e.detail.tag === 'edge-tier'),
+        'the rollout is audited with its tag',
+      );
       assert.deepEqual(pageErrors, []);
     } finally {
       await context.close();
@@ -209,6 +270,12 @@ test(
           await page.focus('[data-testid="proxy-show-diff"]');
           await page.keyboard.press('Enter');
           await page.locator('[data-testid="proxy-diff-view"]').waitFor();
+          // The settings fields are open too (nginx's sites, TLS on, an error shown at a field).
+          await page.getByRole('button', { name: 'Settings of edge' }).click();
+          await page.check('#s-edge-sites-0-tls');
+          await page.fill('#s-edge-sites-0-port', '0');
+          await page.click('[data-testid="proxy-save-push"]');
+          await page.locator('#s-edge-sites-0-port-error').waitFor();
           for (const v of await axeViolations(page)) found.push(`host tab ${viewport} ${theme}: ${v}`);
           // The node's panel fits the viewport (its history table scrolls inside it).
           const box = (await page.locator('[data-testid="proxy-node"]').boundingBox())!;
@@ -219,6 +286,11 @@ test(
           );
           await page.goto('/proxies');
           await page.locator('[data-testid="rollout"]').first().waitFor();
+          // With the tag aim and new settings open: v2ray's inbound fields.
+          await page.check('#r-aim-tag');
+          await page.check('#r-with-settings');
+          await page.selectOption('#r-adapter', 'v2ray');
+          await page.locator('[data-testid="v2ray-inbound"]').waitFor();
           for (const v of await axeViolations(page)) found.push(`fleet ${viewport} ${theme}: ${v}`);
         } finally {
           await context.close();
