@@ -60,6 +60,18 @@ export class LinkClosed extends Error {
   }
 }
 
+/**
+ * The agent's WebSocket masking key: all zeros, which `ws` sends without masking the payload.
+ * Masking (RFC 6455 5.3) keeps a browser script from putting bytes of its choosing on the wire
+ * to confuse proxies; the agent is no browser, and after the handshake every byte it sends is
+ * ChaCha20-Poly1305 ciphertext (the handshake frames are keys, nonces and signatures). A random
+ * key cost a 64 KiB copy and a byte-by-byte XOR in JavaScript per 64 KiB frame (~7 ns a byte
+ * here; docs/benchmarks.md, channel) on everything the agent sends: logs, metrics, channels.
+ */
+function zeroMask(mask: Buffer): void {
+  mask.fill(0);
+}
+
 export interface OpenSessionOptions {
   controllerUrl: string;
   identity: SigningIdentity;
@@ -89,6 +101,7 @@ export function openSession(opts: OpenSessionOptions): Promise<{ ws: WebSocket; 
       maxPayload: opts.maxFrameBytes ?? 16 * 1024 * 1024,
       perMessageDeflate: false,
       handshakeTimeout: opts.timeoutMs ?? 10_000,
+      generateMask: zeroMask,
     });
     opts.onSocket?.(ws);
     const handshake = new AgentHandshake({
