@@ -11,7 +11,7 @@
 import { Worker } from 'node:worker_threads';
 import { KeelError, decodeLogLine } from '@keel/shared';
 import type { HostRepository } from '../repositories/hosts.ts';
-import type { LogSearchRepository } from '../repositories/log-search.ts';
+import type { LogRecord, LogSearchRepository } from '../repositories/log-search.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
 import type { ProcessActor } from './processes.ts';
 
@@ -75,10 +75,12 @@ const MAX_RANGES = 32;
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const re = new RegExp(workerData.pattern, workerData.flags);
-parentPort.on('message', ({ id, texts }) => {
+parentPort.on('message', ({ id, text, lengths }) => {
   const out = [];
-  for (let i = 0; i < texts.length; i++) {
-    const t = texts[i];
+  let start = 0;
+  for (let i = 0; i < lengths.length; i++) {
+    const t = text.slice(start, start + lengths[i]);
+    start += lengths[i];
     re.lastIndex = 0;
     const ranges = [];
     let hit = false;
@@ -98,6 +100,13 @@ parentPort.on('message', ({ id, texts }) => {
   parentPort.postMessage({ id, out });
 });
 `;
+
+/** Whether `buf[at, at + length)` holds exactly the bytes of `want`. */
+function sameBytes(buf: Buffer, at: number, length: number, want: Buffer): boolean {
+  if (length !== want.length) return false;
+  for (let i = 0; i < length; i++) if (buf[at + i] !== want[i]) return false;
+  return true;
+}
 
 type Matcher = {
   /** Index -> ranges for the texts that match; null when the pattern ran out of time. */
@@ -160,7 +169,10 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
           clearTimeout(timer);
           resolve(out);
         });
-        worker.postMessage({ id, texts });
+        // One string and the lengths beside it: cloning one string costs far less than thousands.
+        const lengths = new Uint32Array(texts.length);
+        for (let i = 0; i < texts.length; i++) lengths[i] = texts[i]!.length;
+        worker.postMessage({ id, text: texts.join(''), lengths }, [lengths.buffer]);
       });
       return result ? new Map(result) : null;
     },
@@ -212,6 +224,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
       const deadline = Date.now() + Math.min(query.maxSeconds ?? 30, MAX_SECONDS) * 1000;
       const caseSensitive = query.caseSensitive ?? false;
       const stream = query.stream ?? 'both';
+      const processName = query.process === undefined ? null : Buffer.from(query.process, 'utf8');
       return (async function* run(): AsyncGenerator<LogSearchEvent> {
         const started = Date.now();
         const matcher = query.regex
@@ -242,18 +255,14 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   break scan;
                 }
                 // The lines of this page that are in range, then matched in batches of bounded size.
-                let batch: {
-                  seq: number;
-                  ts: number;
-                  process: string;
-                  stream: 'stdout' | 'stderr';
-                  text: string;
-                }[] = [];
+                // Only a line that matches becomes an object (most lines of a search do not).
+                let batch: LogRecord[] = [];
+                let texts: string[] = [];
                 let bytes = 0;
                 const yieldQueue: LogSearchEvent[] = [];
                 const flush = async (): Promise<boolean> => {
                   if (batch.length === 0) return true;
-                  const found = await matcher.match(batch.map((l) => l.text));
+                  const found = await matcher.match(texts);
                   if (found === null) {
                     reason = 'pattern-too-slow';
                     return false;
@@ -263,7 +272,9 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                       reason = 'cancelled';
                       return false;
                     }
-                    const l = batch[i]!;
+                    const r = batch[i]!;
+                    const l = decodeLogLine(r.payload)!;
+                    const text = texts[i]!;
                     matches++;
                     hostMatches++;
                     yieldQueue.push({
@@ -271,11 +282,11 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                       hostId: host.id,
                       hostName: host.name,
                       process: l.process,
-                      seq: l.seq,
-                      ts: l.ts,
+                      seq: r.seq,
+                      ts: r.ts,
                       stream: l.stream,
-                      text: l.text.slice(0, MAX_TEXT),
-                      cut: l.text.length > MAX_TEXT,
+                      text: text.slice(0, MAX_TEXT),
+                      cut: text.length > MAX_TEXT,
                       ranges: ranges
                         .filter(([s]) => s < MAX_TEXT)
                         .map(([s, e]) => [s, Math.min(e, MAX_TEXT)] as [number, number]),
@@ -286,6 +297,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                     }
                   }
                   batch = [];
+                  texts = [];
                   bytes = 0;
                   return true;
                 };
@@ -293,14 +305,18 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 for (const r of records) {
                   if (query.since !== undefined && r.ts < query.since) continue;
                   if (query.until !== undefined && r.ts >= query.until) continue;
-                  const line = decodeLogLine(r.payload);
-                  if (!line) continue;
-                  if (query.process !== undefined && line.process !== query.process) continue;
-                  if (stream !== 'both' && line.stream !== stream) continue;
+                  // The record's header read in place (encodeLogLine: flags, name length, name, line).
+                  const p = r.payload;
+                  if (p.length < 2) continue;
+                  const nameLength = p[1]!;
+                  if (p.length < 2 + nameLength) continue;
+                  if (processName && !sameBytes(p, 2, nameLength, processName)) continue;
+                  if (stream !== 'both' && ((p[0]! & 1) === 1) !== (stream === 'stderr')) continue;
                   hostLines++;
                   scannedLines++;
-                  const text = Buffer.from(line.line).toString('utf8');
-                  batch.push({ seq: r.seq, ts: r.ts, process: line.process, stream: line.stream, text });
+                  const text = p.toString('utf8', 2 + nameLength);
+                  batch.push(r);
+                  texts.push(text);
                   bytes += text.length;
                   if (bytes >= REGEX_BATCH_BYTES) {
                     go = await flush();
