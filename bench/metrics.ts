@@ -158,6 +158,51 @@ async function copyNarrowRows(url: string, seconds: number): Promise<number> {
   }
 }
 
+/**
+ * The machine's ceiling, in the same run: PostgreSQL alone storing the same rows into the same
+ * table (`metric_samples`: its key, its foreign key, the jsonb detail), by COPY from text made
+ * before the clock starts, 1,000 rows (one tick of every host) a transaction — what a group commit
+ * of one tick a host would cost with no controller work at all (no decoding, validation, cursors,
+ * traffic accounting). Returns rows/s; the rows are deleted afterwards.
+ */
+async function copyWideRows(url: string, ids: string[], seconds: number): Promise<number> {
+  const pg = postgres(url, { max: 1, onnotice: () => {} });
+  const cols = ['host_id', 'ts', ...metricSeriesNames, 'detail'].map((c) => `"${c}"`).join(', ');
+  const t0 = Date.UTC(2040, 0, 1);
+  try {
+    // Each host's line with the time left out, made up front (same values and detail as `sample`);
+    // a tick's text is these joined around its time (~0.2 ms for 1,000 hosts).
+    const tails = ids.map((id) => {
+      const s = sample(0, 0);
+      const detail = JSON.stringify({ cores: s.cores, mounts: s.mounts, ifaces: s.ifaces });
+      return [
+        `${id}\t`,
+        `\t${metricSeriesNames.map((n) => s.v[n] ?? '\\N').join('\t')}\t${detail}\n`,
+      ] as const;
+    });
+    let rows = 0;
+    let k = 0;
+    const started = performance.now();
+    while (performance.now() - started < seconds * 1000) {
+      const ts = new Date(t0 + k * 5_000).toISOString();
+      let text = '';
+      for (const [head, tail] of tails) text += head + ts + tail;
+      const stream = await pg.unsafe(`copy "metric_samples" (${cols}) from stdin`).writable();
+      await new Promise<void>((resolve, reject) => {
+        stream.on('error', reject);
+        stream.on('finish', resolve);
+        stream.end(text);
+      });
+      rows += ids.length;
+      k++;
+    }
+    return rows / ((performance.now() - started) / 1000);
+  } finally {
+    await pg`delete from "metric_samples" where "ts" >= ${new Date(t0).toISOString()}::timestamptz`;
+    await pg.end();
+  }
+}
+
 async function makeHosts(db: Db, n: number): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < n; i += 500) {
@@ -247,6 +292,11 @@ async function ingest(db: Db, ids: string[], dbUrl: string): Promise<void> {
       ),
     );
   }
+  const ceiling = (await copyWideRows(dbUrl, ids, Math.min(5, SECONDS))) * metricSeriesNames.length;
+  console.log(
+    `ceiling, same run: PostgreSQL alone storing the same rows (COPY into metric_samples, ${ids.length} rows a transaction): ` +
+      `${ceiling.toFixed(0)} samples/s; Keel's write queue stores ${best.map((b) => `${((b / ceiling) * 100).toFixed(0)} %`).join(' / ')} of it (1 / 12 ticks a batch); load average ${load()}`,
+  );
   const copyRows = await copyNarrowRows(dbUrl, Math.min(5, SECONDS));
   console.log(
     `peer, same run: COPY of narrow rows (host, ts, metric, value) with their key: ${copyRows.toFixed(0)} rows/s = samples/s as one row per sample`,
@@ -312,10 +362,22 @@ async function query(db: Db, ids: string[]): Promise<void> {
   )) as unknown as { 'QUERY PLAN': string }[];
   console.log(`plan:\n  ${plan.map((r) => r['QUERY PLAN']).join('\n  ')}`);
   const times: number[] = [];
+  // Peer in the same run, interleaved: the same rows' `cpu_max`, a column only the heap holds —
+  // what every range read cost before migration 0016 (a heap page per row).
+  const heapTimes: number[] = [];
+  const table = resolution === '1m' ? 'metric_rollups_1m' : 'metric_rollups_1h';
   const loadBefore = load();
   let bytes = 0;
   for (let i = 0; i < 200; i++) {
     const id = ids[Math.floor(Math.random() * ids.length)]!;
+    const peerId = ids[Math.floor(Math.random() * ids.length)]!;
+    const peerStarted = performance.now();
+    await db.execute(
+      sql`select extract(epoch from "ts")::float8 as "b", "cpu_max"::float8 from ${sql.raw(`"${table}"`)}
+        where "host_id" = ${peerId}::uuid and "ts" >= ${new Date(from).toISOString()}::timestamptz
+          and "ts" < ${new Date(now).toISOString()}::timestamptz order by "ts"`,
+    );
+    heapTimes.push(performance.now() - peerStarted);
     const started = performance.now();
     const r = await metrics.range(id, resolution, new Date(from), new Date(now), stepMs, ['cpu']);
     // The API's answer as the route sends it (uPlot's columns as JSON).
@@ -335,6 +397,11 @@ async function query(db: Db, ids: string[]): Promise<void> {
     `30-day CPU chart (${resolution} roll-ups, ${stepMs / 1000} s buckets), 200 reads of random hosts: ` +
       `p50 ${percentile(times, 50).toFixed(1)} ms, p95 ${percentile(times, 95).toFixed(1)} ms, p99 ${percentile(times, 99).toFixed(1)} ms ` +
       `(target p95 < 50 ms; ${bytes} bytes of JSON an answer); load average ${loadBefore} before the reads, ${load()} after`,
+  );
+  heapTimes.sort((a, b) => a - b);
+  console.log(
+    `peer, same run, interleaved: the same rows' cpu_max (heap only, as every read was before migration 0016): ` +
+      `p50 ${percentile(heapTimes, 50).toFixed(1)} ms, p95 ${percentile(heapTimes, 95).toFixed(1)} ms, p99 ${percentile(heapTimes, 99).toFixed(1)} ms`,
   );
 }
 

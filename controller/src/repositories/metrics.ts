@@ -19,6 +19,8 @@ import { isUuid, pgErrorCode } from '../db/errors.ts';
 import type { MetricDetail } from '../db/schema/metrics.ts';
 import { accountTraffic, type TrafficReading } from './traffic.ts';
 
+export type { TrafficReading } from './traffic.ts';
+
 /** Where a range is read from. */
 export type MetricResolution = 'raw' | '1m' | '1h';
 
@@ -76,8 +78,19 @@ export interface MetricsRepository {
    * Stores batches of many hosts in one transaction (the metrics write queue's group commit), one
    * outcome per input in order. A batch that is malformed fails alone; if the group's transaction
    * fails (a host deleted meanwhile), each batch is retried on its own so only the bad one fails.
+   * Traffic is accounted in the same transaction, unless `deferTraffic` is given: then the newly
+   * stored ticks' interface readings are pushed there, once their transaction committed, for a
+   * later `accountTraffic` (the write queue does so once a second).
    */
-  appendMany(inputs: readonly MetricsAppendInput[]): Promise<MetricsGroupOutcome[]>;
+  appendMany(
+    inputs: readonly MetricsAppendInput[],
+    deferTraffic?: TrafficReading[],
+  ): Promise<MetricsGroupOutcome[]>;
+  /**
+   * Accounts interface readings of ticks stored earlier (`appendMany` with `deferTraffic`) in one
+   * transaction; readings of hosts deleted meanwhile are dropped.
+   */
+  accountTraffic(readings: readonly TrafficReading[]): Promise<void>;
   /**
    * The newest tick of each of `hostIds` stored at or after `since` (hosts without one are absent):
    * what the Prometheus exposition shows. One index probe per host (the key is (host_id, ts)).
@@ -253,21 +266,33 @@ function prepare(input: MetricsAppendInput, index: number): PreparedBatch {
  * statement (a resent tick hits the key and is skipped), traffic accounted from the ticks that were
  * new, cursors advanced by one statement.
  */
-async function storeGroup(db: Db, group: PreparedBatch[]): Promise<MetricsAppendResult[]> {
+async function storeGroup(
+  db: Db,
+  group: PreparedBatch[],
+  deferTraffic: boolean,
+): Promise<{ results: MetricsAppendResult[]; readings: TrafficReading[] }> {
   return db.transaction(async (tx) => {
     const keys = [...new Map(group.map((g) => [`${g.hostId}\u0000${g.stream}`, g])).values()]
       .map((g) => ({ host: g.hostId, stream: g.stream }))
       .sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : a.stream < b.stream ? -1 : 1));
     const keysJson = JSON.stringify(keys);
-    // Creates the missing cursors and locks all of them in one statement (an upsert locks the row
-    // it conflicts with), in key order so two writers cannot deadlock.
+    // Creates the missing cursors, then locks all of them, in key order so two writers cannot
+    // deadlock.
+    // (Creating the missing ones writes nothing for the others; locking with FOR UPDATE marks the
+    // rows without writing a new version of each, as an upsert's no-op update did.)
+    await tx.execute(sql`
+      insert into "stream_cursors" ("host_id", "stream", "acked_seq")
+      select "host", "stream", 0 from jsonb_to_recordset(${keysJson}::jsonb) as k("host" uuid, "stream" text)
+      order by 1, 2
+      on conflict ("host_id", "stream") do nothing`);
     const cursorRows = rowsOf(
       await tx.execute(sql`
-        insert into "stream_cursors" ("host_id", "stream", "acked_seq")
-        select "host", "stream", 0 from jsonb_to_recordset(${keysJson}::jsonb) as k("host" uuid, "stream" text)
-        order by 1, 2
-        on conflict ("host_id", "stream") do update set "acked_seq" = "stream_cursors"."acked_seq"
-        returning "host_id"::text as "host", "stream", "acked_seq"::float8 as "acked"`),
+        select c."host_id"::text as "host", c."stream", c."acked_seq"::float8 as "acked"
+        from "stream_cursors" c
+        join jsonb_to_recordset(${keysJson}::jsonb) as k("host" uuid, "stream" text)
+          on c."host_id" = k."host" and c."stream" = k."stream"
+        order by c."host_id", c."stream"
+        for update of c`),
     );
     const acked = new Map(
       cursorRows.map((r) => [`${String(r.host)}\u0000${String(r.stream)}`, Number(r.acked)]),
@@ -325,7 +350,7 @@ async function storeGroup(db: Db, group: PreparedBatch[]): Promise<MetricsAppend
       const ifaces = hit.row.detail?.ifaces?.filter((i) => i.name !== 'lo') ?? [];
       if (ifaces.length > 0) readings.push({ hostId: hit.g.hostId, ts: s.t, uptime: hit.row.uptime, ifaces });
     }
-    await accountTraffic(tx, readings);
+    if (!deferTraffic) await accountTraffic(tx, readings);
     const advanced = [...acked].map(([key, seq]) => {
       const [host, stream] = key.split('\u0000') as [string, string];
       return { host, stream, seq };
@@ -334,7 +359,7 @@ async function storeGroup(db: Db, group: PreparedBatch[]): Promise<MetricsAppend
       update "stream_cursors" c set "acked_seq" = greatest(c."acked_seq", v."seq"), "updated_at" = now()
       from jsonb_to_recordset(${JSON.stringify(advanced)}::jsonb) as v("host" uuid, "stream" text, "seq" bigint)
       where c."host_id" = v."host" and c."stream" = v."stream"`);
-    return group.map((g) => results.get(g.index)!);
+    return { results: group.map((g) => results.get(g.index)!), readings: deferTraffic ? readings : [] };
   });
 }
 
@@ -346,7 +371,7 @@ export function createMetricsRepository(db: Db): MetricsRepository {
       return outcome!.result;
     },
 
-    async appendMany(inputs) {
+    async appendMany(inputs, deferTraffic) {
       const outcomes: MetricsGroupOutcome[] = new Array(inputs.length);
       const prepared: PreparedBatch[] = [];
       inputs.forEach((input, i) => {
@@ -357,8 +382,9 @@ export function createMetricsRepository(db: Db): MetricsRepository {
         }
       });
       const run = async (group: PreparedBatch[]) => {
-        const results = await storeGroup(db, group);
+        const { results, readings } = await storeGroup(db, group, deferTraffic !== undefined);
         group.forEach((g, k) => (outcomes[g.index] = { ok: true, result: results[k]! }));
+        for (const r of readings) deferTraffic!.push(r);
       };
       if (prepared.length > 0) {
         try {
@@ -380,6 +406,26 @@ export function createMetricsRepository(db: Db): MetricsRepository {
         }
       }
       return outcomes;
+    },
+
+    async accountTraffic(readings) {
+      if (readings.length === 0) return;
+      try {
+        await db.transaction((tx) => accountTraffic(tx, [...readings]));
+      } catch (err) {
+        if (pgErrorCode(err) !== '23503') throw err;
+        // A host deleted since its ticks were stored: account the others.
+        const ids = [...new Set(readings.map((r) => r.hostId))];
+        const alive = new Set(
+          rowsOf(
+            await db.execute(sql`
+              select "id"::text as "id" from "hosts"
+              where "id" in (select (jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))::uuid)`),
+          ).map((r) => String(r.id)),
+        );
+        const kept = readings.filter((r) => alive.has(r.hostId));
+        if (kept.length > 0) await db.transaction((tx) => accountTraffic(tx, kept));
+      }
     },
 
     async latest(hostIds, since) {

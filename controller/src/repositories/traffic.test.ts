@@ -1,7 +1,8 @@
 // Proves traffic accounting on every test driver: interface counters of stored metrics ticks become
 // exact bytes per UTC day and per billing cycle across a reboot (counters back to zero), a 32-bit
 // wrap, a re-created interface and a cycle boundary; a resent tick and loopback are never counted;
-// and a group commit of many hosts stores each host's batch while an unknown host fails alone.
+// a group commit of many hosts stores each host's batch while an unknown host fails alone; and the
+// metrics write queue, which accounts after its commits, counts the same bytes.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
@@ -11,6 +12,7 @@ import type { Db, OpenDatabase } from '../db/index.ts';
 import { hosts as hostsTable } from '../db/schema/hosts.ts';
 import { trafficDaily } from '../db/schema/traffic.ts';
 import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { createMetricsWriteQueue } from '../services/metrics.ts';
 import { billingCycle, createTrafficService } from '../services/traffic.ts';
 import { createMetricsRepository, type MetricsRepository } from './metrics.ts';
 import { counterDelta, createTrafficRepository, trafficDay, type TrafficRepository } from './traffic.ts';
@@ -231,6 +233,37 @@ for (const target of testDatabaseTargets()) {
       );
       assert.deepEqual(await traffic.totals(a, '2030-01-01', '2030-02-01'), [
         { iface: 'eth0', rxBytes: 10, txBytes: 20 },
+      ]);
+    });
+
+    test('the write queue accounts traffic after its commits: exact bytes, a resend and a deleted host', async () => {
+      const a = await newHost();
+      const gone = await newHost();
+      // A long interval: nothing is accounted until flush() (or the next due turn).
+      const queue = createMetricsWriteQueue(metrics, { trafficEveryMs: 60_000 });
+      const append = (hostId: string, firstSeq: number, readings: Reading[]) =>
+        queue.append({ hostId, stream: 'metrics', batch: batch(firstSeq, readings) });
+      // Batches of one host in order across several commits, a reboot in the middle, a midnight
+      // (T0 + 3 ticks) between them.
+      await append(a, 1, [{ i: 0, uptime: 100, eth0: [1_000, 2_000] }]);
+      await append(a, 2, [{ i: 1, uptime: 105, eth0: [1_300, 2_050] }]);
+      await append(a, 3, [{ i: 2, uptime: 2, eth0: [40, 7] }]); // rebooted: from zero
+      await append(a, 4, [
+        { i: 3, uptime: 7, eth0: [90, 17] },
+        { i: 4, uptime: 12, eth0: [190, 18] },
+      ]);
+      await append(a, 3, [{ i: 2, uptime: 2, eth0: [40, 7] }]); // a resend: stored nothing, counts nothing
+      await append(gone, 1, [{ i: 0, uptime: 1, eth0: [0, 0] }]);
+      await append(gone, 2, [{ i: 1, uptime: 6, eth0: [500, 500] }]);
+      assert.deepEqual(await traffic.totals(a, '2030-01-01', '2030-02-01'), [], 'deferred until flushed');
+      await db.delete(hostsTable).where(eq(hostsTable.id, gone));
+      await queue.flush();
+      // Day 14: 300 + 40 (after the reboot) + 50 (the tick at midnight closes the 14th); day 15: 100.
+      assert.deepEqual(await traffic.totals(a, '2030-01-14', '2030-01-15'), [
+        { iface: 'eth0', rxBytes: 300 + 40 + 50, txBytes: 50 + 7 + 10 },
+      ]);
+      assert.deepEqual(await traffic.totals(a, '2030-01-15', '2030-01-16'), [
+        { iface: 'eth0', rxBytes: 100, txBytes: 1 },
       ]);
     });
   });

@@ -16,7 +16,7 @@ import type { FleetBus } from '../bus/index.ts';
 import type { StreamSink } from '../gateway/sinks.ts';
 import type { AgentGateway } from '../gateway/types.ts';
 import type { HostRepository } from '../repositories/hosts.ts';
-import type { TrafficRepository } from '../repositories/traffic.ts';
+import type { TrafficReading, TrafficRepository } from '../repositories/traffic.ts';
 import {
   resolutions,
   type MetricResolution,
@@ -125,24 +125,77 @@ export function pickResolution(
 /** Most ticks one group commit stores (a bound on the statement's size and the transaction's time). */
 export const MAX_GROUP_TICKS = 20_000;
 
+/** How often the write queue accounts traffic from the ticks it stored meanwhile (ms). */
+export const TRAFFIC_EVERY_MS = 1_000;
+/** Most deferred readings kept when accounting fails (past it the oldest go; see docs/metrics.md). */
+const MAX_DEFERRED_READINGS = 500_000;
+
 /**
  * The metrics write queue: batches of every host wait here while a commit runs, then the next
  * commit stores all of them in one transaction (`appendMany`) and answers each — a group commit, as
  * the agent's spool does. One commit at a time, so a busy fleet gets larger groups, not more
  * transactions: at one tick per batch, 1,000 hosts cost one commit instead of 1,000.
+ *
+ * Traffic accounting (when the repository offers `accountTraffic`) is taken out of the group
+ * commits: each commit hands back its new ticks' interface readings, and the queue accounts all of
+ * them at most once every `trafficEveryMs` (and, under load, at most a fifth of the time: not
+ * sooner than four times the last accounting's duration after it), in its own transaction
+ * between two commits. Every
+ * reading still goes through the delta rules in order; what changes is how often the per-day and
+ * last-reading rows are rewritten (once a second per interface instead of once a commit — under
+ * load those rewrites cost more than storing the ticks; docs/benchmarks.md, metrics ingest).
  */
-export function createMetricsWriteQueue(metrics: Pick<MetricsRepository, 'appendMany'>) {
+export function createMetricsWriteQueue(
+  metrics: Pick<MetricsRepository, 'appendMany'> & Partial<Pick<MetricsRepository, 'accountTraffic'>>,
+  options: { trafficEveryMs?: number; onTrafficError?: (err: unknown) => void } = {},
+) {
   type Waiter = {
     input: MetricsAppendInput;
     ticks: number;
     resolve: (r: MetricsAppendResult) => void;
     reject: (e: unknown) => void;
   };
+  const trafficEveryMs = options.trafficEveryMs ?? TRAFFIC_EVERY_MS;
+  const defer = metrics.accountTraffic !== undefined;
   let waiting: Waiter[] = [];
   let running = false;
+  let idle: Promise<void> = Promise.resolve();
+  let pending: TrafficReading[] = [];
+  let lastTraffic = performance.now();
+  /** How long the last accounting took: it runs at most a fifth of the queue's time (under load). */
+  let lastTrafficMs = 0;
+  const trafficDue = () => performance.now() - lastTraffic >= Math.max(trafficEveryMs, 4 * lastTrafficMs);
+  let trafficTimer: NodeJS.Timeout | null = null;
 
-  async function drain(): Promise<void> {
-    running = true;
+  async function accountPending(): Promise<void> {
+    if (pending.length === 0) return;
+    const readings = pending;
+    pending = [];
+    const started = performance.now();
+    try {
+      await metrics.accountTraffic!(readings);
+    } catch (err) {
+      // Kept for the next turn (bounded): the counters are cumulative, so readings dropped past the
+      // bound only move their bytes to the next reading that is accounted.
+      pending = readings.concat(pending).slice(-MAX_DEFERRED_READINGS);
+      options.onTrafficError?.(err);
+    } finally {
+      lastTraffic = performance.now();
+      lastTrafficMs = lastTraffic - started;
+    }
+  }
+
+  function scheduleTraffic(): void {
+    if (!defer || trafficTimer || pending.length === 0) return;
+    trafficTimer = setTimeout(() => {
+      trafficTimer = null;
+      if (running) return; // the running drain sets the timer again when it ends
+      start(true);
+    }, trafficEveryMs);
+    trafficTimer.unref();
+  }
+
+  async function drain(timerTurn = false): Promise<void> {
     try {
       while (waiting.length > 0) {
         let ticks = 0;
@@ -155,7 +208,12 @@ export function createMetricsWriteQueue(metrics: Pick<MetricsRepository, 'append
         waiting = waiting.slice(take);
         let outcomes: Awaited<ReturnType<MetricsRepository['appendMany']>>;
         try {
-          outcomes = await metrics.appendMany(group.map((w) => w.input));
+          outcomes = await (defer
+            ? metrics.appendMany(
+                group.map((w) => w.input),
+                pending,
+              )
+            : metrics.appendMany(group.map((w) => w.input)));
         } catch (err) {
           for (const w of group) w.reject(err);
           continue;
@@ -165,10 +223,18 @@ export function createMetricsWriteQueue(metrics: Pick<MetricsRepository, 'append
           if (o?.ok) w.resolve(o.result);
           else w.reject(o ? o.error : new Error('metrics group commit gave no outcome'));
         });
+        if (defer && trafficDue()) await accountPending();
       }
+      if (timerTurn && trafficDue()) await accountPending();
     } finally {
       running = false;
+      scheduleTraffic();
     }
+  }
+
+  function start(timerTurn = false): void {
+    running = true;
+    idle = drain(timerTurn);
   }
 
   return {
@@ -180,13 +246,32 @@ export function createMetricsWriteQueue(metrics: Pick<MetricsRepository, 'append
         // the same turn join the first commit.
         if (!running) {
           running = true;
-          setImmediate(() => void drain());
+          setImmediate(() => start());
         }
       });
     },
     /** Batches waiting for the next commit. */
     get waiting(): number {
       return waiting.length;
+    },
+    /** Waits for the queued batches and accounts every deferred reading now (at a stop). */
+    async flush(): Promise<void> {
+      while (running) {
+        await idle;
+        await new Promise((r) => setImmediate(r)); // a drain about to start (append's turn)
+      }
+      if (trafficTimer) clearTimeout(trafficTimer);
+      trafficTimer = null;
+      running = true;
+      try {
+        await accountPending();
+      } finally {
+        running = false;
+      }
+      if (waiting.length > 0) {
+        start();
+        await idle;
+      }
     },
   };
 }
@@ -262,7 +347,9 @@ export function createMetricsService(deps: MetricsServiceDeps) {
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<void> | null = null;
 
-  const queue = createMetricsWriteQueue(metrics);
+  const queue = createMetricsWriteQueue(metrics, {
+    onTrafficError: (err) => log.error({ err }, 'traffic accounting failed (kept for the next turn)'),
+  });
   const sink: StreamSink = {
     async append(hostId, stream, batch) {
       const result = await queue.append({ hostId, stream, batch });
@@ -469,6 +556,7 @@ export function createMetricsService(deps: MetricsServiceDeps) {
       if (timer) clearInterval(timer);
       timer = null;
       await running;
+      await queue.flush();
     },
 
     /** One host's series over [from, to) for a chart `width` pixels wide (at most 2 points per pixel). */
