@@ -214,9 +214,9 @@ if (!args['skip-fleet']) {
   const db = await createScratchDatabase('keel_bench_logs');
   const dataDir = tempDir('keel-bench-logs-ctl-');
   const ctl = await startController({ dataDir, databaseUrl: db.url });
-  // The spool must hold the backlog between capture and storage: a burst larger than the spool
-  // and faster than the database is a counted loss by design (docs/processes.md).
-  const agent = await startBundledAgent(ctl, { KEEL_AGENT_SPOOL_BYTES: String(2 * 1024 * MiB) });
+  // The agent's default spool (64 MiB): while the controller takes records, the tailer leaves lines
+  // in the output file rather than overflow the spool, so a burst larger than the spool is not lost.
+  const agent = await startBundledAgent(ctl);
   const sql = postgres(db.url, { max: 1, onnotice: () => {} });
   try {
     const go = join(dir, 'go');

@@ -110,7 +110,16 @@ interface FileState extends TailedFile {
 export interface LogSpool {
   readonly lastSeq: number;
   append(records: readonly StreamRecord[]): { firstSeq: number; lastSeq: number };
+  /** Bytes held, its bound and the controller's ack (the real Spool has them): see `#spoolBusy`. */
+  readonly bytes?: number;
+  readonly maxBytes?: number;
+  readonly ackedSeq?: number;
 }
+
+/** Spool fill above which the tailer leaves new lines in their files while the controller drains it. */
+const SPOOL_HIGH_WATER = 0.75;
+/** An ack this recent means the controller is taking the spool's records: slow, not gone. */
+const DRAINING_MS = 10_000;
 
 type Offsets = Record<string, number>;
 
@@ -228,6 +237,26 @@ export class LogTailer {
   }
 
   #caughtUp = true;
+  /** The last ack seen and when it changed (-Infinity: no change seen yet, nothing drains). */
+  #lastAck = { seq: -1, at: -Infinity };
+
+  /**
+   * True while the spool is nearly full but the controller is taking its records (an ack changed
+   * within DRAINING_MS): new lines then wait in their output files, which hold them anyway, instead
+   * of overflowing the spool (a counted loss) only because storage is slower than the writer. When
+   * the controller is gone (no ack moves), the tailer reads on: a spool overflow during a long
+   * outage is a counted gap, as designed.
+   */
+  #spoolBusy(now: number): boolean {
+    const { bytes, maxBytes, ackedSeq } = this.#spool;
+    if (bytes === undefined || maxBytes === undefined || ackedSeq === undefined) return false;
+    if (this.#lastAck.seq === -1) this.#lastAck = { seq: ackedSeq, at: -Infinity };
+    else if (ackedSeq !== this.#lastAck.seq) this.#lastAck = { seq: ackedSeq, at: now };
+    return bytes > maxBytes * SPOOL_HIGH_WATER && now - this.#lastAck.at < DRAINING_MS;
+  }
+
+  /** Whether the last tick found the spool busy (see `#spoolBusy`) and read nothing. */
+  waitedForSpool = false;
 
   /**
    * Whether the last tick read every file to the end it had then. When not, the caller ticks again
@@ -241,7 +270,8 @@ export class LogTailer {
    * Reads what the files gained since the last tick (at most READ_BYTES of each) and appends their
    * lines to the spool. `flushPartial` also hands out a partial line at once (a process that
    * ended) once its file has been read to the end: a line is never cut at a read boundary.
-   * Returns the number of records appended.
+   * While the spool is nearly full and draining it reads nothing (`waitedForSpool`; not with
+   * `flushPartial`). Returns the number of records appended.
    */
   tick(flushPartial = false): number {
     this.#caughtUp = true;
@@ -249,6 +279,9 @@ export class LogTailer {
     const prev: Offsets = {};
     const next: Offsets = {};
     const now = this.#now();
+    // A process that ended (flushPartial: its files are about to be reset or removed) is read anyway.
+    this.waitedForSpool = !flushPartial && this.#spoolBusy(now);
+    if (this.waitedForSpool) return 0;
     const read: FileState[] = [];
     for (const f of this.#files.values()) {
       prev[f.path] = f.committed;

@@ -172,6 +172,51 @@ test('LogTailer: an append that failed without taking numbers is read again (not
   assert.deepEqual(spool.lines('p'), ['one', 'two', 'partial', 'four']);
 });
 
+test('LogTailer: while the controller drains a nearly full spool, lines wait in their file; when acks stop, it reads on', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-tail-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'out.log');
+  writeFileSync(file, 'a\nb\n');
+  const spool = new MemorySpool();
+  // The real Spool's view: bytes held, its bound, the controller's ack.
+  const view = {
+    bytes: 0,
+    maxBytes: 100,
+    ackedSeq: 0,
+    get lastSeq() {
+      return spool.lastSeq;
+    },
+    append: (records: readonly StreamRecord[]) => spool.append(records),
+  };
+  let now = 1_000_000;
+  const tailer = new LogTailer({ dir, spool: view, now: () => now });
+  tailer.add({ process: 'p', stream: 'stdout', path: file });
+  assert.equal(tailer.tick(), 2);
+  writeFileSync(file, 'a\nb\nc\nd\n');
+  view.bytes = 90;
+  // Nearly full, but no ack has moved: nothing drains it (the controller may be gone), read on.
+  assert.equal(tailer.tick(), 2);
+  writeFileSync(file, 'a\nb\nc\nd\ne\n');
+  view.ackedSeq = 1;
+  now += 1_000;
+  // The controller took records a moment ago: the lines wait in the file.
+  assert.equal(tailer.tick(), 0);
+  assert.equal(tailer.waitedForSpool, true);
+  assert.equal(tailer.committedOffset(file), 8, 'e is not read');
+  now += 5_000;
+  assert.equal(tailer.tick(), 0, 'still draining');
+  // A process that ended is read anyway (its files are about to be reset).
+  view.ackedSeq = 2;
+  assert.equal(tailer.tick(true), 1);
+  writeFileSync(file, 'a\nb\nc\nd\ne\nf\n');
+  assert.equal(tailer.tick(), 0, 'waits again');
+  // No ack for longer than the draining window: the controller is gone, read on (overflow is a counted gap).
+  now += 11_000;
+  assert.equal(tailer.tick(), 1);
+  assert.equal(tailer.waitedForSpool, false);
+  assert.deepEqual(spool.lines('p'), ['a', 'b', 'c', 'd', 'e', 'f']);
+});
+
 test('tailContinuously reads a writer far ahead back to back, not one READ_BYTES per interval', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-tail-'));
   const spool = new MemorySpool();
