@@ -1,10 +1,19 @@
 // Proves the console's Terminal tab in real Chromium against a real controller and agent: the
 // shell goes live, typing `echo hi` shows `hi`, resizing the page changes `stty size`, the page
-// passes axe's WCAG checks with the terminal on it, `exit` says the shell ended, and the session's
-// recording is listed and downloads as asciicast.
+// passes axe's WCAG checks with the terminal on it, hostile escape sequences (OSC 52, OSC 8,
+// title, queries) do nothing to the page, `exit` says the shell ended, and the session's recording
+// is listed, downloads as asciicast and plays; a full-screen program (vi) switches xterm to the
+// alternate screen and back, ^C stops `yes`; a user without terminal.open is told why in the
+// console; kill -9 of the agent mid-session: the page says the session ended, and the recording
+// is complete and read by `asciinema cat` (Debian's package).
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
+import { TEST_PASSWORD } from '../controller/src/app-fixture.ts';
+import { ApiClient } from './helpers/api.ts';
 import { axeViolations, openConsole, signIn } from './helpers/browser.ts';
 import { kill, removeDir, waitFor, type Proc, startFleet, type TestController } from './helpers/fleet.ts';
 
@@ -13,10 +22,35 @@ let ctl: Ctl;
 const procs: Proc[] = [];
 const dirs: string[] = [];
 let hostId: string;
+let agent: Proc;
 
 before(async () => {
-  ({ ctl, hostId } = await startFleet(procs, dirs, { name: 'terminal-host' }));
+  ({ ctl, hostId, agent } = await startFleet(procs, dirs, { name: 'terminal-host' }));
 });
+
+/** Which xterm buffer is showing: 'normal', or 'alternate' (full-screen programs). */
+function bufferType(page: Page): Promise<string | undefined> {
+  return page.evaluate(() => {
+    const el = (
+      globalThis as unknown as { document: { querySelector(s: string): unknown } }
+    ).document.querySelector('[data-testid="terminal"]') as {
+      keelTerminal?: { buffer: { active: { type: string } } };
+    } | null;
+    return el?.keelTerminal?.buffer.active.type;
+  });
+}
+
+/** Signs the first admin in and opens the host's Terminal tab, live. */
+async function openTerminalPage(t: { after(fn: () => unknown): void }) {
+  const admin = ctl.firstAdmin!;
+  const opened = await openConsole(ctl.url);
+  t.after(() => opened.browser.close());
+  await signIn(opened.page, admin.username, admin.password);
+  await opened.page.goto(`${ctl.url}/hosts/${hostId}/terminal`);
+  await opened.page.locator('[data-testid="terminal-status"]', { hasText: 'Live' }).waitFor();
+  await opened.page.locator('[data-testid="terminal"]').click();
+  return opened;
+}
 
 after(async () => {
   for (const p of procs) await kill(p, 'SIGTERM');
@@ -159,3 +193,111 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 90_000 
   assert.deepEqual(await axeViolations(page), []);
   assert.deepEqual(pageErrors, []);
 });
+
+test(
+  'a full-screen program switches to the alternate screen and back; ^C stops yes',
+  { timeout: 90_000 },
+  async (t) => {
+    const { page, pageErrors } = await openTerminalPage(t);
+    await page.keyboard.type('echo "re""ady"');
+    await page.keyboard.press('Enter');
+    await seen(page, /^(ready)$/m, 'the shell ready');
+    assert.equal(await bufferType(page), 'normal');
+    // vi (vim.tiny or vim: TERM is xterm-256color, whose terminfo switches screens), no user vimrc.
+    await page.keyboard.type('vi -u NONE -n');
+    await page.keyboard.press('Enter');
+    await waitFor(async () => (await bufferType(page)) === 'alternate', 15_000, 'the alternate screen');
+    await page.keyboard.type(':q!');
+    await page.keyboard.press('Enter');
+    await waitFor(async () => (await bufferType(page)) === 'normal', 15_000, 'back to the normal screen');
+
+    await page.keyboard.type('yes');
+    await page.keyboard.press('Enter');
+    await seen(page, /^(y)$/m, 'yes flooding');
+    await page.keyboard.press('Control+C');
+    // The flood stops: the shell answers again (the prompt may need a moment under the flood's tail).
+    await waitFor(
+      async () => {
+        await page.keyboard.type('echo "do""ne=$((6*7))"');
+        await page.keyboard.press('Enter');
+        await new Promise((r) => setTimeout(r, 500));
+        return /^done=42$/m.test(await screen(page));
+      },
+      30_000,
+      'the shell after ^C',
+    );
+    assert.equal(await page.locator('[data-testid="terminal-status"]').textContent(), 'Live');
+    assert.deepEqual(pageErrors, []);
+  },
+);
+
+test('a user without terminal.open is told why in the console', { timeout: 60_000 }, async (t) => {
+  const api = new ApiClient(ctl.url);
+  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  const created = await api.post('/users', {
+    username: 'console-operator',
+    password: TEST_PASSWORD,
+    role: 'operator',
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const { browser, page, pageErrors } = await openConsole(ctl.url);
+  t.after(() => browser.close());
+  await signIn(page, 'console-operator', TEST_PASSWORD);
+  await page.goto(`${ctl.url}/hosts/${hostId}/terminal`);
+  await page.locator('[data-testid="terminal-status"]', { hasText: 'Ended' }).waitFor();
+  const note = await page.locator('[data-testid="terminal-note"]').textContent();
+  assert.match(
+    note ?? '',
+    /You may not open a terminal on this host: that needs the terminal\.open permission/,
+  );
+  assert.equal(await page.locator('[data-testid="terminal-note"]').getAttribute('role'), 'alert');
+  assert.deepEqual(pageErrors, []);
+});
+
+// Last: it kills the file's agent.
+test(
+  'kill -9 of the agent mid-session: the page says the session ended; asciinema reads the recording',
+  { timeout: 90_000 },
+  async (t) => {
+    const { page, pageErrors } = await openTerminalPage(t);
+    await page.keyboard.type('echo "be""fore-kill"');
+    await page.keyboard.press('Enter');
+    await seen(page, /^(before-kill)$/m, 'before-kill on the screen');
+    await kill(agent);
+    await page.locator('[data-testid="terminal-status"]', { hasText: 'Ended' }).waitFor({ timeout: 30_000 });
+    const note = (await page.locator('[data-testid="terminal-note"]').textContent()) ?? '';
+    assert.match(note, /^The session ended: |^The connection to the controller was lost\./);
+    // The recording is finalized (ended, no exit code: the shell did not exit) and listed.
+    const api = new ApiClient(ctl.url);
+    await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+    const rec = await waitFor(
+      async () =>
+        (
+          await api.get<{ recordings: { id: string; endedAt: string | null; exitCode: number | null }[] }>(
+            `/recordings?hostId=${hostId}&limit=50`,
+          )
+        ).body.recordings.find((r) => r.endedAt !== null && r.exitCode === null),
+      30_000,
+      'the recording finalized',
+    );
+    const res = await api.fetchRaw(`/recordings/${rec.id}.cast`);
+    assert.equal(res.status, 200);
+    const cast = await res.text();
+    const lines = cast.trimEnd().split('\n');
+    assert.match(lines[0]!, /"version":2/);
+    for (const line of lines) JSON.parse(line);
+    assert.match(cast, /before-kill/);
+    // Debian's asciinema reads it (.ci/run installs it; under CI a missing one fails).
+    if (existsSync('/usr/bin/asciinema') || process.env.CI) {
+      const file = join(ctl.dataDir, 'killed.cast');
+      writeFileSync(file, cast);
+      // asciinema cat insists on a terminal: give it one (script); the file name is our own.
+      const played = execFileSync('script', ['-qec', `asciinema cat '${file}'`, '/dev/null'], {
+        encoding: 'utf8',
+        timeout: 15_000,
+      });
+      assert.match(played, /before-kill/);
+    }
+    assert.deepEqual(pageErrors, []);
+  },
+);
