@@ -22,7 +22,11 @@ const LIVE_POLL_MS = 100;
 const LIVE_MAX_BEHIND = 1024 * 1024;
 
 /** Tails one process's two files to a channel port as JSON lines, skipping ahead when the reader is slow. */
-async function liveTail(port: ChannelPort, files: { s: 'out' | 'err'; path: string }[], backlog: number) {
+export async function liveTail(
+  port: ChannelPort,
+  files: { s: 'out' | 'err'; path: string }[],
+  backlog: number,
+) {
   const state = files.map((f) => {
     let pos = 0;
     try {
@@ -49,7 +53,8 @@ async function liveTail(port: ChannelPort, files: { s: 'out' | 'err'; path: stri
         const size = fstatSync(fd).size;
         if (size < f.pos) f.pos = 0;
         if (size - f.pos > LIVE_MAX_BEHIND) {
-          const to = size - 16 * 1024;
+          // Land one read before the end: the reader gets a full step of the newest output.
+          const to = size - buf.length;
           await port.write(Buffer.from(`${JSON.stringify({ skipped: to - f.pos })}\n`));
           f.pos = to;
           f.splitter = new LineSplitter();
