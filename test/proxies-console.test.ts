@@ -113,7 +113,7 @@ test(
       await page.locator('#n-sites-0-upstream-error').waitFor();
       assert.equal(await page.getAttribute('#n-sites-0-upstream', 'aria-invalid'), 'true');
       assert.equal(
-        await page.evaluate(() => document.activeElement?.id),
+        await page.evaluate('document.activeElement && document.activeElement.id'),
         'n-sites-0-upstream',
         'focus moves to the wrong field',
       );

@@ -3,7 +3,8 @@
 // node (its UUID as a client of the inbound); its links dialog shows a vless:// link and QR codes;
 // disabling it from the table takes it out of the node's config again; the page and its dialogs
 // pass axe-core WCAG 2.1 A/AA in dark and light, desktop and phone, and the create dialog works
-// by keyboard.
+// by keyboard. A public address set on the node's panel (the address alone, nothing pushed) is
+// where the links point; the node's traffic chart opens on its panel (axe-clean).
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -164,6 +165,66 @@ test(
       await row(page, 'alice').getByRole('button', { name: 'Traffic of alice' }).click();
       await page.locator('[data-testid="proxy-user-traffic"]').waitFor();
       violations.push(...(await axeViolations(page)).map((v) => `traffic dialog: ${v}`));
+      await page.keyboard.press('Escape');
+      assert.deepEqual(pageErrors, []);
+    } finally {
+      await context.close();
+    }
+    assert.deepEqual(violations, []);
+  },
+);
+
+test(
+  "the node's public address is where links point; the node's traffic chart opens",
+  { skip, timeout: 180_000 },
+  async () => {
+    const made = await api.post<{ user: { id: string; uuid: string } }>('/proxy-users', {
+      name: 'dora',
+      nodes: [{ hostId, instance: 'vpn' }],
+    });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    // Her push (coalesced after the create) lands first, so the count below sees only the address.
+    await waitFor(
+      async () => (await appliedConfig()).includes(made.body.user.uuid),
+      60_000,
+      'dora on the node',
+    );
+    const before = (await api.get<{ node: { lastGeneration: number } }>(`/hosts/${hostId}/proxies/vpn`)).body
+      .node.lastGeneration;
+    const { page, context, pageErrors } = await signedIn('desktop', 'light');
+    const violations: string[] = [];
+    try {
+      await page.goto(`/hosts/${hostId}/proxies`);
+      await page.locator('[data-testid="proxy-node-address"]', { hasText: 'vpn-host' }).waitFor();
+      await page.getByRole('button', { name: 'Settings of vpn' }).click();
+      // A port is refused at the field; a DNS name is saved alone.
+      await page.fill('[data-testid="proxy-public-address"]', 'edge.example.org:443');
+      await page.click('[data-testid="proxy-save-address"]');
+      assert.equal(await page.getAttribute('[data-testid="proxy-public-address"]', 'aria-invalid'), 'true');
+      await page.fill('[data-testid="proxy-public-address"]', 'edge.example.org');
+      await page.click('[data-testid="proxy-save-address"]');
+      await page.locator('[data-testid="proxy-node-address"]', { hasText: 'edge.example.org' }).waitFor();
+      const after = (
+        await api.get<{ node: { lastGeneration: number; publicAddress: string } }>(
+          `/hosts/${hostId}/proxies/vpn`,
+        )
+      ).body.node;
+      assert.equal(after.publicAddress, 'edge.example.org');
+      assert.equal(after.lastGeneration, before, 'an address alone pushes nothing');
+
+      // The node's traffic (all users, hourly) opens as a chart on its panel.
+      await page.getByRole('button', { name: 'Traffic of vpn' }).click();
+      await page.locator('[data-testid="proxy-node-chart"]').waitFor();
+      violations.push(...(await axeViolations(page)).map((v) => `host tab: ${v}`));
+
+      await page.goto('/proxy-users');
+      await row(page, 'dora').getByRole('button', { name: 'Links for dora' }).click();
+      const link = page.locator('[data-testid="proxy-user-link"]').first();
+      await link.waitFor();
+      assert.match(
+        (await link.textContent()) ?? '',
+        new RegExp(`^vless://${made.body.user.uuid}@edge\\.example\\.org:\\d+\\?`),
+      );
       await page.keyboard.press('Escape');
       assert.deepEqual(pageErrors, []);
     } finally {

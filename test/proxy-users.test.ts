@@ -1,6 +1,7 @@
 // Proves proxy users end to end on the controller (real PostgreSQL/PGlite, routes through
 // app.request): usage is summed over nodes and a user over quota on two nodes combined is taken
 // off both; counter resets neither double-count nor lose traffic (also with two scrapers at once);
+// per-node hourly traffic (host.view);
 // expiry and period resets; owner scoping (a user without proxy.users.all sees only its own);
 // links (tg:// with ee + secret + hex domain, vless; a node's public address over its host's
 // name), regenerate, rotate subscription, bulk actions,
@@ -193,6 +194,26 @@ describe('fleet-wide traffic and enforcement', () => {
         usage.points.map((p) => p.up + p.down),
         [1100],
       );
+      // Each node's chart has its own share (600 on A, 500 on B), for anyone who may see the host.
+      const viewer = { ...actorOf({ id: as.viewer.userId, role: 'viewer' }), ip: null };
+      const [onA, onB] = await Promise.all(nodesAB().map((n) => svc.nodeUsage(viewer, n, 24)));
+      assert.deepEqual(
+        [onA!.points.map((p) => p.up + p.down), onB!.points.map((p) => p.up + p.down)],
+        [[600], [500]],
+      );
+      const scopedElsewhere = {
+        ...actorOf({ id: 'op-x', role: 'operator', scoped: true }, [{ hostId: hostB, role: 'operator' }]),
+        ip: null,
+      };
+      await assert.rejects(svc.nodeUsage(scopedElsewhere, nodesAB()[0]!, 24), /host/i);
+      // The route: a viewer reads it; an unknown node is 404.
+      const route = await t.request(`/api/v1/proxy-users/nodes/${hostB}/vpn/usage?hours=24`, {
+        as: as.viewer,
+      });
+      assert.equal(route.status, 200, await route.clone().text());
+      assert.ok(Array.isArray(((await route.json()) as { points: unknown[] }).points));
+      const missing = await t.request(`/api/v1/proxy-users/nodes/${hostB}/nope/usage`, { as: as.viewer });
+      assert.equal(missing.status, 404);
     },
   );
 

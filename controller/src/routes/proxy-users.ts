@@ -4,7 +4,7 @@
 // everyone's, decided in the service); placing a user on a node needs config.apply on its host.
 import { createRoute, z } from '@hono/zod-openapi';
 import QRCode from 'qrcode';
-import { PROXY_USER_ID_PATTERN } from '@keel/shared';
+import { PROCESS_NAME_PATTERN, PROXY_USER_ID_PATTERN } from '@keel/shared';
 import { proxyUserStatuses, resetPeriods, type ProxyUsersService } from '../services/proxy-users.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
 import { permit } from './permit.ts';
@@ -317,6 +317,40 @@ const linksRoute = createRoute({
   },
 });
 
+const nodeUsageRoute = createRoute({
+  method: 'get',
+  path: '/nodes/{hostId}/{instance}/usage',
+  middleware: [permit('host.view')] as const,
+  tags,
+  summary: "Hourly traffic of one proxy node (all its users), as Keel's scraper counted it",
+  security: cookieSecurity,
+  request: {
+    params: z.object({
+      hostId: z.uuid().openapi({ param: { name: 'hostId', in: 'path' } }),
+      instance: z
+        .string()
+        .regex(PROCESS_NAME_PATTERN)
+        .openapi({ param: { name: 'instance', in: 'path' }, example: 'vpn' }),
+    }),
+    query: z.object({
+      hours: z.coerce.number().int().min(1).max(2160).default(24).openapi({ type: 'integer', default: 24 }),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'Hours with traffic, oldest first (`at` epoch ms of the hour).',
+      content: {
+        'application/json': {
+          schema: z.object({
+            points: z.array(z.object({ at: z.number(), up: z.number(), down: z.number() })),
+          }),
+        },
+      },
+    },
+    ...errors,
+  },
+});
+
 const usageRoute = createRoute({
   method: 'get',
   path: '/{id}/usage',
@@ -399,6 +433,9 @@ export function proxyUserRoutes({ proxyUsers }: { proxyUsers: ProxyUsersService 
         200,
       );
     })
+    .openapi(nodeUsageRoute, async (c) =>
+      c.json(await proxyUsers.nodeUsage(actorOf(c), c.req.valid('param'), c.req.valid('query').hours), 200),
+    )
     .openapi(usageRoute, async (c) =>
       c.json(await proxyUsers.usage(actorOf(c), c.req.valid('param').id, c.req.valid('query').hours), 200),
     );

@@ -817,6 +817,19 @@ export function createProxyUsersService(deps: ProxyUsersServiceDeps) {
       return { links: await linksOf(row), subscriptionUrl: subscriptionUrl(row.subscriptionToken) };
     },
 
+    /**
+     * Hourly traffic of one node (every user on it) over the last `hours` (default 24, at most
+     * 24 x 90): host.view on its host, as the node's other pages.
+     */
+    async nodeUsage(actor: ProxyUsersActor, node: NodeKey, hours = 24) {
+      requireHostAccess(actor, 'host.view', [node.hostId]);
+      if ((await repo.describeNodes([node])).length === 0) throw new KeelError('proxy.node_not_found');
+      const to = now();
+      const from = new Date(to.getTime() - Math.min(Math.max(hours, 1), 24 * 90) * 3_600_000);
+      const points = await repo.nodeUsage(node, from, new Date(to.getTime() + 3_600_000));
+      return { points: points.map((p) => ({ at: p.hour.getTime(), up: p.up, down: p.down })) };
+    },
+
     /** Hourly usage of a user over the last `hours` (default 24, at most 24 x 90). */
     async usage(actor: ProxyUsersActor, id: string, hours = 24) {
       const row = await owned(actor, id);
