@@ -3,6 +3,7 @@
 // ends in `crash-loop`, stop kills a process ignoring SIGTERM and its child (by pid), and a new
 // supervisor over the same directory adopts a running process (same pid, output written while
 // no supervisor watched is kept exactly once, stdin still works).
+import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -475,7 +476,7 @@ test(
 );
 
 test(
-  'a process runs as another user when the agent is root; an unknown user is refused',
+  'a process runs as another user (uid, group, supplementary groups) when the agent is root; an unknown user is refused',
   { timeout: 20_000, skip: process.getuid?.() !== 0 && 'needs root' },
   async (t) => {
     const { spool, make, pids } = setup(t);
@@ -499,6 +500,24 @@ test(
       code: 'request.invalid',
     });
     assert.equal(sup.has('ghost'), false);
+    // Its supplementary groups too (postgres is in ssl-cert on Debian), as `id` would list them.
+    if (!/^postgres:/m.test(readFileSync('/etc/passwd', 'utf8'))) {
+      t.diagnostic('no postgres user here: supplementary groups not checked');
+      return;
+    }
+    const expected = execFileSync('id', ['-G', 'postgres'], { encoding: 'utf8' }).trim();
+    await sup.apply(
+      spec({
+        name: 'as-postgres',
+        argv: ['sh', '-c', 'id -G'],
+        user: 'postgres',
+        restart: { policy: 'never' },
+      }),
+    );
+    await until('exit', () => sup.status('as-postgres').state === 'exited');
+    tailer.tick(true);
+    assert.deepEqual(spool.lines('as-postgres'), [expected]);
+    assert.ok(expected.includes(' '), `postgres has a supplementary group here (${expected})`);
   },
 );
 

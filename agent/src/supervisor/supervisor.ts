@@ -500,14 +500,20 @@ export class Supervisor {
       m.limits = { applied: false, cgroup: null, message: cgroup.message, oomKills: null };
       this.#opts.log.warn({ process: name, reason: cgroup.message }, 'process limits not applied');
     }
-    const argv = keeperArgv(cgroup?.ok ? cgroup.relative : null, m.spec.argv);
+    const kept = keeperArgv(cgroup?.ok ? cgroup.relative : null, m.spec.argv);
+    // Another user: setpriv (util-linux) takes its uid, primary group and supplementary groups
+    // (--init-groups, from the group database) and execs the keeper (same pid). Node's own uid/gid
+    // options drop every supplementary group, so a game server in group `ssl-cert` could not read
+    // its certificate.
+    const argv = account
+      ? ['setpriv', `--reuid=${account.uid}`, `--regid=${account.gid}`, '--init-groups', '--', ...kept]
+      : kept;
     const [file, ...args] = argv as [string, ...string[]];
     m.programPid = null;
     try {
       const options = {
         // The state dir is the agent's own (0700): another user starts in its home directory.
         cwd: m.spec.cwd ?? (account ? account.home : dir),
-        ...(account ? { uid: account.uid, gid: account.gid } : {}),
         env,
         extendEnv: false,
         detached: true,
