@@ -1,7 +1,8 @@
 // Proves metrics end to end with real agent and controller processes: samples taken every second
 // arrive through the metrics stream and read back through GET /hosts/:id/metrics as uPlot columns;
-// while the controller is killed -9 the agent keeps sampling into its spool, and after the restart
-// the outage is filled in (no hole in the ticks, no gap recorded); a wide range is bucketed to at
+// while the controller is killed -9 for two minutes (the issue's outage; KEEL_TEST_METRICS_OUTAGE_S
+// shortens it for a local run) the agent keeps sampling into its spool, and after the restart the
+// outage is filled in (no hole in the ticks, no gap recorded); a wide range is bucketed to at
 // most two points per pixel; a viewer without the host and unknown series are refused.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,9 +40,12 @@ async function metrics(api: ApiClient, id: string, query: string): Promise<Range
   return body;
 }
 
+/** How long the controller stays down: two minutes, as issue 9 asks. */
+const OUTAGE_MS = Number(process.env.KEEL_TEST_METRICS_OUTAGE_S ?? 120) * 1000;
+
 test(
-  'samples arrive every second, and a controller outage leaves no hole after the reconnect',
-  { timeout: 150_000 },
+  'samples arrive every second, and a two-minute controller outage leaves no hole after the reconnect',
+  { timeout: OUTAGE_MS + 180_000 },
   async () => {
     const controller = await startControllerProcess(procs);
     dirs.push(controller.dataDir);
@@ -82,7 +86,7 @@ test(
     // Outage: the agent keeps sampling into its spool while nobody listens.
     await controller.kill();
     const down = Date.now();
-    await sleep(10_000);
+    await sleep(OUTAGE_MS);
     await controller.start();
     const up = Date.now();
     await ticksAfter(up, 2);
@@ -91,8 +95,8 @@ test(
     const xs = r.data[0]!.map((x) => x! * 1000).filter((x) => x >= start);
     const during = xs.filter((x) => x > down + 1_000 && x < up - 1_000);
     assert.ok(
-      during.length >= 7,
-      `ticks taken during the 10 s outage were replayed (got ${during.length}: ${JSON.stringify(xs.map((x) => x - start))}, down ${down - start}, up ${up - start})`,
+      during.length >= Math.floor((OUTAGE_MS / 1000) * 0.7),
+      `ticks taken during the ${OUTAGE_MS / 1000} s outage were replayed (got ${during.length}: ${JSON.stringify(xs.map((x) => x - start))}, down ${down - start}, up ${up - start})`,
     );
     // Consecutive ticks: one second apart (two where a starved machine skipped one), never a hole.
     for (let i = 1; i < xs.length; i++) {
