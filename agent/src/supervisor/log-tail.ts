@@ -22,6 +22,7 @@ import {
   readFileSync,
   readSync,
   renameSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -120,6 +121,11 @@ export interface LogSpool {
 const SPOOL_HIGH_WATER = 0.75;
 /** An ack this recent means the controller is taking the spool's records: slow, not gone. */
 const DRAINING_MS = 10_000;
+/**
+ * A file this many spools behind ends the wait: a writer faster than storage for good would grow
+ * its file without bound, so the tailer reads on and the spool's overflow is a counted gap.
+ */
+const FILE_BACKLOG_SPOOLS = 4;
 
 type Offsets = Record<string, number>;
 
@@ -245,14 +251,23 @@ export class LogTailer {
    * within DRAINING_MS): new lines then wait in their output files, which hold them anyway, instead
    * of overflowing the spool (a counted loss) only because storage is slower than the writer. When
    * the controller is gone (no ack moves), the tailer reads on: a spool overflow during a long
-   * outage is a counted gap, as designed.
+   * outage is a counted gap, as designed. Nor does it wait while a file is more than
+   * FILE_BACKLOG_SPOOLS spools behind (a writer faster than storage for good).
    */
   #spoolBusy(now: number): boolean {
     const { bytes, maxBytes, ackedSeq } = this.#spool;
     if (bytes === undefined || maxBytes === undefined || ackedSeq === undefined) return false;
     if (this.#lastAck.seq === -1) this.#lastAck = { seq: ackedSeq, at: -Infinity };
     else if (ackedSeq !== this.#lastAck.seq) this.#lastAck = { seq: ackedSeq, at: now };
-    return bytes > maxBytes * SPOOL_HIGH_WATER && now - this.#lastAck.at < DRAINING_MS;
+    if (!(bytes > maxBytes * SPOOL_HIGH_WATER && now - this.#lastAck.at < DRAINING_MS)) return false;
+    for (const f of this.#files.values()) {
+      try {
+        if (statSync(f.path).size - f.readTo > maxBytes * FILE_BACKLOG_SPOOLS) return false;
+      } catch {
+        // not there: nothing waits in it
+      }
+    }
+    return true;
   }
 
   /** Whether the last tick found the spool busy (see `#spoolBusy`) and read nothing. */
