@@ -640,6 +640,7 @@ for (const [f, s] of Object.entries(cpus)
   .slice(0, 15))
   console.log(`  ${cpuText(s)} ${seconds(durations[f])}  ${f}`);
 const jobsCpu = results.reduce((a, r) => a + (r.cpu ?? 0), 0);
+const wallSum = results.reduce((a, r) => a + r.ms, 0);
 if (sharedBrowser)
   console.log(
     `\nthe shared Chromium: ${cpuText(browserCpu)} (in no file's figure above, in the total below)`,
@@ -648,7 +649,10 @@ console.log(
   `\n${['tests', 'suites', 'pass', 'fail', 'cancelled', 'skipped', 'todo'].map((k) => `${k} ${total[k] ?? 0}`).join(', ')}` +
     `\n${files.length} files, ${jobs.length} processes (up to ${concurrency} at once, within ${cpuBudget} cores): ${((Date.now() - began) / 1000).toFixed(1)} s` +
     `\nCPU: ${jobsCpu.toFixed(1)} s in the test processes, ${(ownCpu() ?? 0).toFixed(1)} s in all with the builds and this runner` +
-    ` (= ${((ownCpu() ?? jobsCpu) / cores).toFixed(0)} s of ${cores} busy cores)`,
+    ` (= ${((ownCpu() ?? jobsCpu) / cores).toFixed(0)} s of ${cores} busy cores)` +
+    // The other floor: the processes' wall times over how many may run at once. A run near this
+    // one is held by the limit on processes (their waiting), not by the cores.
+    `\nwall: ${(wallSum / 1000).toFixed(0)} s of processes in all (= ${(wallSum / 1000 / concurrency).toFixed(0)} s at ${concurrency} at once)`,
 );
 if (failed.length) {
   console.log(`failed: ${failed.map((r) => r.job.files.join(' + ')).join(', ')}`);
