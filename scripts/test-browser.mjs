@@ -11,6 +11,8 @@ const server = await chromium.launchServer({
   executablePath: process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium',
   // The same switches as launchChromium in test/helpers/browser.ts.
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  // A busy machine (load 30+) can take longer than Playwright's default 30 s to start it.
+  timeout: 120_000,
   handleSIGINT: false,
   handleSIGTERM: false,
   handleSIGHUP: false,

@@ -427,7 +427,7 @@ async function startSharedBrowser() {
   );
   const endpoint = await new Promise((resolveEndpoint) => {
     let out = '';
-    const timer = setTimeout(() => resolveEndpoint(undefined), 60_000);
+    const timer = setTimeout(() => resolveEndpoint(undefined), 150_000);
     child.stdout.on('data', (d) => {
       out += d;
       const line = /^(ws:\/\/\S+)\n/.exec(out)?.[1];
