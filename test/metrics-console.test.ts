@@ -1,8 +1,9 @@
 // Proves the host Metrics tab in real Chromium against a real controller and an agent sampling
 // every second: the six charts draw on their canvases from stored data, the legends and the charts'
 // accessible summaries carry values, the transfer of the billing cycle shows, switching the range changes the resolution (hourly averages
-// for a year, samples for 15 minutes), and the page passes axe's WCAG 2.1 A/AA checks in the dark
-// theme on a desktop and the light theme on a phone.
+// for a year, samples for 15 minutes), hovering one chart shows the cursor on all six (synced), a
+// custom range refuses an end before its start and then reads the typed span, and the page passes
+// axe's WCAG 2.1 A/AA checks in the dark theme on a desktop and the light theme on a phone.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
@@ -95,6 +96,31 @@ for (const [viewport, theme] of [
         await page.locator('label', { has: page.locator('[data-testid="range-1y"]') }).click();
         await page.locator('[data-testid="metrics-resolution"]', { hasText: 'Hourly averages' }).waitFor();
         await page.locator('label', { has: page.locator('[data-testid="range-15m"]') }).click();
+        await page.locator('[data-testid="metrics-resolution"]', { hasText: 'Samples' }).waitFor();
+        assert.equal(await page.evaluate(DRAWN_CANVASES), 6);
+        // Synced cursors: hovering one chart marks the same time on every chart.
+        const overlay = charts.first().locator('.u-over');
+        const ob = await overlay.boundingBox();
+        assert.ok(ob);
+        await page.mouse.move(ob.x + ob.width * 0.6, ob.y + ob.height / 2);
+        await page.waitForFunction(
+          `document.querySelectorAll('[data-testid="metrics-chart"] .u-cursor-x:not(.u-off)').length >= 6`,
+        );
+        // A custom range (fixed, read once): from hourly averages (1 y) to the last 20 minutes as
+        // typed, which reads raw samples; an end before the start is refused in the form.
+        await page.locator('label', { has: page.locator('[data-testid="range-1y"]') }).click();
+        await page.locator('[data-testid="metrics-resolution"]', { hasText: 'Hourly averages' }).waitFor();
+        await page.locator('label', { has: page.locator('[data-testid="range-custom"]') }).click();
+        const form = page.locator('[data-testid="custom-range"]');
+        const local = (ms: number) =>
+          new Date(ms - new Date(ms).getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+        await form.getByLabel('From').fill(local(Date.now() + 60_000));
+        await form.getByLabel('To').fill(local(Date.now() - 20 * 60_000));
+        await form.getByRole('button', { name: 'Show' }).click();
+        await form.getByRole('alert').filter({ hasText: 'before the end' }).waitFor();
+        await form.getByLabel('From').fill(local(Date.now() - 20 * 60_000));
+        await form.getByLabel('To').fill(local(Date.now() + 60_000));
+        await form.getByRole('button', { name: 'Show' }).click();
         await page.locator('[data-testid="metrics-resolution"]', { hasText: 'Samples' }).waitFor();
         assert.equal(await page.evaluate(DRAWN_CANVASES), 6);
         await page
