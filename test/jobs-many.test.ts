@@ -1,0 +1,129 @@
+// Proves run-on-many over 20 real agent processes (issue 10's list): one command on a tag that
+// selects all 20, where the host whose agent runs with TZ=Etc/GMT+3 exits 1. Each host's own output
+// and exit code are reported per host (each prints its own TZ, so a mixed-up result would show), the
+// other 19 succeed, the run counts one failure, the live view ends with the run failed, and
+// `job.failed` names exactly the failing host.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { FleetEvent } from '../controller/src/bus/index.ts';
+import { ApiClient } from './helpers/api.ts';
+import {
+  enrollNewAgent,
+  kill,
+  removeDir,
+  runAgent,
+  startTestController,
+  waitFor,
+  type Proc,
+  type TestController,
+} from './helpers/fleet.ts';
+
+const HOSTS = 20;
+interface RunEnd {
+  status: string;
+  hostCount: number;
+  failedCount: number;
+}
+const FAILING = 7;
+/** Each agent's TZ: distinct, and only host 7's is the one the command fails on. */
+const tzOf = (i: number) => (i === FAILING ? 'Etc/GMT+3' : `Etc/GMT-${i % 14}`);
+
+const procs: Proc[] = [];
+const dirs: string[] = [];
+let ctl: TestController;
+let api: ApiClient;
+const events: FleetEvent[] = [];
+
+before(async () => {
+  ctl = await startTestController({ env: { KEEL_HEARTBEAT_MS: '2000' } });
+  dirs.push(ctl.dataDir);
+  ctl.bus.subscribe((e) => events.push(e));
+  api = new ApiClient(ctl.url);
+  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  // Enrolled a few at a time (each enrollment is a node process), then all started.
+  const names = Array.from({ length: HOSTS }, (_, i) => `many-${String(i).padStart(2, '0')}`);
+  for (let i = 0; i < HOSTS; i += 5)
+    await Promise.all(
+      names.slice(i, i + 5).map(async (name, j) => {
+        const dir = await enrollNewAgent(ctl, name);
+        dirs.push(dir);
+        procs.push(runAgent(dir, { TZ: tzOf(i + j) }));
+      }),
+    );
+  const online = await waitFor(
+    async () => {
+      const hosts = (await api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts;
+      return hosts.filter((h) => h.online).length === HOSTS ? hosts : null;
+    },
+    120_000,
+    `${HOSTS} agents online`,
+  );
+  for (const h of online) {
+    const res = await api.request('PUT', `/host-tags/${h.id}`, { tags: ['many'] });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+  }
+});
+
+after(async () => {
+  for (const p of procs) await kill(p);
+  await ctl?.close();
+  for (const d of dirs) removeDir(d);
+});
+
+test(
+  `one command on ${HOSTS} agents, one exits non-zero: reported per host`,
+  { timeout: 120_000 },
+  async () => {
+    const started = await api.post<{ run: { id: string; hostCount: number } }>('/jobs/runs', {
+      command: { argv: ['/bin/sh', '-c', 'echo "tz=$TZ"; test "$TZ" != Etc/GMT+3'] },
+      target: { tag: 'many' },
+      concurrency: HOSTS,
+      timeoutSeconds: 60,
+    });
+    assert.equal(started.status, 201, JSON.stringify(started.body));
+    assert.equal(started.body.run.hostCount, HOSTS);
+    const id = started.body.run.id;
+    // The live view ends with the run: its last word (a `run` event, or the snapshot when the run
+    // was over before the view subscribed) is the ended run, one failure of 20.
+    const live = await api.fetchRaw(`/jobs/runs/${id}/events`);
+    assert.equal(live.status, 200);
+    const sse = await live.text();
+    const data = [...sse.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]!) as { run?: RunEnd });
+    const last = data.findLast((d) => d.run)?.run;
+    assert.ok(last, sse.slice(0, 500));
+    assert.deepEqual([last.status, last.hostCount, last.failedCount], ['failed', HOSTS, 1]);
+
+    const detail = await waitFor(
+      async () => {
+        const r = await api.get<{
+          run: { status: string; failedCount: number; hostCount: number };
+          hosts: { hostName: string; status: string; exitCode: number | null; stdout: string }[];
+        }>(`/jobs/runs/${id}`);
+        return r.body.run.status !== 'running' ? r.body : null;
+      },
+      60_000,
+      'the run to end',
+    );
+    assert.equal(detail.run.status, 'failed');
+    assert.equal(detail.run.hostCount, HOSTS);
+    assert.equal(detail.run.failedCount, 1);
+    assert.equal(detail.hosts.length, HOSTS);
+    for (const h of detail.hosts) {
+      const i = Number(h.hostName.slice('many-'.length));
+      assert.equal(h.stdout, `tz=${tzOf(i)}\n`, `${h.hostName}'s own output`);
+      if (i === FAILING) {
+        assert.equal(h.status, 'failed', h.hostName);
+        assert.equal(h.exitCode, 1);
+      } else {
+        assert.equal(h.status, 'succeeded', `${h.hostName}: ${JSON.stringify(h)}`);
+        assert.equal(h.exitCode, 0);
+      }
+    }
+    const failed = events.find((e) => e.type === 'job.failed' && e.runId === id);
+    assert.ok(failed && failed.type === 'job.failed');
+    assert.deepEqual(
+      failed.failedHosts.map((h) => [h.hostName, h.status, h.exitCode]),
+      [[`many-0${FAILING}`, 'failed', 1]],
+    );
+  },
+);
