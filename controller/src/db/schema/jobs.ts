@@ -52,6 +52,8 @@ export const jobSchedules = pgTable(
     nextRunAt: timestamp('next_run_at', { withTimezone: true, precision: 3 }),
     /** Whose rights the schedule runs with (the user who last saved it). */
     ownerId: uuid('owner_id').references(() => users.id, { onDelete: 'set null' }),
+    /** Notification channels (docs/alerts.md) told when a run of this schedule fails. */
+    notifyChannelIds: jsonb('notify_channel_ids').$type<string[]>().notNull().default([]),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
   },

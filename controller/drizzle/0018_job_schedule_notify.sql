@@ -1,0 +1,1 @@
+ALTER TABLE "job_schedules" ADD COLUMN "notify_channel_ids" jsonb DEFAULT '[]'::jsonb NOT NULL;
