@@ -3,12 +3,15 @@
 // ss-manager's API (same pid) while another user's open connection keeps carrying bytes; an
 // invalid change (two users on one port) is refused and the old config keeps serving; a change
 // whose new port is taken by another program fails the health check and is rolled back by itself;
-// traffic per user is read; an older generation after a newer one is refused.
+// traffic per user is read, and a user whose port is removed and added again through the API (a
+// password change) keeps its counter (carried, same epoch: not reset, not doubled); an older
+// generation after a newer one is refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import type { KeelError, ProxyUserSpec } from '@keel/shared';
+import { waitFor } from './helpers/fleet.ts';
 import { need } from './install-helpers.ts';
 import {
   echoTarget,
@@ -128,6 +131,38 @@ test(
     const traffic = await h.engine.traffic('ss-1');
     assert.ok(traffic.users.find((u) => u.id === 'alice')!.downBytes >= 0);
     assert.deepEqual(traffic.users.map((u) => u.id).sort(), ['alice', 'bob']);
+
+    // A password change removes and re-adds bob's port; its total is carried, in the same epoch.
+    const bobBytes = async () => {
+      const t2 = await h.engine.traffic('ss-1');
+      assert.equal(t2.counterEpoch, traffic.counterEpoch, 'same ss-manager run');
+      return t2.users.find((u) => u.id === 'bob')?.downBytes ?? 0;
+    };
+    // ss-server reports its totals to ss-manager every few seconds.
+    const before = await waitFor(
+      async () => ((await bobBytes()) > 0 ? await bobBytes() : null),
+      60_000,
+      'bob counted',
+    );
+    const bob2: ProxyUserSpec = { ...bob, password: 'bob-new-ss-password' };
+    const r5 = await h.engine.apply({
+      instance: 'ss-1',
+      adapter: 'shadowsocks',
+      generation: 5,
+      settings,
+      users: [alice, bob2],
+    });
+    assert.equal(r5.method, 'api');
+    const carried = await bobBytes();
+    assert.ok(carried >= before, `bob's counter went from ${before} to ${carried} over the re-add`);
+    assert.ok(carried < before * 2 + 4096, `bob's counter is not doubled (${before} -> ${carried})`);
+    const socksB2 = await local(bob2);
+    assert.match(await httpThroughSocks(socksB2, target.port), /hello through shadowsocks/);
+    await waitFor(
+      async () => ((await bobBytes()) > carried ? true : null),
+      60_000,
+      'bob counted again after the re-add',
+    );
 
     await assert.rejects(
       h.engine.apply({ instance: 'ss-1', adapter: 'shadowsocks', generation: 1, settings, users: [alice] }),

@@ -3,7 +3,10 @@
 // ss-manager's UDP API (`add:` / `remove:`) without touching the other ports' connections; a change
 // of method, mode, timeout or listen address restarts ss-manager. Traffic from the API's `ping`
 // (`stat: {"port": bytes}`): shadowsocks-libev counts one total per port, reported as `downBytes`
-// (upBytes 0) — see docs/proxies.md.
+// (upBytes 0) — see docs/proxies.md. A port removed through the API (a user taken off, or its
+// password changed) loses its counter in ss-manager; the adapter reads the port's total just before
+// removing it and carries it (run/carried.json, per ss-manager run), so each user's counter only
+// goes up while ss-manager runs and a re-added user is neither counted twice nor short.
 //
 // ss-server has no config test mode. Validation is: the rendered JSON parses, ports are unique and
 // outside the manager's, and a dry start of `ss-server` with the same method on a spare loopback
@@ -69,6 +72,37 @@ async function managerPort(ctx: AdapterContext): Promise<number> {
   s.close();
   writeFileAtomic(file, String(port));
   return port;
+}
+
+/** The running ss-manager's counter epoch (changes whenever its counters restart from zero). */
+function epochOf(ctx: AdapterContext): string {
+  const status = ctx.processes.status(ctx.processName);
+  return `${status.pid ?? 'none'}@${status.startedAt ?? 0}`;
+}
+
+/** Bytes of ports removed through the API, per user, for one ss-manager run. */
+interface Carried {
+  epoch: string;
+  users: Record<string, number>;
+}
+
+const CARRIED = 'carried.json';
+
+/** What was carried for this ss-manager run (nothing for another run: its counters started anew). */
+function readCarried(ctx: AdapterContext, epoch: string): Carried {
+  try {
+    const c = JSON.parse(readFileSync(join(ctx.runDir, CARRIED), 'utf8')) as Carried;
+    if (c.epoch === epoch && c.users && typeof c.users === 'object') return c;
+  } catch {
+    // none yet
+  }
+  return { epoch, users: {} };
+}
+
+/** ss-manager's `ping`: total bytes per port. */
+async function portTotals(mport: number): Promise<Record<string, number>> {
+  const answer = await command(mport, 'ping');
+  return JSON.parse(answer.replace(/^stat:\s*/, '')) as Record<string, number>;
 }
 
 /** One ss-manager API command; resolves with its answer. */
@@ -210,11 +244,19 @@ export const shadowsocksAdapter: ProxyAdapterDefinition<Settings> = {
         const before = portUsers(previous.users);
         const after = portUsers(next.users);
         let changes = 0;
-        for (const [port, u] of before) {
-          if (after.get(port)?.password !== u.password) {
-            await command(mport, `remove: {"server_port": ${port}}`);
-            changes++;
-          }
+        const removing = [...before].filter(([port, u]) => after.get(port)?.password !== u.password);
+        if (removing.length > 0) {
+          // Their counters end with the port: carry each total to its user first.
+          const epoch = epochOf(ctx);
+          const carried = readCarried(ctx, epoch);
+          const totals = await portTotals(mport);
+          for (const [port, u] of removing)
+            carried.users[u.id] = (carried.users[u.id] ?? 0) + Number(totals[String(port)] ?? 0);
+          writeFileAtomic(join(ctx.runDir, CARRIED), JSON.stringify(carried));
+        }
+        for (const [port] of removing) {
+          await command(mport, `remove: {"server_port": ${port}}`);
+          changes++;
         }
         for (const [port, u] of after) {
           if (before.get(port)?.password !== u.password) {
@@ -258,14 +300,14 @@ export const shadowsocksAdapter: ProxyAdapterDefinition<Settings> = {
   },
 
   async traffic(current, ctx) {
-    const status = ctx.processes.status(ctx.processName);
-    const answer = await command(await managerPort(ctx), 'ping');
-    const stats = JSON.parse(answer.replace(/^stat:\s*/, '')) as Record<string, number>;
+    const epoch = epochOf(ctx);
+    const stats = await portTotals(await managerPort(ctx));
+    const carried = readCarried(ctx, epoch).users;
     const users = [...portUsers(current.users)].map(([port, u]) => ({
       id: u.id,
       upBytes: 0,
-      downBytes: Number(stats[String(port)] ?? 0),
+      downBytes: (carried[u.id] ?? 0) + Number(stats[String(port)] ?? 0),
     }));
-    return { counterEpoch: `${status.pid ?? 'none'}@${status.startedAt ?? 0}`, users };
+    return { counterEpoch: epoch, users };
   },
 };
