@@ -415,16 +415,21 @@ const cpuText = (s) => (s === undefined ? '      ? cpu-s' : `${s.toFixed(1).padS
  * file launches its own, as outside the runner.
  */
 const browserCpuFile = join(tmpdir(), `keel-test-browser-${process.pid}.cpu`);
+/** Whether a job's files use the browser helpers (such a job starts once the browser is up). */
+const usesBrowser = (job) =>
+  job.files.some((f) => readFileSync(join(root, f), 'utf8').includes('helpers/browser.ts'));
+/** The shared browser's process group, to end it on SIGINT/SIGTERM. */
+let sharedBrowserPid;
 async function startSharedBrowser() {
   if (process.env.KEEL_TEST_SHARED_BROWSER === '0' || process.env.KEEL_TEST_BROWSER_WS) return undefined;
-  if (!files.some((f) => readFileSync(join(root, f), 'utf8').includes('helpers/browser.ts')))
-    return undefined;
+  if (!usesBrowser({ files })) return undefined;
   const script = join(root, 'scripts/test-browser.mjs');
   const child = spawn(
     timeBin ?? process.execPath,
     [...(timeBin ? ['-f', '%U %S', '-o', browserCpuFile, process.execPath] : []), script],
     { cwd: root, env, detached: true, stdio: ['pipe', 'pipe', 'inherit'] },
   );
+  sharedBrowserPid = child.pid;
   const endpoint = await new Promise((resolveEndpoint) => {
     let out = '';
     const timer = setTimeout(() => resolveEndpoint(undefined), 150_000);
@@ -461,7 +466,8 @@ async function startSharedBrowser() {
     },
   };
 }
-const sharedBrowser = await startSharedBrowser();
+// Started beside the first jobs: only the browser files wait for it (see runJob).
+const sharedBrowser = startSharedBrowser();
 
 /** Ends a job's whole process group: agents or browsers a failed test left behind go with it. */
 function killGroup(pid) {
@@ -474,14 +480,15 @@ function killGroup(pid) {
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
     for (const pid of running) killGroup(pid);
-    if (sharedBrowser) killGroup(sharedBrowser.pid);
+    if (sharedBrowserPid) killGroup(sharedBrowserPid);
     if (testTmp) rmSync(testTmp, { recursive: true, force: true });
     process.exit(130);
   });
 }
 
 /** Runs one job's files in one node process; resolves with its outcome, counts and timings. */
-function runJob(job, n) {
+async function runJob(job, n) {
+  if (usesBrowser(job)) await sharedBrowser;
   const events = join(runDir, `job-${n}.jsonl`);
   let entry = job.files[0];
   if (job.files.length > 1) {
@@ -617,7 +624,8 @@ while (waiting.length || active.size) {
   }
   await Promise.race(active.values());
 }
-const browserCpu = await sharedBrowser?.stop();
+const browser = await sharedBrowser;
+const browserCpu = await browser?.stop();
 rmSync(runDir, { recursive: true, force: true });
 if (testTmp) rmSync(testTmp, { recursive: true, force: true });
 
@@ -641,7 +649,7 @@ for (const [f, s] of Object.entries(cpus)
   console.log(`  ${cpuText(s)} ${seconds(durations[f])}  ${f}`);
 const jobsCpu = results.reduce((a, r) => a + (r.cpu ?? 0), 0);
 const wallSum = results.reduce((a, r) => a + r.ms, 0);
-if (sharedBrowser)
+if (browser)
   console.log(
     `\nthe shared Chromium: ${cpuText(browserCpu)} (in no file's figure above, in the total below)`,
   );
