@@ -4,7 +4,9 @@
 // diff between them shows the changed line, and Roll back makes generation 3; an edit of the
 // applied file on the host appears on the tab as a drift warning with its diff (live, without a
 // reload); the fleet page lists the node and a rollout started by keyboard completes with its
-// progress shown, and one aimed at a host tag completes and is audited with the tag; both pages pass axe-core WCAG 2.1 A/AA in dark and light, desktop and phone.
+// progress shown, and one aimed at a host tag completes and is audited with the tag; telemt and
+// v2ray nodes made in their own fields store what was typed (a template with [access.*] and a
+// duplicate inbound tag are named at their fields); both pages pass axe-core WCAG 2.1 A/AA in dark and light, desktop and phone.
 import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -298,5 +300,89 @@ test(
       }
     }
     assert.deepEqual(found, []);
+  },
+);
+
+test(
+  "telemt and v2ray nodes made in their own fields (not pushed); the template's rule is named at its field",
+  { skip, timeout: 120_000 },
+  async () => {
+    const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+    try {
+      await page.goto(`/hosts/${hostId}/proxies`);
+      await page.locator('[data-testid="proxy-node"]').first().waitFor();
+
+      // telemt (MTProxy): TLS domain, port, modes, a template of other sections.
+      await page.click('[data-testid="new-proxy-node"]');
+      await page.fill('#n-instance', 'mt');
+      await page.selectOption('#n-adapter', 'telemt');
+      await page.fill('#n-public-address', 'mt.example.org');
+      await page.fill('#n-tlsDomain', 'www.example.com');
+      await page.fill('#n-port', '8443');
+      await page.check('#n-modes-secure');
+      await page.fill('#n-template', '[access.users]\nbob = "00000000000000000000000000000000"\n');
+      await page.uncheck('#n-apply');
+      await page.click('[data-testid="create-proxy-node"]');
+      await page.locator('#n-template-error').waitFor();
+      await page.fill('#n-template', '[timeouts]\nclient_handshake = 15\n');
+      await page.click('[data-testid="create-proxy-node"]');
+      await page.locator('[data-testid="proxy-node"]', { hasText: 'telemt' }).waitFor({ timeout: 30_000 });
+      const mt = (
+        await api.get<{ node: { settings: Record<string, unknown>; publicAddress: string; state: string } }>(
+          `/hosts/${hostId}/proxies/mt`,
+        )
+      ).body.node;
+      assert.equal(mt.state, 'pending', 'not pushed');
+      assert.equal(mt.publicAddress, 'mt.example.org');
+      assert.deepEqual(
+        {
+          tlsDomain: mt.settings.tlsDomain,
+          port: mt.settings.port,
+          modes: mt.settings.modes,
+          template: mt.settings.template,
+        },
+        {
+          tlsDomain: 'www.example.com',
+          port: 8443,
+          modes: { classic: false, secure: true, tls: true },
+          template: '[timeouts]\nclient_handshake = 15\n',
+        },
+      );
+
+      // v2ray: two inbounds, the second over WebSocket; a duplicate tag is named at its field.
+      await page.click('[data-testid="new-proxy-node"]');
+      await page.fill('#n-instance', 'vpn');
+      await page.selectOption('#n-adapter', 'v2ray');
+      await page.fill('#n-inbounds-0-port', '8443');
+      await page.getByRole('button', { name: 'Add an inbound' }).click();
+      await page.fill('#n-inbounds-1-tag', 'vless-in');
+      await page.selectOption('#n-inbounds-1-protocol', 'vmess');
+      await page.fill('#n-inbounds-1-port', '8444');
+      await page.selectOption('#n-inbounds-1-network', 'ws');
+      await page.fill('#n-inbounds-1-wsPath', '/ws');
+      await page.uncheck('#n-apply');
+      await page.click('[data-testid="create-proxy-node"]');
+      await page.locator('#n-inbounds-1-tag-error').waitFor();
+      await page.fill('#n-inbounds-1-tag', 'vmess-ws');
+      await page.click('[data-testid="create-proxy-node"]');
+      await page.locator('[data-testid="proxy-node"]', { hasText: 'v2ray' }).waitFor({ timeout: 30_000 });
+      const vpn = (
+        await api.get<{ node: { settings: { inbounds: Record<string, unknown>[] } } }>(
+          `/hosts/${hostId}/proxies/vpn`,
+        )
+      ).body.node;
+      assert.deepEqual(
+        vpn.settings.inbounds.map((i) => [i.tag, i.protocol, i.port, i.network, i.wsPath ?? null]),
+        [
+          ['vless-in', 'vless', 8443, 'tcp', null],
+          ['vmess-ws', 'vmess', 8444, 'ws', '/ws'],
+        ],
+      );
+      assert.deepEqual(pageErrors, []);
+    } finally {
+      await context.close();
+      for (const instance of ['mt', 'vpn'])
+        await api.request('DELETE', `/hosts/${hostId}/proxies/${instance}`);
+    }
   },
 );
