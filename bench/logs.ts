@@ -168,12 +168,14 @@ if (existsSync('/usr/bin/supervisord')) {
     20,
   );
   const doneAt = Date.now();
+  // supervisord's CPU for the whole leg (its start-up included, ~0.2 s): load-independent.
+  const supCpu = procCpuMs(d.pid!) / 1000;
   const w = readReport(supOut);
   d.kill('SIGTERM');
   const ms = doneAt - w.t0;
   supRate = mibps(w.bytes, ms);
   console.log(
-    `supervisord to its file:   ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}; supervisord ${spawnSync('supervisord', ['--version']).stdout.toString().trim()})`,
+    `supervisord to its file:   ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}; supervisord ${spawnSync('supervisord', ['--version']).stdout.toString().trim()}, ${supCpu.toFixed(1)} CPU-s)`,
   );
 } else {
   console.log('supervisord: not installed (apt-get install supervisor), leg skipped');
@@ -187,6 +189,7 @@ const toSup = (bytes: number, ms: number) =>
   const spool = await Spool.open({ dir: join(keelDir, 'spool'), maxBytes: 4 * 1024 * MiB });
   const tailer = new LogTailer({ dir: keelDir, spool });
   const supervisor = new Supervisor({ dir: keelDir, tailer, log: pino({ level: 'silent' }) });
+  const cpu0 = process.cpuUsage();
   const stopTail = tailContinuously(tailer, { everyMs: 200, onError: (err) => console.error(err) });
   const out = join(dir, 'keel.json');
   await supervisor.apply(
@@ -198,13 +201,14 @@ const toSup = (bytes: number, ms: number) =>
   );
   await until(() => spool.lastSeq >= lines, 600_000, 'the tailer read every line', 10);
   const doneAt = Date.now();
+  const cpu = process.cpuUsage(cpu0);
   const w = readReport(out);
   stopTail();
   supervisor.close();
   await spool.close();
   const ms = doneAt - w.t0;
   console.log(
-    `(a) Keel captured (spool): ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; the writer alone ${fmt(w.lines, w.bytes, w.ms)})`,
+    `(a) Keel captured (spool): ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; the writer alone ${fmt(w.lines, w.bytes, w.ms)}; ${((cpu.user + cpu.system) / 1e6).toFixed(1)} CPU-s in this process)`,
   );
   removeDir(keelDir);
 }
