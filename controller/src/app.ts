@@ -27,6 +27,7 @@ import { sessionRoutes } from './routes/sessions.ts';
 import { twoFactorRoutes } from './routes/two-factor.ts';
 import { walletRoutes } from './routes/wallets.ts';
 import { checkPasswordPolicy } from './services/users.ts';
+import { changesAccess } from './services/access.ts';
 import {
   clientAddress,
   contentSecurityPolicy,
@@ -176,7 +177,16 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/wallets', walletRoutes({ wallets: services.wallets, auth: services.auth }))
     .route(
       '/events',
-      eventRoutes({ bus: deps.bus, auth: services.auth, log: deps.log, options: deps.events }),
+      eventRoutes({
+        bus: deps.bus,
+        auth: services.auth,
+        log: deps.log,
+        options: deps.events,
+        accessChanges: (listener) =>
+          services.audit.watch((entry) => {
+            if (changesAccess(entry.action)) listener();
+          }),
+      }),
     );
 
   api.get('/openapi.json', permit.public());

@@ -1,12 +1,18 @@
 // /api/v1/events: fleet changes as Server-Sent Events, fed by the fleet bus. Each client gets a
 // bounded queue; a client that falls that far behind is dropped (EventSource reconnects and the
 // console reloads its lists) instead of the controller buffering for it without bound.
+//
+// The stream follows its user's access while it is open: when an access change is audited (grants,
+// groups, host tags, role or scope, the user deleted, a session or token ended, ...) and at every
+// heartbeat, it re-reads what the session may see. From then on it carries only hosts the user
+// sees now, says `event: access` when that set changed (clients reload their lists), and ends
+// with `event: closed` and a reason when the session ended or the user may no longer see hosts.
 import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE } from 'hono/streaming';
 import type { Logger } from 'pino';
 import type { FleetBus, FleetEvent } from '../bus/index.ts';
 import type { AuthService } from '../services/auth.ts';
-import { canSeeHost } from '../services/access.ts';
+import { canSeeHost, hasPermission, visibilityOf, type Actor } from '../services/access.ts';
 import { authErrors, cookieSecurity, createRouter, sessionOf } from './env.ts';
 import { permit } from './permit.ts';
 
@@ -30,6 +36,8 @@ const eventsRoute = createRoute({
     '`event: host.removed` with `data: {"id": "..."}` when a host is deleted.',
     'The first message is `event: ready` (the subscription is live).',
     'A `: heartbeat` comment every 15 s. A client that cannot keep up is disconnected; reconnect and reload.',
+    'The stream follows the user\'s access while open: `event: access` with `data: {"reason": "access.changed"}` when the hosts they may see changed (reload the lists; events of hosts no longer visible stop at once);',
+    '`event: closed` with `data: {"reason": "session.ended" | "access.revoked", "message": "..."}` right before the server ends the stream because the session or token ended, or the user may no longer see any host (do not reconnect without signing in again).',
   ].join(' '),
   security: cookieSecurity,
   responses: {
@@ -52,12 +60,18 @@ function toMessage(event: FleetEvent): { event: string; data: string } | null {
 export interface EventRoutesDeps {
   bus: FleetBus;
   auth: AuthService;
+  /**
+   * Calls the listener whenever something that can change a user's access was recorded (from the
+   * audit trail; see access.ts changesAccess); returns the function that stops it. Without it the
+   * stream re-reads access at each heartbeat only.
+   */
+  accessChanges?: (listener: () => void) => () => void;
   log: Logger;
   options?: Partial<EventStreamOptions>;
 }
 
 /** The SSE route (behind the session middleware). */
-export function eventRoutes({ bus, auth, log, options }: EventRoutesDeps) {
+export function eventRoutes({ bus, auth, log, options, accessChanges }: EventRoutesDeps) {
   const opts = { ...defaultEventStreamOptions, ...options };
   return createRouter().openapi(eventsRoute, (c) => {
     const session = sessionOf(c);
@@ -65,8 +79,12 @@ export function eventRoutes({ bus, auth, log, options }: EventRoutesDeps) {
     return streamSSE(c, async (stream) => {
       const queue: { event: string; data: string }[] = [];
       let heartbeatDue = false;
+      let accessDue = false;
       let done = false;
       let wake: (() => void) | undefined;
+      // What the session may do: as it was at the request, then as last re-read.
+      let actor: Actor = session.actor;
+      let visible = visibilityOf(actor);
       const signal = () => {
         wake?.();
         wake = undefined;
@@ -82,10 +100,10 @@ export function eventRoutes({ bus, auth, log, options }: EventRoutesDeps) {
       const unsubscribe = bus.subscribe((event) => {
         const message = toMessage(event);
         if (done || !message) return;
-        // Only hosts the user may see (their grants as of when the stream opened).
+        // Only hosts the user may see (as of the last access check).
         const hostId =
           event.type === 'host' ? event.host.id : event.type === 'host.removed' ? event.hostId : null;
-        if (hostId !== null && !canSeeHost(session.actor, hostId)) return;
+        if (hostId !== null && !canSeeHost(actor, hostId)) return;
         if (queue.length >= opts.maxQueuedEvents) {
           stop('client too slow');
           // Unblocks a write stuck on the slow client and ends the response.
@@ -95,35 +113,68 @@ export function eventRoutes({ bus, auth, log, options }: EventRoutesDeps) {
         queue.push(message);
         signal();
       });
+      const unwatch = accessChanges?.(() => {
+        accessDue = true;
+        signal();
+      });
       const heartbeat = setInterval(() => {
         heartbeatDue = true;
         signal();
       }, opts.heartbeatMs);
       stream.onAbort(() => stop('client went away'));
 
+      /**
+       * Re-reads the session's access. Events queued under the old access are filtered again, so
+       * nothing the user may no longer see goes out after the change was recorded. False: the
+       * stream must end (the `closed` event is written).
+       */
+      const recheck = async (): Promise<boolean> => {
+        const now = await auth.currentActor(session.sessionId);
+        const reason = !now ? 'session.ended' : hasPermission(now, 'host.view') ? null : 'access.revoked';
+        if (!now || reason) {
+          const message =
+            reason === 'session.ended'
+              ? 'The session or API token ended; sign in again.'
+              : 'You may no longer see any host.';
+          await stream.writeSSE({ event: 'closed', data: JSON.stringify({ reason, message }) });
+          stop(reason ?? 'session.ended');
+          return false;
+        }
+        actor = now;
+        for (let i = queue.length - 1; i >= 0; i--) {
+          const m = queue[i]!;
+          const id = (JSON.parse(m.data) as { id?: string }).id;
+          if (id !== undefined && !canSeeHost(actor, id)) queue.splice(i, 1);
+        }
+        const next = visibilityOf(now);
+        if (next !== visible) {
+          visible = next;
+          queue.unshift({ event: 'access', data: JSON.stringify({ reason: 'access.changed' }) });
+        }
+        return true;
+      };
+
       try {
         await stream.writeSSE({ event: 'ready', data: '{}', retry: 3000 });
         while (!done) {
-          if (queue.length === 0 && !heartbeatDue) {
+          if (accessDue || heartbeatDue) {
+            // Before anything else queued: events recorded after a change follow the new access.
+            const beat = heartbeatDue;
+            accessDue = false;
+            heartbeatDue = false;
+            if (!(await recheck())) break;
+            if (beat) await stream.write(': heartbeat\n\n');
+          } else if (queue.length === 0) {
             await new Promise<void>((resolve) => (wake = resolve));
             continue;
-          }
-          const next = queue.shift();
-          if (next) {
-            await stream.writeSSE(next);
           } else {
-            heartbeatDue = false;
-            // A signed-out or expired session stops receiving fleet changes.
-            if (!(await auth.isLive(session.sessionId))) {
-              stop('session ended');
-              break;
-            }
-            await stream.write(': heartbeat\n\n');
+            await stream.writeSSE(queue.shift()!);
           }
           if (stream.aborted || stream.closed) stop('stream closed');
         }
       } finally {
         unsubscribe();
+        unwatch?.();
         clearInterval(heartbeat);
       }
     });

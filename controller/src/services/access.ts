@@ -265,3 +265,46 @@ export function requireHostAccess(
     }
   }
 }
+
+/**
+ * Audit actions after which what a signed-in user may see can have changed: roles, scope and
+ * grants, group membership and host tags, sessions and tokens ended, passwords and 2FA reset, the
+ * 2FA policy. Live streams re-read their user's access when one is recorded.
+ */
+const accessChangeActions = new Set([
+  'auth.logout',
+  'session.revoke',
+  'api_token.revoke',
+  'user.update',
+  'user.delete',
+  'user.password_change',
+  'user.password_reset',
+  'grant.create',
+  'grant.delete',
+  'group.create',
+  'group.update',
+  'group.delete',
+  'host.tags',
+  'host.revoke',
+  'two_factor.disable',
+  'two_factor.reset',
+  'two_factor.policy',
+]);
+
+/** True when an audited action can change what some user may see (see accessChangeActions). */
+export function changesAccess(action: string): boolean {
+  return accessChangeActions.has(action);
+}
+
+/**
+ * What an actor may see of the fleet, as a comparable key: `*` for every host, or the sorted ids
+ * of the hosts it sees (`''`: none). Two actors with the same key see the same hosts.
+ */
+export function visibilityOf(actor: Actor): string {
+  if (fleetOf(actor).has('host.view')) return '*';
+  return [...(actor.hosts ?? [])]
+    .filter(([, set]) => set.has('host.view'))
+    .map(([h]) => h)
+    .sort()
+    .join(',');
+}

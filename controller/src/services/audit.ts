@@ -72,6 +72,7 @@ export function createAuditService({ audit, log, now = () => new Date(), anchor 
   // One append at a time in this process: callers queue here rather than all waiting on the
   // database lock (PGlite has a single connection, so that would also serialize every query).
   let tail: Promise<unknown> = Promise.resolve();
+  const watchers = new Set<(entry: AuditEntry) => void>();
   let anchorState: AuditAnchorState | null | undefined; // undefined: not read yet
   let anchorProblem: string | null = null;
 
@@ -160,10 +161,29 @@ export function createAuditService({ audit, log, now = () => new Date(), anchor 
         detail: JSON.parse(canonicalJson(detail)) as Record<string, unknown>,
         ip,
       };
-      const appended = tail.then(() => appendAnchored(entry));
+      const appended = tail.then(async () => {
+        const row = await appendAnchored(entry);
+        for (const watch of watchers) {
+          try {
+            watch(entry);
+          } catch (err) {
+            log.error({ err, action }, 'audit watcher failed');
+          }
+        }
+        return row;
+      });
       tail = appended.catch(() => undefined);
       appended.catch((err: unknown) => log.error({ err, action, target }, 'audit append failed'));
       return appended;
+    },
+
+    /**
+     * Calls `listener` with each entry once it is stored (so what it records is already in the
+     * database). Returns the function that stops it. Live views use it to follow access changes.
+     */
+    watch(listener: (entry: AuditEntry) => void): () => void {
+      watchers.add(listener);
+      return () => watchers.delete(listener);
     },
 
     /** Resolves once the anchor file holds the latest head (tests, and shutdown). */

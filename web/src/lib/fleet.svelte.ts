@@ -1,12 +1,15 @@
 // The fleet as the console sees it: the host list from GET /hosts kept current by the
 // Server-Sent Events stream GET /events (`event: host`, data = Host), shared by every page. Every
-// host comes through the client boundary (host.ts), so whatever the database holds renders.
+// host comes through the client boundary (host.ts), so whatever the database holds renders. The
+// stream follows the user's access: `access` (the hosts they may see changed) reloads the list,
+// `closed` (session ended, or no host may be seen any more) stops the stream for good and reloads,
+// which sends a signed-out user to the sign-in page.
 import { api, API_BASE, ApiError } from './api.ts';
 import { parseHost } from './host.ts';
 import type { Host } from './types.ts';
 
 /** Live-update link state, shown in the UI so a stale view never looks live. */
-export type LinkState = 'connecting' | 'live' | 'reconnecting';
+export type LinkState = 'connecting' | 'live' | 'reconnecting' | 'ended';
 
 class Fleet {
   /** Hosts by id. */
@@ -92,6 +95,26 @@ class Fleet {
       } catch {
         // A malformed event is dropped; the next list reload corrects the view.
       }
+    });
+    source.addEventListener('host.removed', (ev) => {
+      try {
+        const { id } = JSON.parse((ev as MessageEvent<string>).data) as { id?: unknown };
+        if (typeof id === 'string') {
+          delete this.byId[id];
+          this.#touched?.delete(id);
+        }
+      } catch {
+        // As above: the next reload corrects the view.
+      }
+    });
+    // The hosts this user may see changed (a grant, a group, their role): the list says which.
+    source.addEventListener('access', () => void this.reload());
+    // The server ended the stream on purpose: do not reconnect on our own.
+    source.addEventListener('closed', () => {
+      source.close();
+      if (this.#source === source) this.#source = null;
+      this.link = 'ended';
+      void this.reload();
     });
     source.addEventListener('error', () => {
       this.#lostLink = true;
