@@ -3,8 +3,13 @@
 //     controller -> agent -> PTY running `cat` on a raw tty, against `ssh -tt` to our own sshd on a
 //     loopback port (throwaway host key, key auth) running the same `cat` on a raw pty.
 //  2. Throughput of `cat` of a 100 MB file through each terminal, until the end of the output.
-// The agent is the release bundle (its terminal uses util-linux `script`, as released agents do
-// unless node-pty is installed). Fan-out on 1,000 simulated agents is not measured here yet.
+// The agent is the release bundle (node-pty stays outside it and loads where it is installed, as
+// here; else util-linux `script`): the run prints which PTY the shell got.
+//  3. The ceiling of this machine for Keel's path, in the same run: the same three Node hops on bare
+//     `ws` with the controller <-> agent hop sealed (bench/channel-floor.ts, echo in the last
+//     process) plus a PTY alone (node-pty running the same `cat` in this process, no network):
+//     Keel cannot beat their sum here, so what it adds above it is Keel's share.
+// Fan-out on many hosts is bench/fanout.ts.
 //
 // Run: npm run bench -- terminal [--sends 2000] [--mb 100]
 import { spawn, spawnSync } from 'node:child_process';
@@ -13,6 +18,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodeTerminalInput } from '@keel/shared';
+import { runChannelFloor } from './channel-floor.ts';
 import { channelTicket, connectChannel, type ChannelClient } from '../test/helpers/channels.ts';
 import { buildAgentBundle, startBundledAgent } from './lib/bundled-agent.ts';
 import {
@@ -121,6 +127,40 @@ async function roundTrips(write: (b: Buffer) => void, onData: (cb: (d: Buffer) =
   return times.sort((a, b) => a - b);
 }
 
+/** The PTY alone: node-pty running `cat` on a raw tty in this process (echo, then `cat` of the file). */
+async function ptyAlone(file: string): Promise<{ times: number[]; catSeconds: number }> {
+  const pty = await import('node-pty');
+  const opts = {
+    name: 'xterm-256color',
+    cols: 120,
+    rows: 40,
+    cwd: '/',
+    env: process.env as Record<string, string>,
+  };
+  const echo = pty.spawn('/bin/sh', ['-c', 'stty raw -echo; echo READY42; exec cat'], opts);
+  let seen = '';
+  let listener: ((d: Buffer) => void) | null = null;
+  echo.onData((d) => {
+    if (seen.length < 4096) seen += d;
+    listener?.(Buffer.from(d, 'latin1'));
+  });
+  await waitFor(() => seen.includes('READY42'), 15_000, 'pty cat ready');
+  await sleep(200);
+  const times = await roundTrips(
+    (b) => echo.write(b.toString('latin1')),
+    (cb) => (listener = cb),
+  );
+  echo.kill();
+  const started = performance.now();
+  const cat = pty.spawn('/bin/sh', ['-c', `stty -echo; cat ${file}; echo END$((40+2))`], opts);
+  let tail = '';
+  cat.onData((d) => (tail = (tail + d).slice(-64)));
+  await waitFor(() => tail.includes('END42'), 300_000, 'pty cat end');
+  const catSeconds = (performance.now() - started) / 1000;
+  cat.kill();
+  return { times, catSeconds };
+}
+
 /** A terminal channel with its output collected into a rolling tail. */
 async function openTerminal(ctl: Awaited<ReturnType<typeof startController>>, hostId: string) {
   const { url } = await channelTicket(ctl.api, hostId, 'terminal', { cols: 120, rows: 40 });
@@ -164,7 +204,13 @@ async function main() {
   try {
     // 1. Keystroke echo through Keel.
     const term = await openTerminal(ctl, agent.hostId);
-    term.type('stty raw -echo; echo READY$((40+2)); exec cat\r');
+    // Which PTY the shell got: with node-pty its parent is the agent (node), with the fallback `script`.
+    let ptyKind = '';
+    term.onData((d) => {
+      const m = /PTY=\[(\w+)\]/.exec(d.toString('latin1'));
+      if (m) ptyKind = m[1] === 'script' ? 'util-linux script' : `node-pty (parent: ${m[1]})`;
+    });
+    term.type('echo PTY=[$(cat /proc/$PPID/comm)]; stty raw -echo; echo READY$((40+2)); exec cat\r');
     await term.until('READY42', 30_000);
     await sleep(200);
     const keel = await roundTrips((b) => term.type(b), term.onData);
@@ -215,6 +261,10 @@ async function main() {
     await exited;
     const sshSeconds = (performance.now() - started) / 1000;
 
+    // 3. The ceiling: the three hops alone (sealed) and the PTY alone.
+    const floor = await runChannelFloor({ sends: SENDS, bytes: BYTES });
+    const alone = await ptyAlone(file);
+
     const mbps = (s: number) => BYTES / 1e6 / s;
     console.log(`keystroke echo, ${SENDS} sends (ms)      p50      p99`);
     console.log(
@@ -223,16 +273,45 @@ async function main() {
     console.log(
       `  ssh -tt to a loopback sshd                         ${fmt(percentile(viaSsh, 50))}  ${fmt(percentile(viaSsh, 99))}`,
     );
+    console.log(
+      `  floor: 3 bare-ws hops, sealed (echo)                ${fmt(floor.sealed.p50)}  ${fmt(floor.sealed.p99)}`,
+    );
+    console.log(
+      `  floor: 3 bare-ws hops, plain (echo)                 ${fmt(floor.plain.p50)}  ${fmt(floor.plain.p99)}`,
+    );
+    console.log(
+      `  PTY alone (node-pty + cat, in one process)          ${fmt(percentile(alone.times, 50))}  ${fmt(percentile(alone.times, 99))}`,
+    );
+    const ceilingP50 = floor.sealed.p50 + percentile(alone.times, 50);
+    const keelP50 = percentile(keel, 50);
+    console.log(`  keel's PTY: ${ptyKind || 'unknown'}`);
+    console.log(
+      `  target p50 <= ssh's: ${keelP50 <= percentile(viaSsh, 50) ? 'met' : 'missed'}; ceiling here (sealed floor + PTY alone) ${fmt(ceilingP50)} ms ` +
+        `(${(ceilingP50 / percentile(viaSsh, 50)).toFixed(1)}x ssh's p50); Keel's share above the ceiling ${fmt(keelP50 - ceilingP50)} ms`,
+    );
     console.log(`cat of ${args.mb} MB through the terminal`);
     console.log(`  keel ${keelSeconds.toFixed(2)} s (${mbps(keelSeconds).toFixed(1)} MB/s)`);
     console.log(
       `  ssh  ${sshSeconds.toFixed(2)} s (${mbps(sshSeconds).toFixed(1)} MB/s); keel/ssh ${((mbps(keelSeconds) / mbps(sshSeconds)) * 100).toFixed(0)} %`,
     );
     console.log(
+      `  floor, sealed ${floor.sealed.mbps.toFixed(1)} MB/s; PTY alone ${mbps(alone.catSeconds).toFixed(1)} MB/s; ` +
+        `target >= 50 % of ssh: ${mbps(keelSeconds) >= 0.5 * mbps(sshSeconds) ? 'met' : 'missed'}; ` +
+        `ceiling here min(floor, PTY) = ${((100 * Math.min(floor.sealed.mbps, mbps(alone.catSeconds))) / mbps(sshSeconds)).toFixed(0)} % of ssh; ` +
+        `Keel ${((100 * mbps(keelSeconds)) / Math.min(floor.sealed.mbps, mbps(alone.catSeconds))).toFixed(0)} % of that ceiling`,
+    );
+    console.log(
       JSON.stringify({
         sends: SENDS,
-        keel: { p50: percentile(keel, 50), p99: percentile(keel, 99), catMBps: mbps(keelSeconds) },
+        pty: ptyKind,
+        keel: { p50: keelP50, p99: percentile(keel, 99), catMBps: mbps(keelSeconds) },
         ssh: { p50: percentile(viaSsh, 50), p99: percentile(viaSsh, 99), catMBps: mbps(sshSeconds) },
+        floor,
+        ptyAlone: {
+          p50: percentile(alone.times, 50),
+          p99: percentile(alone.times, 99),
+          catMBps: mbps(alone.catSeconds),
+        },
       }),
     );
   } finally {
