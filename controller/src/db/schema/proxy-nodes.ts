@@ -169,6 +169,11 @@ export const configRollouts = pgTable('config_rollouts', {
   haltReason: text('halt_reason'),
   actor: text('actor').notNull(),
   reason: text('reason'),
+  /**
+   * Renewed every few seconds by the controller replica running it: a replica that starts (or
+   * sweeps) halts only `running` rollouts whose heartbeat went stale, not one a live replica runs.
+   */
+  heartbeatAt: timestamp('heartbeat_at', { withTimezone: true }),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   finishedAt: timestamp('finished_at', { withTimezone: true }),
