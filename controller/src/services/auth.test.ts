@@ -1,7 +1,8 @@
 // Proves sign-in throttling holds under concurrency: 200 parallel attempts get at most the
 // documented number of password checks (1 at a time per username, 5 failures per 15-minute
 // window), every refusal is 429 with Retry-After, the right password works once the window is
-// over, existing and unknown usernames get the same answers, a user's own address is not locked
+// over, existing and unknown usernames get the same answers (also when 50 addresses spray 60 names,
+// each address cut off at its budget), a user's own address is not locked
 // out by strangers failing on the name, and at most 8 checks run at once in all. Time is a
 // controlled clock; the password check is the real argon2id, counted.
 import assert from 'node:assert/strict';
@@ -219,5 +220,52 @@ describe('sign-in throttling', () => {
       authPolicy.maxChecksInFlightPerAddress,
     );
     assert.equal(one.checks.total, authPolicy.maxChecksInFlightPerAddress);
+  });
+
+  test('50 addresses spraying 60 names: each address is cut off at its budget, existing names look like unknown ones, the owner signs in after the window', async () => {
+    // A smaller per-address budget keeps the password checks (real argon2) few; the rule is the same.
+    const perAddress = 4;
+    const s = signIn({ maxFailuresPerIp: perAddress });
+    const names = Array.from({ length: 60 }, (_, i) =>
+      i === 7 ? 'erin' : i === 10 ? 'admin' : `nobody-${i}`,
+    );
+    const answers = new Map<string, string[]>();
+    const byName = new Map<string, string[]>();
+    for (let a = 0; a < 50; a++) {
+      const ip = `10.50.${a}.1`;
+      const seen: string[] = [];
+      for (let k = 0; k < 6; k++) {
+        const name = names[(a * 6 + k) % names.length]!;
+        const r = await s.login(name, `spray-${a}-${k}`, ip);
+        const answer = `${r.status} ${r.code} ${r.retryAfter === null ? '-' : 'retry'}`;
+        seen.push(answer);
+        byName.set(name, [...(byName.get(name) ?? []), answer]);
+      }
+      answers.set(ip, seen);
+    }
+    // Every address got the same answers, whichever names it hit: its budget, then locked.
+    const expected = [
+      ...Array<string>(perAddress).fill('401 auth.invalid_credentials -'),
+      ...Array<string>(6 - perAddress).fill('429 auth.locked retry'),
+    ];
+    for (const [ip, seen] of answers) assert.deepEqual(seen, expected, ip);
+    assert.equal(s.checks.total, 50 * perAddress, 'password checks in all');
+    // A name's answers depend only on where it fell in the spray, never on whether it exists:
+    // erin (index 7) like nobody-1 and nobody-13, admin (index 10) like nobody-4.
+    assert.deepEqual(byName.get('erin'), byName.get('nobody-1'));
+    assert.deepEqual(byName.get('erin'), byName.get('nobody-13'));
+    assert.deepEqual(byName.get('admin'), byName.get('nobody-4'));
+    // erin's name took five failures and is locked like any name; admin's spray attempts all came
+    // after their addresses' budgets, so admin signs in at once from a fresh address.
+    assert.equal((await s.login('erin', PASSWORD, '203.0.113.77')).status, 429);
+    assert.equal((await s.login('admin', PASSWORD, '203.0.113.78')).status, 200);
+    assert.equal((await s.login('admin', PASSWORD, '10.50.5.1')).status, 429, 'a sprayed address');
+    s.advance(authPolicy.lockoutMs);
+    assert.equal((await s.login('erin', PASSWORD, '203.0.113.77')).status, 200, 'after the window');
+    assert.equal(
+      (await s.login('admin', PASSWORD, '10.50.5.1')).status,
+      200,
+      'the address, after its window',
+    );
   });
 });
