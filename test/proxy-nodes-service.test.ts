@@ -5,7 +5,8 @@
 // pushes at once get distinct numbers in order; rollback is a new generation with the old
 // settings; a recreated node continues the numbering; diff shows files, settings and users; a
 // rollout halts at the first failing host with its progress stored, resumes, and one cut off by a
-// controller stop is halted and resumable; a rollout aimed at a host group or a tag takes every
+// controller stop is halted and resumable (once its heartbeat is stale: a replica starting beside
+// the live one leaves its rollout and pending push alone); a rollout aimed at a host group or a tag takes every
 // matching node (only those of the adapter with settings; a scoped operator's reach only), audited
 // with the group or tag; drift events from the bus are stored and adopted as a
 // host-edit generation; old generations are pruned past the kept number; permissions (viewer reads only, a host outside the actor's grants is 404).
@@ -123,9 +124,10 @@ for (const target of testDatabaseTargets()) {
     const owner: ProxyUserActor = { id: 'owner-1', role: 'owner', ip: '127.0.0.1' };
     const log = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
 
-    const make = (keepGenerations?: number) =>
+    const make = (keepGenerations?: number, now?: () => number) =>
       createProxyNodesService({
         keepGenerations,
+        now,
         hosts: createHostRepository(db),
         nodes: createProxyNodeRepository(db),
         groups: createGroupsRepository(db),
@@ -365,12 +367,24 @@ for (const target of testDatabaseTargets()) {
         canary: 1,
         batchSize: 2,
       });
-      // The canary's push is in flight when "the controller stops": a second service over the same
-      // database starts as the next controller run would.
       while (agents.pushes.length === pushedBefore) {
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
-      const next = make();
+      // Another replica starting while this one runs the rollout (heartbeat fresh) leaves it and its
+      // pending push alone.
+      const peer = make();
+      await peer.start();
+      assert.equal(
+        (await peer.rollout(owner, started.id)).state,
+        'running',
+        'a live replica keeps its rollout',
+      );
+      const [inFlight] = await peer.generations(owner, hostIds[0]!, 'edge', { limit: 1 });
+      assert.equal(inFlight!.outcome, 'pending', "a live replica's push is not failed");
+      await peer.stop();
+      // The canary's push is in flight when "the controller stops": the next controller run starts
+      // after the heartbeat went stale and the push passed its deadline (its clock 3 minutes on).
+      const next = make(undefined, () => Date.now() + 180_000);
       await next.start();
       let r = await next.rollout(owner, started.id);
       assert.equal(r.state, 'halted');

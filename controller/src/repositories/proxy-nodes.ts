@@ -511,7 +511,7 @@ export function createProxyNodeRepository(db: Db) {
       return db.transaction(async (tx) => {
         const [row] = await tx
           .insert(configRollouts)
-          .values({ ...rollout, state: 'running' })
+          .values({ ...rollout, state: 'running', heartbeatAt: sql`now()` })
           .returning();
         const stored = await tx
           .insert(configRolloutSteps)
@@ -571,6 +571,8 @@ export function createProxyNodeRepository(db: Db) {
           haltReason,
           updatedAt: sql`now()`,
           finishedAt: to === 'running' ? null : sql`now()`,
+          // Resumed: alive from now (the replica resuming it renews it).
+          ...(to === 'running' ? { heartbeatAt: sql`now()` } : {}),
         })
         .where(and(eq(configRollouts.id, id), inArray(configRollouts.state, from)))
         .returning();
@@ -598,11 +600,11 @@ export function createProxyNodeRepository(db: Db) {
     },
 
     /**
-     * At controller start: generations still `pending` were pushed by a controller that stopped
-     * before the agent answered. Their outcome is unknown here; they are marked failed with a
+     * Generations still `pending` and created before `createdBefore` (past any request deadline)
+     * were pushed by a controller that stopped before the agent answered. Their outcome is unknown here; they are marked failed with a
      * message saying so (the node's current generation tells what the agent runs).
      */
-    async failPendingGenerations(message: string): Promise<number> {
+    async failPendingGenerations(message: string, createdBefore?: Date): Promise<number> {
       const rows = await db
         .update(configGenerations)
         .set({
@@ -611,21 +613,43 @@ export function createProxyNodeRepository(db: Db) {
           errorMessage: message,
           finishedAt: sql`now()`,
         })
-        .where(eq(configGenerations.outcome, 'pending'))
+        .where(
+          and(
+            eq(configGenerations.outcome, 'pending'),
+            createdBefore ? lt(configGenerations.createdAt, createdBefore) : undefined,
+          ),
+        )
         .returning({ id: configGenerations.id });
       return rows.length;
     },
 
+    /** Renews the heartbeat of rollouts this replica runs (only while they are `running`). */
+    async heartbeatRollouts(ids: readonly string[], at: Date): Promise<void> {
+      if (ids.length === 0) return;
+      await db
+        .update(configRollouts)
+        .set({ heartbeatAt: at })
+        .where(and(inArray(configRollouts.id, [...ids]), eq(configRollouts.state, 'running')));
+    },
+
     /**
-     * At controller start: every rollout still `running` was cut off by the last stop. It becomes
-     * `halted` (resumable) and its running steps `interrupted`. Returns the ids.
+     * Rollouts still `running` whose heartbeat is older than `staleBefore` (or every running one
+     * without it) were cut off by a controller stop: they become `halted` (resumable) and their
+     * running steps `interrupted`. Returns the ids.
      */
-    async haltInterrupted(reason: string): Promise<string[]> {
+    async haltInterrupted(reason: string, staleBefore?: Date): Promise<string[]> {
       return db.transaction(async (tx) => {
         const rows = await tx
           .update(configRollouts)
           .set({ state: 'halted', haltReason: reason, updatedAt: sql`now()`, finishedAt: sql`now()` })
-          .where(eq(configRollouts.state, 'running'))
+          .where(
+            and(
+              eq(configRollouts.state, 'running'),
+              staleBefore
+                ? sql`(${configRollouts.heartbeatAt} is null or ${configRollouts.heartbeatAt} < ${staleBefore.toISOString()}::timestamptz)`
+                : undefined,
+            ),
+          )
           .returning({ id: configRollouts.id });
         if (rows.length > 0) {
           await tx

@@ -158,6 +158,13 @@ export interface ProxyNodesServiceDeps {
 /** Generations kept per host and instance unless `KEEL_PROXY_GENERATIONS_KEEP` says otherwise. */
 export const DEFAULT_KEEP_GENERATIONS = 200;
 
+/** How often a replica renews the heartbeat of the rollouts it runs, and sweeps for stale ones. */
+export const ROLLOUT_HEARTBEAT_MS = 10_000;
+/** A running rollout whose heartbeat is older than this has no live replica: it is halted. */
+export const ROLLOUT_STALE_MS = 45_000;
+/** A generation pending longer than this is past config.apply's 90 s deadline: nobody awaits it. */
+export const PENDING_GENERATION_STALE_MS = 150_000;
+
 /** Largest rollout (nodes). */
 export const MAX_ROLLOUT_NODES = 10_000;
 /** What a rollout is aimed at: nodes picked by hand, every node of a host group, or of a tag. */
@@ -298,6 +305,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
   /** Rollouts this process is running. */
   const running = new Map<string, Promise<void>>();
   let unsubscribe: (() => void) | null = null;
+  let sweepTimer: NodeJS.Timeout | null = null;
 
   function serially<T>(hostId: string, instance: string, work: () => Promise<T>): Promise<T> {
     const key = `${hostId}\u0000${instance}`;
@@ -516,6 +524,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
   }
 
   async function runRollout(id: string): Promise<void> {
+    await nodes.heartbeatRollouts([id], new Date(now()));
     for (;;) {
       const rollout = await nodes.getRollout(id);
       if (!rollout || rollout.state !== 'running') return;
@@ -665,21 +674,50 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
     return r;
   }
 
+  /**
+   * Renews the heartbeat of the rollouts this replica runs, then halts running rollouts nobody
+   * renewed for ROLLOUT_STALE_MS (their controller stopped) and fails generations pending past any
+   * deadline. Another live replica's rollouts and pushes are left alone.
+   */
+  async function sweep(): Promise<void> {
+    await nodes.heartbeatRollouts([...running.keys()], new Date(now()));
+    const halted = await nodes.haltInterrupted(
+      'the controller stopped while the rollout ran; resume it',
+      new Date(now() - ROLLOUT_STALE_MS),
+    );
+    if (halted.length > 0) {
+      log.warn({ rollouts: halted }, 'rollouts halted: the controller running them stopped');
+      for (const id of halted) {
+        const r = await nodes.getRollout(id);
+        if (r) emit({ type: 'rollout', rolloutId: id, hostIds: r.steps.map((s) => s.hostId) });
+      }
+    }
+    await nodes.failPendingGenerations(
+      'The controller stopped before the agent answered; whether it applied is unknown (the node shows what the agent runs after the next push or status read).',
+      new Date(now() - PENDING_GENERATION_STALE_MS),
+    );
+  }
+
   return {
-    /** Subscribes to drift events and halts rollouts the last controller run left mid-way. */
+    /**
+     * Subscribes to drift events; halts rollouts whose controller stopped (no heartbeat for
+     * ROLLOUT_STALE_MS) now and every ROLLOUT_HEARTBEAT_MS, while renewing its own rollouts'.
+     */
     async start(): Promise<void> {
       unsubscribe ??= bus.subscribe(onBusEvent);
-      await nodes.failPendingGenerations(
-        'The controller stopped before the agent answered; whether it applied is unknown (the node shows what the agent runs after the next push or status read).',
-      );
-      const halted = await nodes.haltInterrupted('the controller stopped while the rollout ran; resume it');
-      if (halted.length > 0) log.warn({ rollouts: halted }, 'rollouts halted by the last controller stop');
+      await sweep();
+      sweepTimer ??= setInterval(() => {
+        sweep().catch((err: unknown) => log.error({ err }, 'proxy rollout sweep failed'));
+      }, ROLLOUT_HEARTBEAT_MS);
+      sweepTimer.unref();
     },
 
     /** Stops listening and waits for rollouts this process runs to reach a stored state. */
     async stop(): Promise<void> {
       unsubscribe?.();
       unsubscribe = null;
+      if (sweepTimer) clearInterval(sweepTimer);
+      sweepTimer = null;
       await Promise.allSettled([...running.values()]);
     },
 
