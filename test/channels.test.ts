@@ -204,12 +204,12 @@ describe('live channels', () => {
     },
   );
 
-  test('a slow reader keeps the agent and controller memory bounded', { timeout: 60_000 }, async () => {
+  test('1 GiB to a slow reader: agent and controller memory bounded', { timeout: 300_000 }, async () => {
     const pids = { agent: agent.child.pid!, controller: ctl.proc.child.pid! };
     const base = { agent: await rssOf(pids.agent), controller: await rssOf(pids.controller) };
     const peak = { ...base };
-    // 1 GiB offered; the reader takes about 24 MiB/s in bursts (reads 50 ms, stalls 50 ms) and
-    // stops after ~20 s. The full 1 GiB at full speed is in the channel benchmark.
+    // The whole 1 GiB, to a reader that reads 50 ms and stalls 50 ms, so the agent produces faster
+    // than the client takes (30-70 MB/s here at load 10-20; the benchmark has the figures).
     const total = 1024 ** 3;
     const client = await openEcho(ctl.api, hostId, { mode: 'source', bytes: total });
     let received = 0;
@@ -221,7 +221,7 @@ describe('live channels', () => {
     }, 250);
     try {
       let last = 0;
-      while (received < total && Date.now() - started < 20_000) {
+      while (received < total && Date.now() - started < 240_000) {
         // Throttle: pause the socket so nothing is read from the kernel for a while.
         client.ws.pause();
         await new Promise((r) => setTimeout(r, 50));
@@ -239,7 +239,7 @@ describe('live channels', () => {
     console.log(
       `slow reader: ${mib(received)} MiB in ${seconds.toFixed(1)} s; RSS agent ${mib(base.agent)} -> peak ${mib(peak.agent)} MiB, controller ${mib(base.controller)} -> peak ${mib(peak.controller)} MiB`,
     );
-    assert.ok(received > 64 * 1024 * 1024, `only ${received} bytes arrived`);
+    assert.equal(received, total, `only ${received} of ${total} bytes arrived within 240 s`);
     // A window per hop is 512 KiB; allow for the garbage collector's slack, not for the data.
     assert.ok(
       peak.agent - base.agent < 64 * 1024 * 1024,
