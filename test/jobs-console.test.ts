@@ -103,12 +103,26 @@ async function runFromPage(page: Page) {
 test('run on two hosts from the Jobs page; save and disable a schedule', { timeout: 120_000 }, async () => {
   const { page, context, pageErrors } = await signedIn('desktop', 'dark');
   try {
+    // A notification channel to pick for the schedule's failures.
+    const api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
+    await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+    const channel = await api.post<{ channel: { id: string } }>('/alerts/channels', {
+      name: 'ops hook',
+      kind: 'webhook',
+      config: { url: 'http://127.0.0.1:9/hook' },
+    });
+    assert.equal(channel.status, 201, JSON.stringify(channel.body));
     await runFromPage(page);
     await page.fill('#schedule-name', 'nightly uptime');
     await page.fill('#schedule-cron', '0 3 * * *');
     await page.fill('#schedule-tz', 'UTC');
+    await page.locator('[data-testid="schedule-notify"] label', { hasText: 'ops hook' }).click();
     await page.click('[data-testid="schedule-save"]');
     await page.locator('[data-testid="schedules"] tbody tr', { hasText: 'nightly uptime' }).waitFor();
+    const saved = (
+      await api.get<{ schedules: { name: string; notifyChannelIds: string[] }[] }>('/jobs/schedules')
+    ).body.schedules.find((s) => s.name === 'nightly uptime');
+    assert.deepEqual(saved?.notifyChannelIds, [channel.body.channel.id]);
     await page.locator('[data-testid="schedules"] button', { hasText: 'Disable' }).click();
     await page.locator('[data-testid="schedules"] td', { hasText: 'disabled' }).waitFor();
     assert.deepEqual(pageErrors, []);

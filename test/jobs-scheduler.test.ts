@@ -2,12 +2,15 @@
 // a schedule fires at its time in its time zone (not a second early) and its failure publishes the
 // `job.failed` hook; a late tick catches up so that every slot it passed gets exactly one run row;
 // slots past the catch-up bound (a long outage) become one visible missed row, the rest still run;
-// a replica holding none of the target's hosts leaves a slot to the one that holds it for
+// a failed run notifies the schedule's notification channel (a webhook here) once; a PATCH changes
+// only what it sends; a replica holding none of the target's hosts leaves a slot to the one that holds it for
 // HOLDER_GRACE_MS, then claims it itself; two schedulers ticking at once claim each slot once.
 // Each scheduler here is a second instance of the real service on the controller's database, with
 // its own clock, set years ahead so that the controller's own scheduler (real clock) never finds
 // these schedules due.
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import pino from 'pino';
 import type { FleetEvent } from '../controller/src/bus/index.ts';
@@ -23,13 +26,24 @@ import {
   MISSED_AFTER_MS,
   type SchedulesService,
 } from '../controller/src/services/schedules.ts';
-import { kill, removeDir, startFleet, type Fleet, type Proc, type TestController } from './helpers/fleet.ts';
+import {
+  kill,
+  removeDir,
+  startFleet,
+  waitFor,
+  type Fleet,
+  type Proc,
+  type TestController,
+} from './helpers/fleet.ts';
 
 const procs: Proc[] = [];
 const dirs: string[] = [];
 let fleet: Fleet<TestController>;
 let actor: Actor;
 const events: FleetEvent[] = [];
+/** A webhook receiver standing in for the on-call's endpoint (a notification channel). */
+let hookServer: Server;
+const hooks: { headers: Record<string, unknown>; body: Record<string, unknown> }[] = [];
 
 /** A scheduler on the controller's database whose clock the test sets. */
 function scheduler(opts: { holdsHosts: boolean }) {
@@ -45,6 +59,9 @@ function scheduler(opts: { holdsHosts: boolean }) {
     hosts: createHostRepository(db),
     isOnline: (id) => opts.holdsHosts && fleet.ctl.gateway.isOnline(id),
     audit: fleet.ctl.services.audit,
+    // Channels are checked here; the failure hook itself runs in the controller's own scheduler
+    // service (started, on the bus), so each failure is told once.
+    notifications: fleet.ctl.services.notifications,
     log: pino({ level: 'silent' }),
     now: () => clock.now,
     history: { days: 0, runsPerSchedule: 0 },
@@ -64,19 +81,45 @@ before(async () => {
   const db = fleet.ctl.database.db;
   const admin = await createUsersRepository(db).findByUsername(fleet.ctl.firstAdmin!.username);
   actor = await createActorResolver(createGroupsRepository(db))(admin!);
+  hookServer = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      hooks.push({ headers: req.headers, body: JSON.parse(body) as Record<string, unknown> });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
 });
 
 after(async () => {
+  hookServer?.close();
   for (const p of procs) await kill(p);
   await fleet?.ctl.close();
   for (const d of dirs) removeDir(d);
 });
 
 test(
-  'a schedule fires at its time in its time zone, and its failure raises job.failed',
+  'a schedule fires at its time in its time zone; its failure raises job.failed and notifies its channel',
   { timeout: 60_000 },
   async () => {
     const { service, at } = scheduler({ holdsHosts: true });
+    const channel = await fleet.ctl.services.notifications.create(actor, {
+      name: 'on-call hook',
+      kind: 'webhook',
+      config: { url: `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/hook` },
+    });
+    // An unknown channel is refused by name.
+    await assert.rejects(
+      service.create(actor, {
+        name: 'x',
+        command: { argv: ['true'] },
+        target: { hostIds: [fleet.hostId] },
+        cron: '0 3 * * *',
+        notifyChannelIds: ['00000000-0000-4000-8000-000000000000'],
+      }),
+      /no notification channel 00000000-0000-4000-8000-000000000000/,
+    );
     // 03:00 in Berlin is 02:00 UTC in March (CET, UTC+1).
     at('2031-03-01T01:59:58.000Z');
     const s = await service.create(actor, {
@@ -85,7 +128,9 @@ test(
       target: { hostIds: [fleet.hostId] },
       cron: '0 3 * * *',
       timezone: 'Europe/Berlin',
+      notifyChannelIds: [channel.id],
     });
+    assert.deepEqual(s.notifyChannelIds, [channel.id]);
     assert.equal(s.nextRunAt, '2031-03-01T02:00:00.000Z');
     at('2031-03-01T01:59:59.900Z');
     await service.tick();
@@ -110,9 +155,36 @@ test(
       [['sched-host', 'failed', 4]],
     );
     assert.equal(await nextRunAt(service, s.id), '2031-03-02T02:00:00.000Z');
+    // The controller's own scheduler service (subscribed to the bus) told the channel, once.
+    const told = await waitFor(
+      () => hooks.find((h) => (h.body.alert as { subject?: string }).subject === `schedule:${s.id}`),
+      30_000,
+      'the webhook notification',
+    );
+    const alert = told.body.alert as Record<string, unknown>;
+    assert.equal(told.body.event, 'firing');
+    assert.deepEqual(alert.rule, {
+      id: s.id,
+      name: 'nightly check',
+      kind: 'job_failed',
+      severity: 'warning',
+    });
+    assert.equal(alert.hostName, 'sched-host');
+    assert.equal(alert.summary, 'Scheduled job "nightly check" failed on 1 of 1 hosts: sched-host (exit 4).');
+    assert.match(String(told.body.url), new RegExp(`/jobs\\?run=${runs[0]!.id}$`));
     // A second tick in the same second does not fire it again.
     await service.tick();
     assert.equal((await runsOf(s.id)).length, 1);
+    // A PATCH changes only what it sends (it once reset the time zone, concurrency and timeout).
+    const off = await service.update(actor, s.id, { enabled: false });
+    assert.equal(off.timezone, 'Europe/Berlin');
+    assert.deepEqual(off.notifyChannelIds, [channel.id]);
+    assert.equal(off.nextRunAt, null);
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal(
+      hooks.filter((h) => (h.body.alert as { subject?: string }).subject === `schedule:${s.id}`).length,
+      1,
+    );
     await service.remove(actor, s.id);
   },
 );

@@ -107,7 +107,7 @@ const createSchedule = createRoute({
   path: '/schedules',
   summary: 'Create a scheduled job',
   description:
-    'Body `{ name, command, target, cron, timezone?="UTC", concurrency?, timeoutSeconds?, enabled?=true }`. `cron`: 5 fields, or 6 with seconds first (croner).',
+    'Body `{ name, command, target, cron, timezone?="UTC", concurrency?, timeoutSeconds?, enabled?=true, notifyChannelIds?=[] }`. `cron`: 5 fields, or 6 with seconds first (croner). `notifyChannelIds`: notification channels told when a run fails (needs `monitoring.view`).',
   request: bodyOf('The schedule.'),
   responses: {
     201: json(scheduleBody, 'The schedule.'),

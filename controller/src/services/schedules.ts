@@ -19,7 +19,8 @@ import type { JobScheduleRow, JobsRepository } from '../repositories/jobs.ts';
 import type { UserRow } from '../repositories/users.ts';
 import { canSeeHost, hasHostPermission, requireAccess, rolePermissions, type Actor } from './access.ts';
 import type { AuditService } from './audit.ts';
-import { jobTargetSchema, runView, type JobRunView, type JobsService } from './jobs.ts';
+import { jobTargetSchema, runView, type JobBusEvent, type JobRunView, type JobsService } from './jobs.ts';
+import type { NotificationPayload } from './notifications.ts';
 
 /** How late a slot may still start (the catch-up bound); later, it is recorded as missed. */
 export const MISSED_AFTER_MS = 60_000;
@@ -64,17 +65,32 @@ export function jobHistoryFromEnv(env: Record<string, string | undefined>): JobH
   };
 }
 
-export const scheduleInputSchema = z.strictObject({
+const scheduleFields = {
   name: z.string().trim().min(1).max(120),
   command: jobCommandSchema,
   target: jobTargetSchema,
-  concurrency: z.number().int().min(1).max(1000).default(20),
-  timeoutSeconds: z.number().int().min(1).max(JOB_MAX_TIMEOUT_SECONDS).default(300),
+  concurrency: z.number().int().min(1).max(1000),
+  timeoutSeconds: z.number().int().min(1).max(JOB_MAX_TIMEOUT_SECONDS),
   cron: z.string().trim().min(1).max(200),
-  timezone: z.string().min(1).max(64).default('UTC'),
-  enabled: z.boolean().default(true),
+  timezone: z.string().min(1).max(64),
+  enabled: z.boolean(),
+  /** Notification channels (docs/alerts.md) told when a run of the schedule fails. */
+  notifyChannelIds: z.array(z.string().uuid()).max(20),
+};
+export const scheduleInputSchema = z.strictObject({
+  ...scheduleFields,
+  concurrency: scheduleFields.concurrency.default(20),
+  timeoutSeconds: scheduleFields.timeoutSeconds.default(300),
+  timezone: scheduleFields.timezone.default('UTC'),
+  enabled: scheduleFields.enabled.default(true),
+  notifyChannelIds: scheduleFields.notifyChannelIds.default([]),
 });
-export const schedulePatchSchema = scheduleInputSchema.partial();
+/**
+ * A PATCH: only the fields sent. (Built without the defaults: zod 4 applies a field's default
+ * inside `.partial()`, so `{ enabled: false }` used to reset the time zone to UTC, concurrency to
+ * 20 and the timeout to 300 s.)
+ */
+export const schedulePatchSchema = z.strictObject(scheduleFields).partial();
 
 /** A schedule as the API shows it. */
 export interface ScheduleView {
@@ -89,6 +105,7 @@ export interface ScheduleView {
   enabled: boolean;
   nextRunAt: string | null;
   ownerId: string | null;
+  notifyChannelIds: string[];
   createdAt: string;
   updatedAt: string;
   lastRun: JobRunView | null;
@@ -107,6 +124,7 @@ function view(row: JobScheduleRow, last?: Parameters<typeof runView>[0]): Schedu
     enabled: row.enabled,
     nextRunAt: row.nextRunAt?.toISOString() ?? null,
     ownerId: row.ownerId,
+    notifyChannelIds: row.notifyChannelIds,
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
     lastRun: last ? runView(last) : null,
@@ -163,6 +181,19 @@ export interface SchedulesServiceDeps {
   tickMs?: number;
   /** Run history kept (default: from the environment, see jobHistoryFromEnv). */
   history?: JobHistoryRetention;
+  /** The failure hook: the bus carrying `job.failed`, and the notification channels it tells. */
+  bus?: { subscribe(fn: (event: { type: string }) => void): () => void };
+  notifications?: {
+    list(actor: Actor): Promise<{ id: string }[]>;
+    enqueue(
+      channelIds: readonly string[],
+      alertId: string | null,
+      payload: NotificationPayload,
+    ): Promise<void>;
+    deliverDue(): Promise<number>;
+  };
+  /** The console's URL, linked from notifications. */
+  publicUrl?: string;
 }
 
 export function createSchedulesService(deps: SchedulesServiceDeps) {
@@ -277,6 +308,57 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
     );
   }
 
+  /** Refuses channel ids the actor cannot see (monitoring.view) or that do not exist. */
+  async function checkChannels(actor: Actor, ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    if (!deps.notifications)
+      throw new KeelError('request.invalid', 'body.notifyChannelIds: notifications are not available');
+    const known = new Set((await deps.notifications.list(actor)).map((c) => c.id));
+    const unknown = ids.find((id) => !known.has(id));
+    if (unknown)
+      throw new KeelError('request.invalid', `body.notifyChannelIds: no notification channel ${unknown}`);
+  }
+
+  /**
+   * The alert hook: a failed run of a schedule that names channels queues one notification to each
+   * (event `firing`, rule kind `job_failed`) and sends what is due. Only the controller that ran
+   * the run publishes its `job.failed`, so each failure is told once.
+   */
+  async function notifyFailure(e: Extract<JobBusEvent, { type: 'job.failed' }>): Promise<void> {
+    if (!e.scheduleId || !deps.notifications) return;
+    const s = await jobs.getSchedule(e.scheduleId);
+    if (!s || s.notifyChannelIds.length === 0) return;
+    const run = await jobs.getRun(e.runId);
+    const shown = e.failedHosts.slice(0, 5).map((h) => {
+      const why = h.exitCode !== null ? `exit ${h.exitCode}` : h.status;
+      return `${h.hostName} (${why})`;
+    });
+    const more =
+      e.failedHosts.length > shown.length ? `, and ${e.failedHosts.length - shown.length} more` : '';
+    const payload: NotificationPayload = {
+      version: 1,
+      event: 'firing',
+      alert: {
+        id: null,
+        rule: { id: s.id, name: s.name, kind: 'job_failed', severity: 'warning' },
+        subject: `schedule:${s.id}`,
+        hostId: e.failedHosts.length === 1 ? e.failedHosts[0]!.hostId : null,
+        hostName: e.failedHosts.length === 1 ? e.failedHosts[0]!.hostName : null,
+        checkId: null,
+        state: 'firing',
+        value: e.failedHosts.length,
+        summary: `Scheduled job "${s.name}" failed on ${e.failedHosts.length} of ${run?.hostCount ?? '?'} hosts: ${shown.join(', ')}${more}.`,
+        startedAt: run?.startedAt.toISOString() ?? null,
+        firedAt: e.at,
+        resolvedAt: null,
+      },
+      url: deps.publicUrl ? `${deps.publicUrl.replace(/\/$/, '')}/jobs?run=${e.runId}` : null,
+    };
+    await deps.notifications.enqueue(s.notifyChannelIds, null, payload);
+    await deps.notifications.deliverDue();
+  }
+  let unsubscribe: (() => void) | null = null;
+
   /** Whether this controller holds the link of at least one host of a target. */
   async function holdsAnyHost(target: JobTarget): Promise<boolean> {
     const isOnline = deps.isOnline;
@@ -357,9 +439,16 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
   }
 
   return {
-    /** Starts the scheduler loop. */
+    /** Starts the scheduler loop (and the failure hook). */
     start() {
       if (timer) return;
+      unsubscribe =
+        deps.bus?.subscribe((event) => {
+          if (event.type !== 'job.failed') return;
+          notifyFailure(event as Extract<JobBusEvent, { type: 'job.failed' }>).catch((err: unknown) =>
+            log.error({ err }, 'notifying a failed scheduled run failed'),
+          );
+        }) ?? null;
       timer = setInterval(() => {
         if (ticking) return;
         ticking = tick()
@@ -371,10 +460,14 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
     async stop() {
       if (timer) clearInterval(timer);
       timer = null;
+      unsubscribe?.();
+      unsubscribe = null;
       await ticking;
     },
     /** One scheduler pass now (tests with an injected clock). */
     tick,
+    /** The failure hook for one `job.failed` event (start() subscribes it to the bus). */
+    notifyFailure,
     /** Applies the run history retention now (it also runs every 10 minutes of ticks). */
     sweepHistory,
 
@@ -394,6 +487,7 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
       requireAccess(actor, 'job.run');
       const input = parse(scheduleInputSchema, body);
       await deps.runs.resolveTarget(actor, input.target as JobTarget);
+      await checkChannels(actor, input.notifyChannelIds);
       const at = now();
       const next = nextSlot(input.cron, input.timezone, at);
       const row = await jobs.createSchedule({
@@ -407,6 +501,7 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
         timezone: input.timezone,
         enabled: input.enabled,
         nextRunAt: input.enabled ? next : null,
+        notifyChannelIds: input.notifyChannelIds,
         ownerId: actor.id,
         createdAt: at,
         updatedAt: at,
@@ -421,6 +516,7 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
           timezone: row.timezone,
           argv: row.command.argv,
           target: row.target,
+          notifyChannelIds: row.notifyChannelIds,
         },
         actor.ip ?? null,
       );
@@ -432,6 +528,7 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
       const patch = parse(schedulePatchSchema, body);
       const merged = { ...row, ...patch, target: (patch.target ?? row.target) as JobTarget };
       await deps.runs.resolveTarget(actor, merged.target);
+      if (patch.notifyChannelIds) await checkChannels(actor, patch.notifyChannelIds);
       const at = now();
       const next = nextSlot(merged.cron, merged.timezone, at);
       const updated = await jobs.updateSchedule(id, {
@@ -444,6 +541,7 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
         timezone: merged.timezone,
         enabled: merged.enabled,
         nextRunAt: merged.enabled ? next : null,
+        notifyChannelIds: merged.notifyChannelIds,
         // The schedule now runs with the rights of whoever saved it last.
         ownerId: actor.id,
         updatedAt: at,

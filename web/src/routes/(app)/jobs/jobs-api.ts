@@ -57,6 +57,7 @@ export interface Schedule {
   nextRunAt: string | null;
   concurrency: number;
   timeoutSeconds: number;
+  notifyChannelIds: string[];
   lastRun: JobRun | null;
 }
 
@@ -93,6 +94,12 @@ export const jobsApi = {
     call<{ schedule: Schedule }>('PATCH', `/schedules/${id}`, body),
   deleteSchedule: (id: string) => call<void>('DELETE', `/schedules/${id}`),
   runSchedule: (id: string) => call<{ run: JobRun }>('POST', `/schedules/${id}/run`),
+  /** Notification channels (needs monitoring.view; a refusal means the picker is not shown). */
+  async channels(): Promise<{ id: string; name: string; kind: string }[]> {
+    const res = await fetch('/api/v1/alerts/channels', { credentials: 'same-origin' });
+    if (!res.ok) throw new ApiError(res.status, `http.${res.status}`, res.statusText);
+    return ((await res.json()) as { channels: { id: string; name: string; kind: string }[] }).channels;
+  },
   /** The run's live view (SSE): snapshot, then output/host/run events. */
   watch: (id: string) => new EventSource(`/api/v1/jobs/runs/${id}/events`),
 };
