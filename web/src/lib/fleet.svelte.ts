@@ -114,6 +114,8 @@ class Fleet {
       source.close();
       if (this.#source === source) this.#source = null;
       this.link = 'ended';
+      // Nothing shown may outlive the access that allowed it; the reload shows what is left.
+      this.byId = {};
       void this.reload();
     });
     source.addEventListener('error', () => {
