@@ -2,8 +2,8 @@
 // the fallback): a login shell with TERM=xterm-256color answers typed commands, a resize reaches
 // `stty size`, several sessions run at once, a huge paste into a program that does not read is
 // held back (bounded agent memory), a `yes` flood into a port that does not read stays
-// bounded and ^C stops it, the whole session ends with the channel (no orphaned shell), and an
-// idle session is closed.
+// bounded and ^C stops it, ^Z stops a foreground job (job control works), the whole session
+// ends with the channel (no orphaned shell), and an idle session is closed.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { encodeTerminalInput, encodeTerminalResize, type ChannelEnd } from '@keel/shared';
@@ -193,6 +193,30 @@ for (const backend of ['node-pty', 'script'] as const) {
       await ch.until(/done=(42)/, 10_000);
       ch.end();
     });
+
+    test(
+      '^Z stops the foreground job; the shell resumes it with fg and ^C ends it',
+      { timeout: 20_000 },
+      async () => {
+        const ch = open(opts);
+        await ch.type('echo "re""ady"\r');
+        await ch.until(/ready\r\n/);
+        await ch.type('sleep 300\r');
+        await new Promise((r) => setTimeout(r, 300));
+        await ch.type('\x1a');
+        // The shell's job control took the terminal back: the job is stopped, and the shell answers.
+        await ch.type('jobs -l; echo "after=$((6*7))"\r');
+        await ch.until(/after=(42)/, 10_000);
+        assert.match(ch.text(), /Stopped.*sleep 300/);
+        await ch.type('fg\r');
+        await new Promise((r) => setTimeout(r, 300));
+        await ch.type('\x03');
+        await ch.type('jobs; echo "left=$((6*7))"\r');
+        await ch.until(/left=(42)/, 10_000);
+        assert.doesNotMatch(ch.text().slice(ch.text().lastIndexOf('fg')), /Stopped.*sleep 300/);
+        ch.end();
+      },
+    );
   });
 }
 
