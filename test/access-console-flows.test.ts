@@ -101,7 +101,7 @@ test(
       await waitFor(async () => (await shownHosts(viewer)).length === 3, 15_000, 'three hosts again');
       await viewer.locator('.link-live').waitFor({ timeout: 15_000 });
       await viewer.evaluate(() => {
-        (window as unknown as { keelMarker: boolean }).keelMarker = true;
+        (globalThis as unknown as { keelMarker: boolean }).keelMarker = true;
       });
       await admin.getByRole('button', { name: 'Remove viewer on db servers from vera' }).click();
       await waitFor(async () => (await shownHosts(viewer)).length === 2, 20_000, 'db-1 gone from the list');
@@ -112,7 +112,7 @@ test(
       await viewer.getByText('Stopped', { exact: true }).waitFor();
       await waitFor(async () => (await shownHosts(viewer)).length === 0, 20_000, 'no host left');
       assert.equal(
-        await viewer.evaluate(() => (window as unknown as { keelMarker?: boolean }).keelMarker),
+        await viewer.evaluate(() => (globalThis as unknown as { keelMarker?: boolean }).keelMarker),
         true,
         'the page was not reloaded',
       );
