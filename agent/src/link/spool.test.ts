@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import { decodeRecords, type RecordBatch, type StreamRecord } from '@keel/shared';
+import { decodeRecords, encodeRecords, type RecordBatch, type StreamRecord } from '@keel/shared';
 import { Spool, SpoolWriteError } from './spool.ts';
 
 function tempDir(t: TestContext): string {
@@ -350,6 +350,36 @@ test('an append larger than the whole spool keeps its newest records and counts 
   t.after(() => spool.close());
   assert.equal(spool.droppedRecords, dropped);
   assert.equal(spool.lastSeq, 213);
+});
+
+test('appendEncoded stores exactly what append would (frames, reads, reopen), and an oversized one is a counted gap', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, syncIntervalMs: 0, segmentBytes: 64 * 1024 });
+  spool.append(recs(1, 3));
+  // ~216 KiB encoded back to back: several frames, its own segment.
+  assert.deepEqual(spool.appendEncoded(encodeRecords(recs(4, 3000, 60)), 2997), {
+    firstSeq: 4,
+    lastSeq: 3000,
+  });
+  spool.appendEncoded(encodeRecords(recs(3001, 3001)), 1);
+  assert.deepEqual(spool.appendEncoded(Buffer.alloc(0), 0), { firstSeq: 3002, lastSeq: 3001 });
+  assert.deepEqual(readAll(spool, 0, 1 << 20), range(1, 3001));
+  assert.deepEqual(readAll(spool, 0, 100), range(1, 3001));
+  // A body that does not hold `count` records is refused, and takes no numbers.
+  assert.throws(() => spool.appendEncoded(encodeRecords(recs(3002, 3003)), 3), RangeError);
+  assert.equal(spool.lastSeq, 3001);
+  await spool.close();
+  spool = await Spool.open({ dir, syncIntervalMs: 0, segmentBytes: 64 * 1024 });
+  assert.deepEqual(readAll(spool, 2990, 1 << 20), range(2991, 3001));
+  await spool.close();
+
+  const small = tempDir(t);
+  spool = await Spool.open({ dir: small, maxBytes: 8192, segmentBytes: 4096, syncIntervalMs: 0 });
+  t.after(() => spool.close());
+  assert.deepEqual(spool.appendEncoded(encodeRecords(recs(1, 200, 100)), 200), { firstSeq: 1, lastSeq: 200 });
+  const held = readAll(spool, 0, 1 << 20);
+  assert.equal(held.at(-1), 200);
+  assert.equal(spool.droppedRecords, held[0]! - 1);
 });
 
 /** Runs the crash writer on `dir` until it reports more than `atLeast` records, then kills it. */

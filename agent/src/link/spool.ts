@@ -40,7 +40,13 @@ import { open as openAsync, unlink as unlinkAsync } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
-import { indexRecords, RECORD_HEADER_BYTES, type RecordBatch, type StreamRecord } from '@keel/shared';
+import {
+  decodeRecords,
+  indexRecords,
+  RECORD_HEADER_BYTES,
+  type RecordBatch,
+  type StreamRecord,
+} from '@keel/shared';
 
 const fdatasyncAsync = promisify(fdatasync);
 const fsyncAsync = promisify(fsync);
@@ -289,6 +295,31 @@ export class Spool {
       return { firstSeq, lastSeq: this.append(records.slice(from)).lastSeq };
     }
 
+    return this.#write(buf, frameStarts, firstSeq, records.length);
+  }
+
+  /**
+   * `append` for records already encoded back to back (`encodeRecords`' format): the log tailer
+   * builds them so, without an object per line. `count` must be the number of records in `body`.
+   */
+  appendEncoded(body: Buffer, count: number): { firstSeq: number; lastSeq: number } {
+    if (this.#closed) throw new Error('spool is closed');
+    const firstSeq = this.#lastSeq + 1;
+    if (count === 0) return { firstSeq, lastSeq: this.#lastSeq };
+    const fits = Math.min(this.maxBytes - FRAME_OVERHEAD, MAX_SEGMENT_BYTES);
+    // Larger than the spool (rare): `append` knows which records to keep and count as dropped.
+    if (body.length > fits) return this.append(decodeRecords(body, count));
+    const { buf, frameStarts } = framesOfBody(body, count, firstSeq);
+    if (buf.length > fits) return this.append(decodeRecords(body, count));
+    return this.#write(buf, frameStarts, firstSeq, count);
+  }
+
+  #write(
+    buf: Buffer,
+    frameStarts: readonly number[],
+    firstSeq: number,
+    count: number,
+  ): { firstSeq: number; lastSeq: number } {
     let seg = this.#segments.at(-1);
     if (!seg || this.#rollNext || (seg.size > 0 && seg.size + buf.length > this.segmentBytes)) {
       seg = this.#createSegment(firstSeq);
@@ -304,15 +335,15 @@ export class Spool {
       } catch {
         // Recovery will find and cut the torn tail.
       }
-      this.#lose(firstSeq, records.length);
-      throw new SpoolWriteError(firstSeq, firstSeq + records.length - 1, err);
+      this.#lose(firstSeq, count);
+      throw new SpoolWriteError(firstSeq, firstSeq + count - 1, err);
     }
     for (let i = 0; i < frameStarts.length; i++) {
       const start = frameStarts[i]!;
       seg.frames.push(buf.readDoubleBE(start + FRAME_HEADER_BYTES), seg.size + start);
     }
     seg.size += buf.length;
-    seg.lastSeq = firstSeq + records.length - 1;
+    seg.lastSeq = firstSeq + count - 1;
     this.#bytes += buf.length;
     this.#lastSeq = seg.lastSeq;
 
@@ -874,6 +905,51 @@ function encodeFrames(
   }
   closeFrame();
   if (frameStarts.length !== frames) throw new Error('spool frame layout mismatch');
+  return { buf, frameStarts };
+}
+
+/** `encodeFrames` for a body of `count` records already encoded back to back: copies runs of them. */
+function framesOfBody(body: Buffer, count: number, firstSeq: number): { buf: Buffer; frameStarts: number[] } {
+  // Where each frame's records begin and end in `body` (frames of about FRAME_TARGET_BYTES).
+  const cuts: number[] = [0];
+  const counts: number[] = [];
+  let off = 0;
+  let inFrame = 0;
+  let n = 0;
+  for (let i = 0; i < count; i++) {
+    if (off + RECORD_HEADER_BYTES > body.length) throw new RangeError('truncated record header');
+    const size = RECORD_HEADER_BYTES + body.readUInt32BE(off);
+    if (inFrame > 0 && inFrame + size > FRAME_TARGET_BYTES) {
+      cuts.push(off);
+      counts.push(n);
+      inFrame = 0;
+      n = 0;
+    }
+    inFrame += size;
+    off += size;
+    n++;
+  }
+  if (off !== body.length) throw new RangeError('record count mismatch');
+  cuts.push(off);
+  counts.push(n);
+  const frames = counts.length;
+  const buf = Buffer.allocUnsafe(body.length + frames * FRAME_OVERHEAD);
+  const frameStarts: number[] = [];
+  let at = 0;
+  let seq = firstSeq;
+  for (let f = 0; f < frames; f++) {
+    const from = cuts[f]!;
+    const to = cuts[f + 1]!;
+    frameStarts.push(at);
+    buf.writeUInt32BE(BODY_HEADER_BYTES + to - from, at);
+    buf.writeDoubleBE(seq, at + FRAME_HEADER_BYTES);
+    buf.writeUInt32BE(counts[f]!, at + FRAME_HEADER_BYTES + 8);
+    body.copy(buf, at + FRAME_OVERHEAD, from, to);
+    const bodyEnd = at + FRAME_OVERHEAD + to - from;
+    buf.writeUInt32BE(crc32(buf.subarray(at + FRAME_HEADER_BYTES, bodyEnd)), at + 4);
+    seq += counts[f]!;
+    at = bodyEnd;
+  }
   return { buf, frameStarts };
 }
 

@@ -27,18 +27,31 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { encodeLogLine, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shared';
+import {
+  decodeRecords,
+  encodeLogLine,
+  MAX_LOG_LINE_BYTES,
+  RECORD_HEADER_BYTES,
+  type StreamRecord,
+} from '@keel/shared';
 
-/** Bytes read from one file per tick: bounds memory and lets the other files have their turn. */
-const READ_BYTES = 1024 * 1024;
+/**
+ * Bytes read from one file per tick: bounds memory (a tick holds the read, its records and the
+ * spool's frames: ~3.5x this at ~100-byte lines) and lets the other files have their turn. One
+ * tick is one intent write and one spool append, so larger reads mean fewer of both (the intent's
+ * write and rename cost ~6 ms on a busy disk: at 1 MiB per tick that capped capture near 100 MiB/s).
+ */
+const READ_BYTES = 4 * 1024 * 1024;
 /** A partial line (no newline yet) older than this is flushed as a `continued` record. */
 const PARTIAL_FLUSH_MS = 1_000;
 /** `drain()` reads at most this many chunks of READ_BYTES (256 MiB) before it gives up the loop. */
-const DRAIN_MAX_READS = 256;
+const DRAIN_MAX_READS = 64;
+
+const EMPTY = Buffer.alloc(0);
 
 /** Splits bytes into lines: CRLF or LF, lines over `max` cut into `continued` parts, binary-safe. */
 export class LineSplitter {
-  #pending: Buffer = Buffer.alloc(0);
+  #pending: Buffer = EMPTY;
   constructor(readonly max = MAX_LOG_LINE_BYTES) {}
 
   /** Bytes held for a line not yet ended. */
@@ -58,25 +71,33 @@ export class LineSplitter {
    * partial line) that is valid only during the call: no copy per line. Returns how many.
    */
   each(chunk: Buffer, emit: (line: Buffer, continued: boolean) => void): number {
+    return this.scan(chunk, (buf, start, end, continued) => emit(buf.subarray(start, end), continued));
+  }
+
+  /**
+   * Like `each`, but hands out each line as `buf[start, end)` (no view object per line: the
+   * tailer copies the bytes straight into its records). `buf` is valid only during the call.
+   */
+  scan(chunk: Buffer, emit: (buf: Buffer, start: number, end: number, continued: boolean) => void): number {
     let n = 0;
-    let buf = this.#pending.length > 0 ? Buffer.concat([this.#pending, chunk]) : chunk;
+    const buf = this.#pending.length > 0 ? Buffer.concat([this.#pending, chunk]) : chunk;
+    let at = 0;
     for (;;) {
-      const nl = buf.indexOf(10);
-      if (nl < 0 || nl > this.max) {
-        if (buf.length >= this.max) {
-          emit(buf.subarray(0, this.max), true);
+      const nl = buf.indexOf(10, at);
+      if (nl < 0 || nl - at > this.max) {
+        if (buf.length - at >= this.max) {
+          emit(buf, at, at + this.max, true);
           n++;
-          buf = buf.subarray(this.max);
+          at += this.max;
           continue;
         }
         break;
       }
-      const end = nl > 0 && buf[nl - 1] === 13 ? nl - 1 : nl;
-      emit(buf.subarray(0, end), false);
+      emit(buf, at, nl > at && buf[nl - 1] === 13 ? nl - 1 : nl, false);
       n++;
-      buf = buf.subarray(nl + 1);
+      at = nl + 1;
     }
-    this.#pending = Buffer.from(buf);
+    this.#pending = at < buf.length ? Buffer.from(buf.subarray(at)) : EMPTY;
     return n;
   }
 
@@ -84,7 +105,7 @@ export class LineSplitter {
   flush(): { line: Buffer; continued: boolean } | null {
     if (this.#pending.length === 0) return null;
     const line = this.#pending;
-    this.#pending = Buffer.alloc(0);
+    this.#pending = EMPTY;
     return { line, continued: true };
   }
 }
@@ -105,12 +126,19 @@ interface FileState extends TailedFile {
   partialSince: number;
   /** Offset below which the file has been punched out (0: nothing yet). */
   punchedTo: number;
+  /** Each record's payload header (flags, name) for a whole line and for a `continued` part. */
+  heads: [Buffer, Buffer];
 }
 
 /** The part of a spool the tailer needs. */
 export interface LogSpool {
   readonly lastSeq: number;
   append(records: readonly StreamRecord[]): { firstSeq: number; lastSeq: number };
+  /**
+   * Appends `count` records already encoded back to back (`encodeRecords`' format), as `append`
+   * does (the real Spool has it; without it the tailer decodes them and calls `append`).
+   */
+  appendEncoded?(body: Buffer, count: number): { firstSeq: number; lastSeq: number };
   /** Bytes held, its bound and the controller's ack (the real Spool has them): see `#spoolBusy`. */
   readonly bytes?: number;
   readonly maxBytes?: number;
@@ -137,6 +165,7 @@ export class LogTailer {
   #spool: LogSpool;
   #now: () => number;
   #lineListener: ((process: string, stream: 'stdout' | 'stderr', line: Buffer) => void) | null = null;
+  #lineWanted: ((process: string) => boolean) | null = null;
 
   #keepBytes: number;
   #punchEveryBytes: number;
@@ -174,9 +203,17 @@ export class LogTailer {
     }
   }
 
-  /** Hears every line handed to the spool (the supervisor's output health checks). */
-  onLine(listener: (process: string, stream: 'stdout' | 'stderr', line: Buffer) => void): void {
+  /**
+   * Hears every line handed to the spool (the supervisor's output health checks), as a view valid
+   * only during the call. `wanted`, asked once per file and tick, limits it to the processes whose
+   * lines it needs (no view per line for the others).
+   */
+  onLine(
+    listener: (process: string, stream: 'stdout' | 'stderr', line: Buffer) => void,
+    wanted?: (process: string) => boolean,
+  ): void {
     this.#lineListener = listener;
+    this.#lineWanted = wanted ?? null;
   }
 
   /** Starts tailing a file, from where an earlier agent left it (or from 0). */
@@ -190,6 +227,9 @@ export class LogTailer {
       splitter: new LineSplitter(),
       partialSince: 0,
       punchedTo: 0,
+      heads: [false, true].map((continued) =>
+        encodeLogLine({ process: file.process, stream: file.stream, line: Buffer.alloc(0), continued }),
+      ) as [Buffer, Buffer],
     });
   }
 
@@ -290,7 +330,11 @@ export class LogTailer {
    */
   tick(flushPartial = false): number {
     this.#caughtUp = true;
-    const records: StreamRecord[] = [];
+    // The records of this tick, encoded back to back (encodeRecords' format) in one growing buffer:
+    // no object or buffer per line.
+    let body = EMPTY;
+    let off = 0;
+    let count = 0;
     const prev: Offsets = {};
     const next: Offsets = {};
     const now = this.#now();
@@ -301,17 +345,31 @@ export class LogTailer {
     for (const f of this.#files.values()) {
       prev[f.path] = f.committed;
       read.push(f);
-      // Each record is the file's header (flags, name) and the line, built in one buffer.
-      const heads = [false, true].map((continued) =>
-        encodeLogLine({ process: f.process, stream: f.stream, line: Buffer.alloc(0), continued }),
-      ) as [Buffer, Buffer];
-      const emit = (line: Buffer, continued: boolean) => {
-        const head = heads[continued ? 1 : 0];
-        const payload = Buffer.allocUnsafe(head.length + line.length);
-        head.copy(payload, 0);
-        line.copy(payload, head.length);
-        this.#lineListener?.(f.process, f.stream, payload.subarray(head.length));
-        records.push({ ts: now, payload });
+      const listener =
+        this.#lineListener && (this.#lineWanted === null || this.#lineWanted(f.process))
+          ? this.#lineListener
+          : null;
+      const [whole, part] = f.heads;
+      // Each record: u32 length, f64 time, then the file's header (flags, name) and the line.
+      const emit = (src: Buffer, start: number, end: number, continued: boolean) => {
+        const head = continued ? part : whole;
+        const length = head.length + end - start;
+        if (off + RECORD_HEADER_BYTES + length > body.length) {
+          const grown = Buffer.allocUnsafe(Math.max(body.length * 2, off + RECORD_HEADER_BYTES + length));
+          body.copy(grown, 0, 0, off);
+          body = grown;
+        }
+        body.writeUInt32BE(length, off);
+        body.writeDoubleBE(now, off + 4);
+        off += RECORD_HEADER_BYTES;
+        for (let i = 0; i < head.length; i++) body[off + i] = head[i]!;
+        off += head.length;
+        // A byte loop for the usual short line: Buffer#copy makes a view object per call.
+        if (end - start <= 256) for (let i = start, o = off; i < end; i++, o++) body[o] = src[i]!;
+        else src.copy(body, off, start, end);
+        if (listener) listener(f.process, f.stream, body.subarray(off, off + end - start));
+        off += end - start;
+        count++;
       };
       let fd: number;
       try {
@@ -333,7 +391,14 @@ export class LogTailer {
           const buf = Buffer.allocUnsafe(Math.min(READ_BYTES, size - f.readTo));
           const n = readSync(fd, buf, 0, buf.length, f.readTo);
           f.readTo += n;
-          const lines = f.splitter.each(buf.subarray(0, n), emit);
+          // Room for ~100-byte lines (a record adds its header and the file's): grows if shorter.
+          const want = off + Math.ceil((n + f.splitter.pendingBytes) * 1.25) + 4096;
+          if (want > body.length) {
+            const grown = Buffer.allocUnsafe(want);
+            body.copy(grown, 0, 0, off);
+            body = grown;
+          }
+          const lines = f.splitter.scan(buf.subarray(0, n), emit);
           // Lines that ended: committed moves to where the held partial line begins.
           f.committed = f.readTo - f.splitter.pendingBytes;
           // The held partial line's age counts from when it began (the last line that ended).
@@ -348,8 +413,8 @@ export class LogTailer {
           f.splitter.pendingBytes > 0 &&
           (flushPartial || (f.partialSince > 0 && now - f.partialSince >= PARTIAL_FLUSH_MS))
         ) {
-          const part = f.splitter.flush();
-          if (part) emit(part.line, true);
+          const held = f.splitter.flush();
+          if (held) emit(held.line, 0, held.line.length, true);
           f.committed = f.readTo;
           f.partialSince = 0;
         }
@@ -358,13 +423,15 @@ export class LogTailer {
       }
       next[f.path] = f.committed;
     }
-    if (records.length === 0) return 0;
-    const seq = this.#spool.lastSeq + records.length;
+    if (count === 0) return 0;
+    const seq = this.#spool.lastSeq + count;
     const tmp = `${this.#intentPath}.tmp`;
     writeFileSync(tmp, JSON.stringify({ seq, offsets: next, prev }));
     renameSync(tmp, this.#intentPath);
     try {
-      this.#spool.append(records);
+      const encoded = body.subarray(0, off);
+      if (this.#spool.appendEncoded) this.#spool.appendEncoded(encoded, count);
+      else this.#spool.append(decodeRecords(encoded, count));
     } catch (err) {
       // A failed append that kept its sequence numbers is a counted gap (the spool counted it, the
       // controller records it): go on after it. One that took no numbers handed nothing over:
@@ -381,7 +448,7 @@ export class LogTailer {
       }
     }
     for (const f of read) this.#punch(f);
-    return records.length;
+    return count;
   }
 }
 

@@ -174,7 +174,14 @@ export class Supervisor {
   constructor(opts: SupervisorOptions) {
     this.#opts = opts;
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
-    opts.tailer.onLine((process, stream, line) => this.#onOutputLine(process, stream, line));
+    opts.tailer.onLine(
+      (process, stream, line) => this.#onOutputLine(process, stream, line),
+      // Only a process whose output health check waits for its line needs them.
+      (process) => {
+        const m = this.#procs.get(process);
+        return !!m?.outputMatch && !!m.run && m.health?.status === 'starting';
+      },
+    );
   }
 
   #emit(kind: string, data: Record<string, unknown>): void {
