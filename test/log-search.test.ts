@@ -21,6 +21,14 @@ let scoped: SignedIn;
 const ids: Record<string, string> = {};
 const T0 = Date.UTC(2026, 10, 1, 12, 0, 0);
 const TIMEOUT = { timeout: 60_000 };
+const EDGE_LINES = [
+  'alpha end',
+  'begin omega',
+  'café ünïcode: status=500 at the end',
+  'x\rprefix status=404',
+  'status=200',
+  '\u00ff\u{1F600} status=2001',
+];
 
 async function storeHost(name: string): Promise<string> {
   const [row] = await t.db
@@ -94,6 +102,14 @@ before(async () => {
     { process: 'telemt', text: 'player proxy connection from 10.0.0.1', ts: T0 + 500 },
     { process: 'telemt', text: 'a'.repeat(40) + '!', ts: T0 + 600 },
   ]);
+  // Lines for the regex's whole-batch pass: matches across lines, line ends, non-ASCII text (a
+  // host listed last: the fleet-wide tests below expect game-1's lines first).
+  ids.edge = await storeHost('zz-edge-1');
+  await append(
+    ids.edge,
+    1,
+    EDGE_LINES.map((text, i) => ({ process: 'edge', text, ts: T0 + i })),
+  );
   // A scoped viewer granted on a group holding only the proxy host.
   const post = async (path: string, json: unknown, method = 'POST') => {
     const res = await t.request(path, { method, json, as: owner });
@@ -157,6 +173,46 @@ describe('log search', () => {
     );
     r = await search({ q: '\\d+\\.\\d+\\.\\d+\\.\\d+', regex: 'true', hostId: ids.proxy! });
     assert.deepEqual(matches(r.events)[0]!.ranges, [[29, 37]]);
+  });
+
+  test('a regex gives exactly the per-line result (run over whole batches first)', TIMEOUT, async () => {
+    const texts = async (q: string) =>
+      matches((await search({ q, regex: 'true', hostId: ids.edge!, caseSensitive: 'true' })).events);
+    // A match across lines is no line's match; the lines it touched are still checked one by one.
+    assert.deepEqual(await texts('end\\s+begin'), []);
+    assert.deepEqual(
+      (await texts('[^z]*omega')).map((m) => [m.text, m.ranges]),
+      [['begin omega', [[0, 11]]]],
+    );
+    // `$` and `^` at a line's ends only (not after a lone \r inside a line).
+    const ends = await texts('end$');
+    assert.deepEqual(
+      ends.map((m) => [m.text, m.ranges]),
+      [
+        ['alpha end', [[6, 9]]],
+        [EDGE_LINES[2], [[EDGE_LINES[2]!.length - 3, EDGE_LINES[2]!.length]]],
+      ],
+    );
+    assert.deepEqual(await texts('^prefix'), []);
+    assert.equal((await texts('^x')).length, 1);
+    // Ranges in UTF-16 units of the line's text, also after non-ASCII characters.
+    const uni = await texts('status=(\\d+)');
+    assert.deepEqual(
+      uni.map((m) => m.ranges),
+      [EDGE_LINES[2], EDGE_LINES[3], EDGE_LINES[4], EDGE_LINES[5]].map((t) => {
+        const at = t!.indexOf('status=');
+        return [[at, t!.indexOf(' ', at) < 0 ? t!.length : t!.indexOf(' ', at)]];
+      }),
+    );
+    // Lookahead may look past a line's end: such a pattern runs per line (same answers).
+    assert.deepEqual(
+      (await texts('status=\\d{3}(?!\\d)')).map((m) => m.seq),
+      [3, 4, 5],
+    );
+    assert.deepEqual(
+      (await texts('end(?![^])')).map((m) => m.seq),
+      [1, 3],
+    );
   });
 
   test('a search for one process skips the chunks its summaries show without it', TIMEOUT, async () => {

@@ -1,20 +1,20 @@
 // Reads of the `logs` stream for search: a host's chunks whose time range meets [since, until),
-// oldest first, page by page (keyset on first_seq through the primary key), decoded into records;
-// for one process, chunks the retention job's summaries show without it are skipped.
+// oldest first, page by page (keyset on first_seq through the primary key), each chunk inflated into
+// its record body (encodeRecords' format: the caller walks it in place, no object per record); for
+// one process, chunks the retention job's summaries show without it are skipped.
 // Search reads whole blocks, never a row per line (DESIGN.md, Storage).
 import { and, asc, eq, gt, gte, lt, sql } from 'drizzle-orm';
 import { inflateRawSync } from 'node:zlib';
-import { decodeRecords } from '@keel/shared';
 import type { Db } from '../db/index.ts';
 import { logChunkSummaries } from '../db/schema/log-retention.ts';
 import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
 import { LOGS_STREAM } from './processes.ts';
 
-/** One stored record of the logs stream. */
-export interface LogRecord {
-  seq: number;
-  ts: number;
-  payload: Buffer;
+/** One stored chunk of the logs stream: `count` records from `firstSeq`, encoded back to back. */
+export interface LogChunk {
+  firstSeq: number;
+  count: number;
+  body: Buffer;
 }
 
 /** Chunks fetched per query. */
@@ -24,13 +24,13 @@ const PAGE_CHUNKS = 8;
 export function createLogSearchRepository(db: Db) {
   return {
     /**
-     * The host's logs records in chunks meeting [since, until), a page of chunks at a time (the
-     * caller filters records by their own time). Stops when the generator is returned.
+     * The host's logs chunks meeting [since, until), a page of chunks at a time (the caller
+     * filters records by their own time). Stops when the generator is returned.
      */
     async *pages(
       hostId: string,
       range: { since?: number; until?: number; process?: string },
-    ): AsyncGenerator<LogRecord[]> {
+    ): AsyncGenerator<LogChunk[]> {
       let after = -1;
       for (;;) {
         const rows = await db
@@ -65,18 +65,11 @@ export function createLogSearchRepository(db: Db) {
           .orderBy(asc(streamChunks.firstSeq))
           .limit(PAGE_CHUNKS);
         if (rows.length === 0) return;
-        const records: LogRecord[] = [];
-        for (const row of rows) {
-          const raw = row.codec === chunkCodec.deflateRaw ? inflateRawSync(row.data) : row.data;
-          decodeRecords(raw, row.count).forEach((r, i) => {
-            records.push({
-              seq: row.firstSeq + i,
-              ts: r.ts,
-              payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
-            });
-          });
-        }
-        yield records;
+        yield rows.map((row) => ({
+          firstSeq: row.firstSeq,
+          count: row.count,
+          body: row.codec === chunkCodec.deflateRaw ? inflateRawSync(row.data) : row.data,
+        }));
         if (rows.length < PAGE_CHUNKS) return;
         after = rows[rows.length - 1]!.firstSeq;
       }

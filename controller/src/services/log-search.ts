@@ -8,10 +8,21 @@
 // runs in a worker thread: each batch of lines (at most 1 MiB of text) must come back within
 // REGEX_BATCH_MS, or the worker is terminated — the controller's event loop never runs a
 // user's pattern — and the search ends with reason `pattern-too-slow`.
+//
+// Speed (within a small factor of grep): stored chunks are walked in place (a record becomes an
+// object only when it matches); a batch is the lines' bytes joined by '\n', handed to the worker
+// without a copy, decoded there as one string. The worker runs the pattern once over the whole
+// batch with the `m` flag, and then per line only on the lines a match touched, which gives the
+// exact per-line result: a path that matches within one line also matches in the batch (with `m`,
+// `^` and `$` hold at line ends as they do at a lone line's ends, and `\b` sees '\n' as a
+// non-word character like the end of a line), so the batch pass misses no line that matches; what
+// it finds beyond (a match across lines, `^` after a lone \r) is dropped by the per-line check.
+// Patterns with lookaround (which may look past a line's end) or that match the empty string run
+// per line as before.
 import { Worker } from 'node:worker_threads';
-import { KeelError, decodeLogLine } from '@keel/shared';
+import { KeelError, MAX_LOG_LINE_BYTES, decodeLogLine } from '@keel/shared';
 import type { HostRepository } from '../repositories/hosts.ts';
-import type { LogRecord, LogSearchRepository } from '../repositories/log-search.ts';
+import type { LogSearchRepository } from '../repositories/log-search.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
 import type { ProcessActor } from './processes.ts';
 
@@ -68,38 +79,97 @@ const MAX_TEXT = 4_096;
 export const REGEX_BATCH_MS = 2_000;
 /** Largest batch of line text sent to the regex worker at once. */
 const REGEX_BATCH_BYTES = 1024 * 1024;
+/** A batch's buffer: REGEX_BATCH_BYTES and room for one more whole line. */
+const BATCH_CAPACITY = REGEX_BATCH_BYTES + MAX_LOG_LINE_BYTES + 1024;
 /** Ranges reported per line. */
 const MAX_RANGES = 32;
 
 // Plain JavaScript (CommonJS) evaluated as the worker: no loader needed, bundles as a string.
+// A batch: the lines' UTF-8 bytes, each followed by '\n', and each line's byte offset (plus the end).
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
+const { Buffer, isAscii } = require('node:buffer');
 const re = new RegExp(workerData.pattern, workerData.flags);
-parentPort.on('message', ({ id, text, lengths }) => {
-  const out = [];
-  let start = 0;
-  for (let i = 0; i < lengths.length; i++) {
-    const t = text.slice(start, start + lengths[i]);
-    start += lengths[i];
-    re.lastIndex = 0;
-    const ranges = [];
-    let hit = false;
-    let m;
-    while ((m = re.exec(t)) !== null) {
-      hit = true;
-      if (m[0].length === 0) {
-        re.lastIndex++;
-        if (re.lastIndex > t.length) break;
-        continue;
-      }
-      ranges.push([m.index, m.index + m[0].length]);
-      if (ranges.length >= ${MAX_RANGES}) break;
+// The whole-batch pass (see the header), unless the pattern may look past a line or matches nothing.
+const whole =
+  /\\(\\?<?[=!]/.test(workerData.pattern) || re.test('')
+    ? null
+    : new RegExp(workerData.pattern, workerData.flags + 'm');
+re.lastIndex = 0;
+function rangesOf(t) {
+  re.lastIndex = 0;
+  const ranges = [];
+  let hit = false;
+  let m;
+  while ((m = re.exec(t)) !== null) {
+    hit = true;
+    if (m[0].length === 0) {
+      re.lastIndex++;
+      if (re.lastIndex > t.length) break;
+      continue;
     }
-    if (hit) out.push([i, ranges]);
+    ranges.push([m.index, m.index + m[0].length]);
+    if (ranges.length >= ${MAX_RANGES}) break;
+  }
+  return hit ? ranges : null;
+}
+parentPort.on('message', ({ id, bytes, starts, count }) => {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const text = buf.toString('utf8');
+  // Where each line starts in the text: the byte offsets when it is ASCII, else found by '\\n'.
+  let at = starts;
+  if (!isAscii(buf)) {
+    at = new Uint32Array(count + 1);
+    let p = 0;
+    for (let i = 0; i < count; i++) {
+      at[i] = p;
+      p = text.indexOf('\\n', p) + 1;
+    }
+    at[count] = text.length;
+  }
+  const line = (i) => text.slice(at[i], at[i + 1] - 1);
+  const out = [];
+  if (whole === null) {
+    for (let i = 0; i < count; i++) {
+      const ranges = rangesOf(line(i));
+      if (ranges) out.push([i, ranges]);
+    }
+  } else {
+    // The line holding text position p (the '\\n' after a line belongs to it).
+    let lo = 0;
+    const lineAt = (p) => {
+      let hi = count - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (at[mid] <= p) lo = mid;
+        else hi = mid - 1;
+      }
+      return lo;
+    };
+    whole.lastIndex = 0;
+    let m;
+    while ((m = whole.exec(text)) !== null) {
+      const first = lineAt(m.index);
+      const last = lineAt(Math.max(m.index, m.index + m[0].length - 1));
+      for (let i = first; i <= last; i++) {
+        const ranges = rangesOf(line(i));
+        if (ranges) out.push([i, ranges]);
+      }
+      // The lines it touched are settled: go on at the next one.
+      if (last + 1 >= count) break;
+      whole.lastIndex = at[last + 1];
+    }
   }
   parentPort.postMessage({ id, out });
 });
 `;
+
+/** A batch of lines: their UTF-8 bytes each followed by '\n', and where each starts (plus the end). */
+interface Batch {
+  bytes: Buffer;
+  starts: Uint32Array;
+  count: number;
+}
 
 /** Whether `buf[at, at + length)` holds exactly the bytes of `want`. */
 function sameBytes(buf: Buffer, at: number, length: number, want: Buffer): boolean {
@@ -109,16 +179,18 @@ function sameBytes(buf: Buffer, at: number, length: number, want: Buffer): boole
 }
 
 type Matcher = {
-  /** Index -> ranges for the texts that match; null when the pattern ran out of time. */
-  match(texts: string[]): Promise<Map<number, [number, number][]> | null>;
+  /** Line index -> ranges for the lines that match; null when the pattern ran out of time. */
+  match(batch: Batch): Promise<Map<number, [number, number][]> | null>;
   close(): void;
 };
 
 function substringMatcher(needle: string, caseSensitive: boolean): Matcher {
   const n = caseSensitive ? needle : needle.toLowerCase();
   return {
-    match(texts) {
+    match(batch) {
       const out = new Map<number, [number, number][]>();
+      const texts = batch.bytes.toString('utf8').split('\n');
+      texts.pop();
       texts.forEach((t, i) => {
         const hay = caseSensitive ? t : t.toLowerCase();
         const ranges: [number, number][] = [];
@@ -156,7 +228,7 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
   worker.on('error', fail);
   worker.on('exit', fail);
   return {
-    async match(texts) {
+    async match(batch) {
       if (dead) return null;
       const id = nextId++;
       const result = await new Promise<[number, [number, number][]][] | null>((resolve) => {
@@ -169,10 +241,12 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
           clearTimeout(timer);
           resolve(out);
         });
-        // One string and the lengths beside it: cloning one string costs far less than thousands.
-        const lengths = new Uint32Array(texts.length);
-        for (let i = 0; i < texts.length; i++) lengths[i] = texts[i]!.length;
-        worker.postMessage({ id, text: texts.join(''), lengths }, [lengths.buffer]);
+        // The bytes and offsets are handed over (transferred), not copied.
+        const { bytes, starts, count } = batch;
+        worker.postMessage({ id, bytes, starts, count }, [
+          bytes.buffer as ArrayBuffer,
+          starts.buffer as ArrayBuffer,
+        ]);
       });
       return result ? new Map(result) : null;
     },
@@ -244,8 +318,8 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
               process: query.process,
             });
             try {
-              for await (const records of pages) {
-                readRecords += records.length;
+              for await (const chunks of pages) {
+                for (const c of chunks) readRecords += c.count;
                 if (signal?.aborted) {
                   reason = 'cancelled';
                   break scan;
@@ -255,26 +329,37 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   break scan;
                 }
                 // The lines of this page that are in range, then matched in batches of bounded size.
-                // Only a line that matches becomes an object (most lines of a search do not).
-                let batch: LogRecord[] = [];
-                let texts: string[] = [];
-                let bytes = 0;
+                // Records are read in place; only a line that matches becomes an object.
+                let bytes = Buffer.allocUnsafeSlow(BATCH_CAPACITY);
+                let used = 0;
+                let starts: number[] = [];
+                // Per line of the batch: its chunk (index in `chunks`), record offset and seq.
+                let lineChunk: number[] = [];
+                let lineAt: number[] = [];
+                let lineSeq: number[] = [];
                 const yieldQueue: LogSearchEvent[] = [];
                 const flush = async (): Promise<boolean> => {
-                  if (batch.length === 0) return true;
-                  const found = await matcher.match(texts);
+                  const count = starts.length;
+                  if (count === 0) return true;
+                  starts.push(used);
+                  const found = await matcher.match({
+                    bytes: bytes.subarray(0, used),
+                    starts: Uint32Array.from(starts),
+                    count,
+                  });
                   if (found === null) {
                     reason = 'pattern-too-slow';
                     return false;
                   }
-                  for (const [i, ranges] of [...found.entries()].sort((a, b) => a[0] - b[0])) {
+                  for (const [i, ranges] of [...found.entries()].sort((x, y) => x[0] - y[0])) {
                     if (signal?.aborted) {
                       reason = 'cancelled';
                       return false;
                     }
-                    const r = batch[i]!;
-                    const l = decodeLogLine(r.payload)!;
-                    const text = texts[i]!;
+                    const body = chunks[lineChunk[i]!]!.body;
+                    const at = lineAt[i]!;
+                    const l = decodeLogLine(body.subarray(at + 12, at + 12 + body.readUInt32BE(at)))!;
+                    const text = Buffer.from(l.line).toString('utf8');
                     matches++;
                     hostMatches++;
                     yieldQueue.push({
@@ -282,49 +367,81 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                       hostId: host.id,
                       hostName: host.name,
                       process: l.process,
-                      seq: r.seq,
-                      ts: r.ts,
+                      seq: lineSeq[i]!,
+                      ts: body.readDoubleBE(at + 4),
                       stream: l.stream,
                       text: text.slice(0, MAX_TEXT),
                       cut: text.length > MAX_TEXT,
                       ranges: ranges
-                        .filter(([s]) => s < MAX_TEXT)
-                        .map(([s, e]) => [s, Math.min(e, MAX_TEXT)] as [number, number]),
+                        .filter(([st]) => st < MAX_TEXT)
+                        .map(([st, e]) => [st, Math.min(e, MAX_TEXT)] as [number, number]),
                     });
                     if (matches >= limit) {
                       reason = 'limit';
                       return false;
                     }
                   }
-                  batch = [];
-                  texts = [];
-                  bytes = 0;
+                  // The bytes went to the worker (transferred): a new buffer for the next batch.
+                  bytes = Buffer.allocUnsafeSlow(BATCH_CAPACITY);
+                  used = 0;
+                  starts = [];
+                  lineChunk = [];
+                  lineAt = [];
+                  lineSeq = [];
                   return true;
                 };
                 let go = true;
-                for (const r of records) {
-                  if (query.since !== undefined && r.ts < query.since) continue;
-                  if (query.until !== undefined && r.ts >= query.until) continue;
-                  // The record's header read in place (encodeLogLine: flags, name length, name, line).
-                  const p = r.payload;
-                  if (p.length < 2) continue;
-                  const nameLength = p[1]!;
-                  if (p.length < 2 + nameLength) continue;
-                  if (processName && !sameBytes(p, 2, nameLength, processName)) continue;
-                  if (stream !== 'both' && ((p[0]! & 1) === 1) !== (stream === 'stderr')) continue;
-                  hostLines++;
-                  scannedLines++;
-                  const text = p.toString('utf8', 2 + nameLength);
-                  batch.push(r);
-                  texts.push(text);
-                  bytes += text.length;
-                  if (bytes >= REGEX_BATCH_BYTES) {
-                    go = await flush();
-                    for (const e of yieldQueue.splice(0)) {
-                      if (signal?.aborted) break;
-                      yield e;
+                walk: for (let ci = 0; ci < chunks.length; ci++) {
+                  const { body, count, firstSeq } = chunks[ci]!;
+                  let off = 0;
+                  for (let k = 0; k < count; k++) {
+                    // A record: u32 length, f64 time, payload (encodeLogLine: flags, name length,
+                    // name, line). A malformed chunk is read up to where it breaks.
+                    if (off + 12 > body.length) break;
+                    const at = off;
+                    const p = off + 12;
+                    const end = p + body.readUInt32BE(off);
+                    off = end;
+                    if (end > body.length) break;
+                    if (query.since !== undefined || query.until !== undefined) {
+                      const ts = body.readDoubleBE(at + 4);
+                      if (query.since !== undefined && ts < query.since) continue;
+                      if (query.until !== undefined && ts >= query.until) continue;
                     }
-                    if (!go) break;
+                    if (end - p < 2) continue;
+                    const nameLength = body[p + 1]!;
+                    const lineStart = p + 2 + nameLength;
+                    if (lineStart > end) continue;
+                    if (processName && !sameBytes(body, p + 2, nameLength, processName)) continue;
+                    if (stream !== 'both' && ((body[p]! & 1) === 1) !== (stream === 'stderr')) continue;
+                    hostLines++;
+                    scannedLines++;
+                    // The line's bytes into the batch, '\n' after it (a line holds no '\n' of its own).
+                    const length = end - lineStart;
+                    if (used + length + 1 > bytes.length) {
+                      const grown = Buffer.allocUnsafeSlow(used + length + 1 + BATCH_CAPACITY);
+                      bytes.copy(grown, 0, 0, used);
+                      bytes = grown;
+                    }
+                    starts.push(used);
+                    lineChunk.push(ci);
+                    lineAt.push(at);
+                    lineSeq.push(firstSeq + k);
+                    if (length <= 256) {
+                      for (let i = lineStart, o = used; i < end; i++, o++) bytes[o] = body[i]!;
+                    } else {
+                      body.copy(bytes, used, lineStart, end);
+                    }
+                    used += length;
+                    bytes[used++] = 10;
+                    if (used >= REGEX_BATCH_BYTES) {
+                      go = await flush();
+                      for (const e of yieldQueue.splice(0)) {
+                        if (signal?.aborted) break;
+                        yield e;
+                      }
+                      if (!go) break walk;
+                    }
                   }
                 }
                 if (go) {
