@@ -103,7 +103,10 @@ export const errorCatalogue = {
   'auth.invalid_code': { status: 401, message: 'Wrong or already used two-factor code.' },
   'two_factor.not_enrolled': { status: 409, message: 'Two-factor sign-in is not set up for this user.' },
   'wallet.disabled': { status: 403, message: 'Wallet sign-in is off on this controller.' },
-  'wallet.invalid_message': { status: 400, message: 'Not an EIP-4361 (Sign-In with Ethereum) message.' },
+  'wallet.invalid_message': {
+    status: 400,
+    message: 'Not an EIP-4361 (Sign-In with Ethereum) message or a TON ton_proof.',
+  },
   'wallet.domain_mismatch': { status: 401, message: 'The message was written for another site.' },
   'wallet.chain_not_allowed': {
     status: 401,
@@ -125,6 +128,14 @@ export const errorCatalogue = {
   'wallet.not_linked': { status: 401, message: 'This wallet is not linked to any user.' },
   'wallet.linked': { status: 409, message: 'This wallet is already linked to a user.' },
   'wallet.not_found': { status: 404, message: 'No such linked wallet.' },
+  'wallet.address_mismatch': {
+    status: 401,
+    message: "The address is not the wallet's: it does not match its StateInit or public key.",
+  },
+  'wallet.unsupported_wallet': {
+    status: 400,
+    message: 'Not a known TON wallet contract (wallet v3r2, v4r2 and v5r1 are accepted).',
+  },
   'secret.unreadable': {
     status: 500,
     message: 'A stored secret could not be opened with the master key (docs/security.md, Secrets at rest).',
