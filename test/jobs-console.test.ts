@@ -123,6 +123,14 @@ test('run on two hosts from the Jobs page; save and disable a schedule', { timeo
       await api.get<{ schedules: { name: string; notifyChannelIds: string[] }[] }>('/jobs/schedules')
     ).body.schedules.find((s) => s.name === 'nightly uptime');
     assert.deepEqual(saved?.notifyChannelIds, [channel.body.channel.id]);
+    // Run now: when it ends, the row shows each host's last result.
+    await page
+      .locator('[data-testid="schedules"] tbody tr', { hasText: 'nightly uptime' })
+      .locator('button', { hasText: 'Run now' })
+      .click();
+    await page
+      .locator('[data-testid="schedule-host-results"]', { hasText: 'last per host: 2 ok' })
+      .waitFor({ timeout: 30_000 });
     await page.locator('[data-testid="schedules"] button', { hasText: 'Disable' }).click();
     await page.locator('[data-testid="schedules"] td', { hasText: 'disabled' }).waitFor();
     assert.deepEqual(pageErrors, []);

@@ -2,7 +2,8 @@
 // a schedule fires at its time in its time zone (not a second early) and its failure publishes the
 // `job.failed` hook; a late tick catches up so that every slot it passed gets exactly one run row;
 // slots past the catch-up bound (a long outage) become one visible missed row, the rest still run;
-// a failed run notifies the schedule's notification channel (a webhook here) once; a PATCH changes
+// each host's last result survives skipped slots; a failed run notifies the schedule's
+// notification channel (a webhook here) once; a PATCH changes
 // only what it sends; a replica holding none of the target's hosts leaves a slot to the one that holds it for
 // HOLDER_GRACE_MS, then claims it itself; two schedulers ticking at once claim each slot once.
 // Each scheduler here is a second instance of the real service on the controller's database, with
@@ -218,6 +219,13 @@ test(
     }
     assert.equal(await nextRunAt(service, s.id), '2031-04-01T00:00:05.000Z');
     assert.equal((await fleet.ctl.services.jobs.wait(runs[0]!.id))?.status, 'succeeded');
+    // The last run is a skipped slot with no hosts; each host's last result is still there.
+    const view = await service.get(actor, s.id);
+    assert.equal(view.lastRun?.status, 'skipped');
+    assert.deepEqual(
+      view.lastResults.map((r) => [r.hostName, r.status, r.exitCode, r.runId]),
+      [['sched-host', 'succeeded', 0, runs[0]!.id]],
+    );
     await service.remove(actor, s.id);
   },
 );

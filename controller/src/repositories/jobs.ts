@@ -224,6 +224,34 @@ export function createJobsRepository(db: Db) {
       return rows.length > 0;
     },
 
+    /**
+     * Each host's latest finished result in each schedule's runs (a host left out of the last run —
+     * a skipped slot has no hosts — keeps the result it had), newest run first per host.
+     */
+    async lastHostResults(scheduleIds: readonly string[]) {
+      if (scheduleIds.length === 0) return [];
+      return db
+        .selectDistinctOn([jobRuns.scheduleId, jobRunHosts.hostId], {
+          scheduleId: jobRuns.scheduleId,
+          runId: jobRunHosts.runId,
+          hostId: jobRunHosts.hostId,
+          hostName: jobRunHosts.hostName,
+          status: jobRunHosts.status,
+          exitCode: jobRunHosts.exitCode,
+          error: jobRunHosts.error,
+          endedAt: jobRunHosts.endedAt,
+        })
+        .from(jobRunHosts)
+        .innerJoin(jobRuns, eq(jobRuns.id, jobRunHosts.runId))
+        .where(
+          and(
+            inArray(jobRuns.scheduleId, [...scheduleIds]),
+            sql`${jobRunHosts.status} not in ('pending', 'running')`,
+          ),
+        )
+        .orderBy(jobRuns.scheduleId, jobRunHosts.hostId, desc(jobRuns.startedAt));
+    },
+
     /** The last run of each schedule (for the schedules list). */
     async lastRuns(scheduleIds: readonly string[]): Promise<Map<string, JobRunRow>> {
       if (scheduleIds.length === 0) return new Map();

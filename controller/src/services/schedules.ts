@@ -109,9 +109,26 @@ export interface ScheduleView {
   createdAt: string;
   updatedAt: string;
   lastRun: JobRunView | null;
+  /** Each host's latest finished result in this schedule's runs, by host name. */
+  lastResults: ScheduleHostResult[];
 }
 
-function view(row: JobScheduleRow, last?: Parameters<typeof runView>[0]): ScheduleView {
+/** A host's latest finished result in a schedule's runs. */
+export interface ScheduleHostResult {
+  hostId: string;
+  hostName: string;
+  runId: string;
+  status: string;
+  exitCode: number | null;
+  error: string | null;
+  endedAt: string | null;
+}
+
+function view(
+  row: JobScheduleRow,
+  last?: Parameters<typeof runView>[0],
+  results: ScheduleHostResult[] = [],
+): ScheduleView {
   return {
     id: row.id,
     name: row.name,
@@ -128,6 +145,7 @@ function view(row: JobScheduleRow, last?: Parameters<typeof runView>[0]): Schedu
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
     lastRun: last ? runView(last) : null,
+    lastResults: results,
   };
 }
 
@@ -308,6 +326,30 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
     );
   }
 
+  /** Each schedule's latest result per host, limited to hosts the actor can see. */
+  async function hostResults(
+    actor: Actor,
+    ids: readonly string[],
+  ): Promise<Map<string, ScheduleHostResult[]>> {
+    const out = new Map<string, ScheduleHostResult[]>();
+    for (const r of await jobs.lastHostResults(ids)) {
+      if (!r.scheduleId || !canSeeHost(actor, r.hostId)) continue;
+      const list = out.get(r.scheduleId) ?? [];
+      list.push({
+        hostId: r.hostId,
+        hostName: r.hostName,
+        runId: r.runId,
+        status: r.status,
+        exitCode: r.exitCode,
+        error: r.error,
+        endedAt: r.endedAt?.toISOString() ?? null,
+      });
+      out.set(r.scheduleId, list);
+    }
+    for (const list of out.values()) list.sort((a, b) => a.hostName.localeCompare(b.hostName));
+    return out;
+  }
+
   /** Refuses channel ids the actor cannot see (monitoring.view) or that do not exist. */
   async function checkChannels(actor: Actor, ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
@@ -475,12 +517,16 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
       requireAccess(actor, 'job.run');
       const rows = (await jobs.listSchedules()).filter((r) => visible(actor, r));
       const last = await jobs.lastRuns(rows.map((r) => r.id));
-      return rows.map((r) => view(r, last.get(r.id)));
+      const results = await hostResults(
+        actor,
+        rows.map((r) => r.id),
+      );
+      return rows.map((r) => view(r, last.get(r.id), results.get(r.id)));
     },
 
     async get(actor: Actor, id: string): Promise<ScheduleView> {
       const row = await visibleSchedule(actor, id);
-      return view(row, (await jobs.lastRuns([id])).get(id));
+      return view(row, (await jobs.lastRuns([id])).get(id), (await hostResults(actor, [id])).get(id));
     },
 
     async create(actor: Actor & { ip?: string | null }, body: unknown): Promise<ScheduleView> {
@@ -554,7 +600,7 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
         { changed: Object.keys(patch) },
         actor.ip ?? null,
       );
-      return view(updated, (await jobs.lastRuns([id])).get(id));
+      return view(updated, (await jobs.lastRuns([id])).get(id), (await hostResults(actor, [id])).get(id));
     },
 
     async remove(actor: Actor & { ip?: string | null }, id: string): Promise<void> {

@@ -59,6 +59,14 @@ export interface Schedule {
   timeoutSeconds: number;
   notifyChannelIds: string[];
   lastRun: JobRun | null;
+  /** Each host's latest finished result in this schedule's runs. */
+  lastResults: {
+    hostId: string;
+    hostName: string;
+    runId: string;
+    status: string;
+    exitCode: number | null;
+  }[];
 }
 
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
