@@ -110,6 +110,27 @@ for (const target of testDatabaseTargets()) {
         metrics.append(host, 'metrics', { firstSeq: 1, count: 3, body: Buffer.from('xx') }),
         (e: unknown) => e instanceof KeelError && e.code === 'stream.invalid',
       );
+      // Ticks that parse as JSON but break the schema (a value as text, an unknown series, a NUL
+      // in a label, an extra key, a negative size) are refused one by one and never stored; the
+      // good tick beside them is.
+      const bad = [
+        { t: T0, v: { cpu: '9' } },
+        { t: T0 + TICK, v: { nope: 1 } },
+        { t: T0 + 2 * TICK, v: {}, mounts: [{ mount: '/\u0000', fs: 'ext4', size: 1, used: 0 }] },
+        { t: T0 + 3 * TICK, v: {}, extra: true },
+        { t: T0 + 4 * TICK, v: {}, mounts: [{ mount: '/', fs: 'ext4', size: -1, used: 0 }] },
+      ].map((x) => Buffer.from(JSON.stringify(x)));
+      const mixed = await metrics.append(
+        host,
+        'metrics',
+        batch(1, [0, 1, 2, 3, 4, 5], [...bad, Buffer.from(JSON.stringify(sample(5)))]),
+      );
+      assert.deepEqual(mixed, { ackedSeq: 6, stored: 1, rejected: 5 });
+      const stored = await db
+        .select({ ts: metricSamples.ts })
+        .from(metricSamples)
+        .where(eq(metricSamples.hostId, host));
+      assert.deepEqual(stored, [{ ts: new Date(T0 + 5 * TICK) }]);
     });
 
     test('roll-ups over a known series are exact, and the range read buckets them', async () => {

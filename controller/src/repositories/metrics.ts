@@ -7,11 +7,11 @@ import { sql, type SQL } from 'drizzle-orm';
 import {
   decodeRecords,
   KeelError,
-  metricSampleSchema,
   metricSeries,
   metricSeriesNames,
   type MetricSample,
   type MetricSeriesName,
+  parseMetricSample,
   type RecordBatch,
 } from '@keel/shared';
 import type { Db } from '../db/index.ts';
@@ -226,7 +226,9 @@ function prepare(input: MetricsAppendInput, index: number): PreparedBatch {
   for (const r of records) {
     let sample;
     try {
-      sample = metricSampleSchema.parse(JSON.parse(Buffer.from(r.payload).toString('utf8')));
+      // The hand-written check for well-formed ticks, zod for the rest (refusing exactly what the
+      // schema refuses; shared/src/messages/metrics.ts).
+      sample = parseMetricSample(JSON.parse(Buffer.from(r.payload).toString('utf8')));
     } catch {
       rejected++;
       continue;
@@ -261,10 +263,10 @@ function prepare(input: MetricsAppendInput, index: number): PreparedBatch {
 }
 
 /**
- * Stores prepared batches of any number of hosts in one transaction: cursors created and locked
- * (in key order, so two writers cannot deadlock), gaps recorded, every tick inserted by one
- * statement (a resent tick hits the key and is skipped), traffic accounted from the ticks that were
- * new, cursors advanced by one statement.
+ * Stores prepared batches of any number of hosts in one transaction: cursors locked (created
+ * first where missing; in key order, so two writers cannot deadlock), gaps recorded, every tick
+ * inserted and the cursors advanced by one statement (a resent tick hits the key and is skipped),
+ * traffic accounted from the ticks that were new (or handed back for later).
  */
 async function storeGroup(
   db: Db,
@@ -275,28 +277,79 @@ async function storeGroup(
     const keys = [...new Map(group.map((g) => [`${g.hostId}\u0000${g.stream}`, g])).values()]
       .map((g) => ({ host: g.hostId, stream: g.stream }))
       .sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : a.stream < b.stream ? -1 : 1));
-    const keysJson = JSON.stringify(keys);
-    // Creates the missing cursors, then locks all of them, in key order so two writers cannot
-    // deadlock.
-    // (Creating the missing ones writes nothing for the others; locking with FOR UPDATE marks the
-    // rows without writing a new version of each, as an upsert's no-op update did.)
-    await tx.execute(sql`
-      insert into "stream_cursors" ("host_id", "stream", "acked_seq")
-      select "host", "stream", 0 from jsonb_to_recordset(${keysJson}::jsonb) as k("host" uuid, "stream" text)
-      order by 1, 2
-      on conflict ("host_id", "stream") do nothing`);
-    const cursorRows = rowsOf(
-      await tx.execute(sql`
-        select c."host_id"::text as "host", c."stream", c."acked_seq"::float8 as "acked"
-        from "stream_cursors" c
-        join jsonb_to_recordset(${keysJson}::jsonb) as k("host" uuid, "stream" text)
-          on c."host_id" = k."host" and c."stream" = k."stream"
-        order by c."host_id", c."stream"
-        for update of c`),
-    );
+    // Locks the cursors in key order, so two writers cannot deadlock (FOR UPDATE marks the rows
+    // without writing a new version of each). Only a stream's first batch finds no cursor: the
+    // missing ones are then created, locked and advanced by three more statements.
+    const lock = async (wanted: typeof keys) =>
+      rowsOf(
+        await tx.execute(sql`
+          select c."host_id"::text as "host", c."stream", c."acked_seq"::float8 as "acked"
+          from "stream_cursors" c
+          join jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as k("host" uuid, "stream" text)
+            on c."host_id" = k."host" and c."stream" = k."stream"
+          order by c."host_id", c."stream"
+          for update of c`),
+      );
+    // Every tick is inserted whatever its number: a resent one hits the key and is skipped, and an
+    // agent whose spool was wiped (numbering from 1 again) loses nothing. Each row's JSON is put
+    // together from the checked tick's parts (the host id is a checked UUID, the time ISO text,
+    // `v` holds series names only), without an object per row.
+    const rows: string[] = [];
+    const owner = new Map<string, { g: PreparedBatch; row: PreparedBatch['rows'][number] }>();
+    const last = new Map<string, number>();
+    for (const g of group) {
+      const cursorKey = `${g.hostId}\u0000${g.stream}`;
+      last.set(cursorKey, Math.max(last.get(cursorKey) ?? 0, g.lastSeq));
+      for (const row of g.rows) {
+        const key = `${g.hostId}\u0000${row.ts}`;
+        if (owner.has(key)) continue;
+        owner.set(key, { g, row });
+        const v = JSON.stringify(row.v);
+        rows.push(
+          `{"host_id":"${g.hostId}","ts":"${new Date(row.ts).toISOString()}",${v.length > 2 ? `${v.slice(1, -1)},` : ''}"detail":${row.detail ? JSON.stringify(row.detail) : 'null'}}`,
+        );
+      }
+    }
+    const advance = (which: typeof keys) => {
+      const json = JSON.stringify(
+        which.map((k) => ({ ...k, seq: last.get(`${k.host}\u0000${k.stream}`) ?? 0 })),
+      );
+      return sql`
+        update "stream_cursors" c set "acked_seq" = greatest(c."acked_seq", v."seq"), "updated_at" = now()
+        from jsonb_to_recordset(${json}::jsonb) as v("host" uuid, "stream" text, "seq" bigint)
+        where c."host_id" = v."host" and c."stream" = v."stream"`;
+    };
+    // The lock and the insert go out together (pipelined on the transaction's connection, run in
+    // that order), and the cursors advance in the insert's statement (a data-modifying WITH runs
+    // whether or not it is read; greatest() needs no value read first): a group commit is BEGIN,
+    // one round trip of two statements, COMMIT.
+    const [cursorRows, insertedResult] = await Promise.all([
+      lock(keys),
+      rows.length > 0
+        ? tx.execute(sql`
+            with "advanced" as (${advance(keys)})
+            insert into "metric_samples" (${SERIES_COLUMNS})
+            select ${SERIES_COLUMNS} from json_to_recordset(${`[${rows.join(',')}]`}::json) as r(${SERIES_RECORD_TYPE})
+            on conflict do nothing
+            returning "host_id"::text as "host", (extract(epoch from "ts") * 1000)::float8 as "t"`)
+        : tx.execute(advance(keys)),
+    ]);
     const acked = new Map(
       cursorRows.map((r) => [`${String(r.host)}\u0000${String(r.stream)}`, Number(r.acked)]),
     );
+    if (acked.size < keys.length) {
+      // A stream's first batch: its cursor is made, locked and read, then advanced.
+      const missing = keys.filter((k) => !acked.has(`${k.host}\u0000${k.stream}`));
+      await tx.execute(sql`
+        insert into "stream_cursors" ("host_id", "stream", "acked_seq")
+        select "host", "stream", 0 from jsonb_to_recordset(${JSON.stringify(missing)}::jsonb) as k("host" uuid, "stream" text)
+        order by 1, 2
+        on conflict ("host_id", "stream") do nothing`);
+      for (const r of await lock(missing)) {
+        acked.set(`${String(r.host)}\u0000${String(r.stream)}`, Number(r.acked));
+      }
+      await tx.execute(advance(missing));
+    }
     const gaps: { host: string; stream: string; from: number; to: number }[] = [];
     const results = new Map<number, MetricsAppendResult>();
     // Batches of one stream in seq order (the gateway sends one at a time per stream; be safe).
@@ -318,28 +371,10 @@ async function storeGroup(
         from jsonb_to_recordset(${JSON.stringify(gaps)}::jsonb) as v("host" uuid, "stream" text, "from" bigint, "to" bigint)
         on conflict do nothing`);
     }
-    // Every tick is inserted whatever its number: a resent one hits the key and is skipped, and an
-    // agent whose spool was wiped (numbering from 1 again) loses nothing.
-    const rows: Record<string, unknown>[] = [];
-    const owner = new Map<string, { g: PreparedBatch; row: PreparedBatch['rows'][number] }>();
-    for (const g of group) {
-      for (const row of g.rows) {
-        const key = `${g.hostId}\u0000${row.ts}`;
-        if (owner.has(key)) continue;
-        owner.set(key, { g, row });
-        rows.push({ host_id: g.hostId, ts: new Date(row.ts).toISOString(), ...row.v, detail: row.detail });
-      }
-    }
     const stored: { host: string; t: number }[] = [];
     if (rows.length > 0) {
-      const inserted = rowsOf(
-        await tx.execute(sql`
-          insert into "metric_samples" (${SERIES_COLUMNS})
-          select ${SERIES_COLUMNS} from json_to_recordset(${JSON.stringify(rows)}::json) as r(${SERIES_RECORD_TYPE})
-          on conflict do nothing
-          returning "host_id"::text as "host", (extract(epoch from "ts") * 1000)::float8 as "t"`),
-      );
-      for (const r of inserted) stored.push({ host: String(r.host), t: Math.round(Number(r.t)) });
+      for (const r of rowsOf(insertedResult))
+        stored.push({ host: String(r.host), t: Math.round(Number(r.t)) });
     }
     const readings: TrafficReading[] = [];
     for (const s of stored) {
@@ -351,14 +386,6 @@ async function storeGroup(
       if (ifaces.length > 0) readings.push({ hostId: hit.g.hostId, ts: s.t, uptime: hit.row.uptime, ifaces });
     }
     if (!deferTraffic) await accountTraffic(tx, readings);
-    const advanced = [...acked].map(([key, seq]) => {
-      const [host, stream] = key.split('\u0000') as [string, string];
-      return { host, stream, seq };
-    });
-    await tx.execute(sql`
-      update "stream_cursors" c set "acked_seq" = greatest(c."acked_seq", v."seq"), "updated_at" = now()
-      from jsonb_to_recordset(${JSON.stringify(advanced)}::jsonb) as v("host" uuid, "stream" text, "seq" bigint)
-      where c."host_id" = v."host" and c."stream" = v."stream"`);
     return { results: group.map((g) => results.get(g.index)!), readings: deferTraffic ? readings : [] };
   });
 }

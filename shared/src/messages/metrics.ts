@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { defineRequest, defineStream } from '../definitions.ts';
 import { storableText } from './facts.ts';
-import { processNameSchema } from './processes.ts';
+import { PROCESS_NAME_PATTERN, processNameSchema } from './processes.ts';
 
 /** The durable stream of metric samples, one record per tick. */
 export const metricsStream = defineStream('metrics', { codec: 'json', durability: 'durable' });
@@ -139,3 +139,141 @@ export const metricsConfigureRequest = defineRequest('metrics.configure', {
   result: z.strictObject({ intervalSeconds: metricsIntervalSchema }),
   timeoutMs: 10_000,
 });
+
+// ---- the fast check ----------------------------------------------------------------------------
+// The controller checks every tick an agent sends (an agent is untrusted). `parseMetricSample`
+// first runs a hand-written structural check that accepts only what `metricSampleSchema` accepts
+// unchanged (strict keys, finite numbers, labels of 1-128 characters without NUL or any surrogate,
+// process names by their pattern, the array bounds); anything it does not accept — invalid or
+// merely unusual, such as a label with an emoji — goes to zod, which decides and gives the error.
+// So the check can only be stricter than the schema, never looser (shared/src/messages/
+// metrics.test.ts compares the two on mutated ticks).
+
+const SERIES_KEYS: ReadonlySet<string> = new Set(metricSeriesNames);
+// eslint-disable-next-line no-control-regex -- NUL is what the label must not hold
+const SAFE_LABEL = /^[^\u0000\uD800-\uDFFF]{1,128}$/;
+
+type Plain = Record<string, unknown>;
+const isPlain = (o: unknown): o is Plain =>
+  typeof o === 'object' && o !== null && !Array.isArray(o) && Object.getPrototypeOf(o) === Object.prototype;
+const isFigure = (x: unknown) => x === null || (typeof x === 'number' && Number.isFinite(x));
+const isAmount = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+const isLabel = (x: unknown) => typeof x === 'string' && SAFE_LABEL.test(x);
+
+/** True when `o` has exactly the keys `keys` (own, enumerable) and nothing else. */
+function hasExactly(o: Plain, keys: readonly string[]): boolean {
+  let n = 0;
+  for (const k in o) {
+    if (!Object.hasOwn(o, k)) return false;
+    n++;
+  }
+  if (n !== keys.length) return false;
+  for (const k of keys) if (!Object.hasOwn(o, k)) return false;
+  return true;
+}
+
+const MOUNT_KEYS = ['mount', 'fs', 'size', 'used'] as const;
+const IFACE_KEYS = ['name', 'rxBps', 'txBps', 'rxBytes', 'txBytes'] as const;
+const TEMP_KEYS = ['name', 'c'] as const;
+const PROCESS_KEYS = ['name', 'cpu', 'rss'] as const;
+
+function fastList(x: unknown, max: number, item: (o: Plain) => boolean): boolean {
+  if (!Array.isArray(x) || x.length > max) return false;
+  for (const o of x) if (!isPlain(o) || !item(o)) return false;
+  return true;
+}
+
+/** The hand-written check: true only for values `metricSampleSchema` accepts as they are. */
+export function isWellFormedMetricSample(x: unknown): x is MetricSample {
+  if (!isPlain(x)) return false;
+  let hasT = false;
+  for (const k in x) {
+    if (!Object.hasOwn(x, k)) return false;
+    const value = x[k];
+    switch (k) {
+      case 't':
+        if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) return false;
+        hasT = true;
+        break;
+      case 'v': {
+        if (!isPlain(value)) return false;
+        for (const s in value) {
+          if (!Object.hasOwn(value, s) || !SERIES_KEYS.has(s) || !isFigure(value[s])) return false;
+        }
+        break;
+      }
+      case 'cores':
+        if (!Array.isArray(value) || value.length > 1024) return false;
+        for (const c of value) if (!isFigure(c)) return false;
+        break;
+      case 'mounts':
+        if (
+          !fastList(
+            value,
+            256,
+            (m) =>
+              hasExactly(m, MOUNT_KEYS) &&
+              isLabel(m.mount) &&
+              isLabel(m.fs) &&
+              isAmount(m.size) &&
+              isAmount(m.used),
+          )
+        )
+          return false;
+        break;
+      case 'ifaces':
+        if (
+          !fastList(
+            value,
+            256,
+            (i) =>
+              hasExactly(i, IFACE_KEYS) &&
+              isLabel(i.name) &&
+              isFigure(i.rxBps) &&
+              isFigure(i.txBps) &&
+              isAmount(i.rxBytes) &&
+              isAmount(i.txBytes),
+          )
+        )
+          return false;
+        break;
+      case 'temps':
+        if (
+          !fastList(
+            value,
+            256,
+            (t) =>
+              hasExactly(t, TEMP_KEYS) && isLabel(t.name) && typeof t.c === 'number' && Number.isFinite(t.c),
+          )
+        )
+          return false;
+        break;
+      case 'processes':
+        if (
+          !fastList(
+            value,
+            MAX_PROCESS_SERIES,
+            (p) =>
+              hasExactly(p, PROCESS_KEYS) &&
+              typeof p.name === 'string' &&
+              PROCESS_NAME_PATTERN.test(p.name) &&
+              isFigure(p.cpu) &&
+              isFigure(p.rss),
+          )
+        )
+          return false;
+        break;
+      default:
+        return false;
+    }
+  }
+  return hasT && Object.hasOwn(x, 'v');
+}
+
+/**
+ * A tick checked as `metricSampleSchema.parse` checks it (throws zod's error on a bad one), fast for
+ * the well-formed ticks agents send: those are returned as they are, without zod's copy.
+ */
+export function parseMetricSample(x: unknown): MetricSample {
+  return isWellFormedMetricSample(x) ? x : metricSampleSchema.parse(x);
+}
