@@ -1,7 +1,8 @@
 // Proves the host Metrics tab in real Chromium against a real controller and an agent sampling
 // every second: the six charts draw on their canvases from stored data, the legends and the charts'
 // accessible summaries carry values, the transfer of the billing cycle shows, switching the range changes the resolution (hourly averages
-// for a year, samples for 15 minutes), hovering one chart shows the cursor on all six (synced), a
+// for a year, samples for 15 minutes), hovering one chart shows the cursor on all six (synced), the
+// charts move on by themselves while watched, a drag across one chart sets that span on all six, a
 // custom range refuses an end before its start and then reads the typed span, and the page passes
 // axe's WCAG 2.1 A/AA checks in the dark theme on a desktop and the light theme on a phone.
 import assert from 'node:assert/strict';
@@ -41,6 +42,15 @@ after(async () => {
   if (ctl) removeDir(ctl.dataDir);
   for (const d of dirs) removeDir(d);
 });
+
+/** Polls `check` (from Node: page.evaluate of a string; the console's CSP forbids eval) until true. */
+async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
 
 /** Counts canvases with at least one painted pixel (uPlot draws series and axes on one canvas). */
 const DRAWN_CANVASES = `(() => [...document.querySelectorAll('[data-testid="metrics-chart"] canvas')].filter((c) => {
@@ -106,6 +116,45 @@ for (const [viewport, theme] of [
         await page.waitForFunction(
           `document.querySelectorAll('[data-testid="metrics-chart"] .u-cursor-x:not(.u-off)').length >= 6`,
         );
+        if (viewport === 'desktop') {
+          // Live while watching: with nothing touched, the newest point moves on (the page reads
+          // again at the sampling interval; the agent samples every second).
+          const before = Number(await memory.getAttribute('data-last'));
+          assert.ok(before > 0, 'the memory chart has a newest point');
+          const memoryLast = `Number([...document.querySelectorAll('[data-testid="metrics-chart"]')].find((c) => c.textContent.includes('Memory')).getAttribute('data-last'))`;
+          await until(async () => Number(await page.evaluate(memoryLast)) > before, 30_000, 'a newer point');
+          // Drag-zoom on one chart sets that span for every chart of the host (a custom range).
+          const SPANS = `[...document.querySelectorAll('[data-testid="metrics-chart"]')].map((c) => [Number(c.getAttribute('data-from')), Number(c.getAttribute('data-to'))])`;
+          const box = await charts.nth(1).locator('.u-over').boundingBox();
+          assert.ok(box);
+          await page.mouse.move(box.x + box.width * 0.3, box.y + box.height / 2);
+          await page.mouse.down();
+          await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2, { steps: 5 });
+          await page.mouse.move(box.x + box.width * 0.7, box.y + box.height / 2, { steps: 5 });
+          await page.mouse.up();
+          await until(
+            async () =>
+              (await page.locator('[data-testid="range-custom"]').isChecked()) &&
+              ((await page.evaluate(SPANS)) as [number, number][]).every(
+                ([f, t]) => t - f > 0 && t - f < 10 * 60,
+              ),
+            15_000,
+            'the zoomed span on every chart',
+          );
+          const spans = (await page.evaluate(SPANS)) as [number, number][];
+          assert.equal(spans.length, 6);
+          assert.equal(
+            new Set(spans.map((x) => x.join('-'))).size,
+            1,
+            `every chart shows the same span: ${JSON.stringify(spans)}`,
+          );
+          const [from, to] = spans[0]!;
+          // 40 % of the 15-minute chart's width: about 6 minutes.
+          assert.ok(to - from > 3 * 60 && to - from < 9 * 60, `zoomed span ${to - from} s`);
+          const form = page.locator('[data-testid="custom-range"]');
+          assert.notEqual(await form.getByLabel('From').inputValue(), '');
+          assert.equal(await page.evaluate(DRAWN_CANVASES), 6);
+        }
         // A custom range (fixed, read once): from hourly averages (1 y) to the last 20 minutes as
         // typed, which reads raw samples; an end before the start is refused in the form.
         await page.locator('label', { has: page.locator('[data-testid="range-1y"]') }).click();
