@@ -5,11 +5,13 @@
 // each host's last result survives skipped slots; a failed run notifies the schedule's
 // notification channel (a webhook here) once; a PATCH changes
 // only what it sends; a replica holding none of the target's hosts leaves a slot to the one that holds it for
-// HOLDER_GRACE_MS, then claims it itself; two schedulers ticking at once claim each slot once.
+// HOLDER_GRACE_MS, then claims it itself; two schedulers ticking at once claim each slot once; a
+// slot whose row a killed controller wrote before moving the claim keeps that one row.
 // Each scheduler here is a second instance of the real service on the controller's database, with
 // its own clock, set years ahead so that the controller's own scheduler (real clock) never finds
 // these schedules due.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
@@ -342,5 +344,52 @@ test(
     await holder.service.update(actor, s.id, { enabled: false });
     for (const r of runs) await fleet.ctl.services.jobs.wait(r.id);
     await holder.service.remove(actor, s.id);
+  },
+);
+
+test(
+  'a controller killed after writing a slot’s row, before its claim: the slot keeps one row',
+  { timeout: 60_000 },
+  async () => {
+    const { service, at } = scheduler({ holdsHosts: true });
+    at('2031-07-01T00:00:30.000Z');
+    const s = await service.create(actor, {
+      name: 'crashed mid-slot',
+      command: { argv: ['true'] },
+      target: { hostIds: [fleet.hostId] },
+      cron: '* * * * *',
+    });
+    // What the killed controller left: the 00:01 run (marked interrupted by the orphan sweep), and
+    // next_run_at still at 00:01.
+    const repo = createJobsRepository(fleet.ctl.database.db);
+    const left = new Date('2031-07-01T00:01:00.000Z');
+    await repo.createRun(
+      {
+        id: randomUUID(),
+        scheduleId: s.id,
+        scheduledFor: left,
+        trigger: 'schedule',
+        userId: actor.id,
+        command: { argv: ['true'], env: {} },
+        target: { hostIds: [fleet.hostId] },
+        concurrency: 1,
+        timeoutSeconds: 60,
+        maxOutputBytes: 1024,
+        status: 'interrupted',
+        startedAt: left,
+        endedAt: left,
+        heartbeatAt: left,
+      },
+      [],
+    );
+    at('2031-07-01T00:01:20.000Z');
+    await service.tick();
+    const runs = await runsOf(s.id);
+    assert.deepEqual(
+      runs.map((r) => [r.scheduledFor, r.status]),
+      [['2031-07-01T00:01:00.000Z', 'interrupted']],
+    );
+    assert.equal(await nextRunAt(service, s.id), '2031-07-01T00:02:00.000Z');
+    await service.remove(actor, s.id);
   },
 );

@@ -427,9 +427,9 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
   }
 
   /**
-   * Handles the due slots of one schedule, oldest first: each is claimed (compare-and-set of
-   * `next_run_at` from that slot to the one after it) and then run, or recorded as skipped. Slots
-   * past the catch-up bound are claimed in one step and recorded as one missed row.
+   * Handles the due slots of one schedule, oldest first: each gets its row (run, or skipped) and
+   * then its claim (compare-and-set of `next_run_at` from that slot to the one after it). Slots
+   * past the catch-up bound get one missed row and are claimed in one step.
    */
   async function catchUp(s: JobScheduleRow, at: Date): Promise<void> {
     let cron: Cron;
@@ -437,8 +437,8 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
       cron = pattern(s.cron, s.timezone);
     } catch (err) {
       // Saved patterns were checked; one croner no longer takes stops the schedule, visibly.
-      if (await jobs.claimSlot(s.id, s.nextRunAt!, null))
-        await recordNotRun(s, s.nextRunAt, 'failed', (err as Error).message.slice(0, 300));
+      await recordNotRun(s, s.nextRunAt, 'failed', (err as Error).message.slice(0, 300));
+      await jobs.claimSlot(s.id, s.nextRunAt!, null);
       return;
     }
     let holds: boolean | null = null;
@@ -449,27 +449,33 @@ export function createSchedulesService(deps: SchedulesServiceDeps) {
         holds ??= await holdsAnyHost(s.target);
         if (!holds) return; // a replica holding a host takes it; if none does, this one will
       }
+      // The slot's row first, then the claim: the row is unique per (schedule, slot), so a replica
+      // that lost the race writes nothing, and a controller killed between the two finds the row
+      // there at its next tick and only moves the claim on. (Claim first, a kill in between left a
+      // slot without a row.)
       if (late > MISSED_AFTER_MS) {
         const resume = cron.nextRun(new Date(at.getTime() - MISSED_AFTER_MS));
-        if (!(await jobs.claimSlot(s.id, slot, resume))) return; // another replica took it
         await recordNotRun(s, slot, 'skipped', describeMissed(cron, slot, resume));
+        if (!(await jobs.claimSlot(s.id, slot, resume))) return; // another replica took it
         slot = resume;
         continue;
       }
       const next = cron.nextRun(slot);
-      if (!(await jobs.claimSlot(s.id, slot, next))) return;
       try {
         if (await jobs.scheduleRunning(s.id))
           await recordNotRun(s, slot, 'skipped', 'the previous run was still running');
         else await fire(s, slot, 'schedule');
       } catch (err) {
+        // Not claimed: the next tick tries the slot again (past the catch-up bound it is missed).
         log.error({ err, schedule: s.id, slot }, 'starting a scheduled run failed');
+        return;
       }
+      if (!(await jobs.claimSlot(s.id, slot, next))) return; // another replica moved it on
       slot = next;
     }
   }
 
-  /** One look for due slots; each is claimed before it runs. */
+  /** One look for due slots; each gets its row, then its claim moves on. */
   async function tick(): Promise<void> {
     ticks++;
     if (ticks % SWEEP_EVERY_TICKS === 1) await deps.runs.sweepOrphans();
