@@ -5,7 +5,6 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { z } from 'zod';
 import { KeelError, logFormat } from '@keel/shared';
 import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
 import { lockStateDir, StateDirLocked } from './identity/lock.ts';
@@ -92,10 +91,6 @@ export async function enroll(opts: {
 
 /** Stays connected until SIGTERM/SIGINT (exit 0) or until the controller refuses us (exit 2). */
 export async function run(stateDir: string): Promise<number> {
-  // zod without its code generation: it compiles a parser per object schema on first use, and
-  // those compiled functions stay in the heap; without them an idle agent holds 0.3-0.9 MiB less,
-  // for ~1-2 us more per frame check (docs/benchmarks.md, agent-idle).
-  z.config({ jitless: true });
   const log = makeLog();
   const enrollment = await loadEnrollment(stateDir);
   if (!enrollment) {
