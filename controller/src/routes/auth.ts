@@ -1,8 +1,14 @@
-// /api/v1/auth: sign in (password, or a wallet's EIP-4361 message), the current session, sign out.
+// /api/v1/auth: sign in (password, a wallet's EIP-4361 message or TON ton_proof), the current session,
+// sign out.
 import { createRoute, z } from '@hono/zod-openapi';
 import type { AuthService } from '../services/auth.ts';
 import type { WalletsService } from '../services/wallets.ts';
-import { challengeBodySchema, signedMessageSchema, walletChallengeSchema } from './wallets.ts';
+import {
+  challengeBodySchema,
+  signedMessageSchema,
+  tonProofSchema,
+  walletChallengeSchema,
+} from './wallets.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, sessionOf, userSchema } from './env.ts';
 import { getCookie } from 'hono/cookie';
 import { KeelError } from '@keel/shared';
@@ -202,6 +208,30 @@ const walletLoginRoute = createRoute({
   },
 });
 
+const tonLoginRoute = createRoute({
+  method: 'post',
+  path: '/wallet/ton/login',
+  middleware: [permit.public()] as const,
+  tags: ['auth'],
+  summary: 'Sign in with a linked TON wallet (ton_proof)',
+  description:
+    "Send the TON Connect ton_proof whose payload is a nonce from POST /auth/wallet/challenge, with the wallet's address, public key and StateInit. Checks the domain (this controller's host), the timestamp (within the nonce lifetime, not in the future), the StateInit against the address and key (wallet v3r2, v4r2, v5r1), the ed25519 signature and the nonce (used once); then as POST /auth/wallet/login.",
+  request: {
+    body: { content: { 'application/json': { schema: tonProofSchema } }, required: true },
+  },
+  responses: {
+    200: { description: 'Signed in.', content: { 'application/json': { schema: sessionBodySchema } } },
+    400: errorResponse(
+      'Not a valid ton_proof (`wallet.invalid_message`) or not a known wallet contract (`wallet.unsupported_wallet`).',
+    ),
+    401: errorResponse(
+      'Refused: `wallet.domain_mismatch`, `wallet.expired`, `wallet.address_mismatch`, `wallet.bad_signature`, `wallet.nonce_invalid`, `wallet.not_linked`.',
+    ),
+    403: errorResponse('Wallet sign-in is off (`wallet.disabled`), or a cross-origin request.'),
+    429: errorResponse('Too many failures (`auth.locked`); try again after `Retry-After` seconds.'),
+  },
+});
+
 export interface AuthRoutesDeps {
   auth: AuthService;
   cookie: CookieOptions;
@@ -245,6 +275,16 @@ export function authRoutes({ auth, cookie, checkPasswordPolicy = () => undefined
       const result = await auth.walletLogin({
         message,
         signature,
+        ip: c.get('clientIp'),
+        userAgent: c.req.header('user-agent') ?? null,
+      });
+      setSessionCookie(c, result.secret, result.expiresAt, cookie);
+      c.header('cache-control', 'no-store');
+      return c.json({ user: result.user, csrfToken: result.csrfToken, stage: result.stage ?? 'ok' }, 200);
+    })
+    .openapi(tonLoginRoute, async (c) => {
+      const result = await auth.walletLogin({
+        tonProof: c.req.valid('json'),
         ip: c.get('clientIp'),
         userAgent: c.req.header('user-agent') ?? null,
       });

@@ -1,5 +1,5 @@
-// /api/v1/wallets: your linked Ethereum wallets (EIP-4361 sign-in): a nonce to sign, link (password
-// and a signed message), unlink; an admin's view of a user's wallets and the policy (on/off, chain
+// /api/v1/wallets: your linked wallets (Ethereum EIP-4361 sign-in, TON ton_proof): a nonce to
+// sign, link (password and a signed message or proof), unlink; an admin's view of a user's wallets and the policy (on/off, chain
 // ids). Sign-in itself is under /auth/wallet (auth.ts).
 import { createRoute, z } from '@hono/zod-openapi';
 import type { AuthService } from '../services/auth.ts';
@@ -17,8 +17,15 @@ const body = <T extends z.ZodType>(schema: T) => ({
 
 export const walletViewSchema = z
   .object({
-    address: z.string().openapi({ description: 'Lower case, `0x` + 40 hex digits.' }),
-    chainId: z.number().int(),
+    kind: z.enum(['ethereum', 'ton']),
+    address: z.string().openapi({
+      description:
+        'Ethereum: lower case, `0x` + 40 hex digits. TON: raw form, `<workchain>:<64 hex digits>` in lower case.',
+    }),
+    chainId: z
+      .number()
+      .int()
+      .openapi({ description: 'Ethereum: the chain id signed. TON: -239 (mainnet) or -3 (testnet).' }),
     createdAt: z.iso.datetime(),
     lastUsedAt: z.iso.datetime().nullable(),
   })
@@ -67,12 +74,50 @@ export const signedMessageSchema = z.object({
     .openapi({ description: 'The personal_sign signature (65 bytes, hex).' }),
 });
 
+/** A TON Connect ton_proof with the account fields it needs (docs/security.md, Wallet sign-in). */
+export const tonProofSchema = z
+  .object({
+    address: z
+      .string()
+      .min(1)
+      .max(100)
+      .openapi({ description: 'Raw (`0:<64 hex>`) or user-friendly (base64/base64url, checksum checked).' }),
+    network: z
+      .enum(['-239', '-3'])
+      .optional()
+      .openapi({ description: "TON Connect's `account.chain` (default -239, mainnet). Not signed." }),
+    publicKey: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/)
+      .openapi({ description: "The wallet's ed25519 public key, hex (`account.publicKey`)." }),
+    proof: z
+      .object({
+        timestamp: z.number().int().nonnegative().openapi({ description: 'Seconds since the epoch.' }),
+        domain: z
+          .object({
+            lengthBytes: z.number().int().nonnegative().optional(),
+            value: z.string().min(1).max(253),
+          })
+          .strict(),
+        payload: z.string().min(1).max(128).openapi({ description: 'The nonce handed out.' }),
+        signature: z.string().min(1).max(200).openapi({ description: 'base64, 64 bytes.' }),
+        stateInit: z
+          .string()
+          .min(1)
+          .max(16_384)
+          .openapi({ description: "The wallet's StateInit, base64 BOC (`account.walletStateInit`)." }),
+      })
+      .strict(),
+  })
+  .strict()
+  .openapi('TonProof');
+
 const policySchema = z
   .object({ enabled: z.boolean(), chainIds: z.array(z.number().int().positive()).min(1).max(16) })
   .openapi('WalletPolicy');
 const addressParam = z
   .string()
-  .regex(/^0x[0-9a-fA-F]{40}$/)
+  .regex(/^(0x[0-9a-fA-F]{40}|-?[0-9]{1,3}:[0-9a-fA-F]{64})$/)
   .openapi({ param: { name: 'address', in: 'path' } });
 const userIdParam = z.uuid().openapi({ param: { name: 'userId', in: 'path' } });
 
@@ -121,6 +166,28 @@ const linkRoute = createRoute({
   responses: {
     201: json(walletViewSchema, 'Linked.'),
     ...walletErrors,
+    409: errorResponse('The wallet is linked already (`wallet.linked`).'),
+    429: errorResponse('Too many wrong passwords (`auth.locked`).'),
+  },
+});
+
+const linkTonRoute = createRoute({
+  method: 'post',
+  path: '/ton',
+  middleware: permit.signedIn(),
+  tags: ['wallets'],
+  security: cookieSecurity,
+  summary: 'Link a TON wallet: your password and a ton_proof whose payload is a linking nonce',
+  request: body(tonProofSchema.extend({ password: z.string().min(1).max(1024) }).strict()),
+  responses: {
+    201: json(walletViewSchema, 'Linked.'),
+    400: errorResponse(
+      'Not a valid ton_proof (`wallet.invalid_message`), not a known wallet contract (`wallet.unsupported_wallet`), or a malformed body.',
+    ),
+    401: errorResponse(
+      'Wrong password (`auth.invalid_credentials`), or the proof was refused: `wallet.domain_mismatch`, `wallet.expired`, `wallet.address_mismatch`, `wallet.bad_signature`, `wallet.nonce_invalid`.',
+    ),
+    403: walletErrors[403],
     409: errorResponse('The wallet is linked already (`wallet.linked`).'),
     429: errorResponse('Too many wrong passwords (`auth.locked`).'),
   },
@@ -206,6 +273,12 @@ export function walletRoutes({ wallets, auth }: { wallets: WalletsService; auth:
         await wallets.link(session.user.id, input.message, input.signature, c.get('clientIp')),
         201,
       );
+    })
+    .openapi(linkTonRoute, async (c) => {
+      const session = sessionOf(c);
+      const { password, ...proof } = c.req.valid('json');
+      await auth.confirmPassword(session, password);
+      return c.json(await wallets.linkTon(session.user.id, proof, c.get('clientIp')), 201);
     })
     .openapi(getPolicyRoute, async (c) => c.json(await wallets.policy(), 200))
     .openapi(setPolicyRoute, async (c) => {

@@ -17,6 +17,7 @@ import type { SessionsRepository } from '../repositories/sessions.ts';
 import type { UserRole, UserRow, UsersRepository } from '../repositories/users.ts';
 import { actorOf, type Actor } from './access.ts';
 import type { AuditService } from './audit.ts';
+import type { TonProofInput } from './ton-proof.ts';
 
 /** Sign-in and session policy; the defaults are what the handbook promises. */
 export const authPolicy = {
@@ -253,6 +254,8 @@ export interface AuthServiceDeps {
   wallets?: {
     claimedAddress(message: string): string | null;
     signIn(message: string, signature: string): Promise<{ user: UserRow; address: string }>;
+    claimedTonAddress(input: TonProofInput): string | null;
+    signInTon(input: TonProofInput): Promise<{ user: UserRow; address: string }>;
   };
   /** Two-factor checks and policy; without it no second factor is asked. */
   twoFactor?: {
@@ -452,20 +455,25 @@ export function createAuthService(deps: AuthServiceDeps) {
     },
 
     /**
-     * Signs in with a wallet: an EIP-4361 message and its personal_sign signature (wallets.ts checks
-     * them). Throttled like passwords: per client address, and per claimed address as the
-     * "username" (5 failures lock it for 15 minutes). Every refusal is audited as a failed sign-in.
+     * Signs in with a wallet: an EIP-4361 message and its personal_sign signature, or a TON
+     * ton_proof (wallets.ts checks them). Throttled like passwords: per client address, and per
+     * claimed address as the "username" (5 failures lock it for 15 minutes). Every refusal is
+     * audited as a failed sign-in.
      */
-    async walletLogin(input: {
-      message: string;
-      signature: string;
-      ip: string | null;
-      userAgent: string | null;
-    }): Promise<AuthenticatedSession & { secret: string }> {
-      if (!deps.wallets) throw new KeelError('wallet.disabled');
+    async walletLogin(
+      input: ({ message: string; signature: string } | { tonProof: TonProofInput }) & {
+        ip: string | null;
+        userAgent: string | null;
+      },
+    ): Promise<AuthenticatedSession & { secret: string }> {
+      const wallets = deps.wallets;
+      if (!wallets) throw new KeelError('wallet.disabled');
       const t = now();
       const at = t.getTime();
-      const claimed = deps.wallets.claimedAddress(input.message);
+      const claimed =
+        'tonProof' in input
+          ? wallets.claimedTonAddress(input.tonProof)
+          : wallets.claimedAddress(input.message);
       const key = `wallet:${claimed ?? 'malformed'}`;
       const wait = Math.max(input.ip === null ? 0 : perIp.wait(input.ip, at), perUser.wait(key, at));
       if (wait > 0) throw new SignInThrottled(Math.ceil(wait / 1000));
@@ -474,7 +482,10 @@ export function createAuthService(deps: AuthServiceDeps) {
       let found: { user: UserRow; address: string } | null = null;
       let refusal: unknown = null;
       try {
-        found = await deps.wallets.signIn(input.message, input.signature);
+        found =
+          'tonProof' in input
+            ? await wallets.signInTon(input.tonProof)
+            : await wallets.signIn(input.message, input.signature);
       } catch (err) {
         refusal = err;
       } finally {

@@ -3,8 +3,11 @@
 // wallet); that address may then sign in instead of the password. Every message must carry a nonce
 // this controller handed out (single use, 5 minutes, stored), name this controller's host as its
 // domain and its origin as its URI, an allowed chain id, and be inside its time bounds; the
-// signature is recovered locally (siwe.ts). A wallet replaces the password, not the second factor:
-// a user with TOTP on still owes a code after a wallet sign-in. docs/access.md, "Wallet sign-in".
+// signature is recovered locally (siwe.ts). A TON wallet is the second kind: it signs a TON Connect
+// ton_proof whose payload is such a nonce, for this controller's host, within the nonce lifetime;
+// ton-proof.ts checks it (ed25519, and the address against the wallet's StateInit). A wallet
+// replaces the password, not the second factor: a user with TOTP on still owes a code after a
+// wallet sign-in. docs/access.md, "Wallet sign-in".
 import { randomBytes } from 'node:crypto';
 import { KeelError } from '@keel/shared';
 import type { NoncePurpose, WalletRow, WalletsRepository } from '../repositories/wallets.ts';
@@ -17,6 +20,13 @@ import {
   toChecksumAddress,
   type SiweMessage,
 } from './siwe.ts';
+import { parseTonAddress, rawTonAddress, verifyTonProof, type TonProofInput } from './ton-proof.ts';
+
+export type { TonProofInput };
+
+/** Which kind of wallet an address is: Ethereum (`0x…`) or TON (`<workchain>:<hex>`). */
+export const walletKind = (address: string): 'ethereum' | 'ton' =>
+  address.startsWith('0x') ? 'ethereum' : 'ton';
 
 /** Wallet sign-in limits. */
 export const walletPolicy = {
@@ -32,6 +42,7 @@ export const walletPolicy = {
 
 /** A linked wallet as the API shows it. */
 export interface WalletView {
+  kind: 'ethereum' | 'ton';
   address: string;
   chainId: number;
   createdAt: string;
@@ -39,6 +50,7 @@ export interface WalletView {
 }
 
 const view = (w: WalletRow): WalletView => ({
+  kind: walletKind(w.address),
   address: w.address,
   chainId: w.chainId,
   createdAt: w.createdAt.toISOString(),
@@ -135,6 +147,56 @@ export function createWalletsService(deps: WalletsServiceDeps) {
     return { address: signer, message };
   }
 
+  /**
+   * Checks a TON ton_proof for `purpose` and uses its nonce (the proof's payload); answers the
+   * wallet's raw address and network. Throws a `wallet.*` error naming what failed.
+   */
+  async function verifyTon(
+    input: TonProofInput,
+    purpose: NoncePurpose,
+    userId: string | null,
+  ): Promise<{ address: string; chainId: number }> {
+    await requireEnabled();
+    const proof = verifyTonProof(input, {
+      domain: origin.host,
+      now: now(),
+      maxAgeMs: limits.nonceTtlMs,
+      clockSkewMs: limits.clockSkewMs,
+    });
+    // Last, as for SIWE: only a proof that passed every other check uses its nonce up.
+    if (!(await wallets.consumeNonce(proof.payload, purpose, userId, now()))) {
+      throw new KeelError('wallet.nonce_invalid');
+    }
+    return { address: proof.address, chainId: proof.chainId };
+  }
+
+  async function signedInUser(address: string): Promise<{ user: UserRow; address: string }> {
+    const wallet = await wallets.find(address);
+    const user = wallet ? await users.findById(wallet.userId) : null;
+    if (!wallet || !user) throw new KeelError('wallet.not_linked');
+    await wallets.touch(address, now());
+    return { user, address };
+  }
+
+  async function linkVerified(
+    userId: string,
+    found: { address: string; chainId: number },
+    ip: string | null,
+  ): Promise<WalletView> {
+    const { address, chainId } = found;
+    const linked = await wallets.link({ address, userId, chainId, createdAt: now() });
+    if (!linked) throw new KeelError('wallet.linked');
+    await audit.record(
+      userId,
+      'wallet.link',
+      `user:${userId}`,
+      { kind: walletKind(address), address, chainId },
+      ip,
+    );
+    const row = await wallets.find(address);
+    return view(row!);
+  }
+
   return {
     async policy(): Promise<{ enabled: boolean; chainIds: number[] }> {
       return wallets.policy();
@@ -217,21 +279,30 @@ export function createWalletsService(deps: WalletsServiceDeps) {
      */
     async signIn(text: string, signature: string): Promise<{ user: UserRow; address: string }> {
       const { address } = await verify(text, signature, 'login', null);
-      const wallet = await wallets.find(address);
-      const user = wallet ? await users.findById(wallet.userId) : null;
-      if (!wallet || !user) throw new KeelError('wallet.not_linked');
-      await wallets.touch(address, now());
-      return { user, address };
+      return signedInUser(address);
+    },
+
+    /** The raw TON address a proof claims, or null: keys the sign-in throttle before checks. */
+    claimedTonAddress(input: TonProofInput): string | null {
+      const address = parseTonAddress(input.address);
+      return address ? rawTonAddress(address) : null;
+    },
+
+    /** Checks a TON sign-in proof and answers the user its wallet is linked to (as signIn). */
+    async signInTon(input: TonProofInput): Promise<{ user: UserRow; address: string }> {
+      const { address } = await verifyTon(input, 'login', null);
+      return signedInUser(address);
     },
 
     /** Links the wallet that signed `text` to `userId` (the caller checked the password). */
     async link(userId: string, text: string, signature: string, ip: string | null): Promise<WalletView> {
       const { address, message } = await verify(text, signature, 'link', userId);
-      const linked = await wallets.link({ address, userId, chainId: message.chainId, createdAt: now() });
-      if (!linked) throw new KeelError('wallet.linked');
-      await audit.record(userId, 'wallet.link', `user:${userId}`, { address, chainId: message.chainId }, ip);
-      const row = await wallets.find(address);
-      return view(row!);
+      return linkVerified(userId, { address, chainId: message.chainId }, ip);
+    },
+
+    /** Links the TON wallet that signed `input` to `userId` (the caller checked the password). */
+    async linkTon(userId: string, input: TonProofInput, ip: string | null): Promise<WalletView> {
+      return linkVerified(userId, await verifyTon(input, 'link', userId), ip);
     },
 
     /** Unlinks one of a user's wallets (by the user or an admin). */
