@@ -131,6 +131,28 @@ test('run on two hosts from the Jobs page; save and disable a schedule', { timeo
     await page
       .locator('[data-testid="schedule-host-results"]', { hasText: 'last per host: 2 ok' })
       .waitFor({ timeout: 30_000 });
+    // A group as the target: the hosts of the group only (one here), picked from the list.
+    const hostList = (await api.get<{ hosts: { id: string; name: string }[] }>('/hosts')).body.hosts;
+    const group = await api.post<{ group: { id: string } }>('/groups', {
+      name: 'jobs-one',
+      hostIds: [hostList[0]!.id],
+    });
+    assert.equal(group.status, 201, JSON.stringify(group.body));
+    await page.reload();
+    await page.locator('[data-testid="job-host"]').first().waitFor();
+    await page.selectOption('[data-testid="job-group"]', { label: 'jobs-one' });
+    await page.fill('[data-testid="job-script"]', 'echo "in group"');
+    await page.click('[data-testid="job-run"]');
+    // The panes are this run's once its one host has printed (the previous run showed two).
+    await waitFor(
+      async () => {
+        const outputs = await page.locator('[data-testid="job-output"]').allTextContents();
+        const status = await page.locator('[data-testid="job-status"]').textContent();
+        return outputs.length === 1 && outputs[0] === 'in group\n' && status?.startsWith('succeeded');
+      },
+      30_000,
+      'the group run: one host, succeeded',
+    );
     await page.locator('[data-testid="schedules"] button', { hasText: 'Disable' }).click();
     await page.locator('[data-testid="schedules"] td', { hasText: 'disabled' }).waitFor();
     assert.deepEqual(pageErrors, []);
