@@ -5,6 +5,7 @@ import type { AppType } from '@keel/controller';
 import { hc, type ClientResponse } from 'hono/client';
 import type { SuccessStatusCode } from 'hono/utils/http-status';
 import { parseHost, parseHosts, type Host } from './host.ts';
+import type { TonProof } from './ton-proof.ts';
 import { session } from './session.svelte.ts';
 
 /** Prefix of every API path. */
@@ -272,6 +273,18 @@ function accessCalls() {
       call(client.wallets.challenge.$post({ json: wallet })),
     linkWallet: (input: { message: string; signature: string; password: string }) =>
       call(client.wallets.$post({ json: input })),
+    /** TON wallets: a ton_proof whose payload is a nonce (`link`: for My account; else sign-in). */
+    tonChallenge: (purpose: 'login' | 'link') => {
+      // No body: the nonce alone (the typed client insists on the optional EIP-4361 address).
+      const none = {} as { json: { address: string } };
+      return call(
+        purpose === 'link' ? client.wallets.challenge.$post(none) : client.auth.wallet.challenge.$post(none),
+      );
+    },
+    tonWalletLogin: (proof: TonProof) =>
+      call(client.auth.wallet.ton.login.$post({ json: proof }), { quiet401: true }),
+    linkTonWallet: (input: TonProof & { password: string }) =>
+      call(client.wallets.ton.$post({ json: input })),
     unlinkWallet: async (address: string): Promise<void> => {
       await call(client.wallets[':address'].$delete({ param: { address } }));
     },
