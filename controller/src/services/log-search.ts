@@ -22,7 +22,7 @@
 import { Worker } from 'node:worker_threads';
 import { KeelError, MAX_LOG_LINE_BYTES, decodeLogLine } from '@keel/shared';
 import type { HostRepository } from '../repositories/hosts.ts';
-import type { LogSearchRepository } from '../repositories/log-search.ts';
+import type { LogChunk, LogSearchRepository } from '../repositories/log-search.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
 import type { ProcessActor } from './processes.ts';
 
@@ -115,10 +115,12 @@ function rangesOf(t) {
 }
 parentPort.on('message', ({ id, bytes, starts, count }) => {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const text = buf.toString('utf8');
+  // ASCII (the usual log) decodes as latin1, far faster than utf8 and the same text.
+  const ascii = isAscii(buf);
+  const text = buf.toString(ascii ? 'latin1' : 'utf8');
   // Where each line starts in the text: the byte offsets when it is ASCII, else found by '\\n'.
   let at = starts;
-  if (!isAscii(buf)) {
+  if (!ascii) {
     at = new Uint32Array(count + 1);
     let p = 0;
     for (let i = 0; i < count; i++) {
@@ -215,6 +217,7 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
   worker.unref();
   let nextId = 0;
   let dead = false;
+  let queueTail: Promise<unknown> = Promise.resolve();
   const pending = new Map<number, (out: [number, [number, number][]][] | null) => void>();
   worker.on('message', ({ id, out }: { id: number; out: [number, [number, number][]][] }) => {
     pending.get(id)?.(out);
@@ -231,15 +234,21 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
     async match(batch) {
       if (dead) return null;
       const id = nextId++;
-      const result = await new Promise<[number, [number, number][]][] | null>((resolve) => {
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          resolve(null);
-          void worker.terminate();
-        }, REGEX_BATCH_MS);
+      // Batches queue in the worker: a batch's time counts from when the one before it is done.
+      const before = queueTail;
+      const result = new Promise<[number, [number, number][]][] | null>((resolve) => {
+        let timer: NodeJS.Timeout | null = null;
         pending.set(id, (out) => {
-          clearTimeout(timer);
+          if (timer) clearTimeout(timer);
           resolve(out);
+        });
+        void before.then(() => {
+          if (!pending.has(id)) return;
+          timer = setTimeout(() => {
+            pending.delete(id);
+            resolve(null);
+            void worker.terminate();
+          }, REGEX_BATCH_MS);
         });
         // The bytes and offsets are handed over (transferred), not copied.
         const { bytes, starts, count } = batch;
@@ -248,7 +257,9 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
           starts.buffer as ArrayBuffer,
         ]);
       });
-      return result ? new Map(result) : null;
+      queueTail = result;
+      const out = await result;
+      return out ? new Map(out) : null;
     },
     close() {
       void worker.terminate();
@@ -317,6 +328,56 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
               until: query.until,
               process: query.process,
             });
+            // Batches in flight: while the worker matches one, the next is gathered (two cores).
+            const inflight: {
+              found: Promise<Map<number, [number, number][]> | null>;
+              chunks: LogChunk[];
+              lineChunk: number[];
+              lineAt: number[];
+              lineSeq: number[];
+            }[] = [];
+            const yieldQueue: LogSearchEvent[] = [];
+            /** Turns the oldest batch's result into match events; false when the search ends. */
+            const settle = async (): Promise<boolean> => {
+              const b = inflight.shift()!;
+              const found = await b.found;
+              if (found === null) {
+                reason = 'pattern-too-slow';
+                return false;
+              }
+              for (const [i, ranges] of [...found.entries()].sort((x, y) => x[0] - y[0])) {
+                if (signal?.aborted) {
+                  reason = 'cancelled';
+                  return false;
+                }
+                const body = b.chunks[b.lineChunk[i]!]!.body;
+                const at = b.lineAt[i]!;
+                const l = decodeLogLine(body.subarray(at + 12, at + 12 + body.readUInt32BE(at)))!;
+                const text = Buffer.from(l.line).toString('utf8');
+                matches++;
+                hostMatches++;
+                yieldQueue.push({
+                  type: 'match',
+                  hostId: host.id,
+                  hostName: host.name,
+                  process: l.process,
+                  seq: b.lineSeq[i]!,
+                  ts: body.readDoubleBE(at + 4),
+                  stream: l.stream,
+                  text: text.slice(0, MAX_TEXT),
+                  cut: text.length > MAX_TEXT,
+                  ranges: ranges
+                    .filter(([st]) => st < MAX_TEXT)
+                    .map(([st, e]) => [st, Math.min(e, MAX_TEXT)] as [number, number]),
+                });
+                if (matches >= limit) {
+                  reason = 'limit';
+                  return false;
+                }
+              }
+              return true;
+            };
+            let go = true;
             try {
               for await (const chunks of pages) {
                 for (const c of chunks) readRecords += c.count;
@@ -337,61 +398,30 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 let lineChunk: number[] = [];
                 let lineAt: number[] = [];
                 let lineSeq: number[] = [];
-                const yieldQueue: LogSearchEvent[] = [];
-                const flush = async (): Promise<boolean> => {
+                /** Hands the batch to the matcher (its bytes are transferred: a new buffer after). */
+                const send = () => {
                   const count = starts.length;
-                  if (count === 0) return true;
+                  if (count === 0) return;
                   starts.push(used);
-                  const found = await matcher.match({
-                    bytes: bytes.subarray(0, used),
-                    starts: Uint32Array.from(starts),
-                    count,
+                  inflight.push({
+                    found: matcher.match({
+                      bytes: bytes.subarray(0, used),
+                      starts: Uint32Array.from(starts),
+                      count,
+                    }),
+                    chunks,
+                    lineChunk,
+                    lineAt,
+                    lineSeq,
                   });
-                  if (found === null) {
-                    reason = 'pattern-too-slow';
-                    return false;
-                  }
-                  for (const [i, ranges] of [...found.entries()].sort((x, y) => x[0] - y[0])) {
-                    if (signal?.aborted) {
-                      reason = 'cancelled';
-                      return false;
-                    }
-                    const body = chunks[lineChunk[i]!]!.body;
-                    const at = lineAt[i]!;
-                    const l = decodeLogLine(body.subarray(at + 12, at + 12 + body.readUInt32BE(at)))!;
-                    const text = Buffer.from(l.line).toString('utf8');
-                    matches++;
-                    hostMatches++;
-                    yieldQueue.push({
-                      type: 'match',
-                      hostId: host.id,
-                      hostName: host.name,
-                      process: l.process,
-                      seq: lineSeq[i]!,
-                      ts: body.readDoubleBE(at + 4),
-                      stream: l.stream,
-                      text: text.slice(0, MAX_TEXT),
-                      cut: text.length > MAX_TEXT,
-                      ranges: ranges
-                        .filter(([st]) => st < MAX_TEXT)
-                        .map(([st, e]) => [st, Math.min(e, MAX_TEXT)] as [number, number]),
-                    });
-                    if (matches >= limit) {
-                      reason = 'limit';
-                      return false;
-                    }
-                  }
-                  // The bytes went to the worker (transferred): a new buffer for the next batch.
                   bytes = Buffer.allocUnsafeSlow(BATCH_CAPACITY);
                   used = 0;
                   starts = [];
                   lineChunk = [];
                   lineAt = [];
                   lineSeq = [];
-                  return true;
                 };
-                let go = true;
-                walk: for (let ci = 0; ci < chunks.length; ci++) {
+                for (let ci = 0; ci < chunks.length && go; ci++) {
                   const { body, count, firstSeq } = chunks[ci]!;
                   let off = 0;
                   for (let k = 0; k < count; k++) {
@@ -435,28 +465,40 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                     used += length;
                     bytes[used++] = 10;
                     if (used >= REGEX_BATCH_BYTES) {
-                      go = await flush();
+                      send();
+                      if (inflight.length >= 2) go = await settle();
                       for (const e of yieldQueue.splice(0)) {
                         if (signal?.aborted) break;
                         yield e;
                       }
-                      if (!go) break walk;
+                      if (!go) break;
                     }
                   }
                 }
-                if (go) {
-                  go = await flush();
-                  for (const e of yieldQueue.splice(0)) {
-                    if (signal?.aborted) {
-                      reason = 'cancelled';
-                      go = false;
-                      break;
-                    }
-                    yield e;
+                if (go) send();
+                // At most one batch waits while the next page is read.
+                while (go && inflight.length > 1) go = await settle();
+                for (const e of yieldQueue.splice(0)) {
+                  if (signal?.aborted) {
+                    reason = 'cancelled';
+                    go = false;
+                    break;
                   }
+                  yield e;
                 }
                 if (!go) break scan;
               }
+              // The host's last batches, before its `host` event.
+              while (go && inflight.length > 0) go = await settle();
+              for (const e of yieldQueue.splice(0)) {
+                if (signal?.aborted) {
+                  reason = 'cancelled';
+                  go = false;
+                  break;
+                }
+                yield e;
+              }
+              if (!go) break scan;
             } finally {
               await pages.return(undefined);
             }
