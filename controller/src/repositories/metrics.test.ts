@@ -7,12 +7,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { and, asc, eq } from 'drizzle-orm';
+import { and, asc, eq, inArray } from 'drizzle-orm';
 import { encodeRecords, KeelError, type MetricSample, type RecordBatch } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
 import { hosts as hostsTable } from '../db/schema/hosts.ts';
 import { metricRollups1h, metricRollups1m, metricSamples } from '../db/schema/metrics.ts';
-import { streamGaps } from '../db/schema/streams.ts';
+import { streamCursors, streamGaps } from '../db/schema/streams.ts';
 import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
 import { createMetricsRepository, type MetricsRepository } from './metrics.ts';
 
@@ -98,6 +98,68 @@ for (const target of testDatabaseTargets()) {
         .from(streamGaps)
         .where(and(eq(streamGaps.hostId, host), eq(streamGaps.stream, 'metrics')));
       assert.deepEqual(gaps, [{ fromSeq: 16, toSeq: 19 }]);
+    });
+
+    test('the write queue group as one statement: new streams, gaps, resends, cursors', async () => {
+      // appendMany with traffic deferred and one batch per stream: the single-statement path.
+      const a = await newHost();
+      const b = await newHost();
+      const deferred: unknown[] = [];
+      const first = await metrics.appendMany(
+        [
+          { hostId: a, stream: 'metrics', batch: batch(1, [0, 1]) },
+          { hostId: b, stream: 'metrics', batch: batch(5, [0]) },
+        ],
+        deferred as never,
+      );
+      assert.deepEqual(first, [
+        { ok: true, result: { ackedSeq: 2, stored: 2, rejected: 0 } },
+        { ok: true, result: { ackedSeq: 5, stored: 1, rejected: 0, gap: { fromSeq: 1, toSeq: 4 } } },
+      ]);
+      const second = await metrics.appendMany(
+        [
+          { hostId: a, stream: 'metrics', batch: batch(6, [5]) },
+          { hostId: b, stream: 'metrics', batch: batch(6, [1]) },
+        ],
+        deferred as never,
+      );
+      assert.deepEqual(second, [
+        { ok: true, result: { ackedSeq: 6, stored: 1, rejected: 0, gap: { fromSeq: 3, toSeq: 5 } } },
+        { ok: true, result: { ackedSeq: 6, stored: 1, rejected: 0 } },
+      ]);
+      // A resend of a's last batch stores nothing and records no gap; the cursor stays.
+      const again = await metrics.appendMany(
+        [{ hostId: a, stream: 'metrics', batch: batch(6, [5]) }],
+        deferred as never,
+      );
+      assert.deepEqual(again, [{ ok: true, result: { ackedSeq: 6, stored: 0, rejected: 0 } }]);
+      const gapsOf = (host: string) =>
+        db
+          .select({ fromSeq: streamGaps.fromSeq, toSeq: streamGaps.toSeq })
+          .from(streamGaps)
+          .where(eq(streamGaps.hostId, host));
+      assert.deepEqual(await gapsOf(a), [{ fromSeq: 3, toSeq: 5 }]);
+      assert.deepEqual(await gapsOf(b), [{ fromSeq: 1, toSeq: 4 }]);
+      const cursors = await db
+        .select({ host: streamCursors.hostId, acked: streamCursors.ackedSeq })
+        .from(streamCursors)
+        .where(inArray(streamCursors.hostId, [a, b]));
+      assert.deepEqual(
+        cursors.map((c) => [c.host, Number(c.acked)]).sort(),
+        [
+          [a, 6],
+          [b, 6],
+        ].sort(),
+      );
+      const stored = await db
+        .select({ ts: metricSamples.ts })
+        .from(metricSamples)
+        .where(eq(metricSamples.hostId, a))
+        .orderBy(asc(metricSamples.ts));
+      assert.deepEqual(
+        stored.map((r) => (r.ts.getTime() - T0) / TICK),
+        [0, 1, 5],
+      );
     });
 
     test('an unknown host and a malformed batch are refused', async () => {

@@ -262,6 +262,105 @@ function prepare(input: MetricsAppendInput, index: number): PreparedBatch {
   };
 }
 
+/** A tick's row as JSON for json_to_recordset, put together from its checked parts. */
+function rowJson(hostId: string, row: PreparedBatch['rows'][number]): string {
+  const v = JSON.stringify(row.v);
+  return `{"host_id":"${hostId}","ts":"${new Date(row.ts).toISOString()}",${v.length > 2 ? `${v.slice(1, -1)},` : ''}"detail":${row.detail ? JSON.stringify(row.detail) : 'null'}}`;
+}
+
+/**
+ * The write queue's group commit as one statement, without BEGIN and COMMIT (a statement is atomic
+ * on its own): the cursors locked in key order (a materialized CTE the answer reads first), each
+ * stream's lost-tick gap inserted, the cursors advanced from the locked values and every tick
+ * inserted. For groups with one batch per stream (the gateway sends one at a time) and traffic
+ * deferred. A stream without a cursor (its first batch) gets its ticks stored here and its cursor
+ * made, locked, gap-checked and advanced by `storeGroup` right after (its ticks hit the key there):
+ * should the controller stop in between, those ticks are stored but not acked, and the agent's
+ * resend stores nothing twice.
+ */
+async function storeGroupAtOnce(
+  db: Db,
+  group: PreparedBatch[],
+): Promise<{ results: MetricsAppendResult[]; readings: TrafficReading[] }> {
+  const rows: string[] = [];
+  const owner = new Map<string, { g: PreparedBatch; row: PreparedBatch['rows'][number] }>();
+  for (const g of group) {
+    for (const row of g.rows) {
+      const key = `${g.hostId}\u0000${row.ts}`;
+      if (owner.has(key)) continue;
+      owner.set(key, { g, row });
+      rows.push(rowJson(g.hostId, row));
+    }
+  }
+  const keys = JSON.stringify(
+    group.map((g) => ({ host: g.hostId, stream: g.stream, first: g.firstSeq, last: g.lastSeq })),
+  );
+  const answer = rowsOf(
+    await db.execute(sql`
+      with "k" as materialized (
+        select * from jsonb_to_recordset(${keys}::jsonb) as k("host" uuid, "stream" text, "first" bigint, "last" bigint)
+      ),
+      "locked" as materialized (
+        select c."host_id", c."stream", c."acked_seq" from "stream_cursors" c
+        join "k" on c."host_id" = k."host" and c."stream" = k."stream"
+        order by c."host_id", c."stream"
+        for update of c
+      ),
+      "gaps" as (
+        insert into "stream_gaps" ("host_id", "stream", "from_seq", "to_seq")
+        select l."host_id", l."stream", l."acked_seq" + 1, k."first" - 1
+        from "locked" l join "k" on k."host" = l."host_id" and k."stream" = l."stream"
+        where k."first" > l."acked_seq" + 1
+        on conflict do nothing
+      ),
+      "advanced" as (
+        update "stream_cursors" c set "acked_seq" = greatest(l."acked_seq", k."last"), "updated_at" = now()
+        from "locked" l join "k" on k."host" = l."host_id" and k."stream" = l."stream"
+        where c."host_id" = l."host_id" and c."stream" = l."stream"
+      ),
+      "inserted" as (
+        insert into "metric_samples" (${SERIES_COLUMNS})
+        select ${SERIES_COLUMNS} from json_to_recordset(${`[${rows.join(',')}]`}::json) as r(${SERIES_RECORD_TYPE})
+        on conflict do nothing
+        returning "host_id", "ts"
+      )
+      select 0 as "kind", l."host_id"::text as "host", l."stream", l."acked_seq"::float8 as "n" from "locked" l
+      union all
+      select 1, i."host_id"::text, null, (extract(epoch from i."ts") * 1000)::float8 from "inserted" i`),
+  );
+  const acked = new Map<string, number>();
+  const results = new Map<number, MetricsAppendResult>();
+  const readings: TrafficReading[] = [];
+  for (const r of answer) {
+    if (Number(r.kind) === 0) acked.set(`${String(r.host)}\u0000${String(r.stream)}`, Number(r.n));
+  }
+  const missing: PreparedBatch[] = [];
+  for (const g of group) {
+    const result: MetricsAppendResult = { ackedSeq: g.lastSeq, stored: 0, rejected: g.rejected };
+    results.set(g.index, result);
+    const cursor = acked.get(`${g.hostId}\u0000${g.stream}`);
+    if (cursor === undefined) missing.push(g);
+    else if (g.firstSeq > cursor + 1) result.gap = { fromSeq: cursor + 1, toSeq: g.firstSeq - 1 };
+  }
+  for (const r of answer) {
+    if (Number(r.kind) !== 1) continue;
+    const t = Math.round(Number(r.n));
+    const hit = owner.get(`${String(r.host)}\u0000${t}`);
+    if (!hit) continue;
+    results.get(hit.g.index)!.stored++;
+    const ifaces = hit.row.detail?.ifaces?.filter((i) => i.name !== 'lo') ?? [];
+    if (ifaces.length > 0) readings.push({ hostId: hit.g.hostId, ts: t, uptime: hit.row.uptime, ifaces });
+  }
+  if (missing.length > 0) {
+    const made = await storeGroup(db, missing, true);
+    missing.forEach((g, k) => {
+      const gap = made.results[k]!.gap;
+      if (gap) results.get(g.index)!.gap = gap;
+    });
+  }
+  return { results: group.map((g) => results.get(g.index)!), readings };
+}
+
 /**
  * Stores prepared batches of any number of hosts in one transaction: cursors locked (created
  * first where missing; in key order, so two writers cannot deadlock), gaps recorded, every tick
@@ -304,10 +403,7 @@ async function storeGroup(
         const key = `${g.hostId}\u0000${row.ts}`;
         if (owner.has(key)) continue;
         owner.set(key, { g, row });
-        const v = JSON.stringify(row.v);
-        rows.push(
-          `{"host_id":"${g.hostId}","ts":"${new Date(row.ts).toISOString()}",${v.length > 2 ? `${v.slice(1, -1)},` : ''}"detail":${row.detail ? JSON.stringify(row.detail) : 'null'}}`,
-        );
+        rows.push(rowJson(g.hostId, row));
       }
     }
     const advance = (which: typeof keys) => {
@@ -409,7 +505,13 @@ export function createMetricsRepository(db: Db): MetricsRepository {
         }
       });
       const run = async (group: PreparedBatch[]) => {
-        const { results, readings } = await storeGroup(db, group, deferTraffic !== undefined);
+        // The write queue's groups (traffic deferred, one batch per stream) as one statement.
+        const atOnce =
+          deferTraffic !== undefined &&
+          new Set(group.map((g) => `${g.hostId}\u0000${g.stream}`)).size === group.length;
+        const { results, readings } = atOnce
+          ? await storeGroupAtOnce(db, group)
+          : await storeGroup(db, group, deferTraffic !== undefined);
         group.forEach((g, k) => (outcomes[g.index] = { ok: true, result: results[k]! }));
         for (const r of readings) deferTraffic!.push(r);
       };
