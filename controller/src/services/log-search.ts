@@ -20,9 +20,10 @@
 // Patterns with lookaround (which may look past a line's end) or that match the empty string run
 // per line as before.
 import { Worker } from 'node:worker_threads';
-import { KeelError, MAX_LOG_LINE_BYTES, decodeLogLine } from '@keel/shared';
+import { KeelError, decodeLogLine } from '@keel/shared';
 import type { HostRepository } from '../repositories/hosts.ts';
 import type { LogChunk, LogSearchRepository } from '../repositories/log-search.ts';
+import { CHUNK_MAX_RAW_BYTES } from '../repositories/streams.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
 import type { ProcessActor } from './processes.ts';
 
@@ -79,13 +80,13 @@ const MAX_TEXT = 4_096;
 export const REGEX_BATCH_MS = 2_000;
 /** Largest batch of line text sent to the regex worker at once. */
 const REGEX_BATCH_BYTES = 1024 * 1024;
-/** A batch's buffer: REGEX_BATCH_BYTES and room for one more whole line. */
-const BATCH_CAPACITY = REGEX_BATCH_BYTES + MAX_LOG_LINE_BYTES + 1024;
+/** A batch's buffer: REGEX_BATCH_BYTES and room for one more whole chunk (256 KiB of records). */
+const BATCH_CAPACITY = REGEX_BATCH_BYTES + CHUNK_MAX_RAW_BYTES + 1024;
 /** Ranges reported per line. */
 const MAX_RANGES = 32;
 
 // Plain JavaScript (CommonJS) evaluated as the worker: no loader needed, bundles as a string.
-// A batch: the lines' UTF-8 bytes, each followed by '\n', and each line's byte offset (plus the end).
+// A batch: bytes holding the lines with only '\n' between them, and where each line starts and ends.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { Buffer, isAscii } = require('node:buffer');
@@ -113,23 +114,31 @@ function rangesOf(t) {
   }
   return hit ? ranges : null;
 }
-parentPort.on('message', ({ id, bytes, starts, count }) => {
+parentPort.on('message', ({ id, bytes, starts, ends, count }) => {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  // ASCII (the usual log) decodes as latin1, far faster than utf8 and the same text.
-  const ascii = isAscii(buf);
-  const text = buf.toString(ascii ? 'latin1' : 'utf8');
-  // Where each line starts in the text: the byte offsets when it is ASCII, else found by '\\n'.
+  // ASCII (the usual log) decodes as latin1, far faster than utf8 and the same text; the bytes
+  // between lines are all '\\n', so byte offsets are text offsets. Otherwise the lines are decoded
+  // one by one and joined by '\\n'.
+  let text;
   let at = starts;
-  if (!ascii) {
-    at = new Uint32Array(count + 1);
+  let to = ends;
+  if (isAscii(buf)) {
+    text = buf.toString('latin1');
+  } else {
+    const parts = [];
+    at = new Uint32Array(count);
+    to = new Uint32Array(count);
     let p = 0;
     for (let i = 0; i < count; i++) {
+      const t = buf.toString('utf8', starts[i], ends[i]);
+      parts.push(t);
       at[i] = p;
-      p = text.indexOf('\\n', p) + 1;
+      to[i] = p + t.length;
+      p += t.length + 1;
     }
-    at[count] = text.length;
+    text = parts.join('\\n');
   }
-  const line = (i) => text.slice(at[i], at[i + 1] - 1);
+  const line = (i) => text.slice(at[i], to[i]);
   const out = [];
   if (whole === null) {
     for (let i = 0; i < count; i++) {
@@ -166,10 +175,11 @@ parentPort.on('message', ({ id, bytes, starts, count }) => {
 });
 `;
 
-/** A batch of lines: their UTF-8 bytes each followed by '\n', and where each starts (plus the end). */
+/** A batch of lines: bytes holding them with only '\n' between them, where each starts and ends. */
 interface Batch {
   bytes: Buffer;
   starts: Uint32Array;
+  ends: Uint32Array;
   count: number;
 }
 
@@ -191,8 +201,9 @@ function substringMatcher(needle: string, caseSensitive: boolean): Matcher {
   return {
     match(batch) {
       const out = new Map<number, [number, number][]>();
-      const texts = batch.bytes.toString('utf8').split('\n');
-      texts.pop();
+      const texts: string[] = [];
+      for (let i = 0; i < batch.count; i++)
+        texts.push(batch.bytes.toString('utf8', batch.starts[i], batch.ends[i]));
       texts.forEach((t, i) => {
         const hay = caseSensitive ? t : t.toLowerCase();
         const ranges: [number, number][] = [];
@@ -251,10 +262,11 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
           }, REGEX_BATCH_MS);
         });
         // The bytes and offsets are handed over (transferred), not copied.
-        const { bytes, starts, count } = batch;
-        worker.postMessage({ id, bytes, starts, count }, [
+        const { bytes, starts, ends, count } = batch;
+        worker.postMessage({ id, bytes, starts, ends, count }, [
           bytes.buffer as ArrayBuffer,
           starts.buffer as ArrayBuffer,
+          ends.buffer as ArrayBuffer,
         ]);
       });
       queueTail = result;
@@ -394,6 +406,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 let bytes = Buffer.allocUnsafeSlow(BATCH_CAPACITY);
                 let used = 0;
                 let starts: number[] = [];
+                let ends: number[] = [];
                 // Per line of the batch: its chunk (index in `chunks`), record offset and seq.
                 let lineChunk: number[] = [];
                 let lineAt: number[] = [];
@@ -402,11 +415,11 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 const send = () => {
                   const count = starts.length;
                   if (count === 0) return;
-                  starts.push(used);
                   inflight.push({
                     found: matcher.match({
                       bytes: bytes.subarray(0, used),
                       starts: Uint32Array.from(starts),
+                      ends: Uint32Array.from(ends),
                       count,
                     }),
                     chunks,
@@ -417,12 +430,31 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   bytes = Buffer.allocUnsafeSlow(BATCH_CAPACITY);
                   used = 0;
                   starts = [];
+                  ends = [];
                   lineChunk = [];
                   lineAt = [];
                   lineSeq = [];
                 };
                 for (let ci = 0; ci < chunks.length && go; ci++) {
                   const { body, count, firstSeq } = chunks[ci]!;
+                  if (used > 0 && used + body.length >= REGEX_BATCH_BYTES) {
+                    send();
+                    if (inflight.length >= 2) go = await settle();
+                    for (const e of yieldQueue.splice(0)) {
+                      if (signal?.aborted) break;
+                      yield e;
+                    }
+                    if (!go) break;
+                  }
+                  if (used + body.length + 1 > bytes.length) {
+                    bytes = Buffer.allocUnsafeSlow(used + body.length + 1 + BATCH_CAPACITY);
+                  }
+                  // The chunk is copied whole (one copy, not one per line); then every byte that is
+                  // not a selected line's text (record headers, names, other lines) becomes '\n'.
+                  const base = used;
+                  body.copy(bytes, base, 0, body.length);
+                  used += body.length;
+                  bytes[used++] = 10;
                   let off = 0;
                   for (let k = 0; k < count; k++) {
                     // A record: u32 length, f64 time, payload (encodeLogLine: flags, name length,
@@ -431,49 +463,35 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                     const at = off;
                     const p = off + 12;
                     const end = p + body.readUInt32BE(off);
-                    off = end;
                     if (end > body.length) break;
+                    off = end;
+                    let take = true;
                     if (query.since !== undefined || query.until !== undefined) {
                       const ts = body.readDoubleBE(at + 4);
-                      if (query.since !== undefined && ts < query.since) continue;
-                      if (query.until !== undefined && ts >= query.until) continue;
+                      if (query.since !== undefined && ts < query.since) take = false;
+                      if (query.until !== undefined && ts >= query.until) take = false;
                     }
-                    if (end - p < 2) continue;
-                    const nameLength = body[p + 1]!;
+                    const nameLength = end - p < 2 ? 0 : body[p + 1]!;
                     const lineStart = p + 2 + nameLength;
-                    if (lineStart > end) continue;
-                    if (processName && !sameBytes(body, p + 2, nameLength, processName)) continue;
-                    if (stream !== 'both' && ((body[p]! & 1) === 1) !== (stream === 'stderr')) continue;
+                    if (end - p < 2 || lineStart > end) take = false;
+                    else if (processName && !sameBytes(body, p + 2, nameLength, processName)) take = false;
+                    else if (stream !== 'both' && ((body[p]! & 1) === 1) !== (stream === 'stderr'))
+                      take = false;
+                    if (!take) {
+                      bytes.fill(10, base + at, base + end);
+                      continue;
+                    }
+                    for (let i = base + at; i < base + lineStart; i++) bytes[i] = 10;
                     hostLines++;
                     scannedLines++;
-                    // The line's bytes into the batch, '\n' after it (a line holds no '\n' of its own).
-                    const length = end - lineStart;
-                    if (used + length + 1 > bytes.length) {
-                      const grown = Buffer.allocUnsafeSlow(used + length + 1 + BATCH_CAPACITY);
-                      bytes.copy(grown, 0, 0, used);
-                      bytes = grown;
-                    }
-                    starts.push(used);
+                    starts.push(base + lineStart);
+                    ends.push(base + end);
                     lineChunk.push(ci);
                     lineAt.push(at);
                     lineSeq.push(firstSeq + k);
-                    if (length <= 256) {
-                      for (let i = lineStart, o = used; i < end; i++, o++) bytes[o] = body[i]!;
-                    } else {
-                      body.copy(bytes, used, lineStart, end);
-                    }
-                    used += length;
-                    bytes[used++] = 10;
-                    if (used >= REGEX_BATCH_BYTES) {
-                      send();
-                      if (inflight.length >= 2) go = await settle();
-                      for (const e of yieldQueue.splice(0)) {
-                        if (signal?.aborted) break;
-                        yield e;
-                      }
-                      if (!go) break;
-                    }
                   }
+                  // What follows the last whole record (a malformed tail) is no line either.
+                  if (off < body.length) bytes.fill(10, base + off, base + body.length);
                 }
                 if (go) send();
                 // At most one batch waits while the next page is read.
