@@ -10,7 +10,12 @@ import { ed25519 } from '@noble/curves/ed25519.js';
 import { Address, beginCell, Cell, contractAddress, storeStateInit } from '@ton/core';
 import { KeelError } from '@keel/shared';
 import { parseTonAddress, tonProofSignedBytes, verifyTonProof, type TonProofInput } from './ton-proof.ts';
-import { tonWallet, WALLET_V3R2_CODE, WALLET_V4R2_CODE } from '../../../test/helpers/ton-wallet.ts';
+import {
+  tonWallet,
+  WALLET_V3R2_CODE,
+  WALLET_V4R2_CODE,
+  WALLET_V5R1_CODE,
+} from '../../../test/helpers/ton-wallet.ts';
 
 const DOMAIN = 'keel.example.com';
 const NOW = new Date('2026-03-01T12:00:00Z');
@@ -41,10 +46,14 @@ describe('ton_proof', () => {
     }
   });
 
-  test('a v3r2 wallet passes too (its key sits at the same place)', { timeout: 5000 }, () => {
-    const v3 = tonWallet('v3r2');
-    const p = v3.prove({ domain: DOMAIN, timestamp: NOW.getTime() / 1000, payload: 'n1' });
-    assert.equal(verifyTonProof(p, expect).wallet, 'v3r2');
+  test('v3r2 and v5r1 wallets pass too (the key read from their own data layout)', { timeout: 5000 }, () => {
+    for (const version of ['v3r2', 'v5r1'] as const) {
+      const other = tonWallet(version);
+      const p = other.prove({ domain: DOMAIN, timestamp: NOW.getTime() / 1000, payload: 'n1' });
+      assert.equal(verifyTonProof(p, expect).wallet, version);
+      // Another key claimed: not the one in this layout's data.
+      refused({ ...p, publicKey: w.publicKeyHex }, 'wallet.address_mismatch');
+    }
   });
 
   test('the signed bytes follow the spec: another domain, time or payload changes them', () => {
@@ -139,6 +148,10 @@ describe('ton_proof', () => {
     assert.equal(
       Cell.fromBoc(Buffer.from(WALLET_V3R2_CODE, 'base64'))[0]!.hash().toString('hex'),
       '84dafa449f98a6987789ba232358072bc0f76dc4524002a5d0918b9a75d2d599',
+    );
+    assert.equal(
+      Cell.fromBoc(Buffer.from(WALLET_V5R1_CODE, 'base64'))[0]!.hash().toString('hex'),
+      '20834b7b72b112147e1b2fb457b84e74d1a30f04f737d4f62a668e9552d2b72f',
     );
     assert.ok(Address.isRaw(w.address.toRawString()));
   });
