@@ -1,4 +1,4 @@
-// Proves the ton_proof check with real wallets: an ed25519 key, the real wallet v4r2 (and v3r2)
+// Proves the ton_proof check with real wallets: an ed25519 key, the real wallet v4r2 (v3r2, v5r1)
 // contract code with that key in its data, the address that StateInit hashes to, and a proof signed
 // as a TON Connect wallet signs it. A good proof passes with the raw and the user-friendly address;
 // another domain, an old or a future timestamp, another key's signature, an address that is not the
