@@ -11,7 +11,8 @@
 //                counting the lines it delivers and what it skipped (a live view skips ahead when
 //                its reader is behind; the stored copy is the complete one);
 //   search       a regex over the stored lines of that one process through GET /logs/search, next
-//                to `grep -cE` over the same lines as a plain file.
+//                to `grep -cE` over the same lines as a plain file, and to the storage floor:
+//                the same chunks fetched from PostgreSQL and inflated, nothing else.
 // Every rate is bytes (lines plus newline) over the time from the writer's first line to the last
 // line arriving where that leg counts it, and is shown as a ratio to the raw leg.
 //
@@ -23,6 +24,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
+import { inflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -331,9 +333,23 @@ if (!args['skip-fleet']) {
     const grepMs = performance.now() - g0;
     const grepCount = Number(grep.stdout.toString().trim());
     const plainMiB = statSync(plain).size / MiB;
+    // The storage floor under the search: the same chunks fetched from PostgreSQL and inflated,
+    // nothing else (the search cannot be faster than reading what it searches).
+    const f0 = performance.now();
+    let inflated = 0;
+    for (let after = -1; ;) {
+      const rows = await sql<{ first_seq: number; codec: number; data: Buffer }[]>`
+        select first_seq, codec, data from stream_chunks
+        where host_id = ${agent.hostId} and stream = 'logs' and first_seq > ${after}
+        order by first_seq limit 32`;
+      if (rows.length === 0) break;
+      for (const r of rows) inflated += (r.codec === 0 ? r.data : inflateRawSync(r.data)).length;
+      after = Number(rows.at(-1)!.first_seq);
+    }
+    const floorMs = performance.now() - f0;
     console.log(
       `search regex /${PATTERN}/ over ${plainMiB.toFixed(0)} MiB stored: ${(searchMs / 1000).toFixed(2)} s, ${end?.matches} matches, ${end?.readRecords?.toLocaleString('en')} records read, end ${end?.reason}, controller CPU ${searchCpu.toFixed(1)} s` +
-        ` — grep -cE over the same lines as a file: ${(grepMs / 1000).toFixed(2)} s, ${grepCount} matches (${(searchMs / grepMs).toFixed(1)}x grep)`,
+        ` — grep -cE over the same lines as a file: ${(grepMs / 1000).toFixed(2)} s, ${grepCount} matches (${(searchMs / grepMs).toFixed(1)}x grep); fetching and inflating the chunks alone: ${(floorMs / 1000).toFixed(2)} s (${(inflated / MiB).toFixed(0)} MiB of records, ${(floorMs / grepMs).toFixed(1)}x grep)`,
     );
   } finally {
     await sql.end();
