@@ -54,10 +54,10 @@ interface SseEvent {
 }
 
 /** An open /events stream read event by event (heartbeat comments skipped). */
-async function openStream(init: Parameters<TestApp['request']>[1]) {
-  const res = await t.request('/api/v1/events', init);
+async function openStream(init: Parameters<TestApp['request']>[1], path = '/api/v1/events') {
+  const res = await t.request(path, init);
   // (Not the body in the message: an endless stream would never end reading.)
-  if (res.status !== 200) assert.fail(`GET /events: ${res.status} ${await res.text()}`);
+  if (res.status !== 200) assert.fail(`GET ${path}: ${res.status} ${await res.text()}`);
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
   let buffer = '';
@@ -253,6 +253,28 @@ describe('/events follows access changes while open', () => {
     assert.equal(rest[0]!.event, 'closed');
     assert.equal((JSON.parse(rest[0]!.data) as { reason: string }).reason, 'session.ended');
   });
+
+  test(
+    'the proxies change stream re-reads access at its heartbeat: a revoked session ends it',
+    { timeout: 60_000 },
+    async () => {
+      const u = await user('viewer', false);
+      const s = await openStream(
+        { as: u.signedIn, headers: { accept: 'text/event-stream' } },
+        '/api/v1/proxies/events',
+      );
+      const sessions = (await (await t.request(`/api/v1/users/${u.id}/sessions`, { as: owner })).json()) as {
+        sessions: { id: string }[];
+      };
+      await call(`/api/v1/users/${u.id}/sessions/${sessions.sessions[0]!.id}`, 'DELETE');
+      // Within one heartbeat (15 s): the closing event, then the end of the stream.
+      const rest = await s.rest();
+      assert.deepEqual(
+        rest.map((e) => [e.event, (JSON.parse(e.data) as { reason?: string }).reason]),
+        [['closed', 'session.ended']],
+      );
+    },
+  );
 
   test(
     'a change written past the audit trail (another replica) is caught at the next heartbeat',

@@ -145,7 +145,10 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/hosts', channelRoutes({ channels: services.channels }))
     .route('/recordings', recordingRoutes({ recordings: services.recordings }))
     .route('/proxy-users', proxyUserRoutes({ proxyUsers: services.proxyUsers }))
-    .route('/jobs', jobRoutes({ jobs: services.jobs, schedules: services.schedules, bus: deps.bus }))
+    .route(
+      '/jobs',
+      jobRoutes({ jobs: services.jobs, schedules: services.schedules, bus: deps.bus, auth: services.auth }),
+    )
     .route('/hosts', processRoutes({ processes: services.processes }))
     .route('/', processTemplateRoutes({ templates: services.processTemplates }))
     .route(

@@ -4,6 +4,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE } from 'hono/streaming';
 import type { FleetBus } from '../bus/index.ts';
+import type { AuthService } from '../services/auth.ts';
 import type { JobBusEvent, JobsService } from '../services/jobs.ts';
 import type { SchedulesService } from '../services/schedules.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
@@ -166,10 +167,13 @@ export function jobRoutes({
   jobs,
   schedules,
   bus,
+  auth,
 }: {
   jobs: JobsService;
   schedules: SchedulesService;
   bus: FleetBus;
+  /** Re-reads a live view's access at each heartbeat (a user who loses the run's hosts is cut off). */
+  auth: Pick<AuthService, 'currentActor'>;
 }) {
   const actor = (c: Parameters<typeof sessionOf>[0]) => ({ ...sessionOf(c).actor, ip: c.get('clientIp') });
   return createRouter()
@@ -196,7 +200,7 @@ export function jobRoutes({
     )
     .openapi(runEvents, async (c) => {
       const id = c.req.valid('param').id;
-      const who = sessionOf(c).actor;
+      const { actor: who, sessionId } = sessionOf(c);
       await jobs.watchable(who, id);
       c.header('x-accel-buffering', 'no');
       return streamSSE(c, async (stream) => {
@@ -241,7 +245,22 @@ export function jobRoutes({
                 wake = resolve;
                 setTimeout(resolve, 15_000).unref();
               });
-              if (queue.length === 0 && !done) await stream.write(': heartbeat\n\n');
+              if (queue.length === 0 && !done) {
+                // Still allowed to watch this run (session live, the run's hosts still granted)?
+                const now = await auth.currentActor(sessionId);
+                const allowed = now
+                  ? await jobs.watchable(now, id).then(
+                      () => true,
+                      () => false,
+                    )
+                  : false;
+                if (!allowed) {
+                  const reason = now ? 'access.revoked' : 'session.ended';
+                  await stream.writeSSE({ event: 'closed', data: JSON.stringify({ reason }) });
+                  break;
+                }
+                await stream.write(': heartbeat\n\n');
+              }
               continue;
             }
             await stream.writeSSE(next);

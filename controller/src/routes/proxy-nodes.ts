@@ -6,7 +6,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE } from 'hono/streaming';
 import { KeelError, PROCESS_NAME_PATTERN, proxyAdapters } from '@keel/shared';
 import type { AuthService } from '../services/auth.ts';
-import { canSeeHost } from '../services/access.ts';
+import { canSeeHost, hasPermission } from '../services/access.ts';
 import type { ProxyChange, ProxyNodesService } from '../services/proxy-nodes.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
 import { permit } from './permit.ts';
@@ -628,9 +628,12 @@ export function proxyRoutes({ proxyNodes, auth }: { proxyNodes: ProxyNodesServic
           wake?.();
           wake = undefined;
         };
+        // What the session may see: as at the request, then as re-read at each heartbeat (a user
+        // whose grants shrink stops hearing of those hosts within one heartbeat; docs/security.md).
+        let actor = session.actor;
         const unsubscribe = proxyNodes.subscribe((change) => {
           const hosts = change.type === 'node' ? [change.hostId] : change.hostIds;
-          if (!hosts.some((h) => canSeeHost(session.actor, h))) return;
+          if (!hosts.some((h) => canSeeHost(actor, h))) return;
           if (queue.length >= 256) {
             done = true; // too slow: the client reconnects and reloads
             stream.abort();
@@ -650,15 +653,26 @@ export function proxyRoutes({ proxyNodes, auth }: { proxyNodes: ProxyNodesServic
           await stream.writeSSE({ event: 'ready', data: '{}', retry: 3000 });
           while (!done) {
             const next = queue.shift();
-            if (next) {
+            if (
+              next &&
+              (next.type === 'node' ? [next.hostId] : next.hostIds).some((h) => canSeeHost(actor, h))
+            ) {
               const data =
                 next.type === 'node'
                   ? { hostId: next.hostId, instance: next.instance }
                   : { rolloutId: next.rolloutId };
               await stream.writeSSE({ event: next.type, data: JSON.stringify(data) });
+            } else if (next) {
+              continue; // queued before the access it was checked with shrank
             } else if (beat) {
               beat = false;
-              if (!(await auth.isLive(session.sessionId))) break;
+              const now = await auth.currentActor(session.sessionId);
+              if (!now || !hasPermission(now, 'host.view')) {
+                const reason = now ? 'access.revoked' : 'session.ended';
+                await stream.writeSSE({ event: 'closed', data: JSON.stringify({ reason }) });
+                break;
+              }
+              actor = now;
               await stream.write(': heartbeat\n\n');
             } else {
               await new Promise<void>((resolve) => (wake = resolve));
