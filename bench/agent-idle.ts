@@ -6,14 +6,17 @@
 // its facts check and its metrics stream at the default interval.
 //
 // A/B runs: `--bundle FILE` (repeatable) measures those bundles instead of a fresh build, one
-// after another in rounds (`--rounds`), so a change is compared in the same minutes.
+// after another in rounds (`--rounds`), so a change is compared in the same minutes. The agent gets
+// the MALLOC_* variables its unit sets; a bundle may carry its own instead (`--bundle
+// MALLOC_ARENA_MAX=1@FILE`, comma-separated pairs before the `@`; `-@FILE`: none), so the same
+// bundle with other settings is an A/B of the environment.
 //
 // Run: npm run bench -- agent-idle [--seconds 30] [--rounds 2] [--bundle FILE ...] [--json]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { agentNodeArgs, buildAgentBundle, startBundledAgent } from './lib/bundled-agent.ts';
+import { agentNodeArgs, agentUnitEnv, buildAgentBundle, startBundledAgent } from './lib/bundled-agent.ts';
 import {
   createScratchDatabase,
   freePort,
@@ -86,7 +89,10 @@ const line = (name: string, w: Reading) =>
 /** A bare Node.js process with the agent's Node options that keeps a timer, as an idle daemon. */
 async function bareNode(seconds: number): Promise<Reading> {
   const child = track(
-    spawn(process.execPath, [...agentNodeArgs(), '-e', 'setInterval(() => {}, 5000)'], { stdio: 'ignore' }),
+    spawn(process.execPath, [...agentNodeArgs(), '-e', 'setInterval(() => {}, 5000)'], {
+      stdio: 'ignore',
+      env: { ...process.env, ...agentUnitEnv() },
+    }),
   );
   try {
     await sleep(3_000);
@@ -132,7 +138,11 @@ async function main(): Promise<void> {
   const bundles = args.bundle?.length ? args.bundle : [buildAgentBundle()];
   console.log(`agent-idle: ${machine()}; load average ${load()}`);
   console.log(
-    `agent Node options: ${agentNodeArgs().join(' ') || '(V8 defaults)'}; ${SECONDS} s per reading`,
+    `agent Node options: ${agentNodeArgs().join(' ') || '(V8 defaults)'}; unit environment: ${
+      Object.entries(agentUnitEnv())
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ') || '(none)'
+    }; ${SECONDS} s per reading`,
   );
   const dataDir = tempDir('keel-bench-ctl-');
   const db = await createScratchDatabase('keel_bench_idle');
@@ -141,8 +151,15 @@ async function main(): Promise<void> {
   try {
     for (let round = 1; round <= ROUNDS; round++) {
       for (const bundle of bundles) {
-        process.env.KEEL_BENCH_AGENT_BUNDLE = bundle;
-        const agent = await startBundledAgent(ctl);
+        const at = bundle.lastIndexOf('@');
+        const env = Object.fromEntries(
+          (at < 0 ? '' : bundle.slice(0, at))
+            .split(',')
+            .filter((kv) => kv.includes('='))
+            .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+        );
+        process.env.KEEL_BENCH_AGENT_BUNDLE = bundle.slice(at + 1);
+        const agent = await startBundledAgent(ctl, env, at < 0 ? agentUnitEnv() : {});
         try {
           // Settled: the first facts report, metrics ticks and heartbeats are behind it.
           await sleep(10_000);

@@ -36,6 +36,7 @@ import {
   track,
   waitFor,
 } from './lib/harness.ts';
+import { agentUnitEnv } from './lib/bundled-agent.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -83,7 +84,7 @@ const agentNodeArgs = (process.env.KEEL_BENCH_AGENT_NODE_ARGS ?? unitNodeOptions
 function runBundle(bundle: string, argv: string[]): ChildProcess {
   return track(
     spawn(process.execPath, [...agentNodeArgs, bundle, ...argv], {
-      env: { ...process.env, KEEL_AGENT_LOG_LEVEL: 'warn' },
+      env: { ...process.env, ...agentUnitEnv(), KEEL_AGENT_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
   );

@@ -3,11 +3,15 @@
 // `npm test` runs (scripts/test.mjs). What hosts run is then what is measured and tested.
 //
 // They keep an idle agent small (docs/benchmarks.md, "agent-idle"):
-// - Lazy dependencies: an import of a listed package is replaced by a small module whose functions
-//   `require()` the package on first call (inside the bundle, esbuild's lazy initializer), so an
-//   idle agent never loads it. execa (2.5 MB of heap, ~0.25 s of start-up) is only needed when the
-//   supervisor first starts a process. Naming a function that is not listed fails the build ("No
-//   matching export").
+// - Lazy dependencies, outside the bundle: the packages an idle agent never runs (execa, and the
+//   configs engine's diff, chokidar and smol-toml) are bundled into a second file beside it,
+//   `<bundle>-lazy.cjs`, which the agent require()s on first use. Inside the main bundle they
+//   would still cost their source (~400 KB of the 1.4 MB that V8 keeps in the heap while the
+//   bundle is loaded; -0.6 MiB idle RSS). An import of execa is replaced by a small module whose
+//   listed functions load it on first call (execa: 2.5 MB of heap, ~0.25 s of start-up, only
+//   needed when the supervisor first starts a process; naming a function that is not listed fails
+//   the build, "No matching export"); the others are only imported with `await import()`, which
+//   evaluates their stand-in, and so loads the file, then. The release ships both files (dist/).
 // - zod without its translations: zod's index brings ~50 locales (~400 KB of source) that only a
 //   `z.config(z.locales.xx())` would use; the agent speaks English (the default, kept).
 // - ASCII only: V8 keeps a module's whole source in memory for lazy compilation, one byte per
@@ -16,7 +20,7 @@
 //   esbuild escapes strings and identifiers already (`charset: 'ascii'`); asciiOnly() escapes what
 //   it leaves (comments, legal comments), which means the same in every JavaScript context.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 /** Native add-ons that dependencies load inside try/catch when present (speed-ups, macOS only). */
 export const optionalNative = ['bufferutil', 'utf-8-validate', 'osx-temperature-sensor'];
@@ -28,28 +32,63 @@ export const requireBanner = {
 
 /** Package -> the functions imported from it, each loaded on first call. */
 const lazy = { execa: ['execa', 'execaSync'] };
+/** Packages only ever imported with `await import()`: whole, from the lazy file, when imported. */
+const lazyModules = ['diff', 'chokidar', 'smol-toml'];
+
+/** The lazy file beside a bundle: `dist/keel-agent.mjs` -> `dist/keel-agent-lazy.cjs`. */
+export function lazyFileOf(outfile) {
+  return outfile.replace(/\.m?js$/, '') + '-lazy.cjs';
+}
 
 /** @returns {import('esbuild').Plugin} */
-function lazyDependencies(resolveDir) {
-  const names = Object.keys(lazy);
+function lazyDependencies(outfile, resolveDir) {
+  const names = [...Object.keys(lazy), ...lazyModules];
   const filter = new RegExp(`^(${names.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})$`);
+  const lazyFile = lazyFileOf(outfile);
+  // Resolved by the bundle's require() (the banner's, relative to the bundle's own file).
+  const request = `./${basename(lazyFile)}`;
   return {
     name: 'keel-lazy-dependencies',
     setup(b) {
-      // The shim's own require() resolves to the package itself: bundled, esbuild wraps it in an
-      // initializer that runs on that first require(); external, Node loads it then.
-      b.onResolve({ filter }, (args) =>
-        args.namespace === 'lazy-dependency' ? undefined : { path: args.path, namespace: 'lazy-dependency' },
+      b.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'lazy-dependency' }));
+      b.onResolve({ filter: /-lazy\.cjs$/ }, (args) =>
+        args.importer && args.namespace === 'lazy-dependency'
+          ? { path: args.path, external: true }
+          : undefined,
       );
       b.onLoad({ filter: /.*/, namespace: 'lazy-dependency' }, (args) => ({
-        contents: [
-          `let loaded;`,
-          `const load = () => (loaded ??= require(${JSON.stringify(args.path)}));`,
-          ...lazy[args.path].map((f) => `export function ${f}(...a) { return load().${f}(...a); }`),
-        ].join('\n'),
+        contents: lazy[args.path]
+          ? [
+              `let loaded;`,
+              `const load = () => (loaded ??= require(${JSON.stringify(request)})[${JSON.stringify(args.path)}]);`,
+              ...lazy[args.path].map((f) => `export function ${f}(...a) { return load().${f}(...a); }`),
+            ].join('\n')
+          : `module.exports = require(${JSON.stringify(request)})[${JSON.stringify(args.path)}];`,
         loader: 'js',
-        resolveDir,
       }));
+      // The lazy file itself, after the bundle: the same target, ASCII only.
+      b.onEnd(async (result) => {
+        if (result.errors.length) return;
+        await b.esbuild.build({
+          stdin: {
+            contents:
+              names.map((n, i) => `import * as m${i} from ${JSON.stringify(n)};`).join('\n') +
+              `\nmodule.exports = { ${names.map((n, i) => `${JSON.stringify(n)}: m${i}`).join(', ')} };`,
+            resolveDir,
+            loader: 'js',
+          },
+          outfile: lazyFile,
+          bundle: true,
+          platform: 'node',
+          target: b.initialOptions.target,
+          format: 'cjs',
+          minifySyntax: true,
+          charset: 'ascii',
+          legalComments: 'eof',
+          logLevel: 'warning',
+        });
+        asciiOnly(lazyFile);
+      });
     },
   };
 }
@@ -89,7 +128,7 @@ export function agentBundleOptions(
     legalComments: 'eof',
     external: [...external, ...external.map((d) => `${d}/*`)],
     banner: requireBanner,
-    plugins: [lazyDependencies(join(root, 'agent/src')), zodWithoutLocales, ...plugins],
+    plugins: [lazyDependencies(outfile, join(root, 'agent/src')), zodWithoutLocales, ...plugins],
     logLevel: 'warning',
     ...rest,
   };

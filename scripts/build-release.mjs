@@ -133,7 +133,8 @@ async function buildAgent() {
   try {
     const top = join(work, name);
     // scripts/agent-bundle.mjs: node-pty stays out (it loads when present, else `script` serves),
-    // execa loads on first use, ASCII-only source (half the heap for it).
+    // execa and the configs engine's packages load on first use from dist/keel-agent-lazy.cjs
+    // (written beside it), ASCII-only source (half the heap for it).
     const agentFile = join(top, 'dist/keel-agent.mjs');
     await build(agentBundleOptions(root, { outfile: agentFile, plugins: [versionPlugin] }));
     asciiOnly(agentFile);

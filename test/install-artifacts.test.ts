@@ -44,6 +44,7 @@ describe('release bundles', () => {
             .sort(),
           [
             `keel-agent-${agentVersion}/bin/keel-agent.mjs`,
+            `keel-agent-${agentVersion}/dist/keel-agent-lazy.cjs`,
             `keel-agent-${agentVersion}/dist/keel-agent.mjs`,
             `keel-agent-${agentVersion}/package.json`,
             `keel-agent-${agentVersion}/systemd/keel-agent.service`,
@@ -62,6 +63,18 @@ describe('release bundles', () => {
           },
         );
         assert.match(identity.stdout, /^fingerprint: sha256:/m, identity.stderr);
+        // What an idle agent never runs (execa, the configs engine's packages) is in the lazy file
+        // beside the bundle, loaded on first use: it works without node_modules too.
+        const lazy = spawnSync(
+          process.execPath,
+          [
+            '-e',
+            "const m = require(process.argv[1]); process.stdout.write(m.execa.execaSync('echo', ['ok']).stdout + ' ' + typeof m.chokidar.watch + ' ' + typeof m.diff.createTwoFilesPatch + ' ' + typeof m['smol-toml'].parse)",
+            join(work, `keel-agent-${agentVersion}/dist/keel-agent-lazy.cjs`),
+          ],
+          { encoding: 'utf8', cwd: work },
+        );
+        assert.equal(lazy.stdout, 'ok function function function', lazy.stderr);
       } finally {
         removeDir(work);
       }

@@ -31,10 +31,33 @@ export function agentNodeArgs(): string[] {
   return (process.env.KEEL_BENCH_AGENT_NODE_ARGS ?? unit).split(/\s+/).filter(Boolean);
 }
 
-/** Enrolls a fresh agent into `ctl` and runs it until stop(); resolves once the host is online. */
+/**
+ * The environment variables other than NODE_OPTIONS that the agent's systemd unit sets for its
+ * process itself (glibc's MALLOC_* tuning), so that the agent is measured as hosts run it.
+ * KEEL_BENCH_AGENT_ENV (`K=V K=V`, or empty for none) replaces them.
+ */
+export function agentUnitEnv(): Record<string, string> {
+  const unit = readFileSync(join(repoRoot, 'systemd/keel-agent.service'), 'utf8');
+  const env: Record<string, string> = {};
+  const lines =
+    process.env.KEEL_BENCH_AGENT_ENV !== undefined
+      ? [['', process.env.KEEL_BENCH_AGENT_ENV]]
+      : unit.matchAll(/^Environment=(MALLOC_.*)$/gm);
+  for (const [, line] of lines) {
+    for (const kv of line!.split(/\s+/).filter(Boolean))
+      env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
+  }
+  return env;
+}
+
+/**
+ * Enrolls a fresh agent into `ctl` and runs it until stop(); resolves once the host is online.
+ * `env` is added to its environment; `unitEnv` (default: the unit's, agentUnitEnv()) too.
+ */
 export async function startBundledAgent(
   ctl: BenchController,
   env: Record<string, string> = {},
+  unitEnv: Record<string, string> = agentUnitEnv(),
 ): Promise<{ pid: number; hostId: string; nodeArgs: string[]; stop(): Promise<void> }> {
   const bundle = buildAgentBundle();
   const stateDir = tempDir('keel-bench-agent-');
@@ -56,7 +79,7 @@ export async function startBundledAgent(
   const nodeArgs = agentNodeArgs();
   const agent = track(
     spawn(process.execPath, [...nodeArgs, bundle, 'run', '--state-dir', stateDir], {
-      env: { ...process.env, KEEL_AGENT_LOG_LEVEL: 'warn', ...env },
+      env: { ...process.env, KEEL_AGENT_LOG_LEVEL: 'warn', ...unitEnv, ...env },
       stdio: ['ignore', 'ignore', 'ignore'],
     }),
   );
