@@ -88,8 +88,15 @@ test(
     const live = await api.fetchRaw(`/jobs/runs/${id}/events`);
     assert.equal(live.status, 200);
     const sse = await live.text();
-    const data = [...sse.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]!) as { run?: RunEnd });
-    const last = data.findLast((d) => d.run)?.run;
+    // `snapshot` carries { run, hosts }, a `run` event the run itself.
+    const runs = [...sse.matchAll(/^event: (\w+)\ndata: (.*)$/gm)].flatMap(([, event, json]) =>
+      event === 'snapshot'
+        ? [(JSON.parse(json!) as { run: RunEnd }).run]
+        : event === 'run'
+          ? [JSON.parse(json!) as RunEnd]
+          : [],
+    );
+    const last = runs.at(-1);
     assert.ok(last, sse.slice(0, 500));
     assert.deepEqual([last.status, last.hostCount, last.failedCount], ['failed', HOSTS, 1]);
 
