@@ -1,12 +1,9 @@
 // Proves the /events stream follows its user's access while open: a grant removed or added, a host taken out of a group or tagged into one, and a user made scoped change what the open stream carries at once (`event: access`; no event of a host no longer visible is sent once the change is stored, even one published before the stream re-read the access; hosts newly visible flow after `access`), losing the last visible host or the session (revoked by an admin, the user deleted, an API token revoked) ends it with `event: closed` and a reason, and a change that bypassed the audit trail (another replica) is caught at the next heartbeat.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { openTestApp, TEST_PASSWORD, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
 import type { HostView } from '../controller/src/gateway/types.ts';
 import { createGroupsRepository } from '../controller/src/repositories/groups.ts';
-import { createHostRepository } from '../controller/src/repositories/hosts.ts';
-import { createJoinTokenRepository } from '../controller/src/repositories/join-tokens.ts';
 
 /** Per test: a hung read fails the test instead of the file. */
 const bound = { timeout: 60_000 };
@@ -17,16 +14,7 @@ let hostB: string;
 let groupA: string;
 let groupB: string;
 
-async function enrollHost(name: string): Promise<string> {
-  const { secret } = await createJoinTokenRepository(t.db).create({ ttlSeconds: 600 });
-  const host = await createHostRepository(t.db).enroll({
-    publicKey: randomBytes(32).toString('base64url'),
-    name,
-    facts: null as never,
-    tokenSecret: secret,
-  });
-  return host.id;
-}
+const enrollHost = (name: string) => t.enrollHost(name);
 
 function view(id: string, name: string): HostView {
   return {

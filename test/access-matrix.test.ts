@@ -3,14 +3,12 @@
 // on another group, is allowed or refused as the matrix says (a host outside the user's groups is
 // 404, not 403); GET /hosts lists only granted hosts; a grant on a group reaches hosts by tag too.
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { openTestApp, TEST_PASSWORD, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
 import { declaredAccess } from '../controller/src/routes/permit.ts';
 import { channelKinds } from '../controller/src/channels/kinds.ts';
-import { createHostRepository } from '../controller/src/repositories/hosts.ts';
-import { createJoinTokenRepository } from '../controller/src/repositories/join-tokens.ts';
 import {
   hostPermissions,
   permissions,
@@ -66,16 +64,7 @@ let groupB: string;
 const as = {} as Record<Role, SignedIn>;
 let outsider: SignedIn; // scoped operator, granted operator on group B only
 
-async function enrollHost(name: string): Promise<string> {
-  const { secret } = await createJoinTokenRepository(t.db).create({ ttlSeconds: 600 });
-  const host = await createHostRepository(t.db).enroll({
-    publicKey: randomBytes(32).toString('base64url'),
-    name,
-    facts: null as never,
-    tokenSecret: secret,
-  });
-  return host.id;
-}
+const enrollHost = (name: string) => t.enrollHost(name);
 
 before(async () => {
   t = await openTestApp();

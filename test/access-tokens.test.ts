@@ -3,11 +3,8 @@
 // exceed its user's), expired and revoked tokens are refused, last use (time, address) is shown,
 // a token cannot manage its user's account, and creation/revocation are audited.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { openTestApp, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
-import { createHostRepository } from '../controller/src/repositories/hosts.ts';
-import { createJoinTokenRepository } from '../controller/src/repositories/join-tokens.ts';
 
 let t: TestApp;
 let clock = new Date('2026-01-01T00:00:00Z');
@@ -17,16 +14,7 @@ let hostA: string;
 let hostB: string;
 let groupA: string;
 
-async function enrollHost(name: string): Promise<string> {
-  const { secret } = await createJoinTokenRepository(t.db).create({ ttlSeconds: 600 });
-  const host = await createHostRepository(t.db).enroll({
-    publicKey: randomBytes(32).toString('base64url'),
-    name,
-    facts: null as never,
-    tokenSecret: secret,
-  });
-  return host.id;
-}
+const enrollHost = (name: string) => t.enrollHost(name);
 
 const bearer = (secret: string, ip?: string) => ({ headers: { authorization: `Bearer ${secret}` }, ip });
 

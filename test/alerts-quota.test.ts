@@ -4,12 +4,9 @@
 // cycle resets; an active alert is acknowledged once (the first acknowledgement stays, audited), a
 // viewer may not acknowledge, and a resolved or unknown alert is not found.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { openTestApp, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
 import { trafficDaily } from '../controller/src/db/schema/traffic.ts';
-import { createHostRepository } from '../controller/src/repositories/hosts.ts';
-import { createJoinTokenRepository } from '../controller/src/repositories/join-tokens.ts';
 
 const T0 = Date.parse('2026-03-20T12:00:00Z');
 let clock = T0;
@@ -18,16 +15,7 @@ let owner: SignedIn;
 let viewer: SignedIn;
 const GB = 1e9;
 
-async function enrollHost(name: string): Promise<string> {
-  const { secret } = await createJoinTokenRepository(t.db).create({ ttlSeconds: 600 });
-  const host = await createHostRepository(t.db).enroll({
-    publicKey: randomBytes(32).toString('base64url'),
-    name,
-    facts: null as never,
-    tokenSecret: secret,
-  });
-  return host.id;
-}
+const enrollHost = (name: string) => t.enrollHost(name);
 
 async function api<T = Record<string, unknown>>(method: string, path: string, json?: unknown, as = owner) {
   const res = await t.request(`/api/v1${path}`, { method, as, ...(json !== undefined ? { json } : {}) });

@@ -14,8 +14,6 @@ import { after, before, describe, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
 import { openTestApp, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
 import { metricSamples } from '../controller/src/db/schema/metrics.ts';
-import { createHostRepository } from '../controller/src/repositories/hosts.ts';
-import { createJoinTokenRepository } from '../controller/src/repositories/join-tokens.ts';
 
 const T0 = Date.parse('2026-03-01T12:00:00Z');
 let clock = T0;
@@ -60,16 +58,7 @@ function receiver(answer: (r: Received, n: number) => number) {
 }
 const servers: Server[] = [];
 
-async function enrollHost(name: string): Promise<string> {
-  const { secret } = await createJoinTokenRepository(t.db).create({ ttlSeconds: 600 });
-  const host = await createHostRepository(t.db).enroll({
-    publicKey: randomBytes(32).toString('base64url'),
-    name,
-    facts: null as never,
-    tokenSecret: secret,
-  });
-  return host.id;
-}
+const enrollHost = (name: string) => t.enrollHost(name);
 
 async function api<T = Record<string, unknown>>(method: string, path: string, json?: unknown) {
   const res = await t.request(`/api/v1${path}`, {

@@ -10,13 +10,10 @@
 // stand-in for the agents' config.traffic and applies go to a recording stand-in for the proxy
 // nodes service (it renders each node's users through usersForNode, as the real one does).
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createRequire } from 'node:module';
 import { openTestApp, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
 import { proxyNodes } from '../controller/src/db/schema/proxy-nodes.ts';
-import { createHostRepository } from '../controller/src/repositories/hosts.ts';
-import { createJoinTokenRepository } from '../controller/src/repositories/join-tokens.ts';
 import {
   counterDeltas,
   createProxyUsersRepository,
@@ -52,16 +49,7 @@ let svc: ProxyUsersService;
 
 const key = (n: NodeKey) => `${n.hostId}/${n.instance}`;
 
-async function enrollHost(name: string): Promise<string> {
-  const { secret } = await createJoinTokenRepository(t.db).create({ ttlSeconds: 600 });
-  const host = await createHostRepository(t.db).enroll({
-    publicKey: randomBytes(32).toString('base64url'),
-    name,
-    facts: null as never,
-    tokenSecret: secret,
-  });
-  return host.id;
-}
+const enrollHost = (name: string) => t.enrollHost(name);
 
 const ownerActor = (): ProxyUsersActor => ({ ...actorOf({ id: as.owner.userId, role: 'owner' }), ip: null });
 

@@ -1,6 +1,7 @@
 // Test fixture for the HTTP app: a real PGlite database in a temp dir, the real services and
 // routes, a recording stand-in for the agent gateway (the real one needs live agent sockets), and
 // helpers to sign in and call the API through app.request().
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,6 +13,8 @@ import { createLocalBus, type FleetBus, type FleetEvent } from './bus/index.ts';
 import { openDatabase } from './db/index.ts';
 import { seedDatabase } from '../../test/helpers/database-template.ts';
 import type { AgentGateway, AgentRequestMap, AgentRequestMethod } from './gateway/types.ts';
+import { createHostRepository } from './repositories/hosts.ts';
+import { createJoinTokenRepository } from './repositories/join-tokens.ts';
 import type { UserRole } from './repositories/users.ts';
 import { createServices } from './services/index.ts';
 
@@ -148,6 +151,18 @@ export async function openTestApp(
     return login(username);
   }
 
+  /** Enrolls a host with a random key (no agent behind it) and returns its id. */
+  async function enrollHost(name: string): Promise<string> {
+    const { secret } = await createJoinTokenRepository(database.db).create({ ttlSeconds: 600 });
+    const host = await createHostRepository(database.db).enroll({
+      publicKey: randomBytes(32).toString('base64url'),
+      name,
+      facts: null as never,
+      tokenSecret: secret,
+    });
+    return host.id;
+  }
+
   return {
     app,
     db: database.db,
@@ -163,6 +178,7 @@ export async function openTestApp(
     createUser,
     login,
     signInAs,
+    enrollHost,
     setReady: (v: boolean) => {
       isReady = v;
     },
