@@ -38,6 +38,26 @@ function agentLog(id: string, msg: string): Record<string, unknown> | undefined 
     .find((l) => l.channel === id && l.msg === msg);
 }
 
+/** The controller's `keel_controller_channels_open` gauge, read from its Prometheus target. */
+let scrapeToken: string | undefined;
+async function channelsOpenOnController(): Promise<number> {
+  if (!scrapeToken) {
+    const made = await ctl.api.post<{ secret: string }>('/tokens', {
+      name: 'channels-scrape',
+      permissions: ['metrics.read'],
+    });
+    assert.equal(made.status, 201);
+    scrapeToken = made.body.secret;
+  }
+  const res = await fetch(`${ctl.api.baseUrl}/metrics`, {
+    headers: { authorization: `Bearer ${scrapeToken}` },
+  });
+  assert.equal(res.status, 200);
+  const line = (await res.text()).split('\n').find((l) => l.startsWith('keel_controller_channels_open '));
+  assert.ok(line, 'the controller exposes keel_controller_channels_open');
+  return Number(line.split(' ')[1]);
+}
+
 /** Sends `message` and resolves with exactly that many bytes echoed back. */
 function echoOnce(client: ChannelClient, message: Buffer): Promise<Buffer> {
   return new Promise((resolve) => {
@@ -284,12 +304,28 @@ describe('live channels', () => {
     },
   );
 
-  test('kill -9 of the agent ends the channel for the client', { timeout: 30_000 }, async () => {
-    const client = await openEcho(ctl.api, hostId);
-    await kill(agent);
-    const { code, end } = await client.closed;
-    assert.equal(code, 4502);
-    assert.equal(end?.type, 'close');
-    assert.equal(end.type === 'close' && end.code, 'request.disconnected');
-  });
+  test(
+    'kill -9 of the agent ends the channel for the client and the controller',
+    { timeout: 30_000 },
+    async () => {
+      const client = await openEcho(ctl.api, hostId);
+      // The controller holds this one channel (earlier tests' channels have ended)...
+      await waitFor(
+        async () => (await channelsOpenOnController()) === 1 || undefined,
+        10_000,
+        'one channel open',
+      );
+      await kill(agent);
+      const { code, end } = await client.closed;
+      assert.equal(code, 4502);
+      assert.equal(end?.type, 'close');
+      assert.equal(end.type === 'close' && end.code, 'request.disconnected');
+      // ...and lets it go with the agent's session: nothing is left open on the controller's side.
+      await waitFor(
+        async () => (await channelsOpenOnController()) === 0 || undefined,
+        10_000,
+        'no channel left open',
+      );
+    },
+  );
 });

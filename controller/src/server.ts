@@ -195,6 +195,7 @@ export async function startController(
     tap: services.recordings.tap,
   });
   wireChannels(gateway, channels);
+  services.prometheus.figures.channelsOpen = () => channels.openCount;
   // Jobs open their channels through the same hub; the scheduler starts once they can.
   services.jobs.attach(channels);
   services.schedules.start();

@@ -89,6 +89,8 @@ export interface ControllerFigures {
   handshakes?: () => number;
   /** Metrics batches waiting for the next group commit. */
   metricsQueueWaiting?: () => number;
+  /** Live channels open now, all agents together (set once the channel hub exists). */
+  channelsOpen?: () => number;
 }
 
 export interface PrometheusServiceDeps {
@@ -102,8 +104,11 @@ export interface PrometheusServiceDeps {
 export function createPrometheusService(deps: PrometheusServiceDeps) {
   const now = deps.now ?? Date.now;
   const started = Date.now() - process.uptime() * 1000;
+  const figures: ControllerFigures = deps.controller ?? {};
 
   return {
+    /** The controller's own figures; a part built after the services (the channel hub) adds its own. */
+    figures,
     /** The exposition for `actor`: hosts it holds `metrics.read` on, and the controller's figures. */
     async render(actor: Actor): Promise<string> {
       const at = now();
@@ -243,7 +248,7 @@ export function createPrometheusService(deps: PrometheusServiceDeps) {
         {},
         all.filter((h) => h.online).length,
       );
-      const handshakes = deps.controller?.handshakes?.();
+      const handshakes = figures.handshakes?.();
       if (handshakes !== undefined) {
         e.add(
           'keel_controller_handshakes_total',
@@ -253,7 +258,7 @@ export function createPrometheusService(deps: PrometheusServiceDeps) {
           handshakes,
         );
       }
-      const waiting = deps.controller?.metricsQueueWaiting?.();
+      const waiting = figures.metricsQueueWaiting?.();
       if (waiting !== undefined) {
         e.add(
           'keel_controller_metrics_queue_batches',
@@ -261,6 +266,16 @@ export function createPrometheusService(deps: PrometheusServiceDeps) {
           'Metrics batches waiting for the next group commit.',
           {},
           waiting,
+        );
+      }
+      const channelsOpen = figures.channelsOpen?.();
+      if (channelsOpen !== undefined) {
+        e.add(
+          'keel_controller_channels_open',
+          'gauge',
+          'Live channels (terminals, echo, live logs) open now through this controller.',
+          {},
+          channelsOpen,
         );
       }
       const mem = process.memoryUsage();
