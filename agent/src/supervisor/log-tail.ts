@@ -166,6 +166,7 @@ export class LogTailer {
   #now: () => number;
   #lineListener: ((process: string, stream: 'stdout' | 'stderr', line: Buffer) => void) | null = null;
   #lineWanted: ((process: string) => boolean) | null = null;
+  #onAdd: (() => void) | null = null;
 
   #keepBytes: number;
   #punchEveryBytes: number;
@@ -216,6 +217,16 @@ export class LogTailer {
     this.#lineWanted = wanted ?? null;
   }
 
+  /** How many files are tailed (none: the continuous loop sleeps until `add`). */
+  get fileCount(): number {
+    return this.#files.size;
+  }
+
+  /** Called after `add` starts tailing a file (tailContinuously wakes its sleeping loop). */
+  onAdd(listener: (() => void) | null): void {
+    this.#onAdd = listener;
+  }
+
   /** Starts tailing a file, from where an earlier agent left it (or from 0). */
   add(file: TailedFile): void {
     if (this.#files.has(file.path)) return;
@@ -231,6 +242,7 @@ export class LogTailer {
         encodeLogLine({ process: file.process, stream: file.stream, line: Buffer.alloc(0), continued }),
       ) as [Buffer, Buffer],
     });
+    this.#onAdd?.();
   }
 
   /** Stops tailing a file (after a last tick, so what it holds is kept). */
@@ -454,7 +466,10 @@ export class LogTailer {
 
 /**
  * Ticks `tailer` now and every `everyMs`, and again at once while a tick did not catch up (a writer more
- * than READ_BYTES ahead), yielding to the event loop between ticks. Returns the function that stops it.
+ * than READ_BYTES ahead), yielding to the event loop between ticks. While the tailer has no file (no
+ * process configured) the loop sleeps instead of waking every `everyMs`, and `add` wakes it: an idle
+ * agent's event loop then wakes only for its own timers (docs/metrics.md, the agent's footprint).
+ * Returns the function that stops it.
  *
  * @example const stop = tailContinuously(tailer, { everyMs: 200, onError: (err) => log.error({ err }) });
  */
@@ -464,6 +479,11 @@ export function tailContinuously(
 ): () => void {
   let timer: NodeJS.Timeout | null = null;
   let stopped = false;
+  const arm = (ms: number) => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(loop, ms);
+    timer.unref();
+  };
   const loop = () => {
     timer = null;
     try {
@@ -472,13 +492,17 @@ export function tailContinuously(
       opts.onError(err);
     }
     if (stopped) return;
-    timer = setTimeout(loop, tailer.caughtUp ? opts.everyMs : 0);
-    timer.unref();
+    // Nothing to tail and nothing left to read: sleep until a file is added.
+    if (tailer.fileCount === 0 && tailer.caughtUp) return;
+    arm(tailer.caughtUp ? opts.everyMs : 0);
   };
-  timer = setTimeout(loop, 0);
-  timer.unref();
+  tailer.onAdd(() => {
+    if (!stopped && timer === null) arm(0);
+  });
+  arm(0);
   return () => {
     stopped = true;
+    tailer.onAdd(null);
     if (timer) clearTimeout(timer);
     timer = null;
   };

@@ -246,6 +246,28 @@ test('tailContinuously reads a writer far ahead back to back, not one READ_BYTES
   assert.equal(tailer.caughtUp, true);
 });
 
+test('tailContinuously sleeps with no file to tail and wakes when one is added', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-tail-'));
+  const spool = new MemorySpool();
+  const tailer = new LogTailer({ dir, spool });
+  let ticks = 0;
+  const tick = tailer.tick.bind(tailer);
+  tailer.tick = (flushPartial?: boolean) => (ticks++, tick(flushPartial));
+  // An interval of 1 ms: a loop that kept ticking without files would count hundreds by now.
+  const stop = tailContinuously(tailer, { everyMs: 1, onError: (err) => assert.fail(String(err)) });
+  t.after(() => {
+    stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(ticks, 1, 'one tick at start, then asleep');
+  const file = join(dir, 'out.log');
+  writeFileSync(file, 'first\nsecond\n');
+  tailer.add({ process: 'p', stream: 'stdout', path: file });
+  await until('the added file read', () => spool.records.length === 2, 20_000);
+  assert.deepEqual(spool.lines('p'), ['first', 'second']);
+});
+
 test(
   'output of a process reaches the spool; arguments reach it literally; a 100 KiB line is cut',
   { timeout: 20_000 },
