@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { channelTicket, connectChannel, openEcho, rssOf, type ChannelClient } from './helpers/channels.ts';
 import { kill, removeDir, waitFor, type ControllerProcess, type Proc, startFleet } from './helpers/fleet.ts';
 
-/** How much longer than at rest a request may take while a channel floods the link (documented in docs/protocol.md). */
+/** How much longer than at rest a heartbeat, a request or another channel may take while a channel floods the link (documented in docs/protocol.md). */
 const FLOOD_REQUEST_BOUND_MS = 250;
 
 const procs: Proc[] = [];
@@ -38,9 +38,9 @@ function agentLog(id: string, msg: string): Record<string, unknown> | undefined 
     .find((l) => l.channel === id && l.msg === msg);
 }
 
-/** The controller's `keel_controller_channels_open` gauge, read from its Prometheus target. */
 let scrapeToken: string | undefined;
-async function channelsOpenOnController(): Promise<number> {
+/** The controller's Prometheus target, read with a `metrics.read` token. */
+async function scrape(): Promise<string[]> {
   if (!scrapeToken) {
     const made = await ctl.api.post<{ secret: string }>('/tokens', {
       name: 'channels-scrape',
@@ -53,9 +53,44 @@ async function channelsOpenOnController(): Promise<number> {
     headers: { authorization: `Bearer ${scrapeToken}` },
   });
   assert.equal(res.status, 200);
-  const line = (await res.text()).split('\n').find((l) => l.startsWith('keel_controller_channels_open '));
+  return (await res.text()).split('\n');
+}
+
+/** The controller's `keel_controller_channels_open` gauge. */
+async function channelsOpenOnController(): Promise<number> {
+  const line = (await scrape()).find((l) => l.startsWith('keel_controller_channels_open '));
   assert.ok(line, 'the controller exposes keel_controller_channels_open');
   return Number(line.split(' ')[1]);
+}
+
+/** The host's last heartbeat round trip (controller ping -> agent pong) in ms, from `keel_host_heartbeat_rtt_seconds`. */
+async function heartbeatRttMs(): Promise<number | undefined> {
+  const line = (await scrape()).find(
+    (l) => l.startsWith('keel_host_heartbeat_rtt_seconds{') && l.includes(`host_id="${hostId}"`),
+  );
+  return line ? Number(line.split(' ').at(-1)) * 1000 : undefined;
+}
+
+/** Collects every new heartbeat round trip the controller records until `stop()` (one a heartbeat period). */
+function sampleHeartbeats(): { samples: number[]; stop: () => Promise<void> } {
+  const samples: number[] = [];
+  let last: number | undefined;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const v = await heartbeatRttMs();
+      if (v !== undefined && v !== last) samples.push(v);
+      last = v;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  return {
+    samples,
+    stop: async () => {
+      running = false;
+      await loop;
+    },
+  };
 }
 
 /** Sends `message` and resolves with exactly that many bytes echoed back. */
@@ -166,7 +201,7 @@ describe('live channels', () => {
   });
 
   test(
-    `a flood on one channel delays a request, and another channel, by less than ${FLOOD_REQUEST_BOUND_MS} ms`,
+    `a flood on one channel delays a heartbeat, a request and another channel by less than ${FLOOD_REQUEST_BOUND_MS} ms`,
     { timeout: 60_000 },
     async () => {
       const ping = async () => {
@@ -174,6 +209,10 @@ describe('live channels', () => {
         assert.equal(res.status, 200);
         return res.body.rttMs;
       };
+      // The heartbeat at rest: the controller's own ping to the agent and its pong (1 s period here).
+      const beatsQuiet = sampleHeartbeats();
+      await waitFor(() => beatsQuiet.samples.length >= 3 || undefined, 20_000, 'heartbeats at rest');
+      await beatsQuiet.stop();
       const quiet: number[] = [];
       for (let i = 0; i < 10; i++) quiet.push(await ping());
       // Another channel on the same agent, its echo timed at rest too: the bound is on how much
@@ -191,12 +230,16 @@ describe('live channels', () => {
       let received = 0;
       flood.onData = (chunk) => (received += chunk.length);
       await waitFor(() => received > 32 * 1024 * 1024, 20_000, 'the flood under way');
+      const beats = sampleHeartbeats();
       const flooded: number[] = [];
       for (let i = 0; i < 20; i++) flooded.push(await ping());
       // The other channel still gets its turn.
       const echoTimes: number[] = [];
       for (let i = 0; i < 20; i++) echoTimes.push(await timeEcho());
       other.ws.close();
+      // At least 5 heartbeats went out and came back while the flood ran (their median is compared).
+      await waitFor(() => beats.samples.length >= 5 || undefined, 20_000, 'heartbeats under the flood');
+      await beats.stop();
       const before = received;
       await new Promise((r) => setTimeout(r, 200));
       assert.ok(received > before, 'the flood was still flowing while the requests went through');
@@ -212,6 +255,13 @@ describe('live channels', () => {
       );
       console.log(
         `another channel's echo at rest: median ${median(echoQuiet).toFixed(1)} ms; under the flood: median ${median(echoTimes).toFixed(1)} ms`,
+      );
+      console.log(
+        `heartbeat rtt at rest: ${beatsQuiet.samples.map((x) => x.toFixed(1)).join(', ')} ms; under the flood: ${beats.samples.map((x) => x.toFixed(1)).join(', ')} ms`,
+      );
+      assert.ok(
+        median(beats.samples) - median(beatsQuiet.samples) < FLOOD_REQUEST_BOUND_MS,
+        `median heartbeat rtt under flood ${median(beats.samples)} ms vs ${median(beatsQuiet.samples)} ms at rest`,
       );
       assert.ok(
         median(echoTimes) - median(echoQuiet) < FLOOD_REQUEST_BOUND_MS,

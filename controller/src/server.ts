@@ -189,6 +189,7 @@ export async function startController(
   const keys = await gateway.loadKeys();
   log.debug({ hosts: keys }, 'agent key index loaded');
   gateway.attach(server);
+  services.prometheus.figures.heartbeatRttMs = (hostId) => gateway.heartbeatRttMs(hostId);
   const channels = new ChannelHub({
     log: log.child({ component: 'channels' }),
     linkFor: linkForHost(gateway),

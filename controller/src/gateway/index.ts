@@ -101,6 +101,10 @@ export class Gateway implements AgentGateway {
   #sessions: SessionTable;
   #heartbeat: NodeJS.Timeout;
   #liveness = new WeakMap<WebSocket, Liveness>();
+  /** When the oldest unanswered heartbeat ping went out, per socket. */
+  #pingSentAt = new WeakMap<WebSocket, number>();
+  /** The last heartbeat's round trip (ping out, pong in), per socket, in ms. */
+  #heartbeatRtt = new WeakMap<WebSocket, number>();
   #closing = false;
   #earlyBudget = new EarlyBudget(MAX_EARLY_BYTES_TOTAL);
   /** Handshakes completed since start (for the connect benchmark and /metrics). */
@@ -222,6 +226,12 @@ export class Gateway implements AgentGateway {
     return this.#sessions.get(hostId)?.ready === true;
   }
 
+  /** The host's last heartbeat round trip in ms (ping to pong), from its ready session; undefined when none. */
+  heartbeatRttMs(hostId: string): number | undefined {
+    const s = this.sessionOf(hostId);
+    return s ? this.#heartbeatRtt.get(s.ws) : undefined;
+  }
+
   /** What the host's agent serves, from its ready session on this controller; null when none. */
   capabilitiesOf(hostId: string): HostCapabilities | null {
     const s = this.#sessions.get(hostId);
@@ -327,6 +337,8 @@ export class Gateway implements AgentGateway {
         ws.terminate();
         continue;
       }
+      // A ping still unanswered keeps its time: the round trip counts from the first one.
+      if (!this.#pingSentAt.has(ws)) this.#pingSentAt.set(ws, performance.now());
       ws.ping();
     }
   }
@@ -337,7 +349,13 @@ export class Gateway implements AgentGateway {
     const log = this.#opts.log;
     const liveness = new Liveness(this.#opts.heartbeatMs);
     this.#liveness.set(ws, liveness);
-    ws.on('pong', () => liveness.heard());
+    ws.on('pong', () => {
+      liveness.heard();
+      const sent = this.#pingSentAt.get(ws);
+      if (sent === undefined) return;
+      this.#pingSentAt.delete(ws);
+      this.#heartbeatRtt.set(ws, performance.now() - sent);
+    });
     ws.on('ping', () => liveness.heard());
     ws.on('message', () => liveness.heard());
     ws.on('error', (err) => log.debug({ peer, err: err.message }, 'agent socket error'));

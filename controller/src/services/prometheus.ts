@@ -89,6 +89,8 @@ export interface ControllerFigures {
   handshakes?: () => number;
   /** Metrics batches waiting for the next group commit. */
   metricsQueueWaiting?: () => number;
+  /** A host's last heartbeat round trip (ping to pong) in ms; undefined without a live session. */
+  heartbeatRttMs?: (hostId: string) => number | undefined;
   /** Live channels open now, all agents together (set once the channel hub exists). */
   channelsOpen?: () => number;
 }
@@ -129,6 +131,17 @@ export function createPrometheusService(deps: PrometheusServiceDeps) {
           'Whether the host has a live agent session (1) or not (0).',
           host,
           h.online ? 1 : 0,
+        );
+      }
+      for (const h of visible) {
+        const rtt = figures.heartbeatRttMs?.(h.id);
+        if (rtt === undefined) continue;
+        e.add(
+          'keel_host_heartbeat_rtt_seconds',
+          'gauge',
+          "The last heartbeat's round trip (the controller's ping to the agent's pong), seconds.",
+          { host: h.name, host_id: h.id },
+          rtt / 1000,
         );
       }
       for (const h of visible) {
