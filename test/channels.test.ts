@@ -131,6 +131,11 @@ describe('live channels', () => {
     await client.closed;
   });
 
+  // An expired ticket is not tried here: the TTL is a fixed 30 s (TICKET_TTL_MS, no setting), so
+  // the case would cost 30 s of waiting. The WebSocket endpoint refuses every ticket that
+  // TicketBook.redeem() does not return a grant for, with the same channel.ticket_invalid as a
+  // reused one (asserted below), and controller/src/channels/tickets.test.ts drives redeem() past
+  // the TTL with a fake clock.
   test('a reused ticket and a foreign Origin are refused', { timeout: 20_000 }, async () => {
     const { url } = await channelTicket(ctl.api, hostId, 'echo');
     const first = await connectChannel(ctl.url, url);
