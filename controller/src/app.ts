@@ -109,48 +109,34 @@ function buildApi(deps: AppDeps, services: Services) {
       },
     }),
   );
-  for (const prefix of [
-    '/hosts/*',
-    '/join-tokens/*',
-    '/agent-rollouts/*',
-    '/audit/*',
-    '/users/*',
-    '/groups/*',
-    '/host-tags/*',
-    '/tokens/*',
-    '/sessions/*',
-    '/two-factor/*',
-    '/wallets/*',
-    '/recordings/*',
-    '/proxy-users/*',
-    '/proxies/*',
-    '/checks/*',
-    '/alerts/*',
-    '/fleet/*',
-    '/jobs/*',
-    '/process-templates/*',
-    '/processes/*',
-    '/logs/*',
-  ]) {
-    api.use(prefix, session, csrf);
-  }
-  api.use('/events/*', session);
 
+  // The mount list, the one place a path prefix is declared: each prefix's guard (session + CSRF,
+  // or session only for /events) is declared in the chain right before its first mount, so no
+  // route under it is matched before it. /auth has no guard: its routes check what they need.
+  // (A guard is a chained `use`, not a per-router wrapper, so it runs once per request however
+  // many routers share the prefix, and the chain keeps its types for `AppType`.)
   const routes = api
     .route(
       '/auth',
       authRoutes({ auth: services.auth, cookie, checkPasswordPolicy, wallets: services.wallets }),
     )
+    .use('/hosts/*', session, csrf)
     .route('/hosts', hostRoutes({ hosts: services.hosts, events: services.hostEvents }))
     .route('/hosts', channelRoutes({ channels: services.channels }))
+    .use('/recordings/*', session, csrf)
     .route('/recordings', recordingRoutes({ recordings: services.recordings }))
+    .use('/proxy-users/*', session, csrf)
     .route('/proxy-users', proxyUserRoutes({ proxyUsers: services.proxyUsers }))
+    .use('/jobs/*', session, csrf)
     .route(
       '/jobs',
       jobRoutes({ jobs: services.jobs, schedules: services.schedules, bus: deps.bus, auth: services.auth }),
     )
     .route('/hosts', processRoutes({ processes: services.processes }))
+    .use('/process-templates/*', session, csrf)
     .route('/', processTemplateRoutes({ templates: services.processTemplates }))
+    .use('/processes/*', session, csrf)
+    .use('/logs/*', session, csrf)
     .route(
       '/',
       fleetProcessRoutes({
@@ -160,24 +146,39 @@ function buildApi(deps: AppDeps, services: Services) {
       }),
     )
     .route('/hosts', metricsRoutes({ metrics: services.metrics, traffic: services.traffic }))
+    .use('/fleet/*', session, csrf)
     .route('/fleet', fleetMetricsRoutes({ metrics: services.metrics }))
     .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))
+    .use('/proxies/*', session, csrf)
     .route('/proxies', proxyRoutes({ proxyNodes: services.proxyNodes, auth: services.auth }))
+    .use('/join-tokens/*', session, csrf)
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
+    .use('/checks/*', session, csrf)
     .route('/checks', checkRoutes({ checks: services.checks }))
+    .use('/alerts/*', session, csrf)
     .route('/alerts', alertRoutes({ alerts: services.alerts, notifications: services.notifications }))
+    .use('/agent-rollouts/*', session, csrf)
     .route('/agent-rollouts', agentRolloutRoutes({ agentUpgrades: services.agentUpgrades }))
+    .use('/audit/*', session, csrf)
     .route('/audit', auditRoutes({ audit: services.audit }))
+    .use('/users/*', session, csrf)
     .route(
       '/users',
       userRoutes({ users: services.users, auth: services.auth, twoFactor: services.twoFactor }),
     )
+    .use('/groups/*', session, csrf)
     .route('/groups', groupRoutes({ groups: services.groups }))
+    .use('/host-tags/*', session, csrf)
     .route('/host-tags', hostTagRoutes({ groups: services.groups }))
+    .use('/tokens/*', session, csrf)
     .route('/tokens', tokenRoutes({ tokens: services.tokens }))
+    .use('/sessions/*', session, csrf)
     .route('/sessions', sessionRoutes({ auth: services.auth }))
+    .use('/two-factor/*', session, csrf)
     .route('/two-factor', twoFactorRoutes({ twoFactor: services.twoFactor }))
+    .use('/wallets/*', session, csrf)
     .route('/wallets', walletRoutes({ wallets: services.wallets, auth: services.auth }))
+    .use('/events/*', session)
     .route(
       '/events',
       eventRoutes({
