@@ -468,8 +468,8 @@ export class LogTailer {
  * Ticks `tailer` now and every `everyMs`, and again at once while a tick did not catch up (a writer more
  * than READ_BYTES ahead), yielding to the event loop between ticks. While the tailer has no file (no
  * process configured) the loop sleeps instead of waking every `everyMs`, and `add` wakes it: an idle
- * agent's event loop then wakes only for its own timers (docs/metrics.md, the agent's footprint).
- * Returns the function that stops it.
+ * agent's event loop then wakes only for its own timers (docs/metrics.md, "The agent's footprint:
+ * wake-ups when idle"). Returns the function that stops it.
  *
  * @example const stop = tailContinuously(tailer, { everyMs: 200, onError: (err) => log.error({ err }) });
  */
