@@ -3,6 +3,7 @@
 // the join token (typed without echo), then installs, enrolls and waits until the host is online.
 // (Unattended refusal without a terminal: install.test.ts.)
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { spawn } from 'node-pty';
@@ -89,5 +90,10 @@ test('on a terminal, install.sh asks for what is missing and installs', { timeou
       (h) => [h.name, h.online],
     );
   await waitFor(async () => (await hosts())[0]?.[1] === true, 20_000, 'tty-host online').catch(() => {});
-  assert.deepEqual(await hosts(), [['tty-host', true]]);
+  const agentLog = join(root, 'run/stand-in/keel-agent.service.log');
+  assert.deepEqual(
+    await hosts(),
+    [['tty-host', true]],
+    existsSync(agentLog) ? readFileSync(agentLog, 'utf8').slice(-3000) : 'no agent log',
+  );
 });

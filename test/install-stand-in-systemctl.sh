@@ -30,7 +30,9 @@ start() {
     # shellcheck disable=SC1090 # the unit's own env file
     if [ -f "$env_file" ]; then set -a; . "$env_file"; set +a; fi
     # shellcheck disable=SC2086 # ExecStart is split into words, as systemd does
-    exec $exec_start
+    # In a session of its own, as under systemd: the hang-up of the installer's terminal (a test
+    # that runs install.sh on a pty) must not reach the service.
+    exec setsid $exec_start
   ) </dev/null >>"$run/$unit.log" 2>&1 &
   echo $! >"$pidfile"
 }
