@@ -136,9 +136,11 @@ describe('staged agent upgrades', () => {
 
   after(async () => {
     stopStandInServices(work);
+    // A keeper's pid is its program's; the process group is the supervisor's wrapper around it.
     for (const pid of keepers) {
       try {
-        process.kill(-pid, 'SIGKILL');
+        const pgid = Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[2]);
+        process.kill(-pgid, 'SIGKILL');
       } catch {
         // already gone
       }
