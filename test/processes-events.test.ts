@@ -3,8 +3,6 @@
 // the exit code of a process that ended after it was adopted (its keeper kept it); a controller
 // restart (kill -9) does not write any event into the trail twice.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
   kill,
@@ -43,21 +41,7 @@ before(async () => {
 });
 
 after(async () => {
-  const root = join(agentDir, 'processes');
-  for (const name of (() => {
-    try {
-      return readdirSync(root);
-    } catch {
-      return [];
-    }
-  })()) {
-    try {
-      const { pid } = JSON.parse(readFileSync(join(root, name, 'run.json'), 'utf8')) as { pid: number };
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // not running
-    }
-  }
+  // removeDir (helpers/fleet.ts) kills the process groups the agent's state dir still supervises.
   for (const p of procs) await kill(p);
   for (const d of dirs) removeDir(d);
 });

@@ -3,7 +3,7 @@
 // the controller is down; afterwards the logs API returns the lines it kept in order, once, and
 // `lost` gaps whose sizes add up to exactly the lines that are missing.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
@@ -38,15 +38,7 @@ before(async () => {
 });
 
 after(async () => {
-  const root = join(agentDir, 'processes');
-  for (const name of existsSync(root) ? readdirSync(root) : []) {
-    try {
-      const { pid } = JSON.parse(readFileSync(join(root, name, 'run.json'), 'utf8')) as { pid: number };
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // not running
-    }
-  }
+  // removeDir (helpers/fleet.ts) kills the process groups the agent's state dir still supervises.
   for (const p of procs) await kill(p);
   for (const d of dirs) removeDir(d);
 });

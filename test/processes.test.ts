@@ -5,8 +5,7 @@
 // whole group (a child ignoring SIGTERM too, checked by pid); malformed params are refused; a viewer
 // reads output but cannot change a process or write to it.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { ApiClient } from './helpers/api.ts';
 import {
@@ -97,22 +96,7 @@ before(async () => {
 });
 
 after(async () => {
-  // The processes outlive the agent by design: kill their groups by the pids the agent recorded.
-  const root = join(agentDir, 'processes');
-  for (const name of (() => {
-    try {
-      return readdirSync(root);
-    } catch {
-      return [];
-    }
-  })()) {
-    try {
-      const { pid } = JSON.parse(readFileSync(join(root, name, 'run.json'), 'utf8')) as { pid: number };
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // not running
-    }
-  }
+  // removeDir (helpers/fleet.ts) kills the process groups the agent's state dir still supervises.
   for (const p of procs) await kill(p);
   for (const d of dirs) removeDir(d);
 });
