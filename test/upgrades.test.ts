@@ -139,6 +139,8 @@ describe('staged agent upgrades', () => {
     // A keeper's pid is its program's; the process group is the supervisor's wrapper around it.
     for (const pid of keepers) {
       try {
+        // Still the keeper's program (not a pid reused by another test's process since)?
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8') !== 'sleep\u00003600\u0000') continue;
         const pgid = Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[2]);
         process.kill(-pgid, 'SIGKILL');
       } catch {
