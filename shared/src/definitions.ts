@@ -15,6 +15,53 @@ export const BASELINE_AGENT_VERSION = '0.1.0';
  */
 export const NEXT_AGENT_VERSION = '0.2.0';
 
+let lazySchemasBuilt = 0;
+/** How many `lazySchema`s this process has built so far (tests: what loading a module builds). */
+export function builtLazySchemaCount(): number {
+  return lazySchemasBuilt;
+}
+
+/**
+ * A schema built the first time it is used, then the same object every time: what a message family
+ * exports, so that loading the protocol package builds no schema (an idle agent needs the frame and
+ * handshake schemas only; every request, stream and channel schema built at start cost ~3,000 zod
+ * objects, ~1.5-2 MB of heap: docs/benchmarks.md, agent-idle). It has the schema's own type and
+ * forwards every property to it (parse, shape, extend, `_zod` …), so callers and zod itself use it
+ * as the schema. It is a stand-in object, not the schema: compare schemas by what they accept,
+ * never by identity.
+ *
+ * @example
+ * export const hostNameSchema = lazySchema(() => z.string().max(253));
+ */
+export function lazySchema<T extends object>(build: () => T): T {
+  let schema: T | undefined;
+  const real = (): T => {
+    if (schema === undefined) {
+      schema = build();
+      lazySchemasBuilt++;
+    }
+    return schema;
+  };
+  return new Proxy({} as T, {
+    get: (_, key) => {
+      const s = real();
+      const value: unknown = Reflect.get(s, key, s);
+      return value;
+    },
+    set: (_, key, value) => Reflect.set(real(), key, value),
+    has: (_, key) => Reflect.has(real(), key),
+    ownKeys: () => Reflect.ownKeys(real()),
+    // Reported configurable: the stand-in itself holds no property (a Proxy invariant).
+    getOwnPropertyDescriptor: (_, key) => {
+      const d = Reflect.getOwnPropertyDescriptor(real(), key);
+      return d && { ...d, configurable: true };
+    },
+    defineProperty: (_, key, d) => Reflect.defineProperty(real(), key, d),
+    deleteProperty: (_, key) => Reflect.deleteProperty(real(), key),
+    getPrototypeOf: () => Reflect.getPrototypeOf(real()),
+  });
+}
+
 /** One agent request: its name, params and result schemas, default deadline, first agent version. */
 export interface RequestDefinition<
   N extends string = string,

@@ -14,6 +14,7 @@
 // and 256 KiB held one channel to ~6 MB/s there (1 MiB: ~22 MB/s). With 128 channels per agent
 // session, a controller holds at most 128 MiB for one agent whose every channel has stalled readers.
 import { z } from 'zod';
+import { lazySchema } from '../definitions.ts';
 
 /** Credit each side starts with for a channel, per direction, in bytes. */
 export const CHANNEL_WINDOW_BYTES = 512 * 1024;
@@ -119,18 +120,20 @@ export function defineChannel<P extends z.ZodType>(
  * Used to measure the channel primitive before the terminal and live logs build on it.
  */
 export const echoChannel = defineChannel('echo', {
-  params: z
-    .strictObject({
-      mode: z.enum(['echo', 'sink', 'source']).default('echo'),
-      /** For `source`: how many bytes to send (at most 16 GiB). */
-      bytes: z
-        .number()
-        .int()
-        .nonnegative()
-        .max(16 * 1024 ** 3)
-        .default(0),
-    })
-    .default({ mode: 'echo', bytes: 0 }),
+  params: lazySchema(() =>
+    z
+      .strictObject({
+        mode: z.enum(['echo', 'sink', 'source']).default('echo'),
+        /** For `source`: how many bytes to send (at most 16 GiB). */
+        bytes: z
+          .number()
+          .int()
+          .nonnegative()
+          .max(16 * 1024 ** 3)
+          .default(0),
+      })
+      .default({ mode: 'echo', bytes: 0 }),
+  ),
 });
 export type EchoChannelParams = z.infer<typeof echoChannel.params>;
 
@@ -140,15 +143,17 @@ export type EchoChannelParams = z.infer<typeof echoChannel.params>;
  * Text messages the controller sends to a browser on a channel WebSocket (binary messages are the
  * channel's bytes): `opened` once the agent accepted, `close` just before the socket closes.
  */
-export const channelClientMessageSchema = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('opened'), id: channelId }),
-  z.strictObject({
-    type: z.literal('close'),
-    reason: z.string().max(500),
-    code: z.string().max(64).optional(),
-    exitCode: z.number().int().optional(),
-  }),
-]);
+export const channelClientMessageSchema = lazySchema(() =>
+  z.discriminatedUnion('type', [
+    z.strictObject({ type: z.literal('opened'), id: channelId }),
+    z.strictObject({
+      type: z.literal('close'),
+      reason: z.string().max(500),
+      code: z.string().max(64).optional(),
+      exitCode: z.number().int().optional(),
+    }),
+  ]),
+);
 export type ChannelClientMessage = z.infer<typeof channelClientMessageSchema>;
 
 /** Close code of a channel WebSocket that ended normally or by the agent's side (see the text message). */

@@ -12,6 +12,7 @@
 // the agent killed it at `timeoutSeconds`, `code: 'job.spawn_failed'` when it could not start.
 // Client -> agent bytes are ignored (the command's stdin is /dev/null).
 import { z } from 'zod';
+import { lazySchema } from '../definitions.ts';
 import { defineChannel } from './channels.ts';
 
 /** Output record types on a job.run channel. */
@@ -32,41 +33,45 @@ const noNul = (max: number) =>
     .refine((s) => !s.includes('\u0000'), 'must not contain NUL');
 
 /** What a job runs: argv (first element the program), optional cwd/env, as which user. */
-export const jobCommandSchema = z.strictObject({
-  argv: z.array(noNul(65_536)).min(1).max(256),
-  cwd: noNul(4096)
-    .refine((s) => s.startsWith('/'), 'must be an absolute path')
-    .optional(),
-  env: z
-    .record(
-      z
-        .string()
-        .min(1)
-        .max(256)
-        .regex(/^[A-Za-z_][A-Za-z0-9_]*$/),
-      noNul(32_768),
-    )
-    .default({}),
-  /** Run as this user (its uid, primary gid, HOME); needs an agent running as root. */
-  user: z
-    .string()
-    .regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$/i, 'a user name')
-    .optional(),
-});
+export const jobCommandSchema = lazySchema(() =>
+  z.strictObject({
+    argv: z.array(noNul(65_536)).min(1).max(256),
+    cwd: noNul(4096)
+      .refine((s) => s.startsWith('/'), 'must be an absolute path')
+      .optional(),
+    env: z
+      .record(
+        z
+          .string()
+          .min(1)
+          .max(256)
+          .regex(/^[A-Za-z_][A-Za-z0-9_]*$/),
+        noNul(32_768),
+      )
+      .default({}),
+    /** Run as this user (its uid, primary gid, HOME); needs an agent running as root. */
+    user: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$/i, 'a user name')
+      .optional(),
+  }),
+);
 export type JobCommand = z.output<typeof jobCommandSchema>;
 export type JobCommandInput = z.input<typeof jobCommandSchema>;
 
 /** `job.run`: runs one command, streams its output, ends with its exit. */
 export const jobRunChannel = defineChannel('job.run', {
-  params: jobCommandSchema.extend({
-    timeoutSeconds: z.number().int().min(1).max(JOB_MAX_TIMEOUT_SECONDS).default(300),
-    maxOutputBytes: z
-      .number()
-      .int()
-      .min(1024)
-      .max(JOB_MAX_OUTPUT_BYTES)
-      .default(1024 * 1024),
-  }),
+  params: lazySchema(() =>
+    jobCommandSchema.extend({
+      timeoutSeconds: z.number().int().min(1).max(JOB_MAX_TIMEOUT_SECONDS).default(300),
+      maxOutputBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .max(JOB_MAX_OUTPUT_BYTES)
+        .default(1024 * 1024),
+    }),
+  ),
 });
 export type JobRunChannelParams = z.output<typeof jobRunChannel.params>;
 

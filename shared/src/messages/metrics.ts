@@ -3,7 +3,7 @@
 // is the one place a host-wide figure is named: the agent fills it, the controller stores one
 // column per series (one row per host per tick) and the API and console chart it by these names.
 import { z } from 'zod';
-import { defineRequest, defineStream } from '../definitions.ts';
+import { defineRequest, defineStream, lazySchema } from '../definitions.ts';
 import { storableText } from './facts.ts';
 import { PROCESS_NAME_PATTERN, processNameSchema } from './processes.ts';
 
@@ -62,59 +62,61 @@ export const metricSeriesNames = Object.keys(metricSeries) as MetricSeriesName[]
 /** The most supervised processes a tick carries figures for. */
 export const MAX_PROCESS_SERIES = 256;
 
-const figure = z.number().finite().nullable();
-const label = storableText(128).refine((s) => s.length > 0, 'must not be empty');
+const figure = lazySchema(() => z.number().finite().nullable());
+const label = lazySchema(() => storableText(128).refine((s) => s.length > 0, 'must not be empty'));
 
 /** One tick: host-wide values (null or absent: not known this tick, e.g. the first tick has no rates). */
-export const metricSampleSchema = z.strictObject({
-  /** Sample time, epoch ms. */
-  t: z.number().int().nonnegative(),
-  v: z.strictObject(
-    Object.fromEntries(metricSeriesNames.map((n) => [n, figure.optional()])) as Record<
-      MetricSeriesName,
-      z.ZodOptional<typeof figure>
-    >,
-  ),
-  /** CPU busy % per core. */
-  cores: z.array(figure).max(1024).optional(),
-  /** Watched file systems. */
-  mounts: z
-    .array(
-      z.strictObject({
-        mount: label,
-        fs: label,
-        size: z.number().nonnegative(),
-        used: z.number().nonnegative(),
-      }),
-    )
-    .max(256)
-    .optional(),
-  /** Interfaces: rates since the last tick (null on the first) and the raw counters. */
-  ifaces: z
-    .array(
-      z.strictObject({
-        name: label,
-        rxBps: figure,
-        txBps: figure,
-        rxBytes: z.number().nonnegative(),
-        txBytes: z.number().nonnegative(),
-      }),
-    )
-    .max(256)
-    .optional(),
-  temps: z
-    .array(z.strictObject({ name: label, c: z.number().finite() }))
-    .max(256)
-    .optional(),
-  /**
-   * Supervised processes: CPU (% of one core) and resident bytes of each process's group; null
-   * while it is not running (or on its first reading, for CPU).
-   */
-  processes: z
-    .array(z.strictObject({ name: processNameSchema, cpu: figure, rss: figure }))
-    .max(MAX_PROCESS_SERIES)
-    .optional(),
-});
+export const metricSampleSchema = lazySchema(() =>
+  z.strictObject({
+    /** Sample time, epoch ms. */
+    t: z.number().int().nonnegative(),
+    v: z.strictObject(
+      Object.fromEntries(metricSeriesNames.map((n) => [n, figure.optional()])) as Record<
+        MetricSeriesName,
+        z.ZodOptional<typeof figure>
+      >,
+    ),
+    /** CPU busy % per core. */
+    cores: z.array(figure).max(1024).optional(),
+    /** Watched file systems. */
+    mounts: z
+      .array(
+        z.strictObject({
+          mount: label,
+          fs: label,
+          size: z.number().nonnegative(),
+          used: z.number().nonnegative(),
+        }),
+      )
+      .max(256)
+      .optional(),
+    /** Interfaces: rates since the last tick (null on the first) and the raw counters. */
+    ifaces: z
+      .array(
+        z.strictObject({
+          name: label,
+          rxBps: figure,
+          txBps: figure,
+          rxBytes: z.number().nonnegative(),
+          txBytes: z.number().nonnegative(),
+        }),
+      )
+      .max(256)
+      .optional(),
+    temps: z
+      .array(z.strictObject({ name: label, c: z.number().finite() }))
+      .max(256)
+      .optional(),
+    /**
+     * Supervised processes: CPU (% of one core) and resident bytes of each process's group; null
+     * while it is not running (or on its first reading, for CPU).
+     */
+    processes: z
+      .array(z.strictObject({ name: processNameSchema, cpu: figure, rss: figure }))
+      .max(MAX_PROCESS_SERIES)
+      .optional(),
+  }),
+);
 export type MetricSample = z.infer<typeof metricSampleSchema>;
 
 /** Sampling interval bounds, seconds (issue 9: 1-60 s per host; 5 s by default). */
@@ -123,11 +125,9 @@ export const METRICS_INTERVAL_MAX_SECONDS = 60;
 export const METRICS_INTERVAL_DEFAULT_SECONDS = 5;
 
 /** A sampling interval, whole seconds within the bounds. */
-export const metricsIntervalSchema = z
-  .number()
-  .int()
-  .min(METRICS_INTERVAL_MIN_SECONDS)
-  .max(METRICS_INTERVAL_MAX_SECONDS);
+export const metricsIntervalSchema = lazySchema(() =>
+  z.number().int().min(METRICS_INTERVAL_MIN_SECONDS).max(METRICS_INTERVAL_MAX_SECONDS),
+);
 
 /**
  * Sets the host's sampling interval (the controller sends it on every change and whenever the host
@@ -135,8 +135,8 @@ export const metricsIntervalSchema = z
  * applies it from the next tick on, without a restart, and answers the interval it now uses.
  */
 export const metricsConfigureRequest = defineRequest('metrics.configure', {
-  params: z.strictObject({ intervalSeconds: metricsIntervalSchema.nullable() }),
-  result: z.strictObject({ intervalSeconds: metricsIntervalSchema }),
+  params: lazySchema(() => z.strictObject({ intervalSeconds: metricsIntervalSchema.nullable() })),
+  result: lazySchema(() => z.strictObject({ intervalSeconds: metricsIntervalSchema })),
   timeoutMs: 10_000,
 });
 

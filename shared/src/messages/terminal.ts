@@ -7,20 +7,21 @@
 //   type 1 (resize): payload = u16 BE cols | u16 BE rows
 // The controller reads the same records to record the session (resizes, and input by policy).
 import { z } from 'zod';
+import { lazySchema } from '../definitions.ts';
 import { defineChannel } from './channels.ts';
 
 /** The largest terminal: anything wider or taller is a mistake or an attack on the PTY. */
 export const TERMINAL_MAX_COLS = 1000;
 export const TERMINAL_MAX_ROWS = 500;
 
-const terminalSize = {
+const terminalSize = () => ({
   cols: z.number().int().min(2).max(TERMINAL_MAX_COLS).default(80),
   rows: z.number().int().min(1).max(TERMINAL_MAX_ROWS).default(24),
-};
+});
 
 /** `terminal` (terminal capability, permission `terminal.open`): a login shell on a PTY. */
 export const terminalChannel = defineChannel('terminal', {
-  params: z.strictObject(terminalSize).default({ cols: 80, rows: 24 }),
+  params: lazySchema(() => z.strictObject(terminalSize()).default({ cols: 80, rows: 24 })),
 });
 export type TerminalChannelParams = z.infer<typeof terminalChannel.params>;
 
