@@ -291,7 +291,8 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           where "host_id" = ${hostId} and "stream" = ${stream} and "acked_seq" = ${firstSeq - 1}
           returning "seq_base" as "base"`,
     );
-    // set_config(..., true) lasts until this statement's implicit transaction commits. A CTE that
+    // The select lists every column of the table in order: `grams` is written later, by the
+    // retention job's summary pass (log-grams.ts). set_config(..., true) lasts until this statement's implicit transaction commits. A CTE that
     // only selects runs when referenced, hence the cross join with it.
     const asyncCommitCte = db
       .$with('async_commit', { off: sql<string>`off` })
@@ -303,7 +304,7 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           sql`select ${hostId}::uuid, ${stream}::text, "advanced"."base" + ${p.firstSeq}::bigint,
               "advanced"."base" + ${p.lastSeq}::bigint, ${p.count}::integer,
               ${p.tsFirst.toISOString()}::timestamptz, ${p.tsLast.toISOString()}::timestamptz, ${p.codec}::smallint,
-              ${p.data}::bytea from ${source}`,
+              ${p.data}::bytea, null::bytea from ${source}`,
       ),
       sql` union all `,
     );

@@ -56,6 +56,13 @@ export const streamChunks = pgTable(
     codec: smallint('codec').$type<ChunkCodec>().notNull(),
     /** The records in the shared batch format, encoded by `codec`. */
     data: bytea('data').notNull(),
+    /**
+     * `logs` chunks only: a Bloom filter of the 5-byte grams of every line's text (ASCII folded
+     * to lower case), which lets a search skip a chunk that cannot hold its required literals
+     * (repositories/log-grams.ts). Written by the retention job's summary pass, null until then
+     * (a chunk without it is read whole). STORAGE EXTERNAL: a probe reads one byte of it.
+     */
+    grams: bytea('grams'),
   },
   (t) => [primaryKey({ name: 'stream_chunks_pk', columns: [t.hostId, t.stream, t.firstSeq] })],
 );
