@@ -93,6 +93,67 @@ function lazyDependencies(outfile, resolveDir) {
   };
 }
 
+/**
+ * The protocol package's modules marked free of side effects (none has a top-level statement
+ * other than declarations), so esbuild leaves out the ones the agent never imports from — the
+ * process templates and proxy links, which build their zod schemas when loaded (~0.5 MB of heap)
+ * — and, with `pure: ['lazySchema']`, the message schemas nothing in the agent names.
+ * @returns {import('esbuild').Plugin}
+ */
+function sharedWithoutSideEffects(root) {
+  const shared = join(root, 'shared/src/');
+  return {
+    name: 'keel-shared-without-side-effects',
+    setup(b) {
+      b.onResolve({ filter: /^@keel\/shared$|^\.\.?\/.*\.ts$/ }, async (args) => {
+        if (
+          args.pluginData === 'keel-shared' ||
+          !(args.path === '@keel/shared' || args.importer.startsWith(shared))
+        )
+          return undefined;
+        const r = await b.resolve(args.path, {
+          kind: args.kind,
+          importer: args.importer,
+          resolveDir: args.resolveDir,
+          pluginData: 'keel-shared',
+        });
+        if (r.errors.length || !r.path.startsWith(shared)) return undefined;
+        return { ...r, sideEffects: false };
+      });
+    },
+  };
+}
+
+/**
+ * In the bundle, an `import('./x.ts')` of the agent's own modules becomes a static import (the
+ * expression then resolves to that module's namespace). Run from source (tsx) the CLI and the
+ * configs engine load their modules on first use, which keeps `keel-agent help` fast there; in the
+ * bundle every module's source is loaded anyway, and one import() makes esbuild wrap every module
+ * it reaches in a lazy initializer, which it does not tree-shake: the agent then ran all of the
+ * protocol package (the controller's process templates and proxy links, every unused schema).
+ * What stays lazy in the bundle is the lazy file (above) and node-pty.
+ * @returns {import('esbuild').Plugin}
+ */
+function ownModulesStatic(root) {
+  const src = join(root, 'agent/src/');
+  const dynamic = /\bimport\((['"])(\.\.?\/[^'"]+\.ts)\1\)/g;
+  return {
+    name: 'keel-own-modules-static',
+    setup(b) {
+      b.onLoad({ filter: /\.ts$/ }, (args) => {
+        if (!args.path.startsWith(src)) return undefined;
+        const text = readFileSync(args.path, 'utf8');
+        const specifiers = [...new Set([...text.matchAll(dynamic)].map((m) => m[2]))];
+        if (!specifiers.length) return undefined;
+        const name = (spec) => `__keelStatic${specifiers.indexOf(spec)}`;
+        const imports = specifiers.map((spec) => `import * as ${name(spec)} from ${JSON.stringify(spec)};`);
+        const contents = text.replace(dynamic, (_, _q, spec) => `Promise.resolve(${name(spec)})`);
+        return { contents: `${imports.join(' ')}${contents}`, loader: 'ts' };
+      });
+    },
+  };
+}
+
 /** @type {import('esbuild').Plugin} */
 const zodWithoutLocales = {
   name: 'keel-zod-without-locales',
@@ -128,7 +189,14 @@ export function agentBundleOptions(
     legalComments: 'eof',
     external: [...external, ...external.map((d) => `${d}/*`)],
     banner: requireBanner,
-    plugins: [lazyDependencies(outfile, join(root, 'agent/src')), zodWithoutLocales, ...plugins],
+    plugins: [
+      lazyDependencies(outfile, join(root, 'agent/src')),
+      zodWithoutLocales,
+      sharedWithoutSideEffects(root),
+      ownModulesStatic(root),
+      ...plugins,
+    ],
+    pure: ['lazySchema'],
     logLevel: 'warning',
     ...rest,
   };

@@ -167,10 +167,7 @@ async function runCommand(command: Command, args: string[]): Promise<number> {
       console.log(AGENT_VERSION);
       return exitCodes.ok;
     case 'identity': {
-      const [{ keyFingerprint }, { loadOrCreateIdentity }] = await Promise.all([
-        import('@keel/shared'),
-        import('./identity/index.ts'),
-      ]);
+      const { keyFingerprint, loadOrCreateIdentity } = await import('./identity/index.ts');
       const id = await loadOrCreateIdentity(stateDir);
       console.log(`public key: ${id.publicKeyB64}\nfingerprint: ${keyFingerprint(id.publicKey)}`);
       return exitCodes.ok;

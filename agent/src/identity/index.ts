@@ -28,6 +28,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { fromB64u, KEY_BYTES, rawPublicKey, toB64u } from '@keel/shared';
 
+/** The fingerprint `keel-agent identity` prints (from here, so the CLI needs no import() of the whole protocol package). */
+export { keyFingerprint } from '@keel/shared';
+
 export const KEY_FILE = 'agent.key';
 export const ENROLLMENT_FILE = 'enrollment.json';
 
