@@ -2,13 +2,16 @@
 // bytes per process in each chunk of a host's `logs` stream), and the two ways a chunk gives up
 // lines — deleted whole when every line in it expired, or rewritten with the expired records
 // replaced by empty tombstones (so the records keep their sequence numbers and the stream's reads,
-// resends and gaps stay exact) when only some did.
-import { and, asc, desc, eq, gt, inArray, isNull, sql } from 'drizzle-orm';
+// resends and gaps stay exact) when only some did. The summary pass also writes each chunk's gram
+// filter (log-grams.ts), the search's skip index; a rewrite keeps it (tombstones only remove grams,
+// so the filter still holds every gram of the lines left).
+import { and, asc, desc, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { decodeLogLine, decodeRecords, encodeRecords } from '@keel/shared';
 import type { Db } from '../db/index.ts';
 import { logChunkSummaries, processLogRetention, type ChunkSummary } from '../db/schema/log-retention.ts';
 import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
+import { buildGramFilter } from './log-grams.ts';
 import { LOGS_STREAM } from './processes.ts';
 
 /** A process's limits (null: the default). */
@@ -80,7 +83,11 @@ export function createLogRetentionRepository(db: Db) {
       return rows.map((r) => r.hostId);
     },
 
-    /** Summarises up to `limit` chunks of the host that have no summary yet; returns how many. */
+    /**
+     * Summarises up to `limit` chunks of the host that have no summary or no gram filter yet (the
+     * search's skip index, log-grams.ts; chunks stored before it have a summary but none), and
+     * writes both; returns how many.
+     */
     async summariseMissing(hostId: string, limit: number): Promise<number> {
       const rows = await db
         .select({
@@ -88,6 +95,7 @@ export function createLogRetentionRepository(db: Db) {
           count: streamChunks.count,
           codec: streamChunks.codec,
           data: streamChunks.data,
+          summarised: logChunkSummaries.firstSeq,
         })
         .from(streamChunks)
         .leftJoin(
@@ -97,20 +105,35 @@ export function createLogRetentionRepository(db: Db) {
             eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
           ),
         )
-        .where(and(ofLogs(hostId), isNull(logChunkSummaries.firstSeq)))
+        .where(and(ofLogs(hostId), or(isNull(logChunkSummaries.firstSeq), isNull(streamChunks.grams))))
         .orderBy(asc(streamChunks.firstSeq))
         .limit(limit);
       if (rows.length === 0) return 0;
-      await db
-        .insert(logChunkSummaries)
-        .values(
-          rows.map((r) => ({
-            hostId,
-            firstSeq: r.firstSeq,
-            summary: summarise(decode(r.codec, r.data), r.count),
-          })),
-        )
-        .onConflictDoNothing();
+      const done = rows.map((r) => {
+        const raw = decode(r.codec, r.data);
+        return {
+          firstSeq: r.firstSeq,
+          summary: r.summarised === null ? summarise(raw, r.count) : null,
+          grams: buildGramFilter(raw, r.count),
+        };
+      });
+      await db.transaction(async (tx) => {
+        const summaries = done.filter((d) => d.summary !== null);
+        if (summaries.length > 0) {
+          await tx
+            .insert(logChunkSummaries)
+            .values(summaries.map((d) => ({ hostId, firstSeq: d.firstSeq, summary: d.summary! })))
+            .onConflictDoNothing();
+        }
+        // One statement for the page's filters.
+        await tx.execute(sql`update ${streamChunks} set "grams" = "v"."grams"
+          from (values ${sql.join(
+            done.map((d) => sql`(${d.firstSeq}::bigint, ${d.grams}::bytea)`),
+            sql`, `,
+          )}) as "v"("first_seq", "grams")
+          where ${streamChunks.hostId} = ${hostId} and ${streamChunks.stream} = ${LOGS_STREAM}
+            and ${streamChunks.firstSeq} = "v"."first_seq"`);
+      });
       return rows.length;
     },
 

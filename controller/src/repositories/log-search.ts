@@ -1,7 +1,9 @@
 // Reads of the `logs` stream for search: a host's chunks whose time range meets [since, until),
 // oldest first, page by page (keyset on first_seq through the primary key), each chunk inflated into
 // its record body (encodeRecords' format: the caller walks it in place, no object per record); for
-// one process, chunks the retention job's summaries show without it are skipped.
+// one process, chunks the retention job's summaries show without it are skipped, and for a search
+// that requires literals, chunks whose gram filter shows they cannot hold them (log-grams.ts) are
+// skipped inside the database, without being read.
 // Search reads whole blocks, never a row per line (DESIGN.md, Storage).
 import { and, asc, eq, gt, gte, lt, sql } from 'drizzle-orm';
 import { promisify } from 'node:util';
@@ -9,6 +11,7 @@ import { inflateRaw } from 'node:zlib';
 import type { Db } from '../db/index.ts';
 import { logChunkSummaries } from '../db/schema/log-retention.ts';
 import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
+import { gramFilterSql, type LiteralRequirement } from './log-grams.ts';
 import { CHUNK_MAX_RAW_BYTES } from './streams.ts';
 import { LOGS_STREAM } from './processes.ts';
 
@@ -35,8 +38,9 @@ export function createLogSearchRepository(db: Db) {
      */
     async *pages(
       hostId: string,
-      range: { since?: number; until?: number; process?: string },
+      range: { since?: number; until?: number; process?: string; required?: LiteralRequirement },
     ): AsyncGenerator<LogChunk[]> {
+      const gramFilter = range.required ? gramFilterSql(streamChunks.grams, range.required) : undefined;
       // One page: its rows, then its chunks inflated (in parallel, off the event loop).
       const fetchPage = async (after: number) => {
         const rows = await db
@@ -64,6 +68,7 @@ export function createLogSearchRepository(db: Db) {
                 : sql`(${logChunkSummaries.summary} is null or jsonb_exists(${logChunkSummaries.summary}, ${range.process}))`,
               eq(streamChunks.stream, LOGS_STREAM),
               gt(streamChunks.firstSeq, after),
+              gramFilter,
               range.since === undefined ? undefined : gte(streamChunks.tsLast, new Date(range.since)),
               range.until === undefined ? undefined : lt(streamChunks.tsFirst, new Date(range.until)),
             ),

@@ -25,6 +25,7 @@ import type { HostRepository } from '../repositories/hosts.ts';
 import type { LogChunk, LogSearchRepository } from '../repositories/log-search.ts';
 import { CHUNK_MAX_RAW_BYTES } from '../repositories/streams.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
+import { requiredLiterals } from './log-prefilter.ts';
 import type { ProcessActor } from './processes.ts';
 
 /** What to look for, and where. */
@@ -322,6 +323,8 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
       const caseSensitive = query.caseSensitive ?? false;
       const stream = query.stream ?? 'both';
       const processName = query.process === undefined ? null : Buffer.from(query.process, 'utf8');
+      // Chunks that provably hold no line with these literals are skipped unread (log-prefilter.ts).
+      const required = requiredLiterals(query);
       return (async function* run(): AsyncGenerator<LogSearchEvent> {
         const started = Date.now();
         const matcher = query.regex
@@ -339,6 +342,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
               since: query.since,
               until: query.until,
               process: query.process,
+              required,
             });
             // Batches in flight: while the worker matches one, the next is gathered (two cores).
             const inflight: {
