@@ -4,8 +4,13 @@
 // held back (bounded agent memory), a `yes` flood into a port that does not read stays
 // bounded and ^C stops it, ^Z stops a foreground job (job control works), the whole session
 // ends with the channel (no orphaned shell), and an idle session is closed.
+//
+// The shell is the login shell of the user running the tests, whose profile runs first (root's here
+// runs `pyenv init`: 3.7 s alone, 8-17 s for six at once at load 19, as each takes pyenv's rehash
+// lock in turn). Each session first waits for its shell to answer, bounded by SHELL_READY_MS; the
+// capability's own timings are asserted after that.
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { afterEach, describe, test } from 'node:test';
 import { encodeTerminalInput, encodeTerminalResize, type ChannelEnd } from '@keel/shared';
 import type { ChannelPort, ChannelSession } from '../channels/hub.ts';
 import { TERMINAL_INPUT_HIGH_WATER, terminalChannelHandler, type TerminalOptions } from './index.ts';
@@ -22,6 +27,12 @@ interface FakeChannel {
   until: (re: RegExp, ms?: number) => Promise<string>;
   end: () => void;
 }
+
+/** Channels a test opened: ended after it, so a failed test leaves no shell (nor a hung run). */
+const opened: FakeChannel[] = [];
+afterEach(() => {
+  for (const ch of opened.splice(0)) ch.end();
+});
 
 function open(opts: TerminalOptions, size = { cols: 80, rows: 24 }): FakeChannel {
   const chunks: Buffer[] = [];
@@ -54,7 +65,7 @@ function open(opts: TerminalOptions, size = { cols: 80, rows: 24 }): FakeChannel
   };
   session = terminalChannelHandler(opts).open(port, size);
   const text = () => Buffer.concat(chunks).toString('utf8');
-  return {
+  const channel: FakeChannel = {
     session,
     text,
     bytes: () => total,
@@ -79,6 +90,19 @@ function open(opts: TerminalOptions, size = { cols: 80, rows: 24 }): FakeChannel
       port.close({ reason: 'client closed the channel' });
     },
   };
+  opened.push(channel);
+  return channel;
+}
+
+/** How long a login shell may take through its profile before it answers (see the top). */
+const SHELL_READY_MS = 60_000;
+
+/** Opens a channel and waits until its shell answers a typed command. */
+async function openReady(opts: TerminalOptions, size?: { cols: number; rows: number }): Promise<FakeChannel> {
+  const ch = open(opts, size);
+  await ch.type('echo "shell-""up"\r');
+  await ch.until(/[\r\n](shell-up)\r\n/, SHELL_READY_MS);
+  return ch;
 }
 
 async function gone(pid: number, ms = 5_000): Promise<boolean> {
@@ -102,9 +126,9 @@ for (const backend of ['node-pty', 'script'] as const) {
 
     test(
       'a login shell answers, TERM is xterm-256color, a resize reaches stty',
-      { timeout: 20_000 },
+      { timeout: 80_000 },
       async () => {
-        const ch = open(opts, { cols: 100, rows: 30 });
+        const ch = await openReady(opts, { cols: 100, rows: 30 });
         await ch.type('echo "t=$TERM"\r');
         assert.equal(await ch.until(/t=([\w-]+)\r\n/), 'xterm-256color');
         await ch.type('stty size\r');
@@ -119,13 +143,13 @@ for (const backend of ['node-pty', 'script'] as const) {
       },
     );
 
-    test('closing the channel ends the shell and its jobs (no orphans)', { timeout: 20_000 }, async () => {
-      const ch = open(opts);
+    test('closing the channel ends the shell and its jobs (no orphans)', { timeout: 80_000 }, async () => {
+      const ch = await openReady(opts);
       await ch.type('sleep 300 & echo "pid=$$"\r');
       const pid = Number(await ch.until(/pid=(\d+)/));
       assert.ok(pid > 1);
       // A second session at the same time works on its own.
-      const other = open(opts);
+      const other = await openReady(opts);
       await other.type('echo "other=$$"\r');
       const otherPid = Number(await other.until(/other=(\d+)/));
       assert.notEqual(otherPid, pid);
@@ -141,9 +165,12 @@ for (const backend of ['node-pty', 'script'] as const) {
       'a huge paste into a program that does not read is held back, not queued',
       // util-linux `script` (2.35+) reads its stdin into a buffer of its own whatever the PTY takes,
       // so on that backend a paste waits in `script`, not paced by the agent (docs/terminal.md).
-      { timeout: 30_000, skip: backend === 'script' ? 'script buffers input itself' : false },
+      {
+        timeout: 90_000,
+        skip: backend === 'script' ? 'script buffers input itself' : false,
+      },
       async () => {
-        const ch = open(opts);
+        const ch = await openReady(opts);
         await ch.type('stty raw -echo; echo "ready=$((6*7))"; sleep 60\r');
         await ch.until(/ready=(42)/);
         // 4 MiB in 64 KiB chunks, taken one after another as the channel hands them over. The shell's
@@ -176,8 +203,8 @@ for (const backend of ['node-pty', 'script'] as const) {
       },
     );
 
-    test('a yes flood into a stalled client stays bounded; ^C stops it', { timeout: 20_000 }, async () => {
-      const ch = open(opts);
+    test('a yes flood into a stalled client stays bounded; ^C stops it', { timeout: 80_000 }, async () => {
+      const ch = await openReady(opts);
       await ch.type('echo ready\r');
       await ch.until(/ready\r\n/);
       ch.stall(true);
@@ -196,9 +223,9 @@ for (const backend of ['node-pty', 'script'] as const) {
 
     test(
       '^Z stops the foreground job; the shell resumes it with fg and ^C ends it',
-      { timeout: 20_000 },
+      { timeout: 80_000 },
       async () => {
-        const ch = open(opts);
+        const ch = await openReady(opts);
         await ch.type('echo "re""ady"\r');
         await ch.until(/ready\r\n/);
         await ch.type('sleep 300\r');
@@ -221,7 +248,10 @@ for (const backend of ['node-pty', 'script'] as const) {
 }
 
 test('an idle session is closed', { timeout: 10_000 }, async () => {
-  const ch = open({ idleTimeoutMs: 300, killGraceMs: 100 });
+  // Closed while its login profile still runs: the default grace between SIGHUP and SIGKILL lets
+  // the profile's exit traps run (a pyenv rehash killed before its trap leaves a lock behind that
+  // stalls every later login shell on the machine for 60 s).
+  const ch = open({ idleTimeoutMs: 300 });
   const end = await ch.closed;
   assert.equal(end.code, 'terminal.idle');
   assert.match(ch.text(), /session closed/);
