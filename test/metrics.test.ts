@@ -4,6 +4,7 @@
 // shortens it for a local run) the agent keeps sampling into its spool, and after the restart the
 // outage is filled in (no hole in the ticks, no gap recorded); a wide range is bucketed to at
 // most two points per pixel; a viewer without the host and unknown series are refused.
+// keel-test: idle (two minutes of waiting on the clock: it runs beside the others, see docs/testing.md)
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ApiClient } from './helpers/api.ts';
