@@ -12,6 +12,8 @@ export const hosts = pgTable('hosts', {
   online: boolean('online').notNull().default(false),
   connectedAt: timestamp('connected_at', { withTimezone: true }),
   lastSeenAt: timestamp('last_seen_at', { withTimezone: true }),
+  /** The controller replica holding the host's live session (controller_replicas.id); null offline. */
+  sessionReplica: uuid('session_replica'),
   agentVersion: text('agent_version'),
   facts: jsonb('facts').$type<HostFacts>(),
   factsUpdatedAt: timestamp('facts_updated_at', { withTimezone: true }),

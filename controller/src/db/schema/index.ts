@@ -14,6 +14,7 @@ export * from './log-retention.ts';
 export * from './proxy-nodes.ts';
 export * from './proxy-users.ts';
 export * from './recordings.ts';
+export * from './replicas.ts';
 export * from './rollouts.ts';
 export * from './streams.ts';
 export * from './tokens.ts';
