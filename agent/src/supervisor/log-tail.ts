@@ -26,7 +26,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import {
   decodeRecords,
   encodeLogLine,
@@ -122,10 +122,15 @@ interface FileState extends TailedFile {
   committed: number;
   /** Offset read up to (committed + the partial line's bytes). */
   readTo: number;
-  splitter: LineSplitter;
+  /** The partial line held (no newline yet; under MAX_LOG_LINE_BYTES): it begins at `committed`. */
+  pending: Buffer;
   partialSince: number;
   /** Offset below which the file has been punched out (0: nothing yet). */
   punchedTo: number;
+  /** A punch of this file is running (see `#punch`): at most one at a time, and no truncation. */
+  punching: boolean;
+  /** Counts resets (the file started over): a punch that began before one does not move punchedTo. */
+  generation: number;
   /** Each record's payload header (flags, name) for a whole line and for a `continued` part. */
   heads: [Buffer, Buffer];
 }
@@ -156,6 +161,109 @@ const DRAINING_MS = 10_000;
 const FILE_BACKLOG_SPOOLS = 4;
 
 type Offsets = Record<string, number>;
+
+/** A tick's records, encoded back to back (`encodeRecords`' format) into one growing buffer. */
+class RecordsOut {
+  buf: Buffer = EMPTY;
+  off = 0;
+  count = 0;
+
+  /** Makes room for `bytes` more. */
+  reserve(bytes: number): void {
+    if (this.off + bytes <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.off + bytes));
+    this.buf.copy(grown, 0, 0, this.off);
+    this.buf = grown;
+  }
+
+  /** One record: u32 length, f64 time, the file's header (flags, name), `src[start, end)`. */
+  record(
+    head: Buffer,
+    time: Buffer,
+    src: Buffer,
+    start: number,
+    end: number,
+    listener: ((line: Buffer) => void) | null,
+  ): void {
+    const buf = this.buf;
+    const at = this.off;
+    const length = head.length + end - start;
+    buf.writeUInt32BE(length, at);
+    time.copy(buf, at + 4);
+    head.copy(buf, at + RECORD_HEADER_BYTES);
+    src.copy(buf, at + RECORD_HEADER_BYTES + head.length, start, end);
+    this.off = at + RECORD_HEADER_BYTES + length;
+    this.count++;
+    if (listener) listener(buf.subarray(this.off - (end - start), this.off));
+  }
+}
+
+/**
+ * Encodes the lines of `src` as records into `out` (`heads`: the file's header for a whole line
+ * and for a `continued` part) and returns where the unfinished line begins (`src.length`: none).
+ * Lines end at LF or CRLF; a line over MAX_LOG_LINE_BYTES is cut into `continued` parts of that
+ * size; bytes are kept as they are. One pass: each byte is looked at and copied once, in place in
+ * the record (no indexOf call, view or buffer per line; `LineSplitter.scan` gives the same lines).
+ */
+function encodeLines(
+  out: RecordsOut,
+  src: Buffer,
+  heads: readonly [Buffer, Buffer],
+  time: Buffer,
+  listener: ((line: Buffer) => void) | null,
+): number {
+  const max = MAX_LOG_LINE_BYTES;
+  const len = src.length;
+  const [whole, part] = heads;
+  const hl = whole.length;
+  let buf = out.buf;
+  let off = out.off;
+  let count = 0;
+  let at = 0;
+  while (at < len) {
+    // Room for this record at its longest (the copy may run one byte past a cut part).
+    const need = off + RECORD_HEADER_BYTES + hl + Math.min(len - at, max + 1);
+    if (need > buf.length) {
+      out.off = off;
+      out.reserve(need - off + (len - at));
+      buf = out.buf;
+    }
+    const lineStart = off + RECORD_HEADER_BYTES + hl;
+    const stop = at + max + 1 < len ? at + max + 1 : len;
+    let i = at;
+    let o = lineStart;
+    while (i < stop) {
+      const b = src[i]!;
+      if (b === 10) break;
+      buf[o++] = b;
+      i++;
+    }
+    let head: Buffer;
+    if (i < stop) {
+      // A newline within the bound: a whole line (without its CR).
+      if (o > lineStart && buf[o - 1] === 13) o--;
+      head = whole;
+      at = i + 1;
+    } else if (i - at >= max) {
+      o = lineStart + max;
+      head = part;
+      at += max;
+    } else break; // unfinished: held for the next read
+    const length = hl + o - lineStart;
+    buf[off] = length >>> 24;
+    buf[off + 1] = (length >>> 16) & 255;
+    buf[off + 2] = (length >>> 8) & 255;
+    buf[off + 3] = length & 255;
+    for (let k = 0; k < 8; k++) buf[off + 4 + k] = time[k]!;
+    for (let k = 0; k < hl; k++) buf[off + RECORD_HEADER_BYTES + k] = head[k]!;
+    if (listener) listener(buf.subarray(lineStart, o));
+    off = o;
+    count++;
+  }
+  out.off = off;
+  out.count += count;
+  return at;
+}
 
 /** Tails the output files of every process into the logs spool. Call `tick()` on a timer. */
 export class LogTailer {
@@ -235,9 +343,11 @@ export class LogTailer {
       ...file,
       committed: at,
       readTo: at,
-      splitter: new LineSplitter(),
+      pending: EMPTY,
       partialSince: 0,
       punchedTo: 0,
+      punching: false,
+      generation: 0,
       heads: [false, true].map((continued) =>
         encodeLogLine({ process: file.process, stream: file.stream, line: Buffer.alloc(0), continued }),
       ) as [Buffer, Buffer],
@@ -262,21 +372,60 @@ export class LogTailer {
     f.committed = 0;
     f.readTo = 0;
     f.punchedTo = 0;
-    f.splitter = new LineSplitter();
+    f.generation++;
+    f.pending = EMPTY;
   }
 
-  /** Gives back the disk blocks of what was spooled, keeping the last `keepBytes` (see the header). */
+  /**
+   * Whether a punch of this file is still running: the file must not be truncated meanwhile (the
+   * punch would then zero the new run's first bytes). The supervisor leaves such a file as it is.
+   */
+  punching(path: string): boolean {
+    return this.#files.get(path)?.punching ?? false;
+  }
+
+  /**
+   * Gives back the disk blocks of what was spooled, keeping the last `keepBytes` (see the header).
+   * The punch runs in a child process (`fallocate`; Node has no fallocate) that the tailer does not
+   * wait for: the tick goes on reading while the kernel frees the range. The child gets the file as
+   * an fd the tailer opened (`/dev/fd/3`), so it punches this inode even if the path is replaced
+   * meanwhile; while it runs the file is not punched again nor truncated (`punching`).
+   */
   #punch(f: FileState): void {
-    if (this.punchError !== null) return;
+    if (this.punchError !== null || f.punching) return;
     const to = Math.floor(Math.max(0, f.committed - this.#keepBytes) / 4096) * 4096;
     if (to - f.punchedTo < this.#punchEveryBytes) return;
+    const from = f.punchedTo;
+    let fd: number;
     try {
-      execFileSync('fallocate', ['--punch-hole', '--offset', '0', '--length', String(to), f.path], {
-        stdio: 'ignore',
-      });
-      f.punchedTo = to;
+      fd = openSync(f.path, 'r');
+    } catch {
+      return; // gone: nothing to give back
+    }
+    const generation = f.generation;
+    f.punching = true;
+    let stderr = '';
+    const done = (error: string | null) => {
+      if (!f.punching) return;
+      f.punching = false;
+      if (error !== null) this.punchError = `punching spooled output out of ${f.path} failed: ${error}`;
+      else if (f.generation === generation) f.punchedTo = Math.max(f.punchedTo, to);
+    };
+    try {
+      const child = spawn(
+        'fallocate',
+        ['--punch-hole', '--offset', String(from), '--length', String(to - from), '/dev/fd/3'],
+        { stdio: ['ignore', 'ignore', 'pipe', fd] },
+      );
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.on('error', (err) => done(err.message));
+      child.on('close', (code, signal) =>
+        done(code === 0 ? null : stderr.trim() || `fallocate ended with ${code ?? signal}`),
+      );
     } catch (err) {
-      this.punchError = `punching spooled output out of ${f.path} failed: ${(err as Error).message}`;
+      done((err as Error).message);
+    } finally {
+      closeSync(fd);
     }
   }
 
@@ -295,6 +444,8 @@ export class LogTailer {
   }
 
   #caughtUp = true;
+  /** The tick's records being built (kept to reuse the object, not the buffer). */
+  #out = new RecordsOut();
   /** The last ack seen and when it changed (-Infinity: no change seen yet, nothing drains). */
   #lastAck = { seq: -1, at: -Infinity };
 
@@ -344,45 +495,27 @@ export class LogTailer {
     this.#caughtUp = true;
     // The records of this tick, encoded back to back (encodeRecords' format) in one growing buffer:
     // no object or buffer per line.
-    let body = EMPTY;
-    let off = 0;
-    let count = 0;
+    const out = this.#out;
+    out.buf = EMPTY;
+    out.off = 0;
+    out.count = 0;
     const prev: Offsets = {};
     const next: Offsets = {};
     const now = this.#now();
     // A process that ended (flushPartial: its files are about to be reset or removed) is read anyway.
     this.waitedForSpool = !flushPartial && this.#spoolBusy(now);
     if (this.waitedForSpool) return 0;
+    const time = Buffer.allocUnsafe(8);
+    time.writeDoubleBE(now, 0);
     const read: FileState[] = [];
     for (const f of this.#files.values()) {
       prev[f.path] = f.committed;
       read.push(f);
-      const listener =
+      const wanted =
         this.#lineListener && (this.#lineWanted === null || this.#lineWanted(f.process))
           ? this.#lineListener
           : null;
-      const [whole, part] = f.heads;
-      // Each record: u32 length, f64 time, then the file's header (flags, name) and the line.
-      const emit = (src: Buffer, start: number, end: number, continued: boolean) => {
-        const head = continued ? part : whole;
-        const length = head.length + end - start;
-        if (off + RECORD_HEADER_BYTES + length > body.length) {
-          const grown = Buffer.allocUnsafe(Math.max(body.length * 2, off + RECORD_HEADER_BYTES + length));
-          body.copy(grown, 0, 0, off);
-          body = grown;
-        }
-        body.writeUInt32BE(length, off);
-        body.writeDoubleBE(now, off + 4);
-        off += RECORD_HEADER_BYTES;
-        for (let i = 0; i < head.length; i++) body[off + i] = head[i]!;
-        off += head.length;
-        // A byte loop for the usual short line: Buffer#copy makes a view object per call.
-        if (end - start <= 256) for (let i = start, o = off; i < end; i++, o++) body[o] = src[i]!;
-        else src.copy(body, off, start, end);
-        if (listener) listener(f.process, f.stream, body.subarray(off, off + end - start));
-        off += end - start;
-        count++;
-      };
+      const listener = wanted ? (line: Buffer) => wanted(f.process, f.stream, line) : null;
       let fd: number;
       try {
         fd = openSync(f.path, 'r');
@@ -397,36 +530,39 @@ export class LogTailer {
           f.committed = 0;
           f.readTo = 0;
           f.punchedTo = 0;
-          f.splitter = new LineSplitter();
+          f.generation++;
+          f.pending = EMPTY;
         }
         if (size > f.readTo) {
-          const buf = Buffer.allocUnsafe(Math.min(READ_BYTES, size - f.readTo));
-          const n = readSync(fd, buf, 0, buf.length, f.readTo);
+          // The held partial line, then what the file gained: one buffer, no concatenation.
+          const held = f.pending.length;
+          const buf = Buffer.allocUnsafe(held + Math.min(READ_BYTES, size - f.readTo));
+          if (held > 0) f.pending.copy(buf, 0);
+          const n = readSync(fd, buf, held, buf.length - held, f.readTo);
           f.readTo += n;
+          const src = n === buf.length - held ? buf : buf.subarray(0, held + n);
           // Room for ~100-byte lines (a record adds its header and the file's): grows if shorter.
-          const want = off + Math.ceil((n + f.splitter.pendingBytes) * 1.25) + 4096;
-          if (want > body.length) {
-            const grown = Buffer.allocUnsafe(want);
-            body.copy(grown, 0, 0, off);
-            body = grown;
-          }
-          const lines = f.splitter.scan(buf.subarray(0, n), emit);
+          out.reserve(Math.ceil(src.length * 1.25) + 4096);
+          const before = out.count;
+          const rest = encodeLines(out, src, f.heads, time, listener);
+          f.pending = rest < src.length ? Buffer.from(src.subarray(rest)) : EMPTY;
           // Lines that ended: committed moves to where the held partial line begins.
-          f.committed = f.readTo - f.splitter.pendingBytes;
+          f.committed = f.readTo - f.pending.length;
           // The held partial line's age counts from when it began (the last line that ended).
-          if (f.splitter.pendingBytes === 0) f.partialSince = 0;
-          else if (lines > 0 || f.partialSince === 0) f.partialSince = now;
+          if (f.pending.length === 0) f.partialSince = 0;
+          else if (out.count > before || f.partialSince === 0) f.partialSince = now;
         }
         // A partial line is handed out only at the file's end: behind it, the next read ends it.
         const atEnd = f.readTo >= size;
         if (!atEnd) this.#caughtUp = false;
         if (
           atEnd &&
-          f.splitter.pendingBytes > 0 &&
+          f.pending.length > 0 &&
           (flushPartial || (f.partialSince > 0 && now - f.partialSince >= PARTIAL_FLUSH_MS))
         ) {
-          const held = f.splitter.flush();
-          if (held) emit(held.line, 0, held.line.length, true);
+          out.reserve(RECORD_HEADER_BYTES + f.heads[1].length + f.pending.length);
+          out.record(f.heads[1], time, f.pending, 0, f.pending.length, listener);
+          f.pending = EMPTY;
           f.committed = f.readTo;
           f.partialSince = 0;
         }
@@ -435,6 +571,10 @@ export class LogTailer {
       }
       next[f.path] = f.committed;
     }
+    const { count } = out;
+    const body = out.buf;
+    const off = out.off;
+    out.buf = EMPTY;
     if (count === 0) return 0;
     const seq = this.#spool.lastSeq + count;
     const tmp = `${this.#intentPath}.tmp`;
@@ -452,7 +592,7 @@ export class LogTailer {
         for (const f of read) {
           f.committed = prev[f.path]!;
           f.readTo = f.committed;
-          f.splitter = new LineSplitter();
+          f.pending = EMPTY;
           f.partialSince = 0;
         }
         this.#caughtUp = true;

@@ -478,7 +478,13 @@ export class Supervisor {
     this.#opts.tailer.drain();
     for (const stream of ['stdout', 'stderr']) {
       const file = join(dir, `${stream}.log`);
-      if (existsSync(file) && this.#opts.tailer.committedOffset(file) === statSync(file).size) {
+      // Not while a punch of it runs: it would zero the new run's first bytes (the file then
+      // simply goes on from where it is).
+      if (
+        existsSync(file) &&
+        !this.#opts.tailer.punching(file) &&
+        this.#opts.tailer.committedOffset(file) === statSync(file).size
+      ) {
         truncateSync(file, 0);
         this.#opts.tailer.reset(file);
       }

@@ -1,0 +1,127 @@
+// The tailer's one-pass encoder against LineSplitter (the reference for what a line is): the same
+// lines, in the same order, with the same `continued` flags, whatever the read boundaries — LF,
+// CRLF, a lone CR, empty lines, binary bytes, lines longer than MAX_LOG_LINE_BYTES, and a partial
+// line held across reads. Through the real Spool (appendEncoded) and through `append` alone.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeLogLine, decodeRecords, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shared';
+import { Spool } from '../link/spool.ts';
+import { LineSplitter, LogTailer } from './log-tail.ts';
+
+/** A deterministic generator (the test must fail the same way twice). */
+function rng(seed: number) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
+/** Output with every kind of line end and length, as one buffer. */
+function output(seed: number, bytes: number): Buffer {
+  const r = rng(seed);
+  const parts: Buffer[] = [];
+  let n = 0;
+  while (n < bytes) {
+    const kind = r();
+    let len: number;
+    if (kind < 0.002)
+      len = MAX_LOG_LINE_BYTES - 1 + Math.floor(r() * 3); // around the bound
+    else if (kind < 0.003)
+      len = MAX_LOG_LINE_BYTES * 2 + Math.floor(r() * 1000); // cut in parts
+    else if (kind < 0.08) len = 0;
+    else len = Math.floor(r() * 200);
+    const line = Buffer.allocUnsafe(len);
+    // Mostly text; some binary (never a newline: the line end is chosen below).
+    const binary = r() < 0.1;
+    for (let i = 0; i < len; i++) {
+      const b = binary ? Math.floor(r() * 256) : 32 + Math.floor(r() * 95);
+      line[i] = b === 10 ? 11 : b;
+    }
+    const end = r();
+    parts.push(line, Buffer.from(end < 0.2 ? '\r\n' : end < 0.25 ? '\r' : '\n'));
+    n += len + 2;
+  }
+  // No newline at the end: a partial line that only the last flushing tick hands out.
+  parts.push(Buffer.from('the last words'));
+  return Buffer.concat(parts);
+}
+
+function expected(data: Buffer): [string, boolean][] {
+  const s = new LineSplitter();
+  const out = s.push(data).map((l) => [l.line.toString('latin1'), l.continued] as [string, boolean]);
+  const held = s.flush();
+  if (held) out.push([held.line.toString('latin1'), held.continued]);
+  return out;
+}
+
+const lines = (records: readonly StreamRecord[]) =>
+  records.map((rec) => {
+    const l = decodeLogLine(rec.payload)!;
+    assert.equal(l.process, 'web');
+    return [Buffer.from(l.line).toString('latin1'), l.continued] as [string, boolean];
+  });
+
+for (const seed of [1, 2]) {
+  test(`LogTailer encodes the lines LineSplitter finds, across read boundaries (seed ${seed})`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-tail-enc-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const data = output(seed, 4 * 1024 * 1024);
+    const file = join(dir, 'out.log');
+    writeFileSync(file, '');
+    for (const d of ['a', 'b']) mkdirSync(join(dir, d));
+    const spool = await Spool.open({ dir: join(dir, 'spool'), maxBytes: 64 * 1024 * 1024 });
+    t.after(() => spool.close());
+    const plain: StreamRecord[] = [];
+    const memory = {
+      get lastSeq() {
+        return plain.length;
+      },
+      append(records: readonly StreamRecord[]) {
+        plain.push(...records);
+        return { firstSeq: plain.length - records.length + 1, lastSeq: plain.length };
+      },
+    };
+    // The same file through two tailers: one appending encoded bodies to the real spool, one
+    // handing decoded records to `append`. A constant clock: a partial line is never timed out.
+    const a = new LogTailer({ dir: join(dir, 'a'), spool, now: () => 1_700_000_000_000 });
+    const b = new LogTailer({ dir: join(dir, 'b'), spool: memory, now: () => 1_700_000_000_000 });
+    const heard: string[] = [];
+    a.onLine((_p, _s, line) => heard.push(line.toString('latin1')));
+    for (const tailer of [a, b]) tailer.add({ process: 'web', stream: 'stdout', path: file });
+    // Written in pieces of random size (a few bytes to a few MiB), a tick after each.
+    const r = rng(seed * 7919);
+    for (let at = 0; at < data.length;) {
+      const piece = Math.min(data.length - at, Math.floor(r() < 0.3 ? r() * 50 : r() * 3 * 1024 * 1024));
+      appendFileSync(file, data.subarray(at, at + piece));
+      at += piece;
+      a.tick();
+      b.tick();
+    }
+    a.drain();
+    b.drain();
+    a.tick(true);
+    b.tick(true);
+    const want = expected(data);
+    assert.ok(want.length > 10_000, `${want.length} lines`);
+    await spool.flush();
+    const records: StreamRecord[] = [];
+    for (let batch = spool.read(0, 16 * 1024 * 1024); batch;) {
+      records.push(...decodeRecords(batch.body, batch.count));
+      batch = spool.read(batch.firstSeq + batch.count - 1, 16 * 1024 * 1024);
+    }
+    const got = lines(records);
+    assert.equal(got.length, want.length);
+    assert.deepEqual(got, want);
+    assert.deepEqual(lines(plain), want);
+    assert.deepEqual(
+      heard,
+      want.map(([l]) => l),
+    );
+  });
+}
