@@ -4,7 +4,7 @@
 // console command on stdin and stops with the egg's stop command; a Keel template's files are
 // written into the working directory before the start (and a path cannot leave it).
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ApiClient } from './helpers/api.ts';
@@ -40,7 +40,6 @@ process.stdin.on('data', (d) => {
 const procs: Proc[] = [];
 const dirs: string[] = [];
 let ctl: TestController;
-let agentDir: string;
 let hostId: string;
 let api: ApiClient;
 
@@ -62,7 +61,7 @@ async function stored(name: string): Promise<string[]> {
 }
 
 before(async () => {
-  ({ ctl, agentDir, hostId } = await startFleet(procs, dirs, { name: 'template-host' }));
+  ({ ctl, hostId } = await startFleet(procs, dirs, { name: 'template-host' }));
   await ctl.services.users.create({
     username: 'tpl-admin',
     password: 'template admin password 1',
@@ -74,21 +73,7 @@ before(async () => {
 });
 
 after(async () => {
-  const root = join(agentDir, 'processes');
-  let names: string[] = [];
-  try {
-    names = readdirSync(root);
-  } catch {
-    // none
-  }
-  for (const name of names) {
-    try {
-      const { pid } = JSON.parse(readFileSync(join(root, name, 'run.json'), 'utf8')) as { pid: number };
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // not running
-    }
-  }
+  // removeDir (helpers/fleet.ts) kills the process groups the agent's state dir still supervises.
   for (const p of procs) await kill(p);
   await ctl?.close();
   for (const d of dirs) removeDir(d);

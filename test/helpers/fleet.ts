@@ -379,12 +379,19 @@ export async function startFleet(
   }
   const ctl = await startTestController({ env: opts.env });
   dirs.push(ctl.dataDir);
-  const r = await enrollAgent(agentDir, ctl.url, await joinToken(ctl), ctl.fingerprint, name);
-  if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
-  const agent = runAgent(agentDir, opts.agentEnv);
-  procs.push(agent);
-  const host = (await ctl.services.hosts.list()).find((h) => h.name === name);
-  if (!host) throw new Error(`host ${name} not stored after enroll`);
-  await waitFor(() => ctl.gateway.isOnline(host.id), onlineMs, `${name} online`);
-  return { ctl, agent, agentDir, hostId: host.id };
+  try {
+    const r = await enrollAgent(agentDir, ctl.url, await joinToken(ctl), ctl.fingerprint, name);
+    if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
+    const agent = runAgent(agentDir, opts.agentEnv);
+    procs.push(agent);
+    const host = (await ctl.services.hosts.list()).find((h) => h.name === name);
+    if (!host) throw new Error(`host ${name} not stored after enroll`);
+    await waitFor(() => ctl.gateway.isOnline(host.id), onlineMs, `${name} online`);
+    return { ctl, agent, agentDir, hostId: host.id };
+  } catch (err) {
+    // The caller never gets this controller to close: left open, it would keep the test process
+    // alive after its tests (seen: a batch held until the runner's 15-minute hang guard).
+    await ctl.close();
+    throw err;
+  }
 }
