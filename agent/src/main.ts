@@ -4,10 +4,10 @@
 // in a way the agent verified (revoked, unknown key) — or, from cli.ts, a usage mistake.
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { KeelError, logFormat } from '@keel/shared';
 import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
 import { lockStateDir, StateDirLocked } from './identity/lock.ts';
+import { createLog } from './log.ts';
 import { collectFacts } from './facts/index.ts';
 import { factsCapability } from './facts/capability.ts';
 import {
@@ -47,8 +47,9 @@ function intEnv(name: string, fallback: number): number {
 }
 
 function makeLog() {
-  // The same line format as the controller's (level names, ISO time): shared/src/log-format.ts.
-  return pino({ name: 'keel-agent', level: env('KEEL_AGENT_LOG_LEVEL') ?? 'info', ...logFormat });
+  // The same line format as the controller's (level names, ISO time): shared/src/log-format.ts;
+  // pino's lines without pino itself (log.ts: the idle agent's memory).
+  return createLog({ name: 'keel-agent', level: env('KEEL_AGENT_LOG_LEVEL') ?? 'info', ...logFormat });
 }
 
 /** Redeems a join token: handshake in enroll mode, pin checked before the token is sent. */
