@@ -20,9 +20,25 @@
 // bounded by volume instead: --mib (default 256) MiB of lines, or --seconds (default 10) of
 // writing, whichever comes first; the output says what it used.
 //
-// Run: npm run bench -- logs [--mib 256] [--seconds 10] [--skip-fleet]
+// The search runs after the retention job's summary pass has written every chunk's gram filter
+// (timed and shown), over --search-mib MiB (default --mib): when the run stored fewer lines, the
+// rest of the same writer's lines are appended straight into the stream through the controller's
+// stream repository (the gateway's path, 4 MiB batches), so 1 GiB can be searched without
+// writing 1 GiB through the agent at once.
+//
+// Run: npm run bench -- logs [--mib 256] [--seconds 10] [--search-mib N] [--skip-fleet]
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { inflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -30,7 +46,11 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import postgres from 'postgres';
 import WebSocket from 'ws';
-import { processSpecSchema } from '@keel/shared';
+import { drizzle } from 'drizzle-orm/postgres-js';
+import { encodeLogLine, encodeRecords, processSpecSchema } from '@keel/shared';
+import { schema, type Db } from '../controller/src/db/index.ts';
+import { createLogRetentionRepository } from '../controller/src/repositories/log-retention.ts';
+import { createStreamRepository } from '../controller/src/repositories/streams.ts';
 import { Spool } from '../agent/src/link/spool.ts';
 import { LogTailer, tailContinuously } from '../agent/src/supervisor/log-tail.ts';
 import { Supervisor } from '../agent/src/supervisor/supervisor.ts';
@@ -51,14 +71,22 @@ const { values: args } = parseArgs({
     mib: { type: 'string', default: '256' },
     seconds: { type: 'string', default: '10' },
     'skip-fleet': { type: 'boolean', default: false },
+    /** Volume searched (default --mib): lines past what the run stored are appended (see below). */
+    'search-mib': { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
 const LINE_BYTES = 100; // with its newline
 const maxLines = Math.floor((Number(args.mib) * MiB) / LINE_BYTES);
 const maxMs = Number(args.seconds) * 1000;
-/** Matches lines whose number ends in 99999: ~1 in 100,000, so a search reads every line. */
+/**
+ * Matches lines whose number ends in 99999: ~1 in 100,000. It requires the literal `99999 `, so a
+ * search may skip the chunks whose gram filter shows they lack it (as grep skips lines by it).
+ */
 const PATTERN = '^n [0-9]*99999 ';
+/** The same lines, written so that no literal is required: the search reads every chunk. */
+const PATTERN_NO_LITERAL = '^n [0-9]*9{5} ';
+const searchLines = Math.floor((Number(args['search-mib'] ?? args.mib) * MiB) / LINE_BYTES);
 
 const dir = mkdtempSync(join(tmpdir(), 'keel-bench-logs-'));
 const writer = join(dir, 'writer.cjs');
@@ -299,6 +327,7 @@ if (!args['skip-fleet']) {
     );
 
     // Search: a regex over the stored lines of this one process, next to grep -cE on a plain file.
+    const total = Math.max(lines, searchLines);
     const plain = join(dir, 'plain.log');
     spawnSync('sh', [
       '-c',
@@ -306,35 +335,100 @@ if (!args['skip-fleet']) {
       'sh',
       writer,
       join(dir, 'plain.json'),
-      ...legArgs,
+      String(total),
+      legArgs[1]!,
       plain,
     ]);
-    const q = new URLSearchParams({
-      q: PATTERN,
-      regex: 'true',
-      hostId: agent.hostId,
-      process: 'writer',
-      limit: '2000',
-      maxSeconds: '120',
-    });
-    const searchCpu0 = procCpuMs(ctl.pid);
-    const s0 = performance.now();
-    const res = await ctl.api.fetchRaw(`/logs/search?${q}`);
-    const body = await res.text();
-    const searchMs = performance.now() - s0;
-    const searchCpu = (procCpuMs(ctl.pid) - searchCpu0) / 1000;
-    const events = body
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as { type: string; matches?: number; readRecords?: number; reason?: string });
-    const end = events.find((e) => e.type === 'end');
-    const g0 = performance.now();
-    const grep = spawnSync('grep', ['-cE', PATTERN, plain]);
-    const grepMs = performance.now() - g0;
-    const grepCount = Number(grep.stdout.toString().trim());
+    const pg = postgres(db.url, { max: 2, onnotice: () => {} });
+    const pgDb = drizzle({ client: pg, schema }) as unknown as Db;
+    try {
+      if (total > lines) {
+        // The rest of the writer's lines, appended as the gateway appends what an agent sends.
+        const streams = createStreamRepository(pgDb);
+        const [cur] =
+          await sql`select acked_seq from stream_cursors where host_id = ${agent.hostId} and stream = 'logs'`;
+        let seq = Number(cur!.acked_seq) + 1;
+        const fd = openSync(plain, 'r');
+        const block = Buffer.alloc(40_000 * LINE_BYTES);
+        const a0 = performance.now();
+        for (let at = lines * LINE_BYTES; at < total * LINE_BYTES;) {
+          const n = readSync(fd, block, 0, Math.min(block.length, total * LINE_BYTES - at), at);
+          at += n;
+          const records = [];
+          for (let o = 0; o < n; o += LINE_BYTES) {
+            records.push({
+              ts: Date.now(),
+              payload: encodeLogLine({
+                process: 'writer',
+                stream: 'stdout',
+                continued: false,
+                line: block.subarray(o, o + LINE_BYTES - 1),
+              }),
+            });
+          }
+          await streams.append(agent.hostId, 'logs', {
+            firstSeq: seq,
+            count: records.length,
+            body: encodeRecords(records),
+          });
+          seq += records.length;
+        }
+        closeSync(fd);
+        console.log(
+          `search volume: ${(total - lines).toLocaleString('en')} more of the writer's lines appended through the stream repository (${((performance.now() - a0) / 1000).toFixed(1)} s), ${total.toLocaleString('en')} lines in all`,
+        );
+      }
+      // The retention job's summary pass (every KEEL_LOG_RETENTION_INTERVAL_SECONDS in the
+      // controller): per-process summaries and each chunk's gram filter, the search's skip index.
+      const retention = createLogRetentionRepository(pgDb);
+      const sc0 = process.cpuUsage();
+      const s0 = performance.now();
+      let summarised = 0;
+      for (let n; (n = await retention.summariseMissing(agent.hostId, 100)) > 0;) summarised += n;
+      const summariseMs = performance.now() - s0;
+      const sc = process.cpuUsage(sc0);
+      const [sizes] = await sql`select count(*)::int as chunks, sum(octet_length(data))::bigint as data,
+        sum(octet_length(grams))::bigint as grams from stream_chunks where host_id = ${agent.hostId} and stream = 'logs'`;
+      console.log(
+        `summary pass (gram filters): ${summarised} chunks in ${(summariseMs / 1000).toFixed(2)} s, ${((sc.user + sc.system) / 1e6).toFixed(1)} CPU-s in the pass; filters ${(Number(sizes!.grams) / MiB).toFixed(1)} MiB beside ${(Number(sizes!.data) / MiB).toFixed(1)} MiB of chunks (${((Number(sizes!.grams) / Number(sizes!.data)) * 100).toFixed(0)} %)`,
+      );
+    } finally {
+      await pg.end();
+    }
     const plainMiB = statSync(plain).size / MiB;
-    // The storage floor under the search: the same chunks fetched from PostgreSQL and inflated,
-    // nothing else (the search cannot be faster than reading what it searches).
+    for (const pattern of [PATTERN, PATTERN_NO_LITERAL]) {
+      const q = new URLSearchParams({
+        q: pattern,
+        regex: 'true',
+        hostId: agent.hostId,
+        process: 'writer',
+        limit: '2000',
+        maxSeconds: '120',
+      });
+      const searchCpu0 = procCpuMs(ctl.pid);
+      const s0 = performance.now();
+      const res = await ctl.api.fetchRaw(`/logs/search?${q}`);
+      const body = await res.text();
+      const searchMs = performance.now() - s0;
+      const searchCpu = (procCpuMs(ctl.pid) - searchCpu0) / 1000;
+      const events = body
+        .trim()
+        .split('\n')
+        .map(
+          (l) => JSON.parse(l) as { type: string; matches?: number; readRecords?: number; reason?: string },
+        );
+      const end = events.find((e) => e.type === 'end');
+      const g0 = performance.now();
+      const grep = spawnSync('grep', ['-cE', pattern, plain]);
+      const grepMs = performance.now() - g0;
+      const grepCount = Number(grep.stdout.toString().trim());
+      console.log(
+        `search regex /${pattern}/ over ${plainMiB.toFixed(0)} MiB stored: ${(searchMs / 1000).toFixed(2)} s, ${end?.matches} matches, ${end?.readRecords?.toLocaleString('en')} of ${total.toLocaleString('en')} records read, end ${end?.reason}, controller CPU ${searchCpu.toFixed(1)} s` +
+          ` — grep -cE over the same lines as a file: ${(grepMs / 1000).toFixed(2)} s, ${grepCount} matches (${(searchMs / grepMs).toFixed(1)}x grep)`,
+      );
+    }
+    // The storage floor under a search that reads everything: the same chunks fetched from
+    // PostgreSQL and inflated, nothing else.
     const f0 = performance.now();
     let inflated = 0;
     for (let after = -1; ;) {
@@ -347,9 +441,11 @@ if (!args['skip-fleet']) {
       after = Number(rows.at(-1)!.first_seq);
     }
     const floorMs = performance.now() - f0;
+    const g0 = performance.now();
+    spawnSync('grep', ['-cE', PATTERN, plain]);
+    const grepMs = performance.now() - g0;
     console.log(
-      `search regex /${PATTERN}/ over ${plainMiB.toFixed(0)} MiB stored: ${(searchMs / 1000).toFixed(2)} s, ${end?.matches} matches, ${end?.readRecords?.toLocaleString('en')} records read, end ${end?.reason}, controller CPU ${searchCpu.toFixed(1)} s` +
-        ` — grep -cE over the same lines as a file: ${(grepMs / 1000).toFixed(2)} s, ${grepCount} matches (${(searchMs / grepMs).toFixed(1)}x grep); fetching and inflating the chunks alone: ${(floorMs / 1000).toFixed(2)} s (${(inflated / MiB).toFixed(0)} MiB of records, ${(floorMs / grepMs).toFixed(1)}x grep)`,
+      `fetching and inflating every chunk alone: ${(floorMs / 1000).toFixed(2)} s (${(inflated / MiB).toFixed(0)} MiB of records, ${(floorMs / grepMs).toFixed(1)}x grep's ${(grepMs / 1000).toFixed(2)} s just after)`,
     );
   } finally {
     await sql.end();
