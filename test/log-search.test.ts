@@ -5,7 +5,9 @@
 // searches the hosts of their grant (and another host is 404); a malformed pattern is a 400; a
 // catastrophically backtracking regex is stopped by its time bound without stalling the
 // controller (another request is answered meanwhile); a client that goes away ends the scan; and a
-// search for one process skips the chunks the retention job's summaries show without it.
+// search for one process skips the chunks the retention job's summaries show without it; and once
+// the summary pass wrote the chunks' gram filters, a search that requires a literal reads only the
+// chunks that may hold it, with the same answers.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
@@ -230,6 +232,62 @@ describe('log search', () => {
       'the mc-only chunk skipped',
     );
   });
+
+  test(
+    'gram filters skip chunks without the literal a search requires; the answers stay the same',
+    TIMEOUT,
+    async () => {
+      const host = await storeHost('grams-1');
+      // Three chunks (one append each): only the second holds the rare line.
+      for (let c = 0; c < 3; c++) {
+        await append(
+          host,
+          1 + c * 1_000,
+          Array.from({ length: 1_000 }, (_, i) => ({
+            process: 'api',
+            text:
+              c === 1 && i === 500
+                ? 'WARN Disk Quota Exceeded for /srv'
+                : `req ${c * 1_000 + i} GET /items 200`,
+            ts: T0 + c * 1_000 + i,
+          })),
+        );
+      }
+      const queries = [
+        { q: 'quota exceeded' },
+        { q: 'Quota Exceeded', caseSensitive: 'true' },
+        { q: 'disk (quota|limit) exceeded', regex: 'true' },
+        { q: '^warn .*quota', regex: 'true' },
+        { q: 'no such line anywhere' },
+        { q: 'GET /items', limit: '2000' },
+      ];
+      const run = async () => {
+        const out = [];
+        for (const q of queries) {
+          const r = await search({ ...q, hostId: host });
+          out.push({
+            texts: matches(r.events).map((m) => m.text),
+            read: (end(r.events) as unknown as { readRecords: number }).readRecords,
+          });
+        }
+        return out;
+      };
+      const unindexed = await run();
+      for (const r of unindexed) assert.equal(r.read, 3_000, 'no filters yet: every chunk is read');
+      await createLogRetentionRepository(t.db).summariseMissing(host, 100);
+      const indexed = await run();
+      assert.deepEqual(
+        indexed.map((r) => r.texts),
+        unindexed.map((r) => r.texts),
+      );
+      assert.deepEqual(indexed[0]!.texts, ['WARN Disk Quota Exceeded for /srv']);
+      assert.deepEqual(
+        indexed.map((r) => r.read),
+        // `^warn .*quota` requires `quota` (5 bytes) only; `GET /items` is in every chunk.
+        [1_000, 1_000, 1_000, 1_000, 0, 3_000],
+      );
+    },
+  );
 
   test('the match limit ends the search', TIMEOUT, async () => {
     const r = await search({ q: 'tick', limit: '50' });
