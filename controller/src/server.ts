@@ -17,7 +17,9 @@ import { loadControllerIdentity } from './identity.ts';
 import { loadSecretBox } from './secrets.ts';
 import { createAuditRepository } from './repositories/audit.ts';
 import { createHostRepository, toHostView, type HostRepository } from './repositories/hosts.ts';
+import { createReplicaRepository } from './repositories/replicas.ts';
 import { createStreamRepository } from './repositories/streams.ts';
+import { startReplicaLease } from './services/replicas.ts';
 import { createAuditService, type AuditService } from './services/audit.ts';
 import { fileAuditAnchor } from './services/audit-anchor.ts';
 import { createServices, type Services } from './services/index.ts';
@@ -55,7 +57,12 @@ export function defaultWebRoot(): string | undefined {
 }
 
 /** Adapts the repositories to what the gateway needs, auditing enrollments. */
-function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: AuditService): GatewayStore {
+function gatewayStore(
+  hosts: HostRepository,
+  db: OpenDatabase['db'],
+  audit: AuditService,
+  replicaId: string,
+): GatewayStore {
   const streams = createStreamRepository(db);
   return {
     async findHostsByKeys(publicKeys) {
@@ -72,7 +79,7 @@ function gatewayStore(hosts: HostRepository, db: OpenDatabase['db'], audit: Audi
       return { id: host.id };
     },
     async applyPresence(changes, at) {
-      return (await hosts.applyPresence(changes, at)).map(toHostView);
+      return (await hosts.applyPresence(changes, at, replicaId)).map(toHostView);
     },
     sessionInfoOf: (hostIds) => hosts.sessionStates(hostIds),
     async recordKeyConflict(hostId, peer) {
@@ -105,9 +112,18 @@ export async function startController(
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
   log.info({ driver: database.driver }, 'database ready');
   const hosts = createHostRepository(database.db);
-  // No session survives a controller restart: whatever the database says, nobody is online now.
-  await hosts.markAllOffline();
   const bus = createLocalBus();
+  // Hosts whose sessions belonged to a controller that is gone (this one before a restart, or a
+  // replica that stopped or crashed) are offline now; those another running replica holds are not.
+  const lease = await startReplicaLease({
+    replicas: createReplicaRepository(database.db),
+    log: log.child({ component: 'replicas' }),
+    alone: database.driver === 'pglite',
+    onReleased: (released) => {
+      for (const host of released) bus.publish({ type: 'host', host: toHostView(host) });
+    },
+    onLeaseLost: () => gateway.reassertPresence(),
+  });
   // The chain's head is anchored beside the controller key, out of reach of a database edit.
   const audit = createAuditService({
     audit: createAuditRepository(database.db),
@@ -120,7 +136,7 @@ export async function startController(
   };
   const gateway = new Gateway({
     identity,
-    store: gatewayStore(hosts, database.db, audit),
+    store: gatewayStore(hosts, database.db, audit, lease.id),
     log: log.child({ component: 'gateway' }),
     maxFrameBytes: config.maxFrameBytes,
     heartbeatMs: config.heartbeatMs,
@@ -236,6 +252,8 @@ export async function startController(
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         await closeChannels();
         await gateway.close();
+        // Its sessions are closed and stored offline: no host names this replica any more.
+        await lease.stop();
         server.closeAllConnections();
         await closed;
         await services.metrics.stop();

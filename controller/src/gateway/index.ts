@@ -326,6 +326,13 @@ export class Gateway implements AgentGateway {
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
+  /** Stores every ready session's host as online again (another replica had taken this one for gone). */
+  reassertPresence(): void {
+    for (const s of this.#sessions.values()) {
+      if (s.ready && s.hostId) this.#presence.queue(s.hostId, { online: true });
+    }
+  }
+
   /** Resolves when every presence change queued so far is stored. */
   async flushPresence(): Promise<void> {
     await this.#presence.flush();

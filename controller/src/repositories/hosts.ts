@@ -66,9 +66,12 @@ export interface HostRepository {
   revoke(id: string, at: Date): Promise<Host | null>;
   /**
    * Applies many hosts' presence and facts changes in one transaction (the gateway's group
-   * commit) and returns the changed rows. A revoked host is never marked online.
+   * commit) and returns the changed rows. A revoked host is never marked online. With `replica`
+   * (the controller replica writing), online records it as the session's holder, and offline
+   * applies only while the host's session is that replica's (or nobody's): a late offline from a
+   * replica the agent has already left never hides its new session on another.
    */
-  applyPresence(changes: ReadonlyMap<string, PresenceChange>, at: Date): Promise<Host[]>;
+  applyPresence(changes: ReadonlyMap<string, PresenceChange>, at: Date, replica?: string): Promise<Host[]>;
   /** Every host, by name. */
   list(): Promise<Host[]>;
   get(id: string): Promise<Host | null>;
@@ -224,7 +227,7 @@ export function createHostRepository(db: Db): HostRepository {
       return updateOne(id, { facts, factsUpdatedAt: at, agentVersion: facts.agentVersion });
     },
 
-    async applyPresence(changes, at) {
+    async applyPresence(changes, at, replica) {
       const rows = [...changes].flatMap(([id, c]) =>
         isUuid(id) ? [{ id, online: c.online ?? null, facts: c.facts ?? null }] : [],
       );
@@ -233,11 +236,16 @@ export function createHostRepository(db: Db): HostRepository {
       // changes travel as one JSON document. A revoked host is never marked online.
       const at_ = sql`${at.toISOString()}::timestamptz`;
       const goesOnline = sql`(v.online is true and ${hosts.revokedAt} is null)`;
-      const goesOffline = sql`(v.online is false)`;
+      const goesOffline =
+        replica === undefined
+          ? sql`(v.online is false)`
+          : sql`(v.online is false and (${hosts.sessionReplica} is null or ${hosts.sessionReplica} = ${replica}::uuid))`;
+      const holder = replica === undefined ? sql`null::uuid` : sql`${replica}::uuid`;
       return db
         .update(hosts)
         .set({
           online: sql`case when ${goesOnline} then true when ${goesOffline} then false else ${hosts.online} end`,
+          sessionReplica: sql`case when ${goesOnline} then ${holder} when ${goesOffline} then null else ${hosts.sessionReplica} end`,
           connectedAt: sql`case when ${goesOnline} then ${at_} else ${hosts.connectedAt} end`,
           lastSeenAt: sql`case when ${goesOnline} or ${goesOffline} then ${at_} else ${hosts.lastSeenAt} end`,
           facts: sql`coalesce(v.facts, ${hosts.facts})`,
