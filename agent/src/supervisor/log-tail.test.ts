@@ -4,7 +4,7 @@
 // line held across reads. Through the real Spool (appendEncoded) and through `append` alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeLogLine, decodeRecords, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shared';
@@ -125,3 +125,48 @@ for (const seed of [1, 2]) {
     );
   });
 }
+
+test('the intent is written in place as one page, and across a larger one (many files) a restart resumes exactly', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-tail-intent-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const intent = join(dir, 'tail-offsets.json');
+  const records: StreamRecord[] = [];
+  const spool = {
+    get lastSeq() {
+      return records.length;
+    },
+    append(r: readonly StreamRecord[]) {
+      records.push(...r);
+      return { firstSeq: records.length - r.length + 1, lastSeq: records.length };
+    },
+  };
+  const one = join(dir, 'one.log');
+  writeFileSync(one, 'a\nb\n');
+  const a = new LogTailer({ dir, spool });
+  a.add({ process: 'web', stream: 'stdout', path: one });
+  assert.equal(a.tick(), 2);
+  assert.equal(statSync(intent).size, 4096);
+  // 60 files with long names: the intent no longer fits a page and is renamed into place.
+  const many = Array.from({ length: 60 }, (_, i) => join(dir, `${'x'.repeat(80)}-${i}.log`));
+  for (const f of many) {
+    writeFileSync(f, 'm\n');
+    a.add({ process: 'web', stream: 'stdout', path: f });
+  }
+  appendFileSync(one, 'c\n');
+  assert.equal(a.tick(), 61);
+  assert.ok(statSync(intent).size > 4096);
+  // Back to one file: a page again, written whole (not over the longer file's start).
+  for (const f of many) a.remove(f);
+  appendFileSync(one, 'd\n');
+  assert.equal(a.tick(), 1);
+  assert.equal(statSync(intent).size, 4096);
+  // A restarted tailer resumes after "d": nothing twice, nothing skipped.
+  appendFileSync(one, 'e\n');
+  const b = new LogTailer({ dir, spool });
+  b.add({ process: 'web', stream: 'stdout', path: one });
+  assert.equal(b.tick(), 1);
+  assert.deepEqual(
+    lines(records).map(([l]) => l),
+    ['a', 'b', 'c', ...Array<string>(60).fill('m'), 'd', 'e'],
+  );
+});

@@ -16,6 +16,7 @@
 // file. The file's apparent size still grows (it is sparse) until the next run truncates it.
 import {
   closeSync,
+  constants as fsc,
   existsSync,
   fstatSync,
   openSync,
@@ -24,6 +25,7 @@ import {
   renameSync,
   statSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -42,6 +44,8 @@ import {
  * write and rename cost ~6 ms on a busy disk: at 1 MiB per tick that capped capture near 100 MiB/s).
  */
 const READ_BYTES = 4 * 1024 * 1024;
+/** The intent file's size when written in place (see `LogTailer#writeIntent`). */
+const INTENT_PAGE = 4096;
 /** A partial line (no newline yet) older than this is flushed as a `continued` record. */
 const PARTIAL_FLUSH_MS = 1_000;
 /** `drain()` reads at most this many chunks of READ_BYTES (256 MiB) before it gives up the loop. */
@@ -296,6 +300,35 @@ export class LogTailer {
     this.#spool = opts.spool;
     this.#now = opts.now ?? Date.now;
     this.#resumeAt = this.#readIntent();
+  }
+
+  /**
+   * Writes the intent before an append. Usually in place: one page at offset 0 (the JSON padded with
+   * spaces, which JSON.parse ignores), without O_TRUNC — a single-page write is whole or absent when
+   * the agent is killed, like the rename it replaced, and costs no directory change (the write and
+   * rename took ~3 ms on this disk, once per 4 MiB read, on the event loop; this ~0.1 ms). An intent
+   * larger than a page (very many processes) is written to a temporary file and renamed over it.
+   */
+  #writeIntent(json: string): void {
+    let data: string | Buffer = json;
+    if (Buffer.byteLength(json) < INTENT_PAGE) {
+      const page = Buffer.alloc(INTENT_PAGE, 0x20);
+      page.write(json);
+      data = page;
+      const fd = openSync(this.#intentPath, fsc.O_WRONLY | fsc.O_CREAT, 0o600);
+      try {
+        // One written by rename may be longer: replaced whole below, once.
+        if (fstatSync(fd).size <= INTENT_PAGE) {
+          writeSync(fd, page, 0, INTENT_PAGE, 0);
+          return;
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+    const tmp = `${this.#intentPath}.tmp`;
+    writeFileSync(tmp, data);
+    renameSync(tmp, this.#intentPath);
   }
 
   #readIntent(): Offsets {
@@ -577,9 +610,7 @@ export class LogTailer {
     out.buf = EMPTY;
     if (count === 0) return 0;
     const seq = this.#spool.lastSeq + count;
-    const tmp = `${this.#intentPath}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ seq, offsets: next, prev }));
-    renameSync(tmp, this.#intentPath);
+    this.#writeIntent(JSON.stringify({ seq, offsets: next, prev }));
     try {
       const encoded = body.subarray(0, off);
       if (this.#spool.appendEncoded) this.#spool.appendEncoded(encoded, count);
