@@ -14,6 +14,8 @@ export interface ChannelsServiceDeps {
   gateway: { isOnline(hostId: string): boolean };
   audit: AuditService;
   tickets?: TicketBook;
+  /** How long a ticket may wait to be used, in seconds (when `tickets` is not given; default 30). */
+  ticketTtlSeconds?: number;
 }
 
 /** A ticket for a channel WebSocket. */
@@ -29,7 +31,8 @@ export function createChannelsService({
   hosts,
   gateway,
   audit,
-  tickets = new TicketBook(),
+  ticketTtlSeconds,
+  tickets = new TicketBook(ticketTtlSeconds ? { ttlMs: ticketTtlSeconds * 1000 } : {}),
 }: ChannelsServiceDeps) {
   return {
     tickets,

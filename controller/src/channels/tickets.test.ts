@@ -1,4 +1,5 @@
-// Proves channel tickets work once, expire after 30 s, and keep what they were bound to.
+// Proves channel tickets work once, expire after their TTL (30 s by default), and keep what they
+// were bound to.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TICKET_TTL_MS, TicketBook } from './tickets.ts';
@@ -33,4 +34,16 @@ test('a ticket just within its 30 s still works', () => {
   const { ticket } = book.issue(grant);
   now = TICKET_TTL_MS - 1;
   assert.equal(book.redeem(ticket)?.hostId, 'h1');
+});
+
+test('a book with its own TTL (KEEL_CHANNEL_TICKET_TTL_SECONDS) expires tickets after it', () => {
+  let now = 0;
+  const book = new TicketBook({ now: () => now, ttlMs: 2_000 });
+  const { ticket, expiresAt } = book.issue(grant);
+  assert.equal(expiresAt.getTime(), 2_000);
+  const early = book.issue(grant).ticket;
+  now = 1_999;
+  assert.equal(book.redeem(early)?.hostId, 'h1');
+  now = 2_000;
+  assert.equal(book.redeem(ticket), null);
 });

@@ -1,13 +1,13 @@
 // Channel tickets: what lets a browser open a channel WebSocket. A ticket is issued by
 // `POST /api/v1/hosts/:id/channels` after the permission check, is bound to the user, the host, the
-// kind and its params, works once, and expires after 30 s. WebSocket URLs end up in proxy logs and
+// kind and its params, works once, and expires after 30 s (KEEL_CHANNEL_TICKET_TTL_SECONDS). WebSocket URLs end up in proxy logs and
 // browser history, so the ticket, not the session cookie, authorizes the socket: a leaked ticket
 // is useless after one use or half a minute.
 import { createHash, randomBytes } from 'node:crypto';
 
-/** How long a ticket may wait to be used. */
+/** How long a ticket may wait to be used, by default (`KEEL_CHANNEL_TICKET_TTL_SECONDS`). */
 export const TICKET_TTL_MS = 30_000;
-/** Tickets outstanding at once; issuing more drops the oldest (each is good for 30 s anyway). */
+/** Tickets outstanding at once; issuing more drops the oldest (each is good for 30 s by default anyway). */
 const MAX_OUTSTANDING = 10_000;
 
 /** What a ticket grants. */
@@ -22,13 +22,16 @@ export interface ChannelGrant {
   expiresAt: number;
 }
 
-/** The outstanding tickets of this controller (in memory: a ticket lives 30 s). */
+/** The outstanding tickets of this controller (in memory: a ticket lives 30 s by default). */
 export class TicketBook {
   #byHash = new Map<string, ChannelGrant>();
   #now: () => number;
+  #ttlMs: number;
 
-  constructor(opts: { now?: () => number } = {}) {
+  /** `ttlMs`: how long a ticket may wait to be used (default TICKET_TTL_MS). */
+  constructor(opts: { now?: () => number; ttlMs?: number } = {}) {
     this.#now = opts.now ?? Date.now;
+    this.#ttlMs = opts.ttlMs ?? TICKET_TTL_MS;
   }
 
   /** Issues a ticket for `grant`; returns the secret (only its hash is kept). */
@@ -39,7 +42,7 @@ export class TicketBook {
       if (oldest !== undefined) this.#byHash.delete(oldest);
     }
     const ticket = randomBytes(32).toString('base64url');
-    const expiresAt = this.#now() + TICKET_TTL_MS;
+    const expiresAt = this.#now() + this.#ttlMs;
     this.#byHash.set(hash(ticket), { ...grant, expiresAt });
     return { ticket, expiresAt: new Date(expiresAt) };
   }
@@ -61,7 +64,7 @@ export class TicketBook {
 
   #prune(): void {
     const now = this.#now();
-    // Insertion order is expiry order (fixed TTL), so expired ones are at the front.
+    // Insertion order is expiry order (one TTL per book), so expired ones are at the front.
     for (const [key, grant] of this.#byHash) {
       if (grant.expiresAt > now) break;
       this.#byHash.delete(key);

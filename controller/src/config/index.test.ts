@@ -32,6 +32,7 @@ test('defaults', () => {
     logLevel: 'info',
     maxFrameBytes: 4 * 1024 * 1024,
     joinTokenTtlSeconds: 3600,
+    channelTicketTtlSeconds: 30,
     trustProxy: false,
     heartbeatMs: 5000,
     maxPendingHandshakes: 4096,

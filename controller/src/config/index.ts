@@ -26,6 +26,8 @@ export interface Config {
   maxFrameBytes: number;
   /** Default lifetime of a new join token, in seconds. */
   joinTokenTtlSeconds: number;
+  /** How long a live-channel WebSocket ticket may wait to be used, in seconds. */
+  channelTicketTtlSeconds: number;
   /** Agent heartbeat period; an agent silent for a whole period after a ping is dropped. */
   heartbeatMs: number;
   /** Agent handshakes in progress (upgraded, not yet authenticated) at once; more get 503. */
@@ -70,6 +72,7 @@ interface FileShape {
   logLevel?: LogLevel;
   maxFrameBytes?: number;
   joinTokenTtlSeconds?: number;
+  channelTicketTtlSeconds?: number;
   trustProxy?: boolean;
   heartbeatMs?: number;
   maxPendingHandshakes?: number;
@@ -110,6 +113,13 @@ const keys: Record<keyof FileShape, KeyDef> = {
     type: 'number',
     schema: positiveInt,
   },
+  channelTicketTtlSeconds: {
+    env: 'KEEL_CHANNEL_TICKET_TTL_SECONDS',
+    file: 'channelTicketTtlSeconds',
+    type: 'number',
+    // A ticket is a bearer secret in a URL: it must stay short-lived.
+    schema: positiveInt.max(300),
+  },
   heartbeatMs: {
     env: 'KEEL_HEARTBEAT_MS',
     file: 'heartbeatMs',
@@ -143,6 +153,7 @@ const defaults = {
   logLevel: 'info' as LogLevel,
   maxFrameBytes: 4 * 1024 * 1024,
   joinTokenTtlSeconds: 3600,
+  channelTicketTtlSeconds: 30,
   trustProxy: false,
   heartbeatMs: 5000,
   maxPendingHandshakes: 4096,
@@ -231,6 +242,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     logLevel: (values.logLevel as LogLevel | undefined) ?? defaults.logLevel,
     maxFrameBytes: (values.maxFrameBytes as number | undefined) ?? defaults.maxFrameBytes,
     joinTokenTtlSeconds: (values.joinTokenTtlSeconds as number | undefined) ?? defaults.joinTokenTtlSeconds,
+    channelTicketTtlSeconds:
+      (values.channelTicketTtlSeconds as number | undefined) ?? defaults.channelTicketTtlSeconds,
     trustProxy: (values.trustProxy as boolean | undefined) ?? defaults.trustProxy,
     heartbeatMs: (values.heartbeatMs as number | undefined) ?? defaults.heartbeatMs,
     maxPendingHandshakes:

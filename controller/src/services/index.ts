@@ -66,7 +66,7 @@ export interface ServicesDeps {
   bus: FleetBus;
   gateway: AgentGateway;
   log: Logger;
-  config: { publicUrl: string; joinTokenTtlSeconds: number };
+  config: { publicUrl: string; joinTokenTtlSeconds: number; channelTicketTtlSeconds?: number };
   /** The controller key's fingerprint, pinned by agents (goes into the enroll command). */
   controllerFingerprint: string;
   /** An audit service built earlier (e.g. handed to the gateway first); one is made otherwise. */
@@ -237,7 +237,12 @@ export function createServices(deps: ServicesDeps) {
       audit,
       now,
     }),
-    channels: createChannelsService({ hosts: createHostRepository(db), gateway: deps.gateway, audit }),
+    channels: createChannelsService({
+      hosts: createHostRepository(db),
+      gateway: deps.gateway,
+      audit,
+      ticketTtlSeconds: deps.config.channelTicketTtlSeconds,
+    }),
     hostEvents: createHostEventsReader(createStreamRepository(db)),
     recordings: createRecordingsService({
       recordings: createRecordingsRepository(db),
