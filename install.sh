@@ -385,12 +385,20 @@ req.on("timeout", () => process.exit(1));
 }
 # Past the deadline while the controller does not answer, the release is not judged: the deadline
 # moves on by the trial's window (for at most KEEL_AGENT_TRIAL_HOLD_SECONDS, default a day, from the
-# upgrade). Exit status 0 when it moved.
+# upgrade). When the controller answers again after such a hold, the release gets one whole window
+# from then to reach it (it may still wait out its reconnect backoff, or be in its handshake with a
+# controller that has just started), not what was left of the last hold. Exit status 0 when it moved.
 held() {
   started=\$(field started); window=\$((\$(field deadline) - \${started:-0}))
   if [ "\$window" -lt 10 ]; then window=60; fi
   now=\$(date +%s)
-  if [ "\$now" -ge "\$((\${started:-0} + \${KEEL_AGENT_TRIAL_HOLD_SECONDS:-86400}))" ] || controller_answers; then return 1; fi
+  if [ "\$now" -ge "\$((\${started:-0} + \${KEEL_AGENT_TRIAL_HOLD_SECONDS:-86400}))" ]; then return 1; fi
+  if controller_answers; then
+    if [ ! -f "\$hold" ] || [ "\$(sed -n 2p "\$hold")" = back ]; then return 1; fi
+    printf '%s\\nback\\n' "\$((now + window))" >"\$hold.new" && mv -f "\$hold.new" "\$hold"
+    echo "keel-agent: the controller answers again; the trial of \$(field version) has \$window s to reach it" >&2
+    return 0
+  fi
   echo "\$((now + window))" >"\$hold.new" && mv -f "\$hold.new" "\$hold"
   echo "keel-agent: the controller does not answer; the trial of \$(field version) waits for it" >&2
   return 0
