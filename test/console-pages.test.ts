@@ -31,7 +31,10 @@ import {
 import { storeHost } from './helpers/stored-hosts.ts';
 
 // Page-side callbacks run in Chromium; this program has no DOM library (see helpers/browser.ts).
-declare const document: PageDocument;
+declare const document: PageDocument & {
+  scrollingElement: PageElement | null;
+  querySelectorAll(selector: string): Iterable<PageElement>;
+};
 declare const innerWidth: number;
 declare function getComputedStyle(el: PageElement): { outlineStyle: string; outlineWidth: string };
 
@@ -144,6 +147,7 @@ async function processesPage(
   await page.press('#p-name', 'Enter');
   const row = page.locator('[data-testid="process-row"]').filter({ hasText: 'console-echo' });
   await row.locator('[data-testid="process-state"]', { hasText: 'running' }).waitFor();
+  await noSidewaysScroll(page, where('Processes tab'));
   await row.locator('[data-testid="open-console"]').click();
   const output = page.locator('[data-testid="console-output"]');
   await output.filter({ hasText: 'ready' }).waitFor();
@@ -166,6 +170,29 @@ async function processesPage(
     await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
     'the Processes page is no wider than the viewport',
   );
+}
+
+/**
+ * Nothing on the page scrolls sideways: the document is no wider than the viewport it was opened
+ * with (on a phone Chromium widens innerWidth to fit wide content, so the configured width is the
+ * bar), and no table scrolls inside its wrapper.
+ */
+async function noSidewaysScroll(page: Page, where: string): Promise<void> {
+  const width = page.viewportSize()?.width ?? 0;
+  const m = await page.evaluate(() => ({
+    page: document.scrollingElement?.scrollWidth ?? 0,
+    view: innerWidth,
+    tables: [...document.querySelectorAll('table')].map((t) => {
+      const wrap = t.parentElement;
+      return { scroll: wrap?.scrollWidth ?? 0, client: wrap?.clientWidth ?? 0 };
+    }),
+  }));
+  assert.ok(
+    m.page <= m.view && m.view <= width,
+    `${where}: page ${m.page} px, innerWidth ${m.view}, viewport ${width}`,
+  );
+  for (const t of m.tables)
+    assert.ok(t.scroll <= t.client, `${where}: a table scrolls ${t.scroll} px in ${t.client}`);
 }
 
 /** The fleet page with every host row rendered. */

@@ -130,4 +130,7 @@ test('labels: state, health with its last error, limits applied or not with the 
     oomKills: 0,
   });
   assert.equal(limitsLabel(full, null)?.applied, null);
+  // The agent's own "limits not applied: " prefix is not said twice beside the console's "not applied".
+  const agentSaid = { ...status, limits: { ...status.limits, message: 'limits not applied: no cgroup v2' } };
+  assert.equal(limitsLabel(full, agentSaid)?.message, 'no cgroup v2');
 });

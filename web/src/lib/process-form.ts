@@ -235,7 +235,8 @@ export function limitsLabel(
   return {
     set: parts.join(', '),
     applied: st ? st.applied : null,
-    message: st?.message ?? null,
+    // The agent's reason starts "limits not applied: "; the console already says "not applied".
+    message: st?.message?.replace(/^limits not applied:\s*/i, '') || null,
     oomKills: st?.oomKills ?? 0,
   };
 }
