@@ -479,6 +479,12 @@ export class LogTailer {
   #caughtUp = true;
   /** The tick's records being built (kept to reuse the object, not the buffer). */
   #out = new RecordsOut();
+  /**
+   * The read buffer. It and the records' buffer are kept from one tick to the next while the
+   * tailer is behind a writer (ticks back to back: no fresh 4-5 MiB buffers, whose pages the kernel
+   * would map and zero, for every read), and let go once it caught up (an idle agent holds none).
+   */
+  #readBuf: Buffer = EMPTY;
   /** The last ack seen and when it changed (-Infinity: no change seen yet, nothing drains). */
   #lastAck = { seq: -1, at: -Infinity };
 
@@ -529,7 +535,6 @@ export class LogTailer {
     // The records of this tick, encoded back to back (encodeRecords' format) in one growing buffer:
     // no object or buffer per line.
     const out = this.#out;
-    out.buf = EMPTY;
     out.off = 0;
     out.count = 0;
     const prev: Offsets = {};
@@ -569,11 +574,13 @@ export class LogTailer {
         if (size > f.readTo) {
           // The held partial line, then what the file gained: one buffer, no concatenation.
           const held = f.pending.length;
-          const buf = Buffer.allocUnsafe(held + Math.min(READ_BYTES, size - f.readTo));
+          const want = held + Math.min(READ_BYTES, size - f.readTo);
+          if (this.#readBuf.length < want) this.#readBuf = Buffer.allocUnsafe(want);
+          const buf = this.#readBuf;
           if (held > 0) f.pending.copy(buf, 0);
-          const n = readSync(fd, buf, held, buf.length - held, f.readTo);
+          const n = readSync(fd, buf, held, want - held, f.readTo);
           f.readTo += n;
-          const src = n === buf.length - held ? buf : buf.subarray(0, held + n);
+          const src = buf.subarray(0, held + n);
           // Room for ~100-byte lines (a record adds its header and the file's): grows if shorter.
           out.reserve(Math.ceil(src.length * 1.25) + 4096);
           const before = out.count;
@@ -607,7 +614,9 @@ export class LogTailer {
     const { count } = out;
     const body = out.buf;
     const off = out.off;
-    out.buf = EMPTY;
+    // Records decoded for a spool without appendEncoded may keep views of the buffer: not reused.
+    if (this.#caughtUp || !this.#spool.appendEncoded) out.buf = EMPTY;
+    if (this.#caughtUp) this.#readBuf = EMPTY;
     if (count === 0) return 0;
     const seq = this.#spool.lastSeq + count;
     this.#writeIntent(JSON.stringify({ seq, offsets: next, prev }));
@@ -627,6 +636,8 @@ export class LogTailer {
           f.partialSince = 0;
         }
         this.#caughtUp = true;
+        out.buf = EMPTY;
+        this.#readBuf = EMPTY;
         throw err;
       }
     }
