@@ -75,7 +75,10 @@ export async function startReplicaLease(opts: ReplicaLeaseOptions): Promise<Repl
     async stop() {
       clearInterval(timer);
       await tick;
-      await opts.replicas.remove(id);
+      // With the database unreachable the row stays and goes stale: others treat it as gone then.
+      await opts.replicas.remove(id).catch((err: unknown) => {
+        opts.log.warn({ err }, 'removing this controller replica lease failed');
+      });
     },
   };
 }
