@@ -165,7 +165,7 @@ async function main(): Promise<void> {
           await sleep(10_000);
           const r = await watch(agent.pid, SECONDS);
           (results[bundle] ??= []).push(r);
-          console.log(line(`round ${round} keel-agent ${bundle.split('/').slice(-3).join('/')}`, r));
+          console.log(line(`round ${round} keel-agent ${bundle.split('/').slice(-4).join('/')}`, r));
         } finally {
           await agent.stop();
         }
