@@ -19,7 +19,10 @@ export interface ChannelClient {
 
 /** Asks for a channel ticket; returns the ticket URL (relative) or throws with the API answer. */
 export async function channelTicket(api: ApiClient, hostId: string, kind: string, params?: unknown) {
-  const res = await api.post<{ url: string; ticket: string }>(`/hosts/${hostId}/channels`, { kind, params });
+  const res = await api.post<{ url: string; ticket: string; expiresAt: string }>(
+    `/hosts/${hostId}/channels`,
+    { kind, params },
+  );
   if (res.status !== 201) throw new Error(`ticket: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body;
 }
