@@ -5,7 +5,7 @@
 // that requires literals, chunks whose gram filter shows they cannot hold them (log-grams.ts) are
 // skipped inside the database, without being read.
 // Search reads whole blocks, never a row per line (DESIGN.md, Storage).
-import { and, asc, eq, gt, gte, lt, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, inArray, lt, sql, type SQL } from 'drizzle-orm';
 import { promisify } from 'node:util';
 import { inflateRaw } from 'node:zlib';
 import type { Db } from '../db/index.ts';
@@ -41,40 +41,80 @@ export function createLogSearchRepository(db: Db) {
       range: { since?: number; until?: number; process?: string; required?: LiteralRequirement },
     ): AsyncGenerator<LogChunk[]> {
       const gramFilter = range.required ? gramFilterSql(streamChunks.grams, range.required) : undefined;
+      const where = (after: number, more?: SQL) =>
+        and(
+          eq(streamChunks.hostId, hostId),
+          // One process: skip chunks whose summary (written by the retention job) says it has
+          // no line there; chunks not summarised yet are read.
+          range.process === undefined
+            ? undefined
+            : sql`(${logChunkSummaries.summary} is null or jsonb_exists(${logChunkSummaries.summary}, ${range.process}))`,
+          eq(streamChunks.stream, LOGS_STREAM),
+          gt(streamChunks.firstSeq, after),
+          more,
+          range.since === undefined ? undefined : gte(streamChunks.tsLast, new Date(range.since)),
+          range.until === undefined ? undefined : lt(streamChunks.tsFirst, new Date(range.until)),
+        );
+      const withSummaries = and(
+        eq(logChunkSummaries.hostId, streamChunks.hostId),
+        eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
+      );
+      // With a gram filter, the chunks that pass it are listed first, in one query: each chunk's
+      // probes run once (a page query with the filter could probe the chunks after the page
+      // again for every page, when the planner sorts before it limits). Then pages read those.
+      const candidates = gramFilter
+        ? (
+            await db
+              .select({ firstSeq: streamChunks.firstSeq })
+              .from(streamChunks)
+              .leftJoin(logChunkSummaries, withSummaries)
+              .where(where(-1, gramFilter))
+              .orderBy(asc(streamChunks.firstSeq))
+          ).map((r) => r.firstSeq)
+        : null;
+      let nextCandidate = 0;
       // One page: its rows, then its chunks inflated (in parallel, off the event loop).
       const fetchPage = async (after: number) => {
-        const rows = await db
-          .select({
-            firstSeq: streamChunks.firstSeq,
-            count: streamChunks.count,
-            codec: streamChunks.codec,
-            data: streamChunks.data,
-          })
-          .from(streamChunks)
-          .leftJoin(
-            logChunkSummaries,
-            and(
-              eq(logChunkSummaries.hostId, streamChunks.hostId),
-              eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
-            ),
-          )
-          .where(
-            and(
-              eq(streamChunks.hostId, hostId),
-              // One process: skip chunks whose summary (written by the retention job) says it has
-              // no line there; chunks not summarised yet are read.
-              range.process === undefined
-                ? undefined
-                : sql`(${logChunkSummaries.summary} is null or jsonb_exists(${logChunkSummaries.summary}, ${range.process}))`,
-              eq(streamChunks.stream, LOGS_STREAM),
-              gt(streamChunks.firstSeq, after),
-              gramFilter,
-              range.since === undefined ? undefined : gte(streamChunks.tsLast, new Date(range.since)),
-              range.until === undefined ? undefined : lt(streamChunks.tsFirst, new Date(range.until)),
-            ),
-          )
-          .orderBy(asc(streamChunks.firstSeq))
-          .limit(PAGE_CHUNKS);
+        let rows: { firstSeq: number; count: number; codec: number; data: Buffer }[];
+        let full: boolean;
+        /** Where the next page starts after (a candidate deleted meanwhile must not end the scan). */
+        let last: number;
+        const columns = {
+          firstSeq: streamChunks.firstSeq,
+          count: streamChunks.count,
+          codec: streamChunks.codec,
+          data: streamChunks.data,
+        };
+        if (candidates) {
+          while (nextCandidate < candidates.length && candidates[nextCandidate]! <= after) nextCandidate++;
+          const page = candidates.slice(nextCandidate, nextCandidate + PAGE_CHUNKS);
+          full = nextCandidate + PAGE_CHUNKS < candidates.length;
+          last = page.at(-1) ?? after;
+          rows =
+            page.length === 0
+              ? []
+              : await db
+                  .select(columns)
+                  .from(streamChunks)
+                  .where(
+                    and(
+                      eq(streamChunks.hostId, hostId),
+                      eq(streamChunks.stream, LOGS_STREAM),
+                      inArray(streamChunks.firstSeq, page),
+                    ),
+                  )
+                  .orderBy(asc(streamChunks.firstSeq));
+        } else {
+          rows = await db
+            .select(columns)
+            .from(streamChunks)
+            .leftJoin(logChunkSummaries, withSummaries)
+            .where(where(after))
+            .orderBy(asc(streamChunks.firstSeq))
+            .limit(PAGE_CHUNKS);
+          full = rows.length === PAGE_CHUNKS;
+          last = rows.at(-1)?.firstSeq ?? after;
+        }
         const chunks = await Promise.all(
           rows.map(async (row) => ({
             firstSeq: row.firstSeq,
@@ -85,16 +125,16 @@ export function createLogSearchRepository(db: Db) {
                 : row.data,
           })),
         );
-        return { chunks, full: rows.length === PAGE_CHUNKS };
+        return { chunks, full, last };
       };
       // The next page is fetched and inflated while the caller scans this one.
       let next: ReturnType<typeof fetchPage> | null = fetchPage(-1);
       while (next) {
         const page: Awaited<ReturnType<typeof fetchPage>> = await next;
         next = null;
-        if (page.chunks.length === 0) return;
+        if (page.chunks.length === 0 && !page.full) return;
         if (page.full) {
-          next = fetchPage(page.chunks[page.chunks.length - 1]!.firstSeq);
+          next = fetchPage(page.last);
           // Awaited on the next turn; a caller that stops first must not leave it unhandled.
           next.catch(() => {});
         }
