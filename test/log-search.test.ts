@@ -253,7 +253,7 @@ describe('log search', () => {
           })),
         );
       }
-      const queries = [
+      const queries: Record<string, string>[] = [
         { q: 'quota exceeded' },
         { q: 'Quota Exceeded', caseSensitive: 'true' },
         { q: 'disk (quota|limit) exceeded', regex: 'true' },
