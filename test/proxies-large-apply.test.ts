@@ -4,6 +4,9 @@
 // Debian), and the rendered config.toml (~1 MB, far over one frame header) comes back intact — every
 // user in it, the sha256 matching the content — and the agent runs it; a push over the documented
 // 16 MiB limit fails at once with the typed `request.too_large`, and the link stays usable.
+//
+// keel-test: own process — its controller runs in the test process; batched with other files (CI
+// of 30 Nov 08:12), their work stalled that event loop and the agent dropped the link mid-request.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
