@@ -35,6 +35,7 @@ import {
   renameSync,
   unlinkSync,
   writeSync,
+  writevSync,
 } from 'node:fs';
 import { open as openAsync, unlink as unlinkAsync } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -295,7 +296,12 @@ export class Spool {
       return { firstSeq, lastSeq: this.append(records.slice(from)).lastSeq };
     }
 
-    return this.#write(buf, frameStarts, firstSeq, records.length);
+    const frameSeqs = frameStarts.map((start) => buf.readDoubleBE(start + FRAME_HEADER_BYTES));
+    return this.#write(
+      { parts: [buf], length: buf.length, frameStarts, frameSeqs },
+      firstSeq,
+      records.length,
+    );
   }
 
   /**
@@ -309,25 +315,22 @@ export class Spool {
     const fits = Math.min(this.maxBytes - FRAME_OVERHEAD, MAX_SEGMENT_BYTES);
     // Larger than the spool (rare): `append` knows which records to keep and count as dropped.
     if (body.length > fits) return this.append(decodeRecords(body, count));
-    const { buf, frameStarts } = framesOfBody(body, count, firstSeq);
-    if (buf.length > fits) return this.append(decodeRecords(body, count));
-    return this.#write(buf, frameStarts, firstSeq, count);
+    const frames = framesOfBody(body, count, firstSeq);
+    if (frames.length > fits) return this.append(decodeRecords(body, count));
+    return this.#write(frames, firstSeq, count);
   }
 
-  #write(
-    buf: Buffer,
-    frameStarts: readonly number[],
-    firstSeq: number,
-    count: number,
-  ): { firstSeq: number; lastSeq: number } {
+  #write(frames: Frames, firstSeq: number, count: number): { firstSeq: number; lastSeq: number } {
+    const { parts, length, frameStarts, frameSeqs } = frames;
     let seg = this.#segments.at(-1);
-    if (!seg || this.#rollNext || (seg.size > 0 && seg.size + buf.length > this.segmentBytes)) {
+    if (!seg || this.#rollNext || (seg.size > 0 && seg.size + length > this.segmentBytes)) {
       seg = this.#createSegment(firstSeq);
     }
-    if (this.#bytes + buf.length > this.maxBytes) this.#dropOldest(buf.length);
+    if (this.#bytes + length > this.maxBytes) this.#dropOldest(length);
 
     try {
-      writeFull(seg.fd, buf, seg.size);
+      if (parts.length === 1) writeFull(seg.fd, parts[0]!, seg.size);
+      else writevFull(seg.fd, parts, seg.size);
     } catch (err) {
       // A part of the frames may have landed (e.g. ENOSPC): cut them off so the file stays whole.
       try {
@@ -338,13 +341,10 @@ export class Spool {
       this.#lose(firstSeq, count);
       throw new SpoolWriteError(firstSeq, firstSeq + count - 1, err);
     }
-    for (let i = 0; i < frameStarts.length; i++) {
-      const start = frameStarts[i]!;
-      seg.frames.push(buf.readDoubleBE(start + FRAME_HEADER_BYTES), seg.size + start);
-    }
-    seg.size += buf.length;
+    for (let i = 0; i < frameStarts.length; i++) seg.frames.push(frameSeqs[i]!, seg.size + frameStarts[i]!);
+    seg.size += length;
     seg.lastSeq = firstSeq + count - 1;
-    this.#bytes += buf.length;
+    this.#bytes += length;
     this.#lastSeq = seg.lastSeq;
 
     if (this.syncIntervalMs === 0) {
@@ -908,8 +908,24 @@ function encodeFrames(
   return { buf, frameStarts };
 }
 
-/** `encodeFrames` for a body of `count` records already encoded back to back: copies runs of them. */
-function framesOfBody(body: Buffer, count: number, firstSeq: number): { buf: Buffer; frameStarts: number[] } {
+/**
+ * Frames to write: `parts` back to back (`length` bytes), frame i starting at `frameStarts[i]` with
+ * first seq `frameSeqs[i]`.
+ */
+interface Frames {
+  parts: Buffer[];
+  length: number;
+  frameStarts: number[];
+  frameSeqs: number[];
+}
+
+/**
+ * `encodeFrames` for a body of `count` records already encoded back to back, without copying it:
+ * the frames are the body's runs of records (~FRAME_TARGET_BYTES each) with a 20-byte header in
+ * front of each, written together by one `pwritev` (the records are not copied into a new buffer;
+ * the CRC of each frame is its header's seq and count, continued over its records).
+ */
+function framesOfBody(body: Buffer, count: number, firstSeq: number): Frames {
   // Where each frame's records begin and end in `body` (frames of about FRAME_TARGET_BYTES).
   const cuts: number[] = [0];
   const counts: number[] = [];
@@ -918,7 +934,9 @@ function framesOfBody(body: Buffer, count: number, firstSeq: number): { buf: Buf
   let n = 0;
   for (let i = 0; i < count; i++) {
     if (off + RECORD_HEADER_BYTES > body.length) throw new RangeError('truncated record header');
-    const size = RECORD_HEADER_BYTES + body.readUInt32BE(off);
+    const size =
+      RECORD_HEADER_BYTES +
+      ((body[off]! << 24) | (body[off + 1]! << 16) | (body[off + 2]! << 8) | body[off + 3]!);
     if (inFrame > 0 && inFrame + size > FRAME_TARGET_BYTES) {
       cuts.push(off);
       counts.push(n);
@@ -933,24 +951,47 @@ function framesOfBody(body: Buffer, count: number, firstSeq: number): { buf: Buf
   cuts.push(off);
   counts.push(n);
   const frames = counts.length;
-  const buf = Buffer.allocUnsafe(body.length + frames * FRAME_OVERHEAD);
+  const headers = Buffer.allocUnsafe(frames * FRAME_OVERHEAD);
+  const parts: Buffer[] = [];
   const frameStarts: number[] = [];
+  const frameSeqs: number[] = [];
   let at = 0;
   let seq = firstSeq;
   for (let f = 0; f < frames; f++) {
     const from = cuts[f]!;
     const to = cuts[f + 1]!;
+    const h = f * FRAME_OVERHEAD;
+    headers.writeUInt32BE(BODY_HEADER_BYTES + to - from, h);
+    headers.writeDoubleBE(seq, h + FRAME_HEADER_BYTES);
+    headers.writeUInt32BE(counts[f]!, h + FRAME_HEADER_BYTES + 8);
+    const records = body.subarray(from, to);
+    const bodyHead = headers.subarray(h + FRAME_HEADER_BYTES, h + FRAME_OVERHEAD);
+    headers.writeUInt32BE(crc32(records, crc32(bodyHead)), h + 4);
+    parts.push(headers.subarray(h, h + FRAME_OVERHEAD), records);
     frameStarts.push(at);
-    buf.writeUInt32BE(BODY_HEADER_BYTES + to - from, at);
-    buf.writeDoubleBE(seq, at + FRAME_HEADER_BYTES);
-    buf.writeUInt32BE(counts[f]!, at + FRAME_HEADER_BYTES + 8);
-    body.copy(buf, at + FRAME_OVERHEAD, from, to);
-    const bodyEnd = at + FRAME_OVERHEAD + to - from;
-    buf.writeUInt32BE(crc32(buf.subarray(at + FRAME_HEADER_BYTES, bodyEnd)), at + 4);
+    frameSeqs.push(seq);
     seq += counts[f]!;
-    at = bodyEnd;
+    at += FRAME_OVERHEAD + to - from;
   }
-  return { buf, frameStarts };
+  return { parts, length: at, frameStarts, frameSeqs };
+}
+
+/** Most buffers handed to one pwritev (Linux's IOV_MAX is 1024). */
+const WRITEV_MAX_PARTS = 512;
+
+/** Writes `parts` back to back at `position` with pwritev, finishing any short write. */
+function writevFull(fd: number, parts: readonly Buffer[], position: number): void {
+  for (let i = 0; i < parts.length; i += WRITEV_MAX_PARTS) {
+    const group = parts.slice(i, i + WRITEV_MAX_PARTS);
+    let want = 0;
+    for (const p of group) want += p.length;
+    const done = writevSync(fd, group, position);
+    if (done < want) {
+      // Short (rare: a signal, a nearly full disk): the rest as one buffer, which reports the error.
+      writeFull(fd, Buffer.concat(group).subarray(done), position + done);
+    }
+    position += want;
+  }
 }
 
 function writeFull(fd: number, buf: Buffer, position: number): void {

@@ -207,20 +207,24 @@ class RecordsOut {
  * and for a `continued` part) and returns where the unfinished line begins (`src.length`: none).
  * Lines end at LF or CRLF; a line over MAX_LOG_LINE_BYTES is cut into `continued` parts of that
  * size; bytes are kept as they are. One pass: each byte is looked at and copied once, in place in
- * the record (no indexOf call, view or buffer per line; `LineSplitter.scan` gives the same lines).
+ * the record (no indexOf call, view or buffer per line; `LineSplitter.scan` gives the same lines),
+ * four bytes at a time while a word holds no LF (a word with an LF byte, or the line's last bytes,
+ * go byte by byte): half the CPU of a byte loop on ~100-byte lines.
  */
 function encodeLines(
   out: RecordsOut,
   src: Buffer,
   heads: readonly [Buffer, Buffer],
-  time: Buffer,
+  now: number,
   listener: ((line: Buffer) => void) | null,
 ): number {
   const max = MAX_LOG_LINE_BYTES;
   const len = src.length;
   const [whole, part] = heads;
   const hl = whole.length;
+  const sv = new DataView(src.buffer, src.byteOffset, len);
   let buf = out.buf;
+  let ov = new DataView(buf.buffer, buf.byteOffset, buf.length);
   let off = out.off;
   let count = 0;
   let at = 0;
@@ -231,11 +235,21 @@ function encodeLines(
       out.off = off;
       out.reserve(need - off + (len - at));
       buf = out.buf;
+      ov = new DataView(buf.buffer, buf.byteOffset, buf.length);
     }
     const lineStart = off + RECORD_HEADER_BYTES + hl;
     const stop = at + max + 1 < len ? at + max + 1 : len;
     let i = at;
     let o = lineStart;
+    // Whole words without an LF byte (the "has a zero byte" test on the word XOR 0x0a0a0a0a).
+    while (i + 4 <= stop) {
+      const w = sv.getUint32(i, true);
+      const x = w ^ 0x0a0a0a0a;
+      if (((x - 0x01010101) & ~x & 0x80808080) !== 0) break;
+      ov.setUint32(o, w, true);
+      i += 4;
+      o += 4;
+    }
     while (i < stop) {
       const b = src[i]!;
       if (b === 10) break;
@@ -253,12 +267,8 @@ function encodeLines(
       head = part;
       at += max;
     } else break; // unfinished: held for the next read
-    const length = hl + o - lineStart;
-    buf[off] = length >>> 24;
-    buf[off + 1] = (length >>> 16) & 255;
-    buf[off + 2] = (length >>> 8) & 255;
-    buf[off + 3] = length & 255;
-    for (let k = 0; k < 8; k++) buf[off + 4 + k] = time[k]!;
+    ov.setUint32(off, hl + o - lineStart);
+    ov.setFloat64(off + 4, now);
     for (let k = 0; k < hl; k++) buf[off + RECORD_HEADER_BYTES + k] = head[k]!;
     if (listener) listener(buf.subarray(lineStart, o));
     off = o;
@@ -480,9 +490,9 @@ export class LogTailer {
   /** The tick's records being built (kept to reuse the object, not the buffer). */
   #out = new RecordsOut();
   /**
-   * The read buffer. It and the records' buffer are kept from one tick to the next while the
-   * tailer is behind a writer (ticks back to back: no fresh 4-5 MiB buffers, whose pages the kernel
-   * would map and zero, for every read), and let go once it caught up (an idle agent holds none).
+   * The read buffer. It and the records' buffer are kept from one tick to the next while the files
+   * keep growing (no fresh 4-5 MiB buffers, whose pages the kernel would map and zero, for every
+   * read), and let go by a tick that read nothing (an idle agent holds none).
    */
   #readBuf: Buffer = EMPTY;
   /** The last ack seen and when it changed (-Infinity: no change seen yet, nothing drains). */
@@ -546,6 +556,7 @@ export class LogTailer {
     const time = Buffer.allocUnsafe(8);
     time.writeDoubleBE(now, 0);
     const read: FileState[] = [];
+    let readBytes = 0;
     for (const f of this.#files.values()) {
       prev[f.path] = f.committed;
       read.push(f);
@@ -580,11 +591,12 @@ export class LogTailer {
           if (held > 0) f.pending.copy(buf, 0);
           const n = readSync(fd, buf, held, want - held, f.readTo);
           f.readTo += n;
+          readBytes += n;
           const src = buf.subarray(0, held + n);
           // Room for ~100-byte lines (a record adds its header and the file's): grows if shorter.
           out.reserve(Math.ceil(src.length * 1.25) + 4096);
           const before = out.count;
-          const rest = encodeLines(out, src, f.heads, time, listener);
+          const rest = encodeLines(out, src, f.heads, now, listener);
           f.pending = rest < src.length ? Buffer.from(src.subarray(rest)) : EMPTY;
           // Lines that ended: committed moves to where the held partial line begins.
           f.committed = f.readTo - f.pending.length;
@@ -615,8 +627,12 @@ export class LogTailer {
     const body = out.buf;
     const off = out.off;
     // Records decoded for a spool without appendEncoded may keep views of the buffer: not reused.
-    if (this.#caughtUp || !this.#spool.appendEncoded) out.buf = EMPTY;
-    if (this.#caughtUp) this.#readBuf = EMPTY;
+    // Otherwise both buffers are kept while the files keep growing, and let go by the first tick
+    // that found nothing new (a writer that paused for a tick's interval; an idle agent holds
+    // none): a fresh 4-5 MiB buffer per tick cost page faults (system time) and, as external
+    // memory, full garbage collections every few ticks.
+    if (readBytes === 0 || !this.#spool.appendEncoded) out.buf = EMPTY;
+    if (readBytes === 0) this.#readBuf = EMPTY;
     if (count === 0) return 0;
     const seq = this.#spool.lastSeq + count;
     this.#writeIntent(JSON.stringify({ seq, offsets: next, prev }));
