@@ -14,6 +14,7 @@
 import { z } from 'zod';
 import { lazySchema } from '../definitions.ts';
 import { defineChannel } from './channels.ts';
+import { commandCwdSchema, commandEnvSchema, commandUserSchema, noNul } from './command.ts';
 
 /** Output record types on a job.run channel. */
 export const JOB_RECORD_STDOUT = 1;
@@ -26,34 +27,14 @@ export const JOB_MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 /** Longest timeout of one command on one host. */
 export const JOB_MAX_TIMEOUT_SECONDS = 24 * 3600;
 
-const noNul = (max: number) =>
-  z
-    .string()
-    .max(max)
-    .refine((s) => !s.includes('\u0000'), 'must not contain NUL');
-
 /** What a job runs: argv (first element the program), optional cwd/env, as which user. */
 export const jobCommandSchema = lazySchema(() =>
   z.strictObject({
     argv: z.array(noNul(65_536)).min(1).max(256),
-    cwd: noNul(4096)
-      .refine((s) => s.startsWith('/'), 'must be an absolute path')
-      .optional(),
-    env: z
-      .record(
-        z
-          .string()
-          .min(1)
-          .max(256)
-          .regex(/^[A-Za-z_][A-Za-z0-9_]*$/),
-        noNul(32_768),
-      )
-      .default({}),
+    cwd: commandCwdSchema.optional(),
+    env: commandEnvSchema.default({}),
     /** Run as this user (its uid, primary gid, HOME); needs an agent running as root. */
-    user: z
-      .string()
-      .regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$/i, 'a user name')
-      .optional(),
+    user: commandUserSchema.optional(),
   }),
 );
 export type JobCommand = z.output<typeof jobCommandSchema>;

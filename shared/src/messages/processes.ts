@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { defineRequest, defineStream, lazySchema } from '../definitions.ts';
 import { defineChannel } from './channels.ts';
+import { commandCwdSchema, commandEnvSchema, commandUserSchema, noNul } from './command.ts';
 
 /** What a process name looks like: unique per host, safe as a directory name. */
 export const PROCESS_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -20,13 +21,6 @@ export const processNameSchema = lazySchema(() =>
       'at most 63 lower-case letters, digits, ".", "_" and "-", starting alphanumeric',
     ),
 );
-
-/** Text without NUL (argv, env and paths cannot hold one). */
-const noNul = (max: number) =>
-  z
-    .string()
-    .max(max)
-    .refine((s) => !s.includes('\u0000'), 'must not contain NUL');
 
 /** Signals a process may be stopped with. */
 export const stopSignals = [
@@ -175,24 +169,10 @@ export const processSpecSchema = lazySchema(() =>
     name: processNameSchema,
     argv: z.array(noNul(4096)).min(1).max(256),
     /** Working directory (absolute); the agent's state dir for the process when absent. */
-    cwd: noNul(4096)
-      .refine((s) => s.startsWith('/'), 'must be an absolute path')
-      .optional(),
-    env: z
-      .record(
-        z
-          .string()
-          .min(1)
-          .max(256)
-          .regex(/^[A-Za-z_][A-Za-z0-9_]*$/),
-        noNul(32_768),
-      )
-      .default({}),
+    cwd: commandCwdSchema.optional(),
+    env: commandEnvSchema.default({}),
     /** Run as this user (and its primary group); needs an agent running as root. */
-    user: z
-      .string()
-      .regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$/i, 'a user name')
-      .optional(),
+    user: commandUserSchema.optional(),
     restart: restartPolicySchema.default(restartPolicySchema.parse({})),
     stop: stopSpecSchema.default(stopSpecSchema.parse({})),
     /** Desired state after `process.apply`, and after the host boots. */
