@@ -4,7 +4,7 @@
 // heap and ~1-3 MiB of RSS in measurements (docs/benchmarks.md, agent-idle), on a 60 MB budget.
 // Lines are byte for byte what pino writes with the shared `logFormat` (log.test.ts compares them
 // with pino's own), so journald, the controller's docs and log shippers see one format.
-import { writeSync } from 'node:fs';
+import { fstatSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { format } from 'node:util';
 import type { Logger } from 'pino';
@@ -20,7 +20,10 @@ export interface LogOptions {
   level?: string;
   timestamp: (typeof logFormat)['timestamp'];
   formatters: (typeof logFormat)['formatters'];
-  /** Where lines go (default: stdout, fd 1, written synchronously as pino's default destination). */
+  /**
+   * Where lines go (default: stdout, fd 1, written at once as pino's default destination does, but
+   * never waiting for a full one: LineWriter).
+   */
   write?: (line: string) => void;
 }
 
@@ -75,17 +78,125 @@ function serializeError(err: unknown, seen = new Set<unknown>()): unknown {
   return out;
 }
 
-/** Writes a line to fd 1 synchronously, waiting out a full non-blocking pipe as pino's destination does. */
-function writeStdout(line: string): void {
-  const buf = Buffer.from(line);
-  let at = 0;
-  for (let tries = 0; at < buf.length && tries < 100;) {
+/** Bytes of log lines a full stdout may hold back before lines are dropped (and counted). */
+export const STDOUT_QUEUE_BYTES = 256 * 1024;
+/** How often a held-back queue retries a full stdout, ms. */
+const RETRY_MS = 25;
+
+/**
+ * Lines to a file descriptor (stdout) without ever waiting for it: each line is written at once
+ * with writeSync when nothing is held back (so what was logged before a crash is out), and when the
+ * descriptor is full (a reader that does not keep up: a stuck journald, a test that stops reading)
+ * the rest waits in a queue of at most STDOUT_QUEUE_BYTES, retried every RETRY_MS. Lines beyond
+ * that are dropped and counted, and once the queue drains one line says how many were lost. A call
+ * costs at most one write attempt: heartbeats and requests never wait behind a log line (pino's
+ * destination, and this logger before, waited up to 1 s per line with Atomics.wait).
+ *
+ * A pipe or socket inherited as fd 1 is blocking (a write to a full one would wait until the
+ * reader reads), so for those `process.stdout` is opened first: libuv makes the descriptor
+ * non-blocking, and a full one answers EAGAIN. Regular files and terminals are left as they are.
+ */
+export class LineWriter {
+  readonly #fd: number;
+  readonly #maxBytes: number;
+  readonly #dropMarker: (dropped: number) => string;
+  #queue: Buffer[] = [];
+  #queued = 0;
+  #dropped = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #gone = false;
+
+  constructor(opts: { fd?: number; maxBytes?: number; dropMarker: (dropped: number) => string }) {
+    this.#fd = opts.fd ?? 1;
+    this.#maxBytes = opts.maxBytes ?? STDOUT_QUEUE_BYTES;
+    this.#dropMarker = opts.dropMarker;
+    if (this.#fd === 1) {
+      try {
+        const st = fstatSync(1);
+        if (st.isFIFO() || st.isSocket()) void process.stdout;
+      } catch {
+        // No fd 1: every write fails and drops its line.
+      }
+    }
+    process.once('exit', () => this.#drain(false));
+  }
+
+  /** Lines dropped so far (the queue was full), not yet reported by a marker line. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Bytes held back for a full descriptor. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  write(line: string): void {
+    if (this.#gone) return;
+    if (this.#queue.length > 0) {
+      this.#enqueue(Buffer.from(line));
+      return;
+    }
+    const buf = Buffer.from(line);
+    const n = this.#try(buf);
+    if (n < buf.length) this.#enqueue(n === 0 ? buf : buf.subarray(n), n > 0);
+  }
+
+  /** Writes what it can of `buf` now; -1 becomes 0 (full), and a gone descriptor drops everything. */
+  #try(buf: Buffer): number {
     try {
-      at += writeSync(1, buf, at);
+      return writeSync(this.#fd, buf);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return; // stdout gone: drop the line
-      tries++;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return 0;
+      // stdout gone (EPIPE, EBADF): nothing will ever be read; stop trying.
+      this.#gone = true;
+      this.#queue = [];
+      this.#queued = 0;
+      return buf.length;
+    }
+  }
+
+  /** Holds a line back; a started line (`partial`) is always kept, so no line is cut in two. */
+  #enqueue(buf: Buffer, partial = false): void {
+    if (!partial && this.#queued + buf.length > this.#maxBytes) {
+      this.#dropped++;
+    } else {
+      this.#queue.push(buf);
+      this.#queued += buf.length;
+    }
+    if (!this.#timer && this.#queue.length > 0) {
+      this.#timer = setTimeout(() => {
+        this.#timer = null;
+        this.#drain(true);
+      }, RETRY_MS);
+      this.#timer.unref();
+    }
+  }
+
+  /** Writes held-back lines until the descriptor is full again; then the drop count, if any. */
+  #drain(retry: boolean): void {
+    while (this.#queue.length > 0 && !this.#gone) {
+      const head = this.#queue[0]!;
+      const n = this.#try(head);
+      if (this.#gone) return;
+      this.#queued -= n;
+      if (n < head.length) {
+        this.#queue[0] = head.subarray(n);
+        if (retry && !this.#timer) {
+          this.#timer = setTimeout(() => {
+            this.#timer = null;
+            this.#drain(true);
+          }, RETRY_MS);
+          this.#timer.unref();
+        }
+        return;
+      }
+      this.#queue.shift();
+    }
+    if (this.#dropped > 0 && !this.#gone) {
+      const dropped = this.#dropped;
+      this.#dropped = 0;
+      this.write(this.#dropMarker(dropped));
     }
   }
 }
@@ -101,7 +212,7 @@ class AgentLogger {
     this.#opts = opts;
     this.#level = level;
     this.#bindings = bindings;
-    this.#write = opts.write ?? writeStdout;
+    this.#write = opts.write ?? ((line) => stdout(this).write(line));
   }
 
   get level(): string {
@@ -136,6 +247,11 @@ class AgentLogger {
 
   #log(level: LevelName, args: unknown[]): void {
     if (LEVELS[level] < this.#level) return;
+    this.#write(this.line(level, args));
+  }
+
+  /** The line a call at `level` with `args` writes (whatever the level threshold). */
+  line(level: LevelName, args: unknown[]): string {
     const [first, ...others] = args;
     let rest = others;
     let obj: Record<string, unknown> = {};
@@ -155,8 +271,18 @@ class AgentLogger {
     let line = `{"level":${json(levelField)}${this.#opts.timestamp()}${this.#bindings}`;
     line += fields(obj, (k, v) => (k === 'err' ? serializeError(v) : v), 'msg');
     if (msg !== undefined) line += `,"msg":${json(typeof msg === 'string' ? msg : String(msg))}`;
-    this.#write(`${line}}\n`);
+    return `${line}}\n`;
   }
+}
+
+let stdoutWriter: LineWriter | null = null;
+
+/** The one writer of fd 1 for every logger of the process; its drop count is told in `log`'s format. */
+function stdout(log: AgentLogger): LineWriter {
+  return (stdoutWriter ??= new LineWriter({
+    dropMarker: (dropped) =>
+      log.line('warn', [{ dropped }, 'stdout was full: %d log lines were dropped', dropped]),
+  }));
 }
 
 function levelValue(name: string): number {
