@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import { buildGramFilter, filterMayHold, literalProbes } from '../repositories/log-grams.ts';
-import { requiredLiterals } from './log-prefilter.ts';
+import { bodyCheck, requiredLiterals } from './log-prefilter.ts';
+import { seededRandom as rng } from '../../../test/helpers/seeded-random.ts';
 
 /** A chunk of these lines (one process), as stored. */
 function chunkOf(lines: string[]): { body: Buffer; count: number } {
@@ -24,16 +25,6 @@ function passes(filter: Buffer, required: string[][]): boolean {
   return required.every((clause) => clause.some((lit) => filterMayHold(filter, literalProbes(lit))));
 }
 
-/** A tiny deterministic generator (xorshift), so a failure is reproducible. */
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
 // Characters that stress case folding: ASCII both cases, the Kelvin sign, long s, dotted I, é.
 const ALPHABET = [
   ...'abcdefkKsSiIoOrRxXyY0123456789 :=/-_.[]()',
@@ -143,6 +134,10 @@ describe('log search prefilter', () => {
             passes(buildGramFilter(body, count), required),
             `/${pattern}/${caseSensitive ? '' : 'i'} matches ${JSON.stringify(line)} but its chunk would be skipped (requires ${JSON.stringify(required)})`,
           );
+          assert.ok(
+            bodyCheck(required)?.(body) ?? true,
+            `/${pattern}/${caseSensitive ? '' : 'i'} matches ${JSON.stringify(line)} but its chunk would not be scanned (requires ${JSON.stringify(required)})`,
+          );
           checked++;
         }
       }
@@ -168,6 +163,10 @@ describe('log search prefilter', () => {
             passes(buildGramFilter(body, count), required),
             `${JSON.stringify(q)} (${caseSensitive ? 'case' : 'any case'}) is in ${JSON.stringify(line)} but its chunk would be skipped`,
           );
+          assert.ok(
+            bodyCheck(required)?.(body) ?? true,
+            `${JSON.stringify(q)} (${caseSensitive ? 'case' : 'any case'}) is in ${JSON.stringify(line)} but its chunk would not be scanned`,
+          );
           checked++;
         }
       }
@@ -190,5 +189,25 @@ describe('log search prefilter', () => {
     // Repetitive text folds to a small filter.
     const calm = chunkOf(Array.from({ length: 2_000 }, () => 'heartbeat ok'));
     assert.ok(buildGramFilter(calm.body, calm.count).length <= 128);
+  });
+
+  test('a chunk read whose bytes lack a clause is not scanned; one holding it in any case is', () => {
+    const lines: string[] = [];
+    for (let i = 0; i < 2_000; i++)
+      lines.push(`n ${String(i).padStart(9, '0')} INFO GET /api/v1/items/${(i * 7919) % 100000} 200`);
+    const { body } = chunkOf(lines);
+    const check = (q: string, regex = false, caseSensitive = false) =>
+      bodyCheck(requiredLiterals({ q, regex, caseSensitive }))!(body);
+    assert.equal(check('^n [0-9]*99999 ', true), false);
+    assert.equal(check('^n [0-9]*01999 ', true), true);
+    assert.equal(check('info get /API', false), true);
+    assert.equal(check('INFO GET /api', false, true), true);
+    assert.equal(check('warn get /api', false), false);
+    // An alternation holds when one branch's literal is there; each clause must hold.
+    assert.equal(check('(zebra cross|items/1) 200', true, true), true);
+    assert.equal(check('(zebra cross|penguin) 200', true, true), false);
+    assert.equal(check('(zebra cross|items/1) 404 ok', true, true), false);
+    // Nothing required: no check at all.
+    assert.equal(bodyCheck(requiredLiterals({ q: 'a|b', regex: true })), null);
   });
 });

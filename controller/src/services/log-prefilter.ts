@@ -44,6 +44,48 @@ export function requiredLiterals(query: {
   }
 }
 
+/** ASCII upper case to lower case; every other byte as it is (as the gram filter folds). */
+const FOLD = new Uint8Array(256).map((_, i) => (i >= 65 && i <= 90 ? i + 32 : i));
+
+/**
+ * The same requirement checked on a decoded chunk body, after its gram filter let it through: a
+ * chunk whose bytes hold none of a clause's literals (in any ASCII case) holds no line that can
+ * match, so it need not be scanned — the filter's false positives, and chunks that hold every
+ * gram of a literal but not the literal, cost one byte search instead of a scan (as grep skips by
+ * a pattern's literal before running it). The body holds record headers and process names too;
+ * a literal found there only means the chunk is scanned. Null when nothing is required.
+ */
+export function bodyCheck(requirement: LiteralRequirement): ((body: Buffer) => boolean) | null {
+  if (requirement.length === 0) return null;
+  const clauses = requirement.map((clause) =>
+    clause.map((literal) => {
+      const bytes = Buffer.from(literal, 'latin1');
+      // A literal without ASCII letters is found as it is; one with letters in the folded body.
+      return { bytes, folded: bytes.some((b) => b >= 97 && b <= 122) };
+    }),
+  );
+  let scratch = Buffer.alloc(0);
+  return (body) => {
+    let folded: Buffer | null = null;
+    for (const clause of clauses) {
+      let held = false;
+      for (const l of clause) {
+        if (l.folded) {
+          if (folded === null) {
+            if (scratch.length < body.length) scratch = Buffer.allocUnsafe(body.length);
+            for (let i = 0; i < body.length; i++) scratch[i] = FOLD[body[i]!]!;
+            folded = scratch.subarray(0, body.length);
+          }
+          held = folded.includes(l.bytes);
+        } else held = body.includes(l.bytes);
+        if (held) break;
+      }
+      if (!held) return false;
+    }
+    return true;
+  };
+}
+
 function isPrintableAscii(c: string): boolean {
   const code = c.charCodeAt(0);
   return c.length === 1 && code >= 0x20 && code <= 0x7e;

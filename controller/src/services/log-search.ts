@@ -25,7 +25,7 @@ import type { HostRepository } from '../repositories/hosts.ts';
 import type { LogChunk, LogSearchRepository } from '../repositories/log-search.ts';
 import { CHUNK_MAX_RAW_BYTES } from '../repositories/streams.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
-import { requiredLiterals } from './log-prefilter.ts';
+import { bodyCheck, requiredLiterals } from './log-prefilter.ts';
 import type { ProcessActor } from './processes.ts';
 
 /** What to look for, and where. */
@@ -325,6 +325,8 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
       const processName = query.process === undefined ? null : Buffer.from(query.process, 'utf8');
       // Chunks that provably hold no line with these literals are skipped unread (log-prefilter.ts).
       const required = requiredLiterals(query);
+      // And a chunk read (its filter said maybe) whose bytes lack them is not scanned.
+      const mayHold = bodyCheck(required);
       return (async function* run(): AsyncGenerator<LogSearchEvent> {
         const started = Date.now();
         const matcher = query.regex
@@ -441,6 +443,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 };
                 for (let ci = 0; ci < chunks.length && go; ci++) {
                   const { body, count, firstSeq } = chunks[ci]!;
+                  if (mayHold !== null && !mayHold(body)) continue;
                   if (used > 0 && used + body.length >= REGEX_BATCH_BYTES) {
                     send();
                     if (inflight.length >= 2) go = await settle();
