@@ -84,8 +84,14 @@ test(
     await waitFor(
       () => {
         if (!readFileSync(out, 'utf8').includes('\ndone\n')) return false;
-        const o = JSON.parse(readFileSync(offsets, 'utf8')) as { offsets: Record<string, number> };
-        return o.offsets[out] === statSync(out).size;
+        // The tailer's intent: two page slots (log-tail.ts), the newest by its generation.
+        const text = readFileSync(offsets, 'utf8');
+        const slots = [text.slice(0, 4096), text.slice(4096)]
+          .map((p) => p.trim())
+          .filter((p) => p.startsWith('{'))
+          .map((p) => JSON.parse(p) as { gen: number; offsets: Record<string, number> })
+          .sort((a, b) => b.gen - a.gen);
+        return slots[0]?.offsets[out] === statSync(out).size;
       },
       120_000,
       'the burst read into the spool',

@@ -4,23 +4,21 @@
 // line held across reads. Through the real Spool (appendEncoded) and through `append` alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeLogLine, decodeRecords, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shared';
 import { Spool } from '../link/spool.ts';
 import { LineSplitter, LogTailer } from './log-tail.ts';
-
-/** A deterministic generator (the test must fail the same way twice). */
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
+import { seededRandom as rng } from '../../../test/helpers/seeded-random.ts';
 
 /** Output with every kind of line end and length, as one buffer. */
 function output(seed: number, bytes: number): Buffer {
@@ -126,7 +124,7 @@ for (const seed of [1, 2]) {
   });
 }
 
-test('the intent is written in place as one page, and across a larger one (many files) a restart resumes exactly', (t) => {
+test('the intent is written in place in two page slots, and across a larger one (many files) a restart resumes exactly', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-tail-intent-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const intent = join(dir, 'tail-offsets.json');
@@ -145,7 +143,7 @@ test('the intent is written in place as one page, and across a larger one (many 
   const a = new LogTailer({ dir, spool });
   a.add({ process: 'web', stream: 'stdout', path: one });
   assert.equal(a.tick(), 2);
-  assert.equal(statSync(intent).size, 4096);
+  assert.equal(statSync(intent).size, 8192);
   // 60 files with long names: the intent no longer fits a page and is renamed into place.
   const many = Array.from({ length: 60 }, (_, i) => join(dir, `${'x'.repeat(80)}-${i}.log`));
   for (const f of many) {
@@ -154,12 +152,12 @@ test('the intent is written in place as one page, and across a larger one (many 
   }
   appendFileSync(one, 'c\n');
   assert.equal(a.tick(), 61);
-  assert.ok(statSync(intent).size > 4096);
-  // Back to one file: a page again, written whole (not over the longer file's start).
+  assert.ok(statSync(intent).size > 8192);
+  // Back to one file: two pages again, written whole (not over the longer file's start).
   for (const f of many) a.remove(f);
   appendFileSync(one, 'd\n');
   assert.equal(a.tick(), 1);
-  assert.equal(statSync(intent).size, 4096);
+  assert.equal(statSync(intent).size, 8192);
   // A restarted tailer resumes after "d": nothing twice, nothing skipped.
   appendFileSync(one, 'e\n');
   const b = new LogTailer({ dir, spool });
@@ -168,5 +166,106 @@ test('the intent is written in place as one page, and across a larger one (many 
   assert.deepEqual(
     lines(records).map(([l]) => l),
     ['a', 'b', 'c', ...Array<string>(60).fill('m'), 'd', 'e'],
+  );
+});
+
+test('a torn intent page (power loss) fails its CRC: the other slot resumes exactly, or (its append already in the spool) reads only that append again', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-tail-torn-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const intent = join(dir, 'tail-offsets.json');
+  const records: StreamRecord[] = [];
+  const spool = {
+    get lastSeq() {
+      return records.length;
+    },
+    append(r: readonly StreamRecord[]) {
+      records.push(...r);
+      return { firstSeq: records.length - r.length + 1, lastSeq: records.length };
+    },
+  };
+  const file = join(dir, 'out.log');
+  writeFileSync(file, '1\n2\n');
+  const a = new LogTailer({ dir, spool });
+  a.add({ process: 'web', stream: 'stdout', path: file });
+  assert.equal(a.tick(), 2); // intent 1 (slot 1): seq 2
+  appendFileSync(file, '3\n');
+  assert.equal(a.tick(), 1); // intent 2 (slot 0): seq 3
+  appendFileSync(file, '4\n5\n');
+  assert.equal(a.tick(), 2); // intent 3 (slot 1): seq 5
+  const saved = readFileSync(intent);
+  const tear = (slot: number) => {
+    // A page of which only the first sector reached the disk: the rest is the older bytes (here
+    // zeros and garbage), as a power loss during write-back can leave it.
+    const torn = Buffer.from(saved);
+    torn.fill(0x7a, slot * 4096 + 512, slot * 4096 + 4096);
+    writeFileSync(intent, torn);
+  };
+  const restart = () => {
+    const b = new LogTailer({ dir, spool });
+    b.add({ process: 'web', stream: 'stdout', path: file });
+    return b;
+  };
+  const texts = () => lines(records).map(([l]) => l);
+
+  // 1. The newest page torn while it was being written, before its append: the spool ends at 3,
+  //    slot 0 (seq 3) matches exactly and 4, 5 are read once (the single page resumed at 0 here).
+  records.splice(3); // the spool as it was when intent 3 was being written
+  tear(1);
+  const b = restart();
+  assert.equal(b.resumeNote, null);
+  assert.equal(b.tick(), 2);
+  assert.deepEqual(texts(), ['1', '2', '3', '4', '5']);
+
+  // 2. The newest page torn later, by a write-back after its append reached the disk: no slot
+  //    matches the spool's 5 (no intent can say where 4, 5 ended without that page). The slot
+  //    whose append the spool holds is used, so only that tick's lines are read again, never all.
+  tear(1);
+  const dup = restart();
+  assert.match(dup.resumeNote ?? '', /does not match the spool's last seq 5/);
+  assert.equal(dup.tick(), 2);
+  assert.deepEqual(texts(), ['1', '2', '3', '4', '5', '4', '5']);
+  records.splice(5);
+  writeFileSync(intent, saved);
+
+  // 3. The older page torn, the newest whole: the newest one is used, exactly.
+  writeFileSync(intent, saved);
+  tear(0);
+  appendFileSync(file, '6\n');
+  const c = restart();
+  assert.equal(c.resumeNote, null);
+  assert.equal(c.tick(), 1);
+  assert.deepEqual(texts(), ['1', '2', '3', '4', '5', '6']);
+
+  // 4. Both torn (outside damage): read from the start, said in resumeNote.
+  writeFileSync(intent, Buffer.alloc(8192, 0x7a));
+  const d = restart();
+  assert.match(d.resumeNote ?? '', /unreadable/);
+});
+
+test('an intent written by an older agent (one JSON object, no CRC) is read as before', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-tail-legacy-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'out.log');
+  writeFileSync(file, 'a\nb\nc\n');
+  const records: StreamRecord[] = [];
+  const spool = {
+    get lastSeq() {
+      return 7;
+    },
+    append(r: readonly StreamRecord[]) {
+      records.push(...r);
+      return { firstSeq: 8, lastSeq: 7 + r.length };
+    },
+  };
+  writeFileSync(
+    join(dir, 'tail-offsets.json'),
+    JSON.stringify({ seq: 7, offsets: { [file]: 4 }, prev: { [file]: 0 } }).padEnd(4096, ' '),
+  );
+  const a = new LogTailer({ dir, spool });
+  a.add({ process: 'web', stream: 'stdout', path: file });
+  assert.equal(a.tick(), 1);
+  assert.deepEqual(
+    lines(records).map(([l]) => l),
+    ['c'],
   );
 });
