@@ -13,51 +13,29 @@ import {
   kill,
   removeDir,
   runAgent,
-  startTestController,
+  startReplicas,
   waitFor,
   type Proc,
-  type TestController,
+  type Replicas,
 } from './helpers/fleet.ts';
 import { storeHost } from './helpers/stored-hosts.ts';
 
-const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const started: TestController[] = [];
 const procs: Proc[] = [];
 const dirs: string[] = [];
-let dbName = '';
+let replicas: Replicas | null = null;
 
 after(async () => {
   for (const p of procs) await kill(p);
-  for (const c of started) await c.close().catch(() => {});
-  for (const c of started) removeDir(c.dataDir);
+  await replicas?.close();
   for (const d of dirs) removeDir(d);
-  if (dbName) {
-    const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
-    await admin.unsafe(`drop database if exists "${dbName}" with (force)`).catch(() => {});
-    await admin.end();
-  }
 });
 
 test('a starting replica resets only hosts whose replica is gone', { timeout: 120_000 }, async (t) => {
-  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  replicas = await startReplicas(t, 'keel_replicas');
+  if (!replicas) return;
+  const sql = postgres(replicas.url, { max: 1, onnotice: () => {} });
   try {
-    await admin`select 1`;
-  } catch {
-    await admin.end();
-    if (process.env.CI) throw new Error(`PostgreSQL is needed at ${adminUrl}`);
-    t.skip('no PostgreSQL here');
-    return;
-  }
-  dbName = `keel_replicas_${process.pid}_${Date.now()}`;
-  await admin.unsafe(`create database "${dbName}"`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${dbName}`;
-  const env = { DATABASE_URL: url.toString() };
-  const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
-  try {
-    const a = await startTestController({ env });
-    started.push(a);
+    const a = await replicas.start();
     const dir = await enrollNewAgent(a, 'held-by-a');
     dirs.push(dir);
     procs.push(runAgent(dir));
@@ -86,8 +64,7 @@ test('a starting replica resets only hosts whose replica is gone', { timeout: 12
       where id = ${orphans['no-replica-row']!}`;
 
     // B starts beside A: A's host stays online; the gone replicas' hosts go offline.
-    const b = await startTestController({ env });
-    started.push(b);
+    const b = await replicas.start();
     const online = async () =>
       Object.fromEntries(
         (await sql<{ name: string; online: boolean }[]>`select name, online from hosts`).map((r) => [
@@ -120,14 +97,10 @@ test('a starting replica resets only hosts whose replica is gone', { timeout: 12
     assert.equal((await online())['held-by-a'], true, "another replica's offline does not hide A's session");
 
     // B stops cleanly: its lease goes, A's host is untouched. A stops: its host goes offline.
-    await b.close();
-    started.splice(started.indexOf(b), 1);
-    removeDir(b.dataDir);
+    await replicas.stop(b);
     assert.equal((await sql`select 1 from controller_replicas where id = ${bRow.id}`).length, 0);
     assert.equal((await online())['held-by-a'], true);
-    await a.close();
-    started.splice(started.indexOf(a), 1);
-    removeDir(a.dataDir);
+    await replicas.stop(a);
     assert.equal((await online())['held-by-a'], false);
     assert.equal((await sql`select count(*)::int as n from controller_replicas`)[0]?.n, 0);
   } finally {

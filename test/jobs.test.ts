@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import postgres from 'postgres';
 import { TEST_PASSWORD } from '../controller/src/app-fixture.ts';
 import type { FleetEvent } from '../controller/src/bus/index.ts';
 import type { Controller } from '../controller/src/server.ts';
@@ -20,10 +19,12 @@ import {
   kill,
   removeDir,
   runAgent,
+  startReplicas,
   startTestController,
   tempDir,
   waitFor,
   type Proc,
+  type Replicas,
 } from './helpers/fleet.ts';
 
 interface RunView {
@@ -379,12 +380,11 @@ describe('scheduled jobs', () => {
 });
 
 describe('no double fire', () => {
-  const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-  // Controllers this test starts, closed by the file's `after` too: a test that runs past its limit
-  // is cancelled but its body goes on, and whatever it left open kept the file from exiting.
-  const replicas = new Set<{ close(): Promise<void> }>();
+  // Closed by the file's `after` too: a test that runs past its limit is cancelled but its body
+  // goes on, and whatever it left open kept the file from exiting.
+  let replicas: Replicas | null = null;
   after(async () => {
-    for (const c of replicas) await c.close().catch(() => {});
+    await replicas?.close();
   });
   test(
     'two controllers on one PostgreSQL and a restart run each slot once',
@@ -394,15 +394,9 @@ describe('no double fire', () => {
     // holds one for HOLDER_GRACE_MS (services/schedules.ts; test/jobs-scheduler.test.ts).
     { timeout: 150_000 },
     async (t) => {
-      const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
-      try {
-        await admin`select 1`;
-      } catch {
-        await admin.end();
-        if (process.env.CI) throw new Error(`PostgreSQL is needed at ${adminUrl}`);
-        t.skip('no PostgreSQL here');
-        return;
-      }
+      replicas = await startReplicas(t, 'keel_jobs');
+      if (!replicas) return;
+      const set = replicas;
       // Every wait also ends when the test is cancelled, and no single request may hold the body.
       const bounded = <T>(p: Promise<T>, what: string): Promise<T> =>
         Promise.race([
@@ -428,21 +422,9 @@ describe('no double fire', () => {
           ms,
           what,
         );
-      const name = `keel_jobs_${process.pid}_${Date.now()}`;
-      await admin.unsafe(`create database "${name}"`);
-      const url = new URL(adminUrl);
-      url.pathname = `/${name}`;
-      const env = { DATABASE_URL: url.toString() };
-      const started: (Controller & { dataDir: string })[] = [];
-      const start = async (opts: { dataDir?: string; port?: number } = {}) => {
-        const c = await startTestController({ env, ...opts });
-        started.push(c);
-        replicas.add(c);
-        return c;
-      };
       try {
-        const a = await start();
-        const b = await start();
+        const a = await set.start();
+        const b = await set.start();
         const dir = await enrollNewAgent(a, 'replica-host');
         dirs.push(dir);
         procs.push(runAgent(dir));
@@ -471,10 +453,9 @@ describe('no double fire', () => {
         await until(async () => (await runsOn(client)).length >= 4, 45_000, 'four slots');
         // Restart controller A (the one the agent is on) on the same database and port: the agent
         // comes back to it, and its scheduler claims slots again beside B's.
-        await a.close();
-        replicas.delete(a);
+        await set.stop(a, { keepDataDir: true });
         const before = await runsOn(clientB);
-        const a2 = await start({ dataDir: a.dataDir, port: a.port });
+        const a2 = await set.start({ dataDir: a.dataDir, port: a.port });
         const client2 = new ApiClient(`http://127.0.0.1:${a2.port}`);
         await client2.login(a.firstAdmin!.username, a.firstAdmin!.password);
         // A run that reached the host after the restart was started by the restarted A (B never
@@ -515,13 +496,7 @@ describe('no double fire', () => {
             `no row for the slot after ${new Date(slots[i - 1]!).toISOString()}`,
           );
       } finally {
-        for (const c of started.reverse()) {
-          await c.close().catch(() => {});
-          replicas.delete(c);
-          removeDir(c.dataDir);
-        }
-        await admin.unsafe(`drop database if exists "${name}" with (force)`);
-        await admin.end();
+        await set.close();
       }
     },
   );

@@ -29,8 +29,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
+import postgres from 'postgres';
 import { ApiClient, firstAdminFrom } from './api.ts';
 import { loadConfig } from '../../controller/src/config/index.ts';
 import { seedDatabase } from './database-template.ts';
@@ -394,4 +396,73 @@ export async function startFleet(
     await ctl.close();
     throw err;
   }
+}
+
+/** Controllers on one fresh PostgreSQL database, as replicas of one deployment: see startReplicas. */
+export interface Replicas {
+  /** The database's URL (for a test's own queries). */
+  url: string;
+  /** Starts one more controller on the database; a closed one's `dataDir` and `port` restart it. */
+  start(opts?: { dataDir?: string; port?: number }): Promise<TestController>;
+  /** Closes one controller (a clean stop: its lease goes) and removes its data dir unless kept (a restart). */
+  stop(controller: TestController, opts?: { keepDataDir?: boolean }): Promise<void>;
+  /** Closes every controller still open, removes their data dirs and drops the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * Makes a fresh database on the test PostgreSQL (KEEL_TEST_DATABASE_URL) for controllers that run
+ * beside each other on it. Null, with the test skipped, where there is no PostgreSQL (in CI: throws).
+ * Call `close()` from the file's `after` as well as the test's `finally`: a test cancelled at its
+ * limit goes on running, and a controller left open keeps the file from exiting.
+ * @example const replicas = await startReplicas(t, 'keel_jobs'); if (!replicas) return;
+ *          const a = await replicas.start(); const b = await replicas.start();
+ */
+export async function startReplicas(t: TestContext, prefix: string): Promise<Replicas | null> {
+  const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin`select 1`;
+  } catch {
+    await admin.end();
+    if (process.env.CI) throw new Error(`PostgreSQL is needed at ${adminUrl}`);
+    t.skip('no PostgreSQL here');
+    return null;
+  }
+  const name = `${prefix}_${process.pid}_${Date.now()}`;
+  await admin.unsafe(`create database "${name}"`);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const env = { DATABASE_URL: url.toString() };
+  const open = new Set<TestController>();
+  const dataDirs = new Set<string>();
+  let dropped = false;
+  return {
+    url: url.toString(),
+    start: async (opts = {}) => {
+      const c = await startTestController({ env, ...opts });
+      open.add(c);
+      dataDirs.add(c.dataDir);
+      return c;
+    },
+    stop: async (c, opts = {}) => {
+      open.delete(c);
+      await c.close();
+      if (opts.keepDataDir) return;
+      dataDirs.delete(c.dataDir);
+      removeDir(c.dataDir);
+    },
+    close: async () => {
+      for (const c of [...open].reverse()) {
+        open.delete(c);
+        await c.close().catch(() => {});
+      }
+      for (const d of dataDirs) removeDir(d);
+      dataDirs.clear();
+      if (dropped) return;
+      dropped = true;
+      await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {});
+      await admin.end();
+    },
+  };
 }
