@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import { buildGramFilter, filterMayHold, literalProbes } from '../repositories/log-grams.ts';
 import { bodyCheck, requiredLiterals } from './log-prefilter.ts';
+import { seededRandom as rng } from '../../../test/helpers/seeded-random.ts';
 
 /** A chunk of these lines (one process), as stored. */
 function chunkOf(lines: string[]): { body: Buffer; count: number } {
@@ -24,16 +25,6 @@ function passes(filter: Buffer, required: string[][]): boolean {
   return required.every((clause) => clause.some((lit) => filterMayHold(filter, literalProbes(lit))));
 }
 
-/** A tiny deterministic generator (xorshift), so a failure is reproducible. */
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
 // Characters that stress case folding: ASCII both cases, the Kelvin sign, long s, dotted I, é.
 const ALPHABET = [
   ...'abcdefkKsSiIoOrRxXyY0123456789 :=/-_.[]()',
