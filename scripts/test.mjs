@@ -27,6 +27,7 @@ import {
 import { availableParallelism, homedir, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { machineSlots } from './test-slots.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const skip = new Set(['node_modules', 'dist', 'build', '.svelte-kit', 'data']);
@@ -292,6 +293,19 @@ if (controllerBin) env.KEEL_TEST_CONTROLLER_BIN = controllerBin;
 const cores = availableParallelism();
 const concurrency = Number(process.env.KEEL_TEST_CONCURRENCY) || cores * 3;
 const cpuBudget = Number(process.env.KEEL_TEST_CPU_BUDGET) || cores;
+/**
+ * Runs on one machine share its cores: before starting a process a run takes a machine-wide slot
+ * (scripts/test-slots.mjs: a file per running process in KEEL_TEST_SLOTS_DIR, default
+ * /dev/shm/keel-test-slots) and frees it after, and a process starts only while the loads of every
+ * run's processes fit KEEL_TEST_CPU_BUDGET and their count KEEL_TEST_CONCURRENCY. Two runs side by
+ * side then take longer together but do not oversubscribe the cores (each one's timing-sensitive
+ * tests starved the other's). `KEEL_TEST_SLOTS_DIR=off`: this run ignores the others.
+ */
+const slotsDir =
+  process.env.KEEL_TEST_SLOTS_DIR ??
+  (existsSync('/dev/shm') ? '/dev/shm/keel-test-slots' : join(tmpdir(), 'keel-test-slots'));
+const slots =
+  slotsDir === 'off' ? undefined : machineSlots({ dir: slotsDir, budget: cpuBudget, places: concurrency });
 /** A job's expected load in cores (CPU seconds per wall second), at least 0.05. */
 const loadOf = (job) => Math.max(0.05, Math.min(cores, job.cpu / Math.max(1, job.ms / 1000)));
 /** The hang guard per process: far beyond any file's run time on a busy machine. */
@@ -489,6 +503,7 @@ function killGroup(pid) {
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
     for (const pid of running) killGroup(pid);
+    slots?.freeAll();
     if (sharedBrowserPid) killGroup(sharedBrowserPid);
     if (testTmp) rmSync(testTmp, { recursive: true, force: true });
     process.exit(130);
@@ -617,22 +632,32 @@ function report(r) {
     `${r.ok ? '✔' : '✖'} ${seconds(r.ms)} ${cpuText(r.cpu)}${inProcess}  ${what} (${count} tests)${r.ok ? '' : ` FAILED: ${r.why}`}`,
   );
 }
+/** When the machine's slots held a job back: the first time is said, then it is polled. */
+let refusedOnce = false;
 while (waiting.length || active.size) {
   // The longest waiting job that fits: its exclusive name free, a place free (an idle job needs
-  // none), its load within the budget.
-  const i = waiting.findIndex(
-    ({ job }) =>
+  // none), its load within the budget — this run's, and then the machine's (`slots`: other runs
+  // on this machine count too).
+  let startedOne = false;
+  let refused = false;
+  for (let i = 0; i < waiting.length; i++) {
+    const { job, n } = waiting[i];
+    const fits =
       (!job.exclusive || !held.has(job.exclusive)) &&
-      (active.size === 0 || ((job.idle || places < concurrency) && load + loadOf(job) <= cpuBudget + 1e-9)),
-  );
-  if (i >= 0) {
-    const [{ job, n }] = waiting.splice(i, 1);
+      (active.size === 0 || ((job.idle || places < concurrency) && load + loadOf(job) <= cpuBudget + 1e-9));
+    if (!fits) continue;
+    if (slots && !slots.take(`job-${n}`, loadOf(job), { idle: job.idle })) {
+      refused = true;
+      continue;
+    }
+    waiting.splice(i, 1);
     if (job.exclusive) held.add(job.exclusive);
     load += loadOf(job);
     if (!job.idle) places++;
     active.set(
       n,
       runJob(job, n).then((r) => {
+        slots?.free(`job-${n}`);
         if (job.exclusive) held.delete(job.exclusive);
         load -= loadOf(job);
         if (!job.idle) places--;
@@ -640,10 +665,22 @@ while (waiting.length || active.size) {
         report(r);
       }),
     );
-    continue;
+    startedOne = true;
+    break;
   }
-  await Promise.race(active.values());
+  if (startedOne) continue;
+  if (refused && !refusedOnce) {
+    refusedOnce = true;
+    const u = slots.usage();
+    console.log(
+      `note: waiting for the machine's test slots (${slotsDir}: ${u.slots} test processes on the machine, ` +
+        `expected load ${u.load.toFixed(1)} of ${cpuBudget} cores); this run continues as they free`,
+    );
+  }
+  // Another run's slots free without telling this one: poll the machine while it holds a job back.
+  await Promise.race([...active.values(), ...(refused ? [new Promise((r) => setTimeout(r, 1000))] : [])]);
 }
+slots?.freeAll();
 const browser = await sharedBrowser;
 const browserCpu = await browser?.stop();
 rmSync(runDir, { recursive: true, force: true });
