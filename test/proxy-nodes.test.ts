@@ -7,8 +7,7 @@
 // drift diff, overwriting writes the applied content back, adopting stores a generation made by host
 // edit; the change stream (SSE) tells a client of a push.
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { KeelError } from '@keel/shared';
 import { httpGet } from '../agent/src/configs/adapter.ts';
@@ -25,19 +24,6 @@ import {
 } from './helpers/fleet.ts';
 import { need } from './install-helpers.ts';
 import { freePort, httpTarget } from './proxies-agent-setup.ts';
-
-/** Supervised processes outlive their agent by design: end the ones a test's agent started (nginx). */
-function endSupervised(stateDir: string): void {
-  const dir = join(stateDir, 'processes');
-  for (const name of existsSync(dir) ? readdirSync(dir) : []) {
-    try {
-      const { pid } = JSON.parse(readFileSync(join(dir, name, 'run.json'), 'utf8')) as { pid: number };
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // not running
-    }
-  }
-}
 
 const skip = need('nginx');
 
@@ -99,7 +85,6 @@ describe('proxy nodes with real agents and nginx', { skip, timeout: 240_000 }, (
     for (const a of agents) await kill(a, 'SIGTERM');
     await ctl?.close();
     for (const t of targets) await t.close();
-    for (const d of dirs) endSupervised(d);
     for (const d of dirs) removeDir(d);
     if (ctl) removeDir(ctl.dataDir);
   });

@@ -6,8 +6,6 @@
 // by keyboard. A public address set on the node's panel (the address alone, nothing pushed) is
 // where the links point; the node's traffic chart opens on its panel (axe-clean).
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import {
@@ -30,19 +28,6 @@ import {
 } from './helpers/fleet.ts';
 import { need } from './install-helpers.ts';
 import { freePort } from './proxies-agent-setup.ts';
-
-/** Supervised processes outlive their agent by design: end the ones this test's agent started. */
-function endSupervised(stateDir: string): void {
-  const dir = join(stateDir, 'processes');
-  for (const name of existsSync(dir) ? readdirSync(dir) : []) {
-    try {
-      const { pid } = JSON.parse(readFileSync(join(dir, name, 'run.json'), 'utf8')) as { pid: number };
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // not running
-    }
-  }
-}
 
 const skip = need('v2ray') || need('chromium');
 
@@ -98,7 +83,6 @@ after(async () => {
   await browser?.close();
   if (agent) await kill(agent, 'SIGTERM');
   await ctl?.close();
-  if (agentDir) endSupervised(agentDir);
   if (agentDir) removeDir(agentDir);
   if (ctl) removeDir(ctl.dataDir);
 });

@@ -6,7 +6,7 @@
 // running v2ray, while another user on the node keeps being served.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ApiClient } from './helpers/api.ts';
@@ -32,19 +32,6 @@ const dirs: string[] = [];
 let fleet: Fleet<TestController>;
 let api: ApiClient;
 
-/** Supervised processes outlive their agent by design: end the ones this test's agent started. */
-function endSupervised(stateDir: string): void {
-  const dir = join(stateDir, 'processes');
-  for (const name of existsSync(dir) ? readdirSync(dir) : []) {
-    try {
-      const { pid } = JSON.parse(readFileSync(join(dir, name, 'run.json'), 'utf8')) as { pid: number };
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
-
 before(async () => {
   if (skip) return;
   fleet = await startFleet(procs, dirs, { name: 'quota-host', onlineMs: 60_000 });
@@ -54,7 +41,6 @@ before(async () => {
 after(async () => {
   for (const p of procs) await kill(p);
   await fleet?.ctl.close();
-  if (fleet) endSupervised(fleet.agentDir);
   for (const d of dirs) removeDir(d);
 });
 
