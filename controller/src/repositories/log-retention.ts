@@ -34,16 +34,35 @@ function decode(codec: number, data: Buffer): Buffer {
   return codec === chunkCodec.deflateRaw ? inflateRawSync(data) : data;
 }
 
-/** Lines and bytes per process of a decoded chunk body. */
-function summarise(raw: Buffer, count: number): ChunkSummary {
+/**
+ * Lines and bytes per process of a decoded chunk body, walked in place (no object per record: the
+ * summary pass reads every stored line once); a process name is decoded when it differs from the
+ * record before's. Same result as decoding each record: a tombstone or malformed record is skipped.
+ */
+export function summarise(raw: Buffer, count: number): ChunkSummary {
   const out: ChunkSummary = {};
-  for (const r of decodeRecords(raw, count)) {
-    const line = decodeLogLine(r.payload);
-    if (!line) continue; // a tombstone, or malformed
-    const s = (out[line.process] ??= [0, 0, 0]);
-    s[0]++;
-    s[1] += line.line.byteLength;
-    s[2] = Math.max(s[2], r.ts);
+  let nameAt = -1;
+  let nameLength = -1;
+  let current: [number, number, number] | null = null;
+  for (let off = 0, k = 0; k < count && off + 12 <= raw.length; k++) {
+    const p = off + 12;
+    const end = p + raw.readUInt32BE(off);
+    if (end > raw.length) break;
+    const ts = raw.readDoubleBE(off + 4);
+    off = end;
+    if (end - p < 2) continue; // a tombstone
+    const n = raw[p + 1]!;
+    if (end - p < 2 + n) continue; // malformed
+    let same = current !== null && n === nameLength;
+    for (let i = 0; same && i < n; i++) same = raw[nameAt + i] === raw[p + 2 + i];
+    if (current === null || !same) {
+      current = out[raw.toString('utf8', p + 2, p + 2 + n)] ??= [0, 0, 0];
+      nameAt = p + 2;
+      nameLength = n;
+    }
+    current[0]++;
+    current[1] += end - p - 2 - n;
+    current[2] = Math.max(current[2], ts);
   }
   return out;
 }
