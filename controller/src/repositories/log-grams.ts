@@ -105,14 +105,19 @@ export function buildGramFilter(body: Buffer, count: number): Buffer {
       // PROBES (4) bits: h1 + j * h2 for j = 0..3, unrolled.
       const h1 = gramHash1(w, first);
       const h2 = gramHash2(h1);
-      let v = h1 & mask;
-      filter[v >> 3]! |= 1 << (v & 7);
-      v = (h1 + h2) & mask;
-      filter[v >> 3]! |= 1 << (v & 7);
-      v = (h1 + 2 * h2) & mask;
-      filter[v >> 3]! |= 1 << (v & 7);
-      v = (h1 + 3 * h2) & mask;
-      filter[v >> 3]! |= 1 << (v & 7);
+      // (32-bit additions throughout: `| 0` keeps V8 on integers, and the low bits are the same.)
+      let v = h1;
+      let a = v & mask;
+      filter[a >> 3]! |= 1 << (a & 7);
+      v = (v + h2) | 0;
+      a = v & mask;
+      filter[a >> 3]! |= 1 << (a & 7);
+      v = (v + h2) | 0;
+      a = v & mask;
+      filter[a >> 3]! |= 1 << (a & 7);
+      v = (v + h2) | 0;
+      a = v & mask;
+      filter[a >> 3]! |= 1 << (a & 7);
     }
   }
   // Fold while the half would stay sparse enough.
