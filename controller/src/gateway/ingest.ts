@@ -7,13 +7,16 @@ import type { Logger } from 'pino';
 import { closeCodes, indexRecords, type RecordBatch, type StreamDataFrame } from '@keel/shared';
 import type { GatewayStore } from './store.ts';
 
+/** A batch with its records' offsets (`indexRecords`), which the stream repository takes as they are. */
+type IndexedBatch = RecordBatch & { offsets: Uint32Array };
+
 /** Hard bound on queued bytes per stream, whatever the window: a misbehaving agent is cut off. */
 const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 /** Streams one session may open; each has its own window, so this bounds a host's memory too. */
 export const MAX_STREAMS_PER_SESSION = 64;
 
 interface StreamQueue {
-  batches: RecordBatch[];
+  batches: IndexedBatch[];
   bytes: number;
   /** Received and not yet acknowledged (queued or being stored): what the window bounds. */
   unacked: number;
@@ -45,7 +48,8 @@ export class StreamIngest {
   /** Accepts one stream.data frame. */
   push(frame: StreamDataFrame, body: Buffer): void {
     if (this.#stopped) return;
-    if (!indexRecords(body, frame.count)) {
+    const offsets = indexRecords(body, frame.count);
+    if (!offsets) {
       this.#opts.fail(
         closeCodes.malformed,
         `stream ${frame.stream}: body does not hold ${frame.count} records`,
@@ -62,7 +66,7 @@ export class StreamIngest {
       q = { batches: [], bytes: 0, unacked: 0, running: null };
       this.#streams.set(frame.stream, q);
     }
-    q.batches.push({ firstSeq: frame.firstSeq, count: frame.count, body });
+    q.batches.push({ firstSeq: frame.firstSeq, count: frame.count, body, offsets });
     q.bytes += body.length;
     q.unacked += body.length;
     const limit = Math.min(
@@ -119,11 +123,14 @@ export class StreamIngest {
   }
 }
 
-/** Removes the leading run of contiguous batches (up to ~4 MiB) and merges it into one. */
-function takeContiguous(q: StreamQueue): RecordBatch {
+/**
+ * Removes the leading run of contiguous batches (up to ~4 MiB) and merges it into one, with its
+ * records' offsets (found once, in `push`: the repository takes them instead of indexing again).
+ */
+function takeContiguous(q: StreamQueue): IndexedBatch {
   const first = q.batches.shift()!;
   q.bytes -= first.body.length;
-  const parts = [first.body];
+  const run = [first];
   let count = first.count;
   let size = first.body.length;
   while (q.batches.length > 0 && size < 4 * 1024 * 1024) {
@@ -131,13 +138,27 @@ function takeContiguous(q: StreamQueue): RecordBatch {
     if (next.firstSeq !== first.firstSeq + count) break;
     q.batches.shift();
     q.bytes -= next.body.length;
-    parts.push(next.body);
+    run.push(next);
     count += next.count;
     size += next.body.length;
   }
+  if (run.length === 1) return first;
+  const offsets = new Uint32Array(count + 1);
+  let at = 0;
+  let base = 0;
+  for (const b of run) {
+    for (let i = 0; i < b.count; i++) offsets[at + i] = base + b.offsets[i]!;
+    at += b.count;
+    base += b.body.length;
+  }
+  offsets[count] = base;
   return {
     firstSeq: first.firstSeq,
     count,
-    body: parts.length === 1 ? first.body : Buffer.concat(parts, size),
+    body: Buffer.concat(
+      run.map((b) => b.body),
+      size,
+    ),
+    offsets,
   };
 }

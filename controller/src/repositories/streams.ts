@@ -177,7 +177,16 @@ function validate(hostId: string, stream: string, batch: RecordBatch): Uint32Arr
   }
   // Stored bodies must decode later; check record framing before anything is written.
   if (batch.body.length < batch.count * RECORD_HEADER_BYTES) throw new KeelError('stream.invalid');
-  const offsets = indexRecords(batch.body, batch.count);
+  // The gateway's ingest indexed the batch already (it checks every frame): its offsets are taken
+  // when they span this body exactly; otherwise (other callers) the body is indexed here.
+  const given = (batch as RecordBatch & { offsets?: Uint32Array }).offsets;
+  const offsets =
+    given instanceof Uint32Array &&
+    given.length === batch.count + 1 &&
+    given[0] === 0 &&
+    given[batch.count] === batch.body.length
+      ? given
+      : indexRecords(batch.body, batch.count);
   if (!offsets)
     throw new KeelError('stream.invalid', `The body does not hold exactly ${batch.count} records.`);
   return offsets;
