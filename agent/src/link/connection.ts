@@ -614,7 +614,8 @@ export class AgentLink {
     batchBytes: number,
   ): OutgoingFrame | null {
     if (channel.closed || this.#senders.get(s.stream) !== s || s.inflightBytes >= window) return null;
-    const batch = s.spool.read(s.sentUpTo, batchBytes);
+    // Transient: the scheduler seals the body into a frame at once, before this lane is pulled again.
+    const batch = s.spool.read(s.sentUpTo, batchBytes, true);
     if (!batch || batch.count === 0) return null;
     s.sentUpTo = batch.firstSeq + batch.count - 1;
     s.inflight.push({ lastSeq: s.sentUpTo, bytes: batch.body.length });

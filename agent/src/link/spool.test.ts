@@ -382,6 +382,28 @@ test('appendEncoded stores exactly what append would (frames, reads, reopen), an
   assert.equal(spool.droppedRecords, held[0]! - 1);
 });
 
+test('transient reads give the same batches from one kept buffer, each valid until the next read', async (t) => {
+  const dir = tempDir(t);
+  const spool = await Spool.open({ dir, syncIntervalMs: 0, segmentBytes: 64 * 1024 });
+  t.after(() => spool.close());
+  spool.appendEncoded(encodeRecords(recs(1, 3000, 60)), 3000);
+  const seqs: number[] = [];
+  const bodies = new Set<ArrayBufferLike>();
+  let after = 0;
+  for (let b = spool.read(after, 16 * 1024, true); b; b = spool.read(after, 16 * 1024, true)) {
+    assertBatch(b, b.firstSeq); // checked before the next read reuses the buffer
+    bodies.add(b.body.buffer);
+    for (let i = 0; i < b.count; i++) seqs.push(b.firstSeq + i);
+    after = b.firstSeq + b.count - 1;
+  }
+  assert.deepEqual(seqs, range(1, 3000));
+  assert.ok(bodies.size <= 2, `${bodies.size} buffers for ${seqs.length} records`);
+  // A plain read still returns a body of its own.
+  const plain = spool.read(0, 16 * 1024)!;
+  spool.read(plain.firstSeq + plain.count - 1, 16 * 1024, true);
+  assertBatch(plain, 1);
+});
+
 /** Runs the crash writer on `dir` until it reports more than `atLeast` records, then kills it. */
 async function appendUntilKilled(dir: string, atLeast: number): Promise<number> {
   const writer = join(import.meta.dirname, 'spool-crash-writer.ts');

@@ -52,6 +52,7 @@ import {
 const fdatasyncAsync = promisify(fdatasync);
 const fsyncAsync = promisify(fsync);
 
+const EMPTY = Buffer.alloc(0);
 /** Bytes in front of each frame's body: length and CRC. */
 const FRAME_HEADER_BYTES = 8;
 /** Bytes at the start of each frame's body: first seq and record count. */
@@ -197,6 +198,8 @@ export class Spool {
    */
   #rollNext = false;
   #closed = false;
+  /** The buffer `read(…, transient)` reads into (see there). */
+  #scratch: Buffer = EMPTY;
 
   // Group commit.
   #dirty = new Set<Segment>();
@@ -366,12 +369,21 @@ export class Spool {
    * The durable records after `afterSeq` (or from the oldest still held, when those were dropped)
    * as one batch of at most about `maxBytes` of records (always at least one record); null when
    * there is nothing to send. The batch comes from one segment.
+   *
+   * With `transient`, the body is read into a buffer the spool keeps for the next such read, so it
+   * is valid only until then: for a caller that consumes it at once (the stream sender seals it
+   * into a frame before it reads again). A fresh buffer per batch cost a page fault per 4 KiB
+   * read into it and, as external memory, garbage collections. It is let go when a read finds
+   * nothing to send.
    */
-  read(afterSeq: number, maxBytes: number): RecordBatch | null {
+  read(afterSeq: number, maxBytes: number, transient = false): RecordBatch | null {
     if (this.#closed) throw new Error('spool is closed');
     const limit = this.#syncedSeq;
     let want = Math.max(afterSeq + 1, 1);
-    if (want > limit) return null;
+    if (want > limit) {
+      if (transient) this.#scratch = EMPTY;
+      return null;
+    }
     const seg = this.#segmentFor(want);
     if (!seg) return null;
     const frames = seg.frames;
@@ -393,7 +405,12 @@ export class Spool {
     }
 
     const start = frames.offsets[first]!;
-    const buf = Buffer.allocUnsafe(frameEnd(last) - start);
+    const size = frameEnd(last) - start;
+    let buf: Buffer;
+    if (transient) {
+      if (this.#scratch.length < size) this.#scratch = Buffer.allocUnsafe(Math.max(size, 256 * 1024));
+      buf = this.#scratch.subarray(0, size);
+    } else buf = Buffer.allocUnsafe(size);
     readFull(seg.fd, buf, start);
 
     // The first frame: skip the records before `want`; alone, it may also be cut at maxBytes.
