@@ -71,9 +71,29 @@ const measured = {};
 for (const file of [join(root, 'scripts/test-durations.json'), join(cacheDir, 'durations.json')])
   for (const [f, v] of Object.entries(readJson(file)))
     measured[f] = { ...measured[f], ...(typeof v === 'number' ? { ms: v } : v) };
+/** The committed figures, for files whose wall time here was only seen on a saturated machine. */
+const committed = readJson(join(root, 'scripts/test-durations.json'));
 const estimate = (f) => measured[f]?.ms ?? (f.startsWith('test/') ? 60_000 : 5_000);
 /** CPU seconds a file is expected to use; unknown: half a core for its expected time. */
 const cpuEstimate = (f) => measured[f]?.cpu ?? estimate(f) / 2000;
+/**
+ * What a file's expected load is figured from ({ cpu, ms }): its CPU and wall time from its last
+ * run here while the machine's cores were not saturated (`quietMs`), else the committed figures
+ * (another machine's, but a ratio: CPU per wall second), else its last run's. A file run on a
+ * saturated machine waits for the CPU, so its CPU over that wall time understates what it needs:
+ * figured from this morning's run at load 17-31, console-pages came out at 0.08 cores (43.8 CPU-s
+ * in 574 s), and the next run started six browser files at once.
+ */
+function loadBasis(f) {
+  const m = measured[f];
+  if (m?.quietMs && m.cpu !== undefined) return { cpu: m.cpu, ms: m.quietMs };
+  const c = committed[f];
+  if (c && typeof c === 'object' && c.cpu !== undefined) return { cpu: c.cpu, ms: c.ms };
+  return { cpu: cpuEstimate(f), ms: estimate(f) };
+}
+const cores = availableParallelism();
+/** A job's expected load in cores (CPU seconds per wall second), at least 0.05. */
+const loadOf = (job) => Math.max(0.05, Math.min(cores, job.basis.cpu / Math.max(1, job.basis.ms / 1000)));
 
 /**
  * A light file shares a node process with other light files: starting node with tsx and the
@@ -124,6 +144,7 @@ function plan() {
     (batchable(f) ? light : jobs).push({
       files: [f],
       ms: estimate(f),
+      basis: loadBasis(f),
       cpu: cpuEstimate(f),
       exclusive: exclusive(f),
       idle: idle(f),
@@ -135,8 +156,12 @@ function plan() {
     if (batch) {
       batch.files.push(f);
       batch.ms += estimate(f);
+      batch.basis = {
+        cpu: batch.basis.cpu + loadBasis(f).cpu,
+        ms: batch.basis.ms + loadBasis(f).ms,
+      };
       batch.cpu += cpuEstimate(f);
-    } else jobs.push({ files: [f], ms: estimate(f), cpu: cpuEstimate(f), batch: true });
+    } else jobs.push({ files: [f], ms: estimate(f), basis: loadBasis(f), cpu: cpuEstimate(f), batch: true });
   }
   // Longest first: a long file that starts last keeps one core busy while the other idles.
   return jobs.sort((a, b) => b.ms - a.ms);
@@ -146,7 +171,7 @@ if (process.env.KEEL_TEST_DRY_RUN) {
   // The plan only: which files share a process, and each job's expected wall time and CPU.
   for (const job of plan())
     console.log(
-      `${(job.ms / 1000).toFixed(0).padStart(4)} s ${job.cpu.toFixed(1).padStart(5)} cpu-s  ${job.files.join(' + ')}${job.exclusive ? ` (exclusive ${job.exclusive})` : ''}${job.idle ? ' (idle)' : ''}`,
+      `${(job.ms / 1000).toFixed(0).padStart(4)} s ${job.cpu.toFixed(1).padStart(5)} cpu-s ${loadOf(job).toFixed(2)} cores  ${job.files.join(' + ')}${job.exclusive ? ` (exclusive ${job.exclusive})` : ''}${job.idle ? ' (idle)' : ''}`,
     );
   process.exit(0);
 }
@@ -290,7 +315,6 @@ if (controllerBin) env.KEEL_TEST_CONTROLLER_BIN = controllerBin;
  * running jobs' loads add up to at most `KEEL_TEST_CPU_BUDGET` cores (default: all of them) and
  * fewer than `KEEL_TEST_CONCURRENCY` jobs run (default: 3 per core). One job always runs.
  */
-const cores = availableParallelism();
 const concurrency = Number(process.env.KEEL_TEST_CONCURRENCY) || cores * 3;
 const cpuBudget = Number(process.env.KEEL_TEST_CPU_BUDGET) || cores;
 /**
@@ -306,8 +330,19 @@ const slotsDir =
   (existsSync('/dev/shm') ? '/dev/shm/keel-test-slots' : join(tmpdir(), 'keel-test-slots'));
 const slots =
   slotsDir === 'off' ? undefined : machineSlots({ dir: slotsDir, budget: cpuBudget, places: concurrency });
-/** A job's expected load in cores (CPU seconds per wall second), at least 0.05. */
-const loadOf = (job) => Math.max(0.05, Math.min(cores, job.cpu / Math.max(1, job.ms / 1000)));
+/** The machine's busy and total CPU time so far (/proc/stat), to tell whether the cores were saturated. */
+function machineCpu() {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    // idle and iowait are the 4th and 5th fields.
+    return { busy: total - f[3] - (f[4] ?? 0), total };
+  } catch {
+    return undefined;
+  }
+}
+/** Above this busy share of all cores during a job, its wall time is not used for its load. */
+const SATURATED = 0.85;
 /** The hang guard per process: far beyond any file's run time on a busy machine. */
 const hangMs = Number(process.env.KEEL_TEST_HANG_MS) || 15 * 60_000;
 /** Print every file's test-by-test output (default when files are named), else failures only. */
@@ -523,6 +558,7 @@ async function runJob(job, n) {
     );
   }
   const started = Date.now();
+  const machineAtStart = machineCpu();
   const cpuFile = join(runDir, `job-${n}.cpu`);
   return new Promise((done) => {
     const child = spawn(
@@ -562,6 +598,12 @@ async function runJob(job, n) {
       killGroup(child.pid);
       running.delete(child.pid);
       const ms = Date.now() - started;
+      const machineAtEnd = machineCpu();
+      /** How busy all the machine's cores were while this job ran (0-1). */
+      const busy =
+        machineAtStart && machineAtEnd && machineAtEnd.total > machineAtStart.total
+          ? (machineAtEnd.busy - machineAtStart.busy) / (machineAtEnd.total - machineAtStart.total)
+          : undefined;
       const counts = {};
       const perFile = Object.fromEntries(job.files.map((f) => [f, 0]));
       /** Each top-level test's wall time, for the slowest-tests list at the end. */
@@ -597,6 +639,7 @@ async function runJob(job, n) {
         cpus,
         counts,
         durations,
+        busy,
         tests,
         output,
         why: hung ? `hang guard (${hangMs} ms)` : (signal ?? `exit ${code}`),
@@ -687,12 +730,27 @@ rmSync(runDir, { recursive: true, force: true });
 if (testTmp) rmSync(testTmp, { recursive: true, force: true });
 
 const durations = Object.assign({}, ...results.map((r) => r.durations));
+/** Files whose job ran while the machine was not saturated: their wall time may set their load. */
+const unsaturated = new Set(
+  results.filter((r) => r.busy !== undefined && r.busy < SATURATED).flatMap((r) => r.job.files),
+);
 const cpus = Object.assign({}, ...results.map((r) => r.cpus));
 mkdirSync(cacheDir, { recursive: true });
 const cached = readJson(join(cacheDir, 'durations.json'));
+/**
+ * The shared Chromium's CPU is in no file's figure, but the browser files make it work: the figure
+ * kept for the scheduler adds each browser file's share of it (by wall time), so their expected
+ * load counts the renderer they keep busy (without it the browser files were rated ~3x too light
+ * and ran six at once beside Chromium at load 17-31).
+ */
+const browserFiles = Object.keys(durations).filter((f) => usesBrowser({ files: [f] }));
+const browserMs = browserFiles.reduce((a, f) => a + durations[f], 0);
+const browserShare = (f) =>
+  browserCpu && browserMs && browserFiles.includes(f) ? (browserCpu * durations[f]) / browserMs : 0;
 for (const [f, ms] of Object.entries(durations)) {
-  const cpu = cpus[f] === undefined ? undefined : Math.round(cpus[f] * 10) / 10;
-  cached[f] = { ms, ...(cpu === undefined ? {} : { cpu }) };
+  const cpu = cpus[f] === undefined ? undefined : Math.round((cpus[f] + browserShare(f)) * 10) / 10;
+  const quietMs = unsaturated.has(f) ? ms : cached[f]?.quietMs;
+  cached[f] = { ms, ...(cpu === undefined ? {} : { cpu }), ...(quietMs === undefined ? {} : { quietMs }) };
 }
 writeFileSync(join(cacheDir, 'durations.json'), `${JSON.stringify(cached, null, 1)}\n`);
 const total = {};

@@ -65,7 +65,8 @@ for (const [viewport, theme] of [
 ] as [ViewportName, ThemeName][]) {
   test(
     `the Metrics tab draws stored samples and switches ranges (${viewport}, ${theme})`,
-    { timeout: 90_000 },
+    // A hang guard (~15 s quiet; the phone round hit 90 s at load 17-31).
+    { timeout: 150_000 },
     async () => {
       const admin = ctl.firstAdmin;
       assert.ok(admin);

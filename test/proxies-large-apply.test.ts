@@ -33,7 +33,15 @@ let fleet: Fleet<TestController>;
 before(async () => {
   fleet = await startFleet(procs, dirs, {
     name: 'large-apply',
-    agentEnv: { KEEL_TELEMT_BIN: join(repoRoot, 'test/telemt-stand-in.mjs') },
+    // The controller runs in this process, and the first test's own work here (10,000 users made,
+    // 1.6 MB stringified, the 1 MB TOML that came back parsed) stalls its event loop: at load
+    // 17-31 past the 2 s of heartbeat silence runAgent's agents allow (2 x its 1 s heartbeat), and
+    // the agent dropped the link (the next test's ping then failed). 15 s heartbeats: the agent
+    // waits 30 s, which a real controller, not sharing its loop with a test, never needs.
+    agentEnv: {
+      KEEL_TELEMT_BIN: join(repoRoot, 'test/telemt-stand-in.mjs'),
+      KEEL_AGENT_HEARTBEAT_MS: '15000',
+    },
   });
 });
 after(async () => {

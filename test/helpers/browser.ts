@@ -84,7 +84,7 @@ export async function openPage(
   });
   try {
     const page = await context.newPage();
-    page.setDefaultTimeout(15_000);
+    page.setDefaultTimeout(30_000);
     const pageErrors: Error[] = [];
     page.on('pageerror', (err) => pageErrors.push(err));
     await page.goto(baseUrl);
@@ -107,7 +107,7 @@ export async function openConsole(
   try {
     const context = await browser.newContext({ baseURL: baseUrl, viewport });
     const page = await context.newPage();
-    page.setDefaultTimeout(15_000);
+    page.setDefaultTimeout(30_000);
     const pageErrors: Error[] = [];
     page.on('pageerror', (err) => pageErrors.push(err));
     await page.goto(baseUrl);
