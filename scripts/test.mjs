@@ -13,6 +13,7 @@
 // gets only a hang guard far beyond any file's time. See docs/testing.md.
 import { spawn, spawnSync } from 'node:child_process';
 import {
+  chmodSync,
   copyFileSync,
   existsSync,
   mkdirSync,
@@ -205,6 +206,40 @@ function clearStaleShellLock() {
   }
 }
 clearStaleShellLock();
+
+/**
+ * The terminal tests' shells: a login shell of a dedicated user with the system's skeleton profile
+ * (`KEEL_TEST_TERMINAL_USER`, default `keel-test`, created here when the runner is root and it is
+ * missing), so they do not depend on the profile of whoever runs the tests. Root's here runs
+ * `pyenv init`, which serialises login shells on its rehash lock: 1.3 s for one shell when quiet,
+ * 8-17 s for six at load 19 (the skeleton's: 0.05 s). test/helpers/fleet.ts passes it to the agents
+ * as KEEL_TERMINAL_USER (the agent opens it with `runuser -l`, as on a host). `root`: root's own.
+ */
+function terminalUser() {
+  const name = process.env.KEEL_TEST_TERMINAL_USER ?? 'keel-test';
+  if (process.getuid?.() !== 0 || name === 'root') return undefined;
+  const known = () =>
+    readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .some((l) => l.startsWith(`${name}:`));
+  if (known()) return name;
+  const made = spawnSync(
+    'useradd',
+    ['--create-home', '--shell', '/bin/bash', '--comment', 'Keel tests terminal sessions', name],
+    { encoding: 'utf8' },
+  );
+  if (made.status === 0 && known()) {
+    console.log(
+      `note: created the user ${name} for the terminal tests' login shells (KEEL_TEST_TERMINAL_USER)`,
+    );
+    return name;
+  }
+  console.log(
+    `note: the terminal tests open root's login shells (useradd ${name}: ${made.stderr?.trim() || made.error?.message})`,
+  );
+  return undefined;
+}
+const testTerminalUser = terminalUser();
 
 if (!existsSync(join(root, 'web/build/index.html')) || process.env.CI) {
   const built = spawnSync('npm', ['run', 'build', '-w', 'web'], { cwd: root, stdio: 'inherit' });
@@ -407,7 +442,11 @@ function pruneCache(dir, keep = 4) {
  */
 const nodeArgs = (process.env.KEEL_TEST_NODE_ARGS ?? '--liftoff-only').split(/\s+/).filter(Boolean);
 env.KEEL_TEST_NODE_ARGS = nodeArgs.join(' ');
+if (testTerminalUser) env.KEEL_TEST_TERMINAL_USER = testTerminalUser;
 if (testTmp) {
+  // Others may pass through (not list): a terminal test's shell, as the terminal user, writes to a
+  // directory a test made inside.
+  chmodSync(testTmp, 0o711);
   env.TMPDIR = testTmp;
   env.KEEL_TEST_CACHE_DIR ??= '/dev/shm/keel-test-cache';
   pruneCache(env.KEEL_TEST_CACHE_DIR);

@@ -6,7 +6,7 @@
 // host's terminal page arrives whole and in order (the page paces it within the channel window).
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
@@ -208,6 +208,8 @@ test('a 1 MiB paste into the terminal arrives whole and in order', { timeout: 12
   const { page, context, pageErrors } = await signedIn('desktop', 'dark');
   const dir = tempDir('keel-paste-');
   dirs.push(dir);
+  // The shell may be the tests' terminal user's (KEEL_TEST_TERMINAL_USER), not this process's.
+  chmodSync(dir, 0o777);
   const file = join(dir, 'pasted');
   try {
     await page.goto(`/hosts/${hostId}/terminal`);

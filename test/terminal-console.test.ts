@@ -7,9 +7,11 @@
 // console; kill -9 of the agent mid-session: the page says the session ended, and the recording
 // is complete and read by `asciinema cat` (Debian's package).
 //
-// The shell is the login shell of the user running the tests: its profile runs before it answers
-// (root's here runs `pyenv init`, 3.7 s alone and 8-17 s for six shells at once at load 19), so the
-// first answer of each session is awaited for SHELL_READY_MS, the rest for Keel's own bounds.
+// The shell is a login shell of the tests' terminal user (KEEL_TEST_TERMINAL_USER, `keel-test`,
+// with the skeleton profile; see test/terminal.test.ts), else of the user running the tests, whose
+// profile runs before it answers (root's here runs `pyenv init`, 3.7 s alone and 8-17 s for six
+// shells at once at load 19), so the first answer of each session is awaited for SHELL_READY_MS,
+// the rest for Keel's own bounds.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';

@@ -7,13 +7,17 @@
 // terminal.open is refused; kill -9 of the agent mid-session ends the client's channel and still
 // finalizes the recording. Start and end are in the audit log.
 //
-// The shell is the login shell of the user running the tests, so its profile runs first: root's here
-// runs `pyenv init` (a rehash under a lock every login shell takes in turn), 1 s idle, 3.7 s alone and
+// The shell is a login shell of the tests' terminal user (KEEL_TEST_TERMINAL_USER, `keel-test`,
+// which `npm test` makes when run as root: the system's skeleton profile, ~0.05 s), opened by the
+// agent with `runuser -l` as on a host. Without it (not root, or KEEL_TEST_TERMINAL_USER=root) it is
+// the login shell of the user running the tests, whose profile runs first: root's here runs
+// `pyenv init` (a rehash under a lock every login shell takes in turn), 1 s idle, 3.7 s alone and
 // 8-17 s for six at once at load 19. A terminal therefore first waits for the shell to answer, with
 // a bound for that profile (SHELL_READY_MS); Keel's own timings are asserted after it.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { encodeTerminalInput, encodeTerminalResize } from '@keel/shared';
@@ -127,6 +131,12 @@ test('echo hi, resize, exit: the recording is complete and downloadable', { time
   const term = await openTerminal(ctl.api, { cols: 100, rows: 30 });
   term.type('echo "h""i"\r');
   await term.until(/[\r\n](hi)\r\n/);
+  // The shell is the terminal user's login shell (the agent's KEEL_TERMINAL_USER, see the header).
+  term.type('echo "user=$(id -un)"\r');
+  assert.equal(
+    await term.until(/[\r\n]user=(\S+)\r\n/),
+    process.env.KEEL_TEST_TERMINAL_USER ?? userInfo().username,
+  );
   term.resize(132, 43);
   term.type('stty size\r');
   assert.equal(await term.until(/[\r\n](43 132)\r\n/), '43 132');

@@ -225,6 +225,11 @@ export function runAgent(stateDir: string, env: Record<string, string> = {}): Pr
   return spawnNode(agentBin, ['run', '--state-dir', stateDir], {
     KEEL_AGENT_LOG_LEVEL: 'warn',
     KEEL_AGENT_HEARTBEAT_MS: '1000',
+    // Terminals open a login shell of the tests' own user (scripts/test.mjs makes it when run as
+    // root: a skeleton profile), not root's, whose profile here runs `pyenv init` (seconds a shell).
+    ...(process.env.KEEL_TEST_TERMINAL_USER
+      ? { KEEL_TERMINAL_USER: process.env.KEEL_TEST_TERMINAL_USER }
+      : {}),
     ...env,
   });
 }
