@@ -97,11 +97,16 @@ export function buildGramFilter(body: Buffer, count: number): Buffer {
     off = end;
     if (end - p < 2) continue;
     const start = p + 2 + body[p + 1]!;
-    let w = 0;
-    for (let i = start; i < end; i++) {
-      const first = (w >>> 24) & 255;
+    if (end - start < GRAM_BYTES) continue;
+    // The first four bytes, then one gram per byte after them.
+    let w =
+      (FOLD[body[start]!]! << 24) |
+      (FOLD[body[start + 1]!]! << 16) |
+      (FOLD[body[start + 2]!]! << 8) |
+      FOLD[body[start + 3]!]!;
+    for (let i = start + GRAM_BYTES - 1; i < end; i++) {
+      const first = w >>> 24;
       w = (w << 8) | FOLD[body[i]!]!;
-      if (i - start < GRAM_BYTES - 1) continue;
       // PROBES (4) bits: h1 + j * h2 for j = 0..3, unrolled.
       const h1 = gramHash1(w, first);
       const h2 = gramHash2(h1);
