@@ -44,6 +44,15 @@ let browser: Browser;
 let agent: Proc;
 let agentDir: string;
 const shots = join(repoRoot, 'test-results');
+/**
+ * Screenshots of every page for a person to look at (test-results/), only with
+ * KEEL_TEST_SCREENSHOTS=1: nothing asserts on them, and the ~60 a run took (most full-page PNGs)
+ * were a share of the shared Chromium's CPU in every run.
+ */
+const screenshots = process.env.KEEL_TEST_SCREENSHOTS === '1';
+async function snap(page: Page, opts: { path: string; fullPage?: boolean }): Promise<void> {
+  if (screenshots) await page.screenshot(opts);
+}
 
 /** A 255-character host name (the longest enroll accepts). */
 const LONG_NAME = `edge-${'0123456789abcdef'.repeat(16)}`.slice(0, 250) + '-tail';
@@ -91,7 +100,7 @@ before(async () => {
     body: JSON.stringify({ username: 'u'.repeat(120), password: 'wrong' }),
   });
   browser = await launchChromium();
-  mkdirSync(shots, { recursive: true });
+  if (screenshots) mkdirSync(shots, { recursive: true });
 });
 
 after(async () => {
@@ -165,7 +174,7 @@ async function processesPage(
     'escapes removed, text kept',
   );
   await checkAccessible(page, where('process console'));
-  await page.screenshot({ path: shot('processes'), fullPage: true });
+  await snap(page, { path: shot('processes'), fullPage: true });
   assert.ok(
     await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
     'the Processes page is no wider than the viewport',
@@ -233,17 +242,17 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
         try {
           await page.locator('#login-username').waitFor();
           await checkAccessible(page, where('login'));
-          await page.screenshot({ path: shot('login') });
+          await snap(page, { path: shot('login') });
           await signIn(page, username, password);
 
           await fleetReady(page);
           await checkAccessible(page, where('fleet'));
-          await page.screenshot({ path: shot('fleet'), fullPage: true });
+          await snap(page, { path: shot('fleet'), fullPage: true });
 
           await page.click('[data-testid="add-host"]');
           await page.locator('[data-testid="add-host-dialog"] #join-note').waitFor();
           await checkAccessible(page, where('add-host dialog'));
-          await page.screenshot({ path: shot('add-host') });
+          await snap(page, { path: shot('add-host') });
           await page.click('button[type="submit"][form="join-token-form"]');
           await page.locator('[data-testid="join-command"]').waitFor();
           // The install command first, what the host needs, then (folded) the plain enroll.
@@ -261,7 +270,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
             /^KEEL_JOIN_TOKEN=\S+ keel-agent enroll /,
           );
           await checkAccessible(page, where('add-host dialog with its command'));
-          await page.screenshot({ path: shot('add-host-command') });
+          await snap(page, { path: shot('add-host-command') });
           await page.keyboard.press('Escape');
           await page.locator('[data-testid="join-command"]').waitFor({ state: 'detached' });
 
@@ -270,7 +279,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
           await page.locator('[data-testid="host-history-row"]').first().waitFor();
           await page.locator('[data-testid="host-capabilities"]').waitFor();
           await checkAccessible(page, where('host page'));
-          await page.screenshot({ path: shot('host'), fullPage: true });
+          await snap(page, { path: shot('host'), fullPage: true });
 
           await processesPage(page, realId, `${theme}-${viewport}`, where, shot);
 
@@ -283,7 +292,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
             .waitFor();
           await page.locator('[data-testid="log-line"]').first().waitFor();
           await checkAccessible(page, where('process page'));
-          await page.screenshot({ path: shot('process'), fullPage: true });
+          await snap(page, { path: shot('process'), fullPage: true });
           assert.ok(
             await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
             'the process page is no wider than the viewport',
@@ -312,7 +321,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
           await page.goto(`/hosts/${realId}/metrics`);
           await page.locator('[data-testid="metrics-chart"] canvas').first().waitFor();
           await checkAccessible(page, where('host metrics'));
-          await page.screenshot({ path: shot('metrics'), fullPage: true });
+          await snap(page, { path: shot('metrics'), fullPage: true });
 
           await page.goto(`/hosts/${ids['odd-types']}`);
           await page.locator('h1', { hasText: 'odd-types' }).waitFor();
@@ -323,18 +332,18 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
           await page.click('[data-testid="revoke"]');
           await page.locator('[data-testid="revoke-dialog"] h2').waitFor();
           await checkAccessible(page, where('revoke dialog'));
-          await page.screenshot({ path: shot('revoke') });
+          await snap(page, { path: shot('revoke') });
           await page.keyboard.press('Escape');
 
           await page.goto('/audit');
           await page.locator('[data-testid="audit-row"]').first().waitFor();
           await checkAccessible(page, where('audit'));
-          await page.screenshot({ path: shot('audit'), fullPage: true });
+          await snap(page, { path: shot('audit'), fullPage: true });
 
           await page.goto('/admin/users');
           await page.locator('[data-testid="user-row"]').first().waitFor();
           await checkAccessible(page, where('users and groups'));
-          await page.screenshot({ path: shot('users'), fullPage: true });
+          await snap(page, { path: shot('users'), fullPage: true });
 
           // My account, then 2FA enrollment up to the QR code (not confirmed: later rounds sign in
           // with the password alone).
@@ -350,7 +359,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
             /^data:image\/svg\+xml;base64,/,
           );
           await checkAccessible(page, where('2FA enrollment'));
-          await page.screenshot({ path: shot('two-factor'), fullPage: true });
+          await snap(page, { path: shot('two-factor'), fullPage: true });
 
           await page.click('[data-testid="user-menu"]');
           await page.locator('[data-testid="logout"]').waitFor();
@@ -600,19 +609,19 @@ test(
         const link = page.locator(`[data-testid="host-row"][data-host-id="${ids.long}"] a`);
         assert.equal(await link.getAttribute('title'), LONG_NAME);
         assert.ok(await link.evaluate((a) => a.scrollWidth > a.clientWidth), 'the long name is cut');
-        await page.screenshot({ path: join(shots, `long-name-fleet-${viewport}.png`), fullPage: true });
+        await snap(page, { path: join(shots, `long-name-fleet-${viewport}.png`), fullPage: true });
 
         for (const id of [ids.long, ids['odd-huge']]) {
           await page.goto(`/hosts/${id}`);
           await page.locator('#sys-title').waitFor();
           await fits('host page');
         }
-        await page.screenshot({ path: join(shots, `huge-facts-host-${viewport}.png`) });
+        await snap(page, { path: join(shots, `huge-facts-host-${viewport}.png`) });
         await page.goto(`/hosts/${ids.long}`);
         const h1 = page.locator('h1');
         assert.equal(await h1.getAttribute('title'), LONG_NAME);
         assert.ok(await h1.evaluate((h) => h.getBoundingClientRect().right <= innerWidth));
-        await page.screenshot({ path: join(shots, `long-name-host-${viewport}.png`) });
+        await snap(page, { path: join(shots, `long-name-host-${viewport}.png`) });
         await page.click('[data-testid="revoke"]');
         const title = page.locator('[data-testid="revoke-dialog"] h2');
         assert.equal(await title.getAttribute('title'), `Revoke ${LONG_NAME}?`);
