@@ -407,13 +407,16 @@ async function query(db: Db, ids: string[]): Promise<void> {
 
 // ---- footprint -------------------------------------------------------------------------------
 
-/** CPU % of one core and RSS of a process over `seconds`, sampled every second. */
+/** CPU % of one core and memory of a process over `seconds`, sampled every second. */
 async function watch(
   pid: number,
   seconds: number,
-): Promise<{ cpuPct: number; rss: number[]; anon: number[] }> {
+): Promise<{ cpuPct: number; rss: number[]; anon: number[]; file: number[]; at: number[] }> {
   const rss: number[] = [];
   const anon: number[] = [];
+  const file: number[] = [];
+  /** Seconds since the watch began, of each reading. */
+  const at: number[] = [];
   const cpu0 = procCpuMs(pid);
   const t0 = performance.now();
   while (performance.now() - t0 < seconds * 1000) {
@@ -421,8 +424,47 @@ async function watch(
     const m = procMemory(pid);
     rss.push(m.rss);
     anon.push(m.anon);
+    file.push(m.rss - m.anon);
+    at.push((performance.now() - t0) / 1000);
   }
-  return { cpuPct: ((procCpuMs(pid) - cpu0) / (performance.now() - t0)) * 100, rss, anon };
+  return { cpuPct: ((procCpuMs(pid) - cpu0) / (performance.now() - t0)) * 100, rss, anon, file, at };
+}
+
+/**
+ * Where the agent's RSS goes over the window: per minute its mean, range and the second of its
+ * maximum, anonymous (heap, malloc) against file-backed (the node binary's pages), and every fall
+ * of anonymous memory by 0.5 MiB or more between two readings (a collection that gave pages back).
+ * A start-up transient shows as a high first minute; a garbage-collector sawtooth as maxima in
+ * every minute with falls between them.
+ */
+function timeline(w: Awaited<ReturnType<typeof watch>>, offsetS: number): string[] {
+  const out: string[] = [];
+  const f = (b: number) => mib(b).toFixed(1);
+  const minutes = Math.ceil((w.at.at(-1) ?? 0) / 60);
+  for (let m = 0; m < minutes; m++) {
+    const ix = w.at.flatMap((t, i) => (t > m * 60 && t <= (m + 1) * 60 ? [i] : []));
+    if (!ix.length) continue;
+    const pick = (xs: number[]) => ix.map((i) => xs[i]!);
+    const rss = pick(w.rss);
+    const top = ix.reduce((a, i) => (w.rss[i]! > w.rss[a]! ? i : a), ix[0]!);
+    const anon = pick(w.anon);
+    out.push(
+      `  minute ${m + 1} (+${(m * 60 + offsetS).toFixed(0)}-${(Math.min((m + 1) * 60, w.at.at(-1)!) + offsetS).toFixed(0)} s after online): ` +
+        `RSS mean ${f(avg(rss))}, ${f(Math.min(...rss))}-${f(Math.max(...rss))} MiB, max at +${(w.at[top]! + offsetS).toFixed(0)} s | ` +
+        `anon ${f(Math.min(...anon))}-${f(Math.max(...anon))} (at max ${f(w.anon[top]!)}) | file ${f(avg(pick(w.file)))}, at max ${f(w.file[top]!)}`,
+    );
+  }
+  const falls: string[] = [];
+  for (let i = 1; i < w.anon.length; i++) {
+    const d = w.anon[i - 1]! - w.anon[i]!;
+    if (d >= 0.5 * 1024 * 1024) falls.push(`+${(w.at[i]! + offsetS).toFixed(0)} s -${f(d)}`);
+  }
+  const over = w.rss.filter((r) => r > 60e6).length;
+  out.push(`  readings above 57.2 MiB (60 MB): ${over} of ${w.rss.length}`);
+  out.push(
+    `  anon falls >= 0.5 MiB (a collection returning pages): ${falls.length ? falls.join(', ') : 'none'}`,
+  );
+  return out;
 }
 
 async function footprint(): Promise<void> {
@@ -466,7 +508,8 @@ async function footprint(): Promise<void> {
           await sleep(interval * 1000);
         }
       })();
-      await sleep(5_000); // both settled (the agent's first ticks, the exporter's first scrape)
+      const settleS = 5;
+      await sleep(settleS * 1000); // both settled (the agent's first ticks, the exporter's first scrape)
       const [a, e] = await Promise.all([
         watch(agent.pid, FOOTPRINT_SECONDS),
         watch(exporter.pid!, FOOTPRINT_SECONDS),
@@ -480,6 +523,10 @@ async function footprint(): Promise<void> {
       console.log(
         `agent CPU / node_exporter CPU = ${(a.cpuPct / Math.max(e.cpuPct, 1e-9)).toFixed(2)}; agent RSS ${mib(Math.max(...a.rss)).toFixed(1)} MiB (target <= 57.2 MiB = 60 MB); load average ${load()}`,
       );
+      console.log(
+        `keel-agent RSS over time (1 s readings; the watch began ${settleS} s after the agent was online):`,
+      );
+      for (const l of timeline(a, settleS)) console.log(l);
     } finally {
       exporter?.kill('SIGTERM');
       await agent.stop();
