@@ -51,7 +51,7 @@ function tonConnectWallet(domain: string, payload: string, timestamp = Math.floo
 }
 
 describe('TON wallet in the console', () => {
-  test('link from My account, then sign in from the login page', { timeout: 120_000 }, async () => {
+  test('link from My account, then sign in from the login page', { timeout: 180_000 }, async () => {
     const { context, page, pageErrors } = await openPage(browser, ctl.url, {
       viewport: 'phone',
       theme: 'light',
