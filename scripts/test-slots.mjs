@@ -8,7 +8,9 @@
 // (its pid dead, or reused by a process that started at another time) are removed by whoever reads
 // them next. Taking a slot happens under a lock file (O_EXCL), held for one directory read.
 import {
+  chmodSync,
   closeSync,
+  existsSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -50,7 +52,15 @@ const pause = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 
  * job always starts (whatever its load), so no run waits forever.
  */
 export function machineSlots({ dir, budget, places, pid = process.pid }) {
-  mkdirSync(dir, { recursive: true });
+  // Shared by every user's runs: writable by all, each removing only its own files (sticky, as /tmp).
+  if (!existsSync(dir)) {
+    mkdirSync(dir, { recursive: true });
+    try {
+      chmodSync(dir, 0o1777);
+    } catch {
+      // Made by another user meanwhile.
+    }
+  }
   const me = `${pid}.${startTimeOf(pid) || '0'}`;
   const lockFile = join(dir, '.lock');
   const mine = new Set();
@@ -71,6 +81,9 @@ export function machineSlots({ dir, budget, places, pid = process.pid }) {
         } catch {
           // Freed meanwhile, or half written: retry.
         }
+        // A stale lock this user may not remove (another user's, in the sticky directory): after
+        // ~15 s go on without it rather than wait forever (at worst two runs both take a slot).
+        if (tries > 750) return fn();
         pause(tries < 20 ? 2 : 20);
         continue;
       }
@@ -79,7 +92,11 @@ export function machineSlots({ dir, budget, places, pid = process.pid }) {
         closeSync(fd);
         return fn();
       } finally {
-        unlinkSync(lockFile);
+        try {
+          unlinkSync(lockFile);
+        } catch {
+          // Taken over as stale meanwhile.
+        }
       }
     }
   }

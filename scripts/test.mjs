@@ -363,8 +363,19 @@ const cpuBudget = Number(process.env.KEEL_TEST_CPU_BUDGET) || cores;
 const slotsDir =
   process.env.KEEL_TEST_SLOTS_DIR ??
   (existsSync('/dev/shm') ? '/dev/shm/keel-test-slots' : join(tmpdir(), 'keel-test-slots'));
-const slots =
-  slotsDir === 'off' ? undefined : machineSlots({ dir: slotsDir, budget: cpuBudget, places: concurrency });
+/** The machine's slots; undefined (with a note) when off or when the directory cannot be used. */
+let slots;
+if (slotsDir !== 'off') {
+  try {
+    slots = machineSlots({ dir: slotsDir, budget: cpuBudget, places: concurrency });
+    // A first take and free: a directory this user may not write fails here, not mid-run.
+    slots.take('probe', 0, { idle: true });
+    slots.free('probe');
+  } catch (err) {
+    console.log(`note: this run ignores other runs on the machine (${slotsDir}: ${err.message})`);
+    slots = undefined;
+  }
+}
 /** The machine's busy and total CPU time so far (/proc/stat), to tell whether the cores were saturated. */
 function machineCpu() {
   try {
