@@ -117,8 +117,11 @@ function echoOnce(client: ChannelClient, message: Buffer): Promise<Buffer> {
 before(async () => {
   ({ ctl, agent, hostId } = await startFleet(procs, dirs, {
     controller: 'process',
-    env: { KEEL_HEARTBEAT_MS: '1000', KEEL_CHANNEL_TICKET_TTL_SECONDS: String(TICKET_TTL_SECONDS) },
-    agentEnv: { KEEL_AGENT_LOG_LEVEL: 'info' },
+    // Heartbeats every 2 s on both sides (the flood test samples the controller's): at 1 s, two
+    // silent seconds of a peer busy opening 100 channels beside busy loops (load 13) dropped the
+    // link, and the 100-channels test failed on `host.offline`. The product's default is 5 s.
+    env: { KEEL_HEARTBEAT_MS: '2000', KEEL_CHANNEL_TICKET_TTL_SECONDS: String(TICKET_TTL_SECONDS) },
+    agentEnv: { KEEL_AGENT_LOG_LEVEL: 'info', KEEL_AGENT_HEARTBEAT_MS: '2000' },
     name: 'channel-host',
   }));
 });
@@ -239,7 +242,7 @@ describe('live channels', () => {
         assert.equal(res.status, 200);
         return res.body.rttMs;
       };
-      // The heartbeat at rest: the controller's own ping to the agent and its pong (1 s period here).
+      // The heartbeat at rest: the controller's own ping to the agent and its pong (2 s period here).
       const beatsQuiet = sampleHeartbeats();
       await waitFor(() => beatsQuiet.samples.length >= 3 || undefined, 20_000, 'heartbeats at rest');
       await beatsQuiet.stop();
