@@ -224,7 +224,12 @@ export async function enrollAgent(
 export function runAgent(stateDir: string, env: Record<string, string> = {}): Proc {
   return spawnNode(agentBin, ['run', '--state-dir', stateDir], {
     KEEL_AGENT_LOG_LEVEL: 'warn',
-    KEEL_AGENT_HEARTBEAT_MS: '1000',
+    // 2.5 s: the agent drops a link after two silent periods, and most files' controller runs in
+    // the test process, whose event loop stalls under load (Playwright, PGlite, a test's own work).
+    // At 1 s, 2 s of such a stall cut links mid-test (proxies-large-apply, agent-requests' 16 MiB
+    // push, channels at load 13-31). A frozen controller is still noticed in 5 s (the product's
+    // default: 10 s); heartbeats.test sets its own.
+    KEEL_AGENT_HEARTBEAT_MS: '2500',
     // Terminals open a login shell of the tests' own user (scripts/test.mjs makes it when run as
     // root: a skeleton profile), not root's, whose profile here runs `pyenv init` (seconds a shell).
     ...(process.env.KEEL_TEST_TERMINAL_USER
