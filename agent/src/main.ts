@@ -8,7 +8,6 @@ import { KeelError, logFormat } from '@keel/shared';
 import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
 import { lockStateDir, StateDirLocked } from './identity/lock.ts';
 import { createLog } from './log.ts';
-import { startHeapTrim, type HeapTrim } from './heap.ts';
 import { collectFacts } from './facts/index.ts';
 import { factsCapability } from './facts/capability.ts';
 import {
@@ -220,14 +219,7 @@ export async function run(stateDir: string): Promise<number> {
     log.info('restarting into the new release');
     void link.stop();
   };
-  // Start-up garbage given back shortly after the first session is up, then the heap kept near
-  // its live size (heap.ts: the idle agent's RSS, docs/benchmarks.md).
-  const heap: { trim: HeapTrim | null } = { trim: null };
-  link.onSessionReady(() => {
-    heap.trim ??= startHeapTrim();
-  });
   const fatal = await link.run();
-  heap.trim?.stop();
   for (const t of timers) clearInterval(t);
   await stopCapabilities(capabilities, log);
   for (const spool of spools.values()) await spool.close();
