@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import { buildGramFilter, filterMayHold, literalProbes } from '../repositories/log-grams.ts';
-import { bodyCheck, requiredLiterals } from './log-prefilter.ts';
+import { bodyCheck, literalHits, requiredLiterals } from './log-prefilter.ts';
 import { seededRandom as rng } from '../../../test/helpers/seeded-random.ts';
 
 /** A chunk of these lines (one process), as stored. */
@@ -18,6 +18,18 @@ function chunkOf(lines: string[]): { body: Buffer; count: number } {
     })),
   );
   return { body, count: lines.length };
+}
+
+/** Whether a whole occurrence literalHits finds lies in record k's line text (so it is scanned). */
+function lineHit(body: Buffer, k: number, required: string[][]): boolean {
+  const hitsOf = literalHits(required);
+  if (hitsOf === null) return true;
+  let off = 0;
+  for (let i = 0; i < k; i++) off += 12 + body.readUInt32BE(off);
+  const end = off + 12 + body.readUInt32BE(off);
+  const start = off + 12 + 2 + body[off + 13]!;
+  const hits = hitsOf(body);
+  return hits.at.some((at, i) => at >= start && at + hits.length[i]! <= end);
 }
 
 /** Whether the filter lets the chunk through for this requirement. */
@@ -138,6 +150,10 @@ describe('log search prefilter', () => {
             bodyCheck(required)?.(body) ?? true,
             `/${pattern}/${caseSensitive ? '' : 'i'} matches ${JSON.stringify(line)} but its chunk would not be scanned (requires ${JSON.stringify(required)})`,
           );
+          assert.ok(
+            lineHit(body, 1, required),
+            `/${pattern}/${caseSensitive ? '' : 'i'} matches ${JSON.stringify(line)} but the line would not be scanned (requires ${JSON.stringify(required)})`,
+          );
           checked++;
         }
       }
@@ -166,6 +182,10 @@ describe('log search prefilter', () => {
           assert.ok(
             bodyCheck(required)?.(body) ?? true,
             `${JSON.stringify(q)} (${caseSensitive ? 'case' : 'any case'}) is in ${JSON.stringify(line)} but its chunk would not be scanned`,
+          );
+          assert.ok(
+            lineHit(body, 0, required),
+            `${JSON.stringify(q)} (${caseSensitive ? 'case' : 'any case'}) is in ${JSON.stringify(line)} but the line would not be scanned`,
           );
           checked++;
         }
@@ -237,5 +257,10 @@ describe('log search prefilter', () => {
     assert.equal(check('(zebra cross|items/1) 404 ok', true, true), false);
     // Nothing required: no check at all.
     assert.equal(bodyCheck(requiredLiterals({ q: 'a|b', regex: true })), null);
+    assert.equal(literalHits(requiredLiterals({ q: 'a|b', regex: true })), null);
+    // Every occurrence, overlapping ones too, in any case, sorted over the alternatives.
+    const hits = literalHits([['aaaaa', 'xyzzy']])!(Buffer.from('AaAaAa-xYzZy-aaaaa'));
+    assert.deepEqual(hits.at, [0, 1, 7, 13]);
+    assert.deepEqual(hits.length, [5, 5, 5, 5]);
   });
 });

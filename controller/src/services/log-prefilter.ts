@@ -86,6 +86,44 @@ export function bodyCheck(requirement: LiteralRequirement): ((body: Buffer) => b
   };
 }
 
+/**
+ * Where the first clause's literals occur in a decoded chunk body (in any ASCII case): sorted
+ * start offsets and each one's length, every occurrence, overlapping ones too (one may start in
+ * a record header and another, the line's, one byte later). A line that holds no whole
+ * occurrence cannot match, so a search scans only the lines that do. Null when nothing is
+ * required.
+ */
+export function literalHits(
+  requirement: LiteralRequirement,
+): ((body: Buffer) => { at: number[]; length: number[] }) | null {
+  if (requirement.length === 0) return null;
+  const literals = requirement[0]!.map((literal) => {
+    const bytes = Buffer.from(literal, 'latin1');
+    return { bytes, folded: bytes.some((b) => b >= 97 && b <= 122) };
+  });
+  let scratch = Buffer.alloc(0);
+  return (body) => {
+    let folded: Buffer | null = null;
+    const found: [number, number][] = [];
+    for (const l of literals) {
+      let hay = body;
+      if (l.folded) {
+        if (folded === null) {
+          if (scratch.length < body.length) scratch = Buffer.allocUnsafe(body.length);
+          for (let i = 0; i < body.length; i++) scratch[i] = FOLD[body[i]!]!;
+          folded = scratch.subarray(0, body.length);
+        }
+        hay = folded;
+      }
+      for (let at = hay.indexOf(l.bytes); at >= 0; at = hay.indexOf(l.bytes, at + 1)) {
+        found.push([at, l.bytes.length]);
+      }
+    }
+    if (literals.length > 1) found.sort((a, b) => a[0] - b[0]);
+    return { at: found.map((f) => f[0]), length: found.map((f) => f[1]) };
+  };
+}
+
 function isPrintableAscii(c: string): boolean {
   const code = c.charCodeAt(0);
   return c.length === 1 && code >= 0x20 && code <= 0x7e;

@@ -25,7 +25,7 @@ import type { HostRepository } from '../repositories/hosts.ts';
 import type { LogChunk, LogSearchRepository } from '../repositories/log-search.ts';
 import { CHUNK_MAX_RAW_BYTES } from '../repositories/streams.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
-import { bodyCheck, requiredLiterals } from './log-prefilter.ts';
+import { bodyCheck, literalHits, requiredLiterals } from './log-prefilter.ts';
 import type { ProcessActor } from './processes.ts';
 
 /** What to look for, and where. */
@@ -327,6 +327,9 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
       const required = requiredLiterals(query);
       // And a chunk read (its filter said maybe) whose bytes lack them is not scanned.
       const mayHold = bodyCheck(required);
+      // In a chunk that holds it, only the lines holding an occurrence of the first clause's
+      // literals can match: where those are few, only they are copied and matched.
+      const hitsOf = literalHits(required);
       return (async function* run(): AsyncGenerator<LogSearchEvent> {
         const started = Date.now();
         const matcher = query.regex
@@ -456,12 +459,19 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   if (used + body.length + 1 > bytes.length) {
                     bytes = Buffer.allocUnsafeSlow(used + body.length + 1 + BATCH_CAPACITY);
                   }
-                  // The chunk is copied whole (one copy, not one per line); then every byte that is
-                  // not a selected line's text (record headers, names, other lines) becomes '\n'.
+                  const hits = hitsOf === null ? null : hitsOf(body);
+                  // Few lines hold the literal: those lines are copied one by one, the rest is not
+                  // matched at all (a line without a whole occurrence of it cannot match).
+                  const few = hits !== null && hits.at.length <= count / 8;
+                  let h = 0;
+                  // Otherwise the chunk is copied whole (one copy, not one per line); then every byte
+                  // that is not a selected line's text (record headers, names, other lines) becomes '\n'.
                   const base = used;
-                  body.copy(bytes, base, 0, body.length);
-                  used += body.length;
-                  bytes[used++] = 10;
+                  if (!few) {
+                    body.copy(bytes, base, 0, body.length);
+                    used += body.length;
+                    bytes[used++] = 10;
+                  }
                   let off = 0;
                   for (let k = 0; k < count; k++) {
                     // A record: u32 length, f64 time, payload (encodeLogLine: flags, name length,
@@ -484,21 +494,39 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                     else if (processName && !sameBytes(body, p + 2, nameLength, processName)) take = false;
                     else if (stream !== 'both' && ((body[p]! & 1) === 1) !== (stream === 'stderr'))
                       take = false;
-                    if (!take) {
-                      bytes.fill(10, base + at, base + end);
-                      continue;
+                    if (few) {
+                      if (!take) continue;
+                      hostLines++;
+                      scannedLines++;
+                      // The first occurrence at or after the line's start; one wholly inside it?
+                      while (h < hits.at.length && hits.at[h]! < lineStart) h++;
+                      let inside = false;
+                      for (let x = h; !inside && x < hits.at.length && hits.at[x]! < end; x++) {
+                        inside = hits.at[x]! + hits.length[x]! <= end;
+                      }
+                      if (!inside) continue;
+                      starts.push(used);
+                      body.copy(bytes, used, lineStart, end);
+                      used += end - lineStart;
+                      ends.push(used);
+                      bytes[used++] = 10;
+                    } else {
+                      if (!take) {
+                        bytes.fill(10, base + at, base + end);
+                        continue;
+                      }
+                      for (let i = base + at; i < base + lineStart; i++) bytes[i] = 10;
+                      hostLines++;
+                      scannedLines++;
+                      starts.push(base + lineStart);
+                      ends.push(base + end);
                     }
-                    for (let i = base + at; i < base + lineStart; i++) bytes[i] = 10;
-                    hostLines++;
-                    scannedLines++;
-                    starts.push(base + lineStart);
-                    ends.push(base + end);
                     lineChunk.push(ci);
                     lineAt.push(at);
                     lineSeq.push(firstSeq + k);
                   }
                   // What follows the last whole record (a malformed tail) is no line either.
-                  if (off < body.length) bytes.fill(10, base + off, base + body.length);
+                  if (!few && off < body.length) bytes.fill(10, base + off, base + body.length);
                 }
                 if (go) send();
                 // At most one batch waits while the next page is read.
