@@ -58,6 +58,21 @@ function expected(data: Buffer): [string, boolean][] {
   return out;
 }
 
+/** A spool in memory whose last seq before any append is `startSeq`: the records appended, in order. */
+function memorySpool(startSeq = 0) {
+  const records: StreamRecord[] = [];
+  const spool = {
+    get lastSeq() {
+      return startSeq + records.length;
+    },
+    append(r: readonly StreamRecord[]) {
+      records.push(...r);
+      return { firstSeq: startSeq + records.length - r.length + 1, lastSeq: startSeq + records.length };
+    },
+  };
+  return { records, spool };
+}
+
 const lines = (records: readonly StreamRecord[]) =>
   records.map((rec) => {
     const l = decodeLogLine(rec.payload)!;
@@ -128,16 +143,7 @@ test('the intent is written in place in two page slots, and across a larger one 
   const dir = mkdtempSync(join(tmpdir(), 'keel-tail-intent-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const intent = join(dir, 'tail-offsets.json');
-  const records: StreamRecord[] = [];
-  const spool = {
-    get lastSeq() {
-      return records.length;
-    },
-    append(r: readonly StreamRecord[]) {
-      records.push(...r);
-      return { firstSeq: records.length - r.length + 1, lastSeq: records.length };
-    },
-  };
+  const { records, spool } = memorySpool();
   const one = join(dir, 'one.log');
   writeFileSync(one, 'a\nb\n');
   const a = new LogTailer({ dir, spool });
@@ -173,16 +179,7 @@ test('a torn intent page (power loss) fails its CRC: the other slot resumes exac
   const dir = mkdtempSync(join(tmpdir(), 'keel-tail-torn-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const intent = join(dir, 'tail-offsets.json');
-  const records: StreamRecord[] = [];
-  const spool = {
-    get lastSeq() {
-      return records.length;
-    },
-    append(r: readonly StreamRecord[]) {
-      records.push(...r);
-      return { firstSeq: records.length - r.length + 1, lastSeq: records.length };
-    },
-  };
+  const { records, spool } = memorySpool();
   const file = join(dir, 'out.log');
   writeFileSync(file, '1\n2\n');
   const a = new LogTailer({ dir, spool });
@@ -247,16 +244,7 @@ test('an intent written by an older agent (one JSON object, no CRC) is read as b
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'out.log');
   writeFileSync(file, 'a\nb\nc\n');
-  const records: StreamRecord[] = [];
-  const spool = {
-    get lastSeq() {
-      return 7;
-    },
-    append(r: readonly StreamRecord[]) {
-      records.push(...r);
-      return { firstSeq: 8, lastSeq: 7 + r.length };
-    },
-  };
+  const { records, spool } = memorySpool(7);
   writeFileSync(
     join(dir, 'tail-offsets.json'),
     JSON.stringify({ seq: 7, offsets: { [file]: 4 }, prev: { [file]: 0 } }).padEnd(4096, ' '),
