@@ -233,16 +233,11 @@ export function httpGet(
 }
 
 /** Retries `check` until it passes or `timeoutMs` passes; rejects with the last failure. */
-export async function eventually(
-  check: () => Promise<void>,
-  timeoutMs = 5_000,
-  everyMs = 150,
-): Promise<void> {
+export async function eventually<T>(check: () => Promise<T>, timeoutMs = 5_000, everyMs = 150): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     try {
-      await check();
-      return;
+      return await check();
     } catch (err) {
       if (Date.now() >= until) throw err;
     }

@@ -258,14 +258,26 @@ export const shadowsocksAdapter: ProxyAdapterDefinition<Settings> = {
           await command(mport, `remove: {"server_port": ${port}}`);
           changes++;
         }
+        const removed = new Set(removing.map(([port]) => port));
         for (const [port, u] of after) {
           if (before.get(port)?.password !== u.password) {
-            const answer = await command(
-              mport,
-              `add: ${JSON.stringify({ server_port: port, password: u.password })}`,
-            );
-            if (answer.trim() !== 'ok')
-              throw new Error(`ss-manager refused port ${port}: ${answer.slice(0, 200)}`);
+            const add = `add: ${JSON.stringify({ server_port: port, password: u.password })}`;
+            // ss-manager's remove signals the port's ss-server and returns at once; its add
+            // test-binds the port and answers "port is not available" until that ss-server
+            // has exited. A port removed just now is retried for a while; any other refusal
+            // (a port held by another program) falls back to the restart path at once.
+            const answer = removed.has(port)
+              ? await eventually(
+                  async () => {
+                    const a = (await command(mport, add)).trim();
+                    if (a !== 'ok' && /not available/.test(a)) throw new Error(a);
+                    return a;
+                  },
+                  5_000,
+                  100,
+                ).catch((err: Error) => err.message)
+              : (await command(mport, add)).trim();
+            if (answer !== 'ok') throw new Error(`ss-manager refused port ${port}: ${answer.slice(0, 200)}`);
             changes++;
           }
         }
