@@ -5,9 +5,11 @@
 // bounded and ^C stops it, ^Z stops a foreground job (job control works), the whole session
 // ends with the channel (no orphaned shell), and an idle session is closed.
 //
-// The shell is the login shell of the user running the tests, whose profile runs first (root's here
-// runs `pyenv init`: 3.7 s alone, 8-17 s for six at once at load 19, as each takes pyenv's rehash
-// lock in turn). Each session first waits for its shell to answer, bounded by SHELL_READY_MS; the
+// The shell is the login shell of the tests' terminal user (KEEL_TEST_TERMINAL_USER, `keel-test`,
+// which `npm test` creates when run as root, started with `runuser -l` as an agent running as root
+// does), else of the user running the tests, whose profile runs first (root's here runs `pyenv
+// init`: 3.7 s alone, 8-17 s for six at once at load 19, as each takes pyenv's rehash lock in
+// turn). Each session first waits for its shell to answer, bounded by SHELL_READY_MS; the
 // capability's own timings are asserted after that.
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
@@ -30,6 +32,8 @@ interface FakeChannel {
 
 /** Channels a test opened: ended after it, so a failed test leaves no shell (nor a hung run). */
 const opened: FakeChannel[] = [];
+/** The login user for every session (unset: the user running the tests). */
+const user = process.env.KEEL_TEST_TERMINAL_USER ? { user: process.env.KEEL_TEST_TERMINAL_USER } : {};
 afterEach(() => {
   for (const ch of opened.splice(0)) ch.end();
 });
@@ -122,7 +126,7 @@ async function gone(pid: number, ms = 5_000): Promise<boolean> {
 
 for (const backend of ['node-pty', 'script'] as const) {
   describe(`terminal on ${backend}`, () => {
-    const opts: TerminalOptions = { backend, killGraceMs: 300, idleTimeoutMs: 0 };
+    const opts: TerminalOptions = { backend, killGraceMs: 300, idleTimeoutMs: 0, ...user };
 
     test(
       'a login shell answers, TERM is xterm-256color, a resize reaches stty',
@@ -251,7 +255,7 @@ test('an idle session is closed', { timeout: 10_000 }, async () => {
   // Closed while its login profile still runs: the default grace between SIGHUP and SIGKILL lets
   // the profile's exit traps run (a pyenv rehash killed before its trap leaves a lock behind that
   // stalls every later login shell on the machine for 60 s).
-  const ch = open({ idleTimeoutMs: 300 });
+  const ch = open({ idleTimeoutMs: 300, ...user });
   const end = await ch.closed;
   assert.equal(end.code, 'terminal.idle');
   assert.match(ch.text(), /session closed/);
