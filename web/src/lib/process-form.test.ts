@@ -1,8 +1,10 @@
 // Proves the process form keeps what it does not show: editing a spec with files, a run-as user,
 // restart backoff, a health check and limits changes only the edited fields; health checks and
-// limits round-trip through the form; a form that cannot be a spec says why.
+// limits round-trip through the form; a form that cannot be a spec says why; its stop signals are
+// exactly the protocol's (the console does not import shared/ at run time, so the list is kept twice).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { stopSignals } from '@keel/shared';
 import {
   formFromSpec,
   FormError,
@@ -10,8 +12,13 @@ import {
   limitsLabel,
   specFromForm,
   stateLabel,
+  STOP_SIGNALS,
   type SpecLike,
 } from './process-form.ts';
+
+test('the form offers exactly the stop signals the protocol accepts, in its order', () => {
+  assert.deepEqual([...STOP_SIGNALS], [...stopSignals]);
+});
 
 const full: SpecLike = {
   name: 'mc',
