@@ -11,6 +11,7 @@ import {
 } from '@keel/shared';
 import type { AgentCapability } from '../capabilities.ts';
 import type { ChannelHandler, ChannelPort } from '../channels/hub.ts';
+import { LiveLines } from './live-lines.ts';
 import { LineSplitter, LogTailer, tailContinuously } from './log-tail.ts';
 import { Supervisor } from './supervisor.ts';
 
@@ -40,6 +41,7 @@ export async function liveTail(
   });
   // Up to 256 KiB a read: a fast writer is followed in large steps, skipped only when the reader lags.
   const buf = Buffer.allocUnsafe(256 * 1024);
+  const lines = new LiveLines(320 * 1024);
   while (!port.closed) {
     let any = false;
     for (const f of state) {
@@ -64,16 +66,14 @@ export async function liveTail(
         if (n > 0) {
           any = true;
           f.pos += n;
-          const out: string[] = [];
-          for (const { line } of f.splitter.push(buf.subarray(0, n))) {
+          // One buffer of JSON lines per read (no string or object per line: see LiveLines).
+          lines.begin(f.s, Date.now());
+          f.splitter.scan(buf.subarray(0, n), (src, start, end) => {
             // The first line after a jump is most likely cut: drop it.
-            if (f.skipFirst) {
-              f.skipFirst = false;
-              continue;
-            }
-            out.push(JSON.stringify({ s: f.s, t: Date.now(), l: line.toString('utf8') }));
-          }
-          if (out.length > 0) await port.write(Buffer.from(`${out.join('\n')}\n`));
+            if (f.skipFirst) f.skipFirst = false;
+            else lines.add(src, start, end);
+          });
+          if (lines.count > 0) await port.write(lines.take());
         }
       } finally {
         closeSync(fd);
