@@ -404,6 +404,37 @@ test('transient reads give the same batches from one kept buffer, each valid unt
   assertBatch(plain, 1);
 });
 
+test('a small transient buffer is kept across reads that find nothing; a large one is let go', async (t) => {
+  const dir = tempDir(t);
+  const spool = await Spool.open({ dir, syncIntervalMs: 0 });
+  t.after(() => spool.close());
+  // An agent at rest: one small record a tick, each read until nothing is left.
+  const buffers = new Set<ArrayBufferLike>();
+  let after = 0;
+  for (let tick = 1; tick <= 20; tick++) {
+    spool.append([{ ts: tick, payload: Buffer.from(`{"tick":${tick}}`) }]);
+    const b = spool.read(after, 256 * 1024, true)!;
+    assert.equal(b.firstSeq, tick);
+    buffers.add(b.body.buffer);
+    after = tick;
+    assert.equal(spool.read(after, 256 * 1024, true), null);
+  }
+  assert.equal(buffers.size, 1, `${buffers.size} buffers for 20 ticks`);
+  assert.ok(buffers.values().next().value!.byteLength <= 16 * 1024);
+  // A backlog's batch: a large buffer, let go once nothing is left.
+  spool.appendEncoded(encodeRecords(recs(21, 520, 1000)), 500);
+  const big = spool.read(after, 256 * 1024, true)!;
+  const bigBuffer = big.body.buffer;
+  assert.ok(bigBuffer.byteLength >= 256 * 1024);
+  for (let b: typeof big | null = big; b; b = spool.read(after, 256 * 1024, true))
+    after = b.firstSeq + b.count - 1;
+  assert.equal(after, 520);
+  spool.append([{ ts: 521, payload: Buffer.from('{"tick":521}') }]);
+  const next = spool.read(after, 256 * 1024, true)!;
+  assert.notEqual(next.body.buffer, bigBuffer);
+  assert.ok(next.body.buffer.byteLength <= 16 * 1024);
+});
+
 /** Runs the crash writer on `dir` until it reports more than `atLeast` records, then kills it. */
 async function appendUntilKilled(dir: string, atLeast: number): Promise<number> {
   const writer = join(import.meta.dirname, 'spool-crash-writer.ts');

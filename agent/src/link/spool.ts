@@ -53,6 +53,8 @@ const fdatasyncAsync = promisify(fdatasync);
 const fsyncAsync = promisify(fsync);
 
 const EMPTY = Buffer.alloc(0);
+/** The transient read buffer kept while nothing is left to send (Spool.read). */
+const SMALL_SCRATCH = 16 * 1024;
 /** Bytes in front of each frame's body: length and CRC. */
 const FRAME_HEADER_BYTES = 8;
 /** Bytes at the start of each frame's body: first seq and record count. */
@@ -373,15 +375,17 @@ export class Spool {
    * With `transient`, the body is read into a buffer the spool keeps for the next such read, so it
    * is valid only until then: for a caller that consumes it at once (the stream sender seals it
    * into a frame before it reads again). A fresh buffer per batch cost a page fault per 4 KiB
-   * read into it and, as external memory, garbage collections. It is let go when a read finds
-   * nothing to send.
+   * read into it and, as external memory, garbage collections. A large one (a backlog's batches)
+   * is let go when a read finds nothing to send; a small one (SMALL_SCRATCH: a tick's metrics,
+   * a few log lines) is kept. Letting go of it too made an agent at rest allocate a 256 KiB buffer
+   * for every ~1 KB tick, and those that outlived two scavenges stayed until a full collection.
    */
   read(afterSeq: number, maxBytes: number, transient = false): RecordBatch | null {
     if (this.#closed) throw new Error('spool is closed');
     const limit = this.#syncedSeq;
     let want = Math.max(afterSeq + 1, 1);
     if (want > limit) {
-      if (transient) this.#scratch = EMPTY;
+      if (transient && this.#scratch.length > SMALL_SCRATCH) this.#scratch = EMPTY;
       return null;
     }
     const seg = this.#segmentFor(want);
@@ -408,7 +412,10 @@ export class Spool {
     const size = frameEnd(last) - start;
     let buf: Buffer;
     if (transient) {
-      if (this.#scratch.length < size) this.#scratch = Buffer.allocUnsafe(Math.max(size, 256 * 1024));
+      if (this.#scratch.length < size)
+        this.#scratch = Buffer.allocUnsafeSlow(
+          size <= SMALL_SCRATCH ? SMALL_SCRATCH : Math.max(size, 256 * 1024),
+        );
       buf = this.#scratch.subarray(0, size);
     } else buf = Buffer.allocUnsafe(size);
     readFull(seg.fd, buf, start);
