@@ -3,6 +3,25 @@
 // (so tests and `npm start` always run what is in src/); on an installed host, where only the
 // bundle from `npm run build` ships, it runs dist/keel-agent.mjs.
 import { existsSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+
+// V8 garbage-collector settings of the agent's process (issue 9: RSS <= 60 MB as the maximum, not
+// only the mean; docs/benchmarks.md, metrics footprint, run of 30 Nov 2026 12:24). Node refuses
+// them in NODE_OPTIONS (the systemd unit's), so the process sets them on itself, here: before the
+// bundle loads, because V8 arms the memory reducer's first timer while it loads and compiles it.
+// - The memory reducer's first run 4 s after the old generation first grows, instead of 8 s.
+//   Loading the bundle, the handshake and the first facts and metrics leave ~2 MB of garbage in
+//   the old generation and a young generation grown to 2 MB; the memory reducer returns both
+//   (anonymous memory 17.3 -> 13.5 MiB) when its timer finds the allocation rate low. At 4 s the
+//   agent is online and at rest; if it is still busy then (a loaded host), V8 looks again 8 s
+//   later, as it does by default.
+// - Bytecode of a function that has not run since the last full collection is dropped at the
+//   next one (V8's default: after 5 of them), so the code that runs once at start-up (module
+//   bodies, the handshake) is let go by the memory reducer's collections (~0.5 MiB). A function
+//   that runs again is compiled again from its source, once; full collections are rare in an
+//   agent at rest (none in five minutes after the memory reducer's).
+const heapFlags = ['--gc-memory-reducer-start-delay-ms=4000', '--bytecode-old-age=1'];
+for (const flag of heapFlags) setFlagsFromString(flag);
 
 const source = new URL('../src/cli.ts', import.meta.url);
 if (existsSync(source)) {

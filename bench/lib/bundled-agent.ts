@@ -1,9 +1,9 @@
-// The agent as a host runs it, for benchmarks: the dist bundle (`scripts/bundle.mjs agent`),
-// enrolled over the real protocol into a bench controller and started with the Node options of its
-// systemd unit. Nothing here is used by the product.
+// The agent as a host runs it, for benchmarks: the dist bundle (`scripts/bundle.mjs agent`) through
+// its launcher (bin/keel-agent.mjs), enrolled over the real protocol into a bench controller and
+// started with the Node options of its systemd unit. Nothing here is used by the product.
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { repoRoot } from '../../test/helpers/fleet.ts';
 import { createJoinToken, removeDir, tempDir, track, waitFor, type BenchController } from './harness.ts';
 
@@ -17,6 +17,23 @@ export function buildAgentBundle(): string {
   if (r.status !== 0) throw new Error(`agent bundle failed: ${r.stderr.toString()}`);
   built = join(repoRoot, 'agent/dist/keel-agent.mjs');
   return built;
+}
+
+/**
+ * How a host starts the agent: its launcher (`bin/keel-agent.mjs`, which sets the agent's V8 flags
+ * before it loads the bundle) beside `dist/keel-agent.mjs`. Made in `dir` from the launcher of the
+ * bundle's own tree (`<bundle's dir>/../bin/`, so an A/B run compares the launchers too) with the
+ * bundle linked in; the bundle itself when its tree has no launcher.
+ */
+function launcherFor(bundle: string, dir: string): string {
+  const launcher = join(dirname(resolve(bundle)), '../bin/keel-agent.mjs');
+  if (!existsSync(launcher)) return bundle;
+  mkdirSync(join(dir, 'bin'));
+  mkdirSync(join(dir, 'dist'));
+  copyFileSync(launcher, join(dir, 'bin/keel-agent.mjs'));
+  // Node resolves the link: the bundle finds its lazy file and ../package.json where it is.
+  symlinkSync(resolve(bundle), join(dir, 'dist/keel-agent.mjs'));
+  return join(dir, 'bin/keel-agent.mjs');
 }
 
 /**
@@ -77,8 +94,9 @@ export async function startBundledAgent(
   const code = await new Promise<number | null>((resolve) => enroll.once('exit', resolve));
   if (code !== 0) throw new Error(`enroll exited ${code}: ${enrollErr}`);
   const nodeArgs = agentNodeArgs();
+  const launcherDir = tempDir('keel-bench-agent-launcher-');
   const agent = track(
-    spawn(process.execPath, [...nodeArgs, bundle, 'run', '--state-dir', stateDir], {
+    spawn(process.execPath, [...nodeArgs, launcherFor(bundle, launcherDir), 'run', '--state-dir', stateDir], {
       env: { ...process.env, KEEL_AGENT_LOG_LEVEL: 'warn', ...unitEnv, ...env },
       stdio: ['ignore', 'ignore', 'ignore'],
     }),
@@ -102,6 +120,7 @@ export async function startBundledAgent(
         await exited;
       }
       removeDir(stateDir);
+      removeDir(launcherDir);
     },
   };
 }
