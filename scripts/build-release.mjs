@@ -175,7 +175,7 @@ async function buildController(agentFile) {
   const work = mkdtempSync(join(tmpdir(), 'keel-build-'));
   try {
     const top = join(work, name);
-    const unbundled = ['@electric-sql/pglite', '@node-rs/argon2', 'swagger-ui-dist'];
+    const unbundled = ['@electric-sql/pglite', '@node-rs/argon2', 'lz4-napi', 'swagger-ui-dist'];
     await build({
       entryPoints: [join(root, 'controller/src/cli.ts')],
       outfile: join(top, 'dist/keel-controller.mjs'),
@@ -204,6 +204,12 @@ async function buildController(agentFile) {
     copyPackage('@node-rs/argon2', top);
     for (const native of readdirSync(join(root, 'node_modules/@node-rs'))) {
       if (native.startsWith('argon2-')) copyPackage(`@node-rs/${native}`, top);
+    }
+    // The stream chunk codec (controller/src/repositories/chunk-codec.ts): the same kind of
+    // prebuilt addon, its binary in a package per platform.
+    copyPackage('lz4-napi', top);
+    for (const native of readdirSync(join(root, 'node_modules/@antoniomuso'))) {
+      if (native.startsWith('lz4-napi-')) copyPackage(`@antoniomuso/${native}`, top);
     }
     const swagger = join(top, 'node_modules/swagger-ui-dist');
     mkdirSync(swagger, { recursive: true });

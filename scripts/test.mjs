@@ -276,7 +276,7 @@ async function bundleAgent() {
 /**
  * The end-to-end tests start ~20 controller processes (and restart several). Through the launcher
  * and tsx one start costs ~6.5 s of CPU here, from a bundle ~4 s (the rest is PGlite), so the
- * controller is bundled from src/ for this run as the release build bundles it (PGlite, argon2 and
+ * controller is bundled from src/ for this run as the release build bundles it (PGlite, argon2, lz4 and
  * Swagger UI stay in node_modules), beside links to what the bundled layout finds next to it:
  * migrations, the built console, install.sh, the agent bundles of dist/. test/helpers/fleet.ts
  * uses it through KEEL_TEST_CONTROLLER_BIN; controller/src/main.test.ts tests the launcher itself.
@@ -288,7 +288,7 @@ async function bundleController() {
     const { build } = await import('esbuild');
     mkdirSync(join(top, 'dist'), { recursive: true });
     copyFileSync(join(root, 'controller/package.json'), join(top, 'package.json'));
-    const unbundled = ['@electric-sql/pglite', '@node-rs/argon2', 'swagger-ui-dist'];
+    const unbundled = ['@electric-sql/pglite', '@node-rs/argon2', 'lz4-napi', 'swagger-ui-dist'];
     await build({
       entryPoints: [join(root, 'controller/src/cli.ts')],
       outfile,

@@ -7,13 +7,18 @@
 // controller (another request is answered meanwhile); a client that goes away ends the scan; and a
 // search for one process skips the chunks the retention job's summaries show without it; and once
 // the summary pass wrote the chunks' gram filters, a search that requires a literal reads only the
-// chunks that may hold it, with the same answers.
+// chunks that may hold it, with the same answers; chunks stored before LZ4 (deflate) and new ones
+// search alike, side by side; a chunk that does not decode ends the search with an error.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { deflateRawSync } from 'node:zlib';
+import { and, eq } from 'drizzle-orm';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import { openTestApp, TEST_PASSWORD, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
 import { hosts } from '../controller/src/db/schema/hosts.ts';
+import { chunkCodec, streamChunks } from '../controller/src/db/schema/streams.ts';
+import { ChunkDecodeError, decodeChunk } from '../controller/src/repositories/chunk-codec.ts';
 import { createLogRetentionRepository } from '../controller/src/repositories/log-retention.ts';
 import { createStreamRepository } from '../controller/src/repositories/streams.ts';
 
@@ -329,6 +334,65 @@ describe('log search', () => {
       assert.ok(Date.now() - started < 30_000, 'bounded');
     },
   );
+
+  test('deflate chunks (stored before LZ4) and LZ4 chunks search alike, side by side', TIMEOUT, async () => {
+    const host = await storeHost('mixed-1');
+    const lines = (from: number) =>
+      Array.from({ length: 500 }, (_, i) => ({
+        process: 'mix',
+        text: `request ${from + i} ${(from + i) % 100 === 7 ? 'needle' : 'hay'} status=200`,
+        ts: T0 + from + i,
+      }));
+    await append(host, 1, lines(1));
+    await append(host, 501, lines(501));
+    await append(host, 1001, lines(1001));
+    // The middle chunk as a controller before LZ4 wrote it.
+    const middle = and(eq(streamChunks.hostId, host), eq(streamChunks.firstSeq, 501));
+    const [row] = await t.db.select().from(streamChunks).where(middle);
+    assert.equal(row?.codec, chunkCodec.lz4);
+    const raw = await decodeChunk(row!.codec, row!.data);
+    await t.db
+      .update(streamChunks)
+      .set({ codec: chunkCodec.deflateRaw, data: deflateRawSync(raw, { level: 1 }) })
+      .where(middle);
+    const expected = Array.from({ length: 15 }, (_, k) => `request ${k * 100 + 7} needle status=200`);
+    for (const query of [
+      { q: 'needle', regex: 'false', hostId: host, limit: '100' },
+      { q: 'request \\d*7 needle', regex: 'true', hostId: host, limit: '100' },
+    ]) {
+      const r = await search(query);
+      assert.deepEqual(
+        matches(r.events).map((m) => m.text),
+        expected,
+      );
+      assert.equal(end(r.events).reason, 'done');
+    }
+    // The summary pass decodes both; the gram filters then skip neither wrongly.
+    await createLogRetentionRepository(t.db).summariseMissing(host, 100);
+    const r = await search({ q: 'needle', hostId: host, limit: '100', process: 'mix' });
+    assert.deepEqual(
+      matches(r.events).map((m) => m.text),
+      expected,
+    );
+
+    // A chunk whose data does not decode: the search fails with a clear error, the controller stays.
+    await t.db
+      .update(streamChunks)
+      .set({ codec: chunkCodec.lz4, data: Buffer.from([0, 0, 4, 0, 0xff, 1]) })
+      .where(middle);
+    const actor = { id: owner.userId, role: 'owner' as const, ip: null };
+    await assert.rejects(async () => {
+      for await (const _ of await t.services.logSearch.start(actor, {
+        q: 'hay',
+        hostId: host,
+        limit: 5000,
+      })) {
+        // drained
+      }
+    }, ChunkDecodeError);
+    assert.equal((await t.request('/healthz')).status, 200);
+    await t.db.delete(streamChunks).where(middle);
+  });
 
   test('a client that goes away ends the scan', TIMEOUT, async () => {
     // Through HTTP: cancelling the body mid-stream is fine for the server.

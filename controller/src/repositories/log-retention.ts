@@ -6,11 +6,11 @@
 // filter (log-grams.ts), the search's skip index; a rewrite keeps it (tombstones only remove grams,
 // so the filter still holds every gram of the lines left).
 import { and, asc, desc, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { decodeLogLine, decodeRecords, encodeRecords } from '@keel/shared';
 import type { Db } from '../db/index.ts';
 import { logChunkSummaries, processLogRetention, type ChunkSummary } from '../db/schema/log-retention.ts';
-import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
+import { streamChunks } from '../db/schema/streams.ts';
+import { decodeChunk, encodeChunk } from './chunk-codec.ts';
 import { buildGramFilter } from './log-grams.ts';
 import { LOGS_STREAM } from './processes.ts';
 
@@ -29,10 +29,6 @@ export interface SummaryRow {
 }
 
 const ofLogs = (hostId: string) => and(eq(streamChunks.hostId, hostId), eq(streamChunks.stream, LOGS_STREAM));
-
-function decode(codec: number, data: Buffer): Buffer {
-  return codec === chunkCodec.deflateRaw ? inflateRawSync(data) : data;
-}
 
 /**
  * Lines and bytes per process of a decoded chunk body, walked in place (no object per record: the
@@ -128,14 +124,16 @@ export function createLogRetentionRepository(db: Db) {
         .orderBy(asc(streamChunks.firstSeq))
         .limit(limit);
       if (rows.length === 0) return 0;
-      const done = rows.map((r) => {
-        const raw = decode(r.codec, r.data);
-        return {
-          firstSeq: r.firstSeq,
-          summary: r.summarised === null ? summarise(raw, r.count) : null,
-          grams: buildGramFilter(raw, r.count),
-        };
-      });
+      const done = await Promise.all(
+        rows.map(async (r) => {
+          const raw = await decodeChunk(r.codec, r.data);
+          return {
+            firstSeq: r.firstSeq,
+            summary: r.summarised === null ? summarise(raw, r.count) : null,
+            grams: buildGramFilter(raw, r.count),
+          };
+        }),
+      );
       await db.transaction(async (tx) => {
         const summaries = done.filter((d) => d.summary !== null);
         if (summaries.length > 0) {
@@ -216,7 +214,7 @@ export function createLogRetentionRepository(db: Db) {
           .where(and(ofLogs(hostId), eq(streamChunks.firstSeq, firstSeq)))
           .for('update');
         if (!row) return 0;
-        const records = decodeRecords(decode(row.codec, row.data), row.count);
+        const records = decodeRecords(await decodeChunk(row.codec, row.data), row.count);
         let removed = 0;
         const kept = records.map((r) => {
           const line = decodeLogLine(r.payload);
@@ -228,9 +226,8 @@ export function createLogRetentionRepository(db: Db) {
         });
         if (removed === 0) return 0;
         const raw = encodeRecords(kept);
-        const deflated = deflateRawSync(raw, { level: 1 });
-        const [codec, data] =
-          deflated.length < raw.length ? [chunkCodec.deflateRaw, deflated] : [chunkCodec.none, raw];
+        // Rewritten in the codec of new chunks (an old deflate chunk becomes an LZ4 one).
+        const { codec, data } = await encodeChunk(raw);
         await tx
           .update(streamChunks)
           .set({ codec, data })

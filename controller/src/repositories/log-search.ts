@@ -1,16 +1,15 @@
 // Reads of the `logs` stream for search: a host's chunks whose time range meets [since, until),
-// oldest first, page by page (keyset on first_seq through the primary key), each chunk inflated into
-// its record body (encodeRecords' format: the caller walks it in place, no object per record); for
+// oldest first, page by page (keyset on first_seq through the primary key), each chunk decoded into
+// its record body (chunk-codec.ts: LZ4, or deflate for chunks written before it) (encodeRecords' format: the caller walks it in place, no object per record); for
 // one process, chunks the retention job's summaries show without it are skipped, and for a search
 // that requires literals, chunks whose gram filter shows they cannot hold them (log-grams.ts) are
 // skipped inside the database, without being read.
 // Search reads whole blocks, never a row per line (DESIGN.md, Storage).
 import { and, asc, eq, gt, gte, inArray, lt, sql, type SQL } from 'drizzle-orm';
-import { promisify } from 'node:util';
-import { inflateRaw } from 'node:zlib';
 import type { Db } from '../db/index.ts';
 import { logChunkSummaries } from '../db/schema/log-retention.ts';
-import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
+import { streamChunks } from '../db/schema/streams.ts';
+import { decodeChunk } from './chunk-codec.ts';
 import { gramFilterSql, type LiteralRequirement } from './log-grams.ts';
 import { CHUNK_MAX_RAW_BYTES } from './streams.ts';
 import { LOGS_STREAM } from './processes.ts';
@@ -24,10 +23,8 @@ export interface LogChunk {
 
 /** Chunks fetched per query (chunks hold at most 256 KiB of records: ~8 MiB a page). */
 const PAGE_CHUNKS = 32;
-/** Inflate output per step: a whole chunk at once (one thread-pool round trip, not one per 16 KiB). */
+/** Decode output per step for a deflate chunk: a whole chunk at once. */
 const INFLATE_CHUNK_BYTES = CHUNK_MAX_RAW_BYTES + 64 * 1024;
-/** Inflates on libuv's thread pool: a page's chunks at once, beside the caller's scan. */
-const inflate = promisify(inflateRaw);
 
 /** Log chunk reads for search. */
 export function createLogSearchRepository(db: Db) {
@@ -73,7 +70,7 @@ export function createLogSearchRepository(db: Db) {
           ).map((r) => r.firstSeq)
         : null;
       let nextCandidate = 0;
-      // One page: its rows, then its chunks inflated (in parallel, off the event loop).
+      // One page: its rows, then its chunks decoded (in parallel, on libuv's thread pool).
       const fetchPage = async (after: number) => {
         let rows: { firstSeq: number; count: number; codec: number; data: Buffer }[];
         let full: boolean;
@@ -119,15 +116,12 @@ export function createLogSearchRepository(db: Db) {
           rows.map(async (row) => ({
             firstSeq: row.firstSeq,
             count: row.count,
-            body:
-              row.codec === chunkCodec.deflateRaw
-                ? await inflate(row.data, { chunkSize: INFLATE_CHUNK_BYTES })
-                : row.data,
+            body: await decodeChunk(row.codec, row.data, INFLATE_CHUNK_BYTES),
           })),
         );
         return { chunks, full, last };
       };
-      // The next page is fetched and inflated while the caller scans this one.
+      // The next page is fetched and decoded while the caller scans this one.
       let next: ReturnType<typeof fetchPage> | null = fetchPage(-1);
       while (next) {
         const page: Awaited<ReturnType<typeof fetchPage>> = await next;

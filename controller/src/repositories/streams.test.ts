@@ -1,17 +1,20 @@
 // Proves stream storage on every test driver: appends de-duplicate by sequence (an overlapping
 // resend stores each record once, even when sent concurrently), gaps are recorded, an agent whose
 // numbering went backwards (wiped or restored spool) restarts the stream after a marked gap with
-// none of its new records dropped, chunks are compressed and split, the cursor survives a reopen,
-// and reads return records in order with gaps.
+// none of its new records dropped, chunks are compressed (LZ4) and split, chunks written before
+// LZ4 (deflate) read, resend-check and mix with new ones, a chunk that does not decode is an error,
+// the cursor survives a reopen, and reads return records in order with gaps.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { deflateRawSync } from 'node:zlib';
 import { and, asc, eq } from 'drizzle-orm';
 import { encodeRecords, KeelError, type RecordBatch, type StreamRecord } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
 import { hosts as hostsTable } from '../db/schema/hosts.ts';
 import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
 import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { ChunkDecodeError, decodeChunk } from './chunk-codec.ts';
 import { CHUNK_MAX_RAW_BYTES, createStreamRepository, type StreamRepository } from './streams.ts';
 
 const T0 = Date.UTC(2030, 0, 1);
@@ -287,12 +290,16 @@ for (const target of testDatabaseTargets()) {
       assert.deepEqual((await streams.read(host, 'logs', 0, 0)).records, []);
     });
 
-    test('chunks are deflated, incompressible ones stored raw, big batches split', async () => {
+    test('chunks are LZ4-compressed, incompressible ones stored raw, big batches split', async () => {
       const host = await newHost();
       await streams.append(host, 'logs', batch(1, 500));
       const [text] = await chunksOf(host, 'logs');
-      assert.equal(text?.codec, chunkCodec.deflateRaw);
-      assert.ok(text!.data.length < batch(1, 500).body.length / 3, `deflated to ${text!.data.length} bytes`);
+      assert.equal(text?.codec, chunkCodec.lz4);
+      assert.ok(
+        text!.data.length < batch(1, 500).body.length / 2,
+        `compressed to ${text!.data.length} bytes`,
+      );
+      assert.deepEqual(await decodeChunk(text!.codec, text!.data), batch(1, 500).body);
       assert.deepEqual([text?.tsFirst, text?.tsLast], [new Date(line(1).ts), new Date(line(500).ts)]);
 
       const random = batch(1, 1, (seq) => ({ ts: T0 + seq, payload: randomBytes(8192) }));
@@ -320,6 +327,46 @@ for (const target of testDatabaseTargets()) {
       assert.equal(records.at(-1)?.seq, 15_000);
       assert.ok(records.every((r, i) => r.seq === 5_001 + i));
       assert.deepEqual(records[1234]?.payload, Buffer.from(line(6_235).payload));
+    });
+
+    test('deflate chunks written before LZ4 read, resend-check and mix with new ones', async () => {
+      const host = await newHost();
+      await streams.append(host, 'logs', batch(1, 300));
+      await streams.append(host, 'logs', batch(301, 400));
+      // The first chunk as a controller before LZ4 wrote it.
+      const [first] = await chunksOf(host, 'logs');
+      await db
+        .update(streamChunks)
+        .set({ codec: chunkCodec.deflateRaw, data: deflateRawSync(batch(1, 300).body, { level: 1 }) })
+        .where(and(eq(streamChunks.hostId, host), eq(streamChunks.firstSeq, first!.firstSeq)));
+      await streams.append(host, 'logs', batch(401, 600));
+      assert.deepEqual(
+        (await chunksOf(host, 'logs')).map((c) => c.codec),
+        [chunkCodec.deflateRaw, chunkCodec.lz4, chunkCodec.lz4],
+      );
+      const { records } = await streams.read(host, 'logs', 250, 1_000);
+      assert.equal(records.length, 350);
+      assert.ok(records.every((r, i) => r.seq === 251 + i));
+      assert.deepEqual(records[0]?.payload, Buffer.from(line(251).payload));
+      assert.deepEqual(records.at(-1)?.payload, Buffer.from(line(600).payload));
+      // A resend across both codecs is recognised as one (compared with the stored records).
+      assert.deepEqual(await streams.append(host, 'logs', batch(200, 650)), { ackedSeq: 650 });
+      assert.equal(await streams.cursor(host, 'logs'), 650);
+      assert.equal((await streams.read(host, 'logs', 0, 1_000)).records.length, 650);
+
+      // A chunk with an unknown codec, or data its codec rejects: an error, not a crash.
+      await db
+        .update(streamChunks)
+        .set({ codec: 9 as never })
+        .where(and(eq(streamChunks.hostId, host), eq(streamChunks.firstSeq, first!.firstSeq)));
+      await assert.rejects(streams.read(host, 'logs', 0, 10), ChunkDecodeError);
+      await db
+        .update(streamChunks)
+        .set({ codec: chunkCodec.lz4, data: Buffer.from([0xff, 0xff, 0xff, 0x7f, 1, 2, 3]) })
+        .where(and(eq(streamChunks.hostId, host), eq(streamChunks.firstSeq, first!.firstSeq)));
+      await assert.rejects(streams.read(host, 'logs', 0, 10), ChunkDecodeError);
+      // Chunks after it still read.
+      assert.equal((await streams.read(host, 'logs', 300, 1_000)).records.length, 350);
     });
 
     test('cursors lists every stream of a host', async () => {

@@ -8,14 +8,11 @@
 // (an agent whose spool was wiped numbers from 1 again). Then nothing is dropped: the stream
 // restarts after a `restart` gap, and the agent's numbers map to stored ones through the
 // cursor's `seq_base` (stored = seq_base + agent seq).
-import { promisify } from 'node:util';
-import { deflateRaw, inflateRawSync } from 'node:zlib';
 import { and, asc, eq, gt, gte, lte, max, sql } from 'drizzle-orm';
 import { KeelError, decodeRecords, indexRecords, RECORD_HEADER_BYTES, type RecordBatch } from '@keel/shared';
 import type { Db, Transaction } from '../db/index.ts';
 import { isUuid, pgErrorCode, sqlState } from '../db/errors.ts';
 import {
-  chunkCodec,
   streamChunks,
   streamCursors,
   streamGapReason,
@@ -23,6 +20,7 @@ import {
   type ChunkCodec,
   type StreamGapReason,
 } from '../db/schema/streams.ts';
+import { decodeChunk, encodeChunk } from './chunk-codec.ts';
 
 /** One stored record with its sequence number. */
 export interface StoredRecord {
@@ -95,13 +93,8 @@ export interface StreamRepository {
  */
 export const CHUNK_MAX_RAW_BYTES = 256 * 1024;
 
-/** deflate level 1: ~5x on log text at a few hundred MiB/s; higher levels cost more than they save. */
-const DEFLATE_LEVEL = 1;
-
 /** Chunks fetched per query while reading. */
 const READ_PAGE_CHUNKS = 16;
-
-const deflateRawAsync = promisify(deflateRaw);
 
 /** A chunk row ready to insert, numbered as the agent numbers it (add the cursor's seq_base). */
 interface ChunkPiece {
@@ -119,23 +112,6 @@ function rangeDate(body: Buffer, recordOffset: number): Date {
   const ts = body.readDoubleBE(recordOffset + 4);
   const d = new Date(ts);
   return Number.isNaN(d.getTime()) ? new Date(0) : d;
-}
-
-/**
- * Compresses one run of records, on libuv's thread pool so the event loop keeps serving agents
- * meanwhile (and pieces of a big batch compress in parallel). Stored raw when deflate does not help.
- */
-async function encodeChunk(raw: Buffer): Promise<{ codec: ChunkCodec; data: Buffer }> {
-  const deflated = await deflateRawAsync(raw, { level: DEFLATE_LEVEL });
-  return deflated.length < raw.length
-    ? { codec: chunkCodec.deflateRaw, data: deflated }
-    : { codec: chunkCodec.none, data: raw };
-}
-
-function decodeChunk(codec: number, data: Buffer): Buffer {
-  if (codec === chunkCodec.none) return data;
-  if (codec === chunkCodec.deflateRaw) return inflateRawSync(data);
-  throw new Error(`unknown stream chunk codec ${codec}`);
 }
 
 /** Splits records `from..count-1` of a batch into chunk pieces of at most CHUNK_MAX_RAW_BYTES. */
@@ -270,7 +246,7 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
       const next = from + same;
       if (chunk.firstSeq > next) return same; // a hole in what is stored
       if (chunk.firstSeq + chunk.count <= next) continue;
-      const raw = decodeChunk(chunk.codec, chunk.data);
+      const raw = await decodeChunk(chunk.codec, chunk.data);
       const stored = indexRecords(raw, chunk.count);
       if (!stored) return same;
       for (let i = next - chunk.firstSeq; i < chunk.count && same < count; i++, same++) {
@@ -444,7 +420,7 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           .orderBy(asc(streamChunks.firstSeq))
           .limit(READ_PAGE_CHUNKS);
         for (const chunk of chunks) {
-          const decoded = decodeRecords(decodeChunk(chunk.codec, chunk.data), chunk.count);
+          const decoded = decodeRecords(await decodeChunk(chunk.codec, chunk.data), chunk.count);
           for (let i = 0; i < decoded.length && records.length < want; i++) {
             const seq = chunk.firstSeq + i;
             if (seq <= after) continue;

@@ -27,8 +27,12 @@ export const bytea = customType<{ data: Buffer; driverData: Uint8Array }>({
     Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength),
 });
 
-/** How a chunk's `data` is encoded. */
-export const chunkCodec = { none: 0, deflateRaw: 1 } as const;
+/**
+ * How a chunk's `data` is encoded (repositories/chunk-codec.ts): `lz4` for new chunks (an LZ4
+ * block prefixed with its decoded size, u32 little-endian), `deflateRaw` (level 1) for chunks
+ * written before it, `none` where neither made the chunk smaller.
+ */
+export const chunkCodec = { none: 0, deflateRaw: 1, lz4: 2 } as const;
 export type ChunkCodec = (typeof chunkCodec)[keyof typeof chunkCodec];
 
 /**
