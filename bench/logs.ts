@@ -12,7 +12,7 @@
 //                its reader is behind; the stored copy is the complete one);
 //   search       a regex over the stored lines of that one process through GET /logs/search, next
 //                to `grep -cE` over the same lines as a plain file, and to the storage floor:
-//                the same chunks fetched from PostgreSQL and inflated, nothing else.
+//                the same chunks fetched from PostgreSQL and decoded, nothing else.
 // Every rate is bytes (lines plus newline) over the time from the writer's first line to the last
 // line arriving where that leg counts it, and is shown as a ratio to the raw leg.
 //
@@ -40,7 +40,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { inflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -55,6 +54,7 @@ import { Spool } from '../agent/src/link/spool.ts';
 import { LogTailer, tailContinuously } from '../agent/src/supervisor/log-tail.ts';
 import { Supervisor } from '../agent/src/supervisor/supervisor.ts';
 import { startBundledAgent } from './lib/bundled-agent.ts';
+import { decodeChunk } from '../controller/src/repositories/chunk-codec.ts';
 import {
   createScratchDatabase,
   machine,
@@ -430,7 +430,7 @@ if (!args['skip-fleet']) {
       );
     }
     // The storage floor under a search that reads everything: the same chunks fetched from
-    // PostgreSQL and inflated, nothing else.
+    // PostgreSQL and decoded (LZ4; deflate for chunks stored before it), nothing else.
     const f0 = performance.now();
     let inflated = 0;
     for (let after = -1; ;) {
@@ -439,7 +439,7 @@ if (!args['skip-fleet']) {
         where host_id = ${agent.hostId} and stream = 'logs' and first_seq > ${after}
         order by first_seq limit 32`;
       if (rows.length === 0) break;
-      for (const r of rows) inflated += (r.codec === 0 ? r.data : inflateRawSync(r.data)).length;
+      for (const r of rows) inflated += (await decodeChunk(r.codec, r.data)).length;
       after = Number(rows.at(-1)!.first_seq);
     }
     const floorMs = performance.now() - f0;
@@ -447,7 +447,7 @@ if (!args['skip-fleet']) {
     spawnSync('grep', ['-cE', PATTERN, plain]);
     const grepMs = performance.now() - g0;
     console.log(
-      `fetching and inflating every chunk alone: ${(floorMs / 1000).toFixed(2)} s (${(inflated / MiB).toFixed(0)} MiB of records, ${(floorMs / grepMs).toFixed(1)}x grep's ${(grepMs / 1000).toFixed(2)} s just after)`,
+      `fetching and decoding every chunk alone: ${(floorMs / 1000).toFixed(2)} s (${(inflated / MiB).toFixed(0)} MiB of records, ${(floorMs / grepMs).toFixed(1)}x grep's ${(grepMs / 1000).toFixed(2)} s just after)`,
     );
   } finally {
     await sql.end();
