@@ -13,8 +13,9 @@
 // as it runs, so they cannot be renamed away or truncated without losing what it writes meanwhile.
 // Instead, the part of a file already handed to the spool is given back to the file system by
 // punching a hole in it (fallocate PUNCH_HOLE): offsets do not move, so the exactly-once
-// bookkeeping is untouched, and the disk holds at most `keepBytes` + `punchEveryBytes` of each
-// file. The file's apparent size still grows (it is sparse) until the next run truncates it.
+// bookkeeping is untouched, and the disk holds at most `keepBytes` + `punchMaxEveryBytes` of each
+// file (4 + 64 MiB; 4 + 16 for a writer slower than 16 MiB/s: see `#punch`). The file's apparent
+// size still grows (it is sparse) until the next run truncates it.
 import {
   closeSync,
   constants as fsc,
@@ -132,6 +133,8 @@ interface FileState extends TailedFile {
   partialSince: number;
   /** Offset below which the file has been punched out (0: nothing yet). */
   punchedTo: number;
+  /** When the last punch of this file began (the tick's clock; -Infinity: none yet). */
+  punchedAt: number;
   /** A punch of this file is running (see `#punch`): at most one at a time, and no truncation. */
   punching: boolean;
   /** Counts resets (the file started over): a punch that began before one does not move punchedTo. */
@@ -329,6 +332,8 @@ export class LogTailer {
 
   #keepBytes: number;
   #punchEveryBytes: number;
+  #punchMaxEveryBytes: number;
+  #punchIntervalMs: number;
   /** Why punching failed (e.g. a file system without hole punching); output then grows as before. */
   punchError: string | null = null;
 
@@ -338,11 +343,20 @@ export class LogTailer {
     now?: () => number;
     /** Bytes kept below the spooled offset (the live tail's backlog reads them); default 4 MiB. */
     keepBytes?: number;
-    /** Punch once this much more has been spooled; default 16 MiB. */
+    /** Punch once this much more has been spooled (and `punchIntervalMs` passed); default 16 MiB. */
     punchEveryBytes?: number;
+    /** Punch at once when this much more has been spooled; default 4x `punchEveryBytes` (64 MiB). */
+    punchMaxEveryBytes?: number;
+    /** Between `punchEveryBytes` and `punchMaxEveryBytes`, at most one punch a file this often; default 1000. */
+    punchIntervalMs?: number;
   }) {
     this.#keepBytes = opts.keepBytes ?? 4 * 1024 * 1024;
     this.#punchEveryBytes = opts.punchEveryBytes ?? 16 * 1024 * 1024;
+    this.#punchMaxEveryBytes = Math.max(
+      this.#punchEveryBytes,
+      opts.punchMaxEveryBytes ?? 4 * this.#punchEveryBytes,
+    );
+    this.#punchIntervalMs = opts.punchIntervalMs ?? 1_000;
     this.#intentPath = join(opts.dir, 'tail-offsets.json');
     this.#spool = opts.spool;
     this.#now = opts.now ?? Date.now;
@@ -474,6 +488,7 @@ export class LogTailer {
       pending: EMPTY,
       partialSince: 0,
       punchedTo: 0,
+      punchedAt: -Infinity,
       punching: false,
       generation: 0,
       heads: [false, true].map((continued) =>
@@ -518,11 +533,22 @@ export class LogTailer {
    * wait for: the tick goes on reading while the kernel frees the range. The child gets the file as
    * an fd the tailer opened (`/dev/fd/3`), so it punches this inode even if the path is replaced
    * meanwhile; while it runs the file is not punched again nor truncated (`punching`).
+   *
+   * How often: once `punchEveryBytes` (16 MiB) more were spooled, but at most once per
+   * `punchIntervalMs` (1 s) for a file, unless `punchMaxEveryBytes` (64 MiB) were: a writer up to
+   * 16 MiB/s is punched every 16 MiB as before, a faster one every second or 64 MiB. Each punch
+   * holds the file's inode lock and a journal handle for milliseconds, during which the writer's
+   * `write()` waits (up to ~20 ms measured), and costs the tailer a spawn: a 90-100 MiB/s writer
+   * punched every 16 MiB (6 punches a second) wrote 5-9 % slower than one never punched, and as
+   * fast every 64 MiB (docs/benchmarks.md, logs, 30 Nov 13:00). The disk bound per file becomes
+   * `keepBytes` + `punchMaxEveryBytes`.
    */
-  #punch(f: FileState): void {
+  #punch(f: FileState, now: number): void {
     if (this.punchError !== null || f.punching) return;
     const to = Math.floor(Math.max(0, f.committed - this.#keepBytes) / 4096) * 4096;
-    if (to - f.punchedTo < this.#punchEveryBytes) return;
+    const due = to - f.punchedTo;
+    if (due < this.#punchEveryBytes) return;
+    if (due < this.#punchMaxEveryBytes && now - f.punchedAt < this.#punchIntervalMs) return;
     const from = f.punchedTo;
     let fd: number;
     try {
@@ -532,6 +558,7 @@ export class LogTailer {
     }
     const generation = f.generation;
     f.punching = true;
+    f.punchedAt = now;
     let stderr = '';
     const done = (error: string | null) => {
       if (!f.punching) return;
@@ -742,7 +769,7 @@ export class LogTailer {
         throw err;
       }
     }
-    for (const f of read) this.#punch(f);
+    for (const f of read) this.#punch(f, now);
     return count;
   }
 }
