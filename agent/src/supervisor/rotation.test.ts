@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeLogLine, type StreamRecord } from '@keel/shared';
@@ -100,3 +100,47 @@ test(
     assert.ok(maxDisk < 4 * 1024 * 1024, `disk use at most ${maxDisk} bytes during the run`);
   },
 );
+
+test('a fast writer is punched at most once per interval, and at once when the larger spacing is due', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-punch-every-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'stdout.log');
+  writeFileSync(file, '');
+  let now = 1_000_000;
+  const KiB = 1024;
+  const tailer = new LogTailer({
+    dir,
+    spool: new MemorySpool(),
+    now: () => now,
+    keepBytes: 0,
+    punchEveryBytes: 64 * KiB,
+    punchMaxEveryBytes: 256 * KiB,
+    punchIntervalMs: 1_000,
+  });
+  tailer.add({ process: 'p', stream: 'stdout', path: file });
+  const lines = (kib: number) => `${'x'.repeat(1023)}\n`.repeat(kib);
+  const settle = async () => {
+    while (tailer.punching(file)) await new Promise((r) => setTimeout(r, 10));
+  };
+  const disk = () => statSync(file).blocks * 512;
+  appendFileSync(file, lines(100));
+  tailer.tick(); // 100 KiB spooled, none punched yet: punched
+  await settle();
+  assert.equal(tailer.punchError, null);
+  assert.ok(disk() < 64 * KiB, `first punch: ${disk()} bytes on disk`);
+  now += 10;
+  appendFileSync(file, lines(100));
+  tailer.tick(); // 100 KiB more, 10 ms later: waits for the interval
+  await settle();
+  assert.ok(disk() >= 96 * KiB, `within the interval, not punched: ${disk()}`);
+  now += 1_000;
+  appendFileSync(file, lines(1));
+  tailer.tick(); // the interval passed (a tick that spooled lines punches)
+  await settle();
+  assert.ok(disk() < 64 * KiB, `after the interval: ${disk()}`);
+  now += 10;
+  appendFileSync(file, lines(300));
+  tailer.tick(); // 300 KiB more at once: past the larger spacing, punched within the interval
+  await settle();
+  assert.ok(disk() < 64 * KiB, `past punchMaxEveryBytes: ${disk()}`);
+});
