@@ -216,14 +216,16 @@ test('LogTailer: while the controller drains a nearly full spool, lines wait in 
   assert.equal(tailer.tick(), 1);
   assert.equal(tailer.waitedForSpool, false);
   assert.deepEqual(spool.lines('p'), ['a', 'b', 'c', 'd', 'e', 'f']);
-  // Draining again, but the file ran more than four spools (400 bytes) ahead: a writer faster than
+  // Draining again, but the file ran more than sixteen spools (1600 bytes) ahead: a writer faster than
   // storage for good. The file must not grow without bound: read on (the spool counts its overflow).
   view.ackedSeq = 3;
   now += 1_000;
   appendFileSync(file, 'g\n');
   assert.equal(tailer.tick(), 0, 'waits while the file is not far ahead');
   appendFileSync(file, `${'y'.repeat(500)}\n`);
-  assert.equal(tailer.tick(), 2);
+  assert.equal(tailer.tick(), 0, 'five spools ahead: still waits');
+  appendFileSync(file, `${'y'.repeat(1200)}\n`);
+  assert.equal(tailer.tick(), 3);
   assert.equal(tailer.waitedForSpool, false);
 });
 
