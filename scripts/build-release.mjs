@@ -10,7 +10,7 @@
 //     The controller bundled the same way, with its migrations, the built console (dist/web),
 //     install.sh and the agent bundle it serves to hosts (dist/agent/), the systemd units, and the
 //     only parts that cannot be bundled in node_modules/: PGlite (WebAssembly and data files),
-//     @node-rs/argon2 (a prebuilt native addon for this platform) and Swagger UI's four assets.
+//     @node-rs/argon2 and lz4-napi (prebuilt native addons for this platform) and Swagger UI's four assets.
 //
 // Usage: node scripts/build-release.mjs [agent|controller|all] [--out DIR] [--agent-version V]
 // (default all, into <repo>/dist). The controller needs the console built first (web/build).
