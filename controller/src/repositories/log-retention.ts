@@ -124,16 +124,16 @@ export function createLogRetentionRepository(db: Db) {
         .orderBy(asc(streamChunks.firstSeq))
         .limit(limit);
       if (rows.length === 0) return 0;
-      const done = await Promise.all(
-        rows.map(async (r) => {
-          const raw = await decodeChunk(r.codec, r.data);
-          return {
-            firstSeq: r.firstSeq,
-            summary: r.summarised === null ? summarise(raw, r.count) : null,
-            grams: buildGramFilter(raw, r.count),
-          };
-        }),
-      );
+      // One chunk decoded at a time: a page of 100 holds at most one decoded body.
+      const done: { firstSeq: number; summary: ChunkSummary | null; grams: Buffer }[] = [];
+      for (const r of rows) {
+        const raw = await decodeChunk(r.codec, r.data);
+        done.push({
+          firstSeq: r.firstSeq,
+          summary: r.summarised === null ? summarise(raw, r.count) : null,
+          grams: buildGramFilter(raw, r.count),
+        });
+      }
       await db.transaction(async (tx) => {
         const summaries = done.filter((d) => d.summary !== null);
         if (summaries.length > 0) {
