@@ -1,7 +1,7 @@
 // Reads of the `logs` stream for search: a host's chunks whose time range meets [since, until),
 // oldest first, page by page (keyset on first_seq through the primary key), each chunk decoded into
-// its record body (chunk-codec.ts: LZ4, or deflate for chunks written before it) (encodeRecords' format: the caller walks it in place, no object per record); for
-// one process, chunks the retention job's summaries show without it are skipped, and for a search
+// its record body by chunk-codec.ts (LZ4, or deflate for chunks written before it), in
+// encodeRecords' format: the caller walks it in place, no object per record. For one process, chunks the retention job's summaries show without it are skipped, and for a search
 // that requires literals, chunks whose gram filter shows they cannot hold them (log-grams.ts) are
 // skipped inside the database, without being read.
 // Search reads whole blocks, never a row per line (DESIGN.md, Storage).
