@@ -163,6 +163,19 @@ function copyPackage(pkgName, dest, filter = () => true) {
   });
 }
 
+/**
+ * Copies a prebuilt native addon: its package and the per-platform packages beside it that npm
+ * installed (named `<prefix><platform>`, e.g. `@node-rs/argon2-linux-x64-gnu`).
+ */
+function copyNativePackage(pkgName, prefix, dest) {
+  copyPackage(pkgName, dest);
+  const scope = dirname(prefix);
+  const stem = prefix.slice(scope.length + 1);
+  for (const native of readdirSync(join(root, 'node_modules', scope))) {
+    if (native.startsWith(stem)) copyPackage(`${scope}/${native}`, dest);
+  }
+}
+
 /** Builds the controller bundle (with the agent bundle inside) into `out`; returns its file name. */
 async function buildController(agentFile) {
   const pkg = readJson(join(root, 'controller/package.json'));
@@ -201,16 +214,10 @@ async function buildController(agentFile) {
     cpSync(join(root, 'systemd'), join(top, 'systemd'), { recursive: true });
     // The unbundled parts. PGlite's optional extensions stay out (Keel loads none).
     copyPackage('@electric-sql/pglite', top, (src) => !/\/dist\/[a-z_0-9]+\.tar\.gz$/.test(src));
-    copyPackage('@node-rs/argon2', top);
-    for (const native of readdirSync(join(root, 'node_modules/@node-rs'))) {
-      if (native.startsWith('argon2-')) copyPackage(`@node-rs/${native}`, top);
-    }
-    // The stream chunk codec (controller/src/repositories/chunk-codec.ts): the same kind of
-    // prebuilt addon, its binary in a package per platform.
-    copyPackage('lz4-napi', top);
-    for (const native of readdirSync(join(root, 'node_modules/@antoniomuso'))) {
-      if (native.startsWith('lz4-napi-')) copyPackage(`@antoniomuso/${native}`, top);
-    }
+    // Password hashing and the stream chunk codec (controller/src/repositories/chunk-codec.ts):
+    // prebuilt addons, each binary in a package per platform.
+    copyNativePackage('@node-rs/argon2', '@node-rs/argon2-', top);
+    copyNativePackage('lz4-napi', '@antoniomuso/lz4-napi-', top);
     const swagger = join(top, 'node_modules/swagger-ui-dist');
     mkdirSync(swagger, { recursive: true });
     for (const f of [
