@@ -532,11 +532,14 @@ async function startSharedBrowser() {
   if (process.env.KEEL_TEST_SHARED_BROWSER === '0' || process.env.KEEL_TEST_BROWSER_WS) return undefined;
   if (!usesBrowser({ files })) return undefined;
   const script = join(root, 'scripts/test-browser.mjs');
-  const child = spawn(
-    timeBin ?? process.execPath,
-    [...(timeBin ? ['-f', '%U %S', '-o', browserCpuFile, process.execPath] : []), script],
-    { cwd: root, env, detached: true, stdio: ['pipe', 'pipe', 'inherit'] },
-  );
+  // It counts its own CPU and Chromium's whole process tree (GNU time would miss the renderers:
+  // their zygote ends as an orphan of init) and writes the figure to this file when it closes.
+  const child = spawn(process.execPath, [script], {
+    cwd: root,
+    env: { ...env, KEEL_TEST_BROWSER_CPU_FILE: browserCpuFile },
+    detached: true,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   sharedBrowserPid = child.pid;
   const endpoint = await new Promise((resolveEndpoint) => {
     let out = '';
