@@ -13,11 +13,15 @@
 // closing, this reads the whole process tree (/proc: each process's own time and that of the
 // children it reaped, which holds every renderer that ended) and adds what the browser process
 // and its children spent closing.
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
+// The same choice as chromiumPath in test/helpers/browser.ts.
+const headlessShell = '/usr/bin/chromium-headless-shell';
+
 const server = await chromium.launchServer({
-  executablePath: process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium',
+  executablePath:
+    process.env.KEEL_CHROMIUM ?? (existsSync(headlessShell) ? headlessShell : '/usr/bin/chromium'),
   // The same switches as launchChromium in test/helpers/browser.ts.
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
   // A busy machine (load 30+) can take longer than Playwright's default 30 s to start it.
@@ -119,11 +123,22 @@ async function close() {
   for (const s of seen.values()) parts[s.kind] = (parts[s.kind] ?? 0) + s.own;
   const zygotes = [...seen.values()].filter((s) => s.kind === 'zygote');
   await server.close().catch(() => {});
-  // What the browser process and the children it reaps (all but the zygotes: the GPU and utility
-  // processes) spent closing: their figures now that it exited, less those read before closing.
-  const reapedByRoot = [...seen.entries()]
-    .filter(([pid, s]) => pid === rootPid || (s.ppid === rootPid && s.kind !== 'zygote'))
-    .reduce((a, [, s]) => a + s.own + s.reaped, 0);
+  // What the browser process and the children it reaps (all but the zygotes: the GPU process; and
+  // a wrapper script's shell above it) spent closing: their figures now that the last of them was
+  // reaped here, less those read before closing.
+  const reapedInRoot = new Set([rootPid]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [pid, s] of seen) {
+      if (reapedInRoot.has(pid) || !reapedInRoot.has(s.ppid) || s.kind === 'zygote') continue;
+      reapedInRoot.add(pid);
+      grew = true;
+    }
+  }
+  const reapedByRoot = [...reapedInRoot].reduce(
+    (a, pid) => a + (seen.get(pid)?.own ?? 0) + (seen.get(pid)?.reaped ?? 0),
+    0,
+  );
   const closingCost = Math.max(0, reapedHere() - before - reapedByRoot);
   const self = process.cpuUsage();
   const user = self.user / 1e6;

@@ -15,6 +15,7 @@ import {
   launchChromium,
   openPage,
   signIn,
+  snapshot,
   type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
@@ -139,9 +140,9 @@ for (const [viewport, theme] of [
         assert.equal(made.kind, 'metric');
         assert.deepEqual(made.params, { series: 'cpu', comparator: '>', threshold: 90, windowSeconds: 60 });
         assert.deepEqual(await axeViolations(page), []);
-        await page
-          .screenshot({ path: `test-results/alerts-${viewport}-${theme}.png`, fullPage: true })
-          .catch(() => {});
+        await snapshot(page, { path: `test-results/alerts-${viewport}-${theme}.png`, fullPage: true }).catch(
+          () => {},
+        );
         assert.deepEqual(pageErrors, []);
       } finally {
         await context.close();
@@ -177,9 +178,9 @@ for (const [viewport, theme] of [
         assert.deepEqual(await axeViolations(page), [], 'the history dialog passes axe');
         await page.keyboard.press('Escape');
         await history.locator('table').waitFor({ state: 'detached' });
-        await page
-          .screenshot({ path: `test-results/checks-${viewport}-${theme}.png`, fullPage: true })
-          .catch(() => {});
+        await snapshot(page, { path: `test-results/checks-${viewport}-${theme}.png`, fullPage: true }).catch(
+          () => {},
+        );
         assert.deepEqual(pageErrors, []);
       } finally {
         await context.close();

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { openConsole, signIn } from './helpers/browser.ts';
+import { openConsole, signIn, snapshot } from './helpers/browser.ts';
 import {
   enrollAgent,
   kill,
@@ -60,7 +60,7 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
     10_000,
     'kernel shown in the row',
   );
-  await page.screenshot({ path: join(shots, 'fleet.png') });
+  await snapshot(page, { path: join(shots, 'fleet.png') });
 
   await page.click('[data-testid="add-host"]');
   await page.click('button[type="submit"][form="join-token-form"]');
@@ -71,7 +71,7 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
     command,
     /^curl -fsSL \S+\/install\.sh \| KEEL_JOIN_TOKEN=kjt_\S+ sh -s -- agent --controller \S+ --pin sha256:\S+$/,
   );
-  await page.screenshot({ path: join(shots, 'add-host.png') });
+  await snapshot(page, { path: join(shots, 'add-host.png') });
 
   // Enroll with that command's controller, pin and token (this repository's agent; test/install.test.ts
   // runs the whole install line) and start the agent.
@@ -93,7 +93,7 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
     10_000,
     'second host online',
   );
-  await page.screenshot({ path: join(shots, 'fleet-two-hosts.png') });
+  await snapshot(page, { path: join(shots, 'fleet-two-hosts.png') });
 
   // The host page opens with its overview.
   await first.locator('a').first().click();
@@ -104,7 +104,7 @@ test('sign in, see the fleet, add a host with the shown command, see it appear l
   await page.getByText(/Pong in [\d.]+ ms/).waitFor();
   // Its history (admins) shows the audit entry of its enrollment.
   await page.locator('[data-testid="host-history-row"]').filter({ hasText: 'host.enroll' }).first().waitFor();
-  await page.screenshot({ path: join(shots, 'host.png'), fullPage: true });
+  await snapshot(page, { path: join(shots, 'host.png'), fullPage: true });
 
   // The audit trail (admins): the sign-in is there, and the hash chain verifies.
   // The main navigation groups sections by area; Audit sits under Admin.

@@ -13,6 +13,7 @@ import {
   launchChromium,
   openPage,
   signIn,
+  snapshot,
   type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
@@ -173,9 +174,9 @@ for (const [viewport, theme] of [
         await form.getByRole('button', { name: 'Show' }).click();
         await page.locator('[data-testid="metrics-resolution"]', { hasText: 'Samples' }).waitFor();
         assert.equal(await page.evaluate(DRAWN_CANVASES), 6);
-        await page
-          .screenshot({ path: `test-results/metrics-${viewport}-${theme}.png`, fullPage: true })
-          .catch(() => {});
+        await snapshot(page, { path: `test-results/metrics-${viewport}-${theme}.png`, fullPage: true }).catch(
+          () => {},
+        );
         assert.deepEqual(await axeViolations(page), []);
         assert.deepEqual(pageErrors, []);
       } finally {

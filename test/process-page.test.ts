@@ -17,6 +17,7 @@ import {
   launchChromium,
   openPage,
   signIn,
+  snapshot,
   type PageDocument,
   type ThemeName,
   type ViewportName,
@@ -183,7 +184,7 @@ test(
       assert.equal(await held.count(), 0);
 
       await clean(page, 'process page (dark, desktop)');
-      await page.screenshot({ path: join(shots, 'process-page-dark-desktop.png'), fullPage: true });
+      await snapshot(page, { path: join(shots, 'process-page-dark-desktop.png'), fullPage: true });
       assert.deepEqual(
         pageErrors.map((e) => e.message),
         [],
@@ -250,7 +251,7 @@ test(
           0,
         );
         await clean(page, `stored output with a search (${where})`);
-        await page.screenshot({
+        await snapshot(page, {
           path: join(shots, `process-page-search-${theme}-${viewport}.png`),
           fullPage: true,
         });
@@ -275,7 +276,7 @@ test(
           await page.goto(`/hosts/${hostId}/processes/painter`);
           await page.locator('[data-testid="console-output"]').filter({ hasText: 'junk-end' }).waitFor();
           await clean(page, `process page (${where})`);
-          await page.screenshot({
+          await snapshot(page, {
             path: join(shots, `process-page-${theme}-${viewport}.png`),
             fullPage: true,
           });

@@ -17,6 +17,7 @@ import {
   launchChromium,
   openPage,
   signIn,
+  snapshot,
   type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
@@ -137,7 +138,7 @@ test(
       await page.keyboard.press('Enter');
       await output.filter({ hasText: '[Server] hello from the browser' }).waitFor({ timeout: 30_000 });
       await clean(page, 'console of a template process');
-      await page.screenshot({ path: join(shots, 'template-console.png'), fullPage: true });
+      await snapshot(page, { path: join(shots, 'template-console.png'), fullPage: true });
 
       // Stop: the egg's stop command goes to its input, the server says so and exits.
       await row.getByRole('button', { name: /^Stop/ }).click();
@@ -186,7 +187,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
               .waitFor();
             await row.locator('[data-testid="fleet-process-state"]', { hasText: 'running' }).waitFor();
           }
-          await page.screenshot({
+          await snapshot(page, {
             path: join(shots, `fleet-processes-${theme}-${viewport}.png`),
             fullPage: true,
           });
@@ -209,7 +210,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
           const status = page.locator('[data-testid="log-search-status"]');
           await waitFor(async () => /found in/.test(await status.innerText()), 30_000, where('search ended'));
           await clean(page, where('log search'));
-          await page.screenshot({ path: join(shots, `log-search-${theme}-${viewport}.png`), fullPage: true });
+          await snapshot(page, { path: join(shots, `log-search-${theme}-${viewport}.png`), fullPage: true });
           assert.deepEqual(
             pageErrors.map((e) => e.message),
             [],

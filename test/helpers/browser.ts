@@ -1,7 +1,8 @@
 // Real Chromium (Debian's package) driven by playwright-core, for console tests: launching, pages
 // in a given theme and viewport, signing in, and axe-core's WCAG checks run inside the page.
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 
 /**
@@ -28,8 +29,15 @@ export interface PageDocument {
   querySelector(selector: string): PageElement | null;
 }
 
-/** Chromium from the Debian package; override with KEEL_CHROMIUM. */
-export const chromiumPath = process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium';
+/**
+ * Chromium from the Debian packages, override with KEEL_CHROMIUM: its headless shell
+ * (`chromium-headless-shell`, the same Blink without the full browser around it) when installed,
+ * else `chromium` in headless mode. The shell used 40 % less CPU for the same console tests
+ * (30 Nov, docs/testing.md); scripts/test-browser.mjs makes the same choice.
+ */
+const headlessShell = '/usr/bin/chromium-headless-shell';
+export const chromiumPath =
+  process.env.KEEL_CHROMIUM ?? (existsSync(headlessShell) ? headlessShell : '/usr/bin/chromium');
 
 /** The viewports every page is checked in. */
 export const viewports = {
@@ -116,6 +124,20 @@ export async function openConsole(
     await browser.close();
     throw err;
   }
+}
+
+/** Whether tests save screenshots (KEEL_TEST_SCREENSHOTS=1). */
+export const screenshots = process.env.KEEL_TEST_SCREENSHOTS === '1';
+
+/**
+ * Saves a screenshot for a person to look at (`test-results/`), only with KEEL_TEST_SCREENSHOTS=1:
+ * nothing asserts on them, and each (most are full-page PNGs) costs the shared Chromium a paint
+ * of the whole page and an encode.
+ */
+export async function snapshot(page: Page, opts: { path: string; fullPage?: boolean }): Promise<void> {
+  if (!screenshots) return;
+  mkdirSync(dirname(opts.path), { recursive: true });
+  await page.screenshot(opts);
 }
 
 /** Signs in through the login form and waits until the console has left /login. */
