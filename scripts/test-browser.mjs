@@ -13,15 +13,12 @@
 // closing, this reads the whole process tree (/proc: each process's own time and that of the
 // children it reaped, which holds every renderer that ended) and adds what the browser process
 // and its children spent closing.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
-// The same choice as chromiumPath in test/helpers/browser.ts.
-const headlessShell = '/usr/bin/chromium-headless-shell';
-
 const server = await chromium.launchServer({
-  executablePath:
-    process.env.KEEL_CHROMIUM ?? (existsSync(headlessShell) ? headlessShell : '/usr/bin/chromium'),
+  // The same choice as chromiumPath in test/helpers/browser.ts.
+  executablePath: process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium',
   // The same switches as launchChromium in test/helpers/browser.ts.
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
   // A busy machine (load 30+) can take longer than Playwright's default 30 s to start it.

@@ -1,6 +1,6 @@
 // Real Chromium (Debian's package) driven by playwright-core, for console tests: launching, pages
 // in a given theme and viewport, signing in, and axe-core's WCAG checks run inside the page.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -30,14 +30,13 @@ export interface PageDocument {
 }
 
 /**
- * Chromium from the Debian packages, override with KEEL_CHROMIUM: its headless shell
- * (`chromium-headless-shell`, the same Blink without the full browser around it) when installed,
- * else `chromium` in headless mode. The shell used 40 % less CPU for the same console tests
- * (30 Nov, docs/testing.md); scripts/test-browser.mjs makes the same choice.
+ * Chromium from the Debian package (`/usr/bin/chromium` in headless mode), the browser the console
+ * is tested in; override with KEEL_CHROMIUM. Debian's `chromium-headless-shell` (the same Blink
+ * without the full browser around it) used 40 % less CPU for the same console tests (30 Nov,
+ * docs/testing.md), so `KEEL_CHROMIUM=/usr/bin/chromium-headless-shell` makes a quicker local run;
+ * the suite and CI use the full browser. scripts/test-browser.mjs makes the same choice.
  */
-const headlessShell = '/usr/bin/chromium-headless-shell';
-export const chromiumPath =
-  process.env.KEEL_CHROMIUM ?? (existsSync(headlessShell) ? headlessShell : '/usr/bin/chromium');
+export const chromiumPath = process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium';
 
 /** The viewports every page is checked in. */
 export const viewports = {
