@@ -2,8 +2,9 @@
 // without the TypeScript loader: `node scripts/test-bundle.mjs <outdir> <file…>` (run with
 // --experimental-import-meta-resolve) writes <outdir>/<file without .ts>.js for each file, with the
 // code they share in chunks beside them (esbuild's splitting: a batch of files in one process loads
-// the controller once, as through the loader) and linked source maps (stack traces name the .ts
-// lines under --enable-source-maps). Prints nothing on success; exits 1 with esbuild's message.
+// the controller once, as through the loader) and linked source maps (the runner maps the places
+// in what it prints back to the .ts lines). Prints nothing on success; exits 1 with esbuild's
+// message.
 //
 // Why: through scripts/test-loader.mjs a test process spends ~0.6 s of CPU more to load the same
 // code (every one of ~540 modules is resolved and loaded through the hooks' worker thread, and
@@ -73,8 +74,7 @@ try {
     mainFields: ['main'],
     conditions: [],
     sourcemap: 'linked',
-    // Without the sources in the map (Node reads a source file when it shows an error's line): a
-    // map a third the size, parsed at every process start under --enable-source-maps.
+    // Places only, without the sources: a third the size (the runner reads a map to name a place).
     sourcesContent: false,
     tsconfigRaw: { compilerOptions: { verbatimModuleSyntax: true, target: 'ES2022' } },
     plugins: [externals, importMeta],

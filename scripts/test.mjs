@@ -523,8 +523,8 @@ const tsLoader =
 /**
  * The test files bundled for this run (scripts/test-bundle.mjs: packages stay imports, the code the
  * files share goes to common chunks, linked source maps), so that a test process loads plain
- * JavaScript without the TypeScript loader: ~0.6 s of CPU less per process (30 Nov: docs.test
- * 3.0 -> 2.4 CPU-s, access-matrix 7.4 -> 6.9, the same tests passing). Returns the bundle's
+ * JavaScript without the TypeScript loader: ~0.7 s of CPU less per process (30 Nov: five files
+ * alone, 30.9 -> 27.2 CPU-s, the same tests passing; see docs/testing.md). Returns the bundle's
  * directory, or undefined when off (`KEEL_TEST_BUNDLE=0`, `KEEL_TEST_LOADER=tsx`) or when esbuild
  * fails (then every file goes through the loader, with a note).
  */
