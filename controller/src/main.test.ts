@@ -14,6 +14,13 @@ import { openDatabase } from './db/index.ts';
 import { main } from './main.ts';
 
 const launcher = fileURLToPath(new URL('../bin/keel-controller.mjs', import.meta.url));
+/**
+ * The controller build of the run (KEEL_TEST_CONTROLLER_BIN: `npm test` bundles src/ as the release
+ * does) for the second command, the launcher (through tsx in a checkout) for the first; both with
+ * the run's Node options (KEEL_TEST_NODE_ARGS: no second of CPU optimizing PGlite's WebAssembly).
+ */
+const build = process.env.KEEL_TEST_CONTROLLER_BIN ?? launcher;
+const nodeArgs = (process.env.KEEL_TEST_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 
 /** Runs main() in this process with console output captured. */
 async function run(t: TestContext, argv: string[]) {
@@ -78,9 +85,13 @@ describe('create-admin beside a running controller', () => {
     const env = { ...process.env, KEEL_DATA_DIR: dir, KEEL_LOG_LEVEL: 'silent' };
     const cli = promisify(execFile);
     try {
-      const refused = await cli(process.execPath, [launcher, 'create-admin', '--username', 'late'], {
-        env,
-      }).then(
+      const refused = await cli(
+        process.execPath,
+        [...nodeArgs, launcher, 'create-admin', '--username', 'late'],
+        {
+          env,
+        },
+      ).then(
         () => null,
         (err: { code: number; stderr: string; stdout: string }) => err,
       );
@@ -92,7 +103,9 @@ describe('create-admin beside a running controller', () => {
     } finally {
       await holder.close();
     }
-    const ok = await cli(process.execPath, [launcher, 'create-admin', '--username', 'late'], { env });
+    const ok = await cli(process.execPath, [...nodeArgs, build, 'create-admin', '--username', 'late'], {
+      env,
+    });
     assert.match(ok.stdout, /Created user "late" with role admin/);
   });
 });
