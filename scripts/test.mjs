@@ -538,7 +538,7 @@ function bundleTests() {
   );
   if (made.status === 0) return out;
   console.log(
-    `note: test files not bundled (${(made.stderr || made.error?.message || '').trim().split('\n')[0]}); they load through ${tsLoader}`,
+    `note: test files not bundled (${(made.stderr || made.error?.message || '').trim().split('\n').slice(0, 2).join(' ')}); they load through ${tsLoader}`,
   );
   return undefined;
 }
