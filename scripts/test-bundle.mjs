@@ -21,6 +21,12 @@ import { build } from 'esbuild';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const [outdir, ...files] = process.argv.slice(2);
+// Without the flag Node 20 ignores import.meta.resolve's parent, and a workspace's nested package
+// (controller/node_modules/yaml) would silently resolve to the root's.
+if (!process.execArgv.includes('--experimental-import-meta-resolve')) {
+  console.error('run with node --experimental-import-meta-resolve (scripts/test.mjs does)');
+  process.exit(1);
+}
 
 /** Packages and Node's builtins stay imports, resolved now as Node would from the importer. */
 const externals = {
