@@ -1,9 +1,10 @@
 // Proves the V8 settings the agent's launcher (agent/bin/keel-agent.mjs) sets on its process take
 // effect when set that way (Node refuses them in NODE_OPTIONS): an idle process whose old
 // generation grew gets V8's memory reducer (a full collection, then more ~0.5 s apart) within
-// ~4 s, where V8's default waits 8 s. The child is plain node that sets the launcher's flags first
-// thing, as the launcher does before it loads the bundle; it exits at its first full collection
-// and prints when it came.
+// ~4 s, where V8's default waits 8 s, and gets it too while it is busy allocating (a start on a
+// loaded host), where V8 would wait for a quiet moment. The child is plain node that sets the
+// launcher's flags first thing, as the launcher does before it loads the bundle; it exits at its
+// first full collection and prints when it came.
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +16,7 @@ const heapFlags = JSON.parse(
   /^const heapFlags = (\[[^\]]*\]);$/m.exec(launcher)![1]!.replaceAll("'", '"'),
 ) as string[];
 
-const child = (withFlags: boolean) => `
+const child = (withFlags: boolean, busy = false) => `
   const { setFlagsFromString } = await import('node:v8');
   ${withFlags ? `for (const f of ${JSON.stringify(heapFlags)}) setFlagsFromString(f);` : ''}
   const { PerformanceObserver, constants } = await import('node:perf_hooks');
@@ -33,13 +34,14 @@ const child = (withFlags: boolean) => `
         process.exit(0);
       }
   }).observe({ entryTypes: ['gc'] });
+  ${busy ? 'let sink; setInterval(() => { for (let i = 0; i < 8000; i++) sink = { i, a: [i, i + 1] }; }, 10);' : ''}
   setTimeout(() => { console.log('none'); process.exit(0); }, 12_000);
 `;
 
-function firstFullCollectionMs(withFlags: boolean): number | 'none' {
+function firstFullCollectionMs(withFlags: boolean, busy = false): number | 'none' {
   const r = spawnSync(
     process.execPath,
-    ['--input-type=module', '--max-semi-space-size=1', '-e', child(withFlags)],
+    ['--input-type=module', '--max-semi-space-size=1', '-e', child(withFlags, busy)],
     { encoding: 'utf8', timeout: 30_000 },
   );
   assert.equal(r.status, 0, r.stderr);
@@ -48,8 +50,15 @@ function firstFullCollectionMs(withFlags: boolean): number | 'none' {
 }
 
 test('the launcher sets its V8 flags before it loads the agent', () => {
-  assert.deepEqual(heapFlags, ['--gc-memory-reducer-start-delay-ms=4000', '--bytecode-old-age=1']);
+  assert.deepEqual(heapFlags, [
+    '--gc-memory-reducer-start-delay-ms=4000',
+    '--bytecode-old-age=1',
+    '--optimize-for-size',
+  ]);
   assert.ok(launcher.indexOf('setFlagsFromString(flag)') < launcher.indexOf('await import('));
+  // --optimize-for-size is for the start only: switched off again after 30 s.
+  assert.match(launcher, /^const startOnlyMs = 30_000;$/m);
+  assert.match(launcher, /setTimeout\(\(\) => setFlagsFromString\('--no-optimize-for-size'\), startOnlyMs\)/);
 });
 
 test('the memory reducer returns start-up garbage after ~4 s instead of 8 s', { timeout: 60_000 }, () => {
@@ -59,4 +68,13 @@ test('the memory reducer returns start-up garbage after ~4 s instead of 8 s', { 
   assert.ok((withFlags as number) < 7_500, `first full collection after ${withFlags} ms with the flags`);
   // V8's default, for comparison: not before its 8 s (or none in the 12 s).
   assert.ok(without === 'none' || without >= 7_500, `without the flags: ${without} ms`);
+});
+
+test('with the flags a busy process gets its first full collection at ~4 s too', { timeout: 60_000 }, () => {
+  // Allocating ~100 MB/s of short-lived objects: V8's memory reducer alone would find the
+  // allocation rate high and wait (measured: no full collection in 10 s without
+  // --optimize-for-size).
+  const busy = firstFullCollectionMs(true, true);
+  assert.notEqual(busy, 'none', 'no full collection within 12 s while busy');
+  assert.ok((busy as number) < 7_500, `first full collection after ${busy} ms while busy`);
 });
