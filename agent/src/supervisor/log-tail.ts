@@ -31,8 +31,13 @@ import {
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { crc32 } from 'node:zlib';
-import { decodeRecords, encodeLogLine, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shared';
-import { LineEncoder } from './encode-lines.ts';
+import {
+  decodeRecords,
+  encodeLogLine,
+  MAX_LOG_LINE_BYTES,
+  RECORD_HEADER_BYTES,
+  type StreamRecord,
+} from '@keel/shared';
 
 /**
  * Bytes read from one file per tick: bounds memory (a tick holds the read, its records and the
@@ -167,6 +172,119 @@ const DRAINING_MS = 10_000;
 const FILE_BACKLOG_SPOOLS = 16;
 
 type Offsets = Record<string, number>;
+
+/** A tick's records, encoded back to back (`encodeRecords`' format) into one growing buffer. */
+class RecordsOut {
+  buf: Buffer = EMPTY;
+  off = 0;
+  count = 0;
+
+  /** Makes room for `bytes` more. */
+  reserve(bytes: number): void {
+    if (this.off + bytes <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.off + bytes));
+    this.buf.copy(grown, 0, 0, this.off);
+    this.buf = grown;
+  }
+
+  /** One record: u32 length, f64 time, the file's header (flags, name), `src[start, end)`. */
+  record(
+    head: Buffer,
+    time: Buffer,
+    src: Buffer,
+    start: number,
+    end: number,
+    listener: ((line: Buffer) => void) | null,
+  ): void {
+    const buf = this.buf;
+    const at = this.off;
+    const length = head.length + end - start;
+    buf.writeUInt32BE(length, at);
+    time.copy(buf, at + 4);
+    head.copy(buf, at + RECORD_HEADER_BYTES);
+    src.copy(buf, at + RECORD_HEADER_BYTES + head.length, start, end);
+    this.off = at + RECORD_HEADER_BYTES + length;
+    this.count++;
+    if (listener) listener(buf.subarray(this.off - (end - start), this.off));
+  }
+}
+
+/**
+ * Encodes the lines of `src` as records into `out` (`heads`: the file's header for a whole line
+ * and for a `continued` part) and returns where the unfinished line begins (`src.length`: none).
+ * Lines end at LF or CRLF; a line over MAX_LOG_LINE_BYTES is cut into `continued` parts of that
+ * size; bytes are kept as they are. One pass: each byte is looked at and copied once, in place in
+ * the record (no indexOf call, view or buffer per line; `LineSplitter.scan` gives the same lines),
+ * four bytes at a time while a word holds no LF (a word with an LF byte, or the line's last bytes,
+ * go byte by byte): half the CPU of a byte loop on ~100-byte lines.
+ */
+function encodeLines(
+  out: RecordsOut,
+  src: Buffer,
+  heads: readonly [Buffer, Buffer],
+  now: number,
+  listener: ((line: Buffer) => void) | null,
+): number {
+  const max = MAX_LOG_LINE_BYTES;
+  const len = src.length;
+  const [whole, part] = heads;
+  const hl = whole.length;
+  const sv = new DataView(src.buffer, src.byteOffset, len);
+  let buf = out.buf;
+  let ov = new DataView(buf.buffer, buf.byteOffset, buf.length);
+  let off = out.off;
+  let count = 0;
+  let at = 0;
+  while (at < len) {
+    // Room for this record at its longest (the copy may run one byte past a cut part).
+    const need = off + RECORD_HEADER_BYTES + hl + Math.min(len - at, max + 1);
+    if (need > buf.length) {
+      out.off = off;
+      out.reserve(need - off + (len - at));
+      buf = out.buf;
+      ov = new DataView(buf.buffer, buf.byteOffset, buf.length);
+    }
+    const lineStart = off + RECORD_HEADER_BYTES + hl;
+    const stop = at + max + 1 < len ? at + max + 1 : len;
+    let i = at;
+    let o = lineStart;
+    // Whole words without an LF byte (the "has a zero byte" test on the word XOR 0x0a0a0a0a).
+    while (i + 4 <= stop) {
+      const w = sv.getUint32(i, true);
+      const x = w ^ 0x0a0a0a0a;
+      if (((x - 0x01010101) & ~x & 0x80808080) !== 0) break;
+      ov.setUint32(o, w, true);
+      i += 4;
+      o += 4;
+    }
+    while (i < stop) {
+      const b = src[i]!;
+      if (b === 10) break;
+      buf[o++] = b;
+      i++;
+    }
+    let head: Buffer;
+    if (i < stop) {
+      // A newline within the bound: a whole line (without its CR).
+      if (o > lineStart && buf[o - 1] === 13) o--;
+      head = whole;
+      at = i + 1;
+    } else if (i - at >= max) {
+      o = lineStart + max;
+      head = part;
+      at += max;
+    } else break; // unfinished: held for the next read
+    ov.setUint32(off, hl + o - lineStart);
+    ov.setFloat64(off + 4, now);
+    for (let k = 0; k < hl; k++) buf[off + RECORD_HEADER_BYTES + k] = head[k]!;
+    if (listener) listener(buf.subarray(lineStart, o));
+    off = o;
+    count++;
+  }
+  out.off = off;
+  out.count += count;
+  return at;
+}
 
 /** One intent slot (see `LogTailer#writeIntent`); `prevSeq` and `gen` are absent in older agents' files. */
 interface Intent {
@@ -484,13 +602,14 @@ export class LogTailer {
   }
 
   #caughtUp = true;
+  /** The tick's records being built (kept to reuse the object, not the buffer). */
+  #out = new RecordsOut();
   /**
-   * The read buffer and the tick's records, in the line encoder's WebAssembly memory
-   * (encode-lines.ts). Kept from one tick to the next while the files keep growing (no fresh
-   * 4-5 MiB buffers, whose pages the kernel would map and zero, for every read), and let go by a
-   * tick that read nothing (an idle agent holds none).
+   * The read buffer. It and the records' buffer are kept from one tick to the next while the files
+   * keep growing (no fresh 4-5 MiB buffers, whose pages the kernel would map and zero, for every
+   * read), and let go by a tick that read nothing (an idle agent holds none).
    */
-  #enc: LineEncoder | null = null;
+  #readBuf: Buffer = EMPTY;
   /** The last ack seen and when it changed (-Infinity: no change seen yet, nothing drains). */
   #lastAck = { seq: -1, at: -Infinity };
 
@@ -540,7 +659,9 @@ export class LogTailer {
     this.#caughtUp = true;
     // The records of this tick, encoded back to back (encodeRecords' format) in one growing buffer:
     // no object or buffer per line.
-    this.#enc?.reset();
+    const out = this.#out;
+    out.off = 0;
+    out.count = 0;
     const prev: Offsets = {};
     const next: Offsets = {};
     const now = this.#now();
@@ -559,7 +680,6 @@ export class LogTailer {
           ? this.#lineListener
           : null;
       const listener = wanted ? (line: Buffer) => wanted(f.process, f.stream, line) : null;
-      const heads = f.heads;
       let fd: number;
       try {
         fd = openSync(f.path, 'r');
@@ -579,26 +699,25 @@ export class LogTailer {
         }
         if (size > f.readTo) {
           // The held partial line, then what the file gained: one buffer, no concatenation.
-          const enc = (this.#enc ??= new LineEncoder(READ_BYTES + MAX_LOG_LINE_BYTES, MAX_LOG_LINE_BYTES));
           const held = f.pending.length;
           const want = held + Math.min(READ_BYTES, size - f.readTo);
-          const buf = enc.read;
+          if (this.#readBuf.length < want) this.#readBuf = Buffer.allocUnsafe(want);
+          const buf = this.#readBuf;
           if (held > 0) f.pending.copy(buf, 0);
           const n = readSync(fd, buf, held, want - held, f.readTo);
           f.readTo += n;
           readBytes += n;
-          const before = enc.count;
-          const from = enc.outBytes;
-          const len = held + n;
-          const rest = enc.encode(len, heads, time);
-          // The read region again: the memory may have grown (views taken before are void).
-          f.pending = rest < len ? Buffer.from(enc.read.subarray(rest, len)) : EMPTY;
-          if (listener) enc.eachLine(from, heads[0].length, listener);
+          const src = buf.subarray(0, held + n);
+          // Room for ~100-byte lines (a record adds its header and the file's): grows if shorter.
+          out.reserve(Math.ceil(src.length * 1.25) + 4096);
+          const before = out.count;
+          const rest = encodeLines(out, src, f.heads, now, listener);
+          f.pending = rest < src.length ? Buffer.from(src.subarray(rest)) : EMPTY;
           // Lines that ended: committed moves to where the held partial line begins.
           f.committed = f.readTo - f.pending.length;
           // The held partial line's age counts from when it began (the last line that ended).
           if (f.pending.length === 0) f.partialSince = 0;
-          else if (enc.count > before || f.partialSince === 0) f.partialSince = now;
+          else if (out.count > before || f.partialSince === 0) f.partialSince = now;
         }
         // A partial line is handed out only at the file's end: behind it, the next read ends it.
         const atEnd = f.readTo >= size;
@@ -608,9 +727,8 @@ export class LogTailer {
           f.pending.length > 0 &&
           (flushPartial || (f.partialSince > 0 && now - f.partialSince >= PARTIAL_FLUSH_MS))
         ) {
-          const enc = (this.#enc ??= new LineEncoder(READ_BYTES + MAX_LOG_LINE_BYTES, MAX_LOG_LINE_BYTES));
-          enc.record(heads[1], time, f.pending);
-          listener?.(f.pending);
+          out.reserve(RECORD_HEADER_BYTES + f.heads[1].length + f.pending.length);
+          out.record(f.heads[1], time, f.pending, 0, f.pending.length, listener);
           f.pending = EMPTY;
           f.committed = f.readTo;
           f.partialSince = 0;
@@ -620,22 +738,23 @@ export class LogTailer {
       }
       next[f.path] = f.committed;
     }
-    const enc = this.#enc;
-    const count = enc?.count ?? 0;
-    // The encoder (its memory) is kept while the files keep growing, and let go by the first tick
+    const { count } = out;
+    const body = out.buf;
+    const off = out.off;
+    // Records decoded for a spool without appendEncoded may keep views of the buffer: not reused.
+    // Otherwise both buffers are kept while the files keep growing, and let go by the first tick
     // that found nothing new (a writer that paused for a tick's interval; an idle agent holds
     // none): a fresh 4-5 MiB buffer per tick cost page faults (system time) and, as external
     // memory, full garbage collections every few ticks.
-    if (readBytes === 0) this.#enc = null;
-    if (count === 0 || !enc) return 0;
+    if (readBytes === 0 || !this.#spool.appendEncoded) out.buf = EMPTY;
+    if (readBytes === 0) this.#readBuf = EMPTY;
+    if (count === 0) return 0;
     const seq = this.#spool.lastSeq + count;
     this.#writeIntent(seq, this.#spool.lastSeq, next, prev);
     try {
-      // A view of the encoder's memory, written before appendEncoded returns; records decoded for
-      // a spool without it may be kept, so they get a copy.
-      const encoded = enc.records();
+      const encoded = body.subarray(0, off);
       if (this.#spool.appendEncoded) this.#spool.appendEncoded(encoded, count);
-      else this.#spool.append(decodeRecords(Buffer.from(encoded), count));
+      else this.#spool.append(decodeRecords(encoded, count));
     } catch (err) {
       // A failed append that kept its sequence numbers is a counted gap (the spool counted it, the
       // controller records it): go on after it. One that took no numbers handed nothing over:
@@ -648,7 +767,8 @@ export class LogTailer {
           f.partialSince = 0;
         }
         this.#caughtUp = true;
-        this.#enc = null;
+        out.buf = EMPTY;
+        this.#readBuf = EMPTY;
         throw err;
       }
     }
