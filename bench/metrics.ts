@@ -6,8 +6,9 @@
 //  query      a 30-day CPU chart of one host (the API's range read, 800 px) with a year of hourly and
 //             30 days of minute roll-ups for 1,000 hosts loaded (rows made by generate_series).
 //             Target: p95 < 50 ms.
-//  footprint  the agent (dist bundle, its systemd unit's Node options, connected to a controller)
-//             at 5 s and 1 s sampling beside Debian's prometheus-node-exporter scraped at the same
+//  footprint  the agent (dist bundle, connected to a controller) started as its systemd unit starts
+//             it: the unit's Node options and its glibc MALLOC_* variables (bench/lib/bundled-agent.ts
+//             reads both from systemd/keel-agent.service), at 5 s and 1 s sampling beside Debian's prometheus-node-exporter scraped at the same
 //             interval: CPU and RSS of both over the same minutes. Targets: agent RSS <= 60 MB, CPU
 //             at or below node_exporter's.
 // Run: npm run bench -- metrics [--part ingest,query,footprint] [--seconds 10] [--hosts 1000]
