@@ -1,6 +1,7 @@
 // Proves the controller's own local agent enrolls and comes online without its join token ever
 // appearing on a command line (/proc/<pid>/cmdline, readable by every local user) or in its
-// environment: the token travels on the enroll process's stdin.
+// environment: the token travels on the enroll process's stdin. The running agent gets the glibc
+// malloc variables of the agent's systemd unit, as a host's agent does.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -73,6 +74,18 @@ test(
         agents.some((p) => / run /.test(p.cmdline)),
         'the run process was observed',
       );
+      const unitMalloc = [
+        ...readFileSync(new URL('../../systemd/keel-agent.service', import.meta.url), 'utf8').matchAll(
+          /^Environment=(MALLOC_.*)$/gm,
+        ),
+      ].flatMap((m) => m[1]!.split(/\s+/).filter(Boolean));
+      assert.ok(
+        unitMalloc.some((kv) => kv.startsWith('MALLOC_MMAP_THRESHOLD_=')),
+        'the unit sets malloc variables',
+      );
+      const run = agents.find((p) => / run /.test(p.cmdline))!;
+      for (const kv of unitMalloc)
+        assert.ok(run.environ.split('\0').includes(kv), `${kv} in the running agent's environment`);
       for (const p of agents) {
         assert.ok(!p.cmdline.includes(secret), `token in the command line: ${p.cmdline}`);
         assert.ok(!p.environ.includes(secret), 'token in the environment');

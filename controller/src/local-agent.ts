@@ -2,7 +2,7 @@
 // host: enrolled once with a single-use token the controller makes for itself, then kept running
 // as a child process and restarted if it dies, until the controller stops.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -14,6 +14,22 @@ export function agentLauncher(): string {
 }
 
 /**
+ * The glibc malloc variables (`MALLOC_*`) that the agent's systemd unit sets for its process
+ * (systemd/keel-agent.service, beside this checkout), so that the local agent's memory is what a
+ * host's agent uses; none when the unit file is not there. glibc reads them only at start.
+ */
+export function agentMallocEnv(): Record<string, string> {
+  const unit = fileURLToPath(new URL('../../systemd/keel-agent.service', import.meta.url));
+  if (!existsSync(unit)) return {};
+  const env: Record<string, string> = {};
+  for (const [, line] of readFileSync(unit, 'utf8').matchAll(/^Environment=(MALLOC_.*)$/gm)) {
+    for (const kv of line!.split(/\s+/).filter(Boolean))
+      env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
+  }
+  return env;
+}
+
+/**
  * Starts `keel-agent <args> --state-dir <stateDir>`; `stdin`, when given, is written to the agent's
  * standard input (how the join token travels: never on a command line, where every local user
  * could read it in /proc/<pid>/cmdline, nor in the environment).
@@ -21,6 +37,7 @@ export function agentLauncher(): string {
 function runAgent(args: string[], stateDir: string, log: Logger, stdin?: string): ChildProcess {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
+    ...agentMallocEnv(),
     KEEL_AGENT_LOG_LEVEL: process.env.KEEL_AGENT_LOG_LEVEL ?? 'warn',
     KEEL_JOIN_TOKEN: undefined,
   };
