@@ -125,7 +125,20 @@ test('run on two hosts from the Jobs page; save and disable a schedule', { timeo
       await api.get<{ schedules: { name: string; notifyChannelIds: string[] }[] }>('/jobs/schedules')
     ).body.schedules.find((s) => s.name === 'nightly uptime');
     assert.deepEqual(saved?.notifyChannelIds, [channel.body.channel.id]);
-    // Run now: when it ends, the row shows each host's last result.
+    // Run now: when it ends, the row shows each host's last result. The run's event stream is held
+    // until the run has ended, so the page hears of the end only from the stream's first snapshot
+    // (a quick run on a loaded machine: the page once waited for a `run` event that never came).
+    const events = /\/jobs\/runs\/([^/]+)\/events/;
+    await page.route(events, async (route) => {
+      const id = events.exec(route.request().url())![1]!;
+      await waitFor(
+        async () =>
+          (await api.get<{ run: { status: string } }>(`/jobs/runs/${id}`)).body.run.status !== 'running',
+        60_000,
+        'the schedule run to end',
+      );
+      await route.continue();
+    });
     await page
       .locator('[data-testid="schedules"] tbody tr', { hasText: 'nightly uptime' })
       .locator('button', { hasText: 'Run now' })
@@ -133,6 +146,7 @@ test('run on two hosts from the Jobs page; save and disable a schedule', { timeo
     await page
       .locator('[data-testid="schedule-host-results"]', { hasText: 'last per host: 2 ok' })
       .waitFor({ timeout: 60_000 });
+    await page.unroute(events);
     // A group as the target: the hosts of the group only (one here), picked from the list.
     const hostList = (await api.get<{ hosts: { id: string; name: string }[] }>('/hosts')).body.hosts;
     const group = await api.post<{ group: { id: string } }>('/groups', {
