@@ -140,13 +140,16 @@ async function close() {
   const self = process.cpuUsage();
   const user = self.user / 1e6;
   const system = self.system / 1e6 + tree + closingCost;
+  const renderersEnded = zygotes.reduce((a, s) => a + s.reaped, 0);
   const file = process.env.KEEL_TEST_BROWSER_CPU_FILE;
-  // One line: the server's own user and system seconds, Chromium's (not split) in the second.
-  if (file) writeFileSync(file, `${user.toFixed(2)} ${system.toFixed(2)}\n`);
+  // One line: the server's own user and system seconds, Chromium's (not split) in the second, and
+  // third the part no process of the runner's tree reaps (the zygotes and their renderers: the
+  // runner adds it to its own figure for the run's total).
+  const orphaned = zygotes.reduce((a, s) => a + s.own, 0) + renderersEnded;
+  if (file) writeFileSync(file, `${user.toFixed(2)} ${system.toFixed(2)} ${orphaned.toFixed(2)}\n`);
   const detail = Object.entries(parts)
     .map(([k, v]) => `${k} ${v.toFixed(1)}`)
     .join(', ');
-  const renderersEnded = zygotes.reduce((a, s) => a + s.reaped, 0);
   process.stderr.write(
     `shared Chromium CPU-s: ${(tree + closingCost).toFixed(1)} (alive at the end: ${detail}; ` +
       `ended children of the zygotes (renderers) ${renderersEnded.toFixed(1)}; closing ${closingCost.toFixed(1)}), ` +

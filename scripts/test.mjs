@@ -489,6 +489,20 @@ function readCpu(file) {
     return undefined;
   }
 }
+/**
+ * The shared Chromium's CPU that no process of this run reaps (its zygotes end as orphans of init,
+ * with the renderers they reaped): scripts/test-browser.mjs writes it third on its line. Added to
+ * this process's own figure for the run's total.
+ */
+let browserOrphanCpu = 0;
+function readOrphanCpu(file) {
+  try {
+    const n = Number(readFileSync(file, 'utf8').trim().split('\n').at(-1).split(' ')[2]);
+    return Number.isFinite(n) ? n : 0;
+  } catch {
+    return 0;
+  }
+}
 /** User+system seconds of this process and of its children that ended (from /proc/self/stat). */
 function ownCpu() {
   try {
@@ -632,6 +646,7 @@ async function startSharedBrowser() {
       await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
       killGroup(child.pid);
       const cpu = readCpu(browserCpuFile);
+      browserOrphanCpu = readOrphanCpu(browserCpuFile);
       rmSync(browserCpuFile, { force: true });
       return cpu;
     },
@@ -894,8 +909,8 @@ if (browser)
 console.log(
   `\n${['tests', 'suites', 'pass', 'fail', 'cancelled', 'skipped', 'todo'].map((k) => `${k} ${total[k] ?? 0}`).join(', ')}` +
     `\n${files.length} files, ${jobs.length} processes (up to ${concurrency} at once, within ${cpuBudget} cores): ${((Date.now() - began) / 1000).toFixed(1)} s` +
-    `\nCPU: ${jobsCpu.toFixed(1)} s in the test processes, ${(ownCpu() ?? 0).toFixed(1)} s in all with the builds and this runner` +
-    ` (= ${((ownCpu() ?? jobsCpu) / cores).toFixed(0)} s of ${cores} busy cores)` +
+    `\nCPU: ${jobsCpu.toFixed(1)} s in the test processes, ${((ownCpu() ?? 0) + browserOrphanCpu).toFixed(1)} s in all with the builds, Chromium and this runner` +
+    ` (= ${(((ownCpu() ?? jobsCpu) + browserOrphanCpu) / cores).toFixed(0)} s of ${cores} busy cores)` +
     // The other floor: the processes' wall times over how many may run at once. A run near this
     // one is held by the limit on processes (their waiting), not by the cores.
     `\nwall: ${(wallSum / 1000).toFixed(0)} s of processes in all but the idle ones (= ${(wallSum / 1000 / concurrency).toFixed(0)} s at ${concurrency} at once)`,
