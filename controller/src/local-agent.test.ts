@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import pino from 'pino';
 import { removeDir, startTestController, waitFor } from '../../test/helpers/fleet.ts';
-import { startLocalAgent } from './local-agent.ts';
+import { AGENT_MALLOC_ENV, startLocalAgent } from './local-agent.ts';
 import type { Services } from './services/index.ts';
 
 /** Command lines and environments of this process's children right now, by pid. */
@@ -82,6 +82,13 @@ test(
       assert.ok(
         unitMalloc.some((kv) => kv.startsWith('MALLOC_MMAP_THRESHOLD_=')),
         'the unit sets malloc variables',
+      );
+      assert.deepEqual(
+        Object.fromEntries(
+          unitMalloc.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+        ),
+        AGENT_MALLOC_ENV,
+        "the local agent's malloc variables are the unit's",
       );
       const run = agents.find((p) => / run /.test(p.cmdline))!;
       for (const kv of unitMalloc)

@@ -2,7 +2,7 @@
 // host: enrolled once with a single-use token the controller makes for itself, then kept running
 // as a child process and restarted if it dies, until the controller stops.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -15,19 +15,17 @@ export function agentLauncher(): string {
 
 /**
  * The glibc malloc variables (`MALLOC_*`) that the agent's systemd unit sets for its process
- * (systemd/keel-agent.service, beside this checkout), so that the local agent's memory is what a
- * host's agent uses; none when the unit file is not there. glibc reads them only at start.
+ * (systemd/keel-agent.service; docs/metrics.md, "The agent's own memory"), so that the local
+ * agent's memory is what a host's agent uses. glibc reads them only at start, so they go into the
+ * agent's environment. Kept here rather than read from the unit at run time (a release bundle has
+ * the unit elsewhere, the tests' build not at all); local-agent.test holds the two equal.
  */
-export function agentMallocEnv(): Record<string, string> {
-  const unit = fileURLToPath(new URL('../../systemd/keel-agent.service', import.meta.url));
-  if (!existsSync(unit)) return {};
-  const env: Record<string, string> = {};
-  for (const [, line] of readFileSync(unit, 'utf8').matchAll(/^Environment=(MALLOC_.*)$/gm)) {
-    for (const kv of line!.split(/\s+/).filter(Boolean))
-      env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
-  }
-  return env;
-}
+export const AGENT_MALLOC_ENV: Readonly<Record<string, string>> = Object.freeze({
+  MALLOC_ARENA_MAX: '2',
+  MALLOC_TRIM_THRESHOLD_: '131072',
+  MALLOC_TOP_PAD_: '65536',
+  MALLOC_MMAP_THRESHOLD_: '32768',
+});
 
 /**
  * Starts `keel-agent <args> --state-dir <stateDir>`; `stdin`, when given, is written to the agent's
@@ -37,7 +35,7 @@ export function agentMallocEnv(): Record<string, string> {
 function runAgent(args: string[], stateDir: string, log: Logger, stdin?: string): ChildProcess {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
-    ...agentMallocEnv(),
+    ...AGENT_MALLOC_ENV,
     KEEL_AGENT_LOG_LEVEL: process.env.KEEL_AGENT_LOG_LEVEL ?? 'warn',
     KEEL_JOIN_TOKEN: undefined,
   };
