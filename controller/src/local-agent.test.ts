@@ -65,7 +65,11 @@ test(
         clearInterval(watch);
       }
       assert.ok(secret, 'a join token was made');
-      const agents = [...seen.values()].filter((p) => p.cmdline.includes('keel-agent'));
+      // This controller's local agent only (its state dir is in the controller's data dir): the
+      // other files of a batch share this process, and their fleets' agents are its children too.
+      const agents = [...seen.values()].filter(
+        (p) => p.cmdline.includes('keel-agent') && p.cmdline.includes(ctl.dataDir),
+      );
       assert.ok(
         agents.some((p) => / enroll /.test(p.cmdline)),
         `the enroll process was observed: ${JSON.stringify(agents.map((p) => p.cmdline))}`,
