@@ -30,10 +30,13 @@ const limit = { timeout: 60_000 };
 let ctl: Ctl;
 let wsUrl: string;
 
-before(async () => {
-  ctl = await startTestController({ env: { KEEL_MAX_FRAME_BYTES: String(256 * 1024) } });
-  wsUrl = `ws://127.0.0.1:${ctl.port}/agent/v1`;
-});
+before(
+  async () => {
+    ctl = await startTestController({ env: { KEEL_MAX_FRAME_BYTES: String(256 * 1024) } });
+    wsUrl = `ws://127.0.0.1:${ctl.port}/agent/v1`;
+  },
+  { timeout: 180_000 },
+);
 after(async () => {
   await ctl.close();
   removeDir(ctl.dataDir);

@@ -60,17 +60,20 @@ async function stored(name: string): Promise<string[]> {
   return res.body.lines.map((l) => l.text);
 }
 
-before(async () => {
-  ({ ctl, hostId } = await startFleet(procs, dirs, { name: 'template-host' }));
-  await ctl.services.users.create({
-    username: 'tpl-admin',
-    password: 'template admin password 1',
-    role: 'admin',
-    actor: 'system',
-  });
-  api = new ApiClient(ctl.url);
-  await api.login('tpl-admin', 'template admin password 1');
-});
+before(
+  async () => {
+    ({ ctl, hostId } = await startFleet(procs, dirs, { name: 'template-host' }));
+    await ctl.services.users.create({
+      username: 'tpl-admin',
+      password: 'template admin password 1',
+      role: 'admin',
+      actor: 'system',
+    });
+    api = new ApiClient(ctl.url);
+    await api.login('tpl-admin', 'template admin password 1');
+  },
+  { timeout: 180_000 },
+);
 
 after(async () => {
   // removeDir (helpers/fleet.ts) kills the process groups the agent's state dir still supervises.

@@ -24,44 +24,47 @@ describe('GET /metrics (Prometheus target)', () => {
   let scrapeToken: string;
   let viewToken: string;
 
-  before(async () => {
-    t = await openTestApp();
-    const [row] = await t.db
-      .insert(hosts)
-      .values({ name: 'web "1"', publicKey: 'k'.repeat(43), online: true })
-      .returning({ id: hosts.id });
-    hostId = row!.id;
-    // A tick from a minute ago: CPU 12.5 %, one interface, one mount, two cores.
-    const ts = Math.floor(Date.now() / 5_000) * 5_000 - 60_000;
-    const sample: MetricSample = {
-      t: ts,
-      v: { cpu: 12.5, load1: 0.25, mem_used: 1_048_576, net_rx_bps: 100, uptime: 3600, temp_max: null },
-      cores: [10, 15],
-      mounts: [{ mount: '/', fs: 'ext4', size: 1e10, used: 4e9 }],
-      ifaces: [{ name: 'eth0', rxBps: 100, txBps: 50, rxBytes: 123_456, txBytes: 654_321 }],
-    };
-    const r = await createMetricsRepository(t.db).append(hostId, 'metrics', {
-      firstSeq: 1,
-      count: 1,
-      body: encodeRecords([{ ts, payload: Buffer.from(JSON.stringify(sample)) }]),
-    });
-    assert.equal(r.stored, 1);
-    const admin = await t.signInAs('admin');
-    const make = async (permissions: string[]) => {
-      const res = await t.request('/api/v1/tokens', {
-        method: 'POST',
-        as: admin,
-        json: { name: 'scraper', permissions },
+  before(
+    async () => {
+      t = await openTestApp();
+      const [row] = await t.db
+        .insert(hosts)
+        .values({ name: 'web "1"', publicKey: 'k'.repeat(43), online: true })
+        .returning({ id: hosts.id });
+      hostId = row!.id;
+      // A tick from a minute ago: CPU 12.5 %, one interface, one mount, two cores.
+      const ts = Math.floor(Date.now() / 5_000) * 5_000 - 60_000;
+      const sample: MetricSample = {
+        t: ts,
+        v: { cpu: 12.5, load1: 0.25, mem_used: 1_048_576, net_rx_bps: 100, uptime: 3600, temp_max: null },
+        cores: [10, 15],
+        mounts: [{ mount: '/', fs: 'ext4', size: 1e10, used: 4e9 }],
+        ifaces: [{ name: 'eth0', rxBps: 100, txBps: 50, rxBytes: 123_456, txBytes: 654_321 }],
+      };
+      const r = await createMetricsRepository(t.db).append(hostId, 'metrics', {
+        firstSeq: 1,
+        count: 1,
+        body: encodeRecords([{ ts, payload: Buffer.from(JSON.stringify(sample)) }]),
       });
-      assert.equal(res.status, 201, await res.clone().text());
-      return ((await res.json()) as { secret: string }).secret;
-    };
-    scrapeToken = await make(['metrics.read']);
-    viewToken = await make(['host.view']);
-    const port = await freePort();
-    server = serve({ fetch: t.app.fetch, hostname: '127.0.0.1', port });
-    base = `http://127.0.0.1:${port}`;
-  });
+      assert.equal(r.stored, 1);
+      const admin = await t.signInAs('admin');
+      const make = async (permissions: string[]) => {
+        const res = await t.request('/api/v1/tokens', {
+          method: 'POST',
+          as: admin,
+          json: { name: 'scraper', permissions },
+        });
+        assert.equal(res.status, 201, await res.clone().text());
+        return ((await res.json()) as { secret: string }).secret;
+      };
+      scrapeToken = await make(['metrics.read']);
+      viewToken = await make(['host.view']);
+      const port = await freePort();
+      server = serve({ fetch: t.app.fetch, hostname: '127.0.0.1', port });
+      base = `http://127.0.0.1:${port}`;
+    },
+    { timeout: 180_000 },
+  );
   after(async () => {
     await new Promise((r) => server?.close(r));
     await t?.close();

@@ -19,11 +19,14 @@ let dir: string;
 let database: OpenDatabase;
 const log = pino({ level: 'silent' });
 
-before(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'keel-audit-test-'));
-  await seedDatabase(dir); // a copy of a migrated empty database: no initdb
-  database = await openDatabase({ dataDir: dir });
-});
+before(
+  async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'keel-audit-test-'));
+    await seedDatabase(dir); // a copy of a migrated empty database: no initdb
+    database = await openDatabase({ dataDir: dir });
+  },
+  { timeout: 180_000 },
+);
 after(async () => {
   await database.close();
   rmSync(dir, { recursive: true, force: true });
