@@ -44,14 +44,11 @@ import { crc32 } from 'node:zlib';
 import {
   decodeRecords,
   indexRecords,
-  RECORD_HEADER_BYTES as SHARED_RECORD_HEADER_BYTES,
+  RECORD_HEADER_BYTES,
   type RecordBatch,
   type StreamRecord,
 } from '@keel/shared';
 
-// A module-local copy of the shared constant used per record (framesOfBody, encodeFrames): run
-// from source through tsx, an imported binding is a getter call per use (see log-tail.ts).
-const RECORD_HEADER_BYTES = SHARED_RECORD_HEADER_BYTES;
 const fdatasyncAsync = promisify(fdatasync);
 const fsyncAsync = promisify(fsync);
 

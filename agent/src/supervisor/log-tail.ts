@@ -34,18 +34,10 @@ import { crc32 } from 'node:zlib';
 import {
   decodeRecords,
   encodeLogLine,
-  MAX_LOG_LINE_BYTES as SHARED_MAX_LOG_LINE_BYTES,
-  RECORD_HEADER_BYTES as SHARED_RECORD_HEADER_BYTES,
+  MAX_LOG_LINE_BYTES,
+  RECORD_HEADER_BYTES,
   type StreamRecord,
 } from '@keel/shared';
-
-// Module-local copies of the shared constants the per-line loop uses. Run from source through tsx
-// (the benches, `npm start`), an imported binding is a module property with a getter re-exported
-// through shared's index: each use in the loop was a getter call and a megamorphic keyed load,
-// ~40 % of the capture's CPU in the logs bench (perf, 30 Nov; see docs/processes.md). The
-// release bundle (one ESM scope) never paid it.
-const MAX_LOG_LINE_BYTES = SHARED_MAX_LOG_LINE_BYTES;
-const RECORD_HEADER_BYTES = SHARED_RECORD_HEADER_BYTES;
 
 /**
  * Bytes read from one file per tick: bounds memory (a tick holds the read, its records and the
