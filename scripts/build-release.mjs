@@ -34,7 +34,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { agentBundleOptions, asciiOnly } from './agent-bundle.mjs';
+import { agentBundleOptions, asciiOnly, requireBanner } from './agent-bundle.mjs';
+import { controllerExternal } from './controller-bundle.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const { values, positionals } = parseArgs({
@@ -58,12 +59,6 @@ const out = resolve(values.out ?? join(root, 'dist'));
 mkdirSync(out, { recursive: true });
 
 const readJson = (file) => JSON.parse(readFileSync(file, 'utf8'));
-/** Optional modules that some dependencies try to load inside try/catch (native speed-ups). */
-const optionalNative = ['bufferutil', 'utf-8-validate', 'osx-temperature-sensor'];
-// `require` for the CommonJS dependencies inside an ESM bundle.
-const banner = {
-  js: "import { createRequire as __keelRequire } from 'node:module'; const require = __keelRequire(import.meta.url);",
-};
 
 /** Hex SHA-256 of a file. */
 function sha256(file) {
@@ -188,7 +183,6 @@ async function buildController(agentFile) {
   const work = mkdtempSync(join(tmpdir(), 'keel-build-'));
   try {
     const top = join(work, name);
-    const unbundled = ['@electric-sql/pglite', '@node-rs/argon2', 'lz4-napi', 'swagger-ui-dist'];
     await build({
       entryPoints: [join(root, 'controller/src/cli.ts')],
       outfile: join(top, 'dist/keel-controller.mjs'),
@@ -198,8 +192,8 @@ async function buildController(agentFile) {
       format: 'esm',
       minifySyntax: true,
       legalComments: 'eof',
-      external: [...optionalNative, ...unbundled, ...unbundled.map((d) => `${d}/*`)],
-      banner,
+      external: controllerExternal,
+      banner: requireBanner,
       logLevel: 'warning',
     });
     writeFileSync(join(top, 'package.json'), bundlePackageJson(pkg, 'keel-controller'));

@@ -289,7 +289,8 @@ async function bundleController() {
     const { build } = await import('esbuild');
     mkdirSync(join(top, 'dist'), { recursive: true });
     copyFileSync(join(root, 'controller/package.json'), join(top, 'package.json'));
-    const unbundled = ['@electric-sql/pglite', '@node-rs/argon2', 'lz4-napi', 'swagger-ui-dist'];
+    const { controllerExternal } = await import('./controller-bundle.mjs');
+    const { requireBanner } = await import('./agent-bundle.mjs');
     await build({
       entryPoints: [join(root, 'controller/src/cli.ts')],
       outfile,
@@ -297,16 +298,8 @@ async function bundleController() {
       platform: 'node',
       target: 'node20',
       format: 'esm',
-      external: [
-        'bufferutil',
-        'utf-8-validate',
-        'osx-temperature-sensor',
-        ...unbundled,
-        ...unbundled.map((d) => `${d}/*`),
-      ],
-      banner: {
-        js: "import { createRequire as __keelRequire } from 'node:module'; const require = __keelRequire(import.meta.url);",
-      },
+      external: controllerExternal,
+      banner: requireBanner,
       logLevel: 'warning',
     });
     for (const [name, target] of [
