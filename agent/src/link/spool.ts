@@ -953,14 +953,13 @@ function framesOfBody(body: Buffer, count: number, firstSeq: number): Frames {
   // Where each frame's records begin and end in `body` (frames of about FRAME_TARGET_BYTES).
   const cuts: number[] = [0];
   const counts: number[] = [];
+  const view = new DataView(body.buffer, body.byteOffset, body.length);
   let off = 0;
   let inFrame = 0;
   let n = 0;
   for (let i = 0; i < count; i++) {
     if (off + RECORD_HEADER_BYTES > body.length) throw new RangeError('truncated record header');
-    const size =
-      RECORD_HEADER_BYTES +
-      ((body[off]! << 24) | (body[off + 1]! << 16) | (body[off + 2]! << 8) | body[off + 3]!);
+    const size = RECORD_HEADER_BYTES + view.getUint32(off);
     if (inFrame > 0 && inFrame + size > FRAME_TARGET_BYTES) {
       cuts.push(off);
       counts.push(n);
