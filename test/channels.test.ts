@@ -117,9 +117,10 @@ function echoOnce(client: ChannelClient, message: Buffer): Promise<Buffer> {
 before(async () => {
   ({ ctl, agent, hostId } = await startFleet(procs, dirs, {
     controller: 'process',
-    // Heartbeats every 2 s on both sides (the flood test samples the controller's): at 1 s, two
-    // silent seconds of a peer busy opening 100 channels beside busy loops (load 13) dropped the
-    // link, and the 100-channels test failed on `host.offline`. The product's default is 5 s.
+    // Heartbeats every 2 s on both sides: at 1 s, two silent seconds of a peer busy opening 100
+    // channels beside busy loops (load 13) dropped the link, and the 100-channels test failed on
+    // `host.offline`. The product's default is 5 s. The restart test restarts the controller at
+    // 1 s for the flood test after it, which samples the controller's heartbeats.
     env: { KEEL_HEARTBEAT_MS: '2000', KEEL_CHANNEL_TICKET_TTL_SECONDS: String(TICKET_TTL_SECONDS) },
     agentEnv: { KEEL_AGENT_LOG_LEVEL: 'info', KEEL_AGENT_HEARTBEAT_MS: '2000' },
     name: 'channel-host',
@@ -234,6 +235,35 @@ describe('live channels', () => {
   });
 
   test(
+    'restarting the controller ends the channel for the client and the agent',
+    { timeout: 90_000 },
+    async () => {
+      const client = await openEcho(ctl.api, hostId);
+      // Back with heartbeats every second (the agent's stay at 2 s): the flood test after this
+      // one waits for 3 heartbeats at rest and 5 under the flood, and the flood keeps both cores
+      // busy while it waits (at 2 s, 10 s of it). A 1 s heartbeat dropped links only while 100
+      // channels opened (the test before this one), and a flood is data the controller hears.
+      await ctl.restart({ KEEL_HEARTBEAT_MS: '1000' });
+      const { code } = await client.closed;
+      assert.equal(code, 1006, 'the socket dropped with the controller');
+      console.log(
+        agent
+          .output()
+          .split('\n')
+          .filter((l) => !l.includes('channel'))
+          .join('\n'),
+      );
+      const line = await waitFor(() => agentLog(client.id, 'channel closed'), 20_000, 'agent sees the end');
+      assert.equal(line.reason, 'link to the controller lost');
+      // The agent is back on the new controller and channels work again.
+      await onlineHost();
+      const again = await openEcho(ctl.api, hostId);
+      assert.equal((await echoOnce(again, Buffer.from('back'))).toString(), 'back');
+      again.ws.close();
+    },
+  );
+
+  test(
     `a flood on one channel delays a heartbeat, a request and another channel by less than ${FLOOD_REQUEST_BOUND_MS} ms`,
     { timeout: 60_000 },
     async () => {
@@ -242,7 +272,8 @@ describe('live channels', () => {
         assert.equal(res.status, 200);
         return res.body.rttMs;
       };
-      // The heartbeat at rest: the controller's own ping to the agent and its pong (2 s period here).
+      // The heartbeat at rest: the controller's own ping to the agent and its pong (1 s period since
+      // the restart test).
       const beatsQuiet = sampleHeartbeats();
       await waitFor(() => beatsQuiet.samples.length >= 3 || undefined, 20_000, 'heartbeats at rest');
       await beatsQuiet.stop();
@@ -362,31 +393,6 @@ describe('live channels', () => {
     const line = await waitFor(() => agentLog(client.id, 'channel closed'), 10_000, 'agent sees the end');
     assert.equal(line.reason, 'client closed the channel');
   });
-
-  test(
-    'restarting the controller ends the channel for the client and the agent',
-    { timeout: 90_000 },
-    async () => {
-      const client = await openEcho(ctl.api, hostId);
-      await ctl.restart();
-      const { code } = await client.closed;
-      assert.equal(code, 1006, 'the socket dropped with the controller');
-      console.log(
-        agent
-          .output()
-          .split('\n')
-          .filter((l) => !l.includes('channel'))
-          .join('\n'),
-      );
-      const line = await waitFor(() => agentLog(client.id, 'channel closed'), 20_000, 'agent sees the end');
-      assert.equal(line.reason, 'link to the controller lost');
-      // The agent is back on the new controller and channels work again.
-      await onlineHost();
-      const again = await openEcho(ctl.api, hostId);
-      assert.equal((await echoOnce(again, Buffer.from('back'))).toString(), 'back');
-      again.ws.close();
-    },
-  );
 
   test(
     'kill -9 of the agent ends the channel for the client and the controller',

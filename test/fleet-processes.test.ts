@@ -75,7 +75,7 @@ test('two agents, controller kill -9 and restart, revocation', { timeout: 120_00
     const stateDir = tempDir(`keel-agent-${name}-`);
     dirs.push(stateDir);
     // Exactly the command the console shows, run with this repository's agent.
-    await enrollThroughApi(api, stateDir, name);
+    await enrollThroughApi(api, stateDir, name, { run: 'command' });
     const proc = runAgent(stateDir);
     procs.push(proc);
     agents.push({ stateDir, proc });

@@ -283,7 +283,9 @@ async function runOnce(
     fleet.id,
     (_last, all) => all.some((e) => e.kind === 'agent.started' && e.data.pid === pid),
     `agent ${pid} started`,
-  );
+  ).catch((err: unknown) => {
+    throw new Error(`${String(err)}\nagent (exit ${agent.child.exitCode}): ${agent.output()}`);
+  });
   if (waitMs > 0) await sleep(waitMs);
   await kill(agent, 'SIGTERM');
   return pid;

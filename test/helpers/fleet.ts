@@ -21,13 +21,15 @@
 // and ~1 s of CPU to open it; a controller process (`controller: 'process'`, for a file that kills
 // or restarts it, or measures its memory) ~1.5 s of CPU from the bundle and Node options `npm test`
 // gives it (~6.5 s through the launcher with V8's defaults); an agent start ~0.25 s (bundled as
-// released). Share one fleet per file (tests that need a host of their own enroll another with enrollNewAgent or
+// released); the fixtures enroll in this process (enrollHere), not with a `keel-agent enroll`
+// process (~0.35 s). Share one fleet per file (tests that need a host of their own enroll another with enrollNewAgent or
 // enrollThroughApi); limits go on each test (`{ timeout }`), generous, never on the file. Wait for
 // a condition (waitFor) rather than sleeping a fixed time.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -220,6 +222,46 @@ export async function enrollAgent(
   return { code, output: p.output() };
 }
 
+/**
+ * Enrolls a state dir in this process, as `keel-agent enroll` does (agent/src/main.ts's enroll: the
+ * agent's identity made, its facts collected, the join token redeemed once the controller's key
+ * matched the pin, the enrollment saved) and resolves with the host id; rejects as the command
+ * fails. A `keel-agent enroll` process costs ~0.35 s of CPU to start, so the fixtures (startFleet,
+ * enrollThroughApi, enrollNewAgent) enroll here and start one agent process, `keel-agent run`. The
+ * command itself runs through enrollAgent in agent/src/cli.test.ts, console.test, refusals,
+ * tls-proxy and fleet-processes, and install.sh runs it in the install files.
+ */
+export async function enrollHere(
+  stateDir: string,
+  controllerUrl: string,
+  token: string,
+  pin: string,
+  name?: string,
+): Promise<string> {
+  const [{ loadOrCreateIdentity, saveEnrollment }, { collectFacts }, { redeemJoinToken }] = await Promise.all(
+    [
+      import('../../agent/src/identity/index.ts'),
+      import('../../agent/src/facts/index.ts'),
+      import('../../agent/src/link/connection.ts'),
+    ],
+  );
+  const identity = await loadOrCreateIdentity(stateDir);
+  const facts = await collectFacts();
+  let hostId: string;
+  try {
+    hostId = await redeemJoinToken({ controllerUrl, identity, pin, token, name: name ?? hostname(), facts });
+  } catch (err) {
+    throw new Error(`enroll failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  await saveEnrollment(stateDir, {
+    controllerUrl,
+    controllerPin: pin,
+    hostId,
+    enrolledAt: new Date().toISOString(),
+  });
+  return hostId;
+}
+
 /** Starts `keel-agent run` for an enrolled state dir. */
 export function runAgent(stateDir: string, env: Record<string, string> = {}): Proc {
   return spawnNode(agentBin, ['run', '--state-dir', stateDir], {
@@ -251,12 +293,15 @@ export interface ControllerProcess {
   url: string;
   api: ApiClient;
   proc: Proc;
-  /** Starts the controller again on the same data (after kill) and signs in. */
-  start(): Promise<void>;
+  /**
+   * Starts the controller again on the same data (after kill) and signs in; `env` is added to its
+   * environment from then on (e.g. a shorter KEEL_HEARTBEAT_MS for the tests after a restart).
+   */
+  start(env?: Record<string, string>): Promise<void>;
   /** kill -9. */
   kill(): Promise<number | null>;
-  /** kill -9, then start. */
-  restart(): Promise<void>;
+  /** kill -9, then start (with `env` added, as start). */
+  restart(env?: Record<string, string>): Promise<void>;
 }
 
 /** Starts a controller process and waits until it is ready; the caller kills it (see `procs`). */
@@ -269,14 +314,16 @@ export async function startControllerProcess(
   const url = `http://127.0.0.1:${port}`;
   const api = new ApiClient(url);
   let admin: { username: string; password: string } | null = null;
+  let env = opts.env;
   const self: ControllerProcess = {
     dataDir,
     url,
     api,
     proc: undefined as unknown as Proc,
-    async start() {
-      await seedDatabase(dataDir, opts.env);
-      self.proc = spawnNode(controllerBin, ['serve'], controllerEnv(dataDir, port, opts.env));
+    async start(more) {
+      if (more) env = { ...env, ...more };
+      await seedDatabase(dataDir, env);
+      self.proc = spawnNode(controllerBin, ['serve'], controllerEnv(dataDir, port, env));
       procs.push(self.proc);
       await waitFor(async () => (await fetch(`${url}/readyz`)).ok, 60_000, 'controller ready');
       admin ??= firstAdminFrom(self.proc.output());
@@ -284,17 +331,26 @@ export async function startControllerProcess(
       await api.login(admin.username, admin.password);
     },
     kill: () => kill(self.proc),
-    async restart() {
+    async restart(more) {
       await self.kill();
-      await self.start();
+      await self.start(more);
     },
   };
   await self.start();
   return self;
 }
 
-/** Creates a join token through the API and enrolls `stateDir` with exactly the command it returns. */
-export async function enrollThroughApi(api: ApiClient, stateDir: string, name?: string): Promise<void> {
+/**
+ * Creates a join token through the API and enrolls `stateDir` with exactly the arguments of the
+ * command it returns: in this process (enrollHere), or with `run: 'command'` as that command, a
+ * `keel-agent enroll` process (enrollAgent). Resolves with the host id.
+ */
+export async function enrollThroughApi(
+  api: ApiClient,
+  stateDir: string,
+  name?: string,
+  opts: { run?: 'here' | 'command' } = {},
+): Promise<string> {
   const created = await api.post<{ enrollCommand: string }>('/join-tokens', { note: name });
   if (created.status !== 201)
     throw new Error(`join token: ${created.status} ${JSON.stringify(created.body)}`);
@@ -303,8 +359,12 @@ export async function enrollThroughApi(api: ApiClient, stateDir: string, name?: 
   if (!token || words[1] !== 'keel-agent' || words[2] !== 'enroll')
     throw new Error(`unexpected command: ${created.body.enrollCommand}`);
   const arg = (flag: string) => words[words.indexOf(flag) + 1]!;
+  if (opts.run !== 'command') return enrollHere(stateDir, arg('--controller'), token, arg('--pin'), name);
   const r = await enrollAgent(stateDir, arg('--controller'), token, arg('--pin'), name);
   if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
+  const hostId = /Enrolled as host (\S+)\./.exec(r.output)?.[1];
+  if (!hostId) throw new Error(`no host id in enroll's output: ${r.output}`);
+  return hostId;
 }
 
 /**
@@ -313,14 +373,13 @@ export async function enrollThroughApi(api: ApiClient, stateDir: string, name?: 
  */
 export async function enrollNewAgent(controller: Controller, name?: string): Promise<string> {
   const stateDir = tempDir('keel-agent-');
-  const r = await enrollAgent(
+  await enrollHere(
     stateDir,
     `http://127.0.0.1:${controller.port}`,
     await joinToken(controller),
     controller.fingerprint,
     name,
   );
-  if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
   return stateDir;
 }
 
@@ -376,7 +435,7 @@ export async function startFleet(
   if (opts.controller === 'process') {
     const ctl = await startControllerProcess(procs, { env: opts.env });
     dirs.push(ctl.dataDir);
-    await enrollThroughApi(ctl.api, agentDir, name);
+    const enrolled = await enrollThroughApi(ctl.api, agentDir, name);
     const agent = runAgent(agentDir, opts.agentEnv);
     procs.push(agent);
     const hostId = await waitFor(
@@ -387,19 +446,19 @@ export async function startFleet(
       onlineMs,
       `${name} online`,
     );
+    assert.equal(hostId, enrolled, 'the host online is the one enrolled');
     return { ctl, agent, agentDir, hostId };
   }
   const ctl = await startTestController({ env: opts.env });
   dirs.push(ctl.dataDir);
   try {
-    const r = await enrollAgent(agentDir, ctl.url, await joinToken(ctl), ctl.fingerprint, name);
-    if (r.code !== 0) throw new Error(`enroll exited ${r.code}: ${r.output}`);
+    const hostId = await enrollHere(agentDir, ctl.url, await joinToken(ctl), ctl.fingerprint, name);
     const agent = runAgent(agentDir, opts.agentEnv);
     procs.push(agent);
-    const host = (await ctl.services.hosts.list()).find((h) => h.name === name);
-    if (!host) throw new Error(`host ${name} not stored after enroll`);
-    await waitFor(() => ctl.gateway.isOnline(host.id), onlineMs, `${name} online`);
-    return { ctl, agent, agentDir, hostId: host.id };
+    const host = (await ctl.services.hosts.list()).find((h) => h.id === hostId);
+    if (host?.name !== name) throw new Error(`host ${name} not stored after enroll`);
+    await waitFor(() => ctl.gateway.isOnline(hostId), onlineMs, `${name} online`);
+    return { ctl, agent, agentDir, hostId };
   } catch (err) {
     // The caller never gets this controller to close: left open, it would keep the test process
     // alive after its tests (seen: a batch held until the runner's 15-minute hang guard).
