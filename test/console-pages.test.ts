@@ -9,13 +9,12 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { sampleFacts } from './helpers/facts.ts';
 import {
-  axeViolations,
+  axeViolationsInThemes,
   launchChromium,
   openPage,
   signIn,
   type PageDocument,
   type PageElement,
-  type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
 import {
@@ -130,9 +129,12 @@ function admin() {
 /** Every violation axe finds on pages checked so far, with where it was found. */
 const violations: string[] = [];
 
-/** Runs axe on the page as it is now; the test fails at its end with everything found. */
+/**
+ * Runs axe on the page as it is now, in the dark and the light theme; the test fails at its end
+ * with everything found.
+ */
 async function checkAccessible(page: Page, where: string): Promise<void> {
-  for (const v of await axeViolations(page)) violations.push(`${where}: ${v}`);
+  for (const v of await axeViolationsInThemes(page)) violations.push(`${where}: ${v}`);
 }
 
 /**
@@ -223,159 +225,159 @@ async function realHostId(page: Page): Promise<string> {
   return id;
 }
 
-// Every page passes axe WCAG 2.1 A/AA in dark and light, on desktop and phone: one test per theme
-// and viewport, each with its own limit (17 checks a round; as one test of four rounds, the whole
-// took 408 s at load 17-31 and hit its 360 s limit while no round hung). The rounds run in order:
-// each creates the console-echo process again on the real host.
+// Every page passes axe WCAG 2.1 A/AA in dark and light, on desktop and phone: one test per
+// viewport, each page state checked in both themes (checkAccessible: the theme switched through
+// the system colour scheme, no second context, sign-in and walk through the pages; one test per
+// theme and viewport cost the shared Chromium ~40 % more), each test with its own limit (17
+// states a round; as one test of all rounds, the whole took 408 s at load 17-31 and hit its 360 s
+// limit while no round hung). The rounds run in order: each creates the console-echo process
+// again on the real host.
 for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
-  for (const theme of ['dark', 'light'] as ThemeName[]) {
-    test(
-      `every page passes axe WCAG 2.1 A/AA (${theme}, ${viewport})`,
-      // A hang guard: a round takes 22-37 s on this 2-core VM at load 5-11; the first round (the
-      // console's first pages in the renderer, six files starting at once) took 157 s at load 15.
-      { timeout: 300_000 },
-      async () => {
-        violations.length = 0;
-        const { username, password } = admin();
-        const where = (p: string) => `${p} (${theme}, ${viewport})`;
-        const shot = (p: string) => join(shots, `a11y-${p}-${theme}-${viewport}.png`);
-        const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme });
-        try {
-          await page.locator('#login-username').waitFor();
-          await checkAccessible(page, where('login'));
-          await snap(page, { path: shot('login') });
-          await signIn(page, username, password);
+  test(
+    `every page passes axe WCAG 2.1 A/AA (dark and light, ${viewport})`,
+    // A hang guard: a round of one theme took 22-37 s on this 2-core VM at load 5-11; the first
+    // round (the console's first pages in the renderer, six files starting at once) 157 s at
+    // load 15.
+    { timeout: 300_000 },
+    async () => {
+      violations.length = 0;
+      const { username, password } = admin();
+      const where = (p: string) => `${p} (${viewport})`;
+      // Screenshots in the dark theme (the light one is checked by axe, not shot).
+      const shot = (p: string) => join(shots, `a11y-${p}-dark-${viewport}.png`);
+      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme: 'dark' });
+      try {
+        await page.locator('#login-username').waitFor();
+        await checkAccessible(page, where('login'));
+        await snap(page, { path: shot('login') });
+        await signIn(page, username, password);
 
-          await fleetReady(page);
-          await checkAccessible(page, where('fleet'));
-          await snap(page, { path: shot('fleet'), fullPage: true });
+        await fleetReady(page);
+        await checkAccessible(page, where('fleet'));
+        await snap(page, { path: shot('fleet'), fullPage: true });
 
-          await page.click('[data-testid="add-host"]');
-          await page.locator('[data-testid="add-host-dialog"] #join-note').waitFor();
-          await checkAccessible(page, where('add-host dialog'));
-          await snap(page, { path: shot('add-host') });
-          await page.click('button[type="submit"][form="join-token-form"]');
-          await page.locator('[data-testid="join-command"]').waitFor();
-          // The install command first, what the host needs, then (folded) the plain enroll.
-          assert.match(
-            (await page.locator('[data-testid="join-command"]').textContent()) ?? '',
-            /install\.sh/,
-          );
-          assert.match(
-            (await page.locator('[data-testid="join-requirements"]').textContent()) ?? '',
-            /Node\.js 20\.19/,
-          );
-          await page.locator('[data-testid="join-enroll"] summary').click();
-          assert.match(
-            (await page.locator('[data-testid="join-enroll-command"]').textContent()) ?? '',
-            /^KEEL_JOIN_TOKEN=\S+ keel-agent enroll /,
-          );
-          await checkAccessible(page, where('add-host dialog with its command'));
-          await snap(page, { path: shot('add-host-command') });
-          await page.keyboard.press('Escape');
-          await page.locator('[data-testid="join-command"]').waitFor({ state: 'detached' });
+        await page.click('[data-testid="add-host"]');
+        await page.locator('[data-testid="add-host-dialog"] #join-note').waitFor();
+        await checkAccessible(page, where('add-host dialog'));
+        await snap(page, { path: shot('add-host') });
+        await page.click('button[type="submit"][form="join-token-form"]');
+        await page.locator('[data-testid="join-command"]').waitFor();
+        // The install command first, what the host needs, then (folded) the plain enroll.
+        assert.match((await page.locator('[data-testid="join-command"]').textContent()) ?? '', /install\.sh/);
+        assert.match(
+          (await page.locator('[data-testid="join-requirements"]').textContent()) ?? '',
+          /Node\.js 20\.19/,
+        );
+        await page.locator('[data-testid="join-enroll"] summary').click();
+        assert.match(
+          (await page.locator('[data-testid="join-enroll-command"]').textContent()) ?? '',
+          /^KEEL_JOIN_TOKEN=\S+ keel-agent enroll /,
+        );
+        await checkAccessible(page, where('add-host dialog with its command'));
+        await snap(page, { path: shot('add-host-command') });
+        await page.keyboard.press('Escape');
+        await page.locator('[data-testid="join-command"]').waitFor({ state: 'detached' });
 
-          const realId = await realHostId(page);
-          await page.goto(`/hosts/${realId}`);
-          await page.locator('[data-testid="host-history-row"]').first().waitFor();
-          await page.locator('[data-testid="host-capabilities"]').waitFor();
-          await checkAccessible(page, where('host page'));
-          await snap(page, { path: shot('host'), fullPage: true });
+        const realId = await realHostId(page);
+        await page.goto(`/hosts/${realId}`);
+        await page.locator('[data-testid="host-history-row"]').first().waitFor();
+        await page.locator('[data-testid="host-capabilities"]').waitFor();
+        await checkAccessible(page, where('host page'));
+        await snap(page, { path: shot('host'), fullPage: true });
 
-          await processesPage(page, realId, `${theme}-${viewport}`, where, shot);
+        await processesPage(page, realId, viewport, where, shot);
 
-          // The process page: its live console (the hostile line's colour drawn as a span, its
-          // markup as text) and its stored output.
-          await page.goto(`/hosts/${realId}/processes/console-echo`);
-          await page
-            .locator('[data-testid="console-output"]')
-            .filter({ hasText: `got hi ${theme}-${viewport}` })
-            .waitFor();
-          await page.locator('[data-testid="log-line"]').first().waitFor();
-          await checkAccessible(page, where('process page'));
-          await snap(page, { path: shot('process'), fullPage: true });
-          assert.ok(
-            await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
-            'the process page is no wider than the viewport',
-          );
+        // The process page: its live console (the hostile line's colour drawn as a span, its
+        // markup as text) and its stored output.
+        await page.goto(`/hosts/${realId}/processes/console-echo`);
+        await page
+          .locator('[data-testid="console-output"]')
+          .filter({ hasText: `got hi ${viewport}` })
+          .waitFor();
+        await page.locator('[data-testid="log-line"]').first().waitFor();
+        await checkAccessible(page, where('process page'));
+        await snap(page, { path: shot('process'), fullPage: true });
+        assert.ok(
+          await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
+          'the process page is no wider than the viewport',
+        );
 
-          // The fleet-wide Processes page and Log search (test/process-templates-console.test.ts
-          // drives them; here they join every page's axe round).
-          await page.goto('/processes');
-          await page.locator('[data-testid="fleet-process-row"][data-name="console-echo"]').waitFor();
-          await checkAccessible(page, where('fleet processes'));
-          await page.goto('/logs');
-          await page.fill('[data-testid="log-search-q"]', 'got hi');
-          // The console line is stored a moment after it was shown live: search until it is.
-          await waitFor(
-            async () => {
-              await page.press('[data-testid="log-search-q"]', 'Enter');
-              const status = page.locator('[data-testid="log-search-status"]');
-              await waitFor(async () => /found in/.test(await status.innerText()), 15_000, 'search ended');
-              return (await page.locator('[data-testid="log-search-hit"] mark').count()) > 0;
-            },
-            30_000,
-            'the console line found by log search',
-          );
-          await checkAccessible(page, where('log search'));
+        // The fleet-wide Processes page and Log search (test/process-templates-console.test.ts
+        // drives them; here they join every page's axe round).
+        await page.goto('/processes');
+        await page.locator('[data-testid="fleet-process-row"][data-name="console-echo"]').waitFor();
+        await checkAccessible(page, where('fleet processes'));
+        await page.goto('/logs');
+        await page.fill('[data-testid="log-search-q"]', 'got hi');
+        // The console line is stored a moment after it was shown live: search until it is.
+        await waitFor(
+          async () => {
+            await page.press('[data-testid="log-search-q"]', 'Enter');
+            const status = page.locator('[data-testid="log-search-status"]');
+            await waitFor(async () => /found in/.test(await status.innerText()), 15_000, 'search ended');
+            return (await page.locator('[data-testid="log-search-hit"] mark').count()) > 0;
+          },
+          30_000,
+          'the console line found by log search',
+        );
+        await checkAccessible(page, where('log search'));
 
-          await page.goto(`/hosts/${realId}/metrics`);
-          await page.locator('[data-testid="metrics-chart"] canvas').first().waitFor();
-          await checkAccessible(page, where('host metrics'));
-          await snap(page, { path: shot('metrics'), fullPage: true });
+        await page.goto(`/hosts/${realId}/metrics`);
+        await page.locator('[data-testid="metrics-chart"] canvas').first().waitFor();
+        await checkAccessible(page, where('host metrics'));
+        await snap(page, { path: shot('metrics'), fullPage: true });
 
-          await page.goto(`/hosts/${ids['odd-types']}`);
-          await page.locator('h1', { hasText: 'odd-types' }).waitFor();
-          await checkAccessible(page, where('host page with odd facts'));
+        await page.goto(`/hosts/${ids['odd-types']}`);
+        await page.locator('h1', { hasText: 'odd-types' }).waitFor();
+        await checkAccessible(page, where('host page with odd facts'));
 
-          await page.goto(`/hosts/${ids.long}`);
-          await page.locator('h1').filter({ hasText: 'edge-' }).waitFor();
-          await page.click('[data-testid="revoke"]');
-          await page.locator('[data-testid="revoke-dialog"] h2').waitFor();
-          await checkAccessible(page, where('revoke dialog'));
-          await snap(page, { path: shot('revoke') });
-          await page.keyboard.press('Escape');
+        await page.goto(`/hosts/${ids.long}`);
+        await page.locator('h1').filter({ hasText: 'edge-' }).waitFor();
+        await page.click('[data-testid="revoke"]');
+        await page.locator('[data-testid="revoke-dialog"] h2').waitFor();
+        await checkAccessible(page, where('revoke dialog'));
+        await snap(page, { path: shot('revoke') });
+        await page.keyboard.press('Escape');
 
-          await page.goto('/audit');
-          await page.locator('[data-testid="audit-row"]').first().waitFor();
-          await checkAccessible(page, where('audit'));
-          await snap(page, { path: shot('audit'), fullPage: true });
+        await page.goto('/audit');
+        await page.locator('[data-testid="audit-row"]').first().waitFor();
+        await checkAccessible(page, where('audit'));
+        await snap(page, { path: shot('audit'), fullPage: true });
 
-          await page.goto('/admin/users');
-          await page.locator('[data-testid="user-row"]').first().waitFor();
-          await checkAccessible(page, where('users and groups'));
-          await snap(page, { path: shot('users'), fullPage: true });
+        await page.goto('/admin/users');
+        await page.locator('[data-testid="user-row"]').first().waitFor();
+        await checkAccessible(page, where('users and groups'));
+        await snap(page, { path: shot('users'), fullPage: true });
 
-          // My account, then 2FA enrollment up to the QR code (not confirmed: later rounds sign in
-          // with the password alone).
-          await page.goto('/settings/account');
-          await page.locator('[data-testid="two-factor-setup"]').waitFor();
-          await page.locator('[data-testid="sessions"] tbody tr').first().waitFor();
-          await checkAccessible(page, where('my account'));
-          await page.fill('#tf-password', password);
-          await page.click('[data-testid="two-factor-setup"]');
-          await page.locator('[data-testid="two-factor-qr"]').waitFor();
-          assert.match(
-            (await page.locator('[data-testid="two-factor-qr"]').getAttribute('src')) ?? '',
-            /^data:image\/svg\+xml;base64,/,
-          );
-          await checkAccessible(page, where('2FA enrollment'));
-          await snap(page, { path: shot('two-factor'), fullPage: true });
+        // My account, then 2FA enrollment up to the QR code (not confirmed: later rounds sign in
+        // with the password alone).
+        await page.goto('/settings/account');
+        await page.locator('[data-testid="two-factor-setup"]').waitFor();
+        await page.locator('[data-testid="sessions"] tbody tr').first().waitFor();
+        await checkAccessible(page, where('my account'));
+        await page.fill('#tf-password', password);
+        await page.click('[data-testid="two-factor-setup"]');
+        await page.locator('[data-testid="two-factor-qr"]').waitFor();
+        assert.match(
+          (await page.locator('[data-testid="two-factor-qr"]').getAttribute('src')) ?? '',
+          /^data:image\/svg\+xml;base64,/,
+        );
+        await checkAccessible(page, where('2FA enrollment'));
+        await snap(page, { path: shot('two-factor'), fullPage: true });
 
-          await page.click('[data-testid="user-menu"]');
-          await page.locator('[data-testid="logout"]').waitFor();
-          await checkAccessible(page, where('user menu'));
-          assert.deepEqual(
-            pageErrors.map((e) => e.message),
-            [],
-          );
-        } finally {
-          await context.close();
-        }
-        assert.deepEqual(violations, [], `axe (WCAG 2.1 A/AA) found:\n${violations.join('\n')}`);
-      },
-    );
-  }
+        await page.click('[data-testid="user-menu"]');
+        await page.locator('[data-testid="logout"]').waitFor();
+        await checkAccessible(page, where('user menu'));
+        assert.deepEqual(
+          pageErrors.map((e) => e.message),
+          [],
+        );
+      } finally {
+        await context.close();
+      }
+      assert.deepEqual(violations, [], `axe (WCAG 2.1 A/AA) found:\n${violations.join('\n')}`);
+    },
+  );
 }
 
 test(

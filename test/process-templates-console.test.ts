@@ -14,11 +14,11 @@ import type { Browser, Page } from 'playwright-core';
 import { ApiClient } from './helpers/api.ts';
 import {
   axeViolations,
+  axeViolationsInThemes,
   launchChromium,
   openPage,
   signIn,
   snapshot,
-  type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
 import {
@@ -102,6 +102,11 @@ async function clean(page: Page, where: string): Promise<void> {
   assert.deepEqual(await axeViolations(page), [], `axe: ${where}`);
 }
 
+/** As `clean`, in the dark and the light theme (axeViolationsInThemes). */
+async function cleanInThemes(page: Page, where: string): Promise<void> {
+  assert.deepEqual(await axeViolationsInThemes(page), [], `axe: ${where}`);
+}
+
 test(
   'create a process from a template, see it run and its output, answer on its console, stop it',
   { timeout: 180_000 },
@@ -155,72 +160,71 @@ test(
 );
 
 // The fleet Processes page filters and acts in bulk, Log search highlights hits, and both pass axe
-// in every theme and viewport: one test per round with its own limit (as one test of four rounds
-// it took 178 s of its 240 s at load 17-31). The rounds run in order: the first starts echo-game.
+// in every theme and viewport: one test per viewport with its own limit (as one test of four
+// rounds it took 178 s of its 240 s at load 17-31), each page checked in both themes on the same
+// page (cleanInThemes: no second context, sign-in and walk for the other theme). The rounds run in
+// order: the first starts echo-game.
 for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
-  for (const theme of ['dark', 'light'] as ThemeName[]) {
-    test(
-      `fleet Processes page filters and acts in bulk; Log search highlights hits; both pass axe (${theme}, ${viewport})`,
-      // A hang guard: a round takes ~15 s on a quiet machine.
-      { timeout: 150_000 },
-      async () => {
-        const admin = ctl.firstAdmin!;
-        const where = (p: string) => `${p} (${theme}, ${viewport})`;
-        const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme });
-        try {
-          await signIn(page, admin.username, admin.password);
-          await page.goto('/processes');
-          const row = page.locator('[data-testid="fleet-process-row"][data-name="echo-game"]');
-          await row.waitFor();
-          await page.fill('[data-testid="filter-name"]', 'no-such-process');
-          await page.locator('[data-testid="no-fleet-processes"]').waitFor();
-          await page.fill('[data-testid="filter-name"]', 'echo');
-          await row.waitFor();
-          await clean(page, where('processes page'));
-          if (viewport === 'desktop' && theme === 'dark') {
-            // Bulk: select it and start it (it was stopped by the first test).
-            await row.locator('[data-testid="select-row"]').check();
-            await page.getByRole('button', { name: 'Start selected', exact: true }).click();
-            await page
-              .locator('[data-testid="bulk-results"]')
-              .getByText(/echo-game: (starting|running)/)
-              .waitFor();
-            await row.locator('[data-testid="fleet-process-state"]', { hasText: 'running' }).waitFor();
-          }
-          await snapshot(page, {
-            path: join(shots, `fleet-processes-${theme}-${viewport}.png`),
-            fullPage: true,
-          });
-          assert.ok(
-            await page.evaluate(
-              () =>
-                (globalThis as unknown as { document: { documentElement: { scrollWidth: number } } }).document
-                  .documentElement.scrollWidth <=
-                (globalThis as unknown as { innerWidth: number }).innerWidth,
-            ),
-            'the Processes page is no wider than the viewport',
-          );
-
-          await page.goto('/logs');
-          await page.fill('[data-testid="log-search-q"]', 'for help');
-          await page.press('[data-testid="log-search-q"]', 'Enter');
-          const hit = page.locator('[data-testid="log-search-hit"]').first();
-          await hit.waitFor();
-          assert.equal(await hit.locator('mark').first().innerText(), 'For help');
-          const status = page.locator('[data-testid="log-search-status"]');
-          await waitFor(async () => /found in/.test(await status.innerText()), 30_000, where('search ended'));
-          await clean(page, where('log search'));
-          await snapshot(page, { path: join(shots, `log-search-${theme}-${viewport}.png`), fullPage: true });
-          assert.deepEqual(
-            pageErrors.map((e) => e.message),
-            [],
-          );
-        } finally {
-          await context.close();
+  test(
+    `fleet Processes page filters and acts in bulk; Log search highlights hits; both pass axe (dark and light, ${viewport})`,
+    // A hang guard: a round takes ~15 s on a quiet machine.
+    { timeout: 150_000 },
+    async () => {
+      const admin = ctl.firstAdmin!;
+      const where = (p: string) => `${p} (${viewport})`;
+      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme: 'dark' });
+      try {
+        await signIn(page, admin.username, admin.password);
+        await page.goto('/processes');
+        const row = page.locator('[data-testid="fleet-process-row"][data-name="echo-game"]');
+        await row.waitFor();
+        await page.fill('[data-testid="filter-name"]', 'no-such-process');
+        await page.locator('[data-testid="no-fleet-processes"]').waitFor();
+        await page.fill('[data-testid="filter-name"]', 'echo');
+        await row.waitFor();
+        await cleanInThemes(page, where('processes page'));
+        if (viewport === 'desktop') {
+          // Bulk: select it and start it (it was stopped by the first test).
+          await row.locator('[data-testid="select-row"]').check();
+          await page.getByRole('button', { name: 'Start selected', exact: true }).click();
+          await page
+            .locator('[data-testid="bulk-results"]')
+            .getByText(/echo-game: (starting|running)/)
+            .waitFor();
+          await row.locator('[data-testid="fleet-process-state"]', { hasText: 'running' }).waitFor();
         }
-      },
-    );
-  }
+        await snapshot(page, {
+          path: join(shots, `fleet-processes-dark-${viewport}.png`),
+          fullPage: true,
+        });
+        assert.ok(
+          await page.evaluate(
+            () =>
+              (globalThis as unknown as { document: { documentElement: { scrollWidth: number } } }).document
+                .documentElement.scrollWidth <= (globalThis as unknown as { innerWidth: number }).innerWidth,
+          ),
+          'the Processes page is no wider than the viewport',
+        );
+
+        await page.goto('/logs');
+        await page.fill('[data-testid="log-search-q"]', 'for help');
+        await page.press('[data-testid="log-search-q"]', 'Enter');
+        const hit = page.locator('[data-testid="log-search-hit"]').first();
+        await hit.waitFor();
+        assert.equal(await hit.locator('mark').first().innerText(), 'For help');
+        const status = page.locator('[data-testid="log-search-status"]');
+        await waitFor(async () => /found in/.test(await status.innerText()), 30_000, where('search ended'));
+        await cleanInThemes(page, where('log search'));
+        await snapshot(page, { path: join(shots, `log-search-dark-${viewport}.png`), fullPage: true });
+        assert.deepEqual(
+          pageErrors.map((e) => e.message),
+          [],
+        );
+      } finally {
+        await context.close();
+      }
+    },
+  );
 }
 
 test('the regex search shows a refused pattern as a message', { timeout: 60_000 }, async () => {

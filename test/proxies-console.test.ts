@@ -12,7 +12,7 @@ import { appendFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import {
-  axeViolations,
+  axeViolationsInThemes,
   launchChromium,
   openPage,
   signIn,
@@ -252,53 +252,52 @@ function driftOnce(): Promise<void> {
 }
 
 // The Proxies tab (with drift and a diff open) and the fleet page pass axe in dark and light, on
-// desktop and phone: one test per round with its own limit (as one test of four rounds it hit its
-// 240 s limit at load 17-31 while no round hung).
+// desktop and phone: one test per viewport with its own limit (as one test of four rounds it hit
+// its 240 s limit at load 17-31 while no round hung), each state checked in both themes on the
+// same page (axeViolationsInThemes: no second context, sign-in and walk for the other theme).
 for (const viewport of ['desktop', 'phone'] as const) {
-  for (const theme of ['dark', 'light'] as const) {
-    test(
-      `Proxies tab (with drift and a diff open) and fleet page pass axe (${theme}, ${viewport})`,
-      // A hang guard: a round takes ~15 s on a quiet machine.
-      { skip, timeout: 150_000 },
-      async () => {
-        await driftOnce();
-        const found: string[] = [];
-        const { page, context } = await signedIn(viewport, theme);
-        try {
-          await page.goto(`/hosts/${hostId}/proxies`);
-          await page.locator('[data-testid="proxy-drift"]').waitFor();
-          await page.focus('[data-testid="proxy-show-diff"]');
-          await page.keyboard.press('Enter');
-          await page.locator('[data-testid="proxy-diff-view"]').waitFor();
-          // The settings fields are open too (nginx's sites, TLS on, an error shown at a field).
-          await page.getByRole('button', { name: 'Settings of edge' }).click();
-          await page.check('#s-edge-sites-0-tls');
-          await page.fill('#s-edge-sites-0-port', '0');
-          await page.click('[data-testid="proxy-save-push"]');
-          await page.locator('#s-edge-sites-0-port-error').waitFor();
-          for (const v of await axeViolations(page)) found.push(`host tab ${viewport} ${theme}: ${v}`);
-          // The node's panel fits the viewport (its history table scrolls inside it).
-          const box = (await page.locator('[data-testid="proxy-node"]').boundingBox())!;
-          const viewportWidth = page.viewportSize()!.width;
-          assert.ok(
-            box.x + box.width <= viewportWidth + 1,
-            `host tab ${viewport}: the node panel ends at ${box.x + box.width}px in a ${viewportWidth}px viewport`,
-          );
-          await page.goto('/proxies');
-          await page.locator('[data-testid="rollout"]').first().waitFor();
-          // With the tag aim and new settings open: v2ray's inbound fields.
-          await page.check('#r-aim-tag');
-          await page.check('#r-with-settings');
-          await page.selectOption('#r-adapter', 'v2ray');
-          await page.locator('[data-testid="v2ray-inbound"]').waitFor();
-          for (const v of await axeViolations(page)) found.push(`fleet ${viewport} ${theme}: ${v}`);
-        } finally {
-          await context.close();
-        }
-        assert.deepEqual(found, []);
-      },
-    );
-  }
+  test(
+    `Proxies tab (with drift and a diff open) and fleet page pass axe (dark and light, ${viewport})`,
+    // A hang guard: a round takes ~15 s on a quiet machine.
+    { skip, timeout: 150_000 },
+    async () => {
+      await driftOnce();
+      const found: string[] = [];
+      const { page, context } = await signedIn(viewport, 'dark');
+      try {
+        await page.goto(`/hosts/${hostId}/proxies`);
+        await page.locator('[data-testid="proxy-drift"]').waitFor();
+        await page.focus('[data-testid="proxy-show-diff"]');
+        await page.keyboard.press('Enter');
+        await page.locator('[data-testid="proxy-diff-view"]').waitFor();
+        // The settings fields are open too (nginx's sites, TLS on, an error shown at a field).
+        await page.getByRole('button', { name: 'Settings of edge' }).click();
+        await page.check('#s-edge-sites-0-tls');
+        await page.fill('#s-edge-sites-0-port', '0');
+        await page.click('[data-testid="proxy-save-push"]');
+        await page.locator('#s-edge-sites-0-port-error').waitFor();
+        for (const v of await axeViolationsInThemes(page)) found.push(`host tab ${viewport} ${v}`);
+        // The node's panel fits the viewport (its history table scrolls inside it).
+        const box = (await page.locator('[data-testid="proxy-node"]').boundingBox())!;
+        const viewportWidth = page.viewportSize()!.width;
+        assert.ok(
+          box.x + box.width <= viewportWidth + 1,
+          `host tab ${viewport}: the node panel ends at ${box.x + box.width}px in a ${viewportWidth}px viewport`,
+        );
+        await page.goto('/proxies');
+        await page.locator('[data-testid="rollout"]').first().waitFor();
+        // With the tag aim and new settings open: v2ray's inbound fields.
+        await page.check('#r-aim-tag');
+        await page.check('#r-with-settings');
+        await page.selectOption('#r-adapter', 'v2ray');
+        await page.locator('[data-testid="v2ray-inbound"]').waitFor();
+        for (const v of await axeViolationsInThemes(page)) found.push(`fleet ${viewport} ${v}`);
+      } finally {
+        await context.close();
+      }
+      assert.deepEqual(found, []);
+    },
+  );
 }
 
 test(

@@ -1,5 +1,6 @@
 // Real Chromium (Debian's package) driven by playwright-core, for console tests: launching, pages
 // in a given theme and viewport, signing in, and axe-core's WCAG checks run inside the page.
+import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
@@ -38,6 +39,28 @@ export interface PageDocument {
  */
 export const chromiumPath = process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium';
 
+/** scripts/test-browser.mjs's --disable-features switch (the reasons are there). */
+const disableFeatures = `--disable-features=${[
+  'AvoidUnnecessaryBeforeUnloadCheckSync',
+  'DestroyProfileOnBrowserClose',
+  'HttpsUpgrades',
+  'HttpsFirstBalancedModeAutoEnable',
+  'LensOverlay',
+  'MediaRouter',
+  'PaintHolding',
+  'ThirdPartyStoragePartitioning',
+  'AvoidCorsURLLoaderRestartOnRedirect',
+  'TcpPortRandomizationWin',
+  'OptimizationHints',
+  'NetworkTimeServiceQuerying',
+  'AimEnabled',
+  'PreconnectToSearch',
+  'msForceBrowserSignIn',
+  'msEdgeUpdateLaunchServicesPreferredVersion',
+  'WebUIOmniboxPopup',
+  'WebUIOmniboxAimPopup',
+].join(',')}`;
+
 /** The viewports every page is checked in. */
 export const viewports = {
   desktop: { width: 1280, height: 800 },
@@ -64,8 +87,9 @@ export async function launchChromium(): Promise<Browser> {
   }
   return chromium.launch({
     executablePath: chromiumPath,
-    // The same switches as the shared browser of scripts/test-browser.mjs.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    // The same switches as the shared browser of scripts/test-browser.mjs (see there: Playwright's
+    // disabled features repeated, and the omnibox popup's WebUI renderer off).
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', disableFeatures],
   });
 }
 
@@ -137,6 +161,49 @@ export async function snapshot(page: Page, opts: { path: string; fullPage?: bool
   if (!screenshots) return;
   mkdirSync(dirname(opts.path), { recursive: true });
   await page.screenshot(opts);
+}
+
+/**
+ * Switches the page to `theme` through the system colour scheme (`page.emulateMedia`), which the
+ * console follows while no theme is saved, and waits until the page shows it: the same page
+ * checked in both themes without a second context, sign-in and navigation (a context with its
+ * sign-in costs the shared Chromium ~1.5 CPU-s, a navigation ~0.4, see docs/testing.md).
+ */
+export async function useTheme(page: Page, theme: ThemeName): Promise<void> {
+  await page.emulateMedia({ colorScheme: theme });
+  await page.waitForFunction(
+    (t) =>
+      (globalThis as unknown as { document: PageDocument }).document.documentElement.getAttribute(
+        'data-theme',
+      ) === t,
+    theme,
+    { polling: 50 },
+  );
+}
+
+/** The theme the page shows now (the console's `data-theme`). */
+export async function shownTheme(page: Page): Promise<ThemeName> {
+  const t = await page.evaluate(() =>
+    (globalThis as unknown as { document: PageDocument }).document.documentElement.getAttribute('data-theme'),
+  );
+  assert.ok(t === 'dark' || t === 'light', `the console shows a theme (data-theme ${t})`);
+  return t;
+}
+
+/**
+ * axe's WCAG checks (axeViolations) on the page as it is now in the dark and then the light theme
+ * (useTheme), each line prefixed with its theme; the page is left in the theme it was in. The
+ * page's theme must come from the system colour scheme (nothing saved in the console).
+ */
+export async function axeViolationsInThemes(page: Page): Promise<string[]> {
+  const was = await shownTheme(page);
+  const found: string[] = [];
+  for (const theme of was === 'dark' ? (['dark', 'light'] as const) : (['light', 'dark'] as const)) {
+    if (theme !== was) await useTheme(page, theme);
+    for (const v of await axeViolations(page)) found.push(`${theme}: ${v}`);
+  }
+  await useTheme(page, was);
+  return found;
 }
 
 /** Signs in through the login form and waits until the console has left /login. */
