@@ -528,6 +528,20 @@ async function footprint(): Promise<void> {
         `keel-agent RSS over time (1 s readings; the watch began ${settleS} s after the agent was online):`,
       );
       for (const l of timeline(a, settleS)) console.log(l);
+      // Whether the controller kept storing (and so acking) the agent's ticks: an agent whose
+      // stream is not acked keeps what it sent in flight, which is not the agent at rest a host runs.
+      const pg = postgres(scratchDb.url, { max: 1, onnotice: () => {} });
+      try {
+        const [row] = await pg<{ n: number; last: Date | null }[]>`
+          select count(*)::int as n, max(ts) as last from metric_samples where host_id = ${agent.hostId}`;
+        const lagS = row?.last ? (Date.now() - row.last.getTime()) / 1000 : null;
+        console.log(
+          `  ticks stored by the controller: ${row?.n ?? 0} (~${Math.round((FOOTPRINT_SECONDS + settleS) / interval)} taken since online); ` +
+            `newest ${lagS === null ? 'none' : `${lagS.toFixed(0)} s old`}`,
+        );
+      } finally {
+        await pg.end();
+      }
     } finally {
       exporter?.kill('SIGTERM');
       await agent.stop();
