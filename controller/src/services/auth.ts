@@ -233,6 +233,11 @@ export interface AuthServiceDeps {
   policy?: Partial<typeof authPolicy>;
   /** The password check (tests count calls); argon2id verification by default. */
   checkPassword?: (passwordHash: string, password: string) => Promise<boolean>;
+  /**
+   * Makes the hash unknown usernames are checked against (hashPassword by default): a test of the
+   * throttle's counting may check hundreds of unknown names against a low-cost argon2id hash.
+   */
+  hashPassword?: (password: string) => Promise<string>;
   /** Turns a user into the actor checks run against (grants); the role alone by default. */
   resolveActor?: (user: UserRow) => Promise<Actor>;
   /** API tokens (bearer authentication); without it bearer tokens are refused. */
@@ -312,7 +317,7 @@ export function createAuthService(deps: AuthServiceDeps) {
   let checksInFlight = 0;
   // Verified against when the user does not exist, so both paths cost one argon2 verification.
   // Computed up front so the first unknown-user sign-in is not the slow one.
-  const dummyHash = hashPassword(randomBytes(16).toString('base64url'));
+  const dummyHash = (deps.hashPassword ?? hashPassword)(randomBytes(16).toString('base64url'));
   dummyHash.catch(() => undefined);
   const dummy = () => dummyHash;
 
