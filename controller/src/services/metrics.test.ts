@@ -108,3 +108,49 @@ test('write queue: batches arriving together go in one group commit, each gets i
   ]);
   assert.deepEqual(groups, [1, 1, 1]);
 });
+
+test('write queue: a batch that arrives during the timer turn (traffic accounting) is stored', async () => {
+  // The timer's turn (no batch waiting, traffic due) awaits the accounting; a batch queued then
+  // found the queue running. It must be stored when the turn ends, not at the next append: the
+  // gateway sends a host's next batch only after this one is stored, so for a lone host there is
+  // no next append.
+  let accounting: () => void = () => {};
+  let accountingStarted: () => void = () => {};
+  const started = new Promise<void>((r) => (accountingStarted = r));
+  let accountings = 0;
+  const queue = createMetricsWriteQueue(
+    {
+      async appendMany(inputs, deferTraffic) {
+        deferTraffic?.push({ hostId: 'a', ts: 0, ifaces: [] } as unknown as NonNullable<
+          typeof deferTraffic
+        >[number]);
+        return inputs.map((input) => ({
+          ok: true as const,
+          result: { ackedSeq: input.batch.firstSeq, stored: 1, rejected: 0 },
+        }));
+      },
+      async accountTraffic() {
+        accountings++;
+        if (accountings === 1) {
+          accountingStarted();
+          await new Promise<void>((r) => (accounting = r));
+        }
+      },
+    },
+    { trafficEveryMs: 5 },
+  );
+  const input = (firstSeq: number) => ({
+    hostId: 'a',
+    stream: 'metrics',
+    batch: { firstSeq, count: 1, body: Buffer.alloc(0) },
+  });
+  assert.equal((await queue.append(input(1))).ackedSeq, 1);
+  await started; // the timer's turn is accounting the first batch's reading
+  const second = queue.append(input(2));
+  accounting();
+  const stored = await Promise.race([
+    second.then((r) => r.ackedSeq),
+    new Promise<string>((r) => setTimeout(() => r('still waiting after 5 s'), 5_000).unref()),
+  ]);
+  assert.equal(stored, 2);
+});

@@ -228,7 +228,13 @@ export function createMetricsWriteQueue(
       if (timerTurn && trafficDue()) await accountPending();
     } finally {
       running = false;
-      scheduleTraffic();
+      // A batch that arrived while this drain was past its loop (the timer's turn, accounting
+      // traffic) found it running and started nothing: start again for it. Otherwise it waited for
+      // the next append, which for a lone host never came: the gateway stores a host's stream one
+      // batch at a time, so its stream stopped there (the metrics footprint benchmark's controller
+      // stored 7-95 ticks of its one agent at 1 s sampling, then none, 30 Nov 2026).
+      if (waiting.length > 0) start();
+      else scheduleTraffic();
     }
   }
 
