@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { FleetEvent } from '../controller/src/bus/index.ts';
 import { ApiClient } from './helpers/api.ts';
-import { enroll } from '../agent/src/main.ts';
 import {
+  enrollHere,
   joinToken,
   kill,
   removeDir,
@@ -42,34 +42,20 @@ before(async () => {
   ctl.bus.subscribe((e) => events.push(e));
   api = new ApiClient(ctl.url);
   await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-  // Enrolled in this process with the agent's own enroll() (what `keel-agent enroll` runs; the
-  // command itself is tested in agent/src/cli.test.ts and by every startFleet): a `keel-agent
-  // enroll` process costs ~0.35 s of CPU to start, 20 of them ~7 s, the import here ~0.5 s. Each
-  // agent then runs as its own `keel-agent run` process.
   const names = Array.from({ length: HOSTS }, (_, i) => `many-${String(i).padStart(2, '0')}`);
-  const said = console.log;
-  console.log = () => {}; // enroll() prints the "Start the agent with" hint
-  process.env.KEEL_AGENT_LOG_LEVEL = 'warn'; // and logs `enrolled` (enrollAgent's level)
-  try {
-    for (let i = 0; i < HOSTS; i += 5)
-      await Promise.all(
-        names.slice(i, i + 5).map(async (name, j) => {
-          const dir = tempDir('keel-agent-');
-          dirs.push(dir);
-          const code = await enroll({
-            controllerUrl: `http://127.0.0.1:${ctl.port}`,
-            token: await joinToken(ctl),
-            pin: ctl.fingerprint,
-            name,
-            stateDir: dir,
-          });
-          assert.equal(code, 0, `enroll ${name}`);
-          procs.push(runAgent(dir, { TZ: tzOf(i + j) }));
-        }),
-      );
-  } finally {
-    console.log = said;
-  }
+  // Enrolled in this process (enrollHere: the agent's own identity, facts and redeemJoinToken, as
+  // `keel-agent enroll` runs them; the command itself is tested in agent/src/cli.test.ts): a
+  // `keel-agent enroll` process costs ~0.35 s of CPU, 20 of them ~7 s, and importing
+  // agent/src/main.ts's enroll() here ~0.5 s. Each agent then runs as its own `keel-agent run`.
+  for (let i = 0; i < HOSTS; i += 5)
+    await Promise.all(
+      names.slice(i, i + 5).map(async (name, j) => {
+        const dir = tempDir('keel-agent-');
+        dirs.push(dir);
+        await enrollHere(dir, `http://127.0.0.1:${ctl.port}`, await joinToken(ctl), ctl.fingerprint, name);
+        procs.push(runAgent(dir, { TZ: tzOf(i + j) }));
+      }),
+    );
   const online = await waitFor(
     async () => {
       const hosts = (await api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts;
