@@ -242,10 +242,33 @@ function terminalUser() {
 }
 const testTerminalUser = terminalUser();
 
-if (!existsSync(join(root, 'web/build/index.html')) || process.env.CI) {
-  const built = spawnSync('npm', ['run', 'build', '-w', 'web'], { cwd: root, stdio: 'inherit' });
-  if (built.status !== 0) process.exit(built.status ?? 1);
+/** The wall time before the first test process (the builds and bundles) is printed from here. */
+const preparing = Date.now();
+const runDir = mkdtempSync(join(tmpdir(), 'keel-test-run-'));
+/** A child's exit: its status (1 when it could not start), `out` its output when collected. */
+function runChild(command, argv, options) {
+  return new Promise((resolveRun) => {
+    const child = spawn(command, argv, { cwd: root, ...options });
+    let out = '';
+    child.stdout?.on('data', (d) => (out += d));
+    child.stderr?.on('data', (d) => (out += d));
+    child.once('error', (err) => resolveRun({ status: 1, out: err.message }));
+    child.once('close', (code) => resolveRun({ status: code ?? 1, out }));
+  });
 }
+
+/**
+ * The console build (web/build: the controllers the tests start serve it), started beside the
+ * agent, controller and test-file bundles below: none of them reads it (the controller bundle only
+ * links to web/build), and the build is mostly one busy thread, so on two cores the bundles run
+ * in its shadow (30 Nov: 29 s to the first test when they ran one after another; see
+ * docs/testing.md). The test processes start once all of them are done.
+ */
+const webBuilt =
+  !existsSync(join(root, 'web/build/index.html')) || process.env.CI
+    ? runChild('npm', ['run', 'build', '-w', 'web'], { stdio: 'inherit' })
+    : Promise.resolve({ status: 0 });
+const testsBundled = bundleTests();
 
 /**
  * The end-to-end tests start ~150 agent processes. Through the launcher and tsx one costs ~0.9 s of
@@ -388,7 +411,6 @@ const hangMs = Number(process.env.KEEL_TEST_HANG_MS) || 15 * 60_000;
 /** Print every file's test-by-test output (default when files are named), else failures only. */
 const verbose = process.env.KEEL_TEST_VERBOSE ? process.env.KEEL_TEST_VERBOSE !== '0' : named.length > 0;
 const reporter = join(root, 'scripts/test-reporter.mjs');
-const runDir = mkdtempSync(join(tmpdir(), 'keel-test-run-'));
 /**
  * The tests' temporary files go to memory when the machine has a tmpfs at /dev/shm: every
  * end-to-end test copies a PGlite data dir (~2,700 files, 41 MB) and removes it, PGlite fsyncs
@@ -528,6 +550,26 @@ const tsLoader =
   process.env.KEEL_TEST_LOADER === 'tsx' ? 'tsx' : pathToFileURL(join(root, 'scripts/test-loader.mjs')).href;
 
 /**
+ * The migrated empty database the tests copy (test/helpers/database-template.ts), made now, beside
+ * the console build, when the cache lacks it (new migrations, a new PGlite, a new machine): else
+ * the first test processes each made it at once (~4 s of CPU each; 30 Nov's 18:47 run made it and
+ * ran 3 at once). When it is there this costs a node start and a hash of the migrations. Should it
+ * fail, the tests make it as before.
+ */
+const templateMade = runChild(
+  process.execPath,
+  [
+    ...nodeArgs,
+    '--import',
+    tsLoader,
+    '--input-type=module',
+    '-e',
+    `await (await import(${JSON.stringify(pathToFileURL(join(root, 'test/helpers/database-template.ts')).href)})).databaseTemplate();`,
+  ],
+  { env, stdio: ['ignore', 'pipe', 'pipe'] },
+);
+
+/**
  * The test files bundled for this run (scripts/test-bundle.mjs: packages stay imports, the code the
  * files share goes to common chunks, linked source maps), so that a test process loads plain
  * JavaScript without the TypeScript loader: ~0.7 s of CPU less per process (30 Nov: five files
@@ -538,16 +580,11 @@ const tsLoader =
 function bundleTests() {
   if (process.env.KEEL_TEST_BUNDLE === '0' || process.env.KEEL_TEST_LOADER === 'tsx') return undefined;
   const out = join(runDir, 'bundle');
-  const made = spawnSync(
+  return runChild(
     process.execPath,
     ['--experimental-import-meta-resolve', join(root, 'scripts/test-bundle.mjs'), out, ...files],
-    { cwd: root, encoding: 'utf8' },
-  );
-  if (made.status === 0) return out;
-  console.log(
-    `note: test files not bundled (${(made.stderr || made.error?.message || '').trim().split('\n').slice(0, 2).join(' ')}); they load through ${tsLoader}`,
-  );
-  return undefined;
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  ).then((made) => ({ status: made.status, output: made.out, dir: out }));
 }
 /** A test file's bundled output in `bundleDir` (see scripts/test-bundle.mjs). */
 const bundledFile = (f) => join(bundleDir, f.replace(/\.[cm]?ts$/, '.js'));
@@ -770,9 +807,32 @@ async function runJob(job, n) {
   });
 }
 
+const [built, testsBundle, template] = await Promise.all([webBuilt, testsBundled, templateMade]);
+if (built.status !== 0) {
+  if (sharedBrowserPid) killGroup(sharedBrowserPid);
+  process.exit(built.status);
+}
+if (template.status !== 0)
+  console.log(
+    `note: the database template was not made before the tests (${template.out.trim().split('\n').slice(-2).join(' ')}); they make it`,
+  );
+if (testsBundle && testsBundle.status !== 0)
+  console.log(
+    `note: test files not bundled (${testsBundle.output.trim().split('\n').slice(0, 2).join(' ')}); they load through ${tsLoader}`,
+  );
+const bundleDir = testsBundle?.status === 0 ? testsBundle.dir : undefined;
+console.log(
+  `ready in ${((Date.now() - preparing) / 1000).toFixed(1)} s (the console build, the agent, controller and test bundles, the database template at once)`,
+);
+if (process.env.KEEL_TEST_PREPARE_ONLY) {
+  // Measuring the builds alone: the time to the first test process, then nothing runs.
+  if (sharedBrowserPid) killGroup(sharedBrowserPid);
+  rmSync(runDir, { recursive: true, force: true });
+  if (testTmp) rmSync(testTmp, { recursive: true, force: true });
+  process.exit(0);
+}
 const began = Date.now();
 const jobs = plan();
-const bundleDir = bundleTests();
 console.log(
   `${files.length} files in ${jobs.length} processes, up to ${concurrency} at once (KEEL_TEST_CONCURRENCY) ` +
     `while their expected loads fit ${cpuBudget} cores (KEEL_TEST_CPU_BUDGET)`,

@@ -18,14 +18,18 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openDatabase } from '../../controller/src/db/index.ts';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 const templates = new Map<string, Promise<string>>();
 
-/** The template's directory, made on first use (a concurrent maker loses the rename race). */
-function databaseTemplate(migrations = join(repoRoot, 'controller/drizzle')): Promise<string> {
+/**
+ * The template's directory, made on first use (a concurrent maker loses the rename race).
+ * scripts/test.mjs makes the controller's before the test processes start (beside the console
+ * build), so that they do not each make it at once on a cold cache; the database code is imported
+ * only to make one.
+ */
+export function databaseTemplate(migrations = join(repoRoot, 'controller/drizzle')): Promise<string> {
   let template = templates.get(migrations);
   if (template) return template;
   template = (async () => {
@@ -45,6 +49,7 @@ function databaseTemplate(migrations = join(repoRoot, 'controller/drizzle')): Pr
     if (existsSync(join(dir, 'PG_VERSION'))) return dir;
     const work = mkdtempSync(join(cache, 'keel-test-db-make-'));
     try {
+      const { openDatabase } = await import('../../controller/src/db/index.ts');
       await (await openDatabase({ dataDir: work, migrationsFolder: migrations })).close();
       try {
         renameSync(join(work, 'db'), dir);
