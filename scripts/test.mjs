@@ -826,7 +826,7 @@ console.log(
 );
 if (process.env.KEEL_TEST_PREPARE_ONLY) {
   // Measuring the builds alone: the time to the first test process, then nothing runs.
-  if (sharedBrowserPid) killGroup(sharedBrowserPid);
+  await (await sharedBrowser)?.stop();
   rmSync(runDir, { recursive: true, force: true });
   if (testTmp) rmSync(testTmp, { recursive: true, force: true });
   process.exit(0);
