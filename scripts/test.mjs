@@ -264,10 +264,16 @@ function runChild(command, argv, options) {
  * in its shadow (30 Nov: 29 s to the first test when they ran one after another; see
  * docs/testing.md). The test processes start once all of them are done.
  */
-const webBuilt =
-  !existsSync(join(root, 'web/build/index.html')) || process.env.CI
-    ? runChild('npm', ['run', 'build', '-w', 'web'], { stdio: 'inherit' })
-    : Promise.resolve({ status: 0 });
+const webBuilt = (async () => {
+  // scripts/test-web.mjs builds it unless it is current, under a lock shared by every run on this
+  // machine (two builds at once broke each other; flock(1) is util-linux's). Without flock: directly.
+  const lock = join(root, 'node_modules/.cache/keel-test/web-build.lock');
+  mkdirSync(dirname(lock), { recursive: true });
+  const script = [process.execPath, join(root, 'scripts/test-web.mjs')];
+  const locked = await runChild('flock', [lock, ...script], { stdio: 'inherit' });
+  if (locked.status !== 1 || !/ENOENT/.test(locked.out)) return locked;
+  return runChild(script[0], script.slice(1), { stdio: 'inherit' });
+})();
 const testsBundled = bundleTests();
 
 /**
