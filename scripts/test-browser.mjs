@@ -15,48 +15,12 @@
 // and its children spent closing.
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-
-/**
- * Features Playwright turns off (its chromiumSwitches.ts, playwright-core 1.65): Chromium reads
- * only the last --disable-features switch, so ours must repeat them. checkFeatures() below says
- * when an upgrade of Playwright changed its list.
- */
-const playwrightDisabled = [
-  'AvoidUnnecessaryBeforeUnloadCheckSync',
-  'DestroyProfileOnBrowserClose',
-  'HttpsUpgrades',
-  'HttpsFirstBalancedModeAutoEnable',
-  'LensOverlay',
-  'MediaRouter',
-  'PaintHolding',
-  'ThirdPartyStoragePartitioning',
-  'AvoidCorsURLLoaderRestartOnRedirect',
-  'TcpPortRandomizationWin',
-  'OptimizationHints',
-  'NetworkTimeServiceQuerying',
-  'AimEnabled',
-  'PreconnectToSearch',
-  'msForceBrowserSignIn',
-  'msEdgeUpdateLaunchServicesPreferredVersion',
-];
-/**
- * The full browser's omnibox popup (browser UI, never part of a page): Chromium 156 opens it as
- * two WebUI documents in a renderer of their own for every window, so every Playwright context;
- * ~0.5 CPU-s each (30 Nov, docs/testing.md). The page under test is unchanged.
- */
-const ourDisabled = ['WebUIOmniboxPopup', 'WebUIOmniboxAimPopup'];
+import { chromiumArgs, chromiumPath } from './chromium-args.mjs';
 
 const server = await chromium.launchServer({
-  // The same choice as chromiumPath in test/helpers/browser.ts.
-  executablePath: process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium',
-  // The same switches as launchChromium in test/helpers/browser.ts.
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    `--disable-features=${[...playwrightDisabled, ...ourDisabled].join(',')}`,
-  ],
+  // The same browser and switches as launchChromium in test/helpers/browser.ts.
+  executablePath: chromiumPath,
+  args: chromiumArgs,
   // A busy machine (load 30+) can take longer than Playwright's default 30 s to start it.
   timeout: 120_000,
   handleSIGINT: false,
@@ -77,7 +41,7 @@ function checkFeatures() {
       .filter((f) => !ours.has(f));
     if (missing.length)
       process.stderr.write(
-        `note: Playwright disables ${missing.join(', ')}, which scripts/test-browser.mjs's --disable-features lacks (Chromium reads only the last): add them\n`,
+        `note: Playwright disables ${missing.join(', ')}, which scripts/chromium-args.mjs's --disable-features lacks (Chromium reads only the last): add them\n`,
       );
   } catch {
     // Not Linux's /proc: nothing to check.

@@ -5,6 +5,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromiumArgs, chromiumPath } from '../../scripts/chromium-args.mjs';
 
 /**
  * An element as page-side callbacks (`page.evaluate(() => …)`) see it. They run in Chromium; the
@@ -31,35 +32,14 @@ export interface PageDocument {
 }
 
 /**
- * Chromium from the Debian package (`/usr/bin/chromium` in headless mode), the browser the console
- * is tested in; override with KEEL_CHROMIUM. Debian's `chromium-headless-shell` (the same Blink
- * without the full browser around it) used 40 % less CPU for the same console tests (30 Nov,
- * docs/testing.md), so `KEEL_CHROMIUM=/usr/bin/chromium-headless-shell` makes a quicker local run;
- * the suite and CI use the full browser. scripts/test-browser.mjs makes the same choice.
+ * Chromium and its switches (scripts/chromium-args.mjs, shared with the run's browser): Debian's
+ * `/usr/bin/chromium` in headless mode, the browser the console is tested in, or KEEL_CHROMIUM.
+ * Debian's `chromium-headless-shell` (the same Blink without the full browser around it) used 40 %
+ * less CPU for the same console tests (30 Nov, docs/testing.md), so
+ * `KEEL_CHROMIUM=/usr/bin/chromium-headless-shell` makes a quicker local run; the suite and CI use
+ * the full browser.
  */
-export const chromiumPath = process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium';
-
-/** scripts/test-browser.mjs's --disable-features switch (the reasons are there). */
-const disableFeatures = `--disable-features=${[
-  'AvoidUnnecessaryBeforeUnloadCheckSync',
-  'DestroyProfileOnBrowserClose',
-  'HttpsUpgrades',
-  'HttpsFirstBalancedModeAutoEnable',
-  'LensOverlay',
-  'MediaRouter',
-  'PaintHolding',
-  'ThirdPartyStoragePartitioning',
-  'AvoidCorsURLLoaderRestartOnRedirect',
-  'TcpPortRandomizationWin',
-  'OptimizationHints',
-  'NetworkTimeServiceQuerying',
-  'AimEnabled',
-  'PreconnectToSearch',
-  'msForceBrowserSignIn',
-  'msEdgeUpdateLaunchServicesPreferredVersion',
-  'WebUIOmniboxPopup',
-  'WebUIOmniboxAimPopup',
-].join(',')}`;
+export { chromiumPath };
 
 /** The viewports every page is checked in. */
 export const viewports = {
@@ -87,9 +67,7 @@ export async function launchChromium(): Promise<Browser> {
   }
   return chromium.launch({
     executablePath: chromiumPath,
-    // The same switches as the shared browser of scripts/test-browser.mjs (see there: Playwright's
-    // disabled features repeated, and the omnibox popup's WebUI renderer off).
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', disableFeatures],
+    args: chromiumArgs,
   });
 }
 
