@@ -121,8 +121,9 @@ async function user(role: 'viewer' | 'operator', scoped: boolean, grantOn: strin
 }
 
 before(async () => {
-  // The heartbeat's re-check is the backstop the last test proves; the others must not need it
-  // (their changes reach the stream through the audit trail at once).
+  // The heartbeat's re-check is the backstop the last two tests prove (the proxies change stream
+  // takes its period from the same setting); the others must not need it (their changes reach the
+  // stream through the audit trail at once).
   t = await openTestApp({ appDeps: { events: { heartbeatMs: 2_000 } } });
   owner = await t.signInAs('owner');
   hostA = await enrollHost('game-1');
@@ -255,7 +256,7 @@ describe('/events follows access changes while open', () => {
         sessions: { id: string }[];
       };
       await call(`/api/v1/users/${u.id}/sessions/${sessions.sessions[0]!.id}`, 'DELETE');
-      // Within one heartbeat (15 s): the closing event, then the end of the stream.
+      // Within one heartbeat (the file's 2 s; 15 s by default): the closing event, then the end of the stream.
       const rest = await s.rest();
       assert.deepEqual(
         rest.map((e) => [e.event, (JSON.parse(e.data) as { reason?: string }).reason]),

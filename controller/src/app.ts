@@ -75,7 +75,7 @@ export interface AppDeps {
   services?: Services;
   /** Take the client address from X-Forwarded-For / X-Forwarded-Proto (behind a reverse proxy). */
   trustProxy?: boolean;
-  /** SSE tuning (tests shorten the heartbeat). */
+  /** SSE tuning (tests shorten the heartbeat): /events and /proxies/events share `heartbeatMs`. */
   events?: Partial<EventStreamOptions>;
   /** Where swagger-ui-dist's files are, when not resolvable from node_modules. */
   docsAssetsDir?: string;
@@ -150,7 +150,14 @@ function buildApi(deps: AppDeps, services: Services) {
     .route('/fleet', fleetMetricsRoutes({ metrics: services.metrics }))
     .route('/hosts', hostProxyRoutes({ proxyNodes: services.proxyNodes }))
     .use('/proxies/*', session, csrf)
-    .route('/proxies', proxyRoutes({ proxyNodes: services.proxyNodes, auth: services.auth }))
+    .route(
+      '/proxies',
+      proxyRoutes({
+        proxyNodes: services.proxyNodes,
+        auth: services.auth,
+        heartbeatMs: deps.events?.heartbeatMs,
+      }),
+    )
     .use('/join-tokens/*', session, csrf)
     .route('/join-tokens', joinTokenRoutes({ joinTokens: services.joinTokens }))
     .use('/checks/*', session, csrf)

@@ -9,6 +9,7 @@ import type { AuthService } from '../services/auth.ts';
 import { canSeeHost, hasPermission } from '../services/access.ts';
 import type { ProxyChange, ProxyNodesService } from '../services/proxy-nodes.ts';
 import { authErrors, cookieSecurity, createRouter, errorResponse, idParamSchema, sessionOf } from './env.ts';
+import { defaultEventStreamOptions } from './events.ts';
 import { permit } from './permit.ts';
 
 const errorSchema = z.object({ code: z.string(), message: z.string() });
@@ -609,8 +610,24 @@ export function hostProxyRoutes({ proxyNodes }: { proxyNodes: ProxyNodesService 
     });
 }
 
+/** What proxyRoutes needs; `heartbeatMs` is the change stream's (default 15 s, as /events'). */
+export interface ProxyRoutesDeps {
+  proxyNodes: ProxyNodesService;
+  auth: AuthService;
+  /**
+   * How often the change stream sends a heartbeat comment (keeping proxies from closing an idle
+   * stream) and re-reads its session's access: a revoked session ends within one period. The app
+   * passes /events' `heartbeatMs` (AppDeps.events), so tests shorten both with one setting.
+   */
+  heartbeatMs?: number;
+}
+
 /** Fleet-wide proxy nodes, rollouts and the change stream, mounted at /proxies. */
-export function proxyRoutes({ proxyNodes, auth }: { proxyNodes: ProxyNodesService; auth: AuthService }) {
+export function proxyRoutes({
+  proxyNodes,
+  auth,
+  heartbeatMs = defaultEventStreamOptions.heartbeatMs,
+}: ProxyRoutesDeps) {
   return createRouter()
     .openapi(fleetRoute, async (c) => c.json({ nodes: await proxyNodes.list(actorOf(c)) }, 200))
     .openapi(eventsRoute, (c) => {
@@ -644,7 +661,7 @@ export function proxyRoutes({ proxyNodes, auth }: { proxyNodes: ProxyNodesServic
         const heartbeat = setInterval(() => {
           beat = true;
           signal();
-        }, 15_000);
+        }, heartbeatMs);
         stream.onAbort(() => {
           done = true;
           signal();
