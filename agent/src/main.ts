@@ -2,13 +2,12 @@
 // host connected, answers requests and ships the host event stream. Exit codes: 0 clean stop,
 // 1 local error (or a network error, a pin mismatch included), 2 the controller refused this agent
 // in a way the agent verified (revoked, unknown key) — or, from cli.ts, a usage mistake.
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { KeelError, logFormat } from '@keel/shared';
-import { loadEnrollment, loadOrCreateIdentity, saveEnrollment } from './identity/index.ts';
+import { loadEnrollment, loadOrCreateIdentity } from './identity/index.ts';
+import { EnrollFailed, enrollHost } from './identity/enroll.ts';
 import { lockStateDir, StateDirLocked } from './identity/lock.ts';
 import { createLog } from './log.ts';
-import { collectFacts } from './facts/index.ts';
 import { factsCapability } from './facts/capability.ts';
 import {
   composeCapabilities,
@@ -16,7 +15,7 @@ import {
   stopCapabilities,
   type AgentCapability,
 } from './capabilities.ts';
-import { AgentLink, LinkClosed, redeemJoinToken } from './link/connection.ts';
+import { AgentLink, LinkClosed } from './link/connection.ts';
 import { Spool } from './link/spool.ts';
 import { AGENT_VERSION } from './version.ts';
 import { AgentChannelHub } from './channels/hub.ts';
@@ -63,30 +62,16 @@ export async function enroll(opts: {
   runCommand?: string;
 }): Promise<number> {
   const log = makeLog();
-  const identity = await loadOrCreateIdentity(opts.stateDir);
-  const facts = await collectFacts();
   try {
-    const hostId = await redeemJoinToken({
-      controllerUrl: opts.controllerUrl,
-      identity,
-      pin: opts.pin,
-      token: opts.token,
-      name: opts.name ?? hostname(),
-      facts,
-    });
-    await saveEnrollment(opts.stateDir, {
-      controllerUrl: opts.controllerUrl,
-      controllerPin: opts.pin,
-      hostId,
-      enrolledAt: new Date().toISOString(),
-    });
+    const hostId = await enrollHost(opts);
     log.info({ host: hostId }, 'enrolled');
     console.log(`Enrolled as host ${hostId}. Start the agent with: ${opts.runCommand ?? 'keel-agent run'}`);
     return exitCodes.ok;
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    console.error(`enroll failed: ${message}`);
-    return err instanceof LinkClosed && !err.fatal ? exitCodes.error : exitCodes.refused;
+    // A state dir that cannot hold an identity is a local error, reported by cli.ts (exit 1).
+    if (!(err instanceof EnrollFailed)) throw err;
+    console.error(err.message);
+    return err.cause instanceof LinkClosed && !err.cause.fatal ? exitCodes.error : exitCodes.refused;
   }
 }
 

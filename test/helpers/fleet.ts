@@ -29,7 +29,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { hostname, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -223,13 +223,12 @@ export async function enrollAgent(
 }
 
 /**
- * Enrolls a state dir in this process, as `keel-agent enroll` does (agent/src/main.ts's enroll: the
- * agent's identity made, its facts collected, the join token redeemed once the controller's key
- * matched the pin, the enrollment saved) and resolves with the host id; rejects as the command
- * fails. A `keel-agent enroll` process costs ~0.35 s of CPU to start, so the fixtures (startFleet,
- * enrollThroughApi, enrollNewAgent) enroll here and start one agent process, `keel-agent run`. The
- * command itself runs through enrollAgent in agent/src/cli.test.ts, console.test, refusals,
- * tls-proxy and fleet-processes, and install.sh runs it in the install files.
+ * Enrolls a state dir in this process with the sequence `keel-agent enroll` runs
+ * (agent/src/identity/enroll.ts) and resolves with the host id; rejects as the command fails
+ * (`enroll failed: …`). A `keel-agent enroll` process costs ~0.35 s of CPU to start, so the
+ * fixtures (startFleet, enrollThroughApi, enrollNewAgent) enroll here and start one agent process,
+ * `keel-agent run`. The command itself runs through enrollAgent in agent/src/cli.test.ts,
+ * console.test, refusals, tls-proxy and fleet-processes, and install.sh runs it in the install files.
  */
 export async function enrollHere(
   stateDir: string,
@@ -238,28 +237,8 @@ export async function enrollHere(
   pin: string,
   name?: string,
 ): Promise<string> {
-  const [{ loadOrCreateIdentity, saveEnrollment }, { collectFacts }, { redeemJoinToken }] = await Promise.all(
-    [
-      import('../../agent/src/identity/index.ts'),
-      import('../../agent/src/facts/index.ts'),
-      import('../../agent/src/link/connection.ts'),
-    ],
-  );
-  const identity = await loadOrCreateIdentity(stateDir);
-  const facts = await collectFacts();
-  let hostId: string;
-  try {
-    hostId = await redeemJoinToken({ controllerUrl, identity, pin, token, name: name ?? hostname(), facts });
-  } catch (err) {
-    throw new Error(`enroll failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }
-  await saveEnrollment(stateDir, {
-    controllerUrl,
-    controllerPin: pin,
-    hostId,
-    enrolledAt: new Date().toISOString(),
-  });
-  return hostId;
+  const { enrollHost } = await import('../../agent/src/identity/enroll.ts');
+  return enrollHost({ controllerUrl, token, pin, name, stateDir });
 }
 
 /** Starts `keel-agent run` for an enrolled state dir. */
