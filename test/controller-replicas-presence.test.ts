@@ -80,8 +80,7 @@ test('a starting replica resets only hosts whose replica is gone', { timeout: 12
     });
     assert.equal((await sql`select 1 from controller_replicas where id = ${staleReplica}`).length, 0);
     assert.equal((await sql`select 1 from controller_replicas where id = ${replicaA}`).length, 1);
-    const client = new ApiClient(b.url);
-    await client.login(a.firstAdmin!.username, a.firstAdmin!.password);
+    const client = await ApiClient.signIn(b.url, a.firstAdmin!);
     const list = await client.get<{ hosts: { name: string; online: boolean }[] }>('/hosts');
     assert.equal(
       list.body.hosts.find((h) => h.name === 'held-by-a')?.online,

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { FleetEvent } from '../controller/src/bus/index.ts';
-import { ApiClient } from './helpers/api.ts';
+import { signedInApi, type ApiClient } from './helpers/api.ts';
 import {
   enrollHere,
   joinToken,
@@ -40,8 +40,7 @@ before(async () => {
   ctl = await startTestController({ env: { KEEL_HEARTBEAT_MS: '2000' } });
   dirs.push(ctl.dataDir);
   ctl.bus.subscribe((e) => events.push(e));
-  api = new ApiClient(ctl.url);
-  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  api = await signedInApi(ctl);
   const names = Array.from({ length: HOSTS }, (_, i) => `many-${String(i).padStart(2, '0')}`);
   // Enrolled in this process (enrollHere: the agent's own identity, facts and redeemJoinToken, as
   // `keel-agent enroll` runs them; the command itself is tested in agent/src/cli.test.ts): a

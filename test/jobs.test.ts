@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { TEST_PASSWORD } from '../controller/src/app-fixture.ts';
 import type { FleetEvent } from '../controller/src/bus/index.ts';
 import type { Controller } from '../controller/src/server.ts';
-import { ApiClient } from './helpers/api.ts';
+import { ApiClient, signedInApi } from './helpers/api.ts';
 import {
   enrollNewAgent,
   kill,
@@ -79,8 +79,7 @@ before(async () => {
   ctl = await startTestController({ env: { KEEL_HEARTBEAT_MS: '1000' } });
   dirs.push(ctl.dataDir);
   ctl.bus.subscribe((e) => events.push(e));
-  api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
-  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  api = await signedInApi(ctl);
   // Three agents; the third runs with TZ=Etc/GMT+1, which the test command turns into a failure.
   for (const [i, tz] of ['UTC', 'UTC', 'Etc/GMT+1'].entries()) {
     const dir = await enrollNewAgent(ctl, `jobs-host-${i + 1}`);
@@ -228,8 +227,10 @@ describe('run on many hosts', () => {
       assert.equal(user.status, 201, JSON.stringify(user.body));
       await api.post(`/users/${user.body.user.id}/grants`, { groupId: group.body.group.id, role: 'admin' });
       for (const id of hostIds) await api.request('PUT', `/host-tags/${id}`, { tags: ['jobs-all'] });
-      const scoped = new ApiClient(api.baseUrl);
-      await scoped.login('jobs-scoped', TEST_PASSWORD);
+      const scoped = await ApiClient.signIn(api.baseUrl, {
+        username: 'jobs-scoped',
+        password: TEST_PASSWORD,
+      });
       const command = { argv: ['true'] };
       const refused = await scoped.post<{ error: { code: string } }>('/jobs/runs', {
         command,
@@ -268,8 +269,7 @@ describe('run on many hosts', () => {
         role: 'viewer',
       });
       assert.equal(viewer.status, 201);
-      const v = new ApiClient(api.baseUrl);
-      await v.login('jobs-viewer', TEST_PASSWORD);
+      const v = await ApiClient.signIn(api.baseUrl, { username: 'jobs-viewer', password: TEST_PASSWORD });
       assert.equal((await v.post('/jobs/runs', { command, target: { hostIds } })).status, 403);
     },
   );
@@ -428,10 +428,9 @@ describe('no double fire', () => {
         const dir = await enrollNewAgent(a, 'replica-host');
         dirs.push(dir);
         procs.push(runAgent(dir));
-        const client = new ApiClient(`http://127.0.0.1:${a.port}`);
-        await client.login(a.firstAdmin!.username, a.firstAdmin!.password);
-        const clientB = new ApiClient(`http://127.0.0.1:${b.port}`);
-        await clientB.login(a.firstAdmin!.username, a.firstAdmin!.password);
+        // The first admin was made by A, the first on the database: B signs in as it too.
+        const client = await signedInApi(a);
+        const clientB = await ApiClient.signIn(b.url, a.firstAdmin!);
         const hostId = await until(
           async () =>
             (await client.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts.find(
@@ -456,8 +455,7 @@ describe('no double fire', () => {
         await set.stop(a, { keepDataDir: true });
         const before = await runsOn(clientB);
         const a2 = await set.start({ dataDir: a.dataDir, port: a.port });
-        const client2 = new ApiClient(`http://127.0.0.1:${a2.port}`);
-        await client2.login(a.firstAdmin!.username, a.firstAdmin!.password);
+        const client2 = await ApiClient.signIn(a2.url, a.firstAdmin!);
         // A run that reached the host after the restart was started by the restarted A (B never
         // holds the agent): the restarted scheduler claims slots. Until the agent is back, B claims
         // each slot HOLDER_GRACE_MS late and records the host offline.

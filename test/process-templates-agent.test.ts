@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ApiClient } from './helpers/api.ts';
+import { signedInApi, type ApiClient } from './helpers/api.ts';
 import {
   kill,
   removeDir,
@@ -63,14 +63,11 @@ async function stored(name: string): Promise<string[]> {
 before(
   async () => {
     ({ ctl, hostId } = await startFleet(procs, dirs, { name: 'template-host' }));
-    await ctl.services.users.create({
+    api = await signedInApi(ctl, {
       username: 'tpl-admin',
       password: 'template admin password 1',
       role: 'admin',
-      actor: 'system',
     });
-    api = new ApiClient(ctl.url);
-    await api.login('tpl-admin', 'template admin password 1');
   },
   { timeout: 180_000 },
 );

@@ -4,10 +4,8 @@
 // each target answering for itself (an unknown process fails alone, the others still act), every
 // action audited per host; a viewer sees the list but may not act.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ApiClient } from './helpers/api.ts';
+import { signedInApi, type ApiClient } from './helpers/api.ts';
 import {
   enrollNewAgent,
   kill,
@@ -23,6 +21,7 @@ const procs: Proc[] = [];
 const dirs: string[] = [];
 let ctl: TestController;
 let api: ApiClient;
+let viewer: ApiClient;
 const hostIds: string[] = [];
 
 interface FleetProcess {
@@ -52,40 +51,16 @@ before(async () => {
     'bulk-b online',
   );
   hostIds.push(b);
-  await ctl.services.users.create({
-    username: 'bulk-admin',
-    password: 'bulk admin password 1',
-    role: 'admin',
-    actor: 'system',
-  });
-  await ctl.services.users.create({
+  api = await signedInApi(ctl, { username: 'bulk-admin', password: 'bulk admin password 1', role: 'admin' });
+  viewer = await signedInApi(ctl, {
     username: 'bulk-viewer',
     password: 'bulk viewer password 1',
     role: 'viewer',
-    actor: 'system',
   });
-  api = new ApiClient(ctl.url);
-  await api.login('bulk-admin', 'bulk admin password 1');
 });
 
 after(async () => {
-  for (const d of dirs) {
-    const root = join(d, 'processes');
-    let names: string[] = [];
-    try {
-      names = readdirSync(root);
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      try {
-        const { pid } = JSON.parse(readFileSync(join(root, name, 'run.json'), 'utf8')) as { pid: number };
-        process.kill(-pid, 'SIGKILL');
-      } catch {
-        // not running
-      }
-    }
-  }
+  // removeDir (helpers/fleet.ts) kills the process groups the agents' state dirs still supervise.
   for (const p of procs) await kill(p);
   await ctl?.close();
   for (const d of dirs) removeDir(d);
@@ -170,8 +145,6 @@ test(
 );
 
 test('a viewer sees the fleet list but may not act', { timeout: 60_000 }, async () => {
-  const viewer = new ApiClient(ctl.url);
-  await viewer.login('bulk-viewer', 'bulk viewer password 1');
   const list = await viewer.get<{ processes: unknown[] }>('/processes');
   assert.equal(list.status, 200);
   assert.ok(list.body.processes.length >= 4);

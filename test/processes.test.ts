@@ -275,8 +275,10 @@ test(
       role: 'viewer',
     });
     assert.equal(created.status, 201, JSON.stringify(created.body));
-    const viewer = new ApiClient(ctl.url);
-    await viewer.login('proc-viewer', created.body.password);
+    const viewer = await ApiClient.signIn(ctl.url, {
+      username: 'proc-viewer',
+      password: created.body.password,
+    });
     const logs = await viewer.get<LogPage>(`/hosts/${hostId}/processes/echo/logs?tail=10`);
     assert.equal(logs.status, 200);
     assert.ok(logs.body.lines.some((l) => l.text === 'got hello'));

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { KeelError } from '@keel/shared';
 import { httpGet } from '../agent/src/configs/adapter.ts';
 import type { Controller } from '../controller/src/server.ts';
-import { ApiClient } from './helpers/api.ts';
+import { signedInApi, type ApiClient } from './helpers/api.ts';
 import {
   enrollNewAgent,
   kill,
@@ -67,8 +67,7 @@ describe('proxy nodes with real agents and nginx', { skip, timeout: 240_000 }, (
 
   before(async () => {
     ctl = await startTestController();
-    api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
-    await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+    api = await signedInApi(ctl);
     targets.push(await httpTarget('hello from A'), await httpTarget('hello from B'));
     for (const name of ['edge-1', 'edge-2', 'edge-3']) {
       const dir = await enrollNewAgent(ctl, name);
@@ -284,18 +283,11 @@ describe('proxy nodes with real agents and nginx', { skip, timeout: 240_000 }, (
   );
 
   test('GET /proxies/events tells an EventSource client of a push', { timeout: 60_000 }, async () => {
-    const base = `http://127.0.0.1:${ctl.port}`;
-    const login = await fetch(`${base}/api/v1/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: base },
-      body: JSON.stringify(ctl.firstAdmin),
-    });
-    const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0]!;
-    const plain = await fetch(`${base}/api/v1/proxies/events`, { headers: { cookie } });
+    const plain = await api.fetchRaw('/proxies/events');
     assert.equal(plain.status, 400, 'not an event-stream client: refused, not held open');
     const ctrl = new AbortController();
-    const res = await fetch(`${base}/api/v1/proxies/events`, {
-      headers: { cookie, accept: 'text/event-stream' },
+    const res = await api.fetchRaw('/proxies/events', {
+      headers: { accept: 'text/event-stream' },
       signal: ctrl.signal,
     });
     assert.equal(res.status, 200);

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ApiClient } from './helpers/api.ts';
+import { signedInApi, type ApiClient } from './helpers/api.ts';
 import {
   kill,
   removeDir,
@@ -35,8 +35,7 @@ let api: ApiClient;
 before(async () => {
   if (skip) return;
   fleet = await startFleet(procs, dirs, { name: 'quota-host', onlineMs: 60_000 });
-  api = new ApiClient(`http://127.0.0.1:${fleet.ctl.port}`);
-  await api.login(fleet.ctl.firstAdmin!.username, fleet.ctl.firstAdmin!.password);
+  api = await signedInApi(fleet.ctl);
 });
 after(async () => {
   for (const p of procs) await kill(p);

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { encodeTerminalInput } from '@keel/shared';
-import { ApiClient } from './helpers/api.ts';
+import { signedInApi, type ApiClient } from './helpers/api.ts';
 import { channelTicket, connectChannel, type ChannelClient } from './helpers/channels.ts';
 import {
   enrollNewAgent,
@@ -44,8 +44,7 @@ before(async () => {
   const dir = await enrollNewAgent(ctl, 'recorded-host');
   dirs.push(dir);
   procs.push(runAgent(dir));
-  api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
-  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  api = await signedInApi(ctl);
   hostId = await waitFor(
     async () =>
       (await api.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts.find((h) => h.online)

@@ -87,26 +87,10 @@ async function recordings(): Promise<RecordingView[]> {
   return res.body.recordings;
 }
 
-/** Downloads a .cast with a session of its own (the API helper parses JSON bodies). */
+/** Downloads a .cast (not JSON, so not through the API helper's parsing request). */
 async function download(id: string): Promise<{ status: number; type: string | null; text: string }> {
-  const res = await fetch(`${ctl.url}/api/v1/recordings/${id}.cast`, { headers: await adminCookie() });
+  const res = await ctl.api.fetchRaw(`/recordings/${id}.cast`);
   return { status: res.status, type: res.headers.get('content-type'), text: await res.text() };
-}
-
-let cookie: Record<string, string> | null = null;
-async function adminCookie(): Promise<Record<string, string>> {
-  if (cookie) return cookie;
-  const { firstAdminFrom } = await import('./helpers/api.ts');
-  const admin = firstAdminFrom(ctl.proc.output());
-  assert.ok(admin);
-  const res = await fetch(`${ctl.url}/api/v1/auth/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', origin: ctl.url },
-    body: JSON.stringify(admin),
-  });
-  assert.equal(res.status, 200);
-  cookie = { cookie: (res.headers.get('set-cookie') ?? '').split(';')[0] ?? '' };
-  return cookie;
 }
 
 function pidGone(pid: number): boolean {
@@ -235,8 +219,10 @@ test('a user without terminal.open is refused', { timeout: 20_000 }, async () =>
     role: 'operator',
   });
   assert.equal(created.status, 201, JSON.stringify(created.body));
-  const operator = new ApiClient(ctl.url);
-  await operator.login('terminal-operator', created.body.password);
+  const operator = await ApiClient.signIn(ctl.url, {
+    username: 'terminal-operator',
+    password: created.body.password,
+  });
   const res = await operator.post<{ error: { code: string } }>(`/hosts/${hostId}/channels`, {
     kind: 'terminal',
   });
@@ -252,8 +238,10 @@ test('a user who loses terminal.open is cut off', { timeout: 90_000 }, async () 
     role: 'admin',
   });
   assert.equal(created.status, 201, JSON.stringify(created.body));
-  const admin = new ApiClient(ctl.url);
-  await admin.login('terminal-admin', created.body.password);
+  const admin = await ApiClient.signIn(ctl.url, {
+    username: 'terminal-admin',
+    password: created.body.password,
+  });
   const term = await openTerminal(admin);
   term.type('echo "st""ill"\r');
   await term.until(/[\r\n](still)\r\n/);

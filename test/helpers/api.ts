@@ -1,8 +1,18 @@
 // A minimal REST client for tests: signs in like the console does (session cookie + CSRF header).
+import type { UserRole } from '../../controller/src/db/schema/users.ts';
+import type { Controller } from '../../controller/src/server.ts';
+
 export class ApiClient {
   #cookie = '';
   #csrf = '';
   constructor(readonly baseUrl: string) {}
+
+  /** A client signed in at `baseUrl` as `who` (a user made through the API, a replica's first admin). */
+  static async signIn(baseUrl: string, who: { username: string; password: string }): Promise<ApiClient> {
+    const api = new ApiClient(baseUrl);
+    await api.login(who.username, who.password);
+    return api;
+  }
 
   async login(username: string, password: string): Promise<void> {
     const res = await fetch(`${this.baseUrl}/api/v1/auth/login`, {
@@ -33,10 +43,14 @@ export class ApiClient {
     return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
   }
 
-  /** A GET whose answer is not JSON (downloads): the raw Response. */
-  fetchRaw(path: string): Promise<Response> {
+  /** A GET whose answer is not JSON (downloads, event streams): the raw Response. */
+  fetchRaw(
+    path: string,
+    init: { headers?: Record<string, string>; signal?: AbortSignal } = {},
+  ): Promise<Response> {
     return fetch(`${this.baseUrl}/api/v1${path}`, {
-      headers: { cookie: this.#cookie, origin: this.baseUrl },
+      headers: { cookie: this.#cookie, origin: this.baseUrl, ...init.headers },
+      signal: init.signal,
     });
   }
 
@@ -54,4 +68,19 @@ export function firstAdminFrom(output: string): { username: string; password: st
   const user = /First admin: (\S+)/.exec(output);
   const pass = /Password:\s+(\S+)/.exec(output);
   return user && pass ? { username: user[1]!, password: pass[1]! } : null;
+}
+
+/**
+ * A client signed in on a controller of this process: as a user it creates first (as the system,
+ * so with any role), or without one as the controller's first admin.
+ * @example const api = await signedInApi(ctl, { username: 'ops', password: 'ops password 1', role: 'admin' });
+ */
+export async function signedInApi(
+  ctl: Pick<Controller, 'url' | 'services' | 'firstAdmin'>,
+  user?: { username: string; password: string; role: UserRole },
+): Promise<ApiClient> {
+  if (user) await ctl.services.users.create({ ...user, actor: 'system' });
+  const who = user ?? ctl.firstAdmin;
+  if (!who) throw new Error('no first admin to sign in as: the controller did not start on a new database');
+  return ApiClient.signIn(ctl.url, who);
 }
