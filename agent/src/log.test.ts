@@ -9,12 +9,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { logFormat } from '@keel/shared';
 import { createLog, STDOUT_QUEUE_BYTES } from './log.ts';
-
-/**
- * Children that load TypeScript use the repository's test loader (scripts/test-loader.mjs: esbuild's
- * transform, cached by content), ~0.4 s of CPU less a start than tsx, whose cache is cold in a run.
- */
-const tsLoader = new URL('../../scripts/test-loader.mjs', import.meta.url).href;
+import { tsLoader } from '../../scripts/test-loader-url.mjs';
 
 const repoRoot = join(import.meta.dirname, '../..');
 

@@ -7,12 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { lazySchema } from './definitions.ts';
-
-/**
- * Children that load TypeScript use the repository's test loader (scripts/test-loader.mjs: esbuild's
- * transform, cached by content), ~0.4 s of CPU less a start than tsx, whose cache is cold in a run.
- */
-const tsLoader = new URL('../../scripts/test-loader.mjs', import.meta.url).href;
+import { tsLoader } from '../../scripts/test-loader-url.mjs';
 
 const eagerUser = () =>
   z.strictObject({ name: z.string().min(1).max(8), age: z.number().int().nonnegative().default(0) });

@@ -8,12 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LOCK_FILE, lockStateDir, StateDirLocked } from './lock.ts';
-
-/**
- * Children that load TypeScript use the repository's test loader (scripts/test-loader.mjs: esbuild's
- * transform, cached by content), ~0.4 s of CPU less a start than tsx, whose cache is cold in a run.
- */
-const tsLoader = new URL('../../../scripts/test-loader.mjs', import.meta.url).href;
+import { tsLoader } from '../../../scripts/test-loader-url.mjs';
 
 test('a live keel-agent holder refuses a second; release frees it', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-lock-'));
