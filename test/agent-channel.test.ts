@@ -21,7 +21,7 @@ import {
 import { LinkClosed, openSession, redeemJoinToken } from '../agent/src/link/connection.ts';
 import { sampleFacts } from './helpers/facts.ts';
 import { createHostRepository } from '../controller/src/repositories/hosts.ts';
-import { joinToken, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
+import { enrollIdentity, joinToken, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
 
@@ -443,15 +443,7 @@ describe('handshakes in progress are bounded', () => {
     // once the half-open sockets are gone, and is not counted afterwards.
     for (const d of [...a, ...b, again]) d.ws.terminate();
     await waitFor(() => bounded.gateway.pendingHandshakes === 0, 5_000, 'all freed');
-    const identity = generateSigningIdentity();
-    const hostId = await redeemJoinToken({
-      controllerUrl: bounded.url,
-      identity,
-      pin: bounded.fingerprint,
-      token: await joinToken(bounded),
-      name: 'bounded',
-      facts: sampleFacts,
-    });
+    const { identity, hostId } = await enrollIdentity(bounded, 'bounded');
     const session = await openSession({
       controllerUrl: bounded.url,
       identity,

@@ -3,10 +3,10 @@
 // unknown requests and bad params are refused before anything is sent.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateSigningIdentity, KeelError, type SessionFrame } from '@keel/shared';
-import { openSession, redeemJoinToken } from '../agent/src/link/connection.ts';
+import { KeelError, type SessionFrame } from '@keel/shared';
+import { openSession } from '../agent/src/link/connection.ts';
 import { sampleFacts } from './helpers/facts.ts';
-import { joinToken, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
+import { enrollIdentity, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
 let ctl: Ctl;
@@ -18,15 +18,9 @@ let close: () => void = () => {};
 
 before(async () => {
   ctl = await startTestController();
-  const identity = generateSigningIdentity();
-  hostId = await redeemJoinToken({
-    controllerUrl: ctl.url,
-    identity,
-    pin: ctl.fingerprint,
-    token: await joinToken(ctl),
-    name: 'hostile',
-    facts: sampleFacts,
-  });
+  const enrolled = await enrollIdentity(ctl, 'hostile');
+  hostId = enrolled.hostId;
+  const identity = enrolled.identity;
   // A hostile agent: the real handshake, then whatever results the test scripts.
   let send: ((f: SessionFrame) => void) | null = null;
   const opened = await openSession({

@@ -5,17 +5,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import {
-  baselineCapabilities,
-  generateSigningIdentity,
-  KeelError,
-  type SessionFrame,
-  type SigningIdentity,
-} from '@keel/shared';
-import { AgentLink, openSession, redeemJoinToken } from '../agent/src/link/connection.ts';
+import { baselineCapabilities, KeelError, type SessionFrame, type SigningIdentity } from '@keel/shared';
+import { AgentLink, openSession } from '../agent/src/link/connection.ts';
 import { AGENT_VERSION } from '../agent/src/version.ts';
 import { sampleFacts } from './helpers/facts.ts';
-import { joinToken, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
+import { enrollIdentity, removeDir, startTestController, waitFor } from './helpers/fleet.ts';
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
 let ctl: Ctl;
@@ -30,18 +24,7 @@ after(async () => {
   if (ctl) removeDir(ctl.dataDir);
 });
 
-async function enrolled(): Promise<{ identity: SigningIdentity; hostId: string }> {
-  const identity = generateSigningIdentity();
-  const hostId = await redeemJoinToken({
-    controllerUrl: ctl.url,
-    identity,
-    pin: ctl.fingerprint,
-    token: await joinToken(ctl),
-    name: 'caps',
-    facts: sampleFacts,
-  });
-  return { identity, hostId };
-}
+const enrolled = () => enrollIdentity(ctl, 'caps');
 
 /** A scripted agent: the real handshake, an optional announcement, answers to ping. */
 async function scriptedAgent(

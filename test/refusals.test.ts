@@ -16,9 +16,16 @@ import {
   refusalFrame,
   type SigningIdentity,
 } from '@keel/shared';
-import { AgentLink, LinkClosed, openSession, redeemJoinToken } from '../agent/src/link/connection.ts';
-import { sampleFacts } from './helpers/facts.ts';
-import { enrollAgent, joinToken, removeDir, startTestController, tempDir, waitFor } from './helpers/fleet.ts';
+import { AgentLink, LinkClosed, openSession } from '../agent/src/link/connection.ts';
+import {
+  enrollAgent,
+  enrollIdentity,
+  joinToken,
+  removeDir,
+  startTestController,
+  tempDir,
+  waitFor,
+} from './helpers/fleet.ts';
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
 let ctl: Ctl;
@@ -101,18 +108,7 @@ after(async () => {
   if (ctl) removeDir(ctl.dataDir);
 });
 
-async function enrolled(): Promise<{ identity: SigningIdentity; hostId: string }> {
-  const identity = generateSigningIdentity();
-  const hostId = await redeemJoinToken({
-    controllerUrl: ctl.url,
-    identity,
-    pin: ctl.fingerprint,
-    token: await joinToken(ctl),
-    name: 'mitm',
-    facts: sampleFacts,
-  });
-  return { identity, hostId };
-}
+const enrolled = () => enrollIdentity(ctl, 'mitm');
 
 function link(identity: SigningIdentity): AgentLink {
   return new AgentLink({

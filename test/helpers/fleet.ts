@@ -35,9 +35,11 @@ import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import postgres from 'postgres';
+import { generateSigningIdentity, type SigningIdentity } from '@keel/shared';
 import { ApiClient, firstAdminFrom } from './api.ts';
 import { loadConfig } from '../../controller/src/config/index.ts';
 import { seedDatabase } from './database-template.ts';
+import { sampleFacts } from './facts.ts';
 import { isSameProcess } from '../../agent/src/supervisor/proc.ts';
 import { startController, type Controller } from '../../controller/src/server.ts';
 
@@ -360,6 +362,28 @@ export async function enrollNewAgent(controller: Controller, name?: string): Pro
     name,
   );
   return stateDir;
+}
+
+/**
+ * Enrolls a fresh identity held in this process (no state dir, sampleFacts) with an in-process
+ * controller and a single-use token: for the files that play the agent's side of the link
+ * themselves (openSession, AgentLink) rather than run an agent.
+ */
+export async function enrollIdentity(
+  controller: Controller,
+  name: string,
+): Promise<{ identity: SigningIdentity; hostId: string }> {
+  const { redeemJoinToken } = await import('../../agent/src/link/connection.ts');
+  const identity = generateSigningIdentity();
+  const hostId = await redeemJoinToken({
+    controllerUrl: controller.url,
+    identity,
+    pin: controller.fingerprint,
+    token: await joinToken(controller),
+    name,
+    facts: sampleFacts,
+  });
+  return { identity, hostId };
 }
 
 /** An in-process controller as startTestController returns it. */
