@@ -3,7 +3,10 @@
 // nothing twice, in order; an overfilled spool shows up as an explicit gap of exactly the
 // records it dropped; a wiped spool and a spool restored from an older copy keep every new
 // record and show the restart as a gap; a request to an offline agent fails at its deadline.
-// One controller process serves every test (each has its own host); limits are per test.
+// One controller process serves every test (each has its own host); limits are per test. The
+// kill -9 test starts that controller twice (its first start and once after kill -9) and the
+// agent three times: each kill lands once the stored events show a live stream, not after a
+// fixed sleep.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -62,7 +65,6 @@ async function startFleet(name: string) {
     api: controller.api,
     stateDir,
     id: await hostId(controller.api, name),
-    restartController: () => controller.restart(),
     killController: () => controller.kill(),
     startController: () => controller.start(),
   };
@@ -107,29 +109,38 @@ test(
     let agent = runAgent(fleet.stateDir, tick);
     procs.push(agent);
     const id = fleet.id;
-    // Each step waits until the agent is connected (under load an agent takes a while to start), then
-    // lets it stream for a moment, so every kill lands mid-stream on a live session.
+    // Each step waits until the agent is connected (under load an agent takes a while to start),
+    // then until the controller has stored more of its events, so every kill lands mid-stream on a
+    // live session.
     const online = () =>
       waitFor(
         async () => (await fleet.api.get<{ host: { online: boolean } }>(`/hosts/${id}`)).body.host.online,
         20_000,
         'agent online',
       );
+    const newest = async () =>
+      (await fleet.api.get<{ events: HostEvent[] }>(`/hosts/${id}/events?tail=1`)).body.events.at(-1)?.seq ??
+      0;
+    const streaming = async () => {
+      const from = await newest();
+      await waitFor(
+        async () => (await newest()) >= from + 100,
+        20_000,
+        `100 events stored after seq ${from}`,
+      );
+    };
     await online();
-    await sleep(1000);
+    await streaming();
     await fleet.killController(); // agent keeps emitting into its spool
     await sleep(1500);
-    await fleet.startController();
+    await fleet.startController(); // the spooled events and the live ones after them
     await online();
-    await sleep(1000);
+    await streaming();
     await kill(agent); // kill -9 the agent mid-stream
     agent = runAgent(fleet.stateDir, tick);
     procs.push(agent);
     await online();
-    await sleep(1000);
-    await fleet.restartController(); // and the controller once more
-    await online();
-    await sleep(1000);
+    await streaming();
     await kill(agent, 'SIGTERM');
     // Ship what is left in the spool, without new ticks, then stop.
     const { lastSeq } = await spoolState(fleet.stateDir);
