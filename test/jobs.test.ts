@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { TEST_PASSWORD } from '../controller/src/app-fixture.ts';
 import type { FleetEvent } from '../controller/src/bus/index.ts';
 import type { Controller } from '../controller/src/server.ts';
 import { ApiClient, signedInApi } from './helpers/api.ts';
@@ -218,19 +217,13 @@ describe('run on many hosts', () => {
         hostIds: [hostIds[0]],
       });
       assert.equal(group.status, 201, JSON.stringify(group.body));
-      const user = await api.post<{ user: { id: string } }>('/users', {
+      const { api: scoped, id: scopedId } = await api.newUser({
         username: 'jobs-scoped',
-        password: TEST_PASSWORD,
         role: 'operator',
         scoped: true,
       });
-      assert.equal(user.status, 201, JSON.stringify(user.body));
-      await api.post(`/users/${user.body.user.id}/grants`, { groupId: group.body.group.id, role: 'admin' });
+      await api.post(`/users/${scopedId}/grants`, { groupId: group.body.group.id, role: 'admin' });
       for (const id of hostIds) await api.request('PUT', `/host-tags/${id}`, { tags: ['jobs-all'] });
-      const scoped = await ApiClient.signIn(api.baseUrl, {
-        username: 'jobs-scoped',
-        password: TEST_PASSWORD,
-      });
       const command = { argv: ['true'] };
       const refused = await scoped.post<{ error: { code: string } }>('/jobs/runs', {
         command,
@@ -263,13 +256,7 @@ describe('run on many hosts', () => {
       assert.ok(wide.length > 0);
       for (const r of wide) assert.ok(!list.body.runs.some((x) => x.id === r.id));
       assert.equal((await scoped.get(`/jobs/runs/${wide[0]!.id}`)).status, 404);
-      const viewer = await api.post<{ user: { id: string } }>('/users', {
-        username: 'jobs-viewer',
-        password: TEST_PASSWORD,
-        role: 'viewer',
-      });
-      assert.equal(viewer.status, 201);
-      const v = await ApiClient.signIn(api.baseUrl, { username: 'jobs-viewer', password: TEST_PASSWORD });
+      const { api: v } = await api.newUser({ username: 'jobs-viewer', role: 'viewer' });
       assert.equal((await v.post('/jobs/runs', { command, target: { hostIds } })).status, 403);
     },
   );

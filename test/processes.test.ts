@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { ApiClient } from './helpers/api.ts';
 import {
   kill,
   removeDir,
@@ -270,15 +269,7 @@ test(
   'a viewer reads logs but cannot change a process or write to its input',
   { timeout: 30_000 },
   async () => {
-    const created = await ctl.api.post<{ password: string }>('/users', {
-      username: 'proc-viewer',
-      role: 'viewer',
-    });
-    assert.equal(created.status, 201, JSON.stringify(created.body));
-    const viewer = await ApiClient.signIn(ctl.url, {
-      username: 'proc-viewer',
-      password: created.body.password,
-    });
+    const { api: viewer } = await ctl.api.newUser({ username: 'proc-viewer', role: 'viewer' });
     const logs = await viewer.get<LogPage>(`/hosts/${hostId}/processes/echo/logs?tail=10`);
     assert.equal(logs.status, 200);
     assert.ok(logs.body.lines.some((l) => l.text === 'got hello'));

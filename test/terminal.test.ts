@@ -21,7 +21,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { encodeTerminalInput, encodeTerminalResize } from '@keel/shared';
-import { ApiClient } from './helpers/api.ts';
+import type { ApiClient } from './helpers/api.ts';
 import { channelTicket, connectChannel, rssOf, type ChannelClient } from './helpers/channels.ts';
 import { kill, removeDir, waitFor, type ControllerProcess, type Proc, startFleet } from './helpers/fleet.ts';
 
@@ -214,15 +214,7 @@ test('a yes flood with a stalled reader stays bounded; ^C stops it', { timeout: 
 });
 
 test('a user without terminal.open is refused', { timeout: 20_000 }, async () => {
-  const created = await ctl.api.post<{ password: string }>('/users', {
-    username: 'terminal-operator',
-    role: 'operator',
-  });
-  assert.equal(created.status, 201, JSON.stringify(created.body));
-  const operator = await ApiClient.signIn(ctl.url, {
-    username: 'terminal-operator',
-    password: created.body.password,
-  });
+  const { api: operator } = await ctl.api.newUser({ username: 'terminal-operator', role: 'operator' });
   const res = await operator.post<{ error: { code: string } }>(`/hosts/${hostId}/channels`, {
     kind: 'terminal',
   });
@@ -233,19 +225,11 @@ test('a user without terminal.open is refused', { timeout: 20_000 }, async () =>
 });
 
 test('a user who loses terminal.open is cut off', { timeout: 90_000 }, async () => {
-  const created = await ctl.api.post<{ user: { id: string }; password: string }>('/users', {
-    username: 'terminal-admin',
-    role: 'admin',
-  });
-  assert.equal(created.status, 201, JSON.stringify(created.body));
-  const admin = await ApiClient.signIn(ctl.url, {
-    username: 'terminal-admin',
-    password: created.body.password,
-  });
+  const { api: admin, id } = await ctl.api.newUser({ username: 'terminal-admin', role: 'admin' });
   const term = await openTerminal(admin);
   term.type('echo "st""ill"\r');
   await term.until(/[\r\n](still)\r\n/);
-  const changed = await ctl.api.request('PATCH', `/users/${created.body.user.id}`, { role: 'operator' });
+  const changed = await ctl.api.request('PATCH', `/users/${id}`, { role: 'operator' });
   assert.equal(changed.status, 200, JSON.stringify(changed.body));
   const { end } = await term.closed;
   assert.equal(end?.type === 'close' ? end.code : undefined, 'auth.forbidden');

@@ -7,11 +7,31 @@ export class ApiClient {
   #csrf = '';
   constructor(readonly baseUrl: string) {}
 
-  /** A client signed in at `baseUrl` as `who` (a user made through the API, a replica's first admin). */
+  /** A client signed in at `baseUrl` as `who` (another replica's first admin, say). */
   static async signIn(baseUrl: string, who: { username: string; password: string }): Promise<ApiClient> {
     const api = new ApiClient(baseUrl);
     await api.login(who.username, who.password);
     return api;
+  }
+
+  /**
+   * Makes a user through this client's session (POST /users, with the password given or the one the
+   * controller generates) and signs in as it: the new user's client and id.
+   */
+  async newUser(user: {
+    username: string;
+    role: UserRole;
+    password?: string;
+    scoped?: boolean;
+  }): Promise<{ api: ApiClient; id: string }> {
+    const made = await this.post<{ user: { id: string }; password: string | null }>('/users', user);
+    if (made.status !== 201)
+      throw new Error(`user ${user.username}: ${made.status} ${JSON.stringify(made.body)}`);
+    const password = user.password ?? made.body.password ?? '';
+    return {
+      api: await ApiClient.signIn(this.baseUrl, { username: user.username, password }),
+      id: made.body.user.id,
+    };
   }
 
   async login(username: string, password: string): Promise<void> {
