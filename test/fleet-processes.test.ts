@@ -2,14 +2,13 @@
 // come online through the enroll command the API hands out; after kill -9 of the controller and
 // a restart both are back within 10 s; a revoked agent is cut off within 1 s, exits with code 2
 // and cannot reconnect; enroll's hint to start the agent keeps the --state-dir it was given.
-// The tests share one controller process and one in-process controller
-// (each test has its own hosts); limits are per test.
+// The tests share one controller process (each test has its own hosts; the last one stops it with
+// SIGTERM); limits are per test.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  startTestController,
   type ControllerProcess,
   kill,
   removeDir,
@@ -20,8 +19,6 @@ import {
   startControllerProcess,
   enrollAgent,
   enrollThroughApi,
-  enrollNewAgent,
-  joinToken,
 } from './helpers/fleet.ts';
 
 interface HostView {
@@ -33,22 +30,11 @@ interface HostView {
 
 const procs: Proc[] = [];
 const dirs: string[] = [];
-let inProcess: Promise<Awaited<ReturnType<typeof startTestController>>> | null = null;
 let controllerProcess: Promise<ControllerProcess> | null = null;
 after(async () => {
   for (const p of procs) await kill(p);
-  if (inProcess) await (await inProcess).close();
   for (const d of dirs) removeDir(d);
 });
-
-/** The file's in-process controller, started on first use. */
-function sharedController() {
-  inProcess ??= startTestController().then((c) => {
-    dirs.push(c.dataDir);
-    return c;
-  });
-  return inProcess;
-}
 
 /** The file's controller process, started on first use (a test may kill and start it again). */
 function sharedControllerProcess() {
@@ -59,11 +45,17 @@ function sharedControllerProcess() {
   return controllerProcess;
 }
 
-/** The id of the host enrolled as `name` on the in-process controller. */
-async function hostNamed(ctl: Awaited<ReturnType<typeof startTestController>>, name: string) {
-  const host = (await ctl.services.hosts.list()).find((h) => h.name === name);
+/** The host enrolled as `name`, as GET /hosts shows it. */
+async function hostNamed(ctl: ControllerProcess, name: string): Promise<HostView> {
+  const { body } = await ctl.api.get<{ hosts: HostView[] }>('/hosts');
+  const host = body.hosts.find((h) => h.name === name);
   assert.ok(host, `host ${name}`);
   return host;
+}
+
+/** Whether host `id` has a live session, as GET /hosts/:id shows it. */
+async function isOnline(ctl: ControllerProcess, id: string): Promise<boolean> {
+  return (await ctl.api.get<{ host: HostView }>(`/hosts/${id}`)).body.host.online;
 }
 
 test('two agents, controller kill -9 and restart, revocation', { timeout: 120_000 }, async () => {
@@ -126,16 +118,17 @@ test(
   'a second agent on the same state dir is refused while the first runs',
   { timeout: 90_000 },
   async () => {
-    const ctl = await sharedController();
+    const ctl = await sharedControllerProcess();
     const stateDir = tempDir('keel-agent-');
     dirs.push(stateDir);
-    const enrolled = await enrollAgent(
-      stateDir,
-      `http://127.0.0.1:${ctl.port}`,
-      await joinToken(ctl),
-      ctl.fingerprint,
-      'locked',
-    );
+    // The token and pin of the command the API hands out, run as `keel-agent enroll`.
+    const created = await ctl.api.post<{ secret: string; enrollCommand: string }>('/join-tokens', {
+      note: 'locked',
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const pin = /--pin (\S+)/.exec(created.body.enrollCommand)?.[1];
+    assert.ok(pin, created.body.enrollCommand);
+    const enrolled = await enrollAgent(stateDir, ctl.url, created.body.secret, pin, 'locked');
     assert.equal(enrolled.code, 0, enrolled.output);
     // The hint names the state dir it was given, or `run` would look in the default one.
     assert.match(
@@ -145,12 +138,12 @@ test(
     const first = runAgent(stateDir);
     procs.push(first);
     const host = await hostNamed(ctl, 'locked');
-    await waitFor(() => ctl.gateway.isOnline(host!.id), 15_000, 'first agent online');
+    await waitFor(() => isOnline(ctl, host.id), 15_000, 'first agent online');
     const second = runAgent(stateDir);
     procs.push(second);
     assert.equal(await second.exited, 1);
     assert.match(second.output(), /another keel-agent \(pid \d+\) is running/);
-    assert.equal(ctl.gateway.isOnline(host!.id), true);
+    assert.equal(await isOnline(ctl, host.id), true);
     await kill(first, 'SIGTERM');
   },
 );
@@ -159,13 +152,14 @@ test(
   'a cloned state dir (same key, another machine) is refused while the host is connected',
   { timeout: 90_000 },
   async () => {
-    const ctl = await sharedController();
-    const original = await enrollNewAgent(ctl, 'cloned');
+    const ctl = await sharedControllerProcess();
+    const original = tempDir('keel-agent-');
     dirs.push(original);
+    await enrollThroughApi(ctl.api, original, 'cloned');
     const first = runAgent(original);
     procs.push(first);
     const host = await hostNamed(ctl, 'cloned');
-    await waitFor(() => ctl.gateway.isOnline(host!.id), 15_000, 'original online');
+    await waitFor(() => isOnline(ctl, host.id), 15_000, 'original online');
     // A disk image of the host, booted elsewhere: same key and enrollment, its own running agent.
     const clone = tempDir('keel-agent-clone-');
     dirs.push(clone);
@@ -180,17 +174,26 @@ test(
       'clone refused',
     );
     // Admins see it in the audit trail: which host, and from where.
-    await waitFor(
-      async () => (await ctl.services.audit.list({ limit: 10, action: 'host.key_conflict' })).length > 0,
+    const conflicts = async () =>
+      (
+        await ctl.api.get<{ entries: { target: string | null; detail: Record<string, unknown> }[] }>(
+          '/audit?limit=10&action=host.key_conflict',
+        )
+      ).body.entries;
+    const [conflict] = await waitFor(
+      async () => {
+        const entries = await conflicts();
+        return entries.length > 0 ? entries : null;
+      },
       5_000,
       'key conflict audited',
     );
-    const [conflict] = await ctl.services.audit.list({ limit: 10, action: 'host.key_conflict' });
-    assert.equal(conflict?.target, `host:${host!.id}`);
+    assert.equal(conflict?.target, `host:${host.id}`);
     assert.equal(conflict?.detail.peer, '127.0.0.1');
     // The original kept its session: it still answers, and never lost its link.
-    const pong = await ctl.gateway.request(host!.id, 'ping', {}, { timeoutMs: 5_000 });
-    assert.equal(typeof pong.agentTime, 'number');
+    const pong = await ctl.api.post<{ agentTime: number }>(`/hosts/${host.id}/ping`);
+    assert.equal(pong.status, 200, JSON.stringify(pong.body));
+    assert.equal(typeof pong.body.agentTime, 'number');
     assert.doesNotMatch(first.output(), /link lost/);
     await kill(second);
     await kill(first, 'SIGTERM');
