@@ -5,13 +5,10 @@
 // the certificate-expiry alert while a failing check raises check-failing; and, with real agent
 // and controller processes, that results made while the controller is down arrive afterwards.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { encodeRecords, type CheckResult, type CheckSpec } from '@keel/shared';
 import { runProbe } from '../agent/src/checks/probes.ts';
@@ -28,6 +25,7 @@ import {
   waitFor,
   type Proc,
 } from './helpers/fleet.ts';
+import { selfSignedCertificate, type Certificate } from './helpers/certificate.ts';
 
 const DAY = 86_400_000;
 const cleanups: (() => unknown)[] = [];
@@ -36,33 +34,10 @@ after(async () => {
 });
 
 /** A self-signed certificate for 127.0.0.1 that expires in `days` days (openssl, at test time). */
-function certificate(days: number): { key: Buffer; cert: Buffer } {
+function certificate(days: number): Certificate {
   const dir = tempDir('keel-cert-');
   cleanups.push(() => removeDir(dir));
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      join(dir, 'key.pem'),
-      '-out',
-      join(dir, 'cert.pem'),
-      '-days',
-      String(days),
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ],
-    { stdio: 'ignore' },
-  );
-  return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) };
+  return selfSignedCertificate(dir, { days });
 }
 
 async function httpsServer(days: number): Promise<string> {

@@ -20,6 +20,7 @@ import {
   waitFor,
   type Proc,
 } from './helpers/fleet.ts';
+import { selfSignedCertificate } from './helpers/certificate.ts';
 import { need } from './install-helpers.ts';
 
 /** An HTTPS request trusting `ca`; resolves with the status, headers and body. */
@@ -65,33 +66,11 @@ test(
   async () => {
     const work = tempDir('keel-tls-');
     dirs.push(work);
-    const cert = join(work, 'cert.pem');
-    const key = join(work, 'key.pem');
-    const made = spawnSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1,DNS:localhost',
-      ],
-      { encoding: 'utf8' },
-    );
-    assert.equal(made.status, 0, made.stderr);
-    const ca = readFileSync(cert);
+    const {
+      certFile: cert,
+      keyFile: key,
+      cert: ca,
+    } = selfSignedCertificate(work, { days: 1, subjectAltName: 'IP:127.0.0.1,DNS:localhost' });
 
     const tlsPort = await freePort();
     const publicUrl = `https://127.0.0.1:${tlsPort}`;
