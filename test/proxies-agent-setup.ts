@@ -1,10 +1,12 @@
 // Shared by the proxy adapter tests (test/proxies-agent*.test.ts): an agent-side config engine over
 // a real supervisor in a temp state dir, local targets, free ports, and a small SOCKS5 client.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import pino from 'pino';
 import type { StreamRecord } from '@keel/shared';
 import { LogTailer } from '../agent/src/supervisor/log-tail.ts';
@@ -75,6 +77,47 @@ export async function freePort(): Promise<number> {
   const { port } = s.address() as AddressInfo;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
+}
+
+/** A port another program holds on 127.0.0.1 until the test ends (a proxy's port taken). */
+export async function takenPort(t: TestContext): Promise<number> {
+  const squatter = createServer((s) => s.destroy());
+  await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
+  t.after(() => squatter.close());
+  return (squatter.address() as AddressInfo).port;
+}
+
+/**
+ * Starts a v2ray client (config in `dir`) with one SOCKS inbound on 127.0.0.1 per tag of `socks`,
+ * routed to the outbound of the same tag; killed when the test ends.
+ * @example startV2rayClient(t, dir, { alice: await freePort() }, [{ tag: 'alice', protocol: 'vless', settings }]);
+ */
+export function startV2rayClient(
+  t: TestContext,
+  dir: string,
+  socks: Record<string, number>,
+  outbounds: { tag: string; protocol: string; settings: unknown }[],
+): void {
+  const conf = join(dir, 'client.json');
+  writeFileSync(
+    conf,
+    JSON.stringify({
+      log: { loglevel: 'warning' },
+      inbounds: Object.entries(socks).map(([tag, port]) => ({
+        tag,
+        listen: '127.0.0.1',
+        port,
+        protocol: 'socks',
+        settings: { auth: 'noauth', udp: false },
+      })),
+      outbounds,
+      routing: {
+        rules: Object.keys(socks).map((tag) => ({ type: 'field', inboundTag: [tag], outboundTag: tag })),
+      },
+    }),
+  );
+  const child = spawn('v2ray', ['-config', conf], { stdio: 'ignore' });
+  t.after(() => child.kill('SIGKILL'));
 }
 
 /** A local HTTP target answering `text` to every request. */

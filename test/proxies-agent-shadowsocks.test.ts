@@ -9,7 +9,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer, type Server } from 'node:net';
 import type { KeelError, ProxyUserSpec } from '@keel/shared';
 import { waitFor } from './helpers/fleet.ts';
 import { need } from './install-helpers.ts';
@@ -21,6 +20,7 @@ import {
   httpThroughSocks,
   roundTrip,
   socks5Connect,
+  takenPort,
 } from './proxies-agent-setup.ts';
 import { waitForPort } from '../agent/src/configs/adapter.ts';
 
@@ -110,10 +110,7 @@ test(
     assert.equal(await roundTrip(open, 'after-invalid'), 'after-invalid');
 
     // A new user's port is held by another program: ss-server cannot serve it; rolled back.
-    const squatter: Server = createServer((s) => s.destroy());
-    await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
-    t.after(() => squatter.close());
-    const taken = (squatter.address() as { port: number }).port;
+    const taken = await takenPort(t);
     await assert.rejects(
       h.engine.apply({
         instance: 'ss-1',

@@ -6,10 +6,6 @@
 // back by itself; an older generation after a newer one is refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
-import { join } from 'node:path';
 import type { KeelError, ProxyUserSpec } from '@keel/shared';
 import { need } from './install-helpers.ts';
 import {
@@ -20,6 +16,8 @@ import {
   httpThroughSocks,
   roundTrip,
   socks5Connect,
+  startV2rayClient,
+  takenPort,
 } from './proxies-agent-setup.ts';
 import { waitForPort } from '../agent/src/configs/adapter.ts';
 
@@ -86,46 +84,29 @@ test(
     const vnext = (port: number, user: Record<string, unknown>) => ({
       vnext: [{ address: '127.0.0.1', port, users: [user] }],
     });
-    const client = {
-      log: { loglevel: 'warning' },
-      inbounds: Object.entries(socks).map(([tag, port]) => ({
-        tag,
-        listen: '127.0.0.1',
-        port,
-        protocol: 'socks',
-        settings: { auth: 'noauth', udp: false },
-      })),
-      outbounds: [
-        { tag: 'vlessA', protocol: 'vless', settings: vnext(pVless, { id: alice.uuid, encryption: 'none' }) },
-        {
-          tag: 'vmessA',
-          protocol: 'vmess',
-          settings: vnext(pVmess, { id: alice.uuid, alterId: 0, security: 'auto' }),
-        },
-        {
-          tag: 'trojanA',
-          protocol: 'trojan',
-          settings: { servers: [{ address: '127.0.0.1', port: pTrojan, password: alice.password }] },
-        },
-        {
-          tag: 'ssA',
-          protocol: 'shadowsocks',
-          settings: {
-            servers: [
-              { address: '127.0.0.1', port: pSs, method: 'chacha20-poly1305', password: alice.password },
-            ],
-          },
-        },
-        { tag: 'vlessB', protocol: 'vless', settings: vnext(pVless, { id: bob.uuid, encryption: 'none' }) },
-      ],
-      routing: {
-        rules: Object.keys(socks).map((tag) => ({ type: 'field', inboundTag: [tag], outboundTag: tag })),
+    startV2rayClient(t, h.dir, socks, [
+      { tag: 'vlessA', protocol: 'vless', settings: vnext(pVless, { id: alice.uuid, encryption: 'none' }) },
+      {
+        tag: 'vmessA',
+        protocol: 'vmess',
+        settings: vnext(pVmess, { id: alice.uuid, alterId: 0, security: 'auto' }),
       },
-    };
-    const clientConf = join(h.dir, 'client.json');
-    writeFileSync(clientConf, JSON.stringify(client));
-    const child = spawn('v2ray', ['-config', clientConf], { stdio: 'ignore' });
-    t.after(() => child.kill('SIGKILL'));
+      {
+        tag: 'trojanA',
+        protocol: 'trojan',
+        settings: { servers: [{ address: '127.0.0.1', port: pTrojan, password: alice.password }] },
+      },
+      {
+        tag: 'ssA',
+        protocol: 'shadowsocks',
+        settings: {
+          servers: [
+            { address: '127.0.0.1', port: pSs, method: 'chacha20-poly1305', password: alice.password },
+          ],
+        },
+      },
+      { tag: 'vlessB', protocol: 'vless', settings: vnext(pVless, { id: bob.uuid, encryption: 'none' }) },
+    ]);
     for (const port of Object.values(socks)) await waitForPort('127.0.0.1', port, 10_000);
 
     for (const via of ['vlessA', 'vmessA', 'trojanA', 'ssA'] as const) {
@@ -194,10 +175,7 @@ test(
     assert.equal(await roundTrip(open, 'after-invalid'), 'after-invalid');
 
     // Passes -test, but its new inbound's port is taken: v2ray cannot start; rolled back by itself.
-    const squatter: Server = createServer((s) => s.destroy());
-    await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
-    t.after(() => squatter.close());
-    const taken = (squatter.address() as { port: number }).port;
+    const taken = await takenPort(t);
     await assert.rejects(
       h.engine.apply({
         instance: 'vpn-1',

@@ -5,9 +5,7 @@
 // `limited`, and takes it off the node: gone from the config file on the host, refused by the
 // running v2ray, while another user on the node keeps being served.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { signedInApi, type ApiClient } from './helpers/api.ts';
 import {
@@ -21,7 +19,7 @@ import {
   type TestController,
 } from './helpers/fleet.ts';
 import { need } from './install-helpers.ts';
-import { freePort, httpTarget, httpThroughSocks } from './proxies-agent-setup.ts';
+import { freePort, httpTarget, httpThroughSocks, startV2rayClient } from './proxies-agent-setup.ts';
 
 const skip = need('v2ray');
 // The scrape interval the controller's proxy users service reads at start (this process hosts it).
@@ -108,26 +106,7 @@ test(
       protocol: 'vless',
       settings: { vnext: [{ address: '127.0.0.1', port: vlessPort, users: [{ id, encryption: 'none' }] }] },
     });
-    const conf = join(clientDir, 'client.json');
-    writeFileSync(
-      conf,
-      JSON.stringify({
-        log: { loglevel: 'warning' },
-        inbounds: Object.entries(socks).map(([tag, port]) => ({
-          tag,
-          listen: '127.0.0.1',
-          port,
-          protocol: 'socks',
-          settings: { auth: 'noauth', udp: false },
-        })),
-        outbounds: [outbound('alice', alice.uuid), outbound('bob', bob.uuid)],
-        routing: {
-          rules: Object.keys(socks).map((tag) => ({ type: 'field', inboundTag: [tag], outboundTag: tag })),
-        },
-      }),
-    );
-    const client = spawn('v2ray', ['-config', conf], { stdio: 'ignore' });
-    t.after(() => client.kill('SIGKILL'));
+    startV2rayClient(t, clientDir, socks, [outbound('alice', alice.uuid), outbound('bob', bob.uuid)]);
     const body = 'x'.repeat(1_000_000);
     const target = await httpTarget(body);
     t.after(() => target.close());
