@@ -10,10 +10,15 @@ import { kill, removeDir, waitFor, type ControllerProcess, type Proc, startFleet
 
 /**
  * This file's controller gives channel tickets this TTL (KEEL_CHANNEL_TICKET_TTL_SECONDS; default
- * 30 s) so that an expired one can be tried without waiting half a minute; long enough that the 100
- * tickets of the many-channels test are used in time on a loaded machine.
+ * 30 s): long enough that the 100 tickets of the many-channels test are used in time on a loaded
+ * machine.
  */
 const TICKET_TTL_SECONDS = 10;
+/**
+ * The TTL from the restart test on, where every ticket is used as soon as it is issued: the
+ * expired-ticket test, which runs after it, waits this long instead of TICKET_TTL_SECONDS.
+ */
+const SHORT_TICKET_TTL_SECONDS = 5;
 
 /** How much longer than at rest a heartbeat, a request or another channel may take while a channel floods the link (documented in docs/protocol.md). */
 const FLOOD_REQUEST_BOUND_MS = 250;
@@ -170,24 +175,6 @@ describe('live channels', () => {
     same.ws.close();
   });
 
-  test('an expired ticket is refused; one used in time works', { timeout: 40_000 }, async () => {
-    const issued = await channelTicket(ctl.api, hostId, 'echo');
-    // The TTL the controller was configured with is the one the API announces.
-    const ttl = Date.parse(issued.expiresAt) - Date.now();
-    assert.ok(ttl > 0 && ttl <= TICKET_TTL_SECONDS * 1000, `ticket good for ${ttl} ms`);
-    await new Promise((r) => setTimeout(r, ttl + 1_000));
-    await assert.rejects(connectChannel(ctl.url, issued.url), (err: { status?: number; body?: string }) => {
-      assert.equal(err.status, 401);
-      assert.match(err.body ?? '', /channel\.ticket_invalid/);
-      return true;
-    });
-    // Not the host or the kind: a fresh ticket used at once opens the same channel.
-    const fresh = await openEcho(ctl.api, hostId);
-    assert.deepEqual(await echoOnce(fresh, Buffer.from('still here')), Buffer.from('still here'));
-    fresh.ws.close();
-    await fresh.closed;
-  });
-
   test(
     'a ticket for an unknown kind or bad params is refused before any socket',
     { timeout: 10_000 },
@@ -243,7 +230,11 @@ describe('live channels', () => {
       // one waits for 3 heartbeats at rest and 5 under the flood, and the flood keeps both cores
       // busy while it waits (at 2 s, 10 s of it). A 1 s heartbeat dropped links only while 100
       // channels opened (the test before this one), and a flood is data the controller hears.
-      await ctl.restart({ KEEL_HEARTBEAT_MS: '1000' });
+      // Tickets live SHORT_TICKET_TTL_SECONDS from here (the expired-ticket test waits that long).
+      await ctl.restart({
+        KEEL_HEARTBEAT_MS: '1000',
+        KEEL_CHANNEL_TICKET_TTL_SECONDS: String(SHORT_TICKET_TTL_SECONDS),
+      });
       const { code } = await client.closed;
       assert.equal(code, 1006, 'the socket dropped with the controller');
       console.log(
@@ -337,6 +328,24 @@ describe('live channels', () => {
       );
     },
   );
+
+  test('an expired ticket is refused; one used in time works', { timeout: 40_000 }, async () => {
+    const issued = await channelTicket(ctl.api, hostId, 'echo');
+    // The TTL the controller was configured with (since the restart test) is the one the API announces.
+    const ttl = Date.parse(issued.expiresAt) - Date.now();
+    assert.ok(ttl > 0 && ttl <= SHORT_TICKET_TTL_SECONDS * 1000, `ticket good for ${ttl} ms`);
+    await new Promise((r) => setTimeout(r, ttl + 1_000));
+    await assert.rejects(connectChannel(ctl.url, issued.url), (err: { status?: number; body?: string }) => {
+      assert.equal(err.status, 401);
+      assert.match(err.body ?? '', /channel\.ticket_invalid/);
+      return true;
+    });
+    // Not the host or the kind: a fresh ticket used at once opens the same channel.
+    const fresh = await openEcho(ctl.api, hostId);
+    assert.deepEqual(await echoOnce(fresh, Buffer.from('still here')), Buffer.from('still here'));
+    fresh.ws.close();
+    await fresh.closed;
+  });
 
   test('256 MiB to a slow reader: agent and controller memory bounded', { timeout: 300_000 }, async () => {
     const pids = { agent: agent.child.pid!, controller: ctl.proc.child.pid! };
