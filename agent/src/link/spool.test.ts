@@ -171,21 +171,64 @@ test('ack deletes whole segments and persists, so a restart does not resend', as
   await spool.close();
 });
 
-test('ack with the default group commit is persisted by the next sync', async (t) => {
+test('an ack is written in place into the ack cursor, not by replacing state.json', async (t) => {
   const dir = tempDir(t);
   let spool = await Spool.open({ dir, segmentBytes: 4096 });
   spool.append(recs(1, 50, 40));
   await spool.flush();
   readAll(spool, 0, 1 << 20);
-  spool.ack(30);
-  await spool.flush();
-  assert.deepEqual(JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')), {
-    ackedSeq: 30,
-    droppedRecords: 0,
-  });
+  for (const seq of [10, 20, 30]) spool.ack(seq);
+  // At once, without a sync, in one of two fixed slots: no state.json (nothing was dropped).
+  assert.equal(statSync(join(dir, 'ack-cursor')).size, 512 + 24);
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.startsWith('state.json')),
+    [],
+  );
+  assert.equal(spool.ackedSeq, 30);
   await spool.close();
   spool = await Spool.open({ dir });
   assert.equal(spool.ackedSeq, 30);
+  assert.equal(spool.read(spool.ackedSeq, 1 << 20)?.firstSeq, 31);
+  await spool.close();
+});
+
+test('a torn or damaged ack cursor falls back to its other slot, then to state.json: a resend, never a loss', async (t) => {
+  const dir = tempDir(t);
+  let spool = await Spool.open({ dir, segmentBytes: 4096, syncIntervalMs: 0 });
+  spool.append(recs(1, 50, 40));
+  readAll(spool, 0, 1 << 20);
+  spool.ack(10); // generation 1: slot 1
+  spool.ack(20); // generation 2: slot 0
+  await spool.close();
+  // An older agent's (or the dropped count's) state.json says 5.
+  writeFileSync(join(dir, 'state.json'), JSON.stringify({ ackedSeq: 5, droppedRecords: 0 }));
+  const tear = (slot: number) => {
+    const file = readFileSync(join(dir, 'ack-cursor'));
+    file[slot * 512 + 14] = file[slot * 512 + 14]! ^ 0xff; // a byte of ackedSeq: the CRC fails
+    writeFileSync(join(dir, 'ack-cursor'), file);
+  };
+
+  tear(0); // the newest slot, as a power loss during its write could leave it
+  spool = await Spool.open({ dir });
+  assert.equal(spool.ackedSeq, 10);
+  assert.equal(spool.read(spool.ackedSeq, 1 << 20)?.firstSeq, 11); // 11-20 go again
+  readAll(spool, 10, 1 << 20);
+  spool.ack(25); // generation 2 again, into the torn slot 0; slot 1 keeps 10
+  await spool.close();
+  spool = await Spool.open({ dir });
+  assert.equal(spool.ackedSeq, 25);
+  await spool.close();
+
+  tear(0);
+  tear(1); // both slots damaged: state.json's ack
+  spool = await Spool.open({ dir });
+  assert.equal(spool.ackedSeq, 5);
+  assert.equal(spool.read(spool.ackedSeq, 1 << 20)?.firstSeq, 6);
+  await spool.close();
+
+  rmSync(join(dir, 'ack-cursor')); // an older agent's spool: state.json alone
+  spool = await Spool.open({ dir });
+  assert.equal(spool.ackedSeq, 5);
   await spool.close();
 });
 
@@ -441,20 +484,31 @@ test('a small transient buffer is kept across reads that find nothing; a large o
   assert.ok(next.body.buffer.byteLength <= 16 * 1024);
 });
 
-/** Runs the crash writer on `dir` until it reports more than `atLeast` records, then kills it. */
-async function appendUntilKilled(dir: string, atLeast: number): Promise<number> {
+/**
+ * Runs the crash writer on `dir` until it reports more than `atLeast` records, then kills it;
+ * resolves with its last report. With `ack` the writer acks as it goes (and reports its ack).
+ */
+async function appendUntilKilled(dir: string, atLeast: number, ack?: 'ack'): Promise<number> {
+  return (await appendUntilKilledReport(dir, atLeast, ack)).lastSeq;
+}
+
+async function appendUntilKilledReport(
+  dir: string,
+  atLeast: number,
+  ack?: 'ack',
+): Promise<{ lastSeq: number; ackedSeq: number }> {
   const writer = join(import.meta.dirname, 'spool-crash-writer.ts');
-  const child = spawn(process.execPath, ['--import', tsLoader, writer, dir], {
+  const child = spawn(process.execPath, ['--import', tsLoader, writer, dir, ...(ack ? [ack] : [])], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  return new Promise<number>((resolve, reject) => {
+  return new Promise((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code) => reject(new Error(`writer exited early with ${code}`)));
     child.stdout.on('data', (chunk: Buffer) => {
-      const reported = Number(chunk.toString().trim().split('\n').at(-1));
-      if (reported > atLeast) {
+      const [lastSeq = 0, ackedSeq = 0] = chunk.toString().trim().split('\n').at(-1)!.split(' ').map(Number);
+      if (lastSeq > atLeast && (!ack || ackedSeq > 0)) {
         child.removeAllListeners('exit');
-        child.on('exit', () => resolve(reported));
+        child.on('exit', () => resolve({ lastSeq, ackedSeq }));
         child.kill('SIGKILL');
       }
     });
@@ -480,6 +534,36 @@ test('kill -9 while appending leaves a spool that opens with a gapless prefix 1.
     }
     assert.equal(expected - 1, spool.lastSeq);
     lastSeq = spool.lastSeq;
+    await spool.close();
+  }
+});
+
+test('kill -9 while appending and acking: the ack cursor survives and reads resume right after it, gapless', async (t) => {
+  const dir = tempDir(t);
+  let lastSeq = 0;
+  let ackedSeq = 0;
+  for (const more of [60_000, 30_000]) {
+    const reported = await appendUntilKilledReport(dir, lastSeq + more, 'ack');
+    const spool = await Spool.open({ dir, segmentBytes: 256 * 1024 });
+    assert.ok(spool.lastSeq >= reported.lastSeq, `lastSeq ${spool.lastSeq} < reported ${reported.lastSeq}`);
+    // The page cache keeps the in-place cursor across the process's death (only a power loss can
+    // take it back): at least the last reported ack, never beyond what was appended.
+    assert.ok(spool.ackedSeq >= reported.ackedSeq, `ackedSeq ${spool.ackedSeq} < ${reported.ackedSeq}`);
+    assert.ok(spool.ackedSeq > ackedSeq && spool.ackedSeq <= spool.lastSeq);
+    assert.equal(spool.droppedRecords, 0);
+    let expected = spool.ackedSeq + 1;
+    for (let b = spool.read(spool.ackedSeq, 1 << 20); b; b = spool.read(b.firstSeq + b.count - 1, 1 << 20)) {
+      assert.equal(b.firstSeq, expected);
+      for (const r of decodeRecords(b.body, b.count)) {
+        assert.equal(Number.parseInt(Buffer.from(r.payload).toString(), 10), expected);
+        expected++;
+      }
+    }
+    assert.equal(expected - 1, spool.lastSeq);
+    // No segment the ack wholly covers is left (the second one's name says where the first ends).
+    const files = segmentFiles(dir);
+    if (files.length > 1) assert.ok(Number(files[1]!.replace('.seg', '')) - 1 > spool.ackedSeq);
+    ({ lastSeq, ackedSeq } = spool);
     await spool.close();
   }
 });

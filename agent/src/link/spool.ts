@@ -7,7 +7,11 @@
 //   <firstSeq, 20 digits>.seg  segments, each a run of frames
 //                              `u32 BE bodyLength | u32 BE crc32(body) | body`,
 //                              body = `f64 BE firstSeq | u32 BE count | records` (shared record format)
-//   state.json                 { ackedSeq, droppedRecords }, replaced atomically
+//   state.json                 { ackedSeq, droppedRecords }, replaced atomically when the count
+//                              of dropped records changes (and at close)
+//   ack-cursor                 the ack cursor, written in place on every ack into one of two
+//                              512-byte slots by turns: `u32 BE magic | f64 BE generation |
+//                              f64 BE ackedSeq | u32 BE crc32(the 20 bytes before)`
 //
 // Acks count only what this spool handed out: an ack for a number read() never returned (the
 // controller holds records under numbers a wiped or restored spool gives again) is cut down to
@@ -19,8 +23,20 @@
 // holds, and their sequence numbers would be given to new records that the controller then
 // discards as duplicates — a silent loss. Syncs are group commits: the first append after a quiet
 // period syncs at once, a busy stream syncs every `syncIntervalMs`.
+//
+// What each sync protects: a segment's fdatasync, the rule above; the directory's fsync, that a new
+// segment's name (which carries the numbering across a restart) is not lost; state.json's write,
+// fsync, rename and directory fsync, that the count of dropped records is on disk before the
+// records are gone. The ack cursor is not synced: the controller de-duplicates replays by
+// sequence, so a lost ack costs a resend, never a record. Written in place (one pwrite on an open
+// file, no fsync, no rename; it was state.json's full atomic replace on every ack, most of an
+// agent's CPU at 1 s metrics), it survives a crash of the agent (the page cache holds it); a power
+// loss may leave it seconds old, or tear its newest slot (the CRC fails and the other slot is
+// used), and the records acked since are sent again. Segments an ack wholly covers are deleted
+// at once either way (recovery deletes those a lost unlink left).
 import {
   closeSync,
+  constants as fsConstants,
   fdatasync,
   fdatasyncSync,
   fstatSync,
@@ -66,6 +82,11 @@ const FRAME_TARGET_BYTES = 64 * 1024;
 const MAX_SEGMENT_BYTES = 1024 * 1024 * 1024;
 const SEGMENT_NAME = /^(\d{20})\.seg$/;
 const STATE_FILE = 'state.json';
+/** The ack cursor (see the header): two slots of ACK_SLOT_BYTES, each ACK_RECORD_BYTES long. */
+const ACK_FILE = 'ack-cursor';
+const ACK_SLOT_BYTES = 512;
+const ACK_RECORD_BYTES = 24;
+const ACK_MAGIC = 0x4b41434b; // 'KACK'
 /** Directories of the spools open in this process. */
 const openDirs = new Set<string>();
 
@@ -206,7 +227,7 @@ export class Spool {
   // Group commit.
   #dirty = new Set<Segment>();
   #dirDirty = false;
-  #stateGen = 0; // bumped on every change of ackedSeq/droppedRecords
+  #stateGen = 0; // bumped on every change of droppedRecords (acks go to the ack cursor)
   #persistedGen = 0; // generation last renamed into place
   #timer: NodeJS.Timeout | null = null;
   #inflight: Promise<void> | null = null;
@@ -215,6 +236,10 @@ export class Spool {
   /** fds of deleted segments, closed once no async sync can be using them. */
   #closeLater: number[] = [];
   #listeners = new Set<() => void>();
+  /** The ack cursor's file (opened on the first ack), last generation written, and its record. */
+  #ackFd = -1;
+  #ackGen = 0;
+  #ackRecord = Buffer.alloc(ACK_RECORD_BYTES);
 
   private constructor(opts: Required<SpoolOptions>, dirFd: number) {
     this.dir = opts.dir;
@@ -473,13 +498,56 @@ export class Spool {
     seq = Math.min(seq, this.#readSeq);
     if (seq <= this.#ackedSeq) return;
     this.#ackedSeq = seq;
-    this.#stateGen++;
+    this.#writeAckCursor();
     // The newest segment stays: its name and frames carry lastSeq across a restart.
     while (this.#segments.length > 1 && this.#segments[0]!.lastSeq <= seq) {
       this.#deleteSegment(this.#segments[0]!);
     }
-    if (this.syncIntervalMs === 0) this.#persistStateSync();
-    else this.#schedule();
+  }
+
+  /** Writes ackedSeq into the ack cursor's older slot, in place and unsynced (see the header). */
+  #writeAckCursor(): void {
+    const gen = ++this.#ackGen;
+    const r = this.#ackRecord;
+    r.writeUInt32BE(ACK_MAGIC, 0);
+    r.writeDoubleBE(gen, 4);
+    r.writeDoubleBE(this.#ackedSeq, 12);
+    r.writeUInt32BE(crc32(r.subarray(0, ACK_RECORD_BYTES - 4)), ACK_RECORD_BYTES - 4);
+    try {
+      if (this.#ackFd < 0)
+        this.#ackFd = openSync(join(this.dir, ACK_FILE), fsConstants.O_WRONLY | fsConstants.O_CREAT, 0o600);
+      writeSync(this.#ackFd, r, 0, ACK_RECORD_BYTES, (gen % 2) * ACK_SLOT_BYTES);
+    } catch {
+      // Losing an ack costs a resend after a restart, which the controller drops by sequence.
+    }
+  }
+
+  /** The newest valid slot of the ack cursor: its ackedSeq (0 when there is none). */
+  #readAckCursor(): number {
+    let file: Buffer;
+    try {
+      file = readFileSync(join(this.dir, ACK_FILE));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
+    }
+    let acked = 0;
+    for (let at = 0; at + ACK_RECORD_BYTES <= file.length && at < 2 * ACK_SLOT_BYTES; at += ACK_SLOT_BYTES) {
+      const r = file.subarray(at, at + ACK_RECORD_BYTES);
+      const gen = r.readDoubleBE(4);
+      const seq = r.readDoubleBE(12);
+      if (
+        r.readUInt32BE(0) !== ACK_MAGIC ||
+        r.readUInt32BE(ACK_RECORD_BYTES - 4) !== crc32(r.subarray(0, ACK_RECORD_BYTES - 4)) ||
+        !isSeq(gen) ||
+        !isSeq(seq) ||
+        gen <= this.#ackGen
+      )
+        continue; // torn by a power loss, damaged, or the older of the two
+      this.#ackGen = gen;
+      acked = seq;
+    }
+    return acked;
   }
 
   /**
@@ -491,7 +559,7 @@ export class Spool {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Syncs everything appended so far and the ack state now; resolves when it is on disk. */
+  /** Syncs everything appended so far and the dropped count now; resolves when they are on disk. */
   async flush(): Promise<void> {
     while (!this.#closed || this.#inflight) {
       if (!this.#inflight) {
@@ -522,8 +590,9 @@ export class Spool {
 
   #recover(): void {
     const state = this.#readState();
-    this.#ackedSeq = state.ackedSeq;
-    this.#readSeq = state.ackedSeq;
+    // The cursor is ahead of state.json unless it was lost (then what it had acked is sent again).
+    this.#ackedSeq = Math.max(state.ackedSeq, this.#readAckCursor());
+    this.#readSeq = this.#ackedSeq;
     this.#droppedRecords = state.droppedRecords;
     const startDropped = state.droppedRecords;
 
@@ -874,6 +943,8 @@ export class Spool {
     for (const seg of this.#segments) closeSync(seg.fd);
     this.#segments = [];
     for (const fd of this.#closeLater.splice(0)) closeSync(fd);
+    if (this.#ackFd >= 0) closeSync(this.#ackFd);
+    this.#ackFd = -1;
     closeSync(this.#dirFd);
     this.#closed = true;
     openDirs.delete(this.dir);
