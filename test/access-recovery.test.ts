@@ -21,18 +21,8 @@ async function errorCode(res: Response): Promise<string> {
 
 /** Password, then a recovery code: the HTTP status of the second step. */
 async function signInWithRecovery(recoveryCode: string): Promise<number> {
-  const res = await t.request('/api/v1/auth/login', {
-    method: 'POST',
-    json: { username: 'dave', password: TEST_PASSWORD },
-  });
-  assert.equal(res.status, 200);
-  const body = (await res.json()) as { csrfToken: string; stage: string; user: { id: string } };
-  assert.equal(body.stage, 'second-factor');
-  const who: SignedIn = {
-    cookie: res.headers.get('set-cookie')!.split(';')[0]!,
-    csrfToken: body.csrfToken,
-    userId: body.user.id,
-  };
+  const who = await t.login('dave');
+  assert.equal(who.stage, 'second-factor');
   const second = await t.request('/api/v1/auth/two-factor', {
     method: 'POST',
     json: { recoveryCode },

@@ -22,18 +22,8 @@ async function storedSecret(userId: string): Promise<string | null> {
 
 /** Password step then the code: 200 when the second factor is accepted. */
 async function signInWithCode(username: string, code: string): Promise<number> {
-  const res = await t.request('/api/v1/auth/login', {
-    method: 'POST',
-    json: { username, password: TEST_PASSWORD },
-  });
-  assert.equal(res.status, 200);
-  const body = (await res.json()) as { csrfToken: string; stage: string; user: { id: string } };
-  assert.equal(body.stage, 'second-factor');
-  const who = {
-    cookie: res.headers.get('set-cookie')!.split(';')[0]!,
-    csrfToken: body.csrfToken,
-    userId: body.user.id,
-  };
+  const who = await t.login(username);
+  assert.equal(who.stage, 'second-factor');
   const second = await t.request('/api/v1/auth/two-factor', { method: 'POST', json: { code }, as: who });
   return second.status;
 }
@@ -99,16 +89,7 @@ test("a sealed secret copied into another user's row does not open there", { tim
     .update(users)
     .set({ totpSecret: dora!.totpSecret, totpEnabledAt: clock })
     .where(eq(users.id, fay.id));
-  const res = await t.request('/api/v1/auth/login', {
-    method: 'POST',
-    json: { username: 'fay', password: TEST_PASSWORD },
-  });
-  const body = (await res.json()) as { csrfToken: string; user: { id: string } };
-  const who = {
-    cookie: res.headers.get('set-cookie')!.split(';')[0]!,
-    csrfToken: body.csrfToken,
-    userId: body.user.id,
-  };
+  const who = await t.login('fay');
   const second = await t.request('/api/v1/auth/two-factor', {
     method: 'POST',
     json: { code: '123456' },

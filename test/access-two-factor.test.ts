@@ -24,19 +24,8 @@ async function json<T>(res: Response): Promise<T> {
 
 /** Signs in with the password only: the session still owes its second factor. */
 async function passwordStep(username: string, ip?: string) {
-  const res = await t.request('/api/v1/auth/login', {
-    method: 'POST',
-    json: { username, password: TEST_PASSWORD },
-    ip,
-  });
-  assert.equal(res.status, 200);
-  const body = await json<{ csrfToken: string; stage: string; user: { id: string } }>(res);
-  const who: SignedIn = {
-    cookie: res.headers.get('set-cookie')!.split(';')[0]!,
-    csrfToken: body.csrfToken,
-    userId: body.user.id,
-  };
-  return { who, stage: body.stage };
+  const { stage, ...who } = await t.login(username, TEST_PASSWORD, { ip });
+  return { who, stage };
 }
 
 const second = (who: SignedIn, body: unknown, ip?: string) =>

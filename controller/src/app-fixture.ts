@@ -136,12 +136,29 @@ export async function openTestApp(
     return services.users.create({ username, password, role, actor: 'system' });
   }
 
-  async function login(username: string, password = TEST_PASSWORD): Promise<SignedIn> {
-    const res = await request('/api/v1/auth/login', { method: 'POST', json: { username, password } });
+  /**
+   * Signs in with a password from `ip` (as request): the session and its stage (`second-factor`
+   * while the user still owes a code, `ok` when signed in).
+   */
+  async function login(
+    username: string,
+    password = TEST_PASSWORD,
+    opts: { ip?: string } = {},
+  ): Promise<SignedIn & { stage: string }> {
+    const res = await request('/api/v1/auth/login', {
+      method: 'POST',
+      json: { username, password },
+      ip: opts.ip,
+    });
     if (res.status !== 200) throw new Error(`login failed: ${res.status} ${await res.text()}`);
-    const body = (await res.json()) as { csrfToken: string; user: { id: string } };
+    const body = (await res.json()) as { csrfToken: string; stage: string; user: { id: string } };
     const setCookie = res.headers.get('set-cookie') ?? '';
-    return { cookie: setCookie.split(';')[0]!, csrfToken: body.csrfToken, userId: body.user.id };
+    return {
+      cookie: setCookie.split(';')[0]!,
+      csrfToken: body.csrfToken,
+      userId: body.user.id,
+      stage: body.stage,
+    };
   }
 
   /** Creates a user with `role` and signs in as it. */
