@@ -18,12 +18,7 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { decodeRecords, encodeRecords, type RecordBatch, type StreamRecord } from '@keel/shared';
 import { Spool, SpoolWriteError } from './spool.ts';
-
-/**
- * Children that load TypeScript use the repository's test loader (scripts/test-loader.mjs: esbuild's
- * transform, cached by content), ~0.4 s of CPU less a start than tsx, whose cache is cold in a run.
- */
-const tsLoader = new URL('../../../scripts/test-loader.mjs', import.meta.url).href;
+import { tsLoader } from '../../../scripts/test-loader-url.mjs';
 
 function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'keel-spool-'));
