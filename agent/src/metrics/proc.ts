@@ -19,7 +19,12 @@ export interface CpuTimes {
 export function parseStat(text: string): { total: CpuTimes | null; cores: CpuTimes[] } {
   let total: CpuTimes | null = null;
   const cores: CpuTimes[] = [];
-  for (const line of text.split('\n')) {
+  // Line by line while lines start with `cpu` (they come first): the rest of the file (the
+  // interrupt counters' long line among it) is never cut into strings.
+  for (let at = 0; text.startsWith('cpu', at);) {
+    const nl = text.indexOf('\n', at);
+    const line = text.slice(at, nl < 0 ? text.length : nl);
+    at = nl < 0 ? text.length : nl + 1;
     const m = /^cpu(\d*)\s+(.*)$/.exec(line);
     if (!m) continue;
     const f = m[2]!.trim().split(/\s+/).map(Number);
@@ -103,15 +108,133 @@ const WHOLE_DISK = /^(?:[shv]d[a-z]+|xvd[a-z]+|nvme\d+n\d+|mmcblk\d+)$/;
 
 /** /proc/diskstats summed over whole disks: bytes read and written (sectors are 512 bytes). */
 export function parseDiskstats(text: string): { readBytes: number; writeBytes: number } {
+  // Field by field without splitting each line (a host has dozens of loop, dm and partition lines,
+  // ~20 fields each, read on every tick): only a whole disk's name is taken out of the text.
   let readBytes = 0;
   let writeBytes = 0;
-  for (const line of text.split('\n')) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 10 || !WHOLE_DISK.test(f[2]!)) continue;
-    readBytes += Number(f[5]) * 512;
-    writeBytes += Number(f[9]) * 512;
+  const f = new FieldCursor(text);
+  while (f.line()) {
+    if (!f.skip(2)) continue;
+    const name = f.word();
+    if (name === null || !WHOLE_DISK.test(name) || !f.skip(2)) continue;
+    const read = f.number();
+    if (!f.skip(3)) continue;
+    const written = f.number();
+    if (read === null || written === null) continue;
+    readBytes += read * 512;
+    writeBytes += written * 512;
   }
   return { readBytes, writeBytes };
+}
+
+/**
+ * Walks whitespace-separated fields of a text line by line, taking numbers out without making a
+ * string of each (the sampler reads /proc on every tick; see parseDiskstats, memoryOfText).
+ */
+class FieldCursor {
+  #text: string;
+  #at = 0;
+  #end = 0;
+  #next = 0;
+
+  constructor(text: string) {
+    this.#text = text;
+  }
+
+  /** Moves to the next line; false at the end of the text. */
+  line(): boolean {
+    if (this.#next >= this.#text.length) return false;
+    this.#at = this.#next;
+    const nl = this.#text.indexOf('\n', this.#at);
+    this.#end = nl < 0 ? this.#text.length : nl;
+    this.#next = this.#end + 1;
+    return true;
+  }
+
+  #blank(c: number): boolean {
+    return c === 32 || c === 9;
+  }
+
+  #skipBlanks(): void {
+    while (this.#at < this.#end && this.#blank(this.#text.charCodeAt(this.#at))) this.#at++;
+  }
+
+  /** Skips `n` fields; false when the line has fewer. */
+  skip(n: number): boolean {
+    for (let i = 0; i < n; i++) {
+      this.#skipBlanks();
+      if (this.#at >= this.#end) return false;
+      while (this.#at < this.#end && !this.#blank(this.#text.charCodeAt(this.#at))) this.#at++;
+    }
+    return true;
+  }
+
+  /** The next field as a string, or null at the line's end. */
+  word(): string | null {
+    this.#skipBlanks();
+    const from = this.#at;
+    while (this.#at < this.#end && !this.#blank(this.#text.charCodeAt(this.#at))) this.#at++;
+    return this.#at > from ? this.#text.slice(from, this.#at) : null;
+  }
+
+  /** The next field as a whole number (digits only), or null when it is not one. */
+  number(): number | null {
+    this.#skipBlanks();
+    let n = 0;
+    let digits = 0;
+    while (this.#at < this.#end) {
+      const c = this.#text.charCodeAt(this.#at);
+      if (c < 48 || c > 57) break;
+      n = n * 10 + (c - 48);
+      digits++;
+      this.#at++;
+    }
+    if (digits === 0 || (this.#at < this.#end && !this.#blank(this.#text.charCodeAt(this.#at)))) {
+      while (this.#at < this.#end && !this.#blank(this.#text.charCodeAt(this.#at))) this.#at++;
+      return null;
+    }
+    return n;
+  }
+}
+
+/** The value of `key` in /proc/meminfo's text, in bytes (the file says kB), or undefined. */
+function meminfoValue(text: string, key: string): number | undefined {
+  // `key` is `\nName:`; the file's first line has no newline before it.
+  let at = text.startsWith(key.slice(1)) ? 0 : text.indexOf(key);
+  if (at < 0) return undefined;
+  at = text.indexOf(':', at) + 1;
+  while (text.charCodeAt(at) === 32 || text.charCodeAt(at) === 9) at++;
+  let n = 0;
+  let digits = 0;
+  for (let c = text.charCodeAt(at); c >= 48 && c <= 57; c = text.charCodeAt(++at)) {
+    n = n * 10 + (c - 48);
+    digits++;
+  }
+  if (digits === 0) return undefined;
+  while (text.charCodeAt(at) === 32) at++;
+  return text.startsWith('kB', at) ? n * 1024 : n;
+}
+
+/** The /proc/meminfo lines memoryOf reads, as meminfoValue looks for them. */
+const MEMINFO_KEYS = [
+  'MemTotal',
+  'MemAvailable',
+  'MemFree',
+  'Buffers',
+  'Cached',
+  'SReclaimable',
+  'SwapTotal',
+  'SwapFree',
+].map((k) => [k, `\n${k}:`] as const);
+
+/** memoryOf(parseMeminfo(text)) without a Map of every line: the keys it needs, found in the text. */
+export function memoryOfText(text: string): ReturnType<typeof memoryOf> {
+  const mem = new Map<string, number>();
+  for (const [k, line] of MEMINFO_KEYS) {
+    const v = meminfoValue(text, line);
+    if (v !== undefined) mem.set(k, v);
+  }
+  return memoryOf(mem);
 }
 
 /** /proc/net/dev: byte counters per interface (loopback included; callers drop it from sums). */
@@ -127,9 +250,25 @@ export function parseNetDev(text: string): Map<string, { rx: number; tx: number 
   return out;
 }
 
+/** The first `max` lines of `text` that start with `prefix`, without cutting the others into strings. */
+function linesStartingWith(text: string, prefix: string, max: number): string[] {
+  const out: string[] = [];
+  const next = (from: number) => {
+    const i = text.indexOf(`\n${prefix}`, from);
+    return i < 0 ? -1 : i + 1;
+  };
+  let at = text.startsWith(prefix) ? 0 : next(0);
+  while (at >= 0 && out.length < max) {
+    const nl = text.indexOf('\n', at);
+    out.push(text.slice(at, nl < 0 ? text.length : nl));
+    at = nl < 0 ? -1 : next(nl);
+  }
+  return out;
+}
+
 /** /proc/net/snmp: `Tcp: CurrEstab` (IPv4 and IPv6 share these counters). */
 export function parseTcpEstablished(snmp: string): number | null {
-  const lines = snmp.split('\n').filter((l) => l.startsWith('Tcp:'));
+  const lines = linesStartingWith(snmp, 'Tcp:', 2);
   if (lines.length < 2) return null;
   const keys = lines[0]!.split(/\s+/);
   const values = lines[1]!.split(/\s+/);
