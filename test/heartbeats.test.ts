@@ -57,8 +57,18 @@ test(
     // The thaw above already cost one link.lost/link.regained pair; wait until it is stored.
     await waitFor(async () => (await kindsNow()).includes('link.regained'), 10_000, 'first regain stored');
     const lostBefore = (await kindsNow()).filter((k) => k === 'link.lost').length;
+    // Frozen until the agent has given up on it (two silent 500 ms periods; it logs `link lost`
+    // at warn), then thawed.
+    const linkLost = () =>
+      agent
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('link lost')).length;
+    const agentLostBefore = linkLost();
     controller.child.kill('SIGSTOP');
-    await new Promise((r) => setTimeout(r, 3_000));
+    const stoppedAt = Date.now();
+    await waitFor(() => linkLost() > agentLostBefore, 5_000, 'the agent gives up on the frozen controller');
+    assert.ok(Date.now() - stoppedAt < 5_000);
     controller.child.kill('SIGCONT');
     await waitFor(
       async () => {
