@@ -34,6 +34,17 @@ export const requireBanner = {
 const lazy = { execa: ['execa', 'execaSync'] };
 /** Packages only ever imported with `await import()`: whole, from the lazy file, when imported. */
 const lazyModules = ['diff', 'chokidar', 'smol-toml'];
+/**
+ * Node built-ins that only a rarely used part of the agent imports -> the names imported from
+ * each and what they are: loaded on first use (see lazyBuiltins). ESM hoists a bundle's imports,
+ * so each was loaded and evaluated at every start: in a bare node `node:http2` costs ~0.95 MiB of
+ * RSS (0.8 anonymous), `node:dns/promises` ~0.26 (issue 9, metrics footprint).
+ */
+const lazyNodeBuiltins = {
+  'node:http2': { connect: 'function', constants: 'object' }, // configs: v2ray's stats over gRPC
+  'node:dgram': { createSocket: 'function' }, // configs: shadowsocks-libev's manager port
+  'node:dns/promises': { Resolver: 'class' }, // checks: DNS probes
+};
 
 /** The lazy file beside a bundle: `dist/keel-agent.mjs` -> `dist/keel-agent-lazy.cjs`. */
 export function lazyFileOf(outfile) {
@@ -89,6 +100,41 @@ function lazyDependencies(outfile, resolveDir) {
         });
         asciiOnly(lazyFile);
       });
+    },
+  };
+}
+
+/**
+ * The agent's imports of lazyNodeBuiltins become small modules that require() the built-in on
+ * first use: a function is called through, a class constructed through (`new Resolver()` gives
+ * the real class's instance), an object's properties read through. Naming anything not listed
+ * fails the build ("No matching export"), so a new use is added here knowingly.
+ * @returns {import('esbuild').Plugin}
+ */
+function lazyBuiltins(root) {
+  const src = join(root, 'agent/src/');
+  const names = Object.keys(lazyNodeBuiltins);
+  const filter = new RegExp(`^(${names.map((n) => n.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|')})$`);
+  const standIn = (name, kind) =>
+    kind === 'function'
+      ? `export function ${name}(...a) { return load().${name}(...a); }`
+      : kind === 'class'
+        ? `export function ${name}(...a) { return new (load().${name})(...a); }`
+        : `export const ${name} = new Proxy({}, { get: (_, k) => load().${name}[k] });`;
+  return {
+    name: 'keel-lazy-builtins',
+    setup(b) {
+      b.onResolve({ filter }, (args) =>
+        args.importer.startsWith(src) ? { path: args.path, namespace: 'lazy-builtin' } : undefined,
+      );
+      b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
+        contents: [
+          `let loaded;`,
+          `const load = () => (loaded ??= require(${JSON.stringify(args.path)}));`,
+          ...Object.entries(lazyNodeBuiltins[args.path]).map(([name, kind]) => standIn(name, kind)),
+        ].join('\n'),
+        loader: 'js',
+      }));
     },
   };
 }
@@ -191,6 +237,7 @@ export function agentBundleOptions(
     banner: requireBanner,
     plugins: [
       lazyDependencies(outfile, join(root, 'agent/src')),
+      lazyBuiltins(root),
       zodWithoutLocales,
       sharedWithoutSideEffects(root),
       ownModulesStatic(root),
