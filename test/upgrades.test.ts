@@ -12,14 +12,19 @@
 // on exit 75 and trial watchdog are what this test exercises.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { KeelError } from '@keel/shared';
 import { ApiClient } from './helpers/api.ts';
 import { removeDir, repoRoot, startTestController, tempDir, waitFor } from './helpers/fleet.ts';
-import { buildAgentBundle, sh, standInSystemctl, stopStandInServices } from './install-helpers.ts';
+import {
+  buildAgentBundle,
+  repackAgentBundle,
+  sh,
+  standInSystemctl,
+  stopStandInServices,
+} from './install-helpers.ts';
 import type { Controller } from '../controller/src/server.ts';
 
 const base = (JSON.parse(readFileSync(join(repoRoot, 'agent/package.json'), 'utf8')) as { version: string })
@@ -83,22 +88,12 @@ describe('staged agent upgrades', () => {
   before(
     async () => {
       work = tempDir('keel-upgrades-');
-      // The release exactly as `npm run build` makes it, a newer one from the same sources, and a
-      // broken one: the newer build with a program that throws at start.
+      // The release exactly as `npm run build` makes it, a newer one built from the same sources
+      // (it must report its version), and a broken one: the release repacked under another version
+      // with a program that throws at start (it never runs far enough to report one).
       bundles = buildAgentBundle(work);
       build(next);
-      build(broken);
-      const unpacked = join(work, 'broken');
-      spawnSync('mkdir', ['-p', unpacked]);
-      spawnSync('tar', ['-xzf', join(bundles, `keel-agent-${broken}.tar.gz`), '-C', unpacked]);
-      writeFileSync(
-        join(unpacked, `keel-agent-${broken}/dist/keel-agent.mjs`),
-        "throw new Error('broken on purpose');\n",
-      );
-      const brokenFile = join(bundles, `keel-agent-${broken}.tar.gz`);
-      assert.equal(spawnSync('tar', ['-czf', brokenFile, '-C', unpacked, `keel-agent-${broken}`]).status, 0);
-      const sum = createHash('sha256').update(readFileSync(brokenFile)).digest('hex');
-      writeFileSync(`${brokenFile}.sha256`, `${sum}  keel-agent-${broken}.tar.gz\n`);
+      repackAgentBundle(bundles, work, broken, "throw new Error('broken on purpose');\n");
 
       process.env.KEEL_AGENT_BUNDLE_DIR = bundles;
       controller = await startTestController();
@@ -333,7 +328,6 @@ describe('staged agent upgrades', () => {
       assert.match(actions, /rollout\.start/);
       assert.match(actions, /rollout\.done/);
       assert.match(actions, /rollout\.halt/);
-      rmSync(join(work, 'broken'), { recursive: true, force: true });
     },
   );
 
