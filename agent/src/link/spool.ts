@@ -6,7 +6,12 @@
 // Layout of the stream's directory:
 //   <firstSeq, 20 digits>.seg  segments, each a run of frames
 //                              `u32 BE bodyLength | u32 BE crc32(body) | body`,
-//                              body = `f64 BE firstSeq | u32 BE count | records` (shared record format)
+//                              body = `f64 BE firstSeq | u32 BE count | records` (shared record format),
+//                              or, with the count word's top bit set (LINE_BLOCK), a line block:
+//                              `f64 BE firstSeq | u32 BE (LINE_BLOCK | count) | ts, flags, head, bytes`
+//                              — one output file's lines as read, one record per line once read
+//                              (see line-block.ts). Record frames are what older agents wrote and
+//                              what every other stream writes; both kinds mix in a segment.
 //   state.json                 { ackedSeq, droppedRecords }, replaced atomically when the count
 //                              of dropped records changes (and at close)
 //   ack-cursor                 the ack cursor, written in place on every ack into one of two
@@ -64,6 +69,16 @@ import {
   type RecordBatch,
   type StreamRecord,
 } from '@keel/shared';
+import {
+  expandLineBlock,
+  LINE_BLOCK,
+  LINE_BLOCK_HEADER_BYTES,
+  lineBlockCount,
+  lineBlockRecordBytes,
+  lineBlockRecords,
+  RecordsOut,
+  type LineBlock,
+} from './line-block.ts';
 
 const fdatasyncAsync = promisify(fdatasync);
 const fsyncAsync = promisify(fsync);
@@ -76,6 +91,8 @@ const FRAME_HEADER_BYTES = 8;
 /** Bytes at the start of each frame's body: first seq and record count. */
 const BODY_HEADER_BYTES = 12;
 const FRAME_OVERHEAD = FRAME_HEADER_BYTES + BODY_HEADER_BYTES;
+/** A frame's record count in its count word (the top bit marks a line block). */
+const COUNT_MASK = 0x7fffffff;
 /** A large append is cut into frames of about this many record bytes, so reads can stop between them. */
 const FRAME_TARGET_BYTES = 64 * 1024;
 /** Largest segment and largest append, so that frame offsets fit the index's u32s. */
@@ -126,13 +143,18 @@ class FrameIndex {
   readonly base: number;
   seqs = new Uint32Array(16);
   offsets = new Uint32Array(16);
+  /**
+   * Bytes a line-block frame's records may take beyond its body (lineBlockRecordBytes less the
+   * body): 0 for a record frame. read() sizes its batches by it.
+   */
+  extras = new Uint32Array(16);
   length = 0;
 
   constructor(base: number) {
     this.base = base;
   }
 
-  push(seq: number, offset: number): void {
+  push(seq: number, offset: number, extra = 0): void {
     if (this.length === this.seqs.length) {
       const seqs = new Uint32Array(this.length * 2);
       seqs.set(this.seqs);
@@ -140,9 +162,13 @@ class FrameIndex {
       const offsets = new Uint32Array(this.length * 2);
       offsets.set(this.offsets);
       this.offsets = offsets;
+      const extras = new Uint32Array(this.length * 2);
+      extras.set(this.extras);
+      this.extras = extras;
     }
     this.seqs[this.length] = seq - this.base;
     this.offsets[this.length] = offset;
+    this.extras[this.length] = extra;
     this.length++;
   }
 
@@ -223,6 +249,8 @@ export class Spool {
   #closed = false;
   /** The buffer `read(…, transient)` reads into (see there). */
   #scratch: Buffer = EMPTY;
+  /** The records `read(…, transient)` makes of line blocks (kept and let go as #scratch is). */
+  #expanded = new RecordsOut();
 
   // Group commit.
   #dirty = new Set<Segment>();
@@ -328,7 +356,7 @@ export class Spool {
 
     const frameSeqs = frameStarts.map((start) => buf.readDoubleBE(start + FRAME_HEADER_BYTES));
     return this.#write(
-      { parts: [buf], length: buf.length, frameStarts, frameSeqs },
+      { parts: [buf], length: buf.length, frameStarts, frameSeqs, frameExtras: frameSeqs.map(() => 0) },
       firstSeq,
       records.length,
     );
@@ -350,8 +378,70 @@ export class Spool {
     return this.#write(frames, firstSeq, count);
   }
 
+  /**
+   * Appends lines as the tailer read them, one line-block frame per block (line-block.ts): each
+   * block's bytes are written as they are (a view, by the same `pwritev` as its header), and
+   * become one record per line when read. Keep blocks near 64 KiB (`scanLines`' target): a read
+   * that starts inside a block makes the records of the whole block. The blocks' records get
+   * consecutive seqs in order, as `append` gives them; an append larger than the spool is
+   * turned into records and goes through `append` (which keeps the newest and counts the rest).
+   */
+  appendLineBlocks(blocks: readonly LineBlock[]): { firstSeq: number; lastSeq: number } {
+    if (this.#closed) throw new Error('spool is closed');
+    const firstSeq = this.#lastSeq + 1;
+    let count = 0;
+    let length = 0;
+    let headers = 0;
+    for (const b of blocks) {
+      if (b.count <= 0) continue;
+      if (b.count > COUNT_MASK || b.head.length < 1 || b.head.length > 255)
+        throw new RangeError('line block out of range');
+      count += b.count;
+      headers += FRAME_OVERHEAD + LINE_BLOCK_HEADER_BYTES + b.head.length;
+      length += FRAME_OVERHEAD + LINE_BLOCK_HEADER_BYTES + b.head.length + b.end - b.start;
+    }
+    if (count === 0) return { firstSeq, lastSeq: this.#lastSeq };
+    const fits = Math.min(this.maxBytes - FRAME_OVERHEAD, MAX_SEGMENT_BYTES);
+    if (length > fits) {
+      const out = new RecordsOut();
+      for (const b of blocks) if (b.count > 0) lineBlockRecords(out, b);
+      return this.appendEncoded(out.buf.subarray(0, out.off), out.count);
+    }
+    const head = Buffer.allocUnsafe(headers);
+    const parts: Buffer[] = [];
+    const frameStarts: number[] = [];
+    const frameSeqs: number[] = [];
+    const frameExtras: number[] = [];
+    let h = 0;
+    let at = 0;
+    let seq = firstSeq;
+    for (const b of blocks) {
+      if (b.count <= 0) continue;
+      const hl = b.head.length;
+      const own = FRAME_OVERHEAD + LINE_BLOCK_HEADER_BYTES + hl;
+      const raw = b.src.subarray(b.start, b.end);
+      head.writeUInt32BE(own - FRAME_HEADER_BYTES + raw.length, h);
+      head.writeDoubleBE(seq, h + FRAME_HEADER_BYTES);
+      head.writeUInt32BE((LINE_BLOCK | b.count) >>> 0, h + FRAME_HEADER_BYTES + 8);
+      head.writeDoubleBE(b.ts, h + FRAME_OVERHEAD);
+      head[h + FRAME_OVERHEAD + 8] = b.partial ? 1 : 0;
+      head[h + FRAME_OVERHEAD + 9] = hl;
+      b.head.copy(head, h + FRAME_OVERHEAD + LINE_BLOCK_HEADER_BYTES);
+      const bodyHead = head.subarray(h + FRAME_HEADER_BYTES, h + own);
+      head.writeUInt32BE(crc32(raw, crc32(bodyHead)), h + 4);
+      parts.push(head.subarray(h, h + own), raw);
+      frameStarts.push(at);
+      frameSeqs.push(seq);
+      frameExtras.push(blockExtra(raw.length, b.count, hl));
+      seq += b.count;
+      at += own + raw.length;
+      h += own;
+    }
+    return this.#write({ parts, length: at, frameStarts, frameSeqs, frameExtras }, firstSeq, count);
+  }
+
   #write(frames: Frames, firstSeq: number, count: number): { firstSeq: number; lastSeq: number } {
-    const { parts, length, frameStarts, frameSeqs } = frames;
+    const { parts, length, frameStarts, frameSeqs, frameExtras } = frames;
     let seg = this.#segments.at(-1);
     if (!seg || this.#rollNext || (seg.size > 0 && seg.size + length > this.segmentBytes)) {
       seg = this.#createSegment(firstSeq);
@@ -371,7 +461,8 @@ export class Spool {
       this.#lose(firstSeq, count);
       throw new SpoolWriteError(firstSeq, firstSeq + count - 1, err);
     }
-    for (let i = 0; i < frameStarts.length; i++) seg.frames.push(frameSeqs[i]!, seg.size + frameStarts[i]!);
+    for (let i = 0; i < frameStarts.length; i++)
+      seg.frames.push(frameSeqs[i]!, seg.size + frameStarts[i]!, frameExtras[i]!);
     seg.size += length;
     seg.lastSeq = firstSeq + count - 1;
     this.#bytes += length;
@@ -411,6 +502,7 @@ export class Spool {
     let want = Math.max(afterSeq + 1, 1);
     if (want > limit) {
       if (transient && this.#scratch.length > SMALL_SCRATCH) this.#scratch = EMPTY;
+      if (transient && this.#expanded.buf.length > SMALL_SCRATCH) this.#expanded.buf = EMPTY;
       return null;
     }
     const seg = this.#segmentFor(want);
@@ -423,14 +515,19 @@ export class Spool {
     const frameEnd = (i: number): number => (i + 1 < frames.length ? frames.offsets[i + 1]! : seg.size);
     const frameLast = (i: number): number => (i + 1 < frames.length ? frames.seq(i + 1) - 1 : seg.lastSeq);
 
-    // Choose whole frames while they fit; the first frame alone may be cut (below) to fit.
+    // Choose whole frames while they fit; the first frame alone may be cut (below) to fit. A line
+    // block counts at the most its records can take (its bytes plus a record header per line).
+    const recordBytesOf = (i: number): number =>
+      frameEnd(i) - frames.offsets[i]! - FRAME_OVERHEAD + frames.extras[i]!;
     let last = first;
-    let recordBytes = frameEnd(first) - frames.offsets[first]! - FRAME_OVERHEAD;
+    let blocks = frames.extras[first]! > 0;
+    let recordBytes = recordBytesOf(first);
     while (last + 1 < frames.length && frameLast(last + 1) <= limit) {
-      const next = frameEnd(last + 1) - frames.offsets[last + 1]! - FRAME_OVERHEAD;
+      const next = recordBytesOf(last + 1);
       if (recordBytes + next > maxBytes) break;
       recordBytes += next;
       last++;
+      blocks ||= frames.extras[last]! > 0;
     }
 
     const start = frames.offsets[first]!;
@@ -444,9 +541,10 @@ export class Spool {
       buf = this.#scratch.subarray(0, size);
     } else buf = Buffer.allocUnsafe(size);
     readFull(seg.fd, buf, start);
+    const skip = want - frames.seq(first);
+    if (blocks) return this.#readExpanded(buf, want, skip, maxBytes, transient);
 
     // The first frame: skip the records before `want`; alone, it may also be cut at maxBytes.
-    const skip = want - frames.seq(first);
     let from = FRAME_OVERHEAD;
     for (let i = 0; i < skip; i++) from += RECORD_HEADER_BYTES + buf.readUInt32BE(from);
     let end = FRAME_HEADER_BYTES + buf.readUInt32BE(0);
@@ -480,6 +578,50 @@ export class Spool {
     }
     this.#handOut(want + count - 1);
     return { firstSeq: want, count, body: buf.subarray(0, out) };
+  }
+
+  /**
+   * read() of frames among which are line blocks: every frame's records into one buffer (a block's
+   * made from its lines), less the first `skip`, cut at maxBytes (at least one record).
+   */
+  #readExpanded(buf: Buffer, want: number, skip: number, maxBytes: number, transient: boolean): RecordBatch {
+    const out = transient ? this.#expanded : new RecordsOut();
+    out.off = 0;
+    out.count = 0;
+    for (let pos = 0; pos < buf.length;) {
+      const frameEndAt = pos + FRAME_HEADER_BYTES + buf.readUInt32BE(pos);
+      const word = buf.readUInt32BE(pos + FRAME_HEADER_BYTES + 8);
+      const body = buf.subarray(pos + FRAME_OVERHEAD, frameEndAt);
+      if (word & LINE_BLOCK) {
+        // Checked when written or at open (lineBlockCount): only a bug can make this fail.
+        if (!expandLineBlock(out, body, word & COUNT_MASK)) throw new Error('spool line block is malformed');
+      } else {
+        out.reserve(body.length);
+        body.copy(out.buf, out.off);
+        out.off += body.length;
+        out.count += word;
+      }
+      pos = frameEndAt;
+    }
+    const records = out.buf;
+    let from = 0;
+    for (let i = 0; i < skip; i++) from += RECORD_HEADER_BYTES + records.readUInt32BE(from);
+    let end = out.off;
+    let count = out.count - skip;
+    if (end - from > maxBytes) {
+      let cut = from + RECORD_HEADER_BYTES + records.readUInt32BE(from);
+      let n = 1;
+      while (cut < end) {
+        const next = cut + RECORD_HEADER_BYTES + records.readUInt32BE(cut);
+        if (next - from > maxBytes) break;
+        cut = next;
+        n++;
+      }
+      end = cut;
+      count = n;
+    }
+    this.#handOut(want + count - 1);
+    return { firstSeq: want, count, body: records.subarray(from, end) };
   }
 
   #handOut(lastSeq: number): void {
@@ -672,10 +814,16 @@ export class Spool {
       const body = bytesAt(offset + FRAME_HEADER_BYTES, bodyLength);
       if (!body || crc32(body) !== crc) break;
       const frameFirst = body.readDoubleBE(0);
-      const count = body.readUInt32BE(8);
+      const word = body.readUInt32BE(8);
+      const count = word & COUNT_MASK;
       if (frameFirst !== expected || count === 0) break;
-      if (!indexRecords(body.subarray(BODY_HEADER_BYTES), count)) break;
-      frames.push(frameFirst, offset);
+      let extra = 0;
+      if (word & LINE_BLOCK) {
+        const hl = lineBlockCount(body.subarray(BODY_HEADER_BYTES), count);
+        if (hl < 0) break;
+        extra = blockExtra(bodyLength - BODY_HEADER_BYTES - LINE_BLOCK_HEADER_BYTES - hl, count, hl);
+      } else if (!indexRecords(body.subarray(BODY_HEADER_BYTES), count)) break;
+      frames.push(frameFirst, offset, extra);
       expected += count;
       offset += FRAME_HEADER_BYTES + bodyLength;
     }
@@ -1012,6 +1160,8 @@ interface Frames {
   length: number;
   frameStarts: number[];
   frameSeqs: number[];
+  /** Per frame: what its records take beyond its body (FrameIndex.extras; 0 for record frames). */
+  frameExtras: number[];
 }
 
 /**
@@ -1049,6 +1199,7 @@ function framesOfBody(body: Buffer, count: number, firstSeq: number): Frames {
   const parts: Buffer[] = [];
   const frameStarts: number[] = [];
   const frameSeqs: number[] = [];
+  const frameExtras: number[] = [];
   let at = 0;
   let seq = firstSeq;
   for (let f = 0; f < frames; f++) {
@@ -1064,10 +1215,18 @@ function framesOfBody(body: Buffer, count: number, firstSeq: number): Frames {
     parts.push(headers.subarray(h, h + FRAME_OVERHEAD), records);
     frameStarts.push(at);
     frameSeqs.push(seq);
+    frameExtras.push(0);
     seq += counts[f]!;
     at += FRAME_OVERHEAD + to - from;
   }
-  return { parts, length: at, frameStarts, frameSeqs };
+  return { parts, length: at, frameStarts, frameSeqs, frameExtras };
+}
+
+/** What a line block's records may take beyond its frame body (> 0: marks a block in the index). */
+function blockExtra(rawBytes: number, count: number, headLength: number): number {
+  return (
+    lineBlockRecordBytes(rawBytes, count, headLength) - (LINE_BLOCK_HEADER_BYTES + headLength + rawBytes)
+  );
 }
 
 /** Most buffers handed to one pwritev (Linux's IOV_MAX is 1024). */

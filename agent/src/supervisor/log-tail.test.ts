@@ -257,3 +257,62 @@ test('an intent written by an older agent (one JSON object, no CRC) is read as b
     ['c'],
   );
 });
+
+test('through the real spool (line blocks): a crash between the intent and the append, or just after it, resumes with every line once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-tail-crash-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'out.log');
+  const spoolDir = join(dir, 'spool');
+  let spool = await Spool.open({ dir: spoolDir, syncIntervalMs: 0 });
+  /** The spool as the tailer sees it, with an append that can be made to die before it writes. */
+  let dieBeforeAppend = false;
+  const crashing = () => ({
+    get lastSeq() {
+      return spool.lastSeq;
+    },
+    append: (r: readonly StreamRecord[]) => spool.append(r),
+    appendLineBlocks: (b: Parameters<Spool['appendLineBlocks']>[0]) => {
+      if (dieBeforeAppend) throw new Error('killed');
+      return spool.appendLineBlocks(b);
+    },
+  });
+  const start = () => {
+    const tailer = new LogTailer({ dir, spool: crashing(), now: () => 1_700_000_000_000 });
+    tailer.add({ process: 'web', stream: 'stdout', path: file });
+    return tailer;
+  };
+  const numbered = (from: number, to: number) =>
+    Array.from({ length: to - from + 1 }, (_, i) => `line ${from + i}\n`).join('');
+  writeFileSync(file, numbered(1, 5000));
+  const a = start();
+  assert.equal(a.tick(), 5000);
+  // The agent dies after writing the next intent and before the append (the tailer object is
+  // dropped as a killed process would be; its in-memory offsets go with it).
+  appendFileSync(file, numbered(5001, 9000));
+  dieBeforeAppend = true;
+  assert.throws(() => a.tick(), /killed/);
+  dieBeforeAppend = false;
+  await spool.close();
+  spool = await Spool.open({ dir: spoolDir, syncIntervalMs: 0 });
+  const b = start();
+  assert.equal(b.resumeNote, null);
+  assert.equal(b.tick(), 4000);
+  // Now it dies just after the append (before anything else): the next start resumes after it.
+  appendFileSync(file, numbered(9001, 9500));
+  assert.equal(b.tick(), 500);
+  await spool.close();
+  spool = await Spool.open({ dir: spoolDir, syncIntervalMs: 0 });
+  appendFileSync(file, `${numbered(9501, 10_000)}no newline yet`);
+  const c = start();
+  assert.equal(c.resumeNote, null);
+  assert.equal(c.tick(true), 501);
+  const got: string[] = [];
+  for (
+    let batch = spool.read(0, 1 << 20);
+    batch;
+    batch = spool.read(batch.firstSeq + batch.count - 1, 1 << 20)
+  )
+    got.push(...lines(decodeRecords(batch.body, batch.count)).map(([l]) => l));
+  await spool.close();
+  assert.deepEqual(got, [...numbered(1, 10_000).split('\n').slice(0, -1), 'no newline yet']);
+});

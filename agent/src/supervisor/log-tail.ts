@@ -38,6 +38,13 @@ import {
   RECORD_HEADER_BYTES,
   type StreamRecord,
 } from '@keel/shared';
+import {
+  encodeLines,
+  LINE_BLOCK_TARGET_BYTES,
+  RecordsOut,
+  scanLines,
+  type LineBlock,
+} from '../link/line-block.ts';
 
 /**
  * Bytes read from one file per tick: bounds memory (a tick holds the read, its records and the
@@ -152,6 +159,11 @@ export interface LogSpool {
    * does (the real Spool has it; without it the tailer decodes them and calls `append`).
    */
   appendEncoded?(body: Buffer, count: number): { firstSeq: number; lastSeq: number };
+  /**
+   * Appends lines as read, a line-block frame per block (the real Spool has it: see
+   * line-block.ts); without it the tailer encodes a record per line itself.
+   */
+  appendLineBlocks?(blocks: readonly LineBlock[]): { firstSeq: number; lastSeq: number };
   /** Bytes held, its bound and the controller's ack (the real Spool has them): see `#spoolBusy`. */
   readonly bytes?: number;
   readonly maxBytes?: number;
@@ -172,168 +184,6 @@ const DRAINING_MS = 10_000;
 const FILE_BACKLOG_SPOOLS = 16;
 
 type Offsets = Record<string, number>;
-
-/** A tick's records, encoded back to back (`encodeRecords`' format) into one growing buffer. */
-class RecordsOut {
-  buf: Buffer = EMPTY;
-  off = 0;
-  count = 0;
-
-  /** Makes room for `bytes` more. */
-  reserve(bytes: number): void {
-    if (this.off + bytes <= this.buf.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.off + bytes));
-    this.buf.copy(grown, 0, 0, this.off);
-    this.buf = grown;
-  }
-
-  /** One record: u32 length, f64 time, the file's header (flags, name), `src[start, end)`. */
-  record(
-    head: Buffer,
-    time: Buffer,
-    src: Buffer,
-    start: number,
-    end: number,
-    listener: ((line: Buffer) => void) | null,
-  ): void {
-    const buf = this.buf;
-    const at = this.off;
-    const length = head.length + end - start;
-    buf.writeUInt32BE(length, at);
-    time.copy(buf, at + 4);
-    head.copy(buf, at + RECORD_HEADER_BYTES);
-    src.copy(buf, at + RECORD_HEADER_BYTES + head.length, start, end);
-    this.off = at + RECORD_HEADER_BYTES + length;
-    this.count++;
-    if (listener) listener(buf.subarray(this.off - (end - start), this.off));
-  }
-}
-
-/**
- * Encodes the lines of `src` as records into `out` (`heads`: the file's header for a whole line
- * and for a `continued` part) and returns where the unfinished line begins (`src.length`: none).
- * Lines end at LF or CRLF; a line over MAX_LOG_LINE_BYTES is cut into `continued` parts of that
- * size; bytes are kept as they are. One pass: each byte is looked at and copied once, in place in
- * the record (no indexOf call, view or buffer per line; `LineSplitter.scan` gives the same lines).
- * A line is copied eight bytes (two words) at a time, each word stored before it is tested for
- * an LF (the "has a zero byte" test on the word XOR 0x0a0a0a0a, whose lowest flagged byte is the
- * first LF): the line's last word needs no byte loop, and the bytes it stored past the line's
- * end are overwritten by the next record. A record's time and file header (the same for every record of
- * the call) are stored as words from a template before its line. In isolation on these lines
- * (4 MiB reads of the logs bench's writer, 30 Nov, load 13): 0.76-0.88 CPU-s per GiB, against
- * 1.07-1.44 for a four-byte loop with a byte loop at each line's end and the header stored byte
- * by byte (and 0.90-1.02 for this pass four bytes at a time).
- */
-function encodeLines(
-  out: RecordsOut,
-  src: Buffer,
-  heads: readonly [Buffer, Buffer],
-  now: number,
-  listener: ((line: Buffer) => void) | null,
-): number {
-  const max = MAX_LOG_LINE_BYTES;
-  const len = src.length;
-  const [whole, part] = heads;
-  const hl = whole.length;
-  // The bytes every record of this call shares after its length (time, then the file's header),
-  // as little-endian words; the last word's pad bytes fall where the line's bytes go next.
-  const fixed = 8 + hl;
-  const words = (fixed + 3) >>> 2;
-  const tmpl = Buffer.alloc(words * 4);
-  tmpl.writeDoubleBE(now, 0);
-  whole.copy(tmpl, 8);
-  const tv = new DataView(tmpl.buffer, tmpl.byteOffset, tmpl.length);
-  const t0 = tv.getUint32(0, true);
-  const t1 = tv.getUint32(4, true);
-  const sv = new DataView(src.buffer, src.byteOffset, len);
-  let buf = out.buf;
-  let ov = new DataView(buf.buffer, buf.byteOffset, buf.length);
-  let off = out.off;
-  let count = 0;
-  let at = 0;
-  while (at < len) {
-    // Room for this record at its longest (word copies may run up to 7 bytes past its end).
-    const need = off + RECORD_HEADER_BYTES + hl + Math.min(len - at, max + 1) + 8;
-    if (need > buf.length) {
-      out.off = off;
-      out.reserve(need - off + (len - at));
-      buf = out.buf;
-      ov = new DataView(buf.buffer, buf.byteOffset, buf.length);
-    }
-    ov.setUint32(off + 4, t0, true);
-    ov.setUint32(off + 8, t1, true);
-    for (let k = 2; k < words; k++) ov.setUint32(off + 4 + 4 * k, tv.getUint32(4 * k, true), true);
-    const lineStart = off + RECORD_HEADER_BYTES + hl;
-    const stop = at + max + 1 < len ? at + max + 1 : len;
-    let i = at;
-    let o = lineStart;
-    let found = false;
-    // Words are copied whole, then checked for an LF byte (the "has a zero byte" test on the word
-    // XOR 0x0a0a0a0a; its lowest flagged byte is the first LF): bytes copied past the line's end
-    // are overwritten by the next record.
-    while (i + 8 <= stop) {
-      const w = sv.getUint32(i, true);
-      const v = sv.getUint32(i + 4, true);
-      ov.setUint32(o, w, true);
-      ov.setUint32(o + 4, v, true);
-      const x = w ^ 0x0a0a0a0a;
-      const y = v ^ 0x0a0a0a0a;
-      const m = (x - 0x01010101) & ~x & 0x80808080;
-      const n = (y - 0x01010101) & ~y & 0x80808080;
-      if ((m | n) !== 0) {
-        const k = m !== 0 ? (31 - Math.clz32(m & -m)) >>> 3 : 4 + ((31 - Math.clz32(n & -n)) >>> 3);
-        i += k;
-        o += k;
-        found = true;
-        break;
-      }
-      i += 8;
-      o += 8;
-    }
-    while (!found && i + 4 <= stop) {
-      const w = sv.getUint32(i, true);
-      ov.setUint32(o, w, true);
-      const x = w ^ 0x0a0a0a0a;
-      const m = (x - 0x01010101) & ~x & 0x80808080;
-      if (m !== 0) {
-        const k = (31 - Math.clz32(m & -m)) >>> 3;
-        i += k;
-        o += k;
-        found = true;
-        break;
-      }
-      i += 4;
-      o += 4;
-    }
-    if (!found) {
-      while (i < stop) {
-        const b = src[i]!;
-        if (b === 10) {
-          found = true;
-          break;
-        }
-        buf[o++] = b;
-        i++;
-      }
-    }
-    if (found) {
-      // A newline within the bound: a whole line (without its CR).
-      if (o > lineStart && buf[o - 1] === 13) o--;
-      at = i + 1;
-    } else if (i - at >= max) {
-      o = lineStart + max;
-      buf[off + RECORD_HEADER_BYTES] = part[0]!;
-      at += max;
-    } else break; // unfinished: held for the next read
-    ov.setUint32(off, hl + o - lineStart);
-    if (listener) listener(buf.subarray(lineStart, o));
-    off = o;
-    count++;
-  }
-  out.off = off;
-  out.count += count;
-  return at;
-}
 
 /** One intent slot (see `LogTailer#writeIntent`); `prevSeq` and `gen` are absent in older agents' files. */
 interface Intent {
@@ -653,6 +503,8 @@ export class LogTailer {
   #caughtUp = true;
   /** The tick's records being built (kept to reuse the object, not the buffer). */
   #out = new RecordsOut();
+  /** Records made only for the output health check's listener (line blocks: see `tick`). */
+  #heard = new RecordsOut();
   /**
    * The read buffer. It and the records' buffer are kept from one tick to the next while the files
    * keep growing (no fresh 4-5 MiB buffers, whose pages the kernel would map and zero, for every
@@ -706,11 +558,15 @@ export class LogTailer {
    */
   tick(flushPartial = false): number {
     this.#caughtUp = true;
-    // The records of this tick, encoded back to back (encodeRecords' format) in one growing buffer:
-    // no object or buffer per line.
+    // With a spool that takes line blocks, each file's lines go as blocks of the bytes read (views
+    // of the read buffer, which then holds every file's read of the tick); otherwise as records,
+    // encoded back to back (encodeRecords' format) in one growing buffer. Either way no object or
+    // buffer per line.
+    const blocks: LineBlock[] | null = this.#spool.appendLineBlocks ? [] : null;
     const out = this.#out;
     out.off = 0;
     out.count = 0;
+    let count = 0;
     const prev: Offsets = {};
     const next: Offsets = {};
     const now = this.#now();
@@ -721,6 +577,9 @@ export class LogTailer {
     time.writeDoubleBE(now, 0);
     const read: FileState[] = [];
     let readBytes = 0;
+    /** Where the next file's read goes in the read buffer (blocks keep views of the earlier ones). */
+    let readAt = 0;
+    const cuts: number[] = [];
     for (const f of this.#files.values()) {
       prev[f.path] = f.committed;
       read.push(f);
@@ -750,23 +609,58 @@ export class LogTailer {
           // The held partial line, then what the file gained: one buffer, no concatenation.
           const held = f.pending.length;
           const want = held + Math.min(READ_BYTES, size - f.readTo);
-          if (this.#readBuf.length < want) this.#readBuf = Buffer.allocUnsafe(want);
+          if (blocks === null) readAt = 0;
+          if (this.#readBuf.length < readAt + want) {
+            // Blocks of the files read before keep the old buffer alive until the append; the new
+            // one has room for them too, so the next tick's reads of the same files fit in it.
+            this.#readBuf = Buffer.allocUnsafe(
+              blocks === null ? want : Math.max(readAt + want, READ_BYTES + 64 * 1024),
+            );
+            readAt = 0;
+          }
           const buf = this.#readBuf;
-          if (held > 0) f.pending.copy(buf, 0);
-          const n = readSync(fd, buf, held, want - held, f.readTo);
+          if (held > 0) f.pending.copy(buf, readAt);
+          const n = readSync(fd, buf, readAt + held, want - held, f.readTo);
           f.readTo += n;
           readBytes += n;
-          const src = buf.subarray(0, held + n);
-          // Room for ~100-byte lines (a record adds its header and the file's): grows if shorter.
-          out.reserve(Math.ceil(src.length * 1.25) + 4096);
-          const before = out.count;
-          const rest = encodeLines(out, src, f.heads, now, listener);
+          const src = buf.subarray(readAt, readAt + held + n);
+          let rest: number;
+          let made: number;
+          if (blocks !== null) {
+            cuts.length = 0;
+            rest = scanLines(src, LINE_BLOCK_TARGET_BYTES, cuts);
+            made = 0;
+            for (let c = 0, start = 0; c < cuts.length; c += 2) {
+              const end = cuts[c]!;
+              const n = cuts[c + 1]!;
+              blocks.push({ head: f.heads[0], ts: now, src, start, end, count: n, partial: false });
+              made += n;
+              start = end;
+            }
+            // The output health check hears the lines through the encoder (rarely wanted: a
+            // process whose check waits for a line); its records are not kept.
+            if (listener && rest > 0) {
+              const heard = this.#heard;
+              heard.off = 0;
+              heard.count = 0;
+              heard.reserve(Math.ceil(rest * 1.25) + 4096);
+              encodeLines(heard, src.subarray(0, rest), f.heads, now, listener);
+            }
+            readAt += src.length;
+          } else {
+            // Room for ~100-byte lines (a record adds its header and the file's): grows if shorter.
+            out.reserve(Math.ceil(src.length * 1.25) + 4096);
+            const before = out.count;
+            rest = encodeLines(out, src, f.heads, now, listener);
+            made = out.count - before;
+          }
+          count += made;
           f.pending = rest < src.length ? Buffer.from(src.subarray(rest)) : EMPTY;
           // Lines that ended: committed moves to where the held partial line begins.
           f.committed = f.readTo - f.pending.length;
           // The held partial line's age counts from when it began (the last line that ended).
           if (f.pending.length === 0) f.partialSince = 0;
-          else if (out.count > before || f.partialSince === 0) f.partialSince = now;
+          else if (made > 0 || f.partialSince === 0) f.partialSince = now;
         }
         // A partial line is handed out only at the file's end: behind it, the next read ends it.
         const atEnd = f.readTo >= size;
@@ -776,8 +670,23 @@ export class LogTailer {
           f.pending.length > 0 &&
           (flushPartial || (f.partialSince > 0 && now - f.partialSince >= PARTIAL_FLUSH_MS))
         ) {
-          out.reserve(RECORD_HEADER_BYTES + f.heads[1].length + f.pending.length);
-          out.record(f.heads[1], time, f.pending, 0, f.pending.length, listener);
+          const pending = f.pending;
+          if (blocks !== null) {
+            blocks.push({
+              head: f.heads[0],
+              ts: now,
+              src: pending,
+              start: 0,
+              end: pending.length,
+              count: 1,
+              partial: true,
+            });
+            listener?.(pending);
+          } else {
+            out.reserve(RECORD_HEADER_BYTES + f.heads[1].length + pending.length);
+            out.record(f.heads[1], time, pending, 0, pending.length, listener);
+          }
+          count++;
           f.pending = EMPTY;
           f.committed = f.readTo;
           f.partialSince = 0;
@@ -787,7 +696,6 @@ export class LogTailer {
       }
       next[f.path] = f.committed;
     }
-    const { count } = out;
     const body = out.buf;
     const off = out.off;
     // Records decoded for a spool without appendEncoded may keep views of the buffer: not reused.
@@ -795,15 +703,21 @@ export class LogTailer {
     // that found nothing new (a writer that paused for a tick's interval; an idle agent holds
     // none): a fresh 4-5 MiB buffer per tick cost page faults (system time) and, as external
     // memory, full garbage collections every few ticks.
-    if (readBytes === 0 || !this.#spool.appendEncoded) out.buf = EMPTY;
-    if (readBytes === 0) this.#readBuf = EMPTY;
+    if (readBytes === 0 || !(this.#spool.appendEncoded || blocks)) out.buf = EMPTY;
+    if (readBytes === 0) {
+      this.#readBuf = EMPTY;
+      this.#heard.buf = EMPTY;
+    }
     if (count === 0) return 0;
     const seq = this.#spool.lastSeq + count;
     this.#writeIntent(seq, this.#spool.lastSeq, next, prev);
     try {
-      const encoded = body.subarray(0, off);
-      if (this.#spool.appendEncoded) this.#spool.appendEncoded(encoded, count);
-      else this.#spool.append(decodeRecords(encoded, count));
+      if (blocks !== null) this.#spool.appendLineBlocks!(blocks);
+      else {
+        const encoded = body.subarray(0, off);
+        if (this.#spool.appendEncoded) this.#spool.appendEncoded(encoded, count);
+        else this.#spool.append(decodeRecords(encoded, count));
+      }
     } catch (err) {
       // A failed append that kept its sequence numbers is a counted gap (the spool counted it, the
       // controller records it): go on after it. One that took no numbers handed nothing over:
