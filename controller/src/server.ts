@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { createApp } from './app.ts';
-import { createLocalBus, type FleetBus } from './bus/index.ts';
+import { createLocalReplicaBus, type ReplicaBus } from './bus/index.ts';
 import type { Config } from './config/index.ts';
 import { databaseReachable, openDatabase, type OpenDatabase } from './db/index.ts';
 import { Gateway } from './gateway/index.ts';
@@ -40,7 +40,8 @@ export interface Controller {
   channels: ChannelHub;
   services: Services;
   database: OpenDatabase;
-  bus: FleetBus;
+  /** The fleet bus: in process, or shared with the other replicas over MQTT (KEEL_MQTT_URL). */
+  bus: ReplicaBus;
   /** Set on a brand-new install: the generated first admin, to print once. */
   firstAdmin: { username: string; password: string } | null;
   close(): Promise<void>;
@@ -112,7 +113,18 @@ export async function startController(
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
   log.info({ driver: database.driver }, 'database ready');
   const hosts = createHostRepository(database.db);
-  const bus = createLocalBus();
+  // With a broker, replicas share their events (bus/mqtt.ts); the services hear only this replica's
+  // own (`bus.local`: audit rows and pushes to agents happen once, where the session is), the
+  // routes every replica's (the console's live views).
+  const bus: ReplicaBus = config.mqttUrl
+    ? await (
+        await import('./bus/mqtt.ts')
+      ).createMqttBus({
+        url: config.mqttUrl,
+        prefix: config.mqttTopicPrefix,
+        log: log.child({ component: 'bus' }),
+      })
+    : createLocalReplicaBus();
   // Hosts whose sessions belonged to a controller that is gone (this one before a restart, or a
   // replica that stopped or crashed) are offline now; those another running replica holds are not.
   const lease = await startReplicaLease({
@@ -155,7 +167,7 @@ export async function startController(
   });
   const services = createServices({
     db: database.db,
-    bus,
+    bus: bus.local,
     gateway,
     log,
     config,
@@ -189,6 +201,15 @@ export async function startController(
   services.recordings.start(); // retention sweep
   services.logRetention.start(); // per-process log retention (KEEL_LOG_RETENTION_*)
   let ready = true;
+  // After a broker outage the other replicas may have missed changes of the hosts held here.
+  bus.onReconnected(() => {
+    hosts
+      .list()
+      .then((all) => {
+        for (const h of all) if (gateway.isOnline(h.id)) bus.publish({ type: 'host', host: toHostView(h) });
+      })
+      .catch((err: unknown) => log.error({ err }, 'resending host states after a broker outage failed'));
+  });
   const app = createApp({
     db: database.db,
     bus,
@@ -263,6 +284,7 @@ export async function startController(
         await services.agentUpgrades.stop();
         await services.proxyNodes.stop();
         await audit.flushAnchor(); // the audit anchor holds the last head before we go
+        await bus.close();
         await database.close();
         log.info('controller stopped');
       })();

@@ -1,5 +1,6 @@
-// The fleet event bus: how parts of the controller (and later, other replicas over MQTT) learn
-// that a host changed. In-process implementation now; the contract is what later adapters keep.
+// The fleet event bus: how parts of the controller, and other controller replicas, learn that a
+// host changed. The in-process bus serves one controller; with KEEL_MQTT_URL the replicas share
+// their events over an MQTT broker (bus/mqtt.ts) behind the same contract.
 import { EventEmitter } from 'node:events';
 import type { HostView } from '../gateway/types.ts';
 import type { StoredRecords } from '../gateway/sinks.ts';
@@ -20,6 +21,48 @@ export interface FleetBus {
   publish(event: FleetEvent): void;
   /** Returns the unsubscribe function. */
   subscribe(listener: (event: FleetEvent) => void): () => void;
+}
+
+/** What a bus has counted since start (the MQTT bus; the in-process one counts nothing). */
+export interface BusStats {
+  /** Events this replica sent to the broker. */
+  sent: number;
+  /** Events from other replicas delivered to this one's subscribers. */
+  received: number;
+  /** Messages dropped as malformed (not JSON, not a fleet event, wrong topic). */
+  malformed: number;
+  /** Events not sent because the broker was unreachable at the time. */
+  unsent: number;
+}
+
+/**
+ * The bus as a controller replica holds it. `subscribe` hears every replica's events (what live
+ * views need: the console's fleet SSE, a job's live output); `local` hears only the events this
+ * replica published, for reactions that must happen once and where the agent's session is
+ * (audit rows, pushing checks or intervals to an agent that came online here).
+ */
+export interface ReplicaBus extends FleetBus {
+  readonly local: FleetBus;
+  /** True while events reach the other replicas (always true for the in-process bus). */
+  readonly connected: boolean;
+  stats(): BusStats;
+  /** Called each time the broker comes back after a loss (never in process); returns the unsubscribe. */
+  onReconnected(listener: () => void): () => void;
+  /** Stops talking to the broker (a no-op in process). */
+  close(): Promise<void>;
+}
+
+/** The in-process bus as a replica bus: one controller, so every event is its own. */
+export function createLocalReplicaBus(): ReplicaBus {
+  const bus = createLocalBus();
+  return {
+    ...bus,
+    local: bus,
+    connected: true,
+    stats: () => ({ sent: 0, received: 0, malformed: 0, unsent: 0 }),
+    onReconnected: () => () => {},
+    close: async () => {},
+  };
 }
 
 /** The in-process bus: one controller process serving a small fleet. */

@@ -37,8 +37,29 @@ test('defaults', () => {
     heartbeatMs: 5000,
     maxPendingHandshakes: 4096,
     maxPendingHandshakesPerAddress: 512,
+    mqttUrl: undefined,
+    mqttTopicPrefix: 'keel',
     configFile: undefined,
   });
+});
+
+test('the MQTT bus: KEEL_MQTT_URL (or MQTT_URL, as DESIGN.md names it), a prefix, a password never echoed', () => {
+  assert.equal(loadConfig({ KEEL_MQTT_URL: 'mqtt://127.0.0.1:1883' }).mqttUrl, 'mqtt://127.0.0.1:1883');
+  assert.equal(loadConfig({ MQTT_URL: 'mqtts://broker:8883' }).mqttUrl, 'mqtts://broker:8883');
+  assert.equal(
+    loadConfig({ KEEL_MQTT_URL: 'mqtt://a:1883', MQTT_URL: 'mqtt://b:1883' }).mqttUrl,
+    'mqtt://a:1883',
+    'the KEEL_ name wins',
+  );
+  assert.equal(loadConfig({ KEEL_MQTT_TOPIC_PREFIX: 'keel/prod' }).mqttTopicPrefix, 'keel/prod');
+  throwsNaming(() => loadConfig({ MQTT_URL: 'http://user:hunter2@broker' }), 'MQTT_URL', 'value hidden');
+  assert.throws(
+    () => loadConfig({ KEEL_MQTT_URL: 'redis://user:hunter2@broker' }),
+    (err: Error) => !err.message.includes('hunter2'),
+  );
+  for (const bad of ['keel/#', 'keel/+/x', '/keel', 'keel/', 'keel//prod']) {
+    throwsNaming(() => loadConfig({ KEEL_MQTT_TOPIC_PREFIX: bad }), 'KEEL_MQTT_TOPIC_PREFIX');
+  }
 });
 
 test('environment variables', () => {

@@ -36,6 +36,13 @@ export interface Config {
   maxPendingHandshakesPerAddress: number;
   /** Trust X-Forwarded-For / X-Forwarded-Proto from a reverse proxy in front of the controller. */
   trustProxy: boolean;
+  /**
+   * MQTT broker shared by controller replicas (`mqtt://`, `mqtts://`, `ws://`, `wss://`); undefined
+   * means the in-process bus. May hold a password: never logged (see bus/mqtt.ts redactUrl).
+   */
+  mqttUrl: string | undefined;
+  /** Topic prefix of this deployment's bus on the broker (`keel`, `keel/prod`): see docs/architecture.md. */
+  mqttTopicPrefix: string;
   /** The JSON config file that was read, if any (absolute path). */
   configFile: string | undefined;
 }
@@ -54,6 +61,8 @@ const positiveInt = z.coerce.number().int().positive();
 /** One configuration key: its env var, its name in the JSON file, its schema and default. */
 interface KeyDef {
   env: string;
+  /** Other env vars read when `env` is unset (names the docs promised before `env` existed). */
+  aliases?: string[];
   file: keyof FileShape;
   /** The JSON type the file must use (env values are always strings and get coerced). */
   type: 'number' | 'string' | 'boolean';
@@ -77,6 +86,8 @@ interface FileShape {
   heartbeatMs?: number;
   maxPendingHandshakes?: number;
   maxPendingHandshakesPerAddress?: number;
+  mqttUrl?: string;
+  mqttTopicPrefix?: string;
 }
 
 const keys: Record<keyof FileShape, KeyDef> = {
@@ -144,6 +155,32 @@ const keys: Record<keyof FileShape, KeyDef> = {
     type: 'boolean',
     schema: z.union([z.boolean(), z.stringbool()]),
   },
+  mqttUrl: {
+    env: 'KEEL_MQTT_URL',
+    // DESIGN.md and early notes name it MQTT_URL (as DATABASE_URL): read too.
+    aliases: ['MQTT_URL'],
+    file: 'mqttUrl',
+    type: 'string',
+    secret: true,
+    schema: z
+      .string()
+      .regex(/^(mqtts?|wss?):\/\//, 'must be an mqtt://, mqtts://, ws:// or wss:// URL')
+      .pipe(z.url()),
+  },
+  mqttTopicPrefix: {
+    env: 'KEEL_MQTT_TOPIC_PREFIX',
+    file: 'mqttTopicPrefix',
+    type: 'string',
+    // Topic levels without wildcards, without a leading or trailing slash: `keel`, `keel/prod`.
+    schema: z
+      .string()
+      .regex(
+        /^[^/#+]+(\/[^/#+]+)*$/,
+        'must be topic levels separated by "/", without "+", "#" or empty levels',
+      )
+      .refine((v) => !v.includes('\0'), 'must not hold a NUL character')
+      .max(200),
+  },
 };
 
 const defaults = {
@@ -158,6 +195,7 @@ const defaults = {
   heartbeatMs: 5000,
   maxPendingHandshakes: 4096,
   maxPendingHandshakesPerAddress: 512,
+  mqttTopicPrefix: 'keel',
 };
 
 function readConfigFile(file: string): Record<string, unknown> {
@@ -206,13 +244,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
   const values: Record<string, unknown> = {};
 
   for (const [name, def] of Object.entries(keys)) {
-    const envValue = env[def.env];
+    const envName = [def.env, ...(def.aliases ?? [])].find((n) => env[n] !== undefined && env[n] !== '');
+    const envValue = envName === undefined ? undefined : env[envName];
     let raw: unknown;
     let source: string;
     const shown = (value: unknown) => (def.secret ? 'value hidden' : `got ${JSON.stringify(value)}`);
     if (envValue !== undefined && envValue !== '') {
       raw = envValue;
-      source = `${def.env} (environment variable)`;
+      source = `${envName} (environment variable)`;
     } else if (fromFile[def.file] !== undefined) {
       raw = fromFile[def.file];
       source = `key "${def.file}" in ${configPath} (env ${def.env})`;
@@ -251,6 +290,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     maxPendingHandshakesPerAddress:
       (values.maxPendingHandshakesPerAddress as number | undefined) ??
       defaults.maxPendingHandshakesPerAddress,
+    mqttUrl: values.mqttUrl as string | undefined,
+    mqttTopicPrefix: (values.mqttTopicPrefix as string | undefined) ?? defaults.mqttTopicPrefix,
     configFile: configPath ? path.resolve(configPath) : undefined,
   };
 }

@@ -1,0 +1,254 @@
+// The MQTT bus: controller replicas sharing one PostgreSQL share their fleet events through a
+// broker (KEEL_MQTT_URL: Mosquitto, an EMQX cluster, ...). Each event a replica publishes goes to
+// its own subscribers at once, as in process, and to the broker on its topic (bus/topics.ts);
+// events from the other replicas reach this replica's fleet-wide subscribers, never its `local`
+// ones. A replica's own events are not delivered twice: it subscribes with MQTT 5's no-local
+// option and also drops any message naming itself as origin (a broker that ignores no-local).
+//
+// The broker is not trusted: every message is checked (bus/wire.ts) and a malformed one is
+// dropped and counted. Losing the broker costs the other replicas' live views, never this
+// replica's agents: events are not queued while it is away (the database holds the truth), the
+// connection is retried with backoff, the loss and the return are logged once each, and on return
+// `onReconnected` listeners resend what others may have missed (the hosts held here).
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import type { BusStats, FleetBus, FleetEvent, ReplicaBus } from './index.ts';
+import { EVENT_QOS, eventFilters, hostStateTopic, topicOf } from './topics.ts';
+import { decodeEvent, encodeEvent } from './wire.ts';
+
+export interface MqttBusOptions {
+  /** Broker URL (mqtt://, mqtts://, ws://, wss://), credentials included: never logged. */
+  url: string;
+  /** Topic prefix of the deployment (KEEL_MQTT_TOPIC_PREFIX). */
+  prefix: string;
+  log: Logger;
+  /** This replica's id on the bus (the origin of its events); random by default. */
+  replicaId?: string;
+  /** How long creating the bus waits for the first connection before going on without it. */
+  connectWaitMs?: number;
+  /** Reconnect backoff: first delay and ceiling, in ms (doubling, with jitter). */
+  backoff?: { initialMs: number; maxMs: number };
+}
+
+/** The MQTT bus, with what request routing and the controller's wiring need beyond ReplicaBus. */
+export interface MqttReplicaBus extends ReplicaBus {
+  readonly replicaId: string;
+  readonly prefix: string;
+  /** The connected client (request routing publishes and subscribes through it). */
+  readonly client: MqttClient;
+  /** Messages on topics outside the event tree (request routing); returns the unsubscribe function. */
+  onMessage(listener: (topic: string, body: Buffer) => void): () => void;
+}
+
+/** The URL without its user and password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = '';
+      u.password = '';
+    }
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+/**
+ * Connects to the broker and returns the bus (after the first connection, or after `connectWaitMs`
+ * without one: the replica starts anyway and keeps retrying).
+ * @example const bus = await createMqttBus({ url: 'mqtt://127.0.0.1:1883', prefix: 'keel', log })
+ */
+export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBus> {
+  const { prefix, log } = opts;
+  const replicaId = opts.replicaId ?? randomUUID();
+  const where = redactUrl(opts.url);
+  const backoff = opts.backoff ?? { initialMs: 500, maxMs: 30_000 };
+  const stats: BusStats = { sent: 0, received: 0, malformed: 0, unsent: 0 };
+  const emitter = new EventEmitter();
+  emitter.setMaxListeners(0);
+  const reconnected = new Set<() => void>();
+  const others = new Set<(topic: string, body: Buffer) => void>();
+  const stateTopicPrefix = `${prefix}/hosts/`;
+  const eventTreePrefixes = [`${prefix}/hosts/`, `${prefix}/jobs/`];
+
+  const clientOptions: IClientOptions = {
+    protocolVersion: 5,
+    clientId: `keel-${replicaId}`,
+    clean: true,
+    // Reconnects are ours (below): mqtt.js retries at a fixed period.
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+    keepalive: 30,
+    // Publishes are not queued while the broker is away (see header).
+    queueQoSZero: false,
+    properties: { maximumPacketSize: 64 * 1024 * 1024 },
+  };
+  const client = connect(opts.url, clientOptions);
+
+  let closing = false;
+  let everConnected = false;
+  let lost = false;
+  let attempt = 0;
+  let retryTimer: NodeJS.Timeout | null = null;
+  let lastMalformedLog = 0;
+
+  const subscribe = () => {
+    // No-local: the broker does not send our own events back. Retain handling 2: replicas never
+    // want retained states (they have the database); integrations do.
+    client.subscribe(
+      eventFilters(prefix).map((topic) => topic),
+      { qos: EVENT_QOS, nl: true, rh: 2 },
+      (err) => {
+        if (err && !closing) log.error({ err: err.message, broker: where }, 'MQTT bus subscription failed');
+      },
+    );
+  };
+
+  client.on('connect', () => {
+    attempt = 0;
+    subscribe();
+    if (!everConnected) {
+      everConnected = true;
+      log.info({ broker: where, replica: replicaId, prefix }, 'MQTT bus connected');
+    } else if (lost) {
+      log.info({ broker: where }, 'MQTT bus reconnected');
+      for (const listener of reconnected) {
+        try {
+          listener();
+        } catch (err) {
+          log.error({ err }, 'MQTT bus reconnect listener failed');
+        }
+      }
+    }
+    lost = false;
+  });
+  client.on('error', (err) => {
+    // Each failed attempt reports here and then closes; the close handler retries and logs once.
+    log.debug({ err: err.message, broker: where }, 'MQTT bus connection error');
+  });
+  client.on('close', () => {
+    if (closing) return;
+    if (!lost) {
+      lost = true;
+      log.warn(
+        { broker: where },
+        everConnected
+          ? 'MQTT bus connection lost: this replica keeps serving its own agents; reconnecting'
+          : 'MQTT bus broker unreachable: this replica serves its own agents only until it connects',
+      );
+    }
+    if (retryTimer) return;
+    const ceiling = Math.min(backoff.maxMs, backoff.initialMs * 2 ** attempt);
+    attempt = Math.min(attempt + 1, 30);
+    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      if (!closing) client.reconnect();
+    }, delay);
+    retryTimer.unref();
+  });
+  client.on('message', (topic, body) => {
+    if (!eventTreePrefixes.some((p) => topic.startsWith(p))) {
+      for (const listener of others) listener(topic, body);
+      return;
+    }
+    // An empty retained message clears a removed host's state: nothing to deliver.
+    if (body.length === 0 && topic.startsWith(stateTopicPrefix) && topic.endsWith('/state')) return;
+    const received = decodeEvent(body);
+    if (!received || topicOf(prefix, received.event).topic !== topic) {
+      stats.malformed++;
+      const now = Date.now();
+      if (now - lastMalformedLog > 60_000) {
+        lastMalformedLog = now;
+        log.warn(
+          { topic, bytes: body.length, malformed: stats.malformed },
+          'MQTT bus message dropped: malformed',
+        );
+      }
+      return;
+    }
+    if (received.origin === replicaId) return;
+    stats.received++;
+    try {
+      emitter.emit('remote', received.event);
+    } catch (err) {
+      log.error({ err, topic }, 'a bus subscriber failed on an event from another replica');
+    }
+  });
+
+  const local: FleetBus = {
+    publish(event) {
+      emitter.emit('local', event);
+      send(event);
+    },
+    subscribe(listener) {
+      emitter.on('local', listener);
+      return () => emitter.off('local', listener);
+    },
+  };
+
+  function send(event: FleetEvent): void {
+    if (!client.connected) {
+      stats.unsent++;
+      return;
+    }
+    const { topic, retain } = topicOf(prefix, event);
+    client.publish(topic, encodeEvent(replicaId, event), { qos: EVENT_QOS, retain }, (err) => {
+      if (err && !closing) log.debug({ err: err.message, topic }, 'MQTT bus publish failed');
+    });
+    stats.sent++;
+    // A removed host's retained state goes too, so integrations subscribing later do not see it.
+    if (event.type === 'host.removed') {
+      client.publish(hostStateTopic(prefix, event.hostId), '', { qos: EVENT_QOS, retain: true });
+    }
+  }
+
+  if (opts.connectWaitMs !== 0) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, opts.connectWaitMs ?? 5_000);
+      function done() {
+        clearTimeout(timer);
+        client.off('connect', done);
+        resolve();
+      }
+      client.on('connect', done);
+    });
+  }
+
+  return {
+    replicaId,
+    prefix,
+    client,
+    local,
+    publish: local.publish,
+    subscribe(listener) {
+      emitter.on('local', listener);
+      emitter.on('remote', listener);
+      return () => {
+        emitter.off('local', listener);
+        emitter.off('remote', listener);
+      };
+    },
+    get connected() {
+      return client.connected;
+    },
+    stats: () => ({ ...stats }),
+    onReconnected(listener) {
+      reconnected.add(listener);
+      return () => reconnected.delete(listener);
+    },
+    onMessage(listener) {
+      others.add(listener);
+      return () => others.delete(listener);
+    },
+    async close() {
+      if (closing) return;
+      closing = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      await client.endAsync(!client.connected).catch(() => {});
+    },
+  };
+}

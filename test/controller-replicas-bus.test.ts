@@ -1,0 +1,232 @@
+// Proves the MQTT bus between controller replicas on one PostgreSQL and a real Mosquitto: with an
+// agent connected to replica A (in this process), replica B (a `keel-controller serve` process)
+// shows it online in its API and its fleet SSE, hears it go offline, and streams the live output
+// of a job A runs on it; integrations read the documented topic tree (a host's retained state);
+// a malformed message on the broker is dropped without harm to B.
+import assert from 'node:assert/strict';
+import { connect as tcpConnect } from 'node:net';
+import { after, test, type TestContext } from 'node:test';
+import { connectAsync } from 'mqtt';
+import postgres from 'postgres';
+import { ApiClient } from './helpers/api.ts';
+import {
+  controllerBin,
+  controllerEnv,
+  enrollNewAgent,
+  freePort,
+  kill,
+  removeDir,
+  runAgent,
+  spawnNode,
+  startTestController,
+  tempDir,
+  waitFor,
+  type Proc,
+  type TestController,
+} from './helpers/fleet.ts';
+
+const BROKER = process.env.KEEL_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
+const procs: Proc[] = [];
+const dirs: string[] = [];
+const closers: (() => Promise<unknown>)[] = [];
+
+after(async () => {
+  for (const p of procs) await kill(p);
+  for (const c of closers.reverse()) await c().catch(() => {});
+  for (const d of dirs) removeDir(d);
+});
+
+function reachable(url: string): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = tcpConnect({ host: u.hostname, port: Number(u.port || 1883) });
+    s.setTimeout(1000, () => (s.destroy(), resolve(false)));
+    s.once('connect', () => (s.end(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** A fresh database on the test PostgreSQL and the broker, or null with the test skipped (CI: throws). */
+async function needServices(t: TestContext): Promise<string | null> {
+  const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  if (!(await reachable(BROKER))) {
+    if (process.env.CI) throw new Error(`Mosquitto is needed at ${BROKER} (.ci/run starts it)`);
+    t.skip(`no MQTT broker at ${BROKER} (apt-get install mosquitto)`);
+    return null;
+  }
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin`select 1`;
+  } catch {
+    await admin.end();
+    if (process.env.CI) throw new Error(`PostgreSQL is needed at ${adminUrl}`);
+    t.skip('no PostgreSQL here');
+    return null;
+  }
+  const name = `keel_bus_${process.pid}_${Date.now()}`;
+  await admin.unsafe(`create database "${name}"`);
+  closers.push(async () => {
+    await admin.unsafe(`drop database if exists "${name}" with (force)`);
+    await admin.end();
+  });
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Server-Sent Events from a response, collected as they come. */
+function collectSse(res: Response): { events: { event: string; data: string }[]; stop(): void } {
+  const events: { event: string; data: string }[] = [];
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  void (async () => {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += decoder.decode(value, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const event = /^event: (.*)$/m.exec(block)?.[1];
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          if (event) events.push({ event, data: data ?? '' });
+        }
+      }
+    } catch {
+      // stopped
+    }
+  })();
+  return { events, stop: () => void reader.cancel().catch(() => {}) };
+}
+
+test(
+  'replica B sees the host A holds, its changes and its job output over MQTT',
+  { timeout: 180_000 },
+  async (t) => {
+    const databaseUrl = await needServices(t);
+    if (!databaseUrl) return;
+    const prefix = `keel-test/bus-${process.pid}-${Date.now()}`;
+    const env = { DATABASE_URL: databaseUrl, KEEL_MQTT_URL: BROKER, KEEL_MQTT_TOPIC_PREFIX: prefix };
+
+    // An integration: subscribes to the host states under the prefix.
+    const integration = await connectAsync(BROKER, { protocolVersion: 5 });
+    closers.push(() => integration.endAsync());
+    const states = new Map<string, { online: boolean; name: string }>();
+    integration.on('message', (topic, body) => {
+      const m = /\/hosts\/([^/]+)\/state$/.exec(topic);
+      if (m && body.length > 0)
+        states.set(m[1]!, (JSON.parse(body.toString()) as { event: { host: never } }).event.host);
+    });
+    await integration.subscribeAsync(`${prefix}/hosts/+/state`, { qos: 1 });
+
+    const a: TestController = await startTestController({ env });
+    closers.push(() => a.close());
+    dirs.push(a.dataDir);
+    assert.ok(a.bus.connected, 'A is connected to the broker');
+
+    const bDir = tempDir('keel-ctl-');
+    dirs.push(bDir);
+    const bPort = await freePort();
+    const bUrl = `http://127.0.0.1:${bPort}`;
+    const b = spawnNode(
+      controllerBin,
+      ['serve'],
+      controllerEnv(bDir, bPort, { ...env, KEEL_LOG_LEVEL: 'info' }),
+    );
+    procs.push(b);
+    await waitFor(
+      async () => (await fetch(`${bUrl}/readyz`).catch(() => null))?.ok === true,
+      60_000,
+      'B ready',
+    );
+    await waitFor(() => b.output().includes('MQTT bus connected'), 10_000, 'B on the bus');
+    assert.ok(!b.output().includes('MQTT bus broker unreachable'));
+    const apiB = new ApiClient(bUrl);
+    await apiB.login(a.firstAdmin!.username, a.firstAdmin!.password);
+    const apiA = new ApiClient(a.url);
+    await apiA.login(a.firstAdmin!.username, a.firstAdmin!.password);
+
+    const fleetB = collectSse(await apiB.fetchRaw('/events'));
+    t.after(() => fleetB.stop());
+    await waitFor(() => fleetB.events.some((e) => e.event === 'ready'), 10_000, "B's fleet stream ready");
+
+    // An agent enrolls and connects on A: B's stream shows it online.
+    const dir = await enrollNewAgent(a, 'held-by-a');
+    dirs.push(dir);
+    const agent = runAgent(dir);
+    procs.push(agent);
+    const hostEvents = () =>
+      fleetB.events
+        .filter((e) => e.event === 'host')
+        .map((e) => JSON.parse(e.data) as { id: string; name: string; online: boolean });
+    await waitFor(
+      () => hostEvents().some((h) => h.name === 'held-by-a' && h.online),
+      30_000,
+      "B's fleet stream shows A's host online",
+    );
+    const hostId = hostEvents().find((h) => h.name === 'held-by-a')!.id;
+    const listed = await apiB.get<{ hosts: { id: string; online: boolean }[] }>('/hosts');
+    assert.equal(listed.body.hosts.find((h) => h.id === hostId)?.online, true, "B's API shows it online");
+    await waitFor(
+      () => states.get(hostId)?.online === true,
+      10_000,
+      'the integration reads the retained state',
+    );
+
+    // A job A runs on the host: B's live view of the run gets its output and its end.
+    const started = await apiA.request<{ run: { id: string } }>('POST', '/jobs/runs', {
+      command: { argv: ['/bin/sh', '-c', 'sleep 2; echo from-the-agent-on-a'] },
+      target: { hostIds: [hostId] },
+    });
+    assert.equal(started.status, 201, JSON.stringify(started.body));
+    const live = collectSse(await apiB.fetchRaw(`/jobs/runs/${started.body.run.id}/events`));
+    t.after(() => live.stop());
+    await waitFor(
+      () => live.events.some((e) => e.event === 'output' && e.data.includes('from-the-agent-on-a')),
+      30_000,
+      "the job's output on B's live view",
+    );
+    await waitFor(
+      () =>
+        live.events.some(
+          (e) => e.event === 'run' && (JSON.parse(e.data) as { status: string }).status !== 'running',
+        ),
+      30_000,
+      "the run's end on B's live view",
+    );
+
+    // Garbage on the broker, on the topics B reads: dropped, B serves on.
+    const raw = await connectAsync(BROKER, { protocolVersion: 5 });
+    closers.push(() => raw.endAsync());
+    await raw.publishAsync(`${prefix}/hosts/${hostId}/state`, '{"v":1,"event":{"type":"host"}}', { qos: 1 });
+    await raw.publishAsync(`${prefix}/jobs/x/run`, 'not json', { qos: 1 });
+
+    // The agent stops: B's stream shows the host offline, and so does its API.
+    const before = hostEvents().length;
+    await kill(agent);
+    await waitFor(
+      () =>
+        hostEvents()
+          .slice(before)
+          .some((h) => h.id === hostId && !h.online),
+      30_000,
+      "B's fleet stream shows the host offline",
+    );
+    assert.equal(
+      (await apiB.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts.find(
+        (h) => h.id === hostId,
+      )?.online,
+      false,
+    );
+    assert.equal(
+      (await fetch(`${bUrl}/readyz`)).status,
+      200,
+      'B is still ready after the malformed messages',
+    );
+    assert.ok(b.output().includes('malformed'), 'B logged the dropped messages');
+    assert.ok(!/MQTT_URL|mqtt:\/\/[^"]*@/.test(b.output()));
+  },
+);
