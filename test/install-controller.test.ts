@@ -9,6 +9,7 @@ import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ApiClient, firstAdminFrom } from './helpers/api.ts';
+import { controllerRelease } from './helpers/controller-release.ts';
 import { seedDatabase } from './helpers/database-template.ts';
 import { freePort, removeDir, repoRoot, tempDir } from './helpers/fleet.ts';
 import {
@@ -42,15 +43,9 @@ describe('install.sh controller', () => {
     async () => {
       work = tempDir('keel-install-ctl-');
       dirs.push(work);
+      // `scripts/build-release.mjs controller`'s output, made once per change of its sources.
       const out = join(work, 'bundles');
-      const build = spawnSync(
-        process.execPath,
-        [join(repoRoot, 'scripts/build-release.mjs'), 'controller', '--out', out],
-        {
-          encoding: 'utf8',
-        },
-      );
-      assert.equal(build.status, 0, build.stderr);
+      controllerRelease(out);
       const bundle = join(out, `keel-controller-${controllerVersion}-linux-${process.arch}.tar.gz`);
       const root = join(work, 'root-ctl');
       // The migrated empty database the other tests start from, so the first open skips initdb.
