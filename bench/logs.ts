@@ -205,7 +205,7 @@ if (existsSync('/usr/bin/supervisord')) {
   const ms = doneAt - w.t0;
   supRate = mibps(w.bytes, ms);
   console.log(
-    `supervisord to its file:   ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}; supervisord ${spawnSync('supervisord', ['--version']).stdout.toString().trim()}, ${supCpu.toFixed(1)} CPU-s)`,
+    `supervisord to its file:   ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}; supervisord ${spawnSync('supervisord', ['--version']).stdout.toString().trim()}, ${supCpu.toFixed(1)} CPU-s, ${(supCpu / (w.bytes / 1024 / MiB)).toFixed(2)} per GiB)`,
   );
 } else {
   console.log('supervisord: not installed (apt-get install supervisor), leg skipped');
@@ -233,12 +233,15 @@ const toSup = (bytes: number, ms: number) =>
   const doneAt = Date.now();
   const cpu = process.cpuUsage(cpu0);
   const w = readReport(out);
+  // The spool's bytes per captured byte (line blocks: ~1.00; a record per line: ~1.19).
+  const spoolPerByte = spool.bytes / w.bytes;
   stopTail();
   supervisor.close();
   await spool.close();
   const ms = doneAt - w.t0;
+  const gib = w.bytes / 1024 / MiB;
   console.log(
-    `(a) Keel captured (spool): ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; the writer alone ${fmt(w.lines, w.bytes, w.ms)}; ${((cpu.user + cpu.system) / 1e6).toFixed(1)} CPU-s in this process)`,
+    `(a) Keel captured (spool): ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; the writer alone ${fmt(w.lines, w.bytes, w.ms)}; ${((cpu.user + cpu.system) / 1e6).toFixed(1)} CPU-s in this process: ${((cpu.user + cpu.system) / 1e6 / gib).toFixed(2)} per GiB, user ${(cpu.user / 1e6 / gib).toFixed(2)} + system ${(cpu.system / 1e6 / gib).toFixed(2)}; spool ${spoolPerByte.toFixed(3)} bytes per byte)`,
   );
   removeDir(keelDir);
 }
