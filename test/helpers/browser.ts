@@ -1,5 +1,7 @@
 // Real Chromium (Debian's package) driven by playwright-core, for console tests: launching, pages
-// in a given theme and viewport, signing in, and axe-core's WCAG checks run inside the page.
+// in a given theme and viewport, signing in (through the form, or a reused session where the
+// sign-in is not what a test proves), moving between pages through the console's own router, and
+// axe-core's WCAG checks run inside the page.
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -71,15 +73,18 @@ export async function launchChromium(): Promise<Browser> {
   });
 }
 
-/**
- * A fresh context (own cookies) and page at `baseUrl` in a theme (through the system colour
- * scheme the console follows when nothing is saved) and viewport. Uncaught page errors are
- * collected in `pageErrors` so a test can assert the console stayed healthy.
- */
-export async function openPage(
+/** How a console page is opened: its viewport and (system colour scheme) theme. */
+export interface PageOptions {
+  viewport?: ViewportName;
+  theme?: ThemeName;
+}
+
+/** A fresh context (own cookies unless `storageState` gives some) with one page, not yet loaded. */
+async function newConsolePage(
   browser: Browser,
   baseUrl: string,
-  opts: { viewport?: ViewportName; theme?: ThemeName } = {},
+  opts: PageOptions,
+  storageState?: StorageState,
 ): Promise<{ context: BrowserContext; page: Page; pageErrors: Error[] }> {
   const phone = opts.viewport === 'phone';
   const context = await browser.newContext({
@@ -90,18 +95,178 @@ export async function openPage(
     reducedMotion: 'reduce',
     isMobile: phone,
     hasTouch: phone,
+    storageState,
   });
   try {
     const page = await context.newPage();
     page.setDefaultTimeout(30_000);
     const pageErrors: Error[] = [];
     page.on('pageerror', (err) => pageErrors.push(err));
-    await page.goto(baseUrl);
     return { context, page, pageErrors };
   } catch (err) {
     await context.close();
     throw err;
   }
+}
+
+/**
+ * A fresh context (own cookies) and page at `baseUrl` in a theme (through the system colour
+ * scheme the console follows when nothing is saved) and viewport. Uncaught page errors are
+ * collected in `pageErrors` so a test can assert the console stayed healthy.
+ */
+export async function openPage(
+  browser: Browser,
+  baseUrl: string,
+  opts: PageOptions = {},
+): Promise<{ context: BrowserContext; page: Page; pageErrors: Error[] }> {
+  const opened = await newConsolePage(browser, baseUrl, opts);
+  try {
+    await opened.page.goto(baseUrl);
+    return opened;
+  } catch (err) {
+    await opened.context.close();
+    throw err;
+  }
+}
+
+/** A user's password sign-in. */
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+type StorageState = Exclude<NonNullable<Parameters<Browser['newContext']>[0]>['storageState'], string>;
+
+/** Session cookies of this process's sign-ins through the API, by controller and user. */
+const sessions = new Map<string, Promise<string>>();
+
+/**
+ * The `keel_session` cookie of a password sign-in through the API (POST /api/v1/auth/login, the
+ * request the login form sends, from the controller's own origin), made once per controller and
+ * user in this process and shared by every context `openSignedIn` opens for them; `fresh` makes a
+ * session of its own. The session's CSRF token is not in the cookie: the console asks
+ * GET /auth/session for it on every load, as it does after a sign-in through the form.
+ */
+async function sessionCookie(baseUrl: string, user: Credentials, fresh: boolean): Promise<string> {
+  const key = `${new URL(baseUrl).origin} ${user.username}`;
+  const cached = fresh ? undefined : sessions.get(key);
+  if (cached) return cached;
+  const made = (async () => {
+    const origin = new URL(baseUrl).origin;
+    const res = await fetch(`${origin}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin },
+      body: JSON.stringify({ username: user.username, password: user.password }),
+    });
+    const body = (await res.json()) as { stage?: string };
+    assert.equal(res.status, 200, `sign-in of ${user.username}: ${JSON.stringify(body)}`);
+    assert.equal(body.stage, 'ok', `${user.username} is signed in with the password alone`);
+    const cookie = /(?:^|[,\s])keel_session=([^;]+)/.exec(res.headers.get('set-cookie') ?? '')?.[1];
+    assert.ok(cookie, 'the sign-in set keel_session');
+    return cookie;
+  })();
+  if (!fresh) {
+    sessions.set(key, made);
+    made.catch(() => sessions.delete(key));
+  }
+  return made;
+}
+
+/**
+ * A fresh context and page, already signed in as `user`, at `path` (default `/`) of the console,
+ * in a theme and viewport as `openPage`. For tests where the sign-in is not what they prove: the
+ * login form costs the shared Chromium ~0.6 CPU-s a context (a page load, the form, the fleet page
+ * loaded again), so the context starts with the session cookie of one sign-in through the API per
+ * controller and user (sessionCookie), as a browser that signed in before has it. The login form
+ * itself stays tested through `signIn` (access-console-flows, console-pages' first round, console
+ * and terminal-console). `ownSession`: a session only this context has, for a test that signs
+ * out or ends sessions.
+ */
+export async function openSignedIn(
+  browser: Browser,
+  baseUrl: string,
+  user: Credentials,
+  opts: PageOptions & { path?: string; ownSession?: boolean } = {},
+): Promise<{ context: BrowserContext; page: Page; pageErrors: Error[] }> {
+  const origin = new URL(baseUrl);
+  const cookie = await sessionCookie(baseUrl, user, opts.ownSession ?? false);
+  const opened = await newConsolePage(browser, baseUrl, opts, {
+    cookies: [
+      {
+        name: 'keel_session',
+        value: cookie,
+        domain: origin.hostname,
+        path: '/',
+        expires: -1,
+        httpOnly: true,
+        secure: origin.protocol === 'https:',
+        sameSite: 'Strict',
+      },
+    ],
+    origins: [],
+  });
+  try {
+    await opened.page.goto(opts.path ?? '/');
+    // The signed-in console's <main id="main"> (the login and error pages have their own <main>).
+    await opened.page.locator('main').first().waitFor();
+    const at = new URL(opened.page.url()).pathname;
+    assert.ok(!at.startsWith('/login'), `${user.username}'s reused session was refused (at ${at})`);
+    await opened.page.locator('#main').waitFor();
+    return opened;
+  } catch (err) {
+    await opened.context.close();
+    throw err;
+  }
+}
+
+/**
+ * Goes to `path` through the console's own router, as a click on one of its links does: a
+ * SvelteKit client-side navigation (the page's data loaded, the same document) instead of
+ * `page.goto`'s full load, which costs the shared Chromium ~0.25–0.5 CPU-s (the console's
+ * JavaScript parsed and run again, axe-core evaluated again, the browser's own toolbar laid out)
+ * against ~0.05–0.1. A throwaway link inside the app's root is clicked (SvelteKit handles clicks
+ * on links there). Keep `page.goto` where a fresh load is the point (a deep link, a reload, what a
+ * page shows on its first render).
+ *
+ * @example await navigate(page, `/hosts/${hostId}/processes`);
+ */
+export async function navigate(page: Page, path: string): Promise<void> {
+  const target = new URL(path, page.url());
+  assert.equal(target.origin, new URL(page.url()).origin, 'navigate stays in the console');
+  await page.evaluate(
+    (href) => {
+      const { document } = globalThis as unknown as { document: LinkDocument };
+      const link = document.createElement('a');
+      link.href = href;
+      (document.querySelector('#main') ?? document.querySelector('body > div') ?? document.body).appendChild(
+        link,
+      );
+      link.click();
+      link.remove();
+    },
+    target.pathname + target.search + target.hash,
+  );
+  await page.waitForURL((u) => u.pathname === target.pathname && u.search === target.search);
+  // The router changes the URL, then renders the new page's loaded data (Svelte flushes in a
+  // microtask): a frame later the old page is gone.
+  await page.evaluate(
+    () =>
+      new Promise((done) =>
+        (globalThis as unknown as { requestAnimationFrame(f: () => void): void }).requestAnimationFrame(() =>
+          done(undefined),
+        ),
+      ),
+  );
+}
+
+/** The part of `document` navigate's page-side callback uses. */
+interface LinkDocument {
+  body: LinkElement;
+  createElement(tag: 'a'): LinkElement & { href: string; click(): void; remove(): void };
+  querySelector(selector: string): LinkElement | null;
+}
+interface LinkElement {
+  appendChild(child: LinkElement): void;
 }
 
 /**
