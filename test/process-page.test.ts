@@ -6,32 +6,20 @@
 // made with files, a health check, limits and backoff keeps them; axe WCAG 2.1 A/AA passes on the
 // process page dark/desktop and light/phone.
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { streamGaps } from '../controller/src/db/schema/streams.ts';
-import { ApiClient } from './helpers/api.ts';
 import {
   axeViolations,
-  launchChromium,
-  openPage,
-  signIn,
   snapshot,
   type PageDocument,
   type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
-import {
-  kill,
-  removeDir,
-  repoRoot,
-  startFleet,
-  tempDir,
-  waitFor,
-  type Proc,
-  type TestController,
-} from './helpers/fleet.ts';
+import { startConsoleFleet, type ConsoleFleet } from './helpers/console-fleet.ts';
+import { repoRoot, waitFor } from './helpers/fleet.ts';
 
 // Page-side callbacks run in Chromium; this program has no DOM library (see helpers/browser.ts).
 declare const document: PageDocument;
@@ -57,42 +45,25 @@ process.stdin.on('data', (d) => {
 });
 `;
 
-const procs: Proc[] = [];
-const dirs: string[] = [];
-let ctl: TestController;
+let fleet: ConsoleFleet;
 let hostId: string;
-let browser: Browser;
-let api: ApiClient;
-let workDir: string;
 const shots = join(repoRoot, 'test-results');
 const started = Date.now();
 
 before(async () => {
-  const fleetReady = startFleet(procs, dirs, { name: 'process-page-host' });
-  browser = await launchChromium();
-  ({ ctl, hostId } = await fleetReady);
-  workDir = tempDir('keel-process-page-');
-  dirs.push(workDir);
-  writeFileSync(join(workDir, 'program.cjs'), PROGRAM);
-  api = new ApiClient(ctl.url);
-  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-  const created = await api.post(`/hosts/${hostId}/processes`, {
+  fleet = await startConsoleFleet('process-page-host', { 'program.cjs': PROGRAM });
+  hostId = fleet.hostId;
+  const created = await fleet.api.post(`/hosts/${hostId}/processes`, {
     name: 'painter',
-    argv: [process.execPath, join(workDir, 'program.cjs')],
-    cwd: workDir,
+    argv: [process.execPath, join(fleet.workDir, 'program.cjs')],
+    cwd: fleet.workDir,
     restart: { policy: 'never' },
   });
   assert.equal(created.status, 200, JSON.stringify(created.body));
   mkdirSync(shots, { recursive: true });
 });
 
-after(async () => {
-  await browser?.close();
-  for (const p of procs) await kill(p);
-  await ctl?.close();
-  // removeDir also ends the process groups the agent's state dir still supervises.
-  for (const d of dirs) removeDir(d);
-});
+after(() => fleet?.close());
 
 async function clean(page: Page, where: string): Promise<void> {
   assert.deepEqual(await axeViolations(page), [], `axe: ${where}`);
@@ -109,14 +80,13 @@ test(
   'process page: live output, a command answered, pause and resume, colours as classes and markup inert',
   { timeout: 180_000 },
   async () => {
-    const { context, page, pageErrors } = await openPage(browser, ctl.url, {
+    // From the Processes tab, the name links to the process page (by keyboard).
+    const { context, page, pageErrors } = await fleet.open({
       viewport: 'desktop',
       theme: 'dark',
+      path: `/hosts/${hostId}/processes`,
     });
     try {
-      await signIn(page, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-      // From the Processes tab, the name links to the process page (by keyboard).
-      await page.goto(`/hosts/${hostId}/processes`);
       const link = page.locator('[data-testid="process-link"]', { hasText: 'painter' });
       await link.focus();
       await page.keyboard.press('Enter');
@@ -202,7 +172,7 @@ test(
     // The lines the first test made are stored (the logs stream reaches the controller shortly after).
     await waitFor(
       async () => {
-        const res = await api.get<{ lines: { text: string }[] }>(
+        const res = await fleet.api.get<{ lines: { text: string }[] }>(
           `/hosts/${hostId}/processes/painter/logs?contains=${encodeURIComponent('echo: held three')}&tail=10`,
         );
         return res.body.lines.length > 0;
@@ -212,12 +182,12 @@ test(
     );
     // A stand-in for lines an agent lost (the spool overflow itself is test/processes-gap.test.ts's):
     // a recorded gap of 7 numbers in this host's logs stream, past everything stored so far.
-    const all = await api.get<{ nextAfter: number; end: boolean }>(
+    const all = await fleet.api.get<{ nextAfter: number; end: boolean }>(
       `/hosts/${hostId}/processes/painter/logs?limit=5000`,
     );
     assert.ok(all.body.end);
     const fromSeq = all.body.nextAfter + 1_000;
-    await ctl.database.db
+    await fleet.ctl.database.db
       .insert(streamGaps)
       .values({ hostId, stream: 'logs', fromSeq, toSeq: fromSeq + 6, reason: 'lost' });
 
@@ -226,10 +196,12 @@ test(
       ['phone', 'light'],
     ] as [ViewportName, ThemeName][]) {
       const where = `${theme}, ${viewport}`;
-      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme });
+      const { context, page, pageErrors } = await fleet.open({
+        viewport,
+        theme,
+        path: `/hosts/${hostId}/processes/painter`,
+      });
       try {
-        await signIn(page, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-        await page.goto(`/hosts/${hostId}/processes/painter`);
         const lines = page.locator('[data-testid="log-line"]');
         await lines.filter({ hasText: 'ready' }).first().waitFor({ timeout: 30_000 });
         // The gap is drawn where the lost lines were.
@@ -303,7 +275,7 @@ test(
     const spec = {
       name: 'configured',
       argv: [process.execPath, '-e', "console.log('server ready'); setInterval(() => {}, 1e9)"],
-      cwd: workDir,
+      cwd: fleet.workDir,
       restart: {
         policy: 'on-failure',
         backoffMs: 2_000,
@@ -322,16 +294,15 @@ test(
       },
       limits: { memoryBytes: 256 * 1024 * 1024, cpuPercent: 50 },
     };
-    const created = await api.post(`/hosts/${hostId}/processes`, spec);
+    const created = await fleet.api.post(`/hosts/${hostId}/processes`, spec);
     assert.equal(created.status, 200, JSON.stringify(created.body));
 
-    const { context, page, pageErrors } = await openPage(browser, ctl.url, {
+    const { context, page, pageErrors } = await fleet.open({
       viewport: 'desktop',
       theme: 'light',
+      path: `/hosts/${hostId}/processes`,
     });
     try {
-      await signIn(page, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-      await page.goto(`/hosts/${hostId}/processes`);
       const row = page.locator('[data-testid="process-row"]').filter({ hasText: 'configured' });
       // Health and limits in the table: healthy once the line was printed; limits applied or why not.
       await row
@@ -357,7 +328,7 @@ test(
       await page.click('[data-testid="save-process"]');
       await form.waitFor({ state: 'detached' });
 
-      const list = await api.get<{ processes: { name: string; spec: Record<string, unknown> }[] }>(
+      const list = await fleet.api.get<{ processes: { name: string; spec: Record<string, unknown> }[] }>(
         `/hosts/${hostId}/processes`,
       );
       const saved = list.body.processes.find((p) => p.name === 'configured')?.spec;
@@ -372,7 +343,7 @@ test(
       assert.deepEqual(saved.limits, { memoryBytes: 256 * 1024 * 1024, cpuPercent: 75 });
       assert.deepEqual(saved.restart, spec.restart);
       assert.deepEqual(saved.stop, spec.stop);
-      assert.equal(saved.cwd, workDir);
+      assert.equal(saved.cwd, fleet.workDir);
       assert.deepEqual(
         pageErrors.map((e) => e.message),
         [],

@@ -7,30 +7,19 @@
 // text). The template form, console, Processes page and Log search page pass axe WCAG 2.1 A/AA in
 // dark and light, on desktop and phone.
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import { ApiClient } from './helpers/api.ts';
+import type { Page } from 'playwright-core';
 import {
   axeViolations,
   axeViolationsInThemes,
-  launchChromium,
-  openPage,
-  signIn,
+  navigate,
   snapshot,
   type ViewportName,
 } from './helpers/browser.ts';
-import {
-  kill,
-  removeDir,
-  repoRoot,
-  startFleet,
-  tempDir,
-  waitFor,
-  type Proc,
-  type TestController,
-} from './helpers/fleet.ts';
+import { startConsoleFleet, type ConsoleFleet } from './helpers/console-fleet.ts';
+import { repoRoot, waitFor } from './helpers/fleet.ts';
 import { testEgg } from './helpers/pterodactyl-egg.ts';
 
 const SERVER = `
@@ -49,26 +38,15 @@ process.stdin.on('data', (d) => {
 });
 `;
 
-const procs: Proc[] = [];
-const dirs: string[] = [];
-let ctl: TestController;
-let agentDir: string;
+let fleet: ConsoleFleet;
 let hostId: string;
-let browser: Browser;
 let serverDir: string;
 const shots = join(repoRoot, 'test-results');
 
 before(async () => {
-  const fleetReady = startFleet(procs, dirs, { name: 'template-console-host' });
-  browser = await launchChromium();
-  ({ ctl, agentDir, hostId } = await fleetReady);
-  serverDir = tempDir('keel-egg-console-');
-  dirs.push(serverDir);
-  writeFileSync(join(serverDir, 'server.cjs'), SERVER);
-  const admin = ctl.firstAdmin!;
-  const api = new ApiClient(ctl.url);
-  await api.login(admin.username, admin.password);
-  const imported = await api.post('/process-templates/import', {
+  fleet = await startConsoleFleet('template-console-host', { 'server.cjs': SERVER });
+  ({ hostId, workDir: serverDir } = fleet);
+  const imported = await fleet.api.post('/process-templates/import', {
     document: JSON.stringify(testEgg),
     id: 'echo-egg',
   });
@@ -77,8 +55,7 @@ before(async () => {
 });
 
 after(async () => {
-  await browser?.close();
-  const root = join(agentDir ?? '', 'processes');
+  const root = join(fleet?.agentDir ?? '', 'processes');
   let names: string[] = [];
   try {
     names = readdirSync(root);
@@ -93,9 +70,7 @@ after(async () => {
       // not running
     }
   }
-  for (const p of procs) await kill(p);
-  await ctl?.close();
-  for (const d of dirs) removeDir(d);
+  await fleet?.close();
 });
 
 async function clean(page: Page, where: string): Promise<void> {
@@ -111,14 +86,12 @@ test(
   'create a process from a template, see it run and its output, answer on its console, stop it',
   { timeout: 180_000 },
   async () => {
-    const admin = ctl.firstAdmin!;
-    const { context, page, pageErrors } = await openPage(browser, ctl.url, {
+    const { context, page, pageErrors } = await fleet.open({
       viewport: 'desktop',
       theme: 'dark',
+      path: `/hosts/${hostId}/processes`,
     });
     try {
-      await signIn(page, admin.username, admin.password);
-      await page.goto(`/hosts/${hostId}/processes`);
       await page.click('[data-testid="new-from-template"]');
       const form = page.locator('[data-testid="template-form"]');
       await form.waitFor();
@@ -170,12 +143,9 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
     // A hang guard: a round takes ~15 s on a quiet machine.
     { timeout: 150_000 },
     async () => {
-      const admin = ctl.firstAdmin!;
       const where = (p: string) => `${p} (${viewport})`;
-      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme: 'dark' });
+      const { context, page, pageErrors } = await fleet.open({ viewport, theme: 'dark', path: '/processes' });
       try {
-        await signIn(page, admin.username, admin.password);
-        await page.goto('/processes');
         const row = page.locator('[data-testid="fleet-process-row"][data-name="echo-game"]');
         await row.waitFor();
         await page.fill('[data-testid="filter-name"]', 'no-such-process');
@@ -206,7 +176,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
           'the Processes page is no wider than the viewport',
         );
 
-        await page.goto('/logs');
+        await navigate(page, '/logs');
         await page.fill('[data-testid="log-search-q"]', 'for help');
         await page.press('[data-testid="log-search-q"]', 'Enter');
         const hit = page.locator('[data-testid="log-search-hit"]').first();
@@ -228,11 +198,8 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
 }
 
 test('the regex search shows a refused pattern as a message', { timeout: 60_000 }, async () => {
-  const admin = ctl.firstAdmin!;
-  const { context, page } = await openPage(browser, ctl.url);
+  const { context, page } = await fleet.open({ path: '/logs' });
   try {
-    await signIn(page, admin.username, admin.password);
-    await page.goto('/logs');
     await page.check('[data-testid="log-search-regex"]');
     await page.fill('[data-testid="log-search-q"]', 'a(b');
     await page.click('[data-testid="log-search-submit"]');

@@ -10,36 +10,17 @@
 import assert from 'node:assert/strict';
 import { appendFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import {
-  axeViolationsInThemes,
-  launchChromium,
-  openPage,
-  signIn,
-  type ThemeName,
-  type ViewportName,
-} from './helpers/browser.ts';
-import { ApiClient } from './helpers/api.ts';
-import {
-  enrollNewAgent,
-  kill,
-  removeDir,
-  runAgent,
-  startTestController,
-  waitFor,
-  type Proc,
-} from './helpers/fleet.ts';
+import type { Page } from 'playwright-core';
+import { axeViolationsInThemes, navigate } from './helpers/browser.ts';
+import { startConsoleFleet, type ConsoleFleet } from './helpers/console-fleet.ts';
+import { waitFor } from './helpers/fleet.ts';
 import { need } from './install-helpers.ts';
 import { freePort, httpTarget } from './proxies-agent-setup.ts';
 
 const skip = need('nginx') || need('chromium');
 
-type Ctl = Awaited<ReturnType<typeof startTestController>>;
-let ctl: Ctl;
-let api: ApiClient;
-let browser: Browser;
-let agent: Proc;
-let agentDir: string;
+let fleet: ConsoleFleet;
+let api: ConsoleFleet['api'];
 let hostId: string;
 let port: number;
 const targets: { port: number; close(): Promise<void> }[] = [];
@@ -51,33 +32,16 @@ const settings = (upstreamPort: number) => ({
 
 before(async () => {
   if (skip) return;
-  ctl = await startTestController();
-  api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
-  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-  agentDir = await enrollNewAgent(ctl, 'proxy-host');
-  agent = runAgent(agentDir);
-  const { body } = await api.get<{ hosts: { id: string; name: string }[] }>('/hosts');
-  hostId = body.hosts.find((h) => h.name === 'proxy-host')!.id;
-  await waitFor(() => ctl.gateway.isOnline(hostId), 60_000, 'agent online');
+  fleet = await startConsoleFleet('proxy-host');
+  ({ api, hostId } = fleet);
   targets.push(await httpTarget('A'), await httpTarget('B'));
   port = await freePort();
-  browser = await launchChromium();
 });
 
 after(async () => {
-  await browser?.close();
-  if (agent) await kill(agent, 'SIGTERM');
-  await ctl?.close();
+  await fleet?.close();
   for (const t of targets) await t.close();
-  if (agentDir) removeDir(agentDir);
-  if (ctl) removeDir(ctl.dataDir);
 });
-
-async function signedIn(viewport: ViewportName, theme: ThemeName) {
-  const opened = await openPage(browser, `http://127.0.0.1:${ctl.port}`, { viewport, theme });
-  await signIn(opened.page, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-  return opened;
-}
 
 const historyRows = (page: Page) => page.locator('[data-testid="proxy-generation"]');
 
@@ -85,9 +49,8 @@ test(
   'Proxies tab: create and push, history, diff, rollback, drift warning live',
   { skip, timeout: 180_000 },
   async () => {
-    const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+    const { page, context, pageErrors } = await fleet.open({ path: `/hosts/${hostId}/proxies` });
     try {
-      await page.goto(`/hosts/${hostId}/proxies`);
       await page.locator('[data-testid="no-proxy-nodes"]').waitFor();
       await page.click('[data-testid="new-proxy-node"]');
       await page.fill('#n-instance', 'edge');
@@ -184,9 +147,8 @@ test(
   'fleet Proxies page: the node with its drift, a rollout started by keyboard completes',
   { skip, timeout: 120_000 },
   async () => {
-    const { page, context, pageErrors } = await signedIn('desktop', 'light');
+    const { page, context, pageErrors } = await fleet.open({ theme: 'light', path: '/proxies' });
     try {
-      await page.goto('/proxies');
       await page.locator('[data-testid="fleet-proxy-row"]').first().waitFor();
       await page.locator('[data-testid="fleet-drift"]').waitFor();
       await page.check('input[aria-label="Roll out to edge on proxy-host"]');
@@ -263,9 +225,8 @@ for (const viewport of ['desktop', 'phone'] as const) {
     async () => {
       await driftOnce();
       const found: string[] = [];
-      const { page, context } = await signedIn(viewport, 'dark');
+      const { page, context } = await fleet.open({ viewport, path: `/hosts/${hostId}/proxies` });
       try {
-        await page.goto(`/hosts/${hostId}/proxies`);
         await page.locator('[data-testid="proxy-drift"]').waitFor();
         await page.focus('[data-testid="proxy-show-diff"]');
         await page.keyboard.press('Enter');
@@ -284,7 +245,7 @@ for (const viewport of ['desktop', 'phone'] as const) {
           box.x + box.width <= viewportWidth + 1,
           `host tab ${viewport}: the node panel ends at ${box.x + box.width}px in a ${viewportWidth}px viewport`,
         );
-        await page.goto('/proxies');
+        await navigate(page, '/proxies');
         await page.locator('[data-testid="rollout"]').first().waitFor();
         // With the tag aim and new settings open: v2ray's inbound fields.
         await page.check('#r-aim-tag');
@@ -304,9 +265,8 @@ test(
   "telemt and v2ray nodes made in their own fields (not pushed); the template's rule is named at its field",
   { skip, timeout: 120_000 },
   async () => {
-    const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+    const { page, context, pageErrors } = await fleet.open({ path: `/hosts/${hostId}/proxies` });
     try {
-      await page.goto(`/hosts/${hostId}/proxies`);
       await page.locator('[data-testid="proxy-node"]').first().waitFor();
 
       // telemt (MTProxy): TLS domain, port, modes, a template of other sections.

@@ -7,37 +7,17 @@
 // where the links point; the node's traffic chart opens on its panel (axe-clean).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import {
-  axeViolations,
-  axeViolationsInThemes,
-  launchChromium,
-  openPage,
-  signIn,
-  type ThemeName,
-  type ViewportName,
-} from './helpers/browser.ts';
-import { ApiClient } from './helpers/api.ts';
-import {
-  enrollNewAgent,
-  kill,
-  removeDir,
-  runAgent,
-  startTestController,
-  waitFor,
-  type Proc,
-} from './helpers/fleet.ts';
+import type { Page } from 'playwright-core';
+import { axeViolations, axeViolationsInThemes, navigate, type ViewportName } from './helpers/browser.ts';
+import { startConsoleFleet, type ConsoleFleet } from './helpers/console-fleet.ts';
+import { waitFor } from './helpers/fleet.ts';
 import { need } from './install-helpers.ts';
 import { freePort } from './proxies-agent-setup.ts';
 
 const skip = need('v2ray') || need('chromium');
 
-type Ctl = Awaited<ReturnType<typeof startTestController>>;
-let ctl: Ctl;
-let api: ApiClient;
-let browser: Browser;
-let agent: Proc;
-let agentDir: string;
+let fleet: ConsoleFleet;
+let api: ConsoleFleet['api'];
 let hostId: string;
 
 interface Generation {
@@ -58,14 +38,8 @@ async function appliedConfig(): Promise<string> {
 
 before(async () => {
   if (skip) return;
-  ctl = await startTestController();
-  api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
-  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-  agentDir = await enrollNewAgent(ctl, 'vpn-host');
-  agent = runAgent(agentDir);
-  const { body } = await api.get<{ hosts: { id: string; name: string }[] }>('/hosts');
-  hostId = body.hosts.find((h) => h.name === 'vpn-host')!.id;
-  await waitFor(() => ctl.gateway.isOnline(hostId), 60_000, 'agent online');
+  fleet = await startConsoleFleet('vpn-host');
+  ({ api, hostId } = fleet);
   const created = await api.post(`/hosts/${hostId}/proxies`, {
     instance: 'vpn',
     adapter: 'v2ray',
@@ -77,22 +51,9 @@ before(async () => {
     apply: true,
   });
   assert.equal(created.status, 201, JSON.stringify(created.body));
-  browser = await launchChromium();
 });
 
-after(async () => {
-  await browser?.close();
-  if (agent) await kill(agent, 'SIGTERM');
-  await ctl?.close();
-  if (agentDir) removeDir(agentDir);
-  if (ctl) removeDir(ctl.dataDir);
-});
-
-async function signedIn(viewport: ViewportName, theme: ThemeName) {
-  const opened = await openPage(browser, `http://127.0.0.1:${ctl.port}`, { viewport, theme });
-  await signIn(opened.page, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-  return opened;
-}
+after(() => fleet?.close());
 
 const row = (page: Page, name: string) => page.locator(`[data-testid="proxy-user-row"][data-name="${name}"]`);
 
@@ -100,10 +61,9 @@ test(
   'create a proxy user, see its link and QR code, disable it: it leaves the node config',
   { skip, timeout: 240_000 },
   async () => {
-    const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+    const { page, context, pageErrors } = await fleet.open({ path: '/proxy-users' });
     const violations: string[] = [];
     try {
-      await page.goto('/proxy-users');
       await page.locator('[data-testid="proxy-users"]').waitFor();
       violations.push(...(await axeViolations(page)).map((v) => `list: ${v}`));
 
@@ -176,10 +136,12 @@ test(
     );
     const before = (await api.get<{ node: { lastGeneration: number } }>(`/hosts/${hostId}/proxies/vpn`)).body
       .node.lastGeneration;
-    const { page, context, pageErrors } = await signedIn('desktop', 'light');
+    const { page, context, pageErrors } = await fleet.open({
+      theme: 'light',
+      path: `/hosts/${hostId}/proxies`,
+    });
     const violations: string[] = [];
     try {
-      await page.goto(`/hosts/${hostId}/proxies`);
       await page.locator('[data-testid="proxy-node-address"]', { hasText: 'vpn-host' }).waitFor();
       await page.getByRole('button', { name: 'Settings of vpn' }).click();
       // A port is refused at the field; a DNS name is saved alone.
@@ -202,7 +164,7 @@ test(
       await page.locator('[data-testid="proxy-node-chart"]').waitFor();
       violations.push(...(await axeViolations(page)).map((v) => `host tab: ${v}`));
 
-      await page.goto('/proxy-users');
+      await navigate(page, '/proxy-users');
       await row(page, 'dora').getByRole('button', { name: 'Links for dora' }).click();
       const link = page.locator('[data-testid="proxy-user-link"]').first();
       await link.waitFor();
@@ -223,9 +185,8 @@ test('the page passes axe in dark and light, desktop and phone', { skip, timeout
   const violations: string[] = [];
   // One context per viewport, each state checked in both themes (axeViolationsInThemes).
   for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
-    const { page, context } = await signedIn(viewport, 'dark');
+    const { page, context } = await fleet.open({ viewport, path: '/proxy-users' });
     try {
-      await page.goto('/proxy-users');
       await page.locator('[data-testid="proxy-user-row"]').first().waitFor();
       violations.push(...(await axeViolationsInThemes(page)).map((v) => `${viewport}: ${v}`));
       await page.locator('[data-testid="proxy-user-new"]').click();
