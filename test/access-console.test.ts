@@ -16,6 +16,7 @@ import {
   axeViolations,
   launchChromium,
   openPage,
+  openSignedIn,
   signIn,
   type ThemeName,
   type ViewportName,
@@ -89,10 +90,9 @@ async function axeClean(page: Page, where: string) {
   assert.deepEqual(await axeViolations(page), [], `axe: ${where}`);
 }
 
+/** The owner on Users and groups (signed in through openSignedIn: the form is tested below and in access-console-flows). */
 async function openAdmin(viewport: ViewportName, theme: ThemeName) {
-  const opened = await openPage(browser, ctl.url, { viewport, theme });
-  await signIn(opened.page, owner.username, owner.password);
-  await opened.page.goto('/admin/users');
+  const opened = await openSignedIn(browser, ctl.url, owner, { viewport, theme, path: '/admin/users' });
   await opened.page.locator('[data-testid="user-row"]', { hasText: 'olga' }).waitFor();
   return opened;
 }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { axeViolations, launchChromium, openPage, signIn } from './helpers/browser.ts';
+import { axeViolations, launchChromium, openSignedIn } from './helpers/browser.ts';
 import { removeDir, startTestController } from './helpers/fleet.ts';
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
@@ -30,13 +30,11 @@ const sideways = (page: Page) =>
   page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
 
 test('areas open by keyboard on a wide screen; accessible while open', { timeout: 90_000 }, async () => {
-  const { username, password } = ctl.firstAdmin!;
-  const { context, page, pageErrors } = await openPage(browser, ctl.url, {
+  const { context, page, pageErrors } = await openSignedIn(browser, ctl.url, ctl.firstAdmin!, {
     theme: 'dark',
     viewport: 'desktop',
   });
   try {
-    await signIn(page, username, password);
     const nav = page.getByRole('navigation', { name: 'Main' });
     const operations = nav.getByRole('button', { name: 'Operations' });
     assert.equal(await operations.getAttribute('aria-expanded'), 'false');
@@ -86,13 +84,11 @@ test(
   'a phone gets one Menu button with every area, and no sideways scroll',
   { timeout: 90_000 },
   async () => {
-    const { username, password } = ctl.firstAdmin!;
-    const { context, page, pageErrors } = await openPage(browser, ctl.url, {
+    const { context, page, pageErrors } = await openSignedIn(browser, ctl.url, ctl.firstAdmin!, {
       theme: 'light',
       viewport: 'phone',
     });
     try {
-      await signIn(page, username, password);
       assert.ok((await sideways(page)) <= 0, 'the page does not scroll sideways');
       const nav = page.getByRole('navigation', { name: 'Main' });
       const menu = nav.getByRole('button', { name: 'Menu' });
@@ -129,9 +125,13 @@ test('a viewer is offered only what a viewer may open', { timeout: 90_000 }, asy
     { id: admin.id, role: admin.role, ip: null },
     { username: 'nav-viewer', password: 'viewer-pass-123456', role: 'viewer' },
   );
-  const { context, page } = await openPage(browser, ctl.url, { theme: 'dark', viewport: 'desktop' });
+  const { context, page } = await openSignedIn(
+    browser,
+    ctl.url,
+    { username: 'nav-viewer', password: 'viewer-pass-123456' },
+    { theme: 'dark', viewport: 'desktop' },
+  );
   try {
-    await signIn(page, 'nav-viewer', 'viewer-pass-123456');
     const nav = page.getByRole('navigation', { name: 'Main' });
     const labels = (await nav.locator('.area > .nav-link').allInnerTexts()).map((t) => t.trim());
     assert.deepEqual(labels, ['Fleet', 'Monitoring', 'Proxies']);

@@ -11,7 +11,9 @@ import { sampleFacts } from './helpers/facts.ts';
 import {
   axeViolationsInThemes,
   launchChromium,
+  navigate,
   openPage,
+  openSignedIn,
   signIn,
   type PageDocument,
   type PageElement,
@@ -148,7 +150,7 @@ async function processesPage(
   where: (p: string) => string,
   shot: (p: string) => string,
 ): Promise<void> {
-  await page.goto(`/hosts/${hostId}/processes`);
+  await navigate(page, `/hosts/${hostId}/processes`);
   await page.click('[data-testid="new-process"]');
   await page.locator('[data-testid="process-form"]').waitFor();
   await checkAccessible(page, where('new process form'));
@@ -279,7 +281,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
         await page.locator('[data-testid="join-command"]').waitFor({ state: 'detached' });
 
         const realId = await realHostId(page);
-        await page.goto(`/hosts/${realId}`);
+        await navigate(page, `/hosts/${realId}`);
         await page.locator('[data-testid="host-history-row"]').first().waitFor();
         await page.locator('[data-testid="host-capabilities"]').waitFor();
         await checkAccessible(page, where('host page'));
@@ -289,7 +291,7 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
 
         // The process page: its live console (the hostile line's colour drawn as a span, its
         // markup as text) and its stored output.
-        await page.goto(`/hosts/${realId}/processes/console-echo`);
+        await navigate(page, `/hosts/${realId}/processes/console-echo`);
         await page
           .locator('[data-testid="console-output"]')
           .filter({ hasText: `got hi ${viewport}` })
@@ -304,10 +306,10 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
 
         // The fleet-wide Processes page and Log search (test/process-templates-console.test.ts
         // drives them; here they join every page's axe round).
-        await page.goto('/processes');
+        await navigate(page, '/processes');
         await page.locator('[data-testid="fleet-process-row"][data-name="console-echo"]').waitFor();
         await checkAccessible(page, where('fleet processes'));
-        await page.goto('/logs');
+        await navigate(page, '/logs');
         await page.fill('[data-testid="log-search-q"]', 'got hi');
         // The console line is stored a moment after it was shown live: search until it is.
         await waitFor(
@@ -322,16 +324,16 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
         );
         await checkAccessible(page, where('log search'));
 
-        await page.goto(`/hosts/${realId}/metrics`);
+        await navigate(page, `/hosts/${realId}/metrics`);
         await page.locator('[data-testid="metrics-chart"] canvas').first().waitFor();
         await checkAccessible(page, where('host metrics'));
         await snap(page, { path: shot('metrics'), fullPage: true });
 
-        await page.goto(`/hosts/${ids['odd-types']}`);
+        await navigate(page, `/hosts/${ids['odd-types']}`);
         await page.locator('h1', { hasText: 'odd-types' }).waitFor();
         await checkAccessible(page, where('host page with odd facts'));
 
-        await page.goto(`/hosts/${ids.long}`);
+        await navigate(page, `/hosts/${ids.long}`);
         await page.locator('h1').filter({ hasText: 'edge-' }).waitFor();
         await page.click('[data-testid="revoke"]');
         await page.locator('[data-testid="revoke-dialog"] h2').waitFor();
@@ -339,19 +341,19 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
         await snap(page, { path: shot('revoke') });
         await page.keyboard.press('Escape');
 
-        await page.goto('/audit');
+        await navigate(page, '/audit');
         await page.locator('[data-testid="audit-row"]').first().waitFor();
         await checkAccessible(page, where('audit'));
         await snap(page, { path: shot('audit'), fullPage: true });
 
-        await page.goto('/admin/users');
+        await navigate(page, '/admin/users');
         await page.locator('[data-testid="user-row"]').first().waitFor();
         await checkAccessible(page, where('users and groups'));
         await snap(page, { path: shot('users'), fullPage: true });
 
         // My account, then 2FA enrollment up to the QR code (not confirmed: later rounds sign in
         // with the password alone).
-        await page.goto('/settings/account');
+        await navigate(page, '/settings/account');
         await page.locator('[data-testid="two-factor-setup"]').waitFor();
         await page.locator('[data-testid="sessions"] tbody tr').first().waitFor();
         await checkAccessible(page, where('my account'));
@@ -385,10 +387,9 @@ test(
   // A hang guard (~8 s quiet; 60 s was hit at load 17-31).
   { timeout: 150_000 },
   async () => {
-    const { username, password } = admin();
-    const { context, page, pageErrors } = await openPage(browser, ctl.url);
+    // A fresh load of the fleet page, signed in: its first Tab is checked below.
+    const { context, page, pageErrors } = await openSignedIn(browser, ctl.url, admin());
     try {
-      await signIn(page, username, password);
       await fleetReady(page);
       const focused = () =>
         page.evaluate(
@@ -424,8 +425,6 @@ test(
       }
 
       // The first Tab on a fresh page lands on "Skip to content", which moves focus to the page.
-      await page.goto('/');
-      await fleetReady(page);
       await page.keyboard.press('Tab');
       assert.equal(await focused(), 'Skip to content');
       await page.keyboard.press('Enter');
@@ -476,7 +475,7 @@ test(
       assert.equal(await focused(), 'revoke');
 
       // The audit trail: the filter and "Verify chain" are reached by Tab and work from the keyboard.
-      await page.goto('/audit');
+      await navigate(page, '/audit');
       await page.locator('[data-testid="audit-row"]').first().waitFor();
       await tabTo((el) => el.testid === 'audit-filter');
       await tabTo((el) => el.testid === 'audit-verify');
@@ -497,10 +496,8 @@ test(
   // A hang guard, like the others here.
   { timeout: 150_000 },
   async () => {
-    const { username, password } = admin();
-    const { context, page, pageErrors } = await openPage(browser, ctl.url);
+    const { context, page, pageErrors } = await openSignedIn(browser, ctl.url, admin());
     try {
-      await signIn(page, username, password);
       await fleetReady(page);
       assert.equal(await page.getByText('Loading hosts…').count(), 0);
       const row = (name: string) => page.locator('[data-testid="host-row"]').filter({ hasText: name });
@@ -511,13 +508,14 @@ test(
       assert.match((await row('odd-controls').textContent()) ?? '', /bell\uFFFDtab\uFFFDbidi\uFFFDevil/);
 
       for (const name of [...Object.keys(ODD_HOSTS), 'odd-none']) {
-        await page.goto(`/hosts/${ids[name]}`);
+        await navigate(page, `/hosts/${ids[name]}`);
         await page.locator('h1', { hasText: name }).waitFor();
         await page.locator('#sys-title').waitFor();
         await page.locator('[data-testid="host-capabilities"]').waitFor();
       }
       // Two disks with the same mount both show.
-      await page.goto(`/hosts/${ids['odd-types']}`);
+      await navigate(page, `/hosts/${ids['odd-types']}`);
+      await page.locator('h1', { hasText: 'odd-types' }).waitFor();
       await waitFor(
         async () => (await page.locator('[data-testid="disk-row"]').count()) === 2,
         5000,
@@ -581,11 +579,9 @@ test(
   // A hang guard, like the others here.
   { timeout: 150_000 },
   async () => {
-    const { username, password } = admin();
     for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
-      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport });
+      const { context, page, pageErrors } = await openSignedIn(browser, ctl.url, admin(), { viewport });
       try {
-        await signIn(page, username, password);
         await fleetReady(page);
         const fits = async (what: string) => {
           const m = await page.evaluate(() => {
@@ -614,13 +610,18 @@ test(
         assert.ok(await link.evaluate((a) => a.scrollWidth > a.clientWidth), 'the long name is cut');
         await snap(page, { path: join(shots, `long-name-fleet-${viewport}.png`), fullPage: true });
 
-        for (const id of [ids.long, ids['odd-huge']]) {
-          await page.goto(`/hosts/${id}`);
+        for (const [id, name] of [
+          [ids.long, 'edge-'],
+          [ids['odd-huge'], 'odd-huge'],
+        ] as const) {
+          await navigate(page, `/hosts/${id}`);
+          await page.locator('h1', { hasText: name }).waitFor();
           await page.locator('#sys-title').waitFor();
           await fits('host page');
         }
         await snap(page, { path: join(shots, `huge-facts-host-${viewport}.png`) });
-        await page.goto(`/hosts/${ids.long}`);
+        await navigate(page, `/hosts/${ids.long}`);
+        await page.locator('h1', { hasText: 'edge-' }).waitFor();
         const h1 = page.locator('h1');
         assert.equal(await h1.getAttribute('title'), LONG_NAME);
         assert.ok(await h1.evaluate((h) => h.getBoundingClientRect().right <= innerWidth));
@@ -631,7 +632,7 @@ test(
         assert.ok(await title.evaluate((h) => h.getBoundingClientRect().right <= innerWidth));
         await page.keyboard.press('Escape');
 
-        await page.goto('/audit');
+        await navigate(page, '/audit');
         await page.locator('[data-testid="audit-row"]').first().waitFor();
         await fits('audit');
         // Beside a long host name the "host" label keeps its one line; only the name is cut.

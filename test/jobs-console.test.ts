@@ -15,8 +15,8 @@ import { ApiClient } from './helpers/api.ts';
 import {
   axeViolationsInThemes,
   launchChromium,
-  openPage,
-  signIn,
+  navigate,
+  openSignedIn,
   type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
@@ -72,14 +72,13 @@ after(async () => {
   for (const d of dirs) removeDir(d);
 });
 
-async function signedIn(viewport: ViewportName, theme: ThemeName) {
-  const opened = await openPage(browser, `http://127.0.0.1:${ctl.port}`, { viewport, theme });
-  await signIn(opened.page, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-  return opened;
+/** A page signed in as the first admin at `path` (openSignedIn: the sign-in is not tested here). */
+function signedIn(viewport: ViewportName, theme: ThemeName, path: string) {
+  return openSignedIn(browser, ctl.url, ctl.firstAdmin!, { viewport, theme, path });
 }
 
 async function runFromPage(page: Page) {
-  await page.goto('/jobs');
+  await navigate(page, '/jobs');
   await page.locator('[data-testid="job-host"]').first().waitFor();
   for (const box of await page.locator('[data-testid="job-host"]').all()) await box.check();
   await page.fill('[data-testid="job-script"]', 'echo "hello from $(hostname)"; exit 0');
@@ -103,17 +102,17 @@ async function runFromPage(page: Page) {
 // Hang guards: ~20 s quiet; at load 17-31 the schedule's run on two hosts outlasted the 30 s wait
 // below (the page reloads the schedules when the run's event stream says it ended: no poll gap).
 test('run on two hosts from the Jobs page; save and disable a schedule', { timeout: 180_000 }, async () => {
-  const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+  // A notification channel to pick for the schedule's failures (made before the Jobs page loads).
+  const api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
+  await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
+  const channel = await api.post<{ channel: { id: string } }>('/alerts/channels', {
+    name: 'ops hook',
+    kind: 'webhook',
+    config: { url: 'http://127.0.0.1:9/hook' },
+  });
+  assert.equal(channel.status, 201, JSON.stringify(channel.body));
+  const { page, context, pageErrors } = await signedIn('desktop', 'dark', '/jobs');
   try {
-    // A notification channel to pick for the schedule's failures.
-    const api = new ApiClient(`http://127.0.0.1:${ctl.port}`);
-    await api.login(ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-    const channel = await api.post<{ channel: { id: string } }>('/alerts/channels', {
-      name: 'ops hook',
-      kind: 'webhook',
-      config: { url: 'http://127.0.0.1:9/hook' },
-    });
-    assert.equal(channel.status, 201, JSON.stringify(channel.body));
     await runFromPage(page);
     await page.fill('#schedule-name', 'nightly uptime');
     await page.fill('#schedule-cron', '0 3 * * *');
@@ -178,9 +177,8 @@ test('run on two hosts from the Jobs page; save and disable a schedule', { timeo
 });
 
 test('the Recordings page lists the session and plays it', { timeout: 60_000 }, async () => {
-  const { page, context, pageErrors } = await signedIn('desktop', 'light');
+  const { page, context, pageErrors } = await signedIn('desktop', 'light', '/recordings');
   try {
-    await page.goto('/recordings');
     const row = page.locator('[data-testid="fleet-recordings"] tbody tr').first();
     await row.waitFor();
     assert.match((await row.textContent()) ?? '', /console-/);
@@ -204,11 +202,11 @@ for (const viewport of ['desktop', 'phone'] as const) {
   // A hang guard: a round takes ~10 s on a quiet machine.
   test(`Jobs and Recordings pass axe (dark and light, ${viewport})`, { timeout: 150_000 }, async () => {
     const found: string[] = [];
-    const { page, context } = await signedIn(viewport, 'dark');
+    const { page, context } = await signedIn(viewport, 'dark', '/jobs');
     try {
       await runFromPage(page);
       for (const v of await axeViolationsInThemes(page)) found.push(`jobs ${viewport} ${v}`);
-      await page.goto('/recordings');
+      await navigate(page, '/recordings');
       await page.locator('[data-testid="fleet-recordings"]').waitFor();
       for (const v of await axeViolationsInThemes(page)) found.push(`recordings ${viewport} ${v}`);
     } finally {
@@ -221,14 +219,13 @@ for (const viewport of ['desktop', 'phone'] as const) {
 declare const document: { querySelector(s: string): unknown };
 
 test('a 1 MiB paste into the terminal arrives whole and in order', { timeout: 120_000 }, async () => {
-  const { page, context, pageErrors } = await signedIn('desktop', 'dark');
+  const { page, context, pageErrors } = await signedIn('desktop', 'dark', `/hosts/${hostId}/terminal`);
   const dir = tempDir('keel-paste-');
   dirs.push(dir);
   // The shell may be the tests' terminal user's (KEEL_TEST_TERMINAL_USER), not this process's.
   chmodSync(dir, 0o777);
   const file = join(dir, 'pasted');
   try {
-    await page.goto(`/hosts/${hostId}/terminal`);
     await waitFor(
       async () => (await page.textContent('[data-testid="terminal-status"]')) === 'Live',
       30_000,

@@ -11,8 +11,7 @@ import type { Browser } from 'playwright-core';
 import {
   axeViolations,
   launchChromium,
-  openPage,
-  signIn,
+  openSignedIn,
   snapshot,
   type ThemeName,
   type ViewportName,
@@ -71,10 +70,12 @@ for (const [viewport, theme] of [
     async () => {
       const admin = ctl.firstAdmin;
       assert.ok(admin);
-      const { context, page, pageErrors } = await openPage(browser, ctl.url, { viewport, theme });
+      const { context, page, pageErrors } = await openSignedIn(browser, ctl.url, admin, {
+        viewport,
+        theme,
+        path: `/hosts/${hostId}/metrics`,
+      });
       try {
-        await signIn(page, admin.username, admin.password);
-        await page.goto(`/hosts/${hostId}/metrics`);
         const charts = page.locator('[data-testid="metrics-chart"]');
         await charts.first().waitFor();
         assert.equal(await charts.count(), 6);

@@ -20,7 +20,7 @@ import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { TEST_PASSWORD } from '../controller/src/app-fixture.ts';
 import { ApiClient } from './helpers/api.ts';
-import { axeViolations, openConsole, signIn } from './helpers/browser.ts';
+import { axeViolations, launchChromium, openSignedIn, type Credentials } from './helpers/browser.ts';
 import { kill, removeDir, waitFor, type Proc, startFleet, type TestController } from './helpers/fleet.ts';
 
 type Ctl = TestController;
@@ -46,13 +46,23 @@ function bufferType(page: Page): Promise<string | undefined> {
   });
 }
 
+/**
+ * The host's Terminal tab as `user`, signed in (openSignedIn: the sign-in is not what this file
+ * proves), in its own browser connection that the test closes.
+ */
+async function terminalTab(t: { after(fn: () => unknown): void }, user: Credentials) {
+  const browser = await launchChromium();
+  t.after(() => browser.close());
+  const opened = await openSignedIn(browser, ctl.url, user, {
+    theme: 'light',
+    path: `/hosts/${hostId}/terminal`,
+  });
+  return { browser, page: opened.page, pageErrors: opened.pageErrors };
+}
+
 /** Signs the first admin in and opens the host's Terminal tab, live. */
 async function openTerminalPage(t: { after(fn: () => unknown): void }) {
-  const admin = ctl.firstAdmin!;
-  const opened = await openConsole(ctl.url);
-  t.after(() => opened.browser.close());
-  await signIn(opened.page, admin.username, admin.password);
-  await opened.page.goto(`${ctl.url}/hosts/${hostId}/terminal`);
+  const opened = await terminalTab(t, ctl.firstAdmin!);
   await opened.page.locator('[data-testid="terminal-status"]', { hasText: 'Live' }).waitFor();
   await opened.page.locator('[data-testid="terminal"]').click();
   return opened;
@@ -98,10 +108,7 @@ async function seen(page: Page, re: RegExp, what: string, testId = 'terminal', m
 test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 150_000 }, async (t) => {
   const admin = ctl.firstAdmin;
   assert.ok(admin);
-  const { browser, page, pageErrors } = await openConsole(ctl.url);
-  t.after(() => browser.close());
-  await signIn(page, admin.username, admin.password);
-  await page.goto(`${ctl.url}/hosts/${hostId}/terminal`);
+  const { page, pageErrors } = await terminalTab(t, admin);
   await page.locator('[data-testid="terminal-status"]', { hasText: 'Live' }).waitFor();
   await page.locator('[data-testid="terminal"]').click();
   await page.keyboard.type('echo "h""i"');
@@ -249,10 +256,10 @@ test('a user without terminal.open is told why in the console', { timeout: 60_00
     role: 'operator',
   });
   assert.equal(created.status, 201, JSON.stringify(created.body));
-  const { browser, page, pageErrors } = await openConsole(ctl.url);
-  t.after(() => browser.close());
-  await signIn(page, 'console-operator', TEST_PASSWORD);
-  await page.goto(`${ctl.url}/hosts/${hostId}/terminal`);
+  const { page, pageErrors } = await terminalTab(t, {
+    username: 'console-operator',
+    password: TEST_PASSWORD,
+  });
   await page.locator('[data-testid="terminal-status"]', { hasText: 'Ended' }).waitFor();
   const note = await page.locator('[data-testid="terminal-note"]').textContent();
   assert.match(

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
-import { axeViolations, launchChromium, openPage, signIn } from './helpers/browser.ts';
+import { axeViolations, launchChromium, openSignedIn } from './helpers/browser.ts';
 import { removeDir, startTestController, tempDir } from './helpers/fleet.ts';
 import { storeHost } from './helpers/stored-hosts.ts';
 import { buildAgentBundle } from './install-helpers.ts';
@@ -38,15 +38,16 @@ after(async () => {
 
 test('start a rollout, see per-host progress, cancel it; accessible', { timeout: 180_000 }, async () => {
   const violations: string[] = [];
-  const { username, password } = ctl.firstAdmin!;
   for (const [theme, viewport] of [
     ['dark', 'desktop'],
     ['light', 'phone'],
   ] as const) {
-    const { context, page, pageErrors } = await openPage(browser, ctl.url, { theme, viewport });
+    const { context, page, pageErrors } = await openSignedIn(browser, ctl.url, ctl.firstAdmin!, {
+      theme,
+      viewport,
+      path: '/upgrades',
+    });
     try {
-      await signIn(page, username, password);
-      await page.goto('/upgrades');
       await page.locator('[data-testid="fleet-versions"] li').first().waitFor();
       assert.match(
         await page.locator('[data-testid="fleet-versions"]').innerText(),
