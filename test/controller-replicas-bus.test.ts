@@ -1,10 +1,12 @@
 // Proves the MQTT bus between controller replicas on one PostgreSQL and a real Mosquitto: with an
 // agent connected to replica A (in this process), replica B (a `keel-controller serve` process)
-// shows it online in its API and its fleet SSE, hears it go offline, and streams the live output
-// of a job A runs on it; integrations read the documented topic tree (a host's retained state);
-// a malformed message on the broker is dropped without harm to B.
+// shows it online in its API and its fleet SSE, pings it (the request routed through A), hears it
+// go offline, and streams the live output of a job A runs on it; integrations read the documented
+// topic tree (a host's retained state); a malformed message on the broker is dropped without harm.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
+import { join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
 import { connectAsync } from 'mqtt';
 import postgres from 'postgres';
@@ -131,10 +133,12 @@ test(
     dirs.push(bDir);
     const bPort = await freePort();
     const bUrl = `http://127.0.0.1:${bPort}`;
+    // Replicas share the master key (routed requests are sealed under it): B takes A's.
+    const masterKey = readFileSync(join(a.dataDir, 'master.key'), 'utf8').split('\n')[0]!;
     const b = spawnNode(
       controllerBin,
       ['serve'],
-      controllerEnv(bDir, bPort, { ...env, KEEL_LOG_LEVEL: 'info' }),
+      controllerEnv(bDir, bPort, { ...env, KEEL_MASTER_KEY: masterKey, KEEL_LOG_LEVEL: 'info' }),
     );
     procs.push(b);
     await waitFor(
@@ -175,6 +179,11 @@ test(
       10_000,
       'the integration reads the retained state',
     );
+
+    // An agent request through B goes to A over the broker and back (it would be host.offline on B alone).
+    const ping = await apiB.request<{ agentTime: number }>('POST', `/hosts/${hostId}/ping`);
+    assert.equal(ping.status, 200, JSON.stringify(ping.body));
+    assert.equal(typeof ping.body.agentTime, 'number');
 
     // A job A runs on the host: B's live view of the run gets its output and its end.
     const started = await apiA.request<{ run: { id: string } }>('POST', '/jobs/runs', {

@@ -116,7 +116,7 @@ export async function startController(
   // With a broker, replicas share their events (bus/mqtt.ts); the services hear only this replica's
   // own (`bus.local`: audit rows and pushes to agents happen once, where the session is), the
   // routes every replica's (the console's live views).
-  const bus: ReplicaBus = config.mqttUrl
+  const mqttBus = config.mqttUrl
     ? await (
         await import('./bus/mqtt.ts')
       ).createMqttBus({
@@ -124,7 +124,8 @@ export async function startController(
         prefix: config.mqttTopicPrefix,
         log: log.child({ component: 'bus' }),
       })
-    : createLocalReplicaBus();
+    : null;
+  const bus: ReplicaBus = mqttBus ?? createLocalReplicaBus();
   // Hosts whose sessions belonged to a controller that is gone (this one before a restart, or a
   // replica that stopped or crashed) are offline now; those another running replica holds are not.
   const lease = await startReplicaLease({
@@ -165,10 +166,22 @@ export async function startController(
     },
     onStreamStored: (stored) => bus.publish({ type: 'stream.stored', ...stored }),
   });
+  // With a broker, a request for a host another replica holds goes to that replica (bus/routing.ts).
+  const routing = mqttBus
+    ? (await import('./bus/routing.ts')).routeRequests({
+        bus: mqttBus,
+        gateway,
+        replicaId: lease.id,
+        hosts,
+        secrets,
+        log: log.child({ component: 'bus' }),
+      })
+    : null;
+  const agents = routing ?? gateway;
   const services = createServices({
     db: database.db,
     bus: bus.local,
-    gateway,
+    gateway: agents,
     log,
     config,
     controllerFingerprint: identity.fingerprint,
@@ -213,7 +226,7 @@ export async function startController(
   const app = createApp({
     db: database.db,
     bus,
-    gateway,
+    gateway: agents,
     config,
     log,
     controllerFingerprint: identity.fingerprint,
@@ -284,6 +297,7 @@ export async function startController(
         await services.agentUpgrades.stop();
         await services.proxyNodes.stop();
         await audit.flushAnchor(); // the audit anchor holds the last head before we go
+        routing?.close();
         await bus.close();
         await database.close();
         log.info('controller stopped');

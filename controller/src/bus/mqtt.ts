@@ -38,8 +38,11 @@ export interface MqttReplicaBus extends ReplicaBus {
   readonly prefix: string;
   /** The connected client (request routing publishes and subscribes through it). */
   readonly client: MqttClient;
-  /** Messages on topics outside the event tree (request routing); returns the unsubscribe function. */
-  onMessage(listener: (topic: string, body: Buffer) => void): () => void;
+  /**
+   * Subscribes to one topic outside the event tree (request routing), now and after every
+   * reconnect (sessions are clean); returns the unsubscribe function.
+   */
+  listen(topic: string, listener: (body: Buffer) => void): () => void;
 }
 
 /** The URL without its user and password, for logs. */
@@ -70,7 +73,7 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   const emitter = new EventEmitter();
   emitter.setMaxListeners(0);
   const reconnected = new Set<() => void>();
-  const others = new Set<(topic: string, body: Buffer) => void>();
+  const listening = new Map<string, (body: Buffer) => void>();
   const stateTopicPrefix = `${prefix}/hosts/`;
   const eventTreePrefixes = [`${prefix}/hosts/`, `${prefix}/jobs/`];
 
@@ -105,6 +108,12 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
         if (err && !closing) log.error({ err: err.message, broker: where }, 'MQTT bus subscription failed');
       },
     );
+    for (const topic of listening.keys()) listenOn(topic);
+  };
+  const listenOn = (topic: string) => {
+    client.subscribe(topic, { qos: 1, nl: true, rh: 2 }, (err) => {
+      if (err && !closing) log.error({ err: err.message, topic }, 'MQTT bus subscription failed');
+    });
   };
 
   client.on('connect', () => {
@@ -152,7 +161,11 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   });
   client.on('message', (topic, body) => {
     if (!eventTreePrefixes.some((p) => topic.startsWith(p))) {
-      for (const listener of others) listener(topic, body);
+      try {
+        listening.get(topic)?.(body);
+      } catch (err) {
+        log.error({ err, topic }, 'an MQTT bus listener failed');
+      }
       return;
     }
     // An empty retained message clears a removed host's state: nothing to deliver.
@@ -240,10 +253,15 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
       reconnected.add(listener);
       return () => reconnected.delete(listener);
     },
-    onMessage(listener) {
-      others.add(listener);
-      return () => others.delete(listener);
+    listen(topic, listener) {
+      listening.set(topic, listener);
+      if (client.connected) listenOn(topic);
+      return () => {
+        listening.delete(topic);
+        if (client.connected) client.unsubscribe(topic);
+      };
     },
+
     async close() {
       if (closing) return;
       closing = true;

@@ -1,0 +1,227 @@
+// Agent requests between controller replicas: a request for a host whose session is on another
+// replica (hosts.session_replica, read per request) is sent to that replica over the MQTT bus, which
+// asks its agent and answers, instead of waiting for the host to connect here. The caller sees what a local request gives:
+// the agent's result, or a KeelError with the same codes (request.deadline_exceeded when no answer
+// comes in time, whichever side timed out).
+//
+// A request acts on an agent, so the broker (any client with its credentials) must not be able to
+// forge one: requests and answers are sealed under the master key the replicas share (KEEL_MASTER_KEY,
+// already required of replicas on one database), which also keeps their params off the broker.
+// A request carries its time and id: one older than REQUEST_MAX_AGE_MS, or seen before, is dropped.
+//
+// isOnline keeps meaning "a session on this controller" (the scheduler, jobs and traffic scrapes
+// pick the replica that acts for a host by it), so services that check it before a request still
+// answer host.offline for a host held elsewhere; so do live channels (terminal bytes, log tails, job
+// channels), which are not routed (docs/architecture.md, "What the bus does not carry yet").
+import { randomUUID } from 'node:crypto';
+import { KeelError, isErrorCode, requestDefinition } from '@keel/shared';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { AgentGateway, AgentRequestMap, AgentRequestMethod } from '../gateway/types.ts';
+import type { Host } from '../repositories/hosts.ts';
+import { SEALED_PREFIX, type SecretBox } from '../secrets.ts';
+import type { MqttReplicaBus } from './mqtt.ts';
+import { replyTopic, requestTopic } from './topics.ts';
+
+/** A routed request older than this (clock skew included) is refused as a possible replay. */
+export const REQUEST_MAX_AGE_MS = 60_000;
+/** Time for the answer to travel back, beyond the request's own deadline. */
+const TRANSIT_MARGIN_MS = 2_000;
+const SEAL_REQUEST = 'keel.bus.request';
+const SEAL_REPLY = 'keel.bus.reply';
+
+const requestSchema = z.object({
+  id: z.string().min(1).max(100),
+  at: z.number(),
+  from: z.string().min(1).max(100),
+  hostId: z.string().min(1).max(200),
+  method: z.string().min(1).max(200),
+  params: z.unknown(),
+  timeoutMs: z.number().int().positive().max(3_600_000),
+});
+const replySchema = z.union([
+  z.object({ id: z.string(), ok: z.literal(true), result: z.unknown() }),
+  z.object({
+    id: z.string(),
+    ok: z.literal(false),
+    error: z.object({ code: z.string(), message: z.string().max(10_000) }),
+  }),
+]);
+const envelope = z.object({ v: z.literal(1), sealed: z.string().max(64 * 1024 * 1024) });
+
+export interface RequestRoutingOptions {
+  bus: MqttReplicaBus;
+  /** This replica's own gateway (the agents whose sessions are here). */
+  gateway: AgentGateway;
+  /** This replica's lease id: what hosts.session_replica names. */
+  replicaId: string;
+  hosts: { get(id: string): Promise<Host | null> };
+  secrets: Pick<SecretBox, 'seal' | 'open'>;
+  log: Logger;
+}
+
+/** What routing counted since start. */
+export interface RoutingStats {
+  /** Requests this replica sent to another. */
+  routed: number;
+  /** Requests other replicas sent here that reached the gateway. */
+  served: number;
+  /** Messages dropped: unsealed or forged, malformed, too old or replayed. */
+  refused: number;
+}
+
+/**
+ * The gateway the services and routes use on a replica with an MQTT bus: this replica's agents
+ * as before, and the hosts another replica holds through that replica.
+ * @example const agents = routeRequests({ bus, gateway, replicaId: lease.id, hosts, secrets, log })
+ */
+export function routeRequests(
+  opts: RequestRoutingOptions,
+): AgentGateway & { stats(): RoutingStats; close(): void } {
+  const { bus, gateway, replicaId, secrets, log } = opts;
+  const stats: RoutingStats = { routed: 0, served: 0, refused: 0 };
+  const pending = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
+  const seen = new Map<string, number>();
+  let lastRefusalLog = 0;
+
+  const refuse = (why: string, extra: Record<string, unknown> = {}) => {
+    stats.refused++;
+    const now = Date.now();
+    if (now - lastRefusalLog > 60_000) {
+      lastRefusalLog = now;
+      log.warn({ why, refused: stats.refused, ...extra }, 'routed agent request message dropped');
+    }
+  };
+
+  /** Opens a sealed envelope; null (counted) when it is not one of ours. */
+  const open = (body: Buffer, context: string): unknown => {
+    try {
+      const outer = envelope.safeParse(JSON.parse(body.toString('utf8')));
+      // open() passes legacy plaintext through (secrets at rest from before sealing): not here.
+      if (outer.success && outer.data.sealed.startsWith(SEALED_PREFIX)) {
+        return JSON.parse(secrets.open(outer.data.sealed, context));
+      }
+      refuse('malformed');
+    } catch {
+      // Not JSON, or not sealed under this master key: forged, or replicas with different keys.
+      refuse('not sealed under this master key (replicas must share KEEL_MASTER_KEY)');
+    }
+    return null;
+  };
+  const seal = (value: unknown, context: string) =>
+    JSON.stringify({ v: 1, sealed: secrets.seal(JSON.stringify(value), context) });
+
+  // Answers for the requests this replica routed.
+  const stopReplies = bus.listen(replyTopic(bus.prefix, replicaId), (body) => {
+    const parsed = replySchema.safeParse(open(body, SEAL_REPLY));
+    if (!parsed.success) return;
+    const waiting = pending.get(parsed.data.id);
+    if (!waiting) return; // timed out meanwhile
+    pending.delete(parsed.data.id);
+    if (parsed.data.ok) waiting.resolve(parsed.data.result);
+    else {
+      const { code, message } = parsed.data.error;
+      waiting.reject(new KeelError(isErrorCode(code) ? code : 'request.failed', message));
+    }
+  });
+
+  // Requests other replicas route here, for the agents whose sessions are here.
+  const stopRequests = bus.listen(requestTopic(bus.prefix, replicaId), (body) => {
+    const parsed = requestSchema.safeParse(open(body, SEAL_REQUEST));
+    if (!parsed.success) return;
+    const req = parsed.data;
+    const now = Date.now();
+    if (Math.abs(now - req.at) > REQUEST_MAX_AGE_MS) {
+      refuse('too old', { age: now - req.at });
+      return;
+    }
+    if (seen.has(req.id)) {
+      refuse('replayed');
+      return;
+    }
+    seen.set(req.id, now);
+    for (const [id, at] of seen) {
+      if (now - at <= REQUEST_MAX_AGE_MS * 2) break; // insertion order: the rest are newer
+      seen.delete(id);
+    }
+    stats.served++;
+    const answer = (reply: unknown) => {
+      if (!bus.client.connected) return;
+      bus.client.publish(replyTopic(bus.prefix, req.from), seal(reply, SEAL_REPLY), { qos: 1 });
+    };
+    gateway
+      .request(req.hostId, req.method as AgentRequestMethod, req.params as never, {
+        timeoutMs: req.timeoutMs,
+      })
+      .then(
+        (result) => answer({ id: req.id, ok: true, result }),
+        (err: unknown) => {
+          const error =
+            err instanceof KeelError
+              ? err.toJSON()
+              : { code: 'request.failed', message: 'The agent could not carry out the request.' };
+          answer({ id: req.id, ok: false, error });
+        },
+      );
+  });
+
+  async function routed(
+    hostId: string,
+    method: string,
+    params: unknown,
+    timeoutMs: number,
+  ): Promise<unknown> {
+    const host = await opts.hosts.get(hostId);
+    const holder = host?.online ? host.sessionReplica : null;
+    if (!holder || holder === replicaId || !bus.client.connected) return null;
+    const id = randomUUID();
+    stats.routed++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new KeelError('request.deadline_exceeded'));
+      }, timeoutMs + TRANSIT_MARGIN_MS);
+      timer.unref();
+      pending.set(id, {
+        resolve: (v) => (clearTimeout(timer), resolve({ value: v })),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+      const request = { id, at: Date.now(), from: replicaId, hostId, method, params, timeoutMs };
+      bus.client.publish(requestTopic(bus.prefix, holder), seal(request, SEAL_REQUEST), { qos: 1 });
+    });
+  }
+
+  return {
+    async request<M extends AgentRequestMethod>(
+      hostId: string,
+      method: M,
+      params: AgentRequestMap[M]['params'],
+      reqOpts: { timeoutMs?: number } = {},
+    ): Promise<AgentRequestMap[M]['result']> {
+      const def = requestDefinition(method);
+      if (gateway.isOnline(hostId) || !def) return gateway.request(hostId, method, params, reqOpts);
+      const answered = (await routed(hostId, method, params, reqOpts.timeoutMs ?? def.timeoutMs)) as {
+        value: unknown;
+      } | null;
+      // Not held by another replica (or no broker now): the local gateway waits for it, as before.
+      if (!answered) return gateway.request(hostId, method, params, reqOpts);
+      // The other replica's gateway validated the agent's answer; it is checked here again, since
+      // it crossed the broker.
+      const valid = def.result.safeParse(answered.value);
+      if (!valid.success) throw new KeelError('agent.bad_result');
+      return valid.data as AgentRequestMap[M]['result'];
+    },
+    // Both keep their contract, "on this controller": the scheduler, jobs and traffic scrapes
+    // decide with isOnline which replica acts for a host.
+    disconnect: (hostId, reason) => gateway.disconnect(hostId, reason),
+    isOnline: (hostId) => gateway.isOnline(hostId),
+    capabilitiesOf: (hostId) => gateway.capabilitiesOf?.(hostId) ?? null,
+    stats: () => ({ ...stats }),
+    close() {
+      stopReplies();
+      stopRequests();
+      for (const [, p] of pending) p.reject(new KeelError('request.disconnected'));
+      pending.clear();
+    },
+  };
+}
