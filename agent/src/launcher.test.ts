@@ -13,7 +13,10 @@ import { join } from 'node:path';
 
 const launcher = readFileSync(join(import.meta.dirname, '../bin/keel-agent.mjs'), 'utf8');
 const heapFlags = JSON.parse(
-  /^const heapFlags = (\[[^\]]*\]);$/m.exec(launcher)![1]!.replaceAll("'", '"'),
+  /^const heapFlags = (\[[^\]]*\]);$/m
+    .exec(launcher)![1]!
+    .replaceAll("'", '"')
+    .replace(/,(\s*)\]$/, '$1]'),
 ) as string[];
 
 const child = (withFlags: boolean, busy = false) => `
@@ -54,6 +57,7 @@ test('the launcher sets its V8 flags before it loads the agent', () => {
     '--gc-memory-reducer-start-delay-ms=4000',
     '--bytecode-old-age=1',
     '--optimize-for-size',
+    '--interrupt-budget=675840',
   ]);
   assert.ok(launcher.indexOf('setFlagsFromString(flag)') < launcher.indexOf('await import('));
   // --optimize-for-size is for the start only: switched off again after 30 s.
