@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import { generate, generateURI } from 'otplib';
 import QRCode from 'qrcode';
 import type { Browser, Page } from 'playwright-core';
-import { launchChromium, openPage, signIn } from './helpers/browser.ts';
+import { launchChromium, navigate, openPage, signIn } from './helpers/browser.ts';
 import { startTestController, waitFor } from './helpers/fleet.ts';
 import { storeHost } from './helpers/stored-hosts.ts';
 
@@ -59,10 +59,10 @@ test(
     const a = await openPage(browser, ctl.url);
     const v = await openPage(browser, ctl.url);
     try {
+      // openPage loaded the console, which sent each to /login.
       const admin = a.page;
-      await admin.goto('/');
       await signIn(admin, ctl.firstAdmin!.username, ctl.firstAdmin!.password);
-      await admin.goto('/admin/users');
+      await navigate(admin, '/admin/users');
       await admin.locator('[data-testid="user-row"]').first().waitFor();
       await admin.fill('#new-username', 'vera');
       await admin.selectOption('#new-role', 'viewer');
@@ -76,7 +76,6 @@ test(
       await grant(admin, 'vera', 'db servers');
 
       const viewer = v.page;
-      await viewer.goto('/');
       await signIn(viewer, 'vera', password);
       await viewer.locator('[data-testid="host-row"]').first().waitFor({ timeout: 15_000 });
       await waitFor(async () => (await shownHosts(viewer)).length === 3, 15_000, 'three hosts');
@@ -86,7 +85,7 @@ test(
       // No action is offered, and the API refuses one anyway.
       assert.equal(await viewer.locator('[data-testid="add-host"]').count(), 0);
       const detail = viewer.waitForResponse((r) => r.url().endsWith(`/api/v1/hosts/${ids['game-1']}`));
-      await viewer.goto(`/hosts/${ids['game-1']}`);
+      await navigate(viewer, `/hosts/${ids['game-1']}`);
       await viewer.getByRole('heading', { name: 'game-1' }).waitFor({ timeout: 15_000 });
       await detail;
       assert.equal(await viewer.getByRole('button', { name: /ping|refresh|revoke/i }).count(), 0);
@@ -97,7 +96,7 @@ test(
       assert.equal(ping, 403, "a viewer's ping");
 
       // The admin removes a grant while the viewer's fleet page is open: its hosts go, no reload.
-      await viewer.goto('/');
+      await navigate(viewer, '/');
       await waitFor(async () => (await shownHosts(viewer)).length === 3, 15_000, 'three hosts again');
       await viewer.locator('.link-live').waitFor({ timeout: 15_000 });
       await viewer.evaluate(() => {
@@ -132,9 +131,8 @@ test('2FA enrollment with the QR in My account, then sign-in with a code', { tim
   await ctl.services.users.create({ username: 'quinn', password, role: 'operator', actor: 'system' });
   const { context, page, pageErrors } = await openPage(browser, ctl.url);
   try {
-    await page.goto('/');
     await signIn(page, 'quinn', password);
-    await page.goto('/settings/account');
+    await navigate(page, '/settings/account');
     await page.locator('[data-testid="two-factor-setup"]').waitFor({ timeout: 15_000 });
     await page.fill('#tf-password', password);
     await page.click('[data-testid="two-factor-setup"]');
@@ -172,7 +170,7 @@ test('2FA enrollment with the QR in My account, then sign-in with a code', { tim
     await page.locator('#login-code').fill(await generate({ secret }));
     await page.click('[data-testid="code-submit"]');
     await page.waitForURL((url) => !url.pathname.startsWith('/login'), { timeout: 15_000 });
-    await page.goto('/settings/account');
+    await navigate(page, '/settings/account');
     await page.locator('[data-testid="two-factor-on"]').waitFor({ timeout: 15_000 });
     assert.deepEqual(
       pageErrors.map((e) => e.message),

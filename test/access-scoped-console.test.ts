@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
-import { launchChromium, openPage, signIn } from './helpers/browser.ts';
+import { launchChromium, navigate, openPage, signIn } from './helpers/browser.ts';
 import { startTestController, waitFor } from './helpers/fleet.ts';
 import { storeHost } from './helpers/stored-hosts.ts';
 
@@ -41,7 +41,7 @@ test(
   async (t) => {
     const { context, page, pageErrors } = await openPage(browser, ctl.url);
     try {
-      await page.goto('/');
+      // openPage loaded the console, which sent it to /login.
       await signIn(page, 'vera', PASSWORD);
       const rows = page.locator('[data-testid="host-row"]');
       await rows.first().waitFor();
@@ -54,7 +54,7 @@ test(
       assert.deepEqual(shown.sort(), [ids['game-1'], ids['game-2']].sort());
       assert.equal(await rows.filter({ hasText: 'db-1' }).count(), 0);
 
-      await page.goto(`/hosts/${ids['db-1']}`);
+      await navigate(page, `/hosts/${ids['db-1']}`);
       await page.getByRole('heading', { name: 'Host not found' }).waitFor({ timeout: 15_000 });
       // The same answer as for an id that never existed.
       const api = await page.evaluate(
@@ -65,7 +65,7 @@ test(
 
       // The shell offers actions from the permissions the host answer carries: wait for that answer.
       const detail = page.waitForResponse((r) => r.url().endsWith(`/api/v1/hosts/${ids['game-1']}`));
-      await page.goto(`/hosts/${ids['game-1']}`);
+      await navigate(page, `/hosts/${ids['game-1']}`);
       await page.getByRole('heading', { name: 'game-1' }).waitFor({ timeout: 15_000 });
       const answer = (await (await detail).json()) as { permissions?: string[] };
       assert.deepEqual(
@@ -81,7 +81,7 @@ test(
 
       await t.test('no mutating buttons are offered', async () => {
         const offered = await page.getByRole('button', { name: /ping|refresh|revoke/i }).count();
-        await page.goto('/');
+        await navigate(page, '/');
         await rows.first().waitFor();
         const add = await page.locator('[data-testid="add-host"]').count();
         assert.deepEqual({ hostActions: offered, addHost: add }, { hostActions: 0, addHost: 0 });

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { axeViolations, launchChromium, openPage, signIn } from './helpers/browser.ts';
+import { axeViolations, launchChromium, openSignedIn } from './helpers/browser.ts';
 import { startTestController } from './helpers/fleet.ts';
 import { tonWallet } from './helpers/ton-wallet.ts';
 
@@ -52,13 +52,15 @@ function tonConnectWallet(domain: string, payload: string, timestamp = Math.floo
 
 describe('TON wallet in the console', () => {
   test('link from My account, then sign in from the login page', { timeout: 180_000 }, async () => {
-    const { context, page, pageErrors } = await openPage(browser, ctl.url, {
-      viewport: 'phone',
-      theme: 'light',
-    });
+    // Signed in with the password (the sign-in under test is the wallet's, below); a session of
+    // its own, since the test signs it out.
+    const { context, page, pageErrors } = await openSignedIn(
+      browser,
+      ctl.url,
+      { username: 'tina', password: PASSWORD },
+      { viewport: 'phone', theme: 'light', path: '/settings/account', ownSession: true },
+    );
     try {
-      await signIn(page, 'tina', PASSWORD);
-      await page.goto('/settings/account');
       await page.locator('[data-testid="ton-link"] summary').click();
       await page.locator('[data-testid="ton-payload"]').click();
       const link = await shownChallenge(page, 'ton-challenge');
