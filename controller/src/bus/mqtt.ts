@@ -7,7 +7,7 @@
 //
 // The broker is not trusted: every message is checked (bus/wire.ts) and a malformed one is
 // dropped and counted. Losing the broker costs the other replicas' live views, never this
-// replica's agents: events are not queued while it is away (the database holds the truth), the
+// replica's agents: events are not queued while it is away or slow (the database holds the truth), the
 // connection is retried with backoff, the loss and the return are logged once each, and on return
 // `onReconnected` listeners resend what others may have missed (the hosts held here).
 import { randomUUID } from 'node:crypto';
@@ -17,6 +17,9 @@ import type { Logger } from 'pino';
 import type { BusStats, FleetBus, FleetEvent, ReplicaBus } from './index.ts';
 import { EVENT_QOS, eventFilters, hostStateTopic, topicOf } from './topics.ts';
 import { decodeEvent, encodeEvent } from './wire.ts';
+
+/** Bytes waiting for the broker's socket beyond which events are not sent (counted as unsent). */
+export const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 
 export interface MqttBusOptions {
   /** Broker URL (mqtt://, mqtts://, ws://, wss://), credentials included: never logged. */
@@ -204,7 +207,8 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   };
 
   function send(event: FleetEvent): void {
-    if (!client.connected) {
+    // A broker that cannot keep up gets no more than MAX_BUFFERED_BYTES waiting in this process.
+    if (!client.connected || (client.stream?.writableLength ?? 0) > MAX_BUFFERED_BYTES) {
       stats.unsent++;
       return;
     }
