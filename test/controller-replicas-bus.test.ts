@@ -2,7 +2,8 @@
 // agent connected to replica A (in this process), replica B (a `keel-controller serve` process)
 // shows it online in its API and its fleet SSE, pings it (the request routed through A), hears it
 // go offline, and streams the live output of a job A runs on it; integrations read the documented
-// topic tree (a host's retained state); a malformed message on the broker is dropped without harm.
+// topic tree (a host's retained state); a malformed message on the broker is dropped without harm;
+// a host revoked through B loses its session on A at once and does not come back.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
@@ -212,6 +213,35 @@ test(
     closers.push(() => raw.endAsync());
     await raw.publishAsync(`${prefix}/hosts/${hostId}/state`, '{"v":1,"event":{"type":"host"}}', { qos: 1 });
     await raw.publishAsync(`${prefix}/jobs/x/run`, 'not json', { qos: 1 });
+
+    // A second agent on A, revoked through B: A closes its session at once (the bus carries the
+    // revocation, sealed), and the agent cannot come back.
+    const revokedDir = await enrollNewAgent(a, 'revoked-through-b');
+    dirs.push(revokedDir);
+    const revokedAgent = runAgent(revokedDir);
+    procs.push(revokedAgent);
+    await waitFor(
+      () => hostEvents().some((h) => h.name === 'revoked-through-b' && h.online),
+      30_000,
+      "B's fleet stream shows the second host online",
+    );
+    const revokedId = hostEvents().find((h) => h.name === 'revoked-through-b')!.id;
+    assert.ok(a.gateway.isOnline(revokedId), "the second host's session is on A");
+    const revoked = await apiB.request('POST', `/hosts/${revokedId}/revoke`);
+    assert.equal(revoked.status, 200, JSON.stringify(revoked.body));
+    const revokedAt = Date.now();
+    await waitFor(() => !a.gateway.isOnline(revokedId), 2_000, "A closed the revoked host's session");
+    assert.ok(Date.now() - revokedAt < 2_000);
+    await waitFor(() => revokedAgent.output().includes('revoked'), 5_000, 'the agent was told it is revoked');
+    // It does not come back, on A or anywhere: a while later it is still offline.
+    await new Promise((r) => setTimeout(r, 2_000));
+    assert.equal(a.gateway.isOnline(revokedId), false);
+    const afterRevoke = (
+      await apiB.get<{ hosts: { id: string; online: boolean; revokedAt: string | null }[] }>('/hosts')
+    ).body.hosts.find((h) => h.id === revokedId);
+    assert.equal(afterRevoke?.online, false);
+    assert.ok(afterRevoke?.revokedAt);
+    await kill(revokedAgent);
 
     // The agent stops: B's stream shows the host offline, and so does its API.
     const before = hostEvents().length;

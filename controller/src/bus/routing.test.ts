@@ -1,7 +1,8 @@
 // Proves request routing between replicas on a real Mosquitto: a request for a host another replica
 // holds is answered by that replica's agent; the agent's error code, and a deadline passed, come
 // back as a local request gives them; a request the broker's other clients forge (unsealed, sealed
-// under another master key) or replay never reaches an agent.
+// under another master key) or replay never reaches an agent; a revocation made on one replica closes
+// the session another holds, and a forged one closes nothing.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect as tcpConnect } from 'node:net';
@@ -14,7 +15,7 @@ import type { Host } from '../repositories/hosts.ts';
 import { createSecretBox } from '../secrets.ts';
 import { createMqttBus, type MqttReplicaBus } from './mqtt.ts';
 import { routeRequests } from './routing.ts';
-import { requestTopic } from './topics.ts';
+import { requestTopic, revocationTopic } from './topics.ts';
 
 const BROKER = process.env.KEEL_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 const open: { close(): unknown }[] = [];
@@ -46,16 +47,17 @@ const log = pino({ level: 'silent' });
 /** A gateway holding HOST whose agent answers as `answer` says; counts the requests it got. */
 function agentGateway(answer: (method: string, params: unknown) => Promise<unknown>) {
   const calls: { method: string; params: unknown; timeoutMs: number | undefined }[] = [];
+  const disconnects: string[] = [];
   const gateway: AgentGateway = {
     request: ((hostId: string, method: string, params: unknown, o?: { timeoutMs?: number }) => {
       assert.equal(hostId, HOST);
       calls.push({ method, params, timeoutMs: o?.timeoutMs });
       return answer(method, params);
     }) as AgentGateway['request'],
-    disconnect: () => false,
+    disconnect: (hostId) => (disconnects.push(hostId), hostId === HOST),
     isOnline: (hostId) => hostId === HOST,
   };
-  return { gateway, calls };
+  return { gateway, calls, disconnects };
 }
 
 /** A gateway holding nothing: what a replica without the host's session has. */
@@ -107,8 +109,9 @@ test('a request for a host held by another replica is answered by its agent', as
   assert.equal(s.b.isOnline(HOST), false, 'isOnline keeps its contract: a session on this replica');
   assert.deepEqual(await s.b.request(HOST, 'ping', {}), { agentTime: 1234 });
   assert.deepEqual(s.agent.calls, [{ method: 'ping', params: {}, timeoutMs: 10_000 }]);
-  assert.deepEqual(s.b.stats(), { routed: 1, served: 0, refused: 0 });
-  assert.deepEqual(s.a.stats(), { routed: 0, served: 1, refused: 0 });
+  const counted = { refused: 0, revocationsSent: 0, revocationsApplied: 0 };
+  assert.deepEqual(s.b.stats(), { ...counted, routed: 1, served: 0 });
+  assert.deepEqual(s.a.stats(), { ...counted, routed: 0, served: 1 });
 
   // A host no replica holds: the local gateway decides (it waits for the host, as before routing).
   s.row.online = false;
@@ -187,4 +190,25 @@ test('forged and replayed requests never reach an agent', async (t) => {
   await raw.publishAsync(topic, captured[3]!, { qos: 1 });
   await waitFor('A to refuse the replay', () => s.a.stats().refused === 4);
   assert.equal(s.agent.calls.length, 1, 'the agent got only the genuine request');
+});
+
+test('a revocation made on another replica closes the session held here; forged ones do not', async (t) => {
+  const s = await setUp(t, async () => ({ agentTime: 1 }));
+  if (!s) return;
+  const raw = await connectAsync(BROKER, { protocolVersion: 5 });
+  open.push({ close: () => raw.endAsync() });
+  const topic = revocationTopic(s.prefix);
+  const revocation = { id: 'r1', at: Date.now(), from: 'lease-b', hostId: HOST, reason: 'revoked' };
+  await raw.publishAsync(topic, JSON.stringify({ v: 1, sealed: JSON.stringify(revocation) }), { qos: 1 });
+  const other = createSecretBox(randomBytes(32));
+  const forged = other.seal(JSON.stringify(revocation), 'keel.bus.revocation');
+  await raw.publishAsync(topic, JSON.stringify({ v: 1, sealed: forged }), { qos: 1 });
+  await waitFor('A to refuse them', () => s.a.stats().refused === 2);
+  assert.deepEqual(s.agent.disconnects, []);
+
+  // B revokes (B's own gateway holds nothing): A's gateway closes the session, once.
+  assert.equal(s.b.disconnect(HOST, 'revoked'), false, 'no session on B');
+  await waitFor('A to close the session', () => s.a.stats().revocationsApplied === 1);
+  assert.deepEqual(s.agent.disconnects, [HOST]);
+  assert.equal(s.b.stats().revocationsSent, 1);
 });

@@ -9,6 +9,10 @@
 // already required of replicas on one database), which also keeps their params off the broker.
 // A request carries its time and id: one older than REQUEST_MAX_AGE_MS, or seen before, is dropped.
 //
+// Revocations go the same way, sealed, to every replica (revocationTopic): the one holding the
+// host's session closes it as a local revocation does (closeCodes.revoked), and every replica
+// refuses the agent's handshakes from then on, before the session start reads it from the database.
+//
 // isOnline keeps meaning "a session on this controller" (the scheduler, jobs and traffic scrapes
 // pick the replica that acts for a host by it), so services that check it before a request still
 // answer host.offline for a host held elsewhere; so do live channels (terminal bytes, log tails, job
@@ -21,7 +25,7 @@ import type { AgentGateway, AgentRequestMap, AgentRequestMethod } from '../gatew
 import type { Host } from '../repositories/hosts.ts';
 import { SEALED_PREFIX, type SecretBox } from '../secrets.ts';
 import type { MqttReplicaBus } from './mqtt.ts';
-import { replyTopic, requestTopic } from './topics.ts';
+import { replyTopic, requestTopic, revocationTopic } from './topics.ts';
 
 /** A routed request older than this (clock skew included) is refused as a possible replay. */
 export const REQUEST_MAX_AGE_MS = 60_000;
@@ -29,6 +33,7 @@ export const REQUEST_MAX_AGE_MS = 60_000;
 const TRANSIT_MARGIN_MS = 2_000;
 const SEAL_REQUEST = 'keel.bus.request';
 const SEAL_REPLY = 'keel.bus.reply';
+const SEAL_REVOCATION = 'keel.bus.revocation';
 
 const requestSchema = z.object({
   id: z.string().min(1).max(100),
@@ -47,6 +52,13 @@ const replySchema = z.union([
     error: z.object({ code: z.string(), message: z.string().max(10_000) }),
   }),
 ]);
+const revocationSchema = z.object({
+  id: z.string().min(1).max(100),
+  at: z.number(),
+  from: z.string().min(1).max(100),
+  hostId: z.string().min(1).max(200),
+  reason: z.literal('revoked'),
+});
 const envelope = z.object({ v: z.literal(1), sealed: z.string().max(64 * 1024 * 1024) });
 
 export interface RequestRoutingOptions {
@@ -68,6 +80,10 @@ export interface RoutingStats {
   served: number;
   /** Messages dropped: unsealed or forged, malformed, too old or replayed. */
   refused: number;
+  /** Revocations this replica sent to the others. */
+  revocationsSent: number;
+  /** Revocations from other replicas that closed a session held here. */
+  revocationsApplied: number;
 }
 
 /**
@@ -79,7 +95,13 @@ export function routeRequests(
   opts: RequestRoutingOptions,
 ): AgentGateway & { stats(): RoutingStats; close(): void } {
   const { bus, gateway, replicaId, secrets, log } = opts;
-  const stats: RoutingStats = { routed: 0, served: 0, refused: 0 };
+  const stats: RoutingStats = {
+    routed: 0,
+    served: 0,
+    refused: 0,
+    revocationsSent: 0,
+    revocationsApplied: 0,
+  };
   const pending = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
   const seen = new Map<string, number>();
   let lastRefusalLog = 0;
@@ -111,6 +133,25 @@ export function routeRequests(
   const seal = (value: unknown, context: string) =>
     JSON.stringify({ v: 1, sealed: secrets.seal(JSON.stringify(value), context) });
 
+  /** False (counted) for a message older than REQUEST_MAX_AGE_MS or seen before. */
+  const fresh = (id: string, sentAt: number): boolean => {
+    const now = Date.now();
+    if (Math.abs(now - sentAt) > REQUEST_MAX_AGE_MS) {
+      refuse('too old', { age: now - sentAt });
+      return false;
+    }
+    if (seen.has(id)) {
+      refuse('replayed');
+      return false;
+    }
+    seen.set(id, now);
+    for (const [seenId, at] of seen) {
+      if (now - at <= REQUEST_MAX_AGE_MS * 2) break; // insertion order: the rest are newer
+      seen.delete(seenId);
+    }
+    return true;
+  };
+
   // Answers for the requests this replica routed.
   const stopReplies = bus.listen(replyTopic(bus.prefix, replicaId), (body) => {
     const parsed = replySchema.safeParse(open(body, SEAL_REPLY));
@@ -130,20 +171,7 @@ export function routeRequests(
     const parsed = requestSchema.safeParse(open(body, SEAL_REQUEST));
     if (!parsed.success) return;
     const req = parsed.data;
-    const now = Date.now();
-    if (Math.abs(now - req.at) > REQUEST_MAX_AGE_MS) {
-      refuse('too old', { age: now - req.at });
-      return;
-    }
-    if (seen.has(req.id)) {
-      refuse('replayed');
-      return;
-    }
-    seen.set(req.id, now);
-    for (const [id, at] of seen) {
-      if (now - at <= REQUEST_MAX_AGE_MS * 2) break; // insertion order: the rest are newer
-      seen.delete(id);
-    }
+    if (!fresh(req.id, req.at)) return;
     stats.served++;
     const answer = (reply: unknown) => {
       if (!bus.client.connected) return;
@@ -163,6 +191,21 @@ export function routeRequests(
           answer({ id: req.id, ok: false, error });
         },
       );
+  });
+
+  // Revocations made through another replica: the session held here closes as a local one does.
+  const stopRevocations = bus.listen(revocationTopic(bus.prefix), (body) => {
+    const parsed = revocationSchema.safeParse(open(body, SEAL_REVOCATION));
+    if (!parsed.success) return;
+    const revocation = parsed.data;
+    if (revocation.from === replicaId || !fresh(revocation.id, revocation.at)) return;
+    if (gateway.disconnect(revocation.hostId, revocation.reason)) {
+      stats.revocationsApplied++;
+      log.info(
+        { host: revocation.hostId, by: revocation.from },
+        'session closed: host revoked on another replica',
+      );
+    }
   });
 
   async function routed(
@@ -213,13 +256,28 @@ export function routeRequests(
     },
     // Both keep their contract, "on this controller": the scheduler, jobs and traffic scrapes
     // decide with isOnline which replica acts for a host.
-    disconnect: (hostId, reason) => gateway.disconnect(hostId, reason),
+    // A revocation closes the session wherever it is: here at once, elsewhere through the bus
+    // (sent in any case: the holder named in the database may be changing, and every replica
+    // refuses the agent's handshakes from then on). Without a broker now, the holder closes the
+    // session when the agent next connects (its session start reads the revocation).
+    disconnect(hostId, reason) {
+      const hadSession = gateway.disconnect(hostId, reason);
+      if (bus.client.connected) {
+        const revocation = { id: randomUUID(), at: Date.now(), from: replicaId, hostId, reason };
+        bus.client.publish(revocationTopic(bus.prefix), seal(revocation, SEAL_REVOCATION), { qos: 1 });
+        stats.revocationsSent++;
+      } else {
+        log.warn({ host: hostId }, 'revocation not sent to the other replicas: the broker is away');
+      }
+      return hadSession;
+    },
     isOnline: (hostId) => gateway.isOnline(hostId),
     capabilitiesOf: (hostId) => gateway.capabilitiesOf?.(hostId) ?? null,
     stats: () => ({ ...stats }),
     close() {
       stopReplies();
       stopRequests();
+      stopRevocations();
       for (const [, p] of pending) p.reject(new KeelError('request.disconnected'));
       pending.clear();
     },

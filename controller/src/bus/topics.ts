@@ -72,3 +72,8 @@ export function requestTopic(prefix: string, replicaId: string): string {
 export function replyTopic(prefix: string, replicaId: string): string {
   return `${prefix}/replicas/${topicLevel(replicaId)}/replies`;
 }
+
+/** Where revocations go, to every replica (the one holding the host's session closes it). */
+export function revocationTopic(prefix: string): string {
+  return `${prefix}/replicas/revocations`;
+}
