@@ -2,7 +2,8 @@
 // agent connected to replica A (in this process), replica B (a `keel-controller serve` process)
 // shows it online in its API and its fleet SSE, pings it (the request routed through A), hears it
 // go offline, and streams the live output of a job A runs on it; integrations read the documented
-// topic tree (a host's retained state); a malformed message on the broker is dropped without harm;
+// topic tree (a host's retained state); a malformed message on the broker is dropped without harm,
+// and a forged host state (no MAC under the replicas' key) is not shown;
 // a host revoked through B loses its session on A at once and does not come back.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -213,6 +214,36 @@ test(
     closers.push(() => raw.endAsync());
     await raw.publishAsync(`${prefix}/hosts/${hostId}/state`, '{"v":1,"event":{"type":"host"}}', { qos: 1 });
     await raw.publishAsync(`${prefix}/jobs/x/run`, 'not json', { qos: 1 });
+    // A well-formed state a broker client forged (no MAC under the replicas' key): B shows nothing of it.
+    const shownBefore = hostEvents().length;
+    const real = (await apiB.get<{ hosts: { id: string }[] }>('/hosts')).body.hosts.find(
+      (h) => h.id === hostId,
+    )!;
+    const forged = {
+      v: 1,
+      origin: 'forger',
+      seq: 1,
+      at: Date.now(),
+      event: { type: 'host', host: { ...real, online: false } },
+    };
+    await raw.publishAsync(
+      `${prefix}/hosts/${hostId}/state`,
+      JSON.stringify({ ...forged, mac: '0'.repeat(64) }),
+      { qos: 1 },
+    );
+    await waitFor(() => /unverified/.test(b.output()), 5_000, 'B dropped the forged state as unverified');
+    assert.ok(
+      !hostEvents()
+        .slice(shownBefore)
+        .some((h) => h.id === hostId && !h.online),
+      'no forged offline state on B',
+    );
+    assert.equal(
+      (await apiB.get<{ hosts: { id: string; online: boolean }[] }>('/hosts')).body.hosts.find(
+        (h) => h.id === hostId,
+      )?.online,
+      true,
+    );
 
     // A second agent on A, revoked through B: A closes its session at once (the bus carries the
     // revocation, sealed), and the agent cannot come back.

@@ -14,7 +14,7 @@
 // key after a rotation) at start. A `context` (e.g. `users.totp_secret:<user id>`) is bound in as
 // associated data, so a sealed value copied into another row or column does not open.
 // docs/security.md ("Secrets at rest") describes the key, its rotation and its backup.
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -44,6 +44,12 @@ export interface SecretBox {
   open(value: string, context?: string): string;
   /** True when the value is plaintext or sealed under a retired key: write `seal(open(v))` back. */
   needsReseal(value: string): boolean;
+  /**
+   * A 32-byte key for one purpose, derived from the current master key (HKDF-SHA256, the purpose
+   * as info): the same on every controller holding that key, and telling nothing of it.
+   * @example box.deriveKey('keel.bus.events') // the fleet events' MAC key
+   */
+  deriveKey(purpose: string): Buffer;
 }
 
 /** Thrown when the master key cannot be loaded (bad env value, unsafe file). */
@@ -121,6 +127,9 @@ export function createSecretBox(current: Buffer, previous: Buffer[] = []): Secre
     },
     needsReseal(value) {
       return !value.startsWith(`${SEALED_PREFIX}${keyId}:`);
+    },
+    deriveKey(purpose) {
+      return Buffer.from(hkdfSync('sha256', current, Buffer.alloc(0), `keel-derived\0${purpose}`, 32));
     },
   };
 }

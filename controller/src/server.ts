@@ -9,6 +9,7 @@ import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { createApp } from './app.ts';
 import { createLocalReplicaBus, type ReplicaBus } from './bus/index.ts';
+import { EVENT_MAC_PURPOSE } from './bus/wire.ts';
 import type { Config } from './config/index.ts';
 import { databaseReachable, openDatabase, type OpenDatabase } from './db/index.ts';
 import { Gateway } from './gateway/index.ts';
@@ -122,6 +123,7 @@ export async function startController(
       ).createMqttBus({
         url: config.mqttUrl,
         prefix: config.mqttTopicPrefix,
+        eventKey: secrets.deriveKey(EVENT_MAC_PURPOSE),
         log: log.child({ component: 'bus' }),
       })
     : null;

@@ -31,6 +31,8 @@ export interface BusStats {
   received: number;
   /** Messages dropped as malformed (not JSON, not a fleet event, wrong topic). */
   malformed: number;
+  /** Messages dropped as unverified: no valid MAC under the shared key, too old or replayed. */
+  unverified: number;
   /** Events not sent because the broker was unreachable at the time. */
   unsent: number;
 }
@@ -59,7 +61,7 @@ export function createLocalReplicaBus(): ReplicaBus {
     ...bus,
     local: bus,
     connected: true,
-    stats: () => ({ sent: 0, received: 0, malformed: 0, unsent: 0 }),
+    stats: () => ({ sent: 0, received: 0, malformed: 0, unverified: 0, unsent: 0 }),
     onReconnected: () => () => {},
     close: async () => {},
   };

@@ -1,9 +1,11 @@
 // Proves the MQTT bus on a real Mosquitto: an event published by one replica reaches another's
 // subscribers intact (binary stream payloads included) and its own subscribers once, never its
-// `local` ones elsewhere; malformed messages from the broker are dropped and counted; a lost broker
+// `local` ones elsewhere; malformed messages from the broker are dropped and counted, and so are
+// events without a valid MAC under the replicas' key, too old or replayed; a lost broker
 // is logged once, events are not queued meanwhile, and the bus reconnects with backoff by itself.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -47,8 +49,22 @@ function logCapture() {
   return { log, lines };
 }
 
+/** The replicas' shared event key in these tests. */
+const KEY = randomBytes(32);
+let nextSeq = 1_000;
+/** A message as replica `origin` publishes it (a fresh sequence number unless given). */
+function signed(origin: string, event: FleetEvent, key = KEY, seq = nextSeq++, at = Date.now()): string {
+  return encodeEvent(key, origin, seq, at, event);
+}
+
 async function bus(prefix: string, more: Partial<Parameters<typeof createMqttBus>[0]> = {}) {
-  const b = await createMqttBus({ url: BROKER, prefix, log: pino({ level: 'silent' }), ...more });
+  const b = await createMqttBus({
+    url: BROKER,
+    prefix,
+    eventKey: KEY,
+    log: pino({ level: 'silent' }),
+    ...more,
+  });
   open.push(b);
   return b;
 }
@@ -122,15 +138,15 @@ test('an event reaches the other replica intact and its own subscribers once', a
   await waitFor('A to receive B', () => onA.length === events.length + 1);
   assert.equal(onA.length, events.length + 1, 'no echo of A own events');
   assert.equal(localB.length, 1);
-  assert.deepEqual(a.stats(), { sent: 4, received: 1, malformed: 0, unsent: 0 });
+  assert.deepEqual(a.stats(), { sent: 4, received: 1, malformed: 0, unverified: 0, unsent: 0 });
 
   // A broker that ignored no-local: the origin check still drops a replica's own events.
   const raw = await connectAsync(BROKER, { protocolVersion: 5 });
   open.push({ close: () => raw.endAsync() });
   const self = host('3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0003', true);
-  await raw.publishAsync(`${prefix}/hosts/${self.host.id}/state`, encodeEvent(a.replicaId, self), { qos: 1 });
+  await raw.publishAsync(`${prefix}/hosts/${self.host.id}/state`, signed(a.replicaId, self), { qos: 1 });
   const other = host('3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0004', true);
-  await raw.publishAsync(`${prefix}/hosts/${other.host.id}/state`, encodeEvent('another', other), { qos: 1 });
+  await raw.publishAsync(`${prefix}/hosts/${other.host.id}/state`, signed('another', other), { qos: 1 });
   await waitFor('A to receive the other replica event', () => onA.length === events.length + 2);
   assert.deepEqual(onA.at(-1), other, 'the event naming A as origin was dropped');
 });
@@ -153,13 +169,13 @@ test('malformed messages are dropped and counted, never delivered or thrown', as
     [`${prefix}/hosts/${id}/state`, JSON.stringify({ v: 2, origin: 'x', event: good })],
     [`${prefix}/hosts/${id}/state`, JSON.stringify({ v: 1, origin: 'x', event: { type: 'rm -rf' } })],
     // A valid event on another host's topic: a publisher cannot make one host's topic carry another's.
-    [`${prefix}/hosts/someone-else/state`, encodeEvent('x', good)],
+    [`${prefix}/hosts/someone-else/state`, signed('x', good)],
     [`${prefix}/jobs/r/run`, 'null'],
   ];
   for (const [topic, body] of bad) await raw.publishAsync(topic, body, { qos: 1 });
   // An empty retained message (a removed host's state cleared) is not malformed, nor an event.
   await raw.publishAsync(`${prefix}/hosts/${id}/state`, '', { qos: 1 });
-  await raw.publishAsync(`${prefix}/hosts/${id}/state`, encodeEvent('x', good), { qos: 1 });
+  await raw.publishAsync(`${prefix}/hosts/${id}/state`, signed('x', good), { qos: 1 });
   await waitFor('the good event', () => got.length === 1);
   assert.deepEqual(got, [good]);
   assert.equal(b.stats().malformed, bad.length);
@@ -256,4 +272,49 @@ test('a lost broker: logged once, nothing queued, reconnected with backoff', asy
   assert.equal(text.filter((m) => m.includes('reconnected')).length, 1);
   assert.ok(lines.filter((l) => l.msg.includes('connection error')).length >= 2, 'several attempts failed');
   assert.ok(!JSON.stringify(lines).includes('hunter2'), 'no credentials in the logs');
+});
+
+test('events without a valid MAC, too old or replayed are dropped and counted as unverified', async (t) => {
+  if (!(await needBroker(t))) return;
+  const prefix = prefixFor('unverified');
+  const { log, lines } = logCapture();
+  const b = await bus(prefix, { log });
+  const got: FleetEvent[] = [];
+  b.subscribe((e) => got.push(e));
+  const raw = await connectAsync(BROKER, { protocolVersion: 5 });
+  open.push({ close: () => raw.endAsync() });
+  const id = '3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0020';
+  const topic = `${prefix}/hosts/${id}/state`;
+  const offline = host(id, false);
+  const genuine = signed('r1', host(id, true));
+  const tampered = genuine.replace('"online":true', '"online":false');
+  const unsigned = JSON.stringify({ v: 1, origin: 'r1', seq: 5, at: Date.now(), event: offline });
+  const forged = [
+    unsigned,
+    JSON.stringify({ v: 1, origin: 'r1', event: offline }),
+    signed('r1', offline, randomBytes(32)), // another master key
+    tampered,
+    signed('r1', offline, KEY, nextSeq++, Date.now() - 5 * 60_000), // too old
+  ];
+  for (const body of forged) await raw.publishAsync(topic, body, { qos: 1 });
+  await raw.publishAsync(topic, genuine, { qos: 1 });
+  await raw.publishAsync(topic, genuine, { qos: 1 }); // replayed
+  await waitFor('the genuine event and the drops', () => b.stats().unverified === forged.length + 1);
+  assert.equal(got.length, 1);
+  const shown = got[0];
+  assert.ok(shown?.type === 'host');
+  assert.equal(shown.host.online, true, 'no forged state shown');
+  assert.equal(b.stats().malformed, 0);
+  assert.equal(lines.filter((l) => l.msg.includes('unverified')).length, 1, 'logged once a minute');
+  // The payload stays readable: the event and the envelope's fields, the MAC last.
+  const parsed = JSON.parse(genuine) as {
+    v: number;
+    origin: string;
+    seq: number;
+    at: number;
+    event: unknown;
+    mac: string;
+  };
+  assert.deepEqual(Object.keys(parsed), ['v', 'origin', 'seq', 'at', 'event', 'mac']);
+  assert.match(parsed.mac, /^[0-9a-f]{64}$/);
 });

@@ -6,7 +6,9 @@
 // option and also drops any message naming itself as origin (a broker that ignores no-local).
 //
 // The broker is not trusted: every message is checked (bus/wire.ts) and a malformed one is
-// dropped and counted. Losing the broker costs the other replicas' live views, never this
+// dropped and counted; so is one whose MAC (under a key derived from the shared master key) does
+// not verify, one older than EVENT_MAX_AGE_MS, and one seen before (a replay, or QoS 1 resending
+// what already arrived). Losing the broker costs the other replicas' live views, never this
 // replica's agents: events are not queued while it is away or slow (the database holds the truth), the
 // connection is retried with backoff, the loss and the return are logged once each, and on return
 // `onReconnected` listeners resend what others may have missed (the hosts held here).
@@ -16,7 +18,12 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import type { BusStats, FleetBus, FleetEvent, ReplicaBus } from './index.ts';
 import { EVENT_QOS, eventFilters, hostStateTopic, topicOf } from './topics.ts';
-import { decodeEvent, encodeEvent } from './wire.ts';
+import { decodeEvent, encodeEvent, type Dropped } from './wire.ts';
+
+/** An event published longer ago than this (clock skew included) is dropped as unverified. */
+export const EVENT_MAX_AGE_MS = 60_000;
+/** How far behind an origin's highest sequence number an event may arrive (out of order). */
+const SEQ_WINDOW = 10_000;
 
 /** Bytes waiting for the broker's socket beyond which events are not sent (counted as unsent). */
 export const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
@@ -26,6 +33,11 @@ export interface MqttBusOptions {
   url: string;
   /** Topic prefix of the deployment (KEEL_MQTT_TOPIC_PREFIX). */
   prefix: string;
+  /**
+   * The fleet events' MAC key, the same on every replica: secrets.deriveKey(EVENT_MAC_PURPOSE)
+   * (bus/wire.ts).
+   */
+  eventKey: Buffer;
   log: Logger;
   /** This replica's id on the bus (the origin of its events); random by default. */
   replicaId?: string;
@@ -72,7 +84,11 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   const replicaId = opts.replicaId ?? randomUUID();
   const where = redactUrl(opts.url);
   const backoff = opts.backoff ?? { initialMs: 500, maxMs: 30_000 };
-  const stats: BusStats = { sent: 0, received: 0, malformed: 0, unsent: 0 };
+  const { eventKey } = opts;
+  const stats: BusStats = { sent: 0, received: 0, malformed: 0, unverified: 0, unsent: 0 };
+  let seq = 0;
+  // Per origin: the highest sequence number heard, the recent ones (replays), when last heard.
+  const origins = new Map<string, { max: number; recent: Set<number>; heardAt: number }>();
   const emitter = new EventEmitter();
   emitter.setMaxListeners(0);
   const reconnected = new Set<() => void>();
@@ -99,7 +115,27 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   let lost = false;
   let attempt = 0;
   let retryTimer: NodeJS.Timeout | null = null;
-  let lastMalformedLog = 0;
+
+  /** False for an event too old, too far behind its origin's sequence, or heard before. */
+  const fresh = (origin: string, eventSeq: number, at: number): boolean => {
+    const now = Date.now();
+    if (Math.abs(now - at) > EVENT_MAX_AGE_MS) return false;
+    let heard = origins.get(origin);
+    if (!heard) {
+      // Origins are random per start: forget those not heard for a while.
+      for (const [o, h] of origins) if (now - h.heardAt > EVENT_MAX_AGE_MS * 10) origins.delete(o);
+      heard = { max: eventSeq, recent: new Set(), heardAt: now };
+      origins.set(origin, heard);
+    }
+    if (eventSeq <= heard.max - SEQ_WINDOW || heard.recent.has(eventSeq)) return false;
+    heard.recent.add(eventSeq);
+    heard.heardAt = now;
+    if (eventSeq > heard.max) heard.max = eventSeq;
+    if (heard.recent.size > SEQ_WINDOW * 2) {
+      for (const s of heard.recent) if (s <= heard.max - SEQ_WINDOW) heard.recent.delete(s);
+    }
+    return true;
+  };
 
   const subscribe = () => {
     // No-local: the broker does not send our own events back. Retain handling 2: replicas never
@@ -162,6 +198,21 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
     }, delay);
     retryTimer.unref();
   });
+  const lastDropLog: Record<Dropped, number> = { malformed: 0, unverified: 0 };
+  const dropReasons: Record<Dropped, string> = {
+    malformed: 'MQTT bus message dropped: malformed',
+    unverified:
+      'MQTT bus message dropped: unverified (no valid MAC under the shared master key, too old or replayed; replicas must share KEEL_MASTER_KEY)',
+  };
+  /** Counts a dropped message; logs at most once a minute per reason. */
+  const drop = (why: Dropped, topic: string, body: Buffer) => {
+    stats[why]++;
+    const now = Date.now();
+    if (now - lastDropLog[why] <= 60_000) return;
+    lastDropLog[why] = now;
+    log.warn({ topic, bytes: body.length, [why]: stats[why] }, dropReasons[why]);
+  };
+
   client.on('message', (topic, body) => {
     if (!eventTreePrefixes.some((p) => topic.startsWith(p))) {
       try {
@@ -173,20 +224,11 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
     }
     // An empty retained message clears a removed host's state: nothing to deliver.
     if (body.length === 0 && topic.startsWith(stateTopicPrefix) && topic.endsWith('/state')) return;
-    const received = decodeEvent(body);
-    if (!received || topicOf(prefix, received.event).topic !== topic) {
-      stats.malformed++;
-      const now = Date.now();
-      if (now - lastMalformedLog > 60_000) {
-        lastMalformedLog = now;
-        log.warn(
-          { topic, bytes: body.length, malformed: stats.malformed },
-          'MQTT bus message dropped: malformed',
-        );
-      }
-      return;
-    }
+    const received = decodeEvent(eventKey, body);
+    if (received === 'malformed' || received === 'unverified') return drop(received, topic, body);
+    if (topicOf(prefix, received.event).topic !== topic) return drop('malformed', topic, body);
     if (received.origin === replicaId) return;
+    if (!fresh(received.origin, received.seq, received.at)) return drop('unverified', topic, body);
     stats.received++;
     try {
       emitter.emit('remote', received.event);
@@ -213,7 +255,8 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
       return;
     }
     const { topic, retain } = topicOf(prefix, event);
-    client.publish(topic, encodeEvent(replicaId, event), { qos: EVENT_QOS, retain }, (err) => {
+    const body = encodeEvent(eventKey, replicaId, seq++, Date.now(), event);
+    client.publish(topic, body, { qos: EVENT_QOS, retain }, (err) => {
       if (err && !closing) log.debug({ err: err.message, topic }, 'MQTT bus publish failed');
     });
     stats.sent++;

@@ -75,8 +75,8 @@ async function setUp(t: TestContext, answer: (method: string, params: unknown) =
   }
   const prefix = `keel-test/routing-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
   const key = randomBytes(32);
-  const busA: MqttReplicaBus = await createMqttBus({ url: BROKER, prefix, log });
-  const busB: MqttReplicaBus = await createMqttBus({ url: BROKER, prefix, log });
+  const busA: MqttReplicaBus = await createMqttBus({ url: BROKER, prefix, eventKey: key, log });
+  const busB: MqttReplicaBus = await createMqttBus({ url: BROKER, prefix, eventKey: key, log });
   open.push(busA, busB);
   const row = { id: HOST, online: true, sessionReplica: 'lease-a' } as Host;
   const hosts = { get: async () => row };

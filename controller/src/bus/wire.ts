@@ -5,6 +5,14 @@
 //
 // Facts, capabilities and a job's command and target are checked as objects only: replicas of two
 // versions run side by side during an upgrade, and a field one added must not drop the other's events.
+//
+// Every message is authenticated: the publishing replica's origin, a sequence number and the time
+// are in the envelope, and `mac`, its last member, is HMAC-SHA256 under a key derived from the
+// master key the replicas share (secrets.deriveKey(EVENT_MAC_PURPOSE)) over the message's bytes
+// without it (the JSON up to `,"mac":` closed by `}`). The payload stays readable: an integration
+// reads `event` and may ignore `mac`. A client allowed to publish under the prefix, without the
+// master key, cannot make the replicas show a false host state.
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import type { FleetEvent } from './index.ts';
 
@@ -108,40 +116,73 @@ const wireEvent = z.discriminatedUnion('type', [
   }),
 ]);
 
-const envelope = z.object({ v: z.literal(WIRE_VERSION), origin: id, event: wireEvent });
+/** What the fleet events' MAC key is derived for (secrets.deriveKey). */
+export const EVENT_MAC_PURPOSE = 'keel.bus.events';
 
-/** A received message, checked: the replica that published it and the event. */
+const envelope = z.object({
+  v: z.literal(WIRE_VERSION),
+  origin: id,
+  // Optional here so that a message without them is counted as unverified, not malformed.
+  seq: count.optional(),
+  at: z.number().optional(),
+  event: wireEvent,
+  mac: z.string().optional(),
+});
+
+/** A received message, checked: the replica that published it, its sequence and time, the event. */
 export interface Received {
   origin: string;
+  seq: number;
+  at: number;
   event: FleetEvent;
 }
 
-/** The message body for `event` published by replica `origin`. */
-export function encodeEvent(origin: string, event: FleetEvent): string {
+/** Why a message was dropped: not a fleet event, or not published by a replica holding the key. */
+export type Dropped = 'malformed' | 'unverified';
+
+const MAC_SUFFIX = /,"mac":"([0-9a-f]{64})"\}$/;
+
+function macOf(key: Buffer, signed: string): Buffer {
+  return createHmac('sha256', key).update(signed, 'utf8').digest();
+}
+
+/**
+ * The message body for `event` published by replica `origin` as its `seq`-th event at `at` (epoch
+ * ms), authenticated under `key`.
+ */
+export function encodeEvent(key: Buffer, origin: string, seq: number, at: number, event: FleetEvent): string {
   const wire =
     event.type === 'stream.stored'
       ? { ...event, records: event.records.map((r) => ({ ...r, payload: r.payload.toString('base64') })) }
       : event;
-  return JSON.stringify({ v: WIRE_VERSION, origin, event: wire });
+  const signed = JSON.stringify({ v: WIRE_VERSION, origin, seq, at, event: wire });
+  return `${signed.slice(0, -1)},"mac":"${macOf(key, signed).toString('hex')}"}`;
 }
 
 /**
- * Checks a message body; null when it is not JSON or not a fleet event of this wire version.
- * @example decodeEvent(Buffer.from(encodeEvent('r1', { type: 'host.removed', hostId: 'h1' })))
+ * Checks a message body: the event, or why it is dropped (not JSON or not a fleet event of this
+ * wire version: malformed; no MAC or a MAC not made under `key`: unverified). Freshness and
+ * replays are the receiver's to check (mqtt.ts).
+ * @example decodeEvent(key, Buffer.from(encodeEvent(key, 'r1', 0, Date.now(), { type: 'host.removed', hostId: 'h1' })))
  */
-export function decodeEvent(body: Buffer): Received | null {
+export function decodeEvent(key: Buffer, body: Buffer): Received | Dropped {
+  const text = body.toString('utf8');
   let json: unknown;
   try {
-    json = JSON.parse(body.toString('utf8'));
+    json = JSON.parse(text);
   } catch {
-    return null;
+    return 'malformed';
   }
   const parsed = envelope.safeParse(json);
-  if (!parsed.success) return null;
-  const { origin, event } = parsed.data;
+  if (!parsed.success) return 'malformed';
+  const { origin, seq, at, event, mac } = parsed.data;
+  const suffix = MAC_SUFFIX.exec(text);
+  if (mac === undefined || seq === undefined || at === undefined || !suffix) return 'unverified';
+  const expected = macOf(key, `${text.slice(0, suffix.index)}}`);
+  if (!timingSafeEqual(expected, Buffer.from(suffix[1]!, 'hex'))) return 'unverified';
   if (event.type === 'stream.stored') {
     const records = event.records.map((r) => ({ ...r, payload: Buffer.from(r.payload, 'base64') }));
-    return { origin, event: { ...event, records } };
+    return { origin, seq, at, event: { ...event, records } };
   }
-  return { origin, event: event as FleetEvent };
+  return { origin, seq, at, event: event as FleetEvent };
 }
