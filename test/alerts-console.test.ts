@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import type { Browser } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { encodeRecords, type CheckResult } from '@keel/shared';
 import { sampleFacts } from './helpers/facts.ts';
 import {
@@ -83,6 +83,21 @@ after(async () => {
   if (ctl) removeDir(ctl.dataDir);
 });
 
+/**
+ * The space in px between the bottom of the control `above` and the top of the label of the field
+ * `below` in a form (both CSS selectors): fields that touch read as one.
+ */
+async function spaceBetween(page: Page, above: string, below: string): Promise<number> {
+  const box = async (sel: string) => {
+    const b = await page.locator(sel).boundingBox();
+    assert.ok(b, `${sel} is laid out`);
+    return b;
+  };
+  const a = await box(above);
+  const b = await box(below);
+  return b.y - (a.y + a.height);
+}
+
 // Hang guards of 240 s: the desktop round took 116 s of its former 120 s at load 17-31 (~25 s quiet;
 // the first round carries the page's first load).
 for (const [viewport, theme] of [
@@ -106,6 +121,10 @@ for (const [viewport, theme] of [
         const bell = page.locator('[data-testid="alert-bell"]');
         await page.locator('[data-testid="alert-bell"][aria-label="Alerts: 1 firing"]').waitFor();
         assert.equal(await bell.getAttribute('href'), '/alerts');
+        assert.ok(
+          (await spaceBetween(page, '#s-rule', 'label[for="s-host"]')) >= 8,
+          'the silence form keeps its fields apart',
+        );
         assert.deepEqual(await axeViolations(page), []);
 
         // Counted by event: the rule's firing notice reaches the hook in its own time.
@@ -133,6 +152,10 @@ for (const [viewport, theme] of [
         );
         const ruleName = `CPU hot ${viewport}`;
         await page.keyboard.type(ruleName);
+        assert.ok(
+          (await spaceBetween(page, '#r-name', 'label[for="r-kind"]')) >= 8,
+          'the rule form keeps its fields apart',
+        );
         assert.deepEqual(await axeViolations(page), [], 'the rule dialog passes axe');
         await page.keyboard.press('Enter');
         await page.locator('[data-testid="alerts-rules"]', { hasText: ruleName }).waitFor();
@@ -182,6 +205,17 @@ for (const [viewport, theme] of [
         assert.deepEqual(await axeViolations(page), [], 'the history dialog passes axe');
         await page.keyboard.press('Escape');
         await history.locator('table').waitFor({ state: 'detached' });
+
+        // The new-check form: each field apart from the next.
+        await page.locator('[data-testid="check-new"]').click();
+        await page.locator('[data-testid="check-form"] #check-name').waitFor();
+        assert.ok(
+          (await spaceBetween(page, '#check-name', 'label[for="check-kind"]')) >= 8,
+          'the check form keeps its fields apart',
+        );
+        assert.ok((await spaceBetween(page, '#check-url', 'label[for="check-body"]')) >= 8);
+        await page.keyboard.press('Escape');
+        await page.locator('[data-testid="check-form"] #check-name').waitFor({ state: 'detached' });
         await snapshot(page, { path: `test-results/checks-${viewport}-${theme}.png`, fullPage: true }).catch(
           () => {},
         );
