@@ -73,6 +73,15 @@ after(async () => {
   await fleet?.close();
 });
 
+/** The parts of a select and a canvas the page-side measure uses (no DOM library here). */
+interface SelectLike {
+  clientWidth: number;
+  selectedOptions: { text: string }[];
+}
+interface CanvasLike {
+  getContext(kind: '2d'): { font: string; measureText(text: string): { width: number } };
+}
+
 async function clean(page: Page, where: string): Promise<void> {
   assert.deepEqual(await axeViolations(page), [], `axe: ${where}`);
 }
@@ -89,12 +98,44 @@ test(
     const { context, page, pageErrors } = await fleet.open({
       viewport: 'desktop',
       theme: 'dark',
-      path: `/hosts/${hostId}/processes`,
+      path: '/processes',
     });
     try {
+      // Before any process: the fleet Processes page says where one is made, not "No processes match".
+      assert.match(
+        (await page.locator('[data-testid="no-fleet-processes"]').innerText()) ?? '',
+        /^No processes on any host yet\. Create one on a host's Processes tab/,
+      );
+      // Log search before a search says what it lists, not an empty panel.
+      await navigate(page, '/logs');
+      await page.locator('[data-testid="log-search-idle"]').waitFor();
+      // The Output drop-down shows its whole text: room for the arrow beside "stdout and stderr".
+      assert.ok(
+        (await page.evaluate(() => {
+          const g = globalThis as unknown as {
+            document: { querySelector(s: string): SelectLike; createElement(t: 'canvas'): CanvasLike };
+            getComputedStyle(e: SelectLike): { font: string; paddingLeft: string };
+          };
+          const select = g.document.querySelector('#s-stream');
+          const style = g.getComputedStyle(select);
+          const measure = g.document.createElement('canvas').getContext('2d');
+          measure.font = style.font;
+          const text = measure.measureText(select.selectedOptions[0]!.text).width;
+          return select.clientWidth - parseFloat(style.paddingLeft) - text;
+        })) >= 40,
+        'the Output select leaves room for its arrow',
+      );
+      await navigate(page, `/hosts/${hostId}/processes`);
       await page.click('[data-testid="new-from-template"]');
       const form = page.locator('[data-testid="template-form"]');
       await form.waitFor();
+      // A yes/no variable (the built-in Minecraft template's EULA): box and label on one line.
+      await page.selectOption('[data-testid="template-select"]', 'minecraft-java');
+      const box = await page.locator('[data-testid="template-var-EULA"]').boundingBox();
+      const label = await page.locator('label[for="t-var-EULA"]').boundingBox();
+      assert.ok(box && label, 'the EULA box and its label are laid out');
+      assert.ok(label.x > box.x + box.width, 'the label follows the box');
+      assert.ok(Math.abs(label.y + label.height / 2 - (box.y + box.height / 2)) < 6, 'on one line');
       await page.selectOption('[data-testid="template-select"]', 'echo-egg');
       // The egg's Docker-only parts are told, its variables are fields with their defaults.
       await form.getByText(/Parts of the egg not applied/).waitFor();
