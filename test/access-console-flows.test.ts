@@ -134,6 +134,8 @@ test('2FA enrollment with the QR in My account, then sign-in with a code', { tim
     await signIn(page, 'quinn', password);
     await navigate(page, '/settings/account');
     await page.locator('[data-testid="two-factor-setup"]').waitFor({ timeout: 15_000 });
+    // No tokens yet: the table says so instead of standing empty under its headings.
+    await page.locator('[data-testid="no-tokens"]', { hasText: 'You have no API tokens yet.' }).waitFor();
     await page.fill('#tf-password', password);
     await page.click('[data-testid="two-factor-setup"]');
     const qr = page.locator('[data-testid="two-factor-qr"]');
