@@ -1,6 +1,7 @@
 // Proves the MQTT bus between controller replicas on one PostgreSQL and a real Mosquitto: with an
 // agent connected to replica A (in this process), replica B (a `keel-controller serve` process)
-// shows it online in its API and its fleet SSE, pings it (the request routed through A), hears it
+// shows it online in its API and its fleet SSE, pings it and runs process actions on it (the
+// requests routed through A), hears it
 // go offline, and streams the live output of a job A runs on it; integrations read the documented
 // topic tree (a host's retained state); a malformed message on the broker is dropped without harm,
 // and a forged host state (no MAC under the replicas' key) is not shown;
@@ -186,6 +187,30 @@ test(
     const ping = await apiB.request<{ agentTime: number }>('POST', `/hosts/${hostId}/ping`);
     assert.equal(ping.status, 200, JSON.stringify(ping.body));
     assert.equal(typeof ping.body.agentTime, 'number');
+
+    // Process actions through B, which holds no session: routed to A (before, host.offline).
+    const applied = await apiB.request<{ name: string }>('POST', `/hosts/${hostId}/processes`, {
+      name: 'via-b',
+      argv: ['/bin/sleep', '300'],
+      autostart: false,
+    });
+    assert.equal(applied.status, 200, JSON.stringify(applied.body));
+    const startedViaB = await apiB.request<{ process: { status: { state: string } | null } }>(
+      'POST',
+      `/hosts/${hostId}/processes/via-b/start`,
+    );
+    assert.equal(startedViaB.status, 200, JSON.stringify(startedViaB.body));
+    assert.equal(startedViaB.body.process.status?.state, 'running');
+    const listedViaB = await apiB.get<{ processes: { name: string; status: { state: string } | null }[] }>(
+      `/hosts/${hostId}/processes`,
+    );
+    assert.equal(
+      listedViaB.body.processes.find((p) => p.name === 'via-b')?.status?.state,
+      'running',
+      "B's list carries the agent's live state",
+    );
+    const stoppedViaB = await apiB.request('POST', `/hosts/${hostId}/processes/via-b/stop`);
+    assert.equal(stoppedViaB.status, 200, JSON.stringify(stoppedViaB.body));
 
     // A job A runs on the host: B's live view of the run gets its output and its end.
     const started = await apiA.request<{ run: { id: string } }>('POST', '/jobs/runs', {

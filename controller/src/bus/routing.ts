@@ -14,9 +14,10 @@
 // refuses the agent's handshakes from then on, before the session start reads it from the database.
 //
 // isOnline keeps meaning "a session on this controller" (the scheduler, jobs and traffic scrapes
-// pick the replica that acts for a host by it), so services that check it before a request still
-// answer host.offline for a host held elsewhere; so do live channels (terminal bytes, log tails, job
-// channels), which are not routed (docs/architecture.md, "What the bus does not carry yet").
+// pick the replica that acts for a host by it); services that check before a one-shot request ask
+// isReachable instead (here, or through the replica holding the session). Live channels (terminal
+// bytes, log tails, job channels) are not routed (docs/architecture.md, "What the bus does not
+// carry yet").
 import { randomUUID } from 'node:crypto';
 import { KeelError, isErrorCode, requestDefinition } from '@keel/shared';
 import type { Logger } from 'pino';
@@ -272,6 +273,14 @@ export function routeRequests(
       return hadSession;
     },
     isOnline: (hostId) => gateway.isOnline(hostId),
+    // For one-shot requests (process actions, proxy pushes, intervals): here, or held by another
+    // replica while the broker is up, so the request is routed instead of refused as host.offline.
+    async isReachable(hostId) {
+      if (gateway.isOnline(hostId)) return true;
+      if (!bus.client.connected) return false;
+      const host = await opts.hosts.get(hostId);
+      return !!(host?.online && host.sessionReplica && host.sessionReplica !== replicaId);
+    },
     capabilitiesOf: (hostId) => gateway.capabilitiesOf?.(hostId) ?? null,
     stats: () => ({ ...stats }),
     close() {

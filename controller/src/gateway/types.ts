@@ -49,6 +49,12 @@ export interface AgentGateway {
   disconnect(hostId: string, reason: 'revoked'): boolean;
   /** True when the host has a live, authenticated session on this controller. */
   isOnline(hostId: string): boolean;
+  /**
+   * True when a one-shot request to the host can be made now: its session is here or, with
+   * replicas, on another replica reachable over the bus (bus/routing.ts). Absent: `isOnline`.
+   * The scheduler and jobs keep deciding by `isOnline` (which replica acts).
+   */
+  isReachable?(hostId: string): Promise<boolean>;
   /** The capabilities of the host's live session on this controller, or null. */
   capabilitiesOf?(hostId: string): HostCapabilities | null;
 }

@@ -291,7 +291,7 @@ export interface MetricsServiceDeps {
   retention?: MetricsRetention;
   now?: () => number;
   /** For the per-host sampling interval (without them the interval cannot be set). */
-  gateway?: Pick<AgentGateway, 'isOnline' | 'request'>;
+  gateway?: Pick<AgentGateway, 'isOnline' | 'isReachable' | 'request'>;
   bus?: Pick<FleetBus, 'subscribe'>;
   audit?: Pick<AuditService, 'record'>;
 }
@@ -406,7 +406,8 @@ export function createMetricsService(deps: MetricsServiceDeps) {
   /** Sends a host its interval (null: back to its own); the interval the agent now uses, or null. */
   async function pushInterval(hostId: string, seconds: number | null): Promise<number | null> {
     const gateway = deps.gateway;
-    if (!gateway?.isOnline(hostId)) return null;
+    // A host held by another replica gets it through that replica (an interval set through this one).
+    if (!gateway || !((await gateway.isReachable?.(hostId)) ?? gateway.isOnline(hostId))) return null;
     try {
       const r = await gateway.request(hostId, 'metrics.configure', { intervalSeconds: seconds });
       return r.intervalSeconds;

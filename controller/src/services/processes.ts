@@ -48,8 +48,13 @@ export function createProcessesService({ hosts, processes, gateway, audit, bus }
     if (host.revokedAt) throw new KeelError('host.revoked');
   }
 
-  function online(hostId: string): void {
-    if (!gateway.isOnline(hostId)) throw new KeelError('host.offline');
+  /** Here, or held by another replica that answers for it. */
+  async function reachable(hostId: string): Promise<boolean> {
+    return (await gateway.isReachable?.(hostId)) ?? gateway.isOnline(hostId);
+  }
+
+  async function online(hostId: string): Promise<void> {
+    if (!(await reachable(hostId))) throw new KeelError('host.offline');
   }
 
   const strip = ({ spec: _spec, name: _name, ...status }: ProcessStatus) => status;
@@ -61,7 +66,7 @@ export function createProcessesService({ hosts, processes, gateway, audit, bus }
     action: 'start' | 'stop' | 'restart' | 'kill',
   ): Promise<ProcessView> {
     await usable(actor, 'process.control', hostId);
-    online(hostId);
+    await online(hostId);
     const { process } = await gateway.request(hostId, `process.${action}`, { name });
     await audit.record(actor.id, `process.${action}`, `host:${hostId}`, { process: name }, actor.ip);
     return { name, spec: process.spec, status: strip(process), updatedAt: null };
@@ -73,7 +78,7 @@ export function createProcessesService({ hosts, processes, gateway, audit, bus }
       await usable(actor, 'host.view', hostId);
       const defs = await processes.list(hostId);
       let live: ProcessStatus[] = [];
-      if (gateway.isOnline(hostId)) {
+      if (await reachable(hostId)) {
         try {
           live = (await gateway.request(hostId, 'process.list', {})).processes;
         } catch (err) {
@@ -110,7 +115,7 @@ export function createProcessesService({ hosts, processes, gateway, audit, bus }
       if (!parsed.success)
         throw new KeelError('request.invalid', parsed.error.issues[0]?.message ?? 'invalid');
       const spec = parsed.data;
-      online(hostId);
+      await online(hostId);
       const { process } = await gateway.request(hostId, 'process.apply', { spec });
       const row = await processes.upsert(hostId, spec);
       await audit.record(
@@ -132,7 +137,7 @@ export function createProcessesService({ hosts, processes, gateway, audit, bus }
     /** Stops the process, removes it from the agent and forgets its definition. */
     async remove(actor: ProcessActor, hostId: string, name: string): Promise<void> {
       await usable(actor, 'process.control', hostId);
-      online(hostId);
+      await online(hostId);
       try {
         await gateway.request(hostId, 'process.remove', { name });
       } catch (err) {
@@ -151,7 +156,7 @@ export function createProcessesService({ hosts, processes, gateway, audit, bus }
     /** Sends one line to the process's stdin; every line is audited (it is a command to the program). */
     async stdin(actor: ProcessActor, hostId: string, name: string, line: string): Promise<{ bytes: number }> {
       await usable(actor, 'process.control', hostId);
-      online(hostId);
+      await online(hostId);
       const result = await gateway.request(hostId, 'process.stdin', { name, line });
       await audit.record(actor.id, 'process.stdin', `host:${hostId}`, { process: name, line }, actor.ip);
       return result;

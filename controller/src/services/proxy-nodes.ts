@@ -370,6 +370,10 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       isSystem(actor) ? null : actor.ip,
     );
 
+  /** The host's session is here, or on another replica that answers for it (bus/routing.ts). */
+  const reachable = async (hostId: string): Promise<boolean> =>
+    (await gateway.isReachable?.(hostId)) ?? gateway.isOnline(hostId);
+
   /**
    * Pushes `settings` (and the node's users now) as the node's next generation and stores the
    * outcome. Never throws for the agent's refusal: the caller decides (the API rethrows, a rollout
@@ -386,7 +390,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
     },
   ): Promise<{ generation: GenerationRecord; error: KeelError | null }> {
     const { hostId, instance } = row;
-    if (!gateway.isOnline(hostId)) throw new KeelError('host.offline');
+    if (!(await reachable(hostId))) throw new KeelError('host.offline');
     const users = await usersForNode(hostId, instance);
     const generation = await nodes.nextGeneration(hostId, instance);
     await nodes.insertGeneration({
@@ -990,7 +994,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
     async drift(actor: ProxyUserActor, hostId: string, instance: string): Promise<ProxyNodeView> {
       const host = await usable(actor, 'host.view', hostId);
       let row = await nodeOf(hostId, instance);
-      if (gateway.isOnline(hostId)) {
+      if (await reachable(hostId)) {
         try {
           const status = await gateway.request(hostId, 'config.status', {});
           const mine = status.instances.find((i) => i.instance === instance);
@@ -1025,7 +1029,7 @@ export function createProxyNodesService(deps: ProxyNodesServiceDeps) {
       action: 'adopt' | 'overwrite',
     ): Promise<ProxyNodeView> {
       const host = await usable(actor, 'config.apply', hostId);
-      if (!gateway.isOnline(hostId)) throw new KeelError('host.offline');
+      if (!(await reachable(hostId))) throw new KeelError('host.offline');
       return serially(hostId, instance, async () => {
         const row = await nodeOf(hostId, instance);
         const result = await gateway.request(hostId, 'config.drift.resolve', { instance, action });
