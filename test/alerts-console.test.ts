@@ -196,6 +196,16 @@ for (const [viewport, theme] of [
           /^shop front latency over 24 hours: latest \d+ ms, highest \d+ ms$/,
         );
         assert.ok((await spark.locator('polyline').count()) === 1, 'the line is drawn');
+        // The table scrolls inside its panel: nothing in it (its visually hidden labels either)
+        // widens the page past the viewport.
+        assert.ok(
+          (await page.evaluate(
+            () =>
+              (globalThis as unknown as { document: { documentElement: { scrollWidth: number } } }).document
+                .documentElement.scrollWidth,
+          )) <= page.viewportSize()!.width,
+          'the Checks page is no wider than the viewport',
+        );
         assert.deepEqual(await axeViolations(page), []);
         await row.getByRole('button', { name: /History/ }).click();
         const history = page.locator('[data-testid="check-history"]');

@@ -256,6 +256,27 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
 
         await fleetReady(page);
         await checkAccessible(page, where('fleet'));
+        // The filter's placeholder is read whole, not cut at its end.
+        assert.ok(
+          await page.evaluate(() => {
+            const g = globalThis as unknown as {
+              document: {
+                querySelector(s: string): { clientWidth: number; placeholder: string };
+                createElement(t: 'canvas'): {
+                  getContext(k: '2d'): { font: string; measureText(t: string): { width: number } };
+                };
+              };
+              getComputedStyle(e: unknown): { font: string; paddingLeft: string; paddingRight: string };
+            };
+            const input = g.document.querySelector('#host-filter');
+            const style = g.getComputedStyle(input);
+            const measure = g.document.createElement('canvas').getContext('2d');
+            measure.font = style.font;
+            const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+            return measure.measureText(input.placeholder).width <= room;
+          }),
+          where('the fleet filter shows its whole placeholder'),
+        );
         await snap(page, { path: shot('fleet'), fullPage: true });
 
         await page.click('[data-testid="add-host"]');
