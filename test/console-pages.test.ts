@@ -364,6 +364,8 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
 
         await navigate(page, '/audit');
         await page.locator('[data-testid="audit-row"]').first().waitFor();
+        // A user target (the sign-ins) reads as the user's name, as a host target does.
+        await page.locator('[data-testid="audit-target-user"]', { hasText: username }).first().waitFor();
         await checkAccessible(page, where('audit'));
         await snap(page, { path: shot('audit'), fullPage: true });
 
