@@ -5,7 +5,8 @@
 // go offline, and streams the live output of a job A runs on it; integrations read the documented
 // topic tree (a host's retained state); a malformed message on the broker is dropped without harm,
 // and a forged host state (no MAC under the replicas' key) is not shown;
-// a host revoked through B loses its session on A at once and does not come back.
+// a host revoked through B loses its session on A at once and does not come back; the bus's
+// counters are on each replica's /metrics.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
@@ -323,5 +324,35 @@ test(
     );
     assert.ok(b.output().includes('malformed'), 'B logged the dropped messages');
     assert.ok(!/MQTT_URL|mqtt:\/\/[^"]*@/.test(b.output()));
+
+    // The bus's counters are controller figures on /metrics.
+    const scrape = async (api: ApiClient, base: string) => {
+      const made = await api.request<{ secret: string }>('POST', '/tokens', {
+        name: `bus-scrape-${base}`,
+        permissions: ['metrics.read'],
+      });
+      assert.equal(made.status, 201, JSON.stringify(made.body));
+      const res = await fetch(`${base}/metrics`, {
+        headers: { authorization: `Bearer ${made.body.secret}` },
+      });
+      assert.equal(res.status, 200);
+      const figures = new Map<string, number>();
+      for (const line of (await res.text()).split('\n')) {
+        const m = /^(keel_controller_bus_\S+) (\S+)$/.exec(line);
+        if (m) figures.set(m[1]!, Number(m[2]));
+      }
+      return figures;
+    };
+    const onB = await scrape(apiB, bUrl);
+    assert.equal(onB.get('keel_controller_bus_connected'), 1);
+    assert.ok(onB.get('keel_controller_bus_events_total{outcome="received"}')! > 0);
+    assert.ok(onB.get('keel_controller_bus_events_total{outcome="published"}')! > 0);
+    assert.ok(onB.get('keel_controller_bus_dropped_total{reason="malformed"}')! >= 2);
+    assert.ok(onB.get('keel_controller_bus_dropped_total{reason="unverified"}')! >= 1);
+    assert.ok(onB.get('keel_controller_bus_requests_total{direction="routed"}')! >= 5);
+    assert.equal(onB.get('keel_controller_bus_revocations_total{direction="sent"}'), 1);
+    const onA = await scrape(apiA, a.url);
+    assert.ok(onA.get('keel_controller_bus_requests_total{direction="served"}')! >= 5);
+    assert.equal(onA.get('keel_controller_bus_revocations_total{direction="applied"}'), 1);
   },
 );

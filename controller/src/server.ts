@@ -242,6 +242,21 @@ export async function startController(
   log.debug({ hosts: keys }, 'agent key index loaded');
   gateway.attach(server);
   services.prometheus.figures.heartbeatRttMs = (hostId) => gateway.heartbeatRttMs(hostId);
+  if (mqttBus && routing) {
+    services.prometheus.figures.bus = () => {
+      const events = mqttBus.stats();
+      const routed = routing.stats();
+      return {
+        connected: mqttBus.connected,
+        published: events.sent,
+        received: events.received,
+        unsent: events.unsent,
+        malformed: events.malformed,
+        unverified: events.unverified,
+        ...routed,
+      };
+    };
+  }
   const channels = new ChannelHub({
     log: log.child({ component: 'channels' }),
     linkFor: linkForHost(gateway),

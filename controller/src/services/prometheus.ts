@@ -93,6 +93,28 @@ export interface ControllerFigures {
   heartbeatRttMs?: (hostId: string) => number | undefined;
   /** Live channels open now, all agents together (set once the channel hub exists). */
   channelsOpen?: () => number;
+  /** The MQTT bus between replicas (set only when one is configured). */
+  bus?: () => BusFigures;
+}
+
+/** What the bus between replicas counted since start, and whether the broker is connected now. */
+export interface BusFigures {
+  connected: boolean;
+  /** Fleet events published, received from other replicas, and not sent (broker away or slow). */
+  published: number;
+  received: number;
+  unsent: number;
+  /** Messages dropped: not a fleet event (malformed), or without a valid MAC, old or replayed. */
+  malformed: number;
+  unverified: number;
+  /** Agent requests routed to another replica, and served here for another one. */
+  routed: number;
+  served: number;
+  /** Routed requests, answers and revocations refused (unsealed, other key, too old, replayed). */
+  refused: number;
+  /** Revocations sent to the other replicas, and received that closed a session here. */
+  revocationsSent: number;
+  revocationsApplied: number;
 }
 
 export interface PrometheusServiceDeps {
@@ -290,6 +312,38 @@ export function createPrometheusService(deps: PrometheusServiceDeps) {
           {},
           channelsOpen,
         );
+      }
+      const bus = figures.bus?.();
+      if (bus) {
+        const busFigure = (name: string, help: string, labels: Record<string, string>, n: number) =>
+          e.add(`keel_controller_bus_${name}`, 'counter', help, labels, n);
+        e.add(
+          'keel_controller_bus_connected',
+          'gauge',
+          '1 while the MQTT bus between replicas is connected to the broker.',
+          {},
+          bus.connected ? 1 : 0,
+        );
+        const events = 'Fleet events on the MQTT bus since start, by what happened to them.';
+        busFigure('events_total', events, { outcome: 'published' }, bus.published);
+        busFigure('events_total', events, { outcome: 'received' }, bus.received);
+        busFigure('events_total', events, { outcome: 'unsent' }, bus.unsent);
+        const dropped =
+          'Messages from the broker dropped since start: malformed, or unverified (MAC, age, replay).';
+        busFigure('dropped_total', dropped, { reason: 'malformed' }, bus.malformed);
+        busFigure('dropped_total', dropped, { reason: 'unverified' }, bus.unverified);
+        const requests = 'Agent requests routed between replicas since start: routed from here, served here.';
+        busFigure('requests_total', requests, { direction: 'routed' }, bus.routed);
+        busFigure('requests_total', requests, { direction: 'served' }, bus.served);
+        busFigure(
+          'sealed_refused_total',
+          'Sealed bus messages (requests, answers, revocations) refused: unsealed, another key, too old or replayed.',
+          {},
+          bus.refused,
+        );
+        const revocations = 'Revocations on the bus since start: sent to the other replicas, applied here.';
+        busFigure('revocations_total', revocations, { direction: 'sent' }, bus.revocationsSent);
+        busFigure('revocations_total', revocations, { direction: 'applied' }, bus.revocationsApplied);
       }
       const mem = process.memoryUsage();
       const cpu = process.cpuUsage();
