@@ -118,6 +118,8 @@ test('run on two hosts from the Jobs page; save and disable a schedule', { timeo
     await page.fill('#schedule-cron', '0 3 * * *');
     await page.fill('#schedule-tz', 'UTC');
     await page.locator('[data-testid="schedule-notify"] label', { hasText: 'ops hook' }).click();
+    const save = await page.locator('[data-testid="schedule-save"]').boundingBox();
+    assert.ok(save && save.width < 300, 'Save schedule is a button of its own width, not a bar');
     await page.click('[data-testid="schedule-save"]');
     await page.locator('[data-testid="schedules"] tbody tr', { hasText: 'nightly uptime' }).waitFor();
     const saved = (
