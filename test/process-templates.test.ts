@@ -237,6 +237,13 @@ test('every built-in template renders with its defaults (plus its required value
     required.command!,
   );
   assert.deepEqual(cmd.spec.argv, ['/bin/echo', 'hello', 'world']);
+  // Python's output to a file is block-buffered: without -u its start-up line never shows.
+  const web = renderTemplate(
+    builtInTemplates.find((t) => t.id === 'static-web')!,
+    'w',
+    {},
+  );
+  assert.deepEqual(web.spec.argv.slice(0, 4), ['python3', '-u', '-m', 'http.server']);
 });
 
 describe('through the API', () => {

@@ -108,7 +108,9 @@ const catalogue: ProcessTemplateInput[] = [
     name: 'Static web server',
     description:
       "Serves a directory over HTTP with Python's http.server (python3 is on every Debian/Ubuntu host). Writes an index.html when asked. For TLS and many sites, use nginx through Proxies.",
-    argv: ['python3', '-m', 'http.server', '{{PORT}}', '--bind', '{{BIND}}', '--directory', '{{ROOT}}'],
+    // -u: unbuffered. A supervised process writes into a file, where Python buffers stdout by the
+    // 8 KiB block: without it "Serving HTTP on …" would never reach the console of an idle server.
+    argv: ['python3', '-u', '-m', 'http.server', '{{PORT}}', '--bind', '{{BIND}}', '--directory', '{{ROOT}}'],
     variables: [
       { key: 'PORT', label: 'Port', type: 'port', default: 8080 },
       { key: 'BIND', label: 'Listen address', default: '0.0.0.0', pattern: '[0-9A-Fa-f.:]+' },
