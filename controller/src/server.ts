@@ -216,12 +216,17 @@ export async function startController(
   services.recordings.start(); // retention sweep
   services.logRetention.start(); // per-process log retention (KEEL_LOG_RETENTION_*)
   let ready = true;
-  // After a broker outage the other replicas may have missed changes of the hosts held here.
+  // After a broker outage the other replicas may have missed changes of the hosts held here, and
+  // this one revocations made through them: a session held here for a revoked host closes now.
   bus.onReconnected(() => {
     hosts
       .list()
       .then((all) => {
-        for (const h of all) if (gateway.isOnline(h.id)) bus.publish({ type: 'host', host: toHostView(h) });
+        for (const h of all) {
+          if (!gateway.isOnline(h.id)) continue;
+          if (h.revokedAt) gateway.disconnect(h.id, 'revoked');
+          else bus.publish({ type: 'host', host: toHostView(h) });
+        }
       })
       .catch((err: unknown) => log.error({ err }, 'resending host states after a broker outage failed'));
   });

@@ -100,7 +100,7 @@ async function setUp(t: TestContext, answer: (method: string, params: unknown) =
   open.push(a, b);
   // Subscriptions are made on connect: give the broker a moment to hold them.
   await new Promise((r) => setTimeout(r, 100));
-  return { prefix, busA, busB, a, b, agent, row };
+  return { prefix, busA, busB, a, b, agent, row, secrets: createSecretBox(key) };
 }
 
 test('a request for a host held by another replica is answered by its agent', async (t) => {
@@ -211,4 +211,32 @@ test('a revocation made on another replica closes the session held here; forged 
   await waitFor('A to close the session', () => s.a.stats().revocationsApplied === 1);
   assert.deepEqual(s.agent.disconnects, [HOST]);
   assert.equal(s.b.stats().revocationsSent, 1);
+});
+
+test('a revocation made while the broker is away goes out when it is back', async (t) => {
+  const s = await setUp(t, async () => ({ agentTime: 1 }));
+  if (!s) return;
+  // A replica whose broker connection is not up yet (the same as one that lost it).
+  const busC = await createMqttBus({
+    url: BROKER,
+    prefix: s.prefix,
+    eventKey: randomBytes(32),
+    log,
+    connectWaitMs: 0,
+  });
+  open.push(busC);
+  const c = routeRequests({
+    bus: busC,
+    gateway: emptyGateway,
+    replicaId: 'lease-c',
+    hosts: { get: async () => s.row },
+    secrets: s.secrets,
+    log,
+  });
+  open.push(c);
+  assert.equal(busC.connected, false);
+  c.disconnect(HOST, 'revoked');
+  await waitFor('A to close the session once C is connected', () => s.a.stats().revocationsApplied === 1);
+  assert.deepEqual(s.agent.disconnects, [HOST]);
+  assert.equal(c.stats().revocationsSent, 1);
 });

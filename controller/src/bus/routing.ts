@@ -30,6 +30,8 @@ import { replyTopic, requestTopic, revocationTopic } from './topics.ts';
 
 /** A routed request older than this (clock skew included) is refused as a possible replay. */
 export const REQUEST_MAX_AGE_MS = 60_000;
+/** Revocations kept while the broker is away (beyond, the database refuses the agents' next sessions). */
+const MAX_UNSENT_REVOCATIONS = 10_000;
 /** Time for the answer to travel back, beyond the request's own deadline. */
 const TRANSIT_MARGIN_MS = 2_000;
 const SEAL_REQUEST = 'keel.bus.request';
@@ -209,6 +211,25 @@ export function routeRequests(
     }
   });
 
+  // Revocations made while the broker was away go out when it is back (a few, kept by host).
+  const unsentRevocations = new Set<string>();
+  function announceRevocation(hostId: string): void {
+    if (!bus.client.connected) {
+      if (unsentRevocations.size < MAX_UNSENT_REVOCATIONS) unsentRevocations.add(hostId);
+      log.warn({ host: hostId }, 'revocation kept until the broker is back: the other replicas hear it then');
+      return;
+    }
+    const revocation = { id: randomUUID(), at: Date.now(), from: replicaId, hostId, reason: 'revoked' };
+    bus.client.publish(revocationTopic(bus.prefix), seal(revocation, SEAL_REVOCATION), { qos: 1 });
+    stats.revocationsSent++;
+  }
+  const sendUnsentRevocations = () => {
+    const waiting = [...unsentRevocations];
+    unsentRevocations.clear();
+    for (const hostId of waiting) announceRevocation(hostId);
+  };
+  bus.client.on('connect', sendUnsentRevocations);
+
   async function routed(
     hostId: string,
     method: string,
@@ -263,13 +284,7 @@ export function routeRequests(
     // session when the agent next connects (its session start reads the revocation).
     disconnect(hostId, reason) {
       const hadSession = gateway.disconnect(hostId, reason);
-      if (bus.client.connected) {
-        const revocation = { id: randomUUID(), at: Date.now(), from: replicaId, hostId, reason };
-        bus.client.publish(revocationTopic(bus.prefix), seal(revocation, SEAL_REVOCATION), { qos: 1 });
-        stats.revocationsSent++;
-      } else {
-        log.warn({ host: hostId }, 'revocation not sent to the other replicas: the broker is away');
-      }
+      announceRevocation(hostId);
       return hadSession;
     },
     isOnline: (hostId) => gateway.isOnline(hostId),
@@ -287,6 +302,7 @@ export function routeRequests(
       stopReplies();
       stopRequests();
       stopRevocations();
+      bus.client.off('connect', sendUnsentRevocations);
       for (const [, p] of pending) p.reject(new KeelError('request.disconnected'));
       pending.clear();
     },
