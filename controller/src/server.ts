@@ -101,6 +101,9 @@ function alertsEvalMs(): number {
   return n * 1000;
 }
 
+/** With replicas, how often a replica checks the sessions it holds for hosts revoked elsewhere. */
+const REVOCATION_SWEEP_MS = 30_000;
+
 /** Opens storage and starts serving; resolves once listening. */
 export async function startController(
   config: Config,
@@ -230,6 +233,22 @@ export async function startController(
       })
       .catch((err: unknown) => log.error({ err }, 'resending host states after a broker outage failed'));
   });
+  // With replicas, a revocation made through another one reaches this one over the broker; a
+  // message dropped on the way (a client with the broker's credentials can) must not keep a
+  // revoked agent's session open here: the database is checked every REVOCATION_SWEEP_MS too.
+  const revocationSweep = mqttBus
+    ? setInterval(() => {
+        hosts
+          .list()
+          .then((all) => {
+            for (const h of all) {
+              if (h.revokedAt && gateway.isOnline(h.id) && gateway.disconnect(h.id, 'revoked'))
+                log.warn({ host: h.id }, 'session of a revoked host closed by the periodic check');
+            }
+          })
+          .catch((err: unknown) => log.error({ err }, 'checking held sessions for revocations failed'));
+      }, REVOCATION_SWEEP_MS).unref()
+    : null;
   const app = createApp({
     db: database.db,
     bus,
@@ -301,6 +320,7 @@ export async function startController(
     close() {
       closing ??= (async () => {
         ready = false;
+        if (revocationSweep) clearInterval(revocationSweep);
         await services.schedules.stop();
         await services.jobs.stop();
         services.recordings.stop();
