@@ -9,7 +9,7 @@ import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ApiClient, firstAdminFrom } from './helpers/api.ts';
-import { controllerRelease } from './helpers/controller-release.ts';
+import { controllerRelease } from './helpers/release-cache.ts';
 import { seedDatabase } from './helpers/database-template.ts';
 import { freePort, removeDir, repoRoot, tempDir } from './helpers/fleet.ts';
 import {

@@ -5,19 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
 import {
@@ -28,6 +16,7 @@ import {
   type ControllerProcess,
   type Proc,
 } from './helpers/fleet.ts';
+import { copyRelease } from './helpers/release-cache.ts';
 
 /** A stand-in for systemctl (systemd is not PID 1 here), named as such in its header. */
 export const standInSystemctl = join(repoRoot, 'test/install-stand-in-systemctl.sh');
@@ -113,67 +102,13 @@ export function recap(out: string): Record<string, number> {
   return hosts;
 }
 
-/** What the agent bundle is made from: a change to any of these makes a new bundle. */
-const bundleSources = [
-  'agent/src',
-  'agent/bin',
-  'agent/package.json',
-  'shared/src',
-  'shared/package.json',
-  'systemd',
-  'scripts/build-release.mjs',
-  'scripts/agent-bundle.mjs',
-  'package-lock.json',
-];
-
-/**
- * The agent bundle for the current sources, built on first use and kept in KEEL_TEST_CACHE_DIR
- * (`npm test` sets it, see test/helpers/database-template.ts) or the temp dir.
- */
-function cachedAgentBundle(): string {
-  const hash = createHash('sha256');
-  const add = (rel: string) => {
-    const abs = join(repoRoot, rel);
-    if (!existsSync(abs)) return;
-    if (!statSync(abs).isDirectory()) {
-      hash.update(rel).update(readFileSync(abs));
-      return;
-    }
-    for (const name of readdirSync(abs).sort()) add(join(rel, name));
-  };
-  for (const rel of bundleSources) add(rel);
-  const cache = process.env.KEEL_TEST_CACHE_DIR ?? tmpdir();
-  mkdirSync(cache, { recursive: true });
-  const dir = join(cache, `keel-test-agent-bundle-${hash.digest('hex').slice(0, 16)}`);
-  if (existsSync(join(dir, 'done'))) return dir;
-  const work = mkdtempSync(join(cache, 'keel-test-agent-bundle-make-'));
-  try {
-    const built = spawnSync(
-      process.execPath,
-      [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', join(work, 'bundle')],
-      { encoding: 'utf8' },
-    );
-    assert.equal(built.status, 0, built.stderr);
-    writeFileSync(join(work, 'bundle/done'), '');
-    try {
-      renameSync(join(work, 'bundle'), dir);
-    } catch (err) {
-      // Another test file made it at the same moment.
-      if (!existsSync(join(dir, 'done'))) throw err;
-    }
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
-  return dir;
-}
-
 /**
  * Puts the agent bundle (exactly as `npm run build` makes it) into `<work>/bundles` and returns
  * that dir. Built once per change of its sources (several install test files need it), then copied.
  */
 export function buildAgentBundle(work: string): string {
   const bundles = join(work, 'bundles');
-  cpSync(cachedAgentBundle(), bundles, { recursive: true, filter: (src) => !src.endsWith('/done') });
+  copyRelease('agent', bundles);
   return bundles;
 }
 

@@ -550,18 +550,7 @@ export class Spool {
     let end = FRAME_HEADER_BYTES + buf.readUInt32BE(0);
     let count = buf.readUInt32BE(FRAME_HEADER_BYTES + 8) - skip;
     if (first === last) {
-      if (end - from > maxBytes) {
-        let cut = from + RECORD_HEADER_BYTES + buf.readUInt32BE(from);
-        let n = 1;
-        while (cut < end) {
-          const next = cut + RECORD_HEADER_BYTES + buf.readUInt32BE(cut);
-          if (next - from > maxBytes) break;
-          cut = next;
-          n++;
-        }
-        end = cut;
-        count = n;
-      }
+      if (end - from > maxBytes) ({ end, count } = cutRecords(buf, from, end, maxBytes));
       this.#handOut(want + count - 1);
       return { firstSeq: want, count, body: buf.subarray(from, end) };
     }
@@ -608,18 +597,7 @@ export class Spool {
     for (let i = 0; i < skip; i++) from += RECORD_HEADER_BYTES + records.readUInt32BE(from);
     let end = out.off;
     let count = out.count - skip;
-    if (end - from > maxBytes) {
-      let cut = from + RECORD_HEADER_BYTES + records.readUInt32BE(from);
-      let n = 1;
-      while (cut < end) {
-        const next = cut + RECORD_HEADER_BYTES + records.readUInt32BE(cut);
-        if (next - from > maxBytes) break;
-        cut = next;
-        n++;
-      }
-      end = cut;
-      count = n;
-    }
+    if (end - from > maxBytes) ({ end, count } = cutRecords(records, from, end, maxBytes));
     this.#handOut(want + count - 1);
     return { firstSeq: want, count, body: records.subarray(from, end) };
   }
@@ -1162,6 +1140,27 @@ interface Frames {
   frameSeqs: number[];
   /** Per frame: what its records take beyond its body (FrameIndex.extras; 0 for record frames). */
   frameExtras: number[];
+}
+
+/**
+ * The records of `buf` from `from` that fit in `maxBytes` (at least one, so a record larger than a
+ * batch still goes out alone): where they end, and how many they are.
+ */
+function cutRecords(
+  buf: Buffer,
+  from: number,
+  end: number,
+  maxBytes: number,
+): { end: number; count: number } {
+  let cut = from + RECORD_HEADER_BYTES + buf.readUInt32BE(from);
+  let count = 1;
+  while (cut < end) {
+    const next = cut + RECORD_HEADER_BYTES + buf.readUInt32BE(cut);
+    if (next - from > maxBytes) break;
+    cut = next;
+    count++;
+  }
+  return { end: cut, count };
 }
 
 /**
