@@ -9,11 +9,11 @@
 // counters are on each replica's /metrics.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
 import { connectAsync } from 'mqtt';
 import postgres from 'postgres';
+import { needBroker, TEST_BROKER as BROKER } from '../controller/src/bus/test-broker.ts';
 import { ApiClient } from './helpers/api.ts';
 import {
   controllerBin,
@@ -31,7 +31,6 @@ import {
   type TestController,
 } from './helpers/fleet.ts';
 
-const BROKER = process.env.KEEL_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 const procs: Proc[] = [];
 const dirs: string[] = [];
 const closers: (() => Promise<unknown>)[] = [];
@@ -42,24 +41,10 @@ after(async () => {
   for (const d of dirs) removeDir(d);
 });
 
-function reachable(url: string): Promise<boolean> {
-  const u = new URL(url);
-  return new Promise((resolve) => {
-    const s = tcpConnect({ host: u.hostname, port: Number(u.port || 1883) });
-    s.setTimeout(1000, () => (s.destroy(), resolve(false)));
-    s.once('connect', () => (s.end(), resolve(true)));
-    s.once('error', () => resolve(false));
-  });
-}
-
 /** A fresh database on the test PostgreSQL and the broker, or null with the test skipped (CI: throws). */
 async function needServices(t: TestContext): Promise<string | null> {
   const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-  if (!(await reachable(BROKER))) {
-    if (process.env.CI) throw new Error(`Mosquitto is needed at ${BROKER} (.ci/run starts it)`);
-    t.skip(`no MQTT broker at ${BROKER} (apt-get install mosquitto)`);
-    return null;
-  }
+  if (!(await needBroker(t))) return null;
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
   try {
     await admin`select 1`;

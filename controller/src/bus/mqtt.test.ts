@@ -7,41 +7,22 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect as tcpConnect, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test, type TestContext } from 'node:test';
+import { after, test } from 'node:test';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import type { FleetEvent } from './index.ts';
 import { createMqttBus, redactUrl, type MqttReplicaBus } from './mqtt.ts';
+import { needBroker, reachable, TEST_BROKER as BROKER } from './test-broker.ts';
 import { encodeEvent } from './wire.ts';
 
-const BROKER = process.env.KEEL_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 const MOSQUITTO = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((p) => existsSync(p));
 const open: { close(): Promise<void> }[] = [];
 after(async () => {
   for (const c of open.reverse()) await c.close().catch(() => {});
 });
-
-/** True when something accepts TCP connections at the URL's host and port. */
-function reachable(url: string): Promise<boolean> {
-  const u = new URL(url);
-  return new Promise((resolve) => {
-    const s = tcpConnect({ host: u.hostname, port: Number(u.port || 1883) });
-    s.setTimeout(1000, () => (s.destroy(), resolve(false)));
-    s.once('connect', () => (s.end(), resolve(true)));
-    s.once('error', () => resolve(false));
-  });
-}
-
-/** The broker, or the test skipped (under CI a missing broker fails: .ci/run starts one). */
-async function needBroker(t: TestContext): Promise<boolean> {
-  if (await reachable(BROKER)) return true;
-  if (process.env.CI) throw new Error(`Mosquitto is needed at ${BROKER} (.ci/run starts it)`);
-  t.skip(`no MQTT broker at ${BROKER} (apt-get install mosquitto)`);
-  return false;
-}
 
 function logCapture() {
   const lines: { level: number; msg: string; [k: string]: unknown }[] = [];

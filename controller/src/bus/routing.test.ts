@@ -5,7 +5,6 @@
 // the session another holds, and a forged one closes nothing.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { connect as tcpConnect } from 'node:net';
 import { after, test, type TestContext } from 'node:test';
 import { KeelError } from '@keel/shared';
 import { connectAsync } from 'mqtt';
@@ -15,23 +14,13 @@ import type { Host } from '../repositories/hosts.ts';
 import { createSecretBox } from '../secrets.ts';
 import { createMqttBus, type MqttReplicaBus } from './mqtt.ts';
 import { routeRequests } from './routing.ts';
+import { needBroker, TEST_BROKER as BROKER } from './test-broker.ts';
 import { requestTopic, revocationTopic } from './topics.ts';
 
-const BROKER = process.env.KEEL_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 const open: { close(): unknown }[] = [];
 after(async () => {
   for (const c of open.reverse()) await c.close();
 });
-
-function reachable(url: string): Promise<boolean> {
-  const u = new URL(url);
-  return new Promise((resolve) => {
-    const s = tcpConnect({ host: u.hostname, port: Number(u.port || 1883) });
-    s.setTimeout(1000, () => (s.destroy(), resolve(false)));
-    s.once('connect', () => (s.end(), resolve(true)));
-    s.once('error', () => resolve(false));
-  });
-}
 
 async function waitFor(what: string, check: () => boolean, ms = 5000): Promise<void> {
   const until = Date.now() + ms;
@@ -68,11 +57,7 @@ const emptyGateway: AgentGateway = {
 };
 
 async function setUp(t: TestContext, answer: (method: string, params: unknown) => Promise<unknown>) {
-  if (!(await reachable(BROKER))) {
-    if (process.env.CI) throw new Error(`Mosquitto is needed at ${BROKER} (.ci/run starts it)`);
-    t.skip(`no MQTT broker at ${BROKER}`);
-    return null;
-  }
+  if (!(await needBroker(t))) return null;
   const prefix = `keel-test/routing-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
   const key = randomBytes(32);
   const busA: MqttReplicaBus = await createMqttBus({ url: BROKER, prefix, eventKey: key, log });

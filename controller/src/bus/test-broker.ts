@@ -1,0 +1,30 @@
+// The MQTT broker the bus tests use (controller/src/bus/*.test.ts, test/controller-replicas-bus):
+// KEEL_TEST_MQTT_URL, else the Mosquitto .ci/run starts on 127.0.0.1:1883. Test support only:
+// nothing in the controller imports it.
+import { connect as tcpConnect } from 'node:net';
+import type { TestContext } from 'node:test';
+
+export const TEST_BROKER = process.env.KEEL_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
+
+/** True when something accepts TCP connections at the URL's host and port within a second. */
+export function reachable(url: string): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = tcpConnect({ host: u.hostname, port: Number(u.port || 1883) });
+    s.setTimeout(1000, () => (s.destroy(), resolve(false)));
+    s.once('connect', () => (s.end(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * True when the test broker answers; else the test is skipped and false returned. Under CI a
+ * missing broker fails instead: .ci/run starts one.
+ * @example if (!(await needBroker(t))) return;
+ */
+export async function needBroker(t: TestContext): Promise<boolean> {
+  if (await reachable(TEST_BROKER)) return true;
+  if (process.env.CI) throw new Error(`Mosquitto is needed at ${TEST_BROKER} (.ci/run starts it)`);
+  t.skip(`no MQTT broker at ${TEST_BROKER} (apt-get install mosquitto)`);
+  return false;
+}
