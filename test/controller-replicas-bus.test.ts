@@ -12,7 +12,6 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
 import { connectAsync } from 'mqtt';
-import postgres from 'postgres';
 import { needBroker, TEST_BROKER as BROKER } from '../controller/src/bus/test-broker.ts';
 import { ApiClient } from './helpers/api.ts';
 import {
@@ -20,6 +19,7 @@ import {
   controllerEnv,
   enrollNewAgent,
   freePort,
+  freshDatabase,
   kill,
   removeDir,
   runAgent,
@@ -43,26 +43,11 @@ after(async () => {
 
 /** A fresh database on the test PostgreSQL and the broker, or null with the test skipped (CI: throws). */
 async function needServices(t: TestContext): Promise<string | null> {
-  const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
   if (!(await needBroker(t))) return null;
-  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
-  try {
-    await admin`select 1`;
-  } catch {
-    await admin.end();
-    if (process.env.CI) throw new Error(`PostgreSQL is needed at ${adminUrl}`);
-    t.skip('no PostgreSQL here');
-    return null;
-  }
-  const name = `keel_bus_${process.pid}_${Date.now()}`;
-  await admin.unsafe(`create database "${name}"`);
-  closers.push(async () => {
-    await admin.unsafe(`drop database if exists "${name}" with (force)`);
-    await admin.end();
-  });
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
+  const database = await freshDatabase(t, 'keel_bus');
+  if (!database) return null;
+  closers.push(() => database.drop());
+  return database.url;
 }
 
 /** Server-Sent Events from a response, collected as they come. */

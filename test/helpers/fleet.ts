@@ -491,26 +491,14 @@ export interface Replicas {
  *          const a = await replicas.start(); const b = await replicas.start();
  */
 export async function startReplicas(t: TestContext, prefix: string): Promise<Replicas | null> {
-  const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
-  try {
-    await admin`select 1`;
-  } catch {
-    await admin.end();
-    if (process.env.CI) throw new Error(`PostgreSQL is needed at ${adminUrl}`);
-    t.skip('no PostgreSQL here');
-    return null;
-  }
-  const name = `${prefix}_${process.pid}_${Date.now()}`;
-  await admin.unsafe(`create database "${name}"`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const env = { DATABASE_URL: url.toString() };
+  const database = await freshDatabase(t, prefix);
+  if (!database) return null;
+  const { url } = database;
+  const env = { DATABASE_URL: url };
   const open = new Set<TestController>();
   const dataDirs = new Set<string>();
-  let dropped = false;
   return {
-    url: url.toString(),
+    url,
     start: async (opts = {}) => {
       const c = await startTestController({ env, ...opts });
       open.add(c);
@@ -531,6 +519,38 @@ export async function startReplicas(t: TestContext, prefix: string): Promise<Rep
       }
       for (const d of dataDirs) removeDir(d);
       dataDirs.clear();
+      await database.drop();
+    },
+  };
+}
+
+/**
+ * A fresh, empty database on the test PostgreSQL (KEEL_TEST_DATABASE_URL) named `<prefix>_<pid>_<ms>`;
+ * null, with the test skipped, where there is no PostgreSQL (in CI: throws). `drop()` (safe to call
+ * more than once) removes it, sessions still on it or not.
+ */
+export async function freshDatabase(
+  t: TestContext,
+  prefix: string,
+): Promise<{ url: string; drop(): Promise<void> } | null> {
+  const adminUrl = process.env.KEEL_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin`select 1`;
+  } catch {
+    await admin.end();
+    if (process.env.CI) throw new Error(`PostgreSQL is needed at ${adminUrl}`);
+    t.skip('no PostgreSQL here');
+    return null;
+  }
+  const name = `${prefix}_${process.pid}_${Date.now()}`;
+  await admin.unsafe(`create database "${name}"`);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  let dropped = false;
+  return {
+    url: url.toString(),
+    drop: async () => {
       if (dropped) return;
       dropped = true;
       await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {});
