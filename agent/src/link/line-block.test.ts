@@ -8,18 +8,11 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import {
-  decodeLogLine,
-  decodeRecords,
-  encodeLogLine,
-  encodeRecords,
-  MAX_LOG_LINE_BYTES,
-  type StreamRecord,
-} from '@keel/shared';
+import { decodeLogLine, decodeRecords, encodeLogLine, encodeRecords, type StreamRecord } from '@keel/shared';
 import { Spool } from './spool.ts';
 import { encodeLines, LINE_BLOCK_TARGET_BYTES, RecordsOut, scanLines, type LineBlock } from './line-block.ts';
-import { LineSplitter } from '../supervisor/log-tail.ts';
 import { seededRandom as rng } from '../../../test/helpers/seeded-random.ts';
+import { randomLogOutput, splitterLines } from '../../../test/helpers/log-output.ts';
 
 const TS = 1_700_000_000_000;
 const head = encodeLogLine({ process: 'web', stream: 'stderr', line: Buffer.alloc(0), continued: false });
@@ -32,41 +25,6 @@ function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'keel-line-block-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-/** Output with every kind of line end and length (LF, CRLF, lone CR, empty, binary, over 64 KiB). */
-function output(seed: number, bytes: number): Buffer {
-  const r = rng(seed);
-  const parts: Buffer[] = [];
-  let n = 0;
-  while (n < bytes) {
-    const kind = r();
-    let len: number;
-    if (kind < 0.003) len = MAX_LOG_LINE_BYTES - 2 + Math.floor(r() * 4);
-    else if (kind < 0.004) len = MAX_LOG_LINE_BYTES * 2 + Math.floor(r() * 1000);
-    else if (kind < 0.08) len = 0;
-    else len = Math.floor(r() * 200);
-    const line = Buffer.allocUnsafe(len);
-    const binary = r() < 0.1;
-    for (let i = 0; i < len; i++) {
-      const b = binary ? Math.floor(r() * 256) : 32 + Math.floor(r() * 95);
-      line[i] = b === 10 ? 11 : b;
-    }
-    const end = r();
-    parts.push(line, Buffer.from(end < 0.2 ? '\r\n' : end < 0.25 ? '\r' : '\n'));
-    n += len + 2;
-  }
-  parts.push(Buffer.from('a partial line\r'));
-  return Buffer.concat(parts);
-}
-
-/** LineSplitter's lines of `data`, the held rest flushed as a `continued` part. */
-function expected(data: Buffer): [string, boolean][] {
-  const s = new LineSplitter();
-  const out = s.push(data).map((l) => [l.line.toString('latin1'), l.continued] as [string, boolean]);
-  const held = s.flush();
-  if (held) out.push([held.line.toString('latin1'), held.continued]);
-  return out;
 }
 
 const lines = (records: readonly StreamRecord[]) =>
@@ -117,8 +75,8 @@ function blocksOf(data: Buffer, seed: number): { blocks: LineBlock[]; count: num
 for (const seed of [3, 4]) {
   test(`line blocks read back as LineSplitter's lines, from any seq and in any batch size (seed ${seed})`, async (t) => {
     const dir = tempDir(t);
-    const data = output(seed, 3 * 1024 * 1024);
-    const want = expected(data);
+    const data = randomLogOutput(seed, 3 * 1024 * 1024, 'a partial line\r');
+    const want = splitterLines(data);
     const { blocks, count } = blocksOf(data, seed * 31);
     assert.equal(count, want.length);
     const spool = await Spool.open({ dir, maxBytes: 64 * 1024 * 1024, syncIntervalMs: 0 });

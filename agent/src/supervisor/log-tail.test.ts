@@ -15,48 +15,11 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeLogLine, decodeRecords, MAX_LOG_LINE_BYTES, type StreamRecord } from '@keel/shared';
+import { decodeLogLine, decodeRecords, type StreamRecord } from '@keel/shared';
 import { Spool } from '../link/spool.ts';
-import { LineSplitter, LogTailer } from './log-tail.ts';
+import { LogTailer } from './log-tail.ts';
 import { seededRandom as rng } from '../../../test/helpers/seeded-random.ts';
-
-/** Output with every kind of line end and length, as one buffer. */
-function output(seed: number, bytes: number): Buffer {
-  const r = rng(seed);
-  const parts: Buffer[] = [];
-  let n = 0;
-  while (n < bytes) {
-    const kind = r();
-    let len: number;
-    if (kind < 0.002)
-      len = MAX_LOG_LINE_BYTES - 1 + Math.floor(r() * 3); // around the bound
-    else if (kind < 0.003)
-      len = MAX_LOG_LINE_BYTES * 2 + Math.floor(r() * 1000); // cut in parts
-    else if (kind < 0.08) len = 0;
-    else len = Math.floor(r() * 200);
-    const line = Buffer.allocUnsafe(len);
-    // Mostly text; some binary (never a newline: the line end is chosen below).
-    const binary = r() < 0.1;
-    for (let i = 0; i < len; i++) {
-      const b = binary ? Math.floor(r() * 256) : 32 + Math.floor(r() * 95);
-      line[i] = b === 10 ? 11 : b;
-    }
-    const end = r();
-    parts.push(line, Buffer.from(end < 0.2 ? '\r\n' : end < 0.25 ? '\r' : '\n'));
-    n += len + 2;
-  }
-  // No newline at the end: a partial line that only the last flushing tick hands out.
-  parts.push(Buffer.from('the last words'));
-  return Buffer.concat(parts);
-}
-
-function expected(data: Buffer): [string, boolean][] {
-  const s = new LineSplitter();
-  const out = s.push(data).map((l) => [l.line.toString('latin1'), l.continued] as [string, boolean]);
-  const held = s.flush();
-  if (held) out.push([held.line.toString('latin1'), held.continued]);
-  return out;
-}
+import { randomLogOutput, splitterLines } from '../../../test/helpers/log-output.ts';
 
 /** A spool in memory whose last seq before any append is `startSeq`: the records appended, in order. */
 function memorySpool(startSeq = 0) {
@@ -84,7 +47,7 @@ for (const seed of [1, 2]) {
   test(`LogTailer encodes the lines LineSplitter finds, across read boundaries (seed ${seed})`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'keel-tail-enc-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const data = output(seed, 4 * 1024 * 1024);
+    const data = randomLogOutput(seed, 4 * 1024 * 1024, 'the last words');
     const file = join(dir, 'out.log');
     writeFileSync(file, '');
     for (const d of ['a', 'b']) mkdirSync(join(dir, d));
@@ -120,7 +83,7 @@ for (const seed of [1, 2]) {
     b.drain();
     a.tick(true);
     b.tick(true);
-    const want = expected(data);
+    const want = splitterLines(data);
     assert.ok(want.length > 10_000, `${want.length} lines`);
     await spool.flush();
     const records: StreamRecord[] = [];
