@@ -383,16 +383,21 @@ req.on("error", () => process.exit(1));
 req.on("timeout", () => process.exit(1));
 ' "\$KEEL_AGENT_STATE_DIR/enrollment.json" >/dev/null 2>&1
 }
+# Sets \$window (the trial's, its deadline less its start; 60 s when under 10) and \$now; exit status
+# 0 while the trial may still be held (KEEL_AGENT_TRIAL_HOLD_SECONDS, default a day, from its start).
+may_hold() {
+  started=\$(field started); window=\$((\$(field deadline) - \${started:-0}))
+  if [ "\$window" -lt 10 ]; then window=60; fi
+  now=\$(date +%s)
+  [ "\$now" -lt "\$((\${started:-0} + \${KEEL_AGENT_TRIAL_HOLD_SECONDS:-86400}))" ]
+}
 # Past the deadline while the controller does not answer, the release is not judged: the deadline
 # moves on by the trial's window (for at most KEEL_AGENT_TRIAL_HOLD_SECONDS, default a day, from the
 # upgrade). When the controller answers again after such a hold, the release gets one whole window
 # from then to reach it (it may still wait out its reconnect backoff, or be in its handshake with a
 # controller that has just started), not what was left of the last hold. Exit status 0 when it moved.
 held() {
-  started=\$(field started); window=\$((\$(field deadline) - \${started:-0}))
-  if [ "\$window" -lt 10 ]; then window=60; fi
-  now=\$(date +%s)
-  if [ "\$now" -ge "\$((\${started:-0} + \${KEEL_AGENT_TRIAL_HOLD_SECONDS:-86400}))" ]; then return 1; fi
+  if ! may_hold; then return 1; fi
   if controller_answers; then
     if [ ! -f "\$hold" ] || [ "\$(sed -n 2p "\$hold")" = back ]; then return 1; fi
     printf '%s\\nback\\n' "\$((now + window))" >"\$hold.new" && mv -f "\$hold.new" "\$hold"
@@ -401,6 +406,18 @@ held() {
   fi
   echo "\$((now + window))" >"\$hold.new" && mv -f "\$hold.new" "\$hold"
   echo "keel-agent: the controller does not answer; the trial of \$(field version) waits for it" >&2
+  return 0
+}
+# Before the deadline, every 5 s: while the controller does not answer, the deadline stays a whole
+# window away (within the same bound), so a controller that comes back just before the deadline
+# leaves the release a window to reach it, not the seconds that were left. Exit status 0 when it
+# moved the deadline.
+hold_while_away() {
+  if ! may_hold || controller_answers; then return 1; fi
+  if [ ! -f "\$hold" ]; then
+    echo "keel-agent: the controller does not answer; the trial of \$(field version) waits for it" >&2
+  fi
+  echo "\$((now + window))" >"\$hold.new" && mv -f "\$hold.new" "\$hold"
   return 0
 }
 child=
@@ -435,6 +452,7 @@ while :; do
         left=\$((\$(deadline) - \$(date +%s)))
         if [ "\$left" -ge 0 ]; then
           if [ "\$left" -gt 4 ]; then sleep 5; else sleep "\$((left + 1))"; fi
+          if [ -f "\$trial" ]; then hold_while_away || true; fi
         elif ! held; then
           [ -f "\$trial" ] && kill -TERM "\$child" 2>/dev/null
           break

@@ -40,10 +40,11 @@ function launcherFunctions(): string {
  */
 async function held(
   env: Record<string, string> = {},
+  fn: 'held' | 'hold_while_away' = 'held',
 ): Promise<{ held: boolean; hold: string[]; stderr: string }> {
   const r = await promisify(execFile)(
     'sh',
-    ['-c', `${functions}\nif held; then echo HELD; else echo JUDGED; fi`],
+    ['-c', `${functions}\nif ${fn}; then echo HELD; else echo JUDGED; fi`],
     { encoding: 'utf8', env: { ...process.env, KEEL_AGENT_STATE_DIR: dir, ...env } },
   );
   let hold: string[] = [];
@@ -55,8 +56,8 @@ async function held(
   return { held: r.stdout.trim() === 'HELD', hold, stderr: r.stderr };
 }
 
-/** A trial of 0.9.9 whose 20 s window ended 30 s ago. */
-function pastTrial(controllerPort: number): number {
+/** A trial of 0.9.9 whose 20 s window ended 30 s ago (or, with `endsIn`, ends in that many seconds). */
+function pastTrial(controllerPort: number, endsIn = -30): number {
   const now = Math.floor(Date.now() / 1000);
   mkdirSync(join(dir, 'upgrade'), { recursive: true });
   writeFileSync(
@@ -65,7 +66,7 @@ function pastTrial(controllerPort: number): number {
   );
   writeFileSync(
     join(dir, 'upgrade/trial'),
-    `version=0.9.9\nprevious=0.9.8\ndeadline=${now - 30}\nstarts=1\nmax_starts=3\nstarted=${now - 50}\n`,
+    `version=0.9.9\nprevious=0.9.8\ndeadline=${now + endsIn}\nstarts=1\nmax_starts=3\nstarted=${now + endsIn - 20}\n`,
   );
   rmSync(join(dir, 'upgrade/trial-hold'), { force: true });
   return now;
@@ -130,5 +131,34 @@ test(
   async () => {
     pastTrial(1);
     assert.equal((await held({ KEEL_AGENT_TRIAL_HOLD_SECONDS: '10' })).held, false);
+  },
+);
+
+test(
+  'before the deadline, the controller away: the deadline stays a whole window away',
+  { timeout: 20_000 },
+  async () => {
+    // The staged-rollout test's host-2 (test/upgrades.test.ts, seen failing under load): switched
+    // just before the controller went away, which came back shortly before the trial's deadline;
+    // judged at the deadline (no hold had been needed), its new release had had only those seconds
+    // to reach the controller and was switched back. Probed every 5 s before the deadline, the
+    // deadline is now a window after the last probe that found the controller away.
+    const now = pastTrial(1, 8);
+    const away = await held({}, 'hold_while_away');
+    assert.ok(away.held, away.stderr);
+    assert.ok(Number(away.hold[0]) >= now + 20 && Number(away.hold[0]) <= now + 22, away.hold.join());
+    assert.match(away.stderr, /does not answer/);
+    // Said once: the next probe that finds it away moves the deadline on without a word.
+    const again = await held({}, 'hold_while_away');
+    assert.ok(again.held);
+    assert.equal(again.stderr, '');
+    // The controller answering: nothing moves (the release has its window from the last move).
+    pastTrial(port, 8);
+    const back = await held({}, 'hold_while_away');
+    assert.equal(back.held, false);
+    assert.deepEqual(back.hold, []);
+    // Nor past KEEL_AGENT_TRIAL_HOLD_SECONDS.
+    pastTrial(1, 8);
+    assert.equal((await held({ KEEL_AGENT_TRIAL_HOLD_SECONDS: '5' }, 'hold_while_away')).held, false);
   },
 );
