@@ -282,9 +282,15 @@ describe('staged agent upgrades', () => {
       const trial = readFileSync(join(roots[1]!, 'var/lib/keel-agent/upgrade/trial'), 'utf8');
       assert.match(trial, /^max_starts=4$/m);
       const { dataDir, port } = { dataDir: controller.dataDir, port: controller.port };
+      const deadline = Number(/^deadline=(\d+)$/m.exec(trial)?.[1]);
+      assert.ok(deadline > 0, trial);
       await controller.close();
+      // Away past the trial's own deadline (the launcher holds the trial from its first probe that
+      // finds the controller away, every 5 s).
       await waitFor(
-        () => existsSync(join(roots[1]!, 'var/lib/keel-agent/upgrade/trial-hold')),
+        () =>
+          Date.now() / 1000 > deadline + 1 &&
+          existsSync(join(roots[1]!, 'var/lib/keel-agent/upgrade/trial-hold')),
         90_000,
         "host-1's launcher holding the trial past its deadline",
       );
