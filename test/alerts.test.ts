@@ -11,9 +11,12 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { eq } from 'drizzle-orm';
 import { SMTPServer } from 'smtp-server';
 import { openTestApp, type SignedIn, type TestApp } from '../controller/src/app-fixture.ts';
+import { notificationChannels } from '../controller/src/db/schema/alerts.ts';
 import { metricSamples } from '../controller/src/db/schema/metrics.ts';
+import { SEALED_PREFIX } from '../controller/src/secrets.ts';
 
 const T0 = Date.parse('2026-03-01T12:00:00Z');
 let clock = T0;
@@ -375,5 +378,48 @@ describe('channels', () => {
     } finally {
       await new Promise<void>((r) => smtp.close(() => r()));
     }
+  });
+
+  test('channel secrets are sealed at rest; a legacy plaintext row still delivers and is sealed at start', async () => {
+    const ntfy = receiver(() => 200);
+    servers.push(ntfy.server);
+    const secret = 'tk_' + randomBytes(12).toString('hex');
+    const made = await api<{ channel: { id: string; hasSecret: boolean } }>('POST', '/alerts/channels', {
+      name: 'ntfy sealed',
+      kind: 'ntfy',
+      config: { serverUrl: await ntfy.url(), topic: 'keel-sealed' },
+      secret,
+    });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    assert.equal(made.body.channel.hasSecret, true);
+    const id = made.body.channel.id;
+    const stored = async () =>
+      (await t.db.select().from(notificationChannels).where(eq(notificationChannels.id, id)))[0]!.secret!;
+    let value = await stored();
+    assert.ok(value.startsWith(`${SEALED_PREFIX}${t.services.secrets.keyId}:`), 'sealed on create');
+    assert.ok(!value.includes(secret));
+    assert.equal((await api('POST', `/alerts/channels/${id}/test`)).status, 200);
+    assert.equal(ntfy.got.at(-1)!.headers.authorization, `Bearer ${secret}`);
+
+    const patched = 'tk_' + randomBytes(12).toString('hex');
+    assert.equal((await api('PATCH', `/alerts/channels/${id}`, { secret: patched })).status, 200);
+    value = await stored();
+    assert.ok(value.startsWith(SEALED_PREFIX) && !value.includes(patched), 'sealed on PATCH');
+    assert.equal((await api('POST', `/alerts/channels/${id}/test`)).status, 200);
+    assert.equal(ntfy.got.at(-1)!.headers.authorization, `Bearer ${patched}`);
+
+    // A row written before secrets were sealed: read as it is, then sealed by the start-up pass.
+    const legacy = 'tk_legacy' + randomBytes(8).toString('hex');
+    await t.db.update(notificationChannels).set({ secret: legacy }).where(eq(notificationChannels.id, id));
+    assert.equal((await api('POST', `/alerts/channels/${id}/test`)).status, 200);
+    assert.equal(ntfy.got.at(-1)!.headers.authorization, `Bearer ${legacy}`);
+    assert.ok((await t.services.notifications.sealStoredSecrets()) >= 1);
+    value = await stored();
+    assert.ok(value.startsWith(SEALED_PREFIX) && !value.includes(legacy), 'sealed at start');
+    assert.equal(await t.services.notifications.sealStoredSecrets(), 0, 'nothing left in clear');
+    assert.equal((await api('POST', `/alerts/channels/${id}/test`)).status, 200);
+    assert.equal(ntfy.got.at(-1)!.headers.authorization, `Bearer ${legacy}`);
+    const list = JSON.stringify((await api('GET', '/alerts/channels')).body);
+    assert.ok(!list.includes(legacy) && !list.includes(SEALED_PREFIX), 'the API answers hasSecret only');
   });
 });

@@ -215,6 +215,12 @@ export async function startController(
   const proxySealed = await services.proxyUsers.sealStoredSecrets(); // proxy users' protocol secrets
   if (proxySealed)
     log.info({ rows: proxySealed, holder: 'proxy_users' }, 'secrets sealed under the master key');
+  const channelsSealed = await services.notifications.sealStoredSecrets(); // channel credentials
+  if (channelsSealed)
+    log.info(
+      { rows: channelsSealed, holder: 'notification_channels.secret' },
+      'secrets sealed under the master key',
+    );
   await services.recordings.finishOrphans(); // sessions cut short by this controller's last stop
   services.recordings.start(); // retention sweep
   services.logRetention.start(); // per-process log retention (KEEL_LOG_RETENTION_*)

@@ -1,7 +1,7 @@
 // Notification channels and the delivery outbox. A channel's secret is in its own column and is
 // read only by the sender (`getWithSecret`); every other read leaves it out, so it never reaches
 // the API or a log by accident.
-import { and, asc, desc, eq, lte, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, isNotNull, lte, sql } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { isUuid } from '../db/errors.ts';
 import {
@@ -40,8 +40,9 @@ export function createNotificationsRepository(db: Db) {
       const [row] = await db.select().from(notificationChannels).where(eq(notificationChannels.id, id));
       return row ?? null;
     },
+    /** `id` is made by the caller, so a secret can be sealed bound to it before the insert. */
     async createChannel(
-      input: Pick<ChannelRow, 'name' | 'kind' | 'config' | 'secret'>,
+      input: Pick<ChannelRow, 'id' | 'name' | 'kind' | 'config' | 'secret'>,
     ): Promise<ChannelInfo> {
       const [row] = await db.insert(notificationChannels).values(input).returning(info);
       return row!;
@@ -58,6 +59,23 @@ export function createNotificationsRepository(db: Db) {
         .where(eq(notificationChannels.id, id))
         .returning(info);
       return row ?? null;
+    },
+    /** Every stored secret (for the start-up pass that seals legacy plaintext rows). */
+    async storedSecrets(): Promise<{ id: string; secret: string }[]> {
+      const rows = await db
+        .select({ id: notificationChannels.id, secret: notificationChannels.secret })
+        .from(notificationChannels)
+        .where(isNotNull(notificationChannels.secret));
+      return rows.map((r) => ({ id: r.id, secret: r.secret! }));
+    },
+    /** Replaces a stored secret with its re-sealed form, unless it changed meanwhile. */
+    async resealSecret(id: string, from: string, to: string): Promise<boolean> {
+      const rows = await db
+        .update(notificationChannels)
+        .set({ secret: to })
+        .where(and(eq(notificationChannels.id, id), eq(notificationChannels.secret, from)))
+        .returning({ id: notificationChannels.id });
+      return rows.length > 0;
     },
     async deleteChannel(id: string): Promise<ChannelInfo | null> {
       if (!isUuid(id)) return null;

@@ -150,6 +150,7 @@ export function createServices(deps: ServicesDeps) {
     log: log.child({ component: 'notifications' }),
     now: clock,
     publicUrl: deps.config.publicUrl,
+    secrets,
   });
   const alerts = createAlertsService({
     alerts: createAlertsRepository(db),

@@ -4,12 +4,20 @@
 // (30 s, 1 min, 2 min, ... at most 1 h apart, 8 attempts) so a receiver that is down for a while
 // still gets it; a controller restart loses nothing. Secrets (webhook key, bot token, ntfy token,
 // SMTP password) are write-only: the API answers `hasSecret`, logs and stored errors never hold
-// them (errors are built here from status codes and error codes, not from URLs).
+// them (errors are built here from status codes and error codes, not from URLs). They are stored
+// sealed under the master key (secrets.ts), bound to their channel, and opened only to send;
+// `sealStoredSecrets` seals legacy plaintext rows (and rows of a retired key) at start.
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { KeelError } from '@keel/shared';
-import type { ChannelInfo, DeliveryRow, NotificationsRepository } from '../repositories/notifications.ts';
+import type {
+  ChannelInfo,
+  ChannelWithSecret,
+  DeliveryRow,
+  NotificationsRepository,
+} from '../repositories/notifications.ts';
+import type { SecretBox } from '../secrets.ts';
 import type { AuditService } from './audit.ts';
 import { requireAccess, type Actor } from './access.ts';
 
@@ -249,7 +257,12 @@ export interface NotificationsServiceDeps {
   retry?: RetryPolicy;
   /** The console's URL, linked from notifications. */
   publicUrl?: string;
+  /** Seals the channels' secrets at rest. */
+  secrets: SecretBox;
 }
+
+/** What a channel's sealed secret is bound to: a sealed value copied to another row does not open. */
+const secretContext = (channelId: string) => `notification_channels.secret:${channelId}`;
 
 export function createNotificationsService(deps: NotificationsServiceDeps) {
   const { notifications: repo, audit, log } = deps;
@@ -257,12 +270,22 @@ export function createNotificationsService(deps: NotificationsServiceDeps) {
   const retry = deps.retry ?? deps.retry ?? defaultRetry;
   let delivering: Promise<number> | null = null;
 
+  /** The channel with its secret opened: only the sender and the test-send do this. */
+  function opened(channel: ChannelWithSecret): ChannelWithSecret {
+    if (!channel.secret) return channel;
+    try {
+      return { ...channel, secret: deps.secrets.open(channel.secret, secretContext(channel.id)) };
+    } catch {
+      throw new DeliveryError('the channel secret cannot be opened with the master key');
+    }
+  }
+
   async function attempt(row: DeliveryRow): Promise<void> {
     const channel = await repo.getWithSecret(row.channelId);
     const at = now();
     if (!channel) return repo.settle(row.id, { status: 'failed', lastError: 'the channel was deleted' });
     try {
-      await sendThrough(channel, row.payload as unknown as NotificationPayload, {
+      await sendThrough(opened(channel), row.payload as unknown as NotificationPayload, {
         deliveryId: row.id,
         now: at,
       });
@@ -360,7 +383,9 @@ export function createNotificationsService(deps: NotificationsServiceDeps) {
       const config = parseChannel(kind, parsed.data.config);
       if (kind === 'telegram' && !secret)
         throw new KeelError('request.invalid', 'secret: the bot token is required.');
-      const row = await repo.createChannel({ name, kind, config, secret: secret ?? null });
+      const id = randomUUID();
+      const sealed = secret ? deps.secrets.seal(secret, secretContext(id)) : null;
+      const row = await repo.createChannel({ id, name, kind, config, secret: sealed });
       // The secret is never in the audit detail: only whether one was set.
       await audit.record(
         actor.id,
@@ -384,7 +409,8 @@ export function createNotificationsService(deps: NotificationsServiceDeps) {
       const patch: Parameters<typeof repo.updateChannel>[1] = {};
       if (parsed.data.name !== undefined) patch.name = parsed.data.name;
       if (parsed.data.config !== undefined) patch.config = parseChannel(current.kind, parsed.data.config);
-      if (parsed.data.secret !== undefined) patch.secret = parsed.data.secret;
+      if (parsed.data.secret !== undefined)
+        patch.secret = parsed.data.secret ? deps.secrets.seal(parsed.data.secret, secretContext(id)) : null;
       const row = await repo.updateChannel(id, patch);
       if (!row) throw new KeelError('notification.channel_not_found');
       await audit.record(
@@ -434,7 +460,7 @@ export function createNotificationsService(deps: NotificationsServiceDeps) {
       };
       let error: string | null = null;
       try {
-        await sendThrough(channel, payload, { deliveryId: randomUUID(), now: at });
+        await sendThrough(opened(channel), payload, { deliveryId: randomUUID(), now: at });
       } catch (err) {
         error = err instanceof DeliveryError ? err.message : 'the channel is misconfigured';
       }
@@ -447,6 +473,21 @@ export function createNotificationsService(deps: NotificationsServiceDeps) {
       );
       if (error) throw new KeelError('notification.failed', `The test was not delivered: ${error}.`);
       return { ok: true };
+    },
+
+    /**
+     * Seals every channel secret still stored in plaintext (written before secrets were sealed) or
+     * under a retired master key; returns how many rows were rewritten. Run at start.
+     */
+    async sealStoredSecrets(): Promise<number> {
+      let changed = 0;
+      for (const row of await repo.storedSecrets()) {
+        if (!deps.secrets.needsReseal(row.secret)) continue;
+        const context = secretContext(row.id);
+        const sealed = deps.secrets.seal(deps.secrets.open(row.secret, context), context);
+        if (await repo.resealSecret(row.id, row.secret, sealed)) changed++;
+      }
+      return changed;
     },
 
     /** Forgets deliveries older than `before`. */
