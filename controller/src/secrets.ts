@@ -52,6 +52,30 @@ export interface SecretBox {
   deriveKey(purpose: string): Buffer;
 }
 
+/**
+ * Re-seals at start the stored secrets of one holder that are plaintext (written before secrets
+ * were sealed) or sealed under a retired key: each row's secret is opened and sealed again under
+ * its context, and written back only if the row still holds what was read. Returns how many rows
+ * were rewritten.
+ * @example await resealStored(box, await repo.storedSecrets(), (r) => r.secret, (r) => `t.secret:${r.id}`, (r, v) => repo.resealSecret(r.id, r.secret, v))
+ */
+export async function resealStored<R>(
+  box: Pick<SecretBox, 'needsReseal' | 'open' | 'seal'>,
+  rows: readonly R[],
+  secretOf: (row: R) => string,
+  contextOf: (row: R) => string,
+  write: (row: R, sealed: string) => Promise<boolean>,
+): Promise<number> {
+  let changed = 0;
+  for (const row of rows) {
+    const value = secretOf(row);
+    if (!box.needsReseal(value)) continue;
+    const context = contextOf(row);
+    if (await write(row, box.seal(box.open(value, context), context))) changed++;
+  }
+  return changed;
+}
+
 /** Thrown when the master key cannot be loaded (bad env value, unsafe file). */
 export class MasterKeyError extends Error {
   constructor(message: string) {

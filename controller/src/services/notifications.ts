@@ -17,7 +17,7 @@ import type {
   DeliveryRow,
   NotificationsRepository,
 } from '../repositories/notifications.ts';
-import type { SecretBox } from '../secrets.ts';
+import { resealStored, type SecretBox } from '../secrets.ts';
 import type { AuditService } from './audit.ts';
 import { requireAccess, type Actor } from './access.ts';
 
@@ -479,16 +479,14 @@ export function createNotificationsService(deps: NotificationsServiceDeps) {
      * Seals every channel secret still stored in plaintext (written before secrets were sealed) or
      * under a retired master key; returns how many rows were rewritten. Run at start.
      */
-    async sealStoredSecrets(): Promise<number> {
-      let changed = 0;
-      for (const row of await repo.storedSecrets()) {
-        if (!deps.secrets.needsReseal(row.secret)) continue;
-        const context = secretContext(row.id);
-        const sealed = deps.secrets.seal(deps.secrets.open(row.secret, context), context);
-        if (await repo.resealSecret(row.id, row.secret, sealed)) changed++;
-      }
-      return changed;
-    },
+    sealStoredSecrets: async (): Promise<number> =>
+      resealStored(
+        deps.secrets,
+        await repo.storedSecrets(),
+        (row) => row.secret,
+        (row) => secretContext(row.id),
+        (row, sealed) => repo.resealSecret(row.id, row.secret, sealed),
+      ),
 
     /** Forgets deliveries older than `before`. */
     prune: (before: Date) => repo.prune(before),

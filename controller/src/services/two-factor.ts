@@ -12,7 +12,7 @@ import type { SessionsRepository } from '../repositories/sessions.ts';
 import type { TwoFactorRepository } from '../repositories/two-factor.ts';
 import type { UserRole, UserRow, UsersRepository } from '../repositories/users.ts';
 import type { AuditService } from './audit.ts';
-import type { SecretBox } from '../secrets.ts';
+import { resealStored, type SecretBox } from '../secrets.ts';
 
 /** Clock skew accepted either way, in seconds (one 30 s step before and after). */
 export const TOTP_TOLERANCE_SECONDS = 30;
@@ -85,16 +85,14 @@ export function createTwoFactorService(deps: TwoFactorServiceDeps) {
      * Seals every TOTP secret still stored in plaintext (written before secrets were sealed) or
      * under a retired master key; returns how many rows were rewritten. Run at start.
      */
-    async sealStoredSecrets(): Promise<number> {
-      let changed = 0;
-      for (const row of await twoFactor.storedSecrets()) {
-        if (!deps.secrets.needsReseal(row.totpSecret)) continue;
-        const context = secretContext(row.id);
-        const sealed = deps.secrets.seal(deps.secrets.open(row.totpSecret, context), context);
-        if (await twoFactor.resealSecret(row.id, row.totpSecret, sealed)) changed++;
-      }
-      return changed;
-    },
+    sealStoredSecrets: async (): Promise<number> =>
+      resealStored(
+        deps.secrets,
+        await twoFactor.storedSecrets(),
+        (row) => row.totpSecret,
+        (row) => secretContext(row.id),
+        (row, sealed) => twoFactor.resealSecret(row.id, row.totpSecret, sealed),
+      ),
 
     /** Roles that must use two-factor sign-in (read at most every 5 s). */
     async requiredRoles(): Promise<UserRole[]> {
