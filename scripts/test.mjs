@@ -20,6 +20,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -229,7 +230,8 @@ function terminalUser() {
     ['--create-home', '--shell', '/bin/bash', '--comment', 'Keel tests terminal sessions', name],
     { encoding: 'utf8' },
   );
-  if (made.status === 0 && known()) {
+  // A run started beside this one may have made it a moment ago (useradd then fails: it exists).
+  if (known()) {
     console.log(
       `note: created the user ${name} for the terminal tests' login shells (KEEL_TEST_TERMINAL_USER)`,
     );
@@ -256,6 +258,36 @@ function runChild(command, argv, options) {
     child.once('close', (code) => resolveRun({ status: code ?? 1, out }));
   });
 }
+
+/**
+ * This run's own directory for the agent and controller bundles below (node_modules/.cache/
+ * keel-test/runs/<pid>: inside the repository, so that what they leave out resolves from its
+ * node_modules; the controller's local agent is found beside it as ../../agent). With one shared
+ * path, a run started beside another wrote its bundles over the other's (truncated, then written,
+ * then rewritten ASCII-only) and removed and re-made the controller's links while the other's
+ * tests were starting agents and controllers from them. Removed when the run exits; those of runs
+ * no longer alive, at the next run's start.
+ */
+const bundlesDir = join(cacheDir, 'runs', String(process.pid));
+function pruneDeadRuns() {
+  let names = [];
+  try {
+    names = readdirSync(join(cacheDir, 'runs'));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if (err.code === 'ESRCH') rmSync(join(cacheDir, 'runs', name), { recursive: true, force: true });
+    }
+  }
+}
+pruneDeadRuns();
+process.on('exit', () => rmSync(bundlesDir, { recursive: true, force: true }));
 
 /**
  * The console build (web/build: the controllers the tests start serve it), started beside the
@@ -287,7 +319,7 @@ const testsBundled = bundleTests();
  * the launcher itself.
  */
 async function bundleAgent() {
-  const top = join(root, 'node_modules/.cache/keel-test/agent');
+  const top = join(bundlesDir, 'agent');
   const outfile = join(top, 'dist/keel-agent.mjs');
   try {
     const { build } = await import('esbuild');
@@ -312,7 +344,7 @@ async function bundleAgent() {
  * uses it through KEEL_TEST_CONTROLLER_BIN; controller/src/main.test.ts tests the launcher itself.
  */
 async function bundleController() {
-  const top = join(root, 'node_modules/.cache/keel-test/controller');
+  const top = join(bundlesDir, 'controller');
   const outfile = join(top, 'dist/keel-controller.mjs');
   try {
     const { build } = await import('esbuild');
@@ -450,7 +482,10 @@ function pruneCache(dir, keep = 4) {
     const made = entries
       .filter((e) => e.name.startsWith(prefix) && !e.name.startsWith(`${prefix}make-`))
       .sort((a, b) => b.at - a.at);
-    for (const e of made.slice(keep)) rmSync(join(dir, e.name), { recursive: true, force: true });
+    // Not one used within the hour (each use touches it): a run beside this one, on other sources
+    // (another checkout, or a commit made meanwhile), may be copying it right now.
+    for (const e of made.slice(keep))
+      if (Date.now() - e.at > 60 * 60_000) rmSync(join(dir, e.name), { recursive: true, force: true });
   }
   // TypeScript the test loader compiled (scripts/test-loader-hooks.mjs), a file per source
   // version (~25 KB with its source map): started afresh when old versions have piled up.
@@ -941,7 +976,9 @@ for (const [f, ms] of Object.entries(durations)) {
   const quietMs = unsaturated.has(f) ? ms : cached[f]?.quietMs;
   cached[f] = { ms, ...(cpu === undefined ? {} : { cpu }), ...(quietMs === undefined ? {} : { quietMs }) };
 }
-writeFileSync(join(cacheDir, 'durations.json'), `${JSON.stringify(cached, null, 1)}\n`);
+// Renamed into place: a run starting beside this one reads the whole file or the old one.
+writeFileSync(join(cacheDir, `durations.json.${process.pid}.tmp`), `${JSON.stringify(cached, null, 1)}\n`);
+renameSync(join(cacheDir, `durations.json.${process.pid}.tmp`), join(cacheDir, 'durations.json'));
 const total = {};
 for (const r of results) for (const [k, v] of Object.entries(r.counts)) total[k] = (total[k] ?? 0) + v;
 const failed = results.filter((r) => !r.ok);

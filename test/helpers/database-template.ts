@@ -14,6 +14,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  utimesSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,7 +47,16 @@ export function databaseTemplate(migrations = join(repoRoot, 'controller/drizzle
     const cache = process.env.KEEL_TEST_CACHE_DIR ?? tmpdir();
     mkdirSync(cache, { recursive: true });
     const dir = join(cache, `keel-test-db-${hash.digest('hex').slice(0, 16)}`);
-    if (existsSync(join(dir, 'PG_VERSION'))) return dir;
+    if (existsSync(join(dir, 'PG_VERSION'))) {
+      // Touched on use: scripts/test.mjs prunes old templates, but none used within the hour (a run
+      // beside that one, on other migrations, may be copying it).
+      try {
+        utimesSync(dir, new Date(), new Date());
+      } catch {
+        // Pruned meanwhile: the copy below says so.
+      }
+      return dir;
+    }
     const work = mkdtempSync(join(cache, 'keel-test-db-make-'));
     try {
       const { openDatabase } = await import('../../controller/src/db/index.ts');

@@ -17,6 +17,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -80,7 +81,10 @@ function prune(cache: string, prefix: string, keep: number): void {
     .filter((n) => n.startsWith(prefix) && !n.startsWith(`${prefix}make-`))
     .map((name) => ({ name, at: statSync(join(cache, name)).mtimeMs }))
     .sort((a, b) => b.at - a.at);
-  for (const e of made.slice(keep)) rmSync(join(cache, e.name), { recursive: true, force: true });
+  // Not one used within the hour: a run beside this one, on other sources (another checkout, or a
+  // commit made meanwhile), may be copying it right now.
+  for (const e of made.slice(keep))
+    if (Date.now() - e.at > 60 * 60_000) rmSync(join(cache, e.name), { recursive: true, force: true });
 }
 
 /**
@@ -92,7 +96,11 @@ export function cachedRelease(kind: ReleaseKind): string {
   const cache = process.env.KEEL_TEST_CACHE_DIR ?? tmpdir();
   mkdirSync(cache, { recursive: true });
   const dir = join(cache, `${prefix}${sourcesHash(kind)}`);
-  if (existsSync(join(dir, 'done'))) return dir;
+  if (existsSync(join(dir, 'done'))) {
+    // Touched on use: prune() leaves releases used within the hour to the runs copying them.
+    utimesSync(dir, new Date(), new Date());
+    return dir;
+  }
   const work = mkdtempSync(join(cache, `${prefix}make-`));
   try {
     const built = spawnSync(
