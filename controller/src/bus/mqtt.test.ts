@@ -15,7 +15,7 @@ import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import type { FleetEvent } from './index.ts';
 import { createMqttBus, redactUrl, type MqttReplicaBus } from './mqtt.ts';
-import { needBroker, reachable, TEST_BROKER as BROKER } from './test-broker.ts';
+import { needBroker, reachable, subscriptionsHeld, TEST_BROKER as BROKER } from './test-broker.ts';
 import { encodeEvent } from './wire.ts';
 
 const MOSQUITTO = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((p) => existsSync(p));
@@ -82,6 +82,8 @@ test('an event reaches the other replica intact and its own subscribers once', a
   const a = await bus(prefix);
   const b = await bus(prefix);
   assert.ok(a.connected && b.connected);
+  // A's events go to B only once the broker holds B's subscription.
+  await subscriptionsHeld(b.client, prefix);
   const onA: FleetEvent[] = [];
   const onB: FleetEvent[] = [];
   const localB: FleetEvent[] = [];
@@ -137,6 +139,7 @@ test('malformed messages are dropped and counted, never delivered or thrown', as
   const prefix = prefixFor('malformed');
   const { log, lines } = logCapture();
   const b = await bus(prefix, { log });
+  await subscriptionsHeld(b.client, prefix);
   const got: FleetEvent[] = [];
   b.subscribe((e) => got.push(e));
   const raw = await connectAsync(BROKER, { protocolVersion: 5 });
@@ -260,6 +263,7 @@ test('events without a valid MAC, too old or replayed are dropped and counted as
   const prefix = prefixFor('unverified');
   const { log, lines } = logCapture();
   const b = await bus(prefix, { log });
+  await subscriptionsHeld(b.client, prefix);
   const got: FleetEvent[] = [];
   b.subscribe((e) => got.push(e));
   const raw = await connectAsync(BROKER, { protocolVersion: 5 });

@@ -14,7 +14,7 @@ import type { Host } from '../repositories/hosts.ts';
 import { createSecretBox } from '../secrets.ts';
 import { createMqttBus, type MqttReplicaBus } from './mqtt.ts';
 import { routeRequests } from './routing.ts';
-import { needBroker, TEST_BROKER as BROKER } from './test-broker.ts';
+import { needBroker, subscriptionsHeld, TEST_BROKER as BROKER } from './test-broker.ts';
 import { requestTopic, revocationTopic } from './topics.ts';
 
 const open: { close(): unknown }[] = [];
@@ -83,8 +83,8 @@ async function setUp(t: TestContext, answer: (method: string, params: unknown) =
     log,
   });
   open.push(a, b);
-  // Subscriptions are made on connect: give the broker a moment to hold them.
-  await new Promise((r) => setTimeout(r, 100));
+  // Subscriptions are made on connect and by routeRequests, unanswered: wait until both buses' are held.
+  await Promise.all([busA, busB].map((bus) => subscriptionsHeld(bus.client, prefix)));
   return { prefix, busA, busB, a, b, agent, row, secrets: createSecretBox(key) };
 }
 

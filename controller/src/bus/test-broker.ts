@@ -3,6 +3,7 @@
 // nothing in the controller imports it.
 import { connect as tcpConnect } from 'node:net';
 import type { TestContext } from 'node:test';
+import type { MqttClient } from 'mqtt';
 
 export const TEST_BROKER = process.env.KEEL_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 
@@ -27,4 +28,18 @@ export async function needBroker(t: TestContext): Promise<boolean> {
   if (process.env.CI) throw new Error(`Mosquitto is needed at ${TEST_BROKER} (.ci/run starts it)`);
   t.skip(`no MQTT broker at ${TEST_BROKER} (apt-get install mosquitto)`);
   return false;
+}
+
+/**
+ * Resolves once the broker holds every subscription `client` has sent so far. A bus subscribes
+ * when it connects without waiting for the broker's answer, so an event another connection
+ * publishes right after can reach the broker first and go to nobody; the broker handles one
+ * connection's packets in order, so the acknowledgement of one more subscription, made now, says
+ * the earlier ones are in (a fixed pause only guessed at it).
+ * @example const b = await createMqttBus(...); await subscriptionsHeld(b.client, prefix);
+ */
+export async function subscriptionsHeld(client: MqttClient, prefix: string): Promise<void> {
+  const probe = `${prefix}/test-probe/${Math.random().toString(36).slice(2)}`;
+  await client.subscribeAsync(probe, { qos: 1 });
+  await client.unsubscribeAsync(probe);
 }
