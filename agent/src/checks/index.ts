@@ -1,7 +1,9 @@
 // The checks capability: holds the set of service checks the controller pushed (`checks.apply`,
 // kept on disk with its generation so a restart keeps running them and an older push never
 // replaces a newer one), runs each on its interval, and appends every result to the `checks`
-// stream's spool. The spool keeps what the controller has not acked across outages, so results made
+// stream's spool. A check that a push adds or changes runs at once (then on its interval), so a new
+// check shows a result within seconds instead of after a whole interval; a check the push leaves as
+// it was keeps its timer (a reconnect's push of the same set restarts nothing). The spool keeps what the controller has not acked across outages, so results made
 // while it is unreachable arrive afterwards under the time they were made.
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -52,6 +54,9 @@ export function checksCapability(opts: {
   const now = opts.now ?? Date.now;
   let state: ChecksState = { generation: 0, checks: [] };
   const timers = new Map<string, NodeJS.Timeout>();
+  /** What each scheduled check runs (its spec as JSON), to tell a changed check from a kept one. */
+  const scheduled = new Map<string, string>();
+  /** Runs in flight, by spec: an edited check's first run does not wait for the old spec's. */
   const running = new Set<string>();
   let slots = MAX_CONCURRENT;
   const waiting: (() => void)[] = [];
@@ -67,12 +72,12 @@ export function checksCapability(opts: {
     else slots++;
   };
 
-  async function runOnce(spec: CheckSpec): Promise<void> {
-    if (running.has(spec.id)) return; // the previous run is still going: skip, do not pile up
-    running.add(spec.id);
+  async function runOnce(spec: CheckSpec, key: string): Promise<void> {
+    if (running.has(key)) return; // the previous run is still going: skip, do not pile up
+    running.add(key);
     await acquire();
     try {
-      if (stopped || !timers.has(spec.id)) return;
+      if (stopped || scheduled.get(spec.id) !== key) return; // removed or changed meanwhile
       const result = checkResultSchema.parse(await probe(spec, now));
       ctx?.stream(checksStream.name).append([{ ts: result.t, payload: Buffer.from(JSON.stringify(result)) }]);
     } catch (err) {
@@ -81,23 +86,40 @@ export function checksCapability(opts: {
         ctx?.log.error({ err, failures }, 'check result not spooled');
     } finally {
       release();
-      running.delete(spec.id);
+      running.delete(key);
     }
   }
 
-  function schedule(list: readonly CheckSpec[]): void {
-    for (const t of timers.values()) clearInterval(t);
-    timers.clear();
-    for (const spec of list) {
+  function unschedule(id: string): void {
+    const t = timers.get(id);
+    if (t) clearInterval(t); // a pending first setTimeout is cleared the same way
+    timers.delete(id);
+    scheduled.delete(id);
+  }
+
+  /**
+   * Runs `list` from now on. `fresh`: the set was pushed (not read back at start), so a check it
+   * adds or changes runs at once — unless the push brings more than MAX_CONCURRENT of them (a new
+   * host's whole set), whose first runs are spread over up to 5 s, as at start, so they do not all
+   * fire together every interval. A check whose spec is unchanged keeps its timer.
+   */
+  function schedule(list: readonly CheckSpec[], fresh: boolean): void {
+    const wanted = new Map(list.map((spec) => [spec.id, JSON.stringify(spec)] as const));
+    for (const id of [...timers.keys()]) if (scheduled.get(id) !== wanted.get(id)) unschedule(id);
+    const starting = list.filter((spec) => !timers.has(spec.id));
+    const atOnce = fresh && starting.length <= MAX_CONCURRENT;
+    for (const spec of starting) {
+      const key = wanted.get(spec.id)!;
       const every = spec.intervalSeconds * 1000;
       // Spread the first runs over the interval (by id) so a large set does not fire at once.
-      const offset = parseInt(spec.id.slice(0, 8), 16) % Math.min(every, 5_000);
+      const offset = atOnce ? 0 : parseInt(spec.id.slice(0, 8), 16) % Math.min(every, 5_000);
+      scheduled.set(spec.id, key);
       const first = setTimeout(() => {
-        void runOnce(spec);
-        const t = setInterval(() => void runOnce(spec), every);
+        if (scheduled.get(spec.id) !== key) return;
+        void runOnce(spec, key);
+        const t = setInterval(() => void runOnce(spec, key), every);
         t.unref();
-        if (timers.has(spec.id)) timers.set(spec.id, t);
-        else clearInterval(t);
+        timers.set(spec.id, t);
       }, offset);
       first.unref();
       timers.set(spec.id, first);
@@ -115,7 +137,7 @@ export function checksCapability(opts: {
         state = stateSchema.parse({ generation: params.generation, checks: params.checks });
         mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
         writeState(file, state);
-        if (!stopped) schedule(state.checks);
+        if (!stopped) schedule(state.checks, true);
         ctx?.log.info({ generation: state.generation, checks: state.checks.length }, 'checks applied');
         return { generation: state.generation, count: state.checks.length };
       },
@@ -123,12 +145,11 @@ export function checksCapability(opts: {
     start(c) {
       ctx = c;
       state = readState(file);
-      schedule(state.checks);
+      schedule(state.checks, false);
     },
     stop() {
       stopped = true;
-      for (const t of timers.values()) clearInterval(t);
-      timers.clear();
+      for (const id of [...timers.keys()]) unschedule(id);
     },
   };
 }

@@ -1,8 +1,12 @@
-// Proves the console's human formats: binary sizes, compact durations, relative times, host state and ticking uptime.
+// Proves the console's human formats: binary sizes, byte-axis ticks in one unit, compact durations, relative
+// times, host state, ticking uptime and short browser labels for user-agent strings.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   bootTimeMs,
+  BYTE_TICK_INCREMENTS,
+  describeUserAgent,
+  formatByteTicks,
   formatBytes,
   formatDuration,
   formatOs,
@@ -80,4 +84,67 @@ test('facts with unknown fields format as placeholders', () => {
   assert.equal(bootTimeMs({ ...facts, bootTime: null }), null);
   assert.equal(uptimeSeconds({ ...host, facts: { ...facts, bootTime: null, uptimeSeconds: null } }, 0), null);
   assert.equal(shortCpuModel(null), '');
+});
+
+test('a byte axis ticks on binary steps and labels every tick in one unit', () => {
+  assert.ok(BYTE_TICK_INCREMENTS.includes(1024) && BYTE_TICK_INCREMENTS.includes(256 * 1024));
+  assert.ok(!BYTE_TICK_INCREMENTS.includes(1000), 'no decimal step that reads "1000 B"');
+  assert.deepEqual(formatByteTicks([0, 512, 1024, 1536], '/s'), [
+    '0 KiB/s',
+    '0.5 KiB/s',
+    '1 KiB/s',
+    '1.5 KiB/s',
+  ]);
+  assert.deepEqual(formatByteTicks([0, 256 * 1024, 512 * 1024, 768 * 1024, 1024 * 1024]), [
+    '0 MiB',
+    '0.25 MiB',
+    '0.5 MiB',
+    '0.75 MiB',
+    '1 MiB',
+  ]);
+  assert.deepEqual(formatByteTicks([0, 200, 400, 600]), ['0 B', '200 B', '400 B', '600 B']);
+  assert.deepEqual(formatByteTicks([0, 2 * 1024 ** 3, 4 * 1024 ** 3]), ['0 GiB', '2 GiB', '4 GiB']);
+  assert.deepEqual(formatByteTicks([]), []);
+});
+
+test('a session shows a short browser label for its user-agent string', () => {
+  const cases: [string | null, string][] = [
+    [
+      'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36',
+      'Chrome on Linux',
+    ],
+    [
+      'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36',
+      'Headless Chrome on Linux',
+    ],
+    [
+      'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chromium/120.0 Chrome/120.0 Safari/537.36',
+      'Chromium on Linux',
+    ],
+    [
+      'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0',
+      'Firefox on Windows',
+    ],
+    [
+      'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0',
+      'Edge on Windows',
+    ],
+    [
+      'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1',
+      'Safari on iOS',
+    ],
+    [
+      'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15',
+      'Safari on macOS',
+    ],
+    [
+      'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36',
+      'Chrome on Android',
+    ],
+    ['curl/8.5.0', 'curl'],
+    ['node', 'node'],
+    ['', 'Unknown'],
+    [null, 'Unknown'],
+  ];
+  for (const [ua, label] of cases) assert.equal(describeUserAgent(ua), label, String(ua));
 });

@@ -16,6 +16,33 @@ export function formatBytes(bytes: number | null | undefined): string {
   return `${Number(value.toFixed(digits))} ${BYTE_UNITS[unit]}`;
 }
 
+/**
+ * Tick spacings a chart's byte axis may use: powers of two (1/16 B … 512 PiB), so ticks fall on
+ * whole binary units (256 KiB, 512 KiB, 768 KiB, 1 MiB) instead of decimal steps that read as
+ * "1000 B/s" beside a legend in KiB/s.
+ */
+export const BYTE_TICK_INCREMENTS: readonly number[] = Array.from({ length: 64 }, (_, i) => 2 ** (i - 4));
+
+/**
+ * A byte axis's tick labels, all in one unit: the largest binary unit the biggest tick reaches
+ * (so 0, 256 KiB, …, 1 MiB reads "0 MiB", "0.25 MiB", …, "1 MiB"), with as few decimals as the
+ * ticks need (at most three). `suffix` follows the unit ("/s" for a rate).
+ *
+ * @example formatByteTicks([0, 512, 1024, 1536], '/s') // ['0 KiB/s', '0.5 KiB/s', '1 KiB/s', '1.5 KiB/s']
+ */
+export function formatByteTicks(ticks: readonly number[], suffix = ''): string[] {
+  const biggest = Math.max(0, ...ticks.filter(Number.isFinite).map(Math.abs));
+  let unit = 0;
+  while (unit < BYTE_UNITS.length - 1 && biggest >= 1024 ** (unit + 1)) unit++;
+  const scaled = ticks.map((t) => t / 1024 ** unit);
+  let digits = 0;
+  while (digits < 3 && scaled.some((v) => Math.abs(v * 10 ** digits - Math.round(v * 10 ** digits)) > 1e-6))
+    digits++;
+  return scaled.map((v) =>
+    Number.isFinite(v) ? `${Number(v.toFixed(digits))} ${BYTE_UNITS[unit]}${suffix}` : '',
+  );
+}
+
 /** Compact duration, two most significant units: "3d 4h", "5h 12m", "42s". */
 export function formatDuration(seconds: number | null | undefined): string {
   if (seconds == null || !Number.isFinite(seconds) || seconds < 0) return '—';
@@ -119,4 +146,46 @@ export function shortCpuModel(model: string | null): string {
     .replace(/\s+/g, ' ')
     .trim();
   return short || model;
+}
+
+/**
+ * A short label for a browser's User-Agent string ("Chromium on Linux", "Safari on iOS", "curl"),
+ * for lists of sessions; the full string stays for a hover. Unknown strings give their first word.
+ *
+ * @example describeUserAgent('Mozilla/5.0 (X11; Linux x86_64) … Chrome/131.0.0.0 Safari/537.36') // 'Chrome on Linux'
+ */
+export function describeUserAgent(ua: string | null | undefined): string {
+  if (!ua || !ua.trim()) return 'Unknown';
+  const browser = /\bEdg(?:e|A|iOS)?\//.test(ua)
+    ? 'Edge'
+    : /\b(?:OPR|Opera)\//.test(ua)
+      ? 'Opera'
+      : /\bFirefox\/|\bFxiOS\//.test(ua)
+        ? 'Firefox'
+        : /\bHeadlessChrome\//.test(ua)
+          ? 'Headless Chrome'
+          : /\bChromium\//.test(ua)
+            ? 'Chromium'
+            : /\b(?:Chrome|CriOS)\//.test(ua)
+              ? 'Chrome'
+              : /\bVersion\/[\d.]+.*\bSafari\//.test(ua)
+                ? 'Safari'
+                : null;
+  const os = /\b(?:iPhone|iPad|iPod)\b/.test(ua)
+    ? 'iOS'
+    : /\bAndroid\b/.test(ua)
+      ? 'Android'
+      : /\bCrOS\b/.test(ua)
+        ? 'ChromeOS'
+        : /\bWindows\b/.test(ua)
+          ? 'Windows'
+          : /\bMac OS X\b|\bMacintosh\b/.test(ua)
+            ? 'macOS'
+            : /\bLinux\b|\bX11\b/.test(ua)
+              ? 'Linux'
+              : null;
+  if (browser) return os ? `${browser} on ${os}` : browser;
+  // A tool (curl/8.5.0, python-requests/2.31, node): its name without the version.
+  const tool = /^([A-Za-z][\w.-]*)/.exec(ua.trim())?.[1] ?? 'Unknown';
+  return os && tool === 'Mozilla' ? `A browser on ${os}` : tool;
 }

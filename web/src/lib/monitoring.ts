@@ -72,6 +72,8 @@ export interface CheckView {
   intervalSeconds: number;
   timeoutMs: number;
   enabled: boolean;
+  /** When the check was last saved (ISO time). */
+  updatedAt: string;
   status: 'up' | 'down' | 'unknown';
   last: CheckResultView[];
   uptime: { day: number | null; week: number | null; month: number | null };

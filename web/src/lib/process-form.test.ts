@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { stopSignals } from '@keel/shared';
 import {
+  defaultProcessName,
   formFromSpec,
   FormError,
   healthLabel,
@@ -140,4 +141,22 @@ test('labels: state, health with its last error, limits applied or not with the 
   // The agent's own "limits not applied: " prefix is not said twice beside the console's "not applied".
   const agentSaid = { ...status, limits: { ...status.limits, message: 'limits not applied: no cgroup v2' } };
   assert.equal(limitsLabel(full, agentSaid)?.message, 'no cgroup v2');
+});
+
+test('a process made from a template starts with its id as a name, unique on the host', () => {
+  assert.equal(defaultProcessName('minecraft-java', []), 'minecraft-java');
+  assert.equal(defaultProcessName('minecraft-java', ['minecraft-java']), 'minecraft-java-2');
+  assert.equal(
+    defaultProcessName('minecraft-java', ['minecraft-java', 'minecraft-java-2']),
+    'minecraft-java-3',
+  );
+  // An imported egg's id in any spelling still makes a valid name.
+  assert.equal(defaultProcessName('Egg: Paper 1.20!', []), 'egg-paper-1.20');
+  assert.equal(defaultProcessName('--', []), 'process');
+  const long = 'x'.repeat(80);
+  assert.equal(defaultProcessName(long, []).length, 63);
+  const second = defaultProcessName(long, [defaultProcessName(long, [])]);
+  assert.equal(second, `${'x'.repeat(61)}-2`);
+  for (const name of ['minecraft-java-3', 'egg-paper-1.20', second])
+    assert.match(name, /^[a-z0-9][a-z0-9._-]{0,62}$/);
 });

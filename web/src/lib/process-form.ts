@@ -240,3 +240,31 @@ export function limitsLabel(
     oomKills: st?.oomKills ?? 0,
   };
 }
+
+/** Longest process name (processSpecSchema's name: 1–63 of a–z, 0–9, ".", "_", "-"). */
+const NAME_MAX = 63;
+
+/**
+ * The name a process made from a template starts with: the template's id made a process name
+ * (lower case, anything else a "-"), with "-2", "-3", … where the host already has that name, so
+ * the required field is filled and Create works at once; the user may change it.
+ *
+ * @example defaultProcessName('minecraft-java', ['minecraft-java']) // 'minecraft-java-2'
+ */
+export function defaultProcessName(templateId: string, taken: Iterable<string>): string {
+  const used = new Set(taken);
+  const base =
+    templateId
+      .toLowerCase()
+      .replace(/[^a-z0-9._-]+/g, '-')
+      .replace(/^[^a-z0-9]+/, '')
+      .replace(/-+$/, '')
+      .slice(0, NAME_MAX)
+      .replace(/[._-]+$/, '') || 'process';
+  if (!used.has(base)) return base;
+  for (let n = 2; ; n++) {
+    const suffix = `-${n}`;
+    const name = `${base.slice(0, NAME_MAX - suffix.length).replace(/[._-]+$/, '')}${suffix}`;
+    if (!used.has(name)) return name;
+  }
+}
