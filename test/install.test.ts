@@ -127,7 +127,8 @@ describe('install.sh', () => {
       assert.equal(broken.code, 1, broken.out);
       assert.match(broken.out, new RegExp(`did not come online within 4s; rolled back to ${versionRe(v1)}`));
       assert.equal(readlinkSync(join(root, 'opt/keel/agent/current')), `releases/${v1}`);
-      await waitFor(async () => (await hostVersion()).online, 10_000, `host back online on ${v1}`);
+      // An agent process start (the rolled-back release): on two busy cores, seconds.
+      await waitFor(async () => (await hostVersion()).online, 30_000, `host back online on ${v1}`);
       assert.equal((await hostVersion()).agentVersion, v1);
       // Any version the controller holds can be chosen, an older one included.
       const back = await sh(`${upgrade} --version ${base}`, rootEnv(root));

@@ -131,8 +131,14 @@ test(
         assert.equal(h.exitCode, 0);
       }
     }
-    const failed = events.find((e) => e.type === 'job.failed' && e.runId === id);
-    assert.ok(failed && failed.type === 'job.failed');
+    // Published after the run's end is stored and announced (what was waited for above), once its
+    // hosts' rows are read again: it may come a moment later.
+    const failed = await waitFor(
+      () => events.find((e) => e.type === 'job.failed' && e.runId === id),
+      15_000,
+      'job.failed published',
+    );
+    assert.ok(failed.type === 'job.failed');
     assert.deepEqual(
       failed.failedHosts.map((h) => [h.hostName, h.status, h.exitCode]),
       [[`many-0${FAILING}`, 'failed', 1]],

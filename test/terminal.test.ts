@@ -165,11 +165,18 @@ test('echo hi, resize, exit: the recording is complete and downloadable', { time
     assert.match(played, /43 132/);
   }
 
-  const audit = await ctl.api.get<{ entries: { action: string; detail: Record<string, unknown> }[] }>(
-    '/audit?action=terminal.',
-  );
-  const actions = audit.body.entries.filter((e) => e.detail.recording === rec.id).map((e) => e.action);
-  assert.deepEqual(actions.sort(), ['terminal.end', 'terminal.start']);
+  // terminal.end is appended after the recording's row is finished (the wait above), not with it.
+  const actions = async () =>
+    (
+      await ctl.api.get<{ entries: { action: string; detail: Record<string, unknown> }[] }>(
+        '/audit?action=terminal.',
+      )
+    ).body.entries
+      .filter((e) => e.detail.recording === rec.id)
+      .map((e) => e.action)
+      .sort();
+  await waitFor(async () => (await actions()).includes('terminal.end'), 15_000, 'terminal.end audited');
+  assert.deepEqual(await actions(), ['terminal.end', 'terminal.start']);
 
   const missing = await download('00000000-0000-4000-8000-000000000000');
   assert.equal(missing.status, 404);

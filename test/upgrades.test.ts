@@ -313,10 +313,14 @@ describe('staged agent upgrades', () => {
       assert.ok(mostUpgrading <= 2, `at most one batch at once, saw ${mostUpgrading}`);
       for (const h of done.hosts) assert.equal(h.state, 'ok', JSON.stringify(h));
       for (const id of hostIds) {
-        const row = await waitFor(async () => {
-          const r = await hostRow(id);
-          return r.online ? r : null;
-        });
+        const row = await waitFor(
+          async () => {
+            const r = await hostRow(id);
+            return r.online ? r : null;
+          },
+          30_000,
+          `${id} online on the new release`,
+        );
         assert.equal(row.agentVersion, next);
       }
       for (const root of roots) {
@@ -329,9 +333,16 @@ describe('staged agent upgrades', () => {
       for (const [i, id] of hostIds.entries()) assert.equal(await keeperPid(id), pids[i], `host-${i}`);
       const overview = await api.get<{ fleet: { version: string; hosts: number }[] }>('/agent-rollouts');
       assert.deepEqual(overview.body.fleet, [{ version: next, hosts: HOSTS, online: HOSTS }]);
-      // Audited: the start (by the admin) and the end (by the system).
-      const audit = await api.get<{ entries: { action: string }[] }>('/audit?limit=200');
-      const actions = JSON.stringify(audit.body);
+      // Audited: the start (by the admin) and the end (by the system; appended after the rollout's
+      // state is stored as done, so it may come a moment after the wait above saw it).
+      const actions = await waitFor(
+        async () => {
+          const text = JSON.stringify((await api.get('/audit?limit=200')).body);
+          return /rollout\.done/.test(text) ? text : null;
+        },
+        15_000,
+        'rollout.done audited',
+      );
       assert.match(actions, /rollout\.start/);
       assert.match(actions, /rollout\.done/);
       assert.match(actions, /rollout\.halt/);
