@@ -134,10 +134,14 @@ export function supervisorCapability(opts: { dir: string }) {
       supervisor = new Supervisor({ dir: opts.dir, tailer, log: ctx.log, emit: ctx.emit });
       await supervisor.load();
       // Every TAIL_MS, and back to back while a fast writer is ahead of the tailer.
-      stopTail = tailContinuously(tailer, {
+      const stop = tailContinuously(tailer, {
         everyMs: TAIL_MS,
         onError: (err) => ctx.log.error({ err }, 'reading process output failed'),
       });
+      stopTail = () => {
+        stop();
+        tailer.close(); // its punch helper
+      };
     },
     stop() {
       stopTail?.();

@@ -29,7 +29,6 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
 import { crc32 } from 'node:zlib';
 import {
   decodeRecords,
@@ -45,6 +44,7 @@ import {
   scanLines,
   type LineBlock,
 } from '../link/line-block.ts';
+import { HolePuncher, punchBySpawn } from './hole-puncher.ts';
 
 /**
  * Bytes read from one file per tick: bounds memory (a tick holds the read, its records and the
@@ -238,6 +238,13 @@ export class LogTailer {
   #punchIntervalMs: number;
   /** Why punching failed (e.g. a file system without hole punching); output then grows as before. */
   punchError: string | null = null;
+  /** The long-lived punch helper (hole-puncher.ts); null: one `fallocate` child per punch. */
+  #puncher: HolePuncher | null;
+
+  /** The punch helper, when punches go through one (tests check it is started once). */
+  get puncher(): HolePuncher | null {
+    return this.#puncher;
+  }
 
   constructor(opts: {
     dir: string;
@@ -251,7 +258,10 @@ export class LogTailer {
     punchMaxEveryBytes?: number;
     /** Between `punchEveryBytes` and `punchMaxEveryBytes`, at most one punch a file this often; default 1000. */
     punchIntervalMs?: number;
+    /** How punches run: through one long-lived helper (default) or one `fallocate` child each. */
+    punchBy?: 'helper' | 'spawn';
   }) {
+    this.#puncher = opts.punchBy === 'spawn' ? null : new HolePuncher();
     this.#keepBytes = opts.keepBytes ?? 4 * 1024 * 1024;
     this.#punchEveryBytes = opts.punchEveryBytes ?? 16 * 1024 * 1024;
     this.#punchMaxEveryBytes = Math.max(
@@ -431,10 +441,14 @@ export class LogTailer {
 
   /**
    * Gives back the disk blocks of what was spooled, keeping the last `keepBytes` (see the header).
-   * The punch runs in a child process (`fallocate`; Node has no fallocate) that the tailer does not
-   * wait for: the tick goes on reading while the kernel frees the range. The child gets the file as
-   * an fd the tailer opened (`/dev/fd/3`), so it punches this inode even if the path is replaced
-   * meanwhile; while it runs the file is not punched again nor truncated (`punching`).
+   * The punch runs in another process (`fallocate`; Node has no fallocate) that the tailer does not
+   * wait for: the tick goes on reading while the kernel frees the range. Since 1 Dec it is asked of
+   * one long-lived helper shell (hole-puncher.ts), which forks `fallocate` itself, instead of a
+   * child the agent forked per punch (a fork of the whole agent: 4-18 ms of its CPU each, with the
+   * event loop stopped until the child exec'd); should the helper fail, one child per punch as
+   * before. Either way `fallocate` opens the fd the tailer opened (`/proc/<agent>/fd/<fd>`, or
+   * `/dev/fd/3` in the child), so it punches this inode even if the path is replaced meanwhile;
+   * while it runs the file is not punched again nor truncated (`punching`).
    *
    * How often: once `punchEveryBytes` (16 MiB) more were spooled, but at most once per
    * `punchIntervalMs` (1 s) for a file, unless `punchMaxEveryBytes` (64 MiB) were: a writer up to
@@ -461,29 +475,44 @@ export class LogTailer {
     const generation = f.generation;
     f.punching = true;
     f.punchedAt = now;
-    let stderr = '';
     const done = (error: string | null) => {
       if (!f.punching) return;
       f.punching = false;
       if (error !== null) this.punchError = `punching spooled output out of ${f.path} failed: ${error}`;
       else if (f.generation === generation) f.punchedTo = Math.max(f.punchedTo, to);
     };
-    try {
-      const child = spawn(
-        'fallocate',
-        ['--punch-hole', '--offset', String(from), '--length', String(to - from), '/dev/fd/3'],
-        { stdio: ['ignore', 'ignore', 'pipe', fd] },
-      );
-      child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.on('error', (err) => done(err.message));
-      child.on('close', (code, signal) =>
-        done(code === 0 ? null : stderr.trim() || `fallocate ended with ${code ?? signal}`),
-      );
-    } catch (err) {
-      done((err as Error).message);
-    } finally {
-      closeSync(fd);
+    const puncher = this.#puncher;
+    if (puncher === null) {
+      try {
+        punchBySpawn(fd, from, to - from, done);
+      } finally {
+        closeSync(fd);
+      }
+      return;
     }
+    puncher.punch(fd, from, to - from, (error) => {
+      if (error === null) {
+        closeSync(fd);
+        done(null);
+        return;
+      }
+      // The helper could not do it (it did not start, or cannot reopen the agent's fds): one
+      // child per punch from now on, starting with this one; its error, if any, is the real one.
+      if (this.#puncher === puncher) {
+        this.#puncher = null;
+        puncher.close();
+      }
+      try {
+        punchBySpawn(fd, from, to - from, done);
+      } finally {
+        closeSync(fd);
+      }
+    });
+  }
+
+  /** Ends the punch helper (it ends by itself with the agent too). */
+  close(): void {
+    this.#puncher?.close();
   }
 
   /**

@@ -144,3 +144,73 @@ test('a fast writer is punched at most once per interval, and at once when the l
   await settle();
   assert.ok(disk() < 64 * KiB, `past punchMaxEveryBytes: ${disk()}`);
 });
+
+/** Ticks until the file's punch settled; returns its bytes on disk. */
+async function punchedDisk(tailer: LogTailer, file: string): Promise<number> {
+  const until = Date.now() + 10_000;
+  while (tailer.punching(file) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(tailer.punching(file), false, 'the punch settled');
+  return statSync(file).blocks * 512;
+}
+
+test('punches go through one long-lived helper (the agent forks nothing per punch), and one child each when asked', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-punch-helper-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const KiB = 1024;
+  const lines = (kib: number) => `${'y'.repeat(1023)}\n`.repeat(kib);
+  for (const punchBy of ['helper', 'spawn'] as const) {
+    const files = [join(dir, `${punchBy}-a.log`), join(dir, `${punchBy}-b.log`)];
+    const tailer = new LogTailer({
+      dir,
+      spool: new MemorySpool(),
+      keepBytes: 0,
+      punchEveryBytes: 64 * KiB,
+      punchIntervalMs: 0,
+      punchBy,
+    });
+    t.after(() => tailer.close());
+    for (const f of files) {
+      writeFileSync(f, '');
+      tailer.add({ process: punchBy, stream: f.endsWith('a.log') ? 'stdout' : 'stderr', path: f });
+    }
+    const pids = new Set<number | null>();
+    for (let round = 0; round < 4; round++) {
+      for (const f of files) appendFileSync(f, lines(128));
+      tailer.tick(); // both files punched at once: answers come back in order
+      for (const f of files)
+        assert.ok((await punchedDisk(tailer, f)) < 64 * KiB, `${punchBy} round ${round}`);
+      pids.add(tailer.puncher?.pid ?? null);
+    }
+    assert.equal(tailer.punchError, null);
+    if (punchBy === 'helper') {
+      assert.equal(tailer.puncher?.started, 1, 'one helper for eight punches of two files');
+      assert.equal(pids.size, 1);
+      assert.notEqual([...pids][0], null);
+    } else assert.equal(tailer.puncher, null);
+  }
+});
+
+test('a helper that cannot punch hands the punch to a child of its own, and punches go that way from then on', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-punch-fallback-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const KiB = 1024;
+  const file = join(dir, 'stdout.log');
+  writeFileSync(file, '');
+  const tailer = new LogTailer({
+    dir,
+    spool: new MemorySpool(),
+    keepBytes: 0,
+    punchEveryBytes: 64 * KiB,
+    punchIntervalMs: 0,
+  });
+  tailer.add({ process: 'p', stream: 'stdout', path: file });
+  // The helper is gone before the first punch (as if it could not start or was killed).
+  tailer.puncher!.close();
+  const closedHelper = tailer.puncher!;
+  closedHelper.punch = (_fd, _off, _len, done) => done('the punch helper is not running');
+  appendFileSync(file, `${'z'.repeat(1023)}\n`.repeat(128));
+  tailer.tick();
+  assert.ok((await punchedDisk(tailer, file)) < 64 * KiB, 'punched by a child of its own');
+  assert.equal(tailer.puncher, null, 'one child per punch from then on');
+  assert.equal(tailer.punchError, null);
+});
