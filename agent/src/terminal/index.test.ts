@@ -12,6 +12,7 @@
 // turn). Each session first waits for its shell to answer, bounded by SHELL_READY_MS; the
 // capability's own timings are asserted after that.
 import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
 import { afterEach, describe, test } from 'node:test';
 import { encodeTerminalInput, encodeTerminalResize, type ChannelEnd } from '@keel/shared';
 import type { ChannelPort, ChannelSession } from '../channels/hub.ts';
@@ -107,6 +108,32 @@ async function openReady(opts: TerminalOptions, size?: { cols: number; rows: num
   await ch.type('echo "shell-""up"\r');
   await ch.until(/[\r\n](shell-up)\r\n/, SHELL_READY_MS);
   return ch;
+}
+
+/**
+ * Waits until a `sleep` child of the shell `shell` runs, not stopped, as its terminal's foreground
+ * job (its process group is the terminal's foreground group): what ^Z then stops and ^C ends. A
+ * fixed pause before the key was a guess: a key that comes before the shell has handed the
+ * terminal to the job goes to the shell.
+ */
+async function sleepInForeground(shell: number, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    for (const name of await readdir('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        const stat = await readFile(`/proc/${name}/stat`, 'utf8');
+        const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        // After the command: state ppid pgrp session tty_nr tpgid …
+        const [state, ppid, pgrp, , , tpgid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        if (comm === 'sleep' && Number(ppid) === shell && state !== 'T' && pgrp === tpgid) return;
+      } catch {
+        // gone meanwhile
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`no sleep in the foreground of shell ${shell}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 async function gone(pid: number, ms = 5_000): Promise<boolean> {
@@ -232,15 +259,17 @@ for (const backend of ['node-pty', 'script'] as const) {
         const ch = await openReady(opts);
         await ch.type('echo "re""ady"\r');
         await ch.until(/ready\r\n/);
+        await ch.type('echo "pid=$$"\r');
+        const shell = Number(await ch.until(/pid=(\d+)/));
         await ch.type('sleep 300\r');
-        await new Promise((r) => setTimeout(r, 300));
+        await sleepInForeground(shell);
         await ch.type('\x1a');
         // The shell's job control took the terminal back: the job is stopped, and the shell answers.
         await ch.type('jobs -l; echo "after=$((6*7))"\r');
         await ch.until(/after=(42)/, 10_000);
         assert.match(ch.text(), /Stopped.*sleep 300/);
         await ch.type('fg\r');
-        await new Promise((r) => setTimeout(r, 300));
+        await sleepInForeground(shell);
         await ch.type('\x03');
         await ch.type('jobs; echo "left=$((6*7))"\r');
         await ch.until(/left=(42)/, 10_000);
