@@ -10,6 +10,8 @@ import type { Logger } from 'pino';
 import { createApp } from './app.ts';
 import { createLocalReplicaBus, type ReplicaBus } from './bus/index.ts';
 import { EVENT_MAC_PURPOSE } from './bus/wire.ts';
+import { CHANNEL_KEY_PURPOSE, replicaWill, type ChannelRouting } from './bus/channels.ts';
+import { randomUUID } from 'node:crypto';
 import type { Config } from './config/index.ts';
 import { databaseReachable, openDatabase, type OpenDatabase } from './db/index.ts';
 import { Gateway } from './gateway/index.ts';
@@ -120,6 +122,9 @@ export async function startController(
   // With a broker, replicas share their events (bus/mqtt.ts); the services hear only this replica's
   // own (`bus.local`: audit rows and pushes to agents happen once, where the session is), the
   // routes every replica's (the console's live views).
+  // Its will (published by the broker if this process dies) ends the channels routed through it.
+  const busId = randomUUID();
+  const channelKey = secrets.deriveKey(CHANNEL_KEY_PURPOSE);
   const mqttBus = config.mqttUrl
     ? await (
         await import('./bus/mqtt.ts')
@@ -128,6 +133,8 @@ export async function startController(
         prefix: config.mqttTopicPrefix,
         eventKey: secrets.deriveKey(EVENT_MAC_PURPOSE),
         log: log.child({ component: 'bus' }),
+        replicaId: busId,
+        will: replicaWill(channelKey, config.mqttTopicPrefix, busId),
       })
     : null;
   const bus: ReplicaBus = mqttBus ?? createLocalReplicaBus();
@@ -287,12 +294,25 @@ export async function startController(
       };
     };
   }
+  // With a broker, a channel to a host another replica holds goes through it (bus/channels.ts).
+  let channelRouting: ChannelRouting | null = null;
   const channels = new ChannelHub({
     log: log.child({ component: 'channels' }),
     linkFor: linkForHost(gateway),
     tap: services.recordings.tap,
+    ...(mqttBus ? { remote: async (grant) => channelRouting?.open(grant) } : {}),
   });
   wireChannels(gateway, channels);
+  channelRouting = mqttBus
+    ? (await import('./bus/channels.ts')).routeChannels({
+        bus: mqttBus,
+        hub: channels,
+        replicaId: lease.id,
+        hosts,
+        key: channelKey,
+        log: log.child({ component: 'bus' }),
+      })
+    : null;
   services.prometheus.figures.channelsOpen = () => channels.openCount;
   // Jobs open their channels through the same hub; the scheduler starts once they can.
   services.jobs.attach(channels);
@@ -332,6 +352,7 @@ export async function startController(
         services.recordings.stop();
         services.logRetention.stop();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        channelRouting?.close();
         await closeChannels();
         await gateway.close();
         // Its sessions are closed and stored offline: no host names this replica any more.

@@ -45,6 +45,11 @@ export interface MqttBusOptions {
   connectWaitMs?: number;
   /** Reconnect backoff: first delay and ceiling, in ms (doubling, with jitter). */
   backoff?: { initialMs: number; maxMs: number };
+  /**
+   * What the broker publishes (QoS 1, not retained) when this replica's connection ends without a
+   * goodbye: bus/channels.ts's replicaWill, which ends the channels routed through it.
+   */
+  will?: { topic: string; payload: Buffer };
 }
 
 /** The MQTT bus, with what request routing and the controller's wiring need beyond ReplicaBus. */
@@ -107,6 +112,7 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
     // Publishes are not queued while the broker is away (see header).
     queueQoSZero: false,
     properties: { maximumPacketSize: 64 * 1024 * 1024 },
+    ...(opts.will ? { will: { ...opts.will, qos: 1, retain: false } } : {}),
   };
   const client = connect(opts.url, clientOptions);
 

@@ -77,3 +77,13 @@ export function replyTopic(prefix: string, replicaId: string): string {
 export function revocationTopic(prefix: string): string {
   return `${prefix}/replicas/revocations`;
 }
+
+/** Where a replica receives the messages of the live channels routed through it (bus/channels.ts). */
+export function channelTopic(prefix: string, replicaId: string): string {
+  return `${prefix}/replicas/${topicLevel(replicaId)}/channels`;
+}
+
+/** Where the broker publishes a replica's will (its bus id) when its connection ends without a goodbye. */
+export function replicaGoneTopic(prefix: string, busId: string): string {
+  return `${prefix}/replicas/${topicLevel(busId)}/gone`;
+}

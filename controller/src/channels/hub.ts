@@ -34,7 +34,15 @@ export interface AgentChannelLink {
   sendNow(frame: SessionFrame): void;
   /** A lane of the session's fair scheduler, for one channel's data. */
   lane(pull: () => OutgoingFrame | null): Lane;
+  /**
+   * True for a link that carries one channel (a channel routed to another replica, bus/channels.ts):
+   * the hub forgets it when that channel ends.
+   */
+  readonly single?: boolean;
 }
+
+/** A link to a host whose session another controller replica holds (bus/channels.ts), or undefined. */
+export type RemoteLinkFactory = (grant: ChannelGrant) => Promise<AgentChannelLink | undefined>;
 
 /** Sees a channel's bytes as they pass (the terminal's recorder); must not block. */
 export interface ChannelTap {
@@ -82,6 +90,7 @@ export class ChannelHub {
   #closing = false;
   #maxPerSession: number;
   #tap: ChannelTapFactory | undefined;
+  #remote: RemoteLinkFactory | undefined;
 
   /** `linkFor` finds the host's ready agent session (the gateway's sessionOf, adapted). */
   constructor(opts: {
@@ -90,8 +99,11 @@ export class ChannelHub {
     maxPerSession?: number;
     /** Called when a channel opens; the tap it returns sees the channel's bytes both ways. */
     tap?: ChannelTapFactory;
+    /** For a host with no session here: a link through the replica holding it (replicas only). */
+    remote?: RemoteLinkFactory;
   }) {
     this.#tap = opts.tap;
+    this.#remote = opts.remote;
     this.#log = opts.log;
     this.#linkFor = opts.linkFor;
     this.#maxPerSession = opts.maxPerSession ?? MAX_CHANNELS_PER_SESSION;
@@ -158,10 +170,33 @@ export class ChannelHub {
 
   /**
    * Opens the channel a ticket granted, on a client socket that just connected. The client is
-   * told `opened` when the agent accepted, or `close` with the reason.
+   * told `opened` when the agent accepted, or `close` with the reason. A host whose session another
+   * replica holds is reached through it (`remote`), unless the channel was `routed` here already:
+   * then it opens on a session of this controller or not at all, and the tap (the recorder) ran on
+   * the replica serving the client.
    */
-  open(grant: ChannelGrant, ws: WebSocket): void {
+  open(grant: ChannelGrant, ws: WebSocket, opts: { routed?: boolean } = {}): void {
     const link = this.#closing ? undefined : this.#linkFor(grant.hostId);
+    if (!this.#closing && !link && this.#remote && !opts.routed) {
+      // Read nothing of the client until the channel exists on the other replica's side.
+      ws.pause();
+      this.#remote(grant).then(
+        (remote) => {
+          if (ws.readyState !== ws.OPEN) return;
+          this.#openOn(remote, grant, ws, false);
+          ws.resume();
+        },
+        (err: unknown) => {
+          this.#log.error({ err, host: grant.hostId }, 'finding the replica holding the host failed');
+          this.#openOn(undefined, grant, ws, false);
+        },
+      );
+      return;
+    }
+    this.#openOn(link, grant, ws, !opts.routed);
+  }
+
+  #openOn(link: AgentChannelLink | undefined, grant: ChannelGrant, ws: WebSocket, tapped: boolean): void {
     const refuse = (end: ChannelEnd) => {
       sendText(ws, { type: 'close', ...end });
       safeClose(ws, CHANNEL_WS_CLOSE_NORMAL, end.reason);
@@ -208,7 +243,7 @@ export class ChannelHub {
     relay.openTimer.unref();
     outbox.onReady = () => relay.lane.wake();
     s.relays.set(id, relay);
-    relay.tap = this.#tap?.(grant, id, (end) => this.#end(relay, end, 'both'));
+    relay.tap = tapped ? this.#tap?.(grant, id, (end) => this.#end(relay, end, 'both')) : undefined;
     s.link.sendNow({ type: 'chan.open', id, kind: grant.kind, params: grant.params });
     this.#log.info(
       { host: grant.hostId, channel: id, kind: grant.kind, user: grant.userId },
@@ -280,6 +315,9 @@ export class ChannelHub {
     relay.lane.remove();
     relay.outbox.clear();
     relay.session.relays.delete(relay.id);
+    if (relay.session.link.single && relay.session.relays.size === 0) {
+      this.#sessions.delete(relay.session.link);
+    }
     relay.tap?.ended?.(end);
     if (tell !== 'client') {
       relay.session.link.sendNow({

@@ -1,6 +1,7 @@
 // Opening a channel, as a rule: the kind exists, the actor holds its permission on the host, the
-// params fit the kind, the host is enrolled, not revoked and online; then the opening is audited
-// and a ticket issued for the client's WebSocket.
+// params fit the kind, the host is enrolled, not revoked and online (here, or on another replica
+// the channel is then routed through); then the opening is audited and a ticket issued for the
+// client's WebSocket.
 import { KeelError } from '@keel/shared';
 import { requireHostAccess, type Actor } from '../services/access.ts';
 import type { AuditService } from '../services/audit.ts';
@@ -11,7 +12,8 @@ import { TicketBook } from './tickets.ts';
 export interface ChannelsServiceDeps {
   /** The host repository (or anything that finds a host by id). */
   hosts: { get(id: string): Promise<{ revokedAt: Date | null } | null> };
-  gateway: { isOnline(hostId: string): boolean };
+  /** isReachable (replicas): a host another replica holds is reached through it (bus/channels.ts). */
+  gateway: { isOnline(hostId: string): boolean; isReachable?(hostId: string): Promise<boolean> };
   audit: AuditService;
   tickets?: TicketBook;
   /** How long a ticket may wait to be used, in seconds (when `tickets` is not given; default 30). */
@@ -60,7 +62,8 @@ export function createChannelsService({
       const host = await hosts.get(hostId);
       if (!host) throw new KeelError('host.not_found');
       if (host.revokedAt) throw new KeelError('host.revoked');
-      if (!gateway.isOnline(hostId)) throw new KeelError('host.offline');
+      if (!((await gateway.isReachable?.(hostId)) ?? gateway.isOnline(hostId)))
+        throw new KeelError('host.offline');
       await audit.record(actor.id, 'channel.open', `host:${hostId}`, { kind }, actor.ip);
       const issued = tickets.issue({
         userId: actor.id,

@@ -1,0 +1,647 @@
+// Live channels between controller replicas: a browser served by replica B opens a terminal, a
+// live log tail or any other channel on a host whose agent session replica A holds. B checks the
+// permission and issues the single-use ticket as for a local host (channels/service.ts); when the
+// socket comes, B's hub finds no local session and asks here for a link to the holder
+// (hosts.session_replica, read per channel). Over the broker, A opens the channel on the agent
+// session with its own hub, through a stand-in for the client socket (BusClientSocket), so both
+// hubs keep their rules: B's hub sees A as "the agent", A's hub sees B as "the client".
+//
+//   browser ==ws== B hub --[remote link]-- broker -- [BusClientSocket]-- A hub ==session== agent
+//
+// Credit stays end to end. Agent -> browser: A forwards a chunk the moment the agent sends it, but
+// A's hub credits the agent for it (the socket's send callback) only once B returned credit for
+// it, which B does once the browser's socket has written it: at most one window in flight, in no
+// replica's memory for longer than the broker takes. Browser -> agent: B sends only within the
+// credit A grants, and A grants it back only while its hub reads (it pauses the stand-in socket
+// when the agent has not taken what is queued), so a window at most waits on A.
+//
+// Every message is sealed (ChaCha20-Poly1305 under a key derived from the master key, the topic
+// as associated data) and carries its channel id and a per-direction sequence number: a forged,
+// replayed, reordered or lost message ends the channel. An open also carries its time and a
+// random id: older than CHANNEL_OPEN_MAX_AGE_MS, or seen before, it is refused.
+//
+// A channel ends on every side when any side goes: the browser, the agent, either hub; a replica
+// that dies (the broker publishes its will, `replicaGoneTopic`, sealed at its start); a replica
+// that loses the broker (it ends its routed channels at once, the other side hears the will).
+import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import {
+  CHANNEL_FRAME_MIN_CREDIT,
+  CHANNEL_WINDOW_BYTES,
+  CHANNEL_WS_CLOSE_AGENT_GONE,
+  ChannelInbox,
+  type ChannelEnd,
+  type Lane,
+  type OutgoingFrame,
+  type SessionFrame,
+} from '@keel/shared';
+import { EventEmitter } from 'node:events';
+import type { WebSocket } from 'ws';
+import type { AgentChannelLink, ChannelHub } from '../channels/hub.ts';
+import type { ChannelGrant } from '../channels/tickets.ts';
+import type { Host } from '../repositories/hosts.ts';
+import type { MqttReplicaBus } from './mqtt.ts';
+import { channelTopic, replicaGoneTopic } from './topics.ts';
+
+/** What the channel messages' key is derived for (secrets.deriveKey). */
+export const CHANNEL_KEY_PURPOSE = 'keel.bus.channels';
+/** An open older than this (clock skew included) is refused as a possible replay. */
+export const CHANNEL_OPEN_MAX_AGE_MS = 60_000;
+/** QoS 1: the broker keeps a burst for a subscriber instead of dropping it; order is kept per topic. */
+const CHANNEL_QOS = 1;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+const MAX_HEADER_BYTES = 64 * 1024;
+
+// ---- the sealed message -------------------------------------------------------------------------
+
+const id = z.string().min(1).max(200);
+const header = z.discriminatedUnion('t', [
+  z.object({
+    t: z.literal('open'),
+    ch: id,
+    seq: z.literal(0),
+    at: z.number(),
+    from: id,
+    fromBus: id,
+    grant: z.object({
+      userId: id,
+      hostId: id,
+      kind: z.string().min(1).max(64),
+      params: z.unknown(),
+      tokenId: id.optional(),
+      expiresAt: z.number(),
+    }),
+  }),
+  z.object({ t: z.literal('accepted'), ch: id, seq: z.number().int().nonnegative(), bus: id }),
+  z.object({ t: z.literal('opened'), ch: id, seq: z.number().int().nonnegative() }),
+  z.object({ t: z.literal('data'), ch: id, seq: z.number().int().nonnegative() }),
+  z.object({
+    t: z.literal('credit'),
+    ch: id,
+    seq: z.number().int().nonnegative(),
+    bytes: z.number().int().positive(),
+  }),
+  z.object({
+    t: z.literal('close'),
+    ch: id,
+    seq: z.number().int().nonnegative(),
+    reason: z.string().max(500),
+    code: z.string().max(64).optional(),
+    exitCode: z.number().int().optional(),
+    wsCode: z.number().int().optional(),
+  }),
+]);
+type Header = z.infer<typeof header>;
+const goneSchema = z.object({ bus: id });
+
+/**
+ * Seals a channel message for `topic`: nonce, then [u32 header length][header JSON][body] under
+ * ChaCha20-Poly1305, then the tag. The topic is the associated data, so a message cannot be moved
+ * to another replica's topic.
+ */
+export function sealChannelMessage(key: Buffer, topic: string, head: object, body?: Uint8Array): Buffer {
+  const json = Buffer.from(JSON.stringify(head), 'utf8');
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(json.length);
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_BYTES });
+  cipher.setAAD(Buffer.from(topic, 'utf8'), {
+    plaintextLength: 4 + json.length + (body?.byteLength ?? 0),
+  });
+  const parts = [nonce, cipher.update(length), cipher.update(json)];
+  if (body && body.byteLength > 0) parts.push(cipher.update(body));
+  parts.push(cipher.final(), cipher.getAuthTag());
+  return Buffer.concat(parts);
+}
+
+/** Opens a channel message sealed for `topic`: its header (unchecked) and body, or null. */
+export function openChannelMessage(
+  key: Buffer,
+  topic: string,
+  sealed: Buffer,
+): { head: unknown; body: Buffer } | null {
+  if (sealed.length < NONCE_BYTES + TAG_BYTES + 4) return null;
+  let plain: Buffer;
+  try {
+    const decipher = createDecipheriv('chacha20-poly1305', key, sealed.subarray(0, NONCE_BYTES), {
+      authTagLength: TAG_BYTES,
+    });
+    decipher.setAAD(Buffer.from(topic, 'utf8'), {
+      plaintextLength: sealed.length - NONCE_BYTES - TAG_BYTES,
+    });
+    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+    plain = Buffer.concat([
+      decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)),
+      decipher.final(),
+    ]);
+  } catch {
+    return null;
+  }
+  const length = plain.readUInt32BE(0);
+  if (length > MAX_HEADER_BYTES || 4 + length > plain.length) return null;
+  try {
+    return {
+      head: JSON.parse(plain.subarray(4, 4 + length).toString('utf8')),
+      body: plain.subarray(4 + length),
+    };
+  } catch {
+    return null;
+  }
+}
+
+// ---- the holder's stand-in for the client socket ------------------------------------------------
+
+const OPEN = 1;
+const CLOSING = 2;
+const CLOSED = 3;
+
+/**
+ * The subset of `ws.WebSocket` the hub uses, for a client on another replica: what the hub sends
+ * goes over the broker; what the other replica sends arrives through `deliver`.
+ */
+class BusClientSocket extends EventEmitter {
+  readonly OPEN = OPEN;
+  readonly CLOSING = CLOSING;
+  readonly CLOSED = CLOSED;
+  readyState = OPEN;
+  /** Credit the client's replica returned and not yet spent on send callbacks. */
+  #credit = 0;
+  /** Send callbacks waiting for credit, with what each frame costs. */
+  #unacked: { cost: number; cb?: (err?: Error) => void }[] = [];
+  #paused = false;
+  /** Client bytes that arrived while the hub had paused reading. */
+  #held: Buffer[] = [];
+  /** Client bytes the hub took while paused after them: credited back on resume. */
+  #uncredited = 0;
+  #inbox = new ChannelInbox(CHANNEL_WINDOW_BYTES);
+  #lastClose: ChannelEnd | null = null;
+
+  constructor(
+    private readonly out: {
+      text(message: { type: string } & Partial<ChannelEnd>): void;
+      data(body: Buffer): void;
+      credit(bytes: number): void;
+      close(end: ChannelEnd, wsCode: number): void;
+      violation(reason: string): void;
+    },
+  ) {
+    super();
+  }
+
+  send(data: Buffer | string, cb?: (err?: Error) => void): void {
+    if (this.readyState !== OPEN) return;
+    if (typeof data === 'string') {
+      const message = JSON.parse(data) as { type: string } & Partial<ChannelEnd>;
+      if (message.type === 'close') this.#lastClose = message as ChannelEnd;
+      else this.out.text(message);
+      cb?.();
+      return;
+    }
+    this.out.data(data);
+    this.#unacked.push({ cost: Math.max(data.byteLength, CHANNEL_FRAME_MIN_CREDIT), ...(cb ? { cb } : {}) });
+    this.#release();
+  }
+
+  /** The client's replica returned `bytes` of credit: the hub's send callbacks they cover run. */
+  credit(bytes: number): void {
+    this.#credit += bytes;
+    this.#release();
+  }
+
+  #release(): void {
+    while (this.#unacked.length > 0 && this.#unacked[0]!.cost <= this.#credit) {
+      const { cost, cb } = this.#unacked.shift()!;
+      this.#credit -= cost;
+      cb?.();
+    }
+  }
+
+  /** Client bytes from the other replica, within the credit this side granted. */
+  deliver(body: Buffer): void {
+    if (this.readyState !== OPEN) return;
+    if (!this.#inbox.received(body.length)) {
+      this.out.violation('the client sent beyond its credit');
+      return;
+    }
+    if (this.#paused) {
+      this.#held.push(body);
+      return;
+    }
+    this.#emitData(body);
+  }
+
+  #emitData(body: Buffer): void {
+    this.emit('message', body, true);
+    // Taken by the hub; if it paused on it, the credit waits until it reads again.
+    if (this.#paused) this.#uncredited += body.length === 0 ? 1 : body.length;
+    else this.#consumed(body.length);
+  }
+
+  #consumed(bytes: number): void {
+    const give = this.#inbox.consumed(bytes);
+    if (give > 0) this.out.credit(give);
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    if (this.#uncredited > 0) {
+      const bytes = this.#uncredited;
+      this.#uncredited = 0;
+      this.#consumed(bytes);
+    }
+    while (!this.#paused && this.#held.length > 0 && this.readyState === OPEN) {
+      this.#emitData(this.#held.shift()!);
+    }
+  }
+
+  /** The hub ends the channel: the client's replica is told how. */
+  close(code = 1000, reason = ''): void {
+    if (this.readyState !== OPEN) return;
+    this.readyState = CLOSED;
+    this.out.close(this.#lastClose ?? { reason: reason || 'closed' }, code);
+    this.#drop();
+    this.emit('close', code, Buffer.from(reason));
+  }
+
+  terminate(): void {
+    this.close(1006, 'terminated');
+  }
+
+  /** The client's side ended (its replica said so, or is gone): the hub ends the channel. */
+  ended(): void {
+    if (this.readyState !== OPEN) return;
+    this.readyState = CLOSED;
+    this.#drop();
+    this.emit('close', 1000, Buffer.alloc(0));
+  }
+
+  #drop(): void {
+    this.#held = [];
+    this.#unacked = [];
+  }
+}
+
+// ---- routing ------------------------------------------------------------------------------------
+
+export interface ChannelRoutingOptions {
+  bus: MqttReplicaBus;
+  hub: ChannelHub;
+  /** This replica's lease id: what hosts.session_replica names, and its channel topic. */
+  replicaId: string;
+  hosts: { get(id: string): Promise<Host | null> };
+  /** secrets.deriveKey(CHANNEL_KEY_PURPOSE), the same on every replica. */
+  key: Buffer;
+  log: Logger;
+}
+
+/** What channel routing counted since start. */
+export interface ChannelRoutingStats {
+  /** Channels this replica opened on a host another replica holds. */
+  opened: number;
+  /** Channels other replicas opened through this one's agent sessions. */
+  served: number;
+  /** Messages dropped: not sealed under this key, malformed, out of order, replayed or too old. */
+  refused: number;
+  /** Routed channels open now, both roles. */
+  open: number;
+}
+
+/** One routed channel, as this replica sees it. */
+interface Routed {
+  ch: string;
+  /** `client`: the browser is here; `holder`: the agent session is here. */
+  role: 'client' | 'holder';
+  /** The other replica's lease id (its channel topic). */
+  peer: string;
+  /** The other replica's bus id (its will's topic), once known. */
+  peerBus: string | null;
+  sendSeq: number;
+  recvSeq: number;
+  /** client role: the hub's link for this channel and the hub's own id for it. */
+  link?: AgentChannelLink;
+  hubId?: string;
+  /** holder role: the stand-in socket the hub reads and writes. */
+  socket?: BusClientSocket;
+}
+
+/**
+ * Carries live channels between replicas over the bus; `open` is the hub's `remote` (a link to the
+ * replica holding a host's session, or undefined when no other replica holds it).
+ * @example const routing = routeChannels({ bus, hub, replicaId: lease.id, hosts, key, log })
+ */
+export function routeChannels(opts: ChannelRoutingOptions) {
+  const { bus, hub, replicaId, key, log } = opts;
+  const stats = { opened: 0, served: 0, refused: 0 };
+  const channels = new Map<string, Routed>();
+  const seenOpens = new Map<string, number>();
+  /** Wills listened to, by bus id, with how many channels need each. */
+  const watching = new Map<string, { count: number; stop: () => void }>();
+  const ownTopic = channelTopic(bus.prefix, replicaId);
+  let lastRefusalLog = 0;
+
+  const refuse = (why: string, extra: Record<string, unknown> = {}) => {
+    stats.refused++;
+    const now = Date.now();
+    if (now - lastRefusalLog > 60_000) {
+      lastRefusalLog = now;
+      log.warn({ why, refused: stats.refused, ...extra }, 'routed channel message dropped');
+    }
+  };
+
+  const send = (r: Routed, head: Record<string, unknown>, body?: Uint8Array) => {
+    if (!bus.client.connected) return;
+    const topic = channelTopic(bus.prefix, r.peer);
+    const message = sealChannelMessage(key, topic, { ...head, ch: r.ch, seq: r.sendSeq++ }, body);
+    bus.client.publish(topic, message, { qos: CHANNEL_QOS });
+  };
+
+  const watch = (r: Routed, busId: string) => {
+    if (r.peerBus) return;
+    r.peerBus = busId;
+    const w = watching.get(busId);
+    if (w) {
+      w.count++;
+      return;
+    }
+    const stop = bus.listen(replicaGoneTopic(bus.prefix, busId), (body) => onGone(busId, body));
+    watching.set(busId, { count: 1, stop });
+  };
+
+  /** Forgets a channel (its ends are already told). */
+  const forget = (r: Routed) => {
+    if (!channels.delete(r.ch)) return;
+    if (!r.peerBus) return;
+    const w = watching.get(r.peerBus);
+    if (w && --w.count === 0) {
+      watching.delete(r.peerBus);
+      w.stop();
+    }
+  };
+
+  /** Ends a channel here because the other side cannot be reached any more. */
+  const cut = (r: Routed, reason: string) => {
+    forget(r);
+    if (r.role === 'client') hub.sessionEnded(r.link!, reason);
+    else r.socket!.ended();
+  };
+
+  function onGone(busId: string, body: Buffer): void {
+    const topic = replicaGoneTopic(bus.prefix, busId);
+    const opened = openChannelMessage(key, topic, body);
+    const gone = goneSchema.safeParse(opened?.head);
+    if (!gone.success || gone.data.bus !== busId) return refuse('not sealed under this master key');
+    for (const r of [...channels.values()]) {
+      if (r.peerBus !== busId) continue;
+      log.warn(
+        { channel: r.ch, peer: r.peer, role: r.role },
+        'routed channel ended: the other replica is gone',
+      );
+      cut(
+        r,
+        r.role === 'client'
+          ? "the controller replica holding this host's session stopped"
+          : 'the controller replica serving the client stopped',
+      );
+    }
+  }
+
+  // Losing the broker cuts every routed channel here; the other side hears this replica's will.
+  const onBrokerLost = () => {
+    for (const r of [...channels.values()]) {
+      cut(
+        r,
+        r.role === 'client'
+          ? "lost the message bus to the controller replica holding this host's session"
+          : 'lost the message bus to the controller replica serving the client',
+      );
+    }
+  };
+  bus.client.on('close', onBrokerLost);
+
+  const stopListening = bus.listen(ownTopic, (body) => {
+    const opened = openChannelMessage(key, ownTopic, body);
+    if (!opened) return refuse('not sealed under this master key (replicas must share KEEL_MASTER_KEY)');
+    const parsed = header.safeParse(opened.head);
+    if (!parsed.success) return refuse('malformed');
+    const head = parsed.data;
+    if (head.t === 'open') return onOpen(head);
+    const r = channels.get(head.ch);
+    if (!r) return; // ended here meanwhile (messages cross), or a replay of a closed channel
+    if (head.seq !== r.recvSeq) {
+      refuse('out of order', { channel: r.ch, expected: r.recvSeq, got: head.seq });
+      send(r, { t: 'close', reason: 'channel bytes were lost or reordered on the message bus' });
+      cut(r, 'channel bytes were lost or reordered on the message bus');
+      return;
+    }
+    r.recvSeq++;
+    if (r.role === 'client') onClientSide(r, head, opened.body);
+    else onHolderSide(r, head, opened.body);
+  });
+
+  /** A message for a channel whose browser is here, from the replica holding the agent. */
+  function onClientSide(r: Routed, head: Header, body: Buffer): void {
+    const link = r.link!;
+    const hubId = r.hubId!;
+    switch (head.t) {
+      case 'accepted':
+        watch(r, head.bus);
+        return;
+      case 'opened':
+        hub.onAgentFrame(link, { type: 'chan.opened', id: hubId }, Buffer.alloc(0));
+        return;
+      case 'data':
+        hub.onAgentFrame(link, { type: 'chan.data', id: hubId }, body);
+        return;
+      case 'credit':
+        hub.onAgentFrame(link, { type: 'chan.credit', id: hubId, bytes: head.bytes }, Buffer.alloc(0));
+        return;
+      case 'close':
+        forget(r);
+        if (head.wsCode === CHANNEL_WS_CLOSE_AGENT_GONE) hub.sessionEnded(link, head.reason);
+        else
+          hub.onAgentFrame(
+            link,
+            {
+              type: 'chan.close',
+              id: hubId,
+              reason: head.reason,
+              ...(head.code ? { code: head.code } : {}),
+              ...(head.exitCode !== undefined ? { exitCode: head.exitCode } : {}),
+            },
+            Buffer.alloc(0),
+          );
+        return;
+      default:
+        refuse('unexpected message', { type: head.t });
+    }
+  }
+
+  /** A message for a channel whose agent session is here, from the replica serving the browser. */
+  function onHolderSide(r: Routed, head: Header, body: Buffer): void {
+    const socket = r.socket!;
+    switch (head.t) {
+      case 'data':
+        socket.deliver(body);
+        return;
+      case 'credit':
+        socket.credit(head.bytes);
+        return;
+      case 'close':
+        forget(r);
+        socket.ended();
+        return;
+      default:
+        refuse('unexpected message', { type: head.t });
+    }
+  }
+
+  /** Another replica opens a channel on an agent session held here. */
+  function onOpen(head: Extract<Header, { t: 'open' }>): void {
+    const now = Date.now();
+    if (Math.abs(now - head.at) > CHANNEL_OPEN_MAX_AGE_MS) return refuse('too old', { age: now - head.at });
+    if (seenOpens.has(head.ch) || channels.has(head.ch)) return refuse('replayed');
+    seenOpens.set(head.ch, now);
+    for (const [seenId, at] of seenOpens) {
+      if (now - at <= CHANNEL_OPEN_MAX_AGE_MS * 2) break; // insertion order: the rest are newer
+      seenOpens.delete(seenId);
+    }
+    const r: Routed = { ch: head.ch, role: 'holder', peer: head.from, peerBus: null, sendSeq: 0, recvSeq: 1 };
+    const socket = new BusClientSocket({
+      text: (message) => {
+        if (message.type === 'opened') send(r, { t: 'opened' });
+      },
+      data: (bytes) => send(r, { t: 'data' }, bytes),
+      credit: (bytes) => send(r, { t: 'credit', bytes }),
+      close: (end, wsCode) => {
+        if (!channels.has(r.ch)) return; // the client's side ended it: nothing to tell
+        forget(r);
+        send(r, {
+          t: 'close',
+          reason: end.reason.slice(0, 500),
+          ...(end.code ? { code: end.code.slice(0, 64) } : {}),
+          ...(end.exitCode !== undefined ? { exitCode: end.exitCode } : {}),
+          wsCode,
+        });
+      },
+      violation: (reason) => {
+        send(r, { t: 'close', reason, code: 'frame.unexpected' });
+        forget(r);
+        socket.ended();
+      },
+    });
+    r.socket = socket;
+    channels.set(r.ch, r);
+    stats.served++;
+    send(r, { t: 'accepted', bus: bus.replicaId });
+    watch(r, head.fromBus);
+    const { tokenId, ...grant } = head.grant;
+    log.info(
+      { host: grant.hostId, channel: r.ch, kind: grant.kind, user: grant.userId, for: head.from },
+      'routed channel opening here',
+    );
+    hub.open({ ...grant, ...(tokenId ? { tokenId } : {}) }, socket as unknown as WebSocket, { routed: true });
+  }
+
+  /** The hub's `remote`: a link to the replica holding the host's session, or undefined. */
+  async function open(grant: ChannelGrant): Promise<AgentChannelLink | undefined> {
+    const host = await opts.hosts.get(grant.hostId);
+    const holder = host?.online ? host.sessionReplica : null;
+    if (!holder || holder === replicaId || !bus.client.connected) return undefined;
+    const r: Routed = {
+      ch: randomUUID(),
+      role: 'client',
+      peer: holder,
+      peerBus: null,
+      sendSeq: 0,
+      recvSeq: 0,
+    };
+    const link: AgentChannelLink = {
+      hostId: grant.hostId,
+      // The holder's hub checks the agent's kinds (and its own limits) and refuses with the reason.
+      channelKinds: null,
+      single: true,
+      sendNow(frame: SessionFrame) {
+        switch (frame.type) {
+          case 'chan.open': {
+            r.hubId = frame.id;
+            channels.set(r.ch, r);
+            stats.opened++;
+            const { expiresAt, tokenId, ...rest } = grant;
+            send(r, {
+              t: 'open',
+              at: Date.now(),
+              from: replicaId,
+              fromBus: bus.replicaId,
+              grant: { ...rest, params: frame.params, expiresAt, ...(tokenId ? { tokenId } : {}) },
+            });
+            return;
+          }
+          case 'chan.credit':
+            send(r, { t: 'credit', bytes: frame.bytes });
+            return;
+          case 'chan.close':
+            if (!channels.has(r.ch)) return;
+            forget(r);
+            send(r, {
+              t: 'close',
+              reason: frame.reason,
+              ...(frame.code ? { code: frame.code } : {}),
+            });
+            return;
+          default:
+            return;
+        }
+      },
+      lane(pull: () => OutgoingFrame | null): Lane {
+        let removed = false;
+        return {
+          // The outbox yields only what the holder granted: the credit bounds what goes out.
+          wake: () => {
+            for (let out = removed ? null : pull(); out; out = removed ? null : pull()) {
+              send(r, { t: 'data' }, out.body);
+            }
+          },
+          remove: () => (removed = true),
+        };
+      },
+    };
+    r.link = link;
+    return link;
+  }
+
+  return {
+    open,
+    stats: (): ChannelRoutingStats => ({ ...stats, open: channels.size }),
+    /** Ends every routed channel and stops listening (the controller is stopping). */
+    close() {
+      bus.client.off('close', onBrokerLost);
+      for (const r of [...channels.values()]) {
+        send(r, { t: 'close', reason: 'controller shutting down', code: 'internal' });
+        cut(r, 'controller shutting down');
+      }
+      stopListening();
+      for (const w of watching.values()) w.stop();
+      watching.clear();
+    },
+  };
+}
+
+export type ChannelRouting = ReturnType<typeof routeChannels>;
+
+/**
+ * The will a replica leaves with the broker: published by the broker when the replica's connection
+ * ends without a goodbye (killed, hung past its keepalive, cut off), it ends the channels other
+ * replicas route through it. Sealed, so a client of the broker without the master key cannot forge
+ * one; being fixed at start, it can be replayed by one that recorded it, which ends channels only.
+ */
+export function replicaWill(key: Buffer, prefix: string, busId: string): { topic: string; payload: Buffer } {
+  const topic = replicaGoneTopic(prefix, busId);
+  return { topic, payload: sealChannelMessage(key, topic, { bus: busId }) };
+}
