@@ -290,6 +290,33 @@ pruneDeadRuns();
 process.on('exit', () => rmSync(bundlesDir, { recursive: true, force: true }));
 
 /**
+ * The ports test processes reserved (freePort in test/helpers/fleet.ts: a file per port naming its
+ * process, removed at that process's exit): those of processes that died without exiting (the hang
+ * guard's SIGKILL) are removed here, so their ports are drawn again.
+ */
+function pruneDeadPortReservations() {
+  const dir =
+    process.env.KEEL_TEST_PORTS_DIR ??
+    (existsSync('/dev/shm') ? '/dev/shm/keel-test-ports' : '/tmp/keel-test-ports');
+  let names = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    try {
+      const pid = Number(readFileSync(join(dir, name), 'utf8'));
+      if (!Number.isInteger(pid) || pid <= 0) continue; // being written
+      process.kill(pid, 0);
+    } catch (err) {
+      if (err.code === 'ESRCH') rmSync(join(dir, name), { force: true });
+    }
+  }
+}
+pruneDeadPortReservations();
+
+/**
  * The console build (web/build: the controllers the tests start serve it), started beside the
  * agent, controller and test-file bundles below: none of them reads it (the controller bundle only
  * links to web/build), and the build is mostly one busy thread, so on two cores the bundles run

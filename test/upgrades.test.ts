@@ -325,8 +325,14 @@ describe('staged agent upgrades', () => {
       }
       for (const root of roots) {
         assert.equal(currentOf(root), `releases/${next}`);
-        // The trial ended; the previous release is kept for a manual step back.
-        assert.ok(!existsSync(join(root, 'var/lib/keel-agent/upgrade/trial')));
+        // The trial ended; the previous release is kept for a manual step back. The new agent ends
+        // its trial once its session is welcomed, beside the controller marking the host ok: the
+        // file may go a moment after the rollout was seen done.
+        await waitFor(
+          () => !existsSync(join(root, 'var/lib/keel-agent/upgrade/trial')),
+          15_000,
+          `the trial of ${root} ended`,
+        );
         assert.ok(existsSync(join(root, `opt/keel/agent/releases/${base}`)));
       }
       // The supervised processes ran through the upgrade: the same pids, adopted by the new agent.
