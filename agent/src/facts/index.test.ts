@@ -37,7 +37,9 @@ test('collectFacts is fast once warm, and stable between calls', async () => {
   const t0 = performance.now();
   const second = await collectFacts();
   const ms = performance.now() - t0;
-  assert.ok(ms < 250, `collectFacts took ${ms.toFixed(1)} ms`);
+  // Warm it takes 1-4 ms here (cold ~110 ms) at load 19; the bound is for a collection that forks
+  // programs again, with room for a scheduler pause on a loaded machine (at 250 ms one would do).
+  assert.ok(ms < 1_000, `collectFacts took ${ms.toFixed(1)} ms`);
   assert.deepEqual(factsChanged(first, second), []);
   assert.equal(second.bootTime, first.bootTime);
 });
