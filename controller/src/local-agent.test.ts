@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import pino from 'pino';
-import { removeDir, startTestController, waitFor } from '../../test/helpers/fleet.ts';
+import { agentBin, removeDir, startTestController, waitFor } from '../../test/helpers/fleet.ts';
 import { AGENT_MALLOC_ENV, startLocalAgent } from './local-agent.ts';
 import type { Services } from './services/index.ts';
 
@@ -57,6 +57,8 @@ test(
           fingerprint: ctl.fingerprint,
           services: { ...ctl.services, joinTokens },
           log: pino({ level: 'silent' }),
+          // The run's agent bundle (the launcher's own path is agent/src/cli.test's and main.test's).
+          launcher: agentBin,
         });
         const [host] = await ctl.services.hosts.list();
         assert.ok(host, 'the local agent enrolled');

@@ -32,14 +32,20 @@ export const AGENT_MALLOC_ENV: Readonly<Record<string, string>> = Object.freeze(
  * standard input (how the join token travels: never on a command line, where every local user
  * could read it in /proc/<pid>/cmdline, nor in the environment).
  */
-function runAgent(args: string[], stateDir: string, log: Logger, stdin?: string): ChildProcess {
+function runAgent(
+  launcher: string,
+  args: string[],
+  stateDir: string,
+  log: Logger,
+  stdin?: string,
+): ChildProcess {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     ...AGENT_MALLOC_ENV,
     KEEL_AGENT_LOG_LEVEL: process.env.KEEL_AGENT_LOG_LEVEL ?? 'warn',
     KEEL_JOIN_TOKEN: undefined,
   };
-  const child = spawn(process.execPath, [agentLauncher(), ...args, '--state-dir', stateDir], {
+  const child = spawn(process.execPath, [launcher, ...args, '--state-dir', stateDir], {
     // The agent's own banner ("Enrolled as host …") is for people running it by hand.
     stdio: [stdin === undefined ? 'ignore' : 'pipe', 'ignore', 'inherit'],
     env,
@@ -67,8 +73,15 @@ export async function startLocalAgent(opts: {
   fingerprint: string;
   services: Services;
   log: Logger;
+  /**
+   * The keel-agent script to run with this Node (default: this checkout's launcher, agentLauncher).
+   * The tests give the run's agent bundle (KEEL_TEST_AGENT_BIN): the launcher in a checkout runs
+   * the sources through tsx, ~1.5 CPU-s more for each of the two starts.
+   */
+  launcher?: string;
 }): Promise<() => Promise<void>> {
   const stateDir = join(opts.dataDir, 'agent');
+  const launcher = opts.launcher ?? agentLauncher();
   const log = opts.log.child({ component: 'local-agent' });
   if (!existsSync(join(stateDir, 'enrollment.json'))) {
     const { secret } = await opts.services.joinTokens.create(
@@ -77,6 +90,7 @@ export async function startLocalAgent(opts: {
     );
     const code = await exited(
       runAgent(
+        launcher,
         ['enroll', '--controller', opts.controllerUrl, '--token-file', '-', '--pin', opts.fingerprint],
         stateDir,
         log,
@@ -89,7 +103,7 @@ export async function startLocalAgent(opts: {
   let child: ChildProcess | null = null;
   const loop = (async () => {
     while (!stopping) {
-      child = runAgent(['run'], stateDir, log);
+      child = runAgent(launcher, ['run'], stateDir, log);
       const code = await exited(child);
       if (stopping) break;
       if (code === 2) {
