@@ -228,6 +228,8 @@ test('a 1 MiB paste into the terminal arrives whole and in order', { timeout: 12
   chmodSync(dir, 0o777);
   const file = join(dir, 'pasted');
   try {
+    // The tab opens a session only when asked.
+    await page.click('[data-testid="terminal-open"]');
     await waitFor(
       async () => (await page.textContent('[data-testid="terminal-status"]')) === 'Live',
       30_000,

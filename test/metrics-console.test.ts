@@ -1,6 +1,6 @@
 // Proves the host Metrics tab in real Chromium against a real controller and an agent sampling
-// every second: the six charts draw on their canvases from stored data, the legends and the charts'
-// accessible summaries carry values, the transfer of the billing cycle shows, switching the range changes the resolution (hourly averages
+// every second: the six charts draw on their canvases from stored data, the byte axes tick in one
+// binary unit each, the legends and the charts' accessible summaries carry values, the transfer of the billing cycle shows, switching the range changes the resolution (hourly averages
 // for a year, samples for 15 minutes), hovering one chart shows the cursor on all six (synced), the
 // charts move on by themselves while watched, a drag across one chart sets that span on all six, a
 // custom range refuses an end before its start and then reads the typed span, and the page passes
@@ -89,6 +89,29 @@ for (const [viewport, theme] of [
           .filter({ hasNotText: '–' })
           .waitFor({ timeout: 30_000 });
         assert.equal(await page.evaluate(DRAWN_CANVASES), 6, 'every chart painted its canvas');
+        // Byte axes (memory, disk IO, network) tick in binary units, every label in one unit below
+        // 1024 of it: never "1000 B/s" beside a legend in KiB/s.
+        for (const title of ['Memory', 'Disk IO', 'Network']) {
+          const plot = charts.filter({ hasText: title }).first().locator('[role="img"]');
+          const ticks = ((await plot.getAttribute('data-y-ticks')) ?? '').split('|').filter(Boolean);
+          assert.ok(ticks.length >= 2, `${title} has axis labels (${ticks.join(', ')})`);
+          const parsed = ticks.map((t) => /^(\d+(?:\.\d+)?) ([KMGTP]?i?B)(\/s)?$/.exec(t));
+          assert.ok(parsed.every(Boolean), `${title}: ${ticks.join(', ')}`);
+          assert.equal(
+            new Set(parsed.map((m) => m![2])).size,
+            1,
+            `${title} in one unit: ${ticks.join(', ')}`,
+          );
+          assert.ok(
+            parsed.every((m) => Number(m![1]) < 1024),
+            `${title} scaled to its unit: ${ticks.join(', ')}`,
+          );
+          assert.equal(
+            parsed.every((m) => m![3] === '/s'),
+            title !== 'Memory',
+            `${title} rate suffix`,
+          );
+        }
         // The billing cycle's transfer, from the agent's interface counters (GET /hosts/:id/traffic).
         const transfer = page.locator('[data-testid="transfer"]');
         await transfer.waitFor();

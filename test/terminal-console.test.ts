@@ -48,7 +48,8 @@ function bufferType(page: Page): Promise<string | undefined> {
 
 /**
  * The host's Terminal tab as `user`, signed in (openSignedIn: the sign-in is not what this file
- * proves), in its own browser connection that the test closes.
+ * proves), in its own browser connection that the test closes, with a session asked for through
+ * "Open terminal" (the tab opens none by itself: console-first-use.test.ts).
  */
 async function terminalTab(t: { after(fn: () => unknown): void }, user: Credentials) {
   const browser = await launchChromium();
@@ -57,6 +58,7 @@ async function terminalTab(t: { after(fn: () => unknown): void }, user: Credenti
     theme: 'light',
     path: `/hosts/${hostId}/terminal`,
   });
+  await opened.page.click('[data-testid="terminal-open"]');
   return { browser, page: opened.page, pageErrors: opened.pageErrors };
 }
 

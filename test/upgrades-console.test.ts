@@ -1,12 +1,22 @@
 // Proves the Fleet upgrades page in real Chromium: versions in the fleet and the bundles held are
 // listed, a rollout is started from the form and its per-host progress appears (canary first),
 // it is cancelled by keyboard, and the page passes axe (WCAG 2.1 A/AA) in dark desktop and light
-// phone. (The upgrade itself is proven end to end by upgrades.test.ts.)
+// phone; with no agent bundle the page says what is missing and where one comes from, and offers no
+// rollout form. (The upgrade itself is proven end to end by upgrades.test.ts.)
 import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
-import { axeViolations, launchChromium, openSignedIn } from './helpers/browser.ts';
-import { removeDir, startTestController, tempDir } from './helpers/fleet.ts';
+import {
+  axeViolations,
+  axeViolationsInThemes,
+  launchChromium,
+  openSignedIn,
+  snapshot,
+  useTheme,
+} from './helpers/browser.ts';
+import { removeDir, repoRoot, startTestController, tempDir } from './helpers/fleet.ts';
 import { storeHost } from './helpers/stored-hosts.ts';
 import { buildAgentBundle } from './install-helpers.ts';
 
@@ -85,3 +95,57 @@ test('start a rollout, see per-host progress, cancel it; accessible', { timeout:
   const audit = await ctl.services.audit.verify();
   assert.equal(audit.ok, true);
 });
+
+test(
+  'with no agent bundle the page says what is missing and how to get one',
+  { timeout: 120_000 },
+  async () => {
+    // The bundles moved out of the bundle directory (the controller reads it on each request).
+    const dir = process.env.KEEL_AGENT_BUNDLE_DIR!;
+    const aside = join(work, 'aside');
+    mkdirSync(aside, { recursive: true });
+    const moved = readdirSync(dir).filter((f) => f.startsWith('keel-agent-'));
+    for (const f of moved) renameSync(join(dir, f), join(aside, f));
+    try {
+      for (const viewport of ['desktop', 'phone'] as const) {
+        const { context, page, pageErrors } = await openSignedIn(browser, ctl.url, ctl.firstAdmin!, {
+          viewport,
+          path: '/upgrades',
+        });
+        try {
+          const note = page.locator('[data-testid="no-bundles"]');
+          await note.waitFor();
+          const text = await note.innerText();
+          assert.match(text, /No agent bundle here yet/);
+          assert.match(text, /keel-agent-<version>\.tar\.gz/);
+          assert.match(text, /npm run build/);
+          assert.match(text, /KEEL_AGENT_BUNDLE_DIR/);
+          assert.equal(await page.locator('[data-testid="rollout-form"]').count(), 0);
+          await page.locator('[data-testid="rollout-unavailable"]').waitFor();
+          for (const theme of ['light', 'dark'] as const) {
+            await useTheme(page, theme);
+            await snapshot(page, {
+              path: join(
+                repoRoot,
+                'test-results',
+                'first-use',
+                `upgrades-no-bundle-${viewport}-${theme}.png`,
+              ),
+              fullPage: true,
+            });
+          }
+          const found = await axeViolationsInThemes(page);
+          assert.deepEqual(found, [], `axe (${viewport}):\n${found.join('\n')}`);
+          assert.deepEqual(
+            pageErrors.map((e) => e.message),
+            [],
+          );
+        } finally {
+          await context.close();
+        }
+      }
+    } finally {
+      for (const f of moved) renameSync(join(aside, f), join(dir, f));
+    }
+  },
+);
