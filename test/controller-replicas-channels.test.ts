@@ -41,15 +41,29 @@ async function open(api: ApiClient, hostId: string, kind: string, params?: unkno
   const { url } = await channelTicket(api, hostId, kind, params);
   const client = await connectChannel(api.baseUrl, url);
   const chunks: Buffer[] = [];
-  client.onData = (chunk) => chunks.push(chunk);
+  const text = () => Buffer.concat(chunks).toString('utf8');
+  let seen: (() => void) | null = null;
+  client.onData = (chunk) => {
+    chunks.push(chunk);
+    seen?.();
+  };
   await Promise.race([
     client.opened,
     client.closed.then(({ end }) => {
       throw new Error(`closed before it opened: ${JSON.stringify(end)}`);
     }),
   ]);
-  const text = () => Buffer.concat(chunks).toString('utf8');
   return Object.assign(client as ChannelClient, {
+    /** Resolves as soon as `marker` is in a chunk received after the call (for timing). */
+    echoed: (marker: string) =>
+      new Promise<void>((resolve) => {
+        const from = chunks.length;
+        seen = () => {
+          if (!Buffer.concat(chunks.slice(from)).toString('utf8').includes(marker)) return;
+          seen = null;
+          resolve();
+        };
+      }),
     text,
     bytes: () => chunks.reduce((n, c) => n + c.length, 0),
     type: (s: string) => client.ws.send(encodeTerminalInput(s)),
@@ -110,6 +124,31 @@ test(
     const pid = Number(await term.until(/shell=(\d+) answer=42/, 60_000));
     assert.ok(pid > 1 && existsSync(`/proc/${pid}`), 'the shell runs on the host');
     assert.equal(b.channels.openCount, 1, "B relays the browser's channel");
+
+    // What the detour costs: keystroke echo through B (two broker hops) beside a terminal on A.
+    const echoMs = async (term: Awaited<ReturnType<typeof open>>, rounds: number) => {
+      const times: number[] = [];
+      for (let i = 0; i < rounds; i++) {
+        const echoed = term.echoed(`m${i}x`);
+        const from = performance.now();
+        term.type(`: m${i}x`);
+        await echoed;
+        times.push(Math.round((performance.now() - from) * 100) / 100);
+        term.type('\x15'); // clears the line
+      }
+      return times.sort((x, y) => x - y);
+    };
+    const direct = await open(a.api, hostId, 'terminal', { cols: 80, rows: 24 });
+    direct.type('echo "direct=$((6*7))"\r');
+    await direct.until(/direct=(42)/, 60_000);
+    const viaA = await echoMs(direct, 30);
+    const viaB = await echoMs(term, 30);
+    direct.ws.close();
+    const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+    t.diagnostic(
+      `keystroke echo, 30 each: on A p50 ${pct(viaA, 0.5)} ms p90 ${pct(viaA, 0.9)} ms; ` +
+        `through B p50 ${pct(viaB, 0.5)} ms p90 ${pct(viaB, 0.9)} ms`,
+    );
 
     // A browser that stops reading: the flood waits on the agent, neither replica piles it up.
     const rssA = await rssOf(a.proc.child.pid!);

@@ -103,9 +103,6 @@ function alertsEvalMs(): number {
   return n * 1000;
 }
 
-/** With replicas, how often a replica checks the sessions it holds for hosts revoked elsewhere. */
-const REVOCATION_SWEEP_MS = 30_000;
-
 /** Opens storage and starts serving; resolves once listening. */
 export async function startController(
   config: Config,
@@ -248,7 +245,8 @@ export async function startController(
   });
   // With replicas, a revocation made through another one reaches this one over the broker; a
   // message dropped on the way (a client with the broker's credentials can) must not keep a
-  // revoked agent's session open here: the database is checked every REVOCATION_SWEEP_MS too.
+  // revoked agent's session open here: the database is checked every KEEL_REVOCATION_CHECK_SECONDS
+  // (default 30) too.
   const revocationSweep = mqttBus
     ? setInterval(() => {
         hosts
@@ -260,7 +258,7 @@ export async function startController(
             }
           })
           .catch((err: unknown) => log.error({ err }, 'checking held sessions for revocations failed'));
-      }, REVOCATION_SWEEP_MS).unref()
+      }, config.revocationCheckSeconds * 1000).unref()
     : null;
   const app = createApp({
     db: database.db,

@@ -163,6 +163,8 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
 
   client.on('connect', () => {
     attempt = 0;
+    // Routed keystrokes are small writes: without this, Nagle holds each behind the last one's ACK.
+    (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
     subscribe();
     if (!everConnected) {
       everConnected = true;

@@ -16,8 +16,7 @@
 // isOnline keeps meaning "a session on this controller" (the scheduler, jobs and traffic scrapes
 // pick the replica that acts for a host by it); services that check before a one-shot request ask
 // isReachable instead (here, or through the replica holding the session). Live channels (terminal
-// bytes, log tails, job channels) are not routed (docs/architecture.md, "What the bus does not
-// carry yet").
+// bytes, log tails) are routed by bus/channels.ts; job runs still pick their replica by isOnline.
 import { randomUUID } from 'node:crypto';
 import { KeelError, isErrorCode, requestDefinition } from '@keel/shared';
 import type { Logger } from 'pino';

@@ -39,6 +39,7 @@ test('defaults', () => {
     maxPendingHandshakesPerAddress: 512,
     mqttUrl: undefined,
     mqttTopicPrefix: 'keel',
+    revocationCheckSeconds: 30,
     configFile: undefined,
   });
 });
@@ -169,4 +170,11 @@ test('handshake bounds: defaults, env overrides, and nonsense refused', () => {
   assert.equal(c.maxPendingHandshakesPerAddress, 7);
   assert.throws(() => loadConfig({ KEEL_MAX_PENDING_HANDSHAKES: '0' }), /KEEL_MAX_PENDING_HANDSHAKES/);
   assert.throws(() => loadConfig({ KEEL_MAX_PENDING_HANDSHAKES_PER_ADDRESS: 'lots' }), /PER_ADDRESS/);
+});
+
+test('KEEL_REVOCATION_CHECK_SECONDS: a whole number of seconds from 1 to 3600', () => {
+  assert.equal(loadConfig({ KEEL_REVOCATION_CHECK_SECONDS: '5' }).revocationCheckSeconds, 5);
+  for (const bad of ['0', '3601', '1.5', 'soon']) {
+    throwsNaming(() => loadConfig({ KEEL_REVOCATION_CHECK_SECONDS: bad }), 'KEEL_REVOCATION_CHECK_SECONDS');
+  }
 });

@@ -43,6 +43,11 @@ export interface Config {
   mqttUrl: string | undefined;
   /** Topic prefix of this deployment's bus on the broker (`keel`, `keel/prod`): see docs/architecture.md. */
   mqttTopicPrefix: string;
+  /**
+   * With a broker: seconds between checks of the agent sessions this replica holds against the
+   * revocations in the database (catches a revocation message lost on the broker).
+   */
+  revocationCheckSeconds: number;
   /** The JSON config file that was read, if any (absolute path). */
   configFile: string | undefined;
 }
@@ -88,6 +93,7 @@ interface FileShape {
   maxPendingHandshakesPerAddress?: number;
   mqttUrl?: string;
   mqttTopicPrefix?: string;
+  revocationCheckSeconds?: number;
 }
 
 const keys: Record<keyof FileShape, KeyDef> = {
@@ -181,6 +187,12 @@ const keys: Record<keyof FileShape, KeyDef> = {
       .refine((v) => !v.includes('\0'), 'must not hold a NUL character')
       .max(200),
   },
+  revocationCheckSeconds: {
+    env: 'KEEL_REVOCATION_CHECK_SECONDS',
+    file: 'revocationCheckSeconds',
+    type: 'number',
+    schema: positiveInt.max(3600),
+  },
 };
 
 const defaults = {
@@ -196,6 +208,7 @@ const defaults = {
   maxPendingHandshakes: 4096,
   maxPendingHandshakesPerAddress: 512,
   mqttTopicPrefix: 'keel',
+  revocationCheckSeconds: 30,
 };
 
 function readConfigFile(file: string): Record<string, unknown> {
@@ -292,6 +305,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
       defaults.maxPendingHandshakesPerAddress,
     mqttUrl: values.mqttUrl as string | undefined,
     mqttTopicPrefix: (values.mqttTopicPrefix as string | undefined) ?? defaults.mqttTopicPrefix,
+    revocationCheckSeconds:
+      (values.revocationCheckSeconds as number | undefined) ?? defaults.revocationCheckSeconds,
     configFile: configPath ? path.resolve(configPath) : undefined,
   };
 }
