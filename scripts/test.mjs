@@ -290,7 +290,7 @@ pruneDeadRuns();
 process.on('exit', () => rmSync(bundlesDir, { recursive: true, force: true }));
 
 /**
- * The ports test processes reserved (freePort in test/helpers/fleet.ts: a file per port naming its
+ * The ports test processes reserved (freePort in test/helpers/ports.ts: a file per port naming its
  * process, removed at that process's exit): those of processes that died without exiting (the hang
  * guard's SIGKILL) are removed here, so their ports are drawn again.
  */
