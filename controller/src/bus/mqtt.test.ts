@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import type { FleetEvent } from './index.ts';
@@ -59,6 +59,23 @@ async function waitFor(what: string, check: () => boolean, ms = 5000): Promise<v
 }
 
 const prefixFor = (name: string) => `keel-test/${name}-${process.pid}-${Date.now()}`;
+
+/**
+ * A replica bus on a fresh prefix whose subscriptions the broker holds, what it delivers and logs,
+ * and a raw broker client to publish what other clients of the broker could; null when skipped.
+ */
+async function listeningReplica(t: TestContext, name: string) {
+  if (!(await needBroker(t))) return null;
+  const prefix = prefixFor(name);
+  const { log, lines } = logCapture();
+  const b = await bus(prefix, { log });
+  await subscriptionsHeld(b.client, prefix);
+  const got: FleetEvent[] = [];
+  b.subscribe((e) => got.push(e));
+  const raw = await connectAsync(BROKER, { protocolVersion: 5 });
+  open.push({ close: () => raw.endAsync() });
+  return { prefix, b, got, lines, raw };
+}
 
 const host = (id: string, online: boolean) => ({
   type: 'host' as const,
@@ -135,15 +152,9 @@ test('an event reaches the other replica intact and its own subscribers once', a
 });
 
 test('malformed messages are dropped and counted, never delivered or thrown', async (t) => {
-  if (!(await needBroker(t))) return;
-  const prefix = prefixFor('malformed');
-  const { log, lines } = logCapture();
-  const b = await bus(prefix, { log });
-  await subscriptionsHeld(b.client, prefix);
-  const got: FleetEvent[] = [];
-  b.subscribe((e) => got.push(e));
-  const raw = await connectAsync(BROKER, { protocolVersion: 5 });
-  open.push({ close: () => raw.endAsync() });
+  const r = await listeningReplica(t, 'malformed');
+  if (!r) return;
+  const { prefix, b, got, lines, raw } = r;
   const id = '3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0010';
   const good = host(id, true);
   const bad: [string, string | Buffer][] = [
@@ -259,15 +270,9 @@ test('a lost broker: logged once, nothing queued, reconnected with backoff', asy
 });
 
 test('events without a valid MAC, too old or replayed are dropped and counted as unverified', async (t) => {
-  if (!(await needBroker(t))) return;
-  const prefix = prefixFor('unverified');
-  const { log, lines } = logCapture();
-  const b = await bus(prefix, { log });
-  await subscriptionsHeld(b.client, prefix);
-  const got: FleetEvent[] = [];
-  b.subscribe((e) => got.push(e));
-  const raw = await connectAsync(BROKER, { protocolVersion: 5 });
-  open.push({ close: () => raw.endAsync() });
+  const r = await listeningReplica(t, 'unverified');
+  if (!r) return;
+  const { prefix, b, got, lines, raw } = r;
   const id = '3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0020';
   const topic = `${prefix}/hosts/${id}/state`;
   const offline = host(id, false);
