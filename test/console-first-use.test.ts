@@ -4,10 +4,10 @@
 // required name with the template's id, unique on the host ("command", then "command-2"), and keeps
 // a typed one; a check created on the Checks page shows its first result within seconds, not after
 // its 60 s interval; a visit to the Terminal tab opens no session (no recording) until "Open
-// terminal"; the Alerts tables keep their Edit/Delete buttons inside a phone's width and the rule
-// form stacks through the shared .form-stack class; Proxies with no node has a page header like the
-// other pages and no rollout form; the sessions list names the browser ("Chrome on Linux") with the
-// full user-agent string on hover.
+// terminal"; the Alerts and Checks tables keep their Edit/Delete buttons inside a phone's width and
+// the check and rule forms stack through the shared .form-stack class; Proxies with no node has a
+// page header like the other pages and no rollout form; the sessions list names the browser
+// ("Chrome on Linux") with the full user-agent string on hover.
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -183,6 +183,9 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
       await row.locator('[data-testid="check-status"]', { hasText: 'Up' }).waitFor({ timeout: 15_000 });
       const tookMs = Date.now() - created;
       assert.ok(tookMs < 15_000, `the first result showed after ${tookMs} ms`);
+      // Its actions in reach on a phone too (the table reads as cards there).
+      assert.ok(await inView(page, '[data-testid="checks-table"] tbody tr button:has-text("Edit")', width));
+      assert.ok(await inView(page, '[data-testid="checks-table"] tbody tr button:has-text("Delete")', width));
       await accessible(page, 'checks', found);
       await shot('checks');
 
