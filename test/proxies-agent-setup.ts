@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import pino from 'pino';
 import type { StreamRecord } from '@keel/shared';
+import { freePort } from './helpers/ports.ts';
 import { LogTailer } from '../agent/src/supervisor/log-tail.ts';
 import { Supervisor } from '../agent/src/supervisor/supervisor.ts';
 import { ConfigEngine } from '../agent/src/configs/engine.ts';
@@ -70,14 +71,8 @@ export async function harness(env: NodeJS.ProcessEnv = process.env): Promise<Har
   };
 }
 
-/** A free TCP port on 127.0.0.1 (bound and released). */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+/** A free TCP port on 127.0.0.1, reserved for this process (test/helpers/ports.ts). */
+export { freePort };
 
 /** A port another program holds on 127.0.0.1 until the test ends (a proxy's port taken). */
 export async function takenPort(t: TestContext): Promise<number> {

@@ -5,7 +5,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -20,6 +19,7 @@ import {
 } from '../capabilities.ts';
 import { supervisorCapability } from '../supervisor/index.ts';
 import { configsCapability } from './index.ts';
+import { freePort } from '../../../test/helpers/ports.ts';
 
 const log = pino({ level: 'silent' });
 const hasNginx = ['/usr/sbin/nginx', '/usr/bin/nginx'].some((p) => existsSync(p)) || Boolean(process.env.CI);
@@ -34,14 +34,6 @@ class MemorySpool {
     this.records.push(...records);
     return { firstSeq, lastSeq: this.records.length };
   }
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 async function agent(stateDir: string) {

@@ -7,7 +7,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -15,6 +14,7 @@ import { processSpecSchema, type ProcessSpecInput, type StreamRecord } from '@ke
 import { LogTailer } from './log-tail.ts';
 import { Supervisor } from './supervisor.ts';
 import { cpuMax, detectCgroupHost, prepareCgroup, type CgroupHost } from './cgroup.ts';
+import { freePort } from '../../../test/helpers/ports.ts';
 
 const log = pino({ level: 'silent' });
 
@@ -91,14 +91,6 @@ async function until<T>(what: string, fn: () => T | undefined | false, ms = 15_0
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
 }
 
 /** A node program: listens on `port` once it reads "listen" on stdin, closes on "close". */

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
@@ -17,6 +16,7 @@ import type { FleetEvent } from './index.ts';
 import { createMqttBus, redactUrl, type MqttReplicaBus } from './mqtt.ts';
 import { needBroker, reachable, subscriptionsHeld, TEST_BROKER as BROKER } from './test-broker.ts';
 import { encodeEvent } from './wire.ts';
+import { freePort } from '../../../test/helpers/ports.ts';
 
 const MOSQUITTO = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((p) => existsSync(p));
 const open: { close(): Promise<void> }[] = [];
@@ -212,14 +212,6 @@ async function ownBroker(port: number): Promise<{ start(): Promise<void>; stop()
   };
   open.push(broker);
   return broker;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 test('a lost broker: logged once, nothing queued, reconnected with backoff', async (t) => {
