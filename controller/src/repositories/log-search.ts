@@ -6,6 +6,8 @@
 // skipped inside the database, without being read.
 // Search reads whole blocks, never a row per line (DESIGN.md, Storage).
 import { and, asc, eq, gt, gte, inArray, lt, sql, type SQL } from 'drizzle-orm';
+import type { Readable } from 'node:stream';
+import type { Sql } from 'postgres';
 import type { Db } from '../db/index.ts';
 import { logChunkSummaries } from '../db/schema/log-retention.ts';
 import { streamChunks } from '../db/schema/streams.ts';
@@ -23,11 +25,103 @@ export interface LogChunk {
 
 /** Chunks fetched per query (chunks hold at most 256 KiB of records: ~8 MiB a page). */
 const PAGE_CHUNKS = 32;
+/** Chunk numbers listed per query (first_seq only) when no candidate list was made. */
+const LIST_CHUNKS = 256;
+/** Pages fetched at once on PostgreSQL, each on its own pooled connection. */
+const PAGES_AHEAD = 2;
 /** Decode output per step for a deflate chunk: a whole chunk at once. */
 const INFLATE_CHUNK_BYTES = CHUNK_MAX_RAW_BYTES + 64 * 1024;
 
+/** A row of a page: a chunk's numbering and its stored bytes. */
+interface ChunkRow {
+  firstSeq: number;
+  count: number;
+  codec: number;
+  data: Buffer;
+}
+
+/** The postgres.js client under a drizzle handle, or null (PGlite). */
+function postgresClient(db: Db): Sql | null {
+  const client = (db as unknown as { $client?: unknown }).$client;
+  return typeof client === 'function' && typeof (client as Sql).unsafe === 'function'
+    ? (client as Sql)
+    : null;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * A page's rows through a binary COPY: `bytea` comes as its bytes, where a query's result carries
+ * it as hex text (twice the bytes on the connection, encoded by the server and decoded here).
+ * COPY takes no parameters, so only values checked here are written into it: the host id (a
+ * UUID) and the chunks' numbers (safe integers, from the database).
+ */
+async function copyRows(client: Sql, hostId: string, seqs: number[]): Promise<ChunkRow[]> {
+  if (!UUID.test(hostId) || !seqs.every((s) => Number.isSafeInteger(s))) {
+    throw new Error('log search: unexpected chunk key');
+  }
+  const stream = await client
+    .unsafe(
+      `copy (select first_seq, count, codec, data from stream_chunks where host_id = '${hostId}'` +
+        ` and stream = '${LOGS_STREAM}' and first_seq = any('{${seqs.join(',')}}'::bigint[])` +
+        ` order by first_seq) to stdout with (format binary)`,
+    )
+    .readable();
+  return parseCopyRows(await readAll(stream));
+}
+
+/**
+ * A COPY's output, read in flowing mode. (Read through `for await`, postgres.js 3.4 left the
+ * connection paused after the end, and the next query on it never completed.)
+ */
+export function readAll(stream: Readable): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    stream.on('data', (part: Buffer) => parts.push(part));
+    stream.once('end', () => resolve(Buffer.concat(parts)));
+    stream.once('error', reject);
+  });
+}
+
+/**
+ * Parses PostgreSQL's binary COPY output of (first_seq bigint, count integer, codec smallint,
+ * data bytea) rows. Each data is a view into `buf` (no copy).
+ */
+export function parseCopyRows(buf: Buffer): ChunkRow[] {
+  // Signature (11 bytes), flags (4), header extension length (4) and the extension.
+  if (buf.length < 19 || buf.toString('latin1', 0, 6) !== 'PGCOPY') throw new Error('not a binary COPY');
+  let at = 19 + buf.readUInt32BE(15);
+  const rows: ChunkRow[] = [];
+  const field = (size: number) => {
+    const length = buf.readInt32BE(at);
+    if (length !== size && size >= 0) throw new Error('unexpected COPY field');
+    at += 4;
+    return length;
+  };
+  for (;;) {
+    const fields = buf.readInt16BE(at);
+    at += 2;
+    if (fields === -1) return rows;
+    if (fields !== 4) throw new Error('unexpected COPY row');
+    field(8);
+    const firstSeq = Number(buf.readBigInt64BE(at));
+    at += 8;
+    field(4);
+    const count = buf.readInt32BE(at);
+    at += 4;
+    field(2);
+    const codec = buf.readInt16BE(at);
+    at += 2;
+    const length = field(-1);
+    if (length < 0 || at + length > buf.length) throw new Error('unexpected COPY field');
+    rows.push({ firstSeq, count, codec, data: buf.subarray(at, at + length) });
+    at += length;
+  }
+}
+
 /** Log chunk reads for search. */
 export function createLogSearchRepository(db: Db) {
+  const copyClient = postgresClient(db);
   return {
     /**
      * The host's logs chunks meeting [since, until), a page of chunks at a time (the caller
@@ -69,70 +163,82 @@ export function createLogSearchRepository(db: Db) {
               .orderBy(asc(streamChunks.firstSeq))
           ).map((r) => r.firstSeq)
         : null;
-      let nextCandidate = 0;
-      // One page: its rows, then its chunks decoded (in parallel, on libuv's thread pool).
-      const fetchPage = async (after: number) => {
-        let rows: { firstSeq: number; count: number; codec: number; data: Buffer }[];
-        let full: boolean;
-        /** Where the next page starts after (a candidate deleted meanwhile must not end the scan). */
-        let last: number;
-        const columns = {
-          firstSeq: streamChunks.firstSeq,
-          count: streamChunks.count,
-          codec: streamChunks.codec,
-          data: streamChunks.data,
-        };
-        if (candidates) {
-          while (nextCandidate < candidates.length && candidates[nextCandidate]! <= after) nextCandidate++;
-          const page = candidates.slice(nextCandidate, nextCandidate + PAGE_CHUNKS);
-          full = nextCandidate + PAGE_CHUNKS < candidates.length;
-          last = page.at(-1) ?? after;
-          rows =
-            page.length === 0
-              ? []
-              : await db
-                  .select(columns)
-                  .from(streamChunks)
-                  .where(
-                    and(
-                      eq(streamChunks.hostId, hostId),
-                      eq(streamChunks.stream, LOGS_STREAM),
-                      inArray(streamChunks.firstSeq, page),
-                    ),
-                  )
-                  .orderBy(asc(streamChunks.firstSeq));
-        } else {
-          rows = await db
-            .select(columns)
+      // Which chunks, in order: the candidates, or the chunks in range listed LIST_CHUNKS at a time
+      // (first_seq only: the index answers it), so that the data of several pages can be fetched
+      // at once.
+      let listed: number[] = candidates ?? [];
+      let listedAt = 0;
+      let listedAll = candidates !== null;
+      let listAfter = -1;
+      const nextPageSeqs = async (): Promise<number[]> => {
+        if (listed.length - listedAt < PAGE_CHUNKS && !listedAll) {
+          const rows = await db
+            .select({ firstSeq: streamChunks.firstSeq })
             .from(streamChunks)
             .leftJoin(logChunkSummaries, withSummaries)
-            .where(where(after))
+            .where(where(listAfter))
             .orderBy(asc(streamChunks.firstSeq))
-            .limit(PAGE_CHUNKS);
-          full = rows.length === PAGE_CHUNKS;
-          last = rows.at(-1)?.firstSeq ?? after;
+            .limit(LIST_CHUNKS);
+          listed = listed.slice(listedAt).concat(rows.map((r) => r.firstSeq));
+          listedAt = 0;
+          listedAll = rows.length < LIST_CHUNKS;
+          listAfter = rows.at(-1)?.firstSeq ?? listAfter;
         }
-        const chunks = await Promise.all(
+        const page = listed.slice(listedAt, listedAt + PAGE_CHUNKS);
+        listedAt += page.length;
+        return page;
+      };
+      // One page: its rows (on PostgreSQL a binary COPY: the bytes as stored, not bytea's hex text),
+      // then its chunks decoded (in parallel, on libuv's thread pool). A chunk deleted meanwhile is
+      // simply not there.
+      const fetchPage = async (seqs: number[]): Promise<LogChunk[]> => {
+        if (seqs.length === 0) return [];
+        const rows = copyClient
+          ? await copyRows(copyClient, hostId, seqs)
+          : await db
+              .select({
+                firstSeq: streamChunks.firstSeq,
+                count: streamChunks.count,
+                codec: streamChunks.codec,
+                data: streamChunks.data,
+              })
+              .from(streamChunks)
+              .where(
+                and(
+                  eq(streamChunks.hostId, hostId),
+                  eq(streamChunks.stream, LOGS_STREAM),
+                  inArray(streamChunks.firstSeq, seqs),
+                ),
+              )
+              .orderBy(asc(streamChunks.firstSeq));
+        return Promise.all(
           rows.map(async (row) => ({
             firstSeq: row.firstSeq,
             count: row.count,
             body: await decodeChunk(row.codec, row.data, INFLATE_CHUNK_BYTES),
           })),
         );
-        return { chunks, full, last };
       };
-      // The next page is fetched and decoded while the caller scans this one.
-      let next: ReturnType<typeof fetchPage> | null = fetchPage(-1);
-      while (next) {
-        const page: Awaited<ReturnType<typeof fetchPage>> = await next;
-        next = null;
-        if (page.chunks.length === 0 && !page.full) return;
-        if (page.full) {
-          next = fetchPage(page.last);
-          // Awaited on the next turn; a caller that stops first must not leave it unhandled.
-          next.catch(() => {});
-        }
-        yield page.chunks;
+      // Pages are fetched ahead while the caller scans: on PostgreSQL PAGES_AHEAD at once (each on
+      // its own pooled connection), on PGlite (one connection) one. Listing is sequential (each
+      // list goes on after the last); the fetches overlap. Yielded in order.
+      const ahead = copyClient ? PAGES_AHEAD : 1;
+      const queue: Promise<LogChunk[] | null>[] = [];
+      let listing: Promise<unknown> = Promise.resolve();
+      const schedule = () => {
+        const seqs = listing.then(nextPageSeqs);
+        listing = seqs.catch(() => {});
+        const page = seqs.then((s) => (s.length === 0 ? null : fetchPage(s)));
+        // Awaited in order; a caller that stops first must not leave one unhandled.
+        page.catch(() => {});
+        queue.push(page);
+      };
+      for (;;) {
+        while (queue.length < ahead) schedule();
+        const page = await queue.shift()!;
+        // null: nothing more listed. An empty page: its chunks were deleted meanwhile.
+        if (page === null) return;
+        if (page.length > 0) yield page;
       }
     },
   };
