@@ -23,7 +23,7 @@
 // A channel ends on every side when any side goes: the browser, the agent, either hub; a replica
 // that dies (the broker publishes its will, `replicaGoneTopic`, sealed at its start); a replica
 // that loses the broker (it ends its routed channels at once, the other side hears the will).
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import {
@@ -100,44 +100,121 @@ const header = z.discriminatedUnion('t', [
 type Header = z.infer<typeof header>;
 const goneSchema = z.object({ bus: id });
 
+const VERSION = 1;
+const SALT_BYTES = 16;
+const MESSAGE_KEY_LABEL = 'keel.bus.channels.message\0';
+const WILL_KEY_LABEL = 'keel.bus.replica-gone\0';
+
+/** A message's clear prefix: which channel, which sender, which sequence number (the nonce). */
+interface ClearPrefix {
+  ch: string;
+  salt: Buffer;
+  seq: number;
+  /** Where the ciphertext starts. */
+  at: number;
+}
+
+function clearPrefix(ch: string, salt: Buffer, seq: number): Buffer {
+  const chBytes = Buffer.from(ch, 'utf8');
+  if (chBytes.length === 0 || chBytes.length > 255) throw new Error('channel id must be 1-255 bytes');
+  if (salt.length !== SALT_BYTES) throw new Error(`salt must be ${SALT_BYTES} bytes`);
+  if (!Number.isSafeInteger(seq) || seq < 0) throw new Error('seq must be a non-negative integer');
+  const prefix = Buffer.alloc(2 + chBytes.length + SALT_BYTES + 8);
+  prefix[0] = VERSION;
+  prefix[1] = chBytes.length;
+  chBytes.copy(prefix, 2);
+  salt.copy(prefix, 2 + chBytes.length);
+  prefix.writeBigUInt64BE(BigInt(seq), 2 + chBytes.length + SALT_BYTES);
+  return prefix;
+}
+
+/** Reads a message's clear prefix, or null when it is not one. */
+export function readClearPrefix(sealed: Buffer): ClearPrefix | null {
+  if (sealed.length < 2 || sealed[0] !== VERSION) return null;
+  const chLength = sealed[1]!;
+  const at = 2 + chLength + SALT_BYTES + 8;
+  if (chLength === 0 || sealed.length < at + TAG_BYTES + 4) return null;
+  const seq = sealed.readBigUInt64BE(2 + chLength + SALT_BYTES);
+  if (seq > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+  return {
+    ch: sealed.subarray(2, 2 + chLength).toString('utf8'),
+    salt: Buffer.from(sealed.subarray(2 + chLength, 2 + chLength + SALT_BYTES)),
+    seq: Number(seq),
+    at,
+  };
+}
+
 /**
- * Seals a channel message for `topic`: nonce, then [u32 header length][header JSON][body] under
- * ChaCha20-Poly1305, then the tag. The topic is the associated data, so a message cannot be moved
- * to another replica's topic.
+ * The key one sender seals one channel's messages to one topic with: HKDF from the channels' key
+ * over the topic, the channel id and the sender's random salt. Each direction of each channel has
+ * its own key (the two directions go to different replicas' topics), and a sender that might reuse
+ * a channel id (an open replayed and accepted twice) still gets a fresh key from its own salt, so
+ * the sequence number can be the nonce: never reused under one key, with no birthday bound.
  */
-export function sealChannelMessage(key: Buffer, topic: string, head: object, body?: Uint8Array): Buffer {
-  const json = Buffer.from(JSON.stringify(head), 'utf8');
+export function channelMessageKey(key: Buffer, topic: string, ch: string, salt: Buffer): Buffer {
+  const info = Buffer.concat([
+    Buffer.from(MESSAGE_KEY_LABEL, 'utf8'),
+    createHash('sha256').update(topic, 'utf8').digest(),
+    Buffer.from(`\0${ch}\0`, 'utf8'),
+    salt,
+  ]);
+  return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, 32));
+}
+
+function counterNonce(seq: number): Buffer {
+  const nonce = Buffer.alloc(NONCE_BYTES);
+  nonce.writeBigUInt64BE(BigInt(seq), NONCE_BYTES - 8);
+  return nonce;
+}
+
+/**
+ * Seals under a message key already derived (channelMessageKey): the clear prefix (version,
+ * channel id, the sender's salt, the sequence number), then [u32 header length][header JSON][body]
+ * under ChaCha20-Poly1305 with the sequence number as nonce, then the tag. The topic and the prefix
+ * are the associated data, so a message cannot be moved to another replica's topic or channel.
+ */
+export function sealWithMessageKey(
+  messageKey: Buffer,
+  topic: string,
+  salt: Buffer,
+  head: { ch: string; seq: number } & Record<string, unknown>,
+  body?: Uint8Array,
+): Buffer {
+  const { ch, seq, ...rest } = head;
+  const prefix = clearPrefix(ch, salt, seq);
+  const json = Buffer.from(JSON.stringify(rest), 'utf8');
   const length = Buffer.alloc(4);
   length.writeUInt32BE(json.length);
-  const nonce = randomBytes(NONCE_BYTES);
-  const cipher = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_BYTES });
-  cipher.setAAD(Buffer.from(topic, 'utf8'), {
+  const cipher = createCipheriv('chacha20-poly1305', messageKey, counterNonce(seq), {
+    authTagLength: TAG_BYTES,
+  });
+  cipher.setAAD(Buffer.concat([Buffer.from(topic, 'utf8'), prefix]), {
     plaintextLength: 4 + json.length + (body?.byteLength ?? 0),
   });
-  const parts = [nonce, cipher.update(length), cipher.update(json)];
+  const parts = [prefix, cipher.update(length), cipher.update(json)];
   if (body && body.byteLength > 0) parts.push(cipher.update(body));
   parts.push(cipher.final(), cipher.getAuthTag());
   return Buffer.concat(parts);
 }
 
-/** Opens a channel message sealed for `topic`: its header (unchecked) and body, or null. */
-export function openChannelMessage(
-  key: Buffer,
+/** Opens a message under its message key: its header (unchecked, with `ch` and `seq`) and body, or null. */
+export function openWithMessageKey(
+  messageKey: Buffer,
   topic: string,
   sealed: Buffer,
-): { head: unknown; body: Buffer } | null {
-  if (sealed.length < NONCE_BYTES + TAG_BYTES + 4) return null;
+  prefix: ClearPrefix,
+): { head: Record<string, unknown>; body: Buffer } | null {
   let plain: Buffer;
   try {
-    const decipher = createDecipheriv('chacha20-poly1305', key, sealed.subarray(0, NONCE_BYTES), {
+    const decipher = createDecipheriv('chacha20-poly1305', messageKey, counterNonce(prefix.seq), {
       authTagLength: TAG_BYTES,
     });
-    decipher.setAAD(Buffer.from(topic, 'utf8'), {
-      plaintextLength: sealed.length - NONCE_BYTES - TAG_BYTES,
+    decipher.setAAD(Buffer.concat([Buffer.from(topic, 'utf8'), sealed.subarray(0, prefix.at)]), {
+      plaintextLength: sealed.length - prefix.at - TAG_BYTES,
     });
     decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
     plain = Buffer.concat([
-      decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)),
+      decipher.update(sealed.subarray(prefix.at, sealed.length - TAG_BYTES)),
       decipher.final(),
     ]);
   } catch {
@@ -146,10 +223,86 @@ export function openChannelMessage(
   const length = plain.readUInt32BE(0);
   if (length > MAX_HEADER_BYTES || 4 + length > plain.length) return null;
   try {
+    const parsed: unknown = JSON.parse(plain.subarray(4, 4 + length).toString('utf8'));
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null;
     return {
-      head: JSON.parse(plain.subarray(4, 4 + length).toString('utf8')),
+      head: { ...(parsed as Record<string, unknown>), ch: prefix.ch, seq: prefix.seq },
       body: plain.subarray(4 + length),
     };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Seals a channel message for `topic` under the channels' key (`salt`: the sender's, random per
+ * channel and direction; a fresh one when not given). See sealWithMessageKey for the format.
+ */
+export function sealChannelMessage(
+  key: Buffer,
+  topic: string,
+  head: { ch: string; seq: number } & Record<string, unknown>,
+  body?: Uint8Array,
+  salt: Buffer = randomBytes(SALT_BYTES),
+): Buffer {
+  return sealWithMessageKey(channelMessageKey(key, topic, head.ch, salt), topic, salt, head, body);
+}
+
+/** Opens a channel message sealed for `topic`: its header (unchecked) and body, or null. */
+export function openChannelMessage(
+  key: Buffer,
+  topic: string,
+  sealed: Buffer,
+): { head: Record<string, unknown>; body: Buffer; salt: Buffer } | null {
+  const prefix = readClearPrefix(sealed);
+  if (!prefix) return null;
+  const opened = openWithMessageKey(
+    channelMessageKey(key, topic, prefix.ch, prefix.salt),
+    topic,
+    sealed,
+    prefix,
+  );
+  return opened ? { ...opened, salt: prefix.salt } : null;
+}
+
+/** The will's key: its own label, so a will and a channel message never share a key. */
+function willKey(key: Buffer, topic: string): Buffer {
+  const info = Buffer.concat([
+    Buffer.from(WILL_KEY_LABEL, 'utf8'),
+    createHash('sha256').update(topic, 'utf8').digest(),
+  ]);
+  return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, 32));
+}
+
+function sealWill(key: Buffer, topic: string, busId: string): Buffer {
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv('chacha20-poly1305', willKey(key, topic), nonce, {
+    authTagLength: TAG_BYTES,
+  });
+  const plain = Buffer.from(JSON.stringify({ bus: busId }), 'utf8');
+  cipher.setAAD(Buffer.from(topic, 'utf8'), { plaintextLength: plain.length });
+  const sealed = Buffer.concat([cipher.update(plain), cipher.final()]);
+  return Buffer.concat([nonce, sealed, cipher.getAuthTag()]);
+}
+
+function openWill(key: Buffer, topic: string, sealed: Buffer): unknown {
+  if (sealed.length < NONCE_BYTES + TAG_BYTES) return null;
+  try {
+    const decipher = createDecipheriv(
+      'chacha20-poly1305',
+      willKey(key, topic),
+      sealed.subarray(0, NONCE_BYTES),
+      {
+        authTagLength: TAG_BYTES,
+      },
+    );
+    decipher.setAAD(Buffer.from(topic, 'utf8'), { plaintextLength: sealed.length - NONCE_BYTES - TAG_BYTES });
+    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+    const plain = Buffer.concat([
+      decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)),
+      decipher.final(),
+    ]);
+    return JSON.parse(plain.toString('utf8'));
   } catch {
     return null;
   }
@@ -328,6 +481,12 @@ interface Routed {
   peerBus: string | null;
   sendSeq: number;
   recvSeq: number;
+  /** This side's random salt for the channel, and the key it seals with (channelMessageKey). */
+  sendSalt: Buffer;
+  sendKey: Buffer;
+  /** The other side's salt and key, pinned by its first message (the open, or `accepted`). */
+  recvSalt: Buffer | null;
+  recvKey: Buffer | null;
   /** client role: the hub's link for this channel and the hub's own id for it. */
   link?: AgentChannelLink;
   hubId?: string;
@@ -362,8 +521,31 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   const send = (r: Routed, head: Record<string, unknown>, body?: Uint8Array) => {
     if (!bus.client.connected) return;
     const topic = channelTopic(bus.prefix, r.peer);
-    const message = sealChannelMessage(key, topic, { ...head, ch: r.ch, seq: r.sendSeq++ }, body);
+    const message = sealWithMessageKey(
+      r.sendKey,
+      topic,
+      r.sendSalt,
+      { ...head, ch: r.ch, seq: r.sendSeq++ },
+      body,
+    );
     bus.client.publish(topic, message, { qos: CHANNEL_QOS });
+  };
+
+  /** A channel as this side starts it: its own salt and sealing key towards `peer`. */
+  const routed = (ch: string, role: Routed['role'], peer: string, recvSeq: number): Routed => {
+    const sendSalt = randomBytes(SALT_BYTES);
+    return {
+      ch,
+      role,
+      peer,
+      peerBus: null,
+      sendSeq: 0,
+      recvSeq,
+      sendSalt,
+      sendKey: channelMessageKey(key, channelTopic(bus.prefix, peer), ch, sendSalt),
+      recvSalt: null,
+      recvKey: null,
+    };
   };
 
   const watch = (r: Routed, busId: string) => {
@@ -397,9 +579,9 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   };
 
   function onGone(busId: string, body: Buffer): void {
+    if (body.length === 0) return; // a replica clearing its retained will (it is back)
     const topic = replicaGoneTopic(bus.prefix, busId);
-    const opened = openChannelMessage(key, topic, body);
-    const gone = goneSchema.safeParse(opened?.head);
+    const gone = goneSchema.safeParse(openWill(key, topic, body));
     if (!gone.success || gone.data.bus !== busId) return refuse('not sealed under this master key');
     for (const r of [...channels.values()]) {
       if (r.peerBus !== busId) continue;
@@ -429,19 +611,41 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   };
   bus.client.on('close', onBrokerLost);
 
+  const notSealed = 'not sealed under this master key (replicas must share KEEL_MASTER_KEY)';
   const stopListening = bus.listen(ownTopic, (body) => {
-    const opened = openChannelMessage(key, ownTopic, body);
-    if (!opened) return refuse('not sealed under this master key (replicas must share KEEL_MASTER_KEY)');
+    const prefix = readClearPrefix(body);
+    if (!prefix) return refuse('malformed');
+    const r = channels.get(prefix.ch);
+    if (!r) {
+      // Only an open starts a channel; anything else is for one ended here meanwhile (messages
+      // cross) or a replay of a closed one, and is not worth a key derivation.
+      if (prefix.seq !== 0) return;
+      const messageKey = channelMessageKey(key, ownTopic, prefix.ch, prefix.salt);
+      const opened = openWithMessageKey(messageKey, ownTopic, body, prefix);
+      if (!opened) return refuse(notSealed);
+      const parsed = header.safeParse(opened.head);
+      if (!parsed.success) return refuse('malformed');
+      if (parsed.data.t !== 'open') return; // the first message of a channel ended here
+      return onOpen(parsed.data, prefix.salt, messageKey);
+    }
+    if (r.recvSalt && !r.recvSalt.equals(prefix.salt))
+      return refuse('from another sender', { channel: r.ch });
+    const messageKey = r.recvKey ?? channelMessageKey(key, ownTopic, prefix.ch, prefix.salt);
+    const opened = openWithMessageKey(messageKey, ownTopic, body, prefix);
+    if (!opened) return refuse(notSealed);
     const parsed = header.safeParse(opened.head);
     if (!parsed.success) return refuse('malformed');
     const head = parsed.data;
-    if (head.t === 'open') return onOpen(head);
-    const r = channels.get(head.ch);
-    if (!r) return; // ended here meanwhile (messages cross), or a replay of a closed channel
+    if (head.t === 'open') return refuse('replayed');
+    if (!r.recvSalt) {
+      r.recvSalt = prefix.salt;
+      r.recvKey = messageKey;
+    }
     if (head.seq !== r.recvSeq) {
       refuse('out of order', { channel: r.ch, expected: r.recvSeq, got: head.seq });
-      send(r, { t: 'close', reason: 'channel bytes were lost or reordered on the message bus' });
-      cut(r, 'channel bytes were lost or reordered on the message bus');
+      const reason = 'channel bytes were lost or reordered on the message bus';
+      send(r, { t: 'close', reason, code: 'request.disconnected', wsCode: CHANNEL_WS_CLOSE_AGENT_GONE });
+      cut(r, reason);
       return;
     }
     r.recvSeq++;
@@ -507,7 +711,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   }
 
   /** Another replica opens a channel on an agent session held here. */
-  function onOpen(head: Extract<Header, { t: 'open' }>): void {
+  function onOpen(head: Extract<Header, { t: 'open' }>, salt: Buffer, messageKey: Buffer): void {
     const now = Date.now();
     if (Math.abs(now - head.at) > CHANNEL_OPEN_MAX_AGE_MS) return refuse('too old', { age: now - head.at });
     if (seenOpens.has(head.ch) || channels.has(head.ch)) return refuse('replayed');
@@ -516,7 +720,9 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       if (now - at <= CHANNEL_OPEN_MAX_AGE_MS * 2) break; // insertion order: the rest are newer
       seenOpens.delete(seenId);
     }
-    const r: Routed = { ch: head.ch, role: 'holder', peer: head.from, peerBus: null, sendSeq: 0, recvSeq: 1 };
+    const r = routed(head.ch, 'holder', head.from, 1);
+    r.recvSalt = salt;
+    r.recvKey = messageKey;
     const socket = new BusClientSocket({
       text: (message) => {
         if (message.type === 'opened') send(r, { t: 'opened' });
@@ -558,14 +764,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     const host = await opts.hosts.get(grant.hostId);
     const holder = host?.online ? host.sessionReplica : null;
     if (!holder || holder === replicaId || !bus.client.connected) return undefined;
-    const r: Routed = {
-      ch: randomUUID(),
-      role: 'client',
-      peer: holder,
-      peerBus: null,
-      sendSeq: 0,
-      recvSeq: 0,
-    };
+    const r = routed(randomUUID(), 'client', holder, 0);
     const link: AgentChannelLink = {
       hostId: grant.hostId,
       // The holder's hub checks the agent's kinds (and its own limits) and refuses with the reason.
@@ -647,5 +846,5 @@ export type ChannelRouting = ReturnType<typeof routeChannels>;
  */
 export function replicaWill(key: Buffer, prefix: string, busId: string): { topic: string; payload: Buffer } {
   const topic = replicaGoneTopic(prefix, busId);
-  return { topic, payload: sealChannelMessage(key, topic, { bus: busId }) };
+  return { topic, payload: sealWill(key, topic, busId) };
 }
