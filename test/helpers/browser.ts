@@ -337,16 +337,59 @@ export async function shownTheme(page: Page): Promise<ThemeName> {
  * axe's WCAG checks (axeViolations) on the page as it is now in the dark and then the light theme
  * (useTheme), each line prefixed with its theme; the page is left in the theme it was in. The
  * page's theme must come from the system colour scheme (nothing saved in the console).
+ *
+ * A theme switch changes colours only (web/src/app.css: custom properties and `color-scheme`;
+ * AnsiText's light palette), so in the second theme, when the page's markup is the same as in the
+ * first (`markupDigest`), only axe's colour rules (`colourRules`) can answer differently and only
+ * they run again; the rest ran on that markup in the first theme. A page whose markup changed in
+ * between (live data, a theme-dependent label) gets the full set again. The colour rules are most
+ * of a check (60-90 % of its time on the host, fleet, audit and users pages), the rest ~0.05-0.15 s
+ * of renderer CPU a check (docs/testing.md, 1 Dec).
  */
 export async function axeViolationsInThemes(page: Page): Promise<string[]> {
   const was = await shownTheme(page);
   const found: string[] = [];
+  let markup: string | undefined;
   for (const theme of was === 'dark' ? (['dark', 'light'] as const) : (['light', 'dark'] as const)) {
     if (theme !== was) await useTheme(page, theme);
-    for (const v of await axeViolations(page)) found.push(`${theme}: ${v}`);
+    const now = await markupDigest(page);
+    const rules = markup === now ? colourRules : undefined;
+    markup ??= now;
+    for (const v of await axeViolations(page, rules)) found.push(`${theme}: ${v}`);
   }
   await useTheme(page, was);
   return found;
+}
+
+/**
+ * axe's WCAG 2.1 A/AA rules whose result depends on the page's colours (contrast of text, links
+ * told apart from text by colour): what a theme switch can change on the same markup.
+ */
+export const colourRules = ['color-contrast', 'link-in-text-block'];
+
+/**
+ * A digest of the page's markup (the body's HTML and the root's language), equal when unchanged,
+ * without the theme toggle: its label and icon name the other theme by design (every rule checks
+ * it in both states wherever a page opens in the light theme: console-nav, metrics-console,
+ * alerts-console, access-wallet-ton-console).
+ */
+async function markupDigest(page: Page): Promise<string> {
+  return page.evaluate(() => {
+    const { document } = globalThis as unknown as {
+      document: {
+        body: { outerHTML: string };
+        documentElement: { lang: string };
+        querySelector(s: string): { outerHTML: string } | null;
+      };
+    };
+    const toggle = document.querySelector('[data-testid="theme-toggle"]')?.outerHTML;
+    let text = `${document.documentElement.lang}\n${document.body.outerHTML}`;
+    if (toggle) text = text.replace(toggle, '');
+    // FNV-1a over the UTF-16 code units, with the length: a page's markup is ~50-500 KB.
+    let h = 0x811c9dc5;
+    for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+    return `${text.length}:${(h >>> 0).toString(16)}`;
+  });
 }
 
 /** Signs in through the login form and waits until the console has left /login. */
@@ -374,9 +417,10 @@ export const wcagTags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
  * in a context also registers it as an init script of the context, so every later document there
  * has it from its start: sent once, and Chromium reuses its compiled code (~10 ms a page against
  * ~80 ms to send and evaluate it again after each navigation). Only violations are reported in
- * full (`resultTypes`): axe then skips building selectors for every passing element.
+ * full (`resultTypes`): axe then skips building selectors for every passing element. `rules`
+ * runs only those rules (axeViolationsInThemes' second theme: the colour rules).
  */
-export async function axeViolations(page: Page): Promise<string[]> {
+export async function axeViolations(page: Page, rules?: string[]): Promise<string[]> {
   axeSource ??= readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
   const context = page.context();
   if (!axeContexts.has(context)) {
@@ -384,17 +428,20 @@ export async function axeViolations(page: Page): Promise<string[]> {
     await context.addInitScript({ content: axeSource });
   }
   if (!(await page.evaluate(() => 'axe' in globalThis))) await page.evaluate(axeSource);
-  const violations = await page.evaluate(async (tags) => {
-    const { axe, document } = globalThis as unknown as { axe: AxeRunner; document: PageDocument };
-    const result = await axe.run(document, {
-      runOnly: { type: 'tag', values: tags },
-      resultTypes: ['violations'],
-    });
-    return result.violations.map((v) => ({
-      id: v.id,
-      nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary ?? '' })),
-    }));
-  }, wcagTags);
+  const violations = await page.evaluate(
+    async ({ tags, rules }) => {
+      const { axe, document } = globalThis as unknown as { axe: AxeRunner; document: PageDocument };
+      const result = await axe.run(document, {
+        runOnly: rules ? { type: 'rule', values: rules } : { type: 'tag', values: tags },
+        resultTypes: ['violations'],
+      });
+      return result.violations.map((v) => ({
+        id: v.id,
+        nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary ?? '' })),
+      }));
+    },
+    { tags: wcagTags, rules },
+  );
   return violations.flatMap((v) =>
     v.nodes.map((n) => `${v.id}: ${n.target} — ${n.summary.replace(/\s+/g, ' ').trim()}`),
   );
@@ -404,7 +451,7 @@ export async function axeViolations(page: Page): Promise<string[]> {
 interface AxeRunner {
   run(
     context: PageDocument,
-    options: { runOnly: { type: 'tag'; values: string[] }; resultTypes: string[] },
+    options: { runOnly: { type: 'tag' | 'rule'; values: string[] }; resultTypes: string[] },
   ): Promise<{
     violations: { id: string; nodes: { target: string[]; failureSummary?: string }[] }[];
   }>;
