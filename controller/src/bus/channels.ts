@@ -556,7 +556,10 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       w.count++;
       return;
     }
-    const stop = bus.listen(replicaGoneTopic(bus.prefix, busId), (body) => onGone(busId, body));
+    // Retained: if that replica died before this subscription reached the broker, its will is heard.
+    const stop = bus.listen(replicaGoneTopic(bus.prefix, busId), (body) => onGone(busId, body), {
+      retained: true,
+    });
     watching.set(busId, { count: 1, stop });
   };
 
