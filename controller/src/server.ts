@@ -202,6 +202,8 @@ export async function startController(
       ...recordingLimitsFromEnv(process.env),
     },
   });
+  // Process events go into the audit trail after they are stored and before they are acked.
+  gateway.sinks.onStored('events', services.processes.auditEvents);
   // Metrics are stored one row per tick (not in chunks) and rolled up every minute.
   gateway.sinks.register('metrics', services.metrics.sink);
   services.metrics.start();

@@ -2,6 +2,11 @@
 // shared (`defineStream`); its sink stores a batch and returns the seq to ack, then publishes what
 // it stored on the bus for live views. Today every kind is stored as chunks (`events`, and logs
 // next); metrics will bring a row-per-tick sink, registered here with one line.
+//
+// What must follow from stored records exactly once (the audit rows of process events) is a
+// stored hook, not a bus listener: hooks run after the store and before the ack, so a controller
+// killed between the two leaves the batch unacked, the agent resends it, and the hooks run again
+// over the whole batch (resent records included) and skip what they already did.
 import { decodeRecords, type RecordBatch } from '@keel/shared';
 import type { GatewayStore } from './store.ts';
 
@@ -52,9 +57,21 @@ export function chunkSink(opts: {
   };
 }
 
+/**
+ * Work that must follow from a stored batch before it is acked: it gets every record of the batch
+ * (the agent's numbering, resent ones too) and must be idempotent; when it throws, the batch is
+ * not acked (the session closes, the agent resends).
+ */
+export type StoredHook = (
+  hostId: string,
+  stream: string,
+  records: { seq: number; ts: number; payload: Buffer }[],
+) => Promise<void>;
+
 /** The sink of each stream kind, with a fallback for kinds that registered none. */
 export class StreamSinks {
   #byKind = new Map<string, StreamSink>();
+  #hooks = new Map<string, StoredHook[]>();
   #fallback: StreamSink;
 
   constructor(fallback: StreamSink) {
@@ -73,8 +90,24 @@ export class StreamSinks {
     return this.#byKind.get(stream) ?? this.#fallback;
   }
 
-  /** Stores a batch through its kind's sink. */
-  append(hostId: string, stream: string, batch: RecordBatch): Promise<SinkResult> {
-    return this.sinkFor(stream).append(hostId, stream, batch);
+  /** Adds a hook run after each batch of a stream kind is stored and before it is acked. */
+  onStored(kind: string, hook: StoredHook): this {
+    this.#hooks.set(kind, [...(this.#hooks.get(kind) ?? []), hook]);
+    return this;
+  }
+
+  /** Stores a batch through its kind's sink, then runs the kind's stored hooks (before the ack). */
+  async append(hostId: string, stream: string, batch: RecordBatch): Promise<SinkResult> {
+    const result = await this.sinkFor(stream).append(hostId, stream, batch);
+    const hooks = this.#hooks.get(stream);
+    if (hooks) {
+      const records = decodeRecords(batch.body, batch.count).map((r, i) => ({
+        seq: batch.firstSeq + i,
+        ts: r.ts,
+        payload: Buffer.from(r.payload),
+      }));
+      for (const hook of hooks) await hook(hostId, stream, records);
+    }
+    return result;
   }
 }

@@ -273,7 +273,6 @@ export function createServices(deps: ServicesDeps) {
       processes: createProcessRepository(db, createStreamRepository(db)),
       gateway: deps.gateway,
       audit,
-      bus: deps.bus,
     }),
     metrics,
     traffic,

@@ -14,8 +14,7 @@ import type { HostRepository } from '../repositories/hosts.ts';
 import type { LogPage, ProcessRepository } from '../repositories/processes.ts';
 import { requireHostAccess, type Actor, type Permission } from './access.ts';
 import type { AuditService } from './audit.ts';
-import type { FleetBus } from '../bus/index.ts';
-import { auditProcessEvents } from './process-audit.ts';
+import { processEventsAuditor } from './process-audit.ts';
 
 /** Who asks, with the address for the audit trail. */
 export type ProcessActor = Actor & { ip: string | null };
@@ -34,13 +33,10 @@ export interface ProcessesServiceDeps {
   processes: ProcessRepository;
   gateway: AgentGateway;
   audit: AuditService;
-  /** Where agents' process events arrive; each goes into the audit trail (process-audit.ts). */
-  bus?: FleetBus;
 }
 
 /** Processes on hosts: list, define, control, console input, stored output. */
-export function createProcessesService({ hosts, processes, gateway, audit, bus }: ProcessesServiceDeps) {
-  if (bus) auditProcessEvents({ bus, audit });
+export function createProcessesService({ hosts, processes, gateway, audit }: ProcessesServiceDeps) {
   async function usable(actor: ProcessActor, permission: Permission, hostId: string): Promise<void> {
     requireHostAccess(actor, permission, [hostId]);
     const host = await hosts.get(hostId);
@@ -73,6 +69,12 @@ export function createProcessesService({ hosts, processes, gateway, audit, bus }
   }
 
   return {
+    /**
+     * The `events` stream's stored hook that puts agents' process events into the audit trail
+     * before their batch is acked (process-audit.ts); the server registers it on the gateway.
+     */
+    auditEvents: processEventsAuditor({ audit }),
+
     /** The host's processes: stored definitions joined with the agent's live list. */
     async list(actor: ProcessActor, hostId: string): Promise<ProcessView[]> {
       await usable(actor, 'host.view', hostId);
