@@ -46,8 +46,11 @@ export interface MqttBusOptions {
   /** Reconnect backoff: first delay and ceiling, in ms (doubling, with jitter). */
   backoff?: { initialMs: number; maxMs: number };
   /**
-   * What the broker publishes (QoS 1, not retained) when this replica's connection ends without a
-   * goodbye: bus/channels.ts's replicaWill, which ends the channels routed through it.
+   * What the broker publishes (QoS 1, retained) when this replica's connection ends without a
+   * goodbye: bus/channels.ts's replicaWill, which ends the channels routed through it. Retained, so
+   * a replica that subscribes to it only after this one died still hears it; cleared (an empty
+   * retained message) each time this replica connects, so a replica that is back is not taken
+   * for gone.
    */
   will?: { topic: string; payload: Buffer };
 }
@@ -60,9 +63,10 @@ export interface MqttReplicaBus extends ReplicaBus {
   readonly client: MqttClient;
   /**
    * Subscribes to one topic outside the event tree (request routing), now and after every
-   * reconnect (sessions are clean); returns the unsubscribe function.
+   * reconnect (sessions are clean); returns the unsubscribe function. `retained`: also deliver
+   * the message the broker holds for the topic (a replica's will), not only new ones.
    */
-  listen(topic: string, listener: (body: Buffer) => void): () => void;
+  listen(topic: string, listener: (body: Buffer) => void, opts?: { retained?: boolean }): () => void;
 }
 
 /** The URL without its user and password, for logs. */
@@ -98,6 +102,8 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   emitter.setMaxListeners(0);
   const reconnected = new Set<() => void>();
   const listening = new Map<string, (body: Buffer) => void>();
+  /** Topics listened to with their retained message (rh 0 instead of 2). */
+  const listeningRetained = new Set<string>();
   const stateTopicPrefix = `${prefix}/hosts/`;
   const eventTreePrefixes = [`${prefix}/hosts/`, `${prefix}/jobs/`];
 
@@ -112,7 +118,7 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
     // Publishes are not queued while the broker is away (see header).
     queueQoSZero: false,
     properties: { maximumPacketSize: 64 * 1024 * 1024 },
-    ...(opts.will ? { will: { ...opts.will, qos: 1, retain: false } } : {}),
+    ...(opts.will ? { will: { ...opts.will, qos: 1, retain: true } } : {}),
   };
   const client = connect(opts.url, clientOptions);
 
@@ -156,7 +162,7 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
     for (const topic of listening.keys()) listenOn(topic);
   };
   const listenOn = (topic: string) => {
-    client.subscribe(topic, { qos: 1, nl: true, rh: 2 }, (err) => {
+    client.subscribe(topic, { qos: 1, nl: true, rh: listeningRetained.has(topic) ? 0 : 2 }, (err) => {
       if (err && !closing) log.error({ err: err.message, topic }, 'MQTT bus subscription failed');
     });
   };
@@ -165,6 +171,9 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
     attempt = 0;
     // Routed keystrokes are small writes: without this, Nagle holds each behind the last one's ACK.
     (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
+    // This replica is here: its will from a connection that ended is no longer true. Published
+    // before anything else on this connection, so the broker clears it before any channel opens.
+    if (opts.will) client.publish(opts.will.topic, Buffer.alloc(0), { qos: 1, retain: true });
     subscribe();
     if (!everConnected) {
       everConnected = true;
@@ -308,11 +317,14 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
       reconnected.add(listener);
       return () => reconnected.delete(listener);
     },
-    listen(topic, listener) {
+    listen(topic, listener, listenOpts) {
       listening.set(topic, listener);
+      if (listenOpts?.retained) listeningRetained.add(topic);
+      else listeningRetained.delete(topic);
       if (client.connected) listenOn(topic);
       return () => {
         listening.delete(topic);
+        listeningRetained.delete(topic);
         if (client.connected) client.unsubscribe(topic);
       };
     },
