@@ -136,16 +136,27 @@ async function sleepInForeground(shell: number, ms = 20_000): Promise<void> {
   }
 }
 
-async function gone(pid: number, ms = 5_000): Promise<boolean> {
+/** The session id of a live process (Linux /proc): what the agent ends when the channel goes. */
+async function sessionOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // After the command: state ppid pgrp session …
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until no process of session `sid` is left and none of `pids` lives. */
+async function gone(sid: number, pids: number[], ms = 5_000): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    if ((await processesInSessions([pid])).length === 0) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        return true;
-      }
-    }
+    if ((await processesInSessions([sid])).length === 0 && !pids.some(alive)) return true;
     await new Promise((r) => setTimeout(r, 20));
   }
   return false;
@@ -176,20 +187,28 @@ for (const backend of ['node-pty', 'script'] as const) {
 
     test('closing the channel ends the shell and its jobs (no orphans)', { timeout: 80_000 }, async () => {
       const ch = await openReady(opts);
-      await ch.type('sleep 300 & echo "pid=$$"\r');
-      const pid = Number(await ch.until(/pid=(\d+)/));
-      assert.ok(pid > 1);
+      await ch.type('sleep 300 & echo "pid=$$ job=$!"\r');
+      const pid = Number(await ch.until(/pid=(\d+) job=\d/));
+      const job = Number(await ch.until(/pid=\d+ job=(\d+)/));
+      // The shell's session id, not its pid: the session leader is the process the backend
+      // started (`runuser -l`, `script`), above the shell. The session holds the shell and its
+      // job, so an empty session below means both went.
+      const sid = await sessionOf(pid);
+      assert.ok(sid > 1);
+      const members = await processesInSessions([sid]);
+      assert.ok(members.includes(pid) && members.includes(job), `session ${sid}: ${members.join(' ')}`);
       // A second session at the same time works on its own.
       const other = await openReady(opts);
       await other.type('echo "other=$$"\r');
       const otherPid = Number(await other.until(/other=(\d+)/));
-      assert.notEqual(otherPid, pid);
+      const otherSid = await sessionOf(otherPid);
+      assert.notEqual(otherSid, sid);
       ch.end();
-      assert.ok(await gone(pid), 'the shell and its background job are gone');
-      assert.equal((await processesInSessions([pid])).length, 0);
-      process.kill(otherPid, 0); // still there
+      assert.ok(await gone(sid, [pid, job]), 'the shell and its background job are gone');
+      assert.ok(alive(otherPid), 'the other session is still there');
+      assert.ok((await processesInSessions([otherSid])).includes(otherPid));
       other.end();
-      assert.ok(await gone(otherPid));
+      assert.ok(await gone(otherSid, [otherPid]));
     });
 
     test(
