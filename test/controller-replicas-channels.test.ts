@@ -212,5 +212,17 @@ test(
     assert.match((end as { reason: string }).reason, /replica holding this host's session stopped/);
     assert.ok(tookMs < 5_000, `B noticed in ${tookMs} ms`);
     await waitFor(() => b.channels.openCount === 0, 5_000, "B's relay ended");
+
+    // B's /metrics counts the channels it routed, and none open now.
+    const token = await apiB.request<{ secret: string }>('POST', '/tokens', {
+      name: 'channels-scrape',
+      permissions: ['metrics.read'],
+    });
+    assert.equal(token.status, 201, JSON.stringify(token.body));
+    const scrape = await (
+      await fetch(`${b.url}/metrics`, { headers: { authorization: `Bearer ${token.body.secret}` } })
+    ).text();
+    assert.match(scrape, /^keel_controller_bus_channels_total\{direction="opened"\} 2$/m);
+    assert.match(scrape, /^keel_controller_bus_channels_open 0$/m);
   },
 );

@@ -279,21 +279,7 @@ export async function startController(
   log.debug({ hosts: keys }, 'agent key index loaded');
   gateway.attach(server);
   services.prometheus.figures.heartbeatRttMs = (hostId) => gateway.heartbeatRttMs(hostId);
-  if (mqttBus && routing) {
-    services.prometheus.figures.bus = () => {
-      const events = mqttBus.stats();
-      const routed = routing.stats();
-      return {
-        connected: mqttBus.connected,
-        published: events.sent,
-        received: events.received,
-        unsent: events.unsent,
-        malformed: events.malformed,
-        unverified: events.unverified,
-        ...routed,
-      };
-    };
-  }
+
   // With a broker, a channel to a host another replica holds goes through it (bus/channels.ts).
   let channelRouting: ChannelRouting | null = null;
   const channels = new ChannelHub({
@@ -313,6 +299,30 @@ export async function startController(
         log: log.child({ component: 'bus' }),
       })
     : null;
+  if (mqttBus && routing) {
+    services.prometheus.figures.bus = () => {
+      const events = mqttBus.stats();
+      const routed = routing.stats();
+      const channelsRouted = channelRouting?.stats();
+      return {
+        connected: mqttBus.connected,
+        published: events.sent,
+        received: events.received,
+        unsent: events.unsent,
+        malformed: events.malformed,
+        unverified: events.unverified,
+        ...routed,
+        refused: routed.refused + (channelsRouted?.refused ?? 0),
+        ...(channelsRouted
+          ? {
+              channelsOpened: channelsRouted.opened,
+              channelsServed: channelsRouted.served,
+              channelsRouted: channelsRouted.open,
+            }
+          : {}),
+      };
+    };
+  }
   services.prometheus.figures.channelsOpen = () => channels.openCount;
   // Jobs open their channels through the same hub; the scheduler starts once they can.
   services.jobs.attach(channels);

@@ -115,6 +115,10 @@ export interface BusFigures {
   /** Revocations sent to the other replicas, and received that closed a session here. */
   revocationsSent: number;
   revocationsApplied: number;
+  /** Live channels routed to another replica from here, served here for another; open now (both). */
+  channelsOpened?: number;
+  channelsServed?: number;
+  channelsRouted?: number;
 }
 
 export interface PrometheusServiceDeps {
@@ -337,13 +341,28 @@ export function createPrometheusService(deps: PrometheusServiceDeps) {
         busFigure('requests_total', requests, { direction: 'served' }, bus.served);
         busFigure(
           'sealed_refused_total',
-          'Sealed bus messages (requests, answers, revocations) refused: unsealed, another key, too old or replayed.',
+          'Sealed bus messages (requests, answers, revocations, channel messages) refused: unsealed, another key, too old, replayed or out of order.',
           {},
           bus.refused,
         );
         const revocations = 'Revocations on the bus since start: sent to the other replicas, applied here.';
         busFigure('revocations_total', revocations, { direction: 'sent' }, bus.revocationsSent);
         busFigure('revocations_total', revocations, { direction: 'applied' }, bus.revocationsApplied);
+        if (bus.channelsOpened !== undefined && bus.channelsServed !== undefined) {
+          const channels =
+            'Live channels routed between replicas since start: opened from here, served here for another.';
+          busFigure('channels_total', channels, { direction: 'opened' }, bus.channelsOpened);
+          busFigure('channels_total', channels, { direction: 'served' }, bus.channelsServed);
+        }
+        if (bus.channelsRouted !== undefined) {
+          e.add(
+            'keel_controller_bus_channels_open',
+            'gauge',
+            'Live channels routed between replicas open now through this one (either role).',
+            {},
+            bus.channelsRouted,
+          );
+        }
       }
       const mem = process.memoryUsage();
       const cpu = process.cpuUsage();
