@@ -115,8 +115,77 @@ function rangesOf(t) {
   }
   return hit ? ranges : null;
 }
-parentPort.on('message', ({ id, bytes, starts, ends, count }) => {
+// Whole chunks (segs: base, length, record count per chunk, each followed by one '\\n'): the records
+// are walked here, off the event loop — a record's header, name and any record not selected (time
+// range, process, stream) become '\\n', and each selected line's bounds and place are noted.
+const { since, until, name, stream } = workerData;
+let cap = 0;
+let st, en, segOf, atOf, kOf;
+function room(n) {
+  if (n < cap) return;
+  const grow = (a, c) => { const b = new Uint32Array(c); if (a) b.set(a); return b; };
+  const c = Math.max(4096, cap * 2);
+  st = grow(st, c); en = grow(en, c); segOf = grow(segOf, c); atOf = grow(atOf, c); kOf = grow(kOf, c);
+  cap = c;
+}
+function walk(buf, segs) {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let n = 0;
+  for (let s = 0; s < segs.length; s += 3) {
+    const base = segs[s];
+    const len = segs[s + 1];
+    const cnt = segs[s + 2];
+    let off = 0;
+    for (let k = 0; k < cnt; k++) {
+      // A record: u32 length, f64 time, payload (flags, name length, name, line). A malformed
+      // chunk is read up to where it breaks.
+      if (off + 12 > len) break;
+      const at = off;
+      const p = off + 12;
+      const end = p + dv.getUint32(base + off);
+      if (end > len) break;
+      off = end;
+      let take = true;
+      if (since !== null || until !== null) {
+        const ts = dv.getFloat64(base + at + 4);
+        if (since !== null && ts < since) take = false;
+        if (until !== null && ts >= until) take = false;
+      }
+      const nameLength = end - p < 2 ? 0 : buf[base + p + 1];
+      const lineStart = p + 2 + nameLength;
+      if (end - p < 2 || lineStart > end) take = false;
+      else if (name !== null) {
+        if (nameLength !== name.length) take = false;
+        else for (let i = 0; take && i < nameLength; i++) take = buf[base + p + 2 + i] === name[i];
+      }
+      if (take && stream !== 'both' && ((buf[base + p] & 1) === 1) !== (stream === 'stderr')) take = false;
+      if (!take) {
+        buf.fill(10, base + at, base + end);
+        continue;
+      }
+      for (let i = base + at; i < base + lineStart; i++) buf[i] = 10;
+      room(n);
+      st[n] = base + lineStart;
+      en[n] = base + end;
+      segOf[n] = s / 3;
+      atOf[n] = at;
+      kOf[n] = k;
+      n++;
+    }
+    // What follows the last whole record (a malformed tail) is no line either.
+    if (off < len) buf.fill(10, base + off, base + len);
+  }
+  return n;
+}
+parentPort.on('message', (msg) => {
+  const { id, bytes, segs } = msg;
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let { starts, ends, count } = msg;
+  if (segs) {
+    count = walk(buf, segs);
+    starts = st;
+    ends = en;
+  }
   // ASCII (the usual log) decodes as latin1, far faster than utf8 and the same text; the bytes
   // between lines are all '\\n', so byte offsets are text offsets. Otherwise the lines are decoded
   // one by one and joined by '\\n'.
@@ -172,16 +241,36 @@ parentPort.on('message', ({ id, bytes, starts, ends, count }) => {
       whole.lastIndex = at[last + 1];
     }
   }
-  parentPort.postMessage({ id, out });
+  if (segs) {
+    // Where each matching line is: its chunk (index in segs), record offset and index.
+    const where = out.map(([i]) => [segOf[i], atOf[i], kOf[i]]);
+    parentPort.postMessage({ id, out, where, taken: count, spent: bytes.buffer }, [bytes.buffer]);
+  } else {
+    parentPort.postMessage({ id, out, spent: bytes.buffer }, [bytes.buffer]);
+  }
 });
 `;
 
-/** A batch of lines: bytes holding them with only '\n' between them, where each starts and ends. */
+/**
+ * A batch of lines: bytes holding them with only '\n' between them, where each starts and ends;
+ * or (regex only) whole chunks' records, `segs` saying where each chunk is (base, length, record
+ * count), which the worker walks itself.
+ */
 interface Batch {
   bytes: Buffer;
   starts: Uint32Array;
   ends: Uint32Array;
   count: number;
+  segs?: Uint32Array;
+}
+
+/** What a batch gave: line index -> ranges, in line order; for whole chunks also where each is. */
+interface BatchResult {
+  hits: [number, [number, number][]][];
+  /** Whole chunks: per hit, [chunk index in segs, record offset, record index]. */
+  where?: [number, number, number][];
+  /** Whole chunks: the lines selected (scanned) in them. */
+  taken?: number;
 }
 
 /** Whether `buf[at, at + length)` holds exactly the bytes of `want`. */
@@ -192,8 +281,10 @@ function sameBytes(buf: Buffer, at: number, length: number, want: Buffer): boole
 }
 
 type Matcher = {
-  /** Line index -> ranges for the lines that match; null when the pattern ran out of time. */
-  match(batch: Batch): Promise<Map<number, [number, number][]> | null>;
+  /** The lines that match; null when the pattern ran out of time. */
+  match(batch: Batch): Promise<BatchResult | null>;
+  /** A buffer for the next batch: one the worker handed back, or a new one. */
+  buffer(size: number): Buffer;
   close(): void;
 };
 
@@ -217,24 +308,46 @@ function substringMatcher(needle: string, caseSensitive: boolean): Matcher {
         }
         if (ranges.length > 0) out.set(i, ranges);
       });
-      return Promise.resolve(out);
+      return Promise.resolve({ hits: [...out.entries()] });
     },
+    buffer: (size) => Buffer.allocUnsafeSlow(size),
     close() {},
   };
 }
 
-function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
+/** Which records of a whole chunk the worker selects (as the in-place walk below does). */
+interface RecordSelection {
+  since: number | null;
+  until: number | null;
+  name: Uint8Array | null;
+  stream: 'stdout' | 'stderr' | 'both';
+}
+
+function regexMatcher(pattern: string, caseSensitive: boolean, select: RecordSelection): Matcher {
   const flags = `g${caseSensitive ? '' : 'i'}u`;
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { pattern, flags } });
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { pattern, flags, ...select } });
   worker.unref();
   let nextId = 0;
   let dead = false;
   let queueTail: Promise<unknown> = Promise.resolve();
-  const pending = new Map<number, (out: [number, [number, number][]][] | null) => void>();
-  worker.on('message', ({ id, out }: { id: number; out: [number, [number, number][]][] }) => {
-    pending.get(id)?.(out);
-    pending.delete(id);
-  });
+  const pending = new Map<number, (out: BatchResult | null) => void>();
+  // Batch buffers the worker handed back (transferred), used again: a search allocates a few, not
+  // one per MiB of lines (less garbage for the event loop's collector).
+  const spare: ArrayBuffer[] = [];
+  worker.on(
+    'message',
+    ({
+      id,
+      out,
+      where,
+      taken,
+      spent,
+    }: { id: number; out: BatchResult['hits']; spent: ArrayBuffer } & Omit<BatchResult, 'hits'>) => {
+      if (spent.byteLength === BATCH_CAPACITY && spare.length < 4) spare.push(spent);
+      pending.get(id)?.({ hits: out, ...(where && { where, taken }) });
+      pending.delete(id);
+    },
+  );
   const fail = () => {
     dead = true;
     for (const resolve of pending.values()) resolve(null);
@@ -243,12 +356,16 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
   worker.on('error', fail);
   worker.on('exit', fail);
   return {
+    buffer(size) {
+      const back = size === BATCH_CAPACITY ? spare.pop() : undefined;
+      return back ? Buffer.from(back) : Buffer.allocUnsafeSlow(size);
+    },
     async match(batch) {
       if (dead) return null;
       const id = nextId++;
       // Batches queue in the worker: a batch's time counts from when the one before it is done.
       const before = queueTail;
-      const result = new Promise<[number, [number, number][]][] | null>((resolve) => {
+      const result = new Promise<BatchResult | null>((resolve) => {
         let timer: NodeJS.Timeout | null = null;
         pending.set(id, (out) => {
           if (timer) clearTimeout(timer);
@@ -263,16 +380,16 @@ function regexMatcher(pattern: string, caseSensitive: boolean): Matcher {
           }, REGEX_BATCH_MS);
         });
         // The bytes and offsets are handed over (transferred), not copied.
-        const { bytes, starts, ends, count } = batch;
-        worker.postMessage({ id, bytes, starts, ends, count }, [
+        const { bytes, starts, ends, count, segs } = batch;
+        worker.postMessage({ id, bytes, starts, ends, count, segs }, [
           bytes.buffer as ArrayBuffer,
-          starts.buffer as ArrayBuffer,
-          ends.buffer as ArrayBuffer,
+          ...(segs
+            ? [segs.buffer as ArrayBuffer]
+            : [starts.buffer as ArrayBuffer, ends.buffer as ArrayBuffer]),
         ]);
       });
       queueTail = result;
-      const out = await result;
-      return out ? new Map(out) : null;
+      return result;
     },
     close() {
       void worker.terminate();
@@ -333,7 +450,12 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
       return (async function* run(): AsyncGenerator<LogSearchEvent> {
         const started = Date.now();
         const matcher = query.regex
-          ? regexMatcher(query.q, caseSensitive)
+          ? regexMatcher(query.q, caseSensitive, {
+              since: query.since ?? null,
+              until: query.until ?? null,
+              name: processName && new Uint8Array(processName),
+              stream,
+            })
           : substringMatcher(query.q, caseSensitive);
         let matches = 0;
         let scannedLines = 0;
@@ -351,8 +473,10 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
             });
             // Batches in flight: while the worker matches one, the next is gathered (two cores).
             const inflight: {
-              found: Promise<Map<number, [number, number][]> | null>;
+              found: Promise<BatchResult | null>;
               chunks: LogChunk[];
+              /** Whole chunks: the index in `chunks` of each chunk the batch holds. */
+              segChunk: number[] | null;
               lineChunk: number[];
               lineAt: number[];
               lineSeq: number[];
@@ -366,13 +490,21 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 reason = 'pattern-too-slow';
                 return false;
               }
-              for (const [i, ranges] of [...found.entries()].sort((x, y) => x[0] - y[0])) {
+              if (found.taken !== undefined) {
+                hostLines += found.taken;
+                scannedLines += found.taken;
+              }
+              const hits = found.hits
+                .map((h, n) => ({ i: h[0], ranges: h[1], where: found.where?.[n] }))
+                .sort((x, y) => x.i - y.i);
+              for (const { i, ranges, where } of hits) {
                 if (signal?.aborted) {
                   reason = 'cancelled';
                   return false;
                 }
-                const body = b.chunks[b.lineChunk[i]!]!.body;
-                const at = b.lineAt[i]!;
+                const chunk = b.chunks[where && b.segChunk ? b.segChunk[where[0]]! : b.lineChunk[i]!]!;
+                const body = chunk.body;
+                const at = where ? where[1] : b.lineAt[i]!;
                 const l = decodeLogLine(body.subarray(at + 12, at + 12 + body.readUInt32BE(at)))!;
                 const text = Buffer.from(l.line).toString('utf8');
                 matches++;
@@ -382,7 +514,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   hostId: host.id,
                   hostName: host.name,
                   process: l.process,
-                  seq: b.lineSeq[i]!,
+                  seq: where ? chunk.firstSeq + where[2] : b.lineSeq[i]!,
                   ts: body.readDoubleBE(at + 4),
                   stream: l.stream,
                   text: text.slice(0, MAX_TEXT),
@@ -412,7 +544,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 }
                 // The lines of this page that are in range, then matched in batches of bounded size.
                 // Records are read in place; only a line that matches becomes an object.
-                let bytes = Buffer.allocUnsafeSlow(BATCH_CAPACITY);
+                let bytes = matcher.buffer(BATCH_CAPACITY);
                 let used = 0;
                 let starts: number[] = [];
                 let ends: number[] = [];
@@ -420,29 +552,37 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 let lineChunk: number[] = [];
                 let lineAt: number[] = [];
                 let lineSeq: number[] = [];
+                // Whole chunks (a regex: the worker walks their records): base, length, count each.
+                let segs: number[] = [];
+                let segChunk: number[] = [];
                 /** Hands the batch to the matcher (its bytes are transferred: a new buffer after). */
                 const send = () => {
                   const count = starts.length;
-                  if (count === 0) return;
+                  if (count === 0 && segs.length === 0) return;
+                  const whole = segs.length > 0;
                   inflight.push({
                     found: matcher.match({
                       bytes: bytes.subarray(0, used),
                       starts: Uint32Array.from(starts),
                       ends: Uint32Array.from(ends),
                       count,
+                      ...(whole && { segs: Uint32Array.from(segs) }),
                     }),
                     chunks,
+                    segChunk: whole ? segChunk : null,
                     lineChunk,
                     lineAt,
                     lineSeq,
                   });
-                  bytes = Buffer.allocUnsafeSlow(BATCH_CAPACITY);
+                  bytes = matcher.buffer(BATCH_CAPACITY);
                   used = 0;
                   starts = [];
                   ends = [];
                   lineChunk = [];
                   lineAt = [];
                   lineSeq = [];
+                  segs = [];
+                  segChunk = [];
                 };
                 for (let ci = 0; ci < chunks.length && go; ci++) {
                   const { body, count, firstSeq } = chunks[ci]!;
@@ -463,6 +603,30 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   // Few lines hold the literal: those lines are copied one by one, the rest is not
                   // matched at all (a line without a whole occurrence of it cannot match).
                   const few = hits !== null && hits.at.length <= count / 8;
+                  // A regex over a whole chunk: copied as it is, the worker walks its records (the
+                  // event loop does one copy per chunk, nothing per line). A batch holds either
+                  // whole chunks or selected lines.
+                  const walkInWorker = query.regex === true && !few;
+                  if (used > 0 && walkInWorker !== segs.length > 0) {
+                    send();
+                    if (inflight.length >= 2) go = await settle();
+                    for (const e of yieldQueue.splice(0)) {
+                      if (signal?.aborted) break;
+                      yield e;
+                    }
+                    if (!go) break;
+                  }
+                  if (used + body.length + 1 > bytes.length) {
+                    bytes = Buffer.allocUnsafeSlow(used + body.length + 1 + BATCH_CAPACITY);
+                  }
+                  if (walkInWorker) {
+                    segs.push(used, body.length, count);
+                    segChunk.push(ci);
+                    body.copy(bytes, used, 0, body.length);
+                    used += body.length;
+                    bytes[used++] = 10;
+                    continue;
+                  }
                   let h = 0;
                   // Otherwise the chunk is copied whole (one copy, not one per line); then every byte
                   // that is not a selected line's text (record headers, names, other lines) becomes '\n'.
