@@ -183,7 +183,9 @@ export class ChannelHub {
       this.#remote(grant).then(
         (remote) => {
           if (ws.readyState !== ws.OPEN) return;
-          this.#openOn(remote, grant, ws, false);
+          // The tap (the terminal's recording, its audit and permission re-check) runs here,
+          // on the replica serving the client; the holder opens it untapped (`routed`).
+          this.#openOn(remote, grant, ws, true);
           ws.resume();
         },
         (err: unknown) => {
