@@ -3,10 +3,15 @@
 // (client bytes beyond what the agent granted wait on B), the agent's close reaches the client; a
 // replayed open, a message sealed under another key and a message for another replica's topic are
 // refused; a replayed data message ends the channel on both sides; B losing the broker ends its
-// channel at once and A's side hears B's will.
+// channel at once and A's side hears B's will; the broker dying ends it on both replicas.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { after, test, type TestContext } from 'node:test';
 import { connectAsync } from 'mqtt';
@@ -23,7 +28,7 @@ import { ChannelHub, type AgentChannelLink } from '../channels/hub.ts';
 import type { Host } from '../repositories/hosts.ts';
 import { replicaWill, routeChannels, sealChannelMessage } from './channels.ts';
 import { createMqttBus } from './mqtt.ts';
-import { needBroker, subscriptionsHeld, TEST_BROKER as BROKER } from './test-broker.ts';
+import { needBroker, reachable, subscriptionsHeld, TEST_BROKER as BROKER } from './test-broker.ts';
 import { channelTopic } from './topics.ts';
 
 const HOST = '3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0200';
@@ -62,16 +67,16 @@ function agentSession() {
   return { link, control, data };
 }
 
-async function setUp(t: TestContext) {
-  if (!(await needBroker(t))) return null;
+async function setUp(t: TestContext, url = BROKER) {
+  if (url === BROKER && !(await needBroker(t))) return null;
   const prefix = `keel-test/channels-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
   const key = randomBytes(32);
   const eventKey = randomBytes(32);
   // Bus ids are MQTT client ids: unique, or the broker drops the older connection with the same.
   const [busIdA, busIdB] = [randomUUID(), randomUUID()];
-  const busA = await createMqttBus({ url: BROKER, prefix, eventKey, log, replicaId: busIdA });
+  const busA = await createMqttBus({ url, prefix, eventKey, log, replicaId: busIdA });
   const busB = await createMqttBus({
-    url: BROKER,
+    url,
     prefix,
     eventKey,
     log,
@@ -104,8 +109,8 @@ async function setUp(t: TestContext) {
   open.push({ close: () => (server.closeAllConnections(), new Promise((r) => server.close(r))) });
 
   // A client of the broker, as anyone with its credentials: sees and publishes the sealed messages.
-  const raw = await connectAsync(BROKER, { protocolVersion: 5 });
-  open.push({ close: () => raw.endAsync() });
+  const raw = await connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+  open.push({ close: () => raw.endAsync(true) });
   const toA: Buffer[] = [];
   raw.on('message', (topic, body) => {
     if (topic === channelTopic(prefix, 'lease-a')) toA.push(Buffer.from(body));
@@ -226,3 +231,44 @@ test(
     assert.equal(s.hubA.openCount, 0);
   },
 );
+
+test('the broker dying ends the channel on both replicas', { timeout: 30_000 }, async (t) => {
+  const mosquitto = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((p) => existsSync(p));
+  if (!mosquitto) {
+    if (process.env.CI) throw new Error('mosquitto is needed (.ci/run installs it)');
+    t.skip('mosquitto is not installed');
+    return;
+  }
+  // A broker of this test's own, to kill.
+  const dir = mkdtempSync(join(tmpdir(), 'keel-mosquitto-'));
+  const port = await new Promise<number>((resolve) => {
+    const s = createNetServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+  writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\n`);
+  const broker = spawn(mosquitto, ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
+  const exited = new Promise((r) => broker.once('exit', r));
+  open.push({
+    close: async () => {
+      if (broker.exitCode === null) broker.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  });
+  for (let i = 0; !(await reachable(`mqtt://127.0.0.1:${port}`)); i++) {
+    if (i > 100) throw new Error('mosquitto did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const s = await setUp(t, `mqtt://127.0.0.1:${port}`);
+  if (!s) return;
+  const c = await s.client();
+  broker.kill('SIGKILL');
+  assert.equal(await c.closed, 4502);
+  assert.match(JSON.stringify(c.messages.at(-1)), /lost the message bus/);
+  await until("the agent told by A's side", () =>
+    s.agent.control.some((f) => f.type === 'chan.close' && f.id === c.id),
+  );
+  assert.equal(s.hubA.openCount + s.hubB.openCount, 0);
+});
