@@ -234,8 +234,9 @@ export interface AuthServiceDeps {
   /** The password check (tests count calls); argon2id verification by default. */
   checkPassword?: (passwordHash: string, password: string) => Promise<boolean>;
   /**
-   * Makes the hash unknown usernames are checked against (hashPassword by default): a test of the
-   * throttle's counting may check hundreds of unknown names against a low-cost argon2id hash.
+   * Makes the hash unknown usernames are checked against and the hash of a changed password
+   * (hashPassword by default): a test of the throttle's counting may check hundreds of unknown
+   * names against a low-cost argon2id hash.
    */
   hashPassword?: (password: string) => Promise<string>;
   /** Turns a user into the actor checks run against (grants); the role alone by default. */
@@ -646,7 +647,11 @@ export function createAuthService(deps: AuthServiceDeps) {
       }
       if (!ok) throw new KeelError('auth.invalid_credentials', 'The current password is wrong.');
       checkPolicy(input.newPassword, username);
-      await users.setPasswordHash(session.user.id, await hashPassword(input.newPassword), now());
+      await users.setPasswordHash(
+        session.user.id,
+        await (deps.hashPassword ?? hashPassword)(input.newPassword),
+        now(),
+      );
       await sessions.deleteForUser(session.user.id, session.sessionId);
       await audit.record(session.user.id, 'user.password_change', `user:${session.user.id}`, {}, ip);
     },

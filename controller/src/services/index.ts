@@ -73,6 +73,12 @@ export interface ServicesDeps {
   audit?: AuditService;
   /** Sign-in policy overrides (tests). */
   authPolicy?: Partial<typeof authPolicy>;
+  /**
+   * How new passwords are hashed (argon2id at the production cost, `hashPassword`, by default).
+   * The route tests' fixture (app-fixture.ts) uses a low-cost argon2id: what they prove is not
+   * the hash's cost, and ~130 hashes and checks at ~40 ms of CPU each were seconds a run.
+   */
+  hashPassword?: (password: string) => Promise<string>;
   now?: () => Date;
   /** The agent bundles rollouts hand out (default: the directory GET /install/agent serves). */
   agentBundleDir?: string;
@@ -224,12 +230,13 @@ export function createServices(deps: ServicesDeps) {
       log,
       now,
       policy: deps.authPolicy,
+      hashPassword: deps.hashPassword,
       resolveActor,
       tokens,
       twoFactor,
       wallets,
     }),
-    users: createUsersService({ users, audit, groups, sessions, now }),
+    users: createUsersService({ users, audit, groups, sessions, now, hashPassword: deps.hashPassword }),
     groups: createGroupsService({ groups, hosts: createHostRepository(db), audit }),
     hosts: createHostsService({
       hosts: createHostRepository(db),

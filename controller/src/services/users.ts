@@ -7,7 +7,12 @@ import type { SessionsRepository } from '../repositories/sessions.ts';
 import type { UserRole, UserRow, UsersRepository } from '../repositories/users.ts';
 import { grantRoles, scopedRoles } from './access.ts';
 import type { AuditService } from './audit.ts';
-import { hashPassword, normalizeUsername, publicUser, type PublicUser } from './auth.ts';
+import {
+  hashPassword as hashProductionPassword,
+  normalizeUsername,
+  publicUser,
+  type PublicUser,
+} from './auth.ts';
 import { commonPasswords } from './users-common-passwords.ts';
 
 /** Usernames: lower case letters, digits, `.`, `_`, `-`; 1-64 characters, starting alphanumeric. */
@@ -73,6 +78,8 @@ export interface UsersServiceDeps {
   groups?: GroupsRepository;
   sessions?: SessionsRepository;
   now?: () => Date;
+  /** How new passwords are hashed (auth.ts `hashPassword`: argon2id at the production cost). */
+  hashPassword?: (password: string) => Promise<string>;
 }
 
 /** Account management. */
@@ -82,6 +89,7 @@ export function createUsersService({
   groups,
   sessions,
   now = () => new Date(),
+  hashPassword = hashProductionPassword,
 }: UsersServiceDeps) {
   /** Admins manage admins, operators and viewers; only an owner touches owners. */
   function mayManage(manager: Manager, role: UserRole): void {
