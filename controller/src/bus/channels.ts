@@ -528,7 +528,9 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       { ...head, ch: r.ch, seq: r.sendSeq++ },
       body,
     );
-    bus.client.publish(topic, message, { qos: CHANNEL_QOS });
+    // A close goes at QoS 1: the broker may drop QoS 0 under load, and a close lost (nothing
+    // follows it to show the gap) would keep the other side's channel, and a shell, open for ever.
+    bus.client.publish(topic, message, { qos: head.t === 'close' ? 1 : CHANNEL_QOS });
   };
 
   /** A channel as this side starts it: its own salt and sealing key towards `peer`. */

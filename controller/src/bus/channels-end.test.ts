@@ -1,0 +1,197 @@
+// Proves a routed channel's end reaches the other side (on a real Mosquitto): a replica's will is
+// heard by replicas that subscribe to it only after it died (the broker keeps it retained), so a
+// holder that hears an open from a replica already gone ends that channel (its agent told) instead
+// of keeping it open for ever; a replica that reconnects clears its will, so it is not taken for
+// gone afterwards; and a close goes at QoS 1, which the broker does not drop as it may QoS 0.
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { after, test } from 'node:test';
+import { connectAsync } from 'mqtt';
+import pino from 'pino';
+import type { Lane, SessionFrame } from '@keel/shared';
+import { ChannelHub, type AgentChannelLink } from '../channels/hub.ts';
+import type { Host } from '../repositories/hosts.ts';
+import { openChannelMessage, replicaWill, routeChannels, sealChannelMessage } from './channels.ts';
+import { createMqttBus, type MqttReplicaBus } from './mqtt.ts';
+import { needBroker, subscriptionsHeld, TEST_BROKER as BROKER } from './test-broker.ts';
+import { channelTopic, replicaGoneTopic } from './topics.ts';
+
+const HOST = '3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0201';
+const log = pino({ level: 'silent' });
+const open: { close(): unknown }[] = [];
+after(async () => {
+  for (const c of open.reverse()) await c.close();
+});
+
+async function until(what: string, check: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const prefixFor = () =>
+  `keel-test/channels-end-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+
+/** A raw client that records what arrives on `topic` (retained included). */
+async function watcher(prefix: string, topic: string) {
+  const raw = await connectAsync(BROKER, { protocolVersion: 5, clean: true });
+  open.push({ close: () => raw.endAsync() });
+  const got: Buffer[] = [];
+  raw.on('message', (_t, body) => got.push(body));
+  await raw.subscribeAsync(topic, { qos: 1 });
+  await subscriptionsHeld(raw, prefix);
+  return { raw, got };
+}
+
+/** Replica A (lease `lease-a`) holding HOST's session, whose agent accepts every open at once. */
+async function holder(prefix: string, key: Buffer) {
+  const bus = await createMqttBus({
+    url: BROKER,
+    prefix,
+    eventKey: randomBytes(32),
+    log,
+    replicaId: randomUUID(),
+  });
+  open.push(bus);
+  const control: SessionFrame[] = [];
+  let hub: ChannelHub | null = null;
+  const link: AgentChannelLink = {
+    hostId: HOST,
+    channelKinds: ['echo'],
+    sendNow: (frame) => {
+      control.push(frame);
+      if (frame.type === 'chan.open')
+        queueMicrotask(() => hub!.onAgentFrame(link, { type: 'chan.opened', id: frame.id }, Buffer.alloc(0)));
+    },
+    lane: (): Lane => ({ wake: () => {}, remove: () => {} }),
+  };
+  hub = new ChannelHub({ log, linkFor: (id) => (id === HOST ? link : undefined) });
+  const hosts = { get: async () => ({ id: HOST, online: true, sessionReplica: 'lease-a' }) as Host };
+  const routing = routeChannels({ bus, hub, replicaId: 'lease-a', hosts, key, log });
+  open.push(routing, hub);
+  await subscriptionsHeld(bus.client, prefix);
+  const opened = async () => {
+    await until('the agent asked to open', () => control.some((f) => f.type === 'chan.open'));
+    return (control.find((f) => f.type === 'chan.open') as { id: string }).id;
+  };
+  return { bus, hub, link, control, routing, opened };
+}
+
+/** An open sealed for A as replica `lease-b`, whose bus id is `busIdB`. */
+function openFromB(key: Buffer, prefix: string, busIdB: string): Buffer {
+  const topicA = channelTopic(prefix, 'lease-a');
+  return sealChannelMessage(key, topicA, {
+    t: 'open',
+    ch: randomUUID(),
+    seq: 0,
+    at: Date.now(),
+    from: 'lease-b',
+    fromBus: busIdB,
+    grant: { userId: 'u1', hostId: HOST, kind: 'echo', params: {}, expiresAt: Date.now() + 30_000 },
+  });
+}
+
+test(
+  'an open from a replica already gone ends at once: its will was retained',
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    const a = await holder(prefix, key);
+    const busIdB = randomUUID();
+    const busB = await createMqttBus({
+      url: BROKER,
+      prefix,
+      eventKey: randomBytes(32),
+      log,
+      replicaId: busIdB,
+      will: replicaWill(key, prefix, busIdB),
+      // Not back within the test: a replica that reconnects clears its will (the next test).
+      backoff: { initialMs: 600_000, maxMs: 600_000 },
+    });
+    open.push(busB);
+
+    // B dies without a goodbye (and does not come back): the broker publishes and keeps its will.
+    const gone = await watcher(prefix, replicaGoneTopic(prefix, busIdB));
+    busB.client.stream.destroy();
+    await until("B's will at the broker", () => gone.got.some((b) => b.length > 0));
+
+    // An open B sent just before it died reaches A only now; A's agent accepts it.
+    await gone.raw.publishAsync(channelTopic(prefix, 'lease-a'), openFromB(key, prefix, busIdB));
+    const id = await a.opened();
+    await until('the agent told the channel ended', () =>
+      a.control.some((f) => f.type === 'chan.close' && f.id === id),
+    );
+    assert.equal(a.routing.stats().open, 0);
+    assert.equal(a.hub.openCount, 0);
+  },
+);
+
+test(
+  'a replica that reconnects clears its will: it is not taken for gone',
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    const busIdB = randomUUID();
+    const busB = await createMqttBus({
+      url: BROKER,
+      prefix,
+      eventKey: randomBytes(32),
+      log,
+      replicaId: busIdB,
+      will: replicaWill(key, prefix, busIdB),
+      backoff: { initialMs: 20, maxMs: 100 },
+    });
+    open.push(busB);
+    const topic = replicaGoneTopic(prefix, busIdB);
+    const first = await watcher(prefix, topic);
+    let reconnected = false;
+    busB.onReconnected(() => (reconnected = true));
+    busB.client.stream.destroy();
+    await until("B's will at the broker", () => first.got.some((b) => b.length > 0));
+    await until('B back', () => reconnected);
+    await until('the will cleared', () => first.got.at(-1)?.length === 0);
+    // A replica subscribing now hears no will from B.
+    const later = await watcher(prefix, topic);
+    assert.deepEqual(
+      later.got.filter((b) => b.length > 0),
+      [],
+    );
+  },
+);
+
+test(
+  "the holder's close goes at QoS 1: the broker does not drop it as it may QoS 0",
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    const a = await holder(prefix, key);
+    const topicB = channelTopic(prefix, 'lease-b');
+    const sent: string[] = [];
+    const client: MqttReplicaBus['client'] = a.bus.client;
+    const publish = client.publish.bind(client);
+    client.publish = ((topic: string, message: Buffer, options: { qos?: 0 | 1 | 2 }) => {
+      if (topic === topicB)
+        sent.push(`${String(openChannelMessage(key, topic, message)?.head.t)}:${options.qos}`);
+      return publish(topic, message, options);
+    }) as typeof client.publish;
+    const b = await watcher(prefix, topicB);
+    await b.raw.publishAsync(channelTopic(prefix, 'lease-a'), openFromB(key, prefix, randomUUID()));
+    const id = await a.opened();
+    await until('opened sent to B', () => sent.includes('opened:0'));
+    a.hub.onAgentFrame(
+      a.link,
+      { type: 'chan.close', id, reason: 'process exited', exitCode: 0 },
+      Buffer.alloc(0),
+    );
+    await until('the close sent to B', () => sent.some((m) => m.startsWith('close')));
+    assert.deepEqual(sent, ['accepted:0', 'opened:0', 'close:1']);
+  },
+);
