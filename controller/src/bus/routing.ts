@@ -5,8 +5,9 @@
 // comes in time, whichever side timed out).
 //
 // A request acts on an agent, so the broker (any client with its credentials) must not be able to
-// forge one: requests and answers are sealed under the master key the replicas share (KEEL_MASTER_KEY,
-// already required of replicas on one database), which also keeps their params off the broker.
+// forge one: requests and answers are sealed under a key derived from the master key the replicas
+// share (KEEL_MASTER_KEY, already required of replicas on one database), which also keeps their
+// params off the broker.
 // A request carries its time and id: one older than REQUEST_MAX_AGE_MS, or seen before, is dropped.
 //
 // Revocations go the same way, sealed, to every replica (revocationTopic): the one holding the
@@ -23,7 +24,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { AgentGateway, AgentRequestMap, AgentRequestMethod } from '../gateway/types.ts';
 import type { Host } from '../repositories/hosts.ts';
-import { SEALED_PREFIX, type SecretBox } from '../secrets.ts';
+import { createSecretBox, SEALED_PREFIX, type SecretBox } from '../secrets.ts';
 import type { MqttReplicaBus } from './mqtt.ts';
 import { replyTopic, requestTopic, revocationTopic } from './topics.ts';
 
@@ -70,9 +71,16 @@ export interface RequestRoutingOptions {
   /** This replica's lease id: what hosts.session_replica names. */
   replicaId: string;
   hosts: { get(id: string): Promise<Host | null> };
-  secrets: Pick<SecretBox, 'seal' | 'open'>;
+  /**
+   * The master key's box: messages are sealed under a key derived from it for this purpose
+   * (REQUEST_KEY_PURPOSE), never under the master key itself, which seals the secrets at rest.
+   */
+  secrets: Pick<SecretBox, 'deriveKey'>;
   log: Logger;
 }
+
+/** What the routed requests', replies' and revocations' key is derived for (secrets.deriveKey). */
+export const REQUEST_KEY_PURPOSE = 'keel.bus.requests';
 
 /** What routing counted since start. */
 export interface RoutingStats {
@@ -96,7 +104,10 @@ export interface RoutingStats {
 export function routeRequests(
   opts: RequestRoutingOptions,
 ): AgentGateway & { stats(): RoutingStats; close(): void } {
-  const { bus, gateway, replicaId, secrets, log } = opts;
+  const { bus, gateway, replicaId, log } = opts;
+  // Its own key: the broker sees every routed message, and under the master key they would share
+  // AES-GCM's random-nonce budget (and any nonce collision's damage) with the secrets at rest.
+  const secrets = createSecretBox(opts.secrets.deriveKey(REQUEST_KEY_PURPOSE));
   const stats: RoutingStats = {
     routed: 0,
     served: 0,
