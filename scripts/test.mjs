@@ -106,7 +106,9 @@ const loadOf = (job) => Math.max(0.05, Math.min(cores, job.basis.cpu / Math.max(
  * a file may have root before/after hooks (they run around the whole batch, see docs/testing.md)
  * but not root beforeEach/afterEach (they would run around every file's tests), a top-level await
  * (a later file's hooks would be registered after the first tests started), or assignments to
- * process.env (they would leak into the other files). `// keel-test: own process` keeps it alone.
+ * process.env (they would leak into the other files). Nor may it block the event loop for long
+ * (spawnSync of a child that runs seconds): the batch's other files hold controllers and agent links
+ * in the process, whose heartbeats would go unanswered. `// keel-test: own process` keeps it alone.
  */
 const LIGHT_CPU = 4;
 const LIGHT_MS = 40_000;

@@ -3,7 +3,8 @@
 // none of the message families' schemas, so an idle agent pays only for what it validates.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { lazySchema } from './definitions.ts';
@@ -49,7 +50,7 @@ test('a lazy schema composes: inside objects, unions, extend, optional; JSON Sch
   );
 });
 
-test('loading the protocol package builds no lazy schema; a request builds only what it validates', () => {
+test('loading the protocol package builds no lazy schema; a request builds only what it validates', async () => {
   const index = fileURLToPath(new URL('./index.ts', import.meta.url));
   const script = `
     const s = await import(${JSON.stringify(index)});
@@ -58,11 +59,13 @@ test('loading the protocol package builds no lazy schema; a request builds only 
     const afterPing = s.builtLazySchemaCount();
     for (const def of Object.values(s.requestCatalogue)) { def.params.safeParse({}); def.result.safeParse({}); }
     console.log(JSON.stringify({ atLoad, afterPing, all: s.builtLazySchemaCount() }));`;
-  const r = spawnSync(process.execPath, ['--import', tsLoader, '--input-type=module', '-e', script], {
-    encoding: 'utf8',
-  });
-  assert.equal(r.status, 0, r.stderr);
-  const counts = JSON.parse(r.stdout) as { atLoad: number; afterPing: number; all: number };
+  // Not spawnSync: a batch's other files keep live links in this process (see launcher.test.ts).
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', tsLoader, '--input-type=module', '-e', script],
+    { encoding: 'utf8' },
+  );
+  const counts = JSON.parse(stdout) as { atLoad: number; afterPing: number; all: number };
   assert.equal(counts.atLoad, 0);
   assert.equal(counts.afterPing, 1);
   assert.ok(counts.all > 30, `every request's schemas build on use (${counts.all})`);
