@@ -3,6 +3,7 @@
 // have their hardening (the agent's KillMode=process: its supervised processes survive a restart)
 // and pass systemd-analyze; the Ansible role and playbook are ansible-lint
 // clean.
+// keel-test: own process (it builds releases with spawnSync for seconds; see scripts/test.mjs's batches)
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
