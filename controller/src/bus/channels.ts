@@ -42,6 +42,7 @@ import type { AgentChannelLink, ChannelHub } from '../channels/hub.ts';
 import type { ChannelGrant } from '../channels/tickets.ts';
 import type { Host } from '../repositories/hosts.ts';
 import type { MqttReplicaBus } from './mqtt.ts';
+import { refusals } from './routing.ts';
 import { channelTopic, replicaGoneTopic } from './topics.ts';
 
 /** What the channel messages' key is derived for (secrets.deriveKey). */
@@ -507,16 +508,8 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   /** Wills listened to, by bus id, with how many channels need each. */
   const watching = new Map<string, { count: number; stop: () => void }>();
   const ownTopic = channelTopic(bus.prefix, replicaId);
-  let lastRefusalLog = 0;
 
-  const refuse = (why: string, extra: Record<string, unknown> = {}) => {
-    stats.refused++;
-    const now = Date.now();
-    if (now - lastRefusalLog > 60_000) {
-      lastRefusalLog = now;
-      log.warn({ why, refused: stats.refused, ...extra }, 'routed channel message dropped');
-    }
-  };
+  const refuse = refusals(log, stats, 'routed channel message dropped');
 
   const send = (r: Routed, head: Record<string, unknown>, body?: Uint8Array) => {
     if (!bus.client.connected) return;

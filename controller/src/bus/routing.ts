@@ -117,16 +117,7 @@ export function routeRequests(
   };
   const pending = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
   const seen = new Map<string, number>();
-  let lastRefusalLog = 0;
-
-  const refuse = (why: string, extra: Record<string, unknown> = {}) => {
-    stats.refused++;
-    const now = Date.now();
-    if (now - lastRefusalLog > 60_000) {
-      lastRefusalLog = now;
-      log.warn({ why, refused: stats.refused, ...extra }, 'routed agent request message dropped');
-    }
-  };
+  const refuse = refusals(log, stats, 'routed agent request message dropped');
 
   /** Opens a sealed envelope; null (counted) when it is not one of ours. */
   const open = (body: Buffer, context: string): unknown => {
@@ -316,5 +307,23 @@ export function routeRequests(
       for (const [, p] of pending) p.reject(new KeelError('request.disconnected'));
       pending.clear();
     },
+  };
+}
+
+/**
+ * A routed message dropped: counted in `stats.refused` at once, warned about at most once a minute
+ * (the broker is untrusted input, and a flood of bad messages must not flood the log). Shared by
+ * routed requests and routed channels.
+ * @example const refuse = refusals(log, stats, 'routed channel message dropped'); refuse('malformed');
+ */
+export function refusals(log: Logger, stats: { refused: number }, message: string) {
+  let lastLog = 0;
+  return (why: string, extra: Record<string, unknown> = {}): void => {
+    stats.refused++;
+    const now = Date.now();
+    if (now - lastLog > 60_000) {
+      lastLog = now;
+      log.warn({ why, refused: stats.refused, ...extra }, message);
+    }
   };
 }
