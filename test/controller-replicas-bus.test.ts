@@ -10,45 +10,27 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { connectAsync } from 'mqtt';
-import { needBroker, TEST_BROKER as BROKER } from '../controller/src/bus/test-broker.ts';
+import { TEST_BROKER as BROKER } from '../controller/src/bus/test-broker.ts';
 import { ApiClient } from './helpers/api.ts';
 import {
   controllerBin,
   controllerEnv,
   enrollNewAgent,
   freePort,
-  freshDatabase,
   kill,
-  removeDir,
   runAgent,
   spawnNode,
   startTestController,
   tempDir,
   waitFor,
-  type Proc,
   type TestController,
 } from './helpers/fleet.ts';
+import { clearedAfter, replicaServices } from './helpers/replicas.ts';
 
-const procs: Proc[] = [];
-const dirs: string[] = [];
-const closers: (() => Promise<unknown>)[] = [];
-
-after(async () => {
-  for (const p of procs) await kill(p);
-  for (const c of closers.reverse()) await c().catch(() => {});
-  for (const d of dirs) removeDir(d);
-});
-
-/** A fresh database on the test PostgreSQL and the broker, or null with the test skipped (CI: throws). */
-async function needServices(t: TestContext): Promise<string | null> {
-  if (!(await needBroker(t))) return null;
-  const database = await freshDatabase(t, 'keel_bus');
-  if (!database) return null;
-  closers.push(() => database.drop());
-  return database.url;
-}
+const left = clearedAfter();
+const { procs, dirs, closers } = left;
 
 /** Server-Sent Events from a response, collected as they come. */
 function collectSse(res: Response): { events: { event: string; data: string }[]; stop(): void } {
@@ -82,13 +64,11 @@ test(
   'replica B sees the host A holds, its changes and its job output over MQTT',
   { timeout: 180_000 },
   async (t) => {
-    const databaseUrl = await needServices(t);
-    if (!databaseUrl) return;
-    const prefix = `keel-test/bus-${process.pid}-${Date.now()}`;
+    const services = await replicaServices(t, left, 'keel_bus');
+    if (!services) return;
+    const prefix = services.KEEL_MQTT_TOPIC_PREFIX;
     const env = {
-      DATABASE_URL: databaseUrl,
-      KEEL_MQTT_URL: BROKER,
-      KEEL_MQTT_TOPIC_PREFIX: prefix,
+      ...services,
       // The fallback that closes a revoked host's session without the bus (every replica checks
       // the sessions it holds against the database) waits an hour here, so the revocation below is
       // the broker's doing. At the default 30 s, beside two busy loops at load 21, A's session was

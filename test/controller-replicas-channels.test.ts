@@ -8,33 +8,22 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { encodeTerminalInput } from '@keel/shared';
-import { needBroker, TEST_BROKER as BROKER } from '../controller/src/bus/test-broker.ts';
 import { ApiClient, firstAdminFrom } from './helpers/api.ts';
 import { channelTicket, connectChannel, rssOf, type ChannelClient } from './helpers/channels.ts';
 import {
   enrollThroughApi,
-  freshDatabase,
-  kill,
-  removeDir,
   runAgent,
   startControllerProcess,
   startTestController,
   tempDir,
   waitFor,
-  type Proc,
 } from './helpers/fleet.ts';
+import { clearedAfter, replicaServices } from './helpers/replicas.ts';
 
-const procs: Proc[] = [];
-const dirs: string[] = [];
-const closers: (() => Promise<unknown>)[] = [];
-
-after(async () => {
-  for (const p of procs) await kill(p);
-  for (const c of closers.reverse()) await c().catch(() => {});
-  for (const d of dirs) removeDir(d);
-});
+const left = clearedAfter();
+const { procs, dirs, closers } = left;
 
 /** A channel client that keeps what it received as text. */
 async function open(api: ApiClient, hostId: string, kind: string, params?: unknown) {
@@ -78,14 +67,10 @@ test(
   'a terminal and a log tail through replica B reach the agent replica A holds, and end with it',
   { timeout: 240_000 },
   async (t) => {
-    if (!(await needBroker(t))) return;
-    const database = await freshDatabase(t, 'keel_bus_channels');
-    if (!database) return;
-    closers.push(() => database.drop());
+    const services = await replicaServices(t, left, 'keel_bus_channels');
+    if (!services) return;
     const env = {
-      DATABASE_URL: database.url,
-      KEEL_MQTT_URL: BROKER,
-      KEEL_MQTT_TOPIC_PREFIX: `keel-test/channels-${process.pid}-${Date.now()}`,
+      ...services,
       // Replicas share the master key: channel messages are sealed under a key derived from it.
       KEEL_MASTER_KEY: randomBytes(32).toString('base64'),
     };

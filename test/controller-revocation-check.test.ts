@@ -2,47 +2,22 @@
 // bus message (one dropped on the broker) at its next periodic check (KEEL_REVOCATION_CHECK_SECONDS,
 // here 1 s), and that the agent then stays out.
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import postgres from 'postgres';
-import { needBroker, TEST_BROKER as BROKER } from '../controller/src/bus/test-broker.ts';
-import {
-  enrollHere,
-  freshDatabase,
-  joinToken,
-  kill,
-  removeDir,
-  runAgent,
-  startTestController,
-  tempDir,
-  waitFor,
-  type Proc,
-} from './helpers/fleet.ts';
+import { enrollHere, joinToken, runAgent, startTestController, tempDir, waitFor } from './helpers/fleet.ts';
+import { clearedAfter, replicaServices } from './helpers/replicas.ts';
 
-const procs: Proc[] = [];
-const dirs: string[] = [];
-const closers: (() => Promise<unknown>)[] = [];
-
-after(async () => {
-  for (const p of procs) await kill(p);
-  for (const c of closers.reverse()) await c().catch(() => {});
-  for (const d of dirs) removeDir(d);
-});
+const left = clearedAfter();
+const { procs, dirs, closers } = left;
 
 test(
   'a revocation written to the database alone closes the session at the next check',
   { timeout: 120_000 },
   async (t) => {
-    if (!(await needBroker(t))) return;
-    const database = await freshDatabase(t, 'keel_revocation_check');
-    if (!database) return;
-    closers.push(() => database.drop());
+    const services = await replicaServices(t, left, 'keel_revocation_check');
+    if (!services) return;
     const ctl = await startTestController({
-      env: {
-        DATABASE_URL: database.url,
-        KEEL_MQTT_URL: BROKER,
-        KEEL_MQTT_TOPIC_PREFIX: `keel-test/revocation-${process.pid}-${Date.now()}`,
-        KEEL_REVOCATION_CHECK_SECONDS: '1',
-      },
+      env: { ...services, KEEL_REVOCATION_CHECK_SECONDS: '1' },
     });
     closers.push(() => ctl.close());
     dirs.push(ctl.dataDir);
@@ -62,7 +37,7 @@ test(
     await waitFor(() => ctl.gateway.isOnline(hostId), 30_000, 'the host online');
 
     // As a revocation through another replica whose bus message never arrived: the row only.
-    const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+    const sql = postgres(services.DATABASE_URL, { max: 1, onnotice: () => {} });
     closers.push(() => sql.end());
     await sql`update hosts set revoked_at = now() where id = ${hostId}`;
     const revokedAt = Date.now();
