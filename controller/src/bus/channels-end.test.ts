@@ -5,7 +5,7 @@
 // gone afterwards; and a close goes at QoS 1, which the broker does not drop as it may QoS 0.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import type { Lane, SessionFrame } from '@keel/shared';
@@ -13,23 +13,12 @@ import { ChannelHub, type AgentChannelLink } from '../channels/hub.ts';
 import type { Host } from '../repositories/hosts.ts';
 import { openChannelMessage, replicaWill, routeChannels, sealChannelMessage } from './channels.ts';
 import { createMqttBus, type MqttReplicaBus } from './mqtt.ts';
-import { needBroker, subscriptionsHeld, TEST_BROKER as BROKER } from './test-broker.ts';
+import { closedAfter, needBroker, subscriptionsHeld, TEST_BROKER as BROKER, until } from './test-broker.ts';
 import { channelTopic, replicaGoneTopic } from './topics.ts';
 
 const HOST = '3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0201';
 const log = pino({ level: 'silent' });
-const open: { close(): unknown }[] = [];
-after(async () => {
-  for (const c of open.reverse()) await c.close();
-});
-
-async function until(what: string, check: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const open = closedAfter();
 
 const prefixFor = () =>
   `keel-test/channels-end-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
@@ -79,6 +68,22 @@ async function holder(prefix: string, key: Buffer) {
   return { bus, hub, link, control, routing, opened };
 }
 
+/** Replica B's bus, with its will, reconnecting after `backoff` when it loses the broker. */
+async function replicaB(prefix: string, key: Buffer, backoff: { initialMs: number; maxMs: number }) {
+  const busIdB = randomUUID();
+  const busB = await createMqttBus({
+    url: BROKER,
+    prefix,
+    eventKey: randomBytes(32),
+    log,
+    replicaId: busIdB,
+    will: replicaWill(key, prefix, busIdB),
+    backoff,
+  });
+  open.push(busB);
+  return { busB, busIdB };
+}
+
 /** An open sealed for A as replica `lease-b`, whose bus id is `busIdB`. */
 function openFromB(key: Buffer, prefix: string, busIdB: string): Buffer {
   const topicA = channelTopic(prefix, 'lease-a');
@@ -101,18 +106,8 @@ test(
     const prefix = prefixFor();
     const key = randomBytes(32);
     const a = await holder(prefix, key);
-    const busIdB = randomUUID();
-    const busB = await createMqttBus({
-      url: BROKER,
-      prefix,
-      eventKey: randomBytes(32),
-      log,
-      replicaId: busIdB,
-      will: replicaWill(key, prefix, busIdB),
-      // Not back within the test: a replica that reconnects clears its will (the next test).
-      backoff: { initialMs: 600_000, maxMs: 600_000 },
-    });
-    open.push(busB);
+    // Not back within the test: a replica that reconnects clears its will (the next test).
+    const { busB, busIdB } = await replicaB(prefix, key, { initialMs: 600_000, maxMs: 600_000 });
 
     // B dies without a goodbye (and does not come back): the broker publishes and keeps its will.
     const gone = await watcher(prefix, replicaGoneTopic(prefix, busIdB));
@@ -137,17 +132,7 @@ test(
     if (!(await needBroker(t))) return;
     const prefix = prefixFor();
     const key = randomBytes(32);
-    const busIdB = randomUUID();
-    const busB = await createMqttBus({
-      url: BROKER,
-      prefix,
-      eventKey: randomBytes(32),
-      log,
-      replicaId: busIdB,
-      will: replicaWill(key, prefix, busIdB),
-      backoff: { initialMs: 20, maxMs: 100 },
-    });
-    open.push(busB);
+    const { busB, busIdB } = await replicaB(prefix, key, { initialMs: 20, maxMs: 100 });
     const topic = replicaGoneTopic(prefix, busIdB);
     const first = await watcher(prefix, topic);
     let reconnected = false;

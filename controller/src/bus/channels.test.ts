@@ -13,59 +13,29 @@ import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { after, test, type TestContext } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
-import {
-  CHANNEL_WINDOW_BYTES,
-  type ChannelClientMessage,
-  type Lane,
-  type OutgoingFrame,
-  type SessionFrame,
-} from '@keel/shared';
-import { ChannelHub, type AgentChannelLink } from '../channels/hub.ts';
+import { CHANNEL_WINDOW_BYTES, type ChannelClientMessage, type SessionFrame } from '@keel/shared';
+import { ChannelHub } from '../channels/hub.ts';
+import { recordingLink } from '../channels/test-link.ts';
 import type { Host } from '../repositories/hosts.ts';
 import { replicaWill, routeChannels, sealChannelMessage } from './channels.ts';
 import { createMqttBus } from './mqtt.ts';
-import { needBroker, reachable, subscriptionsHeld, TEST_BROKER as BROKER } from './test-broker.ts';
+import {
+  closedAfter,
+  needBroker,
+  reachable,
+  subscriptionsHeld,
+  TEST_BROKER as BROKER,
+  until,
+} from './test-broker.ts';
 import { channelTopic } from './topics.ts';
 
 const HOST = '3f0c2a56-0b0e-4a53-9d43-5d0d7f1f0200';
 const log = pino({ level: 'silent' });
-const open: { close(): unknown }[] = [];
-after(async () => {
-  for (const c of open.reverse()) await c.close();
-});
-
-async function until(what: string, check: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** An agent session on A that records control frames and takes data frames as lanes wake. */
-function agentSession() {
-  const control: SessionFrame[] = [];
-  const data: OutgoingFrame[] = [];
-  const link: AgentChannelLink = {
-    hostId: HOST,
-    channelKinds: ['echo'],
-    sendNow: (frame) => control.push(frame),
-    lane(pull): Lane {
-      let removed = false;
-      return {
-        wake: () => {
-          for (let out = pull(); out && !removed; out = pull()) data.push(out);
-        },
-        remove: () => (removed = true),
-      };
-    },
-  };
-  return { link, control, data };
-}
+const open = closedAfter();
 
 async function setUp(t: TestContext, url = BROKER) {
   if (url === BROKER && !(await needBroker(t))) return null;
@@ -84,7 +54,8 @@ async function setUp(t: TestContext, url = BROKER) {
     will: replicaWill(key, prefix, busIdB),
   });
   open.push(busA, busB);
-  const agent = agentSession();
+  // An agent session on A that records control frames and takes data frames as lanes wake.
+  const agent = recordingLink(HOST);
   const hubA = new ChannelHub({ log, linkFor: (id) => (id === HOST ? agent.link : undefined) });
   const hosts = { get: async () => ({ id: HOST, online: true, sessionReplica: 'lease-a' }) as Host };
   const a = routeChannels({ bus: busA, hub: hubA, replicaId: 'lease-a', hosts, key, log });

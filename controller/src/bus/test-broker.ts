@@ -1,8 +1,8 @@
 // The MQTT broker the bus tests use (controller/src/bus/*.test.ts, test/controller-replicas-bus):
-// KEEL_TEST_MQTT_URL, else the Mosquitto .ci/run starts on 127.0.0.1:1883. Test support only:
-// nothing in the controller imports it.
+// KEEL_TEST_MQTT_URL, else the Mosquitto .ci/run starts on 127.0.0.1:1883; and the waits and
+// clean-up those tests share. Test support only: nothing in the controller imports it.
 import { connect as tcpConnect } from 'node:net';
-import type { TestContext } from 'node:test';
+import { after, type TestContext } from 'node:test';
 import type { MqttClient } from 'mqtt';
 
 export const TEST_BROKER = process.env.KEEL_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
@@ -42,4 +42,29 @@ export async function subscriptionsHeld(client: MqttClient, prefix: string): Pro
   const probe = `${prefix}/test-probe/${Math.random().toString(36).slice(2)}`;
   await client.subscribeAsync(probe, { qos: 1 });
   await client.unsubscribeAsync(probe);
+}
+
+/**
+ * Resolves once `check` holds (polled every 5 ms); throws naming `what` after `ms`.
+ * @example await until('the agent told', () => control.some((f) => f.type === 'chan.close'));
+ */
+export async function until(what: string, check: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * What a test file's tests open (buses, hubs, clients), closed last first once they are done; call
+ * at the top of a test file.
+ * @example const open = closedAfter(); open.push(bus);
+ */
+export function closedAfter(): { close(): unknown }[] {
+  const open: { close(): unknown }[] = [];
+  after(async () => {
+    for (const c of open.reverse()) await c.close();
+  });
+  return open;
 }

@@ -8,35 +8,9 @@ import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import pino from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
-import {
-  CHANNEL_WINDOW_BYTES,
-  type ChannelClientMessage,
-  type Lane,
-  type OutgoingFrame,
-  type SessionFrame,
-} from '@keel/shared';
-import { ChannelHub, type AgentChannelLink } from './hub.ts';
-
-/** An agent link that records control frames and pulls data frames as soon as a lane wakes. */
-function recordingLink() {
-  const control: SessionFrame[] = [];
-  const data: OutgoingFrame[] = [];
-  const link: AgentChannelLink = {
-    hostId: 'h1',
-    channelKinds: ['echo'],
-    sendNow: (frame) => control.push(frame),
-    lane(pull): Lane {
-      let removed = false;
-      return {
-        wake: () => {
-          for (let out = pull(); out && !removed; out = pull()) data.push(out);
-        },
-        remove: () => (removed = true),
-      };
-    },
-  };
-  return { link, control, data };
-}
+import { CHANNEL_WINDOW_BYTES, type ChannelClientMessage, type SessionFrame } from '@keel/shared';
+import { ChannelHub } from './hub.ts';
+import { recordingLink } from './test-link.ts';
 
 /** The `code` of the last `close` message, if any. */
 function closeCode(messages: ChannelClientMessage[]): string | undefined {
@@ -67,7 +41,7 @@ after(async () => {
 
 /** Connects a client; resolves once the hub has sent chan.open to the agent. */
 async function client() {
-  current = recordingLink();
+  current = recordingLink('h1');
   const ws = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/`);
   const messages: ChannelClientMessage[] = [];
   ws.on('message', (d: Buffer, isBinary) => {
@@ -153,7 +127,7 @@ test("the end of the agent's session ends the channel with 4502", async () => {
 });
 
 test('a kind the agent did not announce is refused without a frame to the agent', async () => {
-  current = recordingLink();
+  current = recordingLink('h1');
   current.link = { ...current.link, channelKinds: [] };
   const ws = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/`);
   const messages: ChannelClientMessage[] = [];
