@@ -186,7 +186,7 @@ const { createLogSearchRepository } = (await import(
 )) as typeof LogSearchRepositoryModule;
 const search = createLogSearchService({
   hosts: createHostRepository(db),
-  logs: createLogSearchRepository(db),
+  logs: createLogSearchRepository(db, { copy: true }),
 });
 const actor = { id: 'bench', role: 'owner' as const, ip: null };
 
@@ -297,7 +297,7 @@ for (let run = 0; run < Number(args.runs); run++) {
   }
   if (legs.has('floor')) {
     // The storage floor as the repository reads now: its pages (listing, COPY, decode), nothing else.
-    const logs = createLogSearchRepository(db);
+    const logs = createLogSearchRepository(db, { copy: true });
     await measure(
       'repository pages (fetch + decode), nothing else',
       async () => {

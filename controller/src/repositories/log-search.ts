@@ -60,14 +60,22 @@ async function copyRows(client: Sql, hostId: string, seqs: number[]): Promise<Ch
   if (!UUID.test(hostId) || !seqs.every((s) => Number.isSafeInteger(s))) {
     throw new Error('log search: unexpected chunk key');
   }
-  const stream = await client
-    .unsafe(
-      `copy (select first_seq, count, codec, data from stream_chunks where host_id = '${hostId}'` +
-        ` and stream = '${LOGS_STREAM}' and first_seq = any('{${seqs.join(',')}}'::bigint[])` +
-        ` order by first_seq) to stdout with (format binary)`,
-    )
-    .readable();
-  return parseCopyRows(await readAll(stream));
+  // On a reserved connection, released after the COPY's end: postgres.js counts a connection
+  // whose COPY output is still streaming as free once the query has handed over its stream, and
+  // a query sent on it meanwhile fails (COPY_IN_PROGRESS).
+  const connection = await client.reserve();
+  try {
+    const stream = await connection
+      .unsafe(
+        `copy (select first_seq, count, codec, data from stream_chunks where host_id = '${hostId}'` +
+          ` and stream = '${LOGS_STREAM}' and first_seq = any('{${seqs.join(',')}}'::bigint[])` +
+          ` order by first_seq) to stdout with (format binary)`,
+      )
+      .readable();
+    return parseCopyRows(await readAll(stream));
+  } finally {
+    connection.release();
+  }
 }
 
 /**
@@ -120,8 +128,11 @@ export function parseCopyRows(buf: Buffer): ChunkRow[] {
 }
 
 /** Log chunk reads for search. */
-export function createLogSearchRepository(db: Db) {
-  const copyClient = postgresClient(db);
+export function createLogSearchRepository(db: Db, options: { copy?: boolean } = {}) {
+  // The binary COPY path is off unless asked for (KEEL_LOG_SEARCH_COPY=1): with small pages a
+  // search that stops early can leave a pooled connection waiting after its COPY (postgres.js
+  // 3.4; found by log-search.test.ts, not yet fixed). Off, pages are read by query.
+  const copyClient = (options.copy ?? process.env.KEEL_LOG_SEARCH_COPY === '1') ? postgresClient(db) : null;
   return {
     /**
      * The host's logs chunks meeting [since, until), a page of chunks at a time (the caller

@@ -1,0 +1,141 @@
+// Proves the search's chunk reads on every test driver: on PostgreSQL with the binary COPY path
+// (KEEL_LOG_SEARCH_COPY) the pages, fetched two at a time, hold exactly what the plain query path reads (the same
+// chunks, bodies and order, oldest first, a time range honoured, at most a page of 32 chunks at a
+// time); a search that stops early ends its reads; and the COPY parser refuses what is not the
+// expected rows.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { encodeLogLine, encodeRecords } from '@keel/shared';
+import type { Db, OpenDatabase } from '../db/index.ts';
+import { hosts as hostsTable } from '../db/schema/hosts.ts';
+import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { createLogSearchRepository, parseCopyRows, type LogChunk } from './log-search.ts';
+import { LOGS_STREAM } from './processes.ts';
+import { createStreamRepository } from './streams.ts';
+
+const T0 = Date.UTC(2030, 0, 1);
+const CHUNKS = 70;
+const LINES = 50;
+
+async function all(pages: AsyncGenerator<LogChunk[]>): Promise<{ pages: number[]; chunks: LogChunk[] }> {
+  const sizes: number[] = [];
+  const chunks: LogChunk[] = [];
+  for await (const page of pages) {
+    sizes.push(page.length);
+    chunks.push(...page);
+  }
+  return { pages: sizes, chunks };
+}
+
+for (const target of testDatabaseTargets()) {
+  describe(`log search reads (${target.driver})`, () => {
+    let testDb: TestDatabase;
+    let handle: OpenDatabase;
+    let db: Db;
+    let hostId: string;
+
+    before(async () => {
+      testDb = await target.create();
+      handle = await testDb.open();
+      db = handle.db;
+      const [row] = await db
+        .insert(hostsTable)
+        .values({ name: 'h', publicKey: randomBytes(32).toString('base64url') })
+        .returning({ id: hostsTable.id });
+      hostId = row!.id;
+      const streams = createStreamRepository(db);
+      for (let c = 0; c < CHUNKS; c++) {
+        const records = [];
+        for (let i = 0; i < LINES; i++) {
+          const n = c * LINES + i;
+          records.push({
+            ts: T0 + n * 1000,
+            payload: encodeLogLine({
+              process: 'app',
+              stream: 'stdout',
+              continued: false,
+              line: Buffer.from(`line ${n} ${randomBytes(8).toString('hex')}`),
+            }),
+          });
+        }
+        await streams.append(hostId, LOGS_STREAM, {
+          firstSeq: c * LINES + 1,
+          count: LINES,
+          body: encodeRecords(records),
+        });
+      }
+    });
+    after(() => testDb.cleanup());
+
+    test(
+      'pages hold every chunk in order, as the plain query path reads them',
+      { timeout: 60_000 },
+      async () => {
+        const read = await all(createLogSearchRepository(db).pages(hostId, {}));
+        // The same handle without its driver client: the query path (bytea as the driver returns it).
+        const plainDb = Object.create(db, { $client: { value: undefined } }) as Db;
+        const plain = await all(createLogSearchRepository(plainDb).pages(hostId, {}));
+        assert.equal(read.chunks.length, CHUNKS);
+        assert.deepEqual(
+          read.chunks.map((c) => c.firstSeq),
+          Array.from({ length: CHUNKS }, (_, c) => c * LINES + 1),
+        );
+        assert.ok(read.pages.every((n) => n <= 32));
+        assert.deepEqual(
+          read.chunks.map((c) => [c.firstSeq, c.count, c.body.toString('hex')]),
+          plain.chunks.map((c) => [c.firstSeq, c.count, c.body.toString('hex')]),
+        );
+      },
+    );
+
+    test('a time range reads only the chunks that meet it', { timeout: 60_000 }, async () => {
+      const since = T0 + 10 * LINES * 1000; // chunk 10's first line
+      const until = T0 + 45 * LINES * 1000; // chunk 45's first line: not included
+      const read = await all(createLogSearchRepository(db, { copy: true }).pages(hostId, { since, until }));
+      assert.deepEqual(
+        read.chunks.map((c) => c.firstSeq),
+        Array.from({ length: 35 }, (_, k) => (10 + k) * LINES + 1),
+      );
+    });
+
+    test(
+      'a search that stops after its first page ends the reads; the next query runs',
+      { timeout: 60_000 },
+      async () => {
+        const pages = createLogSearchRepository(db).pages(hostId, {});
+        const first = await pages.next();
+        assert.equal((first.value as LogChunk[]).length, 32);
+        await pages.return(undefined);
+        // The pages fetched ahead were read to their end: the connections answer the next search.
+        const again = await all(createLogSearchRepository(db).pages(hostId, {}));
+        assert.equal(again.chunks.length, CHUNKS);
+      },
+    );
+  });
+}
+
+test('the COPY parser refuses what is not the expected rows', () => {
+  assert.throws(() => parseCopyRows(Buffer.from('not a copy at all, not at all')), /not a binary COPY/);
+  const header = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
+  const row = (fields: number) => {
+    const b = Buffer.alloc(2);
+    b.writeInt16BE(fields);
+    return b;
+  };
+  assert.deepEqual(parseCopyRows(Buffer.concat([header, row(-1)])), []);
+  assert.throws(() => parseCopyRows(Buffer.concat([header, row(3)])), /unexpected COPY row/);
+  // A data field longer than what is there.
+  const seq = Buffer.alloc(12);
+  seq.writeInt32BE(8);
+  const count = Buffer.alloc(8);
+  count.writeInt32BE(4);
+  const codec = Buffer.alloc(6);
+  codec.writeInt32BE(2);
+  const data = Buffer.alloc(4);
+  data.writeInt32BE(1000);
+  assert.throws(
+    () => parseCopyRows(Buffer.concat([header, row(4), seq, count, codec, data, Buffer.alloc(10)])),
+    /unexpected COPY field/,
+  );
+});
