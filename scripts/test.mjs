@@ -478,6 +478,7 @@ const hangMs = Number(process.env.KEEL_TEST_HANG_MS) || 15 * 60_000;
 /** Print every file's test-by-test output (default when files are named), else failures only. */
 const verbose = process.env.KEEL_TEST_VERBOSE ? process.env.KEEL_TEST_VERBOSE !== '0' : named.length > 0;
 const reporter = join(root, 'scripts/test-reporter.mjs');
+const leakGuard = join(root, 'scripts/test-leak-guard.mjs');
 /**
  * The tests' temporary files go to memory when the machine has a tmpfs at /dev/shm: every
  * end-to-end test copies a PGlite data dir (~2,700 files, 41 MB) and removes it, PGlite fsyncs
@@ -778,14 +779,14 @@ async function runJob(job, n) {
   if (usesBrowser(job)) await sharedBrowser;
   const events = join(runDir, `job-${n}.jsonl`);
   const source = (f) => (bundleDir ? bundledFile(f) : join(root, f));
-  let entry = source(job.files[0]);
-  if (job.files.length > 1) {
-    entry = join(runDir, `batch-${n}.mjs`);
-    writeFileSync(
-      entry,
-      job.files.map((f) => `import ${JSON.stringify(pathToFileURL(source(f)).href)};\n`).join(''),
-    );
-  }
+  // The files, then the leak guard (its after() hook runs after theirs: see test-leak-guard.mjs).
+  const entry = join(runDir, `batch-${n}.mjs`);
+  writeFileSync(
+    entry,
+    [...job.files.map(source), leakGuard]
+      .map((f) => `import ${JSON.stringify(pathToFileURL(f).href)};\n`)
+      .join(''),
+  );
   const started = Date.now();
   const machineAtStart = machineCpu();
   const cpuFile = join(runDir, `job-${n}.cpu`);
@@ -808,7 +809,7 @@ async function runJob(job, n) {
       ],
       {
         cwd: root,
-        env: { ...env, KEEL_TEST_CPU_FILE: `${cpuFile}.self` },
+        env: { ...env, KEEL_TEST_CPU_FILE: `${cpuFile}.self`, KEEL_TEST_EVENTS_FILE: events },
         detached: true,
         stdio: ['ignore', 'pipe', 'pipe'],
       },
@@ -834,6 +835,10 @@ async function runJob(job, n) {
           ? (machineAtEnd.busy - machineAtStart.busy) / (machineAtEnd.total - machineAtStart.total)
           : undefined;
       const counts = {};
+      /** What was still active 30 s after the tests had ended (the leak guard ended the process). */
+      let left = [];
+      /** Each top-level test's outcome. */
+      const outcomes = [];
       const perFile = Object.fromEntries(job.files.map((f) => [f, 0]));
       /** Each top-level test's wall time, for the slowest-tests list at the end. */
       const tests = [];
@@ -841,10 +846,17 @@ async function runJob(job, n) {
         if (!line) continue;
         const e = JSON.parse(line);
         if (e.kind === 'count') counts[e.name] = (counts[e.name] ?? 0) + e.n;
+        else if (e.kind === 'left') left = e.resources;
         else if (e.file && toFile(e.file) in perFile) {
+          outcomes.push(e.ok);
           perFile[toFile(e.file)] += e.ms;
           tests.push({ file: toFile(e.file), name: e.name, ms: e.ms });
         }
+      }
+      if (left.length > 0 && counts.tests === undefined) {
+        // Ended by the leak guard before node:test's summary: counted from the tests' own records.
+        const failed = outcomes.filter((ok) => !ok).length;
+        Object.assign(counts, { tests: outcomes.length, pass: outcomes.length - failed, fail: failed });
       }
       // In a batch a file's time is its tests' time plus its share of the process's start.
       const inTests = Object.values(perFile).reduce((a, b) => a + b, 0);
@@ -871,6 +883,7 @@ async function runJob(job, n) {
         busy,
         tests,
         output,
+        left,
         why: hung ? `hang guard (${hangMs} ms)` : (signal ?? `exit ${code}`),
       });
     });
@@ -927,6 +940,8 @@ function report(r) {
   console.log(
     `${r.ok ? '✔' : '✖'} ${seconds(r.ms)} ${cpuText(r.cpu)}${inProcess}  ${what} (${count} tests)${r.ok ? '' : ` FAILED: ${r.why}`}`,
   );
+  if (r.left.length > 0)
+    console.log(`  ⚠ still active when its tests had ended (a leak to fix): ${r.left.join(', ')}`);
 }
 /** When the machine's slots held a job back: the first time is said, then it is polled. */
 let refusedOnce = false;

@@ -168,6 +168,13 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   };
 
   client.on('connect', () => {
+    if (closing) {
+      // A connack that raced close(): mqtt.js has just started its keepalive interval again, which
+      // would keep a closed bus (and its process) alive for ever.
+      client.keepaliveManager?.destroy();
+      client.end(true);
+      return;
+    }
     attempt = 0;
     // Routed keystrokes are small writes: without this, Nagle holds each behind the last one's ACK.
     (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
@@ -334,6 +341,8 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
       closing = true;
       if (retryTimer) clearTimeout(retryTimer);
       await client.endAsync(!client.connected).catch(() => {});
+      // Ended while a reconnect was under way, mqtt.js can leave its keepalive interval running.
+      client.keepaliveManager?.destroy();
     },
   };
 }
