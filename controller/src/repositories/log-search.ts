@@ -129,10 +129,11 @@ export function parseCopyRows(buf: Buffer): ChunkRow[] {
 
 /** Log chunk reads for search. */
 export function createLogSearchRepository(db: Db, options: { copy?: boolean } = {}) {
-  // The binary COPY path is off unless asked for (KEEL_LOG_SEARCH_COPY=1): with small pages a
-  // search that stops early can leave a pooled connection waiting after its COPY (postgres.js
-  // 3.4; found by log-search.test.ts, not yet fixed). Off, pages are read by query.
-  const copyClient = (options.copy ?? process.env.KEEL_LOG_SEARCH_COPY === '1') ? postgresClient(db) : null;
+  // The binary COPY path is a bench-only experiment (`copy: true`, bench/log-search.ts), not a
+  // setting: with postgres.js 3.4 a COPY small enough to arrive in one read, or one a search stops
+  // early, can leave its connection waiting for ever (found by log-search.test.ts and a CI run; not
+  // yet fixed). The controller reads pages by query.
+  const copyClient = options.copy ? postgresClient(db) : null;
   return {
     /**
      * The host's logs chunks meeting [since, until), a page of chunks at a time (the caller
