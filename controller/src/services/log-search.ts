@@ -587,27 +587,18 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 for (let ci = 0; ci < chunks.length && go; ci++) {
                   const { body, count, firstSeq } = chunks[ci]!;
                   if (mayHold !== null && !mayHold(body)) continue;
-                  if (used > 0 && used + body.length >= REGEX_BATCH_BYTES) {
-                    send();
-                    if (inflight.length >= 2) go = await settle();
-                    for (const e of yieldQueue.splice(0)) {
-                      if (signal?.aborted) break;
-                      yield e;
-                    }
-                    if (!go) break;
-                  }
-                  if (used + body.length + 1 > bytes.length) {
-                    bytes = Buffer.allocUnsafeSlow(used + body.length + 1 + BATCH_CAPACITY);
-                  }
                   const hits = hitsOf === null ? null : hitsOf(body);
                   // Few lines hold the literal: those lines are copied one by one, the rest is not
                   // matched at all (a line without a whole occurrence of it cannot match).
                   const few = hits !== null && hits.at.length <= count / 8;
                   // A regex over a whole chunk: copied as it is, the worker walks its records (the
                   // event loop does one copy per chunk, nothing per line). A batch holds either
-                  // whole chunks or selected lines.
+                  // whole chunks or selected lines, up to REGEX_BATCH_BYTES.
                   const walkInWorker = query.regex === true && !few;
-                  if (used > 0 && walkInWorker !== segs.length > 0) {
+                  if (
+                    used > 0 &&
+                    (used + body.length >= REGEX_BATCH_BYTES || walkInWorker !== segs.length > 0)
+                  ) {
                     send();
                     if (inflight.length >= 2) go = await settle();
                     for (const e of yieldQueue.splice(0)) {
