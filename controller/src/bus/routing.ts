@@ -14,10 +14,11 @@
 // host's session closes it as a local revocation does (closeCodes.revoked), and every replica
 // refuses the agent's handshakes from then on, before the session start reads it from the database.
 //
-// isOnline keeps meaning "a session on this controller" (the scheduler, jobs and traffic scrapes
-// pick the replica that acts for a host by it); services that check before a one-shot request ask
-// isReachable instead (here, or through the replica holding the session). Live channels (terminal
-// bytes, log tails) are routed by bus/channels.ts; job runs still pick their replica by isOnline.
+// isOnline keeps meaning "a session on this controller" (traffic scrapes pick the replica that acts
+// for a host by it, and the scheduler prefers a replica holding a target host); services that check
+// before a one-shot request or a job's channel ask isReachable instead (here, or through the
+// replica holding the session). Live channels (terminal bytes, log tails, job runs) are routed by
+// bus/channels.ts.
 import { randomUUID } from 'node:crypto';
 import { KeelError, isErrorCode, requestDefinition } from '@keel/shared';
 import type { Logger } from 'pino';
@@ -277,8 +278,8 @@ export function routeRequests(
       if (!valid.success) throw new KeelError('agent.bad_result');
       return valid.data as AgentRequestMap[M]['result'];
     },
-    // Both keep their contract, "on this controller": the scheduler, jobs and traffic scrapes
-    // decide with isOnline which replica acts for a host.
+    // Both keep their contract, "on this controller": traffic scrapes decide with isOnline which
+    // replica acts for a host, the scheduler which replica claims a slot first.
     // A revocation closes the session wherever it is: here at once, elsewhere through the bus
     // (sent in any case: the holder named in the database may be changing, and every replica
     // refuses the agent's handshakes from then on). Without a broker now, the holder closes the

@@ -52,7 +52,8 @@ export interface AgentGateway {
   /**
    * True when a one-shot request to the host can be made now: its session is here or, with
    * replicas, on another replica reachable over the bus (bus/routing.ts). Absent: `isOnline`.
-   * The scheduler and jobs keep deciding by `isOnline` (which replica acts).
+   * Job runs open their channels on every reachable host; the scheduler prefers (by `isOnline`)
+   * a replica holding a target host.
    */
   isReachable?(hostId: string): Promise<boolean>;
   /** The capabilities of the host's live session on this controller, or null. */

@@ -4,6 +4,11 @@
 // controller itself (services/jobs-channel.ts); output is published live on the bus (`job.output`)
 // and kept per host up to a cap, with the exit code and duration. Runs are audited, cancellable and
 // kept as history; a failed run publishes `job.failed` for alerting (docs/jobs.md).
+//
+// With controller replicas, a run reaches every host that is online anywhere: a host whose agent
+// session another replica holds is reached through it (the hub's routed channel, bus/channels.ts),
+// so a run's results, output, events and audit row do not depend on which replica started it (or
+// whose scheduler fired it). Only a host reachable from no replica is reported offline.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
@@ -222,7 +227,11 @@ export interface JobsServiceDeps {
   jobs: JobsRepository;
   hosts: { list(): Promise<{ id: string; name: string; revokedAt: Date | null }[]> };
   groups: { hostsOf(groupIds: readonly string[]): Promise<string[]>; get(id: string): Promise<unknown> };
-  gateway: { isOnline(hostId: string): boolean };
+  /**
+   * isReachable (replicas): a host another replica holds is reached through it; without it, only
+   * the hosts whose sessions are on this controller.
+   */
+  gateway: { isOnline(hostId: string): boolean; isReachable?(hostId: string): Promise<boolean> };
   audit: AuditService;
   bus: FleetBus;
   log: Logger;
@@ -233,6 +242,8 @@ export interface JobsServiceDeps {
 function hostStatusOf(end: ChannelEnd, cancelled: boolean): string {
   if (cancelled) return 'cancelled';
   if (end.code === 'job.timeout') return 'timeout';
+  // Gone between the reachability check and the open (or no replica holds it any more).
+  if (end.code === 'host.offline') return 'offline';
   if (end.code) return 'error';
   if (end.exitCode === 0) return 'succeeded';
   return 'failed';
@@ -245,6 +256,16 @@ export function createJobsService(deps: JobsServiceDeps) {
   const live = new Map<string, LiveRun>();
   let heartbeat: NodeJS.Timeout | null = null;
   const publish = (event: JobBusEvent) => bus.publish(event as never);
+  /** Here, or (replicas) on another replica the channel is routed through. */
+  const reachable = async (hostId: string): Promise<boolean> => {
+    if (deps.gateway.isOnline(hostId)) return true;
+    try {
+      return (await deps.gateway.isReachable?.(hostId)) ?? false;
+    } catch (err) {
+      log.warn({ err, host: hostId }, 'could not tell which replica holds a job host: taken as offline');
+      return false;
+    }
+  };
 
   /** The hosts a target names, limited to what `actor` may run on; explicit ids must all be allowed. */
   async function resolveTarget(
@@ -325,7 +346,7 @@ export function createJobsService(deps: JobsServiceDeps) {
     };
     if (run.cancelled)
       return finish('cancelled', { reason: 'the run was cancelled before this host started' });
-    if (!hub || !deps.gateway.isOnline(h.hostId)) return finish('offline', { reason: 'the host is offline' });
+    if (!hub || !(await reachable(h.hostId))) return finish('offline', { reason: 'the host is offline' });
     h.status = 'running';
     await jobs.hostStarted(run.id, h.hostId, started);
     publish({

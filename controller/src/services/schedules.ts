@@ -5,9 +5,10 @@
 // running is skipped (recorded as such). Every slot leaves exactly one run row: the next slot is
 // computed from the slot just claimed, never from the clock, so a late tick (a busy machine, a stalled
 // event loop) catches up on the slots it passed; slots more than a minute late (no controller was
-// running) are recorded together as one missed row, not run late. With several replicas, the one
-// holding a target host's link claims first (the others wait a few seconds), so a host connected to
-// one replica is not reported offline by another. A scheduled run acts with its owner's rights at the
+// running) are recorded together as one missed row, not run late. With several replicas, whichever
+// claims a slot runs it on every target host online anywhere (a host another replica holds is
+// reached through it, services/jobs.ts); the one holding a target host's link still claims first
+// (the others wait a few seconds), which saves that host the detour over the broker. A scheduled run acts with its owner's rights at the
 // time it fires: hosts the owner may no longer run on are recorded as refused.
 import { randomUUID } from 'node:crypto';
 import { Cron } from 'croner';
@@ -190,7 +191,10 @@ export interface SchedulesServiceDeps {
   resolveActor: (user: UserRow) => Promise<Actor>;
   groups: { hostsOf(groupIds: readonly string[]): Promise<string[]> };
   hosts: { list(): Promise<{ id: string; name: string; revokedAt: Date | null }[]> };
-  /** Whether a host's link is held by this controller (replicas defer slots to the holder). */
+  /**
+   * Whether a host's link is held by this controller: replicas leave a slot to one that holds a
+   * target host for HOLDER_GRACE_MS (fewer routed channels; the run reaches every host either way).
+   */
   isOnline?: (hostId: string) => boolean;
   audit: AuditService;
   log: Logger;
