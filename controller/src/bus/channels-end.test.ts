@@ -2,7 +2,10 @@
 // heard by replicas that subscribe to it only after it died (the broker keeps it retained), so a
 // holder that hears an open from a replica already gone ends that channel (its agent told) instead
 // of keeping it open for ever; a replica that reconnects clears its will, so it is not taken for
-// gone afterwards; and a close goes at QoS 1, which the broker does not drop as it may QoS 0.
+// gone afterwards; a close goes at QoS 1, which the broker does not drop as it may QoS 0; and where
+// no will comes (the holder lost the broker and its will was lost), keepalives end the channel on
+// the client's side within the silence limit, while an idle channel they keep open stays open (a
+// side that announced no keepalives, a replica from before them, gets none).
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { test } from 'node:test';
@@ -11,6 +14,7 @@ import pino from 'pino';
 import type { Lane, SessionFrame } from '@keel/shared';
 import { ChannelHub, type AgentChannelLink } from '../channels/hub.ts';
 import type { Host } from '../repositories/hosts.ts';
+import { openJobChannel } from '../services/jobs-channel.ts';
 import { openChannelMessage, replicaWill, routeChannels, sealChannelMessage } from './channels.ts';
 import { createMqttBus, type MqttReplicaBus } from './mqtt.ts';
 import { closedAfter, needBroker, subscriptionsHeld, TEST_BROKER as BROKER, until } from './test-broker.ts';
@@ -35,7 +39,11 @@ async function watcher(prefix: string, topic: string) {
 }
 
 /** Replica A (lease `lease-a`) holding HOST's session, whose agent accepts every open at once. */
-async function holder(prefix: string, key: Buffer) {
+async function holder(
+  prefix: string,
+  key: Buffer,
+  timing: { keepaliveMs?: number; silenceMs?: number } = {},
+) {
   const bus = await createMqttBus({
     url: BROKER,
     prefix,
@@ -58,14 +66,14 @@ async function holder(prefix: string, key: Buffer) {
   };
   hub = new ChannelHub({ log, linkFor: (id) => (id === HOST ? link : undefined) });
   const hosts = { get: async () => ({ id: HOST, online: true, sessionReplica: 'lease-a' }) as Host };
-  const routing = routeChannels({ bus, hub, replicaId: 'lease-a', hosts, key, log });
+  const routing = routeChannels({ bus, hub, replicaId: 'lease-a', hosts, key, log, ...timing });
   open.push(routing, hub);
   await subscriptionsHeld(bus.client, prefix);
   const opened = async () => {
     await until('the agent asked to open', () => control.some((f) => f.type === 'chan.open'));
     return (control.find((f) => f.type === 'chan.open') as { id: string }).id;
   };
-  return { bus, hub, link, control, routing, opened };
+  return { bus, hub, link, control, routing, opened, hosts };
 }
 
 /** Replica B's bus, with its will, reconnecting after `backoff` when it loses the broker. */
@@ -178,5 +186,84 @@ test(
     );
     await until('the close sent to B', () => sent.some((m) => m.startsWith('close')));
     assert.deepEqual(sent, ['accepted:0', 'opened:0', 'close:1']);
+  },
+);
+
+test(
+  'keepalives hold an idle routed channel open, and end it when the holder goes quiet without a will',
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    // A silence limit well above a stalled event loop on a busy test machine.
+    const timing = { keepaliveMs: 200, silenceMs: 1_500 };
+    // A's bus leaves no will: its loss of the broker below is one whose will never comes.
+    const a = await holder(prefix, key, timing);
+    const busB = await createMqttBus({
+      url: BROKER,
+      prefix,
+      eventKey: randomBytes(32),
+      log,
+      replicaId: randomUUID(),
+    });
+    open.push(busB);
+    let routingB: ReturnType<typeof routeChannels> | null = null;
+    const hubB = new ChannelHub({ log, linkFor: () => undefined, remote: async (g) => routingB?.open(g) });
+    routingB = routeChannels({
+      bus: busB,
+      hub: hubB,
+      replicaId: 'lease-b',
+      hosts: a.hosts,
+      key,
+      log,
+      ...timing,
+    });
+    open.push(routingB, hubB);
+    await subscriptionsHeld(busB.client, prefix);
+
+    // A client on B (the controller's own, as a job run is) opens a channel on A's agent.
+    const channel = openJobChannel(hubB, { userId: 'u1', hostId: HOST, kind: 'echo', params: {} }, () => {});
+    await channel.opened;
+    let ended = false;
+    void channel.ended.then(() => (ended = true));
+    // Idle for several silence limits: each side's keepalives keep it open.
+    await new Promise((r) => setTimeout(r, 3 * timing.silenceMs));
+    assert.equal(ended, false, 'an idle channel stays open');
+    assert.equal(routingB.stats().open, 1);
+    assert.equal(a.routing.stats().open, 1);
+
+    // A loses the broker: it ends its side (the agent is told), but no will tells B.
+    const id = await a.opened();
+    a.bus.client.stream.destroy();
+    await until('the agent told', () => a.control.some((f) => f.type === 'chan.close' && f.id === id));
+    const lostAt = Date.now();
+    const end = await channel.ended;
+    const tookMs = Date.now() - lostAt;
+    assert.match(end.reason, /^no word for \d+ s from the controller replica holding this host's session/);
+    assert.equal(end.code, 'request.disconnected');
+    assert.ok(tookMs < 6_000, `ended ${tookMs} ms after A went quiet`);
+    assert.equal(routingB.stats().open, 0);
+    assert.equal(hubB.openCount, 0);
+  },
+);
+
+test(
+  'a side that announced no keepalives (a replica from before them) gets none and is not timed out',
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    const a = await holder(prefix, key, { keepaliveMs: 50, silenceMs: 200 });
+    const topicB = channelTopic(prefix, 'lease-b');
+    const b = await watcher(prefix, topicB);
+    // The open such a replica sends: no `alive`.
+    await b.raw.publishAsync(channelTopic(prefix, 'lease-a'), openFromB(key, prefix, randomUUID()));
+    await a.opened();
+    await new Promise((r) => setTimeout(r, 800));
+    const kinds = b.got.map((m) => String(openChannelMessage(key, topicB, m)?.head.t));
+    assert.deepEqual(kinds, ['accepted', 'opened']);
+    assert.equal(a.routing.stats().open, 1, 'still open');
   },
 );

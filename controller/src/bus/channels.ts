@@ -23,6 +23,16 @@
 // A channel ends on every side when any side goes: the browser, the agent, either hub; a replica
 // that dies (the broker publishes its will, `replicaGoneTopic`, sealed at its start); a replica
 // that loses the broker (it ends its routed channels at once, the other side hears the will).
+// Nothing carries a routed channel over a broker outage or to another replica when the host's
+// agent moves: its shell or tail is gone on the host by then (the agent ends a channel whose
+// session or controller side ends), so each side ends it at once with the reason the console shows,
+// and the user opens a new one, which goes to whichever replica holds the host then.
+// Where no will comes (a broker that lost it: a cluster node that died, a takeover; a replica that
+// forgot the channel), the sides' keepalives do: each side sends `alive` on a channel it has sent
+// nothing on for `keepaliveMs`, and ends a channel it has heard nothing of for `silenceMs` (at least
+// three of the other side's keepalive intervals), so a channel never hangs silently. Keepalives go
+// only to a side that announced them in its open or `accepted` (replicas from before them, which
+// would take one for a malformed message and end the channel, get none).
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -55,6 +65,10 @@ export const CHANNEL_OPEN_MAX_AGE_MS = 60_000;
  * connection; a message the broker drops breaks the sequence and ends the channel with a reason.
  */
 const CHANNEL_QOS = 0;
+/** A side sends `alive` on a routed channel it has sent nothing on for this long. */
+export const CHANNEL_KEEPALIVE_MS = 10_000;
+/** A side ends a routed channel it has heard nothing of for this long (the bus lost it). */
+export const CHANNEL_SILENCE_MS = 30_000;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const MAX_HEADER_BYTES = 64 * 1024;
@@ -70,6 +84,8 @@ const header = z.discriminatedUnion('t', [
     at: z.number(),
     from: id,
     fromBus: id,
+    /** The opener's keepalive interval (ms); absent from replicas without keepalives. */
+    alive: z.number().int().positive().max(3_600_000).optional(),
     grant: z.object({
       userId: id,
       hostId: id,
@@ -79,7 +95,15 @@ const header = z.discriminatedUnion('t', [
       expiresAt: z.number(),
     }),
   }),
-  z.object({ t: z.literal('accepted'), ch: id, seq: z.number().int().nonnegative(), bus: id }),
+  z.object({
+    t: z.literal('accepted'),
+    ch: id,
+    seq: z.number().int().nonnegative(),
+    bus: id,
+    /** The holder's keepalive interval (ms); absent from replicas without keepalives. */
+    alive: z.number().int().positive().max(3_600_000).optional(),
+  }),
+  z.object({ t: z.literal('alive'), ch: id, seq: z.number().int().nonnegative() }),
   z.object({ t: z.literal('opened'), ch: id, seq: z.number().int().nonnegative() }),
   z.object({ t: z.literal('data'), ch: id, seq: z.number().int().nonnegative() }),
   z.object({
@@ -457,6 +481,10 @@ export interface ChannelRoutingOptions {
   /** secrets.deriveKey(CHANNEL_KEY_PURPOSE), the same on every replica. */
   key: Buffer;
   log: Logger;
+  /** How long a side stays quiet on a channel before it sends `alive` (default CHANNEL_KEEPALIVE_MS). */
+  keepaliveMs?: number;
+  /** How long a side waits to hear of a channel before ending it (default CHANNEL_SILENCE_MS). */
+  silenceMs?: number;
 }
 
 /** What channel routing counted since start. */
@@ -493,6 +521,11 @@ interface Routed {
   hubId?: string;
   /** holder role: the stand-in socket the hub reads and writes. */
   socket?: BusClientSocket;
+  /** The other side's keepalive interval, once it announced one (null: it sends none, expect none). */
+  peerAlive: number | null;
+  /** When this side last sent, and last heard a message of, the channel (Date.now()). */
+  lastSent: number;
+  lastHeard: number;
 }
 
 /**
@@ -502,6 +535,8 @@ interface Routed {
  */
 export function routeChannels(opts: ChannelRoutingOptions) {
   const { bus, hub, replicaId, key, log } = opts;
+  const keepaliveMs = opts.keepaliveMs ?? CHANNEL_KEEPALIVE_MS;
+  const silenceMs = opts.silenceMs ?? CHANNEL_SILENCE_MS;
   const stats = { opened: 0, served: 0, refused: 0 };
   const channels = new Map<string, Routed>();
   const seenOpens = new Map<string, number>();
@@ -524,6 +559,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     // A close goes at QoS 1: the broker may drop QoS 0 under load, and a close lost (nothing
     // follows it to show the gap) would keep the other side's channel, and a shell, open for ever.
     bus.client.publish(topic, message, { qos: head.t === 'close' ? 1 : CHANNEL_QOS });
+    r.lastSent = Date.now();
   };
 
   /** A channel as this side starts it: its own salt and sealing key towards `peer`. */
@@ -540,6 +576,9 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       sendKey: channelMessageKey(key, channelTopic(bus.prefix, peer), ch, sendSalt),
       recvSalt: null,
       recvKey: null,
+      peerAlive: null,
+      lastSent: Date.now(),
+      lastHeard: Date.now(),
     };
   };
 
@@ -609,6 +648,32 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   };
   bus.client.on('close', onBrokerLost);
 
+  // Keepalives, and the end of a channel the other side has gone quiet on (see the header).
+  const keepalive = setInterval(
+    () => {
+      const now = Date.now();
+      for (const r of [...channels.values()]) {
+        if (r.peerAlive === null) continue;
+        const limit = Math.max(silenceMs, 3 * r.peerAlive);
+        if (now - r.lastHeard > limit) {
+          const quiet = Math.round((now - r.lastHeard) / 1000);
+          const reason =
+            r.role === 'client'
+              ? `no word for ${quiet} s from the controller replica holding this host's session (lost on the message bus)`
+              : `no word for ${quiet} s from the controller replica serving the client (lost on the message bus)`;
+          log.warn(
+            { channel: r.ch, peer: r.peer, role: r.role, quietMs: now - r.lastHeard },
+            'routed channel ended: the other side went quiet',
+          );
+          send(r, { t: 'close', reason, code: 'request.disconnected', wsCode: CHANNEL_WS_CLOSE_AGENT_GONE });
+          cut(r, reason);
+        } else if (now - r.lastSent >= keepaliveMs) send(r, { t: 'alive' });
+      }
+    },
+    Math.max(10, Math.min(1_000, Math.floor(keepaliveMs / 2))),
+  );
+  keepalive.unref();
+
   const notSealed = 'not sealed under this master key (replicas must share KEEL_MASTER_KEY)';
   const stopListening = bus.listen(ownTopic, (body) => {
     const prefix = readClearPrefix(body);
@@ -647,6 +712,8 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       return;
     }
     r.recvSeq++;
+    r.lastHeard = Date.now();
+    if (head.t === 'alive') return;
     if (r.role === 'client') onClientSide(r, head, opened.body);
     else onHolderSide(r, head, opened.body);
   });
@@ -657,6 +724,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     const hubId = r.hubId!;
     switch (head.t) {
       case 'accepted':
+        if (head.alive) r.peerAlive = head.alive;
         watch(r, head.bus);
         return;
       case 'opened':
@@ -721,6 +789,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     const r = routed(head.ch, 'holder', head.from, 1);
     r.recvSalt = salt;
     r.recvKey = messageKey;
+    if (head.alive) r.peerAlive = head.alive;
     const socket = new BusClientSocket({
       text: (message) => {
         if (message.type === 'opened') send(r, { t: 'opened' });
@@ -747,7 +816,8 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     r.socket = socket;
     channels.set(r.ch, r);
     stats.served++;
-    send(r, { t: 'accepted', bus: bus.replicaId });
+    // `alive` tells the client's replica this side sends keepalives and expects them.
+    send(r, { t: 'accepted', bus: bus.replicaId, alive: keepaliveMs });
     watch(r, head.fromBus);
     const { tokenId, ...grant } = head.grant;
     log.info(
@@ -780,6 +850,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
               at: Date.now(),
               from: replicaId,
               fromBus: bus.replicaId,
+              alive: keepaliveMs,
               grant: { ...rest, params: frame.params, expiresAt, ...(tokenId ? { tokenId } : {}) },
             });
             return;
@@ -822,6 +893,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     stats: (): ChannelRoutingStats => ({ ...stats, open: channels.size }),
     /** Ends every routed channel and stops listening (the controller is stopping). */
     close() {
+      clearInterval(keepalive);
       bus.client.off('close', onBrokerLost);
       for (const r of [...channels.values()]) {
         send(r, { t: 'close', reason: 'controller shutting down', code: 'internal' });
