@@ -837,6 +837,8 @@ async function runJob(job, n) {
       const counts = {};
       /** What was still active 30 s after the tests had ended (the leak guard ended the process). */
       let left = [];
+      /** Where the callbacks of the timers still pending are defined (scripts/test-leak-guard.mjs). */
+      let leftTimers = [];
       /** Each top-level test's outcome. */
       const outcomes = [];
       const perFile = Object.fromEntries(job.files.map((f) => [f, 0]));
@@ -846,7 +848,7 @@ async function runJob(job, n) {
         if (!line) continue;
         const e = JSON.parse(line);
         if (e.kind === 'count') counts[e.name] = (counts[e.name] ?? 0) + e.n;
-        else if (e.kind === 'left') left = e.resources;
+        else if (e.kind === 'left') [left, leftTimers] = [e.resources, e.timers ?? []];
         else if (e.file && toFile(e.file) in perFile) {
           outcomes.push(e.ok);
           perFile[toFile(e.file)] += e.ms;
@@ -884,6 +886,7 @@ async function runJob(job, n) {
         tests,
         output,
         left,
+        leftTimers,
         why: hung ? `hang guard (${hangMs} ms)` : (signal ?? `exit ${code}`),
       });
     });
@@ -942,6 +945,7 @@ function report(r) {
   );
   if (r.left.length > 0)
     console.log(`  ⚠ still active when its tests had ended (a leak to fix): ${r.left.join(', ')}`);
+  for (const timer of r.leftTimers) console.log(`    a timer's callback at ${mapToSources(timer)}`);
 }
 /** When the machine's slots held a job back: the first time is said, then it is polled. */
 let refusedOnce = false;
