@@ -2,8 +2,9 @@
 // shows in "Firing now" and in the top bar's bell, a channel's "Send test" reaches a local webhook
 // receiver and says so, a rule is created by keyboard alone, the Checks page lists a check with
 // its status, uptime and latency line and opens its history; both pages pass axe-core's WCAG 2.1
-// A/AA checks in the dark and the light theme on a desktop and a phone (the rounds open dark on a
-// desktop and light on a phone; their dialogs are checked in the round's theme).
+// A/AA checks in the dark and the light theme on a desktop and a phone, with their rule, history and
+// new-check dialogs open (the rounds open dark on a desktop and light on a phone; each state is
+// checked in both themes).
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,7 +13,6 @@ import type { Browser, Page } from 'playwright-core';
 import { encodeRecords, type CheckResult } from '@keel/shared';
 import { sampleFacts } from './helpers/facts.ts';
 import {
-  axeViolations,
   axeViolationsInThemes,
   launchChromium,
   openSignedIn,
@@ -158,7 +158,7 @@ for (const [viewport, theme] of [
           (await spaceBetween(page, '#r-name', 'label[for="r-kind"]')) >= 8,
           'the rule form keeps its fields apart',
         );
-        assert.deepEqual(await axeViolations(page), [], 'the rule dialog passes axe');
+        assert.deepEqual(await axeViolationsInThemes(page), [], 'the rule dialog passes axe');
         await page.keyboard.press('Enter');
         await page.locator('[data-testid="alerts-rules"]', { hasText: ruleName }).waitFor();
         const rules = await ctl.services.alerts.listRules({ id: admin.username, role: 'owner' });
@@ -166,7 +166,7 @@ for (const [viewport, theme] of [
         assert.ok(made, 'the rule is stored');
         assert.equal(made.kind, 'metric');
         assert.deepEqual(made.params, { series: 'cpu', comparator: '>', threshold: 90, windowSeconds: 60 });
-        assert.deepEqual(await axeViolations(page), []);
+        assert.deepEqual(await axeViolationsInThemes(page), [], 'the page with the new rule passes axe');
         await snapshot(page, { path: `test-results/alerts-${viewport}-${theme}.png`, fullPage: true }).catch(
           () => {},
         );
@@ -214,7 +214,7 @@ for (const [viewport, theme] of [
         await history.locator('table').waitFor();
         assert.equal(await history.locator('tbody tr').count(), 8);
         assert.match((await history.textContent()) ?? '', /HTTP status 503/);
-        assert.deepEqual(await axeViolations(page), [], 'the history dialog passes axe');
+        assert.deepEqual(await axeViolationsInThemes(page), [], 'the history dialog passes axe');
         await page.keyboard.press('Escape');
         await history.locator('table').waitFor({ state: 'detached' });
 
@@ -226,6 +226,11 @@ for (const [viewport, theme] of [
           'the check form keeps its fields apart',
         );
         assert.ok((await spaceBetween(page, '#check-url', 'label[for="check-body"]')) >= 8);
+        assert.deepEqual(
+          await axeViolationsInThemes(page, { shot: `test-results/checks-form-${viewport}` }),
+          [],
+          'the new-check dialog passes axe',
+        );
         await page.keyboard.press('Escape');
         await page.locator('[data-testid="check-form"] #check-name').waitFor({ state: 'detached' });
         await snapshot(page, { path: `test-results/checks-${viewport}-${theme}.png`, fullPage: true }).catch(

@@ -4,12 +4,13 @@
 // for a year, samples for 15 minutes), hovering one chart shows the cursor on all six (synced), the
 // charts move on by themselves while watched, a drag across one chart sets that span on all six, a
 // custom range refuses an end before its start and then reads the typed span, and the page passes
-// axe's WCAG 2.1 A/AA checks in the dark theme on a desktop and the light theme on a phone.
+// axe's WCAG 2.1 A/AA checks in the dark and the light theme on a desktop and a phone (as it opens,
+// with a refused custom range, and with the typed range).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
 import {
-  axeViolations,
+  axeViolationsInThemes,
   launchChromium,
   openSignedIn,
   snapshot,
@@ -126,8 +127,8 @@ for (const [viewport, theme] of [
           (await page.locator('[data-testid="metrics-resolution"]').textContent()) ?? '',
           /^Samples/,
         );
-        const violations = await axeViolations(page);
-        assert.deepEqual(violations, []);
+        const violations = await axeViolationsInThemes(page);
+        assert.deepEqual(violations, [], `axe, as it opens:\n${violations.join('\n')}`);
 
         await page.locator('label', { has: page.locator('[data-testid="range-1y"]') }).click();
         await page.locator('[data-testid="metrics-resolution"]', { hasText: 'Hourly averages' }).waitFor();
@@ -193,6 +194,8 @@ for (const [viewport, theme] of [
         await form.getByLabel('To').fill(local(Date.now() - 20 * 60_000));
         await form.getByRole('button', { name: 'Show' }).click();
         await form.getByRole('alert').filter({ hasText: 'before the end' }).waitFor();
+        const refused = await axeViolationsInThemes(page);
+        assert.deepEqual(refused, [], `axe, a refused range:\n${refused.join('\n')}`);
         await form.getByLabel('From').fill(local(Date.now() - 20 * 60_000));
         await form.getByLabel('To').fill(local(Date.now() + 60_000));
         await form.getByRole('button', { name: 'Show' }).click();
@@ -201,7 +204,8 @@ for (const [viewport, theme] of [
         await snapshot(page, { path: `test-results/metrics-${viewport}-${theme}.png`, fullPage: true }).catch(
           () => {},
         );
-        assert.deepEqual(await axeViolations(page), []);
+        const typed = await axeViolationsInThemes(page, { shot: `test-results/metrics-typed-${viewport}` });
+        assert.deepEqual(typed, [], `axe, the typed range:\n${typed.join('\n')}`);
         assert.deepEqual(pageErrors, []);
       } finally {
         await context.close();

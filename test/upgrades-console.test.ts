@@ -1,15 +1,14 @@
 // Proves the Fleet upgrades page in real Chromium: versions in the fleet and the bundles held are
 // listed, a rollout is started from the form and its per-host progress appears (canary first),
-// it is cancelled by keyboard, and the page passes axe (WCAG 2.1 A/AA) in dark desktop and light
-// phone; with no agent bundle the page says what is missing and where one comes from, and offers no
-// rollout form. (The upgrade itself is proven end to end by upgrades.test.ts.)
+// it is cancelled by keyboard, and the page (before, during and after the rollout) passes axe (WCAG
+// 2.1 A/AA) in dark and light, on a desktop and a phone; with no agent bundle the page says what is
+// missing and where one comes from, and offers no rollout form. (The upgrade itself is proven end to end by upgrades.test.ts.)
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
 import {
-  axeViolations,
   axeViolationsInThemes,
   launchChromium,
   openSignedIn,
@@ -64,7 +63,7 @@ test('start a rollout, see per-host progress, cancel it; accessible', { timeout:
         /0\.0\.9 — 3 hosts, 0 online/,
       );
       assert.equal(await page.locator('[data-testid="bundles"] li').count(), 1);
-      for (const v of await axeViolations(page)) violations.push(`${theme} ${viewport} page: ${v}`);
+      for (const v of await axeViolationsInThemes(page)) violations.push(`${viewport} page: ${v}`);
 
       await page.click('[data-testid="rollout-start"]');
       const rows = page.locator('[data-testid="rollout-hosts"] tbody tr');
@@ -73,7 +72,7 @@ test('start a rollout, see per-host progress, cancel it; accessible', { timeout:
       assert.match(table, /alpha\s+canary/);
       assert.match(table, /bravo\s+batch 1/);
       assert.match(await page.locator('[data-testid="rollout-state"]').innerText(), /Running/);
-      for (const v of await axeViolations(page)) violations.push(`${theme} ${viewport} rollout: ${v}`);
+      for (const v of await axeViolationsInThemes(page)) violations.push(`${viewport} rollout: ${v}`);
 
       // Cancel by keyboard (the confirm dialog accepted).
       page.once('dialog', (d) => void d.accept());
@@ -82,6 +81,9 @@ test('start a rollout, see per-host progress, cancel it; accessible', { timeout:
       await page.keyboard.press('Enter');
       await page.locator('[data-testid="rollout-state"]', { hasText: 'Cancelled' }).waitFor();
       assert.match(await page.locator('[data-testid="rollout-hosts"]').innerText(), /Not started/);
+      const shot = `test-results/upgrades-cancelled-${viewport}`;
+      for (const v of await axeViolationsInThemes(page, { shot }))
+        violations.push(`${viewport} cancelled: ${v}`);
       assert.deepEqual(
         pageErrors.map((e) => e.message),
         [],

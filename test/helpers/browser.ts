@@ -344,9 +344,10 @@ export async function shownTheme(page: Page): Promise<ThemeName> {
  * they run again; the rest ran on that markup in the first theme. A page whose markup changed in
  * between (live data, a theme-dependent label) gets the full set again. The colour rules are most
  * of a check (60-90 % of its time on the host, fleet, audit and users pages), the rest ~0.05-0.15 s
- * of renderer CPU a check (docs/testing.md, 1 Dec).
+ * of renderer CPU a check (docs/testing.md, 1 Dec). `shot`: with KEEL_TEST_SCREENSHOTS=1, a
+ * full-page screenshot `<shot>-<theme>.png` after each theme's check.
  */
-export async function axeViolationsInThemes(page: Page): Promise<string[]> {
+export async function axeViolationsInThemes(page: Page, opts: { shot?: string } = {}): Promise<string[]> {
   const was = await shownTheme(page);
   const found: string[] = [];
   let markup: string | undefined;
@@ -356,9 +357,56 @@ export async function axeViolationsInThemes(page: Page): Promise<string[]> {
     const rules = markup === now ? colourRules : undefined;
     markup ??= now;
     for (const v of await axeViolations(page, rules)) found.push(`${theme}: ${v}`);
+    if (opts.shot) await snapshot(page, { path: `${opts.shot}-${theme}.png`, fullPage: true });
   }
   await useTheme(page, was);
   return found;
+}
+
+/**
+ * axe's WCAG checks in both themes (axeViolationsInThemes) at both of `viewports`, for a page state
+ * a test reaches in one context only (a dialog after a sign-in with a code, a terminal's player):
+ * the page is resized (`page.setViewportSize`) to each viewport, its own first when it is one of
+ * them, and back to the size it had; each line is prefixed with the viewport. The console lays out
+ * by width alone (CSS `max-width`/`min-width` queries, no pointer, hover or touch queries, no
+ * script reading the window's width), so the page at 390 x 844 is laid out as a phone's; the
+ * context keeps the touch emulation it was opened with. Every rule runs again at the second
+ * viewport (a layout can change what overflows, overlaps or scrolls), the colour rules alone in
+ * its second theme. A resize instead of a second context, sign-in and walk to the state: ~0.3-0.6
+ * CPU-s of the shared Chromium less per state (docs/testing.md, "What makes a test cheap").
+ * `shot`: with KEEL_TEST_SCREENSHOTS=1, full-page screenshots `<shot>-<viewport>-<theme>.png`.
+ */
+export async function axeViolationsInViews(page: Page, opts: { shot?: string } = {}): Promise<string[]> {
+  const was = page.viewportSize();
+  assert.ok(was, 'the page has a fixed viewport');
+  const names = Object.keys(viewports) as ViewportName[];
+  const own = names.find((n) => viewports[n].width === was.width && viewports[n].height === was.height);
+  const found: string[] = [];
+  try {
+    for (const name of own ? [own, ...names.filter((n) => n !== own)] : names) {
+      if (name !== own) await resizeTo(page, viewports[name]);
+      const shot = opts.shot && `${opts.shot}-${name}`;
+      for (const v of await axeViolationsInThemes(page, { shot })) found.push(`${name} ${v}`);
+    }
+  } finally {
+    const now = page.viewportSize();
+    if (now?.width !== was.width || now.height !== was.height) await resizeTo(page, was);
+  }
+  return found;
+}
+
+/** Resizes the page and waits two frames: its resize observers have run and it is laid out again. */
+async function resizeTo(page: Page, size: { width: number; height: number }): Promise<void> {
+  await page.setViewportSize(size);
+  for (let i = 0; i < 2; i++)
+    await page.evaluate(
+      () =>
+        new Promise((done) =>
+          (globalThis as unknown as { requestAnimationFrame(f: () => void): void }).requestAnimationFrame(
+            () => done(undefined),
+          ),
+        ),
+    );
 }
 
 /**
