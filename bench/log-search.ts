@@ -8,7 +8,9 @@
 //                to /dev/null` in binary format (no hex text), one connection;
 //   hex-fetch    the chunks' bytes through postgres.js as a query returns them (hex text of bytea);
 //   copy-fetch   the same bytes through postgres.js as a binary COPY stream;
-//   decode       LZ4 decoding of every chunk on this machine (in memory, nothing fetched).
+//   decode       LZ4 decoding of every chunk on this machine (in memory, nothing fetched): lz4-napi
+//                on the thread pool, and the search workers' JavaScript decoder into one buffer;
+//   floor        the repository's pages as the search reads them (fetch + decode), nothing else.
 // Each leg prints wall time, this process's CPU-s and the PostgreSQL backends' CPU-s.
 //
 // The lines are the logs bench's writer's (bench/logs.ts): 100 bytes each, numbered. They are
@@ -19,8 +21,10 @@
 // A/B: --root <checkout> imports the search service and repository from another checkout (e.g. a
 // `git worktree` of the commit before a change, with node_modules linked); --runs alternates.
 //
+// The repository reads pages as the controller does unless --copy on|off forces a way.
+//
 // Run: npx tsx bench/log-search.ts [--mib 1024] [--fresh] [--runs 1] [--legs grep,search,...]
-//      [--root /path/to/other/checkout] [--label old]
+//      [--root /path/to/other/checkout] [--label old] [--copy default|on|off]
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -33,6 +37,7 @@ import { openDatabase } from '../controller/src/db/index.ts';
 import { createLogRetentionRepository } from '../controller/src/repositories/log-retention.ts';
 import { createStreamRepository } from '../controller/src/repositories/streams.ts';
 import { decodeChunk } from '../controller/src/repositories/chunk-codec.ts';
+import { decodeLz4Block } from '../controller/src/repositories/lz4-block.ts';
 import { parseCopyRows, readAll } from '../controller/src/repositories/log-search.ts';
 import type * as LogSearchRepositoryModule from '../controller/src/repositories/log-search.ts';
 import type * as LogSearchServiceModule from '../controller/src/services/log-search.ts';
@@ -48,6 +53,9 @@ const { values: args } = parseArgs({
     root: { type: 'string' },
     label: { type: 'string' },
     patterns: { type: 'string', default: 'none,literal' },
+    // How the repository reads pages: as the controller does (default), or forced (`on`: binary
+    // COPY, `off`: by query) — e.g. the code before 1 Dec 04:00 read by query unless asked.
+    copy: { type: 'string', default: 'default' },
   },
 });
 const MiB = 1024 * 1024;
@@ -184,9 +192,10 @@ const { createLogSearchService } = (await import(
 const { createLogSearchRepository } = (await import(
   pathToFileURL(`${root}/controller/src/repositories/log-search.ts`).href
 )) as typeof LogSearchRepositoryModule;
+const repositoryOptions = args.copy === 'default' ? {} : { copy: args.copy === 'on' };
 const search = createLogSearchService({
   hosts: createHostRepository(db),
-  logs: createLogSearchRepository(db, { copy: true }),
+  logs: createLogSearchRepository(db, repositoryOptions),
 });
 const actor = { id: 'bench', role: 'owner' as const, ip: null };
 
@@ -283,6 +292,20 @@ for (let run = 0; run < Number(args.runs); run++) {
       (b) => `${(b / MiB).toFixed(0)} MiB of records`,
     );
     await measure(
+      'LZ4 decode of every chunk (in memory), JavaScript into one reused buffer, on this thread',
+      async () => {
+        let bytes = 0;
+        let out = Buffer.alloc(0);
+        for (const r of rows) {
+          const size = r.data.readUInt32LE(0);
+          if (out.length < size) out = Buffer.allocUnsafeSlow(size * 2);
+          bytes += decodeLz4Block(r.data, 4, r.data.length, out, 0, size);
+        }
+        return bytes;
+      },
+      (b) => `${(b / MiB).toFixed(0)} MiB of records`,
+    );
+    await measure(
       'LZ4 decode of every chunk (in memory), 32 at a time on the thread pool',
       async () => {
         let bytes = 0;
@@ -297,7 +320,7 @@ for (let run = 0; run < Number(args.runs); run++) {
   }
   if (legs.has('floor')) {
     // The storage floor as the repository reads now: its pages (listing, COPY, decode), nothing else.
-    const logs = createLogSearchRepository(db, { copy: true });
+    const logs = createLogSearchRepository(db, repositoryOptions);
     await measure(
       'repository pages (fetch + decode), nothing else',
       async () => {

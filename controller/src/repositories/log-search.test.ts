@@ -1,20 +1,35 @@
-// Proves the search's chunk reads on every test driver: the pages, fetched two at a time on
-// PostgreSQL, hold exactly what a plain query reads (the same chunks, bodies and order, oldest
-// first, a time range honoured, at most a page of 32 chunks at a time); a search that stops early
-// ends its reads; and the COPY parser (the bench-only binary COPY path, which can leave a
-// connection waiting: see log-search.ts) refuses what is not the expected rows.
+// Proves the search's chunk reads on every test driver: the pages (on PostgreSQL binary COPYs,
+// two at a time) hold exactly what a plain query reads (the same chunks, bodies and order, oldest
+// first, a time range honoured, at most a page of 32 chunks at a time), stored or decoded; a
+// search that stops early ends its reads and leaves every pooled connection answering; a COPY
+// whose output arrives in one read leaves its connection answering (postgres.js 3.4 left it
+// paused for ever: readCopy); and the COPY parser refuses what is not the expected rows.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { sql } from 'drizzle-orm';
+import postgres from 'postgres';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
 import { hosts as hostsTable } from '../db/schema/hosts.ts';
 import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
-import { createLogSearchRepository, parseCopyRows, type LogChunk } from './log-search.ts';
+import { decodeChunk } from './chunk-codec.ts';
+import { createLogSearchRepository, parseCopyRows, readCopy, type LogChunk } from './log-search.ts';
 import { LOGS_STREAM } from './processes.ts';
 import { createStreamRepository } from './streams.ts';
 
 const T0 = Date.UTC(2030, 0, 1);
+
+/** `p`, or a rejection naming `what` after `ms` (a connection that never answers again). */
+function within<T>(ms: number, what: string, p: PromiseLike<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    Promise.resolve(p).finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
+    }),
+  ]);
+}
 const CHUNKS = 70;
 const LINES = 50;
 
@@ -73,9 +88,8 @@ for (const target of testDatabaseTargets()) {
       { timeout: 60_000 },
       async () => {
         const read = await all(createLogSearchRepository(db).pages(hostId, {}));
-        // The same handle without its driver client: the query path (bytea as the driver returns it).
-        const plainDb = Object.create(db, { $client: { value: undefined } }) as Db;
-        const plain = await all(createLogSearchRepository(plainDb).pages(hostId, {}));
+        // The query path (bytea as the driver returns it), as PGlite always reads.
+        const plain = await all(createLogSearchRepository(db, { copy: false }).pages(hostId, {}));
         assert.equal(read.chunks.length, CHUNKS);
         assert.deepEqual(
           read.chunks.map((c) => c.firstSeq),
@@ -85,6 +99,18 @@ for (const target of testDatabaseTargets()) {
         assert.deepEqual(
           read.chunks.map((c) => [c.firstSeq, c.count, c.body.toString('hex')]),
           plain.chunks.map((c) => [c.firstSeq, c.count, c.body.toString('hex')]),
+        );
+        // As stored: the same chunks, undecoded.
+        const stored: { firstSeq: number; body: string }[] = [];
+        for await (const page of createLogSearchRepository(db).storedPages(hostId, {})) {
+          assert.ok(page.length <= 32);
+          for (const c of page) {
+            stored.push({ firstSeq: c.firstSeq, body: (await decodeChunk(c.codec, c.data)).toString('hex') });
+          }
+        }
+        assert.deepEqual(
+          stored,
+          plain.chunks.map((c) => ({ firstSeq: c.firstSeq, body: c.body.toString('hex') })),
         );
       },
     );
@@ -107,9 +133,61 @@ for (const target of testDatabaseTargets()) {
         const first = await pages.next();
         assert.equal((first.value as LogChunk[]).length, 32);
         await pages.return(undefined);
-        // The pages fetched ahead were read to their end: the connections answer the next search.
-        const again = await all(createLogSearchRepository(db).pages(hostId, {}));
+        // The pages fetched ahead were read to their end: every pooled connection answers (more
+        // queries at once than the pool has connections), and so does the next search.
+        await within(
+          10_000,
+          'queries after an early stop',
+          Promise.all(Array.from({ length: 24 }, () => db.execute(sql`select 1`))),
+        );
+        const again = await within(
+          10_000,
+          'the next search',
+          all(createLogSearchRepository(db).pages(hostId, {})),
+        );
         assert.equal(again.chunks.length, CHUNKS);
+        // A time range of 35 chunks (a page of 32 and a small one), stopped at once, many times.
+        for (let k = 0; k < 5; k++) {
+          const some = createLogSearchRepository(db).pages(hostId, {
+            since: T0 + 10 * LINES * 1000,
+            until: T0 + 45 * LINES * 1000,
+          });
+          await some.next();
+          await some.return(undefined);
+        }
+        await within(
+          10_000,
+          'queries after early stops',
+          Promise.all(Array.from({ length: 24 }, () => db.execute(sql`select 1`))),
+        );
+      },
+    );
+
+    test(
+      'a COPY whose output arrives in one read leaves its connection answering',
+      { timeout: 60_000, skip: target.driver !== 'postgres' && 'PostgreSQL only (COPY)' },
+      async () => {
+        // One connection, so that the next query goes where the COPY went. Outputs from one small
+        // read to several reads' worth: each ends with the stream's buffer (16 KiB) overfull.
+        const client = postgres(testDb.options.url!, { max: 1, onnotice: () => {} });
+        try {
+          for (const size of [100, 20_000, 40_000, 60_000, 300_000]) {
+            const out = await within(
+              10_000,
+              `COPY of ${size} bytes`,
+              readCopy(client, `copy (select repeat('x', ${size})) to stdout`),
+            );
+            assert.equal(out.length, size + 1);
+            const [row] = await within(
+              10_000,
+              `a query after a COPY of ${size} bytes`,
+              client`select 1 as one`,
+            );
+            assert.equal(row!.one, 1);
+          }
+        } finally {
+          await client.end({ timeout: 1 });
+        }
       },
     );
   });

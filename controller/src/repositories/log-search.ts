@@ -1,8 +1,11 @@
 // Reads of the `logs` stream for search: a host's chunks whose time range meets [since, until),
-// oldest first, page by page (keyset on first_seq through the primary key), each chunk decoded into
-// its record body by chunk-codec.ts (LZ4, or deflate for chunks written before it), in
-// encodeRecords' format: the caller walks it in place, no object per record. For one process, chunks the retention job's summaries show without it are skipped, and for a search
-// that requires literals, chunks whose gram filter shows they cannot hold them (log-grams.ts) are
+// oldest first, page by page (keyset on first_seq through the primary key), either as stored (codec
+// and bytes: the regex search decodes them in its workers) or each decoded into its record body by
+// chunk-codec.ts (LZ4, or deflate for chunks written before it), in encodeRecords' format: the
+// caller walks it in place, no object per record. On PostgreSQL a page is one binary COPY (bytea as
+// its bytes, not hex text; readCopy says how it keeps postgres.js's connections usable). For one
+// process, chunks the retention job's summaries show without it are skipped, and for a search that
+// requires literals, chunks whose gram filter shows they cannot hold them (log-grams.ts) are
 // skipped inside the database, without being read.
 // Search reads whole blocks, never a row per line (DESIGN.md, Storage).
 import { and, asc, eq, gt, gte, inArray, lt, sql, type SQL } from 'drizzle-orm';
@@ -32,12 +35,21 @@ const PAGES_AHEAD = 2;
 /** Decode output per step for a deflate chunk: a whole chunk at once. */
 const INFLATE_CHUNK_BYTES = CHUNK_MAX_RAW_BYTES + 64 * 1024;
 
-/** A row of a page: a chunk's numbering and its stored bytes. */
-interface ChunkRow {
+/** A stored chunk of the logs stream as read: its numbering, codec (chunk-codec.ts) and bytes. */
+export interface StoredLogChunk {
   firstSeq: number;
   count: number;
   codec: number;
   data: Buffer;
+}
+type ChunkRow = StoredLogChunk;
+
+/** Which chunks a search reads: a time range, one process, literals its lines require. */
+export interface ChunkRange {
+  since?: number;
+  until?: number;
+  process?: string;
+  required?: LiteralRequirement;
 }
 
 /** The postgres.js client under a drizzle handle, or null (PGlite). */
@@ -60,28 +72,47 @@ async function copyRows(client: Sql, hostId: string, seqs: number[]): Promise<Ch
   if (!UUID.test(hostId) || !seqs.every((s) => Number.isSafeInteger(s))) {
     throw new Error('log search: unexpected chunk key');
   }
-  // On a reserved connection, released after the COPY's end: postgres.js counts a connection
-  // whose COPY output is still streaming as free once the query has handed over its stream, and
-  // a query sent on it meanwhile fails (COPY_IN_PROGRESS).
+  return parseCopyRows(
+    await readCopy(
+      client,
+      `copy (select first_seq, count, codec, data from stream_chunks where host_id = '${hostId}'` +
+        ` and stream = '${LOGS_STREAM}' and first_seq = any('{${seqs.join(',')}}'::bigint[])` +
+        ` order by first_seq) to stdout with (format binary)`,
+    ),
+  );
+}
+
+/**
+ * The whole output of `COPY … TO STDOUT` (`text`: a statement of this file's own, never user
+ * input), read on a reserved connection that is released only once the COPY has ended and the
+ * connection reads again. Two ways postgres.js 3.4 leaves a connection stuck, both avoided here:
+ * - a connection whose COPY output is still streaming counts as free once the query has handed
+ *   over its stream (a query sent on it fails: COPY_IN_PROGRESS): so the connection is reserved,
+ *   and the output is always read to its end, also when the search stopped meanwhile;
+ * - it pauses the socket when a chunk of output fills the stream's buffer (16 KiB) and resumes it
+ *   only from the stream's read(), which a stream never calls after its end: when the last output
+ *   arrives in the same read as the end — a COPY small enough for one read, or the tail of any —
+ *   and the stream is not flowing yet (it is handed over a promise later), the socket stays paused
+ *   and the connection never answers again. So after the end the socket is resumed through that
+ *   same read() (it resumes the socket and nothing else).
+ */
+export async function readCopy(client: Sql, text: string): Promise<Buffer> {
   const connection = await client.reserve();
   try {
-    const stream = await connection
-      .unsafe(
-        `copy (select first_seq, count, codec, data from stream_chunks where host_id = '${hostId}'` +
-          ` and stream = '${LOGS_STREAM}' and first_seq = any('{${seqs.join(',')}}'::bigint[])` +
-          ` order by first_seq) to stdout with (format binary)`,
-      )
-      .readable();
-    return parseCopyRows(await readAll(stream));
+    const stream = await connection.unsafe(text).readable();
+    const out = await readAll(stream);
+    try {
+      (stream as Readable & { _read(size: number): void })._read(0);
+    } catch {
+      // The connection closed meanwhile: nothing to resume.
+    }
+    return out;
   } finally {
     connection.release();
   }
 }
 
-/**
- * A COPY's output, read in flowing mode. (Read through `for await`, postgres.js 3.4 left the
- * connection paused after the end, and the next query on it never completed.)
- */
+/** A stream's output, read in flowing mode. */
 export function readAll(stream: Readable): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
@@ -129,130 +160,138 @@ export function parseCopyRows(buf: Buffer): ChunkRow[] {
 
 /** Log chunk reads for search. */
 export function createLogSearchRepository(db: Db, options: { copy?: boolean } = {}) {
-  // The binary COPY path is a bench-only experiment (`copy: true`, bench/log-search.ts), not a
-  // setting: with postgres.js 3.4 a COPY small enough to arrive in one read, or one a search stops
-  // early, can leave its connection waiting for ever (found by log-search.test.ts and a CI run; not
-  // yet fixed). The controller reads pages by query.
-  const copyClient = options.copy ? postgresClient(db) : null;
-  return {
-    /**
-     * The host's logs chunks meeting [since, until), a page of chunks at a time (the caller
-     * filters records by their own time). Stops when the generator is returned.
-     */
-    async *pages(
-      hostId: string,
-      range: { since?: number; until?: number; process?: string; required?: LiteralRequirement },
-    ): AsyncGenerator<LogChunk[]> {
-      const gramFilter = range.required ? gramFilterSql(streamChunks.grams, range.required) : undefined;
-      const where = (after: number, more?: SQL) =>
-        and(
-          eq(streamChunks.hostId, hostId),
-          // One process: skip chunks whose summary (written by the retention job) says it has
-          // no line there; chunks not summarised yet are read.
-          range.process === undefined
-            ? undefined
-            : sql`(${logChunkSummaries.summary} is null or jsonb_exists(${logChunkSummaries.summary}, ${range.process}))`,
-          eq(streamChunks.stream, LOGS_STREAM),
-          gt(streamChunks.firstSeq, after),
-          more,
-          range.since === undefined ? undefined : gte(streamChunks.tsLast, new Date(range.since)),
-          range.until === undefined ? undefined : lt(streamChunks.tsFirst, new Date(range.until)),
-        );
-      const withSummaries = and(
-        eq(logChunkSummaries.hostId, streamChunks.hostId),
-        eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
+  // On PostgreSQL pages are read by a binary COPY (readCopy: the bytes as stored, not bytea's hex
+  // text); `copy: false` reads them by query as PGlite does (tests and the bench compare the two).
+  const copyClient = options.copy === false ? null : postgresClient(db);
+  /** The pages of chunks in range, each turned into what `convert` makes of its rows as it is fetched. */
+  async function* pagesOf<T>(
+    hostId: string,
+    range: ChunkRange,
+    convert: (rows: StoredLogChunk[]) => Promise<T[]> | T[],
+  ): AsyncGenerator<T[]> {
+    const gramFilter = range.required ? gramFilterSql(streamChunks.grams, range.required) : undefined;
+    const where = (after: number, more?: SQL) =>
+      and(
+        eq(streamChunks.hostId, hostId),
+        // One process: skip chunks whose summary (written by the retention job) says it has
+        // no line there; chunks not summarised yet are read.
+        range.process === undefined
+          ? undefined
+          : sql`(${logChunkSummaries.summary} is null or jsonb_exists(${logChunkSummaries.summary}, ${range.process}))`,
+        eq(streamChunks.stream, LOGS_STREAM),
+        gt(streamChunks.firstSeq, after),
+        more,
+        range.since === undefined ? undefined : gte(streamChunks.tsLast, new Date(range.since)),
+        range.until === undefined ? undefined : lt(streamChunks.tsFirst, new Date(range.until)),
       );
-      // With a gram filter, the chunks that pass it are listed first, in one query: each chunk's
-      // probes run once (a page query with the filter could probe the chunks after the page
-      // again for every page, when the planner sorts before it limits). Then pages read those.
-      const candidates = gramFilter
-        ? (
-            await db
-              .select({ firstSeq: streamChunks.firstSeq })
-              .from(streamChunks)
-              .leftJoin(logChunkSummaries, withSummaries)
-              .where(where(-1, gramFilter))
-              .orderBy(asc(streamChunks.firstSeq))
-          ).map((r) => r.firstSeq)
-        : null;
-      // Which chunks, in order: the candidates, or the chunks in range listed LIST_CHUNKS at a time
-      // (first_seq only: the index answers it), so that the data of several pages can be fetched
-      // at once.
-      let listed: number[] = candidates ?? [];
-      let listedAt = 0;
-      let listedAll = candidates !== null;
-      let listAfter = -1;
-      const nextPageSeqs = async (): Promise<number[]> => {
-        if (listed.length - listedAt < PAGE_CHUNKS && !listedAll) {
-          const rows = await db
+    const withSummaries = and(
+      eq(logChunkSummaries.hostId, streamChunks.hostId),
+      eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
+    );
+    // With a gram filter, the chunks that pass it are listed first, in one query: each chunk's
+    // probes run once (a page query with the filter could probe the chunks after the page
+    // again for every page, when the planner sorts before it limits). Then pages read those.
+    const candidates = gramFilter
+      ? (
+          await db
             .select({ firstSeq: streamChunks.firstSeq })
             .from(streamChunks)
             .leftJoin(logChunkSummaries, withSummaries)
-            .where(where(listAfter))
+            .where(where(-1, gramFilter))
             .orderBy(asc(streamChunks.firstSeq))
-            .limit(LIST_CHUNKS);
-          listed = listed.slice(listedAt).concat(rows.map((r) => r.firstSeq));
-          listedAt = 0;
-          listedAll = rows.length < LIST_CHUNKS;
-          listAfter = rows.at(-1)?.firstSeq ?? listAfter;
-        }
-        const page = listed.slice(listedAt, listedAt + PAGE_CHUNKS);
-        listedAt += page.length;
-        return page;
-      };
-      // One page: its rows (on PostgreSQL a binary COPY: the bytes as stored, not bytea's hex text),
-      // then its chunks decoded (in parallel, on libuv's thread pool). A chunk deleted meanwhile is
-      // simply not there.
-      const fetchPage = async (seqs: number[]): Promise<LogChunk[]> => {
-        if (seqs.length === 0) return [];
-        const rows = copyClient
-          ? await copyRows(copyClient, hostId, seqs)
-          : await db
-              .select({
-                firstSeq: streamChunks.firstSeq,
-                count: streamChunks.count,
-                codec: streamChunks.codec,
-                data: streamChunks.data,
-              })
-              .from(streamChunks)
-              .where(
-                and(
-                  eq(streamChunks.hostId, hostId),
-                  eq(streamChunks.stream, LOGS_STREAM),
-                  inArray(streamChunks.firstSeq, seqs),
-                ),
-              )
-              .orderBy(asc(streamChunks.firstSeq));
-        return Promise.all(
+        ).map((r) => r.firstSeq)
+      : null;
+    // Which chunks, in order: the candidates, or the chunks in range listed LIST_CHUNKS at a time
+    // (first_seq only: the index answers it), so that the data of several pages can be fetched
+    // at once.
+    let listed: number[] = candidates ?? [];
+    let listedAt = 0;
+    let listedAll = candidates !== null;
+    let listAfter = -1;
+    const nextPageSeqs = async (): Promise<number[]> => {
+      if (listed.length - listedAt < PAGE_CHUNKS && !listedAll) {
+        const rows = await db
+          .select({ firstSeq: streamChunks.firstSeq })
+          .from(streamChunks)
+          .leftJoin(logChunkSummaries, withSummaries)
+          .where(where(listAfter))
+          .orderBy(asc(streamChunks.firstSeq))
+          .limit(LIST_CHUNKS);
+        listed = listed.slice(listedAt).concat(rows.map((r) => r.firstSeq));
+        listedAt = 0;
+        listedAll = rows.length < LIST_CHUNKS;
+        listAfter = rows.at(-1)?.firstSeq ?? listAfter;
+      }
+      const page = listed.slice(listedAt, listedAt + PAGE_CHUNKS);
+      listedAt += page.length;
+      return page;
+    };
+    // One page: its rows (on PostgreSQL a binary COPY: the bytes as stored, not bytea's hex text).
+    // A chunk deleted meanwhile is simply not there.
+    const fetchPage = async (seqs: number[]): Promise<T[]> => {
+      if (seqs.length === 0) return [];
+      if (copyClient) return convert(await copyRows(copyClient, hostId, seqs));
+      const rows = await db
+        .select({
+          firstSeq: streamChunks.firstSeq,
+          count: streamChunks.count,
+          codec: streamChunks.codec,
+          data: streamChunks.data,
+        })
+        .from(streamChunks)
+        .where(
+          and(
+            eq(streamChunks.hostId, hostId),
+            eq(streamChunks.stream, LOGS_STREAM),
+            inArray(streamChunks.firstSeq, seqs),
+          ),
+        )
+        .orderBy(asc(streamChunks.firstSeq));
+      return convert(rows);
+    };
+    // Pages are fetched ahead while the caller scans: on PostgreSQL PAGES_AHEAD at once (each on
+    // its own pooled connection), on PGlite (one connection) one. Listing is sequential (each
+    // list goes on after the last); the fetches overlap. Yielded in order.
+    const ahead = copyClient ? PAGES_AHEAD : 1;
+    const queue: Promise<T[] | null>[] = [];
+    let listing: Promise<unknown> = Promise.resolve();
+    const schedule = () => {
+      const seqs = listing.then(nextPageSeqs);
+      listing = seqs.catch(() => {});
+      const page = seqs.then((s) => (s.length === 0 ? null : fetchPage(s)));
+      // Awaited in order; a caller that stops first must not leave one unhandled.
+      page.catch(() => {});
+      queue.push(page);
+    };
+    for (;;) {
+      while (queue.length < ahead) schedule();
+      const page = await queue.shift()!;
+      // null: nothing more listed. An empty page: its chunks were deleted meanwhile.
+      if (page === null) return;
+      if (page.length > 0) yield page;
+    }
+  }
+  return {
+    /**
+     * The host's logs chunks meeting [since, until), a page of chunks at a time, as stored (codec
+     * and data, not decoded: the regex search decodes in its workers). Stops when returned.
+     */
+    storedPages: (hostId: string, range: ChunkRange) =>
+      pagesOf(hostId, range, (rows): StoredLogChunk[] => rows),
+    /**
+     * The same pages with each chunk decoded into its record body (in parallel, on libuv's thread
+     * pool, as the page is fetched); the caller filters records by their own time.
+     */
+    pages: (hostId: string, range: ChunkRange): AsyncGenerator<LogChunk[]> =>
+      pagesOf(hostId, range, (rows) =>
+        Promise.all(
           rows.map(async (row) => ({
             firstSeq: row.firstSeq,
             count: row.count,
             body: await decodeChunk(row.codec, row.data, INFLATE_CHUNK_BYTES),
           })),
-        );
-      };
-      // Pages are fetched ahead while the caller scans: on PostgreSQL PAGES_AHEAD at once (each on
-      // its own pooled connection), on PGlite (one connection) one. Listing is sequential (each
-      // list goes on after the last); the fetches overlap. Yielded in order.
-      const ahead = copyClient ? PAGES_AHEAD : 1;
-      const queue: Promise<LogChunk[] | null>[] = [];
-      let listing: Promise<unknown> = Promise.resolve();
-      const schedule = () => {
-        const seqs = listing.then(nextPageSeqs);
-        listing = seqs.catch(() => {});
-        const page = seqs.then((s) => (s.length === 0 ? null : fetchPage(s)));
-        // Awaited in order; a caller that stops first must not leave one unhandled.
-        page.catch(() => {});
-        queue.push(page);
-      };
-      for (;;) {
-        while (queue.length < ahead) schedule();
-        const page = await queue.shift()!;
-        // null: nothing more listed. An empty page: its chunks were deleted meanwhile.
-        if (page === null) return;
-        if (page.length > 0) yield page;
-      }
-    },
+        ),
+      ),
   };
 }
 

@@ -21,8 +21,11 @@
 // per line as before.
 import { Worker } from 'node:worker_threads';
 import { KeelError, decodeLogLine } from '@keel/shared';
+import { chunkCodec } from '../db/schema/streams.ts';
+import { ChunkDecodeError, MAX_DECODED_CHUNK_BYTES } from '../repositories/chunk-codec.ts';
 import type { HostRepository } from '../repositories/hosts.ts';
-import type { LogChunk, LogSearchRepository } from '../repositories/log-search.ts';
+import type { LogChunk, LogSearchRepository, StoredLogChunk } from '../repositories/log-search.ts';
+import { decodeLz4Block } from '../repositories/lz4-block.ts';
 import { CHUNK_MAX_RAW_BYTES } from '../repositories/streams.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
 import { bodyCheck, literalHits, requiredLiterals } from './log-prefilter.ts';
@@ -85,12 +88,20 @@ const REGEX_BATCH_BYTES = 1024 * 1024;
 const BATCH_CAPACITY = REGEX_BATCH_BYTES + CHUNK_MAX_RAW_BYTES + 1024;
 /** Ranges reported per line. */
 const MAX_RANGES = 32;
+/**
+ * Regex workers per search: the batches go to whichever is free (started when a batch finds none
+ * free), results are taken in order. Two: this controller's machine class has two cores.
+ */
+const REGEX_WORKERS = 2;
+/** Batches handed to the workers and not yet taken back (bounds memory and work ahead). */
+const MAX_INFLIGHT = 2 * REGEX_WORKERS;
 
 // Plain JavaScript (CommonJS) evaluated as the worker: no loader needed, bundles as a string.
 // A batch: bytes holding the lines with only '\n' between them, and where each line starts and ends.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { Buffer, isAscii } = require('node:buffer');
+const { inflateRawSync } = require('node:zlib');
 const re = new RegExp(workerData.pattern, workerData.flags);
 // The whole-batch pass (see the header), unless the pattern may look past a line or matches nothing.
 const whole =
@@ -128,9 +139,14 @@ function room(n) {
   st = grow(st, c); en = grow(en, c); segOf = grow(segOf, c); atOf = grow(atOf, c); kOf = grow(kOf, c);
   cap = c;
 }
-function walk(buf, segs) {
+// With keep (stored chunks: nothing else holds the records), each selected record's header (length,
+// time, flags, name) is copied to hdr before it is blanked, at hdrAt[line].
+let hdr = Buffer.alloc(0);
+let hdrAt = new Uint32Array(0);
+function walk(buf, segs, keep) {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let n = 0;
+  let h = 0;
   for (let s = 0; s < segs.length; s += 3) {
     const base = segs[s];
     const len = segs[s + 1];
@@ -163,8 +179,26 @@ function walk(buf, segs) {
         buf.fill(10, base + at, base + end);
         continue;
       }
-      for (let i = base + at; i < base + lineStart; i++) buf[i] = 10;
       room(n);
+      if (keep) {
+        if (hdrAt.length < cap) {
+          const a = new Uint32Array(cap);
+          a.set(hdrAt);
+          hdrAt = a;
+        }
+        if (h + lineStart - at > hdr.length) {
+          const b = Buffer.allocUnsafeSlow(Math.max(65536, hdr.length * 2, h + lineStart - at));
+          hdr.copy(b, 0, 0, h);
+          hdr = b;
+        }
+        hdrAt[n] = h;
+        for (let i = base + at; i < base + lineStart; i++) {
+          hdr[h++] = buf[i];
+          buf[i] = 10;
+        }
+      } else {
+        for (let i = base + at; i < base + lineStart; i++) buf[i] = 10;
+      }
       st[n] = base + lineStart;
       en[n] = base + end;
       segOf[n] = s / 3;
@@ -177,12 +211,82 @@ function walk(buf, segs) {
   }
   return n;
 }
+// Stored chunks (chunks: base, length, record count, codec per chunk) are decoded here, into one
+// buffer the worker keeps (grown when a batch needs more), each followed by one '\\n'.
+const decodeLz4Block = ${decodeLz4Block.toString()};
+let decoded = Buffer.alloc(0);
+function chunkError(codec, message) {
+  const err = new Error(message);
+  err.codec = codec;
+  return err;
+}
+function decodeInto(src, chunks) {
+  const segs = new Uint32Array((chunks.length / 4) * 3);
+  let used = 0;
+  for (let c = 0, s = 0; c < chunks.length; c += 4, s += 3) {
+    const base = chunks[c];
+    const len = chunks[c + 1];
+    const codec = chunks[c + 3];
+    let size;
+    let inflated = null;
+    if (codec === ${chunkCodec.lz4}) {
+      if (len < 4) throw chunkError(codec, 'shorter than its size prefix');
+      size = src.readUInt32LE(base);
+      if (size > ${MAX_DECODED_CHUNK_BYTES}) {
+        throw chunkError(codec, 'decoded size ' + size + ' exceeds ${MAX_DECODED_CHUNK_BYTES}');
+      }
+    } else if (codec === ${chunkCodec.deflateRaw}) {
+      try {
+        inflated = inflateRawSync(src.subarray(base, base + len), { maxOutputLength: ${MAX_DECODED_CHUNK_BYTES} });
+      } catch (err) {
+        throw chunkError(codec, err.message);
+      }
+      size = inflated.length;
+    } else if (codec === ${chunkCodec.none}) {
+      size = len;
+    } else {
+      throw chunkError(codec, 'unknown codec');
+    }
+    if (used + size + 1 > decoded.length) {
+      const bigger = Buffer.allocUnsafeSlow(Math.max(decoded.length * 2, used + size + 1, ${2 * BATCH_CAPACITY}));
+      decoded.copy(bigger, 0, 0, used);
+      decoded = bigger;
+    }
+    if (codec === ${chunkCodec.lz4}) {
+      let end;
+      try {
+        end = decodeLz4Block(src, base + 4, base + len, decoded, used, used + size);
+      } catch (err) {
+        throw chunkError(codec, err.message);
+      }
+      if (end !== used + size) throw chunkError(codec, 'decoded ' + (end - used) + ' bytes, expected ' + size);
+    } else if (inflated !== null) {
+      inflated.copy(decoded, used);
+    } else {
+      src.copy(decoded, used, base, base + len);
+    }
+    segs[s] = used;
+    segs[s + 1] = size;
+    segs[s + 2] = chunks[c + 2];
+    used += size;
+    decoded[used++] = 10;
+  }
+  return { buf: decoded.subarray(0, used), segs };
+}
 parentPort.on('message', (msg) => {
-  const { id, bytes, segs } = msg;
-  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let { starts, ends, count } = msg;
+  const { id, bytes, chunks } = msg;
+  let buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let { starts, ends, count, segs } = msg;
+  if (chunks) {
+    try {
+      ({ buf, segs } = decodeInto(buf, chunks));
+    } catch (err) {
+      parentPort.postMessage({ id, error: { codec: err.codec ?? -1, message: err.message }, spent: bytes.buffer }, [bytes.buffer]);
+      return;
+    }
+  }
   if (segs) {
-    count = walk(buf, segs);
+    count = walk(buf, segs, chunks !== undefined);
     starts = st;
     ends = en;
   }
@@ -241,7 +345,23 @@ parentPort.on('message', (msg) => {
       whole.lastIndex = at[last + 1];
     }
   }
-  if (segs) {
+  if (chunks) {
+    // Decoded here only: each matching line's chunk index and record index, time, stderr flag,
+    // process and text (at most ${MAX_TEXT} + 1 characters: the caller cuts it and says so).
+    const records = out.map(([i]) => {
+      const at = hdrAt[i];
+      const t = line(i);
+      return [
+        segOf[i],
+        kOf[i],
+        hdr.readDoubleBE(at + 4),
+        hdr[at + 12] & 1,
+        hdr.toString('utf8', at + 14, at + 14 + hdr[at + 13]),
+        t.length > ${MAX_TEXT} ? t.slice(0, ${MAX_TEXT} + 1) : t,
+      ];
+    });
+    parentPort.postMessage({ id, out, records, taken: count, spent: bytes.buffer }, [bytes.buffer]);
+  } else if (segs) {
     // Where each matching line is: its chunk (index in segs), record offset and index.
     const where = out.map(([i]) => [segOf[i], atOf[i], kOf[i]]);
     parentPort.postMessage({ id, out, where, taken: count, spent: bytes.buffer }, [bytes.buffer]);
@@ -262,7 +382,12 @@ interface Batch {
   ends: Uint32Array;
   count: number;
   segs?: Uint32Array;
+  /** Stored chunks, not decoded (regex only): base, length, record count and codec per chunk. */
+  chunks?: Uint32Array;
 }
+
+/** A matching line of a stored-chunks batch: chunk index, record index, time, stderr, process, text. */
+type FoundRecord = [number, number, number, number, string, string];
 
 /** What a batch gave: line index -> ranges, in line order; for whole chunks also where each is. */
 interface BatchResult {
@@ -271,6 +396,15 @@ interface BatchResult {
   where?: [number, number, number][];
   /** Whole chunks: the lines selected (scanned) in them. */
   taken?: number;
+  /** Stored chunks: per hit, the line as the worker decoded it. */
+  records?: FoundRecord[];
+  /** Stored chunks: one did not decode. */
+  error?: ChunkDecodeError;
+}
+
+/** A line's match ranges as sent: those that start within the text sent, cut to it. */
+function clipped(ranges: [number, number][]): [number, number][] {
+  return ranges.filter(([st]) => st < MAX_TEXT).map(([st, e]) => [st, Math.min(e, MAX_TEXT)]);
 }
 
 /** Whether `buf[at, at + length)` holds exactly the bytes of `want`. */
@@ -325,46 +459,72 @@ interface RecordSelection {
 
 function regexMatcher(pattern: string, caseSensitive: boolean, select: RecordSelection): Matcher {
   const flags = `g${caseSensitive ? '' : 'i'}u`;
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { pattern, flags, ...select } });
-  worker.unref();
   let nextId = 0;
-  let dead = false;
-  let queueTail: Promise<unknown> = Promise.resolve();
-  const pending = new Map<number, (out: BatchResult | null) => void>();
-  // Batch buffers the worker handed back (transferred), used again: a search allocates a few, not
+  // Batch buffers the workers handed back (transferred), used again: a search allocates a few, not
   // one per MiB of lines (less garbage for the event loop's collector).
   const spare: ArrayBuffer[] = [];
-  worker.on(
-    'message',
-    ({
-      id,
-      out,
-      where,
-      taken,
-      spent,
-    }: { id: number; out: BatchResult['hits']; spent: ArrayBuffer } & Omit<BatchResult, 'hits'>) => {
-      if (spent.byteLength === BATCH_CAPACITY && spare.length < 4) spare.push(spent);
-      pending.get(id)?.({ hits: out, ...(where && { where, taken }) });
-      pending.delete(id);
-    },
-  );
-  const fail = () => {
-    dead = true;
-    for (const resolve of pending.values()) resolve(null);
-    pending.clear();
+  type RegexWorker = {
+    worker: Worker;
+    pending: Map<number, (out: BatchResult | null) => void>;
+    queueTail: Promise<unknown>;
+    dead: boolean;
   };
-  worker.on('error', fail);
-  worker.on('exit', fail);
+  const pool: RegexWorker[] = [];
+  const start = (): RegexWorker => {
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { pattern, flags, ...select } });
+    worker.unref();
+    const w: RegexWorker = { worker, pending: new Map(), queueTail: Promise.resolve(), dead: false };
+    worker.on(
+      'message',
+      ({
+        id,
+        out,
+        where,
+        taken,
+        records,
+        error,
+        spent,
+      }: {
+        id: number;
+        out: BatchResult['hits'];
+        spent: ArrayBuffer;
+        error?: { codec: number; message: string };
+      } & Omit<BatchResult, 'hits' | 'error'>) => {
+        if (spent.byteLength === BATCH_CAPACITY && spare.length < 2 * MAX_INFLIGHT) spare.push(spent);
+        w.pending.get(id)?.(
+          error
+            ? { hits: [], error: new ChunkDecodeError(error.codec, error.message) }
+            : { hits: out, ...(where && { where, taken }), ...(records && { records, taken }) },
+        );
+        w.pending.delete(id);
+      },
+    );
+    const fail = () => {
+      w.dead = true;
+      for (const resolve of w.pending.values()) resolve(null);
+      w.pending.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', fail);
+    pool.push(w);
+    return w;
+  };
   return {
     buffer(size) {
       const back = size === BATCH_CAPACITY ? spare.pop() : undefined;
       return back ? Buffer.from(back) : Buffer.allocUnsafeSlow(size);
     },
     async match(batch) {
-      if (dead) return null;
+      // A free worker, else a new one while there are fewer than REGEX_WORKERS, else the one with
+      // the fewest batches queued. A worker stopped for a slow pattern ends the search.
+      let w = pool.find((x) => x.pending.size === 0) ?? null;
+      if (w === null && pool.length < REGEX_WORKERS) w = start();
+      w ??= pool.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+      if (w.dead || pool.some((x) => x.dead)) return null;
+      const { worker, pending } = w;
       const id = nextId++;
-      // Batches queue in the worker: a batch's time counts from when the one before it is done.
-      const before = queueTail;
+      // Batches queue in a worker: a batch's time counts from when the one before it there is done.
+      const before = w.queueTail;
       const result = new Promise<BatchResult | null>((resolve) => {
         let timer: NodeJS.Timeout | null = null;
         pending.set(id, (out) => {
@@ -380,19 +540,21 @@ function regexMatcher(pattern: string, caseSensitive: boolean, select: RecordSel
           }, REGEX_BATCH_MS);
         });
         // The bytes and offsets are handed over (transferred), not copied.
-        const { bytes, starts, ends, count, segs } = batch;
-        worker.postMessage({ id, bytes, starts, ends, count, segs }, [
+        const { bytes, starts, ends, count, segs, chunks } = batch;
+        worker.postMessage({ id, bytes, starts, ends, count, segs, chunks }, [
           bytes.buffer as ArrayBuffer,
-          ...(segs
-            ? [segs.buffer as ArrayBuffer]
-            : [starts.buffer as ArrayBuffer, ends.buffer as ArrayBuffer]),
+          ...(chunks
+            ? [chunks.buffer as ArrayBuffer]
+            : segs
+              ? [segs.buffer as ArrayBuffer]
+              : [starts.buffer as ArrayBuffer, ends.buffer as ArrayBuffer]),
         ]);
       });
-      queueTail = result;
+      w.queueTail = result;
       return result;
     },
     close() {
-      void worker.terminate();
+      for (const w of pool) void w.worker.terminate();
     },
   };
 }
@@ -447,6 +609,9 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
       // In a chunk that holds it, only the lines holding an occurrence of the first clause's
       // literals can match: where those are few, only they are copied and matched.
       const hitsOf = literalHits(required);
+      // A regex with no literal to narrow it reads every chunk: they come as stored, and the
+      // workers decode, walk and match them (the event loop copies compressed bytes, nothing more).
+      const readStored = query.regex === true && mayHold === null && hitsOf === null;
       return (async function* run(): AsyncGenerator<LogSearchEvent> {
         const started = Date.now();
         const matcher = query.regex
@@ -465,16 +630,16 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
           scan: for (const host of targets) {
             let hostMatches = 0;
             let hostLines = 0;
-            const pages = logs.pages(host.id, {
-              since: query.since,
-              until: query.until,
-              process: query.process,
-              required,
-            });
+            const range = { since: query.since, until: query.until, process: query.process, required };
+            const pages: AsyncGenerator<LogChunk[] | StoredLogChunk[]> = readStored
+              ? logs.storedPages(host.id, range)
+              : logs.pages(host.id, range);
             // Batches in flight: while the worker matches one, the next is gathered (two cores).
             const inflight: {
               found: Promise<BatchResult | null>;
               chunks: LogChunk[];
+              /** Stored chunks: the batch's chunks, in the order sent. */
+              stored: StoredLogChunk[] | null;
               /** Whole chunks: the index in `chunks` of each chunk the batch holds. */
               segChunk: number[] | null;
               lineChunk: number[];
@@ -490,17 +655,45 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 reason = 'pattern-too-slow';
                 return false;
               }
+              if (found.error) throw found.error;
               if (found.taken !== undefined) {
                 hostLines += found.taken;
                 scannedLines += found.taken;
               }
               const hits = found.hits
-                .map((h, n) => ({ i: h[0], ranges: h[1], where: found.where?.[n] }))
+                .map((h, n) => ({
+                  i: h[0],
+                  ranges: h[1],
+                  where: found.where?.[n],
+                  record: found.records?.[n],
+                }))
                 .sort((x, y) => x.i - y.i);
-              for (const { i, ranges, where } of hits) {
+              for (const { i, ranges, where, record } of hits) {
                 if (signal?.aborted) {
                   reason = 'cancelled';
                   return false;
+                }
+                if (record && b.stored) {
+                  const [c, k, ts, stderr, process, text] = record;
+                  matches++;
+                  hostMatches++;
+                  yieldQueue.push({
+                    type: 'match',
+                    hostId: host.id,
+                    hostName: host.name,
+                    process,
+                    seq: b.stored[c]!.firstSeq + k,
+                    ts,
+                    stream: stderr ? 'stderr' : 'stdout',
+                    text: text.slice(0, MAX_TEXT),
+                    cut: text.length > MAX_TEXT,
+                    ranges: clipped(ranges),
+                  });
+                  if (matches >= limit) {
+                    reason = 'limit';
+                    return false;
+                  }
+                  continue;
                 }
                 const chunk = b.chunks[where && b.segChunk ? b.segChunk[where[0]]! : b.lineChunk[i]!]!;
                 const body = chunk.body;
@@ -519,9 +712,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   stream: l.stream,
                   text: text.slice(0, MAX_TEXT),
                   cut: text.length > MAX_TEXT,
-                  ranges: ranges
-                    .filter(([st]) => st < MAX_TEXT)
-                    .map(([st, e]) => [st, Math.min(e, MAX_TEXT)] as [number, number]),
+                  ranges: clipped(ranges),
                 });
                 if (matches >= limit) {
                   reason = 'limit';
@@ -555,10 +746,15 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                 // Whole chunks (a regex: the worker walks their records): base, length, count each.
                 let segs: number[] = [];
                 let segChunk: number[] = [];
+                // Stored chunks (readStored): base, length, count and codec each; the chunks; and
+                // what they decode to (the batch's size bound counts decoded bytes).
+                let zs: number[] = [];
+                let batchStored: StoredLogChunk[] = [];
+                let decodedUsed = 0;
                 /** Hands the batch to the matcher (its bytes are transferred: a new buffer after). */
                 const send = () => {
                   const count = starts.length;
-                  if (count === 0 && segs.length === 0) return;
+                  if (count === 0 && segs.length === 0 && zs.length === 0) return;
                   const whole = segs.length > 0;
                   inflight.push({
                     found: matcher.match({
@@ -567,8 +763,10 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                       ends: Uint32Array.from(ends),
                       count,
                       ...(whole && { segs: Uint32Array.from(segs) }),
+                      ...(zs.length > 0 && { chunks: Uint32Array.from(zs) }),
                     }),
-                    chunks,
+                    chunks: readStored ? [] : (chunks as LogChunk[]),
+                    stored: zs.length > 0 ? batchStored : null,
                     segChunk: whole ? segChunk : null,
                     lineChunk,
                     lineAt,
@@ -583,9 +781,41 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   lineSeq = [];
                   segs = [];
                   segChunk = [];
+                  zs = [];
+                  batchStored = [];
+                  decodedUsed = 0;
                 };
-                for (let ci = 0; ci < chunks.length && go; ci++) {
-                  const { body, count, firstSeq } = chunks[ci]!;
+                for (const chunk of readStored ? (chunks as StoredLogChunk[]) : []) {
+                  const { data, codec } = chunk;
+                  // What it decodes to: LZ4's size prefix; deflate (chunks from before LZ4) guessed.
+                  const size =
+                    codec === chunkCodec.lz4 && data.length >= 4
+                      ? data.readUInt32LE(0)
+                      : codec === chunkCodec.deflateRaw
+                        ? data.length * 4
+                        : data.length;
+                  if (used > 0 && decodedUsed + size >= REGEX_BATCH_BYTES) {
+                    send();
+                    if (inflight.length >= MAX_INFLIGHT) go = await settle();
+                    for (const e of yieldQueue.splice(0)) {
+                      if (signal?.aborted) break;
+                      yield e;
+                    }
+                    if (!go) break;
+                  }
+                  if (used + data.length > bytes.length) {
+                    const bigger = Buffer.allocUnsafeSlow(used + data.length + BATCH_CAPACITY);
+                    bytes.copy(bigger, 0, 0, used);
+                    bytes = bigger;
+                  }
+                  data.copy(bytes, used);
+                  zs.push(used, data.length, chunk.count, codec);
+                  batchStored.push(chunk);
+                  used += data.length;
+                  decodedUsed += size;
+                }
+                for (let ci = 0; !readStored && ci < chunks.length && go; ci++) {
+                  const { body, count, firstSeq } = (chunks as LogChunk[])[ci]!;
                   if (mayHold !== null && !mayHold(body)) continue;
                   const hits = hitsOf === null ? null : hitsOf(body);
                   // Few lines hold the literal: those lines are copied one by one, the rest is not
@@ -600,7 +830,7 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                     (used + body.length >= REGEX_BATCH_BYTES || walkInWorker !== segs.length > 0)
                   ) {
                     send();
-                    if (inflight.length >= 2) go = await settle();
+                    if (inflight.length >= MAX_INFLIGHT) go = await settle();
                     for (const e of yieldQueue.splice(0)) {
                       if (signal?.aborted) break;
                       yield e;
@@ -684,8 +914,8 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
                   if (!few && off < body.length) bytes.fill(10, base + off, base + body.length);
                 }
                 if (go) send();
-                // At most one batch waits while the next page is read.
-                while (go && inflight.length > 1) go = await settle();
+                // At most a batch per worker waits while the next page is read.
+                while (go && inflight.length > REGEX_WORKERS) go = await settle();
                 for (const e of yieldQueue.splice(0)) {
                   if (signal?.aborted) {
                     reason = 'cancelled';
