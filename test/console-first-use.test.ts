@@ -4,7 +4,7 @@
 // required name with the template's id, unique on the host ("command", then "command-2"), and keeps
 // a typed one; a check created on the Checks page shows its first result within seconds, not after
 // its 60 s interval; a visit to the Terminal tab opens no session (no recording) until "Open
-// terminal"; the Alerts and Checks tables keep their Edit/Delete buttons inside a phone's width and
+// terminal", and "End session" says the user ended it (each state axe-checked); the Alerts and Checks tables keep their Edit/Delete buttons inside a phone's width and
 // the check and rule forms stack through the shared .form-stack class; Proxies with no node has a
 // page header like the other pages and no rollout form; the sessions list names the browser
 // ("Chrome on Linux") with the full user-agent string on hover.
@@ -235,8 +235,17 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
       await page.click('[data-testid="terminal-open"]');
       await page.locator('[data-testid="terminal-status"]', { hasText: 'Live' }).waitFor({ timeout: 30_000 });
       await waitFor(async () => (await recordings()) === before + 1, 15_000, 'the opened session recorded');
+      await accessible(page, 'terminal, live', found);
+      await shot('terminal-live');
       await page.click('[data-testid="terminal-end"]');
       await page.locator('[data-testid="terminal-status"]', { hasText: 'Ended' }).waitFor();
+      // Ended by the user: said so, not "the connection was lost".
+      assert.equal(
+        await page.locator('[data-testid="terminal-note"]').textContent(),
+        'You ended the session.',
+      );
+      await accessible(page, 'terminal, ended', found);
+      await shot('terminal-ended');
 
       // 7. Sessions: a short browser label, the full user-agent string on hover.
       await navigate(page, '/settings/account');

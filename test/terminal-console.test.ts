@@ -1,11 +1,13 @@
 // Proves the console's Terminal tab in real Chromium against a real controller and agent: the
 // shell goes live, typing `echo hi` shows `hi`, resizing the page changes `stty size`, the page
-// passes axe's WCAG checks with the terminal on it, hostile escape sequences (OSC 52, OSC 8,
-// title, queries) do nothing to the page, `exit` says the shell ended, and the session's recording
-// is listed, downloads as asciicast and plays; a full-screen program (vi) switches xterm to the
-// alternate screen and back, ^C stops `yes`; a user without terminal.open is told why in the
-// console; kill -9 of the agent mid-session: the page says the session ended, and the recording
-// is complete and read by `asciinema cat` (Debian's package).
+// passes axe's WCAG checks with the terminal on it (its player and a refusal in both themes on a
+// desktop and a phone), hostile escape sequences (OSC 52, OSC 8, title, queries) do nothing to the
+// page, `exit` says the shell ended, and the session's recording is listed, downloads as asciicast
+// and plays; a full-screen program (vi) switches xterm to the alternate screen and back, ^C stops
+// `yes`, and Esc then Tab moves the focus out of the terminal (Tab alone is the shell's); a user
+// without terminal.open is told why in the console; kill -9 of the agent mid-session: the page
+// says the session ended, and the recording is complete and read by `asciinema cat` (Debian's
+// package).
 //
 // The shell is a login shell of the tests' terminal user (KEEL_TEST_TERMINAL_USER, `keel-test`,
 // with the skeleton profile; see test/terminal.test.ts), else of the user running the tests, whose
@@ -20,7 +22,13 @@ import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { TEST_PASSWORD } from '../controller/src/app-fixture.ts';
 import { ApiClient } from './helpers/api.ts';
-import { axeViolations, launchChromium, openSignedIn, type Credentials } from './helpers/browser.ts';
+import {
+  axeViolationsInThemes,
+  axeViolationsInViews,
+  launchChromium,
+  openSignedIn,
+  type Credentials,
+} from './helpers/browser.ts';
 import { kill, removeDir, waitFor, type Proc, startFleet, type TestController } from './helpers/fleet.ts';
 
 type Ctl = TestController;
@@ -137,7 +145,10 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 150_000
   );
   assert.notEqual(after, before, 'stty size changed with the page');
 
-  assert.deepEqual(await axeViolations(page), []);
+  // The live terminal at 800 x 600, in both themes (at the desktop's and the phone's sizes it is
+  // checked in console-first-use's rounds).
+  const live = await axeViolationsInThemes(page);
+  assert.deepEqual(live, [], `axe, the live terminal:\n${live.join('\n')}`);
 
   // Hostile output: OSC 52 (write the clipboard), an OSC 8 link, a title change and terminal
   // queries (DA, DSR, window-size report) must not touch the page, its clipboard or its title.
@@ -208,7 +219,9 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 150_000
     .locator('[data-testid="player-position"]')
     .fill((await page.locator('[data-testid="player-position"]').getAttribute('max')) ?? '0');
   assert.equal(await seen(page, /^(hi)$/m, 'hi in the player', 'player-screen'), 'hi');
-  assert.deepEqual(await axeViolations(page), []);
+  // The ended session, its recordings and the player: desktop and phone, dark and light.
+  const played = await axeViolationsInViews(page, { shot: 'test-results/terminal-player' });
+  assert.deepEqual(played, [], `axe, the player:\n${played.join('\n')}`);
   assert.deepEqual(pageErrors, []);
 });
 
@@ -245,6 +258,27 @@ test(
       'the shell after ^C',
     );
     assert.equal(await page.locator('[data-testid="terminal-status"]').textContent(), 'Live');
+
+    // By keyboard out of the terminal (no keyboard trap): Tab is the shell's, Esc then Tab moves
+    // the focus on to the search box, Shift+Tab from there back into the terminal.
+    const inTerminal = () =>
+      page.evaluate(
+        `document.activeElement !== null && document.activeElement.closest('[data-testid="terminal"]') !== null`,
+      );
+    await page.keyboard.press('Tab');
+    assert.equal(await inTerminal(), true, 'Tab stays in the terminal');
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('Tab');
+    assert.equal(
+      await page.evaluate('document.activeElement && document.activeElement.id'),
+      'terminal-search',
+    );
+    await page.keyboard.press('Shift+Tab');
+    assert.equal(await inTerminal(), true, 'Shift+Tab returns to the terminal');
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('Shift+Tab');
+    assert.equal(await inTerminal(), false, 'Esc then Shift+Tab leaves it backwards');
+    assert.equal(await page.locator('[data-testid="terminal-status"]').textContent(), 'Live');
     assert.deepEqual(pageErrors, []);
   },
 );
@@ -269,6 +303,8 @@ test('a user without terminal.open is told why in the console', { timeout: 60_00
     /You may not open a terminal on this host: that needs the terminal\.open permission/,
   );
   assert.equal(await page.locator('[data-testid="terminal-note"]').getAttribute('role'), 'alert');
+  const refused = await axeViolationsInViews(page, { shot: 'test-results/terminal-refused' });
+  assert.deepEqual(refused, [], `axe, the refusal:\n${refused.join('\n')}`);
   assert.deepEqual(pageErrors, []);
 });
 
