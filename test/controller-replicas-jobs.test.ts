@@ -2,8 +2,9 @@
 // Mosquitto, two controller replicas in this process, an agent on each): a run started through B
 // runs on A's host through a routed channel as on B's own, with the same results, output, events
 // and one audit row, the other replica's live view gets all of its output, and a host online nowhere
-// is reported offline; a schedule on both replicas' hosts succeeds on both, whichever replica's
-// scheduler claimed the slot. (Before, a replica reported every host held by another as offline.)
+// is reported offline; a run cancelled through the replica not running it ends cancelled; a
+// schedule on both replicas' hosts succeeds on both, whichever replica's scheduler claimed the
+// slot. (Before, a replica reported every host held by another as offline, and refused the cancel.)
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -114,6 +115,35 @@ test(
       select actor from audit_log where action = 'job.run' and target = ${`job:${runId}`}`;
     assert.equal(audited.length, 1, 'one audit row for the run');
     // The routed channel ended on both sides.
+    await waitFor(() => a.channels.openCount === 0 && b.channels.openCount === 0, 5_000, 'no channel left');
+
+    // A run B runs, cancelled through A: the cancel reaches B over the bus, both hosts are killed.
+    const long = await apiB.request<{ run: JobRunView }>('POST', '/jobs/runs', {
+      command: { argv: ['/bin/sleep', '120'] },
+      target: { hostIds: [onA, onB] },
+    });
+    assert.equal(long.status, 201, JSON.stringify(long.body));
+    const longId = long.body.run.id;
+    const running = (hostId: string) =>
+      heardOnA.some(
+        (e) =>
+          e.type === 'job.host' &&
+          e.runId === longId &&
+          e.host.hostId === hostId &&
+          e.host.status === 'running',
+      );
+    await waitFor(() => running(onA) && running(onB), 15_000, 'both hosts running');
+    const cancelled = await apiA.request<{ run: JobRunView }>('POST', `/jobs/runs/${longId}/cancel`);
+    assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+    assert.equal(cancelled.body.run.status, 'cancelled');
+    const afterCancel = await apiA.get<{ hosts: JobHostView[] }>(`/jobs/runs/${longId}`);
+    assert.deepEqual(
+      afterCancel.body.hosts.map((h) => h.status),
+      ['cancelled', 'cancelled'],
+    );
+    const cancelAudit = await sql`
+      select 1 from audit_log where action = 'job.cancel' and target = ${`job:${longId}`}`;
+    assert.equal(cancelAudit.length, 1);
     await waitFor(() => a.channels.openCount === 0 && b.channels.openCount === 0, 5_000, 'no channel left');
 
     // A schedule on both replicas' hosts: both schedulers tick; whichever claims a slot runs it on both.

@@ -190,6 +190,7 @@ export async function startController(
   const services = createServices({
     db: database.db,
     bus: bus.local,
+    ...(mqttBus ? { fleetBus: bus } : {}),
     gateway: agents,
     log,
     config,

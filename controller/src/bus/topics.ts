@@ -48,6 +48,9 @@ export function topicOf(prefix: string, event: FleetEvent): EventTopic {
         topic: `${prefix}/jobs/${topicLevel(event.runId)}/hosts/${topicLevel(event.hostId)}/output`,
         retain: false,
       };
+    case 'job.cancel':
+      // Asks the replica running the run to cancel it (a cancel made through another replica).
+      return { topic: `${prefix}/jobs/${topicLevel(event.runId)}/cancel`, retain: false };
     case 'job.failed':
       return { topic: `${prefix}/jobs/${topicLevel(event.runId)}/failed`, retain: false };
   }

@@ -88,6 +88,7 @@ const wireEvent = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('job.run'), run: jobRunView }),
   z.object({ type: z.literal('job.host'), runId: id, host: jobHostView }),
+  z.object({ type: z.literal('job.cancel'), runId: id, userId: id, at: text }),
   z.object({
     type: z.literal('job.output'),
     runId: id,

@@ -64,6 +64,11 @@ import { randomBytes } from 'node:crypto';
 export interface ServicesDeps {
   db: Db;
   bus: FleetBus;
+  /**
+   * Every replica's events (the replica bus's fleet-wide side; `bus` is this replica's own): how a
+   * job run hears a cancel made through another replica. Absent: one controller, no other replica.
+   */
+  fleetBus?: FleetBus;
   gateway: AgentGateway;
   log: Logger;
   config: { publicUrl: string; joinTokenTtlSeconds: number; channelTicketTtlSeconds?: number };
@@ -135,6 +140,7 @@ export function createServices(deps: ServicesDeps) {
     gateway: deps.gateway,
     audit,
     bus: deps.bus,
+    fleet: deps.fleetBus,
     log: log.child({ component: 'jobs' }),
     now,
   });

@@ -105,6 +105,8 @@ export interface JobRunView {
 export type JobBusEvent =
   | { type: 'job.run'; run: JobRunView }
   | { type: 'job.host'; runId: string; host: JobHostView }
+  /** A cancel made through a replica other than the one running the run (which acts on it). */
+  | { type: 'job.cancel'; runId: string; userId: string; at: string }
   | {
       type: 'job.output';
       runId: string;
@@ -233,10 +235,16 @@ export interface JobsServiceDeps {
    */
   gateway: { isOnline(hostId: string): boolean; isReachable?(hostId: string): Promise<boolean> };
   audit: AuditService;
+  /** Where this controller publishes its runs' events. */
   bus: FleetBus;
+  /** Every replica's events (a cancel made through another replica); absent: none are heard. */
+  fleet?: Pick<FleetBus, 'subscribe'>;
   log: Logger;
   now?: () => Date;
 }
+
+/** How long a cancel made through another replica waits for the running one to end the run. */
+const REMOTE_CANCEL_WAIT_MS = 15_000;
 
 /** How a host's channel end reads as a result. */
 function hostStatusOf(end: ChannelEnd, cancelled: boolean): string {
@@ -256,6 +264,20 @@ export function createJobsService(deps: JobsServiceDeps) {
   const live = new Map<string, LiveRun>();
   let heartbeat: NodeJS.Timeout | null = null;
   const publish = (event: JobBusEvent) => bus.publish(event as never);
+  /** Cancels a run of this controller: hosts not started are skipped, running ones killed. */
+  const cancelHere = (run: LiveRun) => {
+    run.cancelled = true;
+    for (const h of run.hosts.values()) h.close?.('cancelled by a user', 'job.cancelled');
+  };
+  // A cancel made through another replica, for a run of this one (checked and audited there).
+  const stopHearing = deps.fleet?.subscribe((e) => {
+    const event = e as unknown as JobBusEvent;
+    if (event.type !== 'job.cancel') return;
+    const run = live.get(event.runId);
+    if (!run || run.cancelled) return;
+    log.info({ run: run.id, user: event.userId }, 'job run cancelled through another replica');
+    cancelHere(run);
+  });
   /** Here, or (replicas) on another replica the channel is routed through. */
   const reachable = async (hostId: string): Promise<boolean> => {
     if (deps.gateway.isOnline(hostId)) return true;
@@ -558,6 +580,32 @@ export function createJobsService(deps: JobsServiceDeps) {
     heartbeat.unref();
   }
 
+  /**
+   * A run another replica runs: the cancel goes to it over the bus, and the answer is the run once
+   * it ended (read from the database), or 409 when it has not ended in REMOTE_CANCEL_WAIT_MS (that
+   * replica cannot be reached, or is gone: its run becomes `interrupted` when its lease lapses).
+   */
+  async function cancelElsewhere(actor: Actor & { ip?: string | null }, row: JobRunRow): Promise<JobRunView> {
+    const id = row.id;
+    // No other replica, or none has touched the run lately (its controller stopped: the sweep
+    // marks it interrupted): nobody to ask.
+    if (!deps.fleet || now().getTime() - row.heartbeatAt.getTime() > 3 * HEARTBEAT_MS)
+      throw new KeelError('job.not_running', 'The run is running on another controller.');
+    publish({ type: 'job.cancel', runId: id, userId: actor.id, at: now().toISOString() });
+    await deps.audit.record(actor.id, 'job.cancel', `job:${id}`, { elsewhere: true }, actor.ip ?? null);
+    const until = Date.now() + REMOTE_CANCEL_WAIT_MS;
+    for (;;) {
+      const row = await jobs.getRun(id);
+      if (row && row.status !== 'running') return runView(row);
+      if (Date.now() > until)
+        throw new KeelError(
+          'job.not_running',
+          'The run is running on another controller replica, which did not end it in time (is the message bus down?).',
+        );
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
   /** Whether the actor may see a run: its own, or one whose every host they may see (admins: all). */
   async function visibleRun(actor: Actor, id: string): Promise<JobRunRow> {
     const run = await jobs.getRun(id);
@@ -600,9 +648,8 @@ export function createJobsService(deps: JobsServiceDeps) {
       const row = await visibleRun(actor, id);
       const run = live.get(id);
       if (row.status !== 'running') throw new KeelError('job.not_running');
-      if (!run) throw new KeelError('job.not_running', 'The run is running on another controller.');
-      run.cancelled = true;
-      for (const h of run.hosts.values()) h.close?.('cancelled by a user', 'job.cancelled');
+      if (!run) return cancelElsewhere(actor, row);
+      cancelHere(run);
       await deps.audit.record(actor.id, 'job.cancel', `job:${id}`, {}, actor.ip ?? null);
       return run.done;
     },
@@ -674,6 +721,7 @@ export function createJobsService(deps: JobsServiceDeps) {
     async stop(): Promise<void> {
       if (heartbeat) clearInterval(heartbeat);
       heartbeat = null;
+      stopHearing?.();
       const runs = [...live.values()];
       for (const run of runs) {
         run.cancelled = true;
