@@ -24,6 +24,18 @@ const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 const templates = new Map<string, Promise<string>>();
 
+/** Adds a migrations folder's files (names and contents) to `hash`: a template's name changes with them. */
+export function hashMigrations(
+  hash: ReturnType<typeof createHash>,
+  migrations = join(repoRoot, 'controller/drizzle'),
+): ReturnType<typeof createHash> {
+  for (const name of readdirSync(migrations, { recursive: true, encoding: 'utf8' }).sort()) {
+    const file = join(migrations, name);
+    if (name.endsWith('.sql') || name.endsWith('.json')) hash.update(name).update(readFileSync(file));
+  }
+  return hash;
+}
+
 /**
  * The template's directory, made on first use (a concurrent maker loses the rename race).
  * scripts/test.mjs makes the controller's before the test processes start (beside the console
@@ -40,10 +52,7 @@ export function databaseTemplate(migrations = join(repoRoot, 'controller/drizzle
       .map((d) => join(repoRoot, d, '@electric-sql/pglite/package.json'))
       .find((f) => existsSync(f));
     hash.update(pglite ? readFileSync(pglite) : 'unknown');
-    for (const name of readdirSync(migrations, { recursive: true, encoding: 'utf8' }).sort()) {
-      const file = join(migrations, name);
-      if (name.endsWith('.sql') || name.endsWith('.json')) hash.update(name).update(readFileSync(file));
-    }
+    hashMigrations(hash, migrations);
     const cache = process.env.KEEL_TEST_CACHE_DIR ?? tmpdir();
     mkdirSync(cache, { recursive: true });
     const dir = join(cache, `keel-test-db-${hash.digest('hex').slice(0, 16)}`);
