@@ -4,8 +4,8 @@
 // wallet sign-in); a user with 2FA signs in with a code and re-issues recovery codes from My
 // account (the old ones stop working); with wallet sign-in on, a stand-in browser wallet (a real
 // secp256k1 key in the test, signing what the page asks) links from My account and signs in from
-// the login page. The pages pass axe-core's WCAG 2.1 A/AA checks in the dark theme on a desktop
-// and the light theme on a phone, dialogs open too.
+// the login page. The pages pass axe-core's WCAG 2.1 A/AA checks in the dark and the light theme on
+// a desktop and a phone, dialogs open too, as do the login page's code step and wallet button.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
@@ -13,7 +13,8 @@ import { generate } from 'otplib';
 import type { Browser, Page } from 'playwright-core';
 import { addressOfSecretKey, signPersonalMessage } from '../controller/src/services/siwe.ts';
 import {
-  axeViolations,
+  axeViolationsInThemes,
+  axeViolationsInViews,
   launchChromium,
   openPage,
   openSignedIn,
@@ -86,8 +87,18 @@ async function recoveryStep(username: string, recoveryCode: string): Promise<num
   return res.status;
 }
 
+/** axe in both themes at the page's viewport (a state each viewport's test reaches). */
 async function axeClean(page: Page, where: string) {
-  assert.deepEqual(await axeViolations(page), [], `axe: ${where}`);
+  const found = await axeViolationsInThemes(page);
+  assert.deepEqual(found, [], `axe: ${where}:\n${found.join('\n')}`);
+}
+
+/** axe in both themes on a desktop and a phone (a state one test reaches in one context). */
+async function axeCleanInViews(page: Page, where: string) {
+  const found = await axeViolationsInViews(page, {
+    shot: `test-results/access-${where.replace(/\W+/g, '-')}`,
+  });
+  assert.deepEqual(found, [], `axe: ${where}:\n${found.join('\n')}`);
 }
 
 /** The owner on Users and groups (signed in through openSignedIn: the form is tested below and in access-console-flows). */
@@ -114,7 +125,7 @@ describe('admin: users, groups, tags, policy', () => {
         .filter({ has: page.locator('td:first-child', { hasText: new RegExp(`^${owner.username}$`) }) });
       assert.equal(await mine.count(), 1);
       assert.equal(await mine.locator('[data-testid="user-role"]').count(), 0);
-      await axeClean(page, 'admin users, dark desktop');
+      await axeClean(page, 'admin users, desktop');
       assert.deepEqual(pageErrors, []);
     } finally {
       await context.close();
@@ -131,7 +142,7 @@ describe('admin: users, groups, tags, policy', () => {
         await page.keyboard.press('Enter');
         const dialog = page.locator('[data-testid="group-dialog"]');
         await dialog.waitFor();
-        await axeClean(page, 'group dialog open, dark desktop');
+        await axeCleanInViews(page, 'group dialog open');
         // The name field has focus: replace it, move to the tags, type them.
         await page.keyboard.press('Control+A');
         await page.keyboard.type('game servers');
@@ -182,7 +193,7 @@ describe('admin: users, groups, tags, policy', () => {
       await page.locator('[data-testid="admin-notice"]', { hasText: 'Saved the tags of db-1' }).waitFor();
       const group = await ctl.services.groups.get(groupId);
       assert.ok(group.memberIds.includes(ids['db-1']!), 'db-1 joined by its tag');
-      await axeClean(page, 'admin users, light phone');
+      await axeClean(page, 'admin users, phone');
       assert.deepEqual(pageErrors, []);
     } finally {
       await context.close();
@@ -228,6 +239,8 @@ describe('my account', () => {
         await page.fill('#login-username', 'rita');
         await page.fill('#login-password', PASSWORD);
         await page.click('[data-testid="login-submit"]');
+        await page.locator('#login-code').waitFor();
+        await axeCleanInViews(page, 'login code step');
         await page.locator('#login-code').fill(await generate({ secret }));
         await page.click('[data-testid="code-submit"]');
         await page.waitForURL((url) => !url.pathname.startsWith('/login'));
@@ -240,7 +253,7 @@ describe('my account', () => {
         const fresh = await codes.allTextContents();
         assert.equal(new Set([...fresh, ...old]).size, 20, 'all new');
         await page.getByText('New recovery codes: the earlier ones no longer work.').waitFor();
-        await axeClean(page, 'my account with new recovery codes, dark desktop');
+        await axeCleanInViews(page, 'my account with new recovery codes');
         // An old code no longer finishes a sign-in; a new one does.
         assert.equal(await recoveryStep('rita', old[0]!), 401);
         assert.equal(await recoveryStep('rita', fresh[0]!), 200);
@@ -297,13 +310,15 @@ describe('my account', () => {
           });
         assert.match(signed[0] ?? '', /wants you to sign in with your Ethereum account/);
         assert.match(signed[0] ?? '', /Chain ID: 10/);
-        await axeClean(page, 'my account with a linked wallet, light phone');
+        await axeCleanInViews(page, 'my account with a linked wallet');
         // Sign out, then in with the wallet.
         await page.evaluate(async () => {
           const csrf = (await (await fetch('/api/v1/auth/session')).json()) as { csrfToken: string };
           await fetch('/api/v1/auth/logout', { method: 'POST', headers: { 'x-csrf-token': csrf.csrfToken } });
         });
         await page.goto('/login');
+        await page.locator('[data-testid="wallet-login"]').waitFor();
+        await axeCleanInViews(page, 'login with wallet sign-in on');
         await page.locator('[data-testid="wallet-login"]').click();
         await page.waitForURL((url) => !url.pathname.startsWith('/login'));
         const who = await page.evaluate(
