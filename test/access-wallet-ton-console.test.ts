@@ -3,11 +3,12 @@
 // (an ed25519 key in the test) made for it, as TON Connect's wallet object, with the password: the
 // wallet is linked and listed as TON. Signed out, the sign-in page gives a payload and the pasted
 // proof over it signs the user in; a proof for another domain is refused with its message. The
-// pages pass axe-core's checks with the TON forms open.
+// pages pass axe-core's checks with the TON forms open, in the dark and the light theme on a desktop
+// and a phone.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { axeViolations, launchChromium, openSignedIn } from './helpers/browser.ts';
+import { axeViolationsInViews, launchChromium, openSignedIn } from './helpers/browser.ts';
 import { startTestController } from './helpers/fleet.ts';
 import { tonWallet } from './helpers/ton-wallet.ts';
 
@@ -76,7 +77,8 @@ describe('TON wallet in the console', () => {
           throw new Error(`${await page.locator('[data-testid="wallets"]').innerText()}: ${String(err)}`);
         });
       assert.match(await page.locator('.wallet-list li', { hasText: raw }).innerText(), /TON/);
-      assert.deepEqual(await axeViolations(page), [], 'axe: my account with the TON form open');
+      const linked = await axeViolationsInViews(page, { shot: 'test-results/ton-linked' });
+      assert.deepEqual(linked, [], `axe: my account with the TON form open:\n${linked.join('\n')}`);
 
       await page.evaluate(async () => {
         const csrf = (await (await fetch('/api/v1/auth/session')).json()) as { csrfToken: string };
@@ -95,7 +97,8 @@ describe('TON wallet in the console', () => {
         .catch(async (err: unknown) => {
           throw new Error(`${await page.locator('main').innerText()}: ${String(err)}`);
         });
-      assert.deepEqual(await axeViolations(page), [], 'axe: the sign-in page with the TON form open');
+      const refused = await axeViolationsInViews(page, { shot: 'test-results/ton-login-refused' });
+      assert.deepEqual(refused, [], `axe: the sign-in page with the TON form open:\n${refused.join('\n')}`);
       // A fresh payload and the right domain: signed in.
       await page.locator('[data-testid="ton-login-payload"]').click();
       await page
