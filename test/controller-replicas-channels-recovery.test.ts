@@ -2,6 +2,7 @@
 // (one PostgreSQL, a real Mosquitto, two replicas in this process sharing the master and controller
 // keys, an agent held by A): B losing its broker connection ends both at once with a reason (code
 // 4502) and the shell ends on the host; once B is back on the broker a new terminal through it works;
+// A losing its broker connection ends a tail through B at once (A's will), and a new one works;
 // the host moving from A to B ends a tail routed through A with a reason too, and a new tail through
 // B, and a terminal through A (now routed to B), work. Nothing hangs.
 import assert from 'node:assert/strict';
@@ -111,6 +112,20 @@ test(
     again.type('echo "again=$((7*6))"\r');
     await again.until(/again=(42)/);
     again.ws.close();
+
+    // A, holding the host, loses its broker connection: the broker publishes A's will, and B ends
+    // its tail at once with the reason; a new tail works once A is back.
+    const busA = a.bus as MqttReplicaBus;
+    const beforeA = await open(apiB, hostId, 'process.logs', { name: 'ticker', backlogBytes: 0 });
+    await beforeA.until(/(tick-\d+)/);
+    busA.client.stream.destroy();
+    const lostA = await beforeA.ended(5_000);
+    assert.equal(lostA.code, 4502);
+    assert.match(lostA.reason, /replica holding this host's session stopped or lost the message bus/);
+    await waitFor(() => busA.connected, 15_000, 'A back on the broker');
+    const afterA = await open(apiB, hostId, 'process.logs', { name: 'ticker', backlogBytes: 0 });
+    await afterA.until(/(tick-\d+)/);
+    afterA.ws.close();
 
     // The host moves to B: its agent stops and comes back through B's address. A tail through B
     // on A's session ends with a reason; one opened now is B's own; a terminal through A goes to B.

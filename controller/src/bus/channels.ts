@@ -629,8 +629,9 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       cut(
         r,
         r.role === 'client'
-          ? "the controller replica holding this host's session stopped"
-          : 'the controller replica serving the client stopped',
+          ? // Its will: it died, or its connection to the broker ended (the same to the broker).
+            "the controller replica holding this host's session stopped or lost the message bus"
+          : 'the controller replica serving the client stopped or lost the message bus',
       );
     }
   }
