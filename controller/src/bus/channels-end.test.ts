@@ -4,8 +4,9 @@
 // of keeping it open for ever; a replica that reconnects clears its will, so it is not taken for
 // gone afterwards; a close goes at QoS 1, which the broker does not drop as it may QoS 0; and where
 // no will comes (the holder lost the broker and its will was lost), keepalives end the channel on
-// the client's side within the silence limit, while an idle channel they keep open stays open (a
-// side that announced no keepalives, a replica from before them, gets none).
+// the client's side within the silence limit, while an idle channel they keep open stays open, and
+// so does one whose replica stalled past the limit (a side that announced no keepalives, a replica
+// from before them, gets none).
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { test } from 'node:test';
@@ -232,6 +233,14 @@ test(
     assert.equal(ended, false, 'an idle channel stays open');
     assert.equal(routingB.stats().open, 1);
     assert.equal(a.routing.stats().open, 1);
+    // This process stalls past the silence limit (both sides are in it): the keepalives sent
+    // meanwhile are unread, not missing, and the channel stays open.
+    const stallEnd = Date.now() + timing.silenceMs + 300;
+    while (Date.now() < stallEnd) {
+      // busy: the event loop is held
+    }
+    await new Promise((r) => setTimeout(r, 4 * timing.keepaliveMs));
+    assert.equal(ended, false, 'a stall of our own is not the other side going quiet');
 
     // A loses the broker: it ends its side (the agent is told), but no will tells B.
     const id = await a.opened();

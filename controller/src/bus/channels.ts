@@ -650,29 +650,33 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   bus.client.on('close', onBrokerLost);
 
   // Keepalives, and the end of a channel the other side has gone quiet on (see the header).
-  const keepalive = setInterval(
-    () => {
-      const now = Date.now();
-      for (const r of [...channels.values()]) {
-        if (r.peerAlive === null) continue;
-        const limit = Math.max(silenceMs, 3 * r.peerAlive);
-        if (now - r.lastHeard > limit) {
-          const quiet = Math.round((now - r.lastHeard) / 1000);
-          const reason =
-            r.role === 'client'
-              ? `no word for ${quiet} s from the controller replica holding this host's session (lost on the message bus)`
-              : `no word for ${quiet} s from the controller replica serving the client (lost on the message bus)`;
-          log.warn(
-            { channel: r.ch, peer: r.peer, role: r.role, quietMs: now - r.lastHeard },
-            'routed channel ended: the other side went quiet',
-          );
-          send(r, { t: 'close', reason, code: 'request.disconnected', wsCode: CHANNEL_WS_CLOSE_AGENT_GONE });
-          cut(r, reason);
-        } else if (now - r.lastSent >= keepaliveMs) send(r, { t: 'alive' });
-      }
-    },
-    Math.max(10, Math.min(1_000, Math.floor(keepaliveMs / 2))),
-  );
+  const tickMs = Math.max(10, Math.min(1_000, Math.floor(keepaliveMs / 2)));
+  let lastTick = Date.now();
+  const keepalive = setInterval(() => {
+    const now = Date.now();
+    // This process stalled (its event loop held up): what the other sides sent meanwhile is still
+    // unread in the socket, so silence is counted from now, not taken for theirs.
+    const stalled = now - lastTick > 3 * tickMs + 1_000;
+    lastTick = now;
+    for (const r of [...channels.values()]) {
+      if (r.peerAlive === null) continue;
+      if (stalled) r.lastHeard = Math.max(r.lastHeard, now);
+      const limit = Math.max(silenceMs, 3 * r.peerAlive);
+      if (now - r.lastHeard > limit) {
+        const quiet = Math.round((now - r.lastHeard) / 1000);
+        const reason =
+          r.role === 'client'
+            ? `no word for ${quiet} s from the controller replica holding this host's session (lost on the message bus)`
+            : `no word for ${quiet} s from the controller replica serving the client (lost on the message bus)`;
+        log.warn(
+          { channel: r.ch, peer: r.peer, role: r.role, quietMs: now - r.lastHeard },
+          'routed channel ended: the other side went quiet',
+        );
+        send(r, { t: 'close', reason, code: 'request.disconnected', wsCode: CHANNEL_WS_CLOSE_AGENT_GONE });
+        cut(r, reason);
+      } else if (now - r.lastSent >= keepaliveMs) send(r, { t: 'alive' });
+    }
+  }, tickMs);
   keepalive.unref();
 
   const notSealed = 'not sealed under this master key (replicas must share KEEL_MASTER_KEY)';
