@@ -1,11 +1,13 @@
 // Proves the host Metrics tab in real Chromium against a real controller and an agent sampling
 // every second: the six charts draw on their canvases from stored data, the byte axes tick in one
-// binary unit each, the legends and the charts' accessible summaries carry values, the transfer of the billing cycle shows, switching the range changes the resolution (hourly averages
-// for a year, samples for 15 minutes), hovering one chart shows the cursor on all six (synced), the
-// charts move on by themselves while watched, a drag across one chart sets that span on all six, a
-// custom range refuses an end before its start and then reads the typed span, and the page passes
-// axe's WCAG 2.1 A/AA checks in the dark and the light theme on a desktop and a phone (as it opens,
-// with a refused custom range, and with the typed range).
+// binary unit each, the legends and the charts' accessible summaries carry values, the transfer of
+// the billing cycle shows, switching the range changes the resolution (hourly averages for a year,
+// samples for 15 minutes), hovering one chart shows the cursor on all six (synced), the charts move
+// on by themselves while watched, a drag across one chart sets that span on all six, a custom range
+// refuses an end before its start and then reads the typed span, a theme switch draws the axes
+// again in the theme's text colour, and the page passes axe's WCAG 2.1 A/AA checks in the dark and
+// the light theme on a desktop and a phone (as it opens, with a refused custom range, and with the
+// typed range).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
@@ -14,6 +16,7 @@ import {
   launchChromium,
   openSignedIn,
   snapshot,
+  useTheme,
   type ThemeName,
   type ViewportName,
 } from './helpers/browser.ts';
@@ -204,6 +207,13 @@ for (const [viewport, theme] of [
         await snapshot(page, { path: `test-results/metrics-${viewport}-${theme}.png`, fullPage: true }).catch(
           () => {},
         );
+        // A theme switch draws the axes again in the shown theme's text colour (a fixed range is not
+        // read again: its labels once stayed in the other theme's colour, grey on white).
+        const AXES_IN_THEME = `[...document.querySelectorAll('[data-testid="metrics-chart"] [role="img"]')].every((b) => b.dataset.axisColour === getComputedStyle(b).color)`;
+        for (const t of theme === 'dark' ? (['light', 'dark'] as const) : (['dark', 'light'] as const)) {
+          await useTheme(page, t);
+          await until(async () => (await page.evaluate(AXES_IN_THEME)) === true, 10_000, `axes in ${t}`);
+        }
         const typed = await axeViolationsInThemes(page, { shot: `test-results/metrics-typed-${viewport}` });
         assert.deepEqual(typed, [], `axe, the typed range:\n${typed.join('\n')}`);
         assert.deepEqual(pageErrors, []);
