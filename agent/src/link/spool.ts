@@ -1230,25 +1230,51 @@ function blockExtra(rawBytes: number, count: number, headLength: number): number
 
 /** Most buffers handed to one pwritev (Linux's IOV_MAX is 1024). */
 const WRITEV_MAX_PARTS = 512;
+/**
+ * Most bytes handed to one write. The page cache gives a write folios as large as the write (up to
+ * 2 MiB), and on a VM that returns free memory to its host (free page reporting, as this project's
+ * Firecracker VMs do) the large free blocks such folios come from are the ones handed back, so each
+ * of their pages costs a host fault when first written: 1 GiB into a new file took 1.8-2.4 CPU-s of
+ * system time in 2-4 MiB writes and 0.23-0.39 in 64-512 KiB ones (dd, 1 Dec). The tailer's 4 MiB
+ * appends were one such write each: half of its CPU (docs/benchmarks.md, logs, 1 Dec 04:00).
+ */
+export const WRITE_MAX_BYTES = 256 * 1024;
 
-/** Writes `parts` back to back at `position` with pwritev, finishing any short write. */
+/**
+ * Writes `parts` back to back at `position`, finishing any short write: one pwritev per
+ * WRITE_MAX_BYTES (a part larger than that is written in pieces).
+ */
 function writevFull(fd: number, parts: readonly Buffer[], position: number): void {
-  for (let i = 0; i < parts.length; i += WRITEV_MAX_PARTS) {
-    const group = parts.slice(i, i + WRITEV_MAX_PARTS);
-    let want = 0;
-    for (const p of group) want += p.length;
+  let group: Buffer[] = [];
+  let want = 0;
+  const flush = () => {
     const done = writevSync(fd, group, position);
     if (done < want) {
       // Short (rare: a signal, a nearly full disk): the rest as one buffer, which reports the error.
       writeFull(fd, Buffer.concat(group).subarray(done), position + done);
     }
     position += want;
+    group = [];
+    want = 0;
+  };
+  for (const part of parts) {
+    for (let at = 0; at < part.length;) {
+      const take = Math.min(part.length - at, WRITE_MAX_BYTES - want);
+      group.push(at === 0 && take === part.length ? part : part.subarray(at, at + take));
+      want += take;
+      at += take;
+      if (want === WRITE_MAX_BYTES || group.length === WRITEV_MAX_PARTS) flush();
+    }
   }
+  if (group.length > 0) flush();
 }
 
+/** Writes `buf` at `position`, at most WRITE_MAX_BYTES a call (see there), finishing short writes. */
 function writeFull(fd: number, buf: Buffer, position: number): void {
   let done = 0;
-  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, position + done);
+  while (done < buf.length) {
+    done += writeSync(fd, buf, done, Math.min(buf.length - done, WRITE_MAX_BYTES), position + done);
+  }
 }
 
 function readFull(fd: number, buf: Buffer, position: number): void {
