@@ -6,12 +6,14 @@
 // reload); the fleet page lists the node and a rollout started by keyboard completes with its
 // progress shown, and one aimed at a host tag completes and is audited with the tag; telemt and
 // v2ray nodes made in their own fields store what was typed (a template with [access.*] and a
-// duplicate inbound tag are named at their fields); both pages pass axe-core WCAG 2.1 A/AA in dark and light, desktop and phone.
+// duplicate inbound tag are named at their fields); both pages pass axe-core WCAG 2.1 A/AA in dark
+// and light, desktop and phone (the tab with a refused new node, its settings open, drift and a
+// diff; the fleet page with a node and with its rollouts done).
 import assert from 'node:assert/strict';
 import { appendFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { axeViolationsInThemes, navigate } from './helpers/browser.ts';
+import { axeViolationsInThemes, axeViolationsInViews, navigate } from './helpers/browser.ts';
 import { startConsoleFleet, type ConsoleFleet } from './helpers/console-fleet.ts';
 import { waitFor } from './helpers/fleet.ts';
 import { need } from './install-helpers.ts';
@@ -72,6 +74,7 @@ test(
         0,
         'nothing created',
       );
+      await clean(page, 'host tab, a refused new node');
       await page.fill('#n-sites-0-upstream', `http://127.0.0.1:${targets[0]!.port}`);
       await page.click('[data-testid="create-proxy-node"]');
       await page
@@ -98,6 +101,7 @@ test(
       // The settings open in the same fields, filled from the node; worker processes 2, pushed.
       await page.getByRole('button', { name: 'Settings of edge' }).click();
       assert.equal(await page.inputValue('#s-edge-sites-0-upstream'), `http://127.0.0.1:${targets[1]!.port}`);
+      await clean(page, 'host tab, settings open');
       await page.fill('#s-edge-workerProcesses', '2');
       await page.click('[data-testid="proxy-save-push"]');
       type NodeBody = { node: { settings: { workerProcesses: number }; currentGeneration: number } };
@@ -185,12 +189,24 @@ test(
         audit.body.entries.some((e) => e.action === 'config.rollout.start' && e.detail.tag === 'edge-tier'),
         'the rollout is audited with its tag',
       );
+      await clean(page, 'fleet page, rollouts done');
       assert.deepEqual(pageErrors, []);
     } finally {
       await context.close();
     }
   },
 );
+
+/**
+ * axe in both themes on a desktop and a phone (axeViolationsInViews), for a state a test reaches in
+ * its one context.
+ */
+async function clean(page: Page, where: string): Promise<void> {
+  const found = await axeViolationsInViews(page, {
+    shot: `test-results/proxies-${where.replace(/\W+/g, '-')}`,
+  });
+  assert.deepEqual(found, [], `axe: ${where}:\n${found.join('\n')}`);
+}
 
 /** Drift again (the rollout wrote the applied files back), once for the four axe rounds below. */
 let driftAgain: Promise<void> | undefined;
