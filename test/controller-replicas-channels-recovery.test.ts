@@ -6,19 +6,18 @@
 // the host moving from A to B ends a tail routed through A with a reason too, and a new tail through
 // B, and a terminal through A (now routed to B), work. Nothing hangs.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { encodeTerminalInput } from '@keel/shared';
 import type { MqttReplicaBus } from '../controller/src/bus/mqtt.ts';
 import { ApiClient } from './helpers/api.ts';
 import { channelTicket, connectChannel } from './helpers/channels.ts';
-import { enrollNewAgent, kill, runAgent, startTestController, tempDir, waitFor } from './helpers/fleet.ts';
-import { clearedAfter, replicaServices } from './helpers/replicas.ts';
+import { enrollNewAgent, kill, runAgent, waitFor } from './helpers/fleet.ts';
+import { clearedAfter, replicaMasterKey, replicaServices, startReplica } from './helpers/replicas.ts';
 
 const left = clearedAfter();
-const { procs, dirs, closers } = left;
+const { procs, dirs } = left;
 
 /** A channel through `api`, opened, with what it received as text. */
 async function open(api: ApiClient, hostId: string, kind: string, params?: unknown) {
@@ -55,17 +54,9 @@ test(
     if (!env) return;
     // One deployment: the same master key, and the same controller key (an agent pins it, and may
     // then be served by either replica, as behind a load balancer).
-    const masterKey = randomBytes(32).toString('base64');
-    const aDir = tempDir('keel-ctl-');
-    const bDir = tempDir('keel-ctl-');
-    dirs.push(aDir, bDir);
-    writeFileSync(join(aDir, 'master.key'), `${masterKey}\n`, { mode: 0o600 });
-    writeFileSync(join(bDir, 'master.key'), `${masterKey}\n`, { mode: 0o600 });
-    const a = await startTestController({ dataDir: aDir, env: { ...env } });
-    closers.push(() => a.close());
-    copyFileSync(join(aDir, 'controller.key'), join(bDir, 'controller.key'));
-    const b = await startTestController({ dataDir: bDir, env: { ...env } });
-    closers.push(() => b.close());
+    const masterKey = replicaMasterKey();
+    const a = await startReplica(left, env, masterKey);
+    const b = await startReplica(left, env, masterKey, { controllerKeyOf: a });
     assert.equal(b.fingerprint, a.fingerprint);
     const apiA = await ApiClient.signIn(a.url, a.firstAdmin!);
     const apiB = await ApiClient.signIn(b.url, a.firstAdmin!);

@@ -6,16 +6,13 @@
 // schedule on both replicas' hosts succeeds on both, whichever replica's scheduler claimed the
 // slot. (Before, a replica reported every host held by another as offline, and refused the cancel.)
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import postgres from 'postgres';
 import type { FleetEvent } from '../controller/src/bus/index.ts';
 import type { JobHostView, JobRunView } from '../controller/src/services/jobs.ts';
 import { ApiClient } from './helpers/api.ts';
-import { enrollNewAgent, runAgent, startTestController, tempDir, waitFor } from './helpers/fleet.ts';
-import { clearedAfter, replicaServices } from './helpers/replicas.ts';
+import { enrollNewAgent, runAgent, waitFor } from './helpers/fleet.ts';
+import { clearedAfter, replicaMasterKey, replicaServices, startReplica } from './helpers/replicas.ts';
 
 const left = clearedAfter();
 const { procs, dirs, closers } = left;
@@ -26,19 +23,11 @@ test(
   async (t) => {
     const env = await replicaServices(t, left, 'keel_bus_jobs');
     if (!env) return;
-    // Both replicas in this process: each reads the shared master key from its data dir.
-    const masterKey = randomBytes(32).toString('base64');
-    const start = async () => {
-      const dataDir = tempDir('keel-ctl-');
-      dirs.push(dataDir);
-      writeFileSync(join(dataDir, 'master.key'), `${masterKey}\n`, { mode: 0o600 });
-      const c = await startTestController({ dataDir, env: { ...env } });
-      closers.push(() => c.close());
-      assert.ok(c.bus.connected, 'on the broker');
-      return c;
-    };
-    const a = await start();
-    const b = await start();
+    // Both replicas in this process, on the deployment's master key.
+    const masterKey = replicaMasterKey();
+    const a = await startReplica(left, env, masterKey);
+    const b = await startReplica(left, env, masterKey);
+    assert.ok(a.bus.connected && b.bus.connected, 'both on the broker');
     const sql = postgres(env.DATABASE_URL, { max: 1, onnotice: () => {} });
     closers.push(() => sql.end());
 

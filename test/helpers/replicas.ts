@@ -1,9 +1,20 @@
 // The start-up replica tests share: what a test file leaves behind (processes, directories and
 // closers, cleared after its tests), and the services two controller replicas share, a fresh
 // database on the test PostgreSQL and the test broker, as the env every replica starts with.
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, type TestContext } from 'node:test';
 import { needBroker, TEST_BROKER } from '../../controller/src/bus/test-broker.ts';
-import { freshDatabase, kill, removeDir, type Proc } from './fleet.ts';
+import {
+  freshDatabase,
+  kill,
+  removeDir,
+  startTestController,
+  tempDir,
+  type Proc,
+  type TestController,
+} from './fleet.ts';
 
 /** What a test file's tests leave for `after`: killed, then closed (last first), then removed. */
 export interface Leftovers {
@@ -52,4 +63,32 @@ export async function replicaServices(
     KEEL_MQTT_URL: TEST_BROKER,
     KEEL_MQTT_TOPIC_PREFIX: `keel-test/${name}-${process.pid}-${Date.now()}`,
   };
+}
+
+/** A master key for one test's replicas (base64 of 32 random bytes, as KEEL_MASTER_KEY takes it). */
+export function replicaMasterKey(): string {
+  return randomBytes(32).toString('base64');
+}
+
+/**
+ * Starts a replica in this process on `env`, closed and its data dir removed after the file's
+ * tests. In this process the master key is read from the data dir (KEEL_MASTER_KEY is the process's
+ * own env), so it is written there; `controllerKeyOf` also gives it that replica's controller key,
+ * as replicas behind one load balancer share it (an agent pinned to it may be served by either).
+ * @example const key = replicaMasterKey(); const a = await startReplica(left, env, key);
+ */
+export async function startReplica(
+  left: Leftovers,
+  env: ReplicaEnv,
+  masterKey: string,
+  opts: { controllerKeyOf?: TestController } = {},
+): Promise<TestController> {
+  const dataDir = tempDir('keel-ctl-');
+  left.dirs.push(dataDir);
+  writeFileSync(join(dataDir, 'master.key'), `${masterKey}\n`, { mode: 0o600 });
+  if (opts.controllerKeyOf)
+    copyFileSync(join(opts.controllerKeyOf.dataDir, 'controller.key'), join(dataDir, 'controller.key'));
+  const controller = await startTestController({ dataDir, env: { ...env } });
+  left.closers.push(() => controller.close());
+  return controller;
 }
