@@ -2,8 +2,9 @@
 // Jobs page and see each host's live output pane end with its status and exit code, the run in the
 // history, a schedule saved from the form listed and disabled; the fleet-wide Recordings page lists
 // a terminal session and plays it; both pages pass axe-core WCAG 2.1 A/AA in dark and light, on a
-// desktop and a phone, and the Run button is reached and pressed by keyboard. A 1 MiB paste into the
-// host's terminal page arrives whole and in order (the page paces it within the channel window).
+// desktop and a phone (after a run, with a schedule's results, and playing a session), and the Run
+// button is reached and pressed by keyboard. A 1 MiB paste into the host's terminal page arrives
+// whole and in order (the page paces it within the channel window).
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { encodeTerminalInput } from '@keel/shared';
 import { ApiClient } from './helpers/api.ts';
 import {
   axeViolationsInThemes,
+  axeViolationsInViews,
   launchChromium,
   navigate,
   openSignedIn,
@@ -148,6 +150,8 @@ test('run on two hosts from the Jobs page; save and disable a schedule', { timeo
       .locator('[data-testid="schedule-host-results"]', { hasText: 'last per host: 2 ok' })
       .waitFor({ timeout: 60_000 });
     await page.unroute(events);
+    const scheduled = await axeViolationsInViews(page, { shot: 'test-results/jobs-schedule' });
+    assert.deepEqual(scheduled, [], `axe, a schedule's results:\n${scheduled.join('\n')}`);
     // A group as the target: the hosts of the group only (one here), picked from the list.
     const hostList = (await api.get<{ hosts: { id: string; name: string }[] }>('/hosts')).body.hosts;
     const group = await api.post<{ group: { id: string } }>('/groups', {
@@ -190,6 +194,8 @@ test('the Recordings page lists the session and plays it', { timeout: 60_000 }, 
       15_000,
       'playback',
     );
+    const playing = await axeViolationsInViews(page, { shot: 'test-results/recordings-playing' });
+    assert.deepEqual(playing, [], `axe, a recording playing:\n${playing.join('\n')}`);
     assert.deepEqual(pageErrors, []);
   } finally {
     await context.close();
@@ -214,7 +220,7 @@ for (const viewport of ['desktop', 'phone'] as const) {
     } finally {
       await context.close();
     }
-    assert.deepEqual(found, []);
+    assert.deepEqual(found, [], found.join('\n'));
   });
 }
 
