@@ -2,9 +2,10 @@
 // Mosquitto, two controller replicas in this process, an agent on each): a run started through B
 // runs on A's host through a routed channel as on B's own, with the same results, output, events
 // and one audit row, the other replica's live view gets all of its output, and a host online nowhere
-// is reported offline; a run cancelled through the replica not running it ends cancelled; a
-// schedule on both replicas' hosts succeeds on both, whichever replica's scheduler claimed the
-// slot. (Before, a replica reported every host held by another as offline, and refused the cancel.)
+// is reported offline; a running run read through the replica not running it shows the output so
+// far, and cancelled through it ends cancelled; a schedule on both replicas' hosts succeeds on both,
+// whichever replica's scheduler claimed the slot. (Before, a replica reported every host held by
+// another as offline, refused the cancel and showed no output before the run's end.)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import postgres from 'postgres';
@@ -108,7 +109,7 @@ test(
 
     // A run B runs, cancelled through A: the cancel reaches B over the bus, both hosts are killed.
     const long = await apiB.request<{ run: JobRunView }>('POST', '/jobs/runs', {
-      command: { argv: ['/bin/sleep', '120'] },
+      command: { argv: ['/bin/sh', '-c', 'echo first; exec sleep 120'] },
       target: { hostIds: [onA, onB] },
     });
     assert.equal(long.status, 201, JSON.stringify(long.body));
@@ -122,6 +123,18 @@ test(
           e.host.status === 'running',
       );
     await waitFor(() => running(onA) && running(onB), 15_000, 'both hosts running');
+    const printed = (hostId: string) =>
+      heardOnA.some((e) => e.type === 'job.output' && e.runId === longId && e.hostId === hostId);
+    await waitFor(() => printed(onA) && printed(onB), 15_000, "both hosts' first line heard on A");
+    // A live view opened through A starts with the output so far, as one on B does.
+    const midRun = await apiA.get<{ hosts: JobHostView[] }>(`/jobs/runs/${longId}`);
+    assert.deepEqual(
+      midRun.body.hosts.map((h) => [h.status, h.stdout, h.stdoutBytes]),
+      [
+        ['running', 'first\n', 6],
+        ['running', 'first\n', 6],
+      ],
+    );
     const cancelled = await apiA.request<{ run: JobRunView }>('POST', `/jobs/runs/${longId}/cancel`);
     assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
     assert.equal(cancelled.body.run.status, 'cancelled');

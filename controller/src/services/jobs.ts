@@ -245,6 +245,56 @@ export interface JobsServiceDeps {
 
 /** How long a cancel made through another replica waits for the running one to end the run. */
 const REMOTE_CANCEL_WAIT_MS = 15_000;
+/** Output tails kept of runs other replicas run, in all, in characters (~2 bytes each in memory). */
+const REMOTE_TAILS_MAX_CHARS = 16 * 1024 * 1024;
+
+/**
+ * The last SNAPSHOT_TAIL_BYTES of each running host's streams in runs another replica runs, from
+ * their `job.output` events, so a live view opened here starts with the output so far as one on
+ * the running replica does. Bounded: a host's tail goes when its end is heard (the database has
+ * it then), a run's when it ends, the oldest runs' when all pass REMOTE_TAILS_MAX_CHARS.
+ */
+class RemoteTails {
+  #runs = new Map<
+    string,
+    Map<string, { stdout: string; stderr: string; stdoutBytes: number; stderrBytes: number }>
+  >();
+  #chars = 0;
+
+  output(runId: string, hostId: string, stream: 'stdout' | 'stderr', offset: number, text: string): void {
+    let run = this.#runs.get(runId);
+    if (!run) this.#runs.set(runId, (run = new Map()));
+    let host = run.get(hostId);
+    if (!host) run.set(hostId, (host = { stdout: '', stderr: '', stdoutBytes: 0, stderrBytes: 0 }));
+    const before = host[stream].length;
+    let kept = host[stream] + text;
+    if (kept.length > SNAPSHOT_TAIL_BYTES) kept = kept.slice(-SNAPSHOT_TAIL_BYTES);
+    host[stream] = kept;
+    host[`${stream}Bytes`] = Math.max(host[`${stream}Bytes`], offset + Buffer.byteLength(text));
+    this.#chars += kept.length - before;
+    while (this.#chars > REMOTE_TAILS_MAX_CHARS && this.#runs.size > 0) {
+      this.ended(this.#runs.keys().next().value!);
+    }
+  }
+
+  get(runId: string, hostId: string) {
+    return this.#runs.get(runId)?.get(hostId);
+  }
+
+  hostEnded(runId: string, hostId: string): void {
+    const run = this.#runs.get(runId);
+    const host = run?.get(hostId);
+    if (!run || !host) return;
+    this.#chars -= host.stdout.length + host.stderr.length;
+    run.delete(hostId);
+    if (run.size === 0) this.#runs.delete(runId);
+  }
+
+  ended(runId: string): void {
+    for (const hostId of [...(this.#runs.get(runId)?.keys() ?? [])]) this.hostEnded(runId, hostId);
+    this.#runs.delete(runId);
+  }
+}
 
 /** How a host's channel end reads as a result. */
 function hostStatusOf(end: ChannelEnd, cancelled: boolean): string {
@@ -269,14 +319,25 @@ export function createJobsService(deps: JobsServiceDeps) {
     run.cancelled = true;
     for (const h of run.hosts.values()) h.close?.('cancelled by a user', 'job.cancelled');
   };
-  // A cancel made through another replica, for a run of this one (checked and audited there).
+  const remoteTails = new RemoteTails();
+  // Other replicas' runs: a cancel made through another replica for a run of this one (checked and
+  // audited there), and the output tails of runs others run (a live view's first message here).
   const stopHearing = deps.fleet?.subscribe((e) => {
     const event = e as unknown as JobBusEvent;
-    if (event.type !== 'job.cancel') return;
-    const run = live.get(event.runId);
-    if (!run || run.cancelled) return;
-    log.info({ run: run.id, user: event.userId }, 'job run cancelled through another replica');
-    cancelHere(run);
+    if (event.type === 'job.cancel') {
+      const run = live.get(event.runId);
+      if (!run || run.cancelled) return;
+      log.info({ run: run.id, user: event.userId }, 'job run cancelled through another replica');
+      cancelHere(run);
+    } else if (live.has('runId' in event ? event.runId : event.type === 'job.run' ? event.run.id : '')) {
+      return; // this replica's own run: its memory has it all
+    } else if (event.type === 'job.output') {
+      remoteTails.output(event.runId, event.hostId, event.stream, event.offset, event.text);
+    } else if (event.type === 'job.host' && event.host.status !== 'running') {
+      remoteTails.hostEnded(event.runId, event.host.hostId);
+    } else if (event.type === 'job.run' && event.run.status !== 'running') {
+      remoteTails.ended(event.run.id);
+    }
   });
   /** Here, or (replicas) on another replica the channel is routed through. */
   const reachable = async (hostId: string): Promise<boolean> => {
@@ -688,6 +749,9 @@ export function createJobsService(deps: JobsServiceDeps) {
         run: runView(run),
         hosts: hosts.map((h) => {
           const l = liveRun?.hosts.get(h.hostId);
+          // A host of a run another replica runs, still running: the output heard so far.
+          const remote = !liveRun && h.status === 'running' ? remoteTails.get(id, h.hostId) : undefined;
+          if (remote) return { ...hostView(h, true), ...remote };
           // A host still running: the output so far, from memory.
           if (l && (l.status === 'running' || h.status === 'running'))
             return {
