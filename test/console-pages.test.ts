@@ -396,6 +396,13 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
         await page.click('[data-testid="user-menu"]');
         await page.locator('[data-testid="logout"]').waitFor();
         await checkAccessible(page, where('user menu'));
+        await page.keyboard.press('Escape');
+
+        // A path the console does not have: its error page.
+        await navigate(page, '/no-such-page');
+        await page.locator('h1', { hasText: 'Page not found' }).waitFor();
+        await checkAccessible(page, where('page not found'));
+        await snap(page, { path: shot('not-found') });
         assert.deepEqual(
           pageErrors.map((e) => e.message),
           [],
