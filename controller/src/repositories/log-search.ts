@@ -96,11 +96,11 @@ async function copyRows(client: Sql, hostId: string, seqs: number[]): Promise<Ch
  *   and the connection never answers again. So after the end the socket is resumed through that
  *   same read() (it resumes the socket and nothing else).
  */
-export async function readCopy(client: Sql, text: string): Promise<Buffer> {
+export async function readCopy(client: Sql, text: string): Promise<Buffer[]> {
   const connection = await client.reserve();
   try {
     const stream = await connection.unsafe(text).readable();
-    const out = await readAll(stream);
+    const out = await readParts(stream);
     try {
       (stream as Readable & { _read(size: number): void })._read(0);
     } catch {
@@ -112,50 +112,75 @@ export async function readCopy(client: Sql, text: string): Promise<Buffer> {
   }
 }
 
-/** A stream's output, read in flowing mode. */
-export function readAll(stream: Readable): Promise<Buffer> {
+/**
+ * A stream's output as the parts it came in (for a COPY, one part per row: views of what the
+ * driver read, not copied), read in flowing mode.
+ */
+export function readParts(stream: Readable): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     stream.on('data', (part: Buffer) => parts.push(part));
-    stream.once('end', () => resolve(Buffer.concat(parts)));
+    stream.once('end', () => resolve(parts));
     stream.once('error', reject);
   });
 }
 
+/** A stream's whole output in one buffer. */
+export async function readAll(stream: Readable): Promise<Buffer> {
+  return Buffer.concat(await readParts(stream));
+}
+
 /**
  * Parses PostgreSQL's binary COPY output of (first_seq bigint, count integer, codec smallint,
- * data bytea) rows. Each data is a view into `buf` (no copy).
+ * data bytea) rows, given whole or in the parts it arrived in. Each data is a view into a part
+ * (no copy; PostgreSQL sends a row per message, so only a row split across parts is joined).
  */
-export function parseCopyRows(buf: Buffer): ChunkRow[] {
-  // Signature (11 bytes), flags (4), header extension length (4) and the extension.
-  if (buf.length < 19 || buf.toString('latin1', 0, 6) !== 'PGCOPY') throw new Error('not a binary COPY');
-  let at = 19 + buf.readUInt32BE(15);
+export function parseCopyRows(input: Buffer | Buffer[]): ChunkRow[] {
+  const parts = Array.isArray(input) ? input : [input];
   const rows: ChunkRow[] = [];
-  const field = (size: number) => {
-    const length = buf.readInt32BE(at);
-    if (length !== size && size >= 0) throw new Error('unexpected COPY field');
-    at += 4;
-    return length;
+  let buf: Buffer = Buffer.alloc(0);
+  let at = 0;
+  let header = false;
+  const fixed = (offset: number, size: number) => {
+    if (buf.readInt32BE(offset) !== size) throw new Error('unexpected COPY field');
   };
-  for (;;) {
-    const fields = buf.readInt16BE(at);
-    at += 2;
-    if (fields === -1) return rows;
-    if (fields !== 4) throw new Error('unexpected COPY row');
-    field(8);
-    const firstSeq = Number(buf.readBigInt64BE(at));
-    at += 8;
-    field(4);
-    const count = buf.readInt32BE(at);
-    at += 4;
-    field(2);
-    const codec = buf.readInt16BE(at);
-    at += 2;
-    const length = field(-1);
-    if (length < 0 || at + length > buf.length) throw new Error('unexpected COPY field');
-    rows.push({ firstSeq, count, codec, data: buf.subarray(at, at + length) });
-    at += length;
+  for (const part of parts) {
+    buf = at < buf.length ? Buffer.concat([buf.subarray(at), part]) : part;
+    at = 0;
+    for (;;) {
+      if (!header) {
+        // Signature (11 bytes), flags (4), header extension length (4) and the extension.
+        if (buf.length - at < 19) break;
+        if (buf.toString('latin1', at, at + 6) !== 'PGCOPY') throw new Error('not a binary COPY');
+        const end = at + 19 + buf.readUInt32BE(at + 15);
+        if (end > buf.length) break;
+        at = end;
+        header = true;
+        continue;
+      }
+      if (buf.length - at < 2) break;
+      const fields = buf.readInt16BE(at);
+      if (fields === -1) return rows;
+      if (fields !== 4) throw new Error('unexpected COPY row');
+      // first_seq (4 + 8), count (4 + 4), codec (4 + 2), data's length (4).
+      if (buf.length - at < 32) break;
+      fixed(at + 2, 8);
+      fixed(at + 14, 4);
+      fixed(at + 22, 2);
+      const length = buf.readInt32BE(at + 28);
+      if (length < 0) throw new Error('unexpected COPY field');
+      if (at + 32 + length > buf.length) break;
+      rows.push({
+        firstSeq: Number(buf.readBigInt64BE(at + 6)),
+        count: buf.readInt32BE(at + 18),
+        codec: buf.readInt16BE(at + 26),
+        data: buf.subarray(at + 32, at + 32 + length),
+      });
+      at += 32 + length;
+    }
   }
+  if (!header) throw new Error('not a binary COPY');
+  throw new Error('unexpected COPY field: the output ends inside a row');
 }
 
 /** Log chunk reads for search. */

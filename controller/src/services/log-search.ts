@@ -153,14 +153,9 @@ function room(n) {
   st = grow(st, c); en = grow(en, c); segOf = grow(segOf, c); atOf = grow(atOf, c); kOf = grow(kOf, c);
   cap = c;
 }
-// With keep (stored chunks: nothing else holds the records), each selected record's header (length,
-// time, flags, name) is copied to hdr before it is blanked, at hdrAt[line].
-let hdr = Buffer.alloc(0);
-let hdrAt = new Uint32Array(0);
-function walk(buf, segs, keep) {
+function walk(buf, segs) {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let n = 0;
-  let h = 0;
   for (let s = 0; s < segs.length; s += 3) {
     const base = segs[s];
     const len = segs[s + 1];
@@ -194,25 +189,7 @@ function walk(buf, segs, keep) {
         continue;
       }
       room(n);
-      if (keep) {
-        if (hdrAt.length < cap) {
-          const a = new Uint32Array(cap);
-          a.set(hdrAt);
-          hdrAt = a;
-        }
-        if (h + lineStart - at > hdr.length) {
-          const b = Buffer.allocUnsafeSlow(Math.max(65536, hdr.length * 2, h + lineStart - at));
-          hdr.copy(b, 0, 0, h);
-          hdr = b;
-        }
-        hdrAt[n] = h;
-        for (let i = base + at; i < base + lineStart; i++) {
-          hdr[h++] = buf[i];
-          buf[i] = 10;
-        }
-      } else {
-        for (let i = base + at; i < base + lineStart; i++) buf[i] = 10;
-      }
+      for (let i = base + at; i < base + lineStart; i++) buf[i] = 10;
       st[n] = base + lineStart;
       en[n] = base + end;
       segOf[n] = s / 3;
@@ -303,9 +280,26 @@ function decodeInto(src, chunks) {
   }
   return { buf: decoded.subarray(0, used), segs };
 }
+// One stored chunk decoded again on its own (it decoded once already): the walk blanked its record
+// headers, and a matching line's time, stream and process are read from them. Only chunks with a
+// match are decoded twice (cheaper than keeping every header: they are few).
+function decodeAlone(src, base, len, codec) {
+  if (codec === ${chunkCodec.lz4}) {
+    if (lz4 !== null) return lz4.uncompressSync(src.subarray(base, base + len));
+    const size = src.readUInt32LE(base);
+    const out = Buffer.allocUnsafe(size);
+    decodeLz4Block(src, base + 4, base + len, out, 0, size);
+    return out;
+  }
+  if (codec === ${chunkCodec.deflateRaw}) {
+    return inflateRawSync(src.subarray(base, base + len), { maxOutputLength: ${MAX_DECODED_CHUNK_BYTES} });
+  }
+  return src.subarray(base, base + len);
+}
 parentPort.on('message', (msg) => {
   const { id, bytes, chunks } = msg;
-  let buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const src = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let buf = src;
   let { starts, ends, count, segs } = msg;
   if (chunks) {
     try {
@@ -316,7 +310,7 @@ parentPort.on('message', (msg) => {
     }
   }
   if (segs) {
-    count = walk(buf, segs, chunks !== undefined);
+    count = walk(buf, segs);
     starts = st;
     ends = en;
   }
@@ -378,15 +372,22 @@ parentPort.on('message', (msg) => {
   if (chunks) {
     // Decoded here only: each matching line's chunk index and record index, time, stderr flag,
     // process and text (at most ${MAX_TEXT} + 1 characters: the caller cuts it and says so).
+    const again = new Map();
     const records = out.map(([i]) => {
-      const at = hdrAt[i];
+      const c = segOf[i];
+      let d = again.get(c);
+      if (d === undefined) {
+        d = decodeAlone(src, chunks[c * 4], chunks[c * 4 + 1], chunks[c * 4 + 3]);
+        again.set(c, d);
+      }
+      const at = atOf[i];
       const t = line(i);
       return [
-        segOf[i],
+        c,
         kOf[i],
-        hdr.readDoubleBE(at + 4),
-        hdr[at + 12] & 1,
-        hdr.toString('utf8', at + 14, at + 14 + hdr[at + 13]),
+        d.readDoubleBE(at + 4),
+        d[at + 12] & 1,
+        d.toString('utf8', at + 14, at + 14 + d[at + 13]),
         t.length > ${MAX_TEXT} ? t.slice(0, ${MAX_TEXT} + 1) : t,
       ];
     });
