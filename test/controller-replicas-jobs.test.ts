@@ -5,12 +5,17 @@
 // is reported offline; a running run read through the replica not running it shows the output so
 // far, and cancelled through it ends cancelled; a schedule on both replicas' hosts succeeds on both,
 // whichever replica's scheduler claimed the slot. (Before, a replica reported every host held by
-// another as offline, refused the cancel and showed no output before the run's end.)
+// another as offline, refused the cancel and showed no output before the run's end.) A replica off
+// the broker says a host online on another replica is out of its reach, not offline.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import postgres from 'postgres';
 import type { FleetEvent } from '../controller/src/bus/index.ts';
-import type { JobHostView, JobRunView } from '../controller/src/services/jobs.ts';
+import {
+  ON_UNREACHABLE_REPLICA,
+  type JobHostView,
+  type JobRunView,
+} from '../controller/src/services/jobs.ts';
 import { ApiClient } from './helpers/api.ts';
 import { enrollNewAgent, runAgent, waitFor } from './helpers/fleet.ts';
 import { clearedAfter, replicaMasterKey, replicaServices, startReplica } from './helpers/replicas.ts';
@@ -182,5 +187,30 @@ test(
       );
       assert.equal(run.status, 'succeeded');
     }
+
+    // B without its broker: a host online on A is not called offline as if it were down anywhere.
+    await b.bus.close();
+    const cutOff = await apiB.request<{ run: JobRunView }>('POST', '/jobs/runs', {
+      command: { argv: ['/bin/true'] },
+      target: { hostIds: [onA] },
+    });
+    assert.equal(cutOff.status, 201, JSON.stringify(cutOff.body));
+    const cutOffEnd = await waitFor(() => b.services.jobs.wait(cutOff.body.run.id), 30_000, 'the run ends');
+    assert.equal(cutOffEnd.status, 'failed');
+    const [cutOffHost] = (await apiB.get<{ hosts: JobHostView[] }>(`/jobs/runs/${cutOff.body.run.id}`)).body
+      .hosts;
+    assert.equal(cutOffHost?.status, 'offline');
+    assert.equal(cutOffHost?.error, ON_UNREACHABLE_REPLICA);
+    const ticket = await apiB.request<{ error: { code: string; message: string } }>(
+      'POST',
+      `/hosts/${onA}/channels`,
+      { kind: 'terminal', params: { cols: 80, rows: 24 } },
+    );
+    assert.equal(ticket.status, 409);
+    assert.equal(ticket.body.error.code, 'host.offline');
+    assert.match(
+      ticket.body.error.message,
+      /online on another controller replica, which this one cannot reach now/,
+    );
   },
 );

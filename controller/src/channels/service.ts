@@ -11,7 +11,7 @@ import { TicketBook } from './tickets.ts';
 
 export interface ChannelsServiceDeps {
   /** The host repository (or anything that finds a host by id). */
-  hosts: { get(id: string): Promise<{ revokedAt: Date | null } | null> };
+  hosts: { get(id: string): Promise<{ revokedAt: Date | null; online?: boolean } | null> };
   /** isReachable (replicas): a host another replica holds is reached through it (bus/channels.ts). */
   gateway: { isOnline(hostId: string): boolean; isReachable?(hostId: string): Promise<boolean> };
   audit: AuditService;
@@ -63,7 +63,13 @@ export function createChannelsService({
       if (!host) throw new KeelError('host.not_found');
       if (host.revokedAt) throw new KeelError('host.revoked');
       if (!((await gateway.isReachable?.(hostId)) ?? gateway.isOnline(hostId)))
-        throw new KeelError('host.offline');
+        throw new KeelError(
+          'host.offline',
+          // Replicas: online in the database, so held by a replica this one cannot reach now.
+          gateway.isReachable && host.online
+            ? 'The host is online on another controller replica, which this one cannot reach now (it has lost the message bus).'
+            : undefined,
+        );
       await audit.record(actor.id, 'channel.open', `host:${hostId}`, { kind }, actor.ip);
       const issued = tickets.issue({
         userId: actor.id,

@@ -227,7 +227,11 @@ interface LiveRun {
 
 export interface JobsServiceDeps {
   jobs: JobsRepository;
-  hosts: { list(): Promise<{ id: string; name: string; revokedAt: Date | null }[]> };
+  hosts: {
+    list(): Promise<{ id: string; name: string; revokedAt: Date | null }[]>;
+    /** A host's stored presence: why a host this replica cannot reach is not reachable. */
+    get?(id: string): Promise<{ online: boolean } | null>;
+  };
   groups: { hostsOf(groupIds: readonly string[]): Promise<string[]>; get(id: string): Promise<unknown> };
   /**
    * isReachable (replicas): a host another replica holds is reached through it; without it, only
@@ -245,6 +249,9 @@ export interface JobsServiceDeps {
 
 /** How long a cancel made through another replica waits for the running one to end the run. */
 const REMOTE_CANCEL_WAIT_MS = 15_000;
+/** Why a host online on another replica is not reached (this one has no broker now). */
+export const ON_UNREACHABLE_REPLICA =
+  'the host is online on another controller replica, which this one cannot reach now (it has lost the message bus)';
 /** Output tails kept of runs other replicas run, in all, in characters (~2 bytes each in memory). */
 const REMOTE_TAILS_MAX_CHARS = 16 * 1024 * 1024;
 
@@ -318,6 +325,12 @@ export function createJobsService(deps: JobsServiceDeps) {
   const cancelHere = (run: LiveRun) => {
     run.cancelled = true;
     for (const h of run.hosts.values()) h.close?.('cancelled by a user', 'job.cancelled');
+  };
+  /** Why a host cannot be reached from here: offline, or held by a replica this one cannot reach. */
+  const offlineReason = async (hostId: string): Promise<string> => {
+    if (!deps.gateway.isReachable) return 'the host is offline';
+    const stored = await deps.hosts.get?.(hostId)?.catch(() => null);
+    return stored?.online ? ON_UNREACHABLE_REPLICA : 'the host is offline';
   };
   const remoteTails = new RemoteTails();
   // Other replicas' runs: a cancel made through another replica for a run of this one (checked and
@@ -429,7 +442,8 @@ export function createJobsService(deps: JobsServiceDeps) {
     };
     if (run.cancelled)
       return finish('cancelled', { reason: 'the run was cancelled before this host started' });
-    if (!hub || !(await reachable(h.hostId))) return finish('offline', { reason: 'the host is offline' });
+    if (!hub || !(await reachable(h.hostId)))
+      return finish('offline', { reason: await offlineReason(h.hostId) });
     h.status = 'running';
     await jobs.hostStarted(run.id, h.hostId, started);
     publish({
