@@ -10,7 +10,8 @@
 //   copy-fetch   the same bytes through postgres.js as a binary COPY stream;
 //   decode       LZ4 decoding of every chunk on this machine (in memory, nothing fetched): lz4-napi
 //                on the thread pool, and the search workers' JavaScript decoder into one buffer;
-//   floor        the repository's pages as the search reads them (fetch + decode), nothing else.
+//   stored       the repository's pages as stored (fetch only: what the no-literal search reads);
+//   floor        the repository's decoded pages (fetch + decode), nothing else.
 // Each leg prints wall time, this process's CPU-s and the PostgreSQL backends' CPU-s.
 //
 // The lines are the logs bench's writer's (bench/logs.ts): 100 bytes each, numbered. They are
@@ -49,7 +50,7 @@ const { values: args } = parseArgs({
     mib: { type: 'string', default: '1024' },
     fresh: { type: 'boolean', default: false },
     runs: { type: 'string', default: '1' },
-    legs: { type: 'string', default: 'grep,search,pg-copy,hex-fetch,copy-fetch,decode,floor' },
+    legs: { type: 'string', default: 'grep,search,pg-copy,hex-fetch,copy-fetch,decode,stored,floor' },
     root: { type: 'string' },
     label: { type: 'string' },
     patterns: { type: 'string', default: 'none,literal' },
@@ -317,6 +318,22 @@ for (let run = 0; run < Number(args.runs); run++) {
       },
       (b) => `${(b / MiB).toFixed(0)} MiB of records`,
     );
+  }
+  if (legs.has('stored')) {
+    // The fetch alone as the no-literal search reads: pages as stored (COPY on PostgreSQL), no decode.
+    const logs = createLogSearchRepository(db, repositoryOptions);
+    if ('storedPages' in logs) {
+      await measure(
+        'repository pages as stored (fetch only, as the no-literal search reads)',
+        async () => {
+          let bytes = 0;
+          for await (const page of logs.storedPages(host!.id, {}))
+            for (const c of page) bytes += c.data.length;
+          return bytes;
+        },
+        (b) => `${(b / MiB).toFixed(0)} MiB of chunk data`,
+      );
+    }
   }
   if (legs.has('floor')) {
     // The storage floor as the repository reads now: its pages (listing, COPY, decode), nothing else.
