@@ -10,14 +10,21 @@
 // code (every one of ~540 modules is resolved and loaded through the hooks' worker thread, and
 // compiled as its own module): 30 Nov, docs.test 3.0 -> 2.4 CPU-s, access-matrix 7.4 -> 6.9.
 //
-// What stays as it was: packages are not bundled, each is imported from the file Node's own
+// Packages the controller and agent bundle into their releases (their package.json's dependencies,
+// less what their bundles leave outside: PGlite, the N-API add-ons, Swagger UI, node-pty, execa)
+// are bundled here too, with what they import: loading them as ~1,000 modules of node_modules (and
+// the CommonJS ones through Node's export scan) cost a test process ~0.6 CPU-s of its ~1 s to
+// import test/helpers/fleet.ts (1 Dec, docs/testing.md). Other packages (the tests' own:
+// playwright-core, axe-core...) are not bundled, each imported from the file Node's own
 // resolver picks from the importing source file (so a workspace's nested node_modules still win);
 // `import.meta.url`, `import.meta.dirname` and `import.meta.filename` keep the source file's own
 // values (fixtures, migrations and bins found beside the source are found as before).
 import { readFileSync } from 'node:fs';
-import { dirname, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
+import { optionalNative, requireBanner } from './agent-bundle.mjs';
+import { controllerUnbundled } from './controller-bundle.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const [outdir, ...files] = process.argv.slice(2);
@@ -28,7 +35,27 @@ if (!process.execArgv.includes('--experimental-import-meta-resolve')) {
   process.exit(1);
 }
 
-/** Packages and Node's builtins stay imports, resolved now as Node would from the importer. */
+/** A bare import's package name (`@scope/name` or `name`). */
+const packageOf = (path) =>
+  path
+    .split('/')
+    .slice(0, path.startsWith('@') ? 2 : 1)
+    .join('/');
+/** Never bundled: what the release bundles leave in node_modules (data files, add-ons), execa. */
+const unbundled = new Set([...controllerUnbundled, ...optionalNative, 'node-pty', 'execa']);
+/** Bundled: the dependencies the controller's and the agent's release bundles carry. */
+const bundled = new Set(
+  ['controller', 'agent', 'shared']
+    .flatMap((w) =>
+      Object.keys(JSON.parse(readFileSync(join(root, w, 'package.json'), 'utf8')).dependencies ?? {}),
+    )
+    .filter((d) => !d.startsWith('@keel/') && !unbundled.has(d)),
+);
+
+/**
+ * Node's builtins and the packages not bundled stay imports, resolved now as Node would from the
+ * importer; the bundled packages, and whatever they import but the unbundled ones, are bundled.
+ */
 const externals = {
   name: 'keel-externals',
   setup(b) {
@@ -36,6 +63,16 @@ const externals = {
       // The workspaces' own packages are source: bundled like relative imports.
       if (args.path.startsWith('@keel/')) return undefined;
       if (args.path.startsWith('node:')) return { path: args.path, external: true };
+      const pkg = packageOf(args.path);
+      // A package loaded with import() stays outside, loaded on first use as in the product (and
+      // esbuild's code splitting gives an import() of a bundled CommonJS package only `default`:
+      // nodemailer's createTransport was undefined).
+      if (
+        args.kind !== 'dynamic-import' &&
+        !unbundled.has(pkg) &&
+        (bundled.has(pkg) || args.importer.includes('/node_modules/'))
+      )
+        return undefined;
       let url;
       try {
         url = import.meta.resolve(args.path, pathToFileURL(args.importer).href);
@@ -84,6 +121,8 @@ try {
     sourcesContent: false,
     tsconfigRaw: { compilerOptions: { verbatimModuleSyntax: true, target: 'ES2022' } },
     plugins: [externals, importMeta],
+    // require() for the bundled CommonJS packages (as in the release bundles).
+    banner: requireBanner,
     logLevel: 'silent',
     chunkNames: 'chunks/[name]-[hash]',
   });
