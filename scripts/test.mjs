@@ -918,6 +918,8 @@ if (process.env.KEEL_TEST_PREPARE_ONLY) {
   process.exit(0);
 }
 const began = Date.now();
+/** The machine's CPU at the test phase's start: how busy its cores were is printed at the end. */
+const machineAtBegin = machineCpu();
 const jobs = plan();
 console.log(
   `${files.length} files in ${jobs.length} processes, up to ${concurrency} at once (KEEL_TEST_CONCURRENCY) ` +
@@ -1050,6 +1052,11 @@ if (browser)
   console.log(
     `\nthe shared Chromium: ${cpuText(browserCpu)} (in no file's figure above, in the total below)`,
   );
+const machineAtEnd = machineCpu();
+const phaseBusy =
+  machineAtBegin && machineAtEnd && machineAtEnd.total > machineAtBegin.total
+    ? (machineAtEnd.busy - machineAtBegin.busy) / (machineAtEnd.total - machineAtBegin.total)
+    : undefined;
 console.log(
   `\n${['tests', 'suites', 'pass', 'fail', 'cancelled', 'skipped', 'todo'].map((k) => `${k} ${total[k] ?? 0}`).join(', ')}` +
     `\n${files.length} files, ${jobs.length} processes (up to ${concurrency} at once, within ${cpuBudget} cores): ${((Date.now() - began) / 1000).toFixed(1)} s` +
@@ -1057,7 +1064,12 @@ console.log(
     ` (= ${(((ownCpu() ?? jobsCpu) + browserOrphanCpu) / cores).toFixed(0)} s of ${cores} busy cores)` +
     // The other floor: the processes' wall times over how many may run at once. A run near this
     // one is held by the limit on processes (their waiting), not by the cores.
-    `\nwall: ${(wallSum / 1000).toFixed(0)} s of processes in all but the idle ones (= ${(wallSum / 1000 / concurrency).toFixed(0)} s at ${concurrency} at once)`,
+    `\nwall: ${(wallSum / 1000).toFixed(0)} s of processes in all but the idle ones (= ${(wallSum / 1000 / concurrency).toFixed(0)} s at ${concurrency} at once)` +
+    // Everything on the machine (PostgreSQL's backends, other runs): well under 100 % on a quiet
+    // machine, the schedule left cores idle; near it, only less CPU makes the run shorter.
+    (phaseBusy === undefined
+      ? ''
+      : `\ncores: ${(100 * phaseBusy).toFixed(0)} % busy during the test phase (the whole machine, /proc/stat)`),
 );
 if (failed.length) {
   console.log(`failed: ${failed.map((r) => r.job.files.join(' + ')).join(', ')}`);
