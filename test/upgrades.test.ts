@@ -12,11 +12,12 @@
 // on exit 75 and trial watchdog are what this test exercises.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { KeelError } from '@keel/shared';
 import { ApiClient } from './helpers/api.ts';
+import { cachedRelease } from './helpers/release-cache.ts';
 import { removeDir, repoRoot, startTestController, tempDir, waitFor } from './helpers/fleet.ts';
 import {
   buildAgentBundle,
@@ -57,14 +58,14 @@ describe('staged agent upgrades', () => {
     KEEL_WAIT_SECONDS: '60',
   });
 
-  /** Builds the agent at `version` from the sources into the bundle directory. */
+  /**
+   * Puts the agent built at `version` from the sources into the bundle directory (what the
+   * controller serves: the tarball and its .sha256), built once per change of the sources.
+   */
   const build = (version: string) => {
-    const r = spawnSync(
-      process.execPath,
-      [join(repoRoot, 'scripts/build-release.mjs'), 'agent', '--out', bundles, '--agent-version', version],
-      { encoding: 'utf8' },
-    );
-    assert.equal(r.status, 0, r.stderr);
+    const release = cachedRelease('agent', { agentVersion: version });
+    for (const name of [`keel-agent-${version}.tar.gz`, `keel-agent-${version}.tar.gz.sha256`])
+      copyFileSync(join(release, name), join(bundles, name));
   };
 
   /** Pids of the supervised processes the tests started (they outlive agents by design). */

@@ -90,9 +90,11 @@ function prune(cache: string, prefix: string, keep: number): void {
 /**
  * The dir holding the `kind` release for the current sources (build-release.mjs's output and a
  * `done` marker), built on first use; several runs or files making it at once are safe.
+ * `agentVersion`: the agent built from the same sources under another version (build-release.mjs
+ * `--agent-version`; test/upgrades.test.ts's newer release), kept under a name of its own.
  */
-export function cachedRelease(kind: ReleaseKind): string {
-  const prefix = `keel-test-${kind}-release-`;
+export function cachedRelease(kind: ReleaseKind, opts: { agentVersion?: string } = {}): string {
+  const prefix = `keel-test-${kind}-${opts.agentVersion ? `${opts.agentVersion}-` : ''}release-`;
   const cache = process.env.KEEL_TEST_CACHE_DIR ?? tmpdir();
   mkdirSync(cache, { recursive: true });
   const dir = join(cache, `${prefix}${sourcesHash(kind)}`);
@@ -105,7 +107,13 @@ export function cachedRelease(kind: ReleaseKind): string {
   try {
     const built = spawnSync(
       process.execPath,
-      [join(repoRoot, 'scripts/build-release.mjs'), kind, '--out', join(work, 'release')],
+      [
+        join(repoRoot, 'scripts/build-release.mjs'),
+        kind,
+        '--out',
+        join(work, 'release'),
+        ...(opts.agentVersion ? ['--agent-version', opts.agentVersion] : []),
+      ],
       { encoding: 'utf8' },
     );
     assert.equal(built.status, 0, built.stderr);
