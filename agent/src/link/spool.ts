@@ -1236,7 +1236,7 @@ const WRITEV_MAX_PARTS = 512;
  * Firecracker VMs do) the large free blocks such folios come from are the ones handed back, so each
  * of their pages costs a host fault when first written: 1 GiB into a new file took 1.8-2.4 CPU-s of
  * system time in 2-4 MiB writes and 0.23-0.39 in 64-512 KiB ones (dd, 1 Dec). The tailer's 4 MiB
- * appends were one such write each: half of its CPU (docs/benchmarks.md, logs, 1 Dec 04:00).
+ * appends were one such write each: half of its CPU (docs/benchmarks.md, logs, 1 Dec 03:53).
  */
 export const WRITE_MAX_BYTES = 256 * 1024;
 
