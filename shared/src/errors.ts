@@ -55,6 +55,10 @@ export const errorCatalogue = {
   'template.exists': { status: 409, message: 'A process template with this id exists.' },
   'template.built_in': { status: 409, message: 'Built-in templates cannot be changed or deleted.' },
   'template.invalid': { status: 400, message: 'The template or its values are not valid.' },
+  'search.busy': {
+    status: 429,
+    message: 'As many log searches as the controller runs at once are running; try again in a few seconds.',
+  },
   'search.invalid_pattern': {
     status: 400,
     message: 'The search pattern is not a usable regular expression.',

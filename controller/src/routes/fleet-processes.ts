@@ -154,6 +154,9 @@ const searchRoute = createRoute({
     400: errorResponse('Malformed query or pattern (`request.invalid`, `search.invalid_pattern`).'),
     ...authErrors,
     404: errorResponse('No such host (`host.not_found`).'),
+    429: errorResponse(
+      'As many searches as the controller runs at once are running (`search.busy`, with Retry-After).',
+    ),
   },
 });
 

@@ -3,8 +3,9 @@
 // per-line answer computed here: the same lines, ranges, order, seq, time, stream and process,
 // across LZ4, deflate and uncompressed chunks and several batches (both workers); with a time
 // range, one process and one stream; long lines cut; non-ASCII text; a search stopped early by
-// its limit or its caller (and the next search on the same storage answers); a chunk that does
-// not decode ends the search with ChunkDecodeError.
+// its limit or its caller (and the next search on the same storage answers); at most maxRunning
+// searches at once, each freeing its place however it ends; a chunk that does not decode ends the
+// search with ChunkDecodeError.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { deflateRawSync } from 'node:zlib';
@@ -234,6 +235,53 @@ for (const target of testDatabaseTargets()) {
           found(events).map((m) => m.seq),
           [5_001],
         );
+      },
+    );
+
+    test(
+      'at most maxRunning searches run at once; a search frees its place however it ends',
+      { timeout: 120_000 },
+      async () => {
+        const service = createLogSearchService({
+          hosts: createHostRepository(db),
+          logs: createLogSearchRepository(db),
+          maxRunning: 2,
+        });
+        const q = '^n \\d*[0-9] ';
+        const start = () => service.start(actor, { q, hostId, regex: true, limit: 2000 });
+        // Two started, neither read yet: the third is refused before anything is looked up.
+        const a = await start();
+        const b = await start();
+        assert.equal(service.running, 2);
+        await assert.rejects(
+          start(),
+          (err: { code?: string; status?: number; retryAfterSeconds?: number }) => {
+            assert.equal(err.code, 'search.busy');
+            assert.equal(err.status, 429);
+            assert.equal(err.retryAfterSeconds, 2);
+            return true;
+          },
+        );
+        // Returned before its first event (a client gone at once): its place is free.
+        await a.return(undefined);
+        assert.equal(service.running, 1);
+        const c = await start();
+        // Read to its end: free again.
+        let last: LogSearchEvent | undefined;
+        for await (const e of b) last = e;
+        assert.equal(last?.type, 'end');
+        assert.equal(service.running, 1);
+        // Stopped after its first event by the caller.
+        assert.equal((await c.next()).value?.type, 'match');
+        await c.return(undefined);
+        assert.equal(service.running, 0);
+        // A refusal after the count (an unknown host) does not keep a place.
+        await assert.rejects(
+          service.start(actor, { q, hostId: '00000000-0000-4000-8000-000000000000', regex: true }),
+          (err: { code?: string }) => err.code === 'host.not_found',
+        );
+        assert.equal(service.running, 0);
+        assert.equal(found(await search({ q: '7{40}' })).length, 1);
       },
     );
 

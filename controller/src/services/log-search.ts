@@ -83,6 +83,17 @@ export const MAX_SECONDS = 120;
 const MAX_TEXT = 4_096;
 /** A regex batch must come back within this, or the pattern is stopped. */
 export const REGEX_BATCH_MS = 2_000;
+/**
+ * Searches running at once in this controller. Each holds up to two regex workers and, on
+ * PostgreSQL, two reserved pool connections while it reads; one more is refused with
+ * `search.busy` (429, Retry-After) before anything is read, so searches cannot take the pool or
+ * the cores from the gateway's writes.
+ */
+export const MAX_RUNNING_SEARCHES = 3;
+
+/** A running search's events; `return()` stops it (and frees its place among the running). */
+export type LogSearchEvents = AsyncIterableIterator<LogSearchEvent> &
+  Required<Pick<AsyncIterator<LogSearchEvent>, 'return' | 'throw'>>;
 /** Largest batch of line text sent to the regex worker at once. */
 const REGEX_BATCH_BYTES = 1024 * 1024;
 /** A batch's buffer: REGEX_BATCH_BYTES and room for one more whole chunk (256 KiB of records). */
@@ -594,19 +605,77 @@ function regexMatcher(pattern: string, caseSensitive: boolean, select: RecordSel
 }
 
 /** Fleet log search. */
-export function createLogSearchService(deps: { hosts: HostRepository; logs: LogSearchRepository }) {
+export function createLogSearchService(deps: {
+  hosts: HostRepository;
+  logs: LogSearchRepository;
+  /** Searches running at once (default MAX_RUNNING_SEARCHES). */
+  maxRunning?: number;
+}) {
   const { hosts, logs } = deps;
+  const maxRunning = deps.maxRunning ?? MAX_RUNNING_SEARCHES;
+  let running = 0;
   return {
+    /** Searches started and not yet ended. */
+    get running(): number {
+      return running;
+    },
     /**
      * Checks the query and the caller's access (throws before anything is streamed), then returns
-     * the search as an async generator of events; `signal` aborts it (the client went away).
+     * the search as an async generator of events; `signal` aborts it (the client went away). At
+     * most `maxRunning` run at once: the attempt is counted before anything is looked up or read,
+     * and released once, when the search ends however it ends (finished, failed, refused, or
+     * stopped before or after its first event).
      */
-    async start(
-      actor: ProcessActor,
-      query: LogSearchQuery,
-      signal?: AbortSignal,
-    ): Promise<AsyncGenerator<LogSearchEvent>> {
+    async start(actor: ProcessActor, query: LogSearchQuery, signal?: AbortSignal): Promise<LogSearchEvents> {
       requireAccess(actor, 'logs.read');
+      if (running >= maxRunning) {
+        throw Object.assign(new KeelError('search.busy'), { retryAfterSeconds: 2 });
+      }
+      running += 1;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        running -= 1;
+      };
+      let events: AsyncGenerator<LogSearchEvent>;
+      try {
+        events = await open(actor, query, signal);
+      } catch (err) {
+        release();
+        throw err;
+      }
+      // A generator returned before its first next() never enters its body (a finally there would
+      // not run), so the release is wired to the iterator's own ends.
+      const settle = (step: Promise<IteratorResult<LogSearchEvent>>) =>
+        step.then(
+          (r) => {
+            if (r.done) release();
+            return r;
+          },
+          (err: unknown) => {
+            release();
+            throw err;
+          },
+        );
+      const counted: LogSearchEvents = {
+        next: () => settle(events.next()),
+        return: (value?: unknown) => events.return(value as never).finally(release),
+        throw: (err?: unknown) => settle(events.throw(err)),
+        [Symbol.asyncIterator]() {
+          return counted;
+        },
+      };
+      return counted;
+    },
+  };
+
+  async function open(
+    actor: ProcessActor,
+    query: LogSearchQuery,
+    signal?: AbortSignal,
+  ): Promise<AsyncGenerator<LogSearchEvent>> {
+    {
       if (!query.q || query.q.length > MAX_PATTERN) {
         throw new KeelError('request.invalid', `The search text is 1 to ${MAX_PATTERN} characters.`);
       }
@@ -996,8 +1065,8 @@ export function createLogSearchService(deps: { hosts: HostRepository; logs: LogS
           elapsedMs: Date.now() - started,
         };
       })();
-    },
-  };
+    }
+  }
 }
 
 export type LogSearchService = ReturnType<typeof createLogSearchService>;
