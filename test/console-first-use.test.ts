@@ -3,7 +3,7 @@
 // the process console says "No output yet" until the first line; "New from template" fills the
 // required name with the template's id, unique on the host ("command", then "command-2"), and keeps
 // a typed one; a check created on the Checks page shows its first result within seconds, not after
-// its 60 s interval; a visit to the Terminal tab opens no session (no recording) until "Open
+// its 60 s interval, its latency line a dot until a second; a visit to the Terminal tab opens no session (no recording) until "Open
 // terminal", and "End session" says the user ended it (each state axe-checked); the Alerts and Checks tables keep their Edit/Delete buttons inside a phone's width and
 // the check and rule forms stack through the shared .form-stack class; Proxies with no node has a
 // page header like the other pages and no rollout form; the sessions list names the browser
@@ -183,6 +183,10 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
       await row.locator('[data-testid="check-status"]', { hasText: 'Up' }).waitFor({ timeout: 15_000 });
       const tookMs = Date.now() - created;
       assert.ok(tookMs < 15_000, `the first result showed after ${tookMs} ms`);
+      // Its latency line with one result is a dot (a polyline of one point draws nothing).
+      const spark = row.locator('svg[role="img"]');
+      await spark.locator('circle').waitFor({ timeout: 5_000 });
+      assert.equal(await spark.locator('polyline').count(), 0);
       // Its actions in reach on a phone too (the table reads as cards there).
       assert.ok(await inView(page, '[data-testid="checks-table"] tbody tr button:has-text("Edit")', width));
       assert.ok(await inView(page, '[data-testid="checks-table"] tbody tr button:has-text("Delete")', width));

@@ -5,12 +5,13 @@
 // highlights, jumped to a time, downloaded, and a gap shows as "N lines lost"; editing a process
 // made with files, a health check, limits and backoff keeps them; axe WCAG 2.1 A/AA passes on the
 // process page (live, and its stored output searched) and the edit form, in the dark and the light
-// theme on a desktop and a phone.
+// theme on a desktop and a phone; a console whose channel ends says Disconnected and Reconnect
+// opens a new one without a reload.
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { Page } from 'playwright-core';
+import type { Page, WebSocketRoute } from 'playwright-core';
 import { streamGaps } from '../controller/src/db/schema/streams.ts';
 import {
   axeViolationsInThemes,
@@ -354,6 +355,54 @@ test(
       assert.deepEqual(saved.restart, spec.restart);
       assert.deepEqual(saved.stop, spec.stop);
       assert.equal(saved.cwd, fleet.workDir);
+      assert.deepEqual(
+        pageErrors.map((e) => e.message),
+        [],
+      );
+    } finally {
+      await context.close();
+    }
+  },
+);
+
+test(
+  'the console says Disconnected when its channel ends, and Reconnect (by keyboard) opens a new one',
+  { timeout: 120_000 },
+  async () => {
+    const { context, page, pageErrors } = await fleet.open({
+      viewport: 'desktop',
+      theme: 'light',
+      path: `/hosts/${hostId}/processes`,
+    });
+    try {
+      // Every live channel's socket goes through the test, which can end it as a lost link would.
+      const sockets: WebSocketRoute[] = [];
+      await page.routeWebSocket(/\/api\/v1\/channels\/ws/, (ws) => {
+        ws.connectToServer();
+        sockets.push(ws);
+      });
+      await page.goto(`/hosts/${hostId}/processes/painter`);
+      const connection = page.locator('[data-testid="console-connection"]');
+      await connection.filter({ hasText: 'Live' }).waitFor({ timeout: 30_000 });
+      const reconnect = page.locator('[data-testid="console-reconnect"]');
+      assert.equal(await reconnect.count(), 0, 'no Reconnect while live');
+      assert.equal(sockets.length, 1);
+
+      await sockets[0]!.close({ code: 4000, reason: 'cut by the test' });
+      await connection.filter({ hasText: 'Disconnected' }).waitFor({ timeout: 10_000 });
+      await reconnect.focus();
+      await page.keyboard.press('Enter');
+      await connection.filter({ hasText: 'Live' }).waitFor({ timeout: 30_000 });
+      assert.equal(sockets.length, 2, 'a new channel was opened');
+      assert.equal(await reconnect.count(), 0);
+      // The new channel carries the process's output: a command's answer shows.
+      const input = page.locator('[data-testid="console-input"]');
+      await input.fill('after reconnect');
+      await input.press('Enter');
+      await page
+        .locator('[data-testid="console-output"]')
+        .filter({ hasText: 'echo: after reconnect' })
+        .waitFor({ timeout: 30_000 });
       assert.deepEqual(
         pageErrors.map((e) => e.message),
         [],
