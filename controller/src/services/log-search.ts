@@ -776,45 +776,39 @@ export function createLogSearchService(deps: {
                   reason = 'cancelled';
                   return false;
                 }
+                let match: Pick<LogSearchMatch, 'process' | 'seq' | 'ts' | 'stream'> & { text: string };
                 if (record && b.stored) {
+                  // Decoded and walked in the worker: it sent the line's fields.
                   const [c, k, ts, stderr, process, text] = record;
-                  matches++;
-                  hostMatches++;
-                  yieldQueue.push({
-                    type: 'match',
-                    hostId: host.id,
-                    hostName: host.name,
+                  match = {
                     process,
                     seq: b.stored[c]!.firstSeq + k,
                     ts,
                     stream: stderr ? 'stderr' : 'stdout',
-                    text: text.slice(0, MAX_TEXT),
-                    cut: text.length > MAX_TEXT,
-                    ranges: clipped(ranges),
-                  });
-                  if (matches >= limit) {
-                    reason = 'limit';
-                    return false;
-                  }
-                  continue;
+                    text,
+                  };
+                } else {
+                  const chunk = b.chunks[where && b.segChunk ? b.segChunk[where[0]]! : b.lineChunk[i]!]!;
+                  const body = chunk.body;
+                  const at = where ? where[1] : b.lineAt[i]!;
+                  const l = decodeLogLine(body.subarray(at + 12, at + 12 + body.readUInt32BE(at)))!;
+                  match = {
+                    process: l.process,
+                    seq: where ? chunk.firstSeq + where[2] : b.lineSeq[i]!,
+                    ts: body.readDoubleBE(at + 4),
+                    stream: l.stream,
+                    text: Buffer.from(l.line).toString('utf8'),
+                  };
                 }
-                const chunk = b.chunks[where && b.segChunk ? b.segChunk[where[0]]! : b.lineChunk[i]!]!;
-                const body = chunk.body;
-                const at = where ? where[1] : b.lineAt[i]!;
-                const l = decodeLogLine(body.subarray(at + 12, at + 12 + body.readUInt32BE(at)))!;
-                const text = Buffer.from(l.line).toString('utf8');
                 matches++;
                 hostMatches++;
                 yieldQueue.push({
                   type: 'match',
                   hostId: host.id,
                   hostName: host.name,
-                  process: l.process,
-                  seq: where ? chunk.firstSeq + where[2] : b.lineSeq[i]!,
-                  ts: body.readDoubleBE(at + 4),
-                  stream: l.stream,
-                  text: text.slice(0, MAX_TEXT),
-                  cut: text.length > MAX_TEXT,
+                  ...match,
+                  text: match.text.slice(0, MAX_TEXT),
+                  cut: match.text.length > MAX_TEXT,
                   ranges: clipped(ranges),
                 });
                 if (matches >= limit) {
