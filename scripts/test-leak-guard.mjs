@@ -11,8 +11,8 @@
 // this process's heap through the inspector (every Timeout object, kept if still pending and
 // ref'd), so it costs nothing until a leak. A leak that shows only in some runs (a race) is named
 // in the run where it shows.
-import { Session } from 'node:inspector';
 import { appendFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { after } from 'node:test';
 
 const events = process.env.KEEL_TEST_EVENTS_FILE;
@@ -24,8 +24,15 @@ function pendingTimers() {
   const probe = setTimeout(() => {}, 1);
   clearTimeout(probe);
   globalThis.__keelTimeoutPrototype = Object.getPrototypeOf(probe);
-  const session = new Session();
-  session.connect();
+  let session;
+  try {
+    // Loaded here: a Node built without the inspector still runs the guard.
+    const { Session } = createRequire(import.meta.url)('node:inspector');
+    session = new Session();
+    session.connect();
+  } catch (error) {
+    return [`(timers not found: ${error.message})`];
+  }
   const scripts = new Map();
   session.on('Debugger.scriptParsed', ({ params }) => scripts.set(params.scriptId, params.url));
   const post = (method, params) => {
