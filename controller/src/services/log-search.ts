@@ -882,6 +882,18 @@ export function createLogSearchService(deps: {
                   batchStored = [];
                   decodedUsed = 0;
                 };
+                /**
+                 * Sends the batch gathered so far; when too many are in flight, waits for the oldest
+                 * (`go` false: the search ends); yields the matches found meanwhile.
+                 */
+                async function* flush(): AsyncGenerator<LogSearchEvent> {
+                  send();
+                  if (inflight.length >= MAX_INFLIGHT) go = await settle();
+                  for (const e of yieldQueue.splice(0)) {
+                    if (signal?.aborted) break;
+                    yield e;
+                  }
+                }
                 for (const chunk of readStored ? (chunks as StoredLogChunk[]) : []) {
                   const { data, codec } = chunk;
                   // What it decodes to: LZ4's size prefix; deflate (chunks from before LZ4) guessed.
@@ -892,12 +904,7 @@ export function createLogSearchService(deps: {
                         ? data.length * 4
                         : data.length;
                   if (used > 0 && decodedUsed + size >= REGEX_BATCH_BYTES) {
-                    send();
-                    if (inflight.length >= MAX_INFLIGHT) go = await settle();
-                    for (const e of yieldQueue.splice(0)) {
-                      if (signal?.aborted) break;
-                      yield e;
-                    }
+                    yield* flush();
                     if (!go) break;
                   }
                   if (used + data.length > bytes.length) {
@@ -926,12 +933,7 @@ export function createLogSearchService(deps: {
                     used > 0 &&
                     (used + body.length >= REGEX_BATCH_BYTES || walkInWorker !== segs.length > 0)
                   ) {
-                    send();
-                    if (inflight.length >= MAX_INFLIGHT) go = await settle();
-                    for (const e of yieldQueue.splice(0)) {
-                      if (signal?.aborted) break;
-                      yield e;
-                    }
+                    yield* flush();
                     if (!go) break;
                   }
                   if (used + body.length + 1 > bytes.length) {
