@@ -14,7 +14,14 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import postgres from 'postgres';
 import { hashMigrations, seedDatabase } from '../../../test/helpers/database-template.ts';
-import { openDatabase, type DriverName, type OpenDatabase, type OpenDatabaseOptions } from './index.ts';
+import {
+  openDatabase,
+  type Db,
+  type DriverName,
+  type OpenDatabase,
+  type OpenDatabaseOptions,
+} from './index.ts';
+import { hosts } from './schema/hosts.ts';
 
 /** One fresh database for a test file. */
 export interface TestDatabase {
@@ -146,4 +153,14 @@ function postgresTarget(adminUrl: string): TestDatabaseTarget {
 export function testDatabaseTargets(env: NodeJS.ProcessEnv = process.env): TestDatabaseTarget[] {
   const url = env.KEEL_TEST_DATABASE_URL;
   return url ? [pglite, postgresTarget(url)] : [pglite];
+}
+
+/** Inserts a host row with a fresh random key (no enrollment, no agent) and returns its id. */
+export async function insertTestHost(db: Db, name = 'h'): Promise<string> {
+  const [row] = await db
+    .insert(hosts)
+    .values({ name, publicKey: randomBytes(32).toString('base64url') })
+    .returning({ id: hosts.id });
+  if (!row) throw new Error('host not stored');
+  return row.id;
 }

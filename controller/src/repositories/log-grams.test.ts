@@ -4,12 +4,10 @@
 // (here all of them), with any case of the literal; a clause of alternatives reads a chunk holding
 // any of them; and a search that requires nothing reads every chunk.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
-import { hosts as hostsTable } from '../db/schema/hosts.ts';
-import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { insertTestHost, testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
 import { createLogRetentionRepository } from './log-retention.ts';
 import { createLogSearchRepository } from './log-search.ts';
 import { LOGS_STREAM } from './processes.ts';
@@ -41,11 +39,7 @@ for (const target of testDatabaseTargets()) {
       testDb = await target.create();
       handle = await testDb.open();
       db = handle.db;
-      const [row] = await db
-        .insert(hostsTable)
-        .values({ name: 'h', publicKey: randomBytes(32).toString('base64url') })
-        .returning({ id: hostsTable.id });
-      hostId = row!.id;
+      hostId = await insertTestHost(db);
       const streams = createStreamRepository(db);
       // One append per chunk's lines (each well under CHUNK_MAX_RAW_BYTES: one chunk row each).
       for (let c = 0; c < chunks; c++) {

@@ -11,8 +11,7 @@ import { sql } from 'drizzle-orm';
 import postgres from 'postgres';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
-import { hosts as hostsTable } from '../db/schema/hosts.ts';
-import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { insertTestHost, testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
 import { decodeChunk } from './chunk-codec.ts';
 import { createLogSearchRepository, parseCopyRows, readCopy, type LogChunk } from './log-search.ts';
 import { LOGS_STREAM } from './processes.ts';
@@ -54,11 +53,7 @@ for (const target of testDatabaseTargets()) {
       testDb = await target.create();
       handle = await testDb.open();
       db = handle.db;
-      const [row] = await db
-        .insert(hostsTable)
-        .values({ name: 'h', publicKey: randomBytes(32).toString('base64url') })
-        .returning({ id: hostsTable.id });
-      hostId = row!.id;
+      hostId = await insertTestHost(db);
       const streams = createStreamRepository(db);
       for (let c = 0; c < CHUNKS; c++) {
         const records = [];

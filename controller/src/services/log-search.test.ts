@@ -13,9 +13,8 @@ import { after, before, describe, test } from 'node:test';
 import { and, eq } from 'drizzle-orm';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
-import { hosts as hostsTable } from '../db/schema/hosts.ts';
 import { chunkCodec, streamChunks } from '../db/schema/streams.ts';
-import { testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { insertTestHost, testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
 import { ChunkDecodeError, decodeChunk } from '../repositories/chunk-codec.ts';
 import { createHostRepository } from '../repositories/hosts.ts';
 import { createLogSearchRepository } from '../repositories/log-search.ts';
@@ -116,11 +115,7 @@ for (const target of testDatabaseTargets()) {
       testDb = await target.create();
       handle = await testDb.open();
       db = handle.db;
-      const [row] = await db
-        .insert(hostsTable)
-        .values({ name: 'h', publicKey: randomBytes(32).toString('base64url') })
-        .returning({ id: hostsTable.id });
-      hostId = row!.id;
+      hostId = await insertTestHost(db);
       const streams = createStreamRepository(db);
       for (let c = 0; c < CHUNKS; c++) {
         const records = [];
