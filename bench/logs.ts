@@ -16,6 +16,18 @@
 // Every rate is bytes (lines plus newline) over the time from the writer's first line to the last
 // line arriving where that leg counts it, and is shown as a ratio to the raw leg.
 //
+// Rounds: both capture legs are bound by the writer, whose rate on a shared machine moves from one
+// minute to the next, so one supervisord leg beside one Keel leg compares two moments. --rounds N
+// (default 3) runs raw once, then N rounds of supervisord and (a), alternating, the order swapped
+// every round (supervisord first in odd rounds, Keel first in even ones); each round prints both
+// legs and its ratio, then the run prints each leg's median rate, the ratio of the medians, every
+// round's ratio, and each leg's CPU-s per GiB (median and range). Each capture line also says how
+// long after the writer's last write the leg counted its last line (Keel: the tailer ticks every
+// 200 ms as in the agent, and again at once only while a tick stopped at its 4 MiB read cap, so a
+// caught-up tailer can sleep up to 200 ms past the end; supervisord: the 20 ms poll of its file).
+// The fleet legs (b), (c) and the search run once, after the rounds; their "x supervisord" is
+// against supervisord's median rate.
+//
 // The issue asks for 10 s of writing and 1 GiB for the search; on a shared 2-core machine the run is
 // bounded by volume instead: --mib (default 256) MiB of lines, or --seconds (default 10) of
 // writing, whichever comes first; the output says what it used.
@@ -26,7 +38,7 @@
 // stream repository (the gateway's path, 4 MiB batches), so 1 GiB can be searched without
 // writing 1 GiB through the agent at once.
 //
-// Run: npm run bench -- logs [--mib 256] [--seconds 10] [--search-mib N] [--skip-fleet]
+// Run: npm run bench -- logs [--mib 256] [--seconds 10] [--search-mib N] [--skip-fleet] [--rounds 3]
 import { spawn, spawnSync } from 'node:child_process';
 import {
   closeSync,
@@ -73,12 +85,15 @@ const { values: args } = parseArgs({
     'skip-fleet': { type: 'boolean', default: false },
     /** Volume searched (default --mib): lines past what the run stored are appended (see below). */
     'search-mib': { type: 'string' },
+    /** Alternating supervisord and Keel capture legs (see the header). */
+    rounds: { type: 'string', default: '3' },
   },
 });
 const MiB = 1024 * 1024;
 const LINE_BYTES = 100; // with its newline
 const maxLines = Math.floor((Number(args.mib) * MiB) / LINE_BYTES);
 const maxMs = Number(args.seconds) * 1000;
+const rounds = Math.max(1, Math.floor(Number(args.rounds)));
 /**
  * Matches lines whose number ends in 99999: ~1 in 100,000. It requires the literal `99999 `, so a
  * search may skip the chunks whose gram filter shows they lack it (as grep skips lines by it).
@@ -177,15 +192,30 @@ console.log(
 // Every other leg prints exactly the lines the raw leg managed (same text, same count).
 const legArgs = [String(lines), String(24 * 3600 * 1000)];
 
-// ---- supervisord capturing it to its log file ----------------------------------------------------
-let supRate: number | null = null;
-if (existsSync('/usr/bin/supervisord')) {
-  const conf = join(dir, 'supervisord.conf');
-  const supOut = join(dir, 'sup.json');
-  const log = join(dir, 'writer.log');
+// ---- supervisord and (a) Keel's capture, alternating over --rounds --------------------------------
+/** One capture leg's figures: the writer's report, the leg's time and CPU, and how late it ended. */
+interface Leg {
+  w: WriterReport;
+  /** From the writer's first line to the leg's last line where it counts it. */
+  ms: number;
+  rate: number;
+  cpuS: number;
+  /** From the writer's last write to the last line counted (the capture's own end). */
+  endLagMs: number;
+}
+const gibOf = (bytes: number) => bytes / 1024 / MiB;
+
+const hasSupervisord = existsSync('/usr/bin/supervisord');
+const supVersion = hasSupervisord ? spawnSync('supervisord', ['--version']).stdout.toString().trim() : '';
+
+/** supervisord capturing the writer to its log file, timed until the file holds every byte. */
+async function supervisordLeg(n: number): Promise<Leg> {
+  const conf = join(dir, `supervisord-${n}.conf`);
+  const supOut = join(dir, `sup-${n}.json`);
+  const log = join(dir, `writer-${n}.log`);
   writeFileSync(
     conf,
-    `[supervisord]\nnodaemon=true\nlogfile=${dir}/supervisord.log\npidfile=${dir}/supervisord.pid\n` +
+    `[supervisord]\nnodaemon=true\nlogfile=${dir}/supervisord-${n}.log\npidfile=${dir}/supervisord.pid\n` +
       `[unix_http_server]\nfile=${dir}/s.sock\n[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n` +
       `[program:writer]\ncommand=node ${writer} ${supOut} ${legArgs.join(' ')}\nstdout_logfile=${log}\n` +
       `stdout_logfile_maxbytes=0\nautorestart=false\nstartsecs=0\n`,
@@ -199,29 +229,29 @@ if (existsSync('/usr/bin/supervisord')) {
   );
   const doneAt = Date.now();
   // supervisord's CPU for the whole leg (its start-up included, ~0.2 s): load-independent.
-  const supCpu = procCpuMs(d.pid!) / 1000;
+  const cpuS = procCpuMs(d.pid!) / 1000;
   const w = readReport(supOut);
+  const exited = new Promise((resolve) => d.once('exit', resolve));
   d.kill('SIGTERM');
+  await exited;
+  rmSync(log, { force: true });
   const ms = doneAt - w.t0;
-  supRate = mibps(w.bytes, ms);
+  const leg = { w, ms, rate: mibps(w.bytes, ms), cpuS, endLagMs: doneAt - (w.t0 + w.ms) };
   console.log(
-    `supervisord to its file:   ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}; supervisord ${spawnSync('supervisord', ['--version']).stdout.toString().trim()}, ${supCpu.toFixed(1)} CPU-s, ${(supCpu / (w.bytes / 1024 / MiB)).toFixed(2)} per GiB)`,
+    `supervisord to its file:   ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}; supervisord ${supVersion}, ${cpuS.toFixed(1)} CPU-s, ${(cpuS / gibOf(w.bytes)).toFixed(2)} per GiB; its file complete ${leg.endLagMs} ms after the writer's last write)`,
   );
-} else {
-  console.log('supervisord: not installed (apt-get install supervisor), leg skipped');
+  return leg;
 }
-const toSup = (bytes: number, ms: number) =>
-  supRate ? `, ${(mibps(bytes, ms) / supRate).toFixed(2)}x supervisord` : '';
 
-// ---- (a) Keel's capture: supervisor + tailer into a real spool, in this process -----------------
-{
-  const keelDir = join(dir, 'keel');
+/** Keel's supervisor + tailer into a real spool, in this process, timed until the spool has every line. */
+async function keelLeg(n: number, sup: Leg | null): Promise<Leg> {
+  const keelDir = join(dir, `keel-${n}`);
   const spool = await Spool.open({ dir: join(keelDir, 'spool'), maxBytes: 4 * 1024 * MiB });
   const tailer = new LogTailer({ dir: keelDir, spool });
   const supervisor = new Supervisor({ dir: keelDir, tailer, log: pino({ level: 'silent' }) });
   const cpu0 = process.cpuUsage();
   const stopTail = tailContinuously(tailer, { everyMs: 200, onError: (err) => console.error(err) });
-  const out = join(dir, 'keel.json');
+  const out = join(dir, `keel-${n}.json`);
   await supervisor.apply(
     processSpecSchema.parse({
       name: 'writer',
@@ -238,12 +268,77 @@ const toSup = (bytes: number, ms: number) =>
   stopTail();
   supervisor.close();
   await spool.close();
-  const ms = doneAt - w.t0;
-  const gib = w.bytes / 1024 / MiB;
-  console.log(
-    `(a) Keel captured (spool): ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; the writer alone ${fmt(w.lines, w.bytes, w.ms)}; ${((cpu.user + cpu.system) / 1e6).toFixed(1)} CPU-s in this process: ${((cpu.user + cpu.system) / 1e6 / gib).toFixed(2)} per GiB, user ${(cpu.user / 1e6 / gib).toFixed(2)} + system ${(cpu.system / 1e6 / gib).toFixed(2)}; spool ${spoolPerByte.toFixed(3)} bytes per byte)`,
-  );
   removeDir(keelDir);
+  const ms = doneAt - w.t0;
+  const gib = gibOf(w.bytes);
+  const cpuS = (cpu.user + cpu.system) / 1e6;
+  const leg = { w, ms, rate: mibps(w.bytes, ms), cpuS, endLagMs: doneAt - (w.t0 + w.ms) };
+  const vsSup = sup ? `, ${(leg.rate / sup.rate).toFixed(2)}x supervisord` : '';
+  console.log(
+    `(a) Keel captured (spool): ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${vsSup}; the writer alone ${fmt(w.lines, w.bytes, w.ms)}; ${cpuS.toFixed(1)} CPU-s in this process: ${(cpuS / gib).toFixed(2)} per GiB, user ${(cpu.user / 1e6 / gib).toFixed(2)} + system ${(cpu.system / 1e6 / gib).toFixed(2)}; spool ${spoolPerByte.toFixed(3)} bytes per byte; the last line in the spool ${leg.endLagMs} ms after the writer's last write)`,
+  );
+  return leg;
+}
+
+const median = (xs: readonly number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const perGiB = (l: Leg) => l.cpuS / gibOf(l.w.bytes);
+const sups: Leg[] = [];
+const keels: Leg[] = [];
+const roundRatios: number[] = [];
+if (!hasSupervisord) console.log('supervisord: not installed (apt-get install supervisor), leg skipped');
+for (let r = 1; r <= rounds; r++) {
+  // Odd rounds: supervisord first; even rounds: Keel first (neither leg always runs first).
+  const supFirst = !hasSupervisord || r % 2 === 1;
+  if (rounds > 1) {
+    console.log(
+      `round ${r} of ${rounds} (${supFirst ? 'supervisord' : 'Keel'} first), load average ${load()}`,
+    );
+  }
+  let sup: Leg | null = null;
+  let keel: Leg;
+  if (supFirst) {
+    if (hasSupervisord) sup = await supervisordLeg(r);
+    keel = await keelLeg(r, sup);
+  } else {
+    keel = await keelLeg(r, null);
+    sup = await supervisordLeg(r);
+  }
+  keels.push(keel);
+  if (sup) {
+    sups.push(sup);
+    roundRatios.push(keel.rate / sup.rate);
+    if (rounds > 1) {
+      console.log(
+        `round ${r}: Keel ${keel.rate.toFixed(1)} MiB/s, supervisord ${sup.rate.toFixed(1)} MiB/s: ${(keel.rate / sup.rate).toFixed(2)}x supervisord`,
+      );
+    }
+  }
+}
+/** supervisord's median rate over the rounds: the durable and live legs are compared with it. */
+const supRate = sups.length > 0 ? median(sups.map((l) => l.rate)) : null;
+const toSup = (bytes: number, ms: number) =>
+  supRate ? `, ${(mibps(bytes, ms) / supRate).toFixed(2)}x supervisord` : '';
+{
+  const keelRate = median(keels.map((l) => l.rate));
+  const span = (xs: number[]) => `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`;
+  const keelGiB = keels.map(perGiB);
+  console.log(
+    `capture, median of ${rounds} round${rounds > 1 ? 's' : ''}: Keel ${keelRate.toFixed(1)} MiB/s (${(keelRate / rawRate).toFixed(2)}x raw), ${median(keelGiB).toFixed(2)} CPU-s per GiB (${span(keelGiB)}); ` +
+      (supRate
+        ? `supervisord ${supRate.toFixed(1)} MiB/s, ${median(sups.map(perGiB)).toFixed(2)} CPU-s per GiB (${span(sups.map(perGiB))}); ` +
+          `Keel/supervisord ${(keelRate / supRate).toFixed(2)}x (ratio of medians; rounds ${roundRatios.map((x) => x.toFixed(2)).join(', ')})`
+        : 'no supervisord'),
+  );
+  console.log(
+    `capture's end after the writer's last write, median: Keel ${median(keels.map((l) => l.endLagMs))} ms (${keels.map((l) => l.endLagMs).join(', ')})` +
+      (sups.length > 0
+        ? `, supervisord ${median(sups.map((l) => l.endLagMs))} ms (${sups.map((l) => l.endLagMs).join(', ')})`
+        : ''),
+  );
 }
 
 // ---- (b) durable in PostgreSQL, (c) live subscriber, search --------------------------------------
