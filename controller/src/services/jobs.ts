@@ -252,6 +252,9 @@ const REMOTE_CANCEL_WAIT_MS = 15_000;
 /** Why a host online on another replica is not reached (this one has no broker now). */
 export const ON_UNREACHABLE_REPLICA =
   'the host is online on another controller replica, which this one cannot reach now (it has lost the message bus)';
+/** Why a host whose start the database did not take ended without running the command. */
+export const HOST_START_NOT_STORED =
+  "the controller could not store this host's start (database error), so the command was not run";
 /** Output tails kept of runs other replicas run, in all, in characters (~2 bytes each in memory). */
 const REMOTE_TAILS_MAX_CHARS = 16 * 1024 * 1024;
 
@@ -445,7 +448,16 @@ export function createJobsService(deps: JobsServiceDeps) {
     if (!hub || !(await reachable(h.hostId)))
       return finish('offline', { reason: await offlineReason(h.hostId) });
     h.status = 'running';
-    await jobs.hostStarted(run.id, h.hostId, started);
+    try {
+      await jobs.hostStarted(run.id, h.hostId, started);
+    } catch (err) {
+      // Nothing ran yet: the host ends here, stored, published and counted as any failed host, so
+      // its row does not stay `pending` for ever (the command is not started on a host whose
+      // start the database did not take).
+      // The database's own message (the query, its parameters) goes to the log, not to the result.
+      log.error({ err, run: run.id, host: h.hostId }, "storing a job host's start failed");
+      return finish('error', { reason: HOST_START_NOT_STORED });
+    }
     publish({
       type: 'job.host',
       runId: run.id,
