@@ -1,15 +1,17 @@
 #!/usr/bin/env node
 // `npm start`: builds the console on first run, then runs the controller on its embedded
 // defaults (PGlite in ./data) with a local agent for this host.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { consoleBuilt, ensureConsoleBuild } from './console-build.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-if (!existsSync(`${root}web/build/index.html`)) {
+if (!consoleBuilt(root)) {
   console.log('Building the console (first start only)…');
-  const built = spawnSync('npm', ['run', 'build', '-w', 'web'], { cwd: root, stdio: 'inherit' });
-  if (built.status !== 0) process.exit(built.status ?? 1);
+  // Through scripts/console-build.mjs, which stamps the build with its inputs' hash: `npm test`
+  // then reuses it instead of building it again.
+  const { status } = ensureConsoleBuild(root);
+  if (status !== 0) process.exit(status);
 }
 const child = spawn(
   process.execPath,
