@@ -27,6 +27,7 @@ import {
   axeViolationsInViews,
   launchChromium,
   openSignedIn,
+  viewports,
   type Credentials,
 } from './helpers/browser.ts';
 import { kill, removeDir, waitFor, type Proc, startFleet, type TestController } from './helpers/fleet.ts';
@@ -222,8 +223,67 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 150_000
   // The ended session, its recordings and the player: desktop and phone, dark and light.
   const played = await axeViolationsInViews(page, { shot: 'test-results/terminal-player' });
   assert.deepEqual(played, [], `axe, the player:\n${played.join('\n')}`);
+  // On a phone the session recorded at desktop width is scaled to the player's width: nothing
+  // scrolls sideways (the player's screen or the page) and the controls are in view; unticking
+  // "Fit to width" shows it at its own size, scrolling inside the screen.
+  const desktop = page.viewportSize()!;
+  await page.setViewportSize(viewports.phone);
+  let fitted: PlayerWidths | undefined;
+  await waitFor(
+    async () => {
+      fitted = await playerWidths(page);
+      return fitted.screenScroll <= fitted.screen && fitted.page <= viewports.phone.width;
+    },
+    5_000,
+    'the player fitted to a phone',
+  ).catch(() => assert.fail(`the player scrolls sideways on a phone: ${JSON.stringify(fitted)}`));
+  assert.ok(fitted!.controlsRight <= viewports.phone.width, `controls in view: ${JSON.stringify(fitted)}`);
+  await page.locator('[data-testid="player-fit"]').uncheck();
+  await waitFor(
+    async () => (await playerWidths(page)).screenScroll > viewports.phone.width,
+    5_000,
+    'the player at its own size, scrolling',
+  );
+  await page.locator('[data-testid="player-fit"]').check();
+  await page.setViewportSize(desktop);
   assert.deepEqual(pageErrors, []);
 });
+
+/** Widths of the player at the page's size: its screen's box and content, the page's, its controls' right edge. */
+interface PlayerWidths {
+  screen: number;
+  screenScroll: number;
+  page: number;
+  controlsRight: number;
+}
+async function playerWidths(page: Page): Promise<PlayerWidths> {
+  return page.evaluate(() => {
+    interface Box {
+      scrollWidth: number;
+      clientWidth: number;
+      getBoundingClientRect(): { right: number };
+    }
+    const { document } = globalThis as unknown as {
+      document: {
+        documentElement: Box;
+        querySelector(s: string): Box | null;
+        querySelectorAll(s: string): Box[];
+      };
+    };
+    const screen = document.querySelector('[data-testid="player-screen"]')!;
+    const controls = [
+      ...document.querySelectorAll(
+        '[data-testid="player"] button, [data-testid="player"] input, [data-testid="player"] select',
+      ),
+    ];
+    return {
+      screen: screen.clientWidth,
+      screenScroll: screen.scrollWidth,
+      page: document.documentElement.scrollWidth,
+      controlsRight: Math.max(...controls.map((c) => c.getBoundingClientRect().right)),
+    };
+  });
+}
 
 test(
   'a full-screen program switches to the alternate screen and back; ^C stops yes',
