@@ -215,6 +215,16 @@ test(
       try {
         const lines = page.locator('[data-testid="log-line"]');
         await lines.filter({ hasText: 'ready' }).first().waitFor({ timeout: 30_000 });
+        // The newest lines open scrolled to their end, as a console is (not at the oldest of the page).
+        await waitFor(
+          () =>
+            page.locator('[data-testid="log-lines"]').evaluate((el) => {
+              const e = el as unknown as { scrollTop: number; scrollHeight: number; clientHeight: number };
+              return e.scrollHeight - e.scrollTop - e.clientHeight < 4;
+            }),
+          5_000,
+          `the stored output scrolled to its newest line (${where})`,
+        );
         // The gap is drawn where the lost lines were.
         const gap = page.locator('[data-testid="log-gap"]');
         await gap.waitFor();
@@ -267,6 +277,10 @@ test(
             await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
             'the process page is no wider than the phone',
           );
+          // A process the host does not have: said so, and no live console that could only fail.
+          await page.goto(`/hosts/${hostId}/processes/no-such-process`);
+          await page.locator('[data-testid="process-missing"]').waitFor();
+          assert.equal(await page.locator('[data-testid="console-output"]').count(), 0);
         }
         assert.deepEqual(
           pageErrors.map((e) => e.message),
