@@ -401,6 +401,9 @@ for (const viewport of ['desktop', 'phone'] as ViewportName[]) {
         // A path the console does not have: its error page.
         await navigate(page, '/no-such-page');
         await page.locator('h1', { hasText: 'Page not found' }).waitFor();
+        // It names the path instead of repeating the heading ("Not Found"), and offers no Retry.
+        await page.getByText('Nothing in the console is at /no-such-page').waitFor();
+        assert.equal(await page.getByRole('button', { name: 'Retry' }).count(), 0);
         await checkAccessible(page, where('page not found'));
         await snap(page, { path: shot('not-found') });
         assert.deepEqual(
