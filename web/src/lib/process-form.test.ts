@@ -13,6 +13,7 @@ import {
   limitsLabel,
   specFromForm,
   stateLabel,
+  fleetStateLabel,
   STOP_SIGNALS,
   type SpecLike,
 } from './process-form.ts';
@@ -118,6 +119,10 @@ test('labels: state, health with its last error, limits applied or not with the 
   assert.equal(stateLabel(null), 'unknown');
   assert.equal(stateLabel({ state: 'exited', exitCode: 3, exitSignal: null }), 'exited (3)');
   assert.equal(stateLabel({ state: 'exited', exitCode: null, exitSignal: 'SIGKILL' }), 'exited (SIGKILL)');
+  // The fleet page says the exit code too (it said a bare "exited"), or that the host is offline.
+  assert.equal(fleetStateLabel({ state: 'exited', exitCode: 3, exitSignal: null }, true), 'exited (3)');
+  assert.equal(fleetStateLabel(null, false), 'host offline');
+  assert.equal(fleetStateLabel(null, true), 'unknown');
   const status = {
     state: 'running',
     exitCode: null,

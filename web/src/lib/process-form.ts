@@ -201,6 +201,14 @@ export function stateLabel(s: StatusLike | null | undefined): string {
   return s.state;
 }
 
+/**
+ * The fleet Processes page's state: stateLabel's (the exit code, as on a host's Processes tab), or
+ * "host offline" when there is no live status because its host is offline.
+ */
+export function fleetStateLabel(s: StatusLike | null | undefined, hostOnline: boolean): string {
+  return s || hostOnline ? stateLabel(s) : 'host offline';
+}
+
 /** What the health check says, or null when there is none (or the agent does not report it). */
 export function healthLabel(
   spec: SpecLike,
