@@ -1,5 +1,6 @@
 // Proves the search prefilter never skips a chunk that could match: for many patterns (alternation,
-// optional groups, classes, anchors, escapes, case flags) and many lines, every line the pattern or
+// optional groups, classes, counted repetition, anchors, escapes, case flags; and random patterns
+// with lines drawn from them) and many lines, every line the pattern or
 // substring search matches passes its chunk's gram filter; and that the literals required are the
 // expected ones (what can be required is, what cannot is not).
 import assert from 'node:assert/strict';
@@ -86,13 +87,42 @@ const PATTERNS: [string, string[]][] = [
   ['a(b|)cdefg', ['acdefg', 'abcdefg']],
   ['((x|y)z)+ and more', ['xzyz and more']],
   ['[^a-z]+ tail end', ['123 tail end']],
+  // Counted repetition, fixed groups, small classes (1 Dec).
+  ['^n [0-9]*9{5} ', ['n 000199999 INFO', 'n 99999 ']],
+  ['xa{2,4}bcd', ['xaabcd', 'xaaabcd', 'xaaaabcd']],
+  ['a{2,4}bcdef', ['aabcdef', 'aaaabcdef']],
+  ['z{0,3}99999', ['99999', 'zzz99999']],
+  ['(ab){2}cde', ['ababcde']],
+  ['(abc){2,3}d', ['abcabcd', 'abcabcabcd']],
+  ['(ab|cd){2}ef', ['abcdef', 'cdabef', 'ababef']],
+  ['(a|)+bcdef', ['bcdef', 'abcdef', 'aaabcdef']],
+  ['(x|y){0,3}zzzzz', ['zzzzz', 'xyzzzzz']],
+  ['(foo|bar)+bazzz', ['foobazzz', 'barfoobazzz']],
+  ['(?:E|e){1}rror: ', ['Error: ', 'error: ']],
+  ['HTTP/1\\.[01] 500', ['HTTP/1.0 500', 'http/1.1 500']],
+  ['[Kk]ernel oops', ['Kernel oops', 'kernel oops', '\u212aernel oops']],
+  ['[Ss]ession lost', ['Session lost', '\u017fession lost']],
+  ['[Ii]nvalid user', ['Invalid user', '\u0130nvalid user']],
+  ['[a-c]{2}defg', ['abdefg', 'ccdefg']],
+  ['[0-7]0000 ', ['30000 ', '70000 ']],
+  ['[--/]abcde', ['-abcde', '.abcde', '/abcde']],
+  ['[\\]x]yyyyy', [']yyyyy', 'xyyyyy']],
+  ['[Ee][Rr][Rr][Oo][Rr]', ['ERROR', 'error', 'eRrOr']],
+  ['[ab][cd][ef][gh][ij]', ['acegi', 'bdfhj']],
+  ['[\\d.]bcdef', ['1bcdef', '.bcdef']],
+  ['[\\x41B]cdefg', ['Acdefg', 'Bcdefg']],
+  ['[É]cole ici', ['École ici']],
+  // Upper case in a case-sensitive literal (the byte checks once looked for it unfolded).
+  ['Connection Refused', ['Connection Refused']],
+  ['[/SK]{2,4}Ey{5}/{3,}', ['S/Eyyyyy/////', 'KKKKEyyyyy///']],
 ];
 
 describe('log search prefilter', () => {
   test('the literals required are the ones that must be there', () => {
     assert.deepEqual(requiredLiterals({ q: '^n [0-9]*99999 ', regex: true }), [['99999 ']]);
+    // Literals are folded to lower case (the filter and the byte checks fold ASCII case).
     assert.deepEqual(requiredLiterals({ q: 'Connection Refused', regex: true, caseSensitive: true }), [
-      ['Connection Refused'],
+      ['connection refused'],
     ]);
     // Under the i flag `s` and `k` end a run (ſ, K): 'connection refu' and 'ed' remain.
     assert.deepEqual(requiredLiterals({ q: 'Connection Refused', regex: true }), [['connection refu']]);
@@ -117,6 +147,139 @@ describe('log search prefilter', () => {
     assert.deepEqual(requiredLiterals({ q: 'café au lait' }), [[' au la']]);
     // Something it does not understand requires nothing.
     assert.deepEqual(requiredLiterals({ q: '(?i:abcdef)', regex: true }), []);
+  });
+
+  test('counted repetition, fixed groups and small classes require their literals', () => {
+    const req = (q: string, caseSensitive = false) => requiredLiterals({ q, regex: true, caseSensitive });
+    // x{n} spells out n copies; after x{min,max} the next run starts with min copies.
+    assert.deepEqual(req('^n [0-9]*9{5} '), [['99999 ']]);
+    assert.deepEqual(req('xa{2,4}bcd'), [['aabcd']]);
+    assert.deepEqual(req('x{2,}yzw'), [['xxyzw']]);
+    assert.deepEqual(req('9{0,5}9999'), []);
+    assert.deepEqual(req('abc9{0,5}de'), []);
+    assert.deepEqual(req('x{1000}', true), [['x'.repeat(64)]]);
+    // A quantified group of fixed text; a clause another implies is dropped (`abcabc`).
+    assert.deepEqual(req('(ab){2}c'), [['ababc']]);
+    assert.deepEqual(req('(abc){2,3}d'), [['abcabcd']]);
+    assert.deepEqual(req('(?:abcde){2}'), [['abcdeabcde']]);
+    assert.deepEqual(req('a(b|)cdefg'), [['abcdefg', 'acdefg']]);
+    assert.deepEqual(req('(foo|bar)+bazz'), [['foobazz', 'barbazz']]);
+    // Small classes; the filter folds ASCII case, so letters are taken in lower case either way.
+    assert.deepEqual(req('[Ee]rror'), [['error']]);
+    assert.deepEqual(req('[Ee]rror', true), [['error']]);
+    assert.deepEqual(req('[Ee][Rr][Rr][Oo][Rr]', true), [['error']]);
+    assert.deepEqual(req('HTTP/1\\.[01] 500', true), [['http/1.0 500', 'http/1.1 500']]);
+    assert.deepEqual(req('[--/]abcd', true), [['-abcd', '.abcd', '/abcd']]);
+    // Under `i` a class with k or s is no literal (K, ſ); case-sensitive it is.
+    assert.deepEqual(req('[Kk]ernel panic'), [['ernel panic']]);
+    assert.deepEqual(req('[Kk]ernel panic', true), [['kernel panic']]);
+    // Large, negated or escape classes, and ranges past MAX_CLASS, add nothing.
+    assert.deepEqual(req('[a-z]rror'), []);
+    assert.deepEqual(req('[^E]rror'), []);
+    assert.deepEqual(req('[\\dE]rror'), []);
+    assert.deepEqual(req('[0-9]0000'), []);
+    assert.deepEqual(req('[É]cole ici'), [['cole ici']]);
+    // The cross product stays bounded: past MAX_ALTERNATIVES the run starts again.
+    assert.deepEqual(req('^n [0-9]*[89]{5} '), []);
+    assert.deepEqual(req('[ab][cd][ef][gh][ij]'), []);
+    assert.deepEqual(req('[ab][cd][ef][gh][ij]xyzzy'), [['ixyzzy', 'jxyzzy']]);
+    assert.equal(req('[ab][cd][ef][gh]x')[0]!.length, 16);
+    // The full-scan pattern of the search bench: `.` splits it into `99` and `999 `.
+    assert.deepEqual(req('^n [0-9]*99.999 '), []);
+  });
+
+  test('random patterns: a line they match always passes its chunk filter (both case modes)', () => {
+    const next = rng(2024);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
+    const chars = [...'aAbBeE9 .-kKsSxy/]', '\u212a', '\u017f'];
+    const escape = (c: string, inClass = false) =>
+      '^$\\.*+?()[]{}|/'.includes(c) || (inClass && c === '-') ? `\\${c}` : c;
+    /** A random pattern and a function drawing a string that it matches (case as written). */
+    type Gen = { src: string; draw: () => string };
+    const atom = (depth: number): Gen => {
+      const r = next();
+      if (r < 0.45) {
+        const c = pick(chars);
+        return { src: escape(c), draw: () => c };
+      }
+      if (r < 0.7) {
+        const members = [...new Set(Array.from({ length: 1 + Math.floor(next() * 4) }, () => pick(chars)))];
+        if (next() < 0.2)
+          return {
+            src: `[a-c${members.map((c) => escape(c, true)).join('')}]`,
+            draw: () => pick([...members, 'b']),
+          };
+        return { src: `[${members.map((c) => escape(c, true)).join('')}]`, draw: () => pick(members) };
+      }
+      if (r < 0.75) return { src: '.', draw: () => pick(chars) };
+      if (depth >= 2) return { src: '9', draw: () => '9' };
+      const branches = Array.from({ length: 1 + Math.floor(next() * 3) }, () => sequence(depth + 1));
+      return {
+        src: `(${next() < 0.5 ? '?:' : ''}${branches.map((b) => b.src).join('|')})`,
+        draw: () => pick(branches).draw(),
+      };
+    };
+    const sequence = (depth: number): Gen => {
+      const items: Gen[] = [];
+      for (let n = Math.floor(next() * 6); n >= 0; n--) {
+        const a = atom(depth);
+        // A group repeated without bound (`(a+)+`) can backtrack for ever on a line it misses.
+        const group = a.src.startsWith('(');
+        const [min, max, src] = pick([
+          [1, 1, ''],
+          [1, 1, ''],
+          [0, 1, '?'],
+          [2, 2, '{2}'],
+          ...(group
+            ? ([] as const)
+            : ([
+                [0, 3, '*'],
+                [1, 3, '+'],
+                [5, 5, '{5}'],
+                [2, 4, '{2,4}'],
+                [0, 2, '{0,2}'],
+                [3, 5, '{3,}'],
+              ] as const)),
+        ]);
+        items.push({
+          src: a.src + src,
+          draw: () => {
+            let s = '';
+            for (let k = min + Math.floor(next() * (max - min + 1)); k > 0; k--) s += a.draw();
+            return s;
+          },
+        });
+      }
+      return { src: items.map((i) => i.src).join(''), draw: () => items.map((i) => i.draw()).join('') };
+    };
+    let checked = 0;
+    let withLiterals = 0;
+    for (let p = 0; p < 1_000; p++) {
+      const branches = Array.from({ length: next() < 0.8 ? 1 : 2 }, () => sequence(0));
+      const pattern = branches.map((b) => b.src).join('|');
+      for (const caseSensitive of [true, false]) {
+        const re = new RegExp(pattern, caseSensitive ? 'u' : 'iu');
+        const required = requiredLiterals({ q: pattern, regex: true, caseSensitive });
+        if (required.length === 0) continue; // nothing skipped: nothing to check
+        withLiterals++;
+        for (let n = 0; n < 4; n++) {
+          const drawn = pick(branches).draw();
+          for (const line of caseSensitive ? [drawn] : caseVariants(drawn, next).slice(0, 4)) {
+            if (!re.test(line)) continue;
+            const { body, count } = chunkOf(['x', `<${line}>`, 'y']);
+            const what = `/${pattern}/${caseSensitive ? '' : 'i'} matches ${JSON.stringify(line)} (requires ${JSON.stringify(required)})`;
+            assert.ok(passes(buildGramFilter(body, count), required), `${what}: chunk skipped`);
+            assert.ok(bodyCheck(required)?.(body) ?? true, `${what}: chunk not scanned`);
+            assert.ok(lineHit(body, 1, required), `${what}: line not scanned`);
+            checked++;
+          }
+        }
+      }
+    }
+    assert.ok(
+      checked > 2_500 && withLiterals > 300,
+      `${checked} lines checked, ${withLiterals} patterns with literals`,
+    );
   });
 
   test('a line that matches always passes its chunk filter (regex, both case modes)', () => {
@@ -250,11 +413,19 @@ describe('log search prefilter', () => {
     assert.equal(check('^n [0-9]*01999 ', true), true);
     assert.equal(check('info get /API', false), true);
     assert.equal(check('INFO GET /api', false, true), true);
+    // A case-sensitive regex with upper case: its literal is found in the folded body.
+    assert.equal(check('INFO GET /api', true, true), true);
+    assert.equal(check('INFO GET /API', true, true), true);
+    assert.ok(
+      literalHits(requiredLiterals({ q: 'INFO GET', regex: true, caseSensitive: true }))!(body).at.length > 0,
+    );
     assert.equal(check('warn get /api', false), false);
     // An alternation holds when one branch's literal is there; each clause must hold.
-    assert.equal(check('(zebra cross|items/1) 200', true, true), true);
-    assert.equal(check('(zebra cross|penguin) 200', true, true), false);
-    assert.equal(check('(zebra cross|items/1) 404 ok', true, true), false);
+    assert.equal(check('(zebra cross|items/1)[0-9]+ 200', true, true), true);
+    assert.equal(check('(zebra cross|penguin)[0-9]+ 200', true, true), false);
+    assert.equal(check('(zebra cross|items/1)[0-9]+ 404 ok', true, true), false);
+    // A fixed group joins the text around it: no line holds `items/1 200`.
+    assert.equal(check('(zebra cross|items/1) 200', true, true), false);
     // Nothing required: no check at all.
     assert.equal(bodyCheck(requiredLiterals({ q: 'a|b', regex: true })), null);
     assert.equal(literalHits(requiredLiterals({ q: 'a|b', regex: true })), null);

@@ -2,18 +2,27 @@
 // asked about (repositories/log-grams.ts): a chunk is skipped only when it provably holds no line
 // that could match, so the result is exactly the per-line result of reading everything.
 //
-// The literals are ASCII, lower case, and a line that matches holds each of them as bytes, in
-// either case (the filter folds ASCII case). What is safe to require:
+// The literals are printable ASCII in lower case, and a line that matches holds one literal of each
+// clause as bytes, in either case (the filter and the byte checks fold ASCII case, so a
+// case-sensitive search requires its text folded too). What is safe to require:
 // - A substring search requires its text, split wherever a character is not printable ASCII. When
 //   it ignores case (String#toLowerCase on both sides) `i` and `k` split too: `İ` lower-cases to
 //   `i̇` and the Kelvin sign to `k`, so a line can match them without holding either letter.
-// - A regular expression (always the `u` flag) requires the runs of literal characters of its
-//   top-level sequence; a group (not optional) adds what it requires, an alternation requires one
-//   literal from each branch. An optional part (`?`, `*`, `{0,n}`), a class, `.`, an escape class,
-//   a back reference, an assertion or a lookaround ends a run and adds nothing. With the `i` flag,
-//   `k` and `s` end a run (under `iu` the Kelvin sign matches `k` and `ſ` matches `s`), every other
-//   ASCII letter is taken in lower case. A pattern this parser does not fully understand requires
-//   nothing: everything is read.
+// - A regular expression (always the `u` flag) requires the runs of its top-level sequence. A run
+//   is a small set of strings (at most MAX_ALTERNATIVES; a line holds one of them) built from what
+//   matches one of a few known strings: a literal character, a class of at most MAX_CLASS
+//   printable ASCII characters (`[Ee]rror` requires `error`; `HTTP/1\.[01] 500`, `http/1.0 500`
+//   or `http/1.1 500`), and a group whose every branch is such (`(ab|cd)e`: `abe` or `cde`). A
+//   repetition `x{min,max}` with min >= 1 continues the run with min copies of x (`9{5}` is
+//   `99999`); when max differs (`+`, `{2,4}`) the run ends there and the next starts with min
+//   copies (`a{2,4}b` requires `aab`).
+//   When the set would grow past its bound, the run ends and the next starts with the new part. A
+//   group that is not a fixed set (and not optional) adds what it requires; an alternation requires
+//   one literal from each branch. An optional part (`?`, `*`, `{0,n}`), a larger or negated class,
+//   `.`, an escape class, a back reference, an assertion or a lookaround ends a run and adds
+//   nothing. With the `i` flag, `k` and `s` end a run (under `iu` the Kelvin sign matches `k` and
+//   `ſ` matches `s`), every other ASCII letter is taken in lower case. A pattern this parser does not
+//   fully understand requires nothing: everything is read.
 //
 // Tested by property-style cases in log-prefilter.test.ts: for many patterns and lines, a line the
 // pattern matches always passes its chunk's filter.
@@ -36,7 +45,7 @@ export function requiredLiterals(query: {
   }
   try {
     const parser = new PatternParser(query.q, !caseSensitive);
-    const clauses = parser.parseAlternation();
+    const { clauses } = parser.parseAlternation();
     if (parser.pos !== query.q.length) return [];
     return keepLong(clauses);
   } catch {
@@ -48,6 +57,17 @@ export function requiredLiterals(query: {
 const FOLD = new Uint8Array(256).map((_, i) => (i >= 65 && i <= 90 ? i + 32 : i));
 
 /**
+ * A literal's bytes in lower case, and whether it has ASCII letters: one without is found in the
+ * body as it is, one with in the folded body (so its own upper case must be folded too: a
+ * case-sensitive `Connection Refused` is looked for as `connection refused`).
+ */
+function foldedLiteral(literal: string): { bytes: Buffer; folded: boolean } {
+  const bytes = Buffer.from(literal, 'utf8');
+  for (let i = 0; i < bytes.length; i++) bytes[i] = FOLD[bytes[i]!]!;
+  return { bytes, folded: bytes.some((b) => b >= 97 && b <= 122) };
+}
+
+/**
  * The same requirement checked on a decoded chunk body, after its gram filter let it through: a
  * chunk whose bytes hold none of a clause's literals (in any ASCII case) holds no line that can
  * match, so it need not be scanned — the filter's false positives, and chunks that hold every
@@ -57,13 +77,7 @@ const FOLD = new Uint8Array(256).map((_, i) => (i >= 65 && i <= 90 ? i + 32 : i)
  */
 export function bodyCheck(requirement: LiteralRequirement): ((body: Buffer) => boolean) | null {
   if (requirement.length === 0) return null;
-  const clauses = requirement.map((clause) =>
-    clause.map((literal) => {
-      const bytes = Buffer.from(literal, 'latin1');
-      // A literal without ASCII letters is found as it is; one with letters in the folded body.
-      return { bytes, folded: bytes.some((b) => b >= 97 && b <= 122) };
-    }),
-  );
+  const clauses = requirement.map((clause) => clause.map(foldedLiteral));
   let scratch = Buffer.alloc(0);
   return (body) => {
     let folded: Buffer | null = null;
@@ -97,10 +111,7 @@ export function literalHits(
   requirement: LiteralRequirement,
 ): ((body: Buffer) => { at: number[]; length: number[] }) | null {
   if (requirement.length === 0) return null;
-  const literals = requirement[0]!.map((literal) => {
-    const bytes = Buffer.from(literal, 'latin1');
-    return { bytes, folded: bytes.some((b) => b >= 97 && b <= 122) };
-  });
+  const literals = requirement[0]!.map(foldedLiteral);
   let scratch = Buffer.alloc(0);
   return (body) => {
     let folded: Buffer | null = null;
@@ -147,7 +158,9 @@ function splitRuns(text: string, keep: (c: string) => boolean): string[] {
 function keepLong(clauses: LiteralRequirement): LiteralRequirement {
   const out: LiteralRequirement = [];
   const seen = new Set<string>();
-  for (const clause of clauses) {
+  for (const raw of clauses) {
+    // The filter and the byte checks fold ASCII case: so do the literals.
+    const clause = raw.map((l) => l.replace(/[A-Z]+/g, (u) => u.toLowerCase()));
     if (clause.length === 0 || clause.length > MAX_ALTERNATIVES) continue;
     if (clause.some((l) => Buffer.byteLength(l) < GRAM_BYTES)) continue;
     const key = [...new Set(clause)].sort().join('\u0000');
@@ -155,10 +168,45 @@ function keepLong(clauses: LiteralRequirement): LiteralRequirement {
     seen.add(key);
     out.push([...new Set(clause)]);
   }
-  return out;
+  // A clause another one implies (each of whose literals holds one of it: `abcabc` and `abcabcd`)
+  // costs probes for nothing.
+  const implies = (d: string[], c: string[]) => d.every((l) => c.some((m) => l.includes(m)));
+  return out.filter((c, i) => !out.some((d, j) => j !== i && implies(d, c) && (j < i || !implies(c, d))));
 }
 
 class Unsupported extends Error {}
+
+/** A class expands into its characters when it has at most this many (after folding ASCII case). */
+const MAX_CLASS = 8;
+/** Copies of a counted repetition spelled out (`x{1000}` requires 64 x's, which is plenty). */
+const MAX_REPEAT = 64;
+/** Longest literal built (a literal's grams are probed at most 4, spread over it). */
+const MAX_LITERAL = 64;
+
+/** What one part of a pattern matches, for the literals around it. */
+type Piece =
+  /** Exactly one of these strings (a literal character, a small class, a fixed group). */
+  | { kind: 'set'; set: string[] }
+  /** Text of unknown shape that requires these clauses (a group that is not a fixed set). */
+  | { kind: 'group'; clauses: LiteralRequirement }
+  /** Anything else (`.`, a large class, an anchor, a lookaround, a back reference). */
+  | { kind: 'other' };
+
+/** What a sequence or an alternation requires, and the strings it matches when they are few. */
+interface Parsed {
+  clauses: LiteralRequirement;
+  /** Every string it can match (at most MAX_ALTERNATIVES, each at most MAX_LITERAL), or null. */
+  exact: string[] | null;
+}
+
+/** Each string of `a` followed by each of `b`, once; null past the bounds. */
+function concat(a: readonly string[], b: readonly string[]): string[] | null {
+  if (a.length * b.length > MAX_ALTERNATIVES) return null;
+  const out = new Set<string>();
+  for (const x of a) for (const y of b) out.add(x + y);
+  const list = [...out];
+  return list.some((l) => l.length > MAX_LITERAL) ? null : list;
+}
 
 /** A small recursive-descent reader of a JavaScript `u`-mode pattern, for its required literals. */
 class PatternParser {
@@ -173,59 +221,83 @@ class PatternParser {
   }
 
   /** alternation := sequence ('|' sequence)* — stops before ')' or at the end. */
-  parseAlternation(): LiteralRequirement {
+  parseAlternation(): Parsed {
     const branches = [this.parseSequence()];
     while (this.peek() === '|') {
       this.pos++;
       branches.push(this.parseSequence());
     }
     if (branches.length === 1) return branches[0]!;
-    // One of the branches holds: require, from each, its best clause (longest shortest literal).
-    const merged: string[] = [];
-    for (const clauses of branches) {
-      const usable = clauses.filter((c) => c.every((l) => l.length >= GRAM_BYTES));
-      if (usable.length === 0) return [];
-      const best = usable.reduce((a, b) =>
-        Math.min(...b.map((l) => l.length)) > Math.min(...a.map((l) => l.length)) ? b : a,
-      );
-      merged.push(...best);
+    let exact: string[] | null = [];
+    for (const b of branches) exact = exact && b.exact ? [...new Set([...exact, ...b.exact])] : null;
+    if (exact && exact.length > MAX_ALTERNATIVES) exact = null;
+    // One of the branches holds: require, from each, its best clause (longest shortest literal,
+    // then fewest alternatives); if that makes too many alternatives, the fewest from each.
+    const usable = branches.map((b) => b.clauses.filter((c) => c.every((l) => l.length >= GRAM_BYTES)));
+    if (usable.some((u) => u.length === 0)) return { clauses: [], exact };
+    const shortest = (c: string[]) => Math.min(...c.map((l) => l.length));
+    const byLength = (a: string[], b: string[]) => shortest(b) - shortest(a) || a.length - b.length;
+    const byCount = (a: string[], b: string[]) => a.length - b.length || shortest(b) - shortest(a);
+    let merged: string[] = [];
+    for (const order of [byLength, byCount]) {
+      merged = [...new Set(usable.flatMap((u) => [...u].sort(order)[0]!))];
+      if (merged.length <= MAX_ALTERNATIVES) break;
     }
-    return [merged];
+    return { clauses: [merged], exact };
   }
 
   /** sequence := (atom quantifier?)* */
-  private parseSequence(): LiteralRequirement {
+  private parseSequence(): Parsed {
     const clauses: LiteralRequirement = [];
-    let run = '';
+    // The strings one of which the text matched so far ends with (null: nothing known).
+    let run: string[] | null = null;
     const end = () => {
-      if (run.length > 0) clauses.push([run]);
-      run = '';
+      if (run !== null) clauses.push(run);
+      run = null;
     };
+    /** The text goes on with one of `set`: the run grows, or starts again when it would be too big. */
+    const append = (set: string[]) => {
+      const grown = concat(run ?? [''], set);
+      if (grown === null) {
+        end();
+        run = set;
+      } else run = grown;
+    };
+    let exact: string[] | null = [''];
     while (this.pos < this.src.length && this.peek() !== '|' && this.peek() !== ')') {
-      const atom = this.parseAtom();
+      const piece = this.parseAtom();
       const q = this.parseQuantifier();
-      if (atom.kind === 'char') {
-        if (atom.char === null) {
-          end();
-          continue;
-        }
-        if (q === null) {
-          run += atom.char;
-        } else if (q.min >= 1) {
-          // The first repetition continues the run; the last one starts the next.
-          run += atom.char;
-          end();
-          if (q.max !== 1) run = atom.char;
-        } else {
-          end();
-        }
+      if (piece.kind !== 'set') {
+        exact = null;
+        end();
+        if (piece.kind === 'group' && (q === null || q.min >= 1)) clauses.push(...piece.clauses);
         continue;
       }
-      end();
-      if (atom.kind === 'group' && (q === null || q.min >= 1)) clauses.push(...atom.clauses);
+      const { set } = piece;
+      if (q === null) {
+        append(set);
+        exact = exact && concat(exact, set);
+        continue;
+      }
+      if (exact !== null) {
+        if (q.min !== q.max || q.min > MAX_REPEAT) exact = null;
+        for (let j = 0; j < q.min && exact !== null; j++) exact = concat(exact, set);
+      }
+      if (q.min === 0) {
+        end();
+        continue;
+      }
+      // x{min,max}: min copies continue the run; the last min copies (however many there were)
+      // start the next one.
+      const copies = Math.min(q.min, MAX_REPEAT);
+      for (let j = 0; j < copies; j++) append(set);
+      if (q.max !== q.min || q.min > copies) {
+        end();
+        for (let j = 0; j < copies; j++) append(set);
+      }
     }
     end();
-    return clauses;
+    return { clauses, exact };
   }
 
   private parseQuantifier(): { min: number; max: number } | null {
@@ -252,10 +324,7 @@ class PatternParser {
    * One atom: a literal character (`char` null when it is not one the filter can use), a group
    * (what it requires), or anything else (`other`: class, dot, assertion, back reference).
    */
-  private parseAtom():
-    | { kind: 'char'; char: string | null }
-    | { kind: 'group'; clauses: LiteralRequirement }
-    | { kind: 'other' } {
+  private parseAtom(): Piece {
     const c = this.src[this.pos]!;
     if (c === '(') {
       this.pos++;
@@ -275,18 +344,22 @@ class PatternParser {
           this.pos += close + 2;
         } else throw new Unsupported('group'); // e.g. modifiers (?i:...)
       }
-      const clauses = this.parseAlternation();
+      const inner = this.parseAlternation();
       if (this.peek() !== ')') throw new Unsupported('unclosed group');
       this.pos++;
-      return lookaround ? { kind: 'other' } : { kind: 'group', clauses };
+      if (lookaround) return { kind: 'other' };
+      return inner.exact ? { kind: 'set', set: inner.exact } : { kind: 'group', clauses: inner.clauses };
     }
     if (c === '[') {
       this.pos++;
-      if (this.peek() === '^') this.pos++;
+      const negated = this.peek() === '^';
+      if (negated) this.pos++;
+      const from = this.pos;
       while (this.pos < this.src.length && this.peek() !== ']') this.pos += this.peek() === '\\' ? 2 : 1;
       if (this.peek() !== ']') throw new Unsupported('unclosed class');
       this.pos++;
-      return { kind: 'other' };
+      const set = negated ? null : this.classSet(this.src.slice(from, this.pos - 1));
+      return set ? { kind: 'set', set } : { kind: 'other' };
     }
     if (c === '.' || c === '^' || c === '$') {
       this.pos++;
@@ -308,22 +381,87 @@ class PatternParser {
     const cp = this.src.codePointAt(this.pos)!;
     const ch = String.fromCodePoint(cp);
     this.pos += ch.length;
-    return { kind: 'char', char: this.literal(ch) };
+    return this.char(this.literal(ch));
   }
 
-  private parseEscape(): { kind: 'char'; char: string | null } | { kind: 'other' } {
+  /** A literal character as a piece: one string, or `other` when the filter cannot use it. */
+  private char(ch: string | null): Piece {
+    return ch === null ? { kind: 'other' } : { kind: 'set', set: [ch] };
+  }
+
+  /**
+   * The characters of a class (its text between `[` and `]`, not negated) in lower case, when
+   * they are at most MAX_CLASS printable ASCII characters the filter can use (with the `i` flag no
+   * `k` or `s`: the Kelvin sign and `ſ` match them); else null. Members are plain characters,
+   * syntax characters escaped, and ranges between them; anything else (`\d`, `\p{…}`, `\b`, which
+   * is a backspace here) makes it null. The result is checked against the class itself over every
+   * ASCII character, so a misreading gives null, never a wrong set.
+   */
+  private classSet(text: string): string[] | null {
+    const members = new Set<string>();
+    let i = 0;
+    const atom = (): string | null => {
+      const c = text[i];
+      if (c === undefined) return null;
+      if (c !== '\\') {
+        i++;
+        return c;
+      }
+      const e = text[i + 1];
+      i += 2;
+      return e !== undefined && '^$\\.*+?()[]{}|/-'.includes(e) ? e : null;
+    };
+    while (i < text.length) {
+      const a = atom();
+      if (a === null) return null;
+      if (text[i] === '-' && i + 1 < text.length) {
+        i++;
+        const b = atom();
+        if (b === null) return null;
+        const lo = a.charCodeAt(0);
+        const hi = b.charCodeAt(0);
+        if (hi < lo || hi - lo >= MAX_CLASS) return null;
+        for (let code = lo; code <= hi; code++) members.add(String.fromCharCode(code));
+      } else members.add(a);
+      if (members.size > MAX_CLASS * 2) return null;
+    }
+    const set = new Set<string>();
+    for (const m of members) {
+      const l = this.literal(m);
+      if (l === null) return null;
+      set.add(l.toLowerCase());
+    }
+    if (set.size === 0 || set.size > MAX_CLASS) return null;
+    // What the class matches, by the engine: exactly the members (in either case with `i`), and
+    // neither of the two non-ASCII characters that fold to ASCII letters.
+    let re: RegExp;
+    try {
+      re = new RegExp(`^[${text}]$`, this.ignoreCase ? 'iu' : 'u');
+    } catch {
+      return null;
+    }
+    for (let code = 0; code < 128; code++) {
+      const c = String.fromCharCode(code);
+      const member = this.ignoreCase ? set.has(c.toLowerCase()) : members.has(c);
+      if (re.test(c) !== member) return null;
+    }
+    if (re.test('\u212a') || re.test('\u017f')) return null;
+    return [...set];
+  }
+
+  private parseEscape(): Piece {
     const e = this.src[this.pos + 1];
     if (e === undefined) throw new Unsupported('trailing backslash');
     this.pos += 2;
     if ('dDwWsSbB'.includes(e)) return { kind: 'other' };
-    if ('^$\\.*+?()[]{}|/'.includes(e)) return { kind: 'char', char: this.literal(e) };
+    if ('^$\\.*+?()[]{}|/'.includes(e)) return this.char(this.literal(e));
     if ('tnvfr0'.includes(e)) {
       if (e === '0' && /\d/.test(this.peek() ?? '')) throw new Unsupported('octal');
-      return { kind: 'char', char: null };
+      return this.char(null);
     }
     if (e === 'c') {
       this.pos++;
-      return { kind: 'char', char: null };
+      return this.char(null);
     }
     if (/[1-9]/.test(e)) {
       while (/\d/.test(this.peek() ?? '')) this.pos++;
@@ -345,7 +483,7 @@ class PatternParser {
       const m = /^[0-9a-fA-F]{2}/.exec(this.src.slice(this.pos));
       if (!m) throw new Unsupported('hex escape');
       this.pos += 2;
-      return { kind: 'char', char: this.literal(String.fromCharCode(parseInt(m[0], 16))) };
+      return this.char(this.literal(String.fromCharCode(parseInt(m[0], 16))));
     }
     if (e === 'u') {
       const braced = /^\{([0-9a-fA-F]+)\}/.exec(this.src.slice(this.pos));
@@ -355,7 +493,7 @@ class PatternParser {
       this.pos += m[0].length;
       const cp = parseInt(braced ? braced[1]! : m[0], 16);
       // A surrogate (possibly half of a pair) is no ASCII character.
-      return { kind: 'char', char: cp > 0x10ffff ? null : this.literal(String.fromCodePoint(cp)) };
+      return this.char(cp > 0x10ffff ? null : this.literal(String.fromCodePoint(cp)));
     }
     throw new Unsupported('escape');
   }

@@ -158,9 +158,13 @@ for (const target of testDatabaseTargets()) {
       'every line the pattern matches, as the per-line answer, in order',
       { timeout: 120_000 },
       async () => {
-        for (const q of ['^n \\d*7 ', '\\d{3}7 (GET|PUT)', 'é \\S', '7{40}', '\\d{4}$']) {
-          // No literal to narrow these: every chunk is read as stored and decoded in the workers.
-          assert.deepEqual(requiredLiterals({ q, regex: true }), [], q);
+        const none = ['^n \\d*7 ', '\\d{3}7.(GET|PUT)', 'é \\S', '(?=7{40})\\d{40}', '\\d{4}$'];
+        // The same with literals (since 1 Dec `7 (GET|PUT)` requires `7 get` or `7 put`, `7{40}`
+        // forty 7s): chunks are narrowed by them, the answer is the same.
+        const narrowed = ['\\d{3}7 (GET|PUT)', '7{40}', '\\d7 [Pp]UT /api'];
+        for (const q of [...none, ...narrowed]) {
+          // No literal to narrow the first: every chunk is read as stored and decoded in the workers.
+          assert.equal(requiredLiterals({ q, regex: true }).length === 0, none.includes(q), q);
           const events = await search({ q });
           const want = expected(lines, q);
           assert.ok(want.length > 0, q);
@@ -179,7 +183,7 @@ for (const target of testDatabaseTargets()) {
           const end = events.at(-1) as Extract<LogSearchEvent, { type: 'end' }>;
           assert.equal(end.type, 'end');
           assert.equal(end.reason, want.length > 2000 ? 'limit' : 'done');
-          if (end.reason === 'done') assert.equal(end.scannedLines, CHUNKS * LINES);
+          if (end.reason === 'done' && none.includes(q)) assert.equal(end.scannedLines, CHUNKS * LINES);
         }
       },
     );
