@@ -2,8 +2,10 @@
 // WebSocket on B and a recording agent session on A: bytes go both ways within the credit window
 // (client bytes beyond what the agent granted wait on B), the agent's close reaches the client; a
 // replayed open, a message sealed under another key and a message for another replica's topic are
-// refused; a replayed data message ends the channel on both sides; B losing the broker ends its
-// channel at once and A's side hears B's will; the broker dying ends it on both replicas.
+// refused; a replayed data message ends the channel on both sides; the open and its answers go at
+// QoS 1, and each delivered again (as QoS 1 may) opens nothing twice and ends nothing; B losing the
+// broker ends its channel at once and A's side hears B's will; the broker dying ends it on both
+// replicas.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -21,7 +23,7 @@ import { CHANNEL_WINDOW_BYTES, type ChannelClientMessage, type SessionFrame } fr
 import { ChannelHub } from '../channels/hub.ts';
 import { recordingLink } from '../channels/test-link.ts';
 import type { Host } from '../repositories/hosts.ts';
-import { replicaWill, routeChannels, sealChannelMessage } from './channels.ts';
+import { openChannelMessage, replicaWill, routeChannels, sealChannelMessage } from './channels.ts';
 import { createMqttBus } from './mqtt.ts';
 import {
   closedAfter,
@@ -178,11 +180,56 @@ test('replayed, foreign-key and misdirected messages are refused; a replayed dat
   // Client bytes, then the same message again: out of sequence, the channel ends everywhere.
   c.ws.send(Buffer.from('once'));
   await until('the bytes at the agent', () => s.agent.data.length === 1);
+  // The open, the three above (the raw client hears its own), then the bytes: not before they came.
+  await until('the bytes seen on the broker', () => s.toA.length === 5);
   await s.raw.publishAsync(topicA, s.toA.at(-1)!);
   assert.equal(await c.closed, 4502);
   assert.match(JSON.stringify(c.messages.at(-1)), /lost or reordered on the message bus/);
   await until('the agent told', () => s.agent.control.some((f) => f.type === 'chan.close' && f.id === c.id));
   assert.equal(s.agent.data.length, 1, 'the replayed bytes never reached the agent');
+});
+
+test('the open and its answers go at QoS 1; delivered twice, they open nothing twice and end nothing', async (t) => {
+  const s = await setUp(t);
+  if (!s) return;
+  // A client of the broker subscribed at QoS 1 gets each message at the QoS it was published with.
+  const topicA = channelTopic(s.prefix, 'lease-a');
+  const topicB = channelTopic(s.prefix, 'lease-b');
+  const seen: { topic: string; t: string; qos: number; body: Buffer }[] = [];
+  const watcher = await connectAsync(BROKER, { protocolVersion: 5, reconnectPeriod: 0 });
+  open.push({ close: () => watcher.endAsync(true) });
+  watcher.on('message', (topic, body, packet) => {
+    const t = String(openChannelMessage(s.key, topic, Buffer.from(body))?.head.t);
+    seen.push({ topic, t, qos: packet.qos, body: Buffer.from(body) });
+  });
+  await watcher.subscribeAsync([topicA, topicB], { qos: 1 });
+  await subscriptionsHeld(watcher, s.prefix);
+
+  const c = await s.client();
+  t.after(() => c.ws.terminate()); // failed midway, the open channel would keep the file running
+  await until('the answers seen', () => seen.filter((m) => m.topic === topicB).length >= 2);
+  const first = (t: string) => seen.find((m) => m.t === t)!;
+  assert.deepEqual(
+    ['open', 'accepted', 'opened'].map((t) => `${t}:${first(t).qos}`),
+    ['open:1', 'accepted:1', 'opened:1'],
+  );
+
+  // Each delivered again, as the broker may at QoS 1 (the sender resending what it had not had
+  // acknowledged): no second channel on the agent, and the channel goes on.
+  const opensBefore = s.agent.control.filter((f) => f.type === 'chan.open').length;
+  for (const t of ['open', 'accepted', 'opened'])
+    await s.raw.publishAsync(first(t).topic, first(t).body, { qos: 1 });
+  await until('the open refused as replayed', () => s.a.stats().refused === 1);
+  s.hubA.onAgentFrame(s.agent.link, { type: 'chan.data', id: c.id }, Buffer.from('still here'));
+  await until('bytes after the repeats', () => Buffer.concat(c.bytes).toString() === 'still here');
+  assert.equal(s.agent.control.filter((f) => f.type === 'chan.open').length, opensBefore, 'no second open');
+  assert.equal(s.hubA.openCount, 1);
+  assert.equal(s.hubB.openCount, 1);
+  assert.equal(s.b.stats().refused, 0, 'a repeated answer is not a refusal');
+  assert.equal(c.messages.filter((m) => m.type === 'close').length, 0, 'not ended');
+  c.ws.close();
+  await c.closed;
+  await until('both hubs forget it', () => s.hubA.openCount === 0 && s.hubB.openCount === 0);
 });
 
 test(

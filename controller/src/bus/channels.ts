@@ -18,7 +18,9 @@
 // Every message is sealed (ChaCha20-Poly1305 under a key derived from the master key, the topic
 // as associated data) and carries its channel id and a per-direction sequence number: a forged,
 // replayed, reordered or lost message ends the channel. An open also carries its time and a
-// random id: older than CHANNEL_OPEN_MAX_AGE_MS, or seen before, it is refused.
+// random id: older than CHANNEL_OPEN_MAX_AGE_MS, or seen before, it is refused. The open, its
+// answers and the close go at QoS 1 (AT_LEAST_ONCE), so the broker may deliver one twice: the
+// second is dropped (an open as seen before, the others behind the sequence), never acted on.
 //
 // A channel ends on every side when any side goes: the browser, the agent, either hub; a replica
 // that dies (the broker publishes its will, `replicaGoneTopic`, sealed at its start); a replica
@@ -60,11 +62,22 @@ export const CHANNEL_KEY_PURPOSE = 'keel.bus.channels';
 /** An open older than this (clock skew included) is refused as a possible replay. */
 export const CHANNEL_OPEN_MAX_AGE_MS = 60_000;
 /**
- * QoS 0: one packet per message each way (QoS 1 adds an acknowledgement per message, and measured
- * slower for keystrokes: p50 3.1-3.8 ms against 5.2-6.8 ms through a replica). Order holds on the
- * connection; a message the broker drops breaks the sequence and ends the channel with a reason.
+ * QoS 0 for a channel's bytes and credit: one packet per message each way (QoS 1 adds an
+ * acknowledgement per message, and measured slower for keystrokes: p50 3.1-3.8 ms against 5.2-6.8 ms
+ * through a replica). Order holds on the connection; a message the broker drops breaks the sequence
+ * and ends the channel with a reason.
  */
 const CHANNEL_QOS = 0;
+/**
+ * Sent at QoS 1: the open and its answers (`accepted`, `opened`), whose loss would leave the
+ * opener waiting out the hub's open timeout with nothing to show the gap, and the close, whose loss
+ * would keep the other side's channel (and a shell) open. QoS 1 may deliver one twice (the sender
+ * resends what the broker had not acknowledged): a second open is refused as a replay (seen before,
+ * by its channel id), and one of these arriving again behind the sequence is dropped, not taken for
+ * a loss. Data, credit and keepalives at QoS 0 never come twice from the broker: one behind the
+ * sequence is a replay and ends the channel.
+ */
+const AT_LEAST_ONCE: ReadonlySet<string> = new Set(['open', 'accepted', 'opened', 'close']);
 /** A side sends `alive` on a routed channel it has sent nothing on for this long. */
 export const CHANNEL_KEEPALIVE_MS = 10_000;
 /** A side ends a routed channel it has heard nothing of for this long (the bus lost it). */
@@ -556,9 +569,8 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       { ...head, ch: r.ch, seq: r.sendSeq++ },
       body,
     );
-    // A close goes at QoS 1: the broker may drop QoS 0 under load, and a close lost (nothing
-    // follows it to show the gap) would keep the other side's channel, and a shell, open for ever.
-    bus.client.publish(topic, message, { qos: head.t === 'close' ? 1 : CHANNEL_QOS });
+    // The open, its answers and the close at QoS 1 (AT_LEAST_ONCE): the broker may drop QoS 0.
+    bus.client.publish(topic, message, { qos: AT_LEAST_ONCE.has(String(head.t)) ? 1 : CHANNEL_QOS });
     r.lastSent = Date.now();
   };
 
@@ -709,6 +721,8 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       r.recvSalt = prefix.salt;
       r.recvKey = messageKey;
     }
+    // A QoS 1 message delivered again (AT_LEAST_ONCE): already acted on, so nothing to do.
+    if (head.seq < r.recvSeq && AT_LEAST_ONCE.has(head.t)) return;
     if (head.seq !== r.recvSeq) {
       refuse('out of order', { channel: r.ch, expected: r.recvSeq, got: head.seq });
       const reason = 'channel bytes were lost or reordered on the message bus';
