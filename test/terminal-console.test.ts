@@ -244,6 +244,15 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 150_000
     5_000,
     'the player at its own size, scrolling',
   );
+  // ...and reachable by keyboard: focused, the arrow keys scroll it.
+  const playerScreen = page.locator('[data-testid="player-screen"]');
+  await playerScreen.focus();
+  await page.keyboard.press('ArrowRight');
+  await waitFor(
+    () => playerScreen.evaluate((el) => (el as unknown as { scrollLeft: number }).scrollLeft > 0),
+    5_000,
+    'the unfitted player scrolled by the arrow keys',
+  );
   await page.locator('[data-testid="player-fit"]').check();
   await page.setViewportSize(desktop);
   assert.deepEqual(pageErrors, []);
