@@ -134,7 +134,8 @@ while (n < limit && Date.now() < end) {
   while (off < b.length) off += fs.writeSync(1, b, off);
   bytes += b.length;
 }
-fs.writeFileSync(report, JSON.stringify({ lines: n, bytes, ms: Date.now() - t0, t0 }));`,
+const ms = Date.now() - t0;
+fs.writeFileSync(report, JSON.stringify({ lines: n, bytes, ms, t0, cpu: process.cpuUsage() }));`,
 );
 
 /** Polls `check` every `everyMs` until it holds (a finer grain than the harness's waitFor). */
@@ -156,7 +157,12 @@ interface WriterReport {
   bytes: number;
   ms: number;
   t0: number;
+  /** The writer's own CPU, µs: its writes into a pipe (supervisord) or into a file (Keel). */
+  cpu: { user: number; system: number };
 }
+/** The writer's own CPU-s per GiB, user + system. */
+const writerCpu = (w: WriterReport) =>
+  `the writer itself ${((w.cpu.user + w.cpu.system) / 1e6 / (w.bytes / 1024 / MiB)).toFixed(2)} CPU-s per GiB, system ${(w.cpu.system / 1e6 / (w.bytes / 1024 / MiB)).toFixed(2)}`;
 const readReport = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as WriterReport;
 const mibps = (bytes: number, ms: number) => bytes / MiB / (ms / 1000);
 const fmt = (lines: number, bytes: number, ms: number) =>
@@ -238,7 +244,7 @@ async function supervisordLeg(n: number): Promise<Leg> {
   const ms = doneAt - w.t0;
   const leg = { w, ms, rate: mibps(w.bytes, ms), cpuS, endLagMs: doneAt - (w.t0 + w.ms) };
   console.log(
-    `supervisord to its file:   ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}; supervisord ${supVersion}, ${cpuS.toFixed(1)} CPU-s, ${(cpuS / gibOf(w.bytes)).toFixed(2)} per GiB; its file complete ${leg.endLagMs} ms after the writer's last write)`,
+    `supervisord to its file:   ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}; supervisord ${supVersion}, ${cpuS.toFixed(1)} CPU-s, ${(cpuS / gibOf(w.bytes)).toFixed(2)} per GiB; its file complete ${leg.endLagMs} ms after the writer's last write; ${writerCpu(w)})`,
   );
   return leg;
 }
@@ -275,7 +281,7 @@ async function keelLeg(n: number, sup: Leg | null): Promise<Leg> {
   const leg = { w, ms, rate: mibps(w.bytes, ms), cpuS, endLagMs: doneAt - (w.t0 + w.ms) };
   const vsSup = sup ? `, ${(leg.rate / sup.rate).toFixed(2)}x supervisord` : '';
   console.log(
-    `(a) Keel captured (spool): ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${vsSup}; the writer alone ${fmt(w.lines, w.bytes, w.ms)}; ${cpuS.toFixed(1)} CPU-s in this process: ${(cpuS / gib).toFixed(2)} per GiB, user ${(cpu.user / 1e6 / gib).toFixed(2)} + system ${(cpu.system / 1e6 / gib).toFixed(2)}; spool ${spoolPerByte.toFixed(3)} bytes per byte; the last line in the spool ${leg.endLagMs} ms after the writer's last write)`,
+    `(a) Keel captured (spool): ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${vsSup}; the writer alone ${fmt(w.lines, w.bytes, w.ms)}; ${cpuS.toFixed(1)} CPU-s in this process: ${(cpuS / gib).toFixed(2)} per GiB, user ${(cpu.user / 1e6 / gib).toFixed(2)} + system ${(cpu.system / 1e6 / gib).toFixed(2)}; spool ${spoolPerByte.toFixed(3)} bytes per byte; the last line in the spool ${leg.endLagMs} ms after the writer's last write; ${writerCpu(w)})`,
   );
   return leg;
 }
