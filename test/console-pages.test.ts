@@ -517,6 +517,11 @@ test(
       await tabTo((el) => el.testid === 'audit-verify');
       await page.keyboard.press('Enter');
       await page.locator('[data-testid="audit-verdict"][data-ok="true"]').waitFor();
+      // An entry's detail is cut to one line; Enter on it shows the whole of it (a title alone
+      // reached neither the keyboard nor a phone).
+      await tabTo((el) => el.tag === 'SUMMARY');
+      await page.keyboard.press('Enter');
+      await page.locator('[data-testid="audit-detail-full"]').first().waitFor();
       assert.deepEqual(
         pageErrors.map((e) => e.message),
         [],
