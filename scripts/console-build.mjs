@@ -1,9 +1,10 @@
 // The console build (web/build) made once per set of inputs: `npm test` (scripts/test-web.mjs) and
 // `npm start` (scripts/start.mjs) build it through here. A stamp in
 // node_modules/.cache/keel-test/web-build-stamp holds a SHA-256 of every input (web/ but its
-// outputs, shared/src, which the console imports, package-lock.json, and the Node version the
-// build ran on) and the modification time of the index.html that build wrote (a build made since
-// by hand, from other sources perhaps, has another). The build is current only when both match,
+// outputs, shared/src, which the console imports, package-lock.json, the root and shared
+// package.json and tsconfig files, and the Node version the build ran on) and the modification
+// time of the index.html that build wrote (a build made since by hand, from other sources
+// perhaps, has another). The build is current only when both match,
 // so a changed input always rebuilds (test/console-build.test.ts); a clean clone has no stamp and
 // builds.
 import { spawnSync } from 'node:child_process';
@@ -25,16 +26,24 @@ function files(dir, out = []) {
   return out;
 }
 
+/**
+ * Inputs outside web/ and shared/src: the dependencies' versions, the workspaces and shared's
+ * exports, and the compiler options shared's sources are built with.
+ */
+const singleInputs = [
+  'package-lock.json',
+  'package.json',
+  'shared/package.json',
+  'shared/tsconfig.json',
+  'tsconfig.base.json',
+];
+
 /** The inputs' hash: each file's path and contents, and the Node version. */
 export function consoleSourceHash(root, nodeVersion = process.version) {
   const hash = createHash('sha256');
   hash.update(`node ${nodeVersion}\0`);
-  const lock = join(root, 'package-lock.json');
-  for (const f of [
-    ...files(join(root, 'web')),
-    ...files(join(root, 'shared/src')),
-    ...(existsSync(lock) ? [lock] : []),
-  ]) {
+  const single = singleInputs.map((f) => join(root, f)).filter((f) => existsSync(f));
+  for (const f of [...files(join(root, 'web')), ...files(join(root, 'shared/src')), ...single]) {
     hash.update(`${relative(root, f)}\0`);
     hash.update(readFileSync(f));
     hash.update('\0');

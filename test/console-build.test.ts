@@ -50,7 +50,7 @@ test('built once, then reused while nothing changed', () => {
   assert.equal(c.builds(), 1);
 });
 
-test('a changed, added or removed input builds again; the build outputs are not inputs', () => {
+test('a changed, added or removed input (sources, config, packages, Node) builds again; the build outputs are not inputs', () => {
   const c = checkout();
   c.ensure();
   c.put('web/src/routes/+page.svelte', '<h1>Hosts</h1>');
@@ -66,11 +66,15 @@ test('a changed, added or removed input builds again; the build outputs are not 
   assert.equal(c.ensure(), true, 'a changed config');
   c.put('package-lock.json', '{"lockfileVersion":3,"packages":{}}');
   assert.equal(c.ensure(), true, 'a changed package-lock.json');
+  c.put('shared/package.json', '{"exports":{}}');
+  assert.equal(c.ensure(), true, 'an added shared/package.json');
+  c.put('tsconfig.base.json', '{"compilerOptions":{}}');
+  assert.equal(c.ensure(), true, 'an added tsconfig.base.json');
   assert.equal(c.ensure('v22.0.0'), true, 'another Node version');
   assert.equal(c.ensure('v22.0.0'), false);
   c.put('web/.svelte-kit/output/x.js', 'changed');
   assert.equal(c.ensure('v22.0.0'), false, 'the outputs are not inputs');
-  assert.equal(c.builds(), 8);
+  assert.equal(c.builds(), 10);
 });
 
 test('a build made by hand since, or a missing one, is built again', () => {
