@@ -38,6 +38,7 @@ declare const document: PageDocument & {
   querySelectorAll(selector: string): Iterable<PageElement>;
 };
 declare const innerWidth: number;
+declare const innerHeight: number;
 declare function getComputedStyle(el: PageElement): { outlineStyle: string; outlineWidth: string };
 
 type Ctl = Awaited<ReturnType<typeof startTestController>>;
@@ -154,6 +155,9 @@ async function processesPage(
   await navigate(page, `/hosts/${hostId}/processes`);
   await page.click('[data-testid="new-process"]');
   await page.locator('[data-testid="process-form"]').waitFor();
+  // The form opens below the list: it is brought into view with the focus on its heading (on a
+  // phone it opened off screen and the button seemed to do nothing).
+  await revealed(page, 'form-title', where('new process form'));
   await checkAccessible(page, where('new process form'));
   await page.fill('#p-name', 'console-echo');
   await page.fill('#p-argv', 'sh\n-c\necho ready; while read l; do echo "got $l"; done');
@@ -163,6 +167,7 @@ async function processesPage(
   await row.locator('[data-testid="process-state"]', { hasText: 'running' }).waitFor();
   await noSidewaysScroll(page, where('Processes tab'));
   await row.locator('[data-testid="open-console"]').click();
+  await revealed(page, 'console-title', where('process console'));
   const output = page.locator('[data-testid="console-output"]');
   await output.filter({ hasText: 'ready' }).waitFor();
   await page.fill('[data-testid="console-input"]', `hi ${tag}`);
@@ -183,6 +188,22 @@ async function processesPage(
   assert.ok(
     await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
     'the Processes page is no wider than the viewport',
+  );
+}
+
+/** The panel headed `#titleId` is in the viewport (below the sticky top bar), its heading focused. */
+async function revealed(page: Page, titleId: string, where: string): Promise<void> {
+  await waitFor(
+    () =>
+      page.evaluate((id) => {
+        const h = document.querySelector(`#${id}`);
+        const top = h
+          ? (h as unknown as { getBoundingClientRect(): { top: number } }).getBoundingClientRect().top
+          : -1;
+        return document.activeElement === h && top >= 48 && top < innerHeight / 2;
+      }, titleId),
+    5_000,
+    `${where}: #${titleId} in view and focused`,
   );
 }
 
