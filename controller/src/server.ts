@@ -121,6 +121,9 @@ export async function startController(
   // routes every replica's (the console's live views).
   // Its will (published by the broker if this process dies) ends the channels routed through it.
   const busId = randomUUID();
+  // The lease id is known before the bus: the will names it, so the other replicas stop routing to
+  // the hosts this one holds at once when it is heard (bus/channels.ts).
+  const leaseId = randomUUID();
   const channelKey = secrets.deriveKey(CHANNEL_KEY_PURPOSE);
   const mqttBus = config.mqttUrl
     ? await (
@@ -131,13 +134,14 @@ export async function startController(
         eventKey: secrets.deriveKey(EVENT_MAC_PURPOSE),
         log: log.child({ component: 'bus' }),
         replicaId: busId,
-        will: replicaWill(channelKey, config.mqttTopicPrefix, busId),
+        will: replicaWill(channelKey, config.mqttTopicPrefix, busId, leaseId),
       })
     : null;
   const bus: ReplicaBus = mqttBus ?? createLocalReplicaBus();
   // Hosts whose sessions belonged to a controller that is gone (this one before a restart, or a
   // replica that stopped or crashed) are offline now; those another running replica holds are not.
   const lease = await startReplicaLease({
+    id: leaseId,
     replicas: createReplicaRepository(database.db),
     log: log.child({ component: 'replicas' }),
     alone: database.driver === 'pglite',
@@ -175,6 +179,8 @@ export async function startController(
     },
     onStreamStored: (stored) => bus.publish({ type: 'stream.stored', ...stored }),
   });
+  // Channel routing (made once the hub exists, below) also tells which replicas are gone (their wills).
+  let channelRouting: ChannelRouting | null = null;
   // With a broker, a request for a host another replica holds goes to that replica (bus/routing.ts).
   const routing = mqttBus
     ? (await import('./bus/routing.ts')).routeRequests({
@@ -184,6 +190,8 @@ export async function startController(
         hosts,
         secrets,
         log: log.child({ component: 'bus' }),
+        // Channel routing hears the wills (made below, once the hub exists).
+        holderGone: (id) => channelRouting?.holderGone(id) ?? false,
       })
     : null;
   const agents = routing ?? gateway;
@@ -282,7 +290,6 @@ export async function startController(
   services.prometheus.figures.heartbeatRttMs = (hostId) => gateway.heartbeatRttMs(hostId);
 
   // With a broker, a channel to a host another replica holds goes through it (bus/channels.ts).
-  let channelRouting: ChannelRouting | null = null;
   const channels = new ChannelHub({
     log: log.child({ component: 'channels' }),
     linkFor: linkForHost(gateway),

@@ -54,8 +54,8 @@ import type { AgentChannelLink, ChannelHub } from '../channels/hub.ts';
 import type { ChannelGrant } from '../channels/tickets.ts';
 import type { Host } from '../repositories/hosts.ts';
 import type { MqttReplicaBus } from './mqtt.ts';
-import { refusals } from './routing.ts';
-import { channelTopic, replicaGoneTopic } from './topics.ts';
+import { HOLDER_GONE, refusals } from './routing.ts';
+import { busIdOfGoneTopic, channelTopic, replicaGoneFilter, replicaGoneTopic } from './topics.ts';
 
 /** What the channel messages' key is derived for (secrets.deriveKey). */
 export const CHANNEL_KEY_PURPOSE = 'keel.bus.channels';
@@ -136,7 +136,10 @@ const header = z.discriminatedUnion('t', [
   }),
 ]);
 type Header = z.infer<typeof header>;
-const goneSchema = z.object({ bus: id });
+/** A will: the bus id, and (replicas from 1 Dec on) the lease id its hosts' sessions name. */
+const goneSchema = z.object({ bus: id, replica: id.optional() });
+/** At most this many gone replicas are remembered (their wills stay retained on the broker). */
+const MAX_GONE = 10_000;
 
 const VERSION = 1;
 const SALT_BYTES = 16;
@@ -312,12 +315,12 @@ function willKey(key: Buffer, topic: string): Buffer {
   return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, 32));
 }
 
-function sealWill(key: Buffer, topic: string, busId: string): Buffer {
+function sealWill(key: Buffer, topic: string, busId: string, leaseId?: string): Buffer {
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv('chacha20-poly1305', willKey(key, topic), nonce, {
     authTagLength: TAG_BYTES,
   });
-  const plain = Buffer.from(JSON.stringify({ bus: busId }), 'utf8');
+  const plain = Buffer.from(JSON.stringify({ bus: busId, ...(leaseId ? { replica: leaseId } : {}) }), 'utf8');
   cipher.setAAD(Buffer.from(topic, 'utf8'), { plaintextLength: plain.length });
   const sealed = Buffer.concat([cipher.update(plain), cipher.final()]);
   return Buffer.concat([nonce, sealed, cipher.getAuthTag()]);
@@ -553,8 +556,12 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   const stats = { opened: 0, served: 0, refused: 0 };
   const channels = new Map<string, Routed>();
   const seenOpens = new Map<string, number>();
-  /** Wills listened to, by bus id, with how many channels need each. */
-  const watching = new Map<string, { count: number; stop: () => void }>();
+  /**
+   * Replicas whose will was heard and that have not come back since: bus id -> lease id (null from
+   * replicas whose will names none), and lease id -> bus id (hosts.session_replica names the lease).
+   */
+  const goneBuses = new Map<string, string | null>();
+  const goneLeases = new Map<string, string>();
   const ownTopic = channelTopic(bus.prefix, replicaId);
 
   const refuse = refusals(log, stats, 'routed channel message dropped');
@@ -594,30 +601,17 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     };
   };
 
+  /** Learns the other side's bus id; a replica already gone (its will heard first) ends the channel. */
   const watch = (r: Routed, busId: string) => {
     if (r.peerBus) return;
     r.peerBus = busId;
-    const w = watching.get(busId);
-    if (w) {
-      w.count++;
-      return;
-    }
-    // Retained: if that replica died before this subscription reached the broker, its will is heard.
-    const stop = bus.listen(replicaGoneTopic(bus.prefix, busId), (body) => onGone(busId, body), {
-      retained: true,
-    });
-    watching.set(busId, { count: 1, stop });
+    // After the caller's own steps (the hub opening it), as a will arriving then would.
+    if (goneBuses.has(busId)) queueMicrotask(() => channels.get(r.ch) === r && cutGone(r));
   };
 
   /** Forgets a channel (its ends are already told). */
   const forget = (r: Routed) => {
-    if (!channels.delete(r.ch)) return;
-    if (!r.peerBus) return;
-    const w = watching.get(r.peerBus);
-    if (w && --w.count === 0) {
-      watching.delete(r.peerBus);
-      w.stop();
-    }
+    channels.delete(r.ch);
   };
 
   /** Ends a channel here because the other side cannot be reached any more. */
@@ -627,29 +621,73 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     else r.socket!.ended();
   };
 
+  const cutGone = (r: Routed) => {
+    log.warn(
+      { channel: r.ch, peer: r.peer, role: r.role },
+      'routed channel ended: the other replica is gone',
+    );
+    cut(
+      r,
+      r.role === 'client'
+        ? // Its will: it died, or its connection to the broker ended (the same to the broker).
+          "the controller replica holding this host's session stopped or lost the message bus"
+        : 'the controller replica serving the client stopped or lost the message bus',
+    );
+  };
+
+  // Every replica's will (retained: those of replicas gone before this subscription too). A will
+  // means that replica died or lost the broker: its channels end, and the hosts it holds are not
+  // reached through it (holderGone) until it is back, which its clearing of the will says (an
+  // empty retained message, the first thing it publishes on each connection).
   function onGone(busId: string, body: Buffer): void {
-    if (body.length === 0) return; // a replica clearing its retained will (it is back)
+    if (body.length === 0) {
+      if (!goneBuses.has(busId)) return;
+      const lease = goneBuses.get(busId);
+      goneBuses.delete(busId);
+      if (lease && goneLeases.get(lease) === busId) goneLeases.delete(lease);
+      log.info({ bus: busId, replica: lease }, 'controller replica back on the message bus');
+      return;
+    }
     const topic = replicaGoneTopic(bus.prefix, busId);
+    if (busId === bus.replicaId) {
+      // This replica's own will while it is connected: a replay, or the broker's word on a
+      // connection this one already replaced. It is here: clear it again for the others.
+      if (bus.client.connected) bus.client.publish(topic, Buffer.alloc(0), { qos: 1, retain: true });
+      return;
+    }
     const gone = goneSchema.safeParse(openWill(key, topic, body));
     if (!gone.success || gone.data.bus !== busId) return refuse('not sealed under this master key');
+    const lease = gone.data.replica ?? null;
+    if (!goneBuses.has(busId)) {
+      log.warn({ bus: busId, replica: lease }, 'controller replica gone from the message bus (its will)');
+      goneBuses.set(busId, lease);
+      if (lease) goneLeases.set(lease, busId);
+      if (goneBuses.size > MAX_GONE) {
+        const [oldest, oldLease] = goneBuses.entries().next().value!;
+        goneBuses.delete(oldest);
+        if (oldLease && goneLeases.get(oldLease) === oldest) goneLeases.delete(oldLease);
+      }
+    }
     for (const r of [...channels.values()]) {
-      if (r.peerBus !== busId) continue;
-      log.warn(
-        { channel: r.ch, peer: r.peer, role: r.role },
-        'routed channel ended: the other replica is gone',
-      );
-      cut(
-        r,
-        r.role === 'client'
-          ? // Its will: it died, or its connection to the broker ended (the same to the broker).
-            "the controller replica holding this host's session stopped or lost the message bus"
-          : 'the controller replica serving the client stopped or lost the message bus',
-      );
+      // A channel still waiting for the holder's `accepted` knows it by its lease id only.
+      if (r.peerBus === busId || (lease && r.role === 'client' && r.peer === lease)) cutGone(r);
     }
   }
+  const stopGone = bus.listen(
+    replicaGoneFilter(bus.prefix),
+    (body, topic) => {
+      const busId = busIdOfGoneTopic(bus.prefix, topic);
+      if (busId) onGone(busId, body);
+    },
+    { retained: true },
+  );
 
   // Losing the broker cuts every routed channel here; the other side hears this replica's will.
+  // What this replica knew of gone replicas is forgotten: back on the broker, the wills still
+  // retained are heard again, and a replica that came back meanwhile has none.
   const onBrokerLost = () => {
+    goneBuses.clear();
+    goneLeases.clear();
     for (const r of [...channels.values()]) {
       cut(
         r,
@@ -846,11 +884,15 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     hub.open({ ...grant, ...(tokenId ? { tokenId } : {}) }, socket as unknown as WebSocket, { routed: true });
   }
 
-  /** The hub's `remote`: a link to the replica holding the host's session, or undefined. */
-  async function open(grant: ChannelGrant): Promise<AgentChannelLink | undefined> {
+  /**
+   * The hub's `remote`: a link to the replica holding the host's session, undefined when no other
+   * replica holds it, or the refusal when that replica is gone from the bus (its will heard).
+   */
+  async function open(grant: ChannelGrant): Promise<AgentChannelLink | ChannelEnd | undefined> {
     const host = await opts.hosts.get(grant.hostId);
     const holder = host?.online ? host.sessionReplica : null;
     if (!holder || holder === replicaId || !bus.client.connected) return undefined;
+    if (goneLeases.has(holder)) return { reason: HOLDER_GONE, code: 'host.offline' };
     const r = routed(randomUUID(), 'client', holder, 0);
     const link: AgentChannelLink = {
       hostId: grant.hostId,
@@ -910,6 +952,8 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   return {
     open,
     stats: (): ChannelRoutingStats => ({ ...stats, open: channels.size }),
+    /** True while the replica with this lease id is gone from the bus (its will heard, not cleared). */
+    holderGone: (leaseId: string): boolean => goneLeases.has(leaseId),
     /** Ends every routed channel and stops listening (the controller is stopping). */
     close() {
       clearInterval(keepalive);
@@ -919,8 +963,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
         cut(r, 'controller shutting down');
       }
       stopListening();
-      for (const w of watching.values()) w.stop();
-      watching.clear();
+      stopGone();
     },
   };
 }
@@ -930,10 +973,17 @@ export type ChannelRouting = ReturnType<typeof routeChannels>;
 /**
  * The will a replica leaves with the broker: published by the broker when the replica's connection
  * ends without a goodbye (killed, hung past its keepalive, cut off), it ends the channels other
- * replicas route through it. Sealed, so a client of the broker without the master key cannot forge
- * one; being fixed at start, it can be replayed by one that recorded it, which ends channels only.
+ * replicas route through it, and they reach none of the hosts whose sessions name `leaseId` until
+ * the replica clears it (it does on each connection). Sealed, so a client of the broker without the
+ * master key cannot forge one; being fixed at start, it can be replayed by one that recorded it,
+ * which ends channels, and which the replica, hearing its own will while connected, clears again.
  */
-export function replicaWill(key: Buffer, prefix: string, busId: string): { topic: string; payload: Buffer } {
+export function replicaWill(
+  key: Buffer,
+  prefix: string,
+  busId: string,
+  leaseId?: string,
+): { topic: string; payload: Buffer } {
   const topic = replicaGoneTopic(prefix, busId);
-  return { topic, payload: sealWill(key, topic, busId) };
+  return { topic, payload: sealWill(key, topic, busId, leaseId) };
 }

@@ -66,7 +66,11 @@ export interface MqttReplicaBus extends ReplicaBus {
    * reconnect (sessions are clean); returns the unsubscribe function. `retained`: also deliver
    * the message the broker holds for the topic (a replica's will), not only new ones.
    */
-  listen(topic: string, listener: (body: Buffer) => void, opts?: { retained?: boolean }): () => void;
+  listen(
+    topic: string,
+    listener: (body: Buffer, topic: string) => void,
+    opts?: { retained?: boolean },
+  ): () => void;
 }
 
 /** The URL without its user and password, for logs. */
@@ -101,7 +105,8 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   const emitter = new EventEmitter();
   emitter.setMaxListeners(0);
   const reconnected = new Set<() => void>();
-  const listening = new Map<string, (body: Buffer) => void>();
+  /** By topic, or by a filter with `+` levels (every replica's will): a topic's own listener first. */
+  const listening = new Map<string, (body: Buffer, topic: string) => void>();
   /** Topics listened to with their retained message (rh 0 instead of 2). */
   const listeningRetained = new Set<string>();
   const stateTopicPrefix = `${prefix}/hosts/`;
@@ -240,7 +245,8 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
   client.on('message', (topic, body) => {
     if (!eventTreePrefixes.some((p) => topic.startsWith(p))) {
       try {
-        listening.get(topic)?.(body);
+        const listener = listening.get(topic) ?? wildcardListener(topic);
+        listener?.(body, topic);
       } catch (err) {
         log.error({ err, topic }, 'an MQTT bus listener failed');
       }
@@ -260,6 +266,18 @@ export async function createMqttBus(opts: MqttBusOptions): Promise<MqttReplicaBu
       log.error({ err, topic }, 'a bus subscriber failed on an event from another replica');
     }
   });
+
+  /** The listener of a `+` filter matching `topic` (ids are percent-encoded, so `+` is a wildcard). */
+  function wildcardListener(topic: string): ((body: Buffer, topic: string) => void) | undefined {
+    const levels = topic.split('/');
+    for (const [filter, listener] of listening) {
+      if (!filter.includes('+')) continue;
+      const want = filter.split('/');
+      if (want.length === levels.length && want.every((w, i) => w === '+' || w === levels[i]))
+        return listener;
+    }
+    return undefined;
+  }
 
   const local: FleetBus = {
     publish(event) {

@@ -29,6 +29,20 @@ import { createSecretBox, SEALED_PREFIX, type SecretBox } from '../secrets.ts';
 import type { MqttReplicaBus } from './mqtt.ts';
 import { replyTopic, requestTopic, revocationTopic } from './topics.ts';
 
+/**
+ * Why a host whose session a replica gone from the bus holds cannot be reached from here (a routed
+ * channel, request or job host on it fails at once with this, instead of waiting for an answer).
+ */
+export const HOLDER_GONE =
+  "the controller replica holding this host's session stopped or lost the message bus: the host is offline here until its agent connects to a replica again (it does so by itself) or that replica is back on the bus";
+/** Why a host online on another replica is not reached (this one has no broker now). */
+export const ON_UNREACHABLE_REPLICA =
+  'the host is online on another controller replica, which this one cannot reach now (it has lost the message bus)';
+
+function upperFirst(text: string): string {
+  return `${text.charAt(0).toUpperCase()}${text.slice(1)}.`;
+}
+
 /** A routed request older than this (clock skew included) is refused as a possible replay. */
 export const REQUEST_MAX_AGE_MS = 60_000;
 /** Revocations kept while the broker is away (beyond, the database refuses the agents' next sessions). */
@@ -78,6 +92,11 @@ export interface RequestRoutingOptions {
    */
   secrets: Pick<SecretBox, 'deriveKey'>;
   log: Logger;
+  /**
+   * True while the replica with this lease id is gone from the bus (bus/channels.ts, its will):
+   * requests for its hosts fail at once with HOLDER_GONE instead of waiting out their deadline.
+   */
+  holderGone?: (leaseId: string) => boolean;
 }
 
 /** What the routed requests', replies' and revocations' key is derived for (secrets.deriveKey). */
@@ -241,6 +260,7 @@ export function routeRequests(
     const host = await opts.hosts.get(hostId);
     const holder = host?.online ? host.sessionReplica : null;
     if (!holder || holder === replicaId || !bus.client.connected) return null;
+    if (opts.holderGone?.(holder)) throw new KeelError('host.offline', upperFirst(HOLDER_GONE));
     const id = randomUUID();
     stats.routed++;
     return new Promise((resolve, reject) => {
@@ -296,7 +316,17 @@ export function routeRequests(
       if (gateway.isOnline(hostId)) return true;
       if (!bus.client.connected) return false;
       const host = await opts.hosts.get(hostId);
-      return !!(host?.online && host.sessionReplica && host.sessionReplica !== replicaId);
+      const holder = host?.online ? host.sessionReplica : null;
+      return !!(holder && holder !== replicaId && !opts.holderGone?.(holder));
+    },
+    // Why a host online in the database is not reachable from here, for the refusal's message.
+    async unreachableReason(hostId) {
+      if (gateway.isOnline(hostId)) return null;
+      const host = await opts.hosts.get(hostId);
+      const holder = host?.online ? host.sessionReplica : null;
+      if (!holder || holder === replicaId) return null;
+      if (!bus.client.connected) return ON_UNREACHABLE_REPLICA;
+      return opts.holderGone?.(holder) ? HOLDER_GONE : null;
     },
     capabilitiesOf: (hostId) => gateway.capabilitiesOf?.(hostId) ?? null,
     stats: () => ({ ...stats }),

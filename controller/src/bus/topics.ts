@@ -90,3 +90,21 @@ export function channelTopic(prefix: string, replicaId: string): string {
 export function replicaGoneTopic(prefix: string, busId: string): string {
   return `${prefix}/replicas/${topicLevel(busId)}/gone`;
 }
+
+/** The filter every replica's will matches (`+` for the bus id). */
+export function replicaGoneFilter(prefix: string): string {
+  return `${prefix}/replicas/+/gone`;
+}
+
+/** The bus id a will's topic names, or null when it is not one under `prefix`. */
+export function busIdOfGoneTopic(prefix: string, topic: string): string | null {
+  const head = `${prefix}/replicas/`;
+  if (!topic.startsWith(head) || !topic.endsWith('/gone')) return null;
+  const level = topic.slice(head.length, -'/gone'.length);
+  if (level.length === 0 || level.includes('/')) return null;
+  try {
+    return decodeURIComponent(level);
+  } catch {
+    return null;
+  }
+}

@@ -42,7 +42,11 @@ export interface AgentChannelLink {
 }
 
 /** A link to a host whose session another controller replica holds (bus/channels.ts), or undefined. */
-export type RemoteLinkFactory = (grant: ChannelGrant) => Promise<AgentChannelLink | undefined>;
+/**
+ * A link to the replica holding the host's session; undefined when none holds it (the host is
+ * offline), or why the channel cannot be opened there (that replica is gone from the bus).
+ */
+export type RemoteLinkFactory = (grant: ChannelGrant) => Promise<AgentChannelLink | ChannelEnd | undefined>;
 
 /** Sees a channel's bytes as they pass (the terminal's recorder); must not block. */
 export interface ChannelTap {
@@ -183,6 +187,12 @@ export class ChannelHub {
       this.#remote(grant).then(
         (remote) => {
           if (ws.readyState !== ws.OPEN) return;
+          if (remote && !('sendNow' in remote)) {
+            sendText(ws, { type: 'close', ...remote });
+            safeClose(ws, CHANNEL_WS_CLOSE_NORMAL, remote.reason);
+            ws.resume(); // read the client's close frame: paused, the closing handshake waits 30 s
+            return;
+          }
           // The tap (the terminal's recording, its audit and permission re-check) runs here,
           // on the replica serving the client; the holder opens it untapped (`routed`).
           this.#openOn(remote, grant, ws, true);

@@ -13,7 +13,11 @@ export interface ChannelsServiceDeps {
   /** The host repository (or anything that finds a host by id). */
   hosts: { get(id: string): Promise<{ revokedAt: Date | null; online?: boolean } | null> };
   /** isReachable (replicas): a host another replica holds is reached through it (bus/channels.ts). */
-  gateway: { isOnline(hostId: string): boolean; isReachable?(hostId: string): Promise<boolean> };
+  gateway: {
+    isOnline(hostId: string): boolean;
+    isReachable?(hostId: string): Promise<boolean>;
+    unreachableReason?(hostId: string): Promise<string | null>;
+  };
   audit: AuditService;
   tickets?: TicketBook;
   /** How long a ticket may wait to be used, in seconds (when `tickets` is not given; default 30). */
@@ -62,14 +66,15 @@ export function createChannelsService({
       const host = await hosts.get(hostId);
       if (!host) throw new KeelError('host.not_found');
       if (host.revokedAt) throw new KeelError('host.revoked');
-      if (!((await gateway.isReachable?.(hostId)) ?? gateway.isOnline(hostId)))
+      if (!((await gateway.isReachable?.(hostId)) ?? gateway.isOnline(hostId))) {
+        // Replicas: online in the database, so held by a replica this one cannot reach now (this
+        // one lost the bus, or that one is gone from it).
+        const why = host.online ? await gateway.unreachableReason?.(hostId) : null;
         throw new KeelError(
           'host.offline',
-          // Replicas: online in the database, so held by a replica this one cannot reach now.
-          gateway.isReachable && host.online
-            ? 'The host is online on another controller replica, which this one cannot reach now (it has lost the message bus).'
-            : undefined,
+          why ? `${why.charAt(0).toUpperCase()}${why.slice(1)}.` : undefined,
         );
+      }
       await audit.record(actor.id, 'channel.open', `host:${hostId}`, { kind }, actor.ip);
       const issued = tickets.issue({
         userId: actor.id,

@@ -56,6 +56,11 @@ export interface AgentGateway {
    * a replica holding a target host.
    */
   isReachable?(hostId: string): Promise<boolean>;
+  /**
+   * Why a host online in the database is not reachable from here (replicas: this one lost the
+   * bus, or the replica holding it is gone from it), or null when it is simply offline.
+   */
+  unreachableReason?(hostId: string): Promise<string | null>;
   /** The capabilities of the host's live session on this controller, or null. */
   capabilitiesOf?(hostId: string): HostCapabilities | null;
 }

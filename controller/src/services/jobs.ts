@@ -237,7 +237,12 @@ export interface JobsServiceDeps {
    * isReachable (replicas): a host another replica holds is reached through it; without it, only
    * the hosts whose sessions are on this controller.
    */
-  gateway: { isOnline(hostId: string): boolean; isReachable?(hostId: string): Promise<boolean> };
+  gateway: {
+    isOnline(hostId: string): boolean;
+    isReachable?(hostId: string): Promise<boolean>;
+    /** Why a host online in the database is out of reach (replicas), or null. */
+    unreachableReason?(hostId: string): Promise<string | null>;
+  };
   audit: AuditService;
   /** Where this controller publishes its runs' events. */
   bus: FleetBus;
@@ -332,6 +337,8 @@ export function createJobsService(deps: JobsServiceDeps) {
   /** Why a host cannot be reached from here: offline, or held by a replica this one cannot reach. */
   const offlineReason = async (hostId: string): Promise<string> => {
     if (!deps.gateway.isReachable) return 'the host is offline';
+    const why = await deps.gateway.unreachableReason?.(hostId).catch(() => null);
+    if (why) return why;
     const stored = await deps.hosts.get?.(hostId)?.catch(() => null);
     return stored?.online ? ON_UNREACHABLE_REPLICA : 'the host is offline';
   };

@@ -24,6 +24,8 @@ export interface ReplicaLeaseOptions {
   onLeaseLost?: () => void;
   renewMs?: number;
   staleMs?: number;
+  /** This replica's id, when it must be known before the lease (its will on the bus names it). */
+  id?: string;
 }
 
 export interface ReplicaLease {
@@ -38,7 +40,7 @@ export interface ReplicaLease {
  * keeps the lease renewed. Call before the gateway accepts agents.
  */
 export async function startReplicaLease(opts: ReplicaLeaseOptions): Promise<ReplicaLease> {
-  const id = randomUUID();
+  const id = opts.id ?? randomUUID();
   const renewMs = opts.renewMs ?? REPLICA_RENEW_MS;
   const staleMs = opts.staleMs ?? REPLICA_STALE_MS;
   const release = async (stale: number) => {
