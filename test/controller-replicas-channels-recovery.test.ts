@@ -114,6 +114,14 @@ test(
     assert.equal(lostA.code, 4502);
     assert.match(lostA.reason, /replica holding this host's session stopped or lost the message bus/);
     await waitFor(() => busA.connected, 15_000, 'A back on the broker');
+    // Until B hears A clear its will, B refuses channels on A's hosts (A is gone from the bus).
+    await waitFor(
+      async () =>
+        (await apiB.post(`/hosts/${hostId}/channels`, { kind: 'process.logs', params: { name: 'ticker' } }))
+          .status === 201,
+      5_000,
+      'B hears A back',
+    );
     const afterA = await open(apiB, hostId, 'process.logs', { name: 'ticker', backlogBytes: 0 });
     await afterA.until(/(tick-\d+)/);
     afterA.ws.close();
