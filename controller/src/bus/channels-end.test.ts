@@ -2,7 +2,7 @@
 // heard by replicas that subscribe to it only after it died (the broker keeps it retained), so a
 // holder that hears an open from a replica already gone ends that channel (its agent told) instead
 // of keeping it open for ever; a replica that reconnects clears its will, so it is not taken for
-// gone afterwards; the answers to an open and a close go at QoS 1, which the broker does not drop
+// gone afterwards, nor after a broker client replays its will (it clears it again); the answers to an open and a close go at QoS 1, which the broker does not drop
 // as it may QoS 0; and where
 // no will comes (the holder lost the broker and its will was lost), keepalives end the channel on
 // the client's side within the silence limit, while an idle channel they keep open stays open, and
@@ -156,6 +156,44 @@ test(
     assert.deepEqual(
       later.got.filter((b) => b.length > 0),
       [],
+    );
+  },
+);
+
+test(
+  'a replica hearing its own will replayed while connected clears it again: it is not taken for gone',
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    const a = await holder(prefix, key);
+    // Another replica's routing, to see whether it takes A for gone.
+    const busC = await createMqttBus({
+      url: BROKER,
+      prefix,
+      eventKey: randomBytes(32),
+      log,
+      replicaId: randomUUID(),
+    });
+    open.push(busC);
+    const hubC = new ChannelHub({ log, linkFor: () => undefined });
+    const c = routeChannels({ bus: busC, hub: hubC, replicaId: 'lease-c', hosts: a.hosts, key, log });
+    open.push(c, hubC);
+    await subscriptionsHeld(busC.client, prefix);
+
+    // A broker client replays A's will (recorded, retained): C takes A for gone, then A clears it.
+    const topic = replicaGoneTopic(prefix, a.bus.replicaId);
+    const seen = await watcher(prefix, topic);
+    const will = replicaWill(key, prefix, a.bus.replicaId, 'lease-a');
+    await seen.raw.publishAsync(topic, will.payload, { qos: 1, retain: true });
+    await until('the will cleared by A', () => seen.got.length >= 2 && seen.got.at(-1)!.length === 0);
+    await until('C no longer takes A for gone', () => !c.holderGone('lease-a'));
+    const later = await watcher(prefix, topic);
+    assert.deepEqual(
+      later.got.filter((b) => b.length > 0),
+      [],
+      'no will retained',
     );
   },
 );
