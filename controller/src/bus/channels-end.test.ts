@@ -2,9 +2,9 @@
 // heard by replicas that subscribe to it only after it died (the broker keeps it retained), so a
 // holder that hears an open from a replica already gone ends that channel (its agent told) instead
 // of keeping it open for ever; a replica that reconnects clears its will, so it is not taken for
-// gone afterwards, nor after a broker client replays its will (it clears it again); the answers to an open and a close go at QoS 1, which the broker does not drop
-// as it may QoS 0; and where
-// no will comes (the holder lost the broker and its will was lost), keepalives end the channel on
+// gone afterwards, nor after a broker client replays its will (it clears it again); the answers to
+// an open and a close go at QoS 1, which the broker does not drop as it may QoS 0; and where no
+// will comes (the holder lost the broker and its will was lost), keepalives end the channel on
 // the client's side within the silence limit, while an idle channel they keep open stays open, and
 // so does one whose replica stalled past the limit (a side that announced no keepalives, a replica
 // from before them, gets none).
