@@ -88,6 +88,20 @@ async function runFromPage(page: Page) {
   await page.focus('[data-testid="job-run"]');
   await page.keyboard.press('Enter');
   await page.locator('[data-testid="job-pane"]').nth(1).waitFor();
+  // The run's panel, below the form and off screen, is brought into view with the focus on its
+  // heading (the page seemed to do nothing, and the focus fell to the page's start).
+  await waitFor(
+    () =>
+      page.evaluate(() => {
+        const h = document.querySelector('#live-title') as {
+          getBoundingClientRect(): { top: number };
+        } | null;
+        const top = h?.getBoundingClientRect().top ?? -1;
+        return document.activeElement === h && top >= 48 && top < innerHeight / 2;
+      }),
+    5_000,
+    "the run's panel in view and focused",
+  );
   await waitFor(
     async () => (await page.locator('[data-testid="job-status"]').textContent())?.startsWith('succeeded'),
     30_000,
@@ -224,7 +238,8 @@ for (const viewport of ['desktop', 'phone'] as const) {
   });
 }
 
-declare const document: { querySelector(s: string): unknown };
+declare const document: { querySelector(s: string): unknown; activeElement: unknown };
+declare const innerHeight: number;
 
 test('a 1 MiB paste into the terminal arrives whole and in order', { timeout: 120_000 }, async () => {
   const { page, context, pageErrors } = await signedIn('desktop', 'dark', `/hosts/${hostId}/terminal`);
