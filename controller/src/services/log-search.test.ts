@@ -1,5 +1,6 @@
 // Proves the regex search over chunks as stored (a pattern with no literal to narrow it: every
-// chunk is read, decoded and matched in the regex workers), on every test driver, against the
+// chunk is read, decoded and matched in the regex workers; anchored ones tried at line starts
+// only, lines with a lone CR among them), on every test driver, against the
 // per-line answer computed here: the same lines, ranges, order, seq, time, stream and process,
 // across LZ4, deflate and uncompressed chunks and several batches (both workers); with a time
 // range, one process and one stream; long lines cut; non-ASCII text; a search stopped early by
@@ -21,7 +22,12 @@ import { createLogSearchRepository } from '../repositories/log-search.ts';
 import { LOGS_STREAM } from '../repositories/processes.ts';
 import { createStreamRepository } from '../repositories/streams.ts';
 import { requiredLiterals } from './log-prefilter.ts';
-import { createLogSearchService, type LogSearchEvent, type LogSearchMatch } from './log-search.ts';
+import {
+  createLogSearchService,
+  linesStartOnly,
+  type LogSearchEvent,
+  type LogSearchMatch,
+} from './log-search.ts';
 
 const T0 = Date.UTC(2030, 0, 1);
 const CHUNKS = 12;
@@ -41,6 +47,8 @@ function lineOf(n: number): Line {
   let text = `n ${String(n).padStart(9, '0')} ${['GET', 'PUT', 'POST'][n % 3]} /api/${(n * 7919) % 100000} ${n % 250}ms req=${randomBytes(6).toString('hex')}`;
   if (n % 997 === 0) text += ' naïve café ✓';
   if (n === 5_001) text += ' ' + '7'.repeat(6_000) + ' ';
+  // A lone CR: with the batch's `m` flag `^` holds after it, on its own line it does not.
+  if (n % 1_009 === 0) text += '\rn 7 PUT 7 ';
   return {
     seq: n,
     ts: T0 + n,
@@ -82,6 +90,42 @@ function expected(
   }
   return out;
 }
+
+test('a pattern is tried at line starts only when it starts with ^, has no top-level |, stays in a line', () => {
+  for (const q of [
+    '^n \\d*7 ',
+    '^(a|b)c',
+    '^a[|]b',
+    '^a\\|b',
+    '^(?:x|(y|z))+$',
+    '^\\S+ \\w\\b[\\d.-]',
+    '^(a)\\1',
+  ]) {
+    assert.equal(linesStartOnly(q), true, q);
+  }
+  // Not anchored, or a try could run on into the next lines of the batch.
+  for (const q of [
+    'n ^',
+    '^a|b',
+    '(^a)',
+    '^a[)]|b',
+    '\\^a',
+    'x|^a',
+    '^[\\s\\S]*7',
+    '^a\\s',
+    '^[^x]*',
+    '^\\D',
+    '^\\W',
+    '^a\\nb',
+    '^\\x0a',
+    '^\\u000a',
+    '^\\p{Cc}',
+    '^a\nb',
+    '^[\\n]',
+  ]) {
+    assert.equal(linesStartOnly(q), false, q);
+  }
+});
 
 for (const target of testDatabaseTargets()) {
   describe(`regex search over stored chunks (${target.driver})`, () => {
@@ -158,7 +202,16 @@ for (const target of testDatabaseTargets()) {
       'every line the pattern matches, as the per-line answer, in order',
       { timeout: 120_000 },
       async () => {
-        const none = ['^n \\d*7 ', '\\d{3}7.(GET|PUT)', 'é \\S', '(?=7{40})\\d{40}', '\\d{4}$'];
+        // Anchored ones (`^`, no top-level `|`) are tried at each line's start only.
+        const none = [
+          '^n \\d*7 ',
+          '^n \\d*[27] .UT \\S+3 ',
+          '^(n|x) \\d*3.(GET|PUT)',
+          '\\d{3}7.(GET|PUT)',
+          'é \\S',
+          '(?=7{40})\\d{40}',
+          '\\d{4}$',
+        ];
         // The same with literals (since 1 Dec `7 (GET|PUT)` requires `7 get` or `7 put`, `7{40}`
         // forty 7s): chunks are narrowed by them, the answer is the same.
         const narrowed = ['\\d{3}7 (GET|PUT)', '7{40}', '\\d7 [Pp]UT /api'];
