@@ -1,13 +1,20 @@
-// Proves the live output channel's backpressure: a reader slower than the writer gets a
-// `{"skipped":bytes}` marker and then whole lines of the newest output, in order, and what waits
-// for it never grows past one read (memory stays flat however far the writer runs ahead).
+// Proves the live output channel: its backlog is one sequence in capture order (stdout and stderr
+// lines interleaved as the process printed them, stderr marked), and its backpressure: a reader
+// slower than the writer gets a `{"skipped":bytes}` marker and then whole lines of the newest
+// output, in order, and what waits for it never grows past one read (memory stays flat however
+// far the writer runs ahead). Also the tailer's capture times the backlog is merged by.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
+import { decodeLogLine, processLogsChannel, type StreamRecord } from '@keel/shared';
+import type { CapabilityContext } from '../capabilities.ts';
 import type { ChannelPort } from '../channels/hub.ts';
-import { liveTail } from './index.ts';
+import type { Spool } from '../link/spool.ts';
+import { liveTail, supervisorCapability } from './index.ts';
+import { LogTailer } from './log-tail.ts';
 
 const line = (n: number) => `line ${String(n).padStart(7, '0')} ${'x'.repeat(86)}\n`;
 
@@ -77,3 +84,135 @@ test(
     assert.ok(largestWrite < 512 * 1024, `largest write ${largestWrite} bytes`);
   },
 );
+
+/** An in-memory stand-in for the logs spool (the real Spool is tested in link/spool.test.ts). */
+class MemorySpool {
+  records: StreamRecord[] = [];
+  get lastSeq() {
+    return this.records.length;
+  }
+  append(records: readonly StreamRecord[]) {
+    const firstSeq = this.records.length + 1;
+    this.records.push(...records);
+    return { firstSeq, lastSeq: this.records.length };
+  }
+}
+
+/** A channel port that keeps what is written. */
+function collectingPort() {
+  const abort = new AbortController();
+  let closed = false;
+  const received: Buffer[] = [];
+  const port: ChannelPort = {
+    id: 'live-order-test',
+    write(bytes) {
+      received.push(Buffer.from(bytes));
+      return Promise.resolve();
+    },
+    close() {
+      closed = true;
+      abort.abort();
+    },
+    get closed() {
+      return closed;
+    },
+    signal: abort.signal,
+  };
+  const messages = () =>
+    Buffer.concat(received)
+      .toString('utf8')
+      .split('\n')
+      .filter((m) => m !== '')
+      .map((m) => JSON.parse(m) as { s: string; t: number; l: string });
+  return { port, messages };
+}
+
+test(
+  'a live tail opened after a process alternated stdout and stderr gets the backlog in the order it was printed',
+  { timeout: 30_000 },
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-live-order-'));
+    const spool = new MemorySpool();
+    const cap = supervisorCapability({ dir });
+    const ctx: CapabilityContext = {
+      log: pino({ level: 'silent' }),
+      emit: () => {},
+      send: () => {},
+      onSession: () => {},
+      stream: () => spool as unknown as Spool,
+    };
+    await cap.start(ctx);
+    t.after(() => {
+      try {
+        const { pid } = JSON.parse(readFileSync(join(dir, 'alternating', 'run.json'), 'utf8')) as {
+          pid: number;
+        };
+        if (pid > 0) process.kill(-pid, 'SIGKILL'); // the keeper leads the group
+      } catch {
+        // gone
+      }
+      cap.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    // Argv only (no shell parses it): each line a while after the other, longer than a tail tick.
+    const script =
+      'for i in 1 2 3 4 5 6; do echo out$i; sleep 0.3; echo err$i >&2; sleep 0.3; done; sleep 30';
+    await cap.requests['process.apply']({ spec: { name: 'alternating', argv: ['sh', '-c', script] } });
+    // Every line captured (in the logs spool) before the live tail opens: all of it is backlog.
+    const deadline = Date.now() + 15_000;
+    while (spool.records.filter((r) => decodeLogLine(r.payload)?.process === 'alternating').length < 12) {
+      assert.ok(Date.now() < deadline, 'the twelve lines reached the spool');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const { port, messages } = collectingPort();
+    const handler = cap.channels[processLogsChannel.kind]!;
+    handler.open(port, { name: 'alternating', backlogBytes: 16 * 1024 });
+    while (messages().length < 12) {
+      assert.ok(Date.now() < deadline + 5_000, 'the backlog reached the reader');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    port.close({ reason: 'test done' });
+    const got = messages();
+    assert.deepEqual(
+      got.map((m) => `${m.s}:${m.l}`),
+      [1, 2, 3, 4, 5, 6].flatMap((i) => [`out:out${i}`, `err:err${i}`]),
+    );
+    // Each line says when it was captured (the time its record has in the logs stream): in order.
+    for (let i = 1; i < got.length; i++) assert.ok(got[i]!.t >= got[i - 1]!.t);
+  },
+);
+
+test("LogTailer.captureTime: a line's time is the tick that read it; unread lines are newest; old marks give an upper bound", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-capture-'));
+  const file = join(dir, 'stdout.log');
+  writeFileSync(file, 'a\n');
+  let clock = 1_000;
+  const tailer = new LogTailer({ dir, spool: new MemorySpool(), now: () => clock });
+  try {
+    tailer.add({ process: 'p', stream: 'stdout', path: file });
+    assert.equal(tailer.captureTime(file, 2), Infinity, 'not read yet');
+    tailer.tick();
+    assert.equal(tailer.captureTime(file, 2), 1_000);
+    appendFileSync(file, 'bb\n');
+    assert.equal(tailer.captureTime(file, 5), Infinity);
+    clock = 1_200;
+    tailer.tick();
+    assert.deepEqual([tailer.captureTime(file, 2), tailer.captureTime(file, 5)], [1_000, 1_200]);
+    assert.equal(tailer.captureTime(join(dir, 'other.log'), 2), undefined);
+    // Past 2,048 reads the oldest marks go: their lines get the newest let-go mark's time.
+    for (let i = 0; i < 2_100; i++) {
+      clock += 200;
+      appendFileSync(file, 'c\n');
+      tailer.tick();
+    }
+    const first = tailer.captureTime(file, 2)!;
+    assert.ok(first > 1_000 && first < 1_200 + 200 * 60, `upper bound ${first}`);
+    assert.equal(tailer.captureTime(file, 5 + 2 * 2_100), clock);
+    // A file started over forgets its marks.
+    tailer.reset(file);
+    assert.equal(tailer.captureTime(file, 2), Infinity);
+  } finally {
+    tailer.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

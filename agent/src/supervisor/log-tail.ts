@@ -59,6 +59,14 @@ const INTENT_PAGE = 4096;
 const PARTIAL_FLUSH_MS = 1_000;
 /** `drain()` reads at most this many chunks of READ_BYTES (256 MiB) before it gives up the loop. */
 const DRAIN_MAX_READS = 64;
+/**
+ * Capture marks kept per file (see `captureTime`): at most this many reads, and none for bytes
+ * more than MARK_SPAN_BYTES below the newest read (the live tail's backlog is at most 1 MiB of a
+ * file's end, which is at or past the newest read). A mark is two numbers: a file that gains a
+ * line every tick keeps 32 KiB of them (~7 minutes of ticks).
+ */
+const MAX_MARKS = 2048;
+const MARK_SPAN_BYTES = 1024 * 1024;
 
 const EMPTY = Buffer.alloc(0);
 
@@ -148,6 +156,15 @@ interface FileState extends TailedFile {
   generation: number;
   /** Each record's payload header (flags, name) for a whole line and for a `continued` part. */
   heads: [Buffer, Buffer];
+  /**
+   * Capture marks: pairs (offset read up to, the tick's time), oldest first from `markHead`. A
+   * line ending at or below a mark's offset was captured at or before its time (see `captureTime`).
+   */
+  marks: number[];
+  markHead: number;
+  /** The newest mark let go (offset, time): bytes below it were captured at or before that time. */
+  floorAt: number;
+  floorTime: number;
 }
 
 /** The part of a spool the tailer needs. */
@@ -403,6 +420,11 @@ export class LogTailer {
       punchedAt: -Infinity,
       punching: false,
       generation: 0,
+      // Bytes below `at` were read by an earlier agent: when is not known (older than any mark).
+      marks: [],
+      markHead: 0,
+      floorAt: at,
+      floorTime: -Infinity,
       heads: [false, true].map((continued) =>
         encodeLogLine({ process: file.process, stream: file.stream, line: Buffer.alloc(0), continued }),
       ) as [Buffer, Buffer],
@@ -429,6 +451,33 @@ export class LogTailer {
     f.punchedTo = 0;
     f.generation++;
     f.pending = EMPTY;
+    clearMarks(f);
+  }
+
+  /**
+   * When the line of `path` that ends at byte `end` (its newline included) was captured: the
+   * time of the tick whose read reached it, the same time its record has in the logs stream.
+   * `-Infinity` when it was read by an earlier agent (before this one's first read of the file),
+   * `Infinity` when it has not been read yet (newer than everything captured), undefined for a
+   * file not tailed. Marks older than MAX_MARKS reads or MARK_SPAN_BYTES give the time of the
+   * newest mark let go: an upper bound. Used to merge a process's two files in capture order
+   * (the live tail's backlog).
+   */
+  captureTime(path: string, end: number): number | undefined {
+    const f = this.#files.get(path);
+    if (!f) return undefined;
+    if (end <= f.floorAt) return f.floorTime;
+    const m = f.marks;
+    let lo = f.markHead / 2;
+    let hi = m.length / 2;
+    if (lo === hi || m[2 * (hi - 1)]! < end) return Infinity;
+    // The first mark at or past `end`.
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (m[2 * mid]! < end) lo = mid + 1;
+      else hi = mid;
+    }
+    return m[2 * lo + 1]!;
   }
 
   /**
@@ -633,6 +682,7 @@ export class LogTailer {
           f.punchedTo = 0;
           f.generation++;
           f.pending = EMPTY;
+          clearMarks(f);
         }
         if (size > f.readTo) {
           // The held partial line, then what the file gained: one buffer, no concatenation.
@@ -652,6 +702,7 @@ export class LogTailer {
           const n = readSync(fd, buf, readAt + held, want - held, f.readTo);
           f.readTo += n;
           readBytes += n;
+          if (n > 0) addMark(f, now);
           const src = buf.subarray(readAt, readAt + held + n);
           let rest: number;
           let made: number;
@@ -766,6 +817,30 @@ export class LogTailer {
     }
     for (const f of read) this.#punch(f, now);
     return count;
+  }
+}
+
+/** Forgets a file's capture marks (it starts over at offset 0). */
+function clearMarks(f: FileState): void {
+  f.marks.length = 0;
+  f.markHead = 0;
+  f.floorAt = 0;
+  f.floorTime = -Infinity;
+}
+
+/** Records that `f` was read up to `f.readTo` at `now`, letting the oldest marks go past the bounds. */
+function addMark(f: FileState, now: number): void {
+  const m = f.marks;
+  m.push(f.readTo, now);
+  while (m.length - f.markHead > 2 * MAX_MARKS || m[f.markHead]! < f.readTo - MARK_SPAN_BYTES) {
+    f.floorAt = m[f.markHead]!;
+    f.floorTime = m[f.markHead + 1]!;
+    f.markHead += 2;
+  }
+  // Drop the let-go half at once rather than shifting per mark.
+  if (f.markHead >= m.length / 2) {
+    m.splice(0, f.markHead);
+    f.markHead = 0;
   }
 }
 
