@@ -1,6 +1,7 @@
 // Proves the Alerts and Checks pages in real Chromium against a real controller: the firing alert
 // shows in "Firing now" and in the top bar's bell, a channel's "Send test" reaches a local webhook
-// receiver and says so, a rule is created by keyboard alone, the Checks page lists a check with
+// receiver and says so, a maintenance window's start names its time zone (the browser's, and UTC
+// for a repeating one), a rule is created by keyboard alone, the Checks page lists a check with
 // its status, uptime and latency line and opens its history; both pages pass axe-core's WCAG 2.1
 // A/AA checks in the dark and the light theme on a desktop and a phone, with their rule, history and
 // new-check dialogs open (the rounds open dark on a desktop and light on a phone; each state is
@@ -75,6 +76,14 @@ before(async () => {
     channelIds: [channel.id],
   });
   await ctl.services.alerts.evaluate(); // web-1 has no session: offline, fires now
+  // Far ahead, so it silences nothing here: its start is shown in the browser's zone, named.
+  await ctl.services.alerts.createMaintenance(actor, {
+    name: 'Kernel updates',
+    scope: { type: 'all' },
+    startsAt: '2030-12-24T20:00:00Z',
+    durationMinutes: 90,
+    recurrence: 'daily',
+  });
   browser = await launchChromium();
 });
 
@@ -123,6 +132,23 @@ for (const [viewport, theme] of [
         const bell = page.locator('[data-testid="alert-bell"]');
         await page.locator('[data-testid="alert-bell"][aria-label="Alerts: 1 firing"]').waitFor();
         assert.equal(await bell.getAttribute('href'), '/alerts');
+
+        // A maintenance window's start says its time zone: the browser's (here Asia/Tokyo, UTC+9,
+        // no daylight saving time), named, and for a daily one the UTC time it repeats at.
+        const cdp = await context.newCDPSession(page);
+        await cdp.send('Emulation.setTimezoneOverride', { timezoneId: 'Asia/Tokyo' });
+        await page.reload();
+        const maintenance = page.locator('li', { hasText: 'Maintenance: Kernel updates' });
+        await maintenance.waitFor();
+        // 20:00 UTC on 24 Dec is 05:00 on 25 Dec in Tokyo (in the browser's own date format).
+        const shown = (await maintenance.textContent()) ?? '';
+        assert.match(
+          shown,
+          /Maintenance: Kernel updates \(all hosts\), .*\b0?5:00\b.* \(Asia\/Tokyo\), daily at 20:00 UTC for 90 min/,
+        );
+        assert.match(shown, /\b25\b/);
+        assert.equal(await page.locator('label[for="m-start"]').innerText(), 'Starts (Asia/Tokyo)');
+        await firing.waitFor();
         assert.ok(
           (await spaceBetween(page, '#s-rule', 'label[for="s-host"]')) >= 8,
           'the silence form keeps its fields apart',
