@@ -199,6 +199,53 @@ test(
 );
 
 test(
+  'a will replayed on another spelling of its topic (%61 for a) is not heard: it would stay retained, A never clearing it',
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    const a = await holder(prefix, key);
+    // A broker client replays A's will (recorded) retained on its topic with the bus id's first
+    // character percent-encoded: the same bus id once decoded, a topic A does not clear.
+    const busId = a.bus.replicaId;
+    const spelled = `${prefix}/replicas/%${busId.charCodeAt(0).toString(16)}${busId.slice(1)}/gone`;
+    const will = replicaWill(key, prefix, busId, 'lease-a');
+    const seen = await watcher(prefix, replicaGoneTopic(prefix, busId));
+    const raw = seen.raw;
+    await raw.publishAsync(spelled, will.payload, { qos: 1, retain: true });
+    // And on its topic: A clears that (after whatever it made of the first) before D starts.
+    await raw.publishAsync(will.topic, will.payload, { qos: 1, retain: true });
+    await until('A cleared its will', () => seen.got.some((b) => b.length === 0));
+    t.after(() => raw.publishAsync(spelled, Buffer.alloc(0), { qos: 1, retain: true }).then(() => {}));
+    const busX = randomUUID();
+    const topicX = replicaGoneTopic(prefix, busX);
+    await raw.publishAsync(topicX, replicaWill(key, prefix, busX, 'lease-x').payload, {
+      qos: 1,
+      retain: true,
+    });
+    t.after(() => raw.publishAsync(topicX, Buffer.alloc(0), { qos: 1, retain: true }).then(() => {}));
+    // A replica starting later hears every retained will: it must not take A for gone.
+    const busD = await createMqttBus({
+      url: BROKER,
+      prefix,
+      eventKey: randomBytes(32),
+      log,
+      replicaId: randomUUID(),
+    });
+    open.push(busD);
+    const hubD = new ChannelHub({ log, linkFor: () => undefined });
+    const d = routeChannels({ bus: busD, hub: hubD, replicaId: 'lease-d', hosts: a.hosts, key, log });
+    open.push(d, hubD);
+    await subscriptionsHeld(busD.client, prefix);
+    // Retained wills come at the subscription: another replica's (X, canonical) shows they came.
+    await until('D heard the retained wills', () => d.holderGone('lease-x'));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(d.holderGone('lease-a'), false, 'A taken for gone by a will A cannot clear');
+  },
+);
+
+test(
   "the holder's answers and close go at QoS 1: the broker does not drop them as it may QoS 0",
   { timeout: 30_000 },
   async (t) => {

@@ -96,15 +96,22 @@ export function replicaGoneFilter(prefix: string): string {
   return `${prefix}/replicas/+/gone`;
 }
 
-/** The bus id a will's topic names, or null when it is not one under `prefix`. */
+/**
+ * The bus id a will's topic names, or null when it is not one under `prefix`, or not spelled as
+ * replicaGoneTopic spells it: a will replayed on another spelling of the same id (`%61` for `a`)
+ * would stay retained there, its replica clearing only its own topic, and every replica
+ * subscribing later would take it for gone for as long as it runs.
+ */
 export function busIdOfGoneTopic(prefix: string, topic: string): string | null {
   const head = `${prefix}/replicas/`;
   if (!topic.startsWith(head) || !topic.endsWith('/gone')) return null;
   const level = topic.slice(head.length, -'/gone'.length);
   if (level.length === 0 || level.includes('/')) return null;
+  let busId: string;
   try {
-    return decodeURIComponent(level);
+    busId = decodeURIComponent(level);
   } catch {
     return null;
   }
+  return topicLevel(busId) === level ? busId : null;
 }
