@@ -45,6 +45,8 @@ async function holder(
   prefix: string,
   key: Buffer,
   timing: { keepaliveMs?: number; silenceMs?: number } = {},
+  /** Bytes the agent sends on each channel right after opening it. */
+  greeting?: Buffer,
 ) {
   const bus = await createMqttBus({
     url: BROKER,
@@ -62,7 +64,10 @@ async function holder(
     sendNow: (frame) => {
       control.push(frame);
       if (frame.type === 'chan.open')
-        queueMicrotask(() => hub!.onAgentFrame(link, { type: 'chan.opened', id: frame.id }, Buffer.alloc(0)));
+        queueMicrotask(() => {
+          hub!.onAgentFrame(link, { type: 'chan.opened', id: frame.id }, Buffer.alloc(0));
+          if (greeting) hub!.onAgentFrame(link, { type: 'chan.data', id: frame.id }, greeting);
+        });
     },
     lane: (): Lane => ({ wake: () => {}, remove: () => {} }),
   };
@@ -273,6 +278,48 @@ test(
     );
     await until('the close sent to B', () => sent.some((m) => m.startsWith('close')));
     assert.deepEqual(sent, ['accepted:1', 'opened:1', 'close:1']);
+  },
+);
+
+test(
+  "many channels opened at once: their data (QoS 0) overtaking their answers (QoS 1) queued behind the broker's in-flight window does not end them",
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    // Mosquitto sends a subscriber at most 20 QoS 1 messages unacknowledged and queues the rest,
+    // while QoS 0 ones go at once: 40 channels' `accepted` and `opened` queue, their data does not.
+    const a = await holder(prefix, key, {}, Buffer.from('hello'));
+    const busB = await createMqttBus({
+      url: BROKER,
+      prefix,
+      eventKey: randomBytes(32),
+      log,
+      replicaId: randomUUID(),
+    });
+    open.push(busB);
+    let routingB: ReturnType<typeof routeChannels> | null = null;
+    const hubB = new ChannelHub({ log, linkFor: () => undefined, remote: async (g) => routingB?.open(g) });
+    routingB = routeChannels({ bus: busB, hub: hubB, replicaId: 'lease-b', hosts: a.hosts, key, log });
+    open.push(routingB, hubB);
+    await subscriptionsHeld(busB.client, prefix);
+    const got: string[] = [];
+    const ends: string[] = [];
+    const channels = Array.from({ length: 40 }, (_, i) => {
+      const c = openJobChannel(hubB, { userId: 'u1', hostId: HOST, kind: 'echo', params: {} }, (b) =>
+        got.push(`${i}:${b.toString()}`),
+      );
+      void c.ended.then((e) => ends.push(e.reason));
+      return c;
+    });
+    await until(
+      'every channel got its data, or one ended',
+      () => got.length === 40 || ends.length > 0,
+      20_000,
+    );
+    assert.deepEqual(ends, [], 'channels ended');
+    for (const c of channels) c.close('done');
   },
 );
 

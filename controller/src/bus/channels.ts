@@ -78,6 +78,16 @@ const CHANNEL_QOS = 0;
  * sequence is a replay and ends the channel.
  */
 const AT_LEAST_ONCE: ReadonlySet<string> = new Set(['open', 'accepted', 'opened', 'close']);
+/**
+ * A message ahead of the sequence is held, not taken for a loss, for this long: the broker sends a
+ * subscriber at most its in-flight window of QoS 1 messages unacknowledged (Mosquitto: 20) and
+ * queues the rest, while a QoS 0 one goes at once, so a channel's data can arrive before its
+ * `accepted` or `opened` when many channels open together. A gap still open after this (a QoS 0
+ * message the broker dropped) ends the channel as before.
+ */
+const CHANNEL_GAP_MS = 5_000;
+/** At most this many messages of a channel are held ahead of its sequence (beyond: a loss). */
+const MAX_AHEAD = 256;
 /** A side sends `alive` on a routed channel it has sent nothing on for this long. */
 export const CHANNEL_KEEPALIVE_MS = 10_000;
 /** A side ends a routed channel it has heard nothing of for this long (the bus lost it). */
@@ -542,6 +552,9 @@ interface Routed {
   /** When this side last sent, and last heard a message of, the channel (Date.now()). */
   lastSent: number;
   lastHeard: number;
+  /** Messages that came ahead of recvSeq (CHANNEL_GAP_MS), by sequence, and the gap's timer. */
+  ahead: Map<number, { head: Header; body: Buffer }>;
+  gapTimer: NodeJS.Timeout | null;
 }
 
 /**
@@ -598,6 +611,8 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       peerAlive: null,
       lastSent: Date.now(),
       lastHeard: Date.now(),
+      ahead: new Map(),
+      gapTimer: null,
     };
   };
 
@@ -612,6 +627,9 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   /** Forgets a channel (its ends are already told). */
   const forget = (r: Routed) => {
     channels.delete(r.ch);
+    if (r.gapTimer) clearTimeout(r.gapTimer);
+    r.gapTimer = null;
+    r.ahead.clear();
   };
 
   /** Ends a channel here because the other side cannot be reached any more. */
@@ -760,20 +778,47 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       r.recvKey = messageKey;
     }
     // A QoS 1 message delivered again (AT_LEAST_ONCE): already acted on, so nothing to do.
-    if (head.seq < r.recvSeq && AT_LEAST_ONCE.has(head.t)) return;
-    if (head.seq !== r.recvSeq) {
-      refuse('out of order', { channel: r.ch, expected: r.recvSeq, got: head.seq });
-      const reason = 'channel bytes were lost or reordered on the message bus';
-      send(r, { t: 'close', reason, code: 'request.disconnected', wsCode: CHANNEL_WS_CLOSE_AGENT_GONE });
-      cut(r, reason);
+    const again = head.seq < r.recvSeq || r.ahead.has(head.seq);
+    if (again && AT_LEAST_ONCE.has(head.t)) return;
+    if (again) return outOfOrder(r, head.seq); // a replay
+    if (head.seq > r.recvSeq) {
+      // Ahead: held until the messages before it come (CHANNEL_GAP_MS), or taken for a loss.
+      if (r.ahead.size >= MAX_AHEAD) return outOfOrder(r, head.seq);
+      r.ahead.set(head.seq, { head, body: opened.body });
+      r.gapTimer ??= setTimeout(() => {
+        r.gapTimer = null;
+        if (channels.get(r.ch) === r && r.ahead.size > 0) outOfOrder(r, Math.min(...r.ahead.keys()));
+      }, CHANNEL_GAP_MS).unref();
       return;
     }
+    deliver(r, head, opened.body);
+    // What came ahead of it, in order, while the channel lasts.
+    for (let next = r.ahead.get(r.recvSeq); next && channels.get(r.ch) === r; next = r.ahead.get(r.recvSeq)) {
+      r.ahead.delete(r.recvSeq);
+      deliver(r, next.head, next.body);
+    }
+    if (r.ahead.size === 0 && r.gapTimer) {
+      clearTimeout(r.gapTimer);
+      r.gapTimer = null;
+    }
+  });
+
+  /** The next message of a channel, in sequence. */
+  function deliver(r: Routed, head: Header, body: Buffer): void {
     r.recvSeq++;
     r.lastHeard = Date.now();
     if (head.t === 'alive') return;
-    if (r.role === 'client') onClientSide(r, head, opened.body);
-    else onHolderSide(r, head, opened.body);
-  });
+    if (r.role === 'client') onClientSide(r, head, body);
+    else onHolderSide(r, head, body);
+  }
+
+  /** A message replayed, or one lost (a gap held past CHANNEL_GAP_MS): the channel ends. */
+  function outOfOrder(r: Routed, got: number): void {
+    refuse('out of order', { channel: r.ch, expected: r.recvSeq, got });
+    const reason = 'channel bytes were lost or reordered on the message bus';
+    send(r, { t: 'close', reason, code: 'request.disconnected', wsCode: CHANNEL_WS_CLOSE_AGENT_GONE });
+    cut(r, reason);
+  }
 
   /** A message for a channel whose browser is here, from the replica holding the agent. */
   function onClientSide(r: Routed, head: Header, body: Buffer): void {
