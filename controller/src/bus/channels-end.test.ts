@@ -324,6 +324,63 @@ test(
 );
 
 test(
+  'a message lost on the bus (QoS 0 dropped) still ends the channel: the one after it waits for the gap, then ends it',
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const prefix = prefixFor();
+    const key = randomBytes(32);
+    const a = await holder(prefix, key);
+    const busB = await createMqttBus({
+      url: BROKER,
+      prefix,
+      eventKey: randomBytes(32),
+      log,
+      replicaId: randomUUID(),
+    });
+    open.push(busB);
+    let routingB: ReturnType<typeof routeChannels> | null = null;
+    const hubB = new ChannelHub({ log, linkFor: () => undefined, remote: async (g) => routingB?.open(g) });
+    routingB = routeChannels({
+      bus: busB,
+      hub: hubB,
+      replicaId: 'lease-b',
+      hosts: a.hosts,
+      key,
+      log,
+      gapMs: 300,
+    });
+    open.push(routingB, hubB);
+    await subscriptionsHeld(busB.client, prefix);
+    const got: string[] = [];
+    const channel = openJobChannel(hubB, { userId: 'u1', hostId: HOST, kind: 'echo', params: {} }, (b) =>
+      got.push(b.toString()),
+    );
+    await channel.opened;
+    const id = await a.opened();
+    // A's next data message to B is lost; the one after it comes.
+    const topicB = channelTopic(prefix, 'lease-b');
+    const client: MqttReplicaBus['client'] = a.bus.client;
+    const publish = client.publish.bind(client);
+    let dropped = false;
+    client.publish = ((topic: string, message: Buffer, options: { qos?: 0 | 1 | 2 }) => {
+      if (!dropped && topic === topicB && openChannelMessage(key, topic, message)?.head.t === 'data') {
+        dropped = true;
+        return client;
+      }
+      return publish(topic, message, options);
+    }) as typeof client.publish;
+    const sentAt = Date.now();
+    a.hub.onAgentFrame(a.link, { type: 'chan.data', id }, Buffer.from('one'));
+    a.hub.onAgentFrame(a.link, { type: 'chan.data', id }, Buffer.from('two'));
+    const end = await channel.ended;
+    assert.equal(end.reason, 'channel bytes were lost or reordered on the message bus');
+    assert.ok(Date.now() - sentAt >= 250, 'ended after the gap was held');
+    assert.deepEqual(got, [], 'nothing past the gap delivered');
+  },
+);
+
+test(
   'keepalives hold an idle routed channel open, and end it when the holder goes quiet without a will',
   { timeout: 30_000 },
   async (t) => {

@@ -511,6 +511,8 @@ export interface ChannelRoutingOptions {
   keepaliveMs?: number;
   /** How long a side waits to hear of a channel before ending it (default CHANNEL_SILENCE_MS). */
   silenceMs?: number;
+  /** How long a message ahead of the sequence waits for the gap to fill (default CHANNEL_GAP_MS). */
+  gapMs?: number;
 }
 
 /** What channel routing counted since start. */
@@ -566,6 +568,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   const { bus, hub, replicaId, key, log } = opts;
   const keepaliveMs = opts.keepaliveMs ?? CHANNEL_KEEPALIVE_MS;
   const silenceMs = opts.silenceMs ?? CHANNEL_SILENCE_MS;
+  const gapMs = opts.gapMs ?? CHANNEL_GAP_MS;
   const stats = { opened: 0, served: 0, refused: 0 };
   const channels = new Map<string, Routed>();
   const seenOpens = new Map<string, number>();
@@ -788,7 +791,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       r.gapTimer ??= setTimeout(() => {
         r.gapTimer = null;
         if (channels.get(r.ch) === r && r.ahead.size > 0) outOfOrder(r, Math.min(...r.ahead.keys()));
-      }, CHANNEL_GAP_MS).unref();
+      }, gapMs).unref();
       return;
     }
     deliver(r, head, opened.body);
