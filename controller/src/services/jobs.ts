@@ -461,7 +461,7 @@ export function createJobsService(deps: JobsServiceDeps) {
       // Nothing ran yet: the host ends here, stored, published and counted as any failed host, so
       // its row does not stay `pending` for ever (the command is not started on a host whose
       // start the database did not take).
-      // The database's own message (the query, its parameters) goes to the log, not to the result.
+      // The database's own message goes to the log (its query values redacted by log.ts), not to the result.
       log.error({ err, run: run.id, host: h.hostId }, "storing a job host's start failed");
       return finish('error', { reason: HOST_START_NOT_STORED });
     }
