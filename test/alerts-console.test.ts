@@ -84,6 +84,13 @@ before(async () => {
     durationMinutes: 90,
     recurrence: 'daily',
   });
+  // Also far ahead (a planned silence of the check kind, which fires nothing here): its end too.
+  await ctl.services.alerts.createSilence(actor, {
+    matchers: { kind: 'check_failing' },
+    startsAt: '2030-12-24T20:00:00Z',
+    endsAt: '2030-12-24T22:00:00Z',
+    comment: 'planned',
+  });
   browser = await launchChromium();
 });
 
@@ -147,6 +154,9 @@ for (const [viewport, theme] of [
           /Maintenance: Kernel updates \(all hosts\), .*\b0?5:00\b.* \(Asia\/Tokyo\), daily at 20:00 UTC for 90 min/,
         );
         assert.match(shown, /\b25\b/);
+        const silence = page.locator('li', { hasText: 'Silence:' });
+        // 22:00 UTC is 07:00 the next day in Tokyo.
+        assert.match((await silence.textContent()) ?? '', /until .*\b0?7:00\b.* \(Asia\/Tokyo\) — planned/);
         assert.equal(await page.locator('label[for="m-start"]').innerText(), 'Starts (Asia/Tokyo)');
         await firing.waitFor();
         assert.ok(
