@@ -4,7 +4,8 @@
 // desktop and a phone), hostile escape sequences (OSC 52, OSC 8, title, queries) do nothing to the
 // page, `exit` says the shell ended, and the session's recording is listed, downloads as asciicast
 // and plays; a full-screen program (vi) switches xterm to the alternate screen and back, ^C stops
-// `yes`, and Esc then Tab moves the focus out of the terminal (Tab alone is the shell's); a user
+// `yes`, and Esc then Tab moves the focus out of the terminal (Tab alone is the shell's); on a phone
+// the extra keys row sends Ctrl+C, Tab and the arrows without taking the focus; a user
 // without terminal.open is told why in the console; kill -9 of the agent mid-session: the page
 // says the session ended, and the recording is complete and read by `asciinema cat` (Debian's
 // package).
@@ -293,6 +294,60 @@ async function playerWidths(page: Page): Promise<PlayerWidths> {
     };
   });
 }
+
+test('on a phone, the extra keys row sends Ctrl+C, Tab and the arrows', { timeout: 150_000 }, async (t) => {
+  const browser = await launchChromium();
+  t.after(() => browser.close());
+  const { page, pageErrors } = await openSignedIn(browser, ctl.url, ctl.firstAdmin!, {
+    viewport: 'phone',
+    path: `/hosts/${hostId}/terminal`,
+  });
+  await page.click('[data-testid="terminal-open"]');
+  await page.locator('[data-testid="terminal-status"]', { hasText: 'Live' }).waitFor();
+  await page.locator('[data-testid="terminal"]').click();
+  const keys = page.locator('[data-testid="terminal-keys"]');
+  await keys.waitFor({ state: 'visible' });
+  const key = (name: string) => keys.getByRole('button', { name, exact: true });
+  const enter = async (text: string) => {
+    await page.keyboard.type(text);
+    await page.keyboard.press('Enter');
+  };
+  await enter('echo "re""ady"');
+  await seen(page, /^(ready)$/m, 'the shell answering', 'terminal', SHELL_READY_MS);
+
+  // Ctrl, then c typed: ^C stops the running command, so the next one answers at once.
+  await enter('sleep 120');
+  await key('Ctrl').click();
+  assert.equal(await key('Ctrl').getAttribute('aria-pressed'), 'true');
+  await page.keyboard.type('c');
+  assert.equal(await key('Ctrl').getAttribute('aria-pressed'), 'false', 'Ctrl applies to one key');
+  await enter('echo "st""opped"');
+  await seen(page, /^(stopped)$/m, 'the command after Ctrl then c');
+
+  // Tab completes `ech` to `echo`; the up arrow recalls that command, Enter runs it again.
+  await page.keyboard.type('ech');
+  await key('Tab').click();
+  await enter(' "t""ab"');
+  await seen(page, /^(tab)$/m, 'the command completed by Tab');
+  await key('Up').click();
+  await page.keyboard.press('Enter');
+  await waitFor(async () => [...(await screen(page)).matchAll(/^tab$/gm)].length === 2, 15_000, 'tab twice');
+
+  // The buttons never took the focus from the terminal (a phone's keyboard stays open).
+  assert.equal(
+    await page.evaluate(() =>
+      (
+        globalThis as unknown as {
+          document: { activeElement: { getAttribute(n: string): string | null } | null };
+        }
+      ).document.activeElement?.getAttribute('aria-label'),
+    ),
+    'Terminal input',
+  );
+  const v = await axeViolationsInThemes(page);
+  assert.deepEqual(v, [], `axe, the live terminal with its keys on a phone:\n${v.join('\n')}`);
+  assert.deepEqual(pageErrors, []);
+});
 
 test(
   'a full-screen program switches to the alternate screen and back; ^C stops yes',
