@@ -191,20 +191,37 @@ async function processesPage(
   );
 }
 
-/** The panel headed `#titleId` is in the viewport (below the sticky top bar), its heading focused. */
+/**
+ * The panel headed `#titleId` is in the viewport: its whole heading between the sticky top bar
+ * (48 px) and the window's bottom (a short page may not scroll far enough to bring it to the top),
+ * and focused. The limit is a hang guard; a failure says what the page showed.
+ */
 async function revealed(page: Page, titleId: string, where: string): Promise<void> {
+  let seen = '';
   await waitFor(
-    () =>
-      page.evaluate((id) => {
+    async () => {
+      const state = await page.evaluate((id) => {
         const h = document.querySelector(`#${id}`);
-        const top = h
-          ? (h as unknown as { getBoundingClientRect(): { top: number } }).getBoundingClientRect().top
-          : -1;
-        return document.activeElement === h && top >= 48 && top < innerHeight / 2;
-      }, titleId),
-    5_000,
+        const box = h
+          ? (
+              h as unknown as { getBoundingClientRect(): { top: number; bottom: number } }
+            ).getBoundingClientRect()
+          : null;
+        const active = document.activeElement as unknown as { outerHTML?: string } | null;
+        return {
+          focused: h !== null && document.activeElement === h,
+          top: box ? Math.round(box.top) : null,
+          bottom: box ? Math.round(box.bottom) : null,
+          innerHeight,
+          active: active?.outerHTML?.slice(0, 80),
+        };
+      }, titleId);
+      seen = JSON.stringify(state);
+      return state.focused && state.top !== null && state.top >= 48 && state.bottom! <= state.innerHeight;
+    },
+    15_000,
     `${where}: #${titleId} in view and focused`,
-  );
+  ).catch((err: Error) => assert.fail(`${err.message}: ${seen}`));
 }
 
 /**

@@ -90,18 +90,31 @@ async function runFromPage(page: Page) {
   await page.locator('[data-testid="job-pane"]').nth(1).waitFor();
   // The run's panel, below the form and off screen, is brought into view with the focus on its
   // heading (the page seemed to do nothing, and the focus fell to the page's start).
+  // In view: the whole heading between the sticky top bar (48 px) and the window's bottom (the
+  // page may not scroll far enough to bring it to the top). The limit is a hang guard.
+  let seenState = '';
   await waitFor(
-    () =>
-      page.evaluate(() => {
+    async () => {
+      const state = await page.evaluate(() => {
         const h = document.querySelector('#live-title') as {
-          getBoundingClientRect(): { top: number };
+          getBoundingClientRect(): { top: number; bottom: number };
         } | null;
-        const top = h?.getBoundingClientRect().top ?? -1;
-        return document.activeElement === h && top >= 48 && top < innerHeight / 2;
-      }),
-    5_000,
+        const box = h?.getBoundingClientRect();
+        const active = document.activeElement as { outerHTML: string } | null;
+        return {
+          focused: h !== null && document.activeElement === h,
+          top: box ? Math.round(box.top) : null,
+          bottom: box ? Math.round(box.bottom) : null,
+          innerHeight,
+          active: active?.outerHTML.slice(0, 80),
+        };
+      });
+      seenState = JSON.stringify(state);
+      return state.focused && state.top !== null && state.top >= 48 && state.bottom! <= state.innerHeight;
+    },
+    15_000,
     "the run's panel in view and focused",
-  );
+  ).catch((err: Error) => assert.fail(`${err.message}: ${seenState}`));
   await waitFor(
     async () => (await page.locator('[data-testid="job-status"]').textContent())?.startsWith('succeeded'),
     30_000,
