@@ -83,6 +83,32 @@ async function holder(
   return { bus, hub, link, control, routing, opened, hosts };
 }
 
+/**
+ * Replica B, serving clients of the hosts `a` holds (no agent of its own): its bus, hub and
+ * routing, subscribed. `opts` go to its routing (timing, gap).
+ */
+async function server(
+  prefix: string,
+  key: Buffer,
+  a: { hosts: Parameters<typeof routeChannels>[0]['hosts'] },
+  opts: { keepaliveMs?: number; silenceMs?: number; gapMs?: number } = {},
+) {
+  const bus = await createMqttBus({
+    url: BROKER,
+    prefix,
+    eventKey: randomBytes(32),
+    log,
+    replicaId: randomUUID(),
+  });
+  open.push(bus);
+  let routing: ReturnType<typeof routeChannels> | null = null;
+  const hub = new ChannelHub({ log, linkFor: () => undefined, remote: async (g) => routing?.open(g) });
+  routing = routeChannels({ bus, hub, replicaId: 'lease-b', hosts: a.hosts, key, log, ...opts });
+  open.push(routing, hub);
+  await subscriptionsHeld(bus.client, prefix);
+  return { bus, hub, routing };
+}
+
 /** Replica B's bus, with its will, reconnecting after `backoff` when it loses the broker. */
 async function replicaB(prefix: string, key: Buffer, backoff: { initialMs: number; maxMs: number }) {
   const busIdB = randomUUID();
@@ -291,19 +317,7 @@ test(
     // Mosquitto sends a subscriber at most 20 QoS 1 messages unacknowledged and queues the rest,
     // while QoS 0 ones go at once: 40 channels' `accepted` and `opened` queue, their data does not.
     const a = await holder(prefix, key, {}, Buffer.from('hello'));
-    const busB = await createMqttBus({
-      url: BROKER,
-      prefix,
-      eventKey: randomBytes(32),
-      log,
-      replicaId: randomUUID(),
-    });
-    open.push(busB);
-    let routingB: ReturnType<typeof routeChannels> | null = null;
-    const hubB = new ChannelHub({ log, linkFor: () => undefined, remote: async (g) => routingB?.open(g) });
-    routingB = routeChannels({ bus: busB, hub: hubB, replicaId: 'lease-b', hosts: a.hosts, key, log });
-    open.push(routingB, hubB);
-    await subscriptionsHeld(busB.client, prefix);
+    const { hub: hubB } = await server(prefix, key, a);
     const got: string[] = [];
     const ends: string[] = [];
     const channels = Array.from({ length: 40 }, (_, i) => {
@@ -331,27 +345,7 @@ test(
     const prefix = prefixFor();
     const key = randomBytes(32);
     const a = await holder(prefix, key);
-    const busB = await createMqttBus({
-      url: BROKER,
-      prefix,
-      eventKey: randomBytes(32),
-      log,
-      replicaId: randomUUID(),
-    });
-    open.push(busB);
-    let routingB: ReturnType<typeof routeChannels> | null = null;
-    const hubB = new ChannelHub({ log, linkFor: () => undefined, remote: async (g) => routingB?.open(g) });
-    routingB = routeChannels({
-      bus: busB,
-      hub: hubB,
-      replicaId: 'lease-b',
-      hosts: a.hosts,
-      key,
-      log,
-      gapMs: 300,
-    });
-    open.push(routingB, hubB);
-    await subscriptionsHeld(busB.client, prefix);
+    const { hub: hubB } = await server(prefix, key, a, { gapMs: 300 });
     const got: string[] = [];
     const channel = openJobChannel(hubB, { userId: 'u1', hostId: HOST, kind: 'echo', params: {} }, (b) =>
       got.push(b.toString()),
@@ -391,27 +385,7 @@ test(
     const timing = { keepaliveMs: 200, silenceMs: 1_500 };
     // A's bus leaves no will: its loss of the broker below is one whose will never comes.
     const a = await holder(prefix, key, timing);
-    const busB = await createMqttBus({
-      url: BROKER,
-      prefix,
-      eventKey: randomBytes(32),
-      log,
-      replicaId: randomUUID(),
-    });
-    open.push(busB);
-    let routingB: ReturnType<typeof routeChannels> | null = null;
-    const hubB = new ChannelHub({ log, linkFor: () => undefined, remote: async (g) => routingB?.open(g) });
-    routingB = routeChannels({
-      bus: busB,
-      hub: hubB,
-      replicaId: 'lease-b',
-      hosts: a.hosts,
-      key,
-      log,
-      ...timing,
-    });
-    open.push(routingB, hubB);
-    await subscriptionsHeld(busB.client, prefix);
+    const { hub: hubB, routing: routingB } = await server(prefix, key, a, timing);
 
     // A client on B (the controller's own, as a job run is) opens a channel on A's agent.
     const channel = openJobChannel(hubB, { userId: 'u1', hostId: HOST, kind: 'echo', params: {} }, () => {});
