@@ -8,26 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import pino from 'pino';
-import type { StreamRecord } from '@keel/shared';
 import { freePort } from './helpers/ports.ts';
 import { LogTailer } from '../agent/src/supervisor/log-tail.ts';
 import { Supervisor } from '../agent/src/supervisor/supervisor.ts';
 import { ConfigEngine } from '../agent/src/configs/engine.ts';
 import { processHostOf, programsFromEnv } from '../agent/src/configs/adapter.ts';
+import { MemorySpool } from './helpers/memory-spool.ts';
 
 /** A spool in memory: these tests do not read process output from the stream. */
-class MemorySpool {
-  records: StreamRecord[] = [];
-  get lastSeq() {
-    return this.records.length;
-  }
-  append(records: readonly StreamRecord[]) {
-    const firstSeq = this.records.length + 1;
-    this.records.push(...records);
-    return { firstSeq, lastSeq: this.records.length };
-  }
-}
-
 export interface Harness {
   dir: string;
   engine: ConfigEngine;

@@ -8,7 +8,6 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import type { StreamRecord } from '@keel/shared';
 import { serveRequest } from '../link/requests.ts';
 import type { Spool } from '../link/spool.ts';
 import {
@@ -20,21 +19,10 @@ import {
 import { supervisorCapability } from '../supervisor/index.ts';
 import { configsCapability } from './index.ts';
 import { freePort } from '../../../test/helpers/ports.ts';
+import { MemorySpool } from '../../../test/helpers/memory-spool.ts';
 
 const log = pino({ level: 'silent' });
 const hasNginx = ['/usr/sbin/nginx', '/usr/bin/nginx'].some((p) => existsSync(p)) || Boolean(process.env.CI);
-
-class MemorySpool {
-  records: StreamRecord[] = [];
-  get lastSeq() {
-    return this.records.length;
-  }
-  append(records: readonly StreamRecord[]) {
-    const firstSeq = this.records.length + 1;
-    this.records.push(...records);
-    return { firstSeq, lastSeq: this.records.length };
-  }
-}
 
 async function agent(stateDir: string) {
   const supervision = supervisorCapability({ dir: join(stateDir, 'processes') });

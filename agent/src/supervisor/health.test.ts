@@ -10,11 +10,12 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { processSpecSchema, type ProcessSpecInput, type StreamRecord } from '@keel/shared';
+import { processSpecSchema, type ProcessSpecInput } from '@keel/shared';
 import { LogTailer } from './log-tail.ts';
 import { Supervisor } from './supervisor.ts';
 import { cpuMax, detectCgroupHost, prepareCgroup, type CgroupHost } from './cgroup.ts';
 import { freePort } from '../../../test/helpers/ports.ts';
+import { MemorySpool } from '../../../test/helpers/memory-spool.ts';
 
 const log = pino({ level: 'silent' });
 
@@ -29,18 +30,6 @@ function groupsIn(dir: string): number[] {
     }
   }
   return out;
-}
-
-class MemorySpool {
-  records: StreamRecord[] = [];
-  get lastSeq() {
-    return this.records.length;
-  }
-  append(records: readonly StreamRecord[]) {
-    const firstSeq = this.records.length + 1;
-    this.records.push(...records);
-    return { firstSeq, lastSeq: this.records.length };
-  }
 }
 
 function setup(t: { after(fn: () => void): void }, cgroups?: CgroupHost) {

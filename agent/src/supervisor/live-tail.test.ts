@@ -9,12 +9,13 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { decodeLogLine, processLogsChannel, type StreamRecord } from '@keel/shared';
+import { decodeLogLine, processLogsChannel } from '@keel/shared';
 import type { CapabilityContext } from '../capabilities.ts';
 import type { ChannelPort } from '../channels/hub.ts';
 import type { Spool } from '../link/spool.ts';
 import { liveTail, supervisorCapability } from './index.ts';
 import { LogTailer } from './log-tail.ts';
+import { MemorySpool } from '../../../test/helpers/memory-spool.ts';
 
 const line = (n: number) => `line ${String(n).padStart(7, '0')} ${'x'.repeat(86)}\n`;
 
@@ -86,18 +87,6 @@ test(
 );
 
 /** An in-memory stand-in for the logs spool (the real Spool is tested in link/spool.test.ts). */
-class MemorySpool {
-  records: StreamRecord[] = [];
-  get lastSeq() {
-    return this.records.length;
-  }
-  append(records: readonly StreamRecord[]) {
-    const firstSeq = this.records.length + 1;
-    this.records.push(...records);
-    return { firstSeq, lastSeq: this.records.length };
-  }
-}
-
 /** A channel port that keeps what is written. */
 function collectingPort() {
   const abort = new AbortController();

@@ -7,20 +7,9 @@ import { spawn } from 'node:child_process';
 import { appendFileSync, closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeLogLine, type StreamRecord } from '@keel/shared';
+import { decodeLogLine } from '@keel/shared';
 import { LogTailer } from './log-tail.ts';
-
-class MemorySpool {
-  records: StreamRecord[] = [];
-  get lastSeq() {
-    return this.records.length;
-  }
-  append(records: readonly StreamRecord[]) {
-    const firstSeq = this.records.length + 1;
-    this.records.push(...records);
-    return { firstSeq, lastSeq: this.records.length };
-  }
-}
+import { MemorySpool } from '../../../test/helpers/memory-spool.ts';
 
 test(
   'the spooled part of an output file is punched out while the process writes on; no line lost or repeated',

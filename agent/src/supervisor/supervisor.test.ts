@@ -20,6 +20,7 @@ import {
 import { LineSplitter, LogTailer, tailContinuously } from './log-tail.ts';
 import { Supervisor } from './supervisor.ts';
 import { isSameProcess } from './proc.ts';
+import { MemorySpool } from '../../../test/helpers/memory-spool.ts';
 
 const log = pino({ level: 'silent' });
 
@@ -37,24 +38,6 @@ function groupsIn(dir: string): number[] {
 }
 
 /** An in-memory stand-in for the logs spool (the real Spool is tested in link/spool.test.ts). */
-class MemorySpool {
-  records: StreamRecord[] = [];
-  get lastSeq() {
-    return this.records.length;
-  }
-  append(records: readonly StreamRecord[]) {
-    const firstSeq = this.records.length + 1;
-    this.records.push(...records);
-    return { firstSeq, lastSeq: this.records.length };
-  }
-  lines(name: string, stream = 'stdout') {
-    return this.records
-      .map((r) => decodeLogLine(r.payload)!)
-      .filter((l) => l.process === name && l.stream === stream)
-      .map((l) => Buffer.from(l.line).toString('utf8'));
-  }
-}
-
 function setup(t: { after(fn: () => void): void }) {
   const dir = mkdtempSync(join(tmpdir(), 'keel-sup-'));
   const spool = new MemorySpool();
