@@ -105,6 +105,7 @@ function postgresTemplate(adminUrl: string): Promise<string> {
         for (let attempt = 0; ; attempt++) {
           try {
             await admin.unsafe(`alter database "${work}" rename to "${name}"`);
+            await pruneTemplates(admin, name).catch(() => []);
             return name;
           } catch (err) {
             if (codeOf(err) === '42P04') return name; // another process made it first
@@ -123,6 +124,44 @@ function postgresTemplate(adminUrl: string): Promise<string> {
   made.catch(() => postgresTemplates.delete(adminUrl));
   postgresTemplates.set(adminUrl, made);
   return made;
+}
+
+/** How many templates (the newest, by creation) a cluster keeps: checkouts on older migrations beside this one. */
+export const keptTemplates = 3;
+
+/**
+ * Drops the cluster's older templates once `made` is made (migrations changed): each is a ~10 MB
+ * database that nothing else removes. The `keptTemplates` newest stay (by oid, which grows with
+ * creation), `made` among them, for runs of other checkouts on older migrations. A template a run
+ * is copying at that moment refuses the drop (55006) and stays until the next new template; the
+ * copy it was making succeeds. The maker ignores its errors. `prefix`: the names it prunes (a
+ * test's own).
+ */
+export async function pruneTemplates(
+  admin: postgres.Sql,
+  made: string,
+  prefix = 'keel_test_template_',
+): Promise<string[]> {
+  const exact = new RegExp(`^${prefix}[0-9a-f]{16}$`);
+  const older = (
+    await admin<{ datname: string }[]>`
+      select datname from pg_database
+      where starts_with(datname, ${prefix}) and datname <> ${made} order by oid desc`
+  )
+    .map((r) => r.datname)
+    .filter((name) => exact.test(name)) // only a template's exact name
+    .slice(keptTemplates - 1);
+  const dropped: string[] = [];
+  for (const name of older) {
+    try {
+      // Not `with (force)`: a run copying it keeps it.
+      await admin.unsafe(`drop database if exists "${name}"`);
+      dropped.push(name);
+    } catch {
+      // In use (55006) or gone: left for the next prune.
+    }
+  }
+  return dropped;
 }
 
 function postgresTarget(adminUrl: string): TestDatabaseTarget {
