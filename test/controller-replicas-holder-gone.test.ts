@@ -3,16 +3,19 @@
 // a host whose session names it, and its bus with its will, killed without a goodbye while its lease
 // is still fresh): through B, a channel ticket is refused and a ticket issued before ends at once,
 // both with the reason, and a job host ends `offline` with it, where before they waited 10 s for "the
-// agent did not open the channel in time"; A coming back on the bus (its will cleared) is reached again.
+// agent did not open the channel in time"; A coming back on the bus (its will cleared) is reached again;
+// A dead for good with its lease lapsed: B clears the will it left.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { test } from 'node:test';
+import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import postgres from 'postgres';
 import { CHANNEL_KEY_PURPOSE, replicaWill } from '../controller/src/bus/channels.ts';
 import { createMqttBus } from '../controller/src/bus/mqtt.ts';
 import { HOLDER_GONE } from '../controller/src/bus/routing.ts';
 import { subscriptionsHeld } from '../controller/src/bus/test-broker.ts';
+import { replicaGoneTopic } from '../controller/src/bus/topics.ts';
 import { createSecretBox } from '../controller/src/secrets.ts';
 import { ApiClient } from './helpers/api.ts';
 import { channelTicket, connectChannel } from './helpers/channels.ts';
@@ -107,7 +110,24 @@ test(
 
     // A only lost the broker and comes back (its lease was valid all along): it clears its will on
     // connecting, and B reaches the host through it again.
-    await busA();
+    const back = await busA();
     await waitFor(async () => (await ticket()).status === 201, 5_000, 'the host reached through A again');
+
+    // A dies for good and its lease has lapsed (the row another replica's sweep forgets): B clears
+    // the will A leaves as soon as it hears it, so wills of dead lives do not pile up on the broker.
+    const watcher = await connectAsync(env.KEEL_MQTT_URL, { protocolVersion: 5, clean: true });
+    closers.push(() => watcher.endAsync());
+    const wills: Buffer[] = [];
+    watcher.on('message', (_topic, body) => wills.push(body));
+    await watcher.subscribeAsync(replicaGoneTopic(env.KEEL_MQTT_TOPIC_PREFIX, busIdA), { qos: 1 });
+    await sql`delete from controller_replicas where id = ${leaseA}`;
+    back.client.stream.destroy();
+    await back.close();
+    await waitFor(
+      () => wills.length >= 2 && wills.at(-1)!.length === 0,
+      5_000,
+      "A's will published, then cleared by B",
+    );
+    assert.ok(wills[0]!.length > 0, 'the first message is the will');
   },
 );

@@ -140,9 +140,10 @@ export async function startController(
   const bus: ReplicaBus = mqttBus ?? createLocalReplicaBus();
   // Hosts whose sessions belonged to a controller that is gone (this one before a restart, or a
   // replica that stopped or crashed) are offline now; those another running replica holds are not.
+  const replicaRepository = createReplicaRepository(database.db);
   const lease = await startReplicaLease({
     id: leaseId,
-    replicas: createReplicaRepository(database.db),
+    replicas: replicaRepository,
     log: log.child({ component: 'replicas' }),
     alone: database.driver === 'pglite',
     onReleased: (released) => {
@@ -305,6 +306,7 @@ export async function startController(
         hosts,
         key: channelKey,
         log: log.child({ component: 'bus' }),
+        liveLeases: (ids) => replicaRepository.live(ids),
       })
     : null;
   if (mqttBus && routing) {

@@ -2,7 +2,8 @@
 // heard by replicas that subscribe to it only after it died (the broker keeps it retained), so a
 // holder that hears an open from a replica already gone ends that channel (its agent told) instead
 // of keeping it open for ever; a replica that reconnects clears its will, so it is not taken for
-// gone afterwards, nor after a broker client replays its will (it clears it again); the answers to
+// gone afterwards, nor after a broker client replays its will (it clears it again); a dead
+// replica's will is cleared by another once its lease has lapsed; the answers to
 // an open and a close go at QoS 1, which the broker does not drop as it may QoS 0; and where no
 // will comes (the holder lost the broker and its will was lost), keepalives end the channel on
 // the client's side within the silence limit, while an idle channel they keep open stays open, and
@@ -91,7 +92,12 @@ async function server(
   prefix: string,
   key: Buffer,
   a: { hosts: Parameters<typeof routeChannels>[0]['hosts'] },
-  opts: { keepaliveMs?: number; silenceMs?: number; gapMs?: number } = {},
+  opts: Partial<
+    Pick<
+      Parameters<typeof routeChannels>[0],
+      'keepaliveMs' | 'silenceMs' | 'gapMs' | 'liveLeases' | 'willSweepMs'
+    >
+  > = {},
 ) {
   const bus = await createMqttBus({
     url: BROKER,
@@ -109,8 +115,16 @@ async function server(
   return { bus, hub, routing };
 }
 
-/** Replica B's bus, with its will, reconnecting after `backoff` when it loses the broker. */
-async function replicaB(prefix: string, key: Buffer, backoff: { initialMs: number; maxMs: number }) {
+/**
+ * Replica B's bus, with its will (naming `lease` when given), reconnecting after `backoff` when it
+ * loses the broker.
+ */
+async function replicaB(
+  prefix: string,
+  key: Buffer,
+  backoff: { initialMs: number; maxMs: number },
+  lease?: string,
+) {
   const busIdB = randomUUID();
   const busB = await createMqttBus({
     url: BROKER,
@@ -118,7 +132,7 @@ async function replicaB(prefix: string, key: Buffer, backoff: { initialMs: numbe
     eventKey: randomBytes(32),
     log,
     replicaId: busIdB,
-    will: replicaWill(key, prefix, busIdB),
+    will: replicaWill(key, prefix, busIdB, lease),
     backoff,
   });
   open.push(busB);
@@ -188,6 +202,54 @@ test(
       later.got.filter((b) => b.length > 0),
       [],
     );
+  },
+);
+
+test(
+  "a dead replica's will is cleared once its lease has lapsed: by the sweep, or at once when heard lapsed",
+  { timeout: 30_000 },
+  async (t) => {
+    if (!(await needBroker(t))) return;
+    const key = randomBytes(32);
+    const noHosts = { hosts: { get: async () => null } };
+    const never = { initialMs: 600_000, maxMs: 600_000 };
+
+    // X dies with its lease fresh: its will stands (its hosts are refused) until the lease lapses,
+    // then the next sweep clears it.
+    let prefix = prefixFor();
+    const live = new Set(['lease-x']);
+    const liveLeases = async (ids: string[]) => ids.filter((id) => live.has(id));
+    const c = await server(prefix, key, noHosts, { liveLeases, willSweepMs: 100 });
+    const x = await replicaB(prefix, key, never, 'lease-x');
+    const xWill = await watcher(prefix, replicaGoneTopic(prefix, x.busIdB));
+    x.busB.client.stream.destroy();
+    await until("X's will heard", () => c.routing.holderGone('lease-x'));
+    await new Promise((r) => setTimeout(r, 500)); // five sweeps, the lease live in each
+    assert.equal(c.routing.holderGone('lease-x'), true);
+    assert.deepEqual(
+      xWill.got.map((b) => b.length > 0),
+      [true],
+      'the will stands while the lease is live',
+    );
+    live.delete('lease-x');
+    await until("X's will cleared", () => xWill.got.at(-1)?.length === 0);
+    await until('X no longer taken for gone', () => !c.routing.holderGone('lease-x'));
+    const later = await watcher(prefix, replicaGoneTopic(prefix, x.busIdB));
+    assert.deepEqual(
+      later.got.filter((b) => b.length > 0),
+      [],
+      'no will retained',
+    );
+
+    // Y's lease had already lapsed when its will came (as every dead life's retained will does at a
+    // connection): cleared when heard, with no sweep due for ten minutes.
+    prefix = prefixFor();
+    const d = await server(prefix, key, noHosts, { liveLeases, willSweepMs: 600_000 });
+    const y = await replicaB(prefix, key, never, 'lease-y');
+    const yWill = await watcher(prefix, replicaGoneTopic(prefix, y.busIdB));
+    y.busB.client.stream.destroy();
+    await until("Y's will cleared", () => yWill.got.length >= 2 && yWill.got.at(-1)?.length === 0);
+    assert.equal(d.routing.holderGone('lease-y'), false);
   },
 );
 

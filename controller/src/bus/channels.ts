@@ -53,6 +53,7 @@ import type { WebSocket } from 'ws';
 import type { AgentChannelLink, ChannelHub } from '../channels/hub.ts';
 import type { ChannelGrant } from '../channels/tickets.ts';
 import type { Host } from '../repositories/hosts.ts';
+import { REPLICA_RENEW_MS } from '../services/replicas.ts';
 import type { MqttReplicaBus } from './mqtt.ts';
 import { HOLDER_GONE, refusals } from './routing.ts';
 import { busIdOfGoneTopic, channelTopic, replicaGoneFilter, replicaGoneTopic } from './topics.ts';
@@ -513,6 +514,13 @@ export interface ChannelRoutingOptions {
   silenceMs?: number;
   /** How long a message ahead of the sequence waits for the gap to fill (default CHANNEL_GAP_MS). */
   gapMs?: number;
+  /**
+   * Which of these lease ids still have a live lease (repositories/replicas.ts `live`). With it, a
+   * will whose lease has lapsed is cleared from the broker (see sweepWills); without it, wills stay.
+   */
+  liveLeases?: (leaseIds: string[]) => Promise<string[]>;
+  /** How often the wills heard are checked against the live leases (default REPLICA_RENEW_MS). */
+  willSweepMs?: number;
 }
 
 /** What channel routing counted since start. */
@@ -660,12 +668,17 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   // means that replica died or lost the broker: its channels end, and the hosts it holds are not
   // reached through it (holderGone) until it is back, which its clearing of the will says (an
   // empty retained message, the first thing it publishes on each connection).
+  /** Forgets a gone replica (it is back, or its will was cleared); returns the lease its will named. */
+  function forgetGone(busId: string): string | null | undefined {
+    const lease = goneBuses.get(busId);
+    goneBuses.delete(busId);
+    if (lease && goneLeases.get(lease) === busId) goneLeases.delete(lease);
+    return lease;
+  }
   function onGone(busId: string, body: Buffer): void {
     if (body.length === 0) {
       if (!goneBuses.has(busId)) return;
-      const lease = goneBuses.get(busId);
-      goneBuses.delete(busId);
-      if (lease && goneLeases.get(lease) === busId) goneLeases.delete(lease);
+      const lease = forgetGone(busId);
       log.info({ bus: busId, replica: lease }, 'controller replica back on the message bus');
       return;
     }
@@ -688,6 +701,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
         goneBuses.delete(oldest);
         if (oldLease && goneLeases.get(oldLease) === oldest) goneLeases.delete(oldLease);
       }
+      if (lease) sweepWills();
     }
     for (const r of [...channels.values()]) {
       // A channel still waiting for the holder's `accepted` knows it by its lease id only.
@@ -702,6 +716,52 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     },
     { retained: true },
   );
+
+  // A crashed replica's will stays retained: its next life has a new bus id and clears only its own
+  // topic, so wills of dead lives would pile up on the broker (one per crash), each delivered to
+  // every replica at every connection. Once the lease a will names has lapsed (no row: the replica
+  // is gone for good and its hosts were released, REPLICA_STALE_MS), nothing can be refused on its
+  // account any more, and any replica clears it: an empty retained message, as the replica itself
+  // would send on coming back, which every replica hears as "back". Checked when a will is heard
+  // (the retained ones at each connection: a lapsed one goes at once) and every `willSweepMs`
+  // (a replica that died with its lease fresh: cleared within a sweep of the lapse). A will
+  // naming no lease (a replica from before 1 Dec) cannot be judged and stays.
+  let sweeping: Promise<void> | null = null;
+  let sweepAgain = false;
+  const sweepWills = (): void => {
+    if (!opts.liveLeases) return;
+    if (sweeping) {
+      sweepAgain = true;
+      return;
+    }
+    sweeping = (async () => {
+      try {
+        do {
+          sweepAgain = false;
+          const heard = [...goneLeases.keys()];
+          if (heard.length === 0 || !bus.client.connected) return;
+          const live = new Set(await opts.liveLeases!(heard));
+          for (const lease of heard) {
+            const busId = goneLeases.get(lease);
+            if (live.has(lease) || !busId || !bus.client.connected) continue;
+            log.info({ bus: busId, replica: lease }, "clearing a gone replica's will: its lease has lapsed");
+            bus.client.publish(replicaGoneTopic(bus.prefix, busId), Buffer.alloc(0), {
+              qos: 1,
+              retain: true,
+            });
+            // No replica hears its own publications (no-local): the others hear the clear as "back".
+            forgetGone(busId);
+          }
+        } while (sweepAgain);
+      } catch (err) {
+        log.warn({ err }, 'checking the wills heard against the live leases failed');
+      } finally {
+        sweeping = null;
+      }
+    })();
+  };
+  const willSweep = setInterval(sweepWills, opts.willSweepMs ?? REPLICA_RENEW_MS);
+  willSweep.unref();
 
   // Losing the broker cuts every routed channel here; the other side hears this replica's will.
   // What this replica knew of gone replicas is forgotten: back on the broker, the wills still
@@ -1005,6 +1065,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     /** Ends every routed channel and stops listening (the controller is stopping). */
     close() {
       clearInterval(keepalive);
+      clearInterval(willSweep);
       bus.client.off('close', onBrokerLost);
       for (const r of [...channels.values()]) {
         send(r, { t: 'close', reason: 'controller shutting down', code: 'internal' });

@@ -1,7 +1,7 @@
 // Controller replicas and the presence they hold: each running controller has a row it renews, and
 // a host's live session names its replica (hosts.session_replica). Hosts whose replica is gone
 // (stopped, crashed, or silent past the lease) are the only ones another replica marks offline.
-import { sql } from 'drizzle-orm';
+import { inArray, sql } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { hosts } from '../db/schema/hosts.ts';
 import { controllerReplicas } from '../db/schema/replicas.ts';
@@ -20,6 +20,8 @@ export interface ReplicaRepository {
    * (none recorded counts as gone). Returns the hosts it marked offline.
    */
   releaseOrphans(self: string, staleMs: number): Promise<Host[]>;
+  /** Which of `ids` are recorded replicas (a lease releaseOrphans has not forgotten yet). */
+  live(ids: string[]): Promise<string[]>;
 }
 
 export function createReplicaRepository(db: Db): ReplicaRepository {
@@ -59,6 +61,17 @@ export function createReplicaRepository(db: Db): ReplicaRepository {
           sql`${hosts.online} and (${hosts.sessionReplica} is null or ${hosts.sessionReplica} not in (select ${controllerReplicas.id} from ${controllerReplicas}))`,
         )
         .returning();
+    },
+
+    async live(ids) {
+      // Lease ids are UUIDs (the column's type); anything else names no replica.
+      ids = ids.filter((id) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id));
+      if (ids.length === 0) return [];
+      const rows = await db
+        .select({ id: controllerReplicas.id })
+        .from(controllerReplicas)
+        .where(inArray(controllerReplicas.id, ids));
+      return rows.map((r) => r.id);
     },
   };
 }
