@@ -728,37 +728,32 @@ export function routeChannels(opts: ChannelRoutingOptions) {
   // naming no lease (a replica from before 1 Dec) cannot be judged and stays.
   let sweeping: Promise<void> | null = null;
   let sweepAgain = false;
+  const sweep = async (): Promise<void> => {
+    do {
+      sweepAgain = false;
+      const heard = [...goneLeases.keys()];
+      if (heard.length === 0 || !bus.client.connected) return;
+      const live = new Set(await opts.liveLeases!(heard));
+      for (const lease of heard) {
+        const busId = goneLeases.get(lease);
+        if (live.has(lease) || !busId || !bus.client.connected) continue;
+        log.info({ bus: busId, replica: lease }, "clearing a gone replica's will: its lease has lapsed");
+        bus.client.publish(replicaGoneTopic(bus.prefix, busId), Buffer.alloc(0), { qos: 1, retain: true });
+        // No replica hears its own publications (no-local): the others hear the clear as "back".
+        forgetGone(busId);
+      }
+    } while (sweepAgain);
+  };
   const sweepWills = (): void => {
-    if (!opts.liveLeases) return;
+    if (!opts.liveLeases || goneLeases.size === 0) return;
     if (sweeping) {
       sweepAgain = true;
       return;
     }
-    sweeping = (async () => {
-      try {
-        do {
-          sweepAgain = false;
-          const heard = [...goneLeases.keys()];
-          if (heard.length === 0 || !bus.client.connected) return;
-          const live = new Set(await opts.liveLeases!(heard));
-          for (const lease of heard) {
-            const busId = goneLeases.get(lease);
-            if (live.has(lease) || !busId || !bus.client.connected) continue;
-            log.info({ bus: busId, replica: lease }, "clearing a gone replica's will: its lease has lapsed");
-            bus.client.publish(replicaGoneTopic(bus.prefix, busId), Buffer.alloc(0), {
-              qos: 1,
-              retain: true,
-            });
-            // No replica hears its own publications (no-local): the others hear the clear as "back".
-            forgetGone(busId);
-          }
-        } while (sweepAgain);
-      } catch (err) {
-        log.warn({ err }, 'checking the wills heard against the live leases failed');
-      } finally {
-        sweeping = null;
-      }
-    })();
+    // `finally` runs after the assignment even when the sweep ends without waiting (nothing heard).
+    sweeping = sweep()
+      .catch((err: unknown) => log.warn({ err }, 'checking the wills heard against the live leases failed'))
+      .finally(() => (sweeping = null));
   };
   const willSweep = setInterval(sweepWills, opts.willSweepMs ?? REPLICA_RENEW_MS);
   willSweep.unref();
