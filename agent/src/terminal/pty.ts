@@ -122,6 +122,11 @@ function spawnNodePty(pty: NodePty, spec: TerminalSpawn): TerminalProcess {
   };
 }
 
+/** A terminal's rows or columns as `stty` takes them: a whole number, 1-65535 (a PTY's range). */
+function ptyDimension(n: number): string {
+  return String(Math.min(65_535, Math.max(1, Math.trunc(Number(n)) || 1)));
+}
+
 /** Quotes one word for `sh -c` (the only shell string: fixed argv from the agent's own config). */
 function shellWord(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
@@ -129,8 +134,19 @@ function shellWord(word: string): string {
 
 function spawnScript(spec: TerminalSpawn): TerminalProcess {
   // script runs `$SHELL -c <command>` in a new session on a fresh PTY; -e passes the exit code on,
-  // -f flushes every write, -q drops the banner. /dev/null: no typescript file.
-  const command = ['exec', ...[spec.file, ...spec.args].map(shellWord)].join(' ');
+  // -f flushes every write, -q drops the banner. /dev/null: no typescript file. The PTY gets its
+  // size from `stty` before the shell starts (its stdin is the PTY): set from outside once the shell
+  // is found, the shell could answer first, and a busy host showed `stty size` as "0 0".
+  const command = [
+    'stty',
+    'rows',
+    ptyDimension(spec.rows),
+    'cols',
+    ptyDimension(spec.cols),
+    '2>/dev/null;',
+    'exec',
+    ...[spec.file, ...spec.args].map(shellWord),
+  ].join(' ');
   const child = spawn('script', ['-qefc', command, '/dev/null'], {
     cwd: spec.cwd,
     env: { ...spec.env, SHELL: '/bin/sh' },
@@ -147,7 +163,10 @@ function spawnScript(spec: TerminalSpawn): TerminalProcess {
   // The PTY's size is set on its slave side with stty (script has no resize of its own); the slave
   // is the shell's stdin, found once the shell exists.
   const findShell = async (): Promise<void> => {
-    for (let i = 0; i < 100 && !exited && shellPid === null; i++) {
+    // Up to 10 s: on a loaded host the shell can take more than a second to appear, and a resize
+    // before it is found waits for it (it was 100 tries of 10 ms).
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && !exited && shellPid === null) {
       const kids = await childrenOf(pid);
       if (kids[0] !== undefined) {
         try {
@@ -161,7 +180,7 @@ function spawnScript(spec: TerminalSpawn): TerminalProcess {
           // not ready yet
         }
       }
-      await new Promise((r) => setTimeout(r, 10));
+      if (shellPid === null) await new Promise((r) => setTimeout(r, 10));
     }
   };
   const applySize = async () => {
@@ -173,7 +192,6 @@ function spawnScript(spec: TerminalSpawn): TerminalProcess {
     stty.on('error', () => {});
   };
   const ready = findShell();
-  void applySize();
   return {
     backend: 'script',
     pid,
