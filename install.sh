@@ -408,16 +408,16 @@ held() {
   echo "keel-agent: the controller does not answer; the trial of \$(field version) waits for it" >&2
   return 0
 }
-# Before the deadline, every 5 s: while the controller does not answer, the deadline stays a whole
-# window away (within the same bound), so a controller that comes back just before the deadline
-# leaves the release a window to reach it, not the seconds that were left. Exit status 0 when it
-# moved the deadline.
+# Before the deadline, every few seconds: while the controller does not answer, the deadline stays a
+# whole window away (within the same bound) from the next question, \$1 seconds from now, so a
+# controller that comes back just before the deadline leaves the release a window to reach it, not
+# the seconds that were left. Exit status 0 when it moved the deadline.
 hold_while_away() {
   if ! may_hold || controller_answers; then return 1; fi
   if [ ! -f "\$hold" ]; then
     echo "keel-agent: the controller does not answer; the trial of \$(field version) waits for it" >&2
   fi
-  echo "\$((now + window))" >"\$hold.new" && mv -f "\$hold.new" "\$hold"
+  echo "\$((now + window + \${1:-0}))" >"\$hold.new" && mv -f "\$hold.new" "\$hold"
   return 0
 }
 child=
@@ -446,13 +446,17 @@ while :; do
   child=\$!
   if [ -f "\$trial" ]; then
     # The deadline also ends a start that hangs without reaching the controller (the controller
-    # answering). Wakes at least every 5 s, and ends with the child.
+    # answering), and ends with the child. It wakes every 5 s; each question to the controller is a
+    # Node.js start, so while it stays away it is asked less often (10, 20, 40, then every 60 s; each
+    # hold keeps the deadline a window beyond the next question), and every 5 s again once it answers.
     (
+      every=5
       while [ -f "\$trial" ] && kill -0 "\$child" 2>/dev/null; do
         left=\$((\$(deadline) - \$(date +%s)))
         if [ "\$left" -ge 0 ]; then
-          if [ "\$left" -gt 4 ]; then sleep 5; else sleep "\$((left + 1))"; fi
-          if [ -f "\$trial" ]; then hold_while_away || true; fi
+          if [ "\$left" -ge "\$every" ]; then sleep "\$every"; else sleep "\$((left + 1))"; fi
+          next=\$((every * 2)); if [ "\$next" -gt 60 ]; then next=60; fi
+          if [ -f "\$trial" ] && hold_while_away "\$next"; then every=\$next; else every=5; fi
         elif ! held; then
           [ -f "\$trial" ] && kill -TERM "\$child" 2>/dev/null
           break

@@ -40,7 +40,7 @@ function launcherFunctions(): string {
  */
 async function held(
   env: Record<string, string> = {},
-  fn: 'held' | 'hold_while_away' = 'held',
+  fn: 'held' | 'hold_while_away' | `hold_while_away ${number}` = 'held',
 ): Promise<{ held: boolean; hold: string[]; stderr: string }> {
   const r = await promisify(execFile)(
     'sh',
@@ -164,5 +164,15 @@ test(
     // Nor past KEEL_AGENT_TRIAL_HOLD_SECONDS.
     pastTrial(1, 8);
     assert.equal((await held({ KEEL_AGENT_TRIAL_HOLD_SECONDS: '5' }, 'hold_while_away')).held, false);
+    // Asked less often while it stays away (the launcher's loop: 10, 20, 40, 60 s): the deadline is
+    // then a window beyond the next question, so a return just before it still leaves a window.
+    const later = pastTrial(1, 8);
+    const spaced = await held({}, 'hold_while_away 40');
+    const asked = Math.ceil(Date.now() / 1000);
+    assert.ok(spaced.held, spaced.stderr);
+    assert.ok(
+      Number(spaced.hold[0]) >= later + 20 + 40 && Number(spaced.hold[0]) <= asked + 20 + 40,
+      spaced.hold.join(),
+    );
   },
 );
