@@ -27,11 +27,21 @@
 // Run: npx tsx bench/log-search.ts [--mib 1024] [--fresh] [--runs 1] [--legs grep,search,...]
 //      [--root /path/to/other/checkout] [--label old] [--copy default|on|off]
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { type SQL, sql as dsql } from 'drizzle-orm';
 import postgres from 'postgres';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import { openDatabase } from '../controller/src/db/index.ts';
@@ -57,12 +67,18 @@ const { values: args } = parseArgs({
     // How the repository reads pages: as the controller does (default), or forced (`on`: binary
     // COPY, `off`: by query) — e.g. the code before 1 Dec 04:00 read by query unless asked.
     copy: { type: 'string', default: 'default' },
+    // `pglite`: the embedded database (a data dir kept in /tmp between runs), as a controller on its
+    // defaults stores logs; its reads run in this process, so its CPU is in `node`'s figure.
+    driver: { type: 'string', default: 'postgres' },
   },
 });
 const MiB = 1024 * 1024;
 const LINE_BYTES = 100;
 const total = Math.floor((Number(args.mib) * MiB) / LINE_BYTES);
-const legs = new Set(args.legs.split(','));
+const pglite = args.driver === 'pglite';
+/** Legs that read PostgreSQL's chunks around the repository (psql, postgres.js): PostgreSQL only. */
+const postgresOnly = ['pg-copy', 'hex-fetch', 'copy-fetch', 'decode'];
+const legs = new Set(args.legs.split(',').filter((l) => !pglite || !postgresOnly.includes(l)));
 // ~100 matches each over the same lines. `none` truly requires no literal of a gram's length (the
 // `.` splits it: `99`, `999 `), so it measures the full scan; `counted` is what `none` was before 1
 // Dec (`9{5}`), which now requires `99999 ` as `literal` does.
@@ -104,6 +120,7 @@ const line = (n: number) => {
 /** CPU-ms of PostgreSQL backends serving this database (their process title names it). */
 function backendCpuMs(): number {
   let ms = 0;
+  if (pglite) return 0;
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     try {
@@ -133,21 +150,37 @@ async function measure<T>(what: string, fn: () => Promise<T>, describe: (r: T) =
 }
 
 // ---- the data set (kept between runs) ------------------------------------------------------------
-const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
-const [exists] = await admin`select 1 as x from pg_database where datname = ${dbName}`;
-if (exists && args.fresh) await admin.unsafe(`drop database "${dbName}" with (force)`);
-if (!exists || args.fresh) await admin.unsafe(`create database "${dbName}"`);
-await admin.end();
-const opened = await openDatabase({ url: url.toString(), dataDir: '/tmp', maxConnections: 4 });
+const pgliteDir = `/tmp/keel-bench-search-pglite-${args.mib}`;
+if (pglite && args.fresh) rmSync(pgliteDir, { recursive: true, force: true });
+if (!pglite) {
+  const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+  const [exists] = await admin`select 1 as x from pg_database where datname = ${dbName}`;
+  if (exists && args.fresh) await admin.unsafe(`drop database "${dbName}" with (force)`);
+  if (!exists || args.fresh) await admin.unsafe(`create database "${dbName}"`);
+  await admin.end();
+}
+const opened = pglite
+  ? await openDatabase({ dataDir: pgliteDir })
+  : await openDatabase({ url: url.toString(), dataDir: '/tmp', maxConnections: 4 });
 const db = opened.db;
-const sql = postgres(url.toString(), { max: 2, onnotice: () => {} });
-let [host] = await sql<{ id: string; name: string }[]>`select id, name from hosts limit 1`;
-const [stored] =
-  await sql`select coalesce(max(last_seq), 0)::bigint as n, count(*) filter (where grams is null)::int as bare from stream_chunks`;
+/** The legs around the repository read through their own client (PostgreSQL only). */
+const sql = pglite ? null : postgres(url.toString(), { max: 2, onnotice: () => {} });
+/** A query's rows on either driver (drizzle's execute answers an array or `{ rows }`). */
+async function queryRows<T>(query: SQL): Promise<T[]> {
+  const r = (await db.execute(query)) as unknown as T[] | { rows: T[] };
+  return Array.isArray(r) ? r : r.rows;
+}
+let [host] = await queryRows<{ id: string; name: string }>(dsql`select id, name from hosts limit 1`);
+const [stored] = await queryRows<{ n: string | number; bare: number }>(
+  dsql`select coalesce(max(last_seq), 0)::bigint as n, count(*) filter (where grams is null)::int as bare from stream_chunks`,
+);
 if (!host || Number(stored!.n) < total || stored!.bare > 0) {
   if (!host) {
-    [host] = await sql<{ id: string; name: string }[]>`insert into hosts (name, public_key, last_seen_at)
-      values ('bench-search', ${Buffer.alloc(32, 7).toString('base64url')}, now()) returning id, name`;
+    [host] = await queryRows<{
+      id: string;
+      name: string;
+    }>(dsql`insert into hosts (name, public_key, last_seen_at)
+      values ('bench-search', ${Buffer.alloc(32, 7).toString('base64url')}, now()) returning id, name`);
   }
   const streams = createStreamRepository(db);
   const t0 = performance.now();
@@ -183,10 +216,11 @@ if (!existsSync(plain) || statSync(plain).size !== total * LINE_BYTES) {
   }
   closeSync(fd);
 }
-const [size] =
-  await sql`select count(*)::int as chunks, sum(octet_length(data))::bigint as data from stream_chunks where host_id = ${host!.id}`;
+const [size] = await queryRows<{ chunks: number; data: string | number }>(
+  dsql`select count(*)::int as chunks, sum(octet_length(data))::bigint as data from stream_chunks where host_id = ${host!.id}`,
+);
 console.log(
-  `${dbName}: ${total.toLocaleString('en')} lines (${(statSync(plain).size / MiB).toFixed(0)} MiB), ${size!.chunks} chunks, ${(Number(size!.data) / MiB).toFixed(0)} MiB of chunk data`,
+  `${pglite ? pgliteDir : dbName}: ${total.toLocaleString('en')} lines (${(statSync(plain).size / MiB).toFixed(0)} MiB), ${size!.chunks} chunks, ${(Number(size!.data) / MiB).toFixed(0)} MiB of chunk data`,
 );
 
 // ---- the code under test -------------------------------------------------------------------------
@@ -257,7 +291,7 @@ for (let run = 0; run < Number(args.runs); run++) {
       async () => {
         let bytes = 0;
         for (let after = -1; ;) {
-          const rows = await sql<{ first_seq: number; codec: number; data: Buffer }[]>`
+          const rows = await sql!<{ first_seq: number; codec: number; data: Buffer }[]>`
             select first_seq, codec, data from stream_chunks
             where host_id = ${host!.id} and stream = 'logs' and first_seq > ${after}
             order by first_seq limit 32`;
@@ -272,7 +306,7 @@ for (let run = 0; run < Number(args.runs); run++) {
   }
   const copyAll = async () =>
     readAll(
-      await sql
+      await sql!
         .unsafe(
           `copy (select first_seq, count, codec, data from stream_chunks where host_id = '${host!.id}' and stream = 'logs' order by first_seq) to stdout with (format binary)`,
         )
@@ -353,5 +387,5 @@ for (let run = 0; run < Number(args.runs); run++) {
     );
   }
 }
-await sql.end();
+await sql?.end();
 await opened.close();

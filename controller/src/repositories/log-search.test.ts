@@ -83,7 +83,8 @@ for (const target of testDatabaseTargets()) {
       { timeout: 60_000 },
       async () => {
         const read = await all(createLogSearchRepository(db).pages(hostId, {}));
-        // The query path (bytea as the driver returns it), as PGlite always reads.
+        // The query path (bytea as the driver returns it): the COPY (PostgreSQL: readCopy; PGlite:
+        // its /dev/blob) must give the same chunks.
         const plain = await all(createLogSearchRepository(db, { copy: false }).pages(hostId, {}));
         assert.equal(read.chunks.length, CHUNKS);
         assert.deepEqual(

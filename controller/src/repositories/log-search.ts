@@ -60,7 +60,46 @@ function postgresClient(db: Db): Sql | null {
     : null;
 }
 
+/** What this file uses of a PGlite instance: `COPY … TO '/dev/blob'` answers with the output as a Blob. */
+interface PgliteCopy {
+  query(text: string): Promise<{ blob?: Blob }>;
+}
+
+/** The PGlite instance under a drizzle handle, or null (postgres.js). */
+function pgliteClient(db: Db): PgliteCopy | null {
+  const client = (db as unknown as { $client?: unknown }).$client;
+  return client !== null &&
+    typeof client === 'object' &&
+    typeof (client as PgliteCopy).query === 'function' &&
+    postgresClient(db) === null
+    ? (client as PgliteCopy)
+    : null;
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The page's COPY statement (only checked values are written into it: COPY takes no parameters). */
+function copyStatement(hostId: string, seqs: number[], to: string): string {
+  if (!UUID.test(hostId) || !seqs.every((s) => Number.isSafeInteger(s))) {
+    throw new Error('log search: unexpected chunk key');
+  }
+  return (
+    `copy (select first_seq, count, codec, data from stream_chunks where host_id = '${hostId}'` +
+    ` and stream = '${LOGS_STREAM}' and first_seq = any('{${seqs.join(',')}}'::bigint[])` +
+    ` order by first_seq) to ${to} with (format binary)`
+  );
+}
+
+/**
+ * A page's rows on PGlite through a binary COPY into PGlite's `/dev/blob`: the bytes as stored,
+ * copied out of its memory, where a query's result carries `bytea` as hex text that is decoded in
+ * JavaScript (1 GiB of logs, 373 MiB of chunks: 35.5 s by query against ~2 s, 2 Dec).
+ */
+async function pgliteCopyRows(client: PgliteCopy, hostId: string, seqs: number[]): Promise<ChunkRow[]> {
+  const { blob } = await client.query(copyStatement(hostId, seqs, "'/dev/blob'"));
+  if (!blob) throw new Error('log search: the embedded database gave no COPY output');
+  return parseCopyRows(Buffer.from(await blob.arrayBuffer()));
+}
 
 /**
  * A page's rows through a binary COPY: `bytea` comes as its bytes, where a query's result carries
@@ -69,17 +108,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * UUID) and the chunks' numbers (safe integers, from the database).
  */
 async function copyRows(client: Sql, hostId: string, seqs: number[]): Promise<ChunkRow[]> {
-  if (!UUID.test(hostId) || !seqs.every((s) => Number.isSafeInteger(s))) {
-    throw new Error('log search: unexpected chunk key');
-  }
-  return parseCopyRows(
-    await readCopy(
-      client,
-      `copy (select first_seq, count, codec, data from stream_chunks where host_id = '${hostId}'` +
-        ` and stream = '${LOGS_STREAM}' and first_seq = any('{${seqs.join(',')}}'::bigint[])` +
-        ` order by first_seq) to stdout with (format binary)`,
-    ),
-  );
+  return parseCopyRows(await readCopy(client, copyStatement(hostId, seqs, 'stdout')));
 }
 
 /**
@@ -185,9 +214,11 @@ export function parseCopyRows(input: Buffer | Buffer[]): ChunkRow[] {
 
 /** Log chunk reads for search. */
 export function createLogSearchRepository(db: Db, options: { copy?: boolean } = {}) {
-  // On PostgreSQL pages are read by a binary COPY (readCopy: the bytes as stored, not bytea's hex
-  // text); `copy: false` reads them by query as PGlite does (tests and the bench compare the two).
+  // Pages are read by a binary COPY (the bytes as stored, not bytea's hex text): on PostgreSQL
+  // through readCopy, on PGlite into its /dev/blob; `copy: false` reads them by query (tests and
+  // the bench compare the two).
   const copyClient = options.copy === false ? null : postgresClient(db);
+  const blobClient = options.copy === false ? null : pgliteClient(db);
   /** The pages of chunks in range, each turned into what `convert` makes of its rows as it is fetched. */
   async function* pagesOf<T>(
     hostId: string,
@@ -256,6 +287,7 @@ export function createLogSearchRepository(db: Db, options: { copy?: boolean } = 
     const fetchPage = async (seqs: number[]): Promise<T[]> => {
       if (seqs.length === 0) return [];
       if (copyClient) return convert(await copyRows(copyClient, hostId, seqs));
+      if (blobClient) return convert(await pgliteCopyRows(blobClient, hostId, seqs));
       const rows = await db
         .select({
           firstSeq: streamChunks.firstSeq,
