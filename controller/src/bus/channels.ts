@@ -675,6 +675,10 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     if (lease && goneLeases.get(lease) === busId) goneLeases.delete(lease);
     return lease;
   }
+  /** Clears a replica's retained will: the empty retained message every replica hears as "back". */
+  function clearWill(busId: string): void {
+    bus.client.publish(replicaGoneTopic(bus.prefix, busId), Buffer.alloc(0), { qos: 1, retain: true });
+  }
   function onGone(busId: string, body: Buffer): void {
     if (body.length === 0) {
       if (!goneBuses.has(busId)) return;
@@ -686,7 +690,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     if (busId === bus.replicaId) {
       // This replica's own will while it is connected: a replay, or the broker's word on a
       // connection this one already replaced. It is here: clear it again for the others.
-      if (bus.client.connected) bus.client.publish(topic, Buffer.alloc(0), { qos: 1, retain: true });
+      if (bus.client.connected) clearWill(busId);
       return;
     }
     const gone = goneSchema.safeParse(openWill(key, topic, body));
@@ -738,7 +742,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
         const busId = goneLeases.get(lease);
         if (live.has(lease) || !busId || !bus.client.connected) continue;
         log.info({ bus: busId, replica: lease }, "clearing a gone replica's will: its lease has lapsed");
-        bus.client.publish(replicaGoneTopic(bus.prefix, busId), Buffer.alloc(0), { qos: 1, retain: true });
+        clearWill(busId);
         // No replica hears its own publications (no-local): the others hear the clear as "back".
         forgetGone(busId);
       }
@@ -755,8 +759,8 @@ export function routeChannels(opts: ChannelRoutingOptions) {
       .catch((err: unknown) => log.warn({ err }, 'checking the wills heard against the live leases failed'))
       .finally(() => (sweeping = null));
   };
-  const willSweep = setInterval(sweepWills, opts.willSweepMs ?? REPLICA_RENEW_MS);
-  willSweep.unref();
+  const willSweep = opts.liveLeases ? setInterval(sweepWills, opts.willSweepMs ?? REPLICA_RENEW_MS) : null;
+  willSweep?.unref();
 
   // Losing the broker cuts every routed channel here; the other side hears this replica's will.
   // What this replica knew of gone replicas is forgotten: back on the broker, the wills still
@@ -1060,7 +1064,7 @@ export function routeChannels(opts: ChannelRoutingOptions) {
     /** Ends every routed channel and stops listening (the controller is stopping). */
     close() {
       clearInterval(keepalive);
-      clearInterval(willSweep);
+      if (willSweep) clearInterval(willSweep);
       bus.client.off('close', onBrokerLost);
       for (const r of [...channels.values()]) {
         send(r, { t: 'close', reason: 'controller shutting down', code: 'internal' });

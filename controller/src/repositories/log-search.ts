@@ -12,6 +12,7 @@ import { and, asc, eq, gt, gte, inArray, lt, sql, type SQL } from 'drizzle-orm';
 import type { Readable } from 'node:stream';
 import type { Sql } from 'postgres';
 import type { Db } from '../db/index.ts';
+import { isUuid } from '../db/errors.ts';
 import { logChunkSummaries } from '../db/schema/log-retention.ts';
 import { streamChunks } from '../db/schema/streams.ts';
 import { decodeChunk } from './chunk-codec.ts';
@@ -68,19 +69,15 @@ interface PgliteCopy {
 /** The PGlite instance under a drizzle handle, or null (postgres.js). */
 function pgliteClient(db: Db): PgliteCopy | null {
   const client = (db as unknown as { $client?: unknown }).$client;
-  return client !== null &&
-    typeof client === 'object' &&
-    typeof (client as PgliteCopy).query === 'function' &&
-    postgresClient(db) === null
+  // postgres.js's client is a function; PGlite's an object.
+  return typeof client === 'object' && client !== null && typeof (client as PgliteCopy).query === 'function'
     ? (client as PgliteCopy)
     : null;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** The page's COPY statement (only checked values are written into it: COPY takes no parameters). */
 function copyStatement(hostId: string, seqs: number[], to: string): string {
-  if (!UUID.test(hostId) || !seqs.every((s) => Number.isSafeInteger(s))) {
+  if (!isUuid(hostId) || !seqs.every((s) => Number.isSafeInteger(s))) {
     throw new Error('log search: unexpected chunk key');
   }
   return (

@@ -4,6 +4,7 @@
 import { inArray, sql } from 'drizzle-orm';
 import type { Db } from '../db/index.ts';
 import { hosts } from '../db/schema/hosts.ts';
+import { isUuid } from '../db/errors.ts';
 import { controllerReplicas } from '../db/schema/replicas.ts';
 import type { Host } from './hosts.ts';
 
@@ -65,7 +66,7 @@ export function createReplicaRepository(db: Db): ReplicaRepository {
 
     async live(ids) {
       // Lease ids are UUIDs (the column's type); anything else names no replica.
-      ids = ids.filter((id) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id));
+      ids = ids.filter(isUuid);
       if (ids.length === 0) return [];
       const rows = await db
         .select({ id: controllerReplicas.id })
