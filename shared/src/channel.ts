@@ -5,6 +5,64 @@ import { closeCodes, closeReason } from './close-codes.ts';
 import { decodeFrame, encodeFrameHead } from './codec.ts';
 import type { SessionFrame } from './frames.ts';
 import type { Session } from './handshake.ts';
+import { sealedLength } from './sealed.ts';
+
+/** Sealed frames of at least this many bytes are sealed into a pooled buffer (FramePool). */
+export const POOLED_FRAME_BYTES = 32 * 1024;
+
+/**
+ * Buffers for large sealed frames, reused once the socket has written them (its send callback),
+ * shared by every channel of the process. A fresh 256 KiB result per stream batch cost the agent
+ * more than the cipher itself: under its MALLOC_MMAP_THRESHOLD_ every such block is a mapping of
+ * its own, faulted in page by page and returned when freed (docs/benchmarks.md, durable leg of
+ * 2 Dec). At most `max` buffers of at most `maxBytes` wait; all are let go after `idleMs` without
+ * use, so an idle agent keeps no pages for a burst long past.
+ */
+export class FramePool {
+  #free: Buffer[] = [];
+  #usedAt = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  constructor(
+    readonly max = 4,
+    readonly maxBytes = 1024 * 1024,
+    readonly idleMs = 10_000,
+  ) {}
+
+  /** Buffers waiting for reuse. */
+  get size(): number {
+    return this.#free.length;
+  }
+
+  /** A buffer of at least `bytes` (a waiting one when one is large enough). */
+  take(bytes: number): Buffer {
+    const i = this.#free.findIndex((b) => b.length >= bytes);
+    if (i >= 0) return this.#free.splice(i, 1)[0]!;
+    // Rounded up to 64 KiB, so that batches a few bytes apart fit the same buffer; pages never
+    // written are never faulted in.
+    return Buffer.allocUnsafeSlow(Math.ceil(bytes / 65536) * 65536);
+  }
+
+  /** Hands a buffer back once nothing refers to its bytes any more. */
+  give(buf: Buffer): void {
+    this.#usedAt = Date.now();
+    if (buf.length > this.maxBytes || this.#free.length >= this.max) return;
+    this.#free.push(buf);
+    this.#arm(this.idleMs);
+  }
+
+  #arm(ms: number): void {
+    if (this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      const idle = Date.now() - this.#usedAt;
+      if (idle >= this.idleMs) this.#free.length = 0;
+      else this.#arm(this.idleMs - idle);
+    }, ms);
+    this.#timer.unref?.();
+  }
+}
+
+const framePool = new FramePool();
 
 /** The part of a WebSocket the channel needs (the `ws` WebSocket satisfies it). */
 export interface MessageSocket {
@@ -49,9 +107,22 @@ export class SealedChannel {
    */
   send(frame: SessionFrame, body?: Uint8Array, written?: (err?: Error) => void): void {
     if (this.#closed) return;
-    const sealed = this.session.sealer.seal(encodeFrameHead(frame), body);
-    if (written) this.#socket.send(sealed, written);
-    else this.#socket.send(sealed);
+    const head = encodeFrameHead(frame);
+    const size = sealedLength(head, body);
+    if (size < POOLED_FRAME_BYTES) {
+      const sealed = this.session.sealer.seal(head, body);
+      if (written) this.#socket.send(sealed, written);
+      else this.#socket.send(sealed);
+      return;
+    }
+    // A large frame (a stream batch, channel data) is sealed into a buffer that is reused once the
+    // socket has written it: no fresh pages per frame.
+    const buf = framePool.take(size);
+    const n = this.session.sealer.sealInto(buf, head, body);
+    this.#socket.send(buf.subarray(0, n), (err) => {
+      if (!err) framePool.give(buf);
+      written?.(err);
+    });
   }
 
   /** Feeds one received WebSocket message. Bad frames close the socket with a close code. */

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { decodeFrame, encodeFrame, encodeFrameHead } from './codec.ts';
 import type { SessionFrame } from './frames.ts';
-import { FrameOpener, FrameSealer, TAG_BYTES } from './sealed.ts';
+import { FrameOpener, FrameSealer, SEAL_SLICE, sealedLength, TAG_BYTES } from './sealed.ts';
 
 test('seal(head, body) is seal(head + body), frame after frame, and opens to the same frame', () => {
   const key = randomBytes(32);
@@ -44,4 +44,19 @@ test('a frame sealed in two parts still fails to open out of order or when alter
   const altered = Buffer.from(first);
   altered[altered.length - TAG_BYTES - 1]! ^= 1;
   assert.equal(new FrameOpener(key).open(altered), null);
+});
+
+test('sealInto writes the bytes seal() returns, in slices, for bodies around the slice size', () => {
+  const key = randomBytes(32);
+  const a = new FrameSealer(key);
+  const b = new FrameSealer(key);
+  const head = encodeFrameHead({ type: 'stream.data', stream: 'logs', firstSeq: 1, count: 3 });
+  const out = Buffer.alloc(4 * SEAL_SLICE + 64, 0xee);
+  for (const bytes of [0, 1, SEAL_SLICE - 1, SEAL_SLICE, SEAL_SLICE + 1, 3 * SEAL_SLICE + 17]) {
+    const body = randomBytes(bytes);
+    const n = b.sealInto(out, head, body);
+    assert.equal(n, sealedLength(head, body));
+    assert.deepEqual(out.subarray(0, n), a.seal(head, body), `${bytes}-byte body`);
+  }
+  assert.throws(() => b.sealInto(Buffer.alloc(10), head, randomBytes(10)), RangeError);
 });

@@ -35,6 +35,36 @@ export class FrameSealer {
     cipher.final();
     return Buffer.concat(tail ? [head, tail, cipher.getAuthTag()] : [head, cipher.getAuthTag()]);
   }
+
+  /**
+   * Seals one frame like seal(plaintext, rest), into `out` (at least sealedLength() bytes), and
+   * returns the bytes written. The cipher is fed SEAL_SLICE bytes at a time: each piece it hands
+   * back is a small block the allocator reuses, where one large result would be fresh pages
+   * (with the agent's MALLOC_MMAP_THRESHOLD_, a mapping of its own, faulted in page by page).
+   */
+  sealInto(out: Buffer, plaintext: Uint8Array, rest?: Uint8Array): number {
+    const need = sealedLength(plaintext, rest);
+    if (out.length < need) throw new RangeError(`sealInto needs ${need} bytes, has ${out.length}`);
+    const cipher = createCipheriv('chacha20-poly1305', this.#key, counterNonce(this.#counter++), {
+      authTagLength: TAG_BYTES,
+    });
+    let at = 0;
+    for (const part of rest && rest.byteLength > 0 ? [plaintext, rest] : [plaintext]) {
+      for (let i = 0; i < part.byteLength; i += SEAL_SLICE)
+        at += cipher.update(part.subarray(i, i + SEAL_SLICE)).copy(out, at);
+    }
+    cipher.final();
+    at += cipher.getAuthTag().copy(out, at);
+    return at;
+  }
+}
+
+/** Bytes the cipher is fed at once by sealInto: below glibc's smallest mmap threshold Keel sets. */
+export const SEAL_SLICE = 16 * 1024;
+
+/** Bytes of the sealed frame for `plaintext` then `rest`. */
+export function sealedLength(plaintext: Uint8Array, rest?: Uint8Array): number {
+  return plaintext.byteLength + (rest?.byteLength ?? 0) + TAG_BYTES;
 }
 
 /** Opens incoming frames in order; any failure is final for the session. */
