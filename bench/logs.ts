@@ -398,7 +398,22 @@ if (!args['skip-fleet']) {
     });
     await opened;
 
-    const cpu0 = { agent: procCpuMs(agent.pid), controller: procCpuMs(ctl.pid) };
+    // PostgreSQL's share: the backends serving the controller (this database, on this machine).
+    const backendsCpuMs = async () => {
+      const rows = await sql<
+        { pid: number }[]
+      >`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`;
+      let ms = 0;
+      for (const { pid } of rows) {
+        try {
+          ms += procCpuMs(pid);
+        } catch {
+          // a backend that ended meanwhile
+        }
+      }
+      return ms;
+    };
+    const cpu0 = { agent: procCpuMs(agent.pid), controller: procCpuMs(ctl.pid), pg: await backendsCpuMs() };
     writeFileSync(go, '');
     const cursor = async () =>
       Number(
@@ -411,6 +426,7 @@ if (!args['skip-fleet']) {
     const cpu = {
       agent: (procCpuMs(agent.pid) - cpu0.agent) / 1000,
       controller: (procCpuMs(ctl.pid) - cpu0.controller) / 1000,
+      pg: ((await backendsCpuMs()) - cpu0.pg) / 1000,
     };
     const w = readReport(out);
     const ms = durableAt - w.t0;
@@ -420,7 +436,7 @@ if (!args['skip-fleet']) {
       await sql`select coalesce(sum(count), 0)::int as n from stream_chunks where host_id = ${agent.hostId} and stream = 'logs'`;
     const zeroLoss = gaps!.n === 0 && stored!.n === lines;
     console.log(
-      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s, controller ${cpu.controller.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s)`,
+      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s, controller ${cpu.controller.toFixed(1)} s, PostgreSQL's backends ${cpu.pg.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s)`,
     );
     // The live view has nothing more to say once it was quiet for 2 s after storage caught up.
     await until(() => Date.now() - Math.max(lastLiveAt, durableAt) > 2_000, 60_000, 'live view quiet', 100);

@@ -276,6 +276,10 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           where "host_id" = ${hostId} and "stream" = ${stream} and "acked_seq" = ${firstSeq - 1}
           returning "seq_base" as "base"`,
     );
+    // The chunk's bytes go as hex text decoded by the server, not as a bytea parameter: the driver
+    // would send that as hex too, but built as '\\x' + hex, a string joined from two that is copied
+    // once more to be measured and written; above 128 KiB every such string is fresh pages of its
+    // own (~1 CPU-s per 256 MiB of logs on the controller, 2 Dec: docs/benchmarks.md).
     // The select lists every column of the table in order: `grams` is written later, by the
     // retention job's summary pass (log-grams.ts). set_config(..., true) lasts until this statement's implicit transaction commits. A CTE that
     // only selects runs when referenced, hence the cross join with it.
@@ -289,7 +293,7 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           sql`select ${hostId}::uuid, ${stream}::text, "advanced"."base" + ${p.firstSeq}::bigint,
               "advanced"."base" + ${p.lastSeq}::bigint, ${p.count}::integer,
               ${p.tsFirst.toISOString()}::timestamptz, ${p.tsLast.toISOString()}::timestamptz, ${p.codec}::smallint,
-              ${p.data}::bytea, null::bytea from ${source}`,
+              decode(${p.data.toString('hex')}::text, 'hex'), null::bytea from ${source}`,
       ),
       sql` union all `,
     );
