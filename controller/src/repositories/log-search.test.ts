@@ -13,7 +13,8 @@ import { encodeLogLine, encodeRecords } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
 import { insertTestHost, testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
 import { decodeChunk } from './chunk-codec.ts';
-import { createLogSearchRepository, parseCopyRows, readCopy, type LogChunk } from './log-search.ts';
+import { parseCopyRows, readCopy } from './chunk-copy.ts';
+import { createLogSearchRepository, type LogChunk } from './log-search.ts';
 import { LOGS_STREAM } from './processes.ts';
 import { createStreamRepository } from './streams.ts';
 

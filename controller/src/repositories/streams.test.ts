@@ -423,6 +423,51 @@ for (const target of testDatabaseTargets()) {
     });
 
     // Last in the file: it closes the shared handle.
+    test('reads by binary COPY return what reads by query return: pages, offsets, gaps', async () => {
+      const host = await newHost();
+      // 40 chunks (one per append), a gap after the 30th: more than one page of chunks.
+      for (let i = 0; i < 40; i++) {
+        const first = i * 25 + 1 + (i >= 30 ? 5 : 0);
+        await streams.append(host, 'logs', batch(first, first + 24));
+      }
+      const byQuery = createStreamRepository(db, { copy: false });
+      // Count the COPY statements the default repository sends (PGlite: query(); postgres.js: reserve()).
+      const client = (db as unknown as { $client: Record<string, unknown> }).$client;
+      const method = typeof client === 'function' ? 'reserve' : 'query';
+      const original = client[method] as (...args: unknown[]) => unknown;
+      let copies = 0;
+      client[method] = function (this: unknown, ...args: unknown[]) {
+        if (method === 'reserve' || /^copy /.test(String(args[0]))) copies++;
+        return original.apply(this, args);
+      };
+      try {
+        for (const [after, limit] of [
+          [0, 2000],
+          [0, 1],
+          [12, 30],
+          [740, 50],
+          [749, 10],
+          [1004, 5],
+          [2000, 10],
+        ] as const) {
+          assert.deepEqual(
+            await streams.read(host, 'logs', after, limit),
+            await byQuery.read(host, 'logs', after, limit),
+            `after ${after}, limit ${limit}`,
+          );
+        }
+      } finally {
+        client[method] = original;
+      }
+      assert.ok(copies >= 7, `the default repository read by COPY (${copies} statements)`);
+      const all = await streams.read(host, 'logs', 0, 2000);
+      assert.equal(all.records.length, 1000);
+      assert.deepEqual(
+        all.gaps.map((g) => [g.fromSeq, g.toSeq]),
+        [[751, 755]],
+      );
+    });
+
     test('the cursor and the data survive closing and reopening the database', async () => {
       const host = await newHost();
       await streams.append(host, 'logs', batch(1, 40));

@@ -21,6 +21,7 @@ import {
   type StreamGapReason,
 } from '../db/schema/streams.ts';
 import { decodeChunk, encodeChunk } from './chunk-codec.ts';
+import { chunkCopier, chunkKey } from './chunk-copy.ts';
 
 /** One stored record with its sequence number. */
 export interface StoredRecord {
@@ -175,11 +176,17 @@ export interface StreamRepositoryOptions {
    * controller) can lose the last ~0.6 s of acked records. Default `true`: an ack means durable.
    */
   synchronousCommit?: boolean;
+  /**
+   * `false` reads chunks by query (bytea as hex text) instead of a binary COPY (chunk-copy.ts):
+   * tests compare the two.
+   */
+  copy?: boolean;
 }
 
 /** Stream storage over a drizzle database. */
 export function createStreamRepository(db: Db, options: StreamRepositoryOptions = {}): StreamRepository {
   const asyncCommit = options.synchronousCommit === false;
+  const copier = options.copy === false ? null : chunkCopier(db);
   const cursorOf = (hostId: string, stream: string) =>
     and(eq(streamCursors.hostId, hostId), eq(streamCursors.stream, stream));
 
@@ -411,18 +418,25 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
         .where(and(ofStream, lte(streamChunks.firstSeq, after + 1)));
       let from = holder?.firstSeq ?? 0;
       let reachedEnd = false;
+      // A page by binary COPY when its statement can be written from checked values.
+      const key = copier && Number.isSafeInteger(after) ? chunkKey(hostId, stream) : null;
       while (records.length < want) {
-        const chunks = await db
-          .select({
-            firstSeq: streamChunks.firstSeq,
-            count: streamChunks.count,
-            codec: streamChunks.codec,
-            data: streamChunks.data,
-          })
-          .from(streamChunks)
-          .where(and(ofStream, sql`${streamChunks.firstSeq} >= ${from}`, gt(streamChunks.lastSeq, after)))
-          .orderBy(asc(streamChunks.firstSeq))
-          .limit(READ_PAGE_CHUNKS);
+        const chunks =
+          copier && key && Number.isSafeInteger(from)
+            ? await copier(`${key} and first_seq >= ${from} and last_seq > ${after}`, READ_PAGE_CHUNKS)
+            : await db
+                .select({
+                  firstSeq: streamChunks.firstSeq,
+                  count: streamChunks.count,
+                  codec: streamChunks.codec,
+                  data: streamChunks.data,
+                })
+                .from(streamChunks)
+                .where(
+                  and(ofStream, sql`${streamChunks.firstSeq} >= ${from}`, gt(streamChunks.lastSeq, after)),
+                )
+                .orderBy(asc(streamChunks.firstSeq))
+                .limit(READ_PAGE_CHUNKS);
         for (const chunk of chunks) {
           const decoded = decodeRecords(await decodeChunk(chunk.codec, chunk.data), chunk.count);
           for (let i = 0; i < decoded.length && records.length < want; i++) {
