@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import type { Sql } from 'postgres';
 import type { Db } from '../db/index.ts';
 import { isUuid } from '../db/errors.ts';
+import { streamChunks } from '../db/schema/streams.ts';
 
 /** A stored chunk as read: its numbering, codec (chunk-codec.ts) and bytes. */
 export interface ChunkRow {
@@ -17,6 +18,14 @@ export interface ChunkRow {
   codec: number;
   data: Buffer;
 }
+
+/** The columns of a ChunkRow, for reading the same rows by query. */
+export const chunkRowColumns = {
+  firstSeq: streamChunks.firstSeq,
+  count: streamChunks.count,
+  codec: streamChunks.codec,
+  data: streamChunks.data,
+};
 
 /** Stream names Keel writes into a COPY statement (its own kinds: `logs`, `events`, …). */
 const STREAM_NAME = /^[a-z][a-z0-9_.-]{0,63}$/;

@@ -13,7 +13,7 @@ import type { Db } from '../db/index.ts';
 import { logChunkSummaries } from '../db/schema/log-retention.ts';
 import { streamChunks } from '../db/schema/streams.ts';
 import { decodeChunk } from './chunk-codec.ts';
-import { chunkCopier, chunkKey, postgresClient, type ChunkRow } from './chunk-copy.ts';
+import { chunkCopier, chunkKey, chunkRowColumns, postgresClient, type ChunkRow } from './chunk-copy.ts';
 import { gramFilterSql, type LiteralRequirement } from './log-grams.ts';
 import { CHUNK_MAX_RAW_BYTES } from './streams.ts';
 import { LOGS_STREAM } from './processes.ts';
@@ -124,12 +124,7 @@ export function createLogSearchRepository(db: Db, options: { copy?: boolean } = 
       if (copier && key)
         return convert(await copier(`${key} and first_seq = any('{${seqs.join(',')}}'::bigint[])`));
       const rows = await db
-        .select({
-          firstSeq: streamChunks.firstSeq,
-          count: streamChunks.count,
-          codec: streamChunks.codec,
-          data: streamChunks.data,
-        })
+        .select(chunkRowColumns)
         .from(streamChunks)
         .where(
           and(

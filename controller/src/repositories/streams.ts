@@ -21,7 +21,7 @@ import {
   type StreamGapReason,
 } from '../db/schema/streams.ts';
 import { decodeChunk, encodeChunk } from './chunk-codec.ts';
-import { chunkCopier, chunkKey } from './chunk-copy.ts';
+import { chunkCopier, chunkKey, chunkRowColumns } from './chunk-copy.ts';
 
 /** One stored record with its sequence number. */
 export interface StoredRecord {
@@ -239,12 +239,7 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
       .where(and(ofStream, lte(streamChunks.firstSeq, from)));
     if (holder?.firstSeq === null || holder?.firstSeq === undefined) return 0;
     const chunks = await tx
-      .select({
-        firstSeq: streamChunks.firstSeq,
-        count: streamChunks.count,
-        codec: streamChunks.codec,
-        data: streamChunks.data,
-      })
+      .select(chunkRowColumns)
       .from(streamChunks)
       .where(and(ofStream, gte(streamChunks.firstSeq, holder.firstSeq), lte(streamChunks.firstSeq, to)))
       .orderBy(asc(streamChunks.firstSeq));
@@ -425,12 +420,7 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           copier && key && Number.isSafeInteger(from)
             ? await copier(`${key} and first_seq >= ${from} and last_seq > ${after}`, READ_PAGE_CHUNKS)
             : await db
-                .select({
-                  firstSeq: streamChunks.firstSeq,
-                  count: streamChunks.count,
-                  codec: streamChunks.codec,
-                  data: streamChunks.data,
-                })
+                .select(chunkRowColumns)
                 .from(streamChunks)
                 .where(
                   and(ofStream, sql`${streamChunks.firstSeq} >= ${from}`, gt(streamChunks.lastSeq, after)),
