@@ -49,7 +49,7 @@ import { createLogRetentionRepository } from '../controller/src/repositories/log
 import { createStreamRepository } from '../controller/src/repositories/streams.ts';
 import { decodeChunk } from '../controller/src/repositories/chunk-codec.ts';
 import { decodeLz4Block } from '../controller/src/repositories/lz4-block.ts';
-import { parseCopyRows, readAll } from '../controller/src/repositories/log-search.ts';
+import { parseCopyRows, readAll } from '../controller/src/repositories/chunk-copy.ts';
 import type * as LogSearchRepositoryModule from '../controller/src/repositories/log-search.ts';
 import type * as LogSearchServiceModule from '../controller/src/services/log-search.ts';
 import { createHostRepository } from '../controller/src/repositories/hosts.ts';

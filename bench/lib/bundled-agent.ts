@@ -5,7 +5,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { repoRoot } from '../../test/helpers/fleet.ts';
-import { createJoinToken, removeDir, tempDir, track, waitFor, type BenchController } from './harness.ts';
+import {
+  createJoinToken,
+  removeDir,
+  tempDir,
+  track,
+  unitMallocEnv,
+  waitFor,
+  type BenchController,
+} from './harness.ts';
 
 let built: string | null = null;
 
@@ -54,17 +62,7 @@ export function agentNodeArgs(): string[] {
  * KEEL_BENCH_AGENT_ENV (`K=V K=V`, or empty for none) replaces them.
  */
 export function agentUnitEnv(): Record<string, string> {
-  const unit = readFileSync(join(repoRoot, 'systemd/keel-agent.service'), 'utf8');
-  const env: Record<string, string> = {};
-  const lines =
-    process.env.KEEL_BENCH_AGENT_ENV !== undefined
-      ? [['', process.env.KEEL_BENCH_AGENT_ENV]]
-      : unit.matchAll(/^Environment=(MALLOC_.*)$/gm);
-  for (const [, line] of lines) {
-    for (const kv of line!.split(/\s+/).filter(Boolean))
-      env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
-  }
-  return env;
+  return unitMallocEnv('keel-agent.service', process.env.KEEL_BENCH_AGENT_ENV);
 }
 
 /**
