@@ -429,6 +429,7 @@ if (!args['skip-fleet']) {
       controller: (procCpuMs(ctl.pid) - cpu0.controller) / 1000,
       pg: ((await backendsCpuMs()) - cpu0.pg) / 1000,
     };
+    const ctlMemory = procMemory(ctl.pid);
     const w = readReport(out);
     const ms = durableAt - w.t0;
     const [gaps] =
@@ -437,7 +438,7 @@ if (!args['skip-fleet']) {
       await sql`select coalesce(sum(count), 0)::int as n from stream_chunks where host_id = ${agent.hostId} and stream = 'logs'`;
     const zeroLoss = gaps!.n === 0 && stored!.n === lines;
     console.log(
-      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s, controller ${cpu.controller.toFixed(1)} s, PostgreSQL's backends ${cpu.pg.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s; controller RSS ${(procMemory(ctl.pid).rss / MiB).toFixed(0)} MiB, peak ${(procMemory(ctl.pid).hwm / MiB).toFixed(0)})`,
+      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s, controller ${cpu.controller.toFixed(1)} s, PostgreSQL's backends ${cpu.pg.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s; controller RSS ${(ctlMemory.rss / MiB).toFixed(0)} MiB, peak ${(ctlMemory.hwm / MiB).toFixed(0)})`,
     );
     // The live view has nothing more to say once it was quiet for 2 s after storage caught up.
     await until(() => Date.now() - Math.max(lastLiveAt, durableAt) > 2_000, 60_000, 'live view quiet', 100);

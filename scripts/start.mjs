@@ -2,9 +2,9 @@
 // `npm start`: builds the console on first run, then runs the controller on its embedded
 // defaults (PGlite in ./data) with a local agent for this host.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { consoleBuilt, ensureConsoleBuild } from './console-build.mjs';
+import { unitMallocEnv } from './unit-env.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 if (!consoleBuilt(root)) {
@@ -14,14 +14,8 @@ if (!consoleBuilt(root)) {
   const { status } = ensureConsoleBuild(root);
   if (status !== 0) process.exit(status);
 }
-// The glibc malloc variables the controller's systemd unit sets (one source: the unit), unless
-// the environment sets them already.
-const mallocEnv = {};
-const unit = readFileSync(`${root}systemd/keel-controller.service`, 'utf8');
-for (const [, line] of unit.matchAll(/^Environment=(MALLOC_.*)$/gm)) {
-  for (const kv of line.split(/\s+/).filter(Boolean))
-    mallocEnv[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
-}
+// The glibc malloc variables the controller's systemd unit sets, unless the environment sets them.
+const mallocEnv = unitMallocEnv('keel-controller.service');
 const child = spawn(
   process.execPath,
   [`${root}controller/bin/keel-controller.mjs`, 'serve', '--local-agent'],

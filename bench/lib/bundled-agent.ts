@@ -4,16 +4,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { unitMallocEnv } from '../../scripts/unit-env.mjs';
 import { repoRoot } from '../../test/helpers/fleet.ts';
-import {
-  createJoinToken,
-  removeDir,
-  tempDir,
-  track,
-  unitMallocEnv,
-  waitFor,
-  type BenchController,
-} from './harness.ts';
+import { createJoinToken, removeDir, tempDir, track, waitFor, type BenchController } from './harness.ts';
 
 let built: string | null = null;
 

@@ -6,7 +6,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import inspector from 'node:inspector';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import postgres from 'postgres';
 import WebSocket from 'ws';
 import type { HostFacts, SigningIdentity } from '@keel/shared';
@@ -17,25 +16,10 @@ import {
   controllerEnv,
   freePort,
   removeDir,
-  repoRoot,
   tempDir,
   waitFor,
 } from '../../test/helpers/fleet.ts';
-
-/**
- * The glibc MALLOC_* variables a systemd unit of systemd/ sets for its process, so that a bench
- * measures the process as hosts run it; `override` (`K=V K=V`, or empty for none) replaces them.
- */
-export function unitMallocEnv(unitFile: string, override: string | undefined): Record<string, string> {
-  const unit = readFileSync(join(repoRoot, 'systemd', unitFile), 'utf8');
-  const env: Record<string, string> = {};
-  const lines = override !== undefined ? [['', override]] : unit.matchAll(/^Environment=(MALLOC_.*)$/gm);
-  for (const [, line] of lines) {
-    for (const kv of line!.split(/\s+/).filter(Boolean))
-      env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
-  }
-  return env;
-}
+import { unitMallocEnv } from '../../scripts/unit-env.mjs';
 
 export { ApiClient, freePort, removeDir, tempDir, waitFor };
 

@@ -50,6 +50,7 @@ test('sealInto writes the bytes seal() returns, in slices, for bodies around the
   const key = randomBytes(32);
   const a = new FrameSealer(key);
   const b = new FrameSealer(key);
+  const opener = new FrameOpener(key);
   const head = encodeFrameHead({ type: 'stream.data', stream: 'logs', firstSeq: 1, count: 3 });
   const out = Buffer.alloc(4 * SEAL_SLICE + 64, 0xee);
   for (const bytes of [0, 1, SEAL_SLICE - 1, SEAL_SLICE, SEAL_SLICE + 1, 3 * SEAL_SLICE + 17]) {
@@ -57,6 +58,9 @@ test('sealInto writes the bytes seal() returns, in slices, for bodies around the
     const n = b.sealInto(out, head, body);
     assert.equal(n, sealedLength(head, body));
     assert.deepEqual(out.subarray(0, n), a.seal(head, body), `${bytes}-byte body`);
+    const plain = opener.open(out.subarray(0, n));
+    assert.ok(plain, `${bytes}-byte body opens`);
+    assert.deepEqual(plain, Buffer.concat([head, body]));
   }
   assert.throws(() => b.sealInto(Buffer.alloc(10), head, randomBytes(10)), RangeError);
 });

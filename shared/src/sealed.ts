@@ -27,18 +27,14 @@ export class FrameSealer {
    * them first: the result is the same bytes as `seal(concat(plaintext, rest))`.
    */
   seal(plaintext: Uint8Array, rest?: Uint8Array): Buffer {
-    const cipher = createCipheriv('chacha20-poly1305', this.#key, counterNonce(this.#counter++), {
-      authTagLength: TAG_BYTES,
-    });
-    const head = cipher.update(plaintext);
-    const tail = rest && rest.byteLength > 0 ? cipher.update(rest) : null;
-    cipher.final();
-    return Buffer.concat(tail ? [head, tail, cipher.getAuthTag()] : [head, cipher.getAuthTag()]);
+    const out = Buffer.allocUnsafe(sealedLength(plaintext, rest));
+    this.sealInto(out, plaintext, rest);
+    return out;
   }
 
   /**
-   * Seals one frame like seal(plaintext, rest), into `out` (at least sealedLength() bytes), and
-   * returns the bytes written. The cipher is fed SEAL_SLICE bytes at a time: each piece it hands
+   * Seals one frame (as seal() does) into `out`, at least sealedLength() bytes, and returns the
+   * bytes written. The cipher is fed SEAL_SLICE bytes at a time: each piece it hands
    * back is a small block the allocator reuses, where one large result would be fresh pages
    * (with the agent's MALLOC_MMAP_THRESHOLD_, a mapping of its own, faulted in page by page).
    */

@@ -1,0 +1,1 @@
+export function unitMallocEnv(unitFile: string, override?: string): Record<string, string>;
