@@ -278,10 +278,13 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           where "host_id" = ${hostId} and "stream" = ${stream} and "acked_seq" = ${firstSeq - 1}
           returning "seq_base" as "base"`,
     );
-    // The chunk's bytes go as hex text decoded by the server, not as a bytea parameter: the driver
-    // would send that as hex too, but built as '\\x' + hex, a string joined from two that is copied
-    // once more to be measured and written; above 128 KiB every such string is fresh pages of its
-    // own (~1 CPU-s per 256 MiB of logs on the controller, 2 Dec: docs/benchmarks.md).
+    // The chunk's bytes go as base64 text decoded by the server, not as a bytea parameter: the
+    // driver sends parameters as text, a bytea as '\\x' + hex, twice its size. A chunk is ~80 KiB
+    // of LZ4, so its hex (~160 KiB) is a string past V8's 128 KiB object limit, each one a mapping
+    // of its own faulted in afresh: ~1.7 CPU-s per 256 MiB of logs on a VM where fresh pages are
+    // dear. As base64 (~107 KiB) it is made in the young generation, ~30x cheaper (one string
+    // for the whole append, outside V8's heap, saved scavenges but cost as many major collections:
+    // no gain; docs/benchmarks.md, 2 Dec).
     // The select lists every column of the table in order: `grams` is written later, by the
     // retention job's summary pass (log-grams.ts). set_config(..., true) lasts until this statement's implicit transaction commits. A CTE that
     // only selects runs when referenced, hence the cross join with it.
@@ -295,7 +298,7 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           sql`select ${hostId}::uuid, ${stream}::text, "advanced"."base" + ${p.firstSeq}::bigint,
               "advanced"."base" + ${p.lastSeq}::bigint, ${p.count}::integer,
               ${p.tsFirst.toISOString()}::timestamptz, ${p.tsLast.toISOString()}::timestamptz, ${p.codec}::smallint,
-              decode(${p.data.toString('hex')}::text, 'hex'), null::bytea from ${source}`,
+              decode(${p.data.toString('base64')}::text, 'base64'), null::bytea from ${source}`,
       ),
       sql` union all `,
     );
