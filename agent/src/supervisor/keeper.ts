@@ -4,11 +4,11 @@
 //
 // `sh -c KEEPER keel-keeper <cgroup> <argv...>` — the script is fixed, the program's argv are
 // positional parameters (never parsed by a shell). The keeper leads the process group; it
-//  1. waits (3-4 s at most, by the clock: /proc/uptime, read by the shell itself) until the agent
-//     has moved it into `<cgroup>` when one is given, so the program and everything it forks are
-//     charged to it (cgroup.ts). Its own cgroup is read without a child (`read`, not `grep`): a
-//     bound of 300 tries of `grep` and `sleep` took over 20 s on a loaded 2-core VM (2 Dec), where
-//     each fork costs tens of milliseconds;
+//  1. waits until the agent has moved it into `<cgroup>` when one is given, so the program and
+//     everything it forks are charged to it (cgroup.ts): 3-4 s at most by the clock (/proc/uptime,
+//     read by the shell itself; 1,000 tries should it not read). Its own cgroup is read without a
+//     child (`read`, not `grep`): a bound of 300 tries of `grep` and `sleep` took over 20 s on a
+//     loaded 2-core VM (2 Dec), where each fork costs tens of milliseconds;
 //  2. runs the program as a foreground child, with every stop signal trapped by a no-op: the
 //     signals the agent sends to the group reach the program (which gets default dispositions:
 //     traps are reset for a child, and a foreground child does not get SIGINT/SIGQUIT ignored),
@@ -24,9 +24,10 @@ import { constants } from 'node:os';
 
 const KEEPER =
   'cg=$1; shift; exec 4>&2 2>/dev/null; ' +
-  'if [ -n "$cg" ]; then read -r t0 t < /proc/uptime; t0=${t0%.*}; ' +
+  'if [ -n "$cg" ]; then t0=; read -r t0 t < /proc/uptime; t0=${t0%.*}; i=0; ' +
   'while :; do m=; while read -r l; do [ "$l" = "0::$cg" ] && m=1; done < /proc/self/cgroup; ' +
-  '[ -n "$m" ] && break; read -r t l < /proc/uptime; [ $((${t%.*} - t0)) -gt 3 ] && break; sleep 0.01; done; fi; ' +
+  '[ -n "$m" ] && break; t=; read -r t l < /proc/uptime; t=${t%.*}; i=$((i+1)); ' +
+  '[ $((${t:-0} - ${t0:-0})) -gt 3 ] || [ "$i" -gt 1000 ] && break; sleep 0.01; done; fi; ' +
   'trap : HUP INT QUIT TERM USR1 USR2 ALRM PIPE; ' +
   '(exec "$@" 2>&4 3>&- 4>&-); s=$?; ' +
   'echo "$s" >&3; exec 3>&-; ' +
