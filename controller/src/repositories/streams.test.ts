@@ -307,6 +307,19 @@ for (const target of testDatabaseTargets()) {
       const [raw] = await chunksOf(host, 'noise');
       assert.equal(raw?.codec, chunkCodec.none);
       assert.deepEqual(raw?.data, random.body);
+      // Incompressible chunks of every size the append sends (each chunk's bytes go as base64
+      // text: past V8's 128 KiB string limit, and past 1 MB, which Node keeps outside its heap):
+      // stored raw, byte for byte, in order.
+      const sizes = [64 * 1024, 200 * 1024, 2 * 1024 * 1024, 100];
+      const blobs = batch(1, sizes.length, (seq) => ({
+        ts: T0 + seq,
+        payload: randomBytes(sizes[seq - 1]!),
+      }));
+      assert.deepEqual(await streams.append(host, 'blobs', blobs), { ackedSeq: sizes.length });
+      const stored = await chunksOf(host, 'blobs');
+      assert.ok(stored.length >= 3, `${stored.length} chunks`);
+      assert.ok(stored.every((c) => c.codec === chunkCodec.none));
+      assert.deepEqual(Buffer.concat(stored.map((c) => c.data)), blobs.body);
 
       // ~1.3 MiB in one append (the gateway merges queued batches): several chunk rows.
       const big = batch(1, 15_000);
