@@ -8,7 +8,7 @@
 // (an agent whose spool was wiped numbers from 1 again). Then nothing is dropped: the stream
 // restarts after a `restart` gap, and the agent's numbers map to stored ones through the
 // cursor's `seq_base` (stored = seq_base + agent seq).
-import { and, asc, eq, gt, gte, lte, max, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, lte, max, sql, type SQL } from 'drizzle-orm';
 import { KeelError, decodeRecords, indexRecords, RECORD_HEADER_BYTES, type RecordBatch } from '@keel/shared';
 import type { Db, Transaction } from '../db/index.ts';
 import { isUuid, pgErrorCode, sqlState } from '../db/errors.ts';
@@ -169,6 +169,34 @@ function validate(hostId: string, stream: string, batch: RecordBatch): Uint32Arr
   return offsets;
 }
 
+/**
+ * The chunk rows of `pieces` as `select … union all select …`, every column of stream_chunks in
+ * order (`grams` is written later, by the retention job's summary pass: log-grams.ts), for
+ * `insert … select`. Stored numbers are `base` (SQL: a number, or the cursor's seq_base from a
+ * CTE) plus the agent's; `from`, when given, is each select's FROM clause.
+ *
+ * Each chunk's bytes go as base64 text that the server decodes, not as a bytea parameter: the
+ * driver sends parameters as text, a bytea as '\\x' + hex, twice its size. A chunk is ~80 KiB of
+ * LZ4, so its hex (~160 KiB) is a string past V8's 128 KiB object limit, each a mapping of its own
+ * faulted in afresh: ~1.7 CPU-s per 256 MiB of logs on a VM where fresh pages are dear. As base64
+ * (~107 KiB) it is made in the young generation, ~30x cheaper (one string for a whole append,
+ * outside V8's heap, saved scavenges but cost as many major collections: no gain;
+ * docs/benchmarks.md, 2 Dec).
+ */
+function chunkRows(hostId: string, stream: string, pieces: ChunkPiece[], base: SQL, from?: SQL): SQL {
+  const tail = from ? sql` from ${from}` : sql``;
+  return sql.join(
+    pieces.map(
+      (p) =>
+        sql`select ${hostId}::uuid, ${stream}::text, ${base} + ${p.firstSeq}::bigint,
+            ${base} + ${p.lastSeq}::bigint, ${p.count}::integer,
+            ${p.tsFirst.toISOString()}::timestamptz, ${p.tsLast.toISOString()}::timestamptz, ${p.codec}::smallint,
+            decode(${p.data.toString('base64')}::text, 'base64'), null::bytea${tail}`,
+    ),
+    sql` union all `,
+  );
+}
+
 export interface StreamRepositoryOptions {
   /**
    * `false` commits appends with PostgreSQL's `synchronous_commit = off`: no wait for the WAL
@@ -278,30 +306,13 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           where "host_id" = ${hostId} and "stream" = ${stream} and "acked_seq" = ${firstSeq - 1}
           returning "seq_base" as "base"`,
     );
-    // The chunk's bytes go as base64 text decoded by the server, not as a bytea parameter: the
-    // driver sends parameters as text, a bytea as '\\x' + hex, twice its size. A chunk is ~80 KiB
-    // of LZ4, so its hex (~160 KiB) is a string past V8's 128 KiB object limit, each one a mapping
-    // of its own faulted in afresh: ~1.7 CPU-s per 256 MiB of logs on a VM where fresh pages are
-    // dear. As base64 (~107 KiB) it is made in the young generation, ~30x cheaper (one string
-    // for the whole append, outside V8's heap, saved scavenges but cost as many major collections:
-    // no gain; docs/benchmarks.md, 2 Dec).
-    // The select lists every column of the table in order: `grams` is written later, by the
-    // retention job's summary pass (log-grams.ts). set_config(..., true) lasts until this statement's implicit transaction commits. A CTE that
+    // set_config(..., true) lasts until this statement's implicit transaction commits. A CTE that
     // only selects runs when referenced, hence the cross join with it.
     const asyncCommitCte = db
       .$with('async_commit', { off: sql<string>`off` })
       .as(sql`select set_config('synchronous_commit', 'off', true) as "off"`);
     const source = asyncCommit ? sql`"advanced", "async_commit"` : sql`"advanced"`;
-    const rows = sql.join(
-      pieces.map(
-        (p) =>
-          sql`select ${hostId}::uuid, ${stream}::text, "advanced"."base" + ${p.firstSeq}::bigint,
-              "advanced"."base" + ${p.lastSeq}::bigint, ${p.count}::integer,
-              ${p.tsFirst.toISOString()}::timestamptz, ${p.tsLast.toISOString()}::timestamptz, ${p.codec}::smallint,
-              decode(${p.data.toString('base64')}::text, 'base64'), null::bytea from ${source}`,
-      ),
-      sql` union all `,
-    );
+    const rows = chunkRows(hostId, stream, pieces, sql`"advanced"."base"`, source);
     const inserted = await (asyncCommit ? db.with(advanced, asyncCommitCte) : db.with(advanced))
       .insert(streamChunks)
       .select(rows)
@@ -355,15 +366,7 @@ export function createStreamRepository(db: Db, options: StreamRepositoryOptions 
           if (pieces.length > 0) {
             await tx
               .insert(streamChunks)
-              .values(
-                pieces.map((p) => ({
-                  hostId,
-                  stream,
-                  ...p,
-                  firstSeq: base + p.firstSeq,
-                  lastSeq: base + p.lastSeq,
-                })),
-              )
+              .select(chunkRows(hostId, stream, pieces, sql`${base}::bigint`))
               .prepare('stream_chunks_insert')
               .execute();
           }
