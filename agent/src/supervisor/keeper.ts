@@ -24,7 +24,7 @@ import { constants } from 'node:os';
 
 const KEEPER =
   'cg=$1; shift; exec 4>&2 2>/dev/null; ' +
-  'if [ -n "$cg" ]; then t0=; read -r t0 t < /proc/uptime; t0=${t0%.*}; i=0; ' +
+  'if [ -n "$cg" ]; then read -r t0 l < /proc/uptime; t0=${t0%.*}; i=0; ' +
   'while :; do m=; while read -r l; do [ "$l" = "0::$cg" ] && m=1; done < /proc/self/cgroup; ' +
   '[ -n "$m" ] && break; t=; read -r t l < /proc/uptime; t=${t%.*}; i=$((i+1)); ' +
   '[ $((${t:-0} - ${t0:-0})) -gt 3 ] || [ "$i" -gt 1000 ] && break; sleep 0.01; done; fi; ' +
