@@ -114,7 +114,13 @@ function screen(page: Page, testId = 'terminal'): Promise<string> {
 const SHELL_READY_MS = 60_000;
 
 async function seen(page: Page, re: RegExp, what: string, testId = 'terminal', ms = 15_000): Promise<string> {
-  return waitFor(async () => re.exec(await screen(page, testId))?.[1], ms, what);
+  try {
+    return await waitFor(async () => re.exec(await screen(page, testId))?.[1], ms, what);
+  } catch (err) {
+    // What the terminal showed instead, for the next reader of a failed run.
+    const last = (await screen(page, testId).catch(() => '')).trimEnd().split('\n').slice(-12).join('\n');
+    throw new Error(`${(err as Error).message}; the terminal's last lines:\n${last}`);
+  }
 }
 
 test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 150_000 }, async (t) => {
@@ -155,6 +161,8 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 150_000
   // Hostile output: OSC 52 (write the clipboard), an OSC 8 link, a title change and terminal
   // queries (DA, DSR, window-size report) must not touch the page, its clipboard or its title.
   const title = await page.title();
+  // Into the terminal again, as a user would after looking elsewhere (the axe pass above).
+  await page.locator('[data-testid="terminal"]').click();
   const dialogs: string[] = [];
   page.on('dialog', (d) => {
     dialogs.push(d.message());
