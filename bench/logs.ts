@@ -66,6 +66,7 @@ import { Spool } from '../agent/src/link/spool.ts';
 import { LogTailer, tailContinuously } from '../agent/src/supervisor/log-tail.ts';
 import { Supervisor } from '../agent/src/supervisor/supervisor.ts';
 import { startBundledAgent } from './lib/bundled-agent.ts';
+import { logFloorLeg } from './lib/log-floor.ts';
 import { decodeChunk } from '../controller/src/repositories/chunk-codec.ts';
 import {
   createScratchDatabase,
@@ -88,6 +89,10 @@ const { values: args } = parseArgs({
     'search-mib': { type: 'string' },
     /** Alternating supervisord and Keel capture legs (see the header). */
     rounds: { type: 'string', default: '3' },
+    /** Leave out the floor under the durable leg (bench/lib/log-floor.ts). */
+    'skip-floor': { type: 'boolean', default: false },
+    /** Only the raw leg and the floor. */
+    'floor-only': { type: 'boolean', default: false },
   },
 });
 const MiB = 1024 * 1024;
@@ -199,6 +204,22 @@ console.log(
 // Every other leg prints exactly the lines the raw leg managed (same text, same count).
 const legArgs = [String(lines), String(24 * 3600 * 1000)];
 
+/**
+ * The floor under the durable leg: the same writer's bytes stored durably as LZ4 chunks by the
+ * least work that can do it (bench/lib/log-floor.ts), from its output file as Keel reads it and
+ * from a pipe; with Keel's durable rate of the same run, Keel's share of it.
+ */
+async function floorLegs(keelRate: number | null) {
+  for (const input of ['file', 'pipe'] as const) {
+    const f = await logFloorLeg({ dir, writer, legArgs, expectBytes: raw.bytes, input });
+    const rate = mibps(f.bytes, f.ms);
+    const share = keelRate === null ? '' : ` — Keel durable ${((keelRate / rate) * 100).toFixed(0)} % of it`;
+    console.log(
+      `floor, ${input === 'file' ? 'from its file' : 'from a pipe  '}:  ${fmt(f.lines, f.bytes, f.ms)} (${ratio(f.bytes, f.ms)}; ${f.chunks} LZ4 chunks, ${(f.storedBytes / MiB).toFixed(1)} MiB; CPU: this process ${f.cpu.floor.toFixed(1)} s, PostgreSQL's backend ${f.cpu.pg.toFixed(1)} s, the writer ${(f.cpu.writer / gibOf(f.bytes)).toFixed(2)} per GiB)${share}`,
+    );
+  }
+}
+
 // ---- supervisord and (a) Keel's capture, alternating over --rounds --------------------------------
 /** One capture leg's figures: the writer's report, the leg's time and CPU, and how late it ended. */
 interface Leg {
@@ -211,6 +232,12 @@ interface Leg {
   endLagMs: number;
 }
 const gibOf = (bytes: number) => bytes / 1024 / MiB;
+
+if (args['floor-only']) {
+  await floorLegs(null);
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(0);
+}
 
 const hasSupervisord = existsSync('/usr/bin/supervisord');
 const supVersion = hasSupervisord ? spawnSync('supervisord', ['--version']).stdout.toString().trim() : '';
@@ -447,6 +474,8 @@ if (!args['skip-fleet']) {
     console.log(
       `(c) Keel live subscriber:  ${fmt(live, live * LINE_BYTES, liveMs)} delivered (${ratio(live * LINE_BYTES, liveMs)}); ${live.toLocaleString('en')} of ${lines.toLocaleString('en')} lines (${((live / lines) * 100).toFixed(1)} %), ${(skipped / MiB).toFixed(1)} MiB skipped ahead`,
     );
+
+    if (!args['skip-floor']) await floorLegs(mibps(w.bytes, ms));
 
     // Search: a regex over the stored lines of this one process, next to grep -cE on a plain file.
     const total = Math.max(lines, searchLines);
