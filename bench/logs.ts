@@ -73,6 +73,7 @@ import {
   machine,
   procCpuMs,
   procMemory,
+  procSystemMs,
   removeDir,
   sleep,
   startController,
@@ -210,12 +211,14 @@ const legArgs = [String(lines), String(24 * 3600 * 1000)];
  * from a pipe; with Keel's durable rate of the same run, Keel's share of it.
  */
 async function floorLegs(keelRate: number | null) {
-  for (const input of ['file', 'pipe'] as const) {
+  const label = { file: 'from its file', pipe: 'from a pipe', sealed: 'sealed frames' } as const;
+  for (const input of ['file', 'pipe', 'sealed'] as const) {
     const f = await logFloorLeg({ dir, writer, legArgs, expectBytes: raw.bytes, input });
     const rate = mibps(f.bytes, f.ms);
     const share = keelRate === null ? '' : ` — Keel durable ${((keelRate / rate) * 100).toFixed(0)} % of it`;
+    const sender = f.cpu.sender === null ? '' : `the sender ${f.cpu.sender.toFixed(1)} s, `;
     console.log(
-      `floor, ${input === 'file' ? 'from its file' : 'from a pipe  '}:  ${fmt(f.lines, f.bytes, f.ms)} (${ratio(f.bytes, f.ms)}; ${f.chunks} LZ4 chunks, ${(f.storedBytes / MiB).toFixed(1)} MiB; CPU: this process ${f.cpu.floor.toFixed(1)} s, PostgreSQL's backend ${f.cpu.pg.toFixed(1)} s, the writer ${(f.cpu.writer / gibOf(f.bytes)).toFixed(2)} per GiB)${share}`,
+      `floor, ${label[input].padEnd(13)}:  ${fmt(f.lines, f.bytes, f.ms)} (${ratio(f.bytes, f.ms)}; ${f.chunks} LZ4 chunks, ${(f.storedBytes / MiB).toFixed(1)} MiB; CPU: ${sender}this process ${f.cpu.floor.toFixed(1)} s, PostgreSQL's backend ${f.cpu.pg.toFixed(1)} s, the writer ${(f.cpu.writer / gibOf(f.bytes)).toFixed(2)} per GiB)${share}`,
     );
   }
 }
@@ -425,6 +428,7 @@ if (!args['skip-fleet']) {
       ws.once('error', reject);
     });
     await opened;
+    if (process.env.NOLIVE) ws.close();
 
     // PostgreSQL's share: the backends serving the controller (this database, on this machine).
     const backendsCpuMs = async () => {
@@ -442,6 +446,7 @@ if (!args['skip-fleet']) {
       return ms;
     };
     const cpu0 = { agent: procCpuMs(agent.pid), controller: procCpuMs(ctl.pid), pg: await backendsCpuMs() };
+    const sys0 = { agent: procSystemMs(agent.pid), controller: procSystemMs(ctl.pid) };
     writeFileSync(go, '');
     const cursor = async () =>
       Number(
@@ -456,6 +461,10 @@ if (!args['skip-fleet']) {
       controller: (procCpuMs(ctl.pid) - cpu0.controller) / 1000,
       pg: ((await backendsCpuMs()) - cpu0.pg) / 1000,
     };
+    const sys = {
+      agent: (procSystemMs(agent.pid) - sys0.agent) / 1000,
+      controller: (procSystemMs(ctl.pid) - sys0.controller) / 1000,
+    };
     const ctlMemory = procMemory(ctl.pid);
     const w = readReport(out);
     const ms = durableAt - w.t0;
@@ -465,7 +474,7 @@ if (!args['skip-fleet']) {
       await sql`select coalesce(sum(count), 0)::int as n from stream_chunks where host_id = ${agent.hostId} and stream = 'logs'`;
     const zeroLoss = gaps!.n === 0 && stored!.n === lines;
     console.log(
-      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s, controller ${cpu.controller.toFixed(1)} s, PostgreSQL's backends ${cpu.pg.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s; controller RSS ${(ctlMemory.rss / MiB).toFixed(0)} MiB, peak ${(ctlMemory.hwm / MiB).toFixed(0)})`,
+      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s (system ${sys.agent.toFixed(1)}), controller ${cpu.controller.toFixed(1)} s (system ${sys.controller.toFixed(1)}), PostgreSQL's backends ${cpu.pg.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s; controller RSS ${(ctlMemory.rss / MiB).toFixed(0)} MiB, peak ${(ctlMemory.hwm / MiB).toFixed(0)})`,
     );
     // The live view has nothing more to say once it was quiet for 2 s after storage caught up.
     await until(() => Date.now() - Math.max(lastLiveAt, durableAt) > 2_000, 60_000, 'live view quiet', 100);

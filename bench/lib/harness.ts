@@ -57,6 +57,12 @@ export function procCpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
 }
 
+/** System CPU time a process has used, ms, from /proc/<pid>/stat (its share of procCpuMs). */
+export function procSystemMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[12]) * 1000) / CLOCK_TICKS;
+}
+
 /** System calls a process made so far: reads and writes (from /proc/<pid>/io). */
 export function procSyscalls(pid: number): { reads: number; writes: number } {
   const io = readFileSync(`/proc/${pid}/io`, 'utf8');

@@ -15,21 +15,31 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 import { compress as lz4Compress } from 'lz4-napi';
 import postgres from 'postgres';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { FrameOpener } from '@keel/shared';
 import { createScratchDatabase, procCpuMs, sleep, track } from './harness.ts';
+
+/**
+ * Where the floor reads the writer's output: its file, a pipe, or sealed frames from another
+ * process that follows the file (bench/lib/log-floor-sender.ts: the agent's layout).
+ */
+export type FloorInput = 'file' | 'pipe' | 'sealed';
 
 const PIECE = 256 * 1024;
 const BATCH = 4 * 1024 * 1024;
 
 export interface FloorResult {
-  input: 'file' | 'pipe';
+  input: FloorInput;
   bytes: number;
   lines: number;
   /** From the writer's first line to the last batch committed. */
   ms: number;
   /** CPU-s of this process (read, cut, LZ4, the driver), of PostgreSQL's backend, of the writer. */
-  cpu: { floor: number; pg: number; writer: number };
+  cpu: { floor: number; sender: number | null; pg: number; writer: number };
   chunks: number;
   storedBytes: number;
 }
@@ -43,7 +53,7 @@ export async function logFloorLeg(opts: {
   writer: string;
   legArgs: readonly string[];
   expectBytes: number;
-  input: 'file' | 'pipe';
+  input: FloorInput;
 }): Promise<FloorResult> {
   const db = await createScratchDatabase('keel_bench_floor');
   const sql = postgres(db.url, { max: 1, onnotice: () => {} });
@@ -55,11 +65,14 @@ export async function logFloorLeg(opts: {
     const cpu0 = process.cpuUsage();
     const pg0 = procCpuMs(backend);
 
-    // Batches of complete lines, as they become readable.
-    let next: () => Promise<Buffer | null>;
-    let child;
+    // Batches of pieces of complete lines, as they become readable.
+    let next: () => Promise<Buffer[] | null>;
+    let onStored: ((bytes: number) => void) | undefined;
+    let sender: { done: Promise<{ user: number; system: number }> } | undefined;
+    const startWriter = (stdout: 'pipe' | number) =>
+      track(spawn(process.execPath, [opts.writer, report, ...opts.legArgs], { stdio: ['ignore', stdout, 'inherit'] }));
     if (opts.input === 'pipe') {
-      child = track(spawn(process.execPath, [opts.writer, report, ...opts.legArgs], { stdio: ['ignore', 'pipe', 'inherit'] }));
+      const child = startWriter('pipe');
       const parts: Buffer[] = [];
       let held = 0;
       let ended = false;
@@ -67,7 +80,7 @@ export async function logFloorLeg(opts: {
       child.stdout!.on('data', (b: Buffer) => {
         parts.push(b);
         held += b.length;
-        if (held >= BATCH) child!.stdout!.pause();
+        if (held >= BATCH) child.stdout!.pause();
         wake?.();
       });
       child.stdout!.on('end', () => {
@@ -83,12 +96,12 @@ export async function logFloorLeg(opts: {
         parts.length = 0;
         held = all.length - cut;
         if (held > 0) parts.push(all.subarray(cut));
-        child!.stdout!.resume();
-        return cut > 0 ? all.subarray(0, cut) : next();
+        child.stdout!.resume();
+        return cut > 0 ? cutPieces(all.subarray(0, cut)) : next();
       };
-    } else {
+    } else if (opts.input === 'file') {
       const fd = openSync(outFile, 'w');
-      child = track(spawn(process.execPath, [opts.writer, report, ...opts.legArgs], { stdio: ['ignore', fd, 'inherit'] }));
+      const child = startWriter(fd);
       closeSync(fd);
       const file = await open(outFile, 'r');
       let at = 0;
@@ -101,7 +114,7 @@ export async function logFloorLeg(opts: {
           const cut = buf.subarray(0, bytesRead).lastIndexOf(10) + 1;
           if (cut > 0) {
             at += cut;
-            return buf.subarray(0, cut);
+            return cutPieces(buf.subarray(0, cut));
           }
           if (exited && at >= opts.expectBytes) {
             await file.close();
@@ -110,6 +123,56 @@ export async function logFloorLeg(opts: {
           await sleep(20);
         }
       };
+    } else {
+      // The agent's layout: another process follows the file and sends sealed frames here.
+      const key = randomBytes(32);
+      const opener = new FrameOpener(key);
+      const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+      await new Promise<void>((r) => wss.once('listening', r));
+      const { port } = wss.address() as AddressInfo;
+      const frames: Buffer[] = [];
+      let held = 0;
+      let received = 0;
+      let wake: (() => void) | null = null;
+      const connected = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
+      const proc = track(
+        spawn(
+          process.execPath,
+          ['--import', 'tsx', join(import.meta.dirname, 'log-floor-sender.ts'), `ws://127.0.0.1:${port}`, outFile, String(opts.expectBytes)],
+          { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, KEEL_FLOOR_KEY: key.toString('hex') } },
+        ),
+      );
+      let out = '';
+      proc.stdout!.on('data', (b: Buffer) => (out += String(b)));
+      sender = {
+        done: new Promise((resolve, reject) =>
+          proc.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`floor sender exited ${code}`)))),
+        ),
+      };
+      const ws = await connected;
+      ws.on('message', (data: Buffer) => {
+        const plain = opener.open(data);
+        if (!plain) throw new Error('floor frame does not open');
+        frames.push(plain);
+        held += plain.length;
+        received += plain.length;
+        wake?.();
+      });
+      onStored = (bytes) => ws.send(String(bytes));
+      const fd = openSync(outFile, 'w');
+      startWriter(fd);
+      closeSync(fd);
+      next = async () => {
+        while (held < BATCH && received < opts.expectBytes) await new Promise<void>((r) => (wake = r));
+        wake = null;
+        if (held === 0) {
+          wss.close();
+          return null;
+        }
+        const batch = frames.splice(0);
+        held = 0;
+        return batch;
+      };
     }
 
     let seq = 0;
@@ -117,7 +180,8 @@ export async function logFloorLeg(opts: {
     let storedBytes = 0;
     let chunks = 0;
     let lines = 0;
-    const prepare = async (batch: Buffer) => {
+    /** A batch of lines cut into pieces of at most PIECE bytes, each ended at a line's end. */
+    const cutPieces = (batch: Buffer) => {
       const pieces: Buffer[] = [];
       for (let o = 0; o < batch.length;) {
         let end = Math.min(o + PIECE, batch.length);
@@ -125,6 +189,9 @@ export async function logFloorLeg(opts: {
         pieces.push(batch.subarray(o, end));
         o = end;
       }
+      return pieces;
+    };
+    const prepare = async (pieces: Buffer[]) => {
       const packed = await Promise.all(pieces.map((p) => lz4Compress(p)));
       for (const p of pieces) for (let i = p.indexOf(10); i >= 0; i = p.indexOf(10, i + 1)) lines++;
       return pieces.map((p, i) => ({ seq: seq++, raw: p.length, data: packed[i]!.toString('base64') }));
@@ -146,6 +213,7 @@ export async function logFloorLeg(opts: {
           stored += rows.reduce((a, r) => a + r.raw, 0);
           storedBytes += rows.reduce((a, r) => a + (r.data.length * 3) / 4, 0);
           chunks += rows.length;
+          onStored?.(stored);
         },
       );
     }
@@ -153,6 +221,7 @@ export async function logFloorLeg(opts: {
     const doneAt = Date.now();
     const cpu = process.cpuUsage(cpu0);
     const pg = (procCpuMs(backend) - pg0) / 1000;
+    const sent = sender ? await sender.done : null;
     const w = JSON.parse(readFileSync(report, 'utf8')) as {
       lines: number;
       bytes: number;
@@ -168,7 +237,12 @@ export async function logFloorLeg(opts: {
       bytes: w.bytes,
       lines: w.lines,
       ms: doneAt - w.t0,
-      cpu: { floor: (cpu.user + cpu.system) / 1e6, pg, writer: (w.cpu.user + w.cpu.system) / 1e6 },
+      cpu: {
+        floor: (cpu.user + cpu.system) / 1e6,
+        sender: sent ? (sent.user + sent.system) / 1e6 : null,
+        pg,
+        writer: (w.cpu.user + w.cpu.system) / 1e6,
+      },
       chunks,
       storedBytes,
     };

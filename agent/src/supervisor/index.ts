@@ -4,6 +4,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import {
   KeelError,
+  LIVE_LOGS_DEFAULT_BYTES_PER_SECOND,
   logsStream,
   MAX_LOG_LINE_BYTES,
   processLogsChannel,
@@ -22,6 +23,8 @@ const TAIL_MS = 200;
 const LIVE_POLL_MS = 100;
 /** A live reader further behind than this skips ahead (with a marker) instead of queueing. */
 const LIVE_MAX_BEHIND = 1024 * 1024;
+/** The live view's pace is kept per quarter of a second (see liveTail's maxBytesPerSecond). */
+const LIVE_WINDOW_MS = 250;
 
 /** When a line ending at byte `end` of `path` was captured (LogTailer#captureTime); undefined: not known. */
 export type CaptureTime = (path: string, end: number) => number | undefined;
@@ -149,10 +152,20 @@ export async function liveTail(
   files: { s: 'out' | 'err'; path: string }[],
   backlog: number,
   captureTime: CaptureTime = () => undefined,
+  maxBytesPerSecond = LIVE_LOGS_DEFAULT_BYTES_PER_SECOND,
 ) {
+  // The pace: at most a quarter of a second's bytes in each quarter of a second. A tail that used
+  // its share waits for the next quarter; by then a faster writer is past LIVE_MAX_BEHIND, so the
+  // reader gets a skip marker and the newest output, as a slow reader does.
+  const share = Math.max(1, Math.floor(maxBytesPerSecond / 4));
+  // Up to 256 KiB a read (a fast writer is followed in large steps), never more than a share.
+  const step = Math.min(256 * 1024, share);
+  // Behind by more than this, the tail skips ahead: never more than ~2 s of its pace.
+  const maxBehind = Math.min(LIVE_MAX_BEHIND, 2 * maxBytesPerSecond);
+  let windowEnd = Date.now() + LIVE_WINDOW_MS;
+  let spent = 0;
   const state = files.map((f) => ({ ...f, pos: 0, splitter: new LineSplitter(), skipFirst: false }));
-  // Up to 256 KiB a read: a fast writer is followed in large steps, skipped only when the reader lags.
-  const buf = Buffer.allocUnsafe(256 * 1024);
+  const buf = Buffer.allocUnsafe(step);
   const lines = new LiveLines(320 * 1024);
   await sendBacklog(port, state, backlog, captureTime, lines);
   while (!port.closed) {
@@ -167,15 +180,17 @@ export async function liveTail(
       try {
         const size = fstatSync(fd).size;
         if (size < f.pos) f.pos = 0;
-        if (size - f.pos > LIVE_MAX_BEHIND) {
+        if (size - f.pos > maxBehind) {
           // Land one read before the end: the reader gets a full step of the newest output.
-          const to = size - buf.length;
+          const to = size - step;
           await port.write(Buffer.from(`${JSON.stringify({ skipped: to - f.pos })}\n`));
           f.pos = to;
           f.splitter = new LineSplitter();
           f.skipFirst = true;
         }
-        const n = readSync(fd, buf, 0, buf.length, f.pos);
+        const room = Math.min(step, share - spent);
+        if (room <= 0) continue;
+        const n = readSync(fd, buf, 0, room, f.pos);
         if (n > 0) {
           any = true;
           f.pos += n;
@@ -187,10 +202,21 @@ export async function liveTail(
             else lines.add(src, start, end);
           });
           if (lines.count > 0) await port.write(lines.take());
+          spent += n;
         }
       } finally {
         closeSync(fd);
       }
+    }
+    const now = Date.now();
+    if (now >= windowEnd) {
+      windowEnd = now + LIVE_WINDOW_MS;
+      spent = 0;
+    } else if (spent >= share) {
+      await new Promise((r) => setTimeout(r, windowEnd - now));
+      windowEnd = Date.now() + LIVE_WINDOW_MS;
+      spent = 0;
+      continue;
     }
     if (!any) await new Promise((r) => setTimeout(r, LIVE_POLL_MS));
   }
@@ -219,7 +245,7 @@ export function supervisorCapability(opts: { dir: string }) {
         { s: 'err' as const, path: s.outputFile(params.name, 'stderr') },
       ];
       const times: CaptureTime = (path, end) => tailer?.captureTime(path, end);
-      liveTail(port, files, params.backlogBytes, times).catch((err: unknown) => {
+      liveTail(port, files, params.backlogBytes, times, params.maxBytesPerSecond).catch((err: unknown) => {
         port.close({ reason: `log tail failed: ${(err as Error).message}`, code: 'request.failed' });
       });
       return {};

@@ -86,6 +86,64 @@ test(
   },
 );
 
+test(
+  'a live view keeps its pace: a fast reader of a firehose gets at most maxBytesPerSecond, the rest skipped with markers',
+  { timeout: 60_000 },
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-live-pace-'));
+    const out = join(dir, 'stdout.log');
+    writeFileSync(out, '');
+    const { port, messages } = collectingPort();
+    t.after(() => {
+      port.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const pace = 256 * 1024;
+    const t0 = Date.now();
+    const tail = liveTail(port, [{ s: 'out', path: out }], 0, () => undefined, pace);
+    // A firehose: 1 MiB every 100 ms for 2 s (10 MiB/s, 40x the pace), numbered lines.
+    let n = 0;
+    for (let step = 0; step < 20; step++) {
+      let chunk = '';
+      for (let i = 0; i < 10_000; i++) chunk += line(++n);
+      appendFileSync(out, chunk);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // The tail keeps following: the last line arrives, at the pace, after a skip.
+    const deadline = Date.now() + 20_000;
+    while (!messages().some((m) => m.l === line(n).trimEnd())) {
+      assert.ok(Date.now() < deadline, 'the last line reached the reader');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const elapsed = (Date.now() - t0) / 1000;
+    port.close();
+    await tail;
+    const all = messages() as { skipped?: number; l?: string }[];
+    const lines = all.filter((m) => m.l !== undefined);
+    const delivered = lines.reduce((a, m) => a + m.l!.length + 1, 0);
+    // At most one share (a quarter second's bytes) over the pace for the time it ran.
+    assert.ok(
+      delivered <= pace * elapsed + pace / 4,
+      `${delivered} bytes delivered in ${elapsed.toFixed(1)} s at a pace of ${pace}/s`,
+    );
+    assert.ok(delivered >= pace, `the view was not starved: ${delivered} bytes`);
+    const skipped = all.filter((m) => m.skipped !== undefined).reduce((a, m) => a + m.skipped!, 0);
+    assert.ok(skipped >= 10 * 1024 * 1024, `${skipped} bytes skipped ahead`);
+    // Between markers, whole lines in order.
+    let prev = -1;
+    for (const m of all) {
+      if (m.skipped !== undefined) {
+        prev = -1;
+        continue;
+      }
+      assert.match(m.l!, /^line \d{7} x{86}$/, 'whole lines only');
+      const k = Number(m.l!.slice(5, 12));
+      if (prev >= 0) assert.equal(k, prev + 1, 'in order, none missing between markers');
+      prev = k;
+    }
+  },
+);
+
 /** An in-memory stand-in for the logs spool (the real Spool is tested in link/spool.test.ts). */
 /** A channel port that keeps what is written. */
 function collectingPort() {

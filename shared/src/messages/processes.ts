@@ -378,6 +378,9 @@ export function decodeLogLine(payload: Uint8Array): LogLine | null {
  * `{"s":"out"|"err","t":epochMs,"l":"text"}\n`, and `{"skipped":bytes}\n` where a slow reader
  * fell behind and the tail jumped ahead. `backlogBytes` of each file are sent first.
  */
+/** The live view's default pace: ~20,000 lines of 100 bytes a second (see maxBytesPerSecond). */
+export const LIVE_LOGS_DEFAULT_BYTES_PER_SECOND = 2 * 1024 * 1024;
+
 export const processLogsChannel = defineChannel('process.logs', {
   params: lazySchema(() =>
     z.strictObject({
@@ -388,6 +391,18 @@ export const processLogsChannel = defineChannel('process.logs', {
         .min(0)
         .max(1024 * 1024)
         .default(16 * 1024),
+      /**
+       * Most bytes of output a second the live view carries; past it the agent skips ahead with a
+       * `{"skipped":bytes}` marker, as for a slow reader (docs/processes.md, "Live output"). The
+       * stored copy is always complete; the live view of a firehose is a sample of its newest
+       * output, so watching one costs its host and the link a bounded share.
+       */
+      maxBytesPerSecond: z
+        .number()
+        .int()
+        .min(64 * 1024)
+        .max(64 * 1024 * 1024)
+        .default(LIVE_LOGS_DEFAULT_BYTES_PER_SECOND),
     }),
   ),
 });
