@@ -95,7 +95,7 @@ test(
     writeFileSync(out, '');
     const { port, messages } = collectingPort();
     t.after(() => {
-      port.close();
+      port.close({ reason: 'test over' });
       rmSync(dir, { recursive: true, force: true });
     });
     const pace = 256 * 1024;
@@ -116,7 +116,7 @@ test(
       await new Promise((r) => setTimeout(r, 50));
     }
     const elapsed = (Date.now() - t0) / 1000;
-    port.close();
+    port.close({ reason: 'test over' });
     await tail;
     const all = messages() as { skipped?: number; l?: string }[];
     const lines = all.filter((m) => m.l !== undefined);

@@ -79,4 +79,20 @@ describe('opening a channel', () => {
     const entries = ((await audit.json()) as { entries: { actor: string; target: string }[] }).entries;
     assert.ok(entries.some((e) => e.actor === admin.userId && e.target === `host:${hostId}`));
   });
+
+  test("the agent gets the params as given, checked but without the schema's defaults", async () => {
+    // An agent of an earlier version refuses a parameter it does not know (strict schemas); the
+    // defaults are the agent's own to apply, so a parameter added since reaches it only when asked for.
+    t.gateway.online.add(hostId);
+    const res = await open(admin, hostId, { kind: 'process.logs', params: { name: 'web' } });
+    assert.equal(res.status, 201);
+    const { ticket } = (await res.json()) as { ticket: string };
+    assert.deepEqual(t.services.channels.tickets.redeem(ticket)?.params, { name: 'web' });
+    const paced = await open(admin, hostId, {
+      kind: 'process.logs',
+      params: { name: 'web', maxBytesPerSecond: 1024 },
+    });
+    assert.equal(paced.status, 400);
+    assert.equal(((await paced.json()) as { error: { code: string } }).error.code, 'request.invalid');
+  });
 });

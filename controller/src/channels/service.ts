@@ -80,7 +80,10 @@ export function createChannelsService({
         userId: actor.id,
         hostId,
         kind,
-        params: parsed.data,
+        // As given (checked above), not parsed.data: the agent parses them again and applies the
+        // defaults itself, and an agent of an earlier version refuses a key it does not know, so a
+        // parameter added since (with a default) must reach it only when someone asked for it.
+        params: (params ?? {}) as Record<string, unknown>,
         ...(actor.tokenId ? { tokenId: actor.tokenId } : {}),
       });
       return {
