@@ -73,6 +73,7 @@ import {
   machine,
   procCpuMs,
   procMemory,
+  procMinorFaults,
   procSystemMs,
   removeDir,
   sleep,
@@ -447,6 +448,7 @@ if (!args['skip-fleet']) {
     };
     const cpu0 = { agent: procCpuMs(agent.pid), controller: procCpuMs(ctl.pid), pg: await backendsCpuMs() };
     const sys0 = { agent: procSystemMs(agent.pid), controller: procSystemMs(ctl.pid) };
+    const flt0 = { agent: procMinorFaults(agent.pid), controller: procMinorFaults(ctl.pid) };
     writeFileSync(go, '');
     const cursor = async () =>
       Number(
@@ -465,6 +467,10 @@ if (!args['skip-fleet']) {
       agent: (procSystemMs(agent.pid) - sys0.agent) / 1000,
       controller: (procSystemMs(ctl.pid) - sys0.controller) / 1000,
     };
+    const faults = {
+      agent: procMinorFaults(agent.pid) - flt0.agent,
+      controller: procMinorFaults(ctl.pid) - flt0.controller,
+    };
     const ctlMemory = procMemory(ctl.pid);
     const w = readReport(out);
     const ms = durableAt - w.t0;
@@ -474,7 +480,7 @@ if (!args['skip-fleet']) {
       await sql`select coalesce(sum(count), 0)::int as n from stream_chunks where host_id = ${agent.hostId} and stream = 'logs'`;
     const zeroLoss = gaps!.n === 0 && stored!.n === lines;
     console.log(
-      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s (system ${sys.agent.toFixed(1)}), controller ${cpu.controller.toFixed(1)} s (system ${sys.controller.toFixed(1)}), PostgreSQL's backends ${cpu.pg.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s; controller RSS ${(ctlMemory.rss / MiB).toFixed(0)} MiB, peak ${(ctlMemory.hwm / MiB).toFixed(0)})`,
+      `(b) Keel durable (PG):     ${fmt(w.lines, w.bytes, ms)} (${ratio(w.bytes, ms)}${toSup(w.bytes, ms)}; ${zeroLoss ? 'zero loss' : 'LOSS'}: ${stored!.n.toLocaleString('en')} of ${lines.toLocaleString('en')} lines stored, ${gaps!.n} gaps; CPU meanwhile: agent ${cpu.agent.toFixed(1)} s (system ${sys.agent.toFixed(1)}, ${faults.agent.toLocaleString('en')} page faults), controller ${cpu.controller.toFixed(1)} s (system ${sys.controller.toFixed(1)}, ${faults.controller.toLocaleString('en')} page faults), PostgreSQL's backends ${cpu.pg.toFixed(1)} s over ${(ms / 1000).toFixed(1)} s; controller RSS ${(ctlMemory.rss / MiB).toFixed(0)} MiB, peak ${(ctlMemory.hwm / MiB).toFixed(0)})`,
     );
     // The live view has nothing more to say once it was quiet for 2 s after storage caught up.
     await until(() => Date.now() - Math.max(lastLiveAt, durableAt) > 2_000, 60_000, 'live view quiet', 100);

@@ -63,6 +63,12 @@ export function procSystemMs(pid: number): number {
   return (Number(fields[12]) * 1000) / CLOCK_TICKS;
 }
 
+/** Minor page faults a process took so far (/proc/<pid>/stat): each a page it touched afresh. */
+export function procMinorFaults(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return Number(fields[7]);
+}
+
 /** System calls a process made so far: reads and writes (from /proc/<pid>/io). */
 export function procSyscalls(pid: number): { reads: number; writes: number } {
   const io = readFileSync(`/proc/${pid}/io`, 'utf8');
