@@ -4,20 +4,11 @@
 // numbering is logged). Flow control bounds what can queue: the agent may have at most the
 // window in flight, and a peer that ignores it is disconnected.
 import type { Logger } from 'pino';
-import { closeCodes, FramePool, indexRecords, type RecordBatch, type StreamDataFrame } from '@keel/shared';
+import { closeCodes, indexRecords, type RecordBatch, type StreamDataFrame } from '@keel/shared';
 import type { GatewayStore } from './store.ts';
 
 /** A batch with its records' offsets (`indexRecords`), which the stream repository takes as they are. */
-type IndexedBatch = RecordBatch & { offsets: Uint32Array; pooled?: Buffer };
-
-/**
- * Buffers that runs of batches are merged into (takeContiguous), reused once their append is
- * done: shared by every session, at most 4 kept, let go after 10 s unused. A fresh 4 MiB buffer
- * per append was ~a fifth of the Buffers the controller allocated while storing a log firehose, and
- * V8 runs a young-generation collection for every 32 MiB of new Buffers, promoting the chunks'
- * base64 text that is still in flight (docs/benchmarks.md, logs, durable leg of 2 Dec).
- */
-const mergePool = new FramePool(4, 8 * 1024 * 1024);
+type IndexedBatch = RecordBatch & { offsets: Uint32Array };
 
 /** Hard bound on queued bytes per stream, whatever the window: a misbehaving agent is cut off. */
 const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
@@ -119,8 +110,6 @@ export class StreamIngest {
           );
         }
         q.unacked -= batch.body.length;
-        // Stored: nothing refers to the merged bytes any more (sinks copy what they keep).
-        if (batch.pooled) mergePool.give(batch.pooled);
         if (!this.#stopped) this.#opts.ack(stream, ackedSeq);
       }
     } catch (err) {
@@ -163,8 +152,13 @@ function takeContiguous(q: StreamQueue): IndexedBatch {
     base += b.body.length;
   }
   offsets[count] = base;
-  const pooled = mergePool.take(size);
-  let filled = 0;
-  for (const b of run) filled += b.body.copy(pooled, filled);
-  return { firstSeq: first.firstSeq, count, body: pooled.subarray(0, size), offsets, pooled };
+  return {
+    firstSeq: first.firstSeq,
+    count,
+    body: Buffer.concat(
+      run.map((b) => b.body),
+      size,
+    ),
+    offsets,
+  };
 }
