@@ -70,7 +70,11 @@ export async function logFloorLeg(opts: {
     let onStored: ((bytes: number) => void) | undefined;
     let sender: { done: Promise<{ user: number; system: number }> } | undefined;
     const startWriter = (stdout: 'pipe' | number) =>
-      track(spawn(process.execPath, [opts.writer, report, ...opts.legArgs], { stdio: ['ignore', stdout, 'inherit'] }));
+      track(
+        spawn(process.execPath, [opts.writer, report, ...opts.legArgs], {
+          stdio: ['ignore', stdout, 'inherit'],
+        }),
+      );
     if (opts.input === 'pipe') {
       const child = startWriter('pipe');
       const parts: Buffer[] = [];
@@ -138,15 +142,27 @@ export async function logFloorLeg(opts: {
       const proc = track(
         spawn(
           process.execPath,
-          ['--import', 'tsx', join(import.meta.dirname, 'log-floor-sender.ts'), `ws://127.0.0.1:${port}`, outFile, String(opts.expectBytes)],
-          { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, KEEL_FLOOR_KEY: key.toString('hex') } },
+          [
+            '--import',
+            'tsx',
+            join(import.meta.dirname, 'log-floor-sender.ts'),
+            `ws://127.0.0.1:${port}`,
+            outFile,
+            String(opts.expectBytes),
+          ],
+          {
+            stdio: ['ignore', 'pipe', 'inherit'],
+            env: { ...process.env, KEEL_FLOOR_KEY: key.toString('hex') },
+          },
         ),
       );
       let out = '';
       proc.stdout!.on('data', (b: Buffer) => (out += String(b)));
       sender = {
         done: new Promise((resolve, reject) =>
-          proc.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`floor sender exited ${code}`)))),
+          proc.once('exit', (code) =>
+            code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`floor sender exited ${code}`)),
+          ),
         ),
       };
       const ws = await connected;
@@ -201,21 +217,21 @@ export async function logFloorLeg(opts: {
       const rows = await prepare(batch);
       await inFlight;
       // One parameter per chunk, decoded by the server (no array to parse), as Keel's append does.
-      const values = rows.map((_, i) => `($${i * 3 + 1}::bigint, $${i * 3 + 2}::int, decode($${i * 3 + 3}::text, 'base64'))`);
+      const values = rows.map(
+        (_, i) => `($${i * 3 + 1}::bigint, $${i * 3 + 2}::int, decode($${i * 3 + 3}::text, 'base64'))`,
+      );
       inFlight = sql
         .unsafe(
           `insert into floor_chunks (seq, raw_bytes, data) values ${values.join(', ')}`,
           rows.flatMap((r) => [r.seq, r.raw, r.data]),
           { prepare: true },
         )
-        .then(
-        () => {
+        .then(() => {
           stored += rows.reduce((a, r) => a + r.raw, 0);
           storedBytes += rows.reduce((a, r) => a + (r.data.length * 3) / 4, 0);
           chunks += rows.length;
           onStored?.(stored);
-        },
-      );
+        });
     }
     await inFlight;
     const doneAt = Date.now();

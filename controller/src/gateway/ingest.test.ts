@@ -1,6 +1,7 @@
 // Proves stream ingest enforces the offered window: an agent that sends more unacknowledged data
 // than it was offered (plus one frame of slack) is cut off, while one that waits for acks is not;
-// a restart of an agent's numbering is acked and logged.
+// a restart of an agent's numbering is acked and logged; batches that queued up meanwhile are
+// stored as one run with their exact bytes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
@@ -70,4 +71,75 @@ test('a restart of the agent numbering is acked like any batch and logged as a w
   assert.equal(lines[0]!.level, 40);
   assert.match(lines[0]!.msg, /stream restarted/);
   assert.equal(lines[0]!.atSeq, 101);
+});
+
+test('batches that queued up are stored as one run with their exact bytes', async () => {
+  const batchOf = (n: number) => encodeRecords([{ ts: n, payload: Buffer.alloc(50 * KiB, n) }]);
+  const seen: { firstSeq: number; count: number; at: Buffer }[] = [];
+  let release: (() => void) | null = null;
+  const store = {
+    appendStream: async (
+      _h: string,
+      _s: string,
+      batch: { firstSeq: number; count: number; body: Buffer },
+    ) => {
+      const at = Buffer.from(batch.body);
+      await new Promise<void>((r) => (release = r));
+      // Nothing wrote over the bytes while they were being stored.
+      assert.ok(batch.body.equals(at), `batch ${batch.firstSeq} changed while stored`);
+      seen.push({ firstSeq: batch.firstSeq, count: batch.count, at });
+      return { ackedSeq: batch.firstSeq + batch.count - 1 };
+    },
+  } as unknown as GatewayStore;
+  const i = new StreamIngest({
+    hostId: 'h',
+    store,
+    ack: () => {},
+    fail: (_code, reason) => assert.fail(reason),
+    log: pino({ level: 'silent' }),
+  });
+  const push = (seq: number) =>
+    i.push({ type: 'stream.data', stream: 'logs', firstSeq: seq, count: 1 }, batchOf(seq));
+  /** Waits until an append is in progress (the store holds it). */
+  const waiting = async () => {
+    for (let spins = 0; !release; spins++) {
+      assert.ok(
+        spins < 10_000,
+        `no append waiting (stored so far: ${JSON.stringify(seen.map((s) => s.firstSeq))})`,
+      );
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  /** Lets the append in progress finish. */
+  const finish = () => {
+    const r = release!;
+    release = null;
+    r();
+  };
+  push(1);
+  await waiting(); // 1 alone
+  push(2);
+  push(3);
+  finish();
+  await waiting(); // 2 and 3, merged
+  push(4);
+  push(5);
+  finish();
+  await waiting(); // 4 and 5, merged
+  push(6);
+  finish();
+  await waiting(); // 6 alone
+  finish();
+  await i.drain();
+  assert.deepEqual(
+    seen.map((s) => [s.firstSeq, s.count]),
+    [
+      [1, 1],
+      [2, 2],
+      [4, 2],
+      [6, 1],
+    ],
+  );
+  assert.ok(seen[1]!.at.equals(Buffer.concat([batchOf(2), batchOf(3)])));
+  assert.ok(seen[2]!.at.equals(Buffer.concat([batchOf(4), batchOf(5)])));
 });
