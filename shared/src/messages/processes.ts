@@ -372,15 +372,16 @@ export function decodeLogLine(payload: Uint8Array): LogLine | null {
 
 // ---- the live output channel -----------------------------------------------------------------
 
+/** The live view's default pace: ~20,000 lines of 100 bytes a second (see maxBytesPerSecond). */
+export const LIVE_LOGS_DEFAULT_BYTES_PER_SECOND = 2 * 1024 * 1024;
+
 /**
  * `process.logs`: the live output of one process, tailed from its log files by the agent (so it
  * works while the controller's storage is slow or down). Bytes are UTF-8 JSON lines
  * `{"s":"out"|"err","t":epochMs,"l":"text"}\n`, and `{"skipped":bytes}\n` where a slow reader
- * fell behind and the tail jumped ahead. `backlogBytes` of each file are sent first.
+ * fell behind and the tail jumped ahead, or the output outran `maxBytesPerSecond`. `backlogBytes`
+ * of each file are sent first.
  */
-/** The live view's default pace: ~20,000 lines of 100 bytes a second (see maxBytesPerSecond). */
-export const LIVE_LOGS_DEFAULT_BYTES_PER_SECOND = 2 * 1024 * 1024;
-
 export const processLogsChannel = defineChannel('process.logs', {
   params: lazySchema(() =>
     z.strictObject({
@@ -393,7 +394,7 @@ export const processLogsChannel = defineChannel('process.logs', {
         .default(16 * 1024),
       /**
        * Most bytes of output a second the live view carries; past it the agent skips ahead with a
-       * `{"skipped":bytes}` marker, as for a slow reader (docs/processes.md, "Live output"). The
+       * `{"skipped":bytes}` marker, as for a slow reader (docs/processes.md, "Console"). The
        * stored copy is always complete; the live view of a firehose is a sample of its newest
        * output, so watching one costs its host and the link a bounded share.
        */
