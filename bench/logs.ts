@@ -93,6 +93,8 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '3' },
     /** Leave out the floor under the durable leg (bench/lib/log-floor.ts). */
     'skip-floor': { type: 'boolean', default: false },
+    /** Close (c)'s live channel before the first line: (b) with no one watching. */
+    'skip-live': { type: 'boolean', default: false },
     /** Only the raw leg and the floor. */
     'floor-only': { type: 'boolean', default: false },
   },
@@ -429,7 +431,8 @@ if (!args['skip-fleet']) {
       ws.once('error', reject);
     });
     await opened;
-    if (process.env.NOLIVE) ws.close();
+    // --skip-live: the durable leg with no one watching (the live view's share of it).
+    if (args['skip-live']) ws.close();
 
     // PostgreSQL's share: the backends serving the controller (this database, on this machine).
     const backendsCpuMs = async () => {
@@ -486,9 +489,11 @@ if (!args['skip-fleet']) {
     await until(() => Date.now() - Math.max(lastLiveAt, durableAt) > 2_000, 60_000, 'live view quiet', 100);
     ws.close();
     const liveMs = lastLiveAt - w.t0;
-    console.log(
-      `(c) Keel live subscriber:  ${fmt(live, live * LINE_BYTES, liveMs)} delivered (${ratio(live * LINE_BYTES, liveMs)}); ${live.toLocaleString('en')} of ${lines.toLocaleString('en')} lines (${((live / lines) * 100).toFixed(1)} %), ${(skipped / MiB).toFixed(1)} MiB skipped ahead`,
-    );
+    if (args['skip-live']) console.log('(c) Keel live subscriber:  not run (--skip-live)');
+    else
+      console.log(
+        `(c) Keel live subscriber:  ${fmt(live, live * LINE_BYTES, liveMs)} delivered (${ratio(live * LINE_BYTES, liveMs)}); ${live.toLocaleString('en')} of ${lines.toLocaleString('en')} lines (${((live / lines) * 100).toFixed(1)} %), ${(skipped / MiB).toFixed(1)} MiB skipped ahead`,
+      );
 
     if (!args['skip-floor']) await floorLegs(mibps(w.bytes, ms));
 

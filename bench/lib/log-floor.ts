@@ -1,8 +1,9 @@
 // The floor under the logs benchmark's durable leg (issue 8): the least work any design must do to
-// keep a program's output durably in PostgreSQL as compressed chunks, in one process, with nothing
-// of Keel's in between — no agent, no spool, no sealed link, no records or timestamps, no cursor,
-// no gram filters. The writer's output is read (from its output file as Keel reads it, or from a
-// pipe as supervisord does), cut at line ends into 256 KiB pieces (Keel's chunk size), each piece
+// keep a program's output durably in PostgreSQL as compressed chunks, with nothing of Keel's in
+// between — no agent, no spool, no records or timestamps, no cursor, no gram filters. The writer's
+// output is read in this process (from its output file as Keel reads it, or from a pipe as
+// supervisord does) or arrives as sealed frames from a bare sender process that follows the file
+// (`sealed`: the agent-controller layout, log-floor-sender.ts), is cut at line ends into 256 KiB pieces (Keel's chunk size), each piece
 // LZ4-compressed on the thread pool (Keel's codec), and every ~4 MiB of pieces inserted in one
 // statement into a table keyed by sequence number, committed (synchronous_commit as the server
 // has it: on) before the next batch's statement; the next batch is read and compressed while one
