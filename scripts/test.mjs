@@ -876,6 +876,7 @@ async function runJob(job, n) {
       done({
         job,
         ok,
+        started,
         ms,
         cpu,
         self,
@@ -1029,6 +1030,23 @@ for (const [f, ms] of Object.entries(durations)) {
 // Renamed into place: a run starting beside this one reads the whole file or the old one.
 writeFileSync(join(cacheDir, `durations.json.${process.pid}.tmp`), `${JSON.stringify(cached, null, 1)}\n`);
 renameSync(join(cacheDir, `durations.json.${process.pid}.tmp`), join(cacheDir, 'durations.json'));
+// The last run's schedule: each process's files, start and end (seconds from the test phase's
+// start) and CPU, in start order, to see where the cores waited (docs/testing.md, "Knobs").
+writeFileSync(
+  join(cacheDir, 'timeline.json'),
+  `${JSON.stringify(
+    results
+      .map((r) => ({
+        files: r.job.files,
+        start: Math.round((r.started - began) / 100) / 10,
+        end: Math.round((r.started + r.ms - began) / 100) / 10,
+        cpu: r.cpu,
+      }))
+      .sort((a, b) => a.start - b.start),
+    null,
+    1,
+  )}\n`,
+);
 const total = {};
 for (const r of results) for (const [k, v] of Object.entries(r.counts)) total[k] = (total[k] ?? 0) + v;
 const failed = results.filter((r) => !r.ok);

@@ -241,6 +241,8 @@ function parseIntent(text: string): Intent | null {
 /** Tails the output files of every process into the logs spool. Call `tick()` on a timer. */
 export class LogTailer {
   #files = new Map<string, FileState>();
+  /** close() was called: no punch starts after it. */
+  #closed = false;
   #intentPath: string;
   #resumeAt: Offsets;
   #spool: LogSpool;
@@ -528,7 +530,13 @@ export class LogTailer {
       if (!f.punching) return;
       f.punching = false;
       if (error !== null) this.punchError = `punching spooled output out of ${f.path} failed: ${error}`;
-      else if (f.generation === generation) f.punchedTo = Math.max(f.punchedTo, to);
+      else if (f.generation === generation) {
+        f.punchedTo = Math.max(f.punchedTo, to);
+        // What the ticks spooled while this punch ran could not be punched (one at a time): when
+        // it reached `punchMaxEveryBytes`, punch it now, since a process that has ended brings no
+        // further tick and its file would stay above the bound.
+        if (!this.#closed && this.#files.get(f.path) === f) this.#punch(f, f.punchedAt);
+      }
     };
     const puncher = this.#puncher;
     if (puncher === null) {
@@ -561,6 +569,7 @@ export class LogTailer {
 
   /** Ends the punch helper (it ends by itself with the agent too). */
   close(): void {
+    this.#closed = true;
     this.#puncher?.close();
   }
 
