@@ -5,9 +5,12 @@
 // any of them; and a search that requires nothing reads every chunk.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { and, eq } from 'drizzle-orm';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
 import { insertTestHost, testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { streamChunks } from '../db/schema/streams.ts';
+import { buildGramFilter } from './log-grams.ts';
 import { createLogRetentionRepository } from './log-retention.ts';
 import { createLogSearchRepository } from './log-search.ts';
 import { LOGS_STREAM } from './processes.ts';
@@ -34,6 +37,8 @@ for (const target of testDatabaseTargets()) {
     let db: Db;
     let hostId: string;
     const chunks = 8;
+    /** Each chunk's records as appended. */
+    const bodies: { body: Buffer; count: number }[] = [];
 
     before(async () => {
       testDb = await target.create();
@@ -56,6 +61,7 @@ for (const target of testDatabaseTargets()) {
           });
         }
         const body = encodeRecords(records);
+        bodies.push({ body, count: records.length });
         assert.ok(body.length < CHUNK_MAX_RAW_BYTES);
         await streams.append(hostId, LOGS_STREAM, {
           firstSeq: c * LINES_PER_CHUNK + 1,
@@ -81,6 +87,15 @@ for (const target of testDatabaseTargets()) {
       const retention = createLogRetentionRepository(db);
       assert.equal(await retention.summariseMissing(hostId, 100), chunks);
       assert.equal(await retention.summariseMissing(hostId, 100), 0);
+      // The filter stored is the one of the chunk's records, byte for byte (read and written as
+      // base64 on PostgreSQL, as bytes on PGlite).
+      for (const c of [0, 2]) {
+        const [row] = await db
+          .select({ grams: streamChunks.grams })
+          .from(streamChunks)
+          .where(and(eq(streamChunks.hostId, hostId), eq(streamChunks.firstSeq, chunkSeq(c))));
+        assert.deepEqual(Buffer.from(row!.grams!), buildGramFilter(bodies[c]!.body, bodies[c]!.count));
+      }
       assert.deepEqual(await read([['out of memory']]), [chunkSeq(2)]);
       assert.deepEqual(await read([['OUT OF MEMORY'], ['killed pro']]), [chunkSeq(2)]);
       assert.deepEqual(await read([['out of memory', '/dev/sda1']]), [chunkSeq(2), chunkSeq(5)]);
