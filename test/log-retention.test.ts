@@ -3,7 +3,8 @@
 // run of the job deletes a chunk whose every line expired, rewrites a chunk shared with a process
 // that keeps its lines (the expired records become tombstones: reads skip them and sequence
 // numbers stay), keeps only the newest bytes of a process over its size limit (to the chunk), never
-// touches chunks written in the last minutes, and the stream keeps accepting appends afterwards.
+// touches chunks written in the last minutes, and the stream keeps accepting appends afterwards;
+// one run summarises every chunk stored since the last, however many (a fast host's size limit).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
@@ -162,5 +163,55 @@ test(
     // The stream goes on: the next batch is stored after the cursor as before.
     await append([{ process: 'keep', text: 'keep 3', ts: NOW }]);
     assert.deepEqual(await lines('keep'), ['keep 1', 'keep 2', 'keep 3']);
+  },
+);
+
+test(
+  'one run summarises every chunk stored since the last (600 here): a size limit holds for a host that logs fast',
+  { timeout: 120_000 },
+  async () => {
+    const [row] = await t.db
+      .insert(hosts)
+      .values({ name: 'retention-fast-host', publicKey: randomBytes(32).toString('base64url') })
+      .returning({ id: hosts.id });
+    const fastHost = row!.id;
+    const streams = createStreamRepository(t.db);
+    // 600 chunks of `flood` (two 1,000-byte lines each), a day old; its limit is 4096 bytes.
+    const CHUNKS = 600;
+    for (let i = 0; i < CHUNKS; i++) {
+      const body = encodeRecords(
+        ['a', 'b'].map((half) => ({
+          ts: NOW - DAY + i,
+          payload: encodeLogLine({
+            process: 'flood',
+            stream: 'stdout',
+            line: Buffer.from(`${i}${half}`.padEnd(1000, '.')),
+            continued: false,
+          }),
+        })),
+      );
+      await streams.append(fastHost, 'logs', { firstSeq: 2 * i + 1, count: 2, body });
+    }
+    const repo = createLogRetentionRepository(t.db);
+    await repo.set(fastHost, 'flood', { maxAgeDays: null, maxBytes: 4096 });
+    const retention = createLogRetentionService({
+      retention: repo,
+      hosts: createHostRepository(t.db),
+      audit: t.services.audit,
+      log: pino({ level: 'silent' }),
+      defaults: { maxAgeDays: 30, maxBytes: 1024 ** 3, intervalMs: 600_000 },
+      now: () => NOW,
+    });
+    const run = await retention.run();
+    assert.ok(run.summarised >= CHUNKS, `summarised ${run.summarised}`);
+    assert.equal(run.deletedChunks, CHUNKS - 3, 'all but the newest 4096 bytes, to the chunk');
+    const page = await createProcessRepository(t.db, streams).readLogs(fastHost, 'flood', {
+      afterSeq: 0,
+      limit: 10_000,
+    });
+    assert.deepEqual(
+      page.lines.map((l) => l.text.slice(0, 4)),
+      ['597a', '597b', '598a', '598b', '599a', '599b'],
+    );
   },
 );

@@ -25,8 +25,8 @@ export interface RetentionDefaults {
 const DAY = 86_400_000;
 /** Chunks newer than this are left alone (the agent's resend window). */
 export const RECENT_MS = 10 * 60_000;
-/** Chunks summarised per host per run (bounds one run's decoding). */
-const SUMMARISE_PER_RUN = 500;
+/** Chunks summarised per page (one decoded chunk in memory at a time: log-retention repository). */
+const SUMMARISE_PAGE = 100;
 
 /** Reads KEEL_LOG_RETENTION_DAYS, KEEL_LOG_RETENTION_BYTES, KEEL_LOG_RETENTION_INTERVAL_SECONDS. */
 export function logRetentionFromEnv(env: NodeJS.ProcessEnv = process.env): RetentionDefaults {
@@ -63,6 +63,8 @@ export function createLogRetentionService(deps: {
   const now = deps.now ?? Date.now;
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<RetentionRun> | null = null;
+  /** stop() was called: a run in progress ends after its current page. */
+  let stopped = false;
 
   const effective = (l: RetentionLimits | undefined | null) => ({
     maxAgeDays: l?.maxAgeDays ?? defaults.maxAgeDays,
@@ -70,10 +72,18 @@ export function createLogRetentionService(deps: {
   });
 
   async function runHost(hostId: string, at: number, out: RetentionRun): Promise<void> {
+    // Every chunk stored since the last run is summarised in this one: retention counts a
+    // process's bytes from the summaries, and the search skips by the filters, so a pass that fell
+    // behind (it took at most 500 chunks, ~125 MiB of lines, per host per run before 2 Dec) let a
+    // host logging faster than ~0.2 MiB/s keep its unsummarised chunks past its size limit for
+    // ever. A backlog (such a host, or every filter rebuilt after an upgrade) takes at most about
+    // half of one core: after each page, a pause as long as the page took.
     for (;;) {
-      const n = await retention.summariseMissing(hostId, 100);
+      const started = performance.now();
+      const n = await retention.summariseMissing(hostId, SUMMARISE_PAGE);
       out.summarised += n;
-      if (n < 100 || out.summarised >= SUMMARISE_PER_RUN) break;
+      if (n < SUMMARISE_PAGE || stopped) break;
+      await new Promise((r) => setTimeout(r, performance.now() - started));
     }
     const limits = await retention.limits(hostId);
     const chunks = await retention.summaries(hostId);
@@ -120,6 +130,7 @@ export function createLogRetentionService(deps: {
     const out: RetentionRun = { summarised: 0, deletedChunks: 0, rewrittenChunks: 0, removedLines: 0 };
     const at = now();
     for (const hostId of await retention.hostsWithLogs()) {
+      if (stopped) break;
       try {
         await runHost(hostId, at, out);
       } catch (err) {
@@ -142,6 +153,7 @@ export function createLogRetentionService(deps: {
     /** Starts the periodic job (every `intervalMs`, first run after one interval). */
     start(): void {
       if (timer) return;
+      stopped = false;
       timer = setInterval(() => {
         void this.run();
       }, defaults.intervalMs);
@@ -149,6 +161,7 @@ export function createLogRetentionService(deps: {
     },
 
     stop(): void {
+      stopped = true;
       if (timer) clearInterval(timer);
       timer = null;
     },
