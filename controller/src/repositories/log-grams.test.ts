@@ -87,8 +87,7 @@ for (const target of testDatabaseTargets()) {
       const retention = createLogRetentionRepository(db);
       assert.equal(await retention.summariseMissing(hostId, 100), chunks);
       assert.equal(await retention.summariseMissing(hostId, 100), 0);
-      // The filter stored is the one of the chunk's records, byte for byte (read and written as
-      // base64 on PostgreSQL, as bytes on PGlite).
+      // The filter stored is the one of the chunk's records, byte for byte, on either driver.
       for (const c of [0, 2]) {
         const [row] = await db
           .select({ grams: streamChunks.grams })
