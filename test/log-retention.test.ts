@@ -50,6 +50,18 @@ async function lines(process: string): Promise<string[]> {
   return page.lines.map((l) => l.text);
 }
 
+/** The retention job at NOW, with a 30-day, 1 GiB default. */
+function retentionJob(repo: ReturnType<typeof createLogRetentionRepository>) {
+  return createLogRetentionService({
+    retention: repo,
+    hosts: createHostRepository(t.db),
+    audit: t.services.audit,
+    log: pino({ level: 'silent' }),
+    defaults: { maxAgeDays: 30, maxBytes: 1024 ** 3, intervalMs: 600_000 },
+    now: () => NOW,
+  });
+}
+
 before(async () => {
   t = await openTestApp();
   operator = await t.signInAs('operator');
@@ -137,14 +149,7 @@ test(
       { process: 'old', text: 'old 5', ts: NOW - 60_000 },
     ]);
 
-    const retention = createLogRetentionService({
-      retention: createLogRetentionRepository(t.db),
-      hosts: createHostRepository(t.db),
-      audit: t.services.audit,
-      log: pino({ level: 'silent' }),
-      defaults: { maxAgeDays: 30, maxBytes: 1024 ** 3, intervalMs: 600_000 },
-      now: () => NOW,
-    });
+    const retention = retentionJob(createLogRetentionRepository(t.db));
     const run = await retention.run();
     assert.equal(run.deletedChunks, 1 + 2, 'the old-only chunk and the two oldest chunks of big');
     assert.equal(run.rewrittenChunks, 1);
@@ -194,14 +199,7 @@ test(
     }
     const repo = createLogRetentionRepository(t.db);
     await repo.set(fastHost, 'flood', { maxAgeDays: null, maxBytes: 4096 });
-    const retention = createLogRetentionService({
-      retention: repo,
-      hosts: createHostRepository(t.db),
-      audit: t.services.audit,
-      log: pino({ level: 'silent' }),
-      defaults: { maxAgeDays: 30, maxBytes: 1024 ** 3, intervalMs: 600_000 },
-      now: () => NOW,
-    });
+    const retention = retentionJob(repo);
     const run = await retention.run();
     assert.ok(run.summarised >= CHUNKS, `summarised ${run.summarised}`);
     assert.equal(run.deletedChunks, CHUNKS - 3, 'all but the newest 4096 bytes, to the chunk');
