@@ -9,6 +9,7 @@ import { and, eq } from 'drizzle-orm';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import type { Db, OpenDatabase } from '../db/index.ts';
 import { insertTestHost, testDatabaseTargets, type TestDatabase } from '../db/test-databases.ts';
+import { logChunkSummaries } from '../db/schema/log-retention.ts';
 import { streamChunks } from '../db/schema/streams.ts';
 import { buildGramFilter } from './log-grams.ts';
 import { createLogRetentionRepository } from './log-retention.ts';
@@ -102,5 +103,20 @@ for (const target of testDatabaseTargets()) {
       assert.equal((await read([])).length, chunks);
       assert.equal((await read([['GET /api/v1']])).length, chunks);
     });
+
+    test(
+      'controllers sharing the database split the summary pass: each chunk is summarised once',
+      { skip: target.driver === 'pglite' ? 'PGlite is one process' : false },
+      async () => {
+        await db.delete(logChunkSummaries).where(eq(logChunkSummaries.hostId, hostId));
+        await db.update(streamChunks).set({ grams: null }).where(eq(streamChunks.hostId, hostId));
+        const other = await testDb.open();
+        const counts = await Promise.all(
+          [db, other.db].map((d) => createLogRetentionRepository(d).summariseMissing(hostId, 100)),
+        );
+        assert.equal(counts[0]! + counts[1]!, chunks, `summarised ${counts.join(' + ')}`);
+        assert.deepEqual(await read([['out of memory']]), [chunkSeq(2)]);
+      },
+    );
   });
 }

@@ -10,6 +10,7 @@ import { decodeLogLine, decodeRecords, encodeRecords } from '@keel/shared';
 import type { Db } from '../db/index.ts';
 import { logChunkSummaries, processLogRetention, type ChunkSummary } from '../db/schema/log-retention.ts';
 import { streamChunks } from '../db/schema/streams.ts';
+import { postgresClient } from './chunk-copy.ts';
 import { decodeChunk, encodeChunk } from './chunk-codec.ts';
 import { buildGramFilter } from './log-grams.ts';
 import { LOGS_STREAM } from './processes.ts';
@@ -65,6 +66,64 @@ export function summarise(raw: Buffer, count: number): ChunkSummary {
 
 /** Retention storage. */
 export function createLogRetentionRepository(db: Db) {
+  /** Other controllers may share the database (PostgreSQL): pages of the summary pass are claimed. */
+  const shared = postgresClient(db) !== null;
+
+  /** One page of the summary pass (see summariseMissing); `claim`: `q` is the claiming transaction. */
+  async function summarisePage(q: Db, hostId: string, limit: number, claim: boolean): Promise<number> {
+    const query = q
+      .select({
+        firstSeq: streamChunks.firstSeq,
+        count: streamChunks.count,
+        codec: streamChunks.codec,
+        data: streamChunks.data,
+        summarised: logChunkSummaries.firstSeq,
+      })
+      .from(streamChunks)
+      .leftJoin(
+        logChunkSummaries,
+        and(
+          eq(logChunkSummaries.hostId, streamChunks.hostId),
+          eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
+        ),
+      )
+      .where(and(ofLogs(hostId), or(isNull(logChunkSummaries.firstSeq), isNull(streamChunks.grams))))
+      .orderBy(asc(streamChunks.firstSeq))
+      .limit(limit);
+    const rows = await (claim ? query.for('update', { of: streamChunks, skipLocked: true }) : query);
+    if (rows.length === 0) return 0;
+    // One chunk decoded at a time: a page of 100 holds at most one decoded body.
+    const done: { firstSeq: number; summary: ChunkSummary | null; grams: Buffer }[] = [];
+    for (const r of rows) {
+      const raw = await decodeChunk(r.codec, r.data);
+      done.push({
+        firstSeq: r.firstSeq,
+        summary: r.summarised === null ? summarise(raw, r.count) : null,
+        grams: buildGramFilter(raw, r.count),
+      });
+    }
+    const write = async (tx: Db) => {
+      const summaries = done.filter((d) => d.summary !== null);
+      if (summaries.length > 0) {
+        await tx
+          .insert(logChunkSummaries)
+          .values(summaries.map((d) => ({ hostId, firstSeq: d.firstSeq, summary: d.summary! })))
+          .onConflictDoNothing();
+      }
+      // One statement for the page's filters.
+      await tx.execute(sql`update ${streamChunks} set "grams" = "v"."grams"
+        from (values ${sql.join(
+          done.map((d) => sql`(${d.firstSeq}::bigint, ${d.grams}::bytea)`),
+          sql`, `,
+        )}) as "v"("first_seq", "grams")
+        where ${streamChunks.hostId} = ${hostId} and ${streamChunks.stream} = ${LOGS_STREAM}
+          and ${streamChunks.firstSeq} = "v"."first_seq"`);
+    };
+    if (claim) await write(q);
+    else await q.transaction((tx) => write(tx as unknown as Db));
+    return rows.length;
+  }
+
   return {
     async limits(hostId: string): Promise<Map<string, RetentionLimits>> {
       const rows = await db.select().from(processLogRetention).where(eq(processLogRetention.hostId, hostId));
@@ -102,56 +161,16 @@ export function createLogRetentionRepository(db: Db) {
      * Summarises up to `limit` chunks of the host that have no summary or no gram filter yet (the
      * search's skip index, log-grams.ts; chunks stored before it have a summary but none), and
      * writes both; returns how many.
+     *
+     * Replicas sharing PostgreSQL each run the retention job: there a page's chunks are claimed
+     * (`FOR UPDATE SKIP LOCKED`) in the transaction that writes their summaries, so replicas split
+     * a backlog between them instead of each doing all of it. PGlite is one process's alone: no
+     * claim, and no transaction held while the filters are built (its one connection would make
+     * every other query wait).
      */
     async summariseMissing(hostId: string, limit: number): Promise<number> {
-      const rows = await db
-        .select({
-          firstSeq: streamChunks.firstSeq,
-          count: streamChunks.count,
-          codec: streamChunks.codec,
-          data: streamChunks.data,
-          summarised: logChunkSummaries.firstSeq,
-        })
-        .from(streamChunks)
-        .leftJoin(
-          logChunkSummaries,
-          and(
-            eq(logChunkSummaries.hostId, streamChunks.hostId),
-            eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
-          ),
-        )
-        .where(and(ofLogs(hostId), or(isNull(logChunkSummaries.firstSeq), isNull(streamChunks.grams))))
-        .orderBy(asc(streamChunks.firstSeq))
-        .limit(limit);
-      if (rows.length === 0) return 0;
-      // One chunk decoded at a time: a page of 100 holds at most one decoded body.
-      const done: { firstSeq: number; summary: ChunkSummary | null; grams: Buffer }[] = [];
-      for (const r of rows) {
-        const raw = await decodeChunk(r.codec, r.data);
-        done.push({
-          firstSeq: r.firstSeq,
-          summary: r.summarised === null ? summarise(raw, r.count) : null,
-          grams: buildGramFilter(raw, r.count),
-        });
-      }
-      await db.transaction(async (tx) => {
-        const summaries = done.filter((d) => d.summary !== null);
-        if (summaries.length > 0) {
-          await tx
-            .insert(logChunkSummaries)
-            .values(summaries.map((d) => ({ hostId, firstSeq: d.firstSeq, summary: d.summary! })))
-            .onConflictDoNothing();
-        }
-        // One statement for the page's filters.
-        await tx.execute(sql`update ${streamChunks} set "grams" = "v"."grams"
-          from (values ${sql.join(
-            done.map((d) => sql`(${d.firstSeq}::bigint, ${d.grams}::bytea)`),
-            sql`, `,
-          )}) as "v"("first_seq", "grams")
-          where ${streamChunks.hostId} = ${hostId} and ${streamChunks.stream} = ${LOGS_STREAM}
-            and ${streamChunks.firstSeq} = "v"."first_seq"`);
-      });
-      return rows.length;
+      if (shared) return db.transaction((tx) => summarisePage(tx, hostId, limit, true));
+      return summarisePage(db, hostId, limit, false);
     },
 
     /** Every summarised chunk of the host, newest first (small rows: a few numbers per process). */
