@@ -29,6 +29,12 @@ export interface SummaryRow {
   summary: ChunkSummary;
 }
 
+/** A chunk's summary row (the join of the two tables). */
+const summaryOfChunk = and(
+  eq(logChunkSummaries.hostId, streamChunks.hostId),
+  eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
+);
+
 const ofLogs = (hostId: string) => and(eq(streamChunks.hostId, hostId), eq(streamChunks.stream, LOGS_STREAM));
 
 /**
@@ -80,13 +86,7 @@ export function createLogRetentionRepository(db: Db) {
         summarised: logChunkSummaries.firstSeq,
       })
       .from(streamChunks)
-      .leftJoin(
-        logChunkSummaries,
-        and(
-          eq(logChunkSummaries.hostId, streamChunks.hostId),
-          eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
-        ),
-      )
+      .leftJoin(logChunkSummaries, summaryOfChunk)
       .where(and(ofLogs(hostId), or(isNull(logChunkSummaries.firstSeq), isNull(streamChunks.grams))))
       .orderBy(asc(streamChunks.firstSeq))
       .limit(limit);
@@ -183,13 +183,7 @@ export function createLogRetentionRepository(db: Db) {
           summary: logChunkSummaries.summary,
         })
         .from(streamChunks)
-        .innerJoin(
-          logChunkSummaries,
-          and(
-            eq(logChunkSummaries.hostId, streamChunks.hostId),
-            eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
-          ),
-        )
+        .innerJoin(logChunkSummaries, summaryOfChunk)
         .where(ofLogs(hostId))
         .orderBy(desc(streamChunks.firstSeq));
       return rows.map((r) => ({
