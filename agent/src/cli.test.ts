@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,9 @@ interface Run {
   stderr: string;
 }
 
+/** A command that has not ended after this long is stopped and reported with where it stood. */
+const HUNG_MS = 40_000;
+
 function agent(
   args: string[],
   opts: { env?: Record<string, string>; stdin?: string; bin?: string } = {},
@@ -28,13 +31,46 @@ function agent(
   // Only the token a case gives: one in this process's environment must not leak into the cases.
   const env: NodeJS.ProcessEnv = { ...process.env, KEEL_JOIN_TOKEN: undefined };
   Object.assign(env, { KEEL_AGENT_LOG_LEVEL: 'silent' }, opts.env);
-  const child = spawn(process.execPath, [opts.bin ?? build, ...args], { env, stdio: 'pipe' });
+  // A Node diagnostic report on SIGUSR2 (its JavaScript stack and open handles) if it hangs: an
+  // enroll to a closed port hung once in a loaded CI run (2 Dec) and ends in ~0.3 s otherwise.
+  const reports = mkdtempSync(join(tmpdir(), 'keel-cli-report-'));
+  const child = spawn(
+    process.execPath,
+    [
+      '--report-on-signal',
+      '--report-signal=SIGUSR2',
+      `--report-directory=${reports}`,
+      opts.bin ?? build,
+      ...args,
+    ],
+    { env, stdio: 'pipe' },
+  );
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   child.stdin.end(opts.stdin ?? '');
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
+  const hung = setTimeout(() => {
+    child.kill('SIGUSR2');
+    setTimeout(() => {
+      for (const f of readdirSync(reports)) {
+        const report = JSON.parse(readFileSync(join(reports, f), 'utf8')) as {
+          javascriptStack?: { stack?: string[] };
+          libuv?: { type: string; is_active: boolean; remoteEndpoint?: unknown }[];
+        };
+        stderr += `\n[hung after ${HUNG_MS} ms] stack: ${(report.javascriptStack?.stack ?? []).join(' | ')}`;
+        stderr += `\n[hung] active handles: ${JSON.stringify((report.libuv ?? []).filter((h) => h.is_active))}`;
+      }
+      child.kill('SIGKILL');
+    }, 2_000).unref();
+  }, HUNG_MS);
+  return new Promise((resolve) =>
+    child.once('close', (code) => {
+      clearTimeout(hung);
+      rmSync(reports, { recursive: true, force: true });
+      resolve({ code, stdout, stderr });
+    }),
+  );
 }
 
 test(
