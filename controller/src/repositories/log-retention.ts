@@ -120,7 +120,7 @@ export function createLogRetentionRepository(db: Db) {
           and ${streamChunks.firstSeq} = "v"."first_seq"`);
     };
     if (claim) await write(q);
-    else await q.transaction((tx) => write(tx as unknown as Db));
+    else await q.transaction(write);
     return rows.length;
   }
 
