@@ -313,7 +313,7 @@ describe('staged agent upgrades', () => {
       assert.equal(done.state, 'done', `halted: ${done.reason}`);
       assert.ok(mostUpgrading <= 2, `at most one batch at once, saw ${mostUpgrading}`);
       for (const h of done.hosts) assert.equal(h.state, 'ok', JSON.stringify(h));
-      for (const id of hostIds) {
+      for (const [i, id] of hostIds.entries()) {
         const row = await waitFor(
           async () => {
             const r = await hostRow(id);
@@ -322,7 +322,13 @@ describe('staged agent upgrades', () => {
           30_000,
           `${id} online on the new release`,
         );
-        assert.equal(row.agentVersion, next);
+        // Online is stored with the version the session announced (not the facts that follow it).
+        const back = join(roots[i]!, 'var/lib/keel-agent/upgrade/rolled-back');
+        assert.equal(
+          row.agentVersion,
+          next,
+          `host-${i} on ${currentOf(roots[i]!)}${existsSync(back) ? `, rolled back: ${readFileSync(back, 'utf8')}` : ''}`,
+        );
       }
       for (const root of roots) {
         assert.equal(currentOf(root), `releases/${next}`);

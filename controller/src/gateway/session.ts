@@ -310,7 +310,8 @@ export class SessionTable {
     });
     s.open();
     log.info({ peer: s.peer, host: hostId, session: s.channel.session.id }, 'agent online');
-    deps.presence.queue(hostId, { online: true });
+    const agentVersion = s.capabilities?.agentVersion;
+    deps.presence.queue(hostId, { online: true, ...(agentVersion && { agentVersion }) });
     deps.broker.hostOnline(hostId);
   }
 

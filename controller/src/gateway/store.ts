@@ -7,6 +7,12 @@ import type { HostView } from './types.ts';
 export interface PresenceChange {
   online?: boolean;
   facts?: HostFacts;
+  /**
+   * The version the agent announced for the session going online (its capabilities), stored with
+   * the online state: a host shows online on the release it runs, not the one its last facts
+   * named (they come a moment later, in a commit of their own). Facts in the same change win.
+   */
+  agentVersion?: string;
 }
 
 /** A host's state when its session starts. */

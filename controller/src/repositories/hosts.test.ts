@@ -97,6 +97,31 @@ for (const target of testDatabaseTargets()) {
       assert.equal(offline?.online, false);
       assert.equal(offline?.facts?.hostname, 'a2');
       assert.equal(offline?.lastSeenAt?.getTime(), later.getTime());
+
+      // A session going online stores the version its agent announced (an upgraded agent shows
+      // online on its new release before its facts come); facts in the same change win; a version
+      // alone, or for a revoked host, changes nothing.
+      const [upgraded] = await hosts.applyPresence(
+        new Map([[a.id, { online: true, agentVersion: '10.0.0' }]]),
+        later,
+      );
+      assert.equal(upgraded?.online, true);
+      assert.equal(upgraded?.agentVersion, '10.0.0');
+      assert.equal(upgraded?.facts?.agentVersion, '9.9.9', 'the facts stay as the agent sent them');
+      const [withFacts] = await hosts.applyPresence(
+        new Map([
+          [a.id, { online: true, agentVersion: '10.0.1', facts: { ...sampleFacts, agentVersion: '10.0.2' } }],
+        ]),
+        later,
+      );
+      assert.equal(withFacts?.agentVersion, '10.0.2');
+      const [versionOnly] = await hosts.applyPresence(new Map([[a.id, { agentVersion: '10.0.3' }]]), later);
+      assert.equal(versionOnly?.agentVersion, '10.0.2');
+      const [revoked] = await hosts.applyPresence(
+        new Map([[c.id, { online: true, agentVersion: '10.0.4' }]]),
+        later,
+      );
+      assert.equal(revoked?.agentVersion, null);
     });
 
     test('sessionStates reads revocation and cursors of many hosts in one query; activeKeys lists live keys', async () => {

@@ -7,6 +7,7 @@ import { isUuid } from '../db/errors.ts';
 import { hosts, type HostRow } from '../db/schema/hosts.ts';
 import { joinTokens } from '../db/schema/join-tokens.ts';
 import { streamCursors } from '../db/schema/streams.ts';
+import type { PresenceChange } from '../gateway/store.ts';
 import type { HostView } from '../gateway/types.ts';
 import { hashJoinTokenSecret } from './join-tokens.ts';
 
@@ -75,12 +76,6 @@ export interface HostRepository {
   /** Every host, by name. */
   list(): Promise<Host[]>;
   get(id: string): Promise<Host | null>;
-}
-
-/** One host's pending presence/facts change. */
-export interface PresenceChange {
-  online?: boolean;
-  facts?: HostFacts;
 }
 
 /** The API/console shape of a host (ISO dates, no key material). */
@@ -229,7 +224,9 @@ export function createHostRepository(db: Db): HostRepository {
 
     async applyPresence(changes, at, replica) {
       const rows = [...changes].flatMap(([id, c]) =>
-        isUuid(id) ? [{ id, online: c.online ?? null, facts: c.facts ?? null }] : [],
+        isUuid(id)
+          ? [{ id, online: c.online ?? null, facts: c.facts ?? null, version: c.agentVersion ?? null }]
+          : [],
       );
       if (rows.length === 0) return [];
       // One statement for the whole batch (atomic without a transaction, one round trip): the
@@ -250,10 +247,11 @@ export function createHostRepository(db: Db): HostRepository {
           lastSeenAt: sql`case when ${goesOnline} or ${goesOffline} then ${at_} else ${hosts.lastSeenAt} end`,
           facts: sql`coalesce(v.facts, ${hosts.facts})`,
           factsUpdatedAt: sql`case when v.facts is null then ${hosts.factsUpdatedAt} else ${at_} end`,
-          agentVersion: sql`case when v.facts is null then ${hosts.agentVersion} else v.facts->>'agentVersion' end`,
+          // Facts name the version; else the session going online announced it.
+          agentVersion: sql`case when v.facts is not null then v.facts->>'agentVersion' when ${goesOnline} and v.version is not null then v.version else ${hosts.agentVersion} end`,
         })
         .from(
-          sql`jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, online boolean, facts jsonb)`,
+          sql`jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, online boolean, facts jsonb, version text)`,
         )
         .where(sql`${hosts.id} = v.id`)
         .returning();
