@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { encodeLogLine, encodeRecords } from '@keel/shared';
 import { buildGramFilter, filterMayHold, literalProbes } from '../repositories/log-grams.ts';
-import { bodyCheck, literalHits, requiredLiterals } from './log-prefilter.ts';
+import { bodyCheck, lineLiterals, literalHits, requiredLiterals } from './log-prefilter.ts';
 import { seededRandom as rng } from '../../../test/helpers/seeded-random.ts';
 
 /** A chunk of these lines (one process), as stored. */
@@ -149,6 +149,24 @@ describe('log search prefilter', () => {
     assert.deepEqual(requiredLiterals({ q: '(?i:abcdef)', regex: true }), []);
   });
 
+  test('the line literals: the longest letter-free clause of those of two bytes or more', () => {
+    const line = (q: string, caseSensitive = false) =>
+      lineLiterals({ q, regex: true, caseSensitive })?.map((l) => l.toString('latin1')) ?? null;
+    // The benchmark's full scan: `n ` has a letter (`99` is implied by `999 `).
+    assert.deepEqual(line('^n [0-9]*99.999 '), ['999 ']);
+    assert.deepEqual(requiredLiterals({ q: '^n [0-9]*99.999 ', regex: true }, 2), [['n '], ['999 ']]);
+    // A status code among others, in either case mode; a fixed set is one clause.
+    assert.deepEqual(line('HTTP/1\\.\\d" (404|500) \\d+'), ['" 404 ', '" 500 ']);
+    assert.deepEqual(line('" 50[0-4] ', true), ['" 500 ', '" 501 ', '" 502 ', '" 503 ', '" 504 ']);
+    // Letters (any case mode), one byte, or nothing required: none.
+    assert.equal(line('fail(ed|ure)'), null);
+    assert.equal(line('Fail', true), null);
+    assert.equal(line('^\\d+7$'), null);
+    assert.equal(line('404|x'), null);
+    // A clause of letters and digits is not split into its letter-free part.
+    assert.equal(lineLiterals({ q: 'took 99 ms' }), null);
+  });
+
   test('counted repetition, fixed groups and small classes require their literals', () => {
     const req = (q: string, caseSensitive = false) => requiredLiterals({ q, regex: true, caseSensitive });
     // x{n} spells out n copies; after x{min,max} the next run starts with min copies.
@@ -254,31 +272,40 @@ describe('log search prefilter', () => {
     };
     let checked = 0;
     let withLiterals = 0;
+    let withLineLiterals = 0;
     for (let p = 0; p < 1_000; p++) {
       const branches = Array.from({ length: next() < 0.8 ? 1 : 2 }, () => sequence(0));
       const pattern = branches.map((b) => b.src).join('|');
       for (const caseSensitive of [true, false]) {
         const re = new RegExp(pattern, caseSensitive ? 'u' : 'iu');
-        const required = requiredLiterals({ q: pattern, regex: true, caseSensitive });
-        if (required.length === 0) continue; // nothing skipped: nothing to check
-        withLiterals++;
+        const query = { q: pattern, regex: true, caseSensitive };
+        const required = requiredLiterals(query);
+        // The shorter literals the line byte check may use (lineLiterals picks from them).
+        const short = requiredLiterals(query, 2);
+        const inLine = lineLiterals(query);
+        if (short.length === 0) continue; // nothing skipped: nothing to check
+        if (required.length > 0) withLiterals++;
+        if (inLine !== null) withLineLiterals++;
         for (let n = 0; n < 4; n++) {
           const drawn = pick(branches).draw();
           for (const line of caseSensitive ? [drawn] : caseVariants(drawn, next).slice(0, 4)) {
             if (!re.test(line)) continue;
             const { body, count } = chunkOf(['x', `<${line}>`, 'y']);
-            const what = `/${pattern}/${caseSensitive ? '' : 'i'} matches ${JSON.stringify(line)} (requires ${JSON.stringify(required)})`;
+            const what = `/${pattern}/${caseSensitive ? '' : 'i'} matches ${JSON.stringify(line)} (requires ${JSON.stringify(short)})`;
             assert.ok(passes(buildGramFilter(body, count), required), `${what}: chunk skipped`);
             assert.ok(bodyCheck(required)?.(body) ?? true, `${what}: chunk not scanned`);
             assert.ok(lineHit(body, 1, required), `${what}: line not scanned`);
+            assert.ok(lineHit(body, 1, short), `${what}: line lacks a short literal`);
+            const bytes = Buffer.from(line);
+            assert.ok(inLine?.some((l) => bytes.includes(l)) ?? true, `${what}: line skipped by the workers`);
             checked++;
           }
         }
       }
     }
     assert.ok(
-      checked > 2_500 && withLiterals > 300,
-      `${checked} lines checked, ${withLiterals} patterns with literals`,
+      checked > 2_500 && withLiterals > 300 && withLineLiterals > 100,
+      `${checked} lines checked, ${withLiterals} patterns with literals, ${withLineLiterals} with line literals`,
     );
   });
 

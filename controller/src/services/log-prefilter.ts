@@ -31,23 +31,33 @@ import { GRAM_BYTES, type LiteralRequirement } from '../repositories/log-grams.t
 /** Alternatives of one clause beyond this are not worth their probes: the clause is dropped. */
 const MAX_ALTERNATIVES = 16;
 
-/** The literals a search requires (see the header); `[]` when nothing can be required. */
-export function requiredLiterals(query: {
-  q: string;
-  regex?: boolean;
-  caseSensitive?: boolean;
-}): LiteralRequirement {
+/**
+ * The literals a search requires (see the header); `[]` when nothing can be required. Each literal
+ * has at least `minBytes` bytes: the gram filter's GRAM_BYTES by default; shorter ones serve the
+ * line byte check (lineLiterals).
+ */
+export function requiredLiterals(
+  query: {
+    q: string;
+    regex?: boolean;
+    caseSensitive?: boolean;
+  },
+  minBytes = GRAM_BYTES,
+): LiteralRequirement {
   const caseSensitive = query.caseSensitive ?? false;
   if (!query.regex) {
     const text = caseSensitive ? query.q : query.q.toLowerCase();
     const runs = splitRuns(text, (c) => isPrintableAscii(c) && (caseSensitive || (c !== 'i' && c !== 'k')));
-    return keepLong(runs.map((r) => [r.toLowerCase()]));
+    return keepLong(
+      runs.map((r) => [r.toLowerCase()]),
+      minBytes,
+    );
   }
   try {
-    const parser = new PatternParser(query.q, !caseSensitive);
+    const parser = new PatternParser(query.q, !caseSensitive, minBytes);
     const { clauses } = parser.parseAlternation();
     if (parser.pos !== query.q.length) return [];
-    return keepLong(clauses);
+    return keepLong(clauses, minBytes);
   } catch {
     return [];
   }
@@ -135,6 +145,32 @@ export function literalHits(
   };
 }
 
+/** The shortest literal the line byte check looks for: one byte would be most lines' bytes. */
+const LINE_LITERAL_MIN_BYTES = 2;
+
+/**
+ * For a search the gram filter cannot narrow (no literal of GRAM_BYTES), the clause whose literals
+ * the search workers look for in the decoded records before matching (log-search.ts): a line that
+ * holds none of them cannot match, so it is never made a string nor run through the pattern. Only
+ * literals without ASCII letters (digits, punctuation, spaces: a status code, a port, `99.999`),
+ * which are the same bytes in any case, so the decoded bytes are searched as they are; of those
+ * clauses the one whose shortest literal is longest. Null when there is none.
+ * @example lineLiterals({ q: '^n [0-9]*99.999 ', regex: true }) // [Buffer '999 ']
+ */
+export function lineLiterals(query: {
+  q: string;
+  regex?: boolean;
+  caseSensitive?: boolean;
+}): Buffer[] | null {
+  let best: string[] | null = null;
+  const shortest = (c: string[]) => Math.min(...c.map((l) => Buffer.byteLength(l)));
+  for (const clause of requiredLiterals(query, LINE_LITERAL_MIN_BYTES)) {
+    if (clause.some((l) => /[a-z]/.test(l))) continue;
+    if (best === null || shortest(clause) > shortest(best)) best = clause;
+  }
+  return best && best.map((l) => Buffer.from(l, 'utf8'));
+}
+
 function isPrintableAscii(c: string): boolean {
   const code = c.charCodeAt(0);
   return c.length === 1 && code >= 0x20 && code <= 0x7e;
@@ -154,15 +190,15 @@ function splitRuns(text: string, keep: (c: string) => boolean): string[] {
   return runs;
 }
 
-/** Clauses whose every literal is long enough for the filter, each literal once. */
-function keepLong(clauses: LiteralRequirement): LiteralRequirement {
+/** Clauses whose every literal has at least `minBytes` bytes, each literal once. */
+function keepLong(clauses: LiteralRequirement, minBytes: number): LiteralRequirement {
   const out: LiteralRequirement = [];
   const seen = new Set<string>();
   for (const raw of clauses) {
     // The filter and the byte checks fold ASCII case: so do the literals.
     const clause = raw.map((l) => l.replace(/[A-Z]+/g, (u) => u.toLowerCase()));
     if (clause.length === 0 || clause.length > MAX_ALTERNATIVES) continue;
-    if (clause.some((l) => Buffer.byteLength(l) < GRAM_BYTES)) continue;
+    if (clause.some((l) => Buffer.byteLength(l) < minBytes)) continue;
     const key = [...new Set(clause)].sort().join('\u0000');
     if (seen.has(key)) continue;
     seen.add(key);
@@ -214,6 +250,8 @@ class PatternParser {
   constructor(
     private readonly src: string,
     private readonly ignoreCase: boolean,
+    /** The shortest literal a branch of an alternation may be required by (requiredLiterals). */
+    private readonly minBytes = GRAM_BYTES,
   ) {}
 
   private peek(at = 0): string | undefined {
@@ -233,7 +271,7 @@ class PatternParser {
     if (exact && exact.length > MAX_ALTERNATIVES) exact = null;
     // One of the branches holds: require, from each, its best clause (longest shortest literal,
     // then fewest alternatives); if that makes too many alternatives, the fewest from each.
-    const usable = branches.map((b) => b.clauses.filter((c) => c.every((l) => l.length >= GRAM_BYTES)));
+    const usable = branches.map((b) => b.clauses.filter((c) => c.every((l) => l.length >= this.minBytes)));
     if (usable.some((u) => u.length === 0)) return { clauses: [], exact };
     const shortest = (c: string[]) => Math.min(...c.map((l) => l.length));
     const byLength = (a: string[], b: string[]) => shortest(b) - shortest(a) || a.length - b.length;

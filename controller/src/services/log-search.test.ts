@@ -1,6 +1,7 @@
 // Proves the regex search over chunks as stored (a pattern with no literal to narrow it: every
 // chunk is read, decoded and matched in the regex workers; anchored ones tried at line starts
-// only, lines with a lone CR among them), on every test driver, against the
+// only, lines with a lone CR among them; lines lacking a shorter required literal skipped in the
+// workers), on every test driver, against the
 // per-line answer computed here: the same lines, ranges, order, seq, time, stream and process,
 // across LZ4, deflate and uncompressed chunks and several batches (both workers); with a time
 // range, one process and one stream; long lines cut; non-ASCII text; a search stopped early by
@@ -21,7 +22,7 @@ import { createHostRepository } from '../repositories/hosts.ts';
 import { createLogSearchRepository } from '../repositories/log-search.ts';
 import { LOGS_STREAM } from '../repositories/processes.ts';
 import { createStreamRepository } from '../repositories/streams.ts';
-import { requiredLiterals } from './log-prefilter.ts';
+import { lineLiterals, requiredLiterals } from './log-prefilter.ts';
 import {
   createLogSearchService,
   linesStartOnly,
@@ -211,13 +212,23 @@ for (const target of testDatabaseTargets()) {
           'é \\S',
           '(?=7{40})\\d{40}',
           '\\d{4}$',
+          '\\d99 \\d+ms',
+          '/\\d+(00|11) ',
         ];
+        // Of those, the ones whose workers skip the lines lacking a shorter literal (`7 `, `2 ` or
+        // `7 `, `99 `, `00 ` or `11 `) before matching (lineLiterals); the answer is the same.
+        const lineNarrowed = ['^n \\d*7 ', '^n \\d*[27] .UT \\S+3 ', '\\d99 \\d+ms', '/\\d+(00|11) '];
         // The same with literals (since 1 Dec `7 (GET|PUT)` requires `7 get` or `7 put`, `7{40}`
         // forty 7s): chunks are narrowed by them, the answer is the same.
         const narrowed = ['\\d{3}7 (GET|PUT)', '7{40}', '\\d7 [Pp]UT /api'];
         for (const q of [...none, ...narrowed]) {
           // No literal to narrow the first: every chunk is read as stored and decoded in the workers.
           assert.equal(requiredLiterals({ q, regex: true }).length === 0, none.includes(q), q);
+          assert.equal(
+            lineLiterals({ q, regex: true }) !== null && none.includes(q),
+            lineNarrowed.includes(q),
+            q,
+          );
           const events = await search({ q });
           const want = expected(lines, q);
           assert.ok(want.length > 0, q);

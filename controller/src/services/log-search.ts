@@ -32,7 +32,7 @@ import type { LogChunk, LogSearchRepository, StoredLogChunk } from '../repositor
 import { decodeLz4Block } from '../repositories/lz4-block.ts';
 import { CHUNK_MAX_RAW_BYTES } from '../repositories/streams.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
-import { bodyCheck, literalHits, requiredLiterals } from './log-prefilter.ts';
+import { bodyCheck, lineLiterals, literalHits, requiredLiterals } from './log-prefilter.ts';
 import type { ProcessActor } from './processes.ts';
 
 /** What to look for, and where. */
@@ -171,9 +171,36 @@ function room(n) {
   st = grow(st, c); en = grow(en, c); segOf = grow(segOf, c); atOf = grow(atOf, c); kOf = grow(kOf, c);
   cap = c;
 }
-function walk(buf, segs) {
+// The line literals (lineLiterals in log-prefilter.ts: stored chunks of a search the gram filter
+// cannot narrow): a selected line holding none of them, found as bytes in the decoded records
+// before the walk, is skipped (blanked and counted) rather than made a string and matched.
+const literals = workerData.literals ? workerData.literals.map((l) => Buffer.from(l)) : null;
+let skipped = 0;
+/**
+ * Every occurrence of a line literal in buf (sorted start offsets and lengths), or null when there
+ * are more than max (the literal is in most lines: checking each line for it would cost more
+ * than it spares).
+ */
+function literalHits(buf, max) {
+  const at = [];
+  const length = [];
+  for (const l of literals) {
+    for (let i = buf.indexOf(l); i >= 0; i = buf.indexOf(l, i + 1)) {
+      if (at.length >= max) return null;
+      at.push(i);
+      length.push(l.length);
+    }
+  }
+  if (literals.length > 1) {
+    const order = at.map((_, i) => i).sort((x, y) => at[x] - at[y]);
+    return { at: order.map((i) => at[i]), length: order.map((i) => length[i]) };
+  }
+  return { at, length };
+}
+function walk(buf, segs, hits) {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let n = 0;
+  let h = 0;
   for (let s = 0; s < segs.length; s += 3) {
     const base = segs[s];
     const len = segs[s + 1];
@@ -202,6 +229,20 @@ function walk(buf, segs) {
         else for (let i = 0; take && i < nameLength; i++) take = buf[base + p + 2 + i] === name[i];
       }
       if (take && stream !== 'both' && ((buf[base + p] & 1) === 1) !== (stream === 'stderr')) take = false;
+      if (take && hits !== null) {
+        // An occurrence wholly inside the line's text? (The first at or after its start.)
+        const from = base + lineStart;
+        const to = base + end;
+        while (h < hits.at.length && hits.at[h] < from) h++;
+        let inside = false;
+        for (let x = h; !inside && x < hits.at.length && hits.at[x] < to; x++) {
+          inside = hits.at[x] + hits.length[x] <= to;
+        }
+        if (!inside) {
+          skipped++;
+          take = false;
+        }
+      }
       if (!take) {
         buf.fill(10, base + at, base + end);
         continue;
@@ -327,10 +368,32 @@ parentPort.on('message', (msg) => {
       return;
     }
   }
+  skipped = 0;
   if (segs) {
-    count = walk(buf, segs);
+    let hits = null;
+    if (chunks && literals !== null) {
+      // More occurrences than a quarter of the records: the literal is in most lines, no check.
+      let records = 0;
+      for (let c = 2; c < chunks.length; c += 4) records += chunks[c];
+      hits = literalHits(buf, records >> 2);
+    }
+    count = walk(buf, segs, hits);
     starts = st;
     ends = en;
+    if (hits !== null) {
+      // The lines kept, moved together at the front (each still followed by one '\\n'): the text
+      // made of the batch is theirs, not every skipped line's blank.
+      let w = 0;
+      for (let i = 0; i < count; i++) {
+        const len = en[i] - st[i];
+        if (st[i] !== w) buf.copyWithin(w, st[i], en[i]);
+        st[i] = w;
+        en[i] = w + len;
+        w += len;
+        buf[w++] = 10;
+      }
+      buf = buf.subarray(0, w);
+    }
   }
   // ASCII (the usual log) decodes as latin1, far faster than utf8 and the same text; the bytes
   // between lines are all '\\n', so byte offsets are text offsets. Otherwise the lines are decoded
@@ -418,11 +481,11 @@ parentPort.on('message', (msg) => {
         t.length > ${MAX_TEXT} ? t.slice(0, ${MAX_TEXT} + 1) : t,
       ];
     });
-    parentPort.postMessage({ id, out, records, taken: count, spent: bytes.buffer }, [bytes.buffer]);
+    parentPort.postMessage({ id, out, records, taken: count + skipped, spent: bytes.buffer }, [bytes.buffer]);
   } else if (segs) {
     // Where each matching line is: its chunk (index in segs), record offset and index.
     const where = out.map(([i]) => [segOf[i], atOf[i], kOf[i]]);
-    parentPort.postMessage({ id, out, where, taken: count, spent: bytes.buffer }, [bytes.buffer]);
+    parentPort.postMessage({ id, out, where, taken: count + skipped, spent: bytes.buffer }, [bytes.buffer]);
   } else {
     parentPort.postMessage({ id, out, spent: bytes.buffer }, [bytes.buffer]);
   }
@@ -513,6 +576,8 @@ interface RecordSelection {
   until: number | null;
   name: Uint8Array | null;
   stream: 'stdout' | 'stderr' | 'both';
+  /** Stored chunks: a line holding none of these bytes is not matched (lineLiterals). */
+  literals: Uint8Array[] | null;
 }
 
 /**
@@ -762,6 +827,8 @@ export function createLogSearchService(deps: {
       // A regex with no literal to narrow it reads every chunk: they come as stored, and the
       // workers decode, walk and match them (the event loop copies compressed bytes, nothing more).
       const readStored = query.regex === true && mayHold === null && hitsOf === null;
+      // Such a search's workers skip the lines that lack a shorter literal it requires (`99.999`).
+      const literals = readStored ? lineLiterals(query) : null;
       return (async function* run(): AsyncGenerator<LogSearchEvent> {
         const started = Date.now();
         const matcher = query.regex
@@ -770,6 +837,7 @@ export function createLogSearchService(deps: {
               until: query.until ?? null,
               name: processName && new Uint8Array(processName),
               stream,
+              literals: literals && literals.map((l) => new Uint8Array(l)),
             })
           : substringMatcher(query.q, caseSensitive);
         let matches = 0;
