@@ -243,12 +243,14 @@ function walk(buf, segs, hits) {
           take = false;
         }
       }
+      // (With hits, the lines kept are moved together after the walk: nothing else is read, so
+      // nothing is blanked.)
       if (!take) {
-        buf.fill(10, base + at, base + end);
+        if (hits === null) buf.fill(10, base + at, base + end);
         continue;
       }
       room(n);
-      for (let i = base + at; i < base + lineStart; i++) buf[i] = 10;
+      if (hits === null) for (let i = base + at; i < base + lineStart; i++) buf[i] = 10;
       st[n] = base + lineStart;
       en[n] = base + end;
       segOf[n] = s / 3;
@@ -257,7 +259,7 @@ function walk(buf, segs, hits) {
       n++;
     }
     // What follows the last whole record (a malformed tail) is no line either.
-    if (off < len) buf.fill(10, base + off, base + len);
+    if (off < len && hits === null) buf.fill(10, base + off, base + len);
   }
   return n;
 }
