@@ -160,7 +160,8 @@ function rangesOf(t) {
 }
 // Whole chunks (segs: base, length, record count per chunk, each followed by one '\\n'): the records
 // are walked here, off the event loop — a record's header, name and any record not selected (time
-// range, process, stream) become '\\n', and each selected line's bounds and place are noted.
+// range, process, stream) become '\\n', and each selected line's bounds and place are noted (with
+// line literals, the lines kept are moved together after the walk instead, and nothing is blanked).
 const { since, until, name, stream } = workerData;
 let cap = 0;
 let st, en, segOf, atOf, kOf;
@@ -173,7 +174,7 @@ function room(n) {
 }
 // The line literals (lineLiterals in log-prefilter.ts: stored chunks of a search the gram filter
 // cannot narrow): a selected line holding none of them, found as bytes in the decoded records
-// before the walk, is skipped (blanked and counted) rather than made a string and matched.
+// before the walk, is skipped (counted as scanned) rather than made a string and matched.
 const literals = workerData.literals ? workerData.literals.map((l) => Buffer.from(l)) : null;
 let skipped = 0;
 /**
