@@ -144,13 +144,30 @@ test('write queue: a batch that arrives during the timer turn (traffic accountin
     stream: 'metrics',
     batch: { firstSeq, count: 1, body: Buffer.alloc(0) },
   });
-  assert.equal((await queue.append(input(1))).ackedSeq, 1);
-  await started; // the timer's turn is accounting the first batch's reading
-  const second = queue.append(input(2));
-  accounting();
-  const stored = await Promise.race([
-    second.then((r) => r.ackedSeq),
-    new Promise<string>((r) => setTimeout(() => r('still waiting after 5 s'), 5_000).unref()),
-  ]);
-  assert.equal(stored, 2);
+  // The queue's timer is unref'd (it must not keep a controller alive), so this test keeps the
+  // event loop alive itself while it waits: in a process with nothing else pending the loop would
+  // end and the runner cancel the test (seen in a batch of light files, 2 Dec).
+  let timeout: NodeJS.Timeout | undefined;
+  const within = <T>(p: Promise<T>, what: string) =>
+    Promise.race([
+      p,
+      new Promise<string>((r) => (timeout = setTimeout(() => r(`${what} after 5 s`), 5_000))),
+    ]);
+  try {
+    assert.equal((await queue.append(input(1))).ackedSeq, 1);
+    // The timer's turn is accounting the first batch's reading.
+    assert.equal(await within(started, 'no timer turn'), undefined);
+    clearTimeout(timeout);
+    const second = queue.append(input(2));
+    accounting();
+    assert.equal(
+      await within(
+        second.then((r) => r.ackedSeq),
+        'still waiting',
+      ),
+      2,
+    );
+  } finally {
+    clearTimeout(timeout);
+  }
 });
