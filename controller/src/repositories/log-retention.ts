@@ -29,8 +29,8 @@ export interface SummaryRow {
   summary: ChunkSummary;
 }
 
-/** A chunk's summary row (the join of the two tables). */
-const summaryOfChunk = and(
+/** A chunk's summary row (the join of the two tables; the search reads it too). */
+export const summaryOfChunk = and(
   eq(logChunkSummaries.hostId, streamChunks.hostId),
   eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
 );

@@ -15,6 +15,7 @@ import { streamChunks } from '../db/schema/streams.ts';
 import { decodeChunk } from './chunk-codec.ts';
 import { chunkCopier, chunkKey, chunkRowColumns, postgresClient, type ChunkRow } from './chunk-copy.ts';
 import { gramFilterSql, type LiteralRequirement } from './log-grams.ts';
+import { summaryOfChunk } from './log-retention.ts';
 import { CHUNK_MAX_RAW_BYTES } from './streams.ts';
 import { LOGS_STREAM } from './processes.ts';
 
@@ -74,10 +75,6 @@ export function createLogSearchRepository(db: Db, options: { copy?: boolean } = 
         range.since === undefined ? undefined : gte(streamChunks.tsLast, new Date(range.since)),
         range.until === undefined ? undefined : lt(streamChunks.tsFirst, new Date(range.until)),
       );
-    const withSummaries = and(
-      eq(logChunkSummaries.hostId, streamChunks.hostId),
-      eq(logChunkSummaries.firstSeq, streamChunks.firstSeq),
-    );
     // With a gram filter, the chunks that pass it are listed first, in one query: each chunk's
     // probes run once (a page query with the filter could probe the chunks after the page
     // again for every page, when the planner sorts before it limits). Then pages read those.
@@ -86,7 +83,7 @@ export function createLogSearchRepository(db: Db, options: { copy?: boolean } = 
           await db
             .select({ firstSeq: streamChunks.firstSeq })
             .from(streamChunks)
-            .leftJoin(logChunkSummaries, withSummaries)
+            .leftJoin(logChunkSummaries, summaryOfChunk)
             .where(where(-1, gramFilter))
             .orderBy(asc(streamChunks.firstSeq))
         ).map((r) => r.firstSeq)
@@ -103,7 +100,7 @@ export function createLogSearchRepository(db: Db, options: { copy?: boolean } = 
         const rows = await db
           .select({ firstSeq: streamChunks.firstSeq })
           .from(streamChunks)
-          .leftJoin(logChunkSummaries, withSummaries)
+          .leftJoin(logChunkSummaries, summaryOfChunk)
           .where(where(listAfter))
           .orderBy(asc(streamChunks.firstSeq))
           .limit(LIST_CHUNKS);

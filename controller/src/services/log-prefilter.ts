@@ -122,27 +122,55 @@ export function literalHits(
 ): ((body: Buffer) => { at: number[]; length: number[] }) | null {
   if (requirement.length === 0) return null;
   const literals = requirement[0]!.map(foldedLiteral);
+  const bytes = literals.map((l) => l.bytes);
+  // A literal without letters is found at the same places in the folded body as in the body.
+  const fold = literals.some((l) => l.folded);
   let scratch = Buffer.alloc(0);
   return (body) => {
-    let folded: Buffer | null = null;
-    const found: [number, number][] = [];
-    for (const l of literals) {
-      let hay = body;
-      if (l.folded) {
-        if (folded === null) {
-          if (scratch.length < body.length) scratch = Buffer.allocUnsafe(body.length);
-          for (let i = 0; i < body.length; i++) scratch[i] = FOLD[body[i]!]!;
-          folded = scratch.subarray(0, body.length);
-        }
-        hay = folded;
-      }
-      for (let at = hay.indexOf(l.bytes); at >= 0; at = hay.indexOf(l.bytes, at + 1)) {
-        found.push([at, l.bytes.length]);
-      }
+    let hay = body;
+    if (fold) {
+      if (scratch.length < body.length) scratch = Buffer.allocUnsafe(body.length);
+      for (let i = 0; i < body.length; i++) scratch[i] = FOLD[body[i]!]!;
+      hay = scratch.subarray(0, body.length);
     }
-    if (literals.length > 1) found.sort((a, b) => a[0] - b[0]);
-    return { at: found.map((f) => f[0]), length: found.map((f) => f[1]) };
+    return occurrences(hay, bytes)!;
   };
+}
+
+/**
+ * Every occurrence of each of `literals` in `hay`, overlapping ones too: sorted start offsets and
+ * each one's length (at one offset, in the literals' order); null once there are more than `max`.
+ * Self-contained, no closures: the search workers run its source (log-search.ts).
+ */
+export function occurrences(
+  hay: Buffer,
+  literals: Buffer[],
+  max = Infinity,
+): { at: number[]; length: number[] } | null {
+  let at: number[] = [];
+  let length: number[] = [];
+  for (const l of literals) {
+    // Merged with what the literals before found (each list is in order: indexOf goes forward).
+    const mergedAt: number[] = [];
+    const mergedLength: number[] = [];
+    let k = 0;
+    for (let i = hay.indexOf(l); i >= 0; i = hay.indexOf(l, i + 1)) {
+      if (at.length + mergedAt.length - k >= max) return null;
+      while (k < at.length && at[k]! <= i) {
+        mergedAt.push(at[k]!);
+        mergedLength.push(length[k++]!);
+      }
+      mergedAt.push(i);
+      mergedLength.push(l.length);
+    }
+    while (k < at.length) {
+      mergedAt.push(at[k]!);
+      mergedLength.push(length[k++]!);
+    }
+    at = mergedAt;
+    length = mergedLength;
+  }
+  return { at, length };
 }
 
 /** The shortest literal the line byte check looks for: one byte would be most lines' bytes. */

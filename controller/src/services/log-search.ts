@@ -32,7 +32,7 @@ import type { LogChunk, LogSearchRepository, StoredLogChunk } from '../repositor
 import { decodeLz4Block } from '../repositories/lz4-block.ts';
 import { CHUNK_MAX_RAW_BYTES } from '../repositories/streams.ts';
 import { hasHostPermission, requireAccess, requireHostAccess } from './access.ts';
-import { bodyCheck, lineLiterals, literalHits, requiredLiterals } from './log-prefilter.ts';
+import { bodyCheck, lineLiterals, literalHits, occurrences, requiredLiterals } from './log-prefilter.ts';
 import type { ProcessActor } from './processes.ts';
 
 /** What to look for, and where. */
@@ -177,27 +177,7 @@ function room(n) {
 // before the walk, is skipped (counted as scanned) rather than made a string and matched.
 const literals = workerData.literals ? workerData.literals.map((l) => Buffer.from(l)) : null;
 let skipped = 0;
-/**
- * Every occurrence of a line literal in buf (sorted start offsets and lengths), or null when there
- * are more than max (the literal is in most lines: checking each line for it would cost more
- * than it spares).
- */
-function literalHits(buf, max) {
-  const at = [];
-  const length = [];
-  for (const l of literals) {
-    for (let i = buf.indexOf(l); i >= 0; i = buf.indexOf(l, i + 1)) {
-      if (at.length >= max) return null;
-      at.push(i);
-      length.push(l.length);
-    }
-  }
-  if (literals.length > 1) {
-    const order = at.map((_, i) => i).sort((x, y) => at[x] - at[y]);
-    return { at: order.map((i) => at[i]), length: order.map((i) => length[i]) };
-  }
-  return { at, length };
-}
+const occurrences = ${occurrences.toString()};
 function walk(buf, segs, hits) {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let n = 0;
@@ -378,7 +358,7 @@ parentPort.on('message', (msg) => {
       // More occurrences than a quarter of the records: the literal is in most lines, no check.
       let records = 0;
       for (let c = 2; c < chunks.length; c += 4) records += chunks[c];
-      hits = literalHits(buf, records >> 2);
+      hits = occurrences(buf, literals, records >> 2);
     }
     count = walk(buf, segs, hits);
     starts = st;
