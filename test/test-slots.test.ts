@@ -45,6 +45,17 @@ test('two runners share one budget and one count of places; freeing lets the oth
   assert.deepEqual(a.usage(), { load: 0.05, places: 1, slots: 1 });
 });
 
+test('a runner that measured idle cores may exceed the budget by the factor it gives, places still count', () => {
+  const dir = slotDir();
+  const a = machineSlots({ dir, budget: 2, places: 3 });
+  assert.equal(a.take('job-0', 1.2), true);
+  assert.equal(a.take('job-1', 1.2), false, 'by the expected loads alone it waits');
+  assert.equal(a.take('job-1', 1.2, { over: 1.5 }), true, 'with the cores measured idle: 2.4 of 3');
+  assert.equal(a.take('job-2', 0.7, { over: 1.5 }), false, '3.1 is over 1.5 times the budget');
+  assert.equal(a.take('job-2', 0.5, { over: 1.5 }), true);
+  assert.equal(a.take('job-3', 0.05, { over: 1.5 }), false, 'three places taken');
+});
+
 test('on an idle machine one job starts whatever its load', () => {
   const dir = slotDir();
   const a = machineSlots({ dir, budget: 1, places: 1 });
