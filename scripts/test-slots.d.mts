@@ -3,7 +3,7 @@ export function startTimeOf(pid: number): string;
 export function alive(pid: number, start: string): boolean;
 export interface MachineSlots {
   usage(): { load: number; places: number; slots: number };
-  take(job: string, load: number, options?: { idle?: boolean }): boolean;
+  take(job: string, load: number, options?: { idle?: boolean; over?: number }): boolean;
   free(job: string): void;
   freeAll(): void;
 }
