@@ -132,6 +132,13 @@ test('Terminal tab: echo hi, resize, exit, recording listed', { timeout: 150_000
   await page.keyboard.type('echo "h""i"');
   await page.keyboard.press('Enter');
   assert.equal(await seen(page, /^(hi)$/m, 'hi on the screen', 'terminal', SHELL_READY_MS), 'hi');
+  // This Chromium has no GPU (--disable-gpu): its WebGL is SwiftShader, software, so the page keeps
+  // xterm's DOM renderer, whose rows hold the text (the WebGL renderer draws on a canvas instead).
+  assert.match(
+    (await page.locator('[data-testid="terminal"] .xterm-rows').textContent({ timeout: 5_000 })) ?? '',
+    /hi/,
+    'the DOM renderer draws the terminal where WebGL is software',
+  );
 
   await page.keyboard.type('stty size');
   await page.keyboard.press('Enter');
