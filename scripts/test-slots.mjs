@@ -138,7 +138,7 @@ export function machineSlots({ dir, budget, places, pid = process.pid }) {
     /**
      * Takes a slot for `job` (a name unique in this runner) if it fits the machine; true if taken.
      * `over`: the loads may add up to that multiple of the budget (the caller measured the cores
-     * idle: see `spare` in scripts/test.mjs).
+     * idle: see `spareBelow` in scripts/test.mjs).
      */
     take(job, load, { idle = false, over = 1 } = {}) {
       return withLock(() => {
