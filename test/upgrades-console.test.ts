@@ -66,12 +66,14 @@ test('start a rollout, see per-host progress, cancel it; accessible', { timeout:
       for (const v of await axeViolationsInThemes(page)) violations.push(`${viewport} page: ${v}`);
 
       await page.click('[data-testid="rollout-start"]');
+      // The second round's page opens on the first round's cancelled rollout (the latest one, with
+      // its three rows): wait for the new one to be shown running before reading its table.
+      await page.locator('[data-testid="rollout-state"]', { hasText: 'Running' }).waitFor();
       const rows = page.locator('[data-testid="rollout-hosts"] tbody tr');
       await rows.nth(2).waitFor();
       const table = await page.locator('[data-testid="rollout-hosts"]').innerText();
       assert.match(table, /alpha\s+canary/);
       assert.match(table, /bravo\s+batch 1/);
-      assert.match(await page.locator('[data-testid="rollout-state"]').innerText(), /Running/);
       for (const v of await axeViolationsInThemes(page)) violations.push(`${viewport} rollout: ${v}`);
 
       // Cancel by keyboard (the confirm dialog accepted).
