@@ -443,8 +443,8 @@ const cpuBudget = Number(process.env.KEEL_TEST_CPU_BUDGET) || cores;
  * expected loads would then exceed the budget, up to OVERCOMMIT times it. The end of a run is
  * made of browser files (short, ~1.1 cores each alone by their figures, less beside another:
  * they take turns with Chromium): by the budget they ran one at a time with a core a third idle
- * (docs/testing.md, "2–3 Dec: idle cores, the last 10 s"). Other runs' work counts in the measure, so two runs side by
- * side start nothing more than before. `0` turns it off.
+ * (docs/testing.md, "2–3 Dec: idle cores, the last 10 s"). Other runs' work counts in the
+ * measure, so two runs side by side start nothing more than before. `0` turns it off.
  */
 const spareBelow = process.env.KEEL_TEST_SPARE === undefined ? 0.8 : Number(process.env.KEEL_TEST_SPARE);
 const SPARE_WINDOW_MS = 1000;
